@@ -1,0 +1,37 @@
+//! The controller's contract: metadata (topics, groups, queue placement).
+
+use async_trait::async_trait;
+
+use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
+
+/// Failures callers branch on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+    #[error("controller internal error: {0}")]
+    Internal(String),
+}
+
+/// The metadata plane.
+#[async_trait]
+pub trait ControllerApi: Send + Sync + 'static {
+    /// Creates a topic and places its queues on shards. `AlreadyExists` if it exists.
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError>;
+    /// Deletes a topic's metadata. `NotFound` if absent.
+    async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError>;
+    async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError>;
+    async fn list_topics(&self) -> Result<Vec<TopicConfig>, ControllerError>;
+
+    /// Creates a consumer group. `AlreadyExists` if it exists.
+    async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError>;
+    async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError>;
+    async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError>;
+    async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError>;
+}

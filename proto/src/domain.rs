@@ -1,0 +1,463 @@
+//! Validated domain types. Wire input becomes these once, at the boundary (`TryFrom` in the
+//! proxy); inside the system nothing is `Option` that cannot be absent.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifies one shard (one openraft group of the store).
+pub type ShardId = u32;
+
+/// Longest topic name RocketMQ accepts (`TopicValidator.TOPIC_MAX_LENGTH`).
+pub const MAX_TOPIC_LEN: usize = 127;
+/// Longest group name, so that `%RETRY%`/`%DLQ%` names stay within limits.
+pub const MAX_GROUP_LEN: usize = 120;
+/// Most messages one receive may return (RocketMQ's `MAX_MSG_NUMS_FOR_POP_REQUEST`).
+pub const MAX_RECEIVE_BATCH: u32 = 32;
+/// Shortest invisible duration a simple consumer may ask for.
+pub const MIN_INVISIBLE: Duration = Duration::from_secs(10);
+/// Longest invisible duration.
+pub const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
+/// Invisibility used when a push consumer asks the server to choose (`auto_renew`).
+pub const DEFAULT_AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(60);
+/// Default deliveries of one message before it is dead-lettered (retryMaxTimes 16 + 1).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 17;
+/// Prefix of dead-letter topics: `%DLQ%<group>`.
+pub const DLQ_PREFIX: &str = "%DLQ%";
+
+/// Why a name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{kind} name is empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} name {name:?} is longer than {max} characters")]
+    TooLong { kind: &'static str, name: String, max: usize },
+    #[error("{kind} name {name:?} has characters outside [%a-zA-Z0-9_-]")]
+    BadChars { kind: &'static str, name: String },
+}
+
+fn validate_name(kind: &'static str, name: &str, max: usize) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { kind });
+    }
+    if name.len() > max {
+        return Err(NameError::TooLong { kind, name: name.to_owned(), max });
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'%' || b == b'_' || b == b'-')
+    {
+        return Err(NameError::BadChars { kind, name: name.to_owned() });
+    }
+    Ok(())
+}
+
+/// Folds a RocketMQ namespace into a resource name the way RocketMQ does (`ns%name`).
+fn with_namespace(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() || name.starts_with(&format!("{namespace}%")) {
+        name.to_owned()
+    } else {
+        format!("{namespace}%{name}")
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $ty:ident, $kind:literal, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $ty(Arc<str>);
+
+        impl $ty {
+            /// Validates `name` (`^[%a-zA-Z0-9_-]+$`, bounded length).
+            pub fn new(name: impl AsRef<str>) -> Result<Self, NameError> {
+                let name = name.as_ref();
+                validate_name($kind, name, $max)?;
+                Ok(Self(Arc::from(name)))
+            }
+
+            /// Builds the name from a RocketMQ `Resource` (namespace folded in as `ns%name`).
+            pub fn from_resource(namespace: &str, name: &str) -> Result<Self, NameError> {
+                validate_name($kind, name, $max)?;
+                Self::new(with_namespace(namespace, name))
+            }
+
+            /// The full name (namespace included).
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Splits `ns%name` back into `(namespace, name)` for the wire.
+            pub fn split_namespace(&self) -> (&str, &str) {
+                match self.0.find('%') {
+                    Some(i) if i > 0 && !self.0.starts_with('%') => (&self.0[..i], &self.0[i + 1..]),
+                    _ => ("", &self.0),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(n: $ty) -> String {
+                n.0.to_string()
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", &*self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A validated topic name; a RocketMQ namespace is folded in as `ns%name`.
+    TopicName,
+    "topic",
+    MAX_TOPIC_LEN
+);
+name_type!(
+    /// A validated consumer group name.
+    GroupName,
+    "consumer group",
+    MAX_GROUP_LEN
+);
+
+impl GroupName {
+    /// The dead-letter topic of this group: `%DLQ%<group>`.
+    pub fn dead_letter_topic(&self) -> TopicName {
+        // A group name is at most 120 valid characters, so the DLQ name is always valid.
+        TopicName(Arc::from(format!("{DLQ_PREFIX}{}", self.as_str())))
+    }
+}
+
+/// What kinds of message a topic accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TopicType {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+    /// Accepts every kind (RocketMQ's MIXED).
+    Mixed,
+}
+
+impl TopicType {
+    /// Whether a message of `kind` may be sent to a topic of this type.
+    pub fn accepts(self, kind: MessageKind) -> bool {
+        self.accepted_kinds().contains(&kind)
+    }
+
+    /// The kinds this topic accepts, as advertised in routes.
+    pub fn accepted_kinds(self) -> &'static [MessageKind] {
+        match self {
+            TopicType::Normal => &[MessageKind::Normal],
+            TopicType::Fifo => &[MessageKind::Fifo],
+            TopicType::Delay => &[MessageKind::Delay],
+            TopicType::Transaction => &[MessageKind::Transaction],
+            TopicType::Mixed => &[
+                MessageKind::Normal,
+                MessageKind::Fifo,
+                MessageKind::Delay,
+                MessageKind::Transaction,
+            ],
+        }
+    }
+
+    /// The lower-case name used on the CLI and in docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopicType::Normal => "normal",
+            TopicType::Fifo => "fifo",
+            TopicType::Delay => "delay",
+            TopicType::Transaction => "transaction",
+            TopicType::Mixed => "mixed",
+        }
+    }
+}
+
+impl std::str::FromStr for TopicType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "normal" => Ok(TopicType::Normal),
+            "fifo" => Ok(TopicType::Fifo),
+            "delay" => Ok(TopicType::Delay),
+            "transaction" => Ok(TopicType::Transaction),
+            "mixed" => Ok(TopicType::Mixed),
+            other => Err(format!(
+                "unknown topic type {other:?} (expected normal, fifo, delay, transaction or mixed)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TopicType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of one message, as the producer declared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MessageKind {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+/// A topic's metadata, owned by the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub name: TopicName,
+    pub topic_type: TopicType,
+    pub queue_count: u32,
+    /// `queue_shards[queue_id]` is the shard holding that queue.
+    pub queue_shards: Vec<ShardId>,
+    pub created_at_ms: i64,
+    pub auto_created: bool,
+}
+
+impl TopicConfig {
+    /// The shard of `queue_id`, if the queue exists.
+    pub fn shard_of(&self, queue_id: u32) -> Option<ShardId> {
+        self.queue_shards.get(queue_id as usize).copied()
+    }
+}
+
+/// What a caller asks for when creating a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    pub name: TopicName,
+    pub topic_type: TopicType,
+    pub queue_count: u32,
+    pub auto_created: bool,
+}
+
+/// A consumer group's metadata, owned by the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    pub name: GroupName,
+    /// FIFO delivery: one in-flight message per message group, in order.
+    pub fifo: bool,
+    /// Deliveries of one message before it moves to the group's DLQ.
+    pub max_attempts: u32,
+    pub created_at_ms: i64,
+    pub auto_created: bool,
+}
+
+/// What a caller asks for when creating a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    pub name: GroupName,
+    pub fifo: bool,
+    pub max_attempts: u32,
+    pub auto_created: bool,
+}
+
+/// A consumer's tag filter: `*` or `A||B||C`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagFilter {
+    All,
+    Tags(Vec<String>),
+}
+
+/// Why a filter expression was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal tag expression {expression:?}: {reason}")]
+pub struct FilterError {
+    pub expression: String,
+    pub reason: &'static str,
+}
+
+impl TagFilter {
+    /// Parses a RocketMQ tag expression. Empty and `*` subscribe to everything.
+    pub fn parse(expression: &str) -> Result<Self, FilterError> {
+        let expr = expression.trim();
+        if expr.is_empty() || expr == "*" {
+            return Ok(TagFilter::All);
+        }
+        let mut tags = Vec::new();
+        for part in expr.split("||") {
+            let tag = part.trim();
+            if tag.is_empty() {
+                return Err(FilterError { expression: expression.to_owned(), reason: "empty tag" });
+            }
+            if tag == "*" {
+                return Ok(TagFilter::All);
+            }
+            if !tags.iter().any(|t: &String| t == tag) {
+                tags.push(tag.to_owned());
+            }
+        }
+        Ok(TagFilter::Tags(tags))
+    }
+
+    /// Whether a message with `tag` passes.
+    pub fn matches(&self, tag: Option<&str>) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::Tags(tags) => tag.is_some_and(|t| tags.iter().any(|x| x == t)),
+        }
+    }
+
+    /// Whether a message whose tag hashes to `hash` may pass (cheap pre-check before the
+    /// exact comparison; see [`tag_hash`]).
+    pub fn may_match_hash(&self, hash: u32) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::Tags(tags) => tags.iter().any(|t| tag_hash(Some(t)) == hash),
+        }
+    }
+}
+
+/// The hash stored in queue indexes for tag pre-filtering (0 = no tag). FNV-1a, stable across
+/// versions because it is persisted in snapshots.
+pub fn tag_hash(tag: Option<&str>) -> u32 {
+    match tag {
+        None => 0,
+        Some(t) => {
+            let mut h: u32 = 0x811c_9dc5;
+            for b in t.bytes() {
+                h ^= u32::from(b);
+                h = h.wrapping_mul(0x0100_0193);
+            }
+            h.max(1)
+        }
+    }
+}
+
+/// A produced message as the system stores it. This is what goes into the Raft log, so its
+/// serialized form is part of the segment format (ADR 0001): add new fields only through a
+/// new record version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// Client-generated id, echoed on send and delivered unchanged.
+    pub message_id: String,
+    pub topic: TopicName,
+    pub kind: MessageKind,
+    pub tag: Option<String>,
+    pub keys: Vec<String>,
+    /// FIFO message group (sharding key).
+    pub message_group: Option<String>,
+    /// For delay messages: when it becomes visible (Unix ms).
+    pub delivery_timestamp_ms: Option<i64>,
+    pub born_timestamp_ms: i64,
+    pub born_host: String,
+    pub trace_context: Option<String>,
+    pub properties: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl MessageRecord {
+    /// Approximate bytes this record takes (body plus metadata), for size accounting.
+    pub fn approx_size(&self) -> usize {
+        self.body.len()
+            + self.message_id.len()
+            + self.tag.as_ref().map_or(0, String::len)
+            + self.keys.iter().map(String::len).sum::<usize>()
+            + self.message_group.as_ref().map_or(0, String::len)
+            + self.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + 64
+    }
+}
+
+/// Offsets and backlog of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub topic: TopicName,
+    pub queue_id: u32,
+    /// First offset still retained.
+    pub min_offset: u64,
+    /// Offset the next message will get.
+    pub max_offset: u64,
+    pub groups: Vec<GroupQueueStats>,
+}
+
+/// One group's position on one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupQueueStats {
+    pub group: GroupName,
+    pub topic: TopicName,
+    pub queue_id: u32,
+    /// Every message below this offset is acknowledged (or filtered out).
+    pub consumer_offset: u64,
+    /// Delivered and not yet acknowledged.
+    pub inflight: u64,
+    /// `max_offset - consumer_offset`.
+    pub backlog: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(TopicName::new("orders").is_ok());
+        assert!(TopicName::new("%DLQ%billing").is_ok());
+        assert!(matches!(TopicName::new(""), Err(NameError::Empty { .. })));
+        assert!(matches!(TopicName::new("a b"), Err(NameError::BadChars { .. })));
+        assert!(matches!(TopicName::new("x".repeat(128)), Err(NameError::TooLong { .. })));
+        assert!(GroupName::new("g".repeat(120)).is_ok());
+        assert!(GroupName::new("g".repeat(121)).is_err());
+    }
+
+    #[test]
+    fn namespaces_fold_and_split() {
+        let t = TopicName::from_resource("tenant1", "orders").expect("valid");
+        assert_eq!(t.as_str(), "tenant1%orders");
+        assert_eq!(t.split_namespace(), ("tenant1", "orders"));
+        let plain = TopicName::from_resource("", "orders").expect("valid");
+        assert_eq!(plain.split_namespace(), ("", "orders"));
+        let dlq = GroupName::new("billing").expect("valid").dead_letter_topic();
+        assert_eq!(dlq.as_str(), "%DLQ%billing");
+        assert_eq!(dlq.split_namespace(), ("", "%DLQ%billing"));
+    }
+
+    #[test]
+    fn tag_filters() {
+        assert_eq!(TagFilter::parse("*"), Ok(TagFilter::All));
+        assert_eq!(TagFilter::parse(""), Ok(TagFilter::All));
+        let f = TagFilter::parse("A || B").expect("valid");
+        assert!(f.matches(Some("A")) && f.matches(Some("B")));
+        assert!(!f.matches(Some("C")) && !f.matches(None));
+        assert!(f.may_match_hash(tag_hash(Some("A"))));
+        assert!(TagFilter::parse("A||").is_err());
+        assert_eq!(tag_hash(None), 0);
+        assert_ne!(tag_hash(Some("")), 0);
+    }
+
+    #[test]
+    fn topic_types_accept_kinds() {
+        assert!(TopicType::Normal.accepts(MessageKind::Normal));
+        assert!(!TopicType::Normal.accepts(MessageKind::Fifo));
+        assert!(TopicType::Mixed.accepts(MessageKind::Transaction));
+        assert_eq!("FIFO".parse::<TopicType>(), Ok(TopicType::Fifo));
+        assert!("queue".parse::<TopicType>().is_err());
+    }
+
+    #[test]
+    fn names_serde_validates() {
+        let ok: TopicName = serde_json::from_str("\"orders\"").expect("valid");
+        assert_eq!(ok.as_str(), "orders");
+        assert!(serde_json::from_str::<TopicName>("\"bad name\"").is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! Vela's wire contract and the seams its roles meet at.
+//!
+//! - [`pb`]: generated `apache.rocketmq.v2` (wire-identical with the official clients) and
+//!   `vela.admin.v1`.
+//! - [`domain`]: validated domain types; protobuf structs are converted into these once, at the
+//!   edge, so nothing inside the system re-validates wire input.
+//! - [`store_api`] / [`controller_api`]: the traits the proxy holds (`Arc<dyn StoreApi>`,
+//!   `Arc<dyn ControllerApi>`); standalone hands it the in-process roles, a cluster the gRPC
+//!   clients.
+//! - [`receipt`]: self-describing, tamper-evident receipt handles, so any proxy can ack.
+
+pub mod clock;
+pub mod controller_api;
+pub mod domain;
+pub mod receipt;
+pub mod store_api;
+
+/// Generated protobuf code.
+pub mod pb {
+    /// `apache.rocketmq.v2`: the RocketMQ 5 gRPC protocol.
+    #[allow(clippy::all, missing_docs)]
+    pub mod rocketmq {
+        tonic::include_proto!("apache.rocketmq.v2");
+    }
+    /// `vela.admin.v1`: Vela's admin service.
+    #[allow(clippy::all, missing_docs)]
+    pub mod admin {
+        tonic::include_proto!("vela.admin.v1");
+    }
+}
+
+pub use clock::{Clock, SystemClock};
+pub use controller_api::{ControllerApi, ControllerError};
+pub use domain::*;
+pub use store_api::{StoreApi, StoreError};

@@ -1,0 +1,159 @@
+//! The store's contract: what the proxy asks of the data plane. Standalone hands the proxy the
+//! in-process store; a cluster hands it a gRPC client implementing the same trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    GroupName, MessageRecord, QueueStats, ShardId, TagFilter, TopicName,
+};
+use crate::receipt::ReceiptTicket;
+
+/// Appends messages to one queue.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub topic: TopicName,
+    pub queue_id: u32,
+    pub shard: ShardId,
+    pub messages: Vec<MessageRecord>,
+}
+
+/// Where one appended message landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// Queue offset, once the message is in its queue. `None` for a delay message that is not
+    /// due yet and for a transaction half message (they get an offset when released).
+    pub offset: Option<u64>,
+    /// For transaction half messages: the id to pass to [`StoreApi::end_transaction`].
+    pub transaction_id: Option<String>,
+}
+
+/// Which queues a receive may take messages from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSelector {
+    /// Every queue of the topic held by this store (RocketMQ's queue id -1).
+    All,
+    /// Exactly one queue.
+    One(u32),
+}
+
+/// A POP-style receive: take up to `max_messages` visible messages and make them invisible
+/// for `invisible`.
+#[derive(Debug, Clone)]
+pub struct PopRequest {
+    pub group: GroupName,
+    pub topic: TopicName,
+    pub queues: QueueSelector,
+    /// 1..=32.
+    pub max_messages: u32,
+    /// 10 s..=12 h (validated by the caller).
+    pub invisible: Duration,
+    pub filter: TagFilter,
+    /// FIFO group: at most one in-flight message per message group, delivered in order.
+    pub fifo: bool,
+    /// Deliveries after which an expired message moves to `%DLQ%<group>` instead.
+    pub max_attempts: u32,
+    /// Long polling: when nothing is visible now, wait up to this long for something to be.
+    pub wait: Duration,
+}
+
+/// One delivered message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The topic the message was delivered from (the DLQ topic for dead letters).
+    pub topic: TopicName,
+    pub queue_id: u32,
+    pub offset: u64,
+    /// When the message entered its queue (Unix ms).
+    pub store_timestamp_ms: i64,
+    /// 1 on first delivery.
+    pub attempt: u32,
+    pub invisible: Duration,
+    /// Identifies this delivery; the proxy signs it into the receipt handle.
+    pub ticket: ReceiptTicket,
+    pub message: MessageRecord,
+}
+
+/// How a transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransactionResolution {
+    Commit,
+    Rollback,
+}
+
+/// Failures the proxy branches on. The proxy maps each to a protocol code in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The handle names no current delivery: acked already, redelivered since, or its
+    /// invisibility was changed (which issues a new handle).
+    #[error("receipt handle is stale: {0}")]
+    StaleReceipt(String),
+    #[error("transaction {0} not found (committed, rolled back or unknown)")]
+    TransactionNotFound(String),
+    #[error("queue {topic}/{queue_id} not found on this store")]
+    QueueNotFound { topic: TopicName, queue_id: u32 },
+    #[error("shard {shard} is not led by this node (leader hint: {leader:?})")]
+    NotLeader { shard: ShardId, leader: Option<u64> },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("store internal error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::NotLeader { .. } | StoreError::Unavailable(_))
+    }
+}
+
+/// The data plane.
+#[async_trait]
+pub trait StoreApi: Send + Sync + 'static {
+    /// Appends `messages` to one queue; resolves once they are durable (per the store's flush
+    /// mode), one outcome per message, in order.
+    async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError>;
+
+    /// POP receive; may wait up to `req.wait` when nothing is visible. An empty result means
+    /// nothing became visible in time.
+    async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Acknowledges one delivery.
+    async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError>;
+
+    /// Makes a delivered message invisible for `invisible` from now. The old ticket dies; the
+    /// returned one replaces it.
+    async fn change_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError>;
+
+    /// Moves a delivered message to `%DLQ%<group>` now.
+    async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError>;
+
+    /// Commits (releases into its queue) or rolls back a transaction half message.
+    async fn end_transaction(
+        &self,
+        topic: &TopicName,
+        transaction_id: &str,
+        resolution: TransactionResolution,
+    ) -> Result<(), StoreError>;
+
+    /// Offsets and per-group positions of a topic's queues held by this store.
+    async fn queue_stats(
+        &self,
+        topic: &TopicName,
+        group: Option<&GroupName>,
+    ) -> Result<Vec<QueueStats>, StoreError>;
+
+    /// Forgets a deleted topic's queues and consumer state.
+    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError>;
+
+    /// Forgets a deleted group's consumer state.
+    async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError>;
+}
