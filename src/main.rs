@@ -1,1 +1,129 @@
-fn main() {}
+//! `vela`: one binary for every role. `vela standalone` runs them all in one process;
+//! `vela admin` manages a running cluster; `vela bench` generates load.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vela::config::{self, FlagOverrides, Profile};
+use vela::standalone::Standalone;
+
+#[derive(Parser, Debug)]
+#[command(name = "vela", version, about = "Vela: messaging that speaks the RocketMQ 5 gRPC protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every role (controller, store, proxy) in one process.
+    Standalone(StandaloneArgs),
+    /// Manage topics and groups, look at queues, send and receive.
+    Admin(vela::admin::AdminArgs),
+    /// Load generator: producers and consumers through vela-sdk.
+    Bench(vela::bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct StandaloneArgs {
+    /// TOML config file (also VELA_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (default ./vela-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (default 127.0.0.1:8081).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// HTTP listen address for /health, /ready and /metrics (default 127.0.0.1:8082).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Standalone(args) => run_standalone(args).await,
+            Command::Admin(args) => vela::admin::run(args).await,
+            Command::Bench(args) => vela::bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let file = args.config.or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
+    let flags = FlagOverrides {
+        data_dir: args.data_dir,
+        grpc_listen: args.grpc_listen,
+        http_listen: args.http_listen,
+    };
+    let config = config::load(Profile::Standalone, file.as_deref(), std::env::vars(), &flags)?;
+    vela::telemetry::init(&config.log);
+    let data_dir = config.data_dir.clone();
+    let node = Standalone::start(config).await?;
+    tracing::info!(
+        grpc = %node.grpc_addr(),
+        http = %node.http_addr(),
+        data_dir = %data_dir.display(),
+        "vela standalone started"
+    );
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "vela standalone is running\n  gRPC (RocketMQ 5 clients, vela admin): {}\n  HTTP (/health /ready /metrics):        http://{}\n  data:                                  {}\nPress Ctrl-C to stop.",
+            node.grpc_addr(),
+            node.http_addr(),
+            data_dir.display()
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

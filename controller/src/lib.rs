@@ -1,1 +1,23 @@
-//! placeholder
+//! Vela's metadata plane: topics, consumer groups and the placement of queues onto store shards,
+//! kept as an openraft state machine (a single voter in standalone; the cluster adds voters).
+//!
+//! - [`Controller`]: the entry point; implements [`vela_proto::ControllerApi`].
+//! - [`metadata`]: the pure state and its deterministic `apply`.
+//! - [`placement`]: which shard each new queue goes to.
+//! - [`validation`]: checks and defaults applied before a command is proposed.
+//! - [`command`]: the Raft log's commands and their outcomes.
+//! - `raft` (private): everything that names an openraft type.
+
+pub mod command;
+mod config;
+mod controller;
+pub mod metadata;
+pub mod placement;
+mod raft;
+pub mod validation;
+
+pub use command::{Applied, ControllerCommand, ControllerResponse, Rejected};
+pub use config::ControllerConfig;
+pub use controller::{Controller, ControllerOpenError, ControllerShutdownError};
+pub use metadata::Metadata;
+pub use raft::{RaftStartError, RaftStopError};

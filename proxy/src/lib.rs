@@ -1,1 +1,157 @@
-//! placeholder
+//! vela-proxy: Vela's stateless gRPC front door. Serves `apache.rocketmq.v2.MessagingService`
+//! (so the official RocketMQ 5 clients work unchanged) and `vela.admin.v1.AdminService` over
+//! an `Arc<dyn StoreApi>` and an `Arc<dyn ControllerApi>`; holds no client state of its own
+//! (receipt handles are signed and self-describing, so any proxy can serve any call).
+//!
+//! - `convert`: wire requests become domain values once, at the edge.
+//! - `status`: every error becomes a protocol code in one place.
+//! - `messaging`: the RocketMQ RPCs (`produce`, `consume`, `telemetry`); `admin`: the admin
+//!   RPCs; `metadata`: topic/group lookups with auto-creation and a short cache.
+
+mod admin;
+mod config;
+mod convert;
+mod headers;
+mod messaging;
+mod metadata;
+mod metrics;
+mod route;
+mod settings;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use vela_proto::clock::SharedClock;
+use vela_proto::pb::admin::admin_service_server::AdminServiceServer;
+use vela_proto::pb::rocketmq::{self as pb, messaging_service_server::MessagingServiceServer};
+use vela_proto::receipt::ReceiptCodec;
+use vela_proto::{ControllerApi, StoreApi};
+
+pub use config::ProxyConfig;
+pub use metrics::ProxyMetrics;
+
+/// Room for a batch of messages and for answering `MESSAGE_BODY_TOO_LARGE` (instead of a
+/// transport error) to bodies somewhat over the limit: the decode limit is this many bodies.
+const DECODE_LIMIT_BODIES: usize = 8;
+/// Decode limit floor (tonic's default is 4 MiB).
+const MIN_DECODE_LIMIT: usize = 16 * 1024 * 1024;
+
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Everything the proxy needs to serve.
+pub struct ProxyContext {
+    pub config: ProxyConfig,
+    pub store: Arc<dyn StoreApi>,
+    pub controller: Arc<dyn ControllerApi>,
+    /// Signs and verifies receipt handles; every proxy of a cluster uses the same secret.
+    pub receipts: ReceiptCodec,
+    pub clock: SharedClock,
+    pub metrics: Arc<ProxyMetrics>,
+    /// The address the server listens on; advertised when nothing better is known.
+    pub listen_addr: SocketAddr,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// State shared by both services and every call.
+pub(crate) struct Shared {
+    pub ctx: ProxyContext,
+    pub metadata: metadata::Metadata,
+    /// Routes use these when no endpoint is configured and the client named none.
+    pub listen_endpoints: pb::Endpoints,
+    /// `advertised_endpoint`, parsed (a bad value is logged and ignored).
+    pub advertised: Option<pb::Endpoints>,
+    /// `store_host` of delivered messages.
+    pub store_host: String,
+    /// Round-robin position for messages that did not pick a queue.
+    pub next_queue: AtomicU64,
+    /// Ends the long-lived Telemetry streams so a graceful shutdown can drain connections.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn new(ctx: ProxyContext, shutdown: CancellationToken) -> Self {
+        let advertised = ctx.config.advertised_endpoint.as_deref().and_then(|text| {
+            route::parse_endpoint(text)
+                .inspect_err(|e| tracing::warn!(error = %e, "ignoring advertised_endpoint"))
+                .ok()
+        });
+        let listen_endpoints = route::listen_endpoints(ctx.listen_addr);
+        let store_host = match (&ctx.config.advertised_endpoint, &advertised) {
+            (Some(text), Some(_)) => text.trim().to_owned(),
+            _ => listen_endpoints.addresses.first().map_or_else(
+                || ctx.listen_addr.to_string(),
+                |a| format!("{}:{}", a.host, a.port),
+            ),
+        };
+        let metadata = metadata::Metadata::new(
+            ctx.controller.clone(),
+            ctx.config.auto_create_topics,
+            ctx.config.auto_create_groups,
+            ctx.config.default_queue_count,
+        );
+        Self {
+            ctx,
+            metadata,
+            listen_endpoints,
+            advertised,
+            store_host,
+            next_queue: AtomicU64::new(0),
+            shutdown,
+        }
+    }
+}
+
+/// Both services as tonic routes (for embedding in another server). Telemetry streams stay
+/// open until clients close them; use [`serve`] for a server that shuts down gracefully.
+pub fn router(ctx: ProxyContext) -> tonic::service::Routes {
+    routes(Arc::new(Shared::new(ctx, CancellationToken::new())))
+}
+
+fn routes(shared: Arc<Shared>) -> tonic::service::Routes {
+    let decode_limit = shared
+        .ctx
+        .config
+        .max_body_bytes()
+        .saturating_mul(DECODE_LIMIT_BODIES)
+        .max(MIN_DECODE_LIMIT);
+    let messaging = MessagingServiceServer::new(messaging::MessagingServer::new(shared.clone()))
+        .max_decoding_message_size(decode_limit);
+    let admin = AdminServiceServer::new(admin::AdminServer::new(shared));
+    tonic::service::Routes::new(messaging).add_service(admin)
+}
+
+/// Serves both services on `listener` until `shutdown` is cancelled, then drains: Telemetry
+/// streams are ended, in-flight calls (long polls included) finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: ProxyContext,
+    shutdown: CancellationToken,
+) -> Result<(), ProxyError> {
+    let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
+    tracing::info!(listen = %shared.ctx.listen_addr, "proxy serving");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        // Pings find clients that vanished without closing their connection, which would
+        // otherwise keep their Telemetry streams (and tasks) forever.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_routes(routes(shared))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await?;
+    tracing::info!("proxy stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

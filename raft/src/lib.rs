@@ -1,1 +1,25 @@
-//! placeholder
+//! vela-raft: the segmented, checksummed Raft log storage that the store (where the Raft log is the
+//! commit log) and the controller (metadata) run openraft on, plus the single-node plumbing they
+//! share. The on-disk format is specified in `docs/adr/0001-segment-format.md`.
+//!
+//! - [`SegmentLogStore`]: openraft's `RaftLogStorage`, with group commit and recovery at open.
+//! - [`LogHandle`]: cheap random reads of the log by index, for readers outside openraft.
+//! - [`single_node`]: start openraft with one voter and no peers.
+//! - [`snapshot_file`]: atomically replaced, checksummed small files.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod codec;
+mod error;
+mod segment;
+pub mod single_node;
+pub mod snapshot_file;
+mod store;
+mod writer;
+
+mod cache;
+#[cfg(test)]
+mod test_support;
+
+pub use error::LogError;
+pub use store::{FlushMode, LogHandle, LogStoreConfig, SegmentInfo, SegmentLogStore};

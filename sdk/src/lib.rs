@@ -1,1 +1,58 @@
-//! placeholder
+//! Rust client for Vela and any other `apache.rocketmq.v2` (RocketMQ 5 gRPC) server.
+//!
+//! - [`Producer`]: send normal, FIFO (`message_group`) and delay (`delivery_timestamp`) messages,
+//!   one per request or as a same-topic batch.
+//! - [`SimpleConsumer`]: long-poll receive, ack, change invisible duration.
+//!
+//! On the wire it behaves like the official clients: a Telemetry stream per endpoint carrying
+//! the client's Settings, heartbeats every 10 s, `x-mq-*` headers and optional
+//! `MQv2-HMAC-SHA1` signatures on every call, and `NotifyClientTermination` on shutdown.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vela_sdk::Error> {
+//! use std::time::Duration;
+//! use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+//!
+//! let config = ClientConfig::builder().endpoint("127.0.0.1:8081").build()?;
+//! let producer = Producer::builder(config.clone()).topics(["orders"]).build().await?;
+//! let receipt = producer.send(Message::builder("orders").body("hello").tag("A").build()?).await?;
+//! println!("stored {} at offset {}", receipt.message_id, receipt.offset);
+//!
+//! let consumer = SimpleConsumer::builder(config, "billing")
+//!     .subscribe("orders", FilterExpression::tag("A||B"))
+//!     .build()
+//!     .await?;
+//! for message in consumer.receive(16, Duration::from_secs(30)).await? {
+//!     consumer.ack(&message).await?;
+//! }
+//! consumer.shutdown().await?;
+//! producer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+// Tests may unwrap: a panic there is a failed test.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod client;
+mod config;
+mod consumer;
+mod error;
+mod identity;
+mod message;
+mod metadata;
+mod producer;
+mod receive;
+mod route;
+
+#[cfg(test)]
+mod fake_server;
+
+pub use config::{
+    ClientConfig, ClientConfigBuilder, Credentials, DEFAULT_REQUEST_TIMEOUT, Endpoint,
+};
+pub use consumer::{DEFAULT_AWAIT_DURATION, SimpleConsumer, SimpleConsumerBuilder};
+pub use error::{Error, Result};
+pub use message::{
+    FilterExpression, Message, MessageBuilder, MessageKind, MessageView, SendReceipt,
+};
+pub use producer::{Producer, ProducerBuilder, SendFuture};

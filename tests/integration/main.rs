@@ -1,1 +1,18 @@
+//! Vela's integration tests: the one test binary of the root package. Files are numbered by
+//! complexity; each starts with a short list of what it shows.
+//!
+//! Every test starts its own node on loopback ports chosen by the OS, in its own temporary
+//! data directory, so tests run in parallel.
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod harness;
+mod t01_produce_consume;
+mod t02_invisibility;
+mod t03_fifo;
+mod t04_delay;
+mod t05_restart;
+mod t06_crash;
+mod t07_bad_input;
+mod t08_admin_cli;
+mod t09_bench_and_http;

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Compatibility check: the official RocketMQ Python client against a live server.
+
+Requires rocketmq-python-client==5.1.2 (see requirements.txt). Usage:
+
+    RMQ_ENDPOINT=127.0.0.1:8081 python3 clients/python/compat.py
+
+Environment:
+    RMQ_ENDPOINT          server host:port (default 127.0.0.1:8081)
+    RMQ_AK, RMQ_SK        credentials (optional; the client always signs, with an empty key if unset)
+    COMPAT_STEP_TIMEOUT   seconds any single step may take (default 60)
+    COMPAT_PUSH_COUNT     messages the PushConsumer must receive (default 5)
+
+Every topic and group name is unique per run (the server auto-creates them). Each step prints
+`OK <step>`; the first failure prints `FAIL <step>: <reason>` and exits 1. A step that hangs is a
+failure too: every step runs under a deadline. The client logs to
+~/logs/rocketmq_python/rocketmq_client.log.
+"""
+
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
+                      MessageListener, Producer, PushConsumer, SimpleConsumer)
+
+ENDPOINT = os.environ.get("RMQ_ENDPOINT", "127.0.0.1:8081")
+STEP_TIMEOUT = float(os.environ.get("COMPAT_STEP_TIMEOUT", "60"))
+PUSH_COUNT = int(os.environ.get("COMPAT_PUSH_COUNT", "5"))
+# Long polling of the simple consumers; the deadline of one receive is 3 s + this.
+AWAIT_SECONDS = 5
+INVISIBLE_SECONDS = 20
+RUN = uuid.uuid4().hex[:10]
+
+TOPIC_NORMAL = f"compat-py-{RUN}-normal"
+TOPIC_FIFO = f"compat-py-{RUN}-fifo"
+TOPIC_DELAY = f"compat-py-{RUN}-delay"
+TOPIC_PUSH = f"compat-py-{RUN}-push"
+GROUP_NORMAL = f"compat-py-{RUN}-g-normal"
+GROUP_FIFO = f"compat-py-{RUN}-g-fifo"
+GROUP_DELAY = f"compat-py-{RUN}-g-delay"
+GROUP_PUSH = f"compat-py-{RUN}-g-push"
+
+# One worker runs the steps so that a hung client call can be abandoned at its deadline.
+_steps = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compat-step")
+
+
+class CompatFailure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise CompatFailure(message)
+
+
+def fail(step, reason):
+    print(f"FAIL {step}: {reason}", flush=True)
+    # Client threads may still be blocked on the broken server; do not wait for them.
+    os._exit(1)
+
+
+def step(name, fn, timeout=STEP_TIMEOUT):
+    """Runs fn under a deadline; prints OK or fails the whole run."""
+    future = _steps.submit(fn)
+    try:
+        result = future.result(timeout=timeout)
+    except FutureTimeout:
+        fail(name, f"no result within {timeout:.0f}s (server hung or never answered)")
+    except CompatFailure as e:
+        fail(name, str(e))
+    except Exception as e:  # the client's own exceptions: report them verbatim
+        traceback.print_exc()
+        fail(name, f"{type(e).__name__}: {e}")
+    print(f"OK {name}", flush=True)
+    return result
+
+
+def receive_until(consumer, want, label, handle, deadline_s=STEP_TIMEOUT - 5):
+    """Receives until `want` message ids were seen, calling handle(message) on each new one."""
+    seen = {}
+    deadline = time.monotonic() + deadline_s
+    while len(seen) < len(want):
+        check(time.monotonic() < deadline,
+              f"{label}: got {len(seen)}/{len(want)} messages before the deadline; missing "
+              f"{sorted(set(want) - set(seen))}")
+        for m in consumer.receive(16, INVISIBLE_SECONDS):
+            check(m.message_id in want, f"{label}: unexpected message {m.message_id} (topic {m.topic})")
+            if m.message_id in seen:
+                continue
+            seen[m.message_id] = m
+            handle(m)
+    return seen
+
+
+def main():
+    print(f"compat.py: endpoint {ENDPOINT}, run {RUN}", flush=True)
+    credentials = Credentials(os.environ.get("RMQ_AK", ""), os.environ.get("RMQ_SK", ""))
+    config = ClientConfiguration(ENDPOINT, credentials)
+    state = {}
+
+    def start_producer():
+        producer = Producer(config, (TOPIC_NORMAL, TOPIC_FIFO, TOPIC_DELAY, TOPIC_PUSH))
+        producer.startup()
+        state["producer"] = producer
+    step("producer startup", start_producer)
+
+    def start_consumers():
+        state["normal"] = SimpleConsumer(config, GROUP_NORMAL, {TOPIC_NORMAL: FilterExpression("TagA")},
+                                         await_duration=AWAIT_SECONDS)
+        state["fifo"] = SimpleConsumer(config, GROUP_FIFO, {TOPIC_FIFO: FilterExpression("*")},
+                                       await_duration=AWAIT_SECONDS)
+        state["delay"] = SimpleConsumer(config, GROUP_DELAY, {TOPIC_DELAY: FilterExpression("*")},
+                                        await_duration=AWAIT_SECONDS)
+        # Primes the push group's position before anything is sent (see prime below).
+        state["push-primer"] = SimpleConsumer(config, GROUP_PUSH, {TOPIC_PUSH: FilterExpression("*")},
+                                              await_duration=AWAIT_SECONDS)
+        for name in ("normal", "fifo", "delay", "push-primer"):
+            state[name].startup()
+    step("simple consumer startup", start_consumers)
+
+    def prime():
+        # One (empty) receive per group before sending, so the check passes whether a new group
+        # starts at the beginning of the queue or at its end.
+        futures = [state[n].receive_async(1, INVISIBLE_SECONDS) for n in ("normal", "fifo", "delay", "push-primer")]
+        for f in futures:
+            got = f.result(timeout=AWAIT_SECONDS + 10)
+            check(len(got) == 0, f"a fresh topic delivered {len(got)} message(s)")
+        state["push-primer"].shutdown()
+    step("prime consumer groups (empty receive)", prime)
+
+    def send_normal():
+        ids = []
+        for i in range(3):
+            msg = Message()
+            msg.topic = TOPIC_NORMAL
+            msg.body = f"normal-{i}".encode()
+            msg.tag = "TagA"
+            msg.keys = f"key-{i}"
+            msg.add_property("index", str(i))
+            receipt = state["producer"].send(msg)
+            check(len(receipt.message_id) == 34, f"message id {receipt.message_id!r} is not 34 chars")
+            ids.append(receipt.message_id)
+        other = Message()
+        other.topic = TOPIC_NORMAL
+        other.body = b"filtered-out"
+        other.tag = "TagB"
+        state["filtered_id"] = state["producer"].send(other).message_id
+        check(len(set(ids)) == 3, f"message ids are not unique: {ids}")
+        state["normal_ids"] = ids
+    step("send normal messages", send_normal)
+
+    def receive_change_ack():
+        ids = state["normal_ids"]
+        consumer = state["normal"]
+
+        def handle(m):
+            index = ids.index(m.message_id)
+            check(m.body == f"normal-{index}".encode(), f"body {m.body!r} for message {index}")
+            check(m.tag == "TagA", f"tag {m.tag!r} (TagB must be filtered out)")
+            check(f"key-{index}" in m.keys, f"keys {m.keys!r}")
+            check(m.properties.get("index") == str(index), f"properties {m.properties!r}")
+            old_handle = m.receipt_handle
+            consumer.change_invisible_duration(m, INVISIBLE_SECONDS + 10)
+            check(m.receipt_handle and m.receipt_handle != old_handle,
+                  "change_invisible_duration did not return a new receipt handle")
+            consumer.ack(m)
+        receive_until(consumer, ids, "normal", handle)
+    step("receive + change_invisible_duration + ack (tag filter TagA)", receive_change_ack)
+
+    def acked_stay_acked():
+        # Acked messages must not come back, and TagB never matched the filter.
+        got = state["normal"].receive(16, INVISIBLE_SECONDS)
+        check(not got, f"received {[m.message_id for m in got]} after everything was acked")
+    step("acked messages are not redelivered", acked_stay_acked)
+
+    def fifo():
+        ids = []
+        for i in range(5):
+            msg = Message()
+            msg.topic = TOPIC_FIFO
+            msg.body = f"fifo-{i}".encode()
+            msg.message_group = "compat-group-1"
+            ids.append(state["producer"].send(msg).message_id)
+        order = []
+
+        def handle(m):
+            check(m.message_group == "compat-group-1", f"message group {m.message_group!r}")
+            order.append(m.message_id)
+            state["fifo"].ack(m)
+        receive_until(state["fifo"], ids, "fifo", handle)
+        check(order == ids, f"FIFO order broken: sent {ids}, received {order}")
+    step("FIFO send + receive in order", fifo)
+
+    def delay():
+        delay_s = 3
+        at = int(time.time()) + delay_s
+        msg = Message()
+        msg.topic = TOPIC_DELAY
+        msg.body = b"delayed"
+        msg.delivery_timestamp = at  # epoch seconds, as this client expects
+        message_id = state["producer"].send(msg).message_id
+
+        def handle(m):
+            now = time.time()
+            check(now >= at - 1, f"delay message delivered {at - now:.1f}s before its time")
+            check(m.body == b"delayed", f"body {m.body!r}")
+            check(m.delivery_timestamp is not None and abs(m.delivery_timestamp / 1000 - at) < 1,
+                  f"delivery_timestamp {m.delivery_timestamp!r} (ms) should be {at}s")
+            state["delay"].ack(m)
+        receive_until(state["delay"], [message_id], "delay", handle)
+    step("delay message send + delivery after its time", delay)
+
+    received = {}
+    received_lock = threading.Lock()
+    all_received = threading.Event()
+
+    class Listener(MessageListener):
+        def consume(self, message):
+            # Called on the client's consumption thread pool.
+            with received_lock:
+                received[message.message_id] = received.get(message.message_id, 0) + 1
+                if len(received) >= PUSH_COUNT:
+                    all_received.set()
+            return ConsumeResult.SUCCESS
+
+    def start_push():
+        consumer = PushConsumer(config, GROUP_PUSH, Listener(), {TOPIC_PUSH: FilterExpression("*")})
+        consumer.startup()
+        state["push"] = consumer
+    step("push consumer startup", start_push)
+
+    def push_receive():
+        ids = [state["producer"].send(_push_message(i)).message_id for i in range(PUSH_COUNT)]
+        check(all_received.wait(STEP_TIMEOUT - 10),
+              f"listener got {len(received)}/{PUSH_COUNT} messages")
+        # Give the acks a moment; a redelivery would show up as a second call for an id.
+        time.sleep(2)
+        with received_lock:
+            got = dict(received)
+        check(set(got) == set(ids), f"listener got {sorted(got)}, sent {sorted(ids)}")
+        duplicates = {k: v for k, v in got.items() if v > 1}
+        check(not duplicates, f"redelivered after SUCCESS: {duplicates}")
+    step(f"push consumer receives and acks {PUSH_COUNT} messages", push_receive)
+
+    def shutdown():
+        for name in ("push", "normal", "fifo", "delay", "producer"):
+            state[name].shutdown()
+    step("shutdown", shutdown)
+    print("OK all", flush=True)
+
+
+def _push_message(i):
+    msg = Message()
+    msg.topic = TOPIC_PUSH
+    msg.body = f"push-{i}".encode()
+    msg.tag = "TagP"
+    return msg
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- anything escaping main is a failure
+        traceback.print_exc()
+        print(f"FAIL unexpected: {type(e).__name__}: {e}", flush=True)
+        os._exit(1)
+    sys.stdout.flush()
+    # Client scheduler threads are not daemons; exit without waiting for them.
+    os._exit(0)

@@ -1,0 +1,102 @@
+//! The commands the controller's Raft log carries and what applying one returns.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use vela_proto::{
+    ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig, TopicName, TopicSpec,
+};
+
+/// One change to the metadata: the openraft `AppData` of the controller group.
+///
+/// Every field is decided by the proposer (the leader reads the clock, defaults are resolved), so
+/// applying a command is deterministic on every replica. Entries are stored with postcard, which
+/// encodes the variant index: only ever ADD variants, at the end, and never change an existing
+/// variant's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerCommand {
+    /// Creates a topic; its queues are placed on the current shard set when applied.
+    CreateTopic {
+        spec: TopicSpec,
+        now_ms: i64,
+    },
+    DeleteTopic {
+        name: TopicName,
+    },
+    /// Creates a group; `spec.max_attempts` is already resolved (never 0).
+    CreateGroup {
+        spec: GroupSpec,
+        now_ms: i64,
+    },
+    DeleteGroup {
+        name: GroupName,
+    },
+    /// Replaces the shard set new queues are placed on (sorted, deduplicated, non-empty).
+    /// Queues already placed stay where they are.
+    SetShards {
+        shards: Vec<ShardId>,
+    },
+}
+
+impl fmt::Display for ControllerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControllerCommand::CreateTopic { spec, .. } => {
+                write!(
+                    f,
+                    "create-topic {} ({} queues)",
+                    spec.name, spec.queue_count
+                )
+            }
+            ControllerCommand::DeleteTopic { name } => write!(f, "delete-topic {name}"),
+            ControllerCommand::CreateGroup { spec, .. } => write!(f, "create-group {}", spec.name),
+            ControllerCommand::DeleteGroup { name } => write!(f, "delete-group {name}"),
+            ControllerCommand::SetShards { shards } => write!(f, "set-shards {shards:?}"),
+        }
+    }
+}
+
+/// What applying a command produced: the openraft response type (`R`).
+pub type ControllerResponse = Result<Applied, Rejected>;
+
+/// A command that took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    Topic(TopicConfig),
+    Group(GroupConfig),
+    Deleted,
+    Shards(Vec<ShardId>),
+    /// Entries that carry no command (blank and membership entries).
+    Nothing,
+}
+
+/// A command apply refused; the decision is part of the replicated outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejected {
+    #[error("topic {0} already exists")]
+    TopicExists(TopicName),
+    #[error("topic {0} not found")]
+    TopicNotFound(TopicName),
+    #[error("consumer group {0} already exists")]
+    GroupExists(GroupName),
+    #[error("consumer group {0} not found")]
+    GroupNotFound(GroupName),
+    #[error("no shards to place the queues of topic {0} on")]
+    NoShards(TopicName),
+}
+
+impl From<Rejected> for ControllerError {
+    fn from(rejected: Rejected) -> Self {
+        match rejected {
+            Rejected::TopicExists(name) => ControllerError::AlreadyExists(format!("topic {name}")),
+            Rejected::TopicNotFound(name) => ControllerError::NotFound(format!("topic {name}")),
+            Rejected::GroupExists(name) => {
+                ControllerError::AlreadyExists(format!("consumer group {name}"))
+            }
+            Rejected::GroupNotFound(name) => {
+                ControllerError::NotFound(format!("consumer group {name}"))
+            }
+            Rejected::NoShards(_) => ControllerError::Unavailable(rejected.to_string()),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The controller's configuration, a section of the `vela` binary's config file.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use vela_proto::ShardId;
+
+/// How one controller node runs.
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// The controller's own directory: the Raft log goes in `<data_dir>/log`, the metadata
+    /// snapshot in `<data_dir>/metadata.snapshot`. The binary derives it as
+    /// `<top-level data_dir>/controller`.
+    pub data_dir: PathBuf,
+    /// This node's id in the controller's Raft group.
+    pub node_id: u64,
+    /// The store shards new queues are placed on. Changing it affects topics created afterwards
+    /// only; queues already placed stay where they are.
+    pub shards: Vec<ShardId>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./vela-data/controller"),
+            node_id: 1,
+            shards: vec![0],
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// The shard set sorted and deduplicated, or `None` when it is empty.
+    pub(crate) fn normalized_shards(&self) -> Option<Vec<ShardId>> {
+        let mut shards = self.shards.clone();
+        shards.sort_unstable();
+        shards.dedup();
+        (!shards.is_empty()).then_some(shards)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let parsed: ControllerConfig = serde_json::from_str("{}").expect("empty config");
+        assert_eq!(parsed, ControllerConfig::default());
+        assert_eq!(parsed.shards, vec![0]);
+        let parsed: ControllerConfig =
+            serde_json::from_str(r#"{"node_id": 3, "shards": [2, 0, 2]}"#).expect("valid config");
+        assert_eq!(parsed.normalized_shards(), Some(vec![0, 2]));
+        assert!(serde_json::from_str::<ControllerConfig>(r#"{"shard": [1]}"#).is_err());
+        let empty = ControllerConfig {
+            shards: vec![],
+            ..ControllerConfig::default()
+        };
+        assert_eq!(empty.normalized_shards(), None);
+    }
+}

@@ -1,0 +1,253 @@
+//! The `Controller`: opens the metadata Raft group, turns `ControllerApi` calls into validated
+//! commands and serves reads from the applied metadata.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use tokio::sync::Mutex;
+use vela_proto::clock::SharedClock;
+use vela_proto::{
+    ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig,
+    TopicName, TopicSpec,
+};
+
+use crate::command::{Applied, ControllerCommand};
+use crate::config::ControllerConfig;
+use crate::metadata::Metadata;
+use crate::raft::{ControllerGroup, RaftStartError, RaftStopError};
+use crate::validation::{resolve_group_spec, validate_topic_spec};
+
+/// Why [`Controller::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerOpenError {
+    #[error("invalid controller config: {0}")]
+    Config(String),
+    #[error("creating controller directory {path} failed: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Raft(#[from] RaftStartError),
+    #[error("recording the controller shard set {shards:?} failed: {source}")]
+    SetShards {
+        shards: Vec<ShardId>,
+        #[source]
+        source: ControllerError,
+    },
+}
+
+/// Why [`Controller::shutdown`] did not complete cleanly.
+#[derive(Debug, thiserror::Error)]
+#[error("controller shutdown failed: {0}")]
+pub struct ControllerShutdownError(#[from] RaftStopError);
+
+/// The metadata plane of one node.
+pub struct Controller {
+    /// The applied metadata, written only by the state machine.
+    metadata: Arc<RwLock<Metadata>>,
+    group: ControllerGroup,
+    clock: SharedClock,
+    /// Set once shut down, so a second call is a no-op; a tokio mutex because the shutdown itself
+    /// awaits while holding it.
+    stopped: Mutex<bool>,
+}
+
+impl Controller {
+    /// Opens (or creates) the controller in `cfg.data_dir`, starts its Raft group as the single
+    /// voter, and records `cfg.shards` as the shard set if it changed.
+    pub async fn open(
+        cfg: ControllerConfig,
+        clock: SharedClock,
+    ) -> Result<Arc<Controller>, ControllerOpenError> {
+        let shards = cfg.normalized_shards().ok_or_else(|| {
+            ControllerOpenError::Config("shards must name at least one shard".to_owned())
+        })?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| {
+            ControllerOpenError::CreateDir {
+                path: cfg.data_dir.clone(),
+                source,
+            }
+        })?;
+
+        let metadata = Arc::new(RwLock::new(Metadata::default()));
+        let group = ControllerGroup::start(
+            cfg.node_id,
+            cfg.data_dir.join("log"),
+            cfg.data_dir.join("metadata.snapshot"),
+            metadata.clone(),
+        )
+        .await?;
+        let controller = Arc::new(Controller {
+            metadata,
+            group,
+            clock,
+            stopped: Mutex::new(false),
+        });
+
+        if let Err(err) = controller.ensure_shards(shards.clone()).await {
+            if let Err(stop) = controller.shutdown().await {
+                tracing::warn!(error = %stop, "controller shutdown after a failed open");
+            }
+            return Err(ControllerOpenError::SetShards {
+                shards,
+                source: err,
+            });
+        }
+        let (topics, groups) = {
+            let md = controller.metadata.read();
+            (md.topics().count(), md.groups().count())
+        };
+        tracing::info!(
+            node_id = cfg.node_id,
+            ?shards,
+            topics,
+            groups,
+            "controller open"
+        );
+        Ok(controller)
+    }
+
+    async fn ensure_shards(&self, shards: Vec<ShardId>) -> Result<(), ControllerError> {
+        let orphaned: Vec<String> = {
+            let md = self.metadata.read();
+            if md.shards() == shards.as_slice() {
+                return Ok(());
+            }
+            md.topics()
+                .filter(|t| t.queue_shards.iter().any(|s| !shards.contains(s)))
+                .map(|t| t.name.to_string())
+                .collect()
+        };
+        if !orphaned.is_empty() {
+            tracing::warn!(
+                ?shards,
+                topics = ?orphaned,
+                "new shard set leaves queues of these topics on shards outside it; they stay there"
+            );
+        }
+        match self
+            .group
+            .propose(ControllerCommand::SetShards { shards })
+            .await?
+        {
+            Ok(Applied::Shards(applied)) => {
+                tracing::info!(shards = ?applied, "controller shard set recorded");
+                Ok(())
+            }
+            other => Err(unexpected("set-shards", &other)),
+        }
+    }
+
+    /// Creates a system topic (`%DLQ%…` or `%RETRY%…`), which the public API refuses.
+    pub async fn create_system_topic(
+        &self,
+        spec: TopicSpec,
+    ) -> Result<TopicConfig, ControllerError> {
+        validate_topic_spec(&spec, true)?;
+        self.propose_topic(spec).await
+    }
+
+    /// Snapshots the metadata and purges the Raft log up to it. Returns the log index the
+    /// snapshot covers, `None` when nothing was applied yet. Snapshots also happen on their own
+    /// every 1000 entries; this is for operators and tests.
+    pub async fn compact_log(&self) -> Result<Option<u64>, ControllerError> {
+        self.group.compact().await
+    }
+
+    /// Stops the Raft group and closes the log. Later calls return `Unavailable`. Idempotent.
+    pub async fn shutdown(&self) -> Result<(), ControllerShutdownError> {
+        let mut stopped = self.stopped.lock().await;
+        if *stopped {
+            return Ok(());
+        }
+        *stopped = true;
+        self.group.shutdown().await?;
+        tracing::info!("controller stopped");
+        Ok(())
+    }
+
+    async fn propose_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        let command = ControllerCommand::CreateTopic {
+            spec,
+            now_ms: self.clock.now_ms(),
+        };
+        match self.group.propose(command).await? {
+            Ok(Applied::Topic(config)) => Ok(config),
+            other => Err(unexpected("create-topic", &other)),
+        }
+    }
+}
+
+/// Turns an apply outcome that is not the expected success into the caller's error.
+fn unexpected(command: &str, outcome: &crate::command::ControllerResponse) -> ControllerError {
+    match outcome {
+        Err(rejected) => rejected.clone().into(),
+        Ok(applied) => ControllerError::Internal(format!("{command} was applied as {applied:?}")),
+    }
+}
+
+// Reads are served from the local applied state. With a single voter that is linearizable enough:
+// every acknowledged write is applied here before `client_write` returns. A cluster must first
+// confirm leadership and wait for the read index (`Raft::ensure_linearizable`), or forward reads to
+// the leader, so a deposed leader cannot serve stale metadata.
+#[async_trait]
+impl ControllerApi for Controller {
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        validate_topic_spec(&spec, false)?;
+        self.propose_topic(spec).await
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {
+        match self
+            .group
+            .propose(ControllerCommand::DeleteTopic { name: name.clone() })
+            .await?
+        {
+            Ok(Applied::Deleted) => Ok(()),
+            other => Err(unexpected("delete-topic", &other)),
+        }
+    }
+
+    async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
+        Ok(self.metadata.read().topic(name).cloned())
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicConfig>, ControllerError> {
+        Ok(self.metadata.read().topics().cloned().collect())
+    }
+
+    async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
+        let spec = resolve_group_spec(spec)?;
+        let command = ControllerCommand::CreateGroup {
+            spec,
+            now_ms: self.clock.now_ms(),
+        };
+        match self.group.propose(command).await? {
+            Ok(Applied::Group(config)) => Ok(config),
+            other => Err(unexpected("create-group", &other)),
+        }
+    }
+
+    async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError> {
+        match self
+            .group
+            .propose(ControllerCommand::DeleteGroup { name: name.clone() })
+            .await?
+        {
+            Ok(Applied::Deleted) => Ok(()),
+            other => Err(unexpected("delete-group", &other)),
+        }
+    }
+
+    async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {
+        Ok(self.metadata.read().group(name).cloned())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError> {
+        Ok(self.metadata.read().groups().cloned().collect())
+    }
+}

@@ -1,0 +1,415 @@
+//! The metadata itself (topics, groups, the shard set) and the pure, deterministic transition
+//! `apply(command) -> response`. No I/O: the Raft state machine wraps it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use vela_proto::{GroupConfig, GroupName, ShardId, TopicConfig, TopicName};
+
+use crate::command::{Applied, ControllerCommand, ControllerResponse, Rejected};
+use crate::placement::place_queues;
+
+/// Everything the controller knows. Also the snapshot payload, so new fields need
+/// `#[serde(default)]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    shards: Vec<ShardId>,
+    topics: BTreeMap<TopicName, TopicConfig>,
+    groups: BTreeMap<GroupName, GroupConfig>,
+}
+
+impl Metadata {
+    /// Applies one command. Refusals (duplicates, absent names) are ordinary outcomes that leave
+    /// the metadata unchanged.
+    pub fn apply(&mut self, command: ControllerCommand) -> ControllerResponse {
+        match command {
+            ControllerCommand::CreateTopic { spec, now_ms } => {
+                if self.topics.contains_key(&spec.name) {
+                    return Err(Rejected::TopicExists(spec.name));
+                }
+                let existing = self
+                    .topics
+                    .values()
+                    .flat_map(|t| t.queue_shards.iter().copied());
+                let queue_shards = place_queues(&self.shards, existing, spec.queue_count);
+                if queue_shards.len() != spec.queue_count as usize {
+                    return Err(Rejected::NoShards(spec.name));
+                }
+                let config = TopicConfig {
+                    name: spec.name.clone(),
+                    topic_type: spec.topic_type,
+                    queue_count: spec.queue_count,
+                    queue_shards,
+                    created_at_ms: now_ms,
+                    auto_created: spec.auto_created,
+                };
+                self.topics.insert(spec.name, config.clone());
+                Ok(Applied::Topic(config))
+            }
+            ControllerCommand::DeleteTopic { name } => match self.topics.remove(&name) {
+                Some(_) => Ok(Applied::Deleted),
+                None => Err(Rejected::TopicNotFound(name)),
+            },
+            ControllerCommand::CreateGroup { spec, now_ms } => {
+                if self.groups.contains_key(&spec.name) {
+                    return Err(Rejected::GroupExists(spec.name));
+                }
+                let config = GroupConfig {
+                    name: spec.name.clone(),
+                    fifo: spec.fifo,
+                    max_attempts: spec.max_attempts,
+                    created_at_ms: now_ms,
+                    auto_created: spec.auto_created,
+                };
+                self.groups.insert(spec.name, config.clone());
+                Ok(Applied::Group(config))
+            }
+            ControllerCommand::DeleteGroup { name } => match self.groups.remove(&name) {
+                Some(_) => Ok(Applied::Deleted),
+                None => Err(Rejected::GroupNotFound(name)),
+            },
+            ControllerCommand::SetShards { shards } => {
+                self.shards = shards.clone();
+                Ok(Applied::Shards(shards))
+            }
+        }
+    }
+
+    /// The shard set new queues are placed on.
+    pub fn shards(&self) -> &[ShardId] {
+        &self.shards
+    }
+
+    pub fn topic(&self, name: &TopicName) -> Option<&TopicConfig> {
+        self.topics.get(name)
+    }
+
+    /// All topics, ordered by name.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicConfig> {
+        self.topics.values()
+    }
+
+    pub fn group(&self, name: &GroupName) -> Option<&GroupConfig> {
+        self.groups.get(name)
+    }
+
+    /// All groups, ordered by name.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupConfig> {
+        self.groups.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vela_proto::{GroupSpec, TopicSpec, TopicType};
+
+    use super::*;
+
+    fn topic_name(name: &str) -> TopicName {
+        TopicName::new(name).expect("valid topic name")
+    }
+
+    fn group_name(name: &str) -> GroupName {
+        GroupName::new(name).expect("valid group name")
+    }
+
+    fn create_topic(name: &str, queue_count: u32, now_ms: i64) -> ControllerCommand {
+        ControllerCommand::CreateTopic {
+            spec: TopicSpec {
+                name: topic_name(name),
+                topic_type: TopicType::Fifo,
+                queue_count,
+                auto_created: false,
+            },
+            now_ms,
+        }
+    }
+
+    fn create_group(name: &str, now_ms: i64) -> ControllerCommand {
+        ControllerCommand::CreateGroup {
+            spec: GroupSpec {
+                name: group_name(name),
+                fifo: true,
+                max_attempts: 5,
+                auto_created: true,
+            },
+            now_ms,
+        }
+    }
+
+    fn with_shards(shards: &[ShardId]) -> Metadata {
+        let mut md = Metadata::default();
+        let applied = md.apply(ControllerCommand::SetShards {
+            shards: shards.to_vec(),
+        });
+        assert_eq!(applied, Ok(Applied::Shards(shards.to_vec())));
+        md
+    }
+
+    #[test]
+    fn create_topic_places_queues_and_records_time() {
+        let mut md = with_shards(&[0]);
+        let Ok(Applied::Topic(config)) = md.apply(create_topic("orders", 4, 1_000)) else {
+            panic!("create should succeed");
+        };
+        assert_eq!(config.queue_shards, vec![0, 0, 0, 0]);
+        assert_eq!(config.created_at_ms, 1_000);
+        assert_eq!(config.topic_type, TopicType::Fifo);
+        assert_eq!(md.topic(&topic_name("orders")), Some(&config));
+        assert_eq!(md.topics().count(), 1);
+    }
+
+    #[test]
+    fn duplicate_topic_is_rejected_and_keeps_the_original() {
+        let mut md = with_shards(&[0]);
+        assert!(md.apply(create_topic("orders", 4, 1_000)).is_ok());
+        assert_eq!(
+            md.apply(create_topic("orders", 8, 2_000)),
+            Err(Rejected::TopicExists(topic_name("orders")))
+        );
+        let kept = md.topic(&topic_name("orders")).expect("still there");
+        assert_eq!((kept.queue_count, kept.created_at_ms), (4, 1_000));
+    }
+
+    #[test]
+    fn delete_topic_then_recreate() {
+        let mut md = with_shards(&[0]);
+        assert!(md.apply(create_topic("orders", 4, 1_000)).is_ok());
+        assert_eq!(
+            md.apply(ControllerCommand::DeleteTopic {
+                name: topic_name("orders")
+            }),
+            Ok(Applied::Deleted)
+        );
+        assert!(md.topic(&topic_name("orders")).is_none());
+        assert_eq!(
+            md.apply(ControllerCommand::DeleteTopic {
+                name: topic_name("orders")
+            }),
+            Err(Rejected::TopicNotFound(topic_name("orders")))
+        );
+        let Ok(Applied::Topic(again)) = md.apply(create_topic("orders", 2, 3_000)) else {
+            panic!("re-create should succeed");
+        };
+        assert_eq!((again.queue_count, again.created_at_ms), (2, 3_000));
+    }
+
+    #[test]
+    fn groups_create_duplicate_delete() {
+        let mut md = with_shards(&[0]);
+        let Ok(Applied::Group(config)) = md.apply(create_group("billing", 7)) else {
+            panic!("create should succeed");
+        };
+        assert_eq!(
+            (config.fifo, config.max_attempts, config.created_at_ms),
+            (true, 5, 7)
+        );
+        assert!(config.auto_created);
+        assert_eq!(
+            md.apply(create_group("billing", 8)),
+            Err(Rejected::GroupExists(group_name("billing")))
+        );
+        assert_eq!(
+            md.group(&group_name("billing")).map(|g| g.created_at_ms),
+            Some(7)
+        );
+        assert_eq!(
+            md.apply(ControllerCommand::DeleteGroup {
+                name: group_name("billing")
+            }),
+            Ok(Applied::Deleted)
+        );
+        assert_eq!(
+            md.apply(ControllerCommand::DeleteGroup {
+                name: group_name("billing")
+            }),
+            Err(Rejected::GroupNotFound(group_name("billing")))
+        );
+        assert_eq!(md.groups().count(), 0);
+    }
+
+    #[test]
+    fn topics_and_groups_are_separate_namespaces() {
+        let mut md = with_shards(&[0]);
+        assert!(md.apply(create_topic("same", 1, 1)).is_ok());
+        assert!(md.apply(create_group("same", 1)).is_ok());
+        assert_eq!(
+            md.apply(ControllerCommand::DeleteGroup {
+                name: group_name("other")
+            }),
+            Err(Rejected::GroupNotFound(group_name("other")))
+        );
+    }
+
+    #[test]
+    fn without_shards_topics_cannot_be_placed() {
+        let mut md = Metadata::default();
+        assert_eq!(
+            md.apply(create_topic("orders", 1, 1)),
+            Err(Rejected::NoShards(topic_name("orders")))
+        );
+        assert!(md.topic(&topic_name("orders")).is_none());
+    }
+
+    #[test]
+    fn placement_balances_across_three_shards_and_frees_on_delete() {
+        let mut md = with_shards(&[0, 1, 2]);
+        let placed = |md: &mut Metadata, cmd| match md.apply(cmd) {
+            Ok(Applied::Topic(t)) => t.queue_shards,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(placed(&mut md, create_topic("a", 4, 1)), vec![0, 1, 2, 0]);
+        assert_eq!(placed(&mut md, create_topic("b", 2, 1)), vec![1, 2]);
+        assert_eq!(placed(&mut md, create_topic("c", 3, 1)), vec![0, 1, 2]);
+        // Load is now 3/3/3; deleting `a` leaves 1/2/2, so shard 0 catches up first.
+        assert!(
+            md.apply(ControllerCommand::DeleteTopic {
+                name: topic_name("a")
+            })
+            .is_ok()
+        );
+        assert_eq!(placed(&mut md, create_topic("d", 3, 1)), vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn new_shard_set_applies_to_new_topics_only() {
+        let mut md = with_shards(&[0]);
+        assert!(md.apply(create_topic("old", 2, 1)).is_ok());
+        assert!(
+            md.apply(ControllerCommand::SetShards { shards: vec![0, 1] })
+                .is_ok()
+        );
+        let Ok(Applied::Topic(new)) = md.apply(create_topic("new", 3, 2)) else {
+            panic!("create should succeed");
+        };
+        assert_eq!(new.queue_shards, vec![1, 1, 0]);
+        assert_eq!(
+            md.topic(&topic_name("old")).map(|t| t.queue_shards.clone()),
+            Some(vec![0, 0])
+        );
+    }
+
+    #[test]
+    fn replay_is_deterministic() {
+        let commands = [
+            ControllerCommand::SetShards {
+                shards: vec![0, 1, 2],
+            },
+            create_topic("a", 5, 10),
+            create_group("g", 11),
+            create_topic("b", 3, 12),
+            ControllerCommand::DeleteTopic {
+                name: topic_name("a"),
+            },
+            create_topic("c", 4, 13),
+        ];
+        let run = || {
+            let mut md = Metadata::default();
+            let responses: Vec<_> = commands.iter().cloned().map(|c| md.apply(c)).collect();
+            (md, responses)
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn snapshot_encoding_round_trips() {
+        let mut md = with_shards(&[0, 1]);
+        assert!(md.apply(create_topic("orders", 3, 5)).is_ok());
+        assert!(md.apply(create_group("billing", 6)).is_ok());
+        let json = serde_json::to_vec(&md).expect("encode");
+        let back: Metadata = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, md);
+    }
+
+    #[test]
+    fn commands_round_trip_through_postcard() {
+        let cmd = create_topic("orders", 3, 5);
+        let bytes = postcard::to_stdvec(&cmd).expect("encode");
+        assert_eq!(
+            postcard::from_bytes::<ControllerCommand>(&bytes).expect("decode"),
+            cmd
+        );
+    }
+
+    /// A command over a small name space, so creates and deletes collide often.
+    fn arb_command() -> impl proptest::strategy::Strategy<Value = ControllerCommand> {
+        use proptest::prelude::*;
+        let name = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")];
+        prop_oneof![
+            (name.clone(), 1u32..12, 0i64..1000).prop_map(|(n, q, t)| create_topic(n, q, t)),
+            name.clone().prop_map(|n| ControllerCommand::DeleteTopic {
+                name: topic_name(n)
+            }),
+            (name.clone(), 0i64..1000).prop_map(|(n, t)| create_group(n, t)),
+            name.prop_map(|n| ControllerCommand::DeleteGroup {
+                name: group_name(n)
+            }),
+            proptest::collection::btree_set(0u32..4, 1..4).prop_map(|s| {
+                ControllerCommand::SetShards {
+                    shards: s.into_iter().collect(),
+                }
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model that only tracks which names exist: every outcome matches it, placed
+        /// queues match the queue count, and the state survives the snapshot encoding.
+        #[test]
+        fn outcomes_match_a_name_model(commands in proptest::collection::vec(arb_command(), 0..60)) {
+            use std::collections::BTreeSet;
+            let mut md = with_shards(&[0, 1]);
+            let (mut topics, mut groups) = (BTreeSet::new(), BTreeSet::new());
+            for command in commands {
+                let outcome = md.apply(command.clone());
+                match command {
+                    ControllerCommand::CreateTopic { spec, now_ms } => {
+                        if topics.insert(spec.name.clone()) {
+                            let Ok(Applied::Topic(t)) = outcome else {
+                                return Err(proptest::test_runner::TestCaseError::fail(format!("{outcome:?}")));
+                            };
+                            proptest::prop_assert_eq!(t.queue_shards.len(), spec.queue_count as usize);
+                            proptest::prop_assert!(t.queue_shards.iter().all(|s| md.shards().contains(s)));
+                            proptest::prop_assert_eq!(t.created_at_ms, now_ms);
+                        } else {
+                            proptest::prop_assert_eq!(outcome, Err(Rejected::TopicExists(spec.name)));
+                        }
+                    }
+                    ControllerCommand::DeleteTopic { name } => {
+                        let expected = if topics.remove(&name) {
+                            Ok(Applied::Deleted)
+                        } else {
+                            Err(Rejected::TopicNotFound(name))
+                        };
+                        proptest::prop_assert_eq!(outcome, expected);
+                    }
+                    ControllerCommand::CreateGroup { spec, .. } => {
+                        if groups.insert(spec.name.clone()) {
+                            proptest::prop_assert!(matches!(outcome, Ok(Applied::Group(_))));
+                        } else {
+                            proptest::prop_assert_eq!(outcome, Err(Rejected::GroupExists(spec.name)));
+                        }
+                    }
+                    ControllerCommand::DeleteGroup { name } => {
+                        let expected = if groups.remove(&name) {
+                            Ok(Applied::Deleted)
+                        } else {
+                            Err(Rejected::GroupNotFound(name))
+                        };
+                        proptest::prop_assert_eq!(outcome, expected);
+                    }
+                    ControllerCommand::SetShards { shards } => {
+                        proptest::prop_assert_eq!(outcome, Ok(Applied::Shards(shards)));
+                    }
+                }
+            }
+            let names: BTreeSet<_> = md.topics().map(|t| t.name.clone()).collect();
+            proptest::prop_assert_eq!(names, topics);
+            let names: BTreeSet<_> = md.groups().map(|g| g.name.clone()).collect();
+            proptest::prop_assert_eq!(names, groups);
+            let json = serde_json::to_vec(&md).expect("encode");
+            proptest::prop_assert_eq!(serde_json::from_slice::<Metadata>(&json).expect("decode"), md);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! All of the controller's openraft code: the type configuration, the state machine and running
+//! the group on vela-raft's log store. The rest of the crate never names an openraft type.
+
+mod state_machine;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::type_config::async_runtime::watch::WatchReceiver;
+use openraft::{Raft, SnapshotPolicy};
+use parking_lot::RwLock;
+use vela_proto::ControllerError;
+use vela_raft::single_node::{self, StartError};
+use vela_raft::{FlushMode, LogError, LogStoreConfig, SegmentLogStore};
+
+use crate::command::{ControllerCommand, ControllerResponse};
+use crate::metadata::Metadata;
+use state_machine::MetadataStateMachine;
+
+openraft::declare_raft_types!(
+    /// The controller group's openraft types.
+    pub ControllerTypeConfig:
+        D = ControllerCommand,
+        R = ControllerResponse,
+);
+
+type ControllerRaft = Raft<ControllerTypeConfig, MetadataStateMachine>;
+
+/// Metadata changes are rare and small: small segments, every append fsynced.
+const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Snapshot after this many entries; the log is then purged up to the snapshot but this many
+/// entries are kept, so a lagging follower can catch up from the log rather than a snapshot.
+const SNAPSHOT_EVERY: u64 = 1000;
+const KEEP_AFTER_SNAPSHOT: u64 = 100;
+/// How long [`ControllerGroup::compact`] waits for the snapshot and the purge.
+const COMPACT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the controller's Raft group could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStartError {
+    #[error("controller raft log at {dir} failed to open: {source}")]
+    Log {
+        dir: PathBuf,
+        #[source]
+        source: LogError,
+    },
+    #[error("controller raft group failed to start: {0}")]
+    Start(#[from] StartError),
+}
+
+/// Why the controller's Raft group did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStopError {
+    #[error("controller raft core did not stop cleanly: {0}")]
+    Raft(String),
+    #[error("controller raft log did not close cleanly: {0}")]
+    Log(#[from] LogError),
+}
+
+/// The controller's openraft group: a single voter for now (the cluster adds voters and a network).
+pub(crate) struct ControllerGroup {
+    raft: ControllerRaft,
+    log: SegmentLogStore<ControllerTypeConfig>,
+}
+
+impl ControllerGroup {
+    /// Opens the log in `log_dir`, keeps snapshots at `snapshot_path` and starts the group as its
+    /// only voter. Applied state lands in `metadata`. Returns once this node leads.
+    pub(crate) async fn start(
+        node_id: u64,
+        log_dir: PathBuf,
+        snapshot_path: PathBuf,
+        metadata: Arc<RwLock<Metadata>>,
+    ) -> Result<Self, RaftStartError> {
+        let log = SegmentLogStore::open(LogStoreConfig {
+            dir: log_dir.clone(),
+            segment_bytes: SEGMENT_BYTES,
+            flush: FlushMode::Sync,
+            cache_bytes: CACHE_BYTES,
+        })
+        .await
+        .map_err(|source| RaftStartError::Log {
+            dir: log_dir,
+            source,
+        })?;
+
+        let mut config = single_node::default_config("vela-controller");
+        config.snapshot_policy = SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY);
+        config.max_in_snapshot_log_to_keep = KEEP_AFTER_SNAPSHOT;
+
+        let state_machine = MetadataStateMachine::new(metadata, snapshot_path);
+        let started =
+            single_node::start_single_voter(node_id, config, log.clone(), state_machine).await;
+        match started {
+            Ok(raft) => Ok(Self { raft, log }),
+            Err(err) => {
+                // The raft core is already stopped; release the log directory lock as well.
+                if let Err(close) = log.shutdown().await {
+                    tracing::warn!(error = %close, "closing the controller log after a failed start");
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Proposes `command` and waits until it is applied; the outcome is what apply decided.
+    pub(crate) async fn propose(
+        &self,
+        command: ControllerCommand,
+    ) -> Result<ControllerResponse, ControllerError> {
+        let what = command.to_string();
+        match self.raft.client_write(command).await {
+            Ok(written) => Ok(written.response().clone()),
+            Err(err) => {
+                tracing::warn!(command = %what, error = %err, "controller write failed");
+                Err(ControllerError::Unavailable(format!(
+                    "controller write {what} failed: {err}"
+                )))
+            }
+        }
+    }
+
+    /// Snapshots everything applied so far and purges the log up to the snapshot. Returns the
+    /// index the snapshot covers (`None` for a log with nothing applied yet).
+    pub(crate) async fn compact(&self) -> Result<Option<u64>, ControllerError> {
+        let unavailable = |what: &str, err: &dyn std::fmt::Display| {
+            ControllerError::Unavailable(format!(
+                "controller log compaction failed to {what}: {err}"
+            ))
+        };
+        let Some(applied) = self.raft.metrics().borrow_watched().last_applied else {
+            return Ok(None);
+        };
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| unavailable("trigger a snapshot", &e))?;
+        self.raft
+            .wait(Some(COMPACT_TIMEOUT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied.index),
+                "controller snapshot covers the applied log",
+            )
+            .await
+            .map_err(|e| unavailable("build a snapshot", &e))?;
+        self.raft
+            .trigger()
+            .purge_log(applied.index)
+            .await
+            .map_err(|e| unavailable("trigger a purge", &e))?;
+        self.raft
+            .wait(Some(COMPACT_TIMEOUT))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= applied.index),
+                "controller log purged up to the snapshot",
+            )
+            .await
+            .map_err(|e| unavailable("purge the log", &e))?;
+        Ok(Some(applied.index))
+    }
+
+    /// Stops the raft core, then closes the log. Safe to call more than once.
+    pub(crate) async fn shutdown(&self) -> Result<(), RaftStopError> {
+        let stopped = self
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| RaftStopError::Raft(e.to_string()));
+        let closed = self.log.shutdown().await;
+        stopped?;
+        Ok(closed?)
+    }
+}

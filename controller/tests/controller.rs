@@ -1,0 +1,393 @@
+//! The controller end to end on a real data directory: what it shows
+//! - topics and groups survive a restart with their placement and `created_at` unchanged;
+//! - a snapshot plus the log written after it restore everything after a restart;
+//! - delete then re-create, validation and reserved names through the public API;
+//! - the shard set from the config places new topics, old ones stay put;
+//! - a stopped controller refuses writes, and a second instance cannot open a live directory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use vela_controller::{Controller, ControllerConfig, ControllerOpenError};
+use vela_proto::clock::{Clock, SharedClock};
+use vela_proto::{
+    ControllerApi, ControllerError, DEFAULT_MAX_ATTEMPTS, GroupName, GroupSpec, ShardId, TopicName,
+    TopicSpec, TopicType,
+};
+
+#[derive(Debug, Default)]
+struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    fn set(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            clock: Arc::new(ManualClock::default()),
+        }
+    }
+
+    fn config(&self, shards: &[ShardId]) -> ControllerConfig {
+        ControllerConfig {
+            data_dir: self.dir.path().join("controller"),
+            node_id: 1,
+            shards: shards.to_vec(),
+        }
+    }
+
+    async fn open(&self) -> Arc<Controller> {
+        self.open_with(&[0]).await
+    }
+
+    async fn open_with(&self, shards: &[ShardId]) -> Arc<Controller> {
+        let clock: SharedClock = self.clock.clone();
+        Controller::open(self.config(shards), clock)
+            .await
+            .expect("controller opens")
+    }
+}
+
+fn topic(name: &str, queue_count: u32) -> TopicSpec {
+    TopicSpec {
+        name: TopicName::new(name).expect("valid topic name"),
+        topic_type: TopicType::Normal,
+        queue_count,
+        auto_created: false,
+    }
+}
+
+fn group(name: &str, max_attempts: u32) -> GroupSpec {
+    GroupSpec {
+        name: GroupName::new(name).expect("valid group name"),
+        fifo: false,
+        max_attempts,
+        auto_created: false,
+    }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName::new(name).expect("valid topic name")
+}
+
+fn group_name(name: &str) -> GroupName {
+    GroupName::new(name).expect("valid group name")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_survives_restart() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    fx.clock.set(1_000);
+    let orders = controller
+        .create_topic(topic("orders", 4))
+        .await
+        .expect("create orders");
+    assert_eq!(orders.queue_shards, vec![0; 4]);
+    assert_eq!(orders.created_at_ms, 1_000);
+    fx.clock.set(2_000);
+    let billing = controller
+        .create_group(group("billing", 5))
+        .await
+        .expect("create billing");
+    assert_eq!((billing.max_attempts, billing.created_at_ms), (5, 2_000));
+    let topics_before = controller.list_topics().await.expect("list");
+    let groups_before = controller.list_groups().await.expect("list");
+    controller.shutdown().await.expect("shutdown");
+
+    fx.clock.set(9_000);
+    let controller = fx.open().await;
+    assert_eq!(controller.list_topics().await.expect("list"), topics_before);
+    assert_eq!(controller.list_groups().await.expect("list"), groups_before);
+    let reopened = controller
+        .get_topic(&topic_name("orders"))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        reopened.created_at_ms, 1_000,
+        "created_at comes from the log, not the new clock"
+    );
+    assert_eq!(
+        controller
+            .get_group(&group_name("billing"))
+            .await
+            .expect("get"),
+        Some(billing)
+    );
+    assert!(matches!(
+        controller.create_topic(topic("orders", 2)).await,
+        Err(ControllerError::AlreadyExists(_))
+    ));
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_later_log_restore_after_restart() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    for i in 0..20 {
+        fx.clock.set(100 + i);
+        controller
+            .create_topic(topic(&format!("before-{i}"), 2))
+            .await
+            .expect("create");
+    }
+    controller
+        .create_group(group("g-before", 0))
+        .await
+        .expect("create group");
+    let covered = controller
+        .compact_log()
+        .await
+        .expect("compact")
+        .expect("something was applied");
+    assert!(covered >= 21, "snapshot covers index {covered}");
+    assert!(fx.dir.path().join("controller/metadata.snapshot").exists());
+
+    // Changes after the snapshot live only in the log.
+    controller
+        .delete_topic(&topic_name("before-0"))
+        .await
+        .expect("delete");
+    fx.clock.set(5_000);
+    controller
+        .create_topic(topic("after", 3))
+        .await
+        .expect("create");
+    let expected_topics = controller.list_topics().await.expect("list");
+    let expected_groups = controller.list_groups().await.expect("list");
+    assert_eq!(expected_topics.len(), 20);
+    controller.shutdown().await.expect("shutdown");
+
+    let controller = fx.open().await;
+    assert_eq!(
+        controller.list_topics().await.expect("list"),
+        expected_topics
+    );
+    assert_eq!(
+        controller.list_groups().await.expect("list"),
+        expected_groups
+    );
+    assert_eq!(
+        controller
+            .get_topic(&topic_name("before-0"))
+            .await
+            .expect("get"),
+        None
+    );
+    let before_5 = controller
+        .get_topic(&topic_name("before-5"))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(before_5.created_at_ms, 105);
+
+    // A second compaction right after restart works on top of the restored snapshot.
+    assert!(controller.compact_log().await.expect("compact").is_some());
+    controller.shutdown().await.expect("shutdown");
+    let controller = fx.open().await;
+    assert_eq!(
+        controller.list_topics().await.expect("list"),
+        expected_topics
+    );
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_then_recreate() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    fx.clock.set(10);
+    controller
+        .create_topic(topic("orders", 8))
+        .await
+        .expect("create");
+    controller
+        .create_group(group("billing", 3))
+        .await
+        .expect("create");
+
+    controller
+        .delete_topic(&topic_name("orders"))
+        .await
+        .expect("delete topic");
+    controller
+        .delete_group(&group_name("billing"))
+        .await
+        .expect("delete group");
+    assert_eq!(
+        controller
+            .get_topic(&topic_name("orders"))
+            .await
+            .expect("get"),
+        None
+    );
+    assert!(matches!(
+        controller.delete_topic(&topic_name("orders")).await,
+        Err(ControllerError::NotFound(_))
+    ));
+    assert!(matches!(
+        controller.delete_group(&group_name("billing")).await,
+        Err(ControllerError::NotFound(_))
+    ));
+
+    fx.clock.set(20);
+    let again = controller
+        .create_topic(topic("orders", 2))
+        .await
+        .expect("re-create");
+    assert_eq!((again.queue_count, again.created_at_ms), (2, 20));
+    let group_again = controller
+        .create_group(group("billing", 0))
+        .await
+        .expect("re-create");
+    assert_eq!(group_again.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    controller.shutdown().await.expect("shutdown");
+
+    let controller = fx.open().await;
+    let reopened = controller
+        .get_topic(&topic_name("orders"))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!((reopened.queue_count, reopened.created_at_ms), (2, 20));
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_refused_before_the_log() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    for spec in [
+        topic("zero", 0),
+        topic("huge", 1025),
+        topic("%DLQ%billing", 1),
+        topic("%RETRY%billing", 1),
+    ] {
+        let name = spec.name.clone();
+        assert!(
+            matches!(
+                controller.create_topic(spec).await,
+                Err(ControllerError::Invalid(_))
+            ),
+            "{name} must be invalid"
+        );
+    }
+    assert!(matches!(
+        controller.create_group(group("billing", 1001)).await,
+        Err(ControllerError::Invalid(_))
+    ));
+    assert!(controller.list_topics().await.expect("list").is_empty());
+    assert!(controller.list_groups().await.expect("list").is_empty());
+
+    let dlq = controller
+        .create_system_topic(topic("%DLQ%billing", 1))
+        .await
+        .expect("system topic");
+    assert_eq!(dlq.queue_shards, vec![0]);
+    assert!(matches!(
+        controller.create_system_topic(topic("orders", 1)).await,
+        Err(ControllerError::Invalid(_))
+    ));
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_set_from_config_places_new_topics() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    let old = controller
+        .create_topic(topic("old", 3))
+        .await
+        .expect("create");
+    assert_eq!(old.queue_shards, vec![0, 0, 0]);
+    controller.shutdown().await.expect("shutdown");
+
+    let controller = fx.open_with(&[2, 1, 0]).await;
+    let new = controller
+        .create_topic(topic("new", 5))
+        .await
+        .expect("create");
+    // Shard 0 already holds 3 queues, so the new ones fill 1 and 2 first.
+    assert_eq!(new.queue_shards, vec![1, 2, 1, 2, 1]);
+    let old_again = controller
+        .get_topic(&topic_name("old"))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(old_again.queue_shards, vec![0, 0, 0]);
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_errors() {
+    let fx = Fixture::new();
+    let clock: SharedClock = fx.clock.clone();
+    let empty = ControllerConfig {
+        shards: vec![],
+        ..fx.config(&[0])
+    };
+    assert!(matches!(
+        Controller::open(empty, clock.clone()).await,
+        Err(ControllerOpenError::Config(_))
+    ));
+
+    let controller = fx.open().await;
+    let second = Controller::open(fx.config(&[0]), clock).await;
+    assert!(
+        matches!(second, Err(ControllerOpenError::Raft(_))),
+        "the log directory is locked"
+    );
+
+    controller.shutdown().await.expect("shutdown");
+    controller
+        .shutdown()
+        .await
+        .expect("second shutdown is a no-op");
+    assert!(matches!(
+        controller.create_topic(topic("late", 1)).await,
+        Err(ControllerError::Unavailable(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_snapshot_fails_open_with_a_readable_error() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    controller
+        .create_topic(topic("orders", 2))
+        .await
+        .expect("create");
+    controller.compact_log().await.expect("compact");
+    controller.shutdown().await.expect("shutdown");
+
+    let path = fx.dir.path().join("controller/metadata.snapshot");
+    let mut bytes = std::fs::read(&path).expect("read snapshot");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x20;
+    std::fs::write(&path, bytes).expect("write snapshot");
+
+    let clock: SharedClock = fx.clock.clone();
+    let err = match Controller::open(fx.config(&[0]), clock).await {
+        Ok(_) => panic!("a corrupt snapshot must not open"),
+        Err(err) => err,
+    };
+    let message = err.to_string();
+    assert!(message.contains("metadata.snapshot"), "{message}");
+}

@@ -1,0 +1,376 @@
+//! `vela.admin.v1.AdminService`: topics, groups, queue statistics and cluster facts for
+//! `vela admin`. Our own API, so failures are gRPC statuses with one readable message.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vela_proto::pb::admin::{self as api, admin_service_server::AdminService};
+use vela_proto::{
+    DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupQueueStats, GroupSpec, QueueStats,
+    TopicConfig, TopicName, TopicSpec, TopicType,
+};
+
+use crate::Shared;
+use crate::status::{controller_to_grpc, name_to_grpc, store_to_grpc};
+
+pub(crate) struct AdminServer {
+    shared: Arc<Shared>,
+}
+
+impl AdminServer {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn existing_topic(&self, name: &TopicName) -> Result<TopicConfig, Status> {
+        self.shared
+            .ctx
+            .controller
+            .get_topic(name)
+            .await
+            .map_err(controller_to_grpc)?
+            .ok_or_else(|| Status::not_found(format!("topic {name} not found")))
+    }
+
+    async fn existing_group(&self, name: &GroupName) -> Result<GroupConfig, Status> {
+        self.shared
+            .ctx
+            .controller
+            .get_group(name)
+            .await
+            .map_err(controller_to_grpc)?
+            .ok_or_else(|| Status::not_found(format!("consumer group {name} not found")))
+    }
+}
+
+fn topic_name(name: &str) -> Result<TopicName, Status> {
+    TopicName::new(name.trim()).map_err(name_to_grpc)
+}
+
+fn group_name(name: &str) -> Result<GroupName, Status> {
+    GroupName::new(name.trim()).map_err(name_to_grpc)
+}
+
+/// Unspecified means `normal`, RocketMQ's default.
+fn topic_type_from_api(raw: i32) -> Result<TopicType, Status> {
+    match api::TopicType::try_from(raw) {
+        Ok(api::TopicType::Unspecified | api::TopicType::Normal) => Ok(TopicType::Normal),
+        Ok(api::TopicType::Fifo) => Ok(TopicType::Fifo),
+        Ok(api::TopicType::Delay) => Ok(TopicType::Delay),
+        Ok(api::TopicType::Transaction) => Ok(TopicType::Transaction),
+        Ok(api::TopicType::Mixed) => Ok(TopicType::Mixed),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown topic type {raw}"
+        ))),
+    }
+}
+
+fn topic_type_to_api(t: TopicType) -> api::TopicType {
+    match t {
+        TopicType::Normal => api::TopicType::Normal,
+        TopicType::Fifo => api::TopicType::Fifo,
+        TopicType::Delay => api::TopicType::Delay,
+        TopicType::Transaction => api::TopicType::Transaction,
+        TopicType::Mixed => api::TopicType::Mixed,
+    }
+}
+
+fn topic_to_api(t: TopicConfig) -> api::Topic {
+    api::Topic {
+        name: t.name.to_string(),
+        topic_type: topic_type_to_api(t.topic_type) as i32,
+        queue_count: t.queue_count,
+        created_at_ms: t.created_at_ms,
+        queue_shards: t.queue_shards,
+        auto_created: t.auto_created,
+    }
+}
+
+fn group_to_api(g: GroupConfig) -> api::ConsumerGroup {
+    api::ConsumerGroup {
+        name: g.name.to_string(),
+        fifo: g.fifo,
+        max_attempts: g.max_attempts,
+        created_at_ms: g.created_at_ms,
+        auto_created: g.auto_created,
+    }
+}
+
+fn group_stats_to_api(g: GroupQueueStats) -> api::GroupQueueStats {
+    api::GroupQueueStats {
+        group: g.group.to_string(),
+        topic: g.topic.to_string(),
+        queue_id: g.queue_id,
+        consumer_offset: g.consumer_offset,
+        inflight: g.inflight,
+        backlog: g.backlog,
+    }
+}
+
+fn queue_stats_to_api(q: QueueStats) -> api::QueueStats {
+    api::QueueStats {
+        topic: q.topic.to_string(),
+        queue_id: q.queue_id,
+        min_offset: q.min_offset,
+        max_offset: q.max_offset,
+        groups: q.groups.into_iter().map(group_stats_to_api).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminServer {
+    async fn create_topic(
+        &self,
+        request: Request<api::CreateTopicRequest>,
+    ) -> Result<Response<api::CreateTopicResponse>, Status> {
+        let req = request.into_inner();
+        let name = topic_name(&req.name)?;
+        let queue_count = if req.queue_count == 0 {
+            self.shared.ctx.config.default_queue_count
+        } else {
+            req.queue_count
+        };
+        let spec = TopicSpec {
+            name: name.clone(),
+            topic_type: topic_type_from_api(req.topic_type)?,
+            queue_count,
+            auto_created: false,
+        };
+        let topic = self
+            .shared
+            .ctx
+            .controller
+            .create_topic(spec)
+            .await
+            .map_err(controller_to_grpc)?;
+        self.shared.metadata.forget_topic(&name);
+        tracing::info!(topic = %name, queues = topic.queue_count, topic_type = %topic.topic_type, "topic created");
+        Ok(Response::new(api::CreateTopicResponse {
+            topic: Some(topic_to_api(topic)),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<api::DeleteTopicRequest>,
+    ) -> Result<Response<api::DeleteTopicResponse>, Status> {
+        let name = topic_name(&request.into_inner().name)?;
+        self.shared
+            .ctx
+            .controller
+            .delete_topic(&name)
+            .await
+            .map_err(controller_to_grpc)?;
+        self.shared.metadata.forget_topic(&name);
+        self.shared.ctx.store.drop_topic(&name).await.map_err(|e| {
+            let status = store_to_grpc(e);
+            Status::new(
+                status.code(),
+                format!(
+                    "topic {name} deleted, but its queues were not dropped: {}",
+                    status.message()
+                ),
+            )
+        })?;
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(Response::new(api::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<api::ListTopicsRequest>,
+    ) -> Result<Response<api::ListTopicsResponse>, Status> {
+        let mut topics = self
+            .shared
+            .ctx
+            .controller
+            .list_topics()
+            .await
+            .map_err(controller_to_grpc)?;
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(api::ListTopicsResponse {
+            topics: topics.into_iter().map(topic_to_api).collect(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<api::DescribeTopicRequest>,
+    ) -> Result<Response<api::DescribeTopicResponse>, Status> {
+        let name = topic_name(&request.into_inner().name)?;
+        let topic = self.existing_topic(&name).await?;
+        let mut queues = self
+            .shared
+            .ctx
+            .store
+            .queue_stats(&name, None)
+            .await
+            .map_err(store_to_grpc)?;
+        queues.sort_by_key(|q| q.queue_id);
+        Ok(Response::new(api::DescribeTopicResponse {
+            topic: Some(topic_to_api(topic)),
+            queues: queues.into_iter().map(queue_stats_to_api).collect(),
+        }))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<api::CreateGroupRequest>,
+    ) -> Result<Response<api::CreateGroupResponse>, Status> {
+        let req = request.into_inner();
+        let name = group_name(&req.name)?;
+        let spec = GroupSpec {
+            name: name.clone(),
+            fifo: req.fifo,
+            max_attempts: if req.max_attempts == 0 {
+                DEFAULT_MAX_ATTEMPTS
+            } else {
+                req.max_attempts
+            },
+            auto_created: false,
+        };
+        let group = self
+            .shared
+            .ctx
+            .controller
+            .create_group(spec)
+            .await
+            .map_err(controller_to_grpc)?;
+        self.shared.metadata.forget_group(&name);
+        tracing::info!(group = %name, fifo = group.fifo, max_attempts = group.max_attempts, "consumer group created");
+        Ok(Response::new(api::CreateGroupResponse {
+            group: Some(group_to_api(group)),
+        }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<api::DeleteGroupRequest>,
+    ) -> Result<Response<api::DeleteGroupResponse>, Status> {
+        let name = group_name(&request.into_inner().name)?;
+        self.shared
+            .ctx
+            .controller
+            .delete_group(&name)
+            .await
+            .map_err(controller_to_grpc)?;
+        self.shared.metadata.forget_group(&name);
+        self.shared.ctx.store.drop_group(&name).await.map_err(|e| {
+            let status = store_to_grpc(e);
+            Status::new(
+                status.code(),
+                format!(
+                    "consumer group {name} deleted, but its state was not dropped: {}",
+                    status.message()
+                ),
+            )
+        })?;
+        tracing::info!(group = %name, "consumer group deleted");
+        Ok(Response::new(api::DeleteGroupResponse {}))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<api::ListGroupsRequest>,
+    ) -> Result<Response<api::ListGroupsResponse>, Status> {
+        let mut groups = self
+            .shared
+            .ctx
+            .controller
+            .list_groups()
+            .await
+            .map_err(controller_to_grpc)?;
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(api::ListGroupsResponse {
+            groups: groups.into_iter().map(group_to_api).collect(),
+        }))
+    }
+
+    /// The group and its position on every queue of every topic it has consumed from.
+    async fn describe_group(
+        &self,
+        request: Request<api::DescribeGroupRequest>,
+    ) -> Result<Response<api::DescribeGroupResponse>, Status> {
+        let name = group_name(&request.into_inner().name)?;
+        let group = self.existing_group(&name).await?;
+        let topics = self
+            .shared
+            .ctx
+            .controller
+            .list_topics()
+            .await
+            .map_err(controller_to_grpc)?;
+        let mut positions = Vec::new();
+        for topic in topics {
+            let stats = self
+                .shared
+                .ctx
+                .store
+                .queue_stats(&topic.name, Some(&name))
+                .await
+                .map_err(store_to_grpc)?;
+            positions.extend(
+                stats
+                    .into_iter()
+                    .flat_map(|q| q.groups)
+                    .filter(|g| g.group == name),
+            );
+        }
+        positions.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+        Ok(Response::new(api::DescribeGroupResponse {
+            group: Some(group_to_api(group)),
+            queues: positions.into_iter().map(group_stats_to_api).collect(),
+        }))
+    }
+
+    async fn queue_stats(
+        &self,
+        request: Request<api::QueueStatsRequest>,
+    ) -> Result<Response<api::QueueStatsResponse>, Status> {
+        let req = request.into_inner();
+        let topic = topic_name(&req.topic)?;
+        let group = match req.group.trim() {
+            "" => None,
+            name => Some(group_name(name)?),
+        };
+        self.existing_topic(&topic).await?;
+        let mut queues = self
+            .shared
+            .ctx
+            .store
+            .queue_stats(&topic, group.as_ref())
+            .await
+            .map_err(store_to_grpc)?;
+        queues.sort_by_key(|q| q.queue_id);
+        Ok(Response::new(api::QueueStatsResponse {
+            queues: queues.into_iter().map(queue_stats_to_api).collect(),
+        }))
+    }
+
+    /// Shards are counted from the placement of existing topics.
+    async fn cluster_info(
+        &self,
+        _request: Request<api::ClusterInfoRequest>,
+    ) -> Result<Response<api::ClusterInfoResponse>, Status> {
+        let topics = self
+            .shared
+            .ctx
+            .controller
+            .list_topics()
+            .await
+            .map_err(controller_to_grpc)?;
+        let shards: BTreeSet<u32> = topics
+            .iter()
+            .flat_map(|t| t.queue_shards.iter().copied())
+            .collect();
+        let config = &self.shared.ctx.config;
+        Ok(Response::new(api::ClusterInfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: config.cluster_mode.clone(),
+            shard_count: u32::try_from(shards.len()).unwrap_or(u32::MAX),
+            auto_create_topics: config.auto_create_topics,
+            auto_create_groups: config.auto_create_groups,
+        }))
+    }
+}

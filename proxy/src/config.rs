@@ -1,0 +1,116 @@
+//! The proxy's configuration: limits and switches, with RocketMQ's proxy defaults
+//! (`rocketmq-facts.md` §1.9 and §5). Durations are human strings ("20s"), sizes human sizes
+//! ("4MiB").
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// How the proxy behaves towards clients. Every field has a default, so an empty table is a
+/// valid configuration.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `host:port` put into routes as the broker endpoints. Default: the address the client
+    /// used to reach us (`QueryRouteRequest.endpoints`), else the listen address.
+    pub advertised_endpoint: Option<String>,
+    /// Largest message body accepted (and advertised to producers in Settings).
+    pub max_body_size: ByteSize,
+    /// How far in the future a delay message may be scheduled.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Create unknown topics on first use (as `mixed`, so every client type works).
+    pub auto_create_topics: bool,
+    /// Create unknown consumer groups on first use (not FIFO, default max attempts).
+    pub auto_create_groups: bool,
+    /// Queues of an auto-created topic.
+    pub default_queue_count: u32,
+    /// A receive that cannot wait at least this long is rejected (`ILLEGAL_POLLING_TIME`).
+    #[serde(with = "humantime_serde")]
+    pub min_long_polling: Duration,
+    /// Longest a receive is held when nothing is visible; also advertised to push consumers.
+    #[serde(with = "humantime_serde")]
+    pub max_long_polling: Duration,
+    /// Batch size advertised to push consumers in Settings.
+    pub receive_batch_size: u32,
+    /// Total bytes of a message's user properties (keys plus values).
+    pub max_property_bytes: ByteSize,
+    /// Number of user properties per message.
+    pub max_properties: usize,
+    /// Longest FIFO message group.
+    pub max_message_group_len: usize,
+    /// Reported by `ClusterInfo` ("standalone" or "cluster"); set by the binary, not by the
+    /// configuration file.
+    #[serde(skip)]
+    pub cluster_mode: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            advertised_endpoint: None,
+            max_body_size: ByteSize::mib(4),
+            max_delay: Duration::from_secs(24 * 3600),
+            auto_create_topics: false,
+            auto_create_groups: false,
+            default_queue_count: 8,
+            min_long_polling: Duration::from_secs(5),
+            max_long_polling: Duration::from_secs(20),
+            receive_batch_size: 32,
+            max_property_bytes: ByteSize::kib(16),
+            max_properties: 128,
+            max_message_group_len: 64,
+            cluster_mode: "standalone".to_owned(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// `max_body_size` in bytes, as the protocol's `int32` wants it.
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        usize::try_from(self.max_body_size.as_u64()).unwrap_or(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_table_gives_the_defaults() {
+        let parsed: ProxyConfig = toml::from_str("").expect("empty config parses");
+        assert_eq!(parsed, ProxyConfig::default());
+        assert_eq!(parsed.max_body_bytes(), 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn human_values_parse() {
+        let parsed: ProxyConfig = toml::from_str(
+            r#"
+            advertised_endpoint = "mq.example.com:8081"
+            max_body_size = "1MiB"
+            max_delay = "2h"
+            auto_create_topics = true
+            max_long_polling = "15s"
+            max_property_bytes = "8KiB"
+            "#,
+        )
+        .expect("config parses");
+        assert_eq!(
+            parsed.advertised_endpoint.as_deref(),
+            Some("mq.example.com:8081")
+        );
+        assert_eq!(parsed.max_body_size, ByteSize::mib(1));
+        assert_eq!(parsed.max_delay, Duration::from_secs(7200));
+        assert!(parsed.auto_create_topics);
+        assert_eq!(parsed.max_long_polling, Duration::from_secs(15));
+        assert_eq!(parsed.max_property_bytes, ByteSize::kib(8));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<ProxyConfig>("max_body = 1").is_err());
+        assert!(toml::from_str::<ProxyConfig>("cluster_mode = \"x\"").is_err());
+    }
+}

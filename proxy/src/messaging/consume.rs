@@ -1,0 +1,305 @@
+//! The consumer side: POP receive (with the exact stream shape clients parse), ack, change of
+//! invisibility, dead-lettering, push-consumer assignments and heartbeats.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use vela_proto::pb::rocketmq::{self as pb, ClientType, Code, receive_message_response::Content};
+use vela_proto::receipt::ReceiptTicket;
+use vela_proto::store_api::{PopRequest, QueueSelector};
+use vela_proto::{DEFAULT_AUTO_RENEW_INVISIBLE, DLQ_PREFIX, GroupName, TopicName};
+
+use super::ResponseStream;
+use crate::Shared;
+use crate::convert;
+use crate::headers::RequestMeta;
+use crate::route;
+use crate::status::{RpcError, aggregate_code, ok_status};
+
+/// Kept free of the client's deadline, so the answer is on the wire before the client gives up.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+pub(super) async fn heartbeat(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::HeartbeatRequest,
+) -> Result<pb::HeartbeatResponse, RpcError> {
+    let is_consumer = req.client_type != ClientType::Producer as i32;
+    if let Some(resource) = req
+        .group
+        .as_ref()
+        .filter(|g| is_consumer && !g.name.is_empty())
+    {
+        let group = convert::group_name(Some(resource), &meta.namespace)?;
+        // Creates the group when auto-creation is on. A missing group is not the heartbeat's
+        // failure (clients only log it); receive reports it.
+        if let Err(e) = shared.metadata.group(&group).await {
+            tracing::debug!(%group, error = %e.message, "heartbeat for an unusable group");
+        }
+    }
+    Ok(pb::HeartbeatResponse {
+        status: Some(ok_status()),
+    })
+}
+
+/// Push consumers poll what this returns. A receive pops from every queue of the topic, so
+/// one assignment does the work of all (as the Java proxy's queue -1); FIFO groups get one per
+/// queue, as in the Java proxy.
+pub(super) async fn query_assignment(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::QueryAssignmentRequest,
+) -> Result<pb::QueryAssignmentResponse, RpcError> {
+    let topic_name = convert::topic_name(req.topic.as_ref(), &meta.namespace)?;
+    let group_name = convert::group_name(req.group.as_ref(), &meta.namespace)?;
+    let topic = shared.metadata.topic(&topic_name).await?;
+    let group = shared.metadata.group(&group_name).await?;
+    let endpoints = route::route_endpoints(
+        shared.advertised.as_ref(),
+        req.endpoints.as_ref(),
+        &shared.listen_endpoints,
+    );
+    let mut queues = route::message_queues(&topic, &endpoints);
+    if !group.fifo {
+        queues.truncate(1);
+    }
+    Ok(pb::QueryAssignmentResponse {
+        status: Some(ok_status()),
+        assignments: queues
+            .into_iter()
+            .map(|q| pb::Assignment {
+                message_queue: Some(q),
+            })
+            .collect(),
+    })
+}
+
+/// The receive stream: `Status`, then one item per message, then `delivery_timestamp`, then
+/// the end (protocol.md §4.5). The work runs when tonic polls the body, i.e. after the
+/// response headers are out.
+pub(super) fn receive_stream(
+    shared: Arc<Shared>,
+    meta: RequestMeta,
+    req: pb::ReceiveMessageRequest,
+) -> ResponseStream<pb::ReceiveMessageResponse> {
+    let items = async move {
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "rpc",
+            rpc = "ReceiveMessage",
+            client_id = meta.client_id.as_deref().unwrap_or("")
+        );
+        let outcome = tracing::Instrument::instrument(receive(&shared, &meta, &req), span).await;
+        let mut items = Vec::new();
+        let code = match outcome {
+            Ok(messages) if messages.is_empty() => {
+                let status = RpcError::new(Code::MessageNotFound, "no new message");
+                items.push(Content::Status(status.to_status(meta.legacy_codes)));
+                Code::MessageNotFound
+            }
+            Ok(messages) => {
+                items.push(Content::Status(ok_status()));
+                items.extend(messages.into_iter().map(Content::Message));
+                Code::Ok
+            }
+            Err(err) => {
+                tracing::debug!(code = ?err.code, error = %err.message, "receive rejected");
+                items.push(Content::Status(err.to_status(meta.legacy_codes)));
+                err.code
+            }
+        };
+        items.push(Content::DeliveryTimestamp(convert::ms_to_timestamp(
+            shared.ctx.clock.now_ms(),
+        )));
+        shared
+            .ctx
+            .metrics
+            .observe_rpc("ReceiveMessage", code as i32, started.elapsed());
+        items
+    };
+    Box::pin(futures::stream::once(items).flat_map(|items| {
+        futures::stream::iter(items.into_iter().map(|content| {
+            Ok(pb::ReceiveMessageResponse {
+                content: Some(content),
+            })
+        }))
+    }))
+}
+
+async fn receive(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::ReceiveMessageRequest,
+) -> Result<Vec<pb::Message>, RpcError> {
+    meta.require_client_id()?;
+    let config = &shared.ctx.config;
+    let params = convert::receive_params(req, &meta.namespace, DEFAULT_AUTO_RENEW_INVISIBLE)?;
+    let group = shared.metadata.group(&params.group).await?;
+    // Dead-letter topics are made by the store on demand; let it answer for them.
+    if !params.topic.as_str().starts_with(DLQ_PREFIX) {
+        shared.metadata.topic(&params.topic).await?;
+    }
+    let remaining = meta
+        .remaining()
+        .map(|left| left.saturating_sub(DEADLINE_MARGIN));
+    let wait = convert::poll_time(
+        params.requested_poll,
+        remaining,
+        config.min_long_polling,
+        config.max_long_polling,
+    )?;
+    let request = PopRequest {
+        group: params.group.clone(),
+        topic: params.topic.clone(),
+        queues: QueueSelector::All,
+        max_messages: params.batch,
+        invisible: params.invisible,
+        filter: params.filter,
+        fifo: group.fifo,
+        max_attempts: group.max_attempts,
+        wait,
+    };
+    let deliveries = shared.ctx.store.pop(request).await?;
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bytes: usize = deliveries.iter().map(|d| d.message.body.len()).sum();
+    shared.ctx.metrics.delivered(
+        params.topic.as_str(),
+        params.group.as_str(),
+        deliveries.len() as u64,
+        bytes as u64,
+    );
+    Ok(deliveries
+        .into_iter()
+        .map(|d| {
+            let handle = shared.ctx.receipts.encode(&d.ticket);
+            convert::delivered_message(d, handle, &shared.store_host)
+        })
+        .collect())
+}
+
+/// The group and topic a consumer call names, with the bare topic name for the lenient
+/// namespace comparison.
+struct ConsumerTarget {
+    group: GroupName,
+    topic: TopicName,
+    bare_topic: String,
+}
+
+fn consumer_target(
+    meta: &RequestMeta,
+    group: Option<&pb::Resource>,
+    topic: Option<&pb::Resource>,
+) -> Result<ConsumerTarget, RpcError> {
+    Ok(ConsumerTarget {
+        group: convert::group_name(group, &meta.namespace)?,
+        topic: convert::topic_name(topic, &meta.namespace)?,
+        bare_topic: topic.map(|t| t.name.clone()).unwrap_or_default(),
+    })
+}
+
+/// Verifies a receipt handle and that it belongs to the group and topic of the request.
+fn ticket_for(
+    shared: &Shared,
+    target: &ConsumerTarget,
+    handle: &str,
+) -> Result<ReceiptTicket, RpcError> {
+    let ticket = shared.ctx.receipts.decode(handle)?;
+    if ticket.group != target.group
+        || !convert::same_topic(&ticket.topic, &target.topic, &target.bare_topic)
+    {
+        return Err(RpcError::new(
+            Code::InvalidReceiptHandle,
+            format!(
+                "receipt handle belongs to group {} and topic {}, not {} and {}",
+                ticket.group, ticket.topic, target.group, target.topic
+            ),
+        ));
+    }
+    Ok(ticket)
+}
+
+pub(super) async fn ack_message(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::AckMessageRequest,
+) -> Result<pb::AckMessageResponse, RpcError> {
+    if req.entries.is_empty() {
+        return Err(RpcError::bad_request("ack request carries no entry"));
+    }
+    let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
+    let acks = req.entries.iter().map(|entry| {
+        let target = &target;
+        async move {
+            let ticket = ticket_for(shared, target, &entry.receipt_handle)?;
+            shared.ctx.store.ack(&ticket).await?;
+            Ok::<(), RpcError>(())
+        }
+    });
+    let results = futures::future::join_all(acks).await;
+    let code = aggregate_code(
+        results
+            .iter()
+            .map(|r| r.as_ref().map_or_else(|e| e.code, |_| Code::Ok)),
+    );
+    let entries: Vec<pb::AckMessageResultEntry> = req
+        .entries
+        .iter()
+        .zip(&results)
+        .map(|(entry, result)| pb::AckMessageResultEntry {
+            message_id: entry.message_id.clone(),
+            receipt_handle: entry.receipt_handle.clone(),
+            status: Some(match result {
+                Ok(()) => ok_status(),
+                Err(e) => e.to_status(meta.legacy_codes),
+            }),
+        })
+        .collect();
+    let status = match code {
+        Code::Ok => ok_status(),
+        Code::MultipleResults => pb::Status {
+            code: Code::MultipleResults as i32,
+            message: "entries of the request had different results".to_owned(),
+        },
+        _ => entries[0].status.clone().unwrap_or_else(ok_status),
+    };
+    Ok(pb::AckMessageResponse {
+        status: Some(status),
+        entries,
+    })
+}
+
+pub(super) async fn change_invisible_duration(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::ChangeInvisibleDurationRequest,
+) -> Result<pb::ChangeInvisibleDurationResponse, RpcError> {
+    let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
+    let invisible = convert::changed_invisible(req.invisible_duration.as_ref())?;
+    let ticket = ticket_for(shared, &target, &req.receipt_handle)?;
+    let renewed = shared
+        .ctx
+        .store
+        .change_invisible(&ticket, invisible)
+        .await?;
+    Ok(pb::ChangeInvisibleDurationResponse {
+        status: Some(ok_status()),
+        receipt_handle: shared.ctx.receipts.encode(&renewed),
+    })
+}
+
+pub(super) async fn forward_to_dead_letter_queue(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::ForwardMessageToDeadLetterQueueRequest,
+) -> Result<pb::ForwardMessageToDeadLetterQueueResponse, RpcError> {
+    let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
+    let ticket = ticket_for(shared, &target, &req.receipt_handle)?;
+    shared.ctx.store.dead_letter(&ticket).await?;
+    tracing::debug!(group = %target.group, topic = %target.topic, message_id = %req.message_id, "forwarded to dead-letter queue");
+    Ok(pb::ForwardMessageToDeadLetterQueueResponse {
+        status: Some(ok_status()),
+    })
+}

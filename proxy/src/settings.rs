@@ -1,0 +1,281 @@
+//! The Settings answer on the Telemetry stream (protocol.md §4.2): the client's own settings
+//! with the server's values merged in, in the only form all three official clients accept.
+
+use std::time::Duration;
+
+use vela_proto::pb::rocketmq::{
+    self as pb, ClientType, CustomizedBackoff, ExponentialBackoff, RetryPolicy, retry_policy,
+    settings::PubSub,
+};
+use vela_proto::{DEFAULT_MAX_ATTEMPTS, GroupConfig};
+
+use crate::config::ProxyConfig;
+use crate::convert::duration_to_pb;
+
+/// Producer send attempts advertised to clients (the Java proxy's default).
+const PRODUCER_MAX_ATTEMPTS: i32 = 3;
+const PRODUCER_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
+const PRODUCER_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const PRODUCER_BACKOFF_MULTIPLIER: f32 = 2.0;
+
+/// RocketMQ's customized consumer retry table: 1s 5s 10s 30s 1m 2m ... 10m 20m 30m 1h 2h.
+const CONSUMER_RETRY_TABLE_SECS: [u64; 18] = [
+    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
+];
+
+/// What the proxy knows about a consumer's group when it answers Settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GroupPolicy {
+    pub fifo: bool,
+    pub max_attempts: u32,
+}
+
+impl Default for GroupPolicy {
+    fn default() -> Self {
+        Self {
+            fifo: false,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+impl From<&GroupConfig> for GroupPolicy {
+    fn from(group: &GroupConfig) -> Self {
+        Self {
+            fifo: group.fifo,
+            max_attempts: group.max_attempts,
+        }
+    }
+}
+
+/// Which side of the protocol a Settings message describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Producer,
+    Consumer,
+    Unknown,
+}
+
+/// The role of `settings`: the `pub_sub` case if present, else the client type.
+pub(crate) fn role_of(settings: &pb::Settings) -> Role {
+    match &settings.pub_sub {
+        Some(PubSub::Publishing(_)) => Role::Producer,
+        Some(PubSub::Subscription(_)) => Role::Consumer,
+        None => match settings.client_type.map(ClientType::try_from) {
+            Some(Ok(ClientType::Producer)) => Role::Producer,
+            Some(Ok(
+                ClientType::PushConsumer
+                | ClientType::SimpleConsumer
+                | ClientType::PullConsumer
+                | ClientType::LitePushConsumer
+                | ClientType::LiteSimpleConsumer,
+            )) => Role::Consumer,
+            _ => Role::Unknown,
+        },
+    }
+}
+
+/// The consumer group a consumer's Settings name, as a wire resource.
+pub(crate) fn subscription_group(settings: &pb::Settings) -> Option<&pb::Resource> {
+    match &settings.pub_sub {
+        Some(PubSub::Subscription(sub)) => sub.group.as_ref(),
+        _ => None,
+    }
+}
+
+/// The effective settings for a client: its own with the server's fields merged in.
+/// `group` is used for consumers only.
+pub(crate) fn effective_settings(
+    mut settings: pb::Settings,
+    group: GroupPolicy,
+    config: &ProxyConfig,
+) -> pb::Settings {
+    match role_of(&settings) {
+        Role::Producer => {
+            let mut publishing = match settings.pub_sub.take() {
+                Some(PubSub::Publishing(p)) => p,
+                _ => pb::Publishing::default(),
+            };
+            publishing.max_body_size =
+                i32::try_from(config.max_body_size.as_u64()).unwrap_or(i32::MAX);
+            publishing.validate_message_type = true;
+            settings.pub_sub = Some(PubSub::Publishing(publishing));
+            settings.backoff_policy = Some(producer_backoff());
+        }
+        Role::Consumer => {
+            let mut subscription = match settings.pub_sub.take() {
+                Some(PubSub::Subscription(s)) => s,
+                _ => pb::Subscription::default(),
+            };
+            subscription.receive_batch_size =
+                Some(i32::try_from(config.receive_batch_size).unwrap_or(i32::MAX));
+            subscription.long_polling_timeout = Some(duration_to_pb(config.max_long_polling));
+            subscription.fifo = Some(group.fifo);
+            settings.pub_sub = Some(PubSub::Subscription(subscription));
+            settings.backoff_policy = Some(consumer_backoff(group.max_attempts));
+        }
+        Role::Unknown => {}
+    }
+    settings.metric = Some(pb::Metric {
+        on: false,
+        endpoints: None,
+    });
+    settings
+}
+
+fn producer_backoff() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: PRODUCER_MAX_ATTEMPTS,
+        strategy: Some(retry_policy::Strategy::ExponentialBackoff(
+            ExponentialBackoff {
+                initial: Some(duration_to_pb(PRODUCER_BACKOFF_INITIAL)),
+                max: Some(duration_to_pb(PRODUCER_BACKOFF_MAX)),
+                multiplier: PRODUCER_BACKOFF_MULTIPLIER,
+            },
+        )),
+    }
+}
+
+fn consumer_backoff(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
+        strategy: Some(retry_policy::Strategy::CustomizedBackoff(
+            CustomizedBackoff {
+                next: CONSUMER_RETRY_TABLE_SECS
+                    .iter()
+                    .map(|s| duration_to_pb(Duration::from_secs(*s)))
+                    .collect(),
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(name: &str) -> pb::Resource {
+        pb::Resource {
+            resource_namespace: String::new(),
+            name: name.into(),
+        }
+    }
+
+    fn secs(s: i64) -> prost_types::Duration {
+        prost_types::Duration {
+            seconds: s,
+            nanos: 0,
+        }
+    }
+
+    #[test]
+    fn producer_settings_carry_backoff_and_body_size() {
+        // What Node 1.0.8 sends: no max_body_size (0), no backoff.
+        let client = pb::Settings {
+            client_type: Some(ClientType::Producer as i32),
+            request_timeout: Some(secs(3)),
+            pub_sub: Some(PubSub::Publishing(pb::Publishing {
+                topics: vec![resource("orders")],
+                max_body_size: 0,
+                validate_message_type: true,
+            })),
+            ..Default::default()
+        };
+        let out = effective_settings(client, GroupPolicy::default(), &ProxyConfig::default());
+        let Some(PubSub::Publishing(p)) = &out.pub_sub else {
+            panic!("publishing kept")
+        };
+        assert_eq!(p.topics, vec![resource("orders")], "client fields are kept");
+        assert_eq!(p.max_body_size, 4 * 1024 * 1024);
+        assert!(p.validate_message_type);
+        let policy = out.backoff_policy.expect("backoff set");
+        assert_eq!(policy.max_attempts, 3);
+        let Some(retry_policy::Strategy::ExponentialBackoff(exp)) = policy.strategy else {
+            panic!("producers get an exponential policy")
+        };
+        assert_eq!(
+            exp.initial,
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 10_000_000
+            })
+        );
+        assert_eq!(exp.max, Some(secs(1)));
+        assert_eq!(exp.multiplier, 2.0);
+        assert_eq!(out.request_timeout, Some(secs(3)));
+        assert_eq!(
+            out.metric,
+            Some(pb::Metric {
+                on: false,
+                endpoints: None
+            })
+        );
+    }
+
+    #[test]
+    fn consumer_settings_carry_the_group_policy() {
+        let client = pb::Settings {
+            client_type: Some(ClientType::PushConsumer as i32),
+            pub_sub: Some(PubSub::Subscription(pb::Subscription {
+                group: Some(resource("billing")),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(subscription_group(&client), Some(&resource("billing")));
+        let out = effective_settings(
+            client,
+            GroupPolicy {
+                fifo: true,
+                max_attempts: 5,
+            },
+            &ProxyConfig::default(),
+        );
+        let Some(PubSub::Subscription(s)) = &out.pub_sub else {
+            panic!("subscription kept")
+        };
+        assert_eq!(s.group, Some(resource("billing")));
+        assert_eq!(s.receive_batch_size, Some(32));
+        assert_eq!(s.long_polling_timeout, Some(secs(20)));
+        assert_eq!(s.fifo, Some(true));
+        let policy = out.backoff_policy.expect("backoff set");
+        assert_eq!(policy.max_attempts, 5);
+        let Some(retry_policy::Strategy::CustomizedBackoff(table)) = policy.strategy else {
+            panic!("consumers get the customized table")
+        };
+        assert_eq!(table.next.len(), 18);
+        assert_eq!(table.next[0], secs(1));
+        assert_eq!(table.next[17], secs(7200));
+    }
+
+    #[test]
+    fn roles_come_from_pub_sub_then_client_type() {
+        let simple = pb::Settings {
+            client_type: Some(ClientType::SimpleConsumer as i32),
+            ..Default::default()
+        };
+        assert_eq!(role_of(&simple), Role::Consumer);
+        // A consumer without a subscription still gets every field the clients need.
+        let out = effective_settings(simple, GroupPolicy::default(), &ProxyConfig::default());
+        let Some(PubSub::Subscription(s)) = &out.pub_sub else {
+            panic!("subscription added")
+        };
+        assert_eq!(s.receive_batch_size, Some(32));
+        assert_eq!(out.backoff_policy.map(|p| p.max_attempts), Some(17));
+
+        let odd = pb::Settings {
+            client_type: Some(99),
+            ..Default::default()
+        };
+        assert_eq!(role_of(&odd), Role::Unknown);
+        let out = effective_settings(odd, GroupPolicy::default(), &ProxyConfig::default());
+        assert!(out.pub_sub.is_none() && out.backoff_policy.is_none());
+        assert_eq!(
+            out.metric,
+            Some(pb::Metric {
+                on: false,
+                endpoints: None
+            })
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! TEST-ONLY in-memory stand-ins for the store and the controller, just faithful enough for
+//! the proxy's service tests: an append-only log per queue, POP with per-delivery ids
+//! (a newer delivery or a changed invisibility kills older handles), long polling on a
+//! notification, and metadata in maps. The real store and controller are tested in their
+//! own crates and end to end by the root package.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use vela_proto::receipt::ReceiptTicket;
+use vela_proto::store_api::{
+    AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, TransactionResolution,
+};
+use vela_proto::{
+    Clock, ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, MessageKind,
+    MessageRecord, QueueStats, StoreApi, StoreError, TopicConfig, TopicName, TopicSpec,
+};
+
+#[derive(Default)]
+pub struct FakeController {
+    topics: Mutex<BTreeMap<TopicName, TopicConfig>>,
+    groups: Mutex<BTreeMap<GroupName, GroupConfig>>,
+}
+
+#[async_trait]
+impl ControllerApi for FakeController {
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        let mut topics = self.topics.lock();
+        if topics.contains_key(&spec.name) {
+            return Err(ControllerError::AlreadyExists(format!(
+                "topic {}",
+                spec.name
+            )));
+        }
+        if spec.queue_count == 0 {
+            return Err(ControllerError::Invalid(
+                "queue count must be positive".into(),
+            ));
+        }
+        let config = TopicConfig {
+            name: spec.name.clone(),
+            topic_type: spec.topic_type,
+            queue_count: spec.queue_count,
+            queue_shards: (0..spec.queue_count).map(|q| q % 2).collect(),
+            created_at_ms: 1,
+            auto_created: spec.auto_created,
+        };
+        topics.insert(spec.name, config.clone());
+        Ok(config)
+    }
+
+    async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {
+        self.topics
+            .lock()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| ControllerError::NotFound(format!("topic {name}")))
+    }
+
+    async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
+        Ok(self.topics.lock().get(name).cloned())
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicConfig>, ControllerError> {
+        Ok(self.topics.lock().values().cloned().collect())
+    }
+
+    async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
+        let mut groups = self.groups.lock();
+        if groups.contains_key(&spec.name) {
+            return Err(ControllerError::AlreadyExists(format!(
+                "consumer group {}",
+                spec.name
+            )));
+        }
+        let config = GroupConfig {
+            name: spec.name.clone(),
+            fifo: spec.fifo,
+            max_attempts: spec.max_attempts,
+            created_at_ms: 1,
+            auto_created: spec.auto_created,
+        };
+        groups.insert(spec.name, config.clone());
+        Ok(config)
+    }
+
+    async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError> {
+        self.groups
+            .lock()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| ControllerError::NotFound(format!("consumer group {name}")))
+    }
+
+    async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {
+        Ok(self.groups.lock().get(name).cloned())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError> {
+        Ok(self.groups.lock().values().cloned().collect())
+    }
+}
+
+struct Stored {
+    record: MessageRecord,
+    store_timestamp_ms: i64,
+}
+
+#[derive(Default)]
+struct StoreState {
+    queues: BTreeMap<(TopicName, u32), Vec<Stored>>,
+    /// `(group, topic, queue, offset)` -> current delivery id.
+    inflight: HashMap<(GroupName, TopicName, u32, u64), u64>,
+    acked: HashMap<(GroupName, TopicName, u32, u64), ()>,
+    attempts: HashMap<(GroupName, TopicName, u32, u64), u32>,
+    /// Transaction id -> (topic, queue, record) of half messages.
+    half: HashMap<String, (TopicName, u32, MessageRecord)>,
+    dead_lettered: Vec<(GroupName, u64)>,
+}
+
+#[derive(Default)]
+pub struct FakeStore {
+    state: Mutex<StoreState>,
+    appended: Notify,
+    next_delivery: AtomicU64,
+    /// Number of `append` calls, to check that a request's messages go as one append.
+    pub append_calls: AtomicU64,
+}
+
+impl FakeStore {
+    pub fn dead_lettered(&self) -> usize {
+        self.state.lock().dead_lettered.len()
+    }
+
+    fn try_pop(&self, req: &PopRequest) -> Vec<Delivery> {
+        let now_ms = vela_proto::SystemClock.now_ms();
+        let mut state = self.state.lock();
+        let keys: Vec<(TopicName, u32)> = state
+            .queues
+            .keys()
+            .filter(|(t, q)| {
+                *t == req.topic
+                    && (req.queues == QueueSelector::All || req.queues == QueueSelector::One(*q))
+            })
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for (topic, queue_id) in keys {
+            let len = state
+                .queues
+                .get(&(topic.clone(), queue_id))
+                .map_or(0, Vec::len);
+            for offset in 0..len as u64 {
+                if out.len() as u32 >= req.max_messages {
+                    return out;
+                }
+                let key = (req.group.clone(), topic.clone(), queue_id, offset);
+                if state.acked.contains_key(&key) || state.inflight.contains_key(&key) {
+                    continue;
+                }
+                let Some(stored) = state
+                    .queues
+                    .get(&(topic.clone(), queue_id))
+                    .and_then(|q| q.get(offset as usize))
+                else {
+                    continue;
+                };
+                let due = stored
+                    .record
+                    .delivery_timestamp_ms
+                    .is_none_or(|at| at <= now_ms);
+                if !due || !req.filter.matches(stored.record.tag.as_deref()) {
+                    continue;
+                }
+                let message = stored.record.clone();
+                let store_timestamp_ms = stored.store_timestamp_ms;
+                let delivery_id = self.next_delivery.fetch_add(1, Ordering::Relaxed) + 1;
+                state.inflight.insert(key.clone(), delivery_id);
+                let attempt = state.attempts.entry(key).or_insert(0);
+                *attempt += 1;
+                out.push(Delivery {
+                    topic: topic.clone(),
+                    queue_id,
+                    offset,
+                    store_timestamp_ms,
+                    attempt: *attempt,
+                    invisible: req.invisible,
+                    ticket: ReceiptTicket {
+                        shard: 0,
+                        group: req.group.clone(),
+                        topic: topic.clone(),
+                        queue_id,
+                        offset,
+                        delivery_id,
+                        visible_at_ms: 0,
+                    },
+                    message,
+                });
+            }
+        }
+        out
+    }
+
+    fn current(
+        &self,
+        state: &StoreState,
+        t: &ReceiptTicket,
+    ) -> Result<(GroupName, TopicName, u32, u64), StoreError> {
+        let key = (t.group.clone(), t.topic.clone(), t.queue_id, t.offset);
+        match state.inflight.get(&key) {
+            Some(id) if *id == t.delivery_id => Ok(key),
+            _ => Err(StoreError::StaleReceipt(format!(
+                "delivery {} is not current",
+                t.delivery_id
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl StoreApi for FakeStore {
+    async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.append_calls.fetch_add(1, Ordering::Relaxed);
+        let mut outcomes = Vec::new();
+        {
+            let mut state = self.state.lock();
+            for record in req.messages {
+                if record.kind == MessageKind::Transaction {
+                    let txn = format!("txn-{}", record.message_id);
+                    state
+                        .half
+                        .insert(txn.clone(), (req.topic.clone(), req.queue_id, record));
+                    outcomes.push(AppendOutcome {
+                        offset: None,
+                        transaction_id: Some(txn),
+                    });
+                    continue;
+                }
+                let queue = state
+                    .queues
+                    .entry((req.topic.clone(), req.queue_id))
+                    .or_default();
+                queue.push(Stored {
+                    record,
+                    store_timestamp_ms: 1_800_000_000_000,
+                });
+                outcomes.push(AppendOutcome {
+                    offset: Some(queue.len() as u64 - 1),
+                    transaction_id: None,
+                });
+            }
+        }
+        self.appended.notify_waiters();
+        Ok(outcomes)
+    }
+
+    async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
+        let deadline = tokio::time::Instant::now() + req.wait;
+        loop {
+            let notified = self.appended.notified();
+            let found = self.try_pop(&req);
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        let key = self.current(&state, ticket)?;
+        state.inflight.remove(&key);
+        state.acked.insert(key, ());
+        Ok(())
+    }
+
+    async fn change_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        _invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let mut state = self.state.lock();
+        let key = self.current(&state, ticket)?;
+        let delivery_id = self.next_delivery.fetch_add(1, Ordering::Relaxed) + 1;
+        state.inflight.insert(key, delivery_id);
+        Ok(ReceiptTicket {
+            delivery_id,
+            ..ticket.clone()
+        })
+    }
+
+    async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        let key = self.current(&state, ticket)?;
+        state.inflight.remove(&key);
+        state.dead_lettered.push((key.0.clone(), key.3));
+        state.acked.insert(key, ());
+        Ok(())
+    }
+
+    async fn end_transaction(
+        &self,
+        _topic: &TopicName,
+        transaction_id: &str,
+        resolution: TransactionResolution,
+    ) -> Result<(), StoreError> {
+        let released = {
+            let mut state = self.state.lock();
+            let (topic, queue_id, record) = state
+                .half
+                .remove(transaction_id)
+                .ok_or_else(|| StoreError::TransactionNotFound(transaction_id.to_owned()))?;
+            if resolution == TransactionResolution::Commit {
+                state
+                    .queues
+                    .entry((topic, queue_id))
+                    .or_default()
+                    .push(Stored {
+                        record,
+                        store_timestamp_ms: 1,
+                    });
+                true
+            } else {
+                false
+            }
+        };
+        if released {
+            self.appended.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn queue_stats(
+        &self,
+        topic: &TopicName,
+        _group: Option<&GroupName>,
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let state = self.state.lock();
+        Ok(state
+            .queues
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((t, q), msgs)| QueueStats {
+                topic: t.clone(),
+                queue_id: *q,
+                min_offset: 0,
+                max_offset: msgs.len() as u64,
+                groups: Vec::new(),
+            })
+            .collect())
+    }
+
+    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError> {
+        self.state.lock().queues.retain(|(t, _), _| t != topic);
+        Ok(())
+    }
+
+    async fn drop_group(&self, _group: &GroupName) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

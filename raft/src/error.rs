@@ -1,0 +1,104 @@
+//! The error type of the log store. Callers branch on it: `Corrupt` and `Gap` mean the data on disk
+//! cannot be trusted (stop, page an operator), `Closed` and `WriterFailed` mean this store instance
+//! is unusable (restart), `Io` may be transient.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in [`SegmentLogStore`](crate::SegmentLogStore) and its helpers.
+#[derive(thiserror::Error, Debug)]
+pub enum LogError {
+    /// A file system call failed.
+    #[error("log i/o failed while {op} {path}: {source}")]
+    Io {
+        /// What the store was doing, e.g. "reading segment".
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A file holds bytes that fail validation (checksum, framing, header, index). The store never
+    /// serves such a record.
+    #[error("log file {path} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// Segment files do not form one contiguous run of log indexes.
+    #[error(
+        "log segment {path} breaks index continuity: expected first index {expected}, found {found}"
+    )]
+    Gap {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+
+    /// An entry or a small state file could not be encoded or decoded with postcard.
+    #[error("log codec failed: {0}")]
+    Codec(#[from] postcard::Error),
+
+    /// An append does not continue the log.
+    #[error("append rejected: entry index {found} does not continue the log at index {expected}")]
+    NonContiguous { expected: u64, found: u64 },
+
+    /// An append targets an index that was already purged.
+    #[error("append rejected: entry index {index} is not after the purged index {purged}")]
+    BeforePurged { index: u64, purged: u64 },
+
+    /// A single record is larger than the format allows.
+    #[error("log record of {len} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge { len: usize, max: usize },
+
+    /// Another store instance holds the directory lock.
+    #[error("log directory {dir} is locked by another store instance")]
+    Locked { dir: PathBuf },
+
+    /// The background writer hit an I/O error earlier; after a failed write or fsync the page cache
+    /// cannot be trusted, so the store refuses every further write until it is reopened.
+    #[error("log writer failed earlier and refuses further writes: {reason}")]
+    WriterFailed { reason: String },
+
+    /// The store was shut down.
+    #[error("log store is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        LogError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl ToString) -> Self {
+        LogError::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// openraft's storage traits speak `io::Error`; keep the kind of real I/O failures.
+impl From<LogError> for io::Error {
+    fn from(err: LogError) -> Self {
+        let kind = match &err {
+            LogError::Io { source, .. } => source.kind(),
+            LogError::Corrupt { .. } | LogError::Gap { .. } | LogError::Codec(_) => {
+                io::ErrorKind::InvalidData
+            }
+            LogError::NonContiguous { .. }
+            | LogError::BeforePurged { .. }
+            | LogError::RecordTooLarge { .. } => io::ErrorKind::InvalidInput,
+            LogError::Locked { .. } => io::ErrorKind::WouldBlock,
+            LogError::WriterFailed { .. } | LogError::Closed => io::ErrorKind::BrokenPipe,
+        };
+        io::Error::new(kind, err)
+    }
+}

@@ -1,0 +1,691 @@
+//! Tests of the segment log store:
+//! - openraft's own storage suite, with roomy segments and with tiny segments and no cache (every
+//!   read from disk, every append rolling segments);
+//! - restart keeps entries, vote, committed and purged state; rollover and sealing;
+//! - torn tails (cut mid-record, flipped byte, garbage) are cut back and appends continue;
+//! - corruption in a sealed segment and index gaps fail the open;
+//! - truncation across segments, purge with a straddling segment, an interrupted purge;
+//! - the directory lock, async flush mode, and an ignored throughput micro benchmark.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use openraft::StorageError;
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
+use tempfile::TempDir;
+
+use super::*;
+use crate::test_support::*;
+
+struct Builder {
+    segment_bytes: u64,
+    cache_bytes: usize,
+}
+
+impl StoreBuilder<TestConfig, TestStore, TestStateMachine, TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, TestStore, TestStateMachine), StorageError<TestConfig>> {
+        let dir =
+            tempfile::tempdir().map_err(|e| StorageError::read(TestConfig::err_from_error(&e)))?;
+        let store = SegmentLogStore::open(config(dir.path(), self.segment_bytes, self.cache_bytes))
+            .await
+            .map_err(|e| StorageError::read(TestConfig::err_from_error(&e)))?;
+        Ok((dir, store, TestStateMachine::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_suite_with_default_segments() -> Result<(), StorageError<TestConfig>> {
+    Suite::test_all(Builder {
+        segment_bytes: 64 * 1024 * 1024,
+        cache_bytes: 64 * 1024 * 1024,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_suite_with_tiny_segments_and_no_cache() -> Result<(), StorageError<TestConfig>> {
+    Suite::test_all(Builder {
+        segment_bytes: 80,
+        cache_bytes: 0,
+    })
+    .await
+}
+
+fn segment_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn bodies(entries: &[TestEntry]) -> Vec<(u64, String)> {
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(body) => (e.index(), body.clone()),
+            other => (e.index(), format!("{other:?}")),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn restart_keeps_entries_vote_committed_and_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 2048, 4096);
+    let expected = entries(1, 1..201, 100);
+    {
+        let mut store = TestStore::open(cfg.clone()).await.unwrap();
+        for chunk in expected.chunks(7) {
+            append(&store, chunk.to_vec()).await.unwrap();
+        }
+        let vote = openraft::Vote::new_committed(3, 0);
+        RaftLogStorage::save_vote(&mut store, &vote).await.unwrap();
+        RaftLogStorage::save_committed(&mut store, Some(log_id(1, 150)))
+            .await
+            .unwrap();
+        RaftLogStorage::purge(&mut store, log_id(1, 40))
+            .await
+            .unwrap();
+
+        let segments = store.segments();
+        assert!(segments.len() > 5, "2 KiB segments roll over: {segments:?}");
+        assert!(segments[..segments.len() - 1].iter().all(|s| s.sealed));
+        for pair in segments.windows(2) {
+            assert_eq!(pair[0].last_index.map(|l| l + 1), Some(pair[1].first_index));
+        }
+        // The segment holding 41 straddles the purge point and stays; older ones are gone.
+        assert!(segments[0].first_index <= 41);
+        assert!(segments[0].last_index >= Some(41));
+        store.shutdown().await.unwrap();
+    }
+
+    let mut store = TestStore::open(cfg).await.unwrap();
+    let state = RaftLogStorage::get_log_state(&mut store).await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 40)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 200)));
+    assert_eq!(
+        RaftLogStorage::read_committed(&mut store).await.unwrap(),
+        Some(log_id(1, 150))
+    );
+    let mut reader = RaftLogStorage::get_log_reader(&mut store).await;
+    assert_eq!(
+        reader.read_vote().await.unwrap(),
+        Some(openraft::Vote::new_committed(3, 0))
+    );
+
+    let handle = store.reader();
+    assert_eq!(handle.first_index(), Some(41));
+    assert_eq!(handle.last_index(), Some(200));
+    assert_eq!(handle.entry(40).unwrap(), None);
+    assert_eq!(handle.entry(201).unwrap(), None);
+    let all = handle.entries(..).unwrap();
+    assert_eq!(bodies(&all), bodies(&expected[40..]));
+    for index in [41, 77, 128, 200] {
+        let got = handle.entry(index).unwrap().unwrap();
+        assert_eq!(
+            bodies(&[got]),
+            bodies(&expected[index as usize - 1..index as usize])
+        );
+    }
+
+    append(&store, entries(2, 201..211, 100)).await.unwrap();
+    assert_eq!(handle.last_index(), Some(210));
+    assert!(matches!(
+        store.append_entries(entries(2, 215..216, 10), None),
+        Err(LogError::NonContiguous {
+            expected: 211,
+            found: 215
+        })
+    ));
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn torn_tail_cut_mid_record_is_dropped_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 20, 1 << 20);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..21, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
+    let store = TestStore::open(cfg).await.unwrap();
+    let handle = store.reader();
+    assert_eq!(handle.last_index(), Some(19));
+    assert_eq!(
+        bodies(&handle.entries(..).unwrap()),
+        bodies(&entries(1, 1..20, 64))
+    );
+    assert!(
+        fs::metadata(&path).unwrap().len() < len - 5,
+        "file cut to the last good record"
+    );
+    append(&store, entries(2, 20..23, 64)).await.unwrap();
+    assert_eq!(handle.last_index(), Some(22));
+    assert_eq!(
+        bodies(&handle.entries(18..).unwrap()),
+        bodies(&[entries(1, 18..20, 64), entries(2, 20..23, 64)].concat())
+    );
+}
+
+#[tokio::test]
+async fn flipped_byte_or_garbage_in_last_record_is_dropped() {
+    for damage in ["flip", "garbage", "zeros"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1 << 20, 1 << 20);
+        {
+            let store = TestStore::open(cfg.clone()).await.unwrap();
+            append(&store, entries(1, 1..11, 64)).await.unwrap();
+            store.shutdown().await.unwrap();
+        }
+        let path = segment_paths(dir.path()).pop().unwrap();
+        let mut data = fs::read(&path).unwrap();
+        let expected_last = match damage {
+            "flip" => {
+                let at = data.len() - 3;
+                data[at] ^= 0x10;
+                9
+            }
+            "garbage" => {
+                data.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+                10
+            }
+            _ => {
+                data.extend_from_slice(&[0u8; 4096]);
+                10
+            }
+        };
+        fs::write(&path, &data).unwrap();
+
+        let store = TestStore::open(cfg).await.unwrap();
+        let handle = store.reader();
+        assert_eq!(handle.last_index(), Some(expected_last), "damage {damage}");
+        assert_eq!(
+            bodies(&handle.entries(..).unwrap()),
+            bodies(&entries(1, 1..expected_last + 1, 64)),
+            "damage {damage}"
+        );
+        append(&store, entries(2, expected_last + 1..expected_last + 2, 8))
+            .await
+            .unwrap();
+        assert_eq!(handle.last_index(), Some(expected_last + 1));
+    }
+}
+
+#[tokio::test]
+async fn corruption_in_a_sealed_segment_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..41, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let paths = segment_paths(dir.path());
+    assert!(paths.len() >= 3);
+    let sealed = &paths[1];
+    let mut data = fs::read(sealed).unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0x01;
+    fs::write(sealed, &data).unwrap();
+
+    match TestStore::open(cfg).await {
+        Err(LogError::Corrupt { path, .. }) => assert_eq!(&path, sealed),
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn torn_tail_in_a_sealed_segment_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..41, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let paths = segment_paths(dir.path());
+    let sealed = &paths[0];
+    let len = fs::metadata(sealed).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(sealed)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    assert!(matches!(
+        TestStore::open(cfg).await,
+        Err(LogError::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn missing_middle_segment_is_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..41, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let paths = segment_paths(dir.path());
+    assert!(paths.len() >= 3);
+    fs::remove_file(&paths[1]).unwrap();
+    assert!(matches!(
+        TestStore::open(cfg).await,
+        Err(LogError::Gap { .. })
+    ));
+}
+
+#[tokio::test]
+async fn torn_header_of_the_last_segment_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..11, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let last = segment_paths(dir.path()).pop().unwrap();
+    let next_index =
+        crate::segment::parse_segment_file_name(last.file_name().unwrap().to_str().unwrap())
+            .unwrap();
+    // A crash right after creating the next segment: only part of its header made it.
+    let torn = dir
+        .path()
+        .join(crate::segment::segment_file_name(next_index + 1000));
+    fs::File::create(&torn).unwrap().write_all(b"VELA").unwrap();
+
+    let store = TestStore::open(cfg).await.unwrap();
+    assert!(!torn.exists());
+    assert_eq!(store.reader().last_index(), Some(10));
+    append(&store, entries(1, 11..12, 8)).await.unwrap();
+}
+
+#[tokio::test]
+async fn truncate_across_segments_then_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 0);
+    {
+        let mut store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..61, 64)).await.unwrap();
+        let before = store.segments().len();
+        RaftLogStorage::truncate_after(&mut store, Some(log_id(1, 12)))
+            .await
+            .unwrap();
+        let after = store.segments();
+        assert!(after.len() < before);
+        assert_eq!(after.last().unwrap().last_index, Some(12));
+        assert!(!after.last().unwrap().sealed || after.last().unwrap().bytes >= 512);
+        assert_eq!(segment_paths(dir.path()).len(), after.len());
+        assert_eq!(store.reader().entry(13).unwrap(), None);
+        append(&store, entries(2, 13..31, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let store = TestStore::open(cfg).await.unwrap();
+    let expected = [entries(1, 1..13, 64), entries(2, 13..31, 64)].concat();
+    assert_eq!(
+        bodies(&store.reader().entries(..).unwrap()),
+        bodies(&expected)
+    );
+}
+
+#[tokio::test]
+async fn truncate_everything_and_purge_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    let mut store = TestStore::open(cfg.clone()).await.unwrap();
+    append(&store, entries(1, 5..25, 64)).await.unwrap();
+    RaftLogStorage::truncate_after(&mut store, None)
+        .await
+        .unwrap();
+    assert!(store.segments().is_empty());
+    assert!(segment_paths(dir.path()).is_empty());
+    assert_eq!(store.reader().first_index(), None);
+
+    append(&store, entries(1, 1..11, 64)).await.unwrap();
+    RaftLogStorage::purge(&mut store, log_id(1, 30))
+        .await
+        .unwrap();
+    assert!(store.segments().is_empty());
+    let state = RaftLogStorage::get_log_state(&mut store).await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(1, 30)));
+    assert!(matches!(
+        store.append_entries(entries(1, 30..31, 8), None),
+        Err(LogError::BeforePurged { .. })
+    ));
+    append(&store, entries(2, 31..33, 64)).await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let mut store = TestStore::open(cfg).await.unwrap();
+    let state = RaftLogStorage::get_log_state(&mut store).await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 30)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 32)));
+    assert_eq!(store.reader().first_index(), Some(31));
+}
+
+#[tokio::test]
+async fn interrupted_purge_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..41, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let before = segment_paths(dir.path());
+    // The purge point was saved, then the process died before deleting segments.
+    let purged = postcard::to_allocvec(&Some(log_id(1, 25))).unwrap();
+    crate::snapshot_file::write_atomic(&dir.path().join("purged.bin"), &purged).unwrap();
+
+    let store = TestStore::open(cfg).await.unwrap();
+    let after = segment_paths(dir.path());
+    assert!(after.len() < before.len());
+    assert!(store.segments()[0].first_index <= 26);
+    assert_eq!(store.reader().first_index(), Some(26));
+    assert_eq!(
+        bodies(&store.reader().entries(..).unwrap()),
+        bodies(&entries(1, 26..41, 64))
+    );
+}
+
+#[tokio::test]
+async fn a_directory_has_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 20, 1 << 20);
+    let store = TestStore::open(cfg.clone()).await.unwrap();
+    assert!(matches!(
+        TestStore::open(cfg.clone()).await,
+        Err(LogError::Locked { .. })
+    ));
+    append(&store, entries(1, 1..3, 8)).await.unwrap();
+    store.shutdown().await.unwrap();
+    assert!(matches!(
+        store.append_entries(entries(1, 3..4, 8), None),
+        Err(LogError::Closed)
+    ));
+    // Reads keep working on a closed store; a new store may open the directory.
+    assert_eq!(store.reader().last_index(), Some(2));
+    let reopened = TestStore::open(cfg).await.unwrap();
+    assert_eq!(reopened.reader().last_index(), Some(2));
+}
+
+#[tokio::test]
+async fn async_flush_mode_acknowledges_and_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 4096, 1 << 20);
+    cfg.flush = FlushMode::Async {
+        interval: Duration::from_millis(20),
+    };
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        for chunk in entries(1, 1..101, 64).chunks(10) {
+            append(&store, chunk.to_vec()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store.sync().await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let store = TestStore::open(cfg).await.unwrap();
+    assert_eq!(
+        bodies(&store.reader().entries(..).unwrap()),
+        bodies(&entries(1, 1..101, 64))
+    );
+}
+
+#[tokio::test]
+async fn readers_see_appends_before_the_flush_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::open(config(dir.path(), 1 << 20, 0))
+        .await
+        .unwrap();
+    let handle = store.reader();
+    let (tx, rx) = TestConfig::oneshot();
+    store
+        .append_entries(entries(1, 1..1001, 256), Some(IOFlushed::signal(tx)))
+        .unwrap();
+    // Readable at once (from the pinned cache even with a zero budget), flushed or not.
+    assert_eq!(handle.entries(..).unwrap().len(), 1000);
+    rx.await.unwrap().unwrap();
+    // The next append evicts the written entries; reads then come from the file.
+    append(&store, entries(1, 1001..1002, 8)).await.unwrap();
+    assert_eq!(
+        bodies(&handle.entries(..).unwrap()),
+        bodies(&[entries(1, 1..1001, 256), entries(1, 1001..1002, 8)].concat())
+    );
+}
+
+/// `cargo test -p vela-raft --release -- --ignored --nocapture append_throughput`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "micro benchmark; prints entries/s"]
+async fn append_throughput() {
+    const ENTRIES: u64 = 20_000;
+    const BATCH: u64 = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::open(config(dir.path(), 64 << 20, 64 << 20))
+        .await
+        .unwrap();
+
+    // Pipelined like openraft does: keep appending without waiting for each flush.
+    let batches: Vec<_> = (1..=ENTRIES)
+        .step_by(BATCH as usize)
+        .map(|first| entries(1, first..first + BATCH, 1024))
+        .collect();
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for batch in batches {
+        let (tx, rx) = TestConfig::oneshot();
+        store
+            .append_entries(batch, Some(IOFlushed::signal(tx)))
+            .unwrap();
+        pending.push(rx);
+    }
+    for rx in pending {
+        rx.await.unwrap().unwrap();
+    }
+    let pipelined = started.elapsed();
+
+    // One batch at a time: every batch pays its own fsync.
+    let started = Instant::now();
+    let base = ENTRIES + 1;
+    for first in (base..base + 2_000).step_by(BATCH as usize) {
+        append(&store, entries(1, first..first + BATCH, 1024))
+            .await
+            .unwrap();
+    }
+    let serial = started.elapsed();
+    eprintln!(
+        "pipelined: {ENTRIES} x 1 KiB in {pipelined:?} = {:.0} entries/s; serial batches of {BATCH}: {:.0} entries/s",
+        ENTRIES as f64 / pipelined.as_secs_f64(),
+        2_000.0 / serial.as_secs_f64()
+    );
+    store.shutdown().await.unwrap();
+}
+
+#[test]
+fn store_and_handle_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<TestStore>();
+    assert_send_sync::<LogHandle<TestConfig>>();
+}
+
+/// Model-based check: random appends, truncations, purges and reopens against a plain `Vec` of
+/// the live entries, with segments small enough that every operation crosses segment boundaries.
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Append(u64),
+        /// Keep a fraction (per mille) of the live entries.
+        Truncate(u64),
+        /// Purge a fraction (per mille) of the live entries, past the end above 1000.
+        Purge(u64),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u64..12).prop_map(Op::Append),
+            2 => (0u64..1000).prop_map(Op::Truncate),
+            2 => (0u64..1100).prop_map(Op::Purge),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    #[derive(Default)]
+    struct Model {
+        /// (index, term) of the live entries.
+        live: Vec<(u64, u64)>,
+        purged: Option<(u64, u64)>,
+        term: u64,
+    }
+
+    impl Model {
+        fn next_index(&self) -> u64 {
+            match (self.live.last(), self.purged) {
+                (Some((i, _)), _) => i + 1,
+                (None, Some((p, _))) => p + 1,
+                (None, None) => 1,
+            }
+        }
+    }
+
+    fn body(index: u64, term: u64) -> String {
+        format!("{index}@{term}:{}", "x".repeat((index % 17) as usize * 5))
+    }
+
+    async fn check(store: &mut TestStore, model: &Model) {
+        let got: Vec<(u64, u64, String)> = store
+            .reader()
+            .entries(..)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let openraft::EntryPayload::Normal(b) = e.payload else {
+                    panic!("unexpected payload")
+                };
+                (e.log_id.index(), e.log_id.leader_id.term, b)
+            })
+            .collect();
+        let want: Vec<(u64, u64, String)> = model
+            .live
+            .iter()
+            .map(|&(i, t)| (i, t, body(i, t)))
+            .collect();
+        assert_eq!(got, want);
+        for &(i, t) in model.live.iter().step_by(5) {
+            let e = store.reader().entry(i).unwrap().unwrap();
+            assert_eq!(e.log_id, log_id(t, i));
+        }
+        let state = RaftLogStorage::get_log_state(store).await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id,
+            model.purged.map(|(i, t)| log_id(t, i))
+        );
+        let last = model.live.last().copied().or(model.purged);
+        assert_eq!(state.last_log_id, last.map(|(i, t)| log_id(t, i)));
+        assert_eq!(
+            store.reader().first_index(),
+            model.live.first().map(|e| e.0)
+        );
+    }
+
+    async fn run(ops: Vec<Op>, cache_bytes: usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 300, cache_bytes);
+        cfg.flush = FlushMode::Async {
+            interval: Duration::from_secs(60),
+        };
+        let mut store = TestStore::open(cfg.clone()).await.unwrap();
+        let mut model = Model {
+            term: 1,
+            ..Model::default()
+        };
+        for op in ops {
+            match op {
+                Op::Append(n) => {
+                    let first = model.next_index();
+                    let batch: Vec<_> = (first..first + n)
+                        .map(|i| entry(model.term, i, &body(i, model.term)))
+                        .collect();
+                    append(&store, batch).await.unwrap();
+                    model
+                        .live
+                        .extend((first..first + n).map(|i| (i, model.term)));
+                }
+                Op::Truncate(per_mille) => {
+                    if model.live.is_empty() {
+                        continue;
+                    }
+                    let keep = (model.live.len() as u64 * per_mille / 1000).max(1) as usize;
+                    let (i, t) = model.live[keep - 1];
+                    RaftLogStorage::truncate_after(&mut store, Some(log_id(t, i)))
+                        .await
+                        .unwrap();
+                    model.live.truncate(keep);
+                    model.term += 1;
+                }
+                Op::Purge(per_mille) => {
+                    let count = model.live.len() as u64 * per_mille / 1000;
+                    let target = if count == 0 {
+                        continue;
+                    } else if (count as usize) <= model.live.len() {
+                        model.live[count as usize - 1]
+                    } else {
+                        (
+                            model.next_index() + count - model.live.len() as u64,
+                            model.term,
+                        )
+                    };
+                    RaftLogStorage::purge(&mut store, log_id(target.1, target.0))
+                        .await
+                        .unwrap();
+                    model.live.retain(|&(i, _)| i > target.0);
+                    model.purged = Some(target);
+                }
+                Op::Reopen => {
+                    store.shutdown().await.unwrap();
+                    drop(store);
+                    store = TestStore::open(cfg.clone()).await.unwrap();
+                }
+            }
+            check(&mut store, &model).await;
+        }
+        store.shutdown().await.unwrap();
+        drop(store);
+        let mut store = TestStore::open(cfg).await.unwrap();
+        check(&mut store, &model).await;
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn matches_a_vec_model(ops in proptest::collection::vec(op(), 1..30), cached in any::<bool>()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(run(ops, if cached { 1 << 20 } else { 0 }));
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! The writer thread: the only code that changes files. It executes write operations in the order
+//! they were planned and does group commit: it keeps taking queued operations without waiting,
+//! and only when the queue runs dry (or a barrier needs it) issues one fsync per dirty segment and
+//! fires every `IOFlushed` callback gathered meanwhile.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Instant;
+
+use bytes::Bytes;
+use openraft::RaftTypeConfig;
+use openraft::storage::IOFlushed;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::segment::SegmentFile;
+use crate::snapshot_file::{self, sync_dir};
+use crate::{FlushMode, LogError};
+
+/// Where an awaited operation reports back.
+pub(crate) type Reply = oneshot::Sender<Result<(), LogError>>;
+
+/// Past this many written-but-unflushed bytes the writer flushes even if more work is queued, so
+/// callbacks are not held back indefinitely under a constant stream of appends.
+const MAX_UNFLUSHED_BYTES: u64 = 32 * 1024 * 1024;
+
+pub(crate) enum WriteOp<C: RaftTypeConfig> {
+    CreateSegment(Arc<SegmentFile>),
+    Append {
+        segment: Arc<SegmentFile>,
+        offset: u64,
+        bytes: Bytes,
+        /// Published as `written_seq` once written, which lets the cache evict these entries.
+        seq: u64,
+    },
+    /// Fires when everything queued before it is flushed according to the [`FlushMode`].
+    Flushed(IOFlushed<C>),
+    /// The segment is full: fsync it; it is never appended to again.
+    Seal(Arc<SegmentFile>),
+    Truncate {
+        /// Whole segments to delete, newest first, so a crash midway leaves no hole.
+        remove: Vec<Arc<SegmentFile>>,
+        /// The segment cut back to the given byte length.
+        cut: Option<(Arc<SegmentFile>, u64)>,
+        done: Reply,
+    },
+    Purge {
+        purged_state: Vec<u8>,
+        /// Whole segments to delete, oldest first.
+        remove: Vec<Arc<SegmentFile>>,
+        done: Reply,
+    },
+    SaveVote {
+        vote_state: Vec<u8>,
+        done: Reply,
+    },
+    /// Not awaited; only the newest value queued is written, once per flush.
+    SaveCommitted {
+        committed_state: Vec<u8>,
+    },
+    /// Fsync everything written so far, in any flush mode.
+    Sync {
+        done: Reply,
+    },
+    Shutdown {
+        done: Reply,
+    },
+}
+
+/// Files holding the small persistent state next to the segments.
+#[derive(Clone, Debug)]
+pub(crate) struct StateFiles {
+    pub(crate) dir: PathBuf,
+    pub(crate) vote: PathBuf,
+    pub(crate) committed: PathBuf,
+    pub(crate) purged: PathBuf,
+}
+
+impl StateFiles {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        StateFiles {
+            vote: dir.join("vote.bin"),
+            committed: dir.join("committed.bin"),
+            purged: dir.join("purged.bin"),
+            dir,
+        }
+    }
+}
+
+/// What the writer shares with the rest of the store.
+#[derive(Default)]
+pub(crate) struct WriterStatus {
+    /// Highest append sequence number whose bytes are in their file (not necessarily fsynced).
+    written_seq: AtomicU64,
+    /// Set once, on the first I/O failure.
+    failure: Mutex<Option<String>>,
+}
+
+impl WriterStatus {
+    pub(crate) fn written_seq(&self) -> u64 {
+        self.written_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), LogError> {
+        match self.failure.lock().as_ref() {
+            Some(reason) => Err(LogError::WriterFailed {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(crate) struct Writer<C: RaftTypeConfig> {
+    files: StateFiles,
+    mode: FlushMode,
+    status: Arc<WriterStatus>,
+    /// Segments written since their last fsync.
+    dirty: Vec<Arc<SegmentFile>>,
+    callbacks: Vec<IOFlushed<C>>,
+    max_seq: u64,
+    committed_state: Option<Vec<u8>>,
+    unflushed_bytes: u64,
+    /// Anything since the last flush that a flush would complete.
+    unflushed: bool,
+    last_sync: Instant,
+    failure: Option<String>,
+}
+
+impl<C: RaftTypeConfig> Writer<C> {
+    pub(crate) fn new(files: StateFiles, mode: FlushMode, status: Arc<WriterStatus>) -> Self {
+        Writer {
+            files,
+            mode,
+            status,
+            dirty: Vec::new(),
+            callbacks: Vec::new(),
+            max_seq: 0,
+            committed_state: None,
+            unflushed_bytes: 0,
+            unflushed: false,
+            last_sync: Instant::now(),
+            failure: None,
+        }
+    }
+
+    /// Runs until a `Shutdown` op or until every sender is gone.
+    pub(crate) fn run(mut self, rx: Receiver<WriteOp<C>>) {
+        loop {
+            let op = if self.unflushed {
+                match rx.try_recv() {
+                    Ok(op) => op,
+                    Err(TryRecvError::Empty) => {
+                        self.flush();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else if let Some(wait) = self.time_to_background_sync() {
+                match rx.recv_timeout(wait) {
+                    Ok(op) => op,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_dirty();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            };
+            if let WriteOp::Shutdown { done } = op {
+                let result = self.close();
+                let _ = done.send(result);
+                return;
+            }
+            self.handle(op);
+            if self.unflushed_bytes >= MAX_UNFLUSHED_BYTES {
+                self.flush();
+            }
+        }
+        if let Err(err) = self.close() {
+            tracing::error!(error = %err, "log writer failed to flush while stopping");
+        }
+    }
+
+    fn handle(&mut self, op: WriteOp<C>) {
+        if let Some(reason) = &self.failure {
+            reject(op, reason);
+            return;
+        }
+        let result = match op {
+            WriteOp::CreateSegment(segment) => segment
+                .create_on_disk()
+                .and_then(|()| sync_dir(&self.files.dir))
+                .map(|()| self.mark_dirty(&segment))
+                .map_err(|e| LogError::io("creating segment", &segment.path, e)),
+            WriteOp::Append {
+                segment,
+                offset,
+                bytes,
+                seq,
+            } => {
+                let written = segment
+                    .write_at(&bytes, offset)
+                    .map_err(|e| LogError::io("writing segment", &segment.path, e));
+                if written.is_ok() {
+                    self.mark_dirty(&segment);
+                    self.max_seq = self.max_seq.max(seq);
+                    self.unflushed_bytes += bytes.len() as u64;
+                    self.unflushed = true;
+                }
+                written
+            }
+            WriteOp::Flushed(callback) => {
+                self.callbacks.push(callback);
+                self.unflushed = true;
+                Ok(())
+            }
+            WriteOp::Seal(segment) => {
+                let synced = segment
+                    .sync_data()
+                    .map_err(|e| LogError::io("sealing segment", &segment.path, e));
+                if synced.is_ok() {
+                    self.dirty.retain(|d| !Arc::ptr_eq(d, &segment));
+                }
+                synced
+            }
+            WriteOp::SaveCommitted { committed_state } => {
+                self.committed_state = Some(committed_state);
+                self.unflushed = true;
+                Ok(())
+            }
+            WriteOp::Truncate { remove, cut, done } => {
+                let result = self.barrier().and_then(|()| self.truncate(remove, cut));
+                self.reply(done, result)
+            }
+            WriteOp::Purge {
+                purged_state,
+                remove,
+                done,
+            } => {
+                let result = self
+                    .barrier()
+                    .and_then(|()| self.purge(purged_state, remove));
+                self.reply(done, result)
+            }
+            WriteOp::SaveVote { vote_state, done } => {
+                let result = self.barrier().and_then(|()| {
+                    snapshot_file::write_atomic(&self.files.vote, &vote_state)
+                        .map_err(|e| LogError::io("saving vote", &self.files.vote, e))
+                });
+                self.reply(done, result)
+            }
+            WriteOp::Sync { done } => {
+                let result = self.barrier().and_then(|()| self.try_sync_dirty());
+                self.reply(done, result)
+            }
+            // Handled in `run`.
+            WriteOp::Shutdown { done } => {
+                let _ = done.send(Err(LogError::Closed));
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            self.fail(err);
+        }
+    }
+
+    /// Sends an awaited op's result; a failure is also returned so the writer poisons itself.
+    fn reply(&self, done: Reply, result: Result<(), LogError>) -> Result<(), LogError> {
+        match result {
+            Ok(()) => {
+                let _ = done.send(Ok(()));
+                Ok(())
+            }
+            Err(err) => {
+                let _ = done.send(Err(LogError::WriterFailed {
+                    reason: err.to_string(),
+                }));
+                Err(err)
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, segment: &Arc<SegmentFile>) {
+        if !self.dirty.iter().any(|d| Arc::ptr_eq(d, segment)) {
+            self.dirty.push(segment.clone());
+        }
+    }
+
+    /// Completes everything queued so far before an operation that must come after it.
+    fn barrier(&mut self) -> Result<(), LogError> {
+        if self.unflushed {
+            self.flush();
+        }
+        match &self.failure {
+            Some(reason) => Err(LogError::WriterFailed {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The group commit: publish what was written, fsync (in `Sync` mode), then fire callbacks.
+    fn flush(&mut self) {
+        self.unflushed = false;
+        self.unflushed_bytes = 0;
+        self.status
+            .written_seq
+            .store(self.max_seq, Ordering::Release);
+        let synced = match self.mode {
+            FlushMode::Sync => self.try_sync_dirty(),
+            FlushMode::Async { interval } if self.last_sync.elapsed() >= interval => {
+                self.try_sync_dirty()
+            }
+            FlushMode::Async { .. } => Ok(()),
+        };
+        if let Err(err) = synced {
+            self.fail(err);
+            return;
+        }
+        for callback in self.callbacks.drain(..) {
+            callback.io_completed(Ok(()));
+        }
+        if let Some(state) = self.committed_state.take() {
+            // Losing the newest committed id only makes Raft re-learn it; no fsync needed.
+            if let Err(err) = snapshot_file::write_relaxed(&self.files.committed, &state) {
+                tracing::warn!(path = %self.files.committed.display(), error = %err, "saving committed log id failed");
+            }
+        }
+    }
+
+    fn try_sync_dirty(&mut self) -> Result<(), LogError> {
+        for segment in &self.dirty {
+            segment
+                .sync_data()
+                .map_err(|e| LogError::io("syncing segment", &segment.path, e))?;
+        }
+        self.dirty.clear();
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn sync_dirty(&mut self) {
+        if let Err(err) = self.try_sync_dirty() {
+            self.fail(err);
+        }
+    }
+
+    /// In `Async` mode with unsynced data: how long until the background fsync is due.
+    fn time_to_background_sync(&self) -> Option<std::time::Duration> {
+        match self.mode {
+            FlushMode::Async { interval } if !self.dirty.is_empty() && self.failure.is_none() => {
+                Some(interval.saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
+    fn truncate(
+        &mut self,
+        remove: Vec<Arc<SegmentFile>>,
+        cut: Option<(Arc<SegmentFile>, u64)>,
+    ) -> Result<(), LogError> {
+        self.remove_segments(&remove)?;
+        if let Some((segment, len)) = cut {
+            segment
+                .truncate(len)
+                .map_err(|e| LogError::io("truncating segment", &segment.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn purge(
+        &mut self,
+        purged_state: Vec<u8>,
+        remove: Vec<Arc<SegmentFile>>,
+    ) -> Result<(), LogError> {
+        // Persist the purge point first: after a crash, open deletes segments below it anyway.
+        snapshot_file::write_atomic(&self.files.purged, &purged_state)
+            .map_err(|e| LogError::io("saving purged log id", &self.files.purged, e))?;
+        self.remove_segments(&remove)
+    }
+
+    fn remove_segments(&mut self, remove: &[Arc<SegmentFile>]) -> Result<(), LogError> {
+        if remove.is_empty() {
+            return Ok(());
+        }
+        for segment in remove {
+            self.dirty.retain(|d| !Arc::ptr_eq(d, segment));
+            match fs::remove_file(&segment.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("deleting segment", &segment.path, e)),
+            }
+        }
+        sync_dir(&self.files.dir).map_err(|e| LogError::io("syncing", &self.files.dir, e))
+    }
+
+    /// Final flush on shutdown: everything fsynced, the committed id saved durably.
+    fn close(&mut self) -> Result<(), LogError> {
+        self.barrier()?;
+        self.try_sync_dirty()?;
+        if let Some(state) = self.committed_state.take() {
+            snapshot_file::write_atomic(&self.files.committed, &state)
+                .map_err(|e| LogError::io("saving committed log id", &self.files.committed, e))?;
+        }
+        Ok(())
+    }
+
+    /// Poisons the writer: after a failed write or fsync nothing written since the last good fsync
+    /// can be trusted (the kernel may have dropped the dirty pages), so every pending and future
+    /// operation fails until the store is reopened and recovery re-reads the files.
+    fn fail(&mut self, err: LogError) {
+        let reason = err.to_string();
+        tracing::error!(error = %reason, "log writer failed; refusing further writes");
+        *self.status.failure.lock() = Some(reason.clone());
+        for callback in self.callbacks.drain(..) {
+            callback.io_completed(Err(io::Error::other(reason.clone())));
+        }
+        self.committed_state = None;
+        self.unflushed = false;
+        self.failure = Some(reason);
+    }
+}
+
+fn reject<C: RaftTypeConfig>(op: WriteOp<C>, reason: &str) {
+    let err = || LogError::WriterFailed {
+        reason: reason.to_string(),
+    };
+    match op {
+        WriteOp::Flushed(callback) => callback.io_completed(Err(io::Error::other(err()))),
+        WriteOp::Truncate { done, .. }
+        | WriteOp::Purge { done, .. }
+        | WriteOp::SaveVote { done, .. }
+        | WriteOp::Sync { done }
+        | WriteOp::Shutdown { done } => {
+            let _ = done.send(Err(err()));
+        }
+        WriteOp::CreateSegment(_)
+        | WriteOp::Append { .. }
+        | WriteOp::Seal(_)
+        | WriteOp::SaveCommitted { .. } => {}
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and .ci/run run it: formatting, lints, every unit and
+# integration test, then the official RocketMQ 5 clients (Python, Node.js) against a freshly
+# started `vela standalone`. It installs what it needs (cargo-nextest, a Python venv, npm
+# packages) on first run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "toolchain"
+rustc --version && cargo --version
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo nextest (unit + integration tests)"
+cargo nextest run --workspace --profile ci --locked
+
+step "official client compatibility (Python 5.1.2, Node.js 1.0.8)"
+cargo build --locked --bin vela
+scripts/compat.sh target/debug/vela
+
+step "all green in $(( $(date +%s) - started )) s"

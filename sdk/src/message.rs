@@ -1,0 +1,416 @@
+//! What users send and receive: [`Message`] (validated on build, like the official clients),
+//! [`SendReceipt`], [`MessageView`] and [`FilterExpression`].
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use vela_proto::pb::rocketmq as pb;
+use vela_proto::{TagFilter, TopicName};
+
+use crate::config::Endpoint;
+use crate::error::{Error, Result};
+
+/// The kind of message, derived from its properties (group → FIFO, delivery time → DELAY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Normal,
+    Fifo,
+    Delay,
+}
+
+impl MessageKind {
+    pub(crate) fn to_proto(self) -> pb::MessageType {
+        match self {
+            MessageKind::Normal => pb::MessageType::Normal,
+            MessageKind::Fifo => pb::MessageType::Fifo,
+            MessageKind::Delay => pb::MessageType::Delay,
+        }
+    }
+}
+
+/// A message to publish. Build it with [`Message::builder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    topic: TopicName,
+    body: Bytes,
+    tag: Option<String>,
+    keys: Vec<String>,
+    properties: HashMap<String, String>,
+    message_group: Option<String>,
+    delivery_timestamp: Option<SystemTime>,
+}
+
+impl Message {
+    pub fn builder(topic: impl Into<String>) -> MessageBuilder {
+        MessageBuilder {
+            topic: topic.into(),
+            ..MessageBuilder::default()
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        self.topic.as_str()
+    }
+
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    pub fn properties(&self) -> &HashMap<String, String> {
+        &self.properties
+    }
+
+    pub fn message_group(&self) -> Option<&str> {
+        self.message_group.as_deref()
+    }
+
+    pub fn delivery_timestamp(&self) -> Option<SystemTime> {
+        self.delivery_timestamp
+    }
+
+    pub fn kind(&self) -> MessageKind {
+        if self.delivery_timestamp.is_some() {
+            MessageKind::Delay
+        } else if self.message_group.is_some() {
+            MessageKind::Fifo
+        } else {
+            MessageKind::Normal
+        }
+    }
+
+    /// The wire form, stamped with the id, queue and producer host chosen at send time.
+    pub(crate) fn to_proto(
+        &self,
+        namespace: &str,
+        message_id: String,
+        queue_id: i32,
+        born_host: &str,
+    ) -> pb::Message {
+        pb::Message {
+            topic: Some(pb::Resource {
+                resource_namespace: namespace.to_owned(),
+                name: self.topic.as_str().to_owned(),
+            }),
+            user_properties: self.properties.clone(),
+            system_properties: Some(pb::SystemProperties {
+                tag: self.tag.clone(),
+                keys: self.keys.clone(),
+                message_id,
+                body_encoding: pb::Encoding::Identity as i32,
+                message_type: self.kind().to_proto() as i32,
+                born_timestamp: Some(SystemTime::now().into()),
+                born_host: born_host.to_owned(),
+                delivery_timestamp: self.delivery_timestamp.map(Into::into),
+                queue_id,
+                message_group: self.message_group.clone(),
+                ..Default::default()
+            }),
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// Builds a [`Message`]; [`MessageBuilder::build`] validates it.
+#[derive(Debug, Default, Clone)]
+pub struct MessageBuilder {
+    topic: String,
+    body: Bytes,
+    tag: Option<String>,
+    keys: Vec<String>,
+    properties: HashMap<String, String>,
+    message_group: Option<String>,
+    delivery_timestamp: Option<SystemTime>,
+}
+
+impl MessageBuilder {
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The tag consumers filter on (no `|`).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Business keys the server indexes.
+    pub fn keys<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.keys.extend(keys.into_iter().map(Into::into));
+        self
+    }
+
+    /// A user property.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// Makes this a FIFO message: messages of one group are stored and delivered in order.
+    pub fn message_group(mut self, group: impl Into<String>) -> Self {
+        self.message_group = Some(group.into());
+        self
+    }
+
+    /// Makes this a DELAY message, delivered no earlier than `at`.
+    pub fn delivery_timestamp(mut self, at: SystemTime) -> Self {
+        self.delivery_timestamp = Some(at);
+        self
+    }
+
+    pub fn build(self) -> Result<Message> {
+        let invalid = |msg: String| Err(Error::InvalidArgument(msg));
+        let topic = TopicName::new(&self.topic)
+            .map_err(|e| Error::InvalidArgument(format!("message topic: {e}")))?;
+        if self.body.is_empty() {
+            return invalid(format!("message body for topic {topic} is empty"));
+        }
+        if let Some(tag) = &self.tag {
+            if is_blank(tag) {
+                return invalid("message tag is blank".into());
+            }
+            if tag.contains('|') {
+                return invalid(format!("message tag {tag:?} contains '|'"));
+            }
+        }
+        if self.keys.iter().any(|k| is_blank(k)) {
+            return invalid("message keys must not be blank".into());
+        }
+        for (k, v) in &self.properties {
+            if is_blank(k) || is_blank(v) {
+                return invalid(format!(
+                    "message property {k:?}={v:?} has a blank key or value"
+                ));
+            }
+        }
+        if let Some(group) = &self.message_group {
+            if is_blank(group) {
+                return invalid("message group is blank".into());
+            }
+            if self.delivery_timestamp.is_some() {
+                return invalid(format!(
+                    "message group {group:?} and a delivery timestamp are mutually exclusive"
+                ));
+            }
+        }
+        Ok(Message {
+            topic,
+            body: self.body,
+            tag: self.tag,
+            keys: self.keys,
+            properties: self.properties,
+            message_group: self.message_group,
+            delivery_timestamp: self.delivery_timestamp,
+        })
+    }
+}
+
+fn is_blank(s: &str) -> bool {
+    s.trim().is_empty()
+}
+
+/// The server's acknowledgement of one stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The client-generated id the server stored the message under.
+    pub message_id: String,
+    /// Queue offset of the stored message.
+    pub offset: i64,
+    /// Queue the message was sent to.
+    pub queue_id: i32,
+    /// Set for transactional messages only.
+    pub transaction_id: Option<String>,
+}
+
+/// A received message. Pass it back to `ack` / `change_invisible_duration`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageView {
+    pub message_id: String,
+    pub topic: String,
+    pub tag: Option<String>,
+    pub keys: Vec<String>,
+    pub properties: HashMap<String, String>,
+    pub message_group: Option<String>,
+    pub body: Bytes,
+    /// 1 on the first delivery, incremented on each redelivery.
+    pub delivery_attempt: u32,
+    pub queue_id: i32,
+    pub offset: i64,
+    pub born_host: String,
+    pub born_timestamp: Option<SystemTime>,
+    pub store_timestamp: Option<SystemTime>,
+    /// When a DELAY message was scheduled for delivery.
+    pub delivery_timestamp: Option<SystemTime>,
+    pub(crate) receipt_handle: String,
+    /// Where the message was received from; acks go back there.
+    pub(crate) endpoint: Endpoint,
+}
+
+impl MessageView {
+    /// The current receipt handle (replaced by `change_invisible_duration`).
+    pub fn receipt_handle(&self) -> &str {
+        &self.receipt_handle
+    }
+}
+
+/// Which messages of a topic a consumer wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterExpression {
+    kind: pb::FilterType,
+    expression: String,
+}
+
+impl FilterExpression {
+    /// Every message of the topic (`*`).
+    pub fn all() -> Self {
+        FilterExpression::tag("*")
+    }
+
+    /// A tag expression: `*` or `TagA||TagB`.
+    pub fn tag(expression: impl Into<String>) -> Self {
+        FilterExpression {
+            kind: pb::FilterType::Tag,
+            expression: expression.into(),
+        }
+    }
+
+    /// An SQL92 expression over message properties (the server must support SQL filtering).
+    pub fn sql(expression: impl Into<String>) -> Self {
+        FilterExpression {
+            kind: pb::FilterType::Sql,
+            expression: expression.into(),
+        }
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self.kind {
+            pb::FilterType::Sql if is_blank(&self.expression) => Err(Error::InvalidArgument(
+                "sql filter expression is blank".into(),
+            )),
+            pb::FilterType::Tag => TagFilter::parse(&self.expression)
+                .map(|_| ())
+                .map_err(|e| Error::InvalidArgument(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn to_proto(&self) -> pb::FilterExpression {
+        pb::FilterExpression {
+            r#type: self.kind as i32,
+            expression: self.expression.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn base() -> MessageBuilder {
+        Message::builder("orders").body("hello")
+    }
+
+    #[test]
+    fn builds_and_derives_the_kind() {
+        let m = base()
+            .tag("A")
+            .keys(["k1", "k2"])
+            .property("p", "v")
+            .build()
+            .unwrap();
+        assert_eq!(m.kind(), MessageKind::Normal);
+        assert_eq!(m.keys(), ["k1", "k2"]);
+        assert_eq!(
+            base().message_group("g").build().unwrap().kind(),
+            MessageKind::Fifo
+        );
+        let at = SystemTime::now() + Duration::from_secs(10);
+        assert_eq!(
+            base().delivery_timestamp(at).build().unwrap().kind(),
+            MessageKind::Delay
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_official_clients_reject() {
+        let rejected = [
+            Message::builder("bad topic").body("x"),
+            Message::builder("").body("x"),
+            Message::builder("a".repeat(200)).body("x"),
+            Message::builder("orders"),
+            base().tag("A|B"),
+            base().tag(" "),
+            base().keys([""]),
+            base().property("", "v"),
+            base().property("k", " "),
+            base().message_group(""),
+            base()
+                .message_group("g")
+                .delivery_timestamp(SystemTime::now()),
+        ];
+        for b in rejected {
+            let dbg = format!("{b:?}");
+            assert!(
+                matches!(b.build(), Err(Error::InvalidArgument(_))),
+                "accepted {dbg}"
+            );
+        }
+    }
+
+    #[test]
+    fn wire_form_carries_every_field() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let m = base()
+            .tag("A")
+            .keys(["k"])
+            .property("p", "v")
+            .delivery_timestamp(at)
+            .build()
+            .unwrap();
+        let pb = m.to_proto("ns", "01AB".into(), 3, "host");
+        assert_eq!(pb.topic.as_ref().unwrap().resource_namespace, "ns");
+        assert_eq!(pb.topic.as_ref().unwrap().name, "orders");
+        assert_eq!(pb.user_properties.get("p").map(String::as_str), Some("v"));
+        let sp = pb.system_properties.unwrap();
+        assert_eq!(sp.message_id, "01AB");
+        assert_eq!(sp.tag.as_deref(), Some("A"));
+        assert_eq!(sp.queue_id, 3);
+        assert_eq!(sp.message_type, pb::MessageType::Delay as i32);
+        assert_eq!(sp.body_encoding, pb::Encoding::Identity as i32);
+        assert_eq!(sp.delivery_timestamp.unwrap().seconds, 2_000_000_000);
+        assert!(sp.born_timestamp.is_some());
+        assert_eq!(pb.body, Bytes::from_static(b"hello"));
+    }
+
+    #[test]
+    fn filter_validation() {
+        assert!(FilterExpression::all().validate().is_ok());
+        assert!(FilterExpression::tag("A||B").validate().is_ok());
+        assert!(FilterExpression::tag("A||").validate().is_err());
+        assert!(FilterExpression::sql("a > 1").validate().is_ok());
+        assert!(FilterExpression::sql(" ").validate().is_err());
+        assert_eq!(
+            FilterExpression::sql("a > 1").to_proto().r#type,
+            pb::FilterType::Sql as i32
+        );
+    }
+}

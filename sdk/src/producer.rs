@@ -1,0 +1,686 @@
+//! The [`Producer`]: publishes messages one per request (or a same-topic batch in one request),
+//! choosing queues from the topic route and retrying retryable failures.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::task::JoinHandle;
+use tracing::debug;
+use vela_proto::TopicName;
+use vela_proto::pb::rocketmq::{self as pb, Code};
+
+use crate::client::{ClientCore, Role, request_with};
+use crate::config::ClientConfig;
+use crate::error::{Error, Result, check_status};
+use crate::identity::{MessageIdGenerator, hostname};
+use crate::message::{Message, SendReceipt};
+
+const SEND_RPC: &str = "SendMessage";
+
+/// Publishes messages. Cheap to clone (clones share one connection and background tasks).
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<ProducerInner>,
+}
+
+struct ProducerInner {
+    core: ClientCore,
+    max_attempts: Option<u32>,
+}
+
+/// Configures and starts a [`Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerBuilder {
+    config: ClientConfig,
+    topics: Vec<String>,
+    max_attempts: Option<u32>,
+}
+
+impl ProducerBuilder {
+    /// Topics to resolve at start-up (a bad topic then fails `build`); others resolve on first send.
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// Overrides the attempts per send (default: the server's back-off policy, else 3).
+    pub fn max_send_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Fetches the routes, opens the Telemetry stream (announcing the publishing topics), waits
+    /// briefly for the server's settings and starts heartbeats.
+    pub async fn build(self) -> Result<Producer> {
+        if self.max_attempts == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_send_attempts must be at least 1".into(),
+            ));
+        }
+        let mut resources = Vec::with_capacity(self.topics.len());
+        for topic in &self.topics {
+            TopicName::new(topic)
+                .map_err(|e| Error::InvalidArgument(format!("producer topic: {e}")))?;
+            resources.push(pb::Resource {
+                resource_namespace: self.config.namespace.clone(),
+                name: topic.clone(),
+            });
+        }
+        let core = ClientCore::start(
+            self.config,
+            Role::Producer { topics: resources },
+            &self.topics,
+        )
+        .await?;
+        Ok(Producer {
+            inner: Arc::new(ProducerInner {
+                core,
+                max_attempts: self.max_attempts,
+            }),
+        })
+    }
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("client_id", &self.inner.core.shared.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    pub fn builder(config: ClientConfig) -> ProducerBuilder {
+        ProducerBuilder {
+            config,
+            topics: Vec::new(),
+            max_attempts: None,
+        }
+    }
+
+    /// This client's `x-mq-client-id`.
+    pub fn client_id(&self) -> &str {
+        &self.inner.core.shared.client_id
+    }
+
+    /// Sends one message and waits for the server to store it.
+    pub async fn send(&self, message: Message) -> Result<SendReceipt> {
+        let mut receipts = self
+            .inner
+            .send_messages(std::slice::from_ref(&message))
+            .await?;
+        receipts
+            .pop()
+            .ok_or_else(|| Error::invalid_response(SEND_RPC, "no send result entry"))
+    }
+
+    /// Starts sending one message on a spawned task and returns at once, so a caller can keep
+    /// many sends in flight. Await the [`SendFuture`] for the receipt; dropping it does not
+    /// cancel the send. Must be called inside a Tokio runtime.
+    pub fn send_async(&self, message: Message) -> SendFuture {
+        let inner = self.inner.clone();
+        SendFuture {
+            task: tokio::spawn(async move {
+                let mut receipts = inner.send_messages(std::slice::from_ref(&message)).await?;
+                receipts
+                    .pop()
+                    .ok_or_else(|| Error::invalid_response(SEND_RPC, "no send result entry"))
+            }),
+        }
+    }
+
+    /// Sends messages of one topic in one request (the server stores them as one append).
+    /// They must share the topic and kind, and FIFO messages their group. Receipts are in
+    /// input order; the batch succeeds or fails as a whole.
+    pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
+        let first = messages.first().ok_or_else(|| {
+            Error::InvalidArgument("send_batch needs at least one message".into())
+        })?;
+        for m in &messages[1..] {
+            if m.topic() != first.topic() {
+                return Err(Error::InvalidArgument(format!(
+                    "batch mixes topics {} and {}",
+                    first.topic(),
+                    m.topic()
+                )));
+            }
+            if m.kind() != first.kind() || m.message_group() != first.message_group() {
+                return Err(Error::InvalidArgument(
+                    "batch messages must share their kind and message group".into(),
+                ));
+            }
+        }
+        self.inner.send_messages(&messages).await
+    }
+
+    /// Tells the server this producer is leaving and stops its background tasks. Later calls
+    /// fail with [`Error::Shutdown`].
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.core.shutdown().await
+    }
+}
+
+impl ProducerInner {
+    async fn send_messages(&self, messages: &[Message]) -> Result<Vec<SendReceipt>> {
+        let shared = &self.core.shared;
+        shared.ensure_running()?;
+        let settings = shared.server_settings();
+        for m in messages {
+            if m.body().len() > settings.max_body_size {
+                return Err(Error::InvalidArgument(format!(
+                    "message body of {} bytes exceeds the server's limit of {} bytes",
+                    m.body().len(),
+                    settings.max_body_size
+                )));
+            }
+        }
+        let first = &messages[0];
+        let route = shared.route(first.topic()).await?;
+        let ids: Vec<String> = messages
+            .iter()
+            .map(|_| MessageIdGenerator::global().next_id())
+            .collect();
+        let max_attempts = self
+            .max_attempts
+            .unwrap_or(settings.send_max_attempts)
+            .max(1);
+        let mut attempt = 1;
+        loop {
+            let queue = route.pick_writable(
+                first.kind(),
+                first.message_group(),
+                settings.validate_message_type,
+            )?;
+            let request = pb::SendMessageRequest {
+                messages: messages
+                    .iter()
+                    .zip(&ids)
+                    .map(|(m, id)| {
+                        m.to_proto(&shared.config.namespace, id.clone(), queue.id(), hostname())
+                    })
+                    .collect(),
+            };
+            let result = shared
+                .call(
+                    &queue.endpoint,
+                    SEND_RPC,
+                    shared.config.request_timeout,
+                    |mut rpc, timeout| async move {
+                        rpc.send_message(request_with(request, timeout)).await
+                    },
+                )
+                .await
+                .and_then(|reply| parse_send_reply(reply.into_inner(), &ids, queue.id()));
+            match result {
+                Ok(receipts) => return Ok(receipts),
+                Err(e) if e.is_retryable() && attempt < max_attempts => {
+                    // Throttling asks us to slow down; other failures retry at once (on the
+                    // next queue), as the official clients do.
+                    let delay = if e.is_too_many_requests() {
+                        settings.backoff.delay(attempt)
+                    } else {
+                        std::time::Duration::ZERO
+                    };
+                    debug!(
+                        client_id = %shared.client_id,
+                        topic = first.topic(),
+                        attempt,
+                        ?delay,
+                        error = %e,
+                        "send failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    shared.ensure_running()?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Checks a send reply against the request: status OK (or MULTIPLE_RESULTS with every entry
+/// OK), one entry per message echoing its id.
+fn parse_send_reply(
+    reply: pb::SendMessageResponse,
+    ids: &[String],
+    queue_id: i32,
+) -> Result<Vec<SendReceipt>> {
+    check_status(SEND_RPC, reply.status.as_ref(), &[Code::MultipleResults])?;
+    if reply.entries.len() != ids.len() {
+        return Err(Error::invalid_response(
+            SEND_RPC,
+            format!("{} entries for {} messages", reply.entries.len(), ids.len()),
+        ));
+    }
+    reply
+        .entries
+        .into_iter()
+        .zip(ids)
+        .map(|(entry, id)| {
+            if let Some(status) = &entry.status {
+                check_status(SEND_RPC, Some(status), &[])?;
+            }
+            if entry.message_id != *id {
+                return Err(Error::invalid_response(
+                    SEND_RPC,
+                    format!(
+                        "entry names message {} where {id} was sent",
+                        entry.message_id
+                    ),
+                ));
+            }
+            Ok(SendReceipt {
+                message_id: entry.message_id,
+                offset: entry.offset,
+                queue_id,
+                transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
+            })
+        })
+        .collect()
+}
+
+/// The pending result of [`Producer::send_async`].
+#[derive(Debug)]
+pub struct SendFuture {
+    task: JoinHandle<Result<SendReceipt>>,
+}
+
+impl Future for SendFuture {
+    type Output = Result<SendReceipt>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.task)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => Err(Error::Shutdown),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, code: Code) -> pb::SendResultEntry {
+        pb::SendResultEntry {
+            status: Some(pb::Status {
+                code: code as i32,
+                message: String::new(),
+            }),
+            message_id: id.into(),
+            transaction_id: String::new(),
+            offset: 42,
+            recall_handle: String::new(),
+        }
+    }
+
+    fn reply(code: Code, entries: Vec<pb::SendResultEntry>) -> pb::SendMessageResponse {
+        pb::SendMessageResponse {
+            status: Some(pb::Status {
+                code: code as i32,
+                message: String::new(),
+            }),
+            entries,
+        }
+    }
+
+    #[test]
+    fn send_reply_is_checked_against_the_request() {
+        let ids = vec!["01A".to_owned(), "01B".to_owned()];
+        let ok = reply(
+            Code::Ok,
+            vec![entry("01A", Code::Ok), entry("01B", Code::Ok)],
+        );
+        let receipts = parse_send_reply(ok, &ids, 3).unwrap();
+        assert_eq!(receipts[1].message_id, "01B");
+        assert_eq!((receipts[1].offset, receipts[1].queue_id), (42, 3));
+        assert_eq!(receipts[1].transaction_id, None);
+
+        let short = reply(Code::Ok, vec![entry("01A", Code::Ok)]);
+        assert!(matches!(
+            parse_send_reply(short, &ids, 0),
+            Err(Error::InvalidResponse { .. })
+        ));
+        let wrong_id = reply(
+            Code::Ok,
+            vec![entry("01A", Code::Ok), entry("01C", Code::Ok)],
+        );
+        assert!(parse_send_reply(wrong_id, &ids, 0).is_err());
+        let mixed = reply(
+            Code::MultipleResults,
+            vec![
+                entry("01A", Code::Ok),
+                entry("01B", Code::MessageBodyTooLarge),
+            ],
+        );
+        let err = parse_send_reply(mixed, &ids, 0).unwrap_err();
+        assert_eq!(err.status_code(), Some(Code::MessageBodyTooLarge as i32));
+        let failed = reply(Code::TooManyRequests, vec![]);
+        assert!(
+            parse_send_reply(failed, &ids, 0)
+                .unwrap_err()
+                .is_too_many_requests()
+        );
+    }
+
+    mod wire {
+        use std::time::Duration;
+
+        use hmac::{Hmac, KeyInit, Mac};
+        use sha1::Sha1;
+
+        use super::*;
+        use crate::fake_server::{Call, FakeServer, Recorded};
+
+        fn sends(calls: &[Call]) -> Vec<(pb::SendMessageRequest, tonic::metadata::MetadataMap)> {
+            calls
+                .iter()
+                .filter_map(|c| match &c.request {
+                    Recorded::Send(r) => Some((r.clone(), c.headers.clone())),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        async fn producer(fake: &FakeServer) -> Producer {
+            let config = ClientConfig::builder()
+                .endpoint(fake.endpoint())
+                .namespace("ns")
+                .credentials("myAK", "mySecret")
+                .build()
+                .unwrap();
+            Producer::builder(config)
+                .topics(["orders"])
+                .build()
+                .await
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn start_send_and_shutdown_look_like_an_official_client() {
+            let fake = FakeServer::start().await;
+            let producer = producer(&fake).await;
+            let calls = fake.state.calls();
+            let route = calls.iter().find_map(|c| match &c.request {
+                Recorded::QueryRoute(r) => Some(r.clone()),
+                _ => None,
+            });
+            let route = route.expect("QueryRoute at start");
+            assert_eq!(route.topic.as_ref().unwrap().name, "orders");
+            assert_eq!(route.topic.as_ref().unwrap().resource_namespace, "ns");
+            assert_eq!(
+                route.endpoints.unwrap().addresses[0].port,
+                i32::from(fake.addr.port())
+            );
+            let settings = calls.iter().find_map(|c| match &c.request {
+                Recorded::Telemetry(pb::TelemetryCommand {
+                    command: Some(pb::telemetry_command::Command::Settings(s)),
+                    ..
+                }) => Some(s.clone()),
+                _ => None,
+            });
+            let settings = settings.expect("settings on the telemetry stream");
+            assert_eq!(settings.client_type, Some(pb::ClientType::Producer as i32));
+            assert_eq!(
+                settings.user_agent.unwrap().language,
+                pb::Language::Rust as i32
+            );
+            match settings.pub_sub {
+                Some(pb::settings::PubSub::Publishing(p)) => assert_eq!(p.topics[0].name, "orders"),
+                other => panic!("expected publishing settings, got {other:?}"),
+            }
+            fake.wait_for("a producer heartbeat", |calls| {
+                calls.iter().any(|c| {
+                    matches!(&c.request, Recorded::Heartbeat(h)
+                    if h.client_type == pb::ClientType::Producer as i32 && h.group.is_none())
+                })
+            })
+            .await;
+
+            let message = Message::builder("orders")
+                .body("hello")
+                .tag("A")
+                .keys(["k1"])
+                .build()
+                .unwrap();
+            let receipt = producer.send(message).await.unwrap();
+            let sent = sends(&fake.state.calls());
+            assert_eq!(sent.len(), 1);
+            let (request, headers) = &sent[0];
+            assert_eq!(request.messages.len(), 1);
+            let m = &request.messages[0];
+            let sp = m.system_properties.as_ref().unwrap();
+            assert_eq!(sp.message_id, receipt.message_id);
+            assert_eq!(sp.message_id.len(), 34);
+            assert_eq!(sp.tag.as_deref(), Some("A"));
+            assert_eq!(sp.keys, ["k1"]);
+            assert_eq!(sp.message_type, pb::MessageType::Normal as i32);
+            assert_eq!(sp.body_encoding, pb::Encoding::Identity as i32);
+            assert_eq!(sp.queue_id, 0);
+            assert!(sp.born_timestamp.is_some() && !sp.born_host.is_empty());
+            assert_eq!(m.topic.as_ref().unwrap().resource_namespace, "ns");
+            assert_eq!(&m.body[..], b"hello");
+
+            let header = |k: &str| headers.get(k).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(
+                header("x-mq-client-id").as_deref(),
+                Some(producer.client_id())
+            );
+            assert_eq!(header("x-mq-language").as_deref(), Some("RUST"));
+            assert_eq!(header("x-mq-protocol").as_deref(), Some("v2"));
+            assert_eq!(header("x-mq-namespace").as_deref(), Some("ns"));
+            assert!(header("x-mq-request-id").is_some());
+            assert!(header("grpc-timeout").is_some());
+            let date = header("x-mq-date-time").unwrap();
+            let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(b"mySecret").unwrap();
+            mac.update(date.as_bytes());
+            let signature = hex::encode(mac.finalize().into_bytes());
+            assert_eq!(
+                header("authorization").unwrap(),
+                format!(
+                    "MQv2-HMAC-SHA1 Credential=myAK, SignedHeaders=x-mq-date-time, Signature={signature}"
+                )
+            );
+
+            producer.shutdown().await.unwrap();
+            assert!(
+                fake.state
+                    .calls()
+                    .iter()
+                    .any(|c| matches!(&c.request, Recorded::Notify(n) if n.group.is_none()))
+            );
+            let after = Message::builder("orders").body("late").build().unwrap();
+            assert!(matches!(producer.send(after).await, Err(Error::Shutdown)));
+        }
+
+        #[tokio::test]
+        async fn retries_retryable_failures_with_the_same_message_id() {
+            let fake = FakeServer::start().await;
+            fake.state.behaviour.lock().send_failures =
+                [Code::InternalError, Code::TooManyRequests].into();
+            let producer = producer(&fake).await;
+            let receipt = producer
+                .send(Message::builder("orders").body("x").build().unwrap())
+                .await
+                .unwrap();
+            let sent = sends(&fake.state.calls());
+            assert_eq!(sent.len(), 3);
+            for (request, _) in &sent {
+                assert_eq!(
+                    request.messages[0]
+                        .system_properties
+                        .as_ref()
+                        .unwrap()
+                        .message_id,
+                    receipt.message_id
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn gives_up_after_max_attempts_and_never_retries_bad_requests() {
+            let fake = FakeServer::start().await;
+            fake.state.behaviour.lock().send_failures = [
+                Code::InternalError,
+                Code::InternalError,
+                Code::InternalError,
+                Code::BadRequest,
+            ]
+            .into();
+            let producer = producer(&fake).await;
+            let err = producer
+                .send(Message::builder("orders").body("x").build().unwrap())
+                .await
+                .unwrap_err();
+            assert_eq!(err.status_code(), Some(Code::InternalError as i32));
+            assert_eq!(sends(&fake.state.calls()).len(), 3);
+            let err = producer
+                .send(Message::builder("orders").body("x").build().unwrap())
+                .await
+                .unwrap_err();
+            assert!(err.is_bad_request());
+            assert_eq!(sends(&fake.state.calls()).len(), 4);
+        }
+
+        #[tokio::test]
+        async fn adopts_the_servers_max_body_size() {
+            let fake = FakeServer::start().await;
+            fake.state.behaviour.lock().max_body_size = 8;
+            let producer = producer(&fake).await;
+            let err = producer
+                .send(
+                    Message::builder("orders")
+                        .body("123456789")
+                        .build()
+                        .unwrap(),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(sends(&fake.state.calls()).is_empty());
+            producer
+                .send(Message::builder("orders").body("12345678").build().unwrap())
+                .await
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn batch_goes_in_one_request_and_async_sends_pipeline() {
+            let fake = FakeServer::start().await;
+            let producer = producer(&fake).await;
+            let batch = (0..3)
+                .map(|i| {
+                    Message::builder("orders")
+                        .body(format!("m{i}"))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let receipts = producer.send_batch(batch).await.unwrap();
+            assert_eq!(receipts.len(), 3);
+            assert_eq!(sends(&fake.state.calls()).len(), 1);
+            assert_eq!(sends(&fake.state.calls())[0].0.messages.len(), 3);
+            let mixed = vec![
+                Message::builder("orders").body("a").build().unwrap(),
+                Message::builder("other").body("b").build().unwrap(),
+            ];
+            assert!(matches!(
+                producer.send_batch(mixed).await,
+                Err(Error::InvalidArgument(_))
+            ));
+
+            let pending: Vec<SendFuture> = (0..10)
+                .map(|i| {
+                    producer.send_async(
+                        Message::builder("orders")
+                            .body(format!("a{i}"))
+                            .build()
+                            .unwrap(),
+                    )
+                })
+                .collect();
+            let mut ids = std::collections::HashSet::new();
+            for f in pending {
+                ids.insert(
+                    tokio::time::timeout(Duration::from_secs(5), f)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .message_id,
+                );
+            }
+            assert_eq!(ids.len(), 10);
+            assert_eq!(sends(&fake.state.calls()).len(), 11);
+        }
+
+        #[tokio::test]
+        async fn fifo_and_delay_messages_carry_their_properties() {
+            let fake = FakeServer::start().await;
+            let producer = producer(&fake).await;
+            producer
+                .send(
+                    Message::builder("orders")
+                        .body("f")
+                        .message_group("g1")
+                        .build()
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let at = std::time::SystemTime::now() + Duration::from_secs(60);
+            producer
+                .send(
+                    Message::builder("orders")
+                        .body("d")
+                        .delivery_timestamp(at)
+                        .build()
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let sent = sends(&fake.state.calls());
+            let fifo = sent[0].0.messages[0].system_properties.clone().unwrap();
+            assert_eq!(fifo.message_type, pb::MessageType::Fifo as i32);
+            assert_eq!(fifo.message_group.as_deref(), Some("g1"));
+            let delay = sent[1].0.messages[0].system_properties.clone().unwrap();
+            assert_eq!(delay.message_type, pb::MessageType::Delay as i32);
+            assert_eq!(delay.delivery_timestamp, Some(at.into()));
+        }
+
+        #[tokio::test]
+        async fn unreachable_server_is_a_retryable_transport_error() {
+            // Bind and drop a listener to get a port nobody listens on.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = ClientConfig::builder()
+                .endpoint(format!("127.0.0.1:{port}"))
+                .request_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            let err = Producer::builder(config)
+                .topics(["orders"])
+                .build()
+                .await
+                .err()
+                .unwrap();
+            assert!(err.is_retryable(), "{err}");
+            assert!(
+                matches!(err, Error::Transport { .. } | Error::Timeout { .. }),
+                "{err}"
+            );
+        }
+    }
+}

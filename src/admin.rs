@@ -1,0 +1,427 @@
+//! `vela admin`: the operator's CLI. It talks to the proxy's gRPC address: the Vela admin
+//! service for metadata and queue views, `vela-sdk` for `send` / `receive`. Every failure is
+//! one readable line and a non-zero exit.
+
+#![allow(clippy::print_stdout)]
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use tonic::transport::Channel;
+use vela_proto::TopicType;
+use vela_proto::pb::admin::admin_service_client::AdminServiceClient;
+use vela_proto::pb::admin::{self as pb};
+
+/// `vela admin …`
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The proxy's gRPC address.
+    #[arg(long, global = true, default_value = "127.0.0.1:8081", env = "VELA_ADMIN_SERVER")]
+    pub server: String,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Create, list, describe and delete consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Offsets, in-flight messages and backlog per queue and group.
+    Queues {
+        topic: String,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// What this node runs.
+    Cluster,
+    /// Send messages (one per BODY, or --count generated ones).
+    Send(SendArgs),
+    /// Receive messages as a SimpleConsumer, print them and ack them.
+    Receive(ReceiveArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    Create {
+        name: String,
+        /// normal | fifo | delay | transaction | mixed
+        #[arg(long = "type", default_value = "normal")]
+        topic_type: TopicType,
+        #[arg(long, default_value_t = 8)]
+        queues: u32,
+    },
+    List,
+    Describe { name: String },
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    Create {
+        name: String,
+        /// Deliver in order per message group, one in flight per message group.
+        #[arg(long)]
+        fifo: bool,
+        /// Deliveries before a message moves to %DLQ%<group> (default 17).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    List,
+    Describe { name: String },
+    Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    pub topic: String,
+    /// Message bodies; with none, --count messages "message-<n>" are sent.
+    pub bodies: Vec<String>,
+    #[arg(long)]
+    pub tag: Option<String>,
+    #[arg(long = "key")]
+    pub keys: Vec<String>,
+    /// FIFO message group.
+    #[arg(long)]
+    pub message_group: Option<String>,
+    /// Deliver after this delay (e.g. 10s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiveArgs {
+    pub group: String,
+    pub topic: String,
+    #[arg(long, default_value_t = 16)]
+    pub max: u32,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub invisible: Duration,
+    /// How long to wait for messages.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+    /// Tag expression: * or A||B.
+    #[arg(long, default_value = "*")]
+    pub tags: String,
+    /// Leave the messages unacknowledged (they come back after --invisible).
+    #[arg(long)]
+    pub no_ack: bool,
+}
+
+/// Runs one admin command, printing to stdout.
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let out = execute(&args.server, args.command).await?;
+    print!("{out}");
+    Ok(())
+}
+
+async fn connect(server: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
+    let uri = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
+    let channel = Channel::from_shared(uri.clone())
+        .with_context(|| format!("invalid server address {server:?}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach vela at {server}: {}", root_cause(&e)))?;
+    Ok(AdminServiceClient::new(channel))
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", if s.message().is_empty() { s.code().description() } else { s.message() })
+}
+
+/// Executes a command and returns what to print (tests call this directly).
+pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<String> {
+    match command {
+        AdminCommand::Send(args) => return send(server, args).await,
+        AdminCommand::Receive(args) => return receive(server, args).await,
+        _ => {}
+    }
+    let mut client = connect(server).await?;
+    let mut out = String::new();
+    match command {
+        AdminCommand::Topic(TopicCommand::Create { name, topic_type, queues }) => {
+            let topic = client
+                .create_topic(pb::CreateTopicRequest {
+                    name,
+                    topic_type: topic_type_to_pb(topic_type) as i32,
+                    queue_count: queues,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .topic
+                .context("server returned no topic")?;
+            writeln!(out, "created topic {} ({}, {} queues)", topic.name, type_name(topic.topic_type), topic.queue_count)?;
+        }
+        AdminCommand::Topic(TopicCommand::List) => {
+            let topics = client
+                .list_topics(pb::ListTopicsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .topics;
+            writeln!(out, "{:<40} {:<12} {:>6}  {}", "TOPIC", "TYPE", "QUEUES", "CREATED")?;
+            for t in topics {
+                writeln!(
+                    out,
+                    "{:<40} {:<12} {:>6}  {}{}",
+                    t.name,
+                    type_name(t.topic_type),
+                    t.queue_count,
+                    format_ms(t.created_at_ms),
+                    if t.auto_created { " (auto)" } else { "" }
+                )?;
+            }
+        }
+        AdminCommand::Topic(TopicCommand::Describe { name }) => {
+            let resp = client
+                .describe_topic(pb::DescribeTopicRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let t = resp.topic.context("server returned no topic")?;
+            writeln!(out, "topic:    {}", t.name)?;
+            writeln!(out, "type:     {}", type_name(t.topic_type))?;
+            writeln!(out, "queues:   {}", t.queue_count)?;
+            writeln!(out, "created:  {}{}", format_ms(t.created_at_ms), if t.auto_created { " (auto-created)" } else { "" })?;
+            out.push('\n');
+            write_queue_table(&mut out, &resp.queues)?;
+        }
+        AdminCommand::Topic(TopicCommand::Delete { name }) => {
+            client
+                .delete_topic(pb::DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            writeln!(out, "deleted topic {name}")?;
+        }
+        AdminCommand::Group(GroupCommand::Create { name, fifo, max_attempts }) => {
+            if max_attempts == Some(0) {
+                bail!("--max-attempts must be at least 1");
+            }
+            let g = client
+                .create_group(pb::CreateGroupRequest { name, fifo, max_attempts: max_attempts.unwrap_or(0) })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .group
+                .context("server returned no group")?;
+            writeln!(
+                out,
+                "created group {} ({}, max attempts {})",
+                g.name,
+                if g.fifo { "fifo" } else { "concurrent" },
+                g.max_attempts
+            )?;
+        }
+        AdminCommand::Group(GroupCommand::List) => {
+            let groups = client
+                .list_groups(pb::ListGroupsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .groups;
+            writeln!(out, "{:<40} {:<11} {:>12}  {}", "GROUP", "DELIVERY", "MAX_ATTEMPTS", "CREATED")?;
+            for g in groups {
+                writeln!(
+                    out,
+                    "{:<40} {:<11} {:>12}  {}{}",
+                    g.name,
+                    if g.fifo { "fifo" } else { "concurrent" },
+                    g.max_attempts,
+                    format_ms(g.created_at_ms),
+                    if g.auto_created { " (auto)" } else { "" }
+                )?;
+            }
+        }
+        AdminCommand::Group(GroupCommand::Describe { name }) => {
+            let resp = client
+                .describe_group(pb::DescribeGroupRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let g = resp.group.context("server returned no group")?;
+            writeln!(out, "group:         {}", g.name)?;
+            writeln!(out, "delivery:      {}", if g.fifo { "fifo" } else { "concurrent" })?;
+            writeln!(out, "max attempts:  {}", g.max_attempts)?;
+            writeln!(out, "created:       {}{}", format_ms(g.created_at_ms), if g.auto_created { " (auto-created)" } else { "" })?;
+            out.push('\n');
+            write_group_table(&mut out, &resp.queues)?;
+        }
+        AdminCommand::Group(GroupCommand::Delete { name }) => {
+            client
+                .delete_group(pb::DeleteGroupRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            writeln!(out, "deleted group {name}")?;
+        }
+        AdminCommand::Queues { topic, group } => {
+            let queues = client
+                .queue_stats(pb::QueueStatsRequest { topic, group: group.unwrap_or_default() })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .queues;
+            write_queue_table(&mut out, &queues)?;
+        }
+        AdminCommand::Cluster => {
+            let info = client
+                .cluster_info(pb::ClusterInfoRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            writeln!(out, "version:             {}", info.version)?;
+            writeln!(out, "mode:                {}", info.mode)?;
+            writeln!(out, "shards:              {}", info.shard_count)?;
+            writeln!(out, "auto-create topics:  {}", info.auto_create_topics)?;
+            writeln!(out, "auto-create groups:  {}", info.auto_create_groups)?;
+        }
+        AdminCommand::Send(_) | AdminCommand::Receive(_) => {}
+    }
+    Ok(out)
+}
+
+fn write_queue_table(out: &mut String, queues: &[pb::QueueStats]) -> std::fmt::Result {
+    writeln!(out, "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}", "QUEUE", "MIN_OFFSET", "MAX_OFFSET", "GROUP", "CONSUMED_TO", "INFLIGHT", "BACKLOG")?;
+    for q in queues {
+        if q.groups.is_empty() {
+            writeln!(out, "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}", q.queue_id, q.min_offset, q.max_offset, "-", "-", "-", "-")?;
+        }
+        for g in &q.groups {
+            writeln!(
+                out,
+                "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}",
+                q.queue_id, q.min_offset, q.max_offset, g.group, g.consumer_offset, g.inflight, g.backlog
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn write_group_table(out: &mut String, queues: &[pb::GroupQueueStats]) -> std::fmt::Result {
+    writeln!(out, "{:<40} {:>5} {:>12} {:>9} {:>10}", "TOPIC", "QUEUE", "CONSUMED_TO", "INFLIGHT", "BACKLOG")?;
+    for g in queues {
+        writeln!(out, "{:<40} {:>5} {:>12} {:>9} {:>10}", g.topic, g.queue_id, g.consumer_offset, g.inflight, g.backlog)?;
+    }
+    Ok(())
+}
+
+fn topic_type_to_pb(t: TopicType) -> pb::TopicType {
+    match t {
+        TopicType::Normal => pb::TopicType::Normal,
+        TopicType::Fifo => pb::TopicType::Fifo,
+        TopicType::Delay => pb::TopicType::Delay,
+        TopicType::Transaction => pb::TopicType::Transaction,
+        TopicType::Mixed => pb::TopicType::Mixed,
+    }
+}
+
+fn type_name(t: i32) -> &'static str {
+    match pb::TopicType::try_from(t) {
+        Ok(pb::TopicType::Normal) => "normal",
+        Ok(pb::TopicType::Fifo) => "fifo",
+        Ok(pb::TopicType::Delay) => "delay",
+        Ok(pb::TopicType::Transaction) => "transaction",
+        Ok(pb::TopicType::Mixed) => "mixed",
+        _ => "unknown",
+    }
+}
+
+fn format_ms(ms: i64) -> String {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn send(server: &str, args: SendArgs) -> anyhow::Result<String> {
+    use vela_sdk::{ClientConfig, Message, Producer};
+    let config = ClientConfig::builder().endpoint(server).build()?;
+    let producer = Producer::builder(config).topics([args.topic.clone()]).build().await?;
+    let bodies: Vec<String> = if args.bodies.is_empty() {
+        (1..=args.count).map(|n| format!("message-{n}")).collect()
+    } else {
+        args.bodies
+    };
+    let mut out = String::new();
+    let mut result = Ok(());
+    for body in bodies {
+        let mut b = Message::builder(&args.topic).body(body.into_bytes());
+        if let Some(tag) = &args.tag {
+            b = b.tag(tag);
+        }
+        if !args.keys.is_empty() {
+            b = b.keys(args.keys.clone());
+        }
+        if let Some(g) = &args.message_group {
+            b = b.message_group(g);
+        }
+        if let Some(d) = args.delay {
+            b = b.delivery_timestamp(SystemTime::now() + d);
+        }
+        match producer.send(b.build()?).await {
+            Ok(r) => writeln!(out, "sent {} offset {}", r.message_id, r.offset)?,
+            Err(e) => {
+                result = Err(anyhow::Error::new(e).context("send failed"));
+                break;
+            }
+        }
+    }
+    if let Err(e) = producer.shutdown().await {
+        tracing::debug!(error = %e, "producer shutdown");
+    }
+    result.map(|()| out)
+}
+
+async fn receive(server: &str, args: ReceiveArgs) -> anyhow::Result<String> {
+    use vela_sdk::{ClientConfig, FilterExpression, SimpleConsumer};
+    let config = ClientConfig::builder().endpoint(server).build()?;
+    let consumer = SimpleConsumer::builder(config, &args.group)
+        .subscribe(&args.topic, FilterExpression::tag(&args.tags))
+        .await_duration(args.wait)
+        .build()
+        .await?;
+    let mut out = String::new();
+    let result = async {
+        let messages = consumer.receive(args.max, args.invisible).await?;
+        if messages.is_empty() {
+            writeln!(out, "no messages")?;
+        }
+        for m in &messages {
+            writeln!(
+                out,
+                "{} queue {} offset {} attempt {} tag {} body {}",
+                m.message_id,
+                m.queue_id,
+                m.offset,
+                m.delivery_attempt,
+                m.tag.as_deref().unwrap_or("-"),
+                String::from_utf8_lossy(&m.body)
+            )?;
+            if !args.no_ack {
+                consumer.ack(m).await?;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = consumer.shutdown().await {
+        tracing::debug!(error = %e, "consumer shutdown");
+    }
+    result.map(|()| out)
+}

@@ -1,0 +1,351 @@
+//! `vela bench`: a bounded load generator on `vela-sdk`. Producers send for `--duration`
+//! (optionally at a fixed total `--rate`), consumers receive and ack; the report gives
+//! throughput and HDR-histogram latency percentiles as text or JSON. Latency under a fixed
+//! rate is measured from each send's scheduled time, so a stall is not hidden (no
+//! coordinated omission).
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+
+/// `vela bench …`
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The proxy's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub server: String,
+    /// Topic to use (default: a fresh auto-created one per run).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Consumer group (default: a fresh one per run).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Concurrent sending tasks.
+    #[arg(long, default_value_t = 16)]
+    pub producers: u32,
+    /// Producer clients (connections) the sending tasks share.
+    #[arg(long, default_value_t = 4)]
+    pub producer_clients: u32,
+    /// Concurrent receiving consumers (0 = produce only).
+    #[arg(long, default_value_t = 4)]
+    pub consumers: u32,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub message_size: usize,
+    /// Messages per send request (1 = one message per request, as the official clients send).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: u32,
+    /// How long producers send.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Fixed total send rate in messages per second (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// After producers stop, how long consumers may drain.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |v: u64| v as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub topic: String,
+    pub producers: u32,
+    pub consumers: u32,
+    pub message_size: usize,
+    pub batch_size: u32,
+    pub target_rate: Option<u64>,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub send_errors: u64,
+    pub send_rate: f64,
+    pub send_latency: Percentiles,
+    pub received: u64,
+    pub acked: u64,
+    pub receive_errors: u64,
+    pub receive_rate: f64,
+    /// Born (client clock) to received, milliseconds resolution of the born timestamp.
+    pub end_to_end_latency: Percentiles,
+}
+
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    // Microseconds, up to one minute, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:x}", nanos & 0xffff_ffff_ffff)
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let report = execute(args.clone()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// Human-readable report.
+pub fn render(r: &BenchReport) -> String {
+    let lat = |p: &Percentiles| {
+        format!(
+            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+            p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
+        )
+    };
+    format!(
+        "topic {} | {} producers x batch {} | {} consumers | {} B bodies | {:.1} s{}\n\
+         sent      {:>10} msgs  {:>10.0} msg/s  errors {}\n\
+         send      {}\n\
+         received  {:>10} msgs  {:>10.0} msg/s  acked {}  errors {}\n\
+         end2end   {}\n",
+        r.topic,
+        r.producers,
+        r.batch_size,
+        r.consumers,
+        r.message_size,
+        r.duration_s,
+        r.target_rate.map(|t| format!(" | target {t} msg/s")).unwrap_or_default(),
+        r.sent,
+        r.send_rate,
+        r.send_errors,
+        lat(&r.send_latency),
+        r.received,
+        r.receive_rate,
+        r.acked,
+        r.receive_errors,
+        lat(&r.end_to_end_latency),
+    )
+}
+
+/// Runs the benchmark and returns the report (tests call this with tiny durations).
+pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
+    anyhow::ensure!(args.batch_size > 0 && args.batch_size <= 1024, "--batch-size must be 1..=1024");
+    anyhow::ensure!(args.message_size > 0, "--message-size must be at least 1");
+    anyhow::ensure!(args.rate != Some(0), "--rate must be positive");
+    let suffix = unique_suffix();
+    let topic = args.topic.clone().unwrap_or_else(|| format!("bench-{suffix}"));
+    let group = args.group.clone().unwrap_or_else(|| format!("bench-{suffix}"));
+    let config = ClientConfig::builder().endpoint(&args.server).build()?;
+
+    let clients = args.producer_clients.clamp(1, args.producers);
+    let mut producers = Vec::new();
+    for _ in 0..clients {
+        producers.push(Arc::new(
+            Producer::builder(config.clone()).topics([topic.clone()]).build().await?,
+        ));
+    }
+    let mut consumers = Vec::new();
+    for _ in 0..args.consumers {
+        consumers.push(Arc::new(
+            SimpleConsumer::builder(config.clone(), &group)
+                .subscribe(&topic, FilterExpression::tag("*"))
+                .await_duration(Duration::from_secs(2))
+                .build()
+                .await?,
+        ));
+    }
+
+    let body = Bytes::from(vec![b'v'; args.message_size]);
+    let stop_producing = Arc::new(AtomicBool::new(false));
+    let stop_consuming = Arc::new(AtomicBool::new(false));
+    let sent_total = Arc::new(AtomicU64::new(0));
+    let received_total = Arc::new(AtomicU64::new(0));
+
+    let mut consumer_tasks = JoinSet::new();
+    for consumer in &consumers {
+        let consumer = consumer.clone();
+        let stop = stop_consuming.clone();
+        let received_total = received_total.clone();
+        consumer_tasks.spawn(async move {
+            let mut e2e = new_histogram()?;
+            let (mut received, mut acked, mut errors) = (0u64, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match consumer.receive(32, Duration::from_secs(30)).await {
+                    Ok(messages) => {
+                        let now = SystemTime::now();
+                        for m in &messages {
+                            if let Some(born) = m.born_timestamp {
+                                let age = now.duration_since(born).unwrap_or_default();
+                                e2e.saturating_record(age.as_micros().max(1) as u64);
+                            }
+                        }
+                        received += messages.len() as u64;
+                        received_total.fetch_add(messages.len() as u64, Ordering::Relaxed);
+                        let acks = messages.iter().map(|m| consumer.ack(m));
+                        for r in futures::future::join_all(acks).await {
+                            match r {
+                                Ok(()) => acked += 1,
+                                Err(_) => errors += 1,
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            anyhow::Ok((e2e, received, acked, errors))
+        });
+    }
+
+    let started = Instant::now();
+    let per_task_rate = args.rate.map(|r| r as f64 / f64::from(args.producers));
+    let mut producer_tasks = JoinSet::new();
+    for i in 0..args.producers {
+        let producer = producers[(i % clients) as usize].clone();
+        let stop = stop_producing.clone();
+        let sent_total = sent_total.clone();
+        let topic = topic.clone();
+        let body = body.clone();
+        let batch = args.batch_size;
+        producer_tasks.spawn(async move {
+            let mut lat = new_histogram()?;
+            let (mut sent, mut errors) = (0u64, 0u64);
+            // Fixed rate: one request every `interval`, measured from its scheduled time.
+            let interval = per_task_rate
+                .map(|r| Duration::from_secs_f64(f64::from(batch) / r.max(1e-9)));
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let scheduled = match interval {
+                    Some(iv) => {
+                        tokio::time::sleep_until(next.into()).await;
+                        let s = next;
+                        next += iv;
+                        s
+                    }
+                    None => Instant::now(),
+                };
+                let build = |_| Message::builder(&topic).body(body.clone()).build();
+                let result = if batch == 1 {
+                    match build(0) {
+                        Ok(m) => producer.send(m).await.map(|_| 1u64).map_err(anyhow::Error::new),
+                        Err(e) => Err(anyhow::Error::new(e)),
+                    }
+                } else {
+                    match (0..batch).map(build).collect::<Result<Vec<_>, _>>() {
+                        Ok(ms) => producer
+                            .send_batch(ms)
+                            .await
+                            .map(|r| r.len() as u64)
+                            .map_err(anyhow::Error::new),
+                        Err(e) => Err(anyhow::Error::new(e)),
+                    }
+                };
+                match result {
+                    Ok(n) => {
+                        lat.saturating_record(scheduled.elapsed().as_micros().max(1) as u64);
+                        sent += n;
+                        sent_total.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            anyhow::Ok((lat, sent, errors))
+        });
+    }
+
+    tokio::time::sleep(args.duration).await;
+    stop_producing.store(true, Ordering::Relaxed);
+    let mut send_latency = new_histogram()?;
+    let (mut sent, mut send_errors) = (0u64, 0u64);
+    while let Some(joined) = producer_tasks.join_next().await {
+        let (h, s, e) = joined.context("producer task panicked")??;
+        send_latency.add(&h).context("merge histograms")?;
+        sent += s;
+        send_errors += e;
+    }
+    let send_elapsed = started.elapsed();
+
+    // Let consumers drain what was sent, bounded by --drain.
+    let drain_deadline = Instant::now() + args.drain;
+    while !consumers.is_empty()
+        && received_total.load(Ordering::Relaxed) < sent
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receive_elapsed = started.elapsed();
+    stop_consuming.store(true, Ordering::Relaxed);
+    let mut e2e = new_histogram()?;
+    let (mut received, mut acked, mut receive_errors) = (0u64, 0u64, 0u64);
+    while let Some(joined) = consumer_tasks.join_next().await {
+        let (h, r, a, e) = joined.context("consumer task panicked")??;
+        e2e.add(&h).context("merge histograms")?;
+        received += r;
+        acked += a;
+        receive_errors += e;
+    }
+    for p in &producers {
+        if let Err(e) = p.shutdown().await {
+            tracing::debug!(error = %e, "producer shutdown");
+        }
+    }
+    for c in &consumers {
+        if let Err(e) = c.shutdown().await {
+            tracing::debug!(error = %e, "consumer shutdown");
+        }
+    }
+    Ok(BenchReport {
+        topic,
+        producers: args.producers,
+        consumers: args.consumers,
+        message_size: args.message_size,
+        batch_size: args.batch_size,
+        target_rate: args.rate,
+        duration_s: send_elapsed.as_secs_f64(),
+        sent,
+        send_errors,
+        send_rate: sent as f64 / send_elapsed.as_secs_f64().max(1e-9),
+        send_latency: Percentiles::of(&send_latency),
+        received,
+        acked,
+        receive_errors,
+        receive_rate: received as f64 / receive_elapsed.as_secs_f64().max(1e-9),
+        end_to_end_latency: Percentiles::of(&e2e),
+    })
+}

@@ -1,0 +1,304 @@
+//! Configuration of the `vela` binary: one TOML document whose sections are the roles'
+//! own configs. Precedence, lowest first: built-in defaults < config file < `VELA_…`
+//! environment variables < command-line flags.
+//!
+//! Environment variables name a key path with `__` between levels:
+//! `VELA_DATA_DIR=/var/lib/vela`, `VELA_PROXY__AUTO_CREATE_TOPICS=false`,
+//! `VELA_STORE__FLUSH=async`. Values are read as TOML values when they parse as one
+//! (`true`, `8`), otherwise as strings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Prefix of every environment variable the binary reads.
+pub const ENV_PREFIX: &str = "VELA_";
+
+/// The whole configuration of one `vela` process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VelaConfig {
+    /// Root of everything Vela writes: `<data_dir>/store`, `<data_dir>/controller`.
+    pub data_dir: PathBuf,
+    /// Where `apache.rocketmq.v2.MessagingService` and the Vela admin service listen.
+    pub grpc_listen: SocketAddr,
+    /// Where `/health`, `/ready` and `/metrics` are served.
+    pub http_listen: SocketAddr,
+    pub log: LogConfig,
+    pub proxy: vela_proxy::ProxyConfig,
+    pub store: vela_store::StoreConfig,
+    pub controller: vela_controller::ControllerConfig,
+}
+
+impl Default for VelaConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./vela-data"),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            log: LogConfig::default(),
+            proxy: vela_proxy::ProxyConfig::default(),
+            store: vela_store::StoreConfig::default(),
+            controller: vela_controller::ControllerConfig::default(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,vela_store=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which defaults apply before the file, environment and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// One process, every role; topics and groups are auto-created on first use.
+    Standalone,
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub grpc_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// A configuration problem, reported as one readable line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The profile's defaults as a TOML table (merged under the file).
+fn profile_defaults(profile: Profile) -> toml::Table {
+    let text = match profile {
+        Profile::Standalone => {
+            "[proxy]\nauto_create_topics = true\nauto_create_groups = true\n"
+        }
+    };
+    // A constant document: parsing cannot fail, and an empty table is a safe fallback.
+    text.parse::<toml::Table>().unwrap_or_default()
+}
+
+/// Loads the configuration: profile defaults < `file` < `env` < `flags`.
+pub fn load(
+    profile: Profile,
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &FlagOverrides,
+) -> Result<VelaConfig, ConfigError> {
+    let mut table = profile_defaults(profile);
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let file_table = text
+            .parse::<toml::Table>()
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        merge(&mut table, file_table);
+    }
+    merge(&mut table, env_table(env)?);
+    let mut flag_table = toml::Table::new();
+    if let Some(d) = &flags.data_dir {
+        flag_table.insert("data_dir".into(), toml::Value::String(d.display().to_string()));
+    }
+    if let Some(a) = flags.grpc_listen {
+        flag_table.insert("grpc_listen".into(), toml::Value::String(a.to_string()));
+    }
+    if let Some(a) = flags.http_listen {
+        flag_table.insert("http_listen".into(), toml::Value::String(a.to_string()));
+    }
+    merge(&mut table, flag_table);
+    from_table(table)
+}
+
+/// Turns a merged table into the typed config and derives the per-role paths.
+fn from_table(table: toml::Table) -> Result<VelaConfig, ConfigError> {
+    for role in ["store", "controller"] {
+        if table
+            .get(role)
+            .and_then(toml::Value::as_table)
+            .is_some_and(|t| t.contains_key("data_dir"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{role}.data_dir is derived from the top-level data_dir; set data_dir instead"
+            )));
+        }
+    }
+    let mut config: VelaConfig = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+    config.store.data_dir = config.data_dir.join("store");
+    config.controller.data_dir = config.data_dir.join("controller");
+    Ok(config)
+}
+
+/// Builds a table from `VELA_A__B=value` variables.
+fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
+    let mut table = toml::Table::new();
+    for (key, value) in env {
+        let Some(path) = key.strip_prefix(ENV_PREFIX) else { continue };
+        if path == "CONFIG" || path.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(ConfigError::Invalid(format!("environment variable {key} has an empty key part")));
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let mut cursor = &mut table;
+        for (i, part) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                cursor.insert(part.clone(), parsed.clone());
+            } else {
+                let entry = cursor
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry {
+                    toml::Value::Table(t) => cursor = t,
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "environment variable {key} conflicts with another VELA_ variable"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// Deep-merges `over` into `base` (tables merge, everything else replaces).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn standalone_defaults() {
+        let c = load(Profile::Standalone, None, no_env(), &FlagOverrides::default())
+            .expect("defaults load");
+        assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.data_dir, PathBuf::from("./vela-data"));
+        assert_eq!(c.store.data_dir, PathBuf::from("./vela-data/store"));
+        assert!(c.proxy.auto_create_topics && c.proxy.auto_create_groups);
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vela.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\ngrpc_listen = \"127.0.0.1:9001\"\n[proxy]\nauto_create_topics = false\n",
+        )
+        .expect("write");
+        let env = vec![
+            ("VELA_GRPC_LISTEN".to_owned(), "127.0.0.1:9002".to_owned()),
+            ("VELA_PROXY__DEFAULT_QUEUE_COUNT".to_owned(), "4".to_owned()),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ];
+        let flags = FlagOverrides {
+            data_dir: Some(PathBuf::from("/from/flag")),
+            ..FlagOverrides::default()
+        };
+        let c = load(Profile::Standalone, Some(&path), env, &flags).expect("loads");
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:9002");
+        assert!(!c.proxy.auto_create_topics);
+        assert!(c.proxy.auto_create_groups);
+        assert_eq!(c.proxy.default_queue_count, 4);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_readable_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vela.toml");
+        std::fs::write(&path, "grpc_lisen = \"127.0.0.1:1\"\n").expect("write");
+        let err = load(Profile::Standalone, Some(&path), no_env(), &FlagOverrides::default())
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("grpc_lisen"), "{err}");
+
+        let env = vec![("VELA_GRPC_LISTEN".to_owned(), "not-an-address".to_owned())];
+        let err = load(Profile::Standalone, None, env, &FlagOverrides::default())
+            .expect_err("bad address");
+        assert!(err.to_string().contains("invalid"), "{err}");
+
+        let missing = load(
+            Profile::Standalone,
+            Some(Path::new("/nonexistent/vela.toml")),
+            no_env(),
+            &FlagOverrides::default(),
+        )
+        .expect_err("missing file");
+        assert!(missing.to_string().contains("/nonexistent/vela.toml"));
+    }
+
+    #[test]
+    fn role_data_dirs_are_derived() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vela.toml");
+        std::fs::write(&path, "[store]\ndata_dir = \"/x\"\n").expect("write");
+        let err = load(Profile::Standalone, Some(&path), no_env(), &FlagOverrides::default())
+            .expect_err("derived key");
+        assert!(err.to_string().contains("store.data_dir"));
+    }
+
+    #[test]
+    fn every_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("deploy/config exists") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(Profile::Standalone, Some(&path), no_env(), &FlagOverrides::default())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example configs found in {}", dir.display());
+    }
+}

@@ -1,0 +1,11 @@
+//! The `vela` binary's library half: configuration, telemetry, the standalone composition
+//! (start order controller → store → proxy, stop in reverse), the admin CLI and the load
+//! generator. `src/main.rs` only parses the command line and calls into here, so the
+//! integration tests start exactly what users start.
+
+pub mod admin;
+pub mod bench;
+pub mod config;
+pub mod http;
+pub mod standalone;
+pub mod telemetry;

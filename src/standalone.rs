@@ -1,0 +1,178 @@
+//! `vela standalone`: every role in one process on the same code paths a cluster runs. The
+//! proxy holds `Arc<dyn StoreApi>` / `Arc<dyn ControllerApi>`; here they are the in-process
+//! roles. Start order is controller → store → proxy (+ HTTP); stop is the reverse.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vela_proto::clock::{SharedClock, system_clock};
+use vela_proto::receipt::ReceiptCodec;
+use vela_proto::{ControllerApi, StoreApi};
+
+use crate::config::VelaConfig;
+use crate::http::{self, HttpState};
+
+/// A running standalone node.
+pub struct Standalone {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    proxy_task: JoinHandle<Result<(), vela_proxy::ProxyError>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    store: Arc<vela_store::Store>,
+    controller: Arc<vela_controller::Controller>,
+    _data_lock: File,
+}
+
+impl Standalone {
+    /// Starts every role. Binds both listeners first so a port conflict fails fast.
+    pub async fn start(config: VelaConfig) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, system_clock()).await
+    }
+
+    /// As [`Standalone::start`], with a substitute clock (tests).
+    pub async fn start_with_clock(config: VelaConfig, clock: SharedClock) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let data_lock = lock_data_dir(&config.data_dir)?;
+        let secret = load_or_create_secret(&config.data_dir.join("cluster.secret"))?;
+
+        let grpc_listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_listen))?;
+        let http_listener = TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+
+        let controller = vela_controller::Controller::open(config.controller.clone(), clock.clone())
+            .await
+            .context("controller failed to start")?;
+        let store = match vela_store::Store::open(config.store.clone(), clock.clone()).await {
+            Ok(store) => store,
+            Err(e) => {
+                if let Err(stop) = controller.shutdown().await {
+                    tracing::warn!(error = %stop, "controller shutdown after a failed start");
+                }
+                return Err(anyhow::Error::new(e).context("store failed to start"));
+            }
+        };
+
+        let mut registry = Registry::with_prefix("");
+        let metrics = vela_proxy::ProxyMetrics::register(&mut registry);
+        let ctx = vela_proxy::ProxyContext {
+            config: config.proxy.clone(),
+            store: store.clone() as Arc<dyn StoreApi>,
+            controller: controller.clone() as Arc<dyn ControllerApi>,
+            receipts: ReceiptCodec::new(&secret),
+            clock,
+            metrics,
+            listen_addr: grpc_addr,
+        };
+        let shutdown = CancellationToken::new();
+        let proxy_task = tokio::spawn(vela_proxy::serve(grpc_listener, ctx, shutdown.clone()));
+        let ready = Arc::new(AtomicBool::new(false));
+        let http_state = HttpState { registry: Arc::new(registry), ready: ready.clone() };
+        let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
+        ready.store(true, Ordering::Release);
+
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            shutdown,
+            proxy_task,
+            http_task,
+            store,
+            controller,
+            _data_lock: data_lock,
+        })
+    }
+
+    /// The bound gRPC address (MessagingService + admin).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address (health, readiness, metrics).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops the proxy and HTTP listeners, then the store, then the controller.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.proxy_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "proxy stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "proxy task failed"),
+        }
+        match self.http_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "http server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "http task failed"),
+        }
+        self.store.shutdown().await.context("store shutdown")?;
+        self.controller.shutdown().await.context("controller shutdown")?;
+        Ok(())
+    }
+}
+
+/// Holds an exclusive lock on `<data_dir>/LOCK` for the life of the process, so two nodes
+/// never share a data directory.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data dir {} is in use by another vela process",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
+        }
+    }
+}
+
+/// The secret that signs receipt handles. Created once per data dir; every proxy of a
+/// cluster must share it (the cluster issue distributes it through the controller).
+fn load_or_create_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    if path.exists() {
+        let mut buf = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        anyhow::ensure!(buf.len() >= 16, "{} is too short to be a secret", path.display());
+        return Ok(buf);
+    }
+    let mut secret = vec![0u8; 32];
+    rand::fill(&mut secret[..]);
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(&secret)?;
+        f.sync_all()?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(secret)
+}
