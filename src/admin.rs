@@ -18,7 +18,12 @@ use vela_proto::pb::admin::{self as pb};
 #[derive(Args, Debug)]
 pub struct AdminArgs {
     /// The proxy's gRPC address.
-    #[arg(long, global = true, default_value = "127.0.0.1:8081", env = "VELA_ADMIN_SERVER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:8081",
+        env = "VELA_ADMIN_SERVER"
+    )]
     pub server: String,
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -54,12 +59,17 @@ pub enum TopicCommand {
         /// normal | fifo | delay | transaction | mixed
         #[arg(long = "type", default_value = "normal")]
         topic_type: TopicType,
-        #[arg(long, default_value_t = 8)]
+        /// Number of queues (1-1024).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         queues: u32,
     },
     List,
-    Describe { name: String },
-    Delete { name: String },
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,8 +84,12 @@ pub enum GroupCommand {
         max_attempts: Option<u32>,
     },
     List,
-    Describe { name: String },
-    Delete { name: String },
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -124,7 +138,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 async fn connect(server: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
-    let uri = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
+    let uri = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
     let channel = Channel::from_shared(uri.clone())
         .with_context(|| format!("invalid server address {server:?}"))?
         .connect_timeout(Duration::from_secs(3))
@@ -144,7 +162,14 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", if s.message().is_empty() { s.code().description() } else { s.message() })
+    anyhow::anyhow!(
+        "{}",
+        if s.message().is_empty() {
+            s.code().description()
+        } else {
+            s.message()
+        }
+    )
 }
 
 /// Executes a command and returns what to print (tests call this directly).
@@ -157,7 +182,11 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
     let mut client = connect(server).await?;
     let mut out = String::new();
     match command {
-        AdminCommand::Topic(TopicCommand::Create { name, topic_type, queues }) => {
+        AdminCommand::Topic(TopicCommand::Create {
+            name,
+            topic_type,
+            queues,
+        }) => {
             let topic = client
                 .create_topic(pb::CreateTopicRequest {
                     name,
@@ -169,7 +198,13 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 .into_inner()
                 .topic
                 .context("server returned no topic")?;
-            writeln!(out, "created topic {} ({}, {} queues)", topic.name, type_name(topic.topic_type), topic.queue_count)?;
+            writeln!(
+                out,
+                "created topic {} ({}, {} queues)",
+                topic.name,
+                type_name(topic.topic_type),
+                topic.queue_count
+            )?;
         }
         AdminCommand::Topic(TopicCommand::List) => {
             let topics = client
@@ -178,7 +213,11 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 .map_err(status_error)?
                 .into_inner()
                 .topics;
-            writeln!(out, "{:<40} {:<12} {:>6}  {}", "TOPIC", "TYPE", "QUEUES", "CREATED")?;
+            writeln!(
+                out,
+                "{:<40} {:<12} {:>6}  CREATED",
+                "TOPIC", "TYPE", "QUEUES"
+            )?;
             for t in topics {
                 writeln!(
                     out,
@@ -201,7 +240,16 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
             writeln!(out, "topic:    {}", t.name)?;
             writeln!(out, "type:     {}", type_name(t.topic_type))?;
             writeln!(out, "queues:   {}", t.queue_count)?;
-            writeln!(out, "created:  {}{}", format_ms(t.created_at_ms), if t.auto_created { " (auto-created)" } else { "" })?;
+            writeln!(
+                out,
+                "created:  {}{}",
+                format_ms(t.created_at_ms),
+                if t.auto_created {
+                    " (auto-created)"
+                } else {
+                    ""
+                }
+            )?;
             out.push('\n');
             write_queue_table(&mut out, &resp.queues)?;
         }
@@ -212,12 +260,20 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 .map_err(status_error)?;
             writeln!(out, "deleted topic {name}")?;
         }
-        AdminCommand::Group(GroupCommand::Create { name, fifo, max_attempts }) => {
+        AdminCommand::Group(GroupCommand::Create {
+            name,
+            fifo,
+            max_attempts,
+        }) => {
             if max_attempts == Some(0) {
                 bail!("--max-attempts must be at least 1");
             }
             let g = client
-                .create_group(pb::CreateGroupRequest { name, fifo, max_attempts: max_attempts.unwrap_or(0) })
+                .create_group(pb::CreateGroupRequest {
+                    name,
+                    fifo,
+                    max_attempts: max_attempts.unwrap_or(0),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -238,7 +294,11 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 .map_err(status_error)?
                 .into_inner()
                 .groups;
-            writeln!(out, "{:<40} {:<11} {:>12}  {}", "GROUP", "DELIVERY", "MAX_ATTEMPTS", "CREATED")?;
+            writeln!(
+                out,
+                "{:<40} {:<11} {:>12}  CREATED",
+                "GROUP", "DELIVERY", "MAX_ATTEMPTS"
+            )?;
             for g in groups {
                 writeln!(
                     out,
@@ -259,9 +319,22 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 .into_inner();
             let g = resp.group.context("server returned no group")?;
             writeln!(out, "group:         {}", g.name)?;
-            writeln!(out, "delivery:      {}", if g.fifo { "fifo" } else { "concurrent" })?;
+            writeln!(
+                out,
+                "delivery:      {}",
+                if g.fifo { "fifo" } else { "concurrent" }
+            )?;
             writeln!(out, "max attempts:  {}", g.max_attempts)?;
-            writeln!(out, "created:       {}{}", format_ms(g.created_at_ms), if g.auto_created { " (auto-created)" } else { "" })?;
+            writeln!(
+                out,
+                "created:       {}{}",
+                format_ms(g.created_at_ms),
+                if g.auto_created {
+                    " (auto-created)"
+                } else {
+                    ""
+                }
+            )?;
             out.push('\n');
             write_group_table(&mut out, &resp.queues)?;
         }
@@ -274,7 +347,10 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
         }
         AdminCommand::Queues { topic, group } => {
             let queues = client
-                .queue_stats(pb::QueueStatsRequest { topic, group: group.unwrap_or_default() })
+                .queue_stats(pb::QueueStatsRequest {
+                    topic,
+                    group: group.unwrap_or_default(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -299,16 +375,30 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
 }
 
 fn write_queue_table(out: &mut String, queues: &[pb::QueueStats]) -> std::fmt::Result {
-    writeln!(out, "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}", "QUEUE", "MIN_OFFSET", "MAX_OFFSET", "GROUP", "CONSUMED_TO", "INFLIGHT", "BACKLOG")?;
+    writeln!(
+        out,
+        "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}",
+        "QUEUE", "MIN_OFFSET", "MAX_OFFSET", "GROUP", "CONSUMED_TO", "INFLIGHT", "BACKLOG"
+    )?;
     for q in queues {
         if q.groups.is_empty() {
-            writeln!(out, "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}", q.queue_id, q.min_offset, q.max_offset, "-", "-", "-", "-")?;
+            writeln!(
+                out,
+                "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}",
+                q.queue_id, q.min_offset, q.max_offset, "-", "-", "-", "-"
+            )?;
         }
         for g in &q.groups {
             writeln!(
                 out,
                 "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}",
-                q.queue_id, q.min_offset, q.max_offset, g.group, g.consumer_offset, g.inflight, g.backlog
+                q.queue_id,
+                q.min_offset,
+                q.max_offset,
+                g.group,
+                g.consumer_offset,
+                g.inflight,
+                g.backlog
             )?;
         }
     }
@@ -316,9 +406,17 @@ fn write_queue_table(out: &mut String, queues: &[pb::QueueStats]) -> std::fmt::R
 }
 
 fn write_group_table(out: &mut String, queues: &[pb::GroupQueueStats]) -> std::fmt::Result {
-    writeln!(out, "{:<40} {:>5} {:>12} {:>9} {:>10}", "TOPIC", "QUEUE", "CONSUMED_TO", "INFLIGHT", "BACKLOG")?;
+    writeln!(
+        out,
+        "{:<40} {:>5} {:>12} {:>9} {:>10}",
+        "TOPIC", "QUEUE", "CONSUMED_TO", "INFLIGHT", "BACKLOG"
+    )?;
     for g in queues {
-        writeln!(out, "{:<40} {:>5} {:>12} {:>9} {:>10}", g.topic, g.queue_id, g.consumer_offset, g.inflight, g.backlog)?;
+        writeln!(
+            out,
+            "{:<40} {:>5} {:>12} {:>9} {:>10}",
+            g.topic, g.queue_id, g.consumer_offset, g.inflight, g.backlog
+        )?;
     }
     Ok(())
 }
@@ -352,7 +450,10 @@ fn format_ms(ms: i64) -> String {
 async fn send(server: &str, args: SendArgs) -> anyhow::Result<String> {
     use vela_sdk::{ClientConfig, Message, Producer};
     let config = ClientConfig::builder().endpoint(server).build()?;
-    let producer = Producer::builder(config).topics([args.topic.clone()]).build().await?;
+    let producer = Producer::builder(config)
+        .topics([args.topic.clone()])
+        .build()
+        .await?;
     let bodies: Vec<String> = if args.bodies.is_empty() {
         (1..=args.count).map(|n| format!("message-{n}")).collect()
     } else {

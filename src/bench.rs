@@ -112,7 +112,10 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 fn unique_suffix() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{:x}", nanos & 0xffff_ffff_ffff)
 }
 
@@ -147,7 +150,9 @@ pub fn render(r: &BenchReport) -> String {
         r.consumers,
         r.message_size,
         r.duration_s,
-        r.target_rate.map(|t| format!(" | target {t} msg/s")).unwrap_or_default(),
+        r.target_rate
+            .map(|t| format!(" | target {t} msg/s"))
+            .unwrap_or_default(),
         r.sent,
         r.send_rate,
         r.send_errors,
@@ -163,19 +168,31 @@ pub fn render(r: &BenchReport) -> String {
 /// Runs the benchmark and returns the report (tests call this with tiny durations).
 pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
-    anyhow::ensure!(args.batch_size > 0 && args.batch_size <= 1024, "--batch-size must be 1..=1024");
+    anyhow::ensure!(
+        args.batch_size > 0 && args.batch_size <= 1024,
+        "--batch-size must be 1..=1024"
+    );
     anyhow::ensure!(args.message_size > 0, "--message-size must be at least 1");
     anyhow::ensure!(args.rate != Some(0), "--rate must be positive");
     let suffix = unique_suffix();
-    let topic = args.topic.clone().unwrap_or_else(|| format!("bench-{suffix}"));
-    let group = args.group.clone().unwrap_or_else(|| format!("bench-{suffix}"));
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("bench-{suffix}"));
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("bench-{suffix}"));
     let config = ClientConfig::builder().endpoint(&args.server).build()?;
 
     let clients = args.producer_clients.clamp(1, args.producers);
     let mut producers = Vec::new();
     for _ in 0..clients {
         producers.push(Arc::new(
-            Producer::builder(config.clone()).topics([topic.clone()]).build().await?,
+            Producer::builder(config.clone())
+                .topics([topic.clone()])
+                .build()
+                .await?,
         ));
     }
     let mut consumers = Vec::new();
@@ -183,7 +200,7 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
         consumers.push(Arc::new(
             SimpleConsumer::builder(config.clone(), &group)
                 .subscribe(&topic, FilterExpression::tag("*"))
-                .await_duration(Duration::from_secs(2))
+                .await_duration(Duration::from_secs(5))
                 .build()
                 .await?,
         ));
@@ -247,8 +264,8 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
             let mut lat = new_histogram()?;
             let (mut sent, mut errors) = (0u64, 0u64);
             // Fixed rate: one request every `interval`, measured from its scheduled time.
-            let interval = per_task_rate
-                .map(|r| Duration::from_secs_f64(f64::from(batch) / r.max(1e-9)));
+            let interval =
+                per_task_rate.map(|r| Duration::from_secs_f64(f64::from(batch) / r.max(1e-9)));
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let scheduled = match interval {
@@ -263,7 +280,11 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
                 let build = |_| Message::builder(&topic).body(body.clone()).build();
                 let result = if batch == 1 {
                     match build(0) {
-                        Ok(m) => producer.send(m).await.map(|_| 1u64).map_err(anyhow::Error::new),
+                        Ok(m) => producer
+                            .send(m)
+                            .await
+                            .map(|_| 1u64)
+                            .map_err(anyhow::Error::new),
                         Err(e) => Err(anyhow::Error::new(e)),
                     }
                 } else {

@@ -57,7 +57,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".to_owned(), format: LogFormat::Text }
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -88,9 +91,15 @@ pub struct FlagOverrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -98,9 +107,7 @@ pub enum ConfigError {
 /// The profile's defaults as a TOML table (merged under the file).
 fn profile_defaults(profile: Profile) -> toml::Table {
     let text = match profile {
-        Profile::Standalone => {
-            "[proxy]\nauto_create_topics = true\nauto_create_groups = true\n"
-        }
+        Profile::Standalone => "[proxy]\nauto_create_topics = true\nauto_create_groups = true\n",
     };
     // A constant document: parsing cannot fail, and an empty table is a safe fallback.
     text.parse::<toml::Table>().unwrap_or_default()
@@ -115,17 +122,25 @@ pub fn load(
 ) -> Result<VelaConfig, ConfigError> {
     let mut table = profile_defaults(profile);
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let file_table = text
             .parse::<toml::Table>()
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+            .map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         merge(&mut table, file_table);
     }
     merge(&mut table, env_table(env)?);
     let mut flag_table = toml::Table::new();
     if let Some(d) = &flags.data_dir {
-        flag_table.insert("data_dir".into(), toml::Value::String(d.display().to_string()));
+        flag_table.insert(
+            "data_dir".into(),
+            toml::Value::String(d.display().to_string()),
+        );
     }
     if let Some(a) = flags.grpc_listen {
         flag_table.insert("grpc_listen".into(), toml::Value::String(a.to_string()));
@@ -162,13 +177,17 @@ fn from_table(table: toml::Table) -> Result<VelaConfig, ConfigError> {
 fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
     let mut table = toml::Table::new();
     for (key, value) in env {
-        let Some(path) = key.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if path == "CONFIG" || path.is_empty() {
             continue;
         }
         let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if parts.iter().any(String::is_empty) {
-            return Err(ConfigError::Invalid(format!("environment variable {key} has an empty key part")));
+            return Err(ConfigError::Invalid(format!(
+                "environment variable {key} has an empty key part"
+            )));
         }
         let parsed = format!("v = {value}")
             .parse::<toml::Table>()
@@ -219,8 +238,13 @@ mod tests {
 
     #[test]
     fn standalone_defaults() {
-        let c = load(Profile::Standalone, None, no_env(), &FlagOverrides::default())
-            .expect("defaults load");
+        let c = load(
+            Profile::Standalone,
+            None,
+            no_env(),
+            &FlagOverrides::default(),
+        )
+        .expect("defaults load");
         assert_eq!(c.grpc_listen.to_string(), "127.0.0.1:8081");
         assert_eq!(c.data_dir, PathBuf::from("./vela-data"));
         assert_eq!(c.store.data_dir, PathBuf::from("./vela-data/store"));
@@ -258,8 +282,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vela.toml");
         std::fs::write(&path, "grpc_lisen = \"127.0.0.1:1\"\n").expect("write");
-        let err = load(Profile::Standalone, Some(&path), no_env(), &FlagOverrides::default())
-            .expect_err("unknown key");
+        let err = load(
+            Profile::Standalone,
+            Some(&path),
+            no_env(),
+            &FlagOverrides::default(),
+        )
+        .expect_err("unknown key");
         assert!(err.to_string().contains("grpc_lisen"), "{err}");
 
         let env = vec![("VELA_GRPC_LISTEN".to_owned(), "not-an-address".to_owned())];
@@ -282,8 +311,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vela.toml");
         std::fs::write(&path, "[store]\ndata_dir = \"/x\"\n").expect("write");
-        let err = load(Profile::Standalone, Some(&path), no_env(), &FlagOverrides::default())
-            .expect_err("derived key");
+        let err = load(
+            Profile::Standalone,
+            Some(&path),
+            no_env(),
+            &FlagOverrides::default(),
+        )
+        .expect_err("derived key");
         assert!(err.to_string().contains("store.data_dir"));
     }
 
@@ -294,8 +328,13 @@ mod tests {
         for entry in std::fs::read_dir(&dir).expect("deploy/config exists") {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "toml") {
-                load(Profile::Standalone, Some(&path), no_env(), &FlagOverrides::default())
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                load(
+                    Profile::Standalone,
+                    Some(&path),
+                    no_env(),
+                    &FlagOverrides::default(),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen += 1;
             }
         }

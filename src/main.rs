@@ -10,7 +10,11 @@ use vela::config::{self, FlagOverrides, Profile};
 use vela::standalone::Standalone;
 
 #[derive(Parser, Debug)]
-#[command(name = "vela", version, about = "Vela: messaging that speaks the RocketMQ 5 gRPC protocol")]
+#[command(
+    name = "vela",
+    version,
+    about = "Vela: messaging that speaks the RocketMQ 5 gRPC protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,10 @@ struct StandaloneArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -68,13 +75,20 @@ fn main() -> ExitCode {
 }
 
 async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
-    let file = args.config.or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
+    let file = args
+        .config
+        .or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
     let flags = FlagOverrides {
         data_dir: args.data_dir,
         grpc_listen: args.grpc_listen,
         http_listen: args.http_listen,
     };
-    let config = config::load(Profile::Standalone, file.as_deref(), std::env::vars(), &flags)?;
+    let config = config::load(
+        Profile::Standalone,
+        file.as_deref(),
+        std::env::vars(),
+        &flags,
+    )?;
     vela::telemetry::init(&config.log);
     let data_dir = config.data_dir.clone();
     let node = Standalone::start(config).await?;

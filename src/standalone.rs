@@ -55,9 +55,10 @@ impl Standalone {
         let grpc_addr = grpc_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
 
-        let controller = vela_controller::Controller::open(config.controller.clone(), clock.clone())
-            .await
-            .context("controller failed to start")?;
+        let controller =
+            vela_controller::Controller::open(config.controller.clone(), clock.clone())
+                .await
+                .context("controller failed to start")?;
         let store = match vela_store::Store::open(config.store.clone(), clock.clone()).await {
             Ok(store) => store,
             Err(e) => {
@@ -82,7 +83,10 @@ impl Standalone {
         let shutdown = CancellationToken::new();
         let proxy_task = tokio::spawn(vela_proxy::serve(grpc_listener, ctx, shutdown.clone()));
         let ready = Arc::new(AtomicBool::new(false));
-        let http_state = HttpState { registry: Arc::new(registry), ready: ready.clone() };
+        let http_state = HttpState {
+            registry: Arc::new(registry),
+            ready: ready.clone(),
+        };
         let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
         ready.store(true, Ordering::Release);
 
@@ -122,7 +126,10 @@ impl Standalone {
             Err(e) => tracing::warn!(error = %e, "http task failed"),
         }
         self.store.shutdown().await.context("store shutdown")?;
-        self.controller.shutdown().await.context("controller shutdown")?;
+        self.controller
+            .shutdown()
+            .await
+            .context("controller shutdown")?;
         Ok(())
     }
 }
@@ -157,14 +164,19 @@ fn load_or_create_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut buf))
             .with_context(|| format!("cannot read {}", path.display()))?;
-        anyhow::ensure!(buf.len() >= 16, "{} is too short to be a secret", path.display());
+        anyhow::ensure!(
+            buf.len() >= 16,
+            "{} is too short to be a secret",
+            path.display()
+        );
         return Ok(buf);
     }
     let mut secret = vec![0u8; 32];
     rand::fill(&mut secret[..]);
     let tmp = path.with_extension("tmp");
     {
-        let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(&secret)?;
         f.sync_all()?;
     }

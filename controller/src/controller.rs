@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use vela_proto::clock::SharedClock;
 use vela_proto::{
     ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig,
-    TopicName, TopicSpec,
+    TopicName, TopicSpec, TopicType,
 };
 
 use crate::command::{Applied, ControllerCommand};
@@ -249,5 +249,32 @@ impl ControllerApi for Controller {
 
     async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError> {
         Ok(self.metadata.read().groups().cloned().collect())
+    }
+
+    async fn ensure_dead_letter_topic(
+        &self,
+        group: &GroupName,
+    ) -> Result<TopicConfig, ControllerError> {
+        let name = group.dead_letter_topic();
+        if let Some(topic) = self.get_topic(&name).await? {
+            return Ok(topic);
+        }
+        if self.get_group(group).await?.is_none() {
+            return Err(ControllerError::NotFound(format!("consumer group {group}")));
+        }
+        let spec = TopicSpec {
+            name: name.clone(),
+            topic_type: TopicType::Normal,
+            queue_count: 1,
+            auto_created: true,
+        };
+        match self.create_system_topic(spec).await {
+            Ok(topic) => Ok(topic),
+            Err(ControllerError::AlreadyExists(_)) => self
+                .get_topic(&name)
+                .await?
+                .ok_or_else(|| ControllerError::NotFound(format!("topic {name}"))),
+            Err(e) => Err(e),
+        }
     }
 }

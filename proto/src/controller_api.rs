@@ -34,4 +34,12 @@ pub trait ControllerApi: Send + Sync + 'static {
     async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError>;
     async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError>;
     async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError>;
+
+    /// The dead-letter topic of `group` (`%DLQ%<group>`: one queue, `normal`), created if it
+    /// does not exist yet. The store writes dead letters to it; this makes it routable and
+    /// consumable. `NotFound` if the group does not exist.
+    async fn ensure_dead_letter_topic(
+        &self,
+        group: &GroupName,
+    ) -> Result<TopicConfig, ControllerError>;
 }

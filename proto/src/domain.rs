@@ -34,7 +34,11 @@ pub enum NameError {
     #[error("{kind} name is empty")]
     Empty { kind: &'static str },
     #[error("{kind} name {name:?} is longer than {max} characters")]
-    TooLong { kind: &'static str, name: String, max: usize },
+    TooLong {
+        kind: &'static str,
+        name: String,
+        max: usize,
+    },
     #[error("{kind} name {name:?} has characters outside [%a-zA-Z0-9_-]")]
     BadChars { kind: &'static str, name: String },
 }
@@ -44,13 +48,20 @@ fn validate_name(kind: &'static str, name: &str, max: usize) -> Result<(), NameE
         return Err(NameError::Empty { kind });
     }
     if name.len() > max {
-        return Err(NameError::TooLong { kind, name: name.to_owned(), max });
+        return Err(NameError::TooLong {
+            kind,
+            name: name.to_owned(),
+            max,
+        });
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'%' || b == b'_' || b == b'-')
     {
-        return Err(NameError::BadChars { kind, name: name.to_owned() });
+        return Err(NameError::BadChars {
+            kind,
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -298,7 +309,10 @@ impl TagFilter {
         for part in expr.split("||") {
             let tag = part.trim();
             if tag.is_empty() {
-                return Err(FilterError { expression: expression.to_owned(), reason: "empty tag" });
+                return Err(FilterError {
+                    expression: expression.to_owned(),
+                    reason: "empty tag",
+                });
             }
             if tag == "*" {
                 return Ok(TagFilter::All);
@@ -374,7 +388,11 @@ impl MessageRecord {
             + self.tag.as_ref().map_or(0, String::len)
             + self.keys.iter().map(String::len).sum::<usize>()
             + self.message_group.as_ref().map_or(0, String::len)
-            + self.properties.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
             + 64
     }
 }
@@ -414,8 +432,14 @@ mod tests {
         assert!(TopicName::new("orders").is_ok());
         assert!(TopicName::new("%DLQ%billing").is_ok());
         assert!(matches!(TopicName::new(""), Err(NameError::Empty { .. })));
-        assert!(matches!(TopicName::new("a b"), Err(NameError::BadChars { .. })));
-        assert!(matches!(TopicName::new("x".repeat(128)), Err(NameError::TooLong { .. })));
+        assert!(matches!(
+            TopicName::new("a b"),
+            Err(NameError::BadChars { .. })
+        ));
+        assert!(matches!(
+            TopicName::new("x".repeat(128)),
+            Err(NameError::TooLong { .. })
+        ));
         assert!(GroupName::new("g".repeat(120)).is_ok());
         assert!(GroupName::new("g".repeat(121)).is_err());
     }
@@ -427,7 +451,9 @@ mod tests {
         assert_eq!(t.split_namespace(), ("tenant1", "orders"));
         let plain = TopicName::from_resource("", "orders").expect("valid");
         assert_eq!(plain.split_namespace(), ("", "orders"));
-        let dlq = GroupName::new("billing").expect("valid").dead_letter_topic();
+        let dlq = GroupName::new("billing")
+            .expect("valid")
+            .dead_letter_topic();
         assert_eq!(dlq.as_str(), "%DLQ%billing");
         assert_eq!(dlq.split_namespace(), ("", "%DLQ%billing"));
     }

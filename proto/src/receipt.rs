@@ -57,7 +57,9 @@ impl std::fmt::Debug for ReceiptCodec {
 impl ReceiptCodec {
     /// A codec keyed by `secret` (at least 16 bytes recommended).
     pub fn new(secret: &[u8]) -> Self {
-        Self { key: secret.to_vec() }
+        Self {
+            key: secret.to_vec(),
+        }
     }
 
     fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
@@ -116,7 +118,15 @@ impl ReceiptCodec {
         if r.pos != body.len() {
             return Err(ReceiptError::Malformed);
         }
-        Ok(ReceiptTicket { shard, group, topic, queue_id, offset, delivery_id, visible_at_ms })
+        Ok(ReceiptTicket {
+            shard,
+            group,
+            topic,
+            queue_id,
+            offset,
+            delivery_id,
+            visible_at_ms,
+        })
     }
 }
 

@@ -6,9 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{
-    GroupName, MessageRecord, QueueStats, ShardId, TagFilter, TopicName,
-};
+use crate::domain::{GroupName, MessageRecord, QueueStats, ShardId, TagFilter, TopicName};
 use crate::receipt::ReceiptTicket;
 
 /// Appends messages to one queue.
@@ -107,7 +105,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying the same request may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::NotLeader { .. } | StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::NotLeader { .. } | StoreError::Unavailable(_)
+        )
     }
 }
 

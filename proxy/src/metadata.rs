@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use vela_proto::pb::rocketmq::Code;
 use vela_proto::{
-    ControllerApi, ControllerError, DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupSpec,
-    TopicConfig, TopicName, TopicSpec, TopicType,
+    ControllerApi, ControllerError, DEFAULT_MAX_ATTEMPTS, DLQ_PREFIX, GroupConfig, GroupName,
+    GroupSpec, TopicConfig, TopicName, TopicSpec, TopicType,
 };
 
 use crate::status::RpcError;
@@ -85,6 +85,20 @@ impl Metadata {
         }
         if let Some(config) = self.controller.get_topic(name).await? {
             return Ok(remember(&self.topics, name.clone(), config));
+        }
+        // `%DLQ%<group>` exists implicitly once its group does, whatever the auto-creation
+        // switches say: the store dead-letters into it.
+        if let Some(group) = name.as_str().strip_prefix(DLQ_PREFIX)
+            && let Ok(group) = GroupName::new(group)
+        {
+            return match self.controller.ensure_dead_letter_topic(&group).await {
+                Ok(config) => Ok(remember(&self.topics, name.clone(), config)),
+                Err(ControllerError::NotFound(_)) => Err(RpcError::new(
+                    Code::TopicNotFound,
+                    format!("topic {name} not found (no consumer group {group})"),
+                )),
+                Err(e) => Err(e.into()),
+            };
         }
         if !self.auto_create_topics {
             return Err(RpcError::new(

@@ -1,1 +1,16 @@
-//! placeholder
+//! Vela's data plane. A shard is an openraft group whose log is the commit log: a send is one
+//! Raft entry carrying the messages; queue indexes, consumer state, delay timers and
+//! transaction half messages are state applied from that log (ADR 0005).
+//!
+//! - [`Store`]: a node's shards behind [`vela_proto::StoreApi`]; [`StoreConfig`] configures it.
+//! - [`command`]: the log's command format (append-only variants).
+//! - [`state`]: the pure, deterministic shard state machine.
+
+pub mod command;
+pub mod config;
+mod shard;
+pub mod state;
+mod store;
+
+pub use config::{FlushSetting, StoreConfig};
+pub use store::{Store, StoreOpenError, StoreShutdownError};

@@ -22,7 +22,8 @@ pub struct OffsetClock {
 
 impl OffsetClock {
     pub fn advance(&self, by: Duration) {
-        self.offset_ms.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        self.offset_ms
+            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 }
 
@@ -46,7 +47,10 @@ pub fn test_config(data_dir: PathBuf) -> VelaConfig {
         grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
     };
-    config::load(Profile::Standalone, None, Vec::new(), &flags).unwrap()
+    let mut config = config::load(Profile::Standalone, None, Vec::new(), &flags).unwrap();
+    // Short polls keep empty receives cheap in tests (the default minimum is RocketMQ's 5 s).
+    config.proxy.min_long_polling = Duration::from_secs(1);
+    config
 }
 
 impl Node {
@@ -59,8 +63,15 @@ impl Node {
         let mut config = test_config(dir.path().to_owned());
         adjust(&mut config);
         let clock = Arc::new(OffsetClock::default());
-        let node = Standalone::start_with_clock(config.clone(), clock.clone()).await.unwrap();
-        Node { node: Some(node), clock, config, _dir: Some(dir) }
+        let node = Standalone::start_with_clock(config.clone(), clock.clone())
+            .await
+            .unwrap();
+        Node {
+            node: Some(node),
+            clock,
+            config,
+            _dir: Some(dir),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -87,11 +98,18 @@ impl Node {
     }
 
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::builder().endpoint(self.endpoint()).build().unwrap()
+        ClientConfig::builder()
+            .endpoint(self.endpoint())
+            .build()
+            .unwrap()
     }
 
     pub async fn producer(&self, topic: &str) -> Producer {
-        Producer::builder(self.client_config()).topics([topic]).build().await.unwrap()
+        Producer::builder(self.client_config())
+            .topics([topic])
+            .build()
+            .await
+            .unwrap()
     }
 
     pub async fn consumer(&self, group: &str, topic: &str, tags: &str) -> SimpleConsumer {
@@ -150,5 +168,9 @@ pub async fn drain(
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

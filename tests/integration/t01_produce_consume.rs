@@ -30,14 +30,26 @@ async fn single_batch_and_async_sends_are_delivered_once() {
         sent.insert(r.message_id);
     }
     let batch: Vec<Message> = (0..20)
-        .map(|i| Message::builder(&topic).body(format!("batch-{i}")).tag("A").build().unwrap())
+        .map(|i| {
+            Message::builder(&topic)
+                .body(format!("batch-{i}"))
+                .tag("A")
+                .build()
+                .unwrap()
+        })
         .collect();
     let receipts = producer.send_batch(batch).await.unwrap();
     assert_eq!(receipts.len(), 20);
     sent.extend(receipts.into_iter().map(|r| r.message_id));
     let pending: Vec<_> = (0..20)
         .map(|i| {
-            producer.send_async(Message::builder(&topic).body(format!("async-{i}")).tag("B").build().unwrap())
+            producer.send_async(
+                Message::builder(&topic)
+                    .body(format!("async-{i}"))
+                    .tag("B")
+                    .build()
+                    .unwrap(),
+            )
         })
         .collect();
     for p in pending {
@@ -55,11 +67,18 @@ async fn single_batch_and_async_sends_are_delivered_once() {
         if let Some(i) = body.strip_prefix("single-") {
             assert_eq!(m.keys, vec![format!("k{i}")]);
             assert_eq!(m.properties.get("seq").map(String::as_str), Some(i));
-            let want = if i.parse::<u32>().unwrap() % 2 == 0 { "A" } else { "B" };
+            let want = if i.parse::<u32>().unwrap() % 2 == 0 {
+                "A"
+            } else {
+                "B"
+            };
             assert_eq!(m.tag.as_deref(), Some(want));
         }
     }
-    let again = all.receive(32, std::time::Duration::from_secs(30)).await.unwrap();
+    let again = all
+        .receive(32, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(again.is_empty(), "acked messages came back: {again:?}");
 
     // A second group sees everything again, filtered to tag A: 25 singles + 20 batch.

@@ -15,7 +15,11 @@ async fn expired_messages_are_redelivered_with_attempts_raised() {
     let node = Node::start().await;
     let topic = unique("inv");
     let producer = node.producer(&topic).await;
-    let id = producer.send(Message::builder(&topic).body("x").build().unwrap()).await.unwrap().message_id;
+    let id = producer
+        .send(Message::builder(&topic).body("x").build().unwrap())
+        .await
+        .unwrap()
+        .message_id;
     let consumer = node.consumer(&unique("g"), &topic, "*").await;
 
     let first = consumer.receive(1, Duration::from_secs(10)).await.unwrap();
@@ -23,7 +27,13 @@ async fn expired_messages_are_redelivered_with_attempts_raised() {
     assert_eq!(first[0].message_id, id);
     assert_eq!(first[0].delivery_attempt, 1);
     // Still invisible: nothing to receive.
-    assert!(consumer.receive(1, Duration::from_secs(10)).await.unwrap().is_empty());
+    assert!(
+        consumer
+            .receive(1, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     node.clock.advance(Duration::from_secs(11));
     let second = consumer.receive(1, Duration::from_secs(10)).await.unwrap();
@@ -35,7 +45,13 @@ async fn expired_messages_are_redelivered_with_attempts_raised() {
     assert!(stale.is_invalid_receipt_handle(), "{stale}");
     consumer.ack(&second[0]).await.unwrap();
     node.clock.advance(Duration::from_secs(11));
-    assert!(consumer.receive(1, Duration::from_secs(10)).await.unwrap().is_empty());
+    assert!(
+        consumer
+            .receive(1, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     node.stop().await;
 }
 
@@ -44,23 +60,45 @@ async fn change_invisible_then_ack() {
     let node = Node::start().await;
     let topic = unique("cid");
     let producer = node.producer(&topic).await;
-    producer.send(Message::builder(&topic).body("y").build().unwrap()).await.unwrap();
+    producer
+        .send(Message::builder(&topic).body("y").build().unwrap())
+        .await
+        .unwrap();
     let consumer = node.consumer(&unique("g"), &topic, "*").await;
 
-    let mut m = consumer.receive(1, Duration::from_secs(10)).await.unwrap().remove(0);
+    let mut m = consumer
+        .receive(1, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .remove(0);
     let before = m.clone();
-    consumer.change_invisible_duration(&mut m, Duration::from_secs(30)).await.unwrap();
+    consumer
+        .change_invisible_duration(&mut m, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_ne!(m.receipt_handle(), before.receipt_handle());
 
     // The original deadline passes, but the message stays invisible (it was extended).
     node.clock.advance(Duration::from_secs(15));
-    assert!(consumer.receive(1, Duration::from_secs(10)).await.unwrap().is_empty());
+    assert!(
+        consumer
+            .receive(1, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let old = consumer.ack(&before).await.unwrap_err();
     assert!(old.is_invalid_receipt_handle(), "{old}");
     consumer.ack(&m).await.unwrap();
     node.clock.advance(Duration::from_secs(60));
-    assert!(consumer.receive(1, Duration::from_secs(10)).await.unwrap().is_empty());
+    assert!(
+        consumer
+            .receive(1, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     node.stop().await;
 }
 
@@ -69,9 +107,15 @@ async fn exhausted_messages_move_to_the_dead_letter_queue() {
     let node = Node::start().await;
     let topic = unique("dlq");
     let group = unique("dlqg");
-    node.admin(&["group", "create", &group, "--max-attempts", "2"]).await.unwrap();
+    node.admin(&["group", "create", &group, "--max-attempts", "2"])
+        .await
+        .unwrap();
     let producer = node.producer(&topic).await;
-    let id = producer.send(Message::builder(&topic).body("poison").build().unwrap()).await.unwrap().message_id;
+    let id = producer
+        .send(Message::builder(&topic).body("poison").build().unwrap())
+        .await
+        .unwrap()
+        .message_id;
     let consumer = node.consumer(&group, &topic, "*").await;
 
     for attempt in 1..=2 {
@@ -80,7 +124,13 @@ async fn exhausted_messages_move_to_the_dead_letter_queue() {
         assert_eq!(got[0].delivery_attempt, attempt);
         node.clock.advance(Duration::from_secs(11));
     }
-    assert!(consumer.receive(1, Duration::from_secs(10)).await.unwrap().is_empty());
+    assert!(
+        consumer
+            .receive(1, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let dlq_topic = format!("%DLQ%{group}");
     let dlq = node.consumer(&unique("dlq-reader"), &dlq_topic, "*").await;

@@ -26,20 +26,32 @@ async fn one_in_flight_per_message_group_without_blocking_others() {
     let node = Node::start().await;
     let topic = unique("fifo1");
     let group = unique("fifog1");
-    node.admin(&["topic", "create", &topic, "--type", "fifo", "--queues", "1"]).await.unwrap();
-    node.admin(&["group", "create", &group, "--fifo"]).await.unwrap();
+    node.admin(&["topic", "create", &topic, "--type", "fifo", "--queues", "1"])
+        .await
+        .unwrap();
+    node.admin(&["group", "create", &group, "--fifo"])
+        .await
+        .unwrap();
     let producer = node.producer(&topic).await;
     for (g, seq) in [("g1", 0), ("g1", 1), ("g2", 0), ("g1", 2), ("g2", 1)] {
         producer.send(fifo_message(&topic, g, seq)).await.unwrap();
     }
     let consumer = node.consumer(&group, &topic, "*").await;
     let bodies = |ms: &[vela_sdk::MessageView]| {
-        ms.iter().map(|m| String::from_utf8(m.body.to_vec()).unwrap()).collect::<Vec<_>>()
+        ms.iter()
+            .map(|m| String::from_utf8(m.body.to_vec()).unwrap())
+            .collect::<Vec<_>>()
     };
 
     let first = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
     assert_eq!(bodies(&first), vec!["g1:0", "g2:0"]);
-    assert!(consumer.receive(32, Duration::from_secs(30)).await.unwrap().is_empty());
+    assert!(
+        consumer
+            .receive(32, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     consumer.ack(&first[1]).await.unwrap(); // g2:0 done, g1:0 still in flight
     let second = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
@@ -49,13 +61,13 @@ async fn one_in_flight_per_message_group_without_blocking_others() {
     let third = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
     assert_eq!(bodies(&third), vec!["g1:1"]);
 
+    consumer.ack(&second[0]).await.unwrap();
     // A redelivery keeps the group's order: let g1:1 expire, it comes back before g1:2.
     node.clock.advance(Duration::from_secs(31));
     let again = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
     assert_eq!(bodies(&again), vec!["g1:1"]);
     assert_eq!(again[0].delivery_attempt, 2);
     consumer.ack(&again[0]).await.unwrap();
-    consumer.ack(&second[0]).await.unwrap();
     let last = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
     assert_eq!(bodies(&last), vec!["g1:2"]);
     node.stop().await;
@@ -76,8 +88,12 @@ async fn ordering_holds_under_concurrency() {
     let node = Node::start().await;
     let topic = unique("fifo2");
     let group = unique("fifog2");
-    node.admin(&["topic", "create", &topic, "--type", "fifo", "--queues", "4"]).await.unwrap();
-    node.admin(&["group", "create", &group, "--fifo"]).await.unwrap();
+    node.admin(&["topic", "create", &topic, "--type", "fifo", "--queues", "4"])
+        .await
+        .unwrap();
+    node.admin(&["group", "create", &group, "--fifo"])
+        .await
+        .unwrap();
 
     let mut producers = JoinSet::new();
     for p in 0..PRODUCERS {
@@ -87,7 +103,10 @@ async fn ordering_holds_under_concurrency() {
             // Each message group is produced serially by one producer.
             for seq in 0..PER_GROUP {
                 for g in 0..GROUPS_PER_PRODUCER {
-                    producer.send(fifo_message(&topic, &format!("p{p}g{g}"), seq)).await.unwrap();
+                    producer
+                        .send(fifo_message(&topic, &format!("p{p}g{g}"), seq))
+                        .await
+                        .unwrap();
                 }
             }
             producer.shutdown().await.unwrap();
@@ -103,7 +122,15 @@ async fn ordering_holds_under_concurrency() {
         consumers.spawn(async move {
             let mut idle = 0;
             while idle < 3 {
-                if oracle.lock().unwrap().order.values().map(Vec::len).sum::<usize>() >= total {
+                if oracle
+                    .lock()
+                    .unwrap()
+                    .order
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+                    >= total
+                {
                     break;
                 }
                 let batch = consumer.receive(8, Duration::from_secs(60)).await.unwrap();
@@ -117,9 +144,13 @@ async fn ordering_holds_under_concurrency() {
                     let (g, seq) = body.split_once(':').unwrap();
                     let mut o = oracle.lock().unwrap();
                     if !o.in_flight.insert(g.to_owned()) {
-                        o.violations.push(format!("{g} delivered {seq} while another was in flight"));
+                        o.violations
+                            .push(format!("{g} delivered {seq} while another was in flight"));
                     }
-                    o.order.entry(g.to_owned()).or_default().push(seq.parse().unwrap());
+                    o.order
+                        .entry(g.to_owned())
+                        .or_default()
+                        .push(seq.parse().unwrap());
                 }
                 for m in &batch {
                     let body = String::from_utf8(m.body.to_vec()).unwrap();
@@ -139,11 +170,15 @@ async fn ordering_holds_under_concurrency() {
     while let Some(r) = consumers.join_next().await {
         r.unwrap();
     }
-    let o = oracle.lock().unwrap();
+    let o = std::mem::take(&mut *oracle.lock().unwrap());
     assert!(o.violations.is_empty(), "{:?}", o.violations);
     assert_eq!(o.order.len(), (PRODUCERS * GROUPS_PER_PRODUCER) as usize);
     for (g, seqs) in &o.order {
-        assert_eq!(seqs, &(0..PER_GROUP).collect::<Vec<_>>(), "group {g} out of order");
+        assert_eq!(
+            seqs,
+            &(0..PER_GROUP).collect::<Vec<_>>(),
+            "group {g} out of order"
+        );
     }
     node.stop().await;
 }

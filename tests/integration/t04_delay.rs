@@ -16,14 +16,27 @@ async fn delay_messages_become_visible_at_their_timestamp() {
 
     let due = SystemTime::now() + Duration::from_millis(2500);
     producer
-        .send(Message::builder(&topic).body("later").delivery_timestamp(due).build().unwrap())
+        .send(
+            Message::builder(&topic)
+                .body("later")
+                .delivery_timestamp(due)
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
-    producer.send(Message::builder(&topic).body("now").build().unwrap()).await.unwrap();
+    producer
+        .send(Message::builder(&topic).body("now").build().unwrap())
+        .await
+        .unwrap();
 
     let first = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
     let bodies: Vec<_> = first.iter().map(|m| m.body.to_vec()).collect();
-    assert_eq!(bodies, vec![b"now".to_vec()], "the delayed message came early");
+    assert_eq!(
+        bodies,
+        vec![b"now".to_vec()],
+        "the delayed message came early"
+    );
     for m in &first {
         consumer.ack(m).await.unwrap();
     }
@@ -39,8 +52,14 @@ async fn delay_messages_become_visible_at_their_timestamp() {
     let (at, m) = arrived.expect("delayed message never arrived");
     assert_eq!(&m.body[..], b"later");
     // Timestamps travel with millisecond precision.
-    let due_ms = due.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis();
-    let at_ms = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis();
+    let due_ms = due
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let at_ms = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     assert!(at_ms >= due_ms, "delivered {} ms early", due_ms - at_ms);
     println!("delay lateness: {} ms", at_ms - due_ms);
     assert!(m.delivery_timestamp.is_some());

@@ -15,12 +15,22 @@ async fn restart_keeps_messages_acks_and_offsets() {
     let mut node = Node::start().await;
     let topic = unique("durable");
     let group = unique("durable-g");
-    node.admin(&["topic", "create", &topic, "--queues", "1"]).await.unwrap();
+    node.admin(&["topic", "create", &topic, "--queues", "1"])
+        .await
+        .unwrap();
     node.admin(&["group", "create", &group]).await.unwrap();
     let producer = node.producer(&topic).await;
     let mut sent = Vec::new();
     for i in 0..100 {
-        let r = producer.send(Message::builder(&topic).body(format!("m{i}")).build().unwrap()).await.unwrap();
+        let r = producer
+            .send(
+                Message::builder(&topic)
+                    .body(format!("m{i}"))
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
         assert_eq!(r.offset, i64::from(i));
         sent.push(r.message_id);
     }
@@ -52,19 +62,34 @@ async fn restart_keeps_messages_acks_and_offsets() {
         .cloned()
         .collect();
     let fresh = drain(&consumer, expected_fresh.len(), true, 3).await;
-    assert_eq!(fresh.keys().cloned().collect::<HashSet<_>>(), expected_fresh);
+    assert_eq!(
+        fresh.keys().cloned().collect::<HashSet<_>>(),
+        expected_fresh
+    );
     assert!(fresh.values().all(|m| m.delivery_attempt == 1));
 
     node.clock.advance(Duration::from_secs(61));
     let back = drain(&consumer, in_flight.len(), true, 3).await;
     assert_eq!(back.keys().cloned().collect::<HashSet<_>>(), in_flight);
     assert!(back.values().all(|m| m.delivery_attempt == 2));
-    assert!(consumer.receive(32, Duration::from_secs(30)).await.unwrap().is_empty());
+    assert!(
+        consumer
+            .receive(32, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let producer = node.producer(&topic).await;
-    let r = producer.send(Message::builder(&topic).body("after").build().unwrap()).await.unwrap();
+    let r = producer
+        .send(Message::builder(&topic).body("after").build().unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.offset, 100, "offsets continue after restart");
-    let out = node.admin(&["queues", &topic, "--group", &group]).await.unwrap();
+    let out = node
+        .admin(&["queues", &topic, "--group", &group])
+        .await
+        .unwrap();
     assert!(out.contains(&group), "{out}");
     producer.shutdown().await.unwrap();
     consumer.shutdown().await.unwrap();

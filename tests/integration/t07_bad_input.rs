@@ -18,18 +18,27 @@ async fn client(node: &Node) -> MessagingServiceClient<Channel> {
         .connect()
         .await
         .unwrap();
-    MessagingServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+    MessagingServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
 }
 
 fn req<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert("x-mq-client-id", MetadataValue::from_static("bad-input-test@1#0"));
-    r.metadata_mut().insert("x-mq-language", MetadataValue::from_static("PYTHON"));
+    r.metadata_mut().insert(
+        "x-mq-client-id",
+        MetadataValue::from_static("bad-input-test@1#0"),
+    );
+    r.metadata_mut()
+        .insert("x-mq-language", MetadataValue::from_static("PYTHON"));
     r
 }
 
 fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource { resource_namespace: String::new(), name: name.to_owned() })
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_owned(),
+    })
 }
 
 fn message(topic: &str, body: Vec<u8>) -> pb::Message {
@@ -57,7 +66,10 @@ fn code(status: &Option<pb::Status>) -> i32 {
 }
 
 async fn send(c: &mut MessagingServiceClient<Channel>, m: pb::Message) -> pb::SendMessageResponse {
-    c.send_message(req(pb::SendMessageRequest { messages: vec![m] })).await.unwrap().into_inner()
+    c.send_message(req(pb::SendMessageRequest { messages: vec![m] }))
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn receive(
@@ -69,12 +81,25 @@ async fn receive(
 ) -> Vec<pb::receive_message_response::Content> {
     let r = pb::ReceiveMessageRequest {
         group: resource(group),
-        message_queue: Some(pb::MessageQueue { topic: resource(topic), id: 0, ..Default::default() }),
-        filter_expression: Some(pb::FilterExpression { r#type: pb::FilterType::Tag as i32, expression: "*".into() }),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            id: 0,
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
         batch_size: batch,
-        invisible_duration: invisible.map(|d| prost_types::Duration { seconds: d.as_secs() as i64, nanos: 0 }),
+        invisible_duration: invisible.map(|d| prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: 0,
+        }),
         auto_renew: false,
-        long_polling_timeout: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
         attempt_id: None,
     };
     let mut request = req(r);
@@ -109,7 +134,10 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
 
     // Unknown topic: route and send both answer TOPIC_NOT_FOUND.
     let route = c
-        .query_route(req(pb::QueryRouteRequest { topic: resource("no-such-topic"), endpoints: None }))
+        .query_route(req(pb::QueryRouteRequest {
+            topic: resource("no-such-topic"),
+            endpoints: None,
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -127,13 +155,24 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
     assert_eq!(code(&r.status), pb::Code::IllegalTopic as i32);
 
     // Missing client id.
-    let mut no_id = Request::new(pb::SendMessageRequest { messages: vec![message(&topic, b"x".to_vec())] });
-    no_id.metadata_mut().insert("x-mq-language", MetadataValue::from_static("PYTHON"));
+    let mut no_id = Request::new(pb::SendMessageRequest {
+        messages: vec![message(&topic, b"x".to_vec())],
+    });
+    no_id
+        .metadata_mut()
+        .insert("x-mq-language", MetadataValue::from_static("PYTHON"));
     let r = c.send_message(no_id).await.unwrap().into_inner();
     assert_eq!(code(&r.status), pb::Code::ClientIdRequired as i32);
 
     // Unknown group, illegal invisible time, illegal batch size.
-    let items = receive(&mut c, "no-such-group", &topic, Some(Duration::from_secs(30)), 1).await;
+    let items = receive(
+        &mut c,
+        "no-such-group",
+        &topic,
+        Some(Duration::from_secs(30)),
+        1,
+    )
+    .await;
     assert_eq!(first_status(&items), pb::Code::ConsumerGroupNotFound as i32);
     let items = receive(&mut c, &group, &topic, Some(Duration::from_secs(1)), 1).await;
     assert_eq!(first_status(&items), pb::Code::IllegalInvisibleTime as i32);
@@ -144,9 +183,17 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
     let ack = |handle: String| pb::AckMessageRequest {
         group: resource(&group),
         topic: resource(&topic),
-        entries: vec![pb::AckMessageEntry { message_id: "m".into(), receipt_handle: handle, lite_topic: None }],
+        entries: vec![pb::AckMessageEntry {
+            message_id: "m".into(),
+            receipt_handle: handle,
+            lite_topic: None,
+        }],
     };
-    let r = c.ack_message(req(ack("forged-handle".into()))).await.unwrap().into_inner();
+    let r = c
+        .ack_message(req(ack("forged-handle".into())))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(code(&r.status), pb::Code::InvalidReceiptHandle as i32);
     assert_eq!(r.entries.len(), 1);
 
@@ -157,25 +204,41 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
     let handle = items
         .iter()
         .find_map(|i| match i {
-            pb::receive_message_response::Content::Message(m) => m.system_properties.as_ref()?.receipt_handle.clone(),
+            pb::receive_message_response::Content::Message(m) => {
+                m.system_properties.as_ref()?.receipt_handle.clone()
+            }
             _ => None,
         })
         .expect("a message with a receipt handle");
-    assert!(matches!(items.last(), Some(pb::receive_message_response::Content::DeliveryTimestamp(_))));
+    assert!(matches!(
+        items.last(),
+        Some(pb::receive_message_response::Content::DeliveryTimestamp(_))
+    ));
     // Tamper with one character: rejected.
     let mut tampered = handle.clone().into_bytes();
     tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
-    let r = c.ack_message(req(ack(String::from_utf8(tampered).unwrap()))).await.unwrap().into_inner();
+    let r = c
+        .ack_message(req(ack(String::from_utf8(tampered).unwrap())))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(code(&r.status), pb::Code::InvalidReceiptHandle as i32);
     // The real handle acks once; the second ack is stale.
-    let r = c.ack_message(req(ack(handle.clone()))).await.unwrap().into_inner();
+    let r = c
+        .ack_message(req(ack(handle.clone())))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(code(&r.status), pb::Code::Ok as i32);
     let r = c.ack_message(req(ack(handle))).await.unwrap().into_inner();
     assert_eq!(code(&r.status), pb::Code::InvalidReceiptHandle as i32);
 
     // Unimplemented RPCs answer with a status instead of failing the call.
     let r = c
-        .get_offset(req(pb::GetOffsetRequest { group: resource(&group), message_queue: None }))
+        .get_offset(req(pb::GetOffsetRequest {
+            group: resource(&group),
+            message_queue: None,
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -192,9 +255,13 @@ async fn rust_clients_never_get_codes_they_cannot_decode() {
     let node = Node::start().await;
     let topic = unique("rustcodes");
     let mut c = client(&node).await;
-    let mut r = Request::new(pb::SendMessageRequest { messages: vec![message(&topic, Vec::new())] });
-    r.metadata_mut().insert("x-mq-client-id", MetadataValue::from_static("rust@1#0"));
-    r.metadata_mut().insert("x-mq-language", MetadataValue::from_static("RUST"));
+    let mut r = Request::new(pb::SendMessageRequest {
+        messages: vec![message(&topic, Vec::new())],
+    });
+    r.metadata_mut()
+        .insert("x-mq-client-id", MetadataValue::from_static("rust@1#0"));
+    r.metadata_mut()
+        .insert("x-mq-language", MetadataValue::from_static("RUST"));
     let resp = c.send_message(r).await.unwrap().into_inner();
     // An empty body is MESSAGE_BODY_EMPTY (41302) for newer clients, which Rust 5.0.0 cannot decode.
     assert_eq!(code(&resp.status), pb::Code::BadRequest as i32);

@@ -48,6 +48,9 @@ async fn bench_runs_and_metrics_count_it() {
     let metrics = http_get(node.http(), "/metrics").await;
     assert!(metrics.contains("rocketmq_messages_in_total"), "{metrics}");
     assert!(metrics.contains("rocketmq_messages_out_total"), "{metrics}");
-    assert!(metrics.contains(&report.topic), "metrics are labelled by topic");
+    assert!(
+        metrics.contains(&report.topic),
+        "metrics are labelled by topic"
+    );
     node.stop().await;
 }

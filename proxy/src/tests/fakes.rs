@@ -103,6 +103,25 @@ impl ControllerApi for FakeController {
     async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError> {
         Ok(self.groups.lock().values().cloned().collect())
     }
+
+    async fn ensure_dead_letter_topic(
+        &self,
+        group: &GroupName,
+    ) -> Result<TopicConfig, ControllerError> {
+        if !self.groups.lock().contains_key(group) {
+            return Err(ControllerError::NotFound(format!("consumer group {group}")));
+        }
+        let name = group.dead_letter_topic();
+        let config = TopicConfig {
+            name: name.clone(),
+            topic_type: vela_proto::TopicType::Normal,
+            queue_count: 1,
+            queue_shards: vec![0],
+            created_at_ms: 1,
+            auto_created: true,
+        };
+        Ok(self.topics.lock().entry(name).or_insert(config).clone())
+    }
 }
 
 struct Stored {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs the official RocketMQ 5 clients (Python 5.1.2, Node.js 1.0.8) against a freshly
+# started `vela standalone`, then stops it with SIGTERM and checks it exits cleanly.
+# Usage: scripts/compat.sh [path/to/vela]   (default target/debug/vela)
+# Installs the clients on first use: .venv (pip) and clients/node/node_modules (npm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VELA=${1:-target/debug/vela}
+[ -x "$VELA" ] || { echo "compat: $VELA is not an executable (build it first)" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import rocketmq' 2>/dev/null; then
+  echo "compat: installing rocketmq-python-client into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r clients/python/requirements.txt
+fi
+if [ ! -d clients/node/node_modules/rocketmq-client-nodejs ]; then
+  echo "compat: installing rocketmq-client-nodejs into clients/node"
+  (cd clients/node && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+GRPC=$(free_port); HTTP=$(free_port)
+DATA=$(mktemp -d); LOG="$DATA/vela.log"
+"$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &
+PID=$!
+cleanup() { kill -9 "$PID" 2>/dev/null || true; }
+trap cleanup EXIT
+
+for _ in $(seq 1 300); do
+  if curl -sf "http://127.0.0.1:$HTTP/ready" >/dev/null; then break; fi
+  kill -0 "$PID" 2>/dev/null || { echo "compat: vela exited during start-up"; cat "$LOG"; exit 1; }
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$HTTP/ready" >/dev/null || { echo "compat: vela not ready"; cat "$LOG"; exit 1; }
+echo "compat: vela standalone ready on 127.0.0.1:$GRPC"
+
+status=0
+echo "--- python (rocketmq-python-client 5.1.2)"
+RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 .venv/bin/python clients/python/compat.py || status=1
+echo "--- node (rocketmq-client-nodejs 1.0.8)"
+(cd clients/node && RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 node compat.js) || status=1
+
+echo "--- stopping vela (SIGTERM)"
+kill -TERM "$PID"
+if ! timeout 30 tail --pid="$PID" -f /dev/null; then
+  echo "compat: vela did not stop within 30 s of SIGTERM"; status=1
+fi
+wait "$PID" || { echo "compat: vela exited with status $? after SIGTERM"; status=1; }
+if [ "$status" -ne 0 ]; then
+  echo "--- vela log"; tail -n 100 "$LOG"
+fi
+rm -rf "$DATA"
+exit "$status"

@@ -1,0 +1,346 @@
+//! The commands a shard's Raft log carries and what applying them answers.
+//!
+//! `StoreCommand` is stored in the log with postcard, so its encoding is a storage format:
+//! variants are only ever added at the end, never changed or reordered; a new shape is a new
+//! variant. Every command carries the time the leader chose (`now_ms`) so applying it never
+//! reads a clock and every replica reaches the same state.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use vela_proto::domain::{GroupName, MessageRecord, TopicName};
+use vela_proto::store_api::AppendOutcome;
+
+/// One entry of a shard's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreCommand {
+    /// Messages sent to one queue (bodies included: the log is the commit log).
+    Append {
+        topic: TopicName,
+        queue_id: u32,
+        now_ms: i64,
+        messages: Vec<MessageRecord>,
+    },
+    /// A POP receive.
+    Pop(PopCommand),
+    /// Acknowledgements, coalesced from concurrent callers.
+    Ack { deliveries: Vec<DeliveryRef> },
+    /// Makes one delivered message invisible for `invisible_ms` from `now_ms`.
+    ChangeInvisible {
+        delivery: DeliveryRef,
+        invisible_ms: u64,
+        now_ms: i64,
+    },
+    /// Moves one delivered message to its group's dead-letter queue.
+    DeadLetter { delivery: DeliveryRef, now_ms: i64 },
+    /// Delay messages that are due, in due order.
+    Release { due: Vec<TimerKey>, now_ms: i64 },
+    /// Commits or rolls back a transaction half message.
+    EndTransaction {
+        topic: TopicName,
+        transaction_id: String,
+        resolution: TransactionEnd,
+        now_ms: i64,
+    },
+    /// Retention: forget everything that points below this log index.
+    Truncate { below_log_index: u64 },
+    /// A topic was deleted.
+    DropTopic { topic: TopicName },
+    /// A consumer group was deleted.
+    DropGroup { group: GroupName },
+}
+
+impl StoreCommand {
+    /// The name of the variant, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreCommand::Append { .. } => "append",
+            StoreCommand::Pop(_) => "pop",
+            StoreCommand::Ack { .. } => "ack",
+            StoreCommand::ChangeInvisible { .. } => "change_invisible",
+            StoreCommand::DeadLetter { .. } => "dead_letter",
+            StoreCommand::Release { .. } => "release",
+            StoreCommand::EndTransaction { .. } => "end_transaction",
+            StoreCommand::Truncate { .. } => "truncate",
+            StoreCommand::DropTopic { .. } => "drop_topic",
+            StoreCommand::DropGroup { .. } => "drop_group",
+        }
+    }
+}
+
+// openraft logs entries with `Display`; keep it to the identifiers, never bodies.
+impl fmt::Display for StoreCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreCommand::Append {
+                topic,
+                queue_id,
+                messages,
+                ..
+            } => {
+                write!(f, "append({topic}/{queue_id}, {} messages)", messages.len())
+            }
+            StoreCommand::Pop(p) => write!(f, "pop({}, {}, max {})", p.group, p.topic, p.max),
+            StoreCommand::Ack { deliveries } => write!(f, "ack({} deliveries)", deliveries.len()),
+            StoreCommand::ChangeInvisible {
+                delivery,
+                invisible_ms,
+                ..
+            } => {
+                write!(f, "change_invisible({delivery}, {invisible_ms} ms)")
+            }
+            StoreCommand::DeadLetter { delivery, .. } => write!(f, "dead_letter({delivery})"),
+            StoreCommand::Release { due, .. } => write!(f, "release({} due)", due.len()),
+            StoreCommand::EndTransaction {
+                topic,
+                transaction_id,
+                resolution,
+                ..
+            } => {
+                write!(
+                    f,
+                    "end_transaction({topic}, {transaction_id}, {resolution:?})"
+                )
+            }
+            StoreCommand::Truncate { below_log_index } => {
+                write!(f, "truncate(below {below_log_index})")
+            }
+            StoreCommand::DropTopic { topic } => write!(f, "drop_topic({topic})"),
+            StoreCommand::DropGroup { group } => write!(f, "drop_group({group})"),
+        }
+    }
+}
+
+/// Which queues a POP may take from (log format twin of `QueueSelector`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueChoice {
+    All,
+    One(u32),
+}
+
+/// A tag subscription (log format twin of `TagFilter`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TagSubscription {
+    All,
+    Tags(Vec<String>),
+}
+
+impl From<&vela_proto::domain::TagFilter> for TagSubscription {
+    fn from(f: &vela_proto::domain::TagFilter) -> Self {
+        match f {
+            vela_proto::domain::TagFilter::All => TagSubscription::All,
+            vela_proto::domain::TagFilter::Tags(t) => TagSubscription::Tags(t.clone()),
+        }
+    }
+}
+
+/// How a transaction ends (log format twin of `TransactionResolution`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransactionEnd {
+    Commit,
+    Rollback,
+}
+
+/// A POP receive, as decided by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopCommand {
+    pub group: GroupName,
+    pub topic: TopicName,
+    pub queues: QueueChoice,
+    pub max: u32,
+    pub invisible_ms: u64,
+    pub filter: TagSubscription,
+    pub fifo: bool,
+    pub max_attempts: u32,
+    pub now_ms: i64,
+}
+
+/// Names one delivery of one message to one group (what a receipt ticket carries).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeliveryRef {
+    pub group: GroupName,
+    pub topic: TopicName,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub delivery_id: u64,
+}
+
+impl fmt::Display for DeliveryRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}/{}#{} delivery {}",
+            self.group, self.topic, self.queue_id, self.offset, self.delivery_id
+        )
+    }
+}
+
+/// Orders delay messages: due time first, then log position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TimerKey {
+    pub due_ms: i64,
+    pub log_index: u64,
+    pub slot: u32,
+}
+
+/// Where a message's record lives: its Append entry and its position in that batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RecordRef {
+    pub log_index: u64,
+    pub slot: u32,
+}
+
+/// One message a POP delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoppedMessage {
+    pub topic: TopicName,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub record: RecordRef,
+    pub attempt: u32,
+    pub store_ts_ms: i64,
+    pub visible_at_ms: i64,
+}
+
+/// Why a command had no effect (responses are not persisted, so this may change freely).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    #[error("delivery {0} is not current")]
+    StaleReceipt(String),
+    #[error("transaction {0} not found")]
+    TransactionNotFound(String),
+}
+
+/// What applying a command answers to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// Blank and membership entries.
+    Nothing,
+    Appended(Vec<AppendOutcome>),
+    Popped {
+        delivery_id: u64,
+        messages: Vec<PoppedMessage>,
+    },
+    /// One result per acknowledged delivery, in order.
+    Acked(Vec<Result<(), ApplyError>>),
+    InvisibilityChanged(Result<ChangedDelivery, ApplyError>),
+    DeadLettered(Result<(), ApplyError>),
+    Released {
+        indexed: u32,
+    },
+    TransactionEnded(Result<(), ApplyError>),
+    Truncated,
+    Dropped,
+}
+
+/// The delivery that replaces the one whose invisibility changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedDelivery {
+    pub delivery_id: u64,
+    pub visible_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use vela_proto::domain::MessageKind;
+
+    #[test]
+    fn commands_round_trip_through_postcard() {
+        let topic = TopicName::new("orders").expect("valid");
+        let group = GroupName::new("billing").expect("valid");
+        let record = MessageRecord {
+            message_id: "m1".into(),
+            topic: topic.clone(),
+            kind: MessageKind::Normal,
+            tag: Some("A".into()),
+            keys: vec!["k".into()],
+            message_group: None,
+            delivery_timestamp_ms: None,
+            born_timestamp_ms: 5,
+            born_host: "h".into(),
+            trace_context: None,
+            properties: vec![("p".into(), "v".into())],
+            body: Bytes::from_static(b"hello"),
+        };
+        let delivery = DeliveryRef {
+            group: group.clone(),
+            topic: topic.clone(),
+            queue_id: 1,
+            offset: 2,
+            delivery_id: 3,
+        };
+        let commands = vec![
+            StoreCommand::Append {
+                topic: topic.clone(),
+                queue_id: 0,
+                now_ms: 1,
+                messages: vec![record],
+            },
+            StoreCommand::Pop(PopCommand {
+                group: group.clone(),
+                topic: topic.clone(),
+                queues: QueueChoice::All,
+                max: 32,
+                invisible_ms: 30_000,
+                filter: TagSubscription::Tags(vec!["A".into()]),
+                fifo: true,
+                max_attempts: 17,
+                now_ms: 9,
+            }),
+            StoreCommand::Ack {
+                deliveries: vec![delivery.clone()],
+            },
+            StoreCommand::ChangeInvisible {
+                delivery: delivery.clone(),
+                invisible_ms: 10,
+                now_ms: 11,
+            },
+            StoreCommand::DeadLetter {
+                delivery,
+                now_ms: 12,
+            },
+            StoreCommand::Release {
+                due: vec![TimerKey {
+                    due_ms: 1,
+                    log_index: 2,
+                    slot: 3,
+                }],
+                now_ms: 4,
+            },
+            StoreCommand::EndTransaction {
+                topic: topic.clone(),
+                transaction_id: "0-1-0".into(),
+                resolution: TransactionEnd::Commit,
+                now_ms: 1,
+            },
+            StoreCommand::Truncate {
+                below_log_index: 100,
+            },
+            StoreCommand::DropTopic { topic },
+            StoreCommand::DropGroup { group },
+        ];
+        for command in commands {
+            let bytes = postcard::to_stdvec(&command).expect("encodes");
+            let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+            assert_eq!(back, command);
+            assert!(
+                !command.to_string().contains("hello"),
+                "display must not leak bodies"
+            );
+        }
+    }
+
+    #[test]
+    fn variant_tags_are_frozen() {
+        // The first byte of a postcard enum is its variant index: reordering variants would
+        // silently reinterpret old logs.
+        let drop = StoreCommand::DropGroup {
+            group: GroupName::new("g").expect("valid"),
+        };
+        assert_eq!(postcard::to_stdvec(&drop).expect("encodes")[0], 9);
+        let truncate = StoreCommand::Truncate { below_log_index: 1 };
+        assert_eq!(postcard::to_stdvec(&truncate).expect("encodes")[0], 7);
+    }
+}

@@ -1,0 +1,159 @@
+//! The store role's configuration: where data lives, which shards this node holds, how the log
+//! is flushed and how long messages are retained. Durations and sizes are human-readable
+//! (`"72h"`, `"64MiB"`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Deserializer};
+use vela_proto::domain::ShardId;
+
+/// Configuration of the store role.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Root of the store's files: `<data_dir>/shards/<shard>/{log/,snapshot}`.
+    pub data_dir: PathBuf,
+    /// This node's Raft id.
+    pub node_id: u64,
+    /// Shards this node holds.
+    pub shards: Vec<ShardId>,
+    /// When an append counts as durable.
+    pub flush: FlushSetting,
+    /// Size at which a log segment is sealed and a new one started.
+    pub segment_size: ByteSize,
+    /// Messages older than this may be deleted (whole segments at a time).
+    #[serde(with = "humantime_serde")]
+    pub retention_time: Duration,
+    /// Oldest segments beyond this total size may be deleted. Unlimited when absent.
+    pub retention_size: Option<ByteSize>,
+    /// Applied entries between two state snapshots.
+    pub snapshot_every_entries: u64,
+    /// Longest delay a delay message may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Memory for recently written log entries, so receives rarely read from disk.
+    pub log_cache: ByteSize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/store"),
+            node_id: 1,
+            shards: vec![0],
+            flush: FlushSetting::Sync,
+            segment_size: ByteSize::mib(64),
+            retention_time: Duration::from_secs(72 * 3600),
+            retention_size: None,
+            snapshot_every_entries: 20_000,
+            max_delay: Duration::from_secs(24 * 3600),
+            log_cache: ByteSize::mib(64),
+        }
+    }
+}
+
+/// When the log is fsynced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushSetting {
+    /// Every append is fsynced before it is acknowledged (group commit batches concurrent ones).
+    Sync,
+    /// Appends are acknowledged once written; fsync runs every `interval`.
+    Async { interval: Duration },
+}
+
+/// Default fsync interval of [`FlushSetting::Async`].
+pub const DEFAULT_ASYNC_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+// Accepts `flush = "sync"`, `flush = "async"` and `flush = { mode = "async", interval = "5ms" }`.
+impl<'de> Deserialize<'de> for FlushSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            mode: String,
+            #[serde(default, with = "humantime_serde")]
+            interval: Option<Duration>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Mode(String),
+            Table(Table),
+        }
+        let (mode, interval) = match Raw::deserialize(deserializer)? {
+            Raw::Mode(mode) => (mode, None),
+            Raw::Table(t) => (t.mode, t.interval),
+        };
+        match (mode.to_ascii_lowercase().as_str(), interval) {
+            ("sync", None) => Ok(FlushSetting::Sync),
+            ("sync", Some(_)) => Err(serde::de::Error::custom(
+                "flush mode \"sync\" takes no interval",
+            )),
+            ("async", interval) => Ok(FlushSetting::Async {
+                interval: interval.unwrap_or(DEFAULT_ASYNC_FLUSH_INTERVAL),
+            }),
+            (other, _) => Err(serde::de::Error::custom(format!(
+                "unknown flush mode {other:?} (expected \"sync\" or \"async\")"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_to_an_empty_config() {
+        let cfg: StoreConfig = serde_json::from_str("{}").expect("parses");
+        assert_eq!(cfg, StoreConfig::default());
+        assert_eq!(cfg.shards, vec![0]);
+        assert_eq!(cfg.retention_time, Duration::from_secs(72 * 3600));
+    }
+
+    #[test]
+    fn human_durations_sizes_and_flush_modes_parse() {
+        let cfg: StoreConfig = serde_json::from_str(
+            r#"{"data_dir": "/d", "shards": [0, 3], "segment_size": "16MiB", "retention_time": "1h 30m",
+                "retention_size": "10GiB", "max_delay": "2h",
+                "flush": {"mode": "async", "interval": "5ms"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.shards, vec![0, 3]);
+        assert_eq!(cfg.segment_size, ByteSize::mib(16));
+        assert_eq!(cfg.retention_time, Duration::from_secs(5400));
+        assert_eq!(cfg.retention_size, Some(ByteSize::gib(10)));
+        assert_eq!(
+            cfg.flush,
+            FlushSetting::Async {
+                interval: Duration::from_millis(5)
+            }
+        );
+        let sync: StoreConfig = serde_json::from_str(r#"{"flush": "sync"}"#).expect("parses");
+        assert_eq!(sync.flush, FlushSetting::Sync);
+        let plain_async: StoreConfig =
+            serde_json::from_str(r#"{"flush": "async"}"#).expect("parses");
+        assert_eq!(
+            plain_async.flush,
+            FlushSetting::Async {
+                interval: DEFAULT_ASYNC_FLUSH_INTERVAL
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_are_rejected() {
+        assert!(serde_json::from_str::<StoreConfig>(r#"{"flush": "sometimes"}"#).is_err());
+        assert!(
+            serde_json::from_str::<StoreConfig>(r#"{"flush": {"mode": "sync", "interval": "1s"}}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<StoreConfig>(r#"{"retention": "1h"}"#).is_err(),
+            "unknown field"
+        );
+        assert!(serde_json::from_str::<StoreConfig>(r#"{"max_delay": "soon"}"#).is_err());
+    }
+}

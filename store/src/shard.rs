@@ -1,0 +1,256 @@
+//! One shard: an openraft group over a vela-raft segment log, its applied state, and the
+//! signals that connect applies to waiting receivers and to the leader's background tasks.
+
+mod state_machine;
+pub(crate) mod tasks;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::{EntryPayload, SnapshotPolicy};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tracing::warn;
+use vela_proto::domain::{MessageRecord, ShardId, TopicName};
+use vela_proto::store_api::StoreError;
+use vela_raft::single_node::{default_config, start_single_voter};
+use vela_raft::{FlushMode, LogHandle, LogStoreConfig, SegmentLogStore};
+
+use crate::command::{CommandResponse, RecordRef, StoreCommand};
+use crate::config::{FlushSetting, StoreConfig};
+use crate::state::{ApplyEffects, ShardState};
+use crate::store::{StoreOpenError, StoreShutdownError};
+pub(crate) use state_machine::Applied;
+pub use state_machine::ShardStateMachine;
+
+openraft::declare_raft_types!(
+    /// openraft types of a store shard: the log carries [`StoreCommand`]s.
+    pub ShardTypes:
+        D = StoreCommand,
+        R = CommandResponse,
+);
+
+/// A shard's Raft handle.
+pub type ShardRaft = openraft::Raft<ShardTypes, ShardStateMachine>;
+
+/// Long-poll wakeups per topic. A waiter registers (`Notified::enable`) before it checks the
+/// state, so a wake between check and wait is not lost.
+#[derive(Debug, Default)]
+pub(crate) struct TopicWakeups {
+    topics: Mutex<HashMap<TopicName, Arc<Notify>>>,
+}
+
+impl TopicWakeups {
+    pub fn subscribe(&self, topic: &TopicName) -> Arc<Notify> {
+        self.topics.lock().entry(topic.clone()).or_default().clone()
+    }
+
+    fn wake(&self, topic: &TopicName) {
+        if let Some(notify) = self.topics.lock().get(topic) {
+            notify.notify_waiters();
+        }
+    }
+
+    fn wake_all(&self) {
+        for notify in self.topics.lock().values() {
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// What the state machine and the store share.
+#[derive(Debug)]
+pub(crate) struct ShardShared {
+    pub shard: ShardId,
+    pub applied: RwLock<Applied>,
+    pub wakeups: TopicWakeups,
+    /// The delay-timer set changed (a permit is kept, so the release task never misses one).
+    pub timers_changed: Notify,
+}
+
+impl ShardShared {
+    pub fn new(shard: ShardId) -> Arc<Self> {
+        Arc::new(Self {
+            shard,
+            applied: RwLock::new(Applied::new(ShardState::new(shard))),
+            wakeups: TopicWakeups::default(),
+            timers_changed: Notify::new(),
+        })
+    }
+
+    fn after_apply(&self, fx: ApplyEffects) {
+        for topic in &fx.woken_topics {
+            self.wakeups.wake(topic);
+        }
+        if fx.timers_changed {
+            self.timers_changed.notify_one();
+        }
+    }
+
+    fn state_replaced(&self) {
+        // A new state may make anything deliverable or due.
+        self.wakeups.wake_all();
+        self.timers_changed.notify_one();
+    }
+
+    /// Index of the last applied entry (0 = none).
+    pub fn last_applied_index(&self) -> u64 {
+        self.applied.read().last_applied.map_or(0, |l| l.index)
+    }
+}
+
+/// A shard as the store uses it.
+pub(crate) struct Shard {
+    pub id: ShardId,
+    pub raft: ShardRaft,
+    pub shared: Arc<ShardShared>,
+    pub log: SegmentLogStore<ShardTypes>,
+    pub reader: LogHandle<ShardTypes>,
+}
+
+fn log_config(cfg: &StoreConfig, dir: PathBuf) -> LogStoreConfig {
+    LogStoreConfig {
+        dir,
+        segment_bytes: cfg.segment_size.as_u64(),
+        flush: match cfg.flush {
+            FlushSetting::Sync => FlushMode::Sync,
+            FlushSetting::Async { interval } => FlushMode::Async { interval },
+        },
+        cache_bytes: usize::try_from(cfg.log_cache.as_u64()).unwrap_or(usize::MAX),
+    }
+}
+
+/// How long a forced snapshot may take before the caller gives up waiting.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+
+impl Shard {
+    /// Opens the shard's log under `<data_dir>/shards/<id>/`, restores its state (snapshot, then
+    /// the log after it) and returns once this node leads it.
+    pub async fn open(cfg: &StoreConfig, id: ShardId) -> Result<Arc<Shard>, StoreOpenError> {
+        let dir = cfg.data_dir.join("shards").join(id.to_string());
+        let log = SegmentLogStore::<ShardTypes>::open(log_config(cfg, dir.join("log")))
+            .await
+            .map_err(|source| StoreOpenError::Log { shard: id, source })?;
+        let shared = ShardShared::new(id);
+        let sm = ShardStateMachine::new(shared.clone(), dir.join("snapshot"));
+        let mut raft_config = default_config(format!("vela-store-shard-{id}"));
+        raft_config.snapshot_policy =
+            SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1));
+        let raft = match start_single_voter(cfg.node_id, raft_config, log.clone(), sm).await {
+            Ok(raft) => raft,
+            Err(source) => {
+                if let Err(err) = log.shutdown().await {
+                    warn!(shard = id, error = %err, "closing the log after a failed start");
+                }
+                return Err(StoreOpenError::Raft { shard: id, source });
+            }
+        };
+        let reader = log.reader();
+        Ok(Arc::new(Shard {
+            id,
+            raft,
+            shared,
+            log,
+            reader,
+        }))
+    }
+
+    /// The message a record reference points at; `None` if retention removed it.
+    pub fn read_record(&self, record: RecordRef) -> Result<Option<MessageRecord>, StoreError> {
+        let entry = self.reader.entry_shared(record.log_index).map_err(|e| {
+            StoreError::Internal(format!(
+                "reading log index {} of shard {}: {e}",
+                record.log_index, self.id
+            ))
+        })?;
+        Ok(entry.as_deref().and_then(|entry| match &entry.payload {
+            EntryPayload::Normal(StoreCommand::Append { messages, .. }) => {
+                messages.get(record.slot as usize).cloned()
+            }
+            _ => None,
+        }))
+    }
+
+    /// Takes a snapshot now and waits until it covers everything applied so far.
+    pub async fn snapshot_now(&self) -> Result<(), StoreError> {
+        let target = self.shared.last_applied_index();
+        let unavailable = |e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!("snapshot of shard {}: {e}", self.id))
+        };
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(
+                |m| m.snapshot.as_ref().is_some_and(|s| s.index >= target),
+                "snapshot covering the applied state",
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    /// Stops Raft and closes the log (flushing it).
+    pub async fn close(&self) -> Result<(), StoreShutdownError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| StoreShutdownError::Raft {
+                shard: self.id,
+                reason: e.to_string(),
+            })?;
+        self.log
+            .shutdown()
+            .await
+            .map_err(|source| StoreShutdownError::Log {
+                shard: self.id,
+                source,
+            })
+    }
+
+    /// Proposes `command` and returns what applying it answered, once committed and applied.
+    pub async fn write(&self, command: StoreCommand) -> Result<CommandResponse, StoreError> {
+        let kind = command.kind();
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(err) => Err(self.map_write_error(kind, err)),
+        }
+    }
+
+    fn map_write_error(
+        &self,
+        kind: &str,
+        err: RaftError<ShardTypes, ClientWriteError<ShardTypes>>,
+    ) -> StoreError {
+        match err {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
+                shard: self.id,
+                leader: f.leader_id,
+            },
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+                StoreError::Unavailable(format!(
+                    "{kind} on shard {} lost its leader before commit (leader now {:?}); it may or may not apply",
+                    self.id, f.leader_id
+                ))
+            }
+            RaftError::APIError(other) => {
+                StoreError::Internal(format!("{kind} on shard {} failed: {other}", self.id))
+            }
+            RaftError::Fatal(fatal) => StoreError::Unavailable(format!(
+                "{kind} on shard {} failed: raft stopped: {fatal}",
+                self.id
+            )),
+        }
+    }
+}
+
+/// A response of the wrong kind means the log and the code disagree: a bug, not bad input.
+pub(crate) fn unexpected(kind: &str, response: &CommandResponse) -> StoreError {
+    StoreError::Internal(format!("{kind} was answered with {response:?}"))
+}

@@ -1,0 +1,273 @@
+//! A shard leader's background work: releasing delay messages when they fall due, and retention
+//! (truncate the state, snapshot it, then let vela-raft delete whole segments).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use vela_proto::clock::SharedClock;
+use vela_proto::store_api::StoreError;
+use vela_raft::SegmentInfo;
+
+use super::Shard;
+use crate::command::StoreCommand;
+
+/// Most delay messages one `Release` entry carries.
+const RELEASE_BATCH: usize = 4096;
+/// Pause after a failed proposal before the task tries again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often a follower checks whether it became leader of the shard.
+const FOLLOWER_RECHECK: Duration = Duration::from_secs(1);
+/// How long retention waits for the snapshot that must cover a truncation, and for the purge.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+
+/// Proposes `Release` for delay messages as they fall due. Sleeps exactly until the next due
+/// time, or until the timer set changes.
+pub(crate) async fn release_due_messages(
+    shard: Arc<Shard>,
+    clock: SharedClock,
+    cancel: CancellationToken,
+) {
+    loop {
+        let now_ms = clock.now_ms();
+        let (next_due, due) = {
+            let applied = shard.shared.applied.read();
+            (
+                applied.state.next_due_ms(),
+                applied.state.due_timers(now_ms, RELEASE_BATCH),
+            )
+        };
+        let pause = if !shard.raft.is_leader() {
+            // Only the leader proposes; a follower re-checks now and then in case it is elected.
+            Some(FOLLOWER_RECHECK)
+        } else if due.is_empty() {
+            next_due.map(|due_ms| {
+                Duration::from_millis(u64::try_from(due_ms - now_ms).unwrap_or(0).max(1))
+            })
+        } else {
+            match shard.write(StoreCommand::Release { due, now_ms }).await {
+                Ok(_) => continue,
+                Err(err) => {
+                    warn!(shard = shard.id, error = %err, "releasing due delay messages failed");
+                    Some(RETRY_PAUSE)
+                }
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = shard.shared.timers_changed.notified() => {}
+            _ = sleep_or_forever(pause) => {}
+        }
+    }
+}
+
+async fn sleep_or_forever(pause: Option<Duration>) {
+    match pause {
+        Some(pause) => tokio::time::sleep(pause).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long and how much the log keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetentionPolicy {
+    pub time: Duration,
+    pub size: Option<u64>,
+}
+
+/// The log index below which whole sealed segments may go: the oldest segments that are older
+/// than the retention time or beyond the size budget, but never past `cap` (what the state still
+/// needs). `segments` is oldest first.
+pub(crate) fn retention_cut(
+    segments: &[SegmentInfo],
+    now: SystemTime,
+    policy: RetentionPolicy,
+    cap: u64,
+) -> Option<u64> {
+    let mut remaining: u64 = segments.iter().map(|s| s.bytes).sum();
+    let mut cut = None;
+    for segment in segments {
+        let Some(last_index) = segment.last_index.filter(|_| segment.sealed) else {
+            break;
+        };
+        let expired = now
+            .duration_since(segment.modified)
+            .is_ok_and(|age| age >= policy.time);
+        let oversize = policy.size.is_some_and(|limit| remaining > limit);
+        let below = last_index.saturating_add(1);
+        if !(expired || oversize) || below > cap {
+            break;
+        }
+        cut = Some(below);
+        remaining -= segment.bytes;
+    }
+    cut
+}
+
+/// Runs one retention pass. Returns the log index everything below which is now gone, if any.
+pub(crate) async fn enforce_retention(
+    shard: &Shard,
+    policy: RetentionPolicy,
+    now: SystemTime,
+) -> Result<Option<u64>, StoreError> {
+    let (cap, truncated_below) = {
+        let applied = shard.shared.applied.read();
+        let applied_next = applied
+            .last_applied
+            .map_or(0, |l| l.index.saturating_add(1));
+        let parked = applied.state.lowest_parked_log_index().unwrap_or(u64::MAX);
+        (applied_next.min(parked), applied.state.truncated_below())
+    };
+    let Some(cut) = retention_cut(&shard.log.segments(), now, policy, cap) else {
+        return Ok(None);
+    };
+    if cut > truncated_below {
+        shard
+            .write(StoreCommand::Truncate {
+                below_log_index: cut,
+            })
+            .await?;
+    }
+    // The snapshot must hold the truncated state before the log under it goes, or a restart
+    // would replay entries that no longer exist.
+    let target = shard.shared.last_applied_index();
+    let unavailable = |what: &str, err: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!("retention on shard {}: {what}: {err}", shard.id))
+    };
+    let covered = |m: &openraft::RaftMetrics<super::ShardTypes>| {
+        m.snapshot.as_ref().is_some_and(|s| s.index >= target)
+    };
+    shard
+        .raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| unavailable("snapshot", &e))?;
+    shard
+        .raft
+        .wait(Some(SNAPSHOT_WAIT))
+        .metrics(covered, "snapshot covering the truncation")
+        .await
+        .map_err(|e| unavailable("waiting for the snapshot", &e))?;
+    shard
+        .raft
+        .trigger()
+        .purge_log(cut - 1)
+        .await
+        .map_err(|e| unavailable("purge", &e))?;
+    shard
+        .raft
+        .wait(Some(SNAPSHOT_WAIT))
+        .metrics(
+            |m| m.purged.as_ref().is_some_and(|p| p.index + 1 >= cut),
+            "log purged below the cut",
+        )
+        .await
+        .map_err(|e| unavailable("waiting for the purge", &e))?;
+    info!(
+        shard = shard.id,
+        below_log_index = cut,
+        "retention removed old log segments"
+    );
+    Ok(Some(cut))
+}
+
+/// Runs retention every `interval` while this node leads the shard.
+pub(crate) async fn retention_loop(
+    shard: Arc<Shard>,
+    policy: RetentionPolicy,
+    interval: Duration,
+    clock: SharedClock,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if !shard.raft.is_leader() {
+            continue;
+        }
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(clock.now_ms()).unwrap_or(0));
+        match enforce_retention(&shard, policy, now).await {
+            Ok(cut) => debug!(shard = shard.id, ?cut, "retention pass done"),
+            Err(err) => warn!(shard = shard.id, error = %err, "retention pass failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn segment(
+        first: u64,
+        last: u64,
+        bytes: u64,
+        age_s: u64,
+        sealed: bool,
+        now: SystemTime,
+    ) -> SegmentInfo {
+        SegmentInfo {
+            first_index: first,
+            last_index: Some(last),
+            bytes,
+            sealed,
+            modified: now - Duration::from_secs(age_s),
+            path: PathBuf::from(format!("{first}.seg")),
+        }
+    }
+
+    #[test]
+    fn old_sealed_segments_go_oldest_first() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let policy = RetentionPolicy {
+            time: Duration::from_secs(3600),
+            size: None,
+        };
+        let segments = vec![
+            segment(1, 100, 10, 7200, true, now),
+            segment(101, 200, 10, 5000, true, now),
+            segment(201, 300, 10, 100, true, now),
+            segment(301, 350, 10, 7200, false, now),
+        ];
+        assert_eq!(retention_cut(&segments, now, policy, u64::MAX), Some(201));
+        assert_eq!(
+            retention_cut(&segments, now, policy, 150),
+            Some(101),
+            "capped at a segment boundary"
+        );
+        assert_eq!(retention_cut(&segments, now, policy, 50), None);
+        let young = RetentionPolicy {
+            time: Duration::from_secs(10_000),
+            ..policy
+        };
+        assert_eq!(retention_cut(&segments, now, young, u64::MAX), None);
+    }
+
+    #[test]
+    fn size_budget_drops_oldest_until_it_fits() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let policy = RetentionPolicy {
+            time: Duration::from_secs(1_000_000),
+            size: Some(25),
+        };
+        let segments = vec![
+            segment(1, 100, 10, 1, true, now),
+            segment(101, 200, 10, 1, true, now),
+            segment(201, 300, 10, 1, true, now),
+            segment(301, 350, 5, 1, false, now),
+        ];
+        // 35 bytes: dropping the first leaves 25, which fits.
+        assert_eq!(retention_cut(&segments, now, policy, u64::MAX), Some(101));
+        let unlimited = RetentionPolicy {
+            size: None,
+            ..policy
+        };
+        assert_eq!(retention_cut(&segments, now, unlimited, u64::MAX), None);
+    }
+}

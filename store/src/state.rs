@@ -1,0 +1,714 @@
+//! A shard's applied state: queue indexes, consumer state, parked delay and transaction
+//! messages. Pure and deterministic: `apply` reads no clock and does no I/O, so every replica
+//! that applies the same log reaches the same state, and the whole of it is what a snapshot
+//! holds. Message bodies stay in the Raft log; the state only points at them.
+
+mod consumer;
+mod index;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+use vela_proto::domain::{GroupName, GroupQueueStats, MessageKind, QueueStats, ShardId, TopicName};
+use vela_proto::store_api::AppendOutcome;
+
+use crate::command::{
+    ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, PoppedMessage,
+    QueueChoice, RecordRef, StoreCommand, TagSubscription, TimerKey, TransactionEnd,
+};
+pub use consumer::{ConsumerQueue, Inflight};
+pub use index::{IndexEntry, QueueIndex, TagTable, message_group_hash};
+
+/// Most expired in-flight messages one POP looks at per queue (bounds one apply's work).
+const EXPIRY_SCAN_LIMIT: usize = 1024;
+/// Most index entries one POP (or availability check) walks per queue past the cursor, so a
+/// long run of filtered-out messages cannot stall the apply loop; the next POP continues.
+const CURSOR_SCAN_LIMIT: u64 = 65_536;
+
+/// A message waiting outside its queue: a delay message before its due time, or a transaction
+/// half message before its commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedMessage {
+    pub topic: TopicName,
+    pub queue_id: u32,
+    pub tag: u32,
+    pub message_group: u64,
+    /// For half messages: the delivery time the producer asked for, applied on commit.
+    pub deliver_at_ms: Option<i64>,
+}
+
+/// What an apply changed that tasks outside the state machine react to.
+#[derive(Debug, Default)]
+pub struct ApplyEffects {
+    /// Topics where something may have become deliverable (wakes long polls).
+    pub woken_topics: BTreeSet<TopicName>,
+    /// The delay timer set changed (re-arms the release task).
+    pub timers_changed: bool,
+}
+
+/// Whether a POP could deliver something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Now,
+    /// Nothing now; an in-flight message becomes visible again at this time (Unix ms).
+    NotBefore(i64),
+    Nothing,
+}
+
+/// The part of a POP request that decides availability.
+#[derive(Debug, Clone, Copy)]
+pub struct PopProbe<'a> {
+    pub group: &'a GroupName,
+    pub topic: &'a TopicName,
+    pub queues: QueueChoice,
+    pub filter: &'a TagSubscription,
+    pub fifo: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    shard: ShardId,
+    tags: TagTable,
+    queues: BTreeMap<(TopicName, u32), QueueIndex>,
+    consumers: BTreeMap<(GroupName, TopicName, u32), ConsumerQueue>,
+    /// Where the next all-queues POP of a (group, topic) starts, so queues are served fairly.
+    rotation: BTreeMap<(GroupName, TopicName), u32>,
+    timers: BTreeMap<TimerKey, ParkedMessage>,
+    half_messages: BTreeMap<RecordRef, ParkedMessage>,
+    /// Highest `Truncate` applied: nothing in the state points below this log index.
+    truncated_below: u64,
+}
+
+/// A tag subscription resolved against the tag table: exact ids, not hashes.
+enum TagMatcher {
+    All,
+    Ids(Vec<u32>),
+}
+
+impl TagMatcher {
+    fn matches(&self, tag: u32) -> bool {
+        match self {
+            TagMatcher::All => true,
+            TagMatcher::Ids(ids) => tag != 0 && ids.contains(&tag),
+        }
+    }
+}
+
+impl ShardState {
+    pub fn new(shard: ShardId) -> Self {
+        Self {
+            shard,
+            ..Self::default()
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Applies the command at `log_index`.
+    pub fn apply(
+        &mut self,
+        log_index: u64,
+        command: &StoreCommand,
+        fx: &mut ApplyEffects,
+    ) -> CommandResponse {
+        match command {
+            StoreCommand::Append {
+                topic,
+                queue_id,
+                now_ms,
+                messages,
+            } => {
+                let outcomes = messages
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, m)| {
+                        let record = RecordRef {
+                            log_index,
+                            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                        };
+                        let parked = ParkedMessage {
+                            topic: topic.clone(),
+                            queue_id: *queue_id,
+                            tag: self.tags.intern(m.tag.as_deref()),
+                            message_group: message_group_hash(m.message_group.as_deref()),
+                            deliver_at_ms: m.delivery_timestamp_ms,
+                        };
+                        if m.kind == MessageKind::Transaction {
+                            self.half_messages.insert(record, parked);
+                            AppendOutcome {
+                                offset: None,
+                                transaction_id: Some(self.transaction_id(record)),
+                            }
+                        } else {
+                            AppendOutcome {
+                                offset: self.place(record, parked, *now_ms, fx),
+                                transaction_id: None,
+                            }
+                        }
+                    })
+                    .collect();
+                CommandResponse::Appended(outcomes)
+            }
+            StoreCommand::Pop(pop) => self.pop(log_index, pop, fx),
+            StoreCommand::Ack { deliveries } => CommandResponse::Acked(
+                deliveries
+                    .iter()
+                    .map(|d| self.finish(d, None, fx))
+                    .collect(),
+            ),
+            StoreCommand::ChangeInvisible {
+                delivery,
+                invisible_ms,
+                now_ms,
+            } => {
+                let visible_at_ms = deadline(*now_ms, *invisible_ms);
+                let changed = self
+                    .consumers
+                    .get_mut(&(
+                        delivery.group.clone(),
+                        delivery.topic.clone(),
+                        delivery.queue_id,
+                    ))
+                    .is_some_and(|c| {
+                        c.change_visibility(
+                            delivery.offset,
+                            delivery.delivery_id,
+                            log_index,
+                            visible_at_ms,
+                        )
+                    });
+                CommandResponse::InvisibilityChanged(if changed {
+                    Ok(ChangedDelivery {
+                        delivery_id: log_index,
+                        visible_at_ms,
+                    })
+                } else {
+                    Err(ApplyError::StaleReceipt(delivery.to_string()))
+                })
+            }
+            StoreCommand::DeadLetter { delivery, now_ms } => {
+                CommandResponse::DeadLettered(self.finish(delivery, Some(*now_ms), fx))
+            }
+            StoreCommand::Release { due, now_ms } => {
+                let mut indexed = 0;
+                for key in due {
+                    if let Some(parked) = self.timers.remove(key) {
+                        let record = RecordRef {
+                            log_index: key.log_index,
+                            slot: key.slot,
+                        };
+                        self.index(record, &parked, *now_ms, fx);
+                        indexed += 1;
+                    }
+                }
+                fx.timers_changed = true;
+                CommandResponse::Released { indexed }
+            }
+            StoreCommand::EndTransaction {
+                topic,
+                transaction_id,
+                resolution,
+                now_ms,
+            } => CommandResponse::TransactionEnded(self.end_transaction(
+                topic,
+                transaction_id,
+                *resolution,
+                *now_ms,
+                fx,
+            )),
+            StoreCommand::Truncate { below_log_index } => {
+                self.truncate(*below_log_index, fx);
+                CommandResponse::Truncated
+            }
+            StoreCommand::DropTopic { topic } => {
+                self.queues.retain(|(t, _), _| t != topic);
+                self.consumers.retain(|(_, t, _), _| t != topic);
+                self.rotation.retain(|(_, t), _| t != topic);
+                self.timers.retain(|_, p| &p.topic != topic);
+                self.half_messages.retain(|_, p| &p.topic != topic);
+                fx.timers_changed = true;
+                fx.woken_topics.insert(topic.clone());
+                CommandResponse::Dropped
+            }
+            StoreCommand::DropGroup { group } => {
+                self.consumers.retain(|(g, _, _), _| g != group);
+                self.rotation.retain(|(g, _), _| g != group);
+                CommandResponse::Dropped
+            }
+        }
+    }
+
+    fn transaction_id(&self, record: RecordRef) -> String {
+        format!("{}-{}-{}", self.shard, record.log_index, record.slot)
+    }
+
+    fn parse_transaction_id(&self, id: &str) -> Option<RecordRef> {
+        let mut parts = id.split('-');
+        let shard: ShardId = parts.next()?.parse().ok()?;
+        let log_index = parts.next()?.parse().ok()?;
+        let slot = parts.next()?.parse().ok()?;
+        (shard == self.shard && parts.next().is_none()).then_some(RecordRef { log_index, slot })
+    }
+
+    /// Puts a released message where it belongs now: its queue, or the timer set when its
+    /// delivery time is still ahead. Returns the offset when indexed.
+    fn place(
+        &mut self,
+        record: RecordRef,
+        parked: ParkedMessage,
+        now_ms: i64,
+        fx: &mut ApplyEffects,
+    ) -> Option<u64> {
+        match parked.deliver_at_ms {
+            Some(due_ms) if due_ms > now_ms => {
+                self.timers.insert(
+                    TimerKey {
+                        due_ms,
+                        log_index: record.log_index,
+                        slot: record.slot,
+                    },
+                    parked,
+                );
+                fx.timers_changed = true;
+                None
+            }
+            _ => Some(self.index(record, &parked, now_ms, fx)),
+        }
+    }
+
+    fn index(
+        &mut self,
+        record: RecordRef,
+        parked: &ParkedMessage,
+        store_ts_ms: i64,
+        fx: &mut ApplyEffects,
+    ) -> u64 {
+        fx.woken_topics.insert(parked.topic.clone());
+        self.queues
+            .entry((parked.topic.clone(), parked.queue_id))
+            .or_default()
+            .push(IndexEntry {
+                log_index: record.log_index,
+                slot: record.slot,
+                store_ts_ms,
+                tag: parked.tag,
+                message_group: parked.message_group,
+            })
+    }
+
+    fn matcher(&self, filter: &TagSubscription) -> TagMatcher {
+        match filter {
+            TagSubscription::All => TagMatcher::All,
+            TagSubscription::Tags(tags) => {
+                TagMatcher::Ids(tags.iter().filter_map(|t| self.tags.lookup(t)).collect())
+            }
+        }
+    }
+
+    /// Queue ids of `topic` held by this shard, ascending.
+    pub fn queue_ids(&self, topic: &TopicName) -> Vec<u32> {
+        self.queues
+            .range((topic.clone(), 0)..=(topic.clone(), u32::MAX))
+            .map(|((_, q), _)| *q)
+            .collect()
+    }
+
+    fn selected_queues(&self, topic: &TopicName, choice: QueueChoice) -> Vec<u32> {
+        match choice {
+            QueueChoice::One(q) => vec![q],
+            QueueChoice::All => self.queue_ids(topic),
+        }
+    }
+
+    fn pop(&mut self, log_index: u64, pop: &PopCommand, fx: &mut ApplyEffects) -> CommandResponse {
+        let queue_ids = self.selected_queues(&pop.topic, pop.queues);
+        let matcher = self.matcher(&pop.filter);
+        let start = if pop.queues == QueueChoice::All && !queue_ids.is_empty() {
+            let turn = self
+                .rotation
+                .entry((pop.group.clone(), pop.topic.clone()))
+                .or_insert(0);
+            let start = *turn as usize % queue_ids.len();
+            *turn = turn.wrapping_add(1);
+            start
+        } else {
+            0
+        };
+        let mut delivered = Vec::new();
+        let mut dead_letters = Vec::new();
+        for i in 0..queue_ids.len() {
+            if delivered.len() >= pop.max as usize {
+                break;
+            }
+            let queue_id = queue_ids[(start + i) % queue_ids.len()];
+            self.pop_queue(
+                log_index,
+                pop,
+                queue_id,
+                &matcher,
+                &mut delivered,
+                &mut dead_letters,
+                fx,
+            );
+        }
+        for entry in dead_letters {
+            self.push_dead_letter(&pop.group, entry, pop.now_ms, fx);
+        }
+        CommandResponse::Popped {
+            delivery_id: log_index,
+            messages: delivered,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pop_queue(
+        &mut self,
+        log_index: u64,
+        pop: &PopCommand,
+        queue_id: u32,
+        matcher: &TagMatcher,
+        out: &mut Vec<PoppedMessage>,
+        dead_letters: &mut Vec<IndexEntry>,
+        fx: &mut ApplyEffects,
+    ) {
+        let Some(index) = self.queues.get(&(pop.topic.clone(), queue_id)) else {
+            return;
+        };
+        let consumer = self
+            .consumers
+            .entry((pop.group.clone(), pop.topic.clone(), queue_id))
+            .or_insert_with(|| ConsumerQueue::new(index.min_offset()));
+        consumer.raise_cursor_to(index.min_offset());
+        let max = pop.max as usize;
+        let visible_at_ms = deadline(pop.now_ms, pop.invisible_ms);
+        let deliver =
+            |offset: u64, entry: &IndexEntry, attempt: u32, out: &mut Vec<PoppedMessage>| {
+                out.push(PoppedMessage {
+                    topic: pop.topic.clone(),
+                    queue_id,
+                    offset,
+                    record: entry.record(),
+                    attempt,
+                    store_ts_ms: entry.store_ts_ms,
+                    visible_at_ms,
+                });
+            };
+
+        // 1. In-flight messages whose invisibility ran out: redeliver, or dead-letter them.
+        for offset in consumer.expired(pop.now_ms, EXPIRY_SCAN_LIMIT) {
+            if out.len() >= max {
+                break;
+            }
+            let (Some(entry), Some(attempts)) = (
+                index.get(offset),
+                consumer.inflight(offset).map(|r| r.attempts),
+            ) else {
+                consumer.remove_inflight(offset);
+                continue;
+            };
+            if attempts >= pop.max_attempts {
+                consumer.remove_inflight(offset);
+                dead_letters.push(*entry);
+            } else if !matcher.matches(entry.tag) {
+                // The subscription changed since: RocketMQ acks what no longer matches.
+                consumer.remove_inflight(offset);
+            } else if let Some(attempt) = consumer.redeliver(offset, log_index, visible_at_ms) {
+                deliver(offset, entry, attempt, out);
+            }
+        }
+
+        // 2. FIFO: parked messages whose group is free again, in offset order.
+        while out.len() < max {
+            let Some((offset, lane)) = consumer.take_ready() else {
+                break;
+            };
+            match index.get(offset) {
+                Some(entry) if matcher.matches(entry.tag) => {
+                    consumer.deliver(offset, lane, log_index, visible_at_ms);
+                    deliver(offset, entry, 1, out);
+                }
+                _ => consumer.settle_lane(lane),
+            }
+        }
+
+        // 3. Messages never delivered to this group.
+        let scan_end = index
+            .max_offset()
+            .min(consumer.cursor().saturating_add(CURSOR_SCAN_LIMIT));
+        while out.len() < max && consumer.cursor() < scan_end {
+            let offset = consumer.advance_cursor();
+            let Some(entry) = index.get(offset) else {
+                continue;
+            };
+            if !matcher.matches(entry.tag) {
+                continue;
+            }
+            let lane = if pop.fifo { entry.message_group } else { 0 };
+            if lane != 0 && consumer.lane_blocked(lane) {
+                consumer.park(offset, lane);
+                continue;
+            }
+            consumer.deliver(offset, lane, log_index, visible_at_ms);
+            deliver(offset, entry, 1, out);
+        }
+        if consumer.has_ready() {
+            fx.woken_topics.insert(pop.topic.clone());
+        }
+    }
+
+    fn push_dead_letter(
+        &mut self,
+        group: &GroupName,
+        entry: IndexEntry,
+        now_ms: i64,
+        fx: &mut ApplyEffects,
+    ) {
+        let dlq = group.dead_letter_topic();
+        fx.woken_topics.insert(dlq.clone());
+        // Same record, no body copy: the DLQ entry points at the original Append.
+        self.queues.entry((dlq, 0)).or_default().push(IndexEntry {
+            store_ts_ms: now_ms,
+            ..entry
+        });
+    }
+
+    /// Ends a delivery: an ack (`dead_letter_at` = None) or a move to the DLQ.
+    fn finish(
+        &mut self,
+        d: &DeliveryRef,
+        dead_letter_at: Option<i64>,
+        fx: &mut ApplyEffects,
+    ) -> Result<(), ApplyError> {
+        let stale = || ApplyError::StaleReceipt(d.to_string());
+        let consumer = self
+            .consumers
+            .get_mut(&(d.group.clone(), d.topic.clone(), d.queue_id))
+            .ok_or_else(stale)?;
+        let rec = consumer.finish(d.offset, d.delivery_id).ok_or_else(stale)?;
+        if rec.lane != 0 && consumer.has_ready() {
+            fx.woken_topics.insert(d.topic.clone());
+        }
+        if let Some(now_ms) = dead_letter_at {
+            let entry = self
+                .queues
+                .get(&(d.topic.clone(), d.queue_id))
+                .and_then(|q| q.get(d.offset))
+                .copied();
+            match entry {
+                Some(entry) => self.push_dead_letter(&d.group, entry, now_ms, fx),
+                None => warn!(delivery = %d, "dead letter dropped: retention removed the message"),
+            }
+        }
+        Ok(())
+    }
+
+    fn end_transaction(
+        &mut self,
+        topic: &TopicName,
+        transaction_id: &str,
+        resolution: TransactionEnd,
+        now_ms: i64,
+        fx: &mut ApplyEffects,
+    ) -> Result<(), ApplyError> {
+        let not_found = || ApplyError::TransactionNotFound(transaction_id.to_owned());
+        let record = self
+            .parse_transaction_id(transaction_id)
+            .ok_or_else(not_found)?;
+        if self
+            .half_messages
+            .get(&record)
+            .is_none_or(|p| &p.topic != topic)
+        {
+            return Err(not_found());
+        }
+        let parked = self.half_messages.remove(&record).ok_or_else(not_found)?;
+        if resolution == TransactionEnd::Commit {
+            self.place(record, parked, now_ms, fx);
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, below_log_index: u64, fx: &mut ApplyEffects) {
+        self.truncated_below = self.truncated_below.max(below_log_index);
+        for ((topic, _), index) in &mut self.queues {
+            let before = index.min_offset();
+            index.truncate_below(below_log_index);
+            if index.min_offset() != before {
+                fx.woken_topics.insert(topic.clone());
+            }
+        }
+        for ((_, topic, queue_id), consumer) in &mut self.consumers {
+            if let Some(index) = self.queues.get(&(topic.clone(), *queue_id)) {
+                consumer.forget_gone(index.min_offset(), |o| index.get(o).is_some());
+            }
+        }
+        // The leader never truncates below a parked message; a replica still drops any it
+        // finds so nothing in the state points at a deleted record.
+        let before = self.timers.len() + self.half_messages.len();
+        self.timers.retain(|k, _| k.log_index >= below_log_index);
+        self.half_messages
+            .retain(|r, _| r.log_index >= below_log_index);
+        let dropped = before - self.timers.len() - self.half_messages.len();
+        if dropped > 0 {
+            warn!(
+                shard = self.shard,
+                below_log_index, dropped, "truncation dropped parked messages"
+            );
+            fx.timers_changed = true;
+        }
+    }
+
+    // ---- reads used outside apply ----
+
+    /// Whether a POP matching `probe` could deliver something at `now_ms` (no state change).
+    pub fn availability(&self, probe: PopProbe<'_>, now_ms: i64) -> Availability {
+        let matcher = self.matcher(probe.filter);
+        let mut earliest: Option<i64> = None;
+        for queue_id in self.selected_queues(probe.topic, probe.queues) {
+            let Some(index) = self.queues.get(&(probe.topic.clone(), queue_id)) else {
+                continue;
+            };
+            let consumer =
+                self.consumers
+                    .get(&(probe.group.clone(), probe.topic.clone(), queue_id));
+            if let Some(c) = consumer {
+                match c.first_deadline() {
+                    Some(at) if at <= now_ms => return Availability::Now,
+                    Some(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+                    None => {}
+                }
+                if c.has_ready() {
+                    return Availability::Now;
+                }
+            }
+            let cursor = consumer
+                .map_or(index.min_offset(), |c| c.cursor())
+                .max(index.min_offset());
+            let scan_end = index
+                .max_offset()
+                .min(cursor.saturating_add(CURSOR_SCAN_LIMIT));
+            if scan_end < index.max_offset() {
+                // Too far to look: a POP will at least move the cursor on.
+                return Availability::Now;
+            }
+            for offset in cursor..scan_end {
+                let Some(entry) = index.get(offset) else {
+                    continue;
+                };
+                if !matcher.matches(entry.tag) {
+                    continue;
+                }
+                let lane = if probe.fifo { entry.message_group } else { 0 };
+                if lane == 0 || !consumer.is_some_and(|c| c.lane_blocked(lane)) {
+                    return Availability::Now;
+                }
+            }
+        }
+        earliest.map_or(Availability::Nothing, Availability::NotBefore)
+    }
+
+    /// The in-flight record of a delivery, if it is current.
+    pub fn current_delivery(&self, d: &DeliveryRef) -> Option<&Inflight> {
+        self.consumers
+            .get(&(d.group.clone(), d.topic.clone(), d.queue_id))?
+            .inflight(d.offset)
+            .filter(|r| r.delivery_id == d.delivery_id)
+    }
+
+    /// The earliest due time of a delay message.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.timers.keys().next().map(|k| k.due_ms)
+    }
+
+    /// Delay messages due at `now_ms`, in due order, at most `limit`.
+    pub fn due_timers(&self, now_ms: i64, limit: usize) -> Vec<TimerKey> {
+        self.timers
+            .keys()
+            .take_while(|k| k.due_ms <= now_ms)
+            .take(limit)
+            .copied()
+            .collect()
+    }
+
+    /// The lowest log index a parked (delay or half) message still needs.
+    pub fn lowest_parked_log_index(&self) -> Option<u64> {
+        let timers = self.timers.keys().map(|k| k.log_index).min();
+        let halves = self.half_messages.keys().next().map(|r| r.log_index);
+        timers.into_iter().chain(halves).min()
+    }
+
+    /// Nothing in the state points below this log index.
+    pub fn truncated_below(&self) -> u64 {
+        self.truncated_below
+    }
+
+    pub fn has_topic(&self, topic: &TopicName) -> bool {
+        !self.queue_ids(topic).is_empty()
+    }
+
+    /// Offsets and per-group positions of `topic`'s queues.
+    pub fn queue_stats(&self, topic: &TopicName, group: Option<&GroupName>) -> Vec<QueueStats> {
+        self.queues
+            .range((topic.clone(), 0)..=(topic.clone(), u32::MAX))
+            .map(|((_, queue_id), index)| {
+                let group_stats = |(g, c): (&GroupName, &ConsumerQueue)| {
+                    let consumer_offset = c.consumer_offset().max(index.min_offset());
+                    GroupQueueStats {
+                        group: g.clone(),
+                        topic: topic.clone(),
+                        queue_id: *queue_id,
+                        consumer_offset,
+                        inflight: c.inflight_count() as u64,
+                        backlog: index.max_offset().saturating_sub(consumer_offset),
+                    }
+                };
+                let groups = match group {
+                    Some(g) => self
+                        .consumers
+                        .get(&(g.clone(), topic.clone(), *queue_id))
+                        .map(|c| group_stats((g, c)))
+                        .into_iter()
+                        .collect(),
+                    None => self
+                        .consumers
+                        .iter()
+                        .filter(|((_, t, q), _)| t == topic && q == queue_id)
+                        .map(|((g, _, _), c)| group_stats((g, c)))
+                        .collect(),
+                };
+                QueueStats {
+                    topic: topic.clone(),
+                    queue_id: *queue_id,
+                    min_offset: index.min_offset(),
+                    max_offset: index.max_offset(),
+                    groups,
+                }
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    fn consumer(
+        &self,
+        group: &GroupName,
+        topic: &TopicName,
+        queue_id: u32,
+    ) -> Option<&ConsumerQueue> {
+        self.consumers
+            .get(&(group.clone(), topic.clone(), queue_id))
+    }
+
+    #[cfg(test)]
+    fn queue(&self, topic: &TopicName, queue_id: u32) -> Option<&QueueIndex> {
+        self.queues.get(&(topic.clone(), queue_id))
+    }
+}
+
+fn deadline(now_ms: i64, invisible_ms: u64) -> i64 {
+    now_ms.saturating_add(i64::try_from(invisible_ms).unwrap_or(i64::MAX))
+}

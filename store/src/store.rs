@@ -1,0 +1,620 @@
+//! The store node: opens this node's shards and implements [`StoreApi`] on them. Requests become
+//! Raft commands stamped with the leader's clock; receives long-poll on applied state without
+//! writing to the log until something is deliverable.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vela_proto::clock::SharedClock;
+use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
+use vela_proto::receipt::ReceiptTicket;
+use vela_proto::store_api::{
+    AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, StoreApi, StoreError,
+    TransactionResolution,
+};
+use vela_raft::LogError;
+use vela_raft::single_node::StartError;
+
+use crate::command::{
+    ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueChoice, StoreCommand,
+    TagSubscription, TransactionEnd,
+};
+use crate::config::StoreConfig;
+use crate::shard::tasks::{self, RetentionPolicy};
+use crate::shard::{Shard, unexpected};
+use crate::state::{Availability, PopProbe};
+
+/// Most acknowledgements one `Ack` entry carries.
+const MAX_ACK_BATCH: usize = 1024;
+/// `Ack` entries proposed concurrently per shard; while all are in flight, new acks queue up and
+/// go out together in the next one.
+const ACK_BATCHES_IN_FLIGHT: usize = 4;
+/// How often the leader checks retention.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreOpenError {
+    #[error("invalid store config: {0}")]
+    Config(String),
+    #[error("opening the log of shard {shard} failed: {source}")]
+    Log {
+        shard: ShardId,
+        #[source]
+        source: LogError,
+    },
+    #[error("starting raft for shard {shard} failed: {source}")]
+    Raft {
+        shard: ShardId,
+        #[source]
+        source: StartError,
+    },
+}
+
+/// Why a store did not shut down cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreShutdownError {
+    #[error("stopping raft of shard {shard} failed: {reason}")]
+    Raft { shard: ShardId, reason: String },
+    #[error("closing the log of shard {shard} failed: {source}")]
+    Log {
+        shard: ShardId,
+        #[source]
+        source: LogError,
+    },
+}
+
+struct PendingAck {
+    delivery: DeliveryRef,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+struct LocalShard {
+    shard: Arc<Shard>,
+    acks: mpsc::UnboundedSender<PendingAck>,
+}
+
+/// The data plane of one node.
+pub struct Store {
+    config: StoreConfig,
+    clock: SharedClock,
+    shards: BTreeMap<ShardId, LocalShard>,
+    cancel: CancellationToken,
+    tasks: Mutex<JoinSet<()>>,
+    /// Which shard an all-shard receive asks first, so shards are served in turn.
+    pop_turn: AtomicUsize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.config.data_dir)
+            .field("shards", &self.shards.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) every shard of `cfg.shards` under `cfg.data_dir` and starts their
+    /// background tasks. Returns once every shard is ready to serve.
+    pub async fn open(cfg: StoreConfig, clock: SharedClock) -> Result<Arc<Store>, StoreOpenError> {
+        if cfg.shards.is_empty() {
+            return Err(StoreOpenError::Config(
+                "shards is empty: a store holds at least one shard".into(),
+            ));
+        }
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut shards: BTreeMap<ShardId, LocalShard> = BTreeMap::new();
+        let retention = RetentionPolicy {
+            time: cfg.retention_time,
+            size: cfg.retention_size.map(|s| s.as_u64()),
+        };
+        for &id in &cfg.shards {
+            if shards.contains_key(&id) {
+                continue;
+            }
+            let shard = match Shard::open(&cfg, id).await {
+                Ok(shard) => shard,
+                Err(err) => {
+                    cancel.cancel();
+                    for local in shards.values() {
+                        local.shard.close().await.ok();
+                    }
+                    return Err(err);
+                }
+            };
+            let (acks, ack_rx) = mpsc::unbounded_channel();
+            tasks.spawn(batch_acks(shard.clone(), ack_rx, cancel.clone()));
+            tasks.spawn(tasks::release_due_messages(
+                shard.clone(),
+                clock.clone(),
+                cancel.clone(),
+            ));
+            tasks.spawn(tasks::retention_loop(
+                shard.clone(),
+                retention,
+                RETENTION_INTERVAL,
+                clock.clone(),
+                cancel.clone(),
+            ));
+            info!(
+                shard = id,
+                last_applied = shard.shared.last_applied_index(),
+                "store shard ready"
+            );
+            shards.insert(id, LocalShard { shard, acks });
+        }
+        Ok(Arc::new(Store {
+            config: cfg,
+            clock,
+            shards,
+            cancel,
+            tasks: Mutex::new(tasks),
+            pop_turn: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Stops background tasks, Raft and the logs (flushing them). Idempotent.
+    pub async fn shutdown(&self) -> Result<(), StoreShutdownError> {
+        self.cancel.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock());
+        while tasks.join_next().await.is_some() {}
+        let mut first_error = None;
+        for local in self.shards.values() {
+            if let Err(err) = local.shard.close().await {
+                warn!(shard = local.shard.id, error = %err, "shard did not shut down cleanly");
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The shards this node holds.
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        self.shards.keys().copied().collect()
+    }
+
+    /// Runs one retention pass on every shard now (normally every minute). Returns, per shard,
+    /// the log index below which everything was removed, if anything was.
+    pub async fn enforce_retention(&self) -> Result<BTreeMap<ShardId, Option<u64>>, StoreError> {
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(self.clock.now_ms()).unwrap_or(0));
+        let policy = RetentionPolicy {
+            time: self.config.retention_time,
+            size: self.config.retention_size.map(|s| s.as_u64()),
+        };
+        let mut cuts = BTreeMap::new();
+        for (id, local) in &self.shards {
+            cuts.insert(
+                *id,
+                tasks::enforce_retention(&local.shard, policy, now).await?,
+            );
+        }
+        Ok(cuts)
+    }
+
+    /// Takes a snapshot of every shard now (normally driven by `snapshot_every_entries`).
+    pub async fn snapshot(&self) -> Result<(), StoreError> {
+        for local in self.shards.values() {
+            local.shard.snapshot_now().await?;
+        }
+        Ok(())
+    }
+
+    fn shard(&self, id: ShardId) -> Result<&LocalShard, StoreError> {
+        self.shards.get(&id).ok_or_else(|| {
+            StoreError::Invalid(format!("shard {id} is not held by this store node"))
+        })
+    }
+
+    async fn write(
+        &self,
+        shard: ShardId,
+        command: StoreCommand,
+    ) -> Result<CommandResponse, StoreError> {
+        self.shard(shard)?.shard.write(command).await
+    }
+
+    /// Shards in the order this receive should ask them.
+    fn shards_in_turn(&self) -> Vec<&Arc<Shard>> {
+        let mut shards: Vec<&Arc<Shard>> = self.shards.values().map(|l| &l.shard).collect();
+        let turn = self.pop_turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
+        shards.rotate_left(turn);
+        shards
+    }
+}
+
+/// Coalesces acknowledgements from concurrent callers into `Ack` entries.
+async fn batch_acks(
+    shard: Arc<Shard>,
+    mut queue: mpsc::UnboundedReceiver<PendingAck>,
+    cancel: CancellationToken,
+) {
+    let in_flight = Arc::new(Semaphore::new(ACK_BATCHES_IN_FLIGHT));
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = queue.recv() => match next {
+                Some(ack) => ack,
+                None => return,
+            },
+        };
+        // Wait for a slot before draining, so acks arriving meanwhile join this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_ACK_BATCH {
+            match queue.try_recv() {
+                Ok(ack) => batch.push(ack),
+                Err(_) => break,
+            }
+        }
+        let shard = shard.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (deliveries, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|a| (a.delivery, a.reply)).unzip();
+            match shard.write(StoreCommand::Ack { deliveries }).await {
+                Ok(CommandResponse::Acked(results)) if results.len() == replies.len() => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        reply.send(result.map_err(to_store_error)).ok();
+                    }
+                }
+                Ok(other) => {
+                    let err = unexpected("ack", &other);
+                    for reply in replies {
+                        reply.send(Err(err.clone())).ok();
+                    }
+                }
+                Err(err) => {
+                    for reply in replies {
+                        reply.send(Err(err.clone())).ok();
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn to_store_error(err: ApplyError) -> StoreError {
+    match err {
+        ApplyError::StaleReceipt(what) => StoreError::StaleReceipt(what),
+        ApplyError::TransactionNotFound(id) => StoreError::TransactionNotFound(id),
+    }
+}
+
+fn delivery_ref(ticket: &ReceiptTicket) -> DeliveryRef {
+    DeliveryRef {
+        group: ticket.group.clone(),
+        topic: ticket.topic.clone(),
+        queue_id: ticket.queue_id,
+        offset: ticket.offset,
+        delivery_id: ticket.delivery_id,
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Reads the records a POP delivered from the log.
+fn read_deliveries(
+    shard: &Shard,
+    req: &PopRequest,
+    delivery_id: u64,
+    popped: Vec<PoppedMessage>,
+) -> Result<Vec<Delivery>, StoreError> {
+    let mut out = Vec::with_capacity(popped.len());
+    for p in popped {
+        let message = shard.read_record(p.record)?;
+        let Some(message) = message else {
+            // Retention removed the record between the POP and this read; it stays in flight
+            // until its deadline and is then forgotten.
+            warn!(
+                shard = shard.id,
+                log_index = p.record.log_index,
+                slot = p.record.slot,
+                "delivered record is gone"
+            );
+            continue;
+        };
+        out.push(Delivery {
+            ticket: ReceiptTicket {
+                shard: shard.id,
+                group: req.group.clone(),
+                topic: p.topic.clone(),
+                queue_id: p.queue_id,
+                offset: p.offset,
+                delivery_id,
+                visible_at_ms: p.visible_at_ms,
+            },
+            topic: p.topic,
+            queue_id: p.queue_id,
+            offset: p.offset,
+            store_timestamp_ms: p.store_ts_ms,
+            attempt: p.attempt,
+            invisible: req.invisible,
+            message,
+        });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl StoreApi for Store {
+    async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
+        let local = self.shard(req.shard)?;
+        if req.messages.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "append to {}/{} carries no messages",
+                req.topic, req.queue_id
+            )));
+        }
+        let now_ms = self.clock.now_ms();
+        let latest = now_ms
+            .saturating_add(i64::try_from(self.config.max_delay.as_millis()).unwrap_or(i64::MAX));
+        if let Some(m) = req
+            .messages
+            .iter()
+            .find(|m| m.delivery_timestamp_ms.is_some_and(|t| t > latest))
+        {
+            return Err(StoreError::Invalid(format!(
+                "message {} asks for delivery at {:?} ms, beyond the maximum delay of {:?}",
+                m.message_id, m.delivery_timestamp_ms, self.config.max_delay
+            )));
+        }
+        let count = req.messages.len();
+        let command = StoreCommand::Append {
+            topic: req.topic,
+            queue_id: req.queue_id,
+            now_ms,
+            messages: req.messages,
+        };
+        match local.shard.write(command).await? {
+            CommandResponse::Appended(outcomes) if outcomes.len() == count => Ok(outcomes),
+            other => Err(unexpected("append", &other)),
+        }
+    }
+
+    async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
+        if req.max_messages == 0 || req.max_messages > vela_proto::domain::MAX_RECEIVE_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "receive of {} messages is outside 1..={}",
+                req.max_messages,
+                vela_proto::domain::MAX_RECEIVE_BATCH
+            )));
+        }
+        let filter = TagSubscription::from(&req.filter);
+        let queues = match req.queues {
+            QueueSelector::All => QueueChoice::All,
+            QueueSelector::One(q) => QueueChoice::One(q),
+        };
+        let probe = PopProbe {
+            group: &req.group,
+            topic: &req.topic,
+            queues,
+            filter: &filter,
+            fifo: req.fifo,
+        };
+        let deadline = Instant::now() + req.wait;
+        let shards = self.shards_in_turn();
+        loop {
+            // Register for wakeups before looking, so an append in between is not missed.
+            let notifies: Vec<Arc<Notify>> = shards
+                .iter()
+                .map(|s| s.shared.wakeups.subscribe(&req.topic))
+                .collect();
+            let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+                notifies.iter().map(|n| Box::pin(n.notified())).collect();
+            for w in &mut woken {
+                w.as_mut().enable();
+            }
+            let now_ms = self.clock.now_ms();
+            let mut earliest: Option<i64> = None;
+            for shard in &shards {
+                let availability = shard
+                    .shared
+                    .applied
+                    .read()
+                    .state
+                    .availability(probe, now_ms);
+                match availability {
+                    Availability::Now => {
+                        let command = StoreCommand::Pop(PopCommand {
+                            group: req.group.clone(),
+                            topic: req.topic.clone(),
+                            queues,
+                            max: req.max_messages,
+                            invisible_ms: duration_ms(req.invisible),
+                            filter: filter.clone(),
+                            fifo: req.fifo,
+                            max_attempts: req.max_attempts.max(1),
+                            now_ms: self.clock.now_ms(),
+                        });
+                        match shard.write(command).await? {
+                            CommandResponse::Popped {
+                                delivery_id,
+                                messages,
+                            } if !messages.is_empty() => {
+                                return read_deliveries(shard, &req, delivery_id, messages);
+                            }
+                            CommandResponse::Popped { .. } => {}
+                            other => return Err(unexpected("pop", &other)),
+                        }
+                    }
+                    Availability::NotBefore(at) => {
+                        earliest = Some(earliest.map_or(at, |e| e.min(at)))
+                    }
+                    Availability::Nothing => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let wake_at = earliest.map_or(deadline, |at| {
+                let ms = u64::try_from(at.saturating_sub(self.clock.now_ms())).unwrap_or(0);
+                deadline.min(now + Duration::from_millis(ms))
+            });
+            tokio::select! {
+                _ = futures::future::select_all(woken) => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = self.cancel.cancelled() => return Err(StoreError::Unavailable("store is shutting down".into())),
+            }
+        }
+    }
+
+    async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
+        let local = self.shard(ticket.shard)?;
+        let delivery = delivery_ref(ticket);
+        // Cheap rejection of handles that are already dead; apply re-checks anyway.
+        if local
+            .shard
+            .shared
+            .applied
+            .read()
+            .state
+            .current_delivery(&delivery)
+            .is_none()
+        {
+            return Err(StoreError::StaleReceipt(delivery.to_string()));
+        }
+        let (reply, answer) = oneshot::channel();
+        local
+            .acks
+            .send(PendingAck { delivery, reply })
+            .map_err(|_| StoreError::Unavailable("store is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store is shutting down".into()))?
+    }
+
+    async fn change_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let command = StoreCommand::ChangeInvisible {
+            delivery: delivery_ref(ticket),
+            invisible_ms: duration_ms(invisible),
+            now_ms: self.clock.now_ms(),
+        };
+        match self.write(ticket.shard, command).await? {
+            CommandResponse::InvisibilityChanged(Ok(changed)) => Ok(ReceiptTicket {
+                delivery_id: changed.delivery_id,
+                visible_at_ms: changed.visible_at_ms,
+                ..ticket.clone()
+            }),
+            CommandResponse::InvisibilityChanged(Err(err)) => Err(to_store_error(err)),
+            other => Err(unexpected("change_invisible", &other)),
+        }
+    }
+
+    async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
+        let command = StoreCommand::DeadLetter {
+            delivery: delivery_ref(ticket),
+            now_ms: self.clock.now_ms(),
+        };
+        match self.write(ticket.shard, command).await? {
+            CommandResponse::DeadLettered(result) => result.map_err(to_store_error),
+            other => Err(unexpected("dead_letter", &other)),
+        }
+    }
+
+    async fn end_transaction(
+        &self,
+        topic: &TopicName,
+        transaction_id: &str,
+        resolution: TransactionResolution,
+    ) -> Result<(), StoreError> {
+        // Transaction ids start with the shard that holds the half message.
+        let not_found = || StoreError::TransactionNotFound(transaction_id.to_owned());
+        let shard: ShardId = transaction_id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(not_found)?;
+        let local = self.shards.get(&shard).ok_or_else(not_found)?;
+        let command = StoreCommand::EndTransaction {
+            topic: topic.clone(),
+            transaction_id: transaction_id.to_owned(),
+            resolution: match resolution {
+                TransactionResolution::Commit => TransactionEnd::Commit,
+                TransactionResolution::Rollback => TransactionEnd::Rollback,
+            },
+            now_ms: self.clock.now_ms(),
+        };
+        match local.shard.write(command).await? {
+            CommandResponse::TransactionEnded(result) => result.map_err(to_store_error),
+            other => Err(unexpected("end_transaction", &other)),
+        }
+    }
+
+    async fn queue_stats(
+        &self,
+        topic: &TopicName,
+        group: Option<&GroupName>,
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let mut stats: Vec<QueueStats> = self
+            .shards
+            .values()
+            .flat_map(|l| {
+                l.shard
+                    .shared
+                    .applied
+                    .read()
+                    .state
+                    .queue_stats(topic, group)
+            })
+            .collect();
+        stats.sort_by_key(|s| s.queue_id);
+        Ok(stats)
+    }
+
+    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError> {
+        for local in self.shards.values() {
+            match local
+                .shard
+                .write(StoreCommand::DropTopic {
+                    topic: topic.clone(),
+                })
+                .await?
+            {
+                CommandResponse::Dropped => {}
+                other => return Err(unexpected("drop_topic", &other)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError> {
+        for local in self.shards.values() {
+            match local
+                .shard
+                .write(StoreCommand::DropGroup {
+                    group: group.clone(),
+                })
+                .await?
+            {
+                CommandResponse::Dropped => {}
+                other => return Err(unexpected("drop_group", &other)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,632 @@
+//! The store on real vela-raft logs in a temp dir: durability across restarts, snapshots,
+//! long polling, delay accuracy, transactions and retention.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use vela_proto::clock::{Clock, SharedClock, SystemClock};
+use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TagFilter, TopicName};
+use vela_proto::store_api::{
+    AppendRequest, PopRequest, QueueSelector, StoreApi, StoreError, TransactionResolution,
+};
+
+use super::*;
+
+#[derive(Debug)]
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ManualClock {
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+fn manual_clock() -> (Arc<ManualClock>, SharedClock) {
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    (clock.clone(), clock)
+}
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        ..StoreConfig::default()
+    }
+}
+
+fn topic() -> TopicName {
+    TopicName::new("orders").expect("valid")
+}
+
+fn group() -> GroupName {
+    GroupName::new("billing").expect("valid")
+}
+
+fn message(body: &str) -> MessageRecord {
+    MessageRecord {
+        message_id: format!("id-{body}"),
+        topic: topic(),
+        kind: MessageKind::Normal,
+        tag: Some("A".into()),
+        keys: vec![],
+        message_group: None,
+        delivery_timestamp_ms: None,
+        born_timestamp_ms: 1,
+        born_host: "test".into(),
+        trace_context: None,
+        properties: vec![],
+        body: Bytes::from(body.to_owned()),
+    }
+}
+
+fn append(messages: Vec<MessageRecord>) -> AppendRequest {
+    AppendRequest {
+        topic: topic(),
+        queue_id: 0,
+        shard: 0,
+        messages,
+    }
+}
+
+fn pop(max: u32, wait: Duration) -> PopRequest {
+    PopRequest {
+        group: group(),
+        topic: topic(),
+        queues: QueueSelector::All,
+        max_messages: max,
+        invisible: Duration::from_secs(30),
+        filter: TagFilter::All,
+        fifo: false,
+        max_attempts: 16,
+        wait,
+    }
+}
+
+fn bodies(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| String::from_utf8_lossy(&d.message.body).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn acks_and_in_flight_state_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clock, shared) = manual_clock();
+    let store = Store::open(config(dir.path()), shared.clone())
+        .await
+        .expect("opens");
+    let outcomes = store
+        .append(append(vec![message("a"), message("b"), message("c")]))
+        .await
+        .expect("appends");
+    assert_eq!(
+        outcomes.iter().map(|o| o.offset).collect::<Vec<_>>(),
+        vec![Some(0), Some(1), Some(2)]
+    );
+    let got = store.pop(pop(2, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["a", "b"]);
+    assert_eq!(
+        got[0].message,
+        message("a"),
+        "the record comes back from the log unchanged"
+    );
+    assert_eq!(got[0].attempt, 1);
+    store.ack(&got[0].ticket).await.expect("acks");
+    assert!(matches!(
+        store.ack(&got[0].ticket).await,
+        Err(StoreError::StaleReceipt(_))
+    ));
+    store.shutdown().await.expect("shuts down");
+    drop(store);
+
+    let store = Store::open(config(dir.path()), shared.clone())
+        .await
+        .expect("reopens");
+    assert!(
+        matches!(
+            store.ack(&got[0].ticket).await,
+            Err(StoreError::StaleReceipt(_))
+        ),
+        "ack survived"
+    );
+    let next = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&next), vec!["c"], "b is still in flight, a is acked");
+    clock.advance(Duration::from_secs(30));
+    let again = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&again), vec!["b", "c"]);
+    assert_eq!(
+        again.iter().map(|d| d.attempt).collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+    let more = store
+        .append(append(vec![message("d")]))
+        .await
+        .expect("appends");
+    assert_eq!(more[0].offset, Some(3), "offsets continue after a restart");
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn state_restores_from_a_snapshot_plus_the_log_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clock, shared) = manual_clock();
+    let cfg = StoreConfig {
+        snapshot_every_entries: 7,
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg.clone(), shared.clone())
+        .await
+        .expect("opens");
+    for i in 0..20 {
+        store
+            .append(append(vec![message(&i.to_string())]))
+            .await
+            .expect("appends");
+    }
+    let got = store.pop(pop(10, Duration::ZERO)).await.expect("pops");
+    for d in &got[..5] {
+        store.ack(&d.ticket).await.expect("acks");
+    }
+    store.snapshot().await.expect("snapshots");
+    let changed = store
+        .change_invisible(&got[5].ticket, Duration::from_secs(300))
+        .await
+        .expect("changes");
+    store
+        .append(append(vec![message("after-snapshot")]))
+        .await
+        .expect("appends");
+    let stats_before = store
+        .queue_stats(&topic(), Some(&group()))
+        .await
+        .expect("stats");
+    store.shutdown().await.expect("shuts down");
+    assert!(dir.path().join("shards/0/snapshot").exists());
+
+    let store = Store::open(cfg, shared).await.expect("reopens");
+    assert_eq!(
+        store
+            .queue_stats(&topic(), Some(&group()))
+            .await
+            .expect("stats"),
+        stats_before
+    );
+    assert!(
+        matches!(
+            store.ack(&got[5].ticket).await,
+            Err(StoreError::StaleReceipt(_))
+        ),
+        "old handle stays dead"
+    );
+    clock.advance(Duration::from_secs(30));
+    let redelivered = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    let names = bodies(&redelivered);
+    assert_eq!(
+        names[..4],
+        ["6", "7", "8", "9"],
+        "in-flight ones whose deadline passed come back first"
+    );
+    assert!(names.contains(&"after-snapshot".to_owned()));
+    assert!(
+        !names.contains(&"5".to_owned()),
+        "its invisibility was extended"
+    );
+    store
+        .ack(&changed)
+        .await
+        .expect("the changed handle still acks");
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn long_poll_wakes_when_a_message_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(config(dir.path()), Arc::new(SystemClock))
+        .await
+        .expect("opens");
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = store.pop(pop(1, Duration::from_secs(10))).await;
+            (got, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "nothing to receive yet");
+    store
+        .append(append(vec![message("hello")]))
+        .await
+        .expect("appends");
+    let (got, waited) = waiting.await.expect("joins");
+    assert_eq!(bodies(&got.expect("pops")), vec!["hello"]);
+    assert!(
+        waited < Duration::from_secs(2),
+        "woke on arrival, after {waited:?}"
+    );
+    // With nothing arriving, a long poll ends empty at its deadline.
+    let started = Instant::now();
+    assert!(
+        store
+            .pop(pop(1, Duration::from_millis(300)))
+            .await
+            .expect("pops")
+            .is_empty()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn long_poll_wakes_at_a_redelivery_deadline_and_when_a_fifo_group_frees() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(config(dir.path()), Arc::new(SystemClock))
+        .await
+        .expect("opens");
+    let fifo = |wait| PopRequest {
+        fifo: true,
+        invisible: Duration::from_millis(400),
+        ..pop(1, wait)
+    };
+    let grouped = |body: &str| MessageRecord {
+        message_group: Some("g".into()),
+        kind: MessageKind::Fifo,
+        ..message(body)
+    };
+    store
+        .append(append(vec![grouped("first"), grouped("second")]))
+        .await
+        .expect("appends");
+    let first = store.pop(fifo(Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&first), vec!["first"]);
+
+    // Nothing else is deliverable until "first" expires: the long poll sleeps until then.
+    let started = Instant::now();
+    let again = store.pop(fifo(Duration::from_secs(5))).await.expect("pops");
+    assert_eq!(bodies(&again), vec!["first"]);
+    assert_eq!(again[0].attempt, 2);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "waited {waited:?}"
+    );
+
+    // Acking it frees the group and wakes a waiting receiver.
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.pop(fifo(Duration::from_secs(5))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.ack(&again[0].ticket).await.expect("acks");
+    let next = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("woke")
+        .expect("joins");
+    assert_eq!(bodies(&next.expect("pops")), vec!["second"]);
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn a_node_with_several_shards_serves_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_clock, shared) = manual_clock();
+    let cfg = StoreConfig {
+        shards: vec![0, 1],
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg, shared).await.expect("opens");
+    assert_eq!(store.shard_ids(), vec![0, 1]);
+    store
+        .append(append(vec![message("zero")]))
+        .await
+        .expect("appends to shard 0");
+    let on_one = AppendRequest {
+        shard: 1,
+        queue_id: 1,
+        ..append(vec![message("one")])
+    };
+    store.append(on_one).await.expect("appends to shard 1");
+    let mut got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    got.extend(store.pop(pop(32, Duration::ZERO)).await.expect("pops"));
+    let mut names = bodies(&got);
+    names.sort();
+    assert_eq!(names, vec!["one", "zero"]);
+    let on_shard_one = got
+        .iter()
+        .find(|d| d.queue_id == 1)
+        .expect("delivery from queue 1");
+    assert_eq!(on_shard_one.ticket.shard, 1);
+    store
+        .ack(&on_shard_one.ticket)
+        .await
+        .expect("acks on shard 1");
+    let stats = store
+        .queue_stats(&topic(), Some(&group()))
+        .await
+        .expect("stats");
+    assert_eq!(
+        stats.iter().map(|s| s.queue_id).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(dir.path().join("shards/1/log").is_dir());
+    store
+        .drop_group(&group())
+        .await
+        .expect("drops the group on every shard");
+    assert!(
+        store
+            .queue_stats(&topic(), Some(&group()))
+            .await
+            .expect("stats")
+            .iter()
+            .all(|s| s.groups.is_empty())
+    );
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn delay_messages_are_released_on_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = Store::open(config(dir.path()), clock.clone())
+        .await
+        .expect("opens");
+    let mut lateness = Vec::new();
+    for delay_ms in [200, 400, 600] {
+        let due = clock.now_ms() + delay_ms;
+        let delayed = MessageRecord {
+            kind: MessageKind::Delay,
+            delivery_timestamp_ms: Some(due),
+            ..message(&delay_ms.to_string())
+        };
+        let outcome = store.append(append(vec![delayed])).await.expect("appends");
+        assert_eq!(outcome[0].offset, None, "not in the queue before it is due");
+        let got = store
+            .pop(pop(1, Duration::from_secs(5)))
+            .await
+            .expect("pops");
+        let late = clock.now_ms() - due;
+        assert_eq!(bodies(&got), vec![delay_ms.to_string()]);
+        assert!(late >= 0, "released {}ms early", -late);
+        lateness.push(late);
+    }
+    assert!(
+        lateness.iter().all(|l| *l < 100),
+        "lateness {lateness:?} ms"
+    );
+    let too_far = MessageRecord {
+        delivery_timestamp_ms: Some(clock.now_ms() + 25 * 3600 * 1000),
+        ..message("far")
+    };
+    assert!(matches!(
+        store.append(append(vec![too_far])).await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn transactions_change_invisible_and_dead_letters_through_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_clock, shared) = manual_clock();
+    let store = Store::open(config(dir.path()), shared)
+        .await
+        .expect("opens");
+    let half = MessageRecord {
+        kind: MessageKind::Transaction,
+        ..message("tx")
+    };
+    let outcome = store
+        .append(append(vec![half.clone(), half]))
+        .await
+        .expect("appends");
+    let ids: Vec<String> = outcome
+        .iter()
+        .map(|o| o.transaction_id.clone().expect("transaction id"))
+        .collect();
+    assert!(
+        store
+            .pop(pop(1, Duration::ZERO))
+            .await
+            .expect("pops")
+            .is_empty()
+    );
+    store
+        .end_transaction(&topic(), &ids[0], TransactionResolution::Commit)
+        .await
+        .expect("commits");
+    store
+        .end_transaction(&topic(), &ids[1], TransactionResolution::Rollback)
+        .await
+        .expect("rolls back");
+    assert!(matches!(
+        store
+            .end_transaction(&topic(), &ids[1], TransactionResolution::Commit)
+            .await,
+        Err(StoreError::TransactionNotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .end_transaction(&topic(), "9-1-1", TransactionResolution::Commit)
+            .await,
+        Err(StoreError::TransactionNotFound(_))
+    ));
+    let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["tx"]);
+    let renewed = store
+        .change_invisible(&got[0].ticket, Duration::from_secs(60))
+        .await
+        .expect("changes");
+    assert_ne!(renewed.delivery_id, got[0].ticket.delivery_id);
+    assert!(matches!(
+        store.ack(&got[0].ticket).await,
+        Err(StoreError::StaleReceipt(_))
+    ));
+    store.dead_letter(&renewed).await.expect("dead-letters");
+    let dlq = PopRequest {
+        topic: group().dead_letter_topic(),
+        ..pop(32, Duration::ZERO)
+    };
+    let dead = store.pop(dlq).await.expect("pops the dlq");
+    assert_eq!(bodies(&dead), vec!["tx"]);
+    assert_eq!(dead[0].topic, group().dead_letter_topic());
+    assert_eq!(dead[0].ticket.topic, group().dead_letter_topic());
+    assert!(matches!(
+        store
+            .append(AppendRequest {
+                shard: 5,
+                ..append(vec![message("x")])
+            })
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn retention_deletes_old_segments_and_the_state_follows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Segment ages are file times, so retention runs on the real clock.
+    let shared: SharedClock = Arc::new(SystemClock);
+    let cfg = StoreConfig {
+        segment_size: bytesize::ByteSize::kib(8),
+        retention_time: Duration::ZERO,
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg.clone(), shared.clone())
+        .await
+        .expect("opens");
+    let body = "x".repeat(1000);
+    for _ in 0..40 {
+        store
+            .append(append(vec![message(&body)]))
+            .await
+            .expect("appends");
+    }
+    let got = store.pop(pop(3, Duration::ZERO)).await.expect("pops");
+    let cuts = store.enforce_retention().await.expect("retention runs");
+    let cut = cuts[&0].expect("something was removed");
+    let stats = store.queue_stats(&topic(), None).await.expect("stats");
+    assert!(stats[0].min_offset > 0, "min offset rose: {stats:?}");
+    assert_eq!(stats[0].max_offset, 40);
+    assert!(
+        matches!(
+            store.ack(&got[0].ticket).await,
+            Err(StoreError::StaleReceipt(_))
+        ),
+        "its message is gone"
+    );
+    let first_index = store.shards[&0]
+        .shard
+        .reader
+        .first_index()
+        .expect("log not empty");
+    assert!(
+        first_index >= cut,
+        "log starts at {first_index}, cut was {cut}"
+    );
+    store
+        .append(append(vec![message("fresh")]))
+        .await
+        .expect("appends after retention");
+    store.shutdown().await.expect("shuts down");
+
+    let store = Store::open(cfg, shared)
+        .await
+        .expect("reopens after a purge");
+    assert_eq!(
+        store.queue_stats(&topic(), None).await.expect("stats")[0].min_offset,
+        stats[0].min_offset
+    );
+    let rest = store
+        .pop(PopRequest {
+            group: GroupName::new("late").expect("valid"),
+            ..pop(32, Duration::ZERO)
+        })
+        .await;
+    let rest = rest.expect("pops");
+    assert_eq!(
+        rest[0].offset, stats[0].min_offset,
+        "a new group starts at the new minimum"
+    );
+    assert_eq!(rest.last().map(|d| d.offset), Some(40));
+    assert_eq!(bodies(&rest).last().map(String::as_str), Some("fresh"));
+    assert!(
+        rest.iter()
+            .all(|d| d.message.body.len() == 1000 || d.offset == 40)
+    );
+    store.shutdown().await.expect("shuts down");
+}
+
+/// Throughput of single-message sends and of acks from many concurrent callers, with fsync
+/// group commit. Run in release: `cargo test --release -p vela-store -- --ignored throughput
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run explicitly in release mode"]
+async fn throughput_of_sends_and_acks() {
+    const CALLERS: usize = 256;
+    const RUN: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(config(dir.path()), Arc::new(SystemClock))
+        .await
+        .expect("opens");
+    let started = Instant::now();
+    let mut senders = JoinSet::new();
+    for caller in 0..CALLERS {
+        let store = store.clone();
+        senders.spawn(async move {
+            let mut sent = 0u64;
+            while started.elapsed() < RUN {
+                let m = MessageRecord {
+                    body: Bytes::from(vec![b'x'; 128]),
+                    ..message(&caller.to_string())
+                };
+                store.append(append(vec![m])).await.expect("appends");
+                sent += 1;
+            }
+            sent
+        });
+    }
+    let mut sent = 0;
+    while let Some(n) = senders.join_next().await {
+        sent += n.expect("joins");
+    }
+    let send_rate = sent as f64 / started.elapsed().as_secs_f64();
+
+    let mut tickets = Vec::new();
+    loop {
+        let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+        if got.is_empty() {
+            break;
+        }
+        tickets.extend(got.into_iter().map(|d| d.ticket));
+    }
+    assert_eq!(tickets.len() as u64, sent);
+    let tickets = Arc::new(tickets);
+    let started = Instant::now();
+    let mut ackers = JoinSet::new();
+    for caller in 0..CALLERS {
+        let (store, tickets) = (store.clone(), tickets.clone());
+        ackers.spawn(async move {
+            for t in tickets.iter().skip(caller).step_by(CALLERS) {
+                store.ack(t).await.expect("acks");
+            }
+        });
+    }
+    while let Some(r) = ackers.join_next().await {
+        r.expect("joins");
+    }
+    let ack_rate = tickets.len() as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "sends/s {send_rate:.0} (single-message, {CALLERS} callers), acks/s {ack_rate:.0}, messages {sent}"
+    );
+    store.shutdown().await.expect("shuts down");
+}
