@@ -5,7 +5,9 @@
 //! Environment variables name a key path with `__` between levels:
 //! `VELA_DATA_DIR=/var/lib/vela`, `VELA_PROXY__AUTO_CREATE_TOPICS=false`,
 //! `VELA_STORE__FLUSH=async`. Values are read as TOML values when they parse as one
-//! (`true`, `8`), otherwise as strings.
+//! (`true`, `8`), otherwise as strings. An unknown key is an error, except for the few
+//! `VELA_` variables that are not config keys (`VELA_CONFIG`, `VELA_ADMIN_SERVER`,
+//! `VELA_BENCH_*`, `VELA_TEST_*`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,15 @@ use serde::Deserialize;
 
 /// Prefix of every environment variable the binary reads.
 pub const ENV_PREFIX: &str = "VELA_";
+
+/// `VELA_` variables that are not config keys: the config file path, the admin CLI's server,
+/// and anything under `VELA_BENCH_` / `VELA_TEST_` (benchmarks and tests).
+fn is_reserved_env(path: &str) -> bool {
+    path == "CONFIG"
+        || path == "ADMIN_SERVER"
+        || path.starts_with("BENCH_")
+        || path.starts_with("TEST_")
+}
 
 /// The whole configuration of one `vela` process.
 #[derive(Debug, Clone, Deserialize)]
@@ -165,11 +176,19 @@ fn from_table(table: toml::Table) -> Result<VelaConfig, ConfigError> {
             )));
         }
     }
+    let store_sets_max_delay = table
+        .get("store")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|t| t.contains_key("max_delay"));
     let mut config: VelaConfig = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.store.data_dir = config.data_dir.join("store");
     config.controller.data_dir = config.data_dir.join("controller");
+    // One knob for the delay limit in standalone: the store follows the proxy's unless told.
+    if !store_sets_max_delay {
+        config.store.max_delay = config.proxy.max_delay;
+    }
     Ok(config)
 }
 
@@ -180,7 +199,7 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
         let Some(path) = key.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if path == "CONFIG" || path.is_empty() {
+        if path.is_empty() || is_reserved_env(path) {
             continue;
         }
         let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
@@ -264,6 +283,8 @@ mod tests {
             ("VELA_GRPC_LISTEN".to_owned(), "127.0.0.1:9002".to_owned()),
             ("VELA_PROXY__DEFAULT_QUEUE_COUNT".to_owned(), "4".to_owned()),
             ("OTHER".to_owned(), "ignored".to_owned()),
+            ("VELA_ADMIN_SERVER".to_owned(), "ignored".to_owned()),
+            ("VELA_BENCH_SECONDS".to_owned(), "ignored".to_owned()),
         ];
         let flags = FlagOverrides {
             data_dir: Some(PathBuf::from("/from/flag")),
@@ -275,6 +296,13 @@ mod tests {
         assert!(!c.proxy.auto_create_topics);
         assert!(c.proxy.auto_create_groups);
         assert_eq!(c.proxy.default_queue_count, 4);
+    }
+
+    #[test]
+    fn the_store_follows_the_proxy_delay_limit() {
+        let env = vec![("VELA_PROXY__MAX_DELAY".to_owned(), "48h".to_owned())];
+        let c = load(Profile::Standalone, None, env, &FlagOverrides::default()).expect("loads");
+        assert_eq!(c.store.max_delay, std::time::Duration::from_secs(48 * 3600));
     }
 
     #[test]

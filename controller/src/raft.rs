@@ -59,6 +59,27 @@ pub enum RaftStopError {
     Log(#[from] LogError),
 }
 
+/// Opens what openraft stores the group in: the log in `log_dir` and a state machine, still
+/// empty, that applies into `metadata` and keeps its snapshot at `snapshot_path`.
+async fn open_storage(
+    log_dir: PathBuf,
+    snapshot_path: PathBuf,
+    metadata: Arc<RwLock<Metadata>>,
+) -> Result<(SegmentLogStore<ControllerTypeConfig>, MetadataStateMachine), RaftStartError> {
+    let log = SegmentLogStore::open(LogStoreConfig {
+        dir: log_dir.clone(),
+        segment_bytes: SEGMENT_BYTES,
+        flush: FlushMode::Sync,
+        cache_bytes: CACHE_BYTES,
+    })
+    .await
+    .map_err(|source| RaftStartError::Log {
+        dir: log_dir,
+        source,
+    })?;
+    Ok((log, MetadataStateMachine::new(metadata, snapshot_path)))
+}
+
 /// The controller's openraft group: a single voter for now (the cluster adds voters and a network).
 pub(crate) struct ControllerGroup {
     raft: ControllerRaft,
@@ -74,23 +95,12 @@ impl ControllerGroup {
         snapshot_path: PathBuf,
         metadata: Arc<RwLock<Metadata>>,
     ) -> Result<Self, RaftStartError> {
-        let log = SegmentLogStore::open(LogStoreConfig {
-            dir: log_dir.clone(),
-            segment_bytes: SEGMENT_BYTES,
-            flush: FlushMode::Sync,
-            cache_bytes: CACHE_BYTES,
-        })
-        .await
-        .map_err(|source| RaftStartError::Log {
-            dir: log_dir,
-            source,
-        })?;
+        let (log, state_machine) = open_storage(log_dir, snapshot_path, metadata).await?;
 
         let mut config = single_node::default_config("vela-controller");
         config.snapshot_policy = SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY);
         config.max_in_snapshot_log_to_keep = KEEP_AFTER_SNAPSHOT;
 
-        let state_machine = MetadataStateMachine::new(metadata, snapshot_path);
         let started =
             single_node::start_single_voter(node_id, config, log.clone(), state_machine).await;
         match started {
@@ -174,3 +184,6 @@ impl ControllerGroup {
         Ok(closed?)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -123,6 +123,28 @@ fn log_config(cfg: &StoreConfig, dir: PathBuf) -> LogStoreConfig {
     }
 }
 
+/// Opens what openraft stores a shard in: the log under `<data_dir>/shards/<id>/log/` and a
+/// state machine, still empty, that keeps its snapshot at `<data_dir>/shards/<id>/snapshot`.
+async fn open_storage(
+    cfg: &StoreConfig,
+    id: ShardId,
+) -> Result<
+    (
+        SegmentLogStore<ShardTypes>,
+        Arc<ShardShared>,
+        ShardStateMachine,
+    ),
+    StoreOpenError,
+> {
+    let dir = cfg.data_dir.join("shards").join(id.to_string());
+    let log = SegmentLogStore::<ShardTypes>::open(log_config(cfg, dir.join("log")))
+        .await
+        .map_err(|source| StoreOpenError::Log { shard: id, source })?;
+    let shared = ShardShared::new(id);
+    let sm = ShardStateMachine::new(shared.clone(), dir.join("snapshot"));
+    Ok((log, shared, sm))
+}
+
 /// How long a forced snapshot may take before the caller gives up waiting.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
@@ -130,12 +152,7 @@ impl Shard {
     /// Opens the shard's log under `<data_dir>/shards/<id>/`, restores its state (snapshot, then
     /// the log after it) and returns once this node leads it.
     pub async fn open(cfg: &StoreConfig, id: ShardId) -> Result<Arc<Shard>, StoreOpenError> {
-        let dir = cfg.data_dir.join("shards").join(id.to_string());
-        let log = SegmentLogStore::<ShardTypes>::open(log_config(cfg, dir.join("log")))
-            .await
-            .map_err(|source| StoreOpenError::Log { shard: id, source })?;
-        let shared = ShardShared::new(id);
-        let sm = ShardStateMachine::new(shared.clone(), dir.join("snapshot"));
+        let (log, shared, sm) = open_storage(cfg, id).await?;
         let mut raft_config = default_config(format!("vela-store-shard-{id}"));
         raft_config.snapshot_policy =
             SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1));
@@ -254,3 +271,6 @@ impl Shard {
 pub(crate) fn unexpected(kind: &str, response: &CommandResponse) -> StoreError {
     StoreError::Internal(format!("{kind} was answered with {response:?}"))
 }
+
+#[cfg(test)]
+mod tests;

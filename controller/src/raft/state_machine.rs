@@ -1,6 +1,12 @@
 //! The controller's openraft state machine: applies commands to the shared [`Metadata`] and keeps
 //! the whole metadata as one snapshot file. The state itself lives in memory; after a restart
 //! openraft installs the snapshot and re-applies the committed log after it.
+//!
+//! openraft runs a snapshot build in a task of its own while the state machine goes on, so a
+//! snapshot from the leader may be installed after a builder copied the state and before it
+//! writes. The file is therefore only touched under one lock, and a builder leaves a file that
+//! already covers its copy alone: replacing the installed snapshot with an older one would, after
+//! openraft purged the log up to the installed one, lose the entries in between at a restart.
 
 use std::io::{self, Cursor};
 use std::path::PathBuf;
@@ -12,6 +18,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, StoredMembership};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
 use vela_raft::snapshot_file;
 
 use super::ControllerTypeConfig as C;
@@ -29,12 +36,22 @@ struct SnapshotFile {
     metadata: Metadata,
 }
 
+/// The head of a [`SnapshotFile`], read without building the metadata.
+#[derive(Deserialize)]
+struct SnapshotFileHead {
+    meta: SnapshotMetaOf<C>,
+}
+
+/// Held while the snapshot file is read or written (see the module comment).
+type SnapshotFileLock = Arc<Mutex<()>>;
+
 pub(crate) struct MetadataStateMachine {
     /// Shared with the controller, which serves reads from it.
     metadata: Arc<RwLock<Metadata>>,
     last_applied: Option<LogIdOf<C>>,
     last_membership: StoredMembershipOf<C>,
     snapshot_path: PathBuf,
+    snapshot_lock: SnapshotFileLock,
 }
 
 impl MetadataStateMachine {
@@ -45,24 +62,28 @@ impl MetadataStateMachine {
             last_applied: None,
             last_membership: StoredMembership::default(),
             snapshot_path,
+            snapshot_lock: SnapshotFileLock::default(),
         }
     }
+}
 
-    fn read_snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
-        let Some(bytes) = snapshot_file::read(&self.snapshot_path)? else {
-            return Ok(None);
-        };
-        let file = serde_json::from_slice(&bytes).map_err(|err| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "controller snapshot {} does not decode: {err}",
-                    self.snapshot_path.display()
-                ),
-            )
-        })?;
-        Ok(Some(file))
-    }
+/// Reads and decodes the snapshot file at `path` as `T` (the whole file or its head).
+fn read_snapshot_file<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> io::Result<Option<T>> {
+    let Some(bytes) = snapshot_file::read(path)? else {
+        return Ok(None);
+    };
+    let file = serde_json::from_slice(&bytes).map_err(|err| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "controller snapshot {} does not decode: {err}",
+                path.display()
+            ),
+        )
+    })?;
+    Ok(Some(file))
 }
 
 fn write_snapshot_file(
@@ -124,6 +145,7 @@ impl RaftStateMachine<C> for MetadataStateMachine {
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             snapshot_path: self.snapshot_path.clone(),
+            snapshot_lock: self.snapshot_lock.clone(),
         }
     }
 
@@ -134,6 +156,7 @@ impl RaftStateMachine<C> for MetadataStateMachine {
     ) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
         let metadata = decode_metadata(&bytes)?;
+        let _file = self.snapshot_lock.lock().await;
         // Persist first: once this returns, get_current_snapshot must serve this snapshot.
         let (path, file_meta) = (self.snapshot_path.clone(), meta.clone());
         let metadata = tokio::task::spawn_blocking(move || {
@@ -151,7 +174,12 @@ impl RaftStateMachine<C> for MetadataStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<C, Self::SnapshotData>>, io::Error> {
-        let Some(file) = self.read_snapshot_file()? else {
+        let _file = self.snapshot_lock.lock().await;
+        let path = self.snapshot_path.clone();
+        let file = tokio::task::spawn_blocking(move || read_snapshot_file::<SnapshotFile>(&path))
+            .await
+            .map_err(io::Error::other)??;
+        let Some(file) = file else {
             return Ok(None);
         };
         let bytes = serde_json::to_vec(&file.metadata).map_err(io::Error::other)?;
@@ -168,6 +196,7 @@ pub(crate) struct MetadataSnapshotBuilder {
     last_applied: Option<LogIdOf<C>>,
     last_membership: StoredMembershipOf<C>,
     snapshot_path: PathBuf,
+    snapshot_lock: SnapshotFileLock,
 }
 
 impl RaftSnapshotBuilder<C> for MetadataSnapshotBuilder {
@@ -179,13 +208,26 @@ impl RaftSnapshotBuilder<C> for MetadataSnapshotBuilder {
             last_log_id: self.last_applied,
             last_membership: self.last_membership.clone(),
         };
+        let _file = self.snapshot_lock.lock().await;
         let (path, metadata) = (self.snapshot_path.clone(), self.metadata.clone());
-        let meta = tokio::task::spawn_blocking(move || {
-            write_snapshot_file(&path, &meta, &metadata).map(|()| meta)
+        let (meta, already_covered) = tokio::task::spawn_blocking(move || {
+            let on_disk = match read_snapshot_file::<SnapshotFileHead>(&path) {
+                Ok(head) => head.and_then(|head| head.meta.last_log_id),
+                Err(err) => {
+                    // Replacing a file that cannot be read is the best that can happen to it.
+                    tracing::warn!(error = %err, "replacing an unreadable controller snapshot");
+                    None
+                }
+            };
+            let already_covered = on_disk.is_some() && on_disk >= meta.last_log_id;
+            if !already_covered {
+                write_snapshot_file(&path, &meta, &metadata)?;
+            }
+            Ok::<_, io::Error>((meta, already_covered))
         })
         .await
         .map_err(io::Error::other)??;
-        tracing::info!(last_log_id = ?meta.last_log_id, "controller snapshot built");
+        tracing::info!(last_log_id = ?meta.last_log_id, already_covered, "controller snapshot built");
         Ok(SnapshotOf::<C, SnapshotData> {
             meta,
             snapshot: Cursor::new(bytes),

@@ -2,6 +2,11 @@
 //! the store reads through, and saves or restores the whole state as one checksummed snapshot
 //! file. The state is in memory only; a restart installs the snapshot and openraft replays the
 //! log after it.
+//!
+//! openraft runs a snapshot build in a task of its own while the state machine goes on, so an
+//! install can overlap a build. The snapshot file is therefore only touched under one lock, which
+//! a build holds from taking its copy of the state to writing it: two writes never share the
+//! temporary file, and a build never replaces a newer installed snapshot with its older copy.
 
 use std::io;
 use std::path::PathBuf;
@@ -12,6 +17,7 @@ use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
 use tracing::{debug, info};
 
 use super::{ShardShared, ShardTypes};
@@ -50,12 +56,15 @@ impl Applied {
     }
 }
 
+/// Held while the snapshot file is read or written (see the module comment). Holds the meta of
+/// the file on disk once known, to skip rewriting it when openraft installs the very snapshot it
+/// just read at startup.
+type SnapshotFileLock = Arc<Mutex<Option<SnapshotMetaOf<ShardTypes>>>>;
+
 pub struct ShardStateMachine {
     shared: Arc<ShardShared>,
     snapshot_path: PathBuf,
-    /// The meta of the snapshot file on disk, to skip rewriting it when openraft installs the
-    /// very snapshot it just read at startup.
-    on_disk: Option<SnapshotMetaOf<ShardTypes>>,
+    snapshot_file: SnapshotFileLock,
 }
 
 impl ShardStateMachine {
@@ -63,7 +72,7 @@ impl ShardStateMachine {
         Self {
             shared,
             snapshot_path,
-            on_disk: None,
+            snapshot_file: SnapshotFileLock::default(),
         }
     }
 }
@@ -132,6 +141,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
         ShardSnapshotBuilder {
             shared: self.shared.clone(),
             snapshot_path: self.snapshot_path.clone(),
+            snapshot_file: self.snapshot_file.clone(),
         }
     }
 
@@ -154,9 +164,10 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                 self.shared.shard
             )));
         }
-        if self.on_disk.as_ref().map(|m| m.last_log_id) != Some(meta.last_log_id) {
+        let mut on_disk = self.snapshot_file.lock().await;
+        if on_disk.as_ref().map(|m| m.last_log_id) != Some(meta.last_log_id) {
             write_snapshot(self.snapshot_path.clone(), Arc::new(snapshot)).await?;
-            self.on_disk = Some(meta.clone());
+            *on_disk = Some(meta.clone());
         }
         {
             let mut applied = self.shared.applied.write();
@@ -164,6 +175,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             applied.membership = meta.last_membership.clone();
             applied.state = file.state;
         }
+        drop(on_disk);
         info!(shard = self.shared.shard, last_log_id = ?meta.last_log_id, "installed shard snapshot");
         self.shared.state_replaced();
         Ok(())
@@ -172,6 +184,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<ShardTypes, Vec<u8>>>, io::Error> {
+        let mut on_disk = self.snapshot_file.lock().await;
         let path = self.snapshot_path.clone();
         let bytes = tokio::task::spawn_blocking(move || vela_raft::snapshot_file::read(&path))
             .await
@@ -179,7 +192,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             .map_err(io::Error::from)?;
         let Some(bytes) = bytes else { return Ok(None) };
         let file: SnapshotFile = postcard::from_bytes(&bytes).map_err(invalid_data)?;
-        self.on_disk = Some(file.meta.clone());
+        *on_disk = Some(file.meta.clone());
         Ok(Some(SnapshotOf::<ShardTypes, Vec<u8>> {
             meta: file.meta,
             snapshot: bytes,
@@ -191,12 +204,16 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
 pub struct ShardSnapshotBuilder {
     shared: Arc<ShardShared>,
     snapshot_path: PathBuf,
+    snapshot_file: SnapshotFileLock,
 }
 
 impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<ShardTypes, Vec<u8>>, io::Error> {
+        // Taken before the copy: an install that overlaps this build then lands entirely before
+        // the copy or entirely after the write.
+        let mut on_disk = self.snapshot_file.lock().await;
         // Serializing under the read lock holds apply back briefly but needs no copy of the
         // state; postcard writes hundreds of MB/s.
         let (meta, bytes) = {
@@ -214,6 +231,8 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
         };
         let bytes = Arc::new(bytes);
         write_snapshot(self.snapshot_path.clone(), bytes.clone()).await?;
+        *on_disk = Some(meta.clone());
+        drop(on_disk);
         debug!(shard = self.shared.shard, last_log_id = ?meta.last_log_id, bytes = bytes.len(), "built shard snapshot");
         let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
         Ok(SnapshotOf::<ShardTypes, Vec<u8>> {

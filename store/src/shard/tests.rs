@@ -1,0 +1,333 @@
+//! openraft's storage suite against what a shard really runs on: the segment log store and the
+//! shard state machine with its snapshot file, opened by `open_storage` exactly as `Shard::open`
+//! opens them. The suite only applies blank and membership entries, so a snapshot round trip
+//! with real commands (transfer to another replica, and restore after a restart) follows.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream;
+use openraft::alias::{EntryOf, LogIdOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
+use openraft::{Membership, StorageError};
+use tempfile::TempDir;
+use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
+
+use super::*;
+use crate::command::{PopCommand, QueueChoice, TagSubscription};
+
+const SHARD: ShardId = 3;
+
+fn storage_error(err: &(impl std::error::Error + 'static)) -> StorageError<ShardTypes> {
+    StorageError::read(ShardTypes::err_from_error(err))
+}
+
+/// A fresh (log, state machine) pair of shard [`SHARD`] per suite case, each in its own tempdir.
+struct ShardStorageBuilder {
+    flush: FlushSetting,
+}
+
+impl StoreBuilder<ShardTypes, SegmentLogStore<ShardTypes>, ShardStateMachine, TempDir>
+    for ShardStorageBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, SegmentLogStore<ShardTypes>, ShardStateMachine), StorageError<ShardTypes>>
+    {
+        let dir = tempfile::tempdir().map_err(|e| storage_error(&e))?;
+        let cfg = StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            flush: self.flush,
+            ..StoreConfig::default()
+        };
+        let (log, _shared, sm) = open_storage(&cfg, SHARD)
+            .await
+            .map_err(|e| storage_error(&e))?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_suite_with_sync_flush() -> Result<(), StorageError<ShardTypes>> {
+    Suite::test_all(ShardStorageBuilder {
+        flush: FlushSetting::Sync,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_suite_with_async_flush() -> Result<(), StorageError<ShardTypes>> {
+    Suite::test_all(ShardStorageBuilder {
+        flush: FlushSetting::Async {
+            interval: Duration::from_millis(5),
+        },
+    })
+    .await
+}
+
+fn log_id(term: u64, index: u64) -> LogIdOf<ShardTypes> {
+    openraft::testing::log_id::<ShardTypes>(term, 1, index)
+}
+
+fn topic() -> TopicName {
+    TopicName::new("orders").expect("valid topic")
+}
+
+fn message(id: &str, delivery_timestamp_ms: Option<i64>) -> MessageRecord {
+    MessageRecord {
+        message_id: id.into(),
+        topic: topic(),
+        kind: if delivery_timestamp_ms.is_some() {
+            MessageKind::Delay
+        } else {
+            MessageKind::Normal
+        },
+        tag: Some("red".into()),
+        keys: vec![],
+        message_group: None,
+        delivery_timestamp_ms,
+        born_timestamp_ms: 0,
+        born_host: "test".into(),
+        trace_context: None,
+        properties: vec![],
+        body: Bytes::from_static(b"body"),
+    }
+}
+
+/// A membership entry, appends to two queues (one of them a delay message, so a timer is
+/// parked), a blank entry and a POP that leaves a message in flight.
+fn workload() -> Vec<EntryOf<ShardTypes>> {
+    let now_ms = 1_700_000_000_000;
+    let append = |queue_id, messages| StoreCommand::Append {
+        topic: topic(),
+        queue_id,
+        now_ms,
+        messages,
+    };
+    let membership = Membership::new_with_defaults(vec![BTreeSet::from([1u64])], []);
+    vec![
+        EntryOf::<ShardTypes>::new_membership(log_id(1, 1), membership),
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(1, 2),
+            append(0, vec![message("a", None), message("b", None)]),
+        ),
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(1, 3),
+            append(1, vec![message("later", Some(now_ms + 3_600_000))]),
+        ),
+        EntryOf::<ShardTypes>::new_blank(log_id(2, 4)),
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(2, 5),
+            StoreCommand::Pop(PopCommand {
+                group: GroupName::new("billing").expect("valid group"),
+                topic: topic(),
+                queues: QueueChoice::All,
+                max: 1,
+                invisible_ms: 30_000,
+                filter: TagSubscription::All,
+                fifo: false,
+                max_attempts: 16,
+                now_ms,
+            }),
+        ),
+    ]
+}
+
+async fn apply(sm: &mut ShardStateMachine, entries: Vec<EntryOf<ShardTypes>>) -> io::Result<()> {
+    sm.apply(stream::iter(entries.into_iter().map(|e| Ok((e, None)))))
+        .await
+}
+
+fn state_machine(dir: &std::path::Path, shard: ShardId) -> (Arc<ShardShared>, ShardStateMachine) {
+    let shared = ShardShared::new(shard);
+    let sm = ShardStateMachine::new(shared.clone(), dir.join("snapshot"));
+    (shared, sm)
+}
+
+#[tokio::test]
+async fn snapshot_with_real_commands_transfers_and_restores() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let (leader, mut leader_sm) = state_machine(leader_dir.path(), SHARD);
+    apply(&mut leader_sm, workload()).await.expect("apply");
+    let applied_state = leader_sm.applied_state().await.expect("applied state");
+    assert_eq!(applied_state.0, Some(log_id(2, 5)));
+    assert_eq!(applied_state.1.log_id(), &Some(log_id(1, 1)));
+    let expected_state = leader.applied.read().state.clone();
+    assert!(expected_state.next_due_ms().is_some(), "a timer is parked");
+    assert!(expected_state.lowest_parked_log_index().is_some());
+    assert_ne!(
+        expected_state,
+        ShardState::new(SHARD),
+        "the workload changed the state"
+    );
+
+    let built = leader_sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    assert_eq!(built.meta.last_log_id, Some(log_id(2, 5)));
+    let current = leader_sm
+        .get_current_snapshot()
+        .await
+        .expect("read the snapshot file")
+        .expect("a snapshot exists");
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.snapshot, built.snapshot);
+
+    // Another replica of the same shard takes it over the wire.
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let (follower, mut follower_sm) = state_machine(follower_dir.path(), SHARD);
+    follower_sm
+        .install_snapshot(&current.meta, current.snapshot.clone())
+        .await
+        .expect("install snapshot");
+    assert_eq!(follower.applied.read().state, expected_state);
+    assert_eq!(
+        follower_sm.applied_state().await.expect("applied state"),
+        applied_state
+    );
+    let served = follower_sm
+        .get_current_snapshot()
+        .await
+        .expect("read the snapshot file")
+        .expect("a snapshot exists");
+    assert_eq!(served.meta, built.meta);
+
+    // After a restart the leader restores from its own file, as openraft does at startup.
+    drop(leader_sm);
+    let (restarted, mut restarted_sm) = state_machine(leader_dir.path(), SHARD);
+    assert_eq!(
+        restarted_sm.applied_state().await.expect("applied state").0,
+        None
+    );
+    let on_disk = restarted_sm
+        .get_current_snapshot()
+        .await
+        .expect("read the snapshot file")
+        .expect("a snapshot exists");
+    restarted_sm
+        .install_snapshot(&on_disk.meta, on_disk.snapshot)
+        .await
+        .expect("install snapshot");
+    assert_eq!(restarted.applied.read().state, expected_state);
+    assert_eq!(
+        restarted_sm.applied_state().await.expect("applied state"),
+        applied_state
+    );
+
+    // Applying continues after the snapshot on both replicas alike.
+    let more = vec![EntryOf::<ShardTypes>::new_normal(
+        log_id(2, 6),
+        StoreCommand::Truncate { below_log_index: 3 },
+    )];
+    apply(&mut restarted_sm, more.clone()).await.expect("apply");
+    apply(&mut follower_sm, more).await.expect("apply");
+    assert_eq!(restarted.applied.read().state.truncated_below(), 3);
+    assert_eq!(
+        follower.applied.read().state,
+        restarted.applied.read().state
+    );
+    assert_eq!(
+        follower_sm.applied_state().await.expect("applied state").0,
+        Some(log_id(2, 6))
+    );
+}
+
+#[tokio::test]
+async fn snapshot_of_another_shard_or_mismatched_meta_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, mut sm) = state_machine(dir.path(), SHARD);
+    apply(&mut sm, workload()).await.expect("apply");
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let (other, mut other_sm) = state_machine(other_dir.path(), SHARD + 1);
+    let err = other_sm
+        .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+        .await
+        .expect_err("the install must be refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("shard 3"), "{err}");
+    assert_eq!(other.applied.read().last_applied, None);
+    assert!(
+        other_sm
+            .get_current_snapshot()
+            .await
+            .expect("read the snapshot file")
+            .is_none()
+    );
+
+    let (_, mut same_shard_sm) = state_machine(other_dir.path(), SHARD);
+    let mut wrong_meta = snapshot.meta.clone();
+    wrong_meta.last_log_id = Some(log_id(9, 9));
+    let err = same_shard_sm
+        .install_snapshot(&wrong_meta, snapshot.snapshot)
+        .await
+        .expect_err("the install must be refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+    let (_, mut garbage_sm) = state_machine(other_dir.path(), SHARD);
+    let err = garbage_sm
+        .install_snapshot(&snapshot.meta, vec![0xff; 7])
+        .await
+        .expect_err("the install must be refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+}
+
+/// openraft runs a snapshot build in a task of its own while the state machine goes on, so a
+/// snapshot from the leader can be installed while a build is writing. The file must end up as
+/// the installed snapshot (openraft purges the log up to it; a restart from an older file would
+/// miss the entries in between), and never as a mix of two writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_racing_an_install_leaves_the_installed_snapshot() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let (_, mut leader_sm) = state_machine(leader_dir.path(), SHARD);
+    apply(&mut leader_sm, workload()).await.expect("apply");
+    let newer = leader_sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (shared, mut sm) = state_machine(dir.path(), SHARD);
+        apply(&mut sm, workload()[..2].to_vec())
+            .await
+            .expect("apply");
+        let mut builder = sm.get_snapshot_builder().await;
+        let (built, installed) = tokio::join!(
+            builder.build_snapshot(),
+            sm.install_snapshot(&newer.meta, newer.snapshot.clone()),
+        );
+        built.expect("build snapshot");
+        installed.expect("install snapshot");
+        assert_eq!(shared.applied.read().last_applied, Some(log_id(2, 5)));
+
+        let (restarted, mut restarted_sm) = state_machine(dir.path(), SHARD);
+        let on_disk = restarted_sm
+            .get_current_snapshot()
+            .await
+            .expect("read the snapshot file")
+            .expect("a snapshot exists");
+        assert_eq!(on_disk.meta, newer.meta, "round {round}");
+        restarted_sm
+            .install_snapshot(&on_disk.meta, on_disk.snapshot)
+            .await
+            .expect("install snapshot");
+        assert_eq!(restarted.applied.read().state, shared.applied.read().state);
+    }
+}
