@@ -115,6 +115,7 @@ async fn main() {
     .await
     .unwrap();
     line("produce, batches of 32", &batched);
+    let batched_topic = batched.topic.clone();
     reports.push(("produce_batched", batched));
 
     let single = execute(BenchArgs {
@@ -128,17 +129,6 @@ async fn main() {
     let peak_single = single.send_rate;
     reports.push(("produce_single", single));
 
-    let consume = execute(BenchArgs {
-        producers: 64,
-        producer_clients: 8,
-        consumers: 8,
-        ..args(&server, secs)
-    })
-    .await
-    .unwrap();
-    line("produce + receive/ack (8 consumers)", &consume);
-    reports.push(("produce_and_consume", consume));
-
     let half = (peak_single / 2.0).max(1.0) as u64;
     let fixed = execute(BenchArgs {
         producers: 32,
@@ -150,6 +140,29 @@ async fn main() {
     .unwrap();
     line(&format!("produce at half peak ({half} msg/s)"), &fixed);
     reports.push(("produce_half_peak", fixed));
+
+    // Drain the backlog the batched scenario left: receive 32 per call, one ack per message.
+    let backlog = execute(BenchArgs {
+        topic: Some(batched_topic),
+        producers: 0,
+        consumers: 8,
+        ..args(&server, secs)
+    })
+    .await
+    .unwrap();
+    line("receive + ack a backlog (8 consumers)", &backlog);
+    reports.push(("consume_backlog", backlog));
+
+    let mixed = execute(BenchArgs {
+        producers: 64,
+        producer_clients: 8,
+        consumers: 8,
+        ..args(&server, secs)
+    })
+    .await
+    .unwrap();
+    line("produce + receive/ack together", &mixed);
+    reports.push(("produce_and_consume", mixed));
 
     let loaded_rss = rss_mib(&child);
     println!("vela standalone RSS after load: {loaded_rss:.1} MiB");

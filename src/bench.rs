@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// Consumer group (default: a fresh one per run).
     #[arg(long)]
     pub group: Option<String>,
-    /// Concurrent sending tasks.
+    /// Concurrent sending tasks (0: only consume the backlog of --topic).
     #[arg(long, default_value_t = 16)]
     pub producers: u32,
     /// Producer clients (connections) the sending tasks share.
@@ -167,7 +167,10 @@ pub fn render(r: &BenchReport) -> String {
 
 /// Runs the benchmark and returns the report (tests call this with tiny durations).
 pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
+    anyhow::ensure!(
+        args.producers > 0 || (args.consumers > 0 && args.topic.is_some()),
+        "--producers 0 (consume an existing backlog) needs --consumers and --topic"
+    );
     anyhow::ensure!(
         args.batch_size > 0 && args.batch_size <= 1024,
         "--batch-size must be 1..=1024"
@@ -185,9 +188,9 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
         .unwrap_or_else(|| format!("bench-{suffix}"));
     let config = ClientConfig::builder().endpoint(&args.server).build()?;
 
-    let clients = args.producer_clients.clamp(1, args.producers);
+    let clients = args.producer_clients.clamp(1, args.producers.max(1));
     let mut producers = Vec::new();
-    for _ in 0..clients {
+    for _ in 0..clients.min(args.producers) {
         producers.push(Arc::new(
             Producer::builder(config.clone())
                 .topics([topic.clone()])
@@ -322,9 +325,10 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
     }
     let send_elapsed = started.elapsed();
 
-    // Let consumers drain what was sent, bounded by --drain.
+    // Let consumers drain what was sent, bounded by --drain (consume-only runs just stop).
     let drain_deadline = Instant::now() + args.drain;
     while !consumers.is_empty()
+        && args.producers > 0
         && received_total.load(Ordering::Relaxed) < sent
         && Instant::now() < drain_deadline
     {

@@ -28,7 +28,9 @@ pub struct StoreConfig {
     pub retention_time: Duration,
     /// Oldest segments beyond this total size may be deleted. Unlimited when absent.
     pub retention_size: Option<ByteSize>,
-    /// Applied entries between two state snapshots.
+    /// Applied entries between two state snapshots. A snapshot serializes the whole applied
+    /// state (indexes of every retained message) and pauses apply while it does, so it is
+    /// taken rarely; a restart replays at most this many entries from the log.
     pub snapshot_every_entries: u64,
     /// Longest delay a delay message may ask for.
     #[serde(with = "humantime_serde")]
@@ -47,7 +49,7 @@ impl Default for StoreConfig {
             segment_size: ByteSize::mib(64),
             retention_time: Duration::from_secs(72 * 3600),
             retention_size: None,
-            snapshot_every_entries: 20_000,
+            snapshot_every_entries: 1_000_000,
             max_delay: Duration::from_secs(24 * 3600),
             log_cache: ByteSize::mib(64),
         }
