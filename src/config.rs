@@ -68,8 +68,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
+        // openraft narrates every election at info; its warnings are what an operator needs.
         Self {
-            level: "info".to_owned(),
+            level: "info,openraft=warn".to_owned(),
             format: LogFormat::Text,
         }
     }

@@ -125,12 +125,14 @@ impl Standalone {
             Ok(Err(e)) => tracing::warn!(error = %e, "http server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "http task failed"),
         }
-        self.store.shutdown().await.context("store shutdown")?;
-        self.controller
+        // Stop the controller even when the store fails to stop cleanly.
+        let store = self.store.shutdown().await.context("store shutdown");
+        let controller = self
+            .controller
             .shutdown()
             .await
-            .context("controller shutdown")?;
-        Ok(())
+            .context("controller shutdown");
+        store.and(controller)
     }
 }
 
@@ -175,16 +177,23 @@ fn load_or_create_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     rand::fill(&mut secret[..]);
     let tmp = path.with_extension("tmp");
     {
-        let mut f =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut options = File::options();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Readable by the owner only from the first byte on.
+            options.mode(0o600);
+        }
+        let mut f = options
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(&secret)?;
         f.sync_all()?;
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
     std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all())?;
+    }
     Ok(secret)
 }

@@ -1,6 +1,8 @@
 //! Process-wide tracing setup. Libraries only emit `tracing` events; the binary decides
 //! where they go.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
@@ -14,6 +16,7 @@ pub fn init(log: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr.with_max_level(tracing::Level::TRACE));
     // A second init (tests) keeps the first subscriber.
     let _ = match log.format {

@@ -331,31 +331,6 @@ impl TagFilter {
             TagFilter::Tags(tags) => tag.is_some_and(|t| tags.iter().any(|x| x == t)),
         }
     }
-
-    /// Whether a message whose tag hashes to `hash` may pass (cheap pre-check before the
-    /// exact comparison; see [`tag_hash`]).
-    pub fn may_match_hash(&self, hash: u32) -> bool {
-        match self {
-            TagFilter::All => true,
-            TagFilter::Tags(tags) => tags.iter().any(|t| tag_hash(Some(t)) == hash),
-        }
-    }
-}
-
-/// The hash stored in queue indexes for tag pre-filtering (0 = no tag). FNV-1a, stable across
-/// versions because it is persisted in snapshots.
-pub fn tag_hash(tag: Option<&str>) -> u32 {
-    match tag {
-        None => 0,
-        Some(t) => {
-            let mut h: u32 = 0x811c_9dc5;
-            for b in t.bytes() {
-                h ^= u32::from(b);
-                h = h.wrapping_mul(0x0100_0193);
-            }
-            h.max(1)
-        }
-    }
 }
 
 /// A produced message as the system stores it. This is what goes into the Raft log, so its
@@ -465,10 +440,7 @@ mod tests {
         let f = TagFilter::parse("A || B").expect("valid");
         assert!(f.matches(Some("A")) && f.matches(Some("B")));
         assert!(!f.matches(Some("C")) && !f.matches(None));
-        assert!(f.may_match_hash(tag_hash(Some("A"))));
         assert!(TagFilter::parse("A||").is_err());
-        assert_eq!(tag_hash(None), 0);
-        assert_ne!(tag_hash(Some("")), 0);
     }
 
     #[test]

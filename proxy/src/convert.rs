@@ -17,6 +17,10 @@ use crate::config::ProxyConfig;
 use crate::route::{message_type_of, topic_resource};
 use crate::status::RpcError;
 
+/// Longest tag accepted. Tags are interned by the store (one entry per distinct tag), so an
+/// unbounded tag would be unbounded memory.
+const MAX_TAG_LEN: usize = 255;
+
 /// A wire duration; negative or out-of-range values are rejected.
 pub(crate) fn duration_from_pb(d: &prost_types::Duration) -> Option<Duration> {
     let secs = u64::try_from(d.seconds).ok()?;
@@ -173,6 +177,12 @@ pub(crate) fn produced_message(
             return Err(RpcError::new(
                 Code::IllegalMessageTag,
                 format!("tag {tag:?} is blank or contains '|'"),
+            ));
+        }
+        Some(tag) if tag.len() > MAX_TAG_LEN => {
+            return Err(RpcError::new(
+                Code::IllegalMessageTag,
+                format!("tag of {} bytes is longer than {MAX_TAG_LEN}", tag.len()),
             ));
         }
         Some(tag) => Some(tag.to_owned()),

@@ -64,7 +64,7 @@ status_only_rpc!(
 impl UnaryRpc for pb::SendMessageRequest {
     type Response = pb::SendMessageResponse;
     fn rejected(&self, status: pb::Status) -> pb::SendMessageResponse {
-        let entries = self
+        let mut entries: Vec<pb::SendResultEntry> = self
             .messages
             .iter()
             .map(|m| pb::SendResultEntry {
@@ -73,6 +73,13 @@ impl UnaryRpc for pb::SendMessageRequest {
                 ..Default::default()
             })
             .collect();
+        if entries.is_empty() {
+            // Rust 5.0.0 indexes entries[0]: never answer with none.
+            entries.push(pb::SendResultEntry {
+                status: Some(status.clone()),
+                ..Default::default()
+            });
+        }
         pb::SendMessageResponse {
             status: Some(status),
             entries,

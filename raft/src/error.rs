@@ -53,6 +53,21 @@ pub enum LogError {
     #[error("log record of {len} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge { len: usize, max: usize },
 
+    /// Recovery found less log than was durably committed before: records that were fsynced
+    /// and acknowledged are unreadable (media corruption, not a torn tail). The store refuses
+    /// to open rather than silently drop them.
+    #[error(
+        "log in {dir} recovers only up to index {recovered:?}, but entries up to {committed} were \
+         committed after an fsync: acknowledged records are unreadable (see the corruption \
+         warning above); refusing to start. If the previous run used flush = \"async\", the tail \
+         may have been lost legitimately: start once with flush = \"async\" to accept the loss"
+    )]
+    CommittedLost {
+        dir: PathBuf,
+        committed: u64,
+        recovered: Option<u64>,
+    },
+
     /// Another store instance holds the directory lock.
     #[error("log directory {dir} is locked by another store instance")]
     Locked { dir: PathBuf },
@@ -90,9 +105,10 @@ impl From<LogError> for io::Error {
     fn from(err: LogError) -> Self {
         let kind = match &err {
             LogError::Io { source, .. } => source.kind(),
-            LogError::Corrupt { .. } | LogError::Gap { .. } | LogError::Codec(_) => {
-                io::ErrorKind::InvalidData
-            }
+            LogError::Corrupt { .. }
+            | LogError::Gap { .. }
+            | LogError::Codec(_)
+            | LogError::CommittedLost { .. } => io::ErrorKind::InvalidData,
             LogError::NonContiguous { .. }
             | LogError::BeforePurged { .. }
             | LogError::RecordTooLarge { .. } => io::ErrorKind::InvalidInput,

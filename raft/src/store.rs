@@ -292,7 +292,16 @@ where
         let files = StateFiles::new(dir.clone());
 
         let vote: Option<VoteOf<C>> = read_state(&files.vote)?;
-        let mut committed: Option<LogIdOf<C>> = read_state(&files.committed)?;
+        // The committed id is written without fsync (losing it only makes Raft re-learn it), so
+        // after a power loss the file may fail its checksum: treat that as absent.
+        let mut committed: Option<LogIdOf<C>> = match read_state(&files.committed) {
+            Ok(c) => c,
+            Err(err @ LogError::Corrupt { .. }) => {
+                tracing::warn!(error = %err, "ignoring an unreadable committed log id");
+                None
+            }
+            Err(err) => return Err(err),
+        };
         let last_purged: Option<LogIdOf<C>> = read_state(&files.purged)?;
 
         let (mut segments, mut last_log_id) = recover_segments::<C>(&dir, cfg.segment_bytes)?;
@@ -321,7 +330,18 @@ where
         if let Some(c) = &committed
             && last_index.is_none_or(|last| c.index() > last)
         {
-            // Only possible after a power loss in `Async` mode; Raft re-learns the commit point.
+            // In `Sync` mode the committed id is only written after the fsync that made those
+            // entries durable, so recovering less than it means durable records were lost to
+            // corruption, which recovery must not paper over.
+            if cfg.flush == FlushMode::Sync {
+                return Err(LogError::CommittedLost {
+                    dir: dir.clone(),
+                    committed: c.index(),
+                    recovered: last_index,
+                });
+            }
+            // In `Async` mode a power loss can legitimately lose the unsynced tail; Raft
+            // re-learns the commit point.
             tracing::warn!(
                 committed = c.index(),
                 last_index,

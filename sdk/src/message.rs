@@ -227,10 +227,9 @@ fn is_blank(s: &str) -> bool {
 pub struct SendReceipt {
     /// The client-generated id the server stored the message under.
     pub message_id: String,
-    /// Queue offset of the stored message.
+    /// Offset of the stored message in the queue the server placed it on (the server may
+    /// choose another queue than the one asked for, e.g. by message group for FIFO).
     pub offset: i64,
-    /// Queue the message was sent to.
-    pub queue_id: i32,
     /// Set for transactional messages only.
     pub transaction_id: Option<String>,
 }

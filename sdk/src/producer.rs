@@ -216,7 +216,7 @@ impl ProducerInner {
                     },
                 )
                 .await
-                .and_then(|reply| parse_send_reply(reply.into_inner(), &ids, queue.id()));
+                .and_then(|reply| parse_send_reply(reply.into_inner(), &ids));
             match result {
                 Ok(receipts) => return Ok(receipts),
                 Err(e) if e.is_retryable() && attempt < max_attempts => {
@@ -247,11 +247,7 @@ impl ProducerInner {
 
 /// Checks a send reply against the request: status OK (or MULTIPLE_RESULTS with every entry
 /// OK), one entry per message echoing its id.
-fn parse_send_reply(
-    reply: pb::SendMessageResponse,
-    ids: &[String],
-    queue_id: i32,
-) -> Result<Vec<SendReceipt>> {
+fn parse_send_reply(reply: pb::SendMessageResponse, ids: &[String]) -> Result<Vec<SendReceipt>> {
     check_status(SEND_RPC, reply.status.as_ref(), &[Code::MultipleResults])?;
     if reply.entries.len() != ids.len() {
         return Err(Error::invalid_response(
@@ -279,7 +275,6 @@ fn parse_send_reply(
             Ok(SendReceipt {
                 message_id: entry.message_id,
                 offset: entry.offset,
-                queue_id,
                 transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
             })
         })
@@ -341,21 +336,21 @@ mod tests {
             Code::Ok,
             vec![entry("01A", Code::Ok), entry("01B", Code::Ok)],
         );
-        let receipts = parse_send_reply(ok, &ids, 3).unwrap();
+        let receipts = parse_send_reply(ok, &ids).unwrap();
         assert_eq!(receipts[1].message_id, "01B");
-        assert_eq!((receipts[1].offset, receipts[1].queue_id), (42, 3));
+        assert_eq!(receipts[1].offset, 42);
         assert_eq!(receipts[1].transaction_id, None);
 
         let short = reply(Code::Ok, vec![entry("01A", Code::Ok)]);
         assert!(matches!(
-            parse_send_reply(short, &ids, 0),
+            parse_send_reply(short, &ids),
             Err(Error::InvalidResponse { .. })
         ));
         let wrong_id = reply(
             Code::Ok,
             vec![entry("01A", Code::Ok), entry("01C", Code::Ok)],
         );
-        assert!(parse_send_reply(wrong_id, &ids, 0).is_err());
+        assert!(parse_send_reply(wrong_id, &ids).is_err());
         let mixed = reply(
             Code::MultipleResults,
             vec![
@@ -363,11 +358,11 @@ mod tests {
                 entry("01B", Code::MessageBodyTooLarge),
             ],
         );
-        let err = parse_send_reply(mixed, &ids, 0).unwrap_err();
+        let err = parse_send_reply(mixed, &ids).unwrap_err();
         assert_eq!(err.status_code(), Some(Code::MessageBodyTooLarge as i32));
         let failed = reply(Code::TooManyRequests, vec![]);
         assert!(
-            parse_send_reply(failed, &ids, 0)
+            parse_send_reply(failed, &ids)
                 .unwrap_err()
                 .is_too_many_requests()
         );

@@ -48,6 +48,21 @@ pub enum StoreCommand {
     DropTopic { topic: TopicName },
     /// A consumer group was deleted.
     DropGroup { group: GroupName },
+    /// Appends from concurrent callers, coalesced into one entry. Each applies exactly as its
+    /// own `Append` would, in order; their records are numbered by one slot sequence running
+    /// across all of them (see [`StoreCommand::record`]).
+    AppendBatch {
+        now_ms: i64,
+        appends: Vec<QueueAppend>,
+    },
+}
+
+/// One caller's messages for one queue inside an `AppendBatch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueAppend {
+    pub topic: TopicName,
+    pub queue_id: u32,
+    pub messages: Vec<MessageRecord>,
 }
 
 impl StoreCommand {
@@ -64,6 +79,27 @@ impl StoreCommand {
             StoreCommand::Truncate { .. } => "truncate",
             StoreCommand::DropTopic { .. } => "drop_topic",
             StoreCommand::DropGroup { .. } => "drop_group",
+            StoreCommand::AppendBatch { .. } => "append_batch",
+        }
+    }
+
+    /// The message record at `slot` of this entry, if it is an append that has one. In an
+    /// `AppendBatch` slots run on from one sub-append to the next: the first message of the
+    /// second sub-append has the slot after the last one of the first.
+    pub fn record(&self, slot: u32) -> Option<&MessageRecord> {
+        let mut slot = usize::try_from(slot).ok()?;
+        match self {
+            StoreCommand::Append { messages, .. } => messages.get(slot),
+            StoreCommand::AppendBatch { appends, .. } => {
+                for append in appends {
+                    match append.messages.get(slot) {
+                        Some(record) => return Some(record),
+                        None => slot -= append.messages.len(),
+                    }
+                }
+                None
+            }
+            _ => None,
         }
     }
 }
@@ -107,6 +143,14 @@ impl fmt::Display for StoreCommand {
             }
             StoreCommand::DropTopic { topic } => write!(f, "drop_topic({topic})"),
             StoreCommand::DropGroup { group } => write!(f, "drop_group({group})"),
+            StoreCommand::AppendBatch { appends, .. } => {
+                let messages: usize = appends.iter().map(|a| a.messages.len()).sum();
+                write!(
+                    f,
+                    "append_batch({} appends, {messages} messages)",
+                    appends.len()
+                )
+            }
         }
     }
 }
@@ -217,6 +261,8 @@ pub enum CommandResponse {
     /// Blank and membership entries.
     Nothing,
     Appended(Vec<AppendOutcome>),
+    /// The outcomes of each sub-append of an `AppendBatch`, in order.
+    AppendedBatch(Vec<Vec<AppendOutcome>>),
     Popped {
         delivery_id: u64,
         messages: Vec<PoppedMessage>,
@@ -276,7 +322,22 @@ mod tests {
                 topic: topic.clone(),
                 queue_id: 0,
                 now_ms: 1,
-                messages: vec![record],
+                messages: vec![record.clone()],
+            },
+            StoreCommand::AppendBatch {
+                now_ms: 2,
+                appends: vec![
+                    QueueAppend {
+                        topic: topic.clone(),
+                        queue_id: 0,
+                        messages: vec![record.clone(), record.clone()],
+                    },
+                    QueueAppend {
+                        topic: topic.clone(),
+                        queue_id: 3,
+                        messages: vec![record],
+                    },
+                ],
             },
             StoreCommand::Pop(PopCommand {
                 group: group.clone(),
@@ -342,5 +403,64 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&drop).expect("encodes")[0], 9);
         let truncate = StoreCommand::Truncate { below_log_index: 1 };
         assert_eq!(postcard::to_stdvec(&truncate).expect("encodes")[0], 7);
+        let batch = StoreCommand::AppendBatch {
+            now_ms: 1,
+            appends: vec![],
+        };
+        assert_eq!(postcard::to_stdvec(&batch).expect("encodes")[0], 10);
+    }
+
+    fn record_with_id(id: &str) -> MessageRecord {
+        MessageRecord {
+            message_id: id.into(),
+            topic: TopicName::new("orders").expect("valid"),
+            kind: MessageKind::Normal,
+            tag: None,
+            keys: vec![],
+            message_group: None,
+            delivery_timestamp_ms: None,
+            born_timestamp_ms: 0,
+            born_host: "h".into(),
+            trace_context: None,
+            properties: vec![],
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn batch_slots_run_on_across_sub_appends() {
+        let topic = TopicName::new("orders").expect("valid");
+        let sub = |queue_id, ids: &[&str]| QueueAppend {
+            topic: topic.clone(),
+            queue_id,
+            messages: ids.iter().map(|id| record_with_id(id)).collect(),
+        };
+        let batch = StoreCommand::AppendBatch {
+            now_ms: 0,
+            appends: vec![
+                sub(0, &["a", "b"]),
+                sub(1, &[]),
+                sub(0, &["c"]),
+                sub(2, &["d", "e"]),
+            ],
+        };
+        let ids: Vec<Option<&str>> = (0..6)
+            .map(|slot| batch.record(slot).map(|r| r.message_id.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [Some("a"), Some("b"), Some("c"), Some("d"), Some("e"), None]
+        );
+        assert_eq!(batch.record(u32::MAX), None);
+
+        let single = StoreCommand::Append {
+            topic: topic.clone(),
+            queue_id: 0,
+            now_ms: 0,
+            messages: vec![record_with_id("x")],
+        };
+        assert_eq!(single.record(0).map(|r| r.message_id.as_str()), Some("x"));
+        assert_eq!(single.record(1), None);
+        assert_eq!(StoreCommand::DropTopic { topic }.record(0), None);
     }
 }

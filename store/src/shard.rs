@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::alias::EntryOf;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{EntryPayload, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
@@ -175,20 +176,36 @@ impl Shard {
         }))
     }
 
-    /// The message a record reference points at; `None` if retention removed it.
-    pub fn read_record(&self, record: RecordRef) -> Result<Option<MessageRecord>, StoreError> {
-        let entry = self.reader.entry_shared(record.log_index).map_err(|e| {
-            StoreError::Internal(format!(
-                "reading log index {} of shard {}: {e}",
-                record.log_index, self.id
-            ))
-        })?;
-        Ok(entry.as_deref().and_then(|entry| match &entry.payload {
-            EntryPayload::Normal(StoreCommand::Append { messages, .. }) => {
-                messages.get(record.slot as usize).cloned()
-            }
-            _ => None,
-        }))
+    /// The messages `records` point at, in order; `None` where retention removed one. Each log
+    /// entry is read once however many of the records it holds: an entry read from the files
+    /// is decoded whole, and one `AppendBatch` holds many callers' messages.
+    pub fn read_records(
+        &self,
+        records: &[RecordRef],
+    ) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        let mut entries: HashMap<u64, Option<Arc<EntryOf<ShardTypes>>>> = HashMap::new();
+        records
+            .iter()
+            .map(|record| {
+                let entry = match entries.get(&record.log_index) {
+                    Some(entry) => entry.clone(),
+                    None => {
+                        let entry = self.reader.entry_shared(record.log_index).map_err(|e| {
+                            StoreError::Internal(format!(
+                                "reading log index {} of shard {}: {e}",
+                                record.log_index, self.id
+                            ))
+                        })?;
+                        entries.insert(record.log_index, entry.clone());
+                        entry
+                    }
+                };
+                Ok(entry.and_then(|entry| match &entry.payload {
+                    EntryPayload::Normal(command) => command.record(record.slot).cloned(),
+                    _ => None,
+                }))
+            })
+            .collect()
     }
 
     /// Takes a snapshot now and waits until it covers everything applied so far.

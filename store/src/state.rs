@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use vela_proto::domain::{GroupName, GroupQueueStats, MessageKind, QueueStats, ShardId, TopicName};
+use vela_proto::domain::{
+    GroupName, GroupQueueStats, MessageKind, MessageRecord, QueueStats, ShardId, TopicName,
+};
 use vela_proto::store_api::AppendOutcome;
 
 use crate::command::{
@@ -122,37 +124,28 @@ impl ShardState {
                 queue_id,
                 now_ms,
                 messages,
-            } => {
-                let outcomes = messages
+            } => CommandResponse::Appended(self.append(
+                RecordRef { log_index, slot: 0 },
+                topic,
+                *queue_id,
+                *now_ms,
+                messages,
+                fx,
+            )),
+            StoreCommand::AppendBatch { now_ms, appends } => {
+                let mut first = RecordRef { log_index, slot: 0 };
+                let outcomes = appends
                     .iter()
-                    .enumerate()
-                    .map(|(slot, m)| {
-                        let record = RecordRef {
-                            log_index,
-                            slot: u32::try_from(slot).unwrap_or(u32::MAX),
-                        };
-                        let parked = ParkedMessage {
-                            topic: topic.clone(),
-                            queue_id: *queue_id,
-                            tag: self.tags.intern(m.tag.as_deref()),
-                            message_group: message_group_hash(m.message_group.as_deref()),
-                            deliver_at_ms: m.delivery_timestamp_ms,
-                        };
-                        if m.kind == MessageKind::Transaction {
-                            self.half_messages.insert(record, parked);
-                            AppendOutcome {
-                                offset: None,
-                                transaction_id: Some(self.transaction_id(record)),
-                            }
-                        } else {
-                            AppendOutcome {
-                                offset: self.place(record, parked, *now_ms, fx),
-                                transaction_id: None,
-                            }
-                        }
+                    .map(|a| {
+                        let outcomes =
+                            self.append(first, &a.topic, a.queue_id, *now_ms, &a.messages, fx);
+                        first.slot = first
+                            .slot
+                            .saturating_add(u32::try_from(a.messages.len()).unwrap_or(u32::MAX));
+                        outcomes
                     })
                     .collect();
-                CommandResponse::Appended(outcomes)
+                CommandResponse::AppendedBatch(outcomes)
             }
             StoreCommand::Pop(pop) => self.pop(log_index, pop, fx),
             StoreCommand::Ack { deliveries } => CommandResponse::Acked(
@@ -241,6 +234,51 @@ impl ShardState {
                 CommandResponse::Dropped
             }
         }
+    }
+
+    /// Appends `messages` to one queue; their records take consecutive slots from `first`.
+    /// Transaction half messages are parked, delay messages not yet due go to the timer set,
+    /// everything else gets the queue's next offsets.
+    fn append(
+        &mut self,
+        first: RecordRef,
+        topic: &TopicName,
+        queue_id: u32,
+        now_ms: i64,
+        messages: &[MessageRecord],
+        fx: &mut ApplyEffects,
+    ) -> Vec<AppendOutcome> {
+        messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let record = RecordRef {
+                    log_index: first.log_index,
+                    slot: first
+                        .slot
+                        .saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+                };
+                let parked = ParkedMessage {
+                    topic: topic.clone(),
+                    queue_id,
+                    tag: self.tags.intern(m.tag.as_deref()),
+                    message_group: message_group_hash(m.message_group.as_deref()),
+                    deliver_at_ms: m.delivery_timestamp_ms,
+                };
+                if m.kind == MessageKind::Transaction {
+                    self.half_messages.insert(record, parked);
+                    AppendOutcome {
+                        offset: None,
+                        transaction_id: Some(self.transaction_id(record)),
+                    }
+                } else {
+                    AppendOutcome {
+                        offset: self.place(record, parked, now_ms, fx),
+                        transaction_id: None,
+                    }
+                }
+            })
+            .collect()
     }
 
     fn transaction_id(&self, record: RecordRef) -> String {

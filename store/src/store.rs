@@ -26,13 +26,14 @@ use vela_raft::LogError;
 use vela_raft::single_node::StartError;
 
 use crate::command::{
-    ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueChoice, StoreCommand,
-    TagSubscription, TransactionEnd,
+    ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueChoice, RecordRef,
+    StoreCommand, TagSubscription, TransactionEnd,
 };
 use crate::config::StoreConfig;
 use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, unexpected};
 use crate::state::{Availability, PopProbe};
+use coalesce::AppendCoalescer;
 
 /// Most acknowledgements one `Ack` entry carries.
 const MAX_ACK_BATCH: usize = 1024;
@@ -82,6 +83,7 @@ struct PendingAck {
 struct LocalShard {
     shard: Arc<Shard>,
     acks: mpsc::UnboundedSender<PendingAck>,
+    appends: Arc<AppendCoalescer>,
 }
 
 /// The data plane of one node.
@@ -136,6 +138,7 @@ impl Store {
             };
             let (acks, ack_rx) = mpsc::unbounded_channel();
             tasks.spawn(batch_acks(shard.clone(), ack_rx, cancel.clone()));
+            let appends = AppendCoalescer::new(shard.clone(), clock.clone());
             tasks.spawn(tasks::release_due_messages(
                 shard.clone(),
                 clock.clone(),
@@ -153,7 +156,14 @@ impl Store {
                 last_applied = shard.shared.last_applied_index(),
                 "store shard ready"
             );
-            shards.insert(id, LocalShard { shard, acks });
+            shards.insert(
+                id,
+                LocalShard {
+                    shard,
+                    acks,
+                    appends,
+                },
+            );
         }
         Ok(Arc::new(Store {
             config: cfg,
@@ -168,6 +178,9 @@ impl Store {
     /// Stops background tasks, Raft and the logs (flushing them). Idempotent.
     pub async fn shutdown(&self) -> Result<(), StoreShutdownError> {
         self.cancel.cancel();
+        for local in self.shards.values() {
+            local.appends.close();
+        }
         let mut tasks = std::mem::take(&mut *self.tasks.lock());
         while tasks.join_next().await.is_some() {}
         let mut first_error = None;
@@ -316,9 +329,10 @@ fn read_deliveries(
     delivery_id: u64,
     popped: Vec<PoppedMessage>,
 ) -> Result<Vec<Delivery>, StoreError> {
+    let records: Vec<RecordRef> = popped.iter().map(|p| p.record).collect();
+    let messages = shard.read_records(&records)?;
     let mut out = Vec::with_capacity(popped.len());
-    for p in popped {
-        let message = shard.read_record(p.record)?;
+    for (p, message) in popped.into_iter().zip(messages) {
         let Some(message) = message else {
             // Retention removed the record between the POP and this read; it stays in flight
             // until its deadline and is then forgotten.
@@ -375,17 +389,11 @@ impl StoreApi for Store {
                 m.message_id, m.delivery_timestamp_ms, self.config.max_delay
             )));
         }
-        let count = req.messages.len();
-        let command = StoreCommand::Append {
-            topic: req.topic,
-            queue_id: req.queue_id,
-            now_ms,
-            messages: req.messages,
-        };
-        match local.shard.write(command).await? {
-            CommandResponse::Appended(outcomes) if outcomes.len() == count => Ok(outcomes),
-            other => Err(unexpected("append", &other)),
-        }
+        // Concurrent appends to the shard share Raft entries (see `coalesce`).
+        local
+            .appends
+            .append(req.topic, req.queue_id, req.messages)
+            .await
     }
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
@@ -616,5 +624,6 @@ impl StoreApi for Store {
     }
 }
 
+mod coalesce;
 #[cfg(test)]
 mod tests;

@@ -154,6 +154,32 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
     let r = send(&mut c, message("bad topic!", b"x".to_vec())).await;
     assert_eq!(code(&r.status), pb::Code::IllegalTopic as i32);
 
+    // A tag longer than 255 bytes.
+    let mut long_tag = message(&topic, b"x".to_vec());
+    long_tag.system_properties.as_mut().unwrap().tag = Some("t".repeat(300));
+    let r = send(&mut c, long_tag).await;
+    assert_eq!(code(&r.status), pb::Code::IllegalMessageTag as i32);
+
+    // A request with no message still answers one entry (Rust 5.0.0 indexes entries[0]).
+    let r = c
+        .send_message(req(pb::SendMessageRequest { messages: vec![] }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), pb::Code::BadRequest as i32);
+    assert_eq!(r.entries.len(), 1);
+
+    // A dead-letter topic of a group that does not exist is not found.
+    let items = receive(
+        &mut c,
+        &group,
+        "%DLQ%no-such-group",
+        Some(Duration::from_secs(30)),
+        1,
+    )
+    .await;
+    assert_eq!(first_status(&items), pb::Code::TopicNotFound as i32);
+
     // Missing client id.
     let mut no_id = Request::new(pb::SendMessageRequest {
         messages: vec![message(&topic, b"x".to_vec())],

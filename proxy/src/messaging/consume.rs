@@ -8,7 +8,7 @@ use futures::StreamExt;
 use vela_proto::pb::rocketmq::{self as pb, ClientType, Code, receive_message_response::Content};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{PopRequest, QueueSelector};
-use vela_proto::{DEFAULT_AUTO_RENEW_INVISIBLE, DLQ_PREFIX, GroupName, TopicName};
+use vela_proto::{DEFAULT_AUTO_RENEW_INVISIBLE, GroupName, TopicName};
 
 use super::ResponseStream;
 use crate::Shared;
@@ -136,10 +136,9 @@ async fn receive(
     let config = &shared.ctx.config;
     let params = convert::receive_params(req, &meta.namespace, DEFAULT_AUTO_RENEW_INVISIBLE)?;
     let group = shared.metadata.group(&params.group).await?;
-    // Dead-letter topics are made by the store on demand; let it answer for them.
-    if !params.topic.as_str().starts_with(DLQ_PREFIX) {
-        shared.metadata.topic(&params.topic).await?;
-    }
+    // Dead-letter topics exist once their group does (the metadata lookup ensures them), so
+    // unknown names never reach the store.
+    shared.metadata.topic(&params.topic).await?;
     let remaining = meta
         .remaining()
         .map(|left| left.saturating_sub(DEADLINE_MARGIN));

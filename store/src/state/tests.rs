@@ -1,14 +1,16 @@
 //! Consumer-state transitions of the pure shard state machine, one behaviour per test, and a
 //! property test that runs random command sequences against a model.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use bytes::Bytes;
 use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
 use vela_proto::store_api::AppendOutcome;
 
 use super::*;
 use crate::command::{
-    ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueChoice, StoreCommand,
-    TagSubscription, TransactionEnd,
+    ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueAppend, QueueChoice,
+    StoreCommand, TagSubscription, TransactionEnd,
 };
 
 const INVISIBLE: u64 = 30_000;
@@ -791,6 +793,197 @@ fn snapshots_round_trip_exactly() {
     assert_eq!(back, h.state);
 }
 
+fn named(id: &str, f: impl FnOnce(&mut MessageRecord)) -> MessageRecord {
+    let mut m = MessageRecord {
+        message_id: id.into(),
+        ..message(None, None)
+    };
+    f(&mut m);
+    m
+}
+
+fn sub(queue_id: u32, messages: Vec<MessageRecord>) -> QueueAppend {
+    QueueAppend {
+        topic: topic("orders"),
+        queue_id,
+        messages,
+    }
+}
+
+/// The message ids a POP delivered, by (queue, offset), read through the entry they name.
+fn read_back(
+    entries: &BTreeMap<u64, StoreCommand>,
+    popped: &[PoppedMessage],
+) -> BTreeMap<(u32, u64), String> {
+    popped
+        .iter()
+        .map(|m| {
+            let record = entries
+                .get(&m.record.log_index)
+                .and_then(|c| c.record(m.record.slot))
+                .expect("a delivered record is readable through its entry");
+            ((m.queue_id, m.offset), record.message_id.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_applies_each_sub_append_like_its_own_append() {
+    let mut h = Harness::new();
+    let mut entries = BTreeMap::new();
+    let single = StoreCommand::Append {
+        topic: topic("orders"),
+        queue_id: 0,
+        now_ms: h.now_ms,
+        messages: vec![named("first", |_| {})],
+    };
+    h.apply(single.clone());
+    entries.insert(h.last_index, single);
+    let batch = StoreCommand::AppendBatch {
+        now_ms: h.now_ms,
+        appends: vec![
+            sub(0, vec![named("a", |_| {}), named("b", |_| {})]),
+            sub(1, vec![named("c", |_| {})]),
+            sub(0, vec![named("d", |_| {})]),
+        ],
+    };
+    let response = h.apply(batch.clone());
+    entries.insert(h.last_index, batch);
+    let offsets = |outcomes: &[AppendOutcome]| outcomes.iter().map(|o| o.offset).collect();
+    let CommandResponse::AppendedBatch(outcomes) = response else {
+        panic!("unexpected response {response:?}");
+    };
+    assert_eq!(
+        outcomes.iter().map(|o| offsets(o)).collect::<Vec<Vec<_>>>(),
+        vec![vec![Some(1), Some(2)], vec![Some(0)], vec![Some(3)]],
+        "offsets continue per queue, in sub-append order"
+    );
+    assert!(h.fx.woken_topics.contains(&topic("orders")));
+    let got = h.pop();
+    assert_eq!(
+        read_back(&entries, &got),
+        BTreeMap::from([
+            ((0, 0), "first".to_owned()),
+            ((0, 1), "a".to_owned()),
+            ((0, 2), "b".to_owned()),
+            ((0, 3), "d".to_owned()),
+            ((1, 0), "c".to_owned()),
+        ])
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|m| m.record.log_index == 2)
+            .map(|m| m.record.slot)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from([0, 1, 2, 3]),
+        "slots run on across sub-appends"
+    );
+}
+
+#[test]
+fn delay_and_transaction_sub_appends_park_under_their_batch_slots() {
+    let mut h = Harness::new();
+    let due = h.now_ms + 1_000;
+    let batch = StoreCommand::AppendBatch {
+        now_ms: h.now_ms,
+        appends: vec![
+            sub(0, vec![named("plain", |_| {})]),
+            sub(
+                0,
+                vec![named("late", |m| {
+                    m.kind = MessageKind::Delay;
+                    m.delivery_timestamp_ms = Some(due);
+                })],
+            ),
+            sub(
+                1,
+                vec![named("half", |m| m.kind = MessageKind::Transaction)],
+            ),
+        ],
+    };
+    let response = h.apply(batch.clone());
+    let entries = BTreeMap::from([(h.last_index, batch)]);
+    assert_eq!(
+        response,
+        CommandResponse::AppendedBatch(vec![
+            vec![AppendOutcome {
+                offset: Some(0),
+                transaction_id: None
+            }],
+            vec![AppendOutcome {
+                offset: None,
+                transaction_id: None
+            }],
+            vec![AppendOutcome {
+                offset: None,
+                transaction_id: Some("0-1-2".into())
+            }],
+        ])
+    );
+    assert!(h.fx.timers_changed);
+    assert_eq!(
+        h.state.due_timers(due, 10),
+        vec![TimerKey {
+            due_ms: due,
+            log_index: 1,
+            slot: 1
+        }]
+    );
+    assert_eq!(
+        h.apply(StoreCommand::EndTransaction {
+            topic: topic("orders"),
+            transaction_id: "0-1-2".into(),
+            resolution: TransactionEnd::Commit,
+            now_ms: h.now_ms,
+        }),
+        CommandResponse::TransactionEnded(Ok(()))
+    );
+    h.advance(1_000);
+    let release = h.state.due_timers(h.now_ms, 10);
+    assert_eq!(
+        h.apply(StoreCommand::Release {
+            due: release,
+            now_ms: h.now_ms
+        }),
+        CommandResponse::Released { indexed: 1 }
+    );
+    let got = h.pop();
+    assert_eq!(
+        read_back(&entries, &got),
+        BTreeMap::from([
+            ((0, 0), "plain".to_owned()),
+            ((0, 1), "late".to_owned()),
+            ((1, 0), "half".to_owned()),
+        ])
+    );
+}
+
+#[test]
+fn a_batch_of_one_append_matches_the_plain_append() {
+    let messages = || {
+        vec![
+            named("x", |_| {}),
+            named("y", |m| m.kind = MessageKind::Transaction),
+        ]
+    };
+    let mut plain = Harness::new();
+    let mut batched = Harness::new();
+    let CommandResponse::Appended(expected) = plain.apply(StoreCommand::Append {
+        topic: topic("orders"),
+        queue_id: 3,
+        now_ms: plain.now_ms,
+        messages: messages(),
+    }) else {
+        panic!("append answers Appended");
+    };
+    let response = batched.apply(StoreCommand::AppendBatch {
+        now_ms: batched.now_ms,
+        appends: vec![sub(3, messages())],
+    });
+    assert_eq!(response, CommandResponse::AppendedBatch(vec![expected]));
+    assert_eq!(plain.state, batched.state);
+}
+
 mod model {
     //! Random command sequences against the state machine, checked against a model of what
     //! each group was told: deliveries, acks and dead letters.
@@ -808,7 +1001,11 @@ mod model {
     enum Op {
         Append {
             queue_id: u32,
-            messages: Vec<(Option<u8>, Option<u8>, Option<u16>)>,
+            messages: Vec<SentMessage>,
+        },
+        /// Several appends coalesced into one entry.
+        AppendBatch {
+            appends: Vec<(u32, Vec<SentMessage>)>,
         },
         Pop {
             fifo_group: bool,
@@ -828,12 +1025,25 @@ mod model {
         Release,
     }
 
+    /// A message as the model sends it: tag, message group, delay (ms).
+    type SentMessage = (Option<u8>, Option<u8>, Option<u16>);
+
+    fn messages() -> impl Strategy<Value = Vec<SentMessage>> {
+        prop::collection::vec(
+            (
+                prop::option::of(0u8..3),
+                prop::option::of(0u8..3),
+                prop::option::weighted(0.2, 0u16..2000),
+            ),
+            1..4,
+        )
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            3 => (0..QUEUES, prop::collection::vec(
-                (prop::option::of(0u8..3), prop::option::of(0u8..3), prop::option::weighted(0.2, 0u16..2000)),
-                1..4,
-            )).prop_map(|(queue_id, messages)| Op::Append { queue_id, messages }),
+            3 => (0..QUEUES, messages()).prop_map(|(queue_id, messages)| Op::Append { queue_id, messages }),
+            2 => prop::collection::vec((0..QUEUES, messages()), 1..4)
+                .prop_map(|appends| Op::AppendBatch { appends }),
             4 => (any::<bool>(), 1u32..5).prop_map(|(fifo_group, max)| Op::Pop { fifo_group, max }),
             3 => (any::<bool>(), any::<usize>()).prop_map(|(fifo_group, pick)| Op::Ack { fifo_group, pick }),
             1 => (any::<bool>(), any::<usize>()).prop_map(|(fifo_group, pick)| Op::Change { fifo_group, pick }),
@@ -976,29 +1186,59 @@ mod model {
         })
     }
 
+    fn records(h: &Harness, messages: &[SentMessage]) -> Vec<MessageRecord> {
+        messages
+            .iter()
+            .map(|(tag, mg, delay)| MessageRecord {
+                delivery_timestamp_ms: delay.map(|d| h.now_ms + i64::from(d)),
+                ..message(
+                    tag.map(|t| format!("t{t}")).as_deref(),
+                    mg.map(|g| format!("g{g}")).as_deref(),
+                )
+            })
+            .collect()
+    }
+
+    /// Records what an entry at `log_index` sent; its records take slots in order.
+    fn sent(model: &mut Model, log_index: u64, messages: &[SentMessage]) {
+        for (slot, (tag, mg, _)) in messages.iter().enumerate() {
+            model.sent.insert(
+                RecordRef {
+                    log_index,
+                    slot: slot as u32,
+                },
+                (*tag, *mg),
+            );
+        }
+    }
+
     fn step(h: &mut Harness, model: &mut Model, op: Op) -> Result<(), TestCaseError> {
         match op {
             Op::Append { queue_id, messages } => {
-                let records: Vec<MessageRecord> = messages
-                    .iter()
-                    .map(|(tag, mg, delay)| MessageRecord {
-                        delivery_timestamp_ms: delay.map(|d| h.now_ms + i64::from(d)),
-                        ..message(
-                            tag.map(|t| format!("t{t}")).as_deref(),
-                            mg.map(|g| format!("g{g}")).as_deref(),
-                        )
-                    })
-                    .collect();
-                h.append_to("orders", queue_id, records);
-                for (slot, (tag, mg, _)) in messages.iter().enumerate() {
-                    model.sent.insert(
-                        RecordRef {
-                            log_index: h.last_index,
-                            slot: slot as u32,
-                        },
-                        (*tag, *mg),
-                    );
-                }
+                h.append_to("orders", queue_id, records(h, &messages));
+                sent(model, h.last_index, &messages);
+            }
+            Op::AppendBatch { appends } => {
+                let command = StoreCommand::AppendBatch {
+                    now_ms: h.now_ms,
+                    appends: appends
+                        .iter()
+                        .map(|(queue_id, messages)| QueueAppend {
+                            topic: topic("orders"),
+                            queue_id: *queue_id,
+                            messages: records(h, messages),
+                        })
+                        .collect(),
+                };
+                let CommandResponse::AppendedBatch(outcomes) = h.apply(command) else {
+                    return Err(TestCaseError::fail("append batch answered something else"));
+                };
+                prop_assert_eq!(
+                    outcomes.iter().map(Vec::len).collect::<Vec<_>>(),
+                    appends.iter().map(|(_, m)| m.len()).collect::<Vec<_>>()
+                );
+                let all: Vec<SentMessage> = appends.into_iter().flat_map(|(_, m)| m).collect();
+                sent(model, h.last_index, &all);
             }
             Op::Pop { fifo_group, max } => {
                 let id = h.last_index + 1;

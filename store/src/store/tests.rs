@@ -566,6 +566,94 @@ async fn retention_deletes_old_segments_and_the_state_follows() {
     store.shutdown().await.expect("shuts down");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_entries_and_get_dense_offsets() {
+    const TASKS: usize = 200;
+    const SENDS: usize = 20;
+    const QUEUES: u32 = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A tiny entry cache, so most bodies are read back from the segment files.
+    let cfg = StoreConfig {
+        log_cache: bytesize::ByteSize::kib(16),
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg, Arc::new(SystemClock))
+        .await
+        .expect("opens");
+    let mut senders = JoinSet::new();
+    for task in 0..TASKS {
+        let store = store.clone();
+        senders.spawn(async move {
+            let queue_id = task as u32 % QUEUES;
+            let mut placed = Vec::with_capacity(SENDS);
+            for i in 0..SENDS {
+                let body = format!("{task}-{i}");
+                let outcomes = store
+                    .append(AppendRequest {
+                        queue_id,
+                        ..append(vec![message(&body)])
+                    })
+                    .await
+                    .expect("appends");
+                assert_eq!(outcomes.len(), 1);
+                let offset = outcomes[0]
+                    .offset
+                    .expect("a normal message is indexed at once");
+                placed.push((queue_id, offset, body));
+            }
+            placed
+        });
+    }
+    let mut sent: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    while let Some(placed) = senders.join_next().await {
+        let placed = placed.expect("joins");
+        assert!(
+            placed.windows(2).all(|w| w[0].1 < w[1].1),
+            "one caller's sequential sends keep their order"
+        );
+        for (queue_id, offset, body) in placed {
+            assert!(
+                sent.insert((queue_id, offset), body).is_none(),
+                "offset {offset} of queue {queue_id} given twice"
+            );
+        }
+    }
+    assert_eq!(sent.len(), TASKS * SENDS);
+    for queue_id in 0..QUEUES {
+        let offsets: Vec<u64> = sent
+            .keys()
+            .filter(|(q, _)| *q == queue_id)
+            .map(|(_, o)| *o)
+            .collect();
+        let expected: Vec<u64> = (0..offsets.len() as u64).collect();
+        assert_eq!(offsets, expected, "offsets of queue {queue_id} are dense");
+    }
+    let entries = store.shards[&0].shard.shared.last_applied_index();
+    assert!(
+        entries < (TASKS * SENDS) as u64,
+        "{} sends took {entries} log entries: concurrent appends were not coalesced",
+        TASKS * SENDS
+    );
+
+    let mut read: BTreeMap<(u32, u64), String> = BTreeMap::new();
+    loop {
+        let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+        if got.is_empty() {
+            break;
+        }
+        for d in got {
+            let body = String::from_utf8_lossy(&d.message.body).into_owned();
+            assert_eq!(d.message, message(&body), "the record reads back unchanged");
+            read.insert((d.queue_id, d.offset), body);
+        }
+    }
+    assert_eq!(
+        read, sent,
+        "every body reads back at the offset its send was told"
+    );
+    store.shutdown().await.expect("shuts down");
+}
+
 /// Throughput of single-message sends and of acks from many concurrent callers, with fsync
 /// group commit. Run in release: `cargo test --release -p vela-store -- --ignored throughput
 /// --nocapture`.
