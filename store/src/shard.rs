@@ -15,7 +15,7 @@ use openraft::{EntryPayload, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tracing::warn;
-use vela_proto::domain::{MessageRecord, ShardId, TopicName};
+use vela_proto::domain::{GroupName, MessageRecord, ShardId, TopicName};
 use vela_proto::store_api::StoreError;
 use vela_raft::single_node::{default_config, start_single_voter};
 use vela_raft::{FlushMode, LogHandle, LogStoreConfig, SegmentLogStore};
@@ -37,28 +37,93 @@ openraft::declare_raft_types!(
 /// A shard's Raft handle.
 pub type ShardRaft = openraft::Raft<ShardTypes, ShardStateMachine>;
 
-/// Long-poll wakeups per topic. A waiter registers (`Notified::enable`) before it checks the
-/// state, so a wake between check and wait is not lost.
+/// Long-poll wakeups per topic and consumer group. A waiter registers (`Notified::enable`)
+/// before it checks the state, so a wake between check and wait is not lost. A wake releases
+/// ONE waiting receiver of each group (`notify_one`); a receiver that then delivers something
+/// passes the wake on to the next one of its group. So an append makes one receiver per group
+/// propose a Pop, not every poller on the topic (which wrote a burst of empty Pops).
 #[derive(Debug, Default)]
 pub(crate) struct TopicWakeups {
-    topics: Mutex<HashMap<TopicName, Arc<Notify>>>,
+    topics: Mutex<HashMap<TopicName, HashMap<GroupName, Arc<Notify>>>>,
+}
+
+/// Whether anyone besides the registry holds this wakeup (a receiver waiting or about to).
+fn in_use(notify: &Arc<Notify>) -> bool {
+    Arc::strong_count(notify) > 1
 }
 
 impl TopicWakeups {
-    pub fn subscribe(&self, topic: &TopicName) -> Arc<Notify> {
-        self.topics.lock().entry(topic.clone()).or_default().clone()
+    pub fn subscribe(&self, topic: &TopicName, group: &GroupName) -> Arc<Notify> {
+        let mut topics = self.topics.lock();
+        let groups = topics.entry(topic.clone()).or_default();
+        groups
+            .entry(group.clone())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
     }
 
     fn wake(&self, topic: &TopicName) {
-        if let Some(notify) = self.topics.lock().get(topic) {
-            notify.notify_waiters();
+        let mut topics = self.topics.lock();
+        if let Some(groups) = topics.get_mut(topic) {
+            // Entries nobody holds have no waiter to wake; dropping them keeps the registry
+            // bounded by the receivers actually waiting.
+            groups.retain(|_, notify| in_use(notify));
+            for notify in groups.values() {
+                notify.notify_one();
+            }
+            if groups.is_empty() {
+                topics.remove(topic);
+            }
         }
     }
 
     fn wake_all(&self) {
-        for notify in self.topics.lock().values() {
-            notify.notify_waiters();
+        let mut topics = self.topics.lock();
+        for groups in topics.values_mut() {
+            groups.retain(|_, notify| in_use(notify));
+            for notify in groups.values() {
+                notify.notify_waiters();
+            }
         }
+        topics.retain(|_, groups| !groups.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod wakeup_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_releases_one_waiter_per_group_and_unused_entries_go() {
+        let wakeups = TopicWakeups::default();
+        let topic = TopicName::new("t").expect("valid");
+        let (g1, g2) = (
+            GroupName::new("g1").expect("valid"),
+            GroupName::new("g2").expect("valid"),
+        );
+        let a = wakeups.subscribe(&topic, &g1);
+        let b = wakeups.subscribe(&topic, &g1);
+        let c = wakeups.subscribe(&topic, &g2);
+        let mut wa = Box::pin(a.notified());
+        let mut wb = Box::pin(b.notified());
+        let mut wc = Box::pin(c.notified());
+        wa.as_mut().enable();
+        wb.as_mut().enable();
+        wc.as_mut().enable();
+        wakeups.wake(&topic);
+        let ready = |w: &mut std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>>| {
+            futures::FutureExt::now_or_never(w.as_mut()).is_some()
+        };
+        assert!(ready(&mut wa), "first waiter of g1 is released");
+        assert!(!ready(&mut wb), "second waiter of g1 keeps waiting");
+        assert!(ready(&mut wc), "g2 has its own wake");
+        drop((wa, wb, wc));
+        drop((a, b, c));
+        wakeups.wake(&topic);
+        assert!(
+            wakeups.topics.lock().is_empty(),
+            "entries nobody holds are dropped"
+        );
     }
 }
 

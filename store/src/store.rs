@@ -416,13 +416,14 @@ impl StoreApi for Store {
             filter: &filter,
             fifo: req.fifo,
         };
-        let deadline = Instant::now() + req.wait;
+        // Bounded so a huge wait from a remote caller cannot overflow the clock.
+        let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
         let shards = self.shards_in_turn();
         loop {
             // Register for wakeups before looking, so an append in between is not missed.
             let notifies: Vec<Arc<Notify>> = shards
                 .iter()
-                .map(|s| s.shared.wakeups.subscribe(&req.topic))
+                .map(|s| s.shared.wakeups.subscribe(&req.topic, &req.group))
                 .collect();
             let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
                 notifies.iter().map(|n| Box::pin(n.notified())).collect();
@@ -456,6 +457,11 @@ impl StoreApi for Store {
                                 delivery_id,
                                 messages,
                             } if !messages.is_empty() => {
+                                // Pass the wake on: another receiver of the group may find
+                                // more (see `TopicWakeups`).
+                                for notify in &notifies {
+                                    notify.notify_one();
+                                }
                                 return read_deliveries(shard, &req, delivery_id, messages);
                             }
                             CommandResponse::Popped { .. } => {}
