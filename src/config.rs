@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// Largest `proxy.max_body_size` accepted.
+const MAX_BODY_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// Prefix of every environment variable the binary reads.
 pub const ENV_PREFIX: &str = "VELA_";
 
@@ -186,6 +189,14 @@ fn from_table(table: toml::Table) -> Result<VelaConfig, ConfigError> {
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.store.data_dir = config.data_dir.join("store");
     config.controller.data_dir = config.data_dir.join("controller");
+    // A request may carry several bodies and becomes one log record; keep it far below the
+    // record size limit of the log (ADR 0001).
+    if config.proxy.max_body_size.as_u64() > MAX_BODY_SIZE_LIMIT {
+        return Err(ConfigError::Invalid(format!(
+            "proxy.max_body_size {} is above the supported maximum of 16 MiB",
+            config.proxy.max_body_size
+        )));
+    }
     // One knob for the delay limit in standalone: the store follows the proxy's unless told.
     if !store_sets_max_delay {
         config.store.max_delay = config.proxy.max_delay;
@@ -297,6 +308,14 @@ mod tests {
         assert!(!c.proxy.auto_create_topics);
         assert!(c.proxy.auto_create_groups);
         assert_eq!(c.proxy.default_queue_count, 4);
+    }
+
+    #[test]
+    fn oversized_body_limits_are_refused() {
+        let env = vec![("VELA_PROXY__MAX_BODY_SIZE".to_owned(), "64MiB".to_owned())];
+        let err =
+            load(Profile::Standalone, None, env, &FlagOverrides::default()).expect_err("too large");
+        assert!(err.to_string().contains("max_body_size"), "{err}");
     }
 
     #[test]
