@@ -163,16 +163,12 @@ impl AdminService for AdminServer {
             .await
             .map_err(controller_to_grpc)?;
         self.shared.metadata.forget_topic(&name);
-        self.shared.ctx.store.drop_topic(&name).await.map_err(|e| {
-            let status = store_to_grpc(e);
-            Status::new(
-                status.code(),
-                format!(
-                    "topic {name} deleted, but its queues were not dropped: {}",
-                    status.message()
-                ),
-            )
-        })?;
+        self.shared
+            .ctx
+            .store
+            .drop_topic(&name)
+            .await
+            .map_err(|e| half_deleted(&format!("topic {name}"), "its queues were", e))?;
         tracing::info!(topic = %name, "topic deleted");
         Ok(Response::new(api::DeleteTopicResponse {}))
     }
@@ -256,16 +252,12 @@ impl AdminService for AdminServer {
             .await
             .map_err(controller_to_grpc)?;
         self.shared.metadata.forget_group(&name);
-        self.shared.ctx.store.drop_group(&name).await.map_err(|e| {
-            let status = store_to_grpc(e);
-            Status::new(
-                status.code(),
-                format!(
-                    "consumer group {name} deleted, but its state was not dropped: {}",
-                    status.message()
-                ),
-            )
-        })?;
+        self.shared
+            .ctx
+            .store
+            .drop_group(&name)
+            .await
+            .map_err(|e| half_deleted(&format!("consumer group {name}"), "its state was", e))?;
         tracing::info!(group = %name, "consumer group deleted");
         Ok(Response::new(api::DeleteGroupResponse {}))
     }
@@ -373,4 +365,16 @@ impl AdminService for AdminServer {
             auto_create_groups: config.auto_create_groups,
         }))
     }
+}
+
+/// The metadata is gone but the store did not drop the data: say both, keep the store's code.
+fn half_deleted(what: &str, data_was: &str, err: vela_proto::StoreError) -> Status {
+    let status = store_to_grpc(err);
+    Status::new(
+        status.code(),
+        format!(
+            "{what} deleted, but {data_was} not dropped: {}",
+            status.message()
+        ),
+    )
 }

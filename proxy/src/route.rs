@@ -136,12 +136,7 @@ pub(crate) fn message_queues(
 /// The queue a FIFO message group maps to: a stable hash (FNV-1a), so every producer of the
 /// group lands on the same queue whatever client library hashed it on its side.
 pub(crate) fn fifo_queue(message_group: &str, queue_count: u32) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in message_group.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % u64::from(queue_count.max(1))) as u32
+    (vela_proto::message_group_hash(message_group) % u64::from(queue_count.max(1))) as u32
 }
 
 /// The queue a producer asked for, if it is usable. Queue 0 counts as "not asked": it is the

@@ -149,14 +149,7 @@ impl From<TagTable> for Vec<String> {
 pub fn message_group_hash(group: Option<&str>) -> u64 {
     match group {
         None => 0,
-        Some(g) => {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in g.bytes() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h.max(1)
-        }
+        Some(g) => vela_proto::message_group_hash(g).max(1),
     }
 }
 
