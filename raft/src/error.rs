@@ -68,6 +68,32 @@ pub enum LogError {
         recovered: Option<u64>,
     },
 
+    /// The log ends below the snapshot the state machine restored from. The log is made durable
+    /// before any snapshot that covers it, so this means acknowledged entries were lost; the
+    /// store refuses to open and deletes nothing.
+    #[error(
+        "log in {dir} recovers only up to index {recovered:?}, but the state snapshot covers up to \
+         {snapshot}: log entries the snapshot was built from are missing (damaged or deleted \
+         segment files); refusing to start and deleting nothing"
+    )]
+    BehindSnapshot {
+        dir: PathBuf,
+        snapshot: u64,
+        recovered: Option<u64>,
+    },
+
+    /// The log does not hold the entries right after the snapshot in use, so the state cannot
+    /// be rebuilt.
+    #[error(
+        "log in {dir} starts at index {first}, but the state snapshot in use covers only up to \
+         {snapshot}: the entries in between are missing; refusing to start"
+    )]
+    SnapshotGap {
+        dir: PathBuf,
+        snapshot: u64,
+        first: u64,
+    },
+
     /// Another store instance holds the directory lock.
     #[error("log directory {dir} is locked by another store instance")]
     Locked { dir: PathBuf },
@@ -108,7 +134,9 @@ impl From<LogError> for io::Error {
             LogError::Corrupt { .. }
             | LogError::Gap { .. }
             | LogError::Codec(_)
-            | LogError::CommittedLost { .. } => io::ErrorKind::InvalidData,
+            | LogError::CommittedLost { .. }
+            | LogError::BehindSnapshot { .. }
+            | LogError::SnapshotGap { .. } => io::ErrorKind::InvalidData,
             LogError::NonContiguous { .. }
             | LogError::BeforePurged { .. }
             | LogError::RecordTooLarge { .. } => io::ErrorKind::InvalidInput,

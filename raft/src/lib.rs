@@ -6,15 +6,19 @@
 //! - [`LogHandle`]: cheap random reads of the log by index, for readers outside openraft.
 //! - [`single_node`]: start openraft with one voter and no peers.
 //! - [`snapshot_file`]: atomically replaced, checksummed small files.
+//! - [`generations`]: state machine snapshots kept as generations with fallback.
+//! - [`vfs`]: the storage seam every file goes through, and its simulated power-loss disk.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod codec;
 mod error;
+pub mod generations;
 mod segment;
 pub mod single_node;
 pub mod snapshot_file;
 mod store;
+pub mod vfs;
 mod writer;
 
 mod cache;

@@ -1,15 +1,14 @@
 //! One segment file: its name, its open handle for positional reads and writes, and the recovery
 //! scan that rebuilds the in-memory offset index from the file alone.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 
 use crate::LogError;
+use crate::vfs::{Vfs, VfsFile};
 use crate::codec::{
     SEGMENT_HEADER_LEN, decode_payload, decode_record, decode_segment_header, encode_segment_header,
 };
@@ -41,7 +40,7 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
 pub(crate) struct SegmentFile {
     pub(crate) path: PathBuf,
     pub(crate) first_index: u64,
-    file: OnceLock<File>,
+    file: OnceLock<Arc<dyn VfsFile>>,
 }
 
 impl SegmentFile {
@@ -55,7 +54,7 @@ impl SegmentFile {
     }
 
     /// A segment found on disk at open.
-    pub(crate) fn existing(path: PathBuf, first_index: u64, file: File) -> Self {
+    pub(crate) fn existing(path: PathBuf, first_index: u64, file: Arc<dyn VfsFile>) -> Self {
         SegmentFile {
             path,
             first_index,
@@ -65,19 +64,15 @@ impl SegmentFile {
 
     /// Creates the file and writes its header (writer thread only). Fails if the file exists: a
     /// leftover with the same name would mean the in-memory index and the disk disagree.
-    pub(crate) fn create_on_disk(&self) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&self.path)?;
+    pub(crate) fn create_on_disk(&self, vfs: &dyn Vfs) -> io::Result<()> {
+        let file = vfs.create_new(&self.path)?;
         file.write_all_at(&encode_segment_header(self.first_index), 0)?;
         self.file
             .set(file)
             .map_err(|_| io::Error::other("segment file was already created"))
     }
 
-    pub(crate) fn handle(&self) -> io::Result<&File> {
+    pub(crate) fn handle(&self) -> io::Result<&Arc<dyn VfsFile>> {
         self.file.get().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -103,7 +98,7 @@ impl SegmentFile {
     pub(crate) fn truncate(&self, len: u64) -> io::Result<()> {
         let file = self.handle()?;
         file.set_len(len)?;
-        file.sync_all()
+        file.sync_data()
     }
 }
 
@@ -135,6 +130,7 @@ pub(crate) enum Scan<E> {
 /// record ends the scan and the file is cut back to the last good record; in a sealed segment it is
 /// an error.
 pub(crate) fn scan_segment<E, F>(
+    vfs: &dyn Vfs,
     path: PathBuf,
     first_index: u64,
     is_last: bool,
@@ -144,16 +140,13 @@ where
     E: DeserializeOwned,
     F: Fn(&E) -> u64,
 {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
+    let file = vfs
         .open(&path)
         .map_err(|e| LogError::io("opening segment", &path, e))?;
     let len = file
-        .metadata()
-        .map_err(|e| LogError::io("inspecting segment", &path, e))?
-        .len();
-    let mut data = vec![0u8; len as usize];
+        .len()
+        .map_err(|e| LogError::io("inspecting segment", &path, e))?;
+    let mut data = vec![0u8; usize::try_from(len).map_err(|e| LogError::io("reading segment", &path, std::io::Error::other(e)))?];
     file.read_exact_at(&mut data, 0)
         .map_err(|e| LogError::io("reading segment", &path, e))?;
 
@@ -214,7 +207,7 @@ where
     let dropped_bytes = len - end;
     if dropped_bytes > 0 {
         file.set_len(end)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| file.sync_data())
             .map_err(|e| LogError::io("truncating torn segment tail", &path, e))?;
     }
     Ok(Scan::Segment(

@@ -2,11 +2,11 @@
 //! committed and purged ids, and state machine snapshots of the crates above.
 //! Layout: `magic "VELASNAP" | version u32 | len u64 | crc32c u32 | payload`, little endian.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::LogError;
+use crate::vfs::{Vfs, parent_dir};
 
 const MAGIC: [u8; 8] = *b"VELASNAP";
 const VERSION: u32 = 1;
@@ -14,47 +14,43 @@ const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content: write
 /// `path.tmp`, fsync it, rename it over `path`, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_replacing(path, bytes, true)
+pub fn write_atomic(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(vfs, path, bytes, true)
 }
 
 /// Like [`write_atomic`] without the two fsyncs: the rename is still atomic against process
 /// crashes, but a power loss may leave the old content (or, on file systems without rename
 /// ordering, a file that fails its checksum). For values that are safe to lose, such as a
 /// committed log id that Raft can re-learn.
-pub(crate) fn write_relaxed(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_replacing(path, bytes, false)
+pub(crate) fn write_relaxed(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(vfs, path, bytes, false)
 }
 
-fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+fn write_replacing(vfs: &dyn Vfs, path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let tmp = tmp_path(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let file = vfs.create_truncate(&tmp)?;
     let mut framed = Vec::with_capacity(HEADER_LEN + bytes.len());
     framed.extend_from_slice(&MAGIC);
     framed.extend_from_slice(&VERSION.to_le_bytes());
     framed.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
     framed.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
     framed.extend_from_slice(bytes);
-    file.write_all(&framed)?;
+    file.write_all_at(&framed, 0)?;
     if durable {
-        file.sync_all()?;
+        file.sync_data()?;
     }
     drop(file);
-    fs::rename(&tmp, path)?;
+    vfs.rename(&tmp, path)?;
     if durable {
-        sync_parent_dir(path)?;
+        vfs.sync_dir(&parent_dir(path))?;
     }
     Ok(())
 }
 
 /// Reads a file written by [`write_atomic`]. `Ok(None)` when it does not exist; `Corrupt` when the
 /// framing or the checksum does not match.
-pub fn read(path: &Path) -> Result<Option<Vec<u8>>, LogError> {
-    let data = match fs::read(path) {
+pub fn read(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>, LogError> {
+    let data = match vfs.read(path) {
         Ok(data) => data,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(LogError::io("reading", path, err)),
@@ -109,34 +105,25 @@ fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Makes a create, rename or unlink in the directory of `path` durable.
-pub(crate) fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    sync_dir(dir)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::vfs::StdVfs;
 
     #[test]
     fn round_trip_and_replace() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.bin");
-        assert_eq!(read(&path).unwrap(), None);
-        write_atomic(&path, b"first").unwrap();
-        assert_eq!(read(&path).unwrap().as_deref(), Some(&b"first"[..]));
-        write_atomic(&path, b"").unwrap();
-        assert_eq!(read(&path).unwrap().as_deref(), Some(&b""[..]));
-        write_relaxed(&path, b"third").unwrap();
-        assert_eq!(read(&path).unwrap().as_deref(), Some(&b"third"[..]));
+        let vfs = StdVfs;
+        assert_eq!(read(&vfs, &path).unwrap(), None);
+        write_atomic(&vfs, &path, b"first").unwrap();
+        assert_eq!(read(&vfs, &path).unwrap().as_deref(), Some(&b"first"[..]));
+        write_atomic(&vfs, &path, b"").unwrap();
+        assert_eq!(read(&vfs, &path).unwrap().as_deref(), Some(&b""[..]));
+        write_relaxed(&vfs, &path, b"third").unwrap();
+        assert_eq!(read(&vfs, &path).unwrap().as_deref(), Some(&b"third"[..]));
         assert!(!tmp_path(&path).exists());
     }
 
@@ -144,19 +131,20 @@ mod tests {
     fn detects_flipped_byte_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.bin");
-        write_atomic(&path, b"payload bytes").unwrap();
+        let vfs = StdVfs;
+        write_atomic(&vfs, &path, b"payload bytes").unwrap();
         let good = fs::read(&path).unwrap();
 
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
         fs::write(&path, &flipped).unwrap();
-        assert!(matches!(read(&path), Err(LogError::Corrupt { .. })));
+        assert!(matches!(read(&vfs, &path), Err(LogError::Corrupt { .. })));
 
         fs::write(&path, &good[..good.len() - 3]).unwrap();
-        assert!(matches!(read(&path), Err(LogError::Corrupt { .. })));
+        assert!(matches!(read(&vfs, &path), Err(LogError::Corrupt { .. })));
 
         fs::write(&path, &good[..5]).unwrap();
-        assert!(matches!(read(&path), Err(LogError::Corrupt { .. })));
+        assert!(matches!(read(&vfs, &path), Err(LogError::Corrupt { .. })));
     }
 }

@@ -3,7 +3,6 @@
 //! open, and the read paths (cache first, then positional reads with checksum verification).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -29,8 +28,11 @@ use crate::codec::{
 };
 use crate::segment::{Scan, SegmentFile, parse_segment_file_name, scan_segment};
 use crate::snapshot_file;
+use crate::vfs::{StdVfs, Vfs, VfsLock};
 use crate::writer::{StateFiles, WriteOp, Writer, WriterStatus};
 
+#[cfg(test)]
+mod power_loss;
 mod raft_impl;
 #[cfg(test)]
 mod tests;
@@ -59,6 +61,13 @@ pub struct LogStoreConfig {
     pub flush: FlushMode,
     /// Budget of the recent-entry cache, counted in encoded record bytes.
     pub cache_bytes: usize,
+    /// What openraft's `purge` does. `false` (the store, where the log holds the messages):
+    /// purge only moves openraft's purge point, and segments go when the owner calls
+    /// [`SegmentLogStore::compact_below`]. `true` (the controller, whose snapshot holds
+    /// everything): purge also compacts up to the purge point.
+    pub compact_on_purge: bool,
+    /// The storage seam every file goes through.
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl Default for LogStoreConfig {
@@ -68,6 +77,8 @@ impl Default for LogStoreConfig {
             segment_bytes: 64 * 1024 * 1024,
             flush: FlushMode::Sync,
             cache_bytes: 64 * 1024 * 1024,
+            compact_on_purge: false,
+            vfs: StdVfs::shared(),
         }
     }
 }
@@ -129,6 +140,11 @@ struct LogIndex<C: RaftTypeConfig> {
     last_purged: Option<LogIdOf<C>>,
     vote: Option<VoteOf<C>>,
     committed: Option<LogIdOf<C>>,
+    /// Compaction never deletes a segment holding an index at or above this: what the state
+    /// machine's kept snapshot generations need to be replayed (`None`: nothing may go).
+    replay_floor: Option<u64>,
+    /// Bumped by every truncation, so a read planned before one can tell.
+    truncations: u64,
     cache: EntryCache<C::Entry>,
     next_seq: u64,
     /// `None` once shut down.
@@ -140,11 +156,10 @@ impl<C: RaftTypeConfig> LogIndex<C> {
         self.segments.last().and_then(SegmentMeta::last_index)
     }
 
-    /// First index a reader can get: the files' first record, unless purged.
+    /// First index a reader can get: the files' first record. openraft's purge point does not
+    /// hide anything: purge is a logical floor for openraft, the files hold what is retained.
     fn first_live_index(&self) -> Option<u64> {
-        let physical = self.segments.first()?.first_index();
-        let after_purge = self.last_purged.as_ref().map_or(0, |p| p.index() + 1);
-        let first = physical.max(after_purge);
+        let first = self.segments.first()?.first_index();
         (Some(first) <= self.last_index()).then_some(first)
     }
 
@@ -158,8 +173,11 @@ impl<C: RaftTypeConfig> LogIndex<C> {
         (segment.last_index()? >= index).then_some(segment)
     }
 
-    /// Reads `[lo, hi)` from the files, one positional read per segment, verifying every record.
-    fn read_from_files(&self, lo: u64, hi: u64, out: &mut Vec<C::Entry>) -> Result<(), LogError> {
+    /// Plans the read of `[lo, hi)` from the files: one positional read per segment. Planned
+    /// under the lock, executed by [`read_planned`] without it, so cold reads never hold up
+    /// appends.
+    fn plan_file_read(&self, lo: u64, hi: u64) -> Result<Vec<PlannedRead>, LogError> {
+        let mut plan = Vec::new();
         let mut index = lo;
         while index < hi {
             let segment = self.segment_containing(index).ok_or_else(|| {
@@ -177,32 +195,57 @@ impl<C: RaftTypeConfig> LogIndex<C> {
             let b = (upto - first) as usize;
             let start = segment.offsets[a];
             let end = segment.offsets.get(b + 1).copied().unwrap_or(segment.end);
-            let path = &segment.file.path;
-            let buf = segment
-                .file
-                .read_at((end - start) as usize, start)
-                .map_err(|e| LogError::io("reading segment", path, e))?;
-            let mut pos = 0usize;
-            for expected in index..=upto {
-                let at = start + pos as u64;
-                let (payload, used) =
-                    decode_record(&buf[pos..]).map_err(|e| LogError::corrupt(path, at, e))?;
-                let entry: C::Entry =
-                    decode_payload(payload).map_err(|e| LogError::corrupt(path, at, e))?;
-                if entry.index() != expected {
-                    return Err(LogError::corrupt(
-                        path,
-                        at,
-                        format!("record holds index {}, expected {expected}", entry.index()),
-                    ));
-                }
-                out.push(entry);
-                pos += used;
-            }
+            plan.push(PlannedRead {
+                file: segment.file.clone(),
+                first_index: index,
+                last_index: upto,
+                start,
+                len: (end - start) as usize,
+            });
             index = upto + 1;
         }
-        Ok(())
+        Ok(plan)
     }
+}
+
+/// One positional read of consecutive records of one segment.
+struct PlannedRead {
+    file: Arc<SegmentFile>,
+    first_index: u64,
+    last_index: u64,
+    start: u64,
+    len: usize,
+}
+
+/// Executes a read plan, verifying every record (framing, checksum, decode, index).
+fn read_planned<E: DeserializeOwned + RaftEntry>(
+    plan: &[PlannedRead],
+    out: &mut Vec<E>,
+) -> Result<(), LogError> {
+    for read in plan {
+        let path = &read.file.path;
+        let buf = read
+            .file
+            .read_at(read.len, read.start)
+            .map_err(|e| LogError::io("reading segment", path, e))?;
+        let mut pos = 0usize;
+        for expected in read.first_index..=read.last_index {
+            let at = read.start + pos as u64;
+            let (payload, used) =
+                decode_record(&buf[pos..]).map_err(|e| LogError::corrupt(path, at, e))?;
+            let entry: E = decode_payload(payload).map_err(|e| LogError::corrupt(path, at, e))?;
+            if entry.index() != expected {
+                return Err(LogError::corrupt(
+                    path,
+                    at,
+                    format!("record holds index {}, expected {expected}", entry.index()),
+                ));
+            }
+            out.push(entry);
+            pos += used;
+        }
+    }
+    Ok(())
 }
 
 struct Inner<C: RaftTypeConfig> {
@@ -211,7 +254,7 @@ struct Inner<C: RaftTypeConfig> {
     status: Arc<WriterStatus>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     /// Holds the directory's advisory lock for as long as this store lives.
-    dir_lock: Mutex<Option<File>>,
+    dir_lock: Mutex<Option<VfsLock>>,
 }
 
 impl<C: RaftTypeConfig> Drop for Inner<C> {
@@ -277,24 +320,45 @@ where
 {
     /// Opens (or creates) the log in `cfg.dir` and recovers it: every segment is scanned, a torn
     /// tail of the last segment is cut off, corruption anywhere else is an error. Runs the scan on
-    /// tokio's blocking pool, so it must be called inside a tokio runtime.
+    /// tokio's blocking pool, so it must be called inside a tokio runtime. For a state machine
+    /// with snapshots use [`open_for_snapshot`](Self::open_for_snapshot).
     pub async fn open(cfg: LogStoreConfig) -> Result<Self, LogError> {
+        Self::open_for_snapshot(cfg, None).await
+    }
+
+    /// Opens the log for a state machine whose newest readable snapshot covers up to
+    /// `snapshot` and checks that the log can continue it: the recovered log must reach the
+    /// snapshot (the log is made durable before any snapshot that covers it, so a log that ends
+    /// below it lost acknowledged data: [`LogError::BehindSnapshot`], and nothing is deleted), and
+    /// it must hold every entry after it ([`LogError::SnapshotGap`]). When the snapshot is older
+    /// than openraft's saved purge point (the state machine fell back to an older snapshot
+    /// generation), the purge point is lowered to it: purge is logical, the entries are there.
+    pub async fn open_for_snapshot(
+        cfg: LogStoreConfig,
+        snapshot: Option<LogIdOf<C>>,
+    ) -> Result<Self, LogError> {
         let dir = cfg.dir.clone();
-        tokio::task::spawn_blocking(move || Self::open_blocking(cfg))
+        tokio::task::spawn_blocking(move || Self::open_blocking(cfg, snapshot))
             .await
             .map_err(|e| LogError::io("joining the open task for", dir, io::Error::other(e)))?
     }
 
-    fn open_blocking(cfg: LogStoreConfig) -> Result<Self, LogError> {
+    fn open_blocking(
+        cfg: LogStoreConfig,
+        snapshot: Option<LogIdOf<C>>,
+    ) -> Result<Self, LogError> {
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| LogError::io("creating", &dir, e))?;
-        let dir_lock = lock_dir(&dir)?;
-        let files = StateFiles::new(dir.clone());
+        let vfs = cfg.vfs.clone();
+        vfs.create_dir_all(&dir)
+            .map_err(|e| LogError::io("creating", &dir, e))?;
+        let dir_lock = lock_dir(vfs.as_ref(), &dir)?;
+        let files = StateFiles::new(vfs.clone(), dir.clone());
 
-        let vote: Option<VoteOf<C>> = read_state(&files.vote)?;
+        let vote: Option<VoteOf<C>> = read_state(vfs.as_ref(), &files.vote)?;
         // The committed id is written without fsync (losing it only makes Raft re-learn it), so
         // after a power loss the file may fail its checksum: treat that as absent.
-        let mut committed: Option<LogIdOf<C>> = match read_state(&files.committed) {
+        let mut committed: Option<LogIdOf<C>> = match read_state(vfs.as_ref(), &files.committed)
+        {
             Ok(c) => c,
             Err(err @ LogError::Corrupt { .. }) => {
                 tracing::warn!(error = %err, "ignoring an unreadable committed log id");
@@ -302,26 +366,9 @@ where
             }
             Err(err) => return Err(err),
         };
-        let last_purged: Option<LogIdOf<C>> = read_state(&files.purged)?;
+        let mut last_purged: Option<LogIdOf<C>> = read_state(vfs.as_ref(), &files.purged)?;
 
-        let (mut segments, mut last_log_id) = recover_segments::<C>(&dir, cfg.segment_bytes)?;
-
-        // A purge persists its purge point before deleting segments; finish an interrupted one.
-        if let Some(purged) = &last_purged {
-            while segments
-                .first()
-                .and_then(SegmentMeta::last_index)
-                .is_some_and(|last| last <= purged.index())
-            {
-                let segment = segments.remove(0);
-                tracing::info!(segment = %segment.file.path.display(), purged = purged.index(), "deleting segment left behind by an interrupted purge");
-                fs::remove_file(&segment.file.path)
-                    .map_err(|e| LogError::io("deleting purged segment", &segment.file.path, e))?;
-            }
-            if segments.is_empty() {
-                last_log_id = None;
-            }
-        }
+        let (segments, last_log_id) = recover_segments::<C>(vfs.as_ref(), &dir, cfg.segment_bytes)?;
 
         let last_index = last_log_id
             .as_ref()
@@ -350,6 +397,51 @@ where
             committed = None;
         }
 
+        if let Some(snap) = &snapshot {
+            if last_index.is_none_or(|last| last < snap.index()) {
+                return Err(LogError::BehindSnapshot {
+                    dir: dir.clone(),
+                    snapshot: snap.index(),
+                    recovered: last_index,
+                });
+            }
+            let first_physical = segments.first().map(SegmentMeta::first_index);
+            if let Some(first) = first_physical
+                && first > snap.index() + 1
+            {
+                return Err(LogError::SnapshotGap {
+                    dir: dir.clone(),
+                    snapshot: snap.index(),
+                    first,
+                });
+            }
+            if last_purged
+                .as_ref()
+                .is_some_and(|p| p.index() > snap.index())
+            {
+                if first_physical.is_none() {
+                    return Err(LogError::SnapshotGap {
+                        dir: dir.clone(),
+                        snapshot: snap.index(),
+                        first: last_index.map_or(0, |l| l + 1),
+                    });
+                }
+                tracing::warn!(
+                    dir = %dir.display(),
+                    purged = ?last_purged.as_ref().map(|p| p.index()),
+                    snapshot = snap.index(),
+                    "lowering the purge point to the snapshot in use (an older generation)"
+                );
+                let state = postcard::to_allocvec(&Some(snap))?;
+                snapshot_file::write_atomic(vfs.as_ref(), &files.purged, &state)
+                    .map_err(|e| LogError::io("saving purged log id", &files.purged, e))?;
+                last_purged = Some(snap.clone());
+            }
+            if committed.as_ref().is_some_and(|c| c.index() < snap.index()) {
+                committed = Some(snap.clone());
+            }
+        }
+
         let status = Arc::new(WriterStatus::default());
         let (tx, rx) = mpsc::channel();
         let writer = Writer::<C>::new(files.clone(), cfg.flush, status.clone());
@@ -372,6 +464,8 @@ where
             last_purged,
             vote,
             committed,
+            replay_floor: None,
+            truncations: 0,
             cache,
             next_seq: 1,
             tx: Some(tx),
@@ -617,18 +711,21 @@ where
                 last_log_id
             };
             st.cache.truncate_after(keep_upto);
+            st.truncations += 1;
             tx.send(WriteOp::Truncate { remove, cut, done })
                 .map_err(|_| LogError::Closed)?;
         }
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Marks everything up to `log_id` purged and deletes the segments that hold nothing newer; a
-    /// segment straddling the purge point stays (its purged records are no longer served).
+    /// openraft's purge: persists `log_id` as the purge point. It deletes nothing (purge is a
+    /// logical floor: the files hold what retention keeps), except with `compact_on_purge`,
+    /// where it then compacts up to the purge point, and when the purge point passes the end of
+    /// the files (a snapshot replaced the whole log), where every segment goes.
     pub(crate) async fn purge_upto(&self, log_id: LogIdOf<C>) -> Result<(), LogError> {
         let purged_state = postcard::to_allocvec(&Some(&log_id))?;
         let (done, rx) = oneshot::channel();
-        {
+        let compact = {
             let mut guard = self.inner.state.write();
             let st = &mut *guard;
             self.inner.status.check()?;
@@ -642,18 +739,13 @@ where
             }
             let upto = log_id.index();
             let mut remove = Vec::new();
-            while st
-                .segments
-                .first()
-                .and_then(SegmentMeta::last_index)
-                .is_some_and(|last| last <= upto)
-            {
-                remove.push(st.segments.remove(0).file);
-            }
-            if st.segments.is_empty() {
+            // Only a purge point beyond the last entry means the log was replaced (a snapshot
+            // from elsewhere); purging up to the last entry keeps it.
+            if st.last_index().is_some_and(|last| last < upto) {
+                remove = st.segments.drain(..).map(|s| s.file).collect();
                 st.last_log_id = None;
+                st.cache.purge_upto(upto);
             }
-            st.cache.purge_upto(upto);
             st.last_purged = Some(log_id);
             tx.send(WriteOp::Purge {
                 purged_state,
@@ -661,8 +753,64 @@ where
                 done,
             })
             .map_err(|_| LogError::Closed)?;
+            self.inner.cfg.compact_on_purge.then_some(upto + 1)
+        };
+        rx.await.map_err(|_| LogError::Closed)??;
+        if let Some(below) = compact {
+            self.compact_below(below).await?;
         }
-        rx.await.map_err(|_| LogError::Closed)?
+        Ok(())
+    }
+
+    /// Tells compaction which entries the state machine's kept snapshots need: no segment holding
+    /// an index at or above `floor` is ever deleted. `None` protects everything.
+    pub fn set_replay_floor(&self, floor: Option<u64>) {
+        self.inner.state.write().replay_floor = floor;
+    }
+
+    /// Deletes the whole segments below `below` (retention), oldest first, and returns the
+    /// segments deleted. A segment goes only if every record in it is below `below`, below the
+    /// replay floor and at or below openraft's purge point: compaction never removes what a
+    /// kept snapshot or openraft may still read.
+    pub async fn compact_below(&self, below: u64) -> Result<Vec<SegmentInfo>, LogError> {
+        let (done, rx) = oneshot::channel();
+        let removed = {
+            let mut guard = self.inner.state.write();
+            let st = &mut *guard;
+            self.inner.status.check()?;
+            let tx = st.sender()?;
+            let Some(floor) = st.replay_floor else {
+                return Ok(Vec::new());
+            };
+            let purged_next = st.last_purged.as_ref().map_or(0, |p| p.index() + 1);
+            let limit = below.min(floor).min(purged_next);
+            let mut removed = Vec::new();
+            // The newest segment always stays: appends continue it.
+            while st.segments.len() > 1
+                && st
+                    .segments
+                    .first()
+                    .and_then(SegmentMeta::last_index)
+                    .is_some_and(|last| last < limit)
+            {
+                removed.push(st.segments.remove(0));
+            }
+            if removed.is_empty() {
+                return Ok(Vec::new());
+            }
+            let infos: Vec<SegmentInfo> = removed.iter().map(SegmentMeta::info).collect();
+            if let Some(last) = infos.last().and_then(|i| i.last_index) {
+                st.cache.purge_upto(last);
+            }
+            tx.send(WriteOp::Compact {
+                remove: removed.into_iter().map(|s| s.file).collect(),
+                done,
+            })
+            .map_err(|_| LogError::Closed)?;
+            infos
+        };
+        rx.await.map_err(|_| LogError::Closed)??;
+        Ok(removed)
     }
 
     pub(crate) async fn save_vote(&self, vote: &VoteOf<C>) -> Result<(), LogError> {
@@ -716,23 +864,31 @@ where
 
     /// Like [`entry`](Self::entry) without copying a cached entry.
     pub fn entry_shared(&self, index: u64) -> Result<Option<Arc<C::Entry>>, LogError> {
-        let st = self.inner.state.read();
-        let (Some(first), Some(last)) = (st.first_live_index(), st.last_index()) else {
-            return Ok(None);
-        };
-        if index < first || index > last {
-            return Ok(None);
+        loop {
+            let (plan, truncations) = {
+                let st = self.inner.state.read();
+                let (Some(first), Some(last)) = (st.first_live_index(), st.last_index()) else {
+                    return Ok(None);
+                };
+                if index < first || index > last {
+                    return Ok(None);
+                }
+                if let Some(entry) = st.cache.get(index) {
+                    return Ok(Some(entry.clone()));
+                }
+                (st.plan_file_read(index, index + 1)?, st.truncations)
+            };
+            let mut out = Vec::with_capacity(1);
+            read_planned(&plan, &mut out)?;
+            if self.inner.state.read().truncations == truncations {
+                return Ok(out.pop().map(Arc::new));
+            }
         }
-        if let Some(entry) = st.cache.get(index) {
-            return Ok(Some(entry.clone()));
-        }
-        let mut out = Vec::with_capacity(1);
-        st.read_from_files(index, index + 1, &mut out)?;
-        Ok(out.pop().map(Arc::new))
     }
 
-    /// The entries in `range` that the log holds, in order and without holes. The read is atomic:
-    /// no truncation or purge interleaves with it.
+    /// The entries in `range` that the log holds, in order and without holes. Reads from the
+    /// files run without the log's lock; a truncation that overlaps one makes it start over, so
+    /// the result is always one consistent view of the log.
     pub fn entries<R: RangeBounds<u64>>(&self, range: R) -> Result<Vec<C::Entry>, LogError> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
@@ -744,33 +900,75 @@ where
             Bound::Excluded(&e) => e,
             Bound::Unbounded => u64::MAX,
         };
-        let st = self.inner.state.read();
-        let (Some(first), Some(last)) = (st.first_live_index(), st.last_index()) else {
-            return Ok(Vec::new());
-        };
-        let lo = start.max(first);
-        let hi = end.min(last.saturating_add(1));
-        if lo >= hi {
-            return Ok(Vec::new());
-        }
-        // The cache holds a suffix of the log; everything before it is in the files.
-        let cached_from = st.cache.first_index().map_or(hi, |c| c.clamp(lo, hi));
-        let mut out = Vec::with_capacity((hi - lo).min(64 * 1024) as usize);
-        st.read_from_files(lo, cached_from, &mut out)?;
-        for index in cached_from..hi {
-            let entry = st.cache.get(index).ok_or_else(|| {
-                LogError::corrupt(
-                    &self.inner.cfg.dir,
-                    0,
-                    format!("cached suffix misses index {index}"),
+        loop {
+            let (plan, cached, truncations, lo, hi) = {
+                let st = self.inner.state.read();
+                let (Some(first), Some(last)) = (st.first_live_index(), st.last_index()) else {
+                    return Ok(Vec::new());
+                };
+                let lo = start.max(first);
+                let hi = end.min(last.saturating_add(1));
+                if lo >= hi {
+                    return Ok(Vec::new());
+                }
+                // The cache holds a suffix of the log; everything before it is in the files.
+                let cached_from = st.cache.first_index().map_or(hi, |c| c.clamp(lo, hi));
+                let mut cached = Vec::with_capacity((hi - cached_from) as usize);
+                for index in cached_from..hi {
+                    let entry = st.cache.get(index).ok_or_else(|| {
+                        LogError::corrupt(
+                            &self.inner.cfg.dir,
+                            0,
+                            format!("cached suffix misses index {index}"),
+                        )
+                    })?;
+                    cached.push(entry.clone());
+                }
+                (
+                    st.plan_file_read(lo, cached_from)?,
+                    cached,
+                    st.truncations,
+                    lo,
+                    hi,
                 )
-            })?;
-            out.push(C::Entry::clone(entry));
+            };
+            let mut out = Vec::with_capacity((hi - lo).min(64 * 1024) as usize);
+            read_planned(&plan, &mut out)?;
+            if self.inner.state.read().truncations != truncations {
+                continue;
+            }
+            out.extend(cached.into_iter().map(Arc::unwrap_or_clone));
+            return Ok(out);
         }
-        Ok(out)
     }
 
-    /// First index that can be read (after the purge point), if any entry exists.
+    /// [`entries`](Self::entries) without what openraft purged: openraft's view of the log.
+    pub(crate) fn entries_after_purge<R: RangeBounds<u64>>(
+        &self,
+        range: R,
+    ) -> Result<Vec<C::Entry>, LogError> {
+        let after_purge = self
+            .inner
+            .state
+            .read()
+            .last_purged
+            .as_ref()
+            .map_or(0, |p| p.index() + 1);
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => Bound::Included(e),
+            Bound::Excluded(&e) => Bound::Excluded(e),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.entries((Bound::Included(start.max(after_purge)), end))
+    }
+
+    /// First index that can be read, if any entry exists. Entries openraft purged stay
+    /// readable here until compaction deletes their segment.
     pub fn first_index(&self) -> Option<u64> {
         self.inner.state.read().first_live_index()
     }
@@ -798,25 +996,17 @@ where
 }
 
 /// Takes the advisory lock that keeps two stores off one directory.
-fn lock_dir(dir: &Path) -> Result<File, LogError> {
+fn lock_dir(vfs: &dyn Vfs, dir: &Path) -> Result<VfsLock, LogError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogError::io("opening", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LogError::Locked {
+    vfs.try_lock(&path)
+        .map_err(|e| LogError::io("locking", &path, e))?
+        .ok_or_else(|| LogError::Locked {
             dir: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(LogError::io("locking", &path, e)),
-    }
+        })
 }
 
-fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LogError> {
-    match snapshot_file::read(path)? {
+fn read_state<T: DeserializeOwned>(vfs: &dyn Vfs, path: &Path) -> Result<Option<T>, LogError> {
+    match snapshot_file::read(vfs, path)? {
         None => Ok(None),
         Some(bytes) => {
             decode_payload::<Option<T>>(&bytes).map_err(|e| LogError::corrupt(path, 0, e))
@@ -826,6 +1016,7 @@ fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LogError> {
 
 /// Scans every segment in `dir`, oldest first, and checks they form one run of indexes.
 fn recover_segments<C>(
+    vfs: &dyn Vfs,
     dir: &Path,
     segment_bytes: u64,
 ) -> Result<(Vec<SegmentMeta>, Option<LogIdOf<C>>), LogError>
@@ -833,14 +1024,12 @@ where
     C: RaftTypeConfig,
 {
     let mut listing = Vec::new();
-    for dirent in fs::read_dir(dir).map_err(|e| LogError::io("listing", dir, e))? {
-        let dirent = dirent.map_err(|e| LogError::io("listing", dir, e))?;
-        if let Some(first) = dirent
-            .file_name()
-            .to_str()
-            .and_then(parse_segment_file_name)
-        {
-            listing.push((first, dirent.path()));
+    for name in vfs
+        .list_files(dir)
+        .map_err(|e| LogError::io("listing", dir, e))?
+    {
+        if let Some(first) = parse_segment_file_name(&name) {
+            listing.push((first, dir.join(name)));
         }
     }
     listing.sort();
@@ -850,12 +1039,11 @@ where
     let count = listing.len();
     for (i, (first, path)) in listing.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let scan = scan_segment::<C::Entry, _>(path, first, is_last, |e| e.index())?;
+        let scan = scan_segment::<C::Entry, _>(vfs, path, first, is_last, |e| e.index())?;
         let (file, scanned) = match scan {
             Scan::TornHeader { path, len } => {
                 tracing::warn!(segment = %path.display(), bytes = len, "removing last log segment with a torn header");
-                fs::remove_file(&path)
-                    .map_err(|e| LogError::io("removing torn segment", &path, e))?;
+                remove_and_sync(vfs, dir, &path, "removing torn segment")?;
                 continue;
             }
             Scan::Segment(file, scanned) => (file, scanned),
@@ -872,8 +1060,7 @@ where
         let Some(last_entry) = scanned.last_entry else {
             if is_last {
                 tracing::info!(segment = %file.path.display(), "removing last log segment without records");
-                fs::remove_file(&file.path)
-                    .map_err(|e| LogError::io("removing empty segment", &file.path, e))?;
+                remove_and_sync(vfs, dir, &file.path, "removing empty segment")?;
                 continue;
             }
             return Err(LogError::corrupt(
@@ -894,8 +1081,7 @@ where
         }
         let modified = file
             .handle()
-            .and_then(|f| f.metadata())
-            .and_then(|m| m.modified())
+            .and_then(|f| f.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         last_log_id = Some(last_entry.log_id());
         segments.push(SegmentMeta {
@@ -916,4 +1102,10 @@ where
             .map_err(|e| LogError::io("syncing recovered segment", &last.file.path, e))?;
     }
     Ok((segments, last_log_id))
+}
+
+/// Removes a file left over by a crash and makes the removal durable.
+fn remove_and_sync(vfs: &dyn Vfs, dir: &Path, path: &Path, op: &'static str) -> Result<(), LogError> {
+    vfs.remove_file(path).map_err(|e| LogError::io(op, path, e))?;
+    vfs.sync_dir(dir).map_err(|e| LogError::io("syncing", dir, e))
 }

@@ -54,6 +54,8 @@ pub fn config(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> LogStoreCon
         segment_bytes,
         flush: FlushMode::Sync,
         cache_bytes,
+        compact_on_purge: false,
+        vfs: crate::vfs::StdVfs::shared(),
     }
 }
 

@@ -3,7 +3,6 @@
 //! and only when the queue runs dry (or a barrier needs it) issues one fsync per dirty segment and
 //! fires every `IOFlushed` callback gathered meanwhile.
 
-use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +17,8 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::segment::SegmentFile;
-use crate::snapshot_file::{self, sync_dir};
+use crate::snapshot_file;
+use crate::vfs::Vfs;
 use crate::{FlushMode, LogError};
 
 /// Where an awaited operation reports back.
@@ -48,9 +48,16 @@ pub(crate) enum WriteOp<C: RaftTypeConfig> {
         cut: Option<(Arc<SegmentFile>, u64)>,
         done: Reply,
     },
+    /// Persists openraft's purge point. Deletes nothing unless `remove` says so (see
+    /// `SegmentLogStore::purge_upto`).
     Purge {
         purged_state: Vec<u8>,
         /// Whole segments to delete, oldest first.
+        remove: Vec<Arc<SegmentFile>>,
+        done: Reply,
+    },
+    /// Deletes whole segments, oldest first, so a crash midway leaves no hole.
+    Compact {
         remove: Vec<Arc<SegmentFile>>,
         done: Reply,
     },
@@ -75,9 +82,10 @@ pub(crate) enum WriteOp<C: RaftTypeConfig> {
 /// shutdown).
 const COMMITTED_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Files holding the small persistent state next to the segments.
+/// Files holding the small persistent state next to the segments, and the seam they live on.
 #[derive(Clone, Debug)]
 pub(crate) struct StateFiles {
+    pub(crate) vfs: Arc<dyn Vfs>,
     pub(crate) dir: PathBuf,
     pub(crate) vote: PathBuf,
     pub(crate) committed: PathBuf,
@@ -85,8 +93,9 @@ pub(crate) struct StateFiles {
 }
 
 impl StateFiles {
-    pub(crate) fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(vfs: Arc<dyn Vfs>, dir: PathBuf) -> Self {
         StateFiles {
+            vfs,
             vote: dir.join("vote.bin"),
             committed: dir.join("committed.bin"),
             purged: dir.join("purged.bin"),
@@ -203,10 +212,12 @@ impl<C: RaftTypeConfig> Writer<C> {
             return;
         }
         let result = match op {
+            // The header is made durable before the name, so a segment that exists after a
+            // crash has a durable header and a bad one is damage, not a torn write.
             WriteOp::CreateSegment(segment) => segment
-                .create_on_disk()
-                .and_then(|()| sync_dir(&self.files.dir))
-                .map(|()| self.mark_dirty(&segment))
+                .create_on_disk(self.files.vfs.as_ref())
+                .and_then(|()| segment.sync_data())
+                .and_then(|()| self.files.vfs.sync_dir(&self.files.dir))
                 .map_err(|e| LogError::io("creating segment", &segment.path, e)),
             WriteOp::Append {
                 segment,
@@ -258,9 +269,13 @@ impl<C: RaftTypeConfig> Writer<C> {
                     .and_then(|()| self.purge(purged_state, remove));
                 self.reply(done, result)
             }
+            WriteOp::Compact { remove, done } => {
+                let result = self.barrier().and_then(|()| self.remove_segments(&remove));
+                self.reply(done, result)
+            }
             WriteOp::SaveVote { vote_state, done } => {
                 let result = self.barrier().and_then(|()| {
-                    snapshot_file::write_atomic(&self.files.vote, &vote_state)
+                    snapshot_file::write_atomic(self.files.vfs.as_ref(), &self.files.vote, &vote_state)
                         .map_err(|e| LogError::io("saving vote", &self.files.vote, e))
                 });
                 self.reply(done, result)
@@ -343,7 +358,9 @@ impl<C: RaftTypeConfig> Writer<C> {
             && let Some(state) = self.committed_state.take()
         {
             self.last_committed_save = Instant::now();
-            if let Err(err) = snapshot_file::write_relaxed(&self.files.committed, &state) {
+            if let Err(err) =
+                snapshot_file::write_relaxed(self.files.vfs.as_ref(), &self.files.committed, &state)
+            {
                 tracing::warn!(path = %self.files.committed.display(), error = %err, "saving committed log id failed");
             }
         }
@@ -395,8 +412,8 @@ impl<C: RaftTypeConfig> Writer<C> {
         purged_state: Vec<u8>,
         remove: Vec<Arc<SegmentFile>>,
     ) -> Result<(), LogError> {
-        // Persist the purge point first: after a crash, open deletes segments below it anyway.
-        snapshot_file::write_atomic(&self.files.purged, &purged_state)
+        // Persist the purge point before deleting anything below it.
+        snapshot_file::write_atomic(self.files.vfs.as_ref(), &self.files.purged, &purged_state)
             .map_err(|e| LogError::io("saving purged log id", &self.files.purged, e))?;
         self.remove_segments(&remove)
     }
@@ -407,13 +424,16 @@ impl<C: RaftTypeConfig> Writer<C> {
         }
         for segment in remove {
             self.dirty.retain(|d| !Arc::ptr_eq(d, segment));
-            match fs::remove_file(&segment.path) {
+            match self.files.vfs.remove_file(&segment.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(LogError::io("deleting segment", &segment.path, e)),
             }
         }
-        sync_dir(&self.files.dir).map_err(|e| LogError::io("syncing", &self.files.dir, e))
+        self.files
+            .vfs
+            .sync_dir(&self.files.dir)
+            .map_err(|e| LogError::io("syncing", &self.files.dir, e))
     }
 
     /// Final flush on shutdown: everything fsynced, the committed id saved durably.
@@ -421,7 +441,7 @@ impl<C: RaftTypeConfig> Writer<C> {
         self.barrier()?;
         self.try_sync_dirty()?;
         if let Some(state) = self.committed_state.take() {
-            snapshot_file::write_atomic(&self.files.committed, &state)
+            snapshot_file::write_atomic(self.files.vfs.as_ref(), &self.files.committed, &state)
                 .map_err(|e| LogError::io("saving committed log id", &self.files.committed, e))?;
         }
         Ok(())
@@ -451,6 +471,7 @@ fn reject<C: RaftTypeConfig>(op: WriteOp<C>, reason: &str) {
         WriteOp::Flushed(callback) => callback.io_completed(Err(io::Error::other(err()))),
         WriteOp::Truncate { done, .. }
         | WriteOp::Purge { done, .. }
+        | WriteOp::Compact { done, .. }
         | WriteOp::SaveVote { done, .. }
         | WriteOp::Sync { done }
         | WriteOp::Shutdown { done } => {

@@ -17,11 +17,12 @@ where
     C: RaftTypeConfig,
     C::Entry: Clone,
 {
+    /// openraft's view hides what it purged (the store's own reads do not).
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        Ok(self.entries(range)?)
+        Ok(self.entries_after_purge(range)?)
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {

@@ -4,7 +4,7 @@
 //! - restart keeps entries, vote, committed and purged state; rollover and sealing;
 //! - torn tails (cut mid-record, flipped byte, garbage) are cut back and appends continue;
 //! - corruption in a sealed segment and index gaps fail the open;
-//! - truncation across segments, purge with a straddling segment, an interrupted purge;
+//! - truncation across segments, purge as a logical floor, compaction and its limits;
 //! - the directory lock, async flush mode, and an ignored throughput micro benchmark.
 
 use std::fs;
@@ -103,9 +103,8 @@ async fn restart_keeps_entries_vote_committed_and_purged() {
         for pair in segments.windows(2) {
             assert_eq!(pair[0].last_index.map(|l| l + 1), Some(pair[1].first_index));
         }
-        // The segment holding 41 straddles the purge point and stays; older ones are gone.
-        assert!(segments[0].first_index <= 41);
-        assert!(segments[0].last_index >= Some(41));
+        // Purge is logical: every segment stays.
+        assert_eq!(segments[0].first_index, 1);
         store.shutdown().await.unwrap();
     }
 
@@ -123,13 +122,19 @@ async fn restart_keeps_entries_vote_committed_and_purged() {
         Some(openraft::Vote::new_committed(3, 0))
     );
 
+    assert_eq!(
+        bodies(&reader.try_get_log_entries(..).await.unwrap()),
+        bodies(&expected[40..]),
+        "openraft does not see what it purged"
+    );
+
     let handle = store.reader();
-    assert_eq!(handle.first_index(), Some(41));
+    assert_eq!(handle.first_index(), Some(1));
     assert_eq!(handle.last_index(), Some(200));
-    assert_eq!(handle.entry(40).unwrap(), None);
+    assert!(handle.entry(40).unwrap().is_some(), "the store still reads it");
     assert_eq!(handle.entry(201).unwrap(), None);
     let all = handle.entries(..).unwrap();
-    assert_eq!(bodies(&all), bodies(&expected[40..]));
+    assert_eq!(bodies(&all), bodies(&expected));
     for index in [41, 77, 128, 200] {
         let got = handle.entry(index).unwrap().unwrap();
         assert_eq!(
@@ -441,27 +446,94 @@ async fn truncate_everything_and_purge_past_the_end() {
 }
 
 #[tokio::test]
-async fn interrupted_purge_is_finished_at_open() {
+async fn compaction_stops_at_the_purge_point_the_replay_floor_and_the_newest_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    let mut store = TestStore::open(cfg.clone()).await.unwrap();
+    append(&store, entries(1, 1..41, 64)).await.unwrap();
+    let before = store.segments();
+    assert!(before.len() > 4);
+
+    // Without a replay floor nothing may go.
+    assert!(store.compact_below(30).await.unwrap().is_empty());
+    store.set_replay_floor(Some(u64::MAX));
+    // Nor above openraft's purge point.
+    assert!(store.compact_below(30).await.unwrap().is_empty());
+    RaftLogStorage::purge(&mut store, log_id(1, 35))
+        .await
+        .unwrap();
+    store.set_replay_floor(Some(20));
+    let removed = store.compact_below(30).await.unwrap();
+    assert!(!removed.is_empty());
+    assert!(removed.iter().all(|s| s.last_index < Some(20)));
+    let first = store.reader().first_index().unwrap();
+    assert!(first <= 20 && first > 1, "whole segments below the floor went");
+    assert_eq!(segment_paths(dir.path()).len(), before.len() - removed.len());
+
+    // Everything below the purge point, floor lifted: all but the newest segment.
+    store.set_replay_floor(Some(u64::MAX));
+    store.compact_below(u64::MAX).await.unwrap();
+    assert_eq!(store.segments().len(), 1);
+    assert_eq!(store.reader().last_index(), Some(40));
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = TestStore::open(cfg).await.unwrap();
+    let first = store.reader().first_index().unwrap();
+    assert_eq!(
+        bodies(&store.reader().entries(..).unwrap()),
+        bodies(&entries(1, first..41, 64))
+    );
+}
+
+#[tokio::test]
+async fn opening_for_a_snapshot_checks_the_log_reaches_and_continues_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 1 << 20);
     {
-        let store = TestStore::open(cfg.clone()).await.unwrap();
+        let mut store = TestStore::open(cfg.clone()).await.unwrap();
         append(&store, entries(1, 1..41, 64)).await.unwrap();
+        RaftLogStorage::purge(&mut store, log_id(1, 30))
+            .await
+            .unwrap();
+        store.set_replay_floor(Some(21));
+        store.compact_below(21).await.unwrap();
         store.shutdown().await.unwrap();
     }
-    let before = segment_paths(dir.path());
-    // The purge point was saved, then the process died before deleting segments.
-    let purged = postcard::to_allocvec(&Some(log_id(1, 25))).unwrap();
-    crate::snapshot_file::write_atomic(&dir.path().join("purged.bin"), &purged).unwrap();
+    let first = TestStore::open(cfg.clone())
+        .await
+        .unwrap()
+        .reader()
+        .first_index()
+        .unwrap();
+    assert!(first > 1 && first <= 21);
 
-    let store = TestStore::open(cfg).await.unwrap();
-    let after = segment_paths(dir.path());
-    assert!(after.len() < before.len());
-    assert!(store.segments()[0].first_index <= 26);
-    assert_eq!(store.reader().first_index(), Some(26));
+    // A snapshot beyond the end of the log: acknowledged entries are missing.
+    assert!(matches!(
+        TestStore::open_for_snapshot(cfg.clone(), Some(log_id(1, 45))).await,
+        Err(LogError::BehindSnapshot {
+            snapshot: 45,
+            recovered: Some(40),
+            ..
+        })
+    ));
+    // A snapshot older than the log's first entry: the entries after it are gone.
+    assert!(matches!(
+        TestStore::open_for_snapshot(cfg.clone(), Some(log_id(1, first - 2))).await,
+        Err(LogError::SnapshotGap { .. })
+    ));
+    // An older generation than the purge point: the purge point comes down to it.
+    let mut store = TestStore::open_for_snapshot(cfg.clone(), Some(log_id(1, 25)))
+        .await
+        .unwrap();
+    let state = RaftLogStorage::get_log_state(&mut store).await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 25)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 40)));
+    store.shutdown().await.unwrap();
+    // The files are untouched by refusals.
     assert_eq!(
-        bodies(&store.reader().entries(..).unwrap()),
-        bodies(&entries(1, 26..41, 64))
+        TestStore::open(cfg).await.unwrap().reader().first_index(),
+        Some(first)
     );
 }
 
@@ -599,6 +671,8 @@ mod model {
         Truncate(u64),
         /// Purge a fraction (per mille) of the live entries, past the end above 1000.
         Purge(u64),
+        /// Compact below a fraction (per mille) of the physical entries.
+        Compact(u64),
         Reopen,
     }
 
@@ -607,14 +681,17 @@ mod model {
             4 => (1u64..12).prop_map(Op::Append),
             2 => (0u64..1000).prop_map(Op::Truncate),
             2 => (0u64..1100).prop_map(Op::Purge),
+            1 => (0u64..1000).prop_map(Op::Compact),
             1 => Just(Op::Reopen),
         ]
     }
 
     #[derive(Default)]
     struct Model {
-        /// (index, term) of the live entries.
+        /// (index, term) of the entries openraft sees (after its purge point).
         live: Vec<(u64, u64)>,
+        /// (index, term) of the entries in the files (purge is logical).
+        physical: Vec<(u64, u64)>,
         purged: Option<(u64, u64)>,
         term: u64,
     }
@@ -633,11 +710,8 @@ mod model {
         format!("{index}@{term}:{}", "x".repeat((index % 17) as usize * 5))
     }
 
-    async fn check(store: &mut TestStore, model: &Model) {
-        let got: Vec<(u64, u64, String)> = store
-            .reader()
-            .entries(..)
-            .unwrap()
+    fn triples(entries: Vec<TestEntry>) -> Vec<(u64, u64, String)> {
+        entries
             .into_iter()
             .map(|e| {
                 let openraft::EntryPayload::Normal(b) = e.payload else {
@@ -645,13 +719,23 @@ mod model {
                 };
                 (e.log_id.index(), e.log_id.leader_id.term, b)
             })
-            .collect();
-        let want: Vec<(u64, u64, String)> = model
-            .live
-            .iter()
-            .map(|&(i, t)| (i, t, body(i, t)))
-            .collect();
-        assert_eq!(got, want);
+            .collect()
+    }
+
+    fn want(entries: &[(u64, u64)]) -> Vec<(u64, u64, String)> {
+        entries.iter().map(|&(i, t)| (i, t, body(i, t))).collect()
+    }
+
+    async fn check(store: &mut TestStore, model: &Model) {
+        assert_eq!(
+            triples(store.reader().entries(..).unwrap()),
+            want(&model.physical)
+        );
+        let mut reader = RaftLogStorage::get_log_reader(store).await;
+        assert_eq!(
+            triples(reader.try_get_log_entries(..).await.unwrap()),
+            want(&model.live)
+        );
         for &(i, t) in model.live.iter().step_by(5) {
             let e = store.reader().entry(i).unwrap().unwrap();
             assert_eq!(e.log_id, log_id(t, i));
@@ -665,7 +749,7 @@ mod model {
         assert_eq!(state.last_log_id, last.map(|(i, t)| log_id(t, i)));
         assert_eq!(
             store.reader().first_index(),
-            model.live.first().map(|e| e.0)
+            model.physical.first().map(|e| e.0)
         );
     }
 
@@ -688,9 +772,9 @@ mod model {
                         .map(|i| entry(model.term, i, &body(i, model.term)))
                         .collect();
                     append(&store, batch).await.unwrap();
-                    model
-                        .live
-                        .extend((first..first + n).map(|i| (i, model.term)));
+                    let added = (first..first + n).map(|i| (i, model.term));
+                    model.live.extend(added.clone());
+                    model.physical.extend(added);
                 }
                 Op::Truncate(per_mille) => {
                     if model.live.is_empty() {
@@ -702,6 +786,7 @@ mod model {
                         .await
                         .unwrap();
                     model.live.truncate(keep);
+                    model.physical.retain(|&(j, _)| j <= i);
                     model.term += 1;
                 }
                 Op::Purge(per_mille) => {
@@ -720,7 +805,31 @@ mod model {
                         .await
                         .unwrap();
                     model.live.retain(|&(i, _)| i > target.0);
+                    if model.physical.last().is_none_or(|l| l.0 < target.0) {
+                        // Purged past the end: a snapshot replaced the whole log.
+                        model.physical.clear();
+                    }
                     model.purged = Some(target);
+                }
+                Op::Compact(per_mille) => {
+                    let Some(&(below, _)) = model
+                        .physical
+                        .get((model.physical.len() as u64 * per_mille / 1000) as usize)
+                    else {
+                        continue;
+                    };
+                    store.set_replay_floor(Some(u64::MAX));
+                    let removed = store.compact_below(below).await.unwrap();
+                    let limit = below.min(model.purged.map_or(0, |p| p.0 + 1));
+                    for segment in &removed {
+                        assert!(segment.last_index.is_some_and(|l| l < limit));
+                    }
+                    let gone = removed
+                        .last()
+                        .and_then(|s| s.last_index)
+                        .unwrap_or(0);
+                    model.physical.retain(|&(i, _)| i > gone);
+                    store.set_replay_floor(None);
                 }
                 Op::Reopen => {
                     store.shutdown().await.unwrap();
