@@ -74,13 +74,7 @@ impl Controller {
         })?;
 
         let metadata = Arc::new(RwLock::new(Metadata::default()));
-        let group = ControllerGroup::start(
-            cfg.node_id,
-            cfg.data_dir.join("log"),
-            cfg.data_dir.join("metadata.snapshot"),
-            metadata.clone(),
-        )
-        .await?;
+        let group = ControllerGroup::start(cfg.node_id, &cfg.data_dir, metadata.clone()).await?;
         let controller = Arc::new(Controller {
             metadata,
             group,

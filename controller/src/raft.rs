@@ -11,7 +11,9 @@ use openraft::type_config::async_runtime::watch::WatchReceiver;
 use openraft::{Raft, SnapshotPolicy};
 use parking_lot::RwLock;
 use vela_proto::ControllerError;
+use vela_raft::generations::SnapshotKeeper;
 use vela_raft::single_node::{self, StartError};
+use vela_raft::vfs::{StdVfs, Vfs};
 use vela_raft::{FlushMode, LogError, LogStoreConfig, SegmentLogStore};
 
 use crate::command::{ControllerCommand, ControllerResponse};
@@ -59,25 +61,52 @@ pub enum RaftStopError {
     Log(#[from] LogError),
 }
 
-/// Opens what openraft stores the group in: the log in `log_dir` and a state machine, still
-/// empty, that applies into `metadata` and keeps its snapshot at `snapshot_path`.
+/// Opens what openraft stores the group in: the newest readable snapshot generation in
+/// `snapshot_dir` (a legacy single snapshot file at `legacy_snapshot` becomes the first one),
+/// the log in `log_dir` checked against it (ADR 0006), and a state machine, still empty, that
+/// applies into `metadata`.
 async fn open_storage(
     log_dir: PathBuf,
-    snapshot_path: PathBuf,
+    snapshot_dir: PathBuf,
+    legacy_snapshot: PathBuf,
     metadata: Arc<RwLock<Metadata>>,
 ) -> Result<(SegmentLogStore<ControllerTypeConfig>, MetadataStateMachine), RaftStartError> {
-    let log = SegmentLogStore::open(LogStoreConfig {
-        dir: log_dir.clone(),
-        segment_bytes: SEGMENT_BYTES,
-        flush: FlushMode::Sync,
-        cache_bytes: CACHE_BYTES,
-    })
+    let vfs: Arc<dyn Vfs> = StdVfs::shared();
+    let log_error = |dir: &PathBuf| {
+        let dir = dir.clone();
+        move |source| RaftStartError::Log { dir, source }
+    };
+    let (generations, newest) = {
+        let (vfs, dir, legacy) = (vfs.clone(), snapshot_dir.clone(), legacy_snapshot);
+        tokio::task::spawn_blocking(move || state_machine::read_snapshots(vfs, dir, &legacy))
+            .await
+            .map_err(|e| RaftStartError::Log {
+                dir: snapshot_dir.clone(),
+                source: LogError::io(
+                    "joining the snapshot reader of",
+                    &snapshot_dir,
+                    std::io::Error::other(e),
+                ),
+            })?
+            .map_err(log_error(&snapshot_dir))?
+    };
+    let log = SegmentLogStore::open_for_snapshot(
+        LogStoreConfig {
+            dir: log_dir.clone(),
+            segment_bytes: SEGMENT_BYTES,
+            flush: FlushMode::Sync,
+            cache_bytes: CACHE_BYTES,
+            // The snapshot holds the whole metadata: purged entries can go.
+            compact_on_purge: true,
+            vfs,
+        },
+        newest.as_ref().and_then(|g| g.value.meta.last_log_id),
+    )
     .await
-    .map_err(|source| RaftStartError::Log {
-        dir: log_dir,
-        source,
-    })?;
-    Ok((log, MetadataStateMachine::new(metadata, snapshot_path)))
+    .map_err(log_error(&log_dir))?;
+    let keeper =
+        SnapshotKeeper::new(generations, Some(log.clone())).map_err(log_error(&log_dir))?;
+    Ok((log, MetadataStateMachine::new(metadata, keeper, newest)))
 }
 
 /// The controller's openraft group: a single voter for now (the cluster adds voters and a network).
@@ -87,15 +116,21 @@ pub(crate) struct ControllerGroup {
 }
 
 impl ControllerGroup {
-    /// Opens the log in `log_dir`, keeps snapshots at `snapshot_path` and starts the group as its
-    /// only voter. Applied state lands in `metadata`. Returns once this node leads.
+    /// Opens the log in `<data_dir>/log`, keeps snapshots in `<data_dir>/snapshots` and starts
+    /// the group as its only voter. Applied state lands in `metadata`. Returns once this node
+    /// leads.
     pub(crate) async fn start(
         node_id: u64,
-        log_dir: PathBuf,
-        snapshot_path: PathBuf,
+        data_dir: &std::path::Path,
         metadata: Arc<RwLock<Metadata>>,
     ) -> Result<Self, RaftStartError> {
-        let (log, state_machine) = open_storage(log_dir, snapshot_path, metadata).await?;
+        let (log, state_machine) = open_storage(
+            data_dir.join("log"),
+            data_dir.join("snapshots"),
+            data_dir.join("metadata.snapshot"),
+            metadata,
+        )
+        .await?;
 
         let mut config = single_node::default_config("vela-controller");
         config.snapshot_policy = SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY);

@@ -158,7 +158,7 @@ async fn snapshot_and_later_log_restore_after_restart() {
         .expect("compact")
         .expect("something was applied");
     assert!(covered >= 21, "snapshot covers index {covered}");
-    assert!(fx.dir.path().join("controller/metadata.snapshot").exists());
+    assert_eq!(snapshot_files(&fx).len(), 1, "one snapshot generation");
 
     // Changes after the snapshot live only in the log.
     controller
@@ -366,6 +366,64 @@ async fn lifecycle_errors() {
     ));
 }
 
+/// The controller's snapshot generations, oldest first.
+fn snapshot_files(fx: &Fixture) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(fx.dir.path().join("controller/snapshots"))
+        .expect("snapshot directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn flip_last_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).expect("read snapshot");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x20;
+    std::fs::write(path, bytes).expect("write snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_newest_snapshot_falls_back_to_the_previous_generation() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    controller
+        .create_topic(topic("first", 2))
+        .await
+        .expect("create");
+    controller.compact_log().await.expect("compact");
+    controller
+        .create_topic(topic("second", 2))
+        .await
+        .expect("create");
+    controller.compact_log().await.expect("compact");
+    controller
+        .create_topic(topic("third", 2))
+        .await
+        .expect("create");
+    controller.shutdown().await.expect("shutdown");
+    let files = snapshot_files(&fx);
+    assert_eq!(files.len(), 2, "two generations are kept: {files:?}");
+    flip_last_byte(&files[1]);
+
+    let clock: SharedClock = fx.clock.clone();
+    let controller = Controller::open(fx.config(&[0]), clock)
+        .await
+        .expect("the older generation and the log rebuild the state");
+    for name in ["first", "second", "third"] {
+        assert!(
+            controller
+                .get_topic(&topic_name(name))
+                .await
+                .expect("get")
+                .is_some(),
+            "{name} survives"
+        );
+    }
+    controller.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_snapshot_fails_open_with_a_readable_error() {
     let fx = Fixture::new();
@@ -377,11 +435,9 @@ async fn corrupt_snapshot_fails_open_with_a_readable_error() {
     controller.compact_log().await.expect("compact");
     controller.shutdown().await.expect("shutdown");
 
-    let path = fx.dir.path().join("controller/metadata.snapshot");
-    let mut bytes = std::fs::read(&path).expect("read snapshot");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x20;
-    std::fs::write(&path, bytes).expect("write snapshot");
+    let files = snapshot_files(&fx);
+    assert_eq!(files.len(), 1);
+    flip_last_byte(&files[0]);
 
     let clock: SharedClock = fx.clock.clone();
     let err = match Controller::open(fx.config(&[0]), clock).await {
@@ -389,5 +445,9 @@ async fn corrupt_snapshot_fails_open_with_a_readable_error() {
         Err(err) => err,
     };
     let message = err.to_string();
-    assert!(message.contains("metadata.snapshot"), "{message}");
+    assert!(message.contains("snap-"), "{message}");
+    assert!(
+        message.contains("no snapshot generation is readable"),
+        "{message}"
+    );
 }

@@ -109,7 +109,7 @@ pub enum LogError {
 }
 
 impl LogError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         LogError::Io {
             op,
             path: path.into(),
@@ -117,7 +117,7 @@ impl LogError {
         }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl ToString) -> Self {
+    pub fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl ToString) -> Self {
         LogError::Corrupt {
             path: path.into(),
             offset,

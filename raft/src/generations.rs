@@ -6,9 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use openraft::RaftTypeConfig;
+
 use crate::snapshot_file;
 use crate::vfs::Vfs;
-use crate::{LogError, vfs};
+use crate::{LogError, SegmentLogStore, vfs};
 
 /// Generations kept: the newest and one to fall back to.
 pub const KEEP: usize = 2;
@@ -47,7 +49,7 @@ pub struct Generations {
 impl Generations {
     /// Creates the directory if needed.
     pub fn open(vfs: Arc<dyn Vfs>, dir: PathBuf) -> Result<Self, LogError> {
-        vfs.create_dir_all(&dir)
+        vfs::create_dir_all(vfs.as_ref(), &dir)
             .map_err(|e| LogError::io("creating snapshot directory", &dir, e))?;
         Ok(Generations { vfs, dir })
     }
@@ -73,11 +75,10 @@ impl Generations {
     /// replayed: one past the oldest kept generation. `None` without generations (the log must
     /// then be kept from its start).
     pub fn replay_floor(&self) -> Result<Option<u64>, LogError> {
-        Ok(self
-            .indexes()?
-            .into_iter()
-            .take(KEEP)
-            .last()
+        let indexes = self.indexes()?;
+        Ok(indexes
+            .get(..KEEP.min(indexes.len()))
+            .and_then(|kept| kept.last())
             .map(|i| i.saturating_add(1)))
     }
 
@@ -156,6 +157,101 @@ impl Generations {
     }
 }
 
+/// How a state machine persists its snapshots: as [`Generations`], each written only after the
+/// log it continues is durable up to where it ends, and followed by telling the log which
+/// entries the kept generations still need (its replay floor). The order is the snapshot
+/// contract of ADR 0006: a snapshot never covers log entries a power cut could take away, and
+/// compaction never deletes an entry a kept generation would replay.
+pub struct SnapshotKeeper<C: RaftTypeConfig> {
+    generations: Generations,
+    /// `None` only for state machines tested without a log.
+    log: Option<SegmentLogStore<C>>,
+}
+
+impl<C: RaftTypeConfig> Clone for SnapshotKeeper<C> {
+    fn clone(&self) -> Self {
+        SnapshotKeeper {
+            generations: self.generations.clone(),
+            log: self.log.clone(),
+        }
+    }
+}
+
+impl<C> SnapshotKeeper<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Clone,
+{
+    /// Keeps `generations` for the state machine continuing `log`, and sets the log's replay
+    /// floor from the generations on disk.
+    pub fn new(
+        generations: Generations,
+        log: Option<SegmentLogStore<C>>,
+    ) -> Result<Self, LogError> {
+        let keeper = SnapshotKeeper { generations, log };
+        keeper.update_floor()?;
+        Ok(keeper)
+    }
+
+    pub fn generations(&self) -> &Generations {
+        &self.generations
+    }
+
+    /// Persists the snapshot covering up to `index`: syncs the log, writes the generation, then
+    /// raises the log's replay floor. Skips the write when a generation at or past `index`
+    /// exists already (an install may have overtaken this build).
+    pub async fn persist(&self, index: u64, bytes: Arc<Vec<u8>>) -> Result<bool, LogError> {
+        if self
+            .generations
+            .indexes()?
+            .first()
+            .is_some_and(|newest| *newest >= index)
+        {
+            return Ok(false);
+        }
+        if let Some(log) = &self.log {
+            log.sync().await?;
+        }
+        let generations = self.generations.clone();
+        let dir = generations.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || generations.write(index, &bytes))
+            .await
+            .map_err(|e| {
+                LogError::io(
+                    "joining the snapshot write in",
+                    dir,
+                    std::io::Error::other(e),
+                )
+            })??;
+        self.update_floor()?;
+        Ok(true)
+    }
+
+    /// Persists a snapshot received from elsewhere (a leader), replacing newer local ones is
+    /// not needed: openraft installs only snapshots ahead of the applied state.
+    pub async fn persist_installed(&self, index: u64, bytes: Arc<Vec<u8>>) -> Result<(), LogError> {
+        let generations = self.generations.clone();
+        let dir = generations.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || generations.write(index, &bytes))
+            .await
+            .map_err(|e| {
+                LogError::io(
+                    "joining the snapshot write in",
+                    dir,
+                    std::io::Error::other(e),
+                )
+            })??;
+        self.update_floor()
+    }
+
+    fn update_floor(&self) -> Result<(), LogError> {
+        if let Some(log) = &self.log {
+            log.set_replay_floor(self.generations.replay_floor()?);
+        }
+        Ok(())
+    }
+}
+
 /// Moves a legacy single snapshot file (`<dir>/../snapshot`, before generations existed) into
 /// the generation directory under `index`. Used once at open by the crates above.
 pub fn adopt_legacy(
@@ -196,7 +292,10 @@ mod tests {
         assert_eq!(g.replay_floor().unwrap(), Some(21));
 
         let newest = g.read_newest(decode).unwrap().unwrap();
-        assert_eq!((newest.index, newest.value.as_slice()), (30, &b"thirty"[..]));
+        assert_eq!(
+            (newest.index, newest.value.as_slice()),
+            (30, &b"thirty"[..])
+        );
 
         // Rot in the newest: the older one is used.
         sim.flip_bit(&g.path_of(30), 8 * 26).unwrap();

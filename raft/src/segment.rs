@@ -8,10 +8,10 @@ use std::sync::{Arc, OnceLock};
 use serde::de::DeserializeOwned;
 
 use crate::LogError;
-use crate::vfs::{Vfs, VfsFile};
 use crate::codec::{
     SEGMENT_HEADER_LEN, decode_payload, decode_record, decode_segment_header, encode_segment_header,
 };
+use crate::vfs::{Vfs, VfsFile};
 
 const SEGMENT_SUFFIX: &str = ".seg";
 const INDEX_DIGITS: usize = 20;
@@ -91,6 +91,7 @@ impl SegmentFile {
         Ok(buf)
     }
 
+    #[track_caller]
     pub(crate) fn sync_data(&self) -> io::Result<()> {
         self.handle()?.sync_data()
     }
@@ -146,7 +147,14 @@ where
     let len = file
         .len()
         .map_err(|e| LogError::io("inspecting segment", &path, e))?;
-    let mut data = vec![0u8; usize::try_from(len).map_err(|e| LogError::io("reading segment", &path, std::io::Error::other(e)))?];
+    let mut data = vec![
+        0u8;
+        usize::try_from(len).map_err(|e| LogError::io(
+            "reading segment",
+            &path,
+            std::io::Error::other(e)
+        ))?
+    ];
     file.read_exact_at(&mut data, 0)
         .map_err(|e| LogError::io("reading segment", &path, e))?;
 

@@ -343,13 +343,10 @@ where
             .map_err(|e| LogError::io("joining the open task for", dir, io::Error::other(e)))?
     }
 
-    fn open_blocking(
-        cfg: LogStoreConfig,
-        snapshot: Option<LogIdOf<C>>,
-    ) -> Result<Self, LogError> {
+    fn open_blocking(cfg: LogStoreConfig, snapshot: Option<LogIdOf<C>>) -> Result<Self, LogError> {
         let dir = cfg.dir.clone();
         let vfs = cfg.vfs.clone();
-        vfs.create_dir_all(&dir)
+        crate::vfs::create_dir_all(vfs.as_ref(), &dir)
             .map_err(|e| LogError::io("creating", &dir, e))?;
         let dir_lock = lock_dir(vfs.as_ref(), &dir)?;
         let files = StateFiles::new(vfs.clone(), dir.clone());
@@ -357,8 +354,7 @@ where
         let vote: Option<VoteOf<C>> = read_state(vfs.as_ref(), &files.vote)?;
         // The committed id is written without fsync (losing it only makes Raft re-learn it), so
         // after a power loss the file may fail its checksum: treat that as absent.
-        let mut committed: Option<LogIdOf<C>> = match read_state(vfs.as_ref(), &files.committed)
-        {
+        let mut committed: Option<LogIdOf<C>> = match read_state(vfs.as_ref(), &files.committed) {
             Ok(c) => c,
             Err(err @ LogError::Corrupt { .. }) => {
                 tracing::warn!(error = %err, "ignoring an unreadable committed log id");
@@ -1105,7 +1101,14 @@ where
 }
 
 /// Removes a file left over by a crash and makes the removal durable.
-fn remove_and_sync(vfs: &dyn Vfs, dir: &Path, path: &Path, op: &'static str) -> Result<(), LogError> {
-    vfs.remove_file(path).map_err(|e| LogError::io(op, path, e))?;
-    vfs.sync_dir(dir).map_err(|e| LogError::io("syncing", dir, e))
+fn remove_and_sync(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    op: &'static str,
+) -> Result<(), LogError> {
+    vfs.remove_file(path)
+        .map_err(|e| LogError::io(op, path, e))?;
+    vfs.sync_dir(dir)
+        .map_err(|e| LogError::io("syncing", dir, e))
 }

@@ -9,7 +9,12 @@
 //! - file data is durable once [`VfsFile::sync_data`] returns;
 //! - a created, renamed or removed name (file or directory) is durable once
 //!   [`Vfs::sync_dir`] of its parent directory returns;
-//! - [`Vfs::create_dir_all`] makes every directory it creates durable before it returns.
+//! - [`create_dir_all`] makes every directory it creates durable before it returns.
+//!
+//! `sync_data` and `sync_dir` are `#[track_caller]`, and so is every helper that wraps them, so
+//! the simulated disk knows which line of the storage code asked for each sync: the fsync
+//! mutation check (`scripts/fsync-mutations.sh`) skips one such line at a time and expects the
+//! power-loss tests to fail.
 
 pub mod sim;
 
@@ -29,9 +34,13 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at `offset`, extending the file as needed.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Cuts or extends the file (extension reads as zeros). Not durable until synced.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every write and length change so far durable (`fdatasync`).
+    #[track_caller]
     fn sync_data(&self) -> io::Result<()>;
     /// Last modification time.
     fn modified(&self) -> io::Result<SystemTime>;
@@ -48,8 +57,11 @@ impl fmt::Debug for VfsLock {
 
 /// A file system as the storage code uses it (see the module comment for durability).
 pub trait Vfs: Send + Sync + fmt::Debug + 'static {
-    /// Creates `dir` and its missing parents, each made durable in its parent.
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates one directory (its parent must exist); `AlreadyExists` if the name is taken. Not
+    /// durable until its parent is synced: see [`create_dir_all`].
+    fn create_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Whether `path` names an existing directory.
+    fn is_dir(&self, path: &Path) -> bool;
     /// Names of the regular files directly in `dir`, in no particular order.
     fn list_files(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Opens an existing file for reading and writing; `NotFound` if there is none.
@@ -62,6 +74,7 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     /// Atomically replaces `to` with `from` (same directory).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the creations, renames and removals of names in `dir` durable.
+    #[track_caller]
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive advisory lock on `path` (created if missing); `Ok(None)` when someone
     /// else holds it.
@@ -75,6 +88,24 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
         file.read_exact_at(&mut buf, 0)?;
         Ok(buf)
     }
+}
+
+/// Creates `dir` and its missing parents, each made durable in its parent before the next level
+/// is created, so a directory that survives a crash always has its parents.
+pub fn create_dir_all(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || vfs.is_dir(dir) {
+        return Ok(());
+    }
+    let parent = parent_dir(dir);
+    if parent != dir {
+        create_dir_all(vfs, &parent)?;
+    }
+    match vfs.create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && vfs.is_dir(dir) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    vfs.sync_dir(&parent)
 }
 
 /// The directory holding `path` (`.` for a bare name).
@@ -112,6 +143,7 @@ impl VfsFile for StdFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
+    #[track_caller]
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
@@ -125,17 +157,12 @@ fn std_open(path: &Path, options: &OpenOptions) -> io::Result<Arc<dyn VfsFile>> 
 }
 
 impl Vfs for StdVfs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        if dir.as_os_str().is_empty() || dir.is_dir() {
-            return Ok(());
-        }
-        self.create_dir_all(&parent_dir(dir))?;
-        match fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        self.sync_dir(&parent_dir(dir))
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir(dir)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
     }
 
     fn list_files(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -181,6 +208,7 @@ impl Vfs for StdVfs {
         fs::rename(from, to)
     }
 
+    #[track_caller]
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
@@ -208,7 +236,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vfs = StdVfs;
         let nested = dir.path().join("a/b/c");
-        vfs.create_dir_all(&nested).unwrap();
+        create_dir_all(&vfs, &nested).unwrap();
         assert!(nested.is_dir());
         let path = nested.join("f");
         let f = vfs.create_new(&path).unwrap();

@@ -275,8 +275,12 @@ impl<C: RaftTypeConfig> Writer<C> {
             }
             WriteOp::SaveVote { vote_state, done } => {
                 let result = self.barrier().and_then(|()| {
-                    snapshot_file::write_atomic(self.files.vfs.as_ref(), &self.files.vote, &vote_state)
-                        .map_err(|e| LogError::io("saving vote", &self.files.vote, e))
+                    snapshot_file::write_atomic(
+                        self.files.vfs.as_ref(),
+                        &self.files.vote,
+                        &vote_state,
+                    )
+                    .map_err(|e| LogError::io("saving vote", &self.files.vote, e))
                 });
                 self.reply(done, result)
             }

@@ -17,8 +17,10 @@ use tokio::sync::Notify;
 use tracing::warn;
 use vela_proto::domain::{GroupName, MessageRecord, ShardId, TopicName};
 use vela_proto::store_api::StoreError;
+use vela_raft::generations::{self, Generations, SnapshotKeeper};
 use vela_raft::single_node::{default_config, start_single_voter};
-use vela_raft::{FlushMode, LogHandle, LogStoreConfig, SegmentLogStore};
+use vela_raft::vfs::Vfs;
+use vela_raft::{FlushMode, LogError, LogHandle, LogStoreConfig, SegmentLogStore};
 
 use crate::command::{CommandResponse, RecordRef, StoreCommand};
 use crate::config::{FlushSetting, StoreConfig};
@@ -26,6 +28,7 @@ use crate::state::{ApplyEffects, ShardState};
 use crate::store::{StoreOpenError, StoreShutdownError};
 pub(crate) use state_machine::Applied;
 pub use state_machine::ShardStateMachine;
+use state_machine::decode_snapshot;
 
 openraft::declare_raft_types!(
     /// openraft types of a store shard: the log carries [`StoreCommand`]s.
@@ -177,7 +180,7 @@ pub(crate) struct Shard {
     pub reader: LogHandle<ShardTypes>,
 }
 
-fn log_config(cfg: &StoreConfig, dir: PathBuf) -> LogStoreConfig {
+fn log_config(cfg: &StoreConfig, dir: PathBuf, vfs: Arc<dyn Vfs>) -> LogStoreConfig {
     LogStoreConfig {
         dir,
         segment_bytes: cfg.segment_size.as_u64(),
@@ -186,14 +189,19 @@ fn log_config(cfg: &StoreConfig, dir: PathBuf) -> LogStoreConfig {
             FlushSetting::Async { interval } => FlushMode::Async { interval },
         },
         cache_bytes: usize::try_from(cfg.log_cache.as_u64()).unwrap_or(usize::MAX),
+        // The log holds the messages: only retention deletes segments (`compact_below`).
+        compact_on_purge: false,
+        vfs,
     }
 }
 
-/// Opens what openraft stores a shard in: the log under `<data_dir>/shards/<id>/log/` and a
-/// state machine, still empty, that keeps its snapshot at `<data_dir>/shards/<id>/snapshot`.
+/// Opens what openraft stores a shard in, under `<data_dir>/shards/<id>/`: the newest readable
+/// snapshot generation in `snapshots/` first, then the log in `log/`, checked against it (ADR
+/// 0006), and a state machine, still empty, that continues from them.
 async fn open_storage(
     cfg: &StoreConfig,
     id: ShardId,
+    vfs: Arc<dyn Vfs>,
 ) -> Result<
     (
         SegmentLogStore<ShardTypes>,
@@ -203,12 +211,50 @@ async fn open_storage(
     StoreOpenError,
 > {
     let dir = cfg.data_dir.join("shards").join(id.to_string());
-    let log = SegmentLogStore::<ShardTypes>::open(log_config(cfg, dir.join("log")))
-        .await
-        .map_err(|source| StoreOpenError::Log { shard: id, source })?;
+    let log_error = |source: LogError| StoreOpenError::Log { shard: id, source };
+    let snapshots = {
+        let (vfs, dir) = (vfs.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || read_snapshots(vfs, &dir))
+            .await
+            .map_err(|e| StoreOpenError::Config(format!("snapshot reader of shard {id}: {e}")))?
+            .map_err(log_error)?
+    };
+    let (generations, newest) = snapshots;
+    let snapshot_log_id = newest.as_ref().and_then(|g| g.value.0.last_log_id);
+    let log = SegmentLogStore::<ShardTypes>::open_for_snapshot(
+        log_config(cfg, dir.join("log"), vfs),
+        snapshot_log_id,
+    )
+    .await
+    .map_err(log_error)?;
+    let keeper = SnapshotKeeper::new(generations, Some(log.clone())).map_err(log_error)?;
     let shared = ShardShared::new(id);
-    let sm = ShardStateMachine::new(shared.clone(), dir.join("snapshot"));
+    let sm = ShardStateMachine::new(shared.clone(), keeper, newest);
     Ok((log, shared, sm))
+}
+
+type SnapshotRead = (
+    Generations,
+    Option<generations::Generation<(openraft::alias::SnapshotMetaOf<ShardTypes>, Vec<u8>)>>,
+);
+
+/// The shard's snapshot generations and the newest readable one. A single `snapshot` file left
+/// by an older version becomes the first generation.
+fn read_snapshots(vfs: Arc<dyn Vfs>, dir: &std::path::Path) -> Result<SnapshotRead, LogError> {
+    let generations = Generations::open(vfs.clone(), dir.join("snapshots"))?;
+    let legacy = dir.join("snapshot");
+    if let Some(bytes) = vela_raft::snapshot_file::read(vfs.as_ref(), &legacy)? {
+        let index = postcard::from_bytes::<state_machine::SnapshotFile>(&bytes)
+            .map_err(|e| LogError::corrupt(&legacy, 0, e))?
+            .meta
+            .last_log_id
+            .map_or(0, |l| l.index);
+        generations::adopt_legacy(&generations, &legacy, index, &bytes)?;
+    }
+    let newest = generations.read_newest(|index, bytes| {
+        decode_snapshot(index, bytes).map(|f| (f.meta, bytes.to_vec()))
+    })?;
+    Ok((generations, newest))
 }
 
 /// How long a forced snapshot may take before the caller gives up waiting.
@@ -217,8 +263,12 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 impl Shard {
     /// Opens the shard's log under `<data_dir>/shards/<id>/`, restores its state (snapshot, then
     /// the log after it) and returns once this node leads it.
-    pub async fn open(cfg: &StoreConfig, id: ShardId) -> Result<Arc<Shard>, StoreOpenError> {
-        let (log, shared, sm) = open_storage(cfg, id).await?;
+    pub async fn open(
+        cfg: &StoreConfig,
+        id: ShardId,
+        vfs: Arc<dyn Vfs>,
+    ) -> Result<Arc<Shard>, StoreOpenError> {
+        let (log, shared, sm) = open_storage(cfg, id, vfs).await?;
         let mut raft_config = default_config(format!("vela-store-shard-{id}"));
         raft_config.snapshot_policy =
             SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1));

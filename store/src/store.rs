@@ -24,6 +24,7 @@ use vela_proto::store_api::{
 };
 use vela_raft::LogError;
 use vela_raft::single_node::StartError;
+use vela_raft::vfs::{StdVfs, Vfs};
 
 use crate::command::{
     ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueChoice, RecordRef,
@@ -110,6 +111,16 @@ impl Store {
     /// Opens (or creates) every shard of `cfg.shards` under `cfg.data_dir` and starts their
     /// background tasks. Returns once every shard is ready to serve.
     pub async fn open(cfg: StoreConfig, clock: SharedClock) -> Result<Arc<Store>, StoreOpenError> {
+        Self::open_on(cfg, clock, StdVfs::shared()).await
+    }
+
+    /// [`open`](Self::open) with every file going through `vfs` (the power-loss tests run the
+    /// store on a simulated disk).
+    pub async fn open_on(
+        cfg: StoreConfig,
+        clock: SharedClock,
+        vfs: Arc<dyn Vfs>,
+    ) -> Result<Arc<Store>, StoreOpenError> {
         if cfg.shards.is_empty() {
             return Err(StoreOpenError::Config(
                 "shards is empty: a store holds at least one shard".into(),
@@ -126,7 +137,7 @@ impl Store {
             if shards.contains_key(&id) {
                 continue;
             }
-            let shard = match Shard::open(&cfg, id).await {
+            let shard = match Shard::open(&cfg, id, vfs.clone()).await {
                 Ok(shard) => shard,
                 Err(err) => {
                     cancel.cancel();
@@ -631,5 +642,7 @@ impl StoreApi for Store {
 }
 
 mod coalesce;
+#[cfg(test)]
+mod power_loss;
 #[cfg(test)]
 mod tests;

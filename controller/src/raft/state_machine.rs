@@ -1,15 +1,15 @@
 //! The controller's openraft state machine: applies commands to the shared [`Metadata`] and keeps
-//! the whole metadata as one snapshot file. The state itself lives in memory; after a restart
-//! openraft installs the snapshot and re-applies the committed log after it.
+//! the whole metadata as snapshot generations (`vela_raft::generations`). The state itself lives
+//! in memory; after a restart openraft installs the newest readable generation and re-applies
+//! the committed log after it.
 //!
 //! openraft runs a snapshot build in a task of its own while the state machine goes on, so a
 //! snapshot from the leader may be installed after a builder copied the state and before it
-//! writes. The file is therefore only touched under one lock, and a builder leaves a file that
-//! already covers its copy alone: replacing the installed snapshot with an older one would, after
-//! openraft purged the log up to the installed one, lose the entries in between at a restart.
+//! writes. Snapshot files are therefore only touched under one lock, and a builder never writes
+//! a generation older than one already on disk.
 
 use std::io::{self, Cursor};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
@@ -19,7 +19,10 @@ use openraft::{EntryPayload, StoredMembership};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use vela_raft::LogError;
+use vela_raft::generations::{self, Generation, Generations, SnapshotKeeper};
 use vela_raft::snapshot_file;
+use vela_raft::vfs::Vfs;
 
 use super::ControllerTypeConfig as C;
 use crate::command::Applied;
@@ -28,21 +31,44 @@ use crate::metadata::Metadata;
 /// The bytes openraft moves around for a snapshot: the JSON of [`Metadata`].
 pub(crate) type SnapshotData = Cursor<Vec<u8>>;
 
-/// What the snapshot file holds (JSON inside vela-raft's checksummed framing, so an operator can
-/// read it after stripping the 24-byte header).
+/// What a snapshot generation holds (JSON inside vela-raft's checksummed framing, so an operator
+/// can read it after stripping the 24-byte header).
 #[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMetaOf<C>,
+pub(crate) struct SnapshotFile {
+    pub meta: SnapshotMetaOf<C>,
     metadata: Metadata,
 }
 
-/// The head of a [`SnapshotFile`], read without building the metadata.
-#[derive(Deserialize)]
-struct SnapshotFileHead {
-    meta: SnapshotMetaOf<C>,
+fn decode_file(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
+    let file: SnapshotFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let covers = file.meta.last_log_id.map_or(0, |l| l.index);
+    if covers != index {
+        return Err(format!(
+            "snapshot named for index {index} covers index {covers}"
+        ));
+    }
+    Ok(file)
 }
 
-/// Held while the snapshot file is read or written (see the module comment).
+/// The controller's snapshot generations in `dir` and the newest readable one. A single
+/// snapshot file at `legacy` left by an older version becomes the first generation.
+pub(crate) fn read_snapshots(
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    legacy: &Path,
+) -> Result<(Generations, Option<Generation<SnapshotFile>>), LogError> {
+    let generations = Generations::open(vfs.clone(), dir)?;
+    if let Some(bytes) = snapshot_file::read(vfs.as_ref(), legacy)? {
+        let file: SnapshotFile =
+            serde_json::from_slice(&bytes).map_err(|e| LogError::corrupt(legacy, 0, e))?;
+        let index = file.meta.last_log_id.map_or(0, |l| l.index);
+        generations::adopt_legacy(&generations, legacy, index, &bytes)?;
+    }
+    let newest = generations.read_newest(decode_file)?;
+    Ok((generations, newest))
+}
+
+/// Held while snapshot files are read or written (see the module comment).
 type SnapshotFileLock = Arc<Mutex<()>>;
 
 pub(crate) struct MetadataStateMachine {
@@ -50,53 +76,28 @@ pub(crate) struct MetadataStateMachine {
     metadata: Arc<RwLock<Metadata>>,
     last_applied: Option<LogIdOf<C>>,
     last_membership: StoredMembershipOf<C>,
-    snapshot_path: PathBuf,
+    keeper: SnapshotKeeper<C>,
     snapshot_lock: SnapshotFileLock,
+    /// The generation read at open, served once to openraft's start-up.
+    opened_with: Option<SnapshotFile>,
 }
 
 impl MetadataStateMachine {
-    /// An empty state machine; openraft restores it from `snapshot_path` and the log at start.
-    pub(crate) fn new(metadata: Arc<RwLock<Metadata>>, snapshot_path: PathBuf) -> Self {
+    /// An empty state machine; openraft restores it from the newest generation and the log.
+    pub(crate) fn new(
+        metadata: Arc<RwLock<Metadata>>,
+        keeper: SnapshotKeeper<C>,
+        opened_with: Option<Generation<SnapshotFile>>,
+    ) -> Self {
         Self {
             metadata,
             last_applied: None,
             last_membership: StoredMembership::default(),
-            snapshot_path,
+            keeper,
             snapshot_lock: SnapshotFileLock::default(),
+            opened_with: opened_with.map(|g| g.value),
         }
     }
-}
-
-/// Reads and decodes the snapshot file at `path` as `T` (the whole file or its head).
-fn read_snapshot_file<T: serde::de::DeserializeOwned>(
-    path: &std::path::Path,
-) -> io::Result<Option<T>> {
-    let Some(bytes) = snapshot_file::read(path)? else {
-        return Ok(None);
-    };
-    let file = serde_json::from_slice(&bytes).map_err(|err| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "controller snapshot {} does not decode: {err}",
-                path.display()
-            ),
-        )
-    })?;
-    Ok(Some(file))
-}
-
-fn write_snapshot_file(
-    path: &std::path::Path,
-    meta: &SnapshotMetaOf<C>,
-    metadata: &Metadata,
-) -> io::Result<()> {
-    let file = SnapshotFile {
-        meta: meta.clone(),
-        metadata: metadata.clone(),
-    };
-    let bytes = serde_json::to_vec(&file).map_err(io::Error::other)?;
-    snapshot_file::write_atomic(path, &bytes)
 }
 
 fn decode_metadata(bytes: &[u8]) -> io::Result<Metadata> {
@@ -105,6 +106,23 @@ fn decode_metadata(bytes: &[u8]) -> io::Result<Metadata> {
             io::ErrorKind::InvalidData,
             format!("controller snapshot data does not decode: {err}"),
         )
+    })
+}
+
+fn file_bytes(meta: &SnapshotMetaOf<C>, metadata: &Metadata) -> io::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct FileRef<'a> {
+        meta: &'a SnapshotMetaOf<C>,
+        metadata: &'a Metadata,
+    }
+    serde_json::to_vec(&FileRef { meta, metadata }).map_err(io::Error::other)
+}
+
+fn to_snapshot(file: SnapshotFile) -> io::Result<SnapshotOf<C, SnapshotData>> {
+    let bytes = serde_json::to_vec(&file.metadata).map_err(io::Error::other)?;
+    Ok(SnapshotOf::<C, SnapshotData> {
+        meta: file.meta,
+        snapshot: Cursor::new(bytes),
     })
 }
 
@@ -144,7 +162,7 @@ impl RaftStateMachine<C> for MetadataStateMachine {
             metadata: self.metadata.read().clone(),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            keeper: self.keeper.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
         }
     }
@@ -158,12 +176,12 @@ impl RaftStateMachine<C> for MetadataStateMachine {
         let metadata = decode_metadata(&bytes)?;
         let _file = self.snapshot_lock.lock().await;
         // Persist first: once this returns, get_current_snapshot must serve this snapshot.
-        let (path, file_meta) = (self.snapshot_path.clone(), meta.clone());
-        let metadata = tokio::task::spawn_blocking(move || {
-            write_snapshot_file(&path, &file_meta, &metadata).map(|()| metadata)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let bytes = file_bytes(meta, &metadata)?;
+        self.keeper
+            .persist_installed(index, Arc::new(bytes))
+            .await
+            .map_err(io::Error::from)?;
         *self.metadata.write() = metadata;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
@@ -174,19 +192,16 @@ impl RaftStateMachine<C> for MetadataStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<C, Self::SnapshotData>>, io::Error> {
+        if let Some(file) = self.opened_with.take() {
+            return Ok(Some(to_snapshot(file)?));
+        }
         let _file = self.snapshot_lock.lock().await;
-        let path = self.snapshot_path.clone();
-        let file = tokio::task::spawn_blocking(move || read_snapshot_file::<SnapshotFile>(&path))
+        let generations = self.keeper.generations().clone();
+        let newest = tokio::task::spawn_blocking(move || generations.read_newest(decode_file))
             .await
-            .map_err(io::Error::other)??;
-        let Some(file) = file else {
-            return Ok(None);
-        };
-        let bytes = serde_json::to_vec(&file.metadata).map_err(io::Error::other)?;
-        Ok(Some(SnapshotOf::<C, SnapshotData> {
-            meta: file.meta,
-            snapshot: Cursor::new(bytes),
-        }))
+            .map_err(io::Error::other)?
+            .map_err(io::Error::from)?;
+        newest.map(|g| to_snapshot(g.value)).transpose()
     }
 }
 
@@ -195,7 +210,7 @@ pub(crate) struct MetadataSnapshotBuilder {
     metadata: Metadata,
     last_applied: Option<LogIdOf<C>>,
     last_membership: StoredMembershipOf<C>,
-    snapshot_path: PathBuf,
+    keeper: SnapshotKeeper<C>,
     snapshot_lock: SnapshotFileLock,
 }
 
@@ -209,25 +224,13 @@ impl RaftSnapshotBuilder<C> for MetadataSnapshotBuilder {
             last_membership: self.last_membership.clone(),
         };
         let _file = self.snapshot_lock.lock().await;
-        let (path, metadata) = (self.snapshot_path.clone(), self.metadata.clone());
-        let (meta, already_covered) = tokio::task::spawn_blocking(move || {
-            let on_disk = match read_snapshot_file::<SnapshotFileHead>(&path) {
-                Ok(head) => head.and_then(|head| head.meta.last_log_id),
-                Err(err) => {
-                    // Replacing a file that cannot be read is the best that can happen to it.
-                    tracing::warn!(error = %err, "replacing an unreadable controller snapshot");
-                    None
-                }
-            };
-            let already_covered = on_disk.is_some() && on_disk >= meta.last_log_id;
-            if !already_covered {
-                write_snapshot_file(&path, &meta, &metadata)?;
-            }
-            Ok::<_, io::Error>((meta, already_covered))
-        })
-        .await
-        .map_err(io::Error::other)??;
-        tracing::info!(last_log_id = ?meta.last_log_id, already_covered, "controller snapshot built");
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let written = self
+            .keeper
+            .persist(index, Arc::new(file_bytes(&meta, &self.metadata)?))
+            .await
+            .map_err(io::Error::from)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, written, "controller snapshot built");
         Ok(SnapshotOf::<C, SnapshotData> {
             meta,
             snapshot: Cursor::new(bytes),

@@ -38,6 +38,7 @@ impl StoreBuilder<C, SegmentLogStore<C>, MetadataStateMachine, TempDir>
         let metadata = Arc::new(RwLock::new(Metadata::default()));
         let (log, sm) = open_storage(
             dir.path().join("raft"),
+            dir.path().join("snapshots"),
             dir.path().join("metadata.snapshot"),
             metadata,
         )
@@ -99,7 +100,13 @@ async fn apply(sm: &mut MetadataStateMachine, entries: Vec<EntryOf<C>>) -> io::R
 
 fn state_machine(dir: &Path) -> (Arc<RwLock<Metadata>>, MetadataStateMachine) {
     let metadata = Arc::new(RwLock::new(Metadata::default()));
-    let sm = MetadataStateMachine::new(metadata.clone(), dir.join("metadata.snapshot"));
+    let generations = vela_raft::generations::Generations::open(
+        vela_raft::vfs::StdVfs::shared(),
+        dir.join("snapshots"),
+    )
+    .expect("snapshot directory");
+    let keeper = vela_raft::generations::SnapshotKeeper::new(generations, None).expect("keeper");
+    let sm = MetadataStateMachine::new(metadata.clone(), keeper, None);
     (metadata, sm)
 }
 

@@ -122,7 +122,10 @@ async fn workload(seed: u64) {
     let steps = rng.random_range(5..60);
     for step in 0..steps {
         let pick = rng.random_range(0..100);
-        eprintln!("step {step}: op {pick}, next {}, floor {floor}", oracle.next);
+        eprintln!(
+            "step {step}: op {pick}, next {}, floor {floor}",
+            oracle.next
+        );
         match pick {
             0..45 => {
                 let n = rng.random_range(1..8);
@@ -184,7 +187,9 @@ async fn workload(seed: u64) {
             }
             84..90 => {
                 if let Some((&i, (t, _))) = oracle.acked.last_key_value() {
-                    store.save_committed(Some(log_id(*t, i))).expect("committed");
+                    store
+                        .save_committed(Some(log_id(*t, i)))
+                        .expect("committed");
                     oracle.committed = oracle.committed.max(i);
                 }
             }
@@ -203,7 +208,9 @@ async fn workload(seed: u64) {
                 let recovered = store.reader().entries(..).expect("reads");
                 for e in recovered {
                     if let openraft::EntryPayload::Normal(body) = &e.payload {
-                        oracle.acked.insert(e.index(), (e.log_id.leader_id.term, body.clone()));
+                        oracle
+                            .acked
+                            .insert(e.index(), (e.log_id.leader_id.term, body.clone()));
                     }
                 }
                 oracle.next = store.reader().last_index().map_or(oracle.next, |l| l + 1);

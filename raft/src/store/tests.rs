@@ -131,7 +131,10 @@ async fn restart_keeps_entries_vote_committed_and_purged() {
     let handle = store.reader();
     assert_eq!(handle.first_index(), Some(1));
     assert_eq!(handle.last_index(), Some(200));
-    assert!(handle.entry(40).unwrap().is_some(), "the store still reads it");
+    assert!(
+        handle.entry(40).unwrap().is_some(),
+        "the store still reads it"
+    );
     assert_eq!(handle.entry(201).unwrap(), None);
     let all = handle.entries(..).unwrap();
     assert_eq!(bodies(&all), bodies(&expected));
@@ -467,8 +470,14 @@ async fn compaction_stops_at_the_purge_point_the_replay_floor_and_the_newest_seg
     assert!(!removed.is_empty());
     assert!(removed.iter().all(|s| s.last_index < Some(20)));
     let first = store.reader().first_index().unwrap();
-    assert!(first <= 20 && first > 1, "whole segments below the floor went");
-    assert_eq!(segment_paths(dir.path()).len(), before.len() - removed.len());
+    assert!(
+        first <= 20 && first > 1,
+        "whole segments below the floor went"
+    );
+    assert_eq!(
+        segment_paths(dir.path()).len(),
+        before.len() - removed.len()
+    );
 
     // Everything below the purge point, floor lifted: all but the newest segment.
     store.set_replay_floor(Some(u64::MAX));
@@ -824,10 +833,7 @@ mod model {
                     for segment in &removed {
                         assert!(segment.last_index.is_some_and(|l| l < limit));
                     }
-                    let gone = removed
-                        .last()
-                        .and_then(|s| s.last_index)
-                        .unwrap_or(0);
+                    let gone = removed.last().and_then(|s| s.last_index).unwrap_or(0);
                     model.physical.retain(|&(i, _)| i > gone);
                     store.set_replay_floor(None);
                 }

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
+use std::panic::Location;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,6 +27,8 @@ use parking_lot::Mutex;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
+#[cfg(test)]
+use super::create_dir_all;
 use super::{Vfs, VfsFile, VfsLock, parent_dir};
 
 /// Granularity of torn writes.
@@ -102,9 +105,18 @@ struct SimState {
     crashed: bool,
     /// Counts of sync calls, for tests that check a code path syncs.
     syncs: u64,
+    /// `file:line` of a sync call to ignore (it returns success and persists nothing): the
+    /// fsync mutation check. Taken from `VELA_SIM_SKIP_SYNC` when the disk is made.
+    skip_sync_at: Option<String>,
 }
 
 impl SimState {
+    fn skips(&self, caller: &Location<'_>) -> bool {
+        self.skip_sync_at
+            .as_deref()
+            .is_some_and(|site| site == format!("{}:{}", caller.file(), caller.line()))
+    }
+
     fn check(&self) -> io::Result<()> {
         if self.crashed {
             Err(io::Error::other("simulated power loss: the disk is gone"))
@@ -186,9 +198,20 @@ fn apply_name_change(names: &mut BTreeMap<PathBuf, Node>, change: &NameChange) {
 }
 
 /// The simulated disk. Clones share one disk.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SimVfs {
     state: Arc<Mutex<SimState>>,
+}
+
+impl Default for SimVfs {
+    fn default() -> Self {
+        SimVfs {
+            state: Arc::new(Mutex::new(SimState {
+                skip_sync_at: std::env::var("VELA_SIM_SKIP_SYNC").ok(),
+                ..SimState::default()
+            })),
+        }
+    }
 }
 
 /// What [`SimVfs::crash`] does to unsynced changes.
@@ -272,6 +295,7 @@ impl SimVfs {
                 next_inode: st.next_inode,
                 crashed: false,
                 syncs: 0,
+                skip_sync_at: st.skip_sync_at.clone(),
             })),
         }
     }
@@ -292,6 +316,7 @@ impl SimVfs {
                 next_inode: st.next_inode,
                 crashed: false,
                 syncs: 0,
+                skip_sync_at: st.skip_sync_at.clone(),
             })),
         }
     }
@@ -386,7 +411,7 @@ impl VfsFile for SimHandle {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.with_file(|f| {
             let start = to_usize(offset);
-            let end = start.checked_add(buf.len()).unwrap_or(usize::MAX);
+            let end = start.saturating_add(buf.len());
             match f.cached.get(start..end) {
                 Some(src) => {
                     buf.copy_from_slice(src);
@@ -425,9 +450,13 @@ impl VfsFile for SimHandle {
         })
     }
 
+    #[track_caller]
     fn sync_data(&self) -> io::Result<()> {
         let mut st = self.vfs.state.lock();
         st.check()?;
+        if st.skips(Location::caller()) {
+            return Ok(());
+        }
         st.syncs += 1;
         let file = st
             .files
@@ -464,24 +493,23 @@ impl SimVfs {
 }
 
 impl Vfs for SimVfs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         st.check()?;
-        let mut missing: Vec<PathBuf> = dir
-            .ancestors()
-            .filter(|a| !is_root(a))
-            .take_while(|a| !st.names.contains_key(*a))
-            .map(Path::to_path_buf)
-            .collect();
-        missing.reverse();
-        for d in missing {
-            st.require_dir(&parent_dir(&d))?;
-            st.link(&d, Node::Dir);
-            // Like the real implementation: each new directory is synced into its parent.
-            let parent = parent_dir(&d);
-            sync_names(&mut st, &parent);
+        st.require_dir(&parent_dir(dir))?;
+        if st.names.contains_key(dir) || is_root(dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", dir.display()),
+            ));
         }
-        st.require_dir(dir)
+        st.link(dir, Node::Dir);
+        Ok(())
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        let st = self.state.lock();
+        is_root(path) || matches!(st.names.get(path), Some(Node::Dir))
     }
 
     fn list_files(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -586,10 +614,14 @@ impl Vfs for SimVfs {
         Ok(())
     }
 
+    #[track_caller]
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         st.check()?;
         st.require_dir(dir)?;
+        if st.skips(Location::caller()) {
+            return Ok(());
+        }
         st.syncs += 1;
         sync_names(&mut st, dir);
         Ok(())
@@ -614,10 +646,9 @@ impl Vfs for SimVfs {
 
 /// Makes the name changes in `dir` durable, in order.
 fn sync_names(st: &mut SimState, dir: &Path) {
-    let (done, rest): (Vec<NameChange>, Vec<NameChange>) =
-        std::mem::take(&mut st.unsynced_names)
-            .into_iter()
-            .partition(|c| c.dir == dir);
+    let (done, rest): (Vec<NameChange>, Vec<NameChange>) = std::mem::take(&mut st.unsynced_names)
+        .into_iter()
+        .partition(|c| c.dir == dir);
     for change in &done {
         apply_name_change(&mut st.durable_names, change);
     }
@@ -657,7 +688,7 @@ mod tests {
     #[test]
     fn unsynced_data_and_names_are_lost_at_a_strict_crash() {
         let vfs = SimVfs::new();
-        vfs.create_dir_all(&p("/d")).unwrap();
+        create_dir_all(&vfs, &p("/d")).unwrap();
         let a = vfs.create_new(&p("/d/a")).unwrap();
         a.write_all_at(b"one", 0).unwrap();
         a.sync_data().unwrap();
@@ -679,7 +710,7 @@ mod tests {
     #[test]
     fn rename_is_durable_only_after_the_directory_sync() {
         let vfs = SimVfs::new();
-        vfs.create_dir_all(&p("/d")).unwrap();
+        create_dir_all(&vfs, &p("/d")).unwrap();
         let f = vfs.create_truncate(&p("/d/f.tmp")).unwrap();
         f.write_all_at(b"new", 0).unwrap();
         f.sync_data().unwrap();
@@ -688,7 +719,7 @@ mod tests {
         assert!(lost.read(&p("/d/f")).is_err());
 
         let vfs = SimVfs::new();
-        vfs.create_dir_all(&p("/d")).unwrap();
+        create_dir_all(&vfs, &p("/d")).unwrap();
         let f = vfs.create_truncate(&p("/d/f.tmp")).unwrap();
         f.write_all_at(b"new", 0).unwrap();
         f.sync_data().unwrap();
@@ -706,7 +737,7 @@ mod tests {
         let mut saw_partial = false;
         for seed in 0..64 {
             let vfs = SimVfs::new();
-            vfs.create_dir_all(&p("/d")).unwrap();
+            create_dir_all(&vfs, &p("/d")).unwrap();
             let f = vfs.create_new(&p("/d/f")).unwrap();
             f.write_all_at(&[1u8; 512], 0).unwrap();
             f.sync_data().unwrap();
@@ -730,7 +761,7 @@ mod tests {
     #[test]
     fn directories_need_their_parent_synced_and_locks_exclude() {
         let vfs = SimVfs::new();
-        vfs.create_dir_all(&p("/x/y")).unwrap();
+        create_dir_all(&vfs, &p("/x/y")).unwrap();
         let l = vfs.try_lock(&p("/x/y/LOCK")).unwrap();
         assert!(l.is_some());
         assert!(vfs.try_lock(&p("/x/y/LOCK")).unwrap().is_none());
@@ -748,7 +779,7 @@ mod tests {
     #[test]
     fn bit_flips_change_content_everywhere() {
         let vfs = SimVfs::new();
-        vfs.create_dir_all(&p("/d")).unwrap();
+        create_dir_all(&vfs, &p("/d")).unwrap();
         let f = vfs.create_new(&p("/d/f")).unwrap();
         f.write_all_at(&[0u8; 4], 0).unwrap();
         f.sync_data().unwrap();

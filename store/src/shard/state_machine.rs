@@ -1,15 +1,14 @@
 //! openraft's view of a shard's state: applies committed entries to [`ShardState`] behind a lock
-//! the store reads through, and saves or restores the whole state as one checksummed snapshot
-//! file. The state is in memory only; a restart installs the snapshot and openraft replays the
-//! log after it.
+//! the store reads through, and saves or restores the whole state as snapshot generations
+//! (`vela_raft::generations`). The state is in memory only; a restart installs the newest
+//! readable generation and openraft replays the log after it.
 //!
 //! openraft runs a snapshot build in a task of its own while the state machine goes on, so an
-//! install can overlap a build. The snapshot file is therefore only touched under one lock, which
-//! a build holds from taking its copy of the state to writing it: two writes never share the
-//! temporary file, and a build never replaces a newer installed snapshot with its older copy.
+//! install can overlap a build. Snapshot files are therefore only touched under one lock, which
+//! a build holds from taking its copy of the state to writing it, and a build never writes a
+//! generation older than one on disk.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
@@ -19,6 +18,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
+use vela_raft::generations::{Generation, SnapshotKeeper};
 
 use super::{ShardShared, ShardTypes};
 use crate::command::CommandResponse;
@@ -33,9 +33,21 @@ struct SnapshotFileRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMetaOf<ShardTypes>,
+pub(crate) struct SnapshotFile {
+    pub meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
+}
+
+/// Decodes a snapshot generation and checks it is what its name says.
+pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
+    let file: SnapshotFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let covers = file.meta.last_log_id.map_or(0, |l| l.index);
+    if covers != index {
+        return Err(format!(
+            "snapshot named for index {index} covers index {covers}"
+        ));
+    }
+    Ok(file)
 }
 
 /// What has been applied so far.
@@ -56,35 +68,35 @@ impl Applied {
     }
 }
 
-/// Held while the snapshot file is read or written (see the module comment). Holds the meta of
-/// the file on disk once known, to skip rewriting it when openraft installs the very snapshot it
-/// just read at startup.
-type SnapshotFileLock = Arc<Mutex<Option<SnapshotMetaOf<ShardTypes>>>>;
+/// Held while snapshot files are read or written (see the module comment).
+type SnapshotFileLock = Arc<Mutex<()>>;
 
 pub struct ShardStateMachine {
     shared: Arc<ShardShared>,
-    snapshot_path: PathBuf,
+    keeper: SnapshotKeeper<ShardTypes>,
     snapshot_file: SnapshotFileLock,
+    /// The generation read at open, served once to openraft's start-up instead of reading the
+    /// file again.
+    opened_with: Option<(SnapshotMetaOf<ShardTypes>, Vec<u8>)>,
 }
 
 impl ShardStateMachine {
-    pub(crate) fn new(shared: Arc<ShardShared>, snapshot_path: PathBuf) -> Self {
+    pub(crate) fn new(
+        shared: Arc<ShardShared>,
+        keeper: SnapshotKeeper<ShardTypes>,
+        opened_with: Option<Generation<(SnapshotMetaOf<ShardTypes>, Vec<u8>)>>,
+    ) -> Self {
         Self {
             shared,
-            snapshot_path,
+            keeper,
             snapshot_file: SnapshotFileLock::default(),
+            opened_with: opened_with.map(|g| g.value),
         }
     }
 }
 
 fn invalid_data(err: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err.to_string())
-}
-
-async fn write_snapshot(path: PathBuf, bytes: Arc<Vec<u8>>) -> io::Result<()> {
-    tokio::task::spawn_blocking(move || vela_raft::snapshot_file::write_atomic(&path, &bytes))
-        .await
-        .map_err(io::Error::other)?
 }
 
 impl RaftStateMachine<ShardTypes> for ShardStateMachine {
@@ -140,7 +152,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         ShardSnapshotBuilder {
             shared: self.shared.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            keeper: self.keeper.clone(),
             snapshot_file: self.snapshot_file.clone(),
         }
     }
@@ -164,10 +176,19 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                 self.shared.shard
             )));
         }
-        let mut on_disk = self.snapshot_file.lock().await;
-        if on_disk.as_ref().map(|m| m.last_log_id) != Some(meta.last_log_id) {
-            write_snapshot(self.snapshot_path.clone(), Arc::new(snapshot)).await?;
-            *on_disk = Some(meta.clone());
+        let on_disk = self.snapshot_file.lock().await;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        if !self
+            .keeper
+            .generations()
+            .indexes()
+            .map_err(io::Error::from)?
+            .contains(&index)
+        {
+            self.keeper
+                .persist_installed(index, Arc::new(snapshot))
+                .await
+                .map_err(io::Error::from)?;
         }
         {
             let mut applied = self.shared.applied.write();
@@ -184,26 +205,30 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<ShardTypes, Vec<u8>>>, io::Error> {
-        let mut on_disk = self.snapshot_file.lock().await;
-        let path = self.snapshot_path.clone();
-        let bytes = tokio::task::spawn_blocking(move || vela_raft::snapshot_file::read(&path))
-            .await
-            .map_err(io::Error::other)?
-            .map_err(io::Error::from)?;
-        let Some(bytes) = bytes else { return Ok(None) };
-        let file: SnapshotFile = postcard::from_bytes(&bytes).map_err(invalid_data)?;
-        *on_disk = Some(file.meta.clone());
-        Ok(Some(SnapshotOf::<ShardTypes, Vec<u8>> {
-            meta: file.meta,
-            snapshot: bytes,
+        if let Some((meta, snapshot)) = self.opened_with.take() {
+            return Ok(Some(SnapshotOf::<ShardTypes, Vec<u8>> { meta, snapshot }));
+        }
+        let _on_disk = self.snapshot_file.lock().await;
+        let generations = self.keeper.generations().clone();
+        let newest = tokio::task::spawn_blocking(move || {
+            generations.read_newest(|index, bytes| {
+                decode_snapshot(index, bytes).map(|f| (f.meta, bytes.to_vec()))
+            })
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::from)?;
+        Ok(newest.map(|g| SnapshotOf::<ShardTypes, Vec<u8>> {
+            meta: g.value.0,
+            snapshot: g.value.1,
         }))
     }
 }
 
-/// Serializes the applied state and writes it as the shard's snapshot file.
+/// Serializes the applied state and persists it as the shard's newest snapshot generation.
 pub struct ShardSnapshotBuilder {
     shared: Arc<ShardShared>,
-    snapshot_path: PathBuf,
+    keeper: SnapshotKeeper<ShardTypes>,
     snapshot_file: SnapshotFileLock,
 }
 
@@ -213,7 +238,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<ShardTypes, Vec<u8>>, io::Error> {
         // Taken before the copy: an install that overlaps this build then lands entirely before
         // the copy or entirely after the write.
-        let mut on_disk = self.snapshot_file.lock().await;
+        let on_disk = self.snapshot_file.lock().await;
         // Serializing under the read lock holds apply back briefly but needs no copy of the
         // state; postcard writes hundreds of MB/s.
         let (meta, bytes) = {
@@ -230,10 +255,14 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
             (meta, bytes)
         };
         let bytes = Arc::new(bytes);
-        write_snapshot(self.snapshot_path.clone(), bytes.clone()).await?;
-        *on_disk = Some(meta.clone());
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let written = self
+            .keeper
+            .persist(index, bytes.clone())
+            .await
+            .map_err(io::Error::from)?;
         drop(on_disk);
-        debug!(shard = self.shared.shard, last_log_id = ?meta.last_log_id, bytes = bytes.len(), "built shard snapshot");
+        debug!(shard = self.shared.shard, last_log_id = ?meta.last_log_id, bytes = bytes.len(), written, "built shard snapshot");
         let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
         Ok(SnapshotOf::<ShardTypes, Vec<u8>> {
             meta,

@@ -165,9 +165,18 @@ pub(crate) async fn enforce_retention(
         )
         .await
         .map_err(|e| unavailable("waiting for the purge", &e))?;
+    // Purge is logical; whole segments below the cut go now, as far as the kept snapshot
+    // generations allow (the older one may still need to replay part of them: ADR 0006).
+    let removed = shard
+        .log
+        .compact_below(cut)
+        .await
+        .map_err(|e| unavailable("deleting segments", &e))?;
     info!(
         shard = shard.id,
         below_log_index = cut,
+        segments = removed.len(),
+        bytes = removed.iter().map(|s| s.bytes).sum::<u64>(),
         "retention removed old log segments"
     );
     Ok(Some(cut))

@@ -45,7 +45,7 @@ impl StoreBuilder<ShardTypes, SegmentLogStore<ShardTypes>, ShardStateMachine, Te
             flush: self.flush,
             ..StoreConfig::default()
         };
-        let (log, _shared, sm) = open_storage(&cfg, SHARD)
+        let (log, _shared, sm) = open_storage(&cfg, SHARD, vela_raft::vfs::StdVfs::shared())
             .await
             .map_err(|e| storage_error(&e))?;
         Ok((dir, log, sm))
@@ -143,9 +143,16 @@ async fn apply(sm: &mut ShardStateMachine, entries: Vec<EntryOf<ShardTypes>>) ->
         .await
 }
 
+/// A state machine alone, without a log (snapshot round trips only).
 fn state_machine(dir: &std::path::Path, shard: ShardId) -> (Arc<ShardShared>, ShardStateMachine) {
     let shared = ShardShared::new(shard);
-    let sm = ShardStateMachine::new(shared.clone(), dir.join("snapshot"));
+    let generations = vela_raft::generations::Generations::open(
+        vela_raft::vfs::StdVfs::shared(),
+        dir.join("snapshots"),
+    )
+    .expect("snapshot directory");
+    let keeper = vela_raft::generations::SnapshotKeeper::new(generations, None).expect("keeper");
+    let sm = ShardStateMachine::new(shared.clone(), keeper, None);
     (shared, sm)
 }
 

@@ -427,7 +427,9 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             ..crate::config::StoreConfig::default()
         };
-        let shard = Shard::open(&cfg, 0).await.expect("opens");
+        let shard = Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
+            .await
+            .expect("opens");
         let coalescer =
             AppendCoalescer::new(shard.clone(), Arc::new(vela_proto::clock::SystemClock));
         for _ in 0..PROPOSERS + 1 {
@@ -458,7 +460,9 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             ..crate::config::StoreConfig::default()
         };
-        let shard = Shard::open(&cfg, 0).await.expect("opens");
+        let shard = Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
+            .await
+            .expect("opens");
         shard.close().await.expect("closes");
         let (appends, answers): (Vec<_>, Vec<_>) =
             [&[1][..], &[2, 3], &[4]].iter().map(|b| pending(b)).unzip();

@@ -189,7 +189,12 @@ async fn state_restores_from_a_snapshot_plus_the_log_after_it() {
         .await
         .expect("stats");
     store.shutdown().await.expect("shuts down");
-    assert!(dir.path().join("shards/0/snapshot").exists());
+    assert!(
+        std::fs::read_dir(dir.path().join("shards/0/snapshots"))
+            .expect("snapshot directory")
+            .count()
+            > 0
+    );
 
     let store = Store::open(cfg, shared).await.expect("reopens");
     assert_eq!(
