@@ -178,17 +178,7 @@ impl ControllerGroup {
         let Some(applied) = self.raft.metrics().borrow_watched().last_applied else {
             return Ok(None);
         };
-        self.raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| unavailable("trigger a snapshot", &e))?;
-        self.raft
-            .wait(Some(COMPACT_TIMEOUT))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= applied.index),
-                "controller snapshot covers the applied log",
-            )
+        single_node::snapshot_covering(&self.raft, applied.index, COMPACT_TIMEOUT)
             .await
             .map_err(|e| unavailable("build a snapshot", &e))?;
         self.raft

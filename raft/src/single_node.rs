@@ -225,6 +225,55 @@ where
     Ok(raft)
 }
 
+/// Why [`snapshot_covering`] gave up.
+#[derive(thiserror::Error, Debug)]
+pub enum SnapshotWaitError {
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    #[error("no snapshot covering index {index} within {waited:?}")]
+    Timeout { index: u64, waited: Duration },
+}
+
+/// Makes openraft build a snapshot covering at least `index` and waits for it. openraft drops a
+/// trigger while a build is running, and that build may cover less, so the trigger is repeated
+/// until a snapshot covers `index` or `timeout` passes.
+pub async fn snapshot_covering<C, SM>(
+    raft: &Raft<C, SM>,
+    index: u64,
+    timeout: Duration,
+) -> Result<(), SnapshotWaitError>
+where
+    C: RaftTypeConfig,
+    SM: RaftStateMachine<C>,
+{
+    const RETRIGGER: Duration = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    loop {
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| SnapshotWaitError::Stopped(e.to_string()))?;
+        let covered = raft
+            .wait(Some(RETRIGGER))
+            .metrics(
+                |m| m.snapshot.as_ref().is_some_and(|s| s.index() >= index),
+                "snapshot covering the index",
+            )
+            .await;
+        match covered {
+            Ok(_) => return Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) if started.elapsed() < timeout => {}
+            Err(openraft::metrics::WaitError::Timeout(..)) => {
+                return Err(SnapshotWaitError::Timeout {
+                    index,
+                    waited: timeout,
+                });
+            }
+            Err(e) => return Err(SnapshotWaitError::Stopped(e.to_string())),
+        }
+    }
+}
+
 async fn shutdown_quietly<C, SM>(raft: &Raft<C, SM>)
 where
     C: RaftTypeConfig,

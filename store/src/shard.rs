@@ -323,26 +323,15 @@ impl Shard {
             .collect()
     }
 
-    /// Takes a snapshot now and waits until it covers everything applied so far.
+    /// Takes a snapshot now and waits until it covers everything applied so far (nothing to do
+    /// before anything is applied).
     pub async fn snapshot_now(&self) -> Result<(), StoreError> {
-        let target = self.shared.last_applied_index();
-        let unavailable = |e: &dyn std::fmt::Display| {
-            StoreError::Unavailable(format!("snapshot of shard {}: {e}", self.id))
+        let Some(target) = self.shared.applied.read().last_applied.map(|l| l.index) else {
+            return Ok(());
         };
-        self.raft
-            .trigger()
-            .snapshot()
+        vela_raft::single_node::snapshot_covering(&self.raft, target, SNAPSHOT_WAIT)
             .await
-            .map_err(|e| unavailable(&e))?;
-        self.raft
-            .wait(Some(SNAPSHOT_WAIT))
-            .metrics(
-                |m| m.snapshot.as_ref().is_some_and(|s| s.index >= target),
-                "snapshot covering the applied state",
-            )
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(())
+            .map_err(|e| StoreError::Unavailable(format!("snapshot of shard {}: {e}", self.id)))
     }
 
     /// Stops Raft and closes the log (flushing it).

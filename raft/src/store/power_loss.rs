@@ -222,8 +222,30 @@ async fn workload(seed: u64) {
         }
     }
 
-    // Power cut with whatever is in flight.
-    let after = sim.crash(CrashMode::Random { seed: rng.random() });
+    // Power cut a few disk operations into whatever is in flight.
+    let mode = CrashMode::Random { seed: rng.random() };
+    sim.arm_crash(rng.random_range(0..12), mode);
+    for _ in 0..rng.random_range(0..3) {
+        let n = rng.random_range(1..6);
+        let batch: Vec<_> = (oracle.next..oracle.next + n)
+            .map(|i| {
+                let body = body_for(i, oracle.term, &mut rng);
+                oracle.write(i, &body, false);
+                entry(oracle.term, i, &body)
+            })
+            .collect();
+        oracle.next += n;
+        if store.append_entries(batch, None).is_err() {
+            break;
+        }
+    }
+    for _ in 0..20 {
+        if sim.has_crashed() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let after = sim.crash(mode);
     drop(store);
     let mut store = TestStore::open(cfg(&after))
         .await

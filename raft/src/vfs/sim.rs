@@ -4,8 +4,10 @@
 //!
 //! Model (the adversary is allowed everything a POSIX file system may do):
 //! - **File data**: each file keeps its durable bytes and the writes and length changes made
-//!   since its last `sync_data`. At a crash a random prefix of those changes reaches the disk,
-//!   and the change after that prefix is torn: a random subset of its 512-byte sectors lands.
+//!   since its last `sync_data`. At a crash either a random prefix of those changes reaches the
+//!   disk and the change after it is torn (a random subset of its 512-byte sectors lands), or
+//!   write-back happened in any order: the file has one of the lengths it had since the sync,
+//!   and each changed 512-byte sector holds its old or its newest content, independently.
 //! - **Names**: creations, renames and removals of names (files and directories) are durable once
 //!   their parent directory is synced. At a crash a random prefix, in order, of the unsynced name
 //!   changes survives (a journaling file system commits metadata in order); a file whose last
@@ -108,9 +110,33 @@ struct SimState {
     /// `file:line` of a sync call to ignore (it returns success and persists nothing): the
     /// fsync mutation check. Taken from `VELA_SIM_SKIP_SYNC` when the disk is made.
     skip_sync_at: Option<String>,
+    /// An armed crash: changing calls left before it, and how it tears.
+    armed: Option<(u64, CrashMode)>,
+    /// What the armed crash left, once it happened.
+    image: Option<Box<SimState>>,
 }
 
 impl SimState {
+    /// Counts one changing call (`counted`) against an armed crash and cuts the power when it is
+    /// due.
+    fn tick_armed(&mut self, counted: bool) {
+        let Some((left, mode)) = self.armed else {
+            return;
+        };
+        let left = if counted {
+            left.saturating_sub(1)
+        } else {
+            left
+        };
+        if left > 0 {
+            self.armed = Some((left, mode));
+            return;
+        }
+        self.armed = None;
+        self.image = Some(Box::new(crash_image(self, mode)));
+        self.crashed = true;
+    }
+
     fn skips(&self, caller: &Location<'_>) -> bool {
         self.skip_sync_at
             .as_deref()
@@ -231,42 +257,72 @@ impl SimVfs {
     /// Loses power: this disk fails every later call, and the returned disk holds what survived.
     pub fn crash(&self, mode: CrashMode) -> SimVfs {
         let mut st = self.state.lock();
-        st.crashed = true;
-        let mut rng = match mode {
-            CrashMode::Random { seed } => Some(Xoshiro256PlusPlus::seed_from_u64(seed)),
-            CrashMode::DropAllUnsynced => None,
-        };
-
-        let mut names = st.durable_names.clone();
-        let keep_names = rng
-            .as_mut()
-            .map_or(0, |r| r.random_range(0..=st.unsynced_names.len()));
-        for change in &st.unsynced_names[..keep_names] {
-            apply_name_change(&mut names, change);
-        }
-        // A name whose directory did not survive is gone too.
-        let dirs: HashSet<PathBuf> = names
-            .iter()
-            .filter(|(_, n)| **n == Node::Dir)
-            .map(|(p, _)| p.clone())
-            .collect();
-        names.retain(|path, _| {
-            path.ancestors()
-                .skip(1)
-                .all(|a| is_root(a) || dirs.contains(a))
-        });
-
-        let mut files = HashMap::new();
-        for node in names.values() {
-            let Node::File(inode) = node else { continue };
-            if files.contains_key(inode) {
-                continue;
-            }
-            let Some(file) = st.files.get(inode) else {
-                continue;
+        if let Some(image) = st.image.take() {
+            // An armed crash already happened: that is the power cut.
+            return SimVfs {
+                state: Arc::new(Mutex::new(*image)),
             };
-            let mut data = file.durable.clone();
-            if let Some(rng) = rng.as_mut() {
+        }
+        st.crashed = true;
+        SimVfs {
+            state: Arc::new(Mutex::new(crash_image(&st, mode))),
+        }
+    }
+
+    /// Arms a power cut that happens right after the next `after_ops` changing calls (writes,
+    /// length changes, syncs, creations, renames, removals), wherever in the storage code they
+    /// come from; [`crash`](Self::crash) then returns what it left, or cuts the power itself if
+    /// fewer calls came.
+    pub fn arm_crash(&self, after_ops: u64, mode: CrashMode) {
+        let mut st = self.state.lock();
+        st.armed = Some((after_ops, mode));
+        st.tick_armed(false);
+    }
+
+    /// Whether an armed crash has happened.
+    pub fn has_crashed(&self) -> bool {
+        self.state.lock().crashed
+    }
+}
+
+/// The disk a power cut leaves (see the module comment).
+fn crash_image(st: &SimState, mode: CrashMode) -> SimState {
+    let mut rng = match mode {
+        CrashMode::Random { seed } => Some(Xoshiro256PlusPlus::seed_from_u64(seed)),
+        CrashMode::DropAllUnsynced => None,
+    };
+
+    let mut names = st.durable_names.clone();
+    let keep_names = rng
+        .as_mut()
+        .map_or(0, |r| r.random_range(0..=st.unsynced_names.len()));
+    for change in &st.unsynced_names[..keep_names] {
+        apply_name_change(&mut names, change);
+    }
+    // A name whose directory did not survive is gone too.
+    let dirs: HashSet<PathBuf> = names
+        .iter()
+        .filter(|(_, n)| **n == Node::Dir)
+        .map(|(p, _)| p.clone())
+        .collect();
+    names.retain(|path, _| {
+        path.ancestors()
+            .skip(1)
+            .all(|a| is_root(a) || dirs.contains(a))
+    });
+
+    let mut files = HashMap::new();
+    for node in names.values() {
+        let Node::File(inode) = node else { continue };
+        if files.contains_key(inode) {
+            continue;
+        }
+        let Some(file) = st.files.get(inode) else {
+            continue;
+        };
+        let mut data = file.durable.clone();
+        if let Some(rng) = rng.as_mut() {
+            if rng.random_bool(0.5) {
                 let keep = rng.random_range(0..=file.unsynced.len());
                 for change in &file.unsynced[..keep] {
                     change.apply(&mut data);
@@ -274,32 +330,36 @@ impl SimVfs {
                 if let Some(torn) = file.unsynced.get(keep) {
                     tear(torn, &mut data, rng);
                 }
+            } else {
+                data = scatter(file, rng);
             }
-            files.insert(
-                *inode,
-                SimFile {
-                    durable: data.clone(),
-                    cached: data,
-                    unsynced: Vec::new(),
-                    modified: file.modified,
-                },
-            );
         }
-        SimVfs {
-            state: Arc::new(Mutex::new(SimState {
-                files,
-                durable_names: names.clone(),
-                names,
-                unsynced_names: Vec::new(),
-                locks: HashSet::new(),
-                next_inode: st.next_inode,
-                crashed: false,
-                syncs: 0,
-                skip_sync_at: st.skip_sync_at.clone(),
-            })),
-        }
+        files.insert(
+            *inode,
+            SimFile {
+                durable: data.clone(),
+                cached: data,
+                unsynced: Vec::new(),
+                modified: file.modified,
+            },
+        );
     }
+    SimState {
+        files,
+        durable_names: names.clone(),
+        names,
+        unsynced_names: Vec::new(),
+        locks: HashSet::new(),
+        next_inode: st.next_inode,
+        crashed: false,
+        syncs: 0,
+        skip_sync_at: st.skip_sync_at.clone(),
+        armed: None,
+        image: None,
+    }
+}
 
+impl SimVfs {
     /// Kills the process but not the machine: this disk fails every later call (the dead
     /// process's handles), and the returned disk keeps everything, durable or not. Unsynced
     /// changes stay unsynced, so a later [`crash`](Self::crash) can still lose them.
@@ -317,6 +377,8 @@ impl SimVfs {
                 crashed: false,
                 syncs: 0,
                 skip_sync_at: st.skip_sync_at.clone(),
+                armed: None,
+                image: None,
             })),
         }
     }
@@ -363,6 +425,33 @@ impl SimVfs {
     }
 }
 
+/// Write-back in any order: the file gets one of the lengths it had since its last sync, and
+/// every sector whose cached content differs from the durable one lands or not, independently.
+fn scatter(file: &SimFile, rng: &mut Xoshiro256PlusPlus) -> Vec<u8> {
+    let mut lengths = vec![file.durable.len()];
+    let mut replay = file.durable.clone();
+    for change in &file.unsynced {
+        change.apply(&mut replay);
+        lengths.push(replay.len());
+    }
+    let len = lengths[rng.random_range(0..lengths.len())];
+    let mut data = file.durable.clone();
+    data.resize(len, 0);
+    let sector = to_usize(SECTOR);
+    for start in (0..len).step_by(sector) {
+        let end = (start + sector).min(len);
+        let cached = file.cached.get(start..end.min(file.cached.len()));
+        if cached != data.get(start..end) && rng.random_bool(0.5) {
+            let piece = &mut data[start..end];
+            piece.fill(0);
+            if let Some(cached) = cached {
+                piece[..cached.len()].copy_from_slice(cached);
+            }
+        }
+    }
+    data
+}
+
 /// Applies a random subset of the sectors `change` touches.
 fn tear(change: &FileChange, data: &mut Vec<u8>, rng: &mut Xoshiro256PlusPlus) {
     match change {
@@ -405,6 +494,13 @@ impl SimHandle {
             .ok_or_else(|| io::Error::other("file of this handle is gone"))?;
         f(file)
     }
+
+    /// [`with_file`](Self::with_file) for a changing call: counts against an armed crash.
+    fn change_file<T>(&self, f: impl FnOnce(&mut SimFile) -> io::Result<T>) -> io::Result<T> {
+        let out = self.with_file(f)?;
+        self.vfs.state.lock().tick_armed(true);
+        Ok(out)
+    }
 }
 
 impl VfsFile for SimHandle {
@@ -426,7 +522,7 @@ impl VfsFile for SimHandle {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with_file(|f| {
+        self.change_file(|f| {
             write_into(&mut f.cached, offset, buf);
             f.unsynced.push(FileChange::Write {
                 offset,
@@ -442,7 +538,7 @@ impl VfsFile for SimHandle {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with_file(|f| {
+        self.change_file(|f| {
             f.cached.resize(to_usize(len), 0);
             f.unsynced.push(FileChange::SetLen(len));
             f.modified = Some(SystemTime::now());
@@ -464,6 +560,7 @@ impl VfsFile for SimHandle {
             .ok_or_else(|| io::Error::other("file of this handle is gone"))?;
         file.durable = file.cached.clone();
         file.unsynced.clear();
+        st.tick_armed(true);
         Ok(())
     }
 
@@ -504,6 +601,7 @@ impl Vfs for SimVfs {
             ));
         }
         st.link(dir, Node::Dir);
+        st.tick_armed(true);
         Ok(())
     }
 
@@ -543,6 +641,7 @@ impl Vfs for SimVfs {
             ));
         }
         let inode = st.new_file(path);
+        st.tick_armed(true);
         drop(st);
         Ok(self.handle(inode))
     }
@@ -569,6 +668,7 @@ impl Vfs for SimVfs {
             }
             None => st.new_file(path),
         };
+        st.tick_armed(true);
         drop(st);
         Ok(self.handle(inode))
     }
@@ -584,6 +684,7 @@ impl Vfs for SimVfs {
             node: None,
             from: None,
         });
+        st.tick_armed(true);
         Ok(())
     }
 
@@ -611,6 +712,7 @@ impl Vfs for SimVfs {
             node: Some(Node::File(inode)),
             from: Some(from.to_path_buf()),
         });
+        st.tick_armed(true);
         Ok(())
     }
 
@@ -624,6 +726,7 @@ impl Vfs for SimVfs {
         }
         st.syncs += 1;
         sync_names(&mut st, dir);
+        st.tick_armed(true);
         Ok(())
     }
 

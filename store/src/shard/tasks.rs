@@ -131,25 +131,10 @@ pub(crate) async fn enforce_retention(
     }
     // The snapshot must hold the truncated state before the log under it goes, or a restart
     // would replay entries that no longer exist.
-    let target = shard.shared.last_applied_index();
     let unavailable = |what: &str, err: &dyn std::fmt::Display| {
         StoreError::Unavailable(format!("retention on shard {}: {what}: {err}", shard.id))
     };
-    let covered = |m: &openraft::RaftMetrics<super::ShardTypes>| {
-        m.snapshot.as_ref().is_some_and(|s| s.index >= target)
-    };
-    shard
-        .raft
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| unavailable("snapshot", &e))?;
-    shard
-        .raft
-        .wait(Some(SNAPSHOT_WAIT))
-        .metrics(covered, "snapshot covering the truncation")
-        .await
-        .map_err(|e| unavailable("waiting for the snapshot", &e))?;
+    shard.snapshot_now().await?;
     shard
         .raft
         .trigger()

@@ -204,7 +204,8 @@ async fn workload(seed: u64) {
         }
     }
 
-    // Requests in flight when the power goes.
+    // Requests in flight when the power goes, a few disk operations in.
+    let mode = CrashMode::Random { seed: rng.random() };
     let before = min_offsets(
         &store
             .queue_stats(&topic(), None)
@@ -238,10 +239,14 @@ async fn workload(seed: u64) {
             }));
         }
     }
-    for _ in 0..rng.random_range(0..20) {
-        tokio::task::yield_now().await;
+    sim.arm_crash(rng.random_range(0..16), mode);
+    for _ in 0..50 {
+        if sim.has_crashed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let after = sim.crash(CrashMode::Random { seed: rng.random() });
+    let after = sim.crash(mode);
     store.shutdown().await.ok();
     drop(store);
     for task in in_flight {
