@@ -327,6 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn an_adopted_legacy_snapshot_stays_adopted_after_a_power_cut() {
+        let sim = SimVfs::new();
+        let vfs: Arc<dyn Vfs> = Arc::new(sim.clone());
+        vfs::create_dir_all(vfs.as_ref(), Path::new("/c")).unwrap();
+        let legacy = PathBuf::from("/c/metadata.snapshot");
+        snapshot_file::write_atomic(vfs.as_ref(), &legacy, b"old").unwrap();
+        let g = Generations::open(vfs, PathBuf::from("/c/snapshots")).unwrap();
+        adopt_legacy(&g, &legacy, 7, b"old").unwrap();
+
+        let after: Arc<dyn Vfs> = Arc::new(sim.crash(CrashMode::DropAllUnsynced));
+        assert!(
+            after.read(&legacy).is_err(),
+            "the legacy file is gone for good"
+        );
+        let g = Generations::open(after, PathBuf::from("/c/snapshots")).unwrap();
+        assert_eq!(g.indexes().unwrap(), vec![7]);
+    }
+
+    #[test]
     fn names_round_trip() {
         assert_eq!(parse_file_name(&file_name(42)), Some(42));
         assert_eq!(parse_file_name("snap-42.bin"), None);

@@ -214,8 +214,9 @@ where
     let end = pos as u64;
     let dropped_bytes = len - end;
     if dropped_bytes > 0 {
+        // Not synced here: recovery syncs the last segment once it is done with it, and until
+        // then a power cut only brings back the same torn tail, which is cut again.
         file.set_len(end)
-            .and_then(|()| file.sync_data())
             .map_err(|e| LogError::io("truncating torn segment tail", &path, e))?;
     }
     Ok(Scan::Segment(

@@ -1039,7 +1039,7 @@ where
         let (file, scanned) = match scan {
             Scan::TornHeader { path, len } => {
                 tracing::warn!(segment = %path.display(), bytes = len, "removing last log segment with a torn header");
-                remove_and_sync(vfs, dir, &path, "removing torn segment")?;
+                remove_leftover(vfs, &path, "removing torn segment")?;
                 continue;
             }
             Scan::Segment(file, scanned) => (file, scanned),
@@ -1056,7 +1056,7 @@ where
         let Some(last_entry) = scanned.last_entry else {
             if is_last {
                 tracing::info!(segment = %file.path.display(), "removing last log segment without records");
-                remove_and_sync(vfs, dir, &file.path, "removing empty segment")?;
+                remove_leftover(vfs, &file.path, "removing empty segment")?;
                 continue;
             }
             return Err(LogError::corrupt(
@@ -1100,15 +1100,9 @@ where
     Ok((segments, last_log_id))
 }
 
-/// Removes a file left over by a crash and makes the removal durable.
-fn remove_and_sync(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    path: &Path,
-    op: &'static str,
-) -> Result<(), LogError> {
-    vfs.remove_file(path)
-        .map_err(|e| LogError::io(op, path, e))?;
-    vfs.sync_dir(dir)
-        .map_err(|e| LogError::io("syncing", dir, e))
+/// Removes a last segment that holds nothing (a crash during its creation). The removal is not
+/// synced on its own: if a power cut undoes it, the next open finds the same leftover and
+/// removes it again, and the next segment the writer creates syncs the directory anyway.
+fn remove_leftover(vfs: &dyn Vfs, path: &Path, op: &'static str) -> Result<(), LogError> {
+    vfs.remove_file(path).map_err(|e| LogError::io(op, path, e))
 }

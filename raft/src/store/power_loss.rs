@@ -202,6 +202,25 @@ async fn workload(seed: u64) {
             _ => {
                 // A process kill keeps the page cache; recovery must make what it serves durable,
                 // because Raft may commit and apply it from now on.
+                // Killed a few disk operations into appends in flight, so that some of what
+                // recovery finds is written but not synced.
+                sim.arm_crash(rng.random_range(0..4), CrashMode::ProcessKill);
+                let n = rng.random_range(1..8);
+                let batch: Vec<_> = (oracle.next..oracle.next + n)
+                    .map(|i| {
+                        let body = body_for(i, oracle.term, &mut rng);
+                        oracle.write(i, &body, false);
+                        entry(oracle.term, i, &body)
+                    })
+                    .collect();
+                oracle.next += n;
+                store.append_entries(batch, None).ok();
+                for _ in 0..20 {
+                    if sim.has_crashed() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 sim = sim.kill_process();
                 drop(store);
                 store = TestStore::open(cfg(&sim)).await.expect("reopen after kill");
@@ -218,6 +237,10 @@ async fn workload(seed: u64) {
                 oracle.acked.retain(|i, _| *i < oracle.next);
                 oracle.term += 1;
                 check(&store, &oracle, floor);
+                if rng.random_bool(0.3) {
+                    // Cut the power before anything else syncs what recovery served.
+                    break;
+                }
             }
         }
     }
@@ -225,8 +248,8 @@ async fn workload(seed: u64) {
     // Power cut a few disk operations into whatever is in flight.
     let mode = CrashMode::Random { seed: rng.random() };
     sim.arm_crash(rng.random_range(0..12), mode);
-    for _ in 0..rng.random_range(0..3) {
-        let n = rng.random_range(1..6);
+    for _ in 0..rng.random_range(0..4) {
+        let n = rng.random_range(1..12);
         let batch: Vec<_> = (oracle.next..oracle.next + n)
             .map(|i| {
                 let body = body_for(i, oracle.term, &mut rng);

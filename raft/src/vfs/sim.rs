@@ -245,8 +245,10 @@ impl Default for SimVfs {
 pub enum CrashMode {
     /// Every unsynced change is lost: the strictest reading of the rules.
     DropAllUnsynced,
-    /// A seeded random prefix of unsynced changes survives, the next one torn.
+    /// A power cut as the module comment describes, its choices drawn from `seed`.
     Random { seed: u64 },
+    /// The process dies, the machine does not: everything written stays, unsynced.
+    ProcessKill,
 }
 
 impl SimVfs {
@@ -290,6 +292,21 @@ fn crash_image(st: &SimState, mode: CrashMode) -> SimState {
     let mut rng = match mode {
         CrashMode::Random { seed } => Some(Xoshiro256PlusPlus::seed_from_u64(seed)),
         CrashMode::DropAllUnsynced => None,
+        CrashMode::ProcessKill => {
+            return SimState {
+                files: st.files.clone(),
+                names: st.names.clone(),
+                durable_names: st.durable_names.clone(),
+                unsynced_names: st.unsynced_names.clone(),
+                locks: HashSet::new(),
+                next_inode: st.next_inode,
+                crashed: false,
+                syncs: 0,
+                skip_sync_at: st.skip_sync_at.clone(),
+                armed: None,
+                image: None,
+            };
+        }
     };
 
     let mut names = st.durable_names.clone();
@@ -364,23 +381,7 @@ impl SimVfs {
     /// process's handles), and the returned disk keeps everything, durable or not. Unsynced
     /// changes stay unsynced, so a later [`crash`](Self::crash) can still lose them.
     pub fn kill_process(&self) -> SimVfs {
-        let mut st = self.state.lock();
-        st.crashed = true;
-        SimVfs {
-            state: Arc::new(Mutex::new(SimState {
-                files: st.files.clone(),
-                names: st.names.clone(),
-                durable_names: st.durable_names.clone(),
-                unsynced_names: st.unsynced_names.clone(),
-                locks: HashSet::new(),
-                next_inode: st.next_inode,
-                crashed: false,
-                syncs: 0,
-                skip_sync_at: st.skip_sync_at.clone(),
-                armed: None,
-                image: None,
-            })),
-        }
+        self.crash(CrashMode::ProcessKill)
     }
 
     /// Flips bit `bit` (0 = least significant of byte 0) of the file at `path`, on disk and in
