@@ -107,6 +107,8 @@ struct SimState {
     crashed: bool,
     /// Counts of sync calls, for tests that check a code path syncs.
     syncs: u64,
+    /// Changing calls so far (what an armed crash counts).
+    changes: u64,
     /// `file:line` of a sync call to ignore (it returns success and persists nothing): the
     /// fsync mutation check. Taken from `VELA_SIM_SKIP_SYNC` when the disk is made.
     skip_sync_at: Option<String>,
@@ -120,6 +122,9 @@ impl SimState {
     /// Counts one changing call (`counted`) against an armed crash and cuts the power when it is
     /// due.
     fn tick_armed(&mut self, counted: bool) {
+        if counted {
+            self.changes += 1;
+        }
         let Some((left, mode)) = self.armed else {
             return;
         };
@@ -302,6 +307,7 @@ fn crash_image(st: &SimState, mode: CrashMode) -> SimState {
                 next_inode: st.next_inode,
                 crashed: false,
                 syncs: 0,
+                changes: 0,
                 skip_sync_at: st.skip_sync_at.clone(),
                 armed: None,
                 image: None,
@@ -370,6 +376,7 @@ fn crash_image(st: &SimState, mode: CrashMode) -> SimState {
         next_inode: st.next_inode,
         crashed: false,
         syncs: 0,
+        changes: 0,
         skip_sync_at: st.skip_sync_at.clone(),
         armed: None,
         image: None,
@@ -418,6 +425,11 @@ impl SimVfs {
             .filter(|(_, n)| matches!(n, Node::File(_)))
             .map(|(p, _)| p.clone())
             .collect()
+    }
+
+    /// How many changing calls (the ones an armed crash counts) ran on this disk.
+    pub fn change_count(&self) -> u64 {
+        self.state.lock().changes
     }
 
     /// How many file and directory syncs ran on this disk.
