@@ -55,6 +55,9 @@ pub enum StoreCommand {
         now_ms: i64,
         appends: Vec<QueueAppend>,
     },
+    /// Raises the apply semantics to `version` from this entry on (`state::APPLY_VERSION`). A
+    /// replica that does not know `version` stops rather than apply later entries differently.
+    SetApplyVersion { version: u32 },
 }
 
 /// One caller's messages for one queue inside an `AppendBatch`.
@@ -80,6 +83,25 @@ impl StoreCommand {
             StoreCommand::DropTopic { .. } => "drop_topic",
             StoreCommand::DropGroup { .. } => "drop_group",
             StoreCommand::AppendBatch { .. } => "append_batch",
+            StoreCommand::SetApplyVersion { .. } => "set_apply_version",
+        }
+    }
+
+    /// The leader's clock reading the command carries, if it depends on time.
+    pub fn now_ms(&self) -> Option<i64> {
+        match self {
+            StoreCommand::Append { now_ms, .. }
+            | StoreCommand::ChangeInvisible { now_ms, .. }
+            | StoreCommand::DeadLetter { now_ms, .. }
+            | StoreCommand::Release { now_ms, .. }
+            | StoreCommand::EndTransaction { now_ms, .. }
+            | StoreCommand::AppendBatch { now_ms, .. } => Some(*now_ms),
+            StoreCommand::Pop(pop) => Some(pop.now_ms),
+            StoreCommand::Ack { .. }
+            | StoreCommand::Truncate { .. }
+            | StoreCommand::DropTopic { .. }
+            | StoreCommand::DropGroup { .. }
+            | StoreCommand::SetApplyVersion { .. } => None,
         }
     }
 
@@ -150,6 +172,9 @@ impl fmt::Display for StoreCommand {
                     "append_batch({} appends, {messages} messages)",
                     appends.len()
                 )
+            }
+            StoreCommand::SetApplyVersion { version } => {
+                write!(f, "set_apply_version({version})")
             }
         }
     }
@@ -277,6 +302,9 @@ pub enum CommandResponse {
     TransactionEnded(Result<(), ApplyError>),
     Truncated,
     Dropped,
+    ApplyVersionSet {
+        version: u32,
+    },
 }
 
 /// The delivery that replaces the one whose invisibility changed.
@@ -408,6 +436,15 @@ mod tests {
             appends: vec![],
         };
         assert_eq!(postcard::to_stdvec(&batch).expect("encodes")[0], 10);
+    }
+
+    #[test]
+    fn set_apply_version_golden_bytes() {
+        // Persisted in every shard's log: tag 11, then the version as a varint.
+        let command = StoreCommand::SetApplyVersion { version: 2 };
+        assert_eq!(postcard::to_stdvec(&command).expect("encodes"), vec![11, 2]);
+        let back: StoreCommand = postcard::from_bytes(&[11, 0x80, 0x01]).expect("decodes");
+        assert_eq!(back, StoreCommand::SetApplyVersion { version: 128 });
     }
 
     fn record_with_id(id: &str) -> MessageRecord {

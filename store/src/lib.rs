@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod config;
+pub mod format;
 mod shard;
 pub mod state;
 mod store;

@@ -238,19 +238,9 @@ type SnapshotRead = (
     Option<generations::Generation<(openraft::alias::SnapshotMetaOf<ShardTypes>, Vec<u8>)>>,
 );
 
-/// The shard's snapshot generations and the newest readable one. A single `snapshot` file left
-/// by an older version becomes the first generation.
+/// The shard's snapshot generations and the newest readable one.
 fn read_snapshots(vfs: Arc<dyn Vfs>, dir: &std::path::Path) -> Result<SnapshotRead, LogError> {
-    let generations = Generations::open(vfs.clone(), dir.join("snapshots"))?;
-    let legacy = dir.join("snapshot");
-    if let Some(bytes) = vela_raft::snapshot_file::read(vfs.as_ref(), &legacy)? {
-        let index = postcard::from_bytes::<state_machine::SnapshotFile>(&bytes)
-            .map_err(|e| LogError::corrupt(&legacy, 0, e))?
-            .meta
-            .last_log_id
-            .map_or(0, |l| l.index);
-        generations::adopt_legacy(&generations, &legacy, index, &bytes)?;
-    }
+    let generations = Generations::open(vfs, dir.join("snapshots"))?;
     let newest = generations.read_newest(|index, bytes| {
         decode_snapshot(index, bytes).map(|f| (f.meta, bytes.to_vec()))
     })?;

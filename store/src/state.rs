@@ -4,7 +4,11 @@
 //! holds. Message bodies stay in the Raft log; the state only points at them.
 
 mod consumer;
+#[cfg(test)]
+mod golden_tests;
 mod index;
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod tests;
 
@@ -82,7 +86,18 @@ pub struct ShardState {
     half_messages: BTreeMap<RecordRef, ParkedMessage>,
     /// Highest `Truncate` applied: nothing in the state points below this log index.
     truncated_below: u64,
+    /// The apply semantics in force ([`APPLY_VERSION`]); raised only by a `SetApplyVersion`
+    /// entry, so replaying an old log reproduces the state its writer computed.
+    apply_version: u32,
+    /// Highest `now_ms` any command carried.
+    max_now_ms: i64,
 }
+
+/// The newest apply semantics this build implements:
+/// - 1: as first released;
+/// - 2: time never runs backwards: a command's `now_ms` is raised to the highest one applied
+///   before it (a new leader's clock may be behind the old one's).
+pub const APPLY_VERSION: u32 = 2;
 
 /// A tag subscription resolved against the tag table: exact ids, not hashes.
 enum TagMatcher {
@@ -100,11 +115,30 @@ impl TagMatcher {
 }
 
 impl ShardState {
+    /// A new shard's state, with the first apply semantics: the leader raises them with a
+    /// `SetApplyVersion` entry (see [`APPLY_VERSION`]).
     pub fn new(shard: ShardId) -> Self {
         Self {
             shard,
+            apply_version: 1,
             ..Self::default()
         }
+    }
+
+    /// The apply semantics in force.
+    pub fn apply_version(&self) -> u32 {
+        self.apply_version
+    }
+
+    /// The time a command stamped `now_ms` applies at.
+    fn observe_time(&mut self, now_ms: i64) -> i64 {
+        let effective = if self.apply_version >= 2 {
+            now_ms.max(self.max_now_ms)
+        } else {
+            now_ms
+        };
+        self.max_now_ms = self.max_now_ms.max(now_ms);
+        effective
     }
 
     pub fn shard(&self) -> ShardId {
@@ -118,27 +152,28 @@ impl ShardState {
         command: &StoreCommand,
         fx: &mut ApplyEffects,
     ) -> CommandResponse {
+        let now = command.now_ms().map_or(0, |t| self.observe_time(t));
         match command {
             StoreCommand::Append {
                 topic,
                 queue_id,
-                now_ms,
                 messages,
+                ..
             } => CommandResponse::Appended(self.append(
                 RecordRef { log_index, slot: 0 },
                 topic,
                 *queue_id,
-                *now_ms,
+                now,
                 messages,
                 fx,
             )),
-            StoreCommand::AppendBatch { now_ms, appends } => {
+            StoreCommand::AppendBatch { appends, .. } => {
                 let mut first = RecordRef { log_index, slot: 0 };
                 let outcomes = appends
                     .iter()
                     .map(|a| {
                         let outcomes =
-                            self.append(first, &a.topic, a.queue_id, *now_ms, &a.messages, fx);
+                            self.append(first, &a.topic, a.queue_id, now, &a.messages, fx);
                         first.slot = first
                             .slot
                             .saturating_add(u32::try_from(a.messages.len()).unwrap_or(u32::MAX));
@@ -146,6 +181,13 @@ impl ShardState {
                     })
                     .collect();
                 CommandResponse::AppendedBatch(outcomes)
+            }
+            StoreCommand::Pop(pop) if pop.now_ms != now => {
+                let at_now = PopCommand {
+                    now_ms: now,
+                    ..pop.clone()
+                };
+                self.pop(log_index, &at_now, fx)
             }
             StoreCommand::Pop(pop) => self.pop(log_index, pop, fx),
             StoreCommand::Ack { deliveries } => CommandResponse::Acked(
@@ -157,9 +199,9 @@ impl ShardState {
             StoreCommand::ChangeInvisible {
                 delivery,
                 invisible_ms,
-                now_ms,
+                ..
             } => {
-                let visible_at_ms = deadline(*now_ms, *invisible_ms);
+                let visible_at_ms = deadline(now, *invisible_ms);
                 let changed = self
                     .consumers
                     .get_mut(&(
@@ -184,10 +226,10 @@ impl ShardState {
                     Err(ApplyError::StaleReceipt(delivery.to_string()))
                 })
             }
-            StoreCommand::DeadLetter { delivery, now_ms } => {
-                CommandResponse::DeadLettered(self.finish(delivery, Some(*now_ms), fx))
+            StoreCommand::DeadLetter { delivery, .. } => {
+                CommandResponse::DeadLettered(self.finish(delivery, Some(now), fx))
             }
-            StoreCommand::Release { due, now_ms } => {
+            StoreCommand::Release { due, .. } => {
                 let mut indexed = 0;
                 for key in due {
                     if let Some(parked) = self.timers.remove(key) {
@@ -195,7 +237,7 @@ impl ShardState {
                             log_index: key.log_index,
                             slot: key.slot,
                         };
-                        self.index(record, &parked, *now_ms, fx);
+                        self.index(record, &parked, now, fx);
                         indexed += 1;
                     }
                 }
@@ -206,12 +248,12 @@ impl ShardState {
                 topic,
                 transaction_id,
                 resolution,
-                now_ms,
+                ..
             } => CommandResponse::TransactionEnded(self.end_transaction(
                 topic,
                 transaction_id,
                 *resolution,
-                *now_ms,
+                now,
                 fx,
             )),
             StoreCommand::Truncate { below_log_index } => {
@@ -232,6 +274,13 @@ impl ShardState {
                 self.consumers.retain(|(g, _, _), _| g != group);
                 self.rotation.retain(|(g, _), _| g != group);
                 CommandResponse::Dropped
+            }
+            StoreCommand::SetApplyVersion { version } => {
+                // The state machine refuses versions it does not know before they get here.
+                self.apply_version = self.apply_version.max(*version);
+                CommandResponse::ApplyVersionSet {
+                    version: self.apply_version,
+                }
             }
         }
     }

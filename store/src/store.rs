@@ -49,6 +49,10 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 pub enum StoreOpenError {
     #[error("invalid store config: {0}")]
     Config(String),
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    #[error("raising the apply version of shard {shard} failed: {reason}")]
+    ApplyVersion { shard: ShardId, reason: String },
     #[error("opening the log of shard {shard} failed: {source}")]
     Log {
         shard: ShardId,
@@ -126,6 +130,14 @@ impl Store {
                 "shards is empty: a store holds at least one shard".into(),
             ));
         }
+        {
+            let (vfs, dir, shards) = (vfs.clone(), cfg.data_dir.clone(), cfg.shards.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::format::check_or_init(vfs.as_ref(), &dir, &shards)
+            })
+            .await
+            .map_err(|e| StoreOpenError::Config(format!("format check: {e}")))??;
+        }
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut shards: BTreeMap<ShardId, LocalShard> = BTreeMap::new();
@@ -137,7 +149,17 @@ impl Store {
             if shards.contains_key(&id) {
                 continue;
             }
-            let shard = match Shard::open(&cfg, id, vfs.clone()).await {
+            let opened = match Shard::open(&cfg, id, vfs.clone()).await {
+                Ok(shard) => match raise_apply_version(&shard).await {
+                    Ok(()) => Ok(shard),
+                    Err(err) => {
+                        shard.close().await.ok();
+                        Err(err)
+                    }
+                },
+                Err(err) => Err(err),
+            };
+            let shard = match opened {
                 Ok(shard) => shard,
                 Err(err) => {
                     cancel.cancel();
@@ -256,6 +278,38 @@ impl Store {
         let turn = self.pop_turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
         shards.rotate_left(turn);
         shards
+    }
+}
+
+/// Brings a shard's apply semantics up to this build's ([`crate::state::APPLY_VERSION`]) with
+/// a `SetApplyVersion` entry; replaying the entries before it keeps their old semantics. In a
+/// cluster this must wait until every replica runs a build that knows the version.
+async fn raise_apply_version(shard: &Shard) -> Result<(), StoreOpenError> {
+    let current = shard.shared.applied.read().state.apply_version();
+    if current >= crate::state::APPLY_VERSION {
+        return Ok(());
+    }
+    let failed = |reason: String| StoreOpenError::ApplyVersion {
+        shard: shard.id,
+        reason,
+    };
+    match shard
+        .write(StoreCommand::SetApplyVersion {
+            version: crate::state::APPLY_VERSION,
+        })
+        .await
+    {
+        Ok(CommandResponse::ApplyVersionSet { version }) => {
+            info!(
+                shard = shard.id,
+                from = current,
+                to = version,
+                "raised apply version"
+            );
+            Ok(())
+        }
+        Ok(other) => Err(failed(unexpected("set_apply_version", &other).to_string())),
+        Err(err) => Err(failed(err.to_string())),
     }
 }
 

@@ -348,7 +348,10 @@ fn every_crash_point_of_a_rolling_workload_recovers() {
                     return oracle;
                 }
                 oracle.vote_term = 2;
-                if RaftLogStorage::purge(&mut store, log_id(1, 6)).await.is_err() {
+                if RaftLogStorage::purge(&mut store, log_id(1, 6))
+                    .await
+                    .is_err()
+                {
                     return oracle;
                 }
                 store.set_replay_floor(Some(4));

@@ -21,25 +21,39 @@ use tracing::{debug, info};
 use vela_raft::generations::{Generation, SnapshotKeeper};
 
 use super::{ShardShared, ShardTypes};
-use crate::command::CommandResponse;
-use crate::state::{ApplyEffects, ShardState};
+use crate::command::{CommandResponse, StoreCommand};
+use crate::state::{APPLY_VERSION, ApplyEffects, ShardState};
 
 /// The snapshot file's payload (inside `vela_raft::snapshot_file` framing). Also what a
 /// snapshot transfer carries.
 #[derive(Serialize)]
 struct SnapshotFileRef<'a> {
+    format: u32,
     meta: &'a SnapshotMetaOf<ShardTypes>,
     state: &'a ShardState,
 }
 
 #[derive(Deserialize)]
 pub(crate) struct SnapshotFile {
+    /// Checked before the rest is decoded (see [`decode_snapshot`]).
+    _format: u32,
     pub meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
 }
 
+/// The layout of a shard snapshot's payload: `format` (this number, a varint) first, so a
+/// reader can refuse a layout it does not know before decoding the rest. Bumped with any change
+/// of [`ShardState`]'s persisted shape.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 2;
+
 /// Decodes a snapshot generation and checks it is what its name says.
 pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
+    let (format, _) = postcard::take_from_bytes::<u32>(bytes).map_err(|e| e.to_string())?;
+    if format != SNAPSHOT_FORMAT {
+        return Err(format!(
+            "snapshot format {format} is not supported (this build reads {SNAPSHOT_FORMAT})"
+        ));
+    }
     let file: SnapshotFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
     let covers = file.meta.last_log_id.map_or(0, |l| l.index);
     if covers != index {
@@ -122,6 +136,25 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             for (entry, responder) in entries {
                 let response = match entry.payload {
                     EntryPayload::Blank => CommandResponse::Nothing,
+                    EntryPayload::Normal(StoreCommand::SetApplyVersion { version })
+                        if version > APPLY_VERSION =>
+                    {
+                        // Applying on with older semantics would make this replica diverge:
+                        // stop the shard instead (openraft treats this as fatal).
+                        tracing::error!(
+                            shard = self.shared.shard,
+                            log_index = entry.log_id.index,
+                            version,
+                            supported = APPLY_VERSION,
+                            "the log asks for apply semantics this build does not have; upgrade \
+                             this node before it can apply the shard"
+                        );
+                        return Err(invalid_data(format!(
+                            "log index {} of shard {} needs apply version {version}, this build \
+                             supports up to {APPLY_VERSION}",
+                            entry.log_id.index, self.shared.shard
+                        )));
+                    }
                     EntryPayload::Normal(ref command) => {
                         applied.state.apply(entry.log_id.index, command, &mut fx)
                     }
@@ -162,7 +195,8 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
         meta: &SnapshotMetaOf<ShardTypes>,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let file: SnapshotFile = postcard::from_bytes(&snapshot).map_err(invalid_data)?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let file = decode_snapshot(index, &snapshot).map_err(invalid_data)?;
         if file.meta.last_log_id != meta.last_log_id {
             return Err(invalid_data(format!(
                 "snapshot data covers {:?} but its meta says {:?}",
@@ -177,7 +211,6 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             )));
         }
         let on_disk = self.snapshot_file.lock().await;
-        let index = meta.last_log_id.map_or(0, |l| l.index);
         if !self
             .keeper
             .generations()
@@ -248,6 +281,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                 last_membership: applied.membership.clone(),
             };
             let bytes = postcard::to_stdvec(&SnapshotFileRef {
+                format: SNAPSHOT_FORMAT,
                 meta: &meta,
                 state: &applied.state,
             })

@@ -338,3 +338,41 @@ async fn a_build_racing_an_install_leaves_the_installed_snapshot() {
         assert_eq!(restarted.applied.read().state, shared.applied.read().state);
     }
 }
+
+#[tokio::test]
+async fn a_log_asking_for_unknown_apply_semantics_stops_the_shard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (shared, mut sm) = state_machine(dir.path(), SHARD);
+    let known = vec![EntryOf::<ShardTypes>::new_normal(
+        log_id(1, 1),
+        StoreCommand::SetApplyVersion {
+            version: crate::state::APPLY_VERSION,
+        },
+    )];
+    apply(&mut sm, known)
+        .await
+        .expect("a known version applies");
+    assert_eq!(
+        shared.applied.read().state.apply_version(),
+        crate::state::APPLY_VERSION
+    );
+    let unknown = vec![
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(1, 2),
+            StoreCommand::SetApplyVersion {
+                version: crate::state::APPLY_VERSION + 1,
+            },
+        ),
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(1, 3),
+            StoreCommand::Truncate { below_log_index: 1 },
+        ),
+    ];
+    let err = apply(&mut sm, unknown).await.expect_err("refused");
+    assert!(err.to_string().contains("apply version"), "{err}");
+    assert_eq!(
+        shared.applied.read().last_applied.map(|l| l.index),
+        Some(1),
+        "nothing after the refused entry is applied"
+    );
+}

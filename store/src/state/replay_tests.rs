@@ -1,0 +1,323 @@
+//! Snapshot plus replay equals full replay: random command sequences (sends of every kind,
+//! coalesced batches, receives, acks, changes of invisibility, dead letters, delay releases,
+//! transaction ends, truncation, topic and group deletion, apply-version upgrades, and a clock
+//! that sometimes runs backwards) are applied once straight through, and once with the state
+//! serialized and restored at a random point, as a snapshot and a restart would. Both runs must
+//! reach the same state and give the same answers.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
+
+use super::*;
+use crate::command::{
+    DeliveryRef, PopCommand, QueueAppend, QueueChoice, StoreCommand, TagSubscription,
+    TransactionEnd,
+};
+
+/// An intent, resolved to a concrete command against the state when the sequence is built.
+#[derive(Debug, Clone)]
+enum Intent {
+    Send {
+        topic: u8,
+        queue: u32,
+        kind: u8,
+        tag: u8,
+        delay_ms: Option<u16>,
+    },
+    Batch(Vec<(u8, u32, u8)>),
+    Pop {
+        group: u8,
+        topic: u8,
+        fifo: bool,
+        max: u32,
+        tagged: bool,
+    },
+    Ack(usize),
+    Change(usize, u32),
+    DeadLetter(usize),
+    Release,
+    EndTransaction(usize, bool),
+    Truncate(u8),
+    DropTopic(u8),
+    DropGroup(u8),
+    Upgrade,
+    /// Moves the leader clock by this many ms (negative: a new leader whose clock is behind).
+    Clock(i32),
+}
+
+fn intent() -> impl Strategy<Value = Intent> {
+    prop_oneof![
+        6 => (0u8..2, 0u32..2, 0u8..4, 0u8..3, prop::option::weighted(0.2, 0u16..3000))
+            .prop_map(|(topic, queue, kind, tag, delay_ms)| Intent::Send { topic, queue, kind, tag, delay_ms }),
+        2 => prop::collection::vec((0u8..2, 0u32..2, 0u8..3), 1..4).prop_map(Intent::Batch),
+        5 => (0u8..2, 0u8..2, any::<bool>(), 1u32..5, any::<bool>())
+            .prop_map(|(group, topic, fifo, max, tagged)| Intent::Pop { group, topic, fifo, max, tagged }),
+        4 => any::<usize>().prop_map(Intent::Ack),
+        1 => (any::<usize>(), 0u32..60_000).prop_map(|(i, ms)| Intent::Change(i, ms)),
+        1 => any::<usize>().prop_map(Intent::DeadLetter),
+        1 => Just(Intent::Release),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(i, c)| Intent::EndTransaction(i, c)),
+        1 => (0u8..100).prop_map(Intent::Truncate),
+        1 => (0u8..2).prop_map(Intent::DropTopic),
+        1 => (0u8..2).prop_map(Intent::DropGroup),
+        1 => Just(Intent::Upgrade),
+        3 => (-20_000i32..40_000).prop_map(Intent::Clock),
+    ]
+}
+
+fn topic(i: u8) -> TopicName {
+    TopicName::new(format!("t{i}")).expect("valid topic")
+}
+
+fn group(i: u8) -> GroupName {
+    GroupName::new(format!("g{i}")).expect("valid group")
+}
+
+fn record(topic_i: u8, kind: u8, tag: u8, delay_at: Option<i64>) -> MessageRecord {
+    let kind = match kind {
+        0 => MessageKind::Normal,
+        1 => MessageKind::Fifo,
+        2 => MessageKind::Transaction,
+        _ => MessageKind::Delay,
+    };
+    MessageRecord {
+        message_id: "m".into(),
+        topic: topic(topic_i),
+        kind,
+        tag: Some(format!("tag{tag}")),
+        keys: vec![],
+        message_group: (kind == MessageKind::Fifo).then(|| format!("mg{tag}")),
+        delivery_timestamp_ms: delay_at,
+        born_timestamp_ms: 0,
+        born_host: "replay".into(),
+        trace_context: None,
+        properties: vec![],
+        body: Bytes::from_static(b"body"),
+    }
+}
+
+/// Turns intents into the concrete log, applying as it goes so later commands can name the
+/// deliveries and transactions earlier ones produced.
+fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
+    let mut state = ShardState::new(0);
+    let mut now: i64 = 1_000_000;
+    let mut deliveries: Vec<DeliveryRef> = Vec::new();
+    let mut transactions: Vec<(TopicName, String)> = Vec::new();
+    let mut log = Vec::new();
+    for intent in intents {
+        let command = match intent {
+            Intent::Clock(ms) => {
+                now = now.saturating_add(i64::from(*ms));
+                continue;
+            }
+            Intent::Send {
+                topic: t,
+                queue,
+                kind,
+                tag,
+                delay_ms,
+            } => StoreCommand::Append {
+                topic: topic(*t),
+                queue_id: *queue,
+                now_ms: now,
+                messages: vec![record(
+                    *t,
+                    *kind,
+                    *tag,
+                    delay_ms.map(|d| now + i64::from(d)),
+                )],
+            },
+            Intent::Batch(parts) => StoreCommand::AppendBatch {
+                now_ms: now,
+                appends: parts
+                    .iter()
+                    .map(|(t, q, tag)| QueueAppend {
+                        topic: topic(*t),
+                        queue_id: *q,
+                        messages: vec![record(*t, 0, *tag, None)],
+                    })
+                    .collect(),
+            },
+            Intent::Pop {
+                group: g,
+                topic: t,
+                fifo,
+                max,
+                tagged,
+            } => StoreCommand::Pop(PopCommand {
+                group: group(*g),
+                topic: topic(*t),
+                queues: QueueChoice::All,
+                max: *max,
+                invisible_ms: 10_000,
+                filter: if *tagged {
+                    TagSubscription::Tags(vec!["tag0".into(), "tag1".into()])
+                } else {
+                    TagSubscription::All
+                },
+                fifo: *fifo,
+                max_attempts: 3,
+                now_ms: now,
+            }),
+            Intent::Ack(pick) if !deliveries.is_empty() => StoreCommand::Ack {
+                deliveries: vec![deliveries[pick % deliveries.len()].clone()],
+            },
+            Intent::Change(pick, ms) if !deliveries.is_empty() => StoreCommand::ChangeInvisible {
+                delivery: deliveries[pick % deliveries.len()].clone(),
+                invisible_ms: u64::from(*ms),
+                now_ms: now,
+            },
+            Intent::DeadLetter(pick) if !deliveries.is_empty() => StoreCommand::DeadLetter {
+                delivery: deliveries[pick % deliveries.len()].clone(),
+                now_ms: now,
+            },
+            Intent::Release => StoreCommand::Release {
+                due: state.due_timers(now, 64),
+                now_ms: now,
+            },
+            Intent::EndTransaction(pick, commit) if !transactions.is_empty() => {
+                let (t, id) = transactions[pick % transactions.len()].clone();
+                StoreCommand::EndTransaction {
+                    topic: t,
+                    transaction_id: id,
+                    resolution: if *commit {
+                        TransactionEnd::Commit
+                    } else {
+                        TransactionEnd::Rollback
+                    },
+                    now_ms: now,
+                }
+            }
+            Intent::Truncate(per_cent) => StoreCommand::Truncate {
+                below_log_index: (log.len() as u64 * u64::from(*per_cent)) / 100,
+            },
+            Intent::DropTopic(t) => StoreCommand::DropTopic { topic: topic(*t) },
+            Intent::DropGroup(g) => StoreCommand::DropGroup { group: group(*g) },
+            Intent::Upgrade => StoreCommand::SetApplyVersion {
+                version: APPLY_VERSION,
+            },
+            Intent::Ack(_)
+            | Intent::Change(..)
+            | Intent::DeadLetter(_)
+            | Intent::EndTransaction(..) => continue,
+        };
+        let index = log.len() as u64 + 1;
+        let mut fx = ApplyEffects::default();
+        match state.apply(index, &command, &mut fx) {
+            CommandResponse::Popped {
+                delivery_id,
+                messages,
+            } => {
+                if let StoreCommand::Pop(pop) = &command {
+                    deliveries.extend(messages.iter().map(|m| DeliveryRef {
+                        group: pop.group.clone(),
+                        topic: m.topic.clone(),
+                        queue_id: m.queue_id,
+                        offset: m.offset,
+                        delivery_id,
+                    }));
+                }
+            }
+            CommandResponse::InvisibilityChanged(Ok(changed)) => {
+                if let StoreCommand::ChangeInvisible { delivery, .. } = &command {
+                    deliveries.push(DeliveryRef {
+                        delivery_id: changed.delivery_id,
+                        ..delivery.clone()
+                    });
+                }
+            }
+            CommandResponse::Appended(outcomes) => {
+                if let StoreCommand::Append { topic, .. } = &command {
+                    transactions.extend(
+                        outcomes
+                            .iter()
+                            .filter_map(|o| o.transaction_id.clone())
+                            .map(|id| (topic.clone(), id)),
+                    );
+                }
+            }
+            _ => {}
+        }
+        log.push(command);
+    }
+    log
+}
+
+fn replay(
+    log: &[StoreCommand],
+    restart_at: Option<usize>,
+) -> Result<(ShardState, Vec<CommandResponse>), TestCaseError> {
+    let mut state = ShardState::new(0);
+    let mut responses = Vec::new();
+    for (i, command) in log.iter().enumerate() {
+        if restart_at == Some(i) {
+            let bytes =
+                postcard::to_stdvec(&state).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            state = postcard::from_bytes(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+        let mut fx = ApplyEffects::default();
+        responses.push(state.apply(i as u64 + 1, command, &mut fx));
+    }
+    Ok((state, responses))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn snapshot_and_replay_equals_full_replay(
+        intents in prop::collection::vec(intent(), 1..120),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let log = build_log(&intents);
+        let (full, full_responses) = replay(&log, None)?;
+        let at = cut.index(log.len() + 1);
+        let (restored, restored_responses) = replay(&log, Some(at))?;
+        prop_assert_eq!(&restored, &full);
+        prop_assert_eq!(restored_responses, full_responses);
+    }
+}
+
+#[test]
+fn time_never_runs_backwards_from_apply_version_2() {
+    let pop = |now_ms: i64| {
+        StoreCommand::Pop(PopCommand {
+            group: group(0),
+            topic: topic(0),
+            queues: QueueChoice::All,
+            max: 1,
+            invisible_ms: 10_000,
+            filter: TagSubscription::All,
+            fifo: false,
+            max_attempts: 3,
+            now_ms,
+        })
+    };
+    let send = |now_ms: i64| StoreCommand::Append {
+        topic: topic(0),
+        queue_id: 0,
+        now_ms,
+        messages: vec![record(0, 0, 0, None)],
+    };
+    let visible_at = |response: CommandResponse| match response {
+        CommandResponse::Popped { messages, .. } => messages[0].visible_at_ms,
+        other => panic!("unexpected {other:?}"),
+    };
+    let mut fx = ApplyEffects::default();
+
+    // Version 1 (as first released): a leader whose clock is behind gives earlier deadlines.
+    let mut v1 = ShardState::new(0);
+    v1.apply(1, &send(50_000), &mut fx);
+    v1.apply(2, &send(50_000), &mut fx);
+    assert_eq!(visible_at(v1.apply(3, &pop(100_000), &mut fx)), 110_000);
+    assert_eq!(visible_at(v1.apply(4, &pop(40_000), &mut fx)), 50_000);
+
+    // Version 2: the clock is raised to the highest seen.
+    let mut v2 = ShardState::new(0);
+    v2.apply(1, &StoreCommand::SetApplyVersion { version: 2 }, &mut fx);
+    assert_eq!(v2.apply_version(), 2);
+    v2.apply(2, &send(50_000), &mut fx);
+    v2.apply(3, &send(50_000), &mut fx);
+    assert_eq!(visible_at(v2.apply(4, &pop(100_000), &mut fx)), 110_000);
+    assert_eq!(visible_at(v2.apply(5, &pop(40_000), &mut fx)), 110_000);
+}
