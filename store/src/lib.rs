@@ -8,10 +8,12 @@
 
 pub mod command;
 pub mod config;
+mod error;
 pub mod format;
+mod node;
 mod shard;
 pub mod state;
-mod store;
 
 pub use config::{FlushSetting, StoreConfig};
-pub use store::{Store, StoreOpenError, StoreShutdownError};
+pub use error::{StoreOpenError, StoreShutdownError};
+pub use node::Store;

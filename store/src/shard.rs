@@ -1,6 +1,7 @@
 //! One shard: an openraft group over a vela-raft segment log, its applied state, and the
 //! signals that connect applies to waiting receivers and to the leader's background tasks.
 
+pub(crate) mod coalesce;
 mod state_machine;
 pub(crate) mod tasks;
 
@@ -24,8 +25,8 @@ use vela_raft::{FlushMode, LogError, LogHandle, LogStoreConfig, SegmentLogStore}
 
 use crate::command::{CommandResponse, RecordRef, StoreCommand};
 use crate::config::{FlushSetting, StoreConfig};
+use crate::error::{StoreOpenError, StoreShutdownError};
 use crate::state::{ApplyEffects, ShardState};
-use crate::store::{StoreOpenError, StoreShutdownError};
 pub(crate) use state_machine::Applied;
 pub use state_machine::ShardStateMachine;
 use state_machine::decode_snapshot;

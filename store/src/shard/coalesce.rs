@@ -99,7 +99,7 @@ impl Queue {
 }
 
 /// The append path of one shard.
-pub(super) struct AppendCoalescer {
+pub(crate) struct AppendCoalescer {
     shard: Arc<Shard>,
     clock: SharedClock,
     queue: Mutex<Queue>,

@@ -1,6 +1,7 @@
-//! The store node: opens this node's shards and implements [`StoreApi`] on them. Requests become
-//! Raft commands stamped with the leader's clock; receives long-poll on applied state without
-//! writing to the log until something is deliverable.
+//! The store node: [`Store`], this node's shards behind [`StoreApi`]. It opens the shards and
+//! runs their background tasks; requests become Raft commands stamped with the leader's clock;
+//! receives long-poll on applied state without writing to the log until something is
+//! deliverable.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -22,8 +23,6 @@ use vela_proto::store_api::{
     AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, StoreApi, StoreError,
     TransactionResolution,
 };
-use vela_raft::LogError;
-use vela_raft::single_node::StartError;
 use vela_raft::vfs::{StdVfs, Vfs};
 
 use crate::command::{
@@ -31,10 +30,11 @@ use crate::command::{
     StoreCommand, TagSubscription, TransactionEnd,
 };
 use crate::config::StoreConfig;
+use crate::error::{StoreOpenError, StoreShutdownError};
+use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, unexpected};
 use crate::state::{Availability, PopProbe};
-use coalesce::AppendCoalescer;
 
 /// Most acknowledgements one `Ack` entry carries.
 const MAX_ACK_BATCH: usize = 1024;
@@ -43,42 +43,6 @@ const MAX_ACK_BATCH: usize = 1024;
 const ACK_BATCHES_IN_FLIGHT: usize = 4;
 /// How often the leader checks retention.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Why a store could not open.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreOpenError {
-    #[error("invalid store config: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Format(#[from] crate::format::FormatError),
-    #[error("raising the apply version of shard {shard} failed: {reason}")]
-    ApplyVersion { shard: ShardId, reason: String },
-    #[error("opening the log of shard {shard} failed: {source}")]
-    Log {
-        shard: ShardId,
-        #[source]
-        source: LogError,
-    },
-    #[error("starting raft for shard {shard} failed: {source}")]
-    Raft {
-        shard: ShardId,
-        #[source]
-        source: StartError,
-    },
-}
-
-/// Why a store did not shut down cleanly.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreShutdownError {
-    #[error("stopping raft of shard {shard} failed: {reason}")]
-    Raft { shard: ShardId, reason: String },
-    #[error("closing the log of shard {shard} failed: {source}")]
-    Log {
-        shard: ShardId,
-        #[source]
-        source: LogError,
-    },
-}
 
 struct PendingAck {
     delivery: DeliveryRef,
@@ -454,7 +418,7 @@ impl StoreApi for Store {
                 m.message_id, m.delivery_timestamp_ms, self.config.max_delay
             )));
         }
-        // Concurrent appends to the shard share Raft entries (see `coalesce`).
+        // Concurrent appends to the shard share Raft entries (see `shard::coalesce`).
         local
             .appends
             .append(req.topic, req.queue_id, req.messages)
@@ -695,7 +659,6 @@ impl StoreApi for Store {
     }
 }
 
-mod coalesce;
 #[cfg(test)]
 mod power_loss;
 #[cfg(test)]

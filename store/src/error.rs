@@ -1,0 +1,45 @@
+//! Why a store could not open or shut down cleanly: what [`Store::open`] and
+//! [`Store::shutdown`] return, raised where each shard opens and closes.
+//!
+//! [`Store::open`]: crate::Store::open
+//! [`Store::shutdown`]: crate::Store::shutdown
+
+use vela_proto::domain::ShardId;
+use vela_raft::LogError;
+use vela_raft::single_node::StartError;
+
+/// Why a store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreOpenError {
+    #[error("invalid store config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    #[error("raising the apply version of shard {shard} failed: {reason}")]
+    ApplyVersion { shard: ShardId, reason: String },
+    #[error("opening the log of shard {shard} failed: {source}")]
+    Log {
+        shard: ShardId,
+        #[source]
+        source: LogError,
+    },
+    #[error("starting raft for shard {shard} failed: {source}")]
+    Raft {
+        shard: ShardId,
+        #[source]
+        source: StartError,
+    },
+}
+
+/// Why a store did not shut down cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreShutdownError {
+    #[error("stopping raft of shard {shard} failed: {reason}")]
+    Raft { shard: ShardId, reason: String },
+    #[error("closing the log of shard {shard} failed: {source}")]
+    Log {
+        shard: ShardId,
+        #[source]
+        source: LogError,
+    },
+}
