@@ -1,0 +1,75 @@
+//! State over a shard's life: truncation by retention drops old entries and the state pointing
+//! at them, dropped topics and groups are forgotten, and snapshots round-trip exactly.
+
+use super::*;
+
+#[test]
+fn truncation_drops_old_entries_and_the_state_pointing_at_them() {
+    let mut h = Harness::new();
+    h.append(vec![message(None, None), message(None, None)]); // log 1: offsets 0, 1
+    h.append(vec![message(None, None)]); // log 2: offset 2
+    let (id, got) = popped_with_id(&mut h); // all three in flight
+    assert_eq!(got.len(), 3);
+    h.append(vec![message(None, None)]); // log 4: offset 3
+    h.apply(StoreCommand::Truncate { below_log_index: 2 });
+    let index = h.state.queue(&topic("orders"), 0).expect("queue");
+    assert_eq!((index.min_offset(), index.max_offset()), (2, 4));
+    assert!(
+        h.ack(delivery(&got[0], id)).is_err(),
+        "in-flight records below are gone"
+    );
+    assert_eq!(h.ack(delivery(&got[2], id)), Ok(()));
+    let stats = h
+        .state
+        .queue_stats(&topic("orders"), Some(&group("billing")));
+    assert_eq!(stats[0].min_offset, 2);
+    assert_eq!(stats[0].groups[0].consumer_offset, 3);
+    // A group that never consumed starts at the new minimum.
+    let fresh = h.pop_with(|p| p.group = group("late"));
+    assert_eq!(
+        fresh.iter().map(|m| m.offset).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+}
+
+#[test]
+fn drop_topic_and_drop_group_forget_state() {
+    let mut h = Harness::new();
+    h.append(vec![message(None, None)]);
+    h.append_to("other", 0, vec![message(None, None)]);
+    let (id, got) = popped_with_id(&mut h);
+    h.apply(StoreCommand::DropGroup {
+        group: group("billing"),
+    });
+    assert!(h.ack(delivery(&got[0], id)).is_err());
+    assert_eq!(h.pop_offsets(), vec![0], "a recreated group starts over");
+    h.apply(StoreCommand::DropTopic {
+        topic: topic("orders"),
+    });
+    assert!(!h.state.has_topic(&topic("orders")));
+    assert!(h.state.has_topic(&topic("other")));
+    assert!(h.pop().is_empty());
+    assert!(h.state.queue_stats(&topic("orders"), None).is_empty());
+}
+
+#[test]
+fn snapshots_round_trip_exactly() {
+    let mut h = Harness::new();
+    h.append(vec![
+        message(Some("A"), Some("g")),
+        message(Some("A"), Some("g")),
+        message(None, None),
+    ]);
+    h.append(vec![MessageRecord {
+        kind: MessageKind::Transaction,
+        ..message(None, None)
+    }]);
+    h.append(vec![MessageRecord {
+        delivery_timestamp_ms: Some(h.now_ms + 10),
+        ..message(None, None)
+    }]);
+    h.pop_with(|p| p.fifo = true);
+    let bytes = postcard::to_stdvec(&h.state).expect("encodes");
+    let back: ShardState = postcard::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, h.state);
+}
