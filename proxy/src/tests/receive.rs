@@ -1,0 +1,173 @@
+//! ReceiveMessage, AckMessage and ChangeInvisibleDuration: the exact order of the receive
+//! stream, long polling, and handles that a change of invisibility replaces.
+
+use super::*;
+
+#[tokio::test]
+async fn send_receive_ack_in_the_exact_stream_order() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 2).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+
+    let sent = send_one(&mut client, message("orders", "MSG-1", b"hello")).await;
+    assert_eq!(code(&sent.status), Code::Ok as i32);
+    assert_eq!(sent.entries.len(), 1);
+    assert_eq!(sent.entries[0].message_id, "MSG-1");
+    assert_eq!(code(&sent.entries[0].status), Code::Ok as i32);
+
+    let items = receive_all(&mut client, req(receive_request("orders", "billing", 15))).await;
+    assert_eq!(items.len(), 3, "status, one message, timestamp: {items:?}");
+    assert!(matches!(&items[0], Content::Status(s) if s.code == Code::Ok as i32));
+    let Content::Message(m) = &items[1] else {
+        panic!("second item is the message")
+    };
+    assert!(matches!(&items[2], Content::DeliveryTimestamp(_)));
+    assert_eq!(m.topic, resource("orders"));
+    assert_eq!(m.body, Bytes::from_static(b"hello"));
+    let props = m.system_properties.as_ref().expect("system properties");
+    assert_eq!(props.message_id, "MSG-1");
+    assert_eq!(props.body_encoding, pb::Encoding::Identity as i32);
+    assert_eq!(
+        props.body_digest.as_ref().map(|d| d.checksum.as_str()),
+        Some("5D41402ABC4B2A76B9719D911017C592")
+    );
+    assert_eq!(props.delivery_attempt, Some(1));
+    assert_eq!(props.tag.as_deref(), Some("TagA"));
+
+    let handle = handle_of(&items[1]);
+    let ack = |handle: String| pb::AckMessageRequest {
+        group: resource("billing"),
+        topic: resource("orders"),
+        entries: vec![pb::AckMessageEntry {
+            message_id: "MSG-1".into(),
+            receipt_handle: handle,
+            lite_topic: None,
+        }],
+    };
+    let acked = client
+        .ack_message(req(ack(handle.clone())))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&acked.status), Code::Ok as i32);
+    assert_eq!(acked.entries.len(), 1);
+
+    let again = client
+        .ack_message(req(ack(handle)))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(
+        code(&again.status),
+        Code::InvalidReceiptHandle as i32,
+        "a used handle is stale"
+    );
+    assert_eq!(
+        code(&again.entries[0].status),
+        Code::InvalidReceiptHandle as i32
+    );
+
+    // Nothing left: MESSAGE_NOT_FOUND, then the timestamp, then the end.
+    let empty = receive_all(&mut client, req(receive_request("orders", "billing", 15))).await;
+    assert_eq!(empty.len(), 2, "{empty:?}");
+    assert!(matches!(&empty[0], Content::Status(s) if s.code == Code::MessageNotFound as i32));
+    assert!(matches!(&empty[1], Content::DeliveryTimestamp(_)));
+}
+
+#[tokio::test]
+async fn long_polling_returns_a_message_sent_while_waiting() {
+    let h = Harness::start(ProxyConfig {
+        max_long_polling: Duration::from_secs(5),
+        ..test_config()
+    })
+    .await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    h.group("billing").await;
+    let mut consumer = h.client().await;
+    let mut producer = h.client().await;
+    let waiting = tokio::spawn(async move {
+        receive_all(&mut consumer, req(receive_request("orders", "billing", 15))).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = send_one(&mut producer, message("orders", "LATE", b"late")).await;
+    assert_eq!(code(&sent.status), Code::Ok as i32);
+    let items = tokio::time::timeout(Duration::from_secs(4), waiting)
+        .await
+        .expect("poll ends early")
+        .expect("task");
+    assert_eq!(items.len(), 3, "{items:?}");
+}
+
+#[tokio::test]
+async fn change_invisible_duration_replaces_the_handle() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+    send_one(&mut client, message("orders", "M", b"x")).await;
+    let items = receive_all(&mut client, req(receive_request("orders", "billing", 15))).await;
+    let old = handle_of(&items[1]);
+
+    let change = |handle: String, secs: i64| pb::ChangeInvisibleDurationRequest {
+        group: resource("billing"),
+        topic: resource("orders"),
+        receipt_handle: handle,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: secs,
+            nanos: 0,
+        }),
+        message_id: "M".into(),
+        lite_topic: None,
+        suspend: None,
+    };
+    let too_long = client
+        .change_invisible_duration(req(change(old.clone(), 13 * 3600)))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&too_long.status), Code::IllegalInvisibleTime as i32);
+    assert_eq!(
+        too_long.receipt_handle, old,
+        "a failed change hands the old handle back"
+    );
+
+    let changed = client
+        .change_invisible_duration(req(change(old.clone(), 1)))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&changed.status), Code::Ok as i32);
+    assert!(!changed.receipt_handle.is_empty() && changed.receipt_handle != old);
+
+    let ack = |handle: String| pb::AckMessageRequest {
+        group: resource("billing"),
+        topic: resource("orders"),
+        entries: vec![pb::AckMessageEntry {
+            message_id: "M".into(),
+            receipt_handle: handle,
+            lite_topic: None,
+        }],
+    };
+    let stale = client
+        .ack_message(req(ack(old)))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&stale.status), Code::InvalidReceiptHandle as i32);
+    let wrong_group = client
+        .ack_message(req(pb::AckMessageRequest {
+            group: resource("other"),
+            ..ack(changed.receipt_handle.clone())
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&wrong_group.status), Code::InvalidReceiptHandle as i32);
+    let fresh = client
+        .ack_message(req(ack(changed.receipt_handle)))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&fresh.status), Code::Ok as i32);
+}

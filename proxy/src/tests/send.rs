@@ -1,0 +1,118 @@
+//! SendMessage, EndTransaction and ForwardMessageToDeadLetterQueue: a batch is one store append
+//! with its entries in order; a committed transaction is delivered and can be dead-lettered.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+#[tokio::test]
+async fn a_batch_is_one_append_with_entries_in_order() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 4).await;
+    let mut client = h.client().await;
+    let messages = vec![
+        message("orders", "A", b"1"),
+        message("orders", "B", b"2"),
+        message("orders", "C", b"3"),
+    ];
+    let sent = client
+        .send_message(rust_req(pb::SendMessageRequest { messages }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&sent.status), Code::Ok as i32);
+    assert_eq!(
+        sent.entries
+            .iter()
+            .map(|e| e.message_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["A", "B", "C"]
+    );
+    assert_eq!(
+        sent.entries.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(h.store.append_calls.load(Ordering::Relaxed), 1);
+
+    // One bad message among good ones: MULTIPLE_RESULTS, good ones still stored.
+    let messages = vec![
+        message("orders", "D", b"4"),
+        message("orders", "E", b""),
+        message("orders", "F", b"6"),
+    ];
+    let mixed = client
+        .send_message(req(pb::SendMessageRequest { messages }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&mixed.status), Code::MultipleResults as i32);
+    let codes: Vec<i32> = mixed.entries.iter().map(|e| code(&e.status)).collect();
+    assert_eq!(
+        codes,
+        vec![
+            Code::Ok as i32,
+            Code::MessageBodyEmpty as i32,
+            Code::Ok as i32
+        ]
+    );
+    assert_eq!(h.store.append_calls.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn transactions_and_dead_letters() {
+    let h = Harness::start(test_config()).await;
+    h.topic("txn", TopicType::Transaction, 1).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+    let mut half = message("txn", "T1", b"pay");
+    if let Some(p) = half.system_properties.as_mut() {
+        p.message_type = MessageType::Transaction as i32;
+    }
+    let sent = send_one(&mut client, half).await;
+    assert_eq!(code(&sent.status), Code::Ok as i32);
+    let txn = sent.entries[0].transaction_id.clone();
+    assert!(!txn.is_empty());
+
+    let end = |transaction_id: String| pb::EndTransactionRequest {
+        topic: resource("txn"),
+        message_id: "T1".into(),
+        transaction_id,
+        resolution: pb::TransactionResolution::Commit as i32,
+        source: pb::TransactionSource::SourceClient as i32,
+        trace_context: String::new(),
+    };
+    let unknown = client
+        .end_transaction(req(end("nope".into())))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&unknown.status), Code::InvalidTransactionId as i32);
+    let committed = client
+        .end_transaction(req(end(txn)))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&committed.status), Code::Ok as i32);
+
+    let items = receive_all(&mut client, req(receive_request("txn", "billing", 15))).await;
+    assert_eq!(
+        items.len(),
+        3,
+        "the committed message is delivered: {items:?}"
+    );
+    let forwarded = client
+        .forward_message_to_dead_letter_queue(req(pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource("billing"),
+            topic: resource("txn"),
+            receipt_handle: handle_of(&items[1]),
+            message_id: "T1".into(),
+            delivery_attempt: 1,
+            max_delivery_attempts: 1,
+            lite_topic: None,
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&forwarded.status), Code::Ok as i32);
+    assert_eq!(h.store.dead_lettered(), 1);
+}

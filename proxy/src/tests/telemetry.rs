@@ -1,0 +1,172 @@
+//! Client sessions: Settings over the Telemetry stream, Heartbeat and NotifyClientTermination,
+//! and `serve` stopping on its token while a Telemetry stream is open.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use vela_proto::pb::rocketmq::{ClientType, settings::PubSub, telemetry_command::Command};
+
+use super::*;
+
+fn producer_settings() -> pb::TelemetryCommand {
+    pb::TelemetryCommand {
+        status: None,
+        command: Some(Command::Settings(pb::Settings {
+            client_type: Some(ClientType::Producer as i32),
+            request_timeout: Some(prost_types::Duration {
+                seconds: 3,
+                nanos: 0,
+            }),
+            pub_sub: Some(PubSub::Publishing(pb::Publishing {
+                topics: vec![pb::Resource {
+                    resource_namespace: String::new(),
+                    name: "orders".into(),
+                }],
+                max_body_size: 0,
+                validate_message_type: true,
+            })),
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test]
+async fn telemetry_answers_each_settings_and_stays_open() {
+    let h = Harness::start(ProxyConfig {
+        auto_create_groups: true,
+        ..test_config()
+    })
+    .await;
+    let mut client = h.client().await;
+    let (tx, rx) = mpsc::channel(4);
+    // The call completes once headers arrive, before any client message is sent (Rust's start).
+    let mut replies = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.telemetry(req(ReceiverStream::new(rx))),
+    )
+    .await
+    .expect("headers come at once")
+    .expect("telemetry call")
+    .into_inner();
+
+    tx.send(producer_settings()).await.expect("send settings");
+    let reply = replies.message().await.expect("reply").expect("not ended");
+    assert_eq!(code(&reply.status), Code::Ok as i32);
+    let Some(Command::Settings(settings)) = reply.command else {
+        panic!("settings reply")
+    };
+    let Some(PubSub::Publishing(p)) = settings.pub_sub else {
+        panic!("publishing")
+    };
+    assert_eq!(p.max_body_size, 64);
+    assert!(settings.backoff_policy.is_some());
+
+    // Odd commands are ignored, repeated settings answered again.
+    tx.send(pb::TelemetryCommand::default())
+        .await
+        .expect("send");
+    tx.send(pb::TelemetryCommand {
+        status: None,
+        command: Some(Command::ThreadStackTrace(pb::ThreadStackTrace {
+            nonce: "n".into(),
+            thread_stack_trace: None,
+        })),
+    })
+    .await
+    .expect("send");
+    let consumer = pb::TelemetryCommand {
+        status: None,
+        command: Some(Command::Settings(pb::Settings {
+            client_type: Some(ClientType::SimpleConsumer as i32),
+            pub_sub: Some(PubSub::Subscription(pb::Subscription {
+                group: resource("fresh-group"),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })),
+    };
+    tx.send(consumer).await.expect("send");
+    let reply = replies.message().await.expect("reply").expect("not ended");
+    let Some(Command::Settings(settings)) = reply.command else {
+        panic!("settings reply")
+    };
+    let Some(PubSub::Subscription(s)) = settings.pub_sub else {
+        panic!("subscription")
+    };
+    assert_eq!(s.receive_batch_size, Some(32));
+    assert_eq!(s.fifo, Some(false));
+    assert!(
+        h.controller
+            .get_group(&GroupName::new("fresh-group").expect("valid"))
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    // Open until the client leaves.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), replies.message())
+            .await
+            .is_err(),
+        "stream stays open"
+    );
+    drop(tx);
+    let end = tokio::time::timeout(Duration::from_secs(5), replies.message())
+        .await
+        .expect("ends after the client");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+#[tokio::test]
+async fn heartbeat_and_termination_are_ok() {
+    let h = Harness::start(ProxyConfig {
+        auto_create_groups: true,
+        ..test_config()
+    })
+    .await;
+    let mut client = h.client().await;
+    let hb = client
+        .heartbeat(req(pb::HeartbeatRequest {
+            group: resource("g1"),
+            client_type: ClientType::SimpleConsumer as i32,
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&hb.status), Code::Ok as i32);
+    assert!(
+        h.controller
+            .get_group(&GroupName::new("g1").expect("valid"))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let bye = client
+        .notify_client_termination(rust_req(pb::NotifyClientTerminationRequest {
+            group: resource("g1"),
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&bye.status), Code::Ok as i32);
+}
+
+#[tokio::test]
+async fn serve_stops_on_its_token_with_telemetry_open() {
+    let h = Harness::start(test_config()).await;
+    let mut client = h.client().await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut replies = client
+        .telemetry(req(ReceiverStream::new(rx)))
+        .await
+        .expect("call")
+        .into_inner();
+    tx.send(producer_settings()).await.expect("send");
+    replies.message().await.expect("reply").expect("not ended");
+
+    h.shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), h.server)
+        .await
+        .expect("server stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    drop(tx);
+}
