@@ -37,9 +37,17 @@ pub enum LogError {
         found: u64,
     },
 
-    /// An entry or a small state file could not be encoded or decoded with postcard.
+    /// A small state file could not be encoded or decoded with postcard.
     #[error("log codec failed: {0}")]
     Codec(#[from] postcard::Error),
+
+    /// An entry's application data could not be encoded.
+    #[error("log entry does not encode: {0}")]
+    Encode(String),
+
+    /// The log's configuration is unusable.
+    #[error("invalid log config: {0}")]
+    Config(String),
 
     /// An append does not continue the log.
     #[error("append rejected: entry index {found} does not continue the log at index {expected}")]
@@ -134,12 +142,14 @@ impl From<LogError> for io::Error {
             LogError::Corrupt { .. }
             | LogError::Gap { .. }
             | LogError::Codec(_)
+            | LogError::Encode(_)
             | LogError::CommittedLost { .. }
             | LogError::BehindSnapshot { .. }
             | LogError::SnapshotGap { .. } => io::ErrorKind::InvalidData,
             LogError::NonContiguous { .. }
             | LogError::BeforePurged { .. }
-            | LogError::RecordTooLarge { .. } => io::ErrorKind::InvalidInput,
+            | LogError::RecordTooLarge { .. }
+            | LogError::Config(_) => io::ErrorKind::InvalidInput,
             LogError::Locked { .. } => io::ErrorKind::WouldBlock,
             LogError::WriterFailed { .. } | LogError::Closed => io::ErrorKind::BrokenPipe,
         };

@@ -6,8 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::RaftTypeConfig;
-
+use crate::entry::LogTypes;
 use crate::snapshot_file;
 use crate::vfs::Vfs;
 use crate::{LogError, SegmentLogStore, vfs};
@@ -162,13 +161,13 @@ impl Generations {
 /// entries the kept generations still need (its replay floor). The order is the snapshot
 /// contract of ADR 0006: a snapshot never covers log entries a power cut could take away, and
 /// compaction never deletes an entry a kept generation would replay.
-pub struct SnapshotKeeper<C: RaftTypeConfig> {
+pub struct SnapshotKeeper<C: LogTypes> {
     generations: Generations,
     /// `None` only for state machines tested without a log.
     log: Option<SegmentLogStore<C>>,
 }
 
-impl<C: RaftTypeConfig> Clone for SnapshotKeeper<C> {
+impl<C: LogTypes> Clone for SnapshotKeeper<C> {
     fn clone(&self) -> Self {
         SnapshotKeeper {
             generations: self.generations.clone(),
@@ -179,8 +178,7 @@ impl<C: RaftTypeConfig> Clone for SnapshotKeeper<C> {
 
 impl<C> SnapshotKeeper<C>
 where
-    C: RaftTypeConfig,
-    C::Entry: Clone,
+    C: LogTypes,
 {
     /// Keeps `generations` for the state machine continuing `log`, and sets the log's replay
     /// floor from the generations on disk.

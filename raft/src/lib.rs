@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod codec;
+pub mod entry;
 mod error;
 pub mod generations;
 mod segment;
@@ -26,4 +27,7 @@ mod cache;
 mod test_support;
 
 pub use error::LogError;
-pub use store::{FlushMode, LogHandle, LogStoreConfig, SegmentInfo, SegmentLogStore};
+pub use store::{
+    FlushMode, LogHandle, LogStoreConfig, MAX_SEGMENT_SIZE, ScrubReport, SegmentInfo,
+    SegmentLogStore,
+};

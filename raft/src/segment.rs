@@ -1,15 +1,16 @@
-//! One segment file: its name, its open handle for positional reads and writes, and the recovery
-//! scan that rebuilds the in-memory offset index from the file alone.
+//! One segment file: its name, its open handle for positional reads and writes, the scan that
+//! verifies records and finds where each one starts, and the reading of a sealed segment's
+//! footer (ADR 0007).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use serde::de::DeserializeOwned;
-
 use crate::LogError;
 use crate::codec::{
-    SEGMENT_HEADER_LEN, decode_payload, decode_record, decode_segment_header, encode_segment_header,
+    FOOTER_TRAILER_LEN, FooterTrailer, RecordHead, SEGMENT_HEADER_LEN, SegmentHeader,
+    decode_footer_offsets, decode_footer_trailer, decode_record, decode_segment_header,
+    encode_segment_header,
 };
 use crate::vfs::{Vfs, VfsFile};
 
@@ -64,9 +65,9 @@ impl SegmentFile {
 
     /// Creates the file and writes its header (writer thread only). Fails if the file exists: a
     /// leftover with the same name would mean the in-memory index and the disk disagree.
-    pub(crate) fn create_on_disk(&self, vfs: &dyn Vfs) -> io::Result<()> {
+    pub(crate) fn create_on_disk(&self, vfs: &dyn Vfs, created_ms: i64) -> io::Result<()> {
         let file = vfs.create_new(&self.path)?;
-        file.write_all_at(&encode_segment_header(self.first_index), 0)?;
+        file.write_all_at(&encode_segment_header(self.first_index, created_ms), 0)?;
         self.file
             .set(file)
             .map_err(|_| io::Error::other("segment file was already created"))
@@ -101,134 +102,139 @@ impl SegmentFile {
         file.set_len(len)?;
         file.sync_data()
     }
+
+    /// The record offsets of a sealed segment, from its footer (verified).
+    pub(crate) fn read_footer_offsets(
+        &self,
+        trailer: &FooterTrailer,
+    ) -> Result<Vec<u32>, LogError> {
+        let table = self
+            .read_at((u64::from(trailer.count) * 4) as usize, trailer.records_end)
+            .map_err(|e| LogError::io("reading segment footer", &self.path, e))?;
+        decode_footer_offsets(&table, trailer)
+            .map_err(|e| LogError::corrupt(&self.path, trailer.records_end, e))
+    }
 }
 
-/// What the recovery scan learned about one segment.
-pub(crate) struct ScannedSegment<E> {
-    /// Byte offset of each record; record `i` holds index `first_index + i`.
-    pub(crate) offsets: Vec<u64>,
-    /// Length of the valid prefix of the file.
-    pub(crate) end: u64,
-    pub(crate) last_entry: Option<E>,
-    /// Bytes beyond `end` that were dropped from a torn tail (last segment only).
-    pub(crate) dropped_bytes: u64,
-    /// Why the tail was dropped.
-    pub(crate) tail_reason: Option<String>,
+/// What the start of a segment file says about it.
+pub(crate) struct Opened {
+    pub(crate) file: Arc<dyn VfsFile>,
+    pub(crate) len: u64,
+    /// `Err` when the header does not verify (its bytes may be torn or damaged).
+    pub(crate) header: Result<SegmentHeader, String>,
+    /// The footer trailer, if the file ends with a valid one (a sealed segment).
+    pub(crate) footer: Option<FooterTrailer>,
 }
 
-/// Outcome of scanning a segment file.
-pub(crate) enum Scan<E> {
-    Segment(SegmentFile, ScannedSegment<E>),
-    /// The last segment's header itself was torn (crash right after creation): nothing to keep.
-    TornHeader {
-        path: PathBuf,
-        len: u64,
-    },
-}
-
-/// Scans one segment: verifies the header, every record's framing and checksum, that every payload
-/// decodes, and that indexes run `first_index, first_index + 1, ...`. In the last segment a bad
-/// record ends the scan and the file is cut back to the last good record; in a sealed segment it is
-/// an error.
-pub(crate) fn scan_segment<E, F>(
-    vfs: &dyn Vfs,
-    path: PathBuf,
-    first_index: u64,
-    is_last: bool,
-    index_of: F,
-) -> Result<Scan<E>, LogError>
-where
-    E: DeserializeOwned,
-    F: Fn(&E) -> u64,
-{
+/// Opens a segment file and reads its header and, if there is one, its footer trailer: two
+/// small positioned reads, whatever the segment's size.
+pub(crate) fn open_segment(vfs: &dyn Vfs, path: &Path) -> Result<Opened, LogError> {
     let file = vfs
-        .open(&path)
-        .map_err(|e| LogError::io("opening segment", &path, e))?;
+        .open(path)
+        .map_err(|e| LogError::io("opening segment", path, e))?;
     let len = file
         .len()
-        .map_err(|e| LogError::io("inspecting segment", &path, e))?;
-    let mut data = vec![
-        0u8;
-        usize::try_from(len).map_err(|e| LogError::io(
-            "reading segment",
-            &path,
-            std::io::Error::other(e)
-        ))?
-    ];
-    file.read_exact_at(&mut data, 0)
-        .map_err(|e| LogError::io("reading segment", &path, e))?;
+        .map_err(|e| LogError::io("inspecting segment", path, e))?;
+    let head_len = usize::try_from(len.min(SEGMENT_HEADER_LEN as u64)).unwrap_or(0);
+    let mut head = vec![0u8; head_len];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| LogError::io("reading segment header", path, e))?;
+    let header = decode_segment_header(&head).map_err(|e| e.to_string());
+    let mut footer = None;
+    if len >= (SEGMENT_HEADER_LEN + FOOTER_TRAILER_LEN) as u64 {
+        let mut tail = vec![0u8; FOOTER_TRAILER_LEN];
+        file.read_exact_at(&mut tail, len - FOOTER_TRAILER_LEN as u64)
+            .map_err(|e| LogError::io("reading segment footer", path, e))?;
+        footer = decode_footer_trailer(&tail, len).ok();
+    }
+    Ok(Opened {
+        file,
+        len,
+        header,
+        footer,
+    })
+}
 
-    let declared = match decode_segment_header(&data) {
-        Ok(declared) => declared,
-        // Creation writes the header and nothing else; a last segment that holds no more than a
-        // bad header died during creation and has no records to lose.
-        Err(_) if is_last && data.len() <= SEGMENT_HEADER_LEN => {
-            return Ok(Scan::TornHeader { path, len });
-        }
-        Err(e) => return Err(LogError::corrupt(&path, 0, e)),
+/// Checks that a record's payload decodes as what its kind says.
+pub(crate) type DecodeCheck<'a> = &'a dyn Fn(RecordHead, &[u8]) -> Result<(), String>;
+
+/// What a scan of a segment's records found.
+pub(crate) struct Scanned {
+    /// Byte offset of each valid record, in order.
+    pub(crate) offsets: Vec<u32>,
+    /// Head of the last valid record.
+    pub(crate) last: Option<RecordHead>,
+    /// Where the valid records end.
+    pub(crate) end: u64,
+    /// Why the scan stopped before `limit`, if it did.
+    pub(crate) stopped: Option<String>,
+}
+
+/// Verifies the records of a segment from just after its header up to `limit` (file length, or
+/// where a footer begins): framing, checksum, kind, and that indexes run `first_index,
+/// first_index + 1, ...`. Stops at the first record that fails. `decode` checks that the
+/// payload decodes as what its kind says. Reads in chunks, so memory stays bounded however
+/// large the segment.
+pub(crate) fn scan_records(
+    file: &dyn VfsFile,
+    path: &Path,
+    first_index: u64,
+    limit: u64,
+    decode: DecodeCheck<'_>,
+) -> Result<Scanned, LogError> {
+    const CHUNK: u64 = 4 * 1024 * 1024;
+    let mut scanned = Scanned {
+        offsets: Vec::new(),
+        last: None,
+        end: SEGMENT_HEADER_LEN as u64,
+        stopped: None,
     };
-    if declared != first_index {
-        return Err(LogError::corrupt(
-            &path,
-            16,
-            format!("header declares first index {declared}, file name says {first_index}"),
-        ));
-    }
-
-    let mut offsets = Vec::new();
-    let mut last_entry = None;
-    let mut pos = SEGMENT_HEADER_LEN;
-    let mut tail_reason = None;
-    while pos < data.len() {
-        let decoded = decode_record(&data[pos..])
-            .map_err(|e| e.to_string())
-            .and_then(|(payload, used)| {
-                decode_payload::<E>(payload)
-                    .map(|entry| (entry, used))
-                    .map_err(|e| e.to_string())
-            });
-        match decoded {
-            Ok((entry, used)) => {
-                let expected = first_index + offsets.len() as u64;
-                let found = index_of(&entry);
-                if found != expected {
-                    // A checksummed record with the wrong index is not a torn write: never guess.
-                    return Err(LogError::corrupt(
-                        &path,
-                        pos as u64,
-                        format!("record holds index {found}, expected {expected}"),
+    let mut buf: Vec<u8> = Vec::new();
+    // File offset of buf[0].
+    let mut buf_at = SEGMENT_HEADER_LEN as u64;
+    let mut read_to = buf_at;
+    loop {
+        let pos = (scanned.end - buf_at) as usize;
+        let outcome = decode_record(&buf[pos..]);
+        match outcome {
+            Ok((head, payload, used)) => {
+                let expected = first_index + scanned.offsets.len() as u64;
+                if head.index != expected {
+                    scanned.stopped = Some(format!(
+                        "record holds index {}, expected {expected}",
+                        head.index
                     ));
+                    return Ok(scanned);
                 }
-                offsets.push(pos as u64);
-                last_entry = Some(entry);
-                pos += used;
+                if let Err(reason) = decode(head, payload) {
+                    scanned.stopped = Some(reason);
+                    return Ok(scanned);
+                }
+                scanned
+                    .offsets
+                    .push(u32::try_from(scanned.end).unwrap_or(u32::MAX));
+                scanned.last = Some(head);
+                scanned.end += used as u64;
             }
-            Err(reason) if is_last => {
-                tail_reason = Some(reason);
-                break;
+            Err(crate::codec::RecordError::Truncated { needed, .. }) if read_to < limit => {
+                // Keep the unread part of the buffer and read on.
+                buf.drain(..pos);
+                buf_at = scanned.end;
+                let want = (needed as u64).max(CHUNK).min(limit - read_to);
+                let mut more = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
+                file.read_exact_at(&mut more, read_to)
+                    .map_err(|e| LogError::io("reading segment", path, e))?;
+                buf.extend_from_slice(&more);
+                read_to += want;
             }
-            Err(reason) => return Err(LogError::corrupt(&path, pos as u64, reason)),
+            Err(err) => {
+                if scanned.end < limit {
+                    scanned.stopped = Some(err.to_string());
+                }
+                return Ok(scanned);
+            }
         }
     }
-
-    let end = pos as u64;
-    let dropped_bytes = len - end;
-    if dropped_bytes > 0 {
-        // Not synced here: recovery syncs the last segment once it is done with it, and until
-        // then a power cut only brings back the same torn tail, which is cut again.
-        file.set_len(end)
-            .map_err(|e| LogError::io("truncating torn segment tail", &path, e))?;
-    }
-    Ok(Scan::Segment(
-        SegmentFile::existing(path, first_index, file),
-        ScannedSegment {
-            offsets,
-            end,
-            last_entry,
-            dropped_bytes,
-            tail_reason,
-        },
-    ))
 }
 
 #[cfg(test)]

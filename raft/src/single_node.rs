@@ -18,6 +18,7 @@ use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{Config, OptionalSend, Raft, RaftTypeConfig, ServerState, SnapshotPolicy};
 
 use crate::SegmentLogStore;
+use crate::entry::LogTypes;
 
 /// A network factory for a cluster of one: every RPC to another node fails as unreachable. A single
 /// voter never sends one; the type exists because openraft requires a network.
@@ -154,9 +155,7 @@ pub async fn start_single_voter<C, SM>(
     sm: SM,
 ) -> Result<Raft<C, SM>, StartError>
 where
-    C: RaftTypeConfig,
-    C::Entry: Clone,
-    C::Node: Default,
+    C: LogTypes,
     SM: RaftStateMachine<C>,
 {
     start_single_voter_with_node(node_id, C::Node::default(), config, log, sm).await
@@ -173,8 +172,7 @@ pub async fn start_single_voter_with_node<C, SM>(
     sm: SM,
 ) -> Result<Raft<C, SM>, StartError>
 where
-    C: RaftTypeConfig,
-    C::Entry: Clone,
+    C: LogTypes,
     SM: RaftStateMachine<C>,
 {
     let config = Arc::new(config.validate()?);
@@ -184,19 +182,13 @@ where
         node: node_id.to_string(),
         reason: e.to_string(),
     };
-    let raft = Raft::new(
-        node_id.clone(),
-        config,
-        NoPeers::<SM::SnapshotData>::new(),
-        log,
-        sm,
-    )
-    .await
-    .map_err(|e| fatal(&e))?;
+    let raft = Raft::new(node_id, config, NoPeers::<SM::SnapshotData>::new(), log, sm)
+        .await
+        .map_err(|e| fatal(&e))?;
 
     let initialized = raft.is_initialized().await.map_err(|e| fatal(&e))?;
     if !initialized {
-        let members = BTreeMap::from([(node_id.clone(), node)]);
+        let members = BTreeMap::from([(node_id, node)]);
         if let Err(e) = raft.initialize(members).await {
             shutdown_quietly(&raft).await;
             return Err(StartError::Initialize {

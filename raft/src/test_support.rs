@@ -20,7 +20,6 @@ openraft::declare_raft_types!(
     pub TestConfig:
         D = String,
         R = String,
-        Node = openraft::EmptyNode,
 );
 
 pub type TestEntry = <TestConfig as openraft::RaftTypeConfig>::Entry;

@@ -29,7 +29,11 @@ pub(crate) type Reply = oneshot::Sender<Result<(), LogError>>;
 const MAX_UNFLUSHED_BYTES: u64 = 32 * 1024 * 1024;
 
 pub(crate) enum WriteOp<C: RaftTypeConfig> {
-    CreateSegment(Arc<SegmentFile>),
+    /// Creates the file with its header; the header is made durable before the name.
+    CreateSegment {
+        segment: Arc<SegmentFile>,
+        created_ms: i64,
+    },
     Append {
         segment: Arc<SegmentFile>,
         offset: u64,
@@ -39,8 +43,13 @@ pub(crate) enum WriteOp<C: RaftTypeConfig> {
     },
     /// Fires when everything queued before it is flushed according to the [`FlushMode`].
     Flushed(IOFlushed<C>),
-    /// The segment is full: fsync it; it is never appended to again.
-    Seal(Arc<SegmentFile>),
+    /// The segment is full: write its footer at `at` (where its records end) and fsync it; it
+    /// is never appended to again.
+    Seal {
+        segment: Arc<SegmentFile>,
+        footer: Bytes,
+        at: u64,
+    },
     Truncate {
         /// Whole segments to delete, newest first, so a crash midway leaves no hole.
         remove: Vec<Arc<SegmentFile>>,
@@ -214,8 +223,11 @@ impl<C: RaftTypeConfig> Writer<C> {
         let result = match op {
             // The header is made durable before the name, so a segment that exists after a
             // crash has a durable header and a bad one is damage, not a torn write.
-            WriteOp::CreateSegment(segment) => segment
-                .create_on_disk(self.files.vfs.as_ref())
+            WriteOp::CreateSegment {
+                segment,
+                created_ms,
+            } => segment
+                .create_on_disk(self.files.vfs.as_ref(), created_ms)
                 .and_then(|()| segment.sync_data())
                 .and_then(|()| self.files.vfs.sync_dir(&self.files.dir))
                 .map_err(|e| LogError::io("creating segment", &segment.path, e)),
@@ -241,14 +253,19 @@ impl<C: RaftTypeConfig> Writer<C> {
                 self.unflushed = true;
                 Ok(())
             }
-            WriteOp::Seal(segment) => {
-                let synced = segment
-                    .sync_data()
+            WriteOp::Seal {
+                segment,
+                footer,
+                at,
+            } => {
+                let sealed = segment
+                    .write_at(&footer, at)
+                    .and_then(|()| segment.sync_data())
                     .map_err(|e| LogError::io("sealing segment", &segment.path, e));
-                if synced.is_ok() {
+                if sealed.is_ok() {
                     self.dirty.retain(|d| !Arc::ptr_eq(d, &segment));
                 }
-                synced
+                sealed
             }
             WriteOp::SaveCommitted { committed_state } => {
                 self.committed_state = Some(committed_state);
@@ -481,9 +498,9 @@ fn reject<C: RaftTypeConfig>(op: WriteOp<C>, reason: &str) {
         | WriteOp::Shutdown { done } => {
             let _ = done.send(Err(err()));
         }
-        WriteOp::CreateSegment(_)
+        WriteOp::CreateSegment { .. }
         | WriteOp::Append { .. }
-        | WriteOp::Seal(_)
+        | WriteOp::Seal { .. }
         | WriteOp::SaveCommitted { .. } => {}
     }
 }

@@ -126,6 +126,34 @@ impl StoreCommand {
     }
 }
 
+/// How a store command is written into a log record (vela-raft's `RecordData`): an encoding
+/// byte, then the postcard encoding of the enum (whose variants are only ever appended).
+const COMMAND_ENCODING: u8 = 1;
+
+impl vela_raft::entry::RecordData for StoreCommand {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.push(COMMAND_ENCODING);
+        postcard::to_io(self, out)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&COMMAND_ENCODING, rest)) => {
+                let (command, left) =
+                    postcard::take_from_bytes::<Self>(rest).map_err(|e| e.to_string())?;
+                if !left.is_empty() {
+                    return Err(format!("command has {} trailing bytes", left.len()));
+                }
+                Ok(command)
+            }
+            Some((other, _)) => Err(format!("command encoding {other} is unknown")),
+            None => Err("empty command record".to_string()),
+        }
+    }
+}
+
 // openraft logs entries with `Display`; keep it to the identifiers, never bodies.
 impl fmt::Display for StoreCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -75,7 +75,7 @@ async fn no_peers_refuses_every_rpc() {
     let mut conn = RaftNetworkFactory::<TestConfig>::new_client(
         &mut factory,
         2,
-        &openraft::EmptyNode::default(),
+        &openraft::impls::BasicNode::default(),
     )
     .await;
     let vote = openraft::Vote::new(1, 1);

@@ -6,16 +6,15 @@ use std::io;
 use std::ops::RangeBounds;
 
 use openraft::OptionalSend;
-use openraft::RaftTypeConfig;
 use openraft::alias::{LogIdOf, VoteOf};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
 use super::{LogHandle, SegmentLogStore};
+use crate::entry::LogTypes;
 
 impl<C> RaftLogReader<C> for LogHandle<C>
 where
-    C: RaftTypeConfig,
-    C::Entry: Clone,
+    C: LogTypes,
 {
     /// openraft's view hides what it purged (the store's own reads do not).
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
@@ -32,8 +31,7 @@ where
 
 impl<C> RaftLogStorage<C> for SegmentLogStore<C>
 where
-    C: RaftTypeConfig,
-    C::Entry: Clone,
+    C: LogTypes,
 {
     type LogReader = LogHandle<C>;
 

@@ -296,9 +296,9 @@ async fn an_unreadable_committed_file_is_ignored() {
 }
 
 #[tokio::test]
-async fn corruption_in_a_sealed_segment_fails_the_open() {
+async fn corruption_in_a_sealed_segment_is_never_served_and_the_scrub_reports_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), 512, 1 << 20);
+    let cfg = config(dir.path(), 512, 0);
     {
         let store = TestStore::open(cfg.clone()).await.unwrap();
         append(&store, entries(1, 1..41, 64)).await.unwrap();
@@ -308,10 +308,42 @@ async fn corruption_in_a_sealed_segment_fails_the_open() {
     assert!(paths.len() >= 3);
     let sealed = &paths[1];
     let mut data = fs::read(sealed).unwrap();
-    let at = data.len() / 2;
+    // A byte inside a record (the header and the footer have checksums read at open).
+    let at = 64 + 20;
     data[at] ^= 0x01;
     fs::write(sealed, &data).unwrap();
 
+    // Open trusts the footer and does not read records: start-up does not grow with the log.
+    let store = TestStore::open(cfg).await.unwrap();
+    let first_in_damaged = store.segments()[1].first_index;
+    match store.reader().entry(first_in_damaged) {
+        Err(LogError::Corrupt { path, .. }) => assert_eq!(&path, sealed),
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+    assert!(matches!(
+        store.reader().entries(..),
+        Err(LogError::Corrupt { .. })
+    ));
+    let report = store.reader().scrub().unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(&report.damaged[0].0, sealed);
+    assert!(report.segments >= 2);
+}
+
+#[tokio::test]
+async fn a_damaged_header_of_a_sealed_segment_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 512, 1 << 20);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..41, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    let paths = segment_paths(dir.path());
+    let sealed = &paths[1];
+    let mut data = fs::read(sealed).unwrap();
+    data[20] ^= 0x01;
+    fs::write(sealed, &data).unwrap();
     match TestStore::open(cfg).await {
         Err(LogError::Corrupt { path, .. }) => assert_eq!(&path, sealed),
         other => panic!("expected corrupt, got {other:?}"),
@@ -319,7 +351,7 @@ async fn corruption_in_a_sealed_segment_fails_the_open() {
 }
 
 #[tokio::test]
-async fn torn_tail_in_a_sealed_segment_fails_the_open() {
+async fn a_sealed_segment_cut_short_is_a_gap_or_a_reported_footer() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 1 << 20);
     {
@@ -330,15 +362,31 @@ async fn torn_tail_in_a_sealed_segment_fails_the_open() {
     let paths = segment_paths(dir.path());
     let sealed = &paths[0];
     let len = fs::metadata(sealed).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(sealed)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
+    let cut = |to: u64| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(sealed)
+            .unwrap()
+            .set_len(to)
+            .unwrap();
+    };
+    // Losing only footer bytes: the records still verify and continue into the next segment,
+    // so the log opens, serves them, and the scrub reports the footer.
+    cut(len - 1);
+    let store = TestStore::open(cfg.clone()).await.unwrap();
+    assert_eq!(
+        bodies(&store.reader().entries(..).unwrap()),
+        bodies(&entries(1, 1..41, 64))
+    );
+    let report = store.reader().scrub().unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    store.shutdown().await.unwrap();
+    drop(store);
+    // Losing a record: the next segment no longer continues it.
+    cut(200);
     assert!(matches!(
         TestStore::open(cfg).await,
-        Err(LogError::Corrupt { .. })
+        Err(LogError::Gap { .. })
     ));
 }
 
