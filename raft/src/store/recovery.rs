@@ -250,9 +250,14 @@ fn recover_segments<C: LogTypes>(
                     trailer.records_end,
                     &decode,
                 )?;
+                let table = SegmentFile::existing(path.clone(), first, opened.file.clone())
+                    .read_footer_offsets(&trailer);
                 let whole = scanned.stopped.is_none()
-                    && scanned.offsets.len() as u64 == u64::from(trailer.count)
-                    && scanned.end == trailer.records_end;
+                    && scanned.end == trailer.records_end
+                    && table.is_ok_and(|t| t == scanned.offsets);
+                if whole {
+                    scanned_head = scanned.last.map(|h| (first, h));
+                }
                 if !whole {
                     tracing::warn!(segment = %path.display(), "newest segment's footer is ahead of its records; treating it as unsealed");
                 }
