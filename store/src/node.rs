@@ -36,6 +36,9 @@ use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, unexpected};
 use crate::state::{Availability, PopProbe};
 
+/// Acknowledgements a shard holds waiting for an `Ack` entry; more wait for room
+/// (backpressure) instead of growing the queue.
+const MAX_QUEUED_ACKS: usize = 65_536;
 /// Most acknowledgements one `Ack` entry carries.
 const MAX_ACK_BATCH: usize = 1024;
 /// `Ack` entries proposed concurrently per shard; while all are in flight, new acks queue up and
@@ -51,7 +54,7 @@ struct PendingAck {
 
 struct LocalShard {
     shard: Arc<Shard>,
-    acks: mpsc::UnboundedSender<PendingAck>,
+    acks: mpsc::Sender<PendingAck>,
     appends: Arc<AppendCoalescer>,
 }
 
@@ -133,7 +136,7 @@ impl Store {
                     return Err(err);
                 }
             };
-            let (acks, ack_rx) = mpsc::unbounded_channel();
+            let (acks, ack_rx) = mpsc::channel(MAX_QUEUED_ACKS);
             tasks.spawn(batch_acks(shard.clone(), ack_rx, cancel.clone()));
             let appends = AppendCoalescer::new(shard.clone(), clock.clone());
             tasks.spawn(tasks::release_due_messages(
@@ -280,7 +283,7 @@ async fn raise_apply_version(shard: &Shard) -> Result<(), StoreOpenError> {
 /// Coalesces acknowledgements from concurrent callers into `Ack` entries.
 async fn batch_acks(
     shard: Arc<Shard>,
-    mut queue: mpsc::UnboundedReceiver<PendingAck>,
+    mut queue: mpsc::Receiver<PendingAck>,
     cancel: CancellationToken,
 ) {
     let in_flight = Arc::new(Semaphore::new(ACK_BATCHES_IN_FLIGHT));
@@ -538,6 +541,7 @@ impl StoreApi for Store {
         local
             .acks
             .send(PendingAck { delivery, reply })
+            .await
             .map_err(|_| StoreError::Unavailable("store is shutting down".into()))?;
         answer
             .await

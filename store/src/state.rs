@@ -96,8 +96,15 @@ pub struct ShardState {
 /// The newest apply semantics this build implements:
 /// - 1: as first released;
 /// - 2: time never runs backwards: a command's `now_ms` is raised to the highest one applied
-///   before it (a new leader's clock may be behind the old one's).
-pub const APPLY_VERSION: u32 = 2;
+///   before it (a new leader's clock may be behind the old one's);
+/// - 3: a FIFO consumer parks at most [`MAX_PARKED`] messages per queue behind busy message
+///   groups; past that its cursor waits, so memory stays bounded.
+pub const APPLY_VERSION: u32 = 3;
+
+/// Most messages a FIFO group parks per queue behind message groups that have one in flight
+/// (from apply version 3). A queue whose next message would exceed it is served again once
+/// parked messages are delivered.
+pub const MAX_PARKED: u64 = 65_536;
 
 /// A tag subscription resolved against the tag table: exact ids, not hashes.
 enum TagMatcher {
@@ -463,6 +470,7 @@ impl ShardState {
         dead_letters: &mut Vec<IndexEntry>,
         fx: &mut ApplyEffects,
     ) {
+        let apply_version = self.apply_version;
         let Some(index) = self.queues.get(&(pop.topic.clone(), queue_id)) else {
             return;
         };
@@ -527,19 +535,28 @@ impl ShardState {
         let scan_end = index
             .max_offset()
             .min(consumer.cursor().saturating_add(CURSOR_SCAN_LIMIT));
+        let bounded_parking = apply_version >= 3;
         while out.len() < max && consumer.cursor() < scan_end {
-            let offset = consumer.advance_cursor();
+            let offset = consumer.cursor();
             let Some(entry) = index.get(offset) else {
+                consumer.advance_cursor();
                 continue;
             };
             if !matcher.matches(entry.tag) {
+                consumer.advance_cursor();
                 continue;
             }
             let lane = if pop.fifo { entry.message_group } else { 0 };
             if lane != 0 && consumer.lane_blocked(lane) {
+                if bounded_parking && consumer.parked() >= MAX_PARKED {
+                    // Parking is full: the cursor waits here until parked messages go out.
+                    break;
+                }
+                consumer.advance_cursor();
                 consumer.park(offset, lane);
                 continue;
             }
+            consumer.advance_cursor();
             consumer.deliver(offset, lane, log_index, visible_at_ms);
             deliver(offset, entry, 1, out);
         }
@@ -693,6 +710,11 @@ impl ShardState {
                 let lane = if probe.fifo { entry.message_group } else { 0 };
                 if lane == 0 || !consumer.is_some_and(|c| c.lane_blocked(lane)) {
                     return Availability::Now;
+                }
+                if self.apply_version >= 3 && consumer.is_some_and(|c| c.parked() >= MAX_PARKED) {
+                    // The cursor waits at a message it cannot park: nothing further is
+                    // deliverable until parked messages go out.
+                    break;
                 }
             }
         }

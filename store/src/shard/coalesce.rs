@@ -2,12 +2,16 @@
 //! up to [`PROPOSERS`] tasks take whatever has queued and propose it as one entry, so while
 //! earlier entries are in flight new appends gather and go out together as one `AppendBatch`.
 //! Nothing waits for company: a lone append is proposed at once as a plain `Append`.
+//!
+//! Memory is bounded: an append takes its size from a budget of [`MAX_PENDING_BYTES`] before it
+//! queues and gives it back once answered, so a burst of producers waits (backpressure) instead
+//! of growing the queue without limit.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use vela_proto::clock::SharedClock;
 use vela_proto::domain::{MessageRecord, TopicName};
 use vela_proto::store_api::{AppendOutcome, StoreError};
@@ -25,6 +29,9 @@ const MAX_BATCH_MESSAGES: usize = 8192;
 /// Most message bytes (approximate) one `AppendBatch` carries, so one entry stays a reasonable
 /// unit to write, replicate and cache.
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Message bytes (approximate) of the appends a shard holds at once, waiting or being proposed.
+/// An append larger than this takes the whole budget and goes alone.
+pub(crate) const MAX_PENDING_BYTES: usize = 64 << 20;
 
 type AppendReply = oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>;
 
@@ -34,6 +41,8 @@ struct PendingAppend {
     queue_id: u32,
     messages: Vec<MessageRecord>,
     reply: AppendReply,
+    /// Its share of the pending-bytes budget, given back when it is answered.
+    _budget: OwnedSemaphorePermit,
 }
 
 impl PendingAppend {
@@ -103,6 +112,7 @@ pub(crate) struct AppendCoalescer {
     shard: Arc<Shard>,
     clock: SharedClock,
     queue: Mutex<Queue>,
+    budget: Arc<Semaphore>,
 }
 
 fn shutting_down() -> StoreError {
@@ -115,7 +125,14 @@ impl AppendCoalescer {
             shard,
             clock,
             queue: Mutex::new(Queue::default()),
+            budget: Arc::new(Semaphore::new(MAX_PENDING_BYTES)),
         })
+    }
+
+    /// Budget left for pending appends, in bytes.
+    #[cfg(test)]
+    fn budget_left(&self) -> usize {
+        self.budget.available_permits()
     }
 
     /// Appends `messages` to a queue and returns where they landed, once the entry carrying
@@ -126,12 +143,21 @@ impl AppendCoalescer {
         queue_id: u32,
         messages: Vec<MessageRecord>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let bytes: usize = messages.iter().map(MessageRecord::approx_size).sum();
+        let share = u32::try_from(bytes.clamp(1, MAX_PENDING_BYTES)).unwrap_or(u32::MAX);
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| shutting_down())?;
         let (reply, answer) = oneshot::channel();
         let append = PendingAppend {
             topic,
             queue_id,
             messages,
             reply,
+            _budget: budget,
         };
         let route = {
             let mut queue = self.queue.lock();
@@ -180,6 +206,7 @@ impl AppendCoalescer {
     /// Stops taking appends; those still waiting are answered as the store shutting down.
     /// Entries already proposed finish (or fail as Raft stops).
     pub fn close(&self) {
+        self.budget.close();
         let waiting = {
             let mut queue = self.queue.lock();
             queue.closed = true;
@@ -349,12 +376,16 @@ mod tests {
                 body: Bytes::from(vec![0u8; size]),
             })
             .collect();
+        let budget = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a fresh semaphore has a permit");
         (
             PendingAppend {
                 topic,
                 queue_id: 0,
                 messages,
                 reply,
+                _budget: budget,
             },
             answer,
         )
@@ -416,6 +447,50 @@ mod tests {
             "in arrival order"
         );
         assert!(queue.take_batch().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_bytes_are_bounded_and_given_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = crate::config::StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..crate::config::StoreConfig::default()
+        };
+        let shard = Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
+            .await
+            .expect("opens");
+        let coalescer =
+            AppendCoalescer::new(shard.clone(), Arc::new(vela_proto::clock::SystemClock));
+        assert_eq!(coalescer.budget_left(), MAX_PENDING_BYTES);
+        // 64 appends of 4 MiB: four times the budget. They wait for room instead of queueing
+        // without bound, and every one still lands.
+        let mut calls = Vec::new();
+        for _ in 0..64 {
+            let (append, _answer) = pending(&[4 << 20]);
+            let c = coalescer.clone();
+            calls.push(tokio::spawn(async move {
+                c.append(append.topic, append.queue_id, append.messages)
+                    .await
+            }));
+        }
+        let mut most_in_use = 0;
+        while !calls.iter().all(|c| c.is_finished()) {
+            most_in_use = most_in_use.max(MAX_PENDING_BYTES - coalescer.budget_left());
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        for call in calls {
+            call.await.expect("joins").expect("appends");
+        }
+        assert!(most_in_use <= MAX_PENDING_BYTES);
+        assert_eq!(coalescer.budget_left(), MAX_PENDING_BYTES, "all given back");
+        // One append larger than the whole budget still goes out, alone.
+        let (huge, _answer) = pending(&[MAX_PENDING_BYTES + 1]);
+        coalescer
+            .append(huge.topic, huge.queue_id, huge.messages)
+            .await
+            .expect("an oversized append lands");
+        coalescer.close();
+        shard.close().await.expect("closes");
     }
 
     #[tokio::test]

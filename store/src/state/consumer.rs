@@ -35,6 +35,9 @@ pub struct ConsumerQueue {
     lanes: BTreeMap<u64, Lane>,
     /// Heads of lanes with nothing in flight: offset -> lane. Deliverable now, in offset order.
     ready: BTreeMap<u64, u64>,
+    /// Offsets parked in lanes (the sum of every lane's `pending`), kept so the parking bound is
+    /// checked in constant time.
+    parked: u64,
 }
 
 impl ConsumerQueue {
@@ -123,6 +126,12 @@ impl ConsumerQueue {
             .or_default()
             .pending
             .push_back(offset);
+        self.parked += 1;
+    }
+
+    /// Offsets parked behind busy message groups.
+    pub fn parked(&self) -> u64 {
+        self.parked
     }
 
     /// Takes the earliest deliverable parked message off its lane. The caller either delivers
@@ -132,6 +141,9 @@ impl ConsumerQueue {
         if let Some(l) = self.lanes.get_mut(&lane) {
             let head = l.pending.pop_front();
             debug_assert_eq!(head, Some(offset), "ready holds lane heads only");
+            if head.is_some() {
+                self.parked = self.parked.saturating_sub(1);
+            }
         }
         Some((offset, lane))
     }
@@ -245,6 +257,7 @@ impl ConsumerQueue {
         for lane in self.lanes.values_mut() {
             lane.pending.retain(|o| *o >= min_offset && is_live(*o));
         }
+        self.parked = self.lanes.values().map(|l| l.pending.len() as u64).sum();
         self.ready.clear();
         let lanes: Vec<u64> = self.lanes.keys().copied().collect();
         for lane in lanes {

@@ -110,3 +110,61 @@ fn fifo_dead_letter_unblocks_the_group() {
         Some(1)
     );
 }
+
+#[test]
+fn parking_behind_a_busy_group_is_bounded_from_apply_version_3() {
+    let fifo = |p: &mut PopCommand| {
+        p.fifo = true;
+        p.max = 32;
+    };
+    let run = |version: u32| {
+        let mut h = Harness::new();
+        h.apply(StoreCommand::SetApplyVersion { version });
+        // One message of group g goes in flight; everything after it in g must wait.
+        h.append(vec![message(None, Some("g"))]);
+        let id = h.last_index + 1;
+        let head = h.pop_with(fifo);
+        assert_eq!(head.len(), 1);
+        let behind = (MAX_PARKED + 10) as usize;
+        for _ in 0..behind / 1000 + 1 {
+            h.append(vec![message(None, Some("g")); 1000]);
+        }
+        h.append(vec![message(None, Some("other"))]);
+        let other_offset = h
+            .state
+            .queue(&topic("orders"), 0)
+            .map(|q| q.max_offset() - 1)
+            .expect("queue");
+        let mut delivered = Vec::new();
+        for _ in 0..8 {
+            delivered.extend(h.pop_with(fifo).into_iter().map(|m| m.offset));
+        }
+        let consumer = h
+            .state
+            .consumer(&group("billing"), &topic("orders"), 0)
+            .expect("consumer");
+        (
+            consumer.parked(),
+            delivered.contains(&other_offset),
+            h,
+            id,
+            head,
+        )
+    };
+
+    // Version 2 parks everything (memory grows with the backlog of a busy group).
+    let (parked, other_out, _, _, _) = run(2);
+    assert!(parked > MAX_PARKED, "{parked}");
+    assert!(other_out, "other groups are never blocked");
+
+    // Version 3 stops at the bound: the cursor waits, memory stays bounded.
+    let (parked, other_out, mut h, id, head) = run(3);
+    assert_eq!(parked, MAX_PARKED);
+    assert!(!other_out, "past the bound the cursor waits");
+    // Finishing the head frees its group: parked messages go out in order and the cursor moves
+    // on again.
+    h.ack(delivery(&head[0], id)).expect("acks");
+    let next = h.pop_with(fifo);
+    assert_eq!(next.len(), 1, "one in flight per group");
+    assert_eq!(next[0].offset, 1, "the first parked message, in order");
+}
