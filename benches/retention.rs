@@ -1,0 +1,185 @@
+//! Retention benchmark: how broker memory and restart time grow with the messages it retains.
+//! Starts the release `vela standalone` (fsync group commit on) in a temp dir, fills one topic
+//! with `VELA_BENCH_RETAIN_MESSAGES` messages of 256 bytes (default 5,000,000; the store-engine target
+//! is 50,000,000), records RSS, stops the broker with SIGTERM, starts it again on the same data,
+//! records the time from spawn to `/ready` and RSS, and receives from the backlog to show
+//! consumption continues where it was.
+//!
+//! Run: `cargo bench --bench retention` (`VELA_BENCH_RETAIN_MESSAGES=N` to change the size).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use vela::bench::{BenchArgs, execute};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn http_ok(port: u16, path: &str) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp).await;
+    resp.starts_with("HTTP/1.1 200")
+}
+
+fn rss_mib(child: &Child) -> f64 {
+    let pid = child.id().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn dir_mib(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return 0;
+        };
+        if meta.is_file() {
+            return meta.len();
+        }
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| walk(&e.path())).sum())
+            .unwrap_or(0)
+    }
+    walk(dir) as f64 / (1024.0 * 1024.0)
+}
+
+/// Starts the broker and returns it with the time it took to answer `/ready`.
+async fn start(data: &Path, grpc: u16, http: u16) -> (Child, Duration) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["standalone", "--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = started + Duration::from_secs(3600);
+    while !http_ok(http, "/ready").await {
+        assert!(Instant::now() < deadline, "vela did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, started.elapsed())
+}
+
+async fn stop(mut child: Child) {
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(600), child.wait()).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let target: u64 = std::env::var("VELA_BENCH_RETAIN_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (grpc, http) = (free_port(), free_port());
+    let server = format!("127.0.0.1:{grpc}");
+
+    let (child, first_ready) = start(&data, grpc, http).await;
+    let idle_rss = rss_mib(&child);
+    println!("empty: ready after {first_ready:.2?}, RSS {idle_rss:.1} MiB");
+
+    let topic = format!("retain-{}", std::process::id());
+    let mut sent = 0u64;
+    let filling = Instant::now();
+    while sent < target {
+        let report = execute(BenchArgs {
+            server: server.clone(),
+            topic: Some(topic.clone()),
+            group: None,
+            producers: 8,
+            producer_clients: 4,
+            consumers: 0,
+            message_size: 256,
+            batch_size: 64,
+            duration: Duration::from_secs(10),
+            rate: None,
+            drain: Duration::ZERO,
+            json: false,
+        })
+        .await
+        .unwrap();
+        sent += report.sent;
+        println!(
+            "  retained {sent} messages ({:.0} msg/s), RSS {:.1} MiB",
+            report.send_rate,
+            rss_mib(&child)
+        );
+    }
+    let fill_s = filling.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded_rss = rss_mib(&child);
+    let disk = dir_mib(&data);
+    println!(
+        "retained {sent} messages of 256 B in {fill_s:.0} s: RSS {loaded_rss:.1} MiB, data {disk:.0} MiB"
+    );
+
+    stop(child).await;
+    let (child, restart) = start(&data, grpc, http).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted_rss = rss_mib(&child);
+    println!("restart: ready after {restart:.2?}, RSS {restarted_rss:.1} MiB");
+
+    let drain = execute(BenchArgs {
+        server: server.clone(),
+        topic: Some(topic.clone()),
+        group: None,
+        producers: 0,
+        producer_clients: 1,
+        consumers: 4,
+        message_size: 256,
+        batch_size: 1,
+        duration: Duration::from_secs(10),
+        rate: None,
+        drain: Duration::ZERO,
+        json: false,
+    })
+    .await
+    .unwrap();
+    println!(
+        "after restart: received {} messages in {:.0} s ({:.0} msg/s)",
+        drain.received, drain.duration_s, drain.receive_rate
+    );
+    let json = serde_json::json!({
+        "messages": sent,
+        "message_bytes": 256,
+        "fill_seconds": fill_s,
+        "idle_rss_mib": idle_rss,
+        "loaded_rss_mib": loaded_rss,
+        "data_mib": disk,
+        "restart_to_ready_s": restart.as_secs_f64(),
+        "restarted_rss_mib": restarted_rss,
+        "received_after_restart": drain.received,
+    });
+    println!("{}", serde_json::to_string_pretty(&json).unwrap());
+    stop(child).await;
+}
