@@ -58,6 +58,27 @@ pub enum StoreCommand {
     /// Raises the apply semantics to `version` from this entry on (`state::APPLY_VERSION`). A
     /// replica that does not know `version` stops rather than apply later entries differently.
     SetApplyVersion { version: u32 },
+    /// A receive whose work the leader bounded when it planned it (apply version 4): per queue,
+    /// in the order given, how far the cursor may skip (offsets the leader found not to match
+    /// the filter), how far apply looks, and how many expired deliveries it examines. Apply
+    /// scans nothing beyond what the command says, so no build's scan limit is part of what a
+    /// receive means.
+    PopRanges {
+        pop: PopCommand,
+        ranges: Vec<ScanRange>,
+    },
+}
+
+/// One queue's share of a [`StoreCommand::PopRanges`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanRange {
+    pub queue_id: u32,
+    /// The cursor moves up to here first: everything before it failed the filter.
+    pub skip_to: u64,
+    /// Apply examines never-delivered offsets below this.
+    pub scan_to: u64,
+    /// Expired in-flight deliveries apply examines, at most.
+    pub expiries: u32,
 }
 
 /// One caller's messages for one queue inside an `AppendBatch`.
@@ -84,6 +105,7 @@ impl StoreCommand {
             StoreCommand::DropGroup { .. } => "drop_group",
             StoreCommand::AppendBatch { .. } => "append_batch",
             StoreCommand::SetApplyVersion { .. } => "set_apply_version",
+            StoreCommand::PopRanges { .. } => "pop",
         }
     }
 
@@ -96,7 +118,7 @@ impl StoreCommand {
             | StoreCommand::Release { now_ms, .. }
             | StoreCommand::EndTransaction { now_ms, .. }
             | StoreCommand::AppendBatch { now_ms, .. } => Some(*now_ms),
-            StoreCommand::Pop(pop) => Some(pop.now_ms),
+            StoreCommand::Pop(pop) | StoreCommand::PopRanges { pop, .. } => Some(pop.now_ms),
             StoreCommand::Ack { .. }
             | StoreCommand::Truncate { .. }
             | StoreCommand::DropTopic { .. }
@@ -204,6 +226,14 @@ impl fmt::Display for StoreCommand {
             StoreCommand::SetApplyVersion { version } => {
                 write!(f, "set_apply_version({version})")
             }
+            StoreCommand::PopRanges { pop: p, ranges } => write!(
+                f,
+                "pop({}, {}, max {}, {} queues)",
+                p.group,
+                p.topic,
+                p.max,
+                ranges.len()
+            ),
         }
     }
 }
@@ -464,6 +494,32 @@ mod tests {
             appends: vec![],
         };
         assert_eq!(postcard::to_stdvec(&batch).expect("encodes")[0], 10);
+    }
+
+    #[test]
+    fn pop_ranges_golden_bytes() {
+        let command = StoreCommand::PopRanges {
+            pop: PopCommand {
+                group: GroupName::new("g").expect("valid"),
+                topic: TopicName::new("t").expect("valid"),
+                queues: QueueChoice::All,
+                max: 32,
+                invisible_ms: 30_000,
+                filter: TagSubscription::All,
+                fifo: false,
+                max_attempts: 16,
+                now_ms: 1_000,
+            },
+            ranges: vec![ScanRange {
+                queue_id: 1,
+                skip_to: 300,
+                scan_to: 400,
+                expiries: 64,
+            }],
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "0c016701740020b0ea01000010d00f0101ac02900340");
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::error::{StoreOpenError, StoreShutdownError};
 use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, unexpected};
-use crate::state::{Availability, PopProbe};
+use crate::state::{Availability, PopPlan, PopProbe};
 
 /// Acknowledgements a shard holds waiting for an `Ack` entry; more wait for room
 /// (backpressure) instead of growing the queue.
@@ -280,6 +280,58 @@ async fn raise_apply_version(shard: &Shard) -> Result<(), StoreOpenError> {
     }
 }
 
+/// Index entries one slice of a receive's search examines, per shard (the state's read lock is
+/// held for one slice).
+const SCAN_SLICE: u64 = 262_144;
+
+/// Whether a receive that delivered nothing now should wait.
+enum Waiting {
+    /// Nothing in flight to wait for.
+    No,
+    /// Until an in-flight message becomes visible again.
+    Until(i64),
+    /// The search is not finished: plan again without waiting.
+    MoreToScan,
+}
+
+/// What a receive should propose on `shard` now, if anything. From apply version 4 the leader
+/// plans the receive (`PopRanges`), so a receive that finds nothing writes nothing; before it,
+/// the first release's availability check and `Pop` are kept.
+fn plan_receive(
+    shard: &Shard,
+    probe: PopProbe<'_>,
+    pop: &PopCommand,
+    now_ms: i64,
+) -> (Option<StoreCommand>, Waiting) {
+    let applied = shard.shared.applied.read();
+    if applied.state.apply_version() < 4 {
+        return match applied.state.availability(probe, now_ms) {
+            Availability::Now => (Some(StoreCommand::Pop(pop.clone())), Waiting::No),
+            Availability::NotBefore(at) => (None, Waiting::Until(at)),
+            Availability::Nothing => (None, Waiting::No),
+        };
+    }
+    let mut budget = SCAN_SLICE;
+    let plan = {
+        let mut memo = shard.shared.scan_memo.lock();
+        applied
+            .state
+            .plan_pop(probe, pop.max, now_ms, &mut memo, &mut budget)
+    };
+    match plan {
+        PopPlan::Propose(ranges) => (
+            Some(StoreCommand::PopRanges {
+                pop: pop.clone(),
+                ranges,
+            }),
+            Waiting::No,
+        ),
+        PopPlan::NotBefore(at) => (None, Waiting::Until(at)),
+        PopPlan::Nothing => (None, Waiting::No),
+        PopPlan::Continue => (None, Waiting::MoreToScan),
+    }
+}
+
 /// Coalesces acknowledgements from concurrent callers into `Ack` entries.
 async fn batch_acks(
     shard: Arc<Shard>,
@@ -464,47 +516,49 @@ impl StoreApi for Store {
             }
             let now_ms = self.clock.now_ms();
             let mut earliest: Option<i64> = None;
+            let pop = PopCommand {
+                group: req.group.clone(),
+                topic: req.topic.clone(),
+                queues,
+                max: req.max_messages,
+                invisible_ms: duration_ms(req.invisible),
+                filter: filter.clone(),
+                fifo: req.fifo,
+                max_attempts: req.max_attempts.max(1),
+                now_ms,
+            };
+            let mut more_to_scan = false;
             for shard in &shards {
-                let availability = shard
-                    .shared
-                    .applied
-                    .read()
-                    .state
-                    .availability(probe, now_ms);
-                match availability {
-                    Availability::Now => {
-                        let command = StoreCommand::Pop(PopCommand {
-                            group: req.group.clone(),
-                            topic: req.topic.clone(),
-                            queues,
-                            max: req.max_messages,
-                            invisible_ms: duration_ms(req.invisible),
-                            filter: filter.clone(),
-                            fifo: req.fifo,
-                            max_attempts: req.max_attempts.max(1),
-                            now_ms: self.clock.now_ms(),
-                        });
-                        match shard.write(command).await? {
-                            CommandResponse::Popped {
-                                delivery_id,
-                                messages,
-                            } if !messages.is_empty() => {
-                                // Pass the wake on: another receiver of the group may find
-                                // more (see `TopicWakeups`).
-                                for notify in &notifies {
-                                    notify.notify_one();
-                                }
-                                return read_deliveries(shard, &req, delivery_id, messages);
-                            }
-                            CommandResponse::Popped { .. } => {}
-                            other => return Err(unexpected("pop", &other)),
-                        }
-                    }
-                    Availability::NotBefore(at) => {
-                        earliest = Some(earliest.map_or(at, |e| e.min(at)))
-                    }
-                    Availability::Nothing => {}
+                let (command, waiting) = plan_receive(shard, probe, &pop, now_ms);
+                match waiting {
+                    Waiting::No => {}
+                    Waiting::Until(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+                    Waiting::MoreToScan => more_to_scan = true,
                 }
+                let Some(command) = command else { continue };
+                match shard.write(command).await? {
+                    CommandResponse::Popped {
+                        delivery_id,
+                        messages,
+                    } if !messages.is_empty() => {
+                        // Pass the wake on: another receiver of the group may find more (see
+                        // `TopicWakeups`).
+                        for notify in &notifies {
+                            notify.notify_one();
+                        }
+                        return read_deliveries(shard, &req, delivery_id, messages);
+                    }
+                    // Nothing delivered (the state moved on, or the receive only parked or
+                    // dead-lettered): look again right away.
+                    CommandResponse::Popped { .. } => more_to_scan = true,
+                    other => return Err(unexpected("pop", &other)),
+                }
+            }
+            if more_to_scan && Instant::now() < deadline {
+                // A long backlog is searched in slices, yielding between them, so one receive
+                // never holds the state for long.
+                tokio::task::yield_now().await;
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {

@@ -26,7 +26,7 @@ use vela_raft::{FlushMode, LogError, LogHandle, LogStoreConfig, SegmentLogStore}
 use crate::command::{CommandResponse, RecordRef, StoreCommand};
 use crate::config::{FlushSetting, StoreConfig};
 use crate::error::{StoreOpenError, StoreShutdownError};
-use crate::state::{ApplyEffects, ShardState};
+use crate::state::{ApplyEffects, ScanMemo, ShardState};
 pub(crate) use state_machine::Applied;
 pub use state_machine::ShardStateMachine;
 use state_machine::decode_snapshot;
@@ -139,6 +139,8 @@ pub(crate) struct ShardShared {
     pub wakeups: TopicWakeups,
     /// The delay-timer set changed (a permit is kept, so the release task never misses one).
     pub timers_changed: Notify,
+    /// Where the leader's receive planning got to per group, queue and filter (a hint).
+    pub scan_memo: Mutex<ScanMemo>,
 }
 
 impl ShardShared {
@@ -148,6 +150,7 @@ impl ShardShared {
             applied: RwLock::new(Applied::new(ShardState::new(shard))),
             wakeups: TopicWakeups::default(),
             timers_changed: Notify::new(),
+            scan_memo: Mutex::new(ScanMemo::default()),
         })
     }
 

@@ -7,6 +7,7 @@ mod consumer;
 #[cfg(test)]
 mod golden_tests;
 mod index;
+mod plan;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
@@ -23,10 +24,11 @@ use vela_proto::store_api::AppendOutcome;
 
 use crate::command::{
     ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, PoppedMessage,
-    QueueChoice, RecordRef, StoreCommand, TagSubscription, TimerKey, TransactionEnd,
+    QueueChoice, RecordRef, ScanRange, StoreCommand, TagSubscription, TimerKey, TransactionEnd,
 };
 pub use consumer::{ConsumerQueue, Inflight};
 pub use index::{IndexEntry, QueueIndex, TagTable, message_group_hash};
+pub use plan::{PopPlan, ScanMemo};
 
 /// Most expired in-flight messages one POP looks at per queue (bounds one apply's work).
 const EXPIRY_SCAN_LIMIT: usize = 1024;
@@ -98,13 +100,32 @@ pub struct ShardState {
 /// - 2: time never runs backwards: a command's `now_ms` is raised to the highest one applied
 ///   before it (a new leader's clock may be behind the old one's);
 /// - 3: a FIFO consumer parks at most [`MAX_PARKED`] messages per queue behind busy message
-///   groups; past that its cursor waits, so memory stays bounded.
-pub const APPLY_VERSION: u32 = 3;
+///   groups; past that its cursor waits, so memory stays bounded;
+/// - 4: receives are planned by the leader (`PopRanges`): apply skips and looks exactly as far
+///   as the command says, so no scan limit of a build is part of what a receive means.
+pub const APPLY_VERSION: u32 = 4;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
 /// parked messages are delivered.
 pub const MAX_PARKED: u64 = 65_536;
+
+/// How far one queue's part of a receive may go.
+#[derive(Debug, Clone, Copy)]
+struct QueueBounds {
+    skip_to: Option<u64>,
+    /// `None`: [`CURSOR_SCAN_LIMIT`] past the cursor (receives before apply version 4).
+    scan_to: Option<u64>,
+    expiries: usize,
+}
+
+impl QueueBounds {
+    const LEGACY: QueueBounds = QueueBounds {
+        skip_to: None,
+        scan_to: None,
+        expiries: EXPIRY_SCAN_LIMIT,
+    };
+}
 
 /// A tag subscription resolved against the tag table: exact ids, not hashes.
 enum TagMatcher {
@@ -197,6 +218,14 @@ impl ShardState {
                 self.pop(log_index, &at_now, fx)
             }
             StoreCommand::Pop(pop) => self.pop(log_index, pop, fx),
+            StoreCommand::PopRanges { pop, ranges } if pop.now_ms != now => {
+                let at_now = PopCommand {
+                    now_ms: now,
+                    ..pop.clone()
+                };
+                self.pop_ranges(log_index, &at_now, ranges, fx)
+            }
+            StoreCommand::PopRanges { pop, ranges } => self.pop_ranges(log_index, pop, ranges, fx),
             StoreCommand::Ack { deliveries } => CommandResponse::Acked(
                 deliveries
                     .iter()
@@ -419,31 +448,81 @@ impl ShardState {
         }
     }
 
+    /// The queue a receive of `(group, topic)` starts at, advancing the turn, so queues are
+    /// served fairly.
+    fn take_turn(&mut self, pop: &PopCommand, queues: usize) -> usize {
+        if pop.queues != QueueChoice::All || queues == 0 {
+            return 0;
+        }
+        let turn = self
+            .rotation
+            .entry((pop.group.clone(), pop.topic.clone()))
+            .or_insert(0);
+        let start = *turn as usize % queues;
+        *turn = turn.wrapping_add(1);
+        start
+    }
+
+    /// A receive as first released: queues in turn, scan limits of this build.
     fn pop(&mut self, log_index: u64, pop: &PopCommand, fx: &mut ApplyEffects) -> CommandResponse {
         let queue_ids = self.selected_queues(&pop.topic, pop.queues);
+        let start = self.take_turn(pop, queue_ids.len());
+        let order: Vec<(u32, QueueBounds)> = (0..queue_ids.len())
+            .map(|i| {
+                (
+                    queue_ids[(start + i) % queue_ids.len()],
+                    QueueBounds::LEGACY,
+                )
+            })
+            .collect();
+        self.pop_queues(log_index, pop, &order, fx)
+    }
+
+    /// A receive the leader bounded ([`StoreCommand::PopRanges`]).
+    fn pop_ranges(
+        &mut self,
+        log_index: u64,
+        pop: &PopCommand,
+        ranges: &[ScanRange],
+        fx: &mut ApplyEffects,
+    ) -> CommandResponse {
+        let queues = self.selected_queues(&pop.topic, pop.queues).len();
+        self.take_turn(pop, queues);
+        let order: Vec<(u32, QueueBounds)> = ranges
+            .iter()
+            .map(|r| {
+                (
+                    r.queue_id,
+                    QueueBounds {
+                        skip_to: Some(r.skip_to),
+                        scan_to: Some(r.scan_to),
+                        expiries: r.expiries as usize,
+                    },
+                )
+            })
+            .collect();
+        self.pop_queues(log_index, pop, &order, fx)
+    }
+
+    fn pop_queues(
+        &mut self,
+        log_index: u64,
+        pop: &PopCommand,
+        order: &[(u32, QueueBounds)],
+        fx: &mut ApplyEffects,
+    ) -> CommandResponse {
         let matcher = self.matcher(&pop.filter);
-        let start = if pop.queues == QueueChoice::All && !queue_ids.is_empty() {
-            let turn = self
-                .rotation
-                .entry((pop.group.clone(), pop.topic.clone()))
-                .or_insert(0);
-            let start = *turn as usize % queue_ids.len();
-            *turn = turn.wrapping_add(1);
-            start
-        } else {
-            0
-        };
         let mut delivered = Vec::new();
         let mut dead_letters = Vec::new();
-        for i in 0..queue_ids.len() {
+        for (queue_id, bounds) in order {
             if delivered.len() >= pop.max as usize {
                 break;
             }
-            let queue_id = queue_ids[(start + i) % queue_ids.len()];
             self.pop_queue(
                 log_index,
                 pop,
-                queue_id,
+                *queue_id,
+                *bounds,
                 &matcher,
                 &mut delivered,
                 &mut dead_letters,
@@ -465,6 +544,7 @@ impl ShardState {
         log_index: u64,
         pop: &PopCommand,
         queue_id: u32,
+        bounds: QueueBounds,
         matcher: &TagMatcher,
         out: &mut Vec<PoppedMessage>,
         dead_letters: &mut Vec<IndexEntry>,
@@ -479,6 +559,9 @@ impl ShardState {
             .entry((pop.group.clone(), pop.topic.clone(), queue_id))
             .or_insert_with(|| ConsumerQueue::new(index.min_offset()));
         consumer.raise_cursor_to(index.min_offset());
+        if let Some(skip_to) = bounds.skip_to {
+            consumer.raise_cursor_to(skip_to.min(index.max_offset()));
+        }
         let max = pop.max as usize;
         let visible_at_ms = deadline(pop.now_ms, pop.invisible_ms);
         let deliver =
@@ -495,7 +578,7 @@ impl ShardState {
             };
 
         // 1. In-flight messages whose invisibility ran out: redeliver, or dead-letter them.
-        for offset in consumer.expired(pop.now_ms, EXPIRY_SCAN_LIMIT) {
+        for offset in consumer.expired(pop.now_ms, bounds.expiries) {
             if out.len() >= max {
                 break;
             }
@@ -532,9 +615,11 @@ impl ShardState {
         }
 
         // 3. Messages never delivered to this group.
-        let scan_end = index
-            .max_offset()
-            .min(consumer.cursor().saturating_add(CURSOR_SCAN_LIMIT));
+        let scan_end = index.max_offset().min(
+            bounds
+                .scan_to
+                .unwrap_or_else(|| consumer.cursor().saturating_add(CURSOR_SCAN_LIMIT)),
+        );
         let bounded_parking = apply_version >= 3;
         while out.len() < max && consumer.cursor() < scan_end {
             let offset = consumer.cursor();

@@ -723,3 +723,63 @@ async fn throughput_of_sends_and_acks() {
     );
     store.shutdown().await.expect("shuts down");
 }
+
+/// A selective tag filter over a deep backlog: the receive finds the one match without writing
+/// an entry per slice of non-matching messages, and a receive that finds nothing writes
+/// nothing at all (apply version 4: receives planned by the leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selective_filter_finds_its_match_deep_in_a_backlog_without_empty_receives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_clock, shared) = manual_clock();
+    let store = Store::open(config(dir.path()), shared)
+        .await
+        .expect("opens");
+    let tagged = |tag: &str, n: usize| -> Vec<MessageRecord> {
+        (0..n)
+            .map(|i| MessageRecord {
+                tag: Some(tag.to_owned()),
+                ..message(&format!("{tag}-{i}"))
+            })
+            .collect()
+    };
+    // 600,000 non-matching messages (more than two search slices), then one match.
+    for _ in 0..75 {
+        store
+            .append(append(tagged("B", 8_000)))
+            .await
+            .expect("appends");
+    }
+    store.append(append(tagged("A", 1))).await.expect("appends");
+    let shard = &store.shards[&0].shard;
+    let entries_before = shard.shared.last_applied_index();
+
+    // Waiting receives, as clients make them: a search that takes several slices continues
+    // within the wait (and, through the scan memo, across receives).
+    let only = |tag: &str| PopRequest {
+        filter: TagFilter::Tags(vec![tag.to_owned()]),
+        ..pop(32, Duration::from_millis(500))
+    };
+    let got = store.pop(only("A")).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["A-0".to_string()]);
+    assert_eq!(
+        shard.shared.last_applied_index(),
+        entries_before + 1,
+        "one entry for the receive that delivered, none for the search"
+    );
+
+    let entries_before = shard.shared.last_applied_index();
+    assert!(
+        store.pop(only("C")).await.expect("pops").is_empty(),
+        "nothing matches C"
+    );
+    assert!(
+        store.pop(only("A")).await.expect("pops").is_empty(),
+        "the one A is in flight"
+    );
+    assert_eq!(
+        shard.shared.last_applied_index(),
+        entries_before,
+        "empty receives write nothing to the log"
+    );
+    store.shutdown().await.expect("shuts down");
+}

@@ -33,6 +33,15 @@ enum Intent {
         max: u32,
         tagged: bool,
     },
+    /// A receive planned by the leader (`PopRanges`), with a small search budget.
+    PlannedPop {
+        group: u8,
+        topic: u8,
+        fifo: bool,
+        max: u32,
+        tagged: bool,
+        budget: u8,
+    },
     Ack(usize),
     Change(usize, u32),
     DeadLetter(usize),
@@ -51,8 +60,10 @@ fn intent() -> impl Strategy<Value = Intent> {
         6 => (0u8..2, 0u32..2, 0u8..4, 0u8..3, prop::option::weighted(0.2, 0u16..3000))
             .prop_map(|(topic, queue, kind, tag, delay_ms)| Intent::Send { topic, queue, kind, tag, delay_ms }),
         2 => prop::collection::vec((0u8..2, 0u32..2, 0u8..3), 1..4).prop_map(Intent::Batch),
-        5 => (0u8..2, 0u8..2, any::<bool>(), 1u32..5, any::<bool>())
+        3 => (0u8..2, 0u8..2, any::<bool>(), 1u32..5, any::<bool>())
             .prop_map(|(group, topic, fifo, max, tagged)| Intent::Pop { group, topic, fifo, max, tagged }),
+        3 => (0u8..2, 0u8..2, any::<bool>(), 1u32..5, any::<bool>(), 1u8..20)
+            .prop_map(|(group, topic, fifo, max, tagged, budget)| Intent::PlannedPop { group, topic, fifo, max, tagged, budget }),
         4 => any::<usize>().prop_map(Intent::Ack),
         1 => (any::<usize>(), 0u32..60_000).prop_map(|(i, ms)| Intent::Change(i, ms)),
         1 => any::<usize>().prop_map(Intent::DeadLetter),
@@ -104,6 +115,7 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
     let mut now: i64 = 1_000_000;
     let mut deliveries: Vec<DeliveryRef> = Vec::new();
     let mut transactions: Vec<(TopicName, String)> = Vec::new();
+    let mut memo = super::ScanMemo::default();
     let mut log = Vec::new();
     for intent in intents {
         let command = match intent {
@@ -160,6 +172,46 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                 max_attempts: 3,
                 now_ms: now,
             }),
+            Intent::PlannedPop {
+                group: g,
+                topic: t,
+                fifo,
+                max,
+                tagged,
+                budget,
+            } => {
+                let filter = if *tagged {
+                    TagSubscription::Tags(vec!["tag0".into(), "tag1".into()])
+                } else {
+                    TagSubscription::All
+                };
+                let (group, topic) = (group(*g), topic(*t));
+                let probe = PopProbe {
+                    group: &group,
+                    topic: &topic,
+                    queues: QueueChoice::All,
+                    filter: &filter,
+                    fifo: *fifo,
+                };
+                let mut budget = u64::from(*budget);
+                match state.plan_pop(probe, *max, now, &mut memo, &mut budget) {
+                    super::PopPlan::Propose(ranges) => StoreCommand::PopRanges {
+                        pop: PopCommand {
+                            group: group.clone(),
+                            topic: topic.clone(),
+                            queues: QueueChoice::All,
+                            max: *max,
+                            invisible_ms: 10_000,
+                            filter: filter.clone(),
+                            fifo: *fifo,
+                            max_attempts: 3,
+                            now_ms: now,
+                        },
+                        ranges,
+                    },
+                    _ => continue,
+                }
+            }
             Intent::Ack(pick) if !deliveries.is_empty() => StoreCommand::Ack {
                 deliveries: vec![deliveries[pick % deliveries.len()].clone()],
             },
@@ -209,7 +261,11 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                 delivery_id,
                 messages,
             } => {
-                if let StoreCommand::Pop(pop) = &command {
+                let pop = match &command {
+                    StoreCommand::Pop(pop) | StoreCommand::PopRanges { pop, .. } => Some(pop),
+                    _ => None,
+                };
+                if let Some(pop) = pop {
                     deliveries.extend(messages.iter().map(|m| DeliveryRef {
                         group: pop.group.clone(),
                         topic: m.topic.clone(),

@@ -16,6 +16,7 @@ mod delay_transactions;
 mod fifo;
 mod lifecycle;
 mod model;
+mod planned;
 mod pop_ack;
 
 use bytes::Bytes;
@@ -24,8 +25,8 @@ use vela_proto::store_api::AppendOutcome;
 
 use super::*;
 use crate::command::{
-    ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueChoice, StoreCommand,
-    TagSubscription,
+    ApplyError, CommandResponse, DeliveryRef, PopCommand, PoppedMessage, QueueChoice, ScanRange,
+    StoreCommand, TagSubscription,
 };
 
 const INVISIBLE: u64 = 30_000;

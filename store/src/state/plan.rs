@@ -1,0 +1,183 @@
+//! Planning a receive on the leader, outside apply (apply version 4). The leader reads the
+//! applied state, finds per queue the first messages the group's filter accepts, and proposes a
+//! `PopRanges` that tells apply exactly how far to skip and to look. A receive that would find
+//! nothing proposes nothing: an empty receive writes nothing to the log. Where a scan got to
+//! without a match is remembered in a [`ScanMemo`], so the next receive continues from there
+//! instead of searching the same non-matching backlog again.
+
+use std::collections::HashMap;
+
+use vela_proto::domain::{GroupName, TopicName};
+
+use super::{MAX_PARKED, PopProbe, ShardState};
+use crate::command::{QueueChoice, ScanRange, TagSubscription};
+
+/// Most expired deliveries one planned receive hands apply per queue.
+const MAX_EXPIRIES: usize = 1024;
+/// Entries kept in a memo before it starts over (it is only a hint).
+const MEMO_ENTRIES: usize = 100_000;
+
+/// What a receive can do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PopPlan {
+    /// Propose a `PopRanges` with these ranges: it delivers, redelivers, dead-letters or parks.
+    Propose(Vec<ScanRange>),
+    /// Nothing now; an in-flight message becomes visible again at this time (Unix ms).
+    NotBefore(i64),
+    Nothing,
+    /// The scan budget ran out before every queue was searched; plan again.
+    Continue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MemoKey {
+    group: GroupName,
+    topic: TopicName,
+    queue_id: u32,
+    filter: Vec<String>,
+}
+
+/// Leader-local memory of scans: for a (group, topic, queue, filter), the offset up to which
+/// every message failed the filter, with the log index of the entry just before it so a
+/// re-created queue (new entries at the same offsets) is not mistaken for the old one. Never
+/// replicated; losing it only costs a rescan.
+#[derive(Debug, Default)]
+pub struct ScanMemo {
+    scanned: HashMap<MemoKey, (u64, u64)>,
+}
+
+impl ScanMemo {
+    fn key(probe: &PopProbe<'_>, queue_id: u32) -> MemoKey {
+        MemoKey {
+            group: probe.group.clone(),
+            topic: probe.topic.clone(),
+            queue_id,
+            filter: match probe.filter {
+                TagSubscription::All => Vec::new(),
+                TagSubscription::Tags(tags) => tags.clone(),
+            },
+        }
+    }
+
+    fn record(&mut self, key: MemoKey, scanned_to: u64, witness: u64) {
+        if self.scanned.len() >= MEMO_ENTRIES && !self.scanned.contains_key(&key) {
+            self.scanned.clear();
+        }
+        self.scanned.insert(key, (scanned_to, witness));
+    }
+}
+
+impl ShardState {
+    /// Plans a receive of up to `max` messages for `probe` at `now_ms`, examining at most
+    /// `*budget` index entries (what is left is written back).
+    pub fn plan_pop(
+        &self,
+        probe: PopProbe<'_>,
+        max: u32,
+        now_ms: i64,
+        memo: &mut ScanMemo,
+        budget: &mut u64,
+    ) -> PopPlan {
+        let matcher = self.matcher(probe.filter);
+        let queue_ids = self.selected_queues(probe.topic, probe.queues);
+        let start = if probe.queues == QueueChoice::All && !queue_ids.is_empty() {
+            let turn = self
+                .rotation
+                .get(&(probe.group.clone(), probe.topic.clone()))
+                .copied()
+                .unwrap_or(0);
+            turn as usize % queue_ids.len()
+        } else {
+            0
+        };
+        let mut ranges = Vec::new();
+        let mut wanted = max as usize;
+        let mut earliest: Option<i64> = None;
+        let mut out_of_budget = false;
+        for i in 0..queue_ids.len() {
+            if wanted == 0 {
+                break;
+            }
+            let queue_id = queue_ids[(start + i) % queue_ids.len()];
+            let Some(index) = self.queues.get(&(probe.topic.clone(), queue_id)) else {
+                continue;
+            };
+            let consumer =
+                self.consumers
+                    .get(&(probe.group.clone(), probe.topic.clone(), queue_id));
+            let expiries = consumer.map_or(0, |c| c.expired(now_ms, MAX_EXPIRIES).len());
+            if let Some(at) = consumer.and_then(|c| c.first_deadline())
+                && at > now_ms
+            {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+            let ready = consumer.is_some_and(|c| c.has_ready());
+            let parking_full =
+                self.apply_version >= 3 && consumer.is_some_and(|c| c.parked() >= MAX_PARKED);
+            let cursor = consumer
+                .map_or(index.min_offset(), |c| c.cursor())
+                .max(index.min_offset());
+            let key = ScanMemo::key(&probe, queue_id);
+            let from = match memo.scanned.get(&key) {
+                Some(&(to, witness))
+                    if to > cursor
+                        && to <= index.max_offset()
+                        && index.get(to - 1).is_some_and(|e| e.log_index == witness) =>
+                {
+                    to
+                }
+                _ => cursor,
+            };
+            let mut pos = from;
+            let mut first_match = None;
+            let mut found = 0usize;
+            while pos < index.max_offset() && found < wanted {
+                if *budget == 0 {
+                    out_of_budget = true;
+                    break;
+                }
+                *budget -= 1;
+                if let Some(entry) = index.get(pos)
+                    && matcher.matches(entry.tag)
+                {
+                    let lane = if probe.fifo { entry.message_group } else { 0 };
+                    let blocked = lane != 0 && consumer.is_some_and(|c| c.lane_blocked(lane));
+                    if blocked && parking_full {
+                        // The cursor cannot move past this message until parking frees up.
+                        break;
+                    }
+                    first_match.get_or_insert(pos);
+                    if !blocked {
+                        found += 1;
+                    }
+                }
+                pos += 1;
+            }
+            if first_match.is_none()
+                && pos > cursor
+                && let Some(entry) = index.get(pos - 1)
+            {
+                memo.record(key, pos, entry.log_index);
+            }
+            if first_match.is_some() || expiries > 0 || ready {
+                ranges.push(ScanRange {
+                    queue_id,
+                    skip_to: first_match.unwrap_or(from),
+                    scan_to: if first_match.is_some() { pos } else { from },
+                    expiries: u32::try_from(expiries).unwrap_or(u32::MAX),
+                });
+                wanted = wanted.saturating_sub(found + expiries);
+            }
+            if out_of_budget {
+                break;
+            }
+        }
+        if !ranges.is_empty() {
+            PopPlan::Propose(ranges)
+        } else if out_of_budget {
+            PopPlan::Continue
+        } else {
+            earliest.map_or(PopPlan::Nothing, PopPlan::NotBefore)
+        }
+    }
+}
