@@ -5,6 +5,11 @@
 //! records the time from spawn to `/ready` and RSS, and receives from the backlog to show
 //! consumption continues where it was.
 //!
+//! Every message is tagged `B` except one in a million, tagged `A`: after the restart a group
+//! subscribed to `A` alone receives those few out of the whole backlog (the selective-filter
+//! scenario of the store-engine work: every match within 10 s, no log entries for empty
+//! receives).
+//!
 //! Run: `cargo bench --bench retention` (`VELA_BENCH_RETAIN_MESSAGES=N` to change the size).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -14,9 +19,80 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use vela::bench::{BenchArgs, execute};
+use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+
+/// One message in this many is tagged `A`.
+const MATCH_EVERY: u64 = 1_000_000;
+const BATCH: u64 = 64;
+const PRODUCERS: u64 = 8;
+
+/// Sends `total` messages of 256 bytes in batches of 64 from 8 concurrent senders; message `n`
+/// is tagged `A` when `n % MATCH_EVERY == MATCH_EVERY - 1`, else `B`.
+async fn fill(server: &str, topic: &str, total: u64, child: &Child) -> u64 {
+    let config = ClientConfig::builder().endpoint(server).build().unwrap();
+    let producer = Arc::new(
+        Producer::builder(config)
+            .topics([topic.to_owned()])
+            .build()
+            .await
+            .unwrap(),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..PRODUCERS {
+        let (producer, next, topic) = (producer.clone(), next.clone(), topic.to_owned());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                if first >= total {
+                    return;
+                }
+                let tag = |n: u64| if n % MATCH_EVERY == MATCH_EVERY - 1 { "A" } else { "B" };
+                // A batch shares one tag: the matches go out alone.
+                let mut batch = Vec::new();
+                for n in first..(first + BATCH).min(total) {
+                    let message = Message::builder(&topic)
+                        .body(vec![b'x'; 256])
+                        .tag(tag(n))
+                        .build()
+                        .unwrap();
+                    if tag(n) == "A" {
+                        producer.send_batch(vec![message]).await.unwrap();
+                    } else {
+                        batch.push(message);
+                    }
+                }
+                if !batch.is_empty() {
+                    producer.send_batch(batch).await.unwrap();
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    while !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            let sent = next.load(Ordering::Relaxed).min(total);
+            println!(
+                "  retained {sent} messages ({:.0} msg/s), RSS {:.1} MiB",
+                sent as f64 / started.elapsed().as_secs_f64(),
+                rss_mib(child)
+            );
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    total
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -109,32 +185,8 @@ async fn main() {
     println!("empty: ready after {first_ready:.2?}, RSS {idle_rss:.1} MiB");
 
     let topic = format!("retain-{}", std::process::id());
-    let mut sent = 0u64;
     let filling = Instant::now();
-    while sent < target {
-        let report = execute(BenchArgs {
-            server: server.clone(),
-            topic: Some(topic.clone()),
-            group: None,
-            producers: 8,
-            producer_clients: 4,
-            consumers: 0,
-            message_size: 256,
-            batch_size: 64,
-            duration: Duration::from_secs(10),
-            rate: None,
-            drain: Duration::ZERO,
-            json: false,
-        })
-        .await
-        .unwrap();
-        sent += report.sent;
-        println!(
-            "  retained {sent} messages ({:.0} msg/s), RSS {:.1} MiB",
-            report.send_rate,
-            rss_mib(&child)
-        );
-    }
+    let sent = fill(&server, &topic, target, &child).await;
     let fill_s = filling.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded_rss = rss_mib(&child);
@@ -148,6 +200,31 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let restarted_rss = rss_mib(&child);
     println!("restart: ready after {restart:.2?}, RSS {restarted_rss:.1} MiB");
+
+    // The selective filter: a new group subscribed to `A` alone, over the whole backlog.
+    let matches = target / MATCH_EVERY;
+    let config = ClientConfig::builder().endpoint(&server).build().unwrap();
+    let selective = SimpleConsumer::builder(config, "only-a")
+        .subscribe(&topic, FilterExpression::tag("A"))
+        .await_duration(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let searching = Instant::now();
+    let mut found = 0u64;
+    while found < matches && searching.elapsed() < Duration::from_secs(120) {
+        for m in selective
+            .receive(32, Duration::from_secs(60))
+            .await
+            .unwrap()
+        {
+            assert_eq!(m.tag.as_deref(), Some("A"));
+            selective.ack(&m).await.unwrap();
+            found += 1;
+        }
+    }
+    let search_s = searching.elapsed().as_secs_f64();
+    println!("selective filter: {found} of {matches} matches (1 in {MATCH_EVERY}) in {search_s:.2} s");
 
     let drain = execute(BenchArgs {
         server: server.clone(),
@@ -179,6 +256,9 @@ async fn main() {
         "restart_to_ready_s": restart.as_secs_f64(),
         "restarted_rss_mib": restarted_rss,
         "received_after_restart": drain.received,
+        "selective_matches": matches,
+        "selective_found": found,
+        "selective_seconds": search_s,
     });
     println!("{}", serde_json::to_string_pretty(&json).unwrap());
     stop(child).await;
