@@ -53,7 +53,13 @@ async fn fill(server: &str, topic: &str, total: u64, child: &Child) -> u64 {
                 if first >= total {
                     return;
                 }
-                let tag = |n: u64| if n % MATCH_EVERY == MATCH_EVERY - 1 { "A" } else { "B" };
+                let tag = |n: u64| {
+                    if n % MATCH_EVERY == MATCH_EVERY - 1 {
+                        "A"
+                    } else {
+                        "B"
+                    }
+                };
                 // A batch shares one tag: the matches go out alone.
                 let mut batch = Vec::new();
                 for n in first..(first + BATCH).min(total) {
@@ -224,7 +230,9 @@ async fn main() {
         }
     }
     let search_s = searching.elapsed().as_secs_f64();
-    println!("selective filter: {found} of {matches} matches (1 in {MATCH_EVERY}) in {search_s:.2} s");
+    println!(
+        "selective filter: {found} of {matches} matches (1 in {MATCH_EVERY}) in {search_s:.2} s"
+    );
 
     let drain = execute(BenchArgs {
         server: server.clone(),
