@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Vela side by side with RabbitMQ and NATS JetStream (docs/benchmarks.md). Installs what is
-# missing, builds the release binaries, then runs benches/peers.rs:
+# missing, builds the release binaries, then runs benches/peers/main.rs:
 #
 #   benches/peers.sh [--broker vela|rabbitmq|nats|all]     # PEERS_PHASE_SECONDS=N (default 20)
 #

@@ -14,7 +14,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{free_port, http_ok, rss_mib};
 use tokio::process::{Child, Command};
 use vela::bench::{BenchArgs, execute};
 use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
@@ -98,37 +99,6 @@ async fn fill(server: &str, topic: &str, total: u64, child: &Child) -> u64 {
         task.await.unwrap();
     }
     total
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn http_ok(port: u16, path: &str) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp).await;
-    resp.starts_with("HTTP/1.1 200")
-}
-
-fn rss_mib(child: &Child) -> f64 {
-    let pid = child.id().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn dir_mib(dir: &Path) -> f64 {
