@@ -220,6 +220,38 @@ pub(crate) fn decode_entry<C: LogTypes>(
     Ok(C::make_entry(log_id, payload))
 }
 
+/// Encodes `value` as application record data in the layout the store and the controller use:
+/// an encoding byte, then postcard (for command enums whose variants are only ever appended).
+pub fn encode_postcard<T: Serialize>(
+    encoding: u8,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.push(encoding);
+    postcard::to_io(value, out)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Decodes what [`encode_postcard`] wrote with `encoding`; any other encoding byte, a short
+/// record or trailing bytes are errors.
+pub fn decode_postcard<T: serde::de::DeserializeOwned>(
+    encoding: u8,
+    bytes: &[u8],
+) -> Result<T, String> {
+    match bytes.split_first() {
+        Some((&found, rest)) if found == encoding => {
+            let (value, left) = postcard::take_from_bytes::<T>(rest).map_err(|e| e.to_string())?;
+            if !left.is_empty() {
+                return Err(format!("record has {} trailing bytes", left.len()));
+            }
+            Ok(value)
+        }
+        Some((other, _)) => Err(format!("record encoding {other} is unknown")),
+        None => Err("empty record".to_string()),
+    }
+}
+
 /// `String` data, for tests and simple logs: UTF-8 bytes.
 impl RecordData for String {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
@@ -229,5 +261,31 @@ impl RecordData for String {
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
         String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postcard_records_carry_their_encoding_and_nothing_else() {
+        let mut out = Vec::new();
+        encode_postcard(1, &(7u32, "x".to_string()), &mut out).unwrap();
+        assert_eq!(out, vec![1, 7, 1, b'x']);
+        assert_eq!(
+            decode_postcard::<(u32, String)>(1, &out).unwrap(),
+            (7, "x".to_string())
+        );
+        assert!(
+            decode_postcard::<(u32, String)>(2, &out).is_err(),
+            "unknown encoding"
+        );
+        out.push(0);
+        assert!(
+            decode_postcard::<(u32, String)>(1, &out).is_err(),
+            "trailing bytes"
+        );
+        assert!(decode_postcard::<(u32, String)>(1, &[]).is_err(), "empty");
     }
 }

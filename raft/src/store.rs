@@ -181,6 +181,8 @@ pub(crate) struct LogIndex<C: LogTypes> {
     pub(crate) replay_floor: Option<u64>,
     /// Bumped by every truncation, so a read planned before one can tell.
     pub(crate) truncations: u64,
+    /// Segments whose offsets are pinned until their footer is written (usually none).
+    pub(crate) pinned: usize,
     pub(crate) cache: EntryCache<C::Entry>,
     pub(crate) next_seq: u64,
     /// `None` once shut down.
@@ -209,12 +211,29 @@ impl<C: LogTypes> LogIndex<C> {
         (self.segments.get(pos)?.last_index()? >= index).then_some(pos)
     }
 
-    /// Drops the offsets of sealed segments whose footer the writer has written.
+    /// Recounts pinned segments after segments were removed (truncation, purge, compaction).
+    pub(crate) fn recount_pinned(&mut self) {
+        self.pinned = self
+            .segments
+            .iter()
+            .filter(|s| s.pinned_until.is_some())
+            .count();
+    }
+
+    /// Drops the offsets of sealed segments whose footer the writer has written. Called on
+    /// every append, so it costs nothing unless a seal is pending.
     pub(crate) fn unpin_offsets(&mut self, written_seq: u64) {
-        for segment in &mut self.segments {
+        if self.pinned == 0 {
+            return;
+        }
+        for segment in self.segments.iter_mut().rev() {
             if segment.pinned_until.is_some_and(|seq| seq <= written_seq) {
                 segment.pinned_until = None;
                 segment.offsets = None;
+                self.pinned -= 1;
+                if self.pinned == 0 {
+                    return;
+                }
             }
         }
     }
@@ -385,6 +404,7 @@ impl<C: LogTypes> SegmentLogStore<C> {
             if removed.is_empty() {
                 return Ok(Vec::new());
             }
+            st.recount_pinned();
             let infos: Vec<SegmentInfo> = removed.iter().map(SegmentMeta::info).collect();
             if let Some(last) = infos.last().and_then(|i| i.last_index) {
                 st.cache.purge_upto(last);

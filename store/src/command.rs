@@ -154,25 +154,11 @@ const COMMAND_ENCODING: u8 = 1;
 
 impl vela_raft::entry::RecordData for StoreCommand {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        out.push(COMMAND_ENCODING);
-        postcard::to_io(self, out)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        vela_raft::entry::encode_postcard(COMMAND_ENCODING, self, out)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        match bytes.split_first() {
-            Some((&COMMAND_ENCODING, rest)) => {
-                let (command, left) =
-                    postcard::take_from_bytes::<Self>(rest).map_err(|e| e.to_string())?;
-                if !left.is_empty() {
-                    return Err(format!("command has {} trailing bytes", left.len()));
-                }
-                Ok(command)
-            }
-            Some((other, _)) => Err(format!("command encoding {other} is unknown")),
-            None => Err("empty command record".to_string()),
-        }
+        vela_raft::entry::decode_postcard(COMMAND_ENCODING, bytes)
     }
 }
 

@@ -51,7 +51,9 @@ impl<C: LogTypes> LogIndex<C> {
             }
         }
         segment.sealed = true;
-        segment.pinned_until = Some(seq);
+        if segment.pinned_until.replace(seq).is_none() {
+            self.pinned += 1;
+        }
         ops.push(WriteOp::Seal {
             segment: segment.file.clone(),
             footer: Bytes::from(footer),
@@ -274,6 +276,7 @@ impl<C: LogTypes> SegmentLogStore<C> {
             };
             st.cache.truncate_after(keep_upto);
             st.truncations += 1;
+            st.recount_pinned();
             tx.send(WriteOp::Truncate { remove, cut, done })
                 .map_err(|_| LogError::Closed)?;
         }
@@ -310,6 +313,7 @@ impl<C: LogTypes> SegmentLogStore<C> {
                 }
                 st.last_log_id = None;
                 st.cache.purge_upto(upto);
+                st.recount_pinned();
             }
             st.last_purged = Some(log_id);
             tx.send(WriteOp::Purge {

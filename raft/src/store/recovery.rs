@@ -143,6 +143,7 @@ pub(super) fn open_blocking<C: LogTypes>(
         committed,
         replay_floor: None,
         truncations: 0,
+        pinned: 0,
         cache: EntryCache::new(cfg.cache_bytes),
         next_seq: 1,
         tx: Some(tx),

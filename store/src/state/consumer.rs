@@ -108,6 +108,15 @@ impl ConsumerQueue {
             .collect()
     }
 
+    /// How many in-flight messages are visible again at `now_ms`, counting at most `limit`.
+    pub fn expired_count(&self, now_ms: i64, limit: usize) -> usize {
+        self.deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .count()
+    }
+
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }

@@ -105,7 +105,7 @@ impl ShardState {
             let consumer =
                 self.consumers
                     .get(&(probe.group.clone(), probe.topic.clone(), queue_id));
-            let expiries = consumer.map_or(0, |c| c.expired(now_ms, MAX_EXPIRIES).len());
+            let expiries = consumer.map_or(0, |c| c.expired_count(now_ms, MAX_EXPIRIES));
             if let Some(at) = consumer.and_then(|c| c.first_deadline())
                 && at > now_ms
             {
