@@ -8,6 +8,7 @@ mod consumer;
 mod golden_tests;
 mod index;
 mod plan;
+mod pop;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
@@ -23,18 +24,12 @@ use vela_proto::domain::{
 use vela_proto::store_api::AppendOutcome;
 
 use crate::command::{
-    ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, PoppedMessage,
-    QueueChoice, RecordRef, ScanRange, StoreCommand, TagSubscription, TimerKey, TransactionEnd,
+    ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, QueueChoice, RecordRef,
+    StoreCommand, TagSubscription, TimerKey, TransactionEnd,
 };
 pub use consumer::{ConsumerQueue, Inflight};
 pub use index::{IndexEntry, QueueIndex, TagTable, message_group_hash};
 pub use plan::{PopPlan, ScanMemo};
-
-/// Most expired in-flight messages one POP looks at per queue (bounds one apply's work).
-const EXPIRY_SCAN_LIMIT: usize = 1024;
-/// Most index entries one POP (or availability check) walks per queue past the cursor, so a
-/// long run of filtered-out messages cannot stall the apply loop; the next POP continues.
-const CURSOR_SCAN_LIMIT: u64 = 65_536;
 
 /// A message waiting outside its queue: a delay message before its due time, or a transaction
 /// half message before its commit.
@@ -109,23 +104,6 @@ pub const APPLY_VERSION: u32 = 4;
 /// (from apply version 3). A queue whose next message would exceed it is served again once
 /// parked messages are delivered.
 pub const MAX_PARKED: u64 = 65_536;
-
-/// How far one queue's part of a receive may go.
-#[derive(Debug, Clone, Copy)]
-struct QueueBounds {
-    skip_to: Option<u64>,
-    /// `None`: [`CURSOR_SCAN_LIMIT`] past the cursor (receives before apply version 4).
-    scan_to: Option<u64>,
-    expiries: usize,
-}
-
-impl QueueBounds {
-    const LEGACY: QueueBounds = QueueBounds {
-        skip_to: None,
-        scan_to: None,
-        expiries: EXPIRY_SCAN_LIMIT,
-    };
-}
 
 /// A tag subscription resolved against the tag table: exact ids, not hashes.
 enum TagMatcher {
@@ -448,224 +426,6 @@ impl ShardState {
         }
     }
 
-    /// The queue a receive of `(group, topic)` starts at, advancing the turn, so queues are
-    /// served fairly.
-    fn take_turn(&mut self, pop: &PopCommand, queues: usize) -> usize {
-        if pop.queues != QueueChoice::All || queues == 0 {
-            return 0;
-        }
-        let turn = self
-            .rotation
-            .entry((pop.group.clone(), pop.topic.clone()))
-            .or_insert(0);
-        let start = *turn as usize % queues;
-        *turn = turn.wrapping_add(1);
-        start
-    }
-
-    /// A receive as first released: queues in turn, scan limits of this build.
-    fn pop(&mut self, log_index: u64, pop: &PopCommand, fx: &mut ApplyEffects) -> CommandResponse {
-        let queue_ids = self.selected_queues(&pop.topic, pop.queues);
-        let start = self.take_turn(pop, queue_ids.len());
-        let order: Vec<(u32, QueueBounds)> = (0..queue_ids.len())
-            .map(|i| {
-                (
-                    queue_ids[(start + i) % queue_ids.len()],
-                    QueueBounds::LEGACY,
-                )
-            })
-            .collect();
-        self.pop_queues(log_index, pop, &order, fx)
-    }
-
-    /// A receive the leader bounded ([`StoreCommand::PopRanges`]).
-    fn pop_ranges(
-        &mut self,
-        log_index: u64,
-        pop: &PopCommand,
-        ranges: &[ScanRange],
-        fx: &mut ApplyEffects,
-    ) -> CommandResponse {
-        let queues = self.selected_queues(&pop.topic, pop.queues).len();
-        self.take_turn(pop, queues);
-        let order: Vec<(u32, QueueBounds)> = ranges
-            .iter()
-            .map(|r| {
-                (
-                    r.queue_id,
-                    QueueBounds {
-                        skip_to: Some(r.skip_to),
-                        scan_to: Some(r.scan_to),
-                        expiries: r.expiries as usize,
-                    },
-                )
-            })
-            .collect();
-        self.pop_queues(log_index, pop, &order, fx)
-    }
-
-    fn pop_queues(
-        &mut self,
-        log_index: u64,
-        pop: &PopCommand,
-        order: &[(u32, QueueBounds)],
-        fx: &mut ApplyEffects,
-    ) -> CommandResponse {
-        let matcher = self.matcher(&pop.filter);
-        let mut delivered = Vec::new();
-        let mut dead_letters = Vec::new();
-        for (queue_id, bounds) in order {
-            if delivered.len() >= pop.max as usize {
-                break;
-            }
-            self.pop_queue(
-                log_index,
-                pop,
-                *queue_id,
-                *bounds,
-                &matcher,
-                &mut delivered,
-                &mut dead_letters,
-                fx,
-            );
-        }
-        for entry in dead_letters {
-            self.push_dead_letter(&pop.group, entry, pop.now_ms, fx);
-        }
-        CommandResponse::Popped {
-            delivery_id: log_index,
-            messages: delivered,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn pop_queue(
-        &mut self,
-        log_index: u64,
-        pop: &PopCommand,
-        queue_id: u32,
-        bounds: QueueBounds,
-        matcher: &TagMatcher,
-        out: &mut Vec<PoppedMessage>,
-        dead_letters: &mut Vec<IndexEntry>,
-        fx: &mut ApplyEffects,
-    ) {
-        let apply_version = self.apply_version;
-        let Some(index) = self.queues.get(&(pop.topic.clone(), queue_id)) else {
-            return;
-        };
-        let consumer = self
-            .consumers
-            .entry((pop.group.clone(), pop.topic.clone(), queue_id))
-            .or_insert_with(|| ConsumerQueue::new(index.min_offset()));
-        consumer.raise_cursor_to(index.min_offset());
-        if let Some(skip_to) = bounds.skip_to {
-            consumer.raise_cursor_to(skip_to.min(index.max_offset()));
-        }
-        let max = pop.max as usize;
-        let visible_at_ms = deadline(pop.now_ms, pop.invisible_ms);
-        let deliver =
-            |offset: u64, entry: &IndexEntry, attempt: u32, out: &mut Vec<PoppedMessage>| {
-                out.push(PoppedMessage {
-                    topic: pop.topic.clone(),
-                    queue_id,
-                    offset,
-                    record: entry.record(),
-                    attempt,
-                    store_ts_ms: entry.store_ts_ms,
-                    visible_at_ms,
-                });
-            };
-
-        // 1. In-flight messages whose invisibility ran out: redeliver, or dead-letter them.
-        for offset in consumer.expired(pop.now_ms, bounds.expiries) {
-            if out.len() >= max {
-                break;
-            }
-            let (Some(entry), Some(attempts)) = (
-                index.get(offset),
-                consumer.inflight(offset).map(|r| r.attempts),
-            ) else {
-                consumer.remove_inflight(offset);
-                continue;
-            };
-            if attempts >= pop.max_attempts {
-                consumer.remove_inflight(offset);
-                dead_letters.push(*entry);
-            } else if !matcher.matches(entry.tag) {
-                // The subscription changed since: RocketMQ acks what no longer matches.
-                consumer.remove_inflight(offset);
-            } else if let Some(attempt) = consumer.redeliver(offset, log_index, visible_at_ms) {
-                deliver(offset, entry, attempt, out);
-            }
-        }
-
-        // 2. FIFO: parked messages whose group is free again, in offset order.
-        while out.len() < max {
-            let Some((offset, lane)) = consumer.take_ready() else {
-                break;
-            };
-            match index.get(offset) {
-                Some(entry) if matcher.matches(entry.tag) => {
-                    consumer.deliver(offset, lane, log_index, visible_at_ms);
-                    deliver(offset, entry, 1, out);
-                }
-                _ => consumer.settle_lane(lane),
-            }
-        }
-
-        // 3. Messages never delivered to this group.
-        let scan_end = index.max_offset().min(
-            bounds
-                .scan_to
-                .unwrap_or_else(|| consumer.cursor().saturating_add(CURSOR_SCAN_LIMIT)),
-        );
-        let bounded_parking = apply_version >= 3;
-        while out.len() < max && consumer.cursor() < scan_end {
-            let offset = consumer.cursor();
-            let Some(entry) = index.get(offset) else {
-                consumer.advance_cursor();
-                continue;
-            };
-            if !matcher.matches(entry.tag) {
-                consumer.advance_cursor();
-                continue;
-            }
-            let lane = if pop.fifo { entry.message_group } else { 0 };
-            if lane != 0 && consumer.lane_blocked(lane) {
-                if bounded_parking && consumer.parked() >= MAX_PARKED {
-                    // Parking is full: the cursor waits here until parked messages go out.
-                    break;
-                }
-                consumer.advance_cursor();
-                consumer.park(offset, lane);
-                continue;
-            }
-            consumer.advance_cursor();
-            consumer.deliver(offset, lane, log_index, visible_at_ms);
-            deliver(offset, entry, 1, out);
-        }
-        if consumer.has_ready() {
-            fx.woken_topics.insert(pop.topic.clone());
-        }
-    }
-
-    fn push_dead_letter(
-        &mut self,
-        group: &GroupName,
-        entry: IndexEntry,
-        now_ms: i64,
-        fx: &mut ApplyEffects,
-    ) {
-        let dlq = group.dead_letter_topic();
-        fx.woken_topics.insert(dlq.clone());
-        // Same record, no body copy: the DLQ entry points at the original Append.
-        self.queues.entry((dlq, 0)).or_default().push(IndexEntry {
-            store_ts_ms: now_ms,
-            ..entry
-        });
-    }
-
     /// Ends a delivery: an ack (`dead_letter_at` = None) or a move to the DLQ.
     fn finish(
         &mut self,
@@ -753,58 +513,6 @@ impl ShardState {
     }
 
     // ---- reads used outside apply ----
-
-    /// Whether a POP matching `probe` could deliver something at `now_ms` (no state change).
-    pub fn availability(&self, probe: PopProbe<'_>, now_ms: i64) -> Availability {
-        let matcher = self.matcher(probe.filter);
-        let mut earliest: Option<i64> = None;
-        for queue_id in self.selected_queues(probe.topic, probe.queues) {
-            let Some(index) = self.queues.get(&(probe.topic.clone(), queue_id)) else {
-                continue;
-            };
-            let consumer =
-                self.consumers
-                    .get(&(probe.group.clone(), probe.topic.clone(), queue_id));
-            if let Some(c) = consumer {
-                match c.first_deadline() {
-                    Some(at) if at <= now_ms => return Availability::Now,
-                    Some(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
-                    None => {}
-                }
-                if c.has_ready() {
-                    return Availability::Now;
-                }
-            }
-            let cursor = consumer
-                .map_or(index.min_offset(), |c| c.cursor())
-                .max(index.min_offset());
-            let scan_end = index
-                .max_offset()
-                .min(cursor.saturating_add(CURSOR_SCAN_LIMIT));
-            if scan_end < index.max_offset() {
-                // Too far to look: a POP will at least move the cursor on.
-                return Availability::Now;
-            }
-            for offset in cursor..scan_end {
-                let Some(entry) = index.get(offset) else {
-                    continue;
-                };
-                if !matcher.matches(entry.tag) {
-                    continue;
-                }
-                let lane = if probe.fifo { entry.message_group } else { 0 };
-                if lane == 0 || !consumer.is_some_and(|c| c.lane_blocked(lane)) {
-                    return Availability::Now;
-                }
-                if self.apply_version >= 3 && consumer.is_some_and(|c| c.parked() >= MAX_PARKED) {
-                    // The cursor waits at a message it cannot park: nothing further is
-                    // deliverable until parked messages go out.
-                    break;
-                }
-            }
-        }
-        earliest.map_or(Availability::Nothing, Availability::NotBefore)
-    }
 
     /// The in-flight record of a delivery, if it is current.
     pub fn current_delivery(&self, d: &DeliveryRef) -> Option<&Inflight> {

@@ -46,6 +46,20 @@ impl Oracle {
         }
     }
 
+    /// The next `n` entries to append, recorded as written (and acknowledged if `acked`: the
+    /// caller awaits their flush).
+    fn next_batch(&mut self, n: u64, acked: bool, rng: &mut Xoshiro256PlusPlus) -> Vec<TestEntry> {
+        let batch = (self.next..self.next + n)
+            .map(|i| {
+                let body = body_for(i, self.term, rng);
+                self.write(i, &body, acked);
+                entry(self.term, i, &body)
+            })
+            .collect();
+        self.next += n;
+        batch
+    }
+
     fn truncate_after(&mut self, keep: u64) {
         self.written.retain(|i, _| *i <= keep);
         self.acked.retain(|i, _| *i <= keep);
@@ -129,27 +143,13 @@ async fn workload(seed: u64) {
         match pick {
             0..45 => {
                 let n = rng.random_range(1..8);
-                let batch: Vec<_> = (oracle.next..oracle.next + n)
-                    .map(|i| {
-                        let body = body_for(i, oracle.term, &mut rng);
-                        oracle.write(i, &body, true);
-                        entry(oracle.term, i, &body)
-                    })
-                    .collect();
-                oracle.next += n;
+                let batch = oracle.next_batch(n, true, &mut rng);
                 append(&store, batch).await.expect("append");
             }
             45..55 => {
                 // In flight: queued, never awaited.
                 let n = rng.random_range(1..4);
-                let batch: Vec<_> = (oracle.next..oracle.next + n)
-                    .map(|i| {
-                        let body = body_for(i, oracle.term, &mut rng);
-                        oracle.write(i, &body, false);
-                        entry(oracle.term, i, &body)
-                    })
-                    .collect();
-                oracle.next += n;
+                let batch = oracle.next_batch(n, false, &mut rng);
                 store.append_entries(batch, None).expect("queue append");
             }
             55..62 if oracle.next > floor.max(1) + 1 => {
@@ -206,14 +206,7 @@ async fn workload(seed: u64) {
                 // recovery finds is written but not synced.
                 sim.arm_crash(rng.random_range(0..4), CrashMode::ProcessKill);
                 let n = rng.random_range(1..8);
-                let batch: Vec<_> = (oracle.next..oracle.next + n)
-                    .map(|i| {
-                        let body = body_for(i, oracle.term, &mut rng);
-                        oracle.write(i, &body, false);
-                        entry(oracle.term, i, &body)
-                    })
-                    .collect();
-                oracle.next += n;
+                let batch = oracle.next_batch(n, false, &mut rng);
                 store.append_entries(batch, None).ok();
                 for _ in 0..20 {
                     if sim.has_crashed() {
@@ -250,14 +243,7 @@ async fn workload(seed: u64) {
     sim.arm_crash(rng.random_range(0..12), mode);
     for _ in 0..rng.random_range(0..4) {
         let n = rng.random_range(1..12);
-        let batch: Vec<_> = (oracle.next..oracle.next + n)
-            .map(|i| {
-                let body = body_for(i, oracle.term, &mut rng);
-                oracle.write(i, &body, false);
-                entry(oracle.term, i, &body)
-            })
-            .collect();
-        oracle.next += n;
+        let batch = oracle.next_batch(n, false, &mut rng);
         if store.append_entries(batch, None).is_err() {
             break;
         }

@@ -449,16 +449,21 @@ mod tests {
         assert!(queue.take_batch().is_none());
     }
 
+    /// Shard 0 with default settings in `dir`.
+    async fn open_shard(dir: &std::path::Path) -> Arc<Shard> {
+        let cfg = crate::config::StoreConfig {
+            data_dir: dir.to_path_buf(),
+            ..crate::config::StoreConfig::default()
+        };
+        Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
+            .await
+            .expect("opens")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pending_bytes_are_bounded_and_given_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = crate::config::StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..crate::config::StoreConfig::default()
-        };
-        let shard = Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
-            .await
-            .expect("opens");
+        let shard = open_shard(dir.path()).await;
         let coalescer =
             AppendCoalescer::new(shard.clone(), Arc::new(vela_proto::clock::SystemClock));
         assert_eq!(coalescer.budget_left(), MAX_PENDING_BYTES);
@@ -498,13 +503,7 @@ mod tests {
         use futures::FutureExt;
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = crate::config::StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..crate::config::StoreConfig::default()
-        };
-        let shard = Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
-            .await
-            .expect("opens");
+        let shard = open_shard(dir.path()).await;
         let coalescer =
             AppendCoalescer::new(shard.clone(), Arc::new(vela_proto::clock::SystemClock));
         for _ in 0..PROPOSERS + 1 {
@@ -531,13 +530,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_fails_every_caller_with_the_same_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = crate::config::StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..crate::config::StoreConfig::default()
-        };
-        let shard = Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
-            .await
-            .expect("opens");
+        let shard = open_shard(dir.path()).await;
         shard.close().await.expect("closes");
         let (appends, answers): (Vec<_>, Vec<_>) =
             [&[1][..], &[2, 3], &[4]].iter().map(|b| pending(b)).unzip();
