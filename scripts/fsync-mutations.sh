@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 seeds="${SEEDS:-300}"
-filter='test(power_loss) | test(generations) | test(sim::)'
+filter='test(power_loss) | test(generations) | test(sim::) | test(index_db::)'
 
 cargo nextest run -p vela-raft -p vela-store --no-run --locked >/dev/null 2>&1 || {
   echo "build failed" >&2

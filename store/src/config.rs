@@ -28,15 +28,17 @@ pub struct StoreConfig {
     pub retention_time: Duration,
     /// Oldest segments beyond this total size may be deleted. Unlimited when absent.
     pub retention_size: Option<ByteSize>,
-    /// Applied entries between two state snapshots. A snapshot serializes the whole applied
-    /// state (indexes of every retained message) and pauses apply while it does, so it is
-    /// taken rarely; a restart replays at most this many entries from the log.
+    /// Applied entries between two state snapshots. A snapshot holds consumer state, not the
+    /// queues' entries (those are in the index file), and makes the index file durable; a
+    /// restart replays at most this many entries from the log.
     pub snapshot_every_entries: u64,
     /// Longest delay a delay message may ask for.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// Memory for recently written log entries, so receives rarely read from disk.
     pub log_cache: ByteSize,
+    /// Page cache of each shard's queue index file (`index.redb`).
+    pub index_cache: ByteSize,
 }
 
 impl Default for StoreConfig {
@@ -49,9 +51,10 @@ impl Default for StoreConfig {
             segment_size: ByteSize::mib(64),
             retention_time: Duration::from_secs(72 * 3600),
             retention_size: None,
-            snapshot_every_entries: 1_000_000,
+            snapshot_every_entries: 100_000,
             max_delay: Duration::from_secs(24 * 3600),
             log_cache: ByteSize::mib(64),
+            index_cache: ByteSize::mib(32),
         }
     }
 }

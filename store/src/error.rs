@@ -23,6 +23,12 @@ pub enum StoreOpenError {
         #[source]
         source: LogError,
     },
+    #[error("opening the queue index of shard {shard} failed: {source}")]
+    Index {
+        shard: ShardId,
+        #[source]
+        source: crate::index_db::IndexError,
+    },
     #[error("starting raft for shard {shard} failed: {source}")]
     Raft {
         shard: ShardId,

@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 mod error;
 pub mod format;
+pub mod index_db;
 mod node;
 mod shard;
 pub mod state;

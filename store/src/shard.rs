@@ -26,6 +26,7 @@ use vela_raft::{FlushMode, LogError, LogHandle, LogStoreConfig, SegmentLogStore}
 use crate::command::{CommandResponse, RecordRef, StoreCommand};
 use crate::config::{FlushSetting, StoreConfig};
 use crate::error::{StoreOpenError, StoreShutdownError};
+use crate::index_db::{IndexDb, IndexError};
 use crate::state::{ApplyEffects, ScanMemo, ShardState};
 pub(crate) use state_machine::Applied;
 pub use state_machine::ShardStateMachine;
@@ -141,17 +142,22 @@ pub(crate) struct ShardShared {
     pub timers_changed: Notify,
     /// Where the leader's receive planning got to per group, queue and filter (a hint).
     pub scan_memo: Mutex<ScanMemo>,
+    /// The shard's queue index file (ADR 0008).
+    pub index: Arc<IndexDb>,
 }
 
 impl ShardShared {
-    pub fn new(shard: ShardId) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(shard: ShardId, index: Arc<IndexDb>) -> Result<Arc<Self>, IndexError> {
+        let mut state = ShardState::new(shard);
+        state.entries_mut().attach(index.view()?);
+        Ok(Arc::new(Self {
             shard,
-            applied: RwLock::new(Applied::new(ShardState::new(shard))),
+            index,
+            applied: RwLock::new(Applied::new(state)),
             wakeups: TopicWakeups::default(),
             timers_changed: Notify::new(),
             scan_memo: Mutex::new(ScanMemo::default()),
-        })
+        }))
     }
 
     fn after_apply(&self, fx: ApplyEffects) {
@@ -226,13 +232,26 @@ async fn open_storage(
     let (generations, newest) = snapshots;
     let snapshot_log_id = newest.as_ref().and_then(|g| g.value.0.last_log_id);
     let log = SegmentLogStore::<ShardTypes>::open_for_snapshot(
-        log_config(cfg, dir.join("log"), vfs),
+        log_config(cfg, dir.join("log"), vfs.clone()),
         snapshot_log_id,
     )
     .await
     .map_err(log_error)?;
     let keeper = SnapshotKeeper::new(generations, Some(log.clone())).map_err(log_error)?;
-    let shared = ShardShared::new(id);
+    let index = {
+        let cache = usize::try_from(cfg.index_cache.as_u64()).unwrap_or(usize::MAX);
+        tokio::task::spawn_blocking(move || {
+            vela_raft::vfs::create_dir_all(&*vfs, &dir)
+                .map_err(|e| StoreOpenError::Config(format!("shard {id} directory: {e}")))?;
+            let index = IndexDb::open(&vfs, &dir, cache)
+                .map_err(|source| StoreOpenError::Index { shard: id, source })?;
+            ShardShared::new(id, index)
+                .map_err(|source| StoreOpenError::Index { shard: id, source })
+        })
+        .await
+        .map_err(|e| StoreOpenError::Config(format!("index of shard {id}: {e}")))??
+    };
+    let shared = index;
     let sm = ShardStateMachine::new(shared.clone(), keeper, newest);
     Ok((log, shared, sm))
 }

@@ -7,6 +7,7 @@ mod consumer;
 #[cfg(test)]
 mod golden_tests;
 mod index;
+mod legacy;
 mod plan;
 mod pop;
 #[cfg(test)]
@@ -28,7 +29,8 @@ use crate::command::{
     StoreCommand, TagSubscription, TimerKey, TransactionEnd,
 };
 pub use consumer::{ConsumerQueue, Inflight};
-pub use index::{IndexEntry, QueueIndex, TagTable, message_group_hash};
+pub use index::{Entries, IndexEntry, QueueIndex, TagTable, message_group_hash};
+pub use legacy::{EntryMap, LegacyState};
 pub use plan::{PopPlan, ScanMemo};
 
 /// A message waiting outside its queue: a delay message before its due time, or a transaction
@@ -71,7 +73,7 @@ pub struct PopProbe<'a> {
     pub fifo: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ShardState {
     shard: ShardId,
     tags: TagTable,
@@ -88,6 +90,22 @@ pub struct ShardState {
     apply_version: u32,
     /// Highest `now_ms` any command carried.
     max_now_ms: i64,
+    /// The key the next new queue gets in the index (keys are never reused).
+    next_queue_key: u32,
+    /// Log index of the last command that added index entries: the index file must hold
+    /// everything through it for this state to be usable.
+    last_indexing: u64,
+    /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
+    #[serde(skip)]
+    entries: Entries,
+}
+
+/// Two states are equal when what a snapshot holds and every retained entry are.
+impl PartialEq for ShardState {
+    fn eq(&self, other: &Self) -> bool {
+        postcard::to_stdvec(self).ok() == postcard::to_stdvec(other).ok()
+            && self.live_entries() == other.live_entries()
+    }
 }
 
 /// The newest apply semantics this build implements:
@@ -153,6 +171,25 @@ impl ShardState {
 
     /// Applies the command at `log_index`.
     pub fn apply(
+        &mut self,
+        log_index: u64,
+        command: &StoreCommand,
+        fx: &mut ApplyEffects,
+    ) -> CommandResponse {
+        let puts = self.entries.puts();
+        let response = self.apply_command(log_index, command, fx);
+        if self.entries.puts() != puts {
+            self.last_indexing = log_index;
+        }
+        response
+    }
+
+    /// Log index of the last command that added index entries (0 = none).
+    pub fn last_indexing(&self) -> u64 {
+        self.last_indexing
+    }
+
+    fn apply_command(
         &mut self,
         log_index: u64,
         command: &StoreCommand,
@@ -390,16 +427,31 @@ impl ShardState {
         fx: &mut ApplyEffects,
     ) -> u64 {
         fx.woken_topics.insert(parked.topic.clone());
-        self.queues
-            .entry((parked.topic.clone(), parked.queue_id))
-            .or_default()
-            .push(IndexEntry {
+        self.push_entry(
+            parked.topic.clone(),
+            parked.queue_id,
+            IndexEntry {
                 log_index: record.log_index,
                 slot: record.slot,
                 store_ts_ms,
                 tag: parked.tag,
                 message_group: parked.message_group,
-            })
+            },
+        )
+    }
+
+    /// Appends `entry` to a queue (created on first use) and returns its offset.
+    fn push_entry(&mut self, topic: TopicName, queue_id: u32, entry: IndexEntry) -> u64 {
+        let next_key = &mut self.next_queue_key;
+        let queue = self.queues.entry((topic, queue_id)).or_insert_with(|| {
+            let key = *next_key;
+            // 4 billion queues on one shard is out of reach; saturating keeps apply total.
+            *next_key = next_key.saturating_add(1);
+            QueueIndex::new(key)
+        });
+        let offset = queue.take_offset();
+        self.entries.put(queue.key(), offset, entry);
+        offset
     }
 
     fn matcher(&self, filter: &TagSubscription) -> TagMatcher {
@@ -446,8 +498,7 @@ impl ShardState {
             let entry = self
                 .queues
                 .get(&(d.topic.clone(), d.queue_id))
-                .and_then(|q| q.get(d.offset))
-                .copied();
+                .and_then(|q| live_entry(&self.entries, self.truncated_below, q, d.offset));
             match entry {
                 Some(entry) => self.push_dead_letter(&d.group, entry, now_ms, fx),
                 None => warn!(delivery = %d, "dead letter dropped: retention removed the message"),
@@ -484,16 +535,29 @@ impl ShardState {
 
     fn truncate(&mut self, below_log_index: u64, fx: &mut ApplyEffects) {
         self.truncated_below = self.truncated_below.max(below_log_index);
+        let floor = self.truncated_below;
+        // Entries below the floor are gone wherever they are (read-time floor); leading ones
+        // raise the queue's minimum. Nothing is rewritten.
         for ((topic, _), index) in &mut self.queues {
-            let before = index.min_offset();
-            index.truncate_below(below_log_index);
-            if index.min_offset() != before {
+            let first_live = live_range(
+                &self.entries,
+                floor,
+                index,
+                index.min_offset(),
+                index.max_offset(),
+            )
+            .next()
+            .map_or(index.max_offset(), |(offset, _)| offset);
+            if first_live != index.min_offset() {
+                index.raise_min(first_live);
                 fx.woken_topics.insert(topic.clone());
             }
         }
         for ((_, topic, queue_id), consumer) in &mut self.consumers {
             if let Some(index) = self.queues.get(&(topic.clone(), *queue_id)) {
-                consumer.forget_gone(index.min_offset(), |o| index.get(o).is_some());
+                consumer.forget_gone(index.min_offset(), |o| {
+                    live_entry(&self.entries, floor, index, o).is_some()
+                });
             }
         }
         // The leader never truncates below a parked message; a replica still drops any it
@@ -609,6 +673,134 @@ impl ShardState {
     fn queue(&self, topic: &TopicName, queue_id: u32) -> Option<&QueueIndex> {
         self.queues.get(&(topic.clone(), queue_id))
     }
+
+    /// The retained entry at `offset` of a queue (tests).
+    #[cfg(test)]
+    fn entry_at(&self, topic: &TopicName, queue_id: u32, offset: u64) -> Option<IndexEntry> {
+        live_entry(
+            &self.entries,
+            self.truncated_below,
+            self.queues.get(&(topic.clone(), queue_id))?,
+            offset,
+        )
+    }
+
+    // ---- the index file ----
+
+    /// This state as a snapshot restores it, with the entries an index file would hold taken
+    /// from `index` (itself, or a state further on: an index file may be ahead of a snapshot).
+    #[cfg(test)]
+    pub(crate) fn restored(&self, index: &ShardState) -> ShardState {
+        let bytes = postcard::to_stdvec(self).expect("encodes");
+        let mut back: ShardState = postcard::from_bytes(&bytes).expect("decodes");
+        for (key, entry) in index.entries.in_memory() {
+            back.entries.put(key.0, key.1, *entry);
+        }
+        back
+    }
+
+    /// A copy of everything a snapshot holds (the entries stay here: they are in the file).
+    pub fn snapshot_copy(&mut self) -> ShardState {
+        let entries = std::mem::take(&mut self.entries);
+        let copy = self.clone();
+        self.entries = entries;
+        copy
+    }
+
+    /// Takes this state's entries (and their file) from `from`, as a restored state continues
+    /// on the same index.
+    pub fn take_entries_from(&mut self, from: &mut ShardState) {
+        self.entries = std::mem::take(&mut from.entries);
+    }
+
+    /// The queues' entries.
+    pub fn entries(&self) -> &Entries {
+        &self.entries
+    }
+
+    pub fn entries_mut(&mut self) -> &mut Entries {
+        &mut self.entries
+    }
+
+    /// Every retained entry by (topic, queue, offset).
+    pub fn live_entries(&self) -> BTreeMap<(TopicName, u32, u64), IndexEntry> {
+        self.queues
+            .iter()
+            .flat_map(|((topic, queue_id), q)| {
+                live_range(
+                    &self.entries,
+                    self.truncated_below,
+                    q,
+                    q.min_offset(),
+                    q.max_offset(),
+                )
+                .map(move |(offset, e)| ((topic.clone(), *queue_id, offset), e))
+            })
+            .collect()
+    }
+
+    /// Each queue's index key and first retained offset: below these, a replay from this
+    /// state reads nothing (garbage collection of the index file).
+    pub fn index_floors(&self) -> std::collections::HashMap<u32, u64> {
+        self.queues
+            .values()
+            .map(|q| (q.key(), q.min_offset()))
+            .collect()
+    }
+}
+
+/// The entry at `offset` of `queue` if it is retained: inside the queue's offsets and not below
+/// the truncation floor (retention removes entries by raising the floor, not by rewriting). An
+/// offset inside the queue always has an entry; one missing means a damaged index, which is
+/// reported (apply then stops the shard) rather than read as a gap.
+fn live_entry(
+    entries: &Entries,
+    truncated_below: u64,
+    queue: &QueueIndex,
+    offset: u64,
+) -> Option<IndexEntry> {
+    if offset < queue.min_offset() || offset >= queue.max_offset() {
+        return None;
+    }
+    let Some(entry) = entries.get(queue.key(), offset) else {
+        entries.report_missing(queue.key(), offset);
+        return None;
+    };
+    (entry.log_index >= truncated_below).then_some(entry)
+}
+
+/// The retained entries of `queue` with offsets in `from..to`, ascending (missing ones are
+/// reported as in [`live_entry`]).
+fn live_range<'a>(
+    entries: &'a Entries,
+    truncated_below: u64,
+    queue: &QueueIndex,
+    from: u64,
+    to: u64,
+) -> impl Iterator<Item = (u64, IndexEntry)> + use<'a> {
+    let from = from.max(queue.min_offset());
+    let to = to.min(queue.max_offset());
+    let key = queue.key();
+    let mut inner = entries.range(key, from, to);
+    let mut expected = from;
+    std::iter::from_fn(move || {
+        loop {
+            let Some((offset, entry)) = inner.next() else {
+                if expected < to {
+                    entries.report_missing(key, expected);
+                    expected = to;
+                }
+                return None;
+            };
+            if offset != expected {
+                entries.report_missing(key, expected);
+            }
+            expected = offset + 1;
+            if entry.log_index >= truncated_below {
+                return Some((offset, entry));
+            }
+        }
+    })
 }
 
 fn deadline(now_ms: i64, invisible_ms: u64) -> i64 {

@@ -759,7 +759,14 @@ async fn a_selective_filter_finds_its_match_deep_in_a_backlog_without_empty_rece
         filter: TagFilter::Tags(vec![tag.to_owned()]),
         ..pop(32, Duration::from_millis(500))
     };
-    let got = store.pop(only("A")).await.expect("pops");
+    let got = store
+        .pop(PopRequest {
+            // The search of 600,000 entries takes most of a second in a debug build.
+            wait: Duration::from_secs(20),
+            ..only("A")
+        })
+        .await
+        .expect("pops");
     assert_eq!(bodies(&got), vec!["A-0".to_string()]);
     assert_eq!(
         shard.shared.last_applied_index(),

@@ -1,13 +1,17 @@
 //! openraft's view of a shard's state: applies committed entries to [`ShardState`] behind a lock
-//! the store reads through, and saves or restores the whole state as snapshot generations
-//! (`vela_raft::generations`). The state is in memory only; a restart installs the newest
-//! readable generation and openraft replays the log after it.
+//! the store reads through, and saves or restores it as snapshot generations
+//! (`vela_raft::generations`). The queues' entries are not in a snapshot: apply collects them
+//! in memory and a background task writes them to the shard's index file (`index_db`); a
+//! snapshot build makes the file durable through the snapshot's index before it writes the
+//! generation (ADR 0008). A restart installs the newest readable generation, checks the index
+//! file covers it, and openraft replays the log after it.
 //!
 //! openraft runs a snapshot build in a task of its own while the state machine goes on, so an
 //! install can overlap a build. Snapshot files are therefore only touched under one lock, which
 //! a build holds from taking its copy of the state to writing it, and a build never writes a
 //! generation older than one on disk.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 
@@ -17,12 +21,20 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 use vela_raft::generations::{Generation, SnapshotKeeper};
 
 use super::{ShardShared, ShardTypes};
 use crate::command::{CommandResponse, StoreCommand};
-use crate::state::{APPLY_VERSION, ApplyEffects, ShardState};
+use crate::index_db::{IndexDb, IndexError, IndexView};
+use crate::state::{APPLY_VERSION, ApplyEffects, IndexEntry, LegacyState, ShardState};
+
+/// Applied entries kept in memory before a background write to the index file starts.
+const FLUSH_ENTRIES: usize = 16_384;
+/// Applied entries in memory past which apply waits for the write in progress (the writer
+/// fell behind).
+const MAX_UNFLUSHED: usize = 8 * FLUSH_ENTRIES;
 
 /// The snapshot file's payload (inside `vela_raft::snapshot_file` framing). Also what a
 /// snapshot transfer carries.
@@ -34,27 +46,73 @@ struct SnapshotFileRef<'a> {
 }
 
 #[derive(Deserialize)]
-pub(crate) struct SnapshotFile {
+struct CurrentFile {
     /// Checked before the rest is decoded (see [`decode_snapshot`]).
     _format: u32,
-    pub meta: SnapshotMetaOf<ShardTypes>,
+    meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
+}
+
+/// Snapshot format 2: the state held every queue's entries.
+#[derive(Deserialize)]
+struct Format2File {
+    _format: u32,
+    meta: SnapshotMetaOf<ShardTypes>,
+    state: LegacyState,
+}
+
+/// The state a snapshot holds.
+pub(crate) enum SnapshotState {
+    Current(ShardState),
+    /// Format 2, upgraded on install (its entries go to the index file).
+    Format2(LegacyState),
+}
+
+impl SnapshotState {
+    fn shard(&self) -> vela_proto::domain::ShardId {
+        match self {
+            SnapshotState::Current(s) => s.shard(),
+            SnapshotState::Format2(s) => s.shard(),
+        }
+    }
+}
+
+pub(crate) struct SnapshotFile {
+    pub meta: SnapshotMetaOf<ShardTypes>,
+    pub state: SnapshotState,
 }
 
 /// The layout of a shard snapshot's payload: `format` (this number, a varint) first, so a
 /// reader can refuse a layout it does not know before decoding the rest. Bumped with any change
-/// of [`ShardState`]'s persisted shape.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 2;
+/// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
+/// index file); format 2 is still read.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 3;
 
 /// Decodes a snapshot generation and checks it is what its name says.
 pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
     let (format, _) = postcard::take_from_bytes::<u32>(bytes).map_err(|e| e.to_string())?;
-    if format != SNAPSHOT_FORMAT {
-        return Err(format!(
-            "snapshot format {format} is not supported (this build reads {SNAPSHOT_FORMAT})"
-        ));
-    }
-    let file: SnapshotFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let file = match format {
+        SNAPSHOT_FORMAT => {
+            let f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            SnapshotFile {
+                meta: f.meta,
+                state: SnapshotState::Current(f.state),
+            }
+        }
+        2 => {
+            let f: Format2File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            SnapshotFile {
+                meta: f.meta,
+                state: SnapshotState::Format2(f.state),
+            }
+        }
+        _ => {
+            return Err(format!(
+                "snapshot format {format} is not supported (this build reads 2 and \
+                 {SNAPSHOT_FORMAT})"
+            ));
+        }
+    };
     let covers = file.meta.last_log_id.map_or(0, |l| l.index);
     if covers != index {
         return Err(format!(
@@ -85,6 +143,9 @@ impl Applied {
 /// Held while snapshot files are read or written (see the module comment).
 type SnapshotFileLock = Arc<Mutex<()>>;
 
+/// Each queue's key and first offset in a snapshot generation: what a replay from it may read.
+type Floors = HashMap<u32, u64>;
+
 pub struct ShardStateMachine {
     shared: Arc<ShardShared>,
     keeper: SnapshotKeeper<ShardTypes>,
@@ -92,6 +153,11 @@ pub struct ShardStateMachine {
     /// The generation read at open, served once to openraft's start-up instead of reading the
     /// file again.
     opened_with: Option<(SnapshotMetaOf<ShardTypes>, Vec<u8>)>,
+    /// The write of frozen entries to the index file in progress.
+    flushing: Option<JoinHandle<Result<Arc<IndexView>, IndexError>>>,
+    /// Floors of the newest generation this process built (the older kept one, once the next
+    /// is built): garbage collection of the index file stays above them.
+    floors: Arc<parking_lot::Mutex<Option<Floors>>>,
 }
 
 impl ShardStateMachine {
@@ -105,7 +171,38 @@ impl ShardStateMachine {
             keeper,
             snapshot_file: SnapshotFileLock::default(),
             opened_with: opened_with.map(|g| g.value),
+            flushing: None,
+            floors: Arc::default(),
         }
+    }
+
+    fn index(&self) -> &Arc<IndexDb> {
+        &self.shared.index
+    }
+
+    /// Takes in the finished write of frozen entries (waits for it if `wait`).
+    async fn settle_flush(&mut self, wait: bool) -> Result<(), io::Error> {
+        let Some(handle) = self.flushing.take_if(|h| wait || h.is_finished()) else {
+            return Ok(());
+        };
+        let view = handle.await.map_err(io::Error::other)??;
+        self.shared
+            .applied
+            .write()
+            .state
+            .entries_mut()
+            .flushed(view);
+        Ok(())
+    }
+
+    /// Starts writing the applied entries to the index file once enough have collected.
+    fn start_flush(&mut self, frozen: Option<Arc<BTreeMap<(u32, u64), IndexEntry>>>, through: u64) {
+        let Some(frozen) = frozen else { return };
+        let db = self.index().clone();
+        self.flushing = Some(tokio::task::spawn_blocking(move || {
+            db.write(&frozen, through)?;
+            db.view()
+        }));
     }
 }
 
@@ -129,8 +226,12 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
         S: Stream<Item = Result<EntryResponder<ShardTypes>, io::Error>> + Unpin + OptionalSend,
     {
         let entries: Vec<EntryResponder<ShardTypes>> = entries.try_collect().await?;
+        let backlog = self.shared.applied.read().state.entries().tail_len();
+        self.settle_flush(backlog >= MAX_UNFLUSHED).await?;
         let mut fx = ApplyEffects::default();
         let mut replies = Vec::new();
+        let frozen;
+        let through;
         {
             let mut applied = self.shared.applied.write();
             for (entry, responder) in entries {
@@ -169,7 +270,23 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                     replies.push((responder, response));
                 }
             }
+            if let Some(failure) = applied.state.entries().failure() {
+                // A read of the index went wrong: what apply computed cannot be trusted, so
+                // nothing is answered and the shard stops (openraft treats this as fatal).
+                return Err(io::Error::other(format!(
+                    "shard {}: the queue index file failed: {failure}",
+                    self.shared.shard
+                )));
+            }
+            through = applied.last_applied.map_or(0, |l| l.index);
+            frozen =
+                if self.flushing.is_none() && applied.state.entries().tail_len() >= FLUSH_ENTRIES {
+                    applied.state.entries_mut().freeze()
+                } else {
+                    None
+                };
         }
+        self.start_flush(frozen, through);
         // Answer and wake outside the lock: woken readers take it right away.
         for (responder, response) in replies {
             responder.send(response);
@@ -187,6 +304,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             shared: self.shared.clone(),
             keeper: self.keeper.clone(),
             snapshot_file: self.snapshot_file.clone(),
+            floors: self.floors.clone(),
         }
     }
 
@@ -210,6 +328,15 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                 self.shared.shard
             )));
         }
+        self.settle_flush(true).await?;
+        let db = self.index().clone();
+        let shard = self.shared.shard;
+        let (mut state, view) = tokio::task::spawn_blocking(move || {
+            let state = restore_index(&db, shard, index, file.state)?;
+            Ok::<_, io::Error>((state, db.view()?))
+        })
+        .await
+        .map_err(io::Error::other)??;
         let on_disk = self.snapshot_file.lock().await;
         if !self
             .keeper
@@ -227,9 +354,14 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             let mut applied = self.shared.applied.write();
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
-            applied.state = file.state;
+            state.take_entries_from(&mut applied.state);
+            state.entries_mut().attach(view);
+            applied.state = state;
         }
         drop(on_disk);
+        // Which generation a replay may start from is not known here: collect nothing until
+        // two more are built.
+        *self.floors.lock() = None;
         info!(shard = self.shared.shard, last_log_id = ?meta.last_log_id, "installed shard snapshot");
         self.shared.state_replaced();
         Ok(())
@@ -258,11 +390,49 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
     }
 }
 
-/// Serializes the applied state and persists it as the shard's newest snapshot generation.
+/// Checks the index file holds what a snapshot at `index` needs, or writes it there (a format-2
+/// snapshot carries its entries), and returns the state to continue from.
+fn restore_index(
+    db: &IndexDb,
+    shard: vela_proto::domain::ShardId,
+    index: u64,
+    state: SnapshotState,
+) -> Result<ShardState, io::Error> {
+    match state {
+        SnapshotState::Current(state) => {
+            let through = db.indexed_through()?.unwrap_or(0);
+            let needed = state.last_indexing();
+            if through < needed {
+                return Err(invalid_data(format!(
+                    "shard {shard}: the queue index file holds entries through log index \
+                     {through} but the snapshot at {index} needs them through {needed}; the \
+                     index file is missing or was replaced (restore the shard directory as a \
+                     whole)"
+                )));
+            }
+            Ok(state)
+        }
+        SnapshotState::Format2(legacy) => {
+            let (state, entries) = legacy.upgrade();
+            info!(
+                shard,
+                entries = entries.len(),
+                "moving queue index entries of a format-2 snapshot into the index file"
+            );
+            db.write(&entries, index)?;
+            db.make_durable()?;
+            Ok(state)
+        }
+    }
+}
+
+/// Persists the applied state as the shard's newest snapshot generation, after making the index
+/// file durable through it.
 pub struct ShardSnapshotBuilder {
     shared: Arc<ShardShared>,
     keeper: SnapshotKeeper<ShardTypes>,
     snapshot_file: SnapshotFileLock,
+    floors: Arc<parking_lot::Mutex<Option<Floors>>>,
 }
 
 impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
@@ -272,24 +442,38 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
         // Taken before the copy: an install that overlaps this build then lands entirely before
         // the copy or entirely after the write.
         let on_disk = self.snapshot_file.lock().await;
-        // Serializing under the read lock holds apply back briefly but needs no copy of the
-        // state; postcard writes hundreds of MB/s.
-        let (meta, bytes) = {
-            let applied = self.shared.applied.read();
+        // Under the lock only a copy of the small state and of the entries not yet in the file.
+        let (meta, state, unflushed) = {
+            let mut applied = self.shared.applied.write();
             let meta = SnapshotMetaOf::<ShardTypes> {
                 last_log_id: applied.last_applied,
                 last_membership: applied.membership.clone(),
             };
-            let bytes = postcard::to_stdvec(&SnapshotFileRef {
-                format: SNAPSHOT_FORMAT,
-                meta: &meta,
-                state: &applied.state,
+            let unflushed = applied.state.entries().unflushed();
+            (meta, applied.state.snapshot_copy(), unflushed)
+        };
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let db = self.shared.index.clone();
+        let (bytes, floors) = {
+            let meta = meta.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
+                // Written again if a background write has them too: same keys, same entries.
+                for part in &unflushed {
+                    db.write(part, index)?;
+                }
+                db.make_durable()?;
+                let bytes = postcard::to_stdvec(&SnapshotFileRef {
+                    format: SNAPSHOT_FORMAT,
+                    meta: &meta,
+                    state: &state,
+                })
+                .map_err(invalid_data)?;
+                Ok((bytes, state.index_floors()))
             })
-            .map_err(invalid_data)?;
-            (meta, bytes)
+            .await
+            .map_err(io::Error::other)??
         };
         let bytes = Arc::new(bytes);
-        let index = meta.last_log_id.map_or(0, |l| l.index);
         let written = self
             .keeper
             .persist(index, bytes.clone())
@@ -297,10 +481,39 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
             .map_err(io::Error::from)?;
         drop(on_disk);
         debug!(shard = self.shared.shard, last_log_id = ?meta.last_log_id, bytes = bytes.len(), written, "built shard snapshot");
+        if written {
+            self.collect_garbage(floors).await;
+        }
         let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
         Ok(SnapshotOf::<ShardTypes, Vec<u8>> {
             meta,
             snapshot: bytes,
         })
+    }
+}
+
+impl ShardSnapshotBuilder {
+    /// Deletes index entries neither kept generation can read: below the older one's floors
+    /// (or the newer one's, for queues made since), and queues neither has.
+    async fn collect_garbage(&self, newest: Floors) {
+        let Some(older) = self.floors.lock().replace(newest.clone()) else {
+            return;
+        };
+        let mut floors = newest;
+        floors.extend(older);
+        let db = self.shared.index.clone();
+        let shard = self.shared.shard;
+        match tokio::task::spawn_blocking(move || db.collect_garbage(&floors)).await {
+            Ok(Ok(collected)) if collected.entries > 0 => {
+                debug!(
+                    shard,
+                    entries = collected.entries,
+                    "index garbage collected"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(shard, error = %err, "index garbage collection failed"),
+            Err(err) => warn!(shard, error = %err, "index garbage collection failed"),
+        }
     }
 }

@@ -20,6 +20,7 @@ use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
 
 use super::*;
 use crate::command::{PopCommand, QueueChoice, TagSubscription};
+use crate::index_db::IndexDb;
 
 const SHARD: ShardId = 3;
 
@@ -143,9 +144,19 @@ async fn apply(sm: &mut ShardStateMachine, entries: Vec<EntryOf<ShardTypes>>) ->
         .await
 }
 
+/// Writes what `from` has indexed into `to`'s index file, as a snapshot transfer that ships the
+/// index would.
+fn ship_index(from: &ShardShared, to: &ShardShared, through: u64) {
+    for part in from.applied.read().state.entries().unflushed() {
+        to.index.write(&part, through).expect("index write");
+    }
+    to.index.make_durable().expect("index sync");
+}
+
 /// A state machine alone, without a log (snapshot round trips only).
 fn state_machine(dir: &std::path::Path, shard: ShardId) -> (Arc<ShardShared>, ShardStateMachine) {
-    let shared = ShardShared::new(shard);
+    let index = IndexDb::open(&vela_raft::vfs::StdVfs::shared(), dir, 1 << 20).expect("index");
+    let shared = ShardShared::new(shard, index).expect("shared");
     let generations = vela_raft::generations::Generations::open(
         vela_raft::vfs::StdVfs::shared(),
         dir.join("snapshots"),
@@ -188,9 +199,19 @@ async fn snapshot_with_real_commands_transfers_and_restores() {
     assert_eq!(current.meta, built.meta);
     assert_eq!(current.snapshot, built.snapshot);
 
-    // Another replica of the same shard takes it over the wire.
+    // Another replica of the same shard cannot take the snapshot alone: the queues' entries
+    // are in the index file, not in the snapshot.
     let follower_dir = tempfile::tempdir().expect("tempdir");
     let (follower, mut follower_sm) = state_machine(follower_dir.path(), SHARD);
+    let err = follower_sm
+        .install_snapshot(&current.meta, current.snapshot.clone())
+        .await
+        .expect_err("an index that does not cover the snapshot is refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("queue index file"), "{err}");
+    assert_eq!(follower.applied.read().last_applied, None);
+    // With the index shipped along (as a cluster transfer will do), it can.
+    ship_index(&leader, &follower, 5);
     follower_sm
         .install_snapshot(&current.meta, current.snapshot.clone())
         .await
@@ -300,7 +321,7 @@ async fn snapshot_of_another_shard_or_mismatched_meta_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_racing_an_install_leaves_the_installed_snapshot() {
     let leader_dir = tempfile::tempdir().expect("tempdir");
-    let (_, mut leader_sm) = state_machine(leader_dir.path(), SHARD);
+    let (leader, mut leader_sm) = state_machine(leader_dir.path(), SHARD);
     apply(&mut leader_sm, workload()).await.expect("apply");
     let newer = leader_sm
         .get_snapshot_builder()
@@ -315,6 +336,7 @@ async fn a_build_racing_an_install_leaves_the_installed_snapshot() {
         apply(&mut sm, workload()[..2].to_vec())
             .await
             .expect("apply");
+        ship_index(&leader, &shared, 5);
         let mut builder = sm.get_snapshot_builder().await;
         let (built, installed) = tokio::join!(
             builder.build_snapshot(),

@@ -1,7 +1,8 @@
 //! Golden bytes of the snapshot state: `ShardState` is persisted (inside every snapshot
 //! generation) with postcard, which is not self-describing, so any change to its shape or to a
 //! type inside it changes these bytes. When this test fails, the change needs a new
-//! `SNAPSHOT_FORMAT` (and store format), not a new constant here.
+//! `SNAPSHOT_FORMAT`, not a new constant here. The same state as snapshot format 2 wrote it
+//! (entries inside) must still be read.
 
 use bytes::Bytes;
 use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
@@ -61,13 +62,55 @@ fn small_state() -> ShardState {
     state
 }
 
-#[test]
-fn snapshot_state_golden_bytes() {
-    let bytes = postcard::to_stdvec(&small_state()).expect("encodes");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(hex, GOLDEN, "the persisted shape of ShardState changed");
-    let back: ShardState = postcard::from_bytes(&bytes).expect("decodes");
-    assert_eq!(back, small_state());
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-const GOLDEN: &str = "030101610101740100020200d00f01a6d287b0c8c9f6b1af010201d00f01a6d287b0c8c9f6b1af01010163017401020100e8200103a6d287b0c8c9f6b1af0101e8200001a6d287b0c8c9f6b1af0101000101000101016301740101904e0202017401010001904e0102030174010100000002a01f";
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn snapshot_state_golden_bytes() {
+    let state = small_state();
+    let bytes = postcard::to_stdvec(&state).expect("encodes");
+    assert_eq!(
+        hex(&bytes),
+        GOLDEN,
+        "the persisted shape of ShardState changed"
+    );
+    let mut back: ShardState = postcard::from_bytes(&bytes).expect("decodes");
+    assert_eq!(
+        postcard::to_stdvec(&back).expect("encodes"),
+        bytes,
+        "decodes to the same state"
+    );
+    // The entries are not in the snapshot: they come from the index file.
+    assert!(back.live_entries().is_empty());
+    assert_eq!(state.live_entries().len(), 2);
+    for (key, entry) in state.entries().in_memory() {
+        back.entries_mut().put(key.0, key.1, *entry);
+    }
+    assert_eq!(back, state);
+}
+
+#[test]
+fn a_format_2_state_upgrades_to_the_same_state() {
+    let legacy: LegacyState = postcard::from_bytes(&unhex(FORMAT2_GOLDEN)).expect("decodes");
+    let (mut upgraded, entries) = legacy.upgrade();
+    for ((queue, offset), entry) in entries {
+        upgraded.entries_mut().put(queue, offset, entry);
+    }
+    // Format 2 did not record it (its restore writes every entry at the snapshot's index).
+    assert_eq!(upgraded.last_indexing, 0);
+    upgraded.last_indexing = small_state().last_indexing;
+    assert_eq!(upgraded, small_state());
+}
+
+const GOLDEN: &str = "0301016101017401000002010163017401020100e8200103a6d287b0c8c9f6b1af0101e8200001a6d287b0c8c9f6b1af0101000101000101016301740101904e0202017401010001904e0102030174010100000002a01f0102";
+
+/// [`small_state`] as snapshot format 2 laid it out.
+const FORMAT2_GOLDEN: &str = "030101610101740100020200d00f01a6d287b0c8c9f6b1af010201d00f01a6d287b0c8c9f6b1af01010163017401020100e8200103a6d287b0c8c9f6b1af0101e8200001a6d287b0c8c9f6b1af0101000101000101016301740101904e0202017401010001904e0102030174010100000002a01f";

@@ -1,17 +1,15 @@
 //! Per-queue indexes: queue offset -> where the message's record lives in the Raft log, plus
 //! what filtering and FIFO need without reading the record (interned tag, message-group hash).
-//! Offsets are dense; the minimum rises when retention drops old entries.
+//! Offsets are dense; the minimum rises when retention drops old entries (ADR 0008).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::command::RecordRef;
-
-/// Log index marking an entry whose record retention removed while newer entries before it in
-/// the queue survive (released delay messages and dead letters point at old records).
-const PURGED: u64 = u64::MAX;
+use crate::index_db::IndexView;
 
 /// One message in a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,20 +31,41 @@ impl IndexEntry {
             slot: self.slot,
         }
     }
-
-    pub fn is_purged(&self) -> bool {
-        self.log_index == PURGED
-    }
 }
 
-/// The messages of one queue, by offset.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A queue's place in the index: its key there and the offsets it holds. The entries
+/// themselves live in [`Entries`] under `(key, offset)`; offsets are dense in
+/// `min_offset..max_offset`. Keys are never reused, so a dropped queue's entries are
+/// unreachable until garbage collection removes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueIndex {
+    key: u32,
     min_offset: u64,
-    entries: VecDeque<IndexEntry>,
+    max_offset: u64,
 }
 
 impl QueueIndex {
+    pub fn new(key: u32) -> Self {
+        Self {
+            key,
+            min_offset: 0,
+            max_offset: 0,
+        }
+    }
+
+    pub(super) fn with_offsets(key: u32, min_offset: u64, max_offset: u64) -> Self {
+        Self {
+            key,
+            min_offset: min_offset.min(max_offset),
+            max_offset,
+        }
+    }
+
+    /// The queue's key in the index.
+    pub fn key(&self) -> u32 {
+        self.key
+    }
+
     /// First offset still retained.
     pub fn min_offset(&self) -> u64 {
         self.min_offset
@@ -54,48 +73,217 @@ impl QueueIndex {
 
     /// The offset the next message gets.
     pub fn max_offset(&self) -> u64 {
-        self.min_offset + self.entries.len() as u64
+        self.max_offset
     }
 
-    /// Appends an entry and returns its offset.
-    pub fn push(&mut self, entry: IndexEntry) -> u64 {
-        let offset = self.max_offset();
-        self.entries.push_back(entry);
+    /// Takes the next offset.
+    pub(super) fn take_offset(&mut self) -> u64 {
+        let offset = self.max_offset;
+        self.max_offset += 1;
         offset
     }
 
-    /// The live entry at `offset`, if retained and not purged.
-    pub fn get(&self, offset: u64) -> Option<&IndexEntry> {
-        let pos = usize::try_from(offset.checked_sub(self.min_offset)?).ok()?;
-        self.entries.get(pos).filter(|e| !e.is_purged())
+    /// Raises the first retained offset (never past the end).
+    pub(super) fn raise_min(&mut self, min_offset: u64) {
+        self.min_offset = self.min_offset.max(min_offset.min(self.max_offset));
+    }
+}
+
+/// Index entries by `(queue key, offset)`: the applied tail in memory, the rest in the shard's
+/// index file ([`crate::index_db`]) when one is attached (tests run without: then the tail holds
+/// everything). A tail is frozen while it is being written to the file and stays readable until
+/// the file has it.
+///
+/// The state decides which offsets exist (`QueueIndex`); keys outside a queue's range are never
+/// read, so whatever the file holds there (entries retention already released, or entries a
+/// crash left from a later, lost history) is harmless and is overwritten before it is read.
+#[derive(Clone, Default)]
+pub struct Entries {
+    tail: BTreeMap<(u32, u64), IndexEntry>,
+    frozen: Option<Arc<BTreeMap<(u32, u64), IndexEntry>>>,
+    file: Option<Arc<IndexView>>,
+    /// The first read error of the file; apply checks it and stops the shard.
+    failure: Arc<Mutex<Option<String>>>,
+    /// Entries put so far (tells apply whether a command indexed anything).
+    puts: u64,
+}
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries")
+            .field("tail", &self.tail.len())
+            .field("frozen", &self.frozen.as_ref().map(|f| f.len()))
+            .field("file", &self.file.is_some())
+            .finish()
+    }
+}
+
+type Source<'a> = std::iter::Peekable<Box<dyn Iterator<Item = (u64, IndexEntry)> + 'a>>;
+
+impl Entries {
+    /// Entries read through `file` from now on.
+    pub fn attach(&mut self, file: Arc<IndexView>) {
+        self.file = Some(file);
     }
 
-    /// Drops every entry whose record lies below `below_log_index`: leading ones go (the
-    /// minimum offset rises), later ones become purged holes so offsets stay dense.
-    pub fn truncate_below(&mut self, below_log_index: u64) {
-        while let Some(front) = self.entries.front() {
-            if front.log_index < below_log_index || front.is_purged() {
-                self.entries.pop_front();
-                self.min_offset += 1;
+    pub fn put(&mut self, key: u32, offset: u64, entry: IndexEntry) {
+        self.puts += 1;
+        self.tail.insert((key, offset), entry);
+    }
+
+    /// Entries put since this value was made.
+    pub fn puts(&self) -> u64 {
+        self.puts
+    }
+
+    pub fn get(&self, key: u32, offset: u64) -> Option<IndexEntry> {
+        if let Some(e) = self.tail.get(&(key, offset)) {
+            return Some(*e);
+        }
+        if let Some(e) = self.frozen.as_ref().and_then(|f| f.get(&(key, offset))) {
+            return Some(*e);
+        }
+        let file = self.file.as_ref()?;
+        file.get(key, offset).unwrap_or_else(|e| {
+            self.fail(e);
+            None
+        })
+    }
+
+    /// The entries of queue `key` with offsets in `from..to`, ascending.
+    pub fn range(
+        &self,
+        key: u32,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = (u64, IndexEntry)> + '_ {
+        fn memory(
+            m: &BTreeMap<(u32, u64), IndexEntry>,
+            key: u32,
+            from: u64,
+            to: u64,
+        ) -> Source<'_> {
+            let it: Box<dyn Iterator<Item = (u64, IndexEntry)> + '_> = if from < to {
+                Box::new(m.range((key, from)..(key, to)).map(|((_, o), e)| (*o, *e)))
             } else {
-                break;
-            }
+                Box::new(std::iter::empty())
+            };
+            it.peekable()
         }
-        for entry in &mut self.entries {
-            if entry.log_index < below_log_index {
-                entry.log_index = PURGED;
+        let tail = memory(&self.tail, key, from, to);
+        let frozen = match &self.frozen {
+            Some(f) => memory(f, key, from, to),
+            None => (Box::new(std::iter::empty()) as Box<dyn Iterator<Item = _>>).peekable(),
+        };
+        let file: Source<'_> = match (&self.file, from < to) {
+            (Some(file), true) => {
+                let it: Box<dyn Iterator<Item = (u64, IndexEntry)> + '_> =
+                    match file.range(key, from, to) {
+                        Ok(it) => Box::new(it.map_while(|r| match r {
+                            Ok(x) => Some(x),
+                            Err(e) => {
+                                self.fail(e);
+                                None
+                            }
+                        })),
+                        Err(e) => {
+                            self.fail(e);
+                            Box::new(std::iter::empty())
+                        }
+                    };
+                it.peekable()
             }
+            _ => (Box::new(std::iter::empty()) as Box<dyn Iterator<Item = _>>).peekable(),
+        };
+        Merged {
+            sources: [tail, frozen, file],
         }
     }
 
-    /// Lowest live log index referenced, if any.
+    /// Entries applied since the last [`Entries::freeze`] or [`Entries::flushed`].
+    pub fn tail_len(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Moves the tail aside for writing to the file (it stays readable) and returns it. `None`
+    /// when there is nothing to write, no file, or an earlier freeze is not written yet.
+    pub fn freeze(&mut self) -> Option<Arc<BTreeMap<(u32, u64), IndexEntry>>> {
+        if self.file.is_none() || self.frozen.is_some() || self.tail.is_empty() {
+            return None;
+        }
+        let frozen = Arc::new(std::mem::take(&mut self.tail));
+        self.frozen = Some(frozen.clone());
+        Some(frozen)
+    }
+
+    /// The frozen tail is in the file, read through `file` from now on.
+    pub fn flushed(&mut self, file: Arc<IndexView>) {
+        self.frozen = None;
+        self.file = Some(file);
+    }
+
+    /// Copies of the entries applied but not yet known to be in the file (frozen and tail).
+    pub fn unflushed(&self) -> Vec<Arc<BTreeMap<(u32, u64), IndexEntry>>> {
+        let mut parts: Vec<_> = self.frozen.iter().cloned().collect();
+        if !self.tail.is_empty() {
+            parts.push(Arc::new(self.tail.clone()));
+        }
+        parts
+    }
+
+    /// The file behind these entries, if any.
+    pub fn file(&self) -> Option<&Arc<IndexView>> {
+        self.file.as_ref()
+    }
+
+    /// The first read error of the index file, if one happened.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
+    /// An entry the state says exists is not there: the index is damaged.
+    pub fn report_missing(&self, key: u32, offset: u64) {
+        self.fail(format!("entry ({key}, {offset}) is missing"));
+    }
+
+    fn fail(&self, err: impl std::fmt::Display) {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            tracing::error!(error = %err, "reading the queue index file failed");
+            *failure = Some(err.to_string());
+        }
+    }
+
+    /// Every entry in memory (tests without a file).
     #[cfg(test)]
-    pub fn lowest_log_index(&self) -> Option<u64> {
-        self.entries
-            .iter()
-            .filter(|e| !e.is_purged())
-            .map(|e| e.log_index)
-            .min()
+    pub fn in_memory(&self) -> &BTreeMap<(u32, u64), IndexEntry> {
+        &self.tail
+    }
+}
+
+/// Merges ascending sources by offset; on equal offsets the first source wins (the tail is
+/// newer than the frozen tail, which is newer than the file).
+struct Merged<'a> {
+    sources: [Source<'a>; 3],
+}
+
+impl Iterator for Merged<'_> {
+    type Item = (u64, IndexEntry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let lowest = self
+            .sources
+            .iter_mut()
+            .filter_map(|s| s.peek().map(|(o, _)| *o))
+            .min()?;
+        let mut found = None;
+        for source in &mut self.sources {
+            if source.peek().is_some_and(|(o, _)| *o == lowest) {
+                let item = source.next();
+                found = found.or(item);
+            }
+        }
+        found
     }
 }
 
@@ -168,21 +356,35 @@ mod tests {
     }
 
     #[test]
-    fn offsets_are_dense_and_truncation_raises_the_minimum() {
-        let mut q = QueueIndex::default();
-        assert_eq!(q.push(entry(10)), 0);
-        assert_eq!(q.push(entry(11)), 1);
-        assert_eq!(q.push(entry(3)), 2); // a released delay message points at an old record
-        assert_eq!(q.push(entry(12)), 3);
-        q.truncate_below(11);
-        assert_eq!(q.min_offset(), 1);
-        assert_eq!(q.max_offset(), 4);
-        assert!(q.get(0).is_none());
-        assert!(q.get(2).is_none(), "the hole for the old record is purged");
-        assert_eq!(q.get(3).map(|e| e.log_index), Some(12));
-        assert_eq!(q.lowest_log_index(), Some(11));
-        q.truncate_below(12);
-        assert_eq!(q.min_offset(), 3, "leading holes are dropped too");
+    fn offsets_are_dense_and_the_minimum_only_rises() {
+        let mut q = QueueIndex::new(7);
+        assert_eq!(q.take_offset(), 0);
+        assert_eq!(q.take_offset(), 1);
+        q.raise_min(1);
+        q.raise_min(0);
+        assert_eq!((q.min_offset(), q.max_offset()), (1, 2));
+        q.raise_min(10);
+        assert_eq!(q.min_offset(), 2, "never past the end");
+    }
+
+    #[test]
+    fn ranges_merge_the_tail_over_the_frozen_tail() {
+        let mut entries = Entries::default();
+        entries.put(1, 0, entry(10));
+        entries.put(1, 1, entry(11));
+        entries.put(2, 0, entry(99));
+        entries.frozen = Some(Arc::new(std::mem::take(&mut entries.tail)));
+        entries.put(1, 1, entry(21));
+        entries.put(1, 2, entry(22));
+        let got: Vec<(u64, u64)> = entries
+            .range(1, 0, 10)
+            .map(|(o, e)| (o, e.log_index))
+            .collect();
+        assert_eq!(got, vec![(0, 10), (1, 21), (2, 22)]);
+        assert_eq!(entries.get(1, 1).map(|e| e.log_index), Some(21));
+        assert_eq!(entries.get(2, 0).map(|e| e.log_index), Some(99));
+        assert_eq!(entries.range(1, 2, 2).count(), 0);
+        assert_eq!(entries.range(1, 3, 1).count(), 0);
     }
 
     #[test]

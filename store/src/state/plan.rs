@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use vela_proto::domain::{GroupName, TopicName};
 
-use super::{MAX_PARKED, PopProbe, ShardState};
+use super::{MAX_PARKED, PopProbe, ShardState, live_entry, live_range};
 use crate::command::{QueueChoice, ScanRange, TagSubscription};
 
 /// Most expired deliveries one planned receive hands apply per queue.
@@ -118,11 +118,12 @@ impl ShardState {
                 .map_or(index.min_offset(), |c| c.cursor())
                 .max(index.min_offset());
             let key = ScanMemo::key(&probe, queue_id);
+            let live = |offset: u64| live_entry(&self.entries, self.truncated_below, index, offset);
             let from = match memo.scanned.get(&key) {
                 Some(&(to, witness))
                     if to > cursor
                         && to <= index.max_offset()
-                        && index.get(to - 1).is_some_and(|e| e.log_index == witness) =>
+                        && live(to - 1).is_some_and(|e| e.log_index == witness) =>
                 {
                     to
                 }
@@ -131,15 +132,33 @@ impl ShardState {
             let mut pos = from;
             let mut first_match = None;
             let mut found = 0usize;
+            // Offsets without a live entry cost budget like any other, so a scan's reach does
+            // not depend on how the index stores holes.
+            let mut entries = live_range(
+                &self.entries,
+                self.truncated_below,
+                index,
+                from,
+                index.max_offset(),
+            )
+            .peekable();
             while pos < index.max_offset() && found < wanted {
                 if *budget == 0 {
                     out_of_budget = true;
                     break;
                 }
+                let next_live = entries.peek().map_or(index.max_offset(), |(o, _)| *o);
+                if next_live > pos {
+                    let skip = (next_live - pos).min(*budget);
+                    *budget -= skip;
+                    pos += skip;
+                    continue;
+                }
                 *budget -= 1;
-                if let Some(entry) = index.get(pos)
-                    && matcher.matches(entry.tag)
-                {
+                let Some((_, entry)) = entries.next() else {
+                    break;
+                };
+                if matcher.matches(entry.tag) {
                     let lane = if probe.fifo { entry.message_group } else { 0 };
                     let blocked = lane != 0 && consumer.is_some_and(|c| c.lane_blocked(lane));
                     if blocked && parking_full {
@@ -153,9 +172,10 @@ impl ShardState {
                 }
                 pos += 1;
             }
+            drop(entries);
             if first_match.is_none()
                 && pos > cursor
-                && let Some(entry) = index.get(pos - 1)
+                && let Some(entry) = live(pos - 1)
             {
                 memo.record(key, pos, entry.log_index);
             }

@@ -8,6 +8,7 @@ use vela_proto::domain::GroupName;
 use super::ConsumerQueue;
 use super::{
     ApplyEffects, Availability, IndexEntry, MAX_PARKED, PopProbe, ShardState, TagMatcher, deadline,
+    live_entry, live_range,
 };
 use crate::command::{CommandResponse, PopCommand, PoppedMessage, QueueChoice, ScanRange};
 
@@ -143,9 +144,11 @@ impl ShardState {
         fx: &mut ApplyEffects,
     ) {
         let apply_version = self.apply_version;
-        let Some(index) = self.queues.get(&(pop.topic.clone(), queue_id)) else {
+        let truncated_below = self.truncated_below;
+        let Some(index) = self.queues.get(&(pop.topic.clone(), queue_id)).copied() else {
             return;
         };
+        let entries = &self.entries;
         let consumer = self
             .consumers
             .entry((pop.group.clone(), pop.topic.clone(), queue_id))
@@ -175,7 +178,7 @@ impl ShardState {
                 break;
             }
             let (Some(entry), Some(attempts)) = (
-                index.get(offset),
+                live_entry(entries, truncated_below, &index, offset),
                 consumer.inflight(offset).map(|r| r.attempts),
             ) else {
                 consumer.remove_inflight(offset);
@@ -183,12 +186,12 @@ impl ShardState {
             };
             if attempts >= pop.max_attempts {
                 consumer.remove_inflight(offset);
-                dead_letters.push(*entry);
+                dead_letters.push(entry);
             } else if !matcher.matches(entry.tag) {
                 // The subscription changed since: RocketMQ acks what no longer matches.
                 consumer.remove_inflight(offset);
             } else if let Some(attempt) = consumer.redeliver(offset, log_index, visible_at_ms) {
-                deliver(offset, entry, attempt, out);
+                deliver(offset, &entry, attempt, out);
             }
         }
 
@@ -197,10 +200,10 @@ impl ShardState {
             let Some((offset, lane)) = consumer.take_ready() else {
                 break;
             };
-            match index.get(offset) {
+            match live_entry(entries, truncated_below, &index, offset) {
                 Some(entry) if matcher.matches(entry.tag) => {
                     consumer.deliver(offset, lane, log_index, visible_at_ms);
-                    deliver(offset, entry, 1, out);
+                    deliver(offset, &entry, 1, out);
                 }
                 _ => consumer.settle_lane(lane),
             }
@@ -213,12 +216,20 @@ impl ShardState {
                 .unwrap_or_else(|| consumer.cursor().saturating_add(CURSOR_SCAN_LIMIT)),
         );
         let bounded_parking = apply_version >= 3;
+        // Offsets without a live entry are skipped; the walk reads the index in order.
+        let mut live = live_range(
+            entries,
+            truncated_below,
+            &index,
+            consumer.cursor(),
+            scan_end,
+        );
         while out.len() < max && consumer.cursor() < scan_end {
-            let offset = consumer.cursor();
-            let Some(entry) = index.get(offset) else {
-                consumer.advance_cursor();
-                continue;
+            let Some((offset, entry)) = live.next() else {
+                consumer.raise_cursor_to(scan_end);
+                break;
             };
+            consumer.raise_cursor_to(offset);
             if !matcher.matches(entry.tag) {
                 consumer.advance_cursor();
                 continue;
@@ -235,8 +246,9 @@ impl ShardState {
             }
             consumer.advance_cursor();
             consumer.deliver(offset, lane, log_index, visible_at_ms);
-            deliver(offset, entry, 1, out);
+            deliver(offset, &entry, 1, out);
         }
+        drop(live);
         if consumer.has_ready() {
             fx.woken_topics.insert(pop.topic.clone());
         }
@@ -252,10 +264,14 @@ impl ShardState {
         let dlq = group.dead_letter_topic();
         fx.woken_topics.insert(dlq.clone());
         // Same record, no body copy: the DLQ entry points at the original Append.
-        self.queues.entry((dlq, 0)).or_default().push(IndexEntry {
-            store_ts_ms: now_ms,
-            ..entry
-        });
+        self.push_entry(
+            dlq,
+            0,
+            IndexEntry {
+                store_ts_ms: now_ms,
+                ..entry
+            },
+        );
     }
 
     /// Whether a POP matching `probe` could deliver something at `now_ms` (no state change).
@@ -289,10 +305,9 @@ impl ShardState {
                 // Too far to look: a POP will at least move the cursor on.
                 return Availability::Now;
             }
-            for offset in cursor..scan_end {
-                let Some(entry) = index.get(offset) else {
-                    continue;
-                };
+            for (_, entry) in
+                live_range(&self.entries, self.truncated_below, index, cursor, scan_end)
+            {
                 if !matcher.matches(entry.tag) {
                     continue;
                 }

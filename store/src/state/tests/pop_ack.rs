@@ -175,7 +175,7 @@ fn messages_move_to_the_dead_letter_queue_after_max_attempts() {
     assert!(h.fx.woken_topics.contains(&dlq));
     let dlq_index = h.state.queue(&dlq, 0).expect("dlq queue exists");
     assert_eq!(dlq_index.max_offset(), 1);
-    let entry = dlq_index.get(0).expect("entry");
+    let entry = h.state.entry_at(&dlq, 0, 0).expect("entry");
     assert_eq!(
         entry.record(),
         RecordRef {
@@ -219,9 +219,9 @@ fn dead_letter_command_moves_a_delivered_message_now() {
     ));
     let dlq = h
         .state
-        .queue(&group("billing").dead_letter_topic(), 0)
+        .entry_at(&group("billing").dead_letter_topic(), 0, 0)
         .expect("dlq");
-    assert_eq!(dlq.get(0).map(|e| e.record()), Some(got[1].record));
+    assert_eq!(dlq.record(), got[1].record);
     h.advance(INVISIBLE as i64);
     assert_eq!(
         h.pop_offsets(),

@@ -1,0 +1,499 @@
+//! The shard's queue index file, `<shard>/index.redb` (ADR 0008): index entries keyed by
+//! `(queue key, offset)` in a redb B-tree that reads and writes through the storage seam
+//! (`vela_raft::vfs`), so the power-loss tests and the fsync mutation check cover it.
+//!
+//! The index is derived state. Apply writes entries to an in-memory tail
+//! ([`crate::state::Entries`]) that is written here in batches, without fsync; a snapshot build
+//! makes the file durable before it writes its generation, so after any crash the file holds at
+//! least what the newest snapshot covers (`indexed_through` ≥ its index). Replaying the log
+//! after the snapshot writes the same entries again (a key always gets the same entry from the
+//! same history), so a file that is ahead of the snapshot is harmless. Garbage (entries below a
+//! queue's minimum, queues dropped) is deleted only below what the oldest kept snapshot
+//! generation may still read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageBackend,
+    TableDefinition,
+};
+use vela_raft::vfs::{Vfs, VfsFile};
+
+use crate::state::IndexEntry;
+
+/// The index file of a shard directory.
+pub const INDEX_FILE: &str = "index.redb";
+/// The layout of keys, entries and metadata in the file.
+pub const INDEX_FORMAT: u64 = 1;
+/// Version byte of an encoded entry.
+const ENTRY_VERSION: u8 = 1;
+/// Bytes of an encoded key and entry.
+pub const KEY_LEN: usize = 12;
+pub const ENTRY_LEN: usize = 44;
+
+const ENTRIES: TableDefinition<[u8; KEY_LEN], [u8; ENTRY_LEN]> = TableDefinition::new("entries");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_FORMAT: &str = "format";
+const META_INDEXED_THROUGH: &str = "indexed_through";
+
+/// Why the index file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("queue index {path}: {message}")]
+pub struct IndexError {
+    path: PathBuf,
+    message: String,
+}
+
+impl From<IndexError> for io::Error {
+    fn from(err: IndexError) -> Self {
+        io::Error::other(err.to_string())
+    }
+}
+
+/// `(queue key, offset)` big-endian, so keys sort by queue, then offset.
+pub fn encode_key(queue: u32, offset: u64) -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    key[..4].copy_from_slice(&queue.to_be_bytes());
+    key[4..].copy_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn decode_key(key: &[u8; KEY_LEN]) -> (u32, u64) {
+    let mut queue = [0u8; 4];
+    let mut offset = [0u8; 8];
+    queue.copy_from_slice(&key[..4]);
+    offset.copy_from_slice(&key[4..]);
+    (u32::from_be_bytes(queue), u64::from_be_bytes(offset))
+}
+
+/// An entry's 44 bytes (big-endian): version u8, reserved u8, flags u16 (0; bits for priority,
+/// recall, dedup and key lookup later), slot u32, log index u64, store time i64 (Unix ms),
+/// message-group hash u64, tag id u32, body size u32 (0 = not recorded), then a crc32c of the
+/// key and those 40 bytes: redb checks its pages only when asked to, and a damaged entry must
+/// never be served.
+pub fn encode_entry(queue: u32, offset: u64, entry: &IndexEntry) -> [u8; ENTRY_LEN] {
+    let mut out = [0u8; ENTRY_LEN];
+    out[0] = ENTRY_VERSION;
+    out[4..8].copy_from_slice(&entry.slot.to_be_bytes());
+    out[8..16].copy_from_slice(&entry.log_index.to_be_bytes());
+    out[16..24].copy_from_slice(&entry.store_ts_ms.to_be_bytes());
+    out[24..32].copy_from_slice(&entry.message_group.to_be_bytes());
+    out[32..36].copy_from_slice(&entry.tag.to_be_bytes());
+    let crc = entry_crc(&encode_key(queue, offset), &out[..40]);
+    out[40..].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn entry_crc(key: &[u8; KEY_LEN], body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(key), body)
+}
+
+/// Decodes the entry stored under `(queue, offset)`, checking it belongs there.
+pub fn decode_entry(
+    queue: u32,
+    offset: u64,
+    bytes: &[u8; ENTRY_LEN],
+) -> Result<IndexEntry, String> {
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(&bytes[40..]);
+    if u32::from_be_bytes(stored) != entry_crc(&encode_key(queue, offset), &bytes[..40]) {
+        return Err(format!(
+            "index entry ({queue}, {offset}) is damaged (checksum mismatch)"
+        ));
+    }
+    if bytes[0] != ENTRY_VERSION {
+        return Err(format!("index entry version {} is not supported", bytes[0]));
+    }
+    let u32_at = |at: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_be_bytes(b)
+    };
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    Ok(IndexEntry {
+        slot: u32_at(4),
+        log_index: u64_at(8),
+        store_ts_ms: u64_at(16) as i64,
+        message_group: u64_at(24),
+        tag: u32_at(32),
+    })
+}
+
+/// Runs a redb call. redb trusts its pages on a plain open and read (checking every page would
+/// read the whole file at each start), so a damaged file can make it panic; that becomes an
+/// error here, and a damaged index stops its shard with a message instead of a crash.
+fn guarded<T>(
+    path: &Path,
+    what: &str,
+    f: impl FnOnce() -> Result<T, IndexError>,
+) -> Result<T, IndexError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(IndexError {
+            path: path.to_path_buf(),
+            message: format!("{what}: the file is damaged (its B-tree could not be read)"),
+        })
+    })
+}
+
+/// redb's file layer over a [`VfsFile`].
+#[derive(Debug)]
+struct VfsBackend {
+    file: Arc<dyn VfsFile>,
+}
+
+impl StorageBackend for VfsBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.file.read_exact_at(out, offset)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.file.write_all_at(data, offset)
+    }
+}
+
+/// A shard's open index file.
+pub struct IndexDb {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for IndexDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexDb").field("path", &self.path).finish()
+    }
+}
+
+/// A consistent read view of the file as of one write.
+pub struct IndexView {
+    table: ReadOnlyTable<[u8; KEY_LEN], [u8; ENTRY_LEN]>,
+    db: Arc<IndexDb>,
+}
+
+impl IndexView {
+    pub fn db(&self) -> &Arc<IndexDb> {
+        &self.db
+    }
+
+    pub fn get(&self, queue: u32, offset: u64) -> Result<Option<IndexEntry>, IndexError> {
+        guarded(&self.db.path, "read", || self.get_unguarded(queue, offset))
+    }
+
+    fn get_unguarded(&self, queue: u32, offset: u64) -> Result<Option<IndexEntry>, IndexError> {
+        let found = self
+            .table
+            .get(encode_key(queue, offset))
+            .map_err(|e| self.db.error("read", e))?;
+        found
+            .map(|v| decode_entry(queue, offset, &v.value()).map_err(|e| self.db.error("read", e)))
+            .transpose()
+    }
+
+    /// Entries of `queue` with offsets in `from..to`, ascending.
+    pub fn range(
+        &self,
+        queue: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, IndexEntry), IndexError>> + '_, IndexError> {
+        let path = &self.db.path;
+        let mut range = guarded(path, "read", || {
+            self.table
+                .range(encode_key(queue, from)..encode_key(queue, to))
+                .map_err(|e| self.db.error("read", e))
+        })?;
+        let mut failed = false;
+        let items = std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            let item = guarded(path, "read", || Ok(range.next()));
+            failed = item.is_err();
+            item.transpose()
+        });
+        Ok(items.map(move |item| {
+            let item = item?;
+            let (k, v) = item.map_err(|e| self.db.error("read", e))?;
+            let (key_queue, offset) = decode_key(&k.value());
+            if key_queue != queue {
+                return Err(self
+                    .db
+                    .error("read", "a range returned another queue's key"));
+            }
+            let entry =
+                decode_entry(queue, offset, &v.value()).map_err(|e| self.db.error("read", e))?;
+            Ok((offset, entry))
+        }))
+    }
+}
+
+/// What a garbage collection pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    pub entries: u64,
+}
+
+/// Most keys one collection transaction deletes, so apply's writes wait at most that long.
+const COLLECT_BATCH: u64 = 16_384;
+
+impl IndexDb {
+    /// Opens `<dir>/index.redb`, creating it (durably, through a temporary name) if missing.
+    pub fn open(
+        vfs: &Arc<dyn Vfs>,
+        dir: &Path,
+        cache_bytes: usize,
+    ) -> Result<Arc<Self>, IndexError> {
+        guarded(&dir.join(INDEX_FILE), "opening", || {
+            Self::open_unguarded(vfs, dir, cache_bytes)
+        })
+    }
+
+    fn open_unguarded(
+        vfs: &Arc<dyn Vfs>,
+        dir: &Path,
+        cache_bytes: usize,
+    ) -> Result<Arc<Self>, IndexError> {
+        let path = dir.join(INDEX_FILE);
+        let err = |what: &str, e: &dyn std::fmt::Display| IndexError {
+            path: path.clone(),
+            message: format!("{what}: {e}"),
+        };
+        let mut builder = Database::builder();
+        builder.set_cache_size(cache_bytes);
+        let file = match vfs.open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Built under a temporary name and renamed: a crash never leaves a half-made
+                // file under the real name.
+                let tmp = dir.join(format!("{INDEX_FILE}.tmp"));
+                let file = vfs.create_truncate(&tmp).map_err(|e| err("creating", &e))?;
+                {
+                    let db = builder
+                        .create_with_backend(VfsBackend { file })
+                        .map_err(|e| err("creating", &e))?;
+                    let mut tx = db.begin_write().map_err(|e| err("creating", &e))?;
+                    tx.set_durability(Durability::Immediate)
+                        .map_err(|e| err("creating", &e))?;
+                    {
+                        let mut meta = tx.open_table(META).map_err(|e| err("creating", &e))?;
+                        meta.insert(META_FORMAT, INDEX_FORMAT)
+                            .map_err(|e| err("creating", &e))?;
+                        tx.open_table(ENTRIES).map_err(|e| err("creating", &e))?;
+                    }
+                    tx.commit().map_err(|e| err("creating", &e))?;
+                }
+                vfs.rename(&tmp, &path).map_err(|e| err("creating", &e))?;
+                vfs.sync_dir(dir).map_err(|e| err("creating", &e))?;
+                vfs.open(&path).map_err(|e| err("opening", &e))?
+            }
+            Err(e) => return Err(err("opening", &e)),
+        };
+        let db = builder
+            .create_with_backend(VfsBackend { file })
+            .map_err(|e| {
+                err(
+                    "opening (the file is damaged; see the README on rebuilding a shard)",
+                    &e,
+                )
+            })?;
+        let this = Arc::new(Self { db, path });
+        let format = this.meta(META_FORMAT)?;
+        if format != Some(INDEX_FORMAT) {
+            return Err(this.error(
+                "opening",
+                format!(
+                    "index format {format:?} is not supported (this build reads {INDEX_FORMAT})"
+                ),
+            ));
+        }
+        Ok(this)
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> IndexError {
+        IndexError {
+            path: self.path.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<u64>, IndexError> {
+        guarded(&self.path, "meta", || self.meta_unguarded(name))
+    }
+
+    fn meta_unguarded(&self, name: &str) -> Result<Option<u64>, IndexError> {
+        let tx = self.db.begin_read().map_err(|e| self.error("read", e))?;
+        let meta = tx.open_table(META).map_err(|e| self.error("read", e))?;
+        Ok(meta
+            .get(name)
+            .map_err(|e| self.error("read", e))?
+            .map(|v| v.value()))
+    }
+
+    /// The highest log index whose entries the file holds (as written; durable only up to the
+    /// last [`IndexDb::make_durable`]).
+    pub fn indexed_through(&self) -> Result<Option<u64>, IndexError> {
+        self.meta(META_INDEXED_THROUGH)
+    }
+
+    /// A read view of what is written now.
+    pub fn view(self: &Arc<Self>) -> Result<Arc<IndexView>, IndexError> {
+        guarded(&self.path, "view", || self.view_unguarded())
+    }
+
+    fn view_unguarded(self: &Arc<Self>) -> Result<Arc<IndexView>, IndexError> {
+        let tx = self.db.begin_read().map_err(|e| self.error("read", e))?;
+        let table = tx.open_table(ENTRIES).map_err(|e| self.error("read", e))?;
+        Ok(Arc::new(IndexView {
+            table,
+            db: self.clone(),
+        }))
+    }
+
+    /// Writes `entries` and records that everything through log index `through` is indexed.
+    /// Not durable until [`IndexDb::make_durable`].
+    pub fn write(
+        &self,
+        entries: &BTreeMap<(u32, u64), IndexEntry>,
+        through: u64,
+    ) -> Result<(), IndexError> {
+        guarded(&self.path, "write", || {
+            self.write_unguarded(entries, through)
+        })
+    }
+
+    fn write_unguarded(
+        &self,
+        entries: &BTreeMap<(u32, u64), IndexEntry>,
+        through: u64,
+    ) -> Result<(), IndexError> {
+        let err = |e: &dyn std::fmt::Display| self.error("write", e);
+        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        tx.set_durability(Durability::None).map_err(|e| err(&e))?;
+        {
+            let mut table = tx.open_table(ENTRIES).map_err(|e| err(&e))?;
+            for ((queue, offset), entry) in entries {
+                table
+                    .insert(
+                        encode_key(*queue, *offset),
+                        encode_entry(*queue, *offset, entry),
+                    )
+                    .map_err(|e| err(&e))?;
+            }
+            let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
+            let before = meta
+                .get(META_INDEXED_THROUGH)
+                .map_err(|e| err(&e))?
+                .map_or(0, |v| v.value());
+            meta.insert(META_INDEXED_THROUGH, before.max(through))
+                .map_err(|e| err(&e))?;
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// Makes every write so far durable.
+    pub fn make_durable(&self) -> Result<(), IndexError> {
+        guarded(&self.path, "make durable", || self.make_durable_unguarded())
+    }
+
+    fn make_durable_unguarded(&self) -> Result<(), IndexError> {
+        let err = |e: &dyn std::fmt::Display| self.error("sync", e);
+        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        tx.set_durability(Durability::Immediate)
+            .map_err(|e| err(&e))?;
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// Deletes entries no kept snapshot generation can read: for each queue key in the file,
+    /// those below `floors[key]`, or all of them when the key has no floor (a queue neither
+    /// generation has). Runs in bounded transactions so apply's writes are not held up long.
+    pub fn collect_garbage(&self, floors: &HashMap<u32, u64>) -> Result<Collected, IndexError> {
+        guarded(&self.path, "collect garbage", || {
+            self.collect_garbage_unguarded(floors)
+        })
+    }
+
+    fn collect_garbage_unguarded(
+        &self,
+        floors: &HashMap<u32, u64>,
+    ) -> Result<Collected, IndexError> {
+        let err = |e: &dyn std::fmt::Display| self.error("garbage collection", e);
+        let mut collected = Collected::default();
+        let mut next_queue: u64 = 0;
+        while next_queue <= u64::from(u32::MAX) {
+            let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+            tx.set_durability(Durability::None).map_err(|e| err(&e))?;
+            let mut deleted = 0u64;
+            let mut done = false;
+            {
+                let mut table = tx.open_table(ENTRIES).map_err(|e| err(&e))?;
+                while deleted < COLLECT_BATCH {
+                    let start = encode_key(next_queue as u32, 0);
+                    let first = table
+                        .range(start..)
+                        .map_err(|e| err(&e))?
+                        .next()
+                        .transpose()
+                        .map_err(|e| err(&e))?
+                        .map(|(k, _)| decode_key(&k.value()));
+                    let Some((queue, first_offset)) = first else {
+                        done = true;
+                        break;
+                    };
+                    let floor = floors.get(&queue).copied().unwrap_or(u64::MAX);
+                    if first_offset < floor {
+                        let end = encode_key(queue, floor.min(first_offset + COLLECT_BATCH));
+                        let mut removed = 0u64;
+                        table
+                            .retain_in(encode_key(queue, first_offset)..end, |_, _| {
+                                removed += 1;
+                                false
+                            })
+                            .map_err(|e| err(&e))?;
+                        deleted += removed.max(1);
+                        collected.entries += removed;
+                        if floor.min(first_offset + COLLECT_BATCH) < floor {
+                            continue; // more of this queue
+                        }
+                    }
+                    next_queue = u64::from(queue) + 1;
+                    deleted += 1;
+                }
+            }
+            tx.commit().map_err(|e| err(&e))?;
+            if done {
+                break;
+            }
+        }
+        Ok(collected)
+    }
+
+    /// Entries in the file (tests).
+    #[cfg(test)]
+    pub fn count(&self) -> u64 {
+        use redb::ReadableTableMetadata;
+        let tx = self.db.begin_read().expect("read");
+        let table = tx.open_table(ENTRIES).expect("table");
+        table.len().expect("len")
+    }
+}
+
+#[cfg(test)]
+mod tests;
