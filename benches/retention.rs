@@ -16,15 +16,13 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use support::{free_port, http_ok, rss_mib};
-use tokio::process::{Child, Command};
+use support::{dir_mib, free_port, rss_mib, start_standalone, stop};
+use tokio::process::Child;
 use vela::bench::{BenchArgs, execute};
 use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
 
@@ -101,50 +99,6 @@ async fn fill(server: &str, topic: &str, total: u64, child: &Child) -> u64 {
     total
 }
 
-fn dir_mib(dir: &Path) -> f64 {
-    fn walk(p: &Path) -> u64 {
-        let Ok(meta) = std::fs::metadata(p) else {
-            return 0;
-        };
-        if meta.is_file() {
-            return meta.len();
-        }
-        std::fs::read_dir(p)
-            .map(|d| d.flatten().map(|e| walk(&e.path())).sum())
-            .unwrap_or(0)
-    }
-    walk(dir) as f64 / (1024.0 * 1024.0)
-}
-
-/// Starts the broker and returns it with the time it took to answer `/ready`.
-async fn start(data: &Path, grpc: u16, http: u16) -> (Child, Duration) {
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_vela"))
-        .args(["standalone", "--grpc-listen", &format!("127.0.0.1:{grpc}")])
-        .args(["--http-listen", &format!("127.0.0.1:{http}")])
-        .arg("--data-dir")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = started + Duration::from_secs(3600);
-    while !http_ok(http, "/ready").await {
-        assert!(Instant::now() < deadline, "vela did not become ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (child, started.elapsed())
-}
-
-async fn stop(mut child: Child) {
-    let pid = child.id().unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = tokio::time::timeout(Duration::from_secs(600), child.wait()).await;
-}
-
 #[tokio::main]
 async fn main() {
     let target: u64 = std::env::var("VELA_BENCH_RETAIN_MESSAGES")
@@ -156,7 +110,7 @@ async fn main() {
     let (grpc, http) = (free_port(), free_port());
     let server = format!("127.0.0.1:{grpc}");
 
-    let (child, first_ready) = start(&data, grpc, http).await;
+    let (child, first_ready) = start_standalone(&data, grpc, http, &[]).await;
     let idle_rss = rss_mib(&child);
     println!("empty: ready after {first_ready:.2?}, RSS {idle_rss:.1} MiB");
 
@@ -172,7 +126,7 @@ async fn main() {
     );
 
     stop(child).await;
-    let (child, restart) = start(&data, grpc, http).await;
+    let (child, restart) = start_standalone(&data, grpc, http, &[]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let restarted_rss = rss_mib(&child);
     println!("restart: ready after {restart:.2?}, RSS {restarted_rss:.1} MiB");

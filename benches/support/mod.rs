@@ -1,10 +1,16 @@
 //! What the benchmarks that start the real `vela` binary share: a free loopback port, an HTTP
-//! probe of `/ready`, and a process's resident memory.
+//! probe of `/ready`, starting and stopping `vela standalone` on a data directory, and a
+//! process's resident memory and open files. Each benchmark uses part of it.
+
+#![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -38,4 +44,66 @@ pub fn rss_mib(child: &Child) -> f64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Open file descriptors of `child` (0 if they cannot be listed).
+pub fn open_fds(child: &Child) -> usize {
+    child
+        .id()
+        .and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .map_or(0, |d| d.count())
+}
+
+/// Bytes under `dir`, in MiB.
+pub fn dir_mib(dir: &Path) -> f64 {
+    fn walk(p: &Path) -> u64 {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return 0;
+        };
+        if meta.is_file() {
+            return meta.len();
+        }
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| walk(&e.path())).sum())
+            .unwrap_or(0)
+    }
+    walk(dir) as f64 / (1024.0 * 1024.0)
+}
+
+/// Starts the release `vela standalone` on `data` (extra environment `env`) and returns it with
+/// the time from spawn to `/ready`.
+pub async fn start_standalone(
+    data: &Path,
+    grpc: u16,
+    http: u16,
+    env: &[(&str, &str)],
+) -> (Child, Duration) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["standalone", "--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("vela starts");
+    let deadline = started + Duration::from_secs(3600);
+    while !http_ok(http, "/ready").await {
+        assert!(Instant::now() < deadline, "vela did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, started.elapsed())
+}
+
+/// Stops the broker with SIGTERM and waits for it to exit.
+pub async fn stop(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(600), child.wait()).await;
 }

@@ -127,6 +127,20 @@ impl StoreCommand {
         }
     }
 
+    /// Bytes of message bodies the entry carries (what a replay of it reads and decodes).
+    pub fn body_bytes(&self) -> u64 {
+        let sum = |messages: &[MessageRecord]| -> u64 {
+            messages.iter().map(|m| m.body.len() as u64).sum()
+        };
+        match self {
+            StoreCommand::Append { messages, .. } => sum(messages),
+            StoreCommand::AppendBatch { appends, .. } => {
+                appends.iter().map(|a| sum(&a.messages)).sum()
+            }
+            _ => 0,
+        }
+    }
+
     /// The message record at `slot` of this entry, if it is an append that has one. In an
     /// `AppendBatch` slots run on from one sub-append to the next: the first message of the
     /// second sub-append has the slot after the last one of the first.

@@ -32,6 +32,9 @@ pub struct StoreConfig {
     /// queues' entries (those are in the index file), and makes the index file durable; a
     /// restart replays at most this many entries from the log.
     pub snapshot_every_entries: u64,
+    /// Message bytes applied between two state snapshots, whatever the number of entries: a
+    /// restart reads and decodes at most about this much of the log.
+    pub snapshot_every_bytes: ByteSize,
     /// Longest delay a delay message may ask for.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
@@ -52,6 +55,7 @@ impl Default for StoreConfig {
             retention_time: Duration::from_secs(72 * 3600),
             retention_size: None,
             snapshot_every_entries: 100_000,
+            snapshot_every_bytes: ByteSize::mib(256),
             max_delay: Duration::from_secs(24 * 3600),
             log_cache: ByteSize::mib(64),
             index_cache: ByteSize::mib(32),

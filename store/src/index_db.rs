@@ -421,23 +421,29 @@ impl IndexDb {
         tx.commit().map_err(|e| err(&e))
     }
 
-    /// Deletes entries no kept snapshot generation can read: for each queue key in the file,
-    /// those below `floors[key]`, or all of them when the key has no floor (a queue neither
-    /// generation has). Runs in bounded transactions so apply's writes are not held up long.
-    pub fn collect_garbage(&self, floors: &HashMap<u32, u64>) -> Result<Collected, IndexError> {
+    /// Deletes entries no kept snapshot generation can read: for each queue key below
+    /// `key_limit` (keys from it on belong to queues made after the newest generation), those
+    /// below `floors[key]`, or all of them when the key has no floor (a queue neither generation
+    /// has). Runs in bounded transactions so apply's writes are not held up long.
+    pub fn collect_garbage(
+        &self,
+        floors: &HashMap<u32, u64>,
+        key_limit: u32,
+    ) -> Result<Collected, IndexError> {
         guarded(&self.path, "collect garbage", || {
-            self.collect_garbage_unguarded(floors)
+            self.collect_garbage_unguarded(floors, key_limit)
         })
     }
 
     fn collect_garbage_unguarded(
         &self,
         floors: &HashMap<u32, u64>,
+        key_limit: u32,
     ) -> Result<Collected, IndexError> {
         let err = |e: &dyn std::fmt::Display| self.error("garbage collection", e);
         let mut collected = Collected::default();
         let mut next_queue: u64 = 0;
-        while next_queue <= u64::from(u32::MAX) {
+        while next_queue < u64::from(key_limit) {
             let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
             tx.set_durability(Durability::None).map_err(|e| err(&e))?;
             let mut deleted = 0u64;
@@ -453,7 +459,7 @@ impl IndexDb {
                         .transpose()
                         .map_err(|e| err(&e))?
                         .map(|(k, _)| decode_key(&k.value()));
-                    let Some((queue, first_offset)) = first else {
+                    let Some((queue, first_offset)) = first.filter(|(q, _)| *q < key_limit) else {
                         done = true;
                         break;
                     };

@@ -151,6 +151,11 @@ impl Store {
                 clock.clone(),
                 cancel.clone(),
             ));
+            tasks.spawn(tasks::snapshot_by_bytes(
+                shard.clone(),
+                cfg.snapshot_every_bytes.as_u64(),
+                cancel.clone(),
+            ));
             info!(
                 shard = id,
                 last_applied = shard.shared.last_applied_index(),

@@ -144,6 +144,10 @@ pub(crate) struct ShardShared {
     pub scan_memo: Mutex<ScanMemo>,
     /// The shard's queue index file (ADR 0008).
     pub index: Arc<IndexDb>,
+    /// Message body bytes applied since the shard opened, and that count when the newest
+    /// snapshot was copied (the snapshot task compares them).
+    pub applied_bytes: std::sync::atomic::AtomicU64,
+    pub snapshot_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl ShardShared {
@@ -153,6 +157,8 @@ impl ShardShared {
         Ok(Arc::new(Self {
             shard,
             index,
+            applied_bytes: Default::default(),
+            snapshot_bytes: Default::default(),
             applied: RwLock::new(Applied::new(state)),
             wakeups: TopicWakeups::default(),
             timers_changed: Notify::new(),

@@ -722,6 +722,11 @@ impl ShardState {
         &mut self.entries
     }
 
+    /// The key the next new queue gets in the index.
+    pub fn next_queue_key(&self) -> u32 {
+        self.next_queue_key
+    }
+
     /// Every retained entry by (topic, queue, offset).
     pub fn live_entries(&self) -> BTreeMap<(TopicName, u32, u64), IndexEntry> {
         self.queues

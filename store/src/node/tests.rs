@@ -154,6 +154,37 @@ async fn acks_and_in_flight_state_survive_a_restart() {
     store.shutdown().await.expect("shuts down");
 }
 
+/// Entries that carry many bytes trigger a snapshot before `snapshot_every_entries` would, so
+/// what a restart replays stays bounded in bytes.
+#[tokio::test]
+async fn bytes_applied_trigger_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_clock, shared) = manual_clock();
+    let cfg = StoreConfig {
+        snapshot_every_entries: 1_000_000,
+        snapshot_every_bytes: bytesize::ByteSize::kib(4),
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg, shared).await.expect("opens");
+    let snapshots = || {
+        std::fs::read_dir(dir.path().join("shards/0/snapshots"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(snapshots(), 0);
+    let big = MessageRecord {
+        body: Bytes::from(vec![b'x'; 8 * 1024]),
+        ..message("big")
+    };
+    store.append(append(vec![big])).await.expect("appends");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while snapshots() == 0 {
+        assert!(Instant::now() < deadline, "no snapshot after 8 KiB applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.shutdown().await.expect("shuts down");
+}
+
 #[tokio::test]
 async fn state_restores_from_a_snapshot_plus_the_log_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -232,6 +232,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
         let mut replies = Vec::new();
         let frozen;
         let through;
+        let mut body_bytes = 0;
         {
             let mut applied = self.shared.applied.write();
             for (entry, responder) in entries {
@@ -257,6 +258,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                         )));
                     }
                     EntryPayload::Normal(ref command) => {
+                        body_bytes += command.body_bytes();
                         applied.state.apply(entry.log_id.index, command, &mut fx)
                     }
                     EntryPayload::Membership(ref membership) => {
@@ -287,6 +289,9 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                 };
         }
         self.start_flush(frozen, through);
+        self.shared
+            .applied_bytes
+            .fetch_add(body_bytes, std::sync::atomic::Ordering::Relaxed);
         // Answer and wake outside the lock: woken readers take it right away.
         for (responder, response) in replies {
             responder.send(response);
@@ -450,6 +455,12 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                 last_membership: applied.membership.clone(),
             };
             let unflushed = applied.state.entries().unflushed();
+            self.shared.snapshot_bytes.store(
+                self.shared
+                    .applied_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             (meta, applied.state.snapshot_copy(), unflushed)
         };
         let index = meta.last_log_id.map_or(0, |l| l.index);
@@ -468,7 +479,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                     state: &state,
                 })
                 .map_err(invalid_data)?;
-                Ok((bytes, state.index_floors()))
+                Ok((bytes, (state.index_floors(), state.next_queue_key())))
             })
             .await
             .map_err(io::Error::other)??
@@ -495,7 +506,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
 impl ShardSnapshotBuilder {
     /// Deletes index entries neither kept generation can read: below the older one's floors
     /// (or the newer one's, for queues made since), and queues neither has.
-    async fn collect_garbage(&self, newest: Floors) {
+    async fn collect_garbage(&self, (newest, key_limit): (Floors, u32)) {
         let Some(older) = self.floors.lock().replace(newest.clone()) else {
             return;
         };
@@ -503,7 +514,7 @@ impl ShardSnapshotBuilder {
         floors.extend(older);
         let db = self.shared.index.clone();
         let shard = self.shared.shard;
-        match tokio::task::spawn_blocking(move || db.collect_garbage(&floors)).await {
+        match tokio::task::spawn_blocking(move || db.collect_garbage(&floors, key_limit)).await {
             Ok(Ok(collected)) if collected.entries > 0 => {
                 debug!(
                     shard,

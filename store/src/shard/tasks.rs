@@ -17,6 +17,8 @@ use crate::command::StoreCommand;
 const RELEASE_BATCH: usize = 4096;
 /// Pause after a failed proposal before the task tries again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often the snapshot task looks at the bytes applied since the last snapshot.
+const SNAPSHOT_CHECK: Duration = Duration::from_secs(1);
 /// How often a follower checks whether it became leader of the shard.
 const FOLLOWER_RECHECK: Duration = Duration::from_secs(1);
 /// How long retention waits for the snapshot that must cover a truncation, and for the purge.
@@ -66,6 +68,36 @@ async fn sleep_or_forever(pause: Option<Duration>) {
     match pause {
         Some(pause) => tokio::time::sleep(pause).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Triggers a snapshot whenever `every_bytes` of message bodies were applied since the last one,
+/// so a restart replays a bounded amount of log however many messages an entry carries (every
+/// replica snapshots its own state, leader or not).
+pub(crate) async fn snapshot_by_bytes(
+    shard: Arc<Shard>,
+    every_bytes: u64,
+    cancel: CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(SNAPSHOT_CHECK) => {}
+        }
+        let applied = shard.shared.applied_bytes.load(Ordering::Relaxed);
+        let at_snapshot = shard.shared.snapshot_bytes.load(Ordering::Relaxed);
+        if applied.saturating_sub(at_snapshot) < every_bytes.max(1) {
+            continue;
+        }
+        debug!(
+            shard = shard.id,
+            bytes = applied - at_snapshot,
+            "snapshot by bytes applied"
+        );
+        if let Err(err) = shard.raft.trigger().snapshot().await {
+            warn!(shard = shard.id, error = %err, "triggering a snapshot failed");
+        }
     }
 }
 
