@@ -116,7 +116,7 @@ pub(crate) struct SegmentMeta {
     /// Byte offset of each record. Kept for the active segment; for a sealed segment only until
     /// the writer has written its footer (`pinned_until`), then read from the footer on demand.
     pub(crate) offsets: Option<Vec<u32>>,
-    /// Write sequence number of the seal; the offsets go once it is written.
+    /// A write sequence number queued after the seal; the offsets go once it is written.
     pub(crate) pinned_until: Option<u64>,
     /// The footer of a sealed segment (absent only if it was found damaged at open).
     pub(crate) footer: Option<FooterTrailer>,

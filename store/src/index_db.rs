@@ -35,6 +35,10 @@ pub const KEY_LEN: usize = 12;
 pub const ENTRY_LEN: usize = 44;
 
 const ENTRIES: TableDefinition<[u8; KEY_LEN], [u8; ENTRY_LEN]> = TableDefinition::new("entries");
+/// Tagged entries by `(queue key, tag id, offset)`: where a tag filter's next match is, without
+/// reading the entries in between.
+const TAGS: TableDefinition<[u8; TAG_KEY_LEN], ()> = TableDefinition::new("tags");
+pub const TAG_KEY_LEN: usize = 16;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_FORMAT: &str = "format";
 const META_INDEXED_THROUGH: &str = "indexed_through";
@@ -59,6 +63,29 @@ pub fn encode_key(queue: u32, offset: u64) -> [u8; KEY_LEN] {
     key[..4].copy_from_slice(&queue.to_be_bytes());
     key[4..].copy_from_slice(&offset.to_be_bytes());
     key
+}
+
+/// `(queue key, tag id, offset)` big-endian.
+pub fn encode_tag_key(queue: u32, tag: u32, offset: u64) -> [u8; TAG_KEY_LEN] {
+    let mut key = [0u8; TAG_KEY_LEN];
+    key[..4].copy_from_slice(&queue.to_be_bytes());
+    key[4..8].copy_from_slice(&tag.to_be_bytes());
+    key[8..].copy_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn decode_tag_key(key: &[u8; TAG_KEY_LEN]) -> (u32, u32, u64) {
+    let mut queue = [0u8; 4];
+    let mut tag = [0u8; 4];
+    let mut offset = [0u8; 8];
+    queue.copy_from_slice(&key[..4]);
+    tag.copy_from_slice(&key[4..8]);
+    offset.copy_from_slice(&key[8..]);
+    (
+        u32::from_be_bytes(queue),
+        u32::from_be_bytes(tag),
+        u64::from_be_bytes(offset),
+    )
 }
 
 fn decode_key(key: &[u8; KEY_LEN]) -> (u32, u64) {
@@ -185,6 +212,7 @@ impl std::fmt::Debug for IndexDb {
 /// A consistent read view of the file as of one write.
 pub struct IndexView {
     table: ReadOnlyTable<[u8; KEY_LEN], [u8; ENTRY_LEN]>,
+    tags: ReadOnlyTable<[u8; TAG_KEY_LEN], ()>,
     db: Arc<IndexDb>,
 }
 
@@ -195,6 +223,37 @@ impl IndexView {
 
     pub fn get(&self, queue: u32, offset: u64) -> Result<Option<IndexEntry>, IndexError> {
         guarded(&self.db.path, "read", || self.get_unguarded(queue, offset))
+    }
+
+    /// The lowest offset in `from..to` of `queue` whose entry has one of `tags`. A hint: the
+    /// caller reads the entry itself before it relies on it.
+    pub fn first_tagged(
+        &self,
+        queue: u32,
+        tags: &[u32],
+        from: u64,
+        to: u64,
+    ) -> Result<Option<u64>, IndexError> {
+        guarded(&self.db.path, "read", || {
+            let mut first: Option<u64> = None;
+            for tag in tags {
+                let upper = first.unwrap_or(to);
+                if from >= upper {
+                    break;
+                }
+                let found = self
+                    .tags
+                    .range(encode_tag_key(queue, *tag, from)..encode_tag_key(queue, *tag, upper))
+                    .map_err(|e| self.db.error("read", e))?
+                    .next()
+                    .transpose()
+                    .map_err(|e| self.db.error("read", e))?;
+                if let Some((key, _)) = found {
+                    first = Some(decode_tag_key(&key.value()).2);
+                }
+            }
+            Ok(first)
+        })
     }
 
     fn get_unguarded(&self, queue: u32, offset: u64) -> Result<Option<IndexEntry>, IndexError> {
@@ -297,6 +356,7 @@ impl IndexDb {
                         meta.insert(META_FORMAT, INDEX_FORMAT)
                             .map_err(|e| err("creating", &e))?;
                         tx.open_table(ENTRIES).map_err(|e| err("creating", &e))?;
+                        tx.open_table(TAGS).map_err(|e| err("creating", &e))?;
                     }
                     tx.commit().map_err(|e| err("creating", &e))?;
                 }
@@ -361,8 +421,10 @@ impl IndexDb {
     fn view_unguarded(self: &Arc<Self>) -> Result<Arc<IndexView>, IndexError> {
         let tx = self.db.begin_read().map_err(|e| self.error("read", e))?;
         let table = tx.open_table(ENTRIES).map_err(|e| self.error("read", e))?;
+        let tags = tx.open_table(TAGS).map_err(|e| self.error("read", e))?;
         Ok(Arc::new(IndexView {
             table,
+            tags,
             db: self.clone(),
         }))
     }
@@ -389,6 +451,7 @@ impl IndexDb {
         tx.set_durability(Durability::None).map_err(|e| err(&e))?;
         {
             let mut table = tx.open_table(ENTRIES).map_err(|e| err(&e))?;
+            let mut tags = tx.open_table(TAGS).map_err(|e| err(&e))?;
             for ((queue, offset), entry) in entries {
                 table
                     .insert(
@@ -396,6 +459,10 @@ impl IndexDb {
                         encode_entry(*queue, *offset, entry),
                     )
                     .map_err(|e| err(&e))?;
+                if entry.tag != 0 {
+                    tags.insert(encode_tag_key(*queue, entry.tag, *offset), ())
+                        .map_err(|e| err(&e))?;
+                }
             }
             let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
             let before = meta
@@ -488,7 +555,68 @@ impl IndexDb {
                 break;
             }
         }
+        self.collect_tag_garbage(floors, key_limit)?;
         Ok(collected)
+    }
+
+    /// The same for the tag keys: per (queue, tag), those below the queue's floor.
+    fn collect_tag_garbage(
+        &self,
+        floors: &HashMap<u32, u64>,
+        key_limit: u32,
+    ) -> Result<(), IndexError> {
+        let err = |e: &dyn std::fmt::Display| self.error("garbage collection", e);
+        // (queue, tag) as one number, so "the next pair" is + 1.
+        let mut next_pair: u64 = 0;
+        loop {
+            let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+            tx.set_durability(Durability::None).map_err(|e| err(&e))?;
+            let mut work = 0u64;
+            let mut done = false;
+            {
+                let mut table = tx.open_table(TAGS).map_err(|e| err(&e))?;
+                while work < COLLECT_BATCH {
+                    let start = encode_tag_key((next_pair >> 32) as u32, next_pair as u32, 0);
+                    let first = table
+                        .range(start..)
+                        .map_err(|e| err(&e))?
+                        .next()
+                        .transpose()
+                        .map_err(|e| err(&e))?
+                        .map(|(k, _)| decode_tag_key(&k.value()));
+                    let Some((queue, tag, first_offset)) = first.filter(|(q, _, _)| *q < key_limit)
+                    else {
+                        done = true;
+                        break;
+                    };
+                    let floor = floors.get(&queue).copied().unwrap_or(u64::MAX);
+                    if first_offset < floor {
+                        let end = floor.min(first_offset + COLLECT_BATCH);
+                        let mut removed = 0u64;
+                        table
+                            .retain_in(
+                                encode_tag_key(queue, tag, first_offset)
+                                    ..encode_tag_key(queue, tag, end),
+                                |_, _| {
+                                    removed += 1;
+                                    false
+                                },
+                            )
+                            .map_err(|e| err(&e))?;
+                        work += removed.max(1);
+                        if end < floor {
+                            continue; // more of this pair
+                        }
+                    }
+                    next_pair = (u64::from(queue) << 32 | u64::from(tag)) + 1;
+                    work += 1;
+                }
+            }
+            tx.commit().map_err(|e| err(&e))?;
+            if done || next_pair >> 32 >= u64::from(key_limit) {
+                return Ok(());
+            }
+        }
     }
 
     /// Entries in the file (tests).
@@ -497,6 +625,15 @@ impl IndexDb {
         use redb::ReadableTableMetadata;
         let tx = self.db.begin_read().expect("read");
         let table = tx.open_table(ENTRIES).expect("table");
+        table.len().expect("len")
+    }
+
+    /// Tag keys in the file (tests).
+    #[cfg(test)]
+    pub fn tag_count(&self) -> u64 {
+        use redb::ReadableTableMetadata;
+        let tx = self.db.begin_read().expect("read");
+        let table = tx.open_table(TAGS).expect("table");
         table.len().expect("len")
     }
 }

@@ -51,7 +51,11 @@ impl<C: LogTypes> LogIndex<C> {
             }
         }
         segment.sealed = true;
-        if segment.pinned_until.replace(seq).is_none() {
+        // Pinned until a later append is written, not this one: the writer may publish this
+        // append's sequence number after writing its records but before the seal that follows
+        // them (a race the power-loss sweep found under load), whereas anything numbered after
+        // it is queued behind the seal.
+        if segment.pinned_until.replace(seq + 1).is_none() {
             self.pinned += 1;
         }
         ops.push(WriteOp::Seal {

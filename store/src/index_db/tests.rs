@@ -61,6 +61,10 @@ fn key_and_entry_golden_bytes() {
         decode_entry(4, 5, &flipped).is_err(),
         "a damaged entry is refused"
     );
+    assert_eq!(
+        hex(&encode_tag_key(1, 2, 3)),
+        "00000001000000020000000000000003"
+    );
     assert!(
         encode_key(1, u64::MAX) < encode_key(2, 0),
         "keys sort by queue, then offset"
@@ -244,4 +248,43 @@ fn bit_rot_never_serves_a_wrong_entry() {
             }
         }
     });
+}
+
+#[test]
+fn tag_keys_find_the_next_tagged_entry_and_are_collected_with_their_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vfs = vela_raft::vfs::StdVfs::shared();
+    let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
+    // entry(n) has tag n % 3, so offsets o have tag (o + 1) % 3; tag 0 is untagged.
+    db.write(&batch(0, 0..300), 1).expect("writes");
+    db.write(&batch(1, 0..300), 1).expect("writes");
+    let view = db.view().expect("view");
+    assert_eq!(view.first_tagged(0, &[1], 0, 300).expect("reads"), Some(0));
+    assert_eq!(view.first_tagged(0, &[2], 0, 300).expect("reads"), Some(1));
+    assert_eq!(view.first_tagged(0, &[2], 2, 300).expect("reads"), Some(4));
+    assert_eq!(
+        view.first_tagged(0, &[2, 1], 2, 300).expect("reads"),
+        Some(3)
+    );
+    assert_eq!(view.first_tagged(0, &[7], 0, 300).expect("reads"), None);
+    assert_eq!(
+        view.first_tagged(0, &[1], 298, 299).expect("reads"),
+        None,
+        "bounded"
+    );
+    assert_eq!(db.tag_count(), 400, "untagged entries have no tag key");
+    drop(view);
+    let floors = HashMap::from([(0, 150)]);
+    db.collect_garbage(&floors, 2).expect("collects");
+    assert_eq!(
+        db.tag_count(),
+        100,
+        "queue 0 keeps its upper half, queue 1 is gone"
+    );
+    let view = db.view().expect("view");
+    assert_eq!(
+        view.first_tagged(0, &[1], 0, 300).expect("reads"),
+        Some(150)
+    );
+    assert_eq!(view.first_tagged(1, &[1], 0, 300).expect("reads"), None);
 }

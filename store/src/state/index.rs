@@ -200,6 +200,31 @@ impl Entries {
         }
     }
 
+    /// The lowest offset in `from..to` of queue `key` whose entry has one of `tags`: a hint (a
+    /// stale tag key in the file can name an offset whose entry is now another), which callers
+    /// confirm by reading the entry.
+    pub fn first_tagged(&self, key: u32, tags: &[u32], from: u64, to: u64) -> Option<u64> {
+        if from >= to || tags.is_empty() {
+            return None;
+        }
+        let in_memory = |m: &BTreeMap<(u32, u64), IndexEntry>| {
+            m.range((key, from)..(key, to))
+                .find(|(_, e)| tags.contains(&e.tag))
+                .map(|((_, offset), _)| *offset)
+        };
+        let mut first = in_memory(&self.tail);
+        if let Some(frozen) = &self.frozen {
+            first = earliest(first, in_memory(frozen));
+        }
+        if let Some(file) = &self.file {
+            match file.first_tagged(key, tags, from, first.unwrap_or(to)) {
+                Ok(found) => first = earliest(first, found),
+                Err(e) => self.fail(e),
+            }
+        }
+        first
+    }
+
     /// Entries applied since the last [`Entries::freeze`] or [`Entries::flushed`].
     pub fn tail_len(&self) -> usize {
         self.tail.len()
@@ -258,6 +283,13 @@ impl Entries {
     #[cfg(test)]
     pub fn in_memory(&self) -> &BTreeMap<(u32, u64), IndexEntry> {
         &self.tail
+    }
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

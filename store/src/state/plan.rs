@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use vela_proto::domain::{GroupName, TopicName};
 
-use super::{MAX_PARKED, PopProbe, ShardState, live_entry, live_range};
+use super::{MAX_PARKED, PopProbe, ShardState, TagMatcher, live_entry, live_range};
 use crate::command::{QueueChoice, ScanRange, TagSubscription};
 
 /// Most expired deliveries one planned receive hands apply per queue.
@@ -131,34 +131,53 @@ impl ShardState {
             };
             let mut pos = from;
             let mut first_match = None;
+            let mut last_match = None;
             let mut found = 0usize;
-            // Offsets without a live entry cost budget like any other, so a scan's reach does
-            // not depend on how the index stores holes.
-            let mut entries = live_range(
-                &self.entries,
-                self.truncated_below,
-                index,
-                from,
-                index.max_offset(),
-            )
-            .peekable();
-            while pos < index.max_offset() && found < wanted {
+            let max_offset = index.max_offset();
+            // A tag filter jumps from one tagged entry to the next through the index's tag keys;
+            // no filter walks every entry. Either way, offsets passed over cost budget like any
+            // other, so a scan's reach does not depend on how it found its way.
+            let tag_ids = match &matcher {
+                TagMatcher::Ids(ids) => Some(ids.as_slice()),
+                TagMatcher::All => None,
+            };
+            let mut walk = tag_ids.is_none().then(|| {
+                live_range(&self.entries, self.truncated_below, index, from, max_offset).peekable()
+            });
+            let mut next_tagged: Option<u64> = None;
+            while pos < max_offset && found < wanted {
                 if *budget == 0 {
                     out_of_budget = true;
                     break;
                 }
-                let next_live = entries.peek().map_or(index.max_offset(), |(o, _)| *o);
-                if next_live > pos {
-                    let skip = (next_live - pos).min(*budget);
+                let next = match (&mut walk, tag_ids) {
+                    (Some(walk), _) => walk.peek().map_or(max_offset, |(o, _)| *o),
+                    (None, Some(ids)) => {
+                        if next_tagged.is_none_or(|n| n < pos) {
+                            next_tagged = Some(
+                                self.entries
+                                    .first_tagged(index.key(), ids, pos, max_offset)
+                                    .unwrap_or(max_offset),
+                            );
+                        }
+                        next_tagged.unwrap_or(max_offset)
+                    }
+                    (None, None) => max_offset,
+                };
+                if next > pos {
+                    let skip = (next - pos).min(*budget);
                     *budget -= skip;
                     pos += skip;
                     continue;
                 }
                 *budget -= 1;
-                let Some((_, entry)) = entries.next() else {
-                    break;
+                let entry = match &mut walk {
+                    Some(walk) => walk.next().map(|(_, e)| e),
+                    None => live(pos),
                 };
-                if matcher.matches(entry.tag) {
+                if let Some(entry) = entry
+                    && matcher.matches(entry.tag)
+                {
                     let lane = if probe.fifo { entry.message_group } else { 0 };
                     let blocked = lane != 0 && consumer.is_some_and(|c| c.lane_blocked(lane));
                     if blocked && parking_full {
@@ -166,15 +185,26 @@ impl ShardState {
                         break;
                     }
                     first_match.get_or_insert(pos);
+                    last_match = Some(pos);
                     if !blocked {
                         found += 1;
                     }
                 }
                 pos += 1;
             }
-            drop(entries);
-            if first_match.is_none()
-                && pos > cursor
+            drop(walk);
+            // With a tag filter, apply walks only up to the last match (what lies between the
+            // matches it reads one by one); the rest of the search is remembered instead.
+            let scan_to = match (tag_ids, last_match) {
+                (Some(_), Some(last)) => last + 1,
+                _ => pos,
+            };
+            let searched_past = if first_match.is_some() {
+                scan_to
+            } else {
+                cursor
+            };
+            if pos > searched_past
                 && let Some(entry) = live(pos - 1)
             {
                 memo.record(key, pos, entry.log_index);
@@ -183,7 +213,7 @@ impl ShardState {
                 ranges.push(ScanRange {
                     queue_id,
                     skip_to: first_match.unwrap_or(from),
-                    scan_to: if first_match.is_some() { pos } else { from },
+                    scan_to: if first_match.is_some() { scan_to } else { from },
                     expiries: u32::try_from(expiries).unwrap_or(u32::MAX),
                 });
                 wanted = wanted.saturating_sub(found + expiries);
