@@ -201,6 +201,9 @@ impl StorageBackend for VfsBackend {
 pub struct IndexDb {
     db: Database,
     path: PathBuf,
+    /// A write panicked inside redb: redb does not promise the database is usable after that, so
+    /// every later write fails (and apply stops the shard) instead of going on.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for IndexDb {
@@ -374,7 +377,11 @@ impl IndexDb {
                     &e,
                 )
             })?;
-        let this = Arc::new(Self { db, path });
+        let this = Arc::new(Self {
+            db,
+            path,
+            poisoned: Default::default(),
+        });
         let format = this.meta(META_FORMAT)?;
         if format != Some(INDEX_FORMAT) {
             return Err(this.error(
@@ -385,6 +392,29 @@ impl IndexDb {
             ));
         }
         Ok(this)
+    }
+
+    /// A write through [`guarded`] that poisons this database if it panics.
+    fn guarded_write<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        use std::sync::atomic::Ordering;
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.error(
+                what,
+                "an earlier write failed inside redb; reopen the shard",
+            ));
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        result.unwrap_or_else(|_| {
+            self.poisoned.store(true, Ordering::Release);
+            Err(self.error(
+                what,
+                "the file is damaged (its B-tree could not be written)",
+            ))
+        })
     }
 
     fn error(&self, what: &str, e: impl std::fmt::Display) -> IndexError {
@@ -436,9 +466,7 @@ impl IndexDb {
         entries: &BTreeMap<(u32, u64), IndexEntry>,
         through: u64,
     ) -> Result<(), IndexError> {
-        guarded(&self.path, "write", || {
-            self.write_unguarded(entries, through)
-        })
+        self.guarded_write("write", || self.write_unguarded(entries, through))
     }
 
     fn write_unguarded(
@@ -477,7 +505,7 @@ impl IndexDb {
 
     /// Makes every write so far durable.
     pub fn make_durable(&self) -> Result<(), IndexError> {
-        guarded(&self.path, "make durable", || self.make_durable_unguarded())
+        self.guarded_write("make durable", || self.make_durable_unguarded())
     }
 
     fn make_durable_unguarded(&self) -> Result<(), IndexError> {
@@ -497,7 +525,7 @@ impl IndexDb {
         floors: &HashMap<u32, u64>,
         key_limit: u32,
     ) -> Result<Collected, IndexError> {
-        guarded(&self.path, "collect garbage", || {
+        self.guarded_write("collect garbage", || {
             self.collect_garbage_unguarded(floors, key_limit)
         })
     }

@@ -189,6 +189,12 @@ impl ShardState {
         self.last_indexing
     }
 
+    /// Raises [`ShardState::last_indexing`] (an upgraded format-2 state: its entries were all
+    /// written at the snapshot's index).
+    pub fn set_last_indexing(&mut self, log_index: u64) {
+        self.last_indexing = self.last_indexing.max(log_index);
+    }
+
     fn apply_command(
         &mut self,
         log_index: u64,

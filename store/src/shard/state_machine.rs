@@ -415,10 +415,13 @@ fn restore_index(
                      whole)"
                 )));
             }
+            // What the file holds may not be durable yet (written since the last snapshot);
+            // the generation about to be persisted relies on it.
+            db.make_durable()?;
             Ok(state)
         }
         SnapshotState::Format2(legacy) => {
-            let (state, entries) = legacy.upgrade();
+            let (mut state, entries) = legacy.upgrade();
             info!(
                 shard,
                 entries = entries.len(),
@@ -426,6 +429,8 @@ fn restore_index(
             );
             db.write(&entries, index)?;
             db.make_durable()?;
+            // Everything the snapshot needs is in the file now, and a later open checks that.
+            state.set_last_indexing(index);
             Ok(state)
         }
     }

@@ -194,17 +194,16 @@ impl ShardState {
             }
             drop(walk);
             // With a tag filter, apply walks only up to the last match (what lies between the
-            // matches it reads one by one); the rest of the search is remembered instead.
+            // matches it reads one by one); the next receive seeks past the rest again, which
+            // costs a seek per tag. The memo records only searches that found nothing: after a
+            // match, apply may stop short of it (expired deliveries or parking fill the
+            // receive, or the proposal is never applied), and a memo past it would skip it.
             let scan_to = match (tag_ids, last_match) {
                 (Some(_), Some(last)) => last + 1,
                 _ => pos,
             };
-            let searched_past = if first_match.is_some() {
-                scan_to
-            } else {
-                cursor
-            };
-            if pos > searched_past
+            if first_match.is_none()
+                && pos > cursor
                 && let Some(entry) = live(pos - 1)
             {
                 memo.record(key, pos, entry.log_index);

@@ -209,3 +209,53 @@ mod tag_jumps {
         }
     }
 }
+
+/// A receive whose expired deliveries fill it stops short of the match its plan found; the next
+/// receive must still find that match (a memo written past it would skip it for good).
+#[test]
+fn a_match_left_behind_by_a_full_receive_is_found_again() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion { version: 4 });
+    h.append(vec![message(Some("A"), None); 2]); // offsets 0, 1
+    let (g, t) = (group("billing"), topic("orders"));
+    let only_a = TagSubscription::Tags(vec!["A".into()]);
+    let mut memo = ScanMemo::default();
+    let mut receive = |h: &mut Harness, memo: &mut ScanMemo| -> Option<Vec<u64>> {
+        let mut budget = 1_000;
+        let ranges = match h
+            .state
+            .plan_pop(probe(&g, &t, &only_a), 2, h.now_ms, memo, &mut budget)
+        {
+            PopPlan::Propose(ranges) => ranges,
+            _ => return None,
+        };
+        let pop = PopCommand {
+            group: g.clone(),
+            topic: t.clone(),
+            queues: QueueChoice::All,
+            max: 2,
+            invisible_ms: INVISIBLE,
+            filter: only_a.clone(),
+            fifo: false,
+            max_attempts: 5,
+            now_ms: h.now_ms,
+        };
+        match h.apply(StoreCommand::PopRanges { pop, ranges }) {
+            CommandResponse::Popped { messages, .. } => {
+                Some(messages.iter().map(|m| m.offset).collect())
+            }
+            other => panic!("unexpected response {other:?}"),
+        }
+    };
+    assert_eq!(receive(&mut h, &mut memo), Some(vec![0, 1]));
+    h.append(vec![message(Some("A"), None)]); // offset 2
+    h.append(vec![message(Some("B"), None); 97]); // offsets 3..100
+    h.advance(INVISIBLE as i64 + 1);
+    // 0 and 1 expired: they fill the receive, offset 2 stays behind.
+    assert_eq!(receive(&mut h, &mut memo), Some(vec![0, 1]));
+    assert_eq!(
+        receive(&mut h, &mut memo),
+        Some(vec![2]),
+        "the match behind the full receive is still found"
+    );
+}
