@@ -220,7 +220,7 @@ fn a_match_left_behind_by_a_full_receive_is_found_again() {
     let (g, t) = (group("billing"), topic("orders"));
     let only_a = TagSubscription::Tags(vec!["A".into()]);
     let mut memo = ScanMemo::default();
-    let mut receive = |h: &mut Harness, memo: &mut ScanMemo| -> Option<Vec<u64>> {
+    let receive = |h: &mut Harness, memo: &mut ScanMemo| -> Option<Vec<u64>> {
         let mut budget = 1_000;
         let ranges = match h
             .state
