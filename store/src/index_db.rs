@@ -307,6 +307,32 @@ impl IndexView {
     }
 }
 
+/// How a table's keys split into a group (entries: the queue; tags: queue and tag as one
+/// number, queue in the high half) and an offset, for garbage collection.
+struct KeyLayout<const N: usize> {
+    encode: fn(u64, u64) -> [u8; N],
+    decode: fn(&[u8; N]) -> (u64, u64),
+    queue: fn(u64) -> u32,
+}
+
+const ENTRY_KEYS: KeyLayout<KEY_LEN> = KeyLayout {
+    encode: |group, offset| encode_key(group as u32, offset),
+    decode: |key| {
+        let (queue, offset) = decode_key(key);
+        (u64::from(queue), offset)
+    },
+    queue: |group| u32::try_from(group).unwrap_or(u32::MAX),
+};
+
+const TAG_KEYS: KeyLayout<TAG_KEY_LEN> = KeyLayout {
+    encode: |group, offset| encode_tag_key((group >> 32) as u32, group as u32, offset),
+    decode: |key| {
+        let (queue, tag, offset) = decode_tag_key(key);
+        ((u64::from(queue) << 32) | u64::from(tag), offset)
+    },
+    queue: |group| (group >> 32) as u32,
+};
+
 /// What a garbage collection pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Collected {
@@ -535,96 +561,54 @@ impl IndexDb {
         floors: &HashMap<u32, u64>,
         key_limit: u32,
     ) -> Result<Collected, IndexError> {
-        let err = |e: &dyn std::fmt::Display| self.error("garbage collection", e);
-        let mut collected = Collected::default();
-        let mut next_queue: u64 = 0;
-        while next_queue < u64::from(key_limit) {
-            let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
-            tx.set_durability(Durability::None).map_err(|e| err(&e))?;
-            let mut deleted = 0u64;
-            let mut done = false;
-            {
-                let mut table = tx.open_table(ENTRIES).map_err(|e| err(&e))?;
-                while deleted < COLLECT_BATCH {
-                    let start = encode_key(next_queue as u32, 0);
-                    let first = table
-                        .range(start..)
-                        .map_err(|e| err(&e))?
-                        .next()
-                        .transpose()
-                        .map_err(|e| err(&e))?
-                        .map(|(k, _)| decode_key(&k.value()));
-                    let Some((queue, first_offset)) = first.filter(|(q, _)| *q < key_limit) else {
-                        done = true;
-                        break;
-                    };
-                    let floor = floors.get(&queue).copied().unwrap_or(u64::MAX);
-                    if first_offset < floor {
-                        let end = encode_key(queue, floor.min(first_offset + COLLECT_BATCH));
-                        let mut removed = 0u64;
-                        table
-                            .retain_in(encode_key(queue, first_offset)..end, |_, _| {
-                                removed += 1;
-                                false
-                            })
-                            .map_err(|e| err(&e))?;
-                        deleted += removed.max(1);
-                        collected.entries += removed;
-                        if floor.min(first_offset + COLLECT_BATCH) < floor {
-                            continue; // more of this queue
-                        }
-                    }
-                    next_queue = u64::from(queue) + 1;
-                    deleted += 1;
-                }
-            }
-            tx.commit().map_err(|e| err(&e))?;
-            if done {
-                break;
-            }
-        }
-        self.collect_tag_garbage(floors, key_limit)?;
-        Ok(collected)
+        let entries = self.collect_table(ENTRIES, &ENTRY_KEYS, floors, key_limit)?;
+        self.collect_table(TAGS, &TAG_KEYS, floors, key_limit)?;
+        Ok(Collected { entries })
     }
 
-    /// The same for the tag keys: per (queue, tag), those below the queue's floor.
-    fn collect_tag_garbage(
+    /// Deletes, in one table, the keys of each group (a queue, or a queue's tag) below its
+    /// queue's floor, group by group in bounded transactions; returns how many went.
+    fn collect_table<const N: usize, V: redb::Value + 'static>(
         &self,
+        definition: TableDefinition<[u8; N], V>,
+        keys: &KeyLayout<N>,
         floors: &HashMap<u32, u64>,
         key_limit: u32,
-    ) -> Result<(), IndexError> {
+    ) -> Result<u64, IndexError> {
         let err = |e: &dyn std::fmt::Display| self.error("garbage collection", e);
-        // (queue, tag) as one number, so "the next pair" is + 1.
-        let mut next_pair: u64 = 0;
+        let mut removed_total = 0u64;
+        let mut next_group: u64 = 0;
         loop {
             let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
             tx.set_durability(Durability::None).map_err(|e| err(&e))?;
             let mut work = 0u64;
             let mut done = false;
             {
-                let mut table = tx.open_table(TAGS).map_err(|e| err(&e))?;
+                let mut table = tx.open_table(definition).map_err(|e| err(&e))?;
                 while work < COLLECT_BATCH {
-                    let start = encode_tag_key((next_pair >> 32) as u32, next_pair as u32, 0);
                     let first = table
-                        .range(start..)
+                        .range((keys.encode)(next_group, 0)..)
                         .map_err(|e| err(&e))?
                         .next()
                         .transpose()
                         .map_err(|e| err(&e))?
-                        .map(|(k, _)| decode_tag_key(&k.value()));
-                    let Some((queue, tag, first_offset)) = first.filter(|(q, _, _)| *q < key_limit)
+                        .map(|(k, _)| (keys.decode)(&k.value()));
+                    let Some((group, first_offset)) =
+                        first.filter(|(g, _)| (keys.queue)(*g) < key_limit)
                     else {
                         done = true;
                         break;
                     };
-                    let floor = floors.get(&queue).copied().unwrap_or(u64::MAX);
+                    let floor = floors
+                        .get(&(keys.queue)(group))
+                        .copied()
+                        .unwrap_or(u64::MAX);
                     if first_offset < floor {
                         let end = floor.min(first_offset + COLLECT_BATCH);
                         let mut removed = 0u64;
                         table
                             .retain_in(
-                                encode_tag_key(queue, tag, first_offset)
-                                    ..encode_tag_key(queue, tag, end),
+                                (keys.encode)(group, first_offset)..(keys.encode)(group, end),
                                 |_, _| {
                                     removed += 1;
                                     false
@@ -632,17 +616,18 @@ impl IndexDb {
                             )
                             .map_err(|e| err(&e))?;
                         work += removed.max(1);
+                        removed_total += removed;
                         if end < floor {
-                            continue; // more of this pair
+                            continue; // more of this group
                         }
                     }
-                    next_pair = (u64::from(queue) << 32 | u64::from(tag)) + 1;
+                    next_group = group + 1;
                     work += 1;
                 }
             }
             tx.commit().map_err(|e| err(&e))?;
-            if done || next_pair >> 32 >= u64::from(key_limit) {
-                return Ok(());
+            if done || (keys.queue)(next_group) >= key_limit {
+                return Ok(removed_total);
             }
         }
     }
