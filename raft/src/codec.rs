@@ -368,10 +368,6 @@ mod tests {
 
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     fn record(head: RecordHead, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         encode_record::<()>(head, &mut out, |o| {
@@ -477,7 +473,7 @@ mod tests {
     fn header_golden_bytes_and_rejections() {
         let header = encode_segment_header(42, 1_700_000_000_123);
         assert_eq!(
-            hex(&header),
+            hex::encode(&header),
             "56454c41534547000200000000000000\
              2a000000000000007b68e5cf8b010000\
              00000000000000000000000000000000\
@@ -523,7 +519,7 @@ mod tests {
             b"hi",
         );
         assert_eq!(
-            hex(&bytes),
+            hex::encode(&bytes),
             "1e0000003f08d9cc0300000003000000\
              00000000010000000000000002010000\
              000000006869"
@@ -550,7 +546,7 @@ mod tests {
         let mut footer = Vec::new();
         encode_footer(&[64, 100], 130, 1000, 2000, &mut footer);
         assert_eq!(
-            hex(&footer),
+            hex::encode(&footer),
             "400000006400000056454c41464f4f54\
              020000008200000000000000e8030000\
              00000000d0070000000000002703899162fd354a"

@@ -222,6 +222,17 @@ impl Store {
         Ok(cuts)
     }
 
+    /// Writes a drop command (of a topic or a group) to every shard.
+    async fn drop_everywhere(&self, command: StoreCommand) -> Result<(), StoreError> {
+        for local in self.shards.values() {
+            match local.shard.write(command.clone()).await? {
+                CommandResponse::Dropped => {}
+                other => return Err(unexpected(command.kind(), &other)),
+            }
+        }
+        Ok(())
+    }
+
     /// Takes a snapshot of every shard now (normally driven by `snapshot_every_entries`).
     pub async fn snapshot(&self) -> Result<(), StoreError> {
         for local in self.shards.values() {
@@ -690,35 +701,17 @@ impl StoreApi for Store {
     }
 
     async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError> {
-        for local in self.shards.values() {
-            match local
-                .shard
-                .write(StoreCommand::DropTopic {
-                    topic: topic.clone(),
-                })
-                .await?
-            {
-                CommandResponse::Dropped => {}
-                other => return Err(unexpected("drop_topic", &other)),
-            }
-        }
-        Ok(())
+        self.drop_everywhere(StoreCommand::DropTopic {
+            topic: topic.clone(),
+        })
+        .await
     }
 
     async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError> {
-        for local in self.shards.values() {
-            match local
-                .shard
-                .write(StoreCommand::DropGroup {
-                    group: group.clone(),
-                })
-                .await?
-            {
-                CommandResponse::Dropped => {}
-                other => return Err(unexpected("drop_group", &other)),
-            }
-        }
-        Ok(())
+        self.drop_everywhere(StoreCommand::DropGroup {
+            group: group.clone(),
+        })
+        .await
     }
 }
 

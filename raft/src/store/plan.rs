@@ -66,6 +66,28 @@ impl<C: LogTypes> LogIndex<C> {
     }
 }
 
+/// The run of an append's bytes going to one segment: (segment, file offset, start in the
+/// encoded bytes).
+type Chunk = Option<(Arc<SegmentFile>, u64, usize)>;
+
+/// Queues the write of the pending run, which ends at `end` of the encoded bytes.
+fn flush_chunk<C: LogTypes>(
+    chunk: &mut Chunk,
+    bytes: &Bytes,
+    end: usize,
+    seq: u64,
+    ops: &mut Vec<WriteOp<C>>,
+) {
+    if let Some((segment, offset, start)) = chunk.take() {
+        ops.push(WriteOp::Append {
+            segment,
+            offset,
+            bytes: bytes.slice(start..end),
+            seq,
+        });
+    }
+}
+
 impl<C: LogTypes> SegmentLogStore<C> {
     /// Plans an append: encodes outside the lock, then under it assigns every record its segment
     /// and offset, caches the entries (readable from now on) and queues the writes in order.
@@ -131,8 +153,7 @@ impl<C: LogTypes> SegmentLogStore<C> {
         let now = now_ms();
         let segment_bytes = self.inner.cfg.segment_bytes;
         let mut ops = Vec::with_capacity(4);
-        // The run of bytes going to one segment: (segment, file offset, start in `bytes`).
-        let mut chunk: Option<(Arc<SegmentFile>, u64, usize)> = None;
+        let mut chunk: Chunk = None;
         let mut pos = 0usize;
         for (entry, len) in records {
             let index = entry.index();
@@ -142,14 +163,7 @@ impl<C: LogTypes> SegmentLogStore<C> {
                 .last()
                 .is_some_and(|s| !s.sealed && s.records_end >= segment_bytes)
             {
-                if let Some((file, offset, start)) = chunk.take() {
-                    ops.push(WriteOp::Append {
-                        segment: file,
-                        offset,
-                        bytes: bytes.slice(start..pos),
-                        seq,
-                    });
-                }
+                flush_chunk(&mut chunk, &bytes, pos, seq, &mut ops);
                 st.seal_last(seq, &mut ops);
             }
             if st.segments.last().is_none_or(|s| s.sealed) {
@@ -193,25 +207,11 @@ impl<C: LogTypes> SegmentLogStore<C> {
                 .last()
                 .is_some_and(|s| s.records_end >= segment_bytes);
             if full {
-                if let Some((file, offset, start)) = chunk.take() {
-                    ops.push(WriteOp::Append {
-                        segment: file,
-                        offset,
-                        bytes: bytes.slice(start..pos),
-                        seq,
-                    });
-                }
+                flush_chunk(&mut chunk, &bytes, pos, seq, &mut ops);
                 st.seal_last(seq, &mut ops);
             }
         }
-        if let Some((segment, offset, start)) = chunk {
-            ops.push(WriteOp::Append {
-                segment,
-                offset,
-                bytes: bytes.slice(start..pos),
-                seq,
-            });
-        }
+        flush_chunk(&mut chunk, &bytes, pos, seq, &mut ops);
         if let Some(callback) = callback {
             ops.push(WriteOp::Flushed(callback));
         }

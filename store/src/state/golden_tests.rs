@@ -62,23 +62,12 @@ fn small_state() -> ShardState {
     state
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
 #[test]
 fn snapshot_state_golden_bytes() {
     let state = small_state();
     let bytes = postcard::to_stdvec(&state).expect("encodes");
     assert_eq!(
-        hex(&bytes),
+        hex::encode(&bytes),
         GOLDEN,
         "the persisted shape of ShardState changed"
     );
@@ -99,7 +88,8 @@ fn snapshot_state_golden_bytes() {
 
 #[test]
 fn a_format_2_state_upgrades_to_the_same_state() {
-    let legacy: LegacyState = postcard::from_bytes(&unhex(FORMAT2_GOLDEN)).expect("decodes");
+    let legacy: LegacyState =
+        postcard::from_bytes(&hex::decode(FORMAT2_GOLDEN).expect("hex")).expect("decodes");
     let (mut upgraded, entries) = legacy.upgrade();
     for ((queue, offset), entry) in entries {
         upgraded.entries_mut().put(queue, offset, entry);

@@ -4,15 +4,18 @@
 
 use super::*;
 
+/// Writes entries `range` (term 1, 64-byte bodies) into a new log at `cfg` and closes it.
+async fn write_and_close(cfg: &LogStoreConfig, range: std::ops::Range<u64>) {
+    let store = TestStore::open(cfg.clone()).await.unwrap();
+    append(&store, entries(1, range, 64)).await.unwrap();
+    store.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn torn_tail_cut_mid_record_is_dropped_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 1 << 20, 1 << 20);
-    {
-        let store = TestStore::open(cfg.clone()).await.unwrap();
-        append(&store, entries(1, 1..21, 64)).await.unwrap();
-        store.shutdown().await.unwrap();
-    }
+    write_and_close(&cfg, 1..21).await;
     let path = segment_paths(dir.path()).pop().unwrap();
     let len = fs::metadata(&path).unwrap().len();
     fs::OpenOptions::new()
@@ -46,11 +49,7 @@ async fn flipped_byte_or_garbage_in_last_record_is_dropped() {
     for damage in ["flip", "garbage", "zeros"] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), 1 << 20, 1 << 20);
-        {
-            let store = TestStore::open(cfg.clone()).await.unwrap();
-            append(&store, entries(1, 1..11, 64)).await.unwrap();
-            store.shutdown().await.unwrap();
-        }
+        write_and_close(&cfg, 1..11).await;
         let path = segment_paths(dir.path()).pop().unwrap();
         let mut data = fs::read(&path).unwrap();
         let expected_last = match damage {
@@ -145,11 +144,7 @@ async fn an_unreadable_committed_file_is_ignored() {
 async fn corruption_in_a_sealed_segment_is_never_served_and_the_scrub_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 0);
-    {
-        let store = TestStore::open(cfg.clone()).await.unwrap();
-        append(&store, entries(1, 1..41, 64)).await.unwrap();
-        store.shutdown().await.unwrap();
-    }
+    write_and_close(&cfg, 1..41).await;
     let paths = segment_paths(dir.path());
     assert!(paths.len() >= 3);
     let sealed = &paths[1];
@@ -180,11 +175,7 @@ async fn corruption_in_a_sealed_segment_is_never_served_and_the_scrub_reports_it
 async fn a_damaged_header_of_a_sealed_segment_fails_the_open() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 1 << 20);
-    {
-        let store = TestStore::open(cfg.clone()).await.unwrap();
-        append(&store, entries(1, 1..41, 64)).await.unwrap();
-        store.shutdown().await.unwrap();
-    }
+    write_and_close(&cfg, 1..41).await;
     let paths = segment_paths(dir.path());
     let sealed = &paths[1];
     let mut data = fs::read(sealed).unwrap();
@@ -200,11 +191,7 @@ async fn a_damaged_header_of_a_sealed_segment_fails_the_open() {
 async fn a_sealed_segment_cut_short_is_a_gap_or_a_reported_footer() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 1 << 20);
-    {
-        let store = TestStore::open(cfg.clone()).await.unwrap();
-        append(&store, entries(1, 1..41, 64)).await.unwrap();
-        store.shutdown().await.unwrap();
-    }
+    write_and_close(&cfg, 1..41).await;
     let paths = segment_paths(dir.path());
     let sealed = &paths[0];
     let len = fs::metadata(sealed).unwrap().len();
@@ -240,11 +227,7 @@ async fn a_sealed_segment_cut_short_is_a_gap_or_a_reported_footer() {
 async fn missing_middle_segment_is_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 1 << 20);
-    {
-        let store = TestStore::open(cfg.clone()).await.unwrap();
-        append(&store, entries(1, 1..41, 64)).await.unwrap();
-        store.shutdown().await.unwrap();
-    }
+    write_and_close(&cfg, 1..41).await;
     let paths = segment_paths(dir.path());
     assert!(paths.len() >= 3);
     fs::remove_file(&paths[1]).unwrap();
@@ -258,11 +241,7 @@ async fn missing_middle_segment_is_a_gap() {
 async fn torn_header_of_the_last_segment_is_removed() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 1 << 20);
-    {
-        let store = TestStore::open(cfg.clone()).await.unwrap();
-        append(&store, entries(1, 1..11, 64)).await.unwrap();
-        store.shutdown().await.unwrap();
-    }
+    write_and_close(&cfg, 1..11).await;
     let last = segment_paths(dir.path()).pop().unwrap();
     let next_index =
         crate::segment::parse_segment_file_name(last.file_name().unwrap().to_str().unwrap())
