@@ -473,7 +473,7 @@ mod tests {
     fn header_golden_bytes_and_rejections() {
         let header = encode_segment_header(42, 1_700_000_000_123);
         assert_eq!(
-            hex::encode(&header),
+            hex::encode(header),
             "56454c41534547000200000000000000\
              2a000000000000007b68e5cf8b010000\
              00000000000000000000000000000000\

@@ -31,7 +31,7 @@ fn sim_vfs(sim: &SimVfs) -> Arc<dyn Vfs> {
 #[test]
 fn key_and_entry_golden_bytes() {
     assert_eq!(
-        hex::encode(&encode_key(0x0102_0304, 0x05)),
+        hex::encode(encode_key(0x0102_0304, 0x05)),
         "010203040000000000000005"
     );
     let e = IndexEntry {
@@ -43,7 +43,7 @@ fn key_and_entry_golden_bytes() {
     };
     let bytes = encode_entry(4, 5, &e);
     assert_eq!(
-        hex::encode(&bytes),
+        hex::encode(bytes),
         "01000000000000030000000000001122fffffffffffffffe000000000000abcd00000009000000006cb6062e"
     );
     assert_eq!(decode_entry(4, 5, &bytes), Ok(e));
@@ -58,7 +58,7 @@ fn key_and_entry_golden_bytes() {
         "a damaged entry is refused"
     );
     assert_eq!(
-        hex::encode(&encode_tag_key(1, 2, 3)),
+        hex::encode(encode_tag_key(1, 2, 3)),
         "00000001000000020000000000000003"
     );
     assert!(
