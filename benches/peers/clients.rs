@@ -80,6 +80,9 @@ pub(crate) struct Side {
     pub(crate) count: u64,
     pub(crate) errors: Errors,
     pub(crate) latency: Histogram<u64>,
+    /// Consumer: from sending each ack to its answer (RabbitMQ's `basic.ack` has none: there it
+    /// is the time to hand the frame to the connection).
+    pub(crate) ack_latency: Histogram<u64>,
     /// From the phase start to the last counted message.
     pub(crate) elapsed: Duration,
 }
@@ -90,6 +93,7 @@ impl Side {
             count: 0,
             errors: Errors::default(),
             latency: histogram()?,
+            ack_latency: histogram()?,
             elapsed: Duration::ZERO,
         })
     }
@@ -201,10 +205,17 @@ impl Sub {
                     for m in &messages {
                         record_e2e(&mut side.latency, &m.body, &mut side.errors);
                     }
-                    let acks = futures::future::join_all(messages.iter().map(|m| consumer.ack(m)));
-                    for result in acks.await {
+                    let acks = futures::future::join_all(messages.iter().map(|m| {
+                        let sent = Instant::now();
+                        let consumer = &*consumer;
+                        async move { (consumer.ack(m).await, sent.elapsed()) }
+                    }));
+                    for (result, took) in acks.await {
                         match result {
-                            Ok(()) => side.count += 1,
+                            Ok(()) => {
+                                side.count += 1;
+                                record_us(&mut side.ack_latency, took);
+                            }
                             Err(e) => side.errors.add(format!("ack: {e}")),
                         }
                     }
@@ -233,8 +244,12 @@ impl Sub {
                         Ok(Some(Ok(d))) => d,
                     };
                     record_e2e(&mut side.latency, &delivery.data, &mut side.errors);
+                    let sent = Instant::now();
                     match delivery.ack(BasicAckOptions::default()).await {
-                        Ok(_) => side.count += 1,
+                        Ok(_) => {
+                            side.count += 1;
+                            record_us(&mut side.ack_latency, sent.elapsed());
+                        }
                         Err(e) => side.errors.add(format!("ack: {e}")),
                     }
                     side.elapsed = start.elapsed();
@@ -260,9 +275,12 @@ impl Sub {
                     }
                     tokio::select! {
                         () = sleep_until(deadline.into()) => break,
-                        Some(done) = acks.next(), if !acks.is_empty() => {
+                        Some((done, took)) = acks.next(), if !acks.is_empty() => {
                             match done {
-                                Ok(()) => side.count += 1,
+                                Ok(()) => {
+                                    side.count += 1;
+                                    record_us(&mut side.ack_latency, took);
+                                }
                                 Err(e) => side.errors.add(format!("double ack: {e}")),
                             }
                             side.elapsed = start.elapsed();
@@ -273,16 +291,20 @@ impl Sub {
                             Some(Ok(m)) => {
                                 received += 1;
                                 record_e2e(&mut side.latency, &m.payload, &mut side.errors);
-                                acks.push(async move { m.double_ack().await });
+                                let sent = Instant::now();
+                                acks.push(async move { (m.double_ack().await, sent.elapsed()) });
                             }
                         },
                     }
                 }
                 // Acks already sent still count (as with Vela's last batch).
                 let settle = Instant::now() + SETTLE;
-                while let Ok(Some(done)) = timeout_at(settle.into(), acks.next()).await {
+                while let Ok(Some((done, took))) = timeout_at(settle.into(), acks.next()).await {
                     match done {
-                        Ok(()) => side.count += 1,
+                        Ok(()) => {
+                            side.count += 1;
+                            record_us(&mut side.ack_latency, took);
+                        }
                         Err(e) => side.errors.add(format!("double ack: {e}")),
                     }
                     side.elapsed = start.elapsed();

@@ -25,6 +25,10 @@ pub(crate) fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")
 }
 
+pub(crate) fn record_us(h: &mut Histogram<u64>, took: Duration) {
+    h.saturating_record((took.as_micros() as u64).max(1));
+}
+
 pub(crate) fn record_e2e(h: &mut Histogram<u64>, body: &[u8], errors: &mut Errors) {
     match stamp_of(body) {
         Some(sent) => h.saturating_record(now_us().saturating_sub(sent).max(1)),

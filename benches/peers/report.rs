@@ -8,7 +8,7 @@ pub(crate) fn opt(v: Option<f64>, digits: usize) -> String {
 
 pub(crate) fn line(r: &PhaseReport) -> String {
     format!(
-        "{:<9} {:<11} prod {:>7.0}/s  cons {:>7.0}/s  confirm p50 {:>7} p99 {:>7} ms  e2e p50 {:>8} p99 {:>8} ms  cpu/prod {:>6} µs  cpu/cons {:>6} µs  client {:>3.0}%  other on cores {}/{} %  errors {}/{}{}",
+        "{:<9} {:<11} prod {:>7.0}/s  cons {:>7.0}/s  confirm p50 {:>7} p99 {:>7} ms  e2e p50 {:>8} p99 {:>8} ms  ack p50 {:>6} p99 {:>6} ms  cpu/prod {:>6} µs  cpu/cons {:>6} µs  client {:>3.0}%  other on cores {}/{} %  errors {}/{}{}",
         r.broker,
         r.phase,
         r.produced_per_s,
@@ -17,6 +17,8 @@ pub(crate) fn line(r: &PhaseReport) -> String {
         opt(r.confirm_p99_ms, 2),
         opt(r.e2e_p50_ms, 1),
         opt(r.e2e_p99_ms, 1),
+        opt(r.ack_p50_ms, 2),
+        opt(r.ack_p99_ms, 2),
         opt(r.broker_cpu_us_per_produced, 1),
         opt(r.broker_cpu_us_per_consumed, 1),
         r.client_cpu_pct,
@@ -34,9 +36,9 @@ pub(crate) fn line(r: &PhaseReport) -> String {
 pub(crate) fn markdown(reports: &[PhaseReport]) -> String {
     let mut out = String::from(
         "| phase | broker | produced msg/s | consumed msg/s | confirm p50 / p99 ms | \
-         end-to-end p50 / p99 ms | broker CPU µs per produced / consumed msg | load generator CPU | \
+         end-to-end p50 / p99 ms | ack p50 / p99 ms | broker CPU µs per produced / consumed msg | load generator CPU | \
          other load on broker / client core |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut phases: Vec<&str> = Vec::new();
     for r in reports {
@@ -55,7 +57,7 @@ pub(crate) fn markdown(reports: &[PhaseReport]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {:.0}% | {}% / {}% |",
+                "| {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {:.0}% | {}% / {}% |",
                 r.phase,
                 r.broker,
                 rate(r.produced_per_s, r.produced),
@@ -64,6 +66,8 @@ pub(crate) fn markdown(reports: &[PhaseReport]) -> String {
                 opt(r.confirm_p99_ms, 2),
                 opt(r.e2e_p50_ms, 1),
                 opt(r.e2e_p99_ms, 1),
+                opt(r.ack_p50_ms, 2),
+                opt(r.ack_p99_ms, 2),
                 opt(r.broker_cpu_us_per_produced, 1),
                 opt(r.broker_cpu_us_per_consumed, 1),
                 r.client_cpu_pct,

@@ -248,6 +248,8 @@ pub(crate) struct Inner<C: LogTypes> {
     pub(crate) dir_lock: Mutex<Option<VfsLock>>,
     /// Footer offsets of sealed segments read recently.
     pub(crate) footers: read::FooterCache,
+    /// Entries decoded by recent cold reads.
+    pub(crate) cold: read::ColdEntries<C::Entry>,
 }
 
 impl<C: LogTypes> Drop for Inner<C> {

@@ -35,6 +35,9 @@ use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, unexpected};
 use crate::state::{Availability, PopPlan, PopProbe};
+use fairness::Fairness;
+
+mod fairness;
 
 /// Acknowledgements a shard holds waiting for an `Ack` entry; more wait for room
 /// (backpressure) instead of growing the queue.
@@ -67,6 +70,8 @@ pub struct Store {
     tasks: Mutex<JoinSet<()>>,
     /// Which shard an all-shard receive asks first, so shards are served in turn.
     pop_turn: AtomicUsize,
+    /// Appends yield to consumer work (see `fairness`).
+    fairness: Arc<Fairness>,
 }
 
 impl std::fmt::Debug for Store {
@@ -177,6 +182,7 @@ impl Store {
             cancel,
             tasks: Mutex::new(tasks),
             pop_turn: AtomicUsize::new(0),
+            fairness: Arc::default(),
         }))
     }
 
@@ -489,6 +495,7 @@ impl StoreApi for Store {
                 m.message_id, m.delivery_timestamp_ms, self.config.max_delay
             )));
         }
+        let _admitted = self.fairness.produce().await;
         // Concurrent appends to the shard share Raft entries (see `shard::coalesce`).
         local
             .appends
@@ -552,6 +559,7 @@ impl StoreApi for Store {
                     Waiting::MoreToScan => more_to_scan = true,
                 }
                 let Some(command) = command else { continue };
+                let _consuming = self.fairness.consume(req.max_messages as usize);
                 match shard.write(command).await? {
                     CommandResponse::Popped {
                         delivery_id,
@@ -594,6 +602,7 @@ impl StoreApi for Store {
 
     async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
         let local = self.shard(ticket.shard)?;
+        let _consuming = self.fairness.consume(1);
         let delivery = delivery_ref(ticket);
         // Cheap rejection of handles that are already dead; apply re-checks anyway.
         if local
@@ -623,6 +632,7 @@ impl StoreApi for Store {
         ticket: &ReceiptTicket,
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
+        let _consuming = self.fairness.consume(1);
         let command = StoreCommand::ChangeInvisible {
             delivery: delivery_ref(ticket),
             invisible_ms: duration_ms(invisible),
@@ -640,6 +650,7 @@ impl StoreApi for Store {
     }
 
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
+        let _consuming = self.fairness.consume(1);
         let command = StoreCommand::DeadLetter {
             delivery: delivery_ref(ticket),
             now_ms: self.clock.now_ms(),

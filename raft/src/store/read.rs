@@ -74,6 +74,67 @@ impl FooterCache {
     }
 }
 
+/// Bytes of entries kept decoded after a cold read by index ([`LogHandle::entry_shared`]).
+pub(crate) const COLD_ENTRY_BYTES: usize = 8 << 20;
+
+/// Entries decoded by recent cold reads, oldest evicted first. A consumer walks through an
+/// entry in steps (32 messages of an entry of hundreds): without this it read and decoded the
+/// whole entry again at every step (a quarter of the CPU of a drain from disk). Each entry is
+/// kept with the log's truncation count when it was read, and only served while that count is
+/// unchanged, so a truncated and rewritten index never serves the old entry; indexes below the
+/// log's start are refused before this is asked.
+pub(crate) struct ColdEntries<E> {
+    budget: usize,
+    inner: Mutex<ColdInner<E>>,
+}
+
+struct ColdInner<E> {
+    by_index: HashMap<u64, (u64, Arc<E>, usize)>,
+    order: VecDeque<u64>,
+    held: usize,
+}
+
+impl<E> ColdEntries<E> {
+    pub(crate) fn new(budget: usize) -> Self {
+        ColdEntries {
+            budget,
+            inner: Mutex::new(ColdInner {
+                by_index: HashMap::new(),
+                order: VecDeque::new(),
+                held: 0,
+            }),
+        }
+    }
+
+    fn get(&self, index: u64, truncations: u64) -> Option<Arc<E>> {
+        match self.inner.lock().by_index.get(&index) {
+            Some((seen, entry, _)) if *seen == truncations => Some(entry.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, index: u64, truncations: u64, entry: Arc<E>, bytes: usize) {
+        if bytes > self.budget {
+            return;
+        }
+        let mut c = self.inner.lock();
+        if let Some((_, _, old)) = c.by_index.insert(index, (truncations, entry, bytes)) {
+            c.held -= old;
+        } else {
+            c.order.push_back(index);
+        }
+        c.held += bytes;
+        while c.held > self.budget {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            if let Some((_, _, gone)) = c.by_index.remove(&old) {
+                c.held -= gone;
+            }
+        }
+    }
+}
+
 /// Where the bytes of a planned read are.
 enum Span {
     /// Known from the offsets in memory: `start..end` of the file.
@@ -178,8 +239,13 @@ impl<C: LogTypes> Inner<C> {
         Ok((start, end))
     }
 
-    /// Executes a read plan, verifying every record.
-    fn read_planned(&self, plan: &[PlannedRead], out: &mut Vec<C::Entry>) -> Result<(), LogError> {
+    /// Executes a read plan, verifying every record; returns the bytes read.
+    fn read_planned(
+        &self,
+        plan: &[PlannedRead],
+        out: &mut Vec<C::Entry>,
+    ) -> Result<usize, LogError> {
+        let mut bytes = 0;
         for read in plan {
             let path = &read.file.path;
             let (start, end) = self.byte_range(read)?;
@@ -194,6 +260,7 @@ impl<C: LogTypes> Inner<C> {
                 .file
                 .read_at((end - start) as usize, start)
                 .map_err(|e| LogError::io("reading segment", path, e))?;
+            bytes += buf.len();
             let mut pos = 0usize;
             for expected in read.lo..=read.hi {
                 let at = start + pos as u64;
@@ -212,7 +279,7 @@ impl<C: LogTypes> Inner<C> {
                 pos += used;
             }
         }
-        Ok(())
+        Ok(bytes)
     }
 }
 
@@ -272,12 +339,21 @@ impl<C: LogTypes> LogHandle<C> {
                 if let Some(entry) = st.cache.get(index) {
                     return Ok(Some(entry.clone()));
                 }
+                if let Some(entry) = self.inner.cold.get(index, st.truncations) {
+                    return Ok(Some(entry));
+                }
                 (st.plan_file_read(index, index + 1)?, st.truncations)
             };
             let mut out = Vec::with_capacity(1);
-            self.inner.read_planned(&plan, &mut out)?;
+            let bytes = self.inner.read_planned(&plan, &mut out)?;
             if self.inner.state.read().truncations == truncations {
-                return Ok(out.pop().map(Arc::new));
+                let entry = out.pop().map(Arc::new);
+                if let Some(entry) = &entry {
+                    self.inner
+                        .cold
+                        .put(index, truncations, entry.clone(), bytes);
+                }
+                return Ok(entry);
             }
         }
     }

@@ -151,6 +151,7 @@ pub(super) fn open_blocking<C: LogTypes>(
     Ok(SegmentLogStore {
         inner: Arc::new(Inner {
             footers: read::FooterCache::new(read::FOOTER_CACHE_OFFSETS),
+            cold: read::ColdEntries::new(read::COLD_ENTRY_BYTES),
             cfg,
             state: RwLock::new(state),
             status,

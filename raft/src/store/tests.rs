@@ -190,6 +190,36 @@ async fn truncate_across_segments_then_restart() {
 }
 
 #[tokio::test]
+async fn cold_reads_decode_an_entry_once_and_never_serve_a_truncated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // No recent-entry cache: every read is a cold read.
+    let mut store = TestStore::open(config(dir.path(), 512, 0)).await.unwrap();
+    append(&store, entries(1, 1..21, 64)).await.unwrap();
+    // The cache keeps what the writer has not written yet; the next append evicts it.
+    append(&store, entries(1, 21..22, 64)).await.unwrap();
+    let reader = store.reader();
+    let first = reader.entry_shared(5).unwrap().unwrap();
+    let again = reader.entry_shared(5).unwrap().unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second read is served decoded"
+    );
+    RaftLogStorage::truncate_after(&mut store, Some(log_id(1, 4)))
+        .await
+        .unwrap();
+    assert_eq!(reader.entry_shared(5).unwrap(), None);
+    append(&store, entries(2, 5..11, 64)).await.unwrap();
+    append(&store, entries(2, 11..12, 64)).await.unwrap();
+    let rewritten = reader.entry_shared(5).unwrap().unwrap();
+    assert_eq!(
+        rewritten.log_id(),
+        log_id(2, 5),
+        "the new entry, not the cached one"
+    );
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn truncate_everything_and_purge_past_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 512, 1 << 20);

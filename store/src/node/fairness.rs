@@ -1,0 +1,296 @@
+//! Producers must not starve consumers. On a saturated node every request's next step waits in
+//! the same run queue, so each client is served in proportion to the requests it has in flight:
+//! a producer with 256 sends in flight against a consumer with 32 acks gets ~8 of every 9 turns,
+//! and the consumer falls ever further behind (measured: 2.5 k msg/s consumed against 31 k
+//! produced, `benches/peers.sh`).
+//!
+//! [`Fairness`] evens that out at the store's door. While consumer work is in progress (acks,
+//! changes of invisibility, dead-lettering, and receives that are writing a pop: not receives
+//! that are only long-polling), appends admitted at once are capped at half the number of
+//! messages that consumer work covers (at least [`MIN_PRODUCE_SHARE`]); the rest wait here,
+//! parked, in arrival order, instead of crowding the run queue. Half, because a consumer's
+//! message costs about twice a producer's on this path (a receive share plus one ack request
+//! against one send request); measured with `benches/peers.sh` (mixed phase, one producer with
+//! 256 in flight, one consumer of 32): no cap 31 k in / 2.5 k out, a cap of the full share
+//! 12.8 k / 5.7 k, half of it 8.0–8.5 k / 6.6–7.0 k. With no consumer work in progress nothing
+//! is capped, so a producer alone keeps all of its concurrency (and its group commit), and a
+//! consumer that is slow on its own side throttles nobody.
+//!
+//! The cap outlasts each piece of consumer work by [`LINGER`]: a consumer alternates a receive
+//! and its acks with a short gap between them, and appends admitted in that gap without a cap
+//! would crowd the run queue again before the acks arrive.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Appends admitted at once while consumer work is in progress, however little that work is.
+pub(crate) const MIN_PRODUCE_SHARE: usize = 8;
+/// How long the cap stays after consumer work ends.
+pub(crate) const LINGER: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Default)]
+struct State {
+    /// Appends admitted and not yet answered.
+    producing: usize,
+    /// Messages covered by consumer work in progress.
+    consuming: usize,
+    /// The most `consuming` reached since consumer work last started from none: the cap that
+    /// lingers.
+    share: usize,
+    /// When consumer work last ended (`consuming` fell to 0).
+    idle_since: Option<Instant>,
+    /// Appends waiting for admission, oldest first. The sender's `send` hands the waiter an
+    /// admission already counted in `producing`.
+    waiting: VecDeque<oneshot::Sender<()>>,
+}
+
+impl State {
+    fn produce_cap(&self) -> usize {
+        let lingering = self.idle_since.is_some_and(|at| at.elapsed() < LINGER);
+        if self.consuming == 0 && !lingering {
+            usize::MAX
+        } else {
+            (self.share / 2).max(MIN_PRODUCE_SHARE)
+        }
+    }
+
+    /// Admits waiting appends while the cap allows.
+    fn admit_waiting(&mut self) {
+        while self.producing < self.produce_cap() {
+            let Some(next) = self.waiting.pop_front() else {
+                return;
+            };
+            self.producing += 1;
+            if next.send(()).is_err() {
+                // The waiter went away before its turn.
+                self.producing -= 1;
+            }
+        }
+    }
+}
+
+/// The admission policy between appends and consumer work (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Fairness {
+    state: Mutex<State>,
+}
+
+impl Fairness {
+    /// Waits until an append may go on; the admission lasts as long as the guard.
+    pub async fn produce(self: &Arc<Self>) -> ProduceGuard {
+        let waiter = {
+            let mut state = self.state.lock();
+            if state.waiting.is_empty() && state.producing < state.produce_cap() {
+                state.producing += 1;
+                return ProduceGuard(self.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiting.push_back(tx);
+            Waiter {
+                fairness: self.clone(),
+                rx: Some(rx),
+            }
+        };
+        waiter.admitted().await
+    }
+
+    /// Marks consumer work covering `messages` as in progress until the guard is dropped.
+    pub fn consume(self: &Arc<Self>, messages: usize) -> ConsumeGuard {
+        let messages = messages.max(1);
+        let mut state = self.state.lock();
+        if state.consuming == 0 && state.idle_since.is_none_or(|at| at.elapsed() >= LINGER) {
+            state.share = 0;
+        }
+        state.consuming += messages;
+        state.share = state.share.max(state.consuming);
+        drop(state);
+        ConsumeGuard {
+            fairness: self.clone(),
+            messages,
+        }
+    }
+
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize, usize) {
+        let s = self.state.lock();
+        (s.producing, s.consuming, s.waiting.len())
+    }
+}
+
+/// An admitted append.
+#[derive(Debug)]
+pub(crate) struct ProduceGuard(Arc<Fairness>);
+
+impl Drop for ProduceGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.producing -= 1;
+        state.admit_waiting();
+    }
+}
+
+/// Consumer work in progress.
+#[derive(Debug)]
+pub(crate) struct ConsumeGuard {
+    fairness: Arc<Fairness>,
+    messages: usize,
+}
+
+impl Drop for ConsumeGuard {
+    fn drop(&mut self) {
+        let mut state = self.fairness.state.lock();
+        state.consuming -= self.messages;
+        if state.consuming == 0 {
+            state.idle_since = Some(Instant::now());
+        }
+        state.admit_waiting();
+    }
+}
+
+/// An append waiting for admission. Dropped after it was admitted but before it saw so (a
+/// cancelled request), it gives the admission back.
+struct Waiter {
+    fairness: Arc<Fairness>,
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl Waiter {
+    async fn admitted(mut self) -> ProduceGuard {
+        if let Some(rx) = self.rx.as_mut() {
+            // The sender is only dropped after a successful send or with the whole `Fairness`
+            // (which this waiter keeps alive): an error cannot happen, and would only mean
+            // "go on" anyway.
+            let _ = rx.await;
+        }
+        self.rx = None;
+        ProduceGuard(self.fairness.clone())
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take()
+            && rx.try_recv().is_ok()
+        {
+            // Admitted, but nobody will use it.
+            let mut state = self.fairness.state.lock();
+            state.producing -= 1;
+            state.admit_waiting();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn appends_are_not_capped_without_consumer_work() {
+        let f = Arc::new(Fairness::default());
+        let guards: Vec<_> = (0..1000)
+            .map(|_| f.produce().now_or_never().expect("admitted at once"))
+            .collect();
+        assert_eq!(f.counts(), (1000, 0, 0));
+        drop(guards);
+        assert_eq!(f.counts(), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn consumer_work_caps_new_appends_and_its_end_admits_them_in_order() {
+        let f = Arc::new(Fairness::default());
+        // Half of the 64 messages the consumer work covers.
+        let consuming = f.consume(64);
+        let admitted: Vec<_> = (0..32)
+            .map(|_| f.produce().now_or_never().expect("within the share"))
+            .collect();
+        let mut first = Box::pin(f.produce());
+        let mut second = Box::pin(f.produce());
+        assert!(first.as_mut().now_or_never().is_none(), "over the share");
+        assert!(second.as_mut().now_or_never().is_none());
+        assert_eq!(f.counts(), (32, 64, 2));
+        // One append finishing admits the oldest waiter.
+        drop(admitted);
+        let a = first.await;
+        let b = second.await;
+        assert_eq!(f.counts(), (2, 64, 0));
+        drop((a, b));
+        drop(consuming);
+        assert_eq!(f.counts(), (0, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_lingers_after_consumer_work_then_lifts() {
+        let f = Arc::new(Fairness::default());
+        drop(f.consume(32));
+        let admitted: Vec<_> = (0..16)
+            .map(|_| f.produce().now_or_never().expect("within the share"))
+            .collect();
+        let mut waiting = Box::pin(f.produce());
+        assert!(
+            waiting.as_mut().now_or_never().is_none(),
+            "capped in the linger"
+        );
+        tokio::time::advance(LINGER).await;
+        assert!(
+            f.produce().now_or_never().is_none(),
+            "the oldest waiter goes first"
+        );
+        drop(admitted);
+        let _first = waiting.await;
+        let more: Vec<_> = (0..100)
+            .map(|_| f.produce().now_or_never().expect("no cap after the linger"))
+            .collect();
+        assert_eq!(more.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_small_consumer_still_leaves_producers_their_minimum_share() {
+        let f = Arc::new(Fairness::default());
+        let _consuming = f.consume(1);
+        let admitted: Vec<_> = (0..MIN_PRODUCE_SHARE)
+            .map(|_| f.produce().now_or_never().expect("minimum share"))
+            .collect();
+        assert!(f.produce().now_or_never().is_none());
+        assert_eq!(admitted.len(), MIN_PRODUCE_SHARE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_goes_away_gives_back_its_place_or_its_admission() {
+        let f = Arc::new(Fairness::default());
+        let consuming = f.consume(1);
+        let mut full: Vec<_> = (0..MIN_PRODUCE_SHARE)
+            .map(|_| f.produce().now_or_never().expect("minimum share"))
+            .collect();
+        // Gone while waiting: its place is skipped.
+        let mut gone = Box::pin(f.produce());
+        assert!(gone.as_mut().now_or_never().is_none());
+        drop(gone);
+        // Admitted, then gone before it looked: the admission comes back.
+        let mut late = Box::pin(f.produce());
+        assert!(late.as_mut().now_or_never().is_none());
+        drop(consuming);
+        assert_eq!(
+            f.counts().0,
+            MIN_PRODUCE_SHARE,
+            "still capped in the linger"
+        );
+        tokio::time::advance(LINGER).await;
+        full.pop();
+        assert_eq!(
+            f.counts().0,
+            MIN_PRODUCE_SHARE,
+            "late was admitted in its place"
+        );
+        drop(late);
+        assert_eq!(f.counts(), (MIN_PRODUCE_SHARE - 1, 0, 0));
+        drop(full);
+        assert_eq!(f.counts(), (0, 0, 0));
+    }
+}
