@@ -71,6 +71,7 @@ impl Standalone {
 
         let mut registry = Registry::with_prefix("");
         let metrics = vela_proxy::ProxyMetrics::register(&mut registry);
+        store.register_metrics(&mut registry);
         let ctx = vela_proxy::ProxyContext {
             config: config.proxy.clone(),
             store: store.clone() as Arc<dyn StoreApi>,

@@ -42,6 +42,12 @@ pub struct StoreConfig {
     pub log_cache: ByteSize,
     /// Page cache of each shard's queue index file (`index.redb`).
     pub index_cache: ByteSize,
+    /// How often each shard re-reads and verifies its sealed log segments in the background
+    /// (0 turns the scheduled scrub off).
+    #[serde(with = "humantime_serde")]
+    pub scrub_interval: Duration,
+    /// Most bytes a second a scrub reads, per shard (0: as fast as the disk goes).
+    pub scrub_rate: ByteSize,
 }
 
 impl Default for StoreConfig {
@@ -59,6 +65,8 @@ impl Default for StoreConfig {
             max_delay: Duration::from_secs(24 * 3600),
             log_cache: ByteSize::mib(64),
             index_cache: ByteSize::mib(32),
+            scrub_interval: Duration::from_secs(24 * 3600),
+            scrub_rate: ByteSize::mib(32),
         }
     }
 }
@@ -127,10 +135,13 @@ mod tests {
         let cfg: StoreConfig = serde_json::from_str(
             r#"{"data_dir": "/d", "shards": [0, 3], "segment_size": "16MiB", "retention_time": "1h 30m",
                 "retention_size": "10GiB", "max_delay": "2h",
-                "flush": {"mode": "async", "interval": "5ms"}}"#,
+                "flush": {"mode": "async", "interval": "5ms"},
+                "scrub_interval": "7d", "scrub_rate": "8MiB"}"#,
         )
         .expect("parses");
         assert_eq!(cfg.shards, vec![0, 3]);
+        assert_eq!(cfg.scrub_interval, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(cfg.scrub_rate, ByteSize::mib(8));
         assert_eq!(cfg.segment_size, ByteSize::mib(16));
         assert_eq!(cfg.retention_time, Duration::from_secs(5400));
         assert_eq!(cfg.retention_size, Some(ByteSize::gib(10)));

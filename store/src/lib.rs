@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 pub mod format;
 pub mod index_db;
+mod metrics;
 mod node;
 mod shard;
 pub mod state;

@@ -4,6 +4,7 @@
 //! deliverable.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +32,9 @@ use crate::command::{
 };
 use crate::config::StoreConfig;
 use crate::error::{StoreOpenError, StoreShutdownError};
+use crate::metrics::StoreMetrics;
 use crate::shard::coalesce::AppendCoalescer;
+use crate::shard::scrub::{self, ScrubOutcome, ScrubPolicy};
 use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, unexpected};
 use crate::state::{Availability, PopPlan, PopProbe};
@@ -72,6 +75,7 @@ pub struct Store {
     pop_turn: AtomicUsize,
     /// Appends yield to consumer work (see `fairness`).
     fairness: Arc<Fairness>,
+    metrics: Arc<StoreMetrics>,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,6 +115,11 @@ impl Store {
             .map_err(|e| StoreOpenError::Config(format!("format check: {e}")))??;
         }
         let cancel = CancellationToken::new();
+        let metrics = Arc::new(StoreMetrics::default());
+        let scrub_policy = ScrubPolicy {
+            interval: (!cfg.scrub_interval.is_zero()).then_some(cfg.scrub_interval),
+            rate: cfg.scrub_rate.as_u64(),
+        };
         let mut tasks = JoinSet::new();
         let mut shards: BTreeMap<ShardId, LocalShard> = BTreeMap::new();
         let retention = RetentionPolicy {
@@ -161,6 +170,12 @@ impl Store {
                 cfg.snapshot_every_bytes.as_u64(),
                 cancel.clone(),
             ));
+            tasks.spawn(scrub::scrub_loop(
+                shard.clone(),
+                scrub_policy,
+                metrics.clone(),
+                cancel.clone(),
+            ));
             info!(
                 shard = id,
                 last_applied = shard.shared.last_applied_index(),
@@ -183,6 +198,7 @@ impl Store {
             tasks: Mutex::new(tasks),
             pop_turn: AtomicUsize::new(0),
             fairness: Arc::default(),
+            metrics,
         }))
     }
 
@@ -202,6 +218,32 @@ impl Store {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Registers the store's metrics (`vela_store_…`) with the registry `/metrics` serves.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
+    /// Scrubs every shard's sealed log segments now, unpaced (normally every
+    /// `scrub_interval`), and returns, per shard, the damaged segments and what is wrong with
+    /// each. The result is logged and counted as a scheduled scrub's is.
+    pub async fn scrub(&self) -> Result<BTreeMap<ShardId, Vec<(PathBuf, String)>>, StoreError> {
+        let mut found = BTreeMap::new();
+        for (id, local) in &self.shards {
+            match scrub::scrub_now(&local.shard, 0, &self.metrics, &self.cancel).await {
+                ScrubOutcome::Done(report) => {
+                    found.insert(*id, report.damaged);
+                }
+                ScrubOutcome::Failed(why) => {
+                    return Err(StoreError::Internal(format!("scrub of shard {id}: {why}")));
+                }
+                ScrubOutcome::Stopped => {
+                    return Err(StoreError::Unavailable("store is shutting down".into()));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The shards this node holds.

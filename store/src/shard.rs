@@ -2,6 +2,7 @@
 //! signals that connect applies to waiting receivers and to the leader's background tasks.
 
 pub(crate) mod coalesce;
+pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;
 

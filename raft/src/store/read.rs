@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, ControlFlow, RangeBounds};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -452,6 +452,16 @@ impl<C: LogTypes> LogHandle<C> {
     /// background check that complements open (which trusts sealed segments' footers) and reads
     /// (which verify what they read). Reports what it found; it never changes a file.
     pub fn scrub(&self) -> Result<ScrubReport, LogError> {
+        self.scrub_paced(|_| ControlFlow::Continue(()))
+    }
+
+    /// [`scrub`](Self::scrub), calling `between` with each segment's size after scrubbing it:
+    /// the caller can pause there (to bound the scrub's read rate) or stop the scrub with
+    /// `Break` (the report then covers the segments scrubbed so far and says it stopped).
+    pub fn scrub_paced(
+        &self,
+        mut between: impl FnMut(u64) -> ControlFlow<()>,
+    ) -> Result<ScrubReport, LogError> {
         type Sealed = (
             Arc<SegmentFile>,
             u64,
@@ -517,6 +527,10 @@ impl<C: LogTypes> LogHandle<C> {
                 tracing::error!(segment = %file.path.display(), problem = problem.as_str(), "scrub found a damaged sealed segment");
                 report.damaged.push((file.path.clone(), problem));
             }
+            if between(records_end).is_break() {
+                report.stopped = true;
+                break;
+            }
         }
         Ok(report)
     }
@@ -529,6 +543,8 @@ pub struct ScrubReport {
     pub records: u64,
     /// Damaged segments and what is wrong with each.
     pub damaged: Vec<(PathBuf, String)>,
+    /// The caller stopped the scrub before the last segment.
+    pub stopped: bool,
 }
 
 impl SegmentMeta {
