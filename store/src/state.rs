@@ -123,6 +123,14 @@ pub const APPLY_VERSION: u32 = 4;
 /// parked messages are delivered.
 pub const MAX_PARKED: u64 = 65_536;
 
+/// Most messages a group holds in flight per queue before the leader stops planning new
+/// deliveries from that queue (expired ones are still redelivered). A planning bound, like
+/// RocketMQ's `popInflightMessageThreshold`, not an apply rule: receives planned at the same
+/// moment may pass it by their batch size. It keeps a group that receives without acking from
+/// growing the shard's state (and its snapshots) without limit; an ack that brings the queue
+/// back under it wakes a waiting receiver.
+pub const MAX_INFLIGHT: usize = 65_536;
+
 /// A tag subscription resolved against the tag table: exact ids, not hashes.
 enum TagMatcher {
     All,
@@ -497,7 +505,8 @@ impl ShardState {
             .get_mut(&(d.group.clone(), d.topic.clone(), d.queue_id))
             .ok_or_else(stale)?;
         let rec = consumer.finish(d.offset, d.delivery_id).ok_or_else(stale)?;
-        if rec.lane != 0 && consumer.has_ready() {
+        if (rec.lane != 0 && consumer.has_ready()) || consumer.inflight_count() + 1 == MAX_INFLIGHT
+        {
             fx.woken_topics.insert(d.topic.clone());
         }
         if let Some(now_ms) = dead_letter_at {

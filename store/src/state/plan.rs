@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use vela_proto::domain::{GroupName, TopicName};
 
-use super::{MAX_PARKED, PopProbe, ShardState, TagMatcher, live_entry, live_range};
+use super::{MAX_INFLIGHT, MAX_PARKED, PopProbe, ShardState, TagMatcher, live_entry, live_range};
 use crate::command::{QueueChoice, ScanRange, TagSubscription};
 
 /// Most expired deliveries one planned receive hands apply per queue.
@@ -69,7 +69,8 @@ impl ScanMemo {
 
 impl ShardState {
     /// Plans a receive of up to `max` messages for `probe` at `now_ms`, examining at most
-    /// `*budget` index entries (what is left is written back).
+    /// `*budget` index entries (what is left is written back). A queue where the group has
+    /// [`MAX_INFLIGHT`] messages in flight offers only its expired ones.
     pub fn plan_pop(
         &self,
         probe: PopProbe<'_>,
@@ -77,6 +78,20 @@ impl ShardState {
         now_ms: i64,
         memo: &mut ScanMemo,
         budget: &mut u64,
+    ) -> PopPlan {
+        self.plan_pop_bounded(probe, max, now_ms, memo, budget, MAX_INFLIGHT)
+    }
+
+    /// [`plan_pop`](Self::plan_pop) with the in-flight bound as a parameter (tests use small
+    /// ones).
+    pub(crate) fn plan_pop_bounded(
+        &self,
+        probe: PopProbe<'_>,
+        max: u32,
+        now_ms: i64,
+        memo: &mut ScanMemo,
+        budget: &mut u64,
+        max_inflight: usize,
     ) -> PopPlan {
         let matcher = self.matcher(probe.filter);
         let queue_ids = self.selected_queues(probe.topic, probe.queues);
@@ -112,6 +127,7 @@ impl ShardState {
                 earliest = Some(earliest.map_or(at, |e| e.min(at)));
             }
             let ready = consumer.is_some_and(|c| c.has_ready());
+            let inflight_full = consumer.is_some_and(|c| c.inflight_count() >= max_inflight);
             let parking_full =
                 self.apply_version >= 3 && consumer.is_some_and(|c| c.parked() >= MAX_PARKED);
             let cursor = consumer
@@ -145,7 +161,7 @@ impl ShardState {
                 live_range(&self.entries, self.truncated_below, index, from, max_offset).peekable()
             });
             let mut next_tagged: Option<u64> = None;
-            while pos < max_offset && found < wanted {
+            while !inflight_full && pos < max_offset && found < wanted {
                 if *budget == 0 {
                     out_of_budget = true;
                     break;

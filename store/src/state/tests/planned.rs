@@ -259,3 +259,78 @@ fn a_match_left_behind_by_a_full_receive_is_found_again() {
         "the match behind the full receive is still found"
     );
 }
+
+#[test]
+fn a_queue_with_too_many_in_flight_offers_only_its_expired_messages() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion { version: 4 });
+    h.append(vec![message(None, None); 10]);
+    let (g, t) = (group("billing"), topic("orders"));
+    let all = TagSubscription::All;
+    let mut memo = ScanMemo::default();
+    let mut plan = |h: &Harness, max: u32| {
+        let mut budget = 1_000;
+        h.state.plan_pop_bounded(
+            probe(&g, &t, &all),
+            max,
+            h.now_ms,
+            &mut memo,
+            &mut budget,
+            4,
+        )
+    };
+    let mut receive = |h: &mut Harness, max: u32| match plan(h, max) {
+        PopPlan::Propose(ranges) => {
+            let pop = PopCommand {
+                group: group("billing"),
+                topic: topic("orders"),
+                queues: QueueChoice::All,
+                max,
+                invisible_ms: INVISIBLE,
+                filter: TagSubscription::All,
+                fifo: false,
+                max_attempts: 3,
+                now_ms: h.now_ms,
+            };
+            match h.apply(StoreCommand::PopRanges { pop, ranges }) {
+                CommandResponse::Popped { messages, .. } => {
+                    Some(messages.iter().map(|m| m.offset).collect::<Vec<_>>())
+                }
+                other => panic!("unexpected response {other:?}"),
+            }
+        }
+        PopPlan::NotBefore(_) | PopPlan::Nothing => None,
+        PopPlan::Continue => panic!("the budget covers the queue"),
+    };
+    // Under the bound a receive takes its whole batch: the bound is passed by less than one.
+    assert_eq!(receive(&mut h, 3), Some(vec![0, 1, 2]));
+    assert_eq!(receive(&mut h, 3), Some(vec![3, 4, 5]));
+    assert_eq!(receive(&mut h, 3), None, "6 in flight: nothing new");
+    h.advance(INVISIBLE as i64 + 1);
+    assert_eq!(
+        receive(&mut h, 3),
+        Some(vec![0, 1, 2]),
+        "expired messages still come back"
+    );
+}
+
+#[test]
+fn an_ack_that_brings_a_queue_under_the_in_flight_bound_wakes_receivers() {
+    let mut h = Harness::new();
+    for _ in 0..MAX_INFLIGHT / 8192 {
+        h.append(vec![message(None, None); 8192]);
+    }
+    let mut held = Vec::new();
+    while held.len() < MAX_INFLIGHT {
+        let (id, popped) = popped_with_id(&mut h);
+        assert!(!popped.is_empty());
+        held.extend(popped.iter().map(|m| delivery(m, id)));
+    }
+    h.ack(held[0].clone()).expect("acks");
+    assert!(
+        h.fx.woken_topics.contains(&topic("orders")),
+        "back under the bound: a receiver may plan again"
+    );
+    h.ack(held[1].clone()).expect("acks");
+    assert!(h.fx.woken_topics.is_empty(), "no wake for an ordinary ack");
+}
