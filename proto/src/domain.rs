@@ -367,6 +367,36 @@ pub struct MessageRecord {
 }
 
 impl MessageRecord {
+    /// Bytes this record holds in memory once decoded: its inline size and every allocation it
+    /// owns, each with a small allocator overhead. An estimate for memory budgets (the log's
+    /// caches); for small messages it is well above [`approx_size`](Self::approx_size).
+    pub fn memory_size(&self) -> usize {
+        /// Size-class rounding and bookkeeping of one allocation, roughly.
+        const PER_ALLOCATION: usize = 16;
+        fn heap(len: usize) -> usize {
+            if len == 0 { 0 } else { len + PER_ALLOCATION }
+        }
+        let strings = |v: &[String]| {
+            heap(std::mem::size_of_val(v)) + v.iter().map(|s| heap(s.len())).sum::<usize>()
+        };
+        std::mem::size_of::<Self>()
+            + heap(self.message_id.len())
+            // An `Arc<str>`: two reference counts before the text.
+            + heap(self.topic.as_str().len() + 16)
+            + self.tag.as_ref().map_or(0, |t| heap(t.len()))
+            + strings(&self.keys)
+            + self.message_group.as_ref().map_or(0, |g| heap(g.len()))
+            + heap(self.born_host.len())
+            + self.trace_context.as_ref().map_or(0, |t| heap(t.len()))
+            + heap(std::mem::size_of_val(self.properties.as_slice()))
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| heap(k.len()) + heap(v.len()))
+                .sum::<usize>()
+            + heap(self.body.len())
+    }
+
     /// Approximate bytes this record takes (body plus metadata), for size accounting.
     pub fn approx_size(&self) -> usize {
         self.body.len()
@@ -412,6 +442,40 @@ pub struct GroupQueueStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_size_counts_every_allocation_of_a_record() {
+        let small = MessageRecord {
+            message_id: "01ABCDEF".into(),
+            topic: TopicName::new("orders").expect("valid"),
+            kind: MessageKind::Normal,
+            tag: None,
+            keys: vec![],
+            message_group: None,
+            delivery_timestamp_ms: None,
+            born_timestamp_ms: 1,
+            born_host: "host".into(),
+            trace_context: None,
+            properties: vec![],
+            body: Bytes::from(vec![0u8; 256]),
+        };
+        let base = small.memory_size();
+        assert!(base >= std::mem::size_of::<MessageRecord>() + 256 + 8 + 6 + 4);
+        // Each string is its own allocation, with its overhead.
+        let tagged = MessageRecord {
+            tag: Some("A".into()),
+            keys: vec!["k1".into(), "k2".into()],
+            properties: vec![("a".into(), "b".into())],
+            ..small.clone()
+        };
+        let extra = tagged.memory_size() - base;
+        let strings = 1 + 2 + 2 + 1 + 1;
+        assert!(extra >= strings + 5 * 16, "{extra}");
+        assert!(
+            small.memory_size() > small.approx_size() * 3 / 2,
+            "a small message costs far more than its bytes"
+        );
+    }
 
     #[test]
     fn names_are_validated() {

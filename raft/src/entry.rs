@@ -23,6 +23,12 @@ use crate::codec::{EncodeError, RecordHead, RecordKind};
 pub trait RecordData: Sized {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String>;
     fn decode(bytes: &[u8]) -> Result<Self, String>;
+    /// Bytes this value holds in memory, decoded (inline and allocated), for the caches'
+    /// memory budgets; 0 when unknown, and the encoded length is used. Decoded data can take
+    /// far more than its encoding (every string is an allocation).
+    fn memory_size(&self) -> usize {
+        0
+    }
 }
 
 /// The Raft type configurations vela-raft can store: `u64` node ids and terms, openraft's
@@ -44,6 +50,9 @@ pub trait LogTypes:
     ) -> Self::Entry;
     fn encode_data(data: &Self::D, out: &mut Vec<u8>) -> Result<(), String>;
     fn decode_data(bytes: &[u8]) -> Result<Self::D, String>;
+    /// What an entry costs a cache: its decoded size where the data knows it, at least its
+    /// encoded length `encoded`.
+    fn cached_size(entry: &Self::Entry, encoded: usize) -> usize;
 }
 
 impl<C> LogTypes for C
@@ -77,6 +86,14 @@ where
 
     fn decode_data(bytes: &[u8]) -> Result<Self::D, String> {
         <Self::D as RecordData>::decode(bytes)
+    }
+
+    fn cached_size(entry: &Self::Entry, encoded: usize) -> usize {
+        let decoded = match &entry.payload {
+            EntryPayload::Normal(data) => data.memory_size(),
+            _ => 0,
+        };
+        encoded.max(std::mem::size_of::<Self::Entry>() + decoded)
     }
 }
 

@@ -174,6 +174,25 @@ impl vela_raft::entry::RecordData for StoreCommand {
     fn decode(bytes: &[u8]) -> Result<Self, String> {
         vela_raft::entry::decode_postcard(COMMAND_ENCODING, bytes)
     }
+
+    fn memory_size(&self) -> usize {
+        let records = |messages: &[MessageRecord]| {
+            std::mem::size_of_val(messages)
+                + messages
+                    .iter()
+                    .map(MessageRecord::memory_size)
+                    .sum::<usize>()
+        };
+        match self {
+            StoreCommand::Append { messages, .. } => records(messages),
+            StoreCommand::AppendBatch { appends, .. } => {
+                std::mem::size_of_val(appends.as_slice())
+                    + appends.iter().map(|a| records(&a.messages)).sum::<usize>()
+            }
+            // Small commands: their encoded length is close enough.
+            _ => 0,
+        }
+    }
 }
 
 // openraft logs entries with `Display`; keep it to the identifiers, never bodies.

@@ -201,7 +201,8 @@ impl<C: LogTypes> SegmentLogStore<C> {
             segment.last_append_ms = now;
             pos += len;
             st.last_log_id = Some(entry.log_id());
-            st.cache.push(index, Arc::new(entry), len, seq);
+            let cached = C::cached_size(&entry, len);
+            st.cache.push(index, Arc::new(entry), cached, seq);
             let full = st
                 .segments
                 .last()

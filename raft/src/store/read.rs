@@ -349,9 +349,8 @@ impl<C: LogTypes> LogHandle<C> {
             if self.inner.state.read().truncations == truncations {
                 let entry = out.pop().map(Arc::new);
                 if let Some(entry) = &entry {
-                    self.inner
-                        .cold
-                        .put(index, truncations, entry.clone(), bytes);
+                    let cost = C::cached_size(entry, bytes);
+                    self.inner.cold.put(index, truncations, entry.clone(), cost);
                 }
                 return Ok(entry);
             }
