@@ -176,12 +176,12 @@ impl vela_raft::entry::RecordData for StoreCommand {
     }
 
     fn memory_size(&self) -> usize {
+        // A record's memory size includes its inline size: the vector's buffer is that.
         let records = |messages: &[MessageRecord]| {
-            std::mem::size_of_val(messages)
-                + messages
-                    .iter()
-                    .map(MessageRecord::memory_size)
-                    .sum::<usize>()
+            messages
+                .iter()
+                .map(MessageRecord::memory_size)
+                .sum::<usize>()
         };
         match self {
             StoreCommand::Append { messages, .. } => records(messages),

@@ -38,7 +38,8 @@ pub struct StoreConfig {
     /// Longest delay a delay message may ask for.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
-    /// Memory for recently written log entries, so receives rarely read from disk.
+    /// Memory for recently written log entries (counted as decoded, which for small messages is
+    /// about twice their size on disk), so receives rarely read from disk.
     pub log_cache: ByteSize,
     /// Page cache of each shard's queue index file (`index.redb`).
     pub index_cache: ByteSize,

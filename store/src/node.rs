@@ -38,9 +38,6 @@ use crate::shard::scrub::{self, ScrubOutcome, ScrubPolicy};
 use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, unexpected};
 use crate::state::{Availability, PopPlan, PopProbe};
-use fairness::Fairness;
-
-mod fairness;
 
 /// Acknowledgements a shard holds waiting for an `Ack` entry; more wait for room
 /// (backpressure) instead of growing the queue.
@@ -73,8 +70,6 @@ pub struct Store {
     tasks: Mutex<JoinSet<()>>,
     /// Which shard an all-shard receive asks first, so shards are served in turn.
     pop_turn: AtomicUsize,
-    /// Appends yield to consumer work (see `fairness`).
-    fairness: Arc<Fairness>,
     metrics: Arc<StoreMetrics>,
 }
 
@@ -197,7 +192,6 @@ impl Store {
             cancel,
             tasks: Mutex::new(tasks),
             pop_turn: AtomicUsize::new(0),
-            fairness: Arc::default(),
             metrics,
         }))
     }
@@ -537,7 +531,7 @@ impl StoreApi for Store {
                 m.message_id, m.delivery_timestamp_ms, self.config.max_delay
             )));
         }
-        let _admitted = self.fairness.produce().await;
+        let _admitted = local.shard.fairness.produce().await;
         // Concurrent appends to the shard share Raft entries (see `shard::coalesce`).
         local
             .appends
@@ -601,7 +595,7 @@ impl StoreApi for Store {
                     Waiting::MoreToScan => more_to_scan = true,
                 }
                 let Some(command) = command else { continue };
-                let _consuming = self.fairness.consume(req.max_messages as usize);
+                let _consuming = shard.fairness.consume(req.max_messages as usize);
                 match shard.write(command).await? {
                     CommandResponse::Popped {
                         delivery_id,
@@ -644,7 +638,7 @@ impl StoreApi for Store {
 
     async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
         let local = self.shard(ticket.shard)?;
-        let _consuming = self.fairness.consume(1);
+        let _consuming = local.shard.fairness.consume(1);
         let delivery = delivery_ref(ticket);
         // Cheap rejection of handles that are already dead; apply re-checks anyway.
         if local
@@ -674,7 +668,7 @@ impl StoreApi for Store {
         ticket: &ReceiptTicket,
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
-        let _consuming = self.fairness.consume(1);
+        let _consuming = self.shard(ticket.shard)?.shard.fairness.consume(1);
         let command = StoreCommand::ChangeInvisible {
             delivery: delivery_ref(ticket),
             invisible_ms: duration_ms(invisible),
@@ -692,7 +686,7 @@ impl StoreApi for Store {
     }
 
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
-        let _consuming = self.fairness.consume(1);
+        let _consuming = self.shard(ticket.shard)?.shard.fairness.consume(1);
         let command = StoreCommand::DeadLetter {
             delivery: delivery_ref(ticket),
             now_ms: self.clock.now_ms(),

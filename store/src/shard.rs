@@ -2,6 +2,7 @@
 //! signals that connect applies to waiting receivers and to the leader's background tasks.
 
 pub(crate) mod coalesce;
+pub(crate) mod fairness;
 pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;
@@ -195,6 +196,8 @@ pub(crate) struct Shard {
     pub shared: Arc<ShardShared>,
     pub log: SegmentLogStore<ShardTypes>,
     pub reader: LogHandle<ShardTypes>,
+    /// Appends to the shard yield to its consumer work (see `fairness`).
+    pub fairness: Arc<fairness::Fairness>,
 }
 
 fn log_config(cfg: &StoreConfig, dir: PathBuf, vfs: Arc<dyn Vfs>) -> LogStoreConfig {
@@ -308,6 +311,7 @@ impl Shard {
             shared,
             log,
             reader,
+            fairness: Arc::default(),
         }))
     }
 

@@ -124,7 +124,9 @@ pub const APPLY_VERSION: u32 = 4;
 pub const MAX_PARKED: u64 = 65_536;
 
 /// Most messages a group holds in flight per queue before the leader stops planning new
-/// deliveries from that queue (expired ones are still redelivered). A planning bound, like
+/// deliveries from that queue (expired ones are still redelivered, and a FIFO group's parked
+/// messages, bounded by [`MAX_PARKED`], still go out as their message groups free up). A
+/// planning bound, like
 /// RocketMQ's `popInflightMessageThreshold`, not an apply rule: receives planned at the same
 /// moment may pass it by their batch size. It keeps a group that receives without acking from
 /// growing the shard's state (and its snapshots) without limit; an ack that brings the queue

@@ -318,6 +318,8 @@ impl<C: LogTypes> SegmentLogStore<C> {
                 }
                 st.last_log_id = None;
                 st.cache.purge_upto(upto);
+                // Readers (and the cache of cold reads) must not trust anything read before.
+                st.truncations += 1;
                 st.recount_pinned();
             }
             st.last_purged = Some(log_id);

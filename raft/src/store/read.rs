@@ -75,7 +75,7 @@ impl FooterCache {
 }
 
 /// Bytes of entries kept decoded after a cold read by index ([`LogHandle::entry_shared`]).
-pub(crate) const COLD_ENTRY_BYTES: usize = 8 << 20;
+pub(crate) const COLD_ENTRY_BYTES: usize = 16 << 20;
 
 /// Entries decoded by recent cold reads, oldest evicted first. A consumer walks through an
 /// entry in steps (32 messages of an entry of hundreds): without this it read and decoded the
@@ -469,11 +469,14 @@ impl<C: LogTypes> LogHandle<C> {
             Option<FooterTrailer>,
             Option<String>,
         );
-        let sealed: Vec<Sealed> = {
+        // Segments are looked up one at a time: a paced scrub takes hours on a large log, and
+        // a segment that retention deleted (or a truncation cut) meanwhile is skipped, not held
+        // open or misreported.
+        let sealed_at = |first: u64| -> Option<Sealed> {
             let st = self.inner.state.read();
             st.segments
                 .iter()
-                .filter(|s| s.sealed())
+                .find(|s| s.first_index() == first && s.sealed())
                 .map(|s| {
                     (
                         s.file.clone(),
@@ -484,11 +487,21 @@ impl<C: LogTypes> LogHandle<C> {
                         s.damage.clone(),
                     )
                 })
+        };
+        let firsts: Vec<u64> = {
+            let st = self.inner.state.read();
+            st.segments
+                .iter()
+                .filter(|s| s.sealed())
+                .map(|s| s.first_index())
                 .collect()
         };
         let mut report = ScrubReport::default();
         let decode = |head, payload: &[u8]| decode_entry::<C>(head, payload).map(|_| ());
-        for (file, count, records_end, offsets, footer, damage) in sealed {
+        for first in firsts {
+            let Some((file, count, records_end, offsets, footer, damage)) = sealed_at(first) else {
+                continue;
+            };
             report.segments += 1;
             let handle = file
                 .handle()

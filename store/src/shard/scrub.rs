@@ -26,7 +26,13 @@ pub(crate) struct ScrubPolicy {
     pub rate: u64,
 }
 
-/// Scrubs the shard every `policy.interval` (the first one an interval after start) until
+/// The first scrub after a start waits at most this long, so a node restarted more often than
+/// `scrub_interval` is still scrubbed.
+const FIRST_SCRUB_AFTER: Duration = Duration::from_secs(3600);
+/// Longest single pause of a paced scrub, so shutdown never waits long for it.
+const PAUSE_SLICE: Duration = Duration::from_millis(100);
+
+/// Scrubs the shard every `policy.interval` (the first one at most an hour after start) until
 /// cancelled.
 pub(crate) async fn scrub_loop(
     shard: Arc<Shard>,
@@ -37,11 +43,13 @@ pub(crate) async fn scrub_loop(
     let Some(interval) = policy.interval else {
         return;
     };
+    let mut wait = interval.min(FIRST_SCRUB_AFTER);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = interval;
         if let ScrubOutcome::Stopped = scrub_now(&shard, policy.rate, &metrics, &cancel).await {
             return;
         }
@@ -74,17 +82,21 @@ pub(crate) async fn scrub_now(
         let mut read = 0u64;
         reader.scrub_paced(|bytes| {
             read += bytes;
-            if rate > 0 {
-                // Sleep until the average rate since the start is back under `rate`.
-                let due = Duration::from_secs_f64(read as f64 / rate as f64);
-                if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(ahead.min(Duration::from_secs(60)));
-                }
-            }
-            if stop.is_cancelled() {
-                ControlFlow::Break(())
+            // Pause until the average rate since the start is back under `rate`, in short
+            // slices so a shutdown is noticed at once.
+            let due = if rate > 0 {
+                Duration::from_secs_f64(read as f64 / rate as f64)
             } else {
-                ControlFlow::Continue(())
+                Duration::ZERO
+            };
+            loop {
+                if stop.is_cancelled() {
+                    return ControlFlow::Break(());
+                }
+                match due.checked_sub(started.elapsed()) {
+                    Some(ahead) if !ahead.is_zero() => std::thread::sleep(ahead.min(PAUSE_SLICE)),
+                    _ => return ControlFlow::Continue(()),
+                }
             }
         })
     })

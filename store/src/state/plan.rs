@@ -70,7 +70,8 @@ impl ScanMemo {
 impl ShardState {
     /// Plans a receive of up to `max` messages for `probe` at `now_ms`, examining at most
     /// `*budget` index entries (what is left is written back). A queue where the group has
-    /// [`MAX_INFLIGHT`] messages in flight offers only its expired ones.
+    /// [`MAX_INFLIGHT`] messages in flight offers only its expired ones and, for FIFO groups,
+    /// parked messages whose message group is free.
     pub fn plan_pop(
         &self,
         probe: PopProbe<'_>,

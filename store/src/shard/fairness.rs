@@ -4,7 +4,9 @@
 //! and the consumer falls ever further behind (measured: 2.5 k msg/s consumed against 31 k
 //! produced, `benches/peers.sh`).
 //!
-//! [`Fairness`] evens that out at the store's door. While consumer work is in progress (acks,
+//! [`Fairness`], one per shard, evens that out at the shard's door. One per shard, not per node,
+//! so appends stuck on one shard (a slow disk, a leader without quorum) never hold up another
+//! shard's. While consumer work on the shard is in progress (acks,
 //! changes of invisibility, dead-lettering, and receives that are writing a pop: not receives
 //! that are only long-polling), appends admitted at once are capped at half the number of
 //! messages that consumer work covers (at least [`MIN_PRODUCE_SHARE`]); the rest wait here,
@@ -22,7 +24,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -164,9 +165,9 @@ impl Waiter {
     async fn admitted(mut self) -> ProduceGuard {
         if let Some(rx) = self.rx.as_mut() {
             // The sender is only dropped after a successful send or with the whole `Fairness`
-            // (which this waiter keeps alive): an error cannot happen, and would only mean
-            // "go on" anyway.
-            let _ = rx.await;
+            // (which this waiter keeps alive), so this cannot fail.
+            let sent = rx.await;
+            debug_assert!(sent.is_ok(), "a waiter's sender went away unsent");
         }
         self.rx = None;
         ProduceGuard(self.fairness.clone())
@@ -175,9 +176,12 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take()
-            && rx.try_recv().is_ok()
-        {
+        if let Some(mut rx) = self.rx.take() {
+            // Closed first, so no admission can arrive between the look and the drop.
+            rx.close();
+            if rx.try_recv().is_err() {
+                return;
+            }
             // Admitted, but nobody will use it.
             let mut state = self.fairness.state.lock();
             state.producing -= 1;
@@ -190,6 +194,35 @@ impl Drop for Waiter {
 mod tests {
     use super::*;
     use futures::FutureExt;
+
+    /// Waiters given up at every moment (as timed-out requests are) on two threads, while
+    /// consumer work comes and goes: every admission is given back, none is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admissions_all_come_back_however_waiters_give_up() {
+        let f = Arc::new(Fairness::default());
+        let mut tasks = Vec::new();
+        for i in 0..400u64 {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                for j in 0..20u64 {
+                    if (i + j) % 7 == 0 {
+                        let _consuming = f.consume(((i + j) % 40) as usize);
+                        tokio::task::yield_now().await;
+                    } else {
+                        let patience = std::time::Duration::from_micros((i * 13 + j * 7) % 300);
+                        if let Ok(_admitted) = tokio::time::timeout(patience, f.produce()).await {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let (producing, consuming, _) = f.counts();
+        assert_eq!((producing, consuming), (0, 0), "every admission came back");
+    }
 
     #[tokio::test]
     async fn appends_are_not_capped_without_consumer_work() {
