@@ -6,8 +6,9 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -84,6 +85,48 @@ impl Percentiles {
     }
 }
 
+/// Sends scheduled in one second of the run (counted from the start of sending): a stall shows
+/// as one bad second that the run's overall percentiles average away.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondStats {
+    pub second: u64,
+    pub sent: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Per-second send latency, shared by the producer tasks.
+#[derive(Default)]
+struct PerSecond(Mutex<BTreeMap<u64, Histogram<u64>>>);
+
+impl PerSecond {
+    fn record(&self, second: u64, micros: u64) {
+        let mut seconds = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let h = seconds.entry(second).or_insert_with(|| {
+            // Two significant digits keep each second's histogram small (a few KiB).
+            Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant bounds are valid")
+        });
+        h.saturating_record(micros);
+    }
+
+    fn stats(&self) -> Vec<SecondStats> {
+        let ms = |v: u64| v as f64 / 1000.0;
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(second, h)| SecondStats {
+                second: *second,
+                sent: h.len(),
+                p50_ms: ms(h.value_at_quantile(0.50)),
+                p99_ms: ms(h.value_at_quantile(0.99)),
+                max_ms: ms(h.max()),
+            })
+            .collect()
+    }
+}
+
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -98,6 +141,8 @@ pub struct BenchReport {
     pub send_errors: u64,
     pub send_rate: f64,
     pub send_latency: Percentiles,
+    /// Send latency of each second of the run.
+    pub send_per_second: Vec<SecondStats>,
     pub received: u64,
     pub acked: u64,
     pub receive_errors: u64,
@@ -143,7 +188,8 @@ pub fn render(r: &BenchReport) -> String {
          sent      {:>10} msgs  {:>10.0} msg/s  errors {}\n\
          send      {}\n\
          received  {:>10} msgs  {:>10.0} msg/s  acked {}  errors {}\n\
-         end2end   {}\n",
+         end2end   {}\n\
+         send p99 per second (ms): {}\n",
         r.topic,
         r.producers,
         r.batch_size,
@@ -162,6 +208,11 @@ pub fn render(r: &BenchReport) -> String {
         r.acked,
         r.receive_errors,
         lat(&r.end_to_end_latency),
+        r.send_per_second
+            .iter()
+            .map(|s| format!("{:.1}", s.p99_ms))
+            .collect::<Vec<_>>()
+            .join(" "),
     )
 }
 
@@ -254,6 +305,7 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
     }
 
     let started = Instant::now();
+    let per_second = Arc::new(PerSecond::default());
     let per_task_rate = args.rate.map(|r| r as f64 / f64::from(args.producers));
     let mut producer_tasks = JoinSet::new();
     for i in 0..args.producers {
@@ -263,6 +315,7 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
         let topic = topic.clone();
         let body = body.clone();
         let batch = args.batch_size;
+        let per_second = per_second.clone();
         producer_tasks.spawn(async move {
             let mut lat = new_histogram()?;
             let (mut sent, mut errors) = (0u64, 0u64);
@@ -302,7 +355,12 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
                 };
                 match result {
                     Ok(n) => {
-                        lat.saturating_record(scheduled.elapsed().as_micros().max(1) as u64);
+                        let micros = scheduled.elapsed().as_micros().max(1) as u64;
+                        lat.saturating_record(micros);
+                        per_second.record(
+                            scheduled.saturating_duration_since(started).as_secs(),
+                            micros,
+                        );
                         sent += n;
                         sent_total.fetch_add(n, Ordering::Relaxed);
                     }
@@ -367,6 +425,7 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
         send_errors,
         send_rate: sent as f64 / send_elapsed.as_secs_f64().max(1e-9),
         send_latency: Percentiles::of(&send_latency),
+        send_per_second: per_second.stats(),
         received,
         acked,
         receive_errors,

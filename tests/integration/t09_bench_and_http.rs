@@ -40,6 +40,13 @@ async fn bench_runs_and_metrics_count_it() {
     assert_eq!(report.acked, report.received);
     assert!(vela::bench::render(&report).contains("msg/s"));
     assert!(report.send_latency.count > 0);
+    // Every timed send is in exactly one second of the series.
+    assert!(!report.send_per_second.is_empty());
+    assert_eq!(
+        report.send_per_second.iter().map(|s| s.sent).sum::<u64>(),
+        report.send_latency.count
+    );
+    assert!(vela::bench::render(&report).contains("send p99 per second"));
 
     let health = http_get(node.http(), "/health").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
