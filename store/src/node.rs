@@ -289,14 +289,6 @@ impl Store {
         })
     }
 
-    async fn write(
-        &self,
-        shard: ShardId,
-        command: StoreCommand,
-    ) -> Result<CommandResponse, StoreError> {
-        self.shard(shard)?.shard.write(command).await
-    }
-
     /// Shards in the order this receive should ask them.
     fn shards_in_turn(&self) -> Vec<&Arc<Shard>> {
         let mut shards: Vec<&Arc<Shard>> = self.shards.values().map(|l| &l.shard).collect();
@@ -668,13 +660,14 @@ impl StoreApi for Store {
         ticket: &ReceiptTicket,
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
-        let _consuming = self.shard(ticket.shard)?.shard.fairness.consume(1);
+        let shard = &self.shard(ticket.shard)?.shard;
+        let _consuming = shard.fairness.consume(1);
         let command = StoreCommand::ChangeInvisible {
             delivery: delivery_ref(ticket),
             invisible_ms: duration_ms(invisible),
             now_ms: self.clock.now_ms(),
         };
-        match self.write(ticket.shard, command).await? {
+        match shard.write(command).await? {
             CommandResponse::InvisibilityChanged(Ok(changed)) => Ok(ReceiptTicket {
                 delivery_id: changed.delivery_id,
                 visible_at_ms: changed.visible_at_ms,
@@ -686,12 +679,13 @@ impl StoreApi for Store {
     }
 
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
-        let _consuming = self.shard(ticket.shard)?.shard.fairness.consume(1);
+        let shard = &self.shard(ticket.shard)?.shard;
+        let _consuming = shard.fairness.consume(1);
         let command = StoreCommand::DeadLetter {
             delivery: delivery_ref(ticket),
             now_ms: self.clock.now_ms(),
         };
-        match self.write(ticket.shard, command).await? {
+        match shard.write(command).await? {
             CommandResponse::DeadLettered(result) => result.map_err(to_store_error),
             other => Err(unexpected("dead_letter", &other)),
         }
