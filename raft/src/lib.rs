@@ -5,6 +5,8 @@
 //! - [`SegmentLogStore`]: openraft's `RaftLogStorage`, with group commit and recovery at open.
 //! - [`LogHandle`]: cheap random reads of the log by index, for readers outside openraft.
 //! - [`single_node`]: start openraft with one voter and no peers.
+//! - [`group`]: start one member of a group with peers.
+//! - [`network`]: in-process Raft networking through a fault seam (partitions, delay, loss).
 //! - [`snapshot_file`]: atomically replaced, checksummed small files.
 //! - [`generations`]: state machine snapshots kept as generations with fallback.
 //! - [`vfs`]: the storage seam every file goes through, and its simulated power-loss disk.
@@ -15,6 +17,8 @@ pub mod codec;
 pub mod entry;
 mod error;
 pub mod generations;
+pub mod group;
+pub mod network;
 mod segment;
 pub mod single_node;
 pub mod snapshot_file;

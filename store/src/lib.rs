@@ -19,3 +19,4 @@ pub mod state;
 pub use config::{FlushSetting, StoreConfig};
 pub use error::{StoreOpenError, StoreShutdownError};
 pub use node::Store;
+pub use shard::{ShardRaft, ShardStateMachine, ShardTypes};

@@ -3,7 +3,7 @@
 //! receives long-poll on applied state without writing to the log until something is
 //! deliverable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use openraft::async_runtime::WatchReceiver;
+use openraft::network::{NetSnapshot, RaftNetworkFactory};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vela_proto::clock::SharedClock;
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
 use vela_proto::receipt::ReceiptTicket;
@@ -36,7 +38,7 @@ use crate::metrics::StoreMetrics;
 use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubOutcome, ScrubPolicy};
 use crate::shard::tasks::{self, RetentionPolicy};
-use crate::shard::{Shard, unexpected};
+use crate::shard::{Shard, ShardRaft, ShardTypes, unexpected};
 use crate::state::{Availability, PopPlan, PopProbe};
 
 /// Acknowledgements a shard holds waiting for an `Ack` entry; more wait for room
@@ -96,6 +98,63 @@ impl Store {
         clock: SharedClock,
         vfs: Arc<dyn Vfs>,
     ) -> Result<Arc<Store>, StoreOpenError> {
+        let shard_cfg = cfg.clone();
+        let shard_vfs = vfs.clone();
+        Self::open_with(cfg, clock, vfs, false, move |id| {
+            let (cfg, vfs) = (shard_cfg.clone(), shard_vfs.clone());
+            async move { Shard::open(&cfg, id, vfs).await }
+        })
+        .await
+    }
+
+    /// Opens the store as one replica of every shard, each an openraft group over `voters`
+    /// (which names `cfg.node_id`); `network(shard)` is how this node reaches the shard's other
+    /// replicas. Returns once the shards are open, before any leader is elected; the leader of a
+    /// shard serves its writes, the others answer them with [`StoreError::NotLeader`].
+    pub async fn open_replicated<N, F>(
+        cfg: StoreConfig,
+        clock: SharedClock,
+        vfs: Arc<dyn Vfs>,
+        voters: BTreeSet<u64>,
+        network: F,
+    ) -> Result<Arc<Store>, StoreOpenError>
+    where
+        F: Fn(ShardId) -> N,
+        N: RaftNetworkFactory<ShardTypes>,
+        N::Network: NetSnapshot<ShardTypes, SnapshotData = Vec<u8>>,
+    {
+        if !voters.contains(&cfg.node_id) {
+            return Err(StoreOpenError::Config(format!(
+                "node_id {} is not one of the shard replicas {voters:?}",
+                cfg.node_id
+            )));
+        }
+        let shard_cfg = cfg.clone();
+        let shard_vfs = vfs.clone();
+        let voters = Arc::new(voters);
+        Self::open_with(cfg, clock, vfs, true, move |id| {
+            let (cfg, vfs, voters, network) = (
+                shard_cfg.clone(),
+                shard_vfs.clone(),
+                voters.clone(),
+                network(id),
+            );
+            async move { Shard::open_member(&cfg, id, vfs, &voters, network).await }
+        })
+        .await
+    }
+
+    async fn open_with<F, Fut>(
+        cfg: StoreConfig,
+        clock: SharedClock,
+        vfs: Arc<dyn Vfs>,
+        replicated: bool,
+        open_shard: F,
+    ) -> Result<Arc<Store>, StoreOpenError>
+    where
+        F: Fn(ShardId) -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<Shard>, StoreOpenError>>,
+    {
         if cfg.shards.is_empty() {
             return Err(StoreOpenError::Config(
                 "shards is empty: a store holds at least one shard".into(),
@@ -125,7 +184,9 @@ impl Store {
             if shards.contains_key(&id) {
                 continue;
             }
-            let opened = match Shard::open(&cfg, id, vfs.clone()).await {
+            let opened = match open_shard(id).await {
+                // A replica raises the apply version when it leads (below).
+                Ok(shard) if replicated => Ok(shard),
                 Ok(shard) => match raise_apply_version(&shard).await {
                     Ok(()) => Ok(shard),
                     Err(err) => {
@@ -145,6 +206,12 @@ impl Store {
                     return Err(err);
                 }
             };
+            if replicated {
+                tasks.spawn(raise_apply_version_when_leading(
+                    shard.clone(),
+                    cancel.clone(),
+                ));
+            }
             let (acks, ack_rx) = mpsc::channel(MAX_QUEUED_ACKS);
             tasks.spawn(batch_acks(shard.clone(), ack_rx, cancel.clone()));
             let appends = AppendCoalescer::new(shard.clone(), clock.clone());
@@ -240,6 +307,21 @@ impl Store {
         Ok(found)
     }
 
+    /// The node this node believes leads `shard`, if it knows one.
+    pub fn shard_leader(&self, shard: ShardId) -> Option<u64> {
+        let local = self.shards.get(&shard)?;
+        local.shard.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// This node's Raft handle of every shard it holds (an in-process cluster registers them
+    /// with its network).
+    pub fn shard_rafts(&self) -> Vec<(ShardId, ShardRaft)> {
+        self.shards
+            .iter()
+            .map(|(id, local)| (*id, local.shard.raft.clone()))
+            .collect()
+    }
+
     /// The shards this node holds.
     pub fn shard_ids(&self) -> Vec<ShardId> {
         self.shards.keys().copied().collect()
@@ -295,6 +377,33 @@ impl Store {
         let turn = self.pop_turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
         shards.rotate_left(turn);
         shards
+    }
+}
+
+/// Raises the shard's apply version (see [`raise_apply_version`]) the first time this replica
+/// leads it after opening, retrying while leadership moves.
+async fn raise_apply_version_when_leading(shard: Arc<Shard>, cancel: CancellationToken) {
+    const RETRY: Duration = Duration::from_millis(500);
+    loop {
+        let wait = shard.raft.wait(None);
+        let leading = wait.metrics(
+            |m| m.state == openraft::ServerState::Leader,
+            "this replica leads the shard",
+        );
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            led = leading => if led.is_err() { return },
+        }
+        match raise_apply_version(&shard).await {
+            Ok(()) => return,
+            Err(err) => {
+                debug!(shard = shard.id, error = %err, "raising the apply version; retrying")
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
     }
 }
 

@@ -7,21 +7,23 @@ pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::alias::EntryOf;
 use openraft::errors::{ClientWriteError, RaftError};
-use openraft::{EntryPayload, SnapshotPolicy};
+use openraft::network::{NetSnapshot, RaftNetworkFactory};
+use openraft::{BasicNode, EntryPayload, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tracing::warn;
 use vela_proto::domain::{GroupName, MessageRecord, ShardId, TopicName};
 use vela_proto::store_api::StoreError;
 use vela_raft::generations::{self, Generations, SnapshotKeeper};
-use vela_raft::single_node::{default_config, start_single_voter};
+use vela_raft::group::start_member;
+use vela_raft::single_node::{StartError, default_config, start_single_voter};
 use vela_raft::vfs::Vfs;
 use vela_raft::{FlushMode, LogError, LogHandle, LogStoreConfig, SegmentLogStore};
 
@@ -280,6 +282,25 @@ fn read_snapshots(vfs: Arc<dyn Vfs>, dir: &std::path::Path) -> Result<SnapshotRe
     Ok((generations, newest))
 }
 
+/// openraft's configuration of a shard's group.
+fn raft_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
+    let mut raft_config = default_config(format!("vela-store-shard-{id}"));
+    raft_config.snapshot_policy = SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1));
+    raft_config
+}
+
+/// openraft's configuration of a replicated shard: [`raft_config`] with elections fast enough
+/// that traffic resumes within about two seconds of losing a leader (a follower waits 0.5–1 s
+/// without heartbeats before it stands; heartbeats go every 100 ms).
+fn member_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
+    openraft::Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        ..raft_config(cfg, id)
+    }
+}
+
 /// How long a forced snapshot may take before the caller gives up waiting.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
@@ -292,10 +313,45 @@ impl Shard {
         vfs: Arc<dyn Vfs>,
     ) -> Result<Arc<Shard>, StoreOpenError> {
         let (log, shared, sm) = open_storage(cfg, id, vfs).await?;
-        let mut raft_config = default_config(format!("vela-store-shard-{id}"));
-        raft_config.snapshot_policy =
-            SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries.max(1));
-        let raft = match start_single_voter(cfg.node_id, raft_config, log.clone(), sm).await {
+        let started = start_single_voter(cfg.node_id, raft_config(cfg, id), log.clone(), sm).await;
+        Self::started(id, started, log, shared).await
+    }
+
+    /// Opens the shard like [`open`](Self::open) as one member of a group replicated over
+    /// `voters` (which names this node), reaching the others through `network`. Returns at
+    /// once, leader or not: a follower's writes fail with [`StoreError::NotLeader`].
+    pub async fn open_member<N>(
+        cfg: &StoreConfig,
+        id: ShardId,
+        vfs: Arc<dyn Vfs>,
+        voters: &BTreeSet<u64>,
+        network: N,
+    ) -> Result<Arc<Shard>, StoreOpenError>
+    where
+        N: RaftNetworkFactory<ShardTypes>,
+        N::Network: NetSnapshot<ShardTypes, SnapshotData = Vec<u8>>,
+    {
+        let (log, shared, sm) = open_storage(cfg, id, vfs).await?;
+        let voters = voters.iter().map(|&v| (v, BasicNode::default())).collect();
+        let started = start_member(
+            cfg.node_id,
+            voters,
+            member_config(cfg, id),
+            network,
+            log.clone(),
+            sm,
+        )
+        .await;
+        Self::started(id, started, log, shared).await
+    }
+
+    async fn started(
+        id: ShardId,
+        started: Result<ShardRaft, StartError>,
+        log: SegmentLogStore<ShardTypes>,
+        shared: Arc<ShardShared>,
+    ) -> Result<Arc<Shard>, StoreOpenError> {
+        let raft = match started {
             Ok(raft) => raft,
             Err(source) => {
                 if let Err(err) = log.shutdown().await {

@@ -14,6 +14,7 @@ use vela_proto::store_api::{
 
 use super::*;
 
+mod replicated;
 mod upkeep;
 
 #[derive(Debug)]

@@ -1,9 +1,11 @@
-//! A shard leader's background work: releasing delay messages when they fall due, and retention
-//! (truncate the state, snapshot it, then let vela-raft delete whole segments).
+//! A shard's background work: the leader releases delay messages when they fall due and decides
+//! retention cuts; every replica snapshots its state and removes the log below the truncation it
+//! applied (snapshot first, then vela-raft deletes whole segments).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vela_proto::clock::SharedClock;
@@ -137,12 +139,41 @@ pub(crate) fn retention_cut(
     cut
 }
 
-/// Runs one retention pass. Returns the log index everything below which is now gone, if any.
+/// Runs one retention pass. The leader decides the cut (from its segments and the policy) and
+/// writes it to the log as a `Truncate`; every replica, leader or not, then removes the log below
+/// the truncation it has applied. Returns the log index everything below which is now gone, if
+/// anything went in this pass.
 pub(crate) async fn enforce_retention(
     shard: &Shard,
     policy: RetentionPolicy,
     now: SystemTime,
 ) -> Result<Option<u64>, StoreError> {
+    if shard.raft.is_leader() {
+        propose_truncation(shard, policy, now).await?;
+    }
+    let below = shard.shared.applied.read().state.truncated_below();
+    // Only whole sealed segments go: nothing to do until one lies entirely below the cut.
+    let removable = shard
+        .log
+        .segments()
+        .iter()
+        .any(|segment| segment.sealed && segment.last_index.is_some_and(|last| last < below));
+    if !removable {
+        return Ok(None);
+    }
+    remove_below(shard, below).await?;
+    Ok(Some(below))
+}
+
+/// The leader's part of retention: writes a `Truncate` when the policy cuts further than the
+/// shard is truncated. The cut never passes what the state still needs, nor what a replica has
+/// not replicated yet: until a replica can catch up through a snapshot that ships the retained
+/// segments, the log it still needs stays (a replica that is down holds retention back).
+async fn propose_truncation(
+    shard: &Shard,
+    policy: RetentionPolicy,
+    now: SystemTime,
+) -> Result<(), StoreError> {
     let (cap, truncated_below) = {
         let applied = shard.shared.applied.read();
         let applied_next = applied
@@ -151,8 +182,9 @@ pub(crate) async fn enforce_retention(
         let parked = applied.state.lowest_parked_log_index().unwrap_or(u64::MAX);
         (applied_next.min(parked), applied.state.truncated_below())
     };
+    let cap = cap.min(replicated_floor(shard));
     let Some(cut) = retention_cut(&shard.log.segments(), now, policy, cap) else {
-        return Ok(None);
+        return Ok(());
     };
     if cut > truncated_below {
         shard
@@ -161,6 +193,28 @@ pub(crate) async fn enforce_retention(
             })
             .await?;
     }
+    Ok(())
+}
+
+/// The lowest "next index" any replica of the shard still needs from the leader's log (the
+/// leader's own replication progress); `u64::MAX` for a group of one.
+fn replicated_floor(shard: &Shard) -> u64 {
+    let metrics = shard.raft.metrics().borrow_watched().clone();
+    let Some(replication) = metrics.replication else {
+        return u64::MAX;
+    };
+    let id = shard.raft.node_id();
+    replication
+        .iter()
+        .filter(|(node, _)| *node != id)
+        .map(|(_, matched)| matched.as_ref().map_or(0, |m| m.index.saturating_add(1)))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+/// Removes this replica's log below `cut` (which its state has truncated): a snapshot that holds
+/// the truncated state first, then openraft's logical purge, then whole segments.
+async fn remove_below(shard: &Shard, cut: u64) -> Result<(), StoreError> {
     // The snapshot must hold the truncated state before the log under it goes, or a restart
     // would replay entries that no longer exist.
     let unavailable = |what: &str, err: &dyn std::fmt::Display| {
@@ -196,10 +250,10 @@ pub(crate) async fn enforce_retention(
         bytes = removed.iter().map(|s| s.bytes).sum::<u64>(),
         "retention removed old log segments"
     );
-    Ok(Some(cut))
+    Ok(())
 }
 
-/// Runs retention every `interval` while this node leads the shard.
+/// Runs retention every `interval` (the leader decides, every replica removes).
 pub(crate) async fn retention_loop(
     shard: Arc<Shard>,
     policy: RetentionPolicy,
@@ -211,9 +265,6 @@ pub(crate) async fn retention_loop(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
-        }
-        if !shard.raft.is_leader() {
-            continue;
         }
         let now = SystemTime::UNIX_EPOCH
             + Duration::from_millis(u64::try_from(clock.now_ms()).unwrap_or(0));
