@@ -327,6 +327,17 @@ where
             .await?)
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        let timeout = option.hard_ttl();
+        Ok(self
+            .deliver(timeout, |raft| async move { raft.pre_vote(rpc).await })
+            .await?)
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,

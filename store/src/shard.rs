@@ -291,12 +291,17 @@ fn raft_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
 
 /// openraft's configuration of a replicated shard: [`raft_config`] with elections fast enough
 /// that traffic resumes within about two seconds of losing a leader (a follower waits 0.5–1 s
-/// without heartbeats before it stands; heartbeats go every 100 ms).
+/// without heartbeats before it stands; heartbeats go every 100 ms), and Pre-Vote, so a replica
+/// that was cut off does not depose a working leader when it returns. With `flush = async` a
+/// replica may lose entries it acknowledged in a power cut, and the leader must accept seeing
+/// its log go back (the risk of that mode: see the README).
 fn member_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
     openraft::Config {
         heartbeat_interval: 100,
         election_timeout_min: 500,
         election_timeout_max: 1000,
+        enable_pre_vote: Some(true),
+        allow_log_reversion: Some(matches!(cfg.flush, FlushSetting::Async { .. })),
         ..raft_config(cfg, id)
     }
 }

@@ -14,14 +14,19 @@ use crate::shard::{ShardStateMachine, ShardTypes};
 
 type Hub = LocalHub<ShardTypes, ShardStateMachine>;
 
+mod faults;
+
 /// An in-process cluster of store nodes that hold every shard of the default config.
 struct Cluster {
     hub: Arc<Hub>,
     clock: SharedClock,
     voters: BTreeSet<NodeId>,
     disks: BTreeMap<NodeId, SimVfs>,
-    nodes: BTreeMap<NodeId, Arc<Store>>,
+    nodes: Nodes,
 }
+
+/// The running nodes, shared with the client tasks of a test.
+type Nodes = Arc<parking_lot::Mutex<BTreeMap<NodeId, Arc<Store>>>>;
 
 fn node_config(id: NodeId) -> StoreConfig {
     StoreConfig {
@@ -38,7 +43,7 @@ impl Cluster {
             clock,
             voters: ids.iter().copied().collect(),
             disks: BTreeMap::new(),
-            nodes: BTreeMap::new(),
+            nodes: Nodes::default(),
         };
         for &id in ids {
             cluster.disks.insert(id, SimVfs::new());
@@ -62,7 +67,15 @@ impl Cluster {
         for (shard, raft) in store.shard_rafts() {
             self.hub.register(u64::from(shard), id, raft);
         }
-        self.nodes.insert(id, store);
+        self.nodes.lock().insert(id, store);
+    }
+
+    fn node(&self, id: NodeId) -> Arc<Store> {
+        self.nodes.lock()[&id].clone()
+    }
+
+    fn running(&self) -> Vec<NodeId> {
+        self.nodes.lock().keys().copied().collect()
     }
 
     /// Cuts node `id`'s power: what its disk had not synced is gone.
@@ -70,7 +83,7 @@ impl Cluster {
         self.hub.unregister_node(id);
         let disk = self.disks.remove(&id).expect("node has a disk");
         let survived = disk.crash(CrashMode::DropAllUnsynced);
-        let store = self.nodes.remove(&id).expect("node runs");
+        let store = self.nodes.lock().remove(&id).expect("node runs");
         // The crashed disk fails every call: this only stops the tasks.
         store.shutdown().await.ok();
         self.disks.insert(id, survived);
@@ -79,13 +92,8 @@ impl Cluster {
     /// The leader of shard 0 that every running node agrees on.
     async fn leader(&self) -> NodeId {
         for _ in 0..400 {
-            let views: Vec<Option<NodeId>> =
-                self.nodes.values().map(|s| s.shard_leader(0)).collect();
-            if let Some(Some(leader)) = views.first()
-                && self.nodes.contains_key(leader)
-                && views.iter().all(|v| v == &Some(*leader))
-            {
-                return *leader;
+            if let Some(leader) = agreed_leader(&self.nodes) {
+                return leader;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -93,15 +101,30 @@ impl Cluster {
     }
 
     fn last_applied(&self, id: NodeId) -> u64 {
-        let rafts = self.nodes[&id].shard_rafts();
+        let rafts = self.node(id).shard_rafts();
         let metrics = rafts[0].1.metrics().borrow_watched().clone();
         metrics.last_applied.map_or(0, |l| l.index)
     }
 
     async fn shutdown(self) {
-        for store in self.nodes.values() {
+        let nodes: Vec<Arc<Store>> = self.nodes.lock().values().cloned().collect();
+        for store in nodes {
             store.shutdown().await.expect("clean shutdown");
         }
+    }
+}
+
+/// The leader of shard 0 if every running node names the same running node.
+fn agreed_leader(nodes: &Nodes) -> Option<NodeId> {
+    let nodes = nodes.lock();
+    let views: Vec<Option<NodeId>> = nodes.values().map(|s| s.shard_leader(0)).collect();
+    match views.first() {
+        Some(Some(leader))
+            if nodes.contains_key(leader) && views.iter().all(|v| v == &Some(*leader)) =>
+        {
+            Some(*leader)
+        }
+        _ => None,
     }
 }
 
@@ -129,10 +152,15 @@ async fn a_new_leader_keeps_every_acknowledged_send_and_ack() {
     let (clock, shared) = manual_clock();
     let mut cluster = Cluster::start(&[1, 2, 3], 11, shared).await;
     let first = cluster.leader().await;
-    let follower = *cluster.nodes.keys().find(|&&n| n != first).expect("three nodes");
+    let follower = *cluster
+        .running()
+        .iter()
+        .find(|&&n| n != first)
+        .expect("three nodes");
 
     // A follower refuses writes and names the leader.
-    match cluster.nodes[&follower]
+    match cluster
+        .node(follower)
         .append(append(vec![message("x")]))
         .await
     {
@@ -140,7 +168,7 @@ async fn a_new_leader_keeps_every_acknowledged_send_and_ack() {
         other => panic!("a follower took a write: {other:?}"),
     }
 
-    let leader = cluster.nodes[&first].clone();
+    let leader = cluster.node(first);
     let sent: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
     for body in &sent {
         leader
@@ -161,7 +189,7 @@ async fn a_new_leader_keeps_every_acknowledged_send_and_ack() {
     let cut_at = std::time::Instant::now();
     let second = cluster.leader().await;
     assert_ne!(second, first);
-    let leader = cluster.nodes[&second].clone();
+    let leader = cluster.node(second);
     leader
         .append(append(vec![message("n00")]))
         .await
@@ -211,7 +239,7 @@ async fn a_new_leader_keeps_every_acknowledged_send_and_ack() {
     drop(leader);
     cluster.power_cut(second).await;
     let third = cluster.leader().await;
-    let leader = cluster.nodes[&third].clone();
+    let leader = cluster.node(third);
     assert!(
         drain(&leader, 1).await.is_empty(),
         "an acked message came back"

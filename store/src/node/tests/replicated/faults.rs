@@ -1,0 +1,260 @@
+//! Fault schedules over a replicated shard under a bounded concurrent load, checked by an oracle
+//! of what was acknowledged. A producer sends numbered messages to whichever node the cluster
+//! names leader (retrying through leader changes: a retried send may be stored twice); a
+//! consumer receives and acks the same way. Meanwhile the schedule, drawn from the seed, cuts the
+//! power of one node or of all at once (their disks drop every unsynced write), restarts them,
+//! partitions the leader from the others, and sets message loss and delay. Afterwards the
+//! network heals, every node runs, in-flight deliveries expire, and the rest is drained. The
+//! oracle checks:
+//! - every acknowledged send is delivered at least once;
+//! - no message (queue, offset) is delivered after its ack was acknowledged;
+//! - nothing is delivered that was never sent.
+//!
+//! The seed decides the schedule and the network's fates; thread timing is not replayed, so a
+//! rerun of a failing seed (`VELA_SIM_SEED=<n>`) repeats the same faults, not every interleaving.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use vela_raft::vfs::sim::seed_sweep;
+
+use super::*;
+
+/// Steps of a schedule (each a fault or a pause, then 0.2–0.9 s of load).
+const STEPS: usize = 10;
+/// Most messages the producer sends (one every 20 ms while the schedule runs).
+const MAX_SENDS: usize = 1000;
+/// How long one attempt of a client call may take before the client tries again.
+const ATTEMPT: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct Oracle {
+    /// Bodies whose send was acknowledged.
+    sent: BTreeSet<String>,
+    /// Bodies a send was attempted for.
+    attempted: BTreeSet<String>,
+    /// (queue, offset) of messages whose ack was acknowledged.
+    acked: BTreeSet<(u32, u64)>,
+    /// Every body delivered.
+    delivered: BTreeSet<String>,
+    violations: Vec<String>,
+}
+
+/// The store that the running nodes agree leads shard 0, if they agree now.
+fn leader_store(nodes: &Nodes) -> Option<Arc<Store>> {
+    let leader = agreed_leader(nodes)?;
+    nodes.lock().get(&leader).cloned()
+}
+
+/// Sends `body` until a node acknowledges it or `attempts` run out.
+async fn send(nodes: &Nodes, body: &str, attempts: u32) -> bool {
+    for _ in 0..attempts {
+        if let Some(store) = leader_store(nodes) {
+            let sent = tokio::time::timeout(ATTEMPT, store.append(append(vec![message(body)])));
+            if let Ok(Ok(_)) = sent.await {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// One receive on the leader, acking what came; returns how many messages came.
+async fn receive_once(nodes: &Nodes, oracle: &parking_lot::Mutex<Oracle>) -> usize {
+    let Some(store) = leader_store(nodes) else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return 0;
+    };
+    let Ok(Ok(deliveries)) =
+        tokio::time::timeout(ATTEMPT, store.pop(pop(16, Duration::from_millis(100)))).await
+    else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return 0;
+    };
+    for d in &deliveries {
+        let key = (d.queue_id, d.offset);
+        let body = String::from_utf8_lossy(&d.message.body).into_owned();
+        {
+            let mut o = oracle.lock();
+            if o.acked.contains(&key) {
+                o.violations.push(format!(
+                    "{body} at {key:?} delivered after its ack was acknowledged"
+                ));
+            }
+            if !o.attempted.contains(&body) {
+                o.violations
+                    .push(format!("{body} delivered but never sent"));
+            }
+            o.delivered.insert(body);
+        }
+        if let Ok(Ok(())) = tokio::time::timeout(ATTEMPT, store.ack(&d.ticket)).await {
+            oracle.lock().acked.insert(key);
+        }
+    }
+    deliveries.len()
+}
+
+async fn schedule(seed: u64) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (clock, shared) = manual_clock();
+    let mut cluster = Cluster::start(&[1, 2, 3], seed, shared).await;
+    cluster.leader().await;
+    let oracle = Arc::new(parking_lot::Mutex::new(Oracle::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let producing = Arc::new(AtomicBool::new(true));
+    let producer = {
+        let (nodes, oracle, producing) = (cluster.nodes.clone(), oracle.clone(), producing.clone());
+        tokio::spawn(async move {
+            for i in 0..MAX_SENDS {
+                if !producing.load(Ordering::SeqCst) {
+                    break;
+                }
+                let body = format!("s{seed}-{i:03}");
+                oracle.lock().attempted.insert(body.clone());
+                if send(&nodes, &body, 100).await {
+                    oracle.lock().sent.insert(body);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let consumer = {
+        let (nodes, oracle, stop) = (cluster.nodes.clone(), oracle.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                receive_once(&nodes, &oracle).await;
+            }
+        })
+    };
+
+    let faults = cluster.hub.faults().clone();
+    let mut log = Vec::new();
+    let mut partitioned = false;
+    for _step in 0..STEPS {
+        if partitioned {
+            faults.heal();
+            partitioned = false;
+            log.push("heal".to_string());
+        }
+        let down: Vec<NodeId> = cluster
+            .voters
+            .iter()
+            .filter(|id| !cluster.running().contains(id))
+            .copied()
+            .collect();
+        match rng.random_range(0..10) {
+            0..=1 if down.is_empty() => {
+                let running = cluster.running();
+                let victim = running[rng.random_range(0..running.len())];
+                cluster.power_cut(victim).await;
+                log.push(format!("power cut {victim}"));
+            }
+            2..=3 if !down.is_empty() => {
+                for id in down {
+                    cluster.open(id).await;
+                    log.push(format!("restart {id}"));
+                }
+            }
+            4..=5 if down.is_empty() => {
+                if let Some(leader) = agreed_leader(&cluster.nodes) {
+                    let rest: Vec<NodeId> = cluster
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|&n| n != leader)
+                        .collect();
+                    faults.partition(&[leader], &rest);
+                    partitioned = true;
+                    log.push(format!("partition {leader} from {rest:?}"));
+                }
+            }
+            6 if down.is_empty() => {
+                for id in cluster.running() {
+                    cluster.power_cut(id).await;
+                }
+                for id in cluster.voters.clone() {
+                    cluster.open(id).await;
+                }
+                log.push("power cut every node, restart all".to_string());
+            }
+            7 => {
+                let loss = rng.random_range(0.0..0.05);
+                let delay = Duration::from_micros(rng.random_range(0..3000));
+                faults.set_loss(loss);
+                faults.set_delay(Duration::ZERO, delay);
+                log.push(format!("loss {loss:.3}, delay up to {delay:?}"));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
+    }
+    producing.store(false, Ordering::SeqCst);
+    producer.await.expect("producer task");
+
+    // Calm: heal, every node back, no loss; stop the consumer, let in-flight deliveries expire
+    // and drain what is left.
+    faults.heal();
+    faults.set_loss(0.0);
+    faults.set_delay(Duration::ZERO, Duration::ZERO);
+    for id in cluster.voters.clone() {
+        if !cluster.running().contains(&id) {
+            cluster.open(id).await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    consumer.await.expect("consumer task");
+    clock.advance(Duration::from_secs(31));
+    let mut empty = 0;
+    let mut rounds = 0;
+    while empty < 5 && rounds < 400 {
+        rounds += 1;
+        empty = if receive_once(&cluster.nodes, &oracle).await == 0 {
+            empty + 1
+        } else {
+            0
+        };
+    }
+
+    let o = std::mem::take(&mut *oracle.lock());
+    eprintln!(
+        "seed {seed}: {} of {} sends acknowledged, {} acks, {} bodies delivered; schedule {log:?}",
+        o.sent.len(),
+        o.attempted.len(),
+        o.acked.len(),
+        o.delivered.len()
+    );
+    let missing: Vec<&String> = o.sent.difference(&o.delivered).collect();
+    let context = format!("seed {seed}; schedule {log:?}");
+    assert!(
+        o.violations.is_empty(),
+        "{context}: violations {:?}",
+        o.violations
+    );
+    assert!(
+        missing.is_empty(),
+        "{context}: acknowledged sends never delivered: {missing:?}"
+    );
+    assert!(
+        o.sent.len() * 2 >= o.attempted.len(),
+        "{context}: only {} of {} sends were acknowledged",
+        o.sent.len(),
+        o.attempted.len()
+    );
+    cluster.shutdown().await;
+}
+
+#[test]
+fn acknowledged_sends_and_acks_survive_fault_schedules() {
+    seed_sweep("replicated fault schedule", 3, |seed| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(schedule(seed));
+    });
+}
