@@ -180,18 +180,8 @@ pub(crate) fn encode_entry<C: LogTypes>(
             crate::codec::encode_record(head(RecordKind::Normal), out, |o| C::encode_data(data, o))
         }
         EntryPayload::Membership(m) => {
-            let record = MembershipRecord {
-                configs: m
-                    .get_joint_config()
-                    .iter()
-                    .map(|set| set.iter().copied().collect())
-                    .collect(),
-                nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
-            };
             crate::codec::encode_record(head(RecordKind::Membership), out, |o| {
-                postcard::to_io(&record, o)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                encode_membership(m, o)
             })
         }
     }
@@ -212,29 +202,47 @@ pub(crate) fn decode_entry<C: LogTypes>(
         RecordKind::Blank if payload.is_empty() => EntryPayload::Blank,
         RecordKind::Blank => return Err(format!("blank record carries {} bytes", payload.len())),
         RecordKind::Normal => EntryPayload::Normal(C::decode_data(payload)?),
-        RecordKind::Membership => {
-            let (record, rest) = postcard::take_from_bytes::<MembershipRecord>(payload)
-                .map_err(|e| format!("membership does not decode: {e}"))?;
-            if !rest.is_empty() {
-                return Err(format!("membership has {} trailing bytes", rest.len()));
-            }
-            let configs: Vec<BTreeSet<u64>> = record
-                .configs
-                .into_iter()
-                .map(|c| c.into_iter().collect())
-                .collect();
-            let nodes: BTreeMap<u64, BasicNode> = record
-                .nodes
-                .into_iter()
-                .map(|(id, addr)| (id, BasicNode { addr }))
-                .collect();
-            EntryPayload::Membership(
-                Membership::new(configs, nodes)
-                    .map_err(|e| format!("membership is invalid: {e}"))?,
-            )
-        }
+        RecordKind::Membership => EntryPayload::Membership(decode_membership(payload)?),
     };
     Ok(C::make_entry(log_id, payload))
+}
+
+/// Appends `m` in vela-raft's membership record layout (segments and the Raft transport).
+pub(crate) fn encode_membership(
+    m: &Membership<u64, BasicNode>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let record = MembershipRecord {
+        configs: m
+            .get_joint_config()
+            .iter()
+            .map(|set| set.iter().copied().collect())
+            .collect(),
+        nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+    };
+    postcard::to_io(&record, out)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Reads what [`encode_membership`] wrote; trailing bytes are an error.
+pub(crate) fn decode_membership(bytes: &[u8]) -> Result<Membership<u64, BasicNode>, String> {
+    let (record, rest) = postcard::take_from_bytes::<MembershipRecord>(bytes)
+        .map_err(|e| format!("membership does not decode: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("membership has {} trailing bytes", rest.len()));
+    }
+    let configs: Vec<BTreeSet<u64>> = record
+        .configs
+        .into_iter()
+        .map(|c| c.into_iter().collect())
+        .collect();
+    let nodes: BTreeMap<u64, BasicNode> = record
+        .nodes
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode { addr }))
+        .collect();
+    Membership::new(configs, nodes).map_err(|e| format!("membership is invalid: {e}"))
 }
 
 /// Encodes `value` as application record data in the layout the store and the controller use:

@@ -6,6 +6,7 @@
 //! - [`LogHandle`]: cheap random reads of the log by index, for readers outside openraft.
 //! - [`single_node`]: start openraft with one voter and no peers.
 //! - [`group`]: start one member of a group with peers.
+//! - [`grpc`]: Raft between nodes over gRPC (`vela.raft.v1`).
 //! - [`network`]: in-process Raft networking through a fault seam (partitions, delay, loss).
 //! - [`snapshot_file`]: atomically replaced, checksummed small files.
 //! - [`generations`]: state machine snapshots kept as generations with fallback.
@@ -18,6 +19,7 @@ pub mod entry;
 mod error;
 pub mod generations;
 pub mod group;
+pub mod grpc;
 pub mod network;
 mod segment;
 pub mod single_node;

@@ -3,7 +3,7 @@
 //! receives long-poll on applied state without writing to the log until something is
 //! deliverable.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -108,14 +108,14 @@ impl Store {
     }
 
     /// Opens the store as one replica of every shard, each an openraft group over `voters`
-    /// (which names `cfg.node_id`); `network(shard)` is how this node reaches the shard's other
-    /// replicas. Returns once the shards are open, before any leader is elected; the leader of a
+    /// (node id → Raft address; it names `cfg.node_id`); `network(shard)` is how this node reaches
+    /// the shard's other replicas. Returns once the shards are open, before any leader is elected; the leader of a
     /// shard serves its writes, the others answer them with [`StoreError::NotLeader`].
     pub async fn open_replicated<N, F>(
         cfg: StoreConfig,
         clock: SharedClock,
         vfs: Arc<dyn Vfs>,
-        voters: BTreeSet<u64>,
+        voters: BTreeMap<u64, String>,
         network: F,
     ) -> Result<Arc<Store>, StoreOpenError>
     where
@@ -123,10 +123,11 @@ impl Store {
         N: RaftNetworkFactory<ShardTypes>,
         N::Network: NetSnapshot<ShardTypes, SnapshotData = Vec<u8>>,
     {
-        if !voters.contains(&cfg.node_id) {
+        if !voters.contains_key(&cfg.node_id) {
             return Err(StoreOpenError::Config(format!(
-                "node_id {} is not one of the shard replicas {voters:?}",
-                cfg.node_id
+                "node_id {} is not one of the shard replicas {:?}",
+                cfg.node_id,
+                voters.keys().collect::<Vec<_>>()
             )));
         }
         let shard_cfg = cfg.clone();

@@ -7,7 +7,7 @@ pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -323,13 +323,13 @@ impl Shard {
     }
 
     /// Opens the shard like [`open`](Self::open) as one member of a group replicated over
-    /// `voters` (which names this node), reaching the others through `network`. Returns at
+    /// `voters` (node id → Raft address; it names this node), reaching the others through `network`. Returns at
     /// once, leader or not: a follower's writes fail with [`StoreError::NotLeader`].
     pub async fn open_member<N>(
         cfg: &StoreConfig,
         id: ShardId,
         vfs: Arc<dyn Vfs>,
-        voters: &BTreeSet<u64>,
+        voters: &BTreeMap<u64, String>,
         network: N,
     ) -> Result<Arc<Shard>, StoreOpenError>
     where
@@ -337,7 +337,10 @@ impl Shard {
         N::Network: NetSnapshot<ShardTypes, SnapshotData = Vec<u8>>,
     {
         let (log, shared, sm) = open_storage(cfg, id, vfs).await?;
-        let voters = voters.iter().map(|&v| (v, BasicNode::default())).collect();
+        let voters = voters
+            .iter()
+            .map(|(&id, addr)| (id, BasicNode::new(addr.clone())))
+            .collect();
         let started = start_member(
             cfg.node_id,
             voters,

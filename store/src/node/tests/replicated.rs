@@ -1,11 +1,17 @@
-//! Shards replicated over three in-process store nodes (`vela_raft::network`), each on its own
-//! simulated disk: a follower refuses writes and names the leader; when the leader loses power,
-//! another takes over with every acknowledged send and ack; the lost node comes back on what
-//! its disk kept and catches up.
+//! Shards replicated over three store nodes in one process, each on its own simulated disk,
+//! talking Raft either through the in-process hub (`vela_raft::network`) or over real gRPC
+//! connections on loopback (`vela_raft::grpc`), both through the same fault seam: a follower
+//! refuses writes and names the leader; when the leader loses power, another takes over with
+//! every acknowledged send and ack; the lost node comes back on what its disk kept and catches
+//! up.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
 use openraft::async_runtime::WatchReceiver;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use vela_raft::grpc::{ChannelPool, GrpcNetwork, RaftServer};
 use vela_raft::network::{LocalHub, NetFaults, NodeId};
 use vela_raft::vfs::sim::{CrashMode, SimVfs};
 
@@ -16,9 +22,28 @@ type Hub = LocalHub<ShardTypes, ShardStateMachine>;
 
 mod faults;
 
+/// How the nodes of a test cluster reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    InProcess,
+    Grpc,
+}
+
+/// A node's Raft service while it runs (gRPC clusters).
+struct Served {
+    server: Arc<RaftServer<ShardTypes, ShardStateMachine>>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// An in-process cluster of store nodes that hold every shard of the default config.
 struct Cluster {
+    transport: Transport,
+    faults: Arc<NetFaults>,
     hub: Arc<Hub>,
+    /// Raft addresses (gRPC: loopback ports chosen at start and kept across restarts).
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    served: BTreeMap<NodeId, Served>,
     clock: SharedClock,
     voters: BTreeSet<NodeId>,
     disks: BTreeMap<NodeId, SimVfs>,
@@ -37,9 +62,28 @@ fn node_config(id: NodeId) -> StoreConfig {
 }
 
 impl Cluster {
-    async fn start(ids: &[NodeId], seed: u64, clock: SharedClock) -> Cluster {
+    async fn start_on(
+        transport: Transport,
+        ids: &[NodeId],
+        seed: u64,
+        clock: SharedClock,
+    ) -> Cluster {
+        let faults = NetFaults::new(seed);
+        let mut addrs = BTreeMap::new();
+        // Bound together, so no two nodes get the same free port; released before use.
+        let mut holders = Vec::new();
+        for &id in ids {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            addrs.insert(id, l.local_addr().expect("bound address"));
+            holders.push(l);
+        }
+        drop(holders);
         let mut cluster = Cluster {
-            hub: Hub::new(NetFaults::new(seed)),
+            transport,
+            hub: Hub::new(faults.clone()),
+            faults,
+            addrs,
+            served: BTreeMap::new(),
             clock,
             voters: ids.iter().copied().collect(),
             disks: BTreeMap::new(),
@@ -54,20 +98,73 @@ impl Cluster {
 
     /// Opens node `id` on its disk and makes it reachable.
     async fn open(&mut self, id: NodeId) {
-        let hub = self.hub.clone();
-        let store = Store::open_replicated(
-            node_config(id),
-            self.clock.clone(),
-            Arc::new(self.disks[&id].clone()),
-            self.voters.clone(),
-            move |shard| hub.network(u64::from(shard), id),
-        )
-        .await
+        let voters: BTreeMap<u64, String> = self
+            .voters
+            .iter()
+            .map(|v| (*v, self.addrs[v].to_string()))
+            .collect();
+        let vfs: Arc<dyn Vfs> = Arc::new(self.disks[&id].clone());
+        let (cfg, clock) = (node_config(id), self.clock.clone());
+        let store = match self.transport {
+            Transport::InProcess => {
+                let hub = self.hub.clone();
+                Store::open_replicated(cfg, clock, vfs, voters, move |shard| {
+                    hub.network(u64::from(shard), id)
+                })
+                .await
+            }
+            Transport::Grpc => {
+                let pool = ChannelPool::new();
+                let faults = self.faults.clone();
+                Store::open_replicated(cfg, clock, vfs, voters, move |shard| {
+                    GrpcNetwork::<Vec<u8>>::new(u64::from(shard), id, pool.clone())
+                        .with_faults(faults.clone())
+                })
+                .await
+            }
+        }
         .unwrap_or_else(|e| panic!("node {id} opens: {e}"));
-        for (shard, raft) in store.shard_rafts() {
-            self.hub.register(u64::from(shard), id, raft);
+        match self.transport {
+            Transport::InProcess => {
+                for (shard, raft) in store.shard_rafts() {
+                    self.hub.register(u64::from(shard), id, raft);
+                }
+            }
+            Transport::Grpc => {
+                let server = RaftServer::new(id);
+                for (shard, raft) in store.shard_rafts() {
+                    server.register(u64::from(shard), raft);
+                }
+                let listener = tokio::net::TcpListener::bind(self.addrs[&id])
+                    .await
+                    .expect("the node's port is free again");
+                let (stop, stopped) = oneshot::channel::<()>();
+                let service = server.service();
+                let task = tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                            stopped.await.ok();
+                        })
+                        .await
+                        .expect("raft service runs");
+                });
+                self.served.insert(id, Served { server, stop, task });
+            }
         }
         self.nodes.lock().insert(id, store);
+    }
+
+    /// Makes node `id` unreachable: peers see refused requests from now on.
+    async fn disconnect(&mut self, id: NodeId) {
+        self.hub.unregister_node(id);
+        if let Some(served) = self.served.remove(&id) {
+            for shard in self.node(id).shard_ids() {
+                served.server.unregister(u64::from(shard));
+            }
+            served.stop.send(()).ok();
+            served.task.await.expect("raft service stops");
+        }
     }
 
     fn node(&self, id: NodeId) -> Arc<Store> {
@@ -80,7 +177,7 @@ impl Cluster {
 
     /// Cuts node `id`'s power: what its disk had not synced is gone.
     async fn power_cut(&mut self, id: NodeId) {
-        self.hub.unregister_node(id);
+        self.disconnect(id).await;
         let disk = self.disks.remove(&id).expect("node has a disk");
         let survived = disk.crash(CrashMode::DropAllUnsynced);
         let store = self.nodes.lock().remove(&id).expect("node runs");
@@ -106,9 +203,10 @@ impl Cluster {
         metrics.last_applied.map_or(0, |l| l.index)
     }
 
-    async fn shutdown(self) {
-        let nodes: Vec<Arc<Store>> = self.nodes.lock().values().cloned().collect();
-        for store in nodes {
+    async fn shutdown(mut self) {
+        for id in self.running() {
+            self.disconnect(id).await;
+            let store = self.node(id);
             store.shutdown().await.expect("clean shutdown");
         }
     }
@@ -149,8 +247,17 @@ async fn drain(store: &Store, want: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_keeps_every_acknowledged_send_and_ack() {
+    failover(Transport::InProcess).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_keeps_every_acknowledged_send_and_ack_over_grpc() {
+    failover(Transport::Grpc).await;
+}
+
+async fn failover(transport: Transport) {
     let (clock, shared) = manual_clock();
-    let mut cluster = Cluster::start(&[1, 2, 3], 11, shared).await;
+    let mut cluster = Cluster::start_on(transport, &[1, 2, 3], 11, shared).await;
     let first = cluster.leader().await;
     let follower = *cluster
         .running()
@@ -195,7 +302,7 @@ async fn a_new_leader_keeps_every_acknowledged_send_and_ack() {
         .await
         .expect("the new leader appends");
     eprintln!(
-        "failover: first acknowledged send {:?} after the power cut",
+        "failover ({transport:?}): first acknowledged send {:?} after the power cut",
         cut_at.elapsed()
     );
     for i in 1..10 {

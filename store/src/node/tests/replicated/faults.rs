@@ -10,7 +10,8 @@
 //! - no message (queue, offset) is delivered after its ack was acknowledged;
 //! - nothing is delivered that was never sent.
 //!
-//! The seed decides the schedule and the network's fates; thread timing is not replayed, so a
+//! The sweep runs over the in-process hub and over real gRPC connections on loopback (both
+//! through the same fault seam). The seed decides the schedule and the network's fates; thread timing is not replayed, so a
 //! rerun of a failing seed (`VELA_SIM_SEED=<n>`) repeats the same faults, not every interleaving.
 
 use std::collections::BTreeSet;
@@ -97,10 +98,10 @@ async fn receive_once(nodes: &Nodes, oracle: &parking_lot::Mutex<Oracle>) -> usi
     deliveries.len()
 }
 
-async fn schedule(seed: u64) {
+async fn schedule(seed: u64, transport: Transport) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let (clock, shared) = manual_clock();
-    let mut cluster = Cluster::start(&[1, 2, 3], seed, shared).await;
+    let mut cluster = Cluster::start_on(transport, &[1, 2, 3], seed, shared).await;
     cluster.leader().await;
     let oracle = Arc::new(parking_lot::Mutex::new(Oracle::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -131,7 +132,7 @@ async fn schedule(seed: u64) {
         })
     };
 
-    let faults = cluster.hub.faults().clone();
+    let faults = cluster.faults.clone();
     let mut log = Vec::new();
     let mut partitioned = false;
     for _step in 0..STEPS {
@@ -221,14 +222,14 @@ async fn schedule(seed: u64) {
 
     let o = std::mem::take(&mut *oracle.lock());
     eprintln!(
-        "seed {seed}: {} of {} sends acknowledged, {} acks, {} bodies delivered; schedule {log:?}",
+        "seed {seed} ({transport:?}): {} of {} sends acknowledged, {} acks, {} bodies delivered; schedule {log:?}",
         o.sent.len(),
         o.attempted.len(),
         o.acked.len(),
         o.delivered.len()
     );
     let missing: Vec<&String> = o.sent.difference(&o.delivered).collect();
-    let context = format!("seed {seed}; schedule {log:?}");
+    let context = format!("seed {seed} ({transport:?}); schedule {log:?}");
     assert!(
         o.violations.is_empty(),
         "{context}: violations {:?}",
@@ -247,14 +248,23 @@ async fn schedule(seed: u64) {
     cluster.shutdown().await;
 }
 
-#[test]
-fn acknowledged_sends_and_acks_survive_fault_schedules() {
-    seed_sweep("replicated fault schedule", 3, |seed| {
+fn sweep(name: &str, default_seeds: u64, transport: Transport) {
+    seed_sweep(name, default_seeds, |seed| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(schedule(seed));
+            .block_on(schedule(seed, transport));
     });
+}
+
+#[test]
+fn acknowledged_sends_and_acks_survive_fault_schedules() {
+    sweep("replicated fault schedule", 3, Transport::InProcess);
+}
+
+#[test]
+fn acknowledged_sends_and_acks_survive_fault_schedules_over_grpc() {
+    sweep("replicated fault schedule over gRPC", 2, Transport::Grpc);
 }

@@ -1,0 +1,492 @@
+//! The sending side: a node's openraft network for one group over gRPC.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, OptionalSend};
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use super::pb::raft_transport_client::RaftTransportClient;
+use super::{SnapshotBytes, log_id_from_wire, opt_log_id_to_wire, pb};
+use super::{vote_from_wire, vote_to_wire};
+use crate::entry::{LogTypes, encode_entry, encode_membership};
+use crate::network::{Fate, NetFaults, NodeId};
+
+/// Most bytes of entries one AppendEntries request carries (at least one entry is always sent).
+pub const APPEND_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of snapshot data per chunk.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One HTTP/2 connection per peer address, shared by every group of a node.
+#[derive(Default)]
+pub struct ChannelPool {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ChannelPool {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock();
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("raft address {addr:?} is not valid: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// A node's openraft network for one group: peers are reached at the address their membership
+/// entry names (`BasicNode::addr`).
+///
+/// `SD` is the state machine's snapshot data type, which openraft requires the network to match.
+pub struct GrpcNetwork<SD> {
+    group: u64,
+    from: NodeId,
+    pool: Arc<ChannelPool>,
+    faults: Option<Arc<NetFaults>>,
+    _snapshot: PhantomData<fn() -> SD>,
+}
+
+impl<SD> Clone for GrpcNetwork<SD> {
+    fn clone(&self) -> Self {
+        GrpcNetwork {
+            group: self.group,
+            from: self.from,
+            pool: self.pool.clone(),
+            faults: self.faults.clone(),
+            _snapshot: PhantomData,
+        }
+    }
+}
+
+impl<SD> GrpcNetwork<SD> {
+    pub fn new(group: u64, from: NodeId, pool: Arc<ChannelPool>) -> Self {
+        GrpcNetwork {
+            group,
+            from,
+            pool,
+            faults: None,
+            _snapshot: PhantomData,
+        }
+    }
+
+    /// Routes every RPC through `faults` first (tests).
+    pub fn with_faults(mut self, faults: Arc<NetFaults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+}
+
+impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkFactory<C> for GrpcNetwork<SD> {
+    type Network = GrpcConnection<SD>;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        GrpcConnection {
+            group: self.group,
+            from: self.from,
+            target,
+            addr: node.addr.clone(),
+            client: self.pool.channel(&node.addr).map(RaftTransportClient::new),
+            faults: self.faults.clone(),
+            _snapshot: PhantomData,
+        }
+    }
+}
+
+/// The connection from one node to one peer in one group.
+pub struct GrpcConnection<SD> {
+    group: u64,
+    from: NodeId,
+    target: NodeId,
+    addr: String,
+    client: Result<RaftTransportClient<Channel>, String>,
+    faults: Option<Arc<NetFaults>>,
+    _snapshot: PhantomData<fn() -> SD>,
+}
+
+/// Why an RPC got no answer, before it is shaped into openraft's error of the call.
+enum Failure {
+    Unreachable(String),
+    Timeout(Duration),
+    Network(String),
+}
+
+impl Failure {
+    fn rpc<C: LogTypes>(self, action: RPCTypes, from: NodeId, target: NodeId) -> RPCError<C> {
+        match self {
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            Failure::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: from,
+                target,
+                timeout,
+            }),
+            Failure::Network(m) => RPCError::Network(NetworkError::from_string(m)),
+        }
+    }
+
+    fn streaming<C: LogTypes>(self, from: NodeId, target: NodeId) -> StreamingError<C> {
+        match self {
+            Failure::Unreachable(m) => StreamingError::Unreachable(Unreachable::from_string(m)),
+            Failure::Timeout(timeout) => StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: from,
+                target,
+                timeout,
+            }),
+            Failure::Network(m) => StreamingError::Network(NetworkError::from_string(m)),
+        }
+    }
+}
+
+fn classify(addr: &str, status: &tonic::Status) -> Failure {
+    use tonic::Code;
+    let what = format!("{addr}: {}: {}", status.code(), status.message());
+    match status.code() {
+        // Refused or dropped connections, and a peer that does not hold the group (yet).
+        Code::Unavailable | Code::NotFound => Failure::Unreachable(what),
+        Code::DeadlineExceeded => Failure::Timeout(Duration::ZERO),
+        _ => Failure::Network(what),
+    }
+}
+
+impl<SD> GrpcConnection<SD> {
+    fn route(&self) -> pb::Route {
+        pb::Route {
+            group: self.group,
+            target: self.target,
+        }
+    }
+
+    /// Runs `call` through the fault seam (if any) within `timeout`.
+    async fn call<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<T, Failure>
+    where
+        F: FnOnce(RaftTransportClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.client.clone().map_err(Failure::Unreachable)?;
+        let mut lose_reply = false;
+        if let Some(faults) = &self.faults {
+            match faults.fate(self.from, self.target) {
+                Fate::Unreachable => {
+                    return Err(Failure::Unreachable(format!(
+                        "link {} -> {} is cut",
+                        self.from, self.target
+                    )));
+                }
+                Fate::Lost => {
+                    tokio::time::sleep(timeout).await;
+                    return Err(Failure::Timeout(timeout));
+                }
+                Fate::Deliver {
+                    delay,
+                    lose_reply: lose,
+                } => {
+                    tokio::time::sleep(delay).await;
+                    lose_reply = lose;
+                }
+            }
+        }
+        let reply = match tokio::time::timeout(timeout, call(client)).await {
+            Err(_) => return Err(Failure::Timeout(timeout)),
+            Ok(Err(status)) => {
+                return Err(match classify(&self.addr, &status) {
+                    Failure::Timeout(_) => Failure::Timeout(timeout),
+                    other => other,
+                });
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        if lose_reply {
+            return Err(Failure::Network(format!(
+                "reply {} -> {} lost",
+                self.target, self.from
+            )));
+        }
+        Ok(reply)
+    }
+
+    async fn append_once<C: LogTypes>(
+        &self,
+        request: pb::AppendEntriesRequest,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let (from, target) = (self.from, self.target);
+        let reply = self
+            .call(
+                timeout,
+                |mut c| async move { c.append_entries(request).await },
+            )
+            .await
+            .map_err(|f| f.rpc::<C>(RPCTypes::AppendEntries, from, target))?;
+        use pb::append_entries_reply::Result as R;
+        match reply.result {
+            Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
+            Some(R::PartialSuccess(p)) => Ok(AppendEntriesResponse::PartialSuccess(
+                p.matching.as_ref().map(log_id_from_wire),
+            )),
+            Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
+            Some(R::HigherVote(v)) => {
+                Ok(AppendEntriesResponse::HigherVote(vote_from_wire::<C>(&v)))
+            }
+            None => Err(
+                Failure::Network(format!("{}: empty AppendEntries reply", self.addr)).rpc(
+                    RPCTypes::AppendEntries,
+                    from,
+                    target,
+                ),
+            ),
+        }
+    }
+}
+
+/// Consecutive entries encoded for one request, and the log id of the last of them.
+type Run = (
+    Vec<u8>,
+    openraft::LogId<openraft::impls::leader_id_adv::LeaderId<u64, u64>>,
+);
+
+/// Encodes `entries` into runs whose encoded size stays within `budget` (a run holds at least
+/// one entry).
+fn encode_runs<C: LogTypes>(entries: &[C::Entry], budget: usize) -> Result<Vec<Run>, String> {
+    use openraft::entry::RaftEntry;
+    let mut runs = Vec::new();
+    let mut current = Vec::new();
+    let mut last = None;
+    for entry in entries {
+        let mut one = Vec::new();
+        encode_entry::<C>(entry, &mut one).map_err(|e| e.to_string())?;
+        if !current.is_empty() && current.len() + one.len() > budget {
+            runs.push((
+                std::mem::take(&mut current),
+                last.take().ok_or("run without entry")?,
+            ));
+        }
+        current.extend_from_slice(&one);
+        last = Some(entry.log_id());
+    }
+    if let Some(last) = last {
+        runs.push((current, last));
+    }
+    Ok(runs)
+}
+
+impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkV2<C> for GrpcConnection<SD> {
+    type SnapshotData = SD;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let (from, target) = (self.from, self.target);
+        let timeout = option.hard_ttl();
+        let runs = encode_runs::<C>(&rpc.entries, APPEND_BYTES).map_err(|e| {
+            Failure::Network(format!("encoding entries: {e}")).rpc::<C>(
+                RPCTypes::AppendEntries,
+                from,
+                target,
+            )
+        })?;
+        let vote = vote_to_wire::<C>(&rpc.vote);
+        let leader_commit = opt_log_id_to_wire(&rpc.leader_commit);
+        if runs.is_empty() {
+            let request = pb::AppendEntriesRequest {
+                route: Some(self.route()),
+                vote: Some(vote),
+                prev_log_id: opt_log_id_to_wire(&rpc.prev_log_id),
+                leader_commit,
+                entries: Default::default(),
+            };
+            return self.append_once::<C>(request, timeout).await;
+        }
+        // Runs go one after the other, each continuing where the previous one ended: a
+        // follower applies a prefix like any AppendEntries. A run that is not accepted whole
+        // answers for the request, with what came before it counted as matched.
+        let mut prev = rpc.prev_log_id;
+        let count = runs.len();
+        for (i, (bytes, last)) in runs.into_iter().enumerate() {
+            let request = pb::AppendEntriesRequest {
+                route: Some(self.route()),
+                vote: Some(vote),
+                prev_log_id: opt_log_id_to_wire(&prev),
+                leader_commit,
+                entries: bytes.into(),
+            };
+            let reply = self.append_once::<C>(request, timeout).await;
+            match reply {
+                Ok(AppendEntriesResponse::Success) if i + 1 < count => prev = Some(last),
+                Ok(AppendEntriesResponse::Conflict) | Err(_) if i > 0 => {
+                    return Ok(AppendEntriesResponse::PartialSuccess(prev));
+                }
+                other => return other,
+            }
+        }
+        Ok(AppendEntriesResponse::Success)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.vote_rpc(rpc, option, false).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.vote_rpc(rpc, option, true).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Self::SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let (from, target) = (self.from, self.target);
+        let meta = snapshot.meta;
+        let data = snapshot.snapshot.into_bytes();
+        let mut membership = Vec::new();
+        encode_membership(meta.last_membership.membership(), &mut membership).map_err(|e| {
+            Failure::Network(format!("encoding the snapshot's membership: {e}"))
+                .streaming::<C>(from, target)
+        })?;
+        let header = pb::SnapshotHeader {
+            route: Some(self.route()),
+            vote: Some(vote_to_wire::<C>(&vote)),
+            last_log_id: opt_log_id_to_wire(&meta.last_log_id),
+            membership_log_id: opt_log_id_to_wire(meta.last_membership.log_id()),
+            membership: membership.into(),
+            data_len: data.len() as u64,
+        };
+        let mut chunks = vec![pb::SnapshotChunk {
+            header: Some(header),
+            data: Default::default(),
+        }];
+        chunks.extend(data.chunks(SNAPSHOT_CHUNK).map(|piece| pb::SnapshotChunk {
+            header: None,
+            data: bytes::Bytes::copy_from_slice(piece),
+        }));
+        let timeout = option.hard_ttl();
+        let send = self.call(timeout, |mut c| async move {
+            c.install_snapshot(tokio_stream::iter(chunks)).await
+        });
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply.map_err(|f| f.streaming::<C>(from, target))?,
+        };
+        let vote = reply.vote.ok_or_else(|| {
+            Failure::Network(format!("{}: snapshot reply without a vote", self.addr))
+                .streaming::<C>(from, target)
+        })?;
+        Ok(SnapshotResponse::new(vote_from_wire::<C>(&vote)))
+    }
+}
+
+impl<SD> GrpcConnection<SD> {
+    async fn vote_rpc<C: LogTypes>(
+        &self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+        pre: bool,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        let (from, target) = (self.from, self.target);
+        let request = pb::VoteRequest {
+            route: Some(self.route()),
+            vote: Some(vote_to_wire::<C>(&rpc.vote)),
+            last_log_id: opt_log_id_to_wire(&rpc.last_log_id),
+            leadership_transfer: rpc.leadership_transfer,
+        };
+        let reply = self
+            .call(option.hard_ttl(), |mut c| async move {
+                if pre {
+                    c.pre_vote(request).await
+                } else {
+                    c.vote(request).await
+                }
+            })
+            .await
+            .map_err(|f| f.rpc::<C>(RPCTypes::Vote, from, target))?;
+        let vote = reply.vote.ok_or_else(|| {
+            Failure::Network(format!("{}: vote reply without a vote", self.addr)).rpc::<C>(
+                RPCTypes::Vote,
+                from,
+                target,
+            )
+        })?;
+        Ok(VoteResponse {
+            vote: vote_from_wire::<C>(&vote),
+            vote_granted: reply.granted,
+            last_log_id: reply.last_log_id.as_ref().map(log_id_from_wire),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[test]
+    fn runs_stay_within_the_budget_and_keep_every_entry_in_order() {
+        let batch = entries(1, 1..8, 100);
+        let one = {
+            let mut b = Vec::new();
+            encode_entry::<TestConfig>(&batch[0], &mut b).unwrap();
+            b.len()
+        };
+        // Two entries fit a run; the last run holds the odd one out.
+        let runs = encode_runs::<TestConfig>(&batch, 2 * one + 1).unwrap();
+        let lasts: Vec<u64> = runs.iter().map(|(_, last)| last.index).collect();
+        assert_eq!(lasts, [2, 4, 6, 7]);
+        assert!(runs.iter().all(|(bytes, _)| bytes.len() <= 2 * one + 1));
+        // An entry larger than the budget still goes, alone.
+        let runs = encode_runs::<TestConfig>(&batch, 1).unwrap();
+        assert_eq!(runs.len(), 7);
+        // Everything in one run when it fits; nothing for no entries.
+        assert_eq!(
+            encode_runs::<TestConfig>(&batch, usize::MAX).unwrap().len(),
+            1
+        );
+        assert!(encode_runs::<TestConfig>(&[], 10).unwrap().is_empty());
+        let joined: Vec<u8> = encode_runs::<TestConfig>(&batch, 2 * one + 1)
+            .unwrap()
+            .into_iter()
+            .flat_map(|(b, _)| b)
+            .collect();
+        let mut all = Vec::new();
+        for e in &batch {
+            encode_entry::<TestConfig>(e, &mut all).unwrap();
+        }
+        assert_eq!(joined, all);
+    }
+}
