@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "protos/apache/rocketmq/v2/service.proto",
         "protos/apache/rocketmq/v2/admin.proto",
         "protos/vela/admin/v1/admin.proto",
+        "protos/vela/store/v1/store.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

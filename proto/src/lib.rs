@@ -7,6 +7,8 @@
 //! - [`store_api`] / [`controller_api`]: the traits the proxy holds (`Arc<dyn StoreApi>`,
 //!   `Arc<dyn ControllerApi>`); standalone hands it the in-process roles, a cluster the gRPC
 //!   clients.
+//! - [`store_wire`] / [`store_client`]: `StoreApi` over gRPC (`vela.store.v1`): conversions and
+//!   the cluster client that routes each call to the shard's leader.
 //! - [`receipt`]: self-describing, tamper-evident receipt handles, so any proxy can ack.
 
 pub mod clock;
@@ -14,6 +16,8 @@ pub mod controller_api;
 pub mod domain;
 pub mod receipt;
 pub mod store_api;
+pub mod store_client;
+pub mod store_wire;
 
 /// Generated protobuf code.
 pub mod pb {
@@ -26,6 +30,11 @@ pub mod pb {
     #[allow(clippy::all, missing_docs)]
     pub mod admin {
         tonic::include_proto!("vela.admin.v1");
+    }
+    /// `vela.store.v1`: the store's contract between cluster nodes.
+    #[allow(clippy::all, missing_docs)]
+    pub mod store {
+        tonic::include_proto!("vela.store.v1");
     }
 }
 

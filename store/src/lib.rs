@@ -3,6 +3,7 @@
 //! transaction half messages are state applied from that log (ADR 0005).
 //!
 //! - [`Store`]: a node's shards behind [`vela_proto::StoreApi`]; [`StoreConfig`] configures it.
+//! - [`service`]: the store node's gRPC service (`vela.store.v1`), for a cluster's proxies.
 //! - [`command`]: the log's command format (append-only variants).
 //! - [`state`]: the pure, deterministic shard state machine.
 
@@ -13,6 +14,7 @@ pub mod format;
 pub mod index_db;
 mod metrics;
 mod node;
+pub mod service;
 mod shard;
 pub mod state;
 

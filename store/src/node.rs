@@ -49,6 +49,8 @@ const MAX_ACK_BATCH: usize = 1024;
 /// `Ack` entries proposed concurrently per shard; while all are in flight, new acks queue up and
 /// go out together in the next one.
 const ACK_BATCHES_IN_FLIGHT: usize = 4;
+/// How long shutdown waits for background tasks before it stops Raft under them.
+const TASK_GRACE: Duration = Duration::from_secs(2);
 /// How often the leader checks retention.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -72,6 +74,8 @@ pub struct Store {
     tasks: Mutex<JoinSet<()>>,
     /// Which shard an all-shard receive asks first, so shards are served in turn.
     pop_turn: AtomicUsize,
+    /// Shards are replicated groups: this node serves what it leads.
+    replicated: bool,
     metrics: Arc<StoreMetrics>,
 }
 
@@ -260,6 +264,7 @@ impl Store {
             cancel,
             tasks: Mutex::new(tasks),
             pop_turn: AtomicUsize::new(0),
+            replicated,
             metrics,
         }))
     }
@@ -271,7 +276,22 @@ impl Store {
             local.appends.close();
         }
         let mut tasks = std::mem::take(&mut *self.tasks.lock());
-        while tasks.join_next().await.is_some() {}
+        // Tasks stop at their next wait. One may be inside a write that cannot commit (a replica
+        // cut off from its majority): stopping Raft fails that write and frees the task.
+        let drained = tokio::time::timeout(TASK_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            info!("store tasks still writing at shutdown; stopping raft first");
+            for local in self.shards.values() {
+                if let Err(err) = local.shard.raft.shutdown().await {
+                    warn!(shard = local.shard.id, error = %err, "stopping raft");
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        }
         let mut first_error = None;
         for local in self.shards.values() {
             if let Err(err) = local.shard.close().await {
@@ -366,18 +386,152 @@ impl Store {
         Ok(())
     }
 
+    /// Receives from `shards` (tried in this order): the receive loop behind
+    /// [`StoreApi::pop`] and the shard-scoped receives (`scoped`).
+    pub(crate) async fn pop_from(
+        &self,
+        shards: &[&Arc<Shard>],
+        req: PopRequest,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        match self.receive_loop(shards, &req, false).await? {
+            Received::Delivered(deliveries) => Ok(deliveries),
+            Received::Deliverable | Received::Nothing => Ok(Vec::new()),
+        }
+    }
+
+    /// Waits as a receive would, until `shards` hold something for it (`Deliverable`) or
+    /// its wait ends (`Nothing`); with `deliver`, receives it (`Delivered`).
+    pub(crate) async fn receive_loop(
+        &self,
+        shards: &[&Arc<Shard>],
+        req: &PopRequest,
+        probe_only: bool,
+    ) -> Result<Received, StoreError> {
+        if req.max_messages == 0 || req.max_messages > vela_proto::domain::MAX_RECEIVE_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "receive of {} messages is outside 1..={}",
+                req.max_messages,
+                vela_proto::domain::MAX_RECEIVE_BATCH
+            )));
+        }
+        let filter = TagSubscription::from(&req.filter);
+        let queues = match req.queues {
+            QueueSelector::All => QueueChoice::All,
+            QueueSelector::One(q) => QueueChoice::One(q),
+        };
+        let probe = PopProbe {
+            group: &req.group,
+            topic: &req.topic,
+            queues,
+            filter: &filter,
+            fifo: req.fifo,
+        };
+        // Bounded so a huge wait from a remote caller cannot overflow the clock.
+        let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
+        loop {
+            // Register for wakeups before looking, so an append in between is not missed.
+            let notifies: Vec<Arc<Notify>> = shards
+                .iter()
+                .map(|s| s.shared.wakeups.subscribe(&req.topic, &req.group))
+                .collect();
+            let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+                notifies.iter().map(|n| Box::pin(n.notified())).collect();
+            for w in &mut woken {
+                w.as_mut().enable();
+            }
+            let now_ms = self.clock.now_ms();
+            let mut earliest: Option<i64> = None;
+            let pop = PopCommand {
+                group: req.group.clone(),
+                topic: req.topic.clone(),
+                queues,
+                max: req.max_messages,
+                invisible_ms: duration_ms(req.invisible),
+                filter: filter.clone(),
+                fifo: req.fifo,
+                max_attempts: req.max_attempts.max(1),
+                now_ms,
+            };
+            let mut more_to_scan = false;
+            for shard in shards {
+                let (command, waiting) = plan_receive(shard, probe, &pop, now_ms);
+                match waiting {
+                    Waiting::No => {}
+                    Waiting::Until(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+                    Waiting::MoreToScan => more_to_scan = true,
+                }
+                let Some(command) = command else { continue };
+                if probe_only {
+                    return Ok(Received::Deliverable);
+                }
+                let _consuming = shard.fairness.consume(req.max_messages as usize);
+                match shard.write(command).await? {
+                    CommandResponse::Popped {
+                        delivery_id,
+                        messages,
+                    } if !messages.is_empty() => {
+                        // Pass the wake on: another receiver of the group may find more (see
+                        // `TopicWakeups`).
+                        for notify in &notifies {
+                            notify.notify_one();
+                        }
+                        return read_deliveries(shard, req, delivery_id, messages)
+                            .map(Received::Delivered);
+                    }
+                    // Nothing delivered (the state moved on, or the receive only parked or
+                    // dead-lettered): look again right away.
+                    CommandResponse::Popped { .. } => more_to_scan = true,
+                    other => return Err(unexpected("pop", &other)),
+                }
+            }
+            if more_to_scan && Instant::now() < deadline {
+                // A long backlog is searched in slices, yielding between them, so one receive
+                // never holds the state for long.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Received::Nothing);
+            }
+            let wake_at = earliest.map_or(deadline, |at| {
+                let ms = u64::try_from(at.saturating_sub(self.clock.now_ms())).unwrap_or(0);
+                deadline.min(now + Duration::from_millis(ms))
+            });
+            tokio::select! {
+                _ = futures::future::select_all(woken) => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = self.cancel.cancelled() => return Err(StoreError::Unavailable("store is shutting down".into())),
+            }
+        }
+    }
+
     fn shard(&self, id: ShardId) -> Result<&LocalShard, StoreError> {
         self.shards.get(&id).ok_or_else(|| {
             StoreError::Invalid(format!("shard {id} is not held by this store node"))
         })
     }
 
-    /// Shards in the order this receive should ask them.
-    fn shards_in_turn(&self) -> Vec<&Arc<Shard>> {
-        let mut shards: Vec<&Arc<Shard>> = self.shards.values().map(|l| &l.shard).collect();
+    /// Shards in the order this receive should ask them: all of them, or in a replicated store
+    /// those this node leads (a follower's writes fail; `NotLeader` when it leads none).
+    fn shards_in_turn(&self) -> Result<Vec<&Arc<Shard>>, StoreError> {
+        let mut shards: Vec<&Arc<Shard>> = self
+            .shards
+            .values()
+            .map(|l| &l.shard)
+            .filter(|s| !self.replicated || s.raft.is_leader())
+            .collect();
+        if shards.is_empty()
+            && let Some((&shard, local)) = self.shards.iter().next()
+        {
+            return Err(StoreError::NotLeader {
+                shard,
+                leader: local.shard.raft.metrics().borrow_watched().current_leader,
+            });
+        }
         let turn = self.pop_turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
         shards.rotate_left(turn);
-        shards
+        Ok(shards)
     }
 }
 
@@ -443,6 +597,15 @@ async fn raise_apply_version(shard: &Shard) -> Result<(), StoreOpenError> {
 /// Index entries one slice of a receive's search examines, per shard (the state's read lock is
 /// held for one slice).
 const SCAN_SLICE: u64 = 262_144;
+
+/// How a receive loop ended.
+pub(crate) enum Received {
+    Delivered(Vec<Delivery>),
+    /// Something can be delivered (the loop only looked).
+    Deliverable,
+    /// The wait ended with nothing to deliver.
+    Nothing,
+}
 
 /// Whether a receive that delivered nothing now should wait.
 enum Waiting {
@@ -642,100 +805,8 @@ impl StoreApi for Store {
     }
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
-        if req.max_messages == 0 || req.max_messages > vela_proto::domain::MAX_RECEIVE_BATCH {
-            return Err(StoreError::Invalid(format!(
-                "receive of {} messages is outside 1..={}",
-                req.max_messages,
-                vela_proto::domain::MAX_RECEIVE_BATCH
-            )));
-        }
-        let filter = TagSubscription::from(&req.filter);
-        let queues = match req.queues {
-            QueueSelector::All => QueueChoice::All,
-            QueueSelector::One(q) => QueueChoice::One(q),
-        };
-        let probe = PopProbe {
-            group: &req.group,
-            topic: &req.topic,
-            queues,
-            filter: &filter,
-            fifo: req.fifo,
-        };
-        // Bounded so a huge wait from a remote caller cannot overflow the clock.
-        let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
-        let shards = self.shards_in_turn();
-        loop {
-            // Register for wakeups before looking, so an append in between is not missed.
-            let notifies: Vec<Arc<Notify>> = shards
-                .iter()
-                .map(|s| s.shared.wakeups.subscribe(&req.topic, &req.group))
-                .collect();
-            let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
-                notifies.iter().map(|n| Box::pin(n.notified())).collect();
-            for w in &mut woken {
-                w.as_mut().enable();
-            }
-            let now_ms = self.clock.now_ms();
-            let mut earliest: Option<i64> = None;
-            let pop = PopCommand {
-                group: req.group.clone(),
-                topic: req.topic.clone(),
-                queues,
-                max: req.max_messages,
-                invisible_ms: duration_ms(req.invisible),
-                filter: filter.clone(),
-                fifo: req.fifo,
-                max_attempts: req.max_attempts.max(1),
-                now_ms,
-            };
-            let mut more_to_scan = false;
-            for shard in &shards {
-                let (command, waiting) = plan_receive(shard, probe, &pop, now_ms);
-                match waiting {
-                    Waiting::No => {}
-                    Waiting::Until(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
-                    Waiting::MoreToScan => more_to_scan = true,
-                }
-                let Some(command) = command else { continue };
-                let _consuming = shard.fairness.consume(req.max_messages as usize);
-                match shard.write(command).await? {
-                    CommandResponse::Popped {
-                        delivery_id,
-                        messages,
-                    } if !messages.is_empty() => {
-                        // Pass the wake on: another receiver of the group may find more (see
-                        // `TopicWakeups`).
-                        for notify in &notifies {
-                            notify.notify_one();
-                        }
-                        return read_deliveries(shard, &req, delivery_id, messages);
-                    }
-                    // Nothing delivered (the state moved on, or the receive only parked or
-                    // dead-lettered): look again right away.
-                    CommandResponse::Popped { .. } => more_to_scan = true,
-                    other => return Err(unexpected("pop", &other)),
-                }
-            }
-            if more_to_scan && Instant::now() < deadline {
-                // A long backlog is searched in slices, yielding between them, so one receive
-                // never holds the state for long.
-                tokio::task::yield_now().await;
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(Vec::new());
-            }
-            let wake_at = earliest.map_or(deadline, |at| {
-                let ms = u64::try_from(at.saturating_sub(self.clock.now_ms())).unwrap_or(0);
-                deadline.min(now + Duration::from_millis(ms))
-            });
-            tokio::select! {
-                _ = futures::future::select_all(woken) => {}
-                _ = tokio::time::sleep_until(wake_at) => {}
-                _ = self.cancel.cancelled() => return Err(StoreError::Unavailable("store is shutting down".into())),
-            }
-        }
+        let shards = self.shards_in_turn()?;
+        self.pop_from(&shards, req).await
     }
 
     async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
@@ -865,6 +936,8 @@ impl StoreApi for Store {
         .await
     }
 }
+
+mod scoped;
 
 #[cfg(test)]
 mod power_loss;

@@ -53,10 +53,14 @@ struct Cluster {
 /// The running nodes, shared with the client tasks of a test.
 type Nodes = Arc<parking_lot::Mutex<BTreeMap<NodeId, Arc<Store>>>>;
 
+/// Shards every node holds a replica of.
+const SHARDS: [ShardId; 2] = [0, 1];
+
 fn node_config(id: NodeId) -> StoreConfig {
     StoreConfig {
         node_id: id,
         data_dir: format!("/data/store-{id}").into(),
+        shards: SHARDS.to_vec(),
         ..StoreConfig::default()
     }
 }
@@ -140,9 +144,12 @@ impl Cluster {
                     .expect("the node's port is free again");
                 let (stop, stopped) = oneshot::channel::<()>();
                 let service = server.service();
+                // One port per node carries Raft and the store service, as in a deployment.
+                let store_service = crate::service::StoreService::server(store.clone());
                 let task = tokio::spawn(async move {
                     tonic::transport::Server::builder()
                         .add_service(service)
+                        .add_service(store_service)
                         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                             stopped.await.ok();
                         })
@@ -165,6 +172,22 @@ impl Cluster {
             served.stop.send(()).ok();
             served.task.await.expect("raft service stops");
         }
+    }
+
+    /// A proxy's view of the cluster: `StoreApi` over gRPC to whichever node leads a shard.
+    fn remote_store(&self) -> Arc<vela_proto::store_client::RemoteStore> {
+        let map = vela_proto::store_client::ClusterMap {
+            stores: self
+                .addrs
+                .iter()
+                .map(|(id, addr)| (*id, addr.to_string()))
+                .collect(),
+            shards: SHARDS
+                .iter()
+                .map(|&s| (s, self.voters.iter().copied().collect()))
+                .collect(),
+        };
+        Arc::new(vela_proto::store_client::RemoteStore::new(map).expect("a valid cluster map"))
     }
 
     fn node(&self, id: NodeId) -> Arc<Store> {

@@ -1,7 +1,8 @@
-//! Fault schedules over a replicated shard under a bounded concurrent load, checked by an oracle
-//! of what was acknowledged. A producer sends numbered messages to whichever node the cluster
-//! names leader (retrying through leader changes: a retried send may be stored twice); a
-//! consumer receives and acks the same way. Meanwhile the schedule, drawn from the seed, cuts the
+//! Fault schedules over replicated shards under a bounded concurrent load, checked by an oracle
+//! of what was acknowledged. A producer sends numbered messages and a consumer receives and acks
+//! them, either straight on the node the cluster names leader (in process) or, over gRPC,
+//! through a proxy's `RemoteStore`, which finds each shard's leader itself and covers both
+//! shards (retrying through leader changes: a retried send may be stored twice). Meanwhile the schedule, drawn from the seed, cuts the
 //! power of one node or of all at once (their disks drop every unsynced write), restarts them,
 //! partitions the leader from the others, and sets message loss and delay. Afterwards the
 //! network heals, every node runs, in-flight deliveries expire, and the rest is drained. The
@@ -43,18 +44,48 @@ struct Oracle {
     violations: Vec<String>,
 }
 
-/// The store that the running nodes agree leads shard 0, if they agree now.
-fn leader_store(nodes: &Nodes) -> Option<Arc<Store>> {
-    let leader = agreed_leader(nodes)?;
-    nodes.lock().get(&leader).cloned()
+/// How the test's clients reach the store.
+#[derive(Clone)]
+enum Clients {
+    /// Straight to the node the running nodes agree leads shard 0 (sends go to shard 0).
+    Leader(Nodes),
+    /// Through a proxy's `RemoteStore` over gRPC, which finds leaders itself (sends alternate
+    /// between the shards; receives cover both).
+    Remote(Arc<vela_proto::store_client::RemoteStore>),
+}
+
+impl Clients {
+    fn store(&self) -> Option<Arc<dyn StoreApi>> {
+        match self {
+            Clients::Leader(nodes) => {
+                let leader = agreed_leader(nodes)?;
+                let store: Arc<dyn StoreApi> = nodes.lock().get(&leader)?.clone();
+                Some(store)
+            }
+            Clients::Remote(remote) => Some(remote.clone()),
+        }
+    }
+
+    /// The shard (and its queue) send number `i` goes to.
+    fn shard_of(&self, i: usize) -> ShardId {
+        match self {
+            Clients::Leader(_) => 0,
+            Clients::Remote(_) => SHARDS[i % SHARDS.len()],
+        }
+    }
 }
 
 /// Sends `body` until a node acknowledges it or `attempts` run out.
-async fn send(nodes: &Nodes, body: &str, attempts: u32) -> bool {
+async fn send(clients: &Clients, i: usize, body: &str, attempts: u32) -> bool {
+    let shard = clients.shard_of(i);
     for _ in 0..attempts {
-        if let Some(store) = leader_store(nodes) {
-            let sent = tokio::time::timeout(ATTEMPT, store.append(append(vec![message(body)])));
-            if let Ok(Ok(_)) = sent.await {
+        if let Some(store) = clients.store() {
+            let req = AppendRequest {
+                shard,
+                queue_id: shard,
+                ..append(vec![message(body)])
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(ATTEMPT, store.append(req)).await {
                 return true;
             }
         }
@@ -63,9 +94,9 @@ async fn send(nodes: &Nodes, body: &str, attempts: u32) -> bool {
     false
 }
 
-/// One receive on the leader, acking what came; returns how many messages came.
-async fn receive_once(nodes: &Nodes, oracle: &parking_lot::Mutex<Oracle>) -> usize {
-    let Some(store) = leader_store(nodes) else {
+/// One receive, acking what came; returns how many messages came.
+async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<Oracle>) -> usize {
+    let Some(store) = clients.store() else {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return 0;
     };
@@ -103,12 +134,16 @@ async fn schedule(seed: u64, transport: Transport) {
     let (clock, shared) = manual_clock();
     let mut cluster = Cluster::start_on(transport, &[1, 2, 3], seed, shared).await;
     cluster.leader().await;
+    let clients = match transport {
+        Transport::InProcess => Clients::Leader(cluster.nodes.clone()),
+        Transport::Grpc => Clients::Remote(cluster.remote_store()),
+    };
     let oracle = Arc::new(parking_lot::Mutex::new(Oracle::default()));
     let stop = Arc::new(AtomicBool::new(false));
 
     let producing = Arc::new(AtomicBool::new(true));
     let producer = {
-        let (nodes, oracle, producing) = (cluster.nodes.clone(), oracle.clone(), producing.clone());
+        let (clients, oracle, producing) = (clients.clone(), oracle.clone(), producing.clone());
         tokio::spawn(async move {
             for i in 0..MAX_SENDS {
                 if !producing.load(Ordering::SeqCst) {
@@ -116,7 +151,7 @@ async fn schedule(seed: u64, transport: Transport) {
                 }
                 let body = format!("s{seed}-{i:03}");
                 oracle.lock().attempted.insert(body.clone());
-                if send(&nodes, &body, 100).await {
+                if send(&clients, i, &body, 100).await {
                     oracle.lock().sent.insert(body);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -124,10 +159,10 @@ async fn schedule(seed: u64, transport: Transport) {
         })
     };
     let consumer = {
-        let (nodes, oracle, stop) = (cluster.nodes.clone(), oracle.clone(), stop.clone());
+        let (clients, oracle, stop) = (clients.clone(), oracle.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                receive_once(&nodes, &oracle).await;
+                receive_once(&clients, &oracle).await;
             }
         })
     };
@@ -213,7 +248,7 @@ async fn schedule(seed: u64, transport: Transport) {
     let mut rounds = 0;
     while empty < 5 && rounds < 400 {
         rounds += 1;
-        empty = if receive_once(&cluster.nodes, &oracle).await == 0 {
+        empty = if receive_once(&clients, &oracle).await == 0 {
             empty + 1
         } else {
             0
@@ -265,6 +300,10 @@ fn acknowledged_sends_and_acks_survive_fault_schedules() {
 }
 
 #[test]
-fn acknowledged_sends_and_acks_survive_fault_schedules_over_grpc() {
-    sweep("replicated fault schedule over gRPC", 2, Transport::Grpc);
+fn acknowledged_sends_and_acks_survive_fault_schedules_over_grpc_through_remote_store() {
+    sweep(
+        "replicated fault schedule over gRPC, clients through RemoteStore",
+        2,
+        Transport::Grpc,
+    );
 }

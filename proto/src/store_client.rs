@@ -1,0 +1,406 @@
+//! [`RemoteStore`]: `StoreApi` over gRPC for a cluster's proxies. It knows which store nodes hold
+//! each shard (a [`ClusterMap`]) and sends every call to the shard's leader: the one it last saw
+//! answer, else the one a `NotLeader` reply named, else the replicas in turn. Leader changes,
+//! refused connections and timeouts are retried within a bounded time; everything else is
+//! returned as the store node answered it.
+//!
+//! A receive covers the topic's shards one at a time: it takes what the first shard (in turn)
+//! holds; when no shard has anything it waits on all of them at once without taking anything
+//! (`AwaitDeliverable`) and receives from the first that has something, so no message is taken
+//! for a receive that ended elsewhere.
+//!
+//! Retried sends: a send whose reply was lost may have been stored; retrying it can store the
+//! message twice (deduplication by client and message id is the proxy's job, not built yet).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::domain::{GroupName, QueueStats, ShardId, TopicName};
+use crate::pb::store as pb;
+use crate::pb::store::store_client::StoreClient;
+use crate::receipt::ReceiptTicket;
+use crate::store_api::{
+    AppendOutcome, AppendRequest, Delivery, PopRequest, StoreApi, StoreError, TransactionResolution,
+};
+use crate::store_wire::*;
+
+/// Which store nodes hold which shards.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterMap {
+    /// Store node id → address of its store service (`host:port`).
+    pub stores: BTreeMap<u64, String>,
+    /// Shard → the store nodes holding a replica of it.
+    pub shards: BTreeMap<ShardId, Vec<u64>>,
+}
+
+/// How long a call keeps retrying through leader changes and unreachable nodes.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+/// How long one shard of a receive is retried before the receive moves on without it.
+const RECEIVE_RETRY_FOR: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Largest reply accepted from a store node (a receive of 32 messages of up to 4 MiB each).
+const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+
+/// `StoreApi` over gRPC, routing each call to the shard's leader.
+pub struct RemoteStore {
+    map: ClusterMap,
+    clients: BTreeMap<u64, StoreClient<Channel>>,
+    /// The node last seen leading each shard.
+    leaders: Mutex<HashMap<ShardId, u64>>,
+    /// Which shard a receive asks first, so shards are served in turn.
+    turn: AtomicUsize,
+}
+
+impl std::fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteStore")
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteStore {
+    /// A client of the cluster `map` (connections are made on first use). Fails on an address
+    /// that is not `host:port` or a shard whose replicas are unknown nodes.
+    pub fn new(map: ClusterMap) -> Result<Self, String> {
+        if map.shards.is_empty() {
+            return Err("the cluster map has no shards".into());
+        }
+        for (shard, replicas) in &map.shards {
+            if replicas.is_empty() {
+                return Err(format!("shard {shard} has no replicas"));
+            }
+            if let Some(node) = replicas.iter().find(|n| !map.stores.contains_key(n)) {
+                return Err(format!(
+                    "shard {shard} names store node {node}, which has no address"
+                ));
+            }
+        }
+        let mut clients = BTreeMap::new();
+        for (&node, addr) in &map.stores {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| format!("store node {node} address {addr:?}: {e}"))?
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+            let client = StoreClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(MAX_REPLY_BYTES)
+                .max_encoding_message_size(MAX_REPLY_BYTES);
+            clients.insert(node, client);
+        }
+        Ok(RemoteStore {
+            map,
+            clients,
+            leaders: Mutex::new(HashMap::new()),
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    /// The shards of the cluster, starting with the one whose turn it is.
+    fn shards_in_turn(&self) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
+        shards.rotate_left(turn);
+        shards
+    }
+
+    /// Runs `call` against the leader of `shard`, following leader hints and retrying
+    /// retryable failures for up to `retry_for`.
+    async fn on_shard<T, F, Fut>(
+        &self,
+        shard: ShardId,
+        retry_for: Duration,
+        call: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(StoreClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let replicas =
+            self.map.shards.get(&shard).ok_or_else(|| {
+                StoreError::Invalid(format!("shard {shard} is not in the cluster"))
+            })?;
+        let deadline = Instant::now() + retry_for;
+        let mut backoff = FIRST_BACKOFF;
+        let mut next = 0usize;
+        loop {
+            let known = self.leaders.lock().get(&shard).copied();
+            let node = known.unwrap_or(replicas[next % replicas.len()]);
+            let client = self.clients[&node].clone();
+            let err = match call(client).await {
+                Ok(reply) => {
+                    self.leaders.lock().insert(shard, node);
+                    return Ok(reply.into_inner());
+                }
+                Err(status) => status_to_error(&status),
+            };
+            match &err {
+                StoreError::NotLeader {
+                    leader: Some(leader),
+                    ..
+                } if *leader != node && replicas.contains(leader) => {
+                    // Follow the hint at once.
+                    self.leaders.lock().insert(shard, *leader);
+                    continue;
+                }
+                StoreError::NotLeader { .. } | StoreError::Unavailable(_) => {
+                    self.leaders.lock().remove(&shard);
+                    next += 1;
+                }
+                _ => return Err(err),
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One receive from `shard`, waiting up to `req.wait` there.
+    async fn pop_on(&self, shard: ShardId, req: &PopRequest) -> Result<Vec<Delivery>, StoreError> {
+        let mut wire = pop_to_wire(req);
+        wire.shard = shard;
+        let reply = self
+            .on_shard(shard, RECEIVE_RETRY_FOR, |mut c| {
+                let wire = wire.clone();
+                async move { c.pop(wire).await }
+            })
+            .await?;
+        reply
+            .deliveries
+            .into_iter()
+            .map(|d| delivery_from_wire(d).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Whether `shard` has something for `req` within `wait`.
+    async fn await_on(
+        &self,
+        shard: ShardId,
+        req: &PopRequest,
+        wait: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut wire = pop_to_wire(req);
+        wire.shard = shard;
+        wire.wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let reply = self
+            .on_shard(shard, RECEIVE_RETRY_FOR, |mut c| {
+                let wire = wire.clone();
+                async move { c.await_deliverable(wire).await }
+            })
+            .await?;
+        Ok(reply.deliverable)
+    }
+}
+
+#[async_trait]
+impl StoreApi for RemoteStore {
+    async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
+        let wire = append_to_wire(&req);
+        let reply = self
+            .on_shard(req.shard, RETRY_FOR, |mut c| {
+                let wire = wire.clone();
+                async move { c.append(wire).await }
+            })
+            .await?;
+        Ok(reply.outcomes.into_iter().map(outcome_from_wire).collect())
+    }
+
+    async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
+        let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
+        let now_only = PopRequest {
+            wait: Duration::ZERO,
+            ..req.clone()
+        };
+        let mut first: Option<ShardId> = None;
+        loop {
+            // Take what the first shard (in turn, or the one that said it has something) holds.
+            let mut order = self.shards_in_turn();
+            if let Some(s) = first.take() {
+                order.retain(|&o| o != s);
+                order.insert(0, s);
+            }
+            let mut failure = None;
+            let mut answered = 0;
+            for &shard in &order {
+                match self.pop_on(shard, &now_only).await {
+                    Ok(deliveries) if !deliveries.is_empty() => return Ok(deliveries),
+                    Ok(_) => answered += 1,
+                    Err(err) if err.is_retryable() => {
+                        failure.get_or_insert(err);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            if answered == 0
+                && let Some(err) = failure
+            {
+                return Err(err);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            // Wait on every shard at once; receive from the first that has something.
+            let waits = order.iter().map(|&shard| {
+                let req = &req;
+                Box::pin(async move { (shard, self.await_on(shard, req, left).await) })
+            });
+            let mut pending: Vec<_> = waits.collect();
+            let mut ready = None;
+            while !pending.is_empty() {
+                let ((shard, result), _, rest) = futures::future::select_all(pending).await;
+                pending = rest;
+                match result {
+                    Ok(true) => {
+                        ready = Some(shard);
+                        break;
+                    }
+                    Ok(false) => {}
+                    // A shard that cannot be reached now is looked at again next round.
+                    Err(_) => {}
+                }
+            }
+            match ready {
+                Some(shard) => first = Some(shard),
+                None if Instant::now() >= deadline => return Ok(Vec::new()),
+                // Every wait failed early (leaders moving): pause before the next round.
+                None => tokio::time::sleep(FIRST_BACKOFF.min(left)).await,
+            }
+        }
+    }
+
+    async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
+        let wire = pb::TicketRequest {
+            ticket: Some(ticket_to_wire(ticket)),
+        };
+        self.on_shard(ticket.shard, RETRY_FOR, |mut c| {
+            let wire = wire.clone();
+            async move { c.ack(wire).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn change_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let wire = pb::ChangeInvisibleRequest {
+            ticket: Some(ticket_to_wire(ticket)),
+            invisible_ms: u64::try_from(invisible.as_millis()).unwrap_or(u64::MAX),
+        };
+        let reply = self
+            .on_shard(ticket.shard, RETRY_FOR, |mut c| {
+                let wire = wire.clone();
+                async move { c.change_invisible(wire).await }
+            })
+            .await?;
+        Ok(ticket_from_wire(Some(reply))?)
+    }
+
+    async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
+        let wire = pb::TicketRequest {
+            ticket: Some(ticket_to_wire(ticket)),
+        };
+        self.on_shard(ticket.shard, RETRY_FOR, |mut c| {
+            let wire = wire.clone();
+            async move { c.dead_letter(wire).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn end_transaction(
+        &self,
+        topic: &TopicName,
+        transaction_id: &str,
+        resolution: TransactionResolution,
+    ) -> Result<(), StoreError> {
+        // Transaction ids start with the shard that holds the half message.
+        let shard: ShardId = transaction_id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .filter(|s| self.map.shards.contains_key(s))
+            .ok_or_else(|| StoreError::TransactionNotFound(transaction_id.to_owned()))?;
+        let wire = pb::EndTransactionRequest {
+            topic: topic.as_str().to_owned(),
+            transaction_id: transaction_id.to_owned(),
+            resolution: resolution_to_wire(resolution) as i32,
+        };
+        self.on_shard(shard, RETRY_FOR, |mut c| {
+            let wire = wire.clone();
+            async move { c.end_transaction(wire).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn queue_stats(
+        &self,
+        topic: &TopicName,
+        group: Option<&GroupName>,
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let mut stats = Vec::new();
+        for &shard in self.map.shards.keys() {
+            let wire = pb::QueueStatsRequest {
+                topic: topic.as_str().to_owned(),
+                group: group.map(|g| g.as_str().to_owned()),
+                shard,
+            };
+            let reply = self
+                .on_shard(shard, RETRY_FOR, |mut c| {
+                    let wire = wire.clone();
+                    async move { c.queue_stats(wire).await }
+                })
+                .await?;
+            for s in reply.queues {
+                stats.push(stats_from_wire(s)?);
+            }
+        }
+        stats.sort_by_key(|s| s.queue_id);
+        Ok(stats)
+    }
+
+    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError> {
+        for &shard in self.map.shards.keys() {
+            let wire = pb::DropTopicRequest {
+                topic: topic.as_str().to_owned(),
+                shard,
+            };
+            self.on_shard(shard, RETRY_FOR, |mut c| {
+                let wire = wire.clone();
+                async move { c.drop_topic(wire).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError> {
+        for &shard in self.map.shards.keys() {
+            let wire = pb::DropGroupRequest {
+                group: group.as_str().to_owned(),
+                shard,
+            };
+            self.on_shard(shard, RETRY_FOR, |mut c| {
+                let wire = wire.clone();
+                async move { c.drop_group(wire).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! `StoreApi` values on the wire (`vela.store.v1`): conversions between the domain types and the
+//! generated messages, and between `StoreError` and a gRPC status (its details carry a
+//! `StoreFailure`, so the caller gets the same error back, leader hint included). Incoming
+//! messages are validated here, once: names, enum values, bounds.
+
+use std::time::Duration;
+
+use prost::Message as _;
+use tonic::{Code, Status};
+
+use crate::domain::{
+    GroupName, GroupQueueStats, MessageKind, MessageRecord, QueueStats, TagFilter, TopicName,
+};
+use crate::pb::store as pb;
+use crate::receipt::ReceiptTicket;
+use crate::store_api::{
+    AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, StoreError,
+    TransactionResolution,
+};
+
+/// Why a wire message is not a valid domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(pub String);
+
+impl From<WireError> for Status {
+    fn from(e: WireError) -> Self {
+        Status::invalid_argument(e.0)
+    }
+}
+
+impl From<WireError> for StoreError {
+    fn from(e: WireError) -> Self {
+        StoreError::Internal(format!("a store node sent an invalid reply: {}", e.0))
+    }
+}
+
+fn topic(name: &str) -> Result<TopicName, WireError> {
+    TopicName::new(name).map_err(|e| WireError(e.to_string()))
+}
+
+fn group(name: &str) -> Result<GroupName, WireError> {
+    GroupName::new(name).map_err(|e| WireError(e.to_string()))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn kind_to_wire(kind: MessageKind) -> pb::MessageKind {
+    match kind {
+        MessageKind::Normal => pb::MessageKind::Normal,
+        MessageKind::Fifo => pb::MessageKind::Fifo,
+        MessageKind::Delay => pb::MessageKind::Delay,
+        MessageKind::Transaction => pb::MessageKind::Transaction,
+    }
+}
+
+fn kind_from_wire(kind: i32) -> Result<MessageKind, WireError> {
+    match pb::MessageKind::try_from(kind) {
+        Ok(pb::MessageKind::Normal) => Ok(MessageKind::Normal),
+        Ok(pb::MessageKind::Fifo) => Ok(MessageKind::Fifo),
+        Ok(pb::MessageKind::Delay) => Ok(MessageKind::Delay),
+        Ok(pb::MessageKind::Transaction) => Ok(MessageKind::Transaction),
+        _ => Err(WireError(format!("unknown message kind {kind}"))),
+    }
+}
+
+pub fn message_to_wire(m: &MessageRecord) -> pb::Message {
+    pb::Message {
+        message_id: m.message_id.clone(),
+        topic: m.topic.as_str().to_owned(),
+        kind: kind_to_wire(m.kind) as i32,
+        tag: m.tag.clone(),
+        keys: m.keys.clone(),
+        message_group: m.message_group.clone(),
+        delivery_timestamp_ms: m.delivery_timestamp_ms,
+        born_timestamp_ms: m.born_timestamp_ms,
+        born_host: m.born_host.clone(),
+        trace_context: m.trace_context.clone(),
+        properties: m
+            .properties
+            .iter()
+            .map(|(key, value)| pb::Property {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        body: m.body.clone(),
+    }
+}
+
+pub fn message_from_wire(m: pb::Message) -> Result<MessageRecord, WireError> {
+    Ok(MessageRecord {
+        topic: topic(&m.topic)?,
+        kind: kind_from_wire(m.kind)?,
+        message_id: m.message_id,
+        tag: m.tag,
+        keys: m.keys,
+        message_group: m.message_group,
+        delivery_timestamp_ms: m.delivery_timestamp_ms,
+        born_timestamp_ms: m.born_timestamp_ms,
+        born_host: m.born_host,
+        trace_context: m.trace_context,
+        properties: m.properties.into_iter().map(|p| (p.key, p.value)).collect(),
+        body: m.body,
+    })
+}
+
+pub fn append_to_wire(req: &AppendRequest) -> pb::AppendRequest {
+    pb::AppendRequest {
+        topic: req.topic.as_str().to_owned(),
+        queue_id: req.queue_id,
+        shard: req.shard,
+        messages: req.messages.iter().map(message_to_wire).collect(),
+    }
+}
+
+pub fn append_from_wire(req: pb::AppendRequest) -> Result<AppendRequest, WireError> {
+    Ok(AppendRequest {
+        topic: topic(&req.topic)?,
+        queue_id: req.queue_id,
+        shard: req.shard,
+        messages: req
+            .messages
+            .into_iter()
+            .map(message_from_wire)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+pub fn outcome_to_wire(o: &AppendOutcome) -> pb::AppendOutcome {
+    pb::AppendOutcome {
+        offset: o.offset,
+        transaction_id: o.transaction_id.clone(),
+    }
+}
+
+pub fn outcome_from_wire(o: pb::AppendOutcome) -> AppendOutcome {
+    AppendOutcome {
+        offset: o.offset,
+        transaction_id: o.transaction_id,
+    }
+}
+
+pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
+    pb::PopRequest {
+        group: req.group.as_str().to_owned(),
+        topic: req.topic.as_str().to_owned(),
+        queue_id: match req.queues {
+            QueueSelector::All => None,
+            QueueSelector::One(q) => Some(q),
+        },
+        max_messages: req.max_messages,
+        invisible_ms: millis(req.invisible),
+        tags: match &req.filter {
+            TagFilter::All => Vec::new(),
+            TagFilter::Tags(tags) => tags.clone(),
+        },
+        fifo: req.fifo,
+        max_attempts: req.max_attempts,
+        wait_ms: millis(req.wait),
+        shard: 0,
+    }
+}
+
+pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
+    if req.max_messages == 0 || req.max_messages > crate::domain::MAX_RECEIVE_BATCH {
+        return Err(WireError(format!(
+            "receive of {} messages is outside 1..={}",
+            req.max_messages,
+            crate::domain::MAX_RECEIVE_BATCH
+        )));
+    }
+    if req.tags.iter().any(|t| t.is_empty()) {
+        return Err(WireError("a tag filter holds an empty tag".into()));
+    }
+    Ok(PopRequest {
+        group: group(&req.group)?,
+        topic: topic(&req.topic)?,
+        queues: req.queue_id.map_or(QueueSelector::All, QueueSelector::One),
+        max_messages: req.max_messages,
+        invisible: Duration::from_millis(req.invisible_ms),
+        filter: if req.tags.is_empty() {
+            TagFilter::All
+        } else {
+            TagFilter::Tags(req.tags)
+        },
+        fifo: req.fifo,
+        max_attempts: req.max_attempts,
+        wait: Duration::from_millis(req.wait_ms),
+    })
+}
+
+pub fn ticket_to_wire(t: &ReceiptTicket) -> pb::Ticket {
+    pb::Ticket {
+        shard: t.shard,
+        group: t.group.as_str().to_owned(),
+        topic: t.topic.as_str().to_owned(),
+        queue_id: t.queue_id,
+        offset: t.offset,
+        delivery_id: t.delivery_id,
+        visible_at_ms: t.visible_at_ms,
+    }
+}
+
+pub fn ticket_from_wire(t: Option<pb::Ticket>) -> Result<ReceiptTicket, WireError> {
+    let t = t.ok_or_else(|| WireError("missing ticket".into()))?;
+    Ok(ReceiptTicket {
+        shard: t.shard,
+        group: group(&t.group)?,
+        topic: topic(&t.topic)?,
+        queue_id: t.queue_id,
+        offset: t.offset,
+        delivery_id: t.delivery_id,
+        visible_at_ms: t.visible_at_ms,
+    })
+}
+
+pub fn delivery_to_wire(d: &Delivery) -> pb::Delivery {
+    pb::Delivery {
+        topic: d.topic.as_str().to_owned(),
+        queue_id: d.queue_id,
+        offset: d.offset,
+        store_timestamp_ms: d.store_timestamp_ms,
+        attempt: d.attempt,
+        invisible_ms: millis(d.invisible),
+        ticket: Some(ticket_to_wire(&d.ticket)),
+        message: Some(message_to_wire(&d.message)),
+    }
+}
+
+pub fn delivery_from_wire(d: pb::Delivery) -> Result<Delivery, WireError> {
+    Ok(Delivery {
+        topic: topic(&d.topic)?,
+        queue_id: d.queue_id,
+        offset: d.offset,
+        store_timestamp_ms: d.store_timestamp_ms,
+        attempt: d.attempt,
+        invisible: Duration::from_millis(d.invisible_ms),
+        ticket: ticket_from_wire(d.ticket)?,
+        message: message_from_wire(
+            d.message
+                .ok_or_else(|| WireError("delivery without a message".into()))?,
+        )?,
+    })
+}
+
+pub fn resolution_to_wire(r: TransactionResolution) -> pb::Resolution {
+    match r {
+        TransactionResolution::Commit => pb::Resolution::Commit,
+        TransactionResolution::Rollback => pb::Resolution::Rollback,
+    }
+}
+
+pub fn resolution_from_wire(r: i32) -> Result<TransactionResolution, WireError> {
+    match pb::Resolution::try_from(r) {
+        Ok(pb::Resolution::Commit) => Ok(TransactionResolution::Commit),
+        Ok(pb::Resolution::Rollback) => Ok(TransactionResolution::Rollback),
+        _ => Err(WireError(format!("unknown transaction resolution {r}"))),
+    }
+}
+
+pub fn stats_to_wire(s: &QueueStats) -> pb::QueueStats {
+    pb::QueueStats {
+        topic: s.topic.as_str().to_owned(),
+        queue_id: s.queue_id,
+        min_offset: s.min_offset,
+        max_offset: s.max_offset,
+        groups: s
+            .groups
+            .iter()
+            .map(|g| pb::GroupQueueStats {
+                group: g.group.as_str().to_owned(),
+                topic: g.topic.as_str().to_owned(),
+                queue_id: g.queue_id,
+                consumer_offset: g.consumer_offset,
+                inflight: g.inflight,
+                backlog: g.backlog,
+            })
+            .collect(),
+    }
+}
+
+pub fn stats_from_wire(s: pb::QueueStats) -> Result<QueueStats, WireError> {
+    Ok(QueueStats {
+        topic: topic(&s.topic)?,
+        queue_id: s.queue_id,
+        min_offset: s.min_offset,
+        max_offset: s.max_offset,
+        groups: s
+            .groups
+            .into_iter()
+            .map(|g| {
+                Ok(GroupQueueStats {
+                    group: group(&g.group)?,
+                    topic: topic(&g.topic)?,
+                    queue_id: g.queue_id,
+                    consumer_offset: g.consumer_offset,
+                    inflight: g.inflight,
+                    backlog: g.backlog,
+                })
+            })
+            .collect::<Result<_, WireError>>()?,
+    })
+}
+
+pub fn topic_from_wire(name: &str) -> Result<TopicName, WireError> {
+    topic(name)
+}
+
+pub fn group_from_wire(name: &str) -> Result<GroupName, WireError> {
+    group(name)
+}
+
+/// The status a store node answers a failed call with.
+pub fn error_to_status(err: &StoreError) -> Status {
+    use pb::store_failure::Kind;
+    let mut failure = pb::StoreFailure {
+        message: err.to_string(),
+        ..Default::default()
+    };
+    let (code, kind) = match err {
+        StoreError::StaleReceipt(_) => (Code::FailedPrecondition, Kind::StaleReceipt),
+        StoreError::TransactionNotFound(id) => {
+            failure.topic = id.clone();
+            (Code::NotFound, Kind::TransactionNotFound)
+        }
+        StoreError::QueueNotFound { topic, queue_id } => {
+            failure.topic = topic.as_str().to_owned();
+            failure.queue_id = *queue_id;
+            (Code::NotFound, Kind::QueueNotFound)
+        }
+        StoreError::NotLeader { shard, leader } => {
+            failure.shard = *shard;
+            failure.leader = *leader;
+            (Code::Unavailable, Kind::NotLeader)
+        }
+        StoreError::Unavailable(_) => (Code::Unavailable, Kind::Unavailable),
+        StoreError::Invalid(_) => (Code::InvalidArgument, Kind::Invalid),
+        StoreError::Internal(_) => (Code::Internal, Kind::Internal),
+    };
+    failure.kind = kind as i32;
+    Status::with_details(code, err.to_string(), failure.encode_to_vec().into())
+}
+
+/// The `StoreError` behind a status from a store node. A status without our details (the call
+/// never reached a store: a refused connection, a timeout) is `Unavailable` when retrying can
+/// help and `Internal` otherwise.
+pub fn status_to_error(status: &Status) -> StoreError {
+    use pb::store_failure::Kind;
+    let Ok(failure) = pb::StoreFailure::decode(status.details()) else {
+        return transport_error(status);
+    };
+    let message = || {
+        // The message is the error's Display; keep only what follows its prefix.
+        failure
+            .message
+            .split_once(": ")
+            .map_or(failure.message.clone(), |(_, rest)| rest.to_owned())
+    };
+    match Kind::try_from(failure.kind) {
+        Ok(Kind::StaleReceipt) => StoreError::StaleReceipt(message()),
+        Ok(Kind::TransactionNotFound) => StoreError::TransactionNotFound(failure.topic),
+        Ok(Kind::QueueNotFound) => match TopicName::new(&failure.topic) {
+            Ok(topic) => StoreError::QueueNotFound {
+                topic,
+                queue_id: failure.queue_id,
+            },
+            Err(_) => StoreError::Internal(failure.message),
+        },
+        Ok(Kind::NotLeader) => StoreError::NotLeader {
+            shard: failure.shard,
+            leader: failure.leader,
+        },
+        Ok(Kind::Unavailable) => StoreError::Unavailable(message()),
+        Ok(Kind::Invalid) => StoreError::Invalid(message()),
+        Ok(Kind::Internal) => StoreError::Internal(message()),
+        _ if status.details().is_empty() => transport_error(status),
+        _ => StoreError::Internal(failure.message),
+    }
+}
+
+fn transport_error(status: &Status) -> StoreError {
+    let what = format!("store node: {}: {}", status.code(), status.message());
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            StoreError::Unavailable(what)
+        }
+        Code::InvalidArgument => StoreError::Invalid(what),
+        _ => StoreError::Internal(what),
+    }
+}
+
+#[cfg(test)]
+mod tests;

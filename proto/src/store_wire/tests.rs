@@ -1,0 +1,153 @@
+#![allow(clippy::unwrap_used)]
+//! Domain values survive the wire unchanged; invalid wire input is refused; every `StoreError`
+//! comes back from a status as it went in.
+
+use bytes::Bytes;
+
+use super::*;
+
+fn record() -> MessageRecord {
+    MessageRecord {
+        message_id: "01ABC".into(),
+        topic: TopicName::new("orders").unwrap(),
+        kind: MessageKind::Fifo,
+        tag: Some("A".into()),
+        keys: vec!["k1".into(), "k2".into()],
+        message_group: Some("g".into()),
+        delivery_timestamp_ms: Some(7),
+        born_timestamp_ms: 5,
+        born_host: "host".into(),
+        trace_context: Some("trace".into()),
+        properties: vec![("a".into(), "b".into())],
+        body: Bytes::from_static(b"body"),
+    }
+}
+
+fn ticket() -> ReceiptTicket {
+    ReceiptTicket {
+        shard: 3,
+        group: GroupName::new("billing").unwrap(),
+        topic: TopicName::new("orders").unwrap(),
+        queue_id: 2,
+        offset: 9,
+        delivery_id: 11,
+        visible_at_ms: 13,
+    }
+}
+
+#[test]
+fn values_survive_the_wire() {
+    let m = record();
+    assert_eq!(message_from_wire(message_to_wire(&m)).unwrap(), m);
+    let t = ticket();
+    assert_eq!(ticket_from_wire(Some(ticket_to_wire(&t))).unwrap(), t);
+    let d = Delivery {
+        topic: m.topic.clone(),
+        queue_id: 2,
+        offset: 9,
+        store_timestamp_ms: 4,
+        attempt: 2,
+        invisible: Duration::from_secs(30),
+        ticket: t,
+        message: m.clone(),
+    };
+    let back = delivery_from_wire(delivery_to_wire(&d)).unwrap();
+    assert_eq!(
+        (
+            back.offset,
+            back.attempt,
+            back.invisible,
+            back.message,
+            back.ticket
+        ),
+        (d.offset, d.attempt, d.invisible, d.message, d.ticket)
+    );
+    for filter in [
+        TagFilter::All,
+        TagFilter::Tags(vec!["A".into(), "B".into()]),
+    ] {
+        for queues in [QueueSelector::All, QueueSelector::One(4)] {
+            let p = PopRequest {
+                group: GroupName::new("billing").unwrap(),
+                topic: TopicName::new("orders").unwrap(),
+                queues: queues.clone(),
+                max_messages: 32,
+                invisible: Duration::from_millis(1500),
+                filter: filter.clone(),
+                fifo: true,
+                max_attempts: 16,
+                wait: Duration::from_secs(20),
+            };
+            let back = pop_from_wire(pop_to_wire(&p)).unwrap();
+            assert_eq!(
+                (
+                    back.queues,
+                    back.filter,
+                    back.invisible,
+                    back.wait,
+                    back.max_messages
+                ),
+                (p.queues, p.filter, p.invisible, p.wait, p.max_messages)
+            );
+        }
+    }
+}
+
+#[test]
+fn invalid_wire_input_is_refused() {
+    let mut m = message_to_wire(&record());
+    m.kind = 99;
+    assert!(message_from_wire(m).is_err());
+    let mut m = message_to_wire(&record());
+    m.topic = "bad topic!".into();
+    assert!(message_from_wire(m).is_err());
+    assert!(ticket_from_wire(None).is_err());
+    let mut p = pb::PopRequest {
+        group: "billing".into(),
+        topic: "orders".into(),
+        max_messages: 0,
+        ..Default::default()
+    };
+    assert!(pop_from_wire(p.clone()).is_err(), "zero messages");
+    p.max_messages = 33;
+    assert!(pop_from_wire(p.clone()).is_err(), "too many");
+    p.max_messages = 1;
+    p.tags = vec![String::new()];
+    assert!(pop_from_wire(p).is_err(), "empty tag");
+    assert!(resolution_from_wire(0).is_err());
+}
+
+#[test]
+fn errors_come_back_as_they_went() {
+    let errors = [
+        StoreError::StaleReceipt("3/orders/2/9@11".into()),
+        StoreError::TransactionNotFound("0-17".into()),
+        StoreError::QueueNotFound {
+            topic: TopicName::new("orders").unwrap(),
+            queue_id: 5,
+        },
+        StoreError::NotLeader {
+            shard: 4,
+            leader: Some(2),
+        },
+        StoreError::NotLeader {
+            shard: 4,
+            leader: None,
+        },
+        StoreError::Unavailable("shutting down".into()),
+        StoreError::Invalid("bad".into()),
+        StoreError::Internal("bug".into()),
+    ];
+    for err in errors {
+        assert_eq!(status_to_error(&error_to_status(&err)), err);
+    }
+    // A status that never came from a store node.
+    assert!(matches!(
+        status_to_error(&Status::unavailable("connection refused")),
+        StoreError::Unavailable(_)
+    ));
+    assert!(matches!(
+        status_to_error(&Status::permission_denied("no")),
+        StoreError::Internal(_)
+    ));
+}

@@ -1,0 +1,108 @@
+//! Operations on one shard, for callers that address shards themselves: the store's gRPC service,
+//! through which a proxy's `RemoteStore` covers every shard of a cluster exactly once (a receive
+//! goes to each shard's leader in turn, a drop to every shard's leader). Each refuses with
+//! `NotLeader` (and the leader this node knows) unless this node leads the shard.
+
+use std::sync::Arc;
+
+use openraft::async_runtime::WatchReceiver;
+use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
+use vela_proto::store_api::{Delivery, PopRequest, StoreError};
+
+use super::{Received, Store};
+use crate::command::{CommandResponse, StoreCommand};
+use crate::shard::{Shard, unexpected};
+
+impl Store {
+    /// The shard, if this node holds and leads it.
+    fn led(&self, id: ShardId) -> Result<&Arc<Shard>, StoreError> {
+        let shard = &self.shard(id)?.shard;
+        if shard.raft.is_leader() {
+            Ok(shard)
+        } else {
+            Err(StoreError::NotLeader {
+                shard: id,
+                leader: shard.raft.metrics().borrow_watched().current_leader,
+            })
+        }
+    }
+
+    /// A receive from shard `shard` only.
+    pub async fn pop_shard(
+        &self,
+        shard: ShardId,
+        req: PopRequest,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let shard = self.led(shard)?;
+        self.pop_from(&[shard], req).await
+    }
+
+    /// Waits up to `req.wait` until a receive like `req` would find something on shard `shard`;
+    /// receives nothing. A caller waiting on many shards at once receives only from one that
+    /// answered `true`, so no message is taken for a receive that no longer wants it.
+    pub async fn await_deliverable(
+        &self,
+        shard: ShardId,
+        req: &PopRequest,
+    ) -> Result<bool, StoreError> {
+        let shard = self.led(shard)?;
+        match self.receive_loop(&[shard], req, true).await? {
+            Received::Deliverable => Ok(true),
+            Received::Nothing => Ok(false),
+            Received::Delivered(_) => Err(StoreError::Internal(
+                "a probing receive delivered messages".into(),
+            )),
+        }
+    }
+
+    /// Offsets and backlog of `topic`'s queues on shard `shard`.
+    pub fn queue_stats_shard(
+        &self,
+        shard: ShardId,
+        topic: &TopicName,
+        group: Option<&GroupName>,
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let shard = self.led(shard)?;
+        let mut stats = shard.shared.applied.read().state.queue_stats(topic, group);
+        stats.sort_by_key(|s| s.queue_id);
+        Ok(stats)
+    }
+
+    /// Drops `topic` from shard `shard`.
+    pub async fn drop_topic_shard(
+        &self,
+        shard: ShardId,
+        topic: &TopicName,
+    ) -> Result<(), StoreError> {
+        self.drop_on(
+            shard,
+            StoreCommand::DropTopic {
+                topic: topic.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Drops `group`'s state from shard `shard`.
+    pub async fn drop_group_shard(
+        &self,
+        shard: ShardId,
+        group: &GroupName,
+    ) -> Result<(), StoreError> {
+        self.drop_on(
+            shard,
+            StoreCommand::DropGroup {
+                group: group.clone(),
+            },
+        )
+        .await
+    }
+
+    async fn drop_on(&self, shard: ShardId, command: StoreCommand) -> Result<(), StoreError> {
+        let shard = self.led(shard)?;
+        match shard.write(command.clone()).await? {
+            CommandResponse::Dropped => Ok(()),
+            other => Err(unexpected(command.kind(), &other)),
+        }
+    }
+}

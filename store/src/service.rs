@@ -1,0 +1,164 @@
+//! The store node's gRPC service (`vela.store.v1.Store`): what proxies of a cluster call through
+//! `vela_proto::store_client::RemoteStore`. Wire input is validated into domain types here;
+//! every receive, statistic and drop addresses one shard, which this node must lead.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vela_proto::pb::store as pb;
+use vela_proto::pb::store::store_server::{Store as StoreRpc, StoreServer};
+use vela_proto::store_api::StoreApi;
+use vela_proto::store_wire::*;
+
+use crate::Store;
+
+/// Largest request or reply (a send of many large messages, a receive of 32).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// [`Store`] as the `vela.store.v1.Store` gRPC service.
+pub struct StoreService {
+    store: Arc<Store>,
+}
+
+impl StoreService {
+    /// The tonic service to add to the store node's server.
+    pub fn server(store: Arc<Store>) -> StoreServer<StoreService> {
+        StoreServer::new(StoreService { store })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn failed(err: vela_proto::store_api::StoreError) -> Status {
+    error_to_status(&err)
+}
+
+#[tonic::async_trait]
+impl StoreRpc for StoreService {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendReply>, Status> {
+        let req = append_from_wire(request.into_inner())?;
+        let outcomes = self.store.append(req).await.map_err(failed)?;
+        Ok(Response::new(pb::AppendReply {
+            outcomes: outcomes.iter().map(outcome_to_wire).collect(),
+        }))
+    }
+
+    async fn pop(
+        &self,
+        request: Request<pb::PopRequest>,
+    ) -> Result<Response<pb::PopReply>, Status> {
+        let wire = request.into_inner();
+        let shard = wire.shard;
+        let req = pop_from_wire(wire)?;
+        let deliveries = self.store.pop_shard(shard, req).await.map_err(failed)?;
+        Ok(Response::new(pb::PopReply {
+            deliveries: deliveries.iter().map(delivery_to_wire).collect(),
+        }))
+    }
+
+    async fn await_deliverable(
+        &self,
+        request: Request<pb::PopRequest>,
+    ) -> Result<Response<pb::AwaitReply>, Status> {
+        let wire = request.into_inner();
+        let shard = wire.shard;
+        let req = pop_from_wire(wire)?;
+        let deliverable = self
+            .store
+            .await_deliverable(shard, &req)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::AwaitReply { deliverable }))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::TicketRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let ticket = ticket_from_wire(request.into_inner().ticket)?;
+        self.store.ack(&ticket).await.map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn change_invisible(
+        &self,
+        request: Request<pb::ChangeInvisibleRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let req = request.into_inner();
+        let ticket = ticket_from_wire(req.ticket)?;
+        let changed = self
+            .store
+            .change_invisible(&ticket, std::time::Duration::from_millis(req.invisible_ms))
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(ticket_to_wire(&changed)))
+    }
+
+    async fn dead_letter(
+        &self,
+        request: Request<pb::TicketRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let ticket = ticket_from_wire(request.into_inner().ticket)?;
+        self.store.dead_letter(&ticket).await.map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<pb::EndTransactionRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let topic = topic_from_wire(&req.topic)?;
+        let resolution = resolution_from_wire(req.resolution)?;
+        self.store
+            .end_transaction(&topic, &req.transaction_id, resolution)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn queue_stats(
+        &self,
+        request: Request<pb::QueueStatsRequest>,
+    ) -> Result<Response<pb::QueueStatsReply>, Status> {
+        let req = request.into_inner();
+        let topic = topic_from_wire(&req.topic)?;
+        let group = req.group.as_deref().map(group_from_wire).transpose()?;
+        let stats = self
+            .store
+            .queue_stats_shard(req.shard, &topic, group.as_ref())
+            .map_err(failed)?;
+        Ok(Response::new(pb::QueueStatsReply {
+            queues: stats.iter().map(stats_to_wire).collect(),
+        }))
+    }
+
+    async fn drop_topic(
+        &self,
+        request: Request<pb::DropTopicRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let topic = topic_from_wire(&req.topic)?;
+        self.store
+            .drop_topic_shard(req.shard, &topic)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn drop_group(
+        &self,
+        request: Request<pb::DropGroupRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let group = group_from_wire(&req.group)?;
+        self.store
+            .drop_group_shard(req.shard, &group)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
