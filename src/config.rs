@@ -43,6 +43,60 @@ pub struct VelaConfig {
     pub proxy: vela_proxy::ProxyConfig,
     pub store: vela_store::StoreConfig,
     pub controller: vela_controller::ControllerConfig,
+    /// The cluster this process is part of, when the roles run as separate processes.
+    pub cluster: ClusterConfig,
+}
+
+/// The nodes of a cluster, as every process of it sees them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The store nodes: each one's id (`store.node_id` on that node) and the address the other
+    /// nodes and the proxies reach its gRPC port at (Raft between stores, the store service).
+    pub stores: Vec<ClusterNode>,
+}
+
+/// One node of a cluster.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNode {
+    pub id: u64,
+    /// `host:port` as the other processes reach it.
+    pub addr: String,
+}
+
+impl ClusterConfig {
+    /// Checks the store list: at least one, ids unique and non-zero, addresses `host:port`.
+    pub fn validate_stores(&self) -> Result<(), ConfigError> {
+        if self.stores.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cluster.stores is empty: list every store node ([[cluster.stores]] id, addr)"
+                    .into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for node in &self.stores {
+            if node.id == 0 {
+                return Err(ConfigError::Invalid(
+                    "cluster.stores: node id 0 is reserved; number nodes from 1".into(),
+                ));
+            }
+            if !seen.insert(node.id) {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.stores lists node {} twice",
+                    node.id
+                )));
+            }
+            let port = node.addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(p)) if p > 0) {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.stores: node {} has address {:?}, not host:port",
+                    node.id, node.addr
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for VelaConfig {
@@ -55,6 +109,7 @@ impl Default for VelaConfig {
             proxy: vela_proxy::ProxyConfig::default(),
             store: vela_store::StoreConfig::default(),
             controller: vela_controller::ControllerConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -92,6 +147,8 @@ pub enum LogFormat {
 pub enum Profile {
     /// One process, every role; topics and groups are auto-created on first use.
     Standalone,
+    /// A store node of a cluster (`vela store`).
+    Store,
 }
 
 /// Values given on the command line (highest precedence).
@@ -123,6 +180,9 @@ pub enum ConfigError {
 fn profile_defaults(profile: Profile) -> toml::Table {
     let text = match profile {
         Profile::Standalone => "[proxy]\nauto_create_topics = true\nauto_create_groups = true\n",
+        // A store node's shards heartbeat their peers ten times a second; openraft warns on
+        // every failed heartbeat while a peer is down, which would bury everything else.
+        Profile::Store => "[log]\nlevel = \"info,openraft=error\"\n",
     };
     // A constant document: parsing cannot fail, and an empty table is a safe fallback.
     text.parse::<toml::Table>().unwrap_or_default()
@@ -367,6 +427,72 @@ mod tests {
         )
         .expect_err("derived key");
         assert!(err.to_string().contains("store.data_dir"));
+    }
+
+    #[test]
+    fn every_cluster_example_config_parses_as_its_role() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/cluster");
+        let mut stores = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("deploy/config/cluster exists") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with("store-") && name.ends_with(".toml") {
+                let c = load(
+                    Profile::Store,
+                    Some(&path),
+                    no_env(),
+                    &FlagOverrides::default(),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                c.cluster
+                    .validate_stores()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(
+                    c.cluster.stores.iter().any(|n| n.id == c.store.node_id),
+                    "{}: node_id is not in cluster.stores",
+                    path.display()
+                );
+                stores.push(c);
+            }
+        }
+        assert!(
+            stores.len() >= 3,
+            "expected three store examples in {}",
+            dir.display()
+        );
+        // Every store node of one cluster lists the same nodes and shards.
+        for c in &stores {
+            assert_eq!(c.cluster, stores[0].cluster);
+            assert_eq!(c.store.shards, stores[0].store.shards);
+        }
+    }
+
+    #[test]
+    fn a_bad_store_list_is_a_readable_error() {
+        let bad = |stores: &str| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("store.toml");
+            std::fs::write(&path, stores).expect("write");
+            let c = load(
+                Profile::Store,
+                Some(&path),
+                no_env(),
+                &FlagOverrides::default(),
+            )
+            .expect("parses");
+            c.cluster
+                .validate_stores()
+                .expect_err("invalid")
+                .to_string()
+        };
+        assert!(bad("").contains("cluster.stores is empty"));
+        let twice = "[[cluster.stores]]\nid = 1\naddr = \"a:1\"\n[[cluster.stores]]\nid = 1\naddr = \"b:1\"\n";
+        assert!(bad(twice).contains("twice"));
+        assert!(bad("[[cluster.stores]]\nid = 2\naddr = \"nohost\"\n").contains("host:port"));
+        assert!(bad("[[cluster.stores]]\nid = 0\naddr = \"a:1\"\n").contains("reserved"));
     }
 
     #[test]

@@ -8,4 +8,5 @@ pub mod bench;
 pub mod config;
 pub mod http;
 pub mod standalone;
+pub mod store_node;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! `vela`: one binary for every role. `vela standalone` runs them all in one process;
-//! `vela admin` manages a running cluster; `vela bench` generates load.
+//! `vela store` runs a store node of a cluster; `vela admin` manages a running cluster;
+//! `vela bench` generates load.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vela::config::{self, FlagOverrides, Profile};
 use vela::standalone::Standalone;
+use vela::store_node::StoreNode;
 
 // glibc malloc showed up as a fifth of the CPU of a send (fragmentation and consolidation
 // under many small, short-lived allocations); mimalloc handles that pattern well.
@@ -28,7 +30,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run every role (controller, store, proxy) in one process.
-    Standalone(StandaloneArgs),
+    Standalone(RoleArgs),
+    /// Run a store node of a cluster: replicas of the shards, Raft with the other store nodes.
+    Store(RoleArgs),
     /// Manage topics and groups, look at queues, send and receive.
     Admin(vela::admin::AdminArgs),
     /// Load generator: producers and consumers through vela-sdk.
@@ -36,7 +40,8 @@ enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-struct StandaloneArgs {
+/// Flags every role process takes (each overrides the config file and `VELA_…`).
+struct RoleArgs {
     /// TOML config file (also VELA_CONFIG).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Standalone(args) => run_standalone(args).await,
+            Command::Store(args) => run_store(args).await,
             Command::Admin(args) => vela::admin::run(args).await,
             Command::Bench(args) => vela::bench::run(args).await,
         }
@@ -79,7 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+async fn run_standalone(args: RoleArgs) -> anyhow::Result<()> {
     let file = args
         .config
         .or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
@@ -107,6 +113,43 @@ async fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     {
         println!(
             "vela standalone is running\n  gRPC (RocketMQ 5 clients, vela admin): {}\n  HTTP (/health /ready /metrics):        http://{}\n  data:                                  {}\nPress Ctrl-C to stop.",
+            node.grpc_addr(),
+            node.http_addr(),
+            data_dir.display()
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run_store(args: RoleArgs) -> anyhow::Result<()> {
+    let file = args
+        .config
+        .or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
+    let flags = FlagOverrides {
+        data_dir: args.data_dir,
+        grpc_listen: args.grpc_listen,
+        http_listen: args.http_listen,
+    };
+    let config = config::load(Profile::Store, file.as_deref(), std::env::vars(), &flags)?;
+    vela::telemetry::init(&config.log);
+    let data_dir = config.data_dir.clone();
+    let node_id = config.store.node_id;
+    let node = StoreNode::start(config).await?;
+    tracing::info!(
+        node = node_id,
+        grpc = %node.grpc_addr(),
+        http = %node.http_addr(),
+        data_dir = %data_dir.display(),
+        "vela store started"
+    );
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "vela store {node_id} is running\n  gRPC (Raft, store service): {}\n  HTTP (/health /ready /metrics): http://{}\n  data: {}\nPress Ctrl-C to stop.",
             node.grpc_addr(),
             node.http_addr(),
             data_dir.display()

@@ -139,7 +139,7 @@ impl Standalone {
 
 /// Holds an exclusive lock on `<data_dir>/LOCK` for the life of the process, so two nodes
 /// never share a data directory.
-fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join("LOCK");
     let file = File::options()
         .create(true)

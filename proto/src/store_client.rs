@@ -105,6 +105,11 @@ impl RemoteStore {
         })
     }
 
+    /// The node this client last saw lead `shard` (from a reply or a leader hint), if any.
+    pub fn known_leader(&self, shard: ShardId) -> Option<u64> {
+        self.leaders.lock().get(&shard).copied()
+    }
+
     /// The shards of the cluster, starting with the one whose turn it is.
     fn shards_in_turn(&self) -> Vec<ShardId> {
         let mut shards: Vec<ShardId> = self.map.shards.keys().copied().collect();

@@ -16,3 +16,4 @@ mod t06_crash;
 mod t07_bad_input;
 mod t08_admin_cli;
 mod t09_bench_and_http;
+mod t10_store_cluster;

@@ -42,7 +42,7 @@ fn spawn_vela(data_dir: &Path, grpc: u16, http: u16) -> Child {
 }
 
 /// Polls `GET /ready` until it answers 200.
-async fn wait_ready(http: u16) {
+pub(crate) async fn wait_ready(http: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", http)).await {
