@@ -54,6 +54,9 @@ pub struct ClusterConfig {
     /// The store nodes: each one's id (`store.node_id` on that node) and the address the other
     /// nodes and the proxies reach its gRPC port at (Raft between stores, the store service).
     pub stores: Vec<ClusterNode>,
+    /// The cluster's shards. Every process of the cluster lists the same ones; until the
+    /// controller places replicas, every store node holds a replica of each.
+    pub shards: Vec<u32>,
 }
 
 /// One node of a cluster.
@@ -66,8 +69,21 @@ pub struct ClusterNode {
 }
 
 impl ClusterConfig {
-    /// Checks the store list: at least one, ids unique and non-zero, addresses `host:port`.
+    /// Checks the store list (at least one, ids unique and non-zero, addresses `host:port`)
+    /// and the shard list (at least one, no repeats).
     pub fn validate_stores(&self) -> Result<(), ConfigError> {
+        if self.shards.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cluster.shards is empty: list the cluster's shards, e.g. [0, 1, 2]".into(),
+            ));
+        }
+        let distinct: std::collections::BTreeSet<_> = self.shards.iter().collect();
+        if distinct.len() != self.shards.len() {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.shards lists a shard twice: {:?}",
+                self.shards
+            )));
+        }
         if self.stores.is_empty() {
             return Err(ConfigError::Invalid(
                 "cluster.stores is empty: list every store node ([[cluster.stores]] id, addr)"
@@ -224,11 +240,21 @@ pub fn load(
         flag_table.insert("http_listen".into(), toml::Value::String(a.to_string()));
     }
     merge(&mut table, flag_table);
-    from_table(table)
+    from_table(profile, table)
 }
 
 /// Turns a merged table into the typed config and derives the per-role paths.
-fn from_table(table: toml::Table) -> Result<VelaConfig, ConfigError> {
+fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, ConfigError> {
+    if profile == Profile::Store
+        && table
+            .get("store")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|t| t.contains_key("shards"))
+    {
+        return Err(ConfigError::Invalid(
+            "store.shards is for standalone; a store node of a cluster holds cluster.shards".into(),
+        ));
+    }
     for role in ["store", "controller"] {
         if table
             .get(role)
@@ -466,8 +492,13 @@ mod tests {
         // Every store node of one cluster lists the same nodes and shards.
         for c in &stores {
             assert_eq!(c.cluster, stores[0].cluster);
-            assert_eq!(c.store.shards, stores[0].store.shards);
         }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.toml");
+        std::fs::write(&path, "[store]\nshards = [0]\n").expect("write");
+        let err = load(Profile::Store, Some(&path), no_env(), &FlagOverrides::default())
+            .expect_err("store.shards on a store node");
+        assert!(err.to_string().contains("cluster.shards"), "{err}");
     }
 
     #[test]
@@ -488,6 +519,9 @@ mod tests {
                 .expect_err("invalid")
                 .to_string()
         };
+        assert!(bad("[cluster]\nshards = []\n").contains("cluster.shards is empty"));
+        assert!(bad("[cluster]\nshards = [1, 1]\n").contains("twice"));
+        let bad = |stores: &str| bad(&format!("[cluster]\nshards = [0]\n{stores}"));
         assert!(bad("").contains("cluster.stores is empty"));
         let twice = "[[cluster.stores]]\nid = 1\naddr = \"a:1\"\n[[cluster.stores]]\nid = 1\naddr = \"b:1\"\n";
         assert!(bad(twice).contains("twice"));

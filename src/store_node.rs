@@ -1,5 +1,5 @@
 //! `vela store`: one store node of a cluster. It holds a replica of every shard in
-//! `store.shards`, each an openraft group over the store nodes of `cluster.stores` (ADR 0010),
+//! `cluster.shards`, each an openraft group over the store nodes of `cluster.stores` (ADR 0010),
 //! and serves one gRPC port (`grpc_listen`) that carries Raft between the stores
 //! (`vela.raft.v1`) and the store service the proxies call (`vela.store.v1`). `/health`,
 //! `/ready` and `/metrics` are on `http_listen`.
@@ -51,6 +51,8 @@ impl StoreNode {
     pub async fn start_with_clock(config: VelaConfig, clock: SharedClock) -> anyhow::Result<Self> {
         config.cluster.validate_stores()?;
         let node_id = config.store.node_id;
+        let mut store_config = config.store.clone();
+        store_config.shards = config.cluster.shards.clone();
         let voters: BTreeMap<u64, String> = config
             .cluster
             .stores
@@ -77,7 +79,7 @@ impl StoreNode {
 
         let pool = ChannelPool::new();
         let store = Store::open_replicated(
-            config.store.clone(),
+            store_config,
             clock,
             StdVfs::shared(),
             voters,

@@ -42,7 +42,7 @@ struct StoreProcess {
 fn write_config(dir: &Path, id: u64, grpc: &BTreeMap<u64, u16>, http: u16) -> PathBuf {
     let mut text = format!(
         "data_dir = \"{}\"\ngrpc_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
-         [store]\nnode_id = {id}\nshards = [0, 1]\n",
+         [store]\nnode_id = {id}\n[cluster]\nshards = [0, 1]\n",
         dir.join("data").display(),
         grpc[&id]
     );
