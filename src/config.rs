@@ -245,15 +245,20 @@ pub fn load(
 
 /// Turns a merged table into the typed config and derives the per-role paths.
 fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, ConfigError> {
-    if profile == Profile::Store
-        && table
-            .get("store")
-            .and_then(toml::Value::as_table)
-            .is_some_and(|t| t.contains_key("shards"))
-    {
-        return Err(ConfigError::Invalid(
-            "store.shards is for standalone; a store node of a cluster holds cluster.shards".into(),
-        ));
+    if profile == Profile::Store {
+        let store = table.get("store").and_then(toml::Value::as_table);
+        if store.is_some_and(|t| t.contains_key("shards")) {
+            return Err(ConfigError::Invalid(
+                "store.shards is for standalone; a store node of a cluster holds cluster.shards"
+                    .into(),
+            ));
+        }
+        // Two nodes that both default to one id would break Raft: say which node this is.
+        if !store.is_some_and(|t| t.contains_key("node_id")) {
+            return Err(ConfigError::Invalid(
+                "store.node_id is required on a store node (its id in cluster.stores)".into(),
+            ));
+        }
     }
     for role in ["store", "controller"] {
         if table
@@ -495,10 +500,27 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("store.toml");
-        std::fs::write(&path, "[store]\nshards = [0]\n").expect("write");
-        let err = load(Profile::Store, Some(&path), no_env(), &FlagOverrides::default())
-            .expect_err("store.shards on a store node");
+        std::fs::write(&path, "[store]\nnode_id = 1\nshards = [0]\n").expect("write");
+        let err = load(
+            Profile::Store,
+            Some(&path),
+            no_env(),
+            &FlagOverrides::default(),
+        )
+        .expect_err("store.shards on a store node");
         assert!(err.to_string().contains("cluster.shards"), "{err}");
+        std::fs::write(&path, "[cluster]\nshards = [0]\n").expect("write");
+        let err = load(
+            Profile::Store,
+            Some(&path),
+            no_env(),
+            &FlagOverrides::default(),
+        )
+        .expect_err("no node id");
+        assert!(
+            err.to_string().contains("store.node_id is required"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -506,7 +528,7 @@ mod tests {
         let bad = |stores: &str| {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("store.toml");
-            std::fs::write(&path, stores).expect("write");
+            std::fs::write(&path, format!("[store]\nnode_id = 1\n{stores}")).expect("write");
             let c = load(
                 Profile::Store,
                 Some(&path),

@@ -32,7 +32,7 @@ enum Command {
     /// Run every role (controller, store, proxy) in one process.
     Standalone(RoleArgs),
     /// Run a store node of a cluster: replicas of the shards, Raft with the other store nodes.
-    Store(RoleArgs),
+    Store(StoreArgs),
     /// Manage topics and groups, look at queues, send and receive.
     Admin(vela::admin::AdminArgs),
     /// Load generator: producers and consumers through vela-sdk.
@@ -54,6 +54,16 @@ struct RoleArgs {
     /// HTTP listen address for /health, /ready and /metrics (default 127.0.0.1:8082).
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
+}
+
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
+    #[command(flatten)]
+    role: RoleArgs,
+    /// Create the cluster's shards if this node's data directory is new (the cluster's first
+    /// start only; without it a new data directory is refused).
+    #[arg(long)]
+    bootstrap: bool,
 }
 
 fn main() -> ExitCode {
@@ -125,7 +135,11 @@ async fn run_standalone(args: RoleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_store(args: RoleArgs) -> anyhow::Result<()> {
+async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
+    let StoreArgs {
+        role: args,
+        bootstrap,
+    } = args;
     let file = args
         .config
         .or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
@@ -138,7 +152,7 @@ async fn run_store(args: RoleArgs) -> anyhow::Result<()> {
     vela::telemetry::init(&config.log);
     let data_dir = config.data_dir.clone();
     let node_id = config.store.node_id;
-    let node = StoreNode::start(config).await?;
+    let node = StoreNode::start(config, bootstrap).await?;
     tracing::info!(
         node = node_id,
         grpc = %node.grpc_addr(),

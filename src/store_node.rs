@@ -43,13 +43,43 @@ pub struct StoreNode {
 impl StoreNode {
     /// Opens this node's shard replicas and serves them. Binds both listeners first, so a port
     /// conflict fails before anything is opened.
-    pub async fn start(config: VelaConfig) -> anyhow::Result<Self> {
-        Self::start_with_clock(config, system_clock()).await
+    ///
+    /// A new data directory is refused unless `bootstrap` is set: only the cluster's first start
+    /// creates the shards' groups. A node that lost its data must not rejoin as if nothing had
+    /// happened: with an empty log it could vote a replica that misses committed entries into
+    /// leadership. (Replacing a node that lost its disk needs membership changes, not built
+    /// yet: ADR 0010.)
+    pub async fn start(config: VelaConfig, bootstrap: bool) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, bootstrap, system_clock()).await
     }
 
     /// As [`StoreNode::start`], with a substitute clock (tests).
-    pub async fn start_with_clock(config: VelaConfig, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn start_with_clock(
+        config: VelaConfig,
+        bootstrap: bool,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         config.cluster.validate_stores()?;
+        let fresh = !config
+            .store
+            .data_dir
+            .join(vela_store::format::MARKER)
+            .exists();
+        anyhow::ensure!(
+            !fresh || bootstrap,
+            "data directory {} holds no store: on the cluster's first start, start every store \
+             node with --bootstrap; a node that lost its data cannot rejoin with an empty disk \
+             (ADR 0010)",
+            config.store.data_dir.display()
+        );
+        if fresh {
+            tracing::info!(
+                data_dir = %config.store.data_dir.display(),
+                "bootstrapping: creating this node's replicas of the cluster's shards"
+            );
+        } else if bootstrap {
+            tracing::info!("--bootstrap ignored: this data directory already holds a store");
+        }
         let node_id = config.store.node_id;
         let mut store_config = config.store.clone();
         store_config.shards = config.cluster.shards.clone();

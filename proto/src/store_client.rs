@@ -44,6 +44,8 @@ pub struct ClusterMap {
 const RETRY_FOR: Duration = Duration::from_secs(10);
 /// How long one shard of a receive is retried before the receive moves on without it.
 const RECEIVE_RETRY_FOR: Duration = Duration::from_secs(1);
+/// How long one attempt may take (beyond a receive's own wait) before the next replica is tried.
+const ATTEMPT: Duration = Duration::from_secs(3);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Largest reply accepted from a store node (a receive of 32 messages of up to 4 MiB each).
@@ -119,11 +121,14 @@ impl RemoteStore {
     }
 
     /// Runs `call` against the leader of `shard`, following leader hints and retrying
-    /// retryable failures for up to `retry_for`.
+    /// retryable failures for up to `retry_for`. Each attempt may take [`ATTEMPT`] (plus what
+    /// the call itself waits, `extra`): a node that took the call but cannot answer (a leader
+    /// cut off from its majority) is given up on and the next replica tried.
     async fn on_shard<T, F, Fut>(
         &self,
         shard: ShardId,
         retry_for: Duration,
+        extra: Duration,
         call: F,
     ) -> Result<T, StoreError>
     where
@@ -137,29 +142,39 @@ impl RemoteStore {
         let deadline = Instant::now() + retry_for;
         let mut backoff = FIRST_BACKOFF;
         let mut next = 0usize;
+        let mut hops = 0usize;
         loop {
             let known = self.leaders.lock().get(&shard).copied();
             let node = known.unwrap_or(replicas[next % replicas.len()]);
             let client = self.clients[&node].clone();
-            let err = match call(client).await {
-                Ok(reply) => {
+            let attempt = ATTEMPT
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(FIRST_BACKOFF)
+                + extra;
+            let err = match tokio::time::timeout(attempt, call(client)).await {
+                Ok(Ok(reply)) => {
                     self.leaders.lock().insert(shard, node);
                     return Ok(reply.into_inner());
                 }
-                Err(status) => status_to_error(&status),
+                Ok(Err(status)) => status_to_error(&status),
+                Err(_) => StoreError::Unavailable(format!(
+                    "store node {node} did not answer for shard {shard} within {attempt:?}"
+                )),
             };
             match &err {
                 StoreError::NotLeader {
                     leader: Some(leader),
                     ..
-                } if *leader != node && replicas.contains(leader) => {
-                    // Follow the hint at once.
+                } if *leader != node && replicas.contains(leader) && hops < 2 * replicas.len() => {
+                    // Follow the hint at once (a bounded number of times: hints can be stale).
+                    hops += 1;
                     self.leaders.lock().insert(shard, *leader);
                     continue;
                 }
                 StoreError::NotLeader { .. } | StoreError::Unavailable(_) => {
                     self.leaders.lock().remove(&shard);
                     next += 1;
+                    hops = 0;
                 }
                 _ => return Err(err),
             }
@@ -171,12 +186,18 @@ impl RemoteStore {
         }
     }
 
-    /// One receive from `shard`, waiting up to `req.wait` there.
-    async fn pop_on(&self, shard: ShardId, req: &PopRequest) -> Result<Vec<Delivery>, StoreError> {
+    /// One receive from `shard` that does not wait for messages, retried for up to `retry_for`.
+    async fn pop_on(
+        &self,
+        shard: ShardId,
+        req: &PopRequest,
+        retry_for: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let mut wire = pop_to_wire(req);
         wire.shard = shard;
+        wire.wait_ms = 0;
         let reply = self
-            .on_shard(shard, RECEIVE_RETRY_FOR, |mut c| {
+            .on_shard(shard, retry_for, Duration::ZERO, |mut c| {
                 let wire = wire.clone();
                 async move { c.pop(wire).await }
             })
@@ -199,7 +220,7 @@ impl RemoteStore {
         wire.shard = shard;
         wire.wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         let reply = self
-            .on_shard(shard, RECEIVE_RETRY_FOR, |mut c| {
+            .on_shard(shard, RECEIVE_RETRY_FOR.min(wait), wait, |mut c| {
                 let wire = wire.clone();
                 async move { c.await_deliverable(wire).await }
             })
@@ -213,7 +234,7 @@ impl StoreApi for RemoteStore {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
         let wire = append_to_wire(&req);
         let reply = self
-            .on_shard(req.shard, RETRY_FOR, |mut c| {
+            .on_shard(req.shard, RETRY_FOR, Duration::ZERO, |mut c| {
                 let wire = wire.clone();
                 async move { c.append(wire).await }
             })
@@ -223,10 +244,6 @@ impl StoreApi for RemoteStore {
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
         let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
-        let now_only = PopRequest {
-            wait: Duration::ZERO,
-            ..req.clone()
-        };
         let mut first: Option<ShardId> = None;
         loop {
             // Take what the first shard (in turn, or the one that said it has something) holds.
@@ -238,7 +255,11 @@ impl StoreApi for RemoteStore {
             let mut failure = None;
             let mut answered = 0;
             for &shard in &order {
-                match self.pop_on(shard, &now_only).await {
+                // A zero-wait receive still gets a moment per shard to find its leader.
+                let budget = deadline
+                    .saturating_duration_since(Instant::now())
+                    .clamp(FIRST_BACKOFF, RECEIVE_RETRY_FOR);
+                match self.pop_on(shard, &req, budget).await {
                     Ok(deliveries) if !deliveries.is_empty() => return Ok(deliveries),
                     Ok(_) => answered += 1,
                     Err(err) if err.is_retryable() => {
@@ -289,7 +310,7 @@ impl StoreApi for RemoteStore {
         let wire = pb::TicketRequest {
             ticket: Some(ticket_to_wire(ticket)),
         };
-        self.on_shard(ticket.shard, RETRY_FOR, |mut c| {
+        self.on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
             let wire = wire.clone();
             async move { c.ack(wire).await }
         })
@@ -307,7 +328,7 @@ impl StoreApi for RemoteStore {
             invisible_ms: u64::try_from(invisible.as_millis()).unwrap_or(u64::MAX),
         };
         let reply = self
-            .on_shard(ticket.shard, RETRY_FOR, |mut c| {
+            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
                 let wire = wire.clone();
                 async move { c.change_invisible(wire).await }
             })
@@ -319,7 +340,7 @@ impl StoreApi for RemoteStore {
         let wire = pb::TicketRequest {
             ticket: Some(ticket_to_wire(ticket)),
         };
-        self.on_shard(ticket.shard, RETRY_FOR, |mut c| {
+        self.on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
             let wire = wire.clone();
             async move { c.dead_letter(wire).await }
         })
@@ -345,7 +366,7 @@ impl StoreApi for RemoteStore {
             transaction_id: transaction_id.to_owned(),
             resolution: resolution_to_wire(resolution) as i32,
         };
-        self.on_shard(shard, RETRY_FOR, |mut c| {
+        self.on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
             let wire = wire.clone();
             async move { c.end_transaction(wire).await }
         })
@@ -366,7 +387,7 @@ impl StoreApi for RemoteStore {
                 shard,
             };
             let reply = self
-                .on_shard(shard, RETRY_FOR, |mut c| {
+                .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
                     let wire = wire.clone();
                     async move { c.queue_stats(wire).await }
                 })
@@ -385,7 +406,7 @@ impl StoreApi for RemoteStore {
                 topic: topic.as_str().to_owned(),
                 shard,
             };
-            self.on_shard(shard, RETRY_FOR, |mut c| {
+            self.on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
                 let wire = wire.clone();
                 async move { c.drop_topic(wire).await }
             })
@@ -400,7 +421,7 @@ impl StoreApi for RemoteStore {
                 group: group.as_str().to_owned(),
                 shard,
             };
-            self.on_shard(shard, RETRY_FOR, |mut c| {
+            self.on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
                 let wire = wire.clone();
                 async move { c.drop_group(wire).await }
             })

@@ -14,7 +14,8 @@ use vela_raft::vfs::{self, Vfs};
 
 /// The format this build reads and writes.
 pub const STORE_FORMAT: u32 = 2;
-const MARKER: &str = "FORMAT";
+/// The marker's file name inside the store's data directory.
+pub const MARKER: &str = "FORMAT";
 const PREFIX: &str = "vela-store-format ";
 
 /// Why a data directory cannot be used.

@@ -813,15 +813,17 @@ impl StoreApi for Store {
         let local = self.shard(ticket.shard)?;
         let _consuming = local.shard.fairness.consume(1);
         let delivery = delivery_ref(ticket);
-        // Cheap rejection of handles that are already dead; apply re-checks anyway.
-        if local
-            .shard
-            .shared
-            .applied
-            .read()
-            .state
-            .current_delivery(&delivery)
-            .is_none()
+        // Cheap rejection of handles that are already dead; apply re-checks anyway. A new
+        // leader that has not applied what earlier leaders committed skips it.
+        if self.applied_is_current(&local.shard)?
+            && local
+                .shard
+                .shared
+                .applied
+                .read()
+                .state
+                .current_delivery(&delivery)
+                .is_none()
         {
             return Err(StoreError::StaleReceipt(delivery.to_string()));
         }

@@ -2,7 +2,8 @@
 //! (`RemoteStore` over `vela.store.v1`):
 //! - sends and receives find each shard's leader by themselves;
 //! - the node leading shard 0 is SIGKILLed under load: sends resume on a new leader (the
-//!   failover time is printed), and it is restarted with the exact command that started it;
+//!   failover time is printed), and it is restarted on its data directory (without
+//!   `--bootstrap`, which only the first start of a new data directory needs);
 //! - every acknowledged send is delivered, nothing is delivered after its ack was acknowledged;
 //! - with another node killed afterwards, the restarted one and the third still commit: it
 //!   caught up;
@@ -24,6 +25,8 @@ use vela_proto::store_client::{ClusterMap, RemoteStore};
 use crate::t06_crash::wait_ready;
 
 const SHARDS: [u32; 2] = [0, 1];
+/// Short, so a message whose ack was lost comes back within the drain.
+const INVISIBLE: Duration = Duration::from_secs(2);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -56,11 +59,13 @@ fn write_config(dir: &Path, id: u64, grpc: &BTreeMap<u64, u16>, http: u16) -> Pa
     path
 }
 
-fn spawn(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_vela"))
-        .arg("store")
-        .arg("--config")
-        .arg(config)
+fn spawn(config: &Path, bootstrap: bool) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vela"));
+    command.arg("store").arg("--config").arg(config);
+    if bootstrap {
+        command.arg("--bootstrap");
+    }
+    command
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -104,7 +109,7 @@ fn receive() -> PopRequest {
         topic: TopicName::new("cluster-t").unwrap(),
         queues: QueueSelector::All,
         max_messages: 32,
-        invisible: Duration::from_secs(60),
+        invisible: INVISIBLE,
         filter: TagFilter::All,
         fifo: false,
         max_attempts: 16,
@@ -112,12 +117,22 @@ fn receive() -> PopRequest {
     }
 }
 
-/// Receives and acks until three receives in a row find nothing; checks no message is
-/// delivered after its ack was acknowledged. Returns the bodies delivered.
+/// Receives and acks until nothing comes, not even after every invisibility ran out (a message
+/// whose ack was lost would be back by then); checks no message is delivered after its ack was
+/// acknowledged. Returns the bodies delivered.
 async fn drain(store: &RemoteStore, acked: &mut BTreeSet<(u32, u64)>) -> BTreeSet<String> {
     let mut bodies = BTreeSet::new();
     let mut empty = 0;
-    while empty < 3 {
+    let mut waited_out = false;
+    loop {
+        if empty >= 3 {
+            if waited_out {
+                break;
+            }
+            tokio::time::sleep(INVISIBLE + Duration::from_millis(500)).await;
+            waited_out = true;
+            empty = 0;
+        }
         let got = store.pop(receive()).await.unwrap();
         empty = if got.is_empty() { empty + 1 } else { 0 };
         for d in got {
@@ -132,6 +147,23 @@ async fn drain(store: &RemoteStore, acked: &mut BTreeSet<(u32, u64)>) -> BTreeSe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_directory_needs_bootstrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
+    let config = write_config(dir.path(), 1, &grpc, free_port());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .arg("store")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--bootstrap"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one readable line: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_node_killed_under_load_loses_no_acknowledged_message() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let grpc: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
@@ -139,7 +171,7 @@ async fn a_store_node_killed_under_load_loses_no_acknowledged_message() {
     for id in 1..=3u64 {
         let http = free_port();
         let config = write_config(dirs[id as usize - 1].path(), id, &grpc, http);
-        let child = spawn(&config);
+        let child = spawn(&config, true);
         nodes.insert(
             id,
             StoreProcess {
@@ -206,7 +238,7 @@ async fn a_store_node_killed_under_load_loses_no_acknowledged_message() {
 
     // Restart it with the same command, on the same data directory.
     let victim_process = nodes.get_mut(&victim).unwrap();
-    victim_process.child = spawn(&victim_process.config);
+    victim_process.child = spawn(&victim_process.config, false);
     wait_ready(victim_process.http).await;
 
     let mut acked = BTreeSet::new();

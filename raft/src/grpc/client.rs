@@ -264,6 +264,21 @@ impl<SD> GrpcConnection<SD> {
     }
 }
 
+/// How long a request carrying `bytes` of payload may take: openraft's deadline (the heartbeat
+/// interval, meant for empty requests) is too short to upload megabytes and fsync them, so a
+/// request with a payload gets at least [`PAYLOAD_DEADLINE`] plus time at [`MIN_RATE`].
+fn transfer_deadline(ttl: Duration, bytes: usize) -> Duration {
+    if bytes == 0 {
+        return ttl;
+    }
+    ttl.max(PAYLOAD_DEADLINE) + Duration::from_micros((bytes / MIN_RATE_BYTES_PER_MICRO) as u64)
+}
+
+/// Least time a request with a payload is given.
+const PAYLOAD_DEADLINE: Duration = Duration::from_secs(2);
+/// Slowest transfer rate a payload's deadline allows for (16 MB/s).
+const MIN_RATE_BYTES_PER_MICRO: usize = 16;
+
 /// Consecutive entries encoded for one request, and the log id of the last of them.
 type Run = (
     Vec<u8>,
@@ -337,11 +352,20 @@ impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkV2<C> for GrpcConnection<SD> {
                 leader_commit,
                 entries: bytes.into(),
             };
-            let reply = self.append_once::<C>(request, timeout).await;
+            let deadline = transfer_deadline(timeout, request.entries.len());
+            let reply = self.append_once::<C>(request, deadline).await;
             match reply {
                 Ok(AppendEntriesResponse::Success) if i + 1 < count => prev = Some(last),
-                Ok(AppendEntriesResponse::Conflict) | Err(_) if i > 0 => {
-                    return Ok(AppendEntriesResponse::PartialSuccess(prev));
+                // The earlier runs are stored (the follower answers after its flush).
+                Err(_) if i > 0 => return Ok(AppendEntriesResponse::PartialSuccess(prev)),
+                // The follower just accepted the run ending at `prev`; a conflict right after
+                // means its log went back in between (a lost unsynced tail): not a match.
+                Ok(AppendEntriesResponse::Conflict) if i > 0 => {
+                    return Err(Failure::Network(format!(
+                        "{}: log of node {target} went back during a split AppendEntries",
+                        self.addr
+                    ))
+                    .rpc(RPCTypes::AppendEntries, from, target));
                 }
                 other => return other,
             }
@@ -396,7 +420,7 @@ impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkV2<C> for GrpcConnection<SD> {
             header: None,
             data: bytes::Bytes::copy_from_slice(piece),
         }));
-        let timeout = option.hard_ttl();
+        let timeout = transfer_deadline(option.hard_ttl(), data.len()).max(PAYLOAD_DEADLINE);
         let send = self.call(timeout, |mut c| async move {
             c.install_snapshot(tokio_stream::iter(chunks)).await
         });

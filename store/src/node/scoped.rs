@@ -27,6 +27,26 @@ impl Store {
         }
     }
 
+    /// Whether a check against `shard`'s applied state can be trusted: always in a store of
+    /// single voters; in a replicated one only on the leader (`NotLeader` elsewhere), and only
+    /// once it has applied an entry of its own term (so everything earlier leaders committed is
+    /// applied here too). Until then `Ok(false)`: skip the early check, apply decides.
+    pub(crate) fn applied_is_current(&self, shard: &Shard) -> Result<bool, StoreError> {
+        if !self.replicated {
+            return Ok(true);
+        }
+        let metrics = shard.raft.metrics().borrow_watched().clone();
+        if metrics.state != openraft::ServerState::Leader {
+            return Err(StoreError::NotLeader {
+                shard: shard.id,
+                leader: metrics.current_leader,
+            });
+        }
+        Ok(metrics
+            .last_applied
+            .is_some_and(|l| l.leader_id.term == metrics.current_term))
+    }
+
     /// A receive from shard `shard` only.
     pub async fn pop_shard(
         &self,
