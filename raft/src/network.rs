@@ -15,7 +15,8 @@ use std::time::Duration;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
@@ -335,6 +336,19 @@ where
         let timeout = option.hard_ttl();
         Ok(self
             .deliver(timeout, |raft| async move { raft.pre_vote(rpc).await })
+            .await?)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        let timeout = option.hard_ttl();
+        Ok(self
+            .deliver(timeout, |raft| async move {
+                raft.handle_transfer_leader(req).await
+            })
             .await?)
     }
 

@@ -271,6 +271,18 @@ impl Store {
 
     /// Stops background tasks, Raft and the logs (flushing them). Idempotent.
     pub async fn shutdown(&self) -> Result<(), StoreShutdownError> {
+        if self.replicated && !self.cancel.is_cancelled() {
+            let handed = self.hand_over_leadership().await;
+            if !handed.is_empty() {
+                info!(?handed, "handed shard leadership over before stopping");
+            }
+        }
+        self.halt().await
+    }
+
+    /// Stops like [`shutdown`](Self::shutdown) without handing leadership over first (what a
+    /// crash leaves behind; tests that cut the power use it).
+    pub async fn halt(&self) -> Result<(), StoreShutdownError> {
         self.cancel.cancel();
         for local in self.shards.values() {
             local.appends.close();

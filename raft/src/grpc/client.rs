@@ -11,7 +11,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend};
@@ -19,7 +20,7 @@ use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use super::pb::raft_transport_client::RaftTransportClient;
-use super::{SnapshotBytes, log_id_from_wire, opt_log_id_to_wire, pb};
+use super::{SnapshotBytes, log_id_from_wire, log_id_to_wire, opt_log_id_to_wire, pb};
 use super::{vote_from_wire, vote_to_wire};
 use crate::entry::{LogTypes, encode_entry, encode_membership};
 use crate::network::{Fate, NetFaults, NodeId};
@@ -389,6 +390,14 @@ impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkV2<C> for GrpcConnection<SD> {
         self.vote_rpc(rpc, option, true).await
     }
 
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.transfer_rpc(req, option).await
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
@@ -437,6 +446,49 @@ impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkV2<C> for GrpcConnection<SD> {
 }
 
 impl<SD> GrpcConnection<SD> {
+    async fn transfer_rpc<C: LogTypes>(
+        &self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        let (from, target) = (self.from, self.target);
+        let request = pb::TransferLeaderRequest {
+            route: Some(self.route()),
+            from_leader: Some(vote_to_wire::<C>(req.from_leader())),
+            to_node: *req.to_node_id(),
+            last_log_id: req.last_log_id().map(log_id_to_wire),
+        };
+        let reply = self
+            .call(option.hard_ttl(), |mut c| async move {
+                c.transfer_leader(request).await
+            })
+            .await
+            .map_err(|f| f.rpc::<C>(RPCTypes::TransferLeader, from, target))?;
+        use pb::transfer_leader_reply::Result as R;
+        let missing =
+            || {
+                Failure::Network(format!("{}: incomplete TransferLeader reply", self.addr))
+                    .rpc::<C>(RPCTypes::TransferLeader, from, target)
+            };
+        match reply.result {
+            Some(R::Accepted(_)) => Ok(Ok(())),
+            Some(R::VoteChanged(m)) => {
+                let (Some(expected), Some(actual)) = (m.expected, m.actual) else {
+                    return Err(missing());
+                };
+                Ok(Err(TransferLeaderError::VoteChanged {
+                    expected: vote_from_wire::<C>(&expected),
+                    actual: vote_from_wire::<C>(&actual),
+                }))
+            }
+            Some(R::LogNotFlushed(m)) => Ok(Err(TransferLeaderError::LogNotFlushed {
+                expected: m.expected.as_ref().map(log_id_from_wire),
+                actual: m.actual.as_ref().map(log_id_from_wire),
+            })),
+            None => Err(missing()),
+        }
+    }
+
     async fn vote_rpc<C: LogTypes>(
         &self,
         rpc: VoteRequest<C>,

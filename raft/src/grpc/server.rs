@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderError, TransferLeaderRequest,
+    VoteRequest,
+};
 use openraft::storage::RaftStateMachine;
 use openraft::type_config::alias::SnapshotOf;
 use openraft::{Raft, SnapshotMeta, StoredMembership};
@@ -167,6 +170,13 @@ where
         self.vote_rpc(request.into_inner(), true).await
     }
 
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderReply>, Status> {
+        self.transfer_rpc(request.into_inner()).await
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
@@ -233,6 +243,52 @@ where
             .map_err(raft_stopped)?;
         Ok(Response::new(pb::SnapshotReply {
             vote: Some(vote_to_wire::<C>(&reply.vote)),
+        }))
+    }
+}
+
+impl<C, SM> RaftService<C, SM>
+where
+    C: LogTypes,
+    SM: RaftStateMachine<C>,
+    SM::SnapshotData: SnapshotBytes,
+{
+    async fn transfer_rpc(
+        &self,
+        req: pb::TransferLeaderRequest,
+    ) -> Result<Response<pb::TransferLeaderReply>, Status> {
+        let raft = self.server.group(req.route.as_ref())?;
+        let from = req
+            .from_leader
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("TransferLeader without the leader's vote"))?;
+        let request = TransferLeaderRequest::<C>::new(
+            vote_from_wire::<C>(from),
+            req.to_node,
+            req.last_log_id.as_ref().map(log_id_from_wire),
+        );
+        use pb::transfer_leader_reply::Result as R;
+        let result = match raft
+            .handle_transfer_leader(request)
+            .await
+            .map_err(raft_stopped)?
+        {
+            Ok(()) => R::Accepted(pb::Empty {}),
+            Err(TransferLeaderError::VoteChanged { expected, actual }) => {
+                R::VoteChanged(pb::VoteMismatch {
+                    expected: Some(vote_to_wire::<C>(&expected)),
+                    actual: Some(vote_to_wire::<C>(&actual)),
+                })
+            }
+            Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
+                R::LogNotFlushed(pb::LogMismatch {
+                    expected: opt_log_id_to_wire(&expected),
+                    actual: opt_log_id_to_wire(&actual),
+                })
+            }
+        };
+        Ok(Response::new(pb::TransferLeaderReply {
+            result: Some(result),
         }))
     }
 }

@@ -3,15 +3,21 @@
 //! goes to each shard's leader in turn, a drop to every shard's leader). Each refuses with
 //! `NotLeader` (and the leader this node knows) unless this node leads the shard.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use tracing::warn;
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
 use vela_proto::store_api::{Delivery, PopRequest, StoreError};
 
 use super::{Received, Store};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::shard::{Shard, unexpected};
+
+/// How long a stopping node waits for each shard it leads to have a new leader.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 impl Store {
     /// The shard, if this node holds and leads it.
@@ -45,6 +51,45 @@ impl Store {
         Ok(metrics
             .last_applied
             .is_some_and(|l| l.leader_id.term == metrics.current_term))
+    }
+
+    /// Hands every shard this node leads to its most caught-up follower and waits (up to
+    /// [`HANDOVER_WAIT`]) until this node sees the new leader, so a graceful stop costs the
+    /// shards no election timeout. Returns the shards handed over and to whom.
+    pub async fn hand_over_leadership(&self) -> BTreeMap<ShardId, u64> {
+        let me = self.config.node_id;
+        let handovers: Vec<(ShardId, &Arc<Shard>, u64)> = self
+            .shards
+            .iter()
+            .filter_map(|(&id, local)| {
+                let metrics = local.shard.raft.metrics().borrow_watched().clone();
+                let target = metrics
+                    .replication?
+                    .into_iter()
+                    .filter(|(node, _)| *node != me)
+                    .max_by_key(|(_, matched)| matched.as_ref().map(|m| m.index))
+                    .map(|(node, _)| node)?;
+                Some((id, &local.shard, target))
+            })
+            .collect();
+        let done = futures::future::join_all(handovers.into_iter().map(
+            |(id, shard, target)| async move {
+                if let Err(err) = shard.raft.trigger().transfer_leader(target).await {
+                    warn!(shard = id, error = %err, "handing leadership over");
+                    return None;
+                }
+                let wait = shard.raft.wait(Some(HANDOVER_WAIT));
+                wait.metrics(
+                    |m| m.current_leader == Some(target),
+                    "leadership handed over",
+                )
+                .await
+                .ok()
+                .map(|_| (id, target))
+            },
+        ))
+        .await;
+        done.into_iter().flatten().collect()
     }
 
     /// A receive from shard `shard` only.

@@ -205,7 +205,7 @@ impl Cluster {
         let survived = disk.crash(CrashMode::DropAllUnsynced);
         let store = self.nodes.lock().remove(&id).expect("node runs");
         // The crashed disk fails every call: this only stops the tasks.
-        store.shutdown().await.ok();
+        store.halt().await.ok();
         self.disks.insert(id, survived);
     }
 
@@ -379,6 +379,42 @@ async fn failover(transport: Transport) {
         .await
         .expect("appends after the second failover");
     assert_eq!(drain(&leader, 1).await, vec!["after".to_string()]);
+    drop(leader);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_its_shards_over() {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 5, shared).await;
+    let first = cluster.leader().await;
+    let leader = cluster.node(first);
+    leader
+        .append(append(vec![message("a")]))
+        .await
+        .expect("the leader appends");
+    let started = std::time::Instant::now();
+    let handed = leader.hand_over_leadership().await;
+    let to = *handed
+        .get(&0)
+        .unwrap_or_else(|| panic!("shard 0 was not handed over: {handed:?}"));
+    assert_ne!(to, first);
+    eprintln!(
+        "handover of shard 0 from {first} to {to} took {:?}",
+        started.elapsed()
+    );
+    drop(leader);
+    cluster.power_cut(first).await;
+    assert_eq!(cluster.leader().await, to);
+    let leader = cluster.node(to);
+    leader
+        .append(append(vec![message("b")]))
+        .await
+        .expect("the new leader appends");
+    assert_eq!(
+        drain(&leader, 2).await,
+        vec!["a".to_string(), "b".to_string()]
+    );
     drop(leader);
     cluster.shutdown().await;
 }
