@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "protos/apache/rocketmq/v2/admin.proto",
         "protos/vela/admin/v1/admin.proto",
         "protos/vela/store/v1/store.proto",
+        "protos/vela/controller/v1/controller.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -1,6 +1,7 @@
 //! The `Controller`: opens the metadata Raft group, turns `ControllerApi` calls into validated
 //! commands and serves reads from the applied metadata.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -51,6 +52,8 @@ pub struct Controller {
     metadata: Arc<RwLock<Metadata>>,
     group: ControllerGroup,
     clock: SharedClock,
+    /// This node's id in a replicated controller group (`None`: the single voter of standalone).
+    member: Option<u64>,
     /// Set once shut down, so a second call is a no-op; a tokio mutex because the shutdown itself
     /// awaits while holding it.
     stopped: Mutex<bool>,
@@ -79,6 +82,7 @@ impl Controller {
             metadata,
             group,
             clock,
+            member: None,
             stopped: Mutex::new(false),
         });
 
@@ -103,6 +107,86 @@ impl Controller {
             "controller open"
         );
         Ok(controller)
+    }
+
+    /// Opens the controller in `cfg.data_dir` as one member of a replicated controller group
+    /// over `voters` (node id → address of its gRPC port, which serves [`raft_service`] and the
+    /// controller service). Returns at once, leader or not; whichever member leads records
+    /// `cfg.shards` as the shard set if it changed. Only the leader answers calls, reads
+    /// included (after confirming its leadership), so a deposed leader never serves stale
+    /// metadata.
+    ///
+    /// [`raft_service`]: Self::raft_service
+    pub async fn open_replicated(
+        cfg: ControllerConfig,
+        clock: SharedClock,
+        voters: &BTreeMap<u64, String>,
+    ) -> Result<Arc<Controller>, ControllerOpenError> {
+        let shards = cfg.normalized_shards().ok_or_else(|| {
+            ControllerOpenError::Config("shards must name at least one shard".to_owned())
+        })?;
+        if !voters.contains_key(&cfg.node_id) {
+            return Err(ControllerOpenError::Config(format!(
+                "node_id {} is not one of the controller nodes {:?}",
+                cfg.node_id,
+                voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| {
+            ControllerOpenError::CreateDir {
+                path: cfg.data_dir.clone(),
+                source,
+            }
+        })?;
+        let metadata = Arc::new(RwLock::new(Metadata::default()));
+        let group =
+            ControllerGroup::start_member(cfg.node_id, &cfg.data_dir, metadata.clone(), voters)
+                .await?;
+        let controller = Arc::new(Controller {
+            metadata,
+            group,
+            clock,
+            member: Some(cfg.node_id),
+            stopped: Mutex::new(false),
+        });
+        tokio::spawn(record_shards_when_leading(
+            Arc::downgrade(&controller),
+            shards,
+        ));
+        tracing::info!(
+            node_id = cfg.node_id,
+            voters = voters.len(),
+            "controller member open"
+        );
+        Ok(controller)
+    }
+
+    /// The gRPC service through which the other controller nodes reach this one's Raft (a
+    /// replicated controller only).
+    pub fn raft_service(
+        &self,
+    ) -> Option<
+        vela_raft::grpc::pb::raft_transport_server::RaftTransportServer<
+            vela_raft::grpc::RaftService<
+                crate::raft::ControllerTypeConfig,
+                crate::raft::MetadataStateMachine,
+            >,
+        >,
+    > {
+        self.member.map(|id| self.group.raft_service(id))
+    }
+
+    /// Whether this node leads the controller group now (its own view).
+    pub fn group_leads(&self) -> bool {
+        self.group.is_leader()
+    }
+
+    /// In a replicated group: confirms this node leads before a read of local metadata.
+    async fn read_barrier(&self) -> Result<(), ControllerError> {
+        if self.member.is_some() {
+            self.group.read_barrier().await?;
+        }
+        Ok(())
     }
 
     async fn ensure_shards(&self, shards: Vec<ShardId>) -> Result<(), ControllerError> {
@@ -176,6 +260,28 @@ impl Controller {
     }
 }
 
+/// Records the shard set once this member leads the group (retrying while leadership moves);
+/// ends when the controller is dropped or stopped.
+async fn record_shards_when_leading(controller: std::sync::Weak<Controller>, shards: Vec<ShardId>) {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+    loop {
+        let Some(c) = controller.upgrade() else {
+            return;
+        };
+        if *c.stopped.lock().await {
+            return;
+        }
+        if c.group.wait_leading(WAIT).await {
+            match c.ensure_shards(shards.clone()).await {
+                Ok(()) => return,
+                Err(err) => tracing::debug!(error = %err, "recording the shard set; retrying"),
+            }
+        }
+        drop(c);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Turns an apply outcome that is not the expected success into the caller's error.
 fn unexpected(command: &str, outcome: &crate::command::ControllerResponse) -> ControllerError {
     match outcome {
@@ -185,9 +291,9 @@ fn unexpected(command: &str, outcome: &crate::command::ControllerResponse) -> Co
 }
 
 // Reads are served from the local applied state. With a single voter that is linearizable enough:
-// every acknowledged write is applied here before `client_write` returns. A cluster must first
-// confirm leadership and wait for the read index (`Raft::ensure_linearizable`), or forward reads to
-// the leader, so a deposed leader cannot serve stale metadata.
+// every acknowledged write is applied here before `client_write` returns. A replicated member first
+// confirms its leadership and waits for the read index (`read_barrier`), so a deposed leader
+// cannot serve stale metadata; a follower answers `NotLeader`.
 #[async_trait]
 impl ControllerApi for Controller {
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
@@ -207,10 +313,12 @@ impl ControllerApi for Controller {
     }
 
     async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
+        self.read_barrier().await?;
         Ok(self.metadata.read().topic(name).cloned())
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicConfig>, ControllerError> {
+        self.read_barrier().await?;
         Ok(self.metadata.read().topics().cloned().collect())
     }
 
@@ -238,10 +346,12 @@ impl ControllerApi for Controller {
     }
 
     async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {
+        self.read_barrier().await?;
         Ok(self.metadata.read().group(name).cloned())
     }
 
     async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError> {
+        self.read_barrier().await?;
         Ok(self.metadata.read().groups().cloned().collect())
     }
 

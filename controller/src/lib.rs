@@ -4,6 +4,7 @@
 //! - [`Controller`]: the entry point; implements [`vela_proto::ControllerApi`].
 //! - [`metadata`]: the pure state and its deterministic `apply`.
 //! - [`placement`]: which shard each new queue goes to.
+//! - [`service`]: the controller node's gRPC service (`vela.controller.v1`), for a cluster.
 //! - [`validation`]: checks and defaults applied before a command is proposed.
 //! - [`command`]: the Raft log's commands and their outcomes.
 //! - `raft` (private): everything that names an openraft type.
@@ -14,6 +15,7 @@ mod controller;
 pub mod metadata;
 pub mod placement;
 mod raft;
+pub mod service;
 pub mod validation;
 
 pub use command::{Applied, ControllerCommand, ControllerResponse, Rejected};

@@ -7,18 +7,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::type_config::async_runtime::watch::WatchReceiver;
-use openraft::{Raft, SnapshotPolicy};
+use openraft::{BasicNode, Raft, ReadPolicy, SnapshotPolicy};
 use parking_lot::RwLock;
 use vela_proto::ControllerError;
 use vela_raft::generations::SnapshotKeeper;
+use vela_raft::group;
+use vela_raft::grpc::pb::raft_transport_server::RaftTransportServer;
+use vela_raft::grpc::{ChannelPool, GrpcNetwork, RaftServer, RaftService};
 use vela_raft::single_node::{self, StartError};
 use vela_raft::vfs::{StdVfs, Vfs};
 use vela_raft::{FlushMode, LogError, LogStoreConfig, SegmentLogStore};
 
 use crate::command::{ControllerCommand, ControllerResponse};
 use crate::metadata::Metadata;
-use state_machine::MetadataStateMachine;
+pub use state_machine::MetadataStateMachine;
+use state_machine::SnapshotData;
 
 openraft::declare_raft_types!(
     /// The controller group's openraft types.
@@ -28,6 +35,9 @@ openraft::declare_raft_types!(
 );
 
 type ControllerRaft = Raft<ControllerTypeConfig, MetadataStateMachine>;
+
+/// The controller's Raft group id on the transport (a controller node holds one group).
+const GROUP: u64 = 0;
 
 /// Metadata changes are rare and small: small segments, every append fsynced.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
@@ -150,6 +160,97 @@ impl ControllerGroup {
         }
     }
 
+    /// Opens the group's storage like [`start`](Self::start) and runs this node as one member
+    /// of a group over `voters` (node id → Raft address), reaching the others over gRPC. A
+    /// fresh log initializes the membership. Returns at once, leader or not.
+    pub(crate) async fn start_member(
+        node_id: u64,
+        data_dir: &std::path::Path,
+        metadata: Arc<RwLock<Metadata>>,
+        voters: &BTreeMap<u64, String>,
+    ) -> Result<Self, RaftStartError> {
+        let (log, state_machine) = open_storage(
+            data_dir.join("log"),
+            data_dir.join("snapshots"),
+            data_dir.join("metadata.snapshot"),
+            metadata,
+        )
+        .await?;
+        let mut config = single_node::default_config("vela-controller");
+        config.snapshot_policy = SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY);
+        config.max_in_snapshot_log_to_keep = KEEP_AFTER_SNAPSHOT;
+        config.heartbeat_interval = 100;
+        config.election_timeout_min = 500;
+        config.election_timeout_max = 1000;
+        config.enable_pre_vote = Some(true);
+        let network = GrpcNetwork::<SnapshotData>::new(GROUP, node_id, ChannelPool::new());
+        let members = voters
+            .iter()
+            .map(|(&id, addr)| (id, BasicNode::new(addr.clone())))
+            .collect();
+        let started = group::start_member(
+            node_id,
+            members,
+            config,
+            network,
+            log.clone(),
+            state_machine,
+        )
+        .await;
+        match started {
+            Ok(raft) => Ok(Self { raft, log }),
+            Err(err) => {
+                if let Err(close) = log.shutdown().await {
+                    tracing::warn!(error = %close, "closing the controller log after a failed start");
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// The gRPC service through which the other members reach this one's Raft.
+    pub(crate) fn raft_service(
+        &self,
+        node_id: u64,
+    ) -> RaftTransportServer<RaftService<ControllerTypeConfig, MetadataStateMachine>> {
+        let server = RaftServer::new(node_id);
+        server.register(GROUP, self.raft.clone());
+        server.service()
+    }
+
+    /// Whether this node leads the group now (its own view).
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// Waits until this node leads the group, or `timeout` passes.
+    pub(crate) async fn wait_leading(&self, timeout: Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.state == openraft::ServerState::Leader,
+                "the controller node leads",
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Confirms this node still leads (a quorum answers) and has applied everything committed
+    /// before the call, so a read of the local metadata is linearizable.
+    pub(crate) async fn read_barrier(&self) -> Result<(), ControllerError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(ControllerError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(err) => Err(ControllerError::Unavailable(format!(
+                "confirming controller leadership: {err}"
+            ))),
+        }
+    }
+
     /// Proposes `command` and waits until it is applied; the outcome is what apply decided.
     pub(crate) async fn propose(
         &self,
@@ -158,6 +259,11 @@ impl ControllerGroup {
         let what = command.to_string();
         match self.raft.client_write(command).await {
             Ok(written) => Ok(written.response().clone()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ControllerError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
             Err(err) => {
                 tracing::warn!(command = %what, error = %err, "controller write failed");
                 Err(ControllerError::Unavailable(format!(

@@ -15,6 +15,9 @@ pub enum ControllerError {
     Invalid(String),
     #[error("controller unavailable: {0}")]
     Unavailable(String),
+    /// This controller node does not lead the metadata group (`leader`: the one it knows).
+    #[error("this controller node is not the leader (leader hint: {leader:?})")]
+    NotLeader { leader: Option<u64> },
     #[error("controller internal error: {0}")]
     Internal(String),
 }

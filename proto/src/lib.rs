@@ -9,10 +9,14 @@
 //!   clients.
 //! - [`store_wire`] / [`store_client`]: `StoreApi` over gRPC (`vela.store.v1`): conversions and
 //!   the cluster client that routes each call to the shard's leader.
+//! - [`controller_wire`] / [`controller_client`]: `ControllerApi` over gRPC
+//!   (`vela.controller.v1`) and the client that finds the controller group's leader.
 //! - [`receipt`]: self-describing, tamper-evident receipt handles, so any proxy can ack.
 
 pub mod clock;
 pub mod controller_api;
+pub mod controller_client;
+pub mod controller_wire;
 pub mod domain;
 pub mod receipt;
 pub mod store_api;
@@ -35,6 +39,11 @@ pub mod pb {
     #[allow(clippy::all, missing_docs)]
     pub mod store {
         tonic::include_proto!("vela.store.v1");
+    }
+    /// `vela.controller.v1`: the controller's contract between cluster nodes.
+    #[allow(clippy::all, missing_docs)]
+    pub mod controller {
+        tonic::include_proto!("vela.controller.v1");
     }
 }
 

@@ -93,7 +93,9 @@ impl From<ControllerError> for RpcError {
         let code = match &err {
             ControllerError::AlreadyExists(_) | ControllerError::Invalid(_) => Code::BadRequest,
             ControllerError::NotFound(_) => Code::NotFound,
-            ControllerError::Unavailable(_) => Code::HaNotAvailable,
+            ControllerError::Unavailable(_) | ControllerError::NotLeader { .. } => {
+                Code::HaNotAvailable
+            }
             ControllerError::Internal(_) => Code::InternalServerError,
         };
         Self::new(code, err.to_string())
@@ -134,7 +136,9 @@ pub(crate) fn controller_to_grpc(err: ControllerError) -> tonic::Status {
         ControllerError::AlreadyExists(_) => GrpcCode::AlreadyExists,
         ControllerError::NotFound(_) => GrpcCode::NotFound,
         ControllerError::Invalid(_) => GrpcCode::InvalidArgument,
-        ControllerError::Unavailable(_) => GrpcCode::Unavailable,
+        ControllerError::Unavailable(_) | ControllerError::NotLeader { .. } => {
+            GrpcCode::Unavailable
+        }
         ControllerError::Internal(_) => GrpcCode::Internal,
     };
     tonic::Status::new(code, err.to_string())

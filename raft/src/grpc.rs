@@ -19,7 +19,7 @@ use openraft::alias::VoteOf;
 use openraft::impls::leader_id_adv::LeaderId;
 
 pub use client::{ChannelPool, GrpcNetwork};
-pub use server::RaftServer;
+pub use server::{RaftServer, RaftService};
 
 use crate::entry::{LogTypes, StoredLogId, StoredVote};
 

@@ -71,7 +71,7 @@ pub(crate) fn read_snapshots(
 /// Held while snapshot files are read or written (see the module comment).
 type SnapshotFileLock = Arc<Mutex<()>>;
 
-pub(crate) struct MetadataStateMachine {
+pub struct MetadataStateMachine {
     /// Shared with the controller, which serves reads from it.
     metadata: Arc<RwLock<Metadata>>,
     last_applied: Option<LogIdOf<C>>,
@@ -206,7 +206,7 @@ impl RaftStateMachine<C> for MetadataStateMachine {
 }
 
 /// A point-in-time copy of the metadata, written out as the new snapshot.
-pub(crate) struct MetadataSnapshotBuilder {
+pub struct MetadataSnapshotBuilder {
     metadata: Metadata,
     last_applied: Option<LogIdOf<C>>,
     last_membership: StoredMembershipOf<C>,

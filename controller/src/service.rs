@@ -1,0 +1,122 @@
+//! The controller node's gRPC service (`vela.controller.v1.Controller`): what a cluster's proxies
+//! call through `vela_proto::controller_client::RemoteController`. Wire input is validated into
+//! domain types here; only the group's leader answers (a follower says `NotLeader`).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vela_proto::ControllerApi;
+use vela_proto::controller_wire::*;
+use vela_proto::pb::controller as pb;
+use vela_proto::pb::controller::controller_server::{
+    Controller as ControllerRpc, ControllerServer,
+};
+
+use crate::Controller;
+
+/// [`Controller`] as the `vela.controller.v1.Controller` gRPC service.
+pub struct ControllerService {
+    controller: Arc<Controller>,
+}
+
+impl ControllerService {
+    /// The tonic service to add to the controller node's server.
+    pub fn server(controller: Arc<Controller>) -> ControllerServer<ControllerService> {
+        ControllerServer::new(ControllerService { controller })
+    }
+}
+
+fn failed(err: vela_proto::ControllerError) -> Status {
+    error_to_status(&err)
+}
+
+#[tonic::async_trait]
+impl ControllerRpc for ControllerService {
+    async fn create_topic(
+        &self,
+        request: Request<pb::TopicSpec>,
+    ) -> Result<Response<pb::Topic>, Status> {
+        let spec = topic_spec_from_wire(request.into_inner())?;
+        let topic = self.controller.create_topic(spec).await.map_err(failed)?;
+        Ok(Response::new(topic_to_wire(&topic)))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::Name>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let name = topic_name(&request.into_inner().name)?;
+        self.controller.delete_topic(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_topic(
+        &self,
+        request: Request<pb::Name>,
+    ) -> Result<Response<pb::MaybeTopic>, Status> {
+        let name = topic_name(&request.into_inner().name)?;
+        let topic = self.controller.get_topic(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::MaybeTopic {
+            topic: topic.as_ref().map(topic_to_wire),
+        }))
+    }
+
+    async fn list_topics(&self, _: Request<pb::Empty>) -> Result<Response<pb::Topics>, Status> {
+        let topics = self.controller.list_topics().await.map_err(failed)?;
+        Ok(Response::new(pb::Topics {
+            topics: topics.iter().map(topic_to_wire).collect(),
+        }))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<pb::GroupSpec>,
+    ) -> Result<Response<pb::Group>, Status> {
+        let spec = group_spec_from_wire(request.into_inner())?;
+        let group = self.controller.create_group(spec).await.map_err(failed)?;
+        Ok(Response::new(group_to_wire(&group)))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::Name>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let name = group_name(&request.into_inner().name)?;
+        self.controller.delete_group(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<pb::Name>,
+    ) -> Result<Response<pb::MaybeGroup>, Status> {
+        let name = group_name(&request.into_inner().name)?;
+        let group = self.controller.get_group(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::MaybeGroup {
+            group: group.as_ref().map(group_to_wire),
+        }))
+    }
+
+    async fn list_groups(&self, _: Request<pb::Empty>) -> Result<Response<pb::Groups>, Status> {
+        let groups = self.controller.list_groups().await.map_err(failed)?;
+        Ok(Response::new(pb::Groups {
+            groups: groups.iter().map(group_to_wire).collect(),
+        }))
+    }
+
+    async fn ensure_dead_letter_topic(
+        &self,
+        request: Request<pb::Name>,
+    ) -> Result<Response<pb::Topic>, Status> {
+        let name = group_name(&request.into_inner().name)?;
+        let topic = self
+            .controller
+            .ensure_dead_letter_topic(&name)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(topic_to_wire(&topic)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! [`RemoteController`]: `ControllerApi` over gRPC for a cluster's proxies. Every call goes to
+//! the controller group's leader: the one that last answered, else the one a `NotLeader` reply
+//! named, else the controller nodes in turn; elections and unreachable nodes are retried within
+//! a bounded time.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::controller_api::{ControllerApi, ControllerError};
+use crate::controller_wire::*;
+use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
+use crate::pb::controller as pb;
+use crate::pb::controller::controller_client::ControllerClient;
+
+/// How long a call keeps retrying through elections and unreachable nodes.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+/// How long one attempt may take before the next controller node is tried.
+const ATTEMPT: Duration = Duration::from_secs(3);
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// `ControllerApi` over gRPC, routed to the controller group's leader.
+pub struct RemoteController {
+    nodes: Vec<u64>,
+    clients: BTreeMap<u64, ControllerClient<Channel>>,
+    leader: Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for RemoteController {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteController")
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteController {
+    /// A client of the controller nodes `controllers` (id → `host:port`); connections are made
+    /// on first use.
+    pub fn new(controllers: &BTreeMap<u64, String>) -> Result<Self, String> {
+        if controllers.is_empty() {
+            return Err("no controller nodes to reach".into());
+        }
+        let mut clients = BTreeMap::new();
+        for (&node, addr) in controllers {
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| format!("controller node {node} address {addr:?}: {e}"))?
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+            clients.insert(node, ControllerClient::new(endpoint.connect_lazy()));
+        }
+        Ok(RemoteController {
+            nodes: controllers.keys().copied().collect(),
+            clients,
+            leader: Mutex::new(None),
+        })
+    }
+
+    async fn on_leader<T, F, Fut>(&self, call: F) -> Result<T, ControllerError>
+    where
+        F: Fn(ControllerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + RETRY_FOR;
+        let mut backoff = FIRST_BACKOFF;
+        let mut next = 0usize;
+        let mut hops = 0usize;
+        loop {
+            let node = (*self.leader.lock()).unwrap_or(self.nodes[next % self.nodes.len()]);
+            let client = self.clients[&node].clone();
+            let err = match tokio::time::timeout(ATTEMPT, call(client)).await {
+                Ok(Ok(reply)) => {
+                    *self.leader.lock() = Some(node);
+                    return Ok(reply.into_inner());
+                }
+                Ok(Err(status)) => status_to_error(&status),
+                Err(_) => ControllerError::Unavailable(format!(
+                    "controller node {node} did not answer within {ATTEMPT:?}"
+                )),
+            };
+            match &err {
+                ControllerError::NotLeader {
+                    leader: Some(leader),
+                } if *leader != node
+                    && self.clients.contains_key(leader)
+                    && hops < 2 * self.nodes.len() =>
+                {
+                    hops += 1;
+                    *self.leader.lock() = Some(*leader);
+                    continue;
+                }
+                ControllerError::NotLeader { .. } | ControllerError::Unavailable(_) => {
+                    *self.leader.lock() = None;
+                    next += 1;
+                    hops = 0;
+                }
+                _ => return Err(err),
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+fn name(n: &str) -> pb::Name {
+    pb::Name { name: n.to_owned() }
+}
+
+#[async_trait]
+impl ControllerApi for RemoteController {
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        let wire = topic_spec_to_wire(&spec);
+        let topic = self
+            .on_leader(|mut c| {
+                let wire = wire.clone();
+                async move { c.create_topic(wire).await }
+            })
+            .await?;
+        Ok(topic_from_wire(topic)?)
+    }
+
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), ControllerError> {
+        let wire = name(topic.as_str());
+        self.on_leader(|mut c| {
+            let wire = wire.clone();
+            async move { c.delete_topic(wire).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_topic(&self, topic: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
+        let wire = name(topic.as_str());
+        let reply = self
+            .on_leader(|mut c| {
+                let wire = wire.clone();
+                async move { c.get_topic(wire).await }
+            })
+            .await?;
+        Ok(reply.topic.map(topic_from_wire).transpose()?)
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicConfig>, ControllerError> {
+        let reply = self
+            .on_leader(|mut c| async move { c.list_topics(pb::Empty {}).await })
+            .await?;
+        Ok(reply
+            .topics
+            .into_iter()
+            .map(topic_from_wire)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
+        let wire = group_spec_to_wire(&spec);
+        let group = self
+            .on_leader(|mut c| {
+                let wire = wire.clone();
+                async move { c.create_group(wire).await }
+            })
+            .await?;
+        Ok(group_from_wire(group)?)
+    }
+
+    async fn delete_group(&self, group: &GroupName) -> Result<(), ControllerError> {
+        let wire = name(group.as_str());
+        self.on_leader(|mut c| {
+            let wire = wire.clone();
+            async move { c.delete_group(wire).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_group(&self, group: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {
+        let wire = name(group.as_str());
+        let reply = self
+            .on_leader(|mut c| {
+                let wire = wire.clone();
+                async move { c.get_group(wire).await }
+            })
+            .await?;
+        Ok(reply.group.map(group_from_wire).transpose()?)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError> {
+        let reply = self
+            .on_leader(|mut c| async move { c.list_groups(pb::Empty {}).await })
+            .await?;
+        Ok(reply
+            .groups
+            .into_iter()
+            .map(group_from_wire)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn ensure_dead_letter_topic(
+        &self,
+        group: &GroupName,
+    ) -> Result<TopicConfig, ControllerError> {
+        let wire = name(group.as_str());
+        let topic = self
+            .on_leader(|mut c| {
+                let wire = wire.clone();
+                async move { c.ensure_dead_letter_topic(wire).await }
+            })
+            .await?;
+        Ok(topic_from_wire(topic)?)
+    }
+}

@@ -1,0 +1,249 @@
+//! `ControllerApi` values on the wire (`vela.controller.v1`): conversions between the domain
+//! types and the generated messages (validated here, once), and between `ControllerError` and a
+//! gRPC status whose details carry a `ControllerFailure`.
+
+use prost::Message as _;
+use tonic::{Code, Status};
+
+use crate::controller_api::ControllerError;
+use crate::domain::{
+    GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec, TopicType,
+};
+use crate::pb::controller as pb;
+use crate::store_wire::WireError;
+
+fn type_to_wire(t: TopicType) -> pb::TopicType {
+    match t {
+        TopicType::Normal => pb::TopicType::Normal,
+        TopicType::Fifo => pb::TopicType::Fifo,
+        TopicType::Delay => pb::TopicType::Delay,
+        TopicType::Transaction => pb::TopicType::Transaction,
+        TopicType::Mixed => pb::TopicType::Mixed,
+    }
+}
+
+fn type_from_wire(t: i32) -> Result<TopicType, WireError> {
+    match pb::TopicType::try_from(t) {
+        Ok(pb::TopicType::Normal) => Ok(TopicType::Normal),
+        Ok(pb::TopicType::Fifo) => Ok(TopicType::Fifo),
+        Ok(pb::TopicType::Delay) => Ok(TopicType::Delay),
+        Ok(pb::TopicType::Transaction) => Ok(TopicType::Transaction),
+        Ok(pb::TopicType::Mixed) => Ok(TopicType::Mixed),
+        _ => Err(WireError(format!("unknown topic type {t}"))),
+    }
+}
+
+pub fn topic_name(name: &str) -> Result<TopicName, WireError> {
+    TopicName::new(name).map_err(|e| WireError(e.to_string()))
+}
+
+pub fn group_name(name: &str) -> Result<GroupName, WireError> {
+    GroupName::new(name).map_err(|e| WireError(e.to_string()))
+}
+
+pub fn topic_spec_to_wire(s: &TopicSpec) -> pb::TopicSpec {
+    pb::TopicSpec {
+        name: s.name.as_str().to_owned(),
+        topic_type: type_to_wire(s.topic_type) as i32,
+        queue_count: s.queue_count,
+        auto_created: s.auto_created,
+    }
+}
+
+pub fn topic_spec_from_wire(s: pb::TopicSpec) -> Result<TopicSpec, WireError> {
+    Ok(TopicSpec {
+        name: topic_name(&s.name)?,
+        topic_type: type_from_wire(s.topic_type)?,
+        queue_count: s.queue_count,
+        auto_created: s.auto_created,
+    })
+}
+
+pub fn topic_to_wire(t: &TopicConfig) -> pb::Topic {
+    pb::Topic {
+        name: t.name.as_str().to_owned(),
+        topic_type: type_to_wire(t.topic_type) as i32,
+        queue_count: t.queue_count,
+        queue_shards: t.queue_shards.clone(),
+        created_at_ms: t.created_at_ms,
+        auto_created: t.auto_created,
+    }
+}
+
+pub fn topic_from_wire(t: pb::Topic) -> Result<TopicConfig, WireError> {
+    if t.queue_shards.len() != t.queue_count as usize {
+        return Err(WireError(format!(
+            "topic {} has {} queues but places {}",
+            t.name,
+            t.queue_count,
+            t.queue_shards.len()
+        )));
+    }
+    Ok(TopicConfig {
+        name: topic_name(&t.name)?,
+        topic_type: type_from_wire(t.topic_type)?,
+        queue_count: t.queue_count,
+        queue_shards: t.queue_shards,
+        created_at_ms: t.created_at_ms,
+        auto_created: t.auto_created,
+    })
+}
+
+pub fn group_spec_to_wire(s: &GroupSpec) -> pb::GroupSpec {
+    pb::GroupSpec {
+        name: s.name.as_str().to_owned(),
+        fifo: s.fifo,
+        max_attempts: s.max_attempts,
+        auto_created: s.auto_created,
+    }
+}
+
+pub fn group_spec_from_wire(s: pb::GroupSpec) -> Result<GroupSpec, WireError> {
+    Ok(GroupSpec {
+        name: group_name(&s.name)?,
+        fifo: s.fifo,
+        max_attempts: s.max_attempts,
+        auto_created: s.auto_created,
+    })
+}
+
+pub fn group_to_wire(g: &GroupConfig) -> pb::Group {
+    pb::Group {
+        name: g.name.as_str().to_owned(),
+        fifo: g.fifo,
+        max_attempts: g.max_attempts,
+        created_at_ms: g.created_at_ms,
+        auto_created: g.auto_created,
+    }
+}
+
+pub fn group_from_wire(g: pb::Group) -> Result<GroupConfig, WireError> {
+    Ok(GroupConfig {
+        name: group_name(&g.name)?,
+        fifo: g.fifo,
+        max_attempts: g.max_attempts,
+        created_at_ms: g.created_at_ms,
+        auto_created: g.auto_created,
+    })
+}
+
+impl From<WireError> for ControllerError {
+    fn from(e: WireError) -> Self {
+        ControllerError::Internal(format!("a controller node sent an invalid reply: {}", e.0))
+    }
+}
+
+/// The status a controller node answers a failed call with.
+pub fn error_to_status(err: &ControllerError) -> Status {
+    use pb::controller_failure::Kind;
+    let (code, kind, detail, leader) = match err {
+        ControllerError::AlreadyExists(d) => (Code::AlreadyExists, Kind::AlreadyExists, d, None),
+        ControllerError::NotFound(d) => (Code::NotFound, Kind::NotFound, d, None),
+        ControllerError::Invalid(d) => (Code::InvalidArgument, Kind::Invalid, d, None),
+        ControllerError::Unavailable(d) => (Code::Unavailable, Kind::Unavailable, d, None),
+        ControllerError::Internal(d) => (Code::Internal, Kind::Internal, d, None),
+        ControllerError::NotLeader { leader } => {
+            return Status::with_details(
+                Code::Unavailable,
+                err.to_string(),
+                pb::ControllerFailure {
+                    kind: Kind::NotLeader as i32,
+                    detail: String::new(),
+                    leader: *leader,
+                }
+                .encode_to_vec()
+                .into(),
+            );
+        }
+    };
+    let failure = pb::ControllerFailure {
+        kind: kind as i32,
+        detail: detail.clone(),
+        leader,
+    };
+    Status::with_details(code, err.to_string(), failure.encode_to_vec().into())
+}
+
+/// The `ControllerError` behind a status from a controller node; a status without our details
+/// (the call never reached a controller) is `Unavailable` when retrying can help.
+pub fn status_to_error(status: &Status) -> ControllerError {
+    use pb::controller_failure::Kind;
+    let failure = pb::ControllerFailure::decode(status.details()).unwrap_or_default();
+    match Kind::try_from(failure.kind) {
+        Ok(Kind::AlreadyExists) => ControllerError::AlreadyExists(failure.detail),
+        Ok(Kind::NotFound) => ControllerError::NotFound(failure.detail),
+        Ok(Kind::Invalid) => ControllerError::Invalid(failure.detail),
+        Ok(Kind::Unavailable) => ControllerError::Unavailable(failure.detail),
+        Ok(Kind::Internal) => ControllerError::Internal(failure.detail),
+        Ok(Kind::NotLeader) => ControllerError::NotLeader {
+            leader: failure.leader,
+        },
+        _ => {
+            let what = format!("controller node: {}: {}", status.code(), status.message());
+            match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                    ControllerError::Unavailable(what)
+                }
+                _ => ControllerError::Internal(what),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn values_and_errors_survive_the_wire() {
+        let topic = TopicConfig {
+            name: TopicName::new("orders").unwrap(),
+            topic_type: TopicType::Fifo,
+            queue_count: 2,
+            queue_shards: vec![0, 1],
+            created_at_ms: 5,
+            auto_created: true,
+        };
+        assert_eq!(topic_from_wire(topic_to_wire(&topic)).unwrap(), topic);
+        let group = GroupConfig {
+            name: GroupName::new("billing").unwrap(),
+            fifo: true,
+            max_attempts: 3,
+            created_at_ms: 7,
+            auto_created: false,
+        };
+        assert_eq!(group_from_wire(group_to_wire(&group)).unwrap(), group);
+        let spec = TopicSpec {
+            name: TopicName::new("orders").unwrap(),
+            topic_type: TopicType::Mixed,
+            queue_count: 8,
+            auto_created: false,
+        };
+        assert_eq!(
+            topic_spec_from_wire(topic_spec_to_wire(&spec)).unwrap(),
+            spec
+        );
+        let mut bad = topic_to_wire(&topic);
+        bad.queue_shards.pop();
+        assert!(topic_from_wire(bad).is_err());
+        let mut bad = topic_spec_to_wire(&spec);
+        bad.topic_type = 0;
+        assert!(topic_spec_from_wire(bad).is_err());
+        for err in [
+            ControllerError::AlreadyExists("topic orders".into()),
+            ControllerError::NotFound("group billing".into()),
+            ControllerError::Invalid("queue count 0".into()),
+            ControllerError::Unavailable("election".into()),
+            ControllerError::Internal("bug".into()),
+            ControllerError::NotLeader { leader: Some(2) },
+            ControllerError::NotLeader { leader: None },
+        ] {
+            assert_eq!(status_to_error(&error_to_status(&err)), err);
+        }
+        assert!(matches!(
+            status_to_error(&Status::unavailable("refused")),
+            ControllerError::Unavailable(_)
+        ));
+    }
+}
