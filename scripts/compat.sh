@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the official RocketMQ 5 clients (Python 5.1.2, Node.js 1.0.8) against a freshly
-# started `vela standalone`, then stops it with SIGTERM and checks it exits cleanly.
-# Usage: scripts/compat.sh [path/to/vela]   (default target/debug/vela)
+# started `vela standalone` (or, with --cluster, `vela local-cluster`: 3 controllers, 3 stores,
+# 2 proxies), then stops it with SIGTERM and checks it exits cleanly.
+# Usage: scripts/compat.sh [path/to/vela] [--cluster]   (default target/debug/vela)
 # Installs the clients on first use: .venv (pip) and clients/node/node_modules (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,41 @@ if [ ! -d clients/node/node_modules/rocketmq-client-nodejs ]; then
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+if [ "${2:-}" = "--cluster" ]; then
+  # `vela local-cluster` (3 controllers, 3 stores, 2 proxies): Python through one proxy, Node
+  # through the other, then SIGTERM stops the whole cluster cleanly.
+  BASE=$(python3 -c 'import random; print(random.randrange(20000, 60000, 200))')
+  DATA=$(mktemp -d); LOG="$DATA/local-cluster.log"
+  "$VELA" local-cluster --data-dir "$DATA/cluster" --base-port "$BASE" >"$LOG" 2>&1 &
+  PID=$!
+  trap 'kill -9 "$PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 600); do
+    grep -q "is running" "$LOG" && break
+    kill -0 "$PID" 2>/dev/null || { echo "compat: local-cluster exited during start-up"; cat "$LOG"; exit 1; }
+    sleep 0.1
+  done
+  grep -q "is running" "$LOG" || { echo "compat: local-cluster not ready"; cat "$LOG"; exit 1; }
+  P1="127.0.0.1:$((BASE + 21))"; P2="127.0.0.1:$((BASE + 22))"
+  echo "compat: vela local-cluster ready, proxies $P1 and $P2"
+  status=0
+  echo "--- python (rocketmq-python-client 5.1.2) through proxy 1"
+  RMQ_ENDPOINT="$P1" timeout 300 .venv/bin/python clients/python/compat.py || status=1
+  echo "--- node (rocketmq-client-nodejs 1.0.8) through proxy 2"
+  (cd clients/node && RMQ_ENDPOINT="$P2" timeout 300 node compat.js) || status=1
+  echo "--- stopping local-cluster (SIGTERM)"
+  kill -TERM "$PID"
+  if ! timeout 90 tail --pid="$PID" -f /dev/null; then
+    echo "compat: local-cluster did not stop within 90 s of SIGTERM"; status=1
+  fi
+  wait "$PID" || { echo "compat: local-cluster exited with status $? after SIGTERM"; status=1; }
+  if [ "$status" -ne 0 ]; then
+    cat "$LOG"
+    for f in "$DATA"/cluster/*/vela.log; do echo "--- $f"; tail -n 40 "$f"; done
+  fi
+  rm -rf "$DATA"
+  exit "$status"
+fi
 GRPC=$(free_port); HTTP=$(free_port)
 DATA=$(mktemp -d); LOG="$DATA/vela.log"
 "$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &

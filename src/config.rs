@@ -57,6 +57,43 @@ pub struct ClusterConfig {
     /// The cluster's shards. Every process of the cluster lists the same ones; until the
     /// controller places replicas, every store node holds a replica of each.
     pub shards: Vec<u32>,
+    /// The controller nodes: each one's id (`controller.node_id` on that node) and the address
+    /// of its gRPC port (Raft between controllers, the controller service).
+    pub controllers: Vec<ClusterNode>,
+    /// A file holding the secret (at least 16 bytes) that signs receipt handles; every proxy of
+    /// the cluster reads the same one, so any proxy acks what another delivered.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// At least one node, ids unique and non-zero, addresses `host:port`.
+fn validate_nodes(key: &str, nodes: &[ClusterNode]) -> Result<(), ConfigError> {
+    if nodes.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{key} is empty: list every node ([[{key}]] id, addr)"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for node in nodes {
+        if node.id == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "{key}: node id 0 is reserved; number nodes from 1"
+            )));
+        }
+        if !seen.insert(node.id) {
+            return Err(ConfigError::Invalid(format!(
+                "{key} lists node {} twice",
+                node.id
+            )));
+        }
+        let port = node.addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+        if !matches!(port, Some(Ok(p)) if p > 0) {
+            return Err(ConfigError::Invalid(format!(
+                "{key}: node {} has address {:?}, not host:port",
+                node.id, node.addr
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One node of a cluster.
@@ -69,6 +106,11 @@ pub struct ClusterNode {
 }
 
 impl ClusterConfig {
+    /// Checks the controller list like the store list.
+    pub fn validate_controllers(&self) -> Result<(), ConfigError> {
+        validate_nodes("cluster.controllers", &self.controllers)
+    }
+
     /// Checks the store list (at least one, ids unique and non-zero, addresses `host:port`)
     /// and the shard list (at least one, no repeats).
     pub fn validate_stores(&self) -> Result<(), ConfigError> {
@@ -84,33 +126,7 @@ impl ClusterConfig {
                 self.shards
             )));
         }
-        if self.stores.is_empty() {
-            return Err(ConfigError::Invalid(
-                "cluster.stores is empty: list every store node ([[cluster.stores]] id, addr)"
-                    .into(),
-            ));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for node in &self.stores {
-            if node.id == 0 {
-                return Err(ConfigError::Invalid(
-                    "cluster.stores: node id 0 is reserved; number nodes from 1".into(),
-                ));
-            }
-            if !seen.insert(node.id) {
-                return Err(ConfigError::Invalid(format!(
-                    "cluster.stores lists node {} twice",
-                    node.id
-                )));
-            }
-            let port = node.addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
-            if !matches!(port, Some(Ok(p)) if p > 0) {
-                return Err(ConfigError::Invalid(format!(
-                    "cluster.stores: node {} has address {:?}, not host:port",
-                    node.id, node.addr
-                )));
-            }
-        }
+        validate_nodes("cluster.stores", &self.stores)?;
         Ok(())
     }
 }
@@ -165,6 +181,10 @@ pub enum Profile {
     Standalone,
     /// A store node of a cluster (`vela store`).
     Store,
+    /// A controller node of a cluster (`vela controller`).
+    Controller,
+    /// A proxy of a cluster (`vela proxy`): topics and groups are created explicitly.
+    Proxy,
 }
 
 /// Values given on the command line (highest precedence).
@@ -198,7 +218,8 @@ fn profile_defaults(profile: Profile) -> toml::Table {
         Profile::Standalone => "[proxy]\nauto_create_topics = true\nauto_create_groups = true\n",
         // A store node's shards heartbeat their peers ten times a second; openraft warns on
         // every failed heartbeat while a peer is down, which would bury everything else.
-        Profile::Store => "[log]\nlevel = \"info,openraft=error\"\n",
+        Profile::Store | Profile::Controller => "[log]\nlevel = \"info,openraft=error\"\n",
+        Profile::Proxy => "",
     };
     // A constant document: parsing cannot fail, and an empty table is a safe fallback.
     text.parse::<toml::Table>().unwrap_or_default()
@@ -257,6 +278,23 @@ fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, Config
         if !store.is_some_and(|t| t.contains_key("node_id")) {
             return Err(ConfigError::Invalid(
                 "store.node_id is required on a store node (its id in cluster.stores)".into(),
+            ));
+        }
+    }
+    if profile == Profile::Controller {
+        let controller = table.get("controller").and_then(toml::Value::as_table);
+        if controller.is_some_and(|t| t.contains_key("shards")) {
+            return Err(ConfigError::Invalid(
+                "controller.shards is for standalone; a controller node places queues on \
+                 cluster.shards"
+                    .into(),
+            ));
+        }
+        if !controller.is_some_and(|t| t.contains_key("node_id")) {
+            return Err(ConfigError::Invalid(
+                "controller.node_id is required on a controller node (its id in \
+                 cluster.controllers)"
+                    .into(),
             ));
         }
     }

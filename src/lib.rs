@@ -6,7 +6,11 @@
 pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod controller_node;
 pub mod http;
+pub mod local_cluster;
+pub mod proxy_node;
+mod serving;
 pub mod standalone;
 pub mod store_node;
 pub mod telemetry;

@@ -1,5 +1,5 @@
 //! `vela`: one binary for every role. `vela standalone` runs them all in one process;
-//! `vela store` runs a store node of a cluster; `vela admin` manages a running cluster;
+//! `vela store`, `vela controller` and `vela proxy` run the roles of a cluster; `vela admin` manages a running cluster;
 //! `vela bench` generates load.
 
 use std::net::SocketAddr;
@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vela::config::{self, FlagOverrides, Profile};
+use vela::controller_node::ControllerNode;
+use vela::proxy_node::ProxyNode;
 use vela::standalone::Standalone;
 use vela::store_node::StoreNode;
 
@@ -32,7 +34,13 @@ enum Command {
     /// Run every role (controller, store, proxy) in one process.
     Standalone(RoleArgs),
     /// Run a store node of a cluster: replicas of the shards, Raft with the other store nodes.
-    Store(StoreArgs),
+    Store(RaftNodeArgs),
+    /// Run a controller node of a cluster: the metadata, Raft with the other controller nodes.
+    Controller(RaftNodeArgs),
+    /// Run a proxy of a cluster: the RocketMQ 5 protocol in front of the stores and controllers.
+    Proxy(RoleArgs),
+    /// Run a whole cluster on this machine, each role its own child process.
+    LocalCluster(vela::local_cluster::LocalClusterArgs),
     /// Manage topics and groups, look at queues, send and receive.
     Admin(vela::admin::AdminArgs),
     /// Load generator: producers and consumers through vela-sdk.
@@ -57,11 +65,11 @@ struct RoleArgs {
 }
 
 #[derive(clap::Args, Debug)]
-struct StoreArgs {
+struct RaftNodeArgs {
     #[command(flatten)]
     role: RoleArgs,
-    /// Create the cluster's shards if this node's data directory is new (the cluster's first
-    /// start only; without it a new data directory is refused).
+    /// Create this node's Raft groups if its data directory is new (the cluster's first start
+    /// only; without it a new data directory is refused).
     #[arg(long)]
     bootstrap: bool,
 }
@@ -82,6 +90,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Store(args) => run_store(args).await,
+            Command::Controller(args) => run_controller(args).await,
+            Command::Proxy(args) => run_proxy(args).await,
+            Command::LocalCluster(args) => {
+                vela::telemetry::init(&vela::config::LogConfig::default());
+                vela::local_cluster::run(args, wait_for_signal()).await
+            }
             Command::Admin(args) => vela::admin::run(args).await,
             Command::Bench(args) => vela::bench::run(args).await,
         }
@@ -135,11 +149,8 @@ async fn run_standalone(args: RoleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
-    let StoreArgs {
-        role: args,
-        bootstrap,
-    } = args;
+/// Loads the configuration of a role process: defaults of `profile` < file < env < flags.
+fn load_role_config(profile: Profile, args: RoleArgs) -> anyhow::Result<config::VelaConfig> {
     let file = args
         .config
         .or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
@@ -148,8 +159,56 @@ async fn run_store(args: StoreArgs) -> anyhow::Result<()> {
         grpc_listen: args.grpc_listen,
         http_listen: args.http_listen,
     };
-    let config = config::load(Profile::Store, file.as_deref(), std::env::vars(), &flags)?;
+    let config = config::load(profile, file.as_deref(), std::env::vars(), &flags)?;
     vela::telemetry::init(&config.log);
+    Ok(config)
+}
+
+async fn run_controller(args: RaftNodeArgs) -> anyhow::Result<()> {
+    let config = load_role_config(Profile::Controller, args.role)?;
+    let node_id = config.controller.node_id;
+    let data_dir = config.data_dir.clone();
+    let node = ControllerNode::start(config, args.bootstrap).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "vela controller {node_id} is running\n  gRPC (Raft, controller service): {}\n  HTTP (/health /ready /metrics): http://{}\n  data: {}\nPress Ctrl-C to stop.",
+            node.grpc_addr(),
+            node.http_addr(),
+            data_dir.display()
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run_proxy(args: RoleArgs) -> anyhow::Result<()> {
+    let config = load_role_config(Profile::Proxy, args)?;
+    let node = ProxyNode::start(config).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "vela proxy is running\n  gRPC (RocketMQ 5 clients, vela admin): {}\n  HTTP (/health /ready /metrics): http://{}\nPress Ctrl-C to stop.",
+            node.grpc_addr(),
+            node.http_addr()
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run_store(args: RaftNodeArgs) -> anyhow::Result<()> {
+    let RaftNodeArgs {
+        role: args,
+        bootstrap,
+    } = args;
+    let config = load_role_config(Profile::Store, args)?;
     let data_dir = config.data_dir.clone();
     let node_id = config.store.node_id;
     let node = StoreNode::start(config, bootstrap).await?;

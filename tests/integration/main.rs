@@ -17,3 +17,4 @@ mod t07_bad_input;
 mod t08_admin_cli;
 mod t09_bench_and_http;
 mod t10_store_cluster;
+mod t11_local_cluster;

@@ -1,0 +1,110 @@
+//! `vela controller`: one controller node of a cluster. The controller nodes of
+//! `cluster.controllers` run the metadata (topics, groups, queue placement on `cluster.shards`)
+//! as one openraft group; one gRPC port (`grpc_listen`) carries Raft between them and the
+//! controller service the proxies call (`vela.controller.v1`). Only the leader answers calls;
+//! the proxies find it (`RemoteController`). Data traffic never goes through the controller.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vela_controller::Controller;
+use vela_controller::service::ControllerService;
+use vela_proto::clock::system_clock;
+
+use crate::config::VelaConfig;
+use crate::serving;
+
+/// A running controller node.
+pub struct ControllerNode {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    controller: Arc<Controller>,
+    _data_lock: File,
+}
+
+impl ControllerNode {
+    /// Opens this node's member of the controller group and serves it. A new data directory
+    /// is refused unless `bootstrap` (the cluster's first start).
+    pub async fn start(config: VelaConfig, bootstrap: bool) -> anyhow::Result<Self> {
+        config.cluster.validate_controllers()?;
+        anyhow::ensure!(
+            !config.cluster.shards.is_empty(),
+            "cluster.shards is empty: list the cluster's shards, e.g. [0, 1, 2]"
+        );
+        let node_id = config.controller.node_id;
+        let voters: BTreeMap<u64, String> = config
+            .cluster
+            .controllers
+            .iter()
+            .map(|n| (n.id, n.addr.clone()))
+            .collect();
+        anyhow::ensure!(
+            voters.contains_key(&node_id),
+            "controller.node_id {node_id} is not one of cluster.controllers ({:?})",
+            voters.keys().collect::<Vec<_>>()
+        );
+        serving::check_bootstrap(
+            "controller",
+            &config.controller.data_dir,
+            &config.controller.data_dir.join("log"),
+            bootstrap,
+        )?;
+        let bound = serving::bind(&config).await?;
+        let mut controller_config = config.controller.clone();
+        controller_config.shards = config.cluster.shards.clone();
+        let controller = Controller::open_replicated(controller_config, system_clock(), &voters)
+            .await
+            .context("controller failed to start")?;
+        let raft = controller
+            .raft_service()
+            .context("a replicated controller has a Raft service")?;
+        let shutdown = CancellationToken::new();
+        let router = tonic::transport::Server::builder()
+            .add_service(raft)
+            .add_service(ControllerService::server(controller.clone()));
+        let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
+        let http_task =
+            serving::serve_http(bound.http, Registry::with_prefix(""), shutdown.clone());
+        Ok(ControllerNode {
+            grpc_addr: bound.grpc_addr,
+            http_addr: bound.http_addr,
+            shutdown,
+            grpc_task,
+            http_task,
+            controller,
+            _data_lock: bound.lock,
+        })
+    }
+
+    /// The bound gRPC address (Raft and the controller service).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address (health, readiness, metrics).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops serving and closes the controller's log.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let stopped = self
+            .controller
+            .shutdown()
+            .await
+            .context("controller shutdown");
+        self.shutdown.cancel();
+        serving::join("gRPC server", self.grpc_task).await;
+        serving::join("HTTP server", self.http_task).await;
+        stopped
+    }
+}
