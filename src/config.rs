@@ -501,40 +501,44 @@ mod tests {
     #[test]
     fn every_cluster_example_config_parses_as_its_role() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/cluster");
-        let mut stores = Vec::new();
+        let mut seen = Vec::new();
         for entry in std::fs::read_dir(&dir).expect("deploy/config/cluster exists") {
             let path = entry.expect("entry").path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.starts_with("store-") && name.ends_with(".toml") {
-                let c = load(
-                    Profile::Store,
-                    Some(&path),
-                    no_env(),
-                    &FlagOverrides::default(),
-                )
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let profile = if name.starts_with("store-") {
+                Profile::Store
+            } else if name.starts_with("controller-") {
+                Profile::Controller
+            } else if name.starts_with("proxy-") {
+                Profile::Proxy
+            } else {
+                continue;
+            };
+            let c = load(profile, Some(&path), no_env(), &FlagOverrides::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                c.cluster
-                    .validate_stores()
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                assert!(
+            c.cluster
+                .validate_stores()
+                .and_then(|()| c.cluster.validate_controllers())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            match profile {
+                Profile::Store => assert!(
                     c.cluster.stores.iter().any(|n| n.id == c.store.node_id),
                     "{}: node_id is not in cluster.stores",
                     path.display()
-                );
-                stores.push(c);
+                ),
+                Profile::Controller => assert!(
+                    c.cluster.controllers.iter().any(|n| n.id == c.controller.node_id),
+                    "{}: node_id is not in cluster.controllers",
+                    path.display()
+                ),
+                _ => assert!(c.cluster.secret_file.is_some(), "{}", path.display()),
             }
+            seen.push(c);
         }
-        assert!(
-            stores.len() >= 3,
-            "expected three store examples in {}",
-            dir.display()
-        );
-        // Every store node of one cluster lists the same nodes and shards.
-        for c in &stores {
-            assert_eq!(c.cluster, stores[0].cluster);
+        assert!(seen.len() >= 8, "expected 3 + 3 + 2 examples in {}", dir.display());
+        // Every process of one cluster describes the same cluster.
+        for c in &seen {
+            assert_eq!(c.cluster, seen[0].cluster);
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("store.toml");
