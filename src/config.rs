@@ -504,7 +504,10 @@ mod tests {
         let mut seen = Vec::new();
         for entry in std::fs::read_dir(&dir).expect("deploy/config/cluster exists") {
             let path = entry.expect("entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let profile = if name.starts_with("store-") {
                 Profile::Store
             } else if name.starts_with("controller-") {
@@ -527,7 +530,10 @@ mod tests {
                     path.display()
                 ),
                 Profile::Controller => assert!(
-                    c.cluster.controllers.iter().any(|n| n.id == c.controller.node_id),
+                    c.cluster
+                        .controllers
+                        .iter()
+                        .any(|n| n.id == c.controller.node_id),
                     "{}: node_id is not in cluster.controllers",
                     path.display()
                 ),
@@ -535,7 +541,11 @@ mod tests {
             }
             seen.push(c);
         }
-        assert!(seen.len() >= 8, "expected 3 + 3 + 2 examples in {}", dir.display());
+        assert!(
+            seen.len() >= 8,
+            "expected 3 + 3 + 2 examples in {}",
+            dir.display()
+        );
         // Every process of one cluster describes the same cluster.
         for c in &seen {
             assert_eq!(c.cluster, seen[0].cluster);
