@@ -6,7 +6,14 @@
 # Installs the clients on first use: .venv (pip) and clients/node/node_modules (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VELA=${1:-target/debug/vela}
+VELA=target/debug/vela
+CLUSTER=
+for arg in "$@"; do
+  case "$arg" in
+    --cluster) CLUSTER=1 ;;
+    *) VELA=$arg ;;
+  esac
+done
 [ -x "$VELA" ] || { echo "compat: $VELA is not an executable (build it first)" >&2; exit 1; }
 
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import rocketmq' 2>/dev/null; then
@@ -21,14 +28,16 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-if [ "${2:-}" = "--cluster" ]; then
+if [ -n "$CLUSTER" ]; then
   # `vela local-cluster` (3 controllers, 3 stores, 2 proxies): Python through one proxy, Node
   # through the other, then SIGTERM stops the whole cluster cleanly.
-  BASE=$(python3 -c 'import random; print(random.randrange(20000, 60000, 200))')
+  # Below the ephemeral port range (32768 and up).
+  BASE=$(python3 -c 'import random; print(random.randrange(20000, 32000, 200))')
   DATA=$(mktemp -d); LOG="$DATA/local-cluster.log"
   "$VELA" local-cluster --data-dir "$DATA/cluster" --base-port "$BASE" >"$LOG" 2>&1 &
   PID=$!
-  trap 'kill -9 "$PID" 2>/dev/null || true' EXIT
+  # On a failure exit: SIGTERM lets local-cluster stop its children (SIGKILL would orphan them).
+  trap 'kill -TERM "$PID" 2>/dev/null && timeout 90 tail --pid="$PID" -f /dev/null; rm -rf "$DATA"' EXIT
   for _ in $(seq 1 600); do
     grep -q "is running" "$LOG" && break
     kill -0 "$PID" 2>/dev/null || { echo "compat: local-cluster exited during start-up"; cat "$LOG"; exit 1; }
@@ -48,6 +57,7 @@ if [ "${2:-}" = "--cluster" ]; then
     echo "compat: local-cluster did not stop within 90 s of SIGTERM"; status=1
   fi
   wait "$PID" || { echo "compat: local-cluster exited with status $? after SIGTERM"; status=1; }
+  trap - EXIT
   if [ "$status" -ne 0 ]; then
     cat "$LOG"
     for f in "$DATA"/cluster/*/vela.log; do echo "--- $f"; tail -n 40 "$f"; done

@@ -108,7 +108,24 @@ pub struct ClusterNode {
 impl ClusterConfig {
     /// Checks the controller list like the store list.
     pub fn validate_controllers(&self) -> Result<(), ConfigError> {
-        validate_nodes("cluster.controllers", &self.controllers)
+        validate_nodes("cluster.controllers", &self.controllers)?;
+        self.validate_disjoint()
+    }
+
+    /// A controller and a store never share an address: a request meant for one role must not
+    /// reach the other's Raft groups.
+    fn validate_disjoint(&self) -> Result<(), ConfigError> {
+        if let Some(shared) = self
+            .controllers
+            .iter()
+            .find(|c| self.stores.iter().any(|s| s.addr == c.addr))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{} is both a controller's and a store's address: each process has its own port",
+                shared.addr
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the store list (at least one, ids unique and non-zero, addresses `host:port`)
@@ -127,7 +144,7 @@ impl ClusterConfig {
             )));
         }
         validate_nodes("cluster.stores", &self.stores)?;
-        Ok(())
+        self.validate_disjoint()
     }
 }
 
@@ -601,6 +618,8 @@ mod tests {
         assert!(bad(twice).contains("twice"));
         assert!(bad("[[cluster.stores]]\nid = 2\naddr = \"nohost\"\n").contains("host:port"));
         assert!(bad("[[cluster.stores]]\nid = 0\naddr = \"a:1\"\n").contains("reserved"));
+        let both = "[[cluster.stores]]\nid = 1\naddr = \"a:1\"\n[[cluster.controllers]]\nid = 1\naddr = \"a:1\"\n";
+        assert!(bad(both).contains("each process has its own port"));
     }
 
     #[test]

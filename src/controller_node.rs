@@ -61,9 +61,10 @@ impl ControllerNode {
         let bound = serving::bind(&config).await?;
         let mut controller_config = config.controller.clone();
         controller_config.shards = config.cluster.shards.clone();
-        let controller = Controller::open_replicated(controller_config, system_clock(), &voters)
-            .await
-            .context("controller failed to start")?;
+        let controller =
+            Controller::open_replicated(controller_config, system_clock(), &voters, bootstrap)
+                .await
+                .context("controller failed to start")?;
         let raft = controller
             .raft_service()
             .context("a replicated controller has a Raft service")?;

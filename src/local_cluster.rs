@@ -225,7 +225,7 @@ pub async fn run(
         }
     }
 
-    let mut children: Vec<(String, Child)> = Vec::new();
+    let mut children: Vec<Running> = Vec::new();
     let mut file = ClusterFile::default();
     for role in &roles {
         let dir = role.dir(&root);
@@ -239,11 +239,12 @@ pub async fn run(
             "--config".to_string(),
             config.display().to_string(),
         ];
-        // A new data directory is created by the first start only: the recorded command
-        // restarts the process on its data and never bootstraps again.
+        // local-cluster creates the cluster: its own starts may bootstrap (ignored on a data
+        // directory that already holds the role); the recorded command, for restarting one
+        // process by hand, never does.
         let data = dir.join("data");
         let mut argv = cmd.clone();
-        if role.kind != "proxy" && !data.exists() {
+        if role.kind != "proxy" {
             argv.push("--bootstrap".to_string());
         }
         let child = spawn(&argv, &dir.join("vela.log"))?;
@@ -259,16 +260,29 @@ pub async fn run(
             "store" => file.stores.push(entry),
             _ => file.proxies.push(entry),
         }
-        children.push((format!("{} {}", role.kind, role.id), child));
+        children.push(Running {
+            name: format!("{} {}", role.kind, role.id),
+            kind: role.kind,
+            child,
+        });
     }
     let json = root.join("cluster.json");
     std::fs::write(&json, serde_json::to_string_pretty(&file)?)
         .with_context(|| format!("cannot write {}", json.display()))?;
 
+    let mut stop = std::pin::pin!(stop);
     let deadline = Instant::now() + Duration::from_secs(60);
     for role in &roles {
-        if !ready(role.http, deadline).await {
-            stop_all(&mut children).await;
+        let up = tokio::select! {
+            up = ready(role.http, deadline) => up,
+            () = &mut stop => {
+                return stop_all(&mut children).await;
+            }
+        };
+        if !up {
+            if let Err(err) = stop_all(&mut children).await {
+                tracing::warn!(error = %err, "stopping the cluster after a failed start");
+            }
             anyhow::bail!(
                 "{} {} did not become ready; see {}",
                 role.kind,
@@ -294,30 +308,52 @@ pub async fn run(
         );
     }
     stop.await;
-    stop_all(&mut children).await;
-    Ok(())
+    stop_all(&mut children).await
 }
 
-/// SIGTERM to every child that still runs (proxies first), then waits; SIGKILL after 30 s.
-async fn stop_all(children: &mut [(String, Child)]) {
-    children.reverse();
-    for (_, child) in children.iter() {
-        if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+/// A child process of the cluster.
+struct Running {
+    name: String,
+    kind: &'static str,
+    child: Child,
+}
+
+/// Stops the children tier by tier (proxies, then stores, then controllers): SIGTERM to each
+/// that still runs, then waits for the tier (SIGKILL after 30 s). A child that exited before
+/// (someone killed it) is not waited for. Fails naming every child that did not stop cleanly.
+async fn stop_all(children: &mut [Running]) -> anyhow::Result<()> {
+    let mut unclean = Vec::new();
+    for tier in ["proxy", "store", "controller"] {
+        let mut signalled = Vec::new();
+        for (i, running) in children.iter_mut().enumerate() {
+            if running.kind != tier || !matches!(running.child.try_wait(), Ok(None)) {
+                continue;
+            }
+            if let Some(pid) = running.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+                signalled.push(i);
+            }
         }
-    }
-    for (what, child) in children.iter_mut() {
-        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => tracing::warn!(process = %what, %status, "exited"),
-            Ok(Err(e)) => tracing::warn!(process = %what, error = %e, "waiting for it"),
-            Err(_) => {
-                tracing::warn!(process = %what, "did not stop within 30 s; killing it");
-                let _ = child.kill().await;
+        for i in signalled {
+            let running = &mut children[i];
+            match tokio::time::timeout(Duration::from_secs(30), running.child.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => unclean.push(format!("{} ({status})", running.name)),
+                Ok(Err(e)) => unclean.push(format!("{} ({e})", running.name)),
+                Err(_) => {
+                    let _ = running.child.kill().await;
+                    unclean.push(format!("{} (killed after 30 s)", running.name));
+                }
             }
         }
     }
+    anyhow::ensure!(
+        unclean.is_empty(),
+        "did not stop cleanly: {}",
+        unclean.join(", ")
+    );
+    Ok(())
 }

@@ -94,7 +94,8 @@ fn main() -> ExitCode {
             Command::Proxy(args) => run_proxy(args).await,
             Command::LocalCluster(args) => {
                 vela::telemetry::init(&vela::config::LogConfig::default());
-                vela::local_cluster::run(args, wait_for_signal()).await
+                // Listening before any child starts: a signal during start-up still stops them.
+                vela::local_cluster::run(args, signal_listener()).await
             }
             Command::Admin(args) => vela::admin::run(args).await,
             Command::Bench(args) => vela::bench::run(args).await,
@@ -233,6 +234,31 @@ async fn run_store(args: RaftNodeArgs) -> anyhow::Result<()> {
     node.stop().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Like [`wait_for_signal`], with the handlers installed now rather than when the future is
+/// first polled, so a signal that arrives before then is not fatal to the process.
+#[cfg(unix)]
+fn signal_listener() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => wait_for_signal().await,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_listener() -> impl std::future::Future<Output = ()> {
+    wait_for_signal()
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -68,8 +68,8 @@ pub(crate) fn check_bootstrap(
     let fresh = !marker.exists();
     anyhow::ensure!(
         !fresh || bootstrap,
-        "data directory {} holds no {role}: on the cluster's first start, start every {role} \\
-         node with --bootstrap; a node that lost its data cannot rejoin with an empty disk \\
+        "data directory {} holds no {role}: on the cluster's first start, start every {role} \
+         node with --bootstrap; a node that lost its data cannot rejoin with an empty disk \
          (ADR 0010)",
         dir.display()
     );

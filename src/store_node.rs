@@ -79,6 +79,7 @@ impl StoreNode {
             StdVfs::shared(),
             voters,
             move |shard| GrpcNetwork::<Vec<u8>>::new(u64::from(shard), node_id, pool.clone()),
+            bootstrap,
         )
         .await
         .context("store failed to start")?;

@@ -111,7 +111,8 @@ impl Controller {
 
     /// Opens the controller in `cfg.data_dir` as one member of a replicated controller group
     /// over `voters` (node id → address of its gRPC port, which serves [`raft_service`] and the
-    /// controller service). Returns at once, leader or not; whichever member leads records
+    /// controller service); an empty log creates the group only when `initialize` (the
+    /// cluster's first start). Returns at once, leader or not; whichever member leads records
     /// `cfg.shards` as the shard set if it changed. Only the leader answers calls, reads
     /// included (after confirming its leadership), so a deposed leader never serves stale
     /// metadata.
@@ -121,6 +122,7 @@ impl Controller {
         cfg: ControllerConfig,
         clock: SharedClock,
         voters: &BTreeMap<u64, String>,
+        initialize: bool,
     ) -> Result<Arc<Controller>, ControllerOpenError> {
         let shards = cfg.normalized_shards().ok_or_else(|| {
             ControllerOpenError::Config("shards must name at least one shard".to_owned())
@@ -139,9 +141,14 @@ impl Controller {
             }
         })?;
         let metadata = Arc::new(RwLock::new(Metadata::default()));
-        let group =
-            ControllerGroup::start_member(cfg.node_id, &cfg.data_dir, metadata.clone(), voters)
-                .await?;
+        let group = ControllerGroup::start_member(
+            cfg.node_id,
+            &cfg.data_dir,
+            metadata.clone(),
+            voters,
+            initialize,
+        )
+        .await?;
         let controller = Arc::new(Controller {
             metadata,
             group,

@@ -36,8 +36,9 @@ openraft::declare_raft_types!(
 
 type ControllerRaft = Raft<ControllerTypeConfig, MetadataStateMachine>;
 
-/// The controller's Raft group id on the transport (a controller node holds one group).
-const GROUP: u64 = 0;
+/// The controller's Raft group id on the transport (a controller node holds one group). Not a
+/// store shard's id, so a misaddressed request can never reach a shard's group.
+const GROUP: u64 = u64::MAX;
 
 /// Metadata changes are rare and small: small segments, every append fsynced.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
@@ -168,6 +169,7 @@ impl ControllerGroup {
         data_dir: &std::path::Path,
         metadata: Arc<RwLock<Metadata>>,
         voters: &BTreeMap<u64, String>,
+        initialize: bool,
     ) -> Result<Self, RaftStartError> {
         let (log, state_machine) = open_storage(
             data_dir.join("log"),
@@ -195,6 +197,7 @@ impl ControllerGroup {
             network,
             log.clone(),
             state_machine,
+            initialize,
         )
         .await;
         match started {

@@ -64,7 +64,14 @@ impl RemoteController {
         })
     }
 
-    async fn on_leader<T, F, Fut>(&self, call: F) -> Result<T, ControllerError>
+    /// Runs `call` on the leader. `ambiguous` is set when an attempt failed in a way that may
+    /// still have applied it (no answer in time, the leader lost while proposing), so a retry's
+    /// "already exists" or "not found" may be this call's own earlier success.
+    async fn on_leader<T, F, Fut>(
+        &self,
+        ambiguous: &mut bool,
+        call: F,
+    ) -> Result<T, ControllerError>
     where
         F: Fn(ControllerClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -86,12 +93,16 @@ impl RemoteController {
                     "controller node {node} did not answer within {ATTEMPT:?}"
                 )),
             };
+            if matches!(err, ControllerError::Unavailable(_)) {
+                *ambiguous = true;
+            }
             match &err {
                 ControllerError::NotLeader {
                     leader: Some(leader),
                 } if *leader != node
                     && self.clients.contains_key(leader)
-                    && hops < 2 * self.nodes.len() =>
+                    && hops < 2 * self.nodes.len()
+                    && Instant::now() < deadline =>
                 {
                     hops += 1;
                     *self.leader.lock() = Some(*leader);
@@ -121,29 +132,51 @@ fn name(n: &str) -> pb::Name {
 impl ControllerApi for RemoteController {
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
         let wire = topic_spec_to_wire(&spec);
-        let topic = self
-            .on_leader(|mut c| {
+        let mut ambiguous = false;
+        let created = self
+            .on_leader(&mut ambiguous, |mut c| {
                 let wire = wire.clone();
                 async move { c.create_topic(wire).await }
             })
-            .await?;
-        Ok(topic_from_wire(topic)?)
+            .await;
+        match created {
+            Ok(topic) => Ok(topic_from_wire(topic)?),
+            // An earlier attempt may have created it: that topic, if it is the one asked for.
+            Err(ControllerError::AlreadyExists(what)) if ambiguous => {
+                match self.get_topic(&spec.name).await? {
+                    Some(t)
+                        if t.topic_type == spec.topic_type && t.queue_count == spec.queue_count =>
+                    {
+                        Ok(t)
+                    }
+                    _ => Err(ControllerError::AlreadyExists(what)),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn delete_topic(&self, topic: &TopicName) -> Result<(), ControllerError> {
         let wire = name(topic.as_str());
-        self.on_leader(|mut c| {
-            let wire = wire.clone();
-            async move { c.delete_topic(wire).await }
-        })
-        .await
-        .map(|_| ())
+        let mut ambiguous = false;
+        let deleted = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.delete_topic(wire).await }
+            })
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            // An earlier attempt may have deleted it.
+            Err(ControllerError::NotFound(_)) if ambiguous => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     async fn get_topic(&self, topic: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
         let wire = name(topic.as_str());
         let reply = self
-            .on_leader(|mut c| {
+            .on_leader(&mut false, |mut c| {
                 let wire = wire.clone();
                 async move { c.get_topic(wire).await }
             })
@@ -153,7 +186,9 @@ impl ControllerApi for RemoteController {
 
     async fn list_topics(&self) -> Result<Vec<TopicConfig>, ControllerError> {
         let reply = self
-            .on_leader(|mut c| async move { c.list_topics(pb::Empty {}).await })
+            .on_leader(&mut false, |mut c| async move {
+                c.list_topics(pb::Empty {}).await
+            })
             .await?;
         Ok(reply
             .topics
@@ -164,29 +199,46 @@ impl ControllerApi for RemoteController {
 
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
         let wire = group_spec_to_wire(&spec);
-        let group = self
-            .on_leader(|mut c| {
+        let mut ambiguous = false;
+        let created = self
+            .on_leader(&mut ambiguous, |mut c| {
                 let wire = wire.clone();
                 async move { c.create_group(wire).await }
             })
-            .await?;
-        Ok(group_from_wire(group)?)
+            .await;
+        match created {
+            Ok(group) => Ok(group_from_wire(group)?),
+            Err(ControllerError::AlreadyExists(what)) if ambiguous => {
+                match self.get_group(&spec.name).await? {
+                    Some(g) if g.fifo == spec.fifo => Ok(g),
+                    _ => Err(ControllerError::AlreadyExists(what)),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn delete_group(&self, group: &GroupName) -> Result<(), ControllerError> {
         let wire = name(group.as_str());
-        self.on_leader(|mut c| {
-            let wire = wire.clone();
-            async move { c.delete_group(wire).await }
-        })
-        .await
-        .map(|_| ())
+        let mut ambiguous = false;
+        let deleted = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.delete_group(wire).await }
+            })
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            // An earlier attempt may have deleted it.
+            Err(ControllerError::NotFound(_)) if ambiguous => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     async fn get_group(&self, group: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {
         let wire = name(group.as_str());
         let reply = self
-            .on_leader(|mut c| {
+            .on_leader(&mut false, |mut c| {
                 let wire = wire.clone();
                 async move { c.get_group(wire).await }
             })
@@ -196,7 +248,9 @@ impl ControllerApi for RemoteController {
 
     async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError> {
         let reply = self
-            .on_leader(|mut c| async move { c.list_groups(pb::Empty {}).await })
+            .on_leader(&mut false, |mut c| async move {
+                c.list_groups(pb::Empty {}).await
+            })
             .await?;
         Ok(reply
             .groups
@@ -211,7 +265,7 @@ impl ControllerApi for RemoteController {
     ) -> Result<TopicConfig, ControllerError> {
         let wire = name(group.as_str());
         let topic = self
-            .on_leader(|mut c| {
+            .on_leader(&mut false, |mut c| {
                 let wire = wire.clone();
                 async move { c.ensure_dead_letter_topic(wire).await }
             })

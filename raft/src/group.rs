@@ -15,8 +15,9 @@ use crate::entry::LogTypes;
 use crate::single_node::StartError;
 
 /// Starts `node_id` as a member of the group whose initial voters are `voters` (which must name
-/// `node_id`). A fresh member initializes the membership; an existing one resumes from its log.
-/// Returns at once: the caller waits for a leader if it needs one.
+/// `node_id`). An existing member resumes from its log. A fresh one initializes the membership
+/// only when `initialize` is set (the group is being created); otherwise it waits, empty, for
+/// the group to reach it. Returns at once: the caller waits for a leader if it needs one.
 pub async fn start_member<C, SM, N>(
     node_id: C::NodeId,
     voters: BTreeMap<C::NodeId, C::Node>,
@@ -24,6 +25,7 @@ pub async fn start_member<C, SM, N>(
     network: N,
     log: SegmentLogStore<C>,
     sm: SM,
+    initialize: bool,
 ) -> Result<Raft<C, SM>, StartError>
 where
     C: LogTypes,
@@ -46,7 +48,13 @@ where
         .await
         .map_err(|e| fatal(&e))?;
     let initialized = raft.is_initialized().await.map_err(|e| fatal(&e))?;
-    if !initialized {
+    if !initialized && !initialize {
+        tracing::warn!(
+            node = %node_id,
+            "raft group member has an empty log and was not asked to create the group; waiting \
+             for the group to reach it"
+        );
+    } else if !initialized {
         let count = voters.len();
         if let Err(e) = raft.initialize(voters).await {
             // Another member's initialization may have reached this one first: that is the

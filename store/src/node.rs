@@ -114,13 +114,15 @@ impl Store {
     /// Opens the store as one replica of every shard, each an openraft group over `voters`
     /// (node id → Raft address; it names `cfg.node_id`); `network(shard)` is how this node reaches
     /// the shard's other replicas. Returns once the shards are open, before any leader is elected; the leader of a
-    /// shard serves its writes, the others answer them with [`StoreError::NotLeader`].
+    /// shard serves its writes, the others answer them with [`StoreError::NotLeader`]. Shards
+    /// with an empty log create their group only when `initialize` (the cluster's first start).
     pub async fn open_replicated<N, F>(
         cfg: StoreConfig,
         clock: SharedClock,
         vfs: Arc<dyn Vfs>,
         voters: BTreeMap<u64, String>,
         network: F,
+        initialize: bool,
     ) -> Result<Arc<Store>, StoreOpenError>
     where
         F: Fn(ShardId) -> N,
@@ -144,7 +146,7 @@ impl Store {
                 voters.clone(),
                 network(id),
             );
-            async move { Shard::open_member(&cfg, id, vfs, &voters, network).await }
+            async move { Shard::open_member(&cfg, id, vfs, &voters, network, initialize).await }
         })
         .await
     }

@@ -331,6 +331,7 @@ impl Shard {
         vfs: Arc<dyn Vfs>,
         voters: &BTreeMap<u64, String>,
         network: N,
+        initialize: bool,
     ) -> Result<Arc<Shard>, StoreOpenError>
     where
         N: RaftNetworkFactory<ShardTypes>,
@@ -348,6 +349,7 @@ impl Shard {
             network,
             log.clone(),
             sm,
+            initialize,
         )
         .await;
         Self::started(id, started, log, shared).await

@@ -20,7 +20,8 @@ use crate::harness::unique;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let base: u16 = 20_000 + (std::process::id() % 200) as u16 * 200;
+    // Below the ephemeral range (32768 and up), where other tests' sockets land.
+    let base: u16 = 20_000 + (std::process::id() % 60) as u16 * 200;
     let mut cluster = Command::new(env!("CARGO_BIN_EXE_vela"))
         .arg("local-cluster")
         .arg("--data-dir")
@@ -33,7 +34,7 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // cluster.json appears once every process is up; readiness follows shortly.
+    // cluster.json appears once every process is started; their readiness is checked below.
     let json = dir.path().join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(90);
     let file: serde_json::Value = loop {
@@ -45,6 +46,13 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         assert!(Instant::now() < deadline, "no cluster.json");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let _reaper = Reaper(
+        ["proxies", "stores", "controllers"]
+            .iter()
+            .flat_map(|k| file[*k].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["pid"].as_u64())
+            .collect(),
+    );
     let proxies: Vec<String> = file["proxies"]
         .as_array()
         .unwrap()
@@ -173,4 +181,20 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         .expect("the restarted store stops")
         .unwrap();
     assert!(exit.success(), "the restarted store exited with {exit}");
+}
+
+/// Kills the cluster's processes if the test ends early (a panic): killing local-cluster
+/// itself would leave its children running.
+struct Reaper(Vec<u64>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for pid in &self.0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }

@@ -29,9 +29,10 @@ async fn start(id: u64, dir: &std::path::Path, addrs: &BTreeMap<u64, SocketAddr>
         node_id: id,
         shards: vec![0, 1, 2],
     };
-    let controller = Controller::open_replicated(cfg, vela_proto::clock::system_clock(), &voters)
-        .await
-        .unwrap();
+    let controller =
+        Controller::open_replicated(cfg, vela_proto::clock::system_clock(), &voters, true)
+            .await
+            .unwrap();
     let listener = tokio::net::TcpListener::bind(addrs[&id]).await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()

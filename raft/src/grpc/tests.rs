@@ -69,6 +69,7 @@ async fn start(
         GrpcNetwork::<Vec<u8>>::new(1, id, ChannelPool::new()),
         store,
         sm.clone(),
+        true,
     )
     .await
     .unwrap();

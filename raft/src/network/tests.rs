@@ -37,6 +37,7 @@ async fn start(hub: &Arc<Hub>, ids: &[NodeId]) -> BTreeMap<NodeId, Member> {
             hub.network(1, id),
             store,
             sm.clone(),
+            true,
         )
         .await
         .unwrap();

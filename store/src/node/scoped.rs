@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use tracing::warn;
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
@@ -18,6 +19,8 @@ use crate::shard::{Shard, unexpected};
 
 /// How long a stopping node waits for each shard it leads to have a new leader.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// A follower that acknowledged a heartbeat this recently counts as up.
+const RECENT_ACK: Duration = Duration::from_millis(500);
 
 impl Store {
     /// The shard, if this node holds and leads it.
@@ -63,10 +66,19 @@ impl Store {
             .iter()
             .filter_map(|(&id, local)| {
                 let metrics = local.shard.raft.metrics().borrow_watched().clone();
+                // Only followers that answered recently: a caught-up follower that is down
+                // would leave the shard without a leader until an election.
+                let heartbeats = metrics.heartbeat.unwrap_or_default();
+                let alive = |node: &u64| {
+                    heartbeats
+                        .get(node)
+                        .and_then(|at| at.as_ref())
+                        .is_some_and(|at| at.elapsed() < RECENT_ACK)
+                };
                 let target = metrics
                     .replication?
                     .into_iter()
-                    .filter(|(node, _)| *node != me)
+                    .filter(|(node, _)| *node != me && alive(node))
                     .max_by_key(|(_, matched)| matched.as_ref().map(|m| m.index))
                     .map(|(node, _)| node)?;
                 Some((id, &local.shard, target))

@@ -112,18 +112,30 @@ impl Cluster {
         let store = match self.transport {
             Transport::InProcess => {
                 let hub = self.hub.clone();
-                Store::open_replicated(cfg, clock, vfs, voters, move |shard| {
-                    hub.network(u64::from(shard), id)
-                })
+                Store::open_replicated(
+                    cfg,
+                    clock,
+                    vfs,
+                    voters,
+                    move |shard| hub.network(u64::from(shard), id),
+                    true,
+                )
                 .await
             }
             Transport::Grpc => {
                 let pool = ChannelPool::new();
                 let faults = self.faults.clone();
-                Store::open_replicated(cfg, clock, vfs, voters, move |shard| {
-                    GrpcNetwork::<Vec<u8>>::new(u64::from(shard), id, pool.clone())
-                        .with_faults(faults.clone())
-                })
+                Store::open_replicated(
+                    cfg,
+                    clock,
+                    vfs,
+                    voters,
+                    move |shard| {
+                        GrpcNetwork::<Vec<u8>>::new(u64::from(shard), id, pool.clone())
+                            .with_faults(faults.clone())
+                    },
+                    true,
+                )
                 .await
             }
         }
