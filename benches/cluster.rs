@@ -1,0 +1,250 @@
+//! The cluster benchmark behind docs/benchmarks.md ("Cluster: throughput and CPU"): the same
+//! `vela bench` scenarios against `vela standalone` and against `vela local-cluster` (3
+//! controllers, 3 store nodes with every shard replicated on all three, 2 proxies; writes
+//! acknowledged once a majority fsynced them), one after the other on this machine, with the
+//! load generator in this process. For each scenario it reports throughput, send latency, and
+//! the CPU time the broker processes used per message (utime + stime from /proc, summed over
+//! the store nodes, the proxies and the controllers separately for the cluster).
+//!
+//! Run: `cargo bench --bench cluster` (VELA_BENCH_SECONDS=N per scenario, default 10).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{free_port, http_ok};
+use tokio::process::{Child, Command};
+use vela::bench::{BenchArgs, BenchReport, execute};
+
+/// Clock ticks per second of /proc's CPU times.
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name and state.
+    (field(11) + field(12)) / ticks
+}
+
+/// The broker processes of one system, grouped by role.
+struct Processes {
+    groups: Vec<(&'static str, Vec<u32>)>,
+}
+
+impl Processes {
+    fn cpu(&self, ticks: f64) -> Vec<f64> {
+        self.groups
+            .iter()
+            .map(|(_, pids)| pids.iter().map(|&p| cpu_seconds(p, ticks)).sum())
+            .collect()
+    }
+}
+
+fn args(server: &str, secs: u64) -> BenchArgs {
+    BenchArgs {
+        server: server.to_owned(),
+        topic: None,
+        group: None,
+        producers: 16,
+        producer_clients: 4,
+        consumers: 0,
+        message_size: 1024,
+        batch_size: 1,
+        duration: Duration::from_secs(secs),
+        rate: None,
+        drain: Duration::from_secs(30),
+        json: false,
+    }
+}
+
+/// Runs the scenarios against `server` and prints a line per scenario.
+async fn scenarios(system: &str, server: &str, procs: &Processes, secs: u64) -> serde_json::Value {
+    let ticks = ticks_per_second();
+    let mut out = serde_json::Map::new();
+    let mut backlog_topic = None;
+    let plan: Vec<(&str, BenchArgs)> = vec![
+        (
+            "produce, batches of 32",
+            BenchArgs {
+                producers: 8,
+                producer_clients: 4,
+                batch_size: 32,
+                ..args(server, secs)
+            },
+        ),
+        (
+            "produce, 1 message per request",
+            BenchArgs {
+                producers: 64,
+                producer_clients: 8,
+                ..args(server, secs)
+            },
+        ),
+        (
+            "produce at 5,000 msg/s",
+            BenchArgs {
+                producers: 32,
+                producer_clients: 8,
+                rate: Some(5_000),
+                ..args(server, secs)
+            },
+        ),
+        (
+            "receive + ack the backlog (8 consumers)",
+            BenchArgs {
+                producers: 0,
+                consumers: 8,
+                ..args(server, secs)
+            },
+        ),
+    ];
+    for (name, mut bench) in plan {
+        if bench.producers == 0 {
+            bench.topic = backlog_topic.clone();
+        }
+        let before = procs.cpu(ticks);
+        let report: BenchReport = execute(bench).await.unwrap();
+        let after = procs.cpu(ticks);
+        if backlog_topic.is_none() {
+            backlog_topic = Some(report.topic.clone());
+        }
+        let messages = if report.received > 0 {
+            report.received
+        } else {
+            report.sent
+        } as f64;
+        let per_message: Vec<String> = procs
+            .groups
+            .iter()
+            .zip(after.iter().zip(&before))
+            .map(|((role, _), (a, b))| format!("{role} {:.1} µs", (a - b) / messages * 1e6))
+            .collect();
+        let total: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum::<f64>() / messages;
+        println!(
+            "{system:<10} {name:<40} sent {:>8.0}/s recv {:>8.0}/s  send p50 {:>6.2} ms p99 {:>7.2} ms  CPU/msg {:>6.1} µs ({})  errors {}/{}",
+            report.send_rate,
+            report.receive_rate,
+            report.send_latency.p50_ms,
+            report.send_latency.p99_ms,
+            total * 1e6,
+            per_message.join(", "),
+            report.send_errors,
+            report.receive_errors
+        );
+        let mut value = serde_json::to_value(&report).unwrap();
+        value["broker_cpu_us_per_message"] = serde_json::json!(total * 1e6);
+        out.insert(name.to_string(), value);
+    }
+    serde_json::Value::Object(out)
+}
+
+async fn ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !http_ok(port, "/ready").await {
+        assert!(Instant::now() < deadline, "not ready on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stop(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(120), child.wait()).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = std::env::var("VELA_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let mut results = serde_json::Map::new();
+
+    // Standalone.
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["standalone", "--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    ready(http).await;
+    let procs = Processes {
+        groups: vec![("broker", vec![child.id().unwrap()])],
+    };
+    let standalone = scenarios("standalone", &format!("127.0.0.1:{grpc}"), &procs, secs).await;
+    results.insert("standalone".into(), standalone);
+    stop(child).await;
+
+    // local-cluster: 3 controllers, 3 stores, 2 proxies.
+    let dir = tempfile::tempdir().unwrap();
+    let base: u16 = 20_000 + (std::process::id() % 60) as u16 * 200;
+    let child = Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["local-cluster", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for offset in [121, 122, 111, 112, 113, 101, 102, 103] {
+        ready(base + offset).await;
+    }
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("cluster.json")).unwrap())
+            .unwrap();
+    let pids = |role: &str| -> Vec<u32> {
+        file[role]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pid"].as_u64().unwrap() as u32)
+            .collect()
+    };
+    let procs = Processes {
+        groups: vec![
+            ("stores", pids("stores")),
+            ("proxies", pids("proxies")),
+            ("controllers", pids("controllers")),
+        ],
+    };
+    let proxy = file["proxies"][0]["addr"].as_str().unwrap().to_owned();
+    let cluster = scenarios("cluster R3", &proxy, &procs, secs).await;
+    results.insert("local_cluster_r3".into(), cluster);
+    stop(child).await;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Object(results)).unwrap()
+    );
+}
