@@ -86,8 +86,10 @@ impl ProxyNode {
 
         let mut registry = Registry::with_prefix("");
         let metrics = vela_proxy::ProxyMetrics::register(&mut registry);
+        let mut proxy_config = config.proxy.clone();
+        proxy_config.cluster_mode = "cluster".to_owned();
         let ctx = vela_proxy::ProxyContext {
-            config: config.proxy.clone(),
+            config: proxy_config,
             store: Arc::new(store) as Arc<dyn StoreApi>,
             controller: Arc::new(controller) as Arc<dyn ControllerApi>,
             receipts: ReceiptCodec::new(&secret),

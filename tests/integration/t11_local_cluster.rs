@@ -76,6 +76,15 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
     crate::t06_crash::wait_ready(base + 121).await;
     crate::t06_crash::wait_ready(base + 122).await;
 
+    // The admin CLI through a proxy says it is a cluster.
+    let info = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["admin", "--server", &proxies[1], "cluster"])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("cluster"), "{info}");
+    assert!(!info.contains("standalone"), "{info}");
+
     let topic = unique("lc");
     let producer_config = ClientConfig::builder()
         .endpoint(&proxies[0])
