@@ -1,0 +1,248 @@
+//! The receive path: a receive long-polls the applied state of its shards, plans what to deliver
+//! on the leader (so a receive that finds nothing writes nothing to the log), proposes it, and
+//! reads the delivered messages back from the log.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::warn;
+use vela_proto::receipt::ReceiptTicket;
+use vela_proto::store_api::{Delivery, PopRequest, QueueSelector, StoreError};
+
+use super::{Store, duration_ms};
+use crate::command::{
+    CommandResponse, PopCommand, PoppedMessage, QueueChoice, RecordRef, StoreCommand,
+    TagSubscription,
+};
+use crate::shard::{Shard, unexpected};
+use crate::state::{Availability, PopPlan, PopProbe};
+
+impl Store {
+    /// Receives from `shards` (tried in this order): the receive loop behind
+    /// [`StoreApi::pop`] and the shard-scoped receives (`scoped`).
+    pub(crate) async fn pop_from(
+        &self,
+        shards: &[&Arc<Shard>],
+        req: PopRequest,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        match self.receive_loop(shards, &req, false).await? {
+            Received::Delivered(deliveries) => Ok(deliveries),
+            Received::Deliverable | Received::Nothing => Ok(Vec::new()),
+        }
+    }
+
+    /// Waits as a receive would, until `shards` hold something for it (`Deliverable`) or
+    /// its wait ends (`Nothing`); with `deliver`, receives it (`Delivered`).
+    pub(crate) async fn receive_loop(
+        &self,
+        shards: &[&Arc<Shard>],
+        req: &PopRequest,
+        probe_only: bool,
+    ) -> Result<Received, StoreError> {
+        if req.max_messages == 0 || req.max_messages > vela_proto::domain::MAX_RECEIVE_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "receive of {} messages is outside 1..={}",
+                req.max_messages,
+                vela_proto::domain::MAX_RECEIVE_BATCH
+            )));
+        }
+        let filter = TagSubscription::from(&req.filter);
+        let queues = match req.queues {
+            QueueSelector::All => QueueChoice::All,
+            QueueSelector::One(q) => QueueChoice::One(q),
+        };
+        let probe = PopProbe {
+            group: &req.group,
+            topic: &req.topic,
+            queues,
+            filter: &filter,
+            fifo: req.fifo,
+        };
+        // Bounded so a huge wait from a remote caller cannot overflow the clock.
+        let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
+        loop {
+            // Register for wakeups before looking, so an append in between is not missed.
+            let notifies: Vec<Arc<Notify>> = shards
+                .iter()
+                .map(|s| s.shared.wakeups.subscribe(&req.topic, &req.group))
+                .collect();
+            let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+                notifies.iter().map(|n| Box::pin(n.notified())).collect();
+            for w in &mut woken {
+                w.as_mut().enable();
+            }
+            let now_ms = self.clock.now_ms();
+            let mut earliest: Option<i64> = None;
+            let pop = PopCommand {
+                group: req.group.clone(),
+                topic: req.topic.clone(),
+                queues,
+                max: req.max_messages,
+                invisible_ms: duration_ms(req.invisible),
+                filter: filter.clone(),
+                fifo: req.fifo,
+                max_attempts: req.max_attempts.max(1),
+                now_ms,
+            };
+            let mut more_to_scan = false;
+            for shard in shards {
+                let (command, waiting) = plan_receive(shard, probe, &pop, now_ms);
+                match waiting {
+                    Waiting::No => {}
+                    Waiting::Until(at) => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+                    Waiting::MoreToScan => more_to_scan = true,
+                }
+                let Some(command) = command else { continue };
+                if probe_only {
+                    return Ok(Received::Deliverable);
+                }
+                let _consuming = shard.fairness.consume(req.max_messages as usize);
+                match shard.write(command).await? {
+                    CommandResponse::Popped {
+                        delivery_id,
+                        messages,
+                    } if !messages.is_empty() => {
+                        // Pass the wake on: another receiver of the group may find more (see
+                        // `TopicWakeups`).
+                        for notify in &notifies {
+                            notify.notify_one();
+                        }
+                        return read_deliveries(shard, req, delivery_id, messages)
+                            .map(Received::Delivered);
+                    }
+                    // Nothing delivered (the state moved on, or the receive only parked or
+                    // dead-lettered): look again right away.
+                    CommandResponse::Popped { .. } => more_to_scan = true,
+                    other => return Err(unexpected("pop", &other)),
+                }
+            }
+            if more_to_scan && Instant::now() < deadline {
+                // A long backlog is searched in slices, yielding between them, so one receive
+                // never holds the state for long.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Received::Nothing);
+            }
+            let wake_at = earliest.map_or(deadline, |at| {
+                let ms = u64::try_from(at.saturating_sub(self.clock.now_ms())).unwrap_or(0);
+                deadline.min(now + Duration::from_millis(ms))
+            });
+            tokio::select! {
+                _ = futures::future::select_all(woken) => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = self.cancel.cancelled() => return Err(StoreError::Unavailable("store is shutting down".into())),
+            }
+        }
+    }
+}
+
+/// Index entries one slice of a receive's search examines, per shard (the state's read lock is
+/// held for one slice).
+const SCAN_SLICE: u64 = 262_144;
+
+/// How a receive loop ended.
+pub(crate) enum Received {
+    Delivered(Vec<Delivery>),
+    /// Something can be delivered (the loop only looked).
+    Deliverable,
+    /// The wait ended with nothing to deliver.
+    Nothing,
+}
+
+/// Whether a receive that delivered nothing now should wait.
+enum Waiting {
+    /// Nothing in flight to wait for.
+    No,
+    /// Until an in-flight message becomes visible again.
+    Until(i64),
+    /// The search is not finished: plan again without waiting.
+    MoreToScan,
+}
+
+/// What a receive should propose on `shard` now, if anything. From apply version 4 the leader
+/// plans the receive (`PopRanges`), so a receive that finds nothing writes nothing; before it,
+/// the first release's availability check and `Pop` are kept.
+fn plan_receive(
+    shard: &Shard,
+    probe: PopProbe<'_>,
+    pop: &PopCommand,
+    now_ms: i64,
+) -> (Option<StoreCommand>, Waiting) {
+    let applied = shard.shared.applied.read();
+    if applied.state.apply_version() < 4 {
+        return match applied.state.availability(probe, now_ms) {
+            Availability::Now => (Some(StoreCommand::Pop(pop.clone())), Waiting::No),
+            Availability::NotBefore(at) => (None, Waiting::Until(at)),
+            Availability::Nothing => (None, Waiting::No),
+        };
+    }
+    let mut budget = SCAN_SLICE;
+    let plan = {
+        let mut memo = shard.shared.scan_memo.lock();
+        applied
+            .state
+            .plan_pop(probe, pop.max, now_ms, &mut memo, &mut budget)
+    };
+    match plan {
+        PopPlan::Propose(ranges) => (
+            Some(StoreCommand::PopRanges {
+                pop: pop.clone(),
+                ranges,
+            }),
+            Waiting::No,
+        ),
+        PopPlan::NotBefore(at) => (None, Waiting::Until(at)),
+        PopPlan::Nothing => (None, Waiting::No),
+        PopPlan::Continue => (None, Waiting::MoreToScan),
+    }
+}
+
+/// Reads the records a POP delivered from the log.
+fn read_deliveries(
+    shard: &Shard,
+    req: &PopRequest,
+    delivery_id: u64,
+    popped: Vec<PoppedMessage>,
+) -> Result<Vec<Delivery>, StoreError> {
+    let records: Vec<RecordRef> = popped.iter().map(|p| p.record).collect();
+    let messages = shard.read_records(&records)?;
+    let mut out = Vec::with_capacity(popped.len());
+    for (p, message) in popped.into_iter().zip(messages) {
+        let Some(message) = message else {
+            // Retention removed the record between the POP and this read; it stays in flight
+            // until its deadline and is then forgotten.
+            warn!(
+                shard = shard.id,
+                log_index = p.record.log_index,
+                slot = p.record.slot,
+                "delivered record is gone"
+            );
+            continue;
+        };
+        out.push(Delivery {
+            ticket: ReceiptTicket {
+                shard: shard.id,
+                group: req.group.clone(),
+                topic: p.topic.clone(),
+                queue_id: p.queue_id,
+                offset: p.offset,
+                delivery_id,
+                visible_at_ms: p.visible_at_ms,
+            },
+            topic: p.topic,
+            queue_id: p.queue_id,
+            offset: p.offset,
+            store_timestamp_ms: p.store_ts_ms,
+            attempt: p.attempt,
+            invisible: req.invisible,
+            message,
+        });
+    }
+    Ok(out)
+}
