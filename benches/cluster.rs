@@ -13,10 +13,10 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{free_port, http_ok};
-use tokio::process::{Child, Command};
+use support::{bench_args, free_port, stop, wait_ready};
+use tokio::process::Command;
 use vela::bench::{BenchArgs, BenchReport, execute};
 
 /// Clock ticks per second of /proc's CPU times.
@@ -62,23 +62,6 @@ impl Processes {
     }
 }
 
-fn args(server: &str, secs: u64) -> BenchArgs {
-    BenchArgs {
-        server: server.to_owned(),
-        topic: None,
-        group: None,
-        producers: 16,
-        producer_clients: 4,
-        consumers: 0,
-        message_size: 1024,
-        batch_size: 1,
-        duration: Duration::from_secs(secs),
-        rate: None,
-        drain: Duration::from_secs(30),
-        json: false,
-    }
-}
-
 /// Runs the scenarios against `server` and prints a line per scenario.
 async fn scenarios(system: &str, server: &str, procs: &Processes, secs: u64) -> serde_json::Value {
     let ticks = ticks_per_second();
@@ -91,7 +74,7 @@ async fn scenarios(system: &str, server: &str, procs: &Processes, secs: u64) -> 
                 producers: 8,
                 producer_clients: 4,
                 batch_size: 32,
-                ..args(server, secs)
+                ..bench_args(server, secs)
             },
         ),
         (
@@ -99,7 +82,7 @@ async fn scenarios(system: &str, server: &str, procs: &Processes, secs: u64) -> 
             BenchArgs {
                 producers: 64,
                 producer_clients: 8,
-                ..args(server, secs)
+                ..bench_args(server, secs)
             },
         ),
         (
@@ -108,7 +91,7 @@ async fn scenarios(system: &str, server: &str, procs: &Processes, secs: u64) -> 
                 producers: 32,
                 producer_clients: 8,
                 rate: Some(5_000),
-                ..args(server, secs)
+                ..bench_args(server, secs)
             },
         ),
         (
@@ -116,7 +99,7 @@ async fn scenarios(system: &str, server: &str, procs: &Processes, secs: u64) -> 
             BenchArgs {
                 producers: 0,
                 consumers: 8,
-                ..args(server, secs)
+                ..bench_args(server, secs)
             },
         ),
     ];
@@ -160,23 +143,6 @@ async fn scenarios(system: &str, server: &str, procs: &Processes, secs: u64) -> 
     serde_json::Value::Object(out)
 }
 
-async fn ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !http_ok(port, "/ready").await {
-        assert!(Instant::now() < deadline, "not ready on {port}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn stop(mut child: Child) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(120), child.wait()).await;
-}
-
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("VELA_BENCH_SECONDS")
@@ -198,7 +164,7 @@ async fn main() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    ready(http).await;
+    wait_ready(http, Duration::from_secs(90)).await;
     let procs = Processes {
         groups: vec![("broker", vec![child.id().unwrap()])],
     };
@@ -219,7 +185,7 @@ async fn main() {
         .spawn()
         .unwrap();
     for offset in [121, 122, 111, 112, 113, 101, 102, 103] {
-        ready(base + offset).await;
+        wait_ready(base + offset, Duration::from_secs(90)).await;
     }
     let file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("cluster.json")).unwrap())

@@ -12,26 +12,9 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{free_port, http_ok, rss_mib};
+use support::{bench_args, free_port, http_ok, rss_mib};
 use tokio::process::Command;
 use vela::bench::{BenchArgs, BenchReport, execute};
-
-fn args(server: &str, secs: u64) -> BenchArgs {
-    BenchArgs {
-        server: server.to_owned(),
-        topic: None,
-        group: None,
-        producers: 16,
-        producer_clients: 4,
-        consumers: 0,
-        message_size: 1024,
-        batch_size: 1,
-        duration: Duration::from_secs(secs),
-        rate: None,
-        drain: Duration::from_secs(30),
-        json: false,
-    }
-}
 
 fn line(name: &str, r: &BenchReport) {
     println!(
@@ -80,7 +63,7 @@ async fn main() {
         producers: 8,
         producer_clients: 4,
         batch_size: 32,
-        ..args(&server, secs)
+        ..bench_args(&server, secs)
     })
     .await
     .unwrap();
@@ -91,7 +74,7 @@ async fn main() {
     let single = execute(BenchArgs {
         producers: 64,
         producer_clients: 8,
-        ..args(&server, secs)
+        ..bench_args(&server, secs)
     })
     .await
     .unwrap();
@@ -104,7 +87,7 @@ async fn main() {
         producers: 32,
         producer_clients: 8,
         rate: Some(half),
-        ..args(&server, secs)
+        ..bench_args(&server, secs)
     })
     .await
     .unwrap();
@@ -116,7 +99,7 @@ async fn main() {
         topic: Some(batched_topic),
         producers: 0,
         consumers: 8,
-        ..args(&server, secs)
+        ..bench_args(&server, secs)
     })
     .await
     .unwrap();
@@ -127,7 +110,7 @@ async fn main() {
         producers: 64,
         producer_clients: 8,
         consumers: 8,
-        ..args(&server, secs)
+        ..bench_args(&server, secs)
     })
     .await
     .unwrap();

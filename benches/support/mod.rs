@@ -107,3 +107,31 @@ pub async fn stop(mut child: Child) {
     }
     let _ = tokio::time::timeout(Duration::from_secs(600), child.wait()).await;
 }
+
+/// Polls `GET /ready` on `port` until it answers 200; panics after `limit`.
+pub async fn wait_ready(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !http_ok(port, "/ready").await {
+        assert!(Instant::now() < deadline, "not ready on port {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The scenarios' common settings: 16 producers over 4 connections, no consumers, 1 KiB bodies,
+/// one message per request, `secs` of sending, 30 s of draining.
+pub fn bench_args(server: &str, secs: u64) -> vela::bench::BenchArgs {
+    vela::bench::BenchArgs {
+        server: server.to_owned(),
+        topic: None,
+        group: None,
+        producers: 16,
+        producer_clients: 4,
+        consumers: 0,
+        message_size: 1024,
+        batch_size: 1,
+        duration: Duration::from_secs(secs),
+        rate: None,
+        drain: Duration::from_secs(30),
+        json: false,
+    }
+}

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use bytes::Bytes;
+use tokio::time::Instant;
 use vela_proto::clock::{Clock, SharedClock, SystemClock};
 use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TagFilter, TopicName};
 use vela_proto::store_api::{
