@@ -110,46 +110,6 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_standalone(args: RoleArgs) -> anyhow::Result<()> {
-    let file = args
-        .config
-        .or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
-    let flags = FlagOverrides {
-        data_dir: args.data_dir,
-        grpc_listen: args.grpc_listen,
-        http_listen: args.http_listen,
-    };
-    let config = config::load(
-        Profile::Standalone,
-        file.as_deref(),
-        std::env::vars(),
-        &flags,
-    )?;
-    vela::telemetry::init(&config.log);
-    let data_dir = config.data_dir.clone();
-    let node = Standalone::start(config).await?;
-    tracing::info!(
-        grpc = %node.grpc_addr(),
-        http = %node.http_addr(),
-        data_dir = %data_dir.display(),
-        "vela standalone started"
-    );
-    #[allow(clippy::print_stdout)]
-    {
-        println!(
-            "vela standalone is running\n  gRPC (RocketMQ 5 clients, vela admin): {}\n  HTTP (/health /ready /metrics):        http://{}\n  data:                                  {}\nPress Ctrl-C to stop.",
-            node.grpc_addr(),
-            node.http_addr(),
-            data_dir.display()
-        );
-    }
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    node.stop().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
-}
-
 /// Loads the configuration of a role process: defaults of `profile` < file < env < flags.
 fn load_role_config(profile: Profile, args: RoleArgs) -> anyhow::Result<config::VelaConfig> {
     let file = args
@@ -165,75 +125,101 @@ fn load_role_config(profile: Profile, args: RoleArgs) -> anyhow::Result<config::
     Ok(config)
 }
 
-async fn run_controller(args: RaftNodeArgs) -> anyhow::Result<()> {
-    let config = load_role_config(Profile::Controller, args.role)?;
-    let node_id = config.controller.node_id;
-    let data_dir = config.data_dir.clone();
-    let node = ControllerNode::start(config, args.bootstrap).await?;
+/// What every role process does once started: say where it listens, run until Ctrl-C or
+/// SIGTERM, then stop cleanly. `lines` are (what, where) pairs printed under `title`.
+async fn serve_until_signal<F>(
+    title: String,
+    lines: Vec<(&str, String)>,
+    stop: F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tracing::info!("{title} started");
+    let width = lines.iter().map(|(what, _)| what.len()).max().unwrap_or(0) + 1;
+    let mut text = format!("{title} is running\n");
+    for (what, value) in &lines {
+        text.push_str(&format!("  {:<width$} {value}\n", format!("{what}:")));
+    }
+    text.push_str("Press Ctrl-C to stop.");
     #[allow(clippy::print_stdout)]
     {
-        println!(
-            "vela controller {node_id} is running\n  gRPC (Raft, controller service): {}\n  HTTP (/health /ready /metrics): http://{}\n  data: {}\nPress Ctrl-C to stop.",
-            node.grpc_addr(),
-            node.http_addr(),
-            data_dir.display()
-        );
+        println!("{text}");
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
-    node.stop().await?;
+    stop.await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+async fn run_standalone(args: RoleArgs) -> anyhow::Result<()> {
+    let config = load_role_config(Profile::Standalone, args)?;
+    let data_dir = config.data_dir.display().to_string();
+    let node = Standalone::start(config).await?;
+    let lines = vec![
+        (
+            "gRPC (RocketMQ 5 clients, vela admin)",
+            node.grpc_addr().to_string(),
+        ),
+        (
+            "HTTP (/health /ready /metrics)",
+            format!("http://{}", node.http_addr()),
+        ),
+        ("data", data_dir),
+    ];
+    serve_until_signal("vela standalone".into(), lines, node.stop()).await
+}
+
+async fn run_controller(args: RaftNodeArgs) -> anyhow::Result<()> {
+    let config = load_role_config(Profile::Controller, args.role)?;
+    let node_id = config.controller.node_id;
+    let data_dir = config.data_dir.display().to_string();
+    let node = ControllerNode::start(config, args.bootstrap).await?;
+    let lines = vec![
+        (
+            "gRPC (Raft, controller service)",
+            node.grpc_addr().to_string(),
+        ),
+        (
+            "HTTP (/health /ready /metrics)",
+            format!("http://{}", node.http_addr()),
+        ),
+        ("data", data_dir),
+    ];
+    serve_until_signal(format!("vela controller {node_id}"), lines, node.stop()).await
 }
 
 async fn run_proxy(args: RoleArgs) -> anyhow::Result<()> {
     let config = load_role_config(Profile::Proxy, args)?;
     let node = ProxyNode::start(config).await?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!(
-            "vela proxy is running\n  gRPC (RocketMQ 5 clients, vela admin): {}\n  HTTP (/health /ready /metrics): http://{}\nPress Ctrl-C to stop.",
-            node.grpc_addr(),
-            node.http_addr()
-        );
-    }
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    node.stop().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    let lines = vec![
+        (
+            "gRPC (RocketMQ 5 clients, vela admin)",
+            node.grpc_addr().to_string(),
+        ),
+        (
+            "HTTP (/health /ready /metrics)",
+            format!("http://{}", node.http_addr()),
+        ),
+    ];
+    serve_until_signal("vela proxy".into(), lines, node.stop()).await
 }
 
 async fn run_store(args: RaftNodeArgs) -> anyhow::Result<()> {
-    let RaftNodeArgs {
-        role: args,
-        bootstrap,
-    } = args;
-    let config = load_role_config(Profile::Store, args)?;
-    let data_dir = config.data_dir.clone();
+    let config = load_role_config(Profile::Store, args.role)?;
     let node_id = config.store.node_id;
-    let node = StoreNode::start(config, bootstrap).await?;
-    tracing::info!(
-        node = node_id,
-        grpc = %node.grpc_addr(),
-        http = %node.http_addr(),
-        data_dir = %data_dir.display(),
-        "vela store started"
-    );
-    #[allow(clippy::print_stdout)]
-    {
-        println!(
-            "vela store {node_id} is running\n  gRPC (Raft, store service): {}\n  HTTP (/health /ready /metrics): http://{}\n  data: {}\nPress Ctrl-C to stop.",
-            node.grpc_addr(),
-            node.http_addr(),
-            data_dir.display()
-        );
-    }
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    node.stop().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    let data_dir = config.data_dir.display().to_string();
+    let node = StoreNode::start(config, args.bootstrap).await?;
+    let lines = vec![
+        ("gRPC (Raft, store service)", node.grpc_addr().to_string()),
+        (
+            "HTTP (/health /ready /metrics)",
+            format!("http://{}", node.http_addr()),
+        ),
+        ("data", data_dir),
+    ];
+    serve_until_signal(format!("vela store {node_id}"), lines, node.stop()).await
 }
 
 /// Like [`wait_for_signal`], with the handlers installed now rather than when the future is
