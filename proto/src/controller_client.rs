@@ -10,13 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::controller_api::{ControllerApi, ControllerError};
 use crate::controller_wire::*;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
 use crate::pb::controller as pb;
 use crate::pb::controller::controller_client::ControllerClient;
+use crate::store_client::lazy_channel;
 
 /// How long a call keeps retrying through elections and unreachable nodes.
 const RETRY_FOR: Duration = Duration::from_secs(10);
@@ -49,13 +50,9 @@ impl RemoteController {
         }
         let mut clients = BTreeMap::new();
         for (&node, addr) in controllers {
-            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| format!("controller node {node} address {addr:?}: {e}"))?
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5));
-            clients.insert(node, ControllerClient::new(endpoint.connect_lazy()));
+            let channel = lazy_channel(addr)
+                .map_err(|e| format!("controller node {node} address {addr:?}: {e}"))?;
+            clients.insert(node, ControllerClient::new(channel));
         }
         Ok(RemoteController {
             nodes: controllers.keys().copied().collect(),

@@ -6,9 +6,7 @@ use prost::Message as _;
 use tonic::{Code, Status};
 
 use crate::controller_api::ControllerError;
-use crate::domain::{
-    GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec, TopicType,
-};
+use crate::domain::{GroupConfig, GroupSpec, TopicConfig, TopicSpec, TopicType};
 use crate::pb::controller as pb;
 use crate::store_wire::WireError;
 
@@ -33,13 +31,7 @@ fn type_from_wire(t: i32) -> Result<TopicType, WireError> {
     }
 }
 
-pub fn topic_name(name: &str) -> Result<TopicName, WireError> {
-    TopicName::new(name).map_err(|e| WireError(e.to_string()))
-}
-
-pub fn group_name(name: &str) -> Result<GroupName, WireError> {
-    GroupName::new(name).map_err(|e| WireError(e.to_string()))
-}
+pub use crate::store_wire::{group_from_wire as group_name, topic_from_wire as topic_name};
 
 pub fn topic_spec_to_wire(s: &TopicSpec) -> pb::TopicSpec {
     pb::TopicSpec {
@@ -194,6 +186,7 @@ pub fn status_to_error(status: &Status) -> ControllerError {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::domain::{GroupName, TopicName};
 
     #[test]
     fn values_and_errors_survive_the_wire() {

@@ -51,6 +51,18 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Largest reply accepted from a store node (a receive of 32 messages of up to 4 MiB each).
 const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 
+/// A channel to a cluster node at `addr` (`host:port`), connected on first use, with the
+/// connect timeout and keep-alives every internal client uses.
+pub(crate) fn lazy_channel(addr: &str) -> Result<Channel, String> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
 /// `StoreApi` over gRPC, routing each call to the shard's leader.
 pub struct RemoteStore {
     map: ClusterMap,
@@ -88,13 +100,9 @@ impl RemoteStore {
         }
         let mut clients = BTreeMap::new();
         for (&node, addr) in &map.stores {
-            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| format!("store node {node} address {addr:?}: {e}"))?
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5));
-            let client = StoreClient::new(endpoint.connect_lazy())
+            let channel = lazy_channel(addr)
+                .map_err(|e| format!("store node {node} address {addr:?}: {e}"))?;
+            let client = StoreClient::new(channel)
                 .max_decoding_message_size(MAX_REPLY_BYTES)
                 .max_encoding_message_size(MAX_REPLY_BYTES);
             clients.insert(node, client);
