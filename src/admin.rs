@@ -14,6 +14,8 @@ use vela_proto::TopicType;
 use vela_proto::pb::admin::admin_service_client::AdminServiceClient;
 use vela_proto::pb::admin::{self as pb};
 
+mod cluster_status;
+
 /// `vela admin …`
 #[derive(Args, Debug)]
 pub struct AdminArgs {
@@ -44,8 +46,11 @@ pub enum AdminCommand {
         #[arg(long)]
         group: Option<String>,
     },
-    /// What this node runs.
-    Cluster,
+    /// What this node runs; `cluster status`: nodes, shards, leaders, replica lag, health.
+    Cluster {
+        #[command(subcommand)]
+        command: Option<ClusterCommand>,
+    },
     /// Send messages (one per BODY, or --count generated ones).
     Send(SendArgs),
     /// Receive messages as a SimpleConsumer, print them and ack them.
@@ -70,6 +75,23 @@ pub enum TopicCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Every controller and store node, every shard: leader, term, health, replica lag.
+    Status {
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+/// How a status is printed.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -357,7 +379,20 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 .queues;
             write_queue_table(&mut out, &queues)?;
         }
-        AdminCommand::Cluster => {
+        AdminCommand::Cluster {
+            command: Some(ClusterCommand::Status { output }),
+        } => {
+            let status = client
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            out = match output {
+                OutputFormat::Json => cluster_status::to_json(status)?,
+                OutputFormat::Table => cluster_status::to_table(status)?,
+            };
+        }
+        AdminCommand::Cluster { command: None } => {
             let info = client
                 .cluster_info(pb::ClusterInfoRequest {})
                 .await

@@ -14,10 +14,12 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_controller::Controller;
+use vela_controller::balancer::spawn_leader_balancer;
 use vela_controller::service::ControllerService;
 use vela_proto::clock::system_clock;
 
 use crate::config::VelaConfig;
+use crate::proxy_node::store_client;
 use crate::serving;
 
 /// A running controller node.
@@ -28,6 +30,7 @@ pub struct ControllerNode {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
     controller: Arc<Controller>,
+    balancer: Option<JoinHandle<()>>,
     _data_lock: File,
 }
 
@@ -61,10 +64,24 @@ impl ControllerNode {
         let bound = serving::bind(&config).await?;
         let mut controller_config = config.controller.clone();
         controller_config.shards = config.cluster.shards.clone();
+        let controller_config_balance = controller_config.leader_balance_interval;
         let controller =
             Controller::open_replicated(controller_config, system_clock(), &voters, bootstrap)
                 .await
                 .context("controller failed to start")?;
+        let balancer = if controller_config_balance.is_zero() {
+            None
+        } else if config.cluster.stores.is_empty() {
+            tracing::warn!("cluster.stores is empty: leader balancing is off");
+            None
+        } else {
+            let store = store_client(&config)?;
+            Some(spawn_leader_balancer(
+                &controller,
+                store,
+                controller_config_balance,
+            ))
+        };
         let raft = controller
             .raft_service()
             .context("a replicated controller has a Raft service")?;
@@ -82,6 +99,7 @@ impl ControllerNode {
             grpc_task,
             http_task,
             controller,
+            balancer,
             _data_lock: bound.lock,
         })
     }
@@ -98,6 +116,9 @@ impl ControllerNode {
 
     /// Stops serving and closes the controller's log.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(balancer) = &self.balancer {
+            balancer.abort();
+        }
         let stopped = self
             .controller
             .shutdown()

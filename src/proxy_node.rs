@@ -48,6 +48,30 @@ fn read_secret(config: &VelaConfig) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
+/// A client of the cluster's store nodes (`cluster.stores`, every shard of `cluster.shards` on
+/// each), routing each call to the shard's leader; connections are made on first use.
+pub(crate) fn store_client(config: &VelaConfig) -> anyhow::Result<Arc<dyn StoreApi>> {
+    let stores: BTreeMap<u64, String> = config
+        .cluster
+        .stores
+        .iter()
+        .map(|n| (n.id, n.addr.clone()))
+        .collect();
+    let replicas: Vec<u64> = stores.keys().copied().collect();
+    let store = RemoteStore::new(ClusterMap {
+        stores,
+        shards: config
+            .cluster
+            .shards
+            .iter()
+            .map(|&s| (s, replicas.clone()))
+            .collect(),
+    })
+    .map_err(anyhow::Error::msg)
+    .context("the store nodes of the cluster")?;
+    Ok(Arc::new(store))
+}
+
 impl ProxyNode {
     /// Connects (lazily) to the cluster's stores and controllers and serves clients.
     pub async fn start(config: VelaConfig) -> anyhow::Result<Self> {
@@ -56,24 +80,7 @@ impl ProxyNode {
         let secret = read_secret(&config)?;
         let (grpc, http) = serving::bind_listeners(&config).await?;
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-        let stores: BTreeMap<u64, String> = config
-            .cluster
-            .stores
-            .iter()
-            .map(|n| (n.id, n.addr.clone()))
-            .collect();
-        let replicas: Vec<u64> = stores.keys().copied().collect();
-        let store = RemoteStore::new(ClusterMap {
-            stores,
-            shards: config
-                .cluster
-                .shards
-                .iter()
-                .map(|&s| (s, replicas.clone()))
-                .collect(),
-        })
-        .map_err(anyhow::Error::msg)
-        .context("the store nodes of the cluster")?;
+        let store = store_client(&config)?;
         let controllers: BTreeMap<u64, String> = config
             .cluster
             .controllers
@@ -90,7 +97,7 @@ impl ProxyNode {
         proxy_config.cluster_mode = "cluster".to_owned();
         let ctx = vela_proxy::ProxyContext {
             config: proxy_config,
-            store: Arc::new(store) as Arc<dyn StoreApi>,
+            store,
             controller: Arc::new(controller) as Arc<dyn ControllerApi>,
             receipts: ReceiptCodec::new(&secret),
             clock: system_clock(),

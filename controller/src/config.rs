@@ -1,6 +1,7 @@
 //! The controller's configuration, a section of the `vela` binary's config file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 use vela_proto::ShardId;
@@ -18,6 +19,11 @@ pub struct ControllerConfig {
     /// The store shards new queues are placed on. Changing it affects topics created afterwards
     /// only; queues already placed stay where they are.
     pub shards: Vec<ShardId>,
+    /// Cluster only: how often the controller leader looks at the store nodes and moves shard
+    /// leaderships so every node leads about as many shards as the others. `0s` turns
+    /// balancing off.
+    #[serde(with = "humantime_serde")]
+    pub leader_balance_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -26,6 +32,7 @@ impl Default for ControllerConfig {
             data_dir: PathBuf::from("./vela-data/controller"),
             node_id: 1,
             shards: vec![0],
+            leader_balance_interval: Duration::from_secs(10),
         }
     }
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::Mutex;
 use vela_proto::clock::SharedClock;
+use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
 use vela_proto::{
     ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig,
     TopicName, TopicSpec, TopicType,
@@ -181,6 +182,16 @@ impl Controller {
         >,
     > {
         self.member.map(|id| self.group.raft_service(id))
+    }
+
+    /// What this node's member of the controller group reports about itself.
+    pub fn member_status(&self) -> vela_proto::cluster_status::MemberStatus {
+        self.group.member_status().1
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub async fn is_stopped(&self) -> bool {
+        *self.stopped.lock().await
     }
 
     /// Whether this node leads the controller group now (its own view).
@@ -387,5 +398,14 @@ impl ControllerApi for Controller {
                 .ok_or_else(|| ControllerError::NotFound(format!("topic {name}"))),
             Err(e) => Err(e),
         }
+    }
+
+    async fn node_status(&self) -> Vec<ControllerNodeReport> {
+        let (node, status) = self.group.member_status();
+        vec![NodeReport {
+            node,
+            addr: "in-process".to_owned(),
+            report: Ok(status),
+        }]
     }
 }

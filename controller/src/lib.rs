@@ -3,12 +3,16 @@
 //!
 //! - [`Controller`]: the entry point; implements [`vela_proto::ControllerApi`].
 //! - [`metadata`]: the pure state and its deterministic `apply`.
+//! - [`balance`] / [`balancer`]: which shard leaderships to move so leaders are spread, and
+//!   the task that moves them while this node leads the controller group.
 //! - [`placement`]: which shard each new queue goes to.
 //! - [`service`]: the controller node's gRPC service (`vela.controller.v1`), for a cluster.
 //! - [`validation`]: checks and defaults applied before a command is proposed.
 //! - [`command`]: the Raft log's commands and their outcomes.
 //! - `raft` (private): everything that names an openraft type.
 
+pub mod balance;
+pub mod balancer;
 pub mod command;
 mod config;
 mod controller;

@@ -226,6 +226,12 @@ impl ControllerGroup {
         self.raft.is_leader()
     }
 
+    /// This node's id in the group and what its member reports about itself.
+    pub(crate) fn member_status(&self) -> (u64, vela_proto::cluster_status::MemberStatus) {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        (metrics.id, vela_raft::status::member_status(&metrics))
+    }
+
     /// Waits until this node leads the group, or `timeout` passes.
     pub(crate) async fn wait_leading(&self, timeout: Duration) -> bool {
         self.raft

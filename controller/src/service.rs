@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vela_proto::ControllerApi;
+use vela_proto::cluster_status::member_to_wire;
 use vela_proto::controller_wire::*;
 use vela_proto::pb::controller as pb;
 use vela_proto::pb::controller::controller_server::{
@@ -115,6 +116,15 @@ impl ControllerRpc for ControllerService {
             .await
             .map_err(failed)?;
         Ok(Response::new(topic_to_wire(&topic)))
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<vela_proto::pb::status::MemberStatus>, Status> {
+        Ok(Response::new(member_to_wire(
+            &self.controller.member_status(),
+        )))
     }
 }
 

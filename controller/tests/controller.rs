@@ -48,6 +48,7 @@ impl Fixture {
             data_dir: self.dir.path().join("controller"),
             node_id: 1,
             shards: shards.to_vec(),
+            ..ControllerConfig::default()
         }
     }
 

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::cluster_status::ControllerNodeReport;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
 
 /// Failures callers branch on.
@@ -45,4 +46,9 @@ pub trait ControllerApi: Send + Sync + 'static {
         &self,
         group: &GroupName,
     ) -> Result<TopicConfig, ControllerError>;
+
+    /// What every controller node reports about its member of the controller group now
+    /// (answered by each node, leader or not; one that cannot be reached is listed with the
+    /// reason).
+    async fn node_status(&self) -> Vec<ControllerNodeReport>;
 }

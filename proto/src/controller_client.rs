@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::cluster_status::{ControllerNodeReport, NodeReport, member_from_wire};
 use crate::controller_api::{ControllerApi, ControllerError};
 use crate::controller_wire::*;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
@@ -25,10 +26,13 @@ const RETRY_FOR: Duration = Duration::from_secs(10);
 const ATTEMPT: Duration = Duration::from_secs(3);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a node may take to report its status before it is listed as unreachable.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `ControllerApi` over gRPC, routed to the controller group's leader.
 pub struct RemoteController {
     nodes: Vec<u64>,
+    addrs: BTreeMap<u64, String>,
     clients: BTreeMap<u64, ControllerClient<Channel>>,
     leader: Mutex<Option<u64>>,
 }
@@ -56,6 +60,7 @@ impl RemoteController {
         }
         Ok(RemoteController {
             nodes: controllers.keys().copied().collect(),
+            addrs: controllers.clone(),
             clients,
             leader: Mutex::new(None),
         })
@@ -268,5 +273,27 @@ impl ControllerApi for RemoteController {
             })
             .await?;
         Ok(topic_from_wire(topic)?)
+    }
+
+    async fn node_status(&self) -> Vec<ControllerNodeReport> {
+        let asks = self.clients.iter().map(|(&node, client)| {
+            let mut client = client.clone();
+            async move {
+                let report =
+                    match tokio::time::timeout(STATUS_TIMEOUT, client.node_status(pb::Empty {}))
+                        .await
+                    {
+                        Ok(Ok(reply)) => member_from_wire(reply.into_inner()),
+                        Ok(Err(status)) => Err(status.message().to_owned()),
+                        Err(_) => Err(format!("no answer within {STATUS_TIMEOUT:?}")),
+                    };
+                NodeReport {
+                    node,
+                    addr: self.addrs.get(&node).cloned().unwrap_or_default(),
+                    report,
+                }
+            }
+        });
+        futures::future::join_all(asks).await
     }
 }

@@ -11,9 +11,11 @@
 //!   the cluster client that routes each call to the shard's leader.
 //! - [`controller_wire`] / [`controller_client`]: `ControllerApi` over gRPC
 //!   (`vela.controller.v1`) and the client that finds the controller group's leader.
+//! - [`cluster_status`]: what Raft members report and the cluster view built from it.
 //! - [`receipt`]: self-describing, tamper-evident receipt handles, so any proxy can ack.
 
 pub mod clock;
+pub mod cluster_status;
 pub mod controller_api;
 pub mod controller_client;
 pub mod controller_wire;
@@ -34,6 +36,11 @@ pub mod pb {
     #[allow(clippy::all, missing_docs)]
     pub mod admin {
         tonic::include_proto!("vela.admin.v1");
+    }
+    /// `vela.status.v1`: what a Raft member reports about itself (store and controller).
+    #[allow(clippy::all, missing_docs)]
+    pub mod status {
+        tonic::include_proto!("vela.status.v1");
     }
     /// `vela.store.v1`: the store's contract between cluster nodes.
     #[allow(clippy::all, missing_docs)]

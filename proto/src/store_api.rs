@@ -1,11 +1,13 @@
 //! The store's contract: what the proxy asks of the data plane. Standalone hands the proxy the
 //! in-process store; a cluster hands it a gRPC client implementing the same trait.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_status::StoreNodeReport;
 use crate::domain::{GroupName, MessageRecord, QueueStats, ShardId, TagFilter, TopicName};
 use crate::receipt::ReceiptTicket;
 
@@ -157,4 +159,15 @@ pub trait StoreApi: Send + Sync + 'static {
 
     /// Forgets a deleted group's consumer state.
     async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError>;
+
+    /// The shards of the data plane and the store nodes expected to hold each.
+    fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>>;
+
+    /// What every store node reports about its replicas now. A node that cannot be reached is
+    /// in the list with the reason, so the caller sees it is down.
+    async fn node_status(&self) -> Vec<StoreNodeReport>;
+
+    /// Hands leadership of `shard` to its voter `to`; resolves once `to` leads (`Ok` at once
+    /// when it already does). `Unavailable` when `to` did not take over in time.
+    async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError>;
 }

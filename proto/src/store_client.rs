@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::cluster_status::{NodeReport, ShardMember, StoreNodeReport, member_from_wire};
 use crate::domain::{GroupName, QueueStats, ShardId, TopicName};
 use crate::pb::store as pb;
 use crate::pb::store::store_client::StoreClient;
@@ -48,6 +49,10 @@ const RECEIVE_RETRY_FOR: Duration = Duration::from_secs(1);
 const ATTEMPT: Duration = Duration::from_secs(3);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a node may take to report its status before it is listed as unreachable.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a leadership transfer may take (the target must catch up and win an election).
+const TRANSFER_FOR: Duration = Duration::from_secs(5);
 /// Largest reply accepted from a store node (a receive of 32 messages of up to 4 MiB each).
 const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 
@@ -437,4 +442,65 @@ impl StoreApi for RemoteStore {
         }
         Ok(())
     }
+
+    fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
+        self.map.shards.clone()
+    }
+
+    async fn node_status(&self) -> Vec<StoreNodeReport> {
+        let asks = self.clients.iter().map(|(&node, client)| {
+            let mut client = client.clone();
+            async move {
+                let report =
+                    match tokio::time::timeout(STATUS_TIMEOUT, client.node_status(pb::Empty {}))
+                        .await
+                    {
+                        Ok(Ok(reply)) => shard_members_from_wire(reply.into_inner()),
+                        Ok(Err(status)) => Err(status.message().to_owned()),
+                        Err(_) => Err(format!("no answer within {STATUS_TIMEOUT:?}")),
+                    };
+                NodeReport {
+                    node,
+                    addr: self.map.stores.get(&node).cloned().unwrap_or_default(),
+                    report,
+                }
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
+    async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
+        let replicas =
+            self.map.shards.get(&shard).ok_or_else(|| {
+                StoreError::Invalid(format!("shard {shard} is not in the cluster"))
+            })?;
+        if !replicas.contains(&to) {
+            return Err(StoreError::Invalid(format!(
+                "store node {to} holds no replica of shard {shard}"
+            )));
+        }
+        let wire = pb::TransferLeaderRequest { shard, to };
+        self.on_shard(shard, TRANSFER_FOR, TRANSFER_FOR, |mut c| async move {
+            c.transfer_leader(wire).await
+        })
+        .await?;
+        self.leaders.lock().insert(shard, to);
+        Ok(())
+    }
+}
+
+fn shard_members_from_wire(reply: pb::NodeStatusReply) -> Result<Vec<ShardMember>, String> {
+    reply
+        .shards
+        .into_iter()
+        .map(|m| {
+            let status = m
+                .status
+                .ok_or_else(|| format!("shard {} reported without a status", m.shard))?;
+            Ok(ShardMember {
+                shard: m.shard,
+                status: member_from_wire(status)?,
+            })
+        })
+        .collect()
 }

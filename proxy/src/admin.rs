@@ -11,6 +11,10 @@ use vela_proto::{
     TopicConfig, TopicName, TopicSpec, TopicType,
 };
 
+use vela_proto::cluster_status::{
+    ControllerNodeReport, StoreNodeReport, leader_counts, shard_views,
+};
+
 use crate::Shared;
 use crate::status::{controller_to_grpc, name_to_grpc, store_to_grpc};
 
@@ -340,6 +344,23 @@ impl AdminService for AdminServer {
         }))
     }
 
+    /// Asks every controller and store node now (each within a bounded time), so the answer
+    /// shows nodes that are down rather than failing.
+    async fn cluster_status(
+        &self,
+        _request: Request<api::ClusterStatusRequest>,
+    ) -> Result<Response<api::ClusterStatusResponse>, Status> {
+        let ctx = &self.shared.ctx;
+        let (controllers, stores) =
+            tokio::join!(ctx.controller.node_status(), ctx.store.node_status());
+        Ok(Response::new(cluster_status_to_api(
+            &ctx.config.cluster_mode,
+            controllers,
+            stores,
+            &ctx.store.shard_replicas(),
+        )))
+    }
+
     /// Shards are counted from the placement of existing topics.
     async fn cluster_info(
         &self,
@@ -364,6 +385,76 @@ impl AdminService for AdminServer {
             auto_create_topics: config.auto_create_topics,
             auto_create_groups: config.auto_create_groups,
         }))
+    }
+}
+
+/// The cluster status response from the nodes' reports.
+fn cluster_status_to_api(
+    mode: &str,
+    controllers: Vec<ControllerNodeReport>,
+    stores: Vec<StoreNodeReport>,
+    expected: &std::collections::BTreeMap<u32, Vec<u64>>,
+) -> api::ClusterStatusResponse {
+    let views = shard_views(expected, &stores);
+    let leads = leader_counts(&stores, &views);
+    let unreachable = |node: u64, addr: String, error: String| api::NodeStatus {
+        id: node,
+        addr,
+        reachable: false,
+        error,
+        ..Default::default()
+    };
+    api::ClusterStatusResponse {
+        mode: mode.to_owned(),
+        controllers: controllers
+            .into_iter()
+            .map(|r| match r.report {
+                Ok(status) => api::NodeStatus {
+                    id: r.node,
+                    addr: r.addr,
+                    reachable: true,
+                    role: status.role.as_str().to_owned(),
+                    term: status.term,
+                    ..Default::default()
+                },
+                Err(error) => unreachable(r.node, r.addr, error),
+            })
+            .collect(),
+        stores: stores
+            .into_iter()
+            .map(|r| match r.report {
+                Ok(_) => api::NodeStatus {
+                    id: r.node,
+                    addr: r.addr,
+                    reachable: true,
+                    leads: leads.get(&r.node).copied().unwrap_or(0),
+                    ..Default::default()
+                },
+                Err(error) => unreachable(r.node, r.addr, error),
+            })
+            .collect(),
+        shards: views
+            .into_iter()
+            .map(|v| api::ShardStatus {
+                shard: v.shard,
+                leader: v.leader,
+                term: v.term,
+                health: v.health.as_str().to_owned(),
+                last_log_index: v.last_log_index,
+                replicas: v
+                    .replicas
+                    .into_iter()
+                    .map(|r| api::ReplicaStatus {
+                        node: r.node,
+                        role: r
+                            .role
+                            .map_or("unreachable", |role| role.as_str())
+                            .to_owned(),
+                        lag: r.lag,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`group`]: start one member of a group with peers.
 //! - [`grpc`]: Raft between nodes over gRPC (`vela.raft.v1`).
 //! - [`network`]: in-process Raft networking through a fault seam (partitions, delay, loss).
+//! - [`status`]: a member's report about itself (role, term, leader, replication progress).
 //! - [`snapshot_file`]: atomically replaced, checksummed small files.
 //! - [`generations`]: state machine snapshots kept as generations with fallback.
 //! - [`vfs`]: the storage seam every file goes through, and its simulated power-loss disk.
@@ -24,6 +25,7 @@ pub mod network;
 mod segment;
 pub mod single_node;
 pub mod snapshot_file;
+pub mod status;
 mod store;
 pub mod vfs;
 mod writer;

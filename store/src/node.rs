@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vela_proto::clock::SharedClock;
+use vela_proto::cluster_status::{NodeReport, StoreNodeReport};
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{
@@ -720,6 +721,31 @@ impl StoreApi for Store {
             group: group.clone(),
         })
         .await
+    }
+
+    fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
+        self.shards
+            .iter()
+            .map(|(&id, local)| {
+                let metrics = local.shard.raft.metrics().borrow_watched().clone();
+                (
+                    id,
+                    metrics.membership_config.membership().voter_ids().collect(),
+                )
+            })
+            .collect()
+    }
+
+    async fn node_status(&self) -> Vec<StoreNodeReport> {
+        vec![NodeReport {
+            node: self.config.node_id,
+            addr: "in-process".to_owned(),
+            report: Ok(self.member_statuses()),
+        }]
+    }
+
+    async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
+        Store::transfer_leader(self, shard, to).await
     }
 }
 

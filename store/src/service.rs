@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use vela_proto::cluster_status::member_to_wire;
 use vela_proto::pb::store as pb;
 use vela_proto::pb::store::store_server::{Store as StoreRpc, StoreServer};
 use vela_proto::store_api::StoreApi;
@@ -157,6 +158,34 @@ impl StoreRpc for StoreService {
         let group = group_from_wire(&req.group)?;
         self.store
             .drop_group_shard(req.shard, &group)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::NodeStatusReply>, Status> {
+        let shards = self
+            .store
+            .member_statuses()
+            .iter()
+            .map(|m| pb::ShardMember {
+                shard: m.shard,
+                status: Some(member_to_wire(&m.status)),
+            })
+            .collect();
+        Ok(Response::new(pb::NodeStatusReply { shards }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        self.store
+            .transfer_leader(req.shard, req.to)
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))

@@ -5,6 +5,8 @@
 //! - a store process is SIGKILLed while a producer runs: the producer carries on (retrying
 //!   what failed during the election), nothing acknowledged is lost, and the store is started
 //!   again from the `cmd` that `cluster.json` records;
+//! - it catches up and the controller moves shard leaders until each store leads one
+//!   (`vela admin cluster status --output json`);
 //! - SIGTERM stops every process and local-cluster exits 0.
 
 use std::collections::HashSet;
@@ -29,6 +31,8 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         .arg("--base-port")
         .arg(base.to_string())
         .env("RUST_LOG", "error")
+        // The children inherit it: the controller leader balances shard leaders every 2 s.
+        .env("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "2s")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -147,6 +151,38 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         .unwrap();
     crate::t06_crash::wait_ready(base + 111).await;
 
+    // It catches up and the leaders are spread again: one shard led by each store, every
+    // replica caught up (what `vela admin cluster status --output json` shows).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = cluster_status(&proxies[0]);
+        let balanced = status["stores"]
+            .as_array()
+            .is_some_and(|s| s.len() == 3 && s.iter().all(|n| n["leads"] == 1));
+        let healthy = status["shards"]
+            .as_array()
+            .is_some_and(|s| s.len() == 3 && s.iter().all(|sh| sh["health"] == "ok"));
+        if balanced && healthy {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders not rebalanced within 60 s of the restart: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(status["mode"], "cluster");
+    let controllers = status["controllers"].as_array().unwrap();
+    assert_eq!(controllers.len(), 3);
+    assert_eq!(
+        controllers.iter().filter(|c| c["role"] == "leader").count(),
+        1,
+        "{status:#}"
+    );
+    for shard in status["shards"].as_array().unwrap() {
+        assert_eq!(shard["replicas"].as_array().unwrap().len(), 3, "{shard}");
+    }
+
     let consumer_config = ClientConfig::builder()
         .endpoint(&proxies[1])
         .build()
@@ -190,6 +226,22 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         .expect("the restarted store stops")
         .unwrap();
     assert!(exit.success(), "the restarted store exited with {exit}");
+}
+
+/// `vela admin cluster status --output json` through `proxy`.
+fn cluster_status(proxy: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args([
+            "admin", "--server", proxy, "cluster", "status", "--output", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Kills the cluster's processes if the test ends early (a panic): killing local-cluster

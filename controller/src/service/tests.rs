@@ -28,6 +28,7 @@ async fn start(id: u64, dir: &std::path::Path, addrs: &BTreeMap<u64, SocketAddr>
         data_dir: dir.to_path_buf(),
         node_id: id,
         shards: vec![0, 1, 2],
+        ..ControllerConfig::default()
     };
     let controller =
         Controller::open_replicated(cfg, vela_proto::clock::system_clock(), &voters, true)

@@ -86,6 +86,25 @@ async fn admin_manages_topics_and_groups() {
     assert_eq!(info.mode, "standalone");
     assert_eq!(info.shard_count, 2);
 
+    let status = admin
+        .cluster_status(api::ClusterStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.mode, "standalone");
+    assert_eq!(status.controllers.len(), 1);
+    assert_eq!(status.controllers[0].role, "leader");
+    assert_eq!(status.stores.len(), 1);
+    assert_eq!(
+        (status.stores[0].reachable, status.stores[0].leads),
+        (true, 1)
+    );
+    assert_eq!(status.shards.len(), 1);
+    let shard = &status.shards[0];
+    assert_eq!((shard.leader, shard.health.as_str()), (Some(1), "ok"));
+    assert_eq!(shard.replicas.len(), 1);
+    assert_eq!(shard.replicas[0].lag, Some(0));
+
     admin
         .delete_topic(api::DeleteTopicRequest {
             name: "orders".into(),

@@ -11,13 +11,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use vela_proto::cluster_status::{
+    ControllerNodeReport, MemberRole, MemberStatus, NodeReport, ShardMember, StoreNodeReport,
+};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{
     AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, TransactionResolution,
 };
 use vela_proto::{
     Clock, ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, MessageKind,
-    MessageRecord, QueueStats, StoreApi, StoreError, TopicConfig, TopicName, TopicSpec,
+    MessageRecord, QueueStats, ShardId, StoreApi, StoreError, TopicConfig, TopicName, TopicSpec,
 };
 
 #[derive(Default)]
@@ -121,6 +124,14 @@ impl ControllerApi for FakeController {
             auto_created: true,
         };
         Ok(self.topics.lock().entry(name).or_insert(config).clone())
+    }
+
+    async fn node_status(&self) -> Vec<ControllerNodeReport> {
+        vec![NodeReport {
+            node: 1,
+            addr: "in-process".into(),
+            report: Ok(single_leader()),
+        }]
     }
 }
 
@@ -382,5 +393,40 @@ impl StoreApi for FakeStore {
 
     async fn drop_group(&self, _group: &GroupName) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
+        BTreeMap::from([(0, vec![1])])
+    }
+
+    /// One node leading the one shard.
+    async fn node_status(&self) -> Vec<StoreNodeReport> {
+        vec![NodeReport {
+            node: 1,
+            addr: "in-process".into(),
+            report: Ok(vec![ShardMember {
+                shard: 0,
+                status: single_leader(),
+            }]),
+        }]
+    }
+
+    async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(format!(
+            "store node {to} holds no replica of shard {shard}"
+        )))
+    }
+}
+
+/// A single voter's report: node 1 leads in term 1.
+fn single_leader() -> MemberStatus {
+    MemberStatus {
+        role: MemberRole::Leader,
+        term: 1,
+        leader: Some(1),
+        voters: vec![1],
+        last_log_index: Some(3),
+        applied_index: Some(3),
+        matched: BTreeMap::from([(1, Some(3))]),
     }
 }

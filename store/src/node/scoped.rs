@@ -10,15 +10,19 @@ use std::time::Duration;
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use tracing::warn;
+use vela_proto::cluster_status::ShardMember;
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
 use vela_proto::store_api::{Delivery, PopRequest, StoreError};
 
 use super::{Received, Store};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::shard::{Shard, unexpected};
+use vela_raft::status::member_status;
 
 /// How long a stopping node waits for each shard it leads to have a new leader.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// How long [`Store::transfer_leader`] waits for the target to take over.
+const TRANSFER_WAIT: Duration = Duration::from_secs(3);
 /// A follower that acknowledged a heartbeat this recently counts as up.
 const RECENT_ACK: Duration = Duration::from_millis(500);
 
@@ -86,22 +90,51 @@ impl Store {
             .collect();
         let done = futures::future::join_all(handovers.into_iter().map(
             |(id, shard, target)| async move {
-                if let Err(err) = shard.raft.trigger().transfer_leader(target).await {
-                    warn!(shard = id, error = %err, "handing leadership over");
-                    return None;
+                match move_leadership(shard, target, HANDOVER_WAIT).await {
+                    Ok(()) => Some((id, target)),
+                    Err(err) => {
+                        warn!(shard = id, error = %err, "handing leadership over");
+                        None
+                    }
                 }
-                let wait = shard.raft.wait(Some(HANDOVER_WAIT));
-                wait.metrics(
-                    |m| m.current_leader == Some(target),
-                    "leadership handed over",
-                )
-                .await
-                .ok()
-                .map(|_| (id, target))
             },
         ))
         .await;
         done.into_iter().flatten().collect()
+    }
+
+    /// Hands leadership of `shard`, which this node must lead, to its voter `to` and waits (up
+    /// to [`TRANSFER_WAIT`]) until this node sees `to` lead. The controller's leader balancing
+    /// calls it.
+    pub async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
+        let local = &self.shard(shard)?.shard;
+        let metrics = local.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader == Some(to) {
+            return Ok(());
+        }
+        let led = self.led(shard)?;
+        if !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == to)
+        {
+            return Err(StoreError::Invalid(format!(
+                "store node {to} is not a voter of shard {shard}"
+            )));
+        }
+        move_leadership(led, to, TRANSFER_WAIT).await
+    }
+
+    /// What this node's replica of every shard it holds reports about itself.
+    pub fn member_statuses(&self) -> Vec<ShardMember> {
+        self.shards
+            .iter()
+            .map(|(&shard, local)| ShardMember {
+                shard,
+                status: member_status(&local.shard.raft.metrics().borrow_watched()),
+            })
+            .collect()
     }
 
     /// A receive from shard `shard` only.
@@ -182,4 +215,30 @@ impl Store {
             other => Err(unexpected(command.kind(), &other)),
         }
     }
+}
+
+/// Asks `shard`'s Raft (this node leads it) to hand leadership to `target`, then waits up to
+/// `wait` until this node sees `target` lead.
+async fn move_leadership(shard: &Shard, target: u64, wait: Duration) -> Result<(), StoreError> {
+    shard
+        .raft
+        .trigger()
+        .transfer_leader(target)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("shard {} raft: {e}", shard.id)))?;
+    shard
+        .raft
+        .wait(Some(wait))
+        .metrics(
+            |m| m.current_leader == Some(target),
+            "leadership handed over",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "store node {target} did not take over shard {} within {wait:?}",
+                shard.id
+            ))
+        })
 }

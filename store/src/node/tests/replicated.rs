@@ -430,3 +430,77 @@ async fn a_stopping_leader_hands_its_shards_over() {
     drop(leader);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
+    use vela_proto::cluster_status::{ShardHealth, shard_views};
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 9, shared).await;
+    let first = cluster.leader().await;
+    cluster
+        .node(first)
+        .append(append(vec![message("a")]))
+        .await
+        .expect("the leader appends");
+    let remote = cluster.remote_store();
+    // Every node answers; once the followers have the entry, shard 0 is healthy, led by `first`.
+    let mut view = None;
+    for _ in 0..200 {
+        let reports = remote.node_status().await;
+        assert_eq!(reports.len(), 3);
+        assert!(reports.iter().all(|r| r.report.is_ok()), "{reports:?}");
+        let views = shard_views(&remote.shard_replicas(), &reports);
+        assert_eq!(views.len(), SHARDS.len());
+        if views[0].health == ShardHealth::Ok {
+            view = Some(views[0].clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let view = view.expect("shard 0 becomes healthy");
+    assert_eq!(view.leader, Some(first));
+    assert_eq!(view.replicas.len(), 3);
+    assert!(view.replicas.iter().all(|r| r.lag == Some(0)), "{view:?}");
+
+    let target = *cluster
+        .running()
+        .iter()
+        .find(|&&n| n != first)
+        .expect("a follower");
+    let other = *cluster
+        .running()
+        .iter()
+        .find(|&&n| n != first && n != target)
+        .expect("a third node");
+    // Only the leader hands over; a node that is no replica is refused.
+    let refused = cluster.node(other).transfer_leader(0, target).await;
+    assert!(
+        matches!(refused, Err(StoreError::NotLeader { leader: Some(l), .. }) if l == first),
+        "{refused:?}"
+    );
+    let refused = remote.transfer_leader(0, 9).await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+
+    let shard_1_leader = cluster.node(first).shard_leader(1);
+    remote
+        .transfer_leader(0, target)
+        .await
+        .expect("leadership moves over gRPC");
+    assert_eq!(cluster.leader().await, target);
+    assert_eq!(
+        cluster.node(first).shard_leader(1),
+        shard_1_leader,
+        "only shard 0 moves"
+    );
+    // Asking for what already holds is a no-op.
+    remote.transfer_leader(0, target).await.expect("no-op");
+    cluster
+        .node(target)
+        .append(append(vec![message("b")]))
+        .await
+        .expect("the new leader appends");
+    cluster.shutdown().await;
+}

@@ -1,0 +1,289 @@
+//! What the members of the cluster's Raft groups report about themselves, and the view of the
+//! cluster built from those reports: which node leads each shard, how far each replica lags,
+//! whether a shard is healthy. `vela admin cluster status` shows the view; the controller's
+//! leader balancing acts on it. Building the view is a pure function of the reports, so it is
+//! tested without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::domain::ShardId;
+use crate::pb::status as pb;
+
+/// A member's role in its Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MemberRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    /// Its Raft has stopped (shutting down, or a fatal storage error).
+    Stopped,
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Leader => "leader",
+            MemberRole::Follower => "follower",
+            MemberRole::Candidate => "candidate",
+            MemberRole::Learner => "learner",
+            MemberRole::Stopped => "stopped",
+        }
+    }
+}
+
+/// What one member of a Raft group reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub role: MemberRole,
+    pub term: u64,
+    /// The leader this member knows, if any.
+    pub leader: Option<u64>,
+    /// The group's voters as this member knows them.
+    pub voters: Vec<u64>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Leader only: per member (itself included), the highest log index known replicated to it
+    /// (`None`: nothing known yet). Empty on other members.
+    pub matched: BTreeMap<u64, Option<u64>>,
+}
+
+/// One store node's replica of one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMember {
+    pub shard: ShardId,
+    pub status: MemberStatus,
+}
+
+/// A node's report, or why it could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport<T> {
+    pub node: u64,
+    pub addr: String,
+    pub report: Result<T, String>,
+}
+
+/// A store node's report: its replica of every shard it holds.
+pub type StoreNodeReport = NodeReport<Vec<ShardMember>>;
+/// A controller node's report: its member of the controller group.
+pub type ControllerNodeReport = NodeReport<MemberStatus>;
+
+/// A replica behind the leader by more than this many log entries counts as lagging: the shard
+/// is reported degraded and the replica is not given leadership by the balancer.
+pub const LAGGING_ENTRIES: u64 = 1000;
+
+/// A shard's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardHealth {
+    /// A leader, and every voter reachable and caught up.
+    Ok,
+    /// A leader, but a voter is unreachable or lags.
+    Degraded,
+    /// No reachable member leads the shard.
+    Unavailable,
+}
+
+impl ShardHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardHealth::Ok => "ok",
+            ShardHealth::Degraded => "degraded",
+            ShardHealth::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One replica of a shard in the cluster view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub node: u64,
+    /// `None`: its node did not answer, or answered without this shard.
+    pub role: Option<MemberRole>,
+    /// Entries behind the leader's last log index; `None` when not known.
+    pub lag: Option<u64>,
+}
+
+/// One shard in the cluster view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardView {
+    pub shard: ShardId,
+    pub leader: Option<u64>,
+    /// The leader's term (without a leader: the highest term any replica reported).
+    pub term: u64,
+    pub health: ShardHealth,
+    /// The leader's last log index.
+    pub last_log_index: Option<u64>,
+    /// The leader's voters (without a leader: the expected replicas), in node order.
+    pub replicas: Vec<ReplicaView>,
+}
+
+impl ShardView {
+    /// Replicas that answered as followers and are at most `max_lag` entries behind.
+    pub fn caught_up_followers(&self, max_lag: u64) -> impl Iterator<Item = u64> + '_ {
+        self.replicas
+            .iter()
+            .filter(move |r| {
+                r.role == Some(MemberRole::Follower) && r.lag.is_some_and(|lag| lag <= max_lag)
+            })
+            .map(|r| r.node)
+    }
+}
+
+/// Builds the view of every shard in `expected` (shard → the store nodes expected to hold it)
+/// from the store nodes' reports. A shard's leader is the answering member that reports leading
+/// it with the highest term (a deposed leader cut off from its peers may still think it leads,
+/// in an older term). Lag comes from the leader's replication progress.
+pub fn shard_views(
+    expected: &BTreeMap<ShardId, Vec<u64>>,
+    reports: &[StoreNodeReport],
+) -> Vec<ShardView> {
+    // shard → node → what that node's replica reports
+    let mut members: BTreeMap<ShardId, BTreeMap<u64, &MemberStatus>> = BTreeMap::new();
+    for report in reports {
+        if let Ok(shards) = &report.report {
+            for m in shards {
+                members
+                    .entry(m.shard)
+                    .or_default()
+                    .insert(report.node, &m.status);
+            }
+        }
+    }
+    let shard_ids: BTreeSet<ShardId> = expected.keys().chain(members.keys()).copied().collect();
+    let empty = BTreeMap::new();
+    shard_ids
+        .into_iter()
+        .map(|shard| {
+            let reported = members.get(&shard).unwrap_or(&empty);
+            let leader = reported
+                .iter()
+                .filter(|(_, s)| s.role == MemberRole::Leader)
+                .max_by_key(|(node, s)| (s.term, std::cmp::Reverse(**node)))
+                .map(|(node, s)| (*node, *s));
+            let mut nodes: BTreeSet<u64> = match leader {
+                Some((_, s)) => s.voters.iter().copied().collect(),
+                None => expected
+                    .get(&shard)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect(),
+            };
+            nodes.extend(reported.keys().copied());
+            let replicas: Vec<ReplicaView> = nodes
+                .into_iter()
+                .map(|node| {
+                    let role = reported.get(&node).map(|s| s.role);
+                    let lag = leader.and_then(|(_, l)| {
+                        let last = l.last_log_index.unwrap_or(0);
+                        match l.matched.get(&node) {
+                            Some(Some(index)) => Some(last.saturating_sub(*index)),
+                            Some(None) => Some(last),
+                            None => None,
+                        }
+                    });
+                    ReplicaView { node, role, lag }
+                })
+                .collect();
+            let health = match leader {
+                None => ShardHealth::Unavailable,
+                Some((_, l)) => {
+                    let voters: BTreeSet<u64> = l.voters.iter().copied().collect();
+                    let all_fine = replicas
+                        .iter()
+                        .filter(|r| voters.contains(&r.node))
+                        .all(|r| {
+                            r.role.is_some_and(|role| role != MemberRole::Stopped)
+                                && r.lag.is_some_and(|lag| lag <= LAGGING_ENTRIES)
+                        });
+                    if all_fine {
+                        ShardHealth::Ok
+                    } else {
+                        ShardHealth::Degraded
+                    }
+                }
+            };
+            ShardView {
+                shard,
+                leader: leader.map(|(node, _)| node),
+                term: leader.map_or_else(
+                    || reported.values().map(|s| s.term).max().unwrap_or(0),
+                    |(_, s)| s.term,
+                ),
+                health,
+                last_log_index: leader.and_then(|(_, s)| s.last_log_index),
+                replicas,
+            }
+        })
+        .collect()
+}
+
+/// How many shards each node leads, for every node that answered (nodes leading nothing
+/// included).
+pub fn leader_counts(reports: &[StoreNodeReport], views: &[ShardView]) -> BTreeMap<u64, u32> {
+    let mut counts: BTreeMap<u64, u32> = reports
+        .iter()
+        .filter(|r| r.report.is_ok())
+        .map(|r| (r.node, 0))
+        .collect();
+    for view in views {
+        if let Some(leader) = view.leader {
+            *counts.entry(leader).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Wire conversions of [`MemberStatus`] (`vela.status.v1`).
+pub fn member_to_wire(s: &MemberStatus) -> pb::MemberStatus {
+    pb::MemberStatus {
+        role: role_to_wire(s.role) as i32,
+        term: s.term,
+        leader: s.leader,
+        voters: s.voters.clone(),
+        last_log_index: s.last_log_index,
+        applied_index: s.applied_index,
+        matched: s
+            .matched
+            .iter()
+            .map(|(&node, &index)| pb::Matched { node, index })
+            .collect(),
+    }
+}
+
+/// Reads a member status off the wire; an unknown role (a newer peer's) is an error.
+pub fn member_from_wire(s: pb::MemberStatus) -> Result<MemberStatus, String> {
+    let role = match pb::MemberRole::try_from(s.role) {
+        Ok(pb::MemberRole::Leader) => MemberRole::Leader,
+        Ok(pb::MemberRole::Follower) => MemberRole::Follower,
+        Ok(pb::MemberRole::Candidate) => MemberRole::Candidate,
+        Ok(pb::MemberRole::Learner) => MemberRole::Learner,
+        Ok(pb::MemberRole::Stopped) => MemberRole::Stopped,
+        Ok(pb::MemberRole::Unspecified) | Err(_) => {
+            return Err(format!("unknown member role {}", s.role));
+        }
+    };
+    Ok(MemberStatus {
+        role,
+        term: s.term,
+        leader: s.leader,
+        voters: s.voters,
+        last_log_index: s.last_log_index,
+        applied_index: s.applied_index,
+        matched: s.matched.into_iter().map(|m| (m.node, m.index)).collect(),
+    })
+}
+
+fn role_to_wire(role: MemberRole) -> pb::MemberRole {
+    match role {
+        MemberRole::Leader => pb::MemberRole::Leader,
+        MemberRole::Follower => pb::MemberRole::Follower,
+        MemberRole::Candidate => pb::MemberRole::Candidate,
+        MemberRole::Learner => pb::MemberRole::Learner,
+        MemberRole::Stopped => pb::MemberRole::Stopped,
+    }
+}
+
+#[cfg(test)]
+#[path = "cluster_status/tests.rs"]
+mod tests;

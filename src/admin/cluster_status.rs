@@ -1,0 +1,148 @@
+//! `vela admin cluster status`: nodes, shards, leaders, replica lag and health, as a table or
+//! as JSON (`--output json`, whose field names are a contract for scripts).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use vela_proto::pb::admin as pb;
+
+#[derive(Serialize)]
+struct Status {
+    mode: String,
+    controllers: Vec<Node>,
+    stores: Vec<Node>,
+    shards: Vec<Shard>,
+}
+
+#[derive(Serialize)]
+struct Node {
+    id: u64,
+    addr: String,
+    reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Controllers only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    term: Option<u64>,
+    /// Stores only: shards it leads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leads: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Shard {
+    shard: u32,
+    leader: Option<u64>,
+    term: u64,
+    health: String,
+    last_log_index: Option<u64>,
+    replicas: Vec<Replica>,
+}
+
+#[derive(Serialize)]
+struct Replica {
+    node: u64,
+    role: String,
+    lag: Option<u64>,
+}
+
+fn node(n: pb::NodeStatus, controller: bool) -> Node {
+    let reachable = n.reachable;
+    Node {
+        id: n.id,
+        addr: n.addr,
+        reachable,
+        error: (!reachable).then_some(n.error),
+        role: (controller && reachable).then_some(n.role),
+        term: (controller && reachable).then_some(n.term),
+        leads: (!controller && reachable).then_some(n.leads),
+    }
+}
+
+fn from_pb(s: pb::ClusterStatusResponse) -> Status {
+    Status {
+        mode: s.mode,
+        controllers: s.controllers.into_iter().map(|n| node(n, true)).collect(),
+        stores: s.stores.into_iter().map(|n| node(n, false)).collect(),
+        shards: s
+            .shards
+            .into_iter()
+            .map(|sh| Shard {
+                shard: sh.shard,
+                leader: sh.leader,
+                term: sh.term,
+                health: sh.health,
+                last_log_index: sh.last_log_index,
+                replicas: sh
+                    .replicas
+                    .into_iter()
+                    .map(|r| Replica {
+                        node: r.node,
+                        role: r.role,
+                        lag: r.lag,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The status as pretty JSON.
+pub(super) fn to_json(s: pb::ClusterStatusResponse) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(&from_pb(s))? + "\n")
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// The status as tables.
+pub(super) fn to_table(s: pb::ClusterStatusResponse) -> Result<String, std::fmt::Error> {
+    let s = from_pb(s);
+    let mut out = String::new();
+    writeln!(out, "mode: {}", s.mode)?;
+    writeln!(out, "\nCONTROLLERS")?;
+    writeln!(out, "{:>4}  {:<22} STATE", "ID", "ADDR")?;
+    for n in &s.controllers {
+        let state = match (&n.role, n.term) {
+            (Some(role), Some(term)) => format!("{role} (term {term})"),
+            _ => format!("unreachable: {}", n.error.as_deref().unwrap_or("")),
+        };
+        writeln!(out, "{:>4}  {:<22} {state}", n.id, n.addr)?;
+    }
+    writeln!(out, "\nSTORES")?;
+    writeln!(out, "{:>4}  {:<22} STATE", "ID", "ADDR")?;
+    for n in &s.stores {
+        let state = match n.leads {
+            Some(leads) => format!("up, leads {leads} shard(s)"),
+            None => format!("unreachable: {}", n.error.as_deref().unwrap_or("")),
+        };
+        writeln!(out, "{:>4}  {:<22} {state}", n.id, n.addr)?;
+    }
+    writeln!(out, "\nSHARDS")?;
+    writeln!(
+        out,
+        "{:>5}  {:>6}  {:>5}  {:<11}  {:>10}  REPLICAS (node:role:lag)",
+        "SHARD", "LEADER", "TERM", "HEALTH", "LAST_INDEX"
+    )?;
+    for sh in &s.shards {
+        let replicas: Vec<String> = sh
+            .replicas
+            .iter()
+            .map(|r| format!("{}:{}:{}", r.node, r.role, opt(r.lag)))
+            .collect();
+        writeln!(
+            out,
+            "{:>5}  {:>6}  {:>5}  {:<11}  {:>10}  {}",
+            sh.shard,
+            opt(sh.leader),
+            sh.term,
+            sh.health,
+            opt(sh.last_log_index),
+            replicas.join(" ")
+        )?;
+    }
+    Ok(out)
+}
