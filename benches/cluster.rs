@@ -6,6 +6,8 @@
 //! the CPU time the broker processes used per message (utime + stime from /proc, summed over
 //! the store nodes, the proxies and the controllers separately for the cluster).
 //!
+//! The cluster's shard leaders are spread (one per store node) before measuring.
+//!
 //! Run: `cargo bench --bench cluster` (VELA_BENCH_SECONDS=N per scenario, default 10).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -180,6 +182,8 @@ async fn main() {
         .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "warn")
+        // Leaders are spread within a second or two of the start, before the measurement.
+        .env("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "1s")
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -206,6 +210,7 @@ async fn main() {
         ],
     };
     let proxy = file["proxies"][0]["addr"].as_str().unwrap().to_owned();
+    wait_leaders_spread(&proxy).await;
     let cluster = scenarios("cluster R3", &proxy, &procs, secs).await;
     results.insert("local_cluster_r3".into(), cluster);
     stop(child).await;
@@ -213,4 +218,33 @@ async fn main() {
         "{}",
         serde_json::to_string_pretty(&serde_json::Value::Object(results)).unwrap()
     );
+}
+
+/// Waits (up to 60 s) until every store node leads a shard, as `vela admin cluster status`
+/// reports it, so the measurement never runs with one node leading everything.
+async fn wait_leaders_spread(proxy: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_vela"))
+            .args([
+                "admin", "--server", proxy, "cluster", "status", "--output", "json",
+            ])
+            .output()
+            .await
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let leads: Vec<u64> = status["stores"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|n| n["leads"].as_u64()).collect())
+            .unwrap_or_default();
+        if leads.len() == 3 && leads.iter().all(|&l| l == 1) {
+            println!("shard leaders spread: one per store node");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard leaders not spread within 60 s: {leads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use tokio::sync::Mutex;
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
+use vela_proto::controller_api::{PROXY_EXPIRY, ProxySeen};
 use vela_proto::{
     ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig,
     TopicName, TopicSpec, TopicType,
@@ -55,6 +56,9 @@ pub struct Controller {
     clock: SharedClock,
     /// This node's id in a replicated controller group (`None`: the single voter of standalone).
     member: Option<u64>,
+    /// Proxies heard from (address → version, when), while this node leads; observed state,
+    /// never replicated.
+    proxies: parking_lot::Mutex<BTreeMap<String, (String, std::time::Instant)>>,
     /// Set once shut down, so a second call is a no-op; a tokio mutex because the shutdown itself
     /// awaits while holding it.
     stopped: Mutex<bool>,
@@ -84,6 +88,7 @@ impl Controller {
             group,
             clock,
             member: None,
+            proxies: Default::default(),
             stopped: Mutex::new(false),
         });
 
@@ -155,6 +160,7 @@ impl Controller {
             group,
             clock,
             member: Some(cfg.node_id),
+            proxies: Default::default(),
             stopped: Mutex::new(false),
         });
         tokio::spawn(record_shards_when_leading(
@@ -197,6 +203,16 @@ impl Controller {
     /// Whether this node leads the controller group now (its own view).
     pub fn group_leads(&self) -> bool {
         self.group.is_leader()
+    }
+
+    /// In a replicated group: `NotLeader` (with the leader this node knows) unless it leads.
+    fn require_leading(&self) -> Result<(), ControllerError> {
+        if self.member.is_some() && !self.group.is_leader() {
+            return Err(ControllerError::NotLeader {
+                leader: self.group.member_status().1.leader,
+            });
+        }
+        Ok(())
     }
 
     /// In a replicated group: confirms this node leads before a read of local metadata.
@@ -398,6 +414,36 @@ impl ControllerApi for Controller {
                 .ok_or_else(|| ControllerError::NotFound(format!("topic {name}"))),
             Err(e) => Err(e),
         }
+    }
+
+    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError> {
+        self.require_leading()?;
+        if addr.is_empty() || addr.len() > 256 {
+            return Err(ControllerError::Invalid(
+                "a proxy heartbeat needs the proxy's address (at most 256 bytes)".into(),
+            ));
+        }
+        let now = std::time::Instant::now();
+        let mut proxies = self.proxies.lock();
+        proxies.retain(|_, (_, seen)| now.duration_since(*seen) < PROXY_EXPIRY);
+        proxies.insert(addr.to_owned(), (version.chars().take(64).collect(), now));
+        Ok(())
+    }
+
+    async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {
+        self.require_leading()?;
+        let now = std::time::Instant::now();
+        let mut proxies = self.proxies.lock();
+        proxies.retain(|_, (_, seen)| now.duration_since(*seen) < PROXY_EXPIRY);
+        Ok(proxies
+            .iter()
+            .map(|(addr, (version, seen))| ProxySeen {
+                addr: addr.clone(),
+                version: version.clone(),
+                last_seen_ms: u64::try_from(now.duration_since(*seen).as_millis())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect())
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

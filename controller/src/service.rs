@@ -118,6 +118,35 @@ impl ControllerRpc for ControllerService {
         Ok(Response::new(topic_to_wire(&topic)))
     }
 
+    async fn proxy_heartbeat(
+        &self,
+        request: Request<pb::ProxyHeartbeatRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        self.controller
+            .proxy_heartbeat(&req.addr, &req.version)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_proxies(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::Proxies>, Status> {
+        let proxies = self.controller.proxies().await.map_err(failed)?;
+        Ok(Response::new(pb::Proxies {
+            proxies: proxies
+                .into_iter()
+                .map(|p| pb::ProxyInfo {
+                    addr: p.addr,
+                    version: p.version,
+                    last_seen_ms: p.last_seen_ms,
+                })
+                .collect(),
+        }))
+    }
+
     async fn node_status(
         &self,
         _request: Request<pb::Empty>,

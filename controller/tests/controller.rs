@@ -452,3 +452,41 @@ async fn corrupt_snapshot_fails_open_with_a_readable_error() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_are_listed_while_they_heartbeat_and_the_member_reports_itself() {
+    let fx = Fixture::new();
+    let controller = fx.open().await;
+    assert!(controller.proxies().await.expect("list").is_empty());
+    controller
+        .proxy_heartbeat("10.0.0.7:8081", "0.1.0")
+        .await
+        .expect("heartbeat");
+    controller
+        .proxy_heartbeat("10.0.0.8:8081", "0.1.0")
+        .await
+        .expect("heartbeat");
+    let listed: Vec<String> = controller
+        .proxies()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| p.addr)
+        .collect();
+    assert_eq!(listed, vec!["10.0.0.7:8081", "10.0.0.8:8081"]);
+    let refused = controller.proxy_heartbeat("", "0.1.0").await;
+    assert!(
+        matches!(refused, Err(ControllerError::Invalid(_))),
+        "{refused:?}"
+    );
+
+    let reports = controller.node_status().await;
+    assert_eq!(reports.len(), 1);
+    let status = reports[0]
+        .report
+        .as_ref()
+        .expect("in-process member answers");
+    assert_eq!(status.role, vela_proto::cluster_status::MemberRole::Leader);
+    assert_eq!(status.voters, vec![1]);
+    controller.shutdown().await.expect("shutdown");
+}

@@ -5,6 +5,16 @@ use async_trait::async_trait;
 use crate::cluster_status::ControllerNodeReport;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
 
+/// A proxy as the controller leader last heard from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySeen {
+    /// The address clients reach it at.
+    pub addr: String,
+    pub version: String,
+    /// How long ago it was last heard from.
+    pub last_seen_ms: u64,
+}
+
 /// Failures callers branch on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
@@ -51,4 +61,16 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// (answered by each node, leader or not; one that cannot be reached is listed with the
     /// reason).
     async fn node_status(&self) -> Vec<ControllerNodeReport>;
+
+    /// A proxy at `addr` says it is alive (every few seconds). Observed state: the controller
+    /// leader keeps it in memory, so a new leader knows every live proxy within one heartbeat.
+    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError>;
+
+    /// The proxies heard from recently (within [`PROXY_EXPIRY`]).
+    async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError>;
 }
+
+/// A proxy not heard from for this long is no longer listed.
+pub const PROXY_EXPIRY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a proxy says it is alive.
+pub const PROXY_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);

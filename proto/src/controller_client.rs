@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::cluster_status::{ControllerNodeReport, NodeReport, member_from_wire};
-use crate::controller_api::{ControllerApi, ControllerError};
+use crate::controller_api::{ControllerApi, ControllerError, ProxySeen};
 use crate::controller_wire::*;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
 use crate::pb::controller as pb;
@@ -273,6 +273,36 @@ impl ControllerApi for RemoteController {
             })
             .await?;
         Ok(topic_from_wire(topic)?)
+    }
+
+    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError> {
+        let wire = pb::ProxyHeartbeatRequest {
+            addr: addr.to_owned(),
+            version: version.to_owned(),
+        };
+        self.on_leader(&mut false, |mut c| {
+            let wire = wire.clone();
+            async move { c.proxy_heartbeat(wire).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.list_proxies(pb::Empty {}).await
+            })
+            .await?;
+        Ok(reply
+            .proxies
+            .into_iter()
+            .map(|p| ProxySeen {
+                addr: p.addr,
+                version: p.version,
+                last_seen_ms: p.last_seen_ms,
+            })
+            .collect())
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

@@ -351,14 +351,31 @@ impl AdminService for AdminServer {
         _request: Request<api::ClusterStatusRequest>,
     ) -> Result<Response<api::ClusterStatusResponse>, Status> {
         let ctx = &self.shared.ctx;
-        let (controllers, stores) =
-            tokio::join!(ctx.controller.node_status(), ctx.store.node_status());
-        Ok(Response::new(cluster_status_to_api(
+        let (controllers, stores, proxies) = tokio::join!(
+            ctx.controller.node_status(),
+            ctx.store.node_status(),
+            ctx.controller.proxies()
+        );
+        let mut status = cluster_status_to_api(
             &ctx.config.cluster_mode,
             controllers,
             stores,
             &ctx.store.shard_replicas(),
-        )))
+        );
+        match proxies {
+            Ok(proxies) => {
+                status.proxies = proxies
+                    .into_iter()
+                    .map(|p| api::ProxyStatus {
+                        addr: p.addr,
+                        version: p.version,
+                        last_seen_ms: p.last_seen_ms,
+                    })
+                    .collect();
+            }
+            Err(err) => status.proxies_error = err.to_string(),
+        }
+        Ok(Response::new(status))
     }
 
     /// Shards are counted from the placement of existing topics.
@@ -406,6 +423,8 @@ fn cluster_status_to_api(
     };
     api::ClusterStatusResponse {
         mode: mode.to_owned(),
+        proxies: Vec::new(),
+        proxies_error: String::new(),
         controllers: controllers
             .into_iter()
             .map(|r| match r.report {

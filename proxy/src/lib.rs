@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use vela_proto::clock::SharedClock;
+use vela_proto::controller_api::PROXY_HEARTBEAT;
 use vela_proto::pb::admin::admin_service_server::AdminServiceServer;
 use vela_proto::pb::rocketmq::{self as pb, messaging_service_server::MessagingServiceServer};
 use vela_proto::receipt::ReceiptCodec;
@@ -140,6 +141,7 @@ pub async fn serve(
 ) -> Result<(), ProxyError> {
     let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
     tracing::info!(listen = %shared.ctx.listen_addr, "proxy serving");
+    tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         // Pings find clients that vanished without closing their connection, which would
@@ -151,6 +153,28 @@ pub async fn serve(
         .await?;
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// Tells the controller this proxy is alive every [`PROXY_HEARTBEAT`] until `shutdown`, so
+/// `vela admin cluster status` lists it. A failed heartbeat is logged at debug level: the
+/// controller being away never affects client traffic.
+async fn heartbeat(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut tick = tokio::time::interval(PROXY_HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            sent = shared.ctx.controller.proxy_heartbeat(&shared.store_host, version) => sent,
+        };
+        if let Err(err) = sent {
+            tracing::debug!(error = %err, "proxy heartbeat to the controller failed");
+        }
+    }
 }
 
 #[cfg(test)]

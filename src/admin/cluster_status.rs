@@ -12,6 +12,16 @@ struct Status {
     controllers: Vec<Node>,
     stores: Vec<Node>,
     shards: Vec<Shard>,
+    proxies: Vec<Proxy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxies_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Proxy {
+    addr: String,
+    version: String,
+    last_seen_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -64,6 +74,16 @@ fn node(n: pb::NodeStatus, controller: bool) -> Node {
 fn from_pb(s: pb::ClusterStatusResponse) -> Status {
     Status {
         mode: s.mode,
+        proxies: s
+            .proxies
+            .into_iter()
+            .map(|p| Proxy {
+                addr: p.addr,
+                version: p.version,
+                last_seen_ms: p.last_seen_ms,
+            })
+            .collect(),
+        proxies_error: (!s.proxies_error.is_empty()).then_some(s.proxies_error),
         controllers: s.controllers.into_iter().map(|n| node(n, true)).collect(),
         stores: s.stores.into_iter().map(|n| node(n, false)).collect(),
         shards: s
@@ -120,6 +140,17 @@ pub(super) fn to_table(s: pb::ClusterStatusResponse) -> Result<String, std::fmt:
             None => format!("unreachable: {}", n.error.as_deref().unwrap_or("")),
         };
         writeln!(out, "{:>4}  {:<22} {state}", n.id, n.addr)?;
+    }
+    writeln!(out, "\nPROXIES")?;
+    if let Some(err) = &s.proxies_error {
+        writeln!(out, "  not known: {err}")?;
+    }
+    for p in &s.proxies {
+        writeln!(
+            out,
+            "      {:<22} up, version {}, heard from {} ms ago",
+            p.addr, p.version, p.last_seen_ms
+        )?;
     }
     writeln!(out, "\nSHARDS")?;
     writeln!(

@@ -162,7 +162,8 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         let healthy = status["shards"]
             .as_array()
             .is_some_and(|s| s.len() == 3 && s.iter().all(|sh| sh["health"] == "ok"));
-        if balanced && healthy {
+        let proxies_seen = status["proxies"].as_array().is_some_and(|p| p.len() == 2);
+        if balanced && healthy && proxies_seen {
             break status;
         }
         assert!(

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use vela_proto::cluster_status::{
     ControllerNodeReport, MemberRole, MemberStatus, NodeReport, ShardMember, StoreNodeReport,
 };
+use vela_proto::controller_api::ProxySeen;
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{
     AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, TransactionResolution,
@@ -25,6 +26,7 @@ use vela_proto::{
 
 #[derive(Default)]
 pub struct FakeController {
+    proxies: Mutex<BTreeMap<String, String>>,
     topics: Mutex<BTreeMap<TopicName, TopicConfig>>,
     groups: Mutex<BTreeMap<GroupName, GroupConfig>>,
 }
@@ -124,6 +126,24 @@ impl ControllerApi for FakeController {
             auto_created: true,
         };
         Ok(self.topics.lock().entry(name).or_insert(config).clone())
+    }
+
+    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError> {
+        self.proxies.lock().insert(addr.into(), version.into());
+        Ok(())
+    }
+
+    async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {
+        Ok(self
+            .proxies
+            .lock()
+            .iter()
+            .map(|(addr, version)| ProxySeen {
+                addr: addr.clone(),
+                version: version.clone(),
+                last_seen_ms: 0,
+            })
+            .collect())
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

@@ -443,7 +443,8 @@ async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
         .await
         .expect("the leader appends");
     let remote = cluster.remote_store();
-    // Every node answers; once the followers have the entry, shard 0 is healthy, led by `first`.
+    // Every node answers; once the followers have the entry, shard 0 is healthy, led by `first`,
+    // every replica at lag 0.
     let mut view = None;
     for _ in 0..200 {
         let reports = remote.node_status().await;
@@ -451,7 +452,8 @@ async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
         assert!(reports.iter().all(|r| r.report.is_ok()), "{reports:?}");
         let views = shard_views(&remote.shard_replicas(), &reports);
         assert_eq!(views.len(), SHARDS.len());
-        if views[0].health == ShardHealth::Ok {
+        let caught_up = views[0].replicas.iter().all(|r| r.lag == Some(0));
+        if views[0].health == ShardHealth::Ok && caught_up {
             view = Some(views[0].clone());
             break;
         }
