@@ -1,7 +1,9 @@
 //! Topic and group metadata as the proxy sees it: looked up at the controller, created on
-//! first use when the auto-creation switches are on, and cached briefly so the hot paths
-//! (send, receive) do not ask the controller on every call. Only hits are cached, so a topic
-//! created elsewhere is usable at once; this proxy's admin calls drop entries they change.
+//! first use when the auto-creation switches are on, and cached so the hot paths (send,
+//! receive) do not ask the controller on every call. Only hits are cached, so a topic created
+//! elsewhere is usable at once; this proxy's admin calls drop entries they change. An entry
+//! older than a few seconds is refreshed in the background while it is still served, so data
+//! traffic on known topics never depends on the controller being up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,25 +25,70 @@ const CACHE_TTL: Duration = Duration::from_secs(3);
 struct Cached<T> {
     value: Arc<T>,
     fetched_at: Instant,
+    /// A background refresh of this entry is running.
+    refreshing: bool,
 }
 
-/// Metadata lookups with auto-creation and a short-lived cache.
+/// A cache shared with the background refreshes.
+type Cache<K, T> = Arc<RwLock<HashMap<K, Cached<T>>>>;
+
+/// Metadata lookups with auto-creation and a short-lived cache. An entry older than the TTL is
+/// still served while one background lookup refreshes it: data traffic on a known topic never
+/// waits for the controller, and carries on while no controller answers at all.
 pub(crate) struct Metadata {
     controller: Arc<dyn ControllerApi>,
     auto_create_topics: bool,
     auto_create_groups: bool,
     default_queue_count: u32,
-    topics: RwLock<HashMap<TopicName, Cached<TopicConfig>>>,
-    groups: RwLock<HashMap<GroupName, Cached<GroupConfig>>>,
+    ttl: Duration,
+    topics: Cache<TopicName, TopicConfig>,
+    groups: Cache<GroupName, GroupConfig>,
 }
 
-fn fresh<K: std::hash::Hash + Eq, T>(
+/// What the cache holds for a key.
+enum Lookup<T> {
+    Fresh(Arc<T>),
+    /// Older than the TTL; `refresh`: this caller starts the background refresh.
+    Stale {
+        value: Arc<T>,
+        refresh: bool,
+    },
+    Miss,
+}
+
+fn lookup<K: std::hash::Hash + Eq, T>(
     map: &RwLock<HashMap<K, Cached<T>>>,
     key: &K,
-) -> Option<Arc<T>> {
-    let guard = map.read();
-    let entry = guard.get(key)?;
-    (entry.fetched_at.elapsed() < CACHE_TTL).then(|| entry.value.clone())
+    ttl: Duration,
+) -> Lookup<T> {
+    {
+        let guard = map.read();
+        match guard.get(key) {
+            None => return Lookup::Miss,
+            Some(entry) if entry.fetched_at.elapsed() < ttl => {
+                return Lookup::Fresh(entry.value.clone());
+            }
+            Some(entry) if entry.refreshing => {
+                return Lookup::Stale {
+                    value: entry.value.clone(),
+                    refresh: false,
+                };
+            }
+            Some(_) => {}
+        }
+    }
+    let mut guard = map.write();
+    match guard.get_mut(key) {
+        None => Lookup::Miss,
+        Some(entry) => {
+            let refresh = !entry.refreshing;
+            entry.refreshing = true;
+            Lookup::Stale {
+                value: entry.value.clone(),
+                refresh,
+            }
+        }
+    }
 }
 
 fn remember<K: std::hash::Hash + Eq, T>(
@@ -55,9 +102,38 @@ fn remember<K: std::hash::Hash + Eq, T>(
         Cached {
             value: value.clone(),
             fetched_at: Instant::now(),
+            refreshing: false,
         },
     );
     value
+}
+
+/// Refreshes one stale entry in the background: replaced when the controller answers, removed
+/// when it says the name is gone (the next call looks it up again), kept as it is when the
+/// controller cannot answer (the next call after that tries again).
+fn refresh_in_background<K, T, F, Fut>(map: Cache<K, T>, key: K, fetch: F)
+where
+    K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Option<T>, ControllerError>> + Send,
+{
+    tokio::spawn(async move {
+        match fetch().await {
+            Ok(Some(value)) => {
+                remember(&map, key, value);
+            }
+            Ok(None) => {
+                map.write().remove(&key);
+            }
+            Err(err) => {
+                tracing::debug!(name = %key, error = %err, "metadata refresh failed; serving what is cached");
+                if let Some(entry) = map.write().get_mut(&key) {
+                    entry.refreshing = false;
+                }
+            }
+        }
+    });
 }
 
 impl Metadata {
@@ -72,16 +148,34 @@ impl Metadata {
             auto_create_topics,
             auto_create_groups,
             default_queue_count: default_queue_count.max(1),
-            topics: RwLock::default(),
-            groups: RwLock::default(),
+            ttl: CACHE_TTL,
+            topics: Cache::default(),
+            groups: Cache::default(),
         }
+    }
+
+    /// The same with entries trusted for `ttl` (tests).
+    #[cfg(test)]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// The topic's configuration; `TOPIC_NOT_FOUND` unless it exists or may be auto-created.
     /// Auto-created topics are `mixed`, so producers of every message type can use them.
     pub async fn topic(&self, name: &TopicName) -> Result<Arc<TopicConfig>, RpcError> {
-        if let Some(hit) = fresh(&self.topics, name) {
-            return Ok(hit);
+        match lookup(&self.topics, name, self.ttl) {
+            Lookup::Fresh(hit) => return Ok(hit),
+            Lookup::Stale { value, refresh } => {
+                if refresh {
+                    let (controller, key) = (self.controller.clone(), name.clone());
+                    refresh_in_background(self.topics.clone(), name.clone(), move || async move {
+                        controller.get_topic(&key).await
+                    });
+                }
+                return Ok(value);
+            }
+            Lookup::Miss => {}
         }
         if let Some(config) = self.controller.get_topic(name).await? {
             return Ok(remember(&self.topics, name.clone(), config));
@@ -131,8 +225,18 @@ impl Metadata {
     /// The group's configuration; `CONSUMER_GROUP_NOT_FOUND` unless it exists or may be
     /// auto-created (not FIFO, default attempts).
     pub async fn group(&self, name: &GroupName) -> Result<Arc<GroupConfig>, RpcError> {
-        if let Some(hit) = fresh(&self.groups, name) {
-            return Ok(hit);
+        match lookup(&self.groups, name, self.ttl) {
+            Lookup::Fresh(hit) => return Ok(hit),
+            Lookup::Stale { value, refresh } => {
+                if refresh {
+                    let (controller, key) = (self.controller.clone(), name.clone());
+                    refresh_in_background(self.groups.clone(), name.clone(), move || async move {
+                        controller.get_group(&key).await
+                    });
+                }
+                return Ok(value);
+            }
+            Lookup::Miss => {}
         }
         if let Some(config) = self.controller.get_group(name).await? {
             return Ok(remember(&self.groups, name.clone(), config));
@@ -173,5 +277,47 @@ impl Metadata {
 
     pub fn forget_group(&self, name: &GroupName) {
         self.groups.write().remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::fakes::FakeController;
+
+    #[tokio::test]
+    async fn known_names_are_served_while_the_controller_is_down_and_refreshed_after() {
+        let controller = Arc::new(FakeController::default());
+        let ttl = Duration::from_millis(20);
+        let md = Metadata::new(controller.clone(), true, true, 4).with_ttl(ttl);
+        let orders = TopicName::new("orders").unwrap();
+        let billing = GroupName::new("billing").unwrap();
+        let created = md.topic(&orders).await.expect("auto-created");
+        md.group(&billing).await.expect("auto-created");
+
+        controller.set_down(true);
+        for _ in 0..5 {
+            tokio::time::sleep(ttl * 2).await;
+            let topic = md.topic(&orders).await.expect("served from the cache");
+            assert_eq!(topic.queue_shards, created.queue_shards);
+            md.group(&billing).await.expect("served from the cache");
+        }
+        // A name never seen needs the controller.
+        let unseen = TopicName::new("unseen").unwrap();
+        assert!(md.topic(&unseen).await.is_err());
+
+        // Back up: a topic deleted meanwhile is noticed by the refresh.
+        controller.set_down(false);
+        controller.delete_topic(&orders).await.expect("deleted");
+        let mut gone = false;
+        for _ in 0..50 {
+            tokio::time::sleep(ttl).await;
+            if md.topics.read().get(&orders).is_none() {
+                gone = true;
+                break;
+            }
+            md.topic(&orders).await.ok();
+        }
+        assert!(gone, "the refresh never noticed the deletion");
     }
 }

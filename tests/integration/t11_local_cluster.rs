@@ -7,6 +7,7 @@
 //!   again from the `cmd` that `cluster.json` records;
 //! - it catches up and the controller moves shard leaders until each store leads one
 //!   (`vela admin cluster status --output json`);
+//! - with every controller killed, sends and receives of the topic carry on;
 //! - SIGTERM stops every process and local-cluster exits 0.
 
 use std::collections::HashSet;
@@ -208,6 +209,52 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
     }
     let lost: Vec<_> = sent.difference(&seen).collect();
     assert!(lost.is_empty(), "acknowledged sends lost: {lost:?}");
+
+    // Data traffic never depends on the controller: with every controller process killed,
+    // sends and receives of a known topic carry on past the proxies' metadata cache lifetime.
+    for c in file["controllers"].as_array().unwrap() {
+        let pid = c["pid"].as_u64().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let producer = Producer::builder(
+        ClientConfig::builder()
+            .endpoint(&proxies[0])
+            .build()
+            .unwrap(),
+    )
+    .topics([topic.clone()])
+    .build()
+    .await
+    .expect("a producer starts with no controller up");
+    let mut headless = HashSet::new();
+    for i in 0..20 {
+        let body = format!("headless-{i:02}");
+        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
+        producer
+            .send(m)
+            .await
+            .expect("a send with no controller up");
+        headless.insert(body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !headless.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "not received with no controller up: {headless:?}"
+        );
+        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
+            consumer
+                .ack(&m)
+                .await
+                .expect("an ack with no controller up");
+            headless.remove(String::from_utf8_lossy(&m.body).as_ref());
+        }
+    }
 
     // Stop everything: the restarted store (ours) and the cluster (SIGTERM).
     for pid in [restarted.id().unwrap(), cluster.id().unwrap()] {

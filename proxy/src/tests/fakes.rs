@@ -26,9 +26,27 @@ use vela_proto::{
 
 #[derive(Default)]
 pub struct FakeController {
+    /// While set, lookups fail as they do when no controller node answers.
+    down: std::sync::atomic::AtomicBool,
     proxies: Mutex<BTreeMap<String, String>>,
     topics: Mutex<BTreeMap<TopicName, TopicConfig>>,
     groups: Mutex<BTreeMap<GroupName, GroupConfig>>,
+}
+
+impl FakeController {
+    /// Makes lookups fail (`Unavailable`) or answer again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check_up(&self) -> Result<(), ControllerError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ControllerError::Unavailable(
+                "no controller node answers".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -67,6 +85,7 @@ impl ControllerApi for FakeController {
     }
 
     async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
+        self.check_up()?;
         Ok(self.topics.lock().get(name).cloned())
     }
 
@@ -102,6 +121,7 @@ impl ControllerApi for FakeController {
     }
 
     async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {
+        self.check_up()?;
         Ok(self.groups.lock().get(name).cloned())
     }
 

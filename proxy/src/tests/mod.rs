@@ -18,7 +18,7 @@
 
 mod admin;
 mod errors;
-mod fakes;
+pub(crate) mod fakes;
 mod receive;
 mod route;
 mod send;
