@@ -61,8 +61,18 @@ pub struct ClusterConfig {
     /// of its gRPC port (Raft between controllers, the controller service).
     pub controllers: Vec<ClusterNode>,
     /// A file holding the secret (at least 16 bytes) that signs receipt handles; every proxy of
-    /// the cluster reads the same one, so any proxy acks what another delivered.
+    /// the cluster reads the same one, so any proxy acks what another delivered. It is key 0 of
+    /// the receipt keyring.
     pub secret_file: Option<PathBuf>,
+    /// A directory of further receipt keys, one file per key named by its id (1, 2, …; at least
+    /// 16 bytes each): what a Kubernetes Secret mounted as a volume looks like. Names starting
+    /// with `.` are skipped (Kubernetes' own entries).
+    pub receipt_keys_dir: Option<PathBuf>,
+    /// The key id new receipt handles are signed with (default: the highest id in the keyring).
+    /// Proxies verify with every key they have, so a key is rotated in without a failed ack:
+    /// add it to every proxy, then make it the signing key, then remove the old one after the
+    /// longest invisibility (12 h).
+    pub receipt_signing_key: Option<u32>,
 }
 
 /// At least one node, ids unique and non-zero, addresses `host:port`.

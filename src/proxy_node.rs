@@ -32,20 +32,57 @@ pub struct ProxyNode {
     http_task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Reads the shared receipt secret.
-fn read_secret(config: &VelaConfig) -> anyhow::Result<Vec<u8>> {
-    let path = config.cluster.secret_file.as_ref().context(
-        "cluster.secret_file is required on a proxy: every proxy of a cluster signs receipt \
-         handles with the same secret (a file of at least 16 random bytes)",
-    )?;
+/// Reads one receipt key: at least 16 bytes.
+fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let secret = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     anyhow::ensure!(
         secret.len() >= 16,
-        "{} holds {} bytes; a receipt secret needs at least 16",
+        "{} holds {} bytes; a receipt key needs at least 16",
         path.display(),
         secret.len()
     );
     Ok(secret)
+}
+
+/// The receipt keyring every proxy of the cluster shares: `cluster.secret_file` as key 0 and
+/// the files of `cluster.receipt_keys_dir` by id, signing with `cluster.receipt_signing_key`
+/// (default: the highest id).
+pub(crate) fn read_keyring(config: &VelaConfig) -> anyhow::Result<ReceiptCodec> {
+    let cluster = &config.cluster;
+    let mut keys = BTreeMap::new();
+    if let Some(path) = &cluster.secret_file {
+        keys.insert(0, read_key(path)?);
+    }
+    if let Some(dir) = &cluster.receipt_keys_dir {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let id: u32 = name.parse().ok().filter(|&id| id > 0).with_context(|| {
+                format!(
+                    "{}: a receipt key file is named by its key id (1 to {}), not {name:?}",
+                    dir.display(),
+                    u32::MAX
+                )
+            })?;
+            keys.insert(id, read_key(&entry.path())?);
+        }
+    }
+    let Some(&highest) = keys.keys().next_back() else {
+        anyhow::bail!(
+            "a proxy needs a receipt key: set cluster.secret_file (a file of at least 16 random \
+             bytes every proxy shares) or cluster.receipt_keys_dir"
+        );
+    };
+    let signing = cluster.receipt_signing_key.unwrap_or(highest);
+    ReceiptCodec::with_keys(keys, signing)
+        .map_err(anyhow::Error::msg)
+        .context("cluster.receipt_signing_key")
 }
 
 /// A client of the cluster's store nodes (`cluster.stores`, every shard of `cluster.shards` on
@@ -77,7 +114,7 @@ impl ProxyNode {
     pub async fn start(config: VelaConfig) -> anyhow::Result<Self> {
         config.cluster.validate_stores()?;
         config.cluster.validate_controllers()?;
-        let secret = read_secret(&config)?;
+        let receipts = read_keyring(&config)?;
         let (grpc, http) = serving::bind_listeners(&config).await?;
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
         let store = store_client(&config)?;
@@ -99,7 +136,7 @@ impl ProxyNode {
             config: proxy_config,
             store,
             controller: Arc::new(controller) as Arc<dyn ControllerApi>,
-            receipts: ReceiptCodec::new(&secret),
+            receipts,
             clock: system_clock(),
             metrics,
             listen_addr: grpc_addr,
@@ -132,5 +169,66 @@ impl ProxyNode {
         serving::join("proxy", self.proxy_task).await;
         serving::join("HTTP server", self.http_task).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vela_proto::receipt::{ReceiptError, ReceiptTicket};
+
+    fn ticket() -> ReceiptTicket {
+        ReceiptTicket {
+            shard: 0,
+            group: vela_proto::GroupName::new("g").unwrap(),
+            topic: vela_proto::TopicName::new("t").unwrap(),
+            queue_id: 0,
+            offset: 1,
+            delivery_id: 2,
+            visible_at_ms: 3,
+        }
+    }
+
+    #[test]
+    fn keyring_from_the_secret_file_and_a_mounted_key_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cluster.secret");
+        std::fs::write(&secret, b"original-secret-0").unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(keys.join("1"), b"rotated-secret-01").unwrap();
+        std::fs::write(keys.join("..data"), b"kubernetes bookkeeping").unwrap();
+
+        let mut config = VelaConfig::default();
+        config.cluster.secret_file = Some(secret.clone());
+        let old = read_keyring(&config).expect("secret file only");
+        config.cluster.receipt_keys_dir = Some(keys.clone());
+        config.cluster.receipt_signing_key = Some(0);
+        let staged = read_keyring(&config).expect("key 1 staged, signing with 0");
+        config.cluster.receipt_signing_key = None;
+        let rotated = read_keyring(&config).expect("signing with the highest id");
+
+        assert_eq!(old.decode(&staged.encode(&ticket())), Ok(ticket()));
+        assert_eq!(rotated.decode(&old.encode(&ticket())), Ok(ticket()));
+        assert_eq!(
+            old.decode(&rotated.encode(&ticket())),
+            Err(ReceiptError::UnknownKey(1))
+        );
+
+        // Mistakes are one readable line.
+        config.cluster.receipt_signing_key = Some(5);
+        let err = format!("{:#}", read_keyring(&config).unwrap_err());
+        assert!(err.contains("signing key 5"), "{err}");
+        config.cluster.receipt_signing_key = None;
+        std::fs::write(keys.join("two"), b"0123456789abcdefgh").unwrap();
+        let err = format!("{:#}", read_keyring(&config).unwrap_err());
+        assert!(err.contains("named by its key id"), "{err}");
+        std::fs::remove_file(keys.join("two")).unwrap();
+        std::fs::write(keys.join("2"), b"short").unwrap();
+        let err = format!("{:#}", read_keyring(&config).unwrap_err());
+        assert!(err.contains("at least 16"), "{err}");
+        let err = format!("{:#}", read_keyring(&VelaConfig::default()).unwrap_err());
+        assert!(err.contains("needs a receipt key"), "{err}");
     }
 }

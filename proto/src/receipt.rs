@@ -10,7 +10,11 @@ use sha2::Sha256;
 
 use crate::domain::{GroupName, ShardId, TopicName};
 
-const VERSION: u8 = 1;
+/// A handle signed with key 0 (the cluster's original secret): no key id in it, as every
+/// release before keyrings wrote, so older proxies in a rolling restart still verify it.
+const VERSION_1: u8 = 1;
+/// A handle that names the id of the key that signed it (keys can rotate).
+const VERSION_2: u8 = 2;
 const MAC_LEN: usize = 16;
 
 /// The decoded content of a receipt handle: one delivery of one message to one group.
@@ -40,31 +44,54 @@ pub enum ReceiptError {
     Version(u8),
     #[error("receipt handle signature does not match (forged or from another cluster)")]
     Signature,
+    #[error("receipt handle was signed with key {0}, which this proxy does not have")]
+    UnknownKey(u32),
 }
 
-/// Signs and verifies receipt handles with the cluster's secret.
+/// Signs and verifies receipt handles with the cluster's keyring: every key a proxy verifies
+/// with, by id, and the one it signs with. Rotating a key: give every proxy the new key, then
+/// make it the signing key everywhere, then (after the longest invisibility, 12 h) drop the old.
 #[derive(Clone)]
 pub struct ReceiptCodec {
-    key: Vec<u8>,
+    keys: std::collections::BTreeMap<u32, Vec<u8>>,
+    signing: u32,
 }
 
 impl std::fmt::Debug for ReceiptCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReceiptCodec { key: <redacted> }")
+        f.debug_struct("ReceiptCodec")
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("signing", &self.signing)
+            .finish_non_exhaustive()
     }
 }
 
 impl ReceiptCodec {
-    /// A codec keyed by `secret` (at least 16 bytes recommended).
+    /// A codec with one key, id 0 (at least 16 bytes recommended).
     pub fn new(secret: &[u8]) -> Self {
         Self {
-            key: secret.to_vec(),
+            keys: std::collections::BTreeMap::from([(0, secret.to_vec())]),
+            signing: 0,
         }
     }
 
-    fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
+    /// A codec that verifies with every key of `keys` (id → secret) and signs with `signing`.
+    pub fn with_keys(
+        keys: std::collections::BTreeMap<u32, Vec<u8>>,
+        signing: u32,
+    ) -> Result<Self, String> {
+        if !keys.contains_key(&signing) {
+            return Err(format!(
+                "the signing key {signing} is not in the keyring (key ids: {:?})",
+                keys.keys().collect::<Vec<_>>()
+            ));
+        }
+        Ok(Self { keys, signing })
+    }
+
+    fn mac(key: &[u8], data: &[u8]) -> [u8; MAC_LEN] {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
             .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
         mac.update(data);
         let full = mac.finalize().into_bytes();
@@ -76,7 +103,12 @@ impl ReceiptCodec {
     /// Encodes and signs a ticket into the opaque string clients carry.
     pub fn encode(&self, t: &ReceiptTicket) -> String {
         let mut buf = Vec::with_capacity(64);
-        buf.push(VERSION);
+        if self.signing == 0 {
+            buf.push(VERSION_1);
+        } else {
+            buf.push(VERSION_2);
+            put_varint(&mut buf, u64::from(self.signing));
+        }
         put_varint(&mut buf, u64::from(t.shard));
         put_str(&mut buf, t.group.as_str());
         put_str(&mut buf, t.topic.as_str());
@@ -84,7 +116,8 @@ impl ReceiptCodec {
         put_varint(&mut buf, t.offset);
         put_varint(&mut buf, t.delivery_id);
         put_varint(&mut buf, zigzag(t.visible_at_ms));
-        let mac = self.mac(&buf);
+        let key = self.keys.get(&self.signing).map_or(&[][..], Vec::as_slice);
+        let mac = Self::mac(key, &buf);
         buf.extend_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(buf)
     }
@@ -98,15 +131,18 @@ impl ReceiptCodec {
             return Err(ReceiptError::Malformed);
         }
         let (body, tag) = raw.split_at(raw.len() - MAC_LEN);
-        let expected = self.mac(body);
-        if !constant_time_eq(&expected, tag) {
-            // Check the version only after the signature so forged handles learn nothing.
-            return Err(ReceiptError::Signature);
-        }
         let mut r = Reader { buf: body, pos: 0 };
-        let version = r.byte()?;
-        if version != VERSION {
-            return Err(ReceiptError::Version(version));
+        let key_id = match r.byte()? {
+            VERSION_1 => 0,
+            VERSION_2 => u32::try_from(r.varint()?).map_err(|_| ReceiptError::Malformed)?,
+            other => return Err(ReceiptError::Version(other)),
+        };
+        let key = self
+            .keys
+            .get(&key_id)
+            .ok_or(ReceiptError::UnknownKey(key_id))?;
+        if !constant_time_eq(&Self::mac(key, body), tag) {
+            return Err(ReceiptError::Signature);
         }
         let shard = u32::try_from(r.varint()?).map_err(|_| ReceiptError::Malformed)?;
         let group = GroupName::new(r.str()?).map_err(|_| ReceiptError::Malformed)?;
@@ -190,6 +226,8 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use proptest::prelude::*;
 
@@ -219,6 +257,57 @@ mod tests {
             ReceiptCodec::new(b"key-two-key-two!").decode(&h),
             Err(ReceiptError::Signature)
         );
+    }
+
+    #[test]
+    fn keys_rotate_without_breaking_handles_in_flight() {
+        let (k0, k1) = (b"original-secret!".to_vec(), b"rotated-secret-1".to_vec());
+        let old = ReceiptCodec::new(&k0);
+        let both = |signing| {
+            ReceiptCodec::with_keys(BTreeMap::from([(0, k0.clone()), (1, k1.clone())]), signing)
+                .expect("valid keyring")
+        };
+        let only_new = ReceiptCodec::with_keys(BTreeMap::from([(1, k1.clone())]), 1).unwrap();
+        // Step 1: every proxy gets key 1 but still signs with 0: old and new verify each other.
+        assert_eq!(both(0).decode(&old.encode(&ticket())), Ok(ticket()));
+        assert_eq!(old.decode(&both(0).encode(&ticket())), Ok(ticket()));
+        // Step 2: sign with 1; handles from step 1 still verify.
+        let signed_1 = both(1).encode(&ticket());
+        assert_eq!(both(1).decode(&signed_1), Ok(ticket()));
+        assert_eq!(both(1).decode(&old.encode(&ticket())), Ok(ticket()));
+        assert_eq!(old.decode(&signed_1), Err(ReceiptError::UnknownKey(1)));
+        // Step 3: key 0 dropped; its handles are refused by name.
+        assert_eq!(only_new.decode(&signed_1), Ok(ticket()));
+        assert_eq!(
+            only_new.decode(&old.encode(&ticket())),
+            Err(ReceiptError::UnknownKey(0))
+        );
+        assert!(ReceiptCodec::with_keys(BTreeMap::from([(1, k1)]), 2).is_err());
+    }
+
+    #[test]
+    fn golden_bytes() {
+        // Handles live in clients for up to 12 h: a release must decode what the last one wrote.
+        let t = ReceiptTicket {
+            shard: 1,
+            group: GroupName::new("g").unwrap(),
+            topic: TopicName::new("t").unwrap(),
+            queue_id: 2,
+            offset: 3,
+            delivery_id: 4,
+            visible_at_ms: 5,
+        };
+        let keys = BTreeMap::from([(0, b"k0".to_vec()), (7, b"k7".to_vec())]);
+        let v1 = ReceiptCodec::with_keys(keys.clone(), 0).unwrap().encode(&t);
+        let v2 = ReceiptCodec::with_keys(keys, 7).unwrap().encode(&t);
+        let body = |h: &str| {
+            let raw = URL_SAFE_NO_PAD.decode(h).unwrap();
+            hex::encode(&raw[..raw.len() - MAC_LEN])
+        };
+        // version 1, shard, "g", "t", queue, offset, delivery, zigzag(5)
+        assert_eq!(body(&v1), "0101016701740203040a");
+        // version 2, key id 7, then the same fields
+        assert_eq!(body(&v2), "020701016701740203040a");
     }
 
     #[test]
