@@ -171,3 +171,51 @@ async fn change_invisible_duration_replaces_the_handle() {
         .into_inner();
     assert_eq!(code(&fresh.status), Code::Ok as i32);
 }
+
+/// Draining a proxy for maintenance: once shutdown starts, a long poll already waiting is
+/// answered normally at the end of its wait (not cut off), the server then stops, and new
+/// connections are refused, so clients move to another proxy.
+#[tokio::test]
+async fn a_draining_proxy_answers_the_long_polls_in_flight_then_stops() {
+    let h = Harness::start(ProxyConfig {
+        max_long_polling: Duration::from_secs(5),
+        ..test_config()
+    })
+    .await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    h.group("billing").await;
+    let mut consumer = h.client().await;
+    let mut request = receive_request("orders", "billing", 15);
+    request.long_polling_timeout = Some(prost_types::Duration {
+        seconds: 2,
+        nanos: 0,
+    });
+    let waiting = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let items = receive_all(&mut consumer, req(request)).await;
+        (items, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.shutdown.cancel();
+    let (items, waited) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the long poll ends")
+        .expect("the long poll ends with a reply, not a broken stream");
+    assert!(
+        matches!(items.first(), Some(Content::Status(s)) if s.code == Code::MessageNotFound as i32),
+        "{items:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "the long poll was cut short after {waited:?}"
+    );
+    let stopped = tokio::time::timeout(Duration::from_secs(10), h.server)
+        .await
+        .expect("server stops");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    let refused = MessagingServiceClient::connect(format!("http://{}", h.addr)).await;
+    assert!(
+        refused.is_err(),
+        "a stopped proxy still accepts connections"
+    );
+}
