@@ -290,8 +290,8 @@ mod tests {
         let controller = Arc::new(FakeController::default());
         let ttl = Duration::from_millis(20);
         let md = Metadata::new(controller.clone(), true, true, 4).with_ttl(ttl);
-        let orders = TopicName::new("orders").unwrap();
-        let billing = GroupName::new("billing").unwrap();
+        let orders = TopicName::new("orders").expect("valid");
+        let billing = GroupName::new("billing").expect("valid");
         let created = md.topic(&orders).await.expect("auto-created");
         md.group(&billing).await.expect("auto-created");
 
@@ -303,7 +303,7 @@ mod tests {
             md.group(&billing).await.expect("served from the cache");
         }
         // A name never seen needs the controller.
-        let unseen = TopicName::new("unseen").unwrap();
+        let unseen = TopicName::new("unseen").expect("valid");
         assert!(md.topic(&unseen).await.is_err());
 
         // Back up: a topic deleted meanwhile is noticed by the refresh.
