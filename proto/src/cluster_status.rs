@@ -234,6 +234,43 @@ pub fn leader_counts(reports: &[StoreNodeReport], views: &[ShardView]) -> BTreeM
     counts
 }
 
+/// How long a node may take to report its status before it is listed as unreachable.
+pub const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks every node of `clients` at once with `ask` (each within [`STATUS_TIMEOUT`]) and
+/// turns each answer with `decode`; a node that fails or does not answer in time is listed
+/// with the reason. `addrs` names each node's address.
+pub(crate) async fn ask_each<C, R, T, Ask, Fut, Decode>(
+    clients: &BTreeMap<u64, C>,
+    addrs: &BTreeMap<u64, String>,
+    ask: Ask,
+    decode: Decode,
+) -> Vec<NodeReport<T>>
+where
+    C: Clone,
+    Ask: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    Decode: Fn(R) -> Result<T, String>,
+{
+    let asks = clients.iter().map(|(&node, client)| {
+        let call = ask(client.clone());
+        let decode = &decode;
+        async move {
+            let report = match tokio::time::timeout(STATUS_TIMEOUT, call).await {
+                Ok(Ok(reply)) => decode(reply.into_inner()),
+                Ok(Err(status)) => Err(status.message().to_owned()),
+                Err(_) => Err(format!("no answer within {STATUS_TIMEOUT:?}")),
+            };
+            NodeReport {
+                node,
+                addr: addrs.get(&node).cloned().unwrap_or_default(),
+                report,
+            }
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
 /// Wire conversions of [`MemberStatus`] (`vela.status.v1`).
 pub fn member_to_wire(s: &MemberStatus) -> pb::MemberStatus {
     pb::MemberStatus {

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::cluster_status::{ControllerNodeReport, NodeReport, member_from_wire};
+use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
 use crate::controller_api::{ControllerApi, ControllerError, ProxySeen};
 use crate::controller_wire::*;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
@@ -26,8 +26,6 @@ const RETRY_FOR: Duration = Duration::from_secs(10);
 const ATTEMPT: Duration = Duration::from_secs(3);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// How long a node may take to report its status before it is listed as unreachable.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `ControllerApi` over gRPC, routed to the controller group's leader.
 pub struct RemoteController {
@@ -306,24 +304,12 @@ impl ControllerApi for RemoteController {
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {
-        let asks = self.clients.iter().map(|(&node, client)| {
-            let mut client = client.clone();
-            async move {
-                let report =
-                    match tokio::time::timeout(STATUS_TIMEOUT, client.node_status(pb::Empty {}))
-                        .await
-                    {
-                        Ok(Ok(reply)) => member_from_wire(reply.into_inner()),
-                        Ok(Err(status)) => Err(status.message().to_owned()),
-                        Err(_) => Err(format!("no answer within {STATUS_TIMEOUT:?}")),
-                    };
-                NodeReport {
-                    node,
-                    addr: self.addrs.get(&node).cloned().unwrap_or_default(),
-                    report,
-                }
-            }
-        });
-        futures::future::join_all(asks).await
+        ask_each(
+            &self.clients,
+            &self.addrs,
+            |mut c| async move { c.node_status(pb::Empty {}).await },
+            member_from_wire,
+        )
+        .await
     }
 }

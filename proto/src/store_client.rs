@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cluster_status::{NodeReport, ShardMember, StoreNodeReport, member_from_wire};
+use crate::cluster_status::{ShardMember, StoreNodeReport, ask_each, member_from_wire};
 use crate::domain::{GroupName, QueueStats, ShardId, TopicName};
 use crate::pb::store as pb;
 use crate::pb::store::store_client::StoreClient;
@@ -49,8 +49,6 @@ const RECEIVE_RETRY_FOR: Duration = Duration::from_secs(1);
 const ATTEMPT: Duration = Duration::from_secs(3);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// How long a node may take to report its status before it is listed as unreachable.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a leadership transfer may take (the target must catch up and win an election).
 const TRANSFER_FOR: Duration = Duration::from_secs(5);
 /// Largest reply accepted from a store node (a receive of 32 messages of up to 4 MiB each).
@@ -448,25 +446,13 @@ impl StoreApi for RemoteStore {
     }
 
     async fn node_status(&self) -> Vec<StoreNodeReport> {
-        let asks = self.clients.iter().map(|(&node, client)| {
-            let mut client = client.clone();
-            async move {
-                let report =
-                    match tokio::time::timeout(STATUS_TIMEOUT, client.node_status(pb::Empty {}))
-                        .await
-                    {
-                        Ok(Ok(reply)) => shard_members_from_wire(reply.into_inner()),
-                        Ok(Err(status)) => Err(status.message().to_owned()),
-                        Err(_) => Err(format!("no answer within {STATUS_TIMEOUT:?}")),
-                    };
-                NodeReport {
-                    node,
-                    addr: self.map.stores.get(&node).cloned().unwrap_or_default(),
-                    report,
-                }
-            }
-        });
-        futures::future::join_all(asks).await
+        ask_each(
+            &self.clients,
+            &self.map.stores,
+            |mut c| async move { c.node_status(pb::Empty {}).await },
+            shard_members_from_wire,
+        )
+        .await
     }
 
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {

@@ -75,8 +75,8 @@ async fn send_receive_ack_in_the_exact_stream_order() {
     assert!(matches!(&empty[1], Content::DeliveryTimestamp(_)));
 }
 
-#[tokio::test]
-async fn long_polling_returns_a_message_sent_while_waiting() {
+/// A proxy that long-polls up to 5 s, with topic `orders` (one queue) and group `billing`.
+async fn long_polling_harness() -> Harness {
     let h = Harness::start(ProxyConfig {
         max_long_polling: Duration::from_secs(5),
         ..test_config()
@@ -84,6 +84,12 @@ async fn long_polling_returns_a_message_sent_while_waiting() {
     .await;
     h.topic("orders", TopicType::Normal, 1).await;
     h.group("billing").await;
+    h
+}
+
+#[tokio::test]
+async fn long_polling_returns_a_message_sent_while_waiting() {
+    let h = long_polling_harness().await;
     let mut consumer = h.client().await;
     let mut producer = h.client().await;
     let waiting = tokio::spawn(async move {
@@ -177,13 +183,7 @@ async fn change_invisible_duration_replaces_the_handle() {
 /// connections are refused, so clients move to another proxy.
 #[tokio::test]
 async fn a_draining_proxy_answers_the_long_polls_in_flight_then_stops() {
-    let h = Harness::start(ProxyConfig {
-        max_long_polling: Duration::from_secs(5),
-        ..test_config()
-    })
-    .await;
-    h.topic("orders", TopicType::Normal, 1).await;
-    h.group("billing").await;
+    let h = long_polling_harness().await;
     let mut consumer = h.client().await;
     let mut request = receive_request("orders", "billing", 15);
     request.long_polling_timeout = Some(prost_types::Duration {

@@ -443,8 +443,8 @@ async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
         .await
         .expect("the leader appends");
     let remote = cluster.remote_store();
-    // Every node answers; once the followers have the entry, shard 0 is healthy, led by `first`,
-    // every replica at lag 0.
+    // Every node answers; once the followers have the entry, every shard is healthy with every
+    // replica at lag 0, and shard 0 is led by `first`.
     let mut view = None;
     for _ in 0..200 {
         let reports = remote.node_status().await;
@@ -452,14 +452,16 @@ async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
         assert!(reports.iter().all(|r| r.report.is_ok()), "{reports:?}");
         let views = shard_views(&remote.shard_replicas(), &reports);
         assert_eq!(views.len(), SHARDS.len());
-        let caught_up = views[0].replicas.iter().all(|r| r.lag == Some(0));
-        if views[0].health == ShardHealth::Ok && caught_up {
-            view = Some(views[0].clone());
+        let settled = views
+            .iter()
+            .all(|v| v.health == ShardHealth::Ok && v.replicas.iter().all(|r| r.lag == Some(0)));
+        if settled {
+            view = Some((views[0].clone(), views[1].leader));
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let view = view.expect("shard 0 becomes healthy");
+    let (view, shard_1_leader) = view.expect("every shard becomes healthy");
     assert_eq!(view.leader, Some(first));
     assert_eq!(view.replicas.len(), 3);
     assert!(view.replicas.iter().all(|r| r.lag == Some(0)), "{view:?}");
@@ -486,7 +488,6 @@ async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
         "{refused:?}"
     );
 
-    let shard_1_leader = cluster.node(first).shard_leader(1);
     remote
         .transfer_leader(0, target)
         .await
