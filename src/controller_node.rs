@@ -90,8 +90,7 @@ impl ControllerNode {
             .add_service(raft)
             .add_service(ControllerService::server(controller.clone()));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
-        let http_task =
-            serving::serve_http(bound.http, Registry::with_prefix(""), shutdown.clone());
+        let http_task = serving::serve_http(bound.http, Registry::default(), shutdown.clone());
         Ok(ControllerNode {
             grpc_addr: bound.grpc_addr,
             http_addr: bound.http_addr,

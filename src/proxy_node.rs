@@ -128,7 +128,7 @@ impl ProxyNode {
             .map_err(anyhow::Error::msg)
             .context("the controller nodes of the cluster")?;
 
-        let mut registry = Registry::with_prefix("");
+        let mut registry = Registry::default();
         let metrics = vela_proxy::ProxyMetrics::register(&mut registry);
         let mut proxy_config = config.proxy.clone();
         proxy_config.cluster_mode = "cluster".to_owned();

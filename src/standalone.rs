@@ -69,7 +69,7 @@ impl Standalone {
             }
         };
 
-        let mut registry = Registry::with_prefix("");
+        let mut registry = Registry::default();
         let metrics = vela_proxy::ProxyMetrics::register(&mut registry);
         store.register_metrics(&mut registry);
         let ctx = vela_proxy::ProxyContext {

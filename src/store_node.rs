@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use vela_proto::clock::{SharedClock, system_clock};
 use vela_raft::grpc::{ChannelPool, GrpcNetwork, RaftServer};
 use vela_raft::vfs::StdVfs;
+use vela_store::GrpcPeerBuilds;
 use vela_store::service::StoreService;
 use vela_store::{ShardStateMachine, ShardTypes, Store};
 
@@ -73,6 +74,7 @@ impl StoreNode {
         let mut store_config = config.store.clone();
         store_config.shards = config.cluster.shards.clone();
         let pool = ChannelPool::new();
+        let builds = GrpcPeerBuilds::new(voters.clone());
         let store = Store::open_replicated(
             store_config,
             clock,
@@ -80,6 +82,7 @@ impl StoreNode {
             voters,
             move |shard| GrpcNetwork::<Vec<u8>>::new(u64::from(shard), node_id, pool.clone()),
             bootstrap,
+            builds,
         )
         .await
         .context("store failed to start")?;
@@ -92,7 +95,7 @@ impl StoreNode {
             .add_service(raft.service())
             .add_service(StoreService::server(store.clone()));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
-        let mut registry = Registry::with_prefix("");
+        let mut registry = Registry::default();
         store.register_metrics(&mut registry);
         let http_task = serving::serve_http(bound.http, registry, shutdown.clone());
         Ok(StoreNode {

@@ -14,6 +14,7 @@
 //! - [`cluster_status`]: what Raft members report and the cluster view built from it.
 //! - [`receipt`]: self-describing, tamper-evident receipt handles, so any proxy can ack.
 
+pub mod client_id;
 pub mod clock;
 pub mod cluster_status;
 pub mod controller_api;
@@ -54,6 +55,7 @@ pub mod pb {
     }
 }
 
+pub use client_id::ClientId;
 pub use clock::{Clock, SystemClock};
 pub use controller_api::{ControllerApi, ControllerError};
 pub use domain::*;

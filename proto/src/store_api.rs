@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::client_id::ClientId;
 use crate::cluster_status::StoreNodeReport;
 use crate::domain::{GroupName, MessageRecord, QueueStats, ShardId, TagFilter, TopicName};
 use crate::receipt::ReceiptTicket;
@@ -18,6 +19,10 @@ pub struct AppendRequest {
     pub queue_id: u32,
     pub shard: ShardId,
     pub messages: Vec<MessageRecord>,
+    /// The sending client. With it the store answers a message it already appended from this
+    /// client (same message id, within its deduplication window) with the first outcome
+    /// instead of appending it again, so a retry after an ambiguous failure is safe.
+    pub client_id: Option<ClientId>,
 }
 
 /// Where one appended message landed.

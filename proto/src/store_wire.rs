@@ -8,6 +8,7 @@ use std::time::Duration;
 use prost::Message as _;
 use tonic::{Code, Status};
 
+use crate::client_id::ClientId;
 use crate::domain::{
     GroupName, GroupQueueStats, MessageKind, MessageRecord, QueueStats, TagFilter, TopicName,
 };
@@ -113,6 +114,10 @@ pub fn append_to_wire(req: &AppendRequest) -> pb::AppendRequest {
         queue_id: req.queue_id,
         shard: req.shard,
         messages: req.messages.iter().map(message_to_wire).collect(),
+        client_id: req
+            .client_id
+            .as_ref()
+            .map_or_else(String::new, |c| c.as_str().to_owned()),
     }
 }
 
@@ -126,6 +131,11 @@ pub fn append_from_wire(req: pb::AppendRequest) -> Result<AppendRequest, WireErr
             .into_iter()
             .map(message_from_wire)
             .collect::<Result<_, _>>()?,
+        client_id: if req.client_id.is_empty() {
+            None
+        } else {
+            Some(ClientId::new(&req.client_id).map_err(|e| WireError(e.to_string()))?)
+        },
     })
 }
 

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use vela_proto::ClientId;
 use vela_proto::domain::{GroupName, MessageRecord, TopicName};
 use vela_proto::store_api::AppendOutcome;
 
@@ -67,6 +68,22 @@ pub enum StoreCommand {
         pop: PopCommand,
         ranges: Vec<ScanRange>,
     },
+    /// Appends from concurrent callers, each with the client that sent it (apply version 5).
+    /// Slots run across sub-appends as in `AppendBatch`; a message whose (client id, message
+    /// id) the shard appended within its deduplication window is answered with the first
+    /// outcome and not appended again (`state::dedup`).
+    ClientAppends {
+        now_ms: i64,
+        appends: Vec<ClientAppend>,
+    },
+}
+
+/// One caller's messages inside a [`StoreCommand::ClientAppends`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAppend {
+    /// The sending client; without one its messages are never treated as duplicates.
+    pub client_id: Option<ClientId>,
+    pub append: QueueAppend,
 }
 
 /// One queue's share of a [`StoreCommand::PopRanges`].
@@ -106,6 +123,7 @@ impl StoreCommand {
             StoreCommand::AppendBatch { .. } => "append_batch",
             StoreCommand::SetApplyVersion { .. } => "set_apply_version",
             StoreCommand::PopRanges { .. } => "pop",
+            StoreCommand::ClientAppends { .. } => "client_appends",
         }
     }
 
@@ -117,7 +135,8 @@ impl StoreCommand {
             | StoreCommand::DeadLetter { now_ms, .. }
             | StoreCommand::Release { now_ms, .. }
             | StoreCommand::EndTransaction { now_ms, .. }
-            | StoreCommand::AppendBatch { now_ms, .. } => Some(*now_ms),
+            | StoreCommand::AppendBatch { now_ms, .. }
+            | StoreCommand::ClientAppends { now_ms, .. } => Some(*now_ms),
             StoreCommand::Pop(pop) | StoreCommand::PopRanges { pop, .. } => Some(pop.now_ms),
             StoreCommand::Ack { .. }
             | StoreCommand::Truncate { .. }
@@ -137,6 +156,9 @@ impl StoreCommand {
             StoreCommand::AppendBatch { appends, .. } => {
                 appends.iter().map(|a| sum(&a.messages)).sum()
             }
+            StoreCommand::ClientAppends { appends, .. } => {
+                appends.iter().map(|a| sum(&a.append.messages)).sum()
+            }
             _ => 0,
         }
     }
@@ -145,21 +167,30 @@ impl StoreCommand {
     /// `AppendBatch` slots run on from one sub-append to the next: the first message of the
     /// second sub-append has the slot after the last one of the first.
     pub fn record(&self, slot: u32) -> Option<&MessageRecord> {
-        let mut slot = usize::try_from(slot).ok()?;
+        let slot = usize::try_from(slot).ok()?;
         match self {
             StoreCommand::Append { messages, .. } => messages.get(slot),
-            StoreCommand::AppendBatch { appends, .. } => {
-                for append in appends {
-                    match append.messages.get(slot) {
-                        Some(record) => return Some(record),
-                        None => slot -= append.messages.len(),
-                    }
-                }
-                None
+            StoreCommand::AppendBatch { appends, .. } => record_in(appends.iter(), slot),
+            StoreCommand::ClientAppends { appends, .. } => {
+                record_in(appends.iter().map(|a| &a.append), slot)
             }
             _ => None,
         }
     }
+}
+
+/// The record at `slot` of sub-appends whose slots run on from one to the next.
+fn record_in<'a>(
+    appends: impl Iterator<Item = &'a QueueAppend>,
+    mut slot: usize,
+) -> Option<&'a MessageRecord> {
+    for append in appends {
+        match append.messages.get(slot) {
+            Some(record) => return Some(record),
+            None => slot -= append.messages.len(),
+        }
+    }
+    None
 }
 
 /// How a store command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -188,6 +219,16 @@ impl vela_raft::entry::RecordData for StoreCommand {
             StoreCommand::AppendBatch { appends, .. } => {
                 std::mem::size_of_val(appends.as_slice())
                     + appends.iter().map(|a| records(&a.messages)).sum::<usize>()
+            }
+            StoreCommand::ClientAppends { appends, .. } => {
+                std::mem::size_of_val(appends.as_slice())
+                    + appends
+                        .iter()
+                        .map(|a| {
+                            records(&a.append.messages)
+                                + a.client_id.as_ref().map_or(0, |c| c.as_str().len())
+                        })
+                        .sum::<usize>()
             }
             // Small commands: their encoded length is close enough.
             _ => 0,
@@ -244,6 +285,14 @@ impl fmt::Display for StoreCommand {
             }
             StoreCommand::SetApplyVersion { version } => {
                 write!(f, "set_apply_version({version})")
+            }
+            StoreCommand::ClientAppends { appends, .. } => {
+                let messages: usize = appends.iter().map(|a| a.append.messages.len()).sum();
+                write!(
+                    f,
+                    "client_appends({} appends, {messages} messages)",
+                    appends.len()
+                )
             }
             StoreCommand::PopRanges { pop: p, ranges } => write!(
                 f,
@@ -548,6 +597,28 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&command).expect("encodes"), vec![11, 2]);
         let back: StoreCommand = postcard::from_bytes(&[11, 0x80, 0x01]).expect("decodes");
         assert_eq!(back, StoreCommand::SetApplyVersion { version: 128 });
+    }
+
+    #[test]
+    fn client_appends_golden_bytes() {
+        // Persisted in every shard's log from apply version 5: tag 13, the time, then per
+        // sub-append the client id (an option) and the queue append.
+        let command = StoreCommand::ClientAppends {
+            now_ms: 7,
+            appends: vec![ClientAppend {
+                client_id: Some(ClientId::new("c@1").expect("valid")),
+                append: QueueAppend {
+                    topic: TopicName::new("t").expect("valid"),
+                    queue_id: 2,
+                    messages: vec![],
+                },
+            }],
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(hex::encode(&bytes), "0d0e01010363403101740200");
+        let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, command);
+        assert_eq!(back.kind(), "client_appends");
     }
 
     fn record_with_id(id: &str) -> MessageRecord {

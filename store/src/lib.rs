@@ -21,4 +21,5 @@ pub mod state;
 pub use config::{FlushSetting, StoreConfig};
 pub use error::{StoreOpenError, StoreShutdownError};
 pub use node::Store;
+pub use node::upgrade::{GrpcPeerBuilds, PeerBuilds};
 pub use shard::{ShardRaft, ShardStateMachine, ShardTypes};

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{NodeReport, StoreNodeReport};
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
@@ -34,6 +34,7 @@ use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubOutcome, ScrubPolicy};
 use crate::shard::tasks::{self, RetentionPolicy};
 use crate::shard::{Shard, ShardRaft, ShardTypes, unexpected};
+use upgrade::PeerBuilds;
 
 /// Acknowledgements a shard holds waiting for an `Ack` entry; more wait for room
 /// (backpressure) instead of growing the queue.
@@ -98,7 +99,7 @@ impl Store {
     ) -> Result<Arc<Store>, StoreOpenError> {
         let shard_cfg = cfg.clone();
         let shard_vfs = vfs.clone();
-        Self::open_with(cfg, clock, vfs, false, move |id| {
+        Self::open_with(cfg, clock, vfs, None, move |id| {
             let (cfg, vfs) = (shard_cfg.clone(), shard_vfs.clone());
             async move { Shard::open(&cfg, id, vfs).await }
         })
@@ -110,6 +111,8 @@ impl Store {
     /// the shard's other replicas. Returns once the shards are open, before any leader is elected; the leader of a
     /// shard serves its writes, the others answer them with [`StoreError::NotLeader`]. Shards
     /// with an empty log create their group only when `initialize` (the cluster's first start).
+    /// A shard's leader raises its apply semantics only as far as every member's build goes,
+    /// which it learns from `builds` (see [`upgrade`]).
     pub async fn open_replicated<N, F>(
         cfg: StoreConfig,
         clock: SharedClock,
@@ -117,6 +120,7 @@ impl Store {
         voters: BTreeMap<u64, String>,
         network: F,
         initialize: bool,
+        builds: Arc<dyn PeerBuilds>,
     ) -> Result<Arc<Store>, StoreOpenError>
     where
         F: Fn(ShardId) -> N,
@@ -133,7 +137,7 @@ impl Store {
         let shard_cfg = cfg.clone();
         let shard_vfs = vfs.clone();
         let voters = Arc::new(voters);
-        Self::open_with(cfg, clock, vfs, true, move |id| {
+        Self::open_with(cfg, clock, vfs, Some(builds), move |id| {
             let (cfg, vfs, voters, network) = (
                 shard_cfg.clone(),
                 shard_vfs.clone(),
@@ -149,13 +153,14 @@ impl Store {
         cfg: StoreConfig,
         clock: SharedClock,
         vfs: Arc<dyn Vfs>,
-        replicated: bool,
+        builds: Option<Arc<dyn PeerBuilds>>,
         open_shard: F,
     ) -> Result<Arc<Store>, StoreOpenError>
     where
         F: Fn(ShardId) -> Fut,
         Fut: std::future::Future<Output = Result<Arc<Shard>, StoreOpenError>>,
     {
+        let replicated = builds.is_some();
         if cfg.shards.is_empty() {
             return Err(StoreOpenError::Config(
                 "shards is empty: a store holds at least one shard".into(),
@@ -188,7 +193,7 @@ impl Store {
             let opened = match open_shard(id).await {
                 // A replica raises the apply version when it leads (below).
                 Ok(shard) if replicated => Ok(shard),
-                Ok(shard) => match raise_apply_version(&shard).await {
+                Ok(shard) => match upgrade::raise_to(&shard, crate::state::APPLY_VERSION).await {
                     Ok(()) => Ok(shard),
                     Err(err) => {
                         shard.close().await.ok();
@@ -207,9 +212,11 @@ impl Store {
                     return Err(err);
                 }
             };
-            if replicated {
-                tasks.spawn(raise_apply_version_when_leading(
+            if let Some(builds) = &builds {
+                tasks.spawn(upgrade::raise_when_leading(
                     shard.clone(),
+                    cfg.node_id,
+                    builds.clone(),
                     cancel.clone(),
                 ));
             }
@@ -342,6 +349,12 @@ impl Store {
         local.shard.raft.metrics().borrow_watched().current_leader
     }
 
+    /// The apply semantics `shard` runs on this node (`state::APPLY_VERSION` once raised).
+    pub fn apply_version(&self, shard: ShardId) -> Option<u32> {
+        let local = self.shards.get(&shard)?;
+        Some(local.shard.shared.applied.read().state.apply_version())
+    }
+
     /// This node's Raft handle of every shard it holds (an in-process cluster registers them
     /// with its network).
     pub fn shard_rafts(&self) -> Vec<(ShardId, ShardRaft)> {
@@ -420,65 +433,6 @@ impl Store {
         let turn = self.pop_turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
         shards.rotate_left(turn);
         Ok(shards)
-    }
-}
-
-/// Raises the shard's apply version (see [`raise_apply_version`]) the first time this replica
-/// leads it after opening, retrying while leadership moves.
-async fn raise_apply_version_when_leading(shard: Arc<Shard>, cancel: CancellationToken) {
-    const RETRY: Duration = Duration::from_millis(500);
-    loop {
-        let wait = shard.raft.wait(None);
-        let leading = wait.metrics(
-            |m| m.state == openraft::ServerState::Leader,
-            "this replica leads the shard",
-        );
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            led = leading => if led.is_err() { return },
-        }
-        match raise_apply_version(&shard).await {
-            Ok(()) => return,
-            Err(err) => {
-                debug!(shard = shard.id, error = %err, "raising the apply version; retrying")
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RETRY) => {}
-        }
-    }
-}
-
-/// Brings a shard's apply semantics up to this build's ([`crate::state::APPLY_VERSION`]) with
-/// a `SetApplyVersion` entry; replaying the entries before it keeps their old semantics. In a
-/// cluster this must wait until every replica runs a build that knows the version.
-async fn raise_apply_version(shard: &Shard) -> Result<(), StoreOpenError> {
-    let current = shard.shared.applied.read().state.apply_version();
-    if current >= crate::state::APPLY_VERSION {
-        return Ok(());
-    }
-    let failed = |reason: String| StoreOpenError::ApplyVersion {
-        shard: shard.id,
-        reason,
-    };
-    match shard
-        .write(StoreCommand::SetApplyVersion {
-            version: crate::state::APPLY_VERSION,
-        })
-        .await
-    {
-        Ok(CommandResponse::ApplyVersionSet { version }) => {
-            info!(
-                shard = shard.id,
-                from = current,
-                to = version,
-                "raised apply version"
-            );
-            Ok(())
-        }
-        Ok(other) => Err(failed(unexpected("set_apply_version", &other).to_string())),
-        Err(err) => Err(failed(err.to_string())),
     }
 }
 
@@ -585,7 +539,7 @@ impl StoreApi for Store {
         // Concurrent appends to the shard share Raft entries (see `shard::coalesce`).
         local
             .appends
-            .append(req.topic, req.queue_id, req.messages)
+            .append(req.client_id, req.topic, req.queue_id, req.messages)
             .await
     }
 
@@ -598,10 +552,12 @@ impl StoreApi for Store {
         let local = self.shard(ticket.shard)?;
         let _consuming = local.shard.fairness.consume(1);
         let delivery = delivery_ref(ticket);
-        // Cheap rejection of handles that are already dead; apply re-checks anyway. A new
-        // leader that has not applied what earlier leaders committed skips it.
-        if self.applied_is_current(&local.shard)?
-            && local
+        // Cheap rejection of handles that are already dead; apply re-checks anyway. The state
+        // may be behind (a new leader that has not applied what earlier leaders committed, or a
+        // deposed one that does not know it yet), so a rejection is confirmed after a read
+        // barrier: a live handle is never refused for want of a log entry this node lacks.
+        let dead = || {
+            local
                 .shard
                 .shared
                 .applied
@@ -609,8 +565,13 @@ impl StoreApi for Store {
                 .state
                 .current_delivery(&delivery)
                 .is_none()
-        {
-            return Err(StoreError::StaleReceipt(delivery.to_string()));
+        };
+        self.check_leader(&local.shard)?;
+        if dead() {
+            self.read_barrier(&local.shard).await?;
+            if dead() {
+                return Err(StoreError::StaleReceipt(delivery.to_string()));
+            }
         }
         let (reply, answer) = oneshot::channel();
         local
@@ -751,6 +712,7 @@ impl StoreApi for Store {
 
 mod receive;
 mod scoped;
+pub mod upgrade;
 
 #[cfg(test)]
 mod power_loss;

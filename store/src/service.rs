@@ -131,6 +131,7 @@ impl StoreRpc for StoreService {
         let stats = self
             .store
             .queue_stats_shard(req.shard, &topic, group.as_ref())
+            .await
             .map_err(failed)?;
         Ok(Response::new(pb::QueueStatsReply {
             queues: stats.iter().map(stats_to_wire).collect(),
@@ -176,7 +177,10 @@ impl StoreRpc for StoreService {
                 status: Some(member_to_wire(&m.status)),
             })
             .collect();
-        Ok(Response::new(pb::NodeStatusReply { shards }))
+        Ok(Response::new(pb::NodeStatusReply {
+            shards,
+            max_apply_version: crate::state::APPLY_VERSION,
+        }))
     }
 
     async fn transfer_leader(

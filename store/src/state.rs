@@ -4,6 +4,7 @@
 //! holds. Message bodies stay in the Raft log; the state only points at them.
 
 mod consumer;
+mod dedup;
 #[cfg(test)]
 mod golden_tests;
 mod index;
@@ -24,11 +25,14 @@ use vela_proto::domain::{
 };
 use vela_proto::store_api::AppendOutcome;
 
+use vela_proto::ClientId;
+
 use crate::command::{
-    ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, QueueChoice, RecordRef,
-    StoreCommand, TagSubscription, TimerKey, TransactionEnd,
+    ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, QueueAppend,
+    QueueChoice, RecordRef, StoreCommand, TagSubscription, TimerKey, TransactionEnd,
 };
 pub use consumer::{ConsumerQueue, Inflight};
+pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
 pub use index::{Entries, IndexEntry, QueueIndex, TagTable, message_group_hash};
 pub use legacy::{EntryMap, LegacyState};
 pub use plan::{PopPlan, ScanMemo};
@@ -95,6 +99,10 @@ pub struct ShardState {
     /// Log index of the last command that added index entries: the index file must hold
     /// everything through it for this state to be usable.
     last_indexing: u64,
+    /// Recently sent messages by (client id, message id) (apply version 5). Saved in a
+    /// snapshot after the rest of the state (snapshot format 4), not inside it.
+    #[serde(skip)]
+    dedup: DedupWindow,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -104,6 +112,7 @@ pub struct ShardState {
 impl PartialEq for ShardState {
     fn eq(&self, other: &Self) -> bool {
         postcard::to_stdvec(self).ok() == postcard::to_stdvec(other).ok()
+            && self.dedup == other.dedup
             && self.live_entries() == other.live_entries()
     }
 }
@@ -115,8 +124,11 @@ impl PartialEq for ShardState {
 /// - 3: a FIFO consumer parks at most [`MAX_PARKED`] messages per queue behind busy message
 ///   groups; past that its cursor waits, so memory stays bounded;
 /// - 4: receives are planned by the leader (`PopRanges`): apply skips and looks exactly as far
-///   as the command says, so no scan limit of a build is part of what a receive means.
-pub const APPLY_VERSION: u32 = 4;
+///   as the command says, so no scan limit of a build is part of what a receive means;
+/// - 5: sends carry their client id (`ClientAppends`) and a message already appended from the
+///   same (client id, message id) within the deduplication window ([`dedup`]) is answered
+///   with its first outcome instead of appended again.
+pub const APPLY_VERSION: u32 = 5;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -236,6 +248,23 @@ impl ShardState {
                         first.slot = first
                             .slot
                             .saturating_add(u32::try_from(a.messages.len()).unwrap_or(u32::MAX));
+                        outcomes
+                    })
+                    .collect();
+                CommandResponse::AppendedBatch(outcomes)
+            }
+            StoreCommand::ClientAppends { appends, .. } => {
+                self.dedup.expire(now);
+                let mut first = RecordRef { log_index, slot: 0 };
+                let outcomes = appends
+                    .iter()
+                    .map(|a| {
+                        let q = &a.append;
+                        let outcomes =
+                            self.append_deduplicated(first, a.client_id.as_ref(), q, now, fx);
+                        first.slot = first
+                            .slot
+                            .saturating_add(u32::try_from(q.messages.len()).unwrap_or(u32::MAX));
                         outcomes
                     })
                     .collect();
@@ -395,6 +424,83 @@ impl ShardState {
                 }
             })
             .collect()
+    }
+
+    /// [`ShardState::append`], except that a message this client sent within the window is
+    /// answered with its first outcome and not appended again (its record stays in the log,
+    /// unindexed, like any record nothing points at).
+    fn append_deduplicated(
+        &mut self,
+        first: RecordRef,
+        client: Option<&ClientId>,
+        append: &QueueAppend,
+        now_ms: i64,
+        fx: &mut ApplyEffects,
+    ) -> Vec<AppendOutcome> {
+        let Some(client) = client else {
+            return self.append(
+                first,
+                &append.topic,
+                append.queue_id,
+                now_ms,
+                &append.messages,
+                fx,
+            );
+        };
+        append
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let key = dedup_key(client, &m.message_id);
+                if let Some(earlier) = self.dedup.get(key) {
+                    return AppendOutcome {
+                        offset: earlier.offset,
+                        transaction_id: earlier.half.map(|r| self.transaction_id(r)),
+                    };
+                }
+                let record = RecordRef {
+                    log_index: first.log_index,
+                    slot: first
+                        .slot
+                        .saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+                };
+                let outcome = self
+                    .append(
+                        record,
+                        &append.topic,
+                        append.queue_id,
+                        now_ms,
+                        std::slice::from_ref(m),
+                        fx,
+                    )
+                    .pop()
+                    .unwrap_or(AppendOutcome {
+                        offset: None,
+                        transaction_id: None,
+                    });
+                let half = outcome.transaction_id.is_some().then_some(record);
+                self.dedup.insert(
+                    key,
+                    now_ms,
+                    FirstOutcome {
+                        offset: outcome.offset,
+                        half,
+                    },
+                );
+                outcome
+            })
+            .collect()
+    }
+
+    /// The messages remembered for send deduplication.
+    pub fn dedup(&self) -> &DedupWindow {
+        &self.dedup
+    }
+
+    /// Restores the deduplication window a snapshot saved beside this state.
+    pub fn set_dedup(&mut self, dedup: DedupWindow) {
+        self.dedup = dedup;
     }
 
     fn transaction_id(&self, record: RecordRef) -> String {

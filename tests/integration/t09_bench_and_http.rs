@@ -53,7 +53,28 @@ async fn bench_runs_and_metrics_count_it() {
     let ready = http_get(node.http(), "/ready").await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let metrics = http_get(node.http(), "/metrics").await;
-    assert!(metrics.contains("rocketmq_messages_in_total"), "{metrics}");
+    // Names exactly as RocketMQ's, so its users' queries match: no prefix, not even `_`.
+    let body = metrics.split("\r\n\r\n").nth(1).unwrap_or_default();
+    // (Chunk-size lines, should the body come chunked, are hex digits alone.)
+    for line in body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        let name = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .or_else(|| line.strip_prefix("# UNIT "))
+            .unwrap_or(line);
+        assert!(
+            name.starts_with("rocketmq_") || name.starts_with("vela_") || name.starts_with("# EOF"),
+            "a metric line with a name RocketMQ users would not query: {line:?}"
+        );
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("rocketmq_messages_in_total{")),
+        "{metrics}"
+    );
     assert!(metrics.contains("rocketmq_messages_out_total"), "{metrics}");
     assert!(
         metrics.contains(&report.topic),

@@ -97,6 +97,7 @@ async fn send(store: &RemoteStore, shard: u32, body: &str) -> bool {
         queue_id: shard,
         shard,
         messages: vec![message(body)],
+        client_id: None,
     };
     tokio::time::timeout(Duration::from_secs(15), store.append(req))
         .await

@@ -115,6 +115,31 @@ fn invalid_wire_input_is_refused() {
     p.tags = vec![String::new()];
     assert!(pop_from_wire(p).is_err(), "empty tag");
     assert!(resolution_from_wire(0).is_err());
+    let mut a = append_to_wire(&append_request(None));
+    a.client_id = "a\u{7}b".into();
+    assert!(
+        append_from_wire(a).is_err(),
+        "control character in a client id"
+    );
+}
+
+fn append_request(client_id: Option<&str>) -> AppendRequest {
+    AppendRequest {
+        topic: TopicName::new("orders").unwrap(),
+        queue_id: 1,
+        shard: 2,
+        messages: vec![record()],
+        client_id: client_id.map(|c| crate::ClientId::new(c).unwrap()),
+    }
+}
+
+#[test]
+fn an_append_keeps_its_client_id_across_the_wire() {
+    for client in [None, Some("host@42#7")] {
+        let back = append_from_wire(append_to_wire(&append_request(client))).unwrap();
+        assert_eq!(back.client_id.as_ref().map(|c| c.as_str()), client);
+        assert_eq!((back.shard, back.messages), (2, vec![record()]));
+    }
 }
 
 #[test]

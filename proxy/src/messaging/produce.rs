@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 
 use vela_proto::pb::rocketmq::{self as pb, Code, TransactionResolution as WireResolution};
 use vela_proto::store_api::{AppendOutcome, AppendRequest, TransactionResolution};
-use vela_proto::{MessageKind, MessageRecord, ShardId, TopicConfig, TopicName};
+use vela_proto::{ClientId, MessageKind, MessageRecord, ShardId, TopicConfig, TopicName};
 
 use crate::Shared;
 use crate::convert::{self, MessageLimits, ProducedMessage};
-use crate::headers::RequestMeta;
+use crate::headers::{CLIENT_ID, RequestMeta};
 use crate::route;
 use crate::status::{RpcError, aggregate_code, ok_status};
 
@@ -48,6 +48,13 @@ pub(super) async fn send_message(
     if req.messages.is_empty() {
         return Err(RpcError::bad_request("send request carries no message"));
     }
+    // Sends name their client so the store can tell a retry from a new message.
+    let client_id = meta
+        .client_id
+        .as_deref()
+        .map(ClientId::new)
+        .transpose()
+        .map_err(|e| RpcError::bad_request(format!("header {CLIENT_ID}: {e}")))?;
     let limits = MessageLimits::from(&shared.ctx.config);
     let now_ms = shared.ctx.clock.now_ms();
     let mut results: Vec<Result<AppendOutcome, RpcError>> = vec![
@@ -98,9 +105,9 @@ pub(super) async fn send_message(
     }
 
     // One append per queue, all queues at once.
-    let appends = batches
-        .into_iter()
-        .map(|((topic, queue_id), batch)| async move {
+    let appends = batches.into_iter().map(|((topic, queue_id), batch)| {
+        let client_id = client_id.clone();
+        async move {
             let (indexes, messages): (Vec<usize>, Vec<MessageRecord>) =
                 batch.items.into_iter().unzip();
             let kinds: Vec<(MessageKind, usize)> =
@@ -111,6 +118,7 @@ pub(super) async fn send_message(
                 queue_id,
                 shard: batch.shard,
                 messages,
+                client_id,
             };
             let outcome = match shared.ctx.store.append(request).await {
                 Ok(outcomes) if outcomes.len() == count => Ok(outcomes),
@@ -127,7 +135,8 @@ pub(super) async fn send_message(
                 record_produced(shared, &topic, &kinds);
             }
             (indexes, outcome)
-        });
+        }
+    });
     for (indexes, outcome) in futures::future::join_all(appends).await {
         match outcome {
             Ok(outcomes) => {

@@ -166,6 +166,40 @@ async fn missing_client_id_is_rejected_everywhere() {
 }
 
 #[tokio::test]
+async fn sends_name_their_client_to_the_store_and_a_malformed_id_is_refused() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    let mut client = h.client().await;
+    let ok = send_one(&mut client, message("orders", "A", b"x")).await;
+    assert_eq!(code(&ok.status), Code::Ok as i32);
+    assert_eq!(
+        h.store
+            .last_client_id
+            .lock()
+            .as_ref()
+            .map(|c| c.to_string()),
+        Some("test@1@0@x".to_owned()),
+        "the store deduplicates by the client id the header names"
+    );
+
+    let mut long = req(pb::SendMessageRequest {
+        messages: vec![message("orders", "B", b"y")],
+    });
+    long.metadata_mut()
+        .insert("x-mq-client-id", "c".repeat(300).parse().expect("ascii"));
+    let refused = client.send_message(long).await.expect("call").into_inner();
+    assert_eq!(code(&refused.status), Code::BadRequest as i32);
+    assert!(
+        refused
+            .status
+            .as_ref()
+            .is_some_and(|s| s.message.contains("x-mq-client-id")),
+        "{refused:?}"
+    );
+    assert_eq!(h.store.append_calls.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
 async fn rust_clients_never_see_codes_they_cannot_decode() {
     let h = Harness::start(test_config()).await;
     h.topic("orders", TopicType::Normal, 1).await;

@@ -199,6 +199,8 @@ pub struct FakeStore {
     next_delivery: AtomicU64,
     /// Number of `append` calls, to check that a request's messages go as one append.
     pub append_calls: AtomicU64,
+    /// The client id the last append named.
+    pub last_client_id: Mutex<Option<vela_proto::ClientId>>,
 }
 
 impl FakeStore {
@@ -295,6 +297,7 @@ impl FakeStore {
 impl StoreApi for FakeStore {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
         self.append_calls.fetch_add(1, Ordering::Relaxed);
+        *self.last_client_id.lock() = req.client_id.clone();
         let mut outcomes = Vec::new();
         {
             let mut state = self.state.lock();

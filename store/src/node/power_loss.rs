@@ -158,6 +158,7 @@ async fn workload(seed: u64, flush: FlushSetting) {
                         queue_id,
                         shard: 0,
                         messages: messages.clone(),
+                        client_id: None,
                     })
                     .await
                     .expect("append");
@@ -241,6 +242,7 @@ async fn workload(seed: u64, flush: FlushSetting) {
                     queue_id: 0,
                     shard: 0,
                     messages: vec![record(&id, body)],
+                    client_id: None,
                 })
                 .await;
         }));

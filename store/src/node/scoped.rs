@@ -25,6 +25,8 @@ const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 const TRANSFER_WAIT: Duration = Duration::from_secs(3);
 /// A follower that acknowledged a heartbeat this recently counts as up.
 const RECENT_ACK: Duration = Duration::from_millis(500);
+/// How long [`Store::read_barrier`] waits for a quorum to confirm this node still leads.
+const READ_BARRIER_WAIT: Duration = Duration::from_secs(2);
 
 impl Store {
     /// The shard, if this node holds and leads it.
@@ -40,24 +42,50 @@ impl Store {
         }
     }
 
-    /// Whether a check against `shard`'s applied state can be trusted: always in a store of
-    /// single voters; in a replicated one only on the leader (`NotLeader` elsewhere), and only
-    /// once it has applied an entry of its own term (so everything earlier leaders committed is
-    /// applied here too). Until then `Ok(false)`: skip the early check, apply decides.
-    pub(crate) fn applied_is_current(&self, shard: &Shard) -> Result<bool, StoreError> {
+    /// Makes a read of `shard`'s applied state linearizable (Raft read-index): confirms with a
+    /// quorum that this node still leads and waits until it applied everything committed
+    /// before the call. A replica cut off from its majority answers `NotLeader` or
+    /// `Unavailable` instead of what its stale state says. Nothing to do on a single voter.
+    pub(crate) async fn read_barrier(&self, shard: &Shard) -> Result<(), StoreError> {
         if !self.replicated {
-            return Ok(true);
+            return Ok(());
         }
-        let metrics = shard.raft.metrics().borrow_watched().clone();
-        if metrics.state != openraft::ServerState::Leader {
-            return Err(StoreError::NotLeader {
+        let confirmed = tokio::time::timeout(
+            READ_BARRIER_WAIT,
+            shard
+                .raft
+                .ensure_linearizable(openraft::ReadPolicy::ReadIndex),
+        )
+        .await;
+        match confirmed {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(openraft::error::RaftError::APIError(
+                openraft::error::LinearizableReadError::ForwardToLeader(f),
+            ))) => Err(StoreError::NotLeader {
                 shard: shard.id,
-                leader: metrics.current_leader,
-            });
+                leader: f.leader_id,
+            }),
+            Ok(Err(err)) => Err(StoreError::Unavailable(format!(
+                "shard {}: confirming leadership: {err}",
+                shard.id
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "shard {}: no quorum confirmed this node leads within {READ_BARRIER_WAIT:?}",
+                shard.id
+            ))),
         }
-        Ok(metrics
-            .last_applied
-            .is_some_and(|l| l.leader_id.term == metrics.current_term))
+    }
+
+    /// `NotLeader` (with the leader this node knows) unless this node leads `shard` (always
+    /// `Ok` in a store of single voters).
+    pub(crate) fn check_leader(&self, shard: &Shard) -> Result<(), StoreError> {
+        if !self.replicated || shard.raft.is_leader() {
+            return Ok(());
+        }
+        Err(StoreError::NotLeader {
+            shard: shard.id,
+            leader: shard.raft.metrics().borrow_watched().current_leader,
+        })
     }
 
     /// Hands every shard this node leads to its most caught-up follower and waits (up to
@@ -165,14 +193,16 @@ impl Store {
         }
     }
 
-    /// Offsets and backlog of `topic`'s queues on shard `shard`.
-    pub fn queue_stats_shard(
+    /// Offsets and backlog of `topic`'s queues on shard `shard`, read after a read barrier (a
+    /// deposed leader does not answer from its stale state).
+    pub async fn queue_stats_shard(
         &self,
         shard: ShardId,
         topic: &TopicName,
         group: Option<&GroupName>,
     ) -> Result<Vec<QueueStats>, StoreError> {
         let shard = self.led(shard)?;
+        self.read_barrier(shard).await?;
         let mut stats = shard.shared.applied.read().state.queue_stats(topic, group);
         stats.sort_by_key(|s| s.queue_id);
         Ok(stats)

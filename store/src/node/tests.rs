@@ -76,6 +76,7 @@ fn append(messages: Vec<MessageRecord>) -> AppendRequest {
         queue_id: 0,
         shard: 0,
         messages,
+        client_id: None,
     }
 }
 
@@ -155,6 +156,61 @@ async fn acks_and_in_flight_state_survive_a_restart() {
         .await
         .expect("appends");
     assert_eq!(more[0].offset, Some(3), "offsets continue after a restart");
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn a_resent_message_is_stored_once_across_a_restart_and_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clock, shared) = manual_clock();
+    let from = |client: &str, bodies: &[&str]| AppendRequest {
+        client_id: Some(vela_proto::ClientId::new(client).expect("valid client id")),
+        ..append(bodies.iter().map(|b| message(b)).collect())
+    };
+    let offsets = |outcomes: Vec<vela_proto::store_api::AppendOutcome>| {
+        outcomes.iter().map(|o| o.offset).collect::<Vec<_>>()
+    };
+    let store = Store::open(config(dir.path()), shared.clone())
+        .await
+        .expect("opens");
+    let first = store
+        .append(from("c@1", &["a", "b"]))
+        .await
+        .expect("appends");
+    assert_eq!(offsets(first), vec![Some(0), Some(1)]);
+    // A retry of both plus a new one: only the new one is appended.
+    let retry = store
+        .append(from("c@1", &["a", "b", "c"]))
+        .await
+        .expect("appends");
+    assert_eq!(offsets(retry), vec![Some(0), Some(1), Some(2)]);
+    // The same message ids from another client are other messages.
+    let other = store.append(from("c@2", &["a"])).await.expect("appends");
+    assert_eq!(offsets(other), vec![Some(3)]);
+    store.shutdown().await.expect("shuts down");
+    drop(store);
+
+    // Reopened from the log alone, then from a snapshot: the window is state like any other.
+    for round in 0..2 {
+        let store = Store::open(config(dir.path()), shared.clone())
+            .await
+            .expect("reopens");
+        let again = store.append(from("c@1", &["b"])).await.expect("appends");
+        assert_eq!(offsets(again), vec![Some(1)], "round {round}");
+        if round == 0 {
+            store.snapshot().await.expect("snapshots");
+        }
+        store.shutdown().await.expect("shuts down");
+    }
+    let store = Store::open(config(dir.path()), shared.clone())
+        .await
+        .expect("reopens");
+    let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["a", "b", "c", "a"]);
+    // Two minutes later a resend is a new message.
+    clock.advance(Duration::from_secs(121));
+    let late = store.append(from("c@1", &["a"])).await.expect("appends");
+    assert_eq!(offsets(late), vec![Some(4)]);
     store.shutdown().await.expect("shuts down");
 }
 

@@ -1,7 +1,9 @@
 //! Coalesces concurrent appends to one shard into fewer Raft entries. Appends wait in a queue;
 //! up to [`PROPOSERS`] tasks take whatever has queued and propose it as one entry, so while
 //! earlier entries are in flight new appends gather and go out together as one `AppendBatch`.
-//! Nothing waits for company: a lone append is proposed at once as a plain `Append`.
+//! Nothing waits for company: a lone append is proposed at once as a plain `Append`. Once the
+//! shard applies version 5, appends that name their client go out as `ClientAppends`, which
+//! apply deduplicates by (client id, message id).
 //!
 //! Memory is bounded: an append takes its size from a budget of [`MAX_PENDING_BYTES`] before it
 //! queues and gives it back once answered, so a burst of producers waits (backpressure) instead
@@ -12,11 +14,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use vela_proto::ClientId;
 use vela_proto::clock::SharedClock;
 use vela_proto::domain::{MessageRecord, TopicName};
 use vela_proto::store_api::{AppendOutcome, StoreError};
 
-use crate::command::{CommandResponse, QueueAppend, StoreCommand};
+use crate::command::{ClientAppend, CommandResponse, QueueAppend, StoreCommand};
 use crate::shard::{Shard, unexpected};
 
 /// Proposer tasks per shard, so entries carrying appends in flight at once. While all are busy,
@@ -37,9 +40,7 @@ type AppendReply = oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>;
 
 /// One caller's append, waiting to be proposed.
 struct PendingAppend {
-    topic: TopicName,
-    queue_id: u32,
-    messages: Vec<MessageRecord>,
+    append: ClientAppend,
     reply: AppendReply,
     /// Its share of the pending-bytes budget, given back when it is answered.
     _budget: OwnedSemaphorePermit,
@@ -47,7 +48,16 @@ struct PendingAppend {
 
 impl PendingAppend {
     fn approx_bytes(&self) -> usize {
-        self.messages.iter().map(MessageRecord::approx_size).sum()
+        self.append
+            .append
+            .messages
+            .iter()
+            .map(MessageRecord::approx_size)
+            .sum()
+    }
+
+    fn len(&self) -> usize {
+        self.append.append.messages.len()
     }
 }
 
@@ -70,7 +80,7 @@ impl Batch {
     }
 
     fn push(&mut self, append: PendingAppend) {
-        self.messages += append.messages.len();
+        self.messages += append.len();
         self.bytes += append.approx_bytes();
         self.appends.push(append);
     }
@@ -78,7 +88,7 @@ impl Batch {
     /// Whether `next` may join without pushing the batch past its bounds. A batch always takes
     /// its first append, however large, so an oversized request still goes out (alone).
     fn fits(&self, next: &PendingAppend) -> bool {
-        self.messages + next.messages.len() <= MAX_BATCH_MESSAGES
+        self.messages + next.len() <= MAX_BATCH_MESSAGES
             && self.bytes + next.approx_bytes() <= MAX_BATCH_BYTES
     }
 }
@@ -139,6 +149,7 @@ impl AppendCoalescer {
     /// them is committed and applied.
     pub async fn append(
         self: &Arc<Self>,
+        client_id: Option<ClientId>,
         topic: TopicName,
         queue_id: u32,
         messages: Vec<MessageRecord>,
@@ -153,9 +164,14 @@ impl AppendCoalescer {
             .map_err(|_| shutting_down())?;
         let (reply, answer) = oneshot::channel();
         let append = PendingAppend {
-            topic,
-            queue_id,
-            messages,
+            append: ClientAppend {
+                client_id,
+                append: QueueAppend {
+                    topic,
+                    queue_id,
+                    messages,
+                },
+            },
             reply,
             _budget: budget,
         };
@@ -183,14 +199,7 @@ impl AppendCoalescer {
                 // Nobody to wait for and a slot free: propose on this task, without the hop to
                 // a proposer task. Only this caller's append is at stake if it goes away.
                 let _slot = ProposerSlot(self);
-                append_alone(
-                    &self.shard,
-                    self.clock.now_ms(),
-                    append.topic,
-                    append.queue_id,
-                    append.messages,
-                )
-                .await
+                append_alone(&self.shard, self.clock.now_ms(), append.append).await
             }
             Route::Queued { start_proposer } => {
                 // Batches are proposed in tasks of their own: a caller that goes away (a
@@ -265,15 +274,39 @@ impl Drop for ProposerSlot<'_> {
     }
 }
 
-/// Proposes one caller's messages as a plain `Append` and returns their outcomes.
+/// Whether the shard deduplicates sends (apply version 5): only then may `ClientAppends`
+/// entries be written.
+fn deduplicates(shard: &Shard) -> bool {
+    shard.shared.applied.read().state.apply_version() >= 5
+}
+
+/// Proposes one caller's messages as a plain `Append` (a `ClientAppends` of one when it names
+/// its client and the shard deduplicates) and returns their outcomes.
 async fn append_alone(
     shard: &Shard,
     now_ms: i64,
-    topic: TopicName,
-    queue_id: u32,
-    messages: Vec<MessageRecord>,
+    append: ClientAppend,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
-    let count = messages.len();
+    let count = append.append.messages.len();
+    if append.client_id.is_some() && deduplicates(shard) {
+        let command = StoreCommand::ClientAppends {
+            now_ms,
+            appends: vec![append],
+        };
+        return match shard.write(command).await? {
+            CommandResponse::AppendedBatch(mut outcomes)
+                if outcomes.len() == 1 && outcomes[0].len() == count =>
+            {
+                Ok(outcomes.swap_remove(0))
+            }
+            other => Err(unexpected("client_appends", &other)),
+        };
+    }
+    let QueueAppend {
+        topic,
+        queue_id,
+        messages,
+    } = append.append;
     let command = StoreCommand::Append {
         topic,
         queue_id,
@@ -287,40 +320,44 @@ async fn append_alone(
 }
 
 /// Proposes `appends` as one entry and answers every caller once it is committed and applied:
-/// one append as a plain `Append`, several as an `AppendBatch`. A failed proposal fails every
-/// caller in it with the same error.
+/// one append alone (see [`append_alone`]), several as an `AppendBatch`, or a `ClientAppends`
+/// when any names its client and the shard deduplicates. A failed proposal fails every caller
+/// in it with the same error.
 async fn propose(shard: &Shard, now_ms: i64, mut appends: Vec<PendingAppend>) {
     if appends.len() == 1
         && let Some(append) = appends.pop()
     {
-        let result = append_alone(
-            shard,
-            now_ms,
-            append.topic,
-            append.queue_id,
-            append.messages,
-        )
-        .await;
+        let result = append_alone(shard, now_ms, append.append).await;
         append.reply.send(result).ok();
         return;
     }
     let mut counts = Vec::with_capacity(appends.len());
     let mut replies = Vec::with_capacity(appends.len());
-    let subs: Vec<QueueAppend> = appends
+    let with_clients = appends.iter().any(|a| a.append.client_id.is_some()) && deduplicates(shard);
+    let subs: Vec<ClientAppend> = appends
         .into_iter()
         .map(|a| {
-            counts.push(a.messages.len());
+            counts.push(a.len());
             replies.push(a.reply);
-            QueueAppend {
-                topic: a.topic,
-                queue_id: a.queue_id,
-                messages: a.messages,
-            }
+            a.append
         })
         .collect();
-    let command = StoreCommand::AppendBatch {
-        now_ms,
-        appends: subs,
+    let (kind, command) = if with_clients {
+        (
+            "client_appends",
+            StoreCommand::ClientAppends {
+                now_ms,
+                appends: subs,
+            },
+        )
+    } else {
+        (
+            "append_batch",
+            StoreCommand::AppendBatch {
+                now_ms,
+                appends: subs.into_iter().map(|a| a.append).collect(),
+            },
+        )
     };
     let failure = match shard.write(command).await {
         Ok(CommandResponse::AppendedBatch(outcomes)) if outcomes.len() == replies.len() => {
@@ -329,7 +366,7 @@ async fn propose(shard: &Shard, now_ms: i64, mut appends: Vec<PendingAppend>) {
                     Ok(outcomes)
                 } else {
                     Err(StoreError::Internal(format!(
-                        "append_batch answered {} outcomes for a sub-append of {count} messages",
+                        "{kind} answered {} outcomes for a sub-append of {count} messages",
                         outcomes.len()
                     )))
                 };
@@ -337,7 +374,7 @@ async fn propose(shard: &Shard, now_ms: i64, mut appends: Vec<PendingAppend>) {
             }
             return;
         }
-        Ok(other) => unexpected("append_batch", &other),
+        Ok(other) => unexpected(kind, &other),
         Err(err) => err,
     };
     for reply in replies {
@@ -381,9 +418,14 @@ mod tests {
             .expect("a fresh semaphore has a permit");
         (
             PendingAppend {
-                topic,
-                queue_id: 0,
-                messages,
+                append: ClientAppend {
+                    client_id: None,
+                    append: QueueAppend {
+                        topic,
+                        queue_id: 0,
+                        messages,
+                    },
+                },
                 reply,
                 _budget: budget,
             },
@@ -435,14 +477,14 @@ mod tests {
             answers.push(answer);
         }
         let sizes = |batch: &Batch| -> Vec<usize> {
-            batch.appends.iter().map(|a| a.messages.len()).collect()
+            batch.appends.iter().map(PendingAppend::len).collect()
         };
         let first = queue.take_batch().expect("appends wait");
         assert_eq!(sizes(&first), [1, 1], "the third would overflow the bytes");
         let second = queue.take_batch().expect("appends wait");
         assert_eq!(sizes(&second), [1, 2]);
         assert_eq!(
-            second.appends[1].messages[0].body.len(),
+            second.appends[1].append.append.messages[0].body.len(),
             2,
             "in arrival order"
         );
@@ -474,8 +516,13 @@ mod tests {
             let (append, _answer) = pending(&[4 << 20]);
             let c = coalescer.clone();
             calls.push(tokio::spawn(async move {
-                c.append(append.topic, append.queue_id, append.messages)
-                    .await
+                c.append(
+                    None,
+                    append.append.append.topic,
+                    0,
+                    append.append.append.messages,
+                )
+                .await
             }));
         }
         let mut most_in_use = 0;
@@ -491,7 +538,12 @@ mod tests {
         // One append larger than the whole budget still goes out, alone.
         let (huge, _answer) = pending(&[MAX_PENDING_BYTES + 1]);
         coalescer
-            .append(huge.topic, huge.queue_id, huge.messages)
+            .append(
+                None,
+                huge.append.append.topic,
+                0,
+                huge.append.append.messages,
+            )
             .await
             .expect("an oversized append lands");
         coalescer.close();
@@ -510,7 +562,12 @@ mod tests {
             let (append, _answer) = pending(&[1]);
             // Polled once (it takes a slot and proposes), then dropped like a cancelled request.
             let dropped = coalescer
-                .append(append.topic, append.queue_id, append.messages)
+                .append(
+                    None,
+                    append.append.append.topic,
+                    0,
+                    append.append.append.messages,
+                )
                 .now_or_never();
             assert!(
                 dropped.is_none(),
@@ -520,7 +577,12 @@ mod tests {
         assert_eq!(coalescer.queue.lock().proposers, 0);
         let (append, _answer) = pending(&[1]);
         let outcomes = coalescer
-            .append(append.topic, append.queue_id, append.messages)
+            .append(
+                None,
+                append.append.append.topic,
+                0,
+                append.append.append.messages,
+            )
             .await
             .expect("appends");
         assert_eq!(outcomes.len(), 1);
@@ -556,7 +618,12 @@ mod tests {
         let coalescer = AppendCoalescer::new(shard, Arc::new(vela_proto::clock::SystemClock));
         let (append, _answer) = pending(&[1]);
         let through_the_queue = coalescer
-            .append(append.topic, append.queue_id, append.messages)
+            .append(
+                None,
+                append.append.append.topic,
+                0,
+                append.append.append.messages,
+            )
             .await;
         assert!(
             matches!(through_the_queue, Err(StoreError::Unavailable(_))),
@@ -565,7 +632,12 @@ mod tests {
         coalescer.close();
         let (append, _answer) = pending(&[1]);
         let after_close = coalescer
-            .append(append.topic, append.queue_id, append.messages)
+            .append(
+                None,
+                append.append.append.topic,
+                0,
+                append.append.append.messages,
+            )
             .await;
         assert_eq!(after_close, Err(shutting_down()));
     }

@@ -28,7 +28,7 @@ use vela_raft::generations::{Generation, SnapshotKeeper};
 use super::{ShardShared, ShardTypes};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::index_db::{IndexDb, IndexError, IndexView};
-use crate::state::{APPLY_VERSION, ApplyEffects, IndexEntry, LegacyState, ShardState};
+use crate::state::{APPLY_VERSION, ApplyEffects, DedupWindow, IndexEntry, LegacyState, ShardState};
 
 /// Applied entries kept in memory before a background write to the index file starts.
 const FLUSH_ENTRIES: usize = 16_384;
@@ -43,11 +43,21 @@ struct SnapshotFileRef<'a> {
     format: u32,
     meta: &'a SnapshotMetaOf<ShardTypes>,
     state: &'a ShardState,
+    dedup: &'a DedupWindow,
 }
 
 #[derive(Deserialize)]
 struct CurrentFile {
     /// Checked before the rest is decoded (see [`decode_snapshot`]).
+    _format: u32,
+    meta: SnapshotMetaOf<ShardTypes>,
+    state: ShardState,
+    dedup: DedupWindow,
+}
+
+/// Snapshot format 3: as the current one without the deduplication window.
+#[derive(Deserialize)]
+struct Format3File {
     _format: u32,
     meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
@@ -85,15 +95,25 @@ pub(crate) struct SnapshotFile {
 /// The layout of a shard snapshot's payload: `format` (this number, a varint) first, so a
 /// reader can refuse a layout it does not know before decoding the rest. Bumped with any change
 /// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
-/// index file); format 2 is still read.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 3;
+/// index file); format 4 added the send deduplication window after the state. Formats 2 and 3
+/// are still read.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 4;
 
 /// Decodes a snapshot generation and checks it is what its name says.
 pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
     let (format, _) = postcard::take_from_bytes::<u32>(bytes).map_err(|e| e.to_string())?;
     let file = match format {
         SNAPSHOT_FORMAT => {
-            let f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            let mut f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            f.state.set_dedup(f.dedup);
+            SnapshotFile {
+                meta: f.meta,
+                state: SnapshotState::Current(f.state),
+            }
+        }
+        3 => {
+            // Written before apply version 5: nothing was deduplicated yet.
+            let f: Format3File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
             SnapshotFile {
                 meta: f.meta,
                 state: SnapshotState::Current(f.state),
@@ -108,7 +128,7 @@ pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, 
         }
         _ => {
             return Err(format!(
-                "snapshot format {format} is not supported (this build reads 2 and \
+                "snapshot format {format} is not supported (this build reads 2 to \
                  {SNAPSHOT_FORMAT})"
             ));
         }
@@ -486,6 +506,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                     format: SNAPSHOT_FORMAT,
                     meta: &meta,
                     state: &state,
+                    dedup: state.dedup(),
                 })
                 .map_err(invalid_data)?;
                 Ok((bytes, (state.index_floors(), state.next_queue_key())))

@@ -16,10 +16,12 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{Membership, StorageError};
 use tempfile::TempDir;
+use vela_proto::ClientId;
 use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
 
+use super::state_machine::SnapshotState;
 use super::*;
-use crate::command::{PopCommand, QueueChoice, TagSubscription};
+use crate::command::{ClientAppend, PopCommand, QueueAppend, QueueChoice, TagSubscription};
 use crate::index_db::IndexDb;
 
 const SHARD: ShardId = 3;
@@ -119,7 +121,18 @@ fn workload() -> Vec<EntryOf<ShardTypes>> {
         ),
         EntryOf::<ShardTypes>::new_normal(
             log_id(1, 3),
-            append(1, vec![message("later", Some(now_ms + 3_600_000))]),
+            // Sent by a named client: the deduplication window remembers it (snapshot format 4).
+            StoreCommand::ClientAppends {
+                now_ms,
+                appends: vec![ClientAppend {
+                    client_id: Some(ClientId::new("c@1").expect("valid client id")),
+                    append: QueueAppend {
+                        topic: topic(),
+                        queue_id: 1,
+                        messages: vec![message("later", Some(now_ms + 3_600_000))],
+                    },
+                }],
+            },
         ),
         EntryOf::<ShardTypes>::new_blank(log_id(2, 4)),
         EntryOf::<ShardTypes>::new_normal(
@@ -178,6 +191,11 @@ async fn snapshot_with_real_commands_transfers_and_restores() {
     let expected_state = leader.applied.read().state.clone();
     assert!(expected_state.next_due_ms().is_some(), "a timer is parked");
     assert!(expected_state.lowest_parked_log_index().is_some());
+    assert_eq!(
+        expected_state.dedup().len(),
+        1,
+        "a sent message is remembered"
+    );
     assert_ne!(
         expected_state,
         ShardState::new(SHARD),
@@ -397,4 +415,40 @@ async fn a_log_asking_for_unknown_apply_semantics_stops_the_shard() {
         Some(1),
         "nothing after the refused entry is applied"
     );
+}
+
+#[tokio::test]
+async fn a_format_3_snapshot_still_restores_with_an_empty_dedup_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (shared, mut sm) = state_machine(dir.path(), SHARD);
+    apply(&mut sm, workload()).await.expect("apply");
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    let current = decode_snapshot(5, &built.snapshot).expect("format 4 decodes");
+    let SnapshotState::Current(state) = current.state else {
+        panic!("the current format decodes as the current state");
+    };
+    assert_eq!(state.dedup().len(), 1);
+    // The same state as format 3 wrote it: no window after the state.
+    let format3 = postcard::to_stdvec(&(3u32, &built.meta, &state)).expect("encodes");
+    let old = decode_snapshot(5, &format3).expect("format 3 decodes");
+    let SnapshotState::Current(old_state) = old.state else {
+        panic!("format 3 decodes as the current state");
+    };
+    assert!(old_state.dedup().is_empty());
+    let mut expected = shared.applied.write().state.snapshot_copy();
+    expected.set_dedup(Default::default());
+    assert_eq!(
+        postcard::to_stdvec(&old_state).expect("encodes"),
+        postcard::to_stdvec(&expected).expect("encodes")
+    );
+    let unknown = postcard::to_stdvec(&(5u32, &built.meta, &state)).expect("encodes");
+    let err = decode_snapshot(5, &unknown)
+        .err()
+        .expect("a newer format is refused");
+    assert!(err.contains("snapshot format 5 is not supported"), "{err}");
 }

@@ -85,6 +85,7 @@ impl LegacyState {
             next_queue_key,
             // Format 2 does not know; the index file gets every entry at the snapshot's index.
             last_indexing: 0,
+            dedup: Default::default(),
             entries: Default::default(),
         };
         (state, entries)

@@ -16,6 +16,7 @@ use vela_raft::network::{LocalHub, NetFaults, NodeId};
 use vela_raft::vfs::sim::{CrashMode, SimVfs};
 
 use super::*;
+use crate::PeerBuilds;
 use crate::shard::{ShardStateMachine, ShardTypes};
 
 type Hub = LocalHub<ShardTypes, ShardStateMachine>;
@@ -48,6 +49,31 @@ struct Cluster {
     voters: BTreeSet<NodeId>,
     disks: BTreeMap<NodeId, SimVfs>,
     nodes: Nodes,
+    builds: Builds,
+}
+
+/// What the in-process cluster's shard leaders learn of each node's build: a running node knows
+/// this build's apply version unless a test plants an older one (a node not yet upgraded).
+#[derive(Clone, Default)]
+struct Builds {
+    nodes: Nodes,
+    planted: Arc<parking_lot::Mutex<BTreeMap<NodeId, u32>>>,
+}
+
+#[async_trait]
+impl PeerBuilds for Builds {
+    async fn max_apply_version(&self, node: u64) -> Option<u32> {
+        if !self.nodes.lock().contains_key(&node) {
+            return None;
+        }
+        Some(
+            self.planted
+                .lock()
+                .get(&node)
+                .copied()
+                .unwrap_or(crate::state::APPLY_VERSION),
+        )
+    }
 }
 
 /// The running nodes, shared with the client tasks of a test.
@@ -72,6 +98,18 @@ impl Cluster {
         seed: u64,
         clock: SharedClock,
     ) -> Cluster {
+        Self::start_with_builds(transport, ids, seed, clock, BTreeMap::new()).await
+    }
+
+    /// [`Cluster::start_on`], with the builds of some nodes knowing only an older apply
+    /// version (in process only: over gRPC the nodes report their real build).
+    async fn start_with_builds(
+        transport: Transport,
+        ids: &[NodeId],
+        seed: u64,
+        clock: SharedClock,
+        planted: BTreeMap<NodeId, u32>,
+    ) -> Cluster {
         let faults = NetFaults::new(seed);
         let mut addrs = BTreeMap::new();
         // Bound together, so no two nodes get the same free port; released before use.
@@ -82,6 +120,7 @@ impl Cluster {
             holders.push(l);
         }
         drop(holders);
+        let nodes = Nodes::default();
         let mut cluster = Cluster {
             transport,
             hub: Hub::new(faults.clone()),
@@ -91,7 +130,11 @@ impl Cluster {
             clock,
             voters: ids.iter().copied().collect(),
             disks: BTreeMap::new(),
-            nodes: Nodes::default(),
+            builds: Builds {
+                nodes: nodes.clone(),
+                planted: Arc::new(parking_lot::Mutex::new(planted)),
+            },
+            nodes,
         };
         for &id in ids {
             cluster.disks.insert(id, SimVfs::new());
@@ -119,12 +162,14 @@ impl Cluster {
                     voters,
                     move |shard| hub.network(u64::from(shard), id),
                     true,
+                    Arc::new(self.builds.clone()),
                 )
                 .await
             }
             Transport::Grpc => {
                 let pool = ChannelPool::new();
                 let faults = self.faults.clone();
+                let builds = crate::GrpcPeerBuilds::new(voters.clone());
                 Store::open_replicated(
                     cfg,
                     clock,
@@ -135,6 +180,7 @@ impl Cluster {
                             .with_faults(faults.clone())
                     },
                     true,
+                    builds,
                 )
                 .await
             }
@@ -230,6 +276,28 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("the running nodes agree on no leader of shard 0");
+    }
+
+    /// Waits until every running node applies this build's semantics on every shard (the
+    /// leaders raise them once elected), so sends are deduplicated from the first.
+    async fn current_apply_version(&self) {
+        for _ in 0..400 {
+            let running = self.running();
+            if running.iter().all(|&id| {
+                let store = self.node(id);
+                store
+                    .shard_ids()
+                    .iter()
+                    .all(|&s| store.apply_version(s) == Some(crate::state::APPLY_VERSION))
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "the shards never reached apply version {}",
+            crate::state::APPLY_VERSION
+        );
     }
 
     fn last_applied(&self, id: NodeId) -> u64 {
@@ -505,5 +573,138 @@ async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
         .append(append(vec![message("b")]))
         .await
         .expect("the new leader appends");
+    cluster.shutdown().await;
+}
+
+/// A leader cut off from its majority still believes it leads until it hears otherwise. It must
+/// not answer from its stale state: an ack of a handle the new leader issued is not refused as
+/// stale (the client would drop a live ack), and stats are not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_answers_no_stale_reads() {
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::InProcess, &[1, 2, 3], 17, shared).await;
+    let old = cluster.leader().await;
+    cluster.current_apply_version().await;
+    cluster
+        .node(old)
+        .append(append(vec![message("a")]))
+        .await
+        .expect("the leader appends");
+    let rest: Vec<NodeId> = cluster
+        .running()
+        .into_iter()
+        .filter(|&n| n != old)
+        .collect();
+    cluster.faults.partition(&[old], &rest);
+
+    // The majority elects a new leader, which delivers the message.
+    let mut new = None;
+    for _ in 0..400 {
+        new = rest
+            .iter()
+            .copied()
+            .find(|&n| cluster.node(n).shard_leader(0) == Some(n));
+        if new.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let new = cluster.node(new.expect("the majority elects a leader"));
+    let got = new.pop(pop(1, Duration::ZERO)).await.expect("receives");
+    assert_eq!(bodies(&got), vec!["a"]);
+
+    let deposed = cluster.node(old);
+    assert_eq!(
+        deposed.shard_leader(0),
+        Some(old),
+        "the cut-off leader still believes it leads"
+    );
+    match deposed.ack(&got[0].ticket).await {
+        Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_)) => {}
+        other => panic!("a deposed leader answered an ack from its stale state: {other:?}"),
+    }
+    match deposed.queue_stats_shard(0, &topic(), None).await {
+        Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_)) => {}
+        other => panic!("a deposed leader served stats from its stale state: {other:?}"),
+    }
+    // The new leader takes the ack; once healed, the old leader follows it.
+    new.ack(&got[0].ticket).await.expect("the new leader acks");
+    cluster.faults.heal();
+    cluster.shutdown().await;
+}
+
+/// The apply versions every running node's shards are at.
+fn apply_versions(cluster: &Cluster) -> BTreeSet<Option<u32>> {
+    cluster
+        .running()
+        .iter()
+        .flat_map(|&id| {
+            let store = cluster.node(id);
+            SHARDS.map(|s| store.apply_version(s))
+        })
+        .collect()
+}
+
+async fn until_versions(cluster: &Cluster, want: u32, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while apply_versions(cluster) != BTreeSet::from([Some(want)]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shards at {:?}, not {want}",
+            apply_versions(cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A rolling upgrade: while one member's build knows an older apply version, the leaders raise
+/// the shards only that far (a replica asked to apply a version it does not know would stop the
+/// shard) and sends keep the old semantics; once the last node runs the new build, the shards
+/// move up by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_keeps_its_apply_semantics_until_every_member_knows_the_new_ones() {
+    let old = crate::state::APPLY_VERSION - 1;
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_with_builds(
+        Transport::InProcess,
+        &[1, 2, 3],
+        23,
+        shared,
+        BTreeMap::from([(3, old)]),
+    )
+    .await;
+    let leader = cluster.leader().await;
+    until_versions(&cluster, old, Duration::from_secs(10)).await;
+    // Well past the moment an ungated leader would have raised it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(apply_versions(&cluster), BTreeSet::from([Some(old)]));
+    let resend = || AppendRequest {
+        client_id: Some(vela_proto::ClientId::new("c@1").expect("valid client id")),
+        ..append(vec![message("same")])
+    };
+    let store = cluster.node(leader);
+    let first = store.append(resend()).await.expect("appends");
+    let again = store.append(resend()).await.expect("appends");
+    assert_ne!(
+        first[0].offset, again[0].offset,
+        "version {old} does not deduplicate sends"
+    );
+
+    // Node 3 now runs the new build: within a recheck the shards are raised.
+    cluster.builds.planted.lock().clear();
+    until_versions(
+        &cluster,
+        crate::state::APPLY_VERSION,
+        Duration::from_secs(15),
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let store = cluster.node(leader);
+    let first = store.append(resend()).await.expect("appends");
+    let again = store.append(resend()).await.expect("appends");
+    assert_eq!(
+        first[0].offset, again[0].offset,
+        "now sends are deduplicated"
+    );
     cluster.shutdown().await;
 }

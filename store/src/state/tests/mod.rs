@@ -9,9 +9,11 @@
 //! - `delay_transactions`: delay timers and transactional half messages;
 //! - `lifecycle`: truncation, dropped topics and groups, snapshots;
 //! - `batches`: `AppendBatch` entries, each sub-append applied like its own append;
+//! - `dedup`: `ClientAppends` entries, resent messages answered with their first outcome;
 //! - `model`: random command sequences checked against a model (proptest).
 
 mod batches;
+mod dedup;
 mod delay_transactions;
 mod fifo;
 mod lifecycle;

@@ -2,24 +2,27 @@
 //! of what was acknowledged. A producer sends numbered messages and a consumer receives and acks
 //! them, either straight on the node the cluster names leader (in process) or, over gRPC,
 //! through a proxy's `RemoteStore`, which finds each shard's leader itself and covers both
-//! shards (retrying through leader changes: a retried send may be stored twice). Meanwhile the schedule, drawn from the seed, cuts the
+//! shards, retrying through leader changes. Sends name their client, so a retried send is
+//! stored once however its first attempt ended. Meanwhile the schedule, drawn from the seed, cuts the
 //! power of one node or of all at once (their disks drop every unsynced write), restarts them,
 //! partitions the leader from the others, and sets message loss and delay. Afterwards the
 //! network heals, every node runs, in-flight deliveries expire, and the rest is drained. The
 //! oracle checks:
 //! - every acknowledged send is delivered at least once;
 //! - no message (queue, offset) is delivered after its ack was acknowledged;
+//! - no message is stored twice (delivered from two offsets): retries are deduplicated;
 //! - nothing is delivered that was never sent.
 //!
 //! The sweep runs over the in-process hub and over real gRPC connections on loopback (both
 //! through the same fault seam). The seed decides the schedule and the network's fates; thread timing is not replayed, so a
 //! rerun of a failing seed (`VELA_SIM_SEED=<n>`) repeats the same faults, not every interleaving.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use vela_proto::ClientId;
 use vela_raft::vfs::sim::seed_sweep;
 
 use super::*;
@@ -41,6 +44,8 @@ struct Oracle {
     acked: BTreeSet<(u32, u64)>,
     /// Every body delivered.
     delivered: BTreeSet<String>,
+    /// Where each body was delivered from: more than one (queue, offset) is a duplicate append.
+    stored_at: BTreeMap<String, (u32, u64)>,
     violations: Vec<String>,
 }
 
@@ -83,6 +88,7 @@ async fn send(clients: &Clients, i: usize, body: &str, attempts: u32) -> bool {
             let req = AppendRequest {
                 shard,
                 queue_id: shard,
+                client_id: Some(ClientId::new("faults@1").expect("valid client id")),
                 ..append(vec![message(body)])
             };
             if let Ok(Ok(_)) = tokio::time::timeout(ATTEMPT, store.append(req)).await {
@@ -120,6 +126,14 @@ async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<Oracle>) ->
                 o.violations
                     .push(format!("{body} delivered but never sent"));
             }
+            match o.stored_at.get(&body).copied() {
+                Some(first) if first != key => o
+                    .violations
+                    .push(format!("{body} stored twice, at {first:?} and at {key:?}")),
+                _ => {
+                    o.stored_at.insert(body.clone(), key);
+                }
+            }
             o.delivered.insert(body);
         }
         if let Ok(Ok(())) = tokio::time::timeout(ATTEMPT, store.ack(&d.ticket)).await {
@@ -134,6 +148,7 @@ async fn schedule(seed: u64, transport: Transport) {
     let (clock, shared) = manual_clock();
     let mut cluster = Cluster::start_on(transport, &[1, 2, 3], seed, shared).await;
     cluster.leader().await;
+    cluster.current_apply_version().await;
     let clients = match transport {
         Transport::InProcess => Clients::Leader(cluster.nodes.clone()),
         Transport::Grpc => Clients::Remote(cluster.remote_store()),

@@ -1,0 +1,158 @@
+//! `ClientAppends` entries (apply version 5): a message a client already sent within the
+//! window is answered with its first outcome and not appended again; anything else applies
+//! exactly like an `AppendBatch`.
+
+use super::*;
+use crate::command::{ClientAppend, QueueAppend};
+use crate::state::dedup::WINDOW_MS;
+use vela_proto::ClientId;
+
+fn named(id: &str) -> MessageRecord {
+    MessageRecord {
+        message_id: id.into(),
+        ..message(None, None)
+    }
+}
+
+fn from(client: Option<&str>, queue_id: u32, messages: Vec<MessageRecord>) -> ClientAppend {
+    ClientAppend {
+        client_id: client.map(|c| ClientId::new(c).expect("valid client id")),
+        append: QueueAppend {
+            topic: topic("orders"),
+            queue_id,
+            messages,
+        },
+    }
+}
+
+impl Harness {
+    fn sends(&mut self, appends: Vec<ClientAppend>) -> Vec<Vec<AppendOutcome>> {
+        let command = StoreCommand::ClientAppends {
+            now_ms: self.now_ms,
+            appends,
+        };
+        match self.apply(command) {
+            CommandResponse::AppendedBatch(outcomes) => outcomes,
+            other => panic!("unexpected response {other:?}"),
+        }
+    }
+
+    fn send(&mut self, client: Option<&str>, ids: &[&str]) -> Vec<Option<u64>> {
+        let messages = ids.iter().map(|id| named(id)).collect();
+        self.sends(vec![from(client, 0, messages)])
+            .remove(0)
+            .into_iter()
+            .map(|o| o.offset)
+            .collect()
+    }
+
+    fn queue_len(&self) -> u64 {
+        self.state
+            .queue_stats(&topic("orders"), None)
+            .iter()
+            .map(|q| q.max_offset - q.min_offset)
+            .sum()
+    }
+}
+
+#[test]
+fn a_resent_message_gets_its_first_offset_and_is_not_appended_again() {
+    let mut h = Harness::new();
+    assert_eq!(h.send(Some("c@1"), &["a", "b"]), vec![Some(0), Some(1)]);
+    assert_eq!(h.send(Some("c@1"), &["b", "c"]), vec![Some(1), Some(2)]);
+    assert_eq!(h.queue_len(), 3);
+    assert_eq!(h.state.dedup().len(), 3);
+    let delivered: Vec<String> = h.pop().iter().map(|m| m.offset.to_string()).collect();
+    assert_eq!(delivered, ["0", "1", "2"], "b is delivered once");
+}
+
+#[test]
+fn the_same_message_id_from_another_client_or_no_client_is_a_new_message() {
+    let mut h = Harness::new();
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
+    assert_eq!(h.send(Some("c@2"), &["m"]), vec![Some(1)]);
+    assert_eq!(h.send(None, &["m"]), vec![Some(2)]);
+    assert_eq!(h.send(None, &["m"]), vec![Some(3)]);
+    assert_eq!(h.queue_len(), 4);
+}
+
+#[test]
+fn duplicates_inside_one_entry_are_caught_across_sub_appends() {
+    let mut h = Harness::new();
+    let outcomes = h.sends(vec![
+        from(Some("c@1"), 0, vec![named("a"), named("a")]),
+        from(Some("c@1"), 1, vec![named("a")]),
+    ]);
+    let offsets: Vec<Vec<Option<u64>>> = outcomes
+        .iter()
+        .map(|o| o.iter().map(|o| o.offset).collect())
+        .collect();
+    // The resend to queue 1 answers where the first landed (queue 0, offset 0).
+    assert_eq!(offsets, vec![vec![Some(0), Some(0)], vec![Some(0)]]);
+    assert_eq!(h.queue_len(), 1);
+}
+
+#[test]
+fn a_resent_transaction_message_names_the_same_transaction() {
+    let mut h = Harness::new();
+    let half = || MessageRecord {
+        kind: MessageKind::Transaction,
+        ..named("t")
+    };
+    let first = h.sends(vec![from(Some("c@1"), 0, vec![half()])]).remove(0);
+    let again = h.sends(vec![from(Some("c@1"), 0, vec![half()])]).remove(0);
+    assert!(first[0].transaction_id.is_some());
+    assert_eq!(first, again);
+    assert_eq!(h.state.half_messages.len(), 1);
+}
+
+#[test]
+fn the_window_forgets_after_its_time() {
+    let mut h = Harness::new();
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
+    h.advance(WINDOW_MS);
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)], "still inside");
+    h.advance(1);
+    assert_eq!(
+        h.send(Some("c@1"), &["m"]),
+        vec![Some(1)],
+        "a new message now"
+    );
+}
+
+#[test]
+fn without_duplicates_client_appends_apply_like_an_append_batch() {
+    let mut with_clients = Harness::new();
+    let mut batched = Harness::new();
+    let parts = || {
+        vec![
+            (Some("c@1"), 0, vec![named("a"), named("b")]),
+            (None, 1, vec![named("c")]),
+            (Some("c@2"), 0, vec![named("d")]),
+        ]
+    };
+    let a = with_clients.sends(parts().into_iter().map(|(c, q, m)| from(c, q, m)).collect());
+    let b = batched.apply(StoreCommand::AppendBatch {
+        now_ms: batched.now_ms,
+        appends: parts()
+            .into_iter()
+            .map(|(_, q, m)| from(None, q, m).append)
+            .collect(),
+    });
+    assert_eq!(CommandResponse::AppendedBatch(a), b);
+    assert_eq!(with_clients.pop(), batched.pop());
+}
+
+#[test]
+fn the_window_survives_a_snapshot() {
+    let mut h = Harness::new();
+    h.send(Some("c@1"), &["a"]);
+    let saved = postcard::to_stdvec(h.state.dedup()).expect("encodes");
+    let mut restored: ShardState =
+        postcard::from_bytes(&postcard::to_stdvec(&h.state).expect("encodes")).expect("decodes");
+    restored.set_dedup(postcard::from_bytes(&saved).expect("decodes"));
+    restored.take_entries_from(&mut h.state);
+    h.state = restored;
+    assert_eq!(h.send(Some("c@1"), &["a"]), vec![Some(0)]);
+    assert_eq!(h.queue_len(), 1);
+}
