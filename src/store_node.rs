@@ -20,7 +20,7 @@ use vela_proto::clock::{SharedClock, system_clock};
 use vela_raft::grpc::{ChannelPool, GrpcNetwork, RaftServer};
 use vela_raft::vfs::StdVfs;
 use vela_store::GrpcPeerBuilds;
-use vela_store::service::StoreService;
+use vela_store::service::{ShardRegistrar, StoreService};
 use vela_store::{ShardStateMachine, ShardTypes, Store};
 
 use crate::config::VelaConfig;
@@ -91,9 +91,15 @@ impl StoreNode {
             raft.register(u64::from(shard), handle);
         }
         let shutdown = CancellationToken::new();
+        // Shards the controller places on this node at runtime become reachable over Raft as
+        // they open.
+        let registrar: ShardRegistrar = {
+            let raft = raft.clone();
+            Arc::new(move |shard, handle| raft.register(u64::from(shard), handle))
+        };
         let router = tonic::transport::Server::builder()
             .add_service(raft.service())
-            .add_service(StoreService::server(store.clone()));
+            .add_service(StoreService::server_with(store.clone(), Some(registrar)));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
         let mut registry = Registry::default();
         store.register_metrics(&mut registry);

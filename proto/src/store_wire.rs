@@ -404,3 +404,54 @@ fn transport_error(status: &Status) -> StoreError {
 
 #[cfg(test)]
 mod tests;
+
+/// Most members a shard may have.
+pub const MAX_REPLICAS: usize = 7;
+
+/// A shard to open on a node: its id, its members (node id → address) and whether to create it.
+pub fn open_shard_to_wire(
+    shard: crate::ShardId,
+    replicas: &std::collections::BTreeMap<u64, String>,
+    initialize: bool,
+) -> pb::OpenShardRequest {
+    pb::OpenShardRequest {
+        shard,
+        replicas: replicas
+            .iter()
+            .map(|(&id, addr)| pb::ShardReplica {
+                id,
+                addr: addr.clone(),
+            })
+            .collect(),
+        initialize,
+    }
+}
+
+pub fn open_shard_from_wire(
+    req: pb::OpenShardRequest,
+) -> Result<
+    (
+        crate::ShardId,
+        std::collections::BTreeMap<u64, String>,
+        bool,
+    ),
+    WireError,
+> {
+    if req.replicas.is_empty() || req.replicas.len() > MAX_REPLICAS {
+        return Err(WireError(format!(
+            "shard {} names {} replicas; a shard has 1 to {MAX_REPLICAS}",
+            req.shard,
+            req.replicas.len()
+        )));
+    }
+    let mut replicas = std::collections::BTreeMap::new();
+    for r in req.replicas {
+        if r.addr.is_empty() {
+            return Err(WireError(format!("replica {} has no address", r.id)));
+        }
+        if replicas.insert(r.id, r.addr).is_some() {
+            return Err(WireError(format!("replica {} is named twice", r.id)));
+        }
+    }
+    Ok((req.shard, replicas, req.initialize))
+}

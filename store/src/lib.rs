@@ -14,6 +14,7 @@ pub mod format;
 pub mod index_db;
 mod metrics;
 mod node;
+pub mod placed;
 pub mod service;
 mod shard;
 pub mod state;

@@ -64,21 +64,48 @@ struct LocalShard {
 pub struct Store {
     config: StoreConfig,
     clock: SharedClock,
-    shards: BTreeMap<ShardId, LocalShard>,
+    /// The shards this node holds: replaced whole when one is added (readers take a copy of
+    /// the map, never a lock across an await).
+    shards: parking_lot::RwLock<Arc<BTreeMap<ShardId, Arc<LocalShard>>>>,
     cancel: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
     /// Which shard an all-shard receive asks first, so shards are served in turn.
     pop_turn: AtomicUsize,
     /// Shards are replicated groups: this node serves what it leads.
     replicated: bool,
+    /// How replicated shards open (`None` for single voters).
+    replication: Option<Replication>,
+    /// Serializes runtime opens of shards.
+    opening: tokio::sync::Mutex<()>,
+    vfs: Arc<dyn Vfs>,
+    retention: RetentionPolicy,
+    scrub_policy: ScrubPolicy,
     metrics: Arc<StoreMetrics>,
+}
+
+/// Opens a replica of a shard: its id, its members (node id → Raft address), whether to
+/// create the group on an empty log.
+type OpenMember = Arc<
+    dyn Fn(
+            ShardId,
+            BTreeMap<u64, String>,
+            bool,
+        ) -> futures::future::BoxFuture<'static, Result<Arc<Shard>, StoreOpenError>>
+        + Send
+        + Sync,
+>;
+
+/// What a store of replicated shards needs to open and upgrade them.
+struct Replication {
+    open: OpenMember,
+    builds: Arc<dyn PeerBuilds>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("data_dir", &self.config.data_dir)
-            .field("shards", &self.shards.keys().collect::<Vec<_>>())
+            .field("shards", &self.shards().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -123,10 +150,11 @@ impl Store {
         builds: Arc<dyn PeerBuilds>,
     ) -> Result<Arc<Store>, StoreOpenError>
     where
-        F: Fn(ShardId) -> N,
-        N: RaftNetworkFactory<ShardTypes>,
+        F: Fn(ShardId) -> N + Send + Sync + 'static,
+        N: RaftNetworkFactory<ShardTypes> + Send + 'static,
         N::Network: NetSnapshot<ShardTypes, SnapshotData = Vec<u8>>,
     {
+        let configured: std::collections::BTreeSet<ShardId> = cfg.shards.iter().copied().collect();
         if !voters.contains_key(&cfg.node_id) {
             return Err(StoreOpenError::Config(format!(
                 "node_id {} is not one of the shard replicas {:?}",
@@ -134,17 +162,21 @@ impl Store {
                 voters.keys().collect::<Vec<_>>()
             )));
         }
-        let shard_cfg = cfg.clone();
-        let shard_vfs = vfs.clone();
-        let voters = Arc::new(voters);
-        Self::open_with(cfg, clock, vfs, Some(builds), move |id| {
-            let (cfg, vfs, voters, network) = (
-                shard_cfg.clone(),
-                shard_vfs.clone(),
-                voters.clone(),
-                network(id),
-            );
-            async move { Shard::open_member(&cfg, id, vfs, &voters, network, initialize).await }
+        let (shard_cfg, shard_vfs) = (cfg.clone(), vfs.clone());
+        let open: OpenMember = Arc::new(move |id, voters, initialize| {
+            let (cfg, vfs, network) = (shard_cfg.clone(), shard_vfs.clone(), network(id));
+            Box::pin(async move {
+                Shard::open_member(&cfg, id, vfs, &voters, network, initialize).await
+            })
+        });
+        let replication = Replication {
+            open: open.clone(),
+            builds,
+        };
+        // The configured shards are replicated over every store of the cluster; shards placed
+        // at runtime reopen from their logs (the members are in the log).
+        Self::open_with(cfg, clock, vfs, Some(replication), move |id| {
+            open(id, voters.clone(), initialize && configured.contains(&id))
         })
         .await
     }
@@ -153,45 +185,58 @@ impl Store {
         cfg: StoreConfig,
         clock: SharedClock,
         vfs: Arc<dyn Vfs>,
-        builds: Option<Arc<dyn PeerBuilds>>,
+        replication: Option<Replication>,
         open_shard: F,
     ) -> Result<Arc<Store>, StoreOpenError>
     where
         F: Fn(ShardId) -> Fut,
         Fut: std::future::Future<Output = Result<Arc<Shard>, StoreOpenError>>,
     {
-        let replicated = builds.is_some();
-        if cfg.shards.is_empty() {
+        let replicated = replication.is_some();
+        if cfg.shards.is_empty() && !replicated {
             return Err(StoreOpenError::Config(
                 "shards is empty: a store holds at least one shard".into(),
             ));
         }
-        {
+        let held = {
             let (vfs, dir, shards) = (vfs.clone(), cfg.data_dir.clone(), cfg.shards.clone());
             tokio::task::spawn_blocking(move || {
-                crate::format::check_or_init(vfs.as_ref(), &dir, &shards)
+                crate::format::check_or_init(vfs.as_ref(), &dir, &shards)?;
+                crate::placed::read(vfs.as_ref(), &dir)
             })
             .await
-            .map_err(|e| StoreOpenError::Config(format!("format check: {e}")))??;
-        }
-        let cancel = CancellationToken::new();
-        let metrics = Arc::new(StoreMetrics::default());
-        let scrub_policy = ScrubPolicy {
-            interval: (!cfg.scrub_interval.is_zero()).then_some(cfg.scrub_interval),
-            rate: cfg.scrub_rate.as_u64(),
+            .map_err(|e| StoreOpenError::Config(format!("format check: {e}")))??
         };
-        let mut tasks = JoinSet::new();
-        let mut shards: BTreeMap<ShardId, LocalShard> = BTreeMap::new();
-        let retention = RetentionPolicy {
-            time: cfg.retention_time,
-            size: cfg.retention_size.map(|s| s.as_u64()),
-        };
-        for &id in &cfg.shards {
-            if shards.contains_key(&id) {
+        let store = Arc::new(Store {
+            scrub_policy: ScrubPolicy {
+                interval: (!cfg.scrub_interval.is_zero()).then_some(cfg.scrub_interval),
+                rate: cfg.scrub_rate.as_u64(),
+            },
+            retention: RetentionPolicy {
+                time: cfg.retention_time,
+                size: cfg.retention_size.map(|s| s.as_u64()),
+            },
+            config: cfg,
+            clock,
+            vfs,
+            shards: parking_lot::RwLock::default(),
+            cancel: CancellationToken::new(),
+            tasks: Mutex::new(JoinSet::new()),
+            pop_turn: AtomicUsize::new(0),
+            replicated,
+            replication,
+            opening: tokio::sync::Mutex::new(()),
+            metrics: Arc::new(StoreMetrics::default()),
+        });
+        // The configured shards, then those placed here at runtime (reopened from their logs).
+        let mut ids = store.config.shards.clone();
+        ids.extend(held);
+        for id in ids {
+            if store.shards().contains_key(&id) {
                 continue;
             }
             let opened = match open_shard(id).await {
-                // A replica raises the apply version when it leads (below).
+                // A replica raises the apply version when it leads (see `adopt`).
                 Ok(shard) if replicated => Ok(shard),
                 Ok(shard) => match upgrade::raise_to(&shard, crate::state::APPLY_VERSION).await {
                     Ok(()) => Ok(shard),
@@ -202,74 +247,142 @@ impl Store {
                 },
                 Err(err) => Err(err),
             };
-            let shard = match opened {
-                Ok(shard) => shard,
+            match opened {
+                Ok(shard) => store.adopt(shard),
                 Err(err) => {
-                    cancel.cancel();
-                    for local in shards.values() {
+                    store.cancel.cancel();
+                    for local in store.shards().values() {
                         local.shard.close().await.ok();
                     }
                     return Err(err);
                 }
-            };
-            if let Some(builds) = &builds {
-                tasks.spawn(upgrade::raise_when_leading(
-                    shard.clone(),
-                    cfg.node_id,
-                    builds.clone(),
-                    cancel.clone(),
-                ));
             }
-            let (acks, ack_rx) = mpsc::channel(MAX_QUEUED_ACKS);
-            tasks.spawn(batch_acks(shard.clone(), ack_rx, cancel.clone()));
-            let appends = AppendCoalescer::new(shard.clone(), clock.clone());
-            tasks.spawn(tasks::release_due_messages(
-                shard.clone(),
-                clock.clone(),
-                cancel.clone(),
-            ));
-            tasks.spawn(tasks::retention_loop(
-                shard.clone(),
-                retention,
-                RETENTION_INTERVAL,
-                clock.clone(),
-                cancel.clone(),
-            ));
-            tasks.spawn(tasks::snapshot_by_bytes(
-                shard.clone(),
-                cfg.snapshot_every_bytes.as_u64(),
-                cancel.clone(),
-            ));
-            tasks.spawn(scrub::scrub_loop(
-                shard.clone(),
-                scrub_policy,
-                metrics.clone(),
-                cancel.clone(),
-            ));
-            info!(
-                shard = id,
-                last_applied = shard.shared.last_applied_index(),
-                "store shard ready"
-            );
-            shards.insert(
-                id,
-                LocalShard {
-                    shard,
-                    acks,
-                    appends,
-                },
-            );
         }
-        Ok(Arc::new(Store {
-            config: cfg,
-            clock,
-            shards,
-            cancel,
-            tasks: Mutex::new(tasks),
-            pop_turn: AtomicUsize::new(0),
-            replicated,
-            metrics,
-        }))
+        Ok(store)
+    }
+
+    /// Starts an open shard's background work and makes it served.
+    fn adopt(&self, shard: Arc<Shard>) {
+        let id = shard.id;
+        let cancel = &self.cancel;
+        let mut tasks = self.tasks.lock();
+        if let Some(replication) = &self.replication {
+            tasks.spawn(upgrade::raise_when_leading(
+                shard.clone(),
+                self.config.node_id,
+                replication.builds.clone(),
+                cancel.clone(),
+            ));
+        }
+        let (acks, ack_rx) = mpsc::channel(MAX_QUEUED_ACKS);
+        tasks.spawn(batch_acks(shard.clone(), ack_rx, cancel.clone()));
+        let appends = AppendCoalescer::new(shard.clone(), self.clock.clone());
+        tasks.spawn(tasks::release_due_messages(
+            shard.clone(),
+            self.clock.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(tasks::retention_loop(
+            shard.clone(),
+            self.retention,
+            RETENTION_INTERVAL,
+            self.clock.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(tasks::snapshot_by_bytes(
+            shard.clone(),
+            self.config.snapshot_every_bytes.as_u64(),
+            cancel.clone(),
+        ));
+        tasks.spawn(scrub::scrub_loop(
+            shard.clone(),
+            self.scrub_policy,
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
+        info!(
+            shard = id,
+            last_applied = shard.shared.last_applied_index(),
+            "store shard ready"
+        );
+        let mut shards = self.shards.write();
+        let mut map = BTreeMap::clone(&shards);
+        map.insert(
+            id,
+            Arc::new(LocalShard {
+                shard,
+                acks,
+                appends,
+            }),
+        );
+        *shards = Arc::new(map);
+    }
+
+    /// Opens this node's replica of `shard` while the store runs: the controller placed it
+    /// here. `voters` are the shard's members (node id → Raft address). `initialize` creates
+    /// the group on an empty log, for a shard that is new; a shard this node should already
+    /// hold but has no log of (a node that lost its disk) is refused instead, because an empty
+    /// replica could grant its vote to one that misses committed entries (ADR 0010). The shard
+    /// is remembered (`placed::FILE`) and reopened at every start. Idempotent: a shard already
+    /// held answers its Raft handle.
+    pub async fn open_shard(
+        &self,
+        shard: ShardId,
+        voters: BTreeMap<u64, String>,
+        initialize: bool,
+    ) -> Result<ShardRaft, StoreError> {
+        let Some(replication) = &self.replication else {
+            return Err(StoreError::Invalid(
+                "a standalone store holds its configured shards only".into(),
+            ));
+        };
+        if !voters.contains_key(&self.config.node_id) {
+            return Err(StoreError::Invalid(format!(
+                "shard {shard}: node {} is not one of its replicas {:?}",
+                self.config.node_id,
+                voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(local) = self.shards().get(&shard) {
+            return Ok(local.shard.raft.clone());
+        }
+        if self.cancel.is_cancelled() {
+            return Err(StoreError::Unavailable("store is shutting down".into()));
+        }
+        let (vfs, dir) = (self.vfs.clone(), self.config.data_dir.clone());
+        let known: Vec<ShardId> = self.shards().keys().copied().collect();
+        let has_log = {
+            let (vfs, dir) = (vfs.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || {
+                vfs.is_dir(&dir.join("shards").join(shard.to_string()).join("log"))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+        };
+        if !initialize && !has_log {
+            return Err(StoreError::Invalid(format!(
+                "shard {shard} has no log on node {} and is not new: a replica that lost its \
+                 data must be replaced, not restarted empty",
+                self.config.node_id
+            )));
+        }
+        // Remembered before its log exists, so a crash in between leaves a shard that reopens
+        // (empty, uninitialized: it joins when its peers reach it) rather than one forgotten.
+        tokio::task::spawn_blocking(move || {
+            let mut held = known;
+            held.push(shard);
+            crate::placed::write(vfs.as_ref(), &dir, &held)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .map_err(|e| StoreError::Internal(format!("recording shard {shard}: {e}")))?;
+        let opened = (replication.open)(shard, voters, initialize)
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening shard {shard}: {e}")))?;
+        let raft = opened.raft.clone();
+        self.adopt(opened);
+        Ok(raft)
     }
 
     /// Stops background tasks, Raft and the logs (flushing them). Idempotent.
@@ -287,7 +400,7 @@ impl Store {
     /// crash leaves behind; tests that cut the power use it).
     pub async fn halt(&self) -> Result<(), StoreShutdownError> {
         self.cancel.cancel();
-        for local in self.shards.values() {
+        for local in self.shards().values() {
             local.appends.close();
         }
         let mut tasks = std::mem::take(&mut *self.tasks.lock());
@@ -300,7 +413,7 @@ impl Store {
         .is_ok();
         if !drained {
             info!("store tasks still writing at shutdown; stopping raft first");
-            for local in self.shards.values() {
+            for local in self.shards().values() {
                 if let Err(err) = local.shard.raft.shutdown().await {
                     warn!(shard = local.shard.id, error = %err, "stopping raft");
                 }
@@ -308,7 +421,7 @@ impl Store {
             while tasks.join_next().await.is_some() {}
         }
         let mut first_error = None;
-        for local in self.shards.values() {
+        for local in self.shards().values() {
             if let Err(err) = local.shard.close().await {
                 warn!(shard = local.shard.id, error = %err, "shard did not shut down cleanly");
                 first_error.get_or_insert(err);
@@ -327,7 +440,7 @@ impl Store {
     /// each. The result is logged and counted as a scheduled scrub's is.
     pub async fn scrub(&self) -> Result<BTreeMap<ShardId, Vec<(PathBuf, String)>>, StoreError> {
         let mut found = BTreeMap::new();
-        for (id, local) in &self.shards {
+        for (id, local) in self.shards().iter() {
             match scrub::scrub_now(&local.shard, 0, &self.metrics, &self.cancel).await {
                 ScrubOutcome::Done(report) => {
                     found.insert(*id, report.damaged);
@@ -345,20 +458,20 @@ impl Store {
 
     /// The node this node believes leads `shard`, if it knows one.
     pub fn shard_leader(&self, shard: ShardId) -> Option<u64> {
-        let local = self.shards.get(&shard)?;
+        let local = self.shards().get(&shard)?.clone();
         local.shard.raft.metrics().borrow_watched().current_leader
     }
 
     /// The apply semantics `shard` runs on this node (`state::APPLY_VERSION` once raised).
     pub fn apply_version(&self, shard: ShardId) -> Option<u32> {
-        let local = self.shards.get(&shard)?;
+        let local = self.shards().get(&shard)?.clone();
         Some(local.shard.shared.applied.read().state.apply_version())
     }
 
     /// This node's Raft handle of every shard it holds (an in-process cluster registers them
     /// with its network).
     pub fn shard_rafts(&self) -> Vec<(ShardId, ShardRaft)> {
-        self.shards
+        self.shards()
             .iter()
             .map(|(id, local)| (*id, local.shard.raft.clone()))
             .collect()
@@ -366,7 +479,7 @@ impl Store {
 
     /// The shards this node holds.
     pub fn shard_ids(&self) -> Vec<ShardId> {
-        self.shards.keys().copied().collect()
+        self.shards().keys().copied().collect()
     }
 
     /// Runs one retention pass on every shard now (normally every minute). Returns, per shard,
@@ -379,7 +492,7 @@ impl Store {
             size: self.config.retention_size.map(|s| s.as_u64()),
         };
         let mut cuts = BTreeMap::new();
-        for (id, local) in &self.shards {
+        for (id, local) in self.shards().iter() {
             cuts.insert(
                 *id,
                 tasks::enforce_retention(&local.shard, policy, now).await?,
@@ -390,7 +503,7 @@ impl Store {
 
     /// Writes a drop command (of a topic or a group) to every shard.
     async fn drop_everywhere(&self, command: StoreCommand) -> Result<(), StoreError> {
-        for local in self.shards.values() {
+        for local in self.shards().values() {
             match local.shard.write(command.clone()).await? {
                 CommandResponse::Dropped => {}
                 other => return Err(unexpected(command.kind(), &other)),
@@ -401,29 +514,33 @@ impl Store {
 
     /// Takes a snapshot of every shard now (normally driven by `snapshot_every_entries`).
     pub async fn snapshot(&self) -> Result<(), StoreError> {
-        for local in self.shards.values() {
+        for local in self.shards().values() {
             local.shard.snapshot_now().await?;
         }
         Ok(())
     }
 
-    fn shard(&self, id: ShardId) -> Result<&LocalShard, StoreError> {
-        self.shards.get(&id).ok_or_else(|| {
+    fn shards(&self) -> Arc<BTreeMap<ShardId, Arc<LocalShard>>> {
+        self.shards.read().clone()
+    }
+
+    fn shard(&self, id: ShardId) -> Result<Arc<LocalShard>, StoreError> {
+        self.shards().get(&id).cloned().ok_or_else(|| {
             StoreError::Invalid(format!("shard {id} is not held by this store node"))
         })
     }
 
     /// Shards in the order this receive should ask them: all of them, or in a replicated store
     /// those this node leads (a follower's writes fail; `NotLeader` when it leads none).
-    fn shards_in_turn(&self) -> Result<Vec<&Arc<Shard>>, StoreError> {
-        let mut shards: Vec<&Arc<Shard>> = self
-            .shards
+    fn shards_in_turn(&self) -> Result<Vec<Arc<Shard>>, StoreError> {
+        let held = self.shards();
+        let mut shards: Vec<Arc<Shard>> = held
             .values()
-            .map(|l| &l.shard)
+            .map(|l| l.shard.clone())
             .filter(|s| !self.replicated || s.raft.is_leader())
             .collect();
         if shards.is_empty()
-            && let Some((&shard, local)) = self.shards.iter().next()
+            && let Some((&shard, local)) = held.iter().next()
         {
             return Err(StoreError::NotLeader {
                 shard,
@@ -633,7 +750,7 @@ impl StoreApi for Store {
             .next()
             .and_then(|s| s.parse().ok())
             .ok_or_else(not_found)?;
-        let local = self.shards.get(&shard).ok_or_else(not_found)?;
+        let local = self.shards().get(&shard).cloned().ok_or_else(not_found)?;
         let command = StoreCommand::EndTransaction {
             topic: topic.clone(),
             transaction_id: transaction_id.to_owned(),
@@ -655,7 +772,7 @@ impl StoreApi for Store {
         group: Option<&GroupName>,
     ) -> Result<Vec<QueueStats>, StoreError> {
         let mut stats: Vec<QueueStats> = self
-            .shards
+            .shards()
             .values()
             .flat_map(|l| {
                 l.shard
@@ -685,7 +802,7 @@ impl StoreApi for Store {
     }
 
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
-        self.shards
+        self.shards()
             .iter()
             .map(|(&id, local)| {
                 let metrics = local.shard.raft.metrics().borrow_watched().clone();

@@ -11,20 +11,34 @@ use vela_proto::pb::store::store_server::{Store as StoreRpc, StoreServer};
 use vela_proto::store_api::StoreApi;
 use vela_proto::store_wire::*;
 
-use crate::Store;
+use crate::{ShardRaft, Store};
+use vela_proto::domain::ShardId;
 
 /// Largest request or reply (a send of many large messages, a receive of 32).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// Makes a shard opened at runtime reachable over the node's Raft transport.
+pub type ShardRegistrar = Arc<dyn Fn(ShardId, ShardRaft) + Send + Sync>;
+
 /// [`Store`] as the `vela.store.v1.Store` gRPC service.
 pub struct StoreService {
     store: Arc<Store>,
+    registrar: Option<ShardRegistrar>,
 }
 
 impl StoreService {
-    /// The tonic service to add to the store node's server.
+    /// The tonic service to add to the store node's server. It cannot open shards at runtime.
     pub fn server(store: Arc<Store>) -> StoreServer<StoreService> {
-        StoreServer::new(StoreService { store })
+        Self::server_with(store, None)
+    }
+
+    /// The service, with `registrar` called for every shard `OpenShard` opens (the node's Raft
+    /// server must route to it).
+    pub fn server_with(
+        store: Arc<Store>,
+        registrar: Option<ShardRegistrar>,
+    ) -> StoreServer<StoreService> {
+        StoreServer::new(StoreService { store, registrar })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -36,6 +50,25 @@ fn failed(err: vela_proto::store_api::StoreError) -> Status {
 
 #[tonic::async_trait]
 impl StoreRpc for StoreService {
+    async fn open_shard(
+        &self,
+        request: Request<pb::OpenShardRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let (shard, replicas, initialize) = open_shard_from_wire(request.into_inner())?;
+        let Some(registrar) = &self.registrar else {
+            return Err(Status::unimplemented(
+                "this store node does not open shards at runtime",
+            ));
+        };
+        let raft = self
+            .store
+            .open_shard(shard, replicas, initialize)
+            .await
+            .map_err(failed)?;
+        registrar(shard, raft);
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn append(
         &self,
         request: Request<pb::AppendRequest>,

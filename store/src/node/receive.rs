@@ -25,7 +25,7 @@ impl Store {
     /// [`StoreApi::pop`] and the shard-scoped receives (`scoped`).
     pub(crate) async fn pop_from(
         &self,
-        shards: &[&Arc<Shard>],
+        shards: &[Arc<Shard>],
         req: PopRequest,
     ) -> Result<Vec<Delivery>, StoreError> {
         match self.receive_loop(shards, &req, false).await? {
@@ -38,7 +38,7 @@ impl Store {
     /// its wait ends (`Nothing`); with `deliver`, receives it (`Delivered`).
     pub(crate) async fn receive_loop(
         &self,
-        shards: &[&Arc<Shard>],
+        shards: &[Arc<Shard>],
         req: &PopRequest,
         probe_only: bool,
     ) -> Result<Received, StoreError> {

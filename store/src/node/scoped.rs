@@ -30,8 +30,8 @@ const READ_BARRIER_WAIT: Duration = Duration::from_secs(2);
 
 impl Store {
     /// The shard, if this node holds and leads it.
-    fn led(&self, id: ShardId) -> Result<&Arc<Shard>, StoreError> {
-        let shard = &self.shard(id)?.shard;
+    fn led(&self, id: ShardId) -> Result<Arc<Shard>, StoreError> {
+        let shard = self.shard(id)?.shard.clone();
         if shard.raft.is_leader() {
             Ok(shard)
         } else {
@@ -93,8 +93,8 @@ impl Store {
     /// shards no election timeout. Returns the shards handed over and to whom.
     pub async fn hand_over_leadership(&self) -> BTreeMap<ShardId, u64> {
         let me = self.config.node_id;
-        let handovers: Vec<(ShardId, &Arc<Shard>, u64)> = self
-            .shards
+        let held = self.shards();
+        let handovers: Vec<(ShardId, &Arc<Shard>, u64)> = held
             .iter()
             .filter_map(|(&id, local)| {
                 let metrics = local.shard.raft.metrics().borrow_watched().clone();
@@ -151,12 +151,12 @@ impl Store {
                 "store node {to} is not a voter of shard {shard}"
             )));
         }
-        move_leadership(led, to, TRANSFER_WAIT).await
+        move_leadership(&led, to, TRANSFER_WAIT).await
     }
 
     /// What this node's replica of every shard it holds reports about itself.
     pub fn member_statuses(&self) -> Vec<ShardMember> {
-        self.shards
+        self.shards()
             .iter()
             .map(|(&shard, local)| ShardMember {
                 shard,
@@ -202,7 +202,7 @@ impl Store {
         group: Option<&GroupName>,
     ) -> Result<Vec<QueueStats>, StoreError> {
         let shard = self.led(shard)?;
-        self.read_barrier(shard).await?;
+        self.read_barrier(&shard).await?;
         let mut stats = shard.shared.applied.read().state.queue_stats(topic, group);
         stats.sort_by_key(|s| s.queue_id);
         Ok(stats)

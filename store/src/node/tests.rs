@@ -649,7 +649,7 @@ async fn concurrent_appends_share_entries_and_get_dense_offsets() {
         let expected: Vec<u64> = (0..offsets.len() as u64).collect();
         assert_eq!(offsets, expected, "offsets of queue {queue_id} are dense");
     }
-    let entries = store.shards[&0].shard.shared.last_applied_index();
+    let entries = store.shards()[&0].shard.shared.last_applied_index();
     assert!(
         entries < (TASKS * SENDS) as u64,
         "{} sends took {entries} log entries: concurrent appends were not coalesced",
@@ -766,7 +766,7 @@ async fn a_selective_filter_finds_its_match_deep_in_a_backlog_without_empty_rece
             .expect("appends");
     }
     store.append(append(tagged("A", 1))).await.expect("appends");
-    let shard = &store.shards[&0].shard;
+    let shard = store.shards()[&0].shard.clone();
     let entries_before = shard.shared.last_applied_index();
 
     // Waiting receives, as clients make them: a search that takes several slices continues

@@ -203,7 +203,12 @@ impl Cluster {
                 let (stop, stopped) = oneshot::channel::<()>();
                 let service = server.service();
                 // One port per node carries Raft and the store service, as in a deployment.
-                let store_service = crate::service::StoreService::server(store.clone());
+                let registrar: crate::service::ShardRegistrar = {
+                    let server = server.clone();
+                    Arc::new(move |shard, raft| server.register(u64::from(shard), raft))
+                };
+                let store_service =
+                    crate::service::StoreService::server_with(store.clone(), Some(registrar));
                 let task = tokio::spawn(async move {
                     tonic::transport::Server::builder()
                         .add_service(service)
@@ -707,4 +712,164 @@ async fn a_shard_keeps_its_apply_semantics_until_every_member_knows_the_new_ones
         "now sends are deduplicated"
     );
     cluster.shutdown().await;
+}
+
+/// `OpenShard` over gRPC opens a shard on the nodes asked (and only there) and makes it reachable
+/// over their Raft transport; bad requests are refused at the boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_shard_over_grpc_places_a_shard_on_the_nodes_asked() {
+    use vela_proto::pb::store::store_client::StoreClient;
+    const PLACED: ShardId = 5;
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 31, shared).await;
+    cluster.leader().await;
+    let members: BTreeMap<u64, String> = [2, 3]
+        .iter()
+        .map(|&id| (id, cluster.addrs[&id].to_string()))
+        .collect();
+    let client = |id: NodeId| {
+        let addr = format!("http://{}", cluster.addrs[&id]);
+        async move { StoreClient::connect(addr).await.expect("connects") }
+    };
+    for &id in members.keys() {
+        client(id)
+            .await
+            .open_shard(vela_proto::store_wire::open_shard_to_wire(
+                PLACED, &members, true,
+            ))
+            .await
+            .expect("opens");
+    }
+    let leader = placed_leader(&cluster, PLACED).await;
+    assert!(members.contains_key(&leader));
+    assert!(!cluster.node(1).shard_ids().contains(&PLACED));
+    cluster
+        .node(leader)
+        .append(AppendRequest {
+            shard: PLACED,
+            queue_id: 2,
+            ..append(vec![message("over grpc")])
+        })
+        .await
+        .expect("the placed shard takes writes");
+    let mut no_replicas = vela_proto::store_wire::open_shard_to_wire(PLACED, &members, true);
+    no_replicas.replicas.clear();
+    let refused = client(1)
+        .await
+        .open_shard(no_replicas)
+        .await
+        .expect_err("a shard without replicas is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    cluster.shutdown().await;
+}
+
+/// A shard placed on two of the three nodes while they run (as the controller will): it elects
+/// a leader among its members, serves, is remembered across a restart, and a node that should
+/// hold it but has no log of it refuses to create it empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_placed_at_runtime_elects_serves_and_reopens_after_a_power_cut() {
+    const PLACED: ShardId = 7;
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_on(Transport::InProcess, &[1, 2, 3], 29, shared).await;
+    cluster.leader().await;
+    let members: BTreeMap<u64, String> = [1, 2]
+        .iter()
+        .map(|&id| (id, cluster.addrs[&id].to_string()))
+        .collect();
+    for &id in members.keys() {
+        let raft = cluster
+            .node(id)
+            .open_shard(PLACED, members.clone(), true)
+            .await
+            .expect("opens the placed shard");
+        cluster.hub.register(u64::from(PLACED), id, raft);
+    }
+    // Idempotent, and only on its members.
+    cluster
+        .node(1)
+        .open_shard(PLACED, members.clone(), true)
+        .await
+        .expect("opening again is a no-op");
+    assert!(!cluster.node(3).shard_ids().contains(&PLACED));
+    match cluster
+        .node(3)
+        .open_shard(PLACED, members.clone(), true)
+        .await
+    {
+        Err(StoreError::Invalid(why)) => assert!(why.contains("not one of its replicas"), "{why}"),
+        other => panic!("a non-member opened the shard: {other:?}"),
+    }
+
+    let leader = placed_leader(&cluster, PLACED).await;
+    let on_placed = |body: &str| AppendRequest {
+        shard: PLACED,
+        queue_id: 9,
+        ..append(vec![message(body)])
+    };
+    let store = cluster.node(leader);
+    store.append(on_placed("p1")).await.expect("appends");
+    let got = store.pop(pop(32, Duration::ZERO)).await.expect("receives");
+    assert_eq!(bodies(&got), vec!["p1"]);
+    store.ack(&got[0].ticket).await.expect("acks");
+    store.append(on_placed("p2")).await.expect("appends");
+
+    // The leader loses power; the other member cannot elect alone (two members), so the shard
+    // waits for it. Back on its disk, it reopens the placed shard without being told.
+    cluster.power_cut(leader).await;
+    cluster.open(leader).await;
+    assert!(cluster.node(leader).shard_ids().contains(&PLACED));
+    let leader = placed_leader(&cluster, PLACED).await;
+    let got = cluster
+        .node(leader)
+        .pop(pop(32, Duration::from_secs(2)))
+        .await
+        .expect("receives");
+    assert_eq!(bodies(&got), vec!["p2"], "p1 stays acked, p2 survived");
+
+    // A member without a log of the shard (a wiped disk) must not create it empty.
+    cluster.power_cut(3).await;
+    cluster.disks.insert(3, SimVfs::new());
+    cluster.open(3).await;
+    match cluster
+        .node(3)
+        .open_shard(0, cluster_voters(&cluster), false)
+        .await
+    {
+        Ok(_) => {}
+        other => panic!("shard 0 is configured and held: {other:?}"),
+    }
+    let mut with_three = members.clone();
+    with_three.insert(3, cluster.addrs[&3].to_string());
+    match cluster.node(3).open_shard(PLACED, with_three, false).await {
+        Err(StoreError::Invalid(why)) => assert!(why.contains("has no log"), "{why}"),
+        other => panic!("an empty replica was created: {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+fn cluster_voters(cluster: &Cluster) -> BTreeMap<u64, String> {
+    cluster
+        .voters
+        .iter()
+        .map(|&id| (id, cluster.addrs[&id].to_string()))
+        .collect()
+}
+
+/// The member every running member of `shard` names its leader.
+async fn placed_leader(cluster: &Cluster, shard: ShardId) -> NodeId {
+    for _ in 0..400 {
+        let views: BTreeSet<Option<u64>> = cluster
+            .running()
+            .iter()
+            .filter(|&&id| cluster.node(id).shard_ids().contains(&shard))
+            .map(|&id| cluster.node(id).shard_leader(shard))
+            .collect();
+        if let [Some(leader)] = views.iter().collect::<Vec<_>>()[..]
+            && cluster.running().contains(leader)
+        {
+            return *leader;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("shard {shard} elects no leader");
 }

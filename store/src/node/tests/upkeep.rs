@@ -126,7 +126,7 @@ async fn retention_deletes_old_segments_and_the_state_follows() {
         ),
         "its message is gone"
     );
-    let first_index = store.shards[&0]
+    let first_index = store.shards()[&0]
         .shard
         .reader
         .first_index()
