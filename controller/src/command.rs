@@ -36,6 +36,21 @@ pub enum ControllerCommand {
     SetShards {
         shards: Vec<ShardId>,
     },
+    /// Creates a topic whose queues live on shards of `replicas` members (ADR 0013): the
+    /// configured shard set when `replicas` is the number of store nodes (`stores`, as the
+    /// proposer's configuration lists them; empty in standalone, where every shard has one), else
+    /// shards placed for that factor, created (one per store) when there are none yet.
+    CreateTopicReplicated {
+        spec: TopicSpec,
+        replicas: u32,
+        stores: Vec<u64>,
+        now_ms: i64,
+    },
+    /// Every member of a placed shard has opened it: from now on a member without its log must
+    /// not create it empty.
+    MarkShardCreated {
+        shard: ShardId,
+    },
 }
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -66,6 +81,14 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::CreateGroup { spec, .. } => write!(f, "create-group {}", spec.name),
             ControllerCommand::DeleteGroup { name } => write!(f, "delete-group {name}"),
             ControllerCommand::SetShards { shards } => write!(f, "set-shards {shards:?}"),
+            ControllerCommand::CreateTopicReplicated { spec, replicas, .. } => write!(
+                f,
+                "create-topic {} ({} queues, {replicas} replicas)",
+                spec.name, spec.queue_count
+            ),
+            ControllerCommand::MarkShardCreated { shard } => {
+                write!(f, "mark-shard-created {shard}")
+            }
         }
     }
 }
@@ -80,6 +103,7 @@ pub enum Applied {
     Group(GroupConfig),
     Deleted,
     Shards(Vec<ShardId>),
+    ShardCreated,
     /// Entries that carry no command (blank and membership entries).
     Nothing,
 }
@@ -97,6 +121,10 @@ pub enum Rejected {
     GroupNotFound(GroupName),
     #[error("no shards to place the queues of topic {0} on")]
     NoShards(TopicName),
+    #[error("topic {topic}: {reason}")]
+    Replicas { topic: TopicName, reason: String },
+    #[error("shard {0} is not a placed shard")]
+    ShardNotPlaced(ShardId),
 }
 
 impl From<Rejected> for ControllerError {
@@ -111,6 +139,8 @@ impl From<Rejected> for ControllerError {
                 ControllerError::NotFound(format!("consumer group {name}"))
             }
             Rejected::NoShards(_) => ControllerError::Unavailable(rejected.to_string()),
+            Rejected::Replicas { .. } => ControllerError::Invalid(rejected.to_string()),
+            Rejected::ShardNotPlaced(_) => ControllerError::NotFound(rejected.to_string()),
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use vela_proto::{GroupConfig, GroupName, ShardId, TopicConfig, TopicName};
 
 use crate::command::{Applied, ControllerCommand, ControllerResponse, Rejected};
-use crate::placement::place_queues;
+use crate::placement::{place_queues, replica_sets};
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
 /// `#[serde(default)]`.
@@ -17,6 +17,17 @@ pub struct Metadata {
     shards: Vec<ShardId>,
     topics: BTreeMap<TopicName, TopicConfig>,
     groups: BTreeMap<GroupName, GroupConfig>,
+    /// Shards placed on chosen store nodes, by id (ADR 0013).
+    placed: BTreeMap<ShardId, PlacedShard>,
+}
+
+/// A shard the controller placed on chosen store nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedShard {
+    /// Its members; the first is the one placement meant to lead it.
+    pub replicas: Vec<u64>,
+    /// Every member has opened it once.
+    pub created: bool,
 }
 
 impl Metadata {
@@ -25,28 +36,28 @@ impl Metadata {
     pub fn apply(&mut self, command: ControllerCommand) -> ControllerResponse {
         match command {
             ControllerCommand::CreateTopic { spec, now_ms } => {
+                let shards = self.shards.clone();
+                self.create_topic(spec, &shards, now_ms)
+            }
+            ControllerCommand::CreateTopicReplicated {
+                spec,
+                replicas,
+                stores,
+                now_ms,
+            } => {
                 if self.topics.contains_key(&spec.name) {
                     return Err(Rejected::TopicExists(spec.name));
                 }
-                let existing = self
-                    .topics
-                    .values()
-                    .flat_map(|t| t.queue_shards.iter().copied());
-                let queue_shards = place_queues(&self.shards, existing, spec.queue_count);
-                if queue_shards.len() != spec.queue_count as usize {
-                    return Err(Rejected::NoShards(spec.name));
-                }
-                let config = TopicConfig {
-                    name: spec.name.clone(),
-                    topic_type: spec.topic_type,
-                    queue_count: spec.queue_count,
-                    queue_shards,
-                    created_at_ms: now_ms,
-                    auto_created: spec.auto_created,
-                };
-                self.topics.insert(spec.name, config.clone());
-                Ok(Applied::Topic(config))
+                let shards = self.shards_of_factor(&spec.name, replicas, &stores)?;
+                self.create_topic(spec, &shards, now_ms)
             }
+            ControllerCommand::MarkShardCreated { shard } => match self.placed.get_mut(&shard) {
+                Some(placed) => {
+                    placed.created = true;
+                    Ok(Applied::ShardCreated)
+                }
+                None => Err(Rejected::ShardNotPlaced(shard)),
+            },
             ControllerCommand::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::TopicNotFound(name)),
@@ -76,6 +87,95 @@ impl Metadata {
         }
     }
 
+    fn create_topic(
+        &mut self,
+        spec: vela_proto::TopicSpec,
+        shards: &[ShardId],
+        now_ms: i64,
+    ) -> ControllerResponse {
+        if self.topics.contains_key(&spec.name) {
+            return Err(Rejected::TopicExists(spec.name));
+        }
+        let existing = self
+            .topics
+            .values()
+            .flat_map(|t| t.queue_shards.iter().copied());
+        let queue_shards = place_queues(shards, existing, spec.queue_count);
+        if queue_shards.len() != spec.queue_count as usize {
+            return Err(Rejected::NoShards(spec.name));
+        }
+        let config = TopicConfig {
+            name: spec.name.clone(),
+            topic_type: spec.topic_type,
+            queue_count: spec.queue_count,
+            queue_shards,
+            created_at_ms: now_ms,
+            auto_created: spec.auto_created,
+        };
+        self.topics.insert(spec.name, config.clone());
+        Ok(Applied::Topic(config))
+    }
+
+    /// The shards a topic of `replicas` members goes on: the configured set when every store
+    /// holds it (`replicas` = store count; 1 in standalone, which has no store list), else the
+    /// placed shards of that factor, placed now (one per store, `placement::replica_sets`) when
+    /// there are none.
+    fn shards_of_factor(
+        &mut self,
+        topic: &TopicName,
+        replicas: u32,
+        stores: &[u64],
+    ) -> Result<Vec<ShardId>, Rejected> {
+        let factor = replicas as usize;
+        let every_store = if stores.is_empty() { 1 } else { stores.len() };
+        if factor == every_store && !self.shards.is_empty() {
+            return Ok(self.shards.clone());
+        }
+        if stores.is_empty() {
+            return Err(Rejected::Replicas {
+                topic: topic.clone(),
+                reason: format!(
+                    "a standalone node holds one replica of each shard; {replicas} replicas need a cluster"
+                ),
+            });
+        }
+        let of_factor: Vec<ShardId> = self
+            .placed
+            .iter()
+            .filter(|(_, p)| p.replicas.len() == factor)
+            .map(|(&id, _)| id)
+            .collect();
+        if !of_factor.is_empty() {
+            return Ok(of_factor);
+        }
+        let next_id = self
+            .shards
+            .iter()
+            .chain(self.placed.keys())
+            .max()
+            .map_or(0, |&m| m.saturating_add(1));
+        let sets = replica_sets(stores, factor, next_id).map_err(|e| Rejected::Replicas {
+            topic: topic.clone(),
+            reason: e.to_string(),
+        })?;
+        let ids = sets.keys().copied().collect();
+        for (id, replicas) in sets {
+            self.placed.insert(
+                id,
+                PlacedShard {
+                    replicas,
+                    created: false,
+                },
+            );
+        }
+        Ok(ids)
+    }
+
+    /// The placed shards, by id.
+    pub fn placed(&self) -> &BTreeMap<ShardId, PlacedShard> {
+        &self.placed
+    }
+
     /// The shard set new queues are placed on.
     pub fn shards(&self) -> &[ShardId] {
         &self.shards
@@ -99,6 +199,9 @@ impl Metadata {
         self.groups.values()
     }
 }
+
+#[cfg(test)]
+mod replicated_tests;
 
 #[cfg(test)]
 mod tests {
@@ -402,6 +505,9 @@ mod tests {
                     ControllerCommand::SetShards { shards } => {
                         proptest::prop_assert_eq!(outcome, Ok(Applied::Shards(shards)));
                     }
+                    // Not generated here (see `replicated_tests`).
+                    ControllerCommand::CreateTopicReplicated { .. }
+                    | ControllerCommand::MarkShardCreated { .. } => {}
                 }
             }
             let names: BTreeSet<_> = md.topics().map(|t| t.name.clone()).collect();

@@ -37,9 +37,106 @@ pub fn place_queues(
     placement
 }
 
+/// Why shards of a replication factor cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(
+        "a replication factor of {factor} needs {factor} store nodes; the cluster has {stores}"
+    )]
+    TooFewStores { factor: usize, stores: usize },
+    #[error("a replication factor must be at least 1")]
+    Zero,
+}
+
+/// New shards with `factor` replicas each over `stores`: one shard per store, numbered from
+/// `first_id`, shard `k` on the `factor` stores from the `k`-th around the ring (stores in id
+/// order). Every store is first member of one shard (so leaders can spread one per node) and a
+/// member of exactly `factor` shards; the members of a shard are distinct. A pure function: every
+/// controller replica computes the same placement.
+pub fn replica_sets(
+    stores: &[u64],
+    factor: usize,
+    first_id: ShardId,
+) -> Result<BTreeMap<ShardId, Vec<u64>>, ReplicaError> {
+    let mut ring = stores.to_vec();
+    ring.sort_unstable();
+    ring.dedup();
+    if factor == 0 {
+        return Err(ReplicaError::Zero);
+    }
+    if factor > ring.len() {
+        return Err(ReplicaError::TooFewStores {
+            factor,
+            stores: ring.len(),
+        });
+    }
+    Ok((0..ring.len())
+        .map(|k| {
+            let id = first_id.saturating_add(u32::try_from(k).unwrap_or(u32::MAX));
+            let members = (0..factor).map(|i| ring[(k + i) % ring.len()]).collect();
+            (id, members)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every ring of up to 7 stores (ids with gaps and out of order) and every factor.
+    #[test]
+    fn replica_sets_are_distinct_balanced_and_lead_once_per_store() {
+        for n in 1..=7usize {
+            let stores: Vec<u64> = (0..n as u64).rev().map(|i| i * 3 + 1).collect();
+            for factor in 1..=n {
+                let sets = replica_sets(&stores, factor, 10).expect("enough stores");
+                assert_eq!(sets.len(), n, "one shard per store");
+                assert_eq!(
+                    sets.keys().copied().collect::<Vec<_>>(),
+                    (10..10 + n as u32).collect::<Vec<_>>()
+                );
+                for members in sets.values() {
+                    assert_eq!(members.len(), factor);
+                    let distinct: std::collections::BTreeSet<_> = members.iter().collect();
+                    assert_eq!(distinct.len(), factor, "members distinct: {members:?}");
+                    assert!(members.iter().all(|m| stores.contains(m)));
+                }
+                for store in &stores {
+                    let member_of = sets.values().filter(|m| m.contains(store)).count();
+                    let first_of = sets.values().filter(|m| m[0] == *store).count();
+                    assert_eq!(
+                        (member_of, first_of),
+                        (factor, 1),
+                        "store {store}, n {n}, factor {factor}"
+                    );
+                }
+            }
+            assert_eq!(
+                replica_sets(&stores, n + 1, 0),
+                Err(ReplicaError::TooFewStores {
+                    factor: n + 1,
+                    stores: n
+                })
+            );
+        }
+        assert_eq!(replica_sets(&[1, 2], 0, 0), Err(ReplicaError::Zero));
+        assert_eq!(
+            replica_sets(&[], 1, 0),
+            Err(ReplicaError::TooFewStores {
+                factor: 1,
+                stores: 0
+            })
+        );
+    }
+
+    #[test]
+    fn replica_sets_follow_the_ring() {
+        let sets = replica_sets(&[3, 1, 2], 2, 4).expect("enough stores");
+        assert_eq!(
+            sets,
+            BTreeMap::from([(4, vec![1, 2]), (5, vec![2, 3]), (6, vec![3, 1])])
+        );
+    }
 
     fn count_on(placement: &[ShardId], shard: ShardId) -> usize {
         placement.iter().filter(|&&s| s == shard).count()

@@ -1,0 +1,181 @@
+//! Topics with a replication factor (ADR 0013): the configured shards when every store holds
+//! them, else shards placed for the factor, created once and shared by later topics.
+
+use vela_proto::{ControllerError, TopicSpec, TopicType};
+
+use super::*;
+
+fn spec(name: &str, queue_count: u32) -> TopicSpec {
+    TopicSpec {
+        name: TopicName::new(name).expect("valid topic name"),
+        topic_type: TopicType::Normal,
+        queue_count,
+        auto_created: false,
+    }
+}
+
+fn create(name: &str, queues: u32, replicas: u32, stores: &[u64]) -> ControllerCommand {
+    ControllerCommand::CreateTopicReplicated {
+        spec: spec(name, queues),
+        replicas,
+        stores: stores.to_vec(),
+        now_ms: 7,
+    }
+}
+
+fn cluster() -> Metadata {
+    let mut md = Metadata::default();
+    assert!(
+        md.apply(ControllerCommand::SetShards {
+            shards: vec![0, 1, 2]
+        })
+        .is_ok()
+    );
+    md
+}
+
+fn queue_shards(response: ControllerResponse) -> Vec<ShardId> {
+    match response {
+        Ok(Applied::Topic(config)) => config.queue_shards,
+        other => panic!("topic not created: {other:?}"),
+    }
+}
+
+#[test]
+fn every_store_means_the_configured_shards() {
+    let mut md = cluster();
+    assert_eq!(
+        queue_shards(md.apply(create("t", 3, 3, &[1, 2, 3]))),
+        vec![0, 1, 2]
+    );
+    assert!(md.placed().is_empty());
+}
+
+#[test]
+fn one_replica_places_one_shard_per_store_once() {
+    let mut md = cluster();
+    assert_eq!(
+        queue_shards(md.apply(create("a", 4, 1, &[3, 1, 2]))),
+        vec![3, 4, 5, 3]
+    );
+    let placed: Vec<(ShardId, Vec<u64>, bool)> = md
+        .placed()
+        .iter()
+        .map(|(&id, p)| (id, p.replicas.clone(), p.created))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            (3, vec![1], false),
+            (4, vec![2], false),
+            (5, vec![3], false)
+        ]
+    );
+    // A second topic of the factor shares them, least loaded first.
+    assert_eq!(
+        queue_shards(md.apply(create("b", 2, 1, &[1, 2, 3]))),
+        vec![4, 5]
+    );
+    assert_eq!(md.placed().len(), 3);
+    // Another factor gets shards of its own, numbered after every shard known.
+    assert_eq!(
+        queue_shards(md.apply(create("c", 1, 2, &[1, 2, 3]))),
+        vec![6]
+    );
+    assert_eq!(md.placed()[&6].replicas, vec![1, 2]);
+    assert_eq!(md.placed()[&8].replicas, vec![3, 1]);
+}
+
+#[test]
+fn a_factor_above_the_store_count_is_refused_and_changes_nothing() {
+    let mut md = cluster();
+    let before = md.clone();
+    match md.apply(create("t", 2, 5, &[1, 2, 3])) {
+        Err(Rejected::Replicas { reason, .. }) => {
+            assert!(
+                reason.contains("needs 5 store nodes; the cluster has 3"),
+                "{reason}"
+            )
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+    assert!(md.apply(create("t", 2, 0, &[1, 2, 3])).is_err());
+    assert_eq!(md, before);
+    assert_eq!(
+        ControllerError::from(Rejected::Replicas {
+            topic: TopicName::new("t").expect("valid"),
+            reason: "r".into()
+        }),
+        ControllerError::Invalid("topic t: r".into())
+    );
+}
+
+#[test]
+fn standalone_takes_one_replica_only() {
+    let mut md = Metadata::default();
+    assert!(
+        md.apply(ControllerCommand::SetShards { shards: vec![0] })
+            .is_ok()
+    );
+    assert_eq!(queue_shards(md.apply(create("t", 2, 1, &[]))), vec![0, 0]);
+    assert!(matches!(
+        md.apply(create("u", 2, 3, &[])),
+        Err(Rejected::Replicas { .. })
+    ));
+}
+
+#[test]
+fn an_existing_topic_is_refused_before_anything_is_placed() {
+    let mut md = cluster();
+    assert!(md.apply(create("t", 1, 3, &[1, 2, 3])).is_ok());
+    assert_eq!(
+        md.apply(create("t", 1, 1, &[1, 2, 3])),
+        Err(Rejected::TopicExists(TopicName::new("t").expect("valid")))
+    );
+    assert!(md.placed().is_empty());
+}
+
+#[test]
+fn marking_created_is_recorded_for_placed_shards_only() {
+    let mut md = cluster();
+    assert!(md.apply(create("t", 1, 1, &[1, 2, 3])).is_ok());
+    assert_eq!(
+        md.apply(ControllerCommand::MarkShardCreated { shard: 4 }),
+        Ok(Applied::ShardCreated)
+    );
+    assert!(md.placed()[&4].created);
+    assert!(!md.placed()[&3].created);
+    assert_eq!(
+        md.apply(ControllerCommand::MarkShardCreated { shard: 0 }),
+        Err(Rejected::ShardNotPlaced(0))
+    );
+    // The snapshot (JSON) keeps them; one written before placement existed still reads.
+    let json = serde_json::to_vec(&md).expect("encodes");
+    assert_eq!(
+        serde_json::from_slice::<Metadata>(&json).expect("decodes"),
+        md
+    );
+    let old: Metadata =
+        serde_json::from_str(r#"{"shards":[0],"topics":{},"groups":{}}"#).expect("decodes");
+    assert!(old.placed().is_empty());
+}
+
+#[test]
+fn new_commands_golden_bytes() {
+    // In every controller's log: variants 5 and 6, fields in order.
+    let bytes = postcard::to_stdvec(&create("t", 2, 1, &[1, 2])).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "050174000200010201020e");
+    let bytes =
+        postcard::to_stdvec(&ControllerCommand::MarkShardCreated { shard: 300 }).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "06ac02");
+    for command in [
+        create("t", 2, 1, &[1, 2]),
+        ControllerCommand::MarkShardCreated { shard: 3 },
+    ] {
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(
+            postcard::from_bytes::<ControllerCommand>(&bytes).expect("decodes"),
+            command
+        );
+    }
+}
