@@ -62,6 +62,9 @@ pub struct PopRequest {
     pub max_attempts: u32,
     /// Long polling: when nothing is visible now, wait up to this long for something to be.
     pub wait: Duration,
+    /// The shards holding the topic's queues (its metadata's `queue_shards`); empty means every
+    /// shard the store knows.
+    pub shards: Vec<ShardId>,
 }
 
 /// One delivered message.
@@ -153,17 +156,22 @@ pub trait StoreApi: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Offsets and per-group positions of a topic's queues held by this store.
+    /// `shards`: where the topic's queues are (its metadata's `queue_shards`); empty means every
+    /// shard the store knows.
     async fn queue_stats(
         &self,
         topic: &TopicName,
         group: Option<&GroupName>,
+        shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError>;
 
     /// Forgets a deleted topic's queues and consumer state.
-    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError>;
+    /// `shards` as for [`StoreApi::queue_stats`].
+    async fn drop_topic(&self, topic: &TopicName, shards: &[ShardId]) -> Result<(), StoreError>;
 
     /// Forgets a deleted group's consumer state.
-    async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError>;
+    /// `shards`: every shard a topic has queues on (beyond those the store knows itself).
+    async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError>;
 
     /// The shards of the data plane and the store nodes expected to hold each.
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>>;

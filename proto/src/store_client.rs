@@ -9,8 +9,12 @@
 //! (`AwaitDeliverable`) and receives from the first that has something, so no message is taken
 //! for a receive that ended elsewhere.
 //!
-//! Retried sends: a send whose reply was lost may have been stored; retrying it can store the
-//! message twice (deduplication by client and message id is the proxy's job, not built yet).
+//! Retried sends: a send whose reply was lost may have been stored; retrying it is safe because
+//! the shard deduplicates by (client id, message id) (ADR 0012).
+//!
+//! Shards the controller placed at runtime (ADR 0013) are not in the map: a call for one tries
+//! every store node, following `NotLeader` hints (a node that does not hold it gives none), and
+//! receives, statistics and drops cover the shards their caller names.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -123,9 +127,22 @@ impl RemoteStore {
         self.leaders.lock().get(&shard).copied()
     }
 
-    /// The shards of the cluster, starting with the one whose turn it is.
-    fn shards_in_turn(&self) -> Vec<ShardId> {
-        let mut shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
+    /// `named`, or every shard of the map when it names none.
+    fn scope(&self, named: &[ShardId]) -> Vec<ShardId> {
+        if named.is_empty() {
+            self.map.shards.keys().copied().collect()
+        } else {
+            let mut shards = named.to_vec();
+            shards.sort_unstable();
+            shards.dedup();
+            shards
+        }
+    }
+
+    /// The shards a receive covers (see [`RemoteStore::scope`]), starting with the one whose
+    /// turn it is.
+    fn shards_in_turn(&self, named: &[ShardId]) -> Vec<ShardId> {
+        let mut shards = self.scope(named);
         let turn = self.turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
         shards.rotate_left(turn);
         shards
@@ -146,10 +163,20 @@ impl RemoteStore {
         F: Fn(StoreClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let replicas =
-            self.map.shards.get(&shard).ok_or_else(|| {
-                StoreError::Invalid(format!("shard {shard} is not in the cluster"))
-            })?;
+        // A shard placed at runtime is not in the map: any store node may hold it.
+        let everyone: Vec<u64>;
+        let replicas = match self.map.shards.get(&shard) {
+            Some(replicas) => replicas,
+            None => {
+                everyone = self.map.stores.keys().copied().collect();
+                &everyone
+            }
+        };
+        if replicas.is_empty() {
+            return Err(StoreError::Invalid(
+                "the cluster map has no store nodes".into(),
+            ));
+        }
         let deadline = Instant::now() + retry_for;
         let mut backoff = FIRST_BACKOFF;
         let mut next = 0usize;
@@ -258,7 +285,7 @@ impl StoreApi for RemoteStore {
         let mut first: Option<ShardId> = None;
         loop {
             // Take what the first shard (in turn, or the one that said it has something) holds.
-            let mut order = self.shards_in_turn();
+            let mut order = self.shards_in_turn(&req.shards);
             if let Some(s) = first.take() {
                 order.retain(|&o| o != s);
                 order.insert(0, s);
@@ -389,9 +416,10 @@ impl StoreApi for RemoteStore {
         &self,
         topic: &TopicName,
         group: Option<&GroupName>,
+        shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError> {
         let mut stats = Vec::new();
-        for &shard in self.map.shards.keys() {
+        for shard in self.scope(shards) {
             let wire = pb::QueueStatsRequest {
                 topic: topic.as_str().to_owned(),
                 group: group.map(|g| g.as_str().to_owned()),
@@ -411,8 +439,8 @@ impl StoreApi for RemoteStore {
         Ok(stats)
     }
 
-    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError> {
-        for &shard in self.map.shards.keys() {
+    async fn drop_topic(&self, topic: &TopicName, shards: &[ShardId]) -> Result<(), StoreError> {
+        for shard in self.scope(shards) {
             let wire = pb::DropTopicRequest {
                 topic: topic.as_str().to_owned(),
                 shard,
@@ -426,8 +454,10 @@ impl StoreApi for RemoteStore {
         Ok(())
     }
 
-    async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError> {
-        for &shard in self.map.shards.keys() {
+    async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError> {
+        let mut all = self.scope(&[]);
+        all.extend_from_slice(shards);
+        for shard in self.scope(&all) {
             let wire = pb::DropGroupRequest {
                 group: group.as_str().to_owned(),
                 shard,
@@ -456,11 +486,10 @@ impl StoreApi for RemoteStore {
     }
 
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
-        let replicas =
-            self.map.shards.get(&shard).ok_or_else(|| {
-                StoreError::Invalid(format!("shard {shard} is not in the cluster"))
-            })?;
-        if !replicas.contains(&to) {
+        // A placed shard's members are not in the map: its leader checks the target.
+        if let Some(replicas) = self.map.shards.get(&shard)
+            && !replicas.contains(&to)
+        {
             return Err(StoreError::Invalid(format!(
                 "store node {to} holds no replica of shard {shard}"
             )));

@@ -199,6 +199,8 @@ pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
         fifo: req.fifo,
         max_attempts: req.max_attempts,
         wait: Duration::from_millis(req.wait_ms),
+        // A receive on the wire addresses the one shard it names.
+        shards: vec![req.shard],
     })
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vela_proto::pb::admin::{self as api, admin_service_server::AdminService};
 use vela_proto::{
-    DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupQueueStats, GroupSpec, QueueStats,
+    DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupQueueStats, GroupSpec, QueueStats, ShardId,
     TopicConfig, TopicName, TopicSpec, TopicType,
 };
 
@@ -160,6 +160,8 @@ impl AdminService for AdminServer {
         request: Request<api::DeleteTopicRequest>,
     ) -> Result<Response<api::DeleteTopicResponse>, Status> {
         let name = topic_name(&request.into_inner().name)?;
+        // Where its queues are, before the metadata forgets.
+        let shards = self.existing_topic(&name).await?.queue_shards;
         self.shared
             .ctx
             .controller
@@ -170,7 +172,7 @@ impl AdminService for AdminServer {
         self.shared
             .ctx
             .store
-            .drop_topic(&name)
+            .drop_topic(&name, &shards)
             .await
             .map_err(|e| half_deleted(&format!("topic {name}"), "its queues were", e))?;
         tracing::info!(topic = %name, "topic deleted");
@@ -204,7 +206,7 @@ impl AdminService for AdminServer {
             .shared
             .ctx
             .store
-            .queue_stats(&name, None)
+            .queue_stats(&name, None, &topic.queue_shards)
             .await
             .map_err(store_to_grpc)?;
         queues.sort_by_key(|q| q.queue_id);
@@ -256,10 +258,21 @@ impl AdminService for AdminServer {
             .await
             .map_err(controller_to_grpc)?;
         self.shared.metadata.forget_group(&name);
+        // Every shard a topic has queues on: the group may hold state on any.
+        let shards: Vec<ShardId> = self
+            .shared
+            .ctx
+            .controller
+            .list_topics()
+            .await
+            .map_err(controller_to_grpc)?
+            .into_iter()
+            .flat_map(|t| t.queue_shards)
+            .collect();
         self.shared
             .ctx
             .store
-            .drop_group(&name)
+            .drop_group(&name, &shards)
             .await
             .map_err(|e| half_deleted(&format!("consumer group {name}"), "its state was", e))?;
         tracing::info!(group = %name, "consumer group deleted");
@@ -303,7 +316,7 @@ impl AdminService for AdminServer {
                 .shared
                 .ctx
                 .store
-                .queue_stats(&topic.name, Some(&name))
+                .queue_stats(&topic.name, Some(&name), &topic.queue_shards)
                 .await
                 .map_err(store_to_grpc)?;
             positions.extend(
@@ -330,12 +343,12 @@ impl AdminService for AdminServer {
             "" => None,
             name => Some(group_name(name)?),
         };
-        self.existing_topic(&topic).await?;
+        let shards = self.existing_topic(&topic).await?.queue_shards;
         let mut queues = self
             .shared
             .ctx
             .store
-            .queue_stats(&topic, group.as_ref())
+            .queue_stats(&topic, group.as_ref(), &shards)
             .await
             .map_err(store_to_grpc)?;
         queues.sort_by_key(|q| q.queue_id);

@@ -8,7 +8,6 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use vela_proto::ClientId;
 use vela_proto::domain::{GroupName, MessageRecord, TopicName};
 use vela_proto::store_api::AppendOutcome;
 
@@ -81,8 +80,10 @@ pub enum StoreCommand {
 /// One caller's messages inside a [`StoreCommand::ClientAppends`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientAppend {
-    /// The sending client; without one its messages are never treated as duplicates.
-    pub client_id: Option<ClientId>,
+    /// The sending client, as the proxy validated it (`vela_proto::ClientId`); without one its
+    /// messages are never treated as duplicates. A plain string in the log, so what an entry
+    /// means never depends on a build's validation rules.
+    pub client_id: Option<String>,
     pub append: QueueAppend,
 }
 
@@ -226,7 +227,7 @@ impl vela_raft::entry::RecordData for StoreCommand {
                         .iter()
                         .map(|a| {
                             records(&a.append.messages)
-                                + a.client_id.as_ref().map_or(0, |c| c.as_str().len())
+                                + a.client_id.as_ref().map_or(0, String::len)
                         })
                         .sum::<usize>()
             }
@@ -606,7 +607,7 @@ mod tests {
         let command = StoreCommand::ClientAppends {
             now_ms: 7,
             appends: vec![ClientAppend {
-                client_id: Some(ClientId::new("c@1").expect("valid")),
+                client_id: Some("c@1".into()),
                 append: QueueAppend {
                     topic: TopicName::new("t").expect("valid"),
                     queue_id: 2,

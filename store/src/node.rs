@@ -524,9 +524,18 @@ impl Store {
         self.shards.read().clone()
     }
 
+    /// The shard, if this node holds it. A replicated node that does not answers `NotLeader`
+    /// without a hint, so a client looking for a placed shard tries the next node (ADR 0013).
     fn shard(&self, id: ShardId) -> Result<Arc<LocalShard>, StoreError> {
         self.shards().get(&id).cloned().ok_or_else(|| {
-            StoreError::Invalid(format!("shard {id} is not held by this store node"))
+            if self.replicated {
+                StoreError::NotLeader {
+                    shard: id,
+                    leader: None,
+                }
+            } else {
+                StoreError::Invalid(format!("shard {id} is not held by this store node"))
+            }
         })
     }
 
@@ -766,10 +775,12 @@ impl StoreApi for Store {
         }
     }
 
+    // In process the store covers every shard it holds, whatever the caller names.
     async fn queue_stats(
         &self,
         topic: &TopicName,
         group: Option<&GroupName>,
+        _shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError> {
         let mut stats: Vec<QueueStats> = self
             .shards()
@@ -787,14 +798,14 @@ impl StoreApi for Store {
         Ok(stats)
     }
 
-    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError> {
+    async fn drop_topic(&self, topic: &TopicName, _shards: &[ShardId]) -> Result<(), StoreError> {
         self.drop_everywhere(StoreCommand::DropTopic {
             topic: topic.clone(),
         })
         .await
     }
 
-    async fn drop_group(&self, group: &GroupName) -> Result<(), StoreError> {
+    async fn drop_group(&self, group: &GroupName, _shards: &[ShardId]) -> Result<(), StoreError> {
         self.drop_everywhere(StoreCommand::DropGroup {
             group: group.clone(),
         })

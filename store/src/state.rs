@@ -25,8 +25,6 @@ use vela_proto::domain::{
 };
 use vela_proto::store_api::AppendOutcome;
 
-use vela_proto::ClientId;
-
 use crate::command::{
     ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, QueueAppend,
     QueueChoice, RecordRef, StoreCommand, TagSubscription, TimerKey, TransactionEnd,
@@ -260,8 +258,10 @@ impl ShardState {
                     .iter()
                     .map(|a| {
                         let q = &a.append;
-                        let outcomes =
-                            self.append_deduplicated(first, a.client_id.as_ref(), q, now, fx);
+                        // Before version 5 (never written so, but replay must not depend
+                        // on that) it applies as an `AppendBatch` would.
+                        let client = a.client_id.as_deref().filter(|_| self.apply_version >= 5);
+                        let outcomes = self.append_deduplicated(first, client, q, now, fx);
                         first.slot = first
                             .slot
                             .saturating_add(u32::try_from(q.messages.len()).unwrap_or(u32::MAX));
@@ -432,7 +432,7 @@ impl ShardState {
     fn append_deduplicated(
         &mut self,
         first: RecordRef,
-        client: Option<&ClientId>,
+        client: Option<&str>,
         append: &QueueAppend,
         now_ms: i64,
         fx: &mut ApplyEffects,

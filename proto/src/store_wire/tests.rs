@@ -77,6 +77,7 @@ fn values_survive_the_wire() {
                 fifo: true,
                 max_attempts: 16,
                 wait: Duration::from_secs(20),
+                shards: vec![],
             };
             let back = pop_from_wire(pop_to_wire(&p)).unwrap();
             assert_eq!(

@@ -138,7 +138,7 @@ async fn receive(
     let group = shared.metadata.group(&params.group).await?;
     // Dead-letter topics exist once their group does (the metadata lookup ensures them), so
     // unknown names never reach the store.
-    shared.metadata.topic(&params.topic).await?;
+    let topic = shared.metadata.topic(&params.topic).await?;
     let remaining = meta
         .remaining()
         .map(|left| left.saturating_sub(DEADLINE_MARGIN));
@@ -158,6 +158,7 @@ async fn receive(
         fifo: group.fifo,
         max_attempts: group.max_attempts,
         wait,
+        shards: topic.queue_shards.clone(),
     };
     let deliveries = shared.ctx.store.pop(request).await?;
     if deliveries.is_empty() {

@@ -413,6 +413,7 @@ impl StoreApi for FakeStore {
         &self,
         topic: &TopicName,
         _group: Option<&GroupName>,
+        _shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError> {
         let state = self.state.lock();
         Ok(state
@@ -429,12 +430,12 @@ impl StoreApi for FakeStore {
             .collect())
     }
 
-    async fn drop_topic(&self, topic: &TopicName) -> Result<(), StoreError> {
+    async fn drop_topic(&self, topic: &TopicName, _shards: &[ShardId]) -> Result<(), StoreError> {
         self.state.lock().queues.retain(|(t, _), _| t != topic);
         Ok(())
     }
 
-    async fn drop_group(&self, _group: &GroupName) -> Result<(), StoreError> {
+    async fn drop_group(&self, _group: &GroupName, _shards: &[ShardId]) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -74,6 +74,7 @@ fn pop_request(max: u32) -> PopRequest {
         fifo: false,
         max_attempts: 10_000,
         wait: Duration::ZERO,
+        shards: Vec::new(),
     }
 }
 
@@ -201,7 +202,7 @@ async fn workload(seed: u64, flush: FlushSetting) {
                 o.durable_acked = o.acked.clone();
                 o.durable_min_offsets = min_offsets(
                     &store
-                        .queue_stats(&topic(), None)
+                        .queue_stats(&topic(), None, &[])
                         .await
                         .expect("stats after a snapshot"),
                 );
@@ -224,7 +225,7 @@ async fn workload(seed: u64, flush: FlushSetting) {
     let mode = CrashMode::Random { seed: rng.random() };
     let before = min_offsets(
         &store
-            .queue_stats(&topic(), None)
+            .queue_stats(&topic(), None, &[])
             .await
             .expect("stats before the crash"),
     );
@@ -271,7 +272,7 @@ async fn workload(seed: u64, flush: FlushSetting) {
     }
 
     let store = open(&cfg, &clock, &after).await;
-    let stats = store.queue_stats(&topic(), None).await.expect("stats");
+    let stats = store.queue_stats(&topic(), None, &[]).await.expect("stats");
     let after_offsets = min_offsets(&stats);
     if flush == FlushSetting::Sync {
         for (queue, min) in &before {

@@ -91,6 +91,7 @@ fn pop(max: u32, wait: Duration) -> PopRequest {
         fifo: false,
         max_attempts: 16,
         wait,
+        shards: Vec::new(),
     }
 }
 
@@ -276,7 +277,7 @@ async fn state_restores_from_a_snapshot_plus_the_log_after_it() {
         .await
         .expect("appends");
     let stats_before = store
-        .queue_stats(&topic(), Some(&group()))
+        .queue_stats(&topic(), Some(&group()), &[])
         .await
         .expect("stats");
     store.shutdown().await.expect("shuts down");
@@ -290,7 +291,7 @@ async fn state_restores_from_a_snapshot_plus_the_log_after_it() {
     let store = Store::open(cfg, shared).await.expect("reopens");
     assert_eq!(
         store
-            .queue_stats(&topic(), Some(&group()))
+            .queue_stats(&topic(), Some(&group()), &[])
             .await
             .expect("stats"),
         stats_before
@@ -445,7 +446,7 @@ async fn a_node_with_several_shards_serves_each() {
         .await
         .expect("acks on shard 1");
     let stats = store
-        .queue_stats(&topic(), Some(&group()))
+        .queue_stats(&topic(), Some(&group()), &[])
         .await
         .expect("stats");
     assert_eq!(
@@ -454,12 +455,12 @@ async fn a_node_with_several_shards_serves_each() {
     );
     assert!(dir.path().join("shards/1/log").is_dir());
     store
-        .drop_group(&group())
+        .drop_group(&group(), &[])
         .await
         .expect("drops the group on every shard");
     assert!(
         store
-            .queue_stats(&topic(), Some(&group()))
+            .queue_stats(&topic(), Some(&group()), &[])
             .await
             .expect("stats")
             .iter()

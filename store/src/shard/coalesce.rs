@@ -165,7 +165,7 @@ impl AppendCoalescer {
         let (reply, answer) = oneshot::channel();
         let append = PendingAppend {
             append: ClientAppend {
-                client_id,
+                client_id: client_id.map(|c| c.as_str().to_owned()),
                 append: QueueAppend {
                     topic,
                     queue_id,

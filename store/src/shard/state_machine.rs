@@ -55,7 +55,16 @@ struct CurrentFile {
     dedup: DedupWindow,
 }
 
-/// Snapshot format 3: as the current one without the deduplication window.
+/// Snapshot format 3: as the current one without the deduplication window. Still written while
+/// a shard's apply version is below 5 (its window is empty), so a node rolled back to a build
+/// that reads format 3 only can still open what the new build wrote during a rolling upgrade.
+#[derive(Serialize)]
+struct Format3FileRef<'a> {
+    format: u32,
+    meta: &'a SnapshotMetaOf<ShardTypes>,
+    state: &'a ShardState,
+}
+
 #[derive(Deserialize)]
 struct Format3File {
     _format: u32,
@@ -502,12 +511,20 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                     db.write(part, index)?;
                 }
                 db.make_durable()?;
-                let bytes = postcard::to_stdvec(&SnapshotFileRef {
-                    format: SNAPSHOT_FORMAT,
-                    meta: &meta,
-                    state: &state,
-                    dedup: state.dedup(),
-                })
+                let bytes = if state.apply_version() < 5 {
+                    postcard::to_stdvec(&Format3FileRef {
+                        format: 3,
+                        meta: &meta,
+                        state: &state,
+                    })
+                } else {
+                    postcard::to_stdvec(&SnapshotFileRef {
+                        format: SNAPSHOT_FORMAT,
+                        meta: &meta,
+                        state: &state,
+                        dedup: state.dedup(),
+                    })
+                }
                 .map_err(invalid_data)?;
                 Ok((bytes, (state.index_floors(), state.next_queue_key())))
             })

@@ -16,7 +16,6 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{Membership, StorageError};
 use tempfile::TempDir;
-use vela_proto::ClientId;
 use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
 
 use super::state_machine::SnapshotState;
@@ -119,13 +118,21 @@ fn workload() -> Vec<EntryOf<ShardTypes>> {
             log_id(1, 2),
             append(0, vec![message("a", None), message("b", None)]),
         ),
+        // The apply semantics raised (format 4 snapshots from here on, with the deduplication
+        // window).
         EntryOf::<ShardTypes>::new_normal(
             log_id(1, 3),
-            // Sent by a named client: the deduplication window remembers it (snapshot format 4).
+            StoreCommand::SetApplyVersion {
+                version: crate::state::APPLY_VERSION,
+            },
+        ),
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(2, 4),
+            // Sent by a named client: the deduplication window remembers it.
             StoreCommand::ClientAppends {
                 now_ms,
                 appends: vec![ClientAppend {
-                    client_id: Some(ClientId::new("c@1").expect("valid client id")),
+                    client_id: Some("c@1".into()),
                     append: QueueAppend {
                         topic: topic(),
                         queue_id: 1,
@@ -134,7 +141,6 @@ fn workload() -> Vec<EntryOf<ShardTypes>> {
                 }],
             },
         ),
-        EntryOf::<ShardTypes>::new_blank(log_id(2, 4)),
         EntryOf::<ShardTypes>::new_normal(
             log_id(2, 5),
             StoreCommand::Pop(PopCommand {
@@ -451,4 +457,35 @@ async fn a_format_3_snapshot_still_restores_with_an_empty_dedup_window() {
         .err()
         .expect("a newer format is refused");
     assert!(err.contains("snapshot format 5 is not supported"), "{err}");
+}
+
+/// Until a shard applies version 5 its snapshots keep format 3, so a node rolled back to a build
+/// that reads no newer format still opens what was written during the upgrade.
+#[tokio::test]
+async fn below_apply_version_5_snapshots_keep_format_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_shared, mut sm) = state_machine(dir.path(), SHARD);
+    let mut entries = workload();
+    entries.truncate(2);
+    apply(&mut sm, entries).await.expect("apply");
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    assert_eq!(built.snapshot[0], 3, "format 3 first");
+    let more = workload().split_off(2);
+    apply(&mut sm, more).await.expect("apply");
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    assert_eq!(
+        usize::from(built.snapshot[0]),
+        4,
+        "format 4 once version 5 applies"
+    );
 }

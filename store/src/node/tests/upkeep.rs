@@ -116,7 +116,7 @@ async fn retention_deletes_old_segments_and_the_state_follows() {
     let got = store.pop(pop(3, Duration::ZERO)).await.expect("pops");
     let cuts = store.enforce_retention().await.expect("retention runs");
     let cut = cuts[&0].expect("something was removed");
-    let stats = store.queue_stats(&topic(), None).await.expect("stats");
+    let stats = store.queue_stats(&topic(), None, &[]).await.expect("stats");
     assert!(stats[0].min_offset > 0, "min offset rose: {stats:?}");
     assert_eq!(stats[0].max_offset, 40);
     assert!(
@@ -145,7 +145,7 @@ async fn retention_deletes_old_segments_and_the_state_follows() {
         .await
         .expect("reopens after a purge");
     assert_eq!(
-        store.queue_stats(&topic(), None).await.expect("stats")[0].min_offset,
+        store.queue_stats(&topic(), None, &[]).await.expect("stats")[0].min_offset,
         stats[0].min_offset
     );
     let rest = store

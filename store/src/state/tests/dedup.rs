@@ -5,7 +5,6 @@
 use super::*;
 use crate::command::{ClientAppend, QueueAppend};
 use crate::state::dedup::WINDOW_MS;
-use vela_proto::ClientId;
 
 fn named(id: &str) -> MessageRecord {
     MessageRecord {
@@ -16,13 +15,22 @@ fn named(id: &str) -> MessageRecord {
 
 fn from(client: Option<&str>, queue_id: u32, messages: Vec<MessageRecord>) -> ClientAppend {
     ClientAppend {
-        client_id: client.map(|c| ClientId::new(c).expect("valid client id")),
+        client_id: client.map(str::to_owned),
         append: QueueAppend {
             topic: topic("orders"),
             queue_id,
             messages,
         },
     }
+}
+
+/// A state applying version 5 semantics (sends are deduplicated only from there).
+fn harness() -> Harness {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion {
+        version: crate::state::APPLY_VERSION,
+    });
+    h
 }
 
 impl Harness {
@@ -57,7 +65,7 @@ impl Harness {
 
 #[test]
 fn a_resent_message_gets_its_first_offset_and_is_not_appended_again() {
-    let mut h = Harness::new();
+    let mut h = harness();
     assert_eq!(h.send(Some("c@1"), &["a", "b"]), vec![Some(0), Some(1)]);
     assert_eq!(h.send(Some("c@1"), &["b", "c"]), vec![Some(1), Some(2)]);
     assert_eq!(h.queue_len(), 3);
@@ -68,7 +76,7 @@ fn a_resent_message_gets_its_first_offset_and_is_not_appended_again() {
 
 #[test]
 fn the_same_message_id_from_another_client_or_no_client_is_a_new_message() {
-    let mut h = Harness::new();
+    let mut h = harness();
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
     assert_eq!(h.send(Some("c@2"), &["m"]), vec![Some(1)]);
     assert_eq!(h.send(None, &["m"]), vec![Some(2)]);
@@ -78,7 +86,7 @@ fn the_same_message_id_from_another_client_or_no_client_is_a_new_message() {
 
 #[test]
 fn duplicates_inside_one_entry_are_caught_across_sub_appends() {
-    let mut h = Harness::new();
+    let mut h = harness();
     let outcomes = h.sends(vec![
         from(Some("c@1"), 0, vec![named("a"), named("a")]),
         from(Some("c@1"), 1, vec![named("a")]),
@@ -94,7 +102,7 @@ fn duplicates_inside_one_entry_are_caught_across_sub_appends() {
 
 #[test]
 fn a_resent_transaction_message_names_the_same_transaction() {
-    let mut h = Harness::new();
+    let mut h = harness();
     let half = || MessageRecord {
         kind: MessageKind::Transaction,
         ..named("t")
@@ -108,7 +116,7 @@ fn a_resent_transaction_message_names_the_same_transaction() {
 
 #[test]
 fn the_window_forgets_after_its_time() {
-    let mut h = Harness::new();
+    let mut h = harness();
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
     h.advance(WINDOW_MS);
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)], "still inside");
@@ -122,8 +130,8 @@ fn the_window_forgets_after_its_time() {
 
 #[test]
 fn without_duplicates_client_appends_apply_like_an_append_batch() {
-    let mut with_clients = Harness::new();
-    let mut batched = Harness::new();
+    let mut with_clients = harness();
+    let mut batched = harness();
     let parts = || {
         vec![
             (Some("c@1"), 0, vec![named("a"), named("b")]),
@@ -145,7 +153,7 @@ fn without_duplicates_client_appends_apply_like_an_append_batch() {
 
 #[test]
 fn the_window_survives_a_snapshot() {
-    let mut h = Harness::new();
+    let mut h = harness();
     h.send(Some("c@1"), &["a"]);
     let saved = postcard::to_stdvec(h.state.dedup()).expect("encodes");
     let mut restored: ShardState =
@@ -155,4 +163,12 @@ fn the_window_survives_a_snapshot() {
     h.state = restored;
     assert_eq!(h.send(Some("c@1"), &["a"]), vec![Some(0)]);
     assert_eq!(h.queue_len(), 1);
+}
+
+#[test]
+fn before_version_5_client_appends_apply_without_deduplication() {
+    let mut h = Harness::new();
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(1)]);
+    assert!(h.state.dedup().is_empty());
 }
