@@ -67,6 +67,10 @@ pub enum TopicCommand {
         /// Number of queues (1-1024).
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         queues: u32,
+        /// Replicas of each queue's shard, on distinct store nodes (1, 3 or 5; at most the
+        /// cluster's store nodes). Default: the configured shards, held by every store node.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=7))]
+        replicas: Option<u32>,
     },
     List,
     Describe {
@@ -208,12 +212,14 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
             name,
             topic_type,
             queues,
+            replicas,
         }) => {
             let topic = client
                 .create_topic(pb::CreateTopicRequest {
                     name,
                     topic_type: topic_type_to_pb(topic_type) as i32,
                     queue_count: queues,
+                    replicas,
                 })
                 .await
                 .map_err(status_error)?
@@ -262,6 +268,16 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
             writeln!(out, "topic:    {}", t.name)?;
             writeln!(out, "type:     {}", type_name(t.topic_type))?;
             writeln!(out, "queues:   {}", t.queue_count)?;
+            let shards: std::collections::BTreeSet<u32> = t.queue_shards.iter().copied().collect();
+            writeln!(
+                out,
+                "shards:   {}",
+                shards
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
             writeln!(
                 out,
                 "created:  {}{}",

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_controller::Controller;
 use vela_controller::balancer::spawn_leader_balancer;
+use vela_controller::reconciler::spawn_reconciler;
 use vela_controller::service::ControllerService;
 use vela_proto::clock::system_clock;
 
@@ -31,6 +32,7 @@ pub struct ControllerNode {
     http_task: JoinHandle<std::io::Result<()>>,
     controller: Arc<Controller>,
     balancer: Option<JoinHandle<()>>,
+    reconciler: Option<JoinHandle<()>>,
     _data_lock: File,
 }
 
@@ -64,6 +66,12 @@ impl ControllerNode {
         let bound = serving::bind(&config).await?;
         let mut controller_config = config.controller.clone();
         controller_config.shards = config.cluster.shards.clone();
+        controller_config.stores = config
+            .cluster
+            .stores
+            .iter()
+            .map(|n| (n.id, n.addr.clone()))
+            .collect();
         let controller_config_balance = controller_config.leader_balance_interval;
         let controller =
             Controller::open_replicated(controller_config, system_clock(), &voters, bootstrap)
@@ -82,6 +90,12 @@ impl ControllerNode {
                 controller_config_balance,
             ))
         };
+        // Makes the store nodes hold the shards placed on them (ADR 0013).
+        let reconciler = if config.cluster.stores.is_empty() {
+            None
+        } else {
+            Some(spawn_reconciler(&controller, store_client(&config)?))
+        };
         let raft = controller
             .raft_service()
             .context("a replicated controller has a Raft service")?;
@@ -99,6 +113,7 @@ impl ControllerNode {
             http_task,
             controller,
             balancer,
+            reconciler,
             _data_lock: bound.lock,
         })
     }
@@ -115,6 +130,9 @@ impl ControllerNode {
 
     /// Stops serving and closes the controller's log.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(reconciler) = &self.reconciler {
+            reconciler.abort();
+        }
         if let Some(balancer) = &self.balancer {
             balancer.abort();
         }

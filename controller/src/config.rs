@@ -19,6 +19,11 @@ pub struct ControllerConfig {
     /// The store shards new queues are placed on. Changing it affects topics created afterwards
     /// only; queues already placed stay where they are.
     pub shards: Vec<ShardId>,
+    /// Cluster only: the store nodes (id → address of their gRPC port), from the cluster's
+    /// `[[cluster.stores]]` (not a key of this section). Shards placed for a replication factor
+    /// go on these (ADR 0013); empty in standalone.
+    #[serde(skip)]
+    pub stores: std::collections::BTreeMap<u64, String>,
     /// Cluster only: how often the controller leader looks at the store nodes and moves shard
     /// leaderships so every node leads about as many shards as the others. `0s` turns
     /// balancing off.
@@ -32,6 +37,7 @@ impl Default for ControllerConfig {
             data_dir: PathBuf::from("./vela-data/controller"),
             node_id: 1,
             shards: vec![0],
+            stores: std::collections::BTreeMap::new(),
             leader_balance_interval: Duration::from_secs(10),
         }
     }

@@ -56,6 +56,10 @@ pub struct Controller {
     clock: SharedClock,
     /// This node's id in a replicated controller group (`None`: the single voter of standalone).
     member: Option<u64>,
+    /// The cluster's store nodes (id → address), from the configuration (ADR 0013).
+    stores: BTreeMap<u64, String>,
+    /// Woken when a topic placed new shards, so the reconciler opens them at once.
+    placed_changed: tokio::sync::Notify,
     /// Proxies heard from (address → version, when), while this node leads; observed state,
     /// never replicated.
     proxies: parking_lot::Mutex<BTreeMap<String, (String, std::time::Instant)>>,
@@ -88,6 +92,8 @@ impl Controller {
             group,
             clock,
             member: None,
+            stores: cfg.stores.clone(),
+            placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
         });
@@ -160,6 +166,8 @@ impl Controller {
             group,
             clock,
             member: Some(cfg.node_id),
+            stores: cfg.stores.clone(),
+            placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
         });
@@ -282,6 +290,35 @@ impl Controller {
         Ok(())
     }
 
+    /// The store nodes placed shards go on (id → address).
+    pub fn stores(&self) -> &BTreeMap<u64, String> {
+        &self.stores
+    }
+
+    /// The shards placed on chosen store nodes, as applied here.
+    pub fn placed_shards(&self) -> BTreeMap<ShardId, crate::metadata::PlacedShard> {
+        self.metadata.read().placed().clone()
+    }
+
+    /// Records that every member of placed `shard` has opened it (the reconciler calls this).
+    pub async fn mark_shard_created(&self, shard: ShardId) -> Result<(), ControllerError> {
+        match self
+            .group
+            .propose(ControllerCommand::MarkShardCreated { shard })
+            .await?
+        {
+            Ok(Applied::ShardCreated) => Ok(()),
+            other => Err(unexpected("mark-shard-created", &other)),
+        }
+    }
+
+    /// Waits until a topic placed new shards (or `timeout` passes).
+    pub async fn placed_changed(&self, timeout: std::time::Duration) {
+        tokio::time::timeout(timeout, self.placed_changed.notified())
+            .await
+            .ok();
+    }
+
     async fn propose_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
         let command = ControllerCommand::CreateTopic {
             spec,
@@ -333,6 +370,29 @@ impl ControllerApi for Controller {
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
         validate_topic_spec(&spec, false)?;
         self.propose_topic(spec).await
+    }
+
+    async fn create_topic_replicated(
+        &self,
+        spec: TopicSpec,
+        replicas: u32,
+    ) -> Result<TopicConfig, ControllerError> {
+        validate_topic_spec(&spec, false)?;
+        let placed_before = self.metadata.read().placed().len();
+        let command = ControllerCommand::CreateTopicReplicated {
+            spec,
+            replicas,
+            stores: self.stores.keys().copied().collect(),
+            now_ms: self.clock.now_ms(),
+        };
+        let config = match self.group.propose(command).await? {
+            Ok(Applied::Topic(config)) => config,
+            other => return Err(unexpected("create-topic", &other)),
+        };
+        if self.metadata.read().placed().len() != placed_before {
+            self.placed_changed.notify_waiters();
+        }
+        Ok(config)
     }
 
     async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {

@@ -19,6 +19,7 @@ mod controller;
 pub mod metadata;
 pub mod placement;
 mod raft;
+pub mod reconciler;
 pub mod service;
 pub mod validation;
 

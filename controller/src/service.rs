@@ -37,8 +37,18 @@ impl ControllerRpc for ControllerService {
         &self,
         request: Request<pb::TopicSpec>,
     ) -> Result<Response<pb::Topic>, Status> {
-        let spec = topic_spec_from_wire(request.into_inner())?;
-        let topic = self.controller.create_topic(spec).await.map_err(failed)?;
+        let wire = request.into_inner();
+        let replicas = wire.replicas;
+        let spec = topic_spec_from_wire(wire)?;
+        let topic = match replicas {
+            Some(replicas) => {
+                self.controller
+                    .create_topic_replicated(spec, replicas)
+                    .await
+            }
+            None => self.controller.create_topic(spec).await,
+        }
+        .map_err(failed)?;
         Ok(Response::new(topic_to_wire(&topic)))
     }
 

@@ -38,6 +38,13 @@ pub enum ControllerError {
 pub trait ControllerApi: Send + Sync + 'static {
     /// Creates a topic and places its queues on shards. `AlreadyExists` if it exists.
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError>;
+    /// Creates a topic whose queues live on shards of `replicas` members on distinct store
+    /// nodes (ADR 0013). `Invalid` when the cluster cannot hold that many.
+    async fn create_topic_replicated(
+        &self,
+        spec: TopicSpec,
+        replicas: u32,
+    ) -> Result<TopicConfig, ControllerError>;
     /// Deletes a topic's metadata. `NotFound` if absent.
     async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError>;
     async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError>;

@@ -128,10 +128,16 @@ fn name(n: &str) -> pb::Name {
     pb::Name { name: n.to_owned() }
 }
 
-#[async_trait]
-impl ControllerApi for RemoteController {
-    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
-        let wire = topic_spec_to_wire(&spec);
+impl RemoteController {
+    /// Creates a topic (on the configured shards, or on shards of `replicas` members), taking an
+    /// earlier attempt's topic when a retry finds it created.
+    async fn create(
+        &self,
+        spec: TopicSpec,
+        replicas: Option<u32>,
+    ) -> Result<TopicConfig, ControllerError> {
+        let mut wire = topic_spec_to_wire(&spec);
+        wire.replicas = replicas;
         let mut ambiguous = false;
         let created = self
             .on_leader(&mut ambiguous, |mut c| {
@@ -154,6 +160,21 @@ impl ControllerApi for RemoteController {
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+#[async_trait]
+impl ControllerApi for RemoteController {
+    async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        self.create(spec, None).await
+    }
+
+    async fn create_topic_replicated(
+        &self,
+        spec: TopicSpec,
+        replicas: u32,
+    ) -> Result<TopicConfig, ControllerError> {
+        self.create(spec, Some(replicas)).await
     }
 
     async fn delete_topic(&self, topic: &TopicName) -> Result<(), ControllerError> {

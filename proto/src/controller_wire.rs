@@ -39,6 +39,7 @@ pub fn topic_spec_to_wire(s: &TopicSpec) -> pb::TopicSpec {
         topic_type: type_to_wire(s.topic_type) as i32,
         queue_count: s.queue_count,
         auto_created: s.auto_created,
+        replicas: None,
     }
 }
 

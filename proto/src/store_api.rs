@@ -173,6 +173,16 @@ pub trait StoreApi: Send + Sync + 'static {
     /// `shards`: every shard a topic has queues on (beyond those the store knows itself).
     async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError>;
 
+    /// Opens store node `node`'s replica of `shard`, whose members are `replicas` (node id →
+    /// address); `initialize` only for a new shard (ADR 0013).
+    async fn open_shard(
+        &self,
+        node: u64,
+        shard: ShardId,
+        replicas: &BTreeMap<u64, String>,
+        initialize: bool,
+    ) -> Result<(), StoreError>;
+
     /// The shards of the data plane and the store nodes expected to hold each.
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>>;
 

@@ -471,6 +471,28 @@ impl StoreApi for RemoteStore {
         Ok(())
     }
 
+    async fn open_shard(
+        &self,
+        node: u64,
+        shard: ShardId,
+        replicas: &BTreeMap<u64, String>,
+        initialize: bool,
+    ) -> Result<(), StoreError> {
+        let mut client = self
+            .clients
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid(format!("store node {node} has no address")))?;
+        let wire = open_shard_to_wire(shard, replicas, initialize);
+        match tokio::time::timeout(ATTEMPT, client.open_shard(wire)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status_to_error(&status)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "store node {node} did not open shard {shard} within {ATTEMPT:?}"
+            ))),
+        }
+    }
+
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
         self.map.shards.clone()
     }

@@ -12,10 +12,13 @@ use vela_proto::{
 };
 
 use vela_proto::cluster_status::{
-    ControllerNodeReport, StoreNodeReport, leader_counts, shard_views,
+    ControllerNodeReport, MemberRole, StoreNodeReport, leader_counts, shard_views,
 };
 
 use crate::Shared;
+
+/// How long creating a topic on new shards waits for them to elect leaders.
+const SHARD_START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::status::{controller_to_grpc, name_to_grpc, store_to_grpc};
 
 pub(crate) struct AdminServer {
@@ -25,6 +28,32 @@ pub(crate) struct AdminServer {
 impl AdminServer {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
+    }
+
+    /// Waits (up to `within`) until a store node reports leading each of `shards`; logs the
+    /// ones still without a leader.
+    async fn await_leaders(&self, shards: &[ShardId], within: std::time::Duration) {
+        let wanted: BTreeSet<ShardId> = shards.iter().copied().collect();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let reports = self.shared.ctx.store.node_status().await;
+            let led: BTreeSet<ShardId> = reports
+                .iter()
+                .filter_map(|r| r.report.as_ref().ok())
+                .flatten()
+                .filter(|m| m.status.role == MemberRole::Leader)
+                .map(|m| m.shard)
+                .collect();
+            let missing: Vec<ShardId> = wanted.difference(&led).copied().collect();
+            if missing.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(shards = ?missing, "shards of a new topic have no leader yet");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     async fn existing_topic(&self, name: &TopicName) -> Result<TopicConfig, Status> {
@@ -141,13 +170,18 @@ impl AdminService for AdminServer {
             queue_count,
             auto_created: false,
         };
-        let topic = self
-            .shared
-            .ctx
-            .controller
-            .create_topic(spec)
-            .await
-            .map_err(controller_to_grpc)?;
+        let controller = &self.shared.ctx.controller;
+        let topic = match req.replicas {
+            Some(replicas) => controller.create_topic_replicated(spec, replicas).await,
+            None => controller.create_topic(spec).await,
+        }
+        .map_err(controller_to_grpc)?;
+        if req.replicas.is_some() {
+            // Shards placed for the topic open on their store nodes within a reconcile round;
+            // answer once each has a leader, so the first sends find it.
+            self.await_leaders(&topic.queue_shards, SHARD_START_WAIT)
+                .await;
+        }
         self.shared.metadata.forget_topic(&name);
         tracing::info!(topic = %name, queues = topic.queue_count, topic_type = %topic.topic_type, "topic created");
         Ok(Response::new(api::CreateTopicResponse {

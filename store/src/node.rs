@@ -812,6 +812,26 @@ impl StoreApi for Store {
         .await
     }
 
+    /// In process only this node itself can be asked; the node's Raft transport must learn of
+    /// the shard separately (a store node's gRPC service registers it, see `StoreService`).
+    async fn open_shard(
+        &self,
+        node: u64,
+        shard: ShardId,
+        replicas: &BTreeMap<u64, String>,
+        initialize: bool,
+    ) -> Result<(), StoreError> {
+        if node != self.config.node_id {
+            return Err(StoreError::Invalid(format!(
+                "store node {node} is not this node ({})",
+                self.config.node_id
+            )));
+        }
+        Store::open_shard(self, shard, replicas.clone(), initialize)
+            .await
+            .map(|_| ())
+    }
+
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
         self.shards()
             .iter()

@@ -18,3 +18,4 @@ mod t08_admin_cli;
 mod t09_bench_and_http;
 mod t10_store_cluster;
 mod t11_local_cluster;
+mod t12_placement;

@@ -95,6 +95,21 @@ async fn topic_and_group_lifecycle() {
         .unwrap_err()
         .to_string();
     assert!(bad.contains("unknown topic type"), "{bad}");
+    // A standalone node holds one replica of each shard.
+    let bad = node
+        .admin(&["topic", "create", "x", "--replicas", "3"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("3 replicas need a cluster"), "{bad}");
+    let one = unique("admin-r1");
+    let out = node
+        .admin(&["topic", "create", &one, "--replicas", "1"])
+        .await
+        .unwrap();
+    assert!(out.contains(&format!("created topic {one}")), "{out}");
+    let described = node.admin(&["topic", "describe", &one]).await.unwrap();
+    assert!(described.contains("shards:   0"), "{described}");
     node.stop().await;
 }
 

@@ -277,7 +277,7 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
 }
 
 /// `vela admin cluster status --output json` through `proxy`.
-fn cluster_status(proxy: &str) -> serde_json::Value {
+pub(crate) fn cluster_status(proxy: &str) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
         .args([
             "admin", "--server", proxy, "cluster", "status", "--output", "json",
@@ -294,7 +294,7 @@ fn cluster_status(proxy: &str) -> serde_json::Value {
 
 /// Kills the cluster's processes if the test ends early (a panic): killing local-cluster
 /// itself would leave its children running.
-struct Reaper(Vec<u64>);
+pub(crate) struct Reaper(pub(crate) Vec<u64>);
 
 impl Drop for Reaper {
     fn drop(&mut self) {

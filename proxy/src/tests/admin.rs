@@ -11,6 +11,7 @@ async fn admin_manages_topics_and_groups() {
     let mut admin = h.admin().await;
     let created = admin
         .create_topic(api::CreateTopicRequest {
+            replicas: None,
             name: "orders".into(),
             topic_type: api::TopicType::Fifo as i32,
             queue_count: 0,
@@ -26,6 +27,7 @@ async fn admin_manages_topics_and_groups() {
 
     let dup = admin
         .create_topic(api::CreateTopicRequest {
+            replicas: None,
             name: "orders".into(),
             topic_type: 0,
             queue_count: 1,
@@ -35,6 +37,7 @@ async fn admin_manages_topics_and_groups() {
     assert_eq!(dup.code(), tonic::Code::AlreadyExists);
     let bad = admin
         .create_topic(api::CreateTopicRequest {
+            replicas: None,
             name: "bad name".into(),
             topic_type: 0,
             queue_count: 1,

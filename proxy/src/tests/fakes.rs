@@ -76,6 +76,21 @@ impl ControllerApi for FakeController {
         Ok(config)
     }
 
+    /// Like a standalone node: one replica of each shard.
+    async fn create_topic_replicated(
+        &self,
+        spec: TopicSpec,
+        replicas: u32,
+    ) -> Result<TopicConfig, ControllerError> {
+        if replicas != 1 {
+            return Err(ControllerError::Invalid(format!(
+                "topic {}: one replica only, not {replicas}",
+                spec.name
+            )));
+        }
+        self.create_topic(spec).await
+    }
+
     async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {
         self.topics
             .lock()
@@ -437,6 +452,18 @@ impl StoreApi for FakeStore {
 
     async fn drop_group(&self, _group: &GroupName, _shards: &[ShardId]) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn open_shard(
+        &self,
+        _node: u64,
+        shard: ShardId,
+        _replicas: &BTreeMap<u64, String>,
+        _initialize: bool,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(format!(
+            "the fake store holds shard 0 only, not {shard}"
+        )))
     }
 
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {

@@ -1,0 +1,245 @@
+//! Topics with a replication factor on a `vela local-cluster` of three store nodes (ADR 0013):
+//! - `vela admin topic create T --replicas 1` places one single-replica shard on each store
+//!   node, opened by the controller's reconciler; the topic takes sends through one proxy and
+//!   gives them back through the other;
+//! - `cluster status` shows those shards, each on one store node, each led;
+//! - a factor above the store count is one readable line and a non-zero exit;
+//! - a store restarted on its data directory reopens its placed shard without the controller,
+//!   and the topic serves on every placed shard again.
+
+use std::collections::{BTreeSet, HashSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+
+use crate::harness::unique;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
+    let dir = tempfile::tempdir().unwrap();
+    // Below the range t11 and the compatibility script use (20000-32000).
+    let base: u16 = 12_000 + (std::process::id() % 40) as u16 * 200;
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_vela"))
+        .arg("local-cluster")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--base-port")
+        .arg(base.to_string())
+        .args(["--controllers", "1"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let json = dir.path().join("cluster.json");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let file: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&json)
+            && let Ok(v) = serde_json::from_str(&text)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no cluster.json");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _reaper = crate::t11_local_cluster::Reaper(
+        ["proxies", "stores", "controllers"]
+            .iter()
+            .flat_map(|k| file[*k].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["pid"].as_u64())
+            .collect(),
+    );
+    let proxies: Vec<String> = file["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["addr"].as_str().unwrap().to_owned())
+        .collect();
+    crate::t06_crash::wait_ready(base + 121).await;
+    crate::t06_crash::wait_ready(base + 122).await;
+
+    let admin = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+            .args(["admin", "--server", &proxies[1]])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = admin(&["topic", "create", "too-many", "--replicas", "5"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("needs 5 store nodes; the cluster has 3") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    let topic = unique("placed");
+    let created = admin(&[
+        "topic",
+        "create",
+        &topic,
+        "--replicas",
+        "1",
+        "--queues",
+        "6",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let placed = placed_shards(&proxies[1], &topic);
+    assert_eq!(placed.len(), 3, "one shard per store node: {placed:?}");
+
+    // Each placed shard: one replica, on its own store node, led.
+    let status = crate::t11_local_cluster::cluster_status(&proxies[1]);
+    let mut on = BTreeSet::new();
+    for shard in status["shards"].as_array().unwrap() {
+        if !placed.contains(&shard["shard"].as_u64().unwrap()) {
+            continue;
+        }
+        let replicas = shard["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), 1, "{shard}");
+        assert!(shard["leader"].is_u64(), "{shard}");
+        on.insert(replicas[0]["node"].as_u64().unwrap());
+    }
+    assert_eq!(on.len(), 3, "{status:#}");
+
+    let producer = Producer::builder(
+        ClientConfig::builder()
+            .endpoint(&proxies[0])
+            .build()
+            .unwrap(),
+    )
+    .topics([topic.clone()])
+    .build()
+    .await
+    .unwrap();
+    let mut sent = HashSet::new();
+    for i in 0..30 {
+        let body = format!("placed-{i:02}");
+        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
+        producer.send(m).await.expect("a send to a placed shard");
+        sent.insert(body);
+    }
+    let consumer = SimpleConsumer::builder(
+        ClientConfig::builder()
+            .endpoint(&proxies[1])
+            .build()
+            .unwrap(),
+        unique("placed-group"),
+    )
+    .subscribe(&topic, FilterExpression::tag("*"))
+    .await_duration(Duration::from_secs(5))
+    .build()
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sent.is_empty() {
+        assert!(Instant::now() < deadline, "never received: {sent:?}");
+        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
+            consumer.ack(&m).await.unwrap();
+            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
+        }
+    }
+
+    // A store restarted on its data directory reopens its placed shard by itself.
+    let victim = &file["stores"][1];
+    let pid = victim["pid"].as_u64().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let cmd: Vec<String> = victim["cmd"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let mut restarted = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let node = victim["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = crate::t11_local_cluster::cluster_status(&proxies[1]);
+        let led_there = status["shards"].as_array().unwrap().iter().any(|s| {
+            placed.contains(&s["shard"].as_u64().unwrap()) && s["leader"].as_u64() == Some(node)
+        });
+        if led_there {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store {node} did not reopen its placed shard: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // And serves: sends spread over every queue, so over every placed shard, all come back.
+    let mut again = HashSet::new();
+    for i in 0..12 {
+        let body = format!("after-{i:02}");
+        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
+        producer.send(m).await.expect("a send after the restart");
+        again.insert(body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !again.is_empty() {
+        assert!(Instant::now() < deadline, "never received: {again:?}");
+        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
+            consumer.ack(&m).await.unwrap();
+            again.remove(String::from_utf8_lossy(&m.body).as_ref());
+        }
+    }
+
+    for pid in [restarted.id().unwrap(), cluster.id().unwrap()] {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(90), cluster.wait())
+        .await
+        .expect("local-cluster stops within 90 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "local-cluster exited with {exit}");
+    tokio::time::timeout(Duration::from_secs(30), restarted.wait())
+        .await
+        .expect("the restarted store stops")
+        .unwrap();
+}
+
+/// The shards a topic's queues are on (the `shards:` line of `vela admin topic describe`).
+fn placed_shards(proxy: &str, topic: &str) -> BTreeSet<u64> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["admin", "--server", proxy, "topic", "describe", topic])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("shards:"))
+        .unwrap_or_else(|| panic!("no shards line in {text}"))
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
