@@ -46,8 +46,7 @@ pub enum ControllerCommand {
         stores: Vec<u64>,
         now_ms: i64,
     },
-    /// Every member of a placed shard has opened it: from now on a member without its log must
-    /// not create it empty.
+    /// A member of a placed shard holds it: from now on no member is told to create it empty.
     MarkShardCreated {
         shard: ShardId,
     },
@@ -125,6 +124,8 @@ pub enum Rejected {
     Replicas { topic: TopicName, reason: String },
     #[error("shard {0} is not a placed shard")]
     ShardNotPlaced(ShardId),
+    #[error("shard id {0} belongs to a shard the controller placed; configure another id")]
+    ShardIdTaken(ShardId),
 }
 
 impl From<Rejected> for ControllerError {
@@ -141,6 +142,7 @@ impl From<Rejected> for ControllerError {
             Rejected::NoShards(_) => ControllerError::Unavailable(rejected.to_string()),
             Rejected::Replicas { .. } => ControllerError::Invalid(rejected.to_string()),
             Rejected::ShardNotPlaced(_) => ControllerError::NotFound(rejected.to_string()),
+            Rejected::ShardIdTaken(_) => ControllerError::Invalid(rejected.to_string()),
         }
     }
 }

@@ -224,7 +224,7 @@ impl Controller {
     }
 
     /// In a replicated group: confirms this node leads before a read of local metadata.
-    async fn read_barrier(&self) -> Result<(), ControllerError> {
+    pub(crate) async fn read_barrier(&self) -> Result<(), ControllerError> {
         if self.member.is_some() {
             self.group.read_barrier().await?;
         }
@@ -300,7 +300,7 @@ impl Controller {
         self.metadata.read().placed().clone()
     }
 
-    /// Records that every member of placed `shard` has opened it (the reconciler calls this).
+    /// Records that a member of placed `shard` holds it (the reconciler calls this).
     pub async fn mark_shard_created(&self, shard: ShardId) -> Result<(), ControllerError> {
         match self
             .group
@@ -390,7 +390,8 @@ impl ControllerApi for Controller {
             other => return Err(unexpected("create-topic", &other)),
         };
         if self.metadata.read().placed().len() != placed_before {
-            self.placed_changed.notify_waiters();
+            // A permit is kept if the reconciler is busy: it looks again at once.
+            self.placed_changed.notify_one();
         }
         Ok(config)
     }

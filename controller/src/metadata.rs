@@ -26,7 +26,7 @@ pub struct Metadata {
 pub struct PlacedShard {
     /// Its members; the first is the one placement meant to lead it.
     pub replicas: Vec<u64>,
-    /// Every member has opened it once.
+    /// A member holds it: from now on no member is told to create it empty (ADR 0013).
     pub created: bool,
 }
 
@@ -81,6 +81,9 @@ impl Metadata {
                 None => Err(Rejected::GroupNotFound(name)),
             },
             ControllerCommand::SetShards { shards } => {
+                if let Some(&taken) = shards.iter().find(|s| self.placed.contains_key(s)) {
+                    return Err(Rejected::ShardIdTaken(taken));
+                }
                 self.shards = shards.clone();
                 Ok(Applied::Shards(shards))
             }

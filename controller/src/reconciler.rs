@@ -48,7 +48,8 @@ pub async fn reconcile_once(
     for r in &reports {
         if let Ok(members) = &r.report {
             up.insert(r.node);
-            for m in members {
+            // A member with no voters is uninitialized: it has no group to join yet.
+            for m in members.iter().filter(|m| !m.status.voters.is_empty()) {
                 holders.entry(m.shard).or_default().insert(r.node);
             }
         }
@@ -107,7 +108,9 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
             if c.is_stopped().await {
                 return;
             }
-            if c.group_leads() {
+            // A new leader first applies everything committed (a shard recorded as created
+            // must never be created again).
+            if c.group_leads() && c.read_barrier().await.is_ok() {
                 let placed = c.placed_shards();
                 let round = reconcile_once(store.as_ref(), c.stores(), &placed).await;
                 for shard in &round.created {
@@ -115,8 +118,9 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
                         debug!(shard, error = %err, "recording a placed shard as created");
                     }
                 }
-                // Opened something: look again soon, to record it as created.
-                if !round.opened.is_empty() {
+                // Opened something: look again soon, to record it as created. (Failed opens
+                // wait for the next round.)
+                if round.opened.iter().any(|o| o.3.is_ok()) {
                     drop(c);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
@@ -149,6 +153,8 @@ mod tests {
         held: BTreeMap<u64, Option<Vec<ShardId>>>,
         opens: Mutex<Vec<(ShardId, u64, bool)>>,
         refuse: bool,
+        /// Replicas report no voters (opened, never initialized).
+        uninitialized: bool,
     }
 
     fn member(shard: ShardId) -> ShardMember {
@@ -158,7 +164,7 @@ mod tests {
                 role: MemberRole::Follower,
                 term: 1,
                 leader: None,
-                voters: vec![],
+                voters: vec![1],
                 last_log_index: None,
                 applied_index: None,
                 matched: BTreeMap::new(),
@@ -238,7 +244,18 @@ mod tests {
                     addr: format!("s{node}"),
                     report: held
                         .as_ref()
-                        .map(|shards| shards.iter().map(|&s| member(s)).collect())
+                        .map(|shards| {
+                            shards
+                                .iter()
+                                .map(|&s| {
+                                    let mut m = member(s);
+                                    if self.uninitialized {
+                                        m.status.voters.clear();
+                                    }
+                                    m
+                                })
+                                .collect()
+                        })
                         .ok_or_else(|| "down".to_owned()),
                 })
                 .collect()
@@ -301,6 +318,21 @@ mod tests {
         let store = nodes(&[(1, Some(&[])), (9, Some(&[]))]);
         reconcile_once(&store, &addrs(), &placed(7, &[1, 9], false)).await;
         assert!(store.opens.lock().is_empty(), "member 9 has no address");
+    }
+
+    #[tokio::test]
+    async fn an_uninitialized_replica_does_not_count_as_holding_the_shard() {
+        let store = Nodes {
+            uninitialized: true,
+            ..nodes(&[(1, Some(&[7]))])
+        };
+        let round = reconcile_once(&store, &addrs(), &placed(7, &[1], false)).await;
+        assert!(round.created.is_empty());
+        assert_eq!(
+            *store.opens.lock(),
+            vec![(7, 1, true)],
+            "it is told to create it"
+        );
     }
 
     #[tokio::test]

@@ -397,7 +397,6 @@ impl StoreApi for RemoteStore {
             .split('-')
             .next()
             .and_then(|s| s.parse().ok())
-            .filter(|s| self.map.shards.contains_key(s))
             .ok_or_else(|| StoreError::TransactionNotFound(transaction_id.to_owned()))?;
         let wire = pb::EndTransactionRequest {
             topic: topic.as_str().to_owned(),

@@ -195,7 +195,10 @@ impl AdminService for AdminServer {
     ) -> Result<Response<api::DeleteTopicResponse>, Status> {
         let name = topic_name(&request.into_inner().name)?;
         // Where its queues are, before the metadata forgets.
-        let shards = self.existing_topic(&name).await?.queue_shards;
+        let shards = self
+            .shared
+            .shards_of(&self.existing_topic(&name).await?)
+            .await;
         self.shared
             .ctx
             .controller
@@ -240,7 +243,7 @@ impl AdminService for AdminServer {
             .shared
             .ctx
             .store
-            .queue_stats(&name, None, &topic.queue_shards)
+            .queue_stats(&name, None, &self.shared.shards_of(&topic).await)
             .await
             .map_err(store_to_grpc)?;
         queues.sort_by_key(|q| q.queue_id);
@@ -350,7 +353,11 @@ impl AdminService for AdminServer {
                 .shared
                 .ctx
                 .store
-                .queue_stats(&topic.name, Some(&name), &topic.queue_shards)
+                .queue_stats(
+                    &topic.name,
+                    Some(&name),
+                    &self.shared.shards_of(&topic).await,
+                )
                 .await
                 .map_err(store_to_grpc)?;
             positions.extend(
@@ -377,7 +384,10 @@ impl AdminService for AdminServer {
             "" => None,
             name => Some(group_name(name)?),
         };
-        let shards = self.existing_topic(&topic).await?.queue_shards;
+        let shards = self
+            .shared
+            .shards_of(&self.existing_topic(&topic).await?)
+            .await;
         let mut queues = self
             .shared
             .ctx

@@ -81,6 +81,34 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shards a receive or a statistic of `topic` covers: the shards of its queues; for a
+    /// dead-letter topic every shard any topic has queues on, because a message is dead-lettered
+    /// on the shard that held it. When the controller cannot list topics, the store's own
+    /// shards (an empty list): the configured ones.
+    pub(crate) async fn shards_of(
+        &self,
+        topic: &vela_proto::TopicConfig,
+    ) -> Vec<vela_proto::ShardId> {
+        if !topic.name.as_str().starts_with(vela_proto::DLQ_PREFIX) {
+            return topic.queue_shards.clone();
+        }
+        match self.ctx.controller.list_topics().await {
+            Ok(topics) => {
+                let mut all: Vec<vela_proto::ShardId> = topics
+                    .iter()
+                    .flat_map(|t| t.queue_shards.iter().copied())
+                    .collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+            Err(err) => {
+                tracing::warn!(topic = %topic.name, error = %err, "listing topics for a dead-letter receive; covering the configured shards");
+                Vec::new()
+            }
+        }
+    }
+
     fn new(ctx: ProxyContext, shutdown: CancellationToken) -> Self {
         let advertised = ctx.config.advertised_endpoint.as_deref().and_then(|text| {
             route::parse_endpoint(text)

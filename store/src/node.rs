@@ -202,7 +202,22 @@ impl Store {
             let (vfs, dir, shards) = (vfs.clone(), cfg.data_dir.clone(), cfg.shards.clone());
             tokio::task::spawn_blocking(move || {
                 crate::format::check_or_init(vfs.as_ref(), &dir, &shards)?;
-                crate::placed::read(vfs.as_ref(), &dir)
+                let placed = crate::placed::read(vfs.as_ref(), &dir)?;
+                // A placed shard whose log is gone (a partly wiped disk) is not reopened empty:
+                // it stays out until it is replaced (ADR 0013).
+                Ok::<_, crate::format::FormatError>(
+                    placed
+                        .into_iter()
+                        .filter(|id| {
+                            let log = dir.join("shards").join(id.to_string()).join("log");
+                            let kept = vfs.is_dir(&log);
+                            if !kept {
+                                warn!(shard = id, "placed shard has no log here; not reopening it");
+                            }
+                            kept
+                        })
+                        .collect::<Vec<_>>(),
+                )
             })
             .await
             .map_err(|e| StoreOpenError::Config(format!("format check: {e}")))??
@@ -325,7 +340,23 @@ impl Store {
     /// replica could grant its vote to one that misses committed entries (ADR 0010). The shard
     /// is remembered (`placed::FILE`) and reopened at every start. Idempotent: a shard already
     /// held answers its Raft handle.
+    ///
+    /// The open runs in a task of its own: a caller that goes away (a cancelled RPC) cannot cut
+    /// it short between starting the shard's Raft and serving it.
     pub async fn open_shard(
+        self: &Arc<Self>,
+        shard: ShardId,
+        voters: BTreeMap<u64, String>,
+        initialize: bool,
+    ) -> Result<ShardRaft, StoreError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.open_shard_here(shard, voters, initialize).await })
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening shard {shard}: {e}")))?
+    }
+
+    /// [`Store::open_shard`] on the caller's task.
+    async fn open_shard_here(
         &self,
         shard: ShardId,
         voters: BTreeMap<u64, String>,
@@ -345,13 +376,32 @@ impl Store {
         }
         let _one_at_a_time = self.opening.lock().await;
         if let Some(local) = self.shards().get(&shard) {
+            let uninitialized = local
+                .shard
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_none();
+            if initialize && uninitialized {
+                // Held but never given its members (a crash right after its log was made).
+                let members: BTreeMap<u64, openraft::BasicNode> = voters
+                    .iter()
+                    .map(|(&id, addr)| (id, openraft::BasicNode::new(addr.clone())))
+                    .collect();
+                if let Err(err) = local.shard.raft.initialize(members).await {
+                    warn!(shard, error = %err, "initializing a held, uninitialized shard");
+                }
+            }
             return Ok(local.shard.raft.clone());
         }
         if self.cancel.is_cancelled() {
             return Err(StoreError::Unavailable("store is shutting down".into()));
         }
         let (vfs, dir) = (self.vfs.clone(), self.config.data_dir.clone());
-        let known: Vec<ShardId> = self.shards().keys().copied().collect();
         let has_log = {
             let (vfs, dir) = (vfs.clone(), dir.clone());
             tokio::task::spawn_blocking(move || {
@@ -367,19 +417,30 @@ impl Store {
                 self.config.node_id
             )));
         }
-        // Remembered before its log exists, so a crash in between leaves a shard that reopens
-        // (empty, uninitialized: it joins when its peers reach it) rather than one forgotten.
-        tokio::task::spawn_blocking(move || {
-            let mut held = known;
-            held.push(shard);
-            crate::placed::write(vfs.as_ref(), &dir, &held)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
-        .map_err(|e| StoreError::Internal(format!("recording shard {shard}: {e}")))?;
         let opened = (replication.open)(shard, voters, initialize)
             .await
             .map_err(|e| StoreError::Internal(format!("opening shard {shard}: {e}")))?;
+        // Remembered once its group exists (a crash before leaves a log the controller's next
+        // open finds; nothing empty and uninitialized is ever reopened on its own).
+        let recorded = if self.cancel.is_cancelled() {
+            Err(StoreError::Unavailable("store is shutting down".into()))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let mut held =
+                    crate::placed::read(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
+                held.push(shard);
+                crate::placed::write(vfs.as_ref(), &dir, &held).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|e| StoreError::Internal(format!("recording shard {shard}: {e}")))
+        };
+        if let Err(err) = recorded {
+            if let Err(close) = opened.close().await {
+                warn!(shard, error = %close, "closing a shard that could not be recorded");
+            }
+            return Err(err);
+        }
         let raft = opened.raft.clone();
         self.adopt(opened);
         Ok(raft)
@@ -400,6 +461,8 @@ impl Store {
     /// crash leaves behind; tests that cut the power use it).
     pub async fn halt(&self) -> Result<(), StoreShutdownError> {
         self.cancel.cancel();
+        // A shard being opened at runtime is served or closed before the shards are stopped.
+        let _no_opens = self.opening.lock().await;
         for local in self.shards().values() {
             local.appends.close();
         }
@@ -759,7 +822,13 @@ impl StoreApi for Store {
             .next()
             .and_then(|s| s.parse().ok())
             .ok_or_else(not_found)?;
-        let local = self.shards().get(&shard).cloned().ok_or_else(not_found)?;
+        // A replicated node that does not hold the shard says NotLeader: the shard may be
+        // placed on other nodes (ADR 0013).
+        let local = match self.shard(shard) {
+            Ok(local) => local,
+            Err(err @ StoreError::NotLeader { .. }) => return Err(err),
+            Err(_) => return Err(not_found()),
+        };
         let command = StoreCommand::EndTransaction {
             topic: topic.clone(),
             transaction_id: transaction_id.to_owned(),
@@ -827,7 +896,7 @@ impl StoreApi for Store {
                 self.config.node_id
             )));
         }
-        Store::open_shard(self, shard, replicas.clone(), initialize)
+        self.open_shard_here(shard, replicas.clone(), initialize)
             .await
             .map(|_| ())
     }

@@ -179,3 +179,16 @@ fn new_commands_golden_bytes() {
         );
     }
 }
+
+#[test]
+fn a_configured_shard_set_may_not_take_a_placed_shards_id() {
+    let mut md = cluster();
+    assert!(md.apply(create("t", 1, 1, &[1, 2, 3])).is_ok());
+    assert_eq!(
+        md.apply(ControllerCommand::SetShards {
+            shards: vec![0, 1, 2, 3]
+        }),
+        Err(Rejected::ShardIdTaken(3))
+    );
+    assert_eq!(md.shards(), &[0, 1, 2]);
+}

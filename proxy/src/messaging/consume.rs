@@ -158,7 +158,7 @@ async fn receive(
         fifo: group.fifo,
         max_attempts: group.max_attempts,
         wait,
-        shards: topic.queue_shards.clone(),
+        shards: shared.shards_of(&topic).await,
     };
     let deliveries = shared.ctx.store.pop(request).await?;
     if deliveries.is_empty() {

@@ -216,6 +216,8 @@ pub struct FakeStore {
     pub append_calls: AtomicU64,
     /// The client id the last append named.
     pub last_client_id: Mutex<Option<vela_proto::ClientId>>,
+    /// The shards the last receive named.
+    pub last_pop_shards: Mutex<Option<Vec<ShardId>>>,
 }
 
 impl FakeStore {
@@ -347,6 +349,7 @@ impl StoreApi for FakeStore {
     }
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
+        *self.last_pop_shards.lock() = Some(req.shards.clone());
         let deadline = tokio::time::Instant::now() + req.wait;
         loop {
             let notified = self.appended.notified();

@@ -219,3 +219,22 @@ async fn a_draining_proxy_answers_the_long_polls_in_flight_then_stops() {
         "a stopped proxy still accepts connections"
     );
 }
+
+/// A receive names the shards of the topic's queues; a dead-letter topic's receive names every
+/// shard any topic has queues on (a message is dead-lettered on the shard that held it).
+#[tokio::test]
+async fn receives_name_the_topics_shards_and_dead_letters_every_shard() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    h.topic("wide", TopicType::Normal, 2).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+    receive_all(&mut client, req(receive_request("orders", "billing", 15))).await;
+    assert_eq!(*h.store.last_pop_shards.lock(), Some(vec![0]));
+    receive_all(
+        &mut client,
+        req(receive_request("%DLQ%billing", "billing", 15)),
+    )
+    .await;
+    assert_eq!(*h.store.last_pop_shards.lock(), Some(vec![0, 1]));
+}

@@ -615,7 +615,20 @@ async fn a_deposed_leader_answers_no_stale_reads() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let new = cluster.node(new.expect("the majority elects a leader"));
-    let got = new.pop(pop(1, Duration::ZERO)).await.expect("receives");
+    // Its metrics name it leader a moment before it serves (it commits its first entry).
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        match new.pop(pop(1, Duration::ZERO)).await {
+            Ok(d) if !d.is_empty() => {
+                got = d;
+                break;
+            }
+            Ok(_) | Err(StoreError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Err(err) => panic!("receives: {err:?}"),
+        }
+    }
     assert_eq!(bodies(&got), vec!["a"]);
 
     let deposed = cluster.node(old);
@@ -819,11 +832,7 @@ async fn a_shard_placed_at_runtime_elects_serves_and_reopens_after_a_power_cut()
     cluster.open(leader).await;
     assert!(cluster.node(leader).shard_ids().contains(&PLACED));
     let leader = placed_leader(&cluster, PLACED).await;
-    let got = cluster
-        .node(leader)
-        .pop(pop(32, Duration::from_secs(2)))
-        .await
-        .expect("receives");
+    let got = pop_serving(&cluster.node(leader), pop(32, Duration::from_secs(2))).await;
     assert_eq!(bodies(&got), vec!["p2"], "p1 stays acked, p2 survived");
 
     // A member without a log of the shard (a wiped disk) must not create it empty.
@@ -872,4 +881,19 @@ async fn placed_leader(cluster: &Cluster, shard: ShardId) -> NodeId {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("shard {shard} elects no leader");
+}
+
+/// A receive on a node that was just elected: its metrics name it leader a moment before it
+/// serves (it commits its first entry), so `NotLeader` is retried for a while.
+async fn pop_serving(store: &Store, req: PopRequest) -> Vec<Delivery> {
+    for _ in 0..200 {
+        match store.pop(req.clone()).await {
+            Ok(d) => return d,
+            Err(StoreError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Err(err) => panic!("receives: {err:?}"),
+        }
+    }
+    panic!("the node never served the receive");
 }
