@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod harness;
+mod local_cluster;
 mod t01_produce_consume;
 mod t02_invisibility;
 mod t03_fifo;

@@ -11,59 +11,26 @@
 //! - SIGTERM stops every process and local-cluster exits 0.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
 use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
 
 use crate::harness::unique;
+use crate::local_cluster::{LocalCluster, cluster_status, kill};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
-    let dir = tempfile::tempdir().unwrap();
     // Below the ephemeral range (32768 and up), where other tests' sockets land.
     let base: u16 = 20_000 + (std::process::id() % 60) as u16 * 200;
-    let mut cluster = Command::new(env!("CARGO_BIN_EXE_vela"))
-        .arg("local-cluster")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--base-port")
-        .arg(base.to_string())
-        .env("RUST_LOG", "error")
-        // The children inherit it: the controller leader balances shard leaders every 2 s.
-        .env("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "2s")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // cluster.json appears once every process is started; their readiness is checked below.
-    let json = dir.path().join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let file: serde_json::Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&json)
-            && let Ok(v) = serde_json::from_str(&text)
-        {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "no cluster.json");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _reaper = Reaper(
-        ["proxies", "stores", "controllers"]
-            .iter()
-            .flat_map(|k| file[*k].as_array().cloned().unwrap_or_default())
-            .filter_map(|p| p["pid"].as_u64())
-            .collect(),
-    );
-    let proxies: Vec<String> = file["proxies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["addr"].as_str().unwrap().to_owned())
-        .collect();
+    // The children inherit it: the controller leader balances shard leaders every 2 s.
+    let cluster = LocalCluster::start(
+        base,
+        &[],
+        &[("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "2s")],
+    )
+    .await;
+    let (file, proxies) = (&cluster.file, &cluster.proxies);
     assert_eq!(proxies.len(), 2);
     assert_eq!(file["stores"].as_array().unwrap().len(), 3);
     assert_eq!(file["controllers"].as_array().unwrap().len(), 3);
@@ -78,8 +45,6 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
             "a recorded cmd must restart, never bootstrap"
         );
     }
-    crate::t06_crash::wait_ready(base + 121).await;
-    crate::t06_crash::wait_ready(base + 122).await;
 
     // The admin CLI through a proxy says it is a cluster.
     let info = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
@@ -124,32 +89,13 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // kill -9 store 1.
-    let victim = &file["stores"][0];
-    let pid = victim["pid"].as_u64().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    cluster.kill_store(0);
     sending.await.unwrap();
     let sent = acked.lock().unwrap().clone();
     assert_eq!(sent.len(), 200, "some sends never succeeded");
 
     // Start it again from the recorded command.
-    let cmd: Vec<String> = victim["cmd"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let mut restarted = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let restarted = cluster.restart_store(0);
     crate::t06_crash::wait_ready(base + 111).await;
 
     // It catches up and the leaders are spread again: one shard led by each store, every
@@ -213,12 +159,7 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
     // Data traffic never depends on the controller: with every controller process killed,
     // sends and receives of a known topic carry on past the proxies' metadata cache lifetime.
     for c in file["controllers"].as_array().unwrap() {
-        let pid = c["pid"].as_u64().unwrap().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        kill("-9", c["pid"].as_u64().unwrap());
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let producer = Producer::builder(
@@ -257,53 +198,5 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
     }
 
     // Stop everything: the restarted store (ours) and the cluster (SIGTERM).
-    for pid in [restarted.id().unwrap(), cluster.id().unwrap()] {
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    let exit = tokio::time::timeout(Duration::from_secs(90), cluster.wait())
-        .await
-        .expect("local-cluster stops within 90 s of SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "local-cluster exited with {exit}");
-    let exit = tokio::time::timeout(Duration::from_secs(30), restarted.wait())
-        .await
-        .expect("the restarted store stops")
-        .unwrap();
-    assert!(exit.success(), "the restarted store exited with {exit}");
-}
-
-/// `vela admin cluster status --output json` through `proxy`.
-pub(crate) fn cluster_status(proxy: &str) -> serde_json::Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
-        .args([
-            "admin", "--server", proxy, "cluster", "status", "--output", "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cluster status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Kills the cluster's processes if the test ends early (a panic): killing local-cluster
-/// itself would leave its children running.
-pub(crate) struct Reaper(pub(crate) Vec<u64>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for pid in &self.0 {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
+    cluster.stop(restarted).await;
 }

@@ -8,58 +8,19 @@
 //!   and the topic serves on every placed shard again.
 
 use std::collections::{BTreeSet, HashSet};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
 use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
 
 use crate::harness::unique;
+use crate::local_cluster::{LocalCluster, cluster_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
-    let dir = tempfile::tempdir().unwrap();
     // Below the range t11 and the compatibility script use (20000-32000).
     let base: u16 = 12_000 + (std::process::id() % 40) as u16 * 200;
-    let mut cluster = Command::new(env!("CARGO_BIN_EXE_vela"))
-        .arg("local-cluster")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--base-port")
-        .arg(base.to_string())
-        .args(["--controllers", "1"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let json = dir.path().join("cluster.json");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let file: serde_json::Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&json)
-            && let Ok(v) = serde_json::from_str(&text)
-        {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "no cluster.json");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _reaper = crate::t11_local_cluster::Reaper(
-        ["proxies", "stores", "controllers"]
-            .iter()
-            .flat_map(|k| file[*k].as_array().cloned().unwrap_or_default())
-            .filter_map(|p| p["pid"].as_u64())
-            .collect(),
-    );
-    let proxies: Vec<String> = file["proxies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["addr"].as_str().unwrap().to_owned())
-        .collect();
-    crate::t06_crash::wait_ready(base + 121).await;
-    crate::t06_crash::wait_ready(base + 122).await;
+    let cluster = LocalCluster::start(base, &["--controllers", "1"], &[]).await;
+    let proxies = &cluster.proxies;
 
     let admin = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
@@ -95,7 +56,7 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
     assert_eq!(placed.len(), 3, "one shard per store node: {placed:?}");
 
     // Each placed shard: one replica, on its own store node, led.
-    let status = crate::t11_local_cluster::cluster_status(&proxies[1]);
+    let status = cluster_status(&proxies[1]);
     let mut on = BTreeSet::new();
     for shard in status["shards"].as_array().unwrap() {
         if !placed.contains(&shard["shard"].as_u64().unwrap()) {
@@ -147,33 +108,12 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
     }
 
     // A store restarted on its data directory reopens its placed shard by itself.
-    let victim = &file["stores"][1];
-    let pid = victim["pid"].as_u64().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let cmd: Vec<String> = victim["cmd"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let mut restarted = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let node = victim["id"].as_u64().unwrap();
+    cluster.kill_store(1);
+    let restarted = cluster.restart_store(1);
+    let node = cluster.file["stores"][1]["id"].as_u64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = crate::t11_local_cluster::cluster_status(&proxies[1]);
+        let status = cluster_status(&proxies[1]);
         let led_there = status["shards"].as_array().unwrap().iter().any(|s| {
             placed.contains(&s["shard"].as_u64().unwrap()) && s["leader"].as_u64() == Some(node)
         });
@@ -204,24 +144,7 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
         }
     }
 
-    for pid in [restarted.id().unwrap(), cluster.id().unwrap()] {
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-    let exit = tokio::time::timeout(Duration::from_secs(90), cluster.wait())
-        .await
-        .expect("local-cluster stops within 90 s of SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "local-cluster exited with {exit}");
-    tokio::time::timeout(Duration::from_secs(30), restarted.wait())
-        .await
-        .expect("the restarted store stops")
-        .unwrap();
+    cluster.stop(restarted).await;
 }
 
 /// The shards a topic's queues are on (the `shards:` line of `vela admin topic describe`).

@@ -1,0 +1,152 @@
+//! `vela local-cluster` as the cluster tests start it: the child process, what `cluster.json`
+//! says, and the kill/restart/stop steps the tests share.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// A running `vela local-cluster` and its `cluster.json`.
+pub(crate) struct LocalCluster {
+    pub child: Child,
+    pub file: serde_json::Value,
+    pub proxies: Vec<String>,
+    _reaper: Reaper,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    /// Starts `vela local-cluster` on ports from `base` with `args` added, waits for
+    /// `cluster.json` and for both proxies to be ready.
+    pub async fn start(base: u16, args: &[&str], envs: &[(&str, &str)]) -> LocalCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vela"))
+            .arg("local-cluster")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--base-port")
+            .arg(base.to_string())
+            .args(args)
+            .env("RUST_LOG", "error")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // cluster.json appears once every process is started; readiness is checked below.
+        let json = dir.path().join("cluster.json");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let file: serde_json::Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&json)
+                && let Ok(v) = serde_json::from_str(&text)
+            {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "no cluster.json");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let reaper = Reaper(
+            ["proxies", "stores", "controllers"]
+                .iter()
+                .flat_map(|k| file[*k].as_array().cloned().unwrap_or_default())
+                .filter_map(|p| p["pid"].as_u64())
+                .collect(),
+        );
+        let proxies: Vec<String> = file["proxies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["addr"].as_str().unwrap().to_owned())
+            .collect();
+        crate::t06_crash::wait_ready(base + 121).await;
+        crate::t06_crash::wait_ready(base + 122).await;
+        LocalCluster {
+            child,
+            file,
+            proxies,
+            _reaper: reaper,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILLs store `index` (0-based, as `cluster.json` lists them).
+    pub fn kill_store(&self, index: usize) {
+        kill("-9", self.file["stores"][index]["pid"].as_u64().unwrap());
+    }
+
+    /// Starts store `index` again from the `cmd` `cluster.json` records for it.
+    pub fn restart_store(&self, index: usize) -> Child {
+        let cmd: Vec<String> = self.file["stores"][index]["cmd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    /// SIGTERMs `restarted` and the cluster; both must exit cleanly.
+    pub async fn stop(mut self, mut restarted: Child) {
+        for pid in [restarted.id().unwrap(), self.child.id().unwrap()] {
+            kill("-TERM", u64::from(pid));
+        }
+        let exit = tokio::time::timeout(Duration::from_secs(90), self.child.wait())
+            .await
+            .expect("local-cluster stops within 90 s of SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "local-cluster exited with {exit}");
+        let exit = tokio::time::timeout(Duration::from_secs(30), restarted.wait())
+            .await
+            .expect("the restarted store stops")
+            .unwrap();
+        assert!(exit.success(), "the restarted store exited with {exit}");
+    }
+}
+
+pub(crate) fn kill(signal: &str, pid: u64) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {signal} {pid}");
+}
+
+/// `vela admin cluster status --output json` through `proxy`.
+pub(crate) fn cluster_status(proxy: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args([
+            "admin", "--server", proxy, "cluster", "status", "--output", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Kills the cluster's processes if the test ends early (a panic): killing local-cluster
+/// itself would leave its children running.
+struct Reaper(Vec<u64>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for pid in &self.0 {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
