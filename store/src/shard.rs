@@ -152,6 +152,9 @@ pub(crate) struct ShardShared {
     /// snapshot was copied (the snapshot task compares them).
     pub applied_bytes: std::sync::atomic::AtomicU64,
     pub snapshot_bytes: std::sync::atomic::AtomicU64,
+    /// The applied state's apply version, readable without the lock (the append path asks it
+    /// for every proposal). Set wherever the state changes.
+    pub apply_version: std::sync::atomic::AtomicU32,
 }
 
 impl ShardShared {
@@ -163,6 +166,7 @@ impl ShardShared {
             index,
             applied_bytes: Default::default(),
             snapshot_bytes: Default::default(),
+            apply_version: std::sync::atomic::AtomicU32::new(state.apply_version()),
             applied: RwLock::new(Applied::new(state)),
             wakeups: TopicWakeups::default(),
             timers_changed: Notify::new(),
@@ -183,6 +187,12 @@ impl ShardShared {
         // A new state may make anything deliverable or due.
         self.wakeups.wake_all();
         self.timers_changed.notify_one();
+    }
+
+    /// The apply version of the applied state (see [`ShardShared::apply_version`]).
+    pub fn current_apply_version(&self) -> u32 {
+        self.apply_version
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Index of the last applied entry (0 = none).

@@ -277,7 +277,7 @@ impl Drop for ProposerSlot<'_> {
 /// Whether the shard deduplicates sends (apply version 5): only then may `ClientAppends`
 /// entries be written.
 fn deduplicates(shard: &Shard) -> bool {
-    shard.shared.applied.read().state.apply_version() >= 5
+    shard.shared.current_apply_version() >= 5
 }
 
 /// Proposes one caller's messages as a plain `Append` (a `ClientAppends` of one when it names

@@ -314,6 +314,10 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                 )));
             }
             through = applied.last_applied.map_or(0, |l| l.index);
+            self.shared.apply_version.store(
+                applied.state.apply_version(),
+                std::sync::atomic::Ordering::Release,
+            );
             frozen =
                 if self.flushing.is_none() && applied.state.entries().tail_len() >= FLUSH_ENTRIES {
                     applied.state.entries_mut().freeze()
@@ -394,6 +398,9 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             applied.membership = meta.last_membership.clone();
             state.take_entries_from(&mut applied.state);
             state.entries_mut().attach(view);
+            self.shared
+                .apply_version
+                .store(state.apply_version(), std::sync::atomic::Ordering::Release);
             applied.state = state;
         }
         drop(on_disk);
