@@ -14,7 +14,10 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::command::RecordRef;
+use vela_proto::store_api::AppendOutcome;
+
+use super::ApplyEffects;
+use crate::command::{QueueAppend, RecordRef};
 
 /// How long a sent message is remembered, in the time of the entries applied (the leader's
 /// clock, never running backwards). Retries of the official clients end within seconds; a
@@ -127,6 +130,77 @@ impl From<DedupWindow> for Vec<Sent> {
                     .first
                     .get(&key)
                     .map(|&first| Sent { at_ms, key, first })
+            })
+            .collect()
+    }
+}
+
+/// Appending with deduplication: the part of applying a `ClientAppends` entry that consults
+/// and fills the window.
+impl super::ShardState {
+    /// [`ShardState::append`], except that a message this client sent within the window is
+    /// answered with its first outcome and not appended again (its record stays in the log,
+    /// unindexed, like any record nothing points at).
+    pub(super) fn append_deduplicated(
+        &mut self,
+        first: RecordRef,
+        client: Option<&str>,
+        append: &QueueAppend,
+        now_ms: i64,
+        fx: &mut ApplyEffects,
+    ) -> Vec<AppendOutcome> {
+        let Some(client) = client else {
+            return self.append(
+                first,
+                &append.topic,
+                append.queue_id,
+                now_ms,
+                &append.messages,
+                fx,
+            );
+        };
+        append
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let key = dedup_key(client, &m.message_id);
+                if let Some(earlier) = self.dedup.get(key) {
+                    return AppendOutcome {
+                        offset: earlier.offset,
+                        transaction_id: earlier.half.map(|r| self.transaction_id(r)),
+                    };
+                }
+                let record = RecordRef {
+                    log_index: first.log_index,
+                    slot: first
+                        .slot
+                        .saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
+                };
+                let outcome = self
+                    .append(
+                        record,
+                        &append.topic,
+                        append.queue_id,
+                        now_ms,
+                        std::slice::from_ref(m),
+                        fx,
+                    )
+                    .pop()
+                    .unwrap_or(AppendOutcome {
+                        offset: None,
+                        transaction_id: None,
+                    });
+                let half = outcome.transaction_id.is_some().then_some(record);
+                self.dedup.insert(
+                    key,
+                    now_ms,
+                    FirstOutcome {
+                        offset: outcome.offset,
+                        half,
+                    },
+                );
+                outcome
             })
             .collect()
     }

@@ -1,0 +1,190 @@
+//! Adding shards to a running store: starting a shard's background work ([`Store::adopt`],
+//! also used at start) and opening a replica the controller placed here ([`Store::open_shard`],
+//! ADR 0013).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vela_proto::domain::ShardId;
+use vela_proto::store_api::StoreError;
+
+use super::{LocalShard, MAX_QUEUED_ACKS, RETENTION_INTERVAL, Store, batch_acks, upgrade};
+use crate::shard::coalesce::AppendCoalescer;
+use crate::shard::scrub;
+use crate::shard::tasks;
+use crate::shard::{Shard, ShardRaft};
+
+impl Store {
+    /// Starts an open shard's background work and makes it served.
+    pub(super) fn adopt(&self, shard: Arc<Shard>) {
+        let id = shard.id;
+        let cancel = &self.cancel;
+        let mut tasks = self.tasks.lock();
+        if let Some(replication) = &self.replication {
+            tasks.spawn(upgrade::raise_when_leading(
+                shard.clone(),
+                self.config.node_id,
+                replication.builds.clone(),
+                cancel.clone(),
+            ));
+        }
+        let (acks, ack_rx) = mpsc::channel(MAX_QUEUED_ACKS);
+        tasks.spawn(batch_acks(shard.clone(), ack_rx, cancel.clone()));
+        let appends = AppendCoalescer::new(shard.clone(), self.clock.clone());
+        tasks.spawn(tasks::release_due_messages(
+            shard.clone(),
+            self.clock.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(tasks::retention_loop(
+            shard.clone(),
+            self.retention,
+            RETENTION_INTERVAL,
+            self.clock.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(tasks::snapshot_by_bytes(
+            shard.clone(),
+            self.config.snapshot_every_bytes.as_u64(),
+            cancel.clone(),
+        ));
+        tasks.spawn(scrub::scrub_loop(
+            shard.clone(),
+            self.scrub_policy,
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
+        info!(
+            shard = id,
+            last_applied = shard.shared.last_applied_index(),
+            "store shard ready"
+        );
+        let mut shards = self.shards.write();
+        let mut map = BTreeMap::clone(&shards);
+        map.insert(
+            id,
+            Arc::new(LocalShard {
+                shard,
+                acks,
+                appends,
+            }),
+        );
+        *shards = Arc::new(map);
+    }
+
+    /// Opens this node's replica of `shard` while the store runs: the controller placed it
+    /// here. `voters` are the shard's members (node id → Raft address). `initialize` creates
+    /// the group on an empty log, for a shard that is new; a shard this node should already
+    /// hold but has no log of (a node that lost its disk) is refused instead, because an empty
+    /// replica could grant its vote to one that misses committed entries (ADR 0010). The shard
+    /// is remembered (`placed::FILE`) and reopened at every start. Idempotent: a shard already
+    /// held answers its Raft handle.
+    ///
+    /// The open runs in a task of its own: a caller that goes away (a cancelled RPC) cannot cut
+    /// it short between starting the shard's Raft and serving it.
+    pub async fn open_shard(
+        self: &Arc<Self>,
+        shard: ShardId,
+        voters: BTreeMap<u64, String>,
+        initialize: bool,
+    ) -> Result<ShardRaft, StoreError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.open_shard_here(shard, voters, initialize).await })
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening shard {shard}: {e}")))?
+    }
+
+    /// [`Store::open_shard`] on the caller's task.
+    pub(super) async fn open_shard_here(
+        &self,
+        shard: ShardId,
+        voters: BTreeMap<u64, String>,
+        initialize: bool,
+    ) -> Result<ShardRaft, StoreError> {
+        let Some(replication) = &self.replication else {
+            return Err(StoreError::Invalid(
+                "a standalone store holds its configured shards only".into(),
+            ));
+        };
+        if !voters.contains_key(&self.config.node_id) {
+            return Err(StoreError::Invalid(format!(
+                "shard {shard}: node {} is not one of its replicas {:?}",
+                self.config.node_id,
+                voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(local) = self.shards().get(&shard) {
+            let uninitialized = local
+                .shard
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_none();
+            if initialize && uninitialized {
+                // Held but never given its members (a crash right after its log was made).
+                let members: BTreeMap<u64, openraft::BasicNode> = voters
+                    .iter()
+                    .map(|(&id, addr)| (id, openraft::BasicNode::new(addr.clone())))
+                    .collect();
+                if let Err(err) = local.shard.raft.initialize(members).await {
+                    warn!(shard, error = %err, "initializing a held, uninitialized shard");
+                }
+            }
+            return Ok(local.shard.raft.clone());
+        }
+        if self.cancel.is_cancelled() {
+            return Err(StoreError::Unavailable("store is shutting down".into()));
+        }
+        let (vfs, dir) = (self.vfs.clone(), self.config.data_dir.clone());
+        let has_log = {
+            let (vfs, dir) = (vfs.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || {
+                vfs.is_dir(&dir.join("shards").join(shard.to_string()).join("log"))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+        };
+        if !initialize && !has_log {
+            return Err(StoreError::Invalid(format!(
+                "shard {shard} has no log on node {} and is not new: a replica that lost its \
+                 data must be replaced, not restarted empty",
+                self.config.node_id
+            )));
+        }
+        let opened = (replication.open)(shard, voters, initialize)
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening shard {shard}: {e}")))?;
+        // Remembered once its group exists (a crash before leaves a log the controller's next
+        // open finds; nothing empty and uninitialized is ever reopened on its own).
+        let recorded = if self.cancel.is_cancelled() {
+            Err(StoreError::Unavailable("store is shutting down".into()))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let mut held =
+                    crate::placed::read(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
+                held.push(shard);
+                crate::placed::write(vfs.as_ref(), &dir, &held).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|e| StoreError::Internal(format!("recording shard {shard}: {e}")))
+        };
+        if let Err(err) = recorded {
+            if let Err(close) = opened.close().await {
+                warn!(shard, error = %close, "closing a shard that could not be recorded");
+            }
+            return Err(err);
+        }
+        let raft = opened.raft.clone();
+        self.adopt(opened);
+        Ok(raft)
+    }
+}
