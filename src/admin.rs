@@ -51,6 +51,9 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: Option<ClusterCommand>,
     },
+    /// Store nodes of a cluster: `store drain <id>` moves the replicas placed there elsewhere.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Send messages (one per BODY, or --count generated ones).
     Send(SendArgs),
     /// Receive messages as a SimpleConsumer, print them and ack them.
@@ -78,6 +81,22 @@ pub enum TopicCommand {
     },
     Delete {
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Moves every replica the controller placed on store node ID to other store nodes
+    /// (learner, caught up, voter, then the old replica is deleted) and places nothing new
+    /// there, for maintenance or before removing the node. Traffic continues throughout.
+    Drain {
+        id: u64,
+        /// Wait until the node holds none of those replicas (checked every 2 s).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits before it gives up (with a non-zero exit).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -420,9 +439,90 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
             writeln!(out, "auto-create topics:  {}", info.auto_create_topics)?;
             writeln!(out, "auto-create groups:  {}", info.auto_create_groups)?;
         }
+        AdminCommand::Store(StoreCommand::Drain { id, wait, timeout }) => {
+            let drain = client
+                .drain_store(pb::DrainStoreRequest { store: id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let list = |shards: &[u32]| {
+                shards
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if drain.moving.is_empty() {
+                writeln!(
+                    out,
+                    "store node {id} is draining: it holds no placed replica"
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "store node {id} is draining: the replicas of shard(s) {} move to other store nodes",
+                    list(&drain.moving)
+                )?;
+            }
+            if !drain.configured.is_empty() {
+                writeln!(
+                    out,
+                    "configured shard(s) {} stay: every store node holds them (cluster.shards)",
+                    list(&drain.configured)
+                )?;
+            }
+            if wait && !drain.moving.is_empty() {
+                wait_drained(&mut client, id, &drain.moving, timeout).await?;
+                writeln!(out, "store node {id} holds none of them anymore")?;
+            } else if !drain.moving.is_empty() {
+                writeln!(out, "follow it with: vela admin cluster status")?;
+            }
+        }
         AdminCommand::Send(_) | AdminCommand::Receive(_) => {}
     }
     Ok(out)
+}
+
+/// Polls the cluster status until every shard of `moving` has a leader and no replica on
+/// `store`, or `timeout` passes (an error naming what is left).
+async fn wait_drained(
+    client: &mut AdminServiceClient<Channel>,
+    store: u64,
+    moving: &[u32],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = client
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let left: Vec<u32> = moving
+            .iter()
+            .copied()
+            .filter(|shard| {
+                status
+                    .shards
+                    .iter()
+                    .find(|s| s.shard == *shard)
+                    .is_none_or(|s| {
+                        s.leader.is_none() || s.replicas.iter().any(|r| r.node == store)
+                    })
+            })
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "store node {store} still holds replicas of shard(s) {left:?} after {}; see \
+                 vela admin cluster status",
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 fn write_queue_table(out: &mut String, queues: &[pb::QueueStats]) -> std::fmt::Result {

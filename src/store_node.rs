@@ -95,7 +95,10 @@ impl StoreNode {
         // they open.
         let registrar: ShardRegistrar = {
             let raft = raft.clone();
-            Arc::new(move |shard, handle| raft.register(u64::from(shard), handle))
+            Arc::new(move |shard, handle| match handle {
+                Some(handle) => raft.register(u64::from(shard), handle),
+                None => raft.unregister(u64::from(shard)),
+            })
         };
         let router = tonic::transport::Server::builder()
             .add_service(raft.service())

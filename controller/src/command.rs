@@ -50,6 +50,13 @@ pub enum ControllerCommand {
     MarkShardCreated {
         shard: ShardId,
     },
+    /// Drains store node `store` (ADR 0014): every placed shard with a replica on it gets
+    /// another store node of `stores` (the proposer's configured store nodes) instead, and no
+    /// new shard is placed on it. All or nothing; idempotent.
+    DrainStore {
+        store: u64,
+        stores: Vec<u64>,
+    },
 }
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -88,6 +95,7 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::MarkShardCreated { shard } => {
                 write!(f, "mark-shard-created {shard}")
             }
+            ControllerCommand::DrainStore { store, .. } => write!(f, "drain-store {store}"),
         }
     }
 }
@@ -103,6 +111,8 @@ pub enum Applied {
     Deleted,
     Shards(Vec<ShardId>),
     ShardCreated,
+    /// A store node is draining: the placed shards that move off it.
+    Drained(Vec<ShardId>),
     /// Entries that carry no command (blank and membership entries).
     Nothing,
 }
@@ -126,6 +136,10 @@ pub enum Rejected {
     ShardNotPlaced(ShardId),
     #[error("shard id {0} belongs to a shard the controller placed; configure another id")]
     ShardIdTaken(ShardId),
+    #[error("store node {0} is not one of the cluster's store nodes")]
+    UnknownStore(u64),
+    #[error("store node {store} cannot be drained: {reason}")]
+    CannotDrain { store: u64, reason: String },
 }
 
 impl From<Rejected> for ControllerError {
@@ -143,6 +157,8 @@ impl From<Rejected> for ControllerError {
             Rejected::Replicas { .. } => ControllerError::Invalid(rejected.to_string()),
             Rejected::ShardNotPlaced(_) => ControllerError::NotFound(rejected.to_string()),
             Rejected::ShardIdTaken(_) => ControllerError::Invalid(rejected.to_string()),
+            Rejected::UnknownStore(_) => ControllerError::NotFound(rejected.to_string()),
+            Rejected::CannotDrain { .. } => ControllerError::Invalid(rejected.to_string()),
         }
     }
 }

@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use tokio::sync::Mutex;
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
-use vela_proto::controller_api::{PROXY_EXPIRY, ProxySeen};
+use vela_proto::controller_api::{PROXY_EXPIRY, ProxySeen, StoreDrain};
 use vela_proto::{
     ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig,
     TopicName, TopicSpec, TopicType,
@@ -58,7 +58,8 @@ pub struct Controller {
     member: Option<u64>,
     /// The cluster's store nodes (id → address), from the configuration (ADR 0013).
     stores: BTreeMap<u64, String>,
-    /// Woken when a topic placed new shards, so the reconciler opens them at once.
+    /// Woken when a topic placed new shards or a drain moved replicas, so the reconciler acts
+    /// at once.
     placed_changed: tokio::sync::Notify,
     /// Proxies heard from (address → version, when), while this node leads; observed state,
     /// never replicated.
@@ -394,6 +395,30 @@ impl ControllerApi for Controller {
             self.placed_changed.notify_one();
         }
         Ok(config)
+    }
+
+    async fn drain_store(&self, store: u64) -> Result<StoreDrain, ControllerError> {
+        if self.stores.is_empty() {
+            return Err(ControllerError::Invalid(
+                "a standalone node has no store nodes to drain".into(),
+            ));
+        }
+        let command = ControllerCommand::DrainStore {
+            store,
+            stores: self.stores.keys().copied().collect(),
+        };
+        let moving = match self.group.propose(command).await? {
+            Ok(Applied::Drained(moving)) => moving,
+            other => return Err(unexpected("drain-store", &other)),
+        };
+        if !moving.is_empty() {
+            self.placed_changed.notify_one();
+        }
+        Ok(StoreDrain {
+            store,
+            moving,
+            configured: self.metadata.read().shards().to_vec(),
+        })
     }
 
     async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {

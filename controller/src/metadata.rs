@@ -1,13 +1,13 @@
 //! The metadata itself (topics, groups, the shard set) and the pure, deterministic transition
 //! `apply(command) -> response`. No I/O: the Raft state machine wraps it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use vela_proto::{GroupConfig, GroupName, ShardId, TopicConfig, TopicName};
 
 use crate::command::{Applied, ControllerCommand, ControllerResponse, Rejected};
-use crate::placement::{place_queues, replica_sets};
+use crate::placement::{drain_moves, place_queues, replica_sets};
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
 /// `#[serde(default)]`.
@@ -19,6 +19,8 @@ pub struct Metadata {
     groups: BTreeMap<GroupName, GroupConfig>,
     /// Shards placed on chosen store nodes, by id (ADR 0013).
     placed: BTreeMap<ShardId, PlacedShard>,
+    /// Store nodes being drained: no placed shard keeps or gets a replica there (ADR 0014).
+    draining: BTreeSet<u64>,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -58,6 +60,7 @@ impl Metadata {
                 }
                 None => Err(Rejected::ShardNotPlaced(shard)),
             },
+            ControllerCommand::DrainStore { store, stores } => self.drain(store, &stores),
             ControllerCommand::DeleteTopic { name } => match self.topics.remove(&name) {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::TopicNotFound(name)),
@@ -157,7 +160,12 @@ impl Metadata {
             .chain(self.placed.keys())
             .max()
             .map_or(0, |&m| m.saturating_add(1));
-        let sets = replica_sets(stores, factor, next_id).map_err(|e| Rejected::Replicas {
+        let usable: Vec<u64> = stores
+            .iter()
+            .copied()
+            .filter(|s| !self.draining.contains(s))
+            .collect();
+        let sets = replica_sets(&usable, factor, next_id).map_err(|e| Rejected::Replicas {
             topic: topic.clone(),
             reason: e.to_string(),
         })?;
@@ -172,6 +180,42 @@ impl Metadata {
             );
         }
         Ok(ids)
+    }
+
+    /// Marks `store` draining and moves every placed replica off it (see
+    /// [`ControllerCommand::DrainStore`]).
+    fn drain(&mut self, store: u64, stores: &[u64]) -> ControllerResponse {
+        if !stores.contains(&store) {
+            return Err(Rejected::UnknownStore(store));
+        }
+        let candidates: Vec<u64> = stores
+            .iter()
+            .copied()
+            .filter(|s| !self.draining.contains(s))
+            .collect();
+        let members: BTreeMap<ShardId, Vec<u64>> = self
+            .placed
+            .iter()
+            .map(|(&id, p)| (id, p.replicas.clone()))
+            .collect();
+        let moves =
+            drain_moves(&members, store, &candidates).map_err(|e| Rejected::CannotDrain {
+                store,
+                reason: e.to_string(),
+            })?;
+        let moved: Vec<ShardId> = moves.keys().copied().collect();
+        for (shard, replicas) in moves {
+            if let Some(p) = self.placed.get_mut(&shard) {
+                p.replicas = replicas;
+            }
+        }
+        self.draining.insert(store);
+        Ok(Applied::Drained(moved))
+    }
+
+    /// The store nodes being drained.
+    pub fn draining(&self) -> &BTreeSet<u64> {
+        &self.draining
     }
 
     /// The placed shards, by id.
@@ -510,7 +554,8 @@ mod tests {
                     }
                     // Not generated here (see `replicated_tests`).
                     ControllerCommand::CreateTopicReplicated { .. }
-                    | ControllerCommand::MarkShardCreated { .. } => {}
+                    | ControllerCommand::MarkShardCreated { .. }
+                    | ControllerCommand::DrainStore { .. } => {}
                 }
             }
             let names: BTreeSet<_> = md.topics().map(|t| t.name.clone()).collect();

@@ -79,8 +79,115 @@ pub fn replica_sets(
         .collect())
 }
 
+/// Why a store node cannot be drained.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DrainError {
+    #[error(
+        "shard {shard} has {factor} replicas and no other store node can take one (members \
+         {members:?}; nodes that are not draining: {candidates:?})"
+    )]
+    NoCandidate {
+        shard: ShardId,
+        factor: usize,
+        members: Vec<u64>,
+        candidates: Vec<u64>,
+    },
+}
+
+/// New members for every shard in `placed` (shard → members) that has `store` among them:
+/// `store` is replaced, in place, by the node of `candidates` (never `store` itself) that is
+/// not yet a member and holds the fewest replicas (counted over `placed`, moves included), the
+/// lowest id on ties. All or nothing: an error when some shard has no such node. A pure
+/// function: every controller replica computes the same moves.
+pub fn drain_moves(
+    placed: &BTreeMap<ShardId, Vec<u64>>,
+    store: u64,
+    candidates: &[u64],
+) -> Result<BTreeMap<ShardId, Vec<u64>>, DrainError> {
+    let mut pool: Vec<u64> = candidates.iter().copied().filter(|&c| c != store).collect();
+    pool.sort_unstable();
+    pool.dedup();
+    let mut load: BTreeMap<u64, usize> = pool.iter().map(|&c| (c, 0)).collect();
+    for members in placed.values() {
+        for m in members {
+            if let Some(count) = load.get_mut(m) {
+                *count += 1;
+            }
+        }
+    }
+    let mut moves = BTreeMap::new();
+    for (&shard, members) in placed {
+        let Some(at) = members.iter().position(|&m| m == store) else {
+            continue;
+        };
+        let Some((&to, _)) = load
+            .iter()
+            .filter(|(c, _)| !members.contains(c))
+            .min_by_key(|(_, count)| **count)
+        else {
+            return Err(DrainError::NoCandidate {
+                shard,
+                factor: members.len(),
+                members: members.clone(),
+                candidates: pool.clone(),
+            });
+        };
+        *load.entry(to).or_default() += 1;
+        let mut after = members.clone();
+        after[at] = to;
+        moves.insert(shard, after);
+    }
+    Ok(moves)
+}
+
 #[cfg(test)]
 mod tests {
+    /// Draining moves every replica of the store, to distinct non-members, spreading the load,
+    /// and refuses (changing nothing) when a shard has nowhere to go.
+    #[test]
+    fn drain_moves_replace_the_store_everywhere_or_nowhere() {
+        for n in 2..=7usize {
+            let stores: Vec<u64> = (1..=n as u64).collect();
+            for factor in 1..n {
+                let placed = replica_sets(&stores, factor, 0).expect("enough stores");
+                for &store in &stores {
+                    let candidates: Vec<u64> = stores.clone();
+                    let moves = drain_moves(&placed, store, &candidates).expect("room to move");
+                    let holding = placed.values().filter(|m| m.contains(&store)).count();
+                    assert_eq!(moves.len(), holding, "n {n} factor {factor} store {store}");
+                    let mut load: BTreeMap<u64, usize> = BTreeMap::new();
+                    for (shard, members) in placed.iter() {
+                        let after = moves.get(shard).unwrap_or(members);
+                        assert!(!after.contains(&store));
+                        assert_eq!(after.len(), factor);
+                        let distinct: std::collections::BTreeSet<_> = after.iter().collect();
+                        assert_eq!(distinct.len(), factor, "{after:?}");
+                        for m in after {
+                            *load.entry(*m).or_default() += 1;
+                        }
+                    }
+                    let (min, max) = (
+                        load.values().min().copied().unwrap_or(0),
+                        load.values().max().copied().unwrap_or(0),
+                    );
+                    assert!(max - min <= 1, "spread {load:?} (n {n}, factor {factor})");
+                }
+            }
+            // Every other store is already a member: nowhere to go.
+            let full = replica_sets(&stores, n, 0).expect("enough stores");
+            assert!(matches!(
+                drain_moves(&full, 1, &stores),
+                Err(DrainError::NoCandidate { .. })
+            ));
+        }
+        let placed = BTreeMap::from([(3, vec![1, 2])]);
+        assert_eq!(
+            drain_moves(&placed, 9, &[1, 2, 3]),
+            Ok(BTreeMap::new()),
+            "a store holding nothing moves nothing"
+        );
+    }
+
     use super::*;
 
     /// Every ring of up to 7 stores (ids with gaps and out of order) and every factor.

@@ -1,11 +1,20 @@
-//! The shard reconciler (ADR 0013): while this controller node leads the controller group, it
-//! makes the store nodes hold the shards placed on them. Every round it asks each store which
-//! shards it holds (`NodeStatus`) and sends `OpenShard` to each member of a placed shard that
-//! does not report it. A shard is created (`initialize`) only while no member has reported it;
-//! once one has, the controller records it as created and a member without its log is never
-//! told to create it empty (it lost its disk, or was down while the shard was made: it stays
-//! out until it is replaced, see ADR 0013). Works from observed state only, like the balancer:
-//! a reconciler that dies leaves nothing half done.
+//! The shard reconciler (ADR 0013, 0014): while this controller node leads the controller group,
+//! it moves the store nodes toward the placement in the metadata. Every round it asks each store
+//! which shards it holds (`NodeStatus`), and for each placed shard:
+//! - a member that is up and does not hold it gets `OpenShard`: `Create` only while no member
+//!   holds the shard (once one does, the controller records it as created and no member is ever
+//!   told to create it empty), `Resume` for a member of the shard's group, `Join` for a node the
+//!   placement added (it waits, empty, for the leader to add it as a learner);
+//! - a member whose data is gone (it answers `ReplicaLost`: a lost disk, or down when the shard
+//!   was created) is removed from the group first and then joins again as an empty learner, so
+//!   an empty replica never votes;
+//! - when the group's members (as its leader reports them) differ from the placement and every
+//!   new member has opened the shard, the leader is asked to change the members (learners catch
+//!   up, then one joint-consensus change);
+//! - a node that still holds the shard but is neither placed there nor a member deletes it.
+//!
+//! Works from observed state only, like the balancer: a reconciler that dies leaves nothing half
+//! done, and the next round (on this or a new leader) continues.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,7 +22,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use vela_proto::{ShardId, StoreApi};
+use vela_proto::cluster_status::{MemberRole, StoreNodeReport};
+use vela_proto::{OpenMode, ShardId, StoreApi, StoreError};
 
 use crate::Controller;
 use crate::metadata::PlacedShard;
@@ -24,15 +34,78 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Round {
-    /// `(shard, node)` told to open (and whether to create it), with the outcome.
-    pub opened: Vec<(ShardId, u64, bool, Result<(), String>)>,
+    /// `(shard, node)` told to open (and how), with the outcome.
+    pub opened: Vec<(ShardId, u64, OpenMode, Result<(), String>)>,
     /// Shards recorded as created.
     pub created: Vec<ShardId>,
+    /// Shards whose leader was asked to change the members to these, with the outcome.
+    pub changed: Vec<(ShardId, Vec<u64>, Result<(), String>)>,
+    /// `(shard, node)` told to delete its replica, with the outcome.
+    pub removed: Vec<(ShardId, u64, Result<(), String>)>,
 }
 
-/// One round over `placed` (the controller's placed shards): opens what is missing on the
-/// stores that answer, and lists the shards not yet recorded as created that a member already
-/// holds (the caller records them).
+impl Round {
+    /// Whether something moved, so the next round should come soon.
+    pub fn progressed(&self) -> bool {
+        self.opened.iter().any(|o| o.3.is_ok())
+            || self.changed.iter().any(|c| c.2.is_ok())
+            || self.removed.iter().any(|r| r.2.is_ok())
+    }
+}
+
+/// What the stores report about one shard.
+#[derive(Debug, Default)]
+struct Observed {
+    /// Nodes that report a replica of it, initialized or not.
+    present: BTreeSet<u64>,
+    /// Nodes whose replica knows the group (has voters).
+    holders: BTreeSet<u64>,
+    /// The group's voters and learners as its leader (the highest term) reports them.
+    leader: Option<Led>,
+}
+
+#[derive(Debug)]
+struct Led {
+    term: u64,
+    voters: BTreeSet<u64>,
+    learners: BTreeSet<u64>,
+}
+
+impl Led {
+    fn members(&self) -> BTreeSet<u64> {
+        self.voters.union(&self.learners).copied().collect()
+    }
+}
+
+fn observe(reports: &[StoreNodeReport]) -> (BTreeSet<u64>, BTreeMap<ShardId, Observed>) {
+    let mut up = BTreeSet::new();
+    let mut shards: BTreeMap<ShardId, Observed> = BTreeMap::new();
+    for r in reports {
+        let Ok(members) = &r.report else { continue };
+        up.insert(r.node);
+        for m in members {
+            let seen = shards.entry(m.shard).or_default();
+            seen.present.insert(r.node);
+            // A member with no voters is uninitialized: it has no group to join yet.
+            if !m.status.voters.is_empty() {
+                seen.holders.insert(r.node);
+            }
+            if m.status.role == MemberRole::Leader
+                && seen.leader.as_ref().is_none_or(|l| l.term < m.status.term)
+            {
+                seen.leader = Some(Led {
+                    term: m.status.term,
+                    voters: m.status.voters.iter().copied().collect(),
+                    learners: m.status.learners.iter().copied().collect(),
+                });
+            }
+        }
+    }
+    (up, shards)
+}
+
+/// One round over `placed` (the controller's placed shards), see the module comment. Lists the
+/// shards not yet recorded as created that a member already holds (the caller records them).
 pub async fn reconcile_once(
     store: &dyn StoreApi,
     stores: &BTreeMap<u64, String>,
@@ -42,58 +115,152 @@ pub async fn reconcile_once(
     if placed.is_empty() {
         return round;
     }
-    let reports = store.node_status().await;
-    let mut up = BTreeSet::new();
-    let mut holders: BTreeMap<ShardId, BTreeSet<u64>> = BTreeMap::new();
-    for r in &reports {
-        if let Ok(members) = &r.report {
-            up.insert(r.node);
-            // A member with no voters is uninitialized: it has no group to join yet.
-            for m in members.iter().filter(|m| !m.status.voters.is_empty()) {
-                holders.entry(m.shard).or_default().insert(r.node);
-            }
-        }
-    }
+    let (up, observed) = observe(&store.node_status().await);
+    let nothing = Observed::default();
     for (&shard, p) in placed {
-        let held_by = holders.get(&shard).cloned().unwrap_or_default();
-        let create = !p.created && held_by.is_empty();
-        let replicas: BTreeMap<u64, String> = p
-            .replicas
-            .iter()
-            .filter_map(|id| stores.get(id).map(|addr| (*id, addr.clone())))
-            .collect();
-        if replicas.len() != p.replicas.len() {
+        let seen = observed.get(&shard).unwrap_or(&nothing);
+        let addresses = |ids: &mut dyn Iterator<Item = u64>| -> Option<BTreeMap<u64, String>> {
+            ids.map(|id| stores.get(&id).map(|addr| (id, addr.clone())))
+                .collect()
+        };
+        let Some(replicas) = addresses(&mut p.replicas.iter().copied()) else {
             warn!(
                 shard,
                 members = ?p.replicas,
                 "a member of a placed shard has no address in cluster.stores; not opening it"
             );
             continue;
+        };
+        if !p.created {
+            create(store, shard, p, seen, &up, &replicas, &mut round).await;
+            continue;
         }
+        let Some(led) = &seen.leader else {
+            // No leader to ask who the members are: bring back the replicas that exist.
+            for &node in &p.replicas {
+                if up.contains(&node) && !seen.holders.contains(&node) {
+                    // The outcome is in the round; the next round tries again.
+                    let _ = open(store, shard, node, &replicas, OpenMode::Resume, &mut round).await;
+                }
+            }
+            continue;
+        };
+        let members = led.members();
+        let mut lost = Vec::new();
         for &node in &p.replicas {
-            if held_by.contains(&node) || !up.contains(&node) {
+            if !up.contains(&node) || seen.holders.contains(&node) {
                 continue;
             }
-            if !create && !p.created {
-                // Another member already holds it: this one's first open may still be on its
-                // way; the next round, after the shard is recorded as created, decides.
-                continue;
+            let mode = if members.contains(&node) {
+                OpenMode::Resume
+            } else {
+                OpenMode::Join
+            };
+            if mode == OpenMode::Join && seen.present.contains(&node) {
+                continue; // Opened, waiting for the leader to add it.
             }
+            let outcome = open(store, shard, node, &replicas, mode, &mut round).await;
+            if matches!(outcome, Err(StoreError::ReplicaLost(_))) && led.voters.contains(&node) {
+                lost.push(node);
+            }
+        }
+        let placed_set: BTreeSet<u64> = p.replicas.iter().copied().collect();
+        let target: Option<BTreeSet<u64>> = if !lost.is_empty() {
+            // Out first, back as an empty learner in a later round.
+            let rest: BTreeSet<u64> = led
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| !lost.contains(v))
+                .collect();
+            (!rest.is_empty()).then_some(rest)
+        } else if (led.voters != placed_set || members != placed_set)
+            && placed_set
+                .iter()
+                .all(|n| members.contains(n) || seen.present.contains(n))
+        {
+            Some(placed_set.clone())
+        } else {
+            None
+        };
+        if let Some(target) = target
+            && let Some(addrs) = addresses(&mut target.iter().copied())
+        {
             let outcome = store
-                .open_shard(node, shard, &replicas, create)
+                .change_members(shard, &addrs)
                 .await
                 .map_err(|e| e.to_string());
             match &outcome {
-                Ok(()) => info!(shard, node, create, "opened a placed shard on its member"),
-                Err(err) => warn!(shard, node, create, error = %err, "opening a placed shard"),
+                Ok(()) => info!(shard, members = ?target, "changed a placed shard's members"),
+                Err(err) => {
+                    info!(shard, members = ?target, error = %err, "changing a placed shard's members")
+                }
             }
-            round.opened.push((shard, node, create, outcome));
+            round
+                .changed
+                .push((shard, target.into_iter().collect(), outcome));
         }
-        if !p.created && !held_by.is_empty() {
-            round.created.push(shard);
+        // Replicas that are neither placed nor members (a finished move, an aborted join).
+        for &node in &seen.present {
+            if placed_set.contains(&node) || members.contains(&node) || !up.contains(&node) {
+                continue;
+            }
+            let outcome = store
+                .remove_shard(node, shard)
+                .await
+                .map_err(|e| e.to_string());
+            match &outcome {
+                Ok(()) => info!(shard, node, "removed a replica that is no longer a member"),
+                Err(err) => warn!(shard, node, error = %err, "removing a replica"),
+            }
+            round.removed.push((shard, node, outcome));
         }
     }
     round
+}
+
+/// A shard not yet recorded as created: created on every member that is up while none holds
+/// it; once one does, recorded (the others open it in a later round, never creating it).
+async fn create(
+    store: &dyn StoreApi,
+    shard: ShardId,
+    p: &PlacedShard,
+    seen: &Observed,
+    up: &BTreeSet<u64>,
+    replicas: &BTreeMap<u64, String>,
+    round: &mut Round,
+) {
+    if !seen.holders.is_empty() {
+        round.created.push(shard);
+        return;
+    }
+    for &node in &p.replicas {
+        if up.contains(&node) {
+            let _ = open(store, shard, node, replicas, OpenMode::Create, round).await;
+        }
+    }
+}
+
+async fn open(
+    store: &dyn StoreApi,
+    shard: ShardId,
+    node: u64,
+    replicas: &BTreeMap<u64, String>,
+    mode: OpenMode,
+    round: &mut Round,
+) -> Result<(), StoreError> {
+    let outcome = store.open_shard(node, shard, replicas, mode).await;
+    match &outcome {
+        Ok(()) => info!(shard, node, ?mode, "opened a placed shard on its member"),
+        Err(err) => warn!(shard, node, ?mode, error = %err, "opening a placed shard"),
+    }
+    round.opened.push((
+        shard,
+        node,
+        mode,
+        outcome.clone().map_err(|e| e.to_string()),
+    ));
+    outcome
 }
 
 /// Runs [`reconcile_once`] every [`RECONCILE_EVERY`] (and at once when a topic placed new
@@ -118,9 +285,9 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
                         debug!(shard, error = %err, "recording a placed shard as created");
                     }
                 }
-                // Opened something: look again soon, to record it as created. (Failed opens
-                // wait for the next round.)
-                if round.opened.iter().any(|o| o.3.is_ok()) {
+                // Something moved: look again soon (to record a shard as created, to continue a
+                // move). Failures wait for the next round.
+                if round.progressed() {
                     drop(c);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
@@ -137,38 +304,59 @@ mod tests {
 
     use async_trait::async_trait;
     use parking_lot::Mutex;
-    use vela_proto::cluster_status::{MemberRole, MemberStatus, ShardMember, StoreNodeReport};
+    use vela_proto::cluster_status::{MemberStatus, ShardMember};
     use vela_proto::receipt::ReceiptTicket;
     use vela_proto::store_api::{
-        AppendOutcome, AppendRequest, Delivery, PopRequest, StoreError, TransactionResolution,
+        AppendOutcome, AppendRequest, Delivery, PopRequest, TransactionResolution,
     };
     use vela_proto::{GroupName, QueueStats, TopicName};
 
     use super::*;
 
-    /// Store nodes as the reconciler sees them: which shards each reports (`None`: down), and
-    /// the opens it was asked for.
+    /// Store nodes as the reconciler sees them: which shards each reports (`None`: down), the
+    /// group as its leader reports it, and what the reconciler asked for.
     #[derive(Default)]
     struct Nodes {
         held: BTreeMap<u64, Option<Vec<ShardId>>>,
-        opens: Mutex<Vec<(ShardId, u64, bool)>>,
+        /// `(leader, voters, learners)`: the leader reports these; everyone else follows.
+        group: Option<(u64, Vec<u64>, Vec<u64>)>,
+        /// Nodes whose replicas report no voters (opened, never initialized or not yet added).
+        uninitialized: BTreeSet<u64>,
+        /// Nodes that answer a `Resume` open with `ReplicaLost`.
+        lost: BTreeSet<u64>,
         refuse: bool,
-        /// Replicas report no voters (opened, never initialized).
-        uninitialized: bool,
+        opens: Mutex<Vec<(ShardId, u64, OpenMode)>>,
+        changes: Mutex<Vec<(ShardId, Vec<u64>)>>,
+        removes: Mutex<Vec<(ShardId, u64)>>,
     }
 
-    fn member(shard: ShardId) -> ShardMember {
-        ShardMember {
-            shard,
-            status: MemberStatus {
-                role: MemberRole::Follower,
-                term: 1,
-                leader: None,
-                voters: vec![1],
-                last_log_index: None,
-                applied_index: None,
-                matched: BTreeMap::new(),
-            },
+    impl Nodes {
+        fn member(&self, node: u64, shard: ShardId) -> ShardMember {
+            let (role, voters, learners) = match &self.group {
+                Some((leader, voters, learners)) if *leader == node => {
+                    (MemberRole::Leader, voters.clone(), learners.clone())
+                }
+                Some((_, voters, _)) => (MemberRole::Follower, voters.clone(), Vec::new()),
+                None => (MemberRole::Follower, vec![1], Vec::new()),
+            };
+            let voters = if self.uninitialized.contains(&node) {
+                Vec::new()
+            } else {
+                voters
+            };
+            ShardMember {
+                shard,
+                status: MemberStatus {
+                    role,
+                    term: 1,
+                    leader: self.group.as_ref().map(|g| g.0),
+                    voters,
+                    last_log_index: None,
+                    applied_index: None,
+                    matched: BTreeMap::new(),
+                    learners,
+                },
+            }
         }
     }
 
@@ -224,13 +412,30 @@ mod tests {
             node: u64,
             shard: ShardId,
             replicas: &BTreeMap<u64, String>,
-            initialize: bool,
+            mode: OpenMode,
         ) -> Result<(), StoreError> {
             assert!(replicas.contains_key(&node), "a node is told its own shard");
-            self.opens.lock().push((shard, node, initialize));
+            self.opens.lock().push((shard, node, mode));
             if self.refuse {
                 return Err(StoreError::Invalid("refused".into()));
             }
+            if mode == OpenMode::Resume && self.lost.contains(&node) {
+                return Err(StoreError::ReplicaLost("no log".into()));
+            }
+            Ok(())
+        }
+        async fn change_members(
+            &self,
+            shard: ShardId,
+            replicas: &BTreeMap<u64, String>,
+        ) -> Result<(), StoreError> {
+            self.changes
+                .lock()
+                .push((shard, replicas.keys().copied().collect()));
+            Ok(())
+        }
+        async fn remove_shard(&self, node: u64, shard: ShardId) -> Result<(), StoreError> {
+            self.removes.lock().push((shard, node));
             Ok(())
         }
         fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
@@ -244,18 +449,7 @@ mod tests {
                     addr: format!("s{node}"),
                     report: held
                         .as_ref()
-                        .map(|shards| {
-                            shards
-                                .iter()
-                                .map(|&s| {
-                                    let mut m = member(s);
-                                    if self.uninitialized {
-                                        m.status.voters.clear();
-                                    }
-                                    m
-                                })
-                                .collect()
-                        })
+                        .map(|shards| shards.iter().map(|&s| self.member(node, s)).collect())
                         .ok_or_else(|| "down".to_owned()),
                 })
                 .collect()
@@ -266,7 +460,7 @@ mod tests {
     }
 
     fn addrs() -> BTreeMap<u64, String> {
-        (1..=3).map(|n| (n, format!("s{n}"))).collect()
+        (1..=4).map(|n| (n, format!("s{n}"))).collect()
     }
 
     fn placed(shard: ShardId, replicas: &[u64], created: bool) -> BTreeMap<ShardId, PlacedShard> {
@@ -289,11 +483,13 @@ mod tests {
         }
     }
 
+    use OpenMode::{Create, Join, Resume};
+
     #[tokio::test]
     async fn a_new_shard_is_created_on_every_member_that_is_up() {
         let store = nodes(&[(1, Some(&[])), (2, Some(&[0])), (3, None)]);
         let round = reconcile_once(&store, &addrs(), &placed(7, &[1, 2, 3], false)).await;
-        assert_eq!(*store.opens.lock(), vec![(7, 1, true), (7, 2, true)]);
+        assert_eq!(*store.opens.lock(), vec![(7, 1, Create), (7, 2, Create)]);
         assert!(round.created.is_empty());
         assert_eq!(round.opened.len(), 2);
     }
@@ -306,7 +502,7 @@ mod tests {
         assert_eq!(round.created, vec![7]);
         // Recorded: the missing members are told to open, never to create.
         let round = reconcile_once(&store, &addrs(), &placed(7, &[1, 2, 3], true)).await;
-        assert_eq!(*store.opens.lock(), vec![(7, 2, false), (7, 3, false)]);
+        assert_eq!(*store.opens.lock(), vec![(7, 2, Resume), (7, 3, Resume)]);
         assert!(round.created.is_empty());
     }
 
@@ -323,14 +519,14 @@ mod tests {
     #[tokio::test]
     async fn an_uninitialized_replica_does_not_count_as_holding_the_shard() {
         let store = Nodes {
-            uninitialized: true,
+            uninitialized: BTreeSet::from([1]),
             ..nodes(&[(1, Some(&[7]))])
         };
         let round = reconcile_once(&store, &addrs(), &placed(7, &[1], false)).await;
         assert!(round.created.is_empty());
         assert_eq!(
             *store.opens.lock(),
-            vec![(7, 1, true)],
+            vec![(7, 1, Create)],
             "it is told to create it"
         );
     }
@@ -342,8 +538,82 @@ mod tests {
             ..nodes(&[(1, Some(&[]))])
         };
         let round = reconcile_once(&store, &addrs(), &placed(4, &[1], false)).await;
-        assert!(matches!(&round.opened[..], [(4, 1, true, Err(_))]));
+        assert!(matches!(&round.opened[..], [(4, 1, Create, Err(_))]));
         reconcile_once(&store, &addrs(), &placed(4, &[1], false)).await;
         assert_eq!(store.opens.lock().len(), 2);
+    }
+
+    /// A move from {1,2,3} to {2,3,4}, one round per observed step: node 4 joins, then the
+    /// leader changes the members (only once 4 opened), then node 1 deletes its replica.
+    #[tokio::test]
+    async fn a_moved_replica_joins_then_the_members_change_then_the_old_one_is_removed() {
+        let target = placed(7, &[2, 3, 4], true);
+        let mut store = Nodes {
+            group: Some((1, vec![1, 2, 3], vec![])),
+            ..nodes(&[
+                (1, Some(&[7])),
+                (2, Some(&[7])),
+                (3, Some(&[7])),
+                (4, Some(&[])),
+            ])
+        };
+        let round = reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(*store.opens.lock(), vec![(7, 4, Join)]);
+        assert!(round.changed.is_empty(), "node 4 has not opened it yet");
+        assert!(round.removed.is_empty(), "node 1 is still a member");
+
+        store.held.insert(4, Some(vec![7]));
+        store.uninitialized.insert(4);
+        let round = reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(
+            store.opens.lock().len(),
+            1,
+            "an opened joiner is not told again"
+        );
+        assert_eq!(*store.changes.lock(), vec![(7, vec![2, 3, 4])]);
+        assert!(round.progressed());
+        assert!(store.removes.lock().is_empty());
+
+        store.group = Some((2, vec![2, 3, 4], vec![]));
+        store.uninitialized.clear();
+        let round = reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(
+            store.changes.lock().len(),
+            1,
+            "the members match the placement"
+        );
+        assert_eq!(*store.removes.lock(), vec![(7, 1)]);
+        assert_eq!(round.removed.len(), 1);
+    }
+
+    /// A member whose data is gone is taken out of the group before it joins again empty; a
+    /// placed node is never removed, and a learner the leader lists is never removed either.
+    #[tokio::test]
+    async fn a_member_that_lost_its_data_leaves_the_group_then_joins_as_a_learner() {
+        let target = placed(7, &[1, 2, 3], true);
+        let mut store = Nodes {
+            group: Some((1, vec![1, 2, 3], vec![])),
+            lost: BTreeSet::from([3]),
+            ..nodes(&[(1, Some(&[7])), (2, Some(&[7])), (3, Some(&[]))])
+        };
+        reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(*store.opens.lock(), vec![(7, 3, Resume)]);
+        assert_eq!(*store.changes.lock(), vec![(7, vec![1, 2])]);
+
+        store.group = Some((1, vec![1, 2], vec![]));
+        reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(store.opens.lock().last(), Some(&(7, 3, Join)));
+
+        store.held.insert(3, Some(vec![7]));
+        store.uninitialized.insert(3);
+        store.group = Some((1, vec![1, 2], vec![3]));
+        store.held.insert(4, Some(vec![7]));
+        reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(store.changes.lock().last(), Some(&(7, vec![1, 2, 3])));
+        assert_eq!(
+            *store.removes.lock(),
+            vec![(7, 4)],
+            "only the node that is neither placed nor a member"
+        );
     }
 }

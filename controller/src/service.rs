@@ -157,6 +157,22 @@ impl ControllerRpc for ControllerService {
         }))
     }
 
+    async fn drain_store(
+        &self,
+        request: Request<pb::DrainStoreRequest>,
+    ) -> Result<Response<pb::StoreDrain>, Status> {
+        let drain = self
+            .controller
+            .drain_store(request.into_inner().store)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::StoreDrain {
+            store: drain.store,
+            moving: drain.moving,
+            configured: drain.configured,
+        }))
+    }
+
     async fn node_status(
         &self,
         _request: Request<pb::Empty>,

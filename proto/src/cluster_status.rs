@@ -46,6 +46,8 @@ pub struct MemberStatus {
     /// Leader only: per member (itself included), the highest log index known replicated to it
     /// (`None`: nothing known yet). Empty on other members.
     pub matched: BTreeMap<u64, Option<u64>>,
+    /// The group's learners as this member knows them (members still catching up).
+    pub learners: Vec<u64>,
 }
 
 /// One store node's replica of one shard.
@@ -285,6 +287,7 @@ pub fn member_to_wire(s: &MemberStatus) -> pb::MemberStatus {
             .iter()
             .map(|(&node, &index)| pb::Matched { node, index })
             .collect(),
+        learners: s.learners.clone(),
     }
 }
 
@@ -308,6 +311,7 @@ pub fn member_from_wire(s: pb::MemberStatus) -> Result<MemberStatus, String> {
         last_log_index: s.last_log_index,
         applied_index: s.applied_index,
         matched: s.matched.into_iter().map(|m| (m.node, m.index)).collect(),
+        learners: s.learners,
     })
 }
 

@@ -15,6 +15,16 @@ pub struct ProxySeen {
     pub last_seen_ms: u64,
 }
 
+/// What draining a store node moves (ADR 0014).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDrain {
+    pub store: u64,
+    /// Placed shards whose replica on the node moves to another node.
+    pub moving: Vec<crate::ShardId>,
+    /// Configured shards (`cluster.shards`), which every store node holds: they stay.
+    pub configured: Vec<crate::ShardId>,
+}
+
 /// Failures callers branch on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
@@ -75,6 +85,12 @@ pub trait ControllerApi: Send + Sync + 'static {
 
     /// The proxies heard from recently (within [`PROXY_EXPIRY`]).
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError>;
+
+    /// Drains store node `store`: every placed shard's replica on it moves to another store
+    /// node, and no new shard is placed there (idempotent). Answers at once with what moves;
+    /// the controller's reconciler moves it. `NotFound` for a node that is not a store node of
+    /// the cluster, `Invalid` when a shard has nowhere to go.
+    async fn drain_store(&self, store: u64) -> Result<StoreDrain, ControllerError>;
 }
 
 /// A proxy not heard from for this long is no longer listed.

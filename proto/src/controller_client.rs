@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
-use crate::controller_api::{ControllerApi, ControllerError, ProxySeen};
+use crate::controller_api::{ControllerApi, ControllerError, ProxySeen, StoreDrain};
 use crate::controller_wire::*;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
 use crate::pb::controller as pb;
@@ -322,6 +322,19 @@ impl ControllerApi for RemoteController {
                 last_seen_ms: p.last_seen_ms,
             })
             .collect())
+    }
+
+    async fn drain_store(&self, store: u64) -> Result<StoreDrain, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.drain_store(pb::DrainStoreRequest { store }).await
+            })
+            .await?;
+        Ok(StoreDrain {
+            store: reply.store,
+            moving: reply.moving,
+            configured: reply.configured,
+        })
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

@@ -59,4 +59,4 @@ pub use client_id::ClientId;
 pub use clock::{Clock, SystemClock};
 pub use controller_api::{ControllerApi, ControllerError};
 pub use domain::*;
-pub use store_api::{StoreApi, StoreError};
+pub use store_api::{OpenMode, StoreApi, StoreError};

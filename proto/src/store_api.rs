@@ -110,6 +110,24 @@ pub enum StoreError {
     Invalid(String),
     #[error("store internal error: {0}")]
     Internal(String),
+    /// This node has no data of a shard that is not new: it lost its disk, or was down when the
+    /// shard was created. It must be replaced (removed from the members, then added back as an
+    /// empty learner), never restarted empty (ADR 0014).
+    #[error("replica lost: {0}")]
+    ReplicaLost(String),
+}
+
+/// How a store node opens its replica of a shard (ADR 0013, 0014).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// A new shard: create the group on an empty log.
+    Create,
+    /// A member that should hold the shard: resume from its log; refused without one
+    /// ([`StoreError::ReplicaLost`]).
+    Resume,
+    /// A node that is not yet a member: open an empty replica that waits for the group's leader
+    /// to add it as a learner.
+    Join,
 }
 
 impl StoreError {
@@ -174,14 +192,28 @@ pub trait StoreApi: Send + Sync + 'static {
     async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError>;
 
     /// Opens store node `node`'s replica of `shard`, whose members are `replicas` (node id →
-    /// address); `initialize` only for a new shard (ADR 0013).
+    /// address), as `mode` says (ADR 0013, 0014).
     async fn open_shard(
         &self,
         node: u64,
         shard: ShardId,
         replicas: &BTreeMap<u64, String>,
-        initialize: bool,
+        mode: OpenMode,
     ) -> Result<(), StoreError>;
+
+    /// Makes `shard`'s members exactly `replicas` (node id → address): new ones join as learners
+    /// and become voters once caught up, the others are removed. Resolves once the shard's
+    /// leader committed the membership; `Unavailable` while a new member is still catching up
+    /// (call again). Every new member must have opened the shard with [`OpenMode::Join`].
+    async fn change_members(
+        &self,
+        shard: ShardId,
+        replicas: &BTreeMap<u64, String>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes store node `node`'s replica of `shard`, which is no longer one of its members
+    /// (idempotent; refused for a shard the node's configuration names, or that the node leads).
+    async fn remove_shard(&self, node: u64, shard: ShardId) -> Result<(), StoreError>;
 
     /// The shards of the data plane and the store nodes expected to hold each.
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>>;

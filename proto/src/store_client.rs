@@ -32,7 +32,8 @@ use crate::pb::store as pb;
 use crate::pb::store::store_client::StoreClient;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
-    AppendOutcome, AppendRequest, Delivery, PopRequest, StoreApi, StoreError, TransactionResolution,
+    AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, StoreApi, StoreError,
+    TransactionResolution,
 };
 use crate::store_wire::*;
 
@@ -55,6 +56,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a leadership transfer may take (the target must catch up and win an election).
 const TRANSFER_FOR: Duration = Duration::from_secs(5);
+/// What a membership change may wait on its leader beyond [`ATTEMPT`]: new members catching up
+/// and two membership entries committing.
+const MEMBERS_EXTRA: Duration = Duration::from_secs(20);
 /// Largest reply accepted from a store node (a receive of 32 messages of up to 4 MiB each).
 const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 
@@ -146,6 +150,26 @@ impl RemoteStore {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
         shards.rotate_left(turn);
         shards
+    }
+
+    /// Runs `call` once against store node `node` (`what` names it in errors).
+    async fn on_node<T, F, Fut>(&self, node: u64, what: String, call: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(StoreClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self
+            .clients
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid(format!("store node {node} has no address")))?;
+        match tokio::time::timeout(ATTEMPT, call(client)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(status_to_error(&status)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "store node {node} did not {what} within {ATTEMPT:?}"
+            ))),
+        }
     }
 
     /// Runs `call` against the leader of `shard`, following leader hints and retrying
@@ -475,21 +499,35 @@ impl StoreApi for RemoteStore {
         node: u64,
         shard: ShardId,
         replicas: &BTreeMap<u64, String>,
-        initialize: bool,
+        mode: OpenMode,
     ) -> Result<(), StoreError> {
-        let mut client = self
-            .clients
-            .get(&node)
-            .cloned()
-            .ok_or_else(|| StoreError::Invalid(format!("store node {node} has no address")))?;
-        let wire = open_shard_to_wire(shard, replicas, initialize);
-        match tokio::time::timeout(ATTEMPT, client.open_shard(wire)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status_to_error(&status)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "store node {node} did not open shard {shard} within {ATTEMPT:?}"
-            ))),
-        }
+        let wire = open_shard_to_wire(shard, replicas, mode);
+        self.on_node(node, format!("open shard {shard}"), |mut c| async move {
+            c.open_shard(wire).await
+        })
+        .await
+    }
+
+    async fn change_members(
+        &self,
+        shard: ShardId,
+        replicas: &BTreeMap<u64, String>,
+    ) -> Result<(), StoreError> {
+        let wire = change_members_to_wire(shard, replicas);
+        self.on_shard(shard, TRANSFER_FOR, MEMBERS_EXTRA, |mut c| {
+            let wire = wire.clone();
+            async move { c.change_members(wire).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_shard(&self, node: u64, shard: ShardId) -> Result<(), StoreError> {
+        let wire = pb::RemoveShardRequest { shard };
+        self.on_node(node, format!("remove shard {shard}"), |mut c| async move {
+            c.remove_shard(wire).await
+        })
+        .await
     }
 
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {

@@ -15,7 +15,7 @@ use crate::domain::{
 use crate::pb::store as pb;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
-    AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, StoreError,
+    AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, QueueSelector, StoreError,
     TransactionResolution,
 };
 
@@ -351,6 +351,7 @@ pub fn error_to_status(err: &StoreError) -> Status {
         StoreError::Unavailable(_) => (Code::Unavailable, Kind::Unavailable),
         StoreError::Invalid(_) => (Code::InvalidArgument, Kind::Invalid),
         StoreError::Internal(_) => (Code::Internal, Kind::Internal),
+        StoreError::ReplicaLost(_) => (Code::FailedPrecondition, Kind::ReplicaLost),
     };
     failure.kind = kind as i32;
     Status::with_details(code, err.to_string(), failure.encode_to_vec().into())
@@ -388,6 +389,7 @@ pub fn status_to_error(status: &Status) -> StoreError {
         Ok(Kind::Unavailable) => StoreError::Unavailable(message()),
         Ok(Kind::Invalid) => StoreError::Invalid(message()),
         Ok(Kind::Internal) => StoreError::Internal(message()),
+        Ok(Kind::ReplicaLost) => StoreError::ReplicaLost(message()),
         _ if status.details().is_empty() => transport_error(status),
         _ => StoreError::Internal(failure.message),
     }
@@ -410,22 +412,49 @@ mod tests;
 /// Most members a shard may have.
 pub const MAX_REPLICAS: usize = 7;
 
-/// A shard to open on a node: its id, its members (node id → address) and whether to create it.
+fn replicas_to_wire(replicas: &std::collections::BTreeMap<u64, String>) -> Vec<pb::ShardReplica> {
+    replicas
+        .iter()
+        .map(|(&id, addr)| pb::ShardReplica {
+            id,
+            addr: addr.clone(),
+        })
+        .collect()
+}
+
+fn replicas_from_wire(
+    shard: crate::ShardId,
+    wire: Vec<pb::ShardReplica>,
+) -> Result<std::collections::BTreeMap<u64, String>, WireError> {
+    if wire.is_empty() || wire.len() > MAX_REPLICAS {
+        return Err(WireError(format!(
+            "shard {shard} names {} replicas; a shard has 1 to {MAX_REPLICAS}",
+            wire.len()
+        )));
+    }
+    let mut replicas = std::collections::BTreeMap::new();
+    for r in wire {
+        if r.addr.is_empty() {
+            return Err(WireError(format!("replica {} has no address", r.id)));
+        }
+        if replicas.insert(r.id, r.addr).is_some() {
+            return Err(WireError(format!("replica {} is named twice", r.id)));
+        }
+    }
+    Ok(replicas)
+}
+
+/// A shard to open on a node: its id, its members (node id → address) and how to open it.
 pub fn open_shard_to_wire(
     shard: crate::ShardId,
     replicas: &std::collections::BTreeMap<u64, String>,
-    initialize: bool,
+    mode: OpenMode,
 ) -> pb::OpenShardRequest {
     pb::OpenShardRequest {
         shard,
-        replicas: replicas
-            .iter()
-            .map(|(&id, addr)| pb::ShardReplica {
-                id,
-                addr: addr.clone(),
-            })
-            .collect(),
-        initialize,
+        replicas: replicas_to_wire(replicas),
+        initialize: mode == OpenMode::Create,
+        join: mode == OpenMode::Join,
     }
 }
 
@@ -435,25 +464,41 @@ pub fn open_shard_from_wire(
     (
         crate::ShardId,
         std::collections::BTreeMap<u64, String>,
-        bool,
+        OpenMode,
     ),
     WireError,
 > {
-    if req.replicas.is_empty() || req.replicas.len() > MAX_REPLICAS {
-        return Err(WireError(format!(
-            "shard {} names {} replicas; a shard has 1 to {MAX_REPLICAS}",
-            req.shard,
-            req.replicas.len()
-        )));
-    }
-    let mut replicas = std::collections::BTreeMap::new();
-    for r in req.replicas {
-        if r.addr.is_empty() {
-            return Err(WireError(format!("replica {} has no address", r.id)));
+    let mode = match (req.initialize, req.join) {
+        (true, true) => {
+            return Err(WireError(format!(
+                "shard {}: a replica is either created or joins, not both",
+                req.shard
+            )));
         }
-        if replicas.insert(r.id, r.addr).is_some() {
-            return Err(WireError(format!("replica {} is named twice", r.id)));
-        }
+        (true, false) => OpenMode::Create,
+        (false, true) => OpenMode::Join,
+        (false, false) => OpenMode::Resume,
+    };
+    Ok((
+        req.shard,
+        replicas_from_wire(req.shard, req.replicas)?,
+        mode,
+    ))
+}
+
+/// A shard's members after a membership change.
+pub fn change_members_to_wire(
+    shard: crate::ShardId,
+    replicas: &std::collections::BTreeMap<u64, String>,
+) -> pb::ChangeMembersRequest {
+    pb::ChangeMembersRequest {
+        shard,
+        replicas: replicas_to_wire(replicas),
     }
-    Ok((req.shard, replicas, req.initialize))
+}
+
+pub fn change_members_from_wire(
+    req: pb::ChangeMembersRequest,
+) -> Result<(crate::ShardId, std::collections::BTreeMap<u64, String>), WireError> {
+    Ok((req.shard, replicas_from_wire(req.shard, req.replicas)?))
 }

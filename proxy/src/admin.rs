@@ -435,6 +435,24 @@ impl AdminService for AdminServer {
         Ok(Response::new(status))
     }
 
+    async fn drain_store(
+        &self,
+        request: Request<api::DrainStoreRequest>,
+    ) -> Result<Response<api::DrainStoreResponse>, Status> {
+        let drain = self
+            .shared
+            .ctx
+            .controller
+            .drain_store(request.into_inner().store)
+            .await
+            .map_err(controller_to_grpc)?;
+        Ok(Response::new(api::DrainStoreResponse {
+            store: drain.store,
+            moving: drain.moving,
+            configured: drain.configured,
+        }))
+    }
+
     /// Shards are counted from the placement of existing topics.
     async fn cluster_info(
         &self,

@@ -82,7 +82,8 @@ impl From<StoreError> for RpcError {
             StoreError::QueueNotFound { .. } => Code::NotFound,
             StoreError::NotLeader { .. } | StoreError::Unavailable(_) => Code::HaNotAvailable,
             StoreError::Invalid(_) => Code::BadRequest,
-            StoreError::Internal(_) => Code::InternalServerError,
+            // A lost replica answers only the controller's opens; a client never sees it.
+            StoreError::Internal(_) | StoreError::ReplicaLost(_) => Code::InternalServerError,
         };
         Self::new(code, err.to_string())
     }
@@ -151,6 +152,7 @@ pub(crate) fn store_to_grpc(err: StoreError) -> tonic::Status {
         StoreError::NotLeader { .. } | StoreError::Unavailable(_) => GrpcCode::Unavailable,
         StoreError::Invalid(_) | StoreError::StaleReceipt(_) => GrpcCode::InvalidArgument,
         StoreError::Internal(_) => GrpcCode::Internal,
+        StoreError::ReplicaLost(_) => GrpcCode::FailedPrecondition,
     };
     tonic::Status::new(code, err.to_string())
 }

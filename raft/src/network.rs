@@ -165,6 +165,11 @@ where
         self.members.write().insert((group, node), raft);
     }
 
+    /// Makes `node`'s Raft of `group` unreachable (its replica was removed).
+    pub fn unregister(&self, group: u64, node: NodeId) {
+        self.members.write().remove(&(group, node));
+    }
+
     /// Makes `node` unreachable in every group (it was killed or shut down).
     pub fn unregister_node(&self, node: NodeId) {
         self.members.write().retain(|(_, n), _| *n != node);

@@ -40,5 +40,10 @@ pub fn member_status<C: LogTypes>(metrics: &RaftMetrics<C>) -> MemberStatus {
         last_log_index: metrics.last_log_index,
         applied_index: metrics.last_applied.as_ref().map(|l| l.index),
         matched,
+        learners: metrics
+            .membership_config
+            .membership()
+            .learner_ids()
+            .collect(),
     }
 }

@@ -64,6 +64,10 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     fn is_dir(&self, path: &Path) -> bool;
     /// Names of the regular files directly in `dir`, in no particular order.
     fn list_files(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Names of the directories directly in `dir`, in no particular order.
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes an empty directory. Not durable until its parent is synced.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
     /// Opens an existing file for reading and writing; `NotFound` if there is none.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>>;
     /// Creates a new, empty file; `AlreadyExists` if the name is taken.
@@ -106,6 +110,26 @@ pub fn create_dir_all(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     vfs.sync_dir(&parent)
+}
+
+/// Deletes `dir` with everything in it, then makes the deletion durable in its parent. A crash
+/// midway leaves part of the tree: callers make sure nothing reads a tree they delete.
+pub fn remove_dir_all(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    remove_tree(vfs, dir)?;
+    vfs.sync_dir(&parent_dir(dir))
+}
+
+fn remove_tree(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    for sub in vfs.list_dirs(dir)? {
+        remove_tree(vfs, &dir.join(sub))?;
+    }
+    for file in vfs.list_files(dir)? {
+        vfs.remove_file(&dir.join(file))?;
+    }
+    // The directory's own removals are durable before it goes, as a journaling file system
+    // orders them.
+    vfs.sync_dir(dir)?;
+    vfs.remove_dir(dir)
 }
 
 /// The directory holding `path` (`.` for a bare name).
@@ -152,6 +176,20 @@ impl VfsFile for StdFile {
     }
 }
 
+/// Names in `dir` whose type `keep` accepts.
+fn std_list(dir: &Path, keep: fn(&fs::FileType) -> bool) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for dirent in fs::read_dir(dir)? {
+        let dirent = dirent?;
+        if keep(&dirent.file_type()?)
+            && let Some(name) = dirent.file_name().to_str()
+        {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
 fn std_open(path: &Path, options: &OpenOptions) -> io::Result<Arc<dyn VfsFile>> {
     Ok(Arc::new(StdFile(options.open(path)?)))
 }
@@ -166,16 +204,15 @@ impl Vfs for StdVfs {
     }
 
     fn list_files(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for dirent in fs::read_dir(dir)? {
-            let dirent = dirent?;
-            if dirent.file_type()?.is_file()
-                && let Some(name) = dirent.file_name().to_str()
-            {
-                names.push(name.to_owned());
-            }
-        }
-        Ok(names)
+        std_list(dir, |t| t.is_file())
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        std_list(dir, |t| t.is_dir())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir)
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>> {
@@ -256,5 +293,11 @@ mod tests {
         assert!(vfs.try_lock(&nested.join("LOCK")).unwrap().is_none());
         drop(lock);
         assert!(vfs.try_lock(&nested.join("LOCK")).unwrap().is_some());
+        assert_eq!(
+            vfs.list_dirs(&dir.path().join("a")).unwrap(),
+            vec!["b".to_string()]
+        );
+        remove_dir_all(&vfs, &dir.path().join("a")).unwrap();
+        assert!(!dir.path().join("a").exists());
     }
 }

@@ -58,6 +58,8 @@ struct LocalShard {
     shard: Arc<Shard>,
     acks: mpsc::Sender<PendingAck>,
     appends: Arc<AppendCoalescer>,
+    /// Stops the shard's background tasks (a child of the store's).
+    cancel: CancellationToken,
 }
 
 /// The data plane of one node.
@@ -417,6 +419,18 @@ impl Store {
         self.shards.read().clone()
     }
 
+    /// `Ok` when `node` names this node (a call meant for another node is refused).
+    fn this_node(&self, node: u64) -> Result<(), StoreError> {
+        if node == self.config.node_id {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!(
+                "store node {node} is not this node ({})",
+                self.config.node_id
+            )))
+        }
+    }
+
     /// The shard, if this node holds it. A replicated node that does not answers `NotLeader`
     /// without a hint, so a client looking for a placed shard tries the next node (ADR 0013).
     fn shard(&self, id: ShardId) -> Result<Arc<LocalShard>, StoreError> {
@@ -718,17 +732,25 @@ impl StoreApi for Store {
         node: u64,
         shard: ShardId,
         replicas: &BTreeMap<u64, String>,
-        initialize: bool,
+        mode: vela_proto::OpenMode,
     ) -> Result<(), StoreError> {
-        if node != self.config.node_id {
-            return Err(StoreError::Invalid(format!(
-                "store node {node} is not this node ({})",
-                self.config.node_id
-            )));
-        }
-        self.open_shard_here(shard, replicas.clone(), initialize)
+        self.this_node(node)?;
+        self.open_shard_here(shard, replicas.clone(), mode)
             .await
             .map(|_| ())
+    }
+
+    async fn change_members(
+        &self,
+        shard: ShardId,
+        replicas: &BTreeMap<u64, String>,
+    ) -> Result<(), StoreError> {
+        Store::change_members(self, shard, replicas).await
+    }
+
+    async fn remove_shard(&self, node: u64, shard: ShardId) -> Result<(), StoreError> {
+        self.this_node(node)?;
+        Store::remove_shard(self, shard).await
     }
 
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
@@ -757,6 +779,7 @@ impl StoreApi for Store {
     }
 }
 
+mod members;
 mod receive;
 mod scoped;
 mod shards;

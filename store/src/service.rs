@@ -17,8 +17,9 @@ use vela_proto::domain::ShardId;
 /// Largest request or reply (a send of many large messages, a receive of 32).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Makes a shard opened at runtime reachable over the node's Raft transport.
-pub type ShardRegistrar = Arc<dyn Fn(ShardId, ShardRaft) + Send + Sync>;
+/// Makes a shard opened at runtime reachable over the node's Raft transport (`Some`), or no
+/// longer reachable before it is removed (`None`).
+pub type ShardRegistrar = Arc<dyn Fn(ShardId, Option<ShardRaft>) + Send + Sync>;
 
 /// [`Store`] as the `vela.store.v1.Store` gRPC service.
 pub struct StoreService {
@@ -44,6 +45,14 @@ impl StoreService {
     }
 }
 
+impl StoreService {
+    fn registrar(&self) -> Result<&ShardRegistrar, Status> {
+        self.registrar.as_ref().ok_or_else(|| {
+            Status::unimplemented("this store node does not open or remove shards at runtime")
+        })
+    }
+}
+
 fn failed(err: vela_proto::store_api::StoreError) -> Status {
     error_to_status(&err)
 }
@@ -54,18 +63,51 @@ impl StoreRpc for StoreService {
         &self,
         request: Request<pb::OpenShardRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let (shard, replicas, initialize) = open_shard_from_wire(request.into_inner())?;
-        let Some(registrar) = &self.registrar else {
-            return Err(Status::unimplemented(
-                "this store node does not open shards at runtime",
-            ));
-        };
+        let (shard, replicas, mode) = open_shard_from_wire(request.into_inner())?;
+        let registrar = self.registrar()?;
         let raft = self
             .store
-            .open_shard(shard, replicas, initialize)
+            .open_shard(shard, replicas, mode)
             .await
             .map_err(failed)?;
-        registrar(shard, raft);
+        registrar(shard, Some(raft));
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn change_members(
+        &self,
+        request: Request<pb::ChangeMembersRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let (shard, replicas) = change_members_from_wire(request.into_inner())?;
+        self.store
+            .change_members(shard, &replicas)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn remove_shard(
+        &self,
+        request: Request<pb::RemoveShardRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let shard = request.into_inner().shard;
+        let registrar = self.registrar()?;
+        // Peers stop reaching the replica before it stops.
+        let held = self
+            .store
+            .shard_rafts()
+            .into_iter()
+            .find(|(s, _)| *s == shard);
+        registrar(shard, None);
+        if let Err(err) = self.store.remove_shard(shard).await {
+            // Still held (refused): reachable again.
+            if let Some((_, raft)) = held
+                && self.store.shard_ids().contains(&shard)
+            {
+                registrar(shard, Some(raft));
+            }
+            return Err(failed(err));
+        }
         Ok(Response::new(pb::Empty {}))
     }
 

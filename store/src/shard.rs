@@ -461,7 +461,7 @@ impl Shard {
         }
     }
 
-    fn map_write_error(
+    pub(crate) fn map_write_error(
         &self,
         kind: &str,
         err: RaftError<ShardTypes, ClientWriteError<ShardTypes>>,

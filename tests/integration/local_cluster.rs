@@ -111,6 +111,26 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// SIGTERMs the cluster; it must exit cleanly.
+    pub async fn stop_all(mut self) {
+        kill("-TERM", u64::from(self.child.id().unwrap()));
+        let exit = tokio::time::timeout(Duration::from_secs(90), self.child.wait())
+            .await
+            .expect("local-cluster stops within 90 s of SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "local-cluster exited with {exit}");
+    }
+
+    /// The data directory of store `index` (0-based, as `cluster.json` lists them).
+    pub fn store_dir(&self, index: usize) -> std::path::PathBuf {
+        self.file["stores"][index]["data_dir"]
+            .as_str()
+            .unwrap()
+            .into()
+    }
+}
+
 pub(crate) fn kill(signal: &str, pid: u64) {
     let ok = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])

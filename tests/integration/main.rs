@@ -20,3 +20,4 @@ mod t09_bench_and_http;
 mod t10_store_cluster;
 mod t11_local_cluster;
 mod t12_placement;
+mod t13_drain;

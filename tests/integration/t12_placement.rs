@@ -148,7 +148,7 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
 }
 
 /// The shards a topic's queues are on (the `shards:` line of `vela admin topic describe`).
-fn placed_shards(proxy: &str, topic: &str) -> BTreeSet<u64> {
+pub(crate) fn placed_shards(proxy: &str, topic: &str) -> BTreeSet<u64> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
         .args(["admin", "--server", proxy, "topic", "describe", topic])
         .output()

@@ -168,9 +168,20 @@ fn new_commands_golden_bytes() {
     let bytes =
         postcard::to_stdvec(&ControllerCommand::MarkShardCreated { shard: 300 }).expect("encodes");
     assert_eq!(hex::encode(&bytes), "06ac02");
+    // Variant 7 (ADR 0014).
+    let bytes = postcard::to_stdvec(&ControllerCommand::DrainStore {
+        store: 2,
+        stores: vec![1, 2, 300],
+    })
+    .expect("encodes");
+    assert_eq!(hex::encode(&bytes), "0702030102ac02");
     for command in [
         create("t", 2, 1, &[1, 2]),
         ControllerCommand::MarkShardCreated { shard: 3 },
+        ControllerCommand::DrainStore {
+            store: 1,
+            stores: vec![1, 2],
+        },
     ] {
         let bytes = postcard::to_stdvec(&command).expect("encodes");
         assert_eq!(
@@ -191,4 +202,52 @@ fn a_configured_shard_set_may_not_take_a_placed_shards_id() {
         Err(Rejected::ShardIdTaken(3))
     );
     assert_eq!(md.shards(), &[0, 1, 2]);
+}
+
+fn drain(store: u64, stores: &[u64]) -> ControllerCommand {
+    ControllerCommand::DrainStore {
+        store,
+        stores: stores.to_vec(),
+    }
+}
+
+/// Draining a store moves every placed replica off it (all or nothing), keeps new shards off
+/// it, survives a snapshot, and leaves the configured shards alone.
+#[test]
+fn draining_a_store_moves_its_placed_replicas_and_keeps_new_ones_off() {
+    let stores = [1, 2, 3, 4];
+    let mut md = cluster();
+    queue_shards(md.apply(create("r2", 4, 2, &stores)));
+    let before = md.placed().clone();
+    assert_eq!(md.apply(drain(9, &stores)), Err(Rejected::UnknownStore(9)));
+    let moved = match md.apply(drain(2, &stores)) {
+        Ok(Applied::Drained(moved)) => moved,
+        other => panic!("not drained: {other:?}"),
+    };
+    let held_before: Vec<ShardId> = before
+        .iter()
+        .filter(|(_, p)| p.replicas.contains(&2))
+        .map(|(&id, _)| id)
+        .collect();
+    assert_eq!(moved, held_before);
+    assert!(md.placed().values().all(|p| !p.replicas.contains(&2)));
+    assert!(md.placed().values().all(|p| p.replicas.len() == 2));
+    assert_eq!(md.shards(), &[0, 1, 2], "configured shards stay");
+    assert_eq!(md.draining(), &BTreeSet::from([2]));
+    // Idempotent.
+    assert_eq!(md.apply(drain(2, &stores)), Ok(Applied::Drained(vec![])));
+    // New shards of another factor avoid it.
+    queue_shards(md.apply(create("r3", 3, 3, &stores)));
+    assert!(md.placed().values().all(|p| !p.replicas.contains(&2)));
+    // Three of four drained: factor 3 no longer fits, and nothing changes.
+    assert!(
+        md.apply(drain(3, &stores)).is_err(),
+        "r3 shards need 3 of 3 usable stores"
+    );
+    assert_eq!(md.draining(), &BTreeSet::from([2]));
+    let json = serde_json::to_vec(&md).expect("encodes");
+    assert_eq!(
+        serde_json::from_slice::<Metadata>(&json).expect("decodes"),
+        md
+    );
 }

@@ -9,6 +9,7 @@ fn leader(term: u64, voters: &[u64], last: u64, matched: &[(u64, Option<u64>)]) 
         last_log_index: Some(last),
         applied_index: Some(last),
         matched: matched.iter().copied().collect(),
+        learners: Vec::new(),
     }
 }
 
@@ -21,6 +22,7 @@ fn follower(term: u64, leader: u64, voters: &[u64]) -> MemberStatus {
         last_log_index: Some(0),
         applied_index: Some(0),
         matched: BTreeMap::new(),
+        learners: Vec::new(),
     }
 }
 

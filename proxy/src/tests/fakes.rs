@@ -168,6 +168,15 @@ impl ControllerApi for FakeController {
         Ok(())
     }
 
+    async fn drain_store(
+        &self,
+        store: u64,
+    ) -> Result<vela_proto::controller_api::StoreDrain, ControllerError> {
+        Err(ControllerError::NotFound(format!(
+            "store node {store} (the fake controller has no store nodes)"
+        )))
+    }
+
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {
         Ok(self
             .proxies
@@ -462,10 +471,26 @@ impl StoreApi for FakeStore {
         _node: u64,
         shard: ShardId,
         _replicas: &BTreeMap<u64, String>,
-        _initialize: bool,
+        _mode: vela_proto::OpenMode,
     ) -> Result<(), StoreError> {
         Err(StoreError::Invalid(format!(
             "the fake store holds shard 0 only, not {shard}"
+        )))
+    }
+
+    async fn change_members(
+        &self,
+        shard: ShardId,
+        _replicas: &BTreeMap<u64, String>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(format!(
+            "the fake store's shard {shard} has one member"
+        )))
+    }
+
+    async fn remove_shard(&self, _node: u64, shard: ShardId) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(format!(
+            "the fake store holds shard {shard} by configuration"
         )))
     }
 
@@ -502,5 +527,6 @@ fn single_leader() -> MemberStatus {
         last_log_index: Some(3),
         applied_index: Some(3),
         matched: BTreeMap::from([(1, Some(3))]),
+        learners: Vec::new(),
     }
 }

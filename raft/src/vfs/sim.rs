@@ -621,6 +621,39 @@ impl Vfs for SimVfs {
             .collect())
     }
 
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let st = self.state.lock();
+        st.check()?;
+        st.require_dir(dir)?;
+        Ok(st
+            .names
+            .iter()
+            .filter(|(p, n)| matches!(n, Node::Dir) && parent_dir(p) == dir)
+            .filter_map(|(p, _)| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check()?;
+        st.require_dir(dir)?;
+        if st.names.keys().any(|p| parent_dir(p) == dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                format!("{} is not empty", dir.display()),
+            ));
+        }
+        st.names.remove(dir);
+        st.unsynced_names.push(NameChange {
+            dir: parent_dir(dir),
+            path: dir.to_path_buf(),
+            node: None,
+            from: None,
+        });
+        st.tick_armed(true);
+        Ok(())
+    }
+
     fn open(&self, path: &Path) -> io::Result<Arc<dyn VfsFile>> {
         let st = self.state.lock();
         st.check()?;

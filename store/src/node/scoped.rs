@@ -30,7 +30,7 @@ const READ_BARRIER_WAIT: Duration = Duration::from_secs(2);
 
 impl Store {
     /// The shard, if this node holds and leads it.
-    fn led(&self, id: ShardId) -> Result<Arc<Shard>, StoreError> {
+    pub(super) fn led(&self, id: ShardId) -> Result<Arc<Shard>, StoreError> {
         let shard = self.shard(id)?.shard.clone();
         if shard.raft.is_leader() {
             Ok(shard)
@@ -249,7 +249,11 @@ impl Store {
 
 /// Asks `shard`'s Raft (this node leads it) to hand leadership to `target`, then waits up to
 /// `wait` until this node sees `target` lead.
-async fn move_leadership(shard: &Shard, target: u64, wait: Duration) -> Result<(), StoreError> {
+pub(super) async fn move_leadership(
+    shard: &Shard,
+    target: u64,
+    wait: Duration,
+) -> Result<(), StoreError> {
     shard
         .raft
         .trigger()

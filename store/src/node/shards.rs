@@ -9,7 +9,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use vela_proto::domain::ShardId;
-use vela_proto::store_api::StoreError;
+use vela_proto::store_api::{OpenMode, StoreError};
 
 use super::{LocalShard, MAX_QUEUED_ACKS, RETENTION_INTERVAL, Store, batch_acks, upgrade};
 use crate::shard::coalesce::AppendCoalescer;
@@ -21,7 +21,8 @@ impl Store {
     /// Starts an open shard's background work and makes it served.
     pub(super) fn adopt(&self, shard: Arc<Shard>) {
         let id = shard.id;
-        let cancel = &self.cancel;
+        // Stopped with the store, or alone when the shard is removed from this node.
+        let cancel = &self.cancel.child_token();
         let mut tasks = self.tasks.lock();
         if let Some(replication) = &self.replication {
             tasks.spawn(upgrade::raise_when_leading(
@@ -70,17 +71,20 @@ impl Store {
                 shard,
                 acks,
                 appends,
+                cancel: cancel.clone(),
             }),
         );
         *shards = Arc::new(map);
     }
 
     /// Opens this node's replica of `shard` while the store runs: the controller placed it
-    /// here. `voters` are the shard's members (node id → Raft address). `initialize` creates
-    /// the group on an empty log, for a shard that is new; a shard this node should already
-    /// hold but has no log of (a node that lost its disk) is refused instead, because an empty
-    /// replica could grant its vote to one that misses committed entries (ADR 0010). The shard
-    /// is remembered (`placed::FILE`) and reopened at every start. Idempotent: a shard already
+    /// here. `voters` are the shard's members (node id → Raft address). [`OpenMode::Create`]
+    /// creates the group on an empty log, for a shard that is new; [`OpenMode::Join`] opens an
+    /// empty replica that waits for the group's leader to add it as a learner (ADR 0014); a
+    /// shard this node should already hold ([`OpenMode::Resume`]) but has no log of (a node
+    /// that lost its disk) is refused with [`StoreError::ReplicaLost`], because an empty voter
+    /// could grant its vote to one that misses committed entries (ADR 0010). The shard is
+    /// remembered (`placed::FILE`) and reopened at every start. Idempotent: a shard already
     /// held answers its Raft handle.
     ///
     /// The open runs in a task of its own: a caller that goes away (a cancelled RPC) cannot cut
@@ -89,10 +93,10 @@ impl Store {
         self: &Arc<Self>,
         shard: ShardId,
         voters: BTreeMap<u64, String>,
-        initialize: bool,
+        mode: OpenMode,
     ) -> Result<ShardRaft, StoreError> {
         let this = self.clone();
-        tokio::spawn(async move { this.open_shard_here(shard, voters, initialize).await })
+        tokio::spawn(async move { this.open_shard_here(shard, voters, mode).await })
             .await
             .map_err(|e| StoreError::Internal(format!("opening shard {shard}: {e}")))?
     }
@@ -102,8 +106,9 @@ impl Store {
         &self,
         shard: ShardId,
         voters: BTreeMap<u64, String>,
-        initialize: bool,
+        mode: OpenMode,
     ) -> Result<ShardRaft, StoreError> {
+        let initialize = mode == OpenMode::Create;
         let Some(replication) = &self.replication else {
             return Err(StoreError::Invalid(
                 "a standalone store holds its configured shards only".into(),
@@ -152,8 +157,8 @@ impl Store {
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?
         };
-        if !initialize && !has_log {
-            return Err(StoreError::Invalid(format!(
+        if mode == OpenMode::Resume && !has_log {
+            return Err(StoreError::ReplicaLost(format!(
                 "shard {shard} has no log on node {} and is not new: a replica that lost its \
                  data must be replaced, not restarted empty",
                 self.config.node_id

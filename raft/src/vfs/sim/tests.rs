@@ -110,3 +110,30 @@ fn bit_flips_change_content_everywhere() {
     let after = vfs.crash(CrashMode::DropAllUnsynced);
     assert_eq!(after.read(&p("/d/f")).unwrap(), vec![0, 2, 0, 0]);
 }
+
+#[test]
+fn a_removed_tree_stays_removed_and_does_not_come_back_with_a_new_directory() {
+    let vfs = SimVfs::new();
+    create_dir_all(&vfs, &p("/s/7/log")).unwrap();
+    let seg = vfs.create_new(&p("/s/7/log/seg")).unwrap();
+    seg.write_all_at(b"old", 0).unwrap();
+    seg.sync_data().unwrap();
+    vfs.sync_dir(&p("/s/7/log")).unwrap();
+    vfs.create_new(&p("/s/7/PLACED")).unwrap();
+    vfs.sync_dir(&p("/s/7")).unwrap();
+    assert_eq!(vfs.list_dirs(&p("/s")).unwrap(), vec!["7".to_string()]);
+    assert_eq!(
+        vfs.remove_dir(&p("/s/7")).unwrap_err().kind(),
+        io::ErrorKind::DirectoryNotEmpty
+    );
+
+    crate::vfs::remove_dir_all(&vfs, &p("/s/7")).unwrap();
+    assert!(!vfs.is_dir(&p("/s/7")));
+    assert!(vfs.list_dirs(&p("/s")).unwrap().is_empty());
+    // Made again, empty: the old segment must not reappear after a power cut.
+    create_dir_all(&vfs, &p("/s/7/log")).unwrap();
+    let after = vfs.crash(CrashMode::DropAllUnsynced);
+    assert!(after.is_dir(&p("/s/7/log")));
+    assert!(after.list_files(&p("/s/7/log")).unwrap().is_empty());
+    assert!(after.list_files(&p("/s/7")).unwrap().is_empty());
+}

@@ -18,10 +18,12 @@ use vela_raft::vfs::sim::{CrashMode, SimVfs};
 use super::*;
 use crate::PeerBuilds;
 use crate::shard::{ShardStateMachine, ShardTypes};
+use vela_proto::OpenMode;
 
 type Hub = LocalHub<ShardTypes, ShardStateMachine>;
 
 mod faults;
+mod members;
 
 /// How the nodes of a test cluster reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,8 @@ struct Cluster {
     disks: BTreeMap<NodeId, SimVfs>,
     nodes: Nodes,
     builds: Builds,
+    /// Each node's configuration (`node_config` unless a test changes it before a restart).
+    config: fn(NodeId) -> StoreConfig,
 }
 
 /// What the in-process cluster's shard leaders learn of each node's build: a running node knows
@@ -110,6 +114,35 @@ impl Cluster {
         clock: SharedClock,
         planted: BTreeMap<NodeId, u32>,
     ) -> Cluster {
+        Self::start_full(transport, ids, seed, clock, planted, node_config).await
+    }
+
+    /// [`Cluster::start_on`] with every node configured by `config`.
+    async fn start_configured(
+        ids: &[NodeId],
+        seed: u64,
+        clock: SharedClock,
+        config: fn(NodeId) -> StoreConfig,
+    ) -> Cluster {
+        Self::start_full(
+            Transport::InProcess,
+            ids,
+            seed,
+            clock,
+            BTreeMap::new(),
+            config,
+        )
+        .await
+    }
+
+    async fn start_full(
+        transport: Transport,
+        ids: &[NodeId],
+        seed: u64,
+        clock: SharedClock,
+        planted: BTreeMap<NodeId, u32>,
+        config: fn(NodeId) -> StoreConfig,
+    ) -> Cluster {
         let faults = NetFaults::new(seed);
         let mut addrs = BTreeMap::new();
         // Bound together, so no two nodes get the same free port; released before use.
@@ -135,6 +168,7 @@ impl Cluster {
                 planted: Arc::new(parking_lot::Mutex::new(planted)),
             },
             nodes,
+            config,
         };
         for &id in ids {
             cluster.disks.insert(id, SimVfs::new());
@@ -151,7 +185,7 @@ impl Cluster {
             .map(|v| (*v, self.addrs[v].to_string()))
             .collect();
         let vfs: Arc<dyn Vfs> = Arc::new(self.disks[&id].clone());
-        let (cfg, clock) = (node_config(id), self.clock.clone());
+        let (cfg, clock) = ((self.config)(id), self.clock.clone());
         let store = match self.transport {
             Transport::InProcess => {
                 let hub = self.hub.clone();
@@ -205,7 +239,10 @@ impl Cluster {
                 // One port per node carries Raft and the store service, as in a deployment.
                 let registrar: crate::service::ShardRegistrar = {
                     let server = server.clone();
-                    Arc::new(move |shard, raft| server.register(u64::from(shard), raft))
+                    Arc::new(move |shard, raft| match raft {
+                        Some(raft) => server.register(u64::from(shard), raft),
+                        None => server.unregister(u64::from(shard)),
+                    })
                 };
                 let store_service =
                     crate::service::StoreService::server_with(store.clone(), Some(registrar));
@@ -748,7 +785,9 @@ async fn open_shard_over_grpc_places_a_shard_on_the_nodes_asked() {
         client(id)
             .await
             .open_shard(vela_proto::store_wire::open_shard_to_wire(
-                PLACED, &members, true,
+                PLACED,
+                &members,
+                OpenMode::Create,
             ))
             .await
             .expect("opens");
@@ -765,7 +804,8 @@ async fn open_shard_over_grpc_places_a_shard_on_the_nodes_asked() {
         })
         .await
         .expect("the placed shard takes writes");
-    let mut no_replicas = vela_proto::store_wire::open_shard_to_wire(PLACED, &members, true);
+    let mut no_replicas =
+        vela_proto::store_wire::open_shard_to_wire(PLACED, &members, OpenMode::Create);
     no_replicas.replicas.clear();
     let refused = client(1)
         .await
@@ -792,7 +832,7 @@ async fn a_shard_placed_at_runtime_elects_serves_and_reopens_after_a_power_cut()
     for &id in members.keys() {
         let raft = cluster
             .node(id)
-            .open_shard(PLACED, members.clone(), true)
+            .open_shard(PLACED, members.clone(), OpenMode::Create)
             .await
             .expect("opens the placed shard");
         cluster.hub.register(u64::from(PLACED), id, raft);
@@ -800,13 +840,13 @@ async fn a_shard_placed_at_runtime_elects_serves_and_reopens_after_a_power_cut()
     // Idempotent, and only on its members.
     cluster
         .node(1)
-        .open_shard(PLACED, members.clone(), true)
+        .open_shard(PLACED, members.clone(), OpenMode::Create)
         .await
         .expect("opening again is a no-op");
     assert!(!cluster.node(3).shard_ids().contains(&PLACED));
     match cluster
         .node(3)
-        .open_shard(PLACED, members.clone(), true)
+        .open_shard(PLACED, members.clone(), OpenMode::Create)
         .await
     {
         Err(StoreError::Invalid(why)) => assert!(why.contains("not one of its replicas"), "{why}"),
@@ -841,7 +881,7 @@ async fn a_shard_placed_at_runtime_elects_serves_and_reopens_after_a_power_cut()
     cluster.open(3).await;
     match cluster
         .node(3)
-        .open_shard(0, cluster_voters(&cluster), false)
+        .open_shard(0, cluster_voters(&cluster), OpenMode::Resume)
         .await
     {
         Ok(_) => {}
@@ -849,8 +889,12 @@ async fn a_shard_placed_at_runtime_elects_serves_and_reopens_after_a_power_cut()
     }
     let mut with_three = members.clone();
     with_three.insert(3, cluster.addrs[&3].to_string());
-    match cluster.node(3).open_shard(PLACED, with_three, false).await {
-        Err(StoreError::Invalid(why)) => assert!(why.contains("has no log"), "{why}"),
+    match cluster
+        .node(3)
+        .open_shard(PLACED, with_three, OpenMode::Resume)
+        .await
+    {
+        Err(StoreError::ReplicaLost(why)) => assert!(why.contains("has no log"), "{why}"),
         other => panic!("an empty replica was created: {other:?}"),
     }
     cluster.shutdown().await;

@@ -1,0 +1,257 @@
+//! Changing a shard's members while it serves (ADR 0014): the leader adds new members as
+//! learners, promotes them once they have caught up, and removes the members that go, in one
+//! joint-consensus change; a node that is no longer a member deletes its replica when told.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers};
+use tracing::{info, warn};
+use vela_proto::domain::ShardId;
+use vela_proto::store_api::StoreError;
+
+use super::Store;
+use super::scoped::move_leadership;
+use crate::shard::{Shard, ShardTypes};
+
+/// How long one call waits for new members to catch up before it answers `Unavailable` (the
+/// caller calls again; nothing is lost by waiting across calls).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// A learner this many entries behind the leader's log counts as caught up: promoting it costs
+/// no availability, because the old members still form a majority of the joint configuration.
+const CATCH_UP_SLACK: u64 = 256;
+/// How long a leader that leaves the shard waits for a remaining member to take over.
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Makes `shard`'s members exactly `replicas` (node id → Raft address). Only the shard's
+    /// leader does it (others answer `NotLeader`). New members must have opened the shard with
+    /// `OpenMode::Join`; they are added as learners, and while one is still catching up the call
+    /// answers `Unavailable` (call again). Then one joint-consensus change makes `replicas` the
+    /// voters and removes every other member. A leader that is not in `replicas` stays a voter,
+    /// hands leadership to the most caught-up new voter and answers `NotLeader` naming it: the
+    /// new leader removes it when called again. Idempotent.
+    pub async fn change_members(
+        &self,
+        shard: ShardId,
+        replicas: &BTreeMap<u64, String>,
+    ) -> Result<(), StoreError> {
+        if !self.replicated {
+            return Err(StoreError::Invalid(
+                "a standalone store's shards have one member".into(),
+            ));
+        }
+        if replicas.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "shard {shard} cannot have no members"
+            )));
+        }
+        let led = self.led(shard)?;
+        let me = self.config.node_id;
+        let membership = led
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let known: BTreeSet<u64> = membership.membership().nodes().map(|(id, _)| *id).collect();
+        let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        for (&id, addr) in replicas {
+            if !known.contains(&id) {
+                led.raft
+                    .add_learner(id, BasicNode::new(addr.clone()), false)
+                    .await
+                    .map_err(|e| change_error(&led, "adding a learner", e))?;
+                info!(shard, node = id, "added a learner to the shard");
+            }
+        }
+        let joining: Vec<u64> = replicas
+            .keys()
+            .copied()
+            .filter(|id| !voters.contains(id))
+            .collect();
+        wait_caught_up(&led, &joining).await?;
+
+        let target: BTreeSet<u64> = replicas.keys().copied().collect();
+        let stays = target.contains(&me);
+        let mut voters_after = target.clone();
+        voters_after.insert(me);
+        // Learners that are not to be members (an abandoned join); voters that go leave with
+        // the voter change itself.
+        let leaving: BTreeSet<u64> = led
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .learner_ids()
+            .filter(|id| !voters_after.contains(id))
+            .collect();
+        if voters_after != voters || !leaving.is_empty() {
+            let mut changes = vec![ChangeMembers::ReplaceAllVoters(voters_after.clone())];
+            if !leaving.is_empty() {
+                changes.push(ChangeMembers::RemoveNodes(leaving.clone()));
+            }
+            led.raft
+                .change_membership(ChangeMembers::Batch(changes), false)
+                .await
+                .map_err(|e| change_error(&led, "changing members", e))?;
+            info!(shard, voters = ?voters_after, learners_removed = ?leaving, "changed the shard's members");
+        }
+        if stays {
+            return Ok(());
+        }
+        // This leader goes too: the new members take over, and the new leader removes it.
+        let metrics = led.raft.metrics().borrow_watched().clone();
+        let successor = metrics
+            .replication
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(node, _)| target.contains(node))
+            .max_by_key(|(_, matched)| matched.as_ref().map(|m| m.index))
+            .map(|(node, _)| node)
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!(
+                    "shard {shard}: no new member to hand leadership to"
+                ))
+            })?;
+        move_leadership(&led, successor, HANDOVER_WAIT).await?;
+        info!(
+            shard,
+            to = successor,
+            "a leaving leader handed the shard over"
+        );
+        Err(StoreError::NotLeader {
+            shard,
+            leader: Some(successor),
+        })
+    }
+
+    /// Deletes this node's replica of `shard`, which is no longer one of the shard's members:
+    /// stops it, forgets it (`placed::FILE`), deletes its directory. Idempotent. Refused for a
+    /// shard this node's configuration names (it would come back at the next start) and for a
+    /// shard this node leads (it is a member). The caller (the controller) removes only nodes
+    /// that the shard's leader no longer lists as members.
+    pub async fn remove_shard(&self, shard: ShardId) -> Result<(), StoreError> {
+        if !self.replicated {
+            return Err(StoreError::Invalid(
+                "a standalone store holds its configured shards only".into(),
+            ));
+        }
+        if self.config.shards.contains(&shard) {
+            return Err(StoreError::Invalid(format!(
+                "shard {shard} is configured on node {} (cluster.shards): only a shard placed \
+                 by the controller can be removed",
+                self.config.node_id
+            )));
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if self.cancel.is_cancelled() {
+            return Err(StoreError::Unavailable("store is shutting down".into()));
+        }
+        if let Some(local) = self.shards().get(&shard).cloned() {
+            if local.shard.raft.is_leader() {
+                return Err(StoreError::Invalid(format!(
+                    "node {} leads shard {shard}: a member is not removed",
+                    self.config.node_id
+                )));
+            }
+            {
+                let mut shards = self.shards.write();
+                let mut map = BTreeMap::clone(&shards);
+                map.remove(&shard);
+                *shards = std::sync::Arc::new(map);
+            }
+            local.appends.close();
+            local.cancel.cancel();
+            if let Err(err) = local.shard.close().await {
+                warn!(shard, error = %err, "closing a removed shard");
+            }
+        }
+        let (vfs, dir) = (self.vfs.clone(), self.config.data_dir.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            // Forgotten first: a crash before the files go leaves only garbage, never a shard
+            // that reopens.
+            let mut held = crate::placed::read(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
+            if held.contains(&shard) {
+                held.retain(|s| *s != shard);
+                crate::placed::write(vfs.as_ref(), &dir, &held).map_err(|e| e.to_string())?;
+            }
+            let shard_dir = dir.join("shards").join(shard.to_string());
+            if vfs.is_dir(&shard_dir) {
+                vela_raft::vfs::remove_dir_all(vfs.as_ref(), &shard_dir)
+                    .map_err(|e| format!("deleting {}: {e}", shard_dir.display()))?;
+                return Ok(true);
+            }
+            Ok::<_, String>(false)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .map_err(|e| StoreError::Internal(format!("removing shard {shard}: {e}")))?;
+        if removed {
+            info!(shard, "removed this node's replica of the shard");
+        }
+        Ok(())
+    }
+}
+
+/// Waits (up to [`CATCH_UP_WAIT`]) until every node of `joining` is within
+/// [`CATCH_UP_SLACK`] entries of the leader's log.
+async fn wait_caught_up(led: &Shard, joining: &[u64]) -> Result<(), StoreError> {
+    if joining.is_empty() {
+        return Ok(());
+    }
+    let caught_up = |m: &openraft::RaftMetrics<ShardTypes>| {
+        let last = m.last_log_index.unwrap_or(0);
+        let replication = m.replication.as_ref();
+        joining.iter().all(|node| {
+            replication
+                .and_then(|r| r.get(node))
+                .and_then(|matched| matched.as_ref())
+                .is_some_and(|matched| matched.index + CATCH_UP_SLACK >= last)
+        })
+    };
+    if led
+        .raft
+        .wait(Some(CATCH_UP_WAIT))
+        .metrics(caught_up, "new members caught up")
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let metrics = led.raft.metrics().borrow_watched().clone();
+    let progress: Vec<String> = joining
+        .iter()
+        .map(|node| {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(node).cloned())
+                .flatten()
+                .map_or("nothing".to_owned(), |m| m.index.to_string());
+            format!("node {node} has {matched}")
+        })
+        .collect();
+    Err(StoreError::Unavailable(format!(
+        "shard {}: new members are catching up ({}; the leader's log ends at {})",
+        led.id,
+        progress.join(", "),
+        metrics.last_log_index.unwrap_or(0)
+    )))
+}
+
+fn change_error(
+    shard: &Shard,
+    what: &str,
+    err: RaftError<ShardTypes, ClientWriteError<ShardTypes>>,
+) -> StoreError {
+    match err {
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            StoreError::Unavailable(format!("shard {}: {what}: {e} (call again)", shard.id))
+        }
+        other => shard.map_write_error(what, other),
+    }
+}

@@ -1,0 +1,315 @@
+//! Changing a placed shard's members while it serves (ADR 0014): a replica moves to a node that
+//! did not hold the shard, and a member that lost its disk is replaced by an empty learner;
+//! nothing acknowledged is lost, and a node that is no longer a member deletes its replica.
+
+use super::*;
+
+const PLACED: ShardId = 7;
+
+fn members_of(cluster: &Cluster, ids: &[NodeId]) -> BTreeMap<u64, String> {
+    ids.iter()
+        .map(|&id| (id, cluster.addrs[&id].to_string()))
+        .collect()
+}
+
+/// Opens `PLACED` on `ids` as a new shard and waits for its leader.
+async fn place(cluster: &Cluster, ids: &[NodeId]) -> NodeId {
+    let members = members_of(cluster, ids);
+    for &id in ids {
+        let raft = cluster
+            .node(id)
+            .open_shard(PLACED, members.clone(), OpenMode::Create)
+            .await
+            .expect("opens the placed shard");
+        cluster.hub.register(u64::from(PLACED), id, raft);
+    }
+    placed_leader(cluster, PLACED).await
+}
+
+/// Joins `node` to `PLACED` (an empty replica the leader will add).
+async fn join(cluster: &Cluster, node: NodeId, members: &BTreeMap<u64, String>) {
+    let raft = cluster
+        .node(node)
+        .open_shard(PLACED, members.clone(), OpenMode::Join)
+        .await
+        .expect("joins");
+    cluster.hub.register(u64::from(PLACED), node, raft);
+}
+
+/// A node that leads `PLACED` (members that left or have not joined yet may not know it).
+async fn leading(cluster: &Cluster) -> NodeId {
+    for _ in 0..400 {
+        let leaders: Vec<NodeId> = cluster
+            .running()
+            .into_iter()
+            .filter(|&id| {
+                cluster.node(id).shard_rafts().iter().any(|(s, raft)| {
+                    *s == PLACED && raft.metrics().borrow_watched().current_leader == Some(id)
+                })
+            })
+            .collect();
+        if let [leader] = leaders[..] {
+            return leader;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no single node leads shard {PLACED}");
+}
+
+/// Asks `PLACED`'s leader to change the members as the controller does: following a leader
+/// that hands over, calling again while new members catch up.
+async fn change_members(cluster: &Cluster, members: &BTreeMap<u64, String>) {
+    let mut at = leading(cluster).await;
+    let mut last = None;
+    for _ in 0..100 {
+        match cluster.node(at).change_members(PLACED, members).await {
+            Ok(()) => return,
+            Err(StoreError::NotLeader {
+                leader: Some(next), ..
+            }) => at = next,
+            Err(
+                err @ (StoreError::NotLeader { leader: None, .. } | StoreError::Unavailable(_)),
+            ) => {
+                last = Some(err);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                at = leading(cluster).await;
+            }
+            Err(err) => panic!("changing members to {:?}: {err}", members.keys()),
+        }
+    }
+    panic!("the members never became {:?}: {last:?}", members.keys());
+}
+
+fn on_placed(bodies: &[String]) -> AppendRequest {
+    AppendRequest {
+        shard: PLACED,
+        queue_id: 9,
+        ..append(bodies.iter().map(|b| message(b)).collect())
+    }
+}
+
+/// An append on a node that was just handed the shard (it serves once it committed an entry).
+async fn append_serving(store: &Store, req: AppendRequest) {
+    for _ in 0..200 {
+        match store.append(req.clone()).await {
+            Ok(_) => return,
+            Err(StoreError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Err(err) => panic!("appends: {err:?}"),
+        }
+    }
+    panic!("the node never took the append");
+}
+
+fn voters(store: &Store) -> BTreeSet<u64> {
+    store
+        .shard_rafts()
+        .into_iter()
+        .find(|(s, _)| *s == PLACED)
+        .map(|(_, raft)| {
+            raft.metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes `node` lead `PLACED` and returns everything it delivers.
+async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
+    let leader = leading(cluster).await;
+    if leader != node {
+        cluster
+            .node(leader)
+            .transfer_leader(PLACED, node)
+            .await
+            .expect("hands the shard to the node");
+    }
+    let store = cluster.node(node);
+    let mut got = Vec::new();
+    loop {
+        let batch = pop_serving(&store, pop(32, Duration::ZERO)).await;
+        if batch.is_empty() {
+            return got;
+        }
+        got.extend(bodies(&batch));
+    }
+}
+
+/// The shard moves from {1,2,3} to {2,3,4} while it holds acked and unacked messages; the
+/// leader (node 1 leads first) leaves last. Node 4 then leads with every unacked message and
+/// none of the acked ones; node 1 deleted its replica and does not reopen it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_shard_moves_to_a_new_node_without_losing_anything() {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_on(Transport::InProcess, &[1, 2, 3, 4], 41, shared).await;
+    cluster.leader().await;
+    let leader = place(&cluster, &[1, 2, 3]).await;
+    if leader != 1 {
+        cluster
+            .node(leader)
+            .transfer_leader(PLACED, 1)
+            .await
+            .expect("node 1 leads");
+    }
+    let sent: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+    let store = cluster.node(1);
+    append_serving(&store, on_placed(&sent)).await;
+    let first = pop_serving(&store, pop(5, Duration::ZERO)).await;
+    for d in &first {
+        store.ack(&d.ticket).await.expect("acks");
+    }
+    let acked: BTreeSet<String> = bodies(&first).into_iter().collect();
+    // Delivered again after the move: their invisibility lasts 30 s of the test's clock, which
+    // stands still, so the others are the ones to expect.
+    let expected: Vec<String> = sent
+        .iter()
+        .filter(|b| !acked.contains(*b))
+        .cloned()
+        .collect();
+
+    let target = members_of(&cluster, &[2, 3, 4]);
+    join(&cluster, 4, &target).await;
+    change_members(&cluster, &target).await;
+    for id in [2, 3, 4] {
+        let store = cluster.node(id);
+        for _ in 0..200 {
+            if voters(&store) == BTreeSet::from([2, 3, 4]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(voters(&store), BTreeSet::from([2, 3, 4]), "node {id}");
+    }
+
+    // Refused: a configured shard, and a replica that is still a member and leads.
+    let now_leads = leading(&cluster).await;
+    assert!(matches!(
+        cluster.node(2).remove_shard(0).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        cluster.node(now_leads).remove_shard(PLACED).await,
+        Err(StoreError::Invalid(_))
+    ));
+    cluster.hub.unregister(u64::from(PLACED), 1);
+    cluster
+        .node(1)
+        .remove_shard(PLACED)
+        .await
+        .expect("node 1 deletes its replica");
+    cluster
+        .node(1)
+        .remove_shard(PLACED)
+        .await
+        .expect("removing again is a no-op");
+    assert!(!cluster.node(1).shard_ids().contains(&PLACED));
+    assert!(!cluster.disks[&1].is_dir(std::path::Path::new("/data/store-1/shards/7")));
+
+    let got = drain_from(&cluster, 4).await;
+    assert_eq!(
+        got, expected,
+        "node 4 delivers every unacked message, in order"
+    );
+
+    // Node 1 restarts after a power cut and does not bring the shard back.
+    cluster.power_cut(1).await;
+    cluster.open(1).await;
+    assert!(!cluster.node(1).shard_ids().contains(&PLACED));
+    cluster.shutdown().await;
+}
+
+/// Node 3 loses the shard's data. Resuming its replica is refused (`ReplicaLost`); it leaves the group,
+/// joins again as an empty learner, catches up from the leader's log and becomes a voter that
+/// leads with every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_disk_is_replaced_by_an_empty_learner() {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_on(Transport::InProcess, &[1, 2, 3], 43, shared).await;
+    cluster.leader().await;
+    let all = members_of(&cluster, &[1, 2, 3]);
+    let leader = place(&cluster, &[1, 2, 3]).await;
+    if leader == 3 {
+        cluster
+            .node(3)
+            .transfer_leader(PLACED, 1)
+            .await
+            .expect("node 1 leads");
+    }
+    let sent: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let leader = placed_leader(&cluster, PLACED).await;
+    append_serving(&cluster.node(leader), on_placed(&sent)).await;
+
+    // The shard's directory is gone (the configured shards' survive: an empty voter of those
+    // is another matter, ADR 0010).
+    cluster.power_cut(3).await;
+    vela_raft::vfs::remove_dir_all(
+        &cluster.disks[&3],
+        std::path::Path::new("/data/store-3/shards/7"),
+    )
+    .expect("wipes the shard");
+    cluster.open(3).await;
+    assert!(
+        !cluster.node(3).shard_ids().contains(&PLACED),
+        "not reopened empty"
+    );
+    match cluster
+        .node(3)
+        .open_shard(PLACED, all.clone(), OpenMode::Resume)
+        .await
+    {
+        Err(StoreError::ReplicaLost(why)) => assert!(why.contains("has no log"), "{why}"),
+        other => panic!("an empty replica resumed: {other:?}"),
+    }
+    change_members(&cluster, &members_of(&cluster, &[1, 2])).await;
+    join(&cluster, 3, &all).await;
+    change_members(&cluster, &all).await;
+    assert_eq!(drain_from(&cluster, 3).await, sent);
+    cluster.shutdown().await;
+}
+
+fn small_segments(id: NodeId) -> StoreConfig {
+    StoreConfig {
+        segment_size: bytesize::ByteSize::kib(8),
+        retention_size: Some(bytesize::ByteSize::kib(16)),
+        ..node_config(id)
+    }
+}
+
+/// Retention removed the start of the shard's log. A node that joins then cannot catch up from
+/// the log, and the snapshot it is sent holds neither the index entries nor the bodies the state
+/// refers to (ADR 0014): it must never become a voter. The change keeps answering
+/// `Unavailable` and the shard keeps its members and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_behind_the_retention_floor_is_never_promoted() {
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_configured(&[1, 2, 3, 4], 47, shared, small_segments).await;
+    cluster.leader().await;
+    let leader = place(&cluster, &[1, 2, 3]).await;
+    let body = "x".repeat(400);
+    for i in 0..20 {
+        let batch: Vec<String> = (0..5).map(|j| format!("{i:02}-{j}-{body}")).collect();
+        append_serving(&cluster.node(leader), on_placed(&batch)).await;
+    }
+    let cuts = cluster
+        .node(leader)
+        .enforce_retention()
+        .await
+        .expect("retention");
+    assert!(cuts[&PLACED].is_some(), "retention removed log: {cuts:?}");
+
+    let target = members_of(&cluster, &[1, 2, 3, 4]);
+    join(&cluster, 4, &target).await;
+    for _ in 0..2 {
+        match cluster.node(leader).change_members(PLACED, &target).await {
+            Err(StoreError::Unavailable(why)) => assert!(why.contains("catching up"), "{why}"),
+            other => panic!("a learner without the retained log was promoted: {other:?}"),
+        }
+    }
+    assert_eq!(voters(&cluster.node(leader)), BTreeSet::from([1, 2, 3]));
+    append_serving(&cluster.node(leader), on_placed(&["still".to_owned()])).await;
+    cluster.shutdown().await;
+}

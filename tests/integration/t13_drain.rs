@@ -1,0 +1,164 @@
+//! Draining a store node of a `vela local-cluster` with four store nodes (ADR 0014): a topic of
+//! three replicas lives on shards placed on three of the four nodes each; `vela admin store
+//! drain <id> --wait` moves every replica on that node to the node that had none (learner,
+//! caught up, voter, then the old replica is deleted) while messages keep flowing, and every
+//! message sent before, during and after comes back.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+
+use crate::harness::unique;
+use crate::local_cluster::{LocalCluster, cluster_status};
+use crate::t12_placement::placed_shards;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
+    // Below t12's range (12000-20000).
+    let base: u16 = 4_000 + (std::process::id() % 40) as u16 * 200;
+    let cluster = LocalCluster::start(base, &["--controllers", "1", "--stores", "4"], &[]).await;
+    let proxies = &cluster.proxies;
+    let admin = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+            .args(["admin", "--server", &proxies[1]])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let topic = unique("drained");
+    let created = admin(&[
+        "topic",
+        "create",
+        &topic,
+        "--replicas",
+        "3",
+        "--queues",
+        "8",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let placed = placed_shards(&proxies[1], &topic);
+    assert_eq!(placed.len(), 4, "one shard per store node: {placed:?}");
+    let node = cluster.file["stores"][0]["id"].as_u64().unwrap();
+
+    let producer = Producer::builder(
+        ClientConfig::builder()
+            .endpoint(&proxies[0])
+            .build()
+            .unwrap(),
+    )
+    .topics([topic.clone()])
+    .build()
+    .await
+    .unwrap();
+    let mut sent = HashSet::new();
+    let mut send = async |body: String| {
+        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
+        producer.send(m).await.expect("a send");
+        sent.insert(body);
+    };
+    for i in 0..40 {
+        send(format!("before-{i:02}")).await;
+    }
+
+    // Drained while a producer keeps sending.
+    let server = proxies[1].clone();
+    let drain = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+            .args(["admin", "--server", &server, "store", "drain"])
+            .arg(node.to_string())
+            .args(["--wait", "--timeout", "3m"])
+            .output()
+            .unwrap()
+    });
+    let mut i = 0;
+    while !drain.is_finished() {
+        send(format!("during-{i:03}")).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = drain.await.unwrap();
+    let said = String::from_utf8_lossy(&drained.stdout);
+    assert!(
+        drained.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert!(
+        said.contains(&format!("store node {node} is draining")),
+        "{said}"
+    );
+    assert!(said.contains("holds none of them anymore"), "{said}");
+    for i in 0..20 {
+        send(format!("after-{i:02}")).await;
+    }
+
+    // The cluster status agrees: no placed shard has a replica on the node, each is led by
+    // one of three replicas.
+    let status = cluster_status(&proxies[0]);
+    for shard in status["shards"].as_array().unwrap() {
+        if !placed.contains(&shard["shard"].as_u64().unwrap()) {
+            continue;
+        }
+        let replicas: Vec<u64> = shard["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["node"].as_u64().unwrap())
+            .collect();
+        assert!(!replicas.contains(&node), "{shard}");
+        assert_eq!(replicas.len(), 3, "{shard}");
+        assert!(shard["leader"].is_u64(), "{shard}");
+    }
+    // The node deleted its replicas' data.
+    let shards_dir = cluster.store_dir(0).join("shards");
+    for shard in &placed {
+        assert!(
+            !shards_dir.join(shard.to_string()).exists(),
+            "shard {shard} is still on disk at node {node}"
+        );
+    }
+    // Draining again moves nothing; an unknown node is one readable line.
+    let again = admin(&["store", "drain", &node.to_string()]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("holds no placed replica"));
+    let unknown = admin(&["store", "drain", "99"]);
+    assert!(!unknown.status.success());
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("store node 99 is not one of the cluster's store nodes")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    let consumer = SimpleConsumer::builder(
+        ClientConfig::builder()
+            .endpoint(&proxies[1])
+            .build()
+            .unwrap(),
+        unique("drained-group"),
+    )
+    .subscribe(&topic, FilterExpression::tag("*"))
+    .await_duration(Duration::from_secs(5))
+    .build()
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !sent.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "never received {} of them, e.g. {:?}",
+            sent.len(),
+            sent.iter().take(5).collect::<Vec<_>>()
+        );
+        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
+            consumer.ack(&m).await.unwrap();
+            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
+        }
+    }
+    cluster.stop_all().await;
+}
