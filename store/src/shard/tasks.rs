@@ -182,7 +182,7 @@ async fn propose_truncation(
         let parked = applied.state.lowest_parked_log_index().unwrap_or(u64::MAX);
         (applied_next.min(parked), applied.state.truncated_below())
     };
-    let cap = cap.min(replicated_floor(shard));
+    let cap = cap.min(replicated_floor(shard, truncated_below));
     let Some(cut) = retention_cut(&shard.log.segments(), now, policy, cap) else {
         return Ok(());
     };
@@ -197,17 +197,28 @@ async fn propose_truncation(
 }
 
 /// The lowest "next index" any replica of the shard still needs from the leader's log (the
-/// leader's own replication progress); `u64::MAX` for a group of one.
-fn replicated_floor(shard: &Shard) -> u64 {
+/// leader's own replication progress); `u64::MAX` for a group of one. Every voter counts (a
+/// voter that is down holds retention back). A learner counts only while it is catching up from
+/// the log (it has everything below `floor`, where the log now starts): one that needs entries
+/// retention already removed can only catch up through a snapshot, so holding the log for it
+/// would keep the shard from ever removing anything (ADR 0014).
+fn replicated_floor(shard: &Shard, floor: u64) -> u64 {
     let metrics = shard.raft.metrics().borrow_watched().clone();
     let Some(replication) = metrics.replication else {
         return u64::MAX;
     };
     let id = shard.raft.node_id();
+    let voters: std::collections::BTreeSet<u64> =
+        metrics.membership_config.membership().voter_ids().collect();
     replication
         .iter()
         .filter(|(node, _)| *node != id)
-        .map(|(_, matched)| matched.as_ref().map_or(0, |m| m.index.saturating_add(1)))
+        .map(|(node, matched)| {
+            let next = matched.as_ref().map_or(0, |m| m.index.saturating_add(1));
+            (node, next)
+        })
+        .filter(|(node, next)| voters.contains(*node) || *next >= floor)
+        .map(|(_, next)| next)
         .min()
         .unwrap_or(u64::MAX)
 }

@@ -282,7 +282,8 @@ fn small_segments(id: NodeId) -> StoreConfig {
 /// Retention removed the start of the shard's log. A node that joins then cannot catch up from
 /// the log, and the snapshot it is sent holds neither the index entries nor the bodies the state
 /// refers to (ADR 0014): it must never become a voter. The change keeps answering
-/// `Unavailable` and the shard keeps its members and serves.
+/// `Unavailable`, the shard keeps its members and serves, and the stuck learner does not hold
+/// retention back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_behind_the_retention_floor_is_never_promoted() {
     let (_clock, shared) = manual_clock();
@@ -310,6 +311,19 @@ async fn a_learner_behind_the_retention_floor_is_never_promoted() {
         }
     }
     assert_eq!(voters(&cluster.node(leader)), BTreeSet::from([1, 2, 3]));
-    append_serving(&cluster.node(leader), on_placed(&["still".to_owned()])).await;
+    // It does not hold retention back either: the shard goes on removing old log.
+    for i in 20..40 {
+        let batch: Vec<String> = (0..5).map(|j| format!("{i:02}-{j}-{body}")).collect();
+        append_serving(&cluster.node(leader), on_placed(&batch)).await;
+    }
+    let later = cluster
+        .node(leader)
+        .enforce_retention()
+        .await
+        .expect("retention");
+    assert!(
+        later[&PLACED] > cuts[&PLACED],
+        "retention moved on: {cuts:?} then {later:?}"
+    );
     cluster.shutdown().await;
 }
