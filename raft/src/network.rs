@@ -142,7 +142,6 @@ where
 {
     members: RwLock<HashMap<(u64, NodeId), Raft<C, SM>>>,
     faults: Arc<NetFaults>,
-    installs: crate::install_gate::InstallGates,
 }
 
 impl<C, SM> LocalHub<C, SM>
@@ -154,7 +153,6 @@ where
         Arc::new(LocalHub {
             members: RwLock::new(HashMap::new()),
             faults,
-            installs: Default::default(),
         })
     }
 
@@ -367,10 +365,9 @@ where
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let timeout = option.hard_ttl();
-        let (hub, key) = (self.hub.clone(), (self.group, self.to));
         Ok(self
             .deliver(timeout, |raft| async move {
-                hub.installs.install(key, raft, vote, snapshot).await
+                raft.install_full_snapshot(vote, snapshot).await
             })
             .await?)
     }

@@ -21,7 +21,8 @@ use super::{
     MAX_MESSAGE_BYTES, SnapshotBytes, log_id_from_wire, log_id_to_wire, opt_log_id_to_wire, pb,
     vote_from_wire, vote_to_wire,
 };
-use crate::entry::{LogTypes, decode_membership};
+use crate::codec::decode_record;
+use crate::entry::{LogTypes, decode_entry, decode_membership};
 use crate::network::NodeId;
 
 /// Largest snapshot a node accepts.
@@ -35,7 +36,6 @@ where
 {
     node: NodeId,
     groups: RwLock<HashMap<u64, Raft<C, SM>>>,
-    installs: crate::install_gate::InstallGates,
 }
 
 impl<C, SM> RaftServer<C, SM>
@@ -48,7 +48,6 @@ where
         Arc::new(RaftServer {
             node,
             groups: RwLock::new(HashMap::new()),
-            installs: Default::default(),
         })
     }
 
@@ -105,8 +104,17 @@ fn raft_stopped(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft stopped: {e}"))
 }
 
-fn decode_entries<C: LogTypes>(bytes: &[u8]) -> Result<Vec<C::Entry>, Status> {
-    crate::entry::decode_entries::<C>(bytes).map_err(Status::invalid_argument)
+fn decode_entries<C: LogTypes>(mut bytes: &[u8]) -> Result<Vec<C::Entry>, Status> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        let (head, payload, used) = decode_record(bytes)
+            .map_err(|e| Status::invalid_argument(format!("entry {}: {e}", entries.len())))?;
+        let entry = decode_entry::<C>(head, payload)
+            .map_err(|e| Status::invalid_argument(format!("entry {}: {e}", entries.len())))?;
+        entries.push(entry);
+        bytes = &bytes[used..];
+    }
+    Ok(entries)
 }
 
 #[tonic::async_trait]
@@ -182,7 +190,6 @@ where
             .header
             .ok_or_else(|| Status::invalid_argument("the first snapshot chunk has no header"))?;
         let raft = self.server.group(header.route.as_ref())?;
-        let group = header.route.as_ref().map_or(0, |r| r.group);
         let vote = header
             .vote
             .as_ref()
@@ -230,15 +237,8 @@ where
             meta,
             snapshot: SM::SnapshotData::from_bytes(data),
         };
-        let reply = self
-            .server
-            .installs
-            .install(
-                (group, self.server.node),
-                raft,
-                vote_from_wire::<C>(vote),
-                snapshot,
-            )
+        let reply = raft
+            .install_full_snapshot(vote_from_wire::<C>(vote), snapshot)
             .await
             .map_err(raft_stopped)?;
         Ok(Response::new(pb::SnapshotReply {
