@@ -452,10 +452,33 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            if drain.moving.is_empty() {
+            // A drain asked again while replicas still move: those count too.
+            let status = client
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut moving: Vec<u32> = status
+                .shards
+                .iter()
+                .filter(|s| {
+                    !drain.configured.contains(&s.shard) && s.replicas.iter().any(|r| r.node == id)
+                })
+                .map(|s| s.shard)
+                .chain(drain.moving.iter().copied())
+                .collect();
+            moving.sort_unstable();
+            moving.dedup();
+            if moving.is_empty() {
                 writeln!(
                     out,
                     "store node {id} is draining: it holds no placed replica"
+                )?;
+            } else if drain.moving.is_empty() {
+                writeln!(
+                    out,
+                    "store node {id} is already draining: the replicas of shard(s) {} are still moving",
+                    list(&moving)
                 )?;
             } else {
                 writeln!(
@@ -471,10 +494,10 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                     list(&drain.configured)
                 )?;
             }
-            if wait && !drain.moving.is_empty() {
-                wait_drained(&mut client, id, &drain.moving, timeout).await?;
+            if wait && !moving.is_empty() {
+                wait_drained(&mut client, id, &moving, timeout).await?;
                 writeln!(out, "store node {id} holds none of them anymore")?;
-            } else if !drain.moving.is_empty() {
+            } else if !moving.is_empty() {
                 writeln!(out, "follow it with: vela admin cluster status")?;
             }
         }

@@ -11,7 +11,13 @@
 //! - when the group's members (as its leader reports them) differ from the placement and every
 //!   new member has opened the shard, the leader is asked to change the members (learners catch
 //!   up, then one joint-consensus change);
-//! - a node that still holds the shard but is neither placed there nor a member deletes it.
+//! - a node that still holds the shard but is neither placed there nor a member deletes it,
+//!   once the leader's membership is settled (committed, not joint);
+//! - a joint configuration a leader left unfinished is finished by the next change.
+//!
+//! Members and leaders are taken only from a leader that a majority of its voters confirm (a
+//! stale leader cut off from a newer one reports an old membership); otherwise the round only
+//! reopens replicas.
 //!
 //! Works from observed state only, like the balancer: a reconciler that dies leaves nothing half
 //! done, and the next round (on this or a new leader) continues.
@@ -22,7 +28,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use vela_proto::cluster_status::{MemberRole, StoreNodeReport};
+use vela_proto::cluster_status::{MemberRole, MemberStatus, StoreNodeReport};
 use vela_proto::{OpenMode, ShardId, StoreApi, StoreError};
 
 use crate::Controller;
@@ -66,9 +72,13 @@ struct Observed {
 
 #[derive(Debug)]
 struct Led {
-    term: u64,
     voters: BTreeSet<u64>,
     learners: BTreeSet<u64>,
+    /// The leader's membership is one configuration and committed.
+    settled: bool,
+    /// A majority of the voters report this leader in its term: it is not a stale leader cut
+    /// off from a newer one the controller cannot see.
+    confirmed: bool,
 }
 
 impl Led {
@@ -79,28 +89,50 @@ impl Led {
 
 fn observe(reports: &[StoreNodeReport]) -> (BTreeSet<u64>, BTreeMap<ShardId, Observed>) {
     let mut up = BTreeSet::new();
-    let mut shards: BTreeMap<ShardId, Observed> = BTreeMap::new();
+    let mut statuses: BTreeMap<ShardId, Vec<(u64, &MemberStatus)>> = BTreeMap::new();
     for r in reports {
         let Ok(members) = &r.report else { continue };
         up.insert(r.node);
         for m in members {
-            let seen = shards.entry(m.shard).or_default();
-            seen.present.insert(r.node);
-            // A member with no voters is uninitialized: it has no group to join yet.
-            if !m.status.voters.is_empty() {
-                seen.holders.insert(r.node);
-            }
-            if m.status.role == MemberRole::Leader
-                && seen.leader.as_ref().is_none_or(|l| l.term < m.status.term)
-            {
-                seen.leader = Some(Led {
-                    term: m.status.term,
-                    voters: m.status.voters.iter().copied().collect(),
-                    learners: m.status.learners.iter().copied().collect(),
-                });
-            }
+            statuses
+                .entry(m.shard)
+                .or_default()
+                .push((r.node, &m.status));
         }
     }
+    let shards = statuses
+        .into_iter()
+        .map(|(shard, members)| {
+            let mut seen = Observed::default();
+            for (node, status) in &members {
+                seen.present.insert(*node);
+                // A member with no voters is uninitialized: it has no group to join yet.
+                if !status.voters.is_empty() {
+                    seen.holders.insert(*node);
+                }
+            }
+            let leader = members
+                .iter()
+                .filter(|(_, s)| s.role == MemberRole::Leader)
+                .max_by_key(|(_, s)| s.term);
+            seen.leader = leader.map(|(node, status)| {
+                let voters: BTreeSet<u64> = status.voters.iter().copied().collect();
+                let confirming = members
+                    .iter()
+                    .filter(|(n, s)| {
+                        voters.contains(n) && s.term == status.term && s.leader == Some(*node)
+                    })
+                    .count();
+                Led {
+                    confirmed: confirming * 2 > voters.len(),
+                    voters,
+                    learners: status.learners.iter().copied().collect(),
+                    settled: status.membership_settled,
+                }
+            });
+            (shard, seen)
+        })
+        .collect();
     (up, shards)
 }
 
@@ -135,8 +167,9 @@ pub async fn reconcile_once(
             create(store, shard, p, seen, &up, &replicas, &mut round).await;
             continue;
         }
-        let Some(led) = &seen.leader else {
-            // No leader to ask who the members are: bring back the replicas that exist.
+        let Some(led) = seen.leader.as_ref().filter(|l| l.confirmed) else {
+            // No leader (or none a majority confirms) to say who the members are: bring back
+            // the replicas that exist, change nothing.
             for &node in &p.replicas {
                 if up.contains(&node) && !seen.holders.contains(&node) {
                     // The outcome is in the round; the next round tries again.
@@ -160,7 +193,8 @@ pub async fn reconcile_once(
                 continue; // Opened, waiting for the leader to add it.
             }
             let outcome = open(store, shard, node, &replicas, mode, &mut round).await;
-            if matches!(outcome, Err(StoreError::ReplicaLost(_))) && led.voters.contains(&node) {
+            // A voter or a learner: either way out of the group first.
+            if matches!(outcome, Err(StoreError::ReplicaLost(_))) {
                 lost.push(node);
             }
         }
@@ -174,7 +208,7 @@ pub async fn reconcile_once(
                 .filter(|v| !lost.contains(v))
                 .collect();
             (!rest.is_empty()).then_some(rest)
-        } else if (led.voters != placed_set || members != placed_set)
+        } else if (led.voters != placed_set || members != placed_set || !led.settled)
             && placed_set
                 .iter()
                 .all(|n| members.contains(n) || seen.present.contains(n))
@@ -200,7 +234,12 @@ pub async fn reconcile_once(
                 .changed
                 .push((shard, target.into_iter().collect(), outcome));
         }
-        // Replicas that are neither placed nor members (a finished move, an aborted join).
+        // Replicas that are neither placed nor members (a finished move, an aborted join),
+        // once no change of members is in flight (a change that does not commit would leave
+        // the removed node a member).
+        if !led.settled {
+            continue;
+        }
         for &node in &seen.present {
             if placed_set.contains(&node) || members.contains(&node) || !up.contains(&node) {
                 continue;
@@ -324,6 +363,10 @@ mod tests {
         uninitialized: BTreeSet<u64>,
         /// Nodes that answer a `Resume` open with `ReplicaLost`.
         lost: BTreeSet<u64>,
+        /// The leader's membership is joint or not yet committed.
+        unsettled: bool,
+        /// Nodes that follow a newer leader in term 2 (which does not report).
+        moved_on: BTreeSet<u64>,
         refuse: bool,
         opens: Mutex<Vec<(ShardId, u64, OpenMode)>>,
         changes: Mutex<Vec<(ShardId, Vec<u64>)>>,
@@ -344,17 +387,23 @@ mod tests {
             } else {
                 voters
             };
+            let (term, leader) = if self.moved_on.contains(&node) {
+                (2, Some(99))
+            } else {
+                (1, self.group.as_ref().map(|g| g.0))
+            };
             ShardMember {
                 shard,
                 status: MemberStatus {
                     role,
-                    term: 1,
-                    leader: self.group.as_ref().map(|g| g.0),
+                    term,
+                    leader,
                     voters,
                     last_log_index: None,
                     applied_index: None,
                     matched: BTreeMap::new(),
                     learners,
+                    membership_settled: !self.unsettled,
                 },
             }
         }
@@ -604,8 +653,10 @@ mod tests {
         reconcile_once(&store, &addrs(), &target).await;
         assert_eq!(store.opens.lock().last(), Some(&(7, 3, Join)));
 
+        // Opened empty (a `Resume` of a replica a node holds answers at once).
         store.held.insert(3, Some(vec![7]));
         store.uninitialized.insert(3);
+        store.lost.clear();
         store.group = Some((1, vec![1, 2], vec![3]));
         store.held.insert(4, Some(vec![7]));
         reconcile_once(&store, &addrs(), &target).await;
@@ -615,5 +666,63 @@ mod tests {
             vec![(7, 4)],
             "only the node that is neither placed nor a member"
         );
+    }
+
+    /// A leader that left a joint configuration (or an uncommitted one) behind: the members are
+    /// changed again although the voters match, and nobody is removed meanwhile.
+    #[tokio::test]
+    async fn an_unsettled_membership_is_finished_and_removes_nobody() {
+        let target = placed(7, &[2, 3, 4], true);
+        let mut store = Nodes {
+            group: Some((2, vec![2, 3, 4], vec![])),
+            unsettled: true,
+            ..nodes(&[
+                (1, Some(&[7])),
+                (2, Some(&[7])),
+                (3, Some(&[7])),
+                (4, Some(&[7])),
+            ])
+        };
+        let round = reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(*store.changes.lock(), vec![(7, vec![2, 3, 4])]);
+        assert!(round.removed.is_empty(), "{round:?}");
+        store.unsettled = false;
+        reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(store.changes.lock().len(), 1, "settled and matching");
+        assert_eq!(*store.removes.lock(), vec![(7, 1)]);
+    }
+
+    /// A learner whose data is gone is removed from the group like a voter would be.
+    #[tokio::test]
+    async fn a_learner_that_lost_its_data_is_removed_then_joins_again() {
+        let target = placed(7, &[1, 2, 3], true);
+        let store = Nodes {
+            group: Some((1, vec![1, 2], vec![3])),
+            lost: BTreeSet::from([3]),
+            ..nodes(&[(1, Some(&[7])), (2, Some(&[7])), (3, Some(&[]))])
+        };
+        reconcile_once(&store, &addrs(), &target).await;
+        assert_eq!(*store.opens.lock(), vec![(7, 3, Resume)]);
+        assert_eq!(*store.changes.lock(), vec![(7, vec![1, 2])]);
+    }
+
+    /// A leader most voters no longer follow (they moved on to a newer term) is not trusted
+    /// with the members: no change, no removal.
+    #[tokio::test]
+    async fn a_stale_leader_changes_and_removes_nothing() {
+        let target = placed(7, &[2, 3, 4], true);
+        let store = Nodes {
+            group: Some((1, vec![1, 2, 3], vec![])),
+            moved_on: BTreeSet::from([2, 3]),
+            ..nodes(&[
+                (1, Some(&[7])),
+                (2, Some(&[7])),
+                (3, Some(&[7])),
+                (4, Some(&[7])),
+            ])
+        };
+        let round = reconcile_once(&store, &addrs(), &target).await;
+        assert!(store.changes.lock().is_empty(), "{round:?}");
+        assert!(store.removes.lock().is_empty(), "{round:?}");
     }
 }

@@ -48,6 +48,9 @@ pub struct MemberStatus {
     pub matched: BTreeMap<u64, Option<u64>>,
     /// The group's learners as this member knows them (members still catching up).
     pub learners: Vec<u64>,
+    /// The membership is one configuration (not joint) and applied on this member, so
+    /// committed: no change of members is in flight.
+    pub membership_settled: bool,
 }
 
 /// One store node's replica of one shard.
@@ -288,6 +291,7 @@ pub fn member_to_wire(s: &MemberStatus) -> pb::MemberStatus {
             .map(|(&node, &index)| pb::Matched { node, index })
             .collect(),
         learners: s.learners.clone(),
+        membership_settled: s.membership_settled,
     }
 }
 
@@ -312,6 +316,7 @@ pub fn member_from_wire(s: pb::MemberStatus) -> Result<MemberStatus, String> {
         applied_index: s.applied_index,
         matched: s.matched.into_iter().map(|m| (m.node, m.index)).collect(),
         learners: s.learners,
+        membership_settled: s.membership_settled,
     })
 }
 

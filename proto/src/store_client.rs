@@ -153,7 +153,13 @@ impl RemoteStore {
     }
 
     /// Runs `call` once against store node `node` (`what` names it in errors).
-    async fn on_node<T, F, Fut>(&self, node: u64, what: String, call: F) -> Result<(), StoreError>
+    async fn on_node<T, F, Fut>(
+        &self,
+        node: u64,
+        what: String,
+        within: Duration,
+        call: F,
+    ) -> Result<(), StoreError>
     where
         F: FnOnce(StoreClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -163,11 +169,11 @@ impl RemoteStore {
             .get(&node)
             .cloned()
             .ok_or_else(|| StoreError::Invalid(format!("store node {node} has no address")))?;
-        match tokio::time::timeout(ATTEMPT, call(client)).await {
+        match tokio::time::timeout(within, call(client)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => Err(status_to_error(&status)),
             Err(_) => Err(StoreError::Unavailable(format!(
-                "store node {node} did not {what} within {ATTEMPT:?}"
+                "store node {node} did not {what} within {within:?}"
             ))),
         }
     }
@@ -502,9 +508,12 @@ impl StoreApi for RemoteStore {
         mode: OpenMode,
     ) -> Result<(), StoreError> {
         let wire = open_shard_to_wire(shard, replicas, mode);
-        self.on_node(node, format!("open shard {shard}"), |mut c| async move {
-            c.open_shard(wire).await
-        })
+        self.on_node(
+            node,
+            format!("open shard {shard}"),
+            ATTEMPT,
+            |mut c| async move { c.open_shard(wire).await },
+        )
         .await
     }
 
@@ -523,10 +532,16 @@ impl StoreApi for RemoteStore {
     }
 
     async fn remove_shard(&self, node: u64, shard: ShardId) -> Result<(), StoreError> {
-        let wire = pb::RemoveShardRequest { shard };
-        self.on_node(node, format!("remove shard {shard}"), |mut c| async move {
-            c.remove_shard(wire).await
-        })
+        let wire = pb::RemoveShardRequest { shard, node };
+        // The node waits for the replica's tasks and files to go (it finishes even when this
+        // call gives up).
+        let within = ATTEMPT + MEMBERS_EXTRA;
+        self.on_node(
+            node,
+            format!("remove shard {shard}"),
+            within,
+            |mut c| async move { c.remove_shard(wire).await },
+        )
         .await
     }
 

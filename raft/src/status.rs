@@ -45,5 +45,15 @@ pub fn member_status<C: LogTypes>(metrics: &RaftMetrics<C>) -> MemberStatus {
             .membership()
             .learner_ids()
             .collect(),
+        membership_settled: membership_settled(metrics),
     }
+}
+
+/// Whether `metrics`' membership is a single configuration and applied (hence committed).
+fn membership_settled<C: LogTypes>(metrics: &RaftMetrics<C>) -> bool {
+    let stored = &metrics.membership_config;
+    let uniform = stored.membership().get_joint_config().len() <= 1;
+    let at = stored.log_id().as_ref().map(|l| l.index);
+    let applied = metrics.last_applied.as_ref().map(|l| l.index);
+    uniform && at <= applied
 }

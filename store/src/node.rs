@@ -60,6 +60,8 @@ struct LocalShard {
     appends: Arc<AppendCoalescer>,
     /// Stops the shard's background tasks (a child of the store's).
     cancel: CancellationToken,
+    /// The shard's background tasks (also in the store's set).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// The data plane of one node.
@@ -420,7 +422,7 @@ impl Store {
     }
 
     /// `Ok` when `node` names this node (a call meant for another node is refused).
-    fn this_node(&self, node: u64) -> Result<(), StoreError> {
+    pub(crate) fn this_node(&self, node: u64) -> Result<(), StoreError> {
         if node == self.config.node_id {
             Ok(())
         } else {

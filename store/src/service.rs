@@ -90,24 +90,31 @@ impl StoreRpc for StoreService {
         &self,
         request: Request<pb::RemoveShardRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
-        let shard = request.into_inner().shard;
-        let registrar = self.registrar()?;
-        // Peers stop reaching the replica before it stops.
-        let held = self
-            .store
-            .shard_rafts()
-            .into_iter()
-            .find(|(s, _)| *s == shard);
-        registrar(shard, None);
-        if let Err(err) = self.store.remove_shard(shard).await {
-            // Still held (refused): reachable again.
-            if let Some((_, raft)) = held
-                && self.store.shard_ids().contains(&shard)
+        let wire = request.into_inner();
+        let shard = wire.shard;
+        let registrar = self.registrar()?.clone();
+        self.store.this_node(wire.node).map_err(failed)?;
+        self.store.removable(shard).map_err(failed)?;
+        // Runs to its end in a task of its own: a caller that goes away (a deadline) must not
+        // leave a replica half removed.
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            // Peers stop reaching the replica before it stops.
+            let held = store.shard_rafts().into_iter().find(|(s, _)| *s == shard);
+            registrar(shard, None);
+            let removed = store.remove_shard(shard).await;
+            if removed.is_err()
+                && let Some((_, raft)) = held
+                && store.shard_ids().contains(&shard)
             {
+                // Still held (refused): reachable again.
                 registrar(shard, Some(raft));
             }
-            return Err(failed(err));
-        }
+            removed
+        })
+        .await
+        .map_err(|e| Status::internal(format!("removing shard {shard}: {e}")))?
+        .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -4,7 +4,7 @@
 //! caught up, voter, then the old replica is deleted) while messages keep flowing, and every
 //! message sent before, during and after comes back.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
@@ -76,9 +76,22 @@ async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
             .unwrap()
     });
     let mut i = 0;
+    // Asked again while the replicas move: it names what is still moving, never "done".
+    let mut asked_again = None;
     while !drain.is_finished() {
         send(format!("during-{i:03}")).await;
         i += 1;
+        if i == 20 {
+            let again = admin(&["store", "drain", &node.to_string()]);
+            assert!(again.status.success());
+            let again = String::from_utf8_lossy(&again.stdout).into_owned();
+            if again.contains("holds no placed replica") {
+                // Already done (a fast machine): then it must be true.
+                assert!(placed_on(&cluster_status(&proxies[0]), node, &placed).is_empty());
+            } else {
+                asked_again = Some(again);
+            }
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained = drain.await.unwrap();
@@ -89,9 +102,17 @@ async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
         String::from_utf8_lossy(&drained.stderr)
     );
     assert!(
-        said.contains(&format!("store node {node} is draining")),
+        said.contains(&format!("store node {node} is")) && said.contains("draining"),
         "{said}"
     );
+    if let Some(again) = asked_again {
+        let both = format!("{said}{again}");
+        assert!(
+            both.contains("move to other store nodes")
+                && both.contains("is already draining: the replicas of shard(s)"),
+            "{both}"
+        );
+    }
     assert!(said.contains("holds none of them anymore"), "{said}");
     for i in 0..20 {
         send(format!("after-{i:02}")).await;
@@ -161,4 +182,23 @@ async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
         }
     }
     cluster.stop_all().await;
+}
+
+/// The shards of `placed` that the cluster status shows with a replica on `node`.
+fn placed_on(status: &serde_json::Value, node: u64, placed: &BTreeSet<u64>) -> Vec<u64> {
+    status["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            let shard = s["shard"].as_u64().unwrap_or(u64::MAX);
+            placed.contains(&shard)
+                && s["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["node"].as_u64() == Some(node))
+        })
+        .filter_map(|s| s["shard"].as_u64())
+        .collect()
 }

@@ -10,6 +10,7 @@ fn leader(term: u64, voters: &[u64], last: u64, matched: &[(u64, Option<u64>)]) 
         applied_index: Some(last),
         matched: matched.iter().copied().collect(),
         learners: Vec::new(),
+        membership_settled: true,
     }
 }
 
@@ -23,6 +24,7 @@ fn follower(term: u64, leader: u64, voters: &[u64]) -> MemberStatus {
         applied_index: Some(0),
         matched: BTreeMap::new(),
         learners: Vec::new(),
+        membership_settled: true,
     }
 }
 

@@ -528,5 +528,6 @@ fn single_leader() -> MemberStatus {
         applied_index: Some(3),
         matched: BTreeMap::from([(1, Some(3))]),
         learners: Vec::new(),
+        membership_settled: true,
     }
 }

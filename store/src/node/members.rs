@@ -48,6 +48,11 @@ impl Store {
                 "shard {shard} cannot have no members"
             )));
         }
+        if self.config.shards.contains(&shard) {
+            return Err(StoreError::Invalid(format!(
+                "shard {shard} is configured (cluster.shards): its members are every store node"
+            )));
+        }
         let led = self.led(shard)?;
         let me = self.config.node_id;
         let membership = led
@@ -58,6 +63,8 @@ impl Store {
             .clone();
         let known: BTreeSet<u64> = membership.membership().nodes().map(|(id, _)| *id).collect();
         let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        // A joint configuration a former leader left unfinished: the change below finishes it.
+        let joint = membership.membership().get_joint_config().len() > 1;
         for (&id, addr) in replicas {
             if !known.contains(&id) {
                 led.raft
@@ -89,7 +96,7 @@ impl Store {
             .learner_ids()
             .filter(|id| !voters_after.contains(id))
             .collect();
-        if voters_after != voters || !leaving.is_empty() {
+        if voters_after != voters || !leaving.is_empty() || joint {
             let mut changes = vec![ChangeMembers::ReplaceAllVoters(voters_after.clone())];
             if !leaving.is_empty() {
                 changes.push(ChangeMembers::RemoveNodes(leaving.clone()));
@@ -135,6 +142,34 @@ impl Store {
     /// shard this node leads (it is a member). The caller (the controller) removes only nodes
     /// that the shard's leader no longer lists as members.
     pub async fn remove_shard(&self, shard: ShardId) -> Result<(), StoreError> {
+        self.removable(shard)?;
+        let _one_at_a_time = self.opening.lock().await;
+        if self.cancel.is_cancelled() {
+            return Err(StoreError::Unavailable("store is shutting down".into()));
+        }
+        // Checked again: leadership may have come meanwhile.
+        self.removable(shard)?;
+        if let Some(local) = self.shards().get(&shard).cloned() {
+            {
+                let mut shards = self.shards.write();
+                let mut map = BTreeMap::clone(&shards);
+                map.remove(&shard);
+                *shards = std::sync::Arc::new(map);
+            }
+            local.appends.close();
+            local.cancel.cancel();
+            // Every background task of the shard has ended before its files go.
+            local.tasks.close();
+            local.tasks.wait().await;
+            if let Err(err) = local.shard.close().await {
+                warn!(shard, error = %err, "closing a removed shard");
+            }
+        }
+        self.delete_replica_files(shard).await
+    }
+
+    /// Whether this node may delete its replica of `shard` (see [`Store::remove_shard`]).
+    pub fn removable(&self, shard: ShardId) -> Result<(), StoreError> {
         if !self.replicated {
             return Err(StoreError::Invalid(
                 "a standalone store holds its configured shards only".into(),
@@ -147,29 +182,19 @@ impl Store {
                 self.config.node_id
             )));
         }
-        let _one_at_a_time = self.opening.lock().await;
-        if self.cancel.is_cancelled() {
-            return Err(StoreError::Unavailable("store is shutting down".into()));
+        if let Some(local) = self.shards().get(&shard)
+            && local.shard.raft.is_leader()
+        {
+            return Err(StoreError::Invalid(format!(
+                "node {} leads shard {shard}: a member is not removed",
+                self.config.node_id
+            )));
         }
-        if let Some(local) = self.shards().get(&shard).cloned() {
-            if local.shard.raft.is_leader() {
-                return Err(StoreError::Invalid(format!(
-                    "node {} leads shard {shard}: a member is not removed",
-                    self.config.node_id
-                )));
-            }
-            {
-                let mut shards = self.shards.write();
-                let mut map = BTreeMap::clone(&shards);
-                map.remove(&shard);
-                *shards = std::sync::Arc::new(map);
-            }
-            local.appends.close();
-            local.cancel.cancel();
-            if let Err(err) = local.shard.close().await {
-                warn!(shard, error = %err, "closing a removed shard");
-            }
-        }
+        Ok(())
+    }
+
+    /// Forgets `shard` (`placed::FILE`) and deletes its directory.
+    async fn delete_replica_files(&self, shard: ShardId) -> Result<(), StoreError> {
         let (vfs, dir) = (self.vfs.clone(), self.config.data_dir.clone());
         let removed = tokio::task::spawn_blocking(move || {
             // Forgotten first: a crash before the files go leaves only garbage, never a shard

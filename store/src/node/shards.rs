@@ -23,7 +23,13 @@ impl Store {
         let id = shard.id;
         // Stopped with the store, or alone when the shard is removed from this node.
         let cancel = &self.cancel.child_token();
-        let mut tasks = self.tasks.lock();
+        // Tracked per shard too, so removing the shard can wait for them.
+        let tracker = tokio_util::task::TaskTracker::new();
+        let mut store_tasks = self.tasks.lock();
+        let mut tasks = Spawner {
+            set: &mut store_tasks,
+            tracker: &tracker,
+        };
         if let Some(replication) = &self.replication {
             tasks.spawn(upgrade::raise_when_leading(
                 shard.clone(),
@@ -72,6 +78,7 @@ impl Store {
                 acks,
                 appends,
                 cancel: cancel.clone(),
+                tasks: tracker,
             }),
         );
         *shards = Arc::new(map);
@@ -191,5 +198,20 @@ impl Store {
         let raft = opened.raft.clone();
         self.adopt(opened);
         Ok(raft)
+    }
+}
+
+/// Spawns a shard's background task on the store's set, tracked by the shard's tracker.
+struct Spawner<'a> {
+    set: &'a mut tokio::task::JoinSet<()>,
+    tracker: &'a tokio_util::task::TaskTracker,
+}
+
+impl Spawner<'_> {
+    fn spawn<F>(&mut self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.set.spawn(self.tracker.track_future(task));
     }
 }
