@@ -83,6 +83,7 @@ impl StoreNode {
             move |shard| GrpcNetwork::<Vec<u8>>::new(u64::from(shard), node_id, pool.clone()),
             bootstrap,
             builds,
+            Arc::new(vela_store::GrpcReplicaSource::new()),
         )
         .await
         .context("store failed to start")?;

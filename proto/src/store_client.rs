@@ -64,7 +64,7 @@ const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 
 /// A channel to a cluster node at `addr` (`host:port`), connected on first use, with the
 /// connect timeout and keep-alives every internal client uses.
-pub(crate) fn lazy_channel(addr: &str) -> Result<Channel, String> {
+pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))

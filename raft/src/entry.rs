@@ -156,6 +156,30 @@ struct MembershipRecord {
 }
 
 /// Appends the record of `entry` to `out` and returns its length.
+/// `entries` one after another in the segment record envelope (as AppendEntries and a replica
+/// copy carry them).
+pub fn encode_entries<C: LogTypes>(entries: &[C::Entry]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for entry in entries {
+        encode_entry::<C>(entry, &mut out).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// The entries [`encode_entries`] wrote; an error names the first bad one.
+pub fn decode_entries<C: LogTypes>(mut bytes: &[u8]) -> Result<Vec<C::Entry>, String> {
+    let mut entries = Vec::new();
+    while !bytes.is_empty() {
+        let (head, payload, used) = crate::codec::decode_record(bytes)
+            .map_err(|e| format!("entry {}: {e}", entries.len()))?;
+        let entry = decode_entry::<C>(head, payload)
+            .map_err(|e| format!("entry {}: {e}", entries.len()))?;
+        entries.push(entry);
+        bytes = &bytes[used..];
+    }
+    Ok(entries)
+}
+
 pub(crate) fn encode_entry<C: LogTypes>(
     entry: &C::Entry,
     out: &mut Vec<u8>,

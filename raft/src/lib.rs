@@ -21,6 +21,7 @@ mod error;
 pub mod generations;
 pub mod group;
 pub mod grpc;
+mod install_gate;
 pub mod network;
 mod segment;
 pub mod single_node;

@@ -142,6 +142,7 @@ where
 {
     members: RwLock<HashMap<(u64, NodeId), Raft<C, SM>>>,
     faults: Arc<NetFaults>,
+    installs: crate::install_gate::InstallGates,
 }
 
 impl<C, SM> LocalHub<C, SM>
@@ -153,6 +154,7 @@ where
         Arc::new(LocalHub {
             members: RwLock::new(HashMap::new()),
             faults,
+            installs: Default::default(),
         })
     }
 
@@ -365,9 +367,10 @@ where
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let timeout = option.hard_ttl();
+        let (hub, key) = (self.hub.clone(), (self.group, self.to));
         Ok(self
             .deliver(timeout, |raft| async move {
-                raft.install_full_snapshot(vote, snapshot).await
+                hub.installs.install(key, raft, vote, snapshot).await
             })
             .await?)
     }

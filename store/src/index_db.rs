@@ -212,6 +212,25 @@ impl std::fmt::Debug for IndexDb {
     }
 }
 
+/// Raw rows of a shard's index file, as one replica copies them to another (ADR 0014): entries
+/// and tag keys, each in key order within a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexRows {
+    pub entries: Vec<([u8; KEY_LEN], [u8; ENTRY_LEN])>,
+    pub tags: Vec<[u8; TAG_KEY_LEN]>,
+}
+
+impl IndexRows {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.tags.is_empty()
+    }
+
+    /// Rows in the batch (entries plus tags).
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.tags.len()
+    }
+}
+
 /// A consistent read view of the file as of one write.
 pub struct IndexView {
     table: ReadOnlyTable<[u8; KEY_LEN], [u8; ENTRY_LEN]>,
@@ -304,6 +323,70 @@ impl IndexView {
                 decode_entry(queue, offset, &v.value()).map_err(|e| self.db.error("read", e))?;
             Ok((offset, entry))
         }))
+    }
+
+    /// Every row of the view (all entries, then all tags), in batches of at most `batch` rows,
+    /// in key order. Reads through the view, so a file written meanwhile does not change it.
+    /// Each entry's checksum is checked, so a damaged file is reported here, not copied.
+    pub fn export(&self, batch: usize) -> impl Iterator<Item = Result<IndexRows, IndexError>> + '_ {
+        let batch = batch.max(1);
+        let path = &self.db.path;
+        let mut entries = None;
+        let mut tags = None;
+        let mut entries_done = false;
+        let mut tags_done = false;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed || tags_done {
+                return None;
+            }
+            let next = guarded(path, "export", || {
+                let mut rows = IndexRows::default();
+                if !entries_done {
+                    let range = match &mut entries {
+                        Some(range) => range,
+                        None => entries.insert(
+                            self.table
+                                .range::<[u8; KEY_LEN]>(..)
+                                .map_err(|e| self.db.error("export", e))?,
+                        ),
+                    };
+                    while rows.len() < batch {
+                        let Some(item) = range.next() else {
+                            entries_done = true;
+                            break;
+                        };
+                        let (k, v) = item.map_err(|e| self.db.error("export", e))?;
+                        let (key, value) = (k.value(), v.value());
+                        let (queue, offset) = decode_key(&key);
+                        decode_entry(queue, offset, &value)
+                            .map_err(|e| self.db.error("export", e))?;
+                        rows.entries.push((key, value));
+                    }
+                }
+                if entries_done {
+                    let range = match &mut tags {
+                        Some(range) => range,
+                        None => tags.insert(
+                            self.tags
+                                .range::<[u8; TAG_KEY_LEN]>(..)
+                                .map_err(|e| self.db.error("export", e))?,
+                        ),
+                    };
+                    while rows.len() < batch {
+                        let Some(item) = range.next() else {
+                            tags_done = true;
+                            break;
+                        };
+                        let (k, _) = item.map_err(|e| self.db.error("export", e))?;
+                        rows.tags.push(k.value());
+                    }
+                }
+                Ok((!rows.is_empty()).then_some(rows))
+            });
+            failed = next.is_err();
+            next.transpose()
+        })
     }
 }
 
@@ -539,6 +622,56 @@ impl IndexDb {
         let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| err(&e))?;
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// Writes `rows` (overwriting the same keys). Not durable until
+    /// [`IndexDb::finish_import`]. Each entry's checksum is checked against its key first, so a
+    /// row damaged on the way is refused instead of written.
+    pub fn import(&self, rows: &IndexRows) -> Result<(), IndexError> {
+        self.guarded_write("import", || self.import_unguarded(rows))
+    }
+
+    fn import_unguarded(&self, rows: &IndexRows) -> Result<(), IndexError> {
+        let err = |e: &dyn std::fmt::Display| self.error("import", e);
+        for (key, value) in &rows.entries {
+            let (queue, offset) = decode_key(key);
+            decode_entry(queue, offset, value).map_err(|e| err(&e))?;
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        tx.set_durability(Durability::None).map_err(|e| err(&e))?;
+        {
+            let mut table = tx.open_table(ENTRIES).map_err(|e| err(&e))?;
+            for (key, value) in &rows.entries {
+                table.insert(key, value).map_err(|e| err(&e))?;
+            }
+            let mut tags = tx.open_table(TAGS).map_err(|e| err(&e))?;
+            for key in &rows.tags {
+                tags.insert(key, ()).map_err(|e| err(&e))?;
+            }
+        }
+        tx.commit().map_err(|e| err(&e))
+    }
+
+    /// Ends an import: records that the file holds every entry through log index `through`
+    /// (exactly `through`, replacing what it said before) and makes the file durable.
+    pub fn finish_import(&self, through: u64) -> Result<(), IndexError> {
+        self.guarded_write("finish import", || self.finish_import_unguarded(through))
+    }
+
+    fn finish_import_unguarded(&self, through: u64) -> Result<(), IndexError> {
+        let err = |e: &dyn std::fmt::Display| self.error("finish import", e);
+        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        tx.set_durability(Durability::Immediate)
+            .map_err(|e| err(&e))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
+            meta.insert(META_INDEXED_THROUGH, through)
+                .map_err(|e| err(&e))?;
+        }
         tx.commit().map_err(|e| err(&e))
     }
 

@@ -9,6 +9,7 @@
 
 pub mod command;
 pub mod config;
+mod copy_wire;
 mod error;
 pub mod format;
 pub mod index_db;
@@ -20,7 +21,9 @@ mod shard;
 pub mod state;
 
 pub use config::{FlushSetting, StoreConfig};
+pub use copy_wire::GrpcReplicaSource;
 pub use error::{StoreOpenError, StoreShutdownError};
 pub use node::Store;
 pub use node::upgrade::{GrpcPeerBuilds, PeerBuilds};
+pub use shard::catch_up::{CopyRequest, ReplicaChunk, ReplicaSource};
 pub use shard::{ShardRaft, ShardStateMachine, ShardTypes};

@@ -143,7 +143,9 @@ impl Store {
     /// shard serves its writes, the others answer them with [`StoreError::NotLeader`]. Shards
     /// with an empty log create their group only when `initialize` (the cluster's first start).
     /// A shard's leader raises its apply semantics only as far as every member's build goes,
-    /// which it learns from `builds` (see [`upgrade`]).
+    /// which it learns from `builds` (see [`upgrade`]). A replica sent a snapshot from another
+    /// member copies the retained log and index the snapshot needs through `source` (ADR 0014).
+    #[allow(clippy::too_many_arguments)]
     pub async fn open_replicated<N, F>(
         cfg: StoreConfig,
         clock: SharedClock,
@@ -152,6 +154,7 @@ impl Store {
         network: F,
         initialize: bool,
         builds: Arc<dyn PeerBuilds>,
+        source: Arc<dyn crate::ReplicaSource>,
     ) -> Result<Arc<Store>, StoreOpenError>
     where
         F: Fn(ShardId) -> N + Send + Sync + 'static,
@@ -169,8 +172,9 @@ impl Store {
         let (shard_cfg, shard_vfs) = (cfg.clone(), vfs.clone());
         let open: OpenMember = Arc::new(move |id, voters, initialize| {
             let (cfg, vfs, network) = (shard_cfg.clone(), shard_vfs.clone(), network(id));
+            let source = source.clone();
             Box::pin(async move {
-                Shard::open_member(&cfg, id, vfs, &voters, network, initialize).await
+                Shard::open_member(&cfg, id, vfs, &voters, network, source, initialize).await
             })
         });
         let replication = Replication {

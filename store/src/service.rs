@@ -41,7 +41,7 @@ impl StoreService {
     ) -> StoreServer<StoreService> {
         StoreServer::new(StoreService { store, registrar })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES.max(crate::copy_wire::MAX_CHUNK_BYTES))
     }
 }
 
@@ -72,6 +72,25 @@ impl StoreRpc for StoreService {
             .map_err(failed)?;
         registrar(shard, Some(raft));
         Ok(Response::new(pb::Empty {}))
+    }
+
+    type CopyShardStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::CopyShardChunk, Status>> + Send + 'static>,
+    >;
+
+    async fn copy_shard(
+        &self,
+        request: Request<pb::CopyShardRequest>,
+    ) -> Result<Response<Self::CopyShardStream>, Status> {
+        use futures::StreamExt;
+        let request = crate::copy_wire::request_from_wire(request.into_inner());
+        let chunks = self.store.copy_shard(request).map_err(failed)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| {
+            chunk
+                .map_err(failed)
+                .and_then(|c| crate::copy_wire::chunk_to_wire(&c).map_err(Status::internal))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn change_members(

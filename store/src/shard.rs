@@ -1,6 +1,7 @@
 //! One shard: an openraft group over a vela-raft segment log, its applied state, and the
 //! signals that connect applies to waiting receivers and to the leader's background tasks.
 
+pub(crate) mod catch_up;
 pub(crate) mod coalesce;
 pub(crate) mod fairness;
 pub(crate) mod scrub;
@@ -32,6 +33,7 @@ use crate::config::{FlushSetting, StoreConfig};
 use crate::error::{StoreOpenError, StoreShutdownError};
 use crate::index_db::{IndexDb, IndexError};
 use crate::state::{ApplyEffects, ScanMemo, ShardState};
+use catch_up::ReplicaSource;
 pub(crate) use state_machine::Applied;
 pub use state_machine::ShardStateMachine;
 use state_machine::decode_snapshot;
@@ -208,6 +210,8 @@ pub(crate) struct Shard {
     pub shared: Arc<ShardShared>,
     pub log: SegmentLogStore<ShardTypes>,
     pub reader: LogHandle<ShardTypes>,
+    /// The snapshot generations (a copy to another replica checks what is kept).
+    pub keeper: SnapshotKeeper<ShardTypes>,
     /// Appends to the shard yield to its consumer work (see `fairness`).
     pub fairness: Arc<fairness::Fairness>,
 }
@@ -234,14 +238,8 @@ async fn open_storage(
     cfg: &StoreConfig,
     id: ShardId,
     vfs: Arc<dyn Vfs>,
-) -> Result<
-    (
-        SegmentLogStore<ShardTypes>,
-        Arc<ShardShared>,
-        ShardStateMachine,
-    ),
-    StoreOpenError,
-> {
+    source: Option<Arc<dyn ReplicaSource>>,
+) -> Result<Storage, StoreOpenError> {
     let dir = cfg.data_dir.join("shards").join(id.to_string());
     let log_error = |source: LogError| StoreOpenError::Log { shard: id, source };
     let snapshots = {
@@ -274,8 +272,34 @@ async fn open_storage(
         .map_err(|e| StoreOpenError::Config(format!("index of shard {id}: {e}")))??
     };
     let shared = index;
-    let sm = ShardStateMachine::new(shared.clone(), keeper, newest);
-    Ok((log, shared, sm))
+    let catch_up = source.map(|source| CatchUp {
+        node_id: cfg.node_id,
+        source,
+        log: log.clone(),
+    });
+    let sm = ShardStateMachine::new(shared.clone(), keeper.clone(), newest, catch_up);
+    Ok(Storage {
+        log,
+        shared,
+        keeper,
+        sm,
+    })
+}
+
+/// What [`open_storage`] opened.
+struct Storage {
+    log: SegmentLogStore<ShardTypes>,
+    shared: Arc<ShardShared>,
+    keeper: SnapshotKeeper<ShardTypes>,
+    sm: ShardStateMachine,
+}
+
+/// How a replica of a replicated shard copies what a snapshot from another member needs
+/// (`catch_up`).
+pub(crate) struct CatchUp {
+    pub node_id: u64,
+    pub source: Arc<dyn ReplicaSource>,
+    pub log: SegmentLogStore<ShardTypes>,
 }
 
 type SnapshotRead = (
@@ -327,9 +351,14 @@ impl Shard {
         id: ShardId,
         vfs: Arc<dyn Vfs>,
     ) -> Result<Arc<Shard>, StoreOpenError> {
-        let (log, shared, sm) = open_storage(cfg, id, vfs).await?;
+        let Storage {
+            log,
+            shared,
+            keeper,
+            sm,
+        } = open_storage(cfg, id, vfs, None).await?;
         let started = start_single_voter(cfg.node_id, raft_config(cfg, id), log.clone(), sm).await;
-        Self::started(id, started, log, shared).await
+        Self::started(id, started, log, shared, keeper).await
     }
 
     /// Opens the shard like [`open`](Self::open) as one member of a group replicated over
@@ -341,13 +370,19 @@ impl Shard {
         vfs: Arc<dyn Vfs>,
         voters: &BTreeMap<u64, String>,
         network: N,
+        source: Arc<dyn ReplicaSource>,
         initialize: bool,
     ) -> Result<Arc<Shard>, StoreOpenError>
     where
         N: RaftNetworkFactory<ShardTypes>,
         N::Network: NetSnapshot<ShardTypes, SnapshotData = Vec<u8>>,
     {
-        let (log, shared, sm) = open_storage(cfg, id, vfs).await?;
+        let Storage {
+            log,
+            shared,
+            keeper,
+            sm,
+        } = open_storage(cfg, id, vfs, Some(source)).await?;
         let voters = voters
             .iter()
             .map(|(&id, addr)| (id, BasicNode::new(addr.clone())))
@@ -362,7 +397,7 @@ impl Shard {
             initialize,
         )
         .await;
-        Self::started(id, started, log, shared).await
+        Self::started(id, started, log, shared, keeper).await
     }
 
     async fn started(
@@ -370,6 +405,7 @@ impl Shard {
         started: Result<ShardRaft, StartError>,
         log: SegmentLogStore<ShardTypes>,
         shared: Arc<ShardShared>,
+        keeper: SnapshotKeeper<ShardTypes>,
     ) -> Result<Arc<Shard>, StoreOpenError> {
         let raft = match started {
             Ok(raft) => raft,
@@ -387,6 +423,7 @@ impl Shard {
             shared,
             log,
             reader,
+            keeper,
             fairness: Arc::default(),
         }))
     }

@@ -21,8 +21,7 @@ use super::{
     MAX_MESSAGE_BYTES, SnapshotBytes, log_id_from_wire, log_id_to_wire, opt_log_id_to_wire, pb,
     vote_from_wire, vote_to_wire,
 };
-use crate::codec::decode_record;
-use crate::entry::{LogTypes, decode_entry, decode_membership};
+use crate::entry::{LogTypes, decode_membership};
 use crate::network::NodeId;
 
 /// Largest snapshot a node accepts.
@@ -36,6 +35,7 @@ where
 {
     node: NodeId,
     groups: RwLock<HashMap<u64, Raft<C, SM>>>,
+    installs: crate::install_gate::InstallGates,
 }
 
 impl<C, SM> RaftServer<C, SM>
@@ -48,6 +48,7 @@ where
         Arc::new(RaftServer {
             node,
             groups: RwLock::new(HashMap::new()),
+            installs: Default::default(),
         })
     }
 
@@ -104,17 +105,8 @@ fn raft_stopped(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft stopped: {e}"))
 }
 
-fn decode_entries<C: LogTypes>(mut bytes: &[u8]) -> Result<Vec<C::Entry>, Status> {
-    let mut entries = Vec::new();
-    while !bytes.is_empty() {
-        let (head, payload, used) = decode_record(bytes)
-            .map_err(|e| Status::invalid_argument(format!("entry {}: {e}", entries.len())))?;
-        let entry = decode_entry::<C>(head, payload)
-            .map_err(|e| Status::invalid_argument(format!("entry {}: {e}", entries.len())))?;
-        entries.push(entry);
-        bytes = &bytes[used..];
-    }
-    Ok(entries)
+fn decode_entries<C: LogTypes>(bytes: &[u8]) -> Result<Vec<C::Entry>, Status> {
+    crate::entry::decode_entries::<C>(bytes).map_err(Status::invalid_argument)
 }
 
 #[tonic::async_trait]
@@ -190,6 +182,7 @@ where
             .header
             .ok_or_else(|| Status::invalid_argument("the first snapshot chunk has no header"))?;
         let raft = self.server.group(header.route.as_ref())?;
+        let group = header.route.as_ref().map_or(0, |r| r.group);
         let vote = header
             .vote
             .as_ref()
@@ -237,8 +230,15 @@ where
             meta,
             snapshot: SM::SnapshotData::from_bytes(data),
         };
-        let reply = raft
-            .install_full_snapshot(vote_from_wire::<C>(vote), snapshot)
+        let reply = self
+            .server
+            .installs
+            .install(
+                (group, self.server.node),
+                raft,
+                vote_from_wire::<C>(vote),
+                snapshot,
+            )
             .await
             .map_err(raft_stopped)?;
         Ok(Response::new(pb::SnapshotReply {

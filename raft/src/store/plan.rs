@@ -99,6 +99,21 @@ impl<C: LogTypes> SegmentLogStore<C> {
     where
         I: IntoIterator<Item = C::Entry>,
     {
+        self.plan_append(entries, callback, false)
+    }
+
+    /// [`append_entries`](Self::append_entries); `restoring` lets an empty log take entries at
+    /// or below openraft's purge point (history restored under a snapshot, see
+    /// [`SegmentLogStore::restore_history`]).
+    fn plan_append<I>(
+        &self,
+        entries: I,
+        callback: Option<IOFlushed<C>>,
+        restoring: bool,
+    ) -> Result<(), LogError>
+    where
+        I: IntoIterator<Item = C::Entry>,
+    {
         let mut buf = Vec::new();
         let mut records: Vec<(C::Entry, usize)> = Vec::new();
         for entry in entries {
@@ -139,7 +154,7 @@ impl<C: LogTypes> SegmentLogStore<C> {
                     found: first.index(),
                 });
             }
-            (None, Some(purged)) if first.index() <= purged.index => {
+            (None, Some(purged)) if first.index() <= purged.index && !restoring => {
                 return Err(LogError::BeforePurged {
                     index: first.index(),
                     purged: purged.index,
@@ -223,6 +238,30 @@ impl<C: LogTypes> SegmentLogStore<C> {
             tx.send(op).map_err(|_| LogError::Closed)?;
         }
         Ok(())
+    }
+
+    /// Replaces the whole log with `entries` (contiguous, oldest first) and waits until they are
+    /// durable. For a replica that installs a snapshot from another member: the entries are the
+    /// retained history below and up to the snapshot, which the state machine reads message
+    /// bodies from (ADR 0014). openraft's purge point is left as it is (openraft purges up to
+    /// the snapshot itself, before or after this; purge is logical, the entries stay).
+    pub async fn restore_history(&self, entries: Vec<C::Entry>) -> Result<(), LogError> {
+        self.truncate_after(None).await?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.plan_append(entries, None, true)?;
+        self.sync().await
+    }
+
+    /// Appends more restored history after [`restore_history`](Self::restore_history) (the
+    /// history arrives in batches); contiguous with what the log holds, waits until durable.
+    pub async fn restore_more_history(&self, entries: Vec<C::Entry>) -> Result<(), LogError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.plan_append(entries, None, true)?;
+        self.sync().await
     }
 
     /// Removes every entry after `last_log_id` (all of them for `None`) and waits until the files

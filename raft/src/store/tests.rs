@@ -254,6 +254,58 @@ async fn truncate_everything_and_purge_past_the_end() {
     assert_eq!(store.reader().first_index(), Some(31));
 }
 
+/// A replica installing a snapshot from another member restores the retained history below it
+/// (ADR 0014), whether openraft purged up to the snapshot before or after: the entries are
+/// readable by the store (not by openraft), appends continue after them, a restart keeps them
+/// and opens for the snapshot.
+#[tokio::test]
+async fn restored_history_below_a_snapshot_is_kept_and_continued() {
+    for purge_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 512, 1 << 20);
+        let mut store = TestStore::open(cfg.clone()).await.unwrap();
+        // Its own stale log, behind the snapshot at 40.
+        append(&store, entries(1, 1..8, 64)).await.unwrap();
+        if purge_first {
+            RaftLogStorage::purge(&mut store, log_id(2, 40))
+                .await
+                .unwrap();
+        }
+        store.restore_history(entries(2, 21..31, 64)).await.unwrap();
+        store
+            .restore_more_history(entries(2, 31..41, 64))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.restore_more_history(entries(2, 42..43, 64)).await,
+            Err(LogError::NonContiguous { .. })
+        ));
+        if !purge_first {
+            RaftLogStorage::purge(&mut store, log_id(2, 40))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.reader().first_index(), Some(21));
+        let state = RaftLogStorage::get_log_state(&mut store).await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 40)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 40)));
+        append(&store, entries(3, 41..46, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        let store = TestStore::open_for_snapshot(cfg, Some(log_id(2, 40)))
+            .await
+            .unwrap();
+        let read = store.reader().entries(21..46).unwrap();
+        assert_eq!(
+            read.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            (21..46).collect::<Vec<_>>(),
+            "purge first: {purge_first}"
+        );
+        store.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn compaction_stops_at_the_purge_point_the_replay_floor_and_the_newest_segment() {
     let dir = tempfile::tempdir().unwrap();

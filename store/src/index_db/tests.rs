@@ -284,3 +284,161 @@ fn tag_keys_find_the_next_tagged_entry_and_are_collected_with_their_entries() {
     );
     assert_eq!(view.first_tagged(1, &[1], 0, 300).expect("reads"), None);
 }
+
+/// Every row of `db` through its own view, one batch.
+fn all_rows(db: &Arc<IndexDb>) -> IndexRows {
+    let view = db.view().expect("view");
+    let mut all = IndexRows::default();
+    for rows in view.export(usize::MAX) {
+        let rows = rows.expect("exports");
+        all.entries.extend(rows.entries);
+        all.tags.extend(rows.tags);
+    }
+    all
+}
+
+#[test]
+fn an_export_imported_into_an_empty_file_answers_the_same() {
+    let vfs = vela_raft::vfs::StdVfs::shared();
+    let from_dir = tempfile::tempdir().expect("tempdir");
+    let from = IndexDb::open(&vfs, from_dir.path(), 1 << 20).expect("opens");
+    // Offsets o have tag (o + 1) % 3, so a third are untagged.
+    from.write(&batch(0, 0..40), 7).expect("writes");
+    from.write(&batch(1, 5..25), 9).expect("writes");
+    from.write(&batch(4, 100..103), 12).expect("writes");
+    let to_dir = tempfile::tempdir().expect("tempdir");
+    let to = IndexDb::open(&vfs, to_dir.path(), 1 << 20).expect("opens");
+
+    let view = from.view().expect("view");
+    let mut batches = 0;
+    for rows in view.export(3) {
+        let rows = rows.expect("exports");
+        assert!(
+            !rows.is_empty() && rows.len() <= 3,
+            "batch of {}",
+            rows.len()
+        );
+        assert!(rows.entries.is_sorted() && rows.tags.is_sorted());
+        to.import(&rows).expect("imports");
+        batches += 1;
+    }
+    to.finish_import(12).expect("finishes");
+    let rows = (40 + 20 + 3) + from.tag_count() as usize;
+    assert_eq!(batches, rows.div_ceil(3));
+    assert_eq!(to.indexed_through().expect("meta"), Some(12));
+    assert_eq!(to.count(), from.count());
+    assert_eq!(to.tag_count(), from.tag_count());
+    assert_eq!(all_rows(&to), all_rows(&from));
+
+    let copy = to.view().expect("view");
+    for queue in 0..6 {
+        for offset in 0..110 {
+            assert_eq!(
+                copy.get(queue, offset).expect("reads"),
+                view.get(queue, offset).expect("reads"),
+                "({queue}, {offset})"
+            );
+        }
+        let range = |v: &IndexView| -> Vec<(u64, IndexEntry)> {
+            v.range(queue, 0, u64::MAX)
+                .expect("range")
+                .map(|r| r.expect("reads"))
+                .collect()
+        };
+        assert_eq!(range(&copy), range(&view));
+        for tags in [&[1][..], &[2], &[1, 2], &[0]] {
+            for from_offset in [0, 6, 20, 39, 101] {
+                assert_eq!(
+                    copy.first_tagged(queue, tags, from_offset, 200)
+                        .expect("reads"),
+                    view.first_tagged(queue, tags, from_offset, 200)
+                        .expect("reads"),
+                    "queue {queue}, tags {tags:?}, from {from_offset}"
+                );
+            }
+        }
+    }
+
+    // A batch of 0 is one row at a time; finishing again sets exactly what it is told.
+    assert!(view.export(0).all(|rows| rows.expect("exports").len() == 1));
+    to.finish_import(3).expect("finishes");
+    assert_eq!(to.indexed_through().expect("meta"), Some(3));
+}
+
+#[test]
+fn an_export_does_not_see_writes_after_its_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vfs = vela_raft::vfs::StdVfs::shared();
+    let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
+    db.write(&batch(0, 0..10), 1).expect("writes");
+    let before = all_rows(&db);
+    let view = db.view().expect("view");
+    let mut export = view.export(4);
+    let first = export.next().expect("a batch").expect("exports");
+    db.write(&batch(0, 10..20), 2).expect("writes");
+    db.write(&batch(1, 0..10), 3).expect("writes");
+    let mut seen = first;
+    for rows in export {
+        let rows = rows.expect("exports");
+        seen.entries.extend(rows.entries);
+        seen.tags.extend(rows.tags);
+    }
+    assert_eq!(seen, before);
+    assert_eq!(seen.entries.len(), 10);
+    assert_ne!(
+        all_rows(&db),
+        before,
+        "the file itself has the later writes"
+    );
+}
+
+#[test]
+fn an_import_is_durable_once_finished() {
+    let from_dir = tempfile::tempdir().expect("tempdir");
+    let std_vfs = vela_raft::vfs::StdVfs::shared();
+    let from = IndexDb::open(&std_vfs, from_dir.path(), 1 << 20).expect("opens");
+    from.write(&batch(0, 0..2_000), 5).expect("writes");
+    from.write(&batch(2, 0..50), 6).expect("writes");
+    let exported = all_rows(&from);
+
+    let sim = SimVfs::new();
+    let dir = Path::new("/shard");
+    let vfs = sim_vfs(&sim);
+    vela_raft::vfs::create_dir_all(&*vfs, dir).expect("dir");
+    let db = IndexDb::open(&vfs, dir, 1 << 20).expect("opens");
+    for rows in from.view().expect("view").export(500) {
+        db.import(&rows.expect("exports")).expect("imports");
+    }
+    db.finish_import(6).expect("finishes");
+    let crashed = sim.crash(CrashMode::DropAllUnsynced);
+    drop(db);
+    let vfs = sim_vfs(&crashed);
+    let db = IndexDb::open(&vfs, dir, 1 << 20).expect("reopens after a power cut");
+    assert_eq!(db.indexed_through().expect("meta"), Some(6));
+    assert_eq!(all_rows(&db), exported);
+    let view = db.view().expect("view");
+    assert_eq!(view.get(0, 1_999).expect("reads"), Some(entry(2_000)));
+    assert_eq!(view.first_tagged(2, &[2], 0, 50).expect("reads"), Some(1));
+}
+
+#[test]
+fn an_import_refuses_a_damaged_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vfs = vela_raft::vfs::StdVfs::shared();
+    let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
+    let mut value = encode_entry(0, 1, &entry(2));
+    value[10] ^= 1;
+    let rows = IndexRows {
+        entries: vec![(encode_key(0, 1), value)],
+        tags: vec![],
+    };
+    let err = db.import(&rows).expect_err("refused");
+    assert!(err.to_string().contains("damaged"), "{err}");
+    assert_eq!(db.count(), 0);
+    let moved = IndexRows {
+        entries: vec![(encode_key(0, 2), encode_entry(0, 1, &entry(2)))],
+        tags: vec![],
+    };
+    db.import(&moved)
+        .expect_err("an entry under another key is refused");
+}

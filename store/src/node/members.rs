@@ -12,9 +12,12 @@ use tracing::{info, warn};
 use vela_proto::domain::ShardId;
 use vela_proto::store_api::StoreError;
 
+use tokio::sync::mpsc;
+
 use super::Store;
 use super::scoped::move_leadership;
 use crate::shard::{Shard, ShardTypes};
+use crate::{CopyRequest, ReplicaChunk};
 
 /// How long one call waits for new members to catch up before it answers `Unavailable` (the
 /// caller calls again; nothing is lost by waiting across calls).
@@ -134,6 +137,18 @@ impl Store {
             shard,
             leader: Some(successor),
         })
+    }
+
+    /// What a replica of `request.shard` installing snapshot `request.snapshot_index` needs
+    /// from this node's replica (ADR 0014), as a stream of batches; `Unavailable` when this
+    /// replica no longer keeps that generation or that log. Any member may answer, leader or
+    /// not.
+    pub fn copy_shard(
+        &self,
+        request: CopyRequest,
+    ) -> Result<mpsc::Receiver<Result<ReplicaChunk, StoreError>>, StoreError> {
+        let local = self.shard(request.shard)?;
+        crate::shard::catch_up::export(&local.shard, request)
     }
 
     /// Deletes this node's replica of `shard`, which is no longer one of the shard's members:

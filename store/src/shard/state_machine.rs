@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vela_raft::generations::{Generation, SnapshotKeeper};
 
-use super::{ShardShared, ShardTypes};
+use super::catch_up::Fill;
+use super::{CatchUp, ShardShared, ShardTypes};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::index_db::{IndexDb, IndexError, IndexView};
 use crate::state::{APPLY_VERSION, ApplyEffects, DedupWindow, IndexEntry, LegacyState, ShardState};
@@ -92,6 +93,14 @@ impl SnapshotState {
         match self {
             SnapshotState::Current(s) => s.shard(),
             SnapshotState::Format2(s) => s.shard(),
+        }
+    }
+
+    /// Where the log the state reads message bodies from starts.
+    fn truncated_below(&self) -> u64 {
+        match self {
+            SnapshotState::Current(s) => s.truncated_below(),
+            SnapshotState::Format2(s) => s.truncated_below(),
         }
     }
 }
@@ -187,6 +196,9 @@ pub struct ShardStateMachine {
     /// Floors of the newest generation this process built (the older kept one, once the next
     /// is built): garbage collection of the index file stays above them.
     floors: Arc<parking_lot::Mutex<Option<Floors>>>,
+    /// A replica of a replicated shard: how it copies what a snapshot from another member
+    /// needs (`None` for a single voter, which never installs one).
+    catch_up: Option<CatchUp>,
 }
 
 impl ShardStateMachine {
@@ -194,6 +206,7 @@ impl ShardStateMachine {
         shared: Arc<ShardShared>,
         keeper: SnapshotKeeper<ShardTypes>,
         opened_with: Option<Generation<(SnapshotMetaOf<ShardTypes>, Vec<u8>)>>,
+        catch_up: Option<CatchUp>,
     ) -> Self {
         Self {
             shared,
@@ -202,7 +215,48 @@ impl ShardStateMachine {
             opened_with: opened_with.map(|g| g.value),
             flushing: None,
             floors: Arc::default(),
+            catch_up,
         }
+    }
+
+    /// Copies what the snapshot `file` from another member needs and this replica lacks: the
+    /// retained log below it and the queue index entries (see `catch_up`).
+    async fn copy_what_the_snapshot_needs(&self, file: &SnapshotFile) -> Result<(), io::Error> {
+        let (Some(catch_up), Some(snapshot)) = (&self.catch_up, file.meta.last_log_id) else {
+            return Ok(());
+        };
+        let index = match &file.state {
+            SnapshotState::Current(state) => {
+                let db = self.index().clone();
+                let through = tokio::task::spawn_blocking(move || db.indexed_through())
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(io::Error::from)?;
+                through.unwrap_or(0) < state.last_indexing()
+            }
+            // A format-2 snapshot carries its index entries.
+            SnapshotState::Format2(_) => false,
+        };
+        // Every other member (the leader that sent the snapshot keeps that generation; a member
+        // that does not answers at once).
+        let members: Vec<(u64, String)> = file
+            .meta
+            .last_membership
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != catch_up.node_id)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let fill = Fill {
+            shard: self.shared.shard,
+            snapshot,
+            floor: file.state.truncated_below(),
+            index,
+            members,
+            log: &catch_up.log,
+            db: self.index(),
+        };
+        fill.run(catch_up.source.as_ref()).await
     }
 
     fn index(&self) -> &Arc<IndexDb> {
@@ -371,6 +425,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             )));
         }
         self.settle_flush(true).await?;
+        self.copy_what_the_snapshot_needs(&file).await?;
         let db = self.index().clone();
         let shard = self.shared.shard;
         let (mut state, view) = tokio::task::spawn_blocking(move || {

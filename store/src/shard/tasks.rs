@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use openraft::async_runtime::WatchReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vela_proto::clock::SharedClock;
@@ -166,9 +165,9 @@ pub(crate) async fn enforce_retention(
 }
 
 /// The leader's part of retention: writes a `Truncate` when the policy cuts further than the
-/// shard is truncated. The cut never passes what the state still needs, nor what a replica has
-/// not replicated yet: until a replica can catch up through a snapshot that ships the retained
-/// segments, the log it still needs stays (a replica that is down holds retention back).
+/// shard is truncated. The cut never passes what the state still needs. It follows the policy,
+/// not the slowest replica: a replica that needs log retention removed catches up through a
+/// snapshot and copies the retained log and index from a member (ADR 0014).
 async fn propose_truncation(
     shard: &Shard,
     policy: RetentionPolicy,
@@ -182,7 +181,6 @@ async fn propose_truncation(
         let parked = applied.state.lowest_parked_log_index().unwrap_or(u64::MAX);
         (applied_next.min(parked), applied.state.truncated_below())
     };
-    let cap = cap.min(replicated_floor(shard, truncated_below));
     let Some(cut) = retention_cut(&shard.log.segments(), now, policy, cap) else {
         return Ok(());
     };
@@ -194,33 +192,6 @@ async fn propose_truncation(
             .await?;
     }
     Ok(())
-}
-
-/// The lowest "next index" any replica of the shard still needs from the leader's log (the
-/// leader's own replication progress); `u64::MAX` for a group of one. Every voter counts (a
-/// voter that is down holds retention back). A learner counts only while it is catching up from
-/// the log (it has everything below `floor`, where the log now starts): one that needs entries
-/// retention already removed can only catch up through a snapshot, so holding the log for it
-/// would keep the shard from ever removing anything (ADR 0014).
-fn replicated_floor(shard: &Shard, floor: u64) -> u64 {
-    let metrics = shard.raft.metrics().borrow_watched().clone();
-    let Some(replication) = metrics.replication else {
-        return u64::MAX;
-    };
-    let id = shard.raft.node_id();
-    let voters: std::collections::BTreeSet<u64> =
-        metrics.membership_config.membership().voter_ids().collect();
-    replication
-        .iter()
-        .filter(|(node, _)| *node != id)
-        .map(|(node, matched)| {
-            let next = matched.as_ref().map_or(0, |m| m.index.saturating_add(1));
-            (node, next)
-        })
-        .filter(|(node, next)| voters.contains(*node) || *next >= floor)
-        .map(|(_, next)| next)
-        .min()
-        .unwrap_or(u64::MAX)
 }
 
 /// Removes this replica's log below `cut` (which its state has truncated): a snapshot that holds

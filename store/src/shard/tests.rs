@@ -47,9 +47,10 @@ impl StoreBuilder<ShardTypes, SegmentLogStore<ShardTypes>, ShardStateMachine, Te
             flush: self.flush,
             ..StoreConfig::default()
         };
-        let (log, _shared, sm) = open_storage(&cfg, SHARD, vela_raft::vfs::StdVfs::shared())
-            .await
-            .map_err(|e| storage_error(&e))?;
+        let Storage { log, sm, .. } =
+            open_storage(&cfg, SHARD, vela_raft::vfs::StdVfs::shared(), None)
+                .await
+                .map_err(|e| storage_error(&e))?;
         Ok((dir, log, sm))
     }
 }
@@ -182,7 +183,7 @@ fn state_machine(dir: &std::path::Path, shard: ShardId) -> (Arc<ShardShared>, Sh
     )
     .expect("snapshot directory");
     let keeper = vela_raft::generations::SnapshotKeeper::new(generations, None).expect("keeper");
-    let sm = ShardStateMachine::new(shared.clone(), keeper, None);
+    let sm = ShardStateMachine::new(shared.clone(), keeper, None, None);
     (shared, sm)
 }
 

@@ -47,6 +47,11 @@ impl LegacyState {
     }
 
     /// The current state and the entries its queues hold. Queues get index keys in key order.
+    /// Where the log the state reads message bodies from starts.
+    pub fn truncated_below(&self) -> u64 {
+        self.truncated_below
+    }
+
     pub fn upgrade(self) -> (ShardState, EntryMap) {
         let mut entries = EntryMap::new();
         let mut queues = BTreeMap::new();

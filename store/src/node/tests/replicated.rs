@@ -80,6 +80,34 @@ impl PeerBuilds for Builds {
     }
 }
 
+/// Replica copies between the nodes of an in-process cluster: straight from the other store.
+struct LocalSource {
+    nodes: Nodes,
+}
+
+#[async_trait]
+impl crate::ReplicaSource for LocalSource {
+    async fn fetch(
+        &self,
+        node: u64,
+        _addr: &str,
+        request: crate::CopyRequest,
+    ) -> Result<futures::stream::BoxStream<'static, Result<crate::ReplicaChunk, String>>, String>
+    {
+        use futures::StreamExt;
+        let store = self
+            .nodes
+            .lock()
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| format!("node {node} is down"))?;
+        let chunks = store.copy_shard(request).map_err(|e| e.to_string())?;
+        Ok(tokio_stream::wrappers::ReceiverStream::new(chunks)
+            .map(|c| c.map_err(|e| e.to_string()))
+            .boxed())
+    }
+}
+
 /// The running nodes, shared with the client tasks of a test.
 type Nodes = Arc<parking_lot::Mutex<BTreeMap<NodeId, Arc<Store>>>>;
 
@@ -197,6 +225,9 @@ impl Cluster {
                     move |shard| hub.network(u64::from(shard), id),
                     true,
                     Arc::new(self.builds.clone()),
+                    Arc::new(LocalSource {
+                        nodes: self.nodes.clone(),
+                    }),
                 )
                 .await
             }
@@ -215,6 +246,7 @@ impl Cluster {
                     },
                     true,
                     builds,
+                    Arc::new(crate::GrpcReplicaSource::new()),
                 )
                 .await
             }
@@ -260,6 +292,18 @@ impl Cluster {
             }
         }
         self.nodes.lock().insert(id, store);
+    }
+
+    /// Makes node `id`'s replica of `shard` (opened while it runs) reachable over Raft.
+    fn register(&self, shard: ShardId, id: NodeId, raft: crate::ShardRaft) {
+        match self.transport {
+            Transport::InProcess => self.hub.register(u64::from(shard), id, raft),
+            Transport::Grpc => {
+                if let Some(served) = self.served.get(&id) {
+                    served.server.register(u64::from(shard), raft);
+                }
+            }
+        }
     }
 
     /// Makes node `id` unreachable: peers see refused requests from now on.

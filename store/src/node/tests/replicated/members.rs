@@ -21,7 +21,7 @@ async fn place(cluster: &Cluster, ids: &[NodeId]) -> NodeId {
             .open_shard(PLACED, members.clone(), OpenMode::Create)
             .await
             .expect("opens the placed shard");
-        cluster.hub.register(u64::from(PLACED), id, raft);
+        cluster.register(PLACED, id, raft);
     }
     placed_leader(cluster, PLACED).await
 }
@@ -33,7 +33,7 @@ async fn join(cluster: &Cluster, node: NodeId, members: &BTreeMap<u64, String>) 
         .open_shard(PLACED, members.clone(), OpenMode::Join)
         .await
         .expect("joins");
-    cluster.hub.register(u64::from(PLACED), node, raft);
+    cluster.register(PLACED, node, raft);
 }
 
 /// A node that leads `PLACED` (members that left or have not joined yet may not know it).
@@ -120,13 +120,20 @@ fn voters(store: &Store) -> BTreeSet<u64> {
 
 /// Makes `node` lead `PLACED` and returns everything it delivers.
 async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
-    let leader = leading(cluster).await;
-    if leader != node {
-        cluster
-            .node(leader)
-            .transfer_leader(PLACED, node)
-            .await
-            .expect("hands the shard to the node");
+    // It may still be catching up: hand over until it takes the shard.
+    for attempt in 0.. {
+        let leader = leading(cluster).await;
+        if leader == node {
+            break;
+        }
+        match cluster.node(leader).transfer_leader(PLACED, node).await {
+            Ok(()) => break,
+            Err(err) if attempt < 60 => {
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("node {node} never took the shard over: {err}"),
+        }
     }
     let store = cluster.node(node);
     let mut got = Vec::new();
@@ -279,51 +286,106 @@ fn small_segments(id: NodeId) -> StoreConfig {
     }
 }
 
-/// Retention removed the start of the shard's log. A node that joins then cannot catch up from
-/// the log, and the snapshot it is sent holds neither the index entries nor the bodies the state
-/// refers to (ADR 0014): it must never become a voter. The change keeps answering
-/// `Unavailable`, the shard keeps its members and serves, and the stuck learner does not hold
-/// retention back.
+/// Sends 100 messages of ~400 bytes to `PLACED` through `leader` (with 8 KiB segments and a
+/// 16 KiB retention, retention then removes most of them).
+async fn fill(cluster: &Cluster, leader: NodeId, tag: &str) -> Vec<String> {
+    let body = "x".repeat(400);
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let batch: Vec<String> = (0..5).map(|j| format!("{tag}{i:02}-{j}-{body}")).collect();
+        append_serving(&cluster.node(leader), on_placed(&batch)).await;
+        sent.extend(batch);
+    }
+    sent
+}
+
+/// `got` is what is left of `sent` after retention removed its start: a non-empty, proper
+/// suffix, in order.
+fn assert_retained_suffix(got: &[String], sent: &[String]) {
+    assert!(
+        !got.is_empty() && got.len() < sent.len(),
+        "{} of {}",
+        got.len(),
+        sent.len()
+    );
+    assert_eq!(got, &sent[sent.len() - got.len()..], "a suffix, in order");
+}
+
+/// Retention removed the start of the shard's log on every member, so a node that joins is
+/// sent a snapshot: it copies the retained log and the index from a member (ADR 0014), becomes
+/// a voter, and then leads with every retained message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_learner_behind_the_retention_floor_is_never_promoted() {
+async fn a_learner_behind_the_retention_floor_copies_what_is_retained() {
     let (_clock, shared) = manual_clock();
     let cluster = Cluster::start_configured(&[1, 2, 3, 4], 47, shared, small_segments).await;
     cluster.leader().await;
     let leader = place(&cluster, &[1, 2, 3]).await;
-    let body = "x".repeat(400);
-    for i in 0..20 {
-        let batch: Vec<String> = (0..5).map(|j| format!("{i:02}-{j}-{body}")).collect();
-        append_serving(&cluster.node(leader), on_placed(&batch)).await;
+    let sent = fill(&cluster, leader, "a").await;
+    for id in [1, 2, 3] {
+        let cuts = cluster
+            .node(id)
+            .enforce_retention()
+            .await
+            .expect("retention");
+        if id == leader {
+            assert!(cuts[&PLACED].is_some(), "retention removed log: {cuts:?}");
+        }
     }
-    let cuts = cluster
-        .node(leader)
-        .enforce_retention()
-        .await
-        .expect("retention");
-    assert!(cuts[&PLACED].is_some(), "retention removed log: {cuts:?}");
 
     let target = members_of(&cluster, &[1, 2, 3, 4]);
     join(&cluster, 4, &target).await;
-    for _ in 0..2 {
-        match cluster.node(leader).change_members(PLACED, &target).await {
-            Err(StoreError::Unavailable(why)) => assert!(why.contains("catching up"), "{why}"),
-            other => panic!("a learner without the retained log was promoted: {other:?}"),
-        }
+    change_members(&cluster, &target).await;
+    assert_eq!(voters(&cluster.node(4)), BTreeSet::from([1, 2, 3, 4]));
+    let got = drain_from(&cluster, 4).await;
+    assert_retained_suffix(&got, &sent);
+    cluster.shutdown().await;
+}
+
+/// A voter is down through two retention passes (retention follows the policy, not the
+/// slowest voter). Back, it is sent a snapshot, copies what is retained, and then leads with
+/// every retained message, including those sent while it was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_down_through_two_retention_passes_catches_up_and_serves_everything_retained() {
+    voter_down_through_retention(Transport::InProcess).await;
+}
+
+/// The same with Raft and the copy over gRPC on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_down_through_retention_catches_up_over_grpc() {
+    voter_down_through_retention(Transport::Grpc).await;
+}
+
+async fn voter_down_through_retention(transport: Transport) {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_full(
+        transport,
+        &[1, 2, 3],
+        53,
+        shared,
+        BTreeMap::new(),
+        small_segments,
+    )
+    .await;
+    cluster.leader().await;
+    let leader = place(&cluster, &[1, 2, 3]).await;
+    let down = [1, 2, 3].into_iter().find(|&n| n != leader).unwrap_or(3);
+    let mut sent = fill(&cluster, leader, "before").await;
+    cluster.power_cut(down).await;
+    let mut cuts = Vec::new();
+    for pass in ["one", "two"] {
+        let leader = leading(&cluster).await;
+        sent.extend(fill(&cluster, leader, pass).await);
+        let cut = cluster
+            .node(leader)
+            .enforce_retention()
+            .await
+            .expect("retention")[&PLACED];
+        assert!(cut.is_some(), "pass {pass} removed log");
+        cuts.push(cut);
     }
-    assert_eq!(voters(&cluster.node(leader)), BTreeSet::from([1, 2, 3]));
-    // It does not hold retention back either: the shard goes on removing old log.
-    for i in 20..40 {
-        let batch: Vec<String> = (0..5).map(|j| format!("{i:02}-{j}-{body}")).collect();
-        append_serving(&cluster.node(leader), on_placed(&batch)).await;
-    }
-    let later = cluster
-        .node(leader)
-        .enforce_retention()
-        .await
-        .expect("retention");
-    assert!(
-        later[&PLACED] > cuts[&PLACED],
-        "retention moved on: {cuts:?} then {later:?}"
-    );
+    assert!(cuts[1] > cuts[0], "the second pass cut further: {cuts:?}");
+    cluster.open(down).await;
+    let got = drain_from(&cluster, down).await;
+    assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;
 }
