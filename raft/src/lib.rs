@@ -37,6 +37,6 @@ mod test_support;
 
 pub use error::LogError;
 pub use store::{
-    FlushMode, LogHandle, LogStoreConfig, MAX_SEGMENT_SIZE, ScrubReport, SegmentInfo,
+    FlushMode, LogHandle, LogStoreConfig, MAX_SEGMENT_SIZE, ReadPin, ScrubReport, SegmentInfo,
     SegmentLogStore,
 };

@@ -316,11 +316,12 @@ where
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
         let timeout = option.hard_ttl();
+        let (hub, key) = (self.hub.clone(), (self.group, self.to));
         Ok(self
-            .deliver(
-                timeout,
-                |raft| async move { raft.append_entries(rpc).await },
-            )
+            .deliver(timeout, |raft| async move {
+                hub.installs.pass(key).await;
+                raft.append_entries(rpc).await
+            })
             .await?)
     }
 

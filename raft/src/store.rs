@@ -179,6 +179,10 @@ pub(crate) struct LogIndex<C: LogTypes> {
     /// Compaction never deletes a segment holding an index at or above this: what the state
     /// machine's kept snapshot generations need to be replayed (`None`: nothing may go).
     pub(crate) replay_floor: Option<u64>,
+    /// Readers that must keep reading from an index on (a copy to another replica), by pin id:
+    /// compaction never deletes a segment holding an index at or above the lowest.
+    pub(crate) read_pins: std::collections::BTreeMap<u64, u64>,
+    pub(crate) next_pin: u64,
     /// Bumped by every truncation, so a read planned before one can tell.
     pub(crate) truncations: u64,
     /// Segments whose offsets are pinned until their footer is written (usually none).
@@ -262,6 +266,18 @@ impl<C: LogTypes> Drop for Inner<C> {
         {
             tracing::error!(dir = %self.cfg.dir.display(), "log writer thread panicked");
         }
+    }
+}
+
+/// Keeps entries from compaction while it lives (see [`SegmentLogStore::pin_from`]).
+pub struct ReadPin<C: LogTypes> {
+    inner: Arc<Inner<C>>,
+    id: u64,
+}
+
+impl<C: LogTypes> Drop for ReadPin<C> {
+    fn drop(&mut self) {
+        self.inner.state.write().read_pins.remove(&self.id);
     }
 }
 
@@ -377,6 +393,19 @@ impl<C: LogTypes> SegmentLogStore<C> {
         self.inner.state.write().replay_floor = floor;
     }
 
+    /// Keeps every entry from `from` on (that the log holds now) from compaction until the
+    /// returned pin is dropped: for a reader that streams them elsewhere.
+    pub fn pin_from(&self, from: u64) -> ReadPin<C> {
+        let mut st = self.inner.state.write();
+        let id = st.next_pin;
+        st.next_pin += 1;
+        st.read_pins.insert(id, from);
+        ReadPin {
+            inner: self.inner.clone(),
+            id,
+        }
+    }
+
     /// Deletes the whole segments below `below` (retention), oldest first, and returns the
     /// segments deleted. A segment goes only if every record in it is below `below`, below the
     /// replay floor and at or below openraft's purge point: compaction never removes what a
@@ -392,7 +421,8 @@ impl<C: LogTypes> SegmentLogStore<C> {
                 return Ok(Vec::new());
             };
             let purged_next = st.last_purged.as_ref().map_or(0, |p| p.index + 1);
-            let limit = below.min(floor).min(purged_next);
+            let pinned = st.read_pins.values().min().copied().unwrap_or(u64::MAX);
+            let limit = below.min(floor).min(purged_next).min(pinned);
             let mut removed = Vec::new();
             while st.segments.len() > 1
                 && st

@@ -29,6 +29,13 @@ pub enum StoreOpenError {
         #[source]
         source: crate::index_db::IndexError,
     },
+    #[error(
+        "shard {shard}'s log was being replaced by a copy from another member when this node \
+         stopped ({dir}/RESTORING): the replica is incomplete and is not opened; a configured \
+         shard cannot be replaced by the controller, so restore this node's copy from a backup \
+         or rebuild the shard's replicas"
+    )]
+    Restoring { shard: ShardId, dir: String },
     #[error("starting raft for shard {shard} failed: {source}")]
     Raft {
         shard: ShardId,

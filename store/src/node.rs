@@ -212,11 +212,14 @@ impl Store {
                 crate::format::check_or_init(vfs.as_ref(), &dir, &shards)?;
                 let placed = crate::placed::read(vfs.as_ref(), &dir)?;
                 // A placed shard whose log is gone (a partly wiped disk) is not reopened empty:
-                // it stays out until it is replaced (ADR 0013).
+                // it stays out until it is replaced (ADR 0013). One whose log was being
+                // replaced when the node stopped is incomplete: deleted, then replaced the same
+                // way (ADR 0014).
                 Ok::<_, crate::format::FormatError>(
                     placed
                         .into_iter()
                         .filter(|id| {
+                            crate::shard::restoring::drop_if_marked(vfs.as_ref(), &dir, *id);
                             let log = dir.join("shards").join(id.to_string()).join("log");
                             let kept = vfs.is_dir(&log);
                             if !kept {

@@ -4,6 +4,7 @@
 pub(crate) mod catch_up;
 pub(crate) mod coalesce;
 pub(crate) mod fairness;
+pub(crate) mod restoring;
 pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;
@@ -242,6 +243,20 @@ async fn open_storage(
 ) -> Result<Storage, StoreOpenError> {
     let dir = cfg.data_dir.join("shards").join(id.to_string());
     let log_error = |source: LogError| StoreOpenError::Log { shard: id, source };
+    let marked = {
+        let (vfs, dir) = (vfs.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || restoring::is_marked(vfs.as_ref(), &dir))
+            .await
+            .map_err(|e| StoreOpenError::Config(format!("shard {id} directory: {e}")))?
+            .map_err(|e| StoreOpenError::Config(format!("shard {id} directory: {e}")))?
+    };
+    if marked {
+        return Err(StoreOpenError::Restoring {
+            shard: id,
+            dir: dir.display().to_string(),
+        });
+    }
+    let (catch_up_vfs, catch_up_dir) = (vfs.clone(), dir.clone());
     let snapshots = {
         let (vfs, dir) = (vfs.clone(), dir.clone());
         tokio::task::spawn_blocking(move || read_snapshots(vfs, &dir))
@@ -276,6 +291,8 @@ async fn open_storage(
         node_id: cfg.node_id,
         source,
         log: log.clone(),
+        vfs: catch_up_vfs,
+        dir: catch_up_dir,
     });
     let sm = ShardStateMachine::new(shared.clone(), keeper.clone(), newest, catch_up);
     Ok(Storage {
@@ -300,6 +317,9 @@ pub(crate) struct CatchUp {
     pub node_id: u64,
     pub source: Arc<dyn ReplicaSource>,
     pub log: SegmentLogStore<ShardTypes>,
+    /// The shard's directory (for the `restoring` mark).
+    pub vfs: Arc<dyn Vfs>,
+    pub dir: std::path::PathBuf,
 }
 
 type SnapshotRead = (

@@ -126,6 +126,8 @@ where
             .vote
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("AppendEntries without a vote"))?;
+        let group = req.route.as_ref().map_or(0, |r| r.group);
+        self.server.installs.pass((group, self.server.node)).await;
         let rpc = AppendEntriesRequest::<C> {
             vote: vote_from_wire::<C>(vote),
             prev_log_id: req.prev_log_id.as_ref().map(log_id_from_wire),

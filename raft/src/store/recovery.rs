@@ -142,6 +142,8 @@ pub(super) fn open_blocking<C: LogTypes>(
         vote,
         committed,
         replay_floor: None,
+        read_pins: Default::default(),
+        next_pin: 0,
         truncations: 0,
         pinned: 0,
         cache: EntryCache::new(cfg.cache_bytes),

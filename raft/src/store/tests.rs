@@ -337,8 +337,16 @@ async fn compaction_stops_at_the_purge_point_the_replay_floor_and_the_newest_seg
         before.len() - removed.len()
     );
 
-    // Everything below the purge point, floor lifted: all but the newest segment.
+    // A reader's pin holds what it reads; dropped, it holds nothing.
     store.set_replay_floor(Some(u64::MAX));
+    let pinned_from = store.reader().first_index().unwrap() + 1;
+    let pin = store.pin_from(pinned_from);
+    let removed = store.compact_below(u64::MAX).await.unwrap();
+    assert!(removed.iter().all(|s| s.last_index < Some(pinned_from)));
+    assert!(store.reader().first_index().unwrap() <= pinned_from);
+    drop(pin);
+
+    // Everything below the purge point, floor lifted: all but the newest segment.
     store.compact_below(u64::MAX).await.unwrap();
     assert_eq!(store.segments().len(), 1);
     assert_eq!(store.reader().last_index(), Some(40));

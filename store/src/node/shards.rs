@@ -159,6 +159,7 @@ impl Store {
         let has_log = {
             let (vfs, dir) = (vfs.clone(), dir.clone());
             tokio::task::spawn_blocking(move || {
+                crate::shard::restoring::drop_if_marked(vfs.as_ref(), &dir, shard);
                 vfs.is_dir(&dir.join("shards").join(shard.to_string()).join("log"))
             })
             .await

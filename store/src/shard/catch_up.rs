@@ -9,7 +9,10 @@
 //! The source reads the index through one read view (a consistent copy, unaffected by writes
 //! meanwhile) taken while the generation is still kept (so garbage collection has removed
 //! nothing the generation needs), and the log entries through the store's reader (which sees
-//! below openraft's logical purge point).
+//! below openraft's logical purge point), pinned against retention until the copy ends.
+//!
+//! The receiver marks the replica `restoring` before it touches anything (see `restoring`);
+//! the transports hold appends to it while the install runs (`vela_raft::install_gate`).
 
 use std::io;
 use std::sync::Arc;
@@ -110,6 +113,8 @@ pub(crate) fn export(
             "this replica keeps generations {kept:?}"
         )));
     }
+    // Retention must not remove what the copy is about to read (checked after pinning).
+    let pin = request.log_from.map(|from| shard.log.pin_from(from));
     if let Some(from) = request.log_from {
         let (first, last) = (shard.reader.first_index(), shard.reader.last_index());
         if first.is_none_or(|f| f > from) || last.is_none_or(|l| l < request.snapshot_index) {
@@ -124,6 +129,7 @@ pub(crate) fn export(
     let reader = shard.reader.clone();
     let id = shard.id;
     tokio::task::spawn_blocking(move || {
+        let _pinned = pin;
         let send = |chunk| tx.blocking_send(chunk).is_ok();
         if let Some(view) = view {
             for rows in view.export(INDEX_BATCH) {
@@ -208,9 +214,8 @@ impl Fill<'_> {
                 .is_some_and(|e| e.log_id() == self.snapshot)
     }
 
-    /// Copies what is missing from the first member that has it, trying each in turn until
-    /// [`COPY_PATIENCE`] runs out.
-    pub async fn run(&self, source: &dyn ReplicaSource) -> Result<(), io::Error> {
+    /// What must be copied (`None`: the replica has all the snapshot needs).
+    pub fn request(&self) -> Option<CopyRequest> {
         // A floor past the snapshot: the state refers to nothing in the log.
         let needs_log = self.floor <= self.snapshot.index && !self.log_present();
         let request = CopyRequest {
@@ -219,9 +224,16 @@ impl Fill<'_> {
             log_from: needs_log.then_some(self.floor),
             index: self.index,
         };
-        if request.log_from.is_none() && !request.index {
-            return Ok(());
-        }
+        (request.log_from.is_some() || request.index).then_some(request)
+    }
+
+    /// Copies `request` from the first member that has it, trying each in turn until
+    /// [`COPY_PATIENCE`] runs out.
+    pub async fn run(
+        &self,
+        source: &dyn ReplicaSource,
+        request: CopyRequest,
+    ) -> Result<(), io::Error> {
         let deadline = tokio::time::Instant::now() + COPY_PATIENCE;
         let mut failures = Vec::new();
         loop {

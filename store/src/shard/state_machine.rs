@@ -220,10 +220,11 @@ impl ShardStateMachine {
     }
 
     /// Copies what the snapshot `file` from another member needs and this replica lacks: the
-    /// retained log below it and the queue index entries (see `catch_up`).
-    async fn copy_what_the_snapshot_needs(&self, file: &SnapshotFile) -> Result<(), io::Error> {
+    /// retained log below it and the queue index entries (see `catch_up`). `true` when it
+    /// copied: the replica is then marked `restoring` until the snapshot is durable.
+    async fn copy_what_the_snapshot_needs(&self, file: &SnapshotFile) -> Result<bool, io::Error> {
         let (Some(catch_up), Some(snapshot)) = (&self.catch_up, file.meta.last_log_id) else {
-            return Ok(());
+            return Ok(false);
         };
         let index = match &file.state {
             SnapshotState::Current(state) => {
@@ -256,7 +257,28 @@ impl ShardStateMachine {
             log: &catch_up.log,
             db: self.index(),
         };
-        fill.run(catch_up.source.as_ref()).await
+        let Some(request) = fill.request() else {
+            return Ok(false);
+        };
+        // Before the log or the index is touched: a stop from here on leaves a replica that
+        // matches no snapshot generation.
+        let (vfs, dir) = (catch_up.vfs.clone(), catch_up.dir.clone());
+        tokio::task::spawn_blocking(move || super::restoring::mark(vfs.as_ref(), &dir))
+            .await
+            .map_err(io::Error::other)??;
+        fill.run(catch_up.source.as_ref(), request).await?;
+        Ok(true)
+    }
+
+    /// Removes the `restoring` mark once the installed snapshot is durable.
+    async fn restored(&self) -> Result<(), io::Error> {
+        let Some(catch_up) = &self.catch_up else {
+            return Ok(());
+        };
+        let (vfs, dir) = (catch_up.vfs.clone(), catch_up.dir.clone());
+        tokio::task::spawn_blocking(move || super::restoring::clear(vfs.as_ref(), &dir))
+            .await
+            .map_err(io::Error::other)?
     }
 
     fn index(&self) -> &Arc<IndexDb> {
@@ -425,7 +447,7 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
             )));
         }
         self.settle_flush(true).await?;
-        self.copy_what_the_snapshot_needs(&file).await?;
+        let copied = self.copy_what_the_snapshot_needs(&file).await?;
         let db = self.index().clone();
         let shard = self.shared.shard;
         let (mut state, view) = tokio::task::spawn_blocking(move || {
@@ -446,6 +468,9 @@ impl RaftStateMachine<ShardTypes> for ShardStateMachine {
                 .persist_installed(index, Arc::new(snapshot))
                 .await
                 .map_err(io::Error::from)?;
+        }
+        if copied {
+            self.restored().await?;
         }
         {
             let mut applied = self.shared.applied.write();

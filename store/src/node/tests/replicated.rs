@@ -54,6 +54,8 @@ struct Cluster {
     builds: Builds,
     /// Each node's configuration (`node_config` unless a test changes it before a restart).
     config: fn(NodeId) -> StoreConfig,
+    /// Makes in-process replica copies stall (see `LocalSource`).
+    stall_copies: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the in-process cluster's shard leaders learn of each node's build: a running node knows
@@ -81,8 +83,11 @@ impl PeerBuilds for Builds {
 }
 
 /// Replica copies between the nodes of an in-process cluster: straight from the other store.
+/// While `stall` is set, a copy sends its first batch, waits two seconds and fails (a node can
+/// be stopped in the middle of one).
 struct LocalSource {
     nodes: Nodes,
+    stall: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -102,9 +107,16 @@ impl crate::ReplicaSource for LocalSource {
             .cloned()
             .ok_or_else(|| format!("node {node} is down"))?;
         let chunks = store.copy_shard(request).map_err(|e| e.to_string())?;
-        Ok(tokio_stream::wrappers::ReceiverStream::new(chunks)
-            .map(|c| c.map_err(|e| e.to_string()))
-            .boxed())
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(chunks)
+            .map(|c| c.map_err(|e| e.to_string()));
+        if !self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(chunks.boxed());
+        }
+        let stalled = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Err("the copy stalled (test)".to_owned())
+        });
+        Ok(chunks.take(1).chain(stalled).boxed())
     }
 }
 
@@ -197,6 +209,7 @@ impl Cluster {
             },
             nodes,
             config,
+            stall_copies: Arc::default(),
         };
         for &id in ids {
             cluster.disks.insert(id, SimVfs::new());
@@ -227,6 +240,7 @@ impl Cluster {
                     Arc::new(self.builds.clone()),
                     Arc::new(LocalSource {
                         nodes: self.nodes.clone(),
+                        stall: self.stall_copies.clone(),
                     }),
                 )
                 .await

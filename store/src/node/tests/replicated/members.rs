@@ -389,3 +389,71 @@ async fn voter_down_through_retention(transport: Transport) {
     assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;
 }
+
+/// A joining node stops (its power is cut) while it copies what the snapshot needs, its log
+/// half replaced. Back, the incomplete replica is deleted, not opened: it is a lost replica
+/// (`Resume` is refused), which leaves the group and joins again, then catches up and serves
+/// everything retained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_in_the_middle_of_a_copy_drops_the_incomplete_replica_and_joins_again() {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_configured(&[1, 2, 3, 4], 59, shared, small_segments).await;
+    cluster.leader().await;
+    let leader = place(&cluster, &[1, 2, 3]).await;
+    let sent = fill(&cluster, leader, "a").await;
+    for id in [1, 2, 3] {
+        cluster
+            .node(id)
+            .enforce_retention()
+            .await
+            .expect("retention");
+    }
+    cluster
+        .stall_copies
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let target = members_of(&cluster, &[1, 2, 3, 4]);
+    join(&cluster, 4, &target).await;
+    // Added as a learner (the call answers "catching up"); it is sent a snapshot and copies.
+    let at = leading(&cluster).await;
+    let _ = cluster.node(at).change_members(PLACED, &target).await;
+    let mark = std::path::PathBuf::from(format!(
+        "/data/store-4/shards/{PLACED}/{}",
+        crate::shard::restoring::FILE
+    ));
+    for attempt in 0.. {
+        if cluster.disks[&4].file_paths().contains(&mark) {
+            break;
+        }
+        assert!(attempt < 200, "node 4 never started copying");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.power_cut(4).await;
+    cluster
+        .stall_copies
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    cluster.open(4).await;
+    assert!(!cluster.node(4).shard_ids().contains(&PLACED));
+    assert!(
+        !cluster.disks[&4]
+            .file_paths()
+            .iter()
+            .any(|p| p.starts_with(format!("/data/store-4/shards/{PLACED}"))),
+        "the incomplete replica is deleted"
+    );
+    let resumed = cluster
+        .node(4)
+        .open_shard(PLACED, target.clone(), OpenMode::Resume)
+        .await;
+    assert!(
+        matches!(resumed, Err(StoreError::ReplicaLost(_))),
+        "{resumed:?}"
+    );
+    // Out of the group, then in again as an empty learner that catches up.
+    change_members(&cluster, &members_of(&cluster, &[1, 2, 3])).await;
+    join(&cluster, 4, &target).await;
+    change_members(&cluster, &target).await;
+    assert_eq!(voters(&cluster.node(4)), BTreeSet::from([1, 2, 3, 4]));
+    let got = drain_from(&cluster, 4).await;
+    assert_retained_suffix(&got, &sent);
+    cluster.shutdown().await;
+}
