@@ -105,6 +105,11 @@ fn observe(reports: &[StoreNodeReport]) -> (BTreeSet<u64>, BTreeMap<ShardId, Obs
         .map(|(shard, members)| {
             let mut seen = Observed::default();
             for (node, status) in &members {
+                if status.role == MemberRole::Stopped {
+                    // Its Raft stopped on an error: told to open again (the store reopens it
+                    // from its files, or reports it lost), as if it were not there.
+                    continue;
+                }
                 seen.present.insert(*node);
                 // A member with no voters is uninitialized: it has no group to join yet.
                 if !status.voters.is_empty() {
@@ -367,6 +372,8 @@ mod tests {
         unsettled: bool,
         /// Nodes that follow a newer leader in term 2 (which does not report).
         moved_on: BTreeSet<u64>,
+        /// Nodes whose replica's Raft stopped on an error.
+        stopped: BTreeSet<u64>,
         refuse: bool,
         opens: Mutex<Vec<(ShardId, u64, OpenMode)>>,
         changes: Mutex<Vec<(ShardId, Vec<u64>)>>,
@@ -381,6 +388,11 @@ mod tests {
                 }
                 Some((_, voters, _)) => (MemberRole::Follower, voters.clone(), Vec::new()),
                 None => (MemberRole::Follower, vec![1], Vec::new()),
+            };
+            let role = if self.stopped.contains(&node) {
+                MemberRole::Stopped
+            } else {
+                role
             };
             let voters = if self.uninitialized.contains(&node) {
                 Vec::new()
@@ -590,6 +602,20 @@ mod tests {
         assert!(matches!(&round.opened[..], [(4, 1, Create, Err(_))]));
         reconcile_once(&store, &addrs(), &placed(4, &[1], false)).await;
         assert_eq!(store.opens.lock().len(), 2);
+    }
+
+    /// A replica whose Raft stopped on an error (an install whose copy failed) is told to open
+    /// again: as a member (`Resume`), whose store reopens it or reports it lost.
+    #[tokio::test]
+    async fn a_member_whose_raft_stopped_is_told_to_open_again() {
+        let store = Nodes {
+            group: Some((1, vec![1, 2, 3], vec![])),
+            stopped: BTreeSet::from([3]),
+            ..nodes(&[(1, Some(&[7])), (2, Some(&[7])), (3, Some(&[7]))])
+        };
+        reconcile_once(&store, &addrs(), &placed(7, &[1, 2, 3], true)).await;
+        assert_eq!(*store.opens.lock(), vec![(7, 3, Resume)]);
+        assert!(store.changes.lock().is_empty());
     }
 
     /// A move from {1,2,3} to {2,3,4}, one round per observed step: node 4 joins, then the

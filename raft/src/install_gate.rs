@@ -11,11 +11,12 @@
 //! transports hold a repeated install until the one in progress has finished, hold every
 //! `AppendEntries` to the member while an install is in progress (the leader sees a slow
 //! follower and retries), keep the member from running for election meanwhile (its heartbeats
-//! are held too), and run each install in a task of its own, so a request that goes away (a
+//! are held too, and so are leadership transfers to it), and run each install in a task of its own, so a request that goes away (a
 //! deadline, a dropped connection) cannot end the wait early.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use openraft::error::Fatal;
 use openraft::raft::SnapshotResponse;
@@ -24,13 +25,22 @@ use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{Raft, RaftTypeConfig};
 use parking_lot::Mutex;
 
-/// One member's gate: held exclusively by the install in progress, passed shared by appends.
-type Gate = Arc<tokio::sync::RwLock<()>>;
+/// One member's gate: held exclusively by the install in progress, shared by appends and
+/// leadership transfers while they run; `installs` counts the installs holding or awaiting it.
+#[derive(Default)]
+struct Gate {
+    lock: Arc<tokio::sync::RwLock<()>>,
+    installs: AtomicUsize,
+}
+
+/// What an `AppendEntries` or a leadership transfer holds while it reaches the member: no
+/// install of the member starts before it is dropped.
+pub(crate) type Passage = Option<tokio::sync::OwnedRwLockReadGuard<()>>;
 
 /// The install gates of one node (or of an in-process hub), by (group, member).
 #[derive(Default)]
 pub(crate) struct InstallGates {
-    gates: Mutex<HashMap<(u64, u64), Gate>>,
+    gates: Mutex<HashMap<(u64, u64), Arc<Gate>>>,
 }
 
 impl InstallGates {
@@ -49,7 +59,8 @@ impl InstallGates {
     {
         let gate = self.gates.lock().entry(key).or_default().clone();
         tokio::spawn(async move {
-            let _one_at_a_time = gate.write().await;
+            gate.installs.fetch_add(1, Ordering::AcqRel);
+            let one_at_a_time = gate.lock.clone().write_owned().await;
             // With appends held, heartbeats are too: the member must not take them missing for
             // a dead leader and run for election with a log it is still rewriting.
             raft.runtime_config().elect(false);
@@ -57,7 +68,12 @@ impl InstallGates {
                 .install_full_snapshot(vote, snapshot)
                 .await
                 .map_err(|e: Fatal<C>| e.to_string());
-            raft.runtime_config().elect(true);
+            // The held appends go first; elections resume once no install holds or awaits the
+            // gate (a later one turns them off again when it takes the gate).
+            drop(one_at_a_time);
+            if gate.installs.fetch_sub(1, Ordering::AcqRel) == 1 {
+                raft.runtime_config().elect(true);
+            }
             installed
         })
         .await
@@ -65,11 +81,13 @@ impl InstallGates {
     }
 
     /// Waits until no install of member `key.1` of group `key.0` is in progress (at once when
-    /// none is): an `AppendEntries` passes here before it reaches the member.
-    pub(crate) async fn pass(&self, key: (u64, u64)) {
+    /// none is) and keeps any from starting until the returned passage is dropped: an
+    /// `AppendEntries` or a leadership transfer holds it while it reaches the member.
+    pub(crate) async fn pass(&self, key: (u64, u64)) -> Passage {
         let gate = self.gates.lock().get(&key).cloned();
-        if let Some(gate) = gate {
-            drop(gate.read().await);
+        match gate {
+            Some(gate) => Some(gate.lock.clone().read_owned().await),
+            None => None,
         }
     }
 }

@@ -319,7 +319,7 @@ where
         let (hub, key) = (self.hub.clone(), (self.group, self.to));
         Ok(self
             .deliver(timeout, |raft| async move {
-                hub.installs.pass(key).await;
+                let _passage = hub.installs.pass(key).await;
                 raft.append_entries(rpc).await
             })
             .await?)
@@ -353,8 +353,11 @@ where
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
         let timeout = option.hard_ttl();
+        let (hub, key) = (self.hub.clone(), (self.group, self.to));
         Ok(self
             .deliver(timeout, |raft| async move {
+                // A member installing a snapshot must not be told to run for election.
+                let _passage = hub.installs.pass(key).await;
                 raft.handle_transfer_leader(req).await
             })
             .await?)

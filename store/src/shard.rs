@@ -493,20 +493,24 @@ impl Shard {
 
     /// Stops Raft and closes the log (flushing it).
     pub async fn close(&self) -> Result<(), StoreShutdownError> {
-        self.raft
+        let raft = self
+            .raft
             .shutdown()
             .await
             .map_err(|e| StoreShutdownError::Raft {
                 shard: self.id,
                 reason: e.to_string(),
-            })?;
-        self.log
+            });
+        // The log is closed (and its directory unlocked) whatever the Raft said.
+        let log = self
+            .log
             .shutdown()
             .await
             .map_err(|source| StoreShutdownError::Log {
                 shard: self.id,
                 source,
-            })
+            });
+        raft.and(log)
     }
 
     /// Proposes `command` and returns what applying it answered, once committed and applied.

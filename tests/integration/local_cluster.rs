@@ -12,7 +12,7 @@ pub(crate) struct LocalCluster {
     pub file: serde_json::Value,
     pub proxies: Vec<String>,
     _reaper: Reaper,
-    _dir: tempfile::TempDir,
+    _dir: LogsOnPanic,
 }
 
 impl LocalCluster {
@@ -27,7 +27,7 @@ impl LocalCluster {
             .arg("--base-port")
             .arg(base.to_string())
             .args(args)
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "warn")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -66,7 +66,7 @@ impl LocalCluster {
             file,
             proxies,
             _reaper: reaper,
-            _dir: dir,
+            _dir: LogsOnPanic(dir),
         }
     }
 
@@ -153,6 +153,35 @@ pub(crate) fn cluster_status(proxy: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The cluster's directory; when the test fails, the tail of every process's log goes to
+/// stderr first, so a failure in CI says what the nodes saw.
+struct LogsOnPanic(tempfile::TempDir);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(roles) = std::fs::read_dir(self.0.path()) else {
+            return;
+        };
+        let mut logs: Vec<_> = roles
+            .flatten()
+            .map(|e| e.path().join("vela.log"))
+            .filter(|p| p.exists())
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("==== {} (last 80 of {} lines)", log.display(), lines.len());
+            for line in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
 }
 
 /// Kills the cluster's processes if the test ends early (a panic): killing local-cluster

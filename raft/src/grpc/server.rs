@@ -127,7 +127,8 @@ where
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("AppendEntries without a vote"))?;
         let group = req.route.as_ref().map_or(0, |r| r.group);
-        self.server.installs.pass((group, self.server.node)).await;
+        // Held until the member has taken the entries in: no install starts under them.
+        let _passage = self.server.installs.pass((group, self.server.node)).await;
         let rpc = AppendEntriesRequest::<C> {
             vote: vote_from_wire::<C>(vote),
             prev_log_id: req.prev_log_id.as_ref().map(log_id_from_wire),
@@ -269,6 +270,9 @@ where
             req.to_node,
             req.last_log_id.as_ref().map(log_id_from_wire),
         );
+        // A member installing a snapshot must not be told to run for election.
+        let group = req.route.as_ref().map_or(0, |r| r.group);
+        let _passage = self.server.installs.pass((group, self.server.node)).await;
         use pb::transfer_leader_reply::Result as R;
         let result = match raft
             .handle_transfer_leader(request)

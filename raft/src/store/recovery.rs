@@ -115,6 +115,25 @@ pub(super) fn open_blocking<C: LogTypes>(
                 .map_err(|e| LogError::io("saving purged log id", &files.purged, e))?;
             last_purged = Some(*snap);
         }
+        // A replica that installed a snapshot from another member restored the history below
+        // it (ADR 0014) and may have stopped before openraft saved the purge point up to the
+        // snapshot: the log then starts past the purge point, and openraft would look for the
+        // entries in between. The snapshot covers them; the purge point comes up to it.
+        if let Some(first) = first_physical
+            && last_purged.as_ref().map_or(0, |p| p.index + 1) < first
+        {
+            tracing::info!(
+                dir = %dir.display(),
+                purged = ?last_purged.as_ref().map(|p| p.index),
+                first,
+                snapshot = snap.index,
+                "raising the purge point to the snapshot: the log starts past it"
+            );
+            let state = postcard::to_allocvec(&Some(StoredLogId::of(snap)))?;
+            snapshot_file::write_atomic(vfs.as_ref(), &files.purged, &state)
+                .map_err(|e| LogError::io("saving purged log id", &files.purged, e))?;
+            last_purged = Some(*snap);
+        }
         if committed.as_ref().is_some_and(|c| c.index < snap.index) {
             committed = Some(*snap);
         }

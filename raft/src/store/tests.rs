@@ -306,6 +306,46 @@ async fn restored_history_below_a_snapshot_is_kept_and_continued() {
     }
 }
 
+/// A replica that restored the history below an installed snapshot and stopped before openraft
+/// saved the purge point up to the snapshot: at the next open the log starts past the saved
+/// purge point, which comes up to the snapshot (openraft would otherwise look for the entries
+/// in between), and the restored entries stay readable.
+#[tokio::test]
+async fn a_stop_before_the_purge_after_a_restore_raises_the_purge_point_to_the_snapshot() {
+    for purged_before in [None, Some(log_id(1, 5))] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 512, 1 << 20);
+        let mut store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, entries(1, 1..8, 64)).await.unwrap();
+        if let Some(purged) = purged_before {
+            RaftLogStorage::purge(&mut store, purged).await.unwrap();
+        }
+        store.restore_history(entries(2, 21..41, 64)).await.unwrap();
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        let mut store = TestStore::open_for_snapshot(cfg.clone(), Some(log_id(2, 40)))
+            .await
+            .unwrap();
+        let state = RaftLogStorage::get_log_state(&mut store).await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id,
+            Some(log_id(2, 40)),
+            "{purged_before:?}"
+        );
+        assert_eq!(state.last_log_id, Some(log_id(2, 40)));
+        assert_eq!(store.reader().first_index(), Some(21));
+        assert_eq!(store.reader().entries(21..41).unwrap().len(), 20);
+        store.shutdown().await.unwrap();
+        drop(store);
+        // Saved: the next open finds it so.
+        let mut store = TestStore::open(cfg).await.unwrap();
+        let state = RaftLogStorage::get_log_state(&mut store).await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 40)));
+        store.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn compaction_stops_at_the_purge_point_the_replay_floor_and_the_newest_segment() {
     let dir = tempfile::tempdir().unwrap();

@@ -164,23 +164,30 @@ impl Store {
         }
         // Checked again: leadership may have come meanwhile.
         self.removable(shard)?;
-        if let Some(local) = self.shards().get(&shard).cloned() {
-            {
-                let mut shards = self.shards.write();
-                let mut map = BTreeMap::clone(&shards);
-                map.remove(&shard);
-                *shards = std::sync::Arc::new(map);
-            }
-            local.appends.close();
-            local.cancel.cancel();
-            // Every background task of the shard has ended before its files go.
-            local.tasks.close();
-            local.tasks.wait().await;
-            if let Err(err) = local.shard.close().await {
-                warn!(shard, error = %err, "closing a removed shard");
-            }
-        }
+        self.detach(shard).await;
         self.delete_replica_files(shard).await
+    }
+
+    /// Stops serving `shard` here: out of the map, its background work ended, its replica
+    /// closed (the files stay). Callers hold `opening`.
+    pub(super) async fn detach(&self, shard: ShardId) {
+        let Some(local) = self.shards().get(&shard).cloned() else {
+            return;
+        };
+        {
+            let mut shards = self.shards.write();
+            let mut map = BTreeMap::clone(&shards);
+            map.remove(&shard);
+            *shards = std::sync::Arc::new(map);
+        }
+        local.appends.close();
+        local.cancel.cancel();
+        // Every background task of the shard has ended before its files are touched.
+        local.tasks.close();
+        local.tasks.wait().await;
+        if let Err(err) = local.shard.close().await {
+            warn!(shard, error = %err, "closing a detached shard");
+        }
     }
 
     /// Whether this node may delete its replica of `shard` (see [`Store::remove_shard`]).

@@ -129,6 +129,17 @@ impl Store {
             )));
         }
         let _one_at_a_time = self.opening.lock().await;
+        let stopped = self.shards().get(&shard).and_then(|local| {
+            let metrics = local.shard.raft.metrics().borrow_watched().clone();
+            metrics.running_state.err()
+        });
+        if let Some(fatal) = stopped {
+            // Its Raft stopped on an error (a snapshot install whose copy failed, a disk
+            // error): opened again from its files, as a restart would (a replica marked
+            // restoring is deleted below and then replaced as lost).
+            warn!(shard, error = %fatal, "reopening a replica whose Raft stopped");
+            self.detach(shard).await;
+        }
         if let Some(local) = self.shards().get(&shard) {
             let uninitialized = local
                 .shard

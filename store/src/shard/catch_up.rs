@@ -11,11 +11,13 @@
 //! nothing the generation needs), and the log entries through the store's reader (which sees
 //! below openraft's logical purge point), pinned against retention until the copy ends.
 //!
-//! The receiver marks the replica `restoring` before it touches anything (see `restoring`);
+//! The receiver marks the replica `restoring` just before its first write (see `restoring`);
 //! the transports hold appends to it while the install runs (`vela_raft::install_gate`).
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +30,7 @@ use tracing::{info, warn};
 use vela_proto::domain::ShardId;
 use vela_proto::store_api::StoreError;
 use vela_raft::SegmentLogStore;
+use vela_raft::vfs::Vfs;
 
 use super::{Shard, ShardTypes};
 use crate::index_db::{IndexDb, IndexRows};
@@ -64,6 +67,11 @@ pub trait ReplicaSource: Send + Sync + 'static {
         addr: &str,
         request: CopyRequest,
     ) -> Result<BoxStream<'static, Result<ReplicaChunk, String>>, String>;
+
+    /// How long an install keeps trying the members before it gives up.
+    fn patience(&self) -> Duration {
+        COPY_PATIENCE
+    }
 }
 
 /// Index rows per batch (~56 bytes each).
@@ -74,8 +82,8 @@ const LOG_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 const LOG_BATCH_ENTRIES: u64 = 1024;
 /// Batches a copy reads ahead of the network.
 const READ_AHEAD: usize = 4;
-/// How long an install keeps trying the members before it gives up (the replica then stops,
-/// and restarting the node tries again).
+/// How long an install keeps trying the members before it gives up (the replica's Raft then
+/// stops; the controller's next open reopens it, see `Store::open_shard`).
 const COPY_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The source side: streams `request` from this node's replica of `shard`. Refused while the
@@ -200,6 +208,33 @@ pub(crate) struct Fill<'a> {
     pub members: Vec<(u64, String)>,
     pub log: &'a SegmentLogStore<ShardTypes>,
     pub db: &'a Arc<IndexDb>,
+    /// Marks the replica `restoring`, once, just before the copy first writes.
+    pub restoring: Restoring,
+}
+
+/// The `restoring` mark of the replica a [`Fill`] writes to (see `restoring`), made once.
+pub(crate) struct Restoring {
+    pub vfs: Arc<dyn Vfs>,
+    pub dir: PathBuf,
+    pub marked: AtomicBool,
+}
+
+impl Restoring {
+    /// Makes the mark durable unless it already is: from here on a stop leaves a replica that
+    /// matches no snapshot generation. Nothing is marked while the copy has written nothing (a
+    /// copy that cannot start leaves an intact replica as it was).
+    async fn before_writing(&self) -> Result<(), String> {
+        if self.marked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (vfs, dir) = (self.vfs.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || super::restoring::mark(vfs.as_ref(), &dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("marking the replica restoring: {e}"))?;
+        self.marked.store(true, Ordering::Release);
+        Ok(())
+    }
 }
 
 impl Fill<'_> {
@@ -227,14 +262,14 @@ impl Fill<'_> {
         (request.log_from.is_some() || request.index).then_some(request)
     }
 
-    /// Copies `request` from the first member that has it, trying each in turn until
-    /// [`COPY_PATIENCE`] runs out.
+    /// Copies `request` from the first member that has it, trying each in turn until the
+    /// source's patience ([`COPY_PATIENCE`]) runs out.
     pub async fn run(
         &self,
         source: &dyn ReplicaSource,
         request: CopyRequest,
     ) -> Result<(), io::Error> {
-        let deadline = tokio::time::Instant::now() + COPY_PATIENCE;
+        let deadline = tokio::time::Instant::now() + source.patience();
         let mut failures = Vec::new();
         loop {
             for (node, addr) in &self.members {
@@ -282,6 +317,7 @@ impl Fill<'_> {
         while let Some(chunk) = stream.next().await {
             match chunk? {
                 ReplicaChunk::Index(rows) => {
+                    self.restoring.before_writing().await?;
                     let db = self.db.clone();
                     tokio::task::spawn_blocking(move || db.import(&rows))
                         .await
@@ -299,6 +335,7 @@ impl Fill<'_> {
                         ));
                     }
                     next = entries.last().map(|e| e.index() + 1);
+                    self.restoring.before_writing().await?;
                     let written = if restored {
                         self.log.restore_more_history(entries).await
                     } else {
@@ -326,6 +363,7 @@ impl Fill<'_> {
             }
         }
         if request.index {
+            self.restoring.before_writing().await?;
             let (db, through) = (self.db.clone(), self.snapshot.index);
             tokio::task::spawn_blocking(move || db.finish_import(through))
                 .await

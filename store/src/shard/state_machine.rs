@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use futures::{Stream, TryStreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -25,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vela_raft::generations::{Generation, SnapshotKeeper};
 
-use super::catch_up::Fill;
+use super::catch_up::{Fill, Restoring};
 use super::{CatchUp, ShardShared, ShardTypes};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::index_db::{IndexDb, IndexError, IndexView};
@@ -256,16 +257,15 @@ impl ShardStateMachine {
             members,
             log: &catch_up.log,
             db: self.index(),
+            restoring: Restoring {
+                vfs: catch_up.vfs.clone(),
+                dir: catch_up.dir.clone(),
+                marked: AtomicBool::new(false),
+            },
         };
         let Some(request) = fill.request() else {
             return Ok(false);
         };
-        // Before the log or the index is touched: a stop from here on leaves a replica that
-        // matches no snapshot generation.
-        let (vfs, dir) = (catch_up.vfs.clone(), catch_up.dir.clone());
-        tokio::task::spawn_blocking(move || super::restoring::mark(vfs.as_ref(), &dir))
-            .await
-            .map_err(io::Error::other)??;
         fill.run(catch_up.source.as_ref(), request).await?;
         Ok(true)
     }

@@ -118,6 +118,11 @@ impl crate::ReplicaSource for LocalSource {
         });
         Ok(chunks.take(1).chain(stalled).boxed())
     }
+
+    /// Short, so a copy that fails for good fails its install within a test.
+    fn patience(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 /// The running nodes, shared with the client tasks of a test.

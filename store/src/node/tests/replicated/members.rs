@@ -457,3 +457,71 @@ async fn a_node_stopped_in_the_middle_of_a_copy_drops_the_incomplete_replica_and
     assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;
 }
+
+/// A copy that fails for good while the node runs (every member stalls until the source's
+/// patience runs out): the install fails, the replica's Raft stops and reports so. Told to open
+/// it again (as the controller does for a stopped replica), the node deletes the marked replica
+/// and answers that it is lost; it leaves, joins again and serves everything retained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_fails_for_good_stops_the_replica_until_it_is_opened_again() {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_configured(&[1, 2, 3, 4], 61, shared, small_segments).await;
+    cluster.leader().await;
+    let leader = place(&cluster, &[1, 2, 3]).await;
+    let sent = fill(&cluster, leader, "f").await;
+    for id in [1, 2, 3] {
+        cluster
+            .node(id)
+            .enforce_retention()
+            .await
+            .expect("retention");
+    }
+    cluster
+        .stall_copies
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let target = members_of(&cluster, &[1, 2, 3, 4]);
+    join(&cluster, 4, &target).await;
+    let at = leading(&cluster).await;
+    let _ = cluster.node(at).change_members(PLACED, &target).await;
+    for attempt in 0.. {
+        let stopped = cluster.node(4).member_statuses().iter().any(|m| {
+            m.shard == PLACED && m.status.role == vela_proto::cluster_status::MemberRole::Stopped
+        });
+        if stopped {
+            break;
+        }
+        assert!(attempt < 600, "node 4's install never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mark = std::path::PathBuf::from(format!(
+        "/data/store-4/shards/{PLACED}/{}",
+        crate::shard::restoring::FILE
+    ));
+    assert!(cluster.disks[&4].file_paths().contains(&mark));
+    cluster
+        .stall_copies
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let resumed = cluster
+        .node(4)
+        .open_shard(PLACED, target.clone(), OpenMode::Resume)
+        .await;
+    assert!(
+        matches!(resumed, Err(StoreError::ReplicaLost(_))),
+        "{resumed:?}"
+    );
+    assert!(!cluster.node(4).shard_ids().contains(&PLACED));
+    assert!(
+        !cluster.disks[&4]
+            .file_paths()
+            .iter()
+            .any(|p| p.starts_with(format!("/data/store-4/shards/{PLACED}"))),
+        "the incomplete replica is deleted"
+    );
+    change_members(&cluster, &members_of(&cluster, &[1, 2, 3])).await;
+    join(&cluster, 4, &target).await;
+    change_members(&cluster, &target).await;
+    assert_eq!(voters(&cluster.node(4)), BTreeSet::from([1, 2, 3, 4]));
+    let got = drain_from(&cluster, 4).await;
+    assert_retained_suffix(&got, &sent);
+    cluster.shutdown().await;
+}
