@@ -24,6 +24,7 @@ type Hub = LocalHub<ShardTypes, ShardStateMachine>;
 
 mod faults;
 mod members;
+mod moves;
 
 /// How the nodes of a test cluster reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,13 @@ impl crate::ReplicaSource for LocalSource {
     fn patience(&self) -> Duration {
         Duration::from_secs(5)
     }
+}
+
+/// The Raft addresses of nodes `ids`, as members are named to a shard.
+fn members_of(cluster: &Cluster, ids: &[NodeId]) -> BTreeMap<u64, String> {
+    ids.iter()
+        .map(|&id| (id, cluster.addrs[&id].to_string()))
+        .collect()
 }
 
 /// The running nodes, shared with the client tasks of a test.

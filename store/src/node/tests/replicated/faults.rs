@@ -35,25 +35,50 @@ const MAX_SENDS: usize = 1000;
 const ATTEMPT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
-struct Oracle {
+pub(super) struct Oracle {
     /// Bodies whose send was acknowledged.
-    sent: BTreeSet<String>,
+    pub(super) sent: BTreeSet<String>,
     /// Bodies a send was attempted for.
-    attempted: BTreeSet<String>,
+    pub(super) attempted: BTreeSet<String>,
     /// (queue, offset) of messages whose ack was acknowledged.
-    acked: BTreeSet<(u32, u64)>,
+    pub(super) acked: BTreeSet<(u32, u64)>,
     /// Every body delivered.
-    delivered: BTreeSet<String>,
+    pub(super) delivered: BTreeSet<String>,
     /// Where each body was delivered from: more than one (queue, offset) is a duplicate append.
     stored_at: BTreeMap<String, (u32, u64)>,
     violations: Vec<String>,
 }
 
+impl Oracle {
+    /// Fails (naming `context`) if the oracle saw a violation or an acknowledged send never
+    /// came, or if fewer than half of the sends were acknowledged.
+    pub(super) fn check(&self, context: &str) {
+        let missing: Vec<&String> = self.sent.difference(&self.delivered).collect();
+        assert!(
+            self.violations.is_empty(),
+            "{context}: violations {:?}",
+            self.violations
+        );
+        assert!(
+            missing.is_empty(),
+            "{context}: acknowledged sends never delivered: {missing:?}"
+        );
+        assert!(
+            self.sent.len() * 2 >= self.attempted.len(),
+            "{context}: only {} of {} sends were acknowledged",
+            self.sent.len(),
+            self.attempted.len()
+        );
+    }
+}
+
 /// How the test's clients reach the store.
 #[derive(Clone)]
-enum Clients {
+pub(super) enum Clients {
     /// Straight to the node the running nodes agree leads shard 0 (sends go to shard 0).
     Leader(Nodes),
+    /// Straight to a running node that leads the placed shard (sends go to it).
+    Placed(Nodes, ShardId),
     /// Through a proxy's `RemoteStore` over gRPC, which finds leaders itself (sends alternate
     /// between the shards; receives cover both).
     Remote(Arc<vela_proto::store_client::RemoteStore>),
@@ -67,6 +92,14 @@ impl Clients {
                 let store: Arc<dyn StoreApi> = nodes.lock().get(&leader)?.clone();
                 Some(store)
             }
+            Clients::Placed(nodes, shard) => {
+                let nodes = nodes.lock();
+                let store: Arc<dyn StoreApi> = nodes
+                    .iter()
+                    .find(|(id, store)| store.shard_leader(*shard) == Some(**id))
+                    .map(|(_, store)| store.clone())?;
+                Some(store)
+            }
             Clients::Remote(remote) => Some(remote.clone()),
         }
     }
@@ -75,13 +108,14 @@ impl Clients {
     fn shard_of(&self, i: usize) -> ShardId {
         match self {
             Clients::Leader(_) => 0,
+            Clients::Placed(_, shard) => *shard,
             Clients::Remote(_) => SHARDS[i % SHARDS.len()],
         }
     }
 }
 
 /// Sends `body` until a node acknowledges it or `attempts` run out.
-async fn send(clients: &Clients, i: usize, body: &str, attempts: u32) -> bool {
+pub(super) async fn send(clients: &Clients, i: usize, body: &str, attempts: u32) -> bool {
     let shard = clients.shard_of(i);
     for _ in 0..attempts {
         if let Some(store) = clients.store() {
@@ -101,7 +135,7 @@ async fn send(clients: &Clients, i: usize, body: &str, attempts: u32) -> bool {
 }
 
 /// One receive, acking what came; returns how many messages came.
-async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<Oracle>) -> usize {
+pub(super) async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<Oracle>) -> usize {
     let Some(store) = clients.store() else {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return 0;
@@ -143,6 +177,83 @@ async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<Oracle>) ->
     deliveries.len()
 }
 
+/// A producer sending numbered messages (one every 20 ms, at most [`MAX_SENDS`]) and a
+/// consumer receiving and acking, both recorded by one oracle.
+pub(super) struct Load {
+    clients: Clients,
+    oracle: Arc<parking_lot::Mutex<Oracle>>,
+    producing: Arc<AtomicBool>,
+    consuming: Arc<AtomicBool>,
+    producer: tokio::task::JoinHandle<()>,
+    consumer: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// Starts both; bodies are `<prefix>-<n>`.
+    pub(super) fn start(clients: Clients, prefix: String) -> Load {
+        let oracle = Arc::new(parking_lot::Mutex::new(Oracle::default()));
+        let producing = Arc::new(AtomicBool::new(true));
+        let consuming = Arc::new(AtomicBool::new(true));
+        let producer = {
+            let (clients, oracle, producing) = (clients.clone(), oracle.clone(), producing.clone());
+            tokio::spawn(async move {
+                for i in 0..MAX_SENDS {
+                    if !producing.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let body = format!("{prefix}-{i:03}");
+                    oracle.lock().attempted.insert(body.clone());
+                    if send(&clients, i, &body, 100).await {
+                        oracle.lock().sent.insert(body);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let consumer = {
+            let (clients, oracle, consuming) = (clients.clone(), oracle.clone(), consuming.clone());
+            tokio::spawn(async move {
+                while consuming.load(Ordering::SeqCst) {
+                    receive_once(&clients, &oracle).await;
+                }
+            })
+        };
+        Load {
+            clients,
+            oracle,
+            producing,
+            consuming,
+            producer,
+            consumer,
+        }
+    }
+
+    /// Stops the producer (its send in progress finishes first).
+    pub(super) async fn stop_producing(&mut self) {
+        self.producing.store(false, Ordering::SeqCst);
+        (&mut self.producer).await.expect("producer task");
+    }
+
+    /// Stops the consumer, lets in-flight deliveries expire (`clock` moves past their
+    /// invisibility), receives what is left and returns the oracle.
+    pub(super) async fn drain(self, clock: &ManualClock) -> Oracle {
+        self.consuming.store(false, Ordering::SeqCst);
+        self.consumer.await.expect("consumer task");
+        clock.advance(Duration::from_secs(31));
+        let mut empty = 0;
+        let mut rounds = 0;
+        while empty < 5 && rounds < 400 {
+            rounds += 1;
+            empty = if receive_once(&self.clients, &self.oracle).await == 0 {
+                empty + 1
+            } else {
+                0
+            };
+        }
+        std::mem::take(&mut *self.oracle.lock())
+    }
+}
+
 async fn schedule(seed: u64, transport: Transport) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let (clock, shared) = manual_clock();
@@ -153,35 +264,7 @@ async fn schedule(seed: u64, transport: Transport) {
         Transport::InProcess => Clients::Leader(cluster.nodes.clone()),
         Transport::Grpc => Clients::Remote(cluster.remote_store()),
     };
-    let oracle = Arc::new(parking_lot::Mutex::new(Oracle::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-
-    let producing = Arc::new(AtomicBool::new(true));
-    let producer = {
-        let (clients, oracle, producing) = (clients.clone(), oracle.clone(), producing.clone());
-        tokio::spawn(async move {
-            for i in 0..MAX_SENDS {
-                if !producing.load(Ordering::SeqCst) {
-                    break;
-                }
-                let body = format!("s{seed}-{i:03}");
-                oracle.lock().attempted.insert(body.clone());
-                if send(&clients, i, &body, 100).await {
-                    oracle.lock().sent.insert(body);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
-    let consumer = {
-        let (clients, oracle, stop) = (clients.clone(), oracle.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                receive_once(&clients, &oracle).await;
-            }
-        })
-    };
-
+    let mut load = Load::start(clients, format!("s{seed}"));
     let faults = cluster.faults.clone();
     let mut log = Vec::new();
     let mut partitioned = false;
@@ -243,8 +326,7 @@ async fn schedule(seed: u64, transport: Transport) {
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
     }
-    producing.store(false, Ordering::SeqCst);
-    producer.await.expect("producer task");
+    load.stop_producing().await;
 
     // Calm: heal, every node back, no loss; stop the consumer, let in-flight deliveries expire
     // and drain what is left.
@@ -256,21 +338,7 @@ async fn schedule(seed: u64, transport: Transport) {
             cluster.open(id).await;
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    consumer.await.expect("consumer task");
-    clock.advance(Duration::from_secs(31));
-    let mut empty = 0;
-    let mut rounds = 0;
-    while empty < 5 && rounds < 400 {
-        rounds += 1;
-        empty = if receive_once(&clients, &oracle).await == 0 {
-            empty + 1
-        } else {
-            0
-        };
-    }
-
-    let o = std::mem::take(&mut *oracle.lock());
+    let o = load.drain(&clock).await;
     eprintln!(
         "seed {seed} ({transport:?}): {} of {} sends acknowledged, {} acks, {} bodies delivered; schedule {log:?}",
         o.sent.len(),
@@ -278,23 +346,7 @@ async fn schedule(seed: u64, transport: Transport) {
         o.acked.len(),
         o.delivered.len()
     );
-    let missing: Vec<&String> = o.sent.difference(&o.delivered).collect();
-    let context = format!("seed {seed} ({transport:?}); schedule {log:?}");
-    assert!(
-        o.violations.is_empty(),
-        "{context}: violations {:?}",
-        o.violations
-    );
-    assert!(
-        missing.is_empty(),
-        "{context}: acknowledged sends never delivered: {missing:?}"
-    );
-    assert!(
-        o.sent.len() * 2 >= o.attempted.len(),
-        "{context}: only {} of {} sends were acknowledged",
-        o.sent.len(),
-        o.attempted.len()
-    );
+    o.check(&format!("seed {seed} ({transport:?}); schedule {log:?}"));
     cluster.shutdown().await;
 }
 

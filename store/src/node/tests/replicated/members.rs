@@ -6,12 +6,6 @@ use super::*;
 
 const PLACED: ShardId = 7;
 
-fn members_of(cluster: &Cluster, ids: &[NodeId]) -> BTreeMap<u64, String> {
-    ids.iter()
-        .map(|&id| (id, cluster.addrs[&id].to_string()))
-        .collect()
-}
-
 /// Opens `PLACED` on `ids` as a new shard and waits for its leader.
 async fn place(cluster: &Cluster, ids: &[NodeId]) -> NodeId {
     let members = members_of(cluster, ids);
@@ -465,7 +459,7 @@ async fn a_node_stopped_in_the_middle_of_a_copy_drops_the_incomplete_replica_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_that_fails_for_good_stops_the_replica_until_it_is_opened_again() {
     let (_clock, shared) = manual_clock();
-    let mut cluster = Cluster::start_configured(&[1, 2, 3, 4], 61, shared, small_segments).await;
+    let cluster = Cluster::start_configured(&[1, 2, 3, 4], 61, shared, small_segments).await;
     cluster.leader().await;
     let leader = place(&cluster, &[1, 2, 3]).await;
     let sent = fill(&cluster, leader, "f").await;
