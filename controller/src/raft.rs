@@ -185,6 +185,9 @@ impl ControllerGroup {
         config.election_timeout_min = 500;
         config.election_timeout_max = 1000;
         config.enable_pre_vote = Some(true);
+        // A restarted leader stands for election: resuming its term could reuse log ids of
+        // entries it lost and its followers hold (ADR 0010).
+        config.enable_leader_restore = Some(false);
         let network = GrpcNetwork::<SnapshotData>::new(GROUP, node_id, ChannelPool::new());
         let members = voters
             .iter()

@@ -348,13 +348,18 @@ fn raft_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
 /// without heartbeats before it stands; heartbeats go every 100 ms), and Pre-Vote, so a replica
 /// that was cut off does not depose a working leader when it returns. With `flush = async` a
 /// replica may lose entries it acknowledged in a power cut, and the leader must accept seeing
-/// its log go back (the risk of that mode: see the README).
+/// its log go back (the risk of that mode: see the README). A leader that restarts never
+/// resumes its term: it stands for election like any member (ADR 0010). openraft's default
+/// lets it lead again at once in the same term; its log may then have lost entries its
+/// followers hold durably (entries commit on the followers' fsyncs before the leader's own), and
+/// it would write different entries under the same log ids, which Raft takes as identical.
 fn member_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
     openraft::Config {
         heartbeat_interval: 100,
         election_timeout_min: 500,
         election_timeout_max: 1000,
         enable_pre_vote: Some(true),
+        enable_leader_restore: Some(false),
         allow_log_reversion: Some(matches!(cfg.flush, FlushSetting::Async { .. })),
         ..raft_config(cfg, id)
     }

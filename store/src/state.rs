@@ -715,7 +715,7 @@ impl ShardState {
     }
 
     #[cfg(test)]
-    fn consumer(
+    pub(crate) fn consumer(
         &self,
         group: &GroupName,
         topic: &TopicName,

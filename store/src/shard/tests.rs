@@ -490,3 +490,12 @@ async fn below_apply_version_5_snapshots_keep_format_3() {
         "format 4 once version 5 applies"
     );
 }
+
+/// A member that led before it restarted stands for election like any other: resuming its term
+/// could reuse log ids of entries it lost in a power cut and its followers hold durably (ADR
+/// 0010; the replica-moves fault schedule found the divergence this caused).
+#[test]
+fn a_restarted_member_never_resumes_its_term_as_leader() {
+    let config = super::member_config(&StoreConfig::default(), 3);
+    assert_eq!(config.enable_leader_restore, Some(false));
+}

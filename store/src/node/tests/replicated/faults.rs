@@ -45,7 +45,7 @@ pub(super) struct Oracle {
     /// Every body delivered.
     pub(super) delivered: BTreeSet<String>,
     /// Where each body was delivered from: more than one (queue, offset) is a duplicate append.
-    stored_at: BTreeMap<String, (u32, u64)>,
+    stored_at: BTreeMap<String, (u32, u64, String)>,
     violations: Vec<String>,
 }
 
@@ -86,21 +86,26 @@ pub(super) enum Clients {
 
 impl Clients {
     fn store(&self) -> Option<Arc<dyn StoreApi>> {
+        self.labelled().map(|(_, store)| store)
+    }
+
+    /// The store to call and who it is (a node id, or "remote").
+    fn labelled(&self) -> Option<(String, Arc<dyn StoreApi>)> {
         match self {
             Clients::Leader(nodes) => {
                 let leader = agreed_leader(nodes)?;
                 let store: Arc<dyn StoreApi> = nodes.lock().get(&leader)?.clone();
-                Some(store)
+                Some((format!("node {leader}"), store))
             }
             Clients::Placed(nodes, shard) => {
                 let nodes = nodes.lock();
-                let store: Arc<dyn StoreApi> = nodes
+                let (id, store) = nodes
                     .iter()
-                    .find(|(id, store)| store.shard_leader(*shard) == Some(**id))
-                    .map(|(_, store)| store.clone())?;
-                Some(store)
+                    .find(|(id, store)| store.shard_leader(*shard) == Some(**id))?;
+                let store: Arc<dyn StoreApi> = store.clone();
+                Some((format!("node {id}"), store))
             }
-            Clients::Remote(remote) => Some(remote.clone()),
+            Clients::Remote(remote) => Some(("remote".into(), remote.clone())),
         }
     }
 
@@ -136,7 +141,7 @@ pub(super) async fn send(clients: &Clients, i: usize, body: &str, attempts: u32)
 
 /// One receive, acking what came; returns how many messages came.
 pub(super) async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<Oracle>) -> usize {
-    let Some(store) = clients.store() else {
+    let Some((via, store)) = clients.labelled() else {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return 0;
     };
@@ -160,12 +165,15 @@ pub(super) async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<
                 o.violations
                     .push(format!("{body} delivered but never sent"));
             }
-            match o.stored_at.get(&body).copied() {
-                Some(first) if first != key => o
-                    .violations
-                    .push(format!("{body} stored twice, at {first:?} and at {key:?}")),
+            match o.stored_at.get(&body).cloned() {
+                Some((q, offset, first_via)) if (q, offset) != key => o.violations.push(format!(
+                    "{body} stored twice, at {:?} (delivered by {first_via}) and at {key:?} \
+                     (delivered by {via})",
+                    (q, offset)
+                )),
                 _ => {
-                    o.stored_at.insert(body.clone(), key);
+                    o.stored_at
+                        .insert(body.clone(), (key.0, key.1, via.clone()));
                 }
             }
             o.delivered.insert(body);
