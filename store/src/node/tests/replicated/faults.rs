@@ -11,7 +11,8 @@
 //! - every acknowledged send is delivered at least once;
 //! - no message (queue, offset) is delivered after its ack was acknowledged;
 //! - no message is stored twice (delivered from two offsets): retries are deduplicated;
-//! - nothing is delivered that was never sent.
+//! - nothing is delivered that was never sent;
+//! - once calm, the replicas of each shard hold the same state at the same applied index.
 //!
 //! The sweep runs over the in-process hub and over real gRPC connections on loopback (both
 //! through the same fault seam). The seed decides the schedule and the network's fates; thread timing is not replayed, so a
@@ -346,6 +347,13 @@ async fn schedule(seed: u64, transport: Transport) {
             cluster.open(id).await;
         }
     }
+    let mut agreed = Vec::new();
+    for shard in SHARDS {
+        let voters: Vec<NodeId> = cluster.voters.iter().copied().collect();
+        if let Err(why) = super::agree::replicas_agree(&cluster, shard, &voters).await {
+            agreed.push(why);
+        }
+    }
     let o = load.drain(&clock).await;
     eprintln!(
         "seed {seed} ({transport:?}): {} of {} sends acknowledged, {} acks, {} bodies delivered; schedule {log:?}",
@@ -355,6 +363,10 @@ async fn schedule(seed: u64, transport: Transport) {
         o.delivered.len()
     );
     o.check(&format!("seed {seed} ({transport:?}); schedule {log:?}"));
+    assert!(
+        agreed.is_empty(),
+        "seed {seed} ({transport:?}); schedule {log:?}: {agreed:?}"
+    );
     cluster.shutdown().await;
 }
 
