@@ -320,7 +320,26 @@ impl Controller {
             .ok();
     }
 
+    /// Waits (up to [`SHARD_SET_WAIT`]) until the group has recorded the configured shard
+    /// set: a member records it once it leads (`record_shards_when_leading`), and a topic
+    /// created before would get its queues from an empty set, or placed shards whose ids the
+    /// configured shards then reuse (the shard set is then refused for good, and a drain takes
+    /// the configured shards for placed ones).
+    async fn shard_set_recorded(&self) -> Result<(), ControllerError> {
+        let deadline = tokio::time::Instant::now() + SHARD_SET_WAIT;
+        while self.metadata.read().shards().is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ControllerError::Unavailable(
+                    "the controller has not recorded its shard set yet; try again".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     async fn propose_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        self.shard_set_recorded().await?;
         let command = ControllerCommand::CreateTopic {
             spec,
             now_ms: self.clock.now_ms(),
@@ -331,6 +350,9 @@ impl Controller {
         }
     }
 }
+
+/// How long a topic creation waits for the group to record the configured shard set.
+const SHARD_SET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Records the shard set once this member leads the group (retrying while leadership moves);
 /// ends when the controller is dropped or stopped.
@@ -379,6 +401,7 @@ impl ControllerApi for Controller {
         replicas: u32,
     ) -> Result<TopicConfig, ControllerError> {
         validate_topic_spec(&spec, false)?;
+        self.shard_set_recorded().await?;
         let placed_before = self.metadata.read().placed().len();
         let command = ControllerCommand::CreateTopicReplicated {
             spec,

@@ -155,3 +155,47 @@ async fn a_replicated_controller_keeps_its_metadata_across_a_leader_change() {
         stop(node).await;
     }
 }
+
+/// A topic created the moment a member opens, before it has recorded the configured shard set,
+/// waits for that record: its placed shards never take ids of the configured shards (the set
+/// would then be refused for good and the configured shards taken for placed ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_before_the_shard_set_is_recorded_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let voters = BTreeMap::from([(1u64, l.local_addr().unwrap().to_string())]);
+    drop(l);
+    let cfg = ControllerConfig {
+        data_dir: dir.path().to_path_buf(),
+        node_id: 1,
+        shards: vec![0, 1, 2],
+        stores: (1..=4u64)
+            .map(|n| (n, format!("127.0.0.1:{}", 40_000 + n)))
+            .collect(),
+        ..ControllerConfig::default()
+    };
+    let controller =
+        Controller::open_replicated(cfg, vela_proto::clock::system_clock(), &voters, true)
+            .await
+            .unwrap();
+    let spec = TopicSpec {
+        name: TopicName::new("early").unwrap(),
+        topic_type: TopicType::Normal,
+        queue_count: 4,
+        auto_created: false,
+    };
+    let created = loop {
+        match controller.create_topic_replicated(spec.clone(), 3).await {
+            // Asked again at once: the first call that finds the member leading may come
+            // before it has recorded the shard set.
+            Err(ControllerError::NotLeader { .. }) => tokio::task::yield_now().await,
+            other => break other.unwrap(),
+        }
+    };
+    assert!(
+        created.queue_shards.iter().all(|s| *s > 2),
+        "placed shards reuse configured ids: {:?}",
+        created.queue_shards
+    );
+    controller.shutdown().await.unwrap();
+}
