@@ -66,6 +66,9 @@ struct Observed {
     present: BTreeSet<u64>,
     /// Nodes whose replica knows the group (has voters).
     holders: BTreeSet<u64>,
+    /// Nodes that report a replica whose Raft stopped on an error (in neither set above: it is
+    /// told to open again, or deleted when it is no longer placed there nor a member).
+    stopped: BTreeSet<u64>,
     /// The group's voters and learners as its leader (the highest term) reports them.
     leader: Option<Led>,
 }
@@ -108,6 +111,7 @@ fn observe(reports: &[StoreNodeReport]) -> (BTreeSet<u64>, BTreeMap<ShardId, Obs
                 if status.role == MemberRole::Stopped {
                     // Its Raft stopped on an error: told to open again (the store reopens it
                     // from its files, or reports it lost), as if it were not there.
+                    seen.stopped.insert(*node);
                     continue;
                 }
                 seen.present.insert(*node);
@@ -245,7 +249,7 @@ pub async fn reconcile_once(
         if !led.settled {
             continue;
         }
-        for &node in &seen.present {
+        for &node in seen.present.union(&seen.stopped) {
             if placed_set.contains(&node) || members.contains(&node) || !up.contains(&node) {
                 continue;
             }
@@ -616,6 +620,25 @@ mod tests {
         reconcile_once(&store, &addrs(), &placed(7, &[1, 2, 3], true)).await;
         assert_eq!(*store.opens.lock(), vec![(7, 3, Resume)]);
         assert!(store.changes.lock().is_empty());
+    }
+
+    /// A replica whose Raft stopped, on a node that is neither placed there nor a member (a
+    /// finished move), is deleted like any other leftover, not left behind for good.
+    #[tokio::test]
+    async fn a_stopped_replica_that_is_no_longer_placed_is_removed() {
+        let store = Nodes {
+            group: Some((2, vec![2, 3, 4], vec![])),
+            stopped: BTreeSet::from([1]),
+            ..nodes(&[
+                (1, Some(&[7])),
+                (2, Some(&[7])),
+                (3, Some(&[7])),
+                (4, Some(&[7])),
+            ])
+        };
+        let round = reconcile_once(&store, &addrs(), &placed(7, &[2, 3, 4], true)).await;
+        assert!(store.opens.lock().is_empty(), "{round:?}");
+        assert_eq!(*store.removes.lock(), vec![(7, 1)]);
     }
 
     /// A move from {1,2,3} to {2,3,4}, one round per observed step: node 4 joins, then the

@@ -254,6 +254,9 @@ pub(crate) struct Inner<C: LogTypes> {
     pub(crate) footers: read::FooterCache,
     /// Entries decoded by recent cold reads.
     pub(crate) cold: read::ColdEntries<C::Entry>,
+    /// The first damage a read of entries for Raft ran into (see
+    /// [`SegmentLogStore::damage_seen`]).
+    pub(crate) damage_seen: Mutex<Option<(PathBuf, u64, String)>>,
 }
 
 impl<C: LogTypes> Drop for Inner<C> {
@@ -303,6 +306,21 @@ impl<C: LogTypes> fmt::Debug for SegmentLogStore<C> {
 }
 
 impl<C: LogTypes> SegmentLogStore<C> {
+    /// Damage (a record that fails its checks, a break in the indexes) that a read of entries
+    /// for Raft ran into, as the error it answered: what made openraft stop on this log. The
+    /// first one seen since the log was opened.
+    pub fn damage_seen(&self) -> Option<LogError> {
+        self.inner
+            .damage_seen
+            .lock()
+            .clone()
+            .map(|(path, offset, reason)| LogError::Corrupt {
+                path,
+                offset,
+                reason,
+            })
+    }
+
     /// Opens (or creates) the log in `cfg.dir` and recovers it (see `recovery`). Runs on
     /// tokio's blocking pool, so it must be called inside a tokio runtime. For a state machine
     /// with snapshots use [`open_for_snapshot`](Self::open_for_snapshot).
@@ -360,31 +378,37 @@ impl<C: LogTypes> SegmentLogStore<C> {
     /// Flushes and fsyncs everything, stops the writer and releases the directory lock. Later
     /// writes fail with [`LogError::Closed`]; reads keep working. Idempotent.
     pub async fn shutdown(&self) -> Result<(), LogError> {
-        let (done, rx) = oneshot::channel();
         let Some(tx) = self.inner.state.write().tx.take() else {
             return Ok(());
         };
-        tx.send(WriteOp::Shutdown { done })
-            .map_err(|_| LogError::Closed)?;
-        let result = rx.await.map_err(|_| LogError::Closed)?;
+        let (done, rx) = oneshot::channel();
+        // Whatever the writer answers (or if it is gone), the thread is joined and the
+        // directory unlocked: a failed shutdown must not keep the replica from opening again.
+        let result = match tx.send(WriteOp::Shutdown { done }) {
+            Ok(()) => rx.await.unwrap_or(Err(LogError::Closed)),
+            Err(_) => Err(LogError::Closed),
+        };
+        drop(tx);
         let thread = self.inner.writer_thread.lock().take();
-        if let Some(thread) = thread {
-            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-            let failed = |what: &str| {
-                LogError::io(
-                    "joining the writer of",
-                    &self.inner.cfg.dir,
-                    io::Error::other(what.to_string()),
-                )
-            };
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(failed("writer thread panicked")),
-                Err(e) => return Err(failed(&e.to_string())),
+        let joined = match thread {
+            Some(thread) => {
+                let failed = |what: &str| {
+                    LogError::io(
+                        "joining the writer of",
+                        &self.inner.cfg.dir,
+                        io::Error::other(what.to_string()),
+                    )
+                };
+                match tokio::task::spawn_blocking(move || thread.join()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(failed("writer thread panicked")),
+                    Err(e) => Err(failed(&e.to_string())),
+                }
             }
-        }
+            None => Ok(()),
+        };
         self.inner.dir_lock.lock().take();
-        result
+        joined.and(result)
     }
 
     /// Tells compaction which entries the state machine's kept snapshots need: no segment holding

@@ -77,6 +77,9 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from` (same directory).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Moves directory `from`, with everything in it, to `to` (same parent; `to` must not
+    /// exist). Durable once the parent is synced.
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the creations, renames and removals of names in `dir` durable.
     #[track_caller]
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -242,6 +245,22 @@ impl Vfs for StdVfs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if !from.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", from.display()),
+            ));
+        }
+        if fs::symlink_metadata(to).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", to.display()),
+            ));
+        }
         fs::rename(from, to)
     }
 

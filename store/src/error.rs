@@ -44,6 +44,25 @@ pub enum StoreOpenError {
     },
 }
 
+impl StoreOpenError {
+    /// The replica's files fail their checks (a damaged or truncated segment, a log that ends
+    /// below what was committed or below its snapshot): what a replica with peers is repaired
+    /// from (see `Store::open_shard`), not what a restart fixes.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreOpenError::Log {
+                source: LogError::Corrupt { .. }
+                    | LogError::Gap { .. }
+                    | LogError::CommittedLost { .. }
+                    | LogError::BehindSnapshot { .. }
+                    | LogError::SnapshotGap { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// Why a store did not shut down cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreShutdownError {

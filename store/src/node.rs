@@ -81,6 +81,11 @@ pub struct Store {
     replication: Option<Replication>,
     /// Serializes runtime opens of shards.
     opening: tokio::sync::Mutex<()>,
+    /// The index files of detached replicas that something still holds (a copy streaming to
+    /// another member): the replica is not opened again until they are closed.
+    closing: Mutex<BTreeMap<ShardId, std::sync::Weak<crate::index_db::IndexDb>>>,
+    /// Where a shard's scheduled scrub reports damage (see `Store::set_aside_running`).
+    damaged: mpsc::UnboundedSender<ShardId>,
     vfs: Arc<dyn Vfs>,
     retention: RetentionPolicy,
     scrub_policy: ScrubPolicy,
@@ -233,10 +238,13 @@ impl Store {
             .await
             .map_err(|e| StoreOpenError::Config(format!("format check: {e}")))??
         };
+        let (damaged, mut damage_reports) = mpsc::unbounded_channel();
         let store = Arc::new(Store {
+            damaged,
             scrub_policy: ScrubPolicy {
                 interval: (!cfg.scrub_interval.is_zero()).then_some(cfg.scrub_interval),
                 rate: cfg.scrub_rate.as_u64(),
+                first_after: scrub::FIRST_SCRUB_AFTER,
             },
             retention: RetentionPolicy {
                 time: cfg.retention_time,
@@ -252,8 +260,24 @@ impl Store {
             replicated,
             replication,
             opening: tokio::sync::Mutex::new(()),
+            closing: Mutex::default(),
             metrics: Arc::new(StoreMetrics::default()),
         });
+        {
+            let (weak, cancel) = (Arc::downgrade(&store), store.cancel.clone());
+            store.tasks.lock().spawn(async move {
+                loop {
+                    let shard = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        shard = damage_reports.recv() => shard,
+                    };
+                    let (Some(shard), Some(store)) = (shard, weak.upgrade()) else {
+                        return;
+                    };
+                    store.set_aside_running(shard).await;
+                }
+            });
+        }
         // The configured shards, then those placed here at runtime (reopened from their logs).
         let mut ids = store.config.shards.clone();
         ids.extend(held);
@@ -275,6 +299,11 @@ impl Store {
             };
             match opened {
                 Ok(shard) => store.adopt(shard),
+                // A damaged replica of a placed shard is set aside and left to the controller to
+                // replace; the node's other shards still open.
+                Err(err) if replicated && err.is_damage() && !store.config.shards.contains(&id) => {
+                    store.set_aside_damaged(id, &err).await;
+                }
                 Err(err) => {
                     store.cancel.cancel();
                     for local in store.shards().values() {
@@ -341,7 +370,9 @@ impl Store {
 
     /// Scrubs every shard's sealed log segments now, unpaced (normally every
     /// `scrub_interval`), and returns, per shard, the damaged segments and what is wrong with
-    /// each. The result is logged and counted as a scheduled scrub's is.
+    /// each. The result is logged and counted as a scheduled scrub's is, and a damaged replica
+    /// of a placed shard is set aside to be copied again from its peers, as after a scheduled
+    /// scrub.
     pub async fn scrub(&self) -> Result<BTreeMap<ShardId, Vec<(PathBuf, String)>>, StoreError> {
         let mut found = BTreeMap::new();
         for (id, local) in self.shards().iter() {
@@ -355,6 +386,11 @@ impl Store {
                 ScrubOutcome::Stopped => {
                     return Err(StoreError::Unavailable("store is shutting down".into()));
                 }
+            }
+        }
+        for (id, damaged) in &found {
+            if !damaged.is_empty() {
+                self.set_aside_running(*id).await;
             }
         }
         Ok(found)
@@ -788,6 +824,7 @@ impl StoreApi for Store {
     }
 }
 
+mod damaged;
 mod members;
 mod receive;
 mod scoped;

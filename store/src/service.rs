@@ -65,11 +65,17 @@ impl StoreRpc for StoreService {
     ) -> Result<Response<pb::Empty>, Status> {
         let (shard, replicas, mode) = open_shard_from_wire(request.into_inner())?;
         let registrar = self.registrar()?;
-        let raft = self
-            .store
-            .open_shard(shard, replicas, mode)
-            .await
-            .map_err(failed)?;
+        let raft = match self.store.open_shard(shard, replicas, mode).await {
+            Ok(raft) => raft,
+            Err(err) => {
+                // A stopped replica that could not be reopened is no longer held: its old
+                // Raft must not keep receiving the group's messages.
+                if !self.store.shard_ids().contains(&shard) {
+                    registrar(shard, None);
+                }
+                return Err(failed(err));
+            }
+        };
         registrar(shard, Some(raft));
         Ok(Response::new(pb::Empty {}))
     }

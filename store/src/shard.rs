@@ -346,9 +346,14 @@ fn raft_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
 /// openraft's configuration of a replicated shard: [`raft_config`] with elections fast enough
 /// that traffic resumes within about two seconds of losing a leader (a follower waits 0.5–1 s
 /// without heartbeats before it stands; heartbeats go every 100 ms), and Pre-Vote, so a replica
-/// that was cut off does not depose a working leader when it returns. With `flush = async` a
-/// replica may lose entries it acknowledged in a power cut, and the leader must accept seeing
-/// its log go back (the risk of that mode: see the README). A leader that restarts never
+/// that was cut off does not depose a working leader when it returns. The leader accepts seeing
+/// a follower's log go back and sends it the entries again: with `flush = async` a replica may
+/// lose entries it acknowledged in a power cut (the risk of that mode: see the README), and
+/// with `flush = sync` a follower whose last segment was cut short while it was down by as
+/// little as the entries it had not yet learned were committed looks the same as one whose
+/// last write tore (ADR 0014; anything more is found at open and the replica is set aside and
+/// replaced, `node::damaged`). openraft's default panics the leader instead, which stops the
+/// shard's writes on a healthy node because of another's disk. A leader that restarts never
 /// resumes its term: it stands for election like any member (ADR 0010). openraft's default
 /// lets it lead again at once in the same term; its log may then have lost entries its
 /// followers hold durably (entries commit on the followers' fsyncs before the leader's own), and
@@ -360,7 +365,7 @@ fn member_config(cfg: &StoreConfig, id: ShardId) -> openraft::Config {
         election_timeout_max: 1000,
         enable_pre_vote: Some(true),
         enable_leader_restore: Some(false),
-        allow_log_reversion: Some(matches!(cfg.flush, FlushSetting::Async { .. })),
+        allow_log_reversion: Some(true),
         ..raft_config(cfg, id)
     }
 }
@@ -435,8 +440,18 @@ impl Shard {
         let raft = match started {
             Ok(raft) => raft,
             Err(source) => {
+                // Raft stopped on a damaged record it read: the replica is damaged, whatever
+                // openraft made of the error.
+                let damage = log.damage_seen();
                 if let Err(err) = log.shutdown().await {
                     warn!(shard = id, error = %err, "closing the log after a failed start");
+                }
+                if let Some(damage) = damage {
+                    warn!(shard = id, error = %source, "raft stopped on a damaged log record");
+                    return Err(StoreOpenError::Log {
+                        shard: id,
+                        source: damage,
+                    });
                 }
                 return Err(StoreOpenError::Raft { shard: id, source });
             }

@@ -9,6 +9,8 @@ use openraft::OptionalSend;
 use openraft::alias::{LogIdOf, VoteOf};
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
+use crate::LogError;
+
 use super::{LogHandle, SegmentLogStore};
 use crate::entry::LogTypes;
 
@@ -21,7 +23,29 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        Ok(self.entries_after_purge(range)?)
+        self.entries_after_purge(range).map_err(|err| {
+            let damage = match &err {
+                LogError::Corrupt {
+                    path,
+                    offset,
+                    reason,
+                } => Some((path.clone(), *offset, reason.clone())),
+                LogError::Gap {
+                    path,
+                    expected,
+                    found,
+                } => Some((
+                    path.clone(),
+                    0,
+                    format!("expected first index {expected}, found {found}"),
+                )),
+                _ => None,
+            };
+            if let Some(damage) = damage {
+                self.inner.damage_seen.lock().get_or_insert(damage);
+            }
+            io::Error::from(err)
+        })
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {

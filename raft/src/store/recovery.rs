@@ -178,6 +178,7 @@ pub(super) fn open_blocking<C: LogTypes>(
             status,
             writer_thread: Mutex::new(Some(writer_thread)),
             dir_lock: Mutex::new(Some(dir_lock)),
+            damage_seen: Mutex::new(None),
         }),
     })
 }

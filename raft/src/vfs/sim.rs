@@ -92,6 +92,8 @@ struct NameChange {
     node: Option<Node>,
     /// For a rename: the source name, removed in the same atomic step.
     from: Option<PathBuf>,
+    /// A directory rename: everything under `from` moves under `path` too.
+    tree: bool,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +203,7 @@ impl SimState {
             path: path.to_path_buf(),
             node: Some(node),
             from: None,
+            tree: false,
         });
     }
 
@@ -224,6 +227,10 @@ fn is_root(dir: &Path) -> bool {
 }
 
 fn apply_name_change(names: &mut BTreeMap<PathBuf, Node>, change: &NameChange) {
+    if let (true, Some(from)) = (change.tree, &change.from) {
+        move_tree(names, from, &change.path);
+        return;
+    }
     if let Some(from) = &change.from {
         names.remove(from);
     }
@@ -233,6 +240,25 @@ fn apply_name_change(names: &mut BTreeMap<PathBuf, Node>, change: &NameChange) {
         }
         None => {
             names.remove(&change.path);
+        }
+    }
+}
+
+/// Moves `from` and every name under it to `to`.
+fn move_tree(names: &mut BTreeMap<PathBuf, Node>, from: &Path, to: &Path) {
+    let moved: Vec<PathBuf> = names
+        .keys()
+        .filter(|p| p.starts_with(from))
+        .cloned()
+        .collect();
+    for old in moved {
+        if let (Some(node), Ok(rest)) = (names.remove(&old), old.strip_prefix(from)) {
+            let new = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
+            names.insert(new, node);
         }
     }
 }
@@ -398,6 +424,21 @@ impl SimVfs {
             if let Some(b) = data.get_mut(byte) {
                 *b ^= mask;
             }
+        }
+        Ok(())
+    }
+
+    /// Cuts the file at `path` to `len` bytes, on disk and in the cache (damage, not a write:
+    /// a file shortened while its node was down).
+    pub fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let inode = st.file_inode(path)?;
+        let file = st
+            .files
+            .get_mut(&inode)
+            .ok_or_else(|| io::Error::other("dangling inode"))?;
+        for data in [&mut file.durable, &mut file.cached] {
+            data.truncate(to_usize(len));
         }
         Ok(())
     }
@@ -649,6 +690,7 @@ impl Vfs for SimVfs {
             path: dir.to_path_buf(),
             node: None,
             from: None,
+            tree: false,
         });
         st.tick_armed(true);
         Ok(())
@@ -715,6 +757,7 @@ impl Vfs for SimVfs {
             path: path.to_path_buf(),
             node: None,
             from: None,
+            tree: false,
         });
         st.tick_armed(true);
         Ok(())
@@ -743,6 +786,43 @@ impl Vfs for SimVfs {
             path: to.to_path_buf(),
             node: Some(Node::File(inode)),
             from: Some(from.to_path_buf()),
+            tree: false,
+        });
+        st.tick_armed(true);
+        Ok(())
+    }
+
+    /// Name changes under `from` not yet synced stay recorded under their old paths (a caller
+    /// syncs a tree before it moves it); the move itself is one change of the parent.
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.check()?;
+        st.require_dir(from)?;
+        if parent_dir(from) != parent_dir(to) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the simulated disk renames within one directory only",
+            ));
+        }
+        if st.names.contains_key(to) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", to.display()),
+            ));
+        }
+        if st.locks.iter().any(|l| l.starts_with(from)) {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!("{} holds a locked file", from.display()),
+            ));
+        }
+        move_tree(&mut st.names, from, to);
+        st.unsynced_names.push(NameChange {
+            dir: parent_dir(to),
+            path: to.to_path_buf(),
+            node: Some(Node::Dir),
+            from: Some(from.to_path_buf()),
+            tree: true,
         });
         st.tick_armed(true);
         Ok(())

@@ -28,6 +28,9 @@ const CATCH_UP_SLACK: u64 = 256;
 /// How long a leader that leaves the shard waits for a remaining member to take over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 
+/// How long detaching a replica waits for its index file to close.
+const INDEX_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
     /// Makes `shard`'s members exactly `replicas` (node id → Raft address). Only the shard's
     /// leader does it (others answer `NotLeader`). New members must have opened the shard with
@@ -188,6 +191,37 @@ impl Store {
         if let Err(err) = local.shard.close().await {
             warn!(shard, error = %err, "closing a detached shard");
         }
+        // The index file closes with its last holder; one still open (a copy streaming to
+        // another member) keeps the replica from opening again, so two handles never share it.
+        let index = std::sync::Arc::downgrade(&local.shard.shared.index);
+        drop(local);
+        let closed = tokio::time::timeout(INDEX_CLOSE_WAIT, async {
+            while index.strong_count() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok();
+        if !closed {
+            warn!(
+                shard,
+                "the detached replica's index is still in use; it opens again once closed"
+            );
+            self.closing.lock().insert(shard, index);
+        }
+    }
+
+    /// Refuses to open `shard` while the index file of its detached replica is still open.
+    pub(super) fn index_closed(&self, shard: ShardId) -> Result<(), StoreError> {
+        let mut closing = self.closing.lock();
+        if closing.get(&shard).is_some_and(|i| i.strong_count() > 0) {
+            return Err(StoreError::Unavailable(format!(
+                "shard {shard}: the index of its previous replica on node {} is still in use",
+                self.config.node_id
+            )));
+        }
+        closing.remove(&shard);
+        Ok(())
     }
 
     /// Whether this node may delete its replica of `shard` (see [`Store::remove_shard`]).

@@ -13,7 +13,7 @@ use vela_proto::store_api::{OpenMode, StoreError};
 
 use super::{LocalShard, MAX_QUEUED_ACKS, RETENTION_INTERVAL, Store, batch_acks, upgrade};
 use crate::shard::coalesce::AppendCoalescer;
-use crate::shard::scrub;
+use crate::shard::scrub::{self, ScrubPolicy};
 use crate::shard::tasks;
 use crate::shard::{Shard, ShardRaft};
 
@@ -58,10 +58,22 @@ impl Store {
             self.config.snapshot_every_bytes.as_u64(),
             cancel.clone(),
         ));
+        // A replica of a placed shard is scrubbed soon after it opens: damage done while its
+        // node was down is found, and the replica replaced from its peers, while they still
+        // hold a good copy (see `set_aside_running`).
+        let replaceable = self.replicated && !self.config.shards.contains(&id);
         tasks.spawn(scrub::scrub_loop(
             shard.clone(),
-            self.scrub_policy,
+            ScrubPolicy {
+                first_after: if replaceable {
+                    scrub::FIRST_REPLICA_SCRUB_AFTER
+                } else {
+                    scrub::FIRST_SCRUB_AFTER
+                },
+                ..self.scrub_policy
+            },
             self.metrics.clone(),
+            replaceable.then(|| self.damaged.clone()),
             cancel.clone(),
         ));
         info!(
@@ -129,10 +141,21 @@ impl Store {
             )));
         }
         let _one_at_a_time = self.opening.lock().await;
+        if self.cancel.is_cancelled() {
+            return Err(StoreError::Unavailable("store is shutting down".into()));
+        }
         let stopped = self.shards().get(&shard).and_then(|local| {
             let metrics = local.shard.raft.metrics().borrow_watched().clone();
             metrics.running_state.err()
         });
+        if let Some(openraft::error::Fatal::Stopped) = stopped {
+            // Stopped on purpose (the replica is being removed or the store stopped), not
+            // on an error: nothing to reopen.
+            return Err(StoreError::Unavailable(format!(
+                "shard {shard} is stopping on node {}",
+                self.config.node_id
+            )));
+        }
         if let Some(fatal) = stopped {
             // Its Raft stopped on an error (a snapshot install whose copy failed, a disk
             // error): opened again from its files, as a restart would (a replica marked
@@ -140,6 +163,7 @@ impl Store {
             warn!(shard, error = %fatal, "reopening a replica whose Raft stopped");
             self.detach(shard).await;
         }
+        self.index_closed(shard)?;
         if let Some(local) = self.shards().get(&shard) {
             let uninitialized = local
                 .shard
@@ -183,9 +207,17 @@ impl Store {
                 self.config.node_id
             )));
         }
-        let opened = (replication.open)(shard, voters, initialize)
-            .await
-            .map_err(|e| StoreError::Internal(format!("opening shard {shard}: {e}")))?;
+        let opened = match (replication.open)(shard, voters, initialize).await {
+            Ok(opened) => opened,
+            Err(err) if err.is_damage() && !self.config.shards.contains(&shard) => {
+                return Err(self.set_aside_damaged(shard, &err).await);
+            }
+            Err(err) => {
+                return Err(StoreError::Internal(format!(
+                    "opening shard {shard}: {err}"
+                )));
+            }
+        };
         // Remembered once its group exists (a crash before leaves a log the controller's next
         // open finds; nothing empty and uninitialized is ever reopened on its own).
         let recorded = if self.cancel.is_cancelled() {
@@ -210,6 +242,50 @@ impl Store {
         let raft = opened.raft.clone();
         self.adopt(opened);
         Ok(raft)
+    }
+}
+
+impl Store {
+    /// Sets aside this node's damaged replica of `shard` (see `damaged`): what the open
+    /// answers.
+    pub(super) async fn set_aside_damaged(
+        &self,
+        shard: ShardId,
+        why: &(dyn std::fmt::Display + Sync),
+    ) -> StoreError {
+        let (vfs, dir, node) = (
+            self.vfs.clone(),
+            self.config.data_dir.clone(),
+            self.config.node_id,
+        );
+        let now = u64::try_from(self.clock.now_ms()).unwrap_or(0);
+        let why = why.to_string();
+        tokio::task::spawn_blocking(move || {
+            super::damaged::replace(vfs.as_ref(), &dir, node, shard, now, &why)
+        })
+        .await
+        .unwrap_or_else(|e| StoreError::Internal(format!("setting shard {shard} aside: {e}")))
+    }
+}
+
+impl Store {
+    /// Stops serving this node's replica of `shard`, whose scrub found damaged records, and
+    /// sets it aside (see `damaged`): the controller's next open is answered `ReplicaLost`
+    /// and the replica is copied again from the other members. A configured shard (which the
+    /// controller cannot replace) and a standalone store's only report the damage.
+    pub(super) async fn set_aside_running(&self, shard: ShardId) {
+        if !self.replicated || self.config.shards.contains(&shard) {
+            return;
+        }
+        let _one_at_a_time = self.opening.lock().await;
+        if self.cancel.is_cancelled() || !self.shards().contains_key(&shard) {
+            return;
+        }
+        self.detach(shard).await;
+        let outcome = self
+            .set_aside_damaged(shard, &"its scrub found damaged log records")
+            .await;
+        info!(shard, outcome = %outcome, "stopped serving a damaged replica");
     }
 }
 

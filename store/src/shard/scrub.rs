@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use vela_proto::domain::ShardId;
 use vela_raft::ScrubReport;
 
 use super::Shard;
@@ -24,11 +25,15 @@ pub(crate) struct ScrubPolicy {
     pub interval: Option<Duration>,
     /// Bytes a second, at most (0: unpaced).
     pub rate: u64,
+    /// The first scrub after a start waits at most this long.
+    pub first_after: Duration,
 }
 
 /// The first scrub after a start waits at most this long, so a node restarted more often than
 /// `scrub_interval` is still scrubbed.
-const FIRST_SCRUB_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const FIRST_SCRUB_AFTER: Duration = Duration::from_secs(3600);
+/// The same for a replica of a placed shard, which is replaced from its peers when damaged.
+pub(crate) const FIRST_REPLICA_SCRUB_AFTER: Duration = Duration::from_secs(60);
 /// Longest single pause of a paced scrub, so shutdown never waits long for it.
 const PAUSE_SLICE: Duration = Duration::from_millis(100);
 
@@ -38,20 +43,29 @@ pub(crate) async fn scrub_loop(
     shard: Arc<Shard>,
     policy: ScrubPolicy,
     metrics: Arc<StoreMetrics>,
+    damaged: Option<tokio::sync::mpsc::UnboundedSender<ShardId>>,
     cancel: CancellationToken,
 ) {
     let Some(interval) = policy.interval else {
         return;
     };
-    let mut wait = interval.min(FIRST_SCRUB_AFTER);
+    let mut wait = interval.min(policy.first_after);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
         wait = interval;
-        if let ScrubOutcome::Stopped = scrub_now(&shard, policy.rate, &metrics, &cancel).await {
-            return;
+        match scrub_now(&shard, policy.rate, &metrics, &cancel).await {
+            ScrubOutcome::Stopped => return,
+            ScrubOutcome::Done(report) if !report.damaged.is_empty() => {
+                if let Some(damaged) = &damaged {
+                    // Set aside by the store, which stops this task first.
+                    let _ = damaged.send(shard.id);
+                    return;
+                }
+            }
+            _ => {}
         }
     }
 }

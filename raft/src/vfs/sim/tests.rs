@@ -51,6 +51,48 @@ fn rename_is_durable_only_after_the_directory_sync() {
     assert!(kept.read(&p("/d/f.tmp")).is_err());
 }
 
+/// A directory moves whole, and the move survives a power cut only once its parent is synced.
+#[test]
+fn a_directory_rename_moves_the_tree_and_is_durable_after_the_parent_sync() {
+    let make = || {
+        let vfs = SimVfs::new();
+        create_dir_all(&vfs, &p("/d/s/log")).unwrap();
+        let f = vfs.create_new(&p("/d/s/log/seg")).unwrap();
+        f.write_all_at(b"data", 0).unwrap();
+        f.sync_data().unwrap();
+        for dir in ["/d/s/log", "/d/s", "/d", "/"] {
+            vfs.sync_dir(&p(dir)).unwrap();
+        }
+        vfs
+    };
+    let vfs = make();
+    assert_eq!(
+        vfs.rename_dir(&p("/d/s/log/seg"), &p("/d/s/log/x"))
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotADirectory
+    );
+    vfs.rename_dir(&p("/d/s"), &p("/d/s.aside")).unwrap();
+    assert!(!vfs.is_dir(&p("/d/s")));
+    assert_eq!(vfs.read(&p("/d/s.aside/log/seg")).unwrap(), b"data");
+    let lost = vfs.crash(CrashMode::DropAllUnsynced);
+    assert_eq!(lost.read(&p("/d/s/log/seg")).unwrap(), b"data");
+    assert!(!lost.is_dir(&p("/d/s.aside")));
+
+    let vfs = make();
+    vfs.rename_dir(&p("/d/s"), &p("/d/s.aside")).unwrap();
+    vfs.sync_dir(&p("/d")).unwrap();
+    let kept = vfs.crash(CrashMode::DropAllUnsynced);
+    assert_eq!(kept.read(&p("/d/s.aside/log/seg")).unwrap(), b"data");
+    assert!(kept.read(&p("/d/s/log/seg")).is_err());
+    assert_eq!(
+        kept.rename_dir(&p("/d/s.aside"), &p("/d/s.aside"))
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::AlreadyExists
+    );
+}
+
 #[test]
 fn random_crashes_keep_a_prefix_and_tear_sectors() {
     // Write 4 sectors of 0xAA over zeros without syncing; every outcome is each sector

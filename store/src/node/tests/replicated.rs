@@ -23,6 +23,7 @@ use vela_proto::OpenMode;
 type Hub = LocalHub<ShardTypes, ShardStateMachine>;
 
 mod agree;
+mod damage;
 mod faults;
 mod members;
 mod moves;

@@ -7,7 +7,7 @@ use super::*;
 const PLACED: ShardId = 7;
 
 /// Opens `PLACED` on `ids` as a new shard and waits for its leader.
-async fn place(cluster: &Cluster, ids: &[NodeId]) -> NodeId {
+pub(super) async fn place(cluster: &Cluster, ids: &[NodeId]) -> NodeId {
     let members = members_of(cluster, ids);
     for &id in ids {
         let raft = cluster
@@ -21,7 +21,7 @@ async fn place(cluster: &Cluster, ids: &[NodeId]) -> NodeId {
 }
 
 /// Joins `node` to `PLACED` (an empty replica the leader will add).
-async fn join(cluster: &Cluster, node: NodeId, members: &BTreeMap<u64, String>) {
+pub(super) async fn join(cluster: &Cluster, node: NodeId, members: &BTreeMap<u64, String>) {
     let raft = cluster
         .node(node)
         .open_shard(PLACED, members.clone(), OpenMode::Join)
@@ -31,7 +31,7 @@ async fn join(cluster: &Cluster, node: NodeId, members: &BTreeMap<u64, String>) 
 }
 
 /// A node that leads `PLACED` (members that left or have not joined yet may not know it).
-async fn leading(cluster: &Cluster) -> NodeId {
+pub(super) async fn leading(cluster: &Cluster) -> NodeId {
     for _ in 0..400 {
         let leaders: Vec<NodeId> = cluster
             .running()
@@ -52,7 +52,7 @@ async fn leading(cluster: &Cluster) -> NodeId {
 
 /// Asks `PLACED`'s leader to change the members as the controller does: following a leader
 /// that hands over, calling again while new members catch up.
-async fn change_members(cluster: &Cluster, members: &BTreeMap<u64, String>) {
+pub(super) async fn change_members(cluster: &Cluster, members: &BTreeMap<u64, String>) {
     let mut at = leading(cluster).await;
     let mut last = None;
     for _ in 0..100 {
@@ -74,7 +74,7 @@ async fn change_members(cluster: &Cluster, members: &BTreeMap<u64, String>) {
     panic!("the members never became {:?}: {last:?}", members.keys());
 }
 
-fn on_placed(bodies: &[String]) -> AppendRequest {
+pub(super) fn on_placed(bodies: &[String]) -> AppendRequest {
     AppendRequest {
         shard: PLACED,
         queue_id: 9,
@@ -83,7 +83,7 @@ fn on_placed(bodies: &[String]) -> AppendRequest {
 }
 
 /// An append on a node that was just handed the shard (it serves once it committed an entry).
-async fn append_serving(store: &Store, req: AppendRequest) {
+pub(super) async fn append_serving(store: &Store, req: AppendRequest) {
     for _ in 0..200 {
         match store.append(req.clone()).await {
             Ok(_) => return,
@@ -113,7 +113,7 @@ fn voters(store: &Store) -> BTreeSet<u64> {
 }
 
 /// Makes `node` lead `PLACED` and returns everything it delivers.
-async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
+pub(super) async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
     // It may still be catching up: hand over until it takes the shard.
     for attempt in 0.. {
         let leader = leading(cluster).await;
@@ -282,7 +282,7 @@ fn small_segments(id: NodeId) -> StoreConfig {
 
 /// Sends 100 messages of ~400 bytes to `PLACED` through `leader` (with 8 KiB segments and a
 /// 16 KiB retention, retention then removes most of them).
-async fn fill(cluster: &Cluster, leader: NodeId, tag: &str) -> Vec<String> {
+pub(super) async fn fill(cluster: &Cluster, leader: NodeId, tag: &str) -> Vec<String> {
     let body = "x".repeat(400);
     let mut sent = Vec::new();
     for i in 0..20 {

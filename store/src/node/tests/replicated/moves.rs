@@ -67,7 +67,7 @@ fn led_group(cluster: &Cluster) -> Option<Group> {
 }
 
 /// Whether running node `id` serves a replica of the placed shard (one whose Raft did not stop).
-fn holds(cluster: &Cluster, id: NodeId) -> bool {
+pub(super) fn holds(cluster: &Cluster, id: NodeId) -> bool {
     cluster
         .node(id)
         .shard_rafts()
@@ -77,7 +77,7 @@ fn holds(cluster: &Cluster, id: NodeId) -> bool {
 
 /// One observed step toward `target` (what a reconciler round does); `true` once the shard's
 /// voters are `target`, every running member serves it and no other running node holds it.
-async fn step(cluster: &Cluster, target: &BTreeSet<NodeId>) -> bool {
+pub(super) async fn step(cluster: &Cluster, target: &BTreeSet<NodeId>) -> bool {
     let Some(g) = led_group(cluster) else {
         return false;
     };
