@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{NodeReport, StoreNodeReport};
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
@@ -85,7 +85,7 @@ pub struct Store {
     /// another member): the replica is not opened again until they are closed.
     closing: Mutex<BTreeMap<ShardId, std::sync::Weak<crate::index_db::IndexDb>>>,
     /// Where a shard's scheduled scrub reports damage (see `Store::set_aside_running`).
-    damaged: mpsc::UnboundedSender<ShardId>,
+    damaged: mpsc::UnboundedSender<std::sync::Weak<crate::shard::Shard>>,
     vfs: Arc<dyn Vfs>,
     retention: RetentionPolicy,
     scrub_policy: ScrubPolicy,
@@ -274,7 +274,9 @@ impl Store {
                     let (Some(shard), Some(store)) = (shard, weak.upgrade()) else {
                         return;
                     };
-                    store.set_aside_running(shard).await;
+                    if let Some(shard) = shard.upgrade() {
+                        store.set_aside_running(&shard).await;
+                    }
                 }
             });
         }
@@ -299,10 +301,11 @@ impl Store {
             };
             match opened {
                 Ok(shard) => store.adopt(shard),
-                // A damaged replica of a placed shard is set aside and left to the controller to
-                // replace; the node's other shards still open.
+                // A damaged replica of a placed shard is left closed, and the node's other
+                // shards still open. The controller's next open of it decides (it names the
+                // shard's members): set aside and replaced when others can replace it.
                 Err(err) if replicated && err.is_damage() && !store.config.shards.contains(&id) => {
-                    store.set_aside_damaged(id, &err).await;
+                    error!(shard = id, error = %err, "damaged replica not opened; the controller's next open replaces it from the other members");
                 }
                 Err(err) => {
                     store.cancel.cancel();
@@ -375,9 +378,13 @@ impl Store {
     /// scrub.
     pub async fn scrub(&self) -> Result<BTreeMap<ShardId, Vec<(PathBuf, String)>>, StoreError> {
         let mut found = BTreeMap::new();
+        let mut damaged = Vec::new();
         for (id, local) in self.shards().iter() {
             match scrub::scrub_now(&local.shard, 0, &self.metrics, &self.cancel).await {
                 ScrubOutcome::Done(report) => {
+                    if !report.damaged.is_empty() {
+                        damaged.push(local.shard.clone());
+                    }
                     found.insert(*id, report.damaged);
                 }
                 ScrubOutcome::Failed(why) => {
@@ -388,10 +395,8 @@ impl Store {
                 }
             }
         }
-        for (id, damaged) in &found {
-            if !damaged.is_empty() {
-                self.set_aside_running(*id).await;
-            }
+        for shard in &damaged {
+            self.set_aside_running(shard).await;
         }
         Ok(found)
     }

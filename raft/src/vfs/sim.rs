@@ -792,8 +792,8 @@ impl Vfs for SimVfs {
         Ok(())
     }
 
-    /// Name changes under `from` not yet synced stay recorded under their old paths (a caller
-    /// syncs a tree before it moves it); the move itself is one change of the parent.
+    /// The move itself is one change of the parent; name changes under `from` not yet synced
+    /// move with the tree (they become durable when their directory, now under `to`, is).
     fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
         st.check()?;
@@ -817,6 +817,22 @@ impl Vfs for SimVfs {
             ));
         }
         move_tree(&mut st.names, from, to);
+        let moved = |p: &Path| match p.strip_prefix(from) {
+            Ok(rest) if rest.as_os_str().is_empty() => Some(to.to_path_buf()),
+            Ok(rest) => Some(to.join(rest)),
+            Err(_) => None,
+        };
+        for change in &mut st.unsynced_names {
+            if let Some(dir) = moved(&change.dir) {
+                change.dir = dir;
+            }
+            if let Some(path) = moved(&change.path) {
+                change.path = path;
+            }
+            if let Some(source) = change.from.as_deref().and_then(moved) {
+                change.from = Some(source);
+            }
+        }
         st.unsynced_names.push(NameChange {
             dir: parent_dir(to),
             path: to.to_path_buf(),

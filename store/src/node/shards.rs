@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use vela_proto::domain::ShardId;
 use vela_proto::store_api::{OpenMode, StoreError};
 
@@ -159,9 +159,24 @@ impl Store {
         if let Some(fatal) = stopped {
             // Its Raft stopped on an error (a snapshot install whose copy failed, a disk
             // error): opened again from its files, as a restart would (a replica marked
-            // restoring is deleted below and then replaced as lost).
+            // restoring is deleted below and then replaced as lost). One that stopped on a
+            // damaged record is set aside instead: opening trusts sealed footers and would
+            // serve it again.
+            let damage = self
+                .shards()
+                .get(&shard)
+                .and_then(|local| local.shard.log.damage_seen());
             warn!(shard, error = %fatal, "reopening a replica whose Raft stopped");
             self.detach(shard).await;
+            if let Some(damage) = damage
+                && self.replaceable(shard, voters.len())
+            {
+                let why = crate::error::StoreOpenError::Log {
+                    shard,
+                    source: damage,
+                };
+                return Err(self.set_aside_damaged(shard, &why).await);
+            }
         }
         self.index_closed(shard)?;
         if let Some(local) = self.shards().get(&shard) {
@@ -207,9 +222,10 @@ impl Store {
                 self.config.node_id
             )));
         }
+        let members = voters.len();
         let opened = match (replication.open)(shard, voters, initialize).await {
             Ok(opened) => opened,
-            Err(err) if err.is_damage() && !self.config.shards.contains(&shard) => {
+            Err(err) if err.is_damage() && self.replaceable(shard, members) => {
                 return Err(self.set_aside_damaged(shard, &err).await);
             }
             Err(err) => {
@@ -273,12 +289,36 @@ impl Store {
     /// sets it aside (see `damaged`): the controller's next open is answered `ReplicaLost`
     /// and the replica is copied again from the other members. A configured shard (which the
     /// controller cannot replace) and a standalone store's only report the damage.
-    pub(super) async fn set_aside_running(&self, shard: ShardId) {
-        if !self.replicated || self.config.shards.contains(&shard) {
+    pub(super) async fn set_aside_running(&self, damaged: &Arc<Shard>) {
+        let shard = damaged.id;
+        let members = damaged
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count();
+        if !self.replaceable(shard, members) {
             return;
         }
         let _one_at_a_time = self.opening.lock().await;
-        if self.cancel.is_cancelled() || !self.shards().contains_key(&shard) {
+        // Still the replica the scrub read (not one reopened or joined since).
+        let current = self
+            .shards()
+            .get(&shard)
+            .is_some_and(|local| Arc::ptr_eq(&local.shard, damaged));
+        if self.cancel.is_cancelled() || !current {
+            return;
+        }
+        // Once more before it goes: a scrub that raced a truncation of the log's end (a
+        // follower overwriting entries its leader replaced) may have seen a segment change
+        // under it.
+        if let scrub::ScrubOutcome::Done(again) =
+            scrub::scrub_now(damaged, 0, &self.metrics, &self.cancel).await
+            && again.damaged.is_empty()
+        {
+            info!(shard, "a second scrub found the replica intact; keeping it");
             return;
         }
         self.detach(shard).await;
@@ -286,6 +326,22 @@ impl Store {
             .set_aside_damaged(shard, &"its scrub found damaged log records")
             .await;
         info!(shard, outcome = %outcome, "stopped serving a damaged replica");
+    }
+
+    /// Whether this node's damaged replica of `shard`, a group of `members` voters, is set
+    /// aside to be replaced: only a placed shard's (the controller cannot replace a configured
+    /// one), and only when other members hold the shard (a single replica is the only copy:
+    /// it stays where it is, not opened, for an operator to recover).
+    fn replaceable(&self, shard: ShardId, members: usize) -> bool {
+        let replaceable = self.replicated && !self.config.shards.contains(&shard) && members > 1;
+        if !replaceable {
+            error!(
+                shard,
+                members,
+                "damaged replica is not replaced: it is the only copy or a configured shard"
+            );
+        }
+        replaceable
     }
 }
 

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use vela_proto::domain::ShardId;
 use vela_raft::ScrubReport;
 
 use super::Shard;
@@ -43,7 +42,7 @@ pub(crate) async fn scrub_loop(
     shard: Arc<Shard>,
     policy: ScrubPolicy,
     metrics: Arc<StoreMetrics>,
-    damaged: Option<tokio::sync::mpsc::UnboundedSender<ShardId>>,
+    damaged: Option<tokio::sync::mpsc::UnboundedSender<std::sync::Weak<Shard>>>,
     cancel: CancellationToken,
 ) {
     let Some(interval) = policy.interval else {
@@ -61,7 +60,7 @@ pub(crate) async fn scrub_loop(
             ScrubOutcome::Done(report) if !report.damaged.is_empty() => {
                 if let Some(damaged) = &damaged {
                     // Set aside by the store, which stops this task first.
-                    let _ = damaged.send(shard.id);
+                    let _ = damaged.send(Arc::downgrade(&shard));
                     return;
                 }
             }

@@ -91,6 +91,27 @@ fn a_directory_rename_moves_the_tree_and_is_durable_after_the_parent_sync() {
             .kind(),
         io::ErrorKind::AlreadyExists
     );
+
+    // A change inside the tree not yet synced moves with it: it never lands under the old
+    // name, which a new tree may use.
+    let vfs = make();
+    vfs.remove_file(&p("/d/s/log/seg")).unwrap();
+    vfs.rename_dir(&p("/d/s"), &p("/d/s.aside")).unwrap();
+    vfs.sync_dir(&p("/d")).unwrap();
+    create_dir_all(&vfs, &p("/d/s/log")).unwrap();
+    vfs.create_new(&p("/d/s/log/seg")).unwrap();
+    for dir in ["/d/s/log", "/d/s", "/d", "/d/s.aside/log"] {
+        vfs.sync_dir(&p(dir)).unwrap();
+    }
+    let after = vfs.crash(CrashMode::DropAllUnsynced);
+    assert!(
+        after.read(&p("/d/s/log/seg")).is_ok(),
+        "the new tree's file"
+    );
+    assert!(
+        after.read(&p("/d/s.aside/log/seg")).is_err(),
+        "removed in the old tree"
+    );
 }
 
 #[test]

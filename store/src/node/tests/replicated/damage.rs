@@ -98,7 +98,8 @@ fn damage(disk: &SimVfs, id: NodeId, kind: Damage, rng: &mut Xoshiro256PlusPlus)
     }
 }
 
-/// Node `id` finds the damage: at open (the replica is not opened) or by its first scrub.
+/// Node `id` finds the damage: when it starts (the replica is left closed, and set aside when
+/// the controller's next open names the shard's members) or by its first scrub.
 async fn found(cluster: &Cluster, id: NodeId, what: &str) {
     if holds(cluster, id) {
         let report = cluster.node(id).scrub().await.expect("scrubs");
@@ -106,6 +107,18 @@ async fn found(cluster: &Cluster, id: NodeId, what: &str) {
             report.get(&PLACED).is_some_and(|d| !d.is_empty()),
             "{what}: neither the open nor the scrub found it: {report:?}"
         );
+    } else if set_aside(&cluster.disks[&id], id).is_empty() {
+        // Found at start: set aside by the controller's open (a scheduled scrub does it
+        // itself).
+        let members = members_of(cluster, &[1, 2, 3]);
+        match cluster
+            .node(id)
+            .open_shard(PLACED, members, OpenMode::Resume)
+            .await
+        {
+            Err(StoreError::ReplicaLost(why)) => assert!(why.contains("damaged"), "{what}: {why}"),
+            other => panic!("{what}: a damaged replica opened: {other:?}"),
+        }
     }
     assert!(
         !cluster.node(id).shard_ids().contains(&PLACED),
@@ -166,6 +179,37 @@ async fn a_replica_whose_sealed_segment_was_cut_is_set_aside_and_copied_again() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_a_flipped_bit_is_set_aside_and_copied_again() {
     damaged_while_down(Damage::FlipSealed, 62).await;
+}
+
+/// The only replica of a shard is the only copy: damaged, it is not opened and not renamed,
+/// and the open says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_replica_of_a_shard_is_never_set_aside() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(64);
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_configured(&[1, 2, 3], 64, shared, small_segments).await;
+    cluster.leader().await;
+    place(&cluster, &[1]).await;
+    fill(&cluster, 1, "o").await;
+    cluster.power_cut(1).await;
+    let what = damage(&cluster.disks[&1], 1, Damage::TruncateSealed, &mut rng).expect("damages");
+    cluster.open(1).await;
+    assert!(!cluster.node(1).shard_ids().contains(&PLACED), "{what}");
+    let only = members_of(&cluster, &[1]);
+    match cluster
+        .node(1)
+        .open_shard(PLACED, only, OpenMode::Resume)
+        .await
+    {
+        Err(StoreError::Internal(why)) => assert!(why.contains("shard 7"), "{what}: {why}"),
+        other => panic!("{what}: {other:?}"),
+    }
+    assert!(set_aside(&cluster.disks[&1], 1).is_empty(), "{what}");
+    assert!(
+        !segments(&cluster.disks[&1], 1).is_empty(),
+        "{what}: the files stay"
+    );
+    cluster.shutdown().await;
 }
 
 /// Small segments, a snapshot every 20 entries (so a restart reads no old entry) and a scrub
