@@ -244,6 +244,18 @@ fn apply_name_change(names: &mut BTreeMap<PathBuf, Node>, change: &NameChange) {
     }
 }
 
+/// The simulated disk renames within one directory only.
+fn within_one_dir(from: &Path, to: &Path) -> io::Result<()> {
+    if parent_dir(from) == parent_dir(to) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the simulated disk renames within one directory only",
+        ))
+    }
+}
+
 /// Moves `from` and every name under it to `to`.
 fn move_tree(names: &mut BTreeMap<PathBuf, Node>, from: &Path, to: &Path) {
     let moved: Vec<PathBuf> = names
@@ -767,12 +779,7 @@ impl Vfs for SimVfs {
         let mut st = self.state.lock();
         st.check()?;
         let inode = st.file_inode(from)?;
-        if parent_dir(from) != parent_dir(to) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the simulated disk renames within one directory only",
-            ));
-        }
+        within_one_dir(from, to)?;
         if matches!(st.names.get(to), Some(Node::Dir)) {
             return Err(io::Error::new(
                 io::ErrorKind::IsADirectory,
@@ -798,12 +805,7 @@ impl Vfs for SimVfs {
         let mut st = self.state.lock();
         st.check()?;
         st.require_dir(from)?;
-        if parent_dir(from) != parent_dir(to) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the simulated disk renames within one directory only",
-            ));
-        }
+        within_one_dir(from, to)?;
         if st.names.contains_key(to) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,

@@ -180,16 +180,7 @@ impl Store {
         }
         self.index_closed(shard)?;
         if let Some(local) = self.shards().get(&shard) {
-            let uninitialized = local
-                .shard
-                .raft
-                .metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .next()
-                .is_none();
+            let uninitialized = voter_count(&local.shard.raft) == 0;
             if initialize && uninitialized {
                 // Held but never given its members (a crash right after its log was made).
                 let members: BTreeMap<u64, openraft::BasicNode> = voters
@@ -291,14 +282,7 @@ impl Store {
     /// controller cannot replace) and a standalone store's only report the damage.
     pub(super) async fn set_aside_running(&self, damaged: &Arc<Shard>) {
         let shard = damaged.id;
-        let members = damaged
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .count();
+        let members = voter_count(&damaged.raft);
         if !self.replaceable(shard, members) {
             return;
         }
@@ -343,6 +327,16 @@ impl Store {
         }
         replaceable
     }
+}
+
+/// How many voters the replica's membership names (0: not initialized).
+fn voter_count(raft: &ShardRaft) -> usize {
+    raft.metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count()
 }
 
 /// Spawns a shard's background task on the store's set, tracked by the shard's tracker.

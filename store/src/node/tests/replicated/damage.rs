@@ -13,10 +13,8 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use vela_raft::vfs::sim::seed_sweep;
 
-use super::agree::replicas_agree;
-use super::faults::{Clients, Load};
+use super::faults::{Clients, Load, sweep_seeds};
 use super::members::{drain_from, fill, place};
 use super::moves::{holds, step};
 use super::*;
@@ -143,10 +141,11 @@ async fn repair(cluster: &Cluster, context: &str) {
     }
 }
 
-async fn damaged_while_down(kind: Damage, seed: u64) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+/// A cluster of nodes 1–3 configured by `config`, the placed shard on all three and led by
+/// node 1 or 2 (node 3 is the one damaged), filled with 100 messages tagged `tag` (returned).
+async fn filled(seed: u64, config: fn(NodeId) -> StoreConfig, tag: &str) -> (Cluster, Vec<String>) {
     let (_clock, shared) = manual_clock();
-    let mut cluster = Cluster::start_configured(&[1, 2, 3], seed, shared, small_segments).await;
+    let cluster = Cluster::start_configured(&[1, 2, 3], seed, shared, config).await;
     cluster.leader().await;
     if place(&cluster, &[1, 2, 3]).await == 3 {
         cluster
@@ -156,7 +155,13 @@ async fn damaged_while_down(kind: Damage, seed: u64) {
             .expect("node 1 leads");
     }
     let leader = placed_leader(&cluster, PLACED).await;
-    let sent = fill(&cluster, leader, "d").await;
+    let sent = fill(&cluster, leader, tag).await;
+    (cluster, sent)
+}
+
+async fn damaged_while_down(kind: Damage, seed: u64) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (mut cluster, sent) = filled(seed, small_segments, "d").await;
     cluster.power_cut(3).await;
     let what = damage(&cluster.disks[&3], 3, kind, &mut rng).expect("a segment to damage");
     cluster.open(3).await;
@@ -228,18 +233,7 @@ fn scrubbed_often(id: NodeId) -> StoreConfig {
 /// scheduled scrub finds the damage, stops it and sets it aside; it is then replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_bit_that_opening_misses_is_found_by_the_scheduled_scrub() {
-    let (_clock, shared) = manual_clock();
-    let mut cluster = Cluster::start_configured(&[1, 2, 3], 63, shared, scrubbed_often).await;
-    cluster.leader().await;
-    if place(&cluster, &[1, 2, 3]).await == 3 {
-        cluster
-            .node(3)
-            .transfer_leader(PLACED, 1)
-            .await
-            .expect("node 1 leads");
-    }
-    let leader = placed_leader(&cluster, PLACED).await;
-    let sent = fill(&cluster, leader, "s").await;
+    let (mut cluster, sent) = filled(63, scrubbed_often, "s").await;
     // A clean stop (after a power cut the index may be behind, and opening reads the log
     // entries it re-indexes).
     cluster.node(3).shutdown().await.expect("stops");
@@ -280,7 +274,7 @@ async fn schedule(seed: u64) {
     cluster.leader().await;
     place(&cluster, &[1, 2, 3]).await;
     cluster.current_apply_version().await;
-    let mut load = Load::start(
+    let load = Load::start(
         Clients::Placed(cluster.nodes.clone(), PLACED),
         format!("d{seed}"),
     );
@@ -308,31 +302,17 @@ async fn schedule(seed: u64) {
     }
     repair(&cluster, &context).await;
     tokio::time::sleep(Duration::from_millis(rng.random_range(200..1000))).await;
-    load.stop_producing().await;
-    let agreed = replicas_agree(&cluster, PLACED, &[1, 2, 3]).await;
-    let o = load.drain(&clock).await;
-    eprintln!(
-        "seed {seed}: {} of {} sends acknowledged, {} acks, {} bodies delivered; {log:?}",
-        o.sent.len(),
-        o.attempted.len(),
-        o.acked.len(),
-        o.delivered.len()
-    );
-    o.check(&format!("seed {seed}; {log:?}"));
-    if let Err(why) = agreed {
-        panic!("seed {seed}; {log:?}: {why}");
-    }
-    cluster.shutdown().await;
+    load.finish(
+        cluster,
+        &clock,
+        PLACED,
+        &[1, 2, 3],
+        &format!("seed {seed}; {log:?}"),
+    )
+    .await;
 }
 
 #[test]
 fn acknowledged_sends_and_acks_survive_a_replica_damaged_while_down() {
-    seed_sweep("a replica damaged while down", 3, |seed| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(schedule(seed));
-    });
+    sweep_seeds("a replica damaged while down", 3, schedule);
 }

@@ -237,6 +237,34 @@ impl Load {
         }
     }
 
+    /// The end of a schedule on `shard`: stops the producer, checks that `members` hold the
+    /// same state, drains, checks the oracle, and stops the cluster; `context` (the seed and
+    /// what the schedule did) names any failure.
+    pub(super) async fn finish(
+        mut self,
+        cluster: Cluster,
+        clock: &ManualClock,
+        shard: ShardId,
+        members: &[NodeId],
+        context: &str,
+    ) {
+        self.stop_producing().await;
+        let agreed = super::agree::replicas_agree(&cluster, shard, members).await;
+        let o = self.drain(clock).await;
+        eprintln!(
+            "{context}: {} of {} sends acknowledged, {} acks, {} bodies delivered",
+            o.sent.len(),
+            o.attempted.len(),
+            o.acked.len(),
+            o.delivered.len()
+        );
+        o.check(context);
+        if let Err(why) = agreed {
+            panic!("{context}: {why}");
+        }
+        cluster.shutdown().await;
+    }
+
     /// Stops the producer (its send in progress finishes first).
     pub(super) async fn stop_producing(&mut self) {
         self.producing.store(false, Ordering::SeqCst);
@@ -370,15 +398,25 @@ async fn schedule(seed: u64, transport: Transport) {
     cluster.shutdown().await;
 }
 
-fn sweep(name: &str, default_seeds: u64, transport: Transport) {
+/// Runs `schedule` for every seed of the sweep (see `seed_sweep`), each on a runtime of its
+/// own.
+pub(super) fn sweep_seeds<F, Fut>(name: &str, default_seeds: u64, schedule: F)
+where
+    F: Fn(u64) -> Fut + std::panic::RefUnwindSafe,
+    Fut: std::future::Future<Output = ()>,
+{
     seed_sweep(name, default_seeds, |seed| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(schedule(seed, transport));
+            .block_on(schedule(seed));
     });
+}
+
+fn sweep(name: &str, default_seeds: u64, transport: Transport) {
+    sweep_seeds(name, default_seeds, |seed| schedule(seed, transport));
 }
 
 #[test]

@@ -16,10 +16,8 @@
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use vela_raft::vfs::sim::seed_sweep;
 
-use super::agree::replicas_agree;
-use super::faults::{Clients, Load};
+use super::faults::{Clients, Load, sweep_seeds};
 use super::*;
 
 const PLACED: ShardId = 7;
@@ -152,7 +150,7 @@ async fn schedule(seed: u64) {
         cluster.register(PLACED, id, raft);
     }
     cluster.current_apply_version().await;
-    let mut load = Load::start(
+    let load = Load::start(
         Clients::Placed(cluster.nodes.clone(), PLACED),
         format!("m{seed}"),
     );
@@ -193,31 +191,17 @@ async fn schedule(seed: u64) {
             tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
         }
     }
-    load.stop_producing().await;
-    let agreed = replicas_agree(&cluster, PLACED, &MOVES[MOVES.len() - 1]).await;
-    let o = load.drain(&clock).await;
-    eprintln!(
-        "seed {seed}: {} of {} sends acknowledged, {} acks, {} bodies delivered; schedule {log:?}",
-        o.sent.len(),
-        o.attempted.len(),
-        o.acked.len(),
-        o.delivered.len()
-    );
-    o.check(&format!("seed {seed}; schedule {log:?}"));
-    if let Err(why) = agreed {
-        panic!("seed {seed}; schedule {log:?}: {why}");
-    }
-    cluster.shutdown().await;
+    load.finish(
+        cluster,
+        &clock,
+        PLACED,
+        &MOVES[MOVES.len() - 1],
+        &format!("seed {seed}; schedule {log:?}"),
+    )
+    .await;
 }
 
 #[test]
 fn acknowledged_sends_and_acks_survive_replica_moves_with_a_node_killed_midway() {
-    seed_sweep("replica moves with a power cut", 2, |seed| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(schedule(seed));
-    });
+    sweep_seeds("replica moves with a power cut", 2, schedule);
 }
