@@ -3,6 +3,9 @@
 //! hands incoming RPCs to the node's groups. One HTTP/2 connection per peer address carries every
 //! group (a [`ChannelPool`] per node). Entries travel in the segment record envelope, checksummed;
 //! an AppendEntries is split so no request carries more than a byte budget of entries.
+//! Replication is pipelined (`AppendStream`, `pipelined` and `crate::pipeline`): a leader sends a
+//! follower its next entries without waiting for the answers to the previous ones, and falls
+//! back to one `AppendEntries` at a time for a peer of an older version.
 //!
 //! Failures are classified for openraft: a refused connection or a group the target does not
 //! (yet) hold is *unreachable* (openraft backs off), an RPC that outlives its deadline is a
@@ -10,6 +13,7 @@
 //! lets tests cut, delay and lose messages on real connections.
 
 mod client;
+mod pipelined;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -28,6 +32,11 @@ use crate::entry::{LogTypes, StoredLogId, StoredVote};
 pub mod pb {
     tonic::include_proto!("vela.raft.v1");
 }
+
+/// Metadata keys of an `AppendStream`: the group and the target node id its requests are for
+/// (each request names them too), known to the receiver before the first request arrives.
+const STREAM_GROUP: &str = "vela-raft-group";
+const STREAM_TARGET: &str = "vela-raft-target";
 
 /// Largest message a node accepts: one entry may be as large as a segment record.
 pub const MAX_MESSAGE_BYTES: usize = crate::codec::MAX_RECORD_BODY + 1024 * 1024;

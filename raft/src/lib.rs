@@ -23,6 +23,7 @@ pub mod group;
 pub mod grpc;
 mod install_gate;
 pub mod network;
+mod pipeline;
 mod segment;
 pub mod single_node;
 pub mod snapshot_file;

@@ -12,11 +12,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
@@ -325,6 +326,22 @@ where
             .await?)
     }
 
+    /// Pipelined, as over gRPC (`pipelined`).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<C>>
+            + openraft::OptionalSend
+            + Unpin
+            + 'static,
+    {
+        let opened = self.open_stream(input, option.hard_ttl());
+        Box::pin(async move { Ok(opened?) })
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<C>,
@@ -380,5 +397,6 @@ where
     }
 }
 
+mod pipelined;
 #[cfg(test)]
 mod tests;

@@ -6,13 +6,17 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::network::{
+    RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2, stream_append_sequential,
+};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderError, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend};
@@ -20,6 +24,7 @@ use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use super::pb::raft_transport_client::RaftTransportClient;
+use super::pipelined::Opened;
 use super::{SnapshotBytes, log_id_from_wire, log_id_to_wire, opt_log_id_to_wire, pb};
 use super::{vote_from_wire, vote_to_wire};
 use crate::entry::{LogTypes, encode_entry, encode_membership};
@@ -29,6 +34,9 @@ use crate::network::{Fate, NetFaults, NodeId};
 pub const APPEND_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of snapshot data per chunk.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// How long a peer that does not know `AppendStream` is sent single requests before it is
+/// asked again (it may have been upgraded meanwhile).
+const ASK_FOR_STREAMS_AGAIN: Duration = Duration::from_secs(30);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -113,6 +121,7 @@ impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkFactory<C> for GrpcNetwork<SD> {
             addr: node.addr.clone(),
             client: self.pool.channel(&node.addr).map(RaftTransportClient::new),
             faults: self.faults.clone(),
+            streams_unsupported: None,
             _snapshot: PhantomData,
         }
     }
@@ -121,23 +130,30 @@ impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkFactory<C> for GrpcNetwork<SD> {
 /// The connection from one node to one peer in one group.
 pub struct GrpcConnection<SD> {
     group: u64,
-    from: NodeId,
-    target: NodeId,
-    addr: String,
-    client: Result<RaftTransportClient<Channel>, String>,
-    faults: Option<Arc<NetFaults>>,
+    pub(super) from: NodeId,
+    pub(super) target: NodeId,
+    pub(super) addr: String,
+    pub(super) client: Result<RaftTransportClient<Channel>, String>,
+    pub(super) faults: Option<Arc<NetFaults>>,
+    /// When the peer last answered that it does not know `AppendStream` (an older version).
+    streams_unsupported: Option<std::time::Instant>,
     _snapshot: PhantomData<fn() -> SD>,
 }
 
 /// Why an RPC got no answer, before it is shaped into openraft's error of the call.
-enum Failure {
+pub(super) enum Failure {
     Unreachable(String),
     Timeout(Duration),
     Network(String),
 }
 
 impl Failure {
-    fn rpc<C: LogTypes>(self, action: RPCTypes, from: NodeId, target: NodeId) -> RPCError<C> {
+    pub(super) fn rpc<C: LogTypes>(
+        self,
+        action: RPCTypes,
+        from: NodeId,
+        target: NodeId,
+    ) -> RPCError<C> {
         match self {
             Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
             Failure::Timeout(timeout) => RPCError::Timeout(Timeout {
@@ -164,7 +180,7 @@ impl Failure {
     }
 }
 
-fn classify(addr: &str, status: &tonic::Status) -> Failure {
+pub(super) fn classify(addr: &str, status: &tonic::Status) -> Failure {
     use tonic::Code;
     let what = format!("{addr}: {}: {}", status.code(), status.message());
     match status.code() {
@@ -176,7 +192,7 @@ fn classify(addr: &str, status: &tonic::Status) -> Failure {
 }
 
 impl<SD> GrpcConnection<SD> {
-    fn route(&self) -> pb::Route {
+    pub(super) fn route(&self) -> pb::Route {
         pb::Route {
             group: self.group,
             target: self.target,
@@ -268,7 +284,7 @@ impl<SD> GrpcConnection<SD> {
 /// How long a request carrying `bytes` of payload may take: openraft's deadline (the heartbeat
 /// interval, meant for empty requests) is too short to upload megabytes and fsync them, so a
 /// request with a payload gets at least [`PAYLOAD_DEADLINE`] plus time at [`MIN_RATE`].
-fn transfer_deadline(ttl: Duration, bytes: usize) -> Duration {
+pub(super) fn transfer_deadline(ttl: Duration, bytes: usize) -> Duration {
     if bytes == 0 {
         return ttl;
     }
@@ -276,7 +292,7 @@ fn transfer_deadline(ttl: Duration, bytes: usize) -> Duration {
 }
 
 /// Least time a request with a payload is given.
-const PAYLOAD_DEADLINE: Duration = Duration::from_secs(2);
+pub(super) const PAYLOAD_DEADLINE: Duration = Duration::from_secs(2);
 /// Slowest transfer rate a payload's deadline allows for (16 MB/s).
 const MIN_RATE_BYTES_PER_MICRO: usize = 16;
 
@@ -288,7 +304,10 @@ type Run = (
 
 /// Encodes `entries` into runs whose encoded size stays within `budget` (a run holds at least
 /// one entry).
-fn encode_runs<C: LogTypes>(entries: &[C::Entry], budget: usize) -> Result<Vec<Run>, String> {
+pub(super) fn encode_runs<C: LogTypes>(
+    entries: &[C::Entry],
+    budget: usize,
+) -> Result<Vec<Run>, String> {
     use openraft::entry::RaftEntry;
     let mut runs = Vec::new();
     let mut current = Vec::new();
@@ -372,6 +391,42 @@ impl<C: LogTypes, SD: SnapshotBytes> RaftNetworkV2<C> for GrpcConnection<SD> {
             }
         }
         Ok(AppendEntriesResponse::Success)
+    }
+
+    /// Pipelined: every request goes out on one `AppendStream` without waiting for the answers
+    /// before it (`super::pipelined`); to a peer that does not know it, one request at a time.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut input = input;
+            let ask = self
+                .streams_unsupported
+                .is_none_or(|at| at.elapsed() >= ASK_FOR_STREAMS_AGAIN);
+            if ask {
+                match self.open_stream::<C, S>(input, option.hard_ttl()).await? {
+                    Opened::Stream(answers) => {
+                        self.streams_unsupported = None;
+                        return Ok(answers);
+                    }
+                    Opened::Unsupported(untouched) => {
+                        tracing::info!(
+                            peer = %self.addr,
+                            "the peer does not know AppendStream (an older version): \
+                             replicating to it one request at a time"
+                        );
+                        self.streams_unsupported = Some(std::time::Instant::now());
+                        input = untouched;
+                    }
+                }
+            }
+            stream_append_sequential(self, input, option).await
+        })
     }
 
     async fn vote(

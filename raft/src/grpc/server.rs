@@ -3,17 +3,21 @@
 //! length; what fails is refused with a status, never half-applied.
 
 use std::collections::HashMap;
+use std::future::{Future, ready};
 use std::sync::Arc;
 
+use futures::StreamExt;
+use openraft::base::BoxStream;
+use openraft::error::Fatal;
+
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderError, TransferLeaderRequest,
-    VoteRequest,
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
+    TransferLeaderError, TransferLeaderRequest, VoteRequest,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::type_config::alias::SnapshotOf;
 use openraft::{Raft, SnapshotMeta, StoredMembership};
-use parking_lot::RwLock;
-use tokio_stream::StreamExt;
+use parking_lot::{Mutex, RwLock};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
@@ -23,6 +27,7 @@ use super::{
 };
 use crate::entry::{LogTypes, decode_membership};
 use crate::network::NodeId;
+use crate::pipeline::append_pipelined;
 
 /// Largest snapshot a node accepts.
 const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
@@ -34,8 +39,16 @@ where
     SM: RaftStateMachine<C>,
 {
     node: NodeId,
-    groups: RwLock<HashMap<u64, Raft<C, SM>>>,
+    /// Each group's Raft and the serial of its registration.
+    groups: RwLock<HashMap<u64, Registered<C, SM>>>,
+    /// Counts registrations: a stream ends once its group's changes.
+    registrations: tokio::sync::watch::Sender<u64>,
     installs: crate::install_gate::InstallGates,
+    /// `AppendStream`s opened so far.
+    streams: std::sync::atomic::AtomicU64,
+    /// Answers `AppendStream` UNIMPLEMENTED, as a node of a version before it does (tests).
+    #[cfg(test)]
+    pub(super) without_streams: std::sync::atomic::AtomicBool,
 }
 
 impl<C, SM> RaftServer<C, SM>
@@ -48,18 +61,36 @@ where
         Arc::new(RaftServer {
             node,
             groups: RwLock::new(HashMap::new()),
+            registrations: tokio::sync::watch::Sender::new(0),
             installs: Default::default(),
+            streams: Default::default(),
+            #[cfg(test)]
+            without_streams: Default::default(),
         })
+    }
+
+    /// How many `AppendStream`s (pipelined replication from a leader) this node has served.
+    pub fn streams_served(&self) -> u64 {
+        self.streams.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Serves `group` with `raft` (replacing an earlier one).
     pub fn register(&self, group: u64, raft: Raft<C, SM>) {
-        self.groups.write().insert(group, raft);
+        let mut groups = self.groups.write();
+        let mut serial = 0;
+        self.registrations.send_modify(|n| {
+            *n += 1;
+            serial = *n;
+        });
+        groups.insert(group, (serial, raft));
     }
 
     /// Stops serving `group`: peers see it as unreachable.
     pub fn unregister(&self, group: u64) {
-        self.groups.write().remove(&group);
+        let mut groups = self.groups.write();
+        if groups.remove(&group).is_some() {
+            self.registrations.send_modify(|n| *n += 1);
+        }
     }
 
     /// The tonic service to add to the node's server.
@@ -71,7 +102,85 @@ where
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
+    /// One `AppendStream`: its requests handed to the group `route` names, pipelined
+    /// (`crate::pipeline`). A request that cannot be taken (another route, a damaged entry, a
+    /// broken stream) ends the input; its error follows the answers to the requests before it.
+    fn serve_stream(
+        self: Arc<Self>,
+        route: pb::Route,
+        inbound: Streaming<pb::AppendEntriesRequest>,
+    ) -> Result<BoxStream<'static, Result<pb::AppendStreamReply, Status>>, Status> {
+        let (serial, raft) = self.registered(Some(&route))?;
+        let group = route.group;
+        let route = Some(route);
+        let key = (group, self.node);
+        let refused: Arc<Mutex<Option<Status>>> = Arc::default();
+        let noted = refused.clone();
+        let input = inbound
+            .map(move |wire| {
+                let request = wire.and_then(|req| {
+                    if req.route != route {
+                        return Err(Status::invalid_argument(
+                            "every request of an AppendStream names the same route",
+                        ));
+                    }
+                    request_from_wire::<C>(req)
+                });
+                request.map_err(|status| {
+                    noted.lock().get_or_insert(status);
+                })
+            })
+            .take_while(|request| ready(request.is_ok()))
+            .filter_map(|request| ready(request.ok()))
+            // No request reaches a Raft after it stopped being served (unregistered, replaced):
+            // peers see the group unreachable, and a server shutting down is not held open.
+            .take_until(self.replaced(group, serial));
+        let passes = self.clone();
+        let pass = move || {
+            let server = passes.clone();
+            async move { server.installs.pass(key).await }
+        };
+        let server = self.clone();
+        let answers = append_pipelined(&raft, input, pass).map(answer_to_wire::<C>);
+        let node = self.node;
+        let refusal = futures::stream::once(async move {
+            let refusal = refused.lock().take();
+            refusal.or_else(|| {
+                let current = server.groups.read().get(&group).map(|(s, _)| *s);
+                (current != Some(serial)).then(|| {
+                    Status::not_found(format!("node {node} no longer serves group {group}"))
+                })
+            })
+        })
+        .filter_map(|status| ready(status.map(Err)));
+        Ok(answers.chain(refusal).boxed())
+    }
+
     fn group(&self, route: Option<&pb::Route>) -> Result<Raft<C, SM>, Status> {
+        self.registered(route).map(|(_, raft)| raft)
+    }
+
+    /// Resolves once `group` is no longer served by its registration `serial` (unregistered,
+    /// or another Raft registered in its place).
+    fn replaced(
+        self: &Arc<Self>,
+        group: u64,
+        serial: u64,
+    ) -> impl Future<Output = ()> + use<C, SM> {
+        let mut changes = self.registrations.subscribe();
+        let server = self.clone();
+        async move {
+            loop {
+                let current = server.groups.read().get(&group).map(|(s, _)| *s);
+                if current != Some(serial) || changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The Raft serving the group `route` names, and the serial of its registration.
+    fn registered(&self, route: Option<&pb::Route>) -> Result<Registered<C, SM>, Status> {
         let route = route.ok_or_else(|| Status::invalid_argument("request without a route"))?;
         if route.target != self.node {
             return Err(Status::failed_precondition(format!(
@@ -92,6 +201,9 @@ where
     }
 }
 
+/// The serial of a group's registration, and its Raft.
+type Registered<C, SM> = (u64, Raft<C, SM>);
+
 /// [`RaftServer`] as a tonic service.
 pub struct RaftService<C, SM>
 where
@@ -109,6 +221,55 @@ fn decode_entries<C: LogTypes>(bytes: &[u8]) -> Result<Vec<C::Entry>, Status> {
     crate::entry::decode_entries::<C>(bytes).map_err(Status::invalid_argument)
 }
 
+/// An `AppendEntries` off the wire, every entry's checksum checked.
+fn request_from_wire<C: LogTypes>(
+    req: pb::AppendEntriesRequest,
+) -> Result<AppendEntriesRequest<C>, Status> {
+    let vote = req
+        .vote
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("AppendEntries without a vote"))?;
+    Ok(AppendEntriesRequest::<C> {
+        vote: vote_from_wire::<C>(vote),
+        prev_log_id: req.prev_log_id.as_ref().map(log_id_from_wire),
+        leader_commit: req.leader_commit.as_ref().map(log_id_from_wire),
+        entries: decode_entries::<C>(&req.entries)?,
+    })
+}
+
+/// The route an `AppendStream` names in its metadata ([`super::STREAM_GROUP`],
+/// [`super::STREAM_TARGET`]).
+fn stream_route(metadata: &tonic::metadata::MetadataMap) -> Result<pb::Route, Status> {
+    let number = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("AppendStream without {key}")))
+    };
+    Ok(pb::Route {
+        group: number(super::STREAM_GROUP)?,
+        target: number(super::STREAM_TARGET)?,
+    })
+}
+
+/// One answer of a pipelined stream onto the wire.
+fn answer_to_wire<C: LogTypes>(
+    answer: Result<StreamAppendResult<C>, Fatal<C>>,
+) -> Result<pb::AppendStreamReply, Status> {
+    use pb::append_stream_reply::Result as R;
+    let result = match answer.map_err(raft_stopped)? {
+        Ok(matching) => R::Accepted(pb::Matching {
+            matching: opt_log_id_to_wire(&matching),
+        }),
+        Err(StreamAppendError::Conflict(at)) => R::Conflict(log_id_to_wire(&at)),
+        Err(StreamAppendError::HigherVote(v)) => R::HigherVote(vote_to_wire::<C>(&v)),
+    };
+    Ok(pb::AppendStreamReply {
+        result: Some(result),
+    })
+}
+
 #[tonic::async_trait]
 impl<C, SM> RaftTransport for RaftService<C, SM>
 where
@@ -122,19 +283,10 @@ where
     ) -> Result<Response<pb::AppendEntriesReply>, Status> {
         let req = request.into_inner();
         let raft = self.server.group(req.route.as_ref())?;
-        let vote = req
-            .vote
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("AppendEntries without a vote"))?;
         let group = req.route.as_ref().map_or(0, |r| r.group);
+        let rpc = request_from_wire::<C>(req)?;
         // Held until the member has taken the entries in: no install starts under them.
         let _passage = self.server.installs.pass((group, self.server.node)).await;
-        let rpc = AppendEntriesRequest::<C> {
-            vote: vote_from_wire::<C>(vote),
-            prev_log_id: req.prev_log_id.as_ref().map(log_id_from_wire),
-            leader_commit: req.leader_commit.as_ref().map(log_id_from_wire),
-            entries: decode_entries::<C>(&req.entries)?,
-        };
         use pb::append_entries_reply::Result as R;
         let result = match raft.append_entries(rpc).await.map_err(raft_stopped)? {
             AppendEntriesResponse::Success => R::Success(pb::Empty {}),
@@ -149,6 +301,33 @@ where
         Ok(Response::new(pb::AppendEntriesReply {
             result: Some(result),
         }))
+    }
+
+    type AppendStreamStream = BoxStream<'static, Result<pb::AppendStreamReply, Status>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        #[cfg(test)]
+        if self
+            .server
+            .without_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(Status::unimplemented("AppendStream (an older version)"));
+        }
+        self.server
+            .streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The route comes with the stream, before any request: a leader may open a stream
+        // well before it has entries to send, and the stream must end when its group does.
+        let route = stream_route(request.metadata())?;
+        let answers = self
+            .server
+            .clone()
+            .serve_stream(route, request.into_inner())?;
+        Ok(Response::new(answers))
     }
 
     async fn vote(

@@ -1,7 +1,9 @@
 //! Raft over real gRPC connections on loopback: three members elect and replicate (entries
 //! larger than one request's budget are split), a member that was down catches up through the
-//! log or, once the leader purged what it missed, through a streamed snapshot; the wire layout
-//! of a request is pinned.
+//! log or, once the leader purged what it missed, through a streamed snapshot; leaders pipeline
+//! to followers (`AppendStream`) and replicate to a member of an older version one request at a
+//! time; a stream keeps to the route it names; the wire layouts of a request and of a stream's
+//! answers are pinned.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ type TestRaft = Raft<TestConfig, TestStateMachine>;
 struct Member {
     raft: TestRaft,
     sm: TestStateMachine,
+    server: Arc<RaftServer<TestConfig, TestStateMachine>>,
     stop: oneshot::Sender<()>,
     served: tokio::task::JoinHandle<()>,
 }
@@ -56,7 +59,22 @@ async fn start(
     voters: &BTreeMap<u64, BasicNode>,
     cfg: openraft::Config,
 ) -> Member {
+    start_version(id, dir, listen, voters, cfg, true).await
+}
+
+/// `streams`: false starts a member of a version before `AppendStream`.
+async fn start_version(
+    id: u64,
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    voters: &BTreeMap<u64, BasicNode>,
+    cfg: openraft::Config,
+    streams: bool,
+) -> Member {
     let server = RaftServer::<TestConfig, TestStateMachine>::new(id);
+    server
+        .without_streams
+        .store(!streams, std::sync::atomic::Ordering::Relaxed);
     let (_, stop, served) = serve(&server, listen).await;
     let store = TestStore::open(config(dir, 1 << 20, 1 << 20))
         .await
@@ -77,6 +95,7 @@ async fn start(
     Member {
         raft,
         sm,
+        server,
         stop,
         served,
     }
@@ -132,6 +151,48 @@ async fn addresses() -> Vec<SocketAddr> {
         keep.push(l);
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_pipeline_to_followers_and_replicate_to_an_older_one_request_by_request() {
+    let addrs = addresses().await;
+    let voters: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(addrs[id as usize - 1].to_string())))
+        .collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cfg = || openraft::Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        enable_pre_vote: Some(true),
+        ..default_config("grpc-test")
+    };
+    // Member 3 runs a version that does not know AppendStream.
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let i = id as usize - 1;
+        let member = start_version(id, dirs[i].path(), addrs[i], &voters, cfg(), id != 3).await;
+        members.insert(id, member);
+    }
+    let first = leader(&members).await;
+    let leader_raft = members[&first].raft.clone();
+    for round in 0..5 {
+        let writes = (0..40)
+            .map(|i| leader_raft.client_write(format!("{round}-{i}")))
+            .collect::<Vec<_>>();
+        for w in futures::future::join_all(writes).await {
+            w.unwrap();
+        }
+    }
+    converged(&members, 200).await;
+    // The follower of this version was sent streams; the older one none, and it has every
+    // entry all the same.
+    let new_follower = if first == 1 { 2 } else { 1 };
+    assert!(members[&new_follower].server.streams_served() > 0);
+    assert_eq!(members[&3].server.streams_served(), 0);
+    for (_, m) in members {
+        stop(m).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,3 +435,92 @@ fn server_decode(bytes: &[u8]) -> Vec<TestEntry> {
 }
 
 const GOLDEN_APPEND: &str = "0a040805100212060803100118011a0608021001180622060802100118062a2921000000546da8250300000003000000000000000000000000000000070000000000000068656c6c6f";
+
+#[test]
+fn the_answers_of_a_pipelined_stream_have_a_pinned_wire_layout() {
+    use pb::append_stream_reply::Result as R;
+    let log_id = pb::LogId {
+        term: 4,
+        node: 2,
+        index: 9,
+    };
+    let answers = [
+        R::Accepted(pb::Matching {
+            matching: Some(log_id),
+        }),
+        R::Accepted(pb::Matching { matching: None }),
+        R::Conflict(log_id),
+        R::HigherVote(pb::Vote {
+            term: 5,
+            node: 3,
+            committed: false,
+        }),
+    ];
+    let wire: Vec<String> = answers
+        .into_iter()
+        .map(|a| hex::encode(pb::AppendStreamReply { result: Some(a) }.encode_to_vec()))
+        .collect();
+    assert_eq!(
+        wire,
+        [
+            "0a080a06080410021809",
+            "0a00",
+            "1206080410021809",
+            "1a0408051003"
+        ],
+        "the AppendStream answer layout changed: nodes of neighbouring versions must still \
+         understand each other"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_stream_names_its_route_up_front_and_keeps_to_it() {
+    use pb::raft_transport_client::RaftTransportClient;
+
+    let addr = addresses().await[0];
+    let voters: BTreeMap<u64, BasicNode> = [(1, BasicNode::new(addr.to_string()))].into();
+    let dir = tempfile::tempdir().unwrap();
+    let member = start(1, dir.path(), addr, &voters, default_config("grpc-test")).await;
+    let mut client = RaftTransportClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let open = |group: Option<u64>, requests: Vec<pb::AppendEntriesRequest>| {
+        let mut request = tonic::Request::new(tokio_stream::iter(requests));
+        if let Some(group) = group {
+            request.metadata_mut().insert(STREAM_GROUP, group.into());
+            request.metadata_mut().insert(STREAM_TARGET, 1u64.into());
+        }
+        request
+    };
+    let wrong_route = pb::AppendEntriesRequest {
+        route: Some(pb::Route {
+            group: 2,
+            target: 1,
+        }),
+        vote: Some(pb::Vote {
+            term: 1,
+            node: 1,
+            committed: true,
+        }),
+        ..Default::default()
+    };
+
+    // No route in the metadata: refused at once.
+    let err = client.append_stream(open(None, vec![])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // A group this node does not hold: not found (unreachable to the sender).
+    let err = client
+        .append_stream(open(Some(9), vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // A request naming another route than the stream's ends it with an error, unanswered.
+    let mut answers = client
+        .append_stream(open(Some(1), vec![wrong_route]))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = answers.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    stop(member).await;
+}

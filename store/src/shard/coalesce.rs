@@ -11,7 +11,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use vela_proto::ClientId;
@@ -276,9 +278,37 @@ impl Drop for ProposerSlot<'_> {
 
 /// Whether the shard deduplicates sends (apply version 5): only then may `ClientAppends`
 /// entries be written.
-fn deduplicates(shard: &Shard) -> bool {
+///
+/// Right after an election the applied state can still be behind what earlier leaders
+/// committed (after every member restarted, it starts from its snapshot), and with it the
+/// apply version: sends written meanwhile as `AppendBatch` would not be deduplicated, and a
+/// resend of a message stored before the election would be stored again. So below version 5
+/// the leader first waits (at most [`CATCH_UP_WAIT`]) until it applied an entry of its own
+/// term, which it does only after everything committed before it; once it has, the wait is
+/// over at once for the rest of the term.
+async fn deduplicates(shard: &Shard) -> bool {
+    if shard.shared.current_apply_version() >= 5 {
+        return true;
+    }
+    let caught_up = |m: &openraft::RaftMetrics<crate::shard::ShardTypes>| {
+        m.last_applied
+            .is_some_and(|applied| applied.leader_id.term >= m.current_term)
+    };
+    if !caught_up(&shard.raft.metrics().borrow_watched()) {
+        let waited = shard
+            .raft
+            .wait(Some(CATCH_UP_WAIT))
+            .metrics(caught_up, "the leader applied an entry of its term")
+            .await;
+        if let Err(e) = waited {
+            tracing::debug!(shard = shard.id, error = %e, "apply did not catch up");
+        }
+    }
     shard.shared.current_apply_version() >= 5
 }
+
+/// Longest an append waits for a new leader's applied state to catch up.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
 /// Proposes one caller's messages as a plain `Append` (a `ClientAppends` of one when it names
 /// its client and the shard deduplicates) and returns their outcomes.
@@ -288,7 +318,7 @@ async fn append_alone(
     append: ClientAppend,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     let count = append.append.messages.len();
-    if append.client_id.is_some() && deduplicates(shard) {
+    if append.client_id.is_some() && deduplicates(shard).await {
         let command = StoreCommand::ClientAppends {
             now_ms,
             appends: vec![append],
@@ -333,7 +363,8 @@ async fn propose(shard: &Shard, now_ms: i64, mut appends: Vec<PendingAppend>) {
     }
     let mut counts = Vec::with_capacity(appends.len());
     let mut replies = Vec::with_capacity(appends.len());
-    let with_clients = appends.iter().any(|a| a.append.client_id.is_some()) && deduplicates(shard);
+    let with_clients =
+        appends.iter().any(|a| a.append.client_id.is_some()) && deduplicates(shard).await;
     let subs: Vec<ClientAppend> = appends
         .into_iter()
         .map(|a| {

@@ -141,16 +141,21 @@ pub(super) async fn send(clients: &Clients, i: usize, body: &str, attempts: u32)
 }
 
 /// One receive, acking what came; returns how many messages came.
-pub(super) async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<Oracle>) -> usize {
+/// Receives once and acks what came; `None` when the receive failed (no leader yet, a node
+/// unreachable), which says nothing about whether anything is left.
+pub(super) async fn receive_once(
+    clients: &Clients,
+    oracle: &parking_lot::Mutex<Oracle>,
+) -> Option<usize> {
     let Some((via, store)) = clients.labelled() else {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        return 0;
+        return None;
     };
     let Ok(Ok(deliveries)) =
         tokio::time::timeout(ATTEMPT, store.pop(pop(16, Duration::from_millis(100)))).await
     else {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        return 0;
+        return None;
     };
     for d in &deliveries {
         let key = (d.queue_id, d.offset);
@@ -183,7 +188,7 @@ pub(super) async fn receive_once(clients: &Clients, oracle: &parking_lot::Mutex<
             oracle.lock().acked.insert(key);
         }
     }
-    deliveries.len()
+    Some(deliveries.len())
 }
 
 /// A producer sending numbered messages (one every 20 ms, at most [`MAX_SENDS`]) and a
@@ -279,13 +284,15 @@ impl Load {
         clock.advance(Duration::from_secs(31));
         let mut empty = 0;
         let mut rounds = 0;
+        // Five empty receives in a row end it; a failed one (an election after the calm
+        // began) proves nothing and is retried, up to a bound.
         while empty < 5 && rounds < 400 {
             rounds += 1;
-            empty = if receive_once(&self.clients, &self.oracle).await == 0 {
-                empty + 1
-            } else {
-                0
-            };
+            match receive_once(&self.clients, &self.oracle).await {
+                Some(0) => empty += 1,
+                Some(_) => empty = 0,
+                None => {}
+            }
         }
         std::mem::take(&mut *self.oracle.lock())
     }
