@@ -33,6 +33,12 @@ pub trait PeerBuilds: Send + Sync + 'static {
     /// The newest apply version store node `node`'s build knows; `None` when it cannot be asked
     /// now (down, unreachable, or a build too old to say).
     async fn max_apply_version(&self, node: u64) -> Option<u32>;
+
+    /// The newest apply version this node's own build (node `me`) knows: the one it was built
+    /// with (a test harness that plays an older build on a node says so here).
+    fn own_apply_version(&self, _me: u64) -> u32 {
+        APPLY_VERSION
+    }
 }
 
 /// Asks peers over the store service they serve on their Raft address (`NodeStatus`).
@@ -98,7 +104,7 @@ pub(crate) async fn agreed_version(
             .map(|(id, _)| *id)
             .collect()
     };
-    let mut version = APPLY_VERSION;
+    let mut version = builds.own_apply_version(me).min(APPLY_VERSION);
     for node in members.into_iter().filter(|&n| n != me) {
         version = version.min(builds.max_apply_version(node).await.ok_or(node)?);
     }

@@ -83,6 +83,15 @@ impl PeerBuilds for Builds {
                 .unwrap_or(crate::state::APPLY_VERSION),
         )
     }
+
+    /// A node playing an older build knows only that build's version when it leads, too.
+    fn own_apply_version(&self, me: u64) -> u32 {
+        self.planted
+            .lock()
+            .get(&me)
+            .copied()
+            .unwrap_or(crate::state::APPLY_VERSION)
+    }
 }
 
 /// Replica copies between the nodes of an in-process cluster: straight from the other store.
