@@ -153,20 +153,30 @@ async fn addresses() -> Vec<SocketAddr> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leaders_pipeline_to_followers_and_replicate_to_an_older_one_request_by_request() {
-    let addrs = addresses().await;
-    let voters: BTreeMap<u64, BasicNode> = (1..=3)
+/// Members 1, 2 and 3 at `addrs`, in order.
+fn voters_at(addrs: &[SocketAddr]) -> BTreeMap<u64, BasicNode> {
+    (1..=3)
         .map(|id| (id, BasicNode::new(addrs[id as usize - 1].to_string())))
-        .collect();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let cfg = || openraft::Config {
+        .collect()
+}
+
+/// The shards' election settings: heartbeats every 100 ms, elections after 0.5–1 s, Pre-Vote.
+fn member_config() -> openraft::Config {
+    openraft::Config {
         heartbeat_interval: 100,
         election_timeout_min: 500,
         election_timeout_max: 1000,
         enable_pre_vote: Some(true),
         ..default_config("grpc-test")
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_pipeline_to_followers_and_replicate_to_an_older_one_request_by_request() {
+    let addrs = addresses().await;
+    let voters = voters_at(&addrs);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cfg = member_config;
     // Member 3 runs a version that does not know AppendStream.
     let mut members = BTreeMap::new();
     for id in 1..=3u64 {
@@ -198,17 +208,9 @@ async fn leaders_pipeline_to_followers_and_replicate_to_an_older_one_request_by_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_replicate_over_grpc_and_a_returning_member_catches_up_by_snapshot() {
     let addrs = addresses().await;
-    let voters: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(addrs[id as usize - 1].to_string())))
-        .collect();
+    let voters = voters_at(&addrs);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let cfg = || openraft::Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
-        enable_pre_vote: Some(true),
-        ..default_config("grpc-test")
-    };
+    let cfg = member_config;
     let mut members = BTreeMap::new();
     for id in 1..=3u64 {
         let i = id as usize - 1;

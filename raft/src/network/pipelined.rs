@@ -17,7 +17,6 @@ use openraft::error::RPCError;
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use openraft::storage::RaftStateMachine;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Failed, Fate, LocalConnection, NodeId};
@@ -58,18 +57,14 @@ where
         };
         let stopped: Arc<Mutex<Option<Stopped>>> = Arc::default();
         let lost_replies: Arc<Mutex<VecDeque<bool>>> = Arc::default();
-        // Dropping the answers ends the requests too: openraft's reader of `input` must not
-        // outlive the session it belongs to.
-        let (ended, end) = oneshot::channel::<()>();
         let hub = self.hub.clone();
         let (why, lost) = (stopped.clone(), lost_replies.clone());
-        let requests = futures::stream::unfold((input, end), move |(mut input, mut end)| {
+        let requests = futures::stream::unfold(input, move |mut input| {
             let (hub, why, lost) = (hub.clone(), why.clone(), lost.clone());
             async move {
-                let request = tokio::select! {
-                    request = input.next() => request?,
-                    _ = &mut end => return None,
-                };
+                // Dropping the answers ends these requests (`append_pipelined`): openraft's
+                // reader of `input` does not outlive the session it belongs to.
+                let request = input.next().await?;
                 let stop = |reason| {
                     why.lock().get_or_insert(reason);
                     None
@@ -92,7 +87,7 @@ where
                         lost.lock().push_back(lose_reply);
                     }
                 }
-                Some((request, (input, end)))
+                Some((request, input))
             }
         });
         let hub = self.hub.clone();
@@ -101,7 +96,6 @@ where
             async move { hub.installs.pass((group, to)).await }
         };
         let answers = append_pipelined(&raft, Box::pin(requests), pass).map(move |answer| {
-            let _ended = &ended;
             let lose_reply = lost_replies.lock().pop_front().unwrap_or(false);
             match answer {
                 Err(fatal) => {
