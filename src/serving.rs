@@ -12,8 +12,8 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::VelaConfig;
 use crate::http::{self, HttpState};
@@ -81,7 +81,10 @@ pub(crate) fn check_bootstrap(
     Ok(())
 }
 
-/// Serves `router` on `listener` until `shutdown` fires.
+/// Serves `router` on `listener` until `shutdown` fires. Accepted connections get
+/// `TCP_NODELAY`, as tonic gives its own listeners: without it a small reply written after the
+/// peer's last segment (a follower's AppendStream answer, a store's answer to a proxy) waits for
+/// the peer's delayed ACK, up to 40 ms on Linux.
 pub(crate) fn serve_grpc(
     router: tonic::transport::server::Router,
     listener: TcpListener,
@@ -89,11 +92,16 @@ pub(crate) fn serve_grpc(
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
     tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming(listener), async move {
                 shutdown.cancelled().await;
             })
             .await
     })
+}
+
+/// The connections `listener` accepts, with `TCP_NODELAY` set.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Serves `/health`, `/ready` (200 from now on) and `/metrics` from `registry`.
@@ -121,5 +129,26 @@ pub(crate) async fn join<E: std::fmt::Display>(what: &str, task: JoinHandle<Resu
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "{what} stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "{what} task failed"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_grpc_connections_send_small_replies_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_side = accepted.next().await.unwrap().unwrap();
+        assert!(
+            server_side.nodelay().unwrap(),
+            "accepted connections must not hold small writes back (Nagle)"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use vela_proto::controller_client::RemoteController;
 use vela_proto::{ControllerError, GroupName, GroupSpec, TopicName, TopicSpec, TopicType};
 
@@ -41,9 +41,12 @@ async fn start(id: u64, dir: &std::path::Path, addrs: &BTreeMap<u64, SocketAddr>
         .add_service(ControllerService::server(controller.clone()));
     let task = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                stopped.await.ok();
-            })
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    stopped.await.ok();
+                },
+            )
             .await
             .unwrap();
     });

@@ -14,7 +14,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Raft, ServerState};
 use prost::Message;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use super::*;
 use crate::group::start_member;
@@ -43,9 +43,12 @@ async fn serve(
     let served = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                stopped.await.ok();
-            })
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    stopped.await.ok();
+                },
+            )
             .await
             .unwrap();
     });

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use vela_raft::grpc::{ChannelPool, GrpcNetwork, RaftServer};
 use vela_raft::network::{LocalHub, NetFaults, NodeId};
 use vela_raft::vfs::sim::{CrashMode, SimVfs};
@@ -320,9 +320,12 @@ impl Cluster {
                     tonic::transport::Server::builder()
                         .add_service(service)
                         .add_service(store_service)
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                            stopped.await.ok();
-                        })
+                        .serve_with_incoming_shutdown(
+                            TcpIncoming::from(listener).with_nodelay(Some(true)),
+                            async {
+                                stopped.await.ok();
+                            },
+                        )
                         .await
                         .expect("raft service runs");
                 });
