@@ -147,6 +147,16 @@ pub trait StoreApi: Send + Sync + 'static {
     /// mode), one outcome per message, in order.
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError>;
 
+    /// Several appends at once, each answered on its own, in order. A store proposes those of
+    /// one shard together, so they share Raft entries; by default they run as concurrent
+    /// [`StoreApi::append`]s.
+    async fn append_many(
+        &self,
+        reqs: Vec<AppendRequest>,
+    ) -> Vec<Result<Vec<AppendOutcome>, StoreError>> {
+        futures::future::join_all(reqs.into_iter().map(|req| self.append(req))).await
+    }
+
     /// POP receive; may wait up to `req.wait` when nothing is visible. An empty result means
     /// nothing became visible in time.
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError>;

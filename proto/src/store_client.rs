@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ use crate::store_api::{
     TransactionResolution,
 };
 use crate::store_wire::*;
+
+mod sends;
 
 /// Which store nodes hold which shards.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -76,18 +79,26 @@ pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
 
 /// `StoreApi` over gRPC, routing each call to the shard's leader.
 pub struct RemoteStore {
+    routing: Arc<Routing>,
+}
+
+/// What a [`RemoteStore`] knows of the cluster and how it reaches a shard's leader; shared with
+/// the tasks that send batched appends ([`sends`]).
+struct Routing {
     map: ClusterMap,
     clients: BTreeMap<u64, StoreClient<Channel>>,
     /// The node last seen leading each shard.
     leaders: Mutex<HashMap<ShardId, u64>>,
     /// Which shard a receive asks first, so shards are served in turn.
     turn: AtomicUsize,
+    /// Appends waiting for an Append call to their shard (see [`sends`]).
+    sends: sends::Sends,
 }
 
 impl std::fmt::Debug for RemoteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteStore")
-            .field("map", &self.map)
+            .field("map", &self.routing.map)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +107,26 @@ impl RemoteStore {
     /// A client of the cluster `map` (connections are made on first use). Fails on an address
     /// that is not `host:port` or a shard whose replicas are unknown nodes.
     pub fn new(map: ClusterMap) -> Result<Self, String> {
+        Ok(RemoteStore {
+            routing: Arc::new(Routing::new(map)?),
+        })
+    }
+
+    /// The node this client last saw lead `shard` (from a reply or a leader hint), if any.
+    pub fn known_leader(&self, shard: ShardId) -> Option<u64> {
+        self.routing.known_leader(shard)
+    }
+
+    /// Append calls (`Append` or `AppendMany`) this client has made to store nodes, each
+    /// counted once however often it was retried: fewer than the appends asked of it when
+    /// concurrent sends shared calls.
+    pub fn append_calls(&self) -> u64 {
+        self.routing.sends.calls.load(Ordering::Relaxed)
+    }
+}
+
+impl Routing {
+    fn new(map: ClusterMap) -> Result<Self, String> {
         if map.shards.is_empty() {
             return Err("the cluster map has no shards".into());
         }
@@ -118,16 +149,16 @@ impl RemoteStore {
                 .max_encoding_message_size(MAX_REPLY_BYTES);
             clients.insert(node, client);
         }
-        Ok(RemoteStore {
+        Ok(Routing {
             map,
             clients,
             leaders: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
+            sends: sends::Sends::default(),
         })
     }
 
-    /// The node this client last saw lead `shard` (from a reply or a leader hint), if any.
-    pub fn known_leader(&self, shard: ShardId) -> Option<u64> {
+    fn known_leader(&self, shard: ShardId) -> Option<u64> {
         self.leaders.lock().get(&shard).copied()
     }
 
@@ -300,14 +331,8 @@ impl RemoteStore {
 #[async_trait]
 impl StoreApi for RemoteStore {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
-        let wire = append_to_wire(&req);
-        let reply = self
-            .on_shard(req.shard, RETRY_FOR, Duration::ZERO, |mut c| {
-                let wire = wire.clone();
-                async move { c.append(wire).await }
-            })
-            .await?;
-        Ok(reply.outcomes.into_iter().map(outcome_from_wire).collect())
+        // Concurrent appends to one shard share calls (see `sends`).
+        sends::append(&self.routing, req).await
     }
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
@@ -315,7 +340,7 @@ impl StoreApi for RemoteStore {
         let mut first: Option<ShardId> = None;
         loop {
             // Take what the first shard (in turn, or the one that said it has something) holds.
-            let mut order = self.shards_in_turn(&req.shards);
+            let mut order = self.routing.shards_in_turn(&req.shards);
             if let Some(s) = first.take() {
                 order.retain(|&o| o != s);
                 order.insert(0, s);
@@ -327,7 +352,7 @@ impl StoreApi for RemoteStore {
                 let budget = deadline
                     .saturating_duration_since(Instant::now())
                     .clamp(FIRST_BACKOFF, RECEIVE_RETRY_FOR);
-                match self.pop_on(shard, &req, budget).await {
+                match self.routing.pop_on(shard, &req, budget).await {
                     Ok(deliveries) if !deliveries.is_empty() => return Ok(deliveries),
                     Ok(_) => answered += 1,
                     Err(err) if err.is_retryable() => {
@@ -348,7 +373,7 @@ impl StoreApi for RemoteStore {
             // Wait on every shard at once; receive from the first that has something.
             let waits = order.iter().map(|&shard| {
                 let req = &req;
-                Box::pin(async move { (shard, self.await_on(shard, req, left).await) })
+                Box::pin(async move { (shard, self.routing.await_on(shard, req, left).await) })
             });
             let mut pending: Vec<_> = waits.collect();
             let mut ready = None;
@@ -378,12 +403,13 @@ impl StoreApi for RemoteStore {
         let wire = pb::TicketRequest {
             ticket: Some(ticket_to_wire(ticket)),
         };
-        self.on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
-            let wire = wire.clone();
-            async move { c.ack(wire).await }
-        })
-        .await
-        .map(|_| ())
+        self.routing
+            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move { c.ack(wire).await }
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn change_invisible(
@@ -396,6 +422,7 @@ impl StoreApi for RemoteStore {
             invisible_ms: u64::try_from(invisible.as_millis()).unwrap_or(u64::MAX),
         };
         let reply = self
+            .routing
             .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
                 let wire = wire.clone();
                 async move { c.change_invisible(wire).await }
@@ -408,12 +435,13 @@ impl StoreApi for RemoteStore {
         let wire = pb::TicketRequest {
             ticket: Some(ticket_to_wire(ticket)),
         };
-        self.on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
-            let wire = wire.clone();
-            async move { c.dead_letter(wire).await }
-        })
-        .await
-        .map(|_| ())
+        self.routing
+            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move { c.dead_letter(wire).await }
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn end_transaction(
@@ -433,12 +461,13 @@ impl StoreApi for RemoteStore {
             transaction_id: transaction_id.to_owned(),
             resolution: resolution_to_wire(resolution) as i32,
         };
-        self.on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
-            let wire = wire.clone();
-            async move { c.end_transaction(wire).await }
-        })
-        .await
-        .map(|_| ())
+        self.routing
+            .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move { c.end_transaction(wire).await }
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn queue_stats(
@@ -448,13 +477,14 @@ impl StoreApi for RemoteStore {
         shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError> {
         let mut stats = Vec::new();
-        for shard in self.scope(shards) {
+        for shard in self.routing.scope(shards) {
             let wire = pb::QueueStatsRequest {
                 topic: topic.as_str().to_owned(),
                 group: group.map(|g| g.as_str().to_owned()),
                 shard,
             };
             let reply = self
+                .routing
                 .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
                     let wire = wire.clone();
                     async move { c.queue_stats(wire).await }
@@ -469,33 +499,35 @@ impl StoreApi for RemoteStore {
     }
 
     async fn drop_topic(&self, topic: &TopicName, shards: &[ShardId]) -> Result<(), StoreError> {
-        for shard in self.scope(shards) {
+        for shard in self.routing.scope(shards) {
             let wire = pb::DropTopicRequest {
                 topic: topic.as_str().to_owned(),
                 shard,
             };
-            self.on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
-                let wire = wire.clone();
-                async move { c.drop_topic(wire).await }
-            })
-            .await?;
+            self.routing
+                .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                    let wire = wire.clone();
+                    async move { c.drop_topic(wire).await }
+                })
+                .await?;
         }
         Ok(())
     }
 
     async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError> {
-        let mut all = self.scope(&[]);
+        let mut all = self.routing.scope(&[]);
         all.extend_from_slice(shards);
-        for shard in self.scope(&all) {
+        for shard in self.routing.scope(&all) {
             let wire = pb::DropGroupRequest {
                 group: group.as_str().to_owned(),
                 shard,
             };
-            self.on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
-                let wire = wire.clone();
-                async move { c.drop_group(wire).await }
-            })
-            .await?;
+            self.routing
+                .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                    let wire = wire.clone();
+                    async move { c.drop_group(wire).await }
+                })
+                .await?;
         }
         Ok(())
     }
@@ -508,13 +540,14 @@ impl StoreApi for RemoteStore {
         mode: OpenMode,
     ) -> Result<(), StoreError> {
         let wire = open_shard_to_wire(shard, replicas, mode);
-        self.on_node(
-            node,
-            format!("open shard {shard}"),
-            ATTEMPT,
-            |mut c| async move { c.open_shard(wire).await },
-        )
-        .await
+        self.routing
+            .on_node(
+                node,
+                format!("open shard {shard}"),
+                ATTEMPT,
+                |mut c| async move { c.open_shard(wire).await },
+            )
+            .await
     }
 
     async fn change_members(
@@ -523,11 +556,12 @@ impl StoreApi for RemoteStore {
         replicas: &BTreeMap<u64, String>,
     ) -> Result<(), StoreError> {
         let wire = change_members_to_wire(shard, replicas);
-        self.on_shard(shard, TRANSFER_FOR, MEMBERS_EXTRA, |mut c| {
-            let wire = wire.clone();
-            async move { c.change_members(wire).await }
-        })
-        .await?;
+        self.routing
+            .on_shard(shard, TRANSFER_FOR, MEMBERS_EXTRA, |mut c| {
+                let wire = wire.clone();
+                async move { c.change_members(wire).await }
+            })
+            .await?;
         Ok(())
     }
 
@@ -536,23 +570,24 @@ impl StoreApi for RemoteStore {
         // The node waits for the replica's tasks and files to go (it finishes even when this
         // call gives up).
         let within = ATTEMPT + MEMBERS_EXTRA;
-        self.on_node(
-            node,
-            format!("remove shard {shard}"),
-            within,
-            |mut c| async move { c.remove_shard(wire).await },
-        )
-        .await
+        self.routing
+            .on_node(
+                node,
+                format!("remove shard {shard}"),
+                within,
+                |mut c| async move { c.remove_shard(wire).await },
+            )
+            .await
     }
 
     fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
-        self.map.shards.clone()
+        self.routing.map.shards.clone()
     }
 
     async fn node_status(&self) -> Vec<StoreNodeReport> {
         ask_each(
-            &self.clients,
-            &self.map.stores,
+            &self.routing.clients,
+            &self.routing.map.stores,
             |mut c| async move { c.node_status(pb::Empty {}).await },
             shard_members_from_wire,
         )
@@ -561,7 +596,7 @@ impl StoreApi for RemoteStore {
 
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
         // A placed shard's members are not in the map: its leader checks the target.
-        if let Some(replicas) = self.map.shards.get(&shard)
+        if let Some(replicas) = self.routing.map.shards.get(&shard)
             && !replicas.contains(&to)
         {
             return Err(StoreError::Invalid(format!(
@@ -569,11 +604,12 @@ impl StoreApi for RemoteStore {
             )));
         }
         let wire = pb::TransferLeaderRequest { shard, to };
-        self.on_shard(shard, TRANSFER_FOR, TRANSFER_FOR, |mut c| async move {
-            c.transfer_leader(wire).await
-        })
-        .await?;
-        self.leaders.lock().insert(shard, to);
+        self.routing
+            .on_shard(shard, TRANSFER_FOR, TRANSFER_FOR, |mut c| async move {
+                c.transfer_leader(wire).await
+            })
+            .await?;
+        self.routing.leaders.lock().insert(shard, to);
         Ok(())
     }
 }

@@ -327,6 +327,12 @@ pub fn group_from_wire(name: &str) -> Result<GroupName, WireError> {
 
 /// The status a store node answers a failed call with.
 pub fn error_to_status(err: &StoreError) -> Status {
+    let (code, failure) = error_to_failure(err);
+    Status::with_details(code, err.to_string(), failure.encode_to_vec().into())
+}
+
+/// `err` as the `StoreFailure` that carries it over the wire, and the status code it goes with.
+pub fn error_to_failure(err: &StoreError) -> (Code, pb::StoreFailure) {
     use pb::store_failure::Kind;
     let mut failure = pb::StoreFailure {
         message: err.to_string(),
@@ -354,17 +360,25 @@ pub fn error_to_status(err: &StoreError) -> Status {
         StoreError::ReplicaLost(_) => (Code::FailedPrecondition, Kind::ReplicaLost),
     };
     failure.kind = kind as i32;
-    Status::with_details(code, err.to_string(), failure.encode_to_vec().into())
+    (code, failure)
 }
 
 /// The `StoreError` behind a status from a store node. A status without our details (the call
 /// never reached a store: a refused connection, a timeout) is `Unavailable` when retrying can
 /// help and `Internal` otherwise.
 pub fn status_to_error(status: &Status) -> StoreError {
-    use pb::store_failure::Kind;
     let Ok(failure) = pb::StoreFailure::decode(status.details()) else {
         return transport_error(status);
     };
+    if failure.kind == 0 && status.details().is_empty() {
+        return transport_error(status);
+    }
+    failure_to_error(failure)
+}
+
+/// The `StoreError` a `StoreFailure` carries.
+pub fn failure_to_error(failure: pb::StoreFailure) -> StoreError {
+    use pb::store_failure::Kind;
     let message = || {
         // The message is the error's Display; keep only what follows its prefix.
         failure
@@ -390,8 +404,34 @@ pub fn status_to_error(status: &Status) -> StoreError {
         Ok(Kind::Invalid) => StoreError::Invalid(message()),
         Ok(Kind::Internal) => StoreError::Internal(message()),
         Ok(Kind::ReplicaLost) => StoreError::ReplicaLost(message()),
-        _ if status.details().is_empty() => transport_error(status),
         _ => StoreError::Internal(failure.message),
+    }
+}
+
+/// One append's result as an `AppendMany` reply carries it.
+pub fn append_result_to_wire(result: &Result<Vec<AppendOutcome>, StoreError>) -> pb::AppendResult {
+    use pb::append_result::Result as Wire;
+    pb::AppendResult {
+        result: Some(match result {
+            Ok(outcomes) => Wire::Appended(pb::AppendReply {
+                outcomes: outcomes.iter().map(outcome_to_wire).collect(),
+            }),
+            Err(err) => Wire::Failed(error_to_failure(err).1),
+        }),
+    }
+}
+
+/// One append's result from an `AppendMany` reply.
+pub fn append_result_from_wire(result: pb::AppendResult) -> Result<Vec<AppendOutcome>, StoreError> {
+    use pb::append_result::Result as Wire;
+    match result.result {
+        Some(Wire::Appended(reply)) => {
+            Ok(reply.outcomes.into_iter().map(outcome_from_wire).collect())
+        }
+        Some(Wire::Failed(failure)) => Err(failure_to_error(failure)),
+        None => Err(StoreError::Internal(
+            "a store node answered an append with neither outcomes nor a failure".into(),
+        )),
     }
 }
 

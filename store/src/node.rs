@@ -595,10 +595,10 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-#[async_trait]
-impl StoreApi for Store {
-    async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
-        let local = self.shard(req.shard)?;
+impl Store {
+    /// What an append must satisfy before it queues: messages, and no delivery time beyond the
+    /// maximum delay.
+    fn check_append(&self, req: &AppendRequest) -> Result<(), StoreError> {
         if req.messages.is_empty() {
             return Err(StoreError::Invalid(format!(
                 "append to {}/{} carries no messages",
@@ -618,12 +618,69 @@ impl StoreApi for Store {
                 m.message_id, m.delivery_timestamp_ms, self.config.max_delay
             )));
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StoreApi for Store {
+    async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
+        let local = self.shard(req.shard)?;
+        self.check_append(&req)?;
         let _admitted = local.shard.fairness.produce().await;
         // Concurrent appends to the shard share Raft entries (see `shard::coalesce`).
         local
             .appends
             .append(req.client_id, req.topic, req.queue_id, req.messages)
             .await
+    }
+
+    async fn append_many(
+        &self,
+        reqs: Vec<AppendRequest>,
+    ) -> Vec<Result<Vec<AppendOutcome>, StoreError>> {
+        let mut results: Vec<Option<Result<Vec<AppendOutcome>, StoreError>>> =
+            std::iter::repeat_with(|| None).take(reqs.len()).collect();
+        // The valid appends by shard, each with its place in the request.
+        let mut by_shard: BTreeMap<ShardId, Vec<(usize, AppendRequest)>> = BTreeMap::new();
+        for (at, req) in reqs.into_iter().enumerate() {
+            match self.check_append(&req) {
+                Ok(()) => by_shard.entry(req.shard).or_default().push((at, req)),
+                Err(err) => results[at] = Some(Err(err)),
+            }
+        }
+        let per_shard = by_shard.into_iter().map(|(shard, appends)| async move {
+            let local = match self.shard(shard) {
+                Ok(local) => local,
+                Err(err) => {
+                    return appends
+                        .into_iter()
+                        .map(|(at, _)| (at, Err(err.clone())))
+                        .collect::<Vec<_>>();
+                }
+            };
+            let _admitted = local.shard.fairness.produce().await;
+            let (places, appends): (Vec<usize>, Vec<_>) = appends
+                .into_iter()
+                .map(|(at, r)| (at, (r.client_id, r.topic, r.queue_id, r.messages)))
+                .unzip();
+            // Queued together, so they go out in the same entries.
+            let answers = local.appends.append_many(appends).await;
+            places.into_iter().zip(answers).collect()
+        });
+        for (at, result) in futures::future::join_all(per_shard)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            results[at] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(StoreError::Internal("an append went unanswered".into())))
+            })
+            .collect()
     }
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use vela_proto::cluster_status::member_to_wire;
 use vela_proto::pb::store as pb;
 use vela_proto::pb::store::store_server::{Store as StoreRpc, StoreServer};
-use vela_proto::store_api::StoreApi;
+use vela_proto::store_api::{AppendOutcome, StoreApi, StoreError};
 use vela_proto::store_wire::*;
 
 use crate::{ShardRaft, Store};
@@ -152,6 +152,49 @@ impl StoreRpc for StoreService {
         Ok(Response::new(pb::AppendReply {
             outcomes: outcomes.iter().map(outcome_to_wire).collect(),
         }))
+    }
+
+    async fn append_many(
+        &self,
+        request: Request<pb::AppendManyRequest>,
+    ) -> Result<Response<pb::AppendManyReply>, Status> {
+        let wire = request.into_inner();
+        let shard = wire.shard;
+        // An append that does not decode (or names another shard) fails alone.
+        let mut results: Vec<Option<Result<Vec<AppendOutcome>, StoreError>>> = Vec::new();
+        let mut valid = Vec::new();
+        for append in wire.appends {
+            let decoded = append_from_wire(append)
+                .map_err(|e| StoreError::Invalid(e.to_string()))
+                .and_then(|req| {
+                    if req.shard == shard {
+                        Ok(req)
+                    } else {
+                        Err(StoreError::Invalid(format!(
+                            "an append to shard {} in a request for shard {shard}",
+                            req.shard
+                        )))
+                    }
+                });
+            match decoded {
+                Ok(req) => {
+                    valid.push(req);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        let mut answers = self.store.append_many(valid).await.into_iter();
+        let results = results
+            .into_iter()
+            .map(|r| {
+                r.or_else(|| answers.next()).unwrap_or_else(|| {
+                    Err(StoreError::Internal("an append went unanswered".into()))
+                })
+            })
+            .map(|r| append_result_to_wire(&r))
+            .collect();
+        Ok(Response::new(pb::AppendManyReply { results }))
     }
 
     async fn pop(

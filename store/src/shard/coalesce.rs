@@ -39,6 +39,7 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 pub(crate) const MAX_PENDING_BYTES: usize = 64 << 20;
 
 type AppendReply = oneshot::Sender<Result<Vec<AppendOutcome>, StoreError>>;
+type Answer = oneshot::Receiver<Result<Vec<AppendOutcome>, StoreError>>;
 
 /// One caller's append, waiting to be proposed.
 struct PendingAppend {
@@ -131,6 +132,37 @@ fn shutting_down() -> StoreError {
     StoreError::Unavailable("store is shutting down".into())
 }
 
+/// The share of the pending-bytes budget `messages` take: their approximate size, at least 1
+/// and at most the whole budget.
+fn share_of(messages: &[MessageRecord]) -> u32 {
+    let bytes: usize = messages.iter().map(MessageRecord::approx_size).sum();
+    u32::try_from(bytes.clamp(1, MAX_PENDING_BYTES)).unwrap_or(u32::MAX)
+}
+
+/// An append waiting to be proposed, holding `budget`, with the receiver of its answer.
+fn waiting(
+    client_id: Option<ClientId>,
+    topic: TopicName,
+    queue_id: u32,
+    messages: Vec<MessageRecord>,
+    budget: OwnedSemaphorePermit,
+) -> (PendingAppend, Answer) {
+    let (reply, answer) = oneshot::channel();
+    let append = PendingAppend {
+        append: ClientAppend {
+            client_id: client_id.map(|c| c.as_str().to_owned()),
+            append: QueueAppend {
+                topic,
+                queue_id,
+                messages,
+            },
+        },
+        reply,
+        _budget: budget,
+    };
+    (append, answer)
+}
+
 impl AppendCoalescer {
     pub fn new(shard: Arc<Shard>, clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
@@ -147,6 +179,83 @@ impl AppendCoalescer {
         self.budget.available_permits()
     }
 
+    /// Takes `messages`' share of the pending-bytes budget (waiting while it is spent) and
+    /// wraps them as an append waiting to be proposed, with the receiver of its answer.
+    async fn pending(
+        &self,
+        client_id: Option<ClientId>,
+        topic: TopicName,
+        queue_id: u32,
+        messages: Vec<MessageRecord>,
+    ) -> Result<(PendingAppend, Answer), StoreError> {
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(share_of(&messages))
+            .await
+            .map_err(|_| shutting_down())?;
+        Ok(waiting(client_id, topic, queue_id, messages, budget))
+    }
+
+    /// Appends several callers' messages at once: they queue together, so the proposers take
+    /// them into the same entries (as many as fit one). Each is answered on its own, in order.
+    /// Their budget is taken in one piece (a batch holding part of it while waiting for the
+    /// rest could wait forever on another doing the same).
+    pub async fn append_many(
+        self: &Arc<Self>,
+        appends: Vec<(Option<ClientId>, TopicName, u32, Vec<MessageRecord>)>,
+    ) -> Vec<Result<Vec<AppendOutcome>, StoreError>> {
+        let shares: Vec<u32> = appends.iter().map(|(_, _, _, m)| share_of(m)).collect();
+        let total: u64 = shares.iter().map(|&s| u64::from(s)).sum();
+        let total = u32::try_from(total.min(MAX_PENDING_BYTES as u64)).unwrap_or(u32::MAX);
+        let Ok(mut budget) = self.budget.clone().acquire_many_owned(total).await else {
+            return appends.iter().map(|_| Err(shutting_down())).collect();
+        };
+        let mut answers = Vec::with_capacity(appends.len());
+        let mut ready = Vec::with_capacity(appends.len());
+        for ((client_id, topic, queue_id, messages), share) in appends.into_iter().zip(shares) {
+            // The total was capped at the whole budget: the last appends may get less.
+            let take = (share as usize).min(budget.num_permits());
+            let Some(part) = budget.split(take) else {
+                answers.push(Err(StoreError::Internal(
+                    "append budget split failed".into(),
+                )));
+                continue;
+            };
+            let (append, answer) = waiting(client_id, topic, queue_id, messages, part);
+            ready.push(append);
+            answers.push(Ok(answer));
+        }
+        let start_proposer = {
+            let mut queue = self.queue.lock();
+            if queue.closed {
+                drop(queue);
+                for append in ready {
+                    append.reply.send(Err(shutting_down())).ok();
+                }
+                false
+            } else {
+                queue.waiting.extend(ready);
+                let start = queue.proposers < PROPOSERS;
+                if start {
+                    queue.proposers += 1;
+                }
+                start
+            }
+        };
+        if start_proposer {
+            tokio::spawn(self.clone().propose_until_empty());
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Ok(answer) => answer.await.unwrap_or_else(|_| Err(shutting_down())),
+                Err(err) => Err(err),
+            });
+        }
+        results
+    }
+
     /// Appends `messages` to a queue and returns where they landed, once the entry carrying
     /// them is committed and applied.
     pub async fn append(
@@ -156,27 +265,7 @@ impl AppendCoalescer {
         queue_id: u32,
         messages: Vec<MessageRecord>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let bytes: usize = messages.iter().map(MessageRecord::approx_size).sum();
-        let share = u32::try_from(bytes.clamp(1, MAX_PENDING_BYTES)).unwrap_or(u32::MAX);
-        let budget = self
-            .budget
-            .clone()
-            .acquire_many_owned(share)
-            .await
-            .map_err(|_| shutting_down())?;
-        let (reply, answer) = oneshot::channel();
-        let append = PendingAppend {
-            append: ClientAppend {
-                client_id: client_id.map(|c| c.as_str().to_owned()),
-                append: QueueAppend {
-                    topic,
-                    queue_id,
-                    messages,
-                },
-            },
-            reply,
-            _budget: budget,
-        };
+        let (append, answer) = self.pending(client_id, topic, queue_id, messages).await?;
         let route = {
             let mut queue = self.queue.lock();
             if queue.closed {
@@ -578,6 +667,72 @@ mod tests {
             .await
             .expect("an oversized append lands");
         coalescer.close();
+        shard.close().await.expect("closes");
+    }
+
+    #[tokio::test]
+    async fn appends_queued_together_share_one_entry_and_are_answered_each_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shard = open_shard(dir.path()).await;
+        let coalescer =
+            AppendCoalescer::new(shard.clone(), Arc::new(vela_proto::clock::SystemClock));
+        let last_index = || {
+            shard
+                .raft
+                .metrics()
+                .borrow_watched()
+                .last_log_index
+                .unwrap_or(0)
+        };
+        // The first entry of the shard's term goes out before the measure starts.
+        let (first, _answer) = pending(&[1]);
+        coalescer
+            .append(
+                None,
+                first.append.append.topic,
+                0,
+                first.append.append.messages,
+            )
+            .await
+            .expect("appends");
+        let before = last_index();
+        let sizes = [1usize, 3, 2, 1, 4];
+        let appends = sizes
+            .iter()
+            .map(|&n| {
+                let (append, _answer) = pending(&vec![8; n]);
+                let a = append.append;
+                (None, a.append.topic, 0, a.append.messages)
+            })
+            .collect();
+        let results = coalescer.append_many(appends).await;
+        assert_eq!(last_index(), before + 1, "one entry for all five appends");
+        let mut next_offset = 1;
+        for (result, n) in results.into_iter().zip(sizes) {
+            let offsets: Vec<_> = result
+                .expect("appends")
+                .into_iter()
+                .map(|o| o.offset.expect("a normal message gets its offset"))
+                .collect();
+            let expected: Vec<u64> = (next_offset..next_offset + n as u64).collect();
+            assert_eq!(offsets, expected, "each append's own offsets, in order");
+            next_offset += n as u64;
+        }
+        assert_eq!(coalescer.budget_left(), MAX_PENDING_BYTES, "all given back");
+        coalescer.close();
+        let (late, _answer) = pending(&[1]);
+        let after_close = coalescer
+            .append_many(vec![(
+                None,
+                late.append.append.topic,
+                0,
+                late.append.append.messages,
+            )])
+            .await;
+        assert!(
+            matches!(after_close[..], [Err(StoreError::Unavailable(_))]),
+            "{after_close:?}"
+        );
         shard.close().await.expect("closes");
     }
 

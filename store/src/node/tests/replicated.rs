@@ -27,6 +27,7 @@ mod damage;
 mod faults;
 mod members;
 mod moves;
+mod sends;
 
 /// How the nodes of a test cluster reach each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

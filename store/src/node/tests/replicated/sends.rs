@@ -1,0 +1,226 @@
+//! A proxy's concurrent sends to one shard share calls (`AppendMany`) and Raft entries, and
+//! each is still answered on its own.
+
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use vela_proto::ClientId;
+use vela_proto::pb::store as pb;
+use vela_proto::pb::store::store_client::StoreClient;
+use vela_proto::store_wire::{append_result_from_wire, append_to_wire};
+
+use super::*;
+
+fn last_index(cluster: &Cluster, id: NodeId) -> u64 {
+    let shards = cluster.node(id).shards();
+    let metrics = shards[&0].shard.raft.metrics();
+    let last = metrics.borrow_watched().last_log_index;
+    last.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_through_a_proxy_share_calls_and_entries() {
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 5, shared).await;
+    let leader = cluster.leader().await;
+    let remote = cluster.remote_store();
+    let client = ClientId::new("proxy-test-client").expect("valid");
+    let warm = AppendRequest {
+        client_id: Some(client.clone()),
+        ..append(vec![message("warm")])
+    };
+    remote.append(warm).await.expect("the first send lands");
+    let calls_before = remote.append_calls();
+    let entries_before = last_index(&cluster, leader);
+
+    const SENDS: usize = 64;
+    let sends = (0..SENDS).map(|i| {
+        let remote = remote.clone();
+        let req = AppendRequest {
+            client_id: Some(client.clone()),
+            ..append(vec![message(&format!("m{i:02}"))])
+        };
+        tokio::spawn(async move { remote.append(req).await })
+    });
+    let mut offsets = Vec::new();
+    for send in futures::future::join_all(sends).await {
+        let outcomes = send.expect("joins").expect("every send lands");
+        assert_eq!(outcomes.len(), 1, "one outcome per message");
+        offsets.push(
+            outcomes[0]
+                .offset
+                .expect("a normal message gets its offset"),
+        );
+    }
+    offsets.sort_unstable();
+    let expected: Vec<u64> = (1..=SENDS as u64).collect();
+    assert_eq!(offsets, expected, "every send its own offset, none twice");
+
+    let calls = remote.append_calls() - calls_before;
+    let entries = last_index(&cluster, leader) - entries_before;
+    assert!(
+        calls < SENDS as u64 / 2,
+        "{SENDS} concurrent sends took {calls} calls: they did not share"
+    );
+    assert!(entries <= calls, "{entries} entries for {calls} calls");
+    let got = drain(&cluster.node(leader), SENDS + 1).await;
+    assert_eq!(got.len(), SENDS + 1, "every send readable once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_many_answers_each_append_and_fails_only_the_bad_ones() {
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 6, shared).await;
+    let leader = cluster.leader().await;
+    let mut client = StoreClient::new(
+        vela_proto::store_client::lazy_channel(&cluster.addrs[&leader].to_string())
+            .expect("a valid address"),
+    );
+    let other_shard = AppendRequest {
+        shard: 7,
+        ..append(vec![message("elsewhere")])
+    };
+    let request = pb::AppendManyRequest {
+        shard: 0,
+        appends: vec![
+            append_to_wire(&append(vec![message("a"), message("b")])),
+            append_to_wire(&append(vec![])),
+            append_to_wire(&other_shard),
+            append_to_wire(&append(vec![message("c")])),
+        ],
+    };
+    let reply = client
+        .append_many(request)
+        .await
+        .expect("the call succeeds")
+        .into_inner();
+    let results: Vec<_> = reply
+        .results
+        .into_iter()
+        .map(append_result_from_wire)
+        .collect();
+    assert_eq!(results.len(), 4, "{results:?}");
+    let offsets = |r: &Result<Vec<AppendOutcome>, StoreError>| -> Vec<Option<u64>> {
+        r.as_ref()
+            .expect("appended")
+            .iter()
+            .map(|o| o.offset)
+            .collect()
+    };
+    assert_eq!(offsets(&results[0]), [Some(0), Some(1)]);
+    assert!(
+        matches!(&results[1], Err(StoreError::Invalid(m)) if m.contains("no messages")),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(&results[2], Err(StoreError::Invalid(m)) if m.contains("shard 7")),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(offsets(&results[3]), [Some(2)]);
+    assert_eq!(
+        bodies(
+            &cluster
+                .node(leader)
+                .pop(pop(10, Duration::ZERO))
+                .await
+                .expect("pops")
+        ),
+        ["a", "b", "c"]
+    );
+}
+
+/// A store service that answers `AppendMany` as a version without it does.
+#[derive(Clone)]
+struct WithoutAppendMany<S>(S);
+
+impl<S> tonic::server::NamedService for WithoutAppendMany<S>
+where
+    S: tonic::server::NamedService,
+{
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S> tonic::codegen::Service<HttpRequest> for WithoutAppendMany<S>
+where
+    S: tonic::codegen::Service<
+            HttpRequest,
+            Response = HttpResponse,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<HttpResponse, std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        if req.uri().path().ends_with("/AppendMany") {
+            return Box::pin(async {
+                Ok(tonic::Status::unimplemented("unknown method AppendMany").into_http())
+            });
+        }
+        Box::pin(self.0.call(req))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_append_many_gets_one_append_per_send() {
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 7, shared).await;
+    let leader = cluster.leader().await;
+    // The leader's store service once more, on a port of its own, as an older version serves it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("has an address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = WithoutAppendMany(crate::service::StoreService::server(cluster.node(leader)));
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    stopped.await.ok();
+                },
+            ),
+    );
+    let remote = Arc::new(
+        vela_proto::store_client::RemoteStore::new(vela_proto::store_client::ClusterMap {
+            stores: [(leader, addr.to_string())].into_iter().collect(),
+            shards: [(0, vec![leader])].into_iter().collect(),
+        })
+        .expect("a valid cluster map"),
+    );
+    const SENDS: usize = 32;
+    let sends = (0..SENDS).map(|i| {
+        let remote = remote.clone();
+        let req = append(vec![message(&format!("old{i:02}"))]);
+        tokio::spawn(async move { remote.append(req).await })
+    });
+    for send in futures::future::join_all(sends).await {
+        send.expect("joins")
+            .expect("every send lands, one call each");
+    }
+    let calls = remote.append_calls();
+    assert!(
+        calls > SENDS as u64,
+        "{calls} calls: the refused AppendMany calls and then one Append per send"
+    );
+    let got = drain(&cluster.node(leader), SENDS).await;
+    assert_eq!(got.len(), SENDS, "every send stored once: {got:?}");
+    stop.send(()).ok();
+    server.await.expect("joins").expect("serves");
+}
