@@ -70,9 +70,29 @@ impl LocalCluster {
         }
     }
 
-    /// SIGKILLs store `index` (0-based, as `cluster.json` lists them).
+    /// SIGKILLs store `index` (0-based, as `cluster.json` lists them) and waits until it has
+    /// died, so its data directory's lock is free for a restart. The process is
+    /// `local-cluster`'s child, not ours: dead means gone or a zombie.
     pub fn kill_store(&self, index: usize) {
-        kill("-9", self.file["stores"][index]["pid"].as_u64().unwrap());
+        let pid = self.file["stores"][index]["pid"].as_u64().unwrap();
+        kill("-9", pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let dead = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| {
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('Z'))
+                })
+                .unwrap_or(true);
+            if dead {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "store {pid} outlived SIGKILL by 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Starts store `index` again from the `cmd` `cluster.json` records for it.
