@@ -293,7 +293,17 @@ impl ControllerGroup {
                 "controller log compaction failed to {what}: {err}"
             ))
         };
-        let Some(applied) = self.raft.metrics().borrow_watched().last_applied else {
+        // Asked of the state machine itself: the metrics may not show yet what a write that just
+        // returned applied, and a snapshot "covering" that older index exists already.
+        let applied = self
+            .raft
+            .with_state_machine(|sm: &mut MetadataStateMachine| {
+                let applied = sm.last_applied();
+                Box::pin(async move { applied })
+            })
+            .await
+            .map_err(|e| unavailable("read the applied index", &e))?;
+        let Some(applied) = applied else {
             return Ok(None);
         };
         single_node::snapshot_covering(&self.raft, applied.index, COMPACT_TIMEOUT)

@@ -23,6 +23,10 @@ openraft::declare_raft_types!(
 );
 
 pub type TestEntry = <TestConfig as openraft::RaftTypeConfig>::Entry;
+pub type TestWriteResult = Result<
+    openraft::raft::ClientWriteResponse<TestConfig>,
+    openraft::error::RaftError<TestConfig, openraft::error::ClientWriteError<TestConfig>>,
+>;
 pub type TestStore = SegmentLogStore<TestConfig>;
 
 pub fn log_id(term: u64, index: u64) -> LogIdOf<TestConfig> {
@@ -181,5 +185,28 @@ impl RaftStateMachine<TestConfig> for TestStateMachine {
             .snapshot
             .clone()
             .map(|(meta, snapshot)| SnapshotOf::<TestConfig, Vec<u8>> { meta, snapshot }))
+    }
+}
+
+/// Writes `body` through `raft`, waiting out a lapsed leader lease. A leader refuses writes
+/// while it has not heard from a quorum within its lease (right after an election on a loaded
+/// machine, say), and it refuses them before appending, so a retry cannot store a value twice.
+/// Every other outcome, including losing leadership, is the caller's.
+pub async fn write_leased(
+    raft: &openraft::Raft<TestConfig, TestStateMachine>,
+    body: &str,
+) -> TestWriteResult {
+    use openraft::error::{ClientWriteError, ForwardReason, RaftError};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match raft.client_write(body.to_string()).await {
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                if f.reason == ForwardReason::LeaseExpired
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
     }
 }

@@ -83,6 +83,11 @@ pub struct MetadataStateMachine {
 }
 
 impl MetadataStateMachine {
+    /// The last entry applied (or restored from a snapshot).
+    pub(crate) fn last_applied(&self) -> Option<LogIdOf<C>> {
+        self.last_applied
+    }
+
     /// An empty state machine; openraft restores it from the newest generation and the log.
     pub(crate) fn new(
         metadata: Arc<RwLock<Metadata>>,

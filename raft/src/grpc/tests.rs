@@ -191,7 +191,10 @@ async fn leaders_pipeline_to_followers_and_replicate_to_an_older_one_request_by_
     let leader_raft = members[&first].raft.clone();
     for round in 0..5 {
         let writes = (0..40)
-            .map(|i| leader_raft.client_write(format!("{round}-{i}")))
+            .map(|i| {
+                let (raft, body) = (&leader_raft, format!("{round}-{i}"));
+                async move { write_leased(raft, &body).await }
+            })
             .collect::<Vec<_>>();
         for w in futures::future::join_all(writes).await {
             w.unwrap();
@@ -230,7 +233,7 @@ async fn members_replicate_over_grpc_and_a_returning_member_catches_up_by_snapsh
     let leader_raft = members[&first].raft.clone();
     let writes = batch
         .iter()
-        .map(|b| leader_raft.client_write(b.clone()))
+        .map(|b| write_leased(&leader_raft, b))
         .collect::<Vec<_>>();
     for w in futures::future::join_all(writes).await {
         w.unwrap();
@@ -242,8 +245,7 @@ async fn members_replicate_over_grpc_and_a_returning_member_catches_up_by_snapsh
     let away_index = away as usize - 1;
     stop(members.remove(&away).unwrap()).await;
     for i in 0..20 {
-        leader_raft
-            .client_write(format!("small-{i}"))
+        write_leased(&leader_raft, &format!("small-{i}"))
             .await
             .unwrap();
     }
@@ -284,7 +286,7 @@ async fn members_replicate_over_grpc_and_a_returning_member_catches_up_by_snapsh
         .await
         .unwrap();
     members.insert(away, back);
-    leader_raft.client_write("after".to_string()).await.unwrap();
+    write_leased(&leader_raft, "after").await.unwrap();
     converged(&members, 27).await;
     for (_, m) in members {
         stop(m).await;

@@ -102,11 +102,7 @@ async fn a_partitioned_leader_commits_nothing_and_the_majority_goes_on() {
     let hub = Hub::new(NetFaults::new(1));
     let members = start(&hub, &[1, 2, 3]).await;
     let first = leader_among(&members, &[1, 2, 3]).await;
-    members[&first]
-        .raft
-        .client_write("a".to_string())
-        .await
-        .unwrap();
+    write_leased(&members[&first].raft, "a").await.unwrap();
     converge(&members, &["a".to_string()]).await;
 
     let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&n| n != first).collect();
@@ -117,11 +113,7 @@ async fn a_partitioned_leader_commits_nothing_and_the_majority_goes_on() {
         tokio::spawn(async move { stale.client_write("lost".to_string()).await.is_ok() });
     let second = leader_among(&members, &rest).await;
     assert_ne!(second, first);
-    members[&second]
-        .raft
-        .client_write("b".to_string())
-        .await
-        .unwrap();
+    write_leased(&members[&second].raft, "b").await.unwrap();
 
     hub.faults().heal();
     let acknowledged = tokio::time::timeout(Duration::from_secs(30), stale_write)
@@ -167,11 +159,7 @@ async fn writes_converge_under_seeded_loss_and_delay() {
     );
     faults.set_loss(0.0);
     let leader = leader_among(&members, &[1, 2, 3]).await;
-    members[&leader]
-        .raft
-        .client_write("end".to_string())
-        .await
-        .unwrap();
+    write_leased(&members[&leader].raft, "end").await.unwrap();
     for _ in 0..200 {
         let views: Vec<_> = members.values().map(|m| m.sm.values()).collect();
         if views.iter().all(|v| v == &views[0])
