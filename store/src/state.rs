@@ -101,6 +101,12 @@ pub struct ShardState {
     /// snapshot after the rest of the state (snapshot format 4), not inside it.
     #[serde(skip)]
     dedup: DedupWindow,
+    /// The deduplication window's clock (apply version 6): advanced by each time-bearing
+    /// command by how far its time passes the highest before it, at most
+    /// [`dedup::MAX_STEP_MS`] at once, so a leader's clock that jumps ahead cannot cut the
+    /// window short. Saved beside the window (snapshot format 5).
+    #[serde(skip)]
+    dedup_clock_ms: i64,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -111,6 +117,7 @@ impl PartialEq for ShardState {
     fn eq(&self, other: &Self) -> bool {
         postcard::to_stdvec(self).ok() == postcard::to_stdvec(other).ok()
             && self.dedup == other.dedup
+            && self.dedup_clock_ms == other.dedup_clock_ms
             && self.live_entries() == other.live_entries()
     }
 }
@@ -125,8 +132,11 @@ impl PartialEq for ShardState {
 ///   as the command says, so no scan limit of a build is part of what a receive means;
 /// - 5: sends carry their client id (`ClientAppends`) and a message already appended from the
 ///   same (client id, message id) within the deduplication window ([`dedup`]) is answered
-///   with its first outcome instead of appended again.
-pub const APPLY_VERSION: u32 = 5;
+///   with its first outcome instead of appended again;
+/// - 6: the deduplication window keeps its own clock, which a command moves on by at most
+///   [`dedup::MAX_STEP_MS`] (a leader whose clock jumped an hour ahead forgot the whole window
+///   at once, so a resend across the jump was stored twice).
+pub const APPLY_VERSION: u32 = 6;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -174,6 +184,17 @@ impl ShardState {
         self.apply_version
     }
 
+    /// The time a command stamped `clock_ms` (a leader's clock now) would apply at: never before
+    /// the highest time applied (from apply version 2). A leader plans with it, so a clock that
+    /// went back does not hold back what the state already counts as due.
+    pub fn time_at(&self, clock_ms: i64) -> i64 {
+        if self.apply_version >= 2 {
+            clock_ms.max(self.max_now_ms)
+        } else {
+            clock_ms
+        }
+    }
+
     /// The time a command stamped `now_ms` applies at.
     fn observe_time(&mut self, now_ms: i64) -> i64 {
         let effective = if self.apply_version >= 2 {
@@ -181,6 +202,12 @@ impl ShardState {
         } else {
             now_ms
         };
+        if self.apply_version >= 6 {
+            let step = now_ms
+                .saturating_sub(self.max_now_ms)
+                .clamp(0, dedup::MAX_STEP_MS);
+            self.dedup_clock_ms = self.dedup_clock_ms.saturating_add(step);
+        }
         self.max_now_ms = self.max_now_ms.max(now_ms);
         effective
     }
@@ -252,7 +279,8 @@ impl ShardState {
                 CommandResponse::AppendedBatch(outcomes)
             }
             StoreCommand::ClientAppends { appends, .. } => {
-                self.dedup.expire(now);
+                let window_now = self.dedup_now(now);
+                self.dedup.expire(window_now);
                 let mut first = RecordRef { log_index, slot: 0 };
                 let outcomes = appends
                     .iter()
@@ -261,7 +289,8 @@ impl ShardState {
                         // Before version 5 (never written so, but replay must not depend
                         // on that) it applies as an `AppendBatch` would.
                         let client = a.client_id.as_deref().filter(|_| self.apply_version >= 5);
-                        let outcomes = self.append_deduplicated(first, client, q, now, fx);
+                        let outcomes =
+                            self.append_deduplicated(first, client, q, now, window_now, fx);
                         first.slot = first
                             .slot
                             .saturating_add(u32::try_from(q.messages.len()).unwrap_or(u32::MAX));
@@ -373,6 +402,10 @@ impl ShardState {
             }
             StoreCommand::SetApplyVersion { version } => {
                 // The state machine refuses versions it does not know before they get here.
+                if self.apply_version < 6 && *version >= 6 {
+                    // The window's entries so far carry the commands' times.
+                    self.dedup_clock_ms = self.max_now_ms;
+                }
                 self.apply_version = self.apply_version.max(*version);
                 CommandResponse::ApplyVersionSet {
                     version: self.apply_version,
@@ -434,6 +467,26 @@ impl ShardState {
     /// Restores the deduplication window a snapshot saved beside this state.
     pub fn set_dedup(&mut self, dedup: DedupWindow) {
         self.dedup = dedup;
+    }
+
+    /// The deduplication window's clock (apply version 6; before, the window ran on the
+    /// commands' times).
+    pub fn dedup_clock_ms(&self) -> i64 {
+        self.dedup_clock_ms
+    }
+
+    /// Restores the window's clock a snapshot saved (format 5).
+    pub fn set_dedup_clock_ms(&mut self, clock_ms: i64) {
+        self.dedup_clock_ms = clock_ms;
+    }
+
+    /// The time the deduplication window reads for a command applying at `now`.
+    fn dedup_now(&self, now: i64) -> i64 {
+        if self.apply_version >= 6 {
+            self.dedup_clock_ms
+        } else {
+            now
+        }
     }
 
     fn transaction_id(&self, record: RecordRef) -> String {
@@ -749,6 +802,9 @@ impl ShardState {
     pub(crate) fn restored(&self, index: &ShardState) -> ShardState {
         let bytes = postcard::to_stdvec(self).expect("encodes");
         let mut back: ShardState = postcard::from_bytes(&bytes).expect("decodes");
+        // Saved beside the state in a snapshot (formats 4 and 5).
+        back.dedup = self.dedup.clone();
+        back.dedup_clock_ms = self.dedup_clock_ms;
         for (key, entry) in index.entries.in_memory() {
             back.entries.put(key.0, key.1, *entry);
         }

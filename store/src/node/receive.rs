@@ -175,10 +175,15 @@ fn plan_receive(
     now_ms: i64,
 ) -> (Option<StoreCommand>, Waiting) {
     let applied = shard.shared.applied.read();
+    // Planned at the time the state is at (this node's clock may be behind earlier leaders');
+    // apply raises the command's time to it too. A wait is told in this node's clock.
+    let clock_ms = now_ms;
+    let now_ms = applied.state.time_at(clock_ms);
+    let until = |at: i64| Waiting::Until(at.saturating_sub(now_ms - clock_ms));
     if applied.state.apply_version() < 4 {
         return match applied.state.availability(probe, now_ms) {
             Availability::Now => (Some(StoreCommand::Pop(pop.clone())), Waiting::No),
-            Availability::NotBefore(at) => (None, Waiting::Until(at)),
+            Availability::NotBefore(at) => (None, until(at)),
             Availability::Nothing => (None, Waiting::No),
         };
     }
@@ -197,7 +202,7 @@ fn plan_receive(
             }),
             Waiting::No,
         ),
-        PopPlan::NotBefore(at) => (None, Waiting::Until(at)),
+        PopPlan::NotBefore(at) => (None, until(at)),
         PopPlan::Nothing => (None, Waiting::No),
         PopPlan::Continue => (None, Waiting::MoreToScan),
     }

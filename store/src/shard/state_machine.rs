@@ -46,11 +46,32 @@ struct SnapshotFileRef<'a> {
     meta: &'a SnapshotMetaOf<ShardTypes>,
     state: &'a ShardState,
     dedup: &'a DedupWindow,
+    dedup_clock_ms: i64,
 }
 
 #[derive(Deserialize)]
 struct CurrentFile {
     /// Checked before the rest is decoded (see [`decode_snapshot`]).
+    _format: u32,
+    meta: SnapshotMetaOf<ShardTypes>,
+    state: ShardState,
+    dedup: DedupWindow,
+    dedup_clock_ms: i64,
+}
+
+/// Snapshot format 4: as the current one without the window's clock. Still written while a
+/// shard's apply version is below 6 (the window runs on the entries' times), so a node rolled
+/// back to a build that reads format 4 at most still opens what the new build wrote.
+#[derive(Serialize)]
+struct Format4FileRef<'a> {
+    format: u32,
+    meta: &'a SnapshotMetaOf<ShardTypes>,
+    state: &'a ShardState,
+    dedup: &'a DedupWindow,
+}
+
+#[derive(Deserialize)]
+struct Format4File {
     _format: u32,
     meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
@@ -114,9 +135,9 @@ pub(crate) struct SnapshotFile {
 /// The layout of a shard snapshot's payload: `format` (this number, a varint) first, so a
 /// reader can refuse a layout it does not know before decoding the rest. Bumped with any change
 /// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
-/// index file); format 4 added the send deduplication window after the state. Formats 2 and 3
-/// are still read.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 4;
+/// index file); format 4 added the send deduplication window after the state; format 5 the
+/// window's clock after it. Formats 2 to 4 are still read.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 5;
 
 /// Decodes a snapshot generation and checks it is what its name says.
 pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
@@ -124,6 +145,17 @@ pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, 
     let file = match format {
         SNAPSHOT_FORMAT => {
             let mut f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            f.state.set_dedup(f.dedup);
+            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
+            SnapshotFile {
+                meta: f.meta,
+                state: SnapshotState::Current(f.state),
+            }
+        }
+        4 => {
+            // Written before apply version 6: the window ran on the entries' times, and
+            // raising the version starts its clock.
+            let mut f: Format4File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
             f.state.set_dedup(f.dedup);
             SnapshotFile {
                 meta: f.meta,
@@ -604,12 +636,20 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                         meta: &meta,
                         state: &state,
                     })
+                } else if state.apply_version() < 6 {
+                    postcard::to_stdvec(&Format4FileRef {
+                        format: 4,
+                        meta: &meta,
+                        state: &state,
+                        dedup: state.dedup(),
+                    })
                 } else {
                     postcard::to_stdvec(&SnapshotFileRef {
                         format: SNAPSHOT_FORMAT,
                         meta: &meta,
                         state: &state,
                         dedup: state.dedup(),
+                        dedup_clock_ms: state.dedup_clock_ms(),
                     })
                 }
                 .map_err(invalid_data)?;

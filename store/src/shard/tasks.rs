@@ -34,11 +34,14 @@ pub(crate) async fn release_due_messages(
 ) {
     loop {
         let now_ms = clock.now_ms();
-        let (next_due, due) = {
+        let (next_due, due, state_ms) = {
             let applied = shard.shared.applied.read();
+            // The time the state is at: this node's clock may be behind earlier leaders'.
+            let state_ms = applied.state.time_at(now_ms);
             (
                 applied.state.next_due_ms(),
-                applied.state.due_timers(now_ms, RELEASE_BATCH),
+                applied.state.due_timers(state_ms, RELEASE_BATCH),
+                state_ms,
             )
         };
         let pause = if !shard.raft.is_leader() {
@@ -46,7 +49,7 @@ pub(crate) async fn release_due_messages(
             Some(FOLLOWER_RECHECK)
         } else if due.is_empty() {
             next_due.map(|due_ms| {
-                Duration::from_millis(u64::try_from(due_ms - now_ms).unwrap_or(0).max(1))
+                Duration::from_millis(u64::try_from(due_ms - state_ms).unwrap_or(0).max(1))
             })
         } else {
             match shard.write(StoreCommand::Release { due, now_ms }).await {

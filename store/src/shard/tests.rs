@@ -425,7 +425,7 @@ async fn a_log_asking_for_unknown_apply_semantics_stops_the_shard() {
 }
 
 #[tokio::test]
-async fn a_format_3_snapshot_still_restores_with_an_empty_dedup_window() {
+async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (shared, mut sm) = state_machine(dir.path(), SHARD);
     apply(&mut sm, workload()).await.expect("apply");
@@ -435,12 +435,33 @@ async fn a_format_3_snapshot_still_restores_with_an_empty_dedup_window() {
         .build_snapshot()
         .await
         .expect("build snapshot");
-    let current = decode_snapshot(5, &built.snapshot).expect("format 4 decodes");
+    let current = decode_snapshot(5, &built.snapshot).expect("format 5 decodes");
     let SnapshotState::Current(state) = current.state else {
         panic!("the current format decodes as the current state");
     };
     assert_eq!(state.dedup().len(), 1);
-    // The same state as format 3 wrote it: no window after the state.
+    assert_eq!(
+        state.dedup_clock_ms(),
+        1_700_000_000_000,
+        "the clock is saved"
+    );
+    assert_eq!(state, shared.applied.write().state.snapshot_copy());
+
+    // The same state as format 4 wrote it: the window but not its clock after the state.
+    let format4 =
+        postcard::to_stdvec(&(4u32, &built.meta, &state, state.dedup())).expect("encodes");
+    let SnapshotState::Current(from4) = decode_snapshot(5, &format4).expect("decodes").state else {
+        panic!("format 4 decodes as the current state");
+    };
+    assert_eq!(from4.dedup(), state.dedup());
+    assert_eq!(from4.dedup_clock_ms(), 0, "version 6 starts the clock");
+    // Format 5 is format 4 with the clock (a zigzag varint) after the window.
+    let mut layout = format4.clone();
+    layout[0] = 5;
+    layout.extend(postcard::to_stdvec(&state.dedup_clock_ms()).expect("encodes"));
+    assert_eq!(built.snapshot, layout);
+
+    // As format 3 wrote it: no window after the state.
     let format3 = postcard::to_stdvec(&(3u32, &built.meta, &state)).expect("encodes");
     let old = decode_snapshot(5, &format3).expect("format 3 decodes");
     let SnapshotState::Current(old_state) = old.state else {
@@ -453,41 +474,66 @@ async fn a_format_3_snapshot_still_restores_with_an_empty_dedup_window() {
         postcard::to_stdvec(&old_state).expect("encodes"),
         postcard::to_stdvec(&expected).expect("encodes")
     );
-    let unknown = postcard::to_stdvec(&(5u32, &built.meta, &state)).expect("encodes");
+    let unknown = postcard::to_stdvec(&(6u32, &built.meta, &state)).expect("encodes");
     let err = decode_snapshot(5, &unknown)
         .err()
         .expect("a newer format is refused");
-    assert!(err.contains("snapshot format 5 is not supported"), "{err}");
+    assert!(err.contains("snapshot format 6 is not supported"), "{err}");
 }
 
-/// Until a shard applies version 5 its snapshots keep format 3, so a node rolled back to a build
-/// that reads no newer format still opens what was written during the upgrade.
+/// Until a shard applies version 5 its snapshots keep format 3, and until version 6 format 4,
+/// so a node rolled back to a build that reads no newer format still opens what was written
+/// during the upgrade.
 #[tokio::test]
-async fn below_apply_version_5_snapshots_keep_format_3() {
+async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_shared, mut sm) = state_machine(dir.path(), SHARD);
     let mut entries = workload();
-    entries.truncate(2);
+    let mut rest = entries.split_off(2);
     apply(&mut sm, entries).await.expect("apply");
-    let built = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build snapshot");
-    assert_eq!(built.snapshot[0], 3, "format 3 first");
-    let more = workload().split_off(2);
-    apply(&mut sm, more).await.expect("apply");
-    let built = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build snapshot");
+    let mut built = Vec::new();
+    built.push(
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build snapshot")
+            .snapshot[0],
+    );
+    // The workload's SetApplyVersion, first to 5, then (a later entry) to this build's.
+    rest[0] = EntryOf::<ShardTypes>::new_normal(
+        log_id(1, 3),
+        StoreCommand::SetApplyVersion { version: 5 },
+    );
+    let last = rest.pop().expect("entries");
+    apply(&mut sm, rest).await.expect("apply");
+    built.push(
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build snapshot")
+            .snapshot[0],
+    );
+    let raise = EntryOf::<ShardTypes>::new_normal(
+        log_id(2, last.log_id.index),
+        StoreCommand::SetApplyVersion {
+            version: crate::state::APPLY_VERSION,
+        },
+    );
+    apply(&mut sm, vec![raise]).await.expect("apply");
+    built.push(
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build snapshot")
+            .snapshot[0],
+    );
     assert_eq!(
-        usize::from(built.snapshot[0]),
-        4,
-        "format 4 once version 5 applies"
+        built,
+        [3, 4, 5],
+        "format 3 below version 5, 4 below 6, then 5"
     );
 }
 

@@ -5,9 +5,15 @@
 //! the message twice.
 //!
 //! The window is part of the replicated state: every replica applies the same entries with the
-//! same bounds ([`WINDOW_MS`] of the entries' own time, at most [`MAX_ENTRIES`] messages), so a
+//! same bounds ([`WINDOW_MS`] of the window's own clock, at most [`MAX_ENTRIES`] messages), so a
 //! new leader deduplicates exactly as the old one would have. It is saved in snapshots (format
-//! 4) after the rest of the state.
+//! 4) after the rest of the state, its clock after it (format 5).
+//!
+//! The window's clock (apply version 6) follows the times the entries carry (the leader's
+//! clock), but a command moves it on by at most [`MAX_STEP_MS`]: a leader whose clock jumps an
+//! hour ahead would otherwise forget the whole window with its first entry, and a resend of a
+//! message stored just before the jump would be stored again. Before version 6 the window ran
+//! on the entries' times directly.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -19,10 +25,15 @@ use vela_proto::store_api::AppendOutcome;
 use super::ApplyEffects;
 use crate::command::{QueueAppend, RecordRef};
 
-/// How long a sent message is remembered, in the time of the entries applied (the leader's
-/// clock, never running backwards). Retries of the official clients end within seconds; a
+/// How long a sent message is remembered, in the window's clock (the time of the entries
+/// applied, never running backwards nor leaping). Retries of the official clients end within seconds; a
 /// proxy's retries across a leader change within its 10 s budget.
 pub const WINDOW_MS: i64 = 120_000;
+
+/// The most one command moves the window's clock on (apply version 6): a leader's clock that
+/// jumps ahead shortens the window by at most this. A shard that is quiet for longer keeps its
+/// window longer than [`WINDOW_MS`] of wall time (the size bound still holds).
+pub const MAX_STEP_MS: i64 = 1_000;
 
 /// Most messages remembered per shard. Above ~2,200 msg/s sustained on one shard this, not
 /// [`WINDOW_MS`], bounds the window (to `MAX_ENTRIES / rate`); memory stays ~20 MiB a shard.
@@ -147,6 +158,7 @@ impl super::ShardState {
         client: Option<&str>,
         append: &QueueAppend,
         now_ms: i64,
+        window_ms: i64,
         fx: &mut ApplyEffects,
     ) -> Vec<AppendOutcome> {
         let Some(client) = client else {
@@ -194,7 +206,7 @@ impl super::ShardState {
                 let half = outcome.transaction_id.is_some().then_some(record);
                 self.dedup.insert(
                     key,
-                    now_ms,
+                    window_ms,
                     FirstOutcome {
                         offset: outcome.offset,
                         half,

@@ -91,6 +91,8 @@ impl LegacyState {
             // Format 2 does not know; the index file gets every entry at the snapshot's index.
             last_indexing: 0,
             dedup: Default::default(),
+            // Before apply version 6: raising the version starts the window's clock.
+            dedup_clock_ms: 0,
             entries: Default::default(),
         };
         (state, entries)

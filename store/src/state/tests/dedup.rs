@@ -1,10 +1,11 @@
 //! `ClientAppends` entries (apply version 5): a message a client already sent within the
 //! window is answered with its first outcome and not appended again; anything else applies
-//! exactly like an `AppendBatch`.
+//! exactly like an `AppendBatch`. From apply version 6 the window keeps its own clock, which a
+//! leader's clock jumping ahead moves on by at most `MAX_STEP_MS`.
 
 use super::*;
 use crate::command::{ClientAppend, QueueAppend};
-use crate::state::dedup::WINDOW_MS;
+use crate::state::dedup::{MAX_STEP_MS, WINDOW_MS};
 
 fn named(id: &str) -> MessageRecord {
     MessageRecord {
@@ -24,12 +25,14 @@ fn from(client: Option<&str>, queue_id: u32, messages: Vec<MessageRecord>) -> Cl
     }
 }
 
-/// A state applying version 5 semantics (sends are deduplicated only from there).
+/// A state applying this build's semantics (sends are deduplicated from version 5).
 fn harness() -> Harness {
+    at_version(crate::state::APPLY_VERSION)
+}
+
+fn at_version(version: u32) -> Harness {
     let mut h = Harness::new();
-    h.apply(StoreCommand::SetApplyVersion {
-        version: crate::state::APPLY_VERSION,
-    });
+    h.apply(StoreCommand::SetApplyVersion { version });
     h
 }
 
@@ -52,6 +55,21 @@ impl Harness {
             .into_iter()
             .map(|o| o.offset)
             .collect()
+    }
+
+    /// Lets `ms` pass as a busy shard sees it: a command at least every `MAX_STEP_MS` (one
+    /// that changes nothing else).
+    fn pass(&mut self, ms: i64) {
+        let mut left = ms;
+        while left > 0 {
+            let step = left.min(MAX_STEP_MS);
+            self.advance(step);
+            left -= step;
+            self.apply(StoreCommand::Release {
+                due: Vec::new(),
+                now_ms: self.now_ms,
+            });
+        }
     }
 
     fn queue_len(&self) -> u64 {
@@ -118,9 +136,9 @@ fn a_resent_transaction_message_names_the_same_transaction() {
 fn the_window_forgets_after_its_time() {
     let mut h = harness();
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
-    h.advance(WINDOW_MS);
+    h.pass(WINDOW_MS);
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)], "still inside");
-    h.advance(1);
+    h.pass(1);
     assert_eq!(
         h.send(Some("c@1"), &["m"]),
         vec![Some(1)],
@@ -159,6 +177,7 @@ fn the_window_survives_a_snapshot() {
     let mut restored: ShardState =
         postcard::from_bytes(&postcard::to_stdvec(&h.state).expect("encodes")).expect("decodes");
     restored.set_dedup(postcard::from_bytes(&saved).expect("decodes"));
+    restored.set_dedup_clock_ms(h.state.dedup_clock_ms());
     restored.take_entries_from(&mut h.state);
     h.state = restored;
     assert_eq!(h.send(Some("c@1"), &["a"]), vec![Some(0)]);
@@ -171,4 +190,65 @@ fn before_version_5_client_appends_apply_without_deduplication() {
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(1)]);
     assert!(h.state.dedup().is_empty());
+}
+
+#[test]
+fn a_leader_clock_jumping_an_hour_ahead_shortens_the_window_by_one_step_at_most() {
+    let mut h = harness();
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
+    // The next leader's clock is an hour ahead; the client resends (its first answer was lost).
+    h.advance(3_600_000);
+    assert_eq!(
+        h.send(Some("c@1"), &["m"]),
+        vec![Some(0)],
+        "a resend across the jump is caught"
+    );
+    // From there the window runs at the entries' pace again: m is forgotten once the window's
+    // clock passes WINDOW_MS after it, of which the jump counted MAX_STEP_MS.
+    let mut passed = MAX_STEP_MS;
+    while h.send(Some("c@1"), &["m"]) == vec![Some(0)] {
+        h.pass(1_000);
+        passed += 1_000;
+    }
+    assert_eq!(passed, WINDOW_MS + 1_000);
+    assert_eq!(
+        h.queue_len(),
+        2,
+        "m twice, the second time only after the window"
+    );
+}
+
+#[test]
+fn a_clock_going_back_holds_the_window_until_time_catches_up() {
+    let mut h = harness();
+    h.send(Some("c@1"), &["m"]);
+    h.advance(-3_600_000);
+    h.pass(WINDOW_MS + 1_000);
+    assert_eq!(
+        h.send(Some("c@1"), &["m"]),
+        vec![Some(0)],
+        "the window's clock does not move while the entries' time is behind the highest seen"
+    );
+}
+
+#[test]
+fn at_version_5_a_clock_jump_forgot_the_window_at_once() {
+    // What version 6 mends, kept because replaying an old log must reproduce it.
+    let mut h = at_version(5);
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
+    h.advance(3_600_000);
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(1)], "stored twice");
+}
+
+#[test]
+fn raising_the_version_starts_the_window_clock_at_the_entries_time() {
+    let mut h = at_version(5);
+    h.advance(5_000);
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
+    h.apply(StoreCommand::SetApplyVersion { version: 6 });
+    assert_eq!(h.state.dedup_clock_ms(), h.now_ms);
+    h.pass(WINDOW_MS);
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)], "still inside");
+    h.pass(1);
+    assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(1)]);
 }

@@ -27,6 +27,9 @@ pub(super) struct Cluster {
     pub(super) addrs: BTreeMap<NodeId, SocketAddr>,
     pub(super) served: BTreeMap<NodeId, Served>,
     pub(super) clock: SharedClock,
+    /// How far each node's wall clock is off `clock`, in milliseconds (see
+    /// [`Cluster::jump_clock`]).
+    pub(super) skews: BTreeMap<NodeId, Arc<AtomicI64>>,
     pub(super) voters: BTreeSet<NodeId>,
     pub(super) disks: BTreeMap<NodeId, SimVfs>,
     pub(super) nodes: Nodes,
@@ -201,6 +204,7 @@ impl Cluster {
             addrs,
             served: BTreeMap::new(),
             clock,
+            skews: ids.iter().map(|&id| (id, Arc::default())).collect(),
             voters: ids.iter().copied().collect(),
             disks: BTreeMap::new(),
             builds: Builds {
@@ -226,7 +230,11 @@ impl Cluster {
             .map(|v| (*v, self.addrs[v].to_string()))
             .collect();
         let vfs: Arc<dyn Vfs> = Arc::new(self.disks[&id].clone());
-        let (cfg, clock) = ((self.config)(id), self.clock.clone());
+        let cfg = (self.config)(id);
+        let clock: SharedClock = Arc::new(SkewedClock {
+            base: self.clock.clone(),
+            skew: self.skews.entry(id).or_default().clone(),
+        });
         let store = match self.transport {
             Transport::InProcess => {
                 let hub = self.hub.clone();
@@ -309,6 +317,22 @@ impl Cluster {
             }
         }
         self.nodes.lock().insert(id, store);
+    }
+
+    /// Steps node `id`'s wall clock by `delta_ms` (negative: back), as NTP stepping or a
+    /// resumed VM does; it runs on from there. Kept across restarts of the node.
+    pub(super) fn jump_clock(&mut self, id: NodeId, delta_ms: i64) {
+        self.skews
+            .entry(id)
+            .or_default()
+            .fetch_add(delta_ms, Ordering::SeqCst);
+    }
+
+    /// Sets every node's clock right again.
+    pub(super) fn correct_clocks(&self) {
+        for skew in self.skews.values() {
+            skew.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Makes node `id`'s replica of `shard` (opened while it runs) reachable over Raft.
@@ -437,6 +461,21 @@ impl Cluster {
             let store = self.node(id);
             store.shutdown().await.expect("clean shutdown");
         }
+    }
+}
+
+/// A node's wall clock: the cluster's clock, off by the node's skew.
+#[derive(Debug)]
+struct SkewedClock {
+    base: SharedClock,
+    skew: Arc<AtomicI64>,
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> i64 {
+        self.base
+            .now_ms()
+            .saturating_add(self.skew.load(Ordering::SeqCst))
     }
 }
 
