@@ -2,7 +2,7 @@
 # Vela side by side with RabbitMQ and NATS JetStream (docs/benchmarks.md). Installs what is
 # missing, builds the release binaries, then runs benches/peers/main.rs:
 #
-#   benches/peers.sh [--broker vela|rabbitmq|nats|all]     # PEERS_PHASE_SECONDS=N (default 20)
+#   benches/peers.sh [--broker vela|rabbitmq|nats|all] [--nodes 1|3]   # PEERS_PHASE_SECONDS=N (default 20)
 #
 # - RabbitMQ: `apt-get install -y rabbitmq-server` (Debian's 3.10.x; needs root or sudo). The
 #   package's own service is not used: the benchmark starts a private node on loopback.

@@ -61,9 +61,11 @@ impl Drop for Proc {
 /// A running broker. Field order matters: processes die before the data dir is removed.
 pub(crate) struct Broker {
     pub(crate) kind: Kind,
+    /// Nodes of the broker (1, or a cluster of `CLUSTER_NODES`).
+    pub(crate) nodes: usize,
     pub(crate) procs: Vec<Proc>,
-    /// The process whose CPU is counted (RabbitMQ: beam.smp).
-    pub(crate) cpu_pid: String,
+    /// The processes whose CPU is counted (RabbitMQ: beam.smp of each node).
+    pub(crate) cpu_pids: Vec<String>,
     /// Client port (gRPC, AMQP or NATS).
     pub(crate) port: u16,
     /// What the run used, for the report.
@@ -102,12 +104,29 @@ pub(crate) fn log_tail(path: &Path) -> String {
 }
 
 impl Broker {
-    pub(crate) async fn start(kind: Kind, cpu: &str) -> anyhow::Result<Self> {
-        match kind {
-            Kind::Vela => Self::start_vela(cpu).await,
-            Kind::RabbitMq => Self::start_rabbitmq(cpu).await,
-            Kind::Nats => Self::start_nats(cpu).await,
+    pub(crate) async fn start(kind: Kind, cpu: &str, nodes: usize) -> anyhow::Result<Self> {
+        match (kind, nodes > 1) {
+            (Kind::Vela, false) => Self::start_vela(cpu).await,
+            (Kind::RabbitMq, false) => Self::start_rabbitmq(cpu).await,
+            (Kind::Nats, false) => Self::start_nats(cpu).await,
+            (Kind::Vela, true) => Self::start_vela_cluster(cpu).await,
+            (Kind::RabbitMq, true) => Self::start_rabbitmq_cluster(cpu).await,
+            (Kind::Nats, true) => Self::start_nats_cluster(cpu).await,
         }
+    }
+
+    /// The broker as the report names it: `vela`, or `vela ×3` for a cluster.
+    pub(crate) fn label(&self) -> String {
+        if self.nodes > 1 {
+            format!("{} ×{}", self.kind.name(), self.nodes)
+        } else {
+            self.kind.name().to_owned()
+        }
+    }
+
+    /// CPU seconds the broker's processes have used so far.
+    pub(crate) fn cpu_seconds(&self, ticks: f64) -> anyhow::Result<f64> {
+        self.cpu_pids.iter().map(|p| cpu_seconds(p, ticks)).sum()
     }
 
     pub(crate) async fn wait_ready<F, Fut>(
@@ -149,8 +168,9 @@ impl Broker {
         let pid = proc.pgid;
         let mut broker = Self {
             kind: Kind::Vela,
+            nodes: 1,
             procs: vec![proc],
-            cpu_pid: pid.to_string(),
+            cpu_pids: vec![pid.to_string()],
             port,
             version: "vela (this commit), release build, default config (flush = \"sync\")".into(),
             dir,
@@ -166,20 +186,8 @@ impl Broker {
     }
 
     pub(crate) async fn start_nats(cpu: &str) -> anyhow::Result<Self> {
-        let server = std::env::var_os("PEERS_NATS_SERVER").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/peers/nats-server"),
-            PathBuf::from,
-        );
-        ensure!(
-            server.exists(),
-            "{} is missing: run benches/peers.sh (or set PEERS_NATS_SERVER)",
-            server.display()
-        );
-        let version = std::process::Command::new(&server)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
+        let server = nats_server()?;
+        let version = nats_version(&server);
         let dir = tempfile::tempdir()?;
         let (port, http) = (free_port()?, free_port()?);
         let conf = dir.path().join("nats.conf");
@@ -198,8 +206,9 @@ impl Broker {
         let pid = proc.pgid;
         let mut broker = Self {
             kind: Kind::Nats,
+            nodes: 1,
             procs: vec![proc],
-            cpu_pid: pid.to_string(),
+            cpu_pids: vec![pid.to_string()],
             port,
             version: format!("{version}, GOMAXPROCS=1, jetstream sync_interval: always"),
             dir,
@@ -211,104 +220,45 @@ impl Broker {
                     .is_some()
             })
             .await?;
-        // Durability is the point of the comparison: refuse to run without fsync per PubAck.
-        let jsz = http_get(http, "/jsz").await.unwrap_or_default();
-        ensure!(
-            jsz.contains("\"sync_always\": true") || jsz.contains("\"sync_always\":true"),
-            "nats-server does not report sync_always: true in /jsz:\n{jsz}"
-        );
+        ensure_sync_always(http).await?;
         Ok(broker)
     }
 
     pub(crate) async fn start_rabbitmq(cpu: &str) -> anyhow::Result<Self> {
-        let server = std::env::var_os("PEERS_RABBITMQ_SERVER").map_or_else(
-            || PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server"),
-            PathBuf::from,
-        );
-        ensure!(
-            server.exists(),
-            "{} is missing: run benches/peers.sh (apt-get install rabbitmq-server) or set \
-             PEERS_RABBITMQ_SERVER",
-            server.display()
-        );
-        let version = std::process::Command::new("dpkg-query")
-            .args(["-W", "-f", "${Version}", "rabbitmq-server"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
+        let server = rabbitmq_server()?;
         let dir = tempfile::tempdir()?;
         let (port, dist, epmd) = (free_port()?, free_port()?, free_port()?);
         let d = dir.path();
-        for sub in ["home", "mnesia", "log"] {
-            std::fs::create_dir_all(d.join(sub))?;
-        }
-        std::fs::write(d.join("enabled_plugins"), "[].\n")?;
-        std::fs::write(d.join("rabbitmq-env.conf"), "")?;
-        std::fs::write(
-            d.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.default = 127.0.0.1:{port}\nlog.console = false\n\
-                 log.file.level = warning\n"
-            ),
-        )?;
         // Our own epmd (the Erlang port mapper), on loopback and a free port, so no daemon
         // outlives the run.
         let mut epmd_cmd = pinned(cpu, "epmd");
         epmd_cmd.args(["-address", "127.0.0.1", "-port", &epmd.to_string()]);
         let epmd_proc = Proc::spawn(epmd_cmd, &d.join("epmd.log"))?;
         let log = d.join("rabbitmq.log");
-        let mut cmd = pinned(cpu, &server);
-        cmd.env("HOME", d.join("home"))
-            .env("RABBITMQ_NODENAME", format!("peers{port}@localhost"))
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("ERL_EPMD_PORT", epmd.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
-            .env("RABBITMQ_CONF_ENV_FILE", d.join("rabbitmq-env.conf"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-            // Exec the VM directly (no signal-forwarding shell), without an Erlang shell.
-            .env("RABBITMQ_ALLOW_INPUT", "true")
-            .env(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none -noinput \
-                 -kernel inet_dist_use_interface {127,0,0,1}",
-            );
+        let conf = format!(
+            "listeners.tcp.default = 127.0.0.1:{port}\nlog.console = false\n\
+             log.file.level = warning\n"
+        );
+        let name = format!("peers{port}@localhost");
+        let cmd = rabbit_command(cpu, &server, d, &name, port, dist, epmd, &conf)?;
         let proc = Proc::spawn(cmd, &log)?;
         let root = proc.pgid;
         let mut broker = Self {
             kind: Kind::RabbitMq,
+            nodes: 1,
             procs: vec![proc, epmd_proc],
-            cpu_pid: String::new(),
+            cpu_pids: Vec::new(),
             port,
             version: format!(
-                "RabbitMQ {version}, Erlang +S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none, \
-                 quorum queue (1 member)"
+                "RabbitMQ {}, Erlang +S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none, \
+                 quorum queue (1 member)",
+                rabbitmq_version()
             ),
             dir,
         };
-        let uri = rabbit_uri(port);
-        broker
-            .wait_ready(&log, || {
-                let uri = uri.clone();
-                async move {
-                    match lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
-                        .await
-                    {
-                        Ok(c) => {
-                            let _ = c.close(200, "ready".into()).await;
-                            true
-                        }
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await?;
+        broker.wait_ready(&log, || rabbit_accepts(port)).await?;
         let beam = find_process(root, "beam.smp").context("no beam.smp under rabbitmq-server")?;
-        broker.cpu_pid = beam.to_string();
+        broker.cpu_pids.push(beam.to_string());
         Ok(broker)
     }
 
@@ -345,7 +295,11 @@ impl Broker {
                     "x-queue-type".into(),
                     AMQPValue::LongString("quorum".into()),
                 );
-                args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(1));
+                let members = i32::try_from(self.nodes).context("nodes")?;
+                args.insert(
+                    "x-quorum-initial-group-size".into(),
+                    AMQPValue::LongInt(members),
+                );
                 let queue = format!("peers-{name}");
                 pch.queue_declare(
                     queue.as_str().into(),
@@ -379,14 +333,19 @@ impl Broker {
                 let js = jetstream::new(async_nats::connect(&addr).await?);
                 let stream_name = format!("PEERS_{}", name.replace('-', "_").to_uppercase());
                 let subject = format!("peers.{name}");
-                js.create_stream(stream::Config {
+                let config = stream::Config {
                     name: stream_name.clone(),
                     subjects: vec![subject.clone()],
                     storage: stream::StorageType::File,
-                    num_replicas: 1,
+                    num_replicas: self.nodes,
                     ..Default::default()
-                })
-                .await?;
+                };
+                // A cluster answers only once its JetStream meta leader is elected.
+                let deadline = Instant::now() + STARTUP;
+                while let Err(err) = js.create_stream(config.clone()).await {
+                    ensure!(Instant::now() < deadline, "creating the stream: {err}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
                 let cjs = jetstream::new(async_nats::connect(&addr).await?);
                 let consumer = cjs
                     .get_stream(&stream_name)
@@ -412,4 +371,119 @@ impl Broker {
 
 pub(crate) fn rabbit_uri(port: u16) -> String {
     format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+}
+
+/// The nats-server binary (`PEERS_NATS_SERVER`, or where benches/peers.sh installs it).
+pub(crate) fn nats_server() -> anyhow::Result<PathBuf> {
+    let server = std::env::var_os("PEERS_NATS_SERVER").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/peers/nats-server"),
+        PathBuf::from,
+    );
+    ensure!(
+        server.exists(),
+        "{} is missing: run benches/peers.sh (or set PEERS_NATS_SERVER)",
+        server.display()
+    );
+    Ok(server)
+}
+
+pub(crate) fn nats_version(server: &Path) -> String {
+    std::process::Command::new(server)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Durability is the point of the comparison: refuses a server without fsync per PubAck.
+pub(crate) async fn ensure_sync_always(http: u16) -> anyhow::Result<()> {
+    let jsz = http_get(http, "/jsz").await.unwrap_or_default();
+    ensure!(
+        jsz.contains("\"sync_always\": true") || jsz.contains("\"sync_always\":true"),
+        "nats-server does not report sync_always: true in /jsz:\n{jsz}"
+    );
+    Ok(())
+}
+
+/// The rabbitmq-server script (`PEERS_RABBITMQ_SERVER`, or Debian's).
+pub(crate) fn rabbitmq_server() -> anyhow::Result<PathBuf> {
+    let server = std::env::var_os("PEERS_RABBITMQ_SERVER").map_or_else(
+        || PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server"),
+        PathBuf::from,
+    );
+    ensure!(
+        server.exists(),
+        "{} is missing: run benches/peers.sh (apt-get install rabbitmq-server) or set \
+         PEERS_RABBITMQ_SERVER",
+        server.display()
+    );
+    Ok(server)
+}
+
+pub(crate) fn rabbitmq_version() -> String {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "rabbitmq-server"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The Erlang cookie the nodes of a benchmark cluster share.
+pub(crate) const RABBIT_COOKIE: &str = "vela-peers-benchmark";
+
+/// A private RabbitMQ node in `dir` (its home, mnesia, log and config), named `name`, serving
+/// AMQP on `amqp`, Erlang distribution on `dist`, registered with the epmd on `epmd`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rabbit_command(
+    cpu: &str,
+    server: &Path,
+    dir: &Path,
+    name: &str,
+    amqp: u16,
+    dist: u16,
+    epmd: u16,
+    conf: &str,
+) -> anyhow::Result<Command> {
+    for sub in ["home", "mnesia", "log"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+    std::fs::write(dir.join("rabbitmq-env.conf"), "")?;
+    std::fs::write(dir.join("rabbitmq.conf"), conf)?;
+    let mut cmd = pinned(cpu, server);
+    cmd.env("HOME", dir.join("home"))
+        .env("RABBITMQ_NODENAME", name)
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", amqp.to_string())
+        .env("RABBITMQ_DIST_PORT", dist.to_string())
+        .env("ERL_EPMD_PORT", epmd.to_string())
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.join("log"))
+        .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+        .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+        // Exec the VM directly (no signal-forwarding shell), without an Erlang shell.
+        .env("RABBITMQ_ALLOW_INPUT", "true")
+        .env(
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+            format!(
+                "+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none -noinput \
+                 -kernel inet_dist_use_interface {{127,0,0,1}} -setcookie {RABBIT_COOKIE}"
+            ),
+        );
+    Ok(cmd)
+}
+
+/// Whether a RabbitMQ node on `port` accepts an AMQP connection.
+pub(crate) async fn rabbit_accepts(port: u16) -> bool {
+    match lapin::Connection::connect(&rabbit_uri(port), lapin::ConnectionProperties::default())
+        .await
+    {
+        Ok(c) => {
+            let _ = c.close(200, "ready".into()).await;
+            true
+        }
+        Err(_) => false,
+    }
 }

@@ -11,8 +11,9 @@
 //! Phases: `produce` (producer alone, builds a backlog), `drain` (consumer alone drains it),
 //! `mixed` (both at full speed), `fixed-2000`, `fixed-5000` (producer at a fixed rate, consumer on).
 //!
-//! Run: `benches/peers.sh [--broker vela|rabbitmq|nats|all]` (installs the peers, then runs
-//! `cargo bench --bench peers -- --broker …`). Env: `PEERS_PHASE_SECONDS` (default 20),
+//! Run: `benches/peers.sh [--broker vela|rabbitmq|nats|all] [--nodes 1|3]` (installs the peers,
+//! then runs `cargo bench --bench peers -- --broker …`). `--nodes 3` runs each broker as a
+//! three-node cluster with three replicas (`clusters.rs`), every node on the broker core. Env: `PEERS_PHASE_SECONDS` (default 20),
 //! `PEERS_NATS_SERVER` (default `.tools/peers/nats-server`), `PEERS_RABBITMQ_SERVER` (default
 //! `/usr/lib/rabbitmq/bin/rabbitmq-server`), `PEERS_BROKER_CPU` / `PEERS_CLIENT_CPU` (default 0 / 1).
 
@@ -37,11 +38,13 @@ use tokio::time::{sleep_until, timeout, timeout_at};
 
 mod brokers;
 mod clients;
+mod clusters;
 mod measure;
 mod report;
 
 use brokers::*;
 use clients::*;
+use clusters::*;
 use measure::*;
 use report::*;
 
@@ -62,7 +65,7 @@ const STARTUP: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PhaseReport {
-    pub(crate) broker: &'static str,
+    pub(crate) broker: String,
     pub(crate) phase: String,
     pub(crate) seconds: f64,
     pub(crate) produced: u64,
@@ -117,10 +120,7 @@ pub(crate) async fn run_phase(
     cores: Cores,
 ) -> anyhow::Result<PhaseReport> {
     let self_pid = std::process::id().to_string();
-    let (cpu0, me0) = (
-        cpu_seconds(&broker.cpu_pid, ticks)?,
-        cpu_seconds(&self_pid, ticks)?,
-    );
+    let (cpu0, me0) = (broker.cpu_seconds(ticks)?, cpu_seconds(&self_pid, ticks)?);
     let (bcore0, ccore0) = (
         core_busy_seconds(cores.broker, ticks),
         core_busy_seconds(cores.client, ticks),
@@ -143,7 +143,7 @@ pub(crate) async fn run_phase(
     let (produced, consumed) = tokio::join!(produced, consumed);
     let (produced, consumed) = (produced?, consumed?);
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(&broker.cpu_pid, ticks)? - cpu0;
+    let cpu = broker.cpu_seconds(ticks)? - cpu0;
     let me = cpu_seconds(&self_pid, ticks)? - me0;
     let other = |before: Option<f64>, core: Option<usize>, own: f64| {
         let busy = core_busy_seconds(core, ticks)? - before?;
@@ -152,7 +152,7 @@ pub(crate) async fn run_phase(
     let rate_of = |s: &Side| s.count as f64 / s.elapsed.as_secs_f64().max(1e-9);
     let per = |n: u64| (n > 0).then(|| cpu * 1e6 / n as f64);
     Ok(PhaseReport {
-        broker: broker.kind.name(),
+        broker: broker.label(),
         phase: phase.name,
         seconds: elapsed,
         produced: produced.count,
@@ -179,17 +179,18 @@ pub(crate) async fn run_phase(
 
 pub(crate) async fn bench_broker(
     kind: Kind,
+    nodes: usize,
     length: Duration,
     ticks: f64,
     broker_cpu: &str,
     cores: Cores,
 ) -> anyhow::Result<(String, Vec<PhaseReport>)> {
-    eprintln!("== {}: starting on cpu {broker_cpu}", kind.name());
-    let broker = Broker::start(kind, broker_cpu).await?;
+    eprintln!("== {} ×{nodes}: starting on cpu {broker_cpu}", kind.name());
+    let broker = Broker::start(kind, broker_cpu, nodes).await?;
     eprintln!(
         "== {}: ready (cpu pid {}, data in {})",
         kind.name(),
-        broker.cpu_pid,
+        broker.cpu_pids.join(" "),
         broker.dir.path().display()
     );
     let mut reports = Vec::new();
@@ -265,28 +266,40 @@ pub(crate) async fn bench_broker(
     Ok((version, reports))
 }
 
-pub(crate) fn parse_brokers() -> anyhow::Result<Vec<Kind>> {
+/// The brokers (`--broker`) and how many nodes each runs (`--nodes 1|3`).
+pub(crate) fn parse_brokers() -> anyhow::Result<(Vec<Kind>, usize)> {
     let mut which = "all".to_owned();
+    let mut nodes = "1".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if let Some(v) = arg.strip_prefix("--broker=") {
             which = v.to_owned();
         } else if arg == "--broker" {
             which = args.next().context("--broker needs a value")?;
+        } else if let Some(v) = arg.strip_prefix("--nodes=") {
+            nodes = v.to_owned();
+        } else if arg == "--nodes" {
+            nodes = args.next().context("--nodes needs a value")?;
         }
         // Anything else (`--bench` from cargo) is ignored.
     }
-    Ok(match which.as_str() {
+    let nodes = match nodes.as_str() {
+        "1" => 1,
+        "3" => CLUSTER_NODES,
+        other => bail!("--nodes {other}: expected 1 or 3"),
+    };
+    let kinds = match which.as_str() {
         "all" => vec![Kind::Vela, Kind::RabbitMq, Kind::Nats],
         "vela" => vec![Kind::Vela],
         "rabbitmq" => vec![Kind::RabbitMq],
         "nats" => vec![Kind::Nats],
         other => bail!("--broker {other}: expected vela, rabbitmq, nats or all"),
-    })
+    };
+    Ok((kinds, nodes))
 }
 
 pub(crate) async fn run(client_cpu: &str) -> anyhow::Result<()> {
-    let brokers = parse_brokers()?;
+    let (brokers, nodes) = parse_brokers()?;
     let secs: f64 = std::env::var("PEERS_PHASE_SECONDS")
         .ok()
         .map(|s| s.parse::<f64>())
@@ -304,7 +317,7 @@ pub(crate) async fn run(client_cpu: &str) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     let mut versions = Vec::new();
     for kind in brokers {
-        let (version, r) = bench_broker(kind, length, ticks, &broker_cpu, cores).await?;
+        let (version, r) = bench_broker(kind, nodes, length, ticks, &broker_cpu, cores).await?;
         versions.push(format!("- {}: {version}", kind.name()));
         reports.extend(r);
     }

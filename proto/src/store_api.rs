@@ -164,6 +164,13 @@ pub trait StoreApi: Send + Sync + 'static {
     /// Acknowledges one delivery.
     async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError>;
 
+    /// Acknowledges several deliveries, each answered on its own, in order; by default as
+    /// concurrent [`StoreApi::ack`]s (a store queues them together, so they share Raft
+    /// entries).
+    async fn ack_many(&self, tickets: Vec<ReceiptTicket>) -> Vec<Result<(), StoreError>> {
+        futures::future::join_all(tickets.iter().map(|t| self.ack(t))).await
+    }
+
     /// Makes a delivered message invisible for `invisible` from now. The old ticket dies; the
     /// returned one replaces it.
     async fn change_invisible(
@@ -235,4 +242,58 @@ pub trait StoreApi: Send + Sync + 'static {
     /// Hands leadership of `shard` to its voter `to`; resolves once `to` leads (`Ok` at once
     /// when it already does). `Unavailable` when `to` did not take over in time.
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError>;
+}
+
+/// Answers a batch of requests each in its place: `run` gets the ones that passed a check
+/// (`Ok`), in order, and answers each; a place whose check failed keeps its error.
+pub async fn answer_each<T, R, F, Fut>(
+    checked: Vec<Result<T, StoreError>>,
+    run: F,
+) -> Vec<Result<R, StoreError>>
+where
+    F: FnOnce(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<R, StoreError>>>,
+{
+    let mut places = Vec::with_capacity(checked.len());
+    let mut valid = Vec::new();
+    for c in checked {
+        match c {
+            Ok(t) => {
+                valid.push(t);
+                places.push(None);
+            }
+            Err(err) => places.push(Some(Err(err))),
+        }
+    }
+    let mut answers = run(valid).await.into_iter();
+    places
+        .into_iter()
+        .map(|p| {
+            p.or_else(|| answers.next()).unwrap_or_else(|| {
+                Err(StoreError::Internal(
+                    "a request of the batch went unanswered".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_is_answered_in_place_around_the_requests_that_failed_their_check() {
+        let checked = vec![Ok(1), Err(StoreError::Invalid("bad".into())), Ok(2), Ok(3)];
+        let answers = answer_each(checked, |valid: Vec<i32>| async move {
+            assert_eq!(valid, [1, 2, 3], "only what passed, in order");
+            // The last goes unanswered.
+            valid[..2].iter().map(|v| Ok(v * 10)).collect()
+        })
+        .await;
+        assert_eq!(answers[0], Ok(10));
+        assert_eq!(answers[1], Err(StoreError::Invalid("bad".into())));
+        assert_eq!(answers[2], Ok(20));
+        assert!(matches!(answers[3], Err(StoreError::Internal(_))));
+    }
 }

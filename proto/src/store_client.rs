@@ -38,6 +38,8 @@ use crate::store_api::{
 };
 use crate::store_wire::*;
 
+mod acks;
+mod batched;
 mod sends;
 
 /// Which store nodes hold which shards.
@@ -83,7 +85,7 @@ pub struct RemoteStore {
 }
 
 /// What a [`RemoteStore`] knows of the cluster and how it reaches a shard's leader; shared with
-/// the tasks that send batched appends ([`sends`]).
+/// the tasks that send batched calls ([`batched`]).
 struct Routing {
     map: ClusterMap,
     clients: BTreeMap<u64, StoreClient<Channel>>,
@@ -91,8 +93,10 @@ struct Routing {
     leaders: Mutex<HashMap<ShardId, u64>>,
     /// Which shard a receive asks first, so shards are served in turn.
     turn: AtomicUsize,
-    /// Appends waiting for an Append call to their shard (see [`sends`]).
-    sends: sends::Sends,
+    /// Appends waiting for an append call to their shard (see [`sends`]).
+    appends: batched::Batcher<sends::Appends>,
+    /// Acks waiting for an ack call to their shard (see [`acks`]).
+    acks: batched::Batcher<acks::Acks>,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -121,7 +125,12 @@ impl RemoteStore {
     /// counted once however often it was retried: fewer than the appends asked of it when
     /// concurrent sends shared calls.
     pub fn append_calls(&self) -> u64 {
-        self.routing.sends.calls.load(Ordering::Relaxed)
+        self.routing.appends.calls.load(Ordering::Relaxed)
+    }
+
+    /// Ack calls (`Ack` or `AckMany`) this client has made, counted as [`Self::append_calls`].
+    pub fn ack_calls(&self) -> u64 {
+        self.routing.acks.calls.load(Ordering::Relaxed)
     }
 }
 
@@ -154,7 +163,8 @@ impl Routing {
             clients,
             leaders: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
-            sends: sends::Sends::default(),
+            appends: batched::Batcher::default(),
+            acks: batched::Batcher::default(),
         })
     }
 
@@ -332,7 +342,7 @@ impl Routing {
 impl StoreApi for RemoteStore {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
         // Concurrent appends to one shard share calls (see `sends`).
-        sends::append(&self.routing, req).await
+        batched::call::<sends::Appends>(&self.routing, req.shard, req).await
     }
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {
@@ -400,16 +410,8 @@ impl StoreApi for RemoteStore {
     }
 
     async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
-        let wire = pb::TicketRequest {
-            ticket: Some(ticket_to_wire(ticket)),
-        };
-        self.routing
-            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
-                let wire = wire.clone();
-                async move { c.ack(wire).await }
-            })
-            .await
-            .map(|_| ())
+        // Concurrent acks of one shard share calls (see `acks`).
+        batched::call::<acks::Acks>(&self.routing, ticket.shard, ticket.clone()).await
     }
 
     async fn change_invisible(

@@ -435,6 +435,29 @@ pub fn append_result_from_wire(result: pb::AppendResult) -> Result<Vec<AppendOut
     }
 }
 
+/// One ack's result in an `AckMany` reply.
+pub fn ack_result_to_wire(result: &Result<(), StoreError>) -> pb::AckResult {
+    use pb::ack_result::Result as Wire;
+    pb::AckResult {
+        result: Some(match result {
+            Ok(()) => Wire::Acked(pb::Empty {}),
+            Err(err) => Wire::Failed(error_to_failure(err).1),
+        }),
+    }
+}
+
+/// One ack's result from an `AckMany` reply.
+pub fn ack_result_from_wire(result: pb::AckResult) -> Result<(), StoreError> {
+    use pb::ack_result::Result as Wire;
+    match result.result {
+        Some(Wire::Acked(_)) => Ok(()),
+        Some(Wire::Failed(failure)) => Err(failure_to_error(failure)),
+        None => Err(StoreError::Internal(
+            "a store node answered an ack with neither success nor a failure".into(),
+        )),
+    }
+}
+
 fn transport_error(status: &Status) -> StoreError {
     let what = format!("store node: {}: {}", status.code(), status.message());
     match status.code() {

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use vela_proto::cluster_status::member_to_wire;
 use vela_proto::pb::store as pb;
 use vela_proto::pb::store::store_server::{Store as StoreRpc, StoreServer};
-use vela_proto::store_api::{AppendOutcome, StoreApi, StoreError};
+use vela_proto::store_api::{StoreApi, StoreError, answer_each};
 use vela_proto::store_wire::*;
 
 use crate::{ShardRaft, Store};
@@ -161,40 +161,20 @@ impl StoreRpc for StoreService {
         let wire = request.into_inner();
         let shard = wire.shard;
         // An append that does not decode (or names another shard) fails alone.
-        let mut results: Vec<Option<Result<Vec<AppendOutcome>, StoreError>>> = Vec::new();
-        let mut valid = Vec::new();
-        for append in wire.appends {
-            let decoded = append_from_wire(append)
-                .map_err(|e| StoreError::Invalid(e.to_string()))
-                .and_then(|req| {
-                    if req.shard == shard {
-                        Ok(req)
-                    } else {
-                        Err(StoreError::Invalid(format!(
-                            "an append to shard {} in a request for shard {shard}",
-                            req.shard
-                        )))
-                    }
-                });
-            match decoded {
-                Ok(req) => {
-                    valid.push(req);
-                    results.push(None);
-                }
-                Err(err) => results.push(Some(Err(err))),
-            }
-        }
-        let mut answers = self.store.append_many(valid).await.into_iter();
-        let results = results
+        let checked = wire
+            .appends
             .into_iter()
-            .map(|r| {
-                r.or_else(|| answers.next()).unwrap_or_else(|| {
-                    Err(StoreError::Internal("an append went unanswered".into()))
-                })
+            .map(|append| {
+                let req =
+                    append_from_wire(append).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                same_shard(shard, req.shard, "an append")?;
+                Ok(req)
             })
-            .map(|r| append_result_to_wire(&r))
             .collect();
-        Ok(Response::new(pb::AppendManyReply { results }))
+        let results = answer_each(checked, |valid| self.store.append_many(valid)).await;
+        Ok(Response::new(pb::AppendManyReply {
+            results: results.iter().map(append_result_to_wire).collect(),
+        }))
     }
 
     async fn pop(
@@ -232,6 +212,29 @@ impl StoreRpc for StoreService {
         let ticket = ticket_from_wire(request.into_inner().ticket)?;
         self.store.ack(&ticket).await.map_err(failed)?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn ack_many(
+        &self,
+        request: Request<pb::AckManyRequest>,
+    ) -> Result<Response<pb::AckManyReply>, Status> {
+        let wire = request.into_inner();
+        let shard = wire.shard;
+        // A ticket that does not decode (or names another shard) fails alone.
+        let checked = wire
+            .tickets
+            .into_iter()
+            .map(|t| {
+                let ticket =
+                    ticket_from_wire(Some(t)).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                same_shard(shard, ticket.shard, "a ticket")?;
+                Ok(ticket)
+            })
+            .collect();
+        let results = answer_each(checked, |valid| self.store.ack_many(valid)).await;
+        Ok(Response::new(pb::AckManyReply {
+            results: results.iter().map(ack_result_to_wire).collect(),
+        }))
     }
 
     async fn change_invisible(
@@ -343,5 +346,16 @@ impl StoreRpc for StoreService {
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// Refuses a request of a batch that names another shard than the batch.
+fn same_shard(batch: ShardId, named: ShardId, what: &str) -> Result<(), StoreError> {
+    if named == batch {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{what} of shard {named} in a request for shard {batch}"
+        )))
     }
 }

@@ -22,6 +22,7 @@ use vela_proto::OpenMode;
 
 type Hub = LocalHub<ShardTypes, ShardStateMachine>;
 
+mod acks;
 mod agree;
 mod clock;
 mod damage;

@@ -10,7 +10,7 @@ use vela_proto::store_wire::{append_result_from_wire, append_to_wire};
 
 use super::*;
 
-fn last_index(cluster: &Cluster, id: NodeId) -> u64 {
+pub(super) fn last_index(cluster: &Cluster, id: NodeId) -> u64 {
     let shards = cluster.node(id).shards();
     let metrics = shards[&0].shard.raft.metrics();
     let last = metrics.borrow_watched().last_log_index;
@@ -130,11 +130,12 @@ async fn append_many_answers_each_append_and_fails_only_the_bad_ones() {
     );
 }
 
-/// A store service that answers `AppendMany` as a version without it does.
+/// A store service that answers the method named `.0` (`AppendMany`, `AckMany`) as a version
+/// without it does.
 #[derive(Clone)]
-struct WithoutAppendMany<S>(S);
+pub(super) struct Without<S>(pub(super) &'static str, pub(super) S);
 
-impl<S> tonic::server::NamedService for WithoutAppendMany<S>
+impl<S> tonic::server::NamedService for Without<S>
 where
     S: tonic::server::NamedService,
 {
@@ -144,7 +145,7 @@ where
 type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
 type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
 
-impl<S> tonic::codegen::Service<HttpRequest> for WithoutAppendMany<S>
+impl<S> tonic::codegen::Service<HttpRequest> for Without<S>
 where
     S: tonic::codegen::Service<
             HttpRequest,
@@ -162,16 +163,17 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.1.poll_ready(cx)
     }
 
     fn call(&mut self, req: HttpRequest) -> Self::Future {
-        if req.uri().path().ends_with("/AppendMany") {
-            return Box::pin(async {
-                Ok(tonic::Status::unimplemented("unknown method AppendMany").into_http())
+        let method = self.0;
+        if req.uri().path().ends_with(&format!("/{method}")) {
+            return Box::pin(async move {
+                Ok(tonic::Status::unimplemented(format!("unknown method {method}")).into_http())
             });
         }
-        Box::pin(self.0.call(req))
+        Box::pin(self.1.call(req))
     }
 }
 
@@ -180,30 +182,7 @@ async fn a_store_without_append_many_gets_one_append_per_send() {
     let (_clock, shared) = manual_clock();
     let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 7, shared).await;
     let leader = cluster.leader().await;
-    // The leader's store service once more, on a port of its own, as an older version serves it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let addr = listener.local_addr().expect("has an address");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let service = WithoutAppendMany(crate::service::StoreService::server(cluster.node(leader)));
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    stopped.await.ok();
-                },
-            ),
-    );
-    let remote = Arc::new(
-        vela_proto::store_client::RemoteStore::new(vela_proto::store_client::ClusterMap {
-            stores: [(leader, addr.to_string())].into_iter().collect(),
-            shards: [(0, vec![leader])].into_iter().collect(),
-        })
-        .expect("a valid cluster map"),
-    );
+    let (remote, stop, server) = older_leader(&cluster, leader, "AppendMany").await;
     const SENDS: usize = 32;
     let sends = (0..SENDS).map(|i| {
         let remote = remote.clone();
@@ -223,4 +202,44 @@ async fn a_store_without_append_many_gets_one_append_per_send() {
     assert_eq!(got.len(), SENDS, "every send stored once: {got:?}");
     stop.send(()).ok();
     server.await.expect("joins").expect("serves");
+}
+
+/// The leader's store service once more, on a port of its own, as an older version without
+/// `method` serves it, and a proxy's client of it; stop the server with the sender.
+pub(super) async fn older_leader(
+    cluster: &Cluster,
+    leader: NodeId,
+    method: &'static str,
+) -> (
+    Arc<vela_proto::store_client::RemoteStore>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("has an address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = Without(
+        method,
+        crate::service::StoreService::server(cluster.node(leader)),
+    );
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    stopped.await.ok();
+                },
+            ),
+    );
+    let remote = Arc::new(
+        vela_proto::store_client::RemoteStore::new(vela_proto::store_client::ClusterMap {
+            stores: [(leader, addr.to_string())].into_iter().collect(),
+            shards: [(0, vec![leader])].into_iter().collect(),
+        })
+        .expect("a valid cluster map"),
+    );
+    (remote, stop, server)
 }
