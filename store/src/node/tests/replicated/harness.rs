@@ -383,6 +383,15 @@ impl Cluster {
         self.nodes.lock().keys().copied().collect()
     }
 
+    /// Stops node `id` as an operator does: it hands its shards' leadership over and stops
+    /// cleanly, then becomes unreachable.
+    pub(super) async fn stop(&mut self, id: NodeId) {
+        let store = self.node(id);
+        store.shutdown().await.expect("clean shutdown");
+        self.disconnect(id).await;
+        self.nodes.lock().remove(&id);
+    }
+
     /// Cuts node `id`'s power: what its disk had not synced is gone.
     pub(super) async fn power_cut(&mut self, id: NodeId) {
         self.disconnect(id).await;
