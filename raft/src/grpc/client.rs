@@ -140,6 +140,33 @@ pub struct GrpcConnection<SD> {
     _snapshot: PhantomData<fn() -> SD>,
 }
 
+/// What the fault seam lets through of one request from `from` to `target`.
+pub(super) enum Passage {
+    /// The link is cut: the sender sees the target as unreachable at once.
+    Cut(Failure),
+    /// The request is lost on the way: the sender waits out its timeout.
+    Lost,
+    /// Delivered (its delay already waited out); with `lose_reply` the reply is lost.
+    Through { lose_reply: bool },
+}
+
+/// Decides, by `faults` (none: everything goes through), the passage of one request.
+pub(super) async fn passage(faults: Option<&NetFaults>, from: NodeId, target: NodeId) -> Passage {
+    let Some(faults) = faults else {
+        return Passage::Through { lose_reply: false };
+    };
+    match faults.fate(from, target) {
+        Fate::Unreachable => Passage::Cut(Failure::Unreachable(format!(
+            "link {from} -> {target} is cut"
+        ))),
+        Fate::Lost => Passage::Lost,
+        Fate::Deliver { delay, lose_reply } => {
+            tokio::time::sleep(delay).await;
+            Passage::Through { lose_reply }
+        }
+    }
+}
+
 /// Why an RPC got no answer, before it is shaped into openraft's error of the call.
 pub(super) enum Failure {
     Unreachable(String),
@@ -206,28 +233,14 @@ impl<SD> GrpcConnection<SD> {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self.client.clone().map_err(Failure::Unreachable)?;
-        let mut lose_reply = false;
-        if let Some(faults) = &self.faults {
-            match faults.fate(self.from, self.target) {
-                Fate::Unreachable => {
-                    return Err(Failure::Unreachable(format!(
-                        "link {} -> {} is cut",
-                        self.from, self.target
-                    )));
-                }
-                Fate::Lost => {
-                    tokio::time::sleep(timeout).await;
-                    return Err(Failure::Timeout(timeout));
-                }
-                Fate::Deliver {
-                    delay,
-                    lose_reply: lose,
-                } => {
-                    tokio::time::sleep(delay).await;
-                    lose_reply = lose;
-                }
+        let lose_reply = match passage(self.faults.as_deref(), self.from, self.target).await {
+            Passage::Cut(failure) => return Err(failure),
+            Passage::Lost => {
+                tokio::time::sleep(timeout).await;
+                return Err(Failure::Timeout(timeout));
             }
-        }
+            Passage::Through { lose_reply } => lose_reply,
+        };
         let reply = match tokio::time::timeout(timeout, call(client)).await {
             Err(_) => return Err(Failure::Timeout(timeout)),
             Ok(Err(status)) => {

@@ -25,12 +25,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use super::client::{
-    APPEND_BYTES, Failure, GrpcConnection, PAYLOAD_DEADLINE, classify, encode_runs,
-    transfer_deadline,
+    APPEND_BYTES, Failure, GrpcConnection, PAYLOAD_DEADLINE, Passage, classify, encode_runs,
+    passage, transfer_deadline,
 };
 use super::{log_id_from_wire, opt_log_id_to_wire, pb, vote_from_wire, vote_to_wire};
 use crate::entry::LogTypes;
-use crate::network::{Fate, NetFaults, NodeId};
+use crate::network::{NetFaults, NodeId};
 
 /// Requests one stream keeps unanswered at most. Few: with two or more in flight the leader
 /// never waits a round trip, and a request formed only once there is room for it carries every
@@ -166,33 +166,21 @@ async fn pump<C, S>(
         let Some(rpc) = input.next().await else {
             return;
         };
-        let mut lose_reply = false;
-        if let Some(faults) = &link.faults {
-            match faults.fate(from, target) {
-                Fate::Unreachable => {
-                    let cut = format!("link {from} -> {target} is cut");
-                    let _ = expect
-                        .send(Expect::Refused(Failure::Unreachable(cut)))
-                        .await;
-                    return;
-                }
-                Fate::Lost => {
-                    let lost = Expect::Lost {
-                        sent: Instant::now(),
-                        ttl,
-                    };
-                    let _ = expect.send(lost).await;
-                    return;
-                }
-                Fate::Deliver {
-                    delay,
-                    lose_reply: lose,
-                } => {
-                    tokio::time::sleep(delay).await;
-                    lose_reply = lose;
-                }
+        let lose_reply = match passage(link.faults.as_deref(), from, target).await {
+            Passage::Cut(failure) => {
+                let _ = expect.send(Expect::Refused(failure)).await;
+                return;
             }
-        }
+            Passage::Lost => {
+                let lost = Expect::Lost {
+                    sent: Instant::now(),
+                    ttl,
+                };
+                let _ = expect.send(lost).await;
+                return;
+            }
+            Passage::Through { lose_reply } => lose_reply,
+        };
         let runs = match encode_runs::<C>(&rpc.entries, APPEND_BYTES) {
             Ok(runs) => runs,
             Err(e) => {
