@@ -10,7 +10,7 @@
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::faults::{Clients, Load, sweep_seeds};
+use super::faults::{loaded_cluster, sweep_seeds};
 use super::*;
 
 /// Steps of a schedule (each a fault or a pause, then 0.2–0.8 s of load).
@@ -20,15 +20,7 @@ const MAX_JUMP_MS: i64 = 3_600_000;
 
 async fn schedule(seed: u64, transport: Transport) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let (clock, shared) = manual_clock();
-    let mut cluster = Cluster::start_on(transport, &[1, 2, 3], seed, shared).await;
-    cluster.leader().await;
-    cluster.current_apply_version().await;
-    let clients = match transport {
-        Transport::InProcess => Clients::Leader(cluster.nodes.clone()),
-        Transport::Grpc => Clients::Remote(cluster.remote_store()),
-    };
-    let mut load = Load::start(clients, format!("c{seed}"));
+    let (clock, mut cluster, mut load) = loaded_cluster(transport, seed, "c").await;
     let faults = cluster.faults.clone();
     let mut log = Vec::new();
     let mut partitioned = false;

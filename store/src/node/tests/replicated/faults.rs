@@ -298,17 +298,28 @@ impl Load {
     }
 }
 
-async fn schedule(seed: u64, transport: Transport) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+/// Three nodes with a leader and this build's semantics, and a load on them (bodies
+/// `<prefix>-<n>`), straight to the leader in process or through `RemoteStore` over gRPC.
+pub(super) async fn loaded_cluster(
+    transport: Transport,
+    seed: u64,
+    prefix: &str,
+) -> (Arc<ManualClock>, Cluster, Load) {
     let (clock, shared) = manual_clock();
-    let mut cluster = Cluster::start_on(transport, &[1, 2, 3], seed, shared).await;
+    let cluster = Cluster::start_on(transport, &[1, 2, 3], seed, shared).await;
     cluster.leader().await;
     cluster.current_apply_version().await;
     let clients = match transport {
         Transport::InProcess => Clients::Leader(cluster.nodes.clone()),
         Transport::Grpc => Clients::Remote(cluster.remote_store()),
     };
-    let mut load = Load::start(clients, format!("s{seed}"));
+    let load = Load::start(clients, format!("{prefix}{seed}"));
+    (clock, cluster, load)
+}
+
+async fn schedule(seed: u64, transport: Transport) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (clock, mut cluster, mut load) = loaded_cluster(transport, seed, "s").await;
     let faults = cluster.faults.clone();
     let mut log = Vec::new();
     let mut partitioned = false;
