@@ -70,26 +70,25 @@ impl LocalCluster {
         }
     }
 
-    /// SIGKILLs store `index` (0-based, as `cluster.json` lists them) and waits until it has
-    /// died, so its data directory's lock is free for a restart. The process is
-    /// `local-cluster`'s child, not ours: dead means gone or a zombie.
+    /// SIGKILLs store `index` (0-based, as `cluster.json` lists them) and waits until its data
+    /// directory's lock is free for a restart. That is the condition itself: the process is
+    /// `local-cluster`'s child, not ours, and its main thread shows as a zombie while other
+    /// threads still hold the open files (and so the lock) for a moment.
     pub fn kill_store(&self, index: usize) {
-        let pid = self.file["stores"][index]["pid"].as_u64().unwrap();
+        let entry = &self.file["stores"][index];
+        let pid = entry["pid"].as_u64().unwrap();
+        let lock = std::path::Path::new(entry["data_dir"].as_str().unwrap()).join("LOCK");
         kill("-9", pid);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let dead = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|stat| {
-                    stat.rsplit_once(") ")
-                        .is_some_and(|(_, rest)| rest.starts_with('Z'))
-                })
-                .unwrap_or(true);
-            if dead {
+            let file = std::fs::File::options().write(true).open(&lock).unwrap();
+            if file.try_lock().is_ok() {
+                // Dropping the file releases the lock for the restart.
                 return;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "store {pid} outlived SIGKILL by 10 s"
+                "store {pid} held its data dir lock 10 s after SIGKILL"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
