@@ -191,14 +191,7 @@ impl Broker {
         let dir = tempfile::tempdir()?;
         let (port, http) = (free_port()?, free_port()?);
         let conf = dir.path().join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http}\"\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
-                dir.path().join("jetstream").display()
-            ),
-        )?;
+        std::fs::write(&conf, nats_conf(port, http, &dir.path().join("jetstream")))?;
         let log = dir.path().join("nats.log");
         let mut cmd = pinned(cpu, &server);
         cmd.arg("-c").arg(&conf).env("GOMAXPROCS", "1");
@@ -374,6 +367,16 @@ pub(crate) fn rabbit_uri(port: u16) -> String {
 }
 
 /// The nats-server binary (`PEERS_NATS_SERVER`, or where benches/peers.sh installs it).
+/// A JetStream server's configuration: client and monitoring ports on loopback, file storage
+/// in `store_dir`, every write fsynced (`sync_interval: always`) as Vela's acks are.
+pub(crate) fn nats_conf(port: u16, http: u16, store_dir: &Path) -> String {
+    format!(
+        "listen: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http}\"\n\
+         jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+        store_dir.display()
+    )
+}
+
 pub(crate) fn nats_server() -> anyhow::Result<PathBuf> {
     let server = std::env::var_os("PEERS_NATS_SERVER").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/peers/nats-server"),

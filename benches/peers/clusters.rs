@@ -108,12 +108,10 @@ impl Broker {
             std::fs::write(
                 &conf,
                 format!(
-                    "server_name: \"n{i}\"\nlisten: \"127.0.0.1:{client}\"\n\
-                     http: \"127.0.0.1:{http}\"\n\
-                     jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
+                    "server_name: \"n{i}\"\n{}\
                      cluster {{\n  name: \"peers\"\n  listen: \"127.0.0.1:{route}\"\n  \
                      routes: [{}]\n}}\n",
-                    dir.path().join(format!("jetstream-{i}")).display(),
+                    nats_conf(*client, *http, &dir.path().join(format!("jetstream-{i}"))),
                     routes.join(", ")
                 ),
             )?;

@@ -639,48 +639,49 @@ impl StoreApi for Store {
         &self,
         reqs: Vec<AppendRequest>,
     ) -> Vec<Result<Vec<AppendOutcome>, StoreError>> {
-        let mut results: Vec<Option<Result<Vec<AppendOutcome>, StoreError>>> =
-            std::iter::repeat_with(|| None).take(reqs.len()).collect();
-        // The valid appends by shard, each with its place in the request.
-        let mut by_shard: BTreeMap<ShardId, Vec<(usize, AppendRequest)>> = BTreeMap::new();
-        for (at, req) in reqs.into_iter().enumerate() {
-            match self.check_append(&req) {
-                Ok(()) => by_shard.entry(req.shard).or_default().push((at, req)),
-                Err(err) => results[at] = Some(Err(err)),
+        let checked = reqs
+            .into_iter()
+            .map(|req| self.check_append(&req).map(|()| req))
+            .collect();
+        vela_proto::store_api::answer_each(checked, |valid| async move {
+            let count = valid.len();
+            // The appends by shard, each with its place among the valid ones.
+            let mut by_shard: BTreeMap<ShardId, Vec<(usize, AppendRequest)>> = BTreeMap::new();
+            for (at, req) in valid.into_iter().enumerate() {
+                by_shard.entry(req.shard).or_default().push((at, req));
             }
-        }
-        let per_shard = by_shard.into_iter().map(|(shard, appends)| async move {
-            let local = match self.shard(shard) {
-                Ok(local) => local,
-                Err(err) => {
-                    return appends
-                        .into_iter()
-                        .map(|(at, _)| (at, Err(err.clone())))
-                        .collect::<Vec<_>>();
-                }
-            };
-            let _admitted = local.shard.fairness.produce().await;
-            let (places, appends): (Vec<usize>, Vec<_>) = appends
+            let per_shard = by_shard.into_iter().map(|(shard, appends)| async move {
+                let local = match self.shard(shard) {
+                    Ok(local) => local,
+                    Err(err) => {
+                        return appends
+                            .into_iter()
+                            .map(|(at, _)| (at, Err(err.clone())))
+                            .collect::<Vec<_>>();
+                    }
+                };
+                let _admitted = local.shard.fairness.produce().await;
+                let (places, appends): (Vec<usize>, Vec<_>) = appends
+                    .into_iter()
+                    .map(|(at, r)| (at, (r.client_id, r.topic, r.queue_id, r.messages)))
+                    .unzip();
+                // Queued together, so they go out in the same entries.
+                let answers = local.appends.append_many(appends).await;
+                places.into_iter().zip(answers).collect()
+            });
+            let mut results: Vec<Result<Vec<AppendOutcome>, StoreError>> = (0..count)
+                .map(|_| Err(StoreError::Internal("an append went unanswered".into())))
+                .collect();
+            for (at, result) in futures::future::join_all(per_shard)
+                .await
                 .into_iter()
-                .map(|(at, r)| (at, (r.client_id, r.topic, r.queue_id, r.messages)))
-                .unzip();
-            // Queued together, so they go out in the same entries.
-            let answers = local.appends.append_many(appends).await;
-            places.into_iter().zip(answers).collect()
-        });
-        for (at, result) in futures::future::join_all(per_shard)
-            .await
-            .into_iter()
-            .flatten()
-        {
-            results[at] = Some(result);
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| Err(StoreError::Internal("an append went unanswered".into())))
-            })
-            .collect()
+                .flatten()
+            {
+                results[at] = result;
+            }
+            results
+        })
+        .await
     }
 
     async fn pop(&self, req: PopRequest) -> Result<Vec<Delivery>, StoreError> {

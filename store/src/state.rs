@@ -15,6 +15,7 @@ mod pop;
 mod replay_tests;
 #[cfg(test)]
 mod tests;
+mod time;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +35,7 @@ pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
 pub use index::{Entries, IndexEntry, QueueIndex, TagTable, message_group_hash};
 pub use legacy::{EntryMap, LegacyState};
 pub use plan::{PopPlan, ScanMemo};
+use time::deadline;
 
 /// A message waiting outside its queue: a delay message before its due time, or a transaction
 /// half message before its commit.
@@ -182,34 +184,6 @@ impl ShardState {
     /// The apply semantics in force.
     pub fn apply_version(&self) -> u32 {
         self.apply_version
-    }
-
-    /// The time a command stamped `clock_ms` (a leader's clock now) would apply at: never before
-    /// the highest time applied (from apply version 2). A leader plans with it, so a clock that
-    /// went back does not hold back what the state already counts as due.
-    pub fn time_at(&self, clock_ms: i64) -> i64 {
-        if self.apply_version >= 2 {
-            clock_ms.max(self.max_now_ms)
-        } else {
-            clock_ms
-        }
-    }
-
-    /// The time a command stamped `now_ms` applies at.
-    fn observe_time(&mut self, now_ms: i64) -> i64 {
-        let effective = if self.apply_version >= 2 {
-            now_ms.max(self.max_now_ms)
-        } else {
-            now_ms
-        };
-        if self.apply_version >= 6 {
-            let step = now_ms
-                .saturating_sub(self.max_now_ms)
-                .clamp(0, dedup::MAX_STEP_MS);
-            self.dedup_clock_ms = self.dedup_clock_ms.saturating_add(step);
-        }
-        self.max_now_ms = self.max_now_ms.max(now_ms);
-        effective
     }
 
     pub fn shard(&self) -> ShardId {
@@ -467,26 +441,6 @@ impl ShardState {
     /// Restores the deduplication window a snapshot saved beside this state.
     pub fn set_dedup(&mut self, dedup: DedupWindow) {
         self.dedup = dedup;
-    }
-
-    /// The deduplication window's clock (apply version 6; before, the window ran on the
-    /// commands' times).
-    pub fn dedup_clock_ms(&self) -> i64 {
-        self.dedup_clock_ms
-    }
-
-    /// Restores the window's clock a snapshot saved (format 5).
-    pub fn set_dedup_clock_ms(&mut self, clock_ms: i64) {
-        self.dedup_clock_ms = clock_ms;
-    }
-
-    /// The time the deduplication window reads for a command applying at `now`.
-    fn dedup_now(&self, now: i64) -> i64 {
-        if self.apply_version >= 6 {
-            self.dedup_clock_ms
-        } else {
-            now
-        }
     }
 
     fn transaction_id(&self, record: RecordRef) -> String {
@@ -918,8 +872,4 @@ fn live_range<'a>(
             }
         }
     })
-}
-
-fn deadline(now_ms: i64, invisible_ms: u64) -> i64 {
-    now_ms.saturating_add(i64::try_from(invisible_ms).unwrap_or(i64::MAX))
 }

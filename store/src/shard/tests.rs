@@ -492,14 +492,7 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
     let mut rest = entries.split_off(2);
     apply(&mut sm, entries).await.expect("apply");
     let mut built = Vec::new();
-    built.push(
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build snapshot")
-            .snapshot[0],
-    );
+    built.push(format_byte(&mut sm).await);
     // The workload's SetApplyVersion, first to 5, then (a later entry) to this build's.
     rest[0] = EntryOf::<ShardTypes>::new_normal(
         log_id(1, 3),
@@ -507,14 +500,7 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
     );
     let last = rest.pop().expect("entries");
     apply(&mut sm, rest).await.expect("apply");
-    built.push(
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build snapshot")
-            .snapshot[0],
-    );
+    built.push(format_byte(&mut sm).await);
     let raise = EntryOf::<ShardTypes>::new_normal(
         log_id(2, last.log_id.index),
         StoreCommand::SetApplyVersion {
@@ -522,19 +508,22 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
         },
     );
     apply(&mut sm, vec![raise]).await.expect("apply");
-    built.push(
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build snapshot")
-            .snapshot[0],
-    );
+    built.push(format_byte(&mut sm).await);
     assert_eq!(
         built,
         [3, 4, 5],
         "format 3 below version 5, 4 below 6, then 5"
     );
+}
+
+/// The format byte a snapshot built now leads with.
+async fn format_byte(sm: &mut ShardStateMachine) -> u8 {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot")
+        .snapshot[0]
 }
 
 /// A member that led before it restarted stands for election like any other: resuming its term

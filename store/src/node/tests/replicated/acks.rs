@@ -2,10 +2,9 @@
 //! still answered on its own.
 
 use vela_proto::pb::store as pb;
-use vela_proto::pb::store::store_client::StoreClient;
 use vela_proto::store_wire::{ack_result_from_wire, ticket_to_wire};
 
-use super::sends::{last_index, older_leader};
+use super::sends::{direct_client, last_index, older_leader};
 use super::*;
 
 /// Sends `n` messages through the leader and receives them all there.
@@ -81,10 +80,7 @@ async fn ack_many_answers_each_ticket_and_fails_only_the_bad_ones() {
     let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 9, shared).await;
     let leader = cluster.leader().await;
     let got = delivered(&cluster, leader, 2).await;
-    let mut client = StoreClient::new(
-        vela_proto::store_client::lazy_channel(&cluster.addrs[&leader].to_string())
-            .expect("a valid address"),
-    );
+    let mut client = direct_client(&cluster, leader);
     let mut elsewhere = ticket_to_wire(&got[1].ticket);
     elsewhere.shard = 7;
     let mut no_group = ticket_to_wire(&got[1].ticket);

@@ -66,15 +66,23 @@ async fn concurrent_sends_through_a_proxy_share_calls_and_entries() {
     assert_eq!(got.len(), SENDS + 1, "every send readable once");
 }
 
+/// A store client straight to node `id`, as a proxy would hold one.
+pub(super) fn direct_client(
+    cluster: &Cluster,
+    id: NodeId,
+) -> StoreClient<tonic::transport::Channel> {
+    StoreClient::new(
+        vela_proto::store_client::lazy_channel(&cluster.addrs[&id].to_string())
+            .expect("a valid address"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_many_answers_each_append_and_fails_only_the_bad_ones() {
     let (_clock, shared) = manual_clock();
     let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 6, shared).await;
     let leader = cluster.leader().await;
-    let mut client = StoreClient::new(
-        vela_proto::store_client::lazy_channel(&cluster.addrs[&leader].to_string())
-            .expect("a valid address"),
-    );
+    let mut client = direct_client(&cluster, leader);
     let other_shard = AppendRequest {
         shard: 7,
         ..append(vec![message("elsewhere")])
