@@ -109,6 +109,7 @@ async fn open_storage(
             cache_bytes: CACHE_BYTES,
             // The snapshot holds the whole metadata: purged entries can go.
             compact_on_purge: true,
+            preallocate_bytes: vela_raft::DEFAULT_PREALLOCATE_BYTES,
             vfs,
         },
         newest.as_ref().and_then(|g| g.value.meta.last_log_id),

@@ -38,6 +38,6 @@ mod test_support;
 
 pub use error::LogError;
 pub use store::{
-    FlushMode, LogHandle, LogStoreConfig, MAX_SEGMENT_SIZE, ReadPin, ScrubReport, SegmentInfo,
-    SegmentLogStore,
+    DEFAULT_PREALLOCATE_BYTES, FlushMode, LogHandle, LogStoreConfig, MAX_SEGMENT_SIZE, ReadPin,
+    ScrubReport, SegmentInfo, SegmentLogStore,
 };

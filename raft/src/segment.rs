@@ -4,6 +4,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::LogError;
@@ -42,6 +43,9 @@ pub(crate) struct SegmentFile {
     pub(crate) path: PathBuf,
     pub(crate) first_index: u64,
     file: OnceLock<Arc<dyn VfsFile>>,
+    /// Where the zeros the writer wrote ahead of the records end (writer thread only; 0 until
+    /// its first append: see [`SegmentFile::write_preallocated`]).
+    allocated: AtomicU64,
 }
 
 impl SegmentFile {
@@ -51,6 +55,7 @@ impl SegmentFile {
             path: dir.join(segment_file_name(first_index)),
             first_index,
             file: OnceLock::new(),
+            allocated: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +65,7 @@ impl SegmentFile {
             path,
             first_index,
             file: OnceLock::from(file),
+            allocated: AtomicU64::new(0),
         }
     }
 
@@ -82,10 +88,6 @@ impl SegmentFile {
         })
     }
 
-    pub(crate) fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        self.handle()?.write_all_at(bytes, offset)
-    }
-
     pub(crate) fn read_at(&self, len: usize, offset: u64) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
         self.handle()?.read_exact_at(&mut buf, offset)?;
@@ -97,9 +99,53 @@ impl SegmentFile {
         self.handle()?.sync_data()
     }
 
+    /// Writes `bytes` at `offset` and, when they reach past the zeros written ahead, writes
+    /// zeros from their end to the next multiple of `plan.chunk` (never past
+    /// `plan.segment_bytes`). An fdatasync then flushes only data while appends fill the
+    /// zeroed space: the file's size and block map do not change (ADR 0015). The zeros are
+    /// never written over a record: they start where this write ends, and records are written
+    /// in order.
+    pub(crate) fn write_preallocated(
+        &self,
+        bytes: &[u8],
+        offset: u64,
+        plan: Preallocation,
+    ) -> io::Result<()> {
+        let file = self.handle()?;
+        file.write_all_at(bytes, offset)?;
+        let end = offset + bytes.len() as u64;
+        if plan.chunk == 0 || end <= self.allocated.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let target = end
+            .div_ceil(plan.chunk)
+            .saturating_mul(plan.chunk)
+            .min(plan.segment_bytes.max(end));
+        if target > end {
+            let zeros = vec![0u8; usize::try_from(target - end).unwrap_or(0)];
+            file.write_all_at(&zeros, end)?;
+        }
+        self.allocated.store(target, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes a sealed segment's footer at `at` and cuts the zeros written ahead after it, so
+    /// the file ends with its footer trailer, as an open expects.
+    pub(crate) fn write_footer(&self, footer: &[u8], at: u64) -> io::Result<()> {
+        let file = self.handle()?;
+        file.write_all_at(footer, at)?;
+        let end = at + footer.len() as u64;
+        if self.allocated.load(Ordering::Relaxed) > end {
+            file.set_len(end)?;
+            self.allocated.store(end, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     pub(crate) fn truncate(&self, len: u64) -> io::Result<()> {
         let file = self.handle()?;
         file.set_len(len)?;
+        self.allocated.store(len, Ordering::Relaxed);
         file.sync_data()
     }
 
@@ -158,6 +204,15 @@ pub(crate) fn open_segment(vfs: &dyn Vfs, path: &Path) -> Result<Opened, LogErro
 /// Checks that a record's payload decodes as what its kind says.
 pub(crate) type DecodeCheck<'a> = &'a dyn Fn(RecordHead, &[u8]) -> Result<(), String>;
 
+/// How far ahead of its records the writer zeroes a segment (ADR 0015).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Preallocation {
+    /// Zeros are written up to the next multiple of this; 0 writes none.
+    pub(crate) chunk: u64,
+    /// Nor past the size at which a segment is sealed.
+    pub(crate) segment_bytes: u64,
+}
+
 /// What a scan of a segment's records found.
 pub(crate) struct Scanned {
     /// Byte offset of each valid record, in order.
@@ -168,6 +223,8 @@ pub(crate) struct Scanned {
     pub(crate) end: u64,
     /// Why the scan stopped before `limit`, if it did.
     pub(crate) stopped: Option<String>,
+    /// It stopped at zeros the writer wrote ahead of its records: the tail was never written.
+    pub(crate) zeroed_tail: bool,
 }
 
 /// Verifies the records of a segment from just after its header up to `limit` (file length, or
@@ -188,6 +245,7 @@ pub(crate) fn scan_records(
         last: None,
         end: SEGMENT_HEADER_LEN as u64,
         stopped: None,
+        zeroed_tail: false,
     };
     let mut buf: Vec<u8> = Vec::new();
     // File offset of buf[0].
@@ -229,6 +287,10 @@ pub(crate) fn scan_records(
             }
             Err(err) => {
                 if scanned.end < limit {
+                    scanned.zeroed_tail = buf[pos..]
+                        .iter()
+                        .take(crate::codec::RECORD_FRAME_LEN)
+                        .all(|&b| b == 0);
                     scanned.stopped = Some(err.to_string());
                 }
                 return Ok(scanned);

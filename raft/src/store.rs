@@ -70,9 +70,15 @@ pub struct LogStoreConfig {
     /// [`SegmentLogStore::compact_below`]. `true` (the controller, whose snapshot holds
     /// everything): purge also compacts up to the purge point.
     pub compact_on_purge: bool,
+    /// How far ahead of its records the writer fills the active segment with zeros, so most
+    /// fsyncs flush data only (ADR 0015). 0 turns it off. Never past `segment_bytes`.
+    pub preallocate_bytes: u64,
     /// The storage seam every file goes through.
     pub vfs: Arc<dyn Vfs>,
 }
+
+/// The default of [`LogStoreConfig::preallocate_bytes`].
+pub const DEFAULT_PREALLOCATE_BYTES: u64 = 1024 * 1024;
 
 impl Default for LogStoreConfig {
     fn default() -> Self {
@@ -82,6 +88,7 @@ impl Default for LogStoreConfig {
             flush: FlushMode::Sync,
             cache_bytes: 64 * 1024 * 1024,
             compact_on_purge: false,
+            preallocate_bytes: DEFAULT_PREALLOCATE_BYTES,
             vfs: StdVfs::shared(),
         }
     }

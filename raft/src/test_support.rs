@@ -58,6 +58,7 @@ pub fn config(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> LogStoreCon
         flush: FlushMode::Sync,
         cache_bytes,
         compact_on_purge: false,
+        preallocate_bytes: crate::store::DEFAULT_PREALLOCATE_BYTES,
         vfs: crate::vfs::StdVfs::shared(),
     }
 }

@@ -16,7 +16,7 @@ use openraft::storage::IOFlushed;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::segment::SegmentFile;
+use crate::segment::{Preallocation, SegmentFile};
 use crate::snapshot_file;
 use crate::vfs::Vfs;
 use crate::{FlushMode, LogError};
@@ -140,6 +140,7 @@ impl WriterStatus {
 pub(crate) struct Writer<C: RaftTypeConfig> {
     files: StateFiles,
     mode: FlushMode,
+    preallocation: Preallocation,
     status: Arc<WriterStatus>,
     /// Segments written since their last fsync.
     dirty: Vec<Arc<SegmentFile>>,
@@ -156,10 +157,16 @@ pub(crate) struct Writer<C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> Writer<C> {
-    pub(crate) fn new(files: StateFiles, mode: FlushMode, status: Arc<WriterStatus>) -> Self {
+    pub(crate) fn new(
+        files: StateFiles,
+        mode: FlushMode,
+        preallocation: Preallocation,
+        status: Arc<WriterStatus>,
+    ) -> Self {
         Writer {
             files,
             mode,
+            preallocation,
             status,
             dirty: Vec::new(),
             callbacks: Vec::new(),
@@ -238,7 +245,7 @@ impl<C: RaftTypeConfig> Writer<C> {
                 seq,
             } => {
                 let written = segment
-                    .write_at(&bytes, offset)
+                    .write_preallocated(&bytes, offset, self.preallocation)
                     .map_err(|e| LogError::io("writing segment", &segment.path, e));
                 if written.is_ok() {
                     self.mark_dirty(&segment);
@@ -259,7 +266,7 @@ impl<C: RaftTypeConfig> Writer<C> {
                 at,
             } => {
                 let sealed = segment
-                    .write_at(&footer, at)
+                    .write_footer(&footer, at)
                     .and_then(|()| segment.sync_data())
                     .map_err(|e| LogError::io("sealing segment", &segment.path, e));
                 if sealed.is_ok() {

@@ -82,6 +82,7 @@ fn sim_config(sim: &SimVfs, segment_bytes: u64, cache_bytes: usize) -> LogStoreC
         flush: FlushMode::Sync,
         cache_bytes,
         compact_on_purge: false,
+        preallocate_bytes: crate::store::DEFAULT_PREALLOCATE_BYTES,
         vfs: Arc::new(sim.clone()),
     }
 }

@@ -15,7 +15,9 @@ use super::{
 use crate::cache::EntryCache;
 use crate::codec::{SEGMENT_HEADER_LEN, decode_record};
 use crate::entry::{LogTypes, StoredLogId, StoredVote, decode_entry};
-use crate::segment::{SegmentFile, open_segment, parse_segment_file_name, scan_records};
+use crate::segment::{
+    Preallocation, SegmentFile, open_segment, parse_segment_file_name, scan_records,
+};
 use crate::vfs::{Vfs, VfsLock};
 use crate::writer::{StateFiles, Writer, WriterStatus};
 use crate::{FlushMode, LogError, snapshot_file};
@@ -141,7 +143,11 @@ pub(super) fn open_blocking<C: LogTypes>(
 
     let status = Arc::new(WriterStatus::default());
     let (tx, rx) = mpsc::channel();
-    let writer = Writer::<C>::new(files.clone(), cfg.flush, status.clone());
+    let preallocation = Preallocation {
+        chunk: cfg.preallocate_bytes,
+        segment_bytes: cfg.segment_bytes,
+    };
+    let writer = Writer::<C>::new(files.clone(), cfg.flush, preallocation, status.clone());
     let writer_thread = std::thread::Builder::new()
         .name("vela-raft-writer".into())
         .spawn(move || writer.run(rx))
@@ -308,15 +314,25 @@ fn recover_segments<C: LogTypes>(
             let scanned = scan_records(opened.file.as_ref(), &path, first, opened.len, &decode)?;
             if let Some(reason) = &scanned.stopped {
                 if is_last {
-                    // A torn tail: cut it. Not synced here: the last segment is synced below,
-                    // and until then a power cut only brings back the same torn tail.
-                    tracing::warn!(
-                        segment = %path.display(),
-                        dropped_bytes = opened.len - scanned.end,
-                        kept_records = scanned.offsets.len(),
-                        reason = reason.as_str(),
-                        "truncated torn tail of the last log segment"
-                    );
+                    // A torn tail, or the zeros written ahead of the records (ADR 0015): cut
+                    // it, so what follows the records is always written afresh. Not synced
+                    // here: the last segment is synced below, and until then a power cut only
+                    // brings back the same tail.
+                    if scanned.zeroed_tail {
+                        tracing::debug!(
+                            segment = %path.display(),
+                            zeroed_bytes = opened.len - scanned.end,
+                            "cut the zeros written ahead of the last log segment's records"
+                        );
+                    } else {
+                        tracing::warn!(
+                            segment = %path.display(),
+                            dropped_bytes = opened.len - scanned.end,
+                            kept_records = scanned.offsets.len(),
+                            reason = reason.as_str(),
+                            "truncated torn tail of the last log segment"
+                        );
+                    }
                     opened
                         .file
                         .set_len(scanned.end)

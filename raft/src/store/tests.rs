@@ -161,6 +161,63 @@ async fn restart_keeps_entries_vote_committed_and_purged() {
     store.shutdown().await.unwrap();
 }
 
+/// The writer zeroes the active segment ahead of its records, in whole chunks and never past
+/// the segment size; a sealed segment ends with its footer, and an open cuts the zeros after the
+/// newest segment's records; nothing else changes (ADR 0015).
+#[tokio::test]
+async fn the_active_segment_is_zeroed_ahead_and_cut_back_at_seal_and_open() {
+    const CHUNK: u64 = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogStoreConfig {
+        preallocate_bytes: CHUNK,
+        ..config(dir.path(), 16 * 1024, 0)
+    };
+    let file_len = |p: &Path| fs::metadata(p).unwrap().len();
+    let all = entries(1, 1..501, 64);
+    {
+        let store = TestStore::open(cfg.clone()).await.unwrap();
+        append(&store, all[..10].to_vec()).await.unwrap();
+        let active = store.segments().pop().unwrap();
+        let path = segment_paths(dir.path()).pop().unwrap();
+        assert_eq!(file_len(&path), CHUNK, "zeroed to the first chunk's end");
+        let bytes = fs::read(&path).unwrap();
+        assert!(
+            bytes[usize::try_from(active.bytes).unwrap()..]
+                .iter()
+                .all(|&b| b == 0),
+            "only zeros after the records"
+        );
+        append(&store, all[10..].to_vec()).await.unwrap();
+        let segments = store.segments();
+        assert!(segments.len() >= 3, "{segments:?}");
+        for (info, path) in segments.iter().zip(segment_paths(dir.path())) {
+            let len = file_len(&path);
+            if info.sealed {
+                assert_eq!(len, info.bytes, "a sealed segment ends with its footer");
+            } else {
+                assert!(len % CHUNK == 0 && len >= info.bytes, "{len} for {info:?}");
+                assert!(len <= 16 * 1024, "never zeroed past the segment size");
+            }
+        }
+        store.shutdown().await.unwrap();
+    }
+    // Reopened: sealed segments are recognised by their footers, the zeros after the newest
+    // segment's records are cut, and appends continue after the records.
+    let store = TestStore::open(cfg.clone()).await.unwrap();
+    let before = store.segments();
+    assert!(before[..before.len() - 1].iter().all(|s| s.sealed));
+    let newest = segment_paths(dir.path()).pop().unwrap();
+    assert_eq!(file_len(&newest), before.last().unwrap().bytes);
+    let more = entries(1, 501..521, 64);
+    append(&store, more.clone()).await.unwrap();
+    store.shutdown().await.unwrap();
+    let store = TestStore::open(cfg).await.unwrap();
+    assert_eq!(
+        bodies(&store.reader().entries(..).unwrap()),
+        bodies(&[all, more].concat())
+    );
+}
+
 #[tokio::test]
 async fn truncate_across_segments_then_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -563,6 +620,44 @@ async fn append_throughput() {
         2_000.0 / serial.as_secs_f64()
     );
     store.shutdown().await.unwrap();
+}
+
+/// The process's CPU time so far (user + system), from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Micro benchmark (ADR 0015): one 1 KiB entry per flush, as a replica under single sends
+/// sees them, with the active segment zeroed ahead and without, alternating in one run.
+/// `cargo nextest run -p vela-raft --release --run-ignored only preallocation_micro_benchmark --no-capture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand"]
+async fn preallocation_micro_benchmark() {
+    const APPENDS: u64 = 3_000;
+    for round in 0..3 {
+        for preallocate in [0, crate::DEFAULT_PREALLOCATE_BYTES] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = LogStoreConfig {
+                preallocate_bytes: preallocate,
+                ..config(dir.path(), 64 << 20, 64 << 20)
+            };
+            let store = TestStore::open(cfg).await.unwrap();
+            let (started, cpu) = (Instant::now(), process_cpu());
+            for i in 1..=APPENDS {
+                append(&store, entries(1, i..i + 1, 1024)).await.unwrap();
+            }
+            let (wall, cpu) = (started.elapsed(), process_cpu() - cpu);
+            eprintln!(
+                "round {round} preallocate {preallocate:>7}: {:.0} flushes/s, {:.0} µs CPU per flush",
+                APPENDS as f64 / wall.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / APPENDS as f64
+            );
+            store.shutdown().await.unwrap();
+        }
+    }
 }
 
 #[test]

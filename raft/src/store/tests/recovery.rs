@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// These tests place damage relative to where a segment's file ends, so the writer zeroes
+/// nothing ahead of the records here; the zeros themselves are one of the tails recovery cuts
+/// (the `zeros` damage below, `the_active_segment_is_zeroed_ahead_and_cut_back_at_seal_and_open`
+/// and the power-loss sweeps, which run with them).
+fn config(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> LogStoreConfig {
+    LogStoreConfig {
+        preallocate_bytes: 0,
+        ..crate::test_support::config(dir, segment_bytes, cache_bytes)
+    }
+}
+
 /// Writes entries `range` (term 1, 64-byte bodies) into a new log at `cfg` and closes it.
 async fn write_and_close(cfg: &LogStoreConfig, range: std::ops::Range<u64>) {
     let store = TestStore::open(cfg.clone()).await.unwrap();
