@@ -23,6 +23,10 @@ pub struct StoreConfig {
     pub flush: FlushSetting,
     /// Size at which a log segment is sealed and a new one started.
     pub segment_size: ByteSize,
+    /// How far ahead of its records the active segment is filled with zeros, so most fsyncs
+    /// flush data only (ADR 0015). "0B" turns it off (for copy-on-write file systems, where
+    /// it saves nothing).
+    pub segment_preallocate: ByteSize,
     /// Messages older than this may be deleted (whole segments at a time).
     #[serde(with = "humantime_serde")]
     pub retention_time: Duration,
@@ -59,6 +63,7 @@ impl Default for StoreConfig {
             shards: vec![0],
             flush: FlushSetting::Sync,
             segment_size: ByteSize::mib(64),
+            segment_preallocate: ByteSize::b(vela_raft::DEFAULT_PREALLOCATE_BYTES),
             retention_time: Duration::from_secs(72 * 3600),
             retention_size: None,
             snapshot_every_entries: 100_000,

@@ -228,7 +228,7 @@ fn log_config(cfg: &StoreConfig, dir: PathBuf, vfs: Arc<dyn Vfs>) -> LogStoreCon
         cache_bytes: usize::try_from(cfg.log_cache.as_u64()).unwrap_or(usize::MAX),
         // The log holds the messages: only retention deletes segments (`compact_below`).
         compact_on_purge: false,
-        preallocate_bytes: vela_raft::DEFAULT_PREALLOCATE_BYTES,
+        preallocate_bytes: cfg.segment_preallocate.as_u64(),
         vfs,
     }
 }

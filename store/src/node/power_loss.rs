@@ -129,6 +129,8 @@ async fn workload(seed: u64, flush: FlushSetting) {
     cfg.retention_size = rng
         .random_bool(0.5)
         .then(|| ByteSize::b(rng.random_range(8_000..40_000)));
+    // Zeros ahead of the records: none, in chunks smaller than a segment, or up to its end.
+    cfg.segment_preallocate = ByteSize::b([0, 1024, 1 << 20][rng.random_range(0..3)]);
     let mut store = open(&cfg, &clock, &sim).await;
     let mut o = Oracle::default();
 
