@@ -33,7 +33,7 @@ use crate::metrics::StoreMetrics;
 use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubOutcome, ScrubPolicy};
 use crate::shard::tasks::{self, RetentionPolicy};
-use crate::shard::{Shard, ShardRaft, ShardTypes, unexpected};
+use crate::shard::{DamageFound, Shard, ShardRaft, ShardTypes, unexpected};
 use upgrade::PeerBuilds;
 
 /// Acknowledgements a shard holds waiting for an `Ack` entry; more wait for room
@@ -85,7 +85,7 @@ pub struct Store {
     /// another member): the replica is not opened again until they are closed.
     closing: Mutex<BTreeMap<ShardId, std::sync::Weak<crate::index_db::IndexDb>>>,
     /// Where a shard's scheduled scrub reports damage (see `Store::set_aside_running`).
-    damaged: mpsc::UnboundedSender<std::sync::Weak<crate::shard::Shard>>,
+    damaged: crate::shard::DamageReports,
     vfs: Arc<dyn Vfs>,
     retention: RetentionPolicy,
     scrub_policy: ScrubPolicy,
@@ -267,15 +267,15 @@ impl Store {
             let (weak, cancel) = (Arc::downgrade(&store), store.cancel.clone());
             store.tasks.lock().spawn(async move {
                 loop {
-                    let shard = tokio::select! {
+                    let report = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        shard = damage_reports.recv() => shard,
+                        report = damage_reports.recv() => report,
                     };
-                    let (Some(shard), Some(store)) = (shard, weak.upgrade()) else {
+                    let (Some((shard, found)), Some(store)) = (report, weak.upgrade()) else {
                         return;
                     };
                     if let Some(shard) = shard.upgrade() {
-                        store.set_aside_running(&shard).await;
+                        store.set_aside_running(&shard, found).await;
                     }
                 }
             });
@@ -396,7 +396,7 @@ impl Store {
             }
         }
         for shard in &damaged {
-            self.set_aside_running(shard).await;
+            self.set_aside_running(shard, DamageFound::Scrub).await;
         }
         Ok(found)
     }

@@ -233,6 +233,44 @@ fn log_config(cfg: &StoreConfig, dir: PathBuf, vfs: Arc<dyn Vfs>) -> LogStoreCon
     }
 }
 
+/// A read of delivered records that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("reading log index {log_index} of shard {shard}: {source}")]
+pub struct RecordReadError {
+    pub shard: ShardId,
+    pub log_index: u64,
+    #[source]
+    pub source: LogError,
+}
+
+impl RecordReadError {
+    /// The record's bytes failed their checks (this replica's copy is damaged), rather than an
+    /// I/O call failing.
+    pub fn is_damage(&self) -> bool {
+        matches!(self.source, LogError::Corrupt { .. } | LogError::Gap { .. })
+    }
+}
+
+impl From<RecordReadError> for StoreError {
+    fn from(err: RecordReadError) -> Self {
+        StoreError::Internal(err.to_string())
+    }
+}
+
+/// How a running replica's damage was found; the store confirms it the same way before it
+/// sets the replica aside (`Store::set_aside_running`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageFound {
+    /// Its scrub found damaged sealed segments.
+    Scrub,
+    /// A read of this log index found the record's bytes damaged.
+    Read { log_index: u64 },
+}
+
+/// Where a running replica's damage is reported.
+pub(crate) type DamageReports =
+    tokio::sync::mpsc::UnboundedSender<(std::sync::Weak<Shard>, DamageFound)>;
+
 /// Opens what openraft stores a shard in, under `<data_dir>/shards/<id>/`: the newest readable
 /// snapshot generation in `snapshots/` first, then the log in `log/`, checked against it (ADR
 /// 0006), and a state machine, still empty, that continues from them.
@@ -475,7 +513,7 @@ impl Shard {
     pub fn read_records(
         &self,
         records: &[RecordRef],
-    ) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+    ) -> Result<Vec<Option<MessageRecord>>, RecordReadError> {
         let mut entries: HashMap<u64, Option<Arc<EntryOf<ShardTypes>>>> = HashMap::new();
         records
             .iter()
@@ -484,10 +522,11 @@ impl Shard {
                     Some(entry) => entry.clone(),
                     None => {
                         let entry = self.reader.entry_shared(record.log_index).map_err(|e| {
-                            StoreError::Internal(format!(
-                                "reading log index {} of shard {}: {e}",
-                                record.log_index, self.id
-                            ))
+                            RecordReadError {
+                                shard: self.id,
+                                log_index: record.log_index,
+                                source: e,
+                            }
                         })?;
                         entries.insert(record.log_index, entry.clone());
                         entry

@@ -17,7 +17,7 @@ use crate::command::{
     CommandResponse, PopCommand, PoppedMessage, QueueChoice, RecordRef, StoreCommand,
     TagSubscription,
 };
-use crate::shard::{Shard, unexpected};
+use crate::shard::{DamageFound, RecordReadError, Shard, unexpected};
 use crate::state::{Availability, PopPlan, PopProbe};
 
 impl Store {
@@ -110,8 +110,15 @@ impl Store {
                         for notify in &notifies {
                             notify.notify_one();
                         }
-                        return read_deliveries(shard, req, delivery_id, messages)
-                            .map(Received::Delivered);
+                        return match read_deliveries(shard, req, delivery_id, messages) {
+                            Ok(delivered) => Ok(Received::Delivered(delivered)),
+                            Err(err) => {
+                                if err.is_damage() {
+                                    self.report_damage(shard, err.log_index);
+                                }
+                                Err(err.into())
+                            }
+                        };
                     }
                     // Nothing delivered (the state moved on, or the receive only parked or
                     // dead-lettered): look again right away.
@@ -139,6 +146,24 @@ impl Store {
                 _ = self.cancel.cancelled() => return Err(StoreError::Unavailable("store is shutting down".into())),
             }
         }
+    }
+}
+
+impl Store {
+    /// A read on this node found `shard`'s record at `log_index` damaged. The messages it
+    /// holds cannot be delivered from this replica, and a replica with damaged entries must
+    /// not lead or vote: the store confirms the damage and, for a placed shard with other
+    /// members, sets the replica aside to be copied again from them, as after a scrub (see
+    /// `damaged`). The receive that found it fails; the next finds the new leader.
+    fn report_damage(&self, shard: &Arc<Shard>, log_index: u64) {
+        tracing::error!(
+            shard = shard.id,
+            log_index,
+            "a read found a damaged log record; reporting the replica"
+        );
+        let _ = self
+            .damaged
+            .send((Arc::downgrade(shard), DamageFound::Read { log_index }));
     }
 }
 
@@ -214,7 +239,7 @@ fn read_deliveries(
     req: &PopRequest,
     delivery_id: u64,
     popped: Vec<PoppedMessage>,
-) -> Result<Vec<Delivery>, StoreError> {
+) -> Result<Vec<Delivery>, RecordReadError> {
     let records: Vec<RecordRef> = popped.iter().map(|p| p.record).collect();
     let messages = shard.read_records(&records)?;
     let mut out = Vec::with_capacity(popped.len());

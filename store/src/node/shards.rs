@@ -15,7 +15,8 @@ use super::{LocalShard, MAX_QUEUED_ACKS, RETENTION_INTERVAL, Store, batch_acks, 
 use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubPolicy};
 use crate::shard::tasks;
-use crate::shard::{Shard, ShardRaft};
+use crate::shard::{DamageFound, Shard, ShardRaft};
+use vela_raft::LogError;
 
 impl Store {
     /// Starts an open shard's background work and makes it served.
@@ -276,11 +277,12 @@ impl Store {
 }
 
 impl Store {
-    /// Stops serving this node's replica of `shard`, whose scrub found damaged records, and
-    /// sets it aside (see `damaged`): the controller's next open is answered `ReplicaLost`
-    /// and the replica is copied again from the other members. A configured shard (which the
-    /// controller cannot replace) and a standalone store's only report the damage.
-    pub(super) async fn set_aside_running(&self, damaged: &Arc<Shard>) {
+    /// Stops serving this node's replica of `shard`, whose scrub or a read found damaged
+    /// records, and sets it aside (see `damaged`): the controller's next open is answered
+    /// `ReplicaLost` and the replica is copied again from the other members. A configured
+    /// shard (which the controller cannot replace) and a standalone store's only report the
+    /// damage.
+    pub(super) async fn set_aside_running(&self, damaged: &Arc<Shard>, found: DamageFound) {
         let shard = damaged.id;
         let members = voter_count(&damaged.raft);
         if !self.replaceable(shard, members) {
@@ -295,20 +297,35 @@ impl Store {
         if self.cancel.is_cancelled() || !current {
             return;
         }
-        // Once more before it goes: a scrub that raced a truncation of the log's end (a
-        // follower overwriting entries its leader replaced) may have seen a segment change
+        // Once more before it goes: a scrub or a read that raced a truncation of the log's end
+        // (a follower overwriting entries its leader replaced) may have seen a segment change
         // under it.
-        if let scrub::ScrubOutcome::Done(again) =
-            scrub::scrub_now(damaged, 0, &self.metrics, &self.cancel).await
-            && again.damaged.is_empty()
-        {
-            info!(shard, "a second scrub found the replica intact; keeping it");
-            return;
-        }
+        let why = match found {
+            DamageFound::Scrub => {
+                if let scrub::ScrubOutcome::Done(again) =
+                    scrub::scrub_now(damaged, 0, &self.metrics, &self.cancel).await
+                    && again.damaged.is_empty()
+                {
+                    info!(shard, "a second scrub found the replica intact; keeping it");
+                    return;
+                }
+                "its scrub found damaged log records".to_string()
+            }
+            DamageFound::Read { log_index } => match damaged.reader.entry_shared(log_index) {
+                Err(err) if matches!(err, LogError::Corrupt { .. } | LogError::Gap { .. }) => {
+                    format!("a read found log index {log_index} damaged: {err}")
+                }
+                _ => {
+                    info!(
+                        shard,
+                        log_index, "a second read found the record intact; keeping the replica"
+                    );
+                    return;
+                }
+            },
+        };
         self.detach(shard).await;
-        let outcome = self
-            .set_aside_damaged(shard, &"its scrub found damaged log records")
-            .await;
+        let outcome = self.set_aside_damaged(shard, &why).await;
         info!(shard, outcome = %outcome, "stopped serving a damaged replica");
     }
 

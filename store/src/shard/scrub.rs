@@ -42,7 +42,7 @@ pub(crate) async fn scrub_loop(
     shard: Arc<Shard>,
     policy: ScrubPolicy,
     metrics: Arc<StoreMetrics>,
-    damaged: Option<tokio::sync::mpsc::UnboundedSender<std::sync::Weak<Shard>>>,
+    damaged: Option<super::DamageReports>,
     cancel: CancellationToken,
 ) {
     let Some(interval) = policy.interval else {
@@ -60,7 +60,7 @@ pub(crate) async fn scrub_loop(
             ScrubOutcome::Done(report) if !report.damaged.is_empty() => {
                 if let Some(damaged) = &damaged {
                     // Set aside by the store, which stops this task first.
-                    let _ = damaged.send(Arc::downgrade(&shard));
+                    let _ = damaged.send((Arc::downgrade(&shard), super::DamageFound::Scrub));
                     return;
                 }
             }

@@ -514,7 +514,8 @@ async fn a_shard_placed_at_runtime_elects_serves_and_reopens_after_a_power_cut()
         ..append(vec![message(body)])
     };
     let store = cluster.node(leader);
-    store.append(on_placed("p1")).await.expect("appends");
+    // Just elected: it may refuse writes until it has heard from its follower (the lease).
+    append_serving(&store, on_placed("p1")).await;
     let got = store.pop(pop(32, Duration::ZERO)).await.expect("receives");
     assert_eq!(bodies(&got), vec!["p1"]);
     store.ack(&got[0].ticket).await.expect("acks");
@@ -579,6 +580,20 @@ async fn placed_leader(cluster: &Cluster, shard: ShardId) -> NodeId {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("shard {shard} elects no leader");
+}
+
+/// An append on a node that was just handed the shard (it serves once it committed an entry).
+async fn append_serving(store: &Store, req: AppendRequest) {
+    for _ in 0..200 {
+        match store.append(req.clone()).await {
+            Ok(_) => return,
+            Err(StoreError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
+            Err(err) => panic!("appends: {err:?}"),
+        }
+    }
+    panic!("the node never took the append");
 }
 
 /// A receive on a node that was just elected: its metrics name it leader a moment before it

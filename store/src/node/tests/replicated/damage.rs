@@ -15,7 +15,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use super::faults::{Clients, Load, sweep_seeds};
-use super::members::{drain_from, fill, place};
+use super::members::{drain_from, fill, leading, place};
 use super::moves::{holds, step};
 use super::*;
 
@@ -263,6 +263,85 @@ async fn a_flipped_bit_that_opening_misses_is_found_by_the_scheduled_scrub() {
     }
     found(&cluster, 3, "the scheduled scrub").await;
     repair(&cluster, "after the scheduled scrub").await;
+    assert_eq!(drain_from(&cluster, 3).await, sent);
+    cluster.shutdown().await;
+}
+
+/// Small segments, a snapshot every 20 entries and no scheduled scrub: only reads find damage.
+fn never_scrubbed(id: NodeId) -> StoreConfig {
+    StoreConfig {
+        scrub_interval: Duration::ZERO,
+        ..scrubbed_often(id)
+    }
+}
+
+/// A bit flipped in an old record while node 3 was down, which neither the open nor a scrub
+/// finds: when node 3 leads, the first receive that reads the record fails, and node 3
+/// confirms the damage, stops serving the replica and sets it aside; it is replaced from its
+/// peers and then serves every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_a_read_finds_sets_the_replica_aside() {
+    let (mut cluster, sent) = filled(64, never_scrubbed, "r").await;
+    cluster.node(3).shutdown().await.expect("stops");
+    cluster.power_cut(3).await;
+    let files = segments(&cluster.disks[&3], 3);
+    assert!(files.len() >= 3, "{files:?}");
+    // As in the scheduled-scrub test: near the end of the second segment's last record.
+    let len = cluster.disks[&3].file_len(&files[1]).expect("length");
+    cluster.disks[&3]
+        .flip_bit(&files[1], (len - 200) * 8)
+        .expect("flips");
+    cluster.open(3).await;
+    assert!(
+        holds(&cluster, 3),
+        "opening does not read that old a record"
+    );
+    for attempt in 0.. {
+        let leader = leading(&cluster).await;
+        if leader == 3 {
+            break;
+        }
+        match cluster.node(leader).transfer_leader(PLACED, 3).await {
+            Ok(()) => break,
+            Err(err) if attempt < 60 => {
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("node 3 never took the shard over: {err}"),
+        }
+    }
+    // Another group than `drain_from`'s reads from the first message on node 3.
+    let reads = PopRequest {
+        group: GroupName::new("readers").expect("a valid group"),
+        ..pop(32, Duration::ZERO)
+    };
+    let store = cluster.node(3);
+    let mut failed = None;
+    for _ in 0..200 {
+        match store.pop(reads.clone()).await {
+            Ok(batch) if batch.is_empty() => break,
+            Ok(_) => {}
+            Err(StoreError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(err) => {
+                failed = Some(err);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(&failed, Some(StoreError::Internal(m)) if m.contains("corrupt")),
+        "the damaged record was read without an error: {failed:?}"
+    );
+    for _ in 0..400 {
+        if !set_aside(&cluster.disks[&3], 3).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    found(&cluster, 3, "a read").await;
+    repair(&cluster, "after a read found the damage").await;
     assert_eq!(drain_from(&cluster, 3).await, sent);
     cluster.shutdown().await;
 }

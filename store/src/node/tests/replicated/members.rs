@@ -82,20 +82,6 @@ pub(super) fn on_placed(bodies: &[String]) -> AppendRequest {
     }
 }
 
-/// An append on a node that was just handed the shard (it serves once it committed an entry).
-pub(super) async fn append_serving(store: &Store, req: AppendRequest) {
-    for _ in 0..200 {
-        match store.append(req.clone()).await {
-            Ok(_) => return,
-            Err(StoreError::NotLeader { .. }) => {
-                tokio::time::sleep(Duration::from_millis(25)).await
-            }
-            Err(err) => panic!("appends: {err:?}"),
-        }
-    }
-    panic!("the node never took the append");
-}
-
 fn voters(store: &Store) -> BTreeSet<u64> {
     store
         .shard_rafts()
