@@ -135,34 +135,32 @@ impl SimVfs {
     /// Flips bit `bit` (0 = least significant of byte 0) of the file at `path`, on disk and in
     /// the cache.
     pub fn flip_bit(&self, path: &Path, bit: u64) -> io::Result<()> {
-        let mut st = self.state.lock();
-        let inode = st.file_inode(path)?;
-        let file = st
-            .files
-            .get_mut(&inode)
-            .ok_or_else(|| io::Error::other("dangling inode"))?;
         let byte = to_usize(bit / 8);
         let mask = 1u8 << (bit % 8);
-        for data in [&mut file.durable, &mut file.cached] {
+        self.damage(path, |data| {
             if let Some(b) = data.get_mut(byte) {
                 *b ^= mask;
             }
-        }
-        Ok(())
+        })
     }
 
     /// Cuts the file at `path` to `len` bytes, on disk and in the cache (damage, not a write:
     /// a file shortened while its node was down).
     pub fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        self.damage(path, |data| data.truncate(to_usize(len)))
+    }
+
+    /// Changes the file at `path` by `change`, on disk and in the cache alike (damage done
+    /// behind the file system's back, not a write).
+    fn damage(&self, path: &Path, change: impl Fn(&mut Vec<u8>)) -> io::Result<()> {
         let mut st = self.state.lock();
         let inode = st.file_inode(path)?;
         let file = st
             .files
             .get_mut(&inode)
             .ok_or_else(|| io::Error::other("dangling inode"))?;
-        for data in [&mut file.durable, &mut file.cached] {
-            data.truncate(to_usize(len));
-        }
+        change(&mut file.durable);
+        change(&mut file.cached);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use super::faults::{Clients, Load, sweep_seeds};
-use super::members::{drain_from, fill, leading, place};
+use super::members::{drain_from, fill, lead_on, place};
 use super::moves::{holds, step};
 use super::*;
 
@@ -227,6 +227,39 @@ fn scrubbed_often(id: NodeId) -> StoreConfig {
     }
 }
 
+/// Node 3 stops cleanly (after a power cut the index may be behind, and opening reads the log
+/// entries it re-indexes), a bit of an old record flips while it is down, and it starts
+/// again serving its replica. Not the first segment (it holds the group's membership entry,
+/// which openraft reads at start), and not a segment's first record (opening reads it): near
+/// the end of the second segment's last record, before the footer.
+async fn flip_an_old_record_while_down(cluster: &mut Cluster) {
+    cluster.node(3).shutdown().await.expect("stops");
+    cluster.power_cut(3).await;
+    let files = segments(&cluster.disks[&3], 3);
+    assert!(files.len() >= 3, "{files:?}");
+    let len = cluster.disks[&3].file_len(&files[1]).expect("length");
+    cluster.disks[&3]
+        .flip_bit(&files[1], (len - 200) * 8)
+        .expect("flips");
+    cluster.open(3).await;
+    assert!(
+        holds(cluster, 3),
+        "opening does not read that old a record: holds {:?}, set aside {:?}",
+        cluster.node(3).shard_ids(),
+        set_aside(&cluster.disks[&3], 3)
+    );
+}
+
+/// Waits (up to 10 s) until node 3 has set its replica aside: stopped first, then renamed.
+async fn until_set_aside(cluster: &Cluster) {
+    for _ in 0..400 {
+        if !set_aside(&cluster.disks[&3], 3).is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A bit flipped in an old record, below the snapshot, while node 3 was down after a clean
 /// stop: the replica opens and serves (opening trusts sealed footers and reads nothing that
 /// old), and its
@@ -234,33 +267,8 @@ fn scrubbed_often(id: NodeId) -> StoreConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_bit_that_opening_misses_is_found_by_the_scheduled_scrub() {
     let (mut cluster, sent) = filled(63, scrubbed_often, "s").await;
-    // A clean stop (after a power cut the index may be behind, and opening reads the log
-    // entries it re-indexes).
-    cluster.node(3).shutdown().await.expect("stops");
-    cluster.power_cut(3).await;
-    let files = segments(&cluster.disks[&3], 3);
-    assert!(files.len() >= 3, "{files:?}");
-    // Not the first segment (it holds the group's membership entry, which openraft reads at
-    // start), and not a segment's first record (opening reads it): near the end of the last
-    // record's body, before the footer.
-    let first = files[1].clone();
-    let len = cluster.disks[&3].file_len(&first).expect("length");
-    let bit = (len - 200) * 8;
-    cluster.disks[&3].flip_bit(&first, bit).expect("flips");
-    cluster.open(3).await;
-    assert!(
-        holds(&cluster, 3),
-        "opening does not read that old a record: holds {:?}, set aside {:?}",
-        cluster.node(3).shard_ids(),
-        set_aside(&cluster.disks[&3], 3)
-    );
-    for _ in 0..400 {
-        // Stopped first, then renamed.
-        if !set_aside(&cluster.disks[&3], 3).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    flip_an_old_record_while_down(&mut cluster).await;
+    until_set_aside(&cluster).await;
     found(&cluster, 3, "the scheduled scrub").await;
     repair(&cluster, "after the scheduled scrub").await;
     assert_eq!(drain_from(&cluster, 3).await, sent);
@@ -282,34 +290,8 @@ fn never_scrubbed(id: NodeId) -> StoreConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipped_bit_a_read_finds_sets_the_replica_aside() {
     let (mut cluster, sent) = filled(64, never_scrubbed, "r").await;
-    cluster.node(3).shutdown().await.expect("stops");
-    cluster.power_cut(3).await;
-    let files = segments(&cluster.disks[&3], 3);
-    assert!(files.len() >= 3, "{files:?}");
-    // As in the scheduled-scrub test: near the end of the second segment's last record.
-    let len = cluster.disks[&3].file_len(&files[1]).expect("length");
-    cluster.disks[&3]
-        .flip_bit(&files[1], (len - 200) * 8)
-        .expect("flips");
-    cluster.open(3).await;
-    assert!(
-        holds(&cluster, 3),
-        "opening does not read that old a record"
-    );
-    for attempt in 0.. {
-        let leader = leading(&cluster).await;
-        if leader == 3 {
-            break;
-        }
-        match cluster.node(leader).transfer_leader(PLACED, 3).await {
-            Ok(()) => break,
-            Err(err) if attempt < 60 => {
-                let _ = err;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(err) => panic!("node 3 never took the shard over: {err}"),
-        }
-    }
+    flip_an_old_record_while_down(&mut cluster).await;
+    lead_on(&cluster, 3).await;
     // Another group than `drain_from`'s reads from the first message on node 3.
     let reads = PopRequest {
         group: GroupName::new("readers").expect("a valid group"),
@@ -334,12 +316,7 @@ async fn a_flipped_bit_a_read_finds_sets_the_replica_aside() {
         matches!(&failed, Some(StoreError::Internal(m)) if m.contains("corrupt")),
         "the damaged record was read without an error: {failed:?}"
     );
-    for _ in 0..400 {
-        if !set_aside(&cluster.disks[&3], 3).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    until_set_aside(&cluster).await;
     found(&cluster, 3, "a read").await;
     repair(&cluster, "after a read found the damage").await;
     assert_eq!(drain_from(&cluster, 3).await, sent);

@@ -98,16 +98,16 @@ fn voters(store: &Store) -> BTreeSet<u64> {
         .unwrap_or_default()
 }
 
-/// Makes `node` lead `PLACED` and returns everything it delivers.
-pub(super) async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
-    // It may still be catching up: hand over until it takes the shard.
+/// Hands the placed shard's leadership to `node`; it may still be catching up, so the
+/// handover is retried until it takes the shard.
+pub(super) async fn lead_on(cluster: &Cluster, node: NodeId) {
     for attempt in 0.. {
         let leader = leading(cluster).await;
         if leader == node {
-            break;
+            return;
         }
         match cluster.node(leader).transfer_leader(PLACED, node).await {
-            Ok(()) => break,
+            Ok(()) => return,
             Err(err) if attempt < 60 => {
                 let _ = err;
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -115,6 +115,11 @@ pub(super) async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
             Err(err) => panic!("node {node} never took the shard over: {err}"),
         }
     }
+}
+
+/// Makes `node` lead `PLACED` and returns everything it delivers.
+pub(super) async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
+    lead_on(cluster, node).await;
     let store = cluster.node(node);
     let mut got = Vec::new();
     loop {
