@@ -117,6 +117,13 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// The log's bytes failed their checks (a damaged or missing part of this copy), as
+    /// opposed to a call that failed or a store that stopped: a replica with peers is repaired
+    /// from them rather than retried.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, LogError::Corrupt { .. } | LogError::Gap { .. })
+    }
+
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         LogError::Io {
             op,

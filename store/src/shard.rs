@@ -247,7 +247,7 @@ impl RecordReadError {
     /// The record's bytes failed their checks (this replica's copy is damaged), rather than an
     /// I/O call failing.
     pub fn is_damage(&self) -> bool {
-        matches!(self.source, LogError::Corrupt { .. } | LogError::Gap { .. })
+        self.source.is_damage()
     }
 }
 

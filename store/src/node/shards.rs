@@ -16,7 +16,6 @@ use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubPolicy};
 use crate::shard::tasks;
 use crate::shard::{DamageFound, Shard, ShardRaft};
-use vela_raft::LogError;
 
 impl Store {
     /// Starts an open shard's background work and makes it served.
@@ -312,7 +311,7 @@ impl Store {
                 "its scrub found damaged log records".to_string()
             }
             DamageFound::Read { log_index } => match damaged.reader.entry_shared(log_index) {
-                Err(err) if matches!(err, LogError::Corrupt { .. } | LogError::Gap { .. }) => {
+                Err(err) if err.is_damage() => {
                     format!("a read found log index {log_index} damaged: {err}")
                 }
                 _ => {
