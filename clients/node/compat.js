@@ -23,6 +23,8 @@
 const crypto = require('crypto');
 const util = require('util');
 const { Producer, SimpleConsumer, PushConsumer, ConsumeResult } = require('rocketmq-client-nodejs');
+// Not re-exported by the package's index.
+const { TransactionResolution } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 
 const endpoints = process.env.RMQ_ENDPOINT || '127.0.0.1:8081';
 const STEP_TIMEOUT_MS = Number(process.env.COMPAT_STEP_TIMEOUT || '60') * 1000;
@@ -49,12 +51,14 @@ const TOPIC = {
   fifo: `compat-node-${RUN}-fifo`,
   delay: `compat-node-${RUN}-delay`,
   push: `compat-node-${RUN}-push`,
+  tx: `compat-node-${RUN}-tx`,
 };
 const GROUP = {
   normal: `compat-node-${RUN}-g-normal`,
   fifo: `compat-node-${RUN}-g-fifo`,
   delay: `compat-node-${RUN}-g-delay`,
   push: `compat-node-${RUN}-g-push`,
+  tx: `compat-node-${RUN}-g-tx`,
 };
 
 class CompatFailure extends Error {}
@@ -121,6 +125,7 @@ async function main() {
     normal: simple(GROUP.normal, TOPIC.normal, 'TagA'),
     fifo: simple(GROUP.fifo, TOPIC.fifo, '*'),
     delay: simple(GROUP.delay, TOPIC.delay, '*'),
+    tx: simple(GROUP.tx, TOPIC.tx, '*'),
     // Primes the push group's position before anything is sent (see below).
     pushPrimer: simple(GROUP.push, TOPIC.push, '*'),
   };
@@ -198,6 +203,55 @@ async function main() {
     });
   });
 
+  // The server's check-back asks this checker about transactions left open: it commits what
+  // the body says to and rolls back the rest.
+  const asked = new Map();
+  const txProducer = new Producer({
+    ...common,
+    topics: [ TOPIC.tx ],
+    checker: {
+      async check(messageView) {
+        asked.set(messageView.messageId, (asked.get(messageView.messageId) || 0) + 1);
+        return messageView.body.toString().startsWith('commit')
+          ? TransactionResolution.COMMIT : TransactionResolution.ROLLBACK;
+      },
+    },
+  });
+  await step('transactional producer startup (with a checker)', () => txProducer.startup());
+  const sendHalf = async body => {
+    const transaction = txProducer.beginTransaction();
+    const receipt = await txProducer.send({ topic: TOPIC.tx, body: Buffer.from(body) }, transaction);
+    check(receipt.transactionId, 'a half message\'s receipt has no transaction id');
+    return { transaction, id: receipt.messageId };
+  };
+
+  await step('transaction commit + rollback by the producer', async () => {
+    const committed = await sendHalf('client-commit');
+    const rolledBack = await sendHalf('client-rollback');
+    await rolledBack.transaction.rollback();
+    await committed.transaction.commit();
+    await receiveUntil(consumers.tx, [ committed.id ], 'transaction commit', async m => {
+      check(m.body.toString() === 'client-commit', `body ${m.body}`);
+      await consumers.tx.ack(m);
+    });
+  });
+
+  await step('transaction check-back: the checker commits one, rolls back one', async () => {
+    // Left open: the server asks the checker (first check 6 s after storing).
+    const commit = await sendHalf('commit-on-check');
+    const rollback = await sendHalf('rollback-on-check');
+    await receiveUntil(consumers.tx, [ commit.id ], 'transaction check-back', async m => {
+      check(m.body.toString() === 'commit-on-check', `body ${m.body} (rolled back or never sent)`);
+      await consumers.tx.ack(m);
+    });
+    const deadline = Date.now() + 15000;
+    while (!asked.has(rollback.id) && Date.now() < deadline) await sleep(200);
+    check(asked.has(commit.id) && asked.has(rollback.id),
+      `the checker was asked about ${[ ...asked.keys() ]}, not both ${commit.id} and ${rollback.id}`);
+    const late = await consumers.tx.receive(16, INVISIBLE_MS);
+    check(late.length === 0, `received ${late.map(m => m.body.toString())} after the transactions ended`);
+  });
+
   const received = new Map();
   let allReceived;
   const allReceivedPromise = new Promise(resolve => { allReceived = resolve; });
@@ -235,6 +289,8 @@ async function main() {
     await consumers.normal.shutdown();
     await consumers.fifo.shutdown();
     await consumers.delay.shutdown();
+    await consumers.tx.shutdown();
+    await txProducer.shutdown();
     await producer.shutdown();
   });
   console.log('OK all');

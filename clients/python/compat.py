@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
-                      MessageListener, Producer, PushConsumer, SimpleConsumer)
+                      MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker,
+                      TransactionResolution)
 
 ENDPOINT = os.environ.get("RMQ_ENDPOINT", "127.0.0.1:8081")
 STEP_TIMEOUT = float(os.environ.get("COMPAT_STEP_TIMEOUT", "60"))
@@ -41,10 +42,12 @@ TOPIC_NORMAL = f"compat-py-{RUN}-normal"
 TOPIC_FIFO = f"compat-py-{RUN}-fifo"
 TOPIC_DELAY = f"compat-py-{RUN}-delay"
 TOPIC_PUSH = f"compat-py-{RUN}-push"
+TOPIC_TX = f"compat-py-{RUN}-tx"
 GROUP_NORMAL = f"compat-py-{RUN}-g-normal"
 GROUP_FIFO = f"compat-py-{RUN}-g-fifo"
 GROUP_DELAY = f"compat-py-{RUN}-g-delay"
 GROUP_PUSH = f"compat-py-{RUN}-g-push"
+GROUP_TX = f"compat-py-{RUN}-g-tx"
 
 # One worker runs the steps so that a hung client call can be abandoned at its deadline.
 _steps = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compat-step")
@@ -117,17 +120,20 @@ def main():
                                        await_duration=AWAIT_SECONDS)
         state["delay"] = SimpleConsumer(config, GROUP_DELAY, {TOPIC_DELAY: FilterExpression("*")},
                                         await_duration=AWAIT_SECONDS)
+        state["tx"] = SimpleConsumer(config, GROUP_TX, {TOPIC_TX: FilterExpression("*")},
+                                     await_duration=AWAIT_SECONDS)
         # Primes the push group's position before anything is sent (see prime below).
         state["push-primer"] = SimpleConsumer(config, GROUP_PUSH, {TOPIC_PUSH: FilterExpression("*")},
                                               await_duration=AWAIT_SECONDS)
-        for name in ("normal", "fifo", "delay", "push-primer"):
+        for name in ("normal", "fifo", "delay", "tx", "push-primer"):
             state[name].startup()
     step("simple consumer startup", start_consumers)
 
     def prime():
         # One (empty) receive per group before sending, so the check passes whether a new group
         # starts at the beginning of the queue or at its end.
-        futures = [state[n].receive_async(1, INVISIBLE_SECONDS) for n in ("normal", "fifo", "delay", "push-primer")]
+        futures = [state[n].receive_async(1, INVISIBLE_SECONDS)
+                   for n in ("normal", "fifo", "delay", "tx", "push-primer")]
         for f in futures:
             got = f.result(timeout=AWAIT_SECONDS + 10)
             check(len(got) == 0, f"a fresh topic delivered {len(got)} message(s)")
@@ -216,6 +222,71 @@ def main():
         receive_until(state["delay"], [message_id], "delay", handle)
     step("delay message send + delivery after its time", delay)
 
+    asked = {}
+    asked_lock = threading.Lock()
+
+    class Checker(TransactionChecker):
+        """Answers the server's check-back: commit what the body says to, roll back the rest."""
+        def check(self, message):
+            with asked_lock:
+                asked[message.message_id] = asked.get(message.message_id, 0) + 1
+            if message.body.startswith(b"commit"):
+                return TransactionResolution.COMMIT
+            return TransactionResolution.ROLLBACK
+
+    def start_tx_producer():
+        producer = Producer(config, (TOPIC_TX,), checker=Checker())
+        producer.startup()
+        state["tx_producer"] = producer
+    step("transactional producer startup (with a checker)", start_tx_producer)
+
+    def _half(body):
+        msg = Message()
+        msg.topic = TOPIC_TX
+        msg.body = body
+        transaction = state["tx_producer"].begin_transaction()
+        receipt = state["tx_producer"].send(msg, transaction)
+        check(receipt.transaction_id, "a half message's receipt has no transaction id")
+        return transaction, receipt.message_id
+
+    def transactions_from_the_client():
+        committed, committed_id = _half(b"client-commit")
+        rolled_back, rolled_back_id = _half(b"client-rollback")
+        rolled_back.rollback()
+        committed.commit()
+        state["tx_rolled_back"] = [rolled_back_id]
+
+        def handle(m):
+            check(m.body == b"client-commit", f"body {m.body!r}")
+            state["tx"].ack(m)
+        receive_until(state["tx"], [committed_id], "transaction commit", handle)
+    step("transaction commit + rollback by the producer", transactions_from_the_client)
+
+    def transactions_checked_back():
+        # Sent and left open: the server asks the checker (first check 6 s after storing).
+        _, commit_id = _half(b"commit-on-check")
+        _, rollback_id = _half(b"rollback-on-check")
+        state["tx_rolled_back"].append(rollback_id)
+
+        def handle(m):
+            check(m.body == b"commit-on-check", f"body {m.body!r} (rolled back or never sent)")
+            state["tx"].ack(m)
+        receive_until(state["tx"], [commit_id], "transaction check-back", handle)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with asked_lock:
+                if rollback_id in asked:
+                    break
+            time.sleep(0.2)
+        with asked_lock:
+            got = dict(asked)
+        check(commit_id in got and rollback_id in got,
+              f"the checker was asked about {sorted(got)}, not both {commit_id} and {rollback_id}")
+        # Nothing rolled back comes through.
+        late = state["tx"].receive(16, INVISIBLE_SECONDS)
+        check(not late, f"received {[m.body for m in late]} after the transactions ended")
+    step("transaction check-back: the checker commits one, rolls back one", transactions_checked_back)
+
     received = {}
     received_lock = threading.Lock()
     all_received = threading.Event()
@@ -249,7 +320,7 @@ def main():
     step(f"push consumer receives and acks {PUSH_COUNT} messages", push_receive)
 
     def shutdown():
-        for name in ("push", "normal", "fifo", "delay", "producer"):
+        for name in ("push", "normal", "fifo", "delay", "tx", "tx_producer", "producer"):
             state[name].shutdown()
     step("shutdown", shutdown)
     print("OK all", flush=True)

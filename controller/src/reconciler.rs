@@ -458,6 +458,12 @@ mod tests {
         ) -> Result<(), StoreError> {
             Err(unused())
         }
+        async fn transaction_checks(
+            &self,
+            _: &vela_proto::store_api::TransactionCheckRequest,
+        ) -> Result<Vec<vela_proto::store_api::TransactionCheck>, StoreError> {
+            Err(unused())
+        }
         async fn queue_stats(
             &self,
             _: &TopicName,

@@ -27,6 +27,14 @@ pub const DEFAULT_AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 17;
 /// Prefix of dead-letter topics: `%DLQ%<group>`.
 pub const DLQ_PREFIX: &str = "%DLQ%";
+/// The stored property holding a transaction half message's own first check-back time, in
+/// whole seconds (its `orphaned_transaction_recovery_duration`; RocketMQ's key). A system
+/// key: producers may not set it as a user property, and deliveries carry it as the system
+/// property it came from.
+pub const CHECK_AFTER_PROPERTY: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
+/// Longest first check-back time a half message may ask for (RocketMQ's
+/// `maxTransactionRecoverySecond`); longer ones are cut to it.
+pub const MAX_CHECK_AFTER: Duration = Duration::from_secs(3600);
 
 /// Why a name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -232,6 +240,14 @@ pub enum MessageKind {
     Fifo,
     Delay,
     Transaction,
+}
+
+impl MessageKind {
+    /// Whether a message of this kind keeps a delivery time: a delay message, and a
+    /// transaction (delivered at its time once committed).
+    pub fn is_timed(self) -> bool {
+        matches!(self, MessageKind::Delay | MessageKind::Transaction)
+    }
 }
 
 /// A topic's metadata, owned by the controller.

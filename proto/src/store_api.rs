@@ -91,6 +91,32 @@ pub enum TransactionResolution {
     Rollback,
 }
 
+/// Asks for the transaction half messages due to be checked back with their producers.
+#[derive(Debug, Clone)]
+pub struct TransactionCheckRequest {
+    /// Topics the asking proxy has a live producer for: only their half messages are handed
+    /// out (each due check goes to one asker).
+    pub topics: Vec<TopicName>,
+    /// The shards to look at (the topics' `queue_shards`); empty means every shard the store
+    /// knows.
+    pub shards: Vec<ShardId>,
+    /// Most checks to hand out.
+    pub max: u32,
+}
+
+/// A half message whose check-back is due: the proxy sends it to a producer of its topic as
+/// a RecoverOrphanedTransactionCommand. Each is handed out once per check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionCheck {
+    pub topic: TopicName,
+    pub transaction_id: String,
+    pub message: MessageRecord,
+    /// When the half message was stored (Unix ms).
+    pub store_timestamp_ms: i64,
+    /// Which check this is: 1 for the first.
+    pub check: u32,
+}
+
 /// Failures the proxy branches on. The proxy maps each to a protocol code in one place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -189,6 +215,13 @@ pub trait StoreApi: Send + Sync + 'static {
         transaction_id: &str,
         resolution: TransactionResolution,
     ) -> Result<(), StoreError>;
+
+    /// Half messages due to be checked back: each due check is handed out once, to the first
+    /// caller that has a producer of its topic (see [`TransactionCheckRequest`]).
+    async fn transaction_checks(
+        &self,
+        req: &TransactionCheckRequest,
+    ) -> Result<Vec<TransactionCheck>, StoreError>;
 
     /// Offsets and per-group positions of a topic's queues held by this store.
     /// `shards`: where the topic's queues are (its metadata's `queue_shards`); empty means every

@@ -34,7 +34,7 @@ use crate::pb::store::store_client::StoreClient;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
     AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, StoreApi, StoreError,
-    TransactionResolution,
+    TransactionCheck, TransactionCheckRequest, TransactionResolution,
 };
 use crate::store_wire::*;
 
@@ -470,6 +470,49 @@ impl StoreApi for RemoteStore {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Asks each shard in scope in turn; a shard that fails (an election, a store too old to
+    /// know the call) is skipped, and its checks are asked for again at the next poll.
+    async fn transaction_checks(
+        &self,
+        req: &TransactionCheckRequest,
+    ) -> Result<Vec<TransactionCheck>, StoreError> {
+        let topics: Vec<String> = req.topics.iter().map(|t| t.as_str().to_owned()).collect();
+        let mut checks = Vec::new();
+        let mut failed = None;
+        for shard in self.routing.scope(&req.shards) {
+            let max = req
+                .max
+                .saturating_sub(u32::try_from(checks.len()).unwrap_or(u32::MAX));
+            if max == 0 {
+                break;
+            }
+            let wire = pb::TransactionChecksRequest {
+                topics: topics.clone(),
+                shard,
+                max,
+            };
+            let reply = self
+                .routing
+                .on_shard(shard, RECEIVE_RETRY_FOR, Duration::ZERO, |mut c| {
+                    let wire = wire.clone();
+                    async move { c.transaction_checks(wire).await }
+                })
+                .await;
+            match reply {
+                Ok(reply) => {
+                    for check in reply.checks {
+                        checks.push(check_from_wire(check)?);
+                    }
+                }
+                Err(err) => failed = Some(err),
+            }
+        }
+        match failed {
+            Some(err) if checks.is_empty() => Err(err),
+            _ => Ok(checks),
+        }
     }
 
     async fn queue_stats(

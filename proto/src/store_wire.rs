@@ -16,7 +16,7 @@ use crate::pb::store as pb;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
     AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, QueueSelector, StoreError,
-    TransactionResolution,
+    TransactionCheck, TransactionResolution,
 };
 
 /// Why a wire message is not a valid domain value.
@@ -255,6 +255,34 @@ pub fn delivery_from_wire(d: pb::Delivery) -> Result<Delivery, WireError> {
             d.message
                 .ok_or_else(|| WireError("delivery without a message".into()))?,
         )?,
+    })
+}
+
+pub fn check_to_wire(c: &TransactionCheck) -> pb::TransactionCheck {
+    pb::TransactionCheck {
+        topic: c.topic.as_str().to_owned(),
+        transaction_id: c.transaction_id.clone(),
+        message: Some(message_to_wire(&c.message)),
+        store_timestamp_ms: c.store_timestamp_ms,
+        check: c.check,
+    }
+}
+
+pub fn check_from_wire(c: pb::TransactionCheck) -> Result<TransactionCheck, WireError> {
+    let message = c
+        .message
+        .ok_or_else(|| WireError("transaction check without its message".into()))?;
+    if c.transaction_id.is_empty() {
+        return Err(WireError(
+            "transaction check without a transaction id".into(),
+        ));
+    }
+    Ok(TransactionCheck {
+        topic: topic(&c.topic)?,
+        transaction_id: c.transaction_id,
+        message: message_from_wire(message)?,
+        store_timestamp_ms: c.store_timestamp_ms,
+        check: c.check,
     })
 }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use md5::{Digest as _, Md5};
 use vela_proto::pb::rocketmq::{self as pb, Code, DigestType, Encoding, FilterType, MessageType};
-use vela_proto::store_api::Delivery;
+use vela_proto::store_api::{Delivery, TransactionCheck};
 use vela_proto::{
-    DLQ_PREFIX, GroupName, MAX_INVISIBLE, MAX_RECEIVE_BATCH, MIN_INVISIBLE, MessageKind,
-    MessageRecord, TagFilter, TopicName, TopicType,
+    CHECK_AFTER_PROPERTY, DLQ_PREFIX, GroupName, MAX_CHECK_AFTER, MAX_INVISIBLE, MAX_RECEIVE_BATCH,
+    MIN_INVISIBLE, MessageKind, MessageRecord, TagFilter, TopicName, TopicType,
 };
 
 use crate::config::ProxyConfig;
@@ -218,27 +218,39 @@ pub(crate) fn produced_message(
                 "fifo message has no message group",
             ));
         }
-        MessageKind::Delay => {
-            let Some(at) = delivery_ms else {
-                return Err(RpcError::new(
-                    Code::IllegalDeliveryTime,
-                    "delay message has no delivery timestamp",
-                ));
-            };
-            let max_ms = i64::try_from(limits.max_delay.as_millis()).unwrap_or(i64::MAX);
-            if at.saturating_sub(now_ms) > max_ms {
-                return Err(RpcError::new(
-                    Code::IllegalDeliveryTime,
-                    format!(
-                        "delivery timestamp {at} is more than {} s in the future",
-                        limits.max_delay.as_secs()
-                    ),
-                ));
-            }
+        MessageKind::Delay if delivery_ms.is_none() => {
+            return Err(RpcError::new(
+                Code::IllegalDeliveryTime,
+                "delay message has no delivery timestamp",
+            ));
         }
         _ => {}
     }
-    let properties = user_properties(&msg.user_properties, limits)?;
+    // A transaction keeps the delivery time it asked for: applied when it commits.
+    let delivery_ms = delivery_ms.filter(|_| kind.is_timed());
+    if let Some(at) = delivery_ms {
+        let max_ms = i64::try_from(limits.max_delay.as_millis()).unwrap_or(i64::MAX);
+        if at.saturating_sub(now_ms) > max_ms {
+            return Err(RpcError::new(
+                Code::IllegalDeliveryTime,
+                format!(
+                    "delivery timestamp {at} is more than {} s in the future",
+                    limits.max_delay.as_secs()
+                ),
+            ));
+        }
+    }
+    let mut properties = user_properties(&msg.user_properties, limits)?;
+    if kind == MessageKind::Transaction
+        && let Some(wanted) = &props.orphaned_transaction_recovery_duration
+    {
+        let after = duration_from_pb(wanted).ok_or_else(|| {
+            RpcError::bad_request("orphaned transaction recovery duration is negative")
+        })?;
+        // Whole seconds, at most an hour, as RocketMQ keeps it.
+        let secs = after.min(MAX_CHECK_AFTER).as_secs();
+        properties.push((CHECK_AFTER_PROPERTY.to_owned(), secs.to_string()));
+    }
 
     let record = MessageRecord {
         message_id: props.message_id.clone(),
@@ -247,11 +259,7 @@ pub(crate) fn produced_message(
         tag,
         keys: props.keys.clone(),
         message_group: message_group.map(str::to_owned),
-        delivery_timestamp_ms: if kind == MessageKind::Delay {
-            delivery_ms
-        } else {
-            None
-        },
+        delivery_timestamp_ms: delivery_ms,
         born_timestamp_ms: props
             .born_timestamp
             .as_ref()
@@ -360,6 +368,12 @@ fn user_properties(
         return Err(RpcError::new(
             Code::IllegalMessagePropertyKey,
             format!("user property key {key:?} is blank or has control characters"),
+        ));
+    }
+    if props.contains_key(CHECK_AFTER_PROPERTY) {
+        return Err(RpcError::new(
+            Code::IllegalMessagePropertyKey,
+            format!("user property key {CHECK_AFTER_PROPERTY} is reserved for the system"),
         ));
     }
     let mut out: Vec<(String, String)> =
@@ -503,12 +517,52 @@ pub(crate) fn delivered_message(
     receipt_handle: String,
     store_host: &str,
 ) -> pb::Message {
-    let record = d.message;
-    let dead_letter_queue = (d.topic.as_str().starts_with(DLQ_PREFIX) && d.topic != record.topic)
+    let dead_letter_queue = (d.topic.as_str().starts_with(DLQ_PREFIX)
+        && d.topic != d.message.topic)
         .then(|| pb::DeadLetterQueue {
-            topic: topic_resource(&record.topic).name,
-            message_id: record.message_id.clone(),
+            topic: topic_resource(&d.message.topic).name,
+            message_id: d.message.message_id.clone(),
         });
+    let mut message = wire_message(d.message, &d.topic, d.store_timestamp_ms, store_host);
+    if let Some(props) = message.system_properties.as_mut() {
+        props.receipt_handle = Some(receipt_handle);
+        props.queue_id = i32::try_from(d.queue_id).unwrap_or(i32::MAX);
+        props.queue_offset = Some(i64::try_from(d.offset).unwrap_or(i64::MAX));
+        props.invisible_duration = Some(duration_to_pb(d.invisible));
+        props.delivery_attempt = Some(i32::try_from(d.attempt).unwrap_or(i32::MAX));
+        props.dead_letter_queue = dead_letter_queue;
+    }
+    message
+}
+
+/// A half message as a producer's transaction checker gets it
+/// (RecoverOrphanedTransactionCommand): no receipt handle, no queue offset yet.
+pub(crate) fn checked_message(check: TransactionCheck, store_host: &str) -> pb::Message {
+    let topic = check.topic.clone();
+    wire_message(check.message, &topic, check.store_timestamp_ms, store_host)
+}
+
+/// What every message sent to a client carries. The stored system property of a
+/// transaction's own first check-back time goes back to the field it came from.
+fn wire_message(
+    record: MessageRecord,
+    topic: &TopicName,
+    store_timestamp_ms: i64,
+    store_host: &str,
+) -> pb::Message {
+    let mut check_after = None;
+    let user_properties = record
+        .properties
+        .into_iter()
+        .filter(|(k, v)| {
+            if k == CHECK_AFTER_PROPERTY {
+                check_after = v.parse::<u64>().ok().map(Duration::from_secs);
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
     let system_properties = pb::SystemProperties {
         tag: record.tag,
         keys: record.keys,
@@ -521,24 +575,24 @@ pub(crate) fn delivered_message(
         message_type: message_type_of(record.kind) as i32,
         born_timestamp: Some(ms_to_timestamp(record.born_timestamp_ms)),
         born_host: record.born_host,
-        store_timestamp: Some(ms_to_timestamp(d.store_timestamp_ms)),
+        store_timestamp: Some(ms_to_timestamp(store_timestamp_ms)),
         store_host: store_host.to_owned(),
         delivery_timestamp: record.delivery_timestamp_ms.map(ms_to_timestamp),
-        receipt_handle: Some(receipt_handle),
-        queue_id: i32::try_from(d.queue_id).unwrap_or(i32::MAX),
-        queue_offset: Some(i64::try_from(d.offset).unwrap_or(i64::MAX)),
-        invisible_duration: Some(duration_to_pb(d.invisible)),
-        delivery_attempt: Some(i32::try_from(d.attempt).unwrap_or(i32::MAX)),
+        receipt_handle: None,
+        queue_id: 0,
+        queue_offset: None,
+        invisible_duration: None,
+        delivery_attempt: None,
         message_group: record.message_group,
         trace_context: record.trace_context,
-        orphaned_transaction_recovery_duration: None,
-        dead_letter_queue,
+        orphaned_transaction_recovery_duration: check_after.map(duration_to_pb),
+        dead_letter_queue: None,
         lite_topic: None,
         priority: None,
     };
     pb::Message {
-        topic: Some(topic_resource(&d.topic)),
-        user_properties: record.properties.into_iter().collect(),
+        topic: Some(topic_resource(topic)),
+        user_properties,
         system_properties: Some(system_properties),
         body: record.body,
     }

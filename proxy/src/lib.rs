@@ -7,6 +7,7 @@
 //! - `status`: every error becomes a protocol code in one place.
 //! - `messaging`: the RocketMQ RPCs (`produce`, `consume`, `telemetry`); `admin`: the admin
 //!   RPCs; `metadata`: topic/group lookups with auto-creation and a short cache.
+//! - `producers`: the producers connected here and the transaction check-backs sent to them.
 
 mod admin;
 mod config;
@@ -15,6 +16,7 @@ mod headers;
 mod messaging;
 mod metadata;
 mod metrics;
+mod producers;
 mod route;
 mod settings;
 mod status;
@@ -78,6 +80,8 @@ pub(crate) struct Shared {
     pub next_queue: AtomicU64,
     /// Ends the long-lived Telemetry streams so a graceful shutdown can drain connections.
     pub shutdown: CancellationToken,
+    /// Producers connected here, for transaction check-backs.
+    pub producers: producers::Producers,
 }
 
 impl Shared {
@@ -137,12 +141,14 @@ impl Shared {
             store_host,
             next_queue: AtomicU64::new(0),
             shutdown,
+            producers: producers::Producers::default(),
         }
     }
 }
 
 /// Both services as tonic routes (for embedding in another server). Telemetry streams stay
-/// open until clients close them; use [`serve`] for a server that shuts down gracefully.
+/// open until clients close them, and no transaction check-backs are sent; use [`serve`] for
+/// a server that checks back and shuts down gracefully.
 pub fn router(ctx: ProxyContext) -> tonic::service::Routes {
     routes(Arc::new(Shared::new(ctx, CancellationToken::new())))
 }
@@ -170,6 +176,7 @@ pub async fn serve(
     let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
     tracing::info!(listen = %shared.ctx.listen_addr, "proxy serving");
     tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
+    tokio::spawn(producers::check_back(shared.clone()));
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         // Pings find clients that vanished without closing their connection, which would

@@ -222,6 +222,18 @@ impl Metadata {
         Ok(remember(&self.topics, name.clone(), config))
     }
 
+    /// The topic's configuration if it exists; never creates one (for background work that
+    /// names topics clients only mentioned, such as a producer's Settings).
+    pub async fn existing_topic(&self, name: &TopicName) -> Option<Arc<TopicConfig>> {
+        match lookup(&self.topics, name, self.ttl) {
+            Lookup::Fresh(hit) | Lookup::Stale { value: hit, .. } => Some(hit),
+            Lookup::Miss => {
+                let config = self.controller.get_topic(name).await.ok()??;
+                Some(remember(&self.topics, name.clone(), config))
+            }
+        }
+    }
+
     /// The group's configuration; `CONSUMER_GROUP_NOT_FOUND` unless it exists or may be
     /// auto-created (not FIFO, default attempts).
     pub async fn group(&self, name: &GroupName) -> Result<Arc<GroupConfig>, RpcError> {

@@ -53,6 +53,26 @@ pub struct StoreConfig {
     pub scrub_interval: Duration,
     /// Most bytes a second a scrub reads, per shard (0: as fast as the disk goes).
     pub scrub_rate: ByteSize,
+    /// How long after it is stored an unresolved transaction half message is first checked
+    /// back with a producer of its topic, unless the message asks for its own time
+    /// (`orphaned_transaction_recovery_duration`).
+    #[serde(with = "humantime_serde")]
+    pub transaction_check_after: Duration,
+    /// Time between two check-backs of one half message.
+    #[serde(deserialize_with = "nonzero_duration")]
+    pub transaction_check_interval: Duration,
+    /// Check-backs of one half message; once the last has had its interval without an answer,
+    /// the store rolls the message back and logs it (0: roll back at `transaction_check_after`
+    /// without asking).
+    pub transaction_check_max: u32,
+}
+
+fn nonzero_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let duration: Duration = humantime_serde::deserialize(deserializer)?;
+    if duration.is_zero() {
+        return Err(serde::de::Error::custom("must be longer than 0s"));
+    }
+    Ok(duration)
 }
 
 impl Default for StoreConfig {
@@ -73,6 +93,9 @@ impl Default for StoreConfig {
             index_cache: ByteSize::mib(32),
             scrub_interval: Duration::from_secs(24 * 3600),
             scrub_rate: ByteSize::mib(32),
+            transaction_check_after: Duration::from_secs(6),
+            transaction_check_interval: Duration::from_secs(30),
+            transaction_check_max: 15,
         }
     }
 }
@@ -142,12 +165,17 @@ mod tests {
             r#"{"data_dir": "/d", "shards": [0, 3], "segment_size": "16MiB", "retention_time": "1h 30m",
                 "retention_size": "10GiB", "max_delay": "2h",
                 "flush": {"mode": "async", "interval": "5ms"},
-                "scrub_interval": "7d", "scrub_rate": "8MiB"}"#,
+                "scrub_interval": "7d", "scrub_rate": "8MiB",
+                "transaction_check_after": "2s", "transaction_check_interval": "1m",
+                "transaction_check_max": 3}"#,
         )
         .expect("parses");
         assert_eq!(cfg.shards, vec![0, 3]);
         assert_eq!(cfg.scrub_interval, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(cfg.scrub_rate, ByteSize::mib(8));
+        assert_eq!(cfg.transaction_check_after, Duration::from_secs(2));
+        assert_eq!(cfg.transaction_check_interval, Duration::from_secs(60));
+        assert_eq!(cfg.transaction_check_max, 3);
         assert_eq!(cfg.segment_size, ByteSize::mib(16));
         assert_eq!(cfg.retention_time, Duration::from_secs(5400));
         assert_eq!(cfg.retention_size, Some(ByteSize::gib(10)));
@@ -181,5 +209,10 @@ mod tests {
             "unknown field"
         );
         assert!(serde_json::from_str::<StoreConfig>(r#"{"max_delay": "soon"}"#).is_err());
+        let zero = serde_json::from_str::<StoreConfig>(r#"{"transaction_check_interval": "0s"}"#);
+        assert!(
+            zero.is_err_and(|e| e.to_string().contains("longer than 0s")),
+            "a zero check interval"
+        );
     }
 }

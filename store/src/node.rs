@@ -22,7 +22,8 @@ use vela_proto::cluster_status::{NodeReport, StoreNodeReport};
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{
-    AppendOutcome, AppendRequest, Delivery, PopRequest, StoreApi, StoreError, TransactionResolution,
+    AppendOutcome, AppendRequest, Delivery, PopRequest, StoreApi, StoreError, TransactionCheck,
+    TransactionCheckRequest, TransactionResolution,
 };
 use vela_raft::vfs::{StdVfs, Vfs};
 
@@ -33,6 +34,7 @@ use crate::metrics::StoreMetrics;
 use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubOutcome, ScrubPolicy};
 use crate::shard::tasks::{self, RetentionPolicy};
+use crate::shard::transactions::CheckPolicy;
 use crate::shard::{DamageFound, Shard, ShardRaft, ShardTypes, unexpected};
 use upgrade::PeerBuilds;
 
@@ -89,6 +91,7 @@ pub struct Store {
     vfs: Arc<dyn Vfs>,
     retention: RetentionPolicy,
     scrub_policy: ScrubPolicy,
+    check_policy: CheckPolicy,
     metrics: Arc<StoreMetrics>,
 }
 
@@ -249,6 +252,11 @@ impl Store {
             retention: RetentionPolicy {
                 time: cfg.retention_time,
                 size: cfg.retention_size.map(|s| s.as_u64()),
+            },
+            check_policy: CheckPolicy {
+                first: cfg.transaction_check_after,
+                interval: cfg.transaction_check_interval,
+                max_checks: cfg.transaction_check_max,
             },
             config: cfg,
             clock,
@@ -794,6 +802,25 @@ impl StoreApi for Store {
             CommandResponse::TransactionEnded(result) => result.map_err(to_store_error),
             other => Err(unexpected("end_transaction", &other)),
         }
+    }
+
+    // In process the store covers every shard it leads, whatever the caller names.
+    async fn transaction_checks(
+        &self,
+        req: &TransactionCheckRequest,
+    ) -> Result<Vec<TransactionCheck>, StoreError> {
+        let mut checks = Vec::new();
+        for local in self.shards().values() {
+            let max = usize::try_from(req.max).unwrap_or(usize::MAX) - checks.len();
+            if max == 0 {
+                break;
+            }
+            if self.replicated && !local.shard.raft.is_leader() {
+                continue;
+            }
+            checks.extend(self.checks_on(&local.shard, &req.topics, max)?);
+        }
+        Ok(checks)
     }
 
     // In process the store covers every shard it holds, whatever the caller names.

@@ -274,6 +274,27 @@ impl StoreRpc for StoreService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn transaction_checks(
+        &self,
+        request: Request<pb::TransactionChecksRequest>,
+    ) -> Result<Response<pb::TransactionChecksReply>, Status> {
+        let req = request.into_inner();
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| topic_from_wire(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max = usize::try_from(req.max).unwrap_or(usize::MAX);
+        let checks = self
+            .store
+            .transaction_checks_shard(req.shard, &topics, max)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::TransactionChecksReply {
+            checks: checks.iter().map(check_to_wire).collect(),
+        }))
+    }
+
     async fn queue_stats(
         &self,
         request: Request<pb::QueueStatsRequest>,

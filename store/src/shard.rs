@@ -8,6 +8,7 @@ pub(crate) mod restoring;
 pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;
+pub(crate) mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -215,6 +216,8 @@ pub(crate) struct Shard {
     pub keeper: SnapshotKeeper<ShardTypes>,
     /// Appends to the shard yield to its consumer work (see `fairness`).
     pub fairness: Arc<fairness::Fairness>,
+    /// The leader's transaction check-back schedules.
+    pub checks: Mutex<transactions::CheckBook>,
 }
 
 fn log_config(cfg: &StoreConfig, dir: PathBuf, vfs: Arc<dyn Vfs>) -> LogStoreConfig {
@@ -504,6 +507,7 @@ impl Shard {
             reader,
             keeper,
             fairness: Arc::default(),
+            checks: Mutex::default(),
         }))
     }
 
@@ -514,6 +518,25 @@ impl Shard {
         &self,
         records: &[RecordRef],
     ) -> Result<Vec<Option<MessageRecord>>, RecordReadError> {
+        self.read_with(records, |command, slot| command.record(slot).cloned())
+    }
+
+    /// [`read_records`](Self::read_records) with the time the leader stamped on the entry
+    /// that appended each (when it was stored, Unix ms).
+    pub fn read_stored(
+        &self,
+        records: &[RecordRef],
+    ) -> Result<Vec<Option<(MessageRecord, i64)>>, RecordReadError> {
+        self.read_with(records, |command, slot| {
+            Some((command.record(slot)?.clone(), command.now_ms()?))
+        })
+    }
+
+    fn read_with<T>(
+        &self,
+        records: &[RecordRef],
+        pick: impl Fn(&StoreCommand, u32) -> Option<T>,
+    ) -> Result<Vec<Option<T>>, RecordReadError> {
         let mut entries: HashMap<u64, Option<Arc<EntryOf<ShardTypes>>>> = HashMap::new();
         records
             .iter()
@@ -533,7 +556,7 @@ impl Shard {
                     }
                 };
                 Ok(entry.and_then(|entry| match &entry.payload {
-                    EntryPayload::Normal(command) => command.record(record.slot).cloned(),
+                    EntryPayload::Normal(command) => pick(command, record.slot),
                     _ => None,
                 }))
             })

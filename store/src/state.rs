@@ -443,7 +443,8 @@ impl ShardState {
         self.dedup = dedup;
     }
 
-    fn transaction_id(&self, record: RecordRef) -> String {
+    /// The transaction id of the half message at `record` (what its send answered).
+    pub fn transaction_id(&self, record: RecordRef) -> String {
         format!("{}-{}-{}", self.shard, record.log_index, record.slot)
     }
 
@@ -662,6 +663,11 @@ impl ShardState {
             .take(limit)
             .copied()
             .collect()
+    }
+
+    /// Transaction half messages waiting for their end, oldest first.
+    pub fn half_messages(&self) -> impl Iterator<Item = (RecordRef, &TopicName)> {
+        self.half_messages.iter().map(|(r, p)| (*r, &p.topic))
     }
 
     /// The lowest log index a parked (delay or half) message still needs.

@@ -177,3 +177,28 @@ fn errors_come_back_as_they_went() {
         StoreError::Internal(_)
     ));
 }
+
+#[test]
+fn a_transaction_check_survives_the_wire_and_needs_its_message_and_id() {
+    let check = TransactionCheck {
+        topic: TopicName::new("orders").unwrap(),
+        transaction_id: "2-40-1".into(),
+        message: MessageRecord {
+            kind: MessageKind::Transaction,
+            message_group: None,
+            ..record()
+        },
+        store_timestamp_ms: 1_700_000_000_000,
+        check: 3,
+    };
+    assert_eq!(check_from_wire(check_to_wire(&check)).unwrap(), check);
+    let mut no_message = check_to_wire(&check);
+    no_message.message = None;
+    assert!(check_from_wire(no_message).is_err());
+    let mut no_id = check_to_wire(&check);
+    no_id.transaction_id.clear();
+    assert!(check_from_wire(no_id).is_err());
+    let mut bad_topic = check_to_wire(&check);
+    bad_topic.topic = String::new();
+    assert!(check_from_wire(bad_topic).is_err());
+}

@@ -491,3 +491,94 @@ mod proptests {
         }
     }
 }
+
+#[test]
+fn a_transaction_keeps_its_delivery_time_and_its_own_check_time() {
+    let mut m = wire(MessageType::Transaction);
+    props(&mut m).delivery_timestamp = Some(prost_types::Timestamp {
+        seconds: NOW / 1000 + 60,
+        nanos: 0,
+    });
+    props(&mut m).orphaned_transaction_recovery_duration = Some(prost_types::Duration {
+        seconds: 12,
+        nanos: 500_000_000,
+    });
+    let record = produced_message(&m, "", &limits(), NOW)
+        .expect("valid")
+        .record;
+    assert_eq!(record.kind, MessageKind::Transaction);
+    assert_eq!(record.delivery_timestamp_ms, Some(NOW + 60_000));
+    assert!(
+        record
+            .properties
+            .contains(&(CHECK_AFTER_PROPERTY.to_owned(), "12".to_owned())),
+        "whole seconds: {:?}",
+        record.properties
+    );
+
+    // The check time comes back as the field it came from, not as a user property.
+    let check = TransactionCheck {
+        topic: record.topic.clone(),
+        transaction_id: "0-5-0".into(),
+        message: record,
+        store_timestamp_ms: NOW,
+        check: 1,
+    };
+    let wire_back = checked_message(check, "127.0.0.1:8081");
+    assert!(!wire_back.user_properties.contains_key(CHECK_AFTER_PROPERTY));
+    assert_eq!(
+        wire_back.user_properties.get("k").map(String::as_str),
+        Some("v")
+    );
+    let p = wire_back.system_properties.expect("system properties");
+    assert_eq!(
+        p.orphaned_transaction_recovery_duration,
+        Some(duration_to_pb(Duration::from_secs(12)))
+    );
+    assert_eq!(p.message_type, MessageType::Transaction as i32);
+    assert!(p.body_digest.is_some(), "clients verify the body");
+    assert_eq!(p.receipt_handle, None);
+
+    // At most an hour; a negative one is refused; a delay too far out is refused as for delays.
+    props(&mut m).orphaned_transaction_recovery_duration = Some(prost_types::Duration {
+        seconds: 86_400,
+        nanos: 0,
+    });
+    let record = produced_message(&m, "", &limits(), NOW)
+        .expect("valid")
+        .record;
+    assert!(
+        record
+            .properties
+            .contains(&(CHECK_AFTER_PROPERTY.to_owned(), "3600".to_owned()))
+    );
+    props(&mut m).orphaned_transaction_recovery_duration = Some(prost_types::Duration {
+        seconds: -1,
+        nanos: 0,
+    });
+    assert_eq!(code_of(&m), Code::BadRequest);
+    props(&mut m).orphaned_transaction_recovery_duration = None;
+    props(&mut m).delivery_timestamp = Some(prost_types::Timestamp {
+        seconds: NOW / 1000 + 3 * 24 * 3600,
+        nanos: 0,
+    });
+    assert_eq!(code_of(&m), Code::IllegalDeliveryTime);
+
+    // A normal message ignores both.
+    let mut normal = wire(MessageType::Normal);
+    props(&mut normal).orphaned_transaction_recovery_duration = Some(prost_types::Duration {
+        seconds: 12,
+        nanos: 0,
+    });
+    let record = produced_message(&normal, "", &limits(), NOW)
+        .expect("valid")
+        .record;
+    assert_eq!(record.properties, vec![("k".to_owned(), "v".to_owned())]);
+}
+
+#[test]
+fn the_system_property_key_is_reserved() {
+    let mut m = wire(MessageType::Transaction);
+    m.user_properties = HashMap::from([(CHECK_AFTER_PROPERTY.to_owned(), "1".to_owned())]);
+    assert_eq!(code_of(&m), Code::IllegalMessagePropertyKey);
+}

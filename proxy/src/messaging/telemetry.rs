@@ -1,6 +1,8 @@
 //! The Telemetry stream (protocol.md §4.2): returned at once (Rust's `start()` waits for the
 //! response headers), answers every client Settings with the merged settings, stays open
-//! until the client closes it or the server shuts down, and ignores everything else.
+//! until the client closes it or the server shuts down, and ignores everything else. A
+//! producer's stream also carries transaction check-backs (`crate::producers`) for the topics
+//! its Settings publish to.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use super::ResponseStream;
 use crate::Shared;
 use crate::convert;
 use crate::headers::RequestMeta;
+use crate::producers;
 use crate::settings::{self, GroupPolicy, Role};
 use crate::status::ok_status;
 
@@ -41,6 +44,7 @@ async fn run(
     replies: mpsc::Sender<Result<pb::TelemetryCommand, Status>>,
 ) {
     tracing::debug!("telemetry stream opened");
+    let stream = shared.producers.stream_id();
     loop {
         let command = tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -54,6 +58,15 @@ async fn run(
                 }
             },
         };
+        if let Some(Command::Settings(settings)) = &command.command
+            && let Some(client_id) = &meta.client_id
+            && settings::role_of(settings) == Role::Producer
+        {
+            let topics = producers::published_topics(settings, &meta.namespace);
+            shared
+                .producers
+                .register(stream, client_id, topics, replies.clone());
+        }
         let Some(reply) = answer(&shared, &meta, command).await else {
             continue;
         };
@@ -61,7 +74,8 @@ async fn run(
             break;
         }
     }
-    // Dropping `replies` ends the response stream.
+    // Dropping `replies` (and the producer registration's clone) ends the response stream.
+    shared.producers.remove(stream);
     tracing::debug!("telemetry stream closed");
 }
 

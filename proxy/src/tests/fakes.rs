@@ -17,7 +17,8 @@ use vela_proto::cluster_status::{
 use vela_proto::controller_api::ProxySeen;
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{
-    AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, TransactionResolution,
+    AppendOutcome, AppendRequest, Delivery, PopRequest, QueueSelector, TransactionCheck,
+    TransactionCheckRequest, TransactionResolution,
 };
 use vela_proto::{
     Clock, ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, MessageKind,
@@ -213,6 +214,8 @@ struct StoreState {
     attempts: HashMap<(GroupName, TopicName, u32, u64), u32>,
     /// Transaction id -> (topic, queue, record) of half messages.
     half: HashMap<String, (TopicName, u32, MessageRecord)>,
+    /// Half messages handed out for a check-back (each is due at once, and handed out once).
+    checked: std::collections::HashSet<String>,
     dead_lettered: Vec<(GroupName, u64)>,
 }
 
@@ -227,6 +230,8 @@ pub struct FakeStore {
     pub last_client_id: Mutex<Option<vela_proto::ClientId>>,
     /// The shards the last receive named.
     pub last_pop_shards: Mutex<Option<Vec<ShardId>>>,
+    /// The last transaction check request.
+    pub last_check_request: Mutex<Option<TransactionCheckRequest>>,
 }
 
 impl FakeStore {
@@ -402,6 +407,30 @@ impl StoreApi for FakeStore {
         state.dead_lettered.push((key.0.clone(), key.3));
         state.acked.insert(key, ());
         Ok(())
+    }
+
+    async fn transaction_checks(
+        &self,
+        req: &TransactionCheckRequest,
+    ) -> Result<Vec<TransactionCheck>, StoreError> {
+        *self.last_check_request.lock() = Some(req.clone());
+        let mut state = self.state.lock();
+        let StoreState { half, checked, .. } = &mut *state;
+        let mut due: Vec<TransactionCheck> = half
+            .iter()
+            .filter(|(id, (topic, _, _))| req.topics.contains(topic) && !checked.contains(*id))
+            .map(|(id, (topic, _, record))| TransactionCheck {
+                topic: topic.clone(),
+                transaction_id: id.clone(),
+                message: record.clone(),
+                store_timestamp_ms: 1_800_000_000_000,
+                check: 1,
+            })
+            .collect();
+        due.sort_by(|a, b| a.transaction_id.cmp(&b.transaction_id));
+        due.truncate(usize::try_from(req.max).unwrap_or(usize::MAX));
+        checked.extend(due.iter().map(|c| c.transaction_id.clone()));
+        Ok(due)
     }
 
     async fn end_transaction(

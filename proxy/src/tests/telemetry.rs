@@ -170,3 +170,108 @@ async fn serve_stops_on_its_token_with_telemetry_open() {
     assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
     drop(tx);
 }
+
+/// A producer stream that published `topic` and got its Settings back.
+async fn producer_stream(
+    client: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+) -> (
+    mpsc::Sender<pb::TelemetryCommand>,
+    tonic::Streaming<pb::TelemetryCommand>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let mut replies = client
+        .telemetry(req(ReceiverStream::new(rx)))
+        .await
+        .expect("call")
+        .into_inner();
+    let mut settings = producer_settings();
+    if let Some(Command::Settings(s)) = settings.command.as_mut()
+        && let Some(PubSub::Publishing(p)) = s.pub_sub.as_mut()
+    {
+        p.topics[0].name = topic.into();
+    }
+    tx.send(settings).await.expect("send settings");
+    let reply = replies.message().await.expect("reply").expect("not ended");
+    assert!(matches!(reply.command, Some(Command::Settings(_))));
+    (tx, replies)
+}
+
+#[tokio::test]
+async fn a_producer_of_the_topic_is_asked_to_resolve_a_half_message() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Transaction, 1).await;
+    h.topic("other", TopicType::Transaction, 1).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+    let (_orders_tx, mut orders) = producer_stream(&mut client, "orders").await;
+    let (_other_tx, mut other) = producer_stream(&mut client, "other").await;
+
+    let mut half = message("orders", "T1", b"pay");
+    if let Some(p) = half.system_properties.as_mut() {
+        p.message_type = MessageType::Transaction as i32;
+        p.orphaned_transaction_recovery_duration = Some(prost_types::Duration {
+            seconds: 5,
+            nanos: 0,
+        });
+    }
+    let sent = send_one(&mut client, half).await;
+    assert_eq!(code(&sent.status), Code::Ok as i32);
+    let transaction_id = sent.entries[0].transaction_id.clone();
+
+    let command = tokio::time::timeout(Duration::from_secs(10), orders.message())
+        .await
+        .expect("a check within the poll interval")
+        .expect("stream")
+        .expect("not ended");
+    let Some(Command::RecoverOrphanedTransactionCommand(check)) = command.command else {
+        panic!("a check-back command: {command:?}")
+    };
+    assert_eq!(check.transaction_id, transaction_id);
+    let m = check.message.expect("the half message");
+    assert_eq!(m.body, Bytes::from_static(b"pay"));
+    let p = m.system_properties.expect("system properties");
+    assert_eq!(p.message_id, "T1");
+    assert_eq!(
+        p.orphaned_transaction_recovery_duration.map(|d| d.seconds),
+        Some(5)
+    );
+    assert!(p.body_digest.is_some());
+    let asked = h
+        .store
+        .last_check_request
+        .lock()
+        .clone()
+        .expect("the store was asked");
+    let mut topics: Vec<&str> = asked.topics.iter().map(TopicName::as_str).collect();
+    topics.sort_unstable();
+    assert_eq!(topics, vec!["orders", "other"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), other.message())
+            .await
+            .is_err(),
+        "a producer of another topic is not asked"
+    );
+
+    // The checker's answer commits it, and it is delivered.
+    let answer = client
+        .end_transaction(req(pb::EndTransactionRequest {
+            topic: resource("orders"),
+            message_id: "T1".into(),
+            transaction_id,
+            resolution: pb::TransactionResolution::Commit as i32,
+            source: pb::TransactionSource::SourceServerCheck as i32,
+            trace_context: String::new(),
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&answer.status), Code::Ok as i32);
+    let items = receive_all(&mut client, req(receive_request("orders", "billing", 15))).await;
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Content::Message(m) if m.body == Bytes::from_static(b"pay"))),
+        "the committed message is delivered: {items:?}"
+    );
+}

@@ -12,7 +12,7 @@ use openraft::async_runtime::WatchReceiver;
 use tracing::warn;
 use vela_proto::cluster_status::ShardMember;
 use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
-use vela_proto::store_api::{Delivery, PopRequest, StoreError};
+use vela_proto::store_api::{Delivery, PopRequest, StoreError, TransactionCheck};
 
 use super::{Received, Store};
 use crate::command::{CommandResponse, StoreCommand};
@@ -191,6 +191,34 @@ impl Store {
                 "a probing receive delivered messages".into(),
             )),
         }
+    }
+
+    /// Transaction check-backs due on shard `shard` for half messages of `topics`, after a read
+    /// barrier (a deposed leader hands out nothing).
+    pub async fn transaction_checks_shard(
+        &self,
+        shard: ShardId,
+        topics: &[TopicName],
+        max: usize,
+    ) -> Result<Vec<TransactionCheck>, StoreError> {
+        let shard = self.led(shard)?;
+        self.read_barrier(&shard).await?;
+        self.checks_on(&shard, topics, max)
+    }
+
+    pub(super) fn checks_on(
+        &self,
+        shard: &Shard,
+        topics: &[TopicName],
+        max: usize,
+    ) -> Result<Vec<TransactionCheck>, StoreError> {
+        let now_ms = shard
+            .shared
+            .applied
+            .read()
+            .state
+            .time_at(self.clock.now_ms());
+        shard.transaction_checks(topics, max, now_ms, self.check_policy)
     }
 
     /// Offsets and backlog of `topic`'s queues on shard `shard`, read after a read barrier (a

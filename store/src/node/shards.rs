@@ -14,8 +14,8 @@ use vela_proto::store_api::{OpenMode, StoreError};
 use super::{LocalShard, MAX_QUEUED_ACKS, RETENTION_INTERVAL, Store, batch_acks, upgrade};
 use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubPolicy};
-use crate::shard::tasks;
 use crate::shard::{DamageFound, Shard, ShardRaft};
+use crate::shard::{tasks, transactions};
 
 impl Store {
     /// Starts an open shard's background work and makes it served.
@@ -44,6 +44,12 @@ impl Store {
         tasks.spawn(tasks::release_due_messages(
             shard.clone(),
             self.clock.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(transactions::roll_back_orphans(
+            shard.clone(),
+            self.clock.clone(),
+            self.check_policy,
             cancel.clone(),
         ));
         tasks.spawn(tasks::retention_loop(

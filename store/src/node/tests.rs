@@ -17,6 +17,7 @@ use super::*;
 
 mod clock;
 mod replicated;
+mod transactions;
 mod upkeep;
 
 #[derive(Debug)]
