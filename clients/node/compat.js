@@ -147,6 +147,8 @@ async function main() {
         properties: new Map([[ 'index', String(i) ]]),
       });
       check(receipt.messageId.length === 34, `message id ${receipt.messageId} is not 34 chars`);
+      check(receipt.transactionId === receipt.messageId,
+        `transaction id ${receipt.transactionId} of a plain send (Apache: the message id)`);
       ids.push(receipt.messageId);
     }
     await producer.send({ topic: TOPIC.normal, tag: 'TagB', body: Buffer.from('filtered-out') });
@@ -184,6 +186,8 @@ async function main() {
     const order = [];
     await receiveUntil(consumers.fifo, ids, 'fifo', async m => {
       check(m.messageGroup === 'compat-group-1', `message group ${m.messageGroup}`);
+      check(m.properties.get('__SHARDINGKEY') === 'compat-group-1',
+        `__SHARDINGKEY ${m.properties.get('__SHARDINGKEY')}`);
       order.push(m.messageId);
       await consumers.fifo.ack(m);
     });
@@ -222,7 +226,7 @@ async function main() {
     const transaction = txProducer.beginTransaction();
     const receipt = await txProducer.send({ topic: TOPIC.tx, body: Buffer.from(body) }, transaction);
     check(receipt.transactionId, 'a half message\'s receipt has no transaction id');
-    return { transaction, id: receipt.messageId };
+    return { transaction, id: receipt.messageId, transactionId: receipt.transactionId };
   };
 
   await step('transaction commit + rollback by the producer', async () => {
@@ -232,6 +236,8 @@ async function main() {
     await committed.transaction.commit();
     await receiveUntil(consumers.tx, [ committed.id ], 'transaction commit', async m => {
       check(m.body.toString() === 'client-commit', `body ${m.body}`);
+      check(m.properties.get('__transactionId__') === committed.transactionId,
+        `__transactionId__ ${m.properties.get('__transactionId__')}, sent as ${committed.transactionId}`);
       await consumers.tx.ack(m);
     });
   });

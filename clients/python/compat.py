@@ -43,6 +43,7 @@ TOPIC_FIFO = f"compat-py-{RUN}-fifo"
 TOPIC_DELAY = f"compat-py-{RUN}-delay"
 TOPIC_PUSH = f"compat-py-{RUN}-push"
 TOPIC_TX = f"compat-py-{RUN}-tx"
+TOPIC_QUIET = f"compat-py-{RUN}-quiet"
 GROUP_NORMAL = f"compat-py-{RUN}-g-normal"
 GROUP_FIFO = f"compat-py-{RUN}-g-fifo"
 GROUP_DELAY = f"compat-py-{RUN}-g-delay"
@@ -151,6 +152,8 @@ def main():
             msg.add_property("index", str(i))
             receipt = state["producer"].send(msg)
             check(len(receipt.message_id) == 34, f"message id {receipt.message_id!r} is not 34 chars")
+            check(receipt.transaction_id == receipt.message_id,
+                  f"transaction id {receipt.transaction_id!r} of a plain send (Apache: the message id)")
             ids.append(receipt.message_id)
         other = Message()
         other.topic = TOPIC_NORMAL
@@ -197,6 +200,8 @@ def main():
 
         def handle(m):
             check(m.message_group == "compat-group-1", f"message group {m.message_group!r}")
+            check(m.properties.get("__SHARDINGKEY") == "compat-group-1",
+                  f"__SHARDINGKEY {m.properties.get('__SHARDINGKEY')!r}")
             order.append(m.message_id)
             state["fifo"].ack(m)
         receive_until(state["fifo"], ids, "fifo", handle)
@@ -221,6 +226,21 @@ def main():
             state["delay"].ack(m)
         receive_until(state["delay"], [message_id], "delay", handle)
     step("delay message send + delivery after its time", delay)
+
+    def short_long_polling():
+        # await_duration 2 s gives a 5 s deadline, less than the 5 s minimum long polling plus
+        # the server's margin: served with the time left (Apache's proxy answers 40018).
+        consumer = SimpleConsumer(config, f"compat-py-{RUN}-g-quiet", {TOPIC_QUIET: FilterExpression("*")},
+                                  await_duration=2)
+        consumer.startup()
+        try:
+            started = time.monotonic()
+            got = consumer.receive(1, INVISIBLE_SECONDS)
+            check(not got, f"a topic nobody sent to delivered {len(got)} message(s)")
+            check(time.monotonic() - started < 5, "the receive outlasted its deadline")
+        finally:
+            consumer.shutdown()
+    step("short long polling (await_duration 2 s) is served", short_long_polling)
 
     asked = {}
     asked_lock = threading.Lock()
@@ -247,6 +267,7 @@ def main():
         transaction = state["tx_producer"].begin_transaction()
         receipt = state["tx_producer"].send(msg, transaction)
         check(receipt.transaction_id, "a half message's receipt has no transaction id")
+        state.setdefault("tx_ids", {})[receipt.message_id] = receipt.transaction_id
         return transaction, receipt.message_id
 
     def transactions_from_the_client():
@@ -258,6 +279,9 @@ def main():
 
         def handle(m):
             check(m.body == b"client-commit", f"body {m.body!r}")
+            want = state["tx_ids"][m.message_id]
+            check(m.properties.get("__transactionId__") == want,
+                  f"__transactionId__ {m.properties.get('__transactionId__')!r}, sent as {want!r}")
             state["tx"].ack(m)
         receive_until(state["tx"], [committed_id], "transaction commit", handle)
     step("transaction commit + rollback by the producer", transactions_from_the_client)

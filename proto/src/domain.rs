@@ -306,34 +306,55 @@ pub enum TagFilter {
     Tags(Vec<String>),
 }
 
+/// Longest tag a message may carry.
+pub const MAX_TAG_LEN: usize = 255;
+/// Longest tag expression a subscription may have.
+pub const MAX_TAG_EXPRESSION_LEN: usize = 16 * 1024;
+/// Most distinct tags one tag expression may name.
+pub const MAX_EXPRESSION_TAGS: usize = 256;
+
 /// Why a filter expression was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("illegal tag expression {expression:?}: {reason}")]
 pub struct FilterError {
+    /// The expression, cut to its first 64 characters.
     pub expression: String,
     pub reason: &'static str,
 }
 
 impl TagFilter {
-    /// Parses a RocketMQ tag expression. Empty and `*` subscribe to everything.
+    /// Parses a RocketMQ tag expression. Empty and `*` subscribe to everything. At most
+    /// [`MAX_TAG_EXPRESSION_LEN`] bytes and [`MAX_EXPRESSION_TAGS`] distinct tags, each at most
+    /// [`MAX_TAG_LEN`] (no message carries a longer one); repeats count once.
     pub fn parse(expression: &str) -> Result<Self, FilterError> {
+        let error = |reason| FilterError {
+            expression: expression.chars().take(64).collect(),
+            reason,
+        };
+        if expression.len() > MAX_TAG_EXPRESSION_LEN {
+            return Err(error("longer than 16 KiB"));
+        }
         let expr = expression.trim();
         if expr.is_empty() || expr == "*" {
             return Ok(TagFilter::All);
         }
         let mut tags = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for part in expr.split("||") {
             let tag = part.trim();
             if tag.is_empty() {
-                return Err(FilterError {
-                    expression: expression.to_owned(),
-                    reason: "empty tag",
-                });
+                return Err(error("empty tag"));
             }
             if tag == "*" {
                 return Ok(TagFilter::All);
             }
-            if !tags.iter().any(|t: &String| t == tag) {
+            if tag.len() > MAX_TAG_LEN {
+                return Err(error("a tag is longer than 255 bytes"));
+            }
+            if seen.insert(tag) {
+                if tags.len() == MAX_EXPRESSION_TAGS {
+                    return Err(error("more than 256 distinct tags"));
+                }
                 tags.push(tag.to_owned());
             }
         }
@@ -532,6 +553,33 @@ mod tests {
         assert!(f.matches(Some("A")) && f.matches(Some("B")));
         assert!(!f.matches(Some("C")) && !f.matches(None));
         assert!(TagFilter::parse("A||").is_err());
+        assert_eq!(
+            TagFilter::parse("B || A || B || A"),
+            Ok(TagFilter::Tags(vec!["B".into(), "A".into()])),
+            "repeats count once, first order kept"
+        );
+    }
+
+    #[test]
+    fn tag_expressions_are_bounded() {
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("t{i}"))
+                .collect::<Vec<_>>()
+                .join("||")
+        };
+        assert!(TagFilter::parse(&many(MAX_EXPRESSION_TAGS)).is_ok());
+        let err = TagFilter::parse(&many(MAX_EXPRESSION_TAGS + 1)).expect_err("too many");
+        assert_eq!(err.reason, "more than 256 distinct tags");
+        assert_eq!(err.expression.chars().count(), 64, "cut in the error");
+        // Thousands of repeats of one tag are one tag (and cheap to check).
+        let repeats = vec!["A"; 5000].join("||");
+        assert_eq!(
+            TagFilter::parse(&repeats),
+            Ok(TagFilter::Tags(vec!["A".into()]))
+        );
+        assert!(TagFilter::parse(&"x".repeat(MAX_TAG_LEN + 1)).is_err());
+        assert!(TagFilter::parse(&"A||".repeat(MAX_TAG_EXPRESSION_LEN / 3 + 1)).is_err());
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Delivery {
     /// Identifies this delivery; the proxy signs it into the receipt handle.
     pub ticket: ReceiptTicket,
     pub message: MessageRecord,
+    /// For a committed transaction: the transaction id its send answered.
+    pub transaction_id: Option<String>,
 }
 
 /// How a transaction ends.

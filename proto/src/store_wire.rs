@@ -239,6 +239,7 @@ pub fn delivery_to_wire(d: &Delivery) -> pb::Delivery {
         invisible_ms: millis(d.invisible),
         ticket: Some(ticket_to_wire(&d.ticket)),
         message: Some(message_to_wire(&d.message)),
+        transaction_id: d.transaction_id.clone(),
     }
 }
 
@@ -255,6 +256,7 @@ pub fn delivery_from_wire(d: pb::Delivery) -> Result<Delivery, WireError> {
             d.message
                 .ok_or_else(|| WireError("delivery without a message".into()))?,
         )?,
+        transaction_id: d.transaction_id.filter(|t| !t.is_empty()),
     })
 }
 

@@ -10,16 +10,28 @@ use vela_proto::pb::rocketmq::{self as pb, Code, DigestType, Encoding, FilterTyp
 use vela_proto::store_api::{Delivery, TransactionCheck};
 use vela_proto::{
     CHECK_AFTER_PROPERTY, DLQ_PREFIX, GroupName, MAX_CHECK_AFTER, MAX_INVISIBLE, MAX_RECEIVE_BATCH,
-    MIN_INVISIBLE, MessageKind, MessageRecord, TagFilter, TopicName, TopicType,
+    MAX_TAG_LEN, MIN_INVISIBLE, MessageKind, MessageRecord, TagFilter, TopicName, TopicType,
 };
 
 use crate::config::ProxyConfig;
 use crate::route::{message_type_of, topic_resource};
 use crate::status::RpcError;
 
-/// Longest tag accepted. Tags are interned by the store (one entry per distinct tag), so an
-/// unbounded tag would be unbounded memory.
-const MAX_TAG_LEN: usize = 255;
+/// The user property a delivered message with a message group carries it in, as Apache's
+/// broker adds it (the official clients' tests read it).
+pub(crate) const SHARDING_KEY_PROPERTY: &str = "__SHARDINGKEY";
+/// The user property a delivered transactional message carries its transaction id in.
+pub(crate) const TRANSACTION_ID_PROPERTY: &str = "__transactionId__";
+/// Most keys one message may carry.
+const MAX_KEYS: usize = 64;
+/// Longest key.
+const MAX_KEY_LEN: usize = 255;
+/// Longest message id (the clients' ids are 32 or 34 characters).
+const MAX_MESSAGE_ID_LEN: usize = 128;
+/// Most messages one SendMessage may carry.
+pub(crate) const MAX_SEND_BATCH: usize = 1024;
+/// Most entries one AckMessage may carry.
+pub(crate) const MAX_ACK_BATCH: usize = 1024;
 
 /// A wire duration; negative or out-of-range values are rejected.
 pub(crate) fn duration_from_pb(d: &prost_types::Duration) -> Option<Duration> {
@@ -148,6 +160,12 @@ pub(crate) fn produced_message(
     if props.message_id.trim().is_empty() {
         return Err(RpcError::new(Code::IllegalMessageId, "message id is empty"));
     }
+    if props.message_id.len() > MAX_MESSAGE_ID_LEN {
+        return Err(RpcError::new(
+            Code::IllegalMessageId,
+            format!("message id is longer than {MAX_MESSAGE_ID_LEN} bytes"),
+        ));
+    }
     if props.body_encoding == Encoding::Gzip as i32 {
         return Err(RpcError::new(
             Code::Unsupported,
@@ -191,6 +209,21 @@ pub(crate) fn produced_message(
         return Err(RpcError::new(
             Code::IllegalMessageKey,
             format!("message key {key:?} is blank"),
+        ));
+    }
+    if props.keys.len() > MAX_KEYS {
+        return Err(RpcError::new(
+            Code::IllegalMessageKey,
+            format!(
+                "{} message keys exceed the limit of {MAX_KEYS}",
+                props.keys.len()
+            ),
+        ));
+    }
+    if props.keys.iter().any(|k| k.len() > MAX_KEY_LEN) {
+        return Err(RpcError::new(
+            Code::IllegalMessageKey,
+            format!("a message key is longer than {MAX_KEY_LEN} bytes"),
         ));
     }
     let message_group = props.message_group.as_deref().filter(|g| !g.is_empty());
@@ -370,6 +403,8 @@ fn user_properties(
             format!("user property key {key:?} is blank or has control characters"),
         ));
     }
+    // The two keys deliveries add (`__SHARDINGKEY`, `__transactionId__`) are overwritten
+    // there; this one would change when the message is checked back.
     if props.contains_key(CHECK_AFTER_PROPERTY) {
         return Err(RpcError::new(
             Code::IllegalMessagePropertyKey,
@@ -477,33 +512,18 @@ pub(crate) fn changed_invisible(d: Option<&prost_types::Duration>) -> Result<Dur
     }
 }
 
-/// How long a receive may wait for messages: the requested time clamped to
-/// `[min, max]`, then to what is left of the client's deadline. `ILLEGAL_POLLING_TIME` when
-/// the deadline leaves less than `min` (as the Java proxy does).
+/// How long a receive may wait for messages: the requested time clamped to `[min, max]`,
+/// then to what is left of the client's deadline, however short: a receive whose deadline
+/// leaves less than `min` is served with the time that is left (Apache's proxy refuses it with
+/// `ILLEGAL_POLLING_TIME`; the Python client's 2 s `await_duration` gives such deadlines).
 pub(crate) fn poll_time(
     requested: Option<Duration>,
     remaining: Option<Duration>,
     min: Duration,
     max: Duration,
-) -> Result<Duration, RpcError> {
+) -> Duration {
     let wanted = requested.unwrap_or(Duration::ZERO).clamp(min, max.max(min));
-    match remaining {
-        Some(left) if left < wanted => {
-            if left >= min {
-                Ok(left)
-            } else {
-                Err(RpcError::new(
-                    Code::IllegalPollingTime,
-                    format!(
-                        "the call deadline leaves {} ms, less than the minimum long polling of {} ms",
-                        left.as_millis(),
-                        min.as_millis()
-                    ),
-                ))
-            }
-        }
-        _ => Ok(wanted),
-    }
+    remaining.map_or(wanted, |left| wanted.min(left))
 }
 
 /// The MD5 of a body as the clients verify it: upper-case hex.
@@ -524,6 +544,11 @@ pub(crate) fn delivered_message(
             message_id: d.message.message_id.clone(),
         });
     let mut message = wire_message(d.message, &d.topic, d.store_timestamp_ms, store_host);
+    if let Some(transaction_id) = d.transaction_id {
+        message
+            .user_properties
+            .insert(TRANSACTION_ID_PROPERTY.to_owned(), transaction_id);
+    }
     if let Some(props) = message.system_properties.as_mut() {
         props.receipt_handle = Some(receipt_handle);
         props.queue_id = i32::try_from(d.queue_id).unwrap_or(i32::MAX);
@@ -551,7 +576,7 @@ fn wire_message(
     store_host: &str,
 ) -> pb::Message {
     let mut check_after = None;
-    let user_properties = record
+    let mut user_properties: HashMap<String, String> = record
         .properties
         .into_iter()
         .filter(|(k, v)| {
@@ -563,6 +588,9 @@ fn wire_message(
             }
         })
         .collect();
+    if let Some(group) = &record.message_group {
+        user_properties.insert(SHARDING_KEY_PROPERTY.to_owned(), group.clone());
+    }
     let system_properties = pb::SystemProperties {
         tag: record.tag,
         keys: record.keys,

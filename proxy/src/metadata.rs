@@ -1,9 +1,15 @@
 //! Topic and group metadata as the proxy sees it: looked up at the controller, created on
 //! first use when the auto-creation switches are on, and cached so the hot paths (send,
-//! receive) do not ask the controller on every call. Only hits are cached, so a topic created
-//! elsewhere is usable at once; this proxy's admin calls drop entries they change. An entry
-//! older than a few seconds is refreshed in the background while it is still served, so data
-//! traffic on known topics never depends on the controller being up.
+//! receive) do not ask the controller on every call. An entry older than a few seconds is
+//! refreshed in the background while it is still served, so data traffic on known topics never
+//! depends on the controller being up; this proxy's admin calls drop entries they change.
+//!
+//! Topics are auto-created only where clients declare them (QueryRoute, QueryAssignment:
+//! [`Metadata::declare_topic`]), never by a send, a receive, a heartbeat or Telemetry; groups
+//! on first use. Creation is rate-limited per proxy ([`CREATIONS_PER_MINUTE`], bursts of
+//! [`CREATION_BURST`]), and a name the controller does not know is remembered as missing for
+//! [`MISS_TTL`], so a client hammering unknown names costs the controller one lookup per name
+//! per interval.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +27,50 @@ use crate::status::RpcError;
 /// How long a looked-up topic or group is trusted. Short: a deletion through another proxy
 /// is noticed within this time.
 const CACHE_TTL: Duration = Duration::from_secs(3);
+/// How long a name the controller did not know answers "not found" without asking again: a
+/// topic created through another proxy is usable here within this time.
+const MISS_TTL: Duration = Duration::from_secs(2);
+/// Names remembered as missing, at most (the memory is cleared when full).
+const MAX_MISSES: usize = 10_000;
+/// Auto-creations (topics and groups together) one proxy makes a minute, sustained...
+pub(crate) const CREATIONS_PER_MINUTE: u32 = 60;
+/// ...and at once.
+pub(crate) const CREATION_BURST: u32 = 20;
+
+/// Names the controller recently did not know.
+struct Misses<K> {
+    at: RwLock<HashMap<K, Instant>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Misses<K> {
+    fn new() -> Self {
+        Self {
+            at: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn recent(&self, key: &K) -> bool {
+        self.at
+            .read()
+            .get(key)
+            .is_some_and(|at| at.elapsed() < MISS_TTL)
+    }
+
+    fn remember(&self, key: &K) {
+        let mut at = self.at.write();
+        if at.len() >= MAX_MISSES {
+            at.retain(|_, t| t.elapsed() < MISS_TTL);
+            if at.len() >= MAX_MISSES {
+                at.clear();
+            }
+        }
+        at.insert(key.clone(), Instant::now());
+    }
+
+    fn forget(&self, key: &K) {
+        self.at.write().remove(key);
+    }
+}
 
 struct Cached<T> {
     value: Arc<T>,
@@ -43,6 +93,9 @@ pub(crate) struct Metadata {
     ttl: Duration,
     topics: Cache<TopicName, TopicConfig>,
     groups: Cache<GroupName, GroupConfig>,
+    missing_topics: Misses<TopicName>,
+    missing_groups: Misses<GroupName>,
+    creations: governor::DefaultDirectRateLimiter,
 }
 
 /// What the cache holds for a key.
@@ -136,6 +189,13 @@ where
     });
 }
 
+fn creation_quota() -> governor::Quota {
+    let burst = std::num::NonZeroU32::new(CREATION_BURST).unwrap_or(std::num::NonZeroU32::MIN);
+    let per_minute =
+        std::num::NonZeroU32::new(CREATIONS_PER_MINUTE).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::Quota::per_minute(per_minute).allow_burst(burst)
+}
+
 impl Metadata {
     pub fn new(
         controller: Arc<dyn ControllerApi>,
@@ -151,7 +211,25 @@ impl Metadata {
             ttl: CACHE_TTL,
             topics: Cache::default(),
             groups: Cache::default(),
+            missing_topics: Misses::new(),
+            missing_groups: Misses::new(),
+            creations: governor::RateLimiter::direct(creation_quota()),
         }
+    }
+
+    /// Takes one auto-creation from the rate limit, or says why not.
+    fn may_create(&self, kind: &str, name: &str) -> Result<(), RpcError> {
+        self.creations.check().map_err(|_| {
+            tracing::warn!(kind, name, "auto-creation rate limit reached");
+            RpcError::new(
+                Code::TooManyRequests,
+                format!(
+                    "{kind} {name} not created: this proxy auto-creates at most \
+                     {CREATIONS_PER_MINUTE} topics and groups a minute; create it with \
+                     `vela admin {kind} create`"
+                ),
+            )
+        })
     }
 
     /// The same with entries trusted for `ttl` (tests).
@@ -161,9 +239,25 @@ impl Metadata {
         self
     }
 
-    /// The topic's configuration; `TOPIC_NOT_FOUND` unless it exists or may be auto-created.
-    /// Auto-created topics are `mixed`, so producers of every message type can use them.
+    /// The topic's configuration; `TOPIC_NOT_FOUND` unless it exists (a dead-letter topic
+    /// exists once its group does).
     pub async fn topic(&self, name: &TopicName) -> Result<Arc<TopicConfig>, RpcError> {
+        self.find_topic(name, false).await
+    }
+
+    /// [`topic`](Self::topic) for a client declaring the topic (QueryRoute, QueryAssignment):
+    /// created when auto-creation is on and the rate limit allows. Auto-created topics are
+    /// `mixed`, so producers of every message type can use them.
+    pub async fn declare_topic(&self, name: &TopicName) -> Result<Arc<TopicConfig>, RpcError> {
+        self.find_topic(name, self.auto_create_topics).await
+    }
+
+    async fn find_topic(
+        &self,
+        name: &TopicName,
+        create: bool,
+    ) -> Result<Arc<TopicConfig>, RpcError> {
+        let not_found = || RpcError::new(Code::TopicNotFound, format!("topic {name} not found"));
         match lookup(&self.topics, name, self.ttl) {
             Lookup::Fresh(hit) => return Ok(hit),
             Lookup::Stale { value, refresh } => {
@@ -177,7 +271,12 @@ impl Metadata {
             }
             Lookup::Miss => {}
         }
+        let is_dead_letter = name.as_str().starts_with(DLQ_PREFIX);
+        if !create && !is_dead_letter && self.missing_topics.recent(name) {
+            return Err(not_found());
+        }
         if let Some(config) = self.controller.get_topic(name).await? {
+            self.missing_topics.forget(name);
             return Ok(remember(&self.topics, name.clone(), config));
         }
         // `%DLQ%<group>` exists implicitly once its group does, whatever the auto-creation
@@ -194,12 +293,11 @@ impl Metadata {
                 Err(e) => Err(e.into()),
             };
         }
-        if !self.auto_create_topics {
-            return Err(RpcError::new(
-                Code::TopicNotFound,
-                format!("topic {name} not found"),
-            ));
+        if !create {
+            self.missing_topics.remember(name);
+            return Err(not_found());
         }
+        self.may_create("topic", name.as_str())?;
         let spec = TopicSpec {
             name: name.clone(),
             topic_type: TopicType::Mixed,
@@ -212,11 +310,11 @@ impl Metadata {
                 config
             }
             // Another proxy (or call) created it first.
-            Err(ControllerError::AlreadyExists(_)) => {
-                self.controller.get_topic(name).await?.ok_or_else(|| {
-                    RpcError::new(Code::TopicNotFound, format!("topic {name} not found"))
-                })?
-            }
+            Err(ControllerError::AlreadyExists(_)) => self
+                .controller
+                .get_topic(name)
+                .await?
+                .ok_or_else(not_found)?,
             Err(e) => return Err(e.into()),
         };
         Ok(remember(&self.topics, name.clone(), config))
@@ -227,10 +325,15 @@ impl Metadata {
     pub async fn existing_topic(&self, name: &TopicName) -> Option<Arc<TopicConfig>> {
         match lookup(&self.topics, name, self.ttl) {
             Lookup::Fresh(hit) | Lookup::Stale { value: hit, .. } => Some(hit),
-            Lookup::Miss => {
-                let config = self.controller.get_topic(name).await.ok()??;
-                Some(remember(&self.topics, name.clone(), config))
-            }
+            Lookup::Miss if self.missing_topics.recent(name) => None,
+            Lookup::Miss => match self.controller.get_topic(name).await {
+                Ok(Some(config)) => Some(remember(&self.topics, name.clone(), config)),
+                Ok(None) => {
+                    self.missing_topics.remember(name);
+                    None
+                }
+                Err(_) => None,
+            },
         }
     }
 
@@ -250,18 +353,24 @@ impl Metadata {
             }
             Lookup::Miss => {}
         }
-        if let Some(config) = self.controller.get_group(name).await? {
-            return Ok(remember(&self.groups, name.clone(), config));
-        }
         let not_found = || {
             RpcError::new(
                 Code::ConsumerGroupNotFound,
                 format!("consumer group {name} not found"),
             )
         };
-        if !self.auto_create_groups {
+        if !self.auto_create_groups && self.missing_groups.recent(name) {
             return Err(not_found());
         }
+        if let Some(config) = self.controller.get_group(name).await? {
+            self.missing_groups.forget(name);
+            return Ok(remember(&self.groups, name.clone(), config));
+        }
+        if !self.auto_create_groups {
+            self.missing_groups.remember(name);
+            return Err(not_found());
+        }
+        self.may_create("group", name.as_str())?;
         let spec = GroupSpec {
             name: name.clone(),
             fifo: false,
@@ -285,10 +394,12 @@ impl Metadata {
 
     pub fn forget_topic(&self, name: &TopicName) {
         self.topics.write().remove(name);
+        self.missing_topics.forget(name);
     }
 
     pub fn forget_group(&self, name: &GroupName) {
         self.groups.write().remove(name);
+        self.missing_groups.forget(name);
     }
 }
 
@@ -304,7 +415,7 @@ mod tests {
         let md = Metadata::new(controller.clone(), true, true, 4).with_ttl(ttl);
         let orders = TopicName::new("orders").expect("valid");
         let billing = GroupName::new("billing").expect("valid");
-        let created = md.topic(&orders).await.expect("auto-created");
+        let created = md.declare_topic(&orders).await.expect("auto-created");
         md.group(&billing).await.expect("auto-created");
 
         controller.set_down(true);
@@ -331,5 +442,89 @@ mod tests {
             md.topic(&orders).await.ok();
         }
         assert!(gone, "the refresh never noticed the deletion");
+    }
+
+    #[tokio::test]
+    async fn only_declarations_create_topics_and_creations_are_rate_limited() {
+        let controller = Arc::new(FakeController::default());
+        let md = Metadata::new(controller.clone(), true, true, 4);
+        let orders = TopicName::new("orders").expect("valid");
+        let err = md.topic(&orders).await.expect_err("a send does not create");
+        assert_eq!(err.code, Code::TopicNotFound);
+        assert!(controller.get_topic(&orders).await.expect("get").is_none());
+        // A declaration creates, even right after the miss.
+        md.declare_topic(&orders).await.expect("declared");
+        md.topic(&orders).await.expect("found now");
+
+        // A burst of garbage declarations: CREATION_BURST are created, then TOO_MANY_REQUESTS.
+        let mut limited = 0;
+        for i in 0..CREATION_BURST + 5 {
+            let name = TopicName::new(format!("junk-{i}")).expect("valid");
+            if let Err(e) = md.declare_topic(&name).await {
+                assert_eq!(e.code, Code::TooManyRequests);
+                limited += 1;
+            }
+        }
+        // `orders` used one of the burst.
+        assert_eq!(limited, 6);
+        let err = md
+            .group(&GroupName::new("g-late").expect("valid"))
+            .await
+            .expect_err("groups share the limit");
+        assert_eq!(err.code, Code::TooManyRequests);
+        // Existing names never spend the limit.
+        md.declare_topic(&orders).await.expect("exists");
+    }
+
+    #[tokio::test]
+    async fn a_missing_name_is_remembered_briefly() {
+        let controller = Arc::new(FakeController::default());
+        let md = Metadata::new(controller.clone(), false, false, 4);
+        let orders = TopicName::new("orders").expect("valid");
+        let billing = GroupName::new("billing").expect("valid");
+        assert_eq!(
+            md.declare_topic(&orders).await.expect_err("off").code,
+            Code::TopicNotFound
+        );
+        assert_eq!(
+            md.group(&billing).await.expect_err("off").code,
+            Code::ConsumerGroupNotFound
+        );
+        // Created elsewhere (another proxy): unseen here for a moment, then found.
+        controller
+            .create_topic(TopicSpec {
+                name: orders.clone(),
+                topic_type: TopicType::Normal,
+                queue_count: 1,
+                auto_created: false,
+            })
+            .await
+            .expect("created");
+        controller.set_down(true);
+        assert_eq!(
+            md.topic(&orders)
+                .await
+                .expect_err("remembered missing")
+                .code,
+            Code::TopicNotFound,
+            "answered without the controller"
+        );
+        controller.set_down(false);
+        tokio::time::sleep(MISS_TTL + Duration::from_millis(50)).await;
+        md.topic(&orders)
+            .await
+            .expect("found after the miss expired");
+        // This proxy's own admin call clears the memory at once.
+        md.forget_group(&billing);
+        controller
+            .create_group(GroupSpec {
+                name: billing.clone(),
+                fifo: false,
+                max_attempts: 3,
+                auto_created: false,
+            })
+            .await
+            .expect("created");
+        md.group(&billing).await.expect("found");
     }
 }

@@ -272,10 +272,14 @@ fn parse_send_reply(reply: pb::SendMessageResponse, ids: &[String]) -> Result<Ve
                     ),
                 ));
             }
+            // Servers answer the message id as the transaction id of a send that is not a
+            // transaction (Apache does, and Vela too).
+            let transaction_id =
+                Some(entry.transaction_id).filter(|t| !t.is_empty() && *t != entry.message_id);
             Ok(SendReceipt {
                 message_id: entry.message_id,
                 offset: entry.offset,
-                transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
+                transaction_id,
             })
         })
         .collect()
@@ -340,6 +344,16 @@ mod tests {
         assert_eq!(receipts[1].message_id, "01B");
         assert_eq!(receipts[1].offset, 42);
         assert_eq!(receipts[1].transaction_id, None);
+        let mut echoed = entry("01A", Code::Ok);
+        echoed.transaction_id = "01A".into();
+        let mut half = entry("01B", Code::Ok);
+        half.transaction_id = "0-7-1".into();
+        let receipts = parse_send_reply(reply(Code::Ok, vec![echoed, half]), &ids).unwrap();
+        assert_eq!(
+            receipts[0].transaction_id, None,
+            "the message id echoed for a plain send"
+        );
+        assert_eq!(receipts[1].transaction_id.as_deref(), Some("0-7-1"));
 
         let short = reply(Code::Ok, vec![entry("01A", Code::Ok)]);
         assert!(matches!(

@@ -37,6 +37,12 @@ pub use legacy::{EntryMap, LegacyState};
 pub use plan::{PopPlan, ScanMemo};
 use time::deadline;
 
+/// The transaction id of a half message: where its record is. It names the shard first, so any
+/// proxy routes an `EndTransaction` to it.
+pub fn transaction_id(shard: ShardId, record: RecordRef) -> String {
+    format!("{shard}-{}-{}", record.log_index, record.slot)
+}
+
 /// A message waiting outside its queue: a delay message before its due time, or a transaction
 /// half message before its commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,7 +451,7 @@ impl ShardState {
 
     /// The transaction id of the half message at `record` (what its send answered).
     pub fn transaction_id(&self, record: RecordRef) -> String {
-        format!("{}-{}-{}", self.shard, record.log_index, record.slot)
+        transaction_id(self.shard, record)
     }
 
     fn parse_transaction_id(&self, id: &str) -> Option<RecordRef> {

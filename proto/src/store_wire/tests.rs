@@ -50,6 +50,7 @@ fn values_survive_the_wire() {
         invisible: Duration::from_secs(30),
         ticket: t,
         message: m.clone(),
+        transaction_id: Some("0-12-3".into()),
     };
     let back = delivery_from_wire(delivery_to_wire(&d)).unwrap();
     assert_eq!(
@@ -58,9 +59,17 @@ fn values_survive_the_wire() {
             back.attempt,
             back.invisible,
             back.message,
-            back.ticket
+            back.ticket,
+            back.transaction_id
         ),
-        (d.offset, d.attempt, d.invisible, d.message, d.ticket)
+        (
+            d.offset,
+            d.attempt,
+            d.invisible,
+            d.message,
+            d.ticket,
+            d.transaction_id
+        )
     );
     for filter in [
         TagFilter::All,

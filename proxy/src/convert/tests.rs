@@ -102,8 +102,18 @@ fn bad_messages_get_their_codes() {
     assert_eq!(code_of(&m), Code::BadRequest);
 
     let mut m = wire(MessageType::Normal);
+    props(&mut m).message_id = "1".repeat(129);
+    assert_eq!(code_of(&m), Code::IllegalMessageId);
+
+    let mut m = wire(MessageType::Normal);
     props(&mut m).keys = vec![" ".into()];
     assert_eq!(code_of(&m), Code::IllegalMessageKey);
+    props(&mut m).keys = (0..65).map(|i| format!("k{i}")).collect();
+    assert_eq!(code_of(&m), Code::IllegalMessageKey);
+    props(&mut m).keys = vec!["k".repeat(256)];
+    assert_eq!(code_of(&m), Code::IllegalMessageKey);
+    props(&mut m).keys = (0..64).map(|i| format!("k{i}")).collect();
+    assert!(produced_message(&m, "", &limits(), NOW).is_ok());
 
     assert_eq!(code_of(&wire(MessageType::Fifo)), Code::IllegalMessageGroup);
     let mut m = wire(MessageType::Fifo);
@@ -269,17 +279,19 @@ fn polling_time_is_clamped_to_the_deadline() {
     let (min, max) = (Duration::from_secs(5), Duration::from_secs(20));
     let s = Duration::from_secs;
     // Rust 5.0.0: asks 40 s with a 40 s deadline -> 20 s.
-    assert_eq!(poll_time(Some(s(40)), Some(s(39)), min, max), Ok(s(20)));
+    assert_eq!(poll_time(Some(s(40)), Some(s(39)), min, max), s(20));
     // Python: asks 5 s with an 8 s deadline -> 5 s.
-    assert_eq!(poll_time(Some(s(5)), Some(s(7)), min, max), Ok(s(5)));
+    assert_eq!(poll_time(Some(s(5)), Some(s(7)), min, max), s(5));
     // Asking for less than the minimum gets the minimum.
-    assert_eq!(poll_time(Some(s(1)), None, min, max), Ok(s(5)));
-    assert_eq!(poll_time(None, None, min, max), Ok(s(5)));
-    // The deadline wins when it is shorter but still long enough.
-    assert_eq!(poll_time(Some(s(20)), Some(s(12)), min, max), Ok(s(12)));
+    assert_eq!(poll_time(Some(s(1)), None, min, max), s(5));
+    assert_eq!(poll_time(None, None, min, max), s(5));
+    // The deadline wins when it is shorter, even shorter than the minimum (Python's 2 s
+    // await_duration: a 5 s deadline).
+    assert_eq!(poll_time(Some(s(20)), Some(s(12)), min, max), s(12));
+    assert_eq!(poll_time(Some(s(2)), Some(s(4)), min, max), s(4));
     assert_eq!(
-        poll_time(Some(s(20)), Some(s(4)), min, max).map_err(|e| e.code),
-        Err(Code::IllegalPollingTime)
+        poll_time(Some(s(20)), Some(Duration::ZERO), min, max),
+        Duration::ZERO
     );
 }
 
@@ -329,6 +341,7 @@ fn deliveries_carry_what_clients_require() {
             visible_at_ms: NOW + 15_000,
         },
         message: record,
+        transaction_id: None,
     };
     let m = delivered_message(delivery, "handle-1".into(), "127.0.0.1:8081");
     let topic = m.topic.expect("topic set");
@@ -383,6 +396,7 @@ fn dead_letters_name_their_origin() {
             visible_at_ms: 0,
         },
         message: record,
+        transaction_id: None,
     };
     let m = delivered_message(delivery, "h".into(), "host:1");
     assert_eq!(m.topic.map(|t| t.name), Some("%DLQ%billing".to_owned()));
@@ -472,17 +486,11 @@ mod proptests {
         #[test]
         fn poll_time_stays_in_bounds(req in proptest::option::of(0u64..100_000), left in proptest::option::of(0u64..100_000)) {
             let (min, max) = (Duration::from_secs(5), Duration::from_secs(20));
-            let out = poll_time(req.map(Duration::from_millis), left.map(Duration::from_millis), min, max);
-            match out {
-                Ok(wait) => {
-                    prop_assert!(wait >= min && wait <= max);
-                    prop_assert!(left.is_none_or(|l| wait <= Duration::from_millis(l)));
-                }
-                Err(e) => {
-                    prop_assert_eq!(e.code, Code::IllegalPollingTime);
-                    prop_assert!(left.is_some_and(|l| Duration::from_millis(l) < min));
-                }
-            }
+            let wait = poll_time(req.map(Duration::from_millis), left.map(Duration::from_millis), min, max);
+            prop_assert!(wait <= max);
+            prop_assert!(left.is_none_or(|l| wait <= Duration::from_millis(l)));
+            // Below the minimum only when the deadline leaves less.
+            prop_assert!(wait >= min || left.is_some_and(|l| wait == Duration::from_millis(l)));
         }
 
         #[test]
@@ -581,4 +589,55 @@ fn the_system_property_key_is_reserved() {
     let mut m = wire(MessageType::Transaction);
     m.user_properties = HashMap::from([(CHECK_AFTER_PROPERTY.to_owned(), "1".to_owned())]);
     assert_eq!(code_of(&m), Code::IllegalMessagePropertyKey);
+}
+
+#[test]
+fn deliveries_carry_the_properties_apache_adds() {
+    let mut fifo = wire(MessageType::Fifo);
+    props(&mut fifo).message_group = Some("g1".into());
+    let record = produced_message(&fifo, "", &limits(), NOW)
+        .expect("valid")
+        .record;
+    let topic = record.topic.clone();
+    let ticket = ReceiptTicket {
+        shard: 0,
+        group: GroupName::new("billing").expect("valid"),
+        topic: topic.clone(),
+        queue_id: 0,
+        offset: 0,
+        delivery_id: 1,
+        visible_at_ms: NOW,
+    };
+    let delivery = |message: MessageRecord, transaction_id: Option<&str>| Delivery {
+        topic: topic.clone(),
+        queue_id: 0,
+        offset: 0,
+        store_timestamp_ms: NOW,
+        attempt: 1,
+        invisible: Duration::from_secs(15),
+        ticket: ticket.clone(),
+        message,
+        transaction_id: transaction_id.map(str::to_owned),
+    };
+    let m = delivered_message(delivery(record, None), "h".into(), "host:1");
+    assert_eq!(
+        m.user_properties
+            .get(SHARDING_KEY_PROPERTY)
+            .map(String::as_str),
+        Some("g1")
+    );
+    assert!(!m.user_properties.contains_key(TRANSACTION_ID_PROPERTY));
+
+    let record = produced_message(&wire(MessageType::Transaction), "", &limits(), NOW)
+        .expect("valid")
+        .record;
+    let m = delivered_message(delivery(record, Some("0-9-1")), "h".into(), "host:1");
+    assert_eq!(
+        m.user_properties
+            .get(TRANSACTION_ID_PROPERTY)
+            .map(String::as_str),
+        Some("0-9-1")
+    );
+    assert!(!m.user_properties.contains_key(SHARDING_KEY_PROPERTY));
+    assert_eq!(m.user_properties.get("k").map(String::as_str), Some("v"));
 }

@@ -53,7 +53,7 @@ pub(super) async fn query_assignment(
 ) -> Result<pb::QueryAssignmentResponse, RpcError> {
     let topic_name = convert::topic_name(req.topic.as_ref(), &meta.namespace)?;
     let group_name = convert::group_name(req.group.as_ref(), &meta.namespace)?;
-    let topic = shared.metadata.topic(&topic_name).await?;
+    let topic = shared.metadata.declare_topic(&topic_name).await?;
     let group = shared.metadata.group(&group_name).await?;
     let endpoints = route::route_endpoints(
         shared.advertised.as_ref(),
@@ -147,7 +147,7 @@ async fn receive(
         remaining,
         config.min_long_polling,
         config.max_long_polling,
-    )?;
+    );
     let request = PopRequest {
         group: params.group.clone(),
         topic: params.topic.clone(),
@@ -228,6 +228,13 @@ pub(super) async fn ack_message(
 ) -> Result<pb::AckMessageResponse, RpcError> {
     if req.entries.is_empty() {
         return Err(RpcError::bad_request("ack request carries no entry"));
+    }
+    if req.entries.len() > convert::MAX_ACK_BATCH {
+        return Err(RpcError::bad_request(format!(
+            "ack request carries {} entries, more than {}",
+            req.entries.len(),
+            convert::MAX_ACK_BATCH
+        )));
     }
     let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
     let acks = req.entries.iter().map(|entry| {

@@ -21,7 +21,7 @@ pub(super) async fn query_route(
     req: &pb::QueryRouteRequest,
 ) -> Result<pb::QueryRouteResponse, RpcError> {
     let topic = convert::topic_name(req.topic.as_ref(), &meta.namespace)?;
-    let config = shared.metadata.topic(&topic).await?;
+    let config = shared.metadata.declare_topic(&topic).await?;
     let endpoints = route::route_endpoints(
         shared.advertised.as_ref(),
         req.endpoints.as_ref(),
@@ -47,6 +47,13 @@ pub(super) async fn send_message(
 ) -> Result<pb::SendMessageResponse, RpcError> {
     if req.messages.is_empty() {
         return Err(RpcError::bad_request("send request carries no message"));
+    }
+    if req.messages.len() > convert::MAX_SEND_BATCH {
+        return Err(RpcError::bad_request(format!(
+            "send request carries {} messages, more than {}",
+            req.messages.len(),
+            convert::MAX_SEND_BATCH
+        )));
     }
     // Sends name their client so the store can tell a retry from a new message.
     let client_id = meta
@@ -248,8 +255,9 @@ fn send_entry(
     match result {
         Ok(outcome) => pb::SendResultEntry {
             status: Some(ok_status()),
+            // Apache answers the message id for sends that are not transactions.
+            transaction_id: outcome.transaction_id.unwrap_or_else(|| message_id.clone()),
             message_id,
-            transaction_id: outcome.transaction_id.unwrap_or_default(),
             // Delay and half messages get their offset when released; 0 until then.
             offset: outcome
                 .offset

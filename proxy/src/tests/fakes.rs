@@ -203,6 +203,8 @@ impl ControllerApi for FakeController {
 struct Stored {
     record: MessageRecord,
     store_timestamp_ms: i64,
+    /// Of a committed transaction.
+    transaction_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -281,6 +283,7 @@ impl FakeStore {
                 }
                 let message = stored.record.clone();
                 let store_timestamp_ms = stored.store_timestamp_ms;
+                let transaction_id = stored.transaction_id.clone();
                 let delivery_id = self.next_delivery.fetch_add(1, Ordering::Relaxed) + 1;
                 state.inflight.insert(key.clone(), delivery_id);
                 let attempt = state.attempts.entry(key).or_insert(0);
@@ -302,6 +305,7 @@ impl FakeStore {
                         visible_at_ms: 0,
                     },
                     message,
+                    transaction_id,
                 });
             }
         }
@@ -351,6 +355,7 @@ impl StoreApi for FakeStore {
                 queue.push(Stored {
                     record,
                     store_timestamp_ms: 1_800_000_000_000,
+                    transaction_id: None,
                 });
                 outcomes.push(AppendOutcome {
                     offset: Some(queue.len() as u64 - 1),
@@ -453,6 +458,7 @@ impl StoreApi for FakeStore {
                     .push(Stored {
                         record,
                         store_timestamp_ms: 1,
+                        transaction_id: Some(transaction_id.to_owned()),
                     });
                 true
             } else {

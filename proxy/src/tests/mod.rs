@@ -8,7 +8,7 @@
 //!   handle and kills the old one;
 //! - `send`: a batch send is one store append, one entry per message in order; a transaction
 //!   commits into the queue and a delivery can be sent to the dead-letter queue;
-//! - `errors`: bad input gets its protocol code (40402, 41301, 40013, 40011, 40017, 40018,
+//! - `errors`: bad input gets its protocol code (40402, 41301, 40013, 40011, 40017,
 //!   41302/40000) and the server keeps serving; a missing client id is rejected everywhere; the
 //!   Rust client never sees a code it cannot decode;
 //! - `telemetry`: Telemetry answers every Settings and stays open until the client leaves;

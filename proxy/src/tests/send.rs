@@ -62,6 +62,7 @@ async fn a_batch_is_one_append_with_entries_in_order() {
 async fn transactions_and_dead_letters() {
     let h = Harness::start(test_config()).await;
     h.topic("txn", TopicType::Transaction, 1).await;
+    h.topic("txn-plain", TopicType::Normal, 1).await;
     h.group("billing").await;
     let mut client = h.client().await;
     let mut half = message("txn", "T1", b"pay");
@@ -72,6 +73,12 @@ async fn transactions_and_dead_letters() {
     assert_eq!(code(&sent.status), Code::Ok as i32);
     let txn = sent.entries[0].transaction_id.clone();
     assert!(!txn.is_empty());
+    let txn_sent = txn.clone();
+    let plain = send_one(&mut client, message("txn-plain", "P1", b"x")).await;
+    assert_eq!(
+        plain.entries[0].transaction_id, "P1",
+        "a send that is not a transaction answers its message id, as Apache does"
+    );
 
     let end = |transaction_id: String| pb::EndTransactionRequest {
         topic: resource("txn"),
@@ -99,6 +106,14 @@ async fn transactions_and_dead_letters() {
         items.len(),
         3,
         "the committed message is delivered: {items:?}"
+    );
+    let Content::Message(delivered) = &items[1] else {
+        panic!("a message: {items:?}")
+    };
+    assert_eq!(
+        delivered.user_properties.get("__transactionId__"),
+        Some(&txn_sent),
+        "delivered with the transaction id its send answered"
     );
     let forwarded = client
         .forward_message_to_dead_letter_queue(req(pb::ForwardMessageToDeadLetterQueueRequest {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
+use vela_proto::MessageKind;
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{Delivery, PopRequest, QueueSelector, StoreError};
 
@@ -18,7 +19,7 @@ use crate::command::{
     TagSubscription,
 };
 use crate::shard::{DamageFound, RecordReadError, Shard, unexpected};
-use crate::state::{Availability, PopPlan, PopProbe};
+use crate::state::{Availability, PopPlan, PopProbe, transaction_id};
 
 impl Store {
     /// Receives from `shards` (tried in this order): the receive loop behind
@@ -271,6 +272,8 @@ fn read_deliveries(
             store_timestamp_ms: p.store_ts_ms,
             attempt: p.attempt,
             invisible: req.invisible,
+            transaction_id: (message.kind == MessageKind::Transaction)
+                .then(|| transaction_id(shard.id, p.record)),
             message,
         });
     }

@@ -92,6 +92,11 @@ async fn half_messages_are_checked_on_schedule_and_orphans_rolled_back() {
         .expect("commits");
     let answered = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
     assert_eq!(bodies(&answered), vec!["answered"]);
+    assert_eq!(
+        answered[0].transaction_id.as_deref(),
+        Some(ids[2].as_str()),
+        "a committed transaction is delivered with its id"
+    );
     store.ack(&answered[0].ticket).await.expect("acks");
 
     clock.advance(Duration::from_secs(30));
