@@ -458,6 +458,15 @@ mod tests {
         ) -> Result<(), StoreError> {
             Err(unused())
         }
+        async fn offset_at(
+            &self,
+            _: &TopicName,
+            _: u32,
+            _: ShardId,
+            _: i64,
+        ) -> Result<u64, StoreError> {
+            Err(unused())
+        }
         async fn transaction_checks(
             &self,
             _: &vela_proto::store_api::TransactionCheckRequest,

@@ -225,6 +225,16 @@ pub trait StoreApi: Send + Sync + 'static {
         req: &TransactionCheckRequest,
     ) -> Result<Vec<TransactionCheck>, StoreError>;
 
+    /// The first offset of a queue stored at or after `at_ms` (Unix ms), or the queue's max
+    /// offset when nothing is; `QueueNotFound` when the store never had a message of the queue.
+    async fn offset_at(
+        &self,
+        topic: &TopicName,
+        queue_id: u32,
+        shard: ShardId,
+        at_ms: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Offsets and per-group positions of a topic's queues held by this store.
     /// `shards`: where the topic's queues are (its metadata's `queue_shards`); empty means every
     /// shard the store knows.

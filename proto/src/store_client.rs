@@ -515,6 +515,29 @@ impl StoreApi for RemoteStore {
         }
     }
 
+    async fn offset_at(
+        &self,
+        topic: &TopicName,
+        queue_id: u32,
+        shard: ShardId,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let wire = pb::OffsetAtRequest {
+            topic: topic.as_str().to_owned(),
+            queue_id,
+            shard,
+            at_ms,
+        };
+        let reply = self
+            .routing
+            .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move { c.offset_at(wire).await }
+            })
+            .await?;
+        Ok(reply.offset)
+    }
+
     async fn queue_stats(
         &self,
         topic: &TopicName,

@@ -1,8 +1,9 @@
 //! `apache.rocketmq.v2.MessagingService`: the RPCs the official clients call. This file is
 //! the shell every unary call goes through (client-id check, span, latency, error to
-//! response); the work lives in `produce`, `consume` and `telemetry`.
+//! response); the work lives in `produce`, `consume`, `offsets` and `telemetry`.
 
 mod consume;
+mod offsets;
 mod produce;
 mod telemetry;
 
@@ -327,14 +328,18 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<pb::GetOffsetRequest>,
     ) -> Result<Response<pb::GetOffsetResponse>, Status> {
-        Ok(self.not_implemented("GetOffset", request).await)
+        let (meta, req) = split(request);
+        let work = offsets::get_offset(&self.shared, &meta, &req);
+        Ok(self.unary("GetOffset", &meta, &req, work).await)
     }
 
     async fn query_offset(
         &self,
         request: Request<pb::QueryOffsetRequest>,
     ) -> Result<Response<pb::QueryOffsetResponse>, Status> {
-        Ok(self.not_implemented("QueryOffset", request).await)
+        let (meta, req) = split(request);
+        let work = offsets::query_offset(&self.shared, &meta, &req);
+        Ok(self.unary("QueryOffset", &meta, &req, work).await)
     }
 
     async fn end_transaction(

@@ -804,6 +804,17 @@ impl StoreApi for Store {
         }
     }
 
+    async fn offset_at(
+        &self,
+        topic: &TopicName,
+        queue_id: u32,
+        shard: ShardId,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let local = self.shard(shard)?;
+        scoped::offset_on(&local.shard, topic, queue_id, at_ms)
+    }
+
     // In process the store covers every shard it leads, whatever the caller names.
     async fn transaction_checks(
         &self,

@@ -295,6 +295,20 @@ impl StoreRpc for StoreService {
         }))
     }
 
+    async fn offset_at(
+        &self,
+        request: Request<pb::OffsetAtRequest>,
+    ) -> Result<Response<pb::OffsetAtReply>, Status> {
+        let req = request.into_inner();
+        let topic = topic_from_wire(&req.topic)?;
+        let offset = self
+            .store
+            .offset_at_shard(req.shard, &topic, req.queue_id, req.at_ms)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::OffsetAtReply { offset }))
+    }
+
     async fn queue_stats(
         &self,
         request: Request<pb::QueueStatsRequest>,

@@ -671,6 +671,23 @@ impl ShardState {
             .collect()
     }
 
+    /// The first offset of `topic`'s queue `queue_id` stored at or after `at_ms`, or the
+    /// queue's max offset (where the next message goes) when none is; `None` when the shard has
+    /// no such queue. A binary search: a queue's store times never decrease (apply version 2).
+    pub fn offset_at(&self, topic: &TopicName, queue_id: u32, at_ms: i64) -> Option<u64> {
+        let queue = self.queues.get(&(topic.clone(), queue_id))?;
+        let (mut low, mut high) = (queue.min_offset(), queue.max_offset());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.entries.get(queue.key(), mid) {
+                Some(entry) if entry.store_ts_ms >= at_ms => high = mid,
+                // Earlier, or an entry missing from the index (reported by reads): later.
+                _ => low = mid + 1,
+            }
+        }
+        Some(low)
+    }
+
     /// Transaction half messages waiting for their end, oldest first.
     pub fn half_messages(&self) -> impl Iterator<Item = (RecordRef, &TopicName)> {
         self.half_messages.iter().map(|(r, p)| (*r, &p.topic))

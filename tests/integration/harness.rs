@@ -11,6 +11,8 @@ use tempfile::TempDir;
 use vela::config::{self, FlagOverrides, Profile, VelaConfig};
 use vela::standalone::Standalone;
 use vela_proto::clock::{Clock, SystemClock};
+use vela_proto::pb::rocketmq as pb;
+use vela_proto::pb::rocketmq::messaging_service_client::MessagingServiceClient;
 use vela_sdk::{ClientConfig, FilterExpression, MessageView, Producer, SimpleConsumer};
 
 /// Wall clock plus an offset the test controls, so invisibility deadlines can pass without
@@ -173,4 +175,36 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A raw `MessagingService` client of `node`, for what the SDK does not call.
+pub async fn raw_client(node: &Node) -> MessagingServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.endpoint()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    MessagingServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+/// A raw request with the headers the official clients send.
+pub fn raw_req<T>(msg: T) -> tonic::Request<T> {
+    use tonic::metadata::MetadataValue;
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "x-mq-client-id",
+        MetadataValue::from_static("bad-input-test@1#0"),
+    );
+    r.metadata_mut()
+        .insert("x-mq-language", MetadataValue::from_static("PYTHON"));
+    r
+}
+
+pub fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_owned(),
+    })
 }

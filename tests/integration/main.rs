@@ -21,3 +21,4 @@ mod t10_store_cluster;
 mod t11_local_cluster;
 mod t12_placement;
 mod t13_drain;
+mod t14_offsets;

@@ -10,36 +10,7 @@ use tonic::transport::Channel;
 use vela_proto::pb::rocketmq as pb;
 use vela_proto::pb::rocketmq::messaging_service_client::MessagingServiceClient;
 
-use crate::harness::{Node, unique};
-
-async fn client(node: &Node) -> MessagingServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{}", node.endpoint()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    MessagingServiceClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
-}
-
-fn req<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert(
-        "x-mq-client-id",
-        MetadataValue::from_static("bad-input-test@1#0"),
-    );
-    r.metadata_mut()
-        .insert("x-mq-language", MetadataValue::from_static("PYTHON"));
-    r
-}
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_owned(),
-    })
-}
+use crate::harness::{Node, raw_client as client, raw_req as req, resource, unique};
 
 fn message(topic: &str, body: Vec<u8>) -> pb::Message {
     pb::Message {
@@ -259,11 +230,22 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
     let r = c.ack_message(req(ack(handle))).await.unwrap().into_inner();
     assert_eq!(code(&r.status), pb::Code::InvalidReceiptHandle as i32);
 
-    // Unimplemented RPCs answer with a status instead of failing the call.
+    // A request without its queue is refused; unimplemented RPCs answer with a status
+    // instead of failing the call.
     let r = c
         .get_offset(req(pb::GetOffsetRequest {
             group: resource(&group),
             message_queue: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), pb::Code::BadRequest as i32);
+    let r = c
+        .update_offset(req(pb::UpdateOffsetRequest {
+            group: resource(&group),
+            message_queue: None,
+            offset: 0,
         }))
         .await
         .unwrap()

@@ -123,12 +123,12 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
     assert_eq!(code(&acks.status), Code::BadRequest as i32);
 
     // Unimplemented RPCs answer NOT_IMPLEMENTED in the status.
-    let offset = client
-        .get_offset(req(pb::GetOffsetRequest::default()))
+    let update = client
+        .update_offset(req(pb::UpdateOffsetRequest::default()))
         .await
         .expect("call")
         .into_inner();
-    assert_eq!(code(&offset.status), Code::NotImplemented as i32);
+    assert_eq!(code(&update.status), Code::NotImplemented as i32);
     let mut pull = client
         .pull_message(req(pb::PullMessageRequest::default()))
         .await

@@ -474,7 +474,7 @@ impl StoreApi for FakeStore {
     async fn queue_stats(
         &self,
         topic: &TopicName,
-        _group: Option<&GroupName>,
+        group: Option<&GroupName>,
         _shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError> {
         let state = self.state.lock();
@@ -482,14 +482,62 @@ impl StoreApi for FakeStore {
             .queues
             .iter()
             .filter(|((t, _), _)| t == topic)
-            .map(|((t, q), msgs)| QueueStats {
-                topic: t.clone(),
-                queue_id: *q,
-                min_offset: 0,
-                max_offset: msgs.len() as u64,
-                groups: Vec::new(),
+            .map(|((t, q), msgs)| {
+                let max_offset = msgs.len() as u64;
+                // A group that received from the queue stands at its first unacknowledged
+                // offset.
+                let groups = group
+                    .filter(|g| {
+                        state
+                            .attempts
+                            .keys()
+                            .any(|(ag, at, aq, _)| ag == *g && at == t && aq == q)
+                    })
+                    .map(|g| {
+                        let consumer_offset = (0..max_offset)
+                            .find(|o| !state.acked.contains_key(&(g.clone(), t.clone(), *q, *o)))
+                            .unwrap_or(max_offset);
+                        vela_proto::GroupQueueStats {
+                            group: g.clone(),
+                            topic: t.clone(),
+                            queue_id: *q,
+                            consumer_offset,
+                            inflight: 0,
+                            backlog: max_offset - consumer_offset,
+                        }
+                    })
+                    .into_iter()
+                    .collect();
+                QueueStats {
+                    topic: t.clone(),
+                    queue_id: *q,
+                    min_offset: 0,
+                    max_offset,
+                    groups,
+                }
             })
             .collect())
+    }
+
+    async fn offset_at(
+        &self,
+        topic: &TopicName,
+        queue_id: u32,
+        _shard: ShardId,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let state = self.state.lock();
+        let queue = state
+            .queues
+            .get(&(topic.clone(), queue_id))
+            .ok_or_else(|| StoreError::QueueNotFound {
+                topic: topic.clone(),
+                queue_id,
+            })?;
+        Ok(queue
+            .iter()
+            .position(|m| m.store_timestamp_ms >= at_ms)
+            .unwrap_or(queue.len()) as u64)
     }
 
     async fn drop_topic(&self, topic: &TopicName, _shards: &[ShardId]) -> Result<(), StoreError> {

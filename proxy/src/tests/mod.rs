@@ -14,11 +14,14 @@
 //! - `telemetry`: Telemetry answers every Settings and stays open until the client leaves;
 //!   heartbeat and termination are OK; `serve` stops on its token even with a Telemetry stream
 //!   open;
-//! - `admin`: the admin service creates, describes and deletes, with gRPC status codes.
+//! - `admin`: the admin service creates, describes and deletes, with gRPC status codes;
+//! - `offsets`: GetOffset answers a group's position on a queue, QueryOffset a queue's
+//!   beginning, end and the offset at a time.
 
 mod admin;
 mod errors;
 pub(crate) mod fakes;
+mod offsets;
 mod receive;
 mod route;
 mod send;

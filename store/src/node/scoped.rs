@@ -19,6 +19,25 @@ use crate::command::{CommandResponse, StoreCommand};
 use crate::shard::{Shard, unexpected};
 use vela_raft::status::member_status;
 
+/// The first offset of a queue stored at or after `at_ms`, on one shard.
+pub(super) fn offset_on(
+    shard: &Shard,
+    topic: &TopicName,
+    queue_id: u32,
+    at_ms: i64,
+) -> Result<u64, StoreError> {
+    shard
+        .shared
+        .applied
+        .read()
+        .state
+        .offset_at(topic, queue_id, at_ms)
+        .ok_or_else(|| StoreError::QueueNotFound {
+            topic: topic.clone(),
+            queue_id,
+        })
+}
+
 /// How long a stopping node waits for each shard it leads to have a new leader.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 /// How long [`Store::transfer_leader`] waits for the target to take over.
@@ -191,6 +210,19 @@ impl Store {
                 "a probing receive delivered messages".into(),
             )),
         }
+    }
+
+    /// [`StoreApi::offset_at`] on shard `shard`, after a read barrier.
+    pub async fn offset_at_shard(
+        &self,
+        shard: ShardId,
+        topic: &TopicName,
+        queue_id: u32,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let shard = self.led(shard)?;
+        self.read_barrier(&shard).await?;
+        offset_on(&shard, topic, queue_id, at_ms)
     }
 
     /// Transaction check-backs due on shard `shard` for half messages of `topics`, after a read

@@ -72,3 +72,31 @@ fn snapshots_round_trip_exactly() {
     let back = h.state.restored(&h.state);
     assert_eq!(back, h.state);
 }
+
+#[test]
+fn offsets_are_found_by_store_time() {
+    let mut h = Harness::new();
+    let start = h.now_ms;
+    h.append(vec![message(None, None), message(None, None)]); // offsets 0, 1 at start
+    h.now_ms += 1_000;
+    h.append(vec![message(None, None)]); // offset 2 at start + 1 s
+    h.now_ms += 1_000;
+    h.append(vec![message(None, None)]); // offset 3 at start + 2 s
+    let orders = topic("orders");
+    let at = |ms: i64| h.state.offset_at(&orders, 0, ms);
+    assert_eq!(at(0), Some(0), "before everything: the first");
+    assert_eq!(at(start), Some(0));
+    assert_eq!(at(start + 1), Some(2));
+    assert_eq!(at(start + 1_000), Some(2));
+    assert_eq!(at(start + 2_000), Some(3));
+    assert_eq!(
+        at(start + 2_001),
+        Some(4),
+        "after everything: where the next goes"
+    );
+    assert_eq!(h.state.offset_at(&orders, 5, start), None, "no such queue");
+
+    // Retention raised the minimum: never below it.
+    h.apply(StoreCommand::Truncate { below_log_index: 2 });
+    assert_eq!(h.state.offset_at(&orders, 0, 0), Some(2));
+}

@@ -1,0 +1,123 @@
+//! GetOffset and QueryOffset: where a group stands on a queue and where a queue begins, ends or
+//! reaches a time. With them a lag-based autoscaler reads a group's backlog per queue (end
+//! minus the group's offset). Apache's proxy answers these UNIMPLEMENTED.
+//!
+//! A group's offset is its POP position: every message below it is acknowledged (or filtered
+//! out); messages in flight are above it. UpdateOffset and PullMessage are not served yet.
+
+use vela_proto::pb::rocketmq::{self as pb, Code, QueryOffsetPolicy};
+use vela_proto::{QueueStats, ShardId, StoreError, TopicName};
+
+use crate::Shared;
+use crate::convert;
+use crate::headers::RequestMeta;
+use crate::status::{RpcError, ok_status};
+
+/// The topic and queue a request names, and the shard holding that queue.
+async fn queue_of(
+    shared: &Shared,
+    meta: &RequestMeta,
+    queue: Option<&pb::MessageQueue>,
+) -> Result<(TopicName, u32, ShardId), RpcError> {
+    let queue = queue.ok_or_else(|| RpcError::bad_request("message queue is required"))?;
+    let topic = convert::topic_name(queue.topic.as_ref(), &meta.namespace)?;
+    let config = shared.metadata.topic(&topic).await?;
+    let queue_id = u32::try_from(queue.id)
+        .ok()
+        .filter(|&q| q < config.queue_count)
+        .ok_or_else(|| {
+            RpcError::bad_request(format!(
+                "queue {} does not exist: topic {topic} has queues 0..{}",
+                queue.id, config.queue_count
+            ))
+        })?;
+    let shard = config.shard_of(queue_id).ok_or_else(|| {
+        RpcError::new(
+            Code::InternalServerError,
+            format!("topic {topic} has no shard for queue {queue_id}"),
+        )
+    })?;
+    Ok((topic, queue_id, shard))
+}
+
+fn to_wire(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+/// The queue's statistics, if the store has ever held a message of it.
+async fn stats_of(
+    shared: &Shared,
+    topic: &TopicName,
+    queue_id: u32,
+    shard: ShardId,
+    group: Option<&vela_proto::GroupName>,
+) -> Result<Option<QueueStats>, RpcError> {
+    let stats = shared.ctx.store.queue_stats(topic, group, &[shard]).await?;
+    Ok(stats.into_iter().find(|s| s.queue_id == queue_id))
+}
+
+pub(super) async fn get_offset(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::GetOffsetRequest,
+) -> Result<pb::GetOffsetResponse, RpcError> {
+    // Looked up as named, never created: a poller with a wrong name must not add groups.
+    let group = convert::group_name(req.group.as_ref(), &meta.namespace)?;
+    let (topic, queue_id, shard) = queue_of(shared, meta, req.message_queue.as_ref()).await?;
+    let position = stats_of(shared, &topic, queue_id, shard, Some(&group))
+        .await?
+        .and_then(|q| q.groups.into_iter().find(|g| g.group == group));
+    match position {
+        Some(g) => Ok(pb::GetOffsetResponse {
+            status: Some(ok_status()),
+            offset: to_wire(g.consumer_offset),
+        }),
+        None => Err(RpcError::new(
+            Code::OffsetNotFound,
+            format!("group {group} has not consumed queue {queue_id} of {topic}"),
+        )),
+    }
+}
+
+pub(super) async fn query_offset(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::QueryOffsetRequest,
+) -> Result<pb::QueryOffsetResponse, RpcError> {
+    let (topic, queue_id, shard) = queue_of(shared, meta, req.message_queue.as_ref()).await?;
+    let offset = match QueryOffsetPolicy::try_from(req.query_offset_policy) {
+        Ok(QueryOffsetPolicy::Beginning) => stats_of(shared, &topic, queue_id, shard, None)
+            .await?
+            .map_or(0, |q| q.min_offset),
+        Ok(QueryOffsetPolicy::End) => stats_of(shared, &topic, queue_id, shard, None)
+            .await?
+            .map_or(0, |q| q.max_offset),
+        Ok(QueryOffsetPolicy::Timestamp) => {
+            let at = req.timestamp.as_ref().ok_or_else(|| {
+                RpcError::bad_request("query offset by timestamp needs a timestamp")
+            })?;
+            let at_ms = convert::timestamp_to_ms(at);
+            match shared
+                .ctx
+                .store
+                .offset_at(&topic, queue_id, shard, at_ms)
+                .await
+            {
+                Ok(offset) => offset,
+                // Never held a message: it begins (and ends) at 0.
+                Err(StoreError::QueueNotFound { .. }) => 0,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(_) => {
+            return Err(RpcError::bad_request(format!(
+                "unknown query offset policy {}",
+                req.query_offset_policy
+            )));
+        }
+    };
+    Ok(pb::QueryOffsetResponse {
+        status: Some(ok_status()),
+        offset: to_wire(offset),
+    })
+}
