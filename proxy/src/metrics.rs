@@ -24,6 +24,11 @@ struct OutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     rpc: &'static str,
     code: i32,
@@ -38,6 +43,9 @@ pub struct ProxyMetrics {
     messages_out: Family<OutLabels, Counter>,
     throughput_in: Family<InLabels, Counter>,
     throughput_out: Family<OutLabels, Counter>,
+    commits: Family<TopicLabel, Counter>,
+    rollbacks: Family<TopicLabel, Counter>,
+    transaction_checks: Family<TopicLabel, Counter>,
     rpc_latency: LatencyFamily,
 }
 
@@ -55,6 +63,9 @@ impl Default for ProxyMetrics {
             messages_out: Family::default(),
             throughput_in: Family::default(),
             throughput_out: Family::default(),
+            commits: Family::default(),
+            rollbacks: Family::default(),
+            transaction_checks: Family::default(),
             rpc_latency: Family::new_with_constructor(latency_histogram),
         }
     }
@@ -84,6 +95,21 @@ impl ProxyMetrics {
             "rocketmq_throughput_out",
             "Bytes delivered",
             m.throughput_out.clone(),
+        );
+        registry.register(
+            "rocketmq_commit_messages",
+            "Transaction half messages committed (by their producer or its checker)",
+            m.commits.clone(),
+        );
+        registry.register(
+            "rocketmq_rollback_messages",
+            "Transaction half messages rolled back by their producer or its checker",
+            m.rollbacks.clone(),
+        );
+        registry.register(
+            "vela_transaction_checks",
+            "Transaction check-backs sent to producers",
+            m.transaction_checks.clone(),
         );
         registry.register(
             "vela_rpc_latency_seconds",
@@ -122,6 +148,27 @@ impl ProxyMetrics {
         self.throughput_out.get_or_create(&labels).inc_by(bytes);
     }
 
+    /// A transaction ended through this proxy.
+    pub(crate) fn transaction_ended(&self, topic: &str, committed: bool) {
+        let labels = TopicLabel {
+            topic: topic.to_owned(),
+        };
+        if committed {
+            self.commits.get_or_create(&labels).inc();
+        } else {
+            self.rollbacks.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A check-back went to a producer of `topic`.
+    pub(crate) fn transaction_checked(&self, topic: &str) {
+        self.transaction_checks
+            .get_or_create(&TopicLabel {
+                topic: topic.to_owned(),
+            })
+            .inc();
+    }
+
     pub(crate) fn observe_rpc(&self, rpc: &'static str, code: i32, elapsed: Duration) {
         self.rpc_latency
             .get_or_create(&RpcLabels { rpc, code })
@@ -141,8 +188,19 @@ mod tests {
         m.produced("orders", "normal", 2, 10);
         m.delivered("orders", "billing", 1, 5);
         m.observe_rpc("SendMessage", 20000, Duration::from_millis(3));
+        m.transaction_ended("pay", true);
+        m.transaction_ended("pay", true);
+        m.transaction_ended("pay", false);
+        m.transaction_checked("pay");
         let mut text = String::new();
         encode(&mut text, &registry).expect("encodes");
+        for line in [
+            r#"rocketmq_commit_messages_total{topic="pay"} 2"#,
+            r#"rocketmq_rollback_messages_total{topic="pay"} 1"#,
+            r#"vela_transaction_checks_total{topic="pay"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains(r#"rocketmq_messages_in_total{topic="orders",message_type="normal"} 2"#),
             "{text}"

@@ -180,6 +180,7 @@ pub(crate) async fn check_once(shared: &Shared, topics: Vec<TopicName>) -> usize
         match commands.try_send(Ok(command)) {
             Ok(()) => {
                 sent += 1;
+                shared.ctx.metrics.transaction_checked(topic.as_str());
                 tracing::info!(%topic, %transaction_id, check = number, client_id, "asked a producer to resolve a transaction");
             }
             Err(err) => {

@@ -1,5 +1,5 @@
-//! The store's own metrics (Prometheus, through the registry `/metrics` serves). RocketMQ has
-//! no names for these, so they carry Vela's prefix.
+//! The store's own metrics (Prometheus, through the registry `/metrics` serves). Where RocketMQ
+//! has a name (`rocketmq_half_messages`) it is used; the rest carry Vela's prefix.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +20,12 @@ struct ShardLabel {
     shard: ShardId,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicShardLabels {
+    topic: String,
+    shard: ShardId,
+}
+
 /// How a scrub ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScrubResult {
@@ -33,6 +39,8 @@ pub(crate) enum ScrubResult {
 pub(crate) struct StoreMetrics {
     scrubs: Family<ScrubLabels, Counter>,
     damaged_segments: Family<ShardLabel, Gauge>,
+    half_messages: Family<TopicShardLabels, Gauge>,
+    orphans_rolled_back: Family<ShardLabel, Counter>,
 }
 
 impl StoreMetrics {
@@ -47,6 +55,47 @@ impl StoreMetrics {
             "Sealed log segments of a shard that its last completed scrub found damaged",
             self.damaged_segments.clone(),
         );
+        registry.register(
+            "rocketmq_half_messages",
+            "Transaction half messages waiting for a commit or rollback, on the shards this node leads",
+            self.half_messages.clone(),
+        );
+        registry.register(
+            "vela_store_orphans_rolled_back",
+            "Transaction half messages the shard leader rolled back after their check-backs went unanswered",
+            self.orphans_rolled_back.clone(),
+        );
+    }
+
+    /// The half messages per topic of a shard this node leads (an empty map when it stopped
+    /// leading); topics that had some and now have none disappear.
+    pub fn half_messages(
+        &self,
+        shard: ShardId,
+        counts: &std::collections::BTreeMap<String, i64>,
+        reported: &mut std::collections::BTreeSet<String>,
+    ) {
+        for topic in reported.iter().filter(|t| !counts.contains_key(*t)) {
+            self.half_messages.remove(&TopicShardLabels {
+                topic: topic.clone(),
+                shard,
+            });
+        }
+        for (topic, count) in counts {
+            self.half_messages
+                .get_or_create(&TopicShardLabels {
+                    topic: topic.clone(),
+                    shard,
+                })
+                .set(*count);
+        }
+        *reported = counts.keys().cloned().collect();
+    }
+
+    pub fn orphan_rolled_back(&self, shard: ShardId) {
+        self.orphans_rolled_back
+            .get_or_create(&ShardLabel { shard })
+            .inc();
     }
 
     /// Records a scrub's end; `damaged` is set for a scrub that ran to the end.

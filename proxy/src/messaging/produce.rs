@@ -300,6 +300,10 @@ pub(super) async fn end_transaction(
         .end_transaction(&topic, &req.transaction_id, resolution)
         .await?;
     tracing::debug!(%topic, transaction_id = %req.transaction_id, ?resolution, "transaction ended");
+    shared
+        .ctx
+        .metrics
+        .transaction_ended(topic.as_str(), resolution == TransactionResolution::Commit);
     Ok(pb::EndTransactionResponse {
         status: Some(ok_status()),
     })

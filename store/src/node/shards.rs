@@ -50,6 +50,7 @@ impl Store {
             shard.clone(),
             self.clock.clone(),
             self.check_policy,
+            self.metrics.clone(),
             cancel.clone(),
         ));
         tasks.spawn(tasks::retention_loop(

@@ -10,7 +10,7 @@
 //! a new leader keeps the count; a new leader only does not know which check the old one
 //! handed out last, so a check may be handed out once more.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use vela_proto::store_api::{StoreError, TransactionCheck};
 
 use super::{RecordReadError, Shard};
 use crate::command::{ApplyError, CommandResponse, RecordRef, StoreCommand, TransactionEnd};
+use crate::metrics::StoreMetrics;
 
 /// Half messages whose schedule one pass learns at most (each needs its record read).
 const LEARN_BATCH: usize = 1024;
@@ -205,22 +206,21 @@ impl Shard {
             .collect())
     }
 
-    /// Half messages every check of which has passed unanswered.
+    /// Of `halves`, those every check of which has passed unanswered.
     fn expired_transactions(
         &self,
+        halves: Vec<(RecordRef, TopicName)>,
         now_ms: i64,
-        policy: CheckPolicy,
-    ) -> Result<Vec<(RecordRef, TopicName)>, RecordReadError> {
-        let halves = self.refresh_checks(now_ms, policy)?;
+    ) -> Vec<(RecordRef, TopicName)> {
         let book = self.checks.lock();
-        Ok(halves
+        halves
             .into_iter()
             .filter(|(record, _)| {
                 book.tracked
                     .get(record)
                     .is_some_and(|t| t.schedule.at(now_ms) == Due::Expired)
             })
-            .collect())
+            .collect()
     }
 
     /// Rolls back one expired half message. False when it ended meanwhile.
@@ -254,32 +254,44 @@ impl Shard {
 }
 
 /// The leader rolls back half messages whose check-backs all went unanswered, so an orphan
-/// neither waits forever nor holds the shard's log retention.
+/// neither waits forever nor holds the shard's log retention. It also reports the shard's
+/// half messages per topic (`rocketmq_half_messages`).
 pub(crate) async fn roll_back_orphans(
     shard: Arc<Shard>,
     clock: SharedClock,
     policy: CheckPolicy,
+    metrics: Arc<StoreMetrics>,
     cancel: CancellationToken,
 ) {
+    let mut reported = BTreeSet::new();
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                metrics.half_messages(shard.id, &BTreeMap::new(), &mut reported);
+                return;
+            }
             _ = tokio::time::sleep(ROLLBACK_SCAN) => {}
         }
         if !shard.raft.is_leader() {
+            metrics.half_messages(shard.id, &BTreeMap::new(), &mut reported);
             continue;
         }
         let now_ms = shard.shared.applied.read().state.time_at(clock.now_ms());
-        let expired = match shard.expired_transactions(now_ms, policy) {
-            Ok(expired) => expired,
+        let halves = match shard.refresh_checks(now_ms, policy) {
+            Ok(halves) => halves,
             Err(err) => {
                 warn!(shard = shard.id, error = %err, "reading half messages failed");
                 continue;
             }
         };
-        for (record, topic) in expired {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for (_, topic) in &halves {
+            *counts.entry(topic.as_str().to_owned()).or_default() += 1;
+        }
+        metrics.half_messages(shard.id, &counts, &mut reported);
+        for (record, topic) in shard.expired_transactions(halves, now_ms) {
             match shard.roll_back_expired(record, &topic, now_ms).await {
-                Ok(true) => {}
+                Ok(true) => metrics.orphan_rolled_back(shard.id),
                 Ok(false) => debug!(shard = shard.id, ?record, "half message ended meanwhile"),
                 Err(err) => {
                     warn!(shard = shard.id, error = %err, "rolling back an orphaned transaction failed");

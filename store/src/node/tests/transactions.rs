@@ -49,6 +49,31 @@ fn pair(body: &str, check: u32) -> (String, u32) {
     (body.to_owned(), check)
 }
 
+/// The store's transaction metric lines, as `/metrics` shows them.
+fn transaction_metrics(store: &Store) -> Vec<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    store.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    text.lines()
+        .filter(|l| l.starts_with("rocketmq_half_messages{") || l.starts_with("vela_store_orphans"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until the store's transaction metrics are `want` (the leader reports each second).
+async fn until_metrics(store: &Store, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = transaction_metrics(store);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "metrics {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn half_messages_are_checked_on_schedule_and_orphans_rolled_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -70,6 +95,11 @@ async fn half_messages_are_checked_on_schedule_and_orphans_rolled_back() {
         .map(|o| o.transaction_id.clone().expect("a half message"))
         .collect();
     assert!(due(&store, topic()).await.is_empty(), "nothing due at once");
+    until_metrics(
+        &store,
+        &[r#"rocketmq_half_messages{topic="orders",shard="0"} 3"#],
+    )
+    .await;
 
     clock.advance(Duration::from_secs(2));
     assert_eq!(due(&store, topic()).await, vec![pair("quick", 1)]);
@@ -144,6 +174,11 @@ async fn half_messages_are_checked_on_schedule_and_orphans_rolled_back() {
         ));
     }
     assert!(due(&store, topic()).await.is_empty());
+    until_metrics(
+        &store,
+        &[r#"vela_store_orphans_rolled_back_total{shard="0"} 2"#],
+    )
+    .await;
     clock.advance(Duration::from_secs(60));
     assert!(
         store
