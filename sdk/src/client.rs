@@ -18,6 +18,8 @@ use tracing::{debug, warn};
 use vela_proto::pb::rocketmq::messaging_service_client::MessagingServiceClient;
 use vela_proto::pb::rocketmq::{self as pb, Code, retry_policy, telemetry_command};
 
+use crate::transaction::Checker;
+
 use crate::config::{ClientConfig, Endpoint};
 use crate::error::{Error, Result, check_status};
 use crate::identity::{hostname, next_client_id};
@@ -177,6 +179,8 @@ pub(crate) struct Shared {
     routes: RwLock<HashMap<String, Arc<TopicRoute>>>,
     server_settings: watch::Sender<Option<ServerSettings>>,
     shut_down: AtomicBool,
+    /// A producer's transaction checker: answers the server's check-backs.
+    checker: Option<Checker>,
 }
 
 /// A client's core: the shared state plus the heartbeat task, stopped on drop or shutdown.
@@ -197,7 +201,12 @@ impl ClientCore {
     /// Opens the session to the access point, fetches the routes of `topics` (opening sessions
     /// to their endpoints), waits up to one request timeout for the server's Settings reply and
     /// starts heartbeats.
-    pub(crate) async fn start(config: ClientConfig, role: Role, topics: &[String]) -> Result<Self> {
+    pub(crate) async fn start(
+        config: ClientConfig,
+        role: Role,
+        topics: &[String],
+        checker: Option<Checker>,
+    ) -> Result<Self> {
         let client_id = next_client_id();
         let signer = RequestSigner::new(&config, &client_id)?;
         let (server_settings, mut settings_rx) = watch::channel(None);
@@ -210,6 +219,7 @@ impl ClientCore {
             routes: RwLock::new(HashMap::new()),
             server_settings,
             shut_down: AtomicBool::new(false),
+            checker,
         });
         let core = ClientCore {
             shared: shared.clone(),
@@ -323,6 +333,9 @@ impl Shared {
             self.settings_command(endpoint),
             self.server_settings.clone(),
             self.client_id.clone(),
+            self.checker
+                .clone()
+                .map(|c| (c, self.config.request_timeout)),
         ));
         let session = Arc::new(Session { rpc, telemetry });
         sessions.insert(endpoint.clone(), session.clone());
@@ -490,7 +503,8 @@ async fn send_heartbeats(shared: &Shared) {
 }
 
 /// Keeps a Telemetry stream to `endpoint` open for the client's lifetime: sends the client's
-/// Settings first (and every 5 min), adopts the server's Settings replies, and re-opens the
+/// Settings first (and every 5 min), adopts the server's Settings replies, hands transaction
+/// check-backs to the producer's checker (with the timeout of its answer), and re-opens the
 /// stream a second after the server ends or breaks it. Aborted when the session is dropped.
 async fn telemetry_loop(
     rpc: Rpc,
@@ -498,6 +512,7 @@ async fn telemetry_loop(
     settings: pb::TelemetryCommand,
     server_settings: watch::Sender<Option<ServerSettings>>,
     client_id: String,
+    checker: Option<(Checker, Duration)>,
 ) {
     let mut reopen_delay = TELEMETRY_REOPEN_DELAY;
     loop {
@@ -517,6 +532,29 @@ async fn telemetry_loop(
                 loop {
                     tokio::select! {
                         command = inbound.message() => match command {
+                            Ok(Some(pb::TelemetryCommand {
+                                command: Some(telemetry_command::Command::RecoverOrphanedTransactionCommand(check)),
+                                ..
+                            })) => {
+                                reopen_delay = TELEMETRY_REOPEN_DELAY;
+                                match &checker {
+                                    Some((checker, timeout)) => {
+                                        tokio::spawn(crate::transaction::answer_check(
+                                            rpc.clone(),
+                                            endpoint.clone(),
+                                            checker.clone(),
+                                            check,
+                                            *timeout,
+                                        ));
+                                    }
+                                    None => warn!(
+                                        %client_id,
+                                        %endpoint,
+                                        transaction_id = %check.transaction_id,
+                                        "transaction check-back, but this producer has no transaction checker"
+                                    ),
+                                }
+                            }
                             Ok(Some(command)) => {
                                 reopen_delay = TELEMETRY_REOPEN_DELAY;
                                 handle_server_command(command, &server_settings, &client_id, &endpoint);

@@ -87,7 +87,7 @@ impl SimpleConsumerBuilder {
             await_duration: self.await_duration,
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
-        let core = ClientCore::start(self.config, role, &topics).await?;
+        let core = ClientCore::start(self.config, role, &topics, None).await?;
         Ok(SimpleConsumer {
             inner: Arc::new(ConsumerInner {
                 core,

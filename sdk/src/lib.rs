@@ -1,7 +1,8 @@
 //! Rust client for Vela and any other `apache.rocketmq.v2` (RocketMQ 5 gRPC) server.
 //!
 //! - [`Producer`]: send normal, FIFO (`message_group`) and delay (`delivery_timestamp`) messages,
-//!   one per request or as a same-topic batch.
+//!   one per request or as a same-topic batch; transactional messages through a
+//!   [`Transaction`], with a checker the server asks about transactions left open.
 //! - [`SimpleConsumer`]: long-poll receive, ack, change invisible duration.
 //!
 //! On the wire it behaves like the official clients: a Telemetry stream per endpoint carrying
@@ -43,6 +44,7 @@ mod metadata;
 mod producer;
 mod receive;
 mod route;
+mod transaction;
 
 #[cfg(test)]
 mod fake_server;
@@ -56,3 +58,4 @@ pub use message::{
     FilterExpression, Message, MessageBuilder, MessageKind, MessageView, SendReceipt,
 };
 pub use producer::{Producer, ProducerBuilder, SendFuture};
+pub use transaction::{Transaction, TransactionResolution};

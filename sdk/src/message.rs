@@ -11,12 +11,15 @@ use vela_proto::{TagFilter, TopicName};
 use crate::config::Endpoint;
 use crate::error::{Error, Result};
 
-/// The kind of message, derived from its properties (group → FIFO, delivery time → DELAY).
+/// The kind of message, derived from its properties (group → FIFO, delivery time → DELAY), or
+/// TRANSACTION when sent in a [`Transaction`](crate::Transaction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MessageKind {
     Normal,
     Fifo,
     Delay,
+    Transaction,
 }
 
 impl MessageKind {
@@ -25,6 +28,7 @@ impl MessageKind {
             MessageKind::Normal => pb::MessageType::Normal,
             MessageKind::Fifo => pb::MessageType::Fifo,
             MessageKind::Delay => pb::MessageType::Delay,
+            MessageKind::Transaction => pb::MessageType::Transaction,
         }
     }
 }
@@ -39,6 +43,8 @@ pub struct Message {
     properties: HashMap<String, String>,
     message_group: Option<String>,
     delivery_timestamp: Option<SystemTime>,
+    /// Sent in a transaction (set by `Transaction::send`).
+    transactional: bool,
 }
 
 impl Message {
@@ -78,13 +84,21 @@ impl Message {
     }
 
     pub fn kind(&self) -> MessageKind {
-        if self.delivery_timestamp.is_some() {
+        if self.transactional {
+            MessageKind::Transaction
+        } else if self.delivery_timestamp.is_some() {
             MessageKind::Delay
         } else if self.message_group.is_some() {
             MessageKind::Fifo
         } else {
             MessageKind::Normal
         }
+    }
+
+    /// This message as the half message of a transaction.
+    pub(crate) fn into_transactional(mut self) -> Self {
+        self.transactional = true;
+        self
     }
 
     /// The wire form, stamped with the id, queue and producer host chosen at send time.
@@ -214,6 +228,7 @@ impl MessageBuilder {
             properties: self.properties,
             message_group: self.message_group,
             delivery_timestamp: self.delivery_timestamp,
+            transactional: false,
         })
     }
 }

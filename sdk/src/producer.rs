@@ -15,7 +15,8 @@ use crate::client::{ClientCore, Role, request_with};
 use crate::config::ClientConfig;
 use crate::error::{Error, Result, check_status};
 use crate::identity::{MessageIdGenerator, hostname};
-use crate::message::{Message, SendReceipt};
+use crate::message::{Message, MessageView, SendReceipt};
+use crate::transaction::{Checker, Transaction, TransactionResolution};
 
 const SEND_RPC: &str = "SendMessage";
 
@@ -25,17 +26,30 @@ pub struct Producer {
     inner: Arc<ProducerInner>,
 }
 
-struct ProducerInner {
-    core: ClientCore,
+pub(crate) struct ProducerInner {
+    pub(crate) core: ClientCore,
     max_attempts: Option<u32>,
+    transactional: bool,
 }
 
 /// Configures and starts a [`Producer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProducerBuilder {
     config: ClientConfig,
     topics: Vec<String>,
     max_attempts: Option<u32>,
+    checker: Option<Checker>,
+}
+
+impl std::fmt::Debug for ProducerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("config", &self.config)
+            .field("topics", &self.topics)
+            .field("max_attempts", &self.max_attempts)
+            .field("transaction_checker", &self.checker.is_some())
+            .finish()
+    }
 }
 
 impl ProducerBuilder {
@@ -52,6 +66,18 @@ impl ProducerBuilder {
     /// Overrides the attempts per send (default: the server's back-off policy, else 3).
     pub fn max_send_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Makes this a transactional producer: `check` answers the server's check-backs about
+    /// transactions left open (see [`Producer::begin_transaction`]). It is called on a task of
+    /// its own for each check-back, with the half message (which cannot be acknowledged).
+    pub fn transaction_checker<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn(MessageView) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = TransactionResolution> + Send + 'static,
+    {
+        self.checker = Some(crate::transaction::checker(check));
         self
     }
 
@@ -72,16 +98,19 @@ impl ProducerBuilder {
                 name: topic.clone(),
             });
         }
+        let transactional = self.checker.is_some();
         let core = ClientCore::start(
             self.config,
             Role::Producer { topics: resources },
             &self.topics,
+            self.checker,
         )
         .await?;
         Ok(Producer {
             inner: Arc::new(ProducerInner {
                 core,
                 max_attempts: self.max_attempts,
+                transactional,
             }),
         })
     }
@@ -101,6 +130,7 @@ impl Producer {
             config,
             topics: Vec::new(),
             max_attempts: None,
+            checker: None,
         }
     }
 
@@ -159,6 +189,19 @@ impl Producer {
         self.inner.send_messages(&messages).await
     }
 
+    /// Starts a transaction: its message stays invisible to consumers until
+    /// [`Transaction::commit`]. Needs a [`transaction_checker`](ProducerBuilder::transaction_checker)
+    /// (as the official clients do), which the server asks about a transaction left open.
+    pub fn begin_transaction(&self) -> Result<Transaction> {
+        self.inner.core.shared.ensure_running()?;
+        if !self.inner.transactional {
+            return Err(Error::InvalidArgument(
+                "a transaction needs a producer built with a transaction_checker".into(),
+            ));
+        }
+        Ok(Transaction::new(self.inner.clone()))
+    }
+
     /// Tells the server this producer is leaving and stops its background tasks. Later calls
     /// fail with [`Error::Shutdown`].
     pub async fn shutdown(&self) -> Result<()> {
@@ -167,6 +210,14 @@ impl Producer {
 }
 
 impl ProducerInner {
+    /// Sends `message` as a transaction's half message.
+    pub(crate) async fn send_transactional(&self, message: Message) -> Result<SendReceipt> {
+        let mut receipts = self.send_messages(&[message.into_transactional()]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| Error::invalid_response(SEND_RPC, "no send result entry"))
+    }
+
     async fn send_messages(&self, messages: &[Message]) -> Result<Vec<SendReceipt>> {
         let shared = &self.core.shared;
         shared.ensure_running()?;

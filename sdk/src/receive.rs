@@ -47,8 +47,23 @@ pub(crate) fn parse_receive_stream(
     Ok(views)
 }
 
+/// A half message a server's check-back names, as the checker sees it (no receipt handle: it
+/// cannot be acknowledged). A body that fails its digest is refused.
+pub(crate) fn checked_view(message: pb::Message, endpoint: &Endpoint) -> Result<MessageView> {
+    to_view_with(message, endpoint, false)?
+        .ok_or_else(|| Error::invalid_response(RPC, "checked message fails its body digest"))
+}
+
 /// Converts one delivered message; `Ok(None)` when its body is corrupted.
 fn to_view(message: pb::Message, endpoint: &Endpoint) -> Result<Option<MessageView>> {
+    to_view_with(message, endpoint, true)
+}
+
+fn to_view_with(
+    message: pb::Message,
+    endpoint: &Endpoint,
+    delivered: bool,
+) -> Result<Option<MessageView>> {
     let topic = message
         .topic
         .ok_or_else(|| Error::invalid_response(RPC, "delivered message without a topic"))?;
@@ -61,12 +76,16 @@ fn to_view(message: pb::Message, endpoint: &Endpoint) -> Result<Option<MessageVi
             "delivered message without a message id",
         ));
     }
-    let receipt_handle = sp.receipt_handle.filter(|h| !h.is_empty()).ok_or_else(|| {
-        Error::invalid_response(
-            RPC,
-            format!("message {} has no receipt handle", sp.message_id),
-        )
-    })?;
+    let receipt_handle = match sp.receipt_handle.filter(|h| !h.is_empty()) {
+        Some(handle) => handle,
+        None if !delivered => String::new(),
+        None => {
+            return Err(Error::invalid_response(
+                RPC,
+                format!("message {} has no receipt handle", sp.message_id),
+            ));
+        }
+    };
     match pb::Encoding::try_from(sp.body_encoding) {
         Ok(pb::Encoding::Identity) => {}
         _ => {

@@ -22,3 +22,4 @@ mod t11_local_cluster;
 mod t12_placement;
 mod t13_drain;
 mod t14_offsets;
+mod t15_transactions;
