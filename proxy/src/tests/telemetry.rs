@@ -154,14 +154,7 @@ async fn heartbeat_and_termination_are_ok() {
 async fn serve_stops_on_its_token_with_telemetry_open() {
     let h = Harness::start(test_config()).await;
     let mut client = h.client().await;
-    let (tx, rx) = mpsc::channel(4);
-    let mut replies = client
-        .telemetry(req(ReceiverStream::new(rx)))
-        .await
-        .expect("call")
-        .into_inner();
-    tx.send(producer_settings()).await.expect("send");
-    replies.message().await.expect("reply").expect("not ended");
+    let (tx, _replies) = producer_stream(&mut client, "orders").await;
 
     h.shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), h.server)

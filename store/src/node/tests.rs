@@ -102,6 +102,15 @@ fn pop(max: u32, wait: Duration) -> PopRequest {
     }
 }
 
+/// Reads the applied state of shard `shard` on `store`.
+fn read_state<T>(
+    store: &Store,
+    shard: ShardId,
+    read: impl FnOnce(&crate::state::ShardState) -> T,
+) -> T {
+    read(&store.shards()[&shard].shard.shared.applied.read().state)
+}
+
 fn bodies(deliveries: &[Delivery]) -> Vec<String> {
     deliveries
         .iter()

@@ -147,15 +147,8 @@ async fn half_messages_are_checked_on_schedule_and_orphans_rolled_back() {
         due(&store, topic()).await,
         vec![pair("quick", 3), pair("slow", 3)]
     );
-    let holds_retention = |store: &Store| {
-        store.shards()[&0]
-            .shard
-            .shared
-            .applied
-            .read()
-            .state
-            .lowest_parked_log_index()
-    };
+    let holds_retention =
+        |store: &Store| read_state(store, 0, |state| state.lowest_parked_log_index());
     assert!(holds_retention(&store).is_some());
 
     // Past the last check's interval the leader rolls both back by itself.

@@ -96,16 +96,7 @@ async fn check_backs_and_orphan_rollback_survive_the_loss_of_the_leader() {
 
     // The other one's checks are used up: the new leader rolls it back by itself.
     clock.advance(Duration::from_secs(30));
-    let parked = |store: &Store| {
-        store.shards()[&0]
-            .shard
-            .shared
-            .applied
-            .read()
-            .state
-            .half_messages()
-            .count()
-    };
+    let parked = |store: &Store| read_state(store, 0, |state| state.half_messages().count());
     let deadline = Instant::now() + Duration::from_secs(20);
     while parked(&cluster.node(second)) > 0 {
         assert!(Instant::now() < deadline, "the orphan was not rolled back");
