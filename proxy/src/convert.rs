@@ -153,6 +153,12 @@ pub(crate) fn produced_message(
     now_ms: i64,
 ) -> Result<ProducedMessage, RpcError> {
     let topic = topic_name(msg.topic.as_ref(), header_namespace)?;
+    if topic.as_str().starts_with(DLQ_PREFIX) {
+        return Err(RpcError::new(
+            Code::Forbidden,
+            format!("{topic} is a dead-letter topic: only its group's exhausted messages go there"),
+        ));
+    }
     let props = msg
         .system_properties
         .as_ref()

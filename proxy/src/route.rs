@@ -104,7 +104,8 @@ pub(crate) fn topic_resource(topic: &TopicName) -> pb::Resource {
 }
 
 /// One `MessageQueue` per queue, ids `0..n` (Node 1.0.8 only uses queue 0, so it is always
-/// there), readable and writable, on the one broker at `endpoints`.
+/// there), on the one broker at `endpoints`: readable and writable, except a dead-letter
+/// topic's, which producers may not write (sends to it are refused).
 pub(crate) fn message_queues(
     topic: &TopicConfig,
     endpoints: &pb::Endpoints,
@@ -116,13 +117,18 @@ pub(crate) fn message_queues(
         .map(|k| message_type_of(*k) as i32)
         .collect();
     let resource = topic_resource(&topic.name);
+    let permission = if topic.name.as_str().starts_with(vela_proto::DLQ_PREFIX) {
+        Permission::Read
+    } else {
+        Permission::ReadWrite
+    };
     // A topic always has at least one queue on the wire: Rust 5.0.0 takes a modulo by the count.
     let count = topic.queue_count.max(1);
     (0..count)
         .map(|id| pb::MessageQueue {
             topic: Some(resource.clone()),
             id: i32::try_from(id).unwrap_or(i32::MAX),
-            permission: Permission::ReadWrite as i32,
+            permission: permission as i32,
             broker: Some(pb::Broker {
                 name: BROKER_NAME.to_owned(),
                 id: 0,
@@ -243,6 +249,15 @@ mod tests {
         }
         let mixed = message_queues(&topic(TopicType::Mixed, 0), &ep);
         assert_eq!(mixed.len(), 1, "never an empty route");
+        let dead_letters = TopicConfig {
+            name: TopicName::new("%DLQ%billing").expect("valid"),
+            ..topic(TopicType::Normal, 1)
+        };
+        assert_eq!(
+            message_queues(&dead_letters, &ep)[0].permission,
+            Permission::Read as i32,
+            "producers may not write a dead-letter topic"
+        );
         assert_eq!(mixed[0].accept_message_types, vec![1, 2, 3, 4]);
     }
 

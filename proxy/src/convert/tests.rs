@@ -102,6 +102,17 @@ fn bad_messages_get_their_codes() {
     assert_eq!(code_of(&m), Code::BadRequest);
 
     let mut m = wire(MessageType::Normal);
+    m.topic = Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: "%DLQ%billing".into(),
+    });
+    assert_eq!(
+        code_of(&m),
+        Code::Forbidden,
+        "dead-letter topics are not sent to"
+    );
+
+    let mut m = wire(MessageType::Normal);
     props(&mut m).message_id = "1".repeat(129);
     assert_eq!(code_of(&m), Code::IllegalMessageId);
 
