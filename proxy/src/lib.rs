@@ -7,12 +7,14 @@
 //! - `status`: every error becomes a protocol code in one place.
 //! - `messaging`: the RocketMQ RPCs (`produce`, `consume`, `telemetry`); `admin`: the admin
 //!   RPCs; `metadata`: topic/group lookups with auto-creation and a short cache.
-//! - `producers`: the producers connected here and the transaction check-backs sent to them.
+//! - `producers`: the producers connected here and the transaction check-backs sent to them;
+//!   `held`: the deliveries handed out here, released when their client leaves.
 
 mod admin;
 mod config;
 mod convert;
 mod headers;
+mod held;
 mod messaging;
 mod metadata;
 mod metrics;
@@ -82,6 +84,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Producers connected here, for transaction check-backs.
     pub producers: producers::Producers,
+    /// Deliveries handed out here, given back when their client leaves.
+    pub held: held::Held,
 }
 
 impl Shared {
@@ -142,6 +146,7 @@ impl Shared {
             next_queue: AtomicU64::new(0),
             shutdown,
             producers: producers::Producers::default(),
+            held: held::Held::default(),
         }
     }
 }

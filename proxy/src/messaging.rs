@@ -19,7 +19,7 @@ use vela_proto::pb::rocketmq::{self as pb, Code, messaging_service_server::Messa
 
 use crate::Shared;
 use crate::headers::RequestMeta;
-use crate::status::{RpcError, ok_status};
+use crate::status::RpcError;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -370,11 +370,7 @@ impl MessagingService for MessagingServer {
         request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, Status> {
         let (meta, req) = split(request);
-        let work = async {
-            Ok(pb::NotifyClientTerminationResponse {
-                status: Some(ok_status()),
-            })
-        };
+        let work = consume::notify_client_termination(&self.shared, &meta, &req);
         Ok(self
             .unary("NotifyClientTermination", &meta, &req, work)
             .await)

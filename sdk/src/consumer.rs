@@ -259,8 +259,9 @@ impl SimpleConsumer {
         Ok(())
     }
 
-    /// Tells the server this consumer is leaving and stops its background tasks. Unacked
-    /// messages become visible again when their invisibility ends.
+    /// Tells the server this consumer is leaving and stops its background tasks. The server
+    /// makes the messages this consumer received and did not ack visible again soon (Vela and
+    /// RocketMQ within about a second), instead of when their invisibility ends.
     pub async fn shutdown(&self) -> Result<()> {
         self.inner.core.shutdown().await
     }

@@ -2,7 +2,9 @@
 //! - an unacked message comes back after its invisible duration with the attempt raised, and
 //!   the first delivery's handle is dead;
 //! - change-invisible returns a new handle that acks; the old one is rejected (40013);
-//! - after max attempts a message moves to %DLQ%<group>, where it can be consumed.
+//! - after max attempts a message moves to %DLQ%<group>, where it can be consumed;
+//! - a consumer that shuts down gives back what it did not ack within about a second, not at
+//!   the end of its invisible duration.
 
 use std::time::Duration;
 
@@ -137,5 +139,47 @@ async fn exhausted_messages_move_to_the_dead_letter_queue() {
     let got = drain(&dlq, 1, true, 3).await;
     let m = got.get(&id).expect("dead letter delivered");
     assert_eq!(&m.body[..], b"poison");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departing_consumer_gives_its_messages_back_within_seconds() {
+    let node = Node::start().await;
+    let topic = unique("leave");
+    let group = unique("leave-g");
+    let producer = node.producer(&topic).await;
+    let leaving = node.consumer(&group, &topic, "*").await;
+    let staying = node.consumer(&group, &topic, "*").await;
+    assert!(
+        drain(&leaving, 1, false, 1).await.is_empty(),
+        "primes the group"
+    );
+    for body in ["a", "b", "c"] {
+        producer
+            .send(Message::builder(&topic).body(body).build().unwrap())
+            .await
+            .unwrap();
+    }
+    // Held for an hour by the consumer that leaves; one of them acked first.
+    let mut held = Vec::new();
+    while held.len() < 3 {
+        held.extend(leaving.receive(3, Duration::from_secs(3600)).await.unwrap());
+    }
+    leaving.ack(&held[0]).await.unwrap();
+    leaving.shutdown().await.unwrap();
+
+    // Back within seconds on the real clock (nobody moves the test clock here).
+    let started = std::time::Instant::now();
+    let back = drain(&staying, 2, true, 10).await;
+    let mut ids: Vec<&String> = back.keys().collect();
+    ids.sort();
+    let mut want = vec![&held[1].message_id, &held[2].message_id];
+    want.sort();
+    assert_eq!(ids, want, "the two unacked messages, and not the acked one");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "given back in {:?}, not after the hour",
+        started.elapsed()
+    );
     node.stop().await;
 }

@@ -164,6 +164,13 @@ async fn receive(
     if deliveries.is_empty() {
         return Ok(Vec::new());
     }
+    if let Some(client) = &meta.client_id {
+        shared.held.delivered(
+            client,
+            deliveries.iter().map(|d| &d.ticket),
+            shared.ctx.clock.now_ms(),
+        );
+    }
     let bytes: usize = deliveries.iter().map(|d| d.message.body.len()).sum();
     shared.ctx.metrics.delivered(
         params.topic.as_str(),
@@ -178,6 +185,51 @@ async fn receive(
             convert::delivered_message(d, handle, &shared.store_host)
         })
         .collect())
+}
+
+/// Most releases of a departing client's deliveries in flight at once.
+const RELEASES_AT_ONCE: usize = 64;
+
+/// A client leaves: the deliveries it received here and did not settle become visible again
+/// soon ([`crate::held::RELEASE_AFTER`]) instead of at the end of their invisibility. A
+/// producer's termination names no group and holds nothing.
+pub(super) async fn notify_client_termination(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::NotifyClientTerminationRequest,
+) -> Result<pb::NotifyClientTerminationResponse, RpcError> {
+    let client = meta.require_client_id()?;
+    let group = match req.group.as_ref().filter(|g| !g.name.is_empty()) {
+        Some(g) => Some(convert::group_name(Some(g), &meta.namespace)?),
+        None => None,
+    };
+    let tickets = shared.held.take(client, group.as_ref());
+    if !tickets.is_empty() {
+        let count = tickets.len();
+        let released = futures::stream::iter(tickets)
+            .map(|ticket| async move {
+                shared
+                    .ctx
+                    .store
+                    .change_invisible(&ticket, crate::held::RELEASE_AFTER)
+                    .await
+                    .is_ok()
+            })
+            .buffer_unordered(RELEASES_AT_ONCE)
+            .filter(|released| std::future::ready(*released))
+            .count()
+            .await;
+        // The rest were settled elsewhere or had expired: nothing to give back.
+        tracing::debug!(
+            client,
+            count,
+            released,
+            "released a departing client's deliveries"
+        );
+    }
+    Ok(pb::NotifyClientTerminationResponse {
+        status: Some(ok_status()),
+    })
 }
 
 /// The group and topic a consumer call names, with the bare topic name for the lenient
@@ -242,6 +294,9 @@ pub(super) async fn ack_message(
         async move {
             let ticket = ticket_for(shared, target, &entry.receipt_handle)?;
             shared.ctx.store.ack(&ticket).await?;
+            if let Some(client) = &meta.client_id {
+                shared.held.settled(client, &ticket);
+            }
             Ok::<(), RpcError>(())
         }
     });
@@ -291,6 +346,9 @@ pub(super) async fn change_invisible_duration(
         .store
         .change_invisible(&ticket, invisible)
         .await?;
+    if let Some(client) = &meta.client_id {
+        shared.held.renewed(client, &renewed);
+    }
     Ok(pb::ChangeInvisibleDurationResponse {
         status: Some(ok_status()),
         receipt_handle: shared.ctx.receipts.encode(&renewed),
@@ -305,6 +363,9 @@ pub(super) async fn forward_to_dead_letter_queue(
     let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
     let ticket = ticket_for(shared, &target, &req.receipt_handle)?;
     shared.ctx.store.dead_letter(&ticket).await?;
+    if let Some(client) = &meta.client_id {
+        shared.held.settled(client, &ticket);
+    }
     tracing::debug!(group = %target.group, topic = %target.topic, message_id = %req.message_id, "forwarded to dead-letter queue");
     Ok(pb::ForwardMessageToDeadLetterQueueResponse {
         status: Some(ok_status()),

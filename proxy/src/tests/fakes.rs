@@ -234,6 +234,8 @@ pub struct FakeStore {
     pub last_pop_shards: Mutex<Option<Vec<ShardId>>>,
     /// The last transaction check request.
     pub last_check_request: Mutex<Option<TransactionCheckRequest>>,
+    /// Every change of invisibility: (offset, new invisibility).
+    pub invisibility_changes: Mutex<Vec<(u64, Duration)>>,
 }
 
 impl FakeStore {
@@ -393,10 +395,13 @@ impl StoreApi for FakeStore {
     async fn change_invisible(
         &self,
         ticket: &ReceiptTicket,
-        _invisible: Duration,
+        invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
         let mut state = self.state.lock();
         let key = self.current(&state, ticket)?;
+        self.invisibility_changes
+            .lock()
+            .push((ticket.offset, invisible));
         let delivery_id = self.next_delivery.fetch_add(1, Ordering::Relaxed) + 1;
         state.inflight.insert(key, delivery_id);
         Ok(ReceiptTicket {

@@ -238,3 +238,84 @@ async fn receives_name_the_topics_shards_and_dead_letters_every_shard() {
     .await;
     assert_eq!(*h.store.last_pop_shards.lock(), Some(vec![0, 1]));
 }
+
+#[tokio::test]
+async fn a_departing_client_gives_back_what_it_did_not_settle() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+    for id in ["A", "B", "C"] {
+        send_one(&mut client, message("orders", id, b"x")).await;
+    }
+    let items = receive_all(&mut client, req(receive_request("orders", "billing", 60))).await;
+    let handles: Vec<String> = items
+        .iter()
+        .filter(|i| matches!(i, Content::Message(_)))
+        .map(handle_of)
+        .collect();
+    assert_eq!(handles.len(), 3);
+    // One acked, one renewed (its new handle is what gets released), one left as delivered.
+    let ack = client
+        .ack_message(req(pb::AckMessageRequest {
+            group: resource("billing"),
+            topic: resource("orders"),
+            entries: vec![pb::AckMessageEntry {
+                message_id: "A".into(),
+                receipt_handle: handles[0].clone(),
+                lite_topic: None,
+            }],
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&ack.status), Code::Ok as i32);
+    let renewed = client
+        .change_invisible_duration(req(pb::ChangeInvisibleDurationRequest {
+            group: resource("billing"),
+            topic: resource("orders"),
+            receipt_handle: handles[1].clone(),
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 120,
+                nanos: 0,
+            }),
+            message_id: "B".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&renewed.status), Code::Ok as i32);
+    h.store.invisibility_changes.lock().clear();
+
+    // Another client of the group leaving gives back nothing of this one's.
+    let mut other = Request::new(pb::NotifyClientTerminationRequest {
+        group: resource("billing"),
+    });
+    other
+        .metadata_mut()
+        .insert("x-mq-client-id", "other@1@0@x".parse().expect("ascii"));
+    let bye = client
+        .notify_client_termination(other)
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&bye.status), Code::Ok as i32);
+    assert!(h.store.invisibility_changes.lock().is_empty());
+
+    let bye = client
+        .notify_client_termination(req(pb::NotifyClientTerminationRequest {
+            group: resource("billing"),
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&bye.status), Code::Ok as i32);
+    let mut released = h.store.invisibility_changes.lock().clone();
+    released.sort_unstable();
+    assert_eq!(
+        released,
+        vec![(1, Duration::from_secs(1)), (2, Duration::from_secs(1))],
+        "the renewed and the untouched delivery come back in a second; the acked one does not"
+    );
+}
