@@ -40,6 +40,11 @@ pub struct ProxyConfig {
     pub max_properties: usize,
     /// Longest FIFO message group.
     pub max_message_group_len: usize,
+    /// How long after a client's last Telemetry stream to this proxy ended, with no new one,
+    /// the messages it received here and did not settle are given back (visible again a second
+    /// later) instead of waiting out their invisibility.
+    #[serde(with = "humantime_serde")]
+    pub client_release_grace: Duration,
     /// Reported by `ClusterInfo` ("standalone" or "cluster"); set by the binary, not by the
     /// configuration file.
     #[serde(skip)]
@@ -61,6 +66,7 @@ impl Default for ProxyConfig {
             max_property_bytes: ByteSize::kib(16),
             max_properties: 128,
             max_message_group_len: 64,
+            client_release_grace: Duration::from_secs(10),
             cluster_mode: "standalone".to_owned(),
         }
     }

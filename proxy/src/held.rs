@@ -1,9 +1,12 @@
 //! The deliveries this proxy handed to each client that it has not seen settled, so that a
-//! client leaving (`NotifyClientTermination`) gives its messages back at once: each is made
-//! visible again after [`RELEASE_AFTER`] instead of at the end of its invisibility, as RocketMQ
-//! does. Memory only, and only a shortcut: what a proxy restart forgets, or what a client
-//! settled through another proxy, is handled by the store as always (the invisibility runs out;
-//! a release of an already settled delivery is refused as stale).
+//! client leaving gives its messages back at once: each is made visible again after
+//! [`RELEASE_AFTER`] instead of at the end of its invisibility, as RocketMQ does. A client
+//! leaves by `NotifyClientTermination`, or by vanishing: its last Telemetry stream here ended
+//! and no new one opened within `proxy.client_release_grace` (a crashed process; clients
+//! re-open a broken stream within seconds). Memory only, and only a shortcut: what a proxy
+//! restart forgets, or what a client settled through another proxy, is handled by the store as
+//! always (the invisibility runs out; a release of an already settled delivery is refused as
+//! stale).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,6 +39,9 @@ fn key(t: &ReceiptTicket) -> Key {
 struct Inner {
     clients: HashMap<String, HashMap<Key, ReceiptTicket>>,
     swept: Option<Instant>,
+    /// Open Telemetry streams per client, and how many streams each client has opened so far
+    /// (so a grace period can tell whether the client came back meanwhile).
+    streams: HashMap<String, (usize, u64)>,
 }
 
 #[derive(Default)]
@@ -90,6 +96,38 @@ impl Held {
                 held.insert(k, renewed.clone());
             }
         }
+    }
+
+    /// A Telemetry stream of `client` opened.
+    pub fn stream_opened(&self, client: &str) {
+        let mut inner = self.inner.lock();
+        let (open, opened) = inner.streams.entry(client.to_owned()).or_default();
+        *open += 1;
+        *opened += 1;
+    }
+
+    /// A Telemetry stream of `client` ended. Returns a mark to pass to
+    /// [`gone_since`](Self::gone_since) when it was the client's last one.
+    pub fn stream_closed(&self, client: &str) -> Option<u64> {
+        let mut inner = self.inner.lock();
+        let (open, opened) = inner.streams.get_mut(client)?;
+        *open = open.saturating_sub(1);
+        (*open == 0).then_some(*opened)
+    }
+
+    /// Whether `client` opened no stream since its last one ended (`mark`); if so it is
+    /// forgotten, and what it holds is taken.
+    pub fn gone_since(&self, client: &str, mark: u64) -> Option<Vec<ReceiptTicket>> {
+        {
+            let mut inner = self.inner.lock();
+            match inner.streams.get(client) {
+                Some(&(0, opened)) if opened == mark => {
+                    inner.streams.remove(client);
+                }
+                _ => return None,
+            }
+        }
+        Some(self.take(client, None))
     }
 
     /// Forgets and returns what `client` holds of `group` (of every group when `None`).
@@ -151,6 +189,23 @@ mod tests {
         assert!(held.take("c1", None).is_empty(), "taken once");
         assert_eq!(held.take("c2", None).len(), 1, "other clients keep theirs");
         assert!(held.inner.lock().clients.is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn a_client_is_gone_when_no_stream_reopened() {
+        let held = Held::default();
+        held.delivered("c", [&ticket("a", 0, 1, 100)], 0);
+        held.stream_opened("c");
+        held.stream_opened("c");
+        assert_eq!(held.stream_closed("c"), None, "one still open");
+        let mark = held.stream_closed("c").expect("the last one");
+        // It came back within the grace: nothing is released.
+        held.stream_opened("c");
+        assert!(held.gone_since("c", mark).is_none());
+        let mark = held.stream_closed("c").expect("the last one");
+        assert_eq!(held.gone_since("c", mark).map(|t| t.len()), Some(1));
+        assert!(held.gone_since("c", mark).is_none(), "once");
+        assert!(held.inner.lock().streams.is_empty());
     }
 
     #[test]

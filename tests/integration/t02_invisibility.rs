@@ -4,7 +4,8 @@
 //! - change-invisible returns a new handle that acks; the old one is rejected (40013);
 //! - after max attempts a message moves to %DLQ%<group>, where it can be consumed;
 //! - a consumer that shuts down gives back what it did not ack within about a second, not at
-//!   the end of its invisible duration.
+//!   the end of its invisible duration; one that vanishes (its Telemetry stream just ends) does
+//!   after the proxy's grace.
 
 use std::time::Duration;
 
@@ -181,5 +182,44 @@ async fn a_departing_consumer_gives_its_messages_back_within_seconds() {
         "given back in {:?}, not after the hour",
         started.elapsed()
     );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_consumer_gives_its_messages_back_after_the_grace() {
+    let node = Node::start_with(|c| c.proxy.client_release_grace = Duration::from_secs(1)).await;
+    let topic = unique("vanish");
+    let group = unique("vanish-g");
+    let producer = node.producer(&topic).await;
+    let vanishing = node.consumer(&group, &topic, "*").await;
+    let staying = node.consumer(&group, &topic, "*").await;
+    assert!(
+        drain(&vanishing, 1, false, 1).await.is_empty(),
+        "primes the group"
+    );
+    for body in ["a", "b"] {
+        producer
+            .send(Message::builder(&topic).body(body).build().unwrap())
+            .await
+            .unwrap();
+    }
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        held.extend(
+            vanishing
+                .receive(2, Duration::from_secs(3600))
+                .await
+                .unwrap(),
+        );
+    }
+    // Gone without a word, as a crashed process: its Telemetry stream just ends.
+    drop(vanishing);
+
+    let back = drain(&staying, 2, true, 10).await;
+    let mut ids: Vec<&String> = back.keys().collect();
+    ids.sort();
+    let mut want = vec![&held[0].message_id, &held[1].message_id];
+    want.sort();
+    assert_eq!(ids, want, "given back after the grace, not after the hour");
     node.stop().await;
 }

@@ -206,20 +206,7 @@ pub(super) async fn notify_client_termination(
     let tickets = shared.held.take(client, group.as_ref());
     if !tickets.is_empty() {
         let count = tickets.len();
-        let released = futures::stream::iter(tickets)
-            .map(|ticket| async move {
-                shared
-                    .ctx
-                    .store
-                    .change_invisible(&ticket, crate::held::RELEASE_AFTER)
-                    .await
-                    .is_ok()
-            })
-            .buffer_unordered(RELEASES_AT_ONCE)
-            .filter(|released| std::future::ready(*released))
-            .count()
-            .await;
-        // The rest were settled elsewhere or had expired: nothing to give back.
+        let released = release(shared, tickets).await;
         tracing::debug!(
             client,
             count,
@@ -230,6 +217,24 @@ pub(super) async fn notify_client_termination(
     Ok(pb::NotifyClientTerminationResponse {
         status: Some(ok_status()),
     })
+}
+
+/// Makes deliveries visible again after [`crate::held::RELEASE_AFTER`]; returns how many were
+/// still current (the rest were settled elsewhere or had expired: nothing to give back).
+pub(super) async fn release(shared: &Shared, tickets: Vec<ReceiptTicket>) -> usize {
+    futures::stream::iter(tickets)
+        .map(|ticket| async move {
+            shared
+                .ctx
+                .store
+                .change_invisible(&ticket, crate::held::RELEASE_AFTER)
+                .await
+                .is_ok()
+        })
+        .buffer_unordered(RELEASES_AT_ONCE)
+        .filter(|released| std::future::ready(*released))
+        .count()
+        .await
 }
 
 /// The group and topic a consumer call names, with the bare topic name for the lenient

@@ -45,6 +45,9 @@ async fn run(
 ) {
     tracing::debug!("telemetry stream opened");
     let stream = shared.producers.stream_id();
+    if let Some(client) = &meta.client_id {
+        shared.held.stream_opened(client);
+    }
     loop {
         let command = tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -76,7 +79,33 @@ async fn run(
     }
     // Dropping `replies` (and the producer registration's clone) ends the response stream.
     shared.producers.remove(stream);
+    drop(replies);
     tracing::debug!("telemetry stream closed");
+    if let Some(client) = meta.client_id
+        && let Some(mark) = shared.held.stream_closed(&client)
+        && !shared.shutdown.is_cancelled()
+    {
+        release_if_gone(shared, client, mark).await;
+    }
+}
+
+/// After the client's last stream here ended: unless it opens another within the grace, it is
+/// gone (crashed, or cut off), and the deliveries it held are given back.
+async fn release_if_gone(shared: Arc<Shared>, client: String, mark: u64) {
+    tokio::select! {
+        () = shared.shutdown.cancelled() => return,
+        () = tokio::time::sleep(shared.ctx.config.client_release_grace) => {}
+    }
+    if let Some(tickets) = shared.held.gone_since(&client, mark) {
+        let released = super::consume::release(&shared, tickets).await;
+        if released > 0 {
+            tracing::info!(
+                client,
+                released,
+                "gave back the deliveries of a client that went away"
+            );
+        }
+    }
 }
 
 /// The reply to one client command, if it needs one.

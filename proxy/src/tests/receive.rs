@@ -319,3 +319,52 @@ async fn a_departing_client_gives_back_what_it_did_not_settle() {
         "the renewed and the untouched delivery come back in a second; the acked one does not"
     );
 }
+
+#[tokio::test]
+async fn a_client_whose_streams_all_end_gives_back_what_it_holds_after_a_grace() {
+    let h = Harness::start(ProxyConfig {
+        client_release_grace: Duration::from_millis(300),
+        ..test_config()
+    })
+    .await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+    // The client's Telemetry stream (same client id as its receive).
+    let (stream_tx, stream_rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
+    let mut replies = client
+        .telemetry(req(tokio_stream::wrappers::ReceiverStream::new(stream_rx)))
+        .await
+        .expect("call")
+        .into_inner();
+    send_one(&mut client, message("orders", "A", b"x")).await;
+    let items = receive_all(&mut client, req(receive_request("orders", "billing", 60))).await;
+    assert_eq!(
+        items
+            .iter()
+            .filter(|i| matches!(i, Content::Message(_)))
+            .count(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        h.store.invisibility_changes.lock().is_empty(),
+        "held while its stream is open"
+    );
+
+    // The client vanishes: its stream ends, and none reopens within the grace.
+    drop(stream_tx);
+    while replies.message().await.ok().flatten().is_some() {}
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.store.invisibility_changes.lock().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never given back after the client went away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.store.invisibility_changes.lock().clone(),
+        vec![(0, Duration::from_secs(1))]
+    );
+}
