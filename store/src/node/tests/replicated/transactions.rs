@@ -16,17 +16,28 @@ fn checked_config(id: NodeId) -> StoreConfig {
     }
 }
 
-/// The due checks as a proxy gets them: (body, check number), sorted.
+/// The due checks as a proxy gets them: (body, check number), sorted. A failed ask (a leader
+/// not yet confirmed, an election) is asked again, as the proxy's next poll would: nothing is
+/// handed out by a call that fails.
 async fn due(remote: &dyn StoreApi) -> Vec<(String, u32)> {
     let request = TransactionCheckRequest {
         topics: vec![topic()],
         shards: vec![0],
         max: 16,
     };
-    let mut got: Vec<(String, u32)> = remote
-        .transaction_checks(&request)
-        .await
-        .unwrap_or_default()
+    let mut attempts = 0;
+    let checks = loop {
+        match remote.transaction_checks(&request).await {
+            Ok(checks) => break checks,
+            Err(err) if attempts < 50 => {
+                eprintln!("asking for checks failed, again: {err}");
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("asking for checks keeps failing: {err}"),
+        }
+    };
+    let mut got: Vec<(String, u32)> = checks
         .into_iter()
         .map(|c| {
             (
