@@ -237,6 +237,36 @@ async fn send_one(
         .into_inner()
 }
 
+/// The receipt handles of the messages a receive delivered.
+fn message_handles(items: &[Content]) -> Vec<String> {
+    items
+        .iter()
+        .filter(|i| matches!(i, Content::Message(_)))
+        .map(handle_of)
+        .collect()
+}
+
+/// Acks one delivery of group `billing` on topic `orders`.
+async fn ack_one(
+    client: &mut MessagingServiceClient<Channel>,
+    message_id: &str,
+    handle: &str,
+) -> pb::AckMessageResponse {
+    client
+        .ack_message(req(pb::AckMessageRequest {
+            group: resource("billing"),
+            topic: resource("orders"),
+            entries: vec![pb::AckMessageEntry {
+                message_id: message_id.into(),
+                receipt_handle: handle.into(),
+                lite_topic: None,
+            }],
+        }))
+        .await
+        .expect("call")
+        .into_inner()
+}
+
 fn handle_of(item: &Content) -> String {
     match item {
         Content::Message(m) => m

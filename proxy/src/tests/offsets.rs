@@ -59,25 +59,9 @@ async fn offsets_of_groups_and_queues() {
         send_one(&mut client, message("orders", id, b"x")).await;
     }
     let items = receive_all(&mut client, req(receive_request("orders", "billing", 15))).await;
-    let handles: Vec<String> = items
-        .iter()
-        .filter(|i| matches!(i, Content::Message(_)))
-        .map(handle_of)
-        .collect();
+    let handles = message_handles(&items);
     assert_eq!(handles.len(), 3);
-    let ack = client
-        .ack_message(req(pb::AckMessageRequest {
-            group: resource("billing"),
-            topic: resource("orders"),
-            entries: vec![pb::AckMessageEntry {
-                message_id: "A".into(),
-                receipt_handle: handles[0].clone(),
-                lite_topic: None,
-            }],
-        }))
-        .await
-        .expect("call")
-        .into_inner();
+    let ack = ack_one(&mut client, "A", &handles[0]).await;
     assert_eq!(code(&ack.status), Code::Ok as i32);
 
     // The group stands after what it acknowledged; the lag is end - offset.

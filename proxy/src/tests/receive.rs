@@ -249,26 +249,10 @@ async fn a_departing_client_gives_back_what_it_did_not_settle() {
         send_one(&mut client, message("orders", id, b"x")).await;
     }
     let items = receive_all(&mut client, req(receive_request("orders", "billing", 60))).await;
-    let handles: Vec<String> = items
-        .iter()
-        .filter(|i| matches!(i, Content::Message(_)))
-        .map(handle_of)
-        .collect();
+    let handles = message_handles(&items);
     assert_eq!(handles.len(), 3);
     // One acked, one renewed (its new handle is what gets released), one left as delivered.
-    let ack = client
-        .ack_message(req(pb::AckMessageRequest {
-            group: resource("billing"),
-            topic: resource("orders"),
-            entries: vec![pb::AckMessageEntry {
-                message_id: "A".into(),
-                receipt_handle: handles[0].clone(),
-                lite_topic: None,
-            }],
-        }))
-        .await
-        .expect("call")
-        .into_inner();
+    let ack = ack_one(&mut client, "A", &handles[0]).await;
     assert_eq!(code(&ack.status), Code::Ok as i32);
     let renewed = client
         .change_invisible_duration(req(pb::ChangeInvisibleDurationRequest {
@@ -339,13 +323,7 @@ async fn a_client_whose_streams_all_end_gives_back_what_it_holds_after_a_grace()
         .into_inner();
     send_one(&mut client, message("orders", "A", b"x")).await;
     let items = receive_all(&mut client, req(receive_request("orders", "billing", 60))).await;
-    assert_eq!(
-        items
-            .iter()
-            .filter(|i| matches!(i, Content::Message(_)))
-            .count(),
-        1
-    );
+    assert_eq!(message_handles(&items).len(), 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
         h.store.invisibility_changes.lock().is_empty(),
