@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use crate::sql::SqlFilter;
+
 /// Identifies one shard (one openraft group of the store).
 pub type ShardId = u32;
 
@@ -315,11 +317,52 @@ pub const MAX_EXPRESSION_TAGS: usize = 256;
 
 /// Why a filter expression was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("illegal tag expression {expression:?}: {reason}")]
+#[error("illegal {language} expression {expression:?}: {reason}")]
 pub struct FilterError {
+    /// `tag` or `SQL92`.
+    pub language: &'static str,
     /// The expression, cut to its first 64 characters.
     pub expression: String,
-    pub reason: &'static str,
+    pub reason: String,
+}
+
+impl FilterError {
+    fn new(language: &'static str, expression: &str, reason: String) -> Self {
+        FilterError {
+            language,
+            expression: expression.chars().take(64).collect(),
+            reason,
+        }
+    }
+
+    /// An SQL92 expression that is not one.
+    pub fn sql(expression: &str, reason: String) -> Self {
+        Self::new("SQL92", expression, reason)
+    }
+}
+
+/// What a receive selects: a tag expression, or an SQL92 condition over the message's
+/// properties ([`SqlFilter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageFilter {
+    Tag(TagFilter),
+    Sql(SqlFilter),
+}
+
+impl MessageFilter {
+    /// Whether a message with `tag` and user `properties` passes.
+    pub fn matches(&self, tag: Option<&str>, properties: &[(String, String)]) -> bool {
+        match self {
+            MessageFilter::Tag(tags) => tags.matches(tag),
+            MessageFilter::Sql(sql) => sql.matches(tag, properties),
+        }
+    }
+}
+
+impl From<TagFilter> for MessageFilter {
+    fn from(filter: TagFilter) -> Self {
+        MessageFilter::Tag(filter)
+    }
 }
 
 impl TagFilter {
@@ -327,10 +370,7 @@ impl TagFilter {
     /// [`MAX_TAG_EXPRESSION_LEN`] bytes and [`MAX_EXPRESSION_TAGS`] distinct tags, each at most
     /// [`MAX_TAG_LEN`] (no message carries a longer one); repeats count once.
     pub fn parse(expression: &str) -> Result<Self, FilterError> {
-        let error = |reason| FilterError {
-            expression: expression.chars().take(64).collect(),
-            reason,
-        };
+        let error = |reason: &str| FilterError::new("tag", expression, reason.to_owned());
         if expression.len() > MAX_TAG_EXPRESSION_LEN {
             return Err(error("longer than 16 KiB"));
         }

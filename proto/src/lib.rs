@@ -22,6 +22,7 @@ pub mod controller_client;
 pub mod controller_wire;
 pub mod domain;
 pub mod receipt;
+pub mod sql;
 pub mod store_api;
 pub mod store_client;
 pub mod store_wire;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client_id::ClientId;
 use crate::cluster_status::StoreNodeReport;
-use crate::domain::{GroupName, MessageRecord, QueueStats, ShardId, TagFilter, TopicName};
+use crate::domain::{GroupName, MessageFilter, MessageRecord, QueueStats, ShardId, TopicName};
 use crate::receipt::ReceiptTicket;
 
 /// Appends messages to one queue.
@@ -55,7 +55,7 @@ pub struct PopRequest {
     pub max_messages: u32,
     /// 10 s..=12 h (validated by the caller).
     pub invisible: Duration,
-    pub filter: TagFilter,
+    pub filter: MessageFilter,
     /// FIFO group: at most one in-flight message per message group, delivered in order.
     pub fifo: bool,
     /// Deliveries after which an expired message moves to `%DLQ%<group>` instead.

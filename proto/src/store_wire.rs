@@ -10,7 +10,8 @@ use tonic::{Code, Status};
 
 use crate::client_id::ClientId;
 use crate::domain::{
-    GroupName, GroupQueueStats, MessageKind, MessageRecord, QueueStats, TagFilter, TopicName,
+    GroupName, GroupQueueStats, MessageFilter, MessageKind, MessageRecord, QueueStats, SqlFilter,
+    TagFilter, TopicName,
 };
 use crate::pb::store as pb;
 use crate::receipt::ReceiptTicket;
@@ -164,8 +165,12 @@ pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
         max_messages: req.max_messages,
         invisible_ms: millis(req.invisible),
         tags: match &req.filter {
-            TagFilter::All => Vec::new(),
-            TagFilter::Tags(tags) => tags.clone(),
+            MessageFilter::Tag(TagFilter::Tags(tags)) => tags.clone(),
+            MessageFilter::Tag(TagFilter::All) | MessageFilter::Sql(_) => Vec::new(),
+        },
+        sql: match &req.filter {
+            MessageFilter::Sql(sql) => sql.expression().to_owned(),
+            MessageFilter::Tag(_) => String::new(),
         },
         fifo: req.fifo,
         max_attempts: req.max_attempts,
@@ -185,17 +190,25 @@ pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
     if req.tags.iter().any(|t| t.is_empty()) {
         return Err(WireError("a tag filter holds an empty tag".into()));
     }
+    let filter = if !req.sql.is_empty() {
+        if !req.tags.is_empty() {
+            return Err(WireError(
+                "a receive has both a tag and an SQL92 filter".into(),
+            ));
+        }
+        MessageFilter::Sql(SqlFilter::parse(&req.sql).map_err(|e| WireError(e.to_string()))?)
+    } else if req.tags.is_empty() {
+        MessageFilter::Tag(TagFilter::All)
+    } else {
+        MessageFilter::Tag(TagFilter::Tags(req.tags))
+    };
     Ok(PopRequest {
         group: group(&req.group)?,
         topic: topic(&req.topic)?,
         queues: req.queue_id.map_or(QueueSelector::All, QueueSelector::One),
         max_messages: req.max_messages,
         invisible: Duration::from_millis(req.invisible_ms),
-        filter: if req.tags.is_empty() {
-            TagFilter::All
-        } else {
-            TagFilter::Tags(req.tags)
-        },
+        filter,
         fifo: req.fifo,
         max_attempts: req.max_attempts,
         wait: Duration::from_millis(req.wait_ms),

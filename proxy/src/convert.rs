@@ -10,7 +10,8 @@ use vela_proto::pb::rocketmq::{self as pb, Code, DigestType, Encoding, FilterTyp
 use vela_proto::store_api::{Delivery, TransactionCheck};
 use vela_proto::{
     CHECK_AFTER_PROPERTY, DLQ_PREFIX, GroupName, MAX_CHECK_AFTER, MAX_INVISIBLE, MAX_RECEIVE_BATCH,
-    MAX_TAG_LEN, MIN_INVISIBLE, MessageKind, MessageRecord, TagFilter, TopicName, TopicType,
+    MAX_TAG_LEN, MIN_INVISIBLE, MessageFilter, MessageKind, MessageRecord, SqlFilter, TagFilter,
+    TopicName, TopicType,
 };
 
 use crate::config::ProxyConfig;
@@ -429,7 +430,7 @@ fn user_properties(
 pub(crate) struct ReceiveParams {
     pub group: GroupName,
     pub topic: TopicName,
-    pub filter: TagFilter,
+    pub filter: MessageFilter,
     pub batch: u32,
     pub invisible: Duration,
     /// The long-polling time the client asked for, if any.
@@ -449,14 +450,11 @@ pub(crate) fn receive_params(
         .ok_or_else(|| RpcError::new(Code::IllegalTopic, "message queue is required"))?;
     let topic = topic_name(queue.topic.as_ref(), header_namespace)?;
     let filter = match &req.filter_expression {
-        None => TagFilter::All,
+        None => MessageFilter::Tag(TagFilter::All),
         Some(f) if f.r#type == FilterType::Sql as i32 => {
-            return Err(RpcError::new(
-                Code::IllegalFilterExpression,
-                "sql92 filter expressions are not supported",
-            ));
+            MessageFilter::Sql(SqlFilter::parse(&f.expression)?)
         }
-        Some(f) => TagFilter::parse(&f.expression)?,
+        Some(f) => MessageFilter::Tag(TagFilter::parse(&f.expression)?),
     };
     if req.batch_size <= 0 {
         return Err(RpcError::bad_request(format!(

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use vela_proto::pb::rocketmq as pb;
-use vela_proto::{TagFilter, TopicName};
+use vela_proto::{SqlFilter, TagFilter, TopicName};
 
 use crate::config::Endpoint;
 use crate::error::{Error, Result};
@@ -301,7 +301,10 @@ impl FilterExpression {
         }
     }
 
-    /// An SQL92 expression over message properties (the server must support SQL filtering).
+    /// An SQL92 condition over the message's user properties and its tag (`TAGS`), as
+    /// RocketMQ's `MessageSelector.bySql`: `region = 'eu' AND amount > 100`. The server
+    /// evaluates it; messages that do not match (a missing property, a type mismatch) are not
+    /// delivered to the group. A malformed expression fails when the consumer is built.
     pub fn sql(expression: impl Into<String>) -> Self {
         FilterExpression {
             kind: pb::FilterType::Sql,
@@ -315,13 +318,12 @@ impl FilterExpression {
 
     pub(crate) fn validate(&self) -> Result<()> {
         match self.kind {
-            pb::FilterType::Sql if is_blank(&self.expression) => Err(Error::InvalidArgument(
-                "sql filter expression is blank".into(),
-            )),
-            pb::FilterType::Tag => TagFilter::parse(&self.expression)
+            pb::FilterType::Sql => SqlFilter::parse(&self.expression)
                 .map(|_| ())
                 .map_err(|e| Error::InvalidArgument(e.to_string())),
-            _ => Ok(()),
+            _ => TagFilter::parse(&self.expression)
+                .map(|_| ())
+                .map_err(|e| Error::InvalidArgument(e.to_string())),
         }
     }
 

@@ -75,6 +75,23 @@ pub enum StoreCommand {
         now_ms: i64,
         appends: Vec<ClientAppend>,
     },
+    /// A receive with an SQL92 filter (apply version 7). Only the leader reads messages to
+    /// evaluate it; the command carries, per queue, the offsets it found matching in
+    /// `[skip_to, scan_to)`. Apply delivers those and passes over every other offset there, so
+    /// replicas never evaluate the filter and agree whatever their builds' SQL semantics.
+    /// `pop.filter` is `All`: redeliveries and parked FIFO messages matched when first picked.
+    PopPicked {
+        pop: PopCommand,
+        picks: Vec<PickedRange>,
+    },
+}
+
+/// One queue's share of a [`StoreCommand::PopPicked`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PickedRange {
+    pub range: ScanRange,
+    /// The offsets in `range.skip_to..range.scan_to` that match, ascending.
+    pub offsets: Vec<u64>,
 }
 
 /// One caller's messages inside a [`StoreCommand::ClientAppends`].
@@ -125,6 +142,7 @@ impl StoreCommand {
             StoreCommand::SetApplyVersion { .. } => "set_apply_version",
             StoreCommand::PopRanges { .. } => "pop",
             StoreCommand::ClientAppends { .. } => "client_appends",
+            StoreCommand::PopPicked { .. } => "pop",
         }
     }
 
@@ -138,7 +156,9 @@ impl StoreCommand {
             | StoreCommand::EndTransaction { now_ms, .. }
             | StoreCommand::AppendBatch { now_ms, .. }
             | StoreCommand::ClientAppends { now_ms, .. } => Some(*now_ms),
-            StoreCommand::Pop(pop) | StoreCommand::PopRanges { pop, .. } => Some(pop.now_ms),
+            StoreCommand::Pop(pop)
+            | StoreCommand::PopRanges { pop, .. }
+            | StoreCommand::PopPicked { pop, .. } => Some(pop.now_ms),
             StoreCommand::Ack { .. }
             | StoreCommand::Truncate { .. }
             | StoreCommand::DropTopic { .. }
@@ -295,6 +315,15 @@ impl fmt::Display for StoreCommand {
                     appends.len()
                 )
             }
+            StoreCommand::PopPicked { pop: p, picks } => write!(
+                f,
+                "pop({}, {}, max {}, {} queues, {} picked)",
+                p.group,
+                p.topic,
+                p.max,
+                picks.len(),
+                picks.iter().map(|r| r.offsets.len()).sum::<usize>()
+            ),
             StoreCommand::PopRanges { pop: p, ranges } => write!(
                 f,
                 "pop({}, {}, max {}, {} queues)",
@@ -589,6 +618,42 @@ mod tests {
         let bytes = postcard::to_stdvec(&command).expect("encodes");
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "0c016701740020b0ea01000010d00f0101ac02900340");
+    }
+
+    #[test]
+    fn pop_picked_golden_bytes() {
+        // Persisted from apply version 7: tag 14, the receive, then per queue its range and
+        // the matching offsets as varints.
+        let command = StoreCommand::PopPicked {
+            pop: PopCommand {
+                group: GroupName::new("g").expect("valid"),
+                topic: TopicName::new("t").expect("valid"),
+                queues: QueueChoice::One(1),
+                max: 32,
+                invisible_ms: 30_000,
+                filter: TagSubscription::All,
+                fifo: false,
+                max_attempts: 16,
+                now_ms: 1_000,
+            },
+            picks: vec![PickedRange {
+                range: ScanRange {
+                    queue_id: 1,
+                    skip_to: 300,
+                    scan_to: 400,
+                    expiries: 0,
+                },
+                offsets: vec![300, 399],
+            }],
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(
+            hex::encode(&bytes),
+            "0e01670174010120b0ea01000010d00f0101ac0290030002ac028f03"
+        );
+        let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, command);
+        assert_eq!(back.kind(), "pop");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use consumer::{ConsumerQueue, Inflight};
 pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
 pub use index::{Entries, IndexEntry, QueueIndex, TagTable, message_group_hash};
 pub use legacy::{EntryMap, LegacyState};
-pub use plan::{PopPlan, ScanMemo};
+pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
 use time::deadline;
 
 /// The transaction id of a half message: where its record is. It names the shard first, so any
@@ -81,6 +81,8 @@ pub struct PopProbe<'a> {
     pub queues: QueueChoice,
     pub filter: &'a TagSubscription,
     pub fifo: bool,
+    /// An SQL92 receive: what the leader evaluated (`filter` is then `All`).
+    pub sql: Option<SqlProbe<'a>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -143,8 +145,10 @@ impl PartialEq for ShardState {
 ///   with its first outcome instead of appended again;
 /// - 6: the deduplication window keeps its own clock, which a command moves on by at most
 ///   [`dedup::MAX_STEP_MS`] (a leader whose clock jumped an hour ahead forgot the whole window
-///   at once, so a resend across the jump was stored twice).
-pub const APPLY_VERSION: u32 = 6;
+///   at once, so a resend across the jump was stored twice);
+/// - 7: receives with an SQL92 filter (`PopPicked`) carry the offsets the leader found
+///   matching; nothing before this version writes them.
+pub const APPLY_VERSION: u32 = 7;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -295,6 +299,13 @@ impl ShardState {
                 self.pop_ranges(log_index, &at_now, ranges, fx)
             }
             StoreCommand::PopRanges { pop, ranges } => self.pop_ranges(log_index, pop, ranges, fx),
+            StoreCommand::PopPicked { pop, picks } => {
+                let at_now = PopCommand {
+                    now_ms: now,
+                    ..pop.clone()
+                };
+                self.pop_picked(log_index, &at_now, picks, fx)
+            }
             StoreCommand::Ack { deliveries } => CommandResponse::Acked(
                 deliveries
                     .iter()

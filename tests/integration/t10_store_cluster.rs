@@ -111,7 +111,7 @@ fn receive() -> PopRequest {
         queues: QueueSelector::All,
         max_messages: 32,
         invisible: INVISIBLE,
-        filter: TagFilter::All,
+        filter: TagFilter::All.into(),
         fifo: false,
         max_attempts: 16,
         wait: Duration::from_millis(500),

@@ -72,8 +72,9 @@ fn values_survive_the_wire() {
         )
     );
     for filter in [
-        TagFilter::All,
-        TagFilter::Tags(vec!["A".into(), "B".into()]),
+        MessageFilter::Tag(TagFilter::All),
+        MessageFilter::Tag(TagFilter::Tags(vec!["A".into(), "B".into()])),
+        MessageFilter::Sql(crate::sql::SqlFilter::parse("a > 1 AND TAGS = 'x'").unwrap()),
     ] {
         for queues in [QueueSelector::All, QueueSelector::One(4)] {
             let p = PopRequest {
@@ -210,4 +211,24 @@ fn a_transaction_check_survives_the_wire_and_needs_its_message_and_id() {
     let mut bad_topic = check_to_wire(&check);
     bad_topic.topic = String::new();
     assert!(check_from_wire(bad_topic).is_err());
+}
+
+#[test]
+fn a_receive_with_a_bad_sql_filter_is_refused_at_the_wire() {
+    let mut req = pb::PopRequest {
+        group: "g".into(),
+        topic: "t".into(),
+        max_messages: 1,
+        sql: "a >".into(),
+        ..Default::default()
+    };
+    assert!(pop_from_wire(req.clone()).is_err());
+    req.sql = "a > 1".into();
+    req.tags = vec!["A".into()];
+    assert!(pop_from_wire(req.clone()).is_err());
+    req.tags.clear();
+    assert!(matches!(
+        pop_from_wire(req).unwrap().filter,
+        MessageFilter::Sql(_)
+    ));
 }

@@ -222,7 +222,10 @@ fn receive_requests_validate() {
     assert_eq!(p.topic.as_str(), "orders");
     assert_eq!(p.batch, 32, "clamped to 32");
     assert_eq!(p.invisible, Duration::from_secs(15));
-    assert_eq!(p.filter, TagFilter::Tags(vec!["A".into(), "B".into()]));
+    assert_eq!(
+        p.filter,
+        TagFilter::Tags(vec!["A".into(), "B".into()]).into()
+    );
     assert_eq!(p.requested_poll, Some(Duration::from_secs(40)));
 
     let code =
@@ -248,9 +251,20 @@ fn receive_requests_validate() {
     let mut r = receive_req();
     r.filter_expression = Some(pb::FilterExpression {
         r#type: FilterType::Sql as i32,
-        expression: "a > 1".into(),
+        expression: "a > ".into(),
     });
     assert_eq!(code(r), Code::IllegalFilterExpression);
+    let mut r = receive_req();
+    r.filter_expression = Some(pb::FilterExpression {
+        r#type: FilterType::Sql as i32,
+        expression: "a > 1 AND TAGS IN ('x')".into(),
+    });
+    let sql = receive_params(&r, "", Duration::from_secs(30))
+        .expect("a valid SQL92 filter")
+        .filter;
+    assert!(
+        matches!(sql, vela_proto::MessageFilter::Sql(f) if f.expression() == "a > 1 AND TAGS IN ('x')")
+    );
     let mut r = receive_req();
     r.filter_expression = Some(pb::FilterExpression {
         r#type: FilterType::Tag as i32,

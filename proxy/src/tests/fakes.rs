@@ -280,7 +280,11 @@ impl FakeStore {
                     .record
                     .delivery_timestamp_ms
                     .is_none_or(|at| at <= now_ms);
-                if !due || !req.filter.matches(stored.record.tag.as_deref()) {
+                if !due
+                    || !req
+                        .filter
+                        .matches(stored.record.tag.as_deref(), &stored.record.properties)
+                {
                     continue;
                 }
                 let message = stored.record.clone();

@@ -70,7 +70,7 @@ fn pop_request(max: u32) -> PopRequest {
         queues: QueueSelector::All,
         max_messages: max,
         invisible: Duration::from_secs(30),
-        filter: TagFilter::All,
+        filter: TagFilter::All.into(),
         fifo: false,
         max_attempts: 10_000,
         wait: Duration::ZERO,

@@ -2,6 +2,7 @@
 //! on the leader (so a receive that finds nothing writes nothing to the log), proposes it, and
 //! reads the delivered messages back from the log.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +11,20 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
 use vela_proto::MessageKind;
+use vela_proto::domain::{MessageFilter, SqlFilter};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{Delivery, PopRequest, QueueSelector, StoreError};
 
 use super::{Store, duration_ms};
 use crate::command::{
-    CommandResponse, PopCommand, PoppedMessage, QueueChoice, RecordRef, StoreCommand,
+    CommandResponse, PickedRange, PopCommand, PoppedMessage, QueueChoice, RecordRef, StoreCommand,
     TagSubscription,
 };
 use crate::shard::{DamageFound, RecordReadError, Shard, unexpected};
-use crate::state::{Availability, PopPlan, PopProbe, transaction_id};
+use crate::state::{
+    Availability, MAX_INFLIGHT, PopPlan, PopProbe, SqlCandidates, SqlProbe, SqlWindow,
+    transaction_id,
+};
 
 impl Store {
     /// Receives from `shards` (tried in this order): the receive loop behind
@@ -50,7 +55,12 @@ impl Store {
                 vela_proto::domain::MAX_RECEIVE_BATCH
             )));
         }
-        let filter = TagSubscription::from(&req.filter);
+        // An SQL92 filter is evaluated by the leader on the messages themselves and the
+        // receive carries the matches (`PopPicked`); its tag subscription is then `All`.
+        let (filter, sql) = match &req.filter {
+            MessageFilter::Tag(tags) => (TagSubscription::from(tags), None),
+            MessageFilter::Sql(sql) => (TagSubscription::All, Some(sql)),
+        };
         let queues = match req.queues {
             QueueSelector::All => QueueChoice::All,
             QueueSelector::One(q) => QueueChoice::One(q),
@@ -61,6 +71,7 @@ impl Store {
             queues,
             filter: &filter,
             fifo: req.fifo,
+            sql: None,
         };
         // Bounded so a huge wait from a remote caller cannot overflow the clock.
         let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
@@ -90,6 +101,17 @@ impl Store {
             };
             let mut more_to_scan = false;
             for shard in shards {
+                let windows = match sql {
+                    Some(sql) => Some(self.evaluate_sql(shard, probe, sql).await?),
+                    None => None,
+                };
+                let probe = PopProbe {
+                    sql: sql.zip(windows.as_ref()).map(|(sql, windows)| SqlProbe {
+                        expression: sql.expression(),
+                        windows,
+                    }),
+                    ..probe
+                };
                 let (command, waiting) = plan_receive(shard, probe, &pop, now_ms);
                 match waiting {
                     Waiting::No => {}
@@ -151,6 +173,46 @@ impl Store {
 }
 
 impl Store {
+    /// Reads and evaluates, for an SQL92 receive on `shard`, the next messages of each queue
+    /// from where its search stands (off the async workers: it reads the log).
+    async fn evaluate_sql(
+        &self,
+        shard: &Arc<Shard>,
+        probe: PopProbe<'_>,
+        sql: &SqlFilter,
+    ) -> Result<HashMap<u32, SqlWindow>, StoreError> {
+        let candidates = {
+            let applied = shard.shared.applied.read();
+            if applied.state.apply_version() < SQL_APPLY_VERSION {
+                return Err(StoreError::Unavailable(format!(
+                    "SQL92 filters need every replica of shard {} on a build with apply \
+                     version {SQL_APPLY_VERSION} (it runs {})",
+                    shard.id,
+                    applied.state.apply_version()
+                )));
+            }
+            let memo = shard.shared.scan_memo.lock();
+            applied
+                .state
+                .sql_candidates(probe, sql.expression(), &memo, SQL_WINDOW, MAX_INFLIGHT)
+        };
+        if candidates.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let reader = Arc::clone(shard);
+        let filter = sql.clone();
+        let evaluated =
+            tokio::task::spawn_blocking(move || evaluate_windows(&reader, &filter, candidates))
+                .await
+                .map_err(|e| StoreError::Internal(format!("SQL92 evaluation failed: {e}")))?;
+        evaluated.map_err(|err| {
+            if err.is_damage() {
+                self.report_damage(shard, err.log_index);
+            }
+            err.into()
+        })
+    }
+
     /// A read on this node found `shard`'s record at `log_index` damaged. The messages it
     /// holds cannot be delivered from this replica, and a replica with damaged entries must
     /// not lead or vote: the store confirms the damage and, for a placed shard with other
@@ -166,6 +228,48 @@ impl Store {
             .damaged
             .send((Arc::downgrade(shard), DamageFound::Read { log_index }));
     }
+}
+
+/// Messages an SQL92 receive reads and evaluates per queue in one slice of its search.
+const SQL_WINDOW: usize = 256;
+/// Bytes of messages one queue's window reads at most (it stops early past this).
+const SQL_WINDOW_BYTES: usize = 16 << 20;
+/// Messages read from the log at a time while evaluating a window.
+const SQL_READ_CHUNK: usize = 64;
+/// The apply version from which a receive can carry picked offsets (`PopPicked`).
+const SQL_APPLY_VERSION: u32 = 7;
+
+/// Reads the candidates' records and evaluates `sql` on them: per queue, the window that was
+/// evaluated and the offsets that match. A record retention removed meanwhile does not match.
+fn evaluate_windows(
+    shard: &Shard,
+    sql: &SqlFilter,
+    candidates: Vec<SqlCandidates>,
+) -> Result<HashMap<u32, SqlWindow>, RecordReadError> {
+    let mut windows = HashMap::with_capacity(candidates.len());
+    for queue in candidates {
+        let mut window = SqlWindow {
+            to: queue.to,
+            matches: Vec::new(),
+        };
+        let mut bytes = 0usize;
+        for chunk in queue.entries.chunks(SQL_READ_CHUNK) {
+            if bytes > SQL_WINDOW_BYTES {
+                window.to = chunk[0].0;
+                break;
+            }
+            let refs: Vec<RecordRef> = chunk.iter().map(|(_, r)| *r).collect();
+            for ((offset, _), record) in chunk.iter().zip(shard.read_records(&refs)?) {
+                let Some(record) = record else { continue };
+                bytes += record.body.len();
+                if sql.matches(record.tag.as_deref(), &record.properties) {
+                    window.matches.push(*offset);
+                }
+            }
+        }
+        windows.insert(queue.queue_id, window);
+    }
+    Ok(windows)
 }
 
 /// Index entries one slice of a receive's search examines, per shard (the state's read lock is
@@ -221,13 +325,41 @@ fn plan_receive(
             .plan_pop(probe, pop.max, now_ms, &mut memo, &mut budget)
     };
     match plan {
-        PopPlan::Propose(ranges) => (
-            Some(StoreCommand::PopRanges {
-                pop: pop.clone(),
-                ranges,
-            }),
-            Waiting::No,
-        ),
+        PopPlan::Propose(ranges) => match probe.sql {
+            Some(sql) => {
+                let picks = ranges
+                    .into_iter()
+                    .map(|range| PickedRange {
+                        offsets: sql
+                            .windows
+                            .get(&range.queue_id)
+                            .map(|w| {
+                                w.matches
+                                    .iter()
+                                    .copied()
+                                    .filter(|o| (range.skip_to..range.scan_to).contains(o))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        range,
+                    })
+                    .collect();
+                (
+                    Some(StoreCommand::PopPicked {
+                        pop: pop.clone(),
+                        picks,
+                    }),
+                    Waiting::No,
+                )
+            }
+            None => (
+                Some(StoreCommand::PopRanges {
+                    pop: pop.clone(),
+                    ranges,
+                }),
+                Waiting::No,
+            ),
+        },
         PopPlan::NotBefore(at) => (None, until(at)),
         PopPlan::Nothing => (None, Waiting::No),
         PopPlan::Continue => (None, Waiting::MoreToScan),

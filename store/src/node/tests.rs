@@ -17,6 +17,7 @@ use super::*;
 
 mod clock;
 mod replicated;
+mod sql;
 mod transactions;
 mod upkeep;
 
@@ -94,7 +95,7 @@ fn pop(max: u32, wait: Duration) -> PopRequest {
         queues: QueueSelector::All,
         max_messages: max,
         invisible: Duration::from_secs(30),
-        filter: TagFilter::All,
+        filter: TagFilter::All.into(),
         fifo: false,
         max_attempts: 16,
         wait,
@@ -796,7 +797,7 @@ async fn a_selective_filter_finds_its_match_deep_in_a_backlog_without_empty_rece
     // Waiting receives, as clients make them: a search that takes several slices continues
     // within the wait (and, through the scan memo, across receives).
     let only = |tag: &str| PopRequest {
-        filter: TagFilter::Tags(vec![tag.to_owned()]),
+        filter: TagFilter::Tags(vec![tag.to_owned()]).into(),
         ..pop(32, Duration::from_millis(500))
     };
     let got = store

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use vela_proto::domain::{GroupName, TopicName};
 
 use super::{MAX_INFLIGHT, MAX_PARKED, PopProbe, ShardState, TagMatcher, live_entry, live_range};
-use crate::command::{QueueChoice, ScanRange, TagSubscription};
+use crate::command::{QueueChoice, RecordRef, ScanRange, TagSubscription};
 
 /// Most expired deliveries one planned receive hands apply per queue.
 const MAX_EXPIRIES: usize = 1024;
@@ -29,12 +29,43 @@ pub enum PopPlan {
     Continue,
 }
 
+/// Where a receive with an SQL92 filter stands on one queue: the leader read the messages up
+/// to `to` (from where the search stood) and found these offsets matching, ascending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqlWindow {
+    pub to: u64,
+    pub matches: Vec<u64>,
+}
+
+/// An SQL92 receive's evaluated windows, per queue id; a queue without one offers only
+/// redeliveries and parked messages.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlProbe<'a> {
+    pub expression: &'a str,
+    pub windows: &'a HashMap<u32, SqlWindow>,
+}
+
+/// Messages an SQL92 receive should evaluate on one queue: live entries from where its
+/// search stands, up to (not including) `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlCandidates {
+    pub queue_id: u32,
+    pub entries: Vec<(u64, RecordRef)>,
+    pub to: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum MemoFilter {
+    Tags(Vec<String>),
+    Sql(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct MemoKey {
     group: GroupName,
     topic: TopicName,
     queue_id: u32,
-    filter: Vec<String>,
+    filter: MemoFilter,
 }
 
 /// Leader-local memory of scans: for a (group, topic, queue, filter), the offset up to which
@@ -52,9 +83,10 @@ impl ScanMemo {
             group: probe.group.clone(),
             topic: probe.topic.clone(),
             queue_id,
-            filter: match probe.filter {
-                TagSubscription::All => Vec::new(),
-                TagSubscription::Tags(tags) => tags.clone(),
+            filter: match (probe.sql, probe.filter) {
+                (Some(sql), _) => MemoFilter::Sql(sql.expression.to_owned()),
+                (None, TagSubscription::All) => MemoFilter::Tags(Vec::new()),
+                (None, TagSubscription::Tags(tags)) => MemoFilter::Tags(tags.clone()),
             },
         }
     }
@@ -110,6 +142,7 @@ impl ShardState {
         let mut wanted = max as usize;
         let mut earliest: Option<i64> = None;
         let mut out_of_budget = false;
+        let mut unevaluated = false;
         for i in 0..queue_ids.len() {
             if wanted == 0 {
                 break;
@@ -131,26 +164,20 @@ impl ShardState {
             let inflight_full = consumer.is_some_and(|c| c.inflight_count() >= max_inflight);
             let parking_full =
                 self.apply_version >= 3 && consumer.is_some_and(|c| c.parked() >= MAX_PARKED);
-            let cursor = consumer
-                .map_or(index.min_offset(), |c| c.cursor())
-                .max(index.min_offset());
             let key = ScanMemo::key(&probe, queue_id);
             let live = |offset: u64| live_entry(&self.entries, self.truncated_below, index, offset);
-            let from = match memo.scanned.get(&key) {
-                Some(&(to, witness))
-                    if to > cursor
-                        && to <= index.max_offset()
-                        && live(to - 1).is_some_and(|e| e.log_index == witness) =>
-                {
-                    to
-                }
-                _ => cursor,
+            let (cursor, from) = self.search_start(consumer, index, memo, &key);
+            // An SQL92 receive searches only what the leader evaluated.
+            let window = probe.sql.map(|sql| sql.windows.get(&queue_id));
+            let max_offset = match window {
+                None => index.max_offset(),
+                Some(Some(w)) => index.max_offset().min(w.to).max(from),
+                Some(None) => from,
             };
             let mut pos = from;
             let mut first_match = None;
             let mut last_match = None;
             let mut found = 0usize;
-            let max_offset = index.max_offset();
             // A tag filter jumps from one tagged entry to the next through the index's tag keys;
             // no filter walks every entry. Either way, offsets passed over cost budget like any
             // other, so a scan's reach does not depend on how it found its way.
@@ -192,8 +219,12 @@ impl ShardState {
                     Some(walk) => walk.next().map(|(_, e)| e),
                     None => live(pos),
                 };
+                let matched = |tag| match window {
+                    Some(Some(w)) => w.matches.binary_search(&pos).is_ok(),
+                    _ => matcher.matches(tag),
+                };
                 if let Some(entry) = entry
-                    && matcher.matches(entry.tag)
+                    && matched(entry.tag)
                 {
                     let lane = if probe.fifo { entry.message_group } else { 0 };
                     let blocked = lane != 0 && consumer.is_some_and(|c| c.lane_blocked(lane));
@@ -210,6 +241,15 @@ impl ShardState {
                 pos += 1;
             }
             drop(walk);
+            if window.is_some_and(|w| w.is_some())
+                && pos == max_offset
+                && max_offset < index.max_offset()
+                && found < wanted
+                && !inflight_full
+            {
+                // The evaluated window ended before the queue: evaluate the next one.
+                unevaluated = true;
+            }
             // With a tag filter, apply walks only up to the last match (what lies between the
             // matches it reads one by one); the next receive seeks past the rest again, which
             // costs a seek per tag. The memo records only searches that found nothing: after a
@@ -240,10 +280,93 @@ impl ShardState {
         }
         if !ranges.is_empty() {
             PopPlan::Propose(ranges)
-        } else if out_of_budget {
+        } else if out_of_budget || unevaluated {
             PopPlan::Continue
         } else {
             earliest.map_or(PopPlan::Nothing, PopPlan::NotBefore)
         }
+    }
+}
+
+impl ShardState {
+    /// Where a group's search of a queue starts: its cursor, or past it where a memo says
+    /// everything up to there failed the filter. Returns `(cursor, start)`.
+    fn search_start(
+        &self,
+        consumer: Option<&super::ConsumerQueue>,
+        index: &super::QueueIndex,
+        memo: &ScanMemo,
+        key: &MemoKey,
+    ) -> (u64, u64) {
+        let cursor = consumer
+            .map_or(index.min_offset(), |c| c.cursor())
+            .max(index.min_offset());
+        let from = match memo.scanned.get(key) {
+            Some(&(to, witness))
+                if to > cursor
+                    && to <= index.max_offset()
+                    && live_entry(&self.entries, self.truncated_below, index, to - 1)
+                        .is_some_and(|e| e.log_index == witness) =>
+            {
+                to
+            }
+            _ => cursor,
+        };
+        (cursor, from)
+    }
+
+    /// The messages an SQL92 receive of `expression` should read and evaluate next: per
+    /// queue, up to `per_queue` live entries from where its search stands. Queues where the
+    /// group already holds `max_inflight` messages get none (nothing new is planned there).
+    pub fn sql_candidates(
+        &self,
+        probe: PopProbe<'_>,
+        expression: &str,
+        memo: &ScanMemo,
+        per_queue: usize,
+        max_inflight: usize,
+    ) -> Vec<SqlCandidates> {
+        let mut out = Vec::new();
+        for queue_id in self.selected_queues(probe.topic, probe.queues) {
+            let Some(index) = self.queues.get(&(probe.topic.clone(), queue_id)) else {
+                continue;
+            };
+            let consumer =
+                self.consumers
+                    .get(&(probe.group.clone(), probe.topic.clone(), queue_id));
+            if consumer.is_some_and(|c| c.inflight_count() >= max_inflight) {
+                continue;
+            }
+            let key = MemoKey {
+                group: probe.group.clone(),
+                topic: probe.topic.clone(),
+                queue_id,
+                filter: MemoFilter::Sql(expression.to_owned()),
+            };
+            let (_, from) = self.search_start(consumer, index, memo, &key);
+            if from >= index.max_offset() {
+                continue;
+            }
+            let entries: Vec<(u64, RecordRef)> = live_range(
+                &self.entries,
+                self.truncated_below,
+                index,
+                from,
+                index.max_offset(),
+            )
+            .take(per_queue)
+            .map(|(offset, entry)| (offset, entry.record()))
+            .collect();
+            let to = match entries.last() {
+                Some(&(last, _)) if entries.len() == per_queue => last + 1,
+                _ => index.max_offset(),
+            };
+            out.push(SqlCandidates {
+                queue_id,
+                entries,
+                to,
+            });
+        }
+        out
     }
 }

@@ -10,7 +10,9 @@ use super::{
     ApplyEffects, Availability, IndexEntry, MAX_PARKED, PopProbe, ShardState, TagMatcher, deadline,
     live_entry, live_range,
 };
-use crate::command::{CommandResponse, PopCommand, PoppedMessage, QueueChoice, ScanRange};
+use crate::command::{
+    CommandResponse, PickedRange, PopCommand, PoppedMessage, QueueChoice, ScanRange,
+};
 
 /// Most expired in-flight messages one POP looks at per queue (bounds one apply's work).
 const EXPIRY_SCAN_LIMIT: usize = 1024;
@@ -20,19 +22,32 @@ const CURSOR_SCAN_LIMIT: u64 = 65_536;
 
 /// How far one queue's part of a receive may go.
 #[derive(Debug, Clone, Copy)]
-struct QueueBounds {
+struct QueueBounds<'a> {
     skip_to: Option<u64>,
     /// `None`: [`CURSOR_SCAN_LIMIT`] past the cursor (receives before apply version 4).
     scan_to: Option<u64>,
     expiries: usize,
+    /// `PopPicked`: the never-delivered offsets that match (ascending); every other one up to
+    /// `scan_to` does not. `None`: the filter decides.
+    picked: Option<&'a [u64]>,
 }
 
-impl QueueBounds {
-    const LEGACY: QueueBounds = QueueBounds {
+impl QueueBounds<'_> {
+    const LEGACY: QueueBounds<'static> = QueueBounds {
         skip_to: None,
         scan_to: None,
         expiries: EXPIRY_SCAN_LIMIT,
+        picked: None,
     };
+
+    fn ranged(r: &ScanRange) -> Self {
+        QueueBounds {
+            skip_to: Some(r.skip_to),
+            scan_to: Some(r.scan_to),
+            expiries: r.expiries as usize,
+            picked: None,
+        }
+    }
 }
 
 impl ShardState {
@@ -83,13 +98,29 @@ impl ShardState {
         self.take_turn(pop, queues);
         let order: Vec<(u32, QueueBounds)> = ranges
             .iter()
-            .map(|r| {
+            .map(|r| (r.queue_id, QueueBounds::ranged(r)))
+            .collect();
+        self.pop_queues(log_index, pop, &order, fx)
+    }
+
+    /// A receive whose matches the leader picked ([`StoreCommand::PopPicked`]).
+    pub(super) fn pop_picked(
+        &mut self,
+        log_index: u64,
+        pop: &PopCommand,
+        picks: &[PickedRange],
+        fx: &mut ApplyEffects,
+    ) -> CommandResponse {
+        let queues = self.selected_queues(&pop.topic, pop.queues).len();
+        self.take_turn(pop, queues);
+        let order: Vec<(u32, QueueBounds)> = picks
+            .iter()
+            .map(|p| {
                 (
-                    r.queue_id,
+                    p.range.queue_id,
                     QueueBounds {
-                        skip_to: Some(r.skip_to),
-                        scan_to: Some(r.scan_to),
-                        expiries: r.expiries as usize,
+                        picked: Some(&p.offsets),
+                        ..QueueBounds::ranged(&p.range)
                     },
                 )
             })
@@ -230,7 +261,11 @@ impl ShardState {
                 break;
             };
             consumer.raise_cursor_to(offset);
-            if !matcher.matches(entry.tag) {
+            let matched = match bounds.picked {
+                Some(picked) => picked.binary_search(&offset).is_ok(),
+                None => matcher.matches(entry.tag),
+            };
+            if !matched {
                 consumer.advance_cursor();
                 continue;
             }

@@ -192,6 +192,7 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                     queues: QueueChoice::All,
                     filter: &filter,
                     fifo: *fifo,
+                    sql: None,
                 };
                 let mut budget = u64::from(*budget);
                 match state.plan_pop(probe, *max, now, &mut memo, &mut budget) {

@@ -32,7 +32,8 @@ fn fifo_keeps_group_order_and_does_not_block_other_groups() {
                 topic: &topic("orders"),
                 queues: QueueChoice::All,
                 filter: &TagSubscription::All,
-                fifo: true
+                fifo: true,
+                sql: None
             },
             h.now_ms
         ),

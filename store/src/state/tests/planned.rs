@@ -12,6 +12,7 @@ fn probe<'a>(g: &'a GroupName, t: &'a TopicName, filter: &'a TagSubscription) ->
         queues: QueueChoice::All,
         filter,
         fifo: false,
+        sql: None,
     }
 }
 

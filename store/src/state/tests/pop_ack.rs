@@ -301,6 +301,7 @@ fn availability_matches_what_a_pop_would_do() {
         queues: QueueChoice::All,
         filter,
         fifo: false,
+        sql: None,
     };
     assert_eq!(
         h.state.availability(probe(&TagSubscription::All), h.now_ms),
