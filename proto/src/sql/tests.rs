@@ -18,7 +18,8 @@ fn check(expression: &str, tag: Option<&str>, pairs: &[(&str, &str)]) -> bool {
 /// RocketMQ's documented semantics, case by case: (expression, tag, properties, matches).
 #[test]
 fn a_table_of_cases_from_rocketmqs_documented_semantics() {
-    let cases: &[(&str, Option<&str>, &[(&str, &str)], bool)] = &[
+    type Case<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)], bool);
+    let cases: &[Case] = &[
         // Numeric comparisons read the property as the literal's type.
         ("a > 5", None, &[("a", "10")], true),
         ("a > 5", None, &[("a", "5")], false),
