@@ -146,6 +146,9 @@ pub struct SendArgs {
     pub tag: Option<String>,
     #[arg(long = "key")]
     pub keys: Vec<String>,
+    /// A user property, KEY=VALUE (repeatable); SQL92 filters select on these.
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
     /// FIFO message group.
     #[arg(long)]
     pub message_group: Option<String>,
@@ -170,9 +173,23 @@ pub struct ReceiveArgs {
     /// Tag expression: * or A||B.
     #[arg(long, default_value = "*")]
     pub tags: String,
+    /// An SQL92 filter over user properties and TAGS instead of a tag expression, e.g.
+    /// "region = 'eu' AND amount > 100".
+    #[arg(long, conflicts_with = "tags")]
+    pub sql: Option<String>,
     /// Leave the messages unacknowledged (they come back after --invisible).
     #[arg(long)]
     pub no_ack: bool,
+}
+
+/// A `--property KEY=VALUE`.
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 /// Runs one admin command, printing to stdout.
@@ -643,6 +660,9 @@ async fn send(server: &str, args: SendArgs) -> anyhow::Result<String> {
         if !args.keys.is_empty() {
             b = b.keys(args.keys.clone());
         }
+        for (key, value) in &args.properties {
+            b = b.property(key, value);
+        }
         if let Some(g) = &args.message_group {
             b = b.message_group(g);
         }
@@ -667,7 +687,13 @@ async fn receive(server: &str, args: ReceiveArgs) -> anyhow::Result<String> {
     use vela_sdk::{ClientConfig, FilterExpression, SimpleConsumer};
     let config = ClientConfig::builder().endpoint(server).build()?;
     let consumer = SimpleConsumer::builder(config, &args.group)
-        .subscribe(&args.topic, FilterExpression::tag(&args.tags))
+        .subscribe(
+            &args.topic,
+            match &args.sql {
+                Some(sql) => FilterExpression::sql(sql),
+                None => FilterExpression::tag(&args.tags),
+            },
+        )
         .await_duration(args.wait)
         .build()
         .await?;

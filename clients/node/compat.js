@@ -22,7 +22,8 @@
 
 const crypto = require('crypto');
 const util = require('util');
-const { Producer, SimpleConsumer, PushConsumer, ConsumeResult } = require('rocketmq-client-nodejs');
+const { Producer, SimpleConsumer, PushConsumer, ConsumeResult, FilterExpression } = require('rocketmq-client-nodejs');
+const { FilterType } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 // Not re-exported by the package's index.
 const { TransactionResolution } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 
@@ -128,6 +129,9 @@ async function main() {
     tx: simple(GROUP.tx, TOPIC.tx, '*'),
     // Primes the push group's position before anything is sent (see below).
     pushPrimer: simple(GROUP.push, TOPIC.push, '*'),
+    // The normal topic through an SQL92 subscription: index >= 1 of the TagA messages.
+    sql: simple(`compat-node-${RUN}-g-sql`, TOPIC.normal,
+      new FilterExpression("index >= 1 AND TAGS = 'TagA'", FilterType.SQL)),
   };
   await step('simple consumer startup', () => Promise.all(Object.values(consumers).map(c => c.startup())));
 
@@ -169,6 +173,16 @@ async function main() {
         'changeInvisibleDuration did not return a new receipt handle');
       await consumers.normal.ack(m);
     }));
+
+  await step('SQL92 subscription receives exactly what matches', async () => {
+    const want = normalIds.slice(1);
+    await receiveUntil(consumers.sql, want, 'sql92', async m => {
+      check(want.includes(m.messageId), `message ${m.messageId} does not match the SQL92 filter`);
+      await consumers.sql.ack(m);
+    });
+    const got = await consumers.sql.receive(16, INVISIBLE_MS);
+    check(got.length === 0, `received ${got.map(m => m.messageId)} that do not match the SQL92 filter`);
+  });
 
   await step('acked messages are not redelivered', async () => {
     const got = await consumers.normal.receive(16, INVISIBLE_MS);
@@ -296,6 +310,7 @@ async function main() {
     await consumers.fifo.shutdown();
     await consumers.delay.shutdown();
     await consumers.tx.shutdown();
+    await consumers.sql.shutdown();
     await txProducer.shutdown();
     await producer.shutdown();
   });

@@ -29,6 +29,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
                       MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker,
                       TransactionResolution)
+from rocketmq.grpc_protocol import FilterType
 
 ENDPOINT = os.environ.get("RMQ_ENDPOINT", "127.0.0.1:8081")
 STEP_TIMEOUT = float(os.environ.get("COMPAT_STEP_TIMEOUT", "60"))
@@ -49,6 +50,9 @@ GROUP_FIFO = f"compat-py-{RUN}-g-fifo"
 GROUP_DELAY = f"compat-py-{RUN}-g-delay"
 GROUP_PUSH = f"compat-py-{RUN}-g-push"
 GROUP_TX = f"compat-py-{RUN}-g-tx"
+GROUP_SQL = f"compat-py-{RUN}-g-sql"
+# Of the messages send_normal sends, those with index >= 1 and tag TagA match.
+SQL_FILTER = "index >= 1 AND TAGS = 'TagA'"
 
 # One worker runs the steps so that a hung client call can be abandoned at its deadline.
 _steps = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compat-step")
@@ -126,7 +130,11 @@ def main():
         # Primes the push group's position before anything is sent (see prime below).
         state["push-primer"] = SimpleConsumer(config, GROUP_PUSH, {TOPIC_PUSH: FilterExpression("*")},
                                               await_duration=AWAIT_SECONDS)
-        for name in ("normal", "fifo", "delay", "tx", "push-primer"):
+        # The same topic through an SQL92 subscription (its own group).
+        state["sql"] = SimpleConsumer(config, GROUP_SQL,
+                                      {TOPIC_NORMAL: FilterExpression(SQL_FILTER, FilterType.SQL)},
+                                      await_duration=AWAIT_SECONDS)
+        for name in ("normal", "fifo", "delay", "tx", "push-primer", "sql"):
             state[name].startup()
     step("simple consumer startup", start_consumers)
 
@@ -134,7 +142,7 @@ def main():
         # One (empty) receive per group before sending, so the check passes whether a new group
         # starts at the beginning of the queue or at its end.
         futures = [state[n].receive_async(1, INVISIBLE_SECONDS)
-                   for n in ("normal", "fifo", "delay", "tx", "push-primer")]
+                   for n in ("normal", "fifo", "delay", "tx", "push-primer", "sql")]
         for f in futures:
             got = f.result(timeout=AWAIT_SECONDS + 10)
             check(len(got) == 0, f"a fresh topic delivered {len(got)} message(s)")
@@ -187,6 +195,18 @@ def main():
         got = state["normal"].receive(16, INVISIBLE_SECONDS)
         check(not got, f"received {[m.message_id for m in got]} after everything was acked")
     step("acked messages are not redelivered", acked_stay_acked)
+
+    def sql92():
+        consumer = state["sql"]
+        want = state["normal_ids"][1:]
+
+        def handle(m):
+            check(m.message_id in want, f"message {m.message_id} does not match {SQL_FILTER!r}")
+            consumer.ack(m)
+        receive_until(consumer, want, "sql92", handle)
+        got = consumer.receive(16, INVISIBLE_SECONDS)
+        check(not got, f"received {[m.properties for m in got]} that do not match {SQL_FILTER!r}")
+    step("SQL92 subscription receives exactly what matches", sql92)
 
     def fifo():
         ids = []
@@ -344,7 +364,7 @@ def main():
     step(f"push consumer receives and acks {PUSH_COUNT} messages", push_receive)
 
     def shutdown():
-        for name in ("push", "normal", "fifo", "delay", "tx", "tx_producer", "producer"):
+        for name in ("push", "normal", "fifo", "delay", "tx", "sql", "tx_producer", "producer"):
             state[name].shutdown()
     step("shutdown", shutdown)
     print("OK all", flush=True)

@@ -23,3 +23,4 @@ mod t12_placement;
 mod t13_drain;
 mod t14_offsets;
 mod t15_transactions;
+mod t16_sql_filters;
