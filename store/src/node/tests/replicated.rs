@@ -31,6 +31,7 @@ mod members;
 mod moves;
 mod rolling;
 mod sends;
+mod sql;
 mod transactions;
 
 mod harness;
