@@ -135,6 +135,53 @@ pub enum GroupCommand {
     Delete {
         name: String,
     },
+    /// Moves the group's position on a topic's queues: it forgets what it has in flight there
+    /// and goes on from the new position, reading again or skipping.
+    Reset {
+        name: String,
+        #[arg(long)]
+        topic: String,
+        /// earliest (the first retained message), latest (only what is stored from now on),
+        /// an RFC 3339 time (the first message stored then or later) or an offset.
+        #[arg(long, value_parser = parse_reset_target)]
+        to: ResetTarget,
+        /// Only this queue (default: every queue of the topic).
+        #[arg(long)]
+        queue: Option<u32>,
+    },
+}
+
+/// Where `group reset --to` moves a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetTarget {
+    Earliest,
+    Latest,
+    /// Unix ms.
+    At(i64),
+    Offset(u64),
+}
+
+fn parse_reset_target(s: &str) -> Result<ResetTarget, String> {
+    match s.trim() {
+        "earliest" => return Ok(ResetTarget::Earliest),
+        "latest" => return Ok(ResetTarget::Latest),
+        _ => {}
+    }
+    if let Ok(offset) = s.trim().parse::<u64>() {
+        return Ok(ResetTarget::Offset(offset));
+    }
+    let at = humantime::parse_rfc3339_weak(s.trim()).map_err(|_| {
+        format!(
+            "{s:?} is not earliest, latest, an RFC 3339 time (2026-12-04T10:00:00Z) or an offset"
+        )
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{s:?} is before 1970"))?
+        .as_millis();
+    i64::try_from(ms)
+        .map(ResetTarget::At)
+        .map_err(|_| format!("{s:?} is too far in the future"))
 }
 
 #[derive(Args, Debug)]
@@ -418,6 +465,36 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 .await
                 .map_err(status_error)?;
             writeln!(out, "deleted group {name}")?;
+        }
+        AdminCommand::Group(GroupCommand::Reset {
+            name,
+            topic,
+            to,
+            queue,
+        }) => {
+            use pb::reset_group_request::To;
+            let to = match to {
+                ResetTarget::Earliest => To::Earliest(true),
+                ResetTarget::Latest => To::Latest(true),
+                ResetTarget::At(at_ms) => To::AtMs(at_ms),
+                ResetTarget::Offset(offset) => To::Offset(offset),
+            };
+            let resp = client
+                .reset_group(pb::ResetGroupRequest {
+                    group: name.clone(),
+                    topic: topic.clone(),
+                    to: Some(to),
+                    queue_id: queue,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            writeln!(out, "reset group {name} on {topic}")?;
+            writeln!(out, "{:>5}  {:>12}", "queue", "offset")?;
+            for q in resp.queues {
+                let offset = q.offset.map_or("-".to_owned(), |o| o.to_string());
+                writeln!(out, "{:>5}  {:>12}", q.queue_id, offset)?;
+            }
         }
         AdminCommand::Queues { topic, group } => {
             let queues = client

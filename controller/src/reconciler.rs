@@ -467,6 +467,16 @@ mod tests {
         ) -> Result<u64, StoreError> {
             Err(unused())
         }
+        async fn reset_offset(
+            &self,
+            _: &vela_proto::GroupName,
+            _: &TopicName,
+            _: u32,
+            _: ShardId,
+            _: vela_proto::OffsetTarget,
+        ) -> Result<u64, StoreError> {
+            Err(unused())
+        }
         async fn transaction_checks(
             &self,
             _: &vela_proto::store_api::TransactionCheckRequest,

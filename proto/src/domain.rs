@@ -280,6 +280,26 @@ pub struct TopicSpec {
     pub auto_created: bool,
 }
 
+/// Where a consumer group's position on a queue is moved to (UpdateOffset, `vela admin group
+/// reset`), resolved by the store within the queue's retained range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetTarget {
+    /// The first retained message.
+    Earliest,
+    /// After the last message: only messages stored from now on.
+    Latest,
+    /// The first message stored at or after this time (Unix ms).
+    AtTime(i64),
+    Offset(u64),
+}
+
+impl TopicName {
+    /// A dead-letter topic (`%DLQ%<group>`, in any namespace).
+    pub fn is_dead_letter(&self) -> bool {
+        self.split_namespace().1.starts_with(DLQ_PREFIX)
+    }
+}
+
 /// A consumer group's metadata, owned by the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupConfig {

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::client_id::ClientId;
 use crate::cluster_status::StoreNodeReport;
-use crate::domain::{GroupName, MessageFilter, MessageRecord, QueueStats, ShardId, TopicName};
+use crate::domain::{
+    GroupName, MessageFilter, MessageRecord, OffsetTarget, QueueStats, ShardId, TopicName,
+};
 use crate::receipt::ReceiptTicket;
 
 /// Appends messages to one queue.
@@ -62,6 +64,10 @@ pub struct PopRequest {
     pub max_attempts: u32,
     /// Long polling: when nothing is visible now, wait up to this long for something to be.
     pub wait: Duration,
+    /// When the group was created (its metadata's `created_at_ms`): on a queue where it has
+    /// no position yet it starts with the first message stored since, unless the queue is
+    /// young (see `store.new_group_start_window`). `None`: at the queue's first message.
+    pub group_created_ms: Option<i64>,
     /// The shards holding the topic's queues (its metadata's `queue_shards`); empty means every
     /// shard the store knows.
     pub shards: Vec<ShardId>,
@@ -224,6 +230,19 @@ pub trait StoreApi: Send + Sync + 'static {
         &self,
         req: &TransactionCheckRequest,
     ) -> Result<Vec<TransactionCheck>, StoreError>;
+
+    /// Moves `group`'s position on one queue to `to` (UpdateOffset, `vela admin group reset`):
+    /// what it has in flight there is forgotten (those receipt handles go stale) and it goes
+    /// on from there, reading again or skipping. Returns the offset it now stands at (`to`
+    /// within the queue's retained range); `QueueNotFound` when the queue never held a message.
+    async fn reset_offset(
+        &self,
+        group: &GroupName,
+        topic: &TopicName,
+        queue_id: u32,
+        shard: ShardId,
+        to: OffsetTarget,
+    ) -> Result<u64, StoreError>;
 
     /// The first offset of a queue stored at or after `at_ms` (Unix ms), or the queue's max
     /// offset when nothing is; `QueueNotFound` when the store never had a message of the queue.

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster_status::{ShardMember, StoreNodeReport, ask_each, member_from_wire};
-use crate::domain::{GroupName, QueueStats, ShardId, TopicName};
+use crate::domain::{GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
 use crate::pb::store as pb;
 use crate::pb::store::store_client::StoreClient;
 use crate::receipt::ReceiptTicket;
@@ -513,6 +513,36 @@ impl StoreApi for RemoteStore {
             Some(err) if checks.is_empty() => Err(err),
             _ => Ok(checks),
         }
+    }
+
+    async fn reset_offset(
+        &self,
+        group: &GroupName,
+        topic: &TopicName,
+        queue_id: u32,
+        shard: ShardId,
+        to: OffsetTarget,
+    ) -> Result<u64, StoreError> {
+        let (to, at_ms, offset) = crate::store_wire::offset_target_to_wire(to);
+        let wire = pb::ResetOffsetRequest {
+            group: group.as_str().to_owned(),
+            topic: topic.as_str().to_owned(),
+            queue_id,
+            shard,
+            to,
+            at_ms,
+            offset,
+        };
+        // Retried like the other calls: a reset that lands twice puts the group at the same
+        // place (for `Latest`, the end as it is then).
+        let reply = self
+            .routing
+            .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move { c.reset_offset(wire).await }
+            })
+            .await?;
+        Ok(reply.offset)
     }
 
     async fn offset_at(

@@ -10,8 +10,8 @@ use tonic::{Code, Status};
 
 use crate::client_id::ClientId;
 use crate::domain::{
-    GroupName, GroupQueueStats, MessageFilter, MessageKind, MessageRecord, QueueStats, SqlFilter,
-    TagFilter, TopicName,
+    GroupName, GroupQueueStats, MessageFilter, MessageKind, MessageRecord, OffsetTarget,
+    QueueStats, SqlFilter, TagFilter, TopicName,
 };
 use crate::pb::store as pb;
 use crate::receipt::ReceiptTicket;
@@ -176,6 +176,7 @@ pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
         max_attempts: req.max_attempts,
         wait_ms: millis(req.wait),
         shard: 0,
+        group_created_ms: req.group_created_ms,
     }
 }
 
@@ -212,6 +213,7 @@ pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
         fifo: req.fifo,
         max_attempts: req.max_attempts,
         wait: Duration::from_millis(req.wait_ms),
+        group_created_ms: req.group_created_ms,
         // A receive on the wire addresses the one shard it names.
         shards: vec![req.shard],
     })
@@ -607,4 +609,28 @@ pub fn change_members_from_wire(
     req: pb::ChangeMembersRequest,
 ) -> Result<(crate::ShardId, std::collections::BTreeMap<u64, String>), WireError> {
     Ok((req.shard, replicas_from_wire(req.shard, req.replicas)?))
+}
+
+/// A reset target on the wire: `(to, at_ms, offset)` of a `ResetOffsetRequest`.
+pub fn offset_target_to_wire(to: OffsetTarget) -> (u32, i64, u64) {
+    match to {
+        OffsetTarget::Earliest => (1, 0, 0),
+        OffsetTarget::Latest => (2, 0, 0),
+        OffsetTarget::AtTime(at_ms) => (3, at_ms, 0),
+        OffsetTarget::Offset(offset) => (4, 0, offset),
+    }
+}
+
+pub fn offset_target_from_wire(
+    to: u32,
+    at_ms: i64,
+    offset: u64,
+) -> Result<OffsetTarget, WireError> {
+    match to {
+        1 => Ok(OffsetTarget::Earliest),
+        2 => Ok(OffsetTarget::Latest),
+        3 => Ok(OffsetTarget::AtTime(at_ms)),
+        4 => Ok(OffsetTarget::Offset(offset)),
+        other => Err(WireError(format!("unknown reset target {other}"))),
+    }
 }

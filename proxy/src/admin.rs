@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vela_proto::pb::admin::{self as api, admin_service_server::AdminService};
 use vela_proto::{
-    DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupQueueStats, GroupSpec, QueueStats, ShardId,
-    TopicConfig, TopicName, TopicSpec, TopicType,
+    DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupQueueStats, GroupSpec, OffsetTarget,
+    QueueStats, ShardId, StoreError, TopicConfig, TopicName, TopicSpec, TopicType,
 };
 
 use vela_proto::cluster_status::{
@@ -399,6 +399,59 @@ impl AdminService for AdminServer {
         Ok(Response::new(api::QueueStatsResponse {
             queues: queues.into_iter().map(queue_stats_to_api).collect(),
         }))
+    }
+
+    async fn reset_group(
+        &self,
+        request: Request<api::ResetGroupRequest>,
+    ) -> Result<Response<api::ResetGroupResponse>, Status> {
+        use api::reset_group_request::To;
+        let req = request.into_inner();
+        let group = group_name(&req.group)?;
+        let topic = topic_name(&req.topic)?;
+        let to = match req.to {
+            Some(To::Earliest(true)) => OffsetTarget::Earliest,
+            Some(To::Latest(true)) => OffsetTarget::Latest,
+            Some(To::AtMs(at_ms)) => OffsetTarget::AtTime(at_ms),
+            Some(To::Offset(offset)) => OffsetTarget::Offset(offset),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "say where to: earliest, latest, a time or an offset",
+                ));
+            }
+        };
+        self.existing_group(&group).await?;
+        let config = self.existing_topic(&topic).await?;
+        let queue_ids: Vec<u32> = match req.queue_id {
+            Some(q) if q < config.queue_count => vec![q],
+            Some(q) => {
+                return Err(Status::invalid_argument(format!(
+                    "queue {q} does not exist: topic {topic} has queues 0..{}",
+                    config.queue_count
+                )));
+            }
+            None => (0..config.queue_count).collect(),
+        };
+        let mut queues = Vec::with_capacity(queue_ids.len());
+        for queue_id in queue_ids {
+            let shard = config.shard_of(queue_id).ok_or_else(|| {
+                Status::internal(format!("topic {topic} has no shard for queue {queue_id}"))
+            })?;
+            let offset = match self
+                .shared
+                .ctx
+                .store
+                .reset_offset(&group, &topic, queue_id, shard, to)
+                .await
+            {
+                Ok(offset) => Some(offset),
+                Err(StoreError::QueueNotFound { .. }) => None,
+                Err(e) => return Err(store_to_grpc(e)),
+            };
+            queues.push(api::QueueOffset { queue_id, offset });
+        }
+        tracing::info!(%group, %topic, ?to, "group reset");
+        Ok(Response::new(api::ResetGroupResponse { queues }))
     }
 
     /// Asks every controller and store node now (each within a bounded time), so the answer

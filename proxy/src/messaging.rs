@@ -321,7 +321,9 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<pb::UpdateOffsetRequest>,
     ) -> Result<Response<pb::UpdateOffsetResponse>, Status> {
-        Ok(self.not_implemented("UpdateOffset", request).await)
+        let (meta, req) = split(request);
+        let work = offsets::update_offset(&self.shared, &meta, &req);
+        Ok(self.unary("UpdateOffset", &meta, &req, work).await)
     }
 
     async fn get_offset(

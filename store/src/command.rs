@@ -84,6 +84,24 @@ pub enum StoreCommand {
         pop: PopCommand,
         picks: Vec<PickedRange>,
     },
+    /// Places a group on queues of a topic (apply version 8), each offset clamped to its
+    /// queue's retained range. `replace`: a reset (UpdateOffset, `vela admin group reset`): the
+    /// group forgets what it has in flight there (those receipt handles go stale) and goes on
+    /// from the offset, reading again or skipping. Otherwise a group's start: only queues
+    /// where it has no position yet are set. Queues that never held a message are left alone.
+    SetOffsets {
+        group: GroupName,
+        topic: TopicName,
+        offsets: Vec<QueueOffset>,
+        replace: bool,
+    },
+}
+
+/// One queue's offset inside a [`StoreCommand::SetOffsets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueOffset {
+    pub queue_id: u32,
+    pub offset: u64,
 }
 
 /// One queue's share of a [`StoreCommand::PopPicked`].
@@ -143,6 +161,7 @@ impl StoreCommand {
             StoreCommand::PopRanges { .. } => "pop",
             StoreCommand::ClientAppends { .. } => "client_appends",
             StoreCommand::PopPicked { .. } => "pop",
+            StoreCommand::SetOffsets { .. } => "set_offsets",
         }
     }
 
@@ -163,7 +182,8 @@ impl StoreCommand {
             | StoreCommand::Truncate { .. }
             | StoreCommand::DropTopic { .. }
             | StoreCommand::DropGroup { .. }
-            | StoreCommand::SetApplyVersion { .. } => None,
+            | StoreCommand::SetApplyVersion { .. }
+            | StoreCommand::SetOffsets { .. } => None,
         }
     }
 
@@ -315,6 +335,17 @@ impl fmt::Display for StoreCommand {
                     appends.len()
                 )
             }
+            StoreCommand::SetOffsets {
+                group,
+                topic,
+                offsets,
+                replace,
+            } => write!(
+                f,
+                "set_offsets({group}, {topic}, {} queues{})",
+                offsets.len(),
+                if *replace { ", reset" } else { "" }
+            ),
             StoreCommand::PopPicked { pop: p, picks } => write!(
                 f,
                 "pop({}, {}, max {}, {} queues, {} picked)",
@@ -461,6 +492,9 @@ pub enum CommandResponse {
     ApplyVersionSet {
         version: u32,
     },
+    /// Where the group stands on each queue of a `SetOffsets`, in order (`None`: the queue
+    /// never held a message).
+    OffsetsSet(Vec<Option<u64>>),
 }
 
 /// The delivery that replaces the one whose invisibility changed.
@@ -654,6 +688,26 @@ mod tests {
         let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
         assert_eq!(back, command);
         assert_eq!(back.kind(), "pop");
+    }
+
+    #[test]
+    fn set_offsets_golden_bytes() {
+        // Persisted from apply version 8: tag 15, group, topic, per queue (id, offset), then
+        // whether it is a reset.
+        let command = StoreCommand::SetOffsets {
+            group: GroupName::new("g").expect("valid"),
+            topic: TopicName::new("t").expect("valid"),
+            offsets: vec![QueueOffset {
+                queue_id: 2,
+                offset: 300,
+            }],
+            replace: true,
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(hex::encode(&bytes), "0f016701740102ac0201");
+        let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, command);
+        assert_eq!(back.kind(), "set_offsets");
     }
 
     #[test]

@@ -65,6 +65,13 @@ pub struct StoreConfig {
     /// the store rolls the message back and logs it (0: roll back at `transaction_check_after`
     /// without asking).
     pub transaction_check_max: u32,
+    /// A consumer group reading a queue for the first time starts at the queue's first
+    /// retained message when that message was stored less than this long ago (a young queue:
+    /// produce, then subscribe, still works); on a queue with older history it starts at the
+    /// first message stored since the group was created, so a new group does not replay days
+    /// of retention by surprise. Dead-letter topics always start at their first message.
+    #[serde(with = "humantime_serde")]
+    pub new_group_start_window: Duration,
 }
 
 fn nonzero_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -96,6 +103,7 @@ impl Default for StoreConfig {
             transaction_check_after: Duration::from_secs(6),
             transaction_check_interval: Duration::from_secs(30),
             transaction_check_max: 15,
+            new_group_start_window: Duration::from_secs(600),
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{NodeReport, StoreNodeReport};
-use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
+use vela_proto::domain::{GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{
     AppendOutcome, AppendRequest, Delivery, PopRequest, StoreApi, StoreError, TransactionCheck,
@@ -804,6 +804,19 @@ impl StoreApi for Store {
         }
     }
 
+    async fn reset_offset(
+        &self,
+        group: &GroupName,
+        topic: &TopicName,
+        queue_id: u32,
+        shard: ShardId,
+        to: OffsetTarget,
+    ) -> Result<u64, StoreError> {
+        let local = self.shard(shard)?;
+        self.reset_on(&local.shard, group, topic, queue_id, to)
+            .await
+    }
+
     async fn offset_at(
         &self,
         topic: &TopicName,
@@ -927,6 +940,7 @@ impl StoreApi for Store {
 
 mod damaged;
 mod members;
+mod offsets;
 mod receive;
 mod scoped;
 mod shards;

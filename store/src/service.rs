@@ -309,6 +309,24 @@ impl StoreRpc for StoreService {
         Ok(Response::new(pb::OffsetAtReply { offset }))
     }
 
+    async fn reset_offset(
+        &self,
+        request: Request<pb::ResetOffsetRequest>,
+    ) -> Result<Response<pb::OffsetAtReply>, Status> {
+        let req = request.into_inner();
+        let topic = topic_from_wire(&req.topic)?;
+        let group =
+            group_from_wire(&req.group).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let to = offset_target_from_wire(req.to, req.at_ms, req.offset)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let offset = self
+            .store
+            .reset_offset_shard(req.shard, &group, &topic, req.queue_id, to)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::OffsetAtReply { offset }))
+    }
+
     async fn queue_stats(
         &self,
         request: Request<pb::QueueStatsRequest>,

@@ -9,6 +9,7 @@ mod dedup;
 mod golden_tests;
 mod index;
 mod legacy;
+mod offsets;
 mod plan;
 mod pop;
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use consumer::{ConsumerQueue, Inflight};
 pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
 pub use index::{Entries, IndexEntry, QueueIndex, TagTable, message_group_hash};
 pub use legacy::{EntryMap, LegacyState};
+pub use offsets::StartRule;
 pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
 use time::deadline;
 
@@ -147,8 +149,10 @@ impl PartialEq for ShardState {
 ///   [`dedup::MAX_STEP_MS`] (a leader whose clock jumped an hour ahead forgot the whole window
 ///   at once, so a resend across the jump was stored twice);
 /// - 7: receives with an SQL92 filter (`PopPicked`) carry the offsets the leader found
-///   matching; nothing before this version writes them.
-pub const APPLY_VERSION: u32 = 7;
+///   matching; nothing before this version writes them;
+/// - 8: a group's position on a queue can be set (`SetOffsets`): its start, decided by the
+///   leader, and resets.
+pub const APPLY_VERSION: u32 = 8;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -299,6 +303,12 @@ impl ShardState {
                 self.pop_ranges(log_index, &at_now, ranges, fx)
             }
             StoreCommand::PopRanges { pop, ranges } => self.pop_ranges(log_index, pop, ranges, fx),
+            StoreCommand::SetOffsets {
+                group,
+                topic,
+                offsets,
+                replace,
+            } => CommandResponse::OffsetsSet(self.set_offsets(group, topic, offsets, *replace, fx)),
             StoreCommand::PopPicked { pop, picks } => {
                 let at_now = PopCommand {
                     now_ms: now,

@@ -115,6 +115,7 @@ fn receive() -> PopRequest {
         fifo: false,
         max_attempts: 16,
         wait: Duration::from_millis(500),
+        group_created_ms: None,
         shards: Vec::new(),
     }
 }

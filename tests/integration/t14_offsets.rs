@@ -1,6 +1,6 @@
 //! GetOffset and QueryOffset on a real store: a group's offset follows its acks, so end minus
 //! offset is its backlog per queue (what a lag-based autoscaler reads); a queue is found by
-//! time.
+//! time. UpdateOffset and `vela admin group reset` move a group: it reads again or skips.
 
 use std::time::Duration;
 
@@ -33,6 +33,21 @@ impl Queue {
             code if code == pb::Code::Ok as i32 => Ok(reply.offset),
             code => Err(code),
         }
+    }
+
+    /// Moves the group (UpdateOffset); the status code of the reply.
+    async fn update(&mut self, group: &str, offset: i64) -> i32 {
+        let reply = self
+            .client
+            .update_offset(raw_req(pb::UpdateOffsetRequest {
+                group: resource(group),
+                message_queue: self.queue.clone(),
+                offset,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        reply.status.map_or(0, |s| s.code)
     }
 
     async fn query(&mut self, policy: pb::QueryOffsetPolicy, at_ms: Option<i64>) -> i64 {
@@ -111,5 +126,74 @@ async fn offsets_follow_acks_and_time() {
     assert_eq!(rest.len(), 1);
     consumer.ack(&rest[0]).await.unwrap();
     assert_eq!(queue.group_offset(&group).await, Ok(3), "no backlog left");
+
+    // UpdateOffset moves the group back: it reads "b" and "c" again.
+    assert_eq!(queue.update(&group, 1).await, pb::Code::Ok as i32);
+    assert_eq!(queue.group_offset(&group).await, Ok(1));
+    let again = consumer.receive(8, Duration::from_secs(30)).await.unwrap();
+    let bodies: Vec<&[u8]> = again.iter().map(|m| m.body.as_ref()).collect();
+    assert_eq!(bodies, [b"b".as_slice(), b"c".as_slice()]);
+    assert_eq!(queue.update(&group, -1).await, pb::Code::BadRequest as i32);
+
+    // `vela admin group reset`: by time, then to the end.
+    let out = node
+        .admin(&[
+            "group", "reset", &group, "--topic", &topic, "--to", "earliest",
+        ])
+        .await
+        .unwrap();
+    assert!(out.contains("reset group"), "{out}");
+    assert_eq!(queue.group_offset(&group).await, Ok(0));
+    let at = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(middle).unwrap()),
+    )
+    .to_string();
+    node.admin(&["group", "reset", &group, "--topic", &topic, "--to", &at])
+        .await
+        .unwrap();
+    assert_eq!(queue.group_offset(&group).await, Ok(2));
+    let out = node
+        .admin(&[
+            "group", "reset", &group, "--topic", &topic, "--to", "latest",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        out.lines().any(|l| l.split_whitespace().eq(["0", "3"])),
+        "{out}"
+    );
+    assert!(
+        consumer
+            .receive(8, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let bad = node
+        .admin(&[
+            "group",
+            "reset",
+            &group,
+            "--topic",
+            &topic,
+            "--to",
+            "yesterday",
+        ])
+        .await
+        .expect_err("not a target");
+    assert!(format!("{bad:#}").contains("RFC 3339"), "{bad:#}");
+    let missing = node
+        .admin(&[
+            "group",
+            "reset",
+            "no-such-group",
+            "--topic",
+            &topic,
+            "--to",
+            "earliest",
+        ])
+        .await
+        .expect_err("no such group");
+    assert!(format!("{missing:#}").contains("not found"), "{missing:#}");
     node.stop().await;
 }

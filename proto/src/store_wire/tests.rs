@@ -87,6 +87,7 @@ fn values_survive_the_wire() {
                 fifo: true,
                 max_attempts: 16,
                 wait: Duration::from_secs(20),
+                group_created_ms: Some(7),
                 shards: vec![],
             };
             let back = pop_from_wire(pop_to_wire(&p)).unwrap();
@@ -96,9 +97,17 @@ fn values_survive_the_wire() {
                     back.filter,
                     back.invisible,
                     back.wait,
-                    back.max_messages
+                    back.max_messages,
+                    back.group_created_ms
                 ),
-                (p.queues, p.filter, p.invisible, p.wait, p.max_messages)
+                (
+                    p.queues,
+                    p.filter,
+                    p.invisible,
+                    p.wait,
+                    p.max_messages,
+                    p.group_created_ms
+                )
             );
         }
     }
@@ -231,4 +240,18 @@ fn a_receive_with_a_bad_sql_filter_is_refused_at_the_wire() {
         pop_from_wire(req).unwrap().filter,
         MessageFilter::Sql(_)
     ));
+}
+
+#[test]
+fn reset_targets_round_trip() {
+    for to in [
+        OffsetTarget::Earliest,
+        OffsetTarget::Latest,
+        OffsetTarget::AtTime(-5),
+        OffsetTarget::Offset(42),
+    ] {
+        let (kind, at_ms, offset) = offset_target_to_wire(to);
+        assert_eq!(offset_target_from_wire(kind, at_ms, offset).unwrap(), to);
+    }
+    assert!(offset_target_from_wire(0, 0, 0).is_err());
 }

@@ -158,6 +158,7 @@ async fn receive(
         fifo: group.fifo,
         max_attempts: group.max_attempts,
         wait,
+        group_created_ms: Some(group.created_at_ms),
         shards: shared.shards_of(&topic).await,
     };
     let deliveries = shared.ctx.store.pop(request).await?;

@@ -3,10 +3,12 @@
 //! minus the group's offset). Apache's proxy answers these UNIMPLEMENTED.
 //!
 //! A group's offset is its POP position: every message below it is acknowledged (or filtered
-//! out); messages in flight are above it. UpdateOffset and PullMessage are not served yet.
+//! out); messages in flight are above it. UpdateOffset moves it: the group goes on from the
+//! offset given (within the queue's retained range), forgetting what it had in flight there.
+//! PullMessage is not served yet.
 
 use vela_proto::pb::rocketmq::{self as pb, Code, QueryOffsetPolicy};
-use vela_proto::{QueueStats, ShardId, StoreError, TopicName};
+use vela_proto::{OffsetTarget, QueueStats, ShardId, StoreError, TopicName};
 
 use crate::Shared;
 use crate::convert;
@@ -120,4 +122,38 @@ pub(super) async fn query_offset(
         status: Some(ok_status()),
         offset: to_wire(offset),
     })
+}
+
+pub(super) async fn update_offset(
+    shared: &Shared,
+    meta: &RequestMeta,
+    req: &pb::UpdateOffsetRequest,
+) -> Result<pb::UpdateOffsetResponse, RpcError> {
+    let group = convert::group_name(req.group.as_ref(), &meta.namespace)?;
+    let (topic, queue_id, shard) = queue_of(shared, meta, req.message_queue.as_ref()).await?;
+    let offset = u64::try_from(req.offset)
+        .map_err(|_| RpcError::bad_request(format!("offset {} is negative", req.offset)))?;
+    // The group as a receive would find it (created on first use where that is allowed).
+    shared.metadata.group(&group).await?;
+    match shared
+        .ctx
+        .store
+        .reset_offset(
+            &group,
+            &topic,
+            queue_id,
+            shard,
+            OffsetTarget::Offset(offset),
+        )
+        .await
+    {
+        Ok(_) => Ok(pb::UpdateOffsetResponse {
+            status: Some(ok_status()),
+        }),
+        Err(StoreError::QueueNotFound { .. }) => Err(RpcError::new(
+            Code::OffsetNotFound,
+            format!("queue {queue_id} of {topic} has never held a message"),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -236,6 +236,8 @@ pub struct FakeStore {
     pub last_check_request: Mutex<Option<TransactionCheckRequest>>,
     /// Every change of invisibility: (offset, new invisibility).
     pub invisibility_changes: Mutex<Vec<(u64, Duration)>>,
+    /// Every reset: (group, topic, queue, target).
+    pub resets: Mutex<Vec<(GroupName, TopicName, u32, vela_proto::OffsetTarget)>>,
 }
 
 impl FakeStore {
@@ -526,6 +528,37 @@ impl StoreApi for FakeStore {
                 }
             })
             .collect())
+    }
+
+    async fn reset_offset(
+        &self,
+        group: &GroupName,
+        topic: &TopicName,
+        queue_id: u32,
+        shard: ShardId,
+        to: vela_proto::OffsetTarget,
+    ) -> Result<u64, StoreError> {
+        use vela_proto::OffsetTarget;
+        let end = self
+            .state
+            .lock()
+            .queues
+            .get(&(topic.clone(), queue_id))
+            .map(|q| q.len() as u64)
+            .ok_or_else(|| StoreError::QueueNotFound {
+                topic: topic.clone(),
+                queue_id,
+            })?;
+        let offset = match to {
+            OffsetTarget::Earliest => 0,
+            OffsetTarget::Latest => end,
+            OffsetTarget::AtTime(at_ms) => self.offset_at(topic, queue_id, shard, at_ms).await?,
+            OffsetTarget::Offset(offset) => offset.min(end),
+        };
+        self.resets
+            .lock()
+            .push((group.clone(), topic.clone(), queue_id, to));
+        Ok(offset)
     }
 
     async fn offset_at(

@@ -16,7 +16,7 @@
 //!   open;
 //! - `admin`: the admin service creates, describes and deletes, with gRPC status codes;
 //! - `offsets`: GetOffset answers a group's position on a queue, QueryOffset a queue's
-//!   beginning, end and the offset at a time.
+//!   beginning, end and the offset at a time, UpdateOffset moves the group.
 
 mod admin;
 mod errors;

@@ -1,5 +1,5 @@
-//! GetOffset and QueryOffset: a group's position on a queue, and a queue's beginning, end and
-//! the offset at a time, with their codes for what does not exist.
+//! GetOffset, QueryOffset and UpdateOffset: a group's position on a queue (read and moved), and
+//! a queue's beginning, end and the offset at a time, with their codes for what does not exist.
 
 use super::*;
 
@@ -106,4 +106,61 @@ async fn offsets_of_groups_and_queues() {
             .is_none(),
         "asking about a group does not create it"
     );
+}
+
+async fn update_offset(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    id: i32,
+    offset: i64,
+) -> i32 {
+    let reply = client
+        .update_offset(req(pb::UpdateOffsetRequest {
+            group: resource(group),
+            message_queue: queue("orders", id),
+            offset,
+        }))
+        .await
+        .expect("call")
+        .into_inner();
+    code(&reply.status)
+}
+
+#[tokio::test]
+async fn update_offset_resets_the_group_on_that_queue() {
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    h.group("billing").await;
+    let mut client = h.client().await;
+    // A queue that never held a message has no offset to move to.
+    assert_eq!(
+        update_offset(&mut client, "billing", 0, 0).await,
+        Code::OffsetNotFound as i32
+    );
+    send_one(&mut client, message("orders", "A", b"x")).await;
+    assert_eq!(
+        update_offset(&mut client, "billing", 0, 1).await,
+        Code::Ok as i32
+    );
+    let resets = h.store.resets.lock().clone();
+    assert_eq!(resets.len(), 1);
+    assert_eq!(
+        (
+            resets[0].0.as_str(),
+            resets[0].1.as_str(),
+            resets[0].2,
+            resets[0].3
+        ),
+        ("billing", "orders", 0, vela_proto::OffsetTarget::Offset(1))
+    );
+    // Refused at the boundary: a negative offset, a queue the topic does not have.
+    assert_eq!(
+        update_offset(&mut client, "billing", 0, -1).await,
+        Code::BadRequest as i32
+    );
+    assert_eq!(
+        update_offset(&mut client, "billing", 5, 0).await,
+        Code::BadRequest as i32
+    );
+    assert_eq!(h.store.resets.lock().len(), 1);
 }

@@ -74,6 +74,7 @@ fn pop_request(max: u32) -> PopRequest {
         fifo: false,
         max_attempts: 10_000,
         wait: Duration::ZERO,
+        group_created_ms: None,
         shards: Vec::new(),
     }
 }

@@ -73,6 +73,12 @@ impl Store {
             fifo: req.fifo,
             sql: None,
         };
+        // A group reading a queue for the first time gets its start there first (once: a
+        // queue that appears during the wait is young, where the start is its beginning, as
+        // apply gives a group without one).
+        for shard in shards {
+            self.start_group(shard, req, queues).await?;
+        }
         // Bounded so a huge wait from a remote caller cannot overflow the clock.
         let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
         loop {

@@ -16,6 +16,7 @@ use vela_proto::store_api::{
 use super::*;
 
 mod clock;
+mod offsets;
 mod replicated;
 mod sql;
 mod transactions;
@@ -99,6 +100,7 @@ fn pop(max: u32, wait: Duration) -> PopRequest {
         fifo: false,
         max_attempts: 16,
         wait,
+        group_created_ms: None,
         shards: Vec::new(),
     }
 }
