@@ -51,6 +51,8 @@ async fn main() {
     let config = ClientConfig::builder().endpoint(&server).build().unwrap();
     let producer = Arc::new(Producer::builder(config).build().await.unwrap());
     let next = Arc::new(AtomicU64::new(0));
+    // The checking group exists before the fill, so it reads from the beginning.
+    support::create_group(&server, "many-check").await;
     let filling = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..SENDERS {

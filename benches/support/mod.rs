@@ -164,3 +164,19 @@ pub fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
     // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name and state.
     (field(11) + field(12)) / ticks
 }
+
+/// Creates consumer group `name` on `server` (before a fill, so the group reads everything
+/// stored after: a group created later on an old queue starts at its end).
+pub async fn create_group(server: &str, name: &str) {
+    use vela::admin::{AdminCommand, GroupCommand, execute};
+    execute(
+        server,
+        AdminCommand::Group(GroupCommand::Create {
+            name: name.to_owned(),
+            fifo: false,
+            max_attempts: None,
+        }),
+    )
+    .await
+    .unwrap();
+}

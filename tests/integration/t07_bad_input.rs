@@ -250,6 +250,15 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(code(&r.status), pb::Code::BadRequest as i32);
+    let r = c
+        .recall_message(req(pb::RecallMessageRequest {
+            topic: resource(&topic),
+            recall_handle: "x".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(code(&r.status), pb::Code::NotImplemented as i32);
 
     // Still serving.
