@@ -122,13 +122,20 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
         .into_inner();
     assert_eq!(code(&acks.status), Code::BadRequest as i32);
 
-    // Unimplemented RPCs answer NOT_IMPLEMENTED in the status.
+    // An UpdateOffset without a group is refused at the boundary; unimplemented RPCs answer
+    // NOT_IMPLEMENTED in the status.
     let update = client
         .update_offset(req(pb::UpdateOffsetRequest::default()))
         .await
         .expect("call")
         .into_inner();
-    assert_eq!(code(&update.status), Code::NotImplemented as i32);
+    assert_eq!(code(&update.status), Code::IllegalConsumerGroup as i32);
+    let recall = client
+        .recall_message(req(pb::RecallMessageRequest::default()))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&recall.status), Code::NotImplemented as i32);
     let mut pull = client
         .pull_message(req(pb::PullMessageRequest::default()))
         .await

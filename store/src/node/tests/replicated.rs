@@ -29,6 +29,7 @@ mod damage;
 mod faults;
 mod members;
 mod moves;
+mod offsets;
 mod rolling;
 mod sends;
 mod sql;
