@@ -127,6 +127,11 @@ pub enum GroupCommand {
         /// Deliveries before a message moves to %DLQ%<group> (default 17).
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Where the group starts on each queue it has not read: earliest (the first retained
+        /// message), latest (the messages stored from its creation on) or an RFC 3339 time.
+        /// Default: a young queue from its first message, any other from the group's creation.
+        #[arg(long, value_parser = parse_start)]
+        from: Option<ResetTarget>,
     },
     List,
     Describe {
@@ -149,6 +154,36 @@ pub enum GroupCommand {
         #[arg(long)]
         queue: Option<u32>,
     },
+}
+
+/// `group create --from`: a reset target other than an offset.
+fn parse_start(s: &str) -> Result<ResetTarget, String> {
+    match parse_reset_target(s) {
+        Ok(ResetTarget::Offset(_)) => Err(format!(
+            "{s:?}: a group starts at earliest, latest or an RFC 3339 time (offsets differ per queue)"
+        )),
+        other => other,
+    }
+}
+
+/// `(start, start_at_ms)` as the admin API carries a group's start.
+fn start_to_api(from: Option<ResetTarget>) -> (u32, i64) {
+    match from {
+        None | Some(ResetTarget::Offset(_)) => (0, 0),
+        Some(ResetTarget::Earliest) => (1, 0),
+        Some(ResetTarget::Latest) => (2, 0),
+        Some(ResetTarget::At(ms)) => (3, ms),
+    }
+}
+
+/// A group's start as `describe` shows it.
+fn start_text(start: u32, at_ms: i64) -> String {
+    match start {
+        1 => "earliest".into(),
+        2 => "latest (messages stored since its creation)".into(),
+        3 => format!("messages stored from {}", format_ms(at_ms)),
+        _ => "auto (a young queue from its first message, else from its creation)".into(),
+    }
 }
 
 /// Where `group reset --to` moves a group.
@@ -385,15 +420,19 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
             name,
             fifo,
             max_attempts,
+            from,
         }) => {
             if max_attempts == Some(0) {
                 bail!("--max-attempts must be at least 1");
             }
+            let (start, start_at_ms) = start_to_api(from);
             let g = client
                 .create_group(pb::CreateGroupRequest {
                     name,
                     fifo,
                     max_attempts: max_attempts.unwrap_or(0),
+                    start,
+                    start_at_ms,
                 })
                 .await
                 .map_err(status_error)?
@@ -446,6 +485,7 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 if g.fifo { "fifo" } else { "concurrent" }
             )?;
             writeln!(out, "max attempts:  {}", g.max_attempts)?;
+            writeln!(out, "starts:        {}", start_text(g.start, g.start_at_ms))?;
             writeln!(
                 out,
                 "created:       {}{}",

@@ -165,16 +165,17 @@ pub fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
     (field(11) + field(12)) / ticks
 }
 
-/// Creates consumer group `name` on `server` (before a fill, so the group reads everything
-/// stored after: a group created later on an old queue starts at its end).
+/// Creates consumer group `name` on `server`, starting at the first message of every queue
+/// (a group created later on an old queue would otherwise start at its creation).
 pub async fn create_group(server: &str, name: &str) {
-    use vela::admin::{AdminCommand, GroupCommand, execute};
+    use vela::admin::{AdminCommand, GroupCommand, ResetTarget, execute};
     execute(
         server,
         AdminCommand::Group(GroupCommand::Create {
             name: name.to_owned(),
             fifo: false,
             max_attempts: None,
+            from: Some(ResetTarget::Earliest),
         }),
     )
     .await

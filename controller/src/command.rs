@@ -4,7 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use vela_proto::{
-    ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig, TopicName, TopicSpec,
+    ControllerError, GroupConfig, GroupName, GroupSpec, GroupStart, ShardId, TopicConfig,
+    TopicName, TopicSpec,
 };
 
 /// One change to the metadata: the openraft `AppData` of the controller group.
@@ -23,9 +24,10 @@ pub enum ControllerCommand {
     DeleteTopic {
         name: TopicName,
     },
-    /// Creates a group; `spec.max_attempts` is already resolved (never 0).
+    /// Creates a group that starts as `GroupStart::Auto`; `spec.max_attempts` is already
+    /// resolved (never 0).
     CreateGroup {
-        spec: GroupSpec,
+        spec: LoggedGroup,
         now_ms: i64,
     },
     DeleteGroup {
@@ -57,6 +59,47 @@ pub enum ControllerCommand {
         store: u64,
         stores: Vec<u64>,
     },
+    /// Creates a group with another start than `Auto` (`vela admin group create --from`).
+    /// A controller on a build from before it cannot read this entry: create such groups
+    /// once every controller runs a build that has it.
+    CreateGroupStarting {
+        spec: LoggedGroup,
+        start: GroupStart,
+        now_ms: i64,
+    },
+}
+
+/// The fields of a group a create entry carries, frozen as first written (postcard encodes
+/// them in this order); where it starts travels beside them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedGroup {
+    pub name: GroupName,
+    pub fifo: bool,
+    pub max_attempts: u32,
+    pub auto_created: bool,
+}
+
+impl ControllerCommand {
+    /// The entry that creates the group `spec` names, at `now_ms`.
+    pub fn create_group(spec: GroupSpec, now_ms: i64) -> Self {
+        let logged = LoggedGroup {
+            name: spec.name,
+            fifo: spec.fifo,
+            max_attempts: spec.max_attempts,
+            auto_created: spec.auto_created,
+        };
+        match spec.start {
+            GroupStart::Auto => ControllerCommand::CreateGroup {
+                spec: logged,
+                now_ms,
+            },
+            start => ControllerCommand::CreateGroupStarting {
+                spec: logged,
+                start,
+                now_ms,
+            },
+        }
+    }
 }
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -85,6 +128,9 @@ impl fmt::Display for ControllerCommand {
             }
             ControllerCommand::DeleteTopic { name } => write!(f, "delete-topic {name}"),
             ControllerCommand::CreateGroup { spec, .. } => write!(f, "create-group {}", spec.name),
+            ControllerCommand::CreateGroupStarting { spec, start, .. } => {
+                write!(f, "create-group {} (start {start})", spec.name)
+            }
             ControllerCommand::DeleteGroup { name } => write!(f, "delete-group {name}"),
             ControllerCommand::SetShards { shards } => write!(f, "set-shards {shards:?}"),
             ControllerCommand::CreateTopicReplicated { spec, replicas, .. } => write!(

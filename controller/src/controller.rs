@@ -467,10 +467,7 @@ impl ControllerApi for Controller {
 
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
         let spec = resolve_group_spec(spec)?;
-        let command = ControllerCommand::CreateGroup {
-            spec,
-            now_ms: self.clock.now_ms(),
-        };
+        let command = ControllerCommand::create_group(spec, self.clock.now_ms());
         match self.group.propose(command).await? {
             Ok(Applied::Group(config)) => Ok(config),
             other => Err(unexpected("create-group", &other)),

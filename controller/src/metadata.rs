@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use vela_proto::{GroupConfig, GroupName, ShardId, TopicConfig, TopicName};
+use vela_proto::{GroupConfig, GroupName, GroupStart, ShardId, TopicConfig, TopicName};
 
-use crate::command::{Applied, ControllerCommand, ControllerResponse, Rejected};
+use crate::command::{Applied, ControllerCommand, ControllerResponse, LoggedGroup, Rejected};
 use crate::placement::{drain_moves, place_queues, replica_sets};
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
@@ -66,19 +66,13 @@ impl Metadata {
                 None => Err(Rejected::TopicNotFound(name)),
             },
             ControllerCommand::CreateGroup { spec, now_ms } => {
-                if self.groups.contains_key(&spec.name) {
-                    return Err(Rejected::GroupExists(spec.name));
-                }
-                let config = GroupConfig {
-                    name: spec.name.clone(),
-                    fifo: spec.fifo,
-                    max_attempts: spec.max_attempts,
-                    created_at_ms: now_ms,
-                    auto_created: spec.auto_created,
-                };
-                self.groups.insert(spec.name, config.clone());
-                Ok(Applied::Group(config))
+                self.create_group(spec, GroupStart::Auto, now_ms)
             }
+            ControllerCommand::CreateGroupStarting {
+                spec,
+                start,
+                now_ms,
+            } => self.create_group(spec, start, now_ms),
             ControllerCommand::DeleteGroup { name } => match self.groups.remove(&name) {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::GroupNotFound(name)),
@@ -91,6 +85,27 @@ impl Metadata {
                 Ok(Applied::Shards(shards))
             }
         }
+    }
+
+    fn create_group(
+        &mut self,
+        spec: LoggedGroup,
+        start: GroupStart,
+        now_ms: i64,
+    ) -> Result<Applied, Rejected> {
+        if self.groups.contains_key(&spec.name) {
+            return Err(Rejected::GroupExists(spec.name));
+        }
+        let config = GroupConfig {
+            name: spec.name.clone(),
+            fifo: spec.fifo,
+            max_attempts: spec.max_attempts,
+            created_at_ms: now_ms,
+            auto_created: spec.auto_created,
+            start,
+        };
+        self.groups.insert(spec.name, config.clone());
+        Ok(Applied::Group(config))
     }
 
     fn create_topic(
@@ -252,7 +267,7 @@ mod replicated_tests;
 
 #[cfg(test)]
 mod tests {
-    use vela_proto::{GroupSpec, TopicSpec, TopicType};
+    use vela_proto::{TopicSpec, TopicType};
 
     use super::*;
 
@@ -278,7 +293,7 @@ mod tests {
 
     fn create_group(name: &str, now_ms: i64) -> ControllerCommand {
         ControllerCommand::CreateGroup {
-            spec: GroupSpec {
+            spec: LoggedGroup {
                 name: group_name(name),
                 fifo: true,
                 max_attempts: 5,
@@ -492,6 +507,16 @@ mod tests {
                 name: topic_name(n)
             }),
             (name.clone(), 0i64..1000).prop_map(|(n, t)| create_group(n, t)),
+            (name.clone(), 0i64..1000).prop_map(|(n, t)| {
+                let ControllerCommand::CreateGroup { spec, now_ms } = create_group(n, t) else {
+                    unreachable!("create_group makes a CreateGroup")
+                };
+                ControllerCommand::CreateGroupStarting {
+                    spec,
+                    start: vela_proto::GroupStart::At(now_ms - 1),
+                    now_ms,
+                }
+            }),
             name.prop_map(|n| ControllerCommand::DeleteGroup {
                 name: group_name(n)
             }),
@@ -534,7 +559,8 @@ mod tests {
                         };
                         proptest::prop_assert_eq!(outcome, expected);
                     }
-                    ControllerCommand::CreateGroup { spec, .. } => {
+                    ControllerCommand::CreateGroup { spec, .. }
+                    | ControllerCommand::CreateGroupStarting { spec, .. } => {
                         if groups.insert(spec.name.clone()) {
                             proptest::prop_assert!(matches!(outcome, Ok(Applied::Group(_))));
                         } else {

@@ -77,6 +77,7 @@ mod tests {
             fifo: false,
             max_attempts,
             auto_created: false,
+            start: vela_proto::GroupStart::Auto,
         }
     }
 

@@ -79,6 +79,7 @@ fn group(name: &str, max_attempts: u32) -> GroupSpec {
         fifo: false,
         max_attempts,
         auto_created: false,
+        start: vela_proto::GroupStart::Auto,
     }
 }
 

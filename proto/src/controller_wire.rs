@@ -6,6 +6,8 @@ use prost::Message as _;
 use tonic::{Code, Status};
 
 use crate::controller_api::ControllerError;
+#[cfg(test)]
+use crate::domain::GroupStart;
 use crate::domain::{GroupConfig, GroupSpec, TopicConfig, TopicSpec, TopicType};
 use crate::pb::controller as pb;
 use crate::store_wire::WireError;
@@ -31,7 +33,10 @@ fn type_from_wire(t: i32) -> Result<TopicType, WireError> {
     }
 }
 
-pub use crate::store_wire::{group_from_wire as group_name, topic_from_wire as topic_name};
+pub use crate::store_wire::{
+    group_from_wire as group_name, group_start_from_wire, group_start_to_wire,
+    topic_from_wire as topic_name,
+};
 
 pub fn topic_spec_to_wire(s: &TopicSpec) -> pb::TopicSpec {
     pb::TopicSpec {
@@ -88,6 +93,8 @@ pub fn group_spec_to_wire(s: &GroupSpec) -> pb::GroupSpec {
         fifo: s.fifo,
         max_attempts: s.max_attempts,
         auto_created: s.auto_created,
+        start: group_start_to_wire(s.start).0,
+        start_at_ms: group_start_to_wire(s.start).1,
     }
 }
 
@@ -97,6 +104,7 @@ pub fn group_spec_from_wire(s: pb::GroupSpec) -> Result<GroupSpec, WireError> {
         fifo: s.fifo,
         max_attempts: s.max_attempts,
         auto_created: s.auto_created,
+        start: group_start_from_wire(s.start, s.start_at_ms)?,
     })
 }
 
@@ -107,6 +115,8 @@ pub fn group_to_wire(g: &GroupConfig) -> pb::Group {
         max_attempts: g.max_attempts,
         created_at_ms: g.created_at_ms,
         auto_created: g.auto_created,
+        start: group_start_to_wire(g.start).0,
+        start_at_ms: group_start_to_wire(g.start).1,
     }
 }
 
@@ -117,6 +127,7 @@ pub fn group_from_wire(g: pb::Group) -> Result<GroupConfig, WireError> {
         max_attempts: g.max_attempts,
         created_at_ms: g.created_at_ms,
         auto_created: g.auto_created,
+        start: group_start_from_wire(g.start, g.start_at_ms)?,
     })
 }
 
@@ -206,8 +217,25 @@ mod tests {
             max_attempts: 3,
             created_at_ms: 7,
             auto_created: false,
+            start: GroupStart::At(-3),
         };
         assert_eq!(group_from_wire(group_to_wire(&group)).unwrap(), group);
+        for start in [GroupStart::Auto, GroupStart::Earliest, GroupStart::Latest] {
+            let spec = GroupSpec {
+                name: GroupName::new("billing").unwrap(),
+                fifo: false,
+                max_attempts: 2,
+                auto_created: true,
+                start,
+            };
+            assert_eq!(
+                group_spec_from_wire(group_spec_to_wire(&spec)).unwrap(),
+                spec
+            );
+        }
+        let mut bad = group_to_wire(&group);
+        bad.start = 9;
+        assert!(group_from_wire(bad).is_err());
         let spec = TopicSpec {
             name: TopicName::new("orders").unwrap(),
             topic_type: TopicType::Mixed,

@@ -300,6 +300,34 @@ impl TopicName {
     }
 }
 
+/// Where a consumer group starts on a queue it has not read yet (`vela admin group create
+/// --from`). The start is fixed on the group's first receive there and kept in the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupStart {
+    /// A young queue (its first retained message stored within the store's
+    /// `new_group_start_window`) and a dead-letter topic from their first message; any other
+    /// queue with the messages stored since the group was created.
+    #[default]
+    Auto,
+    /// The first retained message.
+    Earliest,
+    /// The messages stored since the group was created.
+    Latest,
+    /// The messages stored at or after this time (Unix ms).
+    At(i64),
+}
+
+impl fmt::Display for GroupStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupStart::Auto => f.write_str("auto"),
+            GroupStart::Earliest => f.write_str("earliest"),
+            GroupStart::Latest => f.write_str("latest"),
+            GroupStart::At(ms) => write!(f, "at {ms} ms"),
+        }
+    }
+}
+
 /// A consumer group's metadata, owned by the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupConfig {
@@ -310,6 +338,9 @@ pub struct GroupConfig {
     pub max_attempts: u32,
     pub created_at_ms: i64,
     pub auto_created: bool,
+    /// Where it starts on queues it has not read (absent in metadata written before it).
+    #[serde(default)]
+    pub start: GroupStart,
 }
 
 /// What a caller asks for when creating a group.
@@ -319,6 +350,7 @@ pub struct GroupSpec {
     pub fifo: bool,
     pub max_attempts: u32,
     pub auto_created: bool,
+    pub start: GroupStart,
 }
 
 /// A consumer's tag filter: `*` or `A||B||C`.

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::client_id::ClientId;
 use crate::cluster_status::StoreNodeReport;
 use crate::domain::{
-    GroupName, MessageFilter, MessageRecord, OffsetTarget, QueueStats, ShardId, TopicName,
+    GroupName, GroupStart, MessageFilter, MessageRecord, OffsetTarget, QueueStats, ShardId,
+    TopicName,
 };
 use crate::receipt::ReceiptTicket;
 
@@ -68,6 +69,8 @@ pub struct PopRequest {
     /// no position yet it starts with the first message stored since, unless the queue is
     /// young (see `store.new_group_start_window`). `None`: at the queue's first message.
     pub group_created_ms: Option<i64>,
+    /// Where the group starts on such a queue (its metadata's `start`).
+    pub group_start: GroupStart,
     /// The shards holding the topic's queues (its metadata's `queue_shards`); empty means every
     /// shard the store knows.
     pub shards: Vec<ShardId>,

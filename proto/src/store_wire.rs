@@ -10,8 +10,8 @@ use tonic::{Code, Status};
 
 use crate::client_id::ClientId;
 use crate::domain::{
-    GroupName, GroupQueueStats, MessageFilter, MessageKind, MessageRecord, OffsetTarget,
-    QueueStats, SqlFilter, TagFilter, TopicName,
+    GroupName, GroupQueueStats, GroupStart, MessageFilter, MessageKind, MessageRecord,
+    OffsetTarget, QueueStats, SqlFilter, TagFilter, TopicName,
 };
 use crate::pb::store as pb;
 use crate::receipt::ReceiptTicket;
@@ -177,6 +177,8 @@ pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
         wait_ms: millis(req.wait),
         shard: 0,
         group_created_ms: req.group_created_ms,
+        group_start: group_start_to_wire(req.group_start).0,
+        group_start_ms: group_start_to_wire(req.group_start).1,
     }
 }
 
@@ -214,6 +216,7 @@ pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
         max_attempts: req.max_attempts,
         wait: Duration::from_millis(req.wait_ms),
         group_created_ms: req.group_created_ms,
+        group_start: group_start_from_wire(req.group_start, req.group_start_ms)?,
         // A receive on the wire addresses the one shard it names.
         shards: vec![req.shard],
     })
@@ -632,5 +635,25 @@ pub fn offset_target_from_wire(
         3 => Ok(OffsetTarget::AtTime(at_ms)),
         4 => Ok(OffsetTarget::Offset(offset)),
         other => Err(WireError(format!("unknown reset target {other}"))),
+    }
+}
+
+/// A group's start on the wire: `(start, start_at_ms)` (0 auto, 1 earliest, 2 latest, 3 at).
+pub fn group_start_to_wire(start: GroupStart) -> (u32, i64) {
+    match start {
+        GroupStart::Auto => (0, 0),
+        GroupStart::Earliest => (1, 0),
+        GroupStart::Latest => (2, 0),
+        GroupStart::At(ms) => (3, ms),
+    }
+}
+
+pub fn group_start_from_wire(start: u32, at_ms: i64) -> Result<GroupStart, WireError> {
+    match start {
+        0 => Ok(GroupStart::Auto),
+        1 => Ok(GroupStart::Earliest),
+        2 => Ok(GroupStart::Latest),
+        3 => Ok(GroupStart::At(at_ms)),
+        other => Err(WireError(format!("unknown group start {other}"))),
     }
 }

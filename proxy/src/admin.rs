@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vela_proto::pb::admin::{self as api, admin_service_server::AdminService};
+use vela_proto::store_wire::{group_start_from_wire, group_start_to_wire};
 use vela_proto::{
     DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupQueueStats, GroupSpec, OffsetTarget,
     QueueStats, ShardId, StoreError, TopicConfig, TopicName, TopicSpec, TopicType,
@@ -127,6 +128,8 @@ fn group_to_api(g: GroupConfig) -> api::ConsumerGroup {
         max_attempts: g.max_attempts,
         created_at_ms: g.created_at_ms,
         auto_created: g.auto_created,
+        start: group_start_to_wire(g.start).0,
+        start_at_ms: group_start_to_wire(g.start).1,
     }
 }
 
@@ -268,6 +271,8 @@ impl AdminService for AdminServer {
                 req.max_attempts
             },
             auto_created: false,
+            start: group_start_from_wire(req.start, req.start_at_ms)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };
         let group = self
             .shared

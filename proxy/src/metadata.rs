@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 use vela_proto::pb::rocketmq::Code;
 use vela_proto::{
     ControllerApi, ControllerError, DEFAULT_MAX_ATTEMPTS, DLQ_PREFIX, GroupConfig, GroupName,
-    GroupSpec, TopicConfig, TopicName, TopicSpec, TopicType,
+    GroupSpec, GroupStart, TopicConfig, TopicName, TopicSpec, TopicType,
 };
 
 use crate::status::RpcError;
@@ -376,6 +376,7 @@ impl Metadata {
             fifo: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             auto_created: true,
+            start: GroupStart::Auto,
         };
         let config = match self.controller.create_group(spec).await {
             Ok(config) => {
@@ -522,6 +523,7 @@ mod tests {
                 fifo: false,
                 max_attempts: 3,
                 auto_created: false,
+                start: GroupStart::Auto,
             })
             .await
             .expect("created");

@@ -116,6 +116,7 @@ fn receive() -> PopRequest {
         max_attempts: 16,
         wait: Duration::from_millis(500),
         group_created_ms: None,
+        group_start: Default::default(),
         shards: Vec::new(),
     }
 }

@@ -195,5 +195,26 @@ async fn offsets_follow_acks_and_time() {
         .await
         .expect_err("no such group");
     assert!(format!("{missing:#}").contains("not found"), "{missing:#}");
+
+    // A group created with --from latest skips what the (young) queue already holds.
+    let latest = unique("offsets-latest");
+    node.admin(&["group", "create", &latest, "--from", "latest"])
+        .await
+        .unwrap();
+    let described = node.admin(&["group", "describe", &latest]).await.unwrap();
+    assert!(described.contains("starts:        latest"), "{described}");
+    let fresh = node.consumer(&latest, &topic, "*").await;
+    producer.send(message("d")).await.unwrap();
+    let got = crate::harness::drain(&fresh, 2, true, 1).await;
+    let bodies: Vec<String> = got
+        .into_values()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert_eq!(bodies, ["d"]);
+    let bad = node
+        .admin(&["group", "create", &unique("g"), "--from", "12"])
+        .await
+        .expect_err("an offset is no start");
+    assert!(format!("{bad:#}").contains("RFC 3339 time"), "{bad:#}");
     node.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Topics with a replication factor (ADR 0013): the configured shards when every store holds
 //! them, else shards placed for the factor, created once and shared by later topics.
 
-use vela_proto::{ControllerError, TopicSpec, TopicType};
+use vela_proto::{ControllerError, GroupName, TopicSpec, TopicType};
 
 use super::*;
 
@@ -175,6 +175,26 @@ fn new_commands_golden_bytes() {
     })
     .expect("encodes");
     assert_eq!(hex::encode(&bytes), "0702030102ac02");
+    // Variant 2 as first written, and variant 8: a group with its start.
+    let group = crate::command::LoggedGroup {
+        name: GroupName::new("g").expect("valid"),
+        fifo: true,
+        max_attempts: 17,
+        auto_created: false,
+    };
+    let bytes = postcard::to_stdvec(&ControllerCommand::CreateGroup {
+        spec: group.clone(),
+        now_ms: 1,
+    })
+    .expect("encodes");
+    assert_eq!(hex::encode(&bytes), "02016701110002");
+    let bytes = postcard::to_stdvec(&ControllerCommand::CreateGroupStarting {
+        spec: group.clone(),
+        start: vela_proto::GroupStart::At(-1),
+        now_ms: 1,
+    })
+    .expect("encodes");
+    assert_eq!(hex::encode(&bytes), "080167011100030102");
     for command in [
         create("t", 2, 1, &[1, 2]),
         ControllerCommand::MarkShardCreated { shard: 3 },

@@ -15,7 +15,7 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{Membership, StorageError};
 use tempfile::TempDir;
-use vela_proto::{GroupName, GroupSpec, TopicName, TopicSpec, TopicType};
+use vela_proto::{GroupName, TopicName, TopicSpec, TopicType};
 
 use super::*;
 
@@ -81,7 +81,7 @@ fn workload() -> Vec<EntryOf<C>> {
         EntryOf::<C>::new_normal(
             log_id(2, 5),
             ControllerCommand::CreateGroup {
-                spec: GroupSpec {
+                spec: crate::command::LoggedGroup {
                     name: GroupName::new("billing").expect("valid group"),
                     fifo: false,
                     max_attempts: 16,

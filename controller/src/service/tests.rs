@@ -98,6 +98,7 @@ async fn a_replicated_controller_keeps_its_metadata_across_a_leader_change() {
             fifo: false,
             max_attempts: 5,
             auto_created: false,
+            start: vela_proto::GroupStart::Latest,
         })
         .await
         .unwrap();

@@ -88,6 +88,7 @@ fn values_survive_the_wire() {
                 max_attempts: 16,
                 wait: Duration::from_secs(20),
                 group_created_ms: Some(7),
+                group_start: Default::default(),
                 shards: vec![],
             };
             let back = pop_from_wire(pop_to_wire(&p)).unwrap();

@@ -159,6 +159,7 @@ async fn receive(
         max_attempts: group.max_attempts,
         wait,
         group_created_ms: Some(group.created_at_ms),
+        group_start: group.start,
         shards: shared.shards_of(&topic).await,
     };
     let deliveries = shared.ctx.store.pop(request).await?;

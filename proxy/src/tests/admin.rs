@@ -66,6 +66,8 @@ async fn admin_manages_topics_and_groups() {
             name: "billing".into(),
             fifo: true,
             max_attempts: 0,
+            start: 2,
+            start_at_ms: 0,
         })
         .await
         .expect("group");
@@ -77,8 +79,8 @@ async fn admin_manages_topics_and_groups() {
         .expect("describe")
         .into_inner();
     assert_eq!(
-        group.group.map(|g| (g.fifo, g.max_attempts)),
-        Some((true, 17))
+        group.group.map(|g| (g.fifo, g.max_attempts, g.start)),
+        Some((true, 17, 2))
     );
 
     let info = admin

@@ -123,6 +123,7 @@ impl ControllerApi for FakeController {
             max_attempts: spec.max_attempts,
             created_at_ms: 1,
             auto_created: spec.auto_created,
+            start: spec.start,
         };
         groups.insert(spec.name, config.clone());
         Ok(config)

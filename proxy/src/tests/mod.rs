@@ -124,6 +124,7 @@ impl Harness {
             fifo: false,
             max_attempts: 17,
             auto_created: false,
+            start: vela_proto::GroupStart::Auto,
         };
         self.controller
             .create_group(spec)

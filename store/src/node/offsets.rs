@@ -36,6 +36,7 @@ impl Store {
                 return Ok(());
             }
             let rule = StartRule {
+                start: req.group_start,
                 group_created_ms,
                 young_ms: i64::try_from(duration_ms(self.config.new_group_start_window))
                     .unwrap_or(i64::MAX),

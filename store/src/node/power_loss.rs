@@ -75,6 +75,7 @@ fn pop_request(max: u32) -> PopRequest {
         max_attempts: 10_000,
         wait: Duration::ZERO,
         group_created_ms: None,
+        group_start: Default::default(),
         shards: Vec::new(),
     }
 }

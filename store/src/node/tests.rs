@@ -101,6 +101,7 @@ fn pop(max: u32, wait: Duration) -> PopRequest {
         max_attempts: 16,
         wait,
         group_created_ms: None,
+        group_start: Default::default(),
         shards: Vec::new(),
     }
 }

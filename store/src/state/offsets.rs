@@ -2,7 +2,7 @@
 //! start, decided by the leader and logged so every replica starts it at the same offset, and
 //! resets (UpdateOffset, `vela admin group reset`).
 
-use vela_proto::domain::{GroupName, OffsetTarget, TopicName};
+use vela_proto::domain::{GroupName, GroupStart, OffsetTarget, TopicName};
 
 use super::{ApplyEffects, ConsumerQueue, ShardState, live_range};
 use crate::command::{QueueChoice, QueueOffset};
@@ -10,11 +10,14 @@ use crate::command::{QueueChoice, QueueOffset};
 /// How the leader chooses where a group with no position on a queue starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StartRule {
+    /// The group's own choice (`vela admin group create --from`); `Auto` is the rule below.
+    pub start: GroupStart,
     /// When the group was created (Unix ms): on a queue with older history it starts at the
     /// first message stored from then on.
     pub group_created_ms: i64,
-    /// A queue whose first retained message was stored less than this long ago is young: the
-    /// group starts at its beginning, so produce-then-subscribe on a new topic still works.
+    /// `Auto`: a queue whose first retained message was stored less than this long ago is
+    /// young: the group starts at its beginning, so produce-then-subscribe on a new topic still
+    /// works.
     pub young_ms: i64,
     pub now_ms: i64,
 }
@@ -70,9 +73,9 @@ impl ShardState {
     }
 
     /// The queues of `topic` (as `queues` selects them) where `group` has no position yet,
-    /// each with where it starts: a dead-letter topic and a young queue from their first
-    /// retained message, any other queue from the first message stored since the group was
-    /// created.
+    /// each with where it starts: as the group chose (`earliest`, `latest`: since its creation,
+    /// a time), or by default a dead-letter topic and a young queue from their first retained
+    /// message, any other queue from the first message stored since the group was created.
     pub fn missing_starts(
         &self,
         group: &GroupName,
@@ -97,18 +100,23 @@ impl ShardState {
                 index.max_offset(),
             )
             .next();
-            let offset = match first {
+            let since = |at_ms| {
+                self.offset_at(topic, queue_id, at_ms)
+                    .unwrap_or(index.max_offset())
+            };
+            let offset = match (first, rule.start) {
                 // Nothing retained: wherever it ends.
-                None => index.max_offset(),
-                Some(_) if topic.is_dead_letter() => index.min_offset(),
-                Some((offset, entry))
+                (None, _) => index.max_offset(),
+                (Some((offset, _)), GroupStart::Earliest) => offset,
+                (Some(_), GroupStart::Latest) => since(rule.group_created_ms),
+                (Some(_), GroupStart::At(at_ms)) => since(at_ms),
+                (Some((offset, _)), GroupStart::Auto) if topic.is_dead_letter() => offset,
+                (Some((offset, entry)), GroupStart::Auto)
                     if entry.store_ts_ms >= rule.now_ms.saturating_sub(rule.young_ms) =>
                 {
                     offset
                 }
-                Some(_) => self
-                    .offset_at(topic, queue_id, rule.group_created_ms)
-                    .unwrap_or(index.max_offset()),
+                (Some(_), GroupStart::Auto) => since(rule.group_created_ms),
             };
             out.push(QueueOffset { queue_id, offset });
         }

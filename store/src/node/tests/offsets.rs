@@ -3,7 +3,7 @@
 //! dead-letter topic at the first message; resets move it anywhere, forget what it had in
 //! flight, and all of it survives a restart.
 
-use vela_proto::domain::OffsetTarget;
+use vela_proto::domain::{GroupStart, OffsetTarget};
 
 use super::*;
 
@@ -13,6 +13,7 @@ fn new_group(name: &str, created_ms: i64) -> PopRequest {
     PopRequest {
         group: GroupName::new(name).expect("valid"),
         group_created_ms: Some(created_ms),
+        group_start: Default::default(),
         ..pop(32, Duration::ZERO)
     }
 }
@@ -191,5 +192,53 @@ async fn resets_move_a_group_anywhere_and_forget_what_it_had_in_flight() {
         .expect("reopens");
     let after = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
     assert_eq!(bodies(&after), vec!["b", "c", "d"]);
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn a_group_that_chose_its_start_starts_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clock, shared) = manual_clock();
+    let store = Store::open(config(dir.path()), shared)
+        .await
+        .expect("opens");
+    store
+        .append(append(vec![message("a")]))
+        .await
+        .expect("appends");
+    clock.advance(Duration::from_secs(3600));
+    let middle = clock.now_ms();
+    store
+        .append(append(vec![message("b")]))
+        .await
+        .expect("appends");
+    clock.advance(Duration::from_secs(1));
+    let created = clock.now_ms();
+    clock.advance(Duration::from_secs(1));
+    store
+        .append(append(vec![message("c")]))
+        .await
+        .expect("appends");
+    let starting = |name: &str, start| PopRequest {
+        group_start: start,
+        ..new_group(name, created)
+    };
+    // Earliest on a queue with old history, latest on a young one (its last message is new,
+    // but "latest" means since the group's creation), and a time.
+    let got = store
+        .pop(starting("from-earliest", GroupStart::Earliest))
+        .await
+        .expect("pops");
+    assert_eq!(bodies(&got), vec!["a", "b", "c"]);
+    let got = store
+        .pop(starting("from-latest", GroupStart::Latest))
+        .await
+        .expect("pops");
+    assert_eq!(bodies(&got), vec!["c"]);
+    let got = store
+        .pop(starting("from-middle", GroupStart::At(middle)))
+        .await
+        .expect("pops");
+    assert_eq!(bodies(&got), vec!["b", "c"]);
     store.shutdown().await.expect("shuts down");
 }

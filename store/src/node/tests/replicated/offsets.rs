@@ -77,6 +77,7 @@ async fn while_a_replica_runs_an_older_build_resets_are_refused() {
         .node(cluster.leader().await)
         .pop(PopRequest {
             group_created_ms: Some(i64::MAX),
+            group_start: Default::default(),
             ..pop(1, Duration::ZERO)
         })
         .await
