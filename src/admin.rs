@@ -15,6 +15,9 @@ use vela_proto::pb::admin::admin_service_client::AdminServiceClient;
 use vela_proto::pb::admin::{self as pb};
 
 mod cluster_status;
+mod dlq;
+
+pub use dlq::DlqCommand;
 
 /// `vela admin …`
 #[derive(Args, Debug)]
@@ -58,6 +61,9 @@ pub enum AdminCommand {
     Send(SendArgs),
     /// Receive messages as a SimpleConsumer, print them and ack them.
     Receive(ReceiveArgs),
+    /// A group's dead letters (`%DLQ%<group>`): list, show, redrive.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -321,6 +327,7 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
     match command {
         AdminCommand::Send(args) => return send(server, args).await,
         AdminCommand::Receive(args) => return receive(server, args).await,
+        AdminCommand::Dlq(command) => return dlq::execute(server, command).await,
         _ => {}
     }
     let mut client = connect(server).await?;
@@ -635,7 +642,7 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 writeln!(out, "follow it with: vela admin cluster status")?;
             }
         }
-        AdminCommand::Send(_) | AdminCommand::Receive(_) => {}
+        AdminCommand::Send(_) | AdminCommand::Receive(_) | AdminCommand::Dlq(_) => {}
     }
     Ok(out)
 }

@@ -58,6 +58,25 @@ impl AdminServer {
     }
 
     async fn existing_topic(&self, name: &TopicName) -> Result<TopicConfig, Status> {
+        // `%DLQ%<group>` exists once its group does, as for clients (the store dead-letters
+        // into it before anyone asked the controller for it).
+        if let Some(group) = name.as_str().strip_prefix(vela_proto::DLQ_PREFIX)
+            && let Ok(group) = GroupName::new(group)
+        {
+            return match self
+                .shared
+                .ctx
+                .controller
+                .ensure_dead_letter_topic(&group)
+                .await
+            {
+                Ok(config) => Ok(config),
+                Err(vela_proto::ControllerError::NotFound(_)) => Err(Status::not_found(format!(
+                    "topic {name} not found (no consumer group {group})"
+                ))),
+                Err(e) => Err(controller_to_grpc(e)),
+            };
+        }
         self.shared
             .ctx
             .controller

@@ -268,6 +268,9 @@ pub struct MessageView {
     pub store_timestamp: Option<SystemTime>,
     /// When a DELAY message was scheduled for delivery.
     pub delivery_timestamp: Option<SystemTime>,
+    /// Received from a dead-letter topic (`%DLQ%<group>`): the topic it was dead-lettered
+    /// from, where a redrive sends it back to.
+    pub dead_letter_topic: Option<String>,
     pub(crate) receipt_handle: String,
     /// Where the message was received from; acks go back there.
     pub(crate) endpoint: Endpoint,

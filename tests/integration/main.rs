@@ -24,3 +24,4 @@ mod t13_drain;
 mod t14_offsets;
 mod t15_transactions;
 mod t16_sql_filters;
+mod t17_dead_letters;
