@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use vela_proto::pb::rocketmq::{Code, Status};
 
-/// Everything a Vela/RocketMQ client call can fail with.
+/// Everything a Vela/RocketMQ client call can fail with. New kinds may be added: match with a
+/// wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The server answered with a business status other than OK (gRPC itself succeeded).
     #[error("{rpc} rejected by the server: {code_name} ({code}): {message}")]
@@ -90,6 +92,23 @@ impl Error {
             Error::Status { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// The server's business code as the protocol names it, if this is an [`Error::Status`]
+    /// with a code this SDK knows (see [`status_code`](Self::status_code) for the raw value).
+    ///
+    /// ```
+    /// # fn handle(err: vela_sdk::Error) {
+    /// use vela_sdk::StatusCode;
+    /// match err.code() {
+    ///     Some(StatusCode::TopicNotFound) => eprintln!("create the topic first"),
+    ///     Some(StatusCode::IllegalFilterExpression) => eprintln!("fix the filter: {err}"),
+    ///     _ => eprintln!("{err}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn code(&self) -> Option<Code> {
+        self.status_code().and_then(|c| Code::try_from(c).ok())
     }
 
     fn has_code(&self, codes: &[Code]) -> bool {
@@ -223,6 +242,19 @@ mod tests {
         assert!(status(Code::TopicNotFound).is_not_found());
         assert!(!status(Code::TopicNotFound).is_retryable());
         assert!(status(Code::Unauthorized).is_unauthorized());
+        assert_eq!(
+            status(Code::IllegalFilterExpression).code(),
+            Some(Code::IllegalFilterExpression)
+        );
+        let unknown = Error::from_status(
+            "SendMessage",
+            &Status {
+                code: 12345,
+                message: "m".into(),
+            },
+        );
+        assert_eq!((unknown.code(), unknown.status_code()), (None, Some(12345)));
+        assert_eq!(Error::Shutdown.code(), None);
     }
 
     #[test]

@@ -59,3 +59,6 @@ pub use message::{
 };
 pub use producer::{Producer, ProducerBuilder, SendFuture};
 pub use transaction::{Transaction, TransactionResolution};
+/// The protocol's business status codes (`apache.rocketmq.v2.Code`), as [`Error::code`] gives
+/// them.
+pub use vela_proto::pb::rocketmq::Code as StatusCode;
