@@ -16,6 +16,7 @@ use vela_proto::pb::admin::{self as pb};
 
 mod cluster_status;
 mod dlq;
+mod messages;
 
 pub use dlq::DlqCommand;
 
@@ -268,6 +269,10 @@ pub struct ReceiveArgs {
     /// Leave the messages unacknowledged (they come back after --invisible).
     #[arg(long)]
     pub no_ack: bool,
+    /// `json`: an array of objects (`message_id`, `topic`, `queue_id`, `offset`, `keys`,
+    /// `tag`, `properties`, `delivery_attempt`, `body` or `body_base64`).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// A `--property KEY=VALUE`.
@@ -821,32 +826,22 @@ async fn receive(server: &str, args: ReceiveArgs) -> anyhow::Result<String> {
         .await_duration(args.wait)
         .build()
         .await?;
-    let mut out = String::new();
     let result = async {
         let messages = consumer.receive(args.max, args.invisible).await?;
-        if messages.is_empty() {
-            writeln!(out, "no messages")?;
-        }
-        for m in &messages {
-            writeln!(
-                out,
-                "{} queue {} offset {} attempt {} tag {} body {}",
-                m.message_id,
-                m.queue_id,
-                m.offset,
-                m.delivery_attempt,
-                m.tag.as_deref().unwrap_or("-"),
-                String::from_utf8_lossy(&m.body)
-            )?;
-            if !args.no_ack {
+        let out = match args.output {
+            OutputFormat::Json => messages::to_json(&messages)?,
+            OutputFormat::Table => messages::to_lines(&messages)?,
+        };
+        if !args.no_ack {
+            for m in &messages {
                 consumer.ack(m).await?;
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(out)
     }
     .await;
     if let Err(e) = consumer.shutdown().await {
         tracing::debug!(error = %e, "consumer shutdown");
     }
-    result.map(|()| out)
+    result
 }

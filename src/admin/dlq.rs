@@ -16,7 +16,7 @@ use tonic::Code;
 use vela_proto::pb::admin::{self as pb};
 use vela_sdk::{ClientConfig, FilterExpression, Message, MessageView, Producer, SimpleConsumer};
 
-use super::{connect, status_error};
+use super::{OutputFormat, connect, status_error};
 
 /// Properties the broker adds on delivery; a redrive does not send them back as user
 /// properties.
@@ -34,6 +34,9 @@ pub enum DlqCommand {
         /// At most this many.
         #[arg(long, default_value_t = 16)]
         max: u32,
+        /// `json`: as `vela admin receive --output json`, with `dead_letter_topic`.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     /// Sends a group's dead letters back to the topic each came from (or `--to-topic`) and
     /// consumes them from the dead-letter topic.
@@ -58,7 +61,7 @@ fn dead_letter_topic(group: &str) -> String {
 pub(super) async fn execute(server: &str, command: DlqCommand) -> anyhow::Result<String> {
     match command {
         DlqCommand::List => list(server).await,
-        DlqCommand::Show { group, max } => show(server, &group, max).await,
+        DlqCommand::Show { group, max, output } => show(server, &group, max, output).await,
         DlqCommand::Redrive {
             group,
             to_topic,
@@ -144,7 +147,7 @@ async fn read(consumer: &SimpleConsumer, max: u64) -> anyhow::Result<Vec<Message
     Ok(got)
 }
 
-async fn show(server: &str, group: &str, max: u32) -> anyhow::Result<String> {
+async fn show(server: &str, group: &str, max: u32, output: OutputFormat) -> anyhow::Result<String> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -166,6 +169,9 @@ async fn show(server: &str, group: &str, max: u32) -> anyhow::Result<String> {
         tracing::warn!(group = %name, error = %status.message(), "could not delete the reading group");
     }
     let messages = shown?;
+    if output == OutputFormat::Json {
+        return super::messages::to_json(&messages);
+    }
     let mut out = String::new();
     if messages.is_empty() {
         writeln!(out, "no dead letters for group {group}")?;

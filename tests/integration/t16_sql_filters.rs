@@ -153,11 +153,19 @@ async fn the_admin_cli_sends_properties_and_receives_through_an_sql92_filter() {
             "region = 'eu'",
             "--wait",
             "2s",
+            "--output",
+            "json",
         ])
         .await
         .unwrap();
-    assert!(got.contains("body to-eu"), "{got}");
-    assert!(!got.contains("to-us"), "{got}");
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    let got = got.as_array().unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["body"], "to-eu");
+    assert_eq!(got[0]["topic"], topic.as_str());
+    assert_eq!(got[0]["properties"]["region"], "eu");
+    assert_eq!(got[0]["queue_id"], 0);
+    assert!(got[0]["offset"].is_i64() && got[0]["message_id"].is_string());
     let bad = node
         .admin(&["receive", &group, &topic, "--sql", "region ="])
         .await

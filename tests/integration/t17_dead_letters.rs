@@ -53,6 +53,19 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         assert!(shown.contains(&format!("from {topic}")), "{shown}");
     }
 
+    let shown = node
+        .admin(&["dlq", "show", &group, "--output", "json"])
+        .await
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let shown = shown.as_array().unwrap();
+    assert_eq!(shown.len(), 2);
+    assert!(
+        shown
+            .iter()
+            .all(|m| m["dead_letter_topic"] == topic.as_str())
+    );
+
     // Redrive one by id: the group receives it again, with its tag and properties.
     let out = node
         .admin(&["dlq", "redrive", &group, "--ids", &ids[0]])
