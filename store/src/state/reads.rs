@@ -1,0 +1,143 @@
+//! Read-only queries on a shard's applied state: what the leader's tasks, the store API and
+//! the admin calls ask of it (deliveries, timers, offsets, queue statistics). Nothing here
+//! changes the state.
+
+use super::*;
+
+impl ShardState {
+    /// The in-flight record of a delivery, if it is current.
+    pub fn current_delivery(&self, d: &DeliveryRef) -> Option<&Inflight> {
+        self.consumers
+            .get(&(d.group.clone(), d.topic.clone(), d.queue_id))?
+            .inflight(d.offset)
+            .filter(|r| r.delivery_id == d.delivery_id)
+    }
+
+    /// The earliest due time of a delay message.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.timers.keys().next().map(|k| k.due_ms)
+    }
+
+    /// Delay messages due at `now_ms`, in due order, at most `limit`.
+    pub fn due_timers(&self, now_ms: i64, limit: usize) -> Vec<TimerKey> {
+        self.timers
+            .keys()
+            .take_while(|k| k.due_ms <= now_ms)
+            .take(limit)
+            .copied()
+            .collect()
+    }
+
+    /// The first offset of `topic`'s queue `queue_id` stored at or after `at_ms`, or the
+    /// queue's max offset (where the next message goes) when none is; `None` when the shard has
+    /// no such queue. A binary search: a queue's store times never decrease (apply version 2).
+    pub fn offset_at(&self, topic: &TopicName, queue_id: u32, at_ms: i64) -> Option<u64> {
+        let queue = self.queues.get(&(topic.clone(), queue_id))?;
+        let (mut low, mut high) = (queue.min_offset(), queue.max_offset());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.entries.get(queue.key(), mid) {
+                Some(entry) if entry.store_ts_ms >= at_ms => high = mid,
+                // Earlier, or an entry missing from the index (reported by reads): later.
+                _ => low = mid + 1,
+            }
+        }
+        Some(low)
+    }
+
+    /// Transaction half messages waiting for their end, oldest first.
+    pub fn half_messages(&self) -> impl Iterator<Item = (RecordRef, &TopicName)> {
+        self.half_messages.iter().map(|(r, p)| (*r, &p.topic))
+    }
+
+    /// The lowest log index a parked (delay or half) message still needs.
+    pub fn lowest_parked_log_index(&self) -> Option<u64> {
+        let timers = self.timers.keys().map(|k| k.log_index).min();
+        let halves = self.half_messages.keys().next().map(|r| r.log_index);
+        timers.into_iter().chain(halves).min()
+    }
+
+    /// Nothing in the state points below this log index.
+    pub fn truncated_below(&self) -> u64 {
+        self.truncated_below
+    }
+
+    pub fn has_topic(&self, topic: &TopicName) -> bool {
+        !self.queue_ids(topic).is_empty()
+    }
+
+    /// Offsets and per-group positions of `topic`'s queues.
+    pub fn queue_stats(&self, topic: &TopicName, group: Option<&GroupName>) -> Vec<QueueStats> {
+        self.queues
+            .range((topic.clone(), 0)..=(topic.clone(), u32::MAX))
+            .map(|((_, queue_id), index)| {
+                let group_stats = |(g, c): (&GroupName, &ConsumerQueue)| {
+                    let consumer_offset = c.consumer_offset().max(index.min_offset());
+                    GroupQueueStats {
+                        group: g.clone(),
+                        topic: topic.clone(),
+                        queue_id: *queue_id,
+                        consumer_offset,
+                        inflight: c.inflight_count() as u64,
+                        backlog: index.max_offset().saturating_sub(consumer_offset),
+                    }
+                };
+                let groups = match group {
+                    Some(g) => self
+                        .consumers
+                        .get(&(g.clone(), topic.clone(), *queue_id))
+                        .map(|c| group_stats((g, c)))
+                        .into_iter()
+                        .collect(),
+                    None => self
+                        .consumers
+                        .iter()
+                        .filter(|((_, t, q), _)| t == topic && q == queue_id)
+                        .map(|((g, _, _), c)| group_stats((g, c)))
+                        .collect(),
+                };
+                QueueStats {
+                    topic: topic.clone(),
+                    queue_id: *queue_id,
+                    min_offset: index.min_offset(),
+                    max_offset: index.max_offset(),
+                    groups,
+                }
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn consumer(
+        &self,
+        group: &GroupName,
+        topic: &TopicName,
+        queue_id: u32,
+    ) -> Option<&ConsumerQueue> {
+        self.consumers
+            .get(&(group.clone(), topic.clone(), queue_id))
+    }
+
+    #[cfg(test)]
+    pub(super) fn queue(&self, topic: &TopicName, queue_id: u32) -> Option<&QueueIndex> {
+        self.queues.get(&(topic.clone(), queue_id))
+    }
+
+    /// The retained entry at `offset` of a queue (tests).
+    #[cfg(test)]
+    pub(super) fn entry_at(
+        &self,
+        topic: &TopicName,
+        queue_id: u32,
+        offset: u64,
+    ) -> Option<IndexEntry> {
+        live_entry(
+            &self.entries,
+            self.truncated_below,
+            self.queues.get(&(topic.clone(), queue_id))?,
+            offset,
+        )
+    }
+
+    // ---- the index file ----
+}
