@@ -324,7 +324,18 @@ impl Metadata {
     /// names topics clients only mentioned, such as a producer's Settings).
     pub async fn existing_topic(&self, name: &TopicName) -> Option<Arc<TopicConfig>> {
         match lookup(&self.topics, name, self.ttl) {
-            Lookup::Fresh(hit) | Lookup::Stale { value: hit, .. } => Some(hit),
+            Lookup::Fresh(hit) => Some(hit),
+            Lookup::Stale { value, refresh } => {
+                // Served as known, and refreshed like any lookup, so a topic deleted or
+                // changed since is noticed here too.
+                if refresh {
+                    let (controller, key) = (self.controller.clone(), name.clone());
+                    refresh_in_background(self.topics.clone(), name.clone(), move || async move {
+                        controller.get_topic(&key).await
+                    });
+                }
+                Some(value)
+            }
             Lookup::Miss if self.missing_topics.recent(name) => None,
             Lookup::Miss => match self.controller.get_topic(name).await {
                 Ok(Some(config)) => Some(remember(&self.topics, name.clone(), config)),
@@ -443,6 +454,27 @@ mod tests {
             md.topic(&orders).await.ok();
         }
         assert!(gone, "the refresh never noticed the deletion");
+    }
+
+    #[tokio::test]
+    async fn existing_topic_refreshes_what_it_serves() {
+        let controller = Arc::new(FakeController::default());
+        let ttl = Duration::from_millis(20);
+        let md = Metadata::new(controller.clone(), true, true, 4).with_ttl(ttl);
+        let orders = TopicName::new("orders").expect("valid");
+        md.declare_topic(&orders).await.expect("auto-created");
+        assert!(md.existing_topic(&orders).await.is_some());
+        controller.delete_topic(&orders).await.expect("deleted");
+        let mut gone = false;
+        for _ in 0..50 {
+            tokio::time::sleep(ttl).await;
+            if md.topics.read().get(&orders).is_none() {
+                gone = true;
+                break;
+            }
+            md.existing_topic(&orders).await;
+        }
+        assert!(gone, "existing_topic kept serving a deleted topic");
     }
 
     #[tokio::test]
