@@ -58,21 +58,14 @@ impl AdminServer {
     }
 
     async fn existing_topic(&self, name: &TopicName) -> Result<TopicConfig, Status> {
-        // `%DLQ%<group>` exists once its group does, as for clients (the store dead-letters
-        // into it before anyone asked the controller for it).
-        if let Some(group) = name.as_str().strip_prefix(vela_proto::DLQ_PREFIX)
-            && let Ok(group) = GroupName::new(group)
+        // `%DLQ%<group>` exists once its group does, as for clients.
+        if let Some(found) =
+            crate::metadata::dead_letter_topic(self.shared.ctx.controller.as_ref(), name).await
         {
-            return match self
-                .shared
-                .ctx
-                .controller
-                .ensure_dead_letter_topic(&group)
-                .await
-            {
-                Ok(config) => Ok(config),
-                Err(vela_proto::ControllerError::NotFound(_)) => Err(Status::not_found(format!(
-                    "topic {name} not found (no consumer group {group})"
+            return match found {
+                Ok(Some(config)) => Ok(config),
+                Ok(None) => Err(Status::not_found(format!(
+                    "topic {name} not found (no consumer group of that name)"
                 ))),
                 Err(e) => Err(controller_to_grpc(e)),
             };

@@ -279,16 +279,12 @@ impl Metadata {
             self.missing_topics.forget(name);
             return Ok(remember(&self.topics, name.clone(), config));
         }
-        // `%DLQ%<group>` exists implicitly once its group does, whatever the auto-creation
-        // switches say: the store dead-letters into it.
-        if let Some(group) = name.as_str().strip_prefix(DLQ_PREFIX)
-            && let Ok(group) = GroupName::new(group)
-        {
-            return match self.controller.ensure_dead_letter_topic(&group).await {
-                Ok(config) => Ok(remember(&self.topics, name.clone(), config)),
-                Err(ControllerError::NotFound(_)) => Err(RpcError::new(
+        if let Some(found) = dead_letter_topic(self.controller.as_ref(), name).await {
+            return match found {
+                Ok(Some(config)) => Ok(remember(&self.topics, name.clone(), config)),
+                Ok(None) => Err(RpcError::new(
                     Code::TopicNotFound,
-                    format!("topic {name} not found (no consumer group {group})"),
+                    format!("topic {name} not found (no consumer group of that name)"),
                 )),
                 Err(e) => Err(e.into()),
             };
@@ -413,6 +409,21 @@ impl Metadata {
         self.groups.write().remove(name);
         self.missing_groups.forget(name);
     }
+}
+
+/// `%DLQ%<group>` exists implicitly once its group does, whatever the auto-creation switches
+/// say (the store dead-letters into it): the controller creates it when first asked. `None`
+/// when `name` is no dead-letter topic's name; `Ok(None)` when its group does not exist.
+pub(crate) async fn dead_letter_topic(
+    controller: &dyn ControllerApi,
+    name: &TopicName,
+) -> Option<Result<Option<TopicConfig>, ControllerError>> {
+    let group = GroupName::new(name.as_str().strip_prefix(DLQ_PREFIX)?).ok()?;
+    Some(match controller.ensure_dead_letter_topic(&group).await {
+        Ok(config) => Ok(Some(config)),
+        Err(ControllerError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    })
 }
 
 #[cfg(test)]
