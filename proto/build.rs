@@ -13,13 +13,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // vela.status.v1 is shared by the store and controller protos; it is generated on its own and
     // the others refer to it as an extern path (the generated modules are flat: `pb::status`).
+    // vela.auth.v1 likewise, for the admin and controller protos.
     let status = "protos/vela/status/v1/status.proto";
+    let auth = "protos/vela/auth/v1/auth.proto";
     println!("cargo:rerun-if-changed={status}");
-    tonic_prost_build::configure().compile_fds(protox::compile([status], ["protos"])?)?;
+    println!("cargo:rerun-if-changed={auth}");
+    tonic_prost_build::configure().compile_fds(protox::compile([status, auth], ["protos"])?)?;
     let fds = protox::compile(files, ["protos"])?;
     tonic_prost_build::configure()
         .bytes(".")
         .extern_path(".vela.status.v1", "crate::pb::status")
+        .extern_path(".vela.auth.v1", "crate::pb::auth")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -9,15 +9,19 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use vela_proto::TopicType;
 use vela_proto::pb::admin::admin_service_client::AdminServiceClient;
 use vela_proto::pb::admin::{self as pb};
+use vela_sdk::{ClientConfig, Credentials, RequestSigner};
 
+mod auth;
 mod cluster_status;
 mod dlq;
 mod messages;
 
+pub use auth::{AclCommand, UserCommand};
 pub use dlq::DlqCommand;
 
 /// `vela admin …`
@@ -31,9 +35,69 @@ pub struct AdminArgs {
         env = "VELA_ADMIN_SERVER"
     )]
     pub server: String,
+    /// Access key (user name) to sign admin calls with, when the server has auth on.
+    #[arg(
+        long,
+        global = true,
+        env = "VELA_ADMIN_ACCESS_KEY",
+        requires = "secret_key"
+    )]
+    pub access_key: Option<String>,
+    /// Secret key (password) of --access-key.
+    #[arg(
+        long,
+        global = true,
+        env = "VELA_ADMIN_SECRET_KEY",
+        hide_env_values = true,
+        requires = "access_key"
+    )]
+    pub secret_key: Option<String>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
+
+impl AdminArgs {
+    /// Where to send the command and how to sign it.
+    pub fn target(&self) -> Target {
+        Target {
+            server: self.server.clone(),
+            credentials: self.access_key.clone().zip(self.secret_key.clone()).map(
+                |(access_key, secret_key)| Credentials {
+                    access_key,
+                    secret_key,
+                },
+            ),
+        }
+    }
+}
+
+/// The server an admin command goes to, and the credentials it signs with.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub server: String,
+    pub credentials: Option<Credentials>,
+}
+
+impl Target {
+    /// A client configuration for the SDK clients (send, receive, dead letters).
+    fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let builder = ClientConfig::builder().endpoint(&self.server);
+        let builder = match &self.credentials {
+            Some(c) => builder.credentials(c.access_key.clone(), c.secret_key.clone()),
+            None => builder,
+        };
+        Ok(builder.build()?)
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.server)
+    }
+}
+
+/// The admin service's client, every call signed as the target says.
+type AdminClient = AdminServiceClient<InterceptedService<Channel, RequestSigner>>;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -65,6 +129,12 @@ pub enum AdminCommand {
     /// A group's dead letters (`%DLQ%<group>`): list, show, redrive.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Users (access keys and their secrets): create, update, delete, list, show.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// What users may do (ACL 2.0 policies): create, update, delete, list, show.
+    #[command(subcommand)]
+    Acl(AclCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -287,12 +357,14 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 
 /// Runs one admin command, printing to stdout.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let out = execute(&args.server, args.command).await?;
+    let target = args.target();
+    let out = execute(&target, args.command).await?;
     print!("{out}");
     Ok(())
 }
 
-async fn connect(server: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
+async fn connect(target: &Target) -> anyhow::Result<AdminClient> {
+    let server = &target.server;
     let uri = if server.contains("://") {
         server.to_owned()
     } else {
@@ -305,7 +377,13 @@ async fn connect(server: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach vela at {server}: {}", root_cause(&e)))?;
-    Ok(AdminServiceClient::new(channel))
+    let signer = RequestSigner::new(&target.client_config()?, &admin_client_id())?;
+    Ok(AdminServiceClient::with_interceptor(channel, signer))
+}
+
+/// How admin calls identify themselves (`x-mq-client-id`).
+fn admin_client_id() -> String {
+    format!("vela-admin@{}", std::process::id())
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -328,11 +406,13 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 /// Executes a command and returns what to print (tests call this directly).
-pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<String> {
+pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<String> {
     match command {
         AdminCommand::Send(args) => return send(server, args).await,
         AdminCommand::Receive(args) => return receive(server, args).await,
         AdminCommand::Dlq(command) => return dlq::execute(server, command).await,
+        AdminCommand::User(command) => return auth::user(server, command).await,
+        AdminCommand::Acl(command) => return auth::acl(server, command).await,
         _ => {}
     }
     let mut client = connect(server).await?;
@@ -647,7 +727,11 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
                 writeln!(out, "follow it with: vela admin cluster status")?;
             }
         }
-        AdminCommand::Send(_) | AdminCommand::Receive(_) | AdminCommand::Dlq(_) => {}
+        AdminCommand::Send(_)
+        | AdminCommand::Receive(_)
+        | AdminCommand::Dlq(_)
+        | AdminCommand::User(_)
+        | AdminCommand::Acl(_) => {}
     }
     Ok(out)
 }
@@ -655,7 +739,7 @@ pub async fn execute(server: &str, command: AdminCommand) -> anyhow::Result<Stri
 /// Polls the cluster status until every shard of `moving` has a leader and no replica on
 /// `store`, or `timeout` passes (an error naming what is left).
 async fn wait_drained(
-    client: &mut AdminServiceClient<Channel>,
+    client: &mut AdminClient,
     store: u64,
     moving: &[u32],
     timeout: Duration,
@@ -767,9 +851,9 @@ fn format_ms(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-async fn send(server: &str, args: SendArgs) -> anyhow::Result<String> {
-    use vela_sdk::{ClientConfig, Message, Producer};
-    let config = ClientConfig::builder().endpoint(server).build()?;
+async fn send(server: &Target, args: SendArgs) -> anyhow::Result<String> {
+    use vela_sdk::{Message, Producer};
+    let config = server.client_config()?;
     let producer = Producer::builder(config)
         .topics([args.topic.clone()])
         .build()
@@ -812,9 +896,9 @@ async fn send(server: &str, args: SendArgs) -> anyhow::Result<String> {
     result.map(|()| out)
 }
 
-async fn receive(server: &str, args: ReceiveArgs) -> anyhow::Result<String> {
-    use vela_sdk::{ClientConfig, FilterExpression, SimpleConsumer};
-    let config = ClientConfig::builder().endpoint(server).build()?;
+async fn receive(server: &Target, args: ReceiveArgs) -> anyhow::Result<String> {
+    use vela_sdk::{FilterExpression, SimpleConsumer};
+    let config = server.client_config()?;
     let consumer = SimpleConsumer::builder(config, &args.group)
         .subscribe(
             &args.topic,

@@ -20,11 +20,13 @@ const MAX_BODY_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 /// Prefix of every environment variable the binary reads.
 pub const ENV_PREFIX: &str = "VELA_";
 
-/// `VELA_` variables that are not config keys: the config file path, the admin CLI's server,
-/// and anything under `VELA_BENCH_` / `VELA_TEST_` (benchmarks and tests).
+/// `VELA_` variables that are not config keys: the config file path, the admin CLI's server
+/// and credentials, and anything under `VELA_BENCH_` / `VELA_TEST_` (benchmarks and tests).
 fn is_reserved_env(path: &str) -> bool {
     path == "CONFIG"
         || path == "ADMIN_SERVER"
+        || path == "ADMIN_ACCESS_KEY"
+        || path == "ADMIN_SECRET_KEY"
         || path.starts_with("BENCH_")
         || path.starts_with("TEST_")
 }
@@ -45,6 +47,8 @@ pub struct VelaConfig {
     pub controller: vela_controller::ControllerConfig,
     /// The cluster this process is part of, when the roles run as separate processes.
     pub cluster: ClusterConfig,
+    /// Users, ACLs and request signatures (ADR 0019; README "Securing Vela").
+    pub auth: vela_proxy::AuthConfig,
 }
 
 /// The nodes of a cluster, as every process of it sees them.
@@ -169,6 +173,7 @@ impl Default for VelaConfig {
             store: vela_store::StoreConfig::default(),
             controller: vela_controller::ControllerConfig::default(),
             cluster: ClusterConfig::default(),
+            auth: vela_proxy::AuthConfig::default(),
         }
     }
 }
@@ -345,6 +350,19 @@ fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, Config
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.store.data_dir = config.data_dir.join("store");
     config.controller.data_dir = config.data_dir.join("controller");
+    config.controller.metadata_key_file = config.auth.metadata_key_file.clone();
+    config.proxy.auth = config.auth.clone();
+    if config.auth.init_user.is_some() != config.auth.init_password.is_some() {
+        return Err(ConfigError::Invalid(
+            "auth.init_user and auth.init_password are given together or not at all".into(),
+        ));
+    }
+    config.init_user()?;
+    if config.auth.signature_window.is_zero() {
+        return Err(ConfigError::Invalid(
+            "auth.signature_window must be longer than 0s".into(),
+        ));
+    }
     // A request may carry several bodies and becomes one log record; keep it far below the
     // record size limit of the log (ADR 0001).
     if config.proxy.max_body_size.as_u64() > MAX_BODY_SIZE_LIMIT {
@@ -359,6 +377,27 @@ fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, Config
     }
     Ok(config)
 }
+
+impl VelaConfig {
+    /// The SUPER user `auth.init_user` / `auth.init_password` describe, if given.
+    pub fn init_user(&self) -> Result<Option<vela_proto::auth::User>, ConfigError> {
+        let (Some(name), Some(password)) = (&self.auth.init_user, &self.auth.init_password) else {
+            return Ok(None);
+        };
+        let bad = |e: vela_proto::auth::AuthValueError| {
+            ConfigError::Invalid(format!("auth.init_user / init_password: {e}"))
+        };
+        Ok(Some(vela_proto::auth::User {
+            name: vela_proto::auth::UserName::new(name.clone()).map_err(bad)?,
+            password: vela_proto::auth::Password::new(password.clone()).map_err(bad)?,
+            user_type: vela_proto::auth::UserType::Super,
+            status: vela_proto::auth::UserStatus::Enabled,
+        }))
+    }
+}
+
+/// Keys whose `VELA_…` values are always strings.
+const RAW_STRING_ENV: &[&str] = &["auth.init_user", "auth.init_password"];
 
 /// Builds a table from `VELA_A__B=value` variables.
 fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
@@ -376,11 +415,17 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
                 "environment variable {key} has an empty key part"
             )));
         }
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(value));
+        // Secrets are taken as written: a password of digits is not a number, and a value that
+        // fails to parse must not end up in an error message.
+        let parsed = if RAW_STRING_ENV.contains(&parts.join(".").as_str()) {
+            toml::Value::String(value)
+        } else {
+            format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value))
+        };
         let mut cursor = &mut table;
         for (i, part) in parts.iter().enumerate() {
             if i + 1 == parts.len() {
@@ -464,6 +509,38 @@ mod tests {
         assert!(!c.proxy.auto_create_topics);
         assert!(c.proxy.auto_create_groups);
         assert_eq!(c.proxy.default_queue_count, 4);
+    }
+
+    #[test]
+    fn auth_comes_from_its_section_and_the_environment() {
+        let env = vec![
+            ("VELA_AUTH__ENABLED".to_owned(), "true".to_owned()),
+            ("VELA_AUTH__INIT_USER".to_owned(), "root".to_owned()),
+            ("VELA_AUTH__INIT_PASSWORD".to_owned(), "0123".to_owned()),
+            ("VELA_AUTH__SIGNATURE_WINDOW".to_owned(), "5m".to_owned()),
+            ("VELA_ADMIN_ACCESS_KEY".to_owned(), "ignored".to_owned()),
+            ("VELA_ADMIN_SECRET_KEY".to_owned(), "ignored".to_owned()),
+        ];
+        let c = load(Profile::Standalone, None, env, &FlagOverrides::default()).expect("loads");
+        assert!(c.auth.enabled && c.proxy.auth.enabled);
+        assert_eq!(c.auth.init_password.as_deref(), Some("0123"));
+        assert_eq!(
+            c.proxy.auth.signature_window,
+            std::time::Duration::from_secs(300)
+        );
+        assert!(!format!("{:?}", c.auth).contains("0123"));
+        let alone = vec![("VELA_AUTH__INIT_USER".to_owned(), "root".to_owned())];
+        let err = load(Profile::Standalone, None, alone, &FlagOverrides::default())
+            .expect_err("a user without a password");
+        assert!(err.to_string().contains("together"), "{err}");
+        let standalone = load(
+            Profile::Standalone,
+            None,
+            no_env(),
+            &FlagOverrides::default(),
+        )
+        .expect("defaults");
+        assert!(!standalone.auth.enabled);
     }
 
     #[test]

@@ -77,6 +77,9 @@ impl ControllerNode {
             Controller::open_replicated(controller_config, system_clock(), &voters, bootstrap)
                 .await
                 .context("controller failed to start")?;
+        if let Some(user) = config.init_user()? {
+            controller.ensure_user_when_leading(user);
+        }
         let balancer = if controller_config_balance.is_zero() {
             None
         } else if config.cluster.stores.is_empty() {

@@ -9,7 +9,6 @@
 //! HTTP P+110+i; proxy i gRPC P+20+i, HTTP P+120+i.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -120,28 +119,6 @@ fn config_text(role: &Role, roles: &[Role], args: &LocalClusterArgs, secret: &Pa
     text
 }
 
-/// Creates the shared receipt secret once.
-fn ensure_secret(path: &Path) -> anyhow::Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    let mut secret = vec![0u8; 32];
-    rand::fill(&mut secret[..]);
-    let mut options = File::options();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(&secret)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn spawn(argv: &[String], log: &Path) -> anyhow::Result<Child> {
     let out = File::options()
         .create(true)
@@ -206,7 +183,7 @@ pub async fn run(
         ..args
     };
     let secret = root.join("cluster.secret");
-    ensure_secret(&secret)?;
+    vela_proto::secret_file::load_or_create(&secret)?;
     let exe = std::env::current_exe().context("cannot find the vela binary")?;
     let base = args.base_port;
     let mut roles = Vec::new();

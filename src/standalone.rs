@@ -3,9 +3,8 @@
 //! roles. Start order is controller → store → proxy (+ HTTP); stop is the reverse.
 
 use std::fs::File;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,7 +43,9 @@ impl Standalone {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let data_lock = lock_data_dir(&config.data_dir)?;
-        let secret = load_or_create_secret(&config.data_dir.join("cluster.secret"))?;
+        // The secret that signs receipt handles; every proxy of a cluster shares it.
+        let secret =
+            vela_proto::secret_file::load_or_create(&config.data_dir.join("cluster.secret"))?;
 
         let grpc_listener = TcpListener::bind(config.grpc_listen)
             .await
@@ -59,6 +60,12 @@ impl Standalone {
             vela_controller::Controller::open(config.controller.clone(), clock.clone())
                 .await
                 .context("controller failed to start")?;
+        if let Some(user) = config.init_user()? {
+            controller
+                .ensure_user(user)
+                .await
+                .context("creating auth.init_user failed")?;
+        }
         let store = match vela_store::Store::open(config.store.clone(), clock.clone()).await {
             Ok(store) => store,
             Err(e) => {
@@ -157,44 +164,4 @@ pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
             Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
         }
     }
-}
-
-/// The secret that signs receipt handles. Created once per data dir; every proxy of a
-/// cluster must share it (the cluster issue distributes it through the controller).
-fn load_or_create_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    if path.exists() {
-        let mut buf = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut buf))
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        anyhow::ensure!(
-            buf.len() >= 16,
-            "{} is too short to be a secret",
-            path.display()
-        );
-        return Ok(buf);
-    }
-    let mut secret = vec![0u8; 32];
-    rand::fill(&mut secret[..]);
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = File::options();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Readable by the owner only from the first byte on.
-            options.mode(0o600);
-        }
-        let mut f = options
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(&secret)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all())?;
-    }
-    Ok(secret)
 }

@@ -168,9 +168,13 @@ pub fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
 /// Creates consumer group `name` on `server`, starting at the first message of every queue
 /// (a group created later on an old queue would otherwise start at its creation).
 pub async fn create_group(server: &str, name: &str) {
-    use vela::admin::{AdminCommand, GroupCommand, ResetTarget, execute};
+    use vela::admin::{AdminCommand, GroupCommand, ResetTarget, Target, execute};
+    let target = Target {
+        server: server.to_owned(),
+        credentials: None,
+    };
     execute(
-        server,
+        &target,
         AdminCommand::Group(GroupCommand::Create {
             name: name.to_owned(),
             fifo: false,

@@ -3,6 +3,9 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use vela_proto::auth::{
+    PolicyEntry, ResourcePattern, Subject, UserInfo, UserName, UserStatus, UserType,
+};
 use vela_proto::{
     ControllerError, GroupConfig, GroupName, GroupSpec, GroupStart, ShardId, TopicConfig,
     TopicName, TopicSpec,
@@ -67,6 +70,38 @@ pub enum ControllerCommand {
         start: GroupStart,
         now_ms: i64,
     },
+    /// Creates a user (ADR 0019); its password travels sealed.
+    CreateUser {
+        name: UserName,
+        password: SealedSecret,
+        user_type: UserType,
+        status: UserStatus,
+    },
+    /// Changes what is `Some` of an existing user.
+    UpdateUser {
+        name: UserName,
+        password: Option<SealedSecret>,
+        user_type: Option<UserType>,
+        status: Option<UserStatus>,
+    },
+    /// Deletes a user and its ACL.
+    DeleteUser {
+        name: UserName,
+    },
+    /// Merges `entries` into the subject's ACL (each replaces the entry of the same resource
+    /// and source networks). `create`: the ACL is created when it does not exist (`acl
+    /// create`); otherwise it must exist (`acl update`). The subject's user must exist.
+    PutAcl {
+        subject: Subject,
+        entries: Vec<PolicyEntry>,
+        create: bool,
+    },
+    /// Removes the subject's entries for `resources`, or its whole ACL when `resources` is
+    /// empty.
+    DeleteAcl {
+        subject: Subject,
+        resources: Vec<ResourcePattern>,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -101,6 +136,8 @@ impl ControllerCommand {
         }
     }
 }
+
+use crate::secrets::SealedSecret;
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
 /// byte, then the postcard encoding of the enum (whose variants are only ever appended).
@@ -142,6 +179,15 @@ impl fmt::Display for ControllerCommand {
                 write!(f, "mark-shard-created {shard}")
             }
             ControllerCommand::DrainStore { store, .. } => write!(f, "drain-store {store}"),
+            ControllerCommand::CreateUser { name, .. } => write!(f, "create-user {name}"),
+            ControllerCommand::UpdateUser { name, .. } => write!(f, "update-user {name}"),
+            ControllerCommand::DeleteUser { name } => write!(f, "delete-user {name}"),
+            ControllerCommand::PutAcl {
+                subject, entries, ..
+            } => write!(f, "put-acl {subject} ({} entries)", entries.len()),
+            ControllerCommand::DeleteAcl { subject, resources } => {
+                write!(f, "delete-acl {subject} ({} resources)", resources.len())
+            }
         }
     }
 }
@@ -161,6 +207,8 @@ pub enum Applied {
     Drained(Vec<ShardId>),
     /// Entries that carry no command (blank and membership entries).
     Nothing,
+    User(UserInfo),
+    Acl(vela_proto::auth::Acl),
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.
@@ -186,6 +234,14 @@ pub enum Rejected {
     UnknownStore(u64),
     #[error("store node {store} cannot be drained: {reason}")]
     CannotDrain { store: u64, reason: String },
+    #[error("user {0} already exists")]
+    UserExists(UserName),
+    #[error("user {0} not found")]
+    UserNotFound(UserName),
+    #[error("no ACL for {0}")]
+    AclNotFound(Subject),
+    #[error("ACL of {subject}: {reason}")]
+    AclInvalid { subject: Subject, reason: String },
 }
 
 impl From<Rejected> for ControllerError {
@@ -205,6 +261,12 @@ impl From<Rejected> for ControllerError {
             Rejected::ShardIdTaken(_) => ControllerError::Invalid(rejected.to_string()),
             Rejected::UnknownStore(_) => ControllerError::NotFound(rejected.to_string()),
             Rejected::CannotDrain { .. } => ControllerError::Invalid(rejected.to_string()),
+            Rejected::UserExists(name) => ControllerError::AlreadyExists(format!("user {name}")),
+            Rejected::UserNotFound(name) => ControllerError::NotFound(format!("user {name}")),
+            Rejected::AclNotFound(subject) => {
+                ControllerError::NotFound(format!("ACL of {subject}"))
+            }
+            Rejected::AclInvalid { .. } => ControllerError::Invalid(rejected.to_string()),
         }
     }
 }

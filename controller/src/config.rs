@@ -29,6 +29,11 @@ pub struct ControllerConfig {
     /// balancing off.
     #[serde(with = "humantime_serde")]
     pub leader_balance_interval: Duration,
+    /// The key file that seals user passwords in the metadata (ADR 0019), from the binary's
+    /// `auth.metadata_key_file` (not a key of this section). `None`: `<data_dir>/metadata.key`,
+    /// created on first open. Every controller of a cluster needs the same key.
+    #[serde(skip)]
+    pub metadata_key_file: Option<PathBuf>,
 }
 
 impl Default for ControllerConfig {
@@ -39,11 +44,19 @@ impl Default for ControllerConfig {
             shards: vec![0],
             stores: std::collections::BTreeMap::new(),
             leader_balance_interval: Duration::from_secs(10),
+            metadata_key_file: None,
         }
     }
 }
 
 impl ControllerConfig {
+    /// The key file that seals secrets in the metadata.
+    pub(crate) fn metadata_key_path(&self) -> PathBuf {
+        self.metadata_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("metadata.key"))
+    }
+
     /// The shard set sorted and deduplicated, or `None` when it is empty.
     pub(crate) fn normalized_shards(&self) -> Option<Vec<ShardId>> {
         let mut shards = self.shards.clone();

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::Mutex;
+use vela_proto::auth::{
+    Acl, AuthData, PolicyEntry, ResourcePattern, Subject, User, UserInfo, UserName, UserUpdate,
+};
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
 use vela_proto::controller_api::{PROXY_EXPIRY, ProxySeen, StoreDrain};
@@ -33,6 +36,12 @@ pub enum ControllerOpenError {
         #[source]
         source: std::io::Error,
     },
+    #[error("metadata key file {path}: {source}")]
+    MetadataKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Raft(#[from] RaftStartError),
     #[error("recording the controller shard set {shards:?} failed: {source}")]
@@ -51,8 +60,8 @@ pub struct ControllerShutdownError(#[from] RaftStopError);
 /// The metadata plane of one node.
 pub struct Controller {
     /// The applied metadata, written only by the state machine.
-    metadata: Arc<RwLock<Metadata>>,
-    group: ControllerGroup,
+    pub(crate) metadata: Arc<RwLock<Metadata>>,
+    pub(crate) group: ControllerGroup,
     clock: SharedClock,
     /// This node's id in a replicated controller group (`None`: the single voter of standalone).
     member: Option<u64>,
@@ -67,6 +76,8 @@ pub struct Controller {
     /// Set once shut down, so a second call is a no-op; a tokio mutex because the shutdown itself
     /// awaits while holding it.
     stopped: Mutex<bool>,
+    /// Seals user passwords before they are proposed; opens them for proxies (ADR 0019).
+    pub(crate) sealer: crate::secrets::Sealer,
 }
 
 impl Controller {
@@ -85,6 +96,7 @@ impl Controller {
                 source,
             }
         })?;
+        let sealer = open_sealer(&cfg)?;
 
         let metadata = Arc::new(RwLock::new(Metadata::default()));
         let group = ControllerGroup::start(cfg.node_id, &cfg.data_dir, metadata.clone()).await?;
@@ -97,6 +109,7 @@ impl Controller {
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
+            sealer,
         });
 
         if let Err(err) = controller.ensure_shards(shards.clone()).await {
@@ -153,6 +166,7 @@ impl Controller {
                 source,
             }
         })?;
+        let sealer = open_sealer(&cfg)?;
         let metadata = Arc::new(RwLock::new(Metadata::default()));
         let group = ControllerGroup::start_member(
             cfg.node_id,
@@ -171,6 +185,7 @@ impl Controller {
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
+            sealer,
         });
         tokio::spawn(record_shards_when_leading(
             Arc::downgrade(&controller),
@@ -376,8 +391,18 @@ async fn record_shards_when_leading(controller: std::sync::Weak<Controller>, sha
     }
 }
 
+/// The sealer of the configured metadata key file, created when there is none.
+fn open_sealer(cfg: &ControllerConfig) -> Result<crate::secrets::Sealer, ControllerOpenError> {
+    let path = cfg.metadata_key_path();
+    crate::secrets::Sealer::load_or_create(&path)
+        .map_err(|source| ControllerOpenError::MetadataKey { path, source })
+}
+
 /// Turns an apply outcome that is not the expected success into the caller's error.
-fn unexpected(command: &str, outcome: &crate::command::ControllerResponse) -> ControllerError {
+pub(crate) fn unexpected(
+    command: &str,
+    outcome: &crate::command::ControllerResponse,
+) -> ControllerError {
     match outcome {
         Err(rejected) => rejected.clone().into(),
         Ok(applied) => ControllerError::Internal(format!("{command} was applied as {applied:?}")),
@@ -550,6 +575,43 @@ impl ControllerApi for Controller {
                     .unwrap_or(u64::MAX),
             })
             .collect())
+    }
+
+    async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {
+        self.propose_create_user(user).await
+    }
+
+    async fn update_user(
+        &self,
+        name: &UserName,
+        update: UserUpdate,
+    ) -> Result<UserInfo, ControllerError> {
+        self.propose_update_user(name, update).await
+    }
+
+    async fn delete_user(&self, name: &UserName) -> Result<(), ControllerError> {
+        self.propose_delete_user(name).await
+    }
+
+    async fn put_acl(
+        &self,
+        subject: &Subject,
+        entries: Vec<PolicyEntry>,
+        create: bool,
+    ) -> Result<Acl, ControllerError> {
+        self.propose_put_acl(subject, entries, create).await
+    }
+
+    async fn delete_acl(
+        &self,
+        subject: &Subject,
+        resources: &[ResourcePattern],
+    ) -> Result<(), ControllerError> {
+        self.propose_delete_acl(subject, resources).await
+    }
+
+    async fn auth_data(&self) -> Result<AuthData, ControllerError> {
+        self.read_auth_data().await
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

@@ -11,6 +11,7 @@
 //! - [`command`]: the Raft log's commands and their outcomes.
 //! - `raft` (private): everything that names an openraft type.
 
+mod auth;
 pub mod balance;
 pub mod balancer;
 pub mod command;
@@ -20,6 +21,7 @@ pub mod metadata;
 pub mod placement;
 mod raft;
 pub mod reconciler;
+pub mod secrets;
 pub mod service;
 pub mod validation;
 

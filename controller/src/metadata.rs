@@ -9,6 +9,9 @@ use vela_proto::{GroupConfig, GroupName, GroupStart, ShardId, TopicConfig, Topic
 use crate::command::{Applied, ControllerCommand, ControllerResponse, LoggedGroup, Rejected};
 use crate::placement::{drain_moves, place_queues, replica_sets};
 
+mod auth;
+pub use auth::StoredUser;
+
 /// Everything the controller knows. Also the snapshot payload, so new fields need
 /// `#[serde(default)]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +24,10 @@ pub struct Metadata {
     placed: BTreeMap<ShardId, PlacedShard>,
     /// Store nodes being drained: no placed shard keeps or gets a replica there (ADR 0014).
     draining: BTreeSet<u64>,
+    /// Users, passwords sealed (ADR 0019).
+    users: BTreeMap<vela_proto::auth::UserName, auth::StoredUser>,
+    /// ACLs by the user they are about.
+    acls: BTreeMap<vela_proto::auth::UserName, vela_proto::auth::Acl>,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -77,6 +84,27 @@ impl Metadata {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::GroupNotFound(name)),
             },
+            ControllerCommand::CreateUser {
+                name,
+                password,
+                user_type,
+                status,
+            } => self.create_user(name, password, user_type, status),
+            ControllerCommand::UpdateUser {
+                name,
+                password,
+                user_type,
+                status,
+            } => self.update_user(name, password, user_type, status),
+            ControllerCommand::DeleteUser { name } => self.delete_user(name),
+            ControllerCommand::PutAcl {
+                subject,
+                entries,
+                create,
+            } => self.put_acl(subject, entries, create),
+            ControllerCommand::DeleteAcl { subject, resources } => {
+                self.delete_acl(subject, &resources)
+            }
             ControllerCommand::SetShards { shards } => {
                 if let Some(&taken) = shards.iter().find(|s| self.placed.contains_key(s)) {
                     return Err(Rejected::ShardIdTaken(taken));
@@ -582,6 +610,12 @@ mod tests {
                     ControllerCommand::CreateTopicReplicated { .. }
                     | ControllerCommand::MarkShardCreated { .. }
                     | ControllerCommand::DrainStore { .. } => {}
+                    // Not generated here (see `metadata::auth`).
+                    ControllerCommand::CreateUser { .. }
+                    | ControllerCommand::UpdateUser { .. }
+                    | ControllerCommand::DeleteUser { .. }
+                    | ControllerCommand::PutAcl { .. }
+                    | ControllerCommand::DeleteAcl { .. } => {}
                 }
             }
             let names: BTreeSet<_> = md.topics().map(|t| t.name.clone()).collect();

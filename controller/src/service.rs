@@ -6,12 +6,16 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vela_proto::ControllerApi;
+use vela_proto::auth::UserName;
+use vela_proto::auth_wire::*;
 use vela_proto::cluster_status::member_to_wire;
 use vela_proto::controller_wire::*;
+use vela_proto::pb::auth as auth_pb;
 use vela_proto::pb::controller as pb;
 use vela_proto::pb::controller::controller_server::{
     Controller as ControllerRpc, ControllerServer,
 };
+use vela_proto::store_wire::WireError;
 
 use crate::Controller;
 
@@ -155,6 +159,70 @@ impl ControllerRpc for ControllerService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<auth_pb::User>,
+    ) -> Result<Response<auth_pb::User>, Status> {
+        let user = user_from_wire(request.into_inner())?;
+        let info = self.controller.create_user(user).await.map_err(failed)?;
+        Ok(Response::new(user_info_to_wire(&info)))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<auth_pb::UserUpdate>,
+    ) -> Result<Response<auth_pb::User>, Status> {
+        let (name, update) = user_update_from_wire(request.into_inner())?;
+        let info = self
+            .controller
+            .update_user(&name, update)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(user_info_to_wire(&info)))
+    }
+
+    async fn delete_user(&self, request: Request<pb::Name>) -> Result<Response<pb::Empty>, Status> {
+        let name = UserName::new(request.into_inner().name).map_err(WireError::from)?;
+        self.controller.delete_user(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn put_acl(
+        &self,
+        request: Request<auth_pb::PutAcl>,
+    ) -> Result<Response<auth_pb::Acl>, Status> {
+        let put = request.into_inner();
+        let acl = acl_from_wire(put.acl.unwrap_or_default())?;
+        let acl = self
+            .controller
+            .put_acl(&acl.subject, acl.entries, put.create)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(acl_to_wire(&acl)))
+    }
+
+    async fn delete_acl(
+        &self,
+        request: Request<auth_pb::DeleteAcl>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let delete = request.into_inner();
+        let subject = subject_from_wire(&delete.subject)?;
+        let resources = resources_from_wire(&delete.resources)?;
+        self.controller
+            .delete_acl(&subject, &resources)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn auth_data(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<auth_pb::AuthData>, Status> {
+        let data = self.controller.auth_data().await.map_err(failed)?;
+        Ok(Response::new(auth_data_to_wire(&data)))
     }
 
     async fn drain_store(

@@ -2,6 +2,9 @@
 
 use async_trait::async_trait;
 
+use crate::auth::{
+    Acl, AuthData, PolicyEntry, ResourcePattern, Subject, User, UserInfo, UserName, UserUpdate,
+};
 use crate::cluster_status::ControllerNodeReport;
 use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
 
@@ -91,6 +94,34 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// the controller's reconciler moves it. `NotFound` for a node that is not a store node of
     /// the cluster, `Invalid` when a shard has nowhere to go.
     async fn drain_store(&self, store: u64) -> Result<StoreDrain, ControllerError>;
+
+    /// Creates a user (ADR 0019). `AlreadyExists` if it exists.
+    async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError>;
+    /// Changes what `update` gives of an existing user. `NotFound` if absent.
+    async fn update_user(
+        &self,
+        name: &UserName,
+        update: UserUpdate,
+    ) -> Result<UserInfo, ControllerError>;
+    /// Deletes a user and its ACL. `NotFound` if absent.
+    async fn delete_user(&self, name: &UserName) -> Result<(), ControllerError>;
+    /// Merges `entries` into `subject`'s ACL, creating it when `create` (else `NotFound` when
+    /// it has none). `NotFound` when the subject's user does not exist.
+    async fn put_acl(
+        &self,
+        subject: &Subject,
+        entries: Vec<PolicyEntry>,
+        create: bool,
+    ) -> Result<Acl, ControllerError>;
+    /// Removes `subject`'s entries for `resources` (its whole ACL when empty).
+    async fn delete_acl(
+        &self,
+        subject: &Subject,
+        resources: &[ResourcePattern],
+    ) -> Result<(), ControllerError>;
+    /// Every user, passwords in clear, and every ACL: what proxies authenticate and authorize
+    /// with. Never shown to admin tools as is.
+    async fn auth_data(&self) -> Result<AuthData, ControllerError>;
 }
 
 /// A proxy not heard from for this long is no longer listed.

@@ -12,6 +12,10 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::auth::{
+    Acl, AuthData, PolicyEntry, ResourcePattern, Subject, User, UserInfo, UserName, UserUpdate,
+};
+use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
 use crate::controller_api::{ControllerApi, ControllerError, ProxySeen, StoreDrain};
 use crate::controller_wire::*;
@@ -335,6 +339,114 @@ impl ControllerApi for RemoteController {
             moving: reply.moving,
             configured: reply.configured,
         })
+    }
+
+    async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {
+        let wire = user_to_wire(&user);
+        let mut ambiguous = false;
+        let created = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.create_user(wire).await }
+            })
+            .await;
+        match created {
+            Ok(info) => Ok(user_info_from_wire(info)?),
+            // An earlier attempt may have created it: the same user is a success.
+            Err(ControllerError::AlreadyExists(what)) if ambiguous => {
+                let data = self.auth_data().await?;
+                match data.users.into_iter().find(|u| u.name == user.name) {
+                    Some(found) if found == user => Ok(found.info()),
+                    _ => Err(ControllerError::AlreadyExists(what)),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn update_user(
+        &self,
+        name: &UserName,
+        update: UserUpdate,
+    ) -> Result<UserInfo, ControllerError> {
+        let wire = user_update_to_wire(name, &update);
+        let reply = self
+            .on_leader(&mut false, |mut c| {
+                let wire = wire.clone();
+                async move { c.update_user(wire).await }
+            })
+            .await?;
+        Ok(user_info_from_wire(reply)?)
+    }
+
+    async fn delete_user(&self, user: &UserName) -> Result<(), ControllerError> {
+        let wire = name(user.as_str());
+        let mut ambiguous = false;
+        let deleted = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.delete_user(wire).await }
+            })
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(ControllerError::NotFound(_)) if ambiguous => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn put_acl(
+        &self,
+        subject: &Subject,
+        entries: Vec<PolicyEntry>,
+        create: bool,
+    ) -> Result<Acl, ControllerError> {
+        let wire = crate::pb::auth::PutAcl {
+            acl: Some(acl_to_wire(&Acl {
+                subject: subject.clone(),
+                entries,
+            })),
+            create,
+        };
+        let reply = self
+            .on_leader(&mut false, |mut c| {
+                let wire = wire.clone();
+                async move { c.put_acl(wire).await }
+            })
+            .await?;
+        Ok(acl_from_wire(reply)?)
+    }
+
+    async fn delete_acl(
+        &self,
+        subject: &Subject,
+        resources: &[ResourcePattern],
+    ) -> Result<(), ControllerError> {
+        let wire = crate::pb::auth::DeleteAcl {
+            subject: subject.to_string(),
+            resources: resources.iter().map(ToString::to_string).collect(),
+        };
+        let mut ambiguous = false;
+        let deleted = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.delete_acl(wire).await }
+            })
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(ControllerError::NotFound(_)) if ambiguous => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn auth_data(&self) -> Result<AuthData, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.auth_data(pb::Empty {}).await
+            })
+            .await?;
+        Ok(auth_data_from_wire(reply)?)
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

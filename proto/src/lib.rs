@@ -14,6 +14,8 @@
 //! - [`cluster_status`]: what Raft members report and the cluster view built from it.
 //! - [`receipt`]: self-describing, tamper-evident receipt handles, so any proxy can ack.
 
+pub mod auth;
+pub mod auth_wire;
 pub mod client_id;
 pub mod clock;
 pub mod cluster_status;
@@ -22,6 +24,7 @@ pub mod controller_client;
 pub mod controller_wire;
 pub mod domain;
 pub mod receipt;
+pub mod secret_file;
 pub mod sql;
 pub mod store_api;
 pub mod store_client;
@@ -43,6 +46,11 @@ pub mod pb {
     #[allow(clippy::all, missing_docs)]
     pub mod status {
         tonic::include_proto!("vela.status.v1");
+    }
+    /// `vela.auth.v1`: users and ACLs, shared by the admin and controller services.
+    #[allow(clippy::all, missing_docs)]
+    pub mod auth {
+        tonic::include_proto!("vela.auth.v1");
     }
     /// `vela.store.v1`: the store's contract between cluster nodes.
     #[allow(clippy::all, missing_docs)]

@@ -18,6 +18,10 @@ use vela_proto::cluster_status::{
 
 use crate::Shared;
 
+mod users;
+use crate::auth::needs::AdminNeeds;
+use crate::headers::RequestMeta;
+
 /// How long creating a topic on new shards waits for them to elect leaders.
 const SHARD_START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::status::{controller_to_grpc, name_to_grpc, store_to_grpc};
@@ -55,6 +59,29 @@ impl AdminServer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// Authenticates and authorizes an admin request (ADR 0019) and audit-logs the changes
+    /// it asks for: who, from where, what (the log line's time is when).
+    async fn allow<T: AdminNeeds>(&self, request: &Request<T>) -> Result<(), Status> {
+        let meta = RequestMeta::from_request(request);
+        let req = request.get_ref();
+        let guard = &self.shared.guard;
+        let checked = if req.super_only() {
+            guard.check_super(&meta).await
+        } else {
+            guard.check(&meta, &req.needs()).await
+        };
+        let user = checked.inspect_err(|denied| {
+            if let Some(change) = req.changes() {
+                tracing::warn!(target: "vela::audit", peer = ?meta.peer, change, refused = ?denied, "admin change refused");
+            }
+        })?;
+        if let Some(change) = req.changes() {
+            let user = user.as_ref().map_or("-", |u| u.as_str());
+            tracing::info!(target: "vela::audit", user, peer = ?meta.peer, change, "admin change");
+        }
+        Ok(())
     }
 
     async fn existing_topic(&self, name: &TopicName) -> Result<TopicConfig, Status> {
@@ -168,10 +195,83 @@ fn queue_stats_to_api(q: QueueStats) -> api::QueueStats {
 
 #[tonic::async_trait]
 impl AdminService for AdminServer {
+    async fn create_user(
+        &self,
+        request: Request<vela_proto::pb::auth::User>,
+    ) -> Result<Response<vela_proto::pb::auth::User>, Status> {
+        self.allow(&request).await?;
+        let done = users::create_user(&self.shared, request.into_inner()).await;
+        self.shared.guard.invalidate();
+        done.map(Response::new)
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<vela_proto::pb::auth::UserUpdate>,
+    ) -> Result<Response<vela_proto::pb::auth::User>, Status> {
+        self.allow(&request).await?;
+        let done = users::update_user(&self.shared, request.into_inner()).await;
+        self.shared.guard.invalidate();
+        done.map(Response::new)
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<api::DeleteUserRequest>,
+    ) -> Result<Response<api::DeleteUserResponse>, Status> {
+        self.allow(&request).await?;
+        let done = users::delete_user(&self.shared, &request.into_inner().name).await;
+        self.shared.guard.invalidate();
+        done?;
+        Ok(Response::new(api::DeleteUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<api::ListUsersRequest>,
+    ) -> Result<Response<vela_proto::pb::auth::Users>, Status> {
+        self.allow(&request).await?;
+        users::list_users(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn put_acl(
+        &self,
+        request: Request<vela_proto::pb::auth::PutAcl>,
+    ) -> Result<Response<vela_proto::pb::auth::Acl>, Status> {
+        self.allow(&request).await?;
+        let done = users::put_acl(&self.shared, request.into_inner()).await;
+        self.shared.guard.invalidate();
+        done.map(Response::new)
+    }
+
+    async fn delete_acl(
+        &self,
+        request: Request<vela_proto::pb::auth::DeleteAcl>,
+    ) -> Result<Response<api::DeleteAclResponse>, Status> {
+        self.allow(&request).await?;
+        let done = users::delete_acl(&self.shared, request.into_inner()).await;
+        self.shared.guard.invalidate();
+        done?;
+        Ok(Response::new(api::DeleteAclResponse {}))
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<api::ListAclsRequest>,
+    ) -> Result<Response<vela_proto::pb::auth::Acls>, Status> {
+        self.allow(&request).await?;
+        users::list_acls(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn create_topic(
         &self,
         request: Request<api::CreateTopicRequest>,
     ) -> Result<Response<api::CreateTopicResponse>, Status> {
+        self.allow(&request).await?;
         let req = request.into_inner();
         let name = topic_name(&req.name)?;
         let queue_count = if req.queue_count == 0 {
@@ -208,6 +308,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::DeleteTopicRequest>,
     ) -> Result<Response<api::DeleteTopicResponse>, Status> {
+        self.allow(&request).await?;
         let name = topic_name(&request.into_inner().name)?;
         // Where its queues are, before the metadata forgets.
         let shards = self
@@ -233,8 +334,9 @@ impl AdminService for AdminServer {
 
     async fn list_topics(
         &self,
-        _request: Request<api::ListTopicsRequest>,
+        request: Request<api::ListTopicsRequest>,
     ) -> Result<Response<api::ListTopicsResponse>, Status> {
+        self.allow(&request).await?;
         let mut topics = self
             .shared
             .ctx
@@ -252,6 +354,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::DescribeTopicRequest>,
     ) -> Result<Response<api::DescribeTopicResponse>, Status> {
+        self.allow(&request).await?;
         let name = topic_name(&request.into_inner().name)?;
         let topic = self.existing_topic(&name).await?;
         let mut queues = self
@@ -272,6 +375,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::CreateGroupRequest>,
     ) -> Result<Response<api::CreateGroupResponse>, Status> {
+        self.allow(&request).await?;
         let req = request.into_inner();
         let name = group_name(&req.name)?;
         let spec = GroupSpec {
@@ -304,6 +408,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::DeleteGroupRequest>,
     ) -> Result<Response<api::DeleteGroupResponse>, Status> {
+        self.allow(&request).await?;
         let name = group_name(&request.into_inner().name)?;
         self.shared
             .ctx
@@ -335,8 +440,9 @@ impl AdminService for AdminServer {
 
     async fn list_groups(
         &self,
-        _request: Request<api::ListGroupsRequest>,
+        request: Request<api::ListGroupsRequest>,
     ) -> Result<Response<api::ListGroupsResponse>, Status> {
+        self.allow(&request).await?;
         let mut groups = self
             .shared
             .ctx
@@ -355,6 +461,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::DescribeGroupRequest>,
     ) -> Result<Response<api::DescribeGroupResponse>, Status> {
+        self.allow(&request).await?;
         let name = group_name(&request.into_inner().name)?;
         let group = self.existing_group(&name).await?;
         let topics = self
@@ -395,6 +502,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::QueueStatsRequest>,
     ) -> Result<Response<api::QueueStatsResponse>, Status> {
+        self.allow(&request).await?;
         let req = request.into_inner();
         let topic = topic_name(&req.topic)?;
         let group = match req.group.trim() {
@@ -422,6 +530,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::ResetGroupRequest>,
     ) -> Result<Response<api::ResetGroupResponse>, Status> {
+        self.allow(&request).await?;
         use api::reset_group_request::To;
         let req = request.into_inner();
         let group = group_name(&req.group)?;
@@ -475,8 +584,9 @@ impl AdminService for AdminServer {
     /// shows nodes that are down rather than failing.
     async fn cluster_status(
         &self,
-        _request: Request<api::ClusterStatusRequest>,
+        request: Request<api::ClusterStatusRequest>,
     ) -> Result<Response<api::ClusterStatusResponse>, Status> {
+        self.allow(&request).await?;
         let ctx = &self.shared.ctx;
         let (controllers, stores, proxies) = tokio::join!(
             ctx.controller.node_status(),
@@ -509,6 +619,7 @@ impl AdminService for AdminServer {
         &self,
         request: Request<api::DrainStoreRequest>,
     ) -> Result<Response<api::DrainStoreResponse>, Status> {
+        self.allow(&request).await?;
         let drain = self
             .shared
             .ctx
@@ -526,8 +637,9 @@ impl AdminService for AdminServer {
     /// Shards are counted from the placement of existing topics.
     async fn cluster_info(
         &self,
-        _request: Request<api::ClusterInfoRequest>,
+        request: Request<api::ClusterInfoRequest>,
     ) -> Result<Response<api::ClusterInfoResponse>, Status> {
+        self.allow(&request).await?;
         let topics = self
             .shared
             .ctx

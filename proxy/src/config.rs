@@ -49,6 +49,9 @@ pub struct ProxyConfig {
     /// configuration file.
     #[serde(skip)]
     pub cluster_mode: String,
+    /// The `[auth]` section; set by the binary, not a key of this section.
+    #[serde(skip)]
+    pub auth: crate::AuthConfig,
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +71,7 @@ impl Default for ProxyConfig {
             max_message_group_len: 64,
             client_release_grace: Duration::from_secs(10),
             cluster_mode: "standalone".to_owned(),
+            auth: crate::AuthConfig::default(),
         }
     }
 }

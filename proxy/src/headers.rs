@@ -11,6 +11,8 @@ use crate::status::RpcError;
 pub(crate) const CLIENT_ID: &str = "x-mq-client-id";
 pub(crate) const LANGUAGE: &str = "x-mq-language";
 pub(crate) const NAMESPACE: &str = "x-mq-namespace";
+pub(crate) const AUTHORIZATION: &str = "authorization";
+pub(crate) const DATE_TIME: &str = "x-mq-date-time";
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// The per-request facts taken from headers, once.
@@ -23,9 +25,25 @@ pub(crate) struct RequestMeta {
     pub namespace: String,
     /// When the client gives up on this call, if it said.
     pub deadline: Option<Instant>,
+    /// The `authorization` header (protocol.md §5.2), if sent.
+    pub authorization: Option<String>,
+    /// The signed `x-mq-date-time` header, if sent.
+    pub date_time: Option<String>,
+    /// The client is Python's, which signs its local time labelled as UTC (ADR 0019).
+    pub signs_local_time: bool,
+    /// The address the request came from, when the transport knows it.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl RequestMeta {
+    /// The facts of `request`, its peer address included.
+    pub fn from_request<T>(request: &tonic::Request<T>) -> Self {
+        Self {
+            peer: request.remote_addr().map(|a| a.ip()),
+            ..Self::from_metadata(request.metadata())
+        }
+    }
+
     pub fn from_metadata(metadata: &MetadataMap) -> Self {
         let text = |key: &str| {
             metadata
@@ -37,6 +55,10 @@ impl RequestMeta {
             .filter(|id| !id.is_empty())
             .map(str::to_owned);
         let legacy_codes = text(LANGUAGE).is_some_and(|lang| lang.eq_ignore_ascii_case("RUST"));
+        let signs_local_time =
+            text(LANGUAGE).is_some_and(|lang| lang.eq_ignore_ascii_case("PYTHON"));
+        let authorization = text(AUTHORIZATION).map(str::to_owned);
+        let date_time = text(DATE_TIME).map(str::to_owned);
         let namespace = text(NAMESPACE).unwrap_or_default().to_owned();
         let deadline = text(GRPC_TIMEOUT)
             .and_then(parse_grpc_timeout)
@@ -46,6 +68,10 @@ impl RequestMeta {
             legacy_codes,
             namespace,
             deadline,
+            authorization,
+            date_time,
+            signs_local_time,
+            peer: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //!   `held`: the deliveries handed out here, released when their client leaves.
 
 mod admin;
+mod auth;
 mod config;
 mod convert;
 mod headers;
@@ -36,6 +37,7 @@ use vela_proto::pb::rocketmq::{self as pb, messaging_service_server::MessagingSe
 use vela_proto::receipt::ReceiptCodec;
 use vela_proto::{ControllerApi, StoreApi};
 
+pub use auth::AuthConfig;
 pub use config::ProxyConfig;
 pub use metrics::ProxyMetrics;
 
@@ -86,6 +88,8 @@ pub(crate) struct Shared {
     pub producers: producers::Producers,
     /// Deliveries handed out here, given back when their client leaves.
     pub held: held::Held,
+    /// Authenticates and authorizes requests (when `auth.enabled`).
+    pub guard: auth::Guard,
 }
 
 impl Shared {
@@ -137,7 +141,9 @@ impl Shared {
             ctx.config.auto_create_groups,
             ctx.config.default_queue_count,
         );
+        let guard = auth::Guard::new(&ctx.config.auth, ctx.controller.clone(), ctx.clock.clone());
         Self {
+            guard,
             ctx,
             metadata,
             listen_endpoints,

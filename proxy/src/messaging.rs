@@ -18,6 +18,7 @@ use tracing::Instrument;
 use vela_proto::pb::rocketmq::{self as pb, Code, messaging_service_server::MessagingService};
 
 use crate::Shared;
+use crate::auth::needs::Needs;
 use crate::headers::RequestMeta;
 use crate::status::RpcError;
 
@@ -25,7 +26,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 
 /// A unary request: how to answer it when it is rejected as a whole, and where its response
 /// keeps the status (for the latency metric).
-pub(crate) trait UnaryRpc {
+pub(crate) trait UnaryRpc: Needs {
     type Response;
     /// The response for a request rejected with `status`; responses that must carry one entry
     /// per request item (Send, Ack) still do.
@@ -161,7 +162,15 @@ impl MessagingServer {
             client_id = meta.client_id.as_deref().unwrap_or("")
         );
         let outcome = match meta.require_client_id() {
-            Ok(_) => work.instrument(span.clone()).await,
+            Ok(_) => match self
+                .shared
+                .guard
+                .check(meta, &req.needs(&meta.namespace))
+                .await
+            {
+                Ok(_) => work.instrument(span.clone()).await,
+                Err(denied) => Err(denied.into()),
+            },
             Err(e) => Err(e),
         };
         let response = outcome.unwrap_or_else(|err| {
@@ -183,7 +192,7 @@ impl MessagingServer {
         rpc: &'static str,
         request: Request<R>,
     ) -> Response<R::Response> {
-        let meta = RequestMeta::from_metadata(request.metadata());
+        let meta = RequestMeta::from_request(&request);
         let req = request.into_inner();
         let work = async {
             Err(RpcError::new(
@@ -196,10 +205,7 @@ impl MessagingServer {
 }
 
 fn split<T>(request: Request<T>) -> (RequestMeta, T) {
-    (
-        RequestMeta::from_metadata(request.metadata()),
-        request.into_inner(),
-    )
+    (RequestMeta::from_request(&request), request.into_inner())
 }
 
 #[tonic::async_trait]
@@ -304,9 +310,13 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<pb::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
-        let meta = RequestMeta::from_metadata(request.metadata());
+        let meta = RequestMeta::from_request(&request);
+        let needs = request.get_ref().needs(&meta.namespace);
         let err = match meta.require_client_id() {
-            Ok(_) => RpcError::new(Code::NotImplemented, "PullMessage is not implemented"),
+            Ok(_) => match self.shared.guard.check(&meta, &needs).await {
+                Ok(_) => RpcError::new(Code::NotImplemented, "PullMessage is not implemented"),
+                Err(denied) => denied.into(),
+            },
             Err(e) => e,
         };
         let item = pb::PullMessageResponse {
@@ -360,6 +370,8 @@ impl MessagingService for MessagingServer {
         request: Request<Streaming<pb::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
         let (meta, inbound) = split(request);
+        // A stream is authenticated when it opens; each Settings it carries is authorized.
+        self.shared.guard.check(&meta, &[]).await?;
         Ok(Response::new(telemetry::open(
             self.shared.clone(),
             meta,

@@ -57,6 +57,7 @@ pub use error::{Error, Result};
 pub use message::{
     FilterExpression, Message, MessageBuilder, MessageKind, MessageView, SendReceipt,
 };
+pub use metadata::RequestSigner;
 pub use producer::{Producer, ProducerBuilder, SendFuture};
 pub use transaction::{Transaction, TransactionResolution};
 /// The protocol's business status codes (`apache.rocketmq.v2.Code`), as [`Error::code`] gives

@@ -17,16 +17,19 @@ pub(crate) const LANGUAGE: &str = "RUST";
 pub(crate) const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 const PROTOCOL: &str = "v2";
 
-/// Adds the RocketMQ headers (and signature) to every outgoing call.
+/// Adds the RocketMQ headers (and, with credentials, the `MQv2-HMAC-SHA1` signature) to every
+/// outgoing call: a tonic interceptor, also for other services of the same server (Vela's
+/// admin service).
 #[derive(Clone, Debug)]
-pub(crate) struct RequestSigner {
+pub struct RequestSigner {
     client_id: AsciiMetadataValue,
     namespace: Option<AsciiMetadataValue>,
     credentials: Option<Credentials>,
 }
 
 impl RequestSigner {
-    pub(crate) fn new(config: &ClientConfig, client_id: &str) -> Result<Self> {
+    /// Headers for `config` (namespace, credentials), identifying the caller as `client_id`.
+    pub fn new(config: &ClientConfig, client_id: &str) -> Result<Self> {
         let ascii = |what: &str, value: &str| {
             value.parse::<AsciiMetadataValue>().map_err(|_| {
                 Error::InvalidArgument(format!("{what} {value:?} is not a valid header value"))

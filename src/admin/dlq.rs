@@ -14,9 +14,9 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use tonic::Code;
 use vela_proto::pb::admin::{self as pb};
-use vela_sdk::{ClientConfig, FilterExpression, Message, MessageView, Producer, SimpleConsumer};
+use vela_sdk::{FilterExpression, Message, MessageView, Producer, SimpleConsumer};
 
-use super::{OutputFormat, connect, status_error};
+use super::{OutputFormat, Target, connect, status_error};
 
 /// Properties the broker adds on delivery; a redrive does not send them back as user
 /// properties.
@@ -58,7 +58,7 @@ fn dead_letter_topic(group: &str) -> String {
     format!("%DLQ%{group}")
 }
 
-pub(super) async fn execute(server: &str, command: DlqCommand) -> anyhow::Result<String> {
+pub(super) async fn execute(server: &Target, command: DlqCommand) -> anyhow::Result<String> {
     match command {
         DlqCommand::List => list(server).await,
         DlqCommand::Show { group, max, output } => show(server, &group, max, output).await,
@@ -71,7 +71,7 @@ pub(super) async fn execute(server: &str, command: DlqCommand) -> anyhow::Result
     }
 }
 
-async fn list(server: &str) -> anyhow::Result<String> {
+async fn list(server: &Target) -> anyhow::Result<String> {
     let mut client = connect(server).await?;
     let groups = client
         .list_groups(pb::ListGroupsRequest {})
@@ -106,7 +106,7 @@ async fn list(server: &str) -> anyhow::Result<String> {
 }
 
 /// Creates `name` starting at the first message of every queue; an existing group is fine.
-async fn ensure_reader(server: &str, name: &str) -> anyhow::Result<()> {
+async fn ensure_reader(server: &Target, name: &str) -> anyhow::Result<()> {
     let mut client = connect(server).await?;
     match client
         .create_group(pb::CreateGroupRequest {
@@ -124,8 +124,8 @@ async fn ensure_reader(server: &str, name: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn reader(server: &str, name: &str, topic: &str) -> anyhow::Result<SimpleConsumer> {
-    let config = ClientConfig::builder().endpoint(server).build()?;
+async fn reader(server: &Target, name: &str, topic: &str) -> anyhow::Result<SimpleConsumer> {
+    let config = server.client_config()?;
     Ok(SimpleConsumer::builder(config, name)
         .subscribe(topic, FilterExpression::all())
         .await_duration(Duration::from_secs(1))
@@ -147,7 +147,12 @@ async fn read(consumer: &SimpleConsumer, max: u64) -> anyhow::Result<Vec<Message
     Ok(got)
 }
 
-async fn show(server: &str, group: &str, max: u32, output: OutputFormat) -> anyhow::Result<String> {
+async fn show(
+    server: &Target,
+    group: &str,
+    max: u32,
+    output: OutputFormat,
+) -> anyhow::Result<String> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -198,7 +203,7 @@ async fn show(server: &str, group: &str, max: u32, output: OutputFormat) -> anyh
 }
 
 async fn redrive(
-    server: &str,
+    server: &Target,
     group: &str,
     to_topic: Option<&str>,
     ids: &[String],
@@ -207,7 +212,7 @@ async fn redrive(
     let name = format!("vela-redrive-{group}");
     ensure_reader(server, &name).await?;
     let consumer = reader(server, &name, &dead_letter_topic(group)).await?;
-    let config = ClientConfig::builder().endpoint(server).build()?;
+    let config = server.client_config()?;
     let producer = Producer::builder(config).build().await?;
     let result = async {
         let mut sent = 0u64;

@@ -139,7 +139,7 @@ pub async fn admin(server: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut argv = vec!["vela-admin", "--server", server];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv)?;
-    vela::admin::execute(&cli.admin.server, cli.admin.command).await
+    vela::admin::execute(&cli.admin.target(), cli.admin.command).await
 }
 
 /// Receives until `want` messages arrived or `patience` empty receives in a row, acking

@@ -25,3 +25,4 @@ mod t14_offsets;
 mod t15_transactions;
 mod t16_sql_filters;
 mod t17_dead_letters;
+mod t18_auth;

@@ -133,6 +133,13 @@ async fn receive(
     req: &pb::ReceiveMessageRequest,
 ) -> Result<Vec<pb::Message>, RpcError> {
     meta.require_client_id()?;
+    shared
+        .guard
+        .check(
+            meta,
+            &crate::auth::needs::Needs::needs(req, &meta.namespace),
+        )
+        .await?;
     let config = &shared.ctx.config;
     let params = convert::receive_params(req, &meta.namespace, DEFAULT_AUTO_RENEW_INVISIBLE)?;
     let group = shared.metadata.group(&params.group).await?;

@@ -61,6 +61,21 @@ async fn run(
                 }
             },
         };
+        if let Some(Command::Settings(settings)) = &command.command {
+            let needs = crate::auth::needs::settings_needs(settings, &meta.namespace);
+            if let Err(denied) = shared.guard.check(&meta, &needs).await {
+                let status = crate::status::RpcError::from(denied).to_status(meta.legacy_codes);
+                tracing::debug!(code = status.code, error = %status.message, "telemetry settings refused");
+                let refused = pb::TelemetryCommand {
+                    status: Some(status),
+                    command: None,
+                };
+                if replies.send(Ok(refused)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        }
         if let Some(Command::Settings(settings)) = &command.command
             && let Some(client_id) = &meta.client_id
             && settings::role_of(settings) == Role::Producer

@@ -11,6 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use vela_proto::auth::{
+    Acl, AuthData, PolicyEntry, ResourcePattern, Subject, User, UserInfo, UserName, UserUpdate,
+};
 use vela_proto::cluster_status::{
     ControllerNodeReport, MemberRole, MemberStatus, NodeReport, ShardMember, StoreNodeReport,
 };
@@ -32,6 +35,7 @@ pub struct FakeController {
     proxies: Mutex<BTreeMap<String, String>>,
     topics: Mutex<BTreeMap<TopicName, TopicConfig>>,
     groups: Mutex<BTreeMap<GroupName, GroupConfig>>,
+    auth: Mutex<vela_proto::auth::AuthData>,
 }
 
 impl FakeController {
@@ -177,6 +181,104 @@ impl ControllerApi for FakeController {
         Err(ControllerError::NotFound(format!(
             "store node {store} (the fake controller has no store nodes)"
         )))
+    }
+
+    async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {
+        let mut auth = self.auth.lock();
+        if auth.users.iter().any(|u| u.name == user.name) {
+            return Err(ControllerError::AlreadyExists(format!(
+                "user {}",
+                user.name
+            )));
+        }
+        auth.users.push(user.clone());
+        Ok(user.info())
+    }
+
+    async fn update_user(
+        &self,
+        name: &UserName,
+        update: UserUpdate,
+    ) -> Result<UserInfo, ControllerError> {
+        let mut auth = self.auth.lock();
+        let user = auth
+            .users
+            .iter_mut()
+            .find(|u| &u.name == name)
+            .ok_or_else(|| ControllerError::NotFound(format!("user {name}")))?;
+        if let Some(p) = update.password {
+            user.password = p;
+        }
+        if let Some(t) = update.user_type {
+            user.user_type = t;
+        }
+        if let Some(s) = update.status {
+            user.status = s;
+        }
+        Ok(user.info())
+    }
+
+    async fn delete_user(&self, name: &UserName) -> Result<(), ControllerError> {
+        let mut auth = self.auth.lock();
+        let before = auth.users.len();
+        auth.users.retain(|u| &u.name != name);
+        auth.acls.retain(|a| &a.subject.0 != name);
+        if auth.users.len() == before {
+            return Err(ControllerError::NotFound(format!("user {name}")));
+        }
+        Ok(())
+    }
+
+    async fn put_acl(
+        &self,
+        subject: &Subject,
+        entries: Vec<PolicyEntry>,
+        create: bool,
+    ) -> Result<Acl, ControllerError> {
+        let mut auth = self.auth.lock();
+        if !auth.users.iter().any(|u| u.name == subject.0) {
+            return Err(ControllerError::NotFound(format!("user {}", subject.0)));
+        }
+        let acl = match auth.acls.iter_mut().find(|a| &a.subject == subject) {
+            Some(acl) => acl,
+            None if create => {
+                auth.acls.push(Acl {
+                    subject: subject.clone(),
+                    entries: Vec::new(),
+                });
+                auth.acls
+                    .last_mut()
+                    .ok_or_else(|| ControllerError::Internal("pushed".into()))?
+            }
+            None => return Err(ControllerError::NotFound(format!("ACL of {subject}"))),
+        };
+        acl.merge(entries)
+            .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        Ok(acl.clone())
+    }
+
+    async fn delete_acl(
+        &self,
+        subject: &Subject,
+        resources: &[ResourcePattern],
+    ) -> Result<(), ControllerError> {
+        let mut auth = self.auth.lock();
+        let Some(at) = auth.acls.iter().position(|a| &a.subject == subject) else {
+            return Err(ControllerError::NotFound(format!("ACL of {subject}")));
+        };
+        if resources.is_empty() {
+            auth.acls.remove(at);
+        } else {
+            auth.acls[at]
+                .entries
+                .retain(|e| !resources.contains(&e.resource));
+        }
+        Ok(())
+    }
+
+    async fn auth_data(&self) -> Result<AuthData, ControllerError> {
+        self.check_up()?;
+        Ok(self.auth.lock().clone())
     }
 
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {

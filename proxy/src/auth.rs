@@ -1,0 +1,264 @@
+//! Authentication and authorization of client and admin requests (ADR 0019).
+//!
+//! With `auth.enabled`, every request must carry an `MQv2-HMAC-SHA1` signature of a user the
+//! controller knows ([`signature`]), made within `auth.signature_window` of the proxy's clock,
+//! and the user's ACL must allow what the request needs ([`needs`], decided by
+//! [`vela_proto::auth::authorize`]). Users and ACLs come from the controller and are kept here
+//! for [`REFRESH`]: a change reaches every proxy within about that long.
+
+pub(crate) mod needs;
+pub(crate) mod signature;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use serde::Deserialize;
+use vela_proto::ControllerApi;
+use vela_proto::auth::{Access, Acl, User, UserName, UserStatus, authorize};
+use vela_proto::clock::SharedClock;
+use vela_proto::pb::rocketmq::Code;
+
+use crate::headers::RequestMeta;
+use crate::status::RpcError;
+
+/// How long users and ACLs fetched from the controller are used before they are fetched again.
+pub(crate) const REFRESH: Duration = Duration::from_secs(2);
+/// An unknown access key fetches again at once, but not more often than this.
+const MISS_REFETCH: Duration = Duration::from_millis(250);
+
+/// The `[auth]` section (`VELA_AUTH__…`).
+#[derive(Deserialize, Clone, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Authenticate and authorize every client and admin request.
+    pub enabled: bool,
+    /// A SUPER user created at start when it does not exist yet (with `init_password`).
+    pub init_user: Option<String>,
+    /// The initial user's password. Never logged.
+    pub init_password: Option<String>,
+    /// How far a request's signed time may be from the proxy's clock, either way.
+    #[serde(with = "humantime_serde")]
+    pub signature_window: Duration,
+    /// The key that seals user passwords in the controller's metadata. Default:
+    /// `<data_dir>/controller/metadata.key`, created on first start. Every controller of a
+    /// cluster needs the same file.
+    pub metadata_key_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            init_user: None,
+            init_password: None,
+            signature_window: Duration::from_secs(15 * 60),
+            metadata_key_file: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("enabled", &self.enabled)
+            .field("init_user", &self.init_user)
+            .field("init_password", &self.init_password.as_ref().map(|_| "***"))
+            .field("signature_window", &self.signature_window)
+            .field("metadata_key_file", &self.metadata_key_file)
+            .finish()
+    }
+}
+
+/// Why a request was turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    /// No valid signature of a known, enabled user (40100, `UNAUTHENTICATED`).
+    Unauthenticated(String),
+    /// A known user whose ACL does not allow it (40300, `PERMISSION_DENIED`).
+    Forbidden(String),
+    /// Users could not be fetched from the controller.
+    Unavailable(String),
+}
+
+impl From<AuthFailure> for RpcError {
+    fn from(failure: AuthFailure) -> Self {
+        match failure {
+            AuthFailure::Unauthenticated(m) => RpcError::new(Code::Unauthorized, m),
+            AuthFailure::Forbidden(m) => RpcError::new(Code::Forbidden, m),
+            AuthFailure::Unavailable(m) => RpcError::new(Code::HaNotAvailable, m),
+        }
+    }
+}
+
+impl From<AuthFailure> for tonic::Status {
+    fn from(failure: AuthFailure) -> Self {
+        match failure {
+            AuthFailure::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+            AuthFailure::Forbidden(m) => tonic::Status::permission_denied(m),
+            AuthFailure::Unavailable(m) => tonic::Status::unavailable(m),
+        }
+    }
+}
+
+/// Users and ACLs as last fetched.
+struct Loaded {
+    users: HashMap<String, User>,
+    acls: HashMap<UserName, Acl>,
+    at: Instant,
+}
+
+/// Checks requests against the users and ACLs of the controller.
+pub(crate) struct Guard {
+    enabled: bool,
+    window_ms: i64,
+    controller: Arc<dyn ControllerApi>,
+    clock: SharedClock,
+    loaded: RwLock<Option<Arc<Loaded>>>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Guard {
+    pub fn new(
+        config: &AuthConfig,
+        controller: Arc<dyn ControllerApi>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            enabled: config.enabled,
+            window_ms: i64::try_from(config.signature_window.as_millis()).unwrap_or(i64::MAX),
+            controller,
+            clock,
+            loaded: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Lets the request through when auth is off, or when it is signed by an enabled user
+    /// whose ACL allows every access in `needs`. Answers the user's name (`None` with auth off).
+    pub async fn check(
+        &self,
+        meta: &RequestMeta,
+        needs: &[Access],
+    ) -> Result<Option<UserName>, AuthFailure> {
+        self.check_as(meta, needs, false).await
+    }
+
+    /// As [`check`](Self::check), for what only SUPER users may do.
+    pub async fn check_super(&self, meta: &RequestMeta) -> Result<Option<UserName>, AuthFailure> {
+        self.check_as(meta, &[], true).await
+    }
+
+    async fn check_as(
+        &self,
+        meta: &RequestMeta,
+        needs: &[Access],
+        super_only: bool,
+    ) -> Result<Option<UserName>, AuthFailure> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let unauthenticated = |m: String| AuthFailure::Unauthenticated(m);
+        let header = meta.authorization.as_deref().ok_or_else(|| {
+            unauthenticated(
+                "no authorization header: configure the client with an access key and a secret key"
+                    .into(),
+            )
+        })?;
+        let signed =
+            signature::parse_authorization(header).map_err(|e| unauthenticated(e.to_string()))?;
+        let date = meta.date_time.as_deref().ok_or_else(|| {
+            unauthenticated("no x-mq-date-time header to verify the signature of".into())
+        })?;
+        let signed_ms =
+            signature::parse_date_time(date).map_err(|e| unauthenticated(e.to_string()))?;
+        signature::check_freshness(
+            signed_ms,
+            self.clock.now_ms(),
+            self.window_ms,
+            meta.signs_local_time,
+        )
+        .map_err(|e| unauthenticated(e.to_string()))?;
+        let loaded = self.users_knowing(&signed.access_key).await?;
+        let user = loaded.users.get(&signed.access_key).ok_or_else(|| {
+            unauthenticated(format!("unknown access key {:?}", signed.access_key))
+        })?;
+        if !signature::signature_matches(user.password.expose(), date, &signed.signature) {
+            return Err(unauthenticated(format!(
+                "the signature of access key {:?} does not match (wrong secret key?)",
+                signed.access_key
+            )));
+        }
+        if user.status == UserStatus::Disabled {
+            return Err(unauthenticated(format!("user {} is disabled", user.name)));
+        }
+        if super_only && user.user_type != vela_proto::auth::UserType::Super {
+            return Err(AuthFailure::Forbidden(format!(
+                "only SUPER users manage users and ACLs; {} is a NORMAL user",
+                user.name
+            )));
+        }
+        authorize(user, loaded.acls.get(&user.name), needs, meta.peer)
+            .map_err(|denied| AuthFailure::Forbidden(denied.to_string()))?;
+        Ok(Some(user.name.clone()))
+    }
+
+    /// Drops what was fetched, so the next request fetches again: called after this proxy
+    /// changed users or ACLs, so its own answers never lag its own changes.
+    pub fn invalidate(&self) {
+        *self.loaded.write() = None;
+    }
+
+    /// The users and ACLs to check `access_key` against: the loaded ones while fresh (and
+    /// knowing the key, or fetched very recently), else fetched again. When a fetch fails, what
+    /// was loaded before still serves.
+    async fn users_knowing(&self, access_key: &str) -> Result<Arc<Loaded>, AuthFailure> {
+        let usable = |loaded: &Loaded| {
+            let age = loaded.at.elapsed();
+            age < REFRESH && (loaded.users.contains_key(access_key) || age < MISS_REFETCH)
+        };
+        if let Some(loaded) = self.loaded.read().clone()
+            && usable(&loaded)
+        {
+            return Ok(loaded);
+        }
+        let _one = self.fetching.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(loaded) = self.loaded.read().clone()
+            && usable(&loaded)
+        {
+            return Ok(loaded);
+        }
+        match self.controller.auth_data().await {
+            Ok(data) => {
+                let loaded = Arc::new(Loaded {
+                    users: data
+                        .users
+                        .into_iter()
+                        .map(|u| (u.name.as_str().to_owned(), u))
+                        .collect(),
+                    acls: data
+                        .acls
+                        .into_iter()
+                        .map(|a| (a.subject.0.clone(), a))
+                        .collect(),
+                    at: Instant::now(),
+                });
+                *self.loaded.write() = Some(loaded.clone());
+                Ok(loaded)
+            }
+            Err(err) => match self.loaded.read().clone() {
+                Some(stale) => {
+                    tracing::warn!(error = %err, "fetching users and ACLs failed; using the ones fetched before");
+                    Ok(stale)
+                }
+                None => Err(AuthFailure::Unavailable(format!(
+                    "cannot fetch users from the controller: {err}"
+                ))),
+            },
+        }
+    }
+}

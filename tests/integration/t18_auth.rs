@@ -1,0 +1,440 @@
+//! Auth on (ADR 0019): the matrix of who may do what through our SDK, raw gRPC with
+//! hand-made signatures (stale, future, replayed, Python's local time) and `vela admin`,
+//! and afterwards the queues hold only what was allowed.
+
+use std::time::{Duration, SystemTime};
+
+use hmac::{Hmac, KeyInit, Mac};
+use vela_proto::pb::rocketmq as pb;
+use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer, StatusCode};
+
+use crate::harness::{Node, admin, raw_client, resource, unique};
+
+const ROOT: (&str, &str) = ("root", "root-secret");
+
+async fn start() -> Node {
+    Node::start_with(|c| {
+        c.auth.enabled = true;
+        c.auth.init_user = Some(ROOT.0.into());
+        c.auth.init_password = Some(ROOT.1.into());
+        c.proxy.auth = c.auth.clone();
+    })
+    .await
+}
+
+/// `vela admin --access-key AK --secret-key SK <args>`.
+async fn admin_as(node: &Node, who: (&str, &str), args: &[&str]) -> anyhow::Result<String> {
+    let mut all = vec!["--access-key", who.0, "--secret-key", who.1];
+    all.extend_from_slice(args);
+    admin(&node.endpoint(), &all).await
+}
+
+async fn root(node: &Node, args: &[&str]) -> String {
+    admin_as(node, ROOT, args)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn config(node: &Node, who: Option<(&str, &str)>) -> ClientConfig {
+    let builder = ClientConfig::builder().endpoint(node.endpoint());
+    match who {
+        Some((ak, sk)) => builder.credentials(ak, sk),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+async fn producer(
+    node: &Node,
+    who: Option<(&str, &str)>,
+    topic: &str,
+) -> vela_sdk::Result<Producer> {
+    Producer::builder(config(node, who))
+        .topics([topic])
+        .build()
+        .await
+}
+
+async fn consumer(
+    node: &Node,
+    who: (&str, &str),
+    group: &str,
+    topic: &str,
+) -> vela_sdk::Result<SimpleConsumer> {
+    SimpleConsumer::builder(config(node, Some(who)), group)
+        .subscribe(topic, FilterExpression::tag("*"))
+        .await_duration(Duration::from_secs(1))
+        .build()
+        .await
+}
+
+async fn send(p: &Producer, topic: &str, body: &str) -> Result<(), Option<StatusCode>> {
+    let message = Message::builder(topic)
+        .body(body.to_owned())
+        .build()
+        .unwrap();
+    p.send(message).await.map(|_| ()).map_err(|e| e.code())
+}
+
+/// The messages in a topic's queues, counted by the SUPER user.
+async fn stored(node: &Node, topic: &str) -> u64 {
+    let out = root(node, &["topic", "describe", topic]).await;
+    // Rows of `QUEUE MIN_OFFSET MAX_OFFSET ...`, one per queue and group.
+    let per_queue: std::collections::BTreeMap<u32, u64> = out
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let queue = cols.first()?.parse::<u32>().ok()?;
+            let min = cols.get(1)?.parse::<u64>().ok()?;
+            let max = cols.get(2)?.parse::<u64>().ok()?;
+            Some((queue, max - min))
+        })
+        .collect();
+    per_queue.values().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_acls_decide_every_request() {
+    let node = start().await;
+    let orders = unique("orders");
+    let secret = format!("{orders}-secret");
+    let payments = unique("payments");
+    for topic in [&orders, &secret, &payments] {
+        root(&node, &["topic", "create", topic, "--queues", "2"]).await;
+    }
+    // Without credentials, even admin calls are refused.
+    let err = admin(&node.endpoint(), &["topic", "list"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("authorization"), "{err}");
+
+    root(
+        &node,
+        &["user", "create", "alice", "--password", "a-secret"],
+    )
+    .await;
+    root(
+        &node,
+        &["user", "create", "carol", "--password", "c-secret"],
+    )
+    .await;
+    root(&node, &["user", "update", "carol", "--status", "disable"]).await;
+    let alice = ("alice", "a-secret");
+    let carol = ("carol", "c-secret");
+    // alice publishes to every order topic but the secret one, reads order topics with g-*.
+    let prefix = format!("Topic:{orders}*");
+    let secret_res = format!("Topic:{secret}");
+    for args in [
+        vec![
+            "--resource",
+            &prefix,
+            "--actions",
+            "PUB,SUB",
+            "--decision",
+            "allow",
+        ],
+        vec![
+            "--resource",
+            &secret_res,
+            "--actions",
+            "PUB",
+            "--decision",
+            "deny",
+        ],
+        vec![
+            "--resource",
+            "Group:g-*",
+            "--actions",
+            "SUB",
+            "--decision",
+            "allow",
+        ],
+    ] {
+        let mut all = vec!["acl", "create", "--subject", "User:alice"];
+        all.extend(args);
+        root(&node, &all).await;
+    }
+    let shown = root(&node, &["user", "show", "alice", "--output", "json"]).await;
+    assert!(!shown.contains("a-secret"), "{shown}");
+    let acls = root(&node, &["acl", "show", "--subject", "User:alice"]).await;
+    assert_eq!(acls.lines().count(), 4, "{acls}");
+
+    // Who cannot even connect.
+    let code = |r: vela_sdk::Result<Producer>| r.err().and_then(|e| e.code());
+    assert_eq!(
+        code(producer(&node, None, &orders).await),
+        Some(StatusCode::Unauthorized)
+    );
+    assert_eq!(
+        code(producer(&node, Some(("alice", "wrong")), &orders).await),
+        Some(StatusCode::Unauthorized)
+    );
+    assert_eq!(
+        code(producer(&node, Some(("mallory", "x")), &orders).await),
+        Some(StatusCode::Unauthorized)
+    );
+    assert_eq!(
+        code(producer(&node, Some(carol), &orders).await),
+        Some(StatusCode::Unauthorized)
+    );
+    // A route needs PUB or SUB on the topic.
+    assert_eq!(
+        code(producer(&node, Some(alice), &payments).await),
+        Some(StatusCode::Forbidden)
+    );
+
+    // What alice may and may not do.
+    let p = producer(&node, Some(alice), &orders).await.unwrap();
+    assert_eq!(send(&p, &orders, "ok-1").await, Ok(()));
+    assert_eq!(send(&p, &orders, "ok-2").await, Ok(()));
+    assert_eq!(
+        send(&p, &payments, "no").await,
+        Err(Some(StatusCode::Forbidden))
+    );
+    // DENY on the literal name beats ALLOW on the prefix.
+    assert_eq!(
+        send(&p, &secret, "no").await,
+        Err(Some(StatusCode::Forbidden))
+    );
+    let c = consumer(&node, alice, "g-1", &orders).await.unwrap();
+    let mut got = 0;
+    for _ in 0..10 {
+        let batch = c.receive(16, Duration::from_secs(30)).await.unwrap();
+        for m in &batch {
+            c.ack(m).await.unwrap();
+        }
+        got += batch.len();
+        if got == 2 {
+            break;
+        }
+    }
+    assert_eq!(got, 2);
+    // Reading with a group alice has no policy for.
+    let other = consumer(&node, alice, "h-1", &orders).await.unwrap();
+    let refused = other
+        .receive(16, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(StatusCode::Forbidden), "{refused}");
+
+    // A SUPER user bypasses every policy.
+    let r = producer(&node, Some(ROOT), &payments).await.unwrap();
+    assert_eq!(send(&r, &payments, "root").await, Ok(()));
+
+    // Nothing refused was stored.
+    assert_eq!(stored(&node, &orders).await, 2);
+    assert_eq!(stored(&node, &secret).await, 0);
+    assert_eq!(stored(&node, &payments).await, 1);
+
+    // A disabled user enabled again gets in; a deleted one does not (within the refresh).
+    root(&node, &["user", "update", "carol", "--status", "enable"]).await;
+    root(
+        &node,
+        &[
+            "acl",
+            "create",
+            "--subject",
+            "User:carol",
+            "--resource",
+            "*",
+            "--actions",
+            "ALL",
+            "--decision",
+            "allow",
+        ],
+    )
+    .await;
+    let c = eventually(|| producer(&node, Some(carol), &payments)).await;
+    assert_eq!(send(&c, &payments, "carol").await, Ok(()));
+    root(&node, &["user", "delete", "carol"]).await;
+    tokio::time::sleep(vela_proxy_refresh()).await;
+    assert_eq!(
+        send(&c, &payments, "gone").await,
+        Err(Some(StatusCode::Unauthorized))
+    );
+}
+
+/// Users and ACLs reach the proxy within its refresh.
+fn vela_proxy_refresh() -> Duration {
+    Duration::from_millis(2500)
+}
+
+async fn eventually<F, Fut>(f: F) -> Producer
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = vela_sdk::Result<Producer>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match f().await {
+            Ok(p) => return p,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rights_can_be_granted_narrowly_and_only_super_users_manage_users() {
+    let node = start().await;
+    root(&node, &["user", "create", "ops", "--password", "o-secret"]).await;
+    let ops = ("ops", "o-secret");
+    root(
+        &node,
+        &[
+            "acl",
+            "create",
+            "--subject",
+            "User:ops",
+            "--resource",
+            "Topic:ops-*",
+            "--actions",
+            "CREATE,GET",
+            "--decision",
+            "allow",
+        ],
+    )
+    .await;
+    let mine = unique("ops-t");
+    let theirs = unique("other-t");
+    admin_as(&node, ops, &["topic", "create", &mine])
+        .await
+        .unwrap();
+    admin_as(&node, ops, &["topic", "describe", &mine])
+        .await
+        .unwrap();
+    let refused = admin_as(&node, ops, &["topic", "create", &theirs])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no policy"), "{refused}");
+    let refused = admin_as(&node, ops, &["topic", "delete", &mine])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("DELETE"), "{refused}");
+    let refused = admin_as(&node, ops, &["user", "list"]).await.unwrap_err();
+    assert!(refused.to_string().contains("SUPER"), "{refused}");
+    let refused = admin_as(&node, ("ops", "nope"), &["topic", "describe", &mine])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("does not match"), "{refused}");
+    let users = root(&node, &["user", "list"]).await;
+    assert!(users.contains("root") && users.contains("ops"), "{users}");
+    assert!(
+        !users.contains("o-secret") && !users.contains(ROOT.1),
+        "{users}"
+    );
+}
+
+/// Signs like the official clients: HMAC-SHA1 of the date header, hex.
+fn signed<T>(msg: T, ak: &str, sk: &str, date: &str, language: &str) -> tonic::Request<T> {
+    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(sk.as_bytes()).unwrap();
+    mac.update(date.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let mut r = tonic::Request::new(msg);
+    let md = r.metadata_mut();
+    md.insert("x-mq-client-id", "auth-test@1#0".parse().unwrap());
+    md.insert("x-mq-language", language.parse().unwrap());
+    md.insert("x-mq-date-time", date.parse().unwrap());
+    md.insert(
+        "authorization",
+        format!(
+            "MQv2-HMAC-SHA1 Credential={ak}, SignedHeaders=x-mq-date-time, Signature={signature}"
+        )
+        .parse()
+        .unwrap(),
+    );
+    r
+}
+
+/// `yyyyMMddTHHmmssZ` of `at` shifted by `by` seconds.
+fn compact(at: SystemTime, by: i64) -> String {
+    let at = if by >= 0 {
+        at + Duration::from_secs(by as u64)
+    } else {
+        at - Duration::from_secs(by.unsigned_abs())
+    };
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_accepted_only_within_the_window() {
+    let node = start().await;
+    let topic = unique("window");
+    root(&node, &["topic", "create", &topic]).await;
+    let mut client = raw_client(&node).await;
+    let now = SystemTime::now();
+    let route = |date: String, language: &str, sk: &str| {
+        signed(
+            pb::QueryRouteRequest {
+                topic: resource(&topic),
+                endpoints: None,
+            },
+            ROOT.0,
+            sk,
+            &date,
+            language,
+        )
+    };
+    let mut code_of = async |r: tonic::Request<pb::QueryRouteRequest>| {
+        let resp = client.query_route(r).await.unwrap().into_inner();
+        resp.status.unwrap().code
+    };
+    let ok = StatusCode::Ok as i32;
+    let unauthorized = StatusCode::Unauthorized as i32;
+    assert_eq!(code_of(route(compact(now, 0), "HTTP", ROOT.1)).await, ok);
+    assert_eq!(
+        code_of(route(compact(now, 0), "HTTP", "bad")).await,
+        unauthorized
+    );
+    // The Rust client's RFC 3339, in UTC and with an offset: the same instant.
+    let rust = humantime::format_rfc3339_nanos(now).to_string();
+    assert_eq!(code_of(route(rust, "RUST", ROOT.1)).await, ok);
+    let shanghai = humantime::format_rfc3339_nanos(now + Duration::from_secs(8 * 3600))
+        .to_string()
+        .replace('Z', "+08:00");
+    assert_eq!(code_of(route(shanghai, "RUST", ROOT.1)).await, ok);
+    // A captured header stops working once outside the ±15 min window, either way.
+    assert_eq!(
+        code_of(route(compact(now, -20 * 60), "HTTP", ROOT.1)).await,
+        unauthorized
+    );
+    assert_eq!(
+        code_of(route(compact(now, 20 * 60), "HTTP", ROOT.1)).await,
+        unauthorized
+    );
+    assert_eq!(
+        code_of(route(compact(now, -10 * 60), "HTTP", ROOT.1)).await,
+        ok
+    );
+    // Python stamps its local time as UTC: a whole zone offset is allowed for it only.
+    for zone in [8 * 3600, -8 * 3600, -7 * 3600, 5 * 3600 + 45 * 60] {
+        assert_eq!(
+            code_of(route(compact(now, zone), "PYTHON", ROOT.1)).await,
+            ok,
+            "{zone}"
+        );
+        assert_eq!(
+            code_of(route(compact(now, zone), "HTTP", ROOT.1)).await,
+            unauthorized,
+            "{zone}"
+        );
+    }
+    assert_eq!(
+        code_of(route(compact(now, 15 * 3600 + 30 * 60), "PYTHON", ROOT.1)).await,
+        unauthorized
+    );
+    // No header at all.
+    let mut bare = tonic::Request::new(pb::QueryRouteRequest {
+        topic: resource(&topic),
+        endpoints: None,
+    });
+    bare.metadata_mut()
+        .insert("x-mq-client-id", "auth-test@1#1".parse().unwrap());
+    assert_eq!(code_of(bare).await, unauthorized);
+}
