@@ -2,15 +2,20 @@
 # Runs the official RocketMQ 5 clients (Python 5.1.2, Node.js 1.0.8) against a freshly
 # started `vela standalone` (or, with --cluster, `vela local-cluster`: 3 controllers, 3 stores,
 # 2 proxies), then stops it with SIGTERM and checks it exits cleanly.
-# Usage: scripts/compat.sh [path/to/vela] [--cluster]   (default target/debug/vela)
+# With --auth: a standalone with auth on (ADR 0019); users, topics and ACLs made with
+# `vela admin`, then the clients' auth matrices (clients/*/auth.*; Python under three TZ values,
+# since it signs its local time labelled as UTC) and the whole Python check as a SUPER user.
+# Usage: scripts/compat.sh [path/to/vela] [--cluster | --auth]   (default target/debug/vela)
 # Installs the clients on first use: .venv (pip) and clients/node/node_modules (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VELA=target/debug/vela
 CLUSTER=
+AUTH=
 for arg in "$@"; do
   case "$arg" in
     --cluster) CLUSTER=1 ;;
+    --auth) AUTH=1 ;;
     *) VELA=$arg ;;
   esac
 done
@@ -67,7 +72,13 @@ if [ -n "$CLUSTER" ]; then
 fi
 GRPC=$(free_port); HTTP=$(free_port)
 DATA=$(mktemp -d); LOG="$DATA/vela.log"
-"$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &
+ROOT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+if [ -n "$AUTH" ]; then
+  VELA_AUTH__ENABLED=true VELA_AUTH__INIT_USER=root VELA_AUTH__INIT_PASSWORD="$ROOT_SECRET" \
+    "$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &
+else
+  "$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &
+fi
 PID=$!
 cleanup() { kill -9 "$PID" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -81,10 +92,42 @@ curl -sf "http://127.0.0.1:$HTTP/ready" >/dev/null || { echo "compat: vela not r
 echo "compat: vela standalone ready on 127.0.0.1:$GRPC"
 
 status=0
-echo "--- python (rocketmq-python-client 5.1.2)"
-RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 .venv/bin/python clients/python/compat.py || status=1
-echo "--- node (rocketmq-client-nodejs 1.0.8)"
-(cd clients/node && RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 node compat.js) || status=1
+if [ -n "$AUTH" ]; then
+  as_root() { "$VELA" admin --server "127.0.0.1:$GRPC" --access-key root --secret-key "$ROOT_SECRET" "$@"; }
+  RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
+  export RMQ_ENDPOINT="127.0.0.1:$GRPC" AUTH_TOPIC_OK="auth-$RUN-ok" AUTH_TOPIC_DENIED="auth-$RUN-denied" \
+    AUTH_GROUP_OK="auth-$RUN-g" AUTH_USER=alice AUTH_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+  if ! { as_root topic create "$AUTH_TOPIC_OK" --queues 2 && as_root topic create "$AUTH_TOPIC_DENIED" --queues 2 \
+      && as_root group create "$AUTH_GROUP_OK" --from earliest \
+      && as_root user create alice --password "$AUTH_SECRET" \
+      && as_root acl create --subject User:alice --resource "Topic:$AUTH_TOPIC_OK" --actions PUB,SUB --decision allow \
+      && as_root acl create --subject User:alice --resource "Group:$AUTH_GROUP_OK" --actions SUB --decision allow \
+      && as_root acl create --subject User:alice --resource "Topic:$AUTH_TOPIC_DENIED" --actions SUB --decision allow; }; then
+    echo "compat: setting up users and ACLs failed"; status=1
+  fi
+  if [ "$status" -eq 0 ]; then
+    for tz in UTC Asia/Shanghai America/Los_Angeles; do
+      echo "--- python auth matrix (TZ=$tz)"
+      (cd clients/python && TZ=$tz timeout 300 ../../.venv/bin/python auth.py) || status=1
+    done
+    echo "--- node auth matrix"
+    (cd clients/node && timeout 300 node auth.js) || status=1
+    echo "--- python, every step signed as a SUPER user (TZ=Asia/Shanghai)"
+    TZ=Asia/Shanghai RMQ_AK=root RMQ_SK="$ROOT_SECRET" timeout 300 .venv/bin/python clients/python/compat.py || status=1
+    # Nothing a refused request sent was stored: every queue of the denied topic is empty.
+    stored=$(as_root topic describe "$AUTH_TOPIC_DENIED" | awk '$1 ~ /^[0-9]+$/ { n += $3 - $2 } END { print n + 0 }')
+    if [ "$stored" != "0" ]; then
+      echo "compat: the denied topic holds $stored messages"; status=1
+    else
+      echo "OK the denied topic holds nothing"
+    fi
+  fi
+else
+  echo "--- python (rocketmq-python-client 5.1.2)"
+  RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 .venv/bin/python clients/python/compat.py || status=1
+  echo "--- node (rocketmq-client-nodejs 1.0.8)"
+  (cd clients/node && RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 node compat.js) || status=1
+fi
 
 echo "--- stopping vela (SIGTERM)"
 kill -TERM "$PID"

@@ -21,30 +21,21 @@
 'use strict';
 
 const crypto = require('crypto');
-const util = require('util');
 const { Producer, SimpleConsumer, PushConsumer, ConsumeResult, FilterExpression } = require('rocketmq-client-nodejs');
 const { FilterType } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 // Not re-exported by the package's index.
 const { TransactionResolution } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 
 const endpoints = process.env.RMQ_ENDPOINT || '127.0.0.1:8081';
-const STEP_TIMEOUT_MS = Number(process.env.COMPAT_STEP_TIMEOUT || '60') * 1000;
 const PUSH_COUNT = Number(process.env.COMPAT_PUSH_COUNT || '5');
 // Long polling of the simple consumers; one receive may take requestTimeout (3 s) + this.
 const AWAIT_MS = 5000;
 const INVISIBLE_MS = 20000;
 const RUN = crypto.randomBytes(5).toString('hex');
+const { STEP_TIMEOUT_MS, logger, check, step, sleep } = require('./steps');
 const sessionCredentials = process.env.RMQ_AK
   ? { accessKey: process.env.RMQ_AK, accessSecret: process.env.RMQ_SK || '' }
   : undefined;
-// The default file logger is closed by the first client's shutdown(), after which every other
-// client throws "log stream had been closed" into stderr; log through util.format instead.
-const logger = {
-  info: (...args) => { if (process.env.COMPAT_VERBOSE) console.error('[client]', util.format(...args)); },
-  debug: () => {},
-  warn: (...args) => console.error('[client] WARN', util.format(...args)),
-  error: (...args) => console.error('[client] ERROR', util.format(...args)),
-};
 const common = { endpoints, namespace: '', sessionCredentials, logger };
 
 const TOPIC = {
@@ -61,38 +52,6 @@ const GROUP = {
   push: `compat-node-${RUN}-g-push`,
   tx: `compat-node-${RUN}-g-tx`,
 };
-
-class CompatFailure extends Error {}
-
-function check(condition, message) {
-  if (!condition) throw new CompatFailure(message);
-}
-
-function fail(name, reason) {
-  console.log(`FAIL ${name}: ${reason}`);
-  // Client timers and streams may still be open on a broken server; do not wait for them.
-  process.exit(1);
-}
-
-async function step(name, fn, timeoutMs = STEP_TIMEOUT_MS) {
-  let timer;
-  const deadline = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new CompatFailure(
-      `no result within ${timeoutMs / 1000}s (server hung or never answered)`)), timeoutMs);
-  });
-  try {
-    const result = await Promise.race([ fn(), deadline ]);
-    console.log(`OK ${name}`);
-    return result;
-  } catch (err) {
-    if (!(err instanceof CompatFailure)) console.error(err);
-    fail(name, err instanceof CompatFailure ? err.message : `${err.name}: ${err.message}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
 
 /** Receives until every id in `want` was seen, calling handle(message) once per new message. */
 async function receiveUntil(consumer, want, label, handle) {
