@@ -116,6 +116,16 @@ fn config_text(role: &Role, roles: &[Role], args: &LocalClusterArgs, secret: &Pa
     ));
     text.push_str(&nodes("controller", roles));
     text.push_str(&nodes("store", roles));
+    if role.kind == "controller" {
+        // Every controller seals and opens user passwords with the same key (ADR 0019).
+        let key = args.data_dir.join("metadata.key");
+        text.push_str(&format!(
+            "[auth]
+metadata_key_file = {:?}
+",
+            key.display().to_string()
+        ));
+    }
     text
 }
 
@@ -184,6 +194,7 @@ pub async fn run(
     };
     let secret = root.join("cluster.secret");
     vela_proto::secret_file::load_or_create(&secret)?;
+    vela_proto::secret_file::load_or_create(&root.join("metadata.key"))?;
     let exe = std::env::current_exe().context("cannot find the vela binary")?;
     let base = args.base_port;
     let mut roles = Vec::new();

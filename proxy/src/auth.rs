@@ -262,3 +262,45 @@ impl Guard {
         }
     }
 }
+
+/// Who asks for a topic or group that may be auto-created: with auth on, creating it needs
+/// CREATE on it (checked only when it is about to be created, so lookups of existing ones
+/// cost nothing).
+#[derive(Clone, Copy)]
+pub(crate) struct Creator<'a> {
+    asker: Option<(&'a Guard, &'a RequestMeta)>,
+}
+
+impl<'a> Creator<'a> {
+    /// The client behind `meta`.
+    pub fn new(guard: &'a Guard, meta: &'a RequestMeta) -> Self {
+        Self {
+            asker: Some((guard, meta)),
+        }
+    }
+
+    /// Internal work that creates nothing on a client's behalf (and tests).
+    #[cfg(test)]
+    pub fn internal() -> Self {
+        Self { asker: None }
+    }
+
+    /// `FORBIDDEN` unless the asker may create `resource`.
+    pub async fn may_create(&self, resource: vela_proto::auth::Resource) -> Result<(), RpcError> {
+        let Some((guard, meta)) = self.asker else {
+            return Ok(());
+        };
+        let need = Access::new(resource, vela_proto::auth::Action::Create);
+        guard
+            .check(meta, std::slice::from_ref(&need))
+            .await
+            .map(|_| ())
+            .map_err(|denied| match denied {
+                AuthFailure::Forbidden(m) => RpcError::new(
+                    Code::Forbidden,
+                    format!("{m} (auto-creation needs CREATE on it)"),
+                ),
+                other => other.into(),
+            })
+    }
+}

@@ -22,7 +22,9 @@ use vela_proto::{
     GroupSpec, GroupStart, TopicConfig, TopicName, TopicSpec, TopicType,
 };
 
+use crate::auth::Creator;
 use crate::status::RpcError;
+use vela_proto::auth::Resource;
 
 /// How long a looked-up topic or group is trusted. Short: a deletion through another proxy
 /// is noticed within this time.
@@ -242,20 +244,26 @@ impl Metadata {
     /// The topic's configuration; `TOPIC_NOT_FOUND` unless it exists (a dead-letter topic
     /// exists once its group does).
     pub async fn topic(&self, name: &TopicName) -> Result<Arc<TopicConfig>, RpcError> {
-        self.find_topic(name, false).await
+        self.find_topic(name, None).await
     }
 
     /// [`topic`](Self::topic) for a client declaring the topic (QueryRoute, QueryAssignment):
     /// created when auto-creation is on and the rate limit allows. Auto-created topics are
     /// `mixed`, so producers of every message type can use them.
-    pub async fn declare_topic(&self, name: &TopicName) -> Result<Arc<TopicConfig>, RpcError> {
-        self.find_topic(name, self.auto_create_topics).await
+    /// `creator` must be allowed to create it (with auth on).
+    pub async fn declare_topic(
+        &self,
+        name: &TopicName,
+        creator: Creator<'_>,
+    ) -> Result<Arc<TopicConfig>, RpcError> {
+        let create = self.auto_create_topics.then_some(creator);
+        self.find_topic(name, create).await
     }
 
     async fn find_topic(
         &self,
         name: &TopicName,
-        create: bool,
+        create: Option<Creator<'_>>,
     ) -> Result<Arc<TopicConfig>, RpcError> {
         let not_found = || RpcError::new(Code::TopicNotFound, format!("topic {name} not found"));
         match lookup(&self.topics, name, self.ttl) {
@@ -272,7 +280,7 @@ impl Metadata {
             Lookup::Miss => {}
         }
         let is_dead_letter = name.as_str().starts_with(DLQ_PREFIX);
-        if !create && !is_dead_letter && self.missing_topics.recent(name) {
+        if create.is_none() && !is_dead_letter && self.missing_topics.recent(name) {
             return Err(not_found());
         }
         if let Some(config) = self.controller.get_topic(name).await? {
@@ -289,10 +297,11 @@ impl Metadata {
                 Err(e) => Err(e.into()),
             };
         }
-        if !create {
+        let Some(creator) = create else {
             self.missing_topics.remember(name);
             return Err(not_found());
-        }
+        };
+        creator.may_create(Resource::topic(name.as_str())).await?;
         self.may_create("topic", name.as_str())?;
         let spec = TopicSpec {
             name: name.clone(),
@@ -346,7 +355,12 @@ impl Metadata {
 
     /// The group's configuration; `CONSUMER_GROUP_NOT_FOUND` unless it exists or may be
     /// auto-created (not FIFO, default attempts).
-    pub async fn group(&self, name: &GroupName) -> Result<Arc<GroupConfig>, RpcError> {
+    /// `creator` must be allowed to create it (with auth on).
+    pub async fn group(
+        &self,
+        name: &GroupName,
+        creator: Creator<'_>,
+    ) -> Result<Arc<GroupConfig>, RpcError> {
         match lookup(&self.groups, name, self.ttl) {
             Lookup::Fresh(hit) => return Ok(hit),
             Lookup::Stale { value, refresh } => {
@@ -377,6 +391,7 @@ impl Metadata {
             self.missing_groups.remember(name);
             return Err(not_found());
         }
+        creator.may_create(Resource::group(name.as_str())).await?;
         self.may_create("group", name.as_str())?;
         let spec = GroupSpec {
             name: name.clone(),
@@ -438,15 +453,22 @@ mod tests {
         let md = Metadata::new(controller.clone(), true, true, 4).with_ttl(ttl);
         let orders = TopicName::new("orders").expect("valid");
         let billing = GroupName::new("billing").expect("valid");
-        let created = md.declare_topic(&orders).await.expect("auto-created");
-        md.group(&billing).await.expect("auto-created");
+        let created = md
+            .declare_topic(&orders, Creator::internal())
+            .await
+            .expect("auto-created");
+        md.group(&billing, Creator::internal())
+            .await
+            .expect("auto-created");
 
         controller.set_down(true);
         for _ in 0..5 {
             tokio::time::sleep(ttl * 2).await;
             let topic = md.topic(&orders).await.expect("served from the cache");
             assert_eq!(topic.queue_shards, created.queue_shards);
-            md.group(&billing).await.expect("served from the cache");
+            md.group(&billing, Creator::internal())
+                .await
+                .expect("served from the cache");
         }
         // A name never seen needs the controller.
         let unseen = TopicName::new("unseen").expect("valid");
@@ -473,7 +495,9 @@ mod tests {
         let ttl = Duration::from_millis(20);
         let md = Metadata::new(controller.clone(), true, true, 4).with_ttl(ttl);
         let orders = TopicName::new("orders").expect("valid");
-        md.declare_topic(&orders).await.expect("auto-created");
+        md.declare_topic(&orders, Creator::internal())
+            .await
+            .expect("auto-created");
         assert!(md.existing_topic(&orders).await.is_some());
         controller.delete_topic(&orders).await.expect("deleted");
         let mut gone = false;
@@ -497,14 +521,16 @@ mod tests {
         assert_eq!(err.code, Code::TopicNotFound);
         assert!(controller.get_topic(&orders).await.expect("get").is_none());
         // A declaration creates, even right after the miss.
-        md.declare_topic(&orders).await.expect("declared");
+        md.declare_topic(&orders, Creator::internal())
+            .await
+            .expect("declared");
         md.topic(&orders).await.expect("found now");
 
         // A burst of garbage declarations: CREATION_BURST are created, then TOO_MANY_REQUESTS.
         let mut limited = 0;
         for i in 0..CREATION_BURST + 5 {
             let name = TopicName::new(format!("junk-{i}")).expect("valid");
-            if let Err(e) = md.declare_topic(&name).await {
+            if let Err(e) = md.declare_topic(&name, Creator::internal()).await {
                 assert_eq!(e.code, Code::TooManyRequests);
                 limited += 1;
             }
@@ -512,12 +538,17 @@ mod tests {
         // `orders` used one of the burst.
         assert_eq!(limited, 6);
         let err = md
-            .group(&GroupName::new("g-late").expect("valid"))
+            .group(
+                &GroupName::new("g-late").expect("valid"),
+                Creator::internal(),
+            )
             .await
             .expect_err("groups share the limit");
         assert_eq!(err.code, Code::TooManyRequests);
         // Existing names never spend the limit.
-        md.declare_topic(&orders).await.expect("exists");
+        md.declare_topic(&orders, Creator::internal())
+            .await
+            .expect("exists");
     }
 
     #[tokio::test]
@@ -527,11 +558,17 @@ mod tests {
         let orders = TopicName::new("orders").expect("valid");
         let billing = GroupName::new("billing").expect("valid");
         assert_eq!(
-            md.declare_topic(&orders).await.expect_err("off").code,
+            md.declare_topic(&orders, Creator::internal())
+                .await
+                .expect_err("off")
+                .code,
             Code::TopicNotFound
         );
         assert_eq!(
-            md.group(&billing).await.expect_err("off").code,
+            md.group(&billing, Creator::internal())
+                .await
+                .expect_err("off")
+                .code,
             Code::ConsumerGroupNotFound
         );
         // Created elsewhere (another proxy): unseen here for a moment, then found.
@@ -570,6 +607,8 @@ mod tests {
             })
             .await
             .expect("created");
-        md.group(&billing).await.expect("found");
+        md.group(&billing, Creator::internal())
+            .await
+            .expect("found");
     }
 }

@@ -103,6 +103,8 @@ async fn users_and_acls_decide_every_request() {
     for topic in [&orders, &secret, &payments] {
         root(&node, &["topic", "create", topic, "--queues", "2"]).await;
     }
+    // alice may not create groups: this one is made for her.
+    root(&node, &["group", "create", "g-1", "--from", "earliest"]).await;
     // Without credentials, even admin calls are refused.
     let err = admin(&node.endpoint(), &["topic", "list"])
         .await
@@ -437,4 +439,68 @@ async fn signatures_are_accepted_only_within_the_window() {
     bare.metadata_mut()
         .insert("x-mq-client-id", "auth-test@1#1".parse().unwrap());
     assert_eq!(code_of(bare).await, unauthorized);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_creation_needs_create_on_the_topic_or_group() {
+    let node = start().await;
+    assert!(node.config.proxy.auto_create_topics && node.config.proxy.auto_create_groups);
+    root(
+        &node,
+        &["user", "create", "maker", "--password", "m-secret"],
+    )
+    .await;
+    let maker = ("maker", "m-secret");
+    for (resource, actions) in [
+        ("Topic:auto-*", "PUB,SUB,CREATE"),
+        ("Topic:plain-*", "PUB,SUB"),
+        ("Group:*", "SUB"),
+        ("Group:made-*", "CREATE"),
+    ] {
+        root(
+            &node,
+            &[
+                "acl",
+                "create",
+                "--subject",
+                "User:maker",
+                "--resource",
+                resource,
+                "--actions",
+                actions,
+                "--decision",
+                "allow",
+            ],
+        )
+        .await;
+    }
+    let created = unique("auto");
+    let p = producer(&node, Some(maker), &created).await.unwrap();
+    assert_eq!(send(&p, &created, "first").await, Ok(()));
+    assert!(
+        root(&node, &["topic", "describe", &created])
+            .await
+            .contains("auto-created")
+    );
+
+    let plain = unique("plain");
+    let refused = producer(&node, Some(maker), &plain).await.unwrap_err();
+    assert_eq!(refused.code(), Some(StatusCode::Forbidden), "{refused}");
+    assert!(refused.to_string().contains("CREATE"), "{refused}");
+    let listed = root(&node, &["topic", "list"]).await;
+    assert!(!listed.contains(&plain), "{listed}");
+
+    // A group is created only where the user may create groups.
+    let made = unique("made");
+    let c = consumer(&node, maker, &made, &created).await.unwrap();
+    c.receive(1, Duration::from_secs(30)).await.unwrap();
+    let other = unique("other-g");
+    let c = consumer(&node, maker, &other, &created).await.unwrap();
+    let refused = c.receive(1, Duration::from_secs(30)).await.unwrap_err();
+    assert_eq!(refused.code(), Some(StatusCode::Forbidden), "{refused}");
+    let groups = root(&node, &["group", "list"]).await;
+    assert!(
+        groups.contains(&made) && !groups.contains(&other),
+        "{groups}"
+    );
 }

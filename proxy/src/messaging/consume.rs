@@ -12,6 +12,7 @@ use vela_proto::{DEFAULT_AUTO_RENEW_INVISIBLE, GroupName, TopicName};
 
 use super::ResponseStream;
 use crate::Shared;
+use crate::auth::Creator;
 use crate::convert;
 use crate::headers::RequestMeta;
 use crate::route;
@@ -34,7 +35,11 @@ pub(super) async fn heartbeat(
         let group = convert::group_name(Some(resource), &meta.namespace)?;
         // Creates the group when auto-creation is on. A missing group is not the heartbeat's
         // failure (clients only log it); receive reports it.
-        if let Err(e) = shared.metadata.group(&group).await {
+        if let Err(e) = shared
+            .metadata
+            .group(&group, Creator::new(&shared.guard, meta))
+            .await
+        {
             tracing::debug!(%group, error = %e.message, "heartbeat for an unusable group");
         }
     }
@@ -53,8 +58,14 @@ pub(super) async fn query_assignment(
 ) -> Result<pb::QueryAssignmentResponse, RpcError> {
     let topic_name = convert::topic_name(req.topic.as_ref(), &meta.namespace)?;
     let group_name = convert::group_name(req.group.as_ref(), &meta.namespace)?;
-    let topic = shared.metadata.declare_topic(&topic_name).await?;
-    let group = shared.metadata.group(&group_name).await?;
+    let topic = shared
+        .metadata
+        .declare_topic(&topic_name, Creator::new(&shared.guard, meta))
+        .await?;
+    let group = shared
+        .metadata
+        .group(&group_name, Creator::new(&shared.guard, meta))
+        .await?;
     let endpoints = route::route_endpoints(
         shared.advertised.as_ref(),
         req.endpoints.as_ref(),
@@ -142,7 +153,10 @@ async fn receive(
         .await?;
     let config = &shared.ctx.config;
     let params = convert::receive_params(req, &meta.namespace, DEFAULT_AUTO_RENEW_INVISIBLE)?;
-    let group = shared.metadata.group(&params.group).await?;
+    let group = shared
+        .metadata
+        .group(&params.group, Creator::new(&shared.guard, meta))
+        .await?;
     // Dead-letter topics exist once their group does (the metadata lookup ensures them), so
     // unknown names never reach the store.
     let topic = shared.metadata.topic(&params.topic).await?;

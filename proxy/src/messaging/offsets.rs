@@ -11,6 +11,7 @@ use vela_proto::pb::rocketmq::{self as pb, Code, QueryOffsetPolicy};
 use vela_proto::{OffsetTarget, QueueStats, ShardId, StoreError, TopicName};
 
 use crate::Shared;
+use crate::auth::Creator;
 use crate::convert;
 use crate::headers::RequestMeta;
 use crate::status::{RpcError, ok_status};
@@ -134,7 +135,10 @@ pub(super) async fn update_offset(
     let offset = u64::try_from(req.offset)
         .map_err(|_| RpcError::bad_request(format!("offset {} is negative", req.offset)))?;
     // The group as a receive would find it (created on first use where that is allowed).
-    shared.metadata.group(&group).await?;
+    shared
+        .metadata
+        .group(&group, Creator::new(&shared.guard, meta))
+        .await?;
     match shared
         .ctx
         .store

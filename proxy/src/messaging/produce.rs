@@ -10,6 +10,7 @@ use vela_proto::store_api::{AppendOutcome, AppendRequest, TransactionResolution}
 use vela_proto::{ClientId, MessageKind, MessageRecord, ShardId, TopicConfig, TopicName};
 
 use crate::Shared;
+use crate::auth::Creator;
 use crate::convert::{self, MessageLimits, ProducedMessage};
 use crate::headers::{CLIENT_ID, RequestMeta};
 use crate::route;
@@ -21,7 +22,10 @@ pub(super) async fn query_route(
     req: &pb::QueryRouteRequest,
 ) -> Result<pb::QueryRouteResponse, RpcError> {
     let topic = convert::topic_name(req.topic.as_ref(), &meta.namespace)?;
-    let config = shared.metadata.declare_topic(&topic).await?;
+    let config = shared
+        .metadata
+        .declare_topic(&topic, Creator::new(&shared.guard, meta))
+        .await?;
     let endpoints = route::route_endpoints(
         shared.advertised.as_ref(),
         req.endpoints.as_ref(),

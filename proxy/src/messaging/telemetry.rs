@@ -14,6 +14,7 @@ use vela_proto::pb::rocketmq::{self as pb, telemetry_command::Command};
 
 use super::ResponseStream;
 use crate::Shared;
+use crate::auth::Creator;
 use crate::convert;
 use crate::headers::RequestMeta;
 use crate::producers;
@@ -164,7 +165,12 @@ async fn group_policy(shared: &Shared, meta: &RequestMeta, client: &pb::Settings
         return GroupPolicy::default();
     };
     let looked_up = match convert::group_name(Some(resource), &meta.namespace) {
-        Ok(group) => shared.metadata.group(&group).await,
+        Ok(group) => {
+            shared
+                .metadata
+                .group(&group, Creator::new(&shared.guard, meta))
+                .await
+        }
         Err(e) => Err(e),
     };
     match looked_up {
