@@ -216,6 +216,8 @@ async fn main() {
         rate: None,
         drain: Duration::ZERO,
         json: false,
+        access_key: None,
+        secret_key: None,
     })
     .await
     .unwrap();

@@ -58,6 +58,17 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Sign every request as this user (a server with auth on).
+    #[arg(long, env = "VELA_BENCH_ACCESS_KEY", requires = "secret_key")]
+    pub access_key: Option<String>,
+    /// Secret key of --access-key.
+    #[arg(
+        long,
+        env = "VELA_BENCH_SECRET_KEY",
+        hide_env_values = true,
+        requires = "access_key"
+    )]
+    pub secret_key: Option<String>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -237,7 +248,12 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
         .group
         .clone()
         .unwrap_or_else(|| format!("bench-{suffix}"));
-    let config = ClientConfig::builder().endpoint(&args.server).build()?;
+    let builder = ClientConfig::builder().endpoint(&args.server);
+    let builder = match (&args.access_key, &args.secret_key) {
+        (Some(ak), Some(sk)) => builder.credentials(ak.clone(), sk.clone()),
+        _ => builder,
+    };
+    let config = builder.build()?;
 
     let clients = args.producer_clients.clamp(1, args.producers.max(1));
     let mut producers = Vec::new();

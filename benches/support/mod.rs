@@ -133,6 +133,8 @@ pub fn bench_args(server: &str, secs: u64) -> vela::bench::BenchArgs {
         rate: None,
         drain: Duration::from_secs(30),
         json: false,
+        access_key: None,
+        secret_key: None,
     }
 }
 

@@ -32,6 +32,8 @@ async fn bench_runs_and_metrics_count_it() {
         rate: None,
         drain: Duration::from_secs(20),
         json: true,
+        access_key: None,
+        secret_key: None,
     };
     let report = vela::bench::execute(args).await.unwrap();
     assert!(report.sent > 0);

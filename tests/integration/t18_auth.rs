@@ -504,3 +504,28 @@ async fn auto_creation_needs_create_on_the_topic_or_group() {
         "{groups}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vela_bench_signs_its_requests() {
+    let node = start().await;
+    let args = vela::bench::BenchArgs {
+        server: node.endpoint(),
+        topic: None,
+        group: None,
+        producers: 2,
+        producer_clients: 1,
+        consumers: 1,
+        message_size: 64,
+        batch_size: 1,
+        duration: Duration::from_millis(500),
+        rate: None,
+        drain: Duration::from_secs(20),
+        json: true,
+        access_key: Some(ROOT.0.into()),
+        secret_key: Some(ROOT.1.into()),
+    };
+    let report = vela::bench::execute(args).await.unwrap();
+    assert!(report.sent > 0);
+    assert_eq!(report.send_errors, 0);
+    assert_eq!(report.received, report.sent, "{report:?}");
+}
