@@ -218,6 +218,7 @@ async fn main() {
         json: false,
         access_key: None,
         secret_key: None,
+        ca_file: None,
     })
     .await
     .unwrap();

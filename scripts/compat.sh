@@ -5,17 +5,21 @@
 # With --auth: a standalone with auth on (ADR 0019); users, topics and ACLs made with
 # `vela admin`, then the clients' auth matrices (clients/*/auth.*; Python under three TZ values,
 # since it signs its local time labelled as UTC) and the whole Python check as a SUPER user.
-# Usage: scripts/compat.sh [path/to/vela] [--cluster | --auth]   (default target/debug/vela)
+# With --tls: a standalone serving TLS with a CA and certificate openssl makes; the Python
+# client over TLS (clients/python/tls.py), a plaintext one refused.
+# Usage: scripts/compat.sh [path/to/vela] [--cluster | --auth | --tls]   (default target/debug/vela)
 # Installs the clients on first use: .venv (pip) and clients/node/node_modules (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VELA=target/debug/vela
 CLUSTER=
 AUTH=
+TLS=
 for arg in "$@"; do
   case "$arg" in
     --cluster) CLUSTER=1 ;;
     --auth) AUTH=1 ;;
+    --tls) TLS=1 ;;
     *) VELA=$arg ;;
   esac
 done
@@ -73,7 +77,19 @@ fi
 GRPC=$(free_port); HTTP=$(free_port)
 DATA=$(mktemp -d); LOG="$DATA/vela.log"
 ROOT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
-if [ -n "$AUTH" ]; then
+if [ -n "$TLS" ]; then
+  command -v openssl >/dev/null || { echo "compat: --tls needs openssl to make certificates" >&2; exit 1; }
+  CERTS="$DATA/certs"; mkdir -p "$CERTS"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=vela compat CA" \
+    -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$CERTS/server.key" -out "$CERTS/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$CERTS/san.ext"
+  openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+    -CAcreateserial -days 2 -extfile "$CERTS/san.ext" -out "$CERTS/server.pem" 2>/dev/null
+  VELA_TLS__ENABLED=true VELA_TLS__CERT_FILE="$CERTS/server.pem" VELA_TLS__KEY_FILE="$CERTS/server.key" \
+    "$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &
+elif [ -n "$AUTH" ]; then
   VELA_AUTH__ENABLED=true VELA_AUTH__INIT_USER=root VELA_AUTH__INIT_PASSWORD="$ROOT_SECRET" \
     "$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &
 else
@@ -92,7 +108,17 @@ curl -sf "http://127.0.0.1:$HTTP/ready" >/dev/null || { echo "compat: vela not r
 echo "compat: vela standalone ready on 127.0.0.1:$GRPC"
 
 status=0
-if [ -n "$AUTH" ]; then
+if [ -n "$TLS" ]; then
+  echo "--- python over TLS (CA from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)"
+  (cd clients/python && GRPC_DEFAULT_SSL_ROOTS_FILE_PATH="$CERTS/ca.pem" RMQ_ENDPOINT="127.0.0.1:$GRPC" \
+    timeout 300 ../../.venv/bin/python tls.py) || status=1
+  echo "--- vela admin over TLS with --ca-file"
+  if "$VELA" admin --server "https://127.0.0.1:$GRPC" --ca-file "$CERTS/ca.pem" topic list | grep -q tls-py; then
+    echo "OK vela admin lists the topic over TLS"
+  else
+    echo "compat: vela admin over TLS failed"; status=1
+  fi
+elif [ -n "$AUTH" ]; then
   as_root() { "$VELA" admin --server "127.0.0.1:$GRPC" --access-key root --secret-key "$ROOT_SECRET" "$@"; }
   RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
   export RMQ_ENDPOINT="127.0.0.1:$GRPC" AUTH_TOPIC_OK="auth-$RUN-ok" AUTH_TOPIC_DENIED="auth-$RUN-denied" \

@@ -26,10 +26,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo nextest (unit + integration tests)"
 cargo nextest run --workspace --profile ci --locked
 
-step "official client compatibility (Python 5.1.2, Node.js 1.0.8): standalone, local-cluster, auth on"
+step "official client compatibility (Python 5.1.2, Node.js 1.0.8): standalone, local-cluster, auth on, TLS"
 cargo build --locked --bin vela
 scripts/compat.sh target/debug/vela
 scripts/compat.sh target/debug/vela --cluster
 scripts/compat.sh target/debug/vela --auth
+scripts/compat.sh target/debug/vela --tls
 
 step "all green in $(( $(date +%s) - started )) s"

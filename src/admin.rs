@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -52,6 +53,14 @@ pub struct AdminArgs {
         requires = "access_key"
     )]
     pub secret_key: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` server (default: the system's roots).
+    #[arg(long, global = true, env = "VELA_ADMIN_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for a server that requires them (mutual TLS).
+    #[arg(long, global = true, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -61,6 +70,8 @@ impl AdminArgs {
     pub fn target(&self) -> Target {
         Target {
             server: self.server.clone(),
+            ca_file: self.ca_file.clone(),
+            client_identity: self.client_cert.clone().zip(self.client_key.clone()),
             credentials: self.access_key.clone().zip(self.secret_key.clone()).map(
                 |(access_key, secret_key)| Credentials {
                     access_key,
@@ -74,19 +85,66 @@ impl AdminArgs {
 /// The server an admin command goes to, and the credentials it signs with.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// `host:port`, or `https://host:port` for TLS.
     pub server: String,
     pub credentials: Option<Credentials>,
+    /// CA (PEM file) to trust for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Certificate and key (PEM files) for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Target {
-    /// A client configuration for the SDK clients (send, receive, dead letters).
+    /// A plaintext target without credentials.
+    pub fn plain(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            credentials: None,
+            ca_file: None,
+            client_identity: None,
+        }
+    }
+
+    fn tls(&self) -> bool {
+        self.server.trim().starts_with("https://")
+    }
+
+    /// A client configuration for the SDK clients (send, receive, dead letters) and the
+    /// admin service's headers.
     fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let builder = ClientConfig::builder().endpoint(&self.server);
-        let builder = match &self.credentials {
-            Some(c) => builder.credentials(c.access_key.clone(), c.secret_key.clone()),
-            None => builder,
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
         };
+        let mut builder = ClientConfig::builder().endpoint(&self.server);
+        if let Some(c) = &self.credentials {
+            builder = builder.credentials(c.access_key.clone(), c.secret_key.clone());
+        }
+        if let Some(ca) = &self.ca_file {
+            builder = builder.ca_pem(read(ca)?);
+        }
+        if let Some((cert, key)) = &self.client_identity {
+            builder = builder.client_identity(read(cert)?, read(key)?);
+        }
         Ok(builder.build()?)
+    }
+
+    /// tonic's TLS settings for the admin channel.
+    fn tls_config(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let config = tonic::transport::ClientTlsConfig::new();
+        let config = match &self.ca_file {
+            Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?)),
+            None => config.with_native_roots(),
+        };
+        Ok(match &self.client_identity {
+            Some((cert, key)) => config.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            )),
+            None => config,
+        })
     }
 }
 
@@ -370,8 +428,14 @@ async fn connect(target: &Target) -> anyhow::Result<AdminClient> {
     } else {
         format!("http://{server}")
     };
-    let channel = Channel::from_shared(uri.clone())
-        .with_context(|| format!("invalid server address {server:?}"))?
+    let mut endpoint = Channel::from_shared(uri.clone())
+        .with_context(|| format!("invalid server address {server:?}"))?;
+    if target.tls() {
+        endpoint = endpoint
+            .tls_config(target.tls_config()?)
+            .with_context(|| format!("TLS to {server}"))?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect()

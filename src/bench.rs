@@ -69,6 +69,9 @@ pub struct BenchArgs {
         requires = "access_key"
     )]
     pub secret_key: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` server.
+    #[arg(long, env = "VELA_BENCH_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -252,6 +255,12 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let builder = match (&args.access_key, &args.secret_key) {
         (Some(ak), Some(sk)) => builder.credentials(ak.clone(), sk.clone()),
         _ => builder,
+    };
+    let builder = match &args.ca_file {
+        Some(path) => builder.ca_pem(
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => builder,
     };
     let config = builder.build()?;
 

@@ -27,6 +27,7 @@ fn is_reserved_env(path: &str) -> bool {
         || path == "ADMIN_SERVER"
         || path == "ADMIN_ACCESS_KEY"
         || path == "ADMIN_SECRET_KEY"
+        || path == "ADMIN_CA_FILE"
         || path.starts_with("BENCH_")
         || path.starts_with("TEST_")
 }
@@ -49,6 +50,47 @@ pub struct VelaConfig {
     pub cluster: ClusterConfig,
     /// Users, ACLs and request signatures (ADR 0019; README "Securing Vela").
     pub auth: vela_proxy::AuthConfig,
+    /// TLS on `grpc_listen` (clients and `vela admin`).
+    pub tls: TlsConfig,
+}
+
+/// TLS on the client port (README "Securing Vela"). Off: plaintext, which the official Rust
+/// 5.0.0 client needs (it cannot do TLS).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// The server's certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate this CA (PEM) signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The server TLS settings, files read now (`None` when TLS is off).
+    pub fn server_config(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        use anyhow::Context;
+        if !self.enabled {
+            return Ok(None);
+        }
+        let read = |key: &str, path: &Option<PathBuf>| -> anyhow::Result<Vec<u8>> {
+            let path = path
+                .as_ref()
+                .with_context(|| format!("tls.enabled needs tls.{key}"))?;
+            std::fs::read(path).with_context(|| format!("cannot read tls.{key} {}", path.display()))
+        };
+        let cert = read("cert_file", &self.cert_file)?;
+        let key = read("key_file", &self.key_file)?;
+        let mut tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        if self.client_ca_file.is_some() {
+            let ca = read("client_ca_file", &self.client_ca_file)?;
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        Ok(Some(tls))
+    }
 }
 
 /// The nodes of a cluster, as every process of it sees them.
@@ -174,6 +216,7 @@ impl Default for VelaConfig {
             controller: vela_controller::ControllerConfig::default(),
             cluster: ClusterConfig::default(),
             auth: vela_proxy::AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -358,6 +401,11 @@ fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, Config
         ));
     }
     config.init_user()?;
+    if config.tls.enabled && (config.tls.cert_file.is_none() || config.tls.key_file.is_none()) {
+        return Err(ConfigError::Invalid(
+            "tls.enabled needs tls.cert_file and tls.key_file".into(),
+        ));
+    }
     if config.auth.signature_window.is_zero() {
         return Err(ConfigError::Invalid(
             "auth.signature_window must be longer than 0s".into(),

@@ -115,6 +115,7 @@ impl ProxyNode {
         config.cluster.validate_stores()?;
         config.cluster.validate_controllers()?;
         let receipts = read_keyring(&config)?;
+        let tls = config.tls.server_config()?;
         let (grpc, http) = serving::bind_listeners(&config).await?;
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
         let store = store_client(&config)?;
@@ -140,6 +141,7 @@ impl ProxyNode {
             clock: system_clock(),
             metrics,
             listen_addr: grpc_addr,
+            tls,
         };
         let shutdown = CancellationToken::new();
         let proxy_task = tokio::spawn(vela_proxy::serve(grpc, ctx, shutdown.clone()));

@@ -43,6 +43,8 @@ impl Standalone {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let data_lock = lock_data_dir(&config.data_dir)?;
+        // Read before anything starts, so a bad certificate stops nothing half-started.
+        let tls = config.tls.server_config()?;
         // The secret that signs receipt handles; every proxy of a cluster shares it.
         let secret =
             vela_proto::secret_file::load_or_create(&config.data_dir.join("cluster.secret"))?;
@@ -87,6 +89,7 @@ impl Standalone {
             clock,
             metrics,
             listen_addr: grpc_addr,
+            tls,
         };
         let shutdown = CancellationToken::new();
         let proxy_task = tokio::spawn(vela_proxy::serve(grpc_listener, ctx, shutdown.clone()));

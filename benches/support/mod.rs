@@ -135,6 +135,7 @@ pub fn bench_args(server: &str, secs: u64) -> vela::bench::BenchArgs {
         json: false,
         access_key: None,
         secret_key: None,
+        ca_file: None,
     }
 }
 
@@ -171,10 +172,7 @@ pub fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
 /// (a group created later on an old queue would otherwise start at its creation).
 pub async fn create_group(server: &str, name: &str) {
     use vela::admin::{AdminCommand, GroupCommand, ResetTarget, Target, execute};
-    let target = Target {
-        server: server.to_owned(),
-        credentials: None,
-    };
+    let target = Target::plain(server);
     execute(
         &target,
         AdminCommand::Group(GroupCommand::Create {

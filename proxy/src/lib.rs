@@ -61,6 +61,8 @@ pub struct ProxyContext {
     pub metrics: Arc<ProxyMetrics>,
     /// The address the server listens on; advertised when nothing better is known.
     pub listen_addr: SocketAddr,
+    /// Serve TLS (and, with a client CA, require client certificates) instead of plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Why the server stopped with an error.
@@ -68,6 +70,8 @@ pub struct ProxyContext {
 pub enum ProxyError {
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("TLS configuration rejected: {0}")]
+    Tls(String),
 }
 
 /// State shared by both services and every call.
@@ -184,12 +188,19 @@ pub async fn serve(
     ctx: ProxyContext,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
+    let tls = ctx.tls.clone();
     let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
-    tracing::info!(listen = %shared.ctx.listen_addr, "proxy serving");
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| ProxyError::Tls(e.to_string()))?;
+    }
+    tracing::info!(listen = %shared.ctx.listen_addr, tls = shared.ctx.tls.is_some(), "proxy serving");
     tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
     tokio::spawn(producers::check_back(shared.clone()));
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    server
         // Pings find clients that vanished without closing their connection, which would
         // otherwise keep their Telemetry streams (and tasks) forever.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

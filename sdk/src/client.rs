@@ -318,8 +318,15 @@ impl Shared {
         }
         // No new streams once shut down (an in-flight call may still reach here).
         self.ensure_running()?;
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.uri())
-            .map_err(|e| Error::InvalidArgument(format!("endpoint {endpoint}: {e}")))?
+        let mut dial =
+            tonic::transport::Endpoint::from_shared(endpoint.uri(self.config.tls.is_some()))
+                .map_err(|e| Error::InvalidArgument(format!("endpoint {endpoint}: {e}")))?;
+        if let Some(tls) = &self.config.tls {
+            dial = dial
+                .tls_config(tls.client_config())
+                .map_err(|e| Error::InvalidArgument(format!("TLS to {endpoint}: {e}")))?;
+        }
+        let channel = dial
             .connect_timeout(self.config.request_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))

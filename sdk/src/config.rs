@@ -36,14 +36,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `host:port` (`[v6]:port` for IPv6 literals); an `http://` prefix is tolerated.
+    /// Parses `host:port` (`[v6]:port` for IPv6 literals); an `http://` or `https://` prefix
+    /// is tolerated (whether to use TLS is the [`ClientConfig`]'s business).
     pub fn parse(text: &str) -> Result<Self> {
-        let bare = text.trim().strip_prefix("http://").unwrap_or(text.trim());
-        if text.trim().starts_with("https://") {
-            return Err(Error::InvalidArgument(format!(
-                "endpoint {text:?}: TLS is not supported by this SDK"
-            )));
-        }
+        let trimmed = text.trim();
+        let bare = trimmed
+            .strip_prefix("http://")
+            .or_else(|| trimmed.strip_prefix("https://"))
+            .unwrap_or(trimmed);
         let (host, port) = bare.rsplit_once(':').ok_or_else(|| {
             Error::InvalidArgument(format!("endpoint {text:?} must be host:port"))
         })?;
@@ -95,8 +95,12 @@ impl Endpoint {
     }
 
     /// The URI tonic dials.
-    pub(crate) fn uri(&self) -> String {
-        format!("http://{self}")
+    pub(crate) fn uri(&self, tls: bool) -> String {
+        if tls {
+            format!("https://{self}")
+        } else {
+            format!("http://{self}")
+        }
     }
 
     /// The protobuf form, with the scheme derived from the host.
@@ -133,6 +137,41 @@ pub struct ClientConfig {
     pub(crate) namespace: String,
     pub(crate) request_timeout: Duration,
     pub(crate) credentials: Option<Credentials>,
+    /// TLS to every endpoint (the access point was given as `https://…`).
+    pub(crate) tls: Option<Tls>,
+}
+
+/// How the client speaks TLS.
+#[derive(Clone, Default)]
+pub(crate) struct Tls {
+    /// Trust this CA (PEM) instead of the system's roots.
+    ca_pem: Option<Vec<u8>>,
+    /// Present this certificate and key (PEM) for mutual TLS.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl Tls {
+    /// tonic's client TLS settings.
+    pub(crate) fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+        let config = tonic::transport::ClientTlsConfig::new();
+        let config = match &self.ca_pem {
+            Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            None => config.with_native_roots(),
+        };
+        match &self.identity {
+            Some((cert, key)) => config.identity(tonic::transport::Identity::from_pem(cert, key)),
+            None => config,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -165,10 +204,14 @@ pub struct ClientConfigBuilder {
     namespace: String,
     request_timeout: Option<Duration>,
     credentials: Option<Credentials>,
+    ca_pem: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ClientConfigBuilder {
-    /// The server's `host:port` (for Vela: the proxy's gRPC address, e.g. `127.0.0.1:8081`).
+    /// The server's `host:port` (for Vela: the proxy's gRPC address, e.g. `127.0.0.1:8081`);
+    /// `https://host:port` speaks TLS to it and to every broker its routes name, trusting the
+    /// system's roots unless [`ca_pem`](Self::ca_pem) names a CA.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -199,11 +242,40 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Trust this CA certificate (PEM) for an `https://` endpoint.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Present this certificate and private key (PEM) to a server that requires client
+    /// certificates (mutual TLS).
+    pub fn client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     pub fn build(self) -> Result<ClientConfig> {
-        let endpoint = self
+        let text = self
             .endpoint
             .ok_or_else(|| Error::InvalidArgument("client config needs an endpoint".into()))?;
-        let endpoint = Endpoint::parse(&endpoint)?;
+        let endpoint = Endpoint::parse(&text)?;
+        let tls = if text.trim().starts_with("https://") {
+            Some(Tls {
+                ca_pem: self.ca_pem,
+                identity: self.identity,
+            })
+        } else if self.ca_pem.is_some() || self.identity.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "a CA or client certificate is for TLS: write the endpoint as https://{endpoint}"
+            )));
+        } else {
+            None
+        };
         let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         if request_timeout.is_zero() {
             return Err(Error::InvalidArgument(
@@ -228,6 +300,7 @@ impl ClientConfigBuilder {
             namespace: self.namespace,
             request_timeout,
             credentials: self.credentials,
+            tls,
         })
     }
 }
@@ -246,20 +319,31 @@ mod tests {
         assert_eq!(e.to_proto().scheme, AddressScheme::DomainName as i32);
         let e = Endpoint::parse("[::1]:9876").unwrap();
         assert_eq!(e.host(), "::1");
-        assert_eq!(e.uri(), "http://[::1]:9876");
+        assert_eq!(e.uri(false), "http://[::1]:9876");
+        assert_eq!(e.uri(true), "https://[::1]:9876");
         assert_eq!(e.to_proto().scheme, AddressScheme::IPv6 as i32);
-        for bad in [
-            "",
-            "host",
-            "host:",
-            ":80",
-            "host:0",
-            "host:99999",
-            "a b:1",
-            "https://h:1",
-        ] {
+        for bad in ["", "host", "host:", ":80", "host:0", "host:99999", "a b:1"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn https_endpoints_speak_tls() {
+        let plain = ClientConfig::builder().endpoint("h:1").build().unwrap();
+        assert!(plain.tls.is_none());
+        let tls = ClientConfig::builder()
+            .endpoint("https://h:1")
+            .ca_pem("not checked until dialled")
+            .build()
+            .unwrap();
+        assert!(tls.tls.is_some());
+        assert_eq!(tls.endpoint().to_string(), "h:1");
+        let err = ClientConfig::builder()
+            .endpoint("h:1")
+            .ca_pem("x")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("https://h:1"), "{err}");
     }
 
     #[test]

@@ -26,3 +26,4 @@ mod t15_transactions;
 mod t16_sql_filters;
 mod t17_dead_letters;
 mod t18_auth;
+mod t19_tls;

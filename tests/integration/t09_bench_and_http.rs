@@ -34,6 +34,7 @@ async fn bench_runs_and_metrics_count_it() {
         json: true,
         access_key: None,
         secret_key: None,
+        ca_file: None,
     };
     let report = vela::bench::execute(args).await.unwrap();
     assert!(report.sent > 0);

@@ -523,6 +523,7 @@ async fn vela_bench_signs_its_requests() {
         json: true,
         access_key: Some(ROOT.0.into()),
         secret_key: Some(ROOT.1.into()),
+        ca_file: None,
     };
     let report = vela::bench::execute(args).await.unwrap();
     assert!(report.sent > 0);

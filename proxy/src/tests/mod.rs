@@ -81,6 +81,7 @@ impl Harness {
             clock: vela_proto::clock::system_clock(),
             metrics: ProxyMetrics::unregistered(),
             listen_addr: addr,
+            tls: None,
         };
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(listener, ctx, shutdown.clone()));
