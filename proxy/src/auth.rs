@@ -137,6 +137,11 @@ impl Guard {
         }
     }
 
+    /// Whether requests are checked at all (callers skip working out what they need when not).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Lets the request through when auth is off, or when it is signed by an enabled user
     /// whose ACL allows every access in `needs`. Answers the user's name (`None` with auth off).
     pub async fn check(

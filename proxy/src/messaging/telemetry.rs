@@ -62,7 +62,9 @@ async fn run(
                 }
             },
         };
-        if let Some(Command::Settings(settings)) = &command.command {
+        if let Some(Command::Settings(settings)) = &command.command
+            && shared.guard.enabled()
+        {
             let needs = crate::auth::needs::settings_needs(settings, &meta.namespace);
             if let Err(denied) = shared.guard.check(&meta, &needs).await {
                 let status = crate::status::RpcError::from(denied).to_status(meta.legacy_codes);
