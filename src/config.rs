@@ -42,6 +42,9 @@ pub struct VelaConfig {
     pub grpc_listen: SocketAddr,
     /// Where `/health`, `/ready` and `/metrics` are served.
     pub http_listen: SocketAddr,
+    /// Serve the Vela admin service here instead of on `grpc_listen` (a port only operators
+    /// reach). Default: on `grpc_listen`.
+    pub admin_listen: Option<SocketAddr>,
     pub log: LogConfig,
     pub proxy: vela_proxy::ProxyConfig,
     pub store: vela_store::StoreConfig,
@@ -210,6 +213,7 @@ impl Default for VelaConfig {
             data_dir: PathBuf::from("./vela-data"),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            admin_listen: None,
             log: LogConfig::default(),
             proxy: vela_proxy::ProxyConfig::default(),
             store: vela_store::StoreConfig::default(),

@@ -173,21 +173,30 @@ where
     Ok(())
 }
 
+/// The banner lines of a process serving clients: one port, or clients and admin apart.
+fn grpc_lines(
+    grpc: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+) -> Vec<(&'static str, String)> {
+    match admin {
+        None => vec![("gRPC (RocketMQ 5 clients, vela admin)", grpc.to_string())],
+        Some(admin) => vec![
+            ("gRPC (RocketMQ 5 clients)", grpc.to_string()),
+            ("gRPC (vela admin)", admin.to_string()),
+        ],
+    }
+}
+
 async fn run_standalone(args: RoleArgs) -> anyhow::Result<()> {
     let config = load_role_config(Profile::Standalone, args)?;
     let data_dir = config.data_dir.display().to_string();
     let node = Standalone::start(config).await?;
-    let lines = vec![
-        (
-            "gRPC (RocketMQ 5 clients, vela admin)",
-            node.grpc_addr().to_string(),
-        ),
-        (
-            "HTTP (/health /ready /metrics)",
-            format!("http://{}", node.http_addr()),
-        ),
-        ("data", data_dir),
-    ];
+    let mut lines = grpc_lines(node.grpc_addr(), node.admin_addr());
+    lines.push((
+        "HTTP (/health /ready /metrics)",
+        format!("http://{}", node.http_addr()),
+    ));
+    lines.push(("data", data_dir));
     serve_until_signal("vela standalone".into(), lines, node.stop()).await
 }
 
@@ -213,16 +222,11 @@ async fn run_controller(args: RaftNodeArgs) -> anyhow::Result<()> {
 async fn run_proxy(args: RoleArgs) -> anyhow::Result<()> {
     let config = load_role_config(Profile::Proxy, args)?;
     let node = ProxyNode::start(config).await?;
-    let lines = vec![
-        (
-            "gRPC (RocketMQ 5 clients, vela admin)",
-            node.grpc_addr().to_string(),
-        ),
-        (
-            "HTTP (/health /ready /metrics)",
-            format!("http://{}", node.http_addr()),
-        ),
-    ];
+    let mut lines = grpc_lines(node.grpc_addr(), node.admin_addr());
+    lines.push((
+        "HTTP (/health /ready /metrics)",
+        format!("http://{}", node.http_addr()),
+    ));
     serve_until_signal("vela proxy".into(), lines, node.stop()).await
 }
 

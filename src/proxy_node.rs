@@ -26,6 +26,7 @@ use crate::serving;
 /// A running proxy.
 pub struct ProxyNode {
     grpc_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     http_addr: SocketAddr,
     shutdown: CancellationToken,
     proxy_task: JoinHandle<Result<(), vela_proxy::ProxyError>>,
@@ -117,7 +118,19 @@ impl ProxyNode {
         let receipts = read_keyring(&config)?;
         let tls = config.tls.server_config()?;
         let (grpc, http) = serving::bind_listeners(&config).await?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for admin calls on {addr}"))?,
+            ),
+            None => None,
+        };
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+        let admin_addr = admin
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
+            .transpose()?;
         let store = store_client(&config)?;
         let controllers: BTreeMap<u64, String> = config
             .cluster
@@ -144,10 +157,11 @@ impl ProxyNode {
             tls,
         };
         let shutdown = CancellationToken::new();
-        let proxy_task = tokio::spawn(vela_proxy::serve(grpc, ctx, shutdown.clone()));
+        let proxy_task = tokio::spawn(vela_proxy::serve_split(grpc, admin, ctx, shutdown.clone()));
         let http_task = serving::serve_http(http, registry, shutdown.clone());
         Ok(ProxyNode {
             grpc_addr,
+            admin_addr,
             http_addr,
             shutdown,
             proxy_task,
@@ -158,6 +172,11 @@ impl ProxyNode {
     /// The bound gRPC address (RocketMQ clients, `vela admin`).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The admin service's own address, when `admin_listen` gave it one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The bound HTTP address (health, readiness, metrics).

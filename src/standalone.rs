@@ -24,6 +24,7 @@ use crate::http::{self, HttpState};
 pub struct Standalone {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     proxy_task: JoinHandle<Result<(), vela_proxy::ProxyError>>,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -55,8 +56,20 @@ impl Standalone {
         let http_listener = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for admin calls on {addr}"))?,
+            ),
+            None => None,
+        };
         let grpc_addr = grpc_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
 
         let controller =
             vela_controller::Controller::open(config.controller.clone(), clock.clone())
@@ -92,7 +105,12 @@ impl Standalone {
             tls,
         };
         let shutdown = CancellationToken::new();
-        let proxy_task = tokio::spawn(vela_proxy::serve(grpc_listener, ctx, shutdown.clone()));
+        let proxy_task = tokio::spawn(vela_proxy::serve_split(
+            grpc_listener,
+            admin_listener,
+            ctx,
+            shutdown.clone(),
+        ));
         let ready = Arc::new(AtomicBool::new(false));
         let http_state = HttpState {
             registry: Arc::new(registry),
@@ -104,6 +122,7 @@ impl Standalone {
         Ok(Self {
             grpc_addr,
             http_addr,
+            admin_addr,
             shutdown,
             proxy_task,
             http_task,
@@ -121,6 +140,11 @@ impl Standalone {
     /// The bound HTTP address (health, readiness, metrics).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The admin service's own address, when `admin_listen` gave it one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Stops the proxy and HTTP listeners, then the store, then the controller.

@@ -169,16 +169,41 @@ pub fn router(ctx: ProxyContext) -> tonic::service::Routes {
 }
 
 fn routes(shared: Arc<Shared>) -> tonic::service::Routes {
+    messaging_routes(shared.clone())
+        .add_service(AdminServiceServer::new(admin::AdminServer::new(shared)))
+}
+
+fn messaging_routes(shared: Arc<Shared>) -> tonic::service::Routes {
     let decode_limit = shared
         .ctx
         .config
         .max_body_bytes()
         .saturating_mul(DECODE_LIMIT_BODIES)
         .max(MIN_DECODE_LIMIT);
-    let messaging = MessagingServiceServer::new(messaging::MessagingServer::new(shared.clone()))
+    let messaging = MessagingServiceServer::new(messaging::MessagingServer::new(shared))
         .max_decoding_message_size(decode_limit);
-    let admin = AdminServiceServer::new(admin::AdminServer::new(shared));
-    tonic::service::Routes::new(messaging).add_service(admin)
+    tonic::service::Routes::new(messaging)
+}
+
+fn admin_routes(shared: Arc<Shared>) -> tonic::service::Routes {
+    tonic::service::Routes::new(AdminServiceServer::new(admin::AdminServer::new(shared)))
+}
+
+/// A server builder with the proxy's transport settings (keepalive pings, TLS).
+fn server_builder(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<tonic::transport::Server, ProxyError> {
+    let mut server = tonic::transport::Server::builder()
+        // Pings find clients that vanished without closing their connection, which would
+        // otherwise keep their Telemetry streams (and tasks) forever.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| ProxyError::Tls(e.to_string()))?;
+    }
+    Ok(server)
 }
 
 /// Serves both services on `listener` until `shutdown` is cancelled, then drains: Telemetry
@@ -188,26 +213,42 @@ pub async fn serve(
     ctx: ProxyContext,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
+    serve_split(listener, None, ctx, shutdown).await
+}
+
+/// As [`serve`], with the admin service on `admin` (its own listener, for example one only
+/// operators can reach) instead of on the client port when given.
+pub async fn serve_split(
+    listener: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    ctx: ProxyContext,
+    shutdown: CancellationToken,
+) -> Result<(), ProxyError> {
     let tls = ctx.tls.clone();
     let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        server = server
-            .tls_config(tls)
-            .map_err(|e| ProxyError::Tls(e.to_string()))?;
-    }
-    tracing::info!(listen = %shared.ctx.listen_addr, tls = shared.ctx.tls.is_some(), "proxy serving");
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    tracing::info!(listen = %shared.ctx.listen_addr, admin = ?admin_addr, tls = tls.is_some(), "proxy serving");
     tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
     tokio::spawn(producers::check_back(shared.clone()));
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    server
-        // Pings find clients that vanished without closing their connection, which would
-        // otherwise keep their Telemetry streams (and tasks) forever.
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_routes(routes(shared))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await?;
+    let incoming = |l: tokio::net::TcpListener| {
+        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
+    };
+    let client_routes = match admin {
+        Some(_) => messaging_routes(shared.clone()),
+        None => routes(shared.clone()),
+    };
+    let clients = server_builder(tls.clone())?
+        .add_routes(client_routes)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned());
+    match admin {
+        Some(admin) => {
+            let operators = server_builder(tls)?
+                .add_routes(admin_routes(shared))
+                .serve_with_incoming_shutdown(incoming(admin), shutdown.cancelled_owned());
+            tokio::try_join!(clients, operators)?;
+        }
+        None => clients.await?,
+    }
     tracing::info!("proxy stopped");
     Ok(())
 }

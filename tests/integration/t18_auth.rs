@@ -78,8 +78,12 @@ async fn send(p: &Producer, topic: &str, body: &str) -> Result<(), Option<Status
 }
 
 /// The messages in a topic's queues, counted by the SUPER user.
-async fn stored(node: &Node, topic: &str) -> u64 {
-    let out = root(node, &["topic", "describe", topic]).await;
+async fn stored(node: &Node, topic: &str, admin_server: &str) -> u64 {
+    let mut args = vec!["topic", "describe", topic];
+    if node.config.auth.enabled {
+        args.splice(0..0, ["--access-key", ROOT.0, "--secret-key", ROOT.1]);
+    }
+    let out = admin(admin_server, &args).await.unwrap();
     // Rows of `QUEUE MIN_OFFSET MAX_OFFSET ...`, one per queue and group.
     let per_queue: std::collections::BTreeMap<u32, u64> = out
         .lines()
@@ -225,9 +229,9 @@ async fn users_and_acls_decide_every_request() {
     assert_eq!(send(&r, &payments, "root").await, Ok(()));
 
     // Nothing refused was stored.
-    assert_eq!(stored(&node, &orders).await, 2);
-    assert_eq!(stored(&node, &secret).await, 0);
-    assert_eq!(stored(&node, &payments).await, 1);
+    assert_eq!(stored(&node, &orders, &node.endpoint()).await, 2);
+    assert_eq!(stored(&node, &secret, &node.endpoint()).await, 0);
+    assert_eq!(stored(&node, &payments, &node.endpoint()).await, 1);
 
     // A disabled user enabled again gets in; a deleted one does not (within the refresh).
     root(&node, &["user", "update", "carol", "--status", "enable"]).await;
@@ -529,4 +533,32 @@ async fn vela_bench_signs_its_requests() {
     assert!(report.sent > 0);
     assert_eq!(report.send_errors, 0);
     assert_eq!(report.received, report.sent, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_service_can_have_its_own_port() {
+    let node = Node::start_with(|c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin_port = node
+        .node
+        .as_ref()
+        .unwrap()
+        .admin_addr()
+        .unwrap()
+        .to_string();
+    let topic = unique("own-port");
+    admin(&admin_port, &["topic", "create", &topic])
+        .await
+        .unwrap();
+    // The client port serves clients only.
+    let refused = admin(&node.endpoint(), &["topic", "list"])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().to_lowercase().contains("unimplemented")
+            || refused.to_string().contains("not implemented"),
+        "{refused}"
+    );
+    let p = producer(&node, None, &topic).await.unwrap();
+    assert_eq!(send(&p, &topic, "via the client port").await, Ok(()));
+    assert_eq!(stored(&node, &topic, &admin_port).await, 1);
 }
