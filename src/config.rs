@@ -122,6 +122,44 @@ pub struct ClusterConfig {
     /// add it to every proxy, then make it the signing key, then remove the old one after the
     /// longest invisibility (12 h).
     pub receipt_signing_key: Option<u32>,
+    /// Mutual TLS between the cluster's processes (ADR 0021): Raft, store and controller RPCs.
+    pub tls: Option<ClusterTlsConfig>,
+}
+
+/// `[cluster.tls]`: this node's certificate and key (PEM; both its server and its client
+/// identity) and the cluster CA every node's certificate is signed by. Node certificates carry
+/// the DNS name `server_name` (default `vela-cluster`) in their subject alternative names.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub server_name: Option<String>,
+}
+
+impl ClusterConfig {
+    /// The node's cluster TLS material, files read now (`None`: no `[cluster.tls]`).
+    pub fn load_tls(&self) -> anyhow::Result<Option<vela_proto::cluster_tls::ClusterTls>> {
+        use anyhow::Context;
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let read = |key: &str, path: &PathBuf| {
+            anyhow::ensure!(!path.as_os_str().is_empty(), "[cluster.tls] needs {key}");
+            std::fs::read(path)
+                .with_context(|| format!("cannot read cluster.tls.{key} {}", path.display()))
+        };
+        Ok(Some(vela_proto::cluster_tls::ClusterTls {
+            ca: read("ca_file", &tls.ca_file)?,
+            cert: read("cert_file", &tls.cert_file)?,
+            key: read("key_file", &tls.key_file)?,
+            server_name: tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| vela_proto::cluster_tls::DEFAULT_SERVER_NAME.to_owned()),
+        }))
+    }
 }
 
 /// At least one node, ids unique and non-zero, addresses `host:port`.

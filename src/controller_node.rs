@@ -45,6 +45,7 @@ impl ControllerNode {
             !config.cluster.shards.is_empty(),
             "cluster.shards is empty: list the cluster's shards, e.g. [0, 1, 2]"
         );
+        let cluster_tls = serving::install_cluster_tls(&config)?;
         let node_id = config.controller.node_id;
         let voters: BTreeMap<u64, String> = config
             .cluster
@@ -103,7 +104,7 @@ impl ControllerNode {
             .raft_service()
             .context("a replicated controller has a Raft service")?;
         let shutdown = CancellationToken::new();
-        let router = tonic::transport::Server::builder()
+        let router = serving::grpc_server(cluster_tls.as_ref())?
             .add_service(raft)
             .add_service(ControllerService::server(controller.clone()));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());

@@ -116,6 +116,9 @@ impl ProxyNode {
         config.cluster.validate_stores()?;
         config.cluster.validate_controllers()?;
         let receipts = read_keyring(&config)?;
+        // The proxy dials stores and controllers: with [cluster.tls], as a client of the
+        // cluster's mutual TLS.
+        serving::install_cluster_tls(&config)?;
         let tls = config.tls.server_config()?;
         let (grpc, http) = serving::bind_listeners(&config).await?;
         let admin = match config.admin_listen {

@@ -132,6 +132,32 @@ pub(crate) async fn join<E: std::fmt::Display>(what: &str, task: JoinHandle<Resu
     }
 }
 
+/// The gRPC server of a store or controller node: mutual TLS with the cluster CA when the
+/// cluster has `[cluster.tls]` (ADR 0021), else plaintext.
+pub(crate) fn grpc_server(
+    tls: Option<&vela_proto::cluster_tls::ClusterTls>,
+) -> anyhow::Result<tonic::transport::Server> {
+    let server = tonic::transport::Server::builder();
+    Ok(match tls {
+        Some(tls) => server
+            .tls_config(tls.server_config())
+            .context("cluster TLS settings rejected")?,
+        None => server,
+    })
+}
+
+/// Reads this node's `[cluster.tls]` and makes every internal channel of the process mutual TLS
+/// (before any channel is opened).
+pub(crate) fn install_cluster_tls(
+    config: &VelaConfig,
+) -> anyhow::Result<Option<vela_proto::cluster_tls::ClusterTls>> {
+    let tls = config.cluster.load_tls()?;
+    if let Some(tls) = &tls {
+        tls.install().map_err(anyhow::Error::msg)?;
+    }
+    Ok(tls)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -52,6 +52,7 @@ impl StoreNode {
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         config.cluster.validate_stores()?;
+        let cluster_tls = serving::install_cluster_tls(&config)?;
         let node_id = config.store.node_id;
         let voters: BTreeMap<u64, String> = config
             .cluster
@@ -101,7 +102,7 @@ impl StoreNode {
                 None => raft.unregister(u64::from(shard)),
             })
         };
-        let router = tonic::transport::Server::builder()
+        let router = serving::grpc_server(cluster_tls.as_ref())?
             .add_service(raft.service())
             .add_service(StoreService::server_with(store.clone(), Some(registrar)));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());

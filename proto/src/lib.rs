@@ -19,6 +19,7 @@ pub mod auth_wire;
 pub mod client_id;
 pub mod clock;
 pub mod cluster_status;
+pub mod cluster_tls;
 pub mod controller_api;
 pub mod controller_client;
 pub mod controller_wire;

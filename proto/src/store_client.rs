@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cluster_status::{ShardMember, StoreNodeReport, ask_each, member_from_wire};
 use crate::domain::{GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
@@ -70,8 +70,7 @@ const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 /// A channel to a cluster node at `addr` (`host:port`), connected on first use, with the
 /// connect timeout and keep-alives every internal client uses.
 pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+    Ok(crate::cluster_tls::endpoint(addr)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

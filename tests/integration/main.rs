@@ -27,3 +27,4 @@ mod t16_sql_filters;
 mod t17_dead_letters;
 mod t18_auth;
 mod t19_tls;
+mod t20_cluster_tls;

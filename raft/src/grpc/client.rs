@@ -21,7 +21,7 @@ use openraft::raft::{
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend};
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::pb::raft_transport_client::RaftTransportClient;
 use super::pipelined::Opened;
@@ -56,8 +56,8 @@ impl ChannelPool {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("raft address {addr:?} is not valid: {e}"))?
+        let endpoint = vela_proto::cluster_tls::endpoint(addr)
+            .map_err(|e| format!("raft address: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

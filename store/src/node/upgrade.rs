@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use openraft::async_runtime::WatchReceiver;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info};
 use vela_proto::pb::store as pb;
 use vela_proto::pb::store::store_client::StoreClient;
@@ -61,7 +61,7 @@ impl GrpcPeerBuilds {
             return Some(channel.clone());
         }
         let addr = self.addrs.get(&node)?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = vela_proto::cluster_tls::endpoint(addr)
             .ok()?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(2))
