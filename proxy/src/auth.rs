@@ -3,31 +3,25 @@
 //! With `auth.enabled`, every request must carry an `MQv2-HMAC-SHA1` signature of a user the
 //! controller knows ([`signature`]), made within `auth.signature_window` of the proxy's clock,
 //! and the user's ACL must allow what the request needs ([`needs`], decided by
-//! [`vela_proto::auth::authorize`]). Users and ACLs come from the controller and are kept here
-//! for [`REFRESH`]: a change reaches every proxy within about that long.
+//! [`vela_proto::auth::authorize`]). Users and ACLs come from the controller ([`directory`]):
+//! a change reaches every proxy within about two seconds.
 
+mod directory;
 pub(crate) mod needs;
 pub(crate) mod signature;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::RwLock;
 use serde::Deserialize;
 use vela_proto::ControllerApi;
-use vela_proto::auth::{Access, Acl, User, UserName, UserStatus, authorize};
+use vela_proto::auth::{Access, UserName, UserStatus, authorize};
 use vela_proto::clock::SharedClock;
 use vela_proto::pb::rocketmq::Code;
 
 use crate::headers::RequestMeta;
 use crate::status::RpcError;
-
-/// How long users and ACLs fetched from the controller are used before they are fetched again.
-pub(crate) const REFRESH: Duration = Duration::from_secs(2);
-/// An unknown access key fetches again at once, but not more often than this.
-const MISS_REFETCH: Duration = Duration::from_millis(250);
 
 /// The `[auth]` section (`VELA_AUTH__…`).
 #[derive(Deserialize, Clone, PartialEq)]
@@ -103,22 +97,12 @@ impl From<AuthFailure> for tonic::Status {
     }
 }
 
-/// Users and ACLs as last fetched.
-struct Loaded {
-    users: HashMap<String, User>,
-    acls: HashMap<UserName, Acl>,
-    at: Instant,
-}
-
 /// Checks requests against the users and ACLs of the controller.
 pub(crate) struct Guard {
     enabled: bool,
     window_ms: i64,
-    controller: Arc<dyn ControllerApi>,
     clock: SharedClock,
-    loaded: RwLock<Option<Arc<Loaded>>>,
-    /// One fetch at a time.
-    fetching: tokio::sync::Mutex<()>,
+    directory: directory::Directory,
 }
 
 impl Guard {
@@ -130,10 +114,8 @@ impl Guard {
         Self {
             enabled: config.enabled,
             window_ms: i64::try_from(config.signature_window.as_millis()).unwrap_or(i64::MAX),
-            controller,
             clock,
-            loaded: RwLock::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            directory: directory::Directory::new(controller),
         }
     }
 
@@ -187,7 +169,7 @@ impl Guard {
             meta.signs_local_time,
         )
         .map_err(|e| unauthenticated(e.to_string()))?;
-        let loaded = self.users_knowing(&signed.access_key).await?;
+        let loaded = self.directory.knowing(&signed.access_key).await?;
         let user = loaded.users.get(&signed.access_key).ok_or_else(|| {
             unauthenticated(format!("unknown access key {:?}", signed.access_key))
         })?;
@@ -214,57 +196,7 @@ impl Guard {
     /// Drops what was fetched, so the next request fetches again: called after this proxy
     /// changed users or ACLs, so its own answers never lag its own changes.
     pub fn invalidate(&self) {
-        *self.loaded.write() = None;
-    }
-
-    /// The users and ACLs to check `access_key` against: the loaded ones while fresh (and
-    /// knowing the key, or fetched very recently), else fetched again. When a fetch fails, what
-    /// was loaded before still serves.
-    async fn users_knowing(&self, access_key: &str) -> Result<Arc<Loaded>, AuthFailure> {
-        let usable = |loaded: &Loaded| {
-            let age = loaded.at.elapsed();
-            age < REFRESH && (loaded.users.contains_key(access_key) || age < MISS_REFETCH)
-        };
-        if let Some(loaded) = self.loaded.read().clone()
-            && usable(&loaded)
-        {
-            return Ok(loaded);
-        }
-        let _one = self.fetching.lock().await;
-        // Another request may have fetched while this one waited.
-        if let Some(loaded) = self.loaded.read().clone()
-            && usable(&loaded)
-        {
-            return Ok(loaded);
-        }
-        match self.controller.auth_data().await {
-            Ok(data) => {
-                let loaded = Arc::new(Loaded {
-                    users: data
-                        .users
-                        .into_iter()
-                        .map(|u| (u.name.as_str().to_owned(), u))
-                        .collect(),
-                    acls: data
-                        .acls
-                        .into_iter()
-                        .map(|a| (a.subject.0.clone(), a))
-                        .collect(),
-                    at: Instant::now(),
-                });
-                *self.loaded.write() = Some(loaded.clone());
-                Ok(loaded)
-            }
-            Err(err) => match self.loaded.read().clone() {
-                Some(stale) => {
-                    tracing::warn!(error = %err, "fetching users and ACLs failed; using the ones fetched before");
-                    Ok(stale)
-                }
-                None => Err(AuthFailure::Unavailable(format!(
-                    "cannot fetch users from the controller: {err}"
-                ))),
-            },
-        }
+        self.directory.invalidate();
     }
 }
 
