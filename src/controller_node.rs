@@ -46,6 +46,12 @@ impl ControllerNode {
             "cluster.shards is empty: list the cluster's shards, e.g. [0, 1, 2]"
         );
         let cluster_tls = serving::install_cluster_tls(&config)?;
+        if cluster_tls.is_none() && (config.auth.enabled || config.auth.init_user.is_some()) {
+            tracing::warn!(
+                "users are configured but the cluster has no [cluster.tls]: this controller's \
+                 port hands users and their passwords to anyone who reaches it (ADR 0021)"
+            );
+        }
         let node_id = config.controller.node_id;
         let voters: BTreeMap<u64, String> = config
             .cluster

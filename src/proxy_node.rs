@@ -118,7 +118,12 @@ impl ProxyNode {
         let receipts = read_keyring(&config)?;
         // The proxy dials stores and controllers: with [cluster.tls], as a client of the
         // cluster's mutual TLS.
-        serving::install_cluster_tls(&config)?;
+        if serving::install_cluster_tls(&config)?.is_none() && config.auth.enabled {
+            tracing::warn!(
+                "auth is on but the cluster has no [cluster.tls]: store and controller ports \
+                 accept anyone who reaches them (ADR 0021); keep them on a private network"
+            );
+        }
         let tls = config.tls.server_config()?;
         let (grpc, http) = serving::bind_listeners(&config).await?;
         let admin = match config.admin_listen {

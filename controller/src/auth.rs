@@ -128,9 +128,11 @@ impl Controller {
         })
     }
 
-    /// Creates `user` (the configured initial user) unless a user of that name exists.
+    /// Creates `user` (the configured initial user) when the metadata has no user at all: a
+    /// first start. Once any user exists it does nothing, so deleting or renaming the initial
+    /// user sticks across restarts and leader changes.
     pub async fn ensure_user(&self, user: User) -> Result<(), ControllerError> {
-        if self.metadata.read().users().any(|(n, _)| *n == user.name) {
+        if self.metadata.read().users().next().is_some() {
             return Ok(());
         }
         match self.propose_create_user(user.clone()).await {
@@ -143,9 +145,8 @@ impl Controller {
         }
     }
 
-    /// Creates `user` (the configured initial user) unless a user of that name exists, as
-    /// soon as this node leads the metadata group; retried until done or the controller stops.
-    /// An existing user is left as it is: its password may have been changed since.
+    /// [`ensure_user`](Self::ensure_user) as soon as this node leads the metadata group;
+    /// retried until done or the controller stops.
     pub fn ensure_user_when_leading(self: &std::sync::Arc<Self>, user: User) {
         let controller = std::sync::Arc::downgrade(self);
         tokio::spawn(async move {

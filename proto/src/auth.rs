@@ -83,8 +83,8 @@ impl fmt::Display for UserName {
     }
 }
 
-/// A user's password (the secret key its clients sign with). Never printed: `Debug` and
-/// `Display` show `***`.
+/// A user's password (the secret key its clients sign with). Never printed: `Debug` shows
+/// `***` and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
@@ -524,7 +524,12 @@ impl PolicyEntry {
                 .iter()
                 .any(|&a| a == Action::All || a == action)
             && (self.source_ips.is_empty()
-                || source.is_some_and(|ip| self.source_ips.iter().any(|net| net.contains(ip))))
+                || match source {
+                    Some(ip) => self.source_ips.iter().any(|net| net.contains(ip)),
+                    // Unknown source: a DENY for some networks still applies (fail closed);
+                    // an ALLOW for some networks does not.
+                    None => self.decision == Decision::Deny,
+                })
     }
 }
 
@@ -542,7 +547,10 @@ impl Acl {
     /// with different source networks live side by side: an ALLOW from anywhere and a DENY
     /// from `10.0.0.0/8` are equally specific, and for a client in that network the DENY wins.
     pub fn merge(&mut self, entries: Vec<PolicyEntry>) -> Result<(), AuthValueError> {
-        for entry in entries {
+        for mut entry in entries {
+            // One order for the same networks, so they name the same entry.
+            entry.source_ips.sort_by_key(ToString::to_string);
+            entry.source_ips.dedup();
             match self
                 .entries
                 .iter_mut()

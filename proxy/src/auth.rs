@@ -36,6 +36,11 @@ pub struct AuthConfig {
     /// How far a request's signed time may be from the proxy's clock, either way.
     #[serde(with = "humantime_serde")]
     pub signature_window: Duration,
+    /// Accept the Python client's signatures of its local time labelled as UTC (any whole
+    /// quarter-hour zone offset up to ±14 h, plus the window). The language header is not
+    /// signed, so this widens the replay window of every captured compact-date header to
+    /// about a day (ADR 0019). Turn it off where no Python client runs outside UTC.
+    pub python_local_time: bool,
     /// The key that seals user passwords in the controller's metadata. Default:
     /// `<data_dir>/controller/metadata.key`, created on first start. Every controller of a
     /// cluster needs the same file.
@@ -49,6 +54,7 @@ impl Default for AuthConfig {
             init_user: None,
             init_password: None,
             signature_window: Duration::from_secs(15 * 60),
+            python_local_time: true,
             metadata_key_file: None,
         }
     }
@@ -61,6 +67,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("init_user", &self.init_user)
             .field("init_password", &self.init_password.as_ref().map(|_| "***"))
             .field("signature_window", &self.signature_window)
+            .field("python_local_time", &self.python_local_time)
             .field("metadata_key_file", &self.metadata_key_file)
             .finish()
     }
@@ -101,6 +108,7 @@ impl From<AuthFailure> for tonic::Status {
 pub(crate) struct Guard {
     enabled: bool,
     window_ms: i64,
+    python_local_time: bool,
     clock: SharedClock,
     directory: directory::Directory,
 }
@@ -114,6 +122,7 @@ impl Guard {
         Self {
             enabled: config.enabled,
             window_ms: i64::try_from(config.signature_window.as_millis()).unwrap_or(i64::MAX),
+            python_local_time: config.python_local_time,
             clock,
             directory: directory::Directory::new(controller),
         }
@@ -148,6 +157,30 @@ impl Guard {
         if !self.enabled {
             return Ok(None);
         }
+        let access_key = self.verified_signature(meta)?;
+        self.decide(&access_key, meta, needs, super_only).await
+    }
+
+    /// Re-authorizes a user authenticated earlier on the same stream (a Telemetry stream's
+    /// Settings): the user must still exist and be enabled and its ACL must allow `needs`; the
+    /// signature's age is not looked at again.
+    pub async fn check_user(
+        &self,
+        user: &UserName,
+        meta: &RequestMeta,
+        needs: &[Access],
+    ) -> Result<(), AuthFailure> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.decide(user.as_str(), meta, needs, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// The access key of a well-formed, fresh signature (checked against the user's secret
+    /// in [`decide`](Self::decide)).
+    fn verified_signature(&self, meta: &RequestMeta) -> Result<signature::Signed, AuthFailure> {
         let unauthenticated = |m: String| AuthFailure::Unauthenticated(m);
         let header = meta.authorization.as_deref().ok_or_else(|| {
             unauthenticated(
@@ -155,32 +188,55 @@ impl Guard {
                     .into(),
             )
         })?;
-        let signed =
+        let parsed =
             signature::parse_authorization(header).map_err(|e| unauthenticated(e.to_string()))?;
         let date = meta.date_time.as_deref().ok_or_else(|| {
             unauthenticated("no x-mq-date-time header to verify the signature of".into())
         })?;
         let signed_ms =
             signature::parse_date_time(date).map_err(|e| unauthenticated(e.to_string()))?;
-        signature::check_freshness(
-            signed_ms,
-            self.clock.now_ms(),
-            self.window_ms,
-            meta.signs_local_time,
-        )
-        .map_err(|e| unauthenticated(e.to_string()))?;
-        let loaded = self.directory.knowing(&signed.access_key).await?;
-        let user = loaded.users.get(&signed.access_key).ok_or_else(|| {
-            unauthenticated(format!("unknown access key {:?}", signed.access_key))
-        })?;
-        if !signature::signature_matches(user.password.expose(), date, &signed.signature) {
-            return Err(unauthenticated(format!(
-                "the signature of access key {:?} does not match (wrong secret key?)",
-                signed.access_key
-            )));
+        // Python's local time labelled as UTC: only in Python's own (compact) date format, and
+        // only while `auth.python_local_time` allows it (ADR 0019).
+        let zone_skew = self.python_local_time && meta.signs_local_time && is_compact(date);
+        signature::check_freshness(signed_ms, self.clock.now_ms(), self.window_ms, zone_skew)
+            .map_err(|e| unauthenticated(e.to_string()))?;
+        Ok(signature::Signed {
+            access_key: parsed.access_key,
+            signature: parsed.signature,
+            date: date.to_owned(),
+        })
+    }
+
+    /// Looks the user up, checks the signature (when there is one) and its status, then its
+    /// rights. Unknown users and wrong secrets get the same answer, so user names cannot be
+    /// probed; the log says which.
+    async fn decide(
+        &self,
+        access_key: &(impl signature::Claim + ?Sized),
+        meta: &RequestMeta,
+        needs: &[Access],
+        super_only: bool,
+    ) -> Result<Option<UserName>, AuthFailure> {
+        let name = access_key.access_key();
+        let loaded = self.directory.knowing(name).await?;
+        let not_valid = || {
+            AuthFailure::Unauthenticated(format!(
+                "access key {name:?}: the signature does not match a known user's secret key"
+            ))
+        };
+        let Some(user) = loaded.users.get(name) else {
+            tracing::debug!(access_key = name, "unknown access key");
+            return Err(not_valid());
+        };
+        if !access_key.matches(user.password.expose()) {
+            tracing::debug!(access_key = name, "signature does not match");
+            return Err(not_valid());
         }
         if user.status == UserStatus::Disabled {
-            return Err(unauthenticated(format!("user {} is disabled", user.name)));
+            return Err(AuthFailure::Unauthenticated(format!(
+                "user {} is disabled",
+                user.name
+            )));
         }
         if super_only && user.user_type != vela_proto::auth::UserType::Super {
             return Err(AuthFailure::Forbidden(format!(
@@ -198,6 +254,11 @@ impl Guard {
     pub fn invalidate(&self) {
         self.directory.invalidate();
     }
+}
+
+/// Whether `date` is in the compact `yyyyMMddTHHmmssZ` form Python (and Node) send.
+fn is_compact(date: &str) -> bool {
+    date.len() == 16 && date.as_bytes().get(8) == Some(&b'T') && date.ends_with('Z')
 }
 
 /// Who asks for a topic or group that may be auto-created: with auth on, creating it needs

@@ -375,11 +375,13 @@ impl MessagingService for MessagingServer {
         request: Request<Streaming<pb::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
         let (meta, inbound) = split(request);
-        // A stream is authenticated when it opens; each Settings it carries is authorized.
-        self.shared.guard.check(&meta, &[]).await?;
+        // A stream is authenticated when it opens; each Settings it carries is authorized for
+        // that user (who must still exist and be enabled), however long the stream lives.
+        let user = self.shared.guard.check(&meta, &[]).await?;
         Ok(Response::new(telemetry::open(
             self.shared.clone(),
             meta,
+            user,
             inbound,
         )))
     }

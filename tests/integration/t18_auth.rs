@@ -557,3 +557,93 @@ async fn the_admin_service_can_have_its_own_port() {
     assert_eq!(send(&p, &topic, "via the client port").await, Ok(()));
     assert_eq!(stored(&node, &topic, &admin_port).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telemetry_stream_stays_authorized_past_the_signature_window() {
+    let node = start().await;
+    let topic = unique("long-stream");
+    root(&node, &["topic", "create", &topic]).await;
+    let mut client = raw_client(&node).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
+    let settings = || pb::TelemetryCommand {
+        status: None,
+        command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+            client_type: Some(pb::ClientType::Producer as i32),
+            pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                topics: vec![resource(&topic).unwrap()],
+                max_body_size: 0,
+                validate_message_type: false,
+            })),
+            ..Default::default()
+        })),
+    };
+    let opened = signed(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        ROOT.0,
+        ROOT.1,
+        &compact(SystemTime::now(), 0),
+        "HTTP",
+    );
+    tx.send(settings()).await.unwrap();
+    let mut replies = client.telemetry(opened).await.unwrap().into_inner();
+    let first = replies.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.command,
+        Some(pb::telemetry_command::Command::Settings(_))
+    ));
+    // A stream of a user deleted since is refused its next Settings.
+    root(
+        &node,
+        &["user", "create", "brief", "--password", "b-secret"],
+    )
+    .await;
+    root(
+        &node,
+        &[
+            "acl",
+            "create",
+            "--subject",
+            "User:brief",
+            "--resource",
+            "*",
+            "--actions",
+            "ALL",
+            "--decision",
+            "allow",
+        ],
+    )
+    .await;
+    let (tx2, rx2) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
+    let opened = signed(
+        tokio_stream::wrappers::ReceiverStream::new(rx2),
+        "brief",
+        "b-secret",
+        &compact(SystemTime::now(), 0),
+        "HTTP",
+    );
+    tx2.send(settings()).await.unwrap();
+    let mut brief_replies = client.telemetry(opened).await.unwrap().into_inner();
+    assert!(matches!(
+        brief_replies.message().await.unwrap().unwrap().command,
+        Some(pb::telemetry_command::Command::Settings(_))
+    ));
+    root(&node, &["user", "delete", "brief"]).await;
+    tx2.send(settings()).await.unwrap();
+    let refused = brief_replies.message().await.unwrap().unwrap();
+    assert_eq!(
+        refused.status.map(|s| s.code),
+        Some(StatusCode::Unauthorized as i32)
+    );
+    // Clients keep one stream open for hours and send Settings again on it; the header
+    // signed when it opened is long out of its window by then.
+    node.clock.advance(Duration::from_secs(3600));
+    tx.send(settings()).await.unwrap();
+    let later = replies.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            later.command,
+            Some(pb::telemetry_command::Command::Settings(_))
+        ),
+        "{later:?}"
+    );
+}

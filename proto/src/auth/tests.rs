@@ -179,6 +179,33 @@ fn source_networks_limit_an_entry() {
 }
 
 #[test]
+fn unknown_sources_meet_denies_and_network_order_does_not_matter() {
+    // A DENY for some networks applies to a client whose address is unknown (fail closed).
+    let deny = acl(vec![
+        entry("Topic:orders", "PUB", Decision::Allow, &[]),
+        entry("Topic:orders", "PUB", Decision::Deny, &["10.0.0.0/8"]),
+    ]);
+    let need = [Access::new(Resource::topic("orders"), Action::Pub)];
+    assert!(authorize(&user(UserType::Normal), Some(&deny), &need, None).is_err());
+    // The same networks in another order are the same entry.
+    let mut twice = acl(vec![entry(
+        "Topic:a",
+        "PUB",
+        Decision::Allow,
+        &["10.0.0.0/8", "::1"],
+    )]);
+    twice
+        .merge(vec![entry(
+            "Topic:a",
+            "SUB",
+            Decision::Allow,
+            &["::1", "10.0.0.0/8"],
+        )])
+        .expect("merge");
+    assert_eq!(twice.entries.len(), 1);
+}
+
+#[test]
 fn any_of_several_actions_and_every_access_is_needed() {
     let acl = acl(vec![
         entry("Topic:orders", "SUB", Decision::Allow, &[]),

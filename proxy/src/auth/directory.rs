@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -59,6 +59,11 @@ struct Inner {
     refreshing: AtomicBool,
     /// When a fetch was last tried (successful or not).
     attempted: Mutex<Option<Instant>>,
+    /// Bumped by `invalidate`: a fetch that started before keeps its answer to itself.
+    generation: AtomicU64,
+    /// Set by `invalidate`: the next request waits for a fetch (what was fetched before still
+    /// serves if the controller cannot be reached).
+    must_fetch: AtomicBool,
 }
 
 impl Directory {
@@ -70,19 +75,24 @@ impl Directory {
                 fetching: tokio::sync::Mutex::new(()),
                 refreshing: AtomicBool::new(false),
                 attempted: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                must_fetch: AtomicBool::new(false),
             }),
         }
     }
 
-    /// Drops what was fetched: the next request fetches again.
+    /// Makes the next request fetch again (after a change made through this proxy).
     pub fn invalidate(&self) {
-        *self.inner.loaded.write() = None;
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.must_fetch.store(true, Ordering::Release);
     }
 
     /// The users and ACLs to check `access_key` against.
     pub async fn knowing(&self, access_key: &str) -> Result<Arc<Loaded>, AuthFailure> {
         let current = self.inner.loaded.read().clone();
-        if let Some(loaded) = current {
+        if let Some(loaded) = current
+            && !self.inner.must_fetch.load(Ordering::Acquire)
+        {
             if loaded.users.contains_key(access_key) {
                 if loaded.at.elapsed() >= REFRESH {
                     self.refresh_in_background();
@@ -124,14 +134,20 @@ impl Inner {
         // Another fetch may have finished while this one waited.
         if let Some(loaded) = self.loaded.read().clone()
             && loaded.at >= asked
+            && !self.must_fetch.load(Ordering::Acquire)
         {
             return Ok(loaded);
         }
         *self.attempted.lock() = Some(Instant::now());
+        let generation = self.generation.load(Ordering::Acquire);
         match self.controller.auth_data().await {
             Ok(data) => {
                 let loaded = Arc::new(Loaded::new(data));
-                *self.loaded.write() = Some(loaded.clone());
+                // Only what was fetched after the last invalidation may be kept.
+                if self.generation.load(Ordering::Acquire) == generation {
+                    *self.loaded.write() = Some(loaded.clone());
+                    self.must_fetch.store(false, Ordering::Release);
+                }
                 Ok(loaded)
             }
             Err(err) => match self.loaded.read().clone() {
@@ -139,9 +155,13 @@ impl Inner {
                     tracing::warn!(error = %err, "fetching users and ACLs failed; using the ones fetched before");
                     Ok(stale)
                 }
-                None => Err(AuthFailure::Unavailable(format!(
-                    "cannot fetch users from the controller: {err}"
-                ))),
+                None => {
+                    // The reason may name users and keys: it goes to the log, not to clients.
+                    tracing::warn!(error = %err, "fetching users and ACLs failed");
+                    Err(AuthFailure::Unavailable(
+                        "users cannot be fetched from the controller now; try again".into(),
+                    ))
+                }
             },
         }
     }

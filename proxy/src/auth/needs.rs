@@ -137,10 +137,21 @@ macro_rules! group_sub {
 }
 
 group_sub!(
-    HeartbeatRequest,
     ChangeInvisibleDurationRequest,
-    NotifyClientTerminationRequest,
+    NotifyClientTerminationRequest
 );
+
+impl Needs for pb::HeartbeatRequest {
+    /// A consumer's heartbeat subscribes with its group; a producer's needs nothing.
+    fn needs(&self, ns: &str) -> Vec<Access> {
+        if self.client_type == pb::ClientType::Producer as i32 {
+            return Vec::new();
+        }
+        group(self.group.as_ref(), ns, Action::Sub)
+            .into_iter()
+            .collect()
+    }
+}
 
 impl Needs for pb::RecallMessageRequest {
     fn needs(&self, ns: &str) -> Vec<Access> {
@@ -238,6 +249,18 @@ mod tests {
             client_type: 1,
         };
         assert!(producer_heartbeat.needs("").is_empty());
+        let producer_with_group = pb::HeartbeatRequest {
+            group: res("", "g"),
+            client_type: pb::ClientType::Producer as i32,
+        };
+        assert!(producer_with_group.needs("").is_empty());
+        let delete = vela_proto::pb::admin::DeleteTopicRequest {
+            name: " secret ".into(),
+        };
+        assert_eq!(
+            AdminNeeds::needs(&delete),
+            vec![Access::new(Resource::topic("secret"), Action::Delete)]
+        );
         let change = pb::ChangeInvisibleDurationRequest {
             group: res("", "g"),
             topic: res("", "t"),
@@ -278,6 +301,9 @@ mod admin_impls {
 
     use super::{AdminNeeds, every};
 
+    // Names are trimmed here exactly as the handlers trim them, so what is authorized is what
+    // is touched (` secret` must not slip past a DENY on `Topic:secret`).
+
     macro_rules! admin_needs {
         ($($req:ident => |$r:ident| $needs:expr, $changes:expr;)*) => {$(
             impl AdminNeeds for api::$req {
@@ -296,28 +322,28 @@ mod admin_impls {
     }
 
     admin_needs! {
-        CreateTopicRequest => |r| vec![Access::new(Resource::topic(&r.name), Action::Create)],
+        CreateTopicRequest => |r| vec![Access::new(Resource::topic(r.name.trim()), Action::Create)],
             Some(format!("create topic {}", r.name));
-        DeleteTopicRequest => |r| vec![Access::new(Resource::topic(&r.name), Action::Delete)],
+        DeleteTopicRequest => |r| vec![Access::new(Resource::topic(r.name.trim()), Action::Delete)],
             Some(format!("delete topic {}", r.name));
         ListTopicsRequest => |r| vec![Access::new(every(ResourceType::Topic), Action::List)], None;
-        DescribeTopicRequest => |r| vec![Access::new(Resource::topic(&r.name), Action::Get)], None;
-        CreateGroupRequest => |r| vec![Access::new(Resource::group(&r.name), Action::Create)],
+        DescribeTopicRequest => |r| vec![Access::new(Resource::topic(r.name.trim()), Action::Get)], None;
+        CreateGroupRequest => |r| vec![Access::new(Resource::group(r.name.trim()), Action::Create)],
             Some(format!("create group {}", r.name));
-        DeleteGroupRequest => |r| vec![Access::new(Resource::group(&r.name), Action::Delete)],
+        DeleteGroupRequest => |r| vec![Access::new(Resource::group(r.name.trim()), Action::Delete)],
             Some(format!("delete group {}", r.name));
         ListGroupsRequest => |r| vec![Access::new(every(ResourceType::Group), Action::List)], None;
-        DescribeGroupRequest => |r| vec![Access::new(Resource::group(&r.name), Action::Get)], None;
+        DescribeGroupRequest => |r| vec![Access::new(Resource::group(r.name.trim()), Action::Get)], None;
         QueueStatsRequest => |r| {
-            let mut needs = vec![Access::new(Resource::topic(&r.topic), Action::Get)];
-            if !r.group.is_empty() {
-                needs.push(Access::new(Resource::group(&r.group), Action::Get));
+            let mut needs = vec![Access::new(Resource::topic(r.topic.trim()), Action::Get)];
+            if !r.group.trim().is_empty() {
+                needs.push(Access::new(Resource::group(r.group.trim()), Action::Get));
             }
             needs
         }, None;
         ResetGroupRequest => |r| vec![
-            Access::new(Resource::group(&r.group), Action::Update),
-            Access::new(Resource::topic(&r.topic), Action::Get),
+            Access::new(Resource::group(r.group.trim()), Action::Update),
+            Access::new(Resource::topic(r.topic.trim()), Action::Get),
         ], Some(format!("reset group {} on topic {}", r.group, r.topic));
         ClusterInfoRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         ClusterStatusRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;

@@ -236,5 +236,40 @@ fn human_ms(ms: u64) -> String {
         .collect()
 }
 
+/// A verified-fresh request signature: who it claims to be and what to check it against.
+pub(crate) struct Signed {
+    pub access_key: String,
+    pub signature: [u8; 20],
+    /// The signed `x-mq-date-time` value.
+    pub date: String,
+}
+
+/// Who a request claims to be, and whether a secret key proves it.
+pub(crate) trait Claim {
+    fn access_key(&self) -> &str;
+    fn matches(&self, secret: &str) -> bool;
+}
+
+impl Claim for Signed {
+    fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
+    fn matches(&self, secret: &str) -> bool {
+        signature_matches(secret, &self.date, &self.signature)
+    }
+}
+
+/// A user authenticated earlier (on the same stream): nothing more to prove.
+impl Claim for str {
+    fn access_key(&self) -> &str {
+        self
+    }
+
+    fn matches(&self, _secret: &str) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,7 @@ const REPLY_BUFFER: usize = 8;
 pub(super) fn open(
     shared: Arc<Shared>,
     meta: RequestMeta,
+    user: Option<vela_proto::auth::UserName>,
     inbound: Streaming<pb::TelemetryCommand>,
 ) -> ResponseStream<pb::TelemetryCommand> {
     let (replies, rx) = mpsc::channel(REPLY_BUFFER);
@@ -34,13 +35,14 @@ pub(super) fn open(
         "telemetry",
         client_id = meta.client_id.as_deref().unwrap_or("")
     );
-    tokio::spawn(run(shared, meta, inbound, replies).instrument(span));
+    tokio::spawn(run(shared, meta, user, inbound, replies).instrument(span));
     Box::pin(ReceiverStream::new(rx))
 }
 
 async fn run(
     shared: Arc<Shared>,
     meta: RequestMeta,
+    user: Option<vela_proto::auth::UserName>,
     mut inbound: Streaming<pb::TelemetryCommand>,
     replies: mpsc::Sender<Result<pb::TelemetryCommand, Status>>,
 ) {
@@ -63,10 +65,10 @@ async fn run(
             },
         };
         if let Some(Command::Settings(settings)) = &command.command
-            && shared.guard.enabled()
+            && let Some(user) = &user
         {
             let needs = crate::auth::needs::settings_needs(settings, &meta.namespace);
-            if let Err(denied) = shared.guard.check(&meta, &needs).await {
+            if let Err(denied) = shared.guard.check_user(user, &meta, &needs).await {
                 let status = crate::status::RpcError::from(denied).to_status(meta.legacy_codes);
                 tracing::debug!(code = status.code, error = %status.message, "telemetry settings refused");
                 let refused = pb::TelemetryCommand {
