@@ -22,7 +22,7 @@ mod cluster_status;
 mod dlq;
 mod messages;
 
-pub use auth::{AclCommand, UserCommand};
+pub use auth::{AclCommand, Secret, UserCommand};
 pub use dlq::DlqCommand;
 
 /// `vela admin …`
@@ -52,7 +52,7 @@ pub struct AdminArgs {
         hide_env_values = true,
         requires = "access_key"
     )]
-    pub secret_key: Option<String>,
+    pub secret_key: Option<auth::Secret>,
     /// CA certificate (PEM) to trust for an `https://` server (default: the system's roots).
     #[arg(long, global = true, env = "VELA_ADMIN_CA_FILE")]
     pub ca_file: Option<PathBuf>,
@@ -75,7 +75,7 @@ impl AdminArgs {
             credentials: self.access_key.clone().zip(self.secret_key.clone()).map(
                 |(access_key, secret_key)| Credentials {
                     access_key,
-                    secret_key,
+                    secret_key: secret_key.0,
                 },
             ),
         }

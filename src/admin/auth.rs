@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use anyhow::Context;
 use clap::Subcommand;
 use vela_proto::auth::{Decision, UserStatus, UserType};
 use vela_proto::pb::admin as pb;
@@ -16,8 +17,16 @@ pub enum UserCommand {
     /// Create a user: its name is the access key, its password the secret key clients sign with.
     Create {
         name: String,
+        /// The password (visible in `ps` and shell history: prefer --password-stdin).
+        #[arg(
+            long,
+            required_unless_present = "password_stdin",
+            conflicts_with = "password_stdin"
+        )]
+        password: Option<Secret>,
+        /// Read the password from the first line of standard input.
         #[arg(long)]
-        password: String,
+        password_stdin: bool,
         /// super (may do everything) | normal (what its ACL allows)
         #[arg(long = "type", default_value = "normal", value_parser = parse_user_type)]
         user_type: UserType,
@@ -25,8 +34,11 @@ pub enum UserCommand {
     /// Change a user's password, type or status.
     Update {
         name: String,
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<Secret>,
+        /// Read the new password from the first line of standard input.
         #[arg(long)]
-        password: Option<String>,
+        password_stdin: bool,
         #[arg(long = "type", value_parser = parse_user_type)]
         user_type: Option<UserType>,
         /// enable | disable (a disabled user cannot authenticate)
@@ -98,6 +110,37 @@ pub enum AclCommand {
     },
 }
 
+/// A secret given on the command line: `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// The password from `--password`, or from the first line of standard input.
+fn password_from(given: Option<Secret>, stdin: bool) -> anyhow::Result<Option<String>> {
+    if !stdin {
+        return Ok(given.map(|s| s.0));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "standard input held no password");
+    Ok(Some(password))
+}
+
 fn parse_user_type(s: &str) -> Result<UserType, String> {
     s.parse().map_err(|e: vela_proto::auth::AuthValueError| e.0)
 }
@@ -121,8 +164,11 @@ pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Resul
         UserCommand::Create {
             name,
             password,
+            password_stdin,
             user_type,
         } => {
+            let password = password_from(password, password_stdin)?
+                .context("give --password or --password-stdin")?;
             let user = client
                 .create_user(auth_pb::User {
                     name,
@@ -138,9 +184,11 @@ pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Resul
         UserCommand::Update {
             name,
             password,
+            password_stdin,
             user_type,
             status,
         } => {
+            let password = password_from(password, password_stdin)?;
             let user = client
                 .update_user(auth_pb::UserUpdate {
                     name,

@@ -647,3 +647,41 @@ async fn a_telemetry_stream_stays_authorized_past_the_signature_window() {
         "{later:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_can_come_from_standard_input() {
+    use std::io::Write;
+    let node = start().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["admin", "--server", &node.endpoint()])
+        .args(["--access-key", ROOT.0, "--secret-key", ROOT.1])
+        .args(["user", "create", "piped", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from-a-pipe\n")
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The piped password (without its newline) signs: the user is known, and has no rights.
+    let refused = admin_as(&node, ("piped", "from-a-pipe"), &["topic", "list"])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no policy"), "{refused}");
+    let missing = admin_as(&node, ROOT, &["user", "create", "nopw"])
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("password"), "{missing}");
+}
