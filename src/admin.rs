@@ -10,20 +10,20 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use vela_proto::TopicType;
-use vela_proto::pb::admin::admin_service_client::AdminServiceClient;
 use vela_proto::pb::admin::{self as pb};
-use vela_sdk::{ClientConfig, Credentials, RequestSigner};
+use vela_sdk::Credentials;
 
 mod auth;
 mod cluster_status;
 mod dlq;
 mod messages;
+mod target;
 
 pub use auth::{AclCommand, Secret, UserCommand};
 pub use dlq::DlqCommand;
+pub use target::Target;
+use target::{AdminClient, connect};
 
 /// `vela admin …`
 #[derive(Args, Debug)]
@@ -81,81 +81,6 @@ impl AdminArgs {
         }
     }
 }
-
-/// The server an admin command goes to, and the credentials it signs with.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// `host:port`, or `https://host:port` for TLS.
-    pub server: String,
-    pub credentials: Option<Credentials>,
-    /// CA (PEM file) to trust for TLS.
-    pub ca_file: Option<PathBuf>,
-    /// Certificate and key (PEM files) for mutual TLS.
-    pub client_identity: Option<(PathBuf, PathBuf)>,
-}
-
-impl Target {
-    /// A plaintext target without credentials.
-    pub fn plain(server: impl Into<String>) -> Self {
-        Self {
-            server: server.into(),
-            credentials: None,
-            ca_file: None,
-            client_identity: None,
-        }
-    }
-
-    fn tls(&self) -> bool {
-        self.server.trim().starts_with("https://")
-    }
-
-    /// A client configuration for the SDK clients (send, receive, dead letters) and the
-    /// admin service's headers.
-    fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-        };
-        let mut builder = ClientConfig::builder().endpoint(&self.server);
-        if let Some(c) = &self.credentials {
-            builder = builder.credentials(c.access_key.clone(), c.secret_key.clone());
-        }
-        if let Some(ca) = &self.ca_file {
-            builder = builder.ca_pem(read(ca)?);
-        }
-        if let Some((cert, key)) = &self.client_identity {
-            builder = builder.client_identity(read(cert)?, read(key)?);
-        }
-        Ok(builder.build()?)
-    }
-
-    /// tonic's TLS settings for the admin channel.
-    fn tls_config(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
-        let read = |path: &PathBuf| {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-        };
-        let config = tonic::transport::ClientTlsConfig::new();
-        let config = match &self.ca_file {
-            Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?)),
-            None => config.with_native_roots(),
-        };
-        Ok(match &self.client_identity {
-            Some((cert, key)) => config.identity(tonic::transport::Identity::from_pem(
-                read(cert)?,
-                read(key)?,
-            )),
-            None => config,
-        })
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.server)
-    }
-}
-
-/// The admin service's client, every call signed as the target says.
-type AdminClient = AdminServiceClient<InterceptedService<Channel, RequestSigner>>;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -419,35 +344,6 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let out = execute(&target, args.command).await?;
     print!("{out}");
     Ok(())
-}
-
-async fn connect(target: &Target) -> anyhow::Result<AdminClient> {
-    let server = &target.server;
-    let uri = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
-    let mut endpoint = Channel::from_shared(uri.clone())
-        .with_context(|| format!("invalid server address {server:?}"))?;
-    if target.tls() {
-        endpoint = endpoint
-            .tls_config(target.tls_config()?)
-            .with_context(|| format!("TLS to {server}"))?;
-    }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach vela at {server}: {}", root_cause(&e)))?;
-    let signer = RequestSigner::new(&target.client_config()?, &admin_client_id())?;
-    Ok(AdminServiceClient::with_interceptor(channel, signer))
-}
-
-/// How admin calls identify themselves (`x-mq-client-id`).
-fn admin_client_id() -> String {
-    format!("vela-admin@{}", std::process::id())
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

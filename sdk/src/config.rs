@@ -195,6 +195,12 @@ impl ClientConfig {
     pub fn credentials(&self) -> Option<&Credentials> {
         self.credentials.as_ref()
     }
+
+    /// tonic's client TLS settings when the endpoint is `https://` (for other services of the
+    /// same server, such as Vela's admin service).
+    pub fn tls_config(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        self.tls.as_ref().map(Tls::client_config)
+    }
 }
 
 /// Builds a [`ClientConfig`]; only the endpoint is required.

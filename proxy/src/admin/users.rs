@@ -14,6 +14,16 @@ fn invalid(e: WireError) -> Status {
     Status::invalid_argument(e.0)
 }
 
+/// Every user and ACL, from the controller.
+async fn auth_data(shared: &Shared) -> Result<vela_proto::auth::AuthData, Status> {
+    shared
+        .ctx
+        .controller
+        .auth_data()
+        .await
+        .map_err(controller_to_grpc)
+}
+
 pub(super) async fn create_user(
     shared: &Shared,
     req: auth_pb::User,
@@ -57,12 +67,7 @@ pub(super) async fn list_users(
     shared: &Shared,
     req: api::ListUsersRequest,
 ) -> Result<auth_pb::Users, Status> {
-    let data = shared
-        .ctx
-        .controller
-        .auth_data()
-        .await
-        .map_err(controller_to_grpc)?;
+    let data = auth_data(shared).await?;
     let users: Vec<auth_pb::User> = data
         .users
         .iter()
@@ -115,12 +120,7 @@ pub(super) async fn list_acls(
         .transpose()
         .map_err(invalid)?
         .and_then(|mut r| r.pop());
-    let data = shared
-        .ctx
-        .controller
-        .auth_data()
-        .await
-        .map_err(controller_to_grpc)?;
+    let data = auth_data(shared).await?;
     let acls: Vec<auth_pb::Acl> = data
         .acls
         .into_iter()
