@@ -55,6 +55,8 @@ pub struct VelaConfig {
     pub auth: vela_proxy::AuthConfig,
     /// TLS on `grpc_listen` (clients and `vela admin`).
     pub tls: TlsConfig,
+    /// Metrics export over OTLP, and metric limits (`docs/metrics.md`, ADR 0022).
+    pub telemetry: vela_telemetry::TelemetryConfig,
 }
 
 /// TLS on the client port (README "Securing Vela"). Off: plaintext, which the official Rust
@@ -100,6 +102,8 @@ impl TlsConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The cluster's name, the `cluster` label of every metric (default `vela`).
+    pub name: Option<String>,
     /// The store nodes: each one's id (`store.node_id` on that node) and the address the other
     /// nodes and the proxies reach its gRPC port at (Raft between stores, the store service).
     pub stores: Vec<ClusterNode>,
@@ -139,6 +143,11 @@ pub struct ClusterTlsConfig {
 }
 
 impl ClusterConfig {
+    /// The `cluster` label of this process's metrics.
+    pub fn metrics_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("vela")
+    }
+
     /// The node's cluster TLS material, files read now (`None`: no `[cluster.tls]`).
     pub fn load_tls(&self) -> anyhow::Result<Option<vela_proto::cluster_tls::ClusterTls>> {
         use anyhow::Context;
@@ -259,6 +268,7 @@ impl Default for VelaConfig {
             cluster: ClusterConfig::default(),
             auth: vela_proxy::AuthConfig::default(),
             tls: TlsConfig::default(),
+            telemetry: vela_telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -461,6 +471,7 @@ fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, Config
             config.proxy.max_body_size
         )));
     }
+    config.telemetry.validate().map_err(ConfigError::Invalid)?;
     // One knob for the delay limit in standalone: the store follows the proxy's unless told.
     if !store_sets_max_delay {
         config.store.max_delay = config.proxy.max_delay;
@@ -488,6 +499,8 @@ impl VelaConfig {
 
 /// Keys whose `VELA_…` values are always strings.
 const RAW_STRING_ENV: &[&str] = &["auth.init_user", "auth.init_password"];
+/// Tables whose `VELA_…` entries are always strings (header values and resource attributes).
+const RAW_STRING_ENV_TABLES: &[&str] = &["telemetry.otlp.headers.", "telemetry.resource."];
 
 /// Builds a table from `VELA_A__B=value` variables.
 fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
@@ -507,7 +520,10 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
         }
         // Secrets are taken as written: a password of digits is not a number, and a value that
         // fails to parse must not end up in an error message.
-        let parsed = if RAW_STRING_ENV.contains(&parts.join(".").as_str()) {
+        let dotted = parts.join(".");
+        let parsed = if RAW_STRING_ENV.contains(&dotted.as_str())
+            || RAW_STRING_ENV_TABLES.iter().any(|t| dotted.starts_with(t))
+        {
             toml::Value::String(value)
         } else {
             format!("v = {value}")

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_controller::Controller;
@@ -18,10 +17,12 @@ use vela_controller::balancer::spawn_leader_balancer;
 use vela_controller::reconciler::spawn_reconciler;
 use vela_controller::service::ControllerService;
 use vela_proto::clock::system_clock;
+use vela_telemetry::NodeType;
 
 use crate::config::VelaConfig;
 use crate::proxy_node::store_client;
 use crate::serving;
+use crate::telemetry::Metrics;
 
 /// A running controller node.
 pub struct ControllerNode {
@@ -33,6 +34,8 @@ pub struct ControllerNode {
     controller: Arc<Controller>,
     balancer: Option<JoinHandle<()>>,
     reconciler: Option<JoinHandle<()>>,
+    telemetry: Metrics,
+    _controller_metrics: vela_controller::ControllerMetrics,
     _data_lock: File,
 }
 
@@ -114,7 +117,12 @@ impl ControllerNode {
             .add_service(raft)
             .add_service(ControllerService::server(controller.clone()));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
-        let http_task = serving::serve_http(bound.http, Registry::default(), shutdown.clone());
+        let telemetry = Metrics::start(&config.telemetry, &shutdown)?;
+        let controller_metrics = controller.register_metrics(
+            &telemetry.hub.meter("vela-controller"),
+            &Metrics::labels(&config, NodeType::Controller, &node_id.to_string()),
+        );
+        let http_task = serving::serve_http(bound.http, telemetry.hub.clone(), shutdown.clone());
         Ok(ControllerNode {
             grpc_addr: bound.grpc_addr,
             http_addr: bound.http_addr,
@@ -124,6 +132,8 @@ impl ControllerNode {
             controller,
             balancer,
             reconciler,
+            telemetry,
+            _controller_metrics: controller_metrics,
             _data_lock: bound.lock,
         })
     }
@@ -154,6 +164,7 @@ impl ControllerNode {
         self.shutdown.cancel();
         serving::join("gRPC server", self.grpc_task).await;
         serving::join("HTTP server", self.http_task).await;
+        self.telemetry.stopped().await;
         stopped
     }
 }

@@ -9,14 +9,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// What the HTTP handlers read.
 #[derive(Clone)]
 pub struct HttpState {
-    pub registry: Arc<Registry>,
+    pub hub: vela_telemetry::MetricsHub,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -38,9 +37,14 @@ async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
+    // Collection runs the gauges' callbacks, which read shard state and the data directory:
+    // off the async workers.
+    let hub = state.hub.clone();
+    let encoded = tokio::task::spawn_blocking(move || hub.prometheus_text())
+        .await
+        .unwrap_or_else(|e| Err(format!("metrics task failed: {e}")));
+    match encoded {
+        Ok(body) => (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
@@ -48,11 +52,14 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             )],
             body,
         ),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "metrics encoding failed\n".to_owned(),
-        ),
+        Err(error) => {
+            tracing::warn!(%error, "/metrics failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "metrics encoding failed\n".to_owned(),
+            )
+        }
     }
 }
 

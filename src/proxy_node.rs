@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_proto::clock::system_clock;
@@ -19,9 +18,11 @@ use vela_proto::controller_client::RemoteController;
 use vela_proto::receipt::ReceiptCodec;
 use vela_proto::store_client::{ClusterMap, RemoteStore};
 use vela_proto::{ControllerApi, StoreApi};
+use vela_telemetry::NodeType;
 
 use crate::config::VelaConfig;
 use crate::serving;
+use crate::telemetry::Metrics;
 
 /// A running proxy.
 pub struct ProxyNode {
@@ -31,6 +32,7 @@ pub struct ProxyNode {
     shutdown: CancellationToken,
     proxy_task: JoinHandle<Result<(), vela_proxy::ProxyError>>,
     http_task: JoinHandle<std::io::Result<()>>,
+    telemetry: Metrics,
 }
 
 /// Reads one receipt key: at least 16 bytes.
@@ -150,8 +152,13 @@ impl ProxyNode {
             .map_err(anyhow::Error::msg)
             .context("the controller nodes of the cluster")?;
 
-        let mut registry = Registry::default();
-        let metrics = vela_proxy::ProxyMetrics::register(&mut registry);
+        let shutdown = CancellationToken::new();
+        let telemetry = Metrics::start(&config.telemetry, &shutdown)?;
+        let metrics = vela_proxy::ProxyMetrics::new(
+            &telemetry.hub.meter("vela-proxy"),
+            Metrics::labels(&config, NodeType::Proxy, &grpc_addr.to_string()),
+            "cluster",
+        );
         let mut proxy_config = config.proxy.clone();
         proxy_config.cluster_mode = "cluster".to_owned();
         let ctx = vela_proxy::ProxyContext {
@@ -164,9 +171,8 @@ impl ProxyNode {
             listen_addr: grpc_addr,
             tls,
         };
-        let shutdown = CancellationToken::new();
         let proxy_task = tokio::spawn(vela_proxy::serve_split(grpc, admin, ctx, shutdown.clone()));
-        let http_task = serving::serve_http(http, registry, shutdown.clone());
+        let http_task = serving::serve_http(http, telemetry.hub.clone(), shutdown.clone());
         Ok(ProxyNode {
             grpc_addr,
             admin_addr,
@@ -174,6 +180,7 @@ impl ProxyNode {
             shutdown,
             proxy_task,
             http_task,
+            telemetry,
         })
     }
 
@@ -197,6 +204,7 @@ impl ProxyNode {
         self.shutdown.cancel();
         serving::join("proxy", self.proxy_task).await;
         serving::join("HTTP server", self.http_task).await;
+        self.telemetry.stopped().await;
         Ok(())
     }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -104,17 +103,17 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// Serves `/health`, `/ready` (200 from now on) and `/metrics` from `registry`.
+/// Serves `/health`, `/ready` (200 from now on) and `/metrics` from `hub`.
 pub(crate) fn serve_http(
     listener: TcpListener,
-    registry: Registry,
+    hub: vela_telemetry::MetricsHub,
     shutdown: CancellationToken,
 ) -> JoinHandle<std::io::Result<()>> {
     let ready = Arc::new(AtomicBool::new(true));
     let task = tokio::spawn(http::serve(
         listener,
         HttpState {
-            registry: Arc::new(registry),
+            hub,
             ready: ready.clone(),
         },
         shutdown,

@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_proto::clock::{SharedClock, system_clock};
 use vela_proto::receipt::ReceiptCodec;
 use vela_proto::{ControllerApi, StoreApi};
+use vela_telemetry::NodeType;
 
 use crate::config::VelaConfig;
 use crate::http::{self, HttpState};
+use crate::telemetry::Metrics;
 
 /// A running standalone node.
 pub struct Standalone {
@@ -30,6 +31,8 @@ pub struct Standalone {
     http_task: JoinHandle<std::io::Result<()>>,
     store: Arc<vela_store::Store>,
     controller: Arc<vela_controller::Controller>,
+    telemetry: Metrics,
+    _controller_metrics: vela_controller::ControllerMetrics,
     _data_lock: File,
 }
 
@@ -91,9 +94,25 @@ impl Standalone {
             }
         };
 
-        let mut registry = Registry::default();
-        let metrics = vela_proxy::ProxyMetrics::register(&mut registry);
-        store.register_metrics(&mut registry);
+        let shutdown = CancellationToken::new();
+        let telemetry = Metrics::start(&config.telemetry, &shutdown)?;
+        let metrics = vela_proxy::ProxyMetrics::new(
+            &telemetry.hub.meter("vela-proxy"),
+            Metrics::labels(&config, NodeType::Proxy, &grpc_addr.to_string()),
+            "local",
+        );
+        store.register_metrics(
+            &telemetry.hub.meter("vela-store"),
+            &Metrics::labels(&config, NodeType::Store, &config.store.node_id.to_string()),
+        );
+        let controller_metrics = controller.register_metrics(
+            &telemetry.hub.meter("vela-controller"),
+            &Metrics::labels(
+                &config,
+                NodeType::Controller,
+                &config.controller.node_id.to_string(),
+            ),
+        );
         let ctx = vela_proxy::ProxyContext {
             config: config.proxy.clone(),
             store: store.clone() as Arc<dyn StoreApi>,
@@ -104,7 +123,6 @@ impl Standalone {
             listen_addr: grpc_addr,
             tls,
         };
-        let shutdown = CancellationToken::new();
         let proxy_task = tokio::spawn(vela_proxy::serve_split(
             grpc_listener,
             admin_listener,
@@ -113,7 +131,7 @@ impl Standalone {
         ));
         let ready = Arc::new(AtomicBool::new(false));
         let http_state = HttpState {
-            registry: Arc::new(registry),
+            hub: telemetry.hub.clone(),
             ready: ready.clone(),
         };
         let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
@@ -128,6 +146,8 @@ impl Standalone {
             http_task,
             store,
             controller,
+            telemetry,
+            _controller_metrics: controller_metrics,
             _data_lock: data_lock,
         })
     }
@@ -160,6 +180,7 @@ impl Standalone {
             Ok(Err(e)) => tracing::warn!(error = %e, "http server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "http task failed"),
         }
+        self.telemetry.stopped().await;
         // Stop the controller even when the store fails to stop cleanly.
         let store = self.store.shutdown().await.context("store shutdown");
         let controller = self

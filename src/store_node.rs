@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_proto::clock::{SharedClock, system_clock};
@@ -22,9 +21,11 @@ use vela_raft::vfs::StdVfs;
 use vela_store::GrpcPeerBuilds;
 use vela_store::service::{ShardRegistrar, StoreService};
 use vela_store::{ShardStateMachine, ShardTypes, Store};
+use vela_telemetry::NodeType;
 
 use crate::config::VelaConfig;
 use crate::serving;
+use crate::telemetry::Metrics;
 
 /// A running store node.
 pub struct StoreNode {
@@ -33,6 +34,7 @@ pub struct StoreNode {
     shutdown: CancellationToken,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: JoinHandle<std::io::Result<()>>,
+    metrics: Metrics,
     raft: Arc<RaftServer<ShardTypes, ShardStateMachine>>,
     store: Arc<Store>,
     _data_lock: File,
@@ -106,15 +108,19 @@ impl StoreNode {
             .add_service(raft.service())
             .add_service(StoreService::server_with(store.clone(), Some(registrar)));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
-        let mut registry = Registry::default();
-        store.register_metrics(&mut registry);
-        let http_task = serving::serve_http(bound.http, registry, shutdown.clone());
+        let metrics = Metrics::start(&config.telemetry, &shutdown)?;
+        store.register_metrics(
+            &metrics.hub.meter("vela-store"),
+            &Metrics::labels(&config, NodeType::Store, &node_id.to_string()),
+        );
+        let http_task = serving::serve_http(bound.http, metrics.hub.clone(), shutdown.clone());
         Ok(StoreNode {
             grpc_addr: bound.grpc_addr,
             http_addr: bound.http_addr,
             shutdown,
             grpc_task,
             http_task,
+            metrics,
             raft,
             store,
             _data_lock: bound.lock,
@@ -143,6 +149,7 @@ impl StoreNode {
         self.shutdown.cancel();
         serving::join("gRPC server", self.grpc_task).await;
         serving::join("HTTP server", self.http_task).await;
+        self.metrics.stopped().await;
         stopped
     }
 }

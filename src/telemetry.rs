@@ -24,3 +24,43 @@ pub fn init(log: &LogConfig) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// A process's metrics: the hub `/metrics` serves and, with `[telemetry.otlp]` set, the task
+/// that pushes the same numbers to a collector.
+pub struct Metrics {
+    pub hub: vela_telemetry::MetricsHub,
+    exporter: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Metrics {
+    /// Starts metrics for one process; the exporter (if any) flushes once more when
+    /// `shutdown` fires. Call on the tokio runtime.
+    pub fn start(
+        config: &vela_telemetry::TelemetryConfig,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let hub = vela_telemetry::MetricsHub::new(config);
+        let exporter =
+            vela_telemetry::otlp::spawn_exporter(hub.clone(), &config.otlp, shutdown.clone())
+                .map_err(anyhow::Error::msg)?;
+        Ok(Self { hub, exporter })
+    }
+
+    /// The labels of `role` on this process.
+    pub fn labels(
+        config: &crate::config::VelaConfig,
+        role: vela_telemetry::NodeType,
+        node_id: &str,
+    ) -> vela_telemetry::NodeLabels {
+        vela_telemetry::NodeLabels::new(config.cluster.metrics_name(), role, node_id)
+    }
+
+    /// Waits for the exporter's last export (after `shutdown` fired).
+    pub async fn stopped(self) {
+        if let Some(task) = self.exporter
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "OTLP exporter task failed");
+        }
+    }
+}

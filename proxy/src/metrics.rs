@@ -1,225 +1,394 @@
-//! Prometheus metrics of the proxy, named as RocketMQ names them (`rocketmq-facts.md` §6.1)
-//! so existing dashboards keep working, plus an RPC latency histogram. Updated once per
-//! batch, not per message.
+//! The proxy's metrics (`docs/metrics.md`), named as RocketMQ 5's proxy and broker name them so
+//! existing queries and alerts keep working. Recorded once per request or batch on
+//! OpenTelemetry instruments; the process serves them at `/metrics` and over OTLP.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
+use parking_lot::Mutex;
+use vela_proto::pb::rocketmq::{self as pb, ClientType, Code, Language};
+use vela_telemetry::{KeyValue, MetricsHub, NodeLabels, NodeType, is_system};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InLabels {
-    topic: String,
-    message_type: &'static str,
+/// RocketMQ's message-size buckets, bytes.
+const SIZE_BUCKETS: [f64; 6] = [
+    1024.0,
+    4096.0,
+    512.0 * 1024.0,
+    1024.0 * 1024.0,
+    2.0 * 1024.0 * 1024.0,
+    4.0 * 1024.0 * 1024.0,
+];
+/// RocketMQ's RPC-latency buckets, milliseconds.
+const RPC_BUCKETS_MS: [f64; 9] = [1.0, 3.0, 5.0, 7.0, 10.0, 100.0, 1000.0, 2000.0, 3000.0];
+
+/// Who is on one Telemetry stream, as the connection gauges count it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Connection {
+    producer: bool,
+    language: String,
+    version: String,
+    consume_mode: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutLabels {
-    topic: String,
-    consumer_group: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TopicLabel {
-    topic: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
-    rpc: &'static str,
-    code: i32,
-}
-
-type LatencyFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
-
-/// The proxy's metrics; register once, share the `Arc`.
-#[derive(Debug)]
+/// The proxy's metrics; make once per process, share the `Arc`.
 pub struct ProxyMetrics {
-    messages_in: Family<InLabels, Counter>,
-    messages_out: Family<OutLabels, Counter>,
-    throughput_in: Family<InLabels, Counter>,
-    throughput_out: Family<OutLabels, Counter>,
-    commits: Family<TopicLabel, Counter>,
-    rollbacks: Family<TopicLabel, Counter>,
-    transaction_checks: Family<TopicLabel, Counter>,
-    rpc_latency: LatencyFamily,
+    labels: NodeLabels,
+    messages_in: Counter<u64>,
+    throughput_in: Counter<u64>,
+    message_size: Histogram<u64>,
+    messages_out: Counter<u64>,
+    throughput_out: Counter<u64>,
+    dead_letters: Counter<u64>,
+    commits: Counter<u64>,
+    rollbacks: Counter<u64>,
+    transaction_checks: Counter<u64>,
+    rpc_latency: Histogram<f64>,
+    connections: Arc<Mutex<HashMap<u64, Connection>>>,
+    _gauges: Vec<ObservableGauge<i64>>,
 }
 
-fn latency_histogram() -> Histogram {
-    // 1 ms .. ~33 s: unary calls sit at the low end, long polls near 20 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 2.0, 16,
-    ))
-}
-
-impl Default for ProxyMetrics {
-    fn default() -> Self {
-        Self {
-            messages_in: Family::default(),
-            messages_out: Family::default(),
-            throughput_in: Family::default(),
-            throughput_out: Family::default(),
-            commits: Family::default(),
-            rollbacks: Family::default(),
-            transaction_checks: Family::default(),
-            rpc_latency: Family::new_with_constructor(latency_histogram),
-        }
+impl std::fmt::Debug for ProxyMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyMetrics").finish_non_exhaustive()
     }
 }
 
 impl ProxyMetrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Arc<Self> {
-        let m = Self::default();
-        // prometheus-client appends `_total` to counters.
-        registry.register(
-            "rocketmq_messages_in",
-            "Messages produced",
-            m.messages_in.clone(),
-        );
-        registry.register(
-            "rocketmq_messages_out",
-            "Messages delivered",
-            m.messages_out.clone(),
-        );
-        registry.register(
-            "rocketmq_throughput_in",
-            "Bytes produced",
-            m.throughput_in.clone(),
-        );
-        registry.register(
-            "rocketmq_throughput_out",
-            "Bytes delivered",
-            m.throughput_out.clone(),
-        );
-        registry.register(
-            "rocketmq_commit_messages",
-            "Transaction half messages committed (by their producer or its checker)",
-            m.commits.clone(),
-        );
-        registry.register(
-            "rocketmq_rollback_messages",
-            "Transaction half messages rolled back by their producer or its checker",
-            m.rollbacks.clone(),
-        );
-        registry.register(
-            "vela_transaction_checks",
-            "Transaction check-backs sent to producers",
-            m.transaction_checks.clone(),
-        );
-        registry.register(
-            "vela_rpc_latency_seconds",
-            "Latency of MessagingService calls by RPC and response code",
-            m.rpc_latency.clone(),
-        );
-        Arc::new(m)
+    /// Makes the instruments on `meter`. `proxy_mode` is `local` (standalone) or `cluster`.
+    pub fn new(meter: &Meter, labels: NodeLabels, proxy_mode: &'static str) -> Arc<Self> {
+        let counter = |name: &'static str, help: &'static str| {
+            meter.u64_counter(name).with_description(help).build()
+        };
+        let connections: Arc<Mutex<HashMap<u64, Connection>>> = Arc::default();
+        let connection_gauge = |producers: bool| {
+            let (name, help) = if producers {
+                (
+                    "rocketmq_producer_connections",
+                    "Producers with an open Telemetry stream to this proxy",
+                )
+            } else {
+                (
+                    "rocketmq_consumer_connections",
+                    "Consumers with an open Telemetry stream to this proxy",
+                )
+            };
+            let connections = connections.clone();
+            let labels = labels.clone();
+            meter
+                .i64_observable_gauge(name)
+                .with_description(help)
+                .with_callback(move |o| {
+                    let mut counts: BTreeMap<Connection, i64> = BTreeMap::new();
+                    for c in connections.lock().values() {
+                        if c.producer == producers {
+                            *counts.entry(c.clone()).or_default() += 1;
+                        }
+                    }
+                    for (c, count) in counts {
+                        let mut attrs = labels.with([
+                            KeyValue::new("language", c.language),
+                            KeyValue::new("version", c.version),
+                            KeyValue::new("protocol_type", "grpc"),
+                        ]);
+                        if !producers {
+                            attrs.push(KeyValue::new("consume_mode", c.consume_mode));
+                        }
+                        o.observe(count, &attrs);
+                    }
+                })
+                .build()
+        };
+        let up = {
+            let attrs = labels.with([KeyValue::new("proxy_mode", proxy_mode)]);
+            meter
+                .i64_observable_gauge("rocketmq_proxy_up")
+                .with_description("1 while the proxy serves")
+                .with_callback(move |o| o.observe(1, &attrs))
+                .build()
+        };
+        let gauges = vec![connection_gauge(true), connection_gauge(false), up];
+        Arc::new(Self {
+            messages_in: counter("rocketmq_messages_in_total", "Messages produced"),
+            throughput_in: counter(
+                "rocketmq_throughput_in_total",
+                "Body bytes of the messages produced",
+            ),
+            message_size: meter
+                .u64_histogram("rocketmq_message_size")
+                .with_description("Body size of each message produced, bytes")
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+            messages_out: counter("rocketmq_messages_out_total", "Messages delivered"),
+            throughput_out: counter(
+                "rocketmq_throughput_out_total",
+                "Body bytes of the messages delivered",
+            ),
+            dead_letters: counter(
+                "rocketmq_send_to_dlq_messages_total",
+                "Messages moved to a group's dead-letter queue",
+            ),
+            commits: counter(
+                "rocketmq_commit_messages_total",
+                "Transaction half messages committed (by their producer or its checker)",
+            ),
+            rollbacks: counter(
+                "rocketmq_rollback_messages_total",
+                "Transaction half messages rolled back by their producer or its checker",
+            ),
+            transaction_checks: counter(
+                "vela_transaction_checks_total",
+                "Transaction check-backs sent to producers",
+            ),
+            rpc_latency: meter
+                .f64_histogram("rocketmq_rpc_latency")
+                .with_description(
+                    "Time to answer a client RPC, milliseconds (ReceiveMessage includes its long poll)",
+                )
+                .with_boundaries(RPC_BUCKETS_MS.to_vec())
+                .build(),
+            connections,
+            _gauges: gauges,
+            labels,
+        })
     }
 
-    /// Metrics that are not exported anywhere (tests, embedding without a registry).
+    /// Metrics on a hub of their own (tests, embedding without `/metrics`).
     pub fn unregistered() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::new(
+            &MetricsHub::standalone().meter("vela-proxy"),
+            NodeLabels::unnamed(NodeType::Proxy),
+            "local",
+        )
     }
 
+    /// Messages of one kind accepted for `topic`; `sizes` are their body lengths.
     pub(crate) fn produced(
         &self,
         topic: &str,
         message_type: &'static str,
-        messages: u64,
-        bytes: u64,
+        sizes: impl Iterator<Item = usize>,
     ) {
-        let labels = InLabels {
-            topic: topic.to_owned(),
-            message_type,
-        };
-        self.messages_in.get_or_create(&labels).inc_by(messages);
-        self.throughput_in.get_or_create(&labels).inc_by(bytes);
+        let (mut count, mut bytes) = (0u64, 0u64);
+        let size_attrs = self.labels.with([
+            KeyValue::new("topic", topic.to_owned()),
+            KeyValue::new("message_type", message_type),
+        ]);
+        for size in sizes {
+            count += 1;
+            bytes += size as u64;
+            self.message_size.record(size as u64, &size_attrs);
+        }
+        let mut attrs = size_attrs;
+        attrs.push(KeyValue::new("is_system", is_system(topic)));
+        self.messages_in.add(count, &attrs);
+        self.throughput_in.add(bytes, &attrs);
     }
 
-    pub(crate) fn delivered(&self, topic: &str, group: &str, messages: u64, bytes: u64) {
-        let labels = OutLabels {
-            topic: topic.to_owned(),
-            consumer_group: group.to_owned(),
-        };
-        self.messages_out.get_or_create(&labels).inc_by(messages);
-        self.throughput_out.get_or_create(&labels).inc_by(bytes);
+    /// Messages delivered to `group`; `retried` of them (and `retried_bytes`) were
+    /// redeliveries.
+    pub(crate) fn delivered(
+        &self,
+        topic: &str,
+        group: &str,
+        (messages, bytes): (u64, u64),
+        (retried, retried_bytes): (u64, u64),
+    ) {
+        let system = is_system(topic) || is_system(group);
+        for (is_retry, count, size) in [
+            (false, messages - retried, bytes - retried_bytes),
+            (true, retried, retried_bytes),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let attrs = self.labels.with([
+                KeyValue::new("topic", topic.to_owned()),
+                KeyValue::new("consumer_group", group.to_owned()),
+                KeyValue::new("is_retry", is_retry),
+                KeyValue::new("is_system", system),
+            ]);
+            self.messages_out.add(count, &attrs);
+            self.throughput_out.add(size, &attrs);
+        }
+    }
+
+    /// A consumer forwarded a message of `topic` to `group`'s dead-letter queue.
+    pub(crate) fn dead_lettered(&self, topic: &str, group: &str) {
+        self.dead_letters.add(
+            1,
+            &self.labels.with([
+                KeyValue::new("topic", topic.to_owned()),
+                KeyValue::new("consumer_group", group.to_owned()),
+            ]),
+        );
     }
 
     /// A transaction ended through this proxy.
     pub(crate) fn transaction_ended(&self, topic: &str, committed: bool) {
-        let labels = TopicLabel {
-            topic: topic.to_owned(),
-        };
+        let attrs = self.labels.with([KeyValue::new("topic", topic.to_owned())]);
         if committed {
-            self.commits.get_or_create(&labels).inc();
+            self.commits.add(1, &attrs);
         } else {
-            self.rollbacks.get_or_create(&labels).inc();
+            self.rollbacks.add(1, &attrs);
         }
     }
 
     /// A check-back went to a producer of `topic`.
     pub(crate) fn transaction_checked(&self, topic: &str) {
-        self.transaction_checks
-            .get_or_create(&TopicLabel {
-                topic: topic.to_owned(),
-            })
-            .inc();
+        self.transaction_checks.add(
+            1,
+            &self.labels.with([KeyValue::new("topic", topic.to_owned())]),
+        );
     }
 
     pub(crate) fn observe_rpc(&self, rpc: &'static str, code: i32, elapsed: Duration) {
-        self.rpc_latency
-            .get_or_create(&RpcLabels { rpc, code })
-            .observe(elapsed.as_secs_f64());
+        let code = Code::try_from(code).map_or("UNKNOWN", |c| c.as_str_name());
+        self.rpc_latency.record(
+            elapsed.as_secs_f64() * 1000.0,
+            &self.labels.with([
+                KeyValue::new("protocol_type", "grpc"),
+                KeyValue::new("request_code", rpc),
+                KeyValue::new("response_code", code),
+            ]),
+        );
+    }
+
+    /// Telemetry stream `stream` sent `settings`: it is counted as a producer or consumer
+    /// connection until [`ProxyMetrics::stream_closed`].
+    pub(crate) fn settings_seen(&self, stream: u64, settings: &pb::Settings) {
+        let client_type = settings
+            .client_type
+            .and_then(|t| ClientType::try_from(t).ok());
+        let mut connections = self.connections.lock();
+        let known = connections.get(&stream).cloned();
+        let producer = match (&settings.pub_sub, client_type) {
+            (Some(pb::settings::PubSub::Publishing(_)), _) | (None, Some(ClientType::Producer)) => {
+                true
+            }
+            (Some(pb::settings::PubSub::Subscription(_)), _) | (None, Some(_)) => false,
+            (None, None) => match &known {
+                Some(k) => k.producer,
+                None => return,
+            },
+        };
+        let consume_mode = match client_type {
+            Some(ClientType::PushConsumer | ClientType::LitePushConsumer) => "push",
+            Some(ClientType::SimpleConsumer | ClientType::LiteSimpleConsumer) => "simple",
+            Some(ClientType::PullConsumer) => "pull",
+            _ => known.as_ref().map_or("unknown", |k| k.consume_mode),
+        };
+        let (language, version) = match &settings.user_agent {
+            Some(ua) => (
+                Language::try_from(ua.language)
+                    .map_or("unknown", |l| l.as_str_name())
+                    .to_ascii_lowercase(),
+                ua.version.chars().take(32).collect(),
+            ),
+            None => known.as_ref().map_or_else(
+                || ("unknown".to_owned(), String::new()),
+                |k| (k.language.clone(), k.version.clone()),
+            ),
+        };
+        connections.insert(
+            stream,
+            Connection {
+                producer,
+                language,
+                version,
+                consume_mode: if producer { "" } else { consume_mode },
+            },
+        );
+    }
+
+    pub(crate) fn stream_closed(&self, stream: u64) {
+        self.connections.lock().remove(&stream);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus_client::encoding::text::encode;
 
     #[test]
     fn exports_rocketmq_names() {
-        let mut registry = Registry::default();
-        let m = ProxyMetrics::register(&mut registry);
-        m.produced("orders", "normal", 2, 10);
-        m.delivered("orders", "billing", 1, 5);
-        m.observe_rpc("SendMessage", 20000, Duration::from_millis(3));
+        let hub = MetricsHub::standalone();
+        let m = ProxyMetrics::new(
+            &hub.meter("vela-proxy"),
+            NodeLabels::new("c", NodeType::Proxy, "p"),
+            "local",
+        );
+        m.produced("orders", "normal", [4usize, 6].into_iter());
+        m.delivered("orders", "billing", (3, 15), (1, 5));
+        m.observe_rpc("SendMessage", Code::Ok as i32, Duration::from_millis(3));
         m.transaction_ended("pay", true);
         m.transaction_ended("pay", true);
         m.transaction_ended("pay", false);
         m.transaction_checked("pay");
-        let mut text = String::new();
-        encode(&mut text, &registry).expect("encodes");
+        m.dead_lettered("orders", "billing");
+        m.settings_seen(
+            7,
+            &pb::Settings {
+                client_type: Some(ClientType::SimpleConsumer as i32),
+                user_agent: Some(pb::Ua {
+                    language: Language::Python as i32,
+                    version: "5.1.2".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        m.settings_seen(
+            8,
+            &pb::Settings {
+                client_type: Some(ClientType::Producer as i32),
+                ..Default::default()
+            },
+        );
+        m.stream_closed(8);
+        let text = hub.prometheus_text().expect("encodes");
+        // Labels come sorted by name; the common ones are cluster, node_id, node_type.
+        let c = r#"cluster="c""#;
+        let n = r#"node_id="p",node_type="proxy""#;
         for line in [
-            r#"rocketmq_commit_messages_total{topic="pay"} 2"#,
-            r#"rocketmq_rollback_messages_total{topic="pay"} 1"#,
-            r#"vela_transaction_checks_total{topic="pay"} 1"#,
+            format!(r#"rocketmq_commit_messages_total{{{c},{n},topic="pay"}} 2"#),
+            format!(r#"rocketmq_rollback_messages_total{{{c},{n},topic="pay"}} 1"#),
+            format!(r#"vela_transaction_checks_total{{{c},{n},topic="pay"}} 1"#),
+            format!(
+                r#"rocketmq_messages_in_total{{{c},is_system="false",message_type="normal",{n},topic="orders"}} 2"#
+            ),
+            format!(
+                r#"rocketmq_throughput_in_total{{{c},is_system="false",message_type="normal",{n},topic="orders"}} 10"#
+            ),
+            format!(
+                r#"rocketmq_message_size_count{{{c},message_type="normal",{n},topic="orders"}} 2"#
+            ),
+            format!(
+                r#"rocketmq_messages_out_total{{{c},consumer_group="billing",is_retry="false",is_system="false",{n},topic="orders"}} 2"#
+            ),
+            format!(
+                r#"rocketmq_messages_out_total{{{c},consumer_group="billing",is_retry="true",is_system="false",{n},topic="orders"}} 1"#
+            ),
+            format!(
+                r#"rocketmq_throughput_out_total{{{c},consumer_group="billing",is_retry="false",is_system="false",{n},topic="orders"}} 10"#
+            ),
+            format!(
+                r#"rocketmq_send_to_dlq_messages_total{{{c},consumer_group="billing",{n},topic="orders"}} 1"#
+            ),
+            format!(
+                r#"rocketmq_rpc_latency_count{{{c},{n},protocol_type="grpc",request_code="SendMessage",response_code="OK"}} 1"#
+            ),
+            format!(
+                r#"rocketmq_consumer_connections{{{c},consume_mode="simple",language="python",{n},protocol_type="grpc",version="5.1.2"}} 1"#
+            ),
+            format!(r#"rocketmq_proxy_up{{{c},{n},proxy_mode="local"}} 1"#),
         ] {
-            assert!(text.contains(line), "{line} in {text}");
+            assert!(text.contains(&line), "{line}\nnot in\n{text}");
         }
         assert!(
-            text.contains(r#"rocketmq_messages_in_total{topic="orders",message_type="normal"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"rocketmq_throughput_in_total{topic="orders",message_type="normal"} 10"#
-            )
-        );
-        assert!(
-            text.contains(
-                r#"rocketmq_messages_out_total{topic="orders",consumer_group="billing"} 1"#
-            )
-        );
-        assert!(text.contains(
-            r#"rocketmq_throughput_out_total{topic="orders",consumer_group="billing"} 5"#
-        ));
-        assert!(
-            text.contains(r#"vela_rpc_latency_seconds_count{rpc="SendMessage",code="20000"} 1"#)
+            !text.contains("rocketmq_producer_connections{"),
+            "the producer's stream closed:\n{text}"
         );
     }
 }

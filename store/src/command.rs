@@ -478,6 +478,10 @@ pub enum CommandResponse {
     Popped {
         delivery_id: u64,
         messages: Vec<PoppedMessage>,
+        /// Expired deliveries this POP moved to the group's dead-letter queue (their last
+        /// attempt was used up); counted by the proposer's metrics.
+        #[serde(default)]
+        dead_lettered: u32,
     },
     /// One result per acknowledged delivery, in order.
     Acked(Vec<Result<(), ApplyError>>),

@@ -1,120 +1,441 @@
-//! The store's own metrics (Prometheus, through the registry `/metrics` serves). Where RocketMQ
-//! has a name (`rocketmq_half_messages`) it is used; the rest carry Vela's prefix.
+//! The store's metrics (`docs/metrics.md`). The store keeps its own counts (cheap, lock-held
+//! for a map update) and, once the process registers it, OpenTelemetry observable instruments
+//! read them, and the consumer, Raft and storage gauges are worked out from the shards'
+//! state, on every collection (a `/metrics` scrape or an OTLP export). Where RocketMQ has a
+//! name (`rocketmq_consumer_lag_messages`…) it is used; the rest carry `vela_`.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 use vela_proto::domain::ShardId;
+use vela_telemetry::{KeyValue, Meter, NodeLabels, is_system};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ScrubLabels {
-    shard: ShardId,
-    /// `clean`, `damaged` or `failed` (the scrub could not run to the end).
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ShardLabel {
-    shard: ShardId,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TopicShardLabels {
-    topic: String,
-    shard: ShardId,
-}
+use crate::node::Store;
 
 /// How a scrub ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ScrubResult {
     Clean,
     Damaged,
     Failed,
 }
 
-/// Metrics of a store node; the handles are shared, so registering them later is fine.
-#[derive(Debug, Default)]
-pub(crate) struct StoreMetrics {
-    scrubs: Family<ScrubLabels, Counter>,
-    damaged_segments: Family<ShardLabel, Gauge>,
-    half_messages: Family<TopicShardLabels, Gauge>,
-    orphans_rolled_back: Family<ShardLabel, Counter>,
+impl ScrubResult {
+    fn label(self) -> &'static str {
+        match self {
+            ScrubResult::Clean => "clean",
+            ScrubResult::Damaged => "damaged",
+            ScrubResult::Failed => "failed",
+        }
+    }
 }
 
-impl StoreMetrics {
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "vela_store_scrubs",
-            "Background scrubs of a shard's sealed log segments, by result",
-            self.scrubs.clone(),
-        );
-        registry.register(
-            "vela_store_damaged_segments",
-            "Sealed log segments of a shard that its last completed scrub found damaged",
-            self.damaged_segments.clone(),
-        );
-        registry.register(
-            "rocketmq_half_messages",
-            "Transaction half messages waiting for a commit or rollback, on the shards this node leads",
-            self.half_messages.clone(),
-        );
-        registry.register(
-            "vela_store_orphans_rolled_back",
-            "Transaction half messages the shard leader rolled back after their check-backs went unanswered",
-            self.orphans_rolled_back.clone(),
-        );
-    }
+/// Counts of a store node; the instruments that export them are made by `register`.
+#[derive(Default)]
+pub(crate) struct StoreMetrics {
+    scrubs: Mutex<BTreeMap<(ShardId, ScrubResult), u64>>,
+    damaged_segments: Mutex<BTreeMap<ShardId, u64>>,
+    half_messages: Mutex<BTreeMap<(ShardId, String), i64>>,
+    orphans_rolled_back: Mutex<BTreeMap<ShardId, u64>>,
+    /// Moves into a dead-letter queue after the last attempt, by origin topic and group.
+    dead_letters: Mutex<BTreeMap<(String, String), u64>>,
+    /// The leader each shard had at the last collection, and how often it changed.
+    leaders: Mutex<BTreeMap<ShardId, (Option<u64>, u64)>>,
+    /// The consumer progress of the led shards, worked out once per collection.
+    progress: Mutex<Option<(Instant, Arc<Vec<GroupProgress>>)>>,
+    /// The registered instruments (kept so their callbacks stay).
+    registered: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
+}
 
+impl std::fmt::Debug for StoreMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreMetrics").finish_non_exhaustive()
+    }
+}
+
+/// One group's progress on one topic, summed over the queues of the shards this node leads.
+#[derive(Debug, Clone, Default)]
+struct GroupProgress {
+    topic: String,
+    group: String,
+    lag: u64,
+    inflight: u64,
+    ready: u64,
+    oldest_unacked_ms: Option<i64>,
+    oldest_ready_ms: Option<i64>,
+}
+
+/// One collection reads the shards once for all five consumer gauges.
+const PROGRESS_REUSE: Duration = Duration::from_millis(500);
+
+impl StoreMetrics {
     /// The half messages per topic of a shard this node leads (an empty map when it stopped
     /// leading); topics that had some and now have none disappear.
     pub fn half_messages(
         &self,
         shard: ShardId,
-        counts: &std::collections::BTreeMap<String, i64>,
-        reported: &mut std::collections::BTreeSet<String>,
+        counts: &BTreeMap<String, i64>,
+        reported: &mut BTreeSet<String>,
     ) {
+        let mut halves = self.half_messages.lock();
         for topic in reported.iter().filter(|t| !counts.contains_key(*t)) {
-            self.half_messages.remove(&TopicShardLabels {
-                topic: topic.clone(),
-                shard,
-            });
+            halves.remove(&(shard, topic.clone()));
         }
         for (topic, count) in counts {
-            self.half_messages
-                .get_or_create(&TopicShardLabels {
-                    topic: topic.clone(),
-                    shard,
-                })
-                .set(*count);
+            halves.insert((shard, topic.clone()), *count);
         }
         *reported = counts.keys().cloned().collect();
     }
 
     pub fn orphan_rolled_back(&self, shard: ShardId) {
-        self.orphans_rolled_back
-            .get_or_create(&ShardLabel { shard })
-            .inc();
+        *self.orphans_rolled_back.lock().entry(shard).or_default() += 1;
+    }
+
+    /// `count` messages of `topic` moved to `group`'s dead-letter queue on a shard this node
+    /// leads.
+    pub fn dead_lettered(&self, topic: &str, group: &str, count: u64) {
+        *self
+            .dead_letters
+            .lock()
+            .entry((topic.to_owned(), group.to_owned()))
+            .or_default() += count;
     }
 
     /// Records a scrub's end; `damaged` is set for a scrub that ran to the end.
     pub fn scrubbed(&self, shard: ShardId, result: ScrubResult, damaged: Option<usize>) {
-        let result_label = match result {
-            ScrubResult::Clean => "clean",
-            ScrubResult::Damaged => "damaged",
-            ScrubResult::Failed => "failed",
-        };
-        self.scrubs
-            .get_or_create(&ScrubLabels {
-                shard,
-                result: result_label,
-            })
-            .inc();
+        *self.scrubs.lock().entry((shard, result)).or_default() += 1;
         if let Some(damaged) = damaged {
             self.damaged_segments
-                .get_or_create(&ShardLabel { shard })
-                .set(i64::try_from(damaged).unwrap_or(i64::MAX));
+                .lock()
+                .insert(shard, u64::try_from(damaged).unwrap_or(u64::MAX));
         }
     }
+
+    /// The consumer progress of the shards `store` leads, reused within one collection.
+    fn progress(&self, store: &Store) -> Arc<Vec<GroupProgress>> {
+        let mut cached = self.progress.lock();
+        if let Some((at, progress)) = cached.as_ref()
+            && at.elapsed() < PROGRESS_REUSE
+        {
+            return progress.clone();
+        }
+        let mut by_group: BTreeMap<(String, String), GroupProgress> = BTreeMap::new();
+        for p in store.consumer_progress() {
+            let entry = by_group
+                .entry((p.topic.as_str().to_owned(), p.group.as_str().to_owned()))
+                .or_insert_with(|| GroupProgress {
+                    topic: p.topic.as_str().to_owned(),
+                    group: p.group.as_str().to_owned(),
+                    ..Default::default()
+                });
+            entry.lag += p.lag;
+            entry.inflight += p.inflight;
+            entry.ready += p.ready;
+            entry.oldest_unacked_ms = min_some(entry.oldest_unacked_ms, p.oldest_unacked_ms);
+            entry.oldest_ready_ms = min_some(entry.oldest_ready_ms, p.oldest_ready_ms);
+        }
+        let progress = Arc::new(by_group.into_values().collect::<Vec<_>>());
+        *cached = Some((Instant::now(), progress.clone()));
+        progress
+    }
+
+    /// Makes the instruments that export this node's metrics on `meter` (a process has one
+    /// meter; tests make one per look).
+    pub fn register(self: &Arc<Self>, store: &Arc<Store>, meter: &Meter, labels: &NodeLabels) {
+        let mut kept: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        let store = Arc::downgrade(store);
+        let this = Arc::downgrade(self);
+
+        // Consumer progress: one gauge per quantity, all from one read of the shards.
+        type Pick = fn(&GroupProgress, i64) -> Option<i64>;
+        let consumer_gauges: [(&'static str, &'static str, Pick); 5] = [
+            (
+                "rocketmq_consumer_lag_messages",
+                "Messages not yet acknowledged by the group (max offset minus consumer offset)",
+                |p, _| Some(clamp(p.lag)),
+            ),
+            (
+                "rocketmq_consumer_inflight_messages",
+                "Messages delivered to the group and not yet acknowledged",
+                |p, _| Some(clamp(p.inflight)),
+            ),
+            (
+                "rocketmq_consumer_ready_messages",
+                "Messages ready for the group and not yet delivered",
+                |p, _| Some(clamp(p.ready)),
+            ),
+            (
+                "rocketmq_consumer_lag_latency",
+                "Milliseconds since the oldest message the group has not acknowledged was stored",
+                |p, now| p.oldest_unacked_ms.map(|t| (now - t).max(0)),
+            ),
+            (
+                "rocketmq_consumer_queueing_latency",
+                "Milliseconds since the oldest message ready for the group and not yet delivered was stored",
+                |p, now| p.oldest_ready_ms.map(|t| (now - t).max(0)),
+            ),
+        ];
+        for (name, help, pick) in consumer_gauges {
+            let (store, this, labels) = (store.clone(), this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge(name)
+                    .with_description(help)
+                    .with_callback(move |o| {
+                        let (Some(store), Some(this)) = (store.upgrade(), this.upgrade()) else {
+                            return;
+                        };
+                        let now = store.now_ms();
+                        for p in this.progress(&store).iter() {
+                            if let Some(value) = pick(p, now) {
+                                o.observe(
+                                    value,
+                                    &labels.with([
+                                        KeyValue::new("topic", p.topic.clone()),
+                                        KeyValue::new("consumer_group", p.group.clone()),
+                                        KeyValue::new(
+                                            "is_system",
+                                            is_system(&p.topic) || is_system(&p.group),
+                                        ),
+                                    ]),
+                                );
+                            }
+                        }
+                    })
+                    .build(),
+            ));
+        }
+
+        // Raft, per shard on this node.
+        {
+            let (store, this, labels) = (store.clone(), this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("vela_raft_term")
+                    .with_description("The shard's current Raft term on this node")
+                    .with_callback(move |o| {
+                        let (Some(store), Some(_)) = (store.upgrade(), this.upgrade()) else {
+                            return;
+                        };
+                        for r in store.raft_reports() {
+                            o.observe(clamp(r.term), &labels.with([shard_label(r.shard)]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("vela_raft_leader")
+                    .with_description("1 when this node leads the shard, else 0")
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        for r in store.raft_reports() {
+                            o.observe(i64::from(r.leading), &labels.with([shard_label(r.shard)]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("vela_raft_apply_lag_entries")
+                    .with_description(
+                        "Committed log entries of the shard not yet applied on this node",
+                    )
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        for r in store.raft_reports() {
+                            o.observe(
+                                clamp(r.committed.saturating_sub(r.applied)),
+                                &labels.with([shard_label(r.shard)]),
+                            );
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (store, this, labels) = (store.clone(), this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .u64_observable_counter("vela_raft_leader_changes_total")
+                    .with_description(
+                        "Leader changes of the shard this node saw (compared at each collection)",
+                    )
+                    .with_callback(move |o| {
+                        let (Some(store), Some(this)) = (store.upgrade(), this.upgrade()) else {
+                            return;
+                        };
+                        let mut leaders = this.leaders.lock();
+                        for r in store.raft_reports() {
+                            let seen = leaders.entry(r.shard).or_insert((r.leader, 0));
+                            if r.leader.is_some() && seen.0 != r.leader {
+                                if seen.0.is_some() {
+                                    seen.1 += 1;
+                                }
+                                seen.0 = r.leader;
+                            }
+                            o.observe(seen.1, &labels.with([shard_label(r.shard)]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+
+        // Storage.
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("rocketmq_storage_size")
+                    .with_description(
+                        "Bytes this store node keeps on local disk (logs, indexes, snapshots)",
+                    )
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        if let Some(bytes) = store.disk_usage() {
+                            o.observe(
+                                clamp(bytes),
+                                &labels.with([
+                                    KeyValue::new("storage_type", "local"),
+                                    KeyValue::new("storage_medium", "disk"),
+                                ]),
+                            );
+                        }
+                    })
+                    .build(),
+            ));
+        }
+
+        // The store's own counts.
+        {
+            let (this, labels) = (this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .u64_observable_counter("rocketmq_send_to_dlq_messages_total")
+                    .with_description("Messages moved to a group's dead-letter queue")
+                    .with_callback(move |o| {
+                        let Some(this) = this.upgrade() else { return };
+                        for ((topic, group), count) in this.dead_letters.lock().iter() {
+                            o.observe(
+                                *count,
+                                &labels.with([
+                                    KeyValue::new("topic", topic.clone()),
+                                    KeyValue::new("consumer_group", group.clone()),
+                                ]),
+                            );
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (this, labels) = (this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("rocketmq_half_messages")
+                    .with_description("Transaction half messages waiting for a commit or rollback, on the shards this node leads")
+                    .with_callback(move |o| {
+                        let Some(this) = this.upgrade() else { return };
+                        for ((shard, topic), count) in this.half_messages.lock().iter() {
+                            o.observe(
+                                *count,
+                                &labels.with([
+                                    KeyValue::new("topic", topic.clone()),
+                                    shard_label(*shard),
+                                ]),
+                            );
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (this, labels) = (this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .u64_observable_counter("vela_store_scrubs_total")
+                    .with_description(
+                        "Background scrubs of a shard's sealed log segments, by result",
+                    )
+                    .with_callback(move |o| {
+                        let Some(this) = this.upgrade() else { return };
+                        for ((shard, result), count) in this.scrubs.lock().iter() {
+                            o.observe(
+                                *count,
+                                &labels.with([
+                                    shard_label(*shard),
+                                    KeyValue::new("result", result.label()),
+                                ]),
+                            );
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (this, labels) = (this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("vela_store_damaged_segments")
+                    .with_description("Sealed log segments of a shard that its last completed scrub found damaged")
+                    .with_callback(move |o| {
+                        let Some(this) = this.upgrade() else { return };
+                        for (shard, count) in this.damaged_segments.lock().iter() {
+                            o.observe(clamp(*count), &labels.with([shard_label(*shard)]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (this, labels) = (this.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .u64_observable_counter("vela_store_orphans_rolled_back_total")
+                    .with_description("Transaction half messages the shard leader rolled back after their check-backs went unanswered")
+                    .with_callback(move |o| {
+                        let Some(this) = this.upgrade() else { return };
+                        for (shard, count) in this.orphans_rolled_back.lock().iter() {
+                            o.observe(*count, &labels.with([shard_label(*shard)]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        self.registered.lock().extend(kept);
+    }
+}
+
+fn shard_label(shard: ShardId) -> KeyValue {
+    KeyValue::new("shard", i64::from(shard))
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the Raft gauges read of one shard on this node.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RaftReport {
+    pub shard: ShardId,
+    pub term: u64,
+    pub leading: bool,
+    pub leader: Option<u64>,
+    pub committed: u64,
+    pub applied: u64,
 }

@@ -374,11 +374,6 @@ impl Store {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Registers the store's metrics (`vela_store_…`) with the registry `/metrics` serves.
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        self.metrics.register(registry);
-    }
-
     /// Scrubs every shard's sealed log segments now, unpaced (normally every
     /// `scrub_interval`), and returns, per shard, the damaged segments and what is wrong with
     /// each. The result is logged and counted as a scheduled scrub's is, and a damaged replica
@@ -633,6 +628,7 @@ impl Store {
 mod api;
 mod damaged;
 mod members;
+mod observe;
 mod offsets;
 mod receive;
 mod scoped;

@@ -38,6 +38,7 @@ pub use index::{Entries, IndexEntry, QueueIndex, TagTable, message_group_hash};
 pub use legacy::{EntryMap, LegacyState};
 pub use offsets::StartRule;
 pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
+pub use reads::ConsumerProgress;
 use time::deadline;
 
 /// The transaction id of a half message: where its record is. It names the shard first, so any

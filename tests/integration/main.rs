@@ -28,3 +28,4 @@ mod t17_dead_letters;
 mod t18_auth;
 mod t19_tls;
 mod t20_cluster_tls;
+mod t21_metrics;

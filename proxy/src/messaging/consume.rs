@@ -191,13 +191,18 @@ async fn receive(
             shared.ctx.clock.now_ms(),
         );
     }
-    let bytes: usize = deliveries.iter().map(|d| d.message.body.len()).sum();
-    shared.ctx.metrics.delivered(
-        params.topic.as_str(),
-        params.group.as_str(),
-        deliveries.len() as u64,
-        bytes as u64,
-    );
+    let (mut all, mut retried) = ((0u64, 0u64), (0u64, 0u64));
+    for d in &deliveries {
+        let len = d.message.body.len() as u64;
+        all = (all.0 + 1, all.1 + len);
+        if d.attempt > 1 {
+            retried = (retried.0 + 1, retried.1 + len);
+        }
+    }
+    shared
+        .ctx
+        .metrics
+        .delivered(params.topic.as_str(), params.group.as_str(), all, retried);
     Ok(deliveries
         .into_iter()
         .map(|d| {
@@ -388,6 +393,10 @@ pub(super) async fn forward_to_dead_letter_queue(
     let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
     let ticket = ticket_for(shared, &target, &req.receipt_handle)?;
     shared.ctx.store.dead_letter(&ticket).await?;
+    shared
+        .ctx
+        .metrics
+        .dead_lettered(target.topic.as_str(), target.group.as_str());
     if let Some(client) = &meta.client_id {
         shared.held.settled(client, &ticket);
     }

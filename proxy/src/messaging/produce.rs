@@ -228,15 +228,15 @@ fn record_produced(shared: &Shared, topic: &TopicName, kinds: &[(MessageKind, us
         MessageKind::Delay,
         MessageKind::Transaction,
     ] {
-        let (count, bytes) = kinds
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .fold((0u64, 0u64), |(c, b), (_, len)| (c + 1, b + *len as u64));
-        if count > 0 {
-            shared
-                .ctx
-                .metrics
-                .produced(topic.as_str(), kind_label(kind), count, bytes);
+        if kinds.iter().any(|(k, _)| *k == kind) {
+            shared.ctx.metrics.produced(
+                topic.as_str(),
+                kind_label(kind),
+                kinds
+                    .iter()
+                    .filter(|(k, _)| *k == kind)
+                    .map(|(_, len)| *len),
+            );
         }
     }
 }

@@ -81,6 +81,9 @@ async fn run(
                 continue;
             }
         }
+        if let Some(Command::Settings(settings)) = &command.command {
+            shared.ctx.metrics.settings_seen(stream, settings);
+        }
         if let Some(Command::Settings(settings)) = &command.command
             && let Some(client_id) = &meta.client_id
             && settings::role_of(settings) == Role::Producer
@@ -99,6 +102,7 @@ async fn run(
     }
     // Dropping `replies` (and the producer registration's clone) ends the response stream.
     shared.producers.remove(stream);
+    shared.ctx.metrics.stream_closed(stream);
     drop(replies);
     tracing::debug!("telemetry stream closed");
     if let Some(client) = meta.client_id

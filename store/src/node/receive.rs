@@ -129,10 +129,21 @@ impl Store {
                     return Ok(Received::Deliverable);
                 }
                 let _consuming = shard.fairness.consume(req.max_messages as usize);
-                match shard.write(command).await? {
+                let response = shard.write(command).await?;
+                if let CommandResponse::Popped { dead_lettered, .. } = &response
+                    && *dead_lettered > 0
+                {
+                    self.metrics.dead_lettered(
+                        req.topic.as_str(),
+                        req.group.as_str(),
+                        u64::from(*dead_lettered),
+                    );
+                }
+                match response {
                     CommandResponse::Popped {
                         delivery_id,
                         messages,
+                        ..
                     } if !messages.is_empty() => {
                         // Pass the wake on: another receiver of the group may find more (see
                         // `TopicWakeups`).

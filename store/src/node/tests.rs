@@ -834,3 +834,18 @@ async fn a_selective_filter_finds_its_match_deep_in_a_backlog_without_empty_rece
     );
     store.shutdown().await.expect("shuts down");
 }
+
+/// The store's metric lines that start with one of `prefixes`, as `/metrics` shows them
+/// less the labels every line has (`cluster`, `node_id`, `node_type`).
+pub(super) fn metric_lines(store: &Arc<Store>, prefixes: &[&str]) -> Vec<String> {
+    let hub = vela_telemetry::MetricsHub::standalone();
+    store.register_metrics(
+        &hub.meter("vela-store"),
+        &vela_telemetry::NodeLabels::unnamed(vela_telemetry::NodeType::Store),
+    );
+    let text = hub.prometheus_text().expect("encodes");
+    text.lines()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .map(|l| l.replace(r#"cluster="vela",node_id="0",node_type="store","#, ""))
+        .collect()
+}

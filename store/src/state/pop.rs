@@ -153,12 +153,14 @@ impl ShardState {
                 fx,
             );
         }
+        let dead_lettered = u32::try_from(dead_letters.len()).unwrap_or(u32::MAX);
         for entry in dead_letters {
             self.push_dead_letter(&pop.group, entry, pop.now_ms, fx);
         }
         CommandResponse::Popped {
             delivery_id: log_index,
             messages: delivered,
+            dead_lettered,
         }
     }
 

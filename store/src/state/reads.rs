@@ -66,6 +66,35 @@ impl ShardState {
         !self.queue_ids(topic).is_empty()
     }
 
+    /// Every group's progress on every queue of this shard, for the consumer metrics. The
+    /// store times are read from the index (a lookup per group and queue with a backlog).
+    pub fn consumer_progress(&self) -> Vec<ConsumerProgress> {
+        self.consumers
+            .iter()
+            .filter_map(|((group, topic, queue_id), c)| {
+                let queue = self.queues.get(&(topic.clone(), *queue_id))?;
+                let (min, max) = (queue.min_offset(), queue.max_offset());
+                let acked = c.consumer_offset().max(min);
+                let cursor = c.cursor().max(min);
+                let stored_at = |offset: u64| {
+                    (offset < max)
+                        .then(|| self.entries.get(queue.key(), offset))
+                        .flatten()
+                        .map(|e| e.store_ts_ms)
+                };
+                Some(ConsumerProgress {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    lag: max.saturating_sub(acked),
+                    inflight: c.inflight_count() as u64,
+                    ready: max.saturating_sub(cursor),
+                    oldest_unacked_ms: stored_at(acked),
+                    oldest_ready_ms: stored_at(cursor),
+                })
+            })
+            .collect()
+    }
+
     /// Offsets and per-group positions of `topic`'s queues.
     pub fn queue_stats(&self, topic: &TopicName, group: Option<&GroupName>) -> Vec<QueueStats> {
         self.queues
@@ -140,4 +169,21 @@ impl ShardState {
     }
 
     // ---- the index file ----
+}
+
+/// One group's position on one queue, as the consumer metrics report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerProgress {
+    pub group: GroupName,
+    pub topic: TopicName,
+    /// Messages not yet acknowledged: max offset − consumer offset.
+    pub lag: u64,
+    /// Delivered and not yet acknowledged.
+    pub inflight: u64,
+    /// Not yet delivered: max offset − the group's cursor.
+    pub ready: u64,
+    /// When the oldest unacknowledged message was stored (Unix ms), if there is one.
+    pub oldest_unacked_ms: Option<i64>,
+    /// When the oldest message not yet delivered was stored (Unix ms), if there is one.
+    pub oldest_ready_ms: Option<i64>,
 }

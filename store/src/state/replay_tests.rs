@@ -261,6 +261,7 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
             CommandResponse::Popped {
                 delivery_id,
                 messages,
+                ..
             } => {
                 let pop = match &command {
                     StoreCommand::Pop(pop) | StoreCommand::PopRanges { pop, .. } => Some(pop),

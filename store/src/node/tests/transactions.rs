@@ -50,19 +50,12 @@ fn pair(body: &str, check: u32) -> (String, u32) {
 }
 
 /// The store's transaction metric lines, as `/metrics` shows them.
-fn transaction_metrics(store: &Store) -> Vec<String> {
-    let mut registry = prometheus_client::registry::Registry::default();
-    store.register_metrics(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
-    text.lines()
-        .filter(|l| l.starts_with("rocketmq_half_messages{") || l.starts_with("vela_store_orphans"))
-        .map(str::to_owned)
-        .collect()
+fn transaction_metrics(store: &Arc<Store>) -> Vec<String> {
+    metric_lines(store, &["rocketmq_half_messages{", "vela_store_orphans"])
 }
 
 /// Waits until the store's transaction metrics are `want` (the leader reports each second).
-async fn until_metrics(store: &Store, want: &[&str]) {
+async fn until_metrics(store: &Arc<Store>, want: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = transaction_metrics(store);
@@ -97,7 +90,7 @@ async fn half_messages_are_checked_on_schedule_and_orphans_rolled_back() {
     assert!(due(&store, topic()).await.is_empty(), "nothing due at once");
     until_metrics(
         &store,
-        &[r#"rocketmq_half_messages{topic="orders",shard="0"} 3"#],
+        &[r#"rocketmq_half_messages{shard="0",topic="orders"} 3"#],
     )
     .await;
 

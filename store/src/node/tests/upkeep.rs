@@ -4,15 +4,8 @@
 use super::*;
 
 /// The `vela_store_…` lines of the store's metrics, as `/metrics` shows them.
-fn scrub_metrics(store: &Store) -> Vec<String> {
-    let mut registry = prometheus_client::registry::Registry::default();
-    store.register_metrics(&mut registry);
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
-    text.lines()
-        .filter(|l| l.starts_with("vela_store_"))
-        .map(str::to_owned)
-        .collect()
+fn scrub_metrics(store: &Arc<Store>) -> Vec<String> {
+    metric_lines(store, &["vela_store_"])
 }
 
 #[tokio::test]
@@ -55,8 +48,8 @@ async fn the_scrub_finds_a_flipped_bit_in_a_sealed_segment_and_reports_it() {
     assert_eq!(damaged[&0][0].0, segments[0]);
     let lines = scrub_metrics(&store);
     for expected in [
-        r#"vela_store_scrubs_total{shard="0",result="clean"} 1"#,
-        r#"vela_store_scrubs_total{shard="0",result="damaged"} 1"#,
+        r#"vela_store_scrubs_total{result="clean",shard="0"} 1"#,
+        r#"vela_store_scrubs_total{result="damaged",shard="0"} 1"#,
         r#"vela_store_damaged_segments{shard="0"} 1"#,
     ] {
         assert!(

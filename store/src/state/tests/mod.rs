@@ -126,6 +126,7 @@ impl Harness {
             CommandResponse::Popped {
                 delivery_id,
                 messages,
+                ..
             } => {
                 assert_eq!(
                     delivery_id, index,

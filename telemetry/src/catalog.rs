@@ -1,0 +1,61 @@
+//! Every metric Vela emits, by the name `/metrics` shows (a histogram by its family name).
+//! `docs/metrics.md` documents exactly these (a test checks), and the integration tests check
+//! that nothing else is emitted.
+
+/// The names, sorted.
+pub const METRICS: &[&str] = &[
+    "rocketmq_commit_messages_total",
+    "rocketmq_consumer_connections",
+    "rocketmq_consumer_group_number",
+    "rocketmq_consumer_inflight_messages",
+    "rocketmq_consumer_lag_latency",
+    "rocketmq_consumer_lag_messages",
+    "rocketmq_consumer_queueing_latency",
+    "rocketmq_consumer_ready_messages",
+    "rocketmq_half_messages",
+    "rocketmq_message_size",
+    "rocketmq_messages_in_total",
+    "rocketmq_messages_out_total",
+    "rocketmq_producer_connections",
+    "rocketmq_proxy_up",
+    "rocketmq_rollback_messages_total",
+    "rocketmq_rpc_latency",
+    "rocketmq_send_to_dlq_messages_total",
+    "rocketmq_storage_size",
+    "rocketmq_throughput_in_total",
+    "rocketmq_throughput_out_total",
+    "rocketmq_topic_number",
+    "vela_raft_apply_lag_entries",
+    "vela_raft_leader",
+    "vela_raft_leader_changes_total",
+    "vela_raft_term",
+    "vela_store_damaged_segments",
+    "vela_store_orphans_rolled_back_total",
+    "vela_store_scrubs_total",
+    "vela_transaction_checks_total",
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_docs_list_exactly_the_catalog() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+        let docs = std::fs::read_to_string(path).expect("docs/metrics.md");
+        let documented: BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let catalog: BTreeSet<&str> = super::METRICS.iter().copied().collect();
+        assert_eq!(
+            documented, catalog,
+            "docs/metrics.md and the catalog differ"
+        );
+        let mut sorted = super::METRICS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, super::METRICS, "keep the catalog sorted");
+        assert!(super::METRICS.iter().all(|m| !m.starts_with('_')));
+    }
+}

@@ -1,0 +1,266 @@
+//! `[telemetry.otlp]`: pushing the hub's metrics to an OpenTelemetry collector, over gRPC
+//! (port 4317 by convention, TLS when the endpoint is `https://`) or HTTP/protobuf (4318,
+//! plain HTTP only). Export runs on the process's tokio runtime every `interval`, once more
+//! at shutdown; a failed export is logged and the next one carries the cumulative totals, so a
+//! collector that was down misses points, never counts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::MetricsHub;
+
+/// The wire an OTLP exporter speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies, to `<endpoint>/v1/metrics`.
+    Http,
+}
+
+/// `[telemetry.otlp]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector, e.g. `http://otel-collector:4317`; unset means no OTLP export.
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    /// Time between exports.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest one export may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Sent with every export (gRPC metadata or HTTP headers), e.g. an `authorization` token.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Checks what serde cannot; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval < Duration::from_secs(1) {
+            return Err("telemetry.otlp.interval must be at least 1s".to_owned());
+        }
+        if self.timeout.is_zero() {
+            return Err("telemetry.otlp.timeout must be more than 0".to_owned());
+        }
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(());
+        };
+        let uri: tonic::codegen::http::Uri = endpoint
+            .parse()
+            .map_err(|e| format!("telemetry.otlp.endpoint {endpoint:?} is not a URL: {e}"))?;
+        match (uri.scheme_str(), self.protocol) {
+            (Some("http"), _) | (Some("https"), OtlpProtocol::Grpc) => {}
+            (Some("https"), OtlpProtocol::Http) => {
+                return Err(
+                    "telemetry.otlp.endpoint: OTLP/HTTP over TLS is not supported; use \
+                     protocol = \"grpc\" with an https:// endpoint"
+                        .to_owned(),
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "telemetry.otlp.endpoint {endpoint:?} must start with http:// or https://"
+                ));
+            }
+        }
+        if uri.host().is_none() {
+            return Err(format!("telemetry.otlp.endpoint {endpoint:?} has no host"));
+        }
+        for (key, value) in &self.headers {
+            tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(
+                key.to_ascii_lowercase().as_bytes(),
+            )
+            .map_err(|_| format!("telemetry.otlp.headers: {key:?} is not a header name"))?;
+            tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(value.as_str())
+                .map_err(|_| format!("telemetry.otlp.headers.{key}: not a valid header value"))?;
+        }
+        Ok(())
+    }
+
+    /// The URL an HTTP exporter posts to: the endpoint itself when it has a path, else
+    /// `<endpoint>/v1/metrics`.
+    fn http_url(endpoint: &str) -> String {
+        let trimmed = endpoint.trim_end_matches('/');
+        let has_path = trimmed
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.contains('/'));
+        if has_path {
+            trimmed.to_owned()
+        } else {
+            format!("{trimmed}/v1/metrics")
+        }
+    }
+
+    fn exporter(&self, endpoint: &str) -> Result<MetricExporter, String> {
+        let built = match self.protocol {
+            OtlpProtocol::Grpc => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (key, value) in &self.headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(
+                        key.to_ascii_lowercase().as_bytes(),
+                    )
+                    .map_err(|_| format!("telemetry.otlp.headers: {key:?} is not a header name"))?;
+                    let value = value
+                        .parse()
+                        .map_err(|_| format!("telemetry.otlp.headers.{key}: not a valid value"))?;
+                    metadata.insert(key, value);
+                }
+                let mut builder = MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_timeout(self.timeout)
+                    .with_metadata(metadata)
+                    .with_temporality(Temporality::Cumulative);
+                if endpoint.starts_with("https://") {
+                    builder = builder.with_tls_config(
+                        tonic::transport::ClientTlsConfig::new().with_native_roots(),
+                    );
+                }
+                builder.build()
+            }
+            OtlpProtocol::Http => MetricExporter::builder()
+                .with_http()
+                .with_endpoint(Self::http_url(endpoint))
+                .with_timeout(self.timeout)
+                .with_headers(self.headers.clone().into_iter().collect())
+                .with_temporality(Temporality::Cumulative)
+                .build(),
+        };
+        built.map_err(|e| format!("telemetry.otlp: cannot build the exporter: {e}"))
+    }
+}
+
+/// Starts pushing `hub` to the configured collector, if any; call on the tokio runtime. The
+/// task exports once more when `shutdown` fires, then ends.
+pub fn spawn_exporter(
+    hub: MetricsHub,
+    config: &OtlpConfig,
+    shutdown: CancellationToken,
+) -> Result<Option<JoinHandle<()>>, String> {
+    let Some(endpoint) = config.endpoint.clone() else {
+        return Ok(None);
+    };
+    config.validate()?;
+    let exporter = config.exporter(&endpoint)?;
+    let interval = config.interval;
+    let timeout = config.timeout;
+    tracing::info!(%endpoint, protocol = ?config.protocol, ?interval, "exporting metrics over OTLP");
+    Ok(Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            let last = tokio::select! {
+                _ = ticker.tick() => false,
+                () = shutdown.cancelled() => true,
+            };
+            let result = match hub.collect() {
+                Ok(rm) => match tokio::time::timeout(timeout, exporter.export(&rm)).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer in {timeout:?}")),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(%endpoint, "OTLP metric export works again");
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    // One warning per outage; the rest at debug.
+                    if failing {
+                        tracing::debug!(%endpoint, %error, "OTLP metric export failed");
+                    } else {
+                        tracing::warn!(%endpoint, %error, "OTLP metric export failed; retrying every interval");
+                    }
+                    failing = true;
+                }
+            }
+            if last {
+                let _ = exporter.shutdown();
+                break;
+            }
+        }
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_checked() {
+        let mut c = OtlpConfig::default();
+        assert!(c.validate().is_ok());
+        c.endpoint = Some("http://127.0.0.1:4317".into());
+        assert!(c.validate().is_ok());
+        c.endpoint = Some("https://collector.example:4317".into());
+        assert!(c.validate().is_ok());
+        c.protocol = OtlpProtocol::Http;
+        assert!(c.validate().expect_err("refused").contains("TLS"));
+        c.endpoint = Some("collector:4318".into());
+        assert!(c.validate().is_err());
+        c.endpoint = Some("http://127.0.0.1:4318".into());
+        c.headers.insert("bad header".into(), "x".into());
+        assert!(c.validate().expect_err("refused").contains("header name"));
+        c.headers.clear();
+        c.interval = Duration::from_millis(10);
+        assert!(c.validate().expect_err("refused").contains("interval"));
+    }
+
+    #[test]
+    fn http_urls_get_the_metrics_path_only_when_they_have_none() {
+        assert_eq!(
+            OtlpConfig::http_url("http://c:4318"),
+            "http://c:4318/v1/metrics"
+        );
+        assert_eq!(
+            OtlpConfig::http_url("http://c:4318/"),
+            "http://c:4318/v1/metrics"
+        );
+        assert_eq!(
+            OtlpConfig::http_url("http://c:4318/otlp/v1/metrics"),
+            "http://c:4318/otlp/v1/metrics"
+        );
+    }
+
+    #[test]
+    fn parses_from_toml() {
+        let c: OtlpConfig = toml::from_str(
+            r#"
+            endpoint = "http://127.0.0.1:4318"
+            protocol = "http"
+            interval = "5s"
+            headers = { authorization = "Bearer x" }
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(c.protocol, OtlpProtocol::Http);
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.headers["authorization"], "Bearer x");
+    }
+}
