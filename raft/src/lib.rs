@@ -22,6 +22,7 @@ pub mod generations;
 pub mod group;
 pub mod grpc;
 mod install_gate;
+pub mod log_metrics;
 pub mod network;
 mod pipeline;
 mod segment;

@@ -313,6 +313,11 @@ impl<C: LogTypes> fmt::Debug for SegmentLogStore<C> {
 }
 
 impl<C: LogTypes> SegmentLogStore<C> {
+    /// Records this log's fsyncs on `metrics` from now on (replacing earlier instruments).
+    pub fn set_metrics(&self, metrics: crate::log_metrics::LogMetrics) {
+        self.inner.status.set_metrics(metrics);
+    }
+
     /// Damage (a record that fails its checks, a break in the indexes) that a read of entries
     /// for Raft ran into, as the error it answered: what made openraft stop on this log. The
     /// first one seen since the log was opened.

@@ -120,11 +120,17 @@ pub(crate) struct WriterStatus {
     written_seq: AtomicU64,
     /// Set once, on the first I/O failure.
     failure: Mutex<Option<String>>,
+    /// Where fsyncs are recorded, once the owner registers metrics.
+    metrics: Mutex<Option<crate::log_metrics::LogMetrics>>,
 }
 
 impl WriterStatus {
     pub(crate) fn written_seq(&self) -> u64 {
         self.written_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_metrics(&self, metrics: crate::log_metrics::LogMetrics) {
+        *self.metrics.lock() = Some(metrics);
     }
 
     pub(crate) fn check(&self) -> Result<(), LogError> {
@@ -365,12 +371,25 @@ impl<C: RaftTypeConfig> Writer<C> {
         self.status
             .written_seq
             .store(self.max_seq, Ordering::Release);
-        let synced = match self.mode {
-            FlushMode::Sync => self.try_sync_dirty(),
-            FlushMode::Async { interval } if self.last_sync.elapsed() >= interval => {
-                self.try_sync_dirty()
+        let due = match self.mode {
+            FlushMode::Sync => true,
+            FlushMode::Async { interval } => self.last_sync.elapsed() >= interval,
+        };
+        let synced = if due {
+            let (started, syncing, appends) =
+                (Instant::now(), !self.dirty.is_empty(), self.callbacks.len());
+            let synced = self.try_sync_dirty();
+            if syncing
+                && synced.is_ok()
+                && let Some(m) = self.status.metrics.lock().as_ref()
+            {
+                m.fsync_seconds
+                    .record(started.elapsed().as_secs_f64(), &m.attributes);
+                m.batch_appends.record(appends as u64, &m.attributes);
             }
-            FlushMode::Async { .. } => Ok(()),
+            synced
+        } else {
+            Ok(())
         };
         if let Err(err) = synced {
             self.fail(err);

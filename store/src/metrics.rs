@@ -45,6 +45,8 @@ pub(crate) struct StoreMetrics {
     leaders: Mutex<BTreeMap<ShardId, (Option<u64>, u64)>>,
     /// The consumer progress of the led shards, worked out once per collection.
     progress: Mutex<Option<(Instant, Arc<Vec<GroupProgress>>)>>,
+    /// The log fsync instruments of the last registration, for shards that open later.
+    log_instruments: Mutex<Option<LogInstruments>>,
     /// The registered instruments (kept so their callbacks stay).
     registered: Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -54,6 +56,21 @@ impl std::fmt::Debug for StoreMetrics {
         f.debug_struct("StoreMetrics").finish_non_exhaustive()
     }
 }
+
+/// The histograms every shard's log records its fsyncs on.
+#[derive(Clone)]
+struct LogInstruments {
+    fsync_seconds: vela_telemetry::Histogram<f64>,
+    batch_appends: vela_telemetry::Histogram<u64>,
+    labels: NodeLabels,
+}
+
+/// RocketMQ-like fsync buckets, seconds: 100 µs to 1 s.
+const FSYNC_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+/// Appends per group commit.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// One group's progress on one topic, summed over the queues of the shards this node leads.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +130,17 @@ impl StoreMetrics {
         }
     }
 
+    /// Makes `log` (shard `shard`'s) record its fsyncs, if metrics are registered.
+    pub fn attach_log(&self, shard: ShardId, log: &vela_raft::SegmentLogStore<crate::ShardTypes>) {
+        if let Some(i) = self.log_instruments.lock().as_ref() {
+            log.set_metrics(vela_raft::log_metrics::LogMetrics {
+                fsync_seconds: i.fsync_seconds.clone(),
+                batch_appends: i.batch_appends.clone(),
+                attributes: i.labels.with([shard_label(shard)]).into(),
+            });
+        }
+    }
+
     /// The consumer progress of the shards `store` leads, reused within one collection.
     fn progress(&self, store: &Store) -> Arc<Vec<GroupProgress>> {
         let mut cached = self.progress.lock();
@@ -145,6 +173,23 @@ impl StoreMetrics {
     /// meter; tests make one per look).
     pub fn register(self: &Arc<Self>, store: &Arc<Store>, meter: &Meter, labels: &NodeLabels) {
         let mut kept: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        *self.log_instruments.lock() = Some(LogInstruments {
+            fsync_seconds: meter
+                .f64_histogram("vela_raft_fsync_seconds")
+                .with_unit("s")
+                .with_description("Time one group-commit fsync of a shard's log took")
+                .with_boundaries(FSYNC_BUCKETS.to_vec())
+                .build(),
+            batch_appends: meter
+                .u64_histogram("vela_raft_fsync_batch_appends")
+                .with_description("Log appends (each one or more entries) one fsync made durable")
+                .with_boundaries(BATCH_BUCKETS.to_vec())
+                .build(),
+            labels: labels.clone(),
+        });
+        for (shard, log) in store.shard_logs() {
+            self.attach_log(shard, &log);
+        }
         let store = Arc::downgrade(store);
         let this = Arc::downgrade(self);
 

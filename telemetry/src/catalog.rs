@@ -26,6 +26,8 @@ pub const METRICS: &[&str] = &[
     "rocketmq_throughput_out_total",
     "rocketmq_topic_number",
     "vela_raft_apply_lag_entries",
+    "vela_raft_fsync_batch_appends",
+    "vela_raft_fsync_seconds",
     "vela_raft_leader",
     "vela_raft_leader_changes_total",
     "vela_raft_term",

@@ -387,6 +387,8 @@ async fn otlp_and_metrics_carry_the_same_names_and_the_counts_of_the_traffic() {
         "vela_raft_leader",
         "vela_raft_apply_lag_entries",
         "vela_raft_leader_changes_total",
+        "vela_raft_fsync_seconds",
+        "vela_raft_fsync_batch_appends",
     ] {
         assert!(otlp_names.contains(name), "{name} not exported over OTLP");
         assert!(scraped_names.contains(name), "{name} not at /metrics");

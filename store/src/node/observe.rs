@@ -18,6 +18,19 @@ impl Store {
         self.metrics.register(self, meter, labels);
     }
 
+    /// Every shard's log on this node.
+    pub(crate) fn shard_logs(
+        &self,
+    ) -> Vec<(
+        vela_proto::domain::ShardId,
+        vela_raft::SegmentLogStore<crate::ShardTypes>,
+    )> {
+        self.shards()
+            .iter()
+            .map(|(id, l)| (*id, l.shard.log.clone()))
+            .collect()
+    }
+
     /// The time the store stamps commands with.
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
