@@ -111,6 +111,8 @@ pub(crate) struct Guard {
     python_local_time: bool,
     clock: SharedClock,
     directory: directory::Directory,
+    /// Counts each decision for `vela_auth_decisions_total`.
+    decisions: Arc<crate::metrics::AuthDecisions>,
 }
 
 impl Guard {
@@ -118,8 +120,10 @@ impl Guard {
         config: &AuthConfig,
         controller: Arc<dyn ControllerApi>,
         clock: SharedClock,
+        decisions: Arc<crate::metrics::AuthDecisions>,
     ) -> Self {
         Self {
+            decisions,
             enabled: config.enabled,
             window_ms: i64::try_from(config.signature_window.as_millis()).unwrap_or(i64::MAX),
             python_local_time: config.python_local_time,
@@ -157,8 +161,12 @@ impl Guard {
         if !self.enabled {
             return Ok(None);
         }
-        let access_key = self.verified_signature(meta)?;
-        self.decide(&access_key, meta, needs, super_only).await
+        let decided = match self.verified_signature(meta) {
+            Ok(access_key) => self.decide(&access_key, meta, needs, super_only).await,
+            Err(failure) => Err(failure),
+        };
+        self.decisions.count(&decided);
+        decided
     }
 
     /// Re-authorizes a user authenticated earlier on the same stream (a Telemetry stream's
@@ -173,9 +181,9 @@ impl Guard {
         if !self.enabled {
             return Ok(());
         }
-        self.decide(user.as_str(), meta, needs, false)
-            .await
-            .map(|_| ())
+        let decided = self.decide(user.as_str(), meta, needs, false).await;
+        self.decisions.count(&decided);
+        decided.map(|_| ())
     }
 
     /// The access key of a well-formed, fresh signature (checked against the user's secret

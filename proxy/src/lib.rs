@@ -145,7 +145,12 @@ impl Shared {
             ctx.config.auto_create_groups,
             ctx.config.default_queue_count,
         );
-        let guard = auth::Guard::new(&ctx.config.auth, ctx.controller.clone(), ctx.clock.clone());
+        let guard = auth::Guard::new(
+            &ctx.config.auth,
+            ctx.controller.clone(),
+            ctx.clock.clone(),
+            ctx.metrics.auth_decisions(),
+        );
         Self {
             guard,
             ctx,

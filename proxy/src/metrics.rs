@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableGauge};
 use parking_lot::Mutex;
 use vela_proto::pb::rocketmq::{self as pb, ClientType, Code, Language};
 use vela_telemetry::{KeyValue, MetricsHub, NodeLabels, NodeType, is_system};
@@ -22,6 +23,40 @@ const SIZE_BUCKETS: [f64; 6] = [
 ];
 /// RocketMQ's RPC-latency buckets, milliseconds.
 const RPC_BUCKETS_MS: [f64; 9] = [1.0, 3.0, 5.0, 7.0, 10.0, 100.0, 1000.0, 2000.0, 3000.0];
+
+/// Auth decisions by result (`vela_auth_decisions_total`), counted by the guard.
+#[derive(Debug, Default)]
+pub(crate) struct AuthDecisions {
+    allowed: AtomicU64,
+    unauthenticated: AtomicU64,
+    forbidden: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+impl AuthDecisions {
+    pub fn count<T>(&self, decided: &Result<T, crate::auth::AuthFailure>) {
+        use crate::auth::AuthFailure;
+        let counter = match decided {
+            Ok(_) => &self.allowed,
+            Err(AuthFailure::Unauthenticated(_)) => &self.unauthenticated,
+            Err(AuthFailure::Forbidden(_)) => &self.forbidden,
+            Err(AuthFailure::Unavailable(_)) => &self.unavailable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn by_result(&self) -> [(&'static str, u64); 4] {
+        [
+            ("allowed", self.allowed.load(Ordering::Relaxed)),
+            (
+                "unauthenticated",
+                self.unauthenticated.load(Ordering::Relaxed),
+            ),
+            ("forbidden", self.forbidden.load(Ordering::Relaxed)),
+            ("unavailable", self.unavailable.load(Ordering::Relaxed)),
+        ]
+    }
+}
 
 /// Who is on one Telemetry stream, as the connection gauges count it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,7 +81,9 @@ pub struct ProxyMetrics {
     transaction_checks: Counter<u64>,
     rpc_latency: Histogram<f64>,
     connections: Arc<Mutex<HashMap<u64, Connection>>>,
+    auth_decisions: Arc<AuthDecisions>,
     _gauges: Vec<ObservableGauge<i64>>,
+    _auth_counter: ObservableCounter<u64>,
 }
 
 impl std::fmt::Debug for ProxyMetrics {
@@ -109,6 +146,23 @@ impl ProxyMetrics {
                 .build()
         };
         let gauges = vec![connection_gauge(true), connection_gauge(false), up];
+        let auth_decisions = Arc::new(AuthDecisions::default());
+        let auth_counter = {
+            let (decisions, labels) = (auth_decisions.clone(), labels.clone());
+            meter
+                .u64_observable_counter("vela_auth_decisions_total")
+                .with_description(
+                    "Requests the proxy authenticated and authorized, by result (auth on only)",
+                )
+                .with_callback(move |o| {
+                    for (result, count) in decisions.by_result() {
+                        if count > 0 {
+                            o.observe(count, &labels.with([KeyValue::new("result", result)]));
+                        }
+                    }
+                })
+                .build()
+        };
         Arc::new(Self {
             messages_in: counter("rocketmq_messages_in_total", "Messages produced"),
             throughput_in: counter(
@@ -149,9 +203,16 @@ impl ProxyMetrics {
                 .with_boundaries(RPC_BUCKETS_MS.to_vec())
                 .build(),
             connections,
+            auth_decisions,
             _gauges: gauges,
+            _auth_counter: auth_counter,
             labels,
         })
+    }
+
+    /// Where the auth guard counts its decisions.
+    pub(crate) fn auth_decisions(&self) -> Arc<AuthDecisions> {
+        self.auth_decisions.clone()
     }
 
     /// Metrics on a hub of their own (tests, embedding without `/metrics`).

@@ -25,6 +25,7 @@ pub const METRICS: &[&str] = &[
     "rocketmq_throughput_in_total",
     "rocketmq_throughput_out_total",
     "rocketmq_topic_number",
+    "vela_auth_decisions_total",
     "vela_raft_apply_lag_entries",
     "vela_raft_fsync_batch_appends",
     "vela_raft_fsync_seconds",

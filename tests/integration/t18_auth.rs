@@ -259,6 +259,17 @@ async fn users_and_acls_decide_every_request() {
         send(&c, &payments, "gone").await,
         Err(Some(StatusCode::Unauthorized))
     );
+    // Every decision is counted by its result.
+    let metrics = crate::t21_metrics::scrape(node.http()).await;
+    for result in ["allowed", "unauthenticated", "forbidden"] {
+        let count = metrics
+            .lines()
+            .filter(|l| l.starts_with("vela_auth_decisions_total{"))
+            .filter(|l| l.contains(&format!(r#"result="{result}""#)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+        assert!(count > 0, "no {result} decision counted:\n{metrics}");
+    }
 }
 
 async fn eventually<F, Fut>(f: F) -> Producer

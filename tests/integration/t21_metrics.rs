@@ -197,7 +197,8 @@ async fn until_exported(received: &Received, check: impl Fn(&[Point]) -> bool) -
     }
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
+/// The body of `/metrics` at `addr`.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
