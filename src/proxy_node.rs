@@ -168,6 +168,7 @@ impl ProxyNode {
             receipts,
             clock: system_clock(),
             metrics,
+            tracer: telemetry.tracer("vela-proxy"),
             listen_addr: grpc_addr,
             tls,
         };

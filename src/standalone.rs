@@ -120,6 +120,7 @@ impl Standalone {
             receipts: ReceiptCodec::new(&secret),
             clock,
             metrics,
+            tracer: telemetry.tracer("vela-proxy"),
             listen_addr: grpc_addr,
             tls,
         };

@@ -30,6 +30,7 @@ pub fn init(log: &LogConfig) {
 pub struct Metrics {
     pub hub: vela_telemetry::MetricsHub,
     exporter: Option<tokio::task::JoinHandle<()>>,
+    traces: Option<std::sync::Arc<vela_telemetry::traces::Traces>>,
 }
 
 impl Metrics {
@@ -43,7 +44,23 @@ impl Metrics {
         let exporter =
             vela_telemetry::otlp::spawn_exporter(hub.clone(), &config.otlp, shutdown.clone())
                 .map_err(anyhow::Error::msg)?;
-        Ok(Self { hub, exporter })
+        let traces = vela_telemetry::traces::Traces::start(&config.otlp, "vela")
+            .map_err(anyhow::Error::msg)?
+            .map(std::sync::Arc::new);
+        Ok(Self {
+            hub,
+            exporter,
+            traces,
+        })
+    }
+
+    /// The span maker of `scope` (off unless spans are exported).
+    pub fn tracer(&self, scope: &'static str) -> vela_telemetry::traces::MessageTracer {
+        self.traces
+            .as_ref()
+            .map_or_else(vela_telemetry::traces::MessageTracer::off, |t| {
+                t.tracer(scope)
+            })
     }
 
     /// The labels of `role` on this process.
@@ -55,8 +72,12 @@ impl Metrics {
         vela_telemetry::NodeLabels::new(config.cluster.metrics_name(), role, node_id)
     }
 
-    /// Waits for the exporter's last export (after `shutdown` fired).
+    /// Waits for the exporters' last exports (after `shutdown` fired).
     pub async fn stopped(self) {
+        if let Some(traces) = self.traces {
+            // The provider's shutdown blocks until the batch is exported.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
         if let Some(task) = self.exporter
             && let Err(e) = task.await
         {

@@ -59,6 +59,8 @@ pub struct ProxyContext {
     pub receipts: ReceiptCodec,
     pub clock: SharedClock,
     pub metrics: Arc<ProxyMetrics>,
+    /// Continues producers' traces while messages are stored (off unless traces are exported).
+    pub tracer: vela_telemetry::traces::MessageTracer,
     /// The address the server listens on; advertised when nothing better is known.
     pub listen_addr: SocketAddr,
     /// Serve TLS (and, with a client CA, require client certificates) instead of plaintext.

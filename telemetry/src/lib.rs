@@ -14,6 +14,7 @@ mod hub;
 mod labels;
 pub mod otlp;
 pub mod prometheus;
+pub mod traces;
 
 pub use hub::{MetricsHub, TelemetryConfig};
 pub use labels::{NodeLabels, NodeType, is_system, shared};

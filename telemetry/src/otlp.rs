@@ -42,6 +42,8 @@ pub struct OtlpConfig {
     pub timeout: Duration,
     /// Sent with every export (gRPC metadata or HTTP headers), e.g. an `authorization` token.
     pub headers: BTreeMap<String, String>,
+    /// Export spans too (the proxy's spans of messages whose producer traced them).
+    pub traces: bool,
 }
 
 impl Default for OtlpConfig {
@@ -52,6 +54,7 @@ impl Default for OtlpConfig {
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(10),
             headers: BTreeMap::new(),
+            traces: true,
         }
     }
 }
@@ -100,34 +103,53 @@ impl OtlpConfig {
         Ok(())
     }
 
-    /// The URL an HTTP exporter posts to: the endpoint itself when it has a path, else
-    /// `<endpoint>/v1/metrics`.
+    /// The URL an HTTP exporter posts metrics to: the endpoint itself when it has a path,
+    /// else `<endpoint>/v1/metrics`.
     fn http_url(endpoint: &str) -> String {
+        Self::http_url_for(endpoint, "/v1/metrics")
+    }
+
+    /// The URL an HTTP exporter posts one signal to: `<endpoint><signal_path>` when the
+    /// endpoint has no path of its own (a collector's base address), else the endpoint with
+    /// its last path segment replaced by the signal's (`…/v1/metrics` → `…/v1/traces`).
+    pub(crate) fn http_url_for(endpoint: &str, signal_path: &str) -> String {
         let trimmed = endpoint.trim_end_matches('/');
-        let has_path = trimmed
+        let path_start = trimmed
             .split_once("://")
-            .is_some_and(|(_, rest)| rest.contains('/'));
-        if has_path {
-            trimmed.to_owned()
-        } else {
-            format!("{trimmed}/v1/metrics")
+            .and_then(|(scheme, rest)| rest.find('/').map(|i| scheme.len() + 3 + i));
+        match path_start {
+            None => format!("{trimmed}{signal_path}"),
+            Some(_) if trimmed.ends_with(signal_path) => trimmed.to_owned(),
+            Some(start) => {
+                let path = &trimmed[start..];
+                for known in ["/v1/metrics", "/v1/traces"] {
+                    if let Some(base) = path.strip_suffix(known) {
+                        return format!("{}{base}{signal_path}", &trimmed[..start]);
+                    }
+                }
+                trimmed.to_owned()
+            }
         }
+    }
+
+    /// The headers as gRPC metadata.
+    pub(crate) fn metadata(&self) -> Result<tonic::metadata::MetadataMap, String> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (key, value) in &self.headers {
+            let key = tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("telemetry.otlp.headers: {key:?} is not a header name"))?;
+            let value = value
+                .parse()
+                .map_err(|_| format!("telemetry.otlp.headers.{key}: not a valid value"))?;
+            metadata.insert(key, value);
+        }
+        Ok(metadata)
     }
 
     fn exporter(&self, endpoint: &str) -> Result<MetricExporter, String> {
         let built = match self.protocol {
             OtlpProtocol::Grpc => {
-                let mut metadata = tonic::metadata::MetadataMap::new();
-                for (key, value) in &self.headers {
-                    let key = tonic::metadata::MetadataKey::from_bytes(
-                        key.to_ascii_lowercase().as_bytes(),
-                    )
-                    .map_err(|_| format!("telemetry.otlp.headers: {key:?} is not a header name"))?;
-                    let value = value
-                        .parse()
-                        .map_err(|_| format!("telemetry.otlp.headers.{key}: not a valid value"))?;
-                    metadata.insert(key, value);
-                }
+                let metadata = self.metadata()?;
                 let mut builder = MetricExporter::builder()
                     .with_tonic()
                     .with_endpoint(endpoint)
@@ -245,6 +267,14 @@ mod tests {
         assert_eq!(
             OtlpConfig::http_url("http://c:4318/otlp/v1/metrics"),
             "http://c:4318/otlp/v1/metrics"
+        );
+        assert_eq!(
+            OtlpConfig::http_url_for("http://c:4318/otlp/v1/metrics", "/v1/traces"),
+            "http://c:4318/otlp/v1/traces"
+        );
+        assert_eq!(
+            OtlpConfig::http_url_for("http://c:4318", "/v1/traces"),
+            "http://c:4318/v1/traces"
         );
     }
 

@@ -29,3 +29,4 @@ mod t18_auth;
 mod t19_tls;
 mod t20_cluster_tls;
 mod t21_metrics;
+mod t22_traces;

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use vela_proto::pb::rocketmq::{self as pb, Code, TransactionResolution as WireResolution};
 use vela_proto::store_api::{AppendOutcome, AppendRequest, TransactionResolution};
 use vela_proto::{ClientId, MessageKind, MessageRecord, ShardId, TopicConfig, TopicName};
+use vela_telemetry::KeyValue;
+use vela_telemetry::traces::{BoxedSpan, end_span};
 
 use crate::Shared;
 use crate::auth::Creator;
@@ -124,6 +126,7 @@ pub(super) async fn send_message(
             let kinds: Vec<(MessageKind, usize)> =
                 messages.iter().map(|m| (m.kind, m.body.len())).collect();
             let count = messages.len();
+            let spans = publish_spans(shared, &topic, queue_id, &messages);
             let request = AppendRequest {
                 topic: topic.clone(),
                 queue_id,
@@ -144,6 +147,9 @@ pub(super) async fn send_message(
             };
             if outcome.is_ok() {
                 record_produced(shared, &topic, &kinds);
+            }
+            for span in spans {
+                end_span(Some(span), &outcome);
             }
             (indexes, outcome)
         }
@@ -239,6 +245,48 @@ fn record_produced(shared: &Shared, topic: &TopicName, kinds: &[(MessageKind, us
             );
         }
     }
+}
+
+/// A span per message that carries a sampled producer trace, open while the message is stored.
+fn publish_spans(
+    shared: &Shared,
+    topic: &TopicName,
+    queue_id: u32,
+    messages: &[MessageRecord],
+) -> Vec<BoxedSpan> {
+    let tracer = &shared.ctx.tracer;
+    if !tracer.is_on() {
+        return Vec::new();
+    }
+    messages
+        .iter()
+        .filter(|m| m.trace_context.is_some())
+        .filter_map(|m| {
+            let mut attributes = vec![
+                KeyValue::new("messaging.system", "rocketmq"),
+                KeyValue::new("messaging.operation.name", "publish"),
+                KeyValue::new("messaging.destination.name", topic.as_str().to_owned()),
+                KeyValue::new("messaging.destination.partition.id", i64::from(queue_id)),
+                KeyValue::new("messaging.message.id", m.message_id.clone()),
+                KeyValue::new("messaging.message.body.size", m.body.len() as i64),
+                KeyValue::new("messaging.rocketmq.message.type", kind_label(m.kind)),
+            ];
+            if let Some(tag) = &m.tag {
+                attributes.push(KeyValue::new("messaging.rocketmq.message.tag", tag.clone()));
+            }
+            if let Some(group) = &m.message_group {
+                attributes.push(KeyValue::new(
+                    "messaging.rocketmq.message.group",
+                    group.clone(),
+                ));
+            }
+            tracer.continue_trace(
+                format!("{topic} publish"),
+                m.trace_context.as_deref(),
+                attributes,
+            )
+        })
+        .collect()
 }
 
 fn kind_label(kind: MessageKind) -> &'static str {

@@ -80,6 +80,7 @@ impl Harness {
             receipts: ReceiptCodec::new(b"test-secret-0123456789"),
             clock: vela_proto::clock::system_clock(),
             metrics: ProxyMetrics::unregistered(),
+            tracer: vela_telemetry::traces::MessageTracer::off(),
             listen_addr: addr,
             tls: None,
         };
