@@ -36,7 +36,17 @@ async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the Prometheus text format
+/// (0.0.4) for everyone else (`curl`, `promtool check metrics`).
+async fn metrics(
+    State(state): State<HttpState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     // Collection runs the gauges' callbacks, which read shard state and the data directory:
     // off the async workers.
     let hub = state.hub.clone();
@@ -44,13 +54,21 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         .await
         .unwrap_or_else(|e| Err(format!("metrics task failed: {e}")));
     match encoded {
-        Ok(body) => (
+        Ok(body) if openmetrics => (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             body,
+        ),
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            vela_telemetry::prometheus::classic_text(&body),
         ),
         Err(error) => {
             tracing::warn!(%error, "/metrics failed");

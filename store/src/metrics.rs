@@ -359,6 +359,40 @@ impl StoreMetrics {
             ));
         }
 
+        // Each shard's log on this node.
+        for (name, help, bytes) in [
+            (
+                "vela_store_log_segments",
+                "Segment files of the shard's log on this node",
+                false,
+            ),
+            (
+                "vela_store_log_bytes",
+                "Bytes of the shard's log segments on this node",
+                true,
+            ),
+        ] {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge(name)
+                    .with_description(help)
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        for (shard, log) in store.shard_logs() {
+                            let segments = log.segments();
+                            let value = if bytes {
+                                segments.iter().map(|s| s.bytes).sum::<u64>()
+                            } else {
+                                segments.len() as u64
+                            };
+                            o.observe(clamp(value), &labels.with([shard_label(shard)]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+
         // The store's own counts.
         {
             let (this, labels) = (this.clone(), labels.clone());

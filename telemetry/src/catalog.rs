@@ -33,6 +33,8 @@ pub const METRICS: &[&str] = &[
     "vela_raft_leader_changes_total",
     "vela_raft_term",
     "vela_store_damaged_segments",
+    "vela_store_log_bytes",
+    "vela_store_log_segments",
     "vela_store_orphans_rolled_back_total",
     "vela_store_scrubs_total",
     "vela_transaction_checks_total",

@@ -65,6 +65,36 @@ pub fn translated_name(name: &str, unit: &str, monotonic_sum: bool) -> String {
     tokens.join("_")
 }
 
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition from this module: what a
+/// scraper that does not ask for OpenMetrics gets (`curl`, `promtool check metrics`). The two
+/// differ, for what Vela emits, only in a counter family's name (`x_total` in 0.0.4, `x` in
+/// OpenMetrics) and the closing `# EOF`.
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match descriptor {
+            Some(renamed) => out.push_str(renamed.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// A label name Prometheus accepts.
 fn label_name(key: &str) -> String {
     key.chars()
@@ -160,21 +190,30 @@ fn encode_points<T: Number>(
         MetricData::Sum(sum) if sum.is_monotonic() => {
             for point in sum.data_points() {
                 let labels = labels(point.attributes());
-                point
-                    .value()
-                    .counter(&mut encoder.encode_family(&labels)?)?;
+                match labels.is_empty() {
+                    true => point.value().counter(encoder)?,
+                    false => point
+                        .value()
+                        .counter(&mut encoder.encode_family(&labels)?)?,
+                }
             }
         }
         MetricData::Sum(sum) => {
             for point in sum.data_points() {
                 let labels = labels(point.attributes());
-                point.value().gauge(&mut encoder.encode_family(&labels)?)?;
+                match labels.is_empty() {
+                    true => point.value().gauge(encoder)?,
+                    false => point.value().gauge(&mut encoder.encode_family(&labels)?)?,
+                }
             }
         }
         MetricData::Gauge(gauge) => {
             for point in gauge.data_points() {
                 let labels = labels(point.attributes());
-                point.value().gauge(&mut encoder.encode_family(&labels)?)?;
+                match labels.is_empty() {
+                    true => point.value().gauge(encoder)?,
+                    false => point.value().gauge(&mut encoder.encode_family(&labels)?)?,
+                }
             }
         }
         MetricData::Histogram(histogram) => {

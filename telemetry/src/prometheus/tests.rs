@@ -108,3 +108,34 @@ fn past_the_cardinality_limit_label_sets_fold_into_one_overflow_series() {
     assert!(series <= 4, "{text}");
     assert!(text.contains(r#"otel_metric_overflow="true""#), "{text}");
 }
+
+#[test]
+fn the_classic_format_names_counter_families_with_total_and_has_no_eof() {
+    let hub = MetricsHub::standalone();
+    let meter = hub.meter("t");
+    meter
+        .u64_counter("rocketmq_messages_in_total")
+        .with_description("Messages produced")
+        .build()
+        .add(2, &[]);
+    meter
+        .i64_gauge("vela_g")
+        .with_description("A gauge")
+        .build()
+        .record(5, &[]);
+    let classic = classic_text(&hub.prometheus_text().expect("encodes"));
+    assert!(
+        classic.contains("# HELP rocketmq_messages_in_total Messages produced\n"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains("# TYPE rocketmq_messages_in_total counter\n"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains("rocketmq_messages_in_total 2\n"),
+        "{classic}"
+    );
+    assert!(classic.contains("# TYPE vela_g gauge\n"), "{classic}");
+    assert!(!classic.contains("# EOF"), "{classic}");
+}
