@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README and .ci/run run it: formatting, lints, every unit and
 # integration test, then the official RocketMQ 5 clients (Python, Node.js) against a freshly
-# started `vela standalone`. It installs what it needs (cargo-nextest, a Python venv, npm
+# started `vela standalone`, then the metrics against promtool and a real Prometheus running
+# every query of the Grafana dashboard. It installs what it needs (cargo-nextest, a Python venv, npm
 # packages) on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,5 +35,8 @@ scripts/compat.sh target/debug/vela
 scripts/compat.sh target/debug/vela --cluster
 scripts/compat.sh target/debug/vela --auth
 scripts/compat.sh target/debug/vela --tls
+
+step "metrics: promtool check metrics, and every query of the Grafana dashboard against a real Prometheus"
+scripts/dashboard-check.sh target/debug/vela
 
 step "all green in $(( $(date +%s) - started )) s"

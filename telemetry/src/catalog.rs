@@ -63,4 +63,42 @@ mod tests {
         assert_eq!(sorted, super::METRICS, "keep the catalog sorted");
         assert!(super::METRICS.iter().all(|m| !m.starts_with('_')));
     }
+
+    /// Every metric the shipped Grafana dashboard queries is one Vela emits (the dashboard
+    /// check in scripts/dashboard-check.sh then runs each query against a real Prometheus).
+    #[test]
+    fn the_dashboard_queries_only_catalogued_metrics() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/vela-dashboard.json"
+        );
+        let dashboard = std::fs::read_to_string(path).expect("the dashboard");
+        let catalog: BTreeSet<&str> = super::METRICS.iter().copied().collect();
+        let mut queried = BTreeSet::new();
+        for (start, _) in dashboard
+            .match_indices("rocketmq_")
+            .chain(dashboard.match_indices("vela_"))
+        {
+            let name: String = dashboard[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if start > 0 && dashboard.as_bytes()[start - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name)
+                .to_owned();
+            queried.insert(family);
+        }
+        assert!(queried.len() > 20, "{queried:?}");
+        for name in &queried {
+            assert!(
+                catalog.contains(name.as_str()),
+                "the dashboard queries {name}, which Vela does not emit"
+            );
+        }
+    }
 }
