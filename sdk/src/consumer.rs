@@ -162,6 +162,7 @@ impl SimpleConsumer {
             long_polling_timeout: proto_duration(inner.await_duration),
             attempt_id: None,
         };
+        let started = std::time::SystemTime::now();
         // The server may hold the call for the whole long-polling time before answering.
         let deadline = shared.config.request_timeout + inner.await_duration;
         let items = shared
@@ -182,7 +183,15 @@ impl SimpleConsumer {
                 },
             )
             .await?;
-        parse_receive_stream(items, &queue.endpoint)
+        let messages = parse_receive_stream(items, &queue.endpoint)?;
+        crate::trace::receive_span(
+            topic,
+            inner.group.as_str(),
+            &shared.client_id,
+            started,
+            &messages,
+        );
+        Ok(messages)
     }
 
     /// Acknowledges a received message: it will not be delivered to this group again.

@@ -44,6 +44,7 @@ mod metadata;
 mod producer;
 mod receive;
 mod route;
+mod trace;
 mod transaction;
 
 #[cfg(test)]

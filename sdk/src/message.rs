@@ -108,6 +108,7 @@ impl Message {
         message_id: String,
         queue_id: i32,
         born_host: &str,
+        trace_context: Option<&str>,
     ) -> pb::Message {
         pb::Message {
             topic: Some(pb::Resource {
@@ -126,6 +127,7 @@ impl Message {
                 delivery_timestamp: self.delivery_timestamp.map(Into::into),
                 queue_id,
                 message_group: self.message_group.clone(),
+                trace_context: trace_context.map(str::to_owned),
                 ..Default::default()
             }),
             body: self.body.clone(),
@@ -271,12 +273,21 @@ pub struct MessageView {
     /// Received from a dead-letter topic (`%DLQ%<group>`): the topic it was dead-lettered
     /// from, where a redrive sends it back to.
     pub dead_letter_topic: Option<String>,
+    /// The producer's W3C `traceparent`, when its send was traced (see the crate docs on
+    /// tracing); [`MessageView::trace_context`] parses it.
+    pub traceparent: Option<String>,
     pub(crate) receipt_handle: String,
     /// Where the message was received from; acks go back there.
     pub(crate) endpoint: Endpoint,
 }
 
 impl MessageView {
+    /// The producer's span, to link a processing span to (`Link::with_context`), when the
+    /// message was sent in a sampled trace.
+    pub fn trace_context(&self) -> Option<opentelemetry::trace::SpanContext> {
+        crate::trace::parse_traceparent(self.traceparent.as_deref()?)
+    }
+
     /// The current receipt handle (replaced by `change_invisible_duration`).
     pub fn receipt_handle(&self) -> &str {
         &self.receipt_handle
@@ -405,7 +416,7 @@ mod tests {
             .delivery_timestamp(at)
             .build()
             .unwrap();
-        let pb = m.to_proto("ns", "01AB".into(), 3, "host");
+        let pb = m.to_proto("ns", "01AB".into(), 3, "host", None);
         assert_eq!(pb.topic.as_ref().unwrap().resource_namespace, "ns");
         assert_eq!(pb.topic.as_ref().unwrap().name, "orders");
         assert_eq!(pb.user_properties.get("p").map(String::as_str), Some("v"));

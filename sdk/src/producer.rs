@@ -232,6 +232,22 @@ impl ProducerInner {
             }
         }
         let first = &messages[0];
+        let span = crate::trace::send_span(first.topic(), &shared.client_id, messages.len());
+        let result = self
+            .send_traced(messages, span.traceparent.as_deref())
+            .await;
+        span.end(&result);
+        result
+    }
+
+    async fn send_traced(
+        &self,
+        messages: &[Message],
+        traceparent: Option<&str>,
+    ) -> Result<Vec<SendReceipt>> {
+        let shared = &self.core.shared;
+        let settings = shared.server_settings();
+        let first = &messages[0];
         let route = shared.route(first.topic()).await?;
         let ids: Vec<String> = messages
             .iter()
@@ -253,7 +269,13 @@ impl ProducerInner {
                     .iter()
                     .zip(&ids)
                     .map(|(m, id)| {
-                        m.to_proto(&shared.config.namespace, id.clone(), queue.id(), hostname())
+                        m.to_proto(
+                            &shared.config.namespace,
+                            id.clone(),
+                            queue.id(),
+                            hostname(),
+                            traceparent,
+                        )
                     })
                     .collect(),
             };

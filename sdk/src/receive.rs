@@ -123,6 +123,7 @@ fn to_view_with(
         store_timestamp: sp.store_timestamp.and_then(to_system_time),
         delivery_timestamp: sp.delivery_timestamp.and_then(to_system_time),
         dead_letter_topic: sp.dead_letter_queue.map(|d| d.topic),
+        traceparent: sp.trace_context.filter(|t| !t.is_empty()),
         receipt_handle,
         endpoint: endpoint.clone(),
     }))

@@ -1,6 +1,8 @@
-//! Traces across producer → proxy (issue 9): a message whose `trace_context` names a sampled
-//! producer span gets a proxy span in the same trace, child of the producer's, exported over
-//! OTLP; a message without a context, or with an unsampled one, gets none.
+//! Traces across SDK → proxy → consumer (issue 9): a message whose `trace_context` names a
+//! sampled producer span gets a proxy span in the same trace, child of the producer's,
+//! exported over OTLP; a message without a context, or with an unsampled one, gets none. With
+//! a tracer provider installed, vela-sdk's send span starts the trace and its receive span
+//! links to it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,7 +115,7 @@ async fn a_traced_message_continues_its_producers_trace() {
         assert!(Instant::now() < deadline, "no span exported");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(span.name, format!("{topic} publish"));
+    assert_eq!(span.name, format!("publish {topic}"));
     assert_eq!(hex(&span.trace_id), trace_id);
     assert_eq!(hex(&span.parent_span_id), parent);
     assert_eq!(
@@ -144,4 +146,91 @@ async fn a_traced_message_continues_its_producers_trace() {
     node.stop().await;
     let all = spans.0.lock().unwrap().clone();
     assert_eq!(all.len(), 1, "{all:?}");
+}
+
+/// What the spans of one trace look like, by name.
+fn by_name<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name} in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_to_it() {
+    use opentelemetry_otlp::WithExportConfig;
+    let (spans, otlp) = trace_receiver().await;
+    // The application's tracer provider (vela-sdk records on the global one).
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{otlp}"))
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let node = Node::start_with(|c| {
+        c.telemetry.otlp.endpoint = Some(format!("http://{otlp}"));
+        c.telemetry.otlp.interval = Duration::from_secs(1);
+    })
+    .await;
+    let topic = unique("traced-sdk");
+    let group = unique("traced-sdk-g");
+    let producer = node.producer(&topic).await;
+    let consumer = node.consumer(&group, &topic, "*").await;
+    assert!(
+        consumer
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    producer
+        .send(
+            vela_sdk::Message::builder(&topic)
+                .body("traced")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() {
+        got = consumer.receive(1, Duration::from_secs(30)).await.unwrap();
+    }
+    let producer_span = got[0]
+        .trace_context()
+        .expect("the message carries its producer's span");
+    consumer.ack(&got[0]).await.unwrap();
+    drop((producer, consumer));
+    node.stop().await;
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let all = spans.0.lock().unwrap().clone();
+    let send = by_name(&all, &format!("send {topic}"));
+    let publish = by_name(&all, &format!("publish {topic}"));
+    let receive = by_name(&all, &format!("receive {topic}"));
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    assert_eq!(send.kind, SpanKind::Producer as i32);
+    assert_eq!(receive.kind, SpanKind::Consumer as i32);
+    assert_eq!(hex(&send.trace_id), producer_span.trace_id().to_string());
+    assert_eq!(hex(&send.span_id), producer_span.span_id().to_string());
+    assert_eq!(
+        publish.trace_id, send.trace_id,
+        "the proxy continues the producer's trace"
+    );
+    assert_eq!(publish.parent_span_id, send.span_id);
+    assert!(
+        receive
+            .links
+            .iter()
+            .any(|l| l.trace_id == send.trace_id && l.span_id == send.span_id),
+        "the receive links to the send: {receive:?}"
+    );
 }

@@ -281,7 +281,7 @@ fn publish_spans(
                 ));
             }
             tracer.continue_trace(
-                format!("{topic} publish"),
+                format!("publish {topic}"),
                 m.trace_context.as_deref(),
                 attributes,
             )

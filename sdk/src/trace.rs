@@ -1,0 +1,131 @@
+//! Tracing with OpenTelemetry (issue 9). The SDK records on the process's global tracer
+//! provider (`opentelemetry::global`): an application that installs one gets
+//!
+//! - a PRODUCER span `send <topic>` per send call, child of the caller's current span, whose
+//!   context travels with each message as its `trace_context` (a W3C `traceparent`), where
+//!   the proxy continues it and consumers find it ([`MessageView::trace_context`]);
+//! - a CONSUMER span `receive <topic>` per receive that returned messages, linked to each
+//!   message's producer span.
+//!
+//! Without a provider installed the global one is a no-op: no spans, no `trace_context`.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use opentelemetry::global::{self, BoxedSpan};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Link, Span, SpanContext, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+use crate::MessageView;
+
+const SCOPE: &str = "vela-sdk";
+
+/// A send's span and the `traceparent` its messages carry (`None` when nothing traces).
+pub(crate) struct SendSpan {
+    span: BoxedSpan,
+    pub traceparent: Option<String>,
+}
+
+/// Starts the span of one send call.
+pub(crate) fn send_span(topic: &str, client_id: &str, messages: usize) -> SendSpan {
+    let tracer = global::tracer(SCOPE);
+    let span = tracer
+        .span_builder(format!("send {topic}"))
+        .with_kind(SpanKind::Producer)
+        .with_attributes([
+            KeyValue::new("messaging.system", "rocketmq"),
+            KeyValue::new("messaging.operation.name", "send"),
+            KeyValue::new("messaging.destination.name", topic.to_owned()),
+            KeyValue::new("messaging.client.id", client_id.to_owned()),
+            KeyValue::new("messaging.batch.message_count", messages as i64),
+        ])
+        .start(&tracer);
+    let traceparent = traceparent(span.span_context());
+    SendSpan { span, traceparent }
+}
+
+impl SendSpan {
+    /// Ends the span with the send's outcome.
+    pub fn end<T>(mut self, result: &crate::Result<T>) {
+        if let Err(e) = result {
+            self.span.set_status(Status::error(e.to_string()));
+        }
+        self.span.end();
+    }
+}
+
+/// Records the span of a receive that returned `messages`, started at `started`, linked to
+/// every message's producer span.
+pub(crate) fn receive_span(
+    topic: &str,
+    group: &str,
+    client_id: &str,
+    started: SystemTime,
+    messages: &[MessageView],
+) {
+    if messages.is_empty() {
+        return;
+    }
+    let links: Vec<Link> = messages
+        .iter()
+        .filter_map(MessageView::trace_context)
+        .map(Link::with_context)
+        .collect();
+    let tracer = global::tracer(SCOPE);
+    let mut span = tracer
+        .span_builder(format!("receive {topic}"))
+        .with_kind(SpanKind::Consumer)
+        .with_start_time(started)
+        .with_links(links)
+        .with_attributes([
+            KeyValue::new("messaging.system", "rocketmq"),
+            KeyValue::new("messaging.operation.name", "receive"),
+            KeyValue::new("messaging.destination.name", topic.to_owned()),
+            KeyValue::new("messaging.consumer.group.name", group.to_owned()),
+            KeyValue::new("messaging.client.id", client_id.to_owned()),
+            KeyValue::new("messaging.batch.message_count", messages.len() as i64),
+        ])
+        .start(&tracer);
+    span.end();
+}
+
+/// The `traceparent` of a span context, if it is valid.
+fn traceparent(span: &SpanContext) -> Option<String> {
+    if !span.is_valid() {
+        return None;
+    }
+    let cx = Context::new().with_remote_span_context(span.clone());
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The span context a `traceparent` names, if it is valid.
+pub(crate) fn parse_traceparent(value: &str) -> Option<SpanContext> {
+    let carrier = HashMap::from([("traceparent".to_owned(), value.trim().to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let span = cx.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_tracer_provider_nothing_is_traced() {
+        let span = send_span("orders", "c1", 1);
+        assert!(span.traceparent.is_none());
+        span.end::<()>(&Ok(()));
+    }
+
+    #[test]
+    fn traceparents_parse_only_when_valid() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = parse_traceparent(ok).expect("valid");
+        assert_eq!(traceparent(&cx).as_deref(), Some(ok));
+        assert!(parse_traceparent("junk").is_none());
+    }
+}
