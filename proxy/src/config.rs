@@ -45,6 +45,9 @@ pub struct ProxyConfig {
     /// later) instead of waiting out their invisibility.
     #[serde(with = "humantime_serde")]
     pub client_release_grace: Duration,
+    /// An OpenTelemetry collector (`host:port`, OTLP/gRPC) the proxy tells clients to export
+    /// their own metrics to (Settings `metric`); unset: clients export none.
+    pub client_metrics_endpoint: Option<String>,
     /// Reported by `ClusterInfo` ("standalone" or "cluster"); set by the binary, not by the
     /// configuration file.
     #[serde(skip)]
@@ -58,6 +61,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             advertised_endpoint: None,
+            client_metrics_endpoint: None,
             max_body_size: ByteSize::mib(4),
             max_delay: Duration::from_secs(24 * 3600),
             auto_create_topics: false,
@@ -77,6 +81,22 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// Checks what serde cannot; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("proxy.advertised_endpoint", &self.advertised_endpoint),
+            (
+                "proxy.client_metrics_endpoint",
+                &self.client_metrics_endpoint,
+            ),
+        ] {
+            if let Some(text) = value {
+                crate::route::parse_endpoint(text).map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// `max_body_size` in bytes, as the protocol's `int32` wants it.
     pub(crate) fn max_body_bytes(&self) -> usize {
         usize::try_from(self.max_body_size.as_u64()).unwrap_or(usize::MAX)

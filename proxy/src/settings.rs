@@ -116,9 +116,14 @@ pub(crate) fn effective_settings(
         }
         Role::Unknown => {}
     }
+    // Where clients export their own metrics, when the operator named a collector.
+    let collector = config
+        .client_metrics_endpoint
+        .as_deref()
+        .and_then(|e| crate::route::parse_endpoint(e).ok());
     settings.metric = Some(pb::Metric {
-        on: false,
-        endpoints: None,
+        on: collector.is_some(),
+        endpoints: collector,
     });
     settings
 }
@@ -209,6 +214,31 @@ mod tests {
                 on: false,
                 endpoints: None
             })
+        );
+    }
+
+    #[test]
+    fn clients_are_told_where_to_export_their_metrics_when_a_collector_is_configured() {
+        let config = ProxyConfig {
+            client_metrics_endpoint: Some("otel-collector:4317".into()),
+            ..ProxyConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let out = effective_settings(pb::Settings::default(), GroupPolicy::default(), &config);
+        let metric = out.metric.expect("metric set");
+        assert!(metric.on);
+        let endpoints = metric.endpoints.expect("endpoints");
+        assert_eq!(endpoints.scheme, pb::AddressScheme::DomainName as i32);
+        assert_eq!(endpoints.addresses[0].host, "otel-collector");
+        assert_eq!(endpoints.addresses[0].port, 4317);
+        let bad = ProxyConfig {
+            client_metrics_endpoint: Some("no port".into()),
+            ..ProxyConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .expect_err("refused")
+                .contains("proxy.client_metrics_endpoint")
         );
     }
 

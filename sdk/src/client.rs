@@ -45,6 +45,8 @@ pub(crate) struct ServerSettings {
     pub(crate) validate_message_type: bool,
     pub(crate) send_max_attempts: u32,
     pub(crate) backoff: ExponentialBackoff,
+    /// The collector the client's metrics go to (`host:port`), when the server names one.
+    pub(crate) metrics_collector: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -54,6 +56,7 @@ impl Default for ServerSettings {
             validate_message_type: true,
             send_max_attempts: 3,
             backoff: ExponentialBackoff::default(),
+            metrics_collector: None,
         }
     }
 }
@@ -61,6 +64,7 @@ impl Default for ServerSettings {
 impl ServerSettings {
     /// Folds a Settings reply in: publishing limits and an exponential back-off when present.
     fn adopt(&mut self, reply: &pb::Settings) {
+        self.metrics_collector = crate::metrics::collector_of(reply.metric.as_ref());
         if let Some(pb::settings::PubSub::Publishing(p)) = &reply.pub_sub {
             if let Ok(size) = usize::try_from(p.max_body_size)
                 && size > 0
@@ -181,12 +185,15 @@ pub(crate) struct Shared {
     shut_down: AtomicBool,
     /// A producer's transaction checker: answers the server's check-backs.
     checker: Option<Checker>,
+    /// The client's own metrics (exported where the server's Settings say).
+    pub(crate) metrics: Arc<crate::metrics::ClientMetrics>,
 }
 
 /// A client's core: the shared state plus the heartbeat task, stopped on drop or shutdown.
 pub(crate) struct ClientCore {
     pub(crate) shared: Arc<Shared>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
+    metrics_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for ClientCore {
@@ -194,6 +201,24 @@ impl Drop for ClientCore {
         if let Some(task) = self.heartbeat.lock().take() {
             task.abort();
         }
+        if let Some(task) = self.metrics_task.lock().take() {
+            task.abort();
+        }
+    }
+}
+
+/// Exports the client's metrics every `metrics_interval` to the collector the server names.
+async fn metrics_loop(shared: Arc<Shared>) {
+    let interval = shared.config.metrics_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let collector = shared.server_settings().metrics_collector;
+        shared
+            .metrics
+            .export_to(collector.as_deref(), shared.config.request_timeout)
+            .await;
     }
 }
 
@@ -210,8 +235,10 @@ impl ClientCore {
         let client_id = next_client_id();
         let signer = RequestSigner::new(&config, &client_id)?;
         let (server_settings, mut settings_rx) = watch::channel(None);
+        let metrics = crate::metrics::ClientMetrics::new(&client_id);
         let shared = Arc::new(Shared {
             config,
+            metrics,
             client_id,
             role,
             signer,
@@ -224,6 +251,7 @@ impl ClientCore {
         let core = ClientCore {
             shared: shared.clone(),
             heartbeat: Mutex::new(None),
+            metrics_task: Mutex::new(None),
         };
         shared.session(&shared.config.endpoint)?;
         for topic in topics {
@@ -240,6 +268,7 @@ impl ClientCore {
         }
         let task = tokio::spawn(heartbeat_loop(shared.clone()));
         *core.heartbeat.lock() = Some(task);
+        *core.metrics_task.lock() = Some(tokio::spawn(metrics_loop(shared.clone())));
         Ok(core)
     }
 
@@ -252,7 +281,16 @@ impl ClientCore {
         if let Some(task) = self.heartbeat.lock().take() {
             task.abort();
         }
+        if let Some(task) = self.metrics_task.lock().take() {
+            task.abort();
+        }
         let shared = &self.shared;
+        // What was recorded since the last export goes out before the client leaves.
+        let collector = shared.server_settings().metrics_collector;
+        shared
+            .metrics
+            .export_to(collector.as_deref(), shared.config.request_timeout)
+            .await;
         let endpoints: Vec<Endpoint> = shared.sessions.lock().keys().cloned().collect();
         let mut first_error = None;
         for endpoint in endpoints {

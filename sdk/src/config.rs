@@ -139,6 +139,8 @@ pub struct ClientConfig {
     pub(crate) credentials: Option<Credentials>,
     /// TLS to every endpoint (the access point was given as `https://…`).
     pub(crate) tls: Option<Tls>,
+    /// How often the client's metrics go to the collector the server names (60 s).
+    pub(crate) metrics_interval: Duration,
 }
 
 /// How the client speaks TLS.
@@ -212,9 +214,17 @@ pub struct ClientConfigBuilder {
     credentials: Option<Credentials>,
     ca_pem: Option<Vec<u8>>,
     identity: Option<(Vec<u8>, Vec<u8>)>,
+    metrics_interval: Option<Duration>,
 }
 
 impl ClientConfigBuilder {
+    /// How often the client exports its metrics (`rocketmq_send_cost_time`, …) when the
+    /// server's Settings name a collector (default 60 s, as the official clients).
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = Some(interval);
+        self
+    }
+
     /// The server's `host:port` (for Vela: the proxy's gRPC address, e.g. `127.0.0.1:8081`);
     /// `https://host:port` speaks TLS to it and to every broker its routes name, trusting the
     /// system's roots unless [`ca_pem`](Self::ca_pem) names a CA.
@@ -282,6 +292,12 @@ impl ClientConfigBuilder {
         } else {
             None
         };
+        let metrics_interval = self.metrics_interval.unwrap_or(Duration::from_secs(60));
+        if metrics_interval < Duration::from_millis(100) {
+            return Err(Error::InvalidArgument(
+                "metrics_interval must be at least 100 ms".into(),
+            ));
+        }
         let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         if request_timeout.is_zero() {
             return Err(Error::InvalidArgument(
@@ -307,6 +323,7 @@ impl ClientConfigBuilder {
             request_timeout,
             credentials: self.credentials,
             tls,
+            metrics_interval,
         })
     }
 }

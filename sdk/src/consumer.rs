@@ -184,6 +184,16 @@ impl SimpleConsumer {
             )
             .await?;
         let messages = parse_receive_stream(items, &queue.endpoint)?;
+        let now = std::time::SystemTime::now();
+        for m in &messages {
+            // Deliverable from when it was stored, or a delay message's delivery time.
+            let available = m.store_timestamp.max(m.delivery_timestamp);
+            if let Some(latency) = available.and_then(|at| now.duration_since(at).ok()) {
+                shared
+                    .metrics
+                    .delivered(&m.topic, inner.group.as_str(), latency);
+            }
+        }
         crate::trace::receive_span(
             topic,
             inner.group.as_str(),

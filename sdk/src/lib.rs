@@ -41,6 +41,7 @@ mod error;
 mod identity;
 mod message;
 mod metadata;
+mod metrics;
 mod producer;
 mod receive;
 mod route;

@@ -233,9 +233,16 @@ impl ProducerInner {
         }
         let first = &messages[0];
         let span = crate::trace::send_span(first.topic(), &shared.client_id, messages.len());
+        let started = std::time::Instant::now();
         let result = self
             .send_traced(messages, span.traceparent.as_deref())
             .await;
+        shared.metrics.sent(
+            first.topic(),
+            messages.len(),
+            result.is_ok(),
+            started.elapsed(),
+        );
         span.end(&result);
         result
     }

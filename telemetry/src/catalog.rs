@@ -1,4 +1,5 @@
-//! Every metric Vela emits, by the name `/metrics` shows (a histogram by its family name).
+//! Every metric Vela emits, by the name `/metrics` shows (a histogram by its family name), and
+//! the two `vela-sdk` clients export.
 //! `docs/metrics.md` documents exactly these (a test checks), and the integration tests check
 //! that nothing else is emitted.
 
@@ -12,6 +13,7 @@ pub const METRICS: &[&str] = &[
     "rocketmq_consumer_lag_messages",
     "rocketmq_consumer_queueing_latency",
     "rocketmq_consumer_ready_messages",
+    "rocketmq_delivery_latency",
     "rocketmq_half_messages",
     "rocketmq_message_size",
     "rocketmq_messages_in_total",
@@ -20,6 +22,7 @@ pub const METRICS: &[&str] = &[
     "rocketmq_proxy_up",
     "rocketmq_rollback_messages_total",
     "rocketmq_rpc_latency",
+    "rocketmq_send_cost_time",
     "rocketmq_send_to_dlq_messages_total",
     "rocketmq_storage_size",
     "rocketmq_throughput_in_total",

@@ -427,3 +427,76 @@ async fn otlp_over_http_delivers_the_same_counts() {
     drop(producer);
     node.stop().await;
 }
+
+/// Client metrics: a proxy with `proxy.client_metrics_endpoint` names the collector in its
+/// Settings, and vela-sdk exports `rocketmq_send_cost_time` and `rocketmq_delivery_latency`
+/// there (without one, Settings say `on: false`: `settings.rs` and `sdk/src/metrics.rs` test
+/// both sides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_export_their_metrics_where_the_proxy_says() {
+    use vela_sdk::{ClientConfig, FilterExpression, Producer, SimpleConsumer};
+    let (received, collector) = grpc_receiver().await;
+    let node = Node::start_with(|c| {
+        c.proxy.client_metrics_endpoint = Some(collector.to_string());
+    })
+    .await;
+    let config = ClientConfig::builder()
+        .endpoint(node.endpoint())
+        .metrics_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let topic = unique("client-metrics");
+    let group = unique("client-metrics-g");
+    let producer = Producer::builder(config.clone())
+        .topics([topic.as_str()])
+        .build()
+        .await
+        .unwrap();
+    let consumer = SimpleConsumer::builder(config, &group)
+        .subscribe(&topic, FilterExpression::tag("*"))
+        .await_duration(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        consumer
+            .receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for _ in 0..3 {
+        producer
+            .send(Message::builder(&topic).body("m").build().unwrap())
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.is_empty() {
+        got = consumer.receive(1, Duration::from_secs(30)).await.unwrap();
+    }
+    let topic_label = [("topic", topic.as_str())];
+    let points = until_exported(&received, |p| {
+        total(p, "rocketmq_send_cost_time", &topic_label) == 3.0
+    })
+    .await;
+    assert_eq!(
+        total(
+            &points,
+            "rocketmq_send_cost_time",
+            &[("topic", topic.as_str()), ("invocation_status", "success")]
+        ),
+        3.0
+    );
+    let points = until_exported(&received, |p| {
+        total(p, "rocketmq_delivery_latency", &topic_label) >= 1.0
+    })
+    .await;
+    assert!(
+        points.iter().any(|p| p.name == "rocketmq_delivery_latency"
+            && p.attrs.get("consumer_group") == Some(&group)),
+        "{points:?}"
+    );
+    drop((producer, consumer, got));
+    node.stop().await;
+}
