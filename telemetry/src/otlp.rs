@@ -199,7 +199,13 @@ pub fn spawn_exporter(
                 _ = ticker.tick() => false,
                 () = shutdown.cancelled() => true,
             };
-            let result = match hub.collect() {
+            // Collection runs the gauges' callbacks (shard state, the data directory): off the
+            // async workers.
+            let collecting = hub.clone();
+            let collected = tokio::task::spawn_blocking(move || collecting.collect())
+                .await
+                .unwrap_or_else(|e| Err(format!("collecting metrics failed: {e}")));
+            let result = match collected {
                 Ok(rm) => match tokio::time::timeout(timeout, exporter.export(&rm)).await {
                     Ok(result) => result.map_err(|e| e.to_string()),
                     Err(_) => Err(format!("no answer in {timeout:?}")),
