@@ -41,8 +41,8 @@ pub(crate) struct StoreMetrics {
     orphans_rolled_back: Mutex<BTreeMap<ShardId, u64>>,
     /// Moves into a dead-letter queue after the last attempt, by origin topic and group.
     dead_letters: Mutex<BTreeMap<(String, String), u64>>,
-    /// The leader each shard had at the last collection, and how often it changed.
-    leaders: Mutex<BTreeMap<ShardId, (Option<u64>, u64)>>,
+    /// How often each shard's leader changed, as this node saw it.
+    leader_changes: Mutex<BTreeMap<ShardId, u64>>,
     /// The consumer progress of the led shards, worked out once per collection.
     progress: Mutex<Option<(Instant, Arc<Vec<GroupProgress>>)>>,
     /// The log fsync instruments of the last registration, for shards that open later.
@@ -104,6 +104,11 @@ impl StoreMetrics {
             halves.insert((shard, topic.clone()), *count);
         }
         *reported = counts.keys().cloned().collect();
+    }
+
+    /// Shard `shard` has a new leader (not the first one this node learnt of).
+    pub fn leader_changed(&self, shard: ShardId) {
+        *self.leader_changes.lock().entry(shard).or_default() += 1;
     }
 
     pub fn orphan_rolled_back(&self, shard: ShardId) {
@@ -311,23 +316,15 @@ impl StoreMetrics {
             kept.push(Box::new(
                 meter
                     .u64_observable_counter("vela_raft_leader_changes_total")
-                    .with_description(
-                        "Leader changes of the shard this node saw (compared at each collection)",
-                    )
+                    .with_description("Leader changes of the shard this node saw")
                     .with_callback(move |o| {
                         let (Some(store), Some(this)) = (store.upgrade(), this.upgrade()) else {
                             return;
                         };
-                        let mut leaders = this.leaders.lock();
+                        let changes = this.leader_changes.lock();
                         for r in store.raft_reports() {
-                            let seen = leaders.entry(r.shard).or_insert((r.leader, 0));
-                            if r.leader.is_some() && seen.0 != r.leader {
-                                if seen.0.is_some() {
-                                    seen.1 += 1;
-                                }
-                                seen.0 = r.leader;
-                            }
-                            o.observe(seen.1, &labels.with([shard_label(r.shard)]));
+                            let seen = changes.get(&r.shard).copied().unwrap_or(0);
+                            o.observe(seen, &labels.with([shard_label(r.shard)]));
                         }
                     })
                     .build(),
@@ -514,7 +511,31 @@ pub(crate) struct RaftReport {
     pub shard: ShardId,
     pub term: u64,
     pub leading: bool,
-    pub leader: Option<u64>,
     pub committed: u64,
     pub applied: u64,
+}
+
+/// Counts the leader changes of `shard` this node sees, from openraft's metrics channel, until
+/// `cancel` fires or the shard's Raft stops.
+pub(crate) async fn watch_leaders(
+    shard: Arc<crate::shard::Shard>,
+    metrics: Arc<StoreMetrics>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    use openraft::async_runtime::WatchReceiver;
+    let mut rx = shard.raft.metrics();
+    let mut leader = rx.borrow_and_update().current_leader;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let now = rx.borrow_and_update().current_leader;
+        if now.is_some() && now != leader {
+            if leader.is_some() {
+                metrics.leader_changed(shard.id);
+            }
+            leader = now;
+        }
+    }
 }

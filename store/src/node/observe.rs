@@ -58,7 +58,6 @@ impl Store {
                     shard: l.shard.id,
                     term: m.current_term,
                     leading: m.current_leader == Some(node),
-                    leader: m.current_leader,
                     committed: m.local_committed.map_or(0, |c| c.index),
                     applied: m.last_applied.map_or(0, |a| a.index),
                 }

@@ -60,6 +60,11 @@ impl Store {
             self.clock.clone(),
             cancel.clone(),
         ));
+        tasks.spawn(crate::metrics::watch_leaders(
+            shard.clone(),
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
         tasks.spawn(tasks::snapshot_by_bytes(
             shard.clone(),
             self.config.snapshot_every_bytes.as_u64(),

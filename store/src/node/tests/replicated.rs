@@ -260,6 +260,25 @@ async fn nodes_report_leaders_and_lag_and_hand_leadership_over_on_request() {
         shard_1_leader,
         "only shard 0 moves"
     );
+    // Every node saw shard 0's leader change once, and shard 1's not at all.
+    for node in cluster.running() {
+        let want = [
+            r#"vela_raft_leader_changes_total{shard="0"} 1"#,
+            r#"vela_raft_leader_changes_total{shard="1"} 0"#,
+        ];
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = metric_lines(&cluster.node(node), &["vela_raft_leader_changes_total"]);
+            if want.iter().all(|w| lines.iter().any(|l| l == w)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {node}: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
     // Asking for what already holds is a no-op.
     remote.transfer_leader(0, target).await.expect("no-op");
     cluster
