@@ -37,14 +37,28 @@ impl Store {
     }
 
     /// Every group's progress on the queues of the shards this node leads (a follower's copy
-    /// of the same state would count it twice).
+    /// of the same state would count it twice). The positions are read under the state lock in
+    /// one go; the store times, which need index lookups, in chunks, so a node with many
+    /// groups never holds apply back for long.
     pub(crate) fn consumer_progress(&self) -> Vec<ConsumerProgress> {
+        const LOOKUPS_PER_LOCK: usize = 256;
         let node = self.config.node_id;
-        self.shards()
-            .values()
-            .filter(|l| l.shard.raft.metrics().borrow_watched().current_leader == Some(node))
-            .flat_map(|l| l.shard.shared.applied.read().state.consumer_progress())
-            .collect()
+        let mut all = Vec::new();
+        for local in self.shards().values() {
+            if local.shard.raft.metrics().borrow_watched().current_leader != Some(node) {
+                continue;
+            }
+            let applied = &local.shard.shared.applied;
+            let mut progress = applied.read().state.consumer_progress();
+            for chunk in progress.chunks_mut(LOOKUPS_PER_LOCK) {
+                let state = applied.read();
+                for p in chunk.iter_mut().filter(|p| p.lag > 0) {
+                    state.state.fill_store_times(p);
+                }
+            }
+            all.extend(progress);
+        }
+        all
     }
 
     /// The Raft state of each shard on this node.

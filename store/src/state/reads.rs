@@ -66,8 +66,8 @@ impl ShardState {
         !self.queue_ids(topic).is_empty()
     }
 
-    /// Every group's progress on every queue of this shard, for the consumer metrics. The
-    /// store times are read from the index (a lookup per group and queue with a backlog).
+    /// Every group's progress on every queue of this shard, for the consumer metrics, without
+    /// the store times (no index lookups: cheap under the state lock).
     pub fn consumer_progress(&self) -> Vec<ConsumerProgress> {
         self.consumers
             .iter()
@@ -76,23 +76,40 @@ impl ShardState {
                 let (min, max) = (queue.min_offset(), queue.max_offset());
                 let acked = c.consumer_offset().max(min);
                 let cursor = c.cursor().max(min);
-                let stored_at = |offset: u64| {
-                    (offset < max)
-                        .then(|| self.entries.get(queue.key(), offset))
-                        .flatten()
-                        .map(|e| e.store_ts_ms)
-                };
                 Some(ConsumerProgress {
                     group: group.clone(),
                     topic: topic.clone(),
+                    queue_id: *queue_id,
                     lag: max.saturating_sub(acked),
                     inflight: c.inflight_count() as u64,
                     ready: max.saturating_sub(cursor),
-                    oldest_unacked_ms: stored_at(acked),
-                    oldest_ready_ms: stored_at(cursor),
+                    acked,
+                    cursor,
+                    oldest_unacked_ms: None,
+                    oldest_ready_ms: None,
                 })
             })
             .collect()
+    }
+
+    /// Fills in `progress`'s store times from the index (a lookup for each of its oldest
+    /// unacknowledged and oldest ready messages, when there is one).
+    pub fn fill_store_times(&self, progress: &mut ConsumerProgress) {
+        let Some(queue) = self
+            .queues
+            .get(&(progress.topic.clone(), progress.queue_id))
+        else {
+            return;
+        };
+        let max = queue.max_offset();
+        let stored_at = |offset: u64| {
+            (offset < max)
+                .then(|| self.entries.get(queue.key(), offset))
+                .flatten()
+                .map(|e| e.store_ts_ms)
+        };
+        progress.oldest_unacked_ms = stored_at(progress.acked);
+        progress.oldest_ready_ms = stored_at(progress.cursor);
     }
 
     /// Offsets and per-group positions of `topic`'s queues.
@@ -176,6 +193,11 @@ impl ShardState {
 pub struct ConsumerProgress {
     pub group: GroupName,
     pub topic: TopicName,
+    pub queue_id: u32,
+    /// Every message below this offset is acknowledged.
+    pub acked: u64,
+    /// The next offset the group is given.
+    pub cursor: u64,
     /// Messages not yet acknowledged: max offset − consumer offset.
     pub lag: u64,
     /// Delivered and not yet acknowledged.
