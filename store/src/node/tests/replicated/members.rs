@@ -82,6 +82,25 @@ pub(super) fn on_placed(bodies: &[String]) -> AppendRequest {
     }
 }
 
+/// Waits until `store`'s replica of the placed shard has applied a membership of `want`: the
+/// leader's `change_members` returns once the change is committed, which a member may apply a
+/// little later.
+async fn until_voters(store: &Store, want: &[u64]) {
+    let want: BTreeSet<u64> = want.iter().copied().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = voters(store);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "voters {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn voters(store: &Store) -> BTreeSet<u64> {
     store
         .shard_rafts()
@@ -320,7 +339,7 @@ async fn a_learner_behind_the_retention_floor_copies_what_is_retained() {
     let target = members_of(&cluster, &[1, 2, 3, 4]);
     join(&cluster, 4, &target).await;
     change_members(&cluster, &target).await;
-    assert_eq!(voters(&cluster.node(4)), BTreeSet::from([1, 2, 3, 4]));
+    until_voters(&cluster.node(4), &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;
@@ -437,7 +456,7 @@ async fn a_node_stopped_in_the_middle_of_a_copy_drops_the_incomplete_replica_and
     change_members(&cluster, &members_of(&cluster, &[1, 2, 3])).await;
     join(&cluster, 4, &target).await;
     change_members(&cluster, &target).await;
-    assert_eq!(voters(&cluster.node(4)), BTreeSet::from([1, 2, 3, 4]));
+    until_voters(&cluster.node(4), &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;
@@ -505,7 +524,7 @@ async fn a_copy_that_fails_for_good_stops_the_replica_until_it_is_opened_again()
     change_members(&cluster, &members_of(&cluster, &[1, 2, 3])).await;
     join(&cluster, 4, &target).await;
     change_members(&cluster, &target).await;
-    assert_eq!(voters(&cluster.node(4)), BTreeSet::from([1, 2, 3, 4]));
+    until_voters(&cluster.node(4), &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;
