@@ -4,73 +4,36 @@
 //! `ClientConfig::metrics_interval`, and once more on shutdown. Each client has its own meter
 //! provider; nothing is exported while the server names no collector.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, MeterProvider};
-use opentelemetry_otlp::{MetricExporter, WithExportConfig};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::metrics::reader::MetricReader;
-use opentelemetry_sdk::metrics::{
-    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
-};
+use opentelemetry::metrics::Histogram;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
+use vela_telemetry::otlp::{OtlpConfig, Pusher};
+use vela_telemetry::{MetricsHub, TelemetryConfig};
 
 /// The official clients' buckets, milliseconds.
 const COST_BUCKETS_MS: [f64; 7] = [1.0, 5.0, 10.0, 20.0, 50.0, 200.0, 500.0];
 
-#[derive(Debug, Clone)]
-struct SharedReader(Arc<ManualReader>);
-
-impl MetricReader for SharedReader {
-    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
-        self.0.register_pipeline(pipeline)
-    }
-    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
-        self.0.collect(rm)
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
-    }
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-    fn temporality(&self, kind: InstrumentKind) -> Temporality {
-        self.0.temporality(kind)
-    }
-}
-
 /// One client's instruments and its exporter.
 pub(crate) struct ClientMetrics {
-    _provider: SdkMeterProvider,
-    reader: Arc<ManualReader>,
+    hub: MetricsHub,
     client_id: String,
     send_cost: Histogram<f64>,
     delivery_latency: Histogram<f64>,
     /// The collector exported to now, and its exporter.
-    exporter: Mutex<Option<(String, Arc<MetricExporter>)>>,
+    pusher: Mutex<Option<(String, Arc<Pusher>)>>,
 }
 
 impl ClientMetrics {
     pub fn new(client_id: &str) -> Arc<Self> {
-        let reader = Arc::new(
-            ManualReader::builder()
-                .with_temporality(Temporality::Cumulative)
-                .build(),
-        );
-        let provider = SdkMeterProvider::builder()
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name("rocketmq-client")
-                    .build(),
-            )
-            .with_reader(SharedReader(reader.clone()))
-            .build();
-        let meter = provider.meter("vela-sdk");
+        let hub = MetricsHub::new(&TelemetryConfig {
+            resource: [("service.name".to_owned(), "rocketmq-client".to_owned())].into(),
+            ..TelemetryConfig::default()
+        });
+        let meter = hub.meter("vela-sdk");
         Arc::new(Self {
             send_cost: meter
                 .f64_histogram("rocketmq_send_cost_time")
@@ -84,10 +47,9 @@ impl ClientMetrics {
                 )
                 .with_boundaries(COST_BUCKETS_MS.to_vec())
                 .build(),
-            _provider: provider,
-            reader,
+            hub,
             client_id: client_id.to_owned(),
-            exporter: Mutex::new(None),
+            pusher: Mutex::new(None),
         })
     }
 
@@ -120,27 +82,26 @@ impl ClientMetrics {
     /// server names none. Call on the tokio runtime.
     pub async fn export_to(&self, collector: Option<&str>, timeout: Duration) {
         let Some(collector) = collector else {
-            if self.exporter.lock().take().is_some() {
+            if self.pusher.lock().take().is_some() {
                 debug!(client_id = %self.client_id, "the server no longer asks for client metrics");
             }
             return;
         };
-        let exporter = {
-            let mut current = self.exporter.lock();
+        let pusher = {
+            let mut current = self.pusher.lock();
             match current.as_ref() {
-                Some((at, exporter)) if at == collector => exporter.clone(),
+                Some((at, pusher)) if at == collector => pusher.clone(),
                 _ => {
-                    let built = MetricExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(format!("http://{collector}"))
-                        .with_timeout(timeout)
-                        .with_temporality(Temporality::Cumulative)
-                        .build();
-                    match built {
-                        Ok(exporter) => {
-                            let exporter = Arc::new(exporter);
-                            *current = Some((collector.to_owned(), exporter.clone()));
-                            exporter
+                    let config = OtlpConfig {
+                        endpoint: Some(format!("http://{collector}")),
+                        timeout,
+                        ..OtlpConfig::default()
+                    };
+                    match Pusher::new(&config) {
+                        Ok(pusher) => {
+                            let pusher = Arc::new(pusher);
+                            *current = Some((collector.to_owned(), pusher.clone()));
+                            pusher
                         }
                         Err(e) => {
                             warn!(client_id = %self.client_id, %collector, error = %e, "cannot export client metrics");
@@ -150,19 +111,8 @@ impl ClientMetrics {
                 }
             }
         };
-        let mut rm = ResourceMetrics::default();
-        if let Err(e) = self.reader.collect(&mut rm) {
-            debug!(error = %e, "collecting client metrics failed");
-            return;
-        }
-        match tokio::time::timeout(timeout, exporter.export(&rm)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(client_id = %self.client_id, %collector, error = %e, "client metric export failed")
-            }
-            Err(_) => {
-                debug!(client_id = %self.client_id, %collector, "client metric export timed out")
-            }
+        if let Err(e) = pusher.push(&self.hub).await {
+            debug!(client_id = %self.client_id, %collector, error = %e, "client metric export failed");
         }
     }
 }

@@ -9,14 +9,11 @@
 //!
 //! Without a provider installed the global one is a no-op: no spans, no `trace_context`.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use opentelemetry::global::{self, BoxedSpan};
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Link, Span, SpanContext, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 use crate::MessageView;
 
@@ -93,21 +90,12 @@ pub(crate) fn receive_span(
 
 /// The `traceparent` of a span context, if it is valid.
 fn traceparent(span: &SpanContext) -> Option<String> {
-    if !span.is_valid() {
-        return None;
-    }
-    let cx = Context::new().with_remote_span_context(span.clone());
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove("traceparent")
+    vela_telemetry::traces::traceparent(&Context::new().with_remote_span_context(span.clone()))
 }
 
 /// The span context a `traceparent` names, if it is valid.
 pub(crate) fn parse_traceparent(value: &str) -> Option<SpanContext> {
-    let carrier = HashMap::from([("traceparent".to_owned(), value.trim().to_owned())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    let span = cx.span().span_context().clone();
-    span.is_valid().then_some(span)
+    vela_telemetry::traces::parse_traceparent(value)
 }
 
 #[cfg(test)]

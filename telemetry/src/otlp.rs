@@ -92,14 +92,7 @@ impl OtlpConfig {
         if uri.host().is_none() {
             return Err(format!("telemetry.otlp.endpoint {endpoint:?} has no host"));
         }
-        for (key, value) in &self.headers {
-            tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(
-                key.to_ascii_lowercase().as_bytes(),
-            )
-            .map_err(|_| format!("telemetry.otlp.headers: {key:?} is not a header name"))?;
-            tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(value.as_str())
-                .map_err(|_| format!("telemetry.otlp.headers.{key}: not a valid header value"))?;
-        }
+        self.metadata()?;
         Ok(())
     }
 
@@ -175,6 +168,46 @@ impl OtlpConfig {
     }
 }
 
+/// One collector's exporter: collects a hub and pushes it, bounded by the timeout. Used by the
+/// processes' export task and by `vela-sdk`'s client metrics.
+pub struct Pusher {
+    exporter: MetricExporter,
+    timeout: Duration,
+}
+
+impl Pusher {
+    /// An exporter to `config.endpoint` as `config` says; call on the tokio runtime.
+    pub fn new(config: &OtlpConfig) -> Result<Self, String> {
+        let endpoint = config
+            .endpoint
+            .as_deref()
+            .ok_or_else(|| "telemetry.otlp.endpoint is not set".to_owned())?;
+        config.validate()?;
+        Ok(Self {
+            exporter: config.exporter(endpoint)?,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Collects `hub` (off the async workers: collection runs the gauges' callbacks, which
+    /// may read state and files) and exports it.
+    pub async fn push(&self, hub: &MetricsHub) -> Result<(), String> {
+        let collecting = hub.clone();
+        let rm = tokio::task::spawn_blocking(move || collecting.collect())
+            .await
+            .unwrap_or_else(|e| Err(format!("collecting metrics failed: {e}")))?;
+        match tokio::time::timeout(self.timeout, self.exporter.export(&rm)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer in {:?}", self.timeout)),
+        }
+    }
+
+    /// Ends the exporter (after a last push).
+    pub fn shutdown(&self) {
+        let _ = self.exporter.shutdown();
+    }
+}
+
 /// Starts pushing `hub` to the configured collector, if any; call on the tokio runtime. The
 /// task exports once more when `shutdown` fires, then ends.
 pub fn spawn_exporter(
@@ -185,10 +218,8 @@ pub fn spawn_exporter(
     let Some(endpoint) = config.endpoint.clone() else {
         return Ok(None);
     };
-    config.validate()?;
-    let exporter = config.exporter(&endpoint)?;
+    let pusher = Pusher::new(config)?;
     let interval = config.interval;
-    let timeout = config.timeout;
     tracing::info!(%endpoint, protocol = ?config.protocol, ?interval, "exporting metrics over OTLP");
     Ok(Some(tokio::spawn(async move {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -199,19 +230,7 @@ pub fn spawn_exporter(
                 _ = ticker.tick() => false,
                 () = shutdown.cancelled() => true,
             };
-            // Collection runs the gauges' callbacks (shard state, the data directory): off the
-            // async workers.
-            let collecting = hub.clone();
-            let collected = tokio::task::spawn_blocking(move || collecting.collect())
-                .await
-                .unwrap_or_else(|e| Err(format!("collecting metrics failed: {e}")));
-            let result = match collected {
-                Ok(rm) => match tokio::time::timeout(timeout, exporter.export(&rm)).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no answer in {timeout:?}")),
-                },
-                Err(e) => Err(e),
-            };
+            let result = pusher.push(&hub).await;
             match result {
                 Ok(()) if failing => {
                     failing = false;
@@ -229,7 +248,7 @@ pub fn spawn_exporter(
                 }
             }
             if last {
-                let _ = exporter.shutdown();
+                pusher.shutdown();
                 break;
             }
         }
