@@ -9,6 +9,7 @@
 //! - [`grpc`]: Raft between nodes over gRPC (`vela.raft.v1`).
 //! - [`network`]: in-process Raft networking through a fault seam (partitions, delay, loss).
 //! - [`status`]: a member's report about itself (role, term, leader, replication progress).
+//! - [`sealed`]: reading a sealed segment held elsewhere (object storage) by byte ranges.
 //! - [`snapshot_file`]: atomically replaced, checksummed small files.
 //! - [`generations`]: state machine snapshots kept as generations with fallback.
 //! - [`vfs`]: the storage seam every file goes through, and its simulated power-loss disk.
@@ -25,6 +26,7 @@ mod install_gate;
 pub mod log_metrics;
 pub mod network;
 mod pipeline;
+pub mod sealed;
 mod segment;
 pub mod single_node;
 pub mod snapshot_file;

@@ -1,0 +1,141 @@
+//! Uploading a sealed segment: unchanged, in one request or in parts, then verified by reading
+//! its size and its footer back before anyone records it.
+
+use std::path::Path as FsPath;
+
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+use tracing::debug;
+
+use crate::{Tier, TierError, TierStats};
+
+/// An upload that read back as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub key: String,
+    pub bytes: u64,
+    /// CRC-32C of the whole object.
+    pub crc32c: u32,
+}
+
+/// Bytes compared when an upload is verified: the end of the object, where the footer is.
+const VERIFY_TAIL: u64 = 4096;
+/// Parts in flight during a multipart upload.
+const PARTS_IN_FLIGHT: usize = 2;
+
+impl Tier {
+    /// Uploads the file `file` as `key`. On any failure nothing is recorded and a partial
+    /// multipart upload is aborted; the caller retries later.
+    pub async fn upload_segment(&self, key: &str, file: &FsPath) -> Result<Uploaded, TierError> {
+        let result = self.upload_once(key, file).await;
+        match &result {
+            Ok(up) => {
+                TierStats::add(&self.stats.uploads, 1);
+                TierStats::add(&self.stats.upload_bytes, up.bytes);
+            }
+            Err(_) => TierStats::add(&self.stats.upload_failures, 1),
+        }
+        result
+    }
+
+    async fn upload_once(&self, key: &str, file: &FsPath) -> Result<Uploaded, TierError> {
+        let path = self.path(key);
+        let reading = |e| TierError::io(format!("reading {}", file.display()), e);
+        let mut f = tokio::fs::File::open(file).await.map_err(reading)?;
+        let len = f.metadata().await.map_err(reading)?.len();
+        let mut crc = 0u32;
+        if len <= self.part_bytes as u64 {
+            let mut buf = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut buf).await.map_err(reading)?;
+            crc = crc32c::crc32c(&buf);
+            self.store
+                .put(&path, PutPayload::from(Bytes::from(buf)))
+                .await
+                .map_err(|e| TierError::store("put", &path, e))?;
+        } else {
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| TierError::store("start multipart upload of", &path, e))?;
+            let mut parts = WriteMultipart::new_with_chunk_size(upload, self.part_bytes);
+            let mut buf = vec![0u8; 1 << 20];
+            let mut sent = 0u64;
+            let streamed: Result<(), TierError> = async {
+                while sent < len {
+                    let n = f.read(&mut buf).await.map_err(reading)?;
+                    if n == 0 {
+                        break;
+                    }
+                    crc = crc32c::crc32c_append(crc, &buf[..n]);
+                    parts
+                        .wait_for_capacity(PARTS_IN_FLIGHT)
+                        .await
+                        .map_err(|e| TierError::store("upload a part of", &path, e))?;
+                    parts.write(&buf[..n]);
+                    sent += n as u64;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(err) = streamed {
+                let _ = parts.abort().await;
+                return Err(err);
+            }
+            parts
+                .finish()
+                .await
+                .map_err(|e| TierError::store("complete multipart upload of", &path, e))?;
+        }
+        self.verify(key, file, len).await?;
+        debug!(key, bytes = len, "uploaded a segment to the tier");
+        Ok(Uploaded {
+            key: key.to_owned(),
+            bytes: len,
+            crc32c: crc,
+        })
+    }
+
+    /// The object must have the file's length and end with the file's last bytes.
+    async fn verify(&self, key: &str, file: &FsPath, len: u64) -> Result<(), TierError> {
+        let path = self.path(key);
+        let failed = |reason: String| TierError::Verify {
+            key: key.to_owned(),
+            reason,
+        };
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(|e| TierError::store("head", &path, e))?;
+        if meta.size != len {
+            return Err(failed(format!(
+                "the object has {} bytes, the file {len}",
+                meta.size
+            )));
+        }
+        let tail = len.saturating_sub(VERIFY_TAIL)..len;
+        let remote = self
+            .store
+            .get_range(&path, tail.clone())
+            .await
+            .map_err(|e| TierError::store("read back", &path, e))?;
+        let mut f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| TierError::io(format!("reading {}", file.display()), e))?;
+        let mut local = vec![0u8; (tail.end - tail.start) as usize];
+        use tokio::io::AsyncSeekExt;
+        f.seek(std::io::SeekFrom::Start(tail.start))
+            .await
+            .and_then(|_| Ok(()))
+            .map_err(|e| TierError::io(format!("reading {}", file.display()), e))?;
+        f.read_exact(&mut local)
+            .await
+            .map_err(|e| TierError::io(format!("reading {}", file.display()), e))?;
+        if remote.as_ref() != local.as_slice() {
+            return Err(failed("its last bytes differ from the file's".into()));
+        }
+        Ok(())
+    }
+}
