@@ -109,6 +109,8 @@ pub struct SegmentInfo {
     pub sealed: bool,
     /// When the last record was appended (from the footer of a sealed segment).
     pub modified: SystemTime,
+    /// When the first record was appended.
+    pub created: SystemTime,
     pub path: PathBuf,
 }
 
@@ -160,6 +162,7 @@ impl SegmentMeta {
             bytes: self.bytes(),
             sealed: self.sealed(),
             modified: system_time(self.last_append_ms),
+            created: system_time(self.first_append_ms),
             path: self.file.path.clone(),
         }
     }

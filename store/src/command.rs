@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use vela_proto::domain::{GroupName, MessageRecord, TopicName};
 use vela_proto::store_api::AppendOutcome;
 
+use crate::state::{TierRefusal, TieredSegment};
+
 /// One entry of a shard's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreCommand {
@@ -95,6 +97,9 @@ pub enum StoreCommand {
         offsets: Vec<QueueOffset>,
         replace: bool,
     },
+    /// Records a sealed segment the leader uploaded to object storage in the shard's tier
+    /// manifest (apply version 9; see `state::TierManifest` for what is accepted).
+    Tiered { segment: TieredSegment },
 }
 
 /// One queue's offset inside a [`StoreCommand::SetOffsets`].
@@ -162,6 +167,7 @@ impl StoreCommand {
             StoreCommand::ClientAppends { .. } => "client_appends",
             StoreCommand::PopPicked { .. } => "pop",
             StoreCommand::SetOffsets { .. } => "set_offsets",
+            StoreCommand::Tiered { .. } => "tiered",
         }
     }
 
@@ -183,7 +189,8 @@ impl StoreCommand {
             | StoreCommand::DropTopic { .. }
             | StoreCommand::DropGroup { .. }
             | StoreCommand::SetApplyVersion { .. }
-            | StoreCommand::SetOffsets { .. } => None,
+            | StoreCommand::SetOffsets { .. }
+            | StoreCommand::Tiered { .. } => None,
         }
     }
 
@@ -315,6 +322,11 @@ impl fmt::Display for StoreCommand {
                 write!(f, "truncate(below {below_log_index})")
             }
             StoreCommand::DropTopic { topic } => write!(f, "drop_topic({topic})"),
+            StoreCommand::Tiered { segment } => write!(
+                f,
+                "tiered({}..={} as {})",
+                segment.first_index, segment.last_index, segment.key
+            ),
             StoreCommand::DropGroup { group } => write!(f, "drop_group({group})"),
             StoreCommand::AppendBatch { appends, .. } => {
                 let messages: usize = appends.iter().map(|a| a.messages.len()).sum();
@@ -499,6 +511,8 @@ pub enum CommandResponse {
     /// Where the group stands on each queue of a `SetOffsets`, in order (`None`: the queue
     /// never held a message).
     OffsetsSet(Vec<Option<u64>>),
+    /// Whether a `Tiered` segment joined the manifest.
+    Tiered(Result<(), TierRefusal>),
 }
 
 /// The delivery that replaces the one whose invisibility changed.
@@ -743,6 +757,28 @@ mod tests {
         let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
         assert_eq!(back, command);
         assert_eq!(back.kind(), "client_appends");
+    }
+
+    #[test]
+    fn tiered_golden_bytes() {
+        // Persisted from apply version 9: tag 16, then the segment: key, first and last index,
+        // bytes (varints), crc32c (varint), first and last append time (zigzag varints).
+        let command = StoreCommand::Tiered {
+            segment: TieredSegment {
+                key: "k".into(),
+                first_index: 1,
+                last_index: 300,
+                bytes: 4096,
+                crc32c: 5,
+                first_append_ms: 1,
+                last_append_ms: -1,
+            },
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(hex::encode(&bytes), "10016b01ac028020050201");
+        let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, command);
+        assert_eq!(back.kind(), "tiered");
     }
 
     fn record_with_id(id: &str) -> MessageRecord {

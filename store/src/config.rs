@@ -30,8 +30,15 @@ pub struct StoreConfig {
     /// Messages older than this may be deleted (whole segments at a time).
     #[serde(with = "humantime_serde")]
     pub retention_time: Duration,
-    /// Oldest segments beyond this total size may be deleted. Unlimited when absent.
+    /// Oldest segments beyond this total size may be deleted. Unlimited when absent. With a
+    /// tier (`[tier]`), both limits count the tiered and the local log together.
     pub retention_size: Option<ByteSize>,
+    /// With a tier: how long a sealed segment stays on local disk once it is uploaded (reads
+    /// of older messages go to the tier).
+    #[serde(with = "humantime_serde")]
+    pub local_retention_time: Duration,
+    /// With a tier: uploaded segments beyond this much local log go first. Unlimited when absent.
+    pub local_retention_size: Option<ByteSize>,
     /// Applied entries between two state snapshots. A snapshot holds consumer state, not the
     /// queues' entries (those are in the index file), and makes the index file durable; a
     /// restart replays at most this many entries from the log.
@@ -93,6 +100,8 @@ impl Default for StoreConfig {
             segment_preallocate: ByteSize::b(vela_raft::DEFAULT_PREALLOCATE_BYTES),
             retention_time: Duration::from_secs(72 * 3600),
             retention_size: None,
+            local_retention_time: Duration::from_secs(6 * 3600),
+            local_retention_size: None,
             snapshot_every_entries: 100_000,
             snapshot_every_bytes: ByteSize::mib(256),
             max_delay: Duration::from_secs(24 * 3600),

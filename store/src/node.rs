@@ -93,6 +93,8 @@ pub struct Store {
     scrub_policy: ScrubPolicy,
     check_policy: CheckPolicy,
     metrics: Arc<StoreMetrics>,
+    /// Object storage sealed segments go to, once attached (`Store::attach_tier`).
+    tier: std::sync::OnceLock<(Arc<vela_tier::Tier>, crate::shard::tiering::TierPolicy)>,
 }
 
 /// Opens a replica of a shard: its id, its members (node id → Raft address), whether to
@@ -270,6 +272,7 @@ impl Store {
             opening: tokio::sync::Mutex::new(()),
             closing: Mutex::default(),
             metrics: Arc::new(StoreMetrics::default()),
+            tier: std::sync::OnceLock::new(),
         });
         {
             let (weak, cancel) = (Arc::downgrade(&store), store.cancel.clone());
@@ -633,6 +636,7 @@ mod offsets;
 mod receive;
 mod scoped;
 mod shards;
+pub(crate) mod tier;
 pub mod upgrade;
 
 #[cfg(test)]

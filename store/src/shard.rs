@@ -8,6 +8,8 @@ pub(crate) mod restoring;
 pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;
+pub(crate) mod tiered;
+pub mod tiering;
 pub(crate) mod transactions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -218,6 +220,11 @@ pub(crate) struct Shard {
     pub fairness: Arc<fairness::Fairness>,
     /// The leader's transaction check-back schedules.
     pub checks: Mutex<transactions::CheckBook>,
+    /// Object storage this node tiers sealed segments to and reads them back from (set when
+    /// the store adopts the shard).
+    pub tier: std::sync::OnceLock<Arc<vela_tier::Tier>>,
+    /// Where tiering stands on this node.
+    pub tier_progress: Mutex<tiering::TierProgress>,
 }
 
 fn log_config(cfg: &StoreConfig, dir: PathBuf, vfs: Arc<dyn Vfs>) -> LogStoreConfig {
@@ -243,20 +250,37 @@ pub struct RecordReadError {
     pub shard: ShardId,
     pub log_index: u64,
     #[source]
-    pub source: LogError,
+    pub source: ReadSource,
+}
+
+/// Where a failed read went.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadSource {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("from the tier: {0}")]
+    Tier(#[from] vela_tier::TierError),
+    #[error("the tier holds it, but this node has no tier configured")]
+    NoTier,
 }
 
 impl RecordReadError {
     /// The record's bytes failed their checks (this replica's copy is damaged), rather than an
-    /// I/O call failing.
+    /// I/O call failing. A damaged tiered object is not this replica's damage.
     pub fn is_damage(&self) -> bool {
-        self.source.is_damage()
+        matches!(&self.source, ReadSource::Log(e) if e.is_damage())
     }
 }
 
 impl From<RecordReadError> for StoreError {
     fn from(err: RecordReadError) -> Self {
-        StoreError::Internal(err.to_string())
+        match &err.source {
+            // Object storage unreachable or slow: the client retries.
+            ReadSource::Tier(vela_tier::TierError::Store { .. } | vela_tier::TierError::Shared(_)) => {
+                StoreError::Unavailable(err.to_string())
+            }
+            _ => StoreError::Internal(err.to_string()),
+        }
     }
 }
 
@@ -508,59 +532,42 @@ impl Shard {
             keeper,
             fairness: Arc::default(),
             checks: Mutex::default(),
+            tier: std::sync::OnceLock::new(),
+            tier_progress: Mutex::default(),
         }))
     }
 
     /// The messages `records` point at, in order; `None` where retention removed one. Each log
     /// entry is read once however many of the records it holds: an entry read from the files
-    /// is decoded whole, and one `AppendBatch` holds many callers' messages.
-    pub fn read_records(
+    /// is decoded whole, and one `AppendBatch` holds many callers' messages. Entries the local
+    /// log no longer holds are read from the tier.
+    pub async fn read_records(
         &self,
         records: &[RecordRef],
     ) -> Result<Vec<Option<MessageRecord>>, RecordReadError> {
-        self.read_with(records, |command, slot| command.record(slot).cloned())
+        let entries = self.entries_for(records).await?;
+        Ok(pick(records, &entries, |command, slot| command.record(slot).cloned()))
+    }
+
+    /// [`read_records`](Self::read_records) from a blocking thread (`spawn_blocking`).
+    pub fn read_records_blocking(
+        &self,
+        records: &[RecordRef],
+    ) -> Result<Vec<Option<MessageRecord>>, RecordReadError> {
+        let entries = self.entries_blocking(records)?;
+        Ok(pick(records, &entries, |command, slot| command.record(slot).cloned()))
     }
 
     /// [`read_records`](Self::read_records) with the time the leader stamped on the entry
     /// that appended each (when it was stored, Unix ms).
-    pub fn read_stored(
+    pub async fn read_stored(
         &self,
         records: &[RecordRef],
     ) -> Result<Vec<Option<(MessageRecord, i64)>>, RecordReadError> {
-        self.read_with(records, |command, slot| {
+        let entries = self.entries_for(records).await?;
+        Ok(pick(records, &entries, |command, slot| {
             Some((command.record(slot)?.clone(), command.now_ms()?))
-        })
-    }
-
-    fn read_with<T>(
-        &self,
-        records: &[RecordRef],
-        pick: impl Fn(&StoreCommand, u32) -> Option<T>,
-    ) -> Result<Vec<Option<T>>, RecordReadError> {
-        let mut entries: HashMap<u64, Option<Arc<EntryOf<ShardTypes>>>> = HashMap::new();
-        records
-            .iter()
-            .map(|record| {
-                let entry = match entries.get(&record.log_index) {
-                    Some(entry) => entry.clone(),
-                    None => {
-                        let entry = self.reader.entry_shared(record.log_index).map_err(|e| {
-                            RecordReadError {
-                                shard: self.id,
-                                log_index: record.log_index,
-                                source: e,
-                            }
-                        })?;
-                        entries.insert(record.log_index, entry.clone());
-                        entry
-                    }
-                };
-                Ok(entry.and_then(|entry| match &entry.payload {
-                    EntryPayload::Normal(command) => pick(command, record.slot),
-                    _ => None,
-                }))
-            })
-            .collect()
+        }))
     }
 
     /// Takes a snapshot now and waits until it covers everything applied so far (nothing to do
@@ -630,6 +637,25 @@ impl Shard {
             )),
         }
     }
+}
+
+/// What `pick` takes from the entry each record points at.
+fn pick<T>(
+    records: &[RecordRef],
+    entries: &HashMap<u64, Arc<EntryOf<ShardTypes>>>,
+    pick: impl Fn(&StoreCommand, u32) -> Option<T>,
+) -> Vec<Option<T>> {
+    records
+        .iter()
+        .map(|record| {
+            entries
+                .get(&record.log_index)
+                .and_then(|entry| match &entry.payload {
+                    EntryPayload::Normal(command) => pick(command, record.slot),
+                    _ => None,
+                })
+        })
+        .collect()
 }
 
 /// A response of the wrong kind means the log and the code disagree: a bug, not bad input.

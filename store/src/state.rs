@@ -17,6 +17,7 @@ mod reads;
 mod replay_tests;
 #[cfg(test)]
 mod tests;
+mod tier;
 mod time;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,7 @@ pub use offsets::StartRule;
 pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
 pub use reads::ConsumerProgress;
 use time::deadline;
+pub use tier::{TierManifest, TierRefusal, TieredSegment};
 
 /// The transaction id of a half message: where its record is. It names the shard first, so any
 /// proxy routes an `EndTransaction` to it.
@@ -121,6 +123,10 @@ pub struct ShardState {
     /// window short. Saved beside the window (snapshot format 5).
     #[serde(skip)]
     dedup_clock_ms: i64,
+    /// The sealed segments in object storage (apply version 9, ADR 0023). Saved beside the
+    /// window (snapshot format 6).
+    #[serde(skip)]
+    tier: TierManifest,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -132,6 +138,7 @@ impl PartialEq for ShardState {
         postcard::to_stdvec(self).ok() == postcard::to_stdvec(other).ok()
             && self.dedup == other.dedup
             && self.dedup_clock_ms == other.dedup_clock_ms
+            && self.tier == other.tier
             && self.live_entries() == other.live_entries()
     }
 }
@@ -153,8 +160,10 @@ impl PartialEq for ShardState {
 /// - 7: receives with an SQL92 filter (`PopPicked`) carry the offsets the leader found
 ///   matching; nothing before this version writes them;
 /// - 8: a group's position on a queue can be set (`SetOffsets`): its start, decided by the
-///   leader, and resets.
-pub const APPLY_VERSION: u32 = 8;
+///   leader, and resets;
+/// - 9: sealed segments uploaded to object storage are recorded in the shard's tier manifest
+///   (`Tiered`), which retention (`Truncate`) trims.
+pub const APPLY_VERSION: u32 = 9;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -386,8 +395,16 @@ impl ShardState {
             )),
             StoreCommand::Truncate { below_log_index } => {
                 self.truncate(*below_log_index, fx);
+                if self.apply_version >= 9 {
+                    self.tier.truncate(self.truncated_below);
+                }
                 CommandResponse::Truncated
             }
+            StoreCommand::Tiered { segment } => CommandResponse::Tiered(if self.apply_version < 9 {
+                Err(TierRefusal::NotYet)
+            } else {
+                self.tier.add(segment, self.truncated_below)
+            }),
             StoreCommand::DropTopic { topic } => {
                 self.queues.retain(|(t, _), _| t != topic);
                 self.consumers.retain(|(_, t, _), _| t != topic);
@@ -465,6 +482,27 @@ impl ShardState {
     /// The messages remembered for send deduplication.
     pub fn dedup(&self) -> &DedupWindow {
         &self.dedup
+    }
+
+    /// The shard's tier manifest.
+    pub fn tier(&self) -> &TierManifest {
+        &self.tier
+    }
+
+    /// Restores the tier manifest a snapshot saved beside this state.
+    pub fn set_tier(&mut self, tier: TierManifest) {
+        self.tier = tier;
+    }
+
+    /// Where the log this state reads from must be held locally: the retention floor, or past
+    /// the tiered segments when the tier holds the log from the floor on.
+    pub fn local_floor(&self) -> u64 {
+        match (self.tier.start(), self.tier.through()) {
+            (Some(start), Some(through)) if start <= self.truncated_below => {
+                self.truncated_below.max(through + 1)
+            }
+            _ => self.truncated_below,
+        }
     }
 
     /// Restores the deduplication window a snapshot saved beside this state.
@@ -680,6 +718,7 @@ impl ShardState {
         // Saved beside the state in a snapshot (formats 4 and 5).
         back.dedup = self.dedup.clone();
         back.dedup_clock_ms = self.dedup_clock_ms;
+        back.tier = self.tier.clone();
         for (key, entry) in index.entries.in_memory() {
             back.entries.put(key.0, key.1, *entry);
         }

@@ -324,6 +324,18 @@ impl Tier {
     }
 }
 
+/// Delays between attempts after consecutive failures talking to the tier: from one second,
+/// doubling with jitter, capped at five minutes, never giving up (local data is kept meanwhile).
+pub fn failure_backoff() -> impl Iterator<Item = std::time::Duration> + Send {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_secs(1))
+        .with_max_delay(std::time::Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// An S3 (or S3-compatible) store from the config, the usual `AWS_…` variables filling in
 /// what it leaves out.
 fn s3(cfg: &TierConfig, bucket: &str) -> Result<object_store::aws::AmazonS3, TierError> {

@@ -216,7 +216,7 @@ impl StoreApi for Store {
             if self.replicated && !local.shard.raft.is_leader() {
                 continue;
             }
-            checks.extend(self.checks_on(&local.shard, &req.topics, max)?);
+            checks.extend(self.checks_on(&local.shard, &req.topics, max).await?);
         }
         Ok(checks)
     }

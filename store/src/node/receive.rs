@@ -150,7 +150,7 @@ impl Store {
                         for notify in &notifies {
                             notify.notify_one();
                         }
-                        return match read_deliveries(shard, req, delivery_id, messages) {
+                        return match read_deliveries(shard, req, delivery_id, messages).await {
                             Ok(delivered) => Ok(Received::Delivered(delivered)),
                             Err(err) => {
                                 if err.is_damage() {
@@ -276,7 +276,7 @@ fn evaluate_windows(
                 break;
             }
             let refs: Vec<RecordRef> = chunk.iter().map(|(_, r)| *r).collect();
-            for ((offset, _), record) in chunk.iter().zip(shard.read_records(&refs)?) {
+            for ((offset, _), record) in chunk.iter().zip(shard.read_records_blocking(&refs)?) {
                 let Some(record) = record else { continue };
                 bytes += record.body.len();
                 if sql.matches(record.tag.as_deref(), &record.properties) {
@@ -383,15 +383,15 @@ fn plan_receive(
     }
 }
 
-/// Reads the records a POP delivered from the log.
-fn read_deliveries(
+/// Reads the records a POP delivered from the log (or the tier).
+async fn read_deliveries(
     shard: &Shard,
     req: &PopRequest,
     delivery_id: u64,
     popped: Vec<PoppedMessage>,
 ) -> Result<Vec<Delivery>, RecordReadError> {
     let records: Vec<RecordRef> = popped.iter().map(|p| p.record).collect();
-    let messages = shard.read_records(&records)?;
+    let messages = shard.read_records(&records).await?;
     let mut out = Vec::with_capacity(popped.len());
     for (p, message) in popped.into_iter().zip(messages) {
         let Some(message) = message else {

@@ -235,10 +235,10 @@ impl Store {
     ) -> Result<Vec<TransactionCheck>, StoreError> {
         let shard = self.led(shard)?;
         self.read_barrier(&shard).await?;
-        self.checks_on(&shard, topics, max)
+        self.checks_on(&shard, topics, max).await
     }
 
-    pub(super) fn checks_on(
+    pub(super) async fn checks_on(
         &self,
         shard: &Shard,
         topics: &[TopicName],
@@ -250,7 +250,9 @@ impl Store {
             .read()
             .state
             .time_at(self.clock.now_ms());
-        shard.transaction_checks(topics, max, now_ms, self.check_policy)
+        shard
+            .transaction_checks(topics, max, now_ms, self.check_policy)
+            .await
     }
 
     /// Offsets and backlog of `topic`'s queues on shard `shard`, read after a read barrier (a

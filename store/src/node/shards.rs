@@ -60,6 +60,16 @@ impl Store {
             self.clock.clone(),
             cancel.clone(),
         ));
+        if let Some((tier, policy)) = self.tier.get() {
+            let _ = shard.tier.set(tier.clone());
+            tasks.spawn(crate::shard::tiering::tier_loop(
+                shard.clone(),
+                tier.clone(),
+                *policy,
+                self.clock.clone(),
+                cancel.clone(),
+            ));
+        }
         tasks.spawn(crate::metrics::watch_leaders(
             shard.clone(),
             self.metrics.clone(),

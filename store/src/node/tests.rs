@@ -19,6 +19,7 @@ mod clock;
 mod offsets;
 mod replicated;
 mod sql;
+mod tiering;
 mod transactions;
 mod upkeep;
 

@@ -30,7 +30,9 @@ use super::catch_up::{Fill, Restoring};
 use super::{CatchUp, ShardShared, ShardTypes};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::index_db::{IndexDb, IndexError, IndexView};
-use crate::state::{APPLY_VERSION, ApplyEffects, DedupWindow, IndexEntry, LegacyState, ShardState};
+use crate::state::{
+    APPLY_VERSION, ApplyEffects, DedupWindow, IndexEntry, LegacyState, ShardState, TierManifest,
+};
 
 /// Applied entries kept in memory before a background write to the index file starts.
 const FLUSH_ENTRIES: usize = 16_384;
@@ -47,11 +49,34 @@ struct SnapshotFileRef<'a> {
     state: &'a ShardState,
     dedup: &'a DedupWindow,
     dedup_clock_ms: i64,
+    tier: &'a TierManifest,
 }
 
 #[derive(Deserialize)]
 struct CurrentFile {
     /// Checked before the rest is decoded (see [`decode_snapshot`]).
+    _format: u32,
+    meta: SnapshotMetaOf<ShardTypes>,
+    state: ShardState,
+    dedup: DedupWindow,
+    dedup_clock_ms: i64,
+    tier: TierManifest,
+}
+
+/// Snapshot format 5: as the current one without the tier manifest. Still written while a
+/// shard's apply version is below 9 (its manifest is empty), so a node rolled back to a build
+/// that reads format 5 at most still opens what the new build wrote.
+#[derive(Serialize)]
+struct Format5FileRef<'a> {
+    format: u32,
+    meta: &'a SnapshotMetaOf<ShardTypes>,
+    state: &'a ShardState,
+    dedup: &'a DedupWindow,
+    dedup_clock_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct Format5File {
     _format: u32,
     meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
@@ -118,10 +143,11 @@ impl SnapshotState {
         }
     }
 
-    /// Where the log the state reads message bodies from starts.
-    fn truncated_below(&self) -> u64 {
+    /// Where the log the state reads message bodies from must be held locally (below it they
+    /// are gone, or in the tier).
+    fn local_floor(&self) -> u64 {
         match self {
-            SnapshotState::Current(s) => s.truncated_below(),
+            SnapshotState::Current(s) => s.local_floor(),
             SnapshotState::Format2(s) => s.truncated_below(),
         }
     }
@@ -136,8 +162,9 @@ pub(crate) struct SnapshotFile {
 /// reader can refuse a layout it does not know before decoding the rest. Bumped with any change
 /// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
 /// index file); format 4 added the send deduplication window after the state; format 5 the
-/// window's clock after it. Formats 2 to 4 are still read.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 5;
+/// window's clock after it; format 6 the tier manifest after that. Formats 2 to 5 are still
+/// read.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 6;
 
 /// Decodes a snapshot generation and checks it is what its name says.
 pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
@@ -145,6 +172,17 @@ pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, 
     let file = match format {
         SNAPSHOT_FORMAT => {
             let mut f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            f.state.set_dedup(f.dedup);
+            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
+            f.state.set_tier(f.tier);
+            SnapshotFile {
+                meta: f.meta,
+                state: SnapshotState::Current(f.state),
+            }
+        }
+        5 => {
+            // Written before apply version 9: nothing was tiered yet.
+            let mut f: Format5File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
             f.state.set_dedup(f.dedup);
             f.state.set_dedup_clock_ms(f.dedup_clock_ms);
             SnapshotFile {
@@ -284,7 +322,7 @@ impl ShardStateMachine {
         let fill = Fill {
             shard: self.shared.shard,
             snapshot,
-            floor: file.state.truncated_below(),
+            floor: file.state.local_floor(),
             index,
             members,
             log: &catch_up.log,
@@ -643,6 +681,14 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                         state: &state,
                         dedup: state.dedup(),
                     })
+                } else if state.apply_version() < 9 {
+                    postcard::to_stdvec(&Format5FileRef {
+                        format: 5,
+                        meta: &meta,
+                        state: &state,
+                        dedup: state.dedup(),
+                        dedup_clock_ms: state.dedup_clock_ms(),
+                    })
                 } else {
                     postcard::to_stdvec(&SnapshotFileRef {
                         format: SNAPSHOT_FORMAT,
@@ -650,6 +696,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                         state: &state,
                         dedup: state.dedup(),
                         dedup_clock_ms: state.dedup_clock_ms(),
+                        tier: state.tier(),
                     })
                 }
                 .map_err(invalid_data)?;

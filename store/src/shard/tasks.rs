@@ -184,7 +184,7 @@ async fn propose_truncation(
         let parked = applied.state.lowest_parked_log_index().unwrap_or(u64::MAX);
         (applied_next.min(parked), applied.state.truncated_below())
     };
-    let Some(cut) = retention_cut(&shard.log.segments(), now, policy, cap) else {
+    let Some(cut) = retention_cut(&super::tiering::retained_segments(shard), now, policy, cap) else {
         return Ok(());
     };
     if cut > truncated_below {
@@ -199,7 +199,7 @@ async fn propose_truncation(
 
 /// Removes this replica's log below `cut` (which its state has truncated): a snapshot that holds
 /// the truncated state first, then openraft's logical purge, then whole segments.
-async fn remove_below(shard: &Shard, cut: u64) -> Result<(), StoreError> {
+pub(crate) async fn remove_below(shard: &Shard, cut: u64) -> Result<(), StoreError> {
     // The snapshot must hold the truncated state before the log under it goes, or a restart
     // would replay entries that no longer exist.
     let unavailable = |what: &str, err: &dyn std::fmt::Display| {
@@ -280,6 +280,7 @@ mod tests {
             bytes,
             sealed,
             modified: now - Duration::from_secs(age_s),
+            created: now - Duration::from_secs(age_s),
             path: PathBuf::from(format!("{first}.seg")),
         }
     }

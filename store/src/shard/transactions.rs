@@ -108,7 +108,7 @@ pub(crate) struct CheckBook {
 impl Shard {
     /// The shard's half messages with their schedules learned (at most [`LEARN_BATCH`] new ones
     /// a call; the rest on later calls), and the book rid of messages that ended.
-    fn refresh_checks(
+    async fn refresh_checks(
         &self,
         now_ms: i64,
         policy: CheckPolicy,
@@ -135,7 +135,7 @@ impl Shard {
         if unknown.is_empty() {
             return Ok(halves);
         }
-        let stored = self.read_stored(&unknown)?;
+        let stored = self.read_stored(&unknown).await?;
         let mut book = self.checks.lock();
         for (record, stored) in unknown.into_iter().zip(stored) {
             // Retention never cuts below a half message; if its record is gone all the same,
@@ -158,14 +158,14 @@ impl Shard {
     }
 
     /// Hands out up to `max` checks now due of half messages of `topics`, each once.
-    pub(crate) fn transaction_checks(
+    pub(crate) async fn transaction_checks(
         &self,
         topics: &[TopicName],
         max: usize,
         now_ms: i64,
         policy: CheckPolicy,
     ) -> Result<Vec<TransactionCheck>, StoreError> {
-        let halves = self.refresh_checks(now_ms, policy)?;
+        let halves = self.refresh_checks(now_ms, policy).await?;
         let due: Vec<(RecordRef, TopicName, u32)> = {
             let mut book = self.checks.lock();
             halves
@@ -188,7 +188,7 @@ impl Shard {
             return Ok(Vec::new());
         }
         let records: Vec<RecordRef> = due.iter().map(|(r, _, _)| *r).collect();
-        let stored = self.read_stored(&records)?;
+        let stored = self.read_stored(&records).await?;
         let applied = self.shared.applied.read();
         Ok(due
             .into_iter()
@@ -277,7 +277,7 @@ pub(crate) async fn roll_back_orphans(
             continue;
         }
         let now_ms = shard.shared.applied.read().state.time_at(clock.now_ms());
-        let halves = match shard.refresh_checks(now_ms, policy) {
+        let halves = match shard.refresh_checks(now_ms, policy).await {
             Ok(halves) => halves,
             Err(err) => {
                 warn!(shard = shard.id, error = %err, "reading half messages failed");

@@ -93,6 +93,7 @@ impl LegacyState {
             dedup: Default::default(),
             // Before apply version 6: raising the version starts the window's clock.
             dedup_clock_ms: 0,
+            tier: Default::default(),
             entries: Default::default(),
         };
         (state, entries)
