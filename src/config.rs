@@ -57,6 +57,8 @@ pub struct VelaConfig {
     pub tls: TlsConfig,
     /// Metrics export over OTLP, and metric limits (`docs/metrics.md`, ADR 0022).
     pub telemetry: vela_telemetry::TelemetryConfig,
+    /// Object storage for sealed log segments (README "Keeping 30 days", ADR 0023).
+    pub tier: vela_tier::TierConfig,
 }
 
 /// TLS on the client port (README "Securing Vela"). Off: plaintext, which the official Rust
@@ -269,6 +271,7 @@ impl Default for VelaConfig {
             auth: vela_proxy::AuthConfig::default(),
             tls: TlsConfig::default(),
             telemetry: vela_telemetry::TelemetryConfig::default(),
+            tier: vela_tier::TierConfig::default(),
         }
     }
 }
@@ -472,6 +475,7 @@ fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, Config
         )));
     }
     config.telemetry.validate().map_err(ConfigError::Invalid)?;
+    config.tier.validate().map_err(ConfigError::Invalid)?;
     // One knob for the delay limit in standalone: the store follows the proxy's unless told.
     if !store_sets_max_delay {
         config.store.max_delay = config.proxy.max_delay;
@@ -498,7 +502,15 @@ impl VelaConfig {
 }
 
 /// Keys whose `VELA_…` values are always strings.
-const RAW_STRING_ENV: &[&str] = &["auth.init_user", "auth.init_password"];
+const RAW_STRING_ENV: &[&str] = &[
+    "auth.init_user",
+    "auth.init_password",
+    "tier.url",
+    "tier.endpoint",
+    "tier.region",
+    "tier.access_key_id",
+    "tier.secret_access_key",
+];
 /// Tables whose `VELA_…` entries are always strings (header values and resource attributes).
 const RAW_STRING_ENV_TABLES: &[&str] = &["telemetry.otlp.headers.", "telemetry.resource."];
 

@@ -14,3 +14,4 @@ mod serving;
 pub mod standalone;
 pub mod store_node;
 pub mod telemetry;
+pub mod tier;

@@ -94,6 +94,11 @@ impl Standalone {
             }
         };
 
+        if let Err(err) = crate::tier::attach(&config, &store, true).await {
+            let _ = store.shutdown().await;
+            let _ = controller.shutdown().await;
+            return Err(err);
+        }
         let shutdown = CancellationToken::new();
         let telemetry = Metrics::start(&config.telemetry, &shutdown)?;
         let metrics = vela_proxy::ProxyMetrics::new(

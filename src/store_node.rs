@@ -90,6 +90,10 @@ impl StoreNode {
         )
         .await
         .context("store failed to start")?;
+        if let Err(err) = crate::tier::attach(&config, &store, false).await {
+            let _ = store.shutdown().await;
+            return Err(err);
+        }
         let raft = RaftServer::new(node_id);
         for (shard, handle) in store.shard_rafts() {
             raft.register(u64::from(shard), handle);

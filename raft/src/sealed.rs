@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(index.trailer.last_append_ms, 20);
         let range = index.byte_range(103, 105).unwrap();
         let entries = index
-            .decode::<TC>(&bytes[range.start as usize..range.end as usize], range.start)
+            .decode::<TC>(
+                &bytes[range.start as usize..range.end as usize],
+                range.start,
+            )
             .unwrap();
         let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
         assert_eq!(indexes, vec![103, 104, 105]);
@@ -168,7 +171,11 @@ mod tests {
         let range = index.byte_range(2, 2).unwrap();
         let (s, e) = (range.start as usize, range.end as usize);
         // A range that does not start at a record.
-        assert!(index.decode::<TC>(&bytes[s + 1..e], range.start + 1).is_err());
+        assert!(
+            index
+                .decode::<TC>(&bytes[s + 1..e], range.start + 1)
+                .is_err()
+        );
         // A record's bytes served for another index.
         let other = index.byte_range(3, 3).unwrap();
         assert!(

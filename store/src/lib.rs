@@ -25,7 +25,7 @@ pub use copy_wire::GrpcReplicaSource;
 pub use error::{StoreOpenError, StoreShutdownError};
 pub use node::Store;
 pub use node::tier::{ShardTierStatus, TierSettings};
-pub use shard::tiering::TierProgress;
 pub use node::upgrade::{GrpcPeerBuilds, PeerBuilds};
 pub use shard::catch_up::{CopyRequest, ReplicaChunk, ReplicaSource};
+pub use shard::tiering::TierProgress;
 pub use shard::{ShardRaft, ShardStateMachine, ShardTypes};

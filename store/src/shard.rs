@@ -276,9 +276,9 @@ impl From<RecordReadError> for StoreError {
     fn from(err: RecordReadError) -> Self {
         match &err.source {
             // Object storage unreachable or slow: the client retries.
-            ReadSource::Tier(vela_tier::TierError::Store { .. } | vela_tier::TierError::Shared(_)) => {
-                StoreError::Unavailable(err.to_string())
-            }
+            ReadSource::Tier(
+                vela_tier::TierError::Store { .. } | vela_tier::TierError::Shared(_),
+            ) => StoreError::Unavailable(err.to_string()),
             _ => StoreError::Internal(err.to_string()),
         }
     }
@@ -546,7 +546,9 @@ impl Shard {
         records: &[RecordRef],
     ) -> Result<Vec<Option<MessageRecord>>, RecordReadError> {
         let entries = self.entries_for(records).await?;
-        Ok(pick(records, &entries, |command, slot| command.record(slot).cloned()))
+        Ok(pick(records, &entries, |command, slot| {
+            command.record(slot).cloned()
+        }))
     }
 
     /// [`read_records`](Self::read_records) from a blocking thread (`spawn_blocking`).
@@ -555,7 +557,9 @@ impl Shard {
         records: &[RecordRef],
     ) -> Result<Vec<Option<MessageRecord>>, RecordReadError> {
         let entries = self.entries_blocking(records)?;
-        Ok(pick(records, &entries, |command, slot| command.record(slot).cloned()))
+        Ok(pick(records, &entries, |command, slot| {
+            command.record(slot).cloned()
+        }))
     }
 
     /// [`read_records`](Self::read_records) with the time the leader stamped on the entry

@@ -40,8 +40,8 @@ pub use legacy::{EntryMap, LegacyState};
 pub use offsets::StartRule;
 pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
 pub use reads::ConsumerProgress;
-use time::deadline;
 pub use tier::{TierManifest, TierRefusal, TieredSegment};
+use time::deadline;
 
 /// The transaction id of a half message: where its record is. It names the shard first, so any
 /// proxy routes an `EndTransaction` to it.
@@ -400,11 +400,13 @@ impl ShardState {
                 }
                 CommandResponse::Truncated
             }
-            StoreCommand::Tiered { segment } => CommandResponse::Tiered(if self.apply_version < 9 {
-                Err(TierRefusal::NotYet)
-            } else {
-                self.tier.add(segment, self.truncated_below)
-            }),
+            StoreCommand::Tiered { segment } => {
+                CommandResponse::Tiered(if self.apply_version < 9 {
+                    Err(TierRefusal::NotYet)
+                } else {
+                    self.tier.add(segment, self.truncated_below)
+                })
+            }
             StoreCommand::DropTopic { topic } => {
                 self.queues.retain(|(t, _), _| t != topic);
                 self.consumers.retain(|(_, t, _), _| t != topic);

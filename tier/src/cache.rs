@@ -100,12 +100,13 @@ impl BlockCache {
             let bytes = self.block(&name, path, len, block).await?;
             let start = range.start.max(block * bs) - block * bs;
             let end = range.end.min((block + 1) * bs) - block * bs;
-            let slice = bytes.get(start as usize..end as usize).ok_or_else(|| {
-                TierError::Corrupt {
-                    key: path.to_string(),
-                    reason: format!("block {block} is {} bytes", bytes.len()),
-                }
-            })?;
+            let slice =
+                bytes
+                    .get(start as usize..end as usize)
+                    .ok_or_else(|| TierError::Corrupt {
+                        key: path.to_string(),
+                        reason: format!("block {block} is {} bytes", bytes.len()),
+                    })?;
             out.extend_from_slice(slice);
         }
         if (last + 1) * bs < len {
@@ -186,10 +187,7 @@ impl Inner {
         if bytes.len() as u64 != end - start {
             return Err(TierError::Corrupt {
                 key: path.to_string(),
-                reason: format!(
-                    "a read of {start}..{end} returned {} bytes",
-                    bytes.len()
-                ),
+                reason: format!("a read of {start}..{end} returned {} bytes", bytes.len()),
             });
         }
         let file = self.dir.join(format!(

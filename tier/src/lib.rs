@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 pub use config::TierConfig;
 pub use object_store;
@@ -84,7 +84,10 @@ impl TierError {
 /// Where the tier is, parsed from `tier.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    S3 { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
     File(PathBuf),
     /// In memory (tests only; gone with the process).
     Memory,
@@ -95,7 +98,9 @@ impl Location {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(format!("tier.url {url:?} names no bucket (s3://bucket/prefix)"));
+                return Err(format!(
+                    "tier.url {url:?} names no bucket (s3://bucket/prefix)"
+                ));
             }
             return Ok(Location::S3 {
                 bucket: bucket.to_owned(),
@@ -215,7 +220,10 @@ impl Tier {
                     .with_automatic_cleanup(true);
                 (Arc::new(fs), String::new())
             }
-            Location::Memory => (Arc::new(object_store::memory::InMemory::new()), String::new()),
+            Location::Memory => (
+                Arc::new(object_store::memory::InMemory::new()),
+                String::new(),
+            ),
         };
         Self::with_store(store, &prefix, url, cache_dir, ReadLimits::of(cfg))
     }

@@ -128,7 +128,10 @@ async fn a_segment_goes_up_whole_and_reads_back_by_ranges_in_a_file_tier() {
     assert_eq!(up.crc32c, crc32c::crc32c(&std::fs::read(&file).unwrap()));
     // Unchanged on the other side.
     let stored = dir.path().join("tier").join(&key);
-    assert_eq!(std::fs::read(&stored).unwrap(), std::fs::read(&file).unwrap());
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
     let listed = tier.list_segments(0).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
@@ -237,7 +240,10 @@ async fn damaged_objects_are_errors_never_entries() {
     let err = tier.read_entries::<T>(segment, 1, 3).await.unwrap_err();
     assert!(err.to_string().contains("damaged"), "{err}");
     // Other records still read.
-    assert_eq!(tier.read_entries::<T>(segment, 40, 41).await.unwrap().len(), 2);
+    assert_eq!(
+        tier.read_entries::<T>(segment, 40, 41).await.unwrap().len(),
+        2
+    );
 }
 
 /// Against a real S3-compatible server when the test script started one (`scripts/test.sh`

@@ -88,7 +88,9 @@ impl Store {
                 let through = manifest.through();
                 let pending: Vec<_> = segments
                     .iter()
-                    .filter(|s| s.sealed && s.last_index.is_some_and(|l| through.is_none_or(|t| l > t)))
+                    .filter(|s| {
+                        s.sealed && s.last_index.is_some_and(|l| through.is_none_or(|t| l > t))
+                    })
                     .collect();
                 ShardTierStatus {
                     shard: shard.id,

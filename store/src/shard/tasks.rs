@@ -184,7 +184,8 @@ async fn propose_truncation(
         let parked = applied.state.lowest_parked_log_index().unwrap_or(u64::MAX);
         (applied_next.min(parked), applied.state.truncated_below())
     };
-    let Some(cut) = retention_cut(&super::tiering::retained_segments(shard), now, policy, cap) else {
+    let Some(cut) = retention_cut(&super::tiering::retained_segments(shard), now, policy, cap)
+    else {
         return Ok(());
     };
     if cut > truncated_below {

@@ -435,7 +435,7 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
         .build_snapshot()
         .await
         .expect("build snapshot");
-    let current = decode_snapshot(5, &built.snapshot).expect("format 5 decodes");
+    let current = decode_snapshot(5, &built.snapshot).expect("format 6 decodes");
     let SnapshotState::Current(state) = current.state else {
         panic!("the current format decodes as the current state");
     };
@@ -456,9 +456,21 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     assert_eq!(from4.dedup(), state.dedup());
     assert_eq!(from4.dedup_clock_ms(), 0, "version 6 starts the clock");
     // Format 5 is format 4 with the clock (a zigzag varint) after the window.
-    let mut layout = format4.clone();
-    layout[0] = 5;
-    layout.extend(postcard::to_stdvec(&state.dedup_clock_ms()).expect("encodes"));
+    let mut format5 = format4.clone();
+    format5[0] = 5;
+    format5.extend(postcard::to_stdvec(&state.dedup_clock_ms()).expect("encodes"));
+    let SnapshotState::Current(from5) = decode_snapshot(5, &format5).expect("decodes").state else {
+        panic!("format 5 decodes as the current state");
+    };
+    assert_eq!(from5.dedup_clock_ms(), state.dedup_clock_ms());
+    assert!(
+        from5.tier().is_empty(),
+        "nothing was tiered before version 9"
+    );
+    // Format 6 is format 5 with the tier manifest after the clock.
+    let mut layout = format5.clone();
+    layout[0] = 6;
+    layout.extend(postcard::to_stdvec(state.tier()).expect("encodes"));
     assert_eq!(built.snapshot, layout);
 
     // As format 3 wrote it: no window after the state.
@@ -474,15 +486,15 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
         postcard::to_stdvec(&old_state).expect("encodes"),
         postcard::to_stdvec(&expected).expect("encodes")
     );
-    let unknown = postcard::to_stdvec(&(6u32, &built.meta, &state)).expect("encodes");
+    let unknown = postcard::to_stdvec(&(7u32, &built.meta, &state)).expect("encodes");
     let err = decode_snapshot(5, &unknown)
         .err()
         .expect("a newer format is refused");
-    assert!(err.contains("snapshot format 6 is not supported"), "{err}");
+    assert!(err.contains("snapshot format 7 is not supported"), "{err}");
 }
 
-/// Until a shard applies version 5 its snapshots keep format 3, and until version 6 format 4,
-/// so a node rolled back to a build that reads no newer format still opens what was written
+/// Until a shard applies version 5 its snapshots keep format 3, until version 6 format 4, and
+/// until version 9 format 5, so a node rolled back to a build that reads no newer format still opens what was written
 /// during the upgrade.
 #[tokio::test]
 async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised() {
@@ -511,8 +523,8 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
     built.push(format_byte(&mut sm).await);
     assert_eq!(
         built,
-        [3, 4, 5],
-        "format 3 below version 5, 4 below 6, then 5"
+        [3, 4, 6],
+        "format 3 below version 5, 4 below 6, then 6 (5 below 9)"
     );
 }
 

@@ -20,7 +20,10 @@ type Entries = HashMap<u64, Arc<EntryOf<ShardTypes>>>;
 impl Shard {
     /// The entries `records` point at, each once: from the local log, else from the tier.
     /// Entries neither holds (retention removed them) are absent.
-    pub(crate) async fn entries_for(&self, records: &[RecordRef]) -> Result<Entries, RecordReadError> {
+    pub(crate) async fn entries_for(
+        &self,
+        records: &[RecordRef],
+    ) -> Result<Entries, RecordReadError> {
         let (mut found, missing) = self.local_entries(records)?;
         if !missing.is_empty() {
             self.tiered_entries(&missing, &mut found).await?;
@@ -29,7 +32,10 @@ impl Shard {
     }
 
     /// [`entries_for`](Self::entries_for) from a blocking thread.
-    pub(crate) fn entries_blocking(&self, records: &[RecordRef]) -> Result<Entries, RecordReadError> {
+    pub(crate) fn entries_blocking(
+        &self,
+        records: &[RecordRef],
+    ) -> Result<Entries, RecordReadError> {
         let (mut found, missing) = self.local_entries(records)?;
         if !missing.is_empty() {
             tokio::runtime::Handle::current()
@@ -61,7 +67,11 @@ impl Shard {
     }
 
     /// Reads `missing` (ascending) from the tiered segments that hold them.
-    async fn tiered_entries(&self, missing: &[u64], found: &mut Entries) -> Result<(), RecordReadError> {
+    async fn tiered_entries(
+        &self,
+        missing: &[u64],
+        found: &mut Entries,
+    ) -> Result<(), RecordReadError> {
         let plan: Vec<(TieredSegment, Vec<u64>)> = {
             let applied = self.shared.applied.read();
             let floor = applied.state.truncated_below();
@@ -132,7 +142,10 @@ fn runs(indexes: &[u64]) -> Vec<(u64, u64)> {
 mod tests {
     #[test]
     fn close_indexes_read_as_one_range() {
-        assert_eq!(super::runs(&[1, 2, 5, 40, 41, 100]), vec![(1, 5), (40, 41), (100, 100)]);
+        assert_eq!(
+            super::runs(&[1, 2, 5, 40, 41, 100]),
+            vec![(1, 5), (40, 41), (100, 100)]
+        );
         assert!(super::runs(&[]).is_empty());
     }
 }

@@ -89,7 +89,10 @@ pub(crate) async fn tier_loop(
             Err(err) => {
                 warn!(shard = shard.id, error = %err, "tiering pass failed; local data is kept");
                 shard.tier_progress.lock().last_error = Some(err.to_string());
-                pause = failures.next().unwrap_or(policy.interval).max(policy.interval);
+                pause = failures
+                    .next()
+                    .unwrap_or(policy.interval)
+                    .max(policy.interval);
             }
         }
     }
@@ -169,18 +172,31 @@ pub(crate) async fn upload_pending(
             first_append_ms: millis(segment.created),
             last_append_ms: millis(segment.modified),
         };
-        match shard.write(StoreCommand::Tiered { segment: record }).await? {
+        match shard
+            .write(StoreCommand::Tiered { segment: record })
+            .await?
+        {
             CommandResponse::Tiered(Ok(())) => {
                 through = Some(last);
                 let mut progress = shard.tier_progress.lock();
                 progress.uploaded += 1;
                 progress.uploaded_bytes += uploaded.bytes;
                 progress.last_upload_ms = Some(now_ms);
-                info!(shard = shard.id, key, bytes = uploaded.bytes, "segment tiered");
+                info!(
+                    shard = shard.id,
+                    key,
+                    bytes = uploaded.bytes,
+                    "segment tiered"
+                );
             }
             CommandResponse::Tiered(Err(refusal)) => {
                 // Applied and refused: the object will never be named; it goes now.
-                debug!(shard = shard.id, key, ?refusal, "tiered segment not recorded");
+                debug!(
+                    shard = shard.id,
+                    key,
+                    ?refusal,
+                    "tiered segment not recorded"
+                );
                 tier.delete(&key)
                     .await
                     .map_err(|e| unavailable(shard, "deleting an unrecorded upload", e))?;
@@ -215,8 +231,7 @@ pub(crate) async fn collect_orphans(
             .into_iter()
             .filter(|o| !manifest.contains_key(&o.key))
             .filter(|o| {
-                o.last_index < floor
-                    || now.duration_since(o.modified).is_ok_and(|age| age >= grace)
+                o.last_index < floor || now.duration_since(o.modified).is_ok_and(|age| age >= grace)
             })
             .map(|o| o.key)
             .collect()
@@ -227,7 +242,11 @@ pub(crate) async fn collect_orphans(
             .map_err(|e| unavailable(shard, "deleting", e))?;
     }
     if !doomed.is_empty() {
-        info!(shard = shard.id, objects = doomed.len(), "deleted tier objects the manifest no longer names");
+        info!(
+            shard = shard.id,
+            objects = doomed.len(),
+            "deleted tier objects the manifest no longer names"
+        );
     }
     Ok(())
 }
@@ -247,7 +266,9 @@ pub(crate) async fn evict_local(
         let manifest = applied.state.tier();
         let mut cap = None;
         for segment in segments.iter().filter(|s| s.sealed) {
-            let Some(last) = segment.last_index else { break };
+            let Some(last) = segment.last_index else {
+                break;
+            };
             if !manifest.covers(segment.first_index.max(floor).min(last), last) {
                 break;
             }
@@ -277,7 +298,8 @@ pub(crate) fn retained_segments(shard: &Shard) -> Vec<SegmentInfo> {
     let local = shard.log.segments();
     let local_first = local.first().map_or(u64::MAX, |s| s.first_index);
     let applied = shard.shared.applied.read();
-    let time = |ms: i64| SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let time =
+        |ms: i64| SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     let mut out: Vec<SegmentInfo> = applied
         .state
         .tier()

@@ -50,7 +50,11 @@ pub struct TierManifest {
 
 impl TierManifest {
     /// Takes `segment` into the manifest, or says why not.
-    pub fn add(&mut self, segment: &TieredSegment, truncated_below: u64) -> Result<(), TierRefusal> {
+    pub fn add(
+        &mut self,
+        segment: &TieredSegment,
+        truncated_below: u64,
+    ) -> Result<(), TierRefusal> {
         if segment.last_index < segment.first_index || segment.key.is_empty() {
             return Err(TierRefusal::Invalid);
         }
@@ -98,7 +102,8 @@ impl TierManifest {
 
     /// Whether every index of `first..=last` is in the tier.
     pub fn covers(&self, first: u64, last: u64) -> bool {
-        self.start().is_some_and(|start| start <= first) && self.through().is_some_and(|t| t >= last)
+        self.start().is_some_and(|start| start <= first)
+            && self.through().is_some_and(|t| t >= last)
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &TieredSegment> {

@@ -91,9 +91,14 @@ async fn sealed_segments_go_to_the_tier_leave_local_disk_and_read_back_after_a_r
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = tiered_config(dir.path());
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = Store::open(cfg.clone(), clock.clone()).await.expect("opens");
+    let store = Store::open(cfg.clone(), clock.clone())
+        .await
+        .expect("opens");
     let tier = file_tier(dir.path(), "cache");
-    store.attach_tier(tier.clone(), SETTINGS).await.expect("attaches");
+    store
+        .attach_tier(tier.clone(), SETTINGS)
+        .await
+        .expect("attaches");
     append_numbered(&store, 0..60).await;
     let before = local_segments(dir.path());
     until_status(&store, "tiered and evicted", |s| {
@@ -101,7 +106,10 @@ async fn sealed_segments_go_to_the_tier_leave_local_disk_and_read_back_after_a_r
     })
     .await;
     let status = store.tier_status()[0].clone();
-    assert!(local_segments(dir.path()) < before, "local segments were deleted");
+    assert!(
+        local_segments(dir.path()) < before,
+        "local segments were deleted"
+    );
     assert_eq!(status.tiered_first, Some(0));
     assert!(status.local_first.unwrap() <= status.tiered_last.unwrap() + 1);
     assert!(status.progress.uploaded >= 4 && status.progress.evicted_bytes > 0);
@@ -110,13 +118,19 @@ async fn sealed_segments_go_to_the_tier_leave_local_disk_and_read_back_after_a_r
     assert_eq!(objects.len() as u64, status.tiered_segments);
     // Everything reads back, the evicted part from the tier.
     assert_eq!(receive_all(&store, "first", 60).await, numbered(0..60));
-    assert!(TierStats::get(&tier.stats().get_requests) > 0, "read from the tier");
+    assert!(
+        TierStats::get(&tier.stats().get_requests) > 0,
+        "read from the tier"
+    );
     store.shutdown().await.expect("shuts down");
 
     // After a restart (an empty read cache), a new group reads it all again.
     let store = Store::open(cfg, clock).await.expect("reopens");
     let tier = file_tier(dir.path(), "cache");
-    store.attach_tier(tier.clone(), SETTINGS).await.expect("attaches");
+    store
+        .attach_tier(tier.clone(), SETTINGS)
+        .await
+        .expect("attaches");
     assert_eq!(receive_all(&store, "again", 60).await, numbered(0..60));
     assert!(TierStats::get(&tier.stats().get_requests) > 0);
     store.shutdown().await.expect("shuts down");
@@ -126,7 +140,9 @@ async fn sealed_segments_go_to_the_tier_leave_local_disk_and_read_back_after_a_r
 async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = tiered_config(dir.path());
-    let store = Store::open(cfg, Arc::new(SystemClock)).await.expect("opens");
+    let store = Store::open(cfg, Arc::new(SystemClock))
+        .await
+        .expect("opens");
     let faulty = Arc::new(FaultyStore::new(Arc::new(
         vela_tier::object_store::memory::InMemory::new(),
     )));
@@ -136,12 +152,24 @@ async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
         concurrent_reads: 2,
         part_bytes: 5 << 20,
     };
-    let tier = Tier::with_store(faulty.clone(), "p", "memory://", &dir.path().join("c"), limits)
-        .expect("tier");
+    let tier = Tier::with_store(
+        faulty.clone(),
+        "p",
+        "memory://",
+        &dir.path().join("c"),
+        limits,
+    )
+    .expect("tier");
     faulty.faults.fail_writes.store(true, Ordering::SeqCst);
-    store.attach_tier(tier.clone(), SETTINGS).await.expect("attaches");
+    store
+        .attach_tier(tier.clone(), SETTINGS)
+        .await
+        .expect("attaches");
     append_numbered(&store, 0..40).await;
-    until_status(&store, "the failure is reported", |s| s.progress.last_error.is_some()).await;
+    until_status(&store, "the failure is reported", |s| {
+        s.progress.last_error.is_some()
+    })
+    .await;
     let before = local_segments(dir.path());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = store.tier_status()[0].clone();
@@ -154,7 +182,9 @@ async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
     // The store comes back: the segments go up (after the back-off) and leave local disk.
     faulty.faults.fail_writes.store(false, Ordering::SeqCst);
     until_status(&store, "tiered after the outage", |s| {
-        s.tiered_segments >= 3 && s.local_first.is_some_and(|f| f > 0) && s.progress.last_error.is_none()
+        s.tiered_segments >= 3
+            && s.local_first.is_some_and(|f| f > 0)
+            && s.progress.last_error.is_none()
     })
     .await;
     // Reads fail while the store is unreachable (retriable), and work once it is back: what
@@ -163,7 +193,10 @@ async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
     let mut req = pop(32, Duration::ZERO);
     req.group = GroupName::new("reader").expect("valid");
     req.invisible = Duration::from_millis(500);
-    assert!(matches!(store.pop(req).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        store.pop(req).await,
+        Err(StoreError::Unavailable(_))
+    ));
     faulty.faults.fail_reads.store(false, Ordering::SeqCst);
     let mut got = receive_all(&store, "reader", 50).await;
     got.sort();
@@ -178,13 +211,18 @@ async fn retention_counts_the_tier_and_deletes_expired_objects() {
         retention_time: Duration::ZERO,
         ..tiered_config(dir.path())
     };
-    let store = Store::open(cfg, Arc::new(SystemClock)).await.expect("opens");
+    let store = Store::open(cfg, Arc::new(SystemClock))
+        .await
+        .expect("opens");
     let tier = file_tier(dir.path(), "cache");
     // A deposed leader's upload of a range the manifest will name under another key.
     let stray = Tier::segment_key(0, 1, 3, 0);
     std::fs::create_dir_all(dir.path().join("tier/shards/00000")).expect("mkdir");
     std::fs::write(dir.path().join("tier").join(&stray), b"old").expect("writes");
-    store.attach_tier(tier.clone(), SETTINGS).await.expect("attaches");
+    store
+        .attach_tier(tier.clone(), SETTINGS)
+        .await
+        .expect("attaches");
     append_numbered(&store, 0..40).await;
     until_status(&store, "tiered and evicted", |s| {
         s.tiered_segments >= 3 && s.local_first.is_some_and(|f| f > 0)
@@ -195,7 +233,9 @@ async fn retention_counts_the_tier_and_deletes_expired_objects() {
     let status = store.tier_status()[0].clone();
     assert_eq!(status.retained_from, cut);
     assert!(
-        status.tiered_first.is_none_or(|f| status.tiered_last.unwrap() >= cut && f <= cut),
+        status
+            .tiered_first
+            .is_none_or(|f| status.tiered_last.unwrap() >= cut && f <= cut),
         "the manifest kept only what reaches the floor: {status:?}"
     );
     // The leader deletes what the manifest dropped (and the stray below the floor).
@@ -205,7 +245,10 @@ async fn retention_counts_the_tier_and_deletes_expired_objects() {
         if objects.iter().all(|o| o.last_index >= cut) {
             break;
         }
-        assert!(Instant::now() < deadline, "objects below {cut} remain: {objects:?}");
+        assert!(
+            Instant::now() < deadline,
+            "objects below {cut} remain: {objects:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = store.queue_stats(&topic(), None, &[]).await.expect("stats");

@@ -1,0 +1,75 @@
+//! Connecting a store to its object-storage tier from `[tier]` (ADR 0023).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{info, warn};
+use vela_tier::{Tier, TierConfig};
+
+use crate::config::VelaConfig;
+
+/// How long the start-up check of the tier may take before the node starts anyway.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The tier settings this node uses: `[tier]`, with `url` defaulting to
+/// `file://<data_dir>/tier` in standalone (so tiering works with no S3 at all). `None`: no tier.
+pub fn effective(config: &VelaConfig, standalone: bool) -> anyhow::Result<Option<TierConfig>> {
+    let mut tier = config.tier.clone();
+    match tier.url.as_deref() {
+        Some("") => return Ok(None),
+        Some(_) => {}
+        None if standalone => {
+            let dir = std::path::absolute(config.data_dir.join("tier"))
+                .context("resolving the standalone tier directory")?;
+            tier.url = Some(format!("file://{}", dir.display()));
+        }
+        None => return Ok(None),
+    }
+    if tier.cache_dir.is_none() {
+        tier.cache_dir = Some(config.data_dir.join("tier-cache"));
+    }
+    Ok(Some(tier))
+}
+
+/// Opens the tier `config` names (if any) and attaches it to `store`. An unreachable object
+/// store does not stop the node (sends go on; local data is kept until uploads succeed): it
+/// is logged here and reported by every tiering pass.
+pub async fn attach(
+    config: &VelaConfig,
+    store: &vela_store::Store,
+    standalone: bool,
+) -> anyhow::Result<Option<Arc<Tier>>> {
+    let Some(cfg) = effective(config, standalone)? else {
+        return Ok(None);
+    };
+    let cache = cfg
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("tier-cache"));
+    let tier = Tier::open(&cfg, &cache).context("tier failed to open")?;
+    match tokio::time::timeout(PROBE_TIMEOUT, tier.list_segments(0)).await {
+        Ok(Ok(_)) => info!(
+            tier = tier.describe(),
+            "tiering sealed segments to object storage"
+        ),
+        Ok(Err(err)) => {
+            warn!(tier = tier.describe(), error = %err, "the tier is not reachable now; segments stay local until it is")
+        }
+        Err(_) => warn!(
+            tier = tier.describe(),
+            "the tier did not answer within 10 s; segments stay local until it does"
+        ),
+    }
+    store
+        .attach_tier(
+            tier.clone(),
+            vela_store::TierSettings {
+                interval: cfg.interval,
+                orphan_grace: cfg.orphan_grace,
+            },
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some(tier))
+}
