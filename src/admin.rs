@@ -19,6 +19,7 @@ mod cluster_status;
 mod dlq;
 mod messages;
 mod target;
+mod tier;
 
 pub use auth::{AclCommand, Secret, UserCommand};
 pub use dlq::DlqCommand;
@@ -105,6 +106,9 @@ pub enum AdminCommand {
     /// Store nodes of a cluster: `store drain <id>` moves the replicas placed there elsewhere.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Object storage: `tier status` shows per shard what is tiered and what is local.
+    #[command(subcommand)]
+    Tier(TierCommand),
     /// Send messages (one per BODY, or --count generated ones).
     Send(SendArgs),
     /// Receive messages as a SimpleConsumer, print them and ack them.
@@ -164,6 +168,20 @@ pub enum StoreCommand {
 pub enum ClusterCommand {
     /// Every controller and store node, every shard: leader, term, health, replica lag.
     Status {
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TierCommand {
+    /// Per shard and store node: the log range and bytes in object storage and on local disk,
+    /// the upload lag (sealed segments not uploaded yet) and the last tiering error.
+    Status {
+        /// Only the shards this topic has queues on.
+        #[arg(long)]
+        topic: Option<String>,
         /// table | json
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
@@ -611,6 +629,19 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
             out = match output {
                 OutputFormat::Json => cluster_status::to_json(status)?,
                 OutputFormat::Table => cluster_status::to_table(status)?,
+            };
+        }
+        AdminCommand::Tier(TierCommand::Status { topic, output }) => {
+            let status = client
+                .tier_status(pb::TierStatusRequest {
+                    topic: topic.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            out = match output {
+                OutputFormat::Json => tier::to_json(status)?,
+                OutputFormat::Table => tier::to_table(status)?,
             };
         }
         AdminCommand::Cluster { command: None } => {

@@ -531,6 +531,9 @@ mod tests {
         fn shard_replicas(&self) -> BTreeMap<ShardId, Vec<u64>> {
             BTreeMap::new()
         }
+        async fn tier_status(&self) -> Vec<vela_proto::cluster_status::StoreTierReport> {
+            Vec::new()
+        }
         async fn node_status(&self) -> Vec<StoreNodeReport> {
             self.held
                 .iter()

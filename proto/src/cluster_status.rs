@@ -70,6 +70,89 @@ pub struct NodeReport<T> {
 
 /// A store node's report: its replica of every shard it holds.
 pub type StoreNodeReport = NodeReport<Vec<ShardMember>>;
+
+/// One store node's tiering of one shard (`vela admin tier status`, ADR 0023).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardTier {
+    pub shard: ShardId,
+    /// This node leads the shard (the leader uploads; every replica evicts).
+    pub leader: bool,
+    /// The node has a tier configured.
+    pub tiering: bool,
+    /// Segments in the shard's tier manifest, the log range they hold and their bytes.
+    pub tiered_segments: u64,
+    pub tiered_first: Option<u64>,
+    pub tiered_last: Option<u64>,
+    pub tiered_bytes: u64,
+    /// This node's local log: range and bytes.
+    pub local_first: Option<u64>,
+    pub local_last: Option<u64>,
+    pub local_bytes: u64,
+    /// Sealed local segments not in the tier yet (the upload lag), and their bytes.
+    pub pending_segments: u64,
+    pub pending_bytes: u64,
+    /// The retention floor: the oldest log index still readable.
+    pub retained_from: u64,
+    /// What this node did since it started: segments uploaded and recorded, their bytes, local
+    /// bytes evicted, and when it last uploaded (Unix ms).
+    pub uploaded_segments: u64,
+    pub uploaded_bytes: u64,
+    pub evicted_bytes: u64,
+    pub last_upload_ms: Option<i64>,
+    /// The last tiering failure, until a pass succeeds.
+    pub last_error: Option<String>,
+}
+
+/// A store node's tiering report: every shard it holds.
+pub type StoreTierReport = NodeReport<Vec<ShardTier>>;
+
+impl ShardTier {
+    pub fn to_wire(&self) -> crate::pb::store::ShardTier {
+        crate::pb::store::ShardTier {
+            shard: self.shard,
+            leader: self.leader,
+            tiering: self.tiering,
+            tiered_segments: self.tiered_segments,
+            tiered_first: self.tiered_first,
+            tiered_last: self.tiered_last,
+            tiered_bytes: self.tiered_bytes,
+            local_first: self.local_first,
+            local_last: self.local_last,
+            local_bytes: self.local_bytes,
+            pending_segments: self.pending_segments,
+            pending_bytes: self.pending_bytes,
+            retained_from: self.retained_from,
+            uploaded_segments: self.uploaded_segments,
+            uploaded_bytes: self.uploaded_bytes,
+            evicted_bytes: self.evicted_bytes,
+            last_upload_ms: self.last_upload_ms,
+            last_error: self.last_error.clone().unwrap_or_default(),
+        }
+    }
+
+    pub fn from_wire(w: crate::pb::store::ShardTier) -> Self {
+        ShardTier {
+            shard: w.shard,
+            leader: w.leader,
+            tiering: w.tiering,
+            tiered_segments: w.tiered_segments,
+            tiered_first: w.tiered_first,
+            tiered_last: w.tiered_last,
+            tiered_bytes: w.tiered_bytes,
+            local_first: w.local_first,
+            local_last: w.local_last,
+            local_bytes: w.local_bytes,
+            pending_segments: w.pending_segments,
+            pending_bytes: w.pending_bytes,
+            retained_from: w.retained_from,
+            uploaded_segments: w.uploaded_segments,
+            uploaded_bytes: w.uploaded_bytes,
+            evicted_bytes: w.evicted_bytes,
+            last_upload_ms: w.last_upload_ms,
+            last_error: (!w.last_error.is_empty()).then_some(w.last_error),
+        }
+    }
+}
 /// A controller node's report: its member of the controller group.
 pub type ControllerNodeReport = NodeReport<MemberStatus>;
 

@@ -306,6 +306,10 @@ pub trait StoreApi: Send + Sync + 'static {
     /// in the list with the reason, so the caller sees it is down.
     async fn node_status(&self) -> Vec<StoreNodeReport>;
 
+    /// How every store node tiers the shards it holds (ADR 0023); unreachable nodes are in the
+    /// list with the reason.
+    async fn tier_status(&self) -> Vec<crate::cluster_status::StoreTierReport>;
+
     /// Hands leadership of `shard` to its voter `to`; resolves once `to` leads (`Ok` at once
     /// when it already does). `Unavailable` when `to` did not take over in time.
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError>;

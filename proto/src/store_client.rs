@@ -691,6 +691,22 @@ impl StoreApi for RemoteStore {
         .await
     }
 
+    async fn tier_status(&self) -> Vec<crate::cluster_status::StoreTierReport> {
+        ask_each(
+            &self.routing.clients,
+            &self.routing.map.stores,
+            |mut c| async move { c.tier_status(pb::Empty {}).await },
+            |reply: pb::TierStatusReply| {
+                Ok(reply
+                    .shards
+                    .into_iter()
+                    .map(crate::cluster_status::ShardTier::from_wire)
+                    .collect())
+            },
+        )
+        .await
+    }
+
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
         // A placed shard's members are not in the map: its leader checks the target.
         if let Some(replicas) = self.routing.map.shards.get(&shard)

@@ -634,6 +634,45 @@ impl AdminService for AdminServer {
         }))
     }
 
+    async fn tier_status(
+        &self,
+        request: Request<api::TierStatusRequest>,
+    ) -> Result<Response<api::TierStatusResponse>, Status> {
+        self.allow(&request).await?;
+        let topic = request.into_inner().topic;
+        let ctx = &self.shared.ctx;
+        let only: Option<BTreeSet<ShardId>> = if topic.trim().is_empty() {
+            None
+        } else {
+            let name = topic_name(&topic)?;
+            let config = ctx
+                .controller
+                .get_topic(&name)
+                .await
+                .map_err(controller_to_grpc)?
+                .ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
+            Some(config.queue_shards.into_iter().collect())
+        };
+        let mut response = api::TierStatusResponse::default();
+        for report in ctx.store.tier_status().await {
+            match report.report {
+                Ok(shards) => response.shards.extend(
+                    shards
+                        .into_iter()
+                        .filter(|t| only.as_ref().is_none_or(|o| o.contains(&t.shard)))
+                        .map(|t| tier_to_api(report.node, t)),
+                ),
+                Err(error) => response.unreachable.push(api::UnreachableStore {
+                    node: report.node,
+                    addr: report.addr,
+                    error,
+                }),
+            }
+        }
+        response.shards.sort_by_key(|s| (s.shard, s.node));
+        Ok(Response::new(response))
+    }
+
     /// Shards are counted from the placement of existing topics.
     async fn cluster_info(
         &self,
@@ -659,6 +698,30 @@ impl AdminService for AdminServer {
             auto_create_topics: config.auto_create_topics,
             auto_create_groups: config.auto_create_groups,
         }))
+    }
+}
+
+fn tier_to_api(node: u64, t: vela_proto::cluster_status::ShardTier) -> api::ShardTierStatus {
+    api::ShardTierStatus {
+        shard: t.shard,
+        node,
+        leader: t.leader,
+        tiering: t.tiering,
+        tiered_segments: t.tiered_segments,
+        tiered_first: t.tiered_first,
+        tiered_last: t.tiered_last,
+        tiered_bytes: t.tiered_bytes,
+        local_first: t.local_first,
+        local_last: t.local_last,
+        local_bytes: t.local_bytes,
+        pending_segments: t.pending_segments,
+        pending_bytes: t.pending_bytes,
+        retained_from: t.retained_from,
+        uploaded_segments: t.uploaded_segments,
+        uploaded_bytes: t.uploaded_bytes,
+        evicted_bytes: t.evicted_bytes,
+        last_upload_ms: t.last_upload_ms,
+        last_error: t.last_error.unwrap_or_default(),
     }
 }
 

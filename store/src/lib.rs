@@ -19,12 +19,13 @@ pub mod placed;
 pub mod service;
 mod shard;
 pub mod state;
+mod tier_metrics;
 
 pub use config::{FlushSetting, StoreConfig};
 pub use copy_wire::GrpcReplicaSource;
 pub use error::{StoreOpenError, StoreShutdownError};
 pub use node::Store;
-pub use node::tier::{ShardTierStatus, TierSettings};
+pub use node::tier::TierSettings;
 pub use node::upgrade::{GrpcPeerBuilds, PeerBuilds};
 pub use shard::catch_up::{CopyRequest, ReplicaChunk, ReplicaSource};
 pub use shard::tiering::TierProgress;

@@ -338,7 +338,7 @@ impl StoreMetrics {
                 meter
                     .i64_observable_gauge("rocketmq_storage_size")
                     .with_description(
-                        "Bytes this store node keeps on local disk (logs, indexes, snapshots)",
+                        "Bytes this store node keeps on local disk (logs, indexes, snapshots), and in object storage for the shards it leads",
                     )
                     .with_callback(move |o| {
                         let Some(store) = store.upgrade() else { return };
@@ -348,6 +348,15 @@ impl StoreMetrics {
                                 &labels.with([
                                     KeyValue::new("storage_type", "local"),
                                     KeyValue::new("storage_medium", "disk"),
+                                ]),
+                            );
+                        }
+                        if let Some(bytes) = crate::tier_metrics::tiered_bytes(&store) {
+                            o.observe(
+                                clamp(bytes),
+                                &labels.with([
+                                    KeyValue::new("storage_type", "tiered"),
+                                    KeyValue::new("storage_medium", "blob"),
                                 ]),
                             );
                         }
@@ -486,6 +495,7 @@ impl StoreMetrics {
                     .build(),
             ));
         }
+        kept.extend(crate::tier_metrics::instruments(&store, meter, labels));
         self.registered.lock().extend(kept);
     }
 }

@@ -389,6 +389,15 @@ impl StoreRpc for StoreService {
         }))
     }
 
+    async fn tier_status(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::TierStatusReply>, Status> {
+        Ok(Response::new(pb::TierStatusReply {
+            shards: self.store.tier_status().iter().map(|t| t.to_wire()).collect(),
+        }))
+    }
+
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,

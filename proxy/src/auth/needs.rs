@@ -347,6 +347,7 @@ mod admin_impls {
         ], Some(format!("reset group {} on topic {}", r.group, r.topic));
         ClusterInfoRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         ClusterStatusRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
+        TierStatusRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         DrainStoreRequest => |r| vec![Access::new(Resource::cluster(), Action::Update)],
             Some(format!("drain store node {}", r.store));
     }

@@ -738,6 +738,19 @@ impl StoreApi for FakeStore {
         }]
     }
 
+    /// The one shard, leading, without a tier.
+    async fn tier_status(&self) -> Vec<vela_proto::cluster_status::StoreTierReport> {
+        vec![NodeReport {
+            node: 1,
+            addr: "in-process".into(),
+            report: Ok(vec![vela_proto::cluster_status::ShardTier {
+                shard: 0,
+                leader: true,
+                ..Default::default()
+            }]),
+        }]
+    }
+
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
         Err(StoreError::Invalid(format!(
             "store node {to} holds no replica of shard {shard}"

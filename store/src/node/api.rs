@@ -307,6 +307,14 @@ impl StoreApi for Store {
         }]
     }
 
+    async fn tier_status(&self) -> Vec<vela_proto::cluster_status::StoreTierReport> {
+        vec![NodeReport {
+            node: self.config.node_id,
+            addr: "in-process".to_owned(),
+            report: Ok(Store::tier_status(self)),
+        }]
+    }
+
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
         Store::transfer_leader(self, shard, to).await
     }

@@ -4,40 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vela_proto::domain::ShardId;
+use vela_proto::cluster_status::ShardTier;
 use vela_tier::Tier;
 
 use super::Store;
 use crate::shard::tasks::RetentionPolicy;
-use crate::shard::tiering::{TierPolicy, TierProgress, tier_loop};
+use crate::shard::tiering::{TierPolicy, tier_loop};
 
 /// How this node's shards use the tier (from `[tier]` and `store.local_retention_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TierSettings {
     pub interval: Duration,
     pub orphan_grace: Duration,
-}
-
-/// One shard's tier state on this node, for `vela admin tier status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardTierStatus {
-    pub shard: ShardId,
-    pub leader: bool,
-    /// Tiered segments (manifest) and the log range and bytes they hold.
-    pub tiered_segments: u64,
-    pub tiered_first: Option<u64>,
-    pub tiered_last: Option<u64>,
-    pub tiered_bytes: u64,
-    /// The local log's range and bytes.
-    pub local_first: Option<u64>,
-    pub local_last: Option<u64>,
-    pub local_bytes: u64,
-    /// Sealed local segments past the tier's end (what uploads still have to do), and their bytes.
-    pub pending_segments: u64,
-    pub pending_bytes: u64,
-    /// Oldest log index consumers can still read (the retention floor).
-    pub retained_from: u64,
-    pub progress: TierProgress,
 }
 
 impl Store {
@@ -76,8 +54,9 @@ impl Store {
         self.tier.get().map(|(tier, _)| tier)
     }
 
-    /// Each shard's tier state on this node.
-    pub fn tier_status(&self) -> Vec<ShardTierStatus> {
+    /// Each shard's tiering on this node.
+    pub fn tier_status(&self) -> Vec<ShardTier> {
+        let tiering = self.tier.get().is_some();
         self.shards()
             .values()
             .map(|local| {
@@ -92,9 +71,11 @@ impl Store {
                         s.sealed && s.last_index.is_some_and(|l| through.is_none_or(|t| l > t))
                     })
                     .collect();
-                ShardTierStatus {
+                let progress = shard.tier_progress.lock().clone();
+                ShardTier {
                     shard: shard.id,
                     leader: shard.raft.is_leader(),
+                    tiering,
                     tiered_segments: manifest.len() as u64,
                     tiered_first: manifest.start(),
                     tiered_last: through,
@@ -105,7 +86,11 @@ impl Store {
                     pending_segments: pending.len() as u64,
                     pending_bytes: pending.iter().map(|s| s.bytes).sum(),
                     retained_from: applied.state.truncated_below(),
-                    progress: shard.tier_progress.lock().clone(),
+                    uploaded_segments: progress.uploaded,
+                    uploaded_bytes: progress.uploaded_bytes,
+                    evicted_bytes: progress.evicted_bytes,
+                    last_upload_ms: progress.last_upload_ms,
+                    last_error: progress.last_error,
                 }
             })
             .collect()

@@ -150,21 +150,24 @@ pub(crate) async fn enforce_retention(
     policy: RetentionPolicy,
     now: SystemTime,
 ) -> Result<Option<u64>, StoreError> {
+    let before = shard.shared.applied.read().state.truncated_below();
     if shard.raft.is_leader() {
         propose_truncation(shard, policy, now).await?;
     }
     let below = shard.shared.applied.read().state.truncated_below();
-    // Only whole sealed segments go: nothing to do until one lies entirely below the cut.
+    // Only whole sealed segments go: nothing to do locally until one lies entirely below the
+    // cut (with a tier, the cut may have passed only tiered segments, which the leader's
+    // tiering pass deletes).
     let removable = shard
         .log
         .segments()
         .iter()
         .any(|segment| segment.sealed && segment.last_index.is_some_and(|last| last < below));
-    if !removable {
-        return Ok(None);
+    if removable {
+        remove_below(shard, below).await?;
+        return Ok(Some(below));
     }
-    remove_below(shard, below).await?;
-    Ok(Some(below))
+    Ok((below > before).then_some(below))
 }
 
 /// The leader's part of retention: writes a `Truncate` when the policy cuts further than the

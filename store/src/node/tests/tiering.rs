@@ -74,7 +74,7 @@ fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 /// Waits until `check` holds of shard 0's tier status.
-async fn until_status(store: &Store, what: &str, check: impl Fn(&crate::ShardTierStatus) -> bool) {
+async fn until_status(store: &Store, what: &str, check: impl Fn(&vela_proto::cluster_status::ShardTier) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = store.tier_status();
@@ -112,8 +112,8 @@ async fn sealed_segments_go_to_the_tier_leave_local_disk_and_read_back_after_a_r
     );
     assert_eq!(status.tiered_first, Some(0));
     assert!(status.local_first.unwrap() <= status.tiered_last.unwrap() + 1);
-    assert!(status.progress.uploaded >= 4 && status.progress.evicted_bytes > 0);
-    assert_eq!(status.progress.last_error, None);
+    assert!(status.uploaded_segments >= 4 && status.evicted_bytes > 0);
+    assert_eq!(status.last_error, None);
     let objects = tier.list_segments(0).await.expect("lists");
     assert_eq!(objects.len() as u64, status.tiered_segments);
     // Everything reads back, the evicted part from the tier.
@@ -167,7 +167,7 @@ async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
         .expect("attaches");
     append_numbered(&store, 0..40).await;
     until_status(&store, "the failure is reported", |s| {
-        s.progress.last_error.is_some()
+        s.last_error.is_some()
     })
     .await;
     let before = local_segments(dir.path());
@@ -184,7 +184,7 @@ async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
     until_status(&store, "tiered after the outage", |s| {
         s.tiered_segments >= 3
             && s.local_first.is_some_and(|f| f > 0)
-            && s.progress.last_error.is_none()
+            && s.last_error.is_none()
     })
     .await;
     // Reads fail while the store is unreachable (retriable), and work once it is back: what
