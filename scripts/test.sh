@@ -2,8 +2,9 @@
 # The whole test suite, as the README and .ci/run run it: formatting, lints, every unit and
 # integration test, then the official RocketMQ 5 clients (Python, Node.js) against a freshly
 # started `vela standalone`, then the metrics against promtool and a real Prometheus running
-# every query of the Grafana dashboard. It installs what it needs (cargo-nextest, a Python venv, npm
-# packages) on first run.
+# every query of the Grafana dashboard. It installs what it needs (cargo-nextest, a Python venv with
+# the Python client and moto, the S3-compatible server the tier tests use, npm packages) on
+# first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -26,7 +27,15 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo nextest (unit + integration tests)"
+step "S3-compatible server for the tier tests (moto)"
+scripts/s3-server.sh start
+trap 'scripts/s3-server.sh stop' EXIT
+# The S3 tests fail instead of skipping if the variables below are missing.
+export VELA_TEST_REQUIRE_S3=1
+# shellcheck disable=SC1091
+source .tools/s3.env
+
+step "cargo nextest (unit + integration tests; the tier tests against moto)"
 cargo nextest run --workspace --profile ci --locked
 
 step "official client compatibility (Python 5.1.2, Node.js 1.0.8): standalone, local-cluster, auth on, TLS"

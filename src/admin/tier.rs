@@ -103,7 +103,14 @@ pub(super) fn to_table(r: pb::TierStatusResponse) -> Result<String, std::fmt::Er
     writeln!(
         out,
         "{:>5}  {:>4}  {:<8}  {:<24}  {:>10}  {:<24}  {:>10}  {:>14}  STATE",
-        "SHARD", "NODE", "ROLE", "TIERED (LOG INDEXES)", "TIERED", "LOCAL (LOG INDEXES)", "LOCAL", "UPLOAD LAG"
+        "SHARD",
+        "NODE",
+        "ROLE",
+        "TIERED (LOG INDEXES)",
+        "TIERED",
+        "LOCAL (LOG INDEXES)",
+        "LOCAL",
+        "UPLOAD LAG"
     )?;
     for t in &s.shards {
         let state = match (&t.last_error, t.tiering) {
@@ -121,11 +128,19 @@ pub(super) fn to_table(r: pb::TierStatusResponse) -> Result<String, std::fmt::Er
             ByteSize::b(t.tiered_bytes).to_string(),
             range(t.local_first, t.local_last),
             ByteSize::b(t.local_bytes).to_string(),
-            format!("{} seg, {}", t.pending_segments, ByteSize::b(t.pending_bytes)),
+            format!(
+                "{} seg, {}",
+                t.pending_segments,
+                ByteSize::b(t.pending_bytes)
+            ),
         )?;
     }
     for u in &s.unreachable {
-        writeln!(out, "store node {} ({}) unreachable: {}", u.node, u.addr, u.error)?;
+        writeln!(
+            out,
+            "store node {} ({}) unreachable: {}",
+            u.node, u.addr, u.error
+        )?;
     }
     Ok(out)
 }

@@ -394,7 +394,12 @@ impl StoreRpc for StoreService {
         _request: Request<pb::Empty>,
     ) -> Result<Response<pb::TierStatusReply>, Status> {
         Ok(Response::new(pb::TierStatusReply {
-            shards: self.store.tier_status().iter().map(|t| t.to_wire()).collect(),
+            shards: self
+                .store
+                .tier_status()
+                .iter()
+                .map(|t| t.to_wire())
+                .collect(),
         }))
     }
 

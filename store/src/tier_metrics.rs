@@ -5,8 +5,8 @@
 use std::any::Any;
 use std::sync::Weak;
 
-use vela_telemetry::{KeyValue, Meter, NodeLabels};
 use vela_proto::cluster_status::ShardTier;
+use vela_telemetry::{KeyValue, Meter, NodeLabels};
 use vela_tier::{TierStats, TierStats as S};
 
 use crate::Store;

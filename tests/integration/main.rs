@@ -30,3 +30,4 @@ mod t19_tls;
 mod t20_cluster_tls;
 mod t21_metrics;
 mod t22_traces;
+mod t23_tier;

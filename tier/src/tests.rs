@@ -254,6 +254,10 @@ async fn s3_upload_in_parts_list_read_and_delete() {
         std::env::var("VELA_TEST_S3_ENDPOINT"),
         std::env::var("VELA_TEST_S3_BUCKET"),
     ) else {
+        assert!(
+            std::env::var_os("VELA_TEST_REQUIRE_S3").is_none(),
+            "VELA_TEST_REQUIRE_S3 is set but VELA_TEST_S3_ENDPOINT / VELA_TEST_S3_BUCKET are not"
+        );
         eprintln!("VELA_TEST_S3_ENDPOINT is not set: no S3 server to test against");
         return;
     };

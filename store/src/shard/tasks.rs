@@ -203,7 +203,7 @@ async fn propose_truncation(
 
 /// Removes this replica's log below `cut` (which its state has truncated): a snapshot that holds
 /// the truncated state first, then openraft's logical purge, then whole segments.
-pub(crate) async fn remove_below(shard: &Shard, cut: u64) -> Result<(), StoreError> {
+pub(crate) async fn remove_below(shard: &Shard, cut: u64) -> Result<Vec<SegmentInfo>, StoreError> {
     // The snapshot must hold the truncated state before the log under it goes, or a restart
     // would replay entries that no longer exist.
     let unavailable = |what: &str, err: &dyn std::fmt::Display| {
@@ -237,9 +237,9 @@ pub(crate) async fn remove_below(shard: &Shard, cut: u64) -> Result<(), StoreErr
         below_log_index = cut,
         segments = removed.len(),
         bytes = removed.iter().map(|s| s.bytes).sum::<u64>(),
-        "retention removed old log segments"
+        "removed old log segments"
     );
-    Ok(())
+    Ok(removed)
 }
 
 /// Runs retention every `interval` (the leader decides, every replica removes).

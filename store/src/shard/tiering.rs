@@ -279,17 +279,39 @@ pub(crate) async fn evict_local(
     let Some(cap) = cap else {
         return Ok(None);
     };
+    // Removal stops at the replay floor of the snapshot generations kept after the snapshot
+    // `remove_below` takes (ADR 0006): cutting past it would only take a snapshot and remove
+    // nothing, every pass. While the shard is idle that leaves at most the log between two
+    // generations on local disk.
+    let cap = cap.min(replay_floor_after_snapshot(shard)?);
     let Some(cut) = retention_cut(&segments, now, policy, cap) else {
         return Ok(None);
     };
-    let bytes: u64 = segments
-        .iter()
-        .filter(|s| s.last_index.is_some_and(|l| l < cut))
-        .map(|s| s.bytes)
-        .sum();
-    remove_below(shard, cut).await?;
-    shard.tier_progress.lock().evicted_bytes += bytes;
-    Ok(Some(cut))
+    let removed = remove_below(shard, cut).await?;
+    shard.tier_progress.lock().evicted_bytes += removed.iter().map(|s| s.bytes).sum::<u64>();
+    Ok((!removed.is_empty()).then_some(cut))
+}
+
+/// The replay floor the shard's kept snapshot generations will have once a snapshot of
+/// everything applied now exists.
+fn replay_floor_after_snapshot(shard: &Shard) -> Result<u64, StoreError> {
+    let applied = shard
+        .shared
+        .applied
+        .read()
+        .last_applied
+        .map_or(0, |l| l.index);
+    let kept = shard
+        .keeper
+        .generations()
+        .indexes()
+        .map_err(|e| unavailable(shard, "listing snapshot generations", e))?;
+    Ok(match kept.as_slice() {
+        [] => applied + 1,
+        [newest, ..] if applied > *newest => newest + 1,
+        [only] => only + 1,
+        [_, older, ..] => older + 1,
+    })
 }
 
 /// The retained log as retention sees it: tiered segments the local log no longer holds, then

@@ -74,7 +74,11 @@ fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 /// Waits until `check` holds of shard 0's tier status.
-async fn until_status(store: &Store, what: &str, check: impl Fn(&vela_proto::cluster_status::ShardTier) -> bool) {
+async fn until_status(
+    store: &Store,
+    what: &str,
+    check: impl Fn(&vela_proto::cluster_status::ShardTier) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = store.tier_status();
@@ -182,9 +186,7 @@ async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
     // The store comes back: the segments go up (after the back-off) and leave local disk.
     faulty.faults.fail_writes.store(false, Ordering::SeqCst);
     until_status(&store, "tiered after the outage", |s| {
-        s.tiered_segments >= 3
-            && s.local_first.is_some_and(|f| f > 0)
-            && s.last_error.is_none()
+        s.tiered_segments >= 3 && s.local_first.is_some_and(|f| f > 0) && s.last_error.is_none()
     })
     .await;
     // Reads fail while the store is unreachable (retriable), and work once it is back: what
