@@ -432,6 +432,19 @@ impl<C: LogTypes> SegmentLogStore<C> {
         self.inner.state.write().replay_floor = floor;
     }
 
+    /// The file of the sealed segment that starts at `first_index` and its length, to copy it
+    /// elsewhere whole (tiering); `None` when no sealed segment starts there now. Pin the
+    /// segment ([`pin_from`](Self::pin_from)) for as long as the copy runs.
+    pub fn sealed_file(&self, first_index: u64) -> Option<(Arc<dyn crate::vfs::VfsFile>, u64)> {
+        let st = self.inner.state.read();
+        let segment = st
+            .segments
+            .iter()
+            .find(|s| s.first_index() == first_index && s.sealed())?;
+        let file = segment.file.handle().ok()?.clone();
+        Some((file, segment.bytes()))
+    }
+
     /// Keeps every entry from `from` on (that the log holds now) from compaction until the
     /// returned pin is dropped: for a reader that streams them elsewhere.
     pub fn pin_from(&self, from: u64) -> ReadPin<C> {

@@ -259,7 +259,7 @@ pub enum ReadSource {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("from the tier: {0}")]
-    Tier(#[from] vela_tier::TierError),
+    Tier(Box<vela_tier::TierError>),
     #[error("the tier holds it, but this node has no tier configured")]
     NoTier,
 }
@@ -276,9 +276,14 @@ impl From<RecordReadError> for StoreError {
     fn from(err: RecordReadError) -> Self {
         match &err.source {
             // Object storage unreachable or slow: the client retries.
-            ReadSource::Tier(
-                vela_tier::TierError::Store { .. } | vela_tier::TierError::Shared(_),
-            ) => StoreError::Unavailable(err.to_string()),
+            ReadSource::Tier(tier)
+                if matches!(
+                    **tier,
+                    vela_tier::TierError::Store { .. } | vela_tier::TierError::Shared(_)
+                ) =>
+            {
+                StoreError::Unavailable(err.to_string())
+            }
             _ => StoreError::Internal(err.to_string()),
         }
     }

@@ -131,7 +131,7 @@ async fn history_reads_back_from_the_tier(url: Option<String>) {
     assert!(shard["tiered_bytes"].as_u64() > Some(0));
     let local = local_segments(&node);
     assert!(
-        local.first() > Some(&0) && local.first().copied() == shard["local_first"].as_u64(),
+        local.first() > Some(&0) && local.first().copied() >= shard["local_first"].as_u64(),
         "the oldest local segments were deleted: {local:?}, {shard}"
     );
 

@@ -327,7 +327,7 @@ impl Tier {
                 })
             })
             .collect();
-        out.sort_by(|a, b| (a.first_index, a.term).cmp(&(b.first_index, b.term)));
+        out.sort_by_key(|a| (a.first_index, a.term));
         Ok(out)
     }
 }

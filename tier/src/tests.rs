@@ -15,7 +15,7 @@ openraft::declare_raft_types!(
 );
 
 /// A sealed segment file of records `first..first+count`, each body `body_len` bytes.
-fn write_segment(dir: &FsPath, first: u64, count: u64, body_len: usize) -> PathBuf {
+fn write_segment(dir: &FsPath, first: u64, count: u64, body_len: usize) -> Segment {
     let mut out = encode_segment_header(first, 1).to_vec();
     let mut offsets = Vec::new();
     for index in first..first + count {
@@ -38,7 +38,23 @@ fn write_segment(dir: &FsPath, first: u64, count: u64, body_len: usize) -> PathB
     encode_footer(&offsets, end, 100, 200, &mut out);
     let path = dir.join(format!("{first:020}.seg"));
     std::fs::write(&path, out).unwrap();
-    path
+    let file = vela_raft::vfs::StdVfs::shared().open(&path).unwrap();
+    Segment { path, file }
+}
+
+struct Segment {
+    path: PathBuf,
+    file: Arc<dyn vela_raft::vfs::VfsFile>,
+}
+
+impl Segment {
+    fn len(&self) -> u64 {
+        std::fs::metadata(&self.path).unwrap().len()
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.path).unwrap()
+    }
 }
 
 fn limits(block: u64) -> ReadLimits {
@@ -115,7 +131,7 @@ fn segment_keys_name_shard_range_and_term() {
 async fn a_segment_goes_up_whole_and_reads_back_by_ranges_in_a_file_tier() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_segment(dir.path(), 10, 500, 300);
-    let len = std::fs::metadata(&file).unwrap().len();
+    let len = file.len();
     let cfg = TierConfig {
         url: Some(format!("file://{}/tier", dir.path().display())),
         read_block: bytesize::ByteSize::kib(16),
@@ -123,15 +139,12 @@ async fn a_segment_goes_up_whole_and_reads_back_by_ranges_in_a_file_tier() {
     };
     let tier = Tier::open(&cfg, &dir.path().join("cache")).unwrap();
     let key = Tier::segment_key(0, 10, 509, 2);
-    let up = tier.upload_segment(&key, &file).await.unwrap();
+    let up = tier.upload_segment(&key, &file.file, len).await.unwrap();
     assert_eq!(up.bytes, len);
-    assert_eq!(up.crc32c, crc32c::crc32c(&std::fs::read(&file).unwrap()));
+    assert_eq!(up.crc32c, crc32c::crc32c(&file.bytes()));
     // Unchanged on the other side.
     let stored = dir.path().join("tier").join(&key);
-    assert_eq!(
-        std::fs::read(&stored).unwrap(),
-        std::fs::read(&file).unwrap()
-    );
+    assert_eq!(std::fs::read(&stored).unwrap(), file.bytes());
     let listed = tier.list_segments(0).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
@@ -167,7 +180,7 @@ async fn a_segment_goes_up_whole_and_reads_back_by_ranges_in_a_file_tier() {
 async fn large_segments_go_up_in_parts_and_failed_uploads_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_segment(dir.path(), 1, 12_000, 1000);
-    let len = std::fs::metadata(&file).unwrap().len();
+    let len = file.len();
     assert!(len > 10 << 20);
     let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
     let tier = Tier::with_store(
@@ -181,18 +194,18 @@ async fn large_segments_go_up_in_parts_and_failed_uploads_leave_nothing() {
     let key = Tier::segment_key(1, 1, 12_000, 4);
     // A part fails: the upload fails and leaves no object.
     faulty.faults.fail_parts_after.store(1, Ordering::SeqCst);
-    assert!(tier.upload_segment(&key, &file).await.is_err());
+    assert!(tier.upload_segment(&key, &file.file, len).await.is_err());
     assert!(tier.list_segments(1).await.unwrap().is_empty());
     // The store is down: the same.
     faulty.faults.fail_parts_after.store(0, Ordering::SeqCst);
     faulty.faults.fail_writes.store(true, Ordering::SeqCst);
-    assert!(tier.upload_segment(&key, &file).await.is_err());
+    assert!(tier.upload_segment(&key, &file.file, len).await.is_err());
     assert!(tier.list_segments(1).await.unwrap().is_empty());
     assert_eq!(TierStats::get(&tier.stats().upload_failures), 2);
     // Back up: the retry succeeds, in parts.
     faulty.faults.fail_writes.store(false, Ordering::SeqCst);
     let parts_before = faulty.requests.parts.load(Ordering::SeqCst);
-    let up = tier.upload_segment(&key, &file).await.unwrap();
+    let up = tier.upload_segment(&key, &file.file, len).await.unwrap();
     assert_eq!(up.bytes, len);
     assert!(faulty.requests.parts.load(Ordering::SeqCst) - parts_before >= 2);
     let listed = tier.list_segments(1).await.unwrap();
@@ -217,7 +230,7 @@ async fn large_segments_go_up_in_parts_and_failed_uploads_leave_nothing() {
 async fn damaged_objects_are_errors_never_entries() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_segment(dir.path(), 1, 50, 200);
-    let len = std::fs::metadata(&file).unwrap().len();
+    let len = file.len();
     let cfg = TierConfig {
         url: Some(format!("file://{}/tier", dir.path().display())),
         read_block: bytesize::ByteSize::kib(4),
@@ -225,7 +238,7 @@ async fn damaged_objects_are_errors_never_entries() {
     };
     let tier = Tier::open(&cfg, &dir.path().join("cache")).unwrap();
     let key = Tier::segment_key(2, 1, 50, 1);
-    tier.upload_segment(&key, &file).await.unwrap();
+    tier.upload_segment(&key, &file.file, len).await.unwrap();
     // Flip a byte of a record in the stored object.
     let stored = dir.path().join("tier").join(&key);
     let mut bytes = std::fs::read(&stored).unwrap();
@@ -263,7 +276,7 @@ async fn s3_upload_in_parts_list_read_and_delete() {
     };
     let dir = tempfile::tempdir().unwrap();
     let file = write_segment(dir.path(), 1, 12_000, 1000);
-    let len = std::fs::metadata(&file).unwrap().len();
+    let len = file.len();
     let cfg = TierConfig {
         url: Some(format!("s3://{bucket}/unit-{}", std::process::id())),
         endpoint: Some(endpoint),
@@ -275,7 +288,7 @@ async fn s3_upload_in_parts_list_read_and_delete() {
     };
     let tier = Tier::open(&cfg, &dir.path().join("cache")).unwrap();
     let key = Tier::segment_key(0, 1, 12_000, 1);
-    let up = tier.upload_segment(&key, &file).await.unwrap();
+    let up = tier.upload_segment(&key, &file.file, len).await.unwrap();
     assert_eq!(up.bytes, len);
     assert_eq!(tier.list_segments(0).await.unwrap()[0].key, key);
     let got = read_from(&tier, &key, len, (1, 12_000), 11_000).await;

@@ -1,12 +1,12 @@
 //! Uploading a sealed segment: unchanged, in one request or in parts, then verified by reading
 //! its size and its footer back before anyone records it.
 
-use std::path::Path as FsPath;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use tokio::io::AsyncReadExt;
 use tracing::debug;
+use vela_raft::vfs::VfsFile;
 
 use crate::{Tier, TierError, TierStats};
 
@@ -23,12 +23,32 @@ pub struct Uploaded {
 const VERIFY_TAIL: u64 = 4096;
 /// Parts in flight during a multipart upload.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Bytes read from the local file at a time.
+const READ_CHUNK: u64 = 1 << 20;
+
+/// Reads `len` bytes at `offset` of `file` off the async workers.
+async fn read_at(file: &Arc<dyn VfsFile>, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
 
 impl Tier {
-    /// Uploads the file `file` as `key`. On any failure nothing is recorded and a partial
-    /// multipart upload is aborted; the caller retries later.
-    pub async fn upload_segment(&self, key: &str, file: &FsPath) -> Result<Uploaded, TierError> {
-        let result = self.upload_once(key, file).await;
+    /// Uploads the first `len` bytes of `file` (a sealed segment, read through the storage
+    /// seam) as `key`. On any failure nothing is recorded and a partial multipart upload is
+    /// aborted; the caller retries later.
+    pub async fn upload_segment(
+        &self,
+        key: &str,
+        file: &Arc<dyn VfsFile>,
+        len: u64,
+    ) -> Result<Uploaded, TierError> {
+        let result = self.upload_once(key, file, len).await;
         match &result {
             Ok(up) => {
                 TierStats::add(&self.stats.uploads, 1);
@@ -39,15 +59,17 @@ impl Tier {
         result
     }
 
-    async fn upload_once(&self, key: &str, file: &FsPath) -> Result<Uploaded, TierError> {
+    async fn upload_once(
+        &self,
+        key: &str,
+        file: &Arc<dyn VfsFile>,
+        len: u64,
+    ) -> Result<Uploaded, TierError> {
         let path = self.path(key);
-        let reading = |e| TierError::io(format!("reading {}", file.display()), e);
-        let mut f = tokio::fs::File::open(file).await.map_err(reading)?;
-        let len = f.metadata().await.map_err(reading)?.len();
+        let reading = |e| TierError::io(format!("reading the segment for {key}"), e);
         let mut crc = 0u32;
         if len <= self.part_bytes as u64 {
-            let mut buf = Vec::with_capacity(len as usize);
-            f.read_to_end(&mut buf).await.map_err(reading)?;
+            let buf = read_at(file, 0, len).await.map_err(reading)?;
             crc = crc32c::crc32c(&buf);
             self.store
                 .put(&path, PutPayload::from(Bytes::from(buf)))
@@ -60,21 +82,18 @@ impl Tier {
                 .await
                 .map_err(|e| TierError::store("start multipart upload of", &path, e))?;
             let mut parts = WriteMultipart::new_with_chunk_size(upload, self.part_bytes);
-            let mut buf = vec![0u8; 1 << 20];
-            let mut sent = 0u64;
             let streamed: Result<(), TierError> = async {
+                let mut sent = 0u64;
                 while sent < len {
-                    let n = f.read(&mut buf).await.map_err(reading)?;
-                    if n == 0 {
-                        break;
-                    }
-                    crc = crc32c::crc32c_append(crc, &buf[..n]);
+                    let n = READ_CHUNK.min(len - sent);
+                    let buf = read_at(file, sent, n).await.map_err(reading)?;
+                    crc = crc32c::crc32c_append(crc, &buf);
                     parts
                         .wait_for_capacity(PARTS_IN_FLIGHT)
                         .await
                         .map_err(|e| TierError::store("upload a part of", &path, e))?;
-                    parts.write(&buf[..n]);
-                    sent += n as u64;
+                    parts.write(&buf);
+                    sent += n;
                 }
                 Ok(())
             }
@@ -98,7 +117,7 @@ impl Tier {
     }
 
     /// The object must have the file's length and end with the file's last bytes.
-    async fn verify(&self, key: &str, file: &FsPath, len: u64) -> Result<(), TierError> {
+    async fn verify(&self, key: &str, file: &Arc<dyn VfsFile>, len: u64) -> Result<(), TierError> {
         let path = self.path(key);
         let failed = |reason: String| TierError::Verify {
             key: key.to_owned(),
@@ -121,18 +140,9 @@ impl Tier {
             .get_range(&path, tail.clone())
             .await
             .map_err(|e| TierError::store("read back", &path, e))?;
-        let mut f = tokio::fs::File::open(file)
+        let local = read_at(file, tail.start, tail.end - tail.start)
             .await
-            .map_err(|e| TierError::io(format!("reading {}", file.display()), e))?;
-        let mut local = vec![0u8; (tail.end - tail.start) as usize];
-        use tokio::io::AsyncSeekExt;
-        f.seek(std::io::SeekFrom::Start(tail.start))
-            .await
-            .and_then(|_| Ok(()))
-            .map_err(|e| TierError::io(format!("reading {}", file.display()), e))?;
-        f.read_exact(&mut local)
-            .await
-            .map_err(|e| TierError::io(format!("reading {}", file.display()), e))?;
+            .map_err(|e| TierError::io(format!("reading the segment for {key}"), e))?;
         if remote.as_ref() != local.as_slice() {
             return Err(failed("its last bytes differ from the file's".into()));
         }

@@ -123,9 +123,19 @@ pub(crate) fn export(
     }
     // Retention must not remove what the copy is about to read (checked after pinning).
     let pin = request.log_from.map(|from| shard.log.pin_from(from));
+    // Entries this replica evicted after tiering them are read back from the tier.
+    let tiered = shard.tier.get().cloned().map(|tier| {
+        let manifest = shard.shared.applied.read().state.tier().clone();
+        (tier, manifest)
+    });
     if let Some(from) = request.log_from {
         let (first, last) = (shard.reader.first_index(), shard.reader.last_index());
-        if first.is_none_or(|f| f > from) || last.is_none_or(|l| l < request.snapshot_index) {
+        let from_tier = tiered
+            .as_ref()
+            .is_some_and(|(_, m)| first.is_some_and(|f| f == 0 || m.covers(from, f - 1)));
+        if (first.is_none_or(|f| f > from) && !from_tier)
+            || last.is_none_or(|l| l < request.snapshot_index)
+        {
             return Err(unavailable(format!(
                 "this replica's log holds {first:?}..={last:?}, the copy needs \
                  {from}..={}",
@@ -160,7 +170,11 @@ pub(crate) fn export(
                 && bytes < LOG_BATCH_BYTES
                 && (batch.len() as u64) < LOG_BATCH_ENTRIES
             {
-                match reader.entry(next) {
+                let local = match reader.entry(next) {
+                    Ok(None) => tiered_entry(tiered.as_ref(), next),
+                    other => other.map_err(|e| e.to_string()),
+                };
+                match local {
                     Ok(Some(entry)) => {
                         bytes += entry_size(&entry);
                         batch.push(entry);
@@ -186,6 +200,30 @@ pub(crate) fn export(
         }
     });
     Ok(rx)
+}
+
+/// The entry at `index` from the tier, if the manifest names a segment holding it (from a
+/// blocking thread).
+fn tiered_entry(
+    tiered: Option<&(Arc<vela_tier::Tier>, crate::state::TierManifest)>,
+    index: u64,
+) -> Result<Option<EntryOf<ShardTypes>>, String> {
+    let Some((tier, manifest)) = tiered else {
+        return Ok(None);
+    };
+    let Some(segment) = manifest.segment_for(index) else {
+        return Ok(None);
+    };
+    let object = vela_tier::SegmentRef {
+        key: &segment.key,
+        bytes: segment.bytes,
+        first_index: segment.first_index,
+        last_index: segment.last_index,
+    };
+    let entries = tokio::runtime::Handle::current()
+        .block_on(tier.read_entries::<ShardTypes>(object, index, index))
+        .map_err(|e| e.to_string())?;
+    Ok(entries.into_iter().next())
 }
 
 /// Rough bytes of an entry (for batching only).

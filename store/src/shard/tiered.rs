@@ -112,7 +112,7 @@ impl Shard {
                     .map_err(|e| RecordReadError {
                         shard: self.id,
                         log_index: from,
-                        source: ReadSource::Tier(e),
+                        source: ReadSource::Tier(Box::new(e)),
                     })?;
                 for entry in entries {
                     let index = entry.log_id.index;

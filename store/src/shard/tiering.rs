@@ -155,8 +155,12 @@ pub(crate) async fn upload_pending(
             return Ok(());
         }
         let key = Tier::segment_key(shard.id, segment.first_index, last, term);
+        let Some((file, len)) = shard.log.sealed_file(segment.first_index) else {
+            // Removed meanwhile (retention): nothing to upload.
+            continue;
+        };
         let uploaded = tier
-            .upload_segment(&key, &segment.path)
+            .upload_segment(&key, &file, len)
             .await
             .map_err(|e| unavailable(shard, "upload", e))?;
         let millis = |t: SystemTime| {

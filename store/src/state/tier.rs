@@ -147,17 +147,17 @@ mod tests {
     fn segments_join_contiguously_and_first_commit_wins() {
         let mut m = TierManifest::default();
         assert_eq!(m.add(&seg(5, 4, 1), 0), Err(TierRefusal::Invalid));
-        m.add(&seg(10, 19, 1), 0).unwrap();
+        m.add(&seg(10, 19, 1), 0).expect("accepted");
         assert_eq!((m.start(), m.through()), (Some(10), Some(19)));
         // A deposed leader's copy of the same range: already covered.
         assert_eq!(m.add(&seg(10, 19, 2), 0), Err(TierRefusal::Covered));
         assert_eq!(m.add(&seg(21, 30, 2), 0), Err(TierRefusal::Gap));
         // A new leader's segments may overlap.
-        m.add(&seg(15, 30, 2), 0).unwrap();
-        m.add(&seg(31, 40, 2), 0).unwrap();
-        assert_eq!(m.segment_for(12).unwrap().key, "10-19-t1");
-        assert_eq!(m.segment_for(20).unwrap().key, "15-30-t2");
-        assert_eq!(m.segment_for(40).unwrap().key, "31-40-t2");
+        m.add(&seg(15, 30, 2), 0).expect("accepted");
+        m.add(&seg(31, 40, 2), 0).expect("accepted");
+        assert_eq!(m.segment_for(12).expect("held").key, "10-19-t1");
+        assert_eq!(m.segment_for(20).expect("held").key, "15-30-t2");
+        assert_eq!(m.segment_for(40).expect("held").key, "31-40-t2");
         assert!(m.segment_for(9).is_none() && m.segment_for(41).is_none());
         assert!(m.covers(10, 40) && !m.covers(9, 20) && !m.covers(30, 41));
         // Retention forgets whole segments below the floor only.

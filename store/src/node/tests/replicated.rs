@@ -33,6 +33,7 @@ mod offsets;
 mod rolling;
 mod sends;
 mod sql;
+mod tiering;
 mod transactions;
 
 mod harness;

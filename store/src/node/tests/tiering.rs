@@ -33,14 +33,17 @@ fn file_tier(dir: &std::path::Path, cache: &str) -> Arc<Tier> {
     Tier::open(&cfg, &dir.join(cache)).expect("tier opens")
 }
 
-fn local_segments(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("store/shards/0/log"))
+/// The first log index of each local segment file of shard 0, ascending.
+fn local_segments(dir: &std::path::Path) -> Vec<u64> {
+    let mut firsts: Vec<u64> = std::fs::read_dir(dir.join("store/shards/0/log"))
         .expect("log dir")
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".seg")?.parse().ok()
         })
-        .count()
+        .collect();
+    firsts.sort_unstable();
+    firsts
 }
 
 async fn append_numbered(store: &Store, range: std::ops::Range<usize>) {
@@ -104,18 +107,19 @@ async fn sealed_segments_go_to_the_tier_leave_local_disk_and_read_back_after_a_r
         .await
         .expect("attaches");
     append_numbered(&store, 0..60).await;
-    let before = local_segments(dir.path());
     until_status(&store, "tiered and evicted", |s| {
         s.tiered_segments >= 4 && s.local_first.is_some_and(|f| f > 0) && s.pending_segments == 0
     })
     .await;
     let status = store.tier_status()[0].clone();
-    assert!(
-        local_segments(dir.path()) < before,
-        "local segments were deleted"
+    let local = local_segments(dir.path());
+    assert_eq!(
+        local.first().copied(),
+        status.local_first,
+        "the oldest files are gone: {local:?}"
     );
     assert_eq!(status.tiered_first, Some(0));
-    assert!(status.local_first.unwrap() <= status.tiered_last.unwrap() + 1);
+    assert!(status.local_first.expect("local log") <= status.tiered_last.expect("tiered") + 1);
     assert!(status.uploaded_segments >= 4 && status.evicted_bytes > 0);
     assert_eq!(status.last_error, None);
     let objects = tier.list_segments(0).await.expect("lists");
@@ -174,13 +178,16 @@ async fn an_object_store_outage_keeps_local_data_and_tiering_resumes() {
         s.last_error.is_some()
     })
     .await;
-    let before = local_segments(dir.path());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = store.tier_status()[0].clone();
     assert_eq!(status.tiered_segments, 0);
     assert_eq!(status.local_first, Some(0), "nothing left local disk");
     assert!(status.pending_segments >= 3);
-    assert!(local_segments(dir.path()) >= before);
+    assert_eq!(
+        local_segments(dir.path()).first(),
+        Some(&0),
+        "the oldest file is kept"
+    );
     // Sends go on meanwhile.
     append_numbered(&store, 40..50).await;
     // The store comes back: the segments go up (after the back-off) and leave local disk.
@@ -237,7 +244,7 @@ async fn retention_counts_the_tier_and_deletes_expired_objects() {
     assert!(
         status
             .tiered_first
-            .is_none_or(|f| status.tiered_last.unwrap() >= cut && f <= cut),
+            .is_none_or(|f| status.tiered_last.expect("tiered") >= cut && f <= cut),
         "the manifest kept only what reaches the floor: {status:?}"
     );
     // The leader deletes what the manifest dropped (and the stray below the floor).

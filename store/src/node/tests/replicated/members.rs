@@ -4,7 +4,7 @@
 
 use super::*;
 
-const PLACED: ShardId = 7;
+pub(super) const PLACED: ShardId = 7;
 
 /// Opens `PLACED` on `ids` as a new shard and waits for its leader.
 pub(super) async fn place(cluster: &Cluster, ids: &[NodeId]) -> NodeId {
@@ -85,7 +85,7 @@ pub(super) fn on_placed(bodies: &[String]) -> AppendRequest {
 /// Waits until `store`'s replica of the placed shard has applied a membership of `want`: the
 /// leader's `change_members` returns once the change is committed, which a member may apply a
 /// little later.
-async fn until_voters(store: &Store, want: &[u64]) {
+pub(super) async fn until_voters(store: &Store, want: &[u64]) {
     let want: BTreeSet<u64> = want.iter().copied().collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
