@@ -33,6 +33,23 @@ pub async fn http_ok(port: u16, path: &str) -> bool {
     resp.starts_with("HTTP/1.1 200")
 }
 
+/// The sum of the samples of counter `name` on `/metrics` at 127.0.0.1:`port` (0 if absent).
+pub async fn scrape_counter(port: u16, name: &str) -> f64 {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return 0.0;
+    };
+    let req = "GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0.0;
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp).await;
+    resp.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Resident memory of `child` in MiB (NaN if it cannot be read).
 pub fn rss_mib(child: &Child) -> f64 {
     let Some(pid) = child.id() else {

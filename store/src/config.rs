@@ -39,6 +39,11 @@ pub struct StoreConfig {
     pub local_retention_time: Duration,
     /// With a tier: uploaded segments beyond this much local log go first. Unlimited when absent.
     pub local_retention_size: Option<ByteSize>,
+    /// Sends are refused (retriably) while the file system holding `data_dir` is this full
+    /// (0.95: 95%, as `df` counts), so a long object-store outage or a long retention cannot
+    /// fill the disk; 1.0 refuses only when nothing is left. Like RocketMQ's
+    /// `diskSpaceWarningLevelRatio` (0.9) and BookKeeper's `diskUsageThreshold` (0.95).
+    pub disk_full_ratio: f64,
     /// Applied entries between two state snapshots. A snapshot holds consumer state, not the
     /// queues' entries (those are in the index file), and makes the index file durable; a
     /// restart replays at most this many entries from the log.
@@ -102,6 +107,7 @@ impl Default for StoreConfig {
             retention_size: None,
             local_retention_time: Duration::from_secs(6 * 3600),
             local_retention_size: None,
+            disk_full_ratio: 0.95,
             snapshot_every_entries: 100_000,
             snapshot_every_bytes: ByteSize::mib(256),
             max_delay: Duration::from_secs(24 * 3600),

@@ -365,6 +365,37 @@ impl StoreMetrics {
             ));
         }
 
+        // The data disk (sends stop when it is too full: `node::disk`).
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .f64_observable_gauge("vela_store_disk_used_ratio")
+                    .with_description(
+                        "Share of the file system holding the store's data that is in use",
+                    )
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        if let (Some(ratio), _) = store.disk_state() {
+                            o.observe(ratio, &labels.with([]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("vela_store_disk_full")
+                    .with_description("1 while the store refuses sends because its data disk is past store.disk_full_ratio")
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        o.observe(i64::from(store.disk_state().1), &labels.with([]));
+                    })
+                    .build(),
+            ));
+        }
         // Each shard's log on this node.
         for (name, help, bytes) in [
             (

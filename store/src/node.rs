@@ -93,6 +93,8 @@ pub struct Store {
     scrub_policy: ScrubPolicy,
     check_policy: CheckPolicy,
     metrics: Arc<StoreMetrics>,
+    /// Whether the data disk is too full to take sends (`disk`).
+    disk: disk::DiskGuard,
     /// Object storage sealed segments go to, once attached (`Store::attach_tier`).
     tier: std::sync::OnceLock<(Arc<vela_tier::Tier>, crate::shard::tiering::TierPolicy)>,
 }
@@ -211,6 +213,12 @@ impl Store {
         Fut: std::future::Future<Output = Result<Arc<Shard>, StoreOpenError>>,
     {
         let replicated = replication.is_some();
+        if !(cfg.disk_full_ratio > 0.0 && cfg.disk_full_ratio <= 1.0) {
+            return Err(StoreOpenError::Config(format!(
+                "disk_full_ratio {} is outside (0, 1]",
+                cfg.disk_full_ratio
+            )));
+        }
         if cfg.shards.is_empty() && !replicated {
             return Err(StoreOpenError::Config(
                 "shards is empty: a store holds at least one shard".into(),
@@ -273,7 +281,13 @@ impl Store {
             closing: Mutex::default(),
             metrics: Arc::new(StoreMetrics::default()),
             tier: std::sync::OnceLock::new(),
+            disk: disk::DiskGuard::default(),
         });
+        store.check_disk_now();
+        store.tasks.lock().spawn(disk::watch_disk(
+            Arc::downgrade(&store),
+            store.cancel.clone(),
+        ));
         {
             let (weak, cancel) = (Arc::downgrade(&store), store.cancel.clone());
             store.tasks.lock().spawn(async move {
@@ -611,6 +625,7 @@ impl Store {
                 req.topic, req.queue_id
             )));
         }
+        self.check_disk()?;
         let now_ms = self.clock.now_ms();
         let latest = now_ms
             .saturating_add(i64::try_from(self.config.max_delay.as_millis()).unwrap_or(i64::MAX));
@@ -630,6 +645,7 @@ impl Store {
 
 mod api;
 mod damaged;
+mod disk;
 mod members;
 mod observe;
 mod offsets;

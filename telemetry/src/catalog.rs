@@ -38,6 +38,8 @@ pub const METRICS: &[&str] = &[
     "vela_raft_leader_changes_total",
     "vela_raft_term",
     "vela_store_damaged_segments",
+    "vela_store_disk_full",
+    "vela_store_disk_used_ratio",
     "vela_store_log_bytes",
     "vela_store_log_segments",
     "vela_store_orphans_rolled_back_total",

@@ -97,17 +97,13 @@ impl BlockCache {
         let name: Arc<str> = Arc::from(path.as_ref());
         let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
         for block in first..=last {
-            let bytes = self.block(&name, path, len, block).await?;
             let start = range.start.max(block * bs) - block * bs;
             let end = range.end.min((block + 1) * bs) - block * bs;
-            let slice =
-                bytes
-                    .get(start as usize..end as usize)
-                    .ok_or_else(|| TierError::Corrupt {
-                        key: path.to_string(),
-                        reason: format!("block {block} is {} bytes", bytes.len()),
-                    })?;
-            out.extend_from_slice(slice);
+            out.extend_from_slice(
+                &self
+                    .block_range(&name, path, len, block, start..end)
+                    .await?,
+            );
         }
         if (last + 1) * bs < len {
             self.read_ahead(name, path.clone(), len, last + 1);
@@ -115,13 +111,15 @@ impl BlockCache {
         Ok(out.freeze())
     }
 
-    async fn block(
+    /// Bytes `within` of `block` (offsets inside the block), from its cached file.
+    async fn block_range(
         &self,
         name: &Arc<str>,
         path: &Path,
         len: u64,
         block: u64,
-    ) -> Result<Bytes, TierError> {
+        within: Range<u64>,
+    ) -> Result<Vec<u8>, TierError> {
         let key = (name.clone(), block);
         let file = match self.inner.blocks.get(&key).await {
             Some(file) => {
@@ -139,10 +137,22 @@ impl BlockCache {
                     .map_err(TierError::Shared)?
             }
         };
-        let bytes = tokio::fs::read(&file.path)
-            .await
-            .map_err(|e| TierError::io(format!("reading cached {}", file.path.display()), e))?;
-        Ok(Bytes::from(bytes))
+        if within.end > u64::from(file.len) {
+            return Err(TierError::Corrupt {
+                key: path.to_string(),
+                reason: format!("block {block} is {} bytes", file.len),
+            });
+        }
+        // Only the bytes wanted, not the whole block (the file holds it for the next reads).
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; (within.end - within.start) as usize];
+            std::fs::File::open(&file.path)?.read_exact_at(&mut buf, within.start)?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .map_err(|e| TierError::io("reading the tier cache", std::io::Error::other(e)))?
+        .map_err(|e| TierError::io("reading the tier cache", e))
     }
 
     /// Fetches `block` in the background if it is not cached and reads are not queueing.

@@ -190,6 +190,9 @@ pub struct Tier {
     indexes: moka::future::Cache<Arc<str>, Arc<vela_raft::sealed::SealedIndex>>,
     stats: Arc<TierStats>,
     part_bytes: usize,
+    /// The directory of a `file://` tier: uploads are fsynced there (object_store's local
+    /// store does not), so a power cut cannot lose a copy whose local original is gone.
+    fs_root: Option<PathBuf>,
 }
 
 /// Memory for cached footers (4 bytes per record).
@@ -210,22 +213,23 @@ impl Tier {
             .enabled_url()
             .ok_or_else(|| TierError::Config("tier.url is not set".into()))?;
         let location = Location::parse(url).map_err(TierError::Config)?;
-        let (store, prefix): (Arc<dyn ObjectStore>, String) = match location {
-            Location::S3 { bucket, prefix } => (Arc::new(s3(cfg, &bucket)?), prefix),
+        let (store, prefix, fs_root): (Arc<dyn ObjectStore>, String, _) = match location {
+            Location::S3 { bucket, prefix } => (Arc::new(s3(cfg, &bucket)?), prefix, None),
             Location::File(dir) => {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| TierError::io(format!("creating {}", dir.display()), e))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| TierError::Config(format!("tier directory {dir:?}: {e}")))?
                     .with_automatic_cleanup(true);
-                (Arc::new(fs), String::new())
+                (Arc::new(fs), String::new(), Some(dir))
             }
             Location::Memory => (
                 Arc::new(object_store::memory::InMemory::new()),
                 String::new(),
+                None,
             ),
         };
-        Self::with_store(store, &prefix, url, cache_dir, ReadLimits::of(cfg))
+        Self::build(store, &prefix, url, cache_dir, ReadLimits::of(cfg), fs_root)
     }
 
     /// A tier over `store` (tests wrap one in [`faults::FaultyStore`]).
@@ -235,6 +239,17 @@ impl Tier {
         describe: &str,
         cache_dir: &FsPath,
         limits: ReadLimits,
+    ) -> Result<Arc<Tier>, TierError> {
+        Self::build(store, prefix, describe, cache_dir, limits, None)
+    }
+
+    fn build(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        describe: &str,
+        cache_dir: &FsPath,
+        limits: ReadLimits,
+        fs_root: Option<PathBuf>,
     ) -> Result<Arc<Tier>, TierError> {
         let stats = Arc::new(TierStats::default());
         let cache = BlockCache::new(store.clone(), cache_dir, limits, stats.clone())?;
@@ -251,6 +266,7 @@ impl Tier {
                 .build(),
             stats,
             part_bytes: limits.part_bytes.max(5 << 20),
+            fs_root,
         }))
     }
 

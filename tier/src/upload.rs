@@ -108,12 +108,31 @@ impl Tier {
                 .map_err(|e| TierError::store("complete multipart upload of", &path, e))?;
         }
         self.verify(key, file, len).await?;
+        self.sync_local_copy(key).await?;
         debug!(key, bytes = len, "uploaded a segment to the tier");
         Ok(Uploaded {
             key: key.to_owned(),
             bytes: len,
             crc32c: crc,
         })
+    }
+
+    /// In a `file://` tier: makes the object's file and its directory entry durable.
+    async fn sync_local_copy(&self, key: &str) -> Result<(), TierError> {
+        let Some(root) = &self.fs_root else {
+            return Ok(());
+        };
+        let path = root.join(key);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&path)?.sync_all()?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| TierError::io(format!("syncing {key}"), std::io::Error::other(e)))?
+        .map_err(|e| TierError::io(format!("syncing {key}"), e))
     }
 
     /// The object must have the file's length and end with the file's last bytes.

@@ -78,9 +78,9 @@ pub(crate) async fn tier_loop(
                 result = collect_orphans(&shard, &tier, now, policy.orphan_grace).await;
             }
         }
-        if result.is_ok() {
-            result = evict_local(&shard, policy.local, now).await.map(|_| ());
-        }
+        // Recorded segments may go even while uploads fail: their copies are verified.
+        let evicted = evict_local(&shard, policy.local, now).await.map(|_| ());
+        result = result.and(evicted);
         match result {
             Ok(()) => {
                 shard.tier_progress.lock().last_error = None;

@@ -264,3 +264,59 @@ async fn retention_counts_the_tier_and_deletes_expired_objects() {
     assert!(stats[0].min_offset > 0, "old messages are gone: {stats:?}");
     store.shutdown().await.expect("shuts down");
 }
+
+#[tokio::test]
+async fn sends_are_refused_retriably_while_the_data_disk_is_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Any real file system is more used than this.
+    let cfg = StoreConfig {
+        disk_full_ratio: 1e-9,
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg.clone(), Arc::new(SystemClock))
+        .await
+        .expect("opens");
+    let refused = store.append(append(vec![message("x")])).await;
+    let Err(StoreError::Unavailable(why)) = refused else {
+        panic!("a send on a full disk: {refused:?}");
+    };
+    assert!(why.contains("data disk") && why.contains("full"), "{why}");
+    let lines = metric_lines(&store, &["vela_store_disk_"]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("vela_store_disk_full{") && l.ends_with(" 1")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("vela_store_disk_used_ratio{"))
+    );
+    // Receives go on (they are what frees space).
+    store.pop(pop(1, Duration::ZERO)).await.expect("receives");
+    store.shutdown().await.expect("shuts down");
+    let store = Store::open(
+        StoreConfig {
+            disk_full_ratio: 1.0,
+            ..cfg.clone()
+        },
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("reopens");
+    store
+        .append(append(vec![message("x")]))
+        .await
+        .expect("taken again");
+    store.shutdown().await.expect("shuts down");
+    let bad = Store::open(
+        StoreConfig {
+            disk_full_ratio: 0.0,
+            ..cfg
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    assert!(matches!(bad, Err(StoreOpenError::Config(_))));
+}
