@@ -320,3 +320,64 @@ async fn sends_are_refused_retriably_while_the_data_disk_is_full() {
     .await;
     assert!(matches!(bad, Err(StoreOpenError::Config(_))));
 }
+
+/// Fencing without conditional writes: every leader writes under its own term's key, and the
+/// manifest takes the first commit for a range. A deposed leader's upload of a range already
+/// recorded (here: garbage under a later term's key) is refused when its entry applies, and
+/// readers never see it.
+#[tokio::test]
+async fn a_second_upload_of_a_recorded_range_never_becomes_the_copy_readers_use() {
+    use crate::command::{CommandResponse, StoreCommand};
+    use crate::state::{TierRefusal, TieredSegment};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tiered_config(dir.path()), Arc::new(SystemClock))
+        .await
+        .expect("opens");
+    let tier = file_tier(dir.path(), "cache");
+    store
+        .attach_tier(tier.clone(), SETTINGS)
+        .await
+        .expect("attaches");
+    append_numbered(&store, 0..40).await;
+    until_status(&store, "tiered and evicted", |s| {
+        s.tiered_segments >= 2 && s.local_first.is_some_and(|f| f > 0)
+    })
+    .await;
+    let shard = store.shards()[&0].shard.clone();
+    let recorded = read_state(&store, 0, |s| {
+        s.tier().segments().next().cloned().expect("a segment")
+    });
+    let other = Tier::segment_key(0, recorded.first_index, recorded.last_index, 99);
+    std::fs::write(dir.path().join("tier").join(&other), vec![0u8; 4096]).expect("writes");
+    let stale = TieredSegment {
+        key: other.clone(),
+        bytes: 4096,
+        ..recorded.clone()
+    };
+    let answer = shard
+        .write(StoreCommand::Tiered { segment: stale })
+        .await
+        .expect("applies");
+    assert_eq!(answer, CommandResponse::Tiered(Err(TierRefusal::Covered)));
+    let through = read_state(&store, 0, |s| s.tier().through().expect("tiered"));
+    let gap = TieredSegment {
+        key: Tier::segment_key(0, through + 5, through + 9, 99),
+        first_index: through + 5,
+        last_index: through + 9,
+        ..recorded.clone()
+    };
+    let answer = shard
+        .write(StoreCommand::Tiered { segment: gap })
+        .await
+        .expect("applies");
+    assert_eq!(answer, CommandResponse::Tiered(Err(TierRefusal::Gap)));
+    let named = read_state(&store, 0, |s| {
+        s.tier()
+            .segment_for(recorded.first_index)
+            .map(|s| s.key.clone())
+    });
+    assert_eq!(named, Some(recorded.key), "the first commit stays the copy");
+    assert_eq!(receive_all(&store, "after", 40).await, numbered(0..40));
+    store.shutdown().await.expect("shuts down");
+}
