@@ -189,14 +189,14 @@ async fn main() {
         }
         None => "the local-directory tier".to_owned(),
     };
-    let with = |local: &str| {
+    fn with<'a>(env: &'a [(String, String)], local: &'a str) -> Vec<(&'a str, &'a str)> {
         let mut e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         e.push(("VELA_STORE__LOCAL_RETENTION_TIME", local));
         e
-    };
+    }
     println!("tier benchmark: {total} messages of {BODY} B, {tier}");
 
-    let (child, _) = start_standalone(&data, grpc, http, &with("24h")).await;
+    let (child, _) = start_standalone(&data, grpc, http, &with(&env, "24h")).await;
     let topic = format!("tier-{}", std::process::id());
     for group in ["hot", "cold", "cold-under-load"] {
         support::create_group(&server, group).await;
@@ -227,7 +227,7 @@ async fn main() {
     stop(child).await;
 
     // Local retention 0: the tiered segments leave local disk.
-    let (child, _) = start_standalone(&data, grpc, http, &with("0s")).await;
+    let (child, _) = start_standalone(&data, grpc, http, &with(&env, "0s")).await;
     let pid = child.id().unwrap();
     let waited = Instant::now();
     let (_, tiered, local_first, tiered_last) = loop {
