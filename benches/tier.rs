@@ -12,8 +12,9 @@
 //! 3. restarts with `store.local_retention_time = 0s`, waits until the tiered segments left
 //!    local disk, and replays them all again with another group: the cold replay, from the tier
 //!    through the read cache;
-//! 4. sends at a fixed rate for 15 s alone, then for 15 s while a third group replays from the
-//!    tier, and compares the send p99 of the two runs.
+//! 4. sends at a fixed rate for 15 s alone, for 15 s while another group replays from local
+//!    disk (before the restart), and for 15 s while a third group replays from the tier, each
+//!    load in its own `vela bench` process, and compares the send p99 of the three runs.
 //!
 //! Broker CPU per message is reported for each replay. Run: `cargo bench --bench tier`.
 
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use support::{cpu_seconds, free_port, start_standalone, stop, ticks_per_second};
 use vela::admin::{AdminCommand, OutputFormat, Target, TierCommand};
-use vela::bench::{BenchArgs, BenchReport, execute};
+use vela::bench::{BenchArgs, execute};
 use vela_sdk::{ClientConfig, Message, Producer};
 
 const BATCH: u64 = 64;
@@ -140,37 +141,73 @@ async fn replay(server: &str, topic: &str, group: &str, total: u64, pid: u32) ->
     )
 }
 
-/// Sends at [`PROBE_RATE`] for 15 s.
-async fn probe(server: &str, topic: &str) -> BenchReport {
-    execute(BenchArgs {
-        topic: Some(topic.to_owned()),
-        producers: 4,
-        producer_clients: 2,
-        rate: Some(PROBE_RATE),
-        drain: Duration::ZERO,
-        ..support::bench_args(server, 15)
-    })
-    .await
-    .unwrap()
+/// `vela bench ARGS --json` as its own process (so its runtime is not the one replaying).
+fn bench_process(server: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vela"));
+    cmd.args(["bench", "--server", server, "--json"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
 }
 
-/// Probes while `group` replays `topic` (started 2 s before; stopped after).
-async fn under_replay(
-    server: &str,
-    topic: &str,
-    probe_topic: &str,
-    group: &str,
-    total: u64,
-    pid: u32,
-) -> BenchReport {
-    let replaying = {
-        let (server, topic, group) = (server.to_owned(), topic.to_owned(), group.to_owned());
-        tokio::spawn(async move { replay(&server, &topic, &group, total, pid).await })
-    };
+/// Sends at [`PROBE_RATE`] for 15 s from a separate `vela bench` process; the send p99 (ms).
+async fn probe(server: &str, topic: &str) -> f64 {
+    let rate = PROBE_RATE.to_string();
+    let out = bench_process(
+        server,
+        &[
+            "--topic",
+            topic,
+            "--producers",
+            "4",
+            "--producer-clients",
+            "2",
+            "--consumers",
+            "0",
+            "--rate",
+            &rate,
+            "--duration",
+            "15s",
+            "--drain",
+            "0s",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["send_latency"]["p99_ms"].as_f64().unwrap()
+}
+
+/// Probes while `group` replays `topic` in another `vela bench` process (started 2 s before,
+/// killed after).
+async fn under_replay(server: &str, topic: &str, probe_topic: &str, group: &str) -> f64 {
+    let replaying = bench_process(
+        server,
+        &[
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--producers",
+            "0",
+            "--consumers",
+            "4",
+            "--duration",
+            "60s",
+            "--drain",
+            "0s",
+        ],
+    )
+    .spawn()
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let report = probe(server, probe_topic).await;
-    replaying.abort();
-    report
+    let p99 = probe(server, probe_topic).await;
+    drop(replaying);
+    p99
 }
 
 #[tokio::main]
@@ -246,11 +283,9 @@ async fn main() {
     // Send latency alone, then while another group replays from local disk.
     let probe_topic = format!("{topic}-probe");
     let alone = probe(&server, &probe_topic).await;
-    let during_hot =
-        under_replay(&server, &topic, &probe_topic, "hot-under-load", total, pid).await;
+    let during_hot = under_replay(&server, &topic, &probe_topic, "hot-under-load").await;
     println!(
-        "send p99 at {PROBE_RATE} msg/s: {:.2} ms alone, {:.2} ms during a hot replay",
-        alone.send_latency.p99_ms, during_hot.send_latency.p99_ms
+        "send p99 at {PROBE_RATE} msg/s: {alone:.2} ms alone, {during_hot:.2} ms during a hot replay"
     );
     stop(child).await;
 
@@ -281,10 +316,11 @@ async fn main() {
     );
 
     // Send latency while another group replays from the tier.
-    let loaded = under_replay(&server, &topic, &probe_topic, "cold-under-load", total, pid).await;
+    let during_cold = under_replay(&server, &topic, &probe_topic, "cold-under-load").await;
     println!(
-        "send p99 at {PROBE_RATE} msg/s: {:.2} ms alone, {:.2} ms during a hot replay, {:.2} ms during a cold replay",
-        alone.send_latency.p99_ms, during_hot.send_latency.p99_ms, loaded.send_latency.p99_ms,
+        "send p99 at {PROBE_RATE} msg/s: {alone:.2} ms alone, {during_hot:.2} ms during a hot \
+         replay, {during_cold:.2} ms during a cold replay ({:.2}x the hot one)",
+        during_cold / during_hot
     );
     let json = serde_json::json!({
         "messages": total,
@@ -297,9 +333,9 @@ async fn main() {
         "cold_replay_msgs_per_s": cold as f64 / cold_s,
         "cold_replay_cpu_us_per_msg": cold_cpu * 1e6 / cold as f64,
         "cold_replay_tier_bytes": got,
-        "send_p99_ms_alone": alone.send_latency.p99_ms,
-        "send_p99_ms_during_hot_replay": during_hot.send_latency.p99_ms,
-        "send_p99_ms_during_cold_replay": loaded.send_latency.p99_ms,
+        "send_p99_ms_alone": alone,
+        "send_p99_ms_during_hot_replay": during_hot,
+        "send_p99_ms_during_cold_replay": during_cold,
     });
     println!("{}", serde_json::to_string_pretty(&json).unwrap());
     stop(child).await;
