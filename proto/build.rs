@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "protos/vela/admin/v1/admin.proto",
         "protos/vela/store/v1/store.proto",
         "protos/vela/controller/v1/controller.proto",
+        "protos/keda/externalscaler.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

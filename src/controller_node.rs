@@ -113,9 +113,18 @@ impl ControllerNode {
             .raft_service()
             .context("a replicated controller has a Raft service")?;
         let shutdown = CancellationToken::new();
-        let router = serving::grpc_server(cluster_tls.as_ref())?
+        let mut router = serving::grpc_server(cluster_tls.as_ref())?
             .add_service(raft)
             .add_service(ControllerService::server(controller.clone()));
+        // KEDA's external scaler (consumer backlog); with cluster TLS KEDA presents a client
+        // certificate of the cluster CA.
+        if !config.cluster.stores.is_empty() {
+            router = router.add_service(vela_controller::scaler::Scaler::server(
+                controller.clone(),
+                store_client(&config)?,
+                shutdown.clone(),
+            ));
+        }
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
         let telemetry = Metrics::start(&config.telemetry, &shutdown)?;
         let controller_metrics = controller.register_metrics(

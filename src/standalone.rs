@@ -129,9 +129,17 @@ impl Standalone {
             listen_addr: grpc_addr,
             tls,
         };
-        let proxy_task = tokio::spawn(vela_proxy::serve_split(
+        let scaler = scaler_services(
+            &config,
+            admin_listener.is_some(),
+            &controller,
+            &store,
+            &shutdown,
+        );
+        let proxy_task = tokio::spawn(vela_proxy::serve_with(
             grpc_listener,
             admin_listener,
+            scaler,
             ctx,
             shutdown.clone(),
         ));
@@ -218,4 +226,31 @@ pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
             Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())))
         }
     }
+}
+
+/// KEDA's external scaler, beside the admin service. KEDA cannot sign requests, so with auth
+/// on it is served only where the admin service has a listener of its own (`admin_listen`, a
+/// port only operators and KEDA reach).
+fn scaler_services(
+    config: &VelaConfig,
+    admin_apart: bool,
+    controller: &Arc<vela_controller::Controller>,
+    store: &Arc<vela_store::Store>,
+    shutdown: &CancellationToken,
+) -> Option<vela_proxy::OperatorServices> {
+    if config.auth.enabled && !admin_apart {
+        tracing::info!(
+            "KEDA external scaler off: auth is on and the admin service shares the client port \
+             (set admin_listen to serve it there)"
+        );
+        return None;
+    }
+    let scaler = vela_controller::scaler::Scaler::server(
+        controller.clone(),
+        store.clone() as Arc<dyn StoreApi>,
+        shutdown.clone(),
+    );
+    Some(Box::new(move |routes: tonic::service::Routes| {
+        routes.add_service(scaler)
+    }))
 }

@@ -7,6 +7,7 @@
 //!   the task that moves them while this node leads the controller group.
 //! - [`placement`]: which shard each new queue goes to.
 //! - [`service`]: the controller node's gRPC service (`vela.controller.v1`), for a cluster.
+//! - [`scaler`]: KEDA's external-scaler service (consumer backlog for autoscaling).
 //! - [`validation`]: checks and defaults applied before a command is proposed.
 //! - [`command`]: the Raft log's commands and their outcomes.
 //! - `raft` (private): everything that names an openraft type.
@@ -22,6 +23,7 @@ mod metrics;
 pub mod placement;
 mod raft;
 pub mod reconciler;
+pub mod scaler;
 pub mod secrets;
 pub mod service;
 pub mod validation;

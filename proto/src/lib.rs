@@ -63,6 +63,12 @@ pub mod pb {
     pub mod controller {
         tonic::include_proto!("vela.controller.v1");
     }
+    /// `externalscaler`: KEDA's external-scaler interface, which the controller serves so KEDA
+    /// scales consumers on a group's backlog.
+    #[allow(clippy::all, missing_docs)]
+    pub mod externalscaler {
+        tonic::include_proto!("externalscaler");
+    }
 }
 
 pub use client_id::ClientId;

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::client_id::ClientId;
 use crate::cluster_status::StoreNodeReport;
 use crate::domain::{
-    GroupName, GroupStart, MessageFilter, MessageRecord, OffsetTarget, QueueStats, ShardId,
-    TopicName,
+    GroupConfig, GroupName, GroupStart, MessageFilter, MessageRecord, OffsetTarget, QueueStats,
+    ShardId, TopicName,
 };
 use crate::receipt::ReceiptTicket;
 
@@ -266,6 +266,18 @@ pub trait StoreApi: Send + Sync + 'static {
         group: Option<&GroupName>,
         shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError>;
+
+    /// As [`StoreApi::queue_stats`] for one group, which on a queue it has not read yet is
+    /// reported where it would start there (its `start` rule and creation time), with nothing
+    /// in flight: the backlog waiting for a group before its first receive.
+    async fn group_queue_stats(
+        &self,
+        topic: &TopicName,
+        group: &GroupConfig,
+        shards: &[ShardId],
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        self.queue_stats(topic, Some(&group.name), shards).await
+    }
 
     /// Forgets a deleted topic's queues and consumer state.
     /// `shards` as for [`StoreApi::queue_stats`].

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::cluster_status::{ShardMember, StoreNodeReport, ask_each, member_from_wire};
-use crate::domain::{GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
+use crate::domain::{GroupConfig, GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
 use crate::pb::store as pb;
 use crate::pb::store::store_client::StoreClient;
 use crate::receipt::ReceiptTicket;
@@ -337,6 +337,35 @@ impl Routing {
     }
 }
 
+impl RemoteStore {
+    /// QueueStats on every shard `shards` selects, `wire` naming what to report.
+    async fn queue_stats_wire(
+        &self,
+        wire: pb::QueueStatsRequest,
+        shards: &[ShardId],
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let mut stats = Vec::new();
+        for shard in self.routing.scope(shards) {
+            let wire = pb::QueueStatsRequest {
+                shard,
+                ..wire.clone()
+            };
+            let reply = self
+                .routing
+                .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                    let wire = wire.clone();
+                    async move { c.queue_stats(wire).await }
+                })
+                .await?;
+            for s in reply.queues {
+                stats.push(stats_from_wire(s)?);
+            }
+        }
+        stats.sort_by_key(|s| s.queue_id);
+        Ok(stats)
+    }
+}
+
 #[async_trait]
 impl StoreApi for RemoteStore {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
@@ -573,26 +602,30 @@ impl StoreApi for RemoteStore {
         group: Option<&GroupName>,
         shards: &[ShardId],
     ) -> Result<Vec<QueueStats>, StoreError> {
-        let mut stats = Vec::new();
-        for shard in self.routing.scope(shards) {
-            let wire = pb::QueueStatsRequest {
-                topic: topic.as_str().to_owned(),
-                group: group.map(|g| g.as_str().to_owned()),
-                shard,
-            };
-            let reply = self
-                .routing
-                .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
-                    let wire = wire.clone();
-                    async move { c.queue_stats(wire).await }
-                })
-                .await?;
-            for s in reply.queues {
-                stats.push(stats_from_wire(s)?);
-            }
-        }
-        stats.sort_by_key(|s| s.queue_id);
-        Ok(stats)
+        let wire = pb::QueueStatsRequest {
+            topic: topic.as_str().to_owned(),
+            group: group.map(|g| g.as_str().to_owned()),
+            ..Default::default()
+        };
+        self.queue_stats_wire(wire, shards).await
+    }
+
+    async fn group_queue_stats(
+        &self,
+        topic: &TopicName,
+        group: &GroupConfig,
+        shards: &[ShardId],
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let (group_start, group_start_ms) = group_start_to_wire(group.start);
+        let wire = pb::QueueStatsRequest {
+            topic: topic.as_str().to_owned(),
+            group: Some(group.name.as_str().to_owned()),
+            group_created_ms: Some(group.created_at_ms),
+            group_start,
+            group_start_ms,
+            shard: 0,
+        };
+        self.queue_stats_wire(wire, shards).await
     }
 
     async fn drop_topic(&self, topic: &TopicName, shards: &[ShardId]) -> Result<(), StoreError> {

@@ -513,13 +513,17 @@ impl AdminService for AdminServer {
             .shared
             .shards_of(&self.existing_topic(&topic).await?)
             .await;
-        let mut queues = self
-            .shared
-            .ctx
-            .store
-            .queue_stats(&topic, group.as_ref(), &shards)
-            .await
-            .map_err(store_to_grpc)?;
+        // A named group is reported on every queue, where it would start on those it has
+        // not read yet: the backlog KEDA's scaler reports too.
+        let store = &self.shared.ctx.store;
+        let mut queues = match &group {
+            Some(name) => {
+                let group = self.existing_group(name).await?;
+                store.group_queue_stats(&topic, &group, &shards).await
+            }
+            None => store.queue_stats(&topic, None, &shards).await,
+        }
+        .map_err(store_to_grpc)?;
         queues.sort_by_key(|q| q.queue_id);
         Ok(Response::new(api::QueueStatsResponse {
             queues: queues.into_iter().map(queue_stats_to_api).collect(),

@@ -231,6 +231,23 @@ pub async fn serve_split(
     ctx: ProxyContext,
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
+    serve_with(listener, admin, None, ctx, shutdown).await
+}
+
+/// Adds services of other roles to the routes that carry the admin service (standalone
+/// serves KEDA's external scaler there).
+pub type OperatorServices =
+    Box<dyn FnOnce(tonic::service::Routes) -> tonic::service::Routes + Send>;
+
+/// As [`serve_split`], with `operator` adding services beside the admin service.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    operator: Option<OperatorServices>,
+    ctx: ProxyContext,
+    shutdown: CancellationToken,
+) -> Result<(), ProxyError> {
+    let operator = operator.unwrap_or_else(|| Box::new(|routes| routes));
     let tls = ctx.tls.clone();
     let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -240,21 +257,21 @@ pub async fn serve_split(
     let incoming = |l: tokio::net::TcpListener| {
         tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
     };
-    let client_routes = match admin {
-        Some(_) => messaging_routes(shared.clone()),
-        None => routes(shared.clone()),
+    let (client_routes, operator) = match admin {
+        Some(_) => (messaging_routes(shared.clone()), Some(operator)),
+        None => (operator(routes(shared.clone())), None),
     };
     let clients = server_builder(tls.clone())?
         .add_routes(client_routes)
         .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned());
-    match admin {
-        Some(admin) => {
+    match (admin, operator) {
+        (Some(admin), Some(operator)) => {
             let operators = server_builder(tls)?
-                .add_routes(admin_routes(shared))
+                .add_routes(operator(admin_routes(shared)))
                 .serve_with_incoming_shutdown(incoming(admin), shutdown.cancelled_owned());
             tokio::try_join!(clients, operators)?;
         }
-        None => clients.await?,
+        _ => clients.await?,
     }
     tracing::info!("proxy stopped");
     Ok(())

@@ -334,9 +334,17 @@ impl StoreRpc for StoreService {
         let req = request.into_inner();
         let topic = topic_from_wire(&req.topic)?;
         let group = req.group.as_deref().map(group_from_wire).transpose()?;
+        let pending = match req.group_created_ms {
+            Some(created_ms) => Some((
+                group_start_from_wire(req.group_start, req.group_start_ms)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                created_ms,
+            )),
+            None => None,
+        };
         let stats = self
             .store
-            .queue_stats_shard(req.shard, &topic, group.as_ref())
+            .queue_stats_shard(req.shard, &topic, group.as_ref(), pending)
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::QueueStatsReply {

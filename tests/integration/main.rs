@@ -31,3 +31,4 @@ mod t20_cluster_tls;
 mod t21_metrics;
 mod t22_traces;
 mod t23_tier;
+mod t24_scaler;

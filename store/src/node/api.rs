@@ -221,6 +221,27 @@ impl StoreApi for Store {
         Ok(checks)
     }
 
+    async fn group_queue_stats(
+        &self,
+        topic: &TopicName,
+        group: &vela_proto::domain::GroupConfig,
+        _shards: &[ShardId],
+    ) -> Result<Vec<QueueStats>, StoreError> {
+        let mut stats: Vec<QueueStats> = self
+            .shards()
+            .values()
+            .flat_map(|l| {
+                let applied = l.shard.shared.applied.read();
+                let rule = self.start_rule(&applied.state, group.start, group.created_at_ms);
+                applied
+                    .state
+                    .queue_stats_with(topic, Some(&group.name), Some(rule))
+            })
+            .collect();
+        stats.sort_by_key(|s| s.queue_id);
+        Ok(stats)
+    }
+
     // In process the store covers every shard it holds, whatever the caller names.
     async fn queue_stats(
         &self,

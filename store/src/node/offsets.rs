@@ -35,13 +35,7 @@ impl Store {
             if applied.state.apply_version() < OFFSETS_APPLY_VERSION {
                 return Ok(());
             }
-            let rule = StartRule {
-                start: req.group_start,
-                group_created_ms,
-                young_ms: i64::try_from(duration_ms(self.config.new_group_start_window))
-                    .unwrap_or(i64::MAX),
-                now_ms: applied.state.time_at(self.clock.now_ms()),
-            };
+            let rule = self.start_rule(&applied.state, req.group_start, group_created_ms);
             applied
                 .state
                 .missing_starts(&req.group, &req.topic, queues, rule)
@@ -58,6 +52,22 @@ impl Store {
         match shard.write(command).await? {
             CommandResponse::OffsetsSet(_) => Ok(()),
             other => Err(unexpected("set_offsets", &other)),
+        }
+    }
+
+    /// How a group that has no position on a queue of `state` starts there.
+    pub(super) fn start_rule(
+        &self,
+        state: &crate::state::ShardState,
+        start: vela_proto::domain::GroupStart,
+        group_created_ms: i64,
+    ) -> StartRule {
+        StartRule {
+            start,
+            group_created_ms,
+            young_ms: i64::try_from(duration_ms(self.config.new_group_start_window))
+                .unwrap_or(i64::MAX),
+            now_ms: state.time_at(self.clock.now_ms()),
         }
     }
 

@@ -11,7 +11,7 @@ use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use tracing::warn;
 use vela_proto::cluster_status::ShardMember;
-use vela_proto::domain::{GroupName, QueueStats, ShardId, TopicName};
+use vela_proto::domain::{GroupName, GroupStart, QueueStats, ShardId, TopicName};
 use vela_proto::store_api::{Delivery, PopRequest, StoreError, TransactionCheck};
 
 use super::{Received, Store};
@@ -257,15 +257,23 @@ impl Store {
 
     /// Offsets and backlog of `topic`'s queues on shard `shard`, read after a read barrier (a
     /// deposed leader does not answer from its stale state).
+    /// With `pending` (the group's start rule and creation time), a queue the group has not
+    /// read yet reports where it would start (see [`StoreApi::group_queue_stats`]).
     pub async fn queue_stats_shard(
         &self,
         shard: ShardId,
         topic: &TopicName,
         group: Option<&GroupName>,
+        pending: Option<(GroupStart, i64)>,
     ) -> Result<Vec<QueueStats>, StoreError> {
         let shard = self.led(shard)?;
         self.read_barrier(&shard).await?;
-        let mut stats = shard.shared.applied.read().state.queue_stats(topic, group);
+        let mut stats = {
+            let applied = shard.shared.applied.read();
+            let rule = pending
+                .map(|(start, created_ms)| self.start_rule(&applied.state, start, created_ms));
+            applied.state.queue_stats_with(topic, group, rule)
+        };
         stats.sort_by_key(|s| s.queue_id);
         Ok(stats)
     }

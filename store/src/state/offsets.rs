@@ -92,34 +92,45 @@ impl ShardState {
             let Some(index) = self.queues.get(&(topic.clone(), queue_id)) else {
                 continue;
             };
-            let first = live_range(
-                &self.entries,
-                self.truncated_below,
-                index,
-                index.min_offset(),
-                index.max_offset(),
-            )
-            .next();
-            let since = |at_ms| {
-                self.offset_at(topic, queue_id, at_ms)
-                    .unwrap_or(index.max_offset())
-            };
-            let offset = match (first, rule.start) {
-                // Nothing retained: wherever it ends.
-                (None, _) => index.max_offset(),
-                (Some((offset, _)), GroupStart::Earliest) => offset,
-                (Some(_), GroupStart::Latest) => since(rule.group_created_ms),
-                (Some(_), GroupStart::At(at_ms)) => since(at_ms),
-                (Some((offset, _)), GroupStart::Auto) if topic.is_dead_letter() => offset,
-                (Some((offset, entry)), GroupStart::Auto)
-                    if entry.store_ts_ms >= rule.now_ms.saturating_sub(rule.young_ms) =>
-                {
-                    offset
-                }
-                (Some(_), GroupStart::Auto) => since(rule.group_created_ms),
-            };
+            let offset = self.start_on(topic, queue_id, index, rule);
             out.push(QueueOffset { queue_id, offset });
         }
         out
+    }
+
+    /// Where a group with no position on a queue starts there, by `rule`.
+    pub(super) fn start_on(
+        &self,
+        topic: &TopicName,
+        queue_id: u32,
+        index: &super::QueueIndex,
+        rule: StartRule,
+    ) -> u64 {
+        let first = live_range(
+            &self.entries,
+            self.truncated_below,
+            index,
+            index.min_offset(),
+            index.max_offset(),
+        )
+        .next();
+        let since = |at_ms| {
+            self.offset_at(topic, queue_id, at_ms)
+                .unwrap_or(index.max_offset())
+        };
+        match (first, rule.start) {
+            // Nothing retained: wherever it ends.
+            (None, _) => index.max_offset(),
+            (Some((offset, _)), GroupStart::Earliest) => offset,
+            (Some(_), GroupStart::Latest) => since(rule.group_created_ms),
+            (Some(_), GroupStart::At(at_ms)) => since(at_ms),
+            (Some((offset, _)), GroupStart::Auto) if topic.is_dead_letter() => offset,
+            (Some((offset, entry)), GroupStart::Auto)
+                if entry.store_ts_ms >= rule.now_ms.saturating_sub(rule.young_ms) =>
+            {
+                offset
+            }
+            (Some(_), GroupStart::Auto) => since(rule.group_created_ms),
+        }
     }
 }

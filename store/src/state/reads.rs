@@ -114,6 +114,18 @@ impl ShardState {
 
     /// Offsets and per-group positions of `topic`'s queues.
     pub fn queue_stats(&self, topic: &TopicName, group: Option<&GroupName>) -> Vec<QueueStats> {
+        self.queue_stats_with(topic, group, None)
+    }
+
+    /// As [`ShardState::queue_stats`]; with `pending`, a queue where `group` has no position
+    /// yet reports where the group would start there by that rule (nothing in flight), so a
+    /// group that has not received yet still shows the backlog waiting for it.
+    pub fn queue_stats_with(
+        &self,
+        topic: &TopicName,
+        group: Option<&GroupName>,
+        pending: Option<offsets::StartRule>,
+    ) -> Vec<QueueStats> {
         self.queues
             .range((topic.clone(), 0)..=(topic.clone(), u32::MAX))
             .map(|((_, queue_id), index)| {
@@ -129,12 +141,23 @@ impl ShardState {
                     }
                 };
                 let groups = match group {
-                    Some(g) => self
-                        .consumers
-                        .get(&(g.clone(), topic.clone(), *queue_id))
-                        .map(|c| group_stats((g, c)))
-                        .into_iter()
-                        .collect(),
+                    Some(g) => match self.consumers.get(&(g.clone(), topic.clone(), *queue_id)) {
+                        Some(c) => vec![group_stats((g, c))],
+                        None => pending
+                            .map(|rule| {
+                                let start = self.start_on(topic, *queue_id, index, rule);
+                                GroupQueueStats {
+                                    group: g.clone(),
+                                    topic: topic.clone(),
+                                    queue_id: *queue_id,
+                                    consumer_offset: start,
+                                    inflight: 0,
+                                    backlog: index.max_offset().saturating_sub(start),
+                                }
+                            })
+                            .into_iter()
+                            .collect(),
+                    },
                     None => self
                         .consumers
                         .iter()
