@@ -2,7 +2,8 @@
 # The whole test suite, as the README and .ci/run run it: formatting, lints, every unit and
 # integration test, then the official RocketMQ 5 clients (Python, Node.js) against a freshly
 # started `vela standalone`, then the metrics against promtool and a real Prometheus running
-# every query of the Grafana dashboard. It installs what it needs (cargo-nextest, a Python venv with
+# every query of the Grafana dashboard, then the Helm chart (real helm, kubernetes-validate, and
+# the cluster it renders started locally). It installs what it needs (cargo-nextest, a Python venv with
 # the Python client and moto, the S3-compatible server the tier tests use, npm packages) on
 # first run.
 set -euo pipefail
@@ -47,6 +48,9 @@ scripts/compat.sh target/debug/vela
 scripts/compat.sh target/debug/vela --cluster
 scripts/compat.sh target/debug/vela --auth
 scripts/compat.sh target/debug/vela --tls
+
+step "Kubernetes: helm lint/template, schema validation of every profile, the rendered cluster run locally"
+scripts/helm-check.sh target/debug/vela
 
 step "metrics: promtool check metrics, and every query of the Grafana dashboard against a real Prometheus"
 scripts/dashboard-check.sh target/debug/vela

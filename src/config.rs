@@ -7,7 +7,7 @@
 //! `VELA_STORE__FLUSH=async`. Values are read as TOML values when they parse as one
 //! (`true`, `8`), otherwise as strings. An unknown key is an error, except for the few
 //! `VELA_` variables that are not config keys (`VELA_CONFIG`, `VELA_ADMIN_SERVER`,
-//! `VELA_BENCH_*`, `VELA_TEST_*`).
+//! `VELA_BOOTSTRAP`, `VELA_NODE_ID_FROM_HOSTNAME`, `VELA_BENCH_*`, `VELA_TEST_*`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,13 +21,15 @@ const MAX_BODY_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 pub const ENV_PREFIX: &str = "VELA_";
 
 /// `VELA_` variables that are not config keys: the config file path, the admin CLI's server
-/// and credentials, and anything under `VELA_BENCH_` / `VELA_TEST_` (benchmarks and tests).
+/// and credentials, the role flags `--bootstrap` and `--node-id-from-hostname`, and anything under `VELA_BENCH_` / `VELA_TEST_` (benchmarks and tests).
 fn is_reserved_env(path: &str) -> bool {
     path == "CONFIG"
         || path == "ADMIN_SERVER"
         || path == "ADMIN_ACCESS_KEY"
         || path == "ADMIN_SECRET_KEY"
         || path == "ADMIN_CA_FILE"
+        || path == "BOOTSTRAP"
+        || path == "NODE_ID_FROM_HOSTNAME"
         || path.starts_with("BENCH_")
         || path.starts_with("TEST_")
 }
@@ -394,6 +396,22 @@ pub fn load(
     from_table(profile, table)
 }
 
+/// A node id from a StatefulSet pod's host name `<name>-<ordinal>`: the ordinal + 1 (ids
+/// start at 1; 0 is reserved).
+pub fn node_id_from_hostname(host: &str) -> Result<u64, ConfigError> {
+    let short = host.split('.').next().unwrap_or(host);
+    short
+        .rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse::<u64>().ok())
+        .and_then(|ordinal| ordinal.checked_add(1))
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "host name {host:?} does not end in -<ordinal> (a StatefulSet pod's name), so \
+                 it gives no node id"
+            ))
+        })
+}
+
 /// Turns a merged table into the typed config and derives the per-role paths.
 fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, ConfigError> {
     if profile == Profile::Store {
@@ -584,6 +602,19 @@ mod tests {
 
     fn no_env() -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    #[test]
+    fn node_ids_come_from_statefulset_pod_names() {
+        assert_eq!(node_id_from_hostname("vela-store-0").expect("id"), 1);
+        assert_eq!(
+            node_id_from_hostname("vela-controller-2.vela-controller.ns.svc").expect("id"),
+            3
+        );
+        for bad in ["vela", "vela-store-x", "", "store-"] {
+            let err = node_id_from_hostname(bad).expect_err(bad).to_string();
+            assert!(err.contains("-<ordinal>"), "{err}");
+        }
     }
 
     #[test]

@@ -88,9 +88,31 @@ struct RaftNodeArgs {
     #[command(flatten)]
     role: RoleArgs,
     /// Create this node's Raft groups if its data directory is new (the cluster's first start
-    /// only; without it a new data directory is refused).
-    #[arg(long)]
+    /// only; without it a new data directory is refused). Also VELA_BOOTSTRAP=true.
+    #[arg(long, env = "VELA_BOOTSTRAP")]
     bootstrap: bool,
+    /// Take this node's id from its host name, a StatefulSet pod's `<name>-<ordinal>`: the
+    /// ordinal + 1 (pod `vela-store-0` is node 1). Also VELA_NODE_ID_FROM_HOSTNAME=true.
+    #[arg(long, env = "VELA_NODE_ID_FROM_HOSTNAME")]
+    node_id_from_hostname: bool,
+}
+
+impl RaftNodeArgs {
+    /// `VELA_<ROLE>__NODE_ID` from the host name, when asked for.
+    fn node_id_env(&self, role: &str) -> anyhow::Result<Vec<(String, String)>> {
+        if !self.node_id_from_hostname {
+            return Ok(Vec::new());
+        }
+        let host = match std::env::var("HOSTNAME") {
+            Ok(h) if !h.is_empty() => h,
+            _ => rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+        };
+        let id = vela::config::node_id_from_hostname(&host)?;
+        Ok(vec![(format!("VELA_{role}__NODE_ID"), id.to_string())])
+    }
 }
 
 fn main() -> ExitCode {
@@ -132,6 +154,15 @@ fn main() -> ExitCode {
 
 /// Loads the configuration of a role process: defaults of `profile` < file < env < flags.
 fn load_role_config(profile: Profile, args: RoleArgs) -> anyhow::Result<config::VelaConfig> {
+    load_role_config_with(profile, args, Vec::new())
+}
+
+/// As [`load_role_config`], with `extra` variables after the process's own.
+fn load_role_config_with(
+    profile: Profile,
+    args: RoleArgs,
+    extra: Vec<(String, String)>,
+) -> anyhow::Result<config::VelaConfig> {
     let file = args
         .config
         .or_else(|| std::env::var_os("VELA_CONFIG").map(PathBuf::from));
@@ -140,7 +171,12 @@ fn load_role_config(profile: Profile, args: RoleArgs) -> anyhow::Result<config::
         grpc_listen: args.grpc_listen,
         http_listen: args.http_listen,
     };
-    let config = config::load(profile, file.as_deref(), std::env::vars(), &flags)?;
+    let config = config::load(
+        profile,
+        file.as_deref(),
+        std::env::vars().chain(extra),
+        &flags,
+    )?;
     vela::telemetry::init(&config.log);
     Ok(config)
 }
@@ -201,7 +237,8 @@ async fn run_standalone(args: RoleArgs) -> anyhow::Result<()> {
 }
 
 async fn run_controller(args: RaftNodeArgs) -> anyhow::Result<()> {
-    let config = load_role_config(Profile::Controller, args.role)?;
+    let extra = args.node_id_env("CONTROLLER")?;
+    let config = load_role_config_with(Profile::Controller, args.role, extra)?;
     let node_id = config.controller.node_id;
     let data_dir = config.data_dir.display().to_string();
     let node = ControllerNode::start(config, args.bootstrap).await?;
@@ -231,7 +268,8 @@ async fn run_proxy(args: RoleArgs) -> anyhow::Result<()> {
 }
 
 async fn run_store(args: RaftNodeArgs) -> anyhow::Result<()> {
-    let config = load_role_config(Profile::Store, args.role)?;
+    let extra = args.node_id_env("STORE")?;
+    let config = load_role_config_with(Profile::Store, args.role, extra)?;
     let node_id = config.store.node_id;
     let data_dir = config.data_dir.display().to_string();
     let node = StoreNode::start(config, args.bootstrap).await?;

@@ -356,7 +356,7 @@ async fn a_deposed_leader_answers_no_stale_reads() {
         Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_)) => {}
         other => panic!("a deposed leader answered an ack from its stale state: {other:?}"),
     }
-    match deposed.queue_stats_shard(0, &topic(), None).await {
+    match deposed.queue_stats_shard(0, &topic(), None, None).await {
         Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_)) => {}
         other => panic!("a deposed leader served stats from its stale state: {other:?}"),
     }

@@ -100,3 +100,44 @@ fn offsets_are_found_by_store_time() {
     h.apply(StoreCommand::Truncate { below_log_index: 2 });
     assert_eq!(h.state.offset_at(&orders, 0, 0), Some(2));
 }
+
+#[test]
+fn queue_stats_report_where_a_new_group_would_start() {
+    use vela_proto::domain::GroupStart;
+    let mut h = Harness::new();
+    h.append(vec![message(None, None), message(None, None)]);
+    h.append(vec![message(None, None)]);
+    let rule = |start| crate::state::StartRule {
+        start,
+        group_created_ms: i64::MAX / 2,
+        young_ms: 0,
+        now_ms: i64::MAX / 2,
+    };
+    let late = group("late");
+    let stats = |h: &Harness, g: &GroupName, start: Option<GroupStart>| {
+        h.state
+            .queue_stats_with(&topic("orders"), Some(g), start.map(rule))
+    };
+    // Without a rule a group that has not read the queue is not there.
+    assert!(stats(&h, &late, None)[0].groups.is_empty());
+    let earliest = &stats(&h, &late, Some(GroupStart::Earliest))[0].groups[0];
+    assert_eq!(
+        (
+            earliest.consumer_offset,
+            earliest.inflight,
+            earliest.backlog
+        ),
+        (0, 0, 3)
+    );
+    // Created after every message: nothing waits for it.
+    let latest = &stats(&h, &late, Some(GroupStart::Latest))[0].groups[0];
+    assert_eq!((latest.consumer_offset, latest.backlog), (3, 0));
+    // A group with a position is reported as it stands, whatever the rule.
+    let (_, got) = popped_with_id(&mut h);
+    assert_eq!(got.len(), 3);
+    let billing = &stats(&h, &group("billing"), Some(GroupStart::Latest))[0].groups[0];
+    assert_eq!(
+        (billing.consumer_offset, billing.inflight, billing.backlog),
+        (0, 3, 3)
+    );
+}

@@ -1,0 +1,188 @@
+{{/* Names, labels and the pieces every role's config shares. */}}
+
+{{- define "vela.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "vela.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vela.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "vela.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "store") */}}
+{{- define "vela.selector" -}}
+app.kubernetes.io/name: {{ include "vela.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "vela.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "vela.serviceAccount" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "vela.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "vela.authSecret" -}}
+{{- default (printf "%s-auth" (include "vela.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+{{- define "vela.receiptSecret" -}}
+{{- default (printf "%s-receipt-keys" (include "vela.fullname" .)) .Values.receiptKeys.existingSecret -}}
+{{- end -}}
+{{- define "vela.metadataSecret" -}}
+{{- default (printf "%s-metadata-key" (include "vela.fullname" .)) .Values.metadataKeySecret -}}
+{{- end -}}
+{{- define "vela.tierSecret" -}}
+{{- default (printf "%s-tier" (include "vela.fullname" .)) .Values.tier.existingSecret -}}
+{{- end -}}
+{{- define "vela.tierCredentials" -}}
+{{- if or .Values.tier.existingSecret .Values.tier.accessKeyId -}}true{{- end -}}
+{{- end -}}
+
+{{/* Whether the nodes create their Raft groups on this start (cluster.bootstrap). */}}
+{{- define "vela.bootstrap" -}}
+{{- $b := toString .Values.cluster.bootstrap -}}
+{{- if eq $b "auto" -}}{{ .Release.IsInstall }}{{- else if eq $b "true" -}}true{{- else if eq $b "false" -}}false{{- else -}}
+{{- fail (printf "cluster.bootstrap must be auto, true or false, not %q" $b) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A TOML string. */}}
+{{- define "vela.tomlString" -}}
+{{- . | toString | toJson -}}
+{{- end -}}
+
+{{/* Extra settings of a role's section, as TOML key = value lines. */}}
+{{- define "vela.extraToml" -}}
+{{- range $k, $v := . }}
+{{ $k }} = {{ if kindIs "string" $v }}{{ toJson $v }}{{ else }}{{ $v }}{{ end }}
+{{- end }}
+{{- end -}}
+
+{{/* The [cluster] section, the same in every role's file, and the sections every role shares. */}}
+{{- define "vela.commonToml" -}}
+{{- $full := include "vela.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $domain := .Values.cluster.clusterDomain -}}
+[log]
+level = {{ include "vela.tomlString" .Values.telemetry.logLevel }}
+format = {{ include "vela.tomlString" .Values.telemetry.logFormat }}
+{{- if .Values.telemetry.otlpEndpoint }}
+
+[telemetry.otlp]
+endpoint = {{ include "vela.tomlString" .Values.telemetry.otlpEndpoint }}
+{{- end }}
+
+[cluster]
+shards = [{{ join ", " .Values.cluster.shards }}]
+receipt_keys_dir = "/etc/vela/receipt-keys"
+{{- with .Values.receiptKeys.signingKey }}
+receipt_signing_key = {{ . }}
+{{- end }}
+{{- range $i, $_ := until (int .Values.controller.replicas) }}
+
+[[cluster.controllers]]
+id = {{ add $i 1 }}
+addr = "{{ $full }}-controller-{{ $i }}.{{ $full }}-controller-headless.{{ $ns }}.svc.{{ $domain }}:{{ $.Values.controller.grpcPort }}"
+{{- end }}
+{{- range $i, $_ := until (int .Values.store.replicas) }}
+
+[[cluster.stores]]
+id = {{ add $i 1 }}
+addr = "{{ $full }}-store-{{ $i }}.{{ $full }}-store-headless.{{ $ns }}.svc.{{ $domain }}:{{ $.Values.store.grpcPort }}"
+{{- end }}
+{{- if .Values.cluster.tls.secretName }}
+
+[cluster.tls]
+ca_file = "/etc/vela/cluster-tls/ca.pem"
+cert_file = "/etc/vela/cluster-tls/tls.crt"
+key_file = "/etc/vela/cluster-tls/tls.key"
+{{- end }}
+{{- end -}}
+
+{{/* The [tier] section (store nodes and standalone). */}}
+{{- define "vela.tierToml" -}}
+{{- if .Values.tier.url }}
+
+[tier]
+url = {{ include "vela.tomlString" .Values.tier.url }}
+{{- with .Values.tier.endpoint }}
+endpoint = {{ include "vela.tomlString" . }}
+{{- end }}
+{{- with .Values.tier.region }}
+region = {{ include "vela.tomlString" . }}
+{{- end }}
+virtual_hosted_style = {{ .Values.tier.virtualHostedStyle }}
+{{- end }}
+{{- end -}}
+
+{{/* Environment every Vela container gets: credentials from Secrets. */}}
+{{- define "vela.tierEnv" -}}
+{{- if include "vela.tierCredentials" . }}
+- name: VELA_TIER__ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ include "vela.tierSecret" . }}, key: access_key_id}}
+- name: VELA_TIER__SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "vela.tierSecret" . }}, key: secret_access_key}}
+{{- end }}
+{{- end -}}
+
+{{- define "vela.initUserEnv" -}}
+{{- if .Values.auth.enabled }}
+- name: VELA_AUTH__INIT_USER
+  valueFrom: {secretKeyRef: {name: {{ include "vela.authSecret" . }}, key: user}}
+- name: VELA_AUTH__INIT_PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ include "vela.authSecret" . }}, key: password}}
+{{- end }}
+{{- end -}}
+
+{{/* Probes on the HTTP side door. */}}
+{{- define "vela.probes" -}}
+startupProbe:
+  httpGet: {path: /health, port: http}
+  periodSeconds: 2
+  failureThreshold: 150
+livenessProbe:
+  httpGet: {path: /health, port: http}
+  periodSeconds: 10
+  failureThreshold: 6
+readinessProbe:
+  httpGet: {path: /ready, port: http}
+  periodSeconds: 5
+  failureThreshold: 3
+{{- end -}}
+
+{{- define "vela.clusterTlsVolume" -}}
+{{- if .Values.cluster.tls.secretName }}
+- name: cluster-tls
+  secret: {secretName: {{ .Values.cluster.tls.secretName }}}
+{{- end }}
+{{- end -}}
+{{- define "vela.clusterTlsMount" -}}
+{{- if .Values.cluster.tls.secretName }}
+- {name: cluster-tls, mountPath: /etc/vela/cluster-tls, readOnly: true}
+{{- end }}
+{{- end -}}

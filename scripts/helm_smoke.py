@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Runs the cluster the chart describes, on this machine.
+
+    .venv/bin/python scripts/helm_smoke.py HELM VELA_BINARY
+
+Renders the chart with its default values (3 controllers, 3 stores, 2 proxies, auth on), then
+starts every pod's container as a local process: the exact args and environment the
+StatefulSets and the Deployment give it (Secrets resolved from the rendered ones), HOSTNAME set
+to the pod's name, mounted files written out, and only addresses rewritten (each pod's DNS name
+and port becomes a loopback port, the proxy Service each proxy itself; /var/lib/vela and /etc/vela a temporary directory). Then,
+as the first user from the chart's Secret, it creates a topic and group through a proxy, sends,
+asks a controller's KEDA external scaler for the group's backlog (it must count what was sent,
+before the group has received anything), receives everything through the other proxy, and asks
+again (0). Every process is stopped at the end; logs are printed on failure.
+"""
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "vela"
+NS = "mq"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- a hand-rolled client of KEDA's external scaler (a few protobuf fields) ---
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def field(num, payload):
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def scaled_object_ref(topic, group):
+    ref = field(1, b"consumer") + field(2, NS.encode())
+    for k, v in (("topic", topic), ("consumerGroup", group)):
+        ref += field(3, field(1, k.encode()) + field(2, v.encode()))
+    return ref
+
+
+def read_varint(buf, i):
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def metric_value(reply):
+    """metricValues[0].metricValue of a GetMetricsResponse."""
+    i = 0
+    while i < len(reply):
+        key, i = read_varint(reply, i)
+        length, i = read_varint(reply, i)
+        body, i = reply[i:i + length], i + length
+        if key >> 3 == 1:
+            j = 0
+            while j < len(body):
+                k, j = read_varint(body, j)
+                if k & 7 == 0:
+                    v, j = read_varint(body, j)
+                    if k >> 3 == 2:
+                        return v
+                elif k & 7 == 1:
+                    j += 8
+                else:
+                    n, j = read_varint(body, j)
+                    j += n
+    return 0
+
+
+def scaler_backlog(addr, topic, group):
+    with grpc.insecure_channel(addr) as channel:
+        call = channel.unary_unary("/externalscaler.ExternalScaler/GetMetrics")
+        request = field(1, scaled_object_ref(topic, group)) + field(2, b"s0-vela")
+        return metric_value(call(request, timeout=10))
+
+
+class Cluster:
+    def __init__(self, helm, vela):
+        self.vela = vela
+        self.dir = Path(tempfile.mkdtemp(prefix="vela-helm-smoke-"))
+        self.procs = []
+        rendered = subprocess.run(
+            [helm, "template", "vela", str(CHART), "--namespace", NS],
+            check=True, capture_output=True, text=True).stdout
+        self.objs = [o for o in yaml.safe_load_all(rendered) if o]
+        self.secrets = {
+            o["metadata"]["name"]: {k: base64.b64decode(v) for k, v in (o.get("data") or {}).items()}
+            for o in self.objs if o["kind"] == "Secret"
+        }
+        self.configmaps = {o["metadata"]["name"]: o["data"] for o in self.objs if o["kind"] == "ConfigMap"}
+        # Every pod: (name, container, its ports by name).
+        self.pods = []
+        for o in self.objs:
+            if o["kind"] not in ("StatefulSet", "Deployment"):
+                continue
+            replicas = o["spec"].get("replicas", 2)
+            for i in range(replicas):
+                name = f"{o['metadata']['name']}-{i}"
+                self.pods.append((name, o, {p["name"]: free_port() for p in o["spec"]["template"]["spec"]["containers"][0]["ports"]}))
+        # DNS name:port of a StatefulSet pod -> loopback port.
+        self.addr = {}
+        for name, o, ports in self.pods:
+            if o["kind"] == "StatefulSet":
+                self.addr[name] = ports
+
+    def rewrite(self, text, ports):
+        def pod_addr(m):
+            return f"127.0.0.1:{self.addr[m.group(1)]['grpc']}"
+        text = re.sub(r'([a-z0-9-]+-\d+)\.[a-z0-9.-]+\.svc\.[a-z.]+:\d+', pod_addr, text)
+        # The proxy Service's name: here each proxy stands in for the Service.
+        text = re.sub(r'advertised_endpoint = ".*"', f'advertised_endpoint = "127.0.0.1:{ports["grpc"]}"', text)
+        text = re.sub(r'grpc_listen = "0\.0\.0\.0:\d+"', f'grpc_listen = "127.0.0.1:{ports["grpc"]}"', text)
+        text = re.sub(r'http_listen = "0\.0\.0\.0:\d+"', f'http_listen = "127.0.0.1:{ports["http"]}"', text)
+        return text.replace("/etc/vela/", f"{self.pod_dir}/etc/").replace("/var/lib/vela", f"{self.pod_dir}/data")
+
+    def start(self):
+        for name, o, ports in self.pods:
+            spec = o["spec"]["template"]["spec"]
+            c = spec["containers"][0]
+            self.pod_dir = self.dir / name
+            (self.pod_dir / "etc").mkdir(parents=True)
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for m in c.get("volumeMounts", []):
+                v = volumes.get(m["name"])
+                local = Path(m["mountPath"].replace("/etc/vela/", f"{self.pod_dir}/etc/").replace("/var/lib/vela", f"{self.pod_dir}/data"))
+                if v is None:  # the volume claim
+                    local.mkdir(parents=True, exist_ok=True)
+                elif "configMap" in v:
+                    text = self.configmaps[v["configMap"]["name"]][m["subPath"]]
+                    local.write_text(self.rewrite(text, ports))
+                elif "secret" in v:
+                    local.mkdir(parents=True, exist_ok=True)
+                    for key, value in self.secrets[v["secret"]["secretName"]].items():
+                        (local / key).write_bytes(value)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("VELA_")}
+            env.update(HOSTNAME=name, VELA_STORE__DISK_FULL_RATIO="1.0" if "store" in name else "")
+            env = {k: v for k, v in env.items() if v}
+            for e in c.get("env") or []:
+                if "value" in e:
+                    env[e["name"]] = e["value"]
+                else:
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    env[e["name"]] = self.secrets[ref["name"]][ref["key"]].decode()
+            args = [a.replace("/etc/vela/", f"{self.pod_dir}/etc/") for a in c["args"]]
+            log = open(self.pod_dir / "vela.log", "wb")
+            proc = subprocess.Popen([self.vela, *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.pod_dir)
+            self.procs.append((name, proc, ports))
+            print(f"started {name}: vela {' '.join(args[:1])} (gRPC {ports['grpc']}, HTTP {ports['http']}, VELA_BOOTSTRAP={env.get('VELA_BOOTSTRAP', '-')})")
+
+    def wait_ready(self, deadline=120):
+        end = time.time() + deadline
+        for name, proc, ports in self.procs:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/ready", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.time() > end:
+                    raise RuntimeError(f"{name} not ready after {deadline} s")
+                time.sleep(0.5)
+
+    def proxy(self, i):
+        return [p for n, _, p in self.procs if "-proxy-" in n][i]["grpc"]
+
+    def controller(self, i):
+        return [p for n, _, p in self.procs if "-controller-" in n][i]["grpc"]
+
+    def admin(self, proxy_port, *args):
+        user = next(v for k, v in self.secrets.items() if k.endswith("-auth"))
+        cmd = [self.vela, "admin", "--server", f"127.0.0.1:{proxy_port}",
+               "--access-key", user["user"].decode(), "--secret-key", user["password"].decode(), *args]
+        for attempt in range(30):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode == 0:
+                return done.stdout
+            time.sleep(1)  # leaders being elected, the first user being created
+        raise RuntimeError(f"vela admin {' '.join(args)}: {done.stderr.strip()}")
+
+    def stop(self, show_logs):
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc, _ in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if show_logs:
+                print(f"----- {name} -----\n" + (self.dir / name / "vela.log").read_text(errors="replace")[-4000:])
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main():
+    cluster = Cluster(os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2]))
+    ok = False
+    try:
+        cluster.start()
+        cluster.wait_ready()
+        p0, p1 = cluster.proxy(0), cluster.proxy(1)
+        cluster.admin(p0, "topic", "create", "orders", "--queues", "4")
+        cluster.admin(p0, "group", "create", "billing")
+        cluster.admin(p0, "send", "orders", "--count", "20")
+        backlog = scaler_backlog(f"127.0.0.1:{cluster.controller(2)}", "orders", "billing")
+        assert backlog == 20, f"the scaler counts what waits for the group: {backlog}"
+        got = 0
+        for _ in range(10):
+            out = cluster.admin(p1, "receive", "billing", "orders", "--max", "32", "--wait", "3s")
+            got += sum(1 for line in out.splitlines() if "message-" in line)
+            if got >= 20:
+                break
+        assert got == 20, f"received {got} of 20"
+        backlog = scaler_backlog(f"127.0.0.1:{cluster.controller(0)}", "orders", "billing")
+        assert backlog == 0, f"backlog after acking everything: {backlog}"
+        print("helm smoke: the rendered cluster sends, receives and reports backlog")
+        ok = True
+    finally:
+        cluster.stop(show_logs=not ok)
+
+
+if __name__ == "__main__":
+    main()
