@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn trigger_defaults_and_metric_name() {
         let t = Trigger::parse(&meta(&[
-            ("topic", "Orders.EU"),
+            ("topic", "Orders_EU"),
             ("consumerGroup", "billing_1"),
         ]))
         .expect("valid");
