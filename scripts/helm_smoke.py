@@ -11,7 +11,10 @@ and port becomes a loopback port, the proxy Service each proxy itself; /var/lib/
 as the first user from the chart's Secret, it creates a topic and group through a proxy, sends,
 asks a controller's KEDA external scaler for the group's backlog (it must count what was sent,
 before the group has received anything), receives everything through the other proxy, and asks
-again (0). Every process is stopped at the end; logs are printed on failure.
+again (0). Then a rolling update of every pod (stores, controllers, proxies: SIGTERM, restart
+from the upgrade's render on the same volume) between sends: every acknowledged message is
+received afterwards. Finally a store pod whose volume is lost must refuse to start. Every
+process is stopped at the end; logs are printed on failure.
 """
 import base64
 import os
@@ -109,10 +112,13 @@ class Cluster:
         self.vela = vela
         self.dir = Path(tempfile.mkdtemp(prefix="vela-helm-smoke-"))
         self.procs = []
-        rendered = subprocess.run(
-            [helm, "template", "vela", str(CHART), "--namespace", NS],
-            check=True, capture_output=True, text=True).stdout
-        self.objs = [o for o in yaml.safe_load_all(rendered) if o]
+        def render(*extra):
+            out = subprocess.run([helm, "template", "vela", str(CHART), "--namespace", NS, *extra],
+                                 check=True, capture_output=True, text=True).stdout
+            return [o for o in yaml.safe_load_all(out) if o]
+        self.objs = render()
+        # What `helm upgrade` renders: the same, except that nothing bootstraps.
+        self.upgraded = render("--is-upgrade")
         self.secrets = {
             o["metadata"]["name"]: {k: base64.b64decode(v) for k, v in (o.get("data") or {}).items()}
             for o in self.objs if o["kind"] == "Secret"
@@ -145,37 +151,59 @@ class Cluster:
 
     def start(self):
         for name, o, ports in self.pods:
-            spec = o["spec"]["template"]["spec"]
-            c = spec["containers"][0]
             self.pod_dir = self.dir / name
             (self.pod_dir / "etc").mkdir(parents=True)
-            volumes = {v["name"]: v for v in spec.get("volumes", [])}
-            for m in c.get("volumeMounts", []):
-                v = volumes.get(m["name"])
-                local = Path(m["mountPath"].replace("/etc/vela/", f"{self.pod_dir}/etc/").replace("/var/lib/vela", f"{self.pod_dir}/data"))
-                if v is None:  # the volume claim
-                    local.mkdir(parents=True, exist_ok=True)
-                elif "configMap" in v:
-                    text = self.configmaps[v["configMap"]["name"]][m["subPath"]]
-                    local.write_text(self.rewrite(text, ports))
-                elif "secret" in v:
-                    local.mkdir(parents=True, exist_ok=True)
-                    for key, value in self.secrets[v["secret"]["secretName"]].items():
-                        (local / key).write_bytes(value)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("VELA_")}
-            env.update(HOSTNAME=name, VELA_STORE__DISK_FULL_RATIO="1.0" if "store" in name else "")
-            env = {k: v for k, v in env.items() if v}
-            for e in c.get("env") or []:
-                if "value" in e:
-                    env[e["name"]] = e["value"]
-                else:
-                    ref = e["valueFrom"]["secretKeyRef"]
-                    env[e["name"]] = self.secrets[ref["name"]][ref["key"]].decode()
-            args = [a.replace("/etc/vela/", f"{self.pod_dir}/etc/") for a in c["args"]]
-            log = open(self.pod_dir / "vela.log", "wb")
-            proc = subprocess.Popen([self.vela, *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.pod_dir)
-            self.procs.append((name, proc, ports))
-            print(f"started {name}: vela {' '.join(args[:1])} (gRPC {ports['grpc']}, HTTP {ports['http']}, VELA_BOOTSTRAP={env.get('VELA_BOOTSTRAP', '-')})")
+            self.write_mounts(o, ports)
+            self.procs.append([name, self.spawn(name, o, ports, self.objs), ports])
+
+    def write_mounts(self, o, ports):
+        spec = o["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for m in spec["containers"][0].get("volumeMounts", []):
+            v = volumes.get(m["name"])
+            local = Path(m["mountPath"].replace("/etc/vela/", f"{self.pod_dir}/etc/").replace("/var/lib/vela", f"{self.pod_dir}/data"))
+            if v is None:  # the volume claim
+                local.mkdir(parents=True, exist_ok=True)
+            elif "configMap" in v:
+                text = self.configmaps[v["configMap"]["name"]][m["subPath"]]
+                local.write_text(self.rewrite(text, ports))
+            elif "secret" in v:
+                local.mkdir(parents=True, exist_ok=True)
+                for key, value in self.secrets[v["secret"]["secretName"]].items():
+                    (local / key).write_bytes(value)
+
+    def spawn(self, name, o, ports, objs):
+        """Starts pod `name` as the workload of the same name in `objs` describes it."""
+        o = next(x for x in objs if x["kind"] == o["kind"] and x["metadata"]["name"] == o["metadata"]["name"])
+        c = o["spec"]["template"]["spec"]["containers"][0]
+        pod_dir = self.dir / name
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VELA_")}
+        env["HOSTNAME"] = name
+        if "-store-" in name:
+            env["VELA_STORE__DISK_FULL_RATIO"] = "1.0"  # the shared machine's disk is not the test's
+        for e in c.get("env") or []:
+            if "value" in e:
+                env[e["name"]] = e["value"]
+            else:
+                ref = e["valueFrom"]["secretKeyRef"]
+                env[e["name"]] = self.secrets[ref["name"]][ref["key"]].decode()
+        args = [a.replace("/etc/vela/", f"{pod_dir}/etc/") for a in c["args"]]
+        log = open(pod_dir / "vela.log", "ab")
+        proc = subprocess.Popen([self.vela, *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=pod_dir)
+        print(f"started {name}: vela {args[0]} (gRPC {ports['grpc']}, HTTP {ports['http']}, VELA_BOOTSTRAP={env.get('VELA_BOOTSTRAP', '-')})")
+        return proc
+
+    def roll(self, name, upgraded):
+        """A rolling update's step for one pod: SIGTERM, wait for it to exit, start it from the
+        upgrade's render (VELA_BOOTSTRAP=false) on the same volume, wait until ready."""
+        entry = next(p for p in self.procs if p[0] == name)
+        proc = entry[1]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.returncode == 0, f"{name} stopped with {proc.returncode}"
+        o = next(o for n, o, _ in self.pods if n == name)
+        entry[1] = self.spawn(name, o, entry[2], upgraded)
+        self.wait_ready()
 
     def wait_ready(self, deadline=120):
         end = time.time() + deadline
@@ -246,6 +274,46 @@ def main():
         assert got == 20, f"received {got} of 20"
         backlog = scaler_backlog(f"127.0.0.1:{cluster.controller(0)}", "orders", "billing")
         assert backlog == 0, f"backlog after acking everything: {backlog}"
+        # A rolling update of every pod (stores, controllers, then proxies, as the
+        # StatefulSets and the Deployment do it) while messages are sent: every message whose
+        # send was acknowledged is received afterwards.
+        cluster.admin(p0, "topic", "create", "rolling", "--queues", "4")
+        cluster.admin(p0, "group", "create", "rolling-g")
+        sent = set()
+        order = [n for n, _, _ in cluster.pods if "-store-" in n] + \
+            [n for n, _, _ in cluster.pods if "-controller-" in n] + \
+            [n for n, _, _ in cluster.pods if "-proxy-" in n]
+        for step, name in enumerate(order):
+            via = cluster.proxy(1) if name.endswith("proxy-0") else cluster.proxy(0)
+            bodies = [f"roll-{step}-{i}" for i in range(5)]
+            cluster.admin(via, "send", "rolling", *bodies)
+            sent.update(bodies)
+            cluster.roll(name, cluster.upgraded)
+            via = cluster.proxy(1) if name.endswith("proxy-0") else cluster.proxy(0)
+            bodies = [f"after-{step}-{i}" for i in range(5)]
+            cluster.admin(via, "send", "rolling", *bodies)
+            sent.update(bodies)
+        seen = set()
+        for _ in range(20):
+            out = cluster.admin(cluster.proxy(0), "receive", "rolling-g", "rolling", "--max", "32", "--wait", "2s")
+            seen.update(re.findall(r"(?:roll|after)-\d+-\d+", out))
+            if sent <= seen:
+                break
+        assert sent <= seen, f"acknowledged but not received after the rolling update: {sorted(sent - seen)}"
+        print(f"helm smoke: {len(sent)} messages sent across a rolling update of {len(order)} pods, all received")
+        # After the bootstrap window, a store pod whose volume is lost refuses to start
+        # instead of rejoining with an empty log (ADR 0010, ADR 0024).
+        entry = next(p for p in cluster.procs if p[0] == "vela-store-2")
+        entry[1].send_signal(signal.SIGTERM)
+        entry[1].wait(timeout=60)
+        shutil.rmtree(cluster.dir / "vela-store-2" / "data")
+        (cluster.dir / "vela-store-2" / "data").mkdir()
+        o = next(o for n, o, _ in cluster.pods if n == "vela-store-2")
+        entry[1] = cluster.spawn("vela-store-2", o, entry[2], cluster.upgraded)
+        code = entry[1].wait(timeout=60)
+        log = (cluster.dir / "vela-store-2" / "vela.log").read_text(errors="replace")
+        assert code != 0 and "cannot rejoin with an empty disk" in log, f"a store on a lost volume started (exit {code})"
+        print("helm smoke: a store pod on a lost volume refuses to start after the bootstrap window")
         print("helm smoke: the rendered cluster sends, receives and reports backlog")
         ok = True
     finally:
