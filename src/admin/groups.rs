@@ -1,0 +1,258 @@
+//! `vela admin group …`.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use vela_proto::pb::admin::{self as pb};
+
+use super::target::AdminClient;
+use super::{format_ms, status_error};
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    Create {
+        name: String,
+        /// Deliver in order per message group, one in flight per message group.
+        #[arg(long)]
+        fifo: bool,
+        /// Deliveries before a message moves to %DLQ%<group> (default 17).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Where the group starts on each queue it has not read: earliest (the first retained
+        /// message), latest (the messages stored from its creation on) or an RFC 3339 time.
+        /// Default: a young queue from its first message, any other from the group's creation.
+        #[arg(long, value_parser = parse_start)]
+        from: Option<ResetTarget>,
+    },
+    List,
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Moves the group's position on a topic's queues: it forgets what it has in flight there
+    /// and goes on from the new position, reading again or skipping.
+    Reset {
+        name: String,
+        #[arg(long)]
+        topic: String,
+        /// earliest (the first retained message), latest (only what is stored from now on),
+        /// an RFC 3339 time (the first message stored then or later) or an offset.
+        #[arg(long, value_parser = parse_reset_target)]
+        to: ResetTarget,
+        /// Only this queue (default: every queue of the topic).
+        #[arg(long)]
+        queue: Option<u32>,
+    },
+}
+
+/// `group create --from`: a reset target other than an offset.
+fn parse_start(s: &str) -> Result<ResetTarget, String> {
+    match parse_reset_target(s) {
+        Ok(ResetTarget::Offset(_)) => Err(format!(
+            "{s:?}: a group starts at earliest, latest or an RFC 3339 time (offsets differ per queue)"
+        )),
+        other => other,
+    }
+}
+
+/// `(start, start_at_ms)` as the admin API carries a group's start.
+fn start_to_api(from: Option<ResetTarget>) -> (u32, i64) {
+    match from {
+        None | Some(ResetTarget::Offset(_)) => (0, 0),
+        Some(ResetTarget::Earliest) => (1, 0),
+        Some(ResetTarget::Latest) => (2, 0),
+        Some(ResetTarget::At(ms)) => (3, ms),
+    }
+}
+
+/// A group's start as `describe` shows it.
+fn start_text(start: u32, at_ms: i64) -> String {
+    match start {
+        1 => "earliest".into(),
+        2 => "latest (messages stored since its creation)".into(),
+        3 => format!("messages stored from {}", format_ms(at_ms)),
+        _ => "auto (a young queue from its first message, else from its creation)".into(),
+    }
+}
+
+/// Where `group reset --to` moves a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetTarget {
+    Earliest,
+    Latest,
+    /// Unix ms.
+    At(i64),
+    Offset(u64),
+}
+
+fn parse_reset_target(s: &str) -> Result<ResetTarget, String> {
+    match s.trim() {
+        "earliest" => return Ok(ResetTarget::Earliest),
+        "latest" => return Ok(ResetTarget::Latest),
+        _ => {}
+    }
+    if let Ok(offset) = s.trim().parse::<u64>() {
+        return Ok(ResetTarget::Offset(offset));
+    }
+    let at = humantime::parse_rfc3339_weak(s.trim()).map_err(|_| {
+        format!(
+            "{s:?} is not earliest, latest, an RFC 3339 time (2026-12-04T10:00:00Z) or an offset"
+        )
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{s:?} is before 1970"))?
+        .as_millis();
+    i64::try_from(ms)
+        .map(ResetTarget::At)
+        .map_err(|_| format!("{s:?} is too far in the future"))
+}
+
+pub(super) async fn execute(
+    client: &mut AdminClient,
+    command: GroupCommand,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    match command {
+        GroupCommand::Create {
+            name,
+            fifo,
+            max_attempts,
+            from,
+        } => {
+            if max_attempts == Some(0) {
+                bail!("--max-attempts must be at least 1");
+            }
+            let (start, start_at_ms) = start_to_api(from);
+            let g = client
+                .create_group(pb::CreateGroupRequest {
+                    name,
+                    fifo,
+                    max_attempts: max_attempts.unwrap_or(0),
+                    start,
+                    start_at_ms,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .group
+                .context("server returned no group")?;
+            writeln!(
+                out,
+                "created group {} ({}, max attempts {})",
+                g.name,
+                if g.fifo { "fifo" } else { "concurrent" },
+                g.max_attempts
+            )?;
+        }
+        GroupCommand::List => {
+            let groups = client
+                .list_groups(pb::ListGroupsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .groups;
+            writeln!(
+                out,
+                "{:<40} {:<11} {:>12}  CREATED",
+                "GROUP", "DELIVERY", "MAX_ATTEMPTS"
+            )?;
+            for g in groups {
+                writeln!(
+                    out,
+                    "{:<40} {:<11} {:>12}  {}{}",
+                    g.name,
+                    if g.fifo { "fifo" } else { "concurrent" },
+                    g.max_attempts,
+                    format_ms(g.created_at_ms),
+                    if g.auto_created { " (auto)" } else { "" }
+                )?;
+            }
+        }
+        GroupCommand::Describe { name } => {
+            let resp = client
+                .describe_group(pb::DescribeGroupRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let g = resp.group.context("server returned no group")?;
+            writeln!(out, "group:         {}", g.name)?;
+            writeln!(
+                out,
+                "delivery:      {}",
+                if g.fifo { "fifo" } else { "concurrent" }
+            )?;
+            writeln!(out, "max attempts:  {}", g.max_attempts)?;
+            writeln!(out, "starts:        {}", start_text(g.start, g.start_at_ms))?;
+            writeln!(
+                out,
+                "created:       {}{}",
+                format_ms(g.created_at_ms),
+                if g.auto_created {
+                    " (auto-created)"
+                } else {
+                    ""
+                }
+            )?;
+            out.push('\n');
+            write_group_table(&mut out, &resp.queues)?;
+        }
+        GroupCommand::Delete { name } => {
+            client
+                .delete_group(pb::DeleteGroupRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            writeln!(out, "deleted group {name}")?;
+        }
+        GroupCommand::Reset {
+            name,
+            topic,
+            to,
+            queue,
+        } => {
+            use pb::reset_group_request::To;
+            let to = match to {
+                ResetTarget::Earliest => To::Earliest(true),
+                ResetTarget::Latest => To::Latest(true),
+                ResetTarget::At(at_ms) => To::AtMs(at_ms),
+                ResetTarget::Offset(offset) => To::Offset(offset),
+            };
+            let resp = client
+                .reset_group(pb::ResetGroupRequest {
+                    group: name.clone(),
+                    topic: topic.clone(),
+                    to: Some(to),
+                    queue_id: queue,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            writeln!(out, "reset group {name} on {topic}")?;
+            writeln!(out, "{:>5}  {:>12}", "queue", "offset")?;
+            for q in resp.queues {
+                let offset = q.offset.map_or("-".to_owned(), |o| o.to_string());
+                writeln!(out, "{:>5}  {:>12}", q.queue_id, offset)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write_group_table(out: &mut String, queues: &[pb::GroupQueueStats]) -> std::fmt::Result {
+    writeln!(
+        out,
+        "{:<40} {:>5} {:>12} {:>9} {:>10}",
+        "TOPIC", "QUEUE", "CONSUMED_TO", "INFLIGHT", "BACKLOG"
+    )?;
+    for g in queues {
+        writeln!(
+            out,
+            "{:<40} {:>5} {:>12} {:>9} {:>10}",
+            g.topic, g.queue_id, g.consumer_offset, g.inflight, g.backlog
+        )?;
+    }
+    Ok(())
+}

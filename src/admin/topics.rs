@@ -1,0 +1,207 @@
+//! `vela admin topic …` and `vela admin queues`.
+
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use clap::Subcommand;
+use vela_proto::TopicType;
+use vela_proto::pb::admin::{self as pb};
+
+use super::target::AdminClient;
+use super::{format_ms, status_error};
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    Create {
+        name: String,
+        /// normal | fifo | delay | transaction | mixed
+        #[arg(long = "type", default_value = "normal")]
+        topic_type: TopicType,
+        /// Number of queues (1-1024).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        queues: u32,
+        /// Replicas of each queue's shard, on distinct store nodes (1, 3 or 5; at most the
+        /// cluster's store nodes). Default: the configured shards, held by every store node.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=7))]
+        replicas: Option<u32>,
+    },
+    List,
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub(super) async fn execute(
+    client: &mut AdminClient,
+    command: TopicCommand,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    match command {
+        TopicCommand::Create {
+            name,
+            topic_type,
+            queues,
+            replicas,
+        } => {
+            let topic = client
+                .create_topic(pb::CreateTopicRequest {
+                    name,
+                    topic_type: topic_type_to_pb(topic_type) as i32,
+                    queue_count: queues,
+                    replicas,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .topic
+                .context("server returned no topic")?;
+            writeln!(
+                out,
+                "created topic {} ({}, {} queues)",
+                topic.name,
+                type_name(topic.topic_type),
+                topic.queue_count
+            )?;
+        }
+        TopicCommand::List => {
+            let topics = client
+                .list_topics(pb::ListTopicsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .topics;
+            writeln!(
+                out,
+                "{:<40} {:<12} {:>6}  CREATED",
+                "TOPIC", "TYPE", "QUEUES"
+            )?;
+            for t in topics {
+                writeln!(
+                    out,
+                    "{:<40} {:<12} {:>6}  {}{}",
+                    t.name,
+                    type_name(t.topic_type),
+                    t.queue_count,
+                    format_ms(t.created_at_ms),
+                    if t.auto_created { " (auto)" } else { "" }
+                )?;
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let resp = client
+                .describe_topic(pb::DescribeTopicRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let t = resp.topic.context("server returned no topic")?;
+            writeln!(out, "topic:    {}", t.name)?;
+            writeln!(out, "type:     {}", type_name(t.topic_type))?;
+            writeln!(out, "queues:   {}", t.queue_count)?;
+            let shards: std::collections::BTreeSet<u32> = t.queue_shards.iter().copied().collect();
+            writeln!(
+                out,
+                "shards:   {}",
+                shards
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+            writeln!(
+                out,
+                "created:  {}{}",
+                format_ms(t.created_at_ms),
+                if t.auto_created {
+                    " (auto-created)"
+                } else {
+                    ""
+                }
+            )?;
+            out.push('\n');
+            write_queue_table(&mut out, &resp.queues)?;
+        }
+        TopicCommand::Delete { name } => {
+            client
+                .delete_topic(pb::DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            writeln!(out, "deleted topic {name}")?;
+        }
+    }
+    Ok(out)
+}
+
+/// `queues TOPIC [--group G]`: offsets, in flight and backlog per queue.
+pub(super) async fn queues(
+    client: &mut AdminClient,
+    topic: String,
+    group: Option<String>,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let queues = client
+        .queue_stats(pb::QueueStatsRequest {
+            topic,
+            group: group.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .queues;
+    write_queue_table(&mut out, &queues)?;
+    Ok(out)
+}
+
+fn write_queue_table(out: &mut String, queues: &[pb::QueueStats]) -> std::fmt::Result {
+    writeln!(
+        out,
+        "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}",
+        "QUEUE", "MIN_OFFSET", "MAX_OFFSET", "GROUP", "CONSUMED_TO", "INFLIGHT", "BACKLOG"
+    )?;
+    for q in queues {
+        if q.groups.is_empty() {
+            writeln!(
+                out,
+                "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}",
+                q.queue_id, q.min_offset, q.max_offset, "-", "-", "-", "-"
+            )?;
+        }
+        for g in &q.groups {
+            writeln!(
+                out,
+                "{:>5} {:>12} {:>12}  {:<30} {:>12} {:>9} {:>10}",
+                q.queue_id,
+                q.min_offset,
+                q.max_offset,
+                g.group,
+                g.consumer_offset,
+                g.inflight,
+                g.backlog
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn topic_type_to_pb(t: TopicType) -> pb::TopicType {
+    match t {
+        TopicType::Normal => pb::TopicType::Normal,
+        TopicType::Fifo => pb::TopicType::Fifo,
+        TopicType::Delay => pb::TopicType::Delay,
+        TopicType::Transaction => pb::TopicType::Transaction,
+        TopicType::Mixed => pb::TopicType::Mixed,
+    }
+}
+
+fn type_name(t: i32) -> &'static str {
+    match pb::TopicType::try_from(t) {
+        Ok(pb::TopicType::Normal) => "normal",
+        Ok(pb::TopicType::Fifo) => "fifo",
+        Ok(pb::TopicType::Delay) => "delay",
+        Ok(pb::TopicType::Transaction) => "transaction",
+        Ok(pb::TopicType::Mixed) => "mixed",
+        _ => "unknown",
+    }
+}
