@@ -17,14 +17,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // vela.auth.v1 likewise, for the admin and controller protos.
     let status = "protos/vela/status/v1/status.proto";
     let auth = "protos/vela/auth/v1/auth.proto";
+    // vela.route.v1 likewise (routes, issue 12).
+    let route = "protos/vela/route/v1/route.proto";
     println!("cargo:rerun-if-changed={status}");
     println!("cargo:rerun-if-changed={auth}");
-    tonic_prost_build::configure().compile_fds(protox::compile([status, auth], ["protos"])?)?;
+    println!("cargo:rerun-if-changed={route}");
+    tonic_prost_build::configure()
+        .compile_fds(protox::compile([status, auth, route], ["protos"])?)?;
     let fds = protox::compile(files, ["protos"])?;
     tonic_prost_build::configure()
         .bytes(".")
         .extern_path(".vela.status.v1", "crate::pb::status")
         .extern_path(".vela.auth.v1", "crate::pb::auth")
+        .extern_path(".vela.route.v1", "crate::pb::route")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -7,7 +7,10 @@
 # since it signs its local time labelled as UTC) and the whole Python check as a SUPER user.
 # With --tls: a standalone serving TLS with a CA and certificate openssl makes; the Python
 # client over TLS (clients/python/tls.py), a plaintext one refused.
-# Usage: scripts/compat.sh [path/to/vela] [--cluster | --auth | --tls]   (default target/debug/vela)
+# With --route: a second standalone B and a route from A to B made with `vela admin route`
+# (issue 12); the Python client produces on A and consumes the copies on B
+# (clients/python/route.py).
+# Usage: scripts/compat.sh [path/to/vela] [--cluster | --auth | --tls | --route]   (default target/debug/vela)
 # Installs the clients on first use: .venv (pip) and clients/node/node_modules (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +18,13 @@ VELA=target/debug/vela
 CLUSTER=
 AUTH=
 TLS=
+ROUTE=
 for arg in "$@"; do
   case "$arg" in
     --cluster) CLUSTER=1 ;;
     --auth) AUTH=1 ;;
     --tls) TLS=1 ;;
+    --route) ROUTE=1 ;;
     *) VELA=$arg ;;
   esac
 done
@@ -96,7 +101,8 @@ else
   "$VELA" standalone --data-dir "$DATA/data" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" >"$LOG" 2>&1 &
 fi
 PID=$!
-cleanup() { kill -9 "$PID" 2>/dev/null || true; }
+B_PID=
+cleanup() { kill -9 "$PID" 2>/dev/null || true; [ -z "$B_PID" ] || kill -9 "$B_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 
 for _ in $(seq 1 300); do
@@ -148,6 +154,29 @@ elif [ -n "$AUTH" ]; then
       echo "OK the denied topic holds nothing"
     fi
   fi
+elif [ -n "$ROUTE" ]; then
+  B_GRPC=$(free_port); B_HTTP=$(free_port)
+  "$VELA" standalone --data-dir "$DATA/b" --grpc-listen "127.0.0.1:$B_GRPC" --http-listen "127.0.0.1:$B_HTTP" >"$DATA/b.log" 2>&1 &
+  B_PID=$!
+  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$B_HTTP/ready" >/dev/null && break; sleep 0.1; done
+  RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
+  SRC="route-$RUN"; DST="route-$RUN-copy"
+  if ! { "$VELA" admin --server "127.0.0.1:$GRPC" topic create "$SRC" >/dev/null \
+      && "$VELA" admin --server "127.0.0.1:$B_GRPC" topic create "$DST" >/dev/null \
+      && "$VELA" admin --server "127.0.0.1:$GRPC" route create "py-$RUN" --source-topic "$SRC" \
+           --group "route-$RUN" --target-endpoint "127.0.0.1:$B_GRPC" --target-topic "$DST" \
+           --filter-tag Copy --start earliest; }; then
+    echo "compat: creating the route failed"; status=1
+  fi
+  if [ "$status" -eq 0 ]; then
+    echo "--- python: produce on A, consume the route's copies on B"
+    (cd clients/python && RMQ_ENDPOINT_A="127.0.0.1:$GRPC" RMQ_ENDPOINT_B="127.0.0.1:$B_GRPC" \
+      ROUTE_SRC="$SRC" ROUTE_DST="$DST" timeout 300 ../../.venv/bin/python route.py) || status=1
+    "$VELA" admin --server "127.0.0.1:$GRPC" route describe "py-$RUN" || status=1
+  fi
+  kill -TERM "$B_PID"
+  timeout 30 tail --pid="$B_PID" -f /dev/null || { echo "compat: vela B did not stop within 30 s"; status=1; }
+  [ "$status" -eq 0 ] || { echo "--- vela B log"; tail -n 60 "$DATA/b.log"; }
 else
   echo "--- python (rocketmq-python-client 5.1.2)"
   RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 .venv/bin/python clients/python/compat.py || status=1

@@ -20,6 +20,8 @@ RATE_WINDOW = os.environ.get("RATE_WINDOW", "5m")
 MAY_BE_ZERO = {
     "vela_raft_apply_lag_entries": "a healthy node applies what is committed at once",
     "vela_raft_leader_changes_total": "a standalone's single replica never changes leader",
+    "vela_route_errors_total": "a route whose target is up fails nothing",
+    "vela_route_lag_messages": "a route that keeps up has nothing left to copy",
 }
 
 

@@ -42,12 +42,13 @@ source .tools/s3.env
 step "cargo nextest (unit + integration tests; the tier tests against moto)"
 cargo nextest run --workspace --profile ci --locked
 
-step "official client compatibility (Python 5.1.2, Node.js 1.0.8): standalone, local-cluster, auth on, TLS"
+step "official client compatibility (Python 5.1.2, Node.js 1.0.8): standalone, local-cluster, auth on, TLS, a route"
 cargo build --locked --bin vela
 scripts/compat.sh target/debug/vela
 scripts/compat.sh target/debug/vela --cluster
 scripts/compat.sh target/debug/vela --auth
 scripts/compat.sh target/debug/vela --tls
+scripts/compat.sh target/debug/vela --route
 
 step "Kubernetes: helm lint/template, schema validation of every profile, the rendered cluster run locally"
 scripts/helm-check.sh target/debug/vela

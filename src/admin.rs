@@ -18,6 +18,7 @@ mod cluster_status;
 mod dlq;
 mod groups;
 mod messages;
+mod routes;
 mod send_receive;
 mod target;
 mod tier;
@@ -26,6 +27,7 @@ mod topics;
 pub use auth::{AclCommand, Secret, UserCommand};
 pub use dlq::DlqCommand;
 pub use groups::{GroupCommand, ResetTarget};
+pub use routes::RouteCommand;
 pub use send_receive::{ReceiveArgs, SendArgs};
 pub use target::Target;
 use target::{AdminClient, connect};
@@ -127,6 +129,10 @@ pub enum AdminCommand {
     /// What users may do (ACL 2.0 policies): create, update, delete, list, show.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Routes: copy a topic to another cluster or region (create, list, describe, pause,
+    /// resume, delete).
+    #[command(subcommand)]
+    Route(RouteCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,6 +224,7 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
     match command {
         AdminCommand::Topic(command) => out = topics::execute(&mut client, command).await?,
         AdminCommand::Group(command) => out = groups::execute(&mut client, command).await?,
+        AdminCommand::Route(command) => out = routes::execute(&mut client, command).await?,
         AdminCommand::Queues { topic, group } => {
             out = topics::queues(&mut client, topic, group).await?;
         }

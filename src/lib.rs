@@ -10,6 +10,7 @@ pub mod controller_node;
 pub mod http;
 pub mod local_cluster;
 pub mod proxy_node;
+pub mod routes;
 mod serving;
 pub mod standalone;
 pub mod store_node;

@@ -33,6 +33,10 @@ pub struct Standalone {
     controller: Arc<vela_controller::Controller>,
     telemetry: Metrics,
     _controller_metrics: vela_controller::ControllerMetrics,
+    /// Stops the routes before the proxy they copy through.
+    routes_shutdown: CancellationToken,
+    routes_task: JoinHandle<()>,
+    _route_metrics: vela_routes::RouteMetrics,
     _data_lock: File,
 }
 
@@ -118,6 +122,18 @@ impl Standalone {
                 &config.controller.node_id.to_string(),
             ),
         );
+        let routes = vela_routes::RouteManager::new(
+            controller.clone() as Arc<dyn ControllerApi>,
+            crate::routes::local_source(&config, grpc_addr)?,
+            Some(Arc::new(crate::routes::StoreLag {
+                controller: controller.clone() as Arc<dyn ControllerApi>,
+                store: store.clone() as Arc<dyn StoreApi>,
+            })),
+        );
+        let route_metrics = routes.register_metrics(
+            &telemetry.hub.meter("vela-routes"),
+            &Metrics::labels(&config, NodeType::Proxy, &grpc_addr.to_string()),
+        );
         let ctx = vela_proxy::ProxyContext {
             config: config.proxy.clone(),
             store: store.clone() as Arc<dyn StoreApi>,
@@ -128,6 +144,7 @@ impl Standalone {
             tracer: telemetry.tracer("vela-proxy"),
             listen_addr: grpc_addr,
             tls,
+            routes: Some(routes.clone() as Arc<dyn vela_proto::route::RouteRuntime>),
         };
         let scaler = scaler_services(
             &config,
@@ -149,6 +166,8 @@ impl Standalone {
             ready: ready.clone(),
         };
         let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
+        let routes_shutdown = CancellationToken::new();
+        let routes_task = routes.spawn(routes_shutdown.clone());
         ready.store(true, Ordering::Release);
 
         Ok(Self {
@@ -162,6 +181,9 @@ impl Standalone {
             controller,
             telemetry,
             _controller_metrics: controller_metrics,
+            routes_shutdown,
+            routes_task,
+            _route_metrics: route_metrics,
             _data_lock: data_lock,
         })
     }
@@ -181,8 +203,12 @@ impl Standalone {
         self.admin_addr
     }
 
-    /// Stops the proxy and HTTP listeners, then the store, then the controller.
+    /// Stops the routes, the proxy and HTTP listeners, then the store, then the controller.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.routes_shutdown.cancel();
+        if let Err(e) = self.routes_task.await {
+            tracing::warn!(error = %e, "route manager task failed");
+        }
         self.shutdown.cancel();
         match self.proxy_task.await {
             Ok(Ok(())) => {}

@@ -7,8 +7,8 @@ use vela_proto::auth::{
     PolicyEntry, ResourcePattern, Subject, UserInfo, UserName, UserStatus, UserType,
 };
 use vela_proto::{
-    ControllerError, GroupConfig, GroupName, GroupSpec, GroupStart, ShardId, TopicConfig,
-    TopicName, TopicSpec,
+    ControllerError, GroupConfig, GroupName, GroupSpec, GroupStart, RouteName, ShardId,
+    TopicConfig, TopicName, TopicSpec,
 };
 
 /// One change to the metadata: the openraft `AppData` of the controller group.
@@ -102,6 +102,20 @@ pub enum ControllerCommand {
         subject: Subject,
         resources: Vec<ResourcePattern>,
     },
+    /// Creates a route (issue 12, ADR 0025), running, created at the proposer's clock; its
+    /// secret keys travel sealed.
+    CreateRoute {
+        route: Box<StoredRoute>,
+    },
+    /// Deletes a route.
+    DeleteRoute {
+        name: RouteName,
+    },
+    /// Pauses or resumes a route.
+    SetRoutePaused {
+        name: RouteName,
+        paused: bool,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -137,6 +151,7 @@ impl ControllerCommand {
     }
 }
 
+use crate::metadata::StoredRoute;
 use crate::secrets::SealedSecret;
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -188,6 +203,11 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::DeleteAcl { subject, resources } => {
                 write!(f, "delete-acl {subject} ({} resources)", resources.len())
             }
+            ControllerCommand::CreateRoute { route } => write!(f, "create-route {}", route.name),
+            ControllerCommand::DeleteRoute { name } => write!(f, "delete-route {name}"),
+            ControllerCommand::SetRoutePaused { name, paused } => {
+                write!(f, "set-route-paused {name} {paused}")
+            }
         }
     }
 }
@@ -209,6 +229,7 @@ pub enum Applied {
     Nothing,
     User(UserInfo),
     Acl(vela_proto::auth::Acl),
+    Route(Box<StoredRoute>),
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.
@@ -242,6 +263,10 @@ pub enum Rejected {
     AclNotFound(Subject),
     #[error("ACL of {subject}: {reason}")]
     AclInvalid { subject: Subject, reason: String },
+    #[error("route {0} already exists")]
+    RouteExists(RouteName),
+    #[error("route {0} not found")]
+    RouteNotFound(RouteName),
 }
 
 impl From<Rejected> for ControllerError {
@@ -267,6 +292,8 @@ impl From<Rejected> for ControllerError {
                 ControllerError::NotFound(format!("ACL of {subject}"))
             }
             Rejected::AclInvalid { .. } => ControllerError::Invalid(rejected.to_string()),
+            Rejected::RouteExists(name) => ControllerError::AlreadyExists(format!("route {name}")),
+            Rejected::RouteNotFound(name) => ControllerError::NotFound(format!("route {name}")),
         }
     }
 }

@@ -14,9 +14,10 @@ use vela_proto::auth::{
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
 use vela_proto::controller_api::{PROXY_EXPIRY, ProxySeen, StoreDrain};
+use vela_proto::route::{RouteConfig, RouteSpec};
 use vela_proto::{
-    ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, ShardId, TopicConfig,
-    TopicName, TopicSpec, TopicType,
+    ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, RouteName, ShardId,
+    TopicConfig, TopicName, TopicSpec, TopicType,
 };
 
 use crate::command::{Applied, ControllerCommand};
@@ -62,7 +63,7 @@ pub struct Controller {
     /// The applied metadata, written only by the state machine.
     pub(crate) metadata: Arc<RwLock<Metadata>>,
     pub(crate) group: ControllerGroup,
-    clock: SharedClock,
+    pub(crate) clock: SharedClock,
     /// This node's id in a replicated controller group (`None`: the single voter of standalone).
     member: Option<u64>,
     /// The cluster's store nodes (id → address), from the configuration (ADR 0013).
@@ -608,6 +609,26 @@ impl ControllerApi for Controller {
         resources: &[ResourcePattern],
     ) -> Result<(), ControllerError> {
         self.propose_delete_acl(subject, resources).await
+    }
+
+    async fn create_route(&self, spec: RouteSpec) -> Result<RouteConfig, ControllerError> {
+        self.propose_create_route(spec).await
+    }
+
+    async fn delete_route(&self, name: &RouteName) -> Result<(), ControllerError> {
+        self.propose_delete_route(name).await
+    }
+
+    async fn set_route_paused(
+        &self,
+        name: &RouteName,
+        paused: bool,
+    ) -> Result<RouteConfig, ControllerError> {
+        self.propose_route_paused(name, paused).await
+    }
+
+    async fn routes(&self) -> Result<Vec<RouteConfig>, ControllerError> {
+        self.read_routes().await
     }
 
     async fn auth_data(&self) -> Result<AuthData, ControllerError> {

@@ -23,6 +23,7 @@ mod metrics;
 pub mod placement;
 mod raft;
 pub mod reconciler;
+mod routes;
 pub mod scaler;
 pub mod secrets;
 pub mod service;

@@ -10,7 +10,9 @@ use crate::command::{Applied, ControllerCommand, ControllerResponse, LoggedGroup
 use crate::placement::{drain_moves, place_queues, replica_sets};
 
 mod auth;
+mod routes;
 pub use auth::StoredUser;
+pub use routes::{StoredCredentials, StoredEndpoint, StoredRoute};
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
 /// `#[serde(default)]`.
@@ -28,6 +30,8 @@ pub struct Metadata {
     users: BTreeMap<vela_proto::auth::UserName, auth::StoredUser>,
     /// ACLs by the user they are about.
     acls: BTreeMap<vela_proto::auth::UserName, vela_proto::auth::Acl>,
+    /// Routes (issue 12), secret keys sealed.
+    routes: BTreeMap<vela_proto::RouteName, StoredRoute>,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -104,6 +108,11 @@ impl Metadata {
             } => self.put_acl(subject, entries, create),
             ControllerCommand::DeleteAcl { subject, resources } => {
                 self.delete_acl(subject, &resources)
+            }
+            ControllerCommand::CreateRoute { route } => self.create_route(*route),
+            ControllerCommand::DeleteRoute { name } => self.delete_route(name),
+            ControllerCommand::SetRoutePaused { name, paused } => {
+                self.set_route_paused(name, paused)
             }
             ControllerCommand::SetShards { shards } => {
                 if let Some(&taken) = shards.iter().find(|s| self.placed.contains_key(s)) {
@@ -616,6 +625,10 @@ mod tests {
                     | ControllerCommand::DeleteUser { .. }
                     | ControllerCommand::PutAcl { .. }
                     | ControllerCommand::DeleteAcl { .. } => {}
+                    // Not generated here (see `metadata::routes`).
+                    ControllerCommand::CreateRoute { .. }
+                    | ControllerCommand::DeleteRoute { .. }
+                    | ControllerCommand::SetRoutePaused { .. } => {}
                 }
             }
             let names: BTreeSet<_> = md.topics().map(|t| t.name.clone()).collect();

@@ -21,7 +21,7 @@ use vela_proto::pb::externalscaler as pb;
 use vela_proto::pb::externalscaler::external_scaler_server::{
     ExternalScaler, ExternalScalerServer,
 };
-use vela_proto::{GroupName, ShardId, StoreApi, StoreError, TopicName};
+use vela_proto::{GroupName, StoreApi, StoreError, TopicName};
 
 use crate::Controller;
 
@@ -154,7 +154,7 @@ impl Scaler {
             let group = metadata.group(&trigger.group).cloned().ok_or_else(|| {
                 Status::not_found(format!("consumer group {} does not exist", trigger.group))
             })?;
-            (topic_shards(&metadata, topic), group)
+            (vela_proto::shards_of_topic(topic, metadata.topics()), group)
         };
         // Queues the group has not read yet count from where it would start: a Deployment
         // scaled to zero still sees the messages waiting for it.
@@ -175,20 +175,6 @@ impl Scaler {
         let backlog = self.backlog(trigger).await?;
         Ok(backlog as f64 > trigger.activation_threshold)
     }
-}
-
-/// Where a topic's queues are; a dead-letter topic's messages may sit on any shard a topic uses.
-fn topic_shards(metadata: &crate::Metadata, topic: &vela_proto::TopicConfig) -> Vec<ShardId> {
-    if !topic.name.is_dead_letter() {
-        return topic.queue_shards.clone();
-    }
-    let mut all: Vec<ShardId> = metadata
-        .topics()
-        .flat_map(|t| t.queue_shards.iter().copied())
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    all
 }
 
 fn store_status(err: StoreError) -> Status {

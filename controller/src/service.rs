@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vela_proto::ControllerApi;
 use vela_proto::auth::UserName;
 use vela_proto::auth_wire::*;
 use vela_proto::cluster_status::member_to_wire;
@@ -15,7 +14,10 @@ use vela_proto::pb::controller as pb;
 use vela_proto::pb::controller::controller_server::{
     Controller as ControllerRpc, ControllerServer,
 };
+use vela_proto::pb::route as route_pb;
+use vela_proto::route_wire::{Secrets, route_to_wire, spec_from_wire};
 use vela_proto::store_wire::WireError;
+use vela_proto::{ControllerApi, RouteName};
 
 use crate::Controller;
 
@@ -223,6 +225,52 @@ impl ControllerRpc for ControllerService {
     ) -> Result<Response<auth_pb::AuthData>, Status> {
         let data = self.controller.auth_data().await.map_err(failed)?;
         Ok(Response::new(auth_data_to_wire(&data)))
+    }
+
+    async fn create_route(
+        &self,
+        request: Request<route_pb::RouteSpec>,
+    ) -> Result<Response<route_pb::Route>, Status> {
+        let spec = spec_from_wire(request.into_inner())?;
+        let route = self.controller.create_route(spec).await.map_err(failed)?;
+        Ok(Response::new(route_to_wire(&route, Secrets::Include)))
+    }
+
+    async fn delete_route(
+        &self,
+        request: Request<pb::Name>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let name =
+            RouteName::new(request.into_inner().name).map_err(|e| WireError(e.to_string()))?;
+        self.controller.delete_route(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn set_route_paused(
+        &self,
+        request: Request<route_pb::SetRoutePaused>,
+    ) -> Result<Response<route_pb::Route>, Status> {
+        let request = request.into_inner();
+        let name = RouteName::new(request.name).map_err(|e| WireError(e.to_string()))?;
+        let route = self
+            .controller
+            .set_route_paused(&name, request.paused)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(route_to_wire(&route, Secrets::Include)))
+    }
+
+    async fn list_routes(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<route_pb::Routes>, Status> {
+        let routes = self.controller.routes().await.map_err(failed)?;
+        Ok(Response::new(route_pb::Routes {
+            routes: routes
+                .iter()
+                .map(|r| route_to_wire(r, Secrets::Include))
+                .collect(),
+        }))
     }
 
     async fn drain_store(

@@ -6,7 +6,10 @@ use crate::auth::{
     Acl, AuthData, PolicyEntry, ResourcePattern, Subject, User, UserInfo, UserName, UserUpdate,
 };
 use crate::cluster_status::ControllerNodeReport;
-use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
+use crate::domain::{
+    GroupConfig, GroupName, GroupSpec, RouteName, TopicConfig, TopicName, TopicSpec,
+};
+use crate::route::{RouteConfig, RouteSpec};
 
 /// A proxy as the controller leader last heard from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,23 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// Every user, passwords in clear, and every ACL: what proxies authenticate and authorize
     /// with. Never shown to admin tools as is.
     async fn auth_data(&self) -> Result<AuthData, ControllerError>;
+
+    /// Creates a route (issue 12), running unless paused. `AlreadyExists` if one of that name
+    /// exists. A route whose source is this Vela needs its source topic, and gets its group
+    /// (created from the spec's start point when absent; `Invalid` with a start point when the
+    /// group exists, whose position is then the route's).
+    async fn create_route(&self, spec: RouteSpec) -> Result<RouteConfig, ControllerError>;
+    /// Deletes a route (its group stays, with its position). `NotFound` if absent.
+    async fn delete_route(&self, name: &RouteName) -> Result<(), ControllerError>;
+    /// Pauses or resumes a route. `NotFound` if absent.
+    async fn set_route_paused(
+        &self,
+        name: &RouteName,
+        paused: bool,
+    ) -> Result<RouteConfig, ControllerError>;
+    /// Every route, secret keys in clear: what the node running routes needs. Never shown to
+    /// admin tools as is.
+    async fn routes(&self) -> Result<Vec<RouteConfig>, ControllerError>;
 }
 
 /// A proxy not heard from for this long is no longer listed.

@@ -19,9 +19,13 @@ use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
 use crate::controller_api::{ControllerApi, ControllerError, ProxySeen, StoreDrain};
 use crate::controller_wire::*;
-use crate::domain::{GroupConfig, GroupName, GroupSpec, TopicConfig, TopicName, TopicSpec};
+use crate::domain::{
+    GroupConfig, GroupName, GroupSpec, RouteName, TopicConfig, TopicName, TopicSpec,
+};
 use crate::pb::controller as pb;
 use crate::pb::controller::controller_client::ControllerClient;
+use crate::route::{RouteConfig, RouteSpec};
+use crate::route_wire::{Secrets, route_from_wire, spec_to_wire};
 use crate::store_client::lazy_channel;
 
 /// How long a call keeps retrying through elections and unreachable nodes.
@@ -447,6 +451,80 @@ impl ControllerApi for RemoteController {
             })
             .await?;
         Ok(auth_data_from_wire(reply)?)
+    }
+
+    async fn create_route(&self, spec: RouteSpec) -> Result<RouteConfig, ControllerError> {
+        let wire = spec_to_wire(&spec, Secrets::Include);
+        let mut ambiguous = false;
+        let created = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.create_route(wire).await }
+            })
+            .await;
+        match created {
+            Ok(route) => Ok(route_from_wire(route)?),
+            // An earlier attempt may have created it: the same route is a success.
+            Err(ControllerError::AlreadyExists(what)) if ambiguous => {
+                match self
+                    .routes()
+                    .await?
+                    .into_iter()
+                    .find(|r| r.spec.name == spec.name)
+                {
+                    Some(found) if found.spec == spec => Ok(found),
+                    _ => Err(ControllerError::AlreadyExists(what)),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn delete_route(&self, route: &RouteName) -> Result<(), ControllerError> {
+        let wire = name(route.as_str());
+        let mut ambiguous = false;
+        let deleted = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.delete_route(wire).await }
+            })
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(ControllerError::NotFound(_)) if ambiguous => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn set_route_paused(
+        &self,
+        route: &RouteName,
+        paused: bool,
+    ) -> Result<RouteConfig, ControllerError> {
+        let wire = crate::pb::route::SetRoutePaused {
+            name: route.to_string(),
+            paused,
+        };
+        let reply = self
+            .on_leader(&mut false, |mut c| {
+                let wire = wire.clone();
+                async move { c.set_route_paused(wire).await }
+            })
+            .await?;
+        Ok(route_from_wire(reply)?)
+    }
+
+    async fn routes(&self) -> Result<Vec<RouteConfig>, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.list_routes(pb::Empty {}).await
+            })
+            .await?;
+        Ok(reply
+            .routes
+            .into_iter()
+            .map(route_from_wire)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

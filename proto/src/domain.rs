@@ -160,6 +160,34 @@ name_type!(
     MAX_GROUP_LEN
 );
 
+name_type!(
+    /// A validated route name (issue 12).
+    RouteName,
+    "route",
+    MAX_ROUTE_LEN
+);
+
+/// Longest route name.
+pub const MAX_ROUTE_LEN: usize = 64;
+
+/// Where a topic's messages are: its queues' shards; a dead-letter topic's messages may sit
+/// on any shard of any topic in `all` (the store writes dead letters beside the original).
+pub fn shards_of_topic<'a>(
+    topic: &TopicConfig,
+    all: impl IntoIterator<Item = &'a TopicConfig>,
+) -> Vec<ShardId> {
+    if !topic.name.is_dead_letter() {
+        return topic.queue_shards.clone();
+    }
+    let mut shards: Vec<ShardId> = all
+        .into_iter()
+        .flat_map(|t| t.queue_shards.iter().copied())
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+}
+
 impl GroupName {
     /// The dead-letter topic of this group: `%DLQ%<group>`.
     pub fn dead_letter_topic(&self) -> TopicName {

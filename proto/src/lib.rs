@@ -25,6 +25,8 @@ pub mod controller_client;
 pub mod controller_wire;
 pub mod domain;
 pub mod receipt;
+pub mod route;
+pub mod route_wire;
 pub mod secret_file;
 pub mod sql;
 pub mod store_api;
@@ -52,6 +54,11 @@ pub mod pb {
     #[allow(clippy::all, missing_docs)]
     pub mod auth {
         tonic::include_proto!("vela.auth.v1");
+    }
+    /// `vela.route.v1`: routes (issue 12), shared by the admin and controller services.
+    #[allow(clippy::all, missing_docs)]
+    pub mod route {
+        tonic::include_proto!("vela.route.v1");
     }
     /// `vela.store.v1`: the store's contract between cluster nodes.
     #[allow(clippy::all, missing_docs)]

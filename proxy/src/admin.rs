@@ -18,6 +18,7 @@ use vela_proto::cluster_status::{
 
 use crate::Shared;
 
+mod routes;
 mod users;
 use crate::auth::needs::AdminNeeds;
 use crate::headers::RequestMeta;
@@ -636,6 +637,54 @@ impl AdminService for AdminServer {
             moving: drain.moving,
             configured: drain.configured,
         }))
+    }
+
+    async fn create_route(
+        &self,
+        request: Request<vela_proto::pb::route::RouteSpec>,
+    ) -> Result<Response<api::RouteInfo>, Status> {
+        self.allow(&request).await?;
+        routes::create_route(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_route(
+        &self,
+        request: Request<api::DeleteRouteRequest>,
+    ) -> Result<Response<api::DeleteRouteResponse>, Status> {
+        self.allow(&request).await?;
+        routes::delete_route(&self.shared, &request.into_inner().name).await?;
+        Ok(Response::new(api::DeleteRouteResponse {}))
+    }
+
+    async fn set_route_paused(
+        &self,
+        request: Request<vela_proto::pb::route::SetRoutePaused>,
+    ) -> Result<Response<api::RouteInfo>, Status> {
+        self.allow(&request).await?;
+        routes::set_paused(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_routes(
+        &self,
+        request: Request<api::ListRoutesRequest>,
+    ) -> Result<Response<api::ListRoutesResponse>, Status> {
+        self.allow(&request).await?;
+        let routes = routes::list(&self.shared).await?;
+        Ok(Response::new(api::ListRoutesResponse { routes }))
+    }
+
+    async fn describe_route(
+        &self,
+        request: Request<api::DescribeRouteRequest>,
+    ) -> Result<Response<api::RouteInfo>, Status> {
+        self.allow(&request).await?;
+        routes::describe(&self.shared, &request.into_inner().name)
+            .await
+            .map(Response::new)
     }
 
     async fn tier_status(

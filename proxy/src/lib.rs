@@ -65,6 +65,9 @@ pub struct ProxyContext {
     pub listen_addr: SocketAddr,
     /// Serve TLS (and, with a client CA, require client certificates) instead of plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Where routes run, when this process runs them (standalone): `vela admin route` shows
+    /// their status. `None`: route management answers that routes do not run here.
+    pub routes: Option<Arc<dyn vela_proto::route::RouteRuntime>>,
 }
 
 /// Why the server stopped with an error.
@@ -107,19 +110,11 @@ impl Shared {
         &self,
         topic: &vela_proto::TopicConfig,
     ) -> Vec<vela_proto::ShardId> {
-        if !topic.name.as_str().starts_with(vela_proto::DLQ_PREFIX) {
+        if !topic.name.is_dead_letter() {
             return topic.queue_shards.clone();
         }
         match self.ctx.controller.list_topics().await {
-            Ok(topics) => {
-                let mut all: Vec<vela_proto::ShardId> = topics
-                    .iter()
-                    .flat_map(|t| t.queue_shards.iter().copied())
-                    .collect();
-                all.sort_unstable();
-                all.dedup();
-                all
-            }
+            Ok(topics) => vela_proto::shards_of_topic(topic, &topics),
             Err(err) => {
                 tracing::warn!(topic = %topic.name, error = %err, "listing topics for a dead-letter receive; covering the configured shards");
                 Vec::new()

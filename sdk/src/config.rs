@@ -31,8 +31,8 @@ impl fmt::Debug for Credentials {
 /// A validated `host:port` endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl Endpoint {

@@ -43,6 +43,8 @@ pub struct Message {
     properties: HashMap<String, String>,
     message_group: Option<String>,
     delivery_timestamp: Option<SystemTime>,
+    /// Sent under this id instead of a new one (a copy of a message from elsewhere).
+    message_id: Option<String>,
     /// Sent in a transaction (set by `Transaction::send`).
     transactional: bool,
 }
@@ -81,6 +83,11 @@ impl Message {
 
     pub fn delivery_timestamp(&self) -> Option<SystemTime> {
         self.delivery_timestamp
+    }
+
+    /// The id the message is sent under, when the builder set one.
+    pub fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
     }
 
     pub fn kind(&self) -> MessageKind {
@@ -145,6 +152,7 @@ pub struct MessageBuilder {
     properties: HashMap<String, String>,
     message_group: Option<String>,
     delivery_timestamp: Option<SystemTime>,
+    message_id: Option<String>,
 }
 
 impl MessageBuilder {
@@ -187,6 +195,14 @@ impl MessageBuilder {
         self
     }
 
+    /// Sends the message under `id` (at most 128 bytes, no spaces) instead of a new id: what a
+    /// copy of a message from another server keeps (a Vela route with `--keep-message-id`).
+    /// A server that deduplicates sends by client and message id then stores a resend once.
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+
     pub fn build(self) -> Result<Message> {
         let invalid = |msg: String| Err(Error::InvalidArgument(msg));
         let topic = TopicName::new(&self.topic)
@@ -222,6 +238,15 @@ impl MessageBuilder {
                 ));
             }
         }
+        if let Some(id) = &self.message_id
+            && (id.is_empty()
+                || id.len() > 128
+                || id.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return invalid(format!(
+                "message id {id:?} is not 1 to 128 bytes without spaces"
+            ));
+        }
         Ok(Message {
             topic,
             body: self.body,
@@ -230,6 +255,7 @@ impl MessageBuilder {
             properties: self.properties,
             message_group: self.message_group,
             delivery_timestamp: self.delivery_timestamp,
+            message_id: self.message_id,
             transactional: false,
         })
     }
@@ -282,6 +308,34 @@ pub struct MessageView {
 }
 
 impl MessageView {
+    /// A message with every field empty that no server delivered (acking it fails): for
+    /// tests of code that handles received messages.
+    pub fn detached(topic: impl Into<String>, message_id: impl Into<String>) -> Self {
+        MessageView {
+            message_id: message_id.into(),
+            topic: topic.into(),
+            tag: None,
+            keys: Vec::new(),
+            properties: HashMap::new(),
+            message_group: None,
+            body: Bytes::new(),
+            delivery_attempt: 1,
+            queue_id: 0,
+            offset: 0,
+            born_host: String::new(),
+            born_timestamp: None,
+            store_timestamp: None,
+            delivery_timestamp: None,
+            dead_letter_topic: None,
+            traceparent: None,
+            receipt_handle: String::new(),
+            endpoint: Endpoint {
+                host: "0.0.0.0".into(),
+                port: 0,
+            },
+        }
+    }
+
     /// The producer's span, to link a processing span to (`Link::with_context`), when the
     /// message was sent in a sampled trace.
     pub fn trace_context(&self) -> Option<opentelemetry::trace::SpanContext> {

@@ -258,7 +258,10 @@ impl ProducerInner {
         let route = shared.route(first.topic()).await?;
         let ids: Vec<String> = messages
             .iter()
-            .map(|_| MessageIdGenerator::global().next_id())
+            .map(|m| {
+                m.message_id()
+                    .map_or_else(|| MessageIdGenerator::global().next_id(), str::to_owned)
+            })
             .collect();
         let max_attempts = self
             .max_attempts
@@ -612,6 +615,36 @@ mod tests {
                         .unwrap()
                         .message_id,
                     receipt.message_id
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn sends_under_the_id_the_builder_set() {
+            let fake = FakeServer::start().await;
+            let producer = producer(&fake).await;
+            let message = Message::builder("orders")
+                .body("x")
+                .message_id("01ORIGINAL")
+                .build()
+                .unwrap();
+            assert_eq!(message.message_id(), Some("01ORIGINAL"));
+            let receipt = producer.send(message).await.unwrap();
+            assert_eq!(receipt.message_id, "01ORIGINAL");
+            let sent = sends(&fake.state.calls());
+            let id = &sent[0].0.messages[0]
+                .system_properties
+                .as_ref()
+                .unwrap()
+                .message_id;
+            assert_eq!(id, "01ORIGINAL");
+            for bad in ["", "a b", &"x".repeat(129)] {
+                assert!(
+                    Message::builder("orders")
+                        .body("x")
+                        .message_id(bad)
+                        .build()
+                        .is_err()
                 );
             }
         }

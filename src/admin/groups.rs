@@ -49,7 +49,7 @@ pub enum GroupCommand {
 }
 
 /// `group create --from`: a reset target other than an offset.
-fn parse_start(s: &str) -> Result<ResetTarget, String> {
+pub(super) fn parse_start(s: &str) -> Result<ResetTarget, String> {
     match parse_reset_target(s) {
         Ok(ResetTarget::Offset(_)) => Err(format!(
             "{s:?}: a group starts at earliest, latest or an RFC 3339 time (offsets differ per queue)"

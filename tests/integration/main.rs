@@ -32,3 +32,4 @@ mod t21_metrics;
 mod t22_traces;
 mod t23_tier;
 mod t24_scaler;
+mod t25_routes;

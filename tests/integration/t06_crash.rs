@@ -16,7 +16,7 @@ use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer
 
 use crate::harness::unique;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,7 +24,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_vela(data_dir: &Path, grpc: u16, http: u16) -> Child {
+pub(crate) fn spawn_vela(data_dir: &Path, grpc: u16, http: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vela"))
         .arg("standalone")
         .arg("--data-dir")

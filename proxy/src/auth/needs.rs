@@ -392,5 +392,21 @@ mod admin_impls {
             if r.resources.is_empty() { "all".to_owned() } else { r.resources.join(", ") },
         ));
         api::ListAclsRequest => |r| None;
+        // Routes (ADR 0025): a route reads and writes with the server's rights.
+        vela_proto::pb::route::RouteSpec => |r| Some(format!(
+            "create route {} ({} to {} at {})",
+            r.name,
+            r.source_topic,
+            r.target_topic,
+            r.target.as_ref().map_or("", |t| t.address.as_str()),
+        ));
+        api::DeleteRouteRequest => |r| Some(format!("delete route {}", r.name));
+        vela_proto::pb::route::SetRoutePaused => |r| Some(format!(
+            "{} route {}",
+            if r.paused { "pause" } else { "resume" },
+            r.name,
+        ));
+        api::ListRoutesRequest => |r| None;
+        api::DescribeRouteRequest => |r| None;
     }
 }

@@ -36,6 +36,7 @@ pub struct FakeController {
     topics: Mutex<BTreeMap<TopicName, TopicConfig>>,
     groups: Mutex<BTreeMap<GroupName, GroupConfig>>,
     auth: Mutex<vela_proto::auth::AuthData>,
+    routes: Mutex<BTreeMap<vela_proto::RouteName, vela_proto::route::RouteConfig>>,
 }
 
 impl FakeController {
@@ -279,6 +280,55 @@ impl ControllerApi for FakeController {
     async fn auth_data(&self) -> Result<AuthData, ControllerError> {
         self.check_up()?;
         Ok(self.auth.lock().clone())
+    }
+
+    async fn create_route(
+        &self,
+        spec: vela_proto::route::RouteSpec,
+    ) -> Result<vela_proto::route::RouteConfig, ControllerError> {
+        self.check_up()?;
+        let mut routes = self.routes.lock();
+        if routes.contains_key(&spec.name) {
+            return Err(ControllerError::AlreadyExists(format!(
+                "route {}",
+                spec.name
+            )));
+        }
+        let route = vela_proto::route::RouteConfig {
+            spec,
+            paused: false,
+            created_at_ms: 0,
+        };
+        routes.insert(route.spec.name.clone(), route.clone());
+        Ok(route)
+    }
+
+    async fn delete_route(&self, name: &vela_proto::RouteName) -> Result<(), ControllerError> {
+        self.check_up()?;
+        self.routes
+            .lock()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| ControllerError::NotFound(format!("route {name}")))
+    }
+
+    async fn set_route_paused(
+        &self,
+        name: &vela_proto::RouteName,
+        paused: bool,
+    ) -> Result<vela_proto::route::RouteConfig, ControllerError> {
+        self.check_up()?;
+        let mut routes = self.routes.lock();
+        let route = routes
+            .get_mut(name)
+            .ok_or_else(|| ControllerError::NotFound(format!("route {name}")))?;
+        route.paused = paused;
+        Ok(route.clone())
+    }
+
+    async fn routes(&self) -> Result<Vec<vela_proto::route::RouteConfig>, ControllerError> {
+        self.check_up()?;
+        Ok(self.routes.lock().values().cloned().collect())
     }
 
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {

@@ -1,0 +1,176 @@
+//! The controller's side of routes (issue 12, ADR 0025): a route's secret keys are sealed before
+//! they are proposed and opened for the node that runs it; a route whose source is this Vela
+//! gets its consumer group here, where the source topic's type is known.
+
+use vela_proto::route::{RouteConfig, RouteCredentials, RouteEndpoint, RouteSpec};
+use vela_proto::{ControllerApi, ControllerError, GroupSpec, GroupStart, RouteName, TopicType};
+
+use crate::command::{Applied, ControllerCommand};
+use crate::controller::{Controller, unexpected};
+use crate::metadata::{StoredCredentials, StoredEndpoint, StoredRoute};
+
+/// What a route's sealed secret key is bound to: it cannot be moved to another route or side.
+fn secret_context(route: &RouteName, side: &str) -> String {
+    format!("route-secret:{route}:{side}")
+}
+
+impl Controller {
+    fn seal_endpoint(&self, route: &RouteName, side: &str, e: &RouteEndpoint) -> StoredEndpoint {
+        StoredEndpoint {
+            address: e.address.clone(),
+            tls: e.tls,
+            credentials: e.credentials.as_ref().map(|c| StoredCredentials {
+                access_key: c.access_key.clone(),
+                secret_key: self
+                    .sealer
+                    .seal(&secret_context(route, side), c.secret_key.expose()),
+            }),
+        }
+    }
+
+    fn open_endpoint(
+        &self,
+        route: &RouteName,
+        side: &str,
+        e: &StoredEndpoint,
+    ) -> Result<RouteEndpoint, ControllerError> {
+        let failed = |e: String| ControllerError::Internal(format!("{side} of route {route}: {e}"));
+        let credentials = match &e.credentials {
+            None => None,
+            Some(c) => {
+                let secret = self
+                    .sealer
+                    .open(&secret_context(route, side), &c.secret_key)
+                    .map_err(|e| failed(e.to_string()))?;
+                Some(RouteCredentials::new(&c.access_key, &secret).map_err(|e| failed(e.0))?)
+            }
+        };
+        Ok(RouteEndpoint {
+            address: e.address.clone(),
+            tls: e.tls,
+            credentials,
+        })
+    }
+
+    fn open_route(&self, r: &StoredRoute) -> Result<RouteConfig, ControllerError> {
+        Ok(RouteConfig {
+            spec: RouteSpec {
+                name: r.name.clone(),
+                source_topic: r.source_topic.clone(),
+                group: r.group.clone(),
+                source: self.open_endpoint(&r.name, "source", &r.source)?,
+                target_topic: r.target_topic.clone(),
+                target: self.open_endpoint(&r.name, "target", &r.target)?,
+                filter: r.filter.clone(),
+                start: r.start,
+                keep_message_id: r.keep_message_id,
+            },
+            paused: r.paused,
+            created_at_ms: r.created_at_ms,
+        })
+    }
+
+    /// A local source's route needs its topic and gets its group: created from the route's
+    /// start point when absent (FIFO when the topic is, so order per message group holds);
+    /// an existing group keeps its position, so a start point is refused for it.
+    async fn ensure_route_group(&self, spec: &RouteSpec) -> Result<(), ControllerError> {
+        let topic = self
+            .get_topic(&spec.source_topic)
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(format!("topic {}", spec.source_topic)))?;
+        if self.get_group(&spec.group).await?.is_some() {
+            if spec.start != GroupStart::Auto {
+                return Err(ControllerError::Invalid(format!(
+                    "consumer group {} exists: the route continues from its position; omit \
+                     the start point or name a new group",
+                    spec.group
+                )));
+            }
+            return Ok(());
+        }
+        let group = GroupSpec {
+            name: spec.group.clone(),
+            fifo: topic.topic_type == TopicType::Fifo,
+            max_attempts: 0,
+            auto_created: false,
+            start: spec.start,
+        };
+        match self.create_group(group).await {
+            Ok(_) | Err(ControllerError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn propose_create_route(
+        &self,
+        spec: RouteSpec,
+    ) -> Result<RouteConfig, ControllerError> {
+        spec.validate().map_err(|e| ControllerError::Invalid(e.0))?;
+        self.read_barrier().await?;
+        if self.metadata.read().routes().any(|r| r.name == spec.name) {
+            return Err(ControllerError::AlreadyExists(format!(
+                "route {}",
+                spec.name
+            )));
+        }
+        if spec.source.address.is_none() {
+            self.ensure_route_group(&spec).await?;
+        }
+        let route = StoredRoute {
+            source: self.seal_endpoint(&spec.name, "source", &spec.source),
+            target: self.seal_endpoint(&spec.name, "target", &spec.target),
+            name: spec.name,
+            source_topic: spec.source_topic,
+            group: spec.group,
+            target_topic: spec.target_topic,
+            filter: spec.filter,
+            start: spec.start,
+            keep_message_id: spec.keep_message_id,
+            paused: false,
+            created_at_ms: self.clock.now_ms(),
+        };
+        match self
+            .group
+            .propose(ControllerCommand::CreateRoute {
+                route: Box::new(route),
+            })
+            .await?
+        {
+            Ok(Applied::Route(route)) => self.open_route(&route),
+            other => Err(unexpected("create-route", &other)),
+        }
+    }
+
+    pub(crate) async fn propose_delete_route(
+        &self,
+        name: &RouteName,
+    ) -> Result<(), ControllerError> {
+        let command = ControllerCommand::DeleteRoute { name: name.clone() };
+        match self.group.propose(command).await? {
+            Ok(Applied::Deleted) => Ok(()),
+            other => Err(unexpected("delete-route", &other)),
+        }
+    }
+
+    pub(crate) async fn propose_route_paused(
+        &self,
+        name: &RouteName,
+        paused: bool,
+    ) -> Result<RouteConfig, ControllerError> {
+        let command = ControllerCommand::SetRoutePaused {
+            name: name.clone(),
+            paused,
+        };
+        match self.group.propose(command).await? {
+            Ok(Applied::Route(route)) => self.open_route(&route),
+            other => Err(unexpected("set-route-paused", &other)),
+        }
+    }
+
+    /// Every route with its secret keys opened.
+    pub(crate) async fn read_routes(&self) -> Result<Vec<RouteConfig>, ControllerError> {
+        self.read_barrier().await?;
+        let routes: Vec<StoredRoute> = self.metadata.read().routes().cloned().collect();
+        routes.iter().map(|r| self.open_route(r)).collect()
+    }
+}

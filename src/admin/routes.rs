@@ -1,0 +1,414 @@
+//! `vela admin route …` (issue 12, ADR 0025): routes copy a topic to another RocketMQ 5 gRPC
+//! endpoint through a consumer group on the source.
+
+use std::fmt::Write as _;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use vela_proto::pb::admin as pb;
+use vela_proto::pb::route as route_pb;
+
+use super::auth::Secret;
+use super::groups::{ResetTarget, parse_start};
+use super::target::AdminClient;
+use super::{OutputFormat, format_ms, status_error};
+
+#[derive(Subcommand, Debug)]
+pub enum RouteCommand {
+    /// Copies a topic to another RocketMQ 5 gRPC endpoint (another Vela, Apache RocketMQ's
+    /// proxy, a cloud instance): at least once, in order per message group, checkpointed by
+    /// the route's consumer group on the source.
+    Create(Box<CreateRouteArgs>),
+    /// Every route with its state, lag and counters.
+    List {
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// One route: where from, where to, state, lag, rates, errors and the last error.
+    Describe {
+        name: String,
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Stops copying; the route's group keeps its position.
+    Pause { name: String },
+    /// Copies again from where the route's group stands.
+    Resume { name: String },
+    /// Deletes the route (its consumer group stays, with its position).
+    Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateRouteArgs {
+    name: String,
+    /// The topic to copy.
+    #[arg(long)]
+    source_topic: String,
+    /// The route's consumer group on the source: its position is the route's checkpoint.
+    /// Created when the source is this Vela and it does not exist.
+    #[arg(long)]
+    group: String,
+    /// HOST:PORT of the target's gRPC endpoint.
+    #[arg(long)]
+    target_endpoint: String,
+    /// The topic copies are sent to.
+    #[arg(long)]
+    target_topic: String,
+    /// HOST:PORT of the source (default: this Vela).
+    #[arg(long)]
+    source_endpoint: Option<String>,
+    /// Copy only messages whose tag matches (`A||B`).
+    #[arg(long, conflicts_with = "filter_sql")]
+    filter_tag: Option<String>,
+    /// Copy only messages matching an SQL92 expression over their properties.
+    #[arg(long)]
+    filter_sql: Option<String>,
+    /// Where a new group starts: earliest, latest or an RFC 3339 time (default: the group's
+    /// default; needs a source that is this Vela).
+    #[arg(long, value_parser = parse_start)]
+    start: Option<ResetTarget>,
+    /// Access key the target checks signatures with.
+    #[arg(long, requires = "target_secret_key")]
+    target_access_key: Option<String>,
+    #[arg(
+        long,
+        requires = "target_access_key",
+        env = "VELA_ROUTE_TARGET_SECRET_KEY",
+        hide_env_values = true
+    )]
+    target_secret_key: Option<Secret>,
+    /// Speak TLS to the target (trusting the system's roots).
+    #[arg(long)]
+    target_tls: bool,
+    /// Access key the source checks signatures with (a source with auth on, this Vela too).
+    #[arg(long, requires = "source_secret_key")]
+    source_access_key: Option<String>,
+    #[arg(
+        long,
+        requires = "source_access_key",
+        env = "VELA_ROUTE_SOURCE_SECRET_KEY",
+        hide_env_values = true
+    )]
+    source_secret_key: Option<Secret>,
+    /// Speak TLS to a --source-endpoint (trusting the system's roots).
+    #[arg(long, requires = "source_endpoint")]
+    source_tls: bool,
+    /// Send each copy under the source message's id (default: a new id; the original is in the
+    /// VELA_ORIGIN_MSG_ID property either way).
+    #[arg(long)]
+    keep_message_id: bool,
+}
+
+fn credentials(key: Option<String>, secret: Option<Secret>) -> Option<route_pb::Credentials> {
+    key.zip(secret)
+        .map(|(access_key, secret)| route_pb::Credentials {
+            access_key,
+            secret_key: secret.0,
+        })
+}
+
+fn spec(a: CreateRouteArgs) -> route_pb::RouteSpec {
+    let (start, start_time_ms) = match a.start {
+        None | Some(ResetTarget::Offset(_)) => (String::new(), 0),
+        Some(ResetTarget::Earliest) => ("earliest".into(), 0),
+        Some(ResetTarget::Latest) => ("latest".into(), 0),
+        Some(ResetTarget::At(ms)) => ("at".into(), ms),
+    };
+    route_pb::RouteSpec {
+        name: a.name,
+        source_topic: a.source_topic,
+        group: a.group,
+        source: Some(route_pb::Endpoint {
+            address: a.source_endpoint.unwrap_or_default(),
+            tls: a.source_tls,
+            credentials: credentials(a.source_access_key, a.source_secret_key),
+        }),
+        target_topic: a.target_topic,
+        target: Some(route_pb::Endpoint {
+            address: a.target_endpoint,
+            tls: a.target_tls,
+            credentials: credentials(a.target_access_key, a.target_secret_key),
+        }),
+        filter_tag: a.filter_tag.unwrap_or_default(),
+        filter_sql: a.filter_sql.unwrap_or_default(),
+        start,
+        start_time_ms,
+        keep_message_id: a.keep_message_id,
+    }
+}
+
+pub(super) async fn execute(
+    client: &mut AdminClient,
+    command: RouteCommand,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    match command {
+        RouteCommand::Create(args) => {
+            let name = args.name.clone();
+            let info = client
+                .create_route(spec(*args))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            writeln!(out, "route {name} created")?;
+            out += &describe_table(&info)?;
+        }
+        RouteCommand::List { output } => {
+            let routes = client
+                .list_routes(pb::ListRoutesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .routes;
+            out = match output {
+                OutputFormat::Json => {
+                    serde_json::to_string_pretty(&routes.iter().map(to_json).collect::<Vec<_>>())?
+                        + "\n"
+                }
+                OutputFormat::Table => list_table(&routes)?,
+            };
+        }
+        RouteCommand::Describe { name, output } => {
+            let info = client
+                .describe_route(pb::DescribeRouteRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            out = match output {
+                OutputFormat::Json => serde_json::to_string_pretty(&to_json(&info))? + "\n",
+                OutputFormat::Table => describe_table(&info)?,
+            };
+        }
+        RouteCommand::Pause { name } => {
+            set_paused(client, &name, true).await?;
+            writeln!(out, "route {name} paused (its group keeps its position)")?;
+        }
+        RouteCommand::Resume { name } => {
+            set_paused(client, &name, false).await?;
+            writeln!(out, "route {name} resumed")?;
+        }
+        RouteCommand::Delete { name } => {
+            client
+                .delete_route(pb::DeleteRouteRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            writeln!(out, "route {name} deleted (its consumer group stays)")?;
+        }
+    }
+    Ok(out)
+}
+
+async fn set_paused(client: &mut AdminClient, name: &str, paused: bool) -> anyhow::Result<()> {
+    client
+        .set_route_paused(route_pb::SetRoutePaused {
+            name: name.to_owned(),
+            paused,
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(())
+}
+
+fn side(e: Option<&route_pb::Endpoint>) -> serde_json::Value {
+    let e = e.cloned().unwrap_or_default();
+    json!({
+        "endpoint": if e.address.is_empty() { None } else { Some(e.address) },
+        "tls": e.tls,
+        "access_key": e.credentials.map(|c| c.access_key),
+    })
+}
+
+fn start_text(spec: &route_pb::RouteSpec) -> String {
+    match spec.start.as_str() {
+        "" => "the group's default".into(),
+        "at" => format_ms(spec.start_time_ms),
+        other => other.to_owned(),
+    }
+}
+
+fn filter_text(spec: &route_pb::RouteSpec) -> String {
+    if !spec.filter_tag.is_empty() {
+        format!("tag {}", spec.filter_tag)
+    } else if !spec.filter_sql.is_empty() {
+        format!("sql {}", spec.filter_sql)
+    } else {
+        "*".into()
+    }
+}
+
+/// A negative count or time means "unknown".
+fn known(v: i64) -> Option<i64> {
+    (v >= 0).then_some(v)
+}
+
+/// `route describe --output json`, and each entry of `route list --output json`.
+fn to_json(info: &pb::RouteInfo) -> serde_json::Value {
+    let route = info.route.clone().unwrap_or_default();
+    let spec = route.spec.unwrap_or_default();
+    let status = info.status.as_ref().map(|s| {
+        json!({
+            "state": s.state,
+            "copied": s.copied,
+            "skipped_routed": s.skipped_routed,
+            "duplicates": s.duplicates,
+            "errors": s.errors,
+            "last_error": if s.last_error.is_empty() { None } else { Some(&s.last_error) },
+            "last_error_at": (s.last_error_ms > 0).then(|| format_ms(s.last_error_ms)),
+            "lag_messages": known(s.lag_messages),
+            "lag_seconds": known(s.lag_ms).map(|ms| ms as f64 / 1000.0),
+            "last_copied_at": (s.last_copied_ms > 0).then(|| format_ms(s.last_copied_ms)),
+            "copy_rate": s.copy_rate,
+        })
+    });
+    json!({
+        "name": spec.name,
+        "paused": route.paused,
+        "created_at": format_ms(route.created_at_ms),
+        "source_topic": spec.source_topic,
+        "group": spec.group,
+        "source": side(spec.source.as_ref()),
+        "target_topic": spec.target_topic,
+        "target": side(spec.target.as_ref()),
+        "filter_tag": if spec.filter_tag.is_empty() { None } else { Some(&spec.filter_tag) },
+        "filter_sql": if spec.filter_sql.is_empty() { None } else { Some(&spec.filter_sql) },
+        "start": start_text(&spec),
+        "keep_message_id": spec.keep_message_id,
+        "status": status,
+    })
+}
+
+fn state_of(info: &pb::RouteInfo) -> String {
+    match &info.status {
+        Some(s) => s.state.clone(),
+        None if info.route.as_ref().is_some_and(|r| r.paused) => "paused".into(),
+        None => "not running here".into(),
+    }
+}
+
+fn list_table(routes: &[pb::RouteInfo]) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    if routes.is_empty() {
+        writeln!(out, "no routes")?;
+        return Ok(out);
+    }
+    writeln!(
+        out,
+        "{:<20} {:<10} {:<24} {:<32} {:>10} {:>10} {:>8}",
+        "NAME", "STATE", "SOURCE", "TARGET", "COPIED", "LAG", "ERRORS"
+    )?;
+    for info in routes {
+        let route = info.route.clone().unwrap_or_default();
+        let spec = route.spec.unwrap_or_default();
+        let source = match spec.source.as_ref().map(|s| s.address.as_str()) {
+            Some(a) if !a.is_empty() => format!("{}@{a}", spec.source_topic),
+            _ => spec.source_topic.clone(),
+        };
+        let target = format!(
+            "{}@{}",
+            spec.target_topic,
+            spec.target.as_ref().map_or("", |t| t.address.as_str())
+        );
+        let (copied, lag, errors) = match &info.status {
+            Some(s) => (
+                s.copied.to_string(),
+                known(s.lag_messages).map_or("-".into(), |v| v.to_string()),
+                s.errors.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        writeln!(
+            out,
+            "{:<20} {:<10} {:<24} {:<32} {:>10} {:>10} {:>8}",
+            spec.name,
+            state_of(info),
+            source,
+            target,
+            copied,
+            lag,
+            errors
+        )?;
+    }
+    Ok(out)
+}
+
+fn describe_table(info: &pb::RouteInfo) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    let route = info.route.clone().unwrap_or_default();
+    let spec = route.spec.clone().unwrap_or_default();
+    let endpoint = |e: Option<&route_pb::Endpoint>, local: &str| {
+        let e = e.cloned().unwrap_or_default();
+        let mut text = if e.address.is_empty() {
+            local.to_owned()
+        } else {
+            e.address
+        };
+        if e.tls {
+            text += " (TLS)";
+        }
+        if let Some(c) = e.credentials {
+            text += &format!(" as {}", c.access_key);
+        }
+        text
+    };
+    writeln!(out, "name:            {}", spec.name)?;
+    writeln!(out, "state:           {}", state_of(info))?;
+    writeln!(out, "created:         {}", format_ms(route.created_at_ms))?;
+    writeln!(
+        out,
+        "source:          topic {} at {}",
+        spec.source_topic,
+        endpoint(spec.source.as_ref(), "this Vela")
+    )?;
+    writeln!(out, "group:           {}", spec.group)?;
+    writeln!(
+        out,
+        "target:          topic {} at {}",
+        spec.target_topic,
+        endpoint(spec.target.as_ref(), "-")
+    )?;
+    writeln!(out, "filter:          {}", filter_text(&spec))?;
+    writeln!(out, "start:           {}", start_text(&spec))?;
+    writeln!(out, "keep message id: {}", spec.keep_message_id)?;
+    if let Some(s) = &info.status {
+        let lag = match (known(s.lag_messages), known(s.lag_ms)) {
+            (Some(m), Some(ms)) => format!("{m} messages, {:.1} s behind", ms as f64 / 1000.0),
+            (Some(m), None) => format!("{m} messages"),
+            (None, Some(ms)) => format!(
+                "{:.1} s behind (message count unknown for a remote source)",
+                ms as f64 / 1000.0
+            ),
+            (None, None) => "unknown".into(),
+        };
+        writeln!(out, "lag:             {lag}")?;
+        writeln!(
+            out,
+            "copied:          {} ({:.1}/s over the last minute)",
+            s.copied, s.copy_rate
+        )?;
+        if s.last_copied_ms > 0 {
+            writeln!(out, "last copied:     {}", format_ms(s.last_copied_ms))?;
+        }
+        writeln!(
+            out,
+            "skipped:         {} (written by a route: not copied back)",
+            s.skipped_routed
+        )?;
+        writeln!(
+            out,
+            "duplicates:      {} (delivered to the route again and resent)",
+            s.duplicates
+        )?;
+        writeln!(out, "errors:          {}", s.errors)?;
+        if !s.last_error.is_empty() {
+            writeln!(
+                out,
+                "last error:      {} ({})",
+                s.last_error,
+                format_ms(s.last_error_ms)
+            )?;
+        }
+    }
+    Ok(out)
+}

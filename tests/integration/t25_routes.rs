@@ -1,0 +1,539 @@
+//! Routes (issue 12, ADR 0025) between two standalones on loopback:
+//! - a route from A to B with a tag filter and a timestamp start point copies exactly the
+//!   matching messages stored from then on, as sent (body, keys, tag, properties), in order
+//!   per message group, across a SIGKILL of A and a restart of B, with at most the in-flight
+//!   window resent per interruption;
+//! - routes both ways between A and B while both produce: nothing loops, nothing is lost;
+//! - `route pause|resume|delete`, `--output json` and the errors users get.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use tokio::process::Child;
+use vela_sdk::{ClientConfig, FilterExpression, Message, MessageView, Producer, SimpleConsumer};
+
+use crate::harness::{Node, admin, unique};
+use crate::t06_crash::{free_port, spawn_vela, wait_ready};
+
+/// What a route resends at most per interruption: the messages it received and had not
+/// acknowledged (its receive batch).
+const IN_FLIGHT_WINDOW: usize = 16;
+
+struct Broker {
+    dir: tempfile::TempDir,
+    grpc: u16,
+    http: u16,
+    child: Child,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let (grpc, http) = (free_port(), free_port());
+        let child = spawn_vela(dir.path(), grpc, http);
+        wait_ready(http).await;
+        Broker {
+            dir,
+            grpc,
+            http,
+            child,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc)
+    }
+
+    async fn restart(&mut self, signal: &str) {
+        let pid = self.child.id().unwrap();
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("vela stops")
+            .unwrap();
+        self.child = respawn(self.dir.path(), self.grpc, self.http).await;
+    }
+}
+
+async fn respawn(dir: &Path, grpc: u16, http: u16) -> Child {
+    // The port may take a moment to be free again after the kill.
+    for _ in 0..50 {
+        let child = spawn_vela(dir, grpc, http);
+        if tokio::time::timeout(Duration::from_secs(20), wait_ready(http))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        drop(child);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("vela did not restart on port {grpc}");
+}
+
+async fn producer(endpoint: &str, topic: &str) -> Producer {
+    let config = ClientConfig::builder().endpoint(endpoint).build().unwrap();
+    Producer::builder(config)
+        .topics([topic])
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A message as a test sent it.
+#[derive(Debug, Clone, PartialEq)]
+struct Sent {
+    seq: u32,
+    group: String,
+    tag: String,
+    keys: Vec<String>,
+    body: String,
+}
+
+fn message(topic: &str, seq: u32, tag: &str) -> (Message, Sent) {
+    let sent = Sent {
+        seq,
+        group: format!("user-{}", seq % 3),
+        tag: tag.to_owned(),
+        keys: vec![format!("order-{seq}"), format!("k{}", seq % 5)],
+        body: format!("body {seq} {}", "x".repeat(seq as usize % 40)),
+    };
+    let m = Message::builder(topic)
+        .body(sent.body.clone())
+        .tag(tag)
+        .keys(sent.keys.clone())
+        .property("seq", seq.to_string())
+        .property("origin-app", "checkout")
+        .message_group(sent.group.clone())
+        .build()
+        .unwrap();
+    (m, sent)
+}
+
+async fn send_range(
+    producer: &Producer,
+    topic: &str,
+    range: std::ops::Range<u32>,
+    expected: &mut BTreeMap<u32, Sent>,
+) {
+    for seq in range {
+        let tag = if seq % 4 == 3 { "skip" } else { "keep" };
+        let (m, sent) = message(topic, seq, tag);
+        // A send that fails while a broker restarts is retried: the oracle holds what A
+        // acknowledged.
+        let mut attempts = 0;
+        loop {
+            match producer.send(m.clone()).await {
+                Ok(_) => break,
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    tracing::debug!(error = %e, "send retried");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("send {seq}: {e}"),
+            }
+        }
+        if tag == "keep" {
+            expected.insert(seq, sent);
+        }
+    }
+}
+
+async fn route_status(endpoint: &str, name: &str) -> serde_json::Value {
+    let out = admin(endpoint, &["route", "describe", name, "--output", "json"])
+        .await
+        .unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Receives everything `consumer` gets until `done` says so or `within` passes; acks each.
+async fn receive_until(
+    consumer: &SimpleConsumer,
+    within: Duration,
+    mut done: impl FnMut(&[MessageView]) -> bool,
+) -> Vec<MessageView> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut all = Vec::new();
+    while !done(&all) && tokio::time::Instant::now() < deadline {
+        let batch = match consumer.receive(16, Duration::from_secs(20)).await {
+            Ok(batch) => batch,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for m in batch {
+            let _ = consumer.ack(&m).await;
+            all.push(m);
+        }
+    }
+    all
+}
+
+fn seq_of(m: &MessageView) -> u32 {
+    m.properties["seq"].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_copies_what_matches_from_its_start_across_a_kill_and_a_restart() {
+    let mut a = Broker::start().await;
+    let mut b = Broker::start().await;
+    let (ea, eb) = (a.endpoint(), b.endpoint());
+    for (e, t) in [(&ea, "orders"), (&eb, "orders-copy")] {
+        admin(
+            e,
+            &["topic", "create", t, "--type", "fifo", "--queues", "4"],
+        )
+        .await
+        .unwrap();
+    }
+    let mut pa = producer(&ea, "orders").await;
+    // Stored before the route's start point: matching, but never copied.
+    let mut before = BTreeMap::new();
+    send_range(&pa, "orders", 1000..1010, &mut before).await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let start = Duration::from_secs(now.as_secs() + 2);
+    tokio::time::sleep(start - now + Duration::from_millis(50)).await;
+    let start_text = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + start).to_string();
+
+    let mut expected = BTreeMap::new();
+    send_range(&pa, "orders", 0..40, &mut expected).await;
+    let created = admin(
+        &ea,
+        &[
+            "route",
+            "create",
+            "dr",
+            "--source-topic",
+            "orders",
+            "--group",
+            "route-dr",
+            "--target-endpoint",
+            &eb,
+            "--target-topic",
+            "orders-copy",
+            "--filter-tag",
+            "keep",
+            "--start",
+            &start_text,
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(created.contains("route dr created"), "{created}");
+    send_range(&pa, "orders", 40..80, &mut expected).await;
+
+    // Kill A while the route copies.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while route_status(&ea, "dr").await["status"]["copied"].as_u64() < Some(10) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the route copies nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = pa.shutdown().await;
+    a.restart("-KILL").await;
+    pa = producer(&ea, "orders").await;
+    send_range(&pa, "orders", 80..120, &mut expected).await;
+    // Stop B (the target) cleanly and start it again while A produces.
+    b.restart("-TERM").await;
+    send_range(&pa, "orders", 120..160, &mut expected).await;
+    pa.shutdown().await.unwrap();
+
+    admin(
+        &eb,
+        &["group", "create", "check", "--fifo", "--from", "earliest"],
+    )
+    .await
+    .unwrap();
+    let config = ClientConfig::builder().endpoint(&eb).build().unwrap();
+    let consumer = SimpleConsumer::builder(config, "check")
+        .subscribe("orders-copy", FilterExpression::all())
+        .await_duration(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let want: BTreeSet<u32> = expected.keys().copied().collect();
+    let received = receive_until(&consumer, Duration::from_secs(120), |got| {
+        let seen: BTreeSet<u32> = got.iter().map(seq_of).collect();
+        want.is_subset(&seen)
+    })
+    .await;
+    consumer.shutdown().await.unwrap();
+
+    // Every matching message from the start point on, exactly as sent; nothing else.
+    let mut first: HashMap<u32, &MessageView> = HashMap::new();
+    let mut order: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for m in &received {
+        let seq = seq_of(m);
+        let sent = expected
+            .get(&seq)
+            .unwrap_or_else(|| panic!("B got message {seq}, which the route must not copy"));
+        assert_eq!(m.body, sent.body.as_bytes(), "body of {seq}");
+        assert_eq!(m.tag.as_deref(), Some("keep"));
+        assert_eq!(m.keys, sent.keys, "keys of {seq}");
+        assert_eq!(m.message_group.as_deref(), Some(sent.group.as_str()));
+        assert_eq!(m.properties["origin-app"], "checkout");
+        assert_eq!(m.properties["VELA_ORIGIN_TOPIC"], "orders");
+        assert_eq!(m.properties["VELA_ROUTE"], "dr");
+        assert!(!m.properties["VELA_ORIGIN_MSG_ID"].is_empty());
+        if first.insert(seq, m).is_none() {
+            order.entry(sent.group.clone()).or_default().push(seq);
+        }
+    }
+    let missing: Vec<u32> = want
+        .iter()
+        .filter(|s| !first.contains_key(s))
+        .copied()
+        .collect();
+    assert!(missing.is_empty(), "B lacks {missing:?}");
+    // FIFO per message group: first copies arrive in the order A stored them.
+    for (group, seqs) in &order {
+        assert!(seqs.is_sorted(), "group {group} out of order: {seqs:?}");
+    }
+    // At least once: what was resent is bounded by the in-flight window per interruption.
+    let duplicates = received.len() - first.len();
+    let status = route_status(&ea, "dr").await;
+    println!(
+        "route test: {} expected, {} received on B, {duplicates} duplicates; route reports {}",
+        want.len(),
+        received.len(),
+        status["status"]
+    );
+    assert!(
+        duplicates <= 2 * IN_FLIGHT_WINDOW,
+        "{duplicates} duplicates for two interruptions"
+    );
+    let reported = status["status"]["duplicates"].as_u64().unwrap();
+    assert!(reported as usize <= received.len());
+    assert_eq!(status["status"]["state"], "running");
+    // Messages the filter skips count until the group reads past them.
+    assert!(
+        status["status"]["lag_messages"].as_u64().is_some(),
+        "{status}"
+    );
+}
+
+/// Receives from `node`'s `topic` as a new group until it has `want` distinct messages, then
+/// a few seconds more (anything looping would show then); returns all it received.
+async fn collect(node: &Node, topic: &str, want: usize) -> Vec<MessageView> {
+    let group = unique("check");
+    node.admin(&["group", "create", &group, "--from", "earliest"])
+        .await
+        .unwrap();
+    let consumer = SimpleConsumer::builder(node.client_config(), group.as_str())
+        .subscribe(topic, FilterExpression::all())
+        .await_duration(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let got = receive_until(&consumer, Duration::from_secs(60), |got| {
+        got.iter()
+            .map(|m| m.properties["seq"].clone())
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= want
+    })
+    .await;
+    // A little longer: anything looping would show up now.
+    let more = receive_until(&consumer, Duration::from_secs(3), |_| false).await;
+    consumer.shutdown().await.unwrap();
+    got.into_iter().chain(more).collect()
+}
+
+fn create_route(name: &str, target: &str, group: &str) -> Vec<String> {
+    [
+        "route",
+        "create",
+        name,
+        "--source-topic",
+        "events",
+        "--group",
+        group,
+        "--target-endpoint",
+        target,
+        "--target-topic",
+        "events",
+        "--start",
+        "earliest",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_both_ways_neither_loop_nor_lose() {
+    let a = Node::start().await;
+    let b = Node::start().await;
+    for node in [&a, &b] {
+        node.admin(&["topic", "create", "events"]).await.unwrap();
+    }
+    let ab = create_route("a-to-b", &b.endpoint(), "route-a-to-b");
+    let ba = create_route("b-to-a", &a.endpoint(), "route-b-to-a");
+    a.admin(&ab.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    b.admin(&ba.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let (pa, pb) = (a.producer("events").await, b.producer("events").await);
+    let send = |p: &Producer, origin: &str, i: u32| {
+        let m = Message::builder("events")
+            .body(format!("{origin}-{i}"))
+            .property("seq", format!("{origin}-{i}"))
+            .build()
+            .unwrap();
+        let p = p.clone();
+        async move { p.send(m).await.unwrap() }
+    };
+    for i in 0..30 {
+        tokio::join!(send(&pa, "a", i), send(&pb, "b", i));
+    }
+    for (node, name) in [(&a, "events on A"), (&b, "events on B")] {
+        let got = collect(node, "events", 60).await;
+        let mut by_seq: BTreeMap<String, usize> = BTreeMap::new();
+        for m in &got {
+            *by_seq.entry(m.properties["seq"].clone()).or_default() += 1;
+        }
+        assert_eq!(
+            by_seq.len(),
+            60,
+            "{name}: every message of both sides once: {by_seq:?}"
+        );
+        assert!(
+            by_seq.values().all(|n| *n == 1),
+            "{name}: a message looped: {by_seq:?}"
+        );
+    }
+    // Each side skipped the copies the other route wrote.
+    for (node, route) in [(&a, "a-to-b"), (&b, "b-to-a")] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = route_status(&node.endpoint(), route).await;
+            let s = &status["status"];
+            if s["copied"] == 30 && s["skipped_routed"] == 30 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{route}: {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    pa.shutdown().await.unwrap();
+    pb.shutdown().await.unwrap();
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_managed_from_the_cli_with_clear_errors() {
+    let a = Node::start().await;
+    let b = Node::start().await;
+    a.admin(&["topic", "create", "src"]).await.unwrap();
+    b.admin(&["topic", "create", "dst"]).await.unwrap();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "route",
+            "create",
+            "r1",
+            "--source-topic",
+            "src",
+            "--group",
+            "route-r1",
+            "--target-endpoint",
+            "TARGET",
+            "--target-topic",
+            "dst",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        v[8] = b.endpoint();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let run = |v: Vec<String>| {
+        let endpoint = a.endpoint();
+        async move {
+            let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+            admin(&endpoint, &refs).await
+        }
+    };
+    // Refusals name the problem.
+    let err = run(args(&["--filter-tag", "A||"])).await.unwrap_err();
+    assert!(err.to_string().contains("tag"), "{err}");
+    let err = run(args(&["--filter-sql", "a >"])).await.unwrap_err();
+    assert!(err.to_string().contains("SQL92"), "{err}");
+    let err = run(args(&[
+        "--source-endpoint",
+        "10.0.0.1:8081",
+        "--start",
+        "earliest",
+    ]))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("start point"), "{err}");
+    let mut missing_topic = args(&[]);
+    missing_topic[4] = "nope".into();
+    let err = run(missing_topic).await.unwrap_err();
+    assert!(err.to_string().contains("topic nope"), "{err}");
+    let mut bad_target = args(&[]);
+    bad_target[8] = "no-port".into();
+    let err = run(bad_target).await.unwrap_err();
+    assert!(err.to_string().contains("HOST:PORT"), "{err}");
+
+    // Create with credentials: the secret never comes back.
+    let out = run(args(&[
+        "--target-access-key",
+        "ak",
+        "--target-secret-key",
+        "very-secret",
+        "--filter-sql",
+        "region = 'eu'",
+    ]))
+    .await
+    .unwrap();
+    assert!(out.contains("route r1 created"), "{out}");
+    let err = run(args(&[])).await.unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let listed = a
+        .admin(&["route", "list", "--output", "json"])
+        .await
+        .unwrap();
+    assert!(!listed.contains("very-secret"), "{listed}");
+    let routes: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(routes[0]["name"], "r1");
+    assert_eq!(routes[0]["filter_sql"], "region = 'eu'");
+    assert_eq!(routes[0]["target"]["access_key"], "ak");
+    assert_eq!(routes[0]["start"], "the group's default");
+    let table = a.admin(&["route", "list"]).await.unwrap();
+    assert!(table.contains("r1") && table.contains("dst@"), "{table}");
+
+    // Pause, resume, delete.
+    a.admin(&["route", "pause", "r1"]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while route_status(&a.endpoint(), "r1").await["status"]["state"] != "paused" {
+        assert!(tokio::time::Instant::now() < deadline, "not paused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(route_status(&a.endpoint(), "r1").await["paused"], true);
+    a.admin(&["route", "resume", "r1"]).await.unwrap();
+    assert_eq!(route_status(&a.endpoint(), "r1").await["paused"], false);
+    let out = a.admin(&["route", "delete", "r1"]).await.unwrap();
+    assert!(out.contains("deleted"), "{out}");
+    let err = a.admin(&["route", "describe", "r1"]).await.unwrap_err();
+    assert!(err.to_string().contains("route r1 not found"), "{err}");
+    // The group stays, with its position.
+    a.admin(&["group", "describe", "route-r1"]).await.unwrap();
+    a.stop().await;
+    b.stop().await;
+}
