@@ -34,6 +34,10 @@ pub struct ControllerNode {
     controller: Arc<Controller>,
     balancer: Option<JoinHandle<()>>,
     reconciler: Option<JoinHandle<()>>,
+    /// Runs the routes while this node leads (ADR 0025); stopped first.
+    routes_shutdown: CancellationToken,
+    routes_task: JoinHandle<()>,
+    _route_metrics: vela_routes::RouteMetrics,
     telemetry: Metrics,
     _controller_metrics: vela_controller::ControllerMetrics,
     _data_lock: File,
@@ -132,6 +136,26 @@ impl ControllerNode {
             &Metrics::labels(&config, NodeType::Controller, &node_id.to_string()),
         );
         let http_task = serving::serve_http(bound.http, telemetry.hub.clone(), shutdown.clone());
+        let lag: Option<Arc<dyn vela_routes::LagProbe>> = if config.cluster.stores.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::routes::StoreLag {
+                controller: controller.clone() as Arc<dyn vela_proto::ControllerApi>,
+                store: store_client(&config)?,
+            }))
+        };
+        let route_metrics = crate::routes::metrics(
+            &telemetry.hub.meter("vela-routes"),
+            &Metrics::labels(&config, NodeType::Controller, &node_id.to_string()),
+            &controller,
+        );
+        let routes_shutdown = CancellationToken::new();
+        let routes_task = crate::routes::run_while_leading(
+            controller.clone(),
+            crate::routes::local_source(&config, vela_routes::LocalAddress::Proxies)?,
+            lag,
+            routes_shutdown.clone(),
+        );
         Ok(ControllerNode {
             grpc_addr: bound.grpc_addr,
             http_addr: bound.http_addr,
@@ -141,6 +165,9 @@ impl ControllerNode {
             controller,
             balancer,
             reconciler,
+            routes_shutdown,
+            routes_task,
+            _route_metrics: route_metrics,
             telemetry,
             _controller_metrics: controller_metrics,
             _data_lock: bound.lock,
@@ -159,6 +186,10 @@ impl ControllerNode {
 
     /// Stops serving and closes the controller's log.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.routes_shutdown.cancel();
+        if let Err(e) = self.routes_task.await {
+            tracing::warn!(error = %e, "route manager task failed");
+        }
         if let Some(reconciler) = &self.reconciler {
             reconciler.abort();
         }

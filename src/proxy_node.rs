@@ -171,7 +171,6 @@ impl ProxyNode {
             tracer: telemetry.tracer("vela-proxy"),
             listen_addr: grpc_addr,
             tls,
-            routes: None,
         };
         let proxy_task = tokio::spawn(vela_proxy::serve_split(grpc, admin, ctx, shutdown.clone()));
         let http_task = serving::serve_http(http, telemetry.hub.clone(), shutdown.clone());

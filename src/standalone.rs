@@ -124,15 +124,17 @@ impl Standalone {
         );
         let routes = vela_routes::RouteManager::new(
             controller.clone() as Arc<dyn ControllerApi>,
-            crate::routes::local_source(&config, grpc_addr)?,
+            crate::routes::local_source(&config, crate::routes::own_address(grpc_addr))?,
             Some(Arc::new(crate::routes::StoreLag {
                 controller: controller.clone() as Arc<dyn ControllerApi>,
                 store: store.clone() as Arc<dyn StoreApi>,
             })),
         );
-        let route_metrics = routes.register_metrics(
+        controller.set_route_runtime(Some(routes.clone()));
+        let route_metrics = crate::routes::metrics(
             &telemetry.hub.meter("vela-routes"),
             &Metrics::labels(&config, NodeType::Proxy, &grpc_addr.to_string()),
+            &controller,
         );
         let ctx = vela_proxy::ProxyContext {
             config: config.proxy.clone(),
@@ -144,7 +146,6 @@ impl Standalone {
             tracer: telemetry.tracer("vela-proxy"),
             listen_addr: grpc_addr,
             tls,
-            routes: Some(routes.clone() as Arc<dyn vela_proto::route::RouteRuntime>),
         };
         let scaler = scaler_services(
             &config,
@@ -209,6 +210,7 @@ impl Standalone {
         if let Err(e) = self.routes_task.await {
             tracing::warn!(error = %e, "route manager task failed");
         }
+        self.controller.set_route_runtime(None);
         self.shutdown.cancel();
         match self.proxy_task.await {
             Ok(Ok(())) => {}

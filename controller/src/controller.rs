@@ -79,6 +79,9 @@ pub struct Controller {
     stopped: Mutex<bool>,
     /// Seals user passwords before they are proposed; opens them for proxies (ADR 0019).
     pub(crate) sealer: crate::secrets::Sealer,
+    /// Where this process runs routes, while it does (ADR 0025): told when routes change,
+    /// asked how they are doing.
+    pub(crate) route_runtime: parking_lot::RwLock<Option<Arc<dyn vela_proto::route::RouteRuntime>>>,
 }
 
 impl Controller {
@@ -111,6 +114,7 @@ impl Controller {
             proxies: Default::default(),
             stopped: Mutex::new(false),
             sealer,
+            route_runtime: Default::default(),
         });
 
         if let Err(err) = controller.ensure_shards(shards.clone()).await {
@@ -187,6 +191,7 @@ impl Controller {
             proxies: Default::default(),
             stopped: Mutex::new(false),
             sealer,
+            route_runtime: Default::default(),
         });
         tokio::spawn(record_shards_when_leading(
             Arc::downgrade(&controller),
@@ -629,6 +634,13 @@ impl ControllerApi for Controller {
 
     async fn routes(&self) -> Result<Vec<RouteConfig>, ControllerError> {
         self.read_routes().await
+    }
+
+    async fn route_statuses(
+        &self,
+    ) -> Result<BTreeMap<RouteName, vela_proto::route::RouteStatus>, ControllerError> {
+        self.require_leading()?;
+        Ok(self.local_route_statuses())
     }
 
     async fn auth_data(&self) -> Result<AuthData, ControllerError> {

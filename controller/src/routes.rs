@@ -2,7 +2,12 @@
 //! they are proposed and opened for the node that runs it; a route whose source is this Vela
 //! gets its consumer group here, where the source topic's type is known.
 
-use vela_proto::route::{RouteConfig, RouteCredentials, RouteEndpoint, RouteSpec};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use vela_proto::route::{
+    RouteConfig, RouteCredentials, RouteEndpoint, RouteRuntime, RouteSpec, RouteStatus,
+};
 use vela_proto::{ControllerApi, ControllerError, GroupSpec, GroupStart, RouteName, TopicType};
 
 use crate::command::{Applied, ControllerCommand};
@@ -15,6 +20,27 @@ fn secret_context(route: &RouteName, side: &str) -> String {
 }
 
 impl Controller {
+    /// Runs routes in this process from now on (`None`: no longer): it is told when routes
+    /// change and answers `route_statuses`.
+    pub fn set_route_runtime(&self, runtime: Option<Arc<dyn RouteRuntime>>) {
+        *self.route_runtime.write() = runtime;
+    }
+
+    /// What the routes running in this process report (empty where none run).
+    pub fn local_route_statuses(&self) -> BTreeMap<RouteName, RouteStatus> {
+        self.route_runtime
+            .read()
+            .as_ref()
+            .map(|r| r.statuses())
+            .unwrap_or_default()
+    }
+
+    fn routes_changed(&self) {
+        if let Some(runtime) = self.route_runtime.read().as_ref() {
+            runtime.changed();
+        }
+    }
+
     fn seal_endpoint(&self, route: &RouteName, side: &str, e: &RouteEndpoint) -> StoredEndpoint {
         StoredEndpoint {
             address: e.address.clone(),
@@ -136,7 +162,10 @@ impl Controller {
             })
             .await?
         {
-            Ok(Applied::Route(route)) => self.open_route(&route),
+            Ok(Applied::Route(route)) => {
+                self.routes_changed();
+                self.open_route(&route)
+            }
             other => Err(unexpected("create-route", &other)),
         }
     }
@@ -147,7 +176,10 @@ impl Controller {
     ) -> Result<(), ControllerError> {
         let command = ControllerCommand::DeleteRoute { name: name.clone() };
         match self.group.propose(command).await? {
-            Ok(Applied::Deleted) => Ok(()),
+            Ok(Applied::Deleted) => {
+                self.routes_changed();
+                Ok(())
+            }
             other => Err(unexpected("delete-route", &other)),
         }
     }
@@ -162,7 +194,10 @@ impl Controller {
             paused,
         };
         match self.group.propose(command).await? {
-            Ok(Applied::Route(route)) => self.open_route(&route),
+            Ok(Applied::Route(route)) => {
+                self.routes_changed();
+                self.open_route(&route)
+            }
             other => Err(unexpected("set-route-paused", &other)),
         }
     }

@@ -15,7 +15,7 @@ use vela_proto::pb::controller::controller_server::{
     Controller as ControllerRpc, ControllerServer,
 };
 use vela_proto::pb::route as route_pb;
-use vela_proto::route_wire::{Secrets, route_to_wire, spec_from_wire};
+use vela_proto::route_wire::{Secrets, route_to_wire, spec_from_wire, statuses_to_wire};
 use vela_proto::store_wire::WireError;
 use vela_proto::{ControllerApi, RouteName};
 
@@ -271,6 +271,14 @@ impl ControllerRpc for ControllerService {
                 .map(|r| route_to_wire(r, Secrets::Include))
                 .collect(),
         }))
+    }
+
+    async fn route_statuses(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<route_pb::RouteStatuses>, Status> {
+        let statuses = self.controller.route_statuses().await.map_err(failed)?;
+        Ok(Response::new(statuses_to_wire(&statuses)))
     }
 
     async fn drain_store(

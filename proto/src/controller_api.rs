@@ -9,7 +9,8 @@ use crate::cluster_status::ControllerNodeReport;
 use crate::domain::{
     GroupConfig, GroupName, GroupSpec, RouteName, TopicConfig, TopicName, TopicSpec,
 };
-use crate::route::{RouteConfig, RouteSpec};
+use crate::route::{RouteConfig, RouteSpec, RouteStatus};
+use std::collections::BTreeMap;
 
 /// A proxy as the controller leader last heard from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +143,9 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// Every route, secret keys in clear: what the node running routes needs. Never shown to
     /// admin tools as is.
     async fn routes(&self) -> Result<Vec<RouteConfig>, ControllerError>;
+    /// How the routes are doing, as the process running them reports (the controller leader
+    /// of a cluster; the standalone process). A route not listed is not running yet.
+    async fn route_statuses(&self) -> Result<BTreeMap<RouteName, RouteStatus>, ControllerError>;
 }
 
 /// A proxy not heard from for this long is no longer listed.

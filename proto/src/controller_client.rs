@@ -24,8 +24,8 @@ use crate::domain::{
 };
 use crate::pb::controller as pb;
 use crate::pb::controller::controller_client::ControllerClient;
-use crate::route::{RouteConfig, RouteSpec};
-use crate::route_wire::{Secrets, route_from_wire, spec_to_wire};
+use crate::route::{RouteConfig, RouteSpec, RouteStatus};
+use crate::route_wire::{Secrets, route_from_wire, spec_to_wire, statuses_from_wire};
 use crate::store_client::lazy_channel;
 
 /// How long a call keeps retrying through elections and unreachable nodes.
@@ -525,6 +525,15 @@ impl ControllerApi for RemoteController {
             .into_iter()
             .map(route_from_wire)
             .collect::<Result<_, _>>()?)
+    }
+
+    async fn route_statuses(&self) -> Result<BTreeMap<RouteName, RouteStatus>, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.route_statuses(pb::Empty {}).await
+            })
+            .await?;
+        Ok(statuses_from_wire(reply)?)
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

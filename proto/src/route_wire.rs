@@ -3,8 +3,11 @@
 
 use crate::domain::{GroupName, GroupStart, RouteName, TopicName};
 use crate::pb::route as pb;
+use std::collections::BTreeMap;
+
 use crate::route::{
-    RouteConfig, RouteCredentials, RouteEndpoint, RouteError, RouteFilter, RouteSpec, RouteStatus,
+    RouteConfig, RouteCredentials, RouteEndpoint, RouteError, RouteFilter, RouteSpec, RouteState,
+    RouteStatus,
 };
 use crate::store_wire::WireError;
 
@@ -166,6 +169,49 @@ pub fn status_to_wire(s: &RouteStatus) -> pb::RouteStatus {
     }
 }
 
+pub fn status_from_wire(s: pb::RouteStatus) -> Result<RouteStatus, WireError> {
+    let state = match s.state.as_str() {
+        "starting" => RouteState::Starting,
+        "running" => RouteState::Running,
+        "retrying" => RouteState::Retrying,
+        "paused" => RouteState::Paused,
+        "stopped" => RouteState::Stopped,
+        other => return Err(WireError(format!("unknown route state {other:?}"))),
+    };
+    let known = |v: i64| u64::try_from(v).ok();
+    Ok(RouteStatus {
+        state,
+        copied: s.copied,
+        skipped_routed: s.skipped_routed,
+        duplicates: s.duplicates,
+        errors: s.errors,
+        last_error: Some(s.last_error).filter(|e| !e.is_empty()),
+        last_error_ms: Some(s.last_error_ms).filter(|ms| *ms > 0),
+        lag_messages: known(s.lag_messages),
+        lag_ms: known(s.lag_ms),
+        last_copied_ms: Some(s.last_copied_ms).filter(|ms| *ms > 0),
+        copy_rate: s.copy_rate,
+    })
+}
+
+pub fn statuses_to_wire(statuses: &BTreeMap<RouteName, RouteStatus>) -> pb::RouteStatuses {
+    pb::RouteStatuses {
+        routes: statuses
+            .iter()
+            .map(|(name, s)| (name.to_string(), status_to_wire(s)))
+            .collect(),
+    }
+}
+
+pub fn statuses_from_wire(
+    s: pb::RouteStatuses,
+) -> Result<BTreeMap<RouteName, RouteStatus>, WireError> {
+    s.routes
+        .into_iter()
+        .map(|(name, status)| Ok((named(RouteName::new(&name))?, status_from_wire(status)?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +251,23 @@ mod tests {
             (creds.access_key.as_str(), creds.secret_key.as_str()),
             ("ak", "")
         );
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        let mut status = RouteStatus::new(RouteState::Retrying);
+        status.copied = 5;
+        status.last_error = Some("target down".into());
+        status.last_error_ms = Some(9);
+        status.lag_ms = Some(0);
+        let statuses = BTreeMap::from([(RouteName::new("r").expect("name"), status)]);
+        let back = statuses_from_wire(statuses_to_wire(&statuses)).expect("valid");
+        assert_eq!(back, statuses);
+        let mut bad = statuses_to_wire(&statuses);
+        bad.routes
+            .values_mut()
+            .for_each(|s| s.state = "dancing".into());
+        assert!(statuses_from_wire(bad).is_err());
     }
 
     #[test]

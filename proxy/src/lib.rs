@@ -65,9 +65,6 @@ pub struct ProxyContext {
     pub listen_addr: SocketAddr,
     /// Serve TLS (and, with a client CA, require client certificates) instead of plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
-    /// Where routes run, when this process runs them (standalone): `vela admin route` shows
-    /// their status. `None`: route management answers that routes do not run here.
-    pub routes: Option<Arc<dyn vela_proto::route::RouteRuntime>>,
 }
 
 /// Why the server stopped with an error.

@@ -27,18 +27,27 @@ use vela_proto::route::{RouteConfig, RouteRuntime, RouteState, RouteStatus};
 use vela_proto::{ControllerApi, GroupName, RouteName, TopicName};
 
 pub use copy::{copy_of, written_by_a_route};
-pub use metrics::RouteMetrics;
+pub use metrics::{RouteMetrics, StatusSource};
 
 /// How often the manager reads the routes and measures lag.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// The window `copy_rate` is measured over.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// How routes that name no source reach this Vela.
+#[derive(Clone)]
+pub enum LocalAddress {
+    /// `HOST:PORT` of this process's gRPC port (standalone).
+    Fixed(String),
+    /// One of the proxies the controller heard from (a cluster's controller leader), chosen
+    /// again on each connection attempt.
+    Proxies,
+}
+
 /// The source of routes that name none: this Vela, as its own clients reach it.
 #[derive(Clone)]
 pub struct LocalSource {
-    /// `HOST:PORT` of this process's gRPC port.
-    pub address: String,
+    pub address: LocalAddress,
     /// The CA (PEM) to trust when that port speaks TLS; `None`: plaintext.
     pub ca_pem: Option<Vec<u8>>,
     /// This cluster's name (`cluster.name`): the origin copies carry.
@@ -160,6 +169,7 @@ impl RouteManager {
             let task = tokio::spawn(worker::run(worker::WorkerCtx {
                 route: route.clone(),
                 local: self.local.clone(),
+                controller: self.controller.clone(),
                 status,
                 stop: stop.clone(),
             }));

@@ -1,13 +1,16 @@
 //! Route metrics (`docs/metrics.md`), observed from the statuses the workers keep, labelled
 //! with the route's name: what `vela admin route describe` shows, for Grafana.
 
-use std::sync::{Arc, Weak};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use opentelemetry::metrics::{ObservableCounter, ObservableGauge};
-use vela_proto::route::{RouteRuntime, RouteStatus};
+use vela_proto::RouteName;
+use vela_proto::route::RouteStatus;
 use vela_telemetry::{KeyValue, Meter, NodeLabels};
 
-use crate::RouteManager;
+/// What the instruments observe: the statuses of the routes this process runs now.
+pub type StatusSource = Arc<dyn Fn() -> BTreeMap<RouteName, RouteStatus> + Send + Sync>;
 
 /// The route instruments; drop them to stop reporting.
 pub struct RouteMetrics {
@@ -22,24 +25,21 @@ impl std::fmt::Debug for RouteMetrics {
 }
 
 fn each(
-    manager: &Weak<RouteManager>,
+    source: &StatusSource,
     labels: &NodeLabels,
     mut observe: impl FnMut(&RouteStatus, &[KeyValue]),
 ) {
-    let Some(manager) = manager.upgrade() else {
-        return;
-    };
-    for (name, status) in manager.statuses() {
+    for (name, status) in source() {
         let attrs = labels.with([KeyValue::new("route", name.to_string())]);
         observe(&status, &attrs);
     }
 }
 
-impl RouteManager {
-    /// Makes the route instruments on `meter`.
-    pub fn register_metrics(self: &Arc<Self>, meter: &Meter, labels: &NodeLabels) -> RouteMetrics {
+impl RouteMetrics {
+    /// Makes the route instruments on `meter`, observing `source`.
+    pub fn register(meter: &Meter, labels: &NodeLabels, source: StatusSource) -> RouteMetrics {
         let counter = |name: &'static str, help: &'static str, value: fn(&RouteStatus) -> u64| {
-            let manager = Arc::downgrade(self);
+            let manager = source.clone();
             let labels = labels.clone();
             meter
                 .u64_observable_counter(name)
@@ -51,7 +51,7 @@ impl RouteManager {
         };
         let gauge =
             |name: &'static str, help: &'static str, value: fn(&RouteStatus) -> Option<f64>| {
-                let manager = Arc::downgrade(self);
+                let manager = source.clone();
                 let labels = labels.clone();
                 meter
                     .f64_observable_gauge(name)

@@ -14,7 +14,8 @@ use vela_proto::route::{RouteConfig, RouteEndpoint, RouteFilter, RouteState, Rou
 use vela_sdk::{ClientConfig, FilterExpression, MessageView, Producer, SimpleConsumer};
 
 use crate::copy::{copy_of, written_by_a_route};
-use crate::{LocalSource, now_ms};
+use crate::{LocalAddress, LocalSource, now_ms};
+use vela_proto::ControllerApi;
 
 /// Messages asked for per receive.
 const BATCH: u32 = 16;
@@ -29,6 +30,8 @@ const LONG_POLL: Duration = Duration::from_secs(5);
 pub(crate) struct WorkerCtx {
     pub route: RouteConfig,
     pub local: LocalSource,
+    /// Lists the proxies a cluster's local source is reached through.
+    pub controller: Arc<dyn ControllerApi>,
     pub status: Arc<Mutex<RouteStatus>>,
     pub stop: CancellationToken,
 }
@@ -71,13 +74,13 @@ fn failure_backoff() -> backon::ExponentialBackoff {
 /// Runs the route until `stop`: connects, copies, and on any failure backs off and starts over.
 pub(crate) async fn run(ctx: WorkerCtx) {
     let mut backoff = failure_backoff();
-    loop {
+    for attempt in 0.. {
         if ctx.stop.is_cancelled() {
             return;
         }
         ctx.set_state(RouteState::Starting);
         let attempt = async {
-            let (consumer, producer) = connect(&ctx).await?;
+            let (consumer, producer) = connect(&ctx, attempt).await?;
             let copied = copy_until_stopped(&ctx, &consumer, &producer, &mut backoff).await;
             let _ = consumer.shutdown().await;
             let _ = producer.shutdown().await;
@@ -85,7 +88,7 @@ pub(crate) async fn run(ctx: WorkerCtx) {
         };
         match attempt.await {
             Ok(()) => return,
-            Err(err) => ctx.failed("connecting", &err),
+            Err(err) => ctx.failed("starting or receiving", &err),
         }
         let delay = backoff.next().unwrap_or(Duration::from_secs(30));
         if !ctx.pause(delay).await {
@@ -94,17 +97,33 @@ pub(crate) async fn run(ctx: WorkerCtx) {
     }
 }
 
+/// Where this Vela's own clients reach it now: the configured address, or one of the proxies
+/// the controller heard from (another one on each attempt, so a dead proxy is left behind).
+async fn local_address(ctx: &WorkerCtx, attempt: usize) -> Result<String, vela_sdk::Error> {
+    match &ctx.local.address {
+        LocalAddress::Fixed(address) => Ok(address.clone()),
+        LocalAddress::Proxies => {
+            let proxies = ctx.controller.proxies().await.map_err(|e| {
+                vela_sdk::Error::InvalidArgument(format!("listing the cluster's proxies: {e}"))
+            })?;
+            if proxies.is_empty() {
+                return Err(vela_sdk::Error::InvalidArgument(
+                    "no proxy of this cluster is alive to read the source through".into(),
+                ));
+            }
+            Ok(proxies[attempt % proxies.len()].addr.clone())
+        }
+    }
+}
+
 fn client_config(
     endpoint: &RouteEndpoint,
     local: &LocalSource,
+    local_address: &str,
 ) -> Result<ClientConfig, vela_sdk::Error> {
     let (address, tls, ca) = match &endpoint.address {
         Some(address) => (address.as_str(), endpoint.tls, None),
-        None => (
-            local.address.as_str(),
-            local.ca_pem.is_some(),
-            local.ca_pem.clone(),
-        ),
+        None => (local_address, local.ca_pem.is_some(), local.ca_pem.clone()),
     };
     let scheme = if tls { "https://" } else { "" };
     let mut config = ClientConfig::builder()
@@ -119,22 +138,29 @@ fn client_config(
     config.build()
 }
 
-async fn connect(ctx: &WorkerCtx) -> Result<(SimpleConsumer, Producer), vela_sdk::Error> {
+async fn connect(
+    ctx: &WorkerCtx,
+    attempt: usize,
+) -> Result<(SimpleConsumer, Producer), vela_sdk::Error> {
     let spec = &ctx.route.spec;
+    let local = match (&spec.source.address, &spec.target.address) {
+        (Some(_), Some(_)) => String::new(),
+        _ => local_address(ctx, attempt).await?,
+    };
     let filter = match &spec.filter {
         RouteFilter::All => FilterExpression::all(),
         RouteFilter::Tag(e) => FilterExpression::tag(e),
         RouteFilter::Sql(e) => FilterExpression::sql(e),
     };
     let consumer = SimpleConsumer::builder(
-        client_config(&spec.source, &ctx.local)?,
+        client_config(&spec.source, &ctx.local, &local)?,
         spec.group.as_str(),
     )
     .subscribe(spec.source_topic.as_str(), filter)
     .await_duration(LONG_POLL)
     .build()
     .await?;
-    let producer = match Producer::builder(client_config(&spec.target, &ctx.local)?)
+    let producer = match Producer::builder(client_config(&spec.target, &ctx.local, &local)?)
         .topics([spec.target_topic.as_str()])
         .build()
         .await

@@ -537,3 +537,119 @@ async fn routes_are_managed_from_the_cli_with_clear_errors() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Receives from `topic` on `node` as a new group until the bodies in `want` all arrived.
+async fn bodies_on(node: &Node, topic: &str, want: &BTreeSet<String>) -> BTreeSet<String> {
+    let group = unique("check");
+    node.admin(&["group", "create", &group, "--from", "earliest"])
+        .await
+        .unwrap();
+    let consumer = SimpleConsumer::builder(node.client_config(), group.as_str())
+        .subscribe(topic, FilterExpression::all())
+        .await_duration(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let got = receive_until(&consumer, Duration::from_secs(90), |got| {
+        let seen: BTreeSet<String> = got
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        want.is_subset(&seen)
+    })
+    .await;
+    consumer.shutdown().await.unwrap();
+    got.iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_runs_routes_on_its_controller_leader_and_moves_them_when_it_dies() {
+    // Above the ephemeral range (32768 to 60999), below every other cluster test's ports.
+    let base: u16 = 61_000 + (std::process::id() % 20) as u16 * 200;
+    let cluster = crate::local_cluster::LocalCluster::start(base, &[], &[]).await;
+    let (p0, p1) = (cluster.proxies[0].clone(), cluster.proxies[1].clone());
+    let b = Node::start().await;
+    admin(&p0, &["topic", "create", "orders"]).await.unwrap();
+    b.admin(&["topic", "create", "orders-copy"]).await.unwrap();
+    let created = admin(
+        &p0,
+        &[
+            "route",
+            "create",
+            "c1",
+            "--source-topic",
+            "orders",
+            "--group",
+            "route-c1",
+            "--target-endpoint",
+            &b.endpoint(),
+            "--target-topic",
+            "orders-copy",
+            "--start",
+            "earliest",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(created.contains("route c1 created"), "{created}");
+    let send = |proxy: String, range: std::ops::Range<u32>| async move {
+        let p = producer(&proxy, "orders").await;
+        for i in range {
+            let m = Message::builder("orders")
+                .body(format!("c-{i}"))
+                .build()
+                .unwrap();
+            let mut tries = 0;
+            while let Err(e) = p.send(m.clone()).await {
+                tries += 1;
+                assert!(tries < 50, "send c-{i}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        p.shutdown().await.unwrap();
+    };
+    send(p0.clone(), 0..20).await;
+    let want: BTreeSet<String> = (0..20).map(|i| format!("c-{i}")).collect();
+    let got = bodies_on(&b, "orders-copy", &want).await;
+    assert!(want.is_subset(&got), "B lacks {:?}", want.difference(&got));
+    // Any proxy reports the route as the leader runs it.
+    let status = route_status(&p1, "c1").await;
+    assert_eq!(status["status"]["state"], "running", "{status}");
+    assert!(status["status"]["copied"].as_u64() >= Some(20), "{status}");
+
+    // The controller leader dies: another controller takes the route over from its group's
+    // position, and what is produced meanwhile and after is copied.
+    let status = crate::local_cluster::cluster_status(&p0);
+    let leader = status["controllers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "leader")
+        .map(|c| c["id"].as_u64().unwrap())
+        .expect("a controller leader");
+    let pid = cluster.file["controllers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"].as_u64() == Some(leader))
+        .and_then(|c| c["pid"].as_u64())
+        .unwrap();
+    crate::local_cluster::kill("-9", pid);
+    send(p1.clone(), 20..40).await;
+    let want: BTreeSet<String> = (0..40).map(|i| format!("c-{i}")).collect();
+    let got = bodies_on(&b, "orders-copy", &want).await;
+    assert!(want.is_subset(&got), "B lacks {:?}", want.difference(&got));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = route_status(&p0, "c1").await;
+        if status["status"]["state"] == "running" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.stop().await;
+    cluster.stop_all().await;
+}

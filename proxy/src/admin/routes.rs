@@ -1,5 +1,9 @@
 //! The admin RPCs for routes (issue 12, ADR 0025): validated into domain values here, kept by
-//! the controller, run where the process has a route runtime. Secret keys go in, never out.
+//! the controller, run where the controller's process runs them (the standalone process, the
+//! leader of a cluster's controllers), which also reports how they do. Secret keys go in,
+//! never out.
+
+use std::collections::BTreeMap;
 
 use tonic::Status;
 use vela_proto::RouteName;
@@ -15,37 +19,30 @@ fn route_name(name: &str) -> Result<RouteName, Status> {
     RouteName::new(name.trim()).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-/// Routes run only where a process has a route runtime: refuse to create one nothing would run.
-fn runtime(shared: &Shared) -> Result<&dyn vela_proto::route::RouteRuntime, Status> {
-    shared.ctx.routes.as_deref().ok_or_else(|| {
-        Status::failed_precondition(
-            "routes run in `vela standalone` in this version; a cluster does not place them on \
-             a node yet (issue 12)",
-        )
-    })
-}
-
-/// Tells the runtime the routes changed, so it acts now.
-fn changed(shared: &Shared) {
-    if let Some(runtime) = &shared.ctx.routes {
-        runtime.changed();
+/// How the routes are doing; empty when the node running them cannot say now (a new
+/// controller leader starting them): the routes then show as starting.
+async fn statuses(shared: &Shared) -> BTreeMap<RouteName, RouteStatus> {
+    match shared.ctx.controller.route_statuses().await {
+        Ok(statuses) => statuses,
+        Err(err) => {
+            tracing::debug!(error = %err, "route statuses");
+            BTreeMap::new()
+        }
     }
 }
 
-fn info(shared: &Shared, route: &RouteConfig) -> api::RouteInfo {
-    let status = shared.ctx.routes.as_ref().map(|r| {
-        r.statuses().remove(&route.spec.name).unwrap_or_else(|| {
-            // Created or resumed a moment ago: the runtime is starting it.
-            RouteStatus::new(if route.paused {
-                RouteState::Paused
-            } else {
-                RouteState::Starting
-            })
+fn info(route: &RouteConfig, statuses: &BTreeMap<RouteName, RouteStatus>) -> api::RouteInfo {
+    let status = statuses.get(&route.spec.name).cloned().unwrap_or_else(|| {
+        // Created or resumed a moment ago, or a new leader: the runtime is starting it.
+        RouteStatus::new(if route.paused {
+            RouteState::Paused
+        } else {
+            RouteState::Starting
         })
     });
     api::RouteInfo {
         route: Some(route_to_wire(route, Secrets::Omit)),
-        status: status.as_ref().map(status_to_wire),
+        status: Some(status_to_wire(&status)),
     }
 }
 
@@ -53,7 +50,6 @@ pub(super) async fn create_route(
     shared: &Shared,
     req: route_pb::RouteSpec,
 ) -> Result<api::RouteInfo, Status> {
-    runtime(shared)?;
     let spec = spec_from_wire(req).map_err(|e| Status::invalid_argument(e.0))?;
     let route = shared
         .ctx
@@ -61,8 +57,7 @@ pub(super) async fn create_route(
         .create_route(spec)
         .await
         .map_err(controller_to_grpc)?;
-    changed(shared);
-    Ok(info(shared, &route))
+    Ok(info(&route, &statuses(shared).await))
 }
 
 pub(super) async fn delete_route(shared: &Shared, name: &str) -> Result<(), Status> {
@@ -72,9 +67,7 @@ pub(super) async fn delete_route(shared: &Shared, name: &str) -> Result<(), Stat
         .controller
         .delete_route(&name)
         .await
-        .map_err(controller_to_grpc)?;
-    changed(shared);
-    Ok(())
+        .map_err(controller_to_grpc)
 }
 
 pub(super) async fn set_paused(
@@ -88,8 +81,7 @@ pub(super) async fn set_paused(
         .set_route_paused(&name, req.paused)
         .await
         .map_err(controller_to_grpc)?;
-    changed(shared);
-    Ok(info(shared, &route))
+    Ok(info(&route, &statuses(shared).await))
 }
 
 pub(super) async fn list(shared: &Shared) -> Result<Vec<api::RouteInfo>, Status> {
@@ -99,7 +91,8 @@ pub(super) async fn list(shared: &Shared) -> Result<Vec<api::RouteInfo>, Status>
         .routes()
         .await
         .map_err(controller_to_grpc)?;
-    Ok(routes.iter().map(|r| info(shared, r)).collect())
+    let statuses = statuses(shared).await;
+    Ok(routes.iter().map(|r| info(r, &statuses)).collect())
 }
 
 pub(super) async fn describe(shared: &Shared, name: &str) -> Result<api::RouteInfo, Status> {
@@ -110,9 +103,9 @@ pub(super) async fn describe(shared: &Shared, name: &str) -> Result<api::RouteIn
         .routes()
         .await
         .map_err(controller_to_grpc)?;
-    routes
+    let route = routes
         .iter()
         .find(|r| r.spec.name == name)
-        .map(|r| info(shared, r))
-        .ok_or_else(|| Status::not_found(format!("route {name} not found")))
+        .ok_or_else(|| Status::not_found(format!("route {name} not found")))?;
+    Ok(info(route, &statuses(shared).await))
 }

@@ -331,6 +331,14 @@ impl ControllerApi for FakeController {
         Ok(self.routes.lock().values().cloned().collect())
     }
 
+    async fn route_statuses(
+        &self,
+    ) -> Result<BTreeMap<vela_proto::RouteName, vela_proto::route::RouteStatus>, ControllerError>
+    {
+        self.check_up()?;
+        Ok(BTreeMap::new())
+    }
+
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {
         Ok(self
             .proxies

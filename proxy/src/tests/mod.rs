@@ -83,7 +83,6 @@ impl Harness {
             tracer: vela_telemetry::traces::MessageTracer::off(),
             listen_addr: addr,
             tls: None,
-            routes: None,
         };
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(listener, ctx, shutdown.clone()));
