@@ -105,7 +105,7 @@ pub enum ControllerCommand {
     /// Creates a route (issue 12, ADR 0025), running, created at the proposer's clock; its
     /// secret keys travel sealed.
     CreateRoute {
-        route: Box<StoredRoute>,
+        route: Box<LoggedRoute>,
     },
     /// Deletes a route.
     DeleteRoute {
@@ -115,6 +115,13 @@ pub enum ControllerCommand {
     SetRoutePaused {
         name: RouteName,
         paused: bool,
+    },
+    /// Creates a route to an HTTP target (CloudEvents), running, created at the proposer's
+    /// clock. A controller on a build from before it cannot read this entry: create such routes
+    /// once every controller runs a build that has it.
+    CreateHttpRoute {
+        route: Box<LoggedRoute>,
+        http: StoredHttp,
     },
 }
 
@@ -151,7 +158,7 @@ impl ControllerCommand {
     }
 }
 
-use crate::metadata::StoredRoute;
+use crate::metadata::{LoggedRoute, StoredHttp, StoredRoute};
 use crate::secrets::SealedSecret;
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -204,6 +211,9 @@ impl fmt::Display for ControllerCommand {
                 write!(f, "delete-acl {subject} ({} resources)", resources.len())
             }
             ControllerCommand::CreateRoute { route } => write!(f, "create-route {}", route.name),
+            ControllerCommand::CreateHttpRoute { route, .. } => {
+                write!(f, "create-route {} (HTTP)", route.name)
+            }
             ControllerCommand::DeleteRoute { name } => write!(f, "delete-route {name}"),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 write!(f, "set-route-paused {name} {paused}")

@@ -12,7 +12,7 @@ use crate::placement::{drain_moves, place_queues, replica_sets};
 mod auth;
 mod routes;
 pub use auth::StoredUser;
-pub use routes::{StoredCredentials, StoredEndpoint, StoredRoute};
+pub use routes::{LoggedRoute, StoredCredentials, StoredEndpoint, StoredHttp, StoredRoute};
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
 /// `#[serde(default)]`.
@@ -109,7 +109,12 @@ impl Metadata {
             ControllerCommand::DeleteAcl { subject, resources } => {
                 self.delete_acl(subject, &resources)
             }
-            ControllerCommand::CreateRoute { route } => self.create_route(*route),
+            ControllerCommand::CreateRoute { route } => {
+                self.create_route(StoredRoute::new(*route, None))
+            }
+            ControllerCommand::CreateHttpRoute { route, http } => {
+                self.create_route(StoredRoute::new(*route, Some(http)))
+            }
             ControllerCommand::DeleteRoute { name } => self.delete_route(name),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 self.set_route_paused(name, paused)
@@ -627,6 +632,7 @@ mod tests {
                     | ControllerCommand::DeleteAcl { .. } => {}
                     // Not generated here (see `metadata::routes`).
                     ControllerCommand::CreateRoute { .. }
+                    | ControllerCommand::CreateHttpRoute { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

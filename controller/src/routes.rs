@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vela_proto::route::{
-    RouteConfig, RouteCredentials, RouteEndpoint, RouteRuntime, RouteSpec, RouteStatus,
+    HttpTarget, RouteConfig, RouteCredentials, RouteEndpoint, RouteRuntime, RouteSpec, RouteStatus,
+    RouteTarget,
 };
 use vela_proto::{ControllerApi, ControllerError, GroupSpec, GroupStart, RouteName, TopicType};
 
 use crate::command::{Applied, ControllerCommand};
 use crate::controller::{Controller, unexpected};
-use crate::metadata::{StoredCredentials, StoredEndpoint, StoredRoute};
+use crate::metadata::{LoggedRoute, StoredCredentials, StoredEndpoint, StoredHttp, StoredRoute};
 
 /// What a route's sealed secret key is bound to: it cannot be moved to another route or side.
 fn secret_context(route: &RouteName, side: &str) -> String {
@@ -85,8 +86,16 @@ impl Controller {
                 source_topic: r.source_topic.clone(),
                 group: r.group.clone(),
                 source: self.open_endpoint(&r.name, "source", &r.source)?,
-                target_topic: r.target_topic.clone(),
-                target: self.open_endpoint(&r.name, "target", &r.target)?,
+                target: match &r.http {
+                    Some(http) => RouteTarget::Http(HttpTarget {
+                        url: http.url.clone(),
+                        batch: http.batch,
+                    }),
+                    None => RouteTarget::Topic {
+                        topic: r.target_topic.clone(),
+                        endpoint: self.open_endpoint(&r.name, "target", &r.target)?,
+                    },
+                },
                 filter: r.filter.clone(),
                 start: r.start,
                 keep_message_id: r.keep_message_id,
@@ -142,26 +151,39 @@ impl Controller {
         if spec.source.address.is_none() {
             self.ensure_route_group(&spec).await?;
         }
-        let route = StoredRoute {
+        let (target_topic, target, http) = match &spec.target {
+            RouteTarget::Topic { topic, endpoint } => (
+                topic.clone(),
+                self.seal_endpoint(&spec.name, "target", endpoint),
+                None,
+            ),
+            RouteTarget::Http(http) => (
+                spec.source_topic.clone(),
+                self.seal_endpoint(&spec.name, "target", &RouteEndpoint::local()),
+                Some(StoredHttp {
+                    url: http.url.clone(),
+                    batch: http.batch,
+                }),
+            ),
+        };
+        let route = Box::new(LoggedRoute {
             source: self.seal_endpoint(&spec.name, "source", &spec.source),
-            target: self.seal_endpoint(&spec.name, "target", &spec.target),
+            target,
             name: spec.name,
             source_topic: spec.source_topic,
             group: spec.group,
-            target_topic: spec.target_topic,
+            target_topic,
             filter: spec.filter,
             start: spec.start,
             keep_message_id: spec.keep_message_id,
             paused: false,
             created_at_ms: self.clock.now_ms(),
+        });
+        let command = match http {
+            None => ControllerCommand::CreateRoute { route },
+            Some(http) => ControllerCommand::CreateHttpRoute { route, http },
         };
-        match self
-            .group
-            .propose(ControllerCommand::CreateRoute {
-                route: Box::new(route),
-            })
-            .await?
-        {
+        match self.group.propose(command).await? {
             Ok(Applied::Route(route)) => {
                 self.routes_changed();
                 self.open_route(&route)

@@ -145,6 +145,60 @@ impl fmt::Display for RouteFilter {
     }
 }
 
+/// Most events one HTTP request of a route carries.
+pub const MAX_HTTP_BATCH: u32 = 16;
+/// Longest target URL.
+const MAX_URL_LEN: usize = 2048;
+
+/// An HTTP endpoint that takes CloudEvents 1.0 in structured JSON (ADR 0025).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// `http://…` or `https://…`; every request is a POST to it.
+    pub url: String,
+    /// Events per request: 1 sends `application/cloudevents+json`, more a
+    /// `application/cloudevents-batch+json` array of up to this many.
+    pub batch: u32,
+}
+
+impl HttpTarget {
+    pub fn new(url: &str, batch: u32) -> Result<Self, RouteError> {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        let Some(rest) = rest else {
+            return invalid(format!("target URL {url:?} is not http:// or https://"));
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty()
+            || url.len() > MAX_URL_LEN
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return invalid(format!(
+                "target URL {url:?} needs a host and at most 2048 characters without spaces"
+            ));
+        }
+        if !(1..=MAX_HTTP_BATCH).contains(&batch) {
+            return invalid(format!("a batch of {batch} events is outside 1..=16"));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            batch,
+        })
+    }
+}
+
+/// Where a route's copies go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// A topic of a RocketMQ 5 gRPC endpoint.
+    Topic {
+        topic: TopicName,
+        endpoint: RouteEndpoint,
+    },
+    /// CloudEvents over HTTP (webhooks).
+    Http(HttpTarget),
+}
+
 /// A route as its creator describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -153,8 +207,7 @@ pub struct RouteSpec {
     /// The route's consumer group on the source; its position is the route's checkpoint.
     pub group: GroupName,
     pub source: RouteEndpoint,
-    pub target_topic: TopicName,
-    pub target: RouteEndpoint,
+    pub target: RouteTarget,
     pub filter: RouteFilter,
     /// Where the group starts when the route creates it (`Auto`: the group's default).
     pub start: GroupStart,
@@ -166,10 +219,6 @@ impl RouteSpec {
     /// Checks what names and filters alone cannot: a target address; a start point only for a
     /// group this Vela can create (a local source); no route onto its own source.
     pub fn validate(&self) -> Result<(), RouteError> {
-        let Some(target) = &self.target.address else {
-            return invalid("a route needs a target endpoint (--target-endpoint HOST:PORT)");
-        };
-        validate_address(target)?;
         if let Some(source) = &self.source.address {
             validate_address(source)?;
             if self.start != GroupStart::Auto {
@@ -178,12 +227,34 @@ impl RouteSpec {
                      group starts where that server decides (create the group there first)",
                 );
             }
-            if source == target && self.source_topic == self.target_topic {
-                return invalid("a route cannot copy a topic onto itself");
-            }
         }
-        if self.source_topic.is_dead_letter() != self.target_topic.is_dead_letter() {
-            return invalid("a route copies a dead-letter topic only to a dead-letter topic");
+        match &self.target {
+            RouteTarget::Topic { topic, endpoint } => {
+                let Some(target) = &endpoint.address else {
+                    return invalid(
+                        "a route needs a target: --target-endpoint HOST:PORT with \
+                         --target-topic, or --target-url",
+                    );
+                };
+                validate_address(target)?;
+                if self.source.address.as_ref() == Some(target) && self.source_topic == *topic {
+                    return invalid("a route cannot copy a topic onto itself");
+                }
+                if self.source_topic.is_dead_letter() != topic.is_dead_letter() {
+                    return invalid(
+                        "a route copies a dead-letter topic only to a dead-letter topic",
+                    );
+                }
+            }
+            RouteTarget::Http(http) => {
+                HttpTarget::new(&http.url, http.batch)?;
+                if self.keep_message_id {
+                    return invalid(
+                        "--keep-message-id is for topic targets (an HTTP target gets the \
+                         original id as the event's id)",
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -282,11 +353,13 @@ mod tests {
             source_topic: TopicName::new("orders").expect("topic"),
             group: GroupName::new("route-dr").expect("group"),
             source: RouteEndpoint::local(),
-            target_topic: TopicName::new("orders").expect("topic"),
-            target: RouteEndpoint {
-                address: Some("127.0.0.1:9081".into()),
-                tls: false,
-                credentials: None,
+            target: RouteTarget::Topic {
+                topic: TopicName::new("orders").expect("topic"),
+                endpoint: RouteEndpoint {
+                    address: Some("127.0.0.1:9081".into()),
+                    tls: false,
+                    credentials: None,
+                },
             },
             filter: RouteFilter::All,
             start: GroupStart::Latest,
@@ -317,8 +390,16 @@ mod tests {
     fn specs_are_checked_where_names_cannot_be() {
         assert_eq!(spec().validate(), Ok(()));
         let mut no_target = spec();
-        no_target.target.address = None;
+        if let RouteTarget::Topic { endpoint, .. } = &mut no_target.target {
+            endpoint.address = None;
+        }
         assert!(no_target.validate().is_err());
+        let mut http = spec();
+        http.target =
+            RouteTarget::Http(HttpTarget::new("https://hooks.example.com/in", 4).expect("ok"));
+        assert_eq!(http.validate(), Ok(()));
+        http.keep_message_id = true;
+        assert!(http.validate().is_err());
         let mut remote_start = spec();
         remote_start.source.address = Some("10.0.0.1:8081".into());
         let err = remote_start
@@ -335,6 +416,22 @@ mod tests {
     }
 
     #[test]
+    fn http_targets_are_urls_with_a_bounded_batch() {
+        assert!(HttpTarget::new("http://127.0.0.1:9000/events?x=1", 1).is_ok());
+        for bad in [
+            "ftp://h/x",
+            "https://",
+            "https:///x",
+            "http://a b/",
+            "hooks.example.com",
+        ] {
+            assert!(HttpTarget::new(bad, 1).is_err(), "{bad}");
+        }
+        assert!(HttpTarget::new("https://h/", 0).is_err());
+        assert!(HttpTarget::new("https://h/", 17).is_err());
+    }
+
+    #[test]
     fn filters_are_validated_and_debug_hides_secrets() {
         assert!(RouteFilter::tag("A||B").is_ok());
         assert!(RouteFilter::tag("A||").is_err());
@@ -345,9 +442,9 @@ mod tests {
         let creds = RouteCredentials::new("ak", "secret").expect("ok");
         let route = RouteConfig {
             spec: RouteSpec {
-                target: RouteEndpoint {
+                source: RouteEndpoint {
                     credentials: Some(creds),
-                    ..spec().target
+                    ..RouteEndpoint::local()
                 },
                 ..spec()
             },

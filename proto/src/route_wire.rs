@@ -6,8 +6,8 @@ use crate::pb::route as pb;
 use std::collections::BTreeMap;
 
 use crate::route::{
-    RouteConfig, RouteCredentials, RouteEndpoint, RouteError, RouteFilter, RouteSpec, RouteState,
-    RouteStatus,
+    HttpTarget, RouteConfig, RouteCredentials, RouteEndpoint, RouteError, RouteFilter, RouteSpec,
+    RouteState, RouteStatus, RouteTarget,
 };
 use crate::store_wire::WireError;
 
@@ -88,18 +88,29 @@ pub fn spec_to_wire(s: &RouteSpec, secrets: Secrets) -> pb::RouteSpec {
         RouteFilter::Tag(e) => (e.clone(), String::new()),
         RouteFilter::Sql(e) => (String::new(), e.clone()),
     };
+    let (target_topic, target, target_url, target_batch) = match &s.target {
+        RouteTarget::Topic { topic, endpoint } => (
+            topic.to_string(),
+            Some(endpoint_to_wire(endpoint, secrets)),
+            String::new(),
+            0,
+        ),
+        RouteTarget::Http(http) => (String::new(), None, http.url.clone(), http.batch),
+    };
     pb::RouteSpec {
         name: s.name.to_string(),
         source_topic: s.source_topic.to_string(),
         group: s.group.to_string(),
         source: Some(endpoint_to_wire(&s.source, secrets)),
-        target_topic: s.target_topic.to_string(),
-        target: Some(endpoint_to_wire(&s.target, secrets)),
+        target_topic,
+        target,
         filter_tag,
         filter_sql,
         start,
         start_time_ms,
         keep_message_id: s.keep_message_id,
+        target_url,
+        target_batch,
     }
 }
 
@@ -115,13 +126,29 @@ pub fn spec_from_wire(s: pb::RouteSpec) -> Result<RouteSpec, WireError> {
             ));
         }
     };
+    let target = if s.target_url.is_empty() {
+        RouteTarget::Topic {
+            topic: named(TopicName::new(&s.target_topic))?,
+            endpoint: endpoint_from_wire(s.target, "target")?,
+        }
+    } else {
+        let endpoint_given = s
+            .target
+            .as_ref()
+            .is_some_and(|t| !t.address.is_empty() || t.credentials.is_some() || t.tls);
+        if !s.target_topic.is_empty() || endpoint_given {
+            return Err(WireError(
+                "a route has a target URL or a target endpoint and topic, not both".into(),
+            ));
+        }
+        RouteTarget::Http(HttpTarget::new(&s.target_url, s.target_batch.max(1))?)
+    };
     let spec = RouteSpec {
         name: named(RouteName::new(&s.name))?,
         source_topic: named(TopicName::new(&s.source_topic))?,
         group: named(GroupName::new(&s.group))?,
         source: endpoint_from_wire(s.source, "source")?,
-        target_topic: named(TopicName::new(&s.target_topic))?,
-        target: endpoint_from_wire(s.target, "target")?,
+        target,
         filter: match filter {
             RouteFilter::Tag(e) if e == "*" => RouteFilter::All,
             f => f,
@@ -236,6 +263,8 @@ mod tests {
             start: "at".into(),
             start_time_ms: 1_700_000_000_000,
             keep_message_id: true,
+            target_url: String::new(),
+            target_batch: 0,
         }
     }
 
@@ -251,6 +280,32 @@ mod tests {
             (creds.access_key.as_str(), creds.secret_key.as_str()),
             ("ak", "")
         );
+    }
+
+    #[test]
+    fn http_targets_round_trip_and_exclude_topic_targets() {
+        let mut w = wire();
+        w.target = None;
+        w.target_topic = String::new();
+        w.target_url = "https://hooks.example.com/vela".into();
+        w.target_batch = 8;
+        w.keep_message_id = false;
+        let spec = spec_from_wire(w.clone()).expect("valid");
+        assert_eq!(
+            spec.target,
+            RouteTarget::Http(HttpTarget {
+                url: "https://hooks.example.com/vela".into(),
+                batch: 8
+            })
+        );
+        assert_eq!(spec_to_wire(&spec, Secrets::Include), w);
+        let mut both = w.clone();
+        both.target_topic = "t".into();
+        let err = spec_from_wire(both).expect_err("both");
+        assert!(err.0.contains("not both"), "{}", err.0);
+        let mut big = w;
+        big.target_batch = 100;
+        assert!(spec_from_wire(big).is_err());
     }
 
     #[test]
@@ -277,7 +332,7 @@ mod tests {
             (|w| w.name = "a b".into(), "route name"),
             (|w| w.filter_sql = "a > 1".into(), "not both"),
             (|w| w.start = "yesterday".into(), "earliest, latest or at"),
-            (|w| w.target = None, "target endpoint"),
+            (|w| w.target = None, "needs a target"),
             (
                 |w| {
                     if let Some(t) = &mut w.target {

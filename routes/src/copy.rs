@@ -2,6 +2,7 @@
 //! message group and delivery time, plus where it came from. A message a route wrote is not
 //! copied again.
 
+use vela_proto::TopicName;
 use vela_proto::route::{
     ORIGIN_CLUSTER_PROPERTY, ORIGIN_MESSAGE_ID_PROPERTY, ORIGIN_TOPIC_PROPERTY, ROUTE_PROPERTY,
     RouteSpec,
@@ -14,13 +15,14 @@ pub fn written_by_a_route(message: &MessageView) -> bool {
     message.properties.contains_key(ORIGIN_CLUSTER_PROPERTY)
 }
 
-/// The copy of `message` for the route's target. `cluster`: the source cluster's name.
+/// The copy of `message` for the route's target topic. `cluster`: the source cluster's name.
 pub fn copy_of(
     spec: &RouteSpec,
+    topic: &TopicName,
     message: &MessageView,
     cluster: &str,
 ) -> vela_sdk::Result<Message> {
-    let mut copy = Message::builder(spec.target_topic.as_str())
+    let mut copy = Message::builder(topic.as_str())
         .body(message.body.clone())
         .keys(message.keys.iter().cloned());
     if let Some(tag) = &message.tag {
@@ -50,7 +52,7 @@ mod tests {
     use std::collections::HashMap;
     use std::time::{Duration, SystemTime};
 
-    use vela_proto::route::{RouteEndpoint, RouteFilter};
+    use vela_proto::route::{RouteEndpoint, RouteFilter, RouteTarget};
     use vela_proto::{GroupName, GroupStart, RouteName, TopicName};
 
     use super::*;
@@ -61,16 +63,22 @@ mod tests {
             source_topic: TopicName::new("orders").expect("topic"),
             group: GroupName::new("route-dr").expect("group"),
             source: RouteEndpoint::local(),
-            target_topic: TopicName::new("orders-b").expect("topic"),
-            target: RouteEndpoint {
-                address: Some("127.0.0.1:1".into()),
-                tls: false,
-                credentials: None,
+            target: RouteTarget::Topic {
+                topic: target(),
+                endpoint: RouteEndpoint {
+                    address: Some("127.0.0.1:1".into()),
+                    tls: false,
+                    credentials: None,
+                },
             },
             filter: RouteFilter::All,
             start: GroupStart::Auto,
             keep_message_id,
         }
+    }
+
+    fn target() -> TopicName {
+        TopicName::new("orders-b").expect("topic")
     }
 
     fn view(group: Option<&str>, delivery: Option<SystemTime>) -> MessageView {
@@ -86,7 +94,13 @@ mod tests {
 
     #[test]
     fn a_copy_keeps_what_the_producer_set_and_says_where_it_came_from() {
-        let copy = copy_of(&spec(false), &view(Some("user-1"), None), "vela-a").expect("copy");
+        let copy = copy_of(
+            &spec(false),
+            &target(),
+            &view(Some("user-1"), None),
+            "vela-a",
+        )
+        .expect("copy");
         assert_eq!(copy.topic(), "orders-b");
         assert_eq!(copy.body().as_ref(), b"hello");
         assert_eq!(copy.tag(), Some("paid"));
@@ -104,7 +118,7 @@ mod tests {
     #[test]
     fn delay_and_message_id_are_kept_when_asked() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
-        let copy = copy_of(&spec(true), &view(None, Some(at)), "a").expect("copy");
+        let copy = copy_of(&spec(true), &target(), &view(None, Some(at)), "a").expect("copy");
         assert_eq!(copy.delivery_timestamp(), Some(at));
         assert_eq!(copy.message_id(), Some("01AB"));
     }
@@ -113,7 +127,7 @@ mod tests {
     fn copies_are_recognised_and_not_copied_again() {
         let original = view(None, None);
         assert!(!written_by_a_route(&original));
-        let copy = copy_of(&spec(false), &original, "a").expect("copy");
+        let copy = copy_of(&spec(false), &target(), &original, "a").expect("copy");
         let mut seen_on_b = original.clone();
         seen_on_b.properties = copy.properties().clone();
         assert!(written_by_a_route(&seen_on_b));

@@ -7,12 +7,14 @@
 //! - `worker`: one route at work (SimpleConsumer on the source, Producer on the target, both
 //!   `vela-sdk`, so either side can be any RocketMQ 5 gRPC server).
 //! - `copy`: what is written for one source message, and which messages are not copied.
+//! - `sink`: where copies go: a topic (Producer) or an HTTP endpoint (CloudEvents 1.0).
 
 // Tests may unwrap: a panic there is a failed test.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod copy;
 mod metrics;
+mod sink;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -28,6 +30,7 @@ use vela_proto::{ControllerApi, GroupName, RouteName, TopicName};
 
 pub use copy::{copy_of, written_by_a_route};
 pub use metrics::{RouteMetrics, StatusSource};
+pub use sink::{EVENT_TYPE, cloud_event};
 
 /// How often the manager reads the routes and measures lag.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);

@@ -1,5 +1,5 @@
-//! One route at work: a SimpleConsumer of the route's group on the source and a Producer on the
-//! target. Each received message is sent to the target, then acknowledged on the source, in the
+//! One route at work: a SimpleConsumer of the route's group on the source and a sink for the
+//! target (a Producer, or HTTP). Each received message is sent to the target, then acknowledged on the source, in the
 //! order received: the group's position is the checkpoint, so a crash resends at most what was
 //! received and not yet acknowledged. A failing target is retried with backoff, the same message
 //! first, while the received messages are kept invisible, so nothing is lost or reordered.
@@ -10,10 +10,13 @@ use std::time::{Duration, SystemTime};
 use backon::BackoffBuilder;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
-use vela_proto::route::{RouteConfig, RouteEndpoint, RouteFilter, RouteState, RouteStatus};
+use vela_proto::route::{
+    RouteConfig, RouteEndpoint, RouteFilter, RouteState, RouteStatus, RouteTarget,
+};
 use vela_sdk::{ClientConfig, FilterExpression, MessageView, Producer, SimpleConsumer};
 
-use crate::copy::{copy_of, written_by_a_route};
+use crate::copy::written_by_a_route;
+use crate::sink::Sink;
 use crate::{LocalAddress, LocalSource, now_ms};
 use vela_proto::ControllerApi;
 
@@ -80,15 +83,15 @@ pub(crate) async fn run(ctx: WorkerCtx) {
         }
         ctx.set_state(RouteState::Starting);
         let attempt = async {
-            let (consumer, producer) = connect(&ctx, attempt).await?;
-            let copied = copy_until_stopped(&ctx, &consumer, &producer, &mut backoff).await;
+            let (consumer, sink) = connect(&ctx, attempt).await?;
+            let copied = copy_until_stopped(&ctx, &consumer, &sink, &mut backoff).await;
             let _ = consumer.shutdown().await;
-            let _ = producer.shutdown().await;
+            sink.shutdown().await;
             copied
         };
         match attempt.await {
             Ok(()) => return,
-            Err(err) => ctx.failed("starting or receiving", &err),
+            Err(err) => ctx.failed("starting", &err),
         }
         let delay = backoff.next().unwrap_or(Duration::from_secs(30));
         if !ctx.pause(delay).await {
@@ -138,49 +141,62 @@ fn client_config(
     config.build()
 }
 
-async fn connect(
-    ctx: &WorkerCtx,
-    attempt: usize,
-) -> Result<(SimpleConsumer, Producer), vela_sdk::Error> {
+async fn connect(ctx: &WorkerCtx, attempt: usize) -> Result<(SimpleConsumer, Sink), String> {
     let spec = &ctx.route.spec;
-    let local = match (&spec.source.address, &spec.target.address) {
-        (Some(_), Some(_)) => String::new(),
-        _ => local_address(ctx, attempt).await?,
+    let needs_local = spec.source.address.is_none()
+        || matches!(&spec.target, RouteTarget::Topic { endpoint, .. } if endpoint.address.is_none());
+    let local = if needs_local {
+        local_address(ctx, attempt)
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        String::new()
     };
     let filter = match &spec.filter {
         RouteFilter::All => FilterExpression::all(),
         RouteFilter::Tag(e) => FilterExpression::tag(e),
         RouteFilter::Sql(e) => FilterExpression::sql(e),
     };
-    let consumer = SimpleConsumer::builder(
-        client_config(&spec.source, &ctx.local, &local)?,
-        spec.group.as_str(),
-    )
-    .subscribe(spec.source_topic.as_str(), filter)
-    .await_duration(LONG_POLL)
-    .build()
-    .await?;
-    let producer = match Producer::builder(client_config(&spec.target, &ctx.local, &local)?)
-        .topics([spec.target_topic.as_str()])
+    let source =
+        client_config(&spec.source, &ctx.local, &local).map_err(|e| format!("the source: {e}"))?;
+    let consumer = SimpleConsumer::builder(source, spec.group.as_str())
+        .subscribe(spec.source_topic.as_str(), filter)
+        .await_duration(LONG_POLL)
         .build()
         .await
-    {
-        Ok(p) => p,
+        .map_err(|e| format!("the source: {e}"))?;
+    let sink = match &spec.target {
+        RouteTarget::Topic { topic, endpoint } => {
+            let producer = async {
+                Producer::builder(client_config(endpoint, &ctx.local, &local)?)
+                    .topics([topic.as_str()])
+                    .build()
+                    .await
+            };
+            producer.await.map(|producer| Sink::Topic {
+                producer,
+                topic: topic.clone(),
+            })
+        }
+        .map_err(|e| format!("the target: {e}")),
+        RouteTarget::Http(http) => Sink::http(http.clone()),
+    };
+    match sink {
+        Ok(sink) => Ok((consumer, sink)),
         Err(err) => {
             let _ = consumer.shutdown().await;
-            return Err(err);
+            Err(err)
         }
-    };
-    Ok((consumer, producer))
+    }
 }
 
 /// Receives and copies until stopped (`Ok`) or the source fails (`Err`: reconnect).
 async fn copy_until_stopped(
     ctx: &WorkerCtx,
     consumer: &SimpleConsumer,
-    producer: &Producer,
+    sink: &Sink,
     backoff: &mut backon::ExponentialBackoff,
-) -> Result<(), vela_sdk::Error> {
+) -> Result<(), String> {
     loop {
         let received = tokio::select! {
             () = ctx.stop.cancelled() => return Ok(()),
@@ -196,7 +212,7 @@ async fn copy_until_stopped(
                 }
                 continue;
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(format!("receiving from the source: {err}")),
         };
         let received_at = tokio::time::Instant::now();
         {
@@ -212,15 +228,28 @@ async fn copy_until_stopped(
             });
         }
         let mut renewed_at = received_at;
-        for i in 0..batch.len() {
-            let (done, rest) = batch.split_at_mut(i + 1);
-            let message = &mut done[i];
-            if !copy_one(
+        let mut i = 0;
+        while i < batch.len() {
+            if written_by_a_route(&batch[i]) {
+                ctx.status.lock().skipped_routed += 1;
+                ack(ctx, consumer, &batch[i]).await;
+                i += 1;
+                continue;
+            }
+            // The next messages to deliver together: up to the sink's chunk, stopping at one
+            // a route wrote.
+            let mut end = i + 1;
+            while end < batch.len() && end - i < sink.chunk() && !written_by_a_route(&batch[end]) {
+                end += 1;
+            }
+            let (head, waiting) = batch.split_at_mut(end);
+            let chunk = &mut head[i..];
+            if !deliver(
                 ctx,
                 consumer,
-                producer,
-                message,
-                rest,
+                sink,
+                chunk,
+                waiting,
                 &mut renewed_at,
                 backoff,
             )
@@ -228,40 +257,32 @@ async fn copy_until_stopped(
             {
                 return Ok(());
             }
+            i = end;
         }
         *backoff = failure_backoff();
     }
 }
 
-/// Copies one message and acknowledges it. False when stopped first (the message stays
-/// unacknowledged: it is received again, by this route after a restart).
-async fn copy_one(
+/// Delivers `chunk` and acknowledges it. False when stopped first (the messages stay
+/// unacknowledged: they are received again, by this route after a restart).
+async fn deliver(
     ctx: &WorkerCtx,
     consumer: &SimpleConsumer,
-    producer: &Producer,
-    message: &mut MessageView,
+    sink: &Sink,
+    chunk: &mut [MessageView],
     waiting: &mut [MessageView],
     renewed_at: &mut tokio::time::Instant,
     backoff: &mut backon::ExponentialBackoff,
 ) -> bool {
-    let spec = &ctx.route.spec;
-    if written_by_a_route(message) {
-        ctx.status.lock().skipped_routed += 1;
-        ack(ctx, consumer, message).await;
-        return true;
-    }
     loop {
         if ctx.stop.is_cancelled() {
             return false;
         }
-        let sent = match copy_of(spec, message, &ctx.local.cluster) {
-            Ok(copy) => tokio::select! {
-                () = ctx.stop.cancelled() => return false,
-                r = producer.send(copy) => r.map(|_| ()),
-            },
-            Err(err) => Err(err),
+        let delivered = tokio::select! {
+            () = ctx.stop.cancelled() => return false,
+            r = sink.deliver(&ctx.route.spec, &ctx.local.cluster, chunk) => r,
         };
-        match sent {
+        match delivered {
             Ok(()) => break,
             Err(err) => {
                 ctx.failed("sending to the target", &err);
@@ -269,10 +290,10 @@ async fn copy_one(
                 if !ctx.pause(delay).await {
                     return false;
                 }
-                // Keep this message and the rest of its batch invisible while the target is
-                // retried, so nothing is delivered past it (order) or to no one (loss).
+                // Keep these messages and the rest of their batch invisible while the target
+                // is retried, so nothing is delivered past them (order) or to no one (loss).
                 if renewed_at.elapsed() + RENEW_WHEN_LEFT >= INVISIBLE {
-                    for m in std::iter::once(&mut *message).chain(waiting.iter_mut()) {
+                    for m in chunk.iter_mut().chain(waiting.iter_mut()) {
                         if let Err(err) = consumer.change_invisible_duration(m, INVISIBLE).await {
                             ctx.failed("keeping received messages invisible", &err);
                         }
@@ -284,14 +305,18 @@ async fn copy_one(
     }
     {
         let mut status = ctx.status.lock();
-        status.copied += 1;
-        if message.delivery_attempt > 1 {
-            status.duplicates += 1;
+        for m in chunk.iter() {
+            status.copied += 1;
+            if m.delivery_attempt > 1 {
+                status.duplicates += 1;
+            }
         }
         status.last_copied_ms = Some(now_ms());
         status.state = RouteState::Running;
     }
-    ack(ctx, consumer, message).await;
+    for m in chunk.iter() {
+        ack(ctx, consumer, m).await;
+    }
     true
 }
 

@@ -51,11 +51,22 @@ pub struct CreateRouteArgs {
     #[arg(long)]
     group: String,
     /// HOST:PORT of the target's gRPC endpoint.
-    #[arg(long)]
-    target_endpoint: String,
+    #[arg(
+        long,
+        required_unless_present = "target_url",
+        requires = "target_topic"
+    )]
+    target_endpoint: Option<String>,
     /// The topic copies are sent to.
-    #[arg(long)]
-    target_topic: String,
+    #[arg(long, requires = "target_endpoint")]
+    target_topic: Option<String>,
+    /// An HTTP target instead: each message is POSTed as a CloudEvents 1.0 event in
+    /// structured JSON (a webhook); failed requests (5xx, timeouts) are retried with back-off.
+    #[arg(long, conflicts_with_all = ["target_endpoint", "target_topic", "keep_message_id", "target_tls", "target_access_key"])]
+    target_url: Option<String>,
+    /// Events per HTTP request (1-16): more than 1 POSTs a CloudEvents batch (a JSON array).
+    #[arg(long, requires = "target_url", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    target_batch: u32,
     /// HOST:PORT of the source (default: this Vela).
     #[arg(long)]
     source_endpoint: Option<String>,
@@ -125,12 +136,18 @@ fn spec(a: CreateRouteArgs) -> route_pb::RouteSpec {
             tls: a.source_tls,
             credentials: credentials(a.source_access_key, a.source_secret_key),
         }),
-        target_topic: a.target_topic,
-        target: Some(route_pb::Endpoint {
-            address: a.target_endpoint,
+        target_topic: a.target_topic.unwrap_or_default(),
+        target: a.target_endpoint.map(|address| route_pb::Endpoint {
+            address,
             tls: a.target_tls,
             credentials: credentials(a.target_access_key, a.target_secret_key),
         }),
+        target_url: a.target_url.unwrap_or_default(),
+        target_batch: if a.target_batch > 1 {
+            a.target_batch
+        } else {
+            0
+        },
         filter_tag: a.filter_tag.unwrap_or_default(),
         filter_sql: a.filter_sql.unwrap_or_default(),
         start,
@@ -269,8 +286,10 @@ fn to_json(info: &pb::RouteInfo) -> serde_json::Value {
         "source_topic": spec.source_topic,
         "group": spec.group,
         "source": side(spec.source.as_ref()),
-        "target_topic": spec.target_topic,
-        "target": side(spec.target.as_ref()),
+        "target_topic": if spec.target_url.is_empty() { Some(&spec.target_topic) } else { None },
+        "target": if spec.target_url.is_empty() { side(spec.target.as_ref()) } else { serde_json::Value::Null },
+        "target_url": if spec.target_url.is_empty() { None } else { Some(&spec.target_url) },
+        "target_batch": if spec.target_url.is_empty() { None } else { Some(spec.target_batch.max(1)) },
         "filter_tag": if spec.filter_tag.is_empty() { None } else { Some(&spec.filter_tag) },
         "filter_sql": if spec.filter_sql.is_empty() { None } else { Some(&spec.filter_sql) },
         "start": start_text(&spec),
@@ -305,11 +324,15 @@ fn list_table(routes: &[pb::RouteInfo]) -> Result<String, std::fmt::Error> {
             Some(a) if !a.is_empty() => format!("{}@{a}", spec.source_topic),
             _ => spec.source_topic.clone(),
         };
-        let target = format!(
-            "{}@{}",
-            spec.target_topic,
-            spec.target.as_ref().map_or("", |t| t.address.as_str())
-        );
+        let target = if spec.target_url.is_empty() {
+            format!(
+                "{}@{}",
+                spec.target_topic,
+                spec.target.as_ref().map_or("", |t| t.address.as_str())
+            )
+        } else {
+            spec.target_url.clone()
+        };
         let (copied, lag, errors) = match &info.status {
             Some(s) => (
                 s.copied.to_string(),
@@ -362,12 +385,21 @@ fn describe_table(info: &pb::RouteInfo) -> Result<String, std::fmt::Error> {
         endpoint(spec.source.as_ref(), "this Vela")
     )?;
     writeln!(out, "group:           {}", spec.group)?;
-    writeln!(
-        out,
-        "target:          topic {} at {}",
-        spec.target_topic,
-        endpoint(spec.target.as_ref(), "-")
-    )?;
+    if spec.target_url.is_empty() {
+        writeln!(
+            out,
+            "target:          topic {} at {}",
+            spec.target_topic,
+            endpoint(spec.target.as_ref(), "-")
+        )?;
+    } else {
+        writeln!(
+            out,
+            "target:          {} (CloudEvents, {} per request)",
+            spec.target_url,
+            spec.target_batch.max(1)
+        )?;
+    }
     writeln!(out, "filter:          {}", filter_text(&spec))?;
     writeln!(out, "start:           {}", start_text(&spec))?;
     writeln!(out, "keep message id: {}", spec.keep_message_id)?;

@@ -491,6 +491,48 @@ async fn routes_are_managed_from_the_cli_with_clear_errors() {
     let err = run(bad_target).await.unwrap_err();
     assert!(err.to_string().contains("HOST:PORT"), "{err}");
 
+    // An HTTP target is a URL, and replaces the endpoint and topic.
+    let http = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "route",
+            "create",
+            "h1",
+            "--source-topic",
+            "src",
+            "--group",
+            "route-h1",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let err = run(http(&["--target-url", "ftp://hooks/x"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("http:// or https://"), "{err}");
+    let err = run(http(&[
+        "--target-url",
+        "http://h/x",
+        "--target-topic",
+        "dst",
+    ]))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("cannot be used with"), "{err}");
+    let err = run(http(&[])).await.unwrap_err();
+    assert!(err.to_string().contains("--target-endpoint"), "{err}");
+    let err = run(http(&[
+        "--target-url",
+        "http://h/x",
+        "--target-batch",
+        "17",
+    ]))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("17"), "{err}");
+
     // Create with credentials: the secret never comes back.
     let out = run(args(&[
         "--target-access-key",
@@ -652,4 +694,144 @@ async fn a_cluster_runs_routes_on_its_controller_leader_and_moves_them_when_it_d
     }
     b.stop().await;
     cluster.stop_all().await;
+}
+
+/// What the test webhook saw: every request's content type and body, and whether it was
+/// accepted.
+#[derive(Default)]
+struct Hook {
+    requests: std::sync::Mutex<Vec<(String, serde_json::Value, bool)>>,
+}
+
+async fn hook_handler(
+    axum::extract::State(hook): axum::extract::State<std::sync::Arc<Hook>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut requests = hook.requests.lock().unwrap();
+    // The first two requests fail as an overloaded server would; the route must retry them.
+    let accept = requests.len() >= 2;
+    requests.push((content_type, serde_json::from_str(&body).unwrap(), accept));
+    if accept {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_route_posts_cloud_events_and_retries_server_errors() {
+    let hook = std::sync::Arc::new(Hook::default());
+    let app = axum::Router::new()
+        .route("/events", axum::routing::post(hook_handler))
+        .with_state(hook.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let a = Node::start().await;
+    a.admin(&["topic", "create", "hooks", "--queues", "1"])
+        .await
+        .unwrap();
+    let p = a.producer("hooks").await;
+    for n in 0..10 {
+        let m = Message::builder("hooks")
+            .body(format!(r#"{{"n": {n}}}"#))
+            .tag("paid")
+            .keys([format!("order-{n}")])
+            .property("region", "eu")
+            .build()
+            .unwrap();
+        p.send(m).await.unwrap();
+    }
+    let out = a
+        .admin(&[
+            "route",
+            "create",
+            "hook",
+            "--source-topic",
+            "hooks",
+            "--group",
+            "route-hook",
+            "--target-url",
+            &url,
+            "--target-batch",
+            "4",
+            "--start",
+            "earliest",
+        ])
+        .await
+        .unwrap();
+    assert!(out.contains("CloudEvents, 4 per request"), "{out}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let delivered: Vec<serde_json::Value> = loop {
+        let events: Vec<serde_json::Value> = hook
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, accepted)| *accepted)
+            .flat_map(|(_, body, _)| {
+                body.as_array()
+                    .cloned()
+                    .unwrap_or_else(|| vec![body.clone()])
+            })
+            .collect();
+        if events.len() >= 10 {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} events",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let requests = hook.requests.lock().unwrap().clone();
+    assert!(requests.len() >= 4, "{} requests", requests.len());
+    assert!(!requests[0].2 && !requests[1].2 && requests[2].2);
+    // The failed request was sent again as it was: nothing skipped, nothing reordered.
+    assert_eq!(requests[0].1, requests[2].1);
+    for (content_type, body, _) in &requests {
+        assert_eq!(
+            content_type, "application/cloudevents-batch+json; charset=utf-8",
+            "{body}"
+        );
+        assert!(body.as_array().unwrap().len() <= 4);
+    }
+    let ns: Vec<i64> = delivered
+        .iter()
+        .map(|e| e["data"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..10).collect::<Vec<_>>());
+    for e in &delivered {
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["type"], "dev.vela.message");
+        assert_eq!(e["source"], "vela://vela/topics/hooks");
+        assert_eq!(e["subject"], "paid");
+        assert_eq!(e["datacontenttype"], "application/json");
+        assert_eq!(e["velaroute"], "hook");
+        assert_eq!(e["velakeys"], format!("order-{}", e["data"]["n"]));
+        assert_eq!(e["velaproperties"], r#"{"region":"eu"}"#);
+        assert!(e["id"].as_str().unwrap().len() > 10);
+        assert!(e["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let status = route_status(&a.endpoint(), "hook").await;
+    assert!(status["status"]["errors"].as_u64() >= Some(2), "{status}");
+    assert!(
+        status["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{status}"
+    );
+    assert_eq!(status["target_url"], url.as_str());
+    p.shutdown().await.unwrap();
+    a.stop().await;
 }
