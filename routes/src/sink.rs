@@ -45,27 +45,80 @@ impl Sink {
     /// How many messages one delivery carries at most.
     pub(crate) fn chunk(&self) -> usize {
         match self {
-            Sink::Topic { .. } => 1,
+            Sink::Topic { .. } => usize::MAX,
             Sink::Http(h) => h.target.batch as usize,
         }
     }
 
-    /// Delivers `messages` (in order); an error says what failed, to be retried.
+    /// Delivers the messages of `messages` not yet `delivered`, marking each that is; an error
+    /// says what failed (the caller retries what is left). To a topic, messages of one message
+    /// group go one after another, in order, and stop at the first failure; different groups,
+    /// and messages of none, go at the same time. To HTTP, all of them go in one request.
     pub(crate) async fn deliver(
         &self,
         spec: &RouteSpec,
         cluster: &str,
         messages: &[MessageView],
+        delivered: &mut [bool],
     ) -> Result<(), String> {
         match self {
             Sink::Topic { producer, topic } => {
-                for m in messages {
-                    let copy = copy_of(spec, topic, m, cluster).map_err(|e| e.to_string())?;
-                    producer.send(copy).await.map_err(|e| e.to_string())?;
+                let send = |m: &MessageView| {
+                    let copy = copy_of(spec, topic, m, cluster);
+                    async move {
+                        producer
+                            .send(copy.map_err(|e| e.to_string())?)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                // Lanes: each message group's undelivered messages in order; a message
+                // without a group is a lane of its own.
+                let mut lanes: Vec<Vec<usize>> = Vec::new();
+                let mut by_group: std::collections::HashMap<&str, usize> = Default::default();
+                for (i, m) in messages.iter().enumerate() {
+                    if delivered[i] {
+                        continue;
+                    }
+                    match m.message_group.as_deref() {
+                        Some(g) => {
+                            let lane = *by_group.entry(g).or_insert_with(|| {
+                                lanes.push(Vec::new());
+                                lanes.len() - 1
+                            });
+                            lanes[lane].push(i);
+                        }
+                        None => lanes.push(vec![i]),
+                    }
                 }
+                let results = futures::future::join_all(lanes.into_iter().map(|lane| async {
+                    let mut done = Vec::new();
+                    for i in lane {
+                        match send(&messages[i]).await {
+                            Ok(()) => done.push(i),
+                            Err(e) => return (done, Err(e)),
+                        }
+                    }
+                    (done, Ok(()))
+                }))
+                .await;
+                let mut first_error = Ok(());
+                for (done, result) in results {
+                    for i in done {
+                        delivered[i] = true;
+                    }
+                    if first_error.is_ok() {
+                        first_error = result;
+                    }
+                }
+                first_error
+            }
+            Sink::Http(h) => {
+                h.post(spec, cluster, messages).await?;
+                delivered.iter_mut().for_each(|d| *d = true);
                 Ok(())
             }
-            Sink::Http(h) => h.post(spec, cluster, messages).await,
         }
     }
 

@@ -263,8 +263,9 @@ async fn copy_until_stopped(
     }
 }
 
-/// Delivers `chunk` and acknowledges it. False when stopped first (the messages stay
-/// unacknowledged: they are received again, by this route after a restart).
+/// Delivers `chunk` (retrying only what is not delivered yet) and acknowledges it. False when
+/// stopped first (the messages stay unacknowledged: they are received again, by this route
+/// after a restart).
 async fn deliver(
     ctx: &WorkerCtx,
     consumer: &SimpleConsumer,
@@ -274,15 +275,16 @@ async fn deliver(
     renewed_at: &mut tokio::time::Instant,
     backoff: &mut backon::ExponentialBackoff,
 ) -> bool {
+    let mut delivered = vec![false; chunk.len()];
     loop {
         if ctx.stop.is_cancelled() {
             return false;
         }
-        let delivered = tokio::select! {
+        let attempt = tokio::select! {
             () = ctx.stop.cancelled() => return false,
-            r = sink.deliver(&ctx.route.spec, &ctx.local.cluster, chunk) => r,
+            r = sink.deliver(&ctx.route.spec, &ctx.local.cluster, chunk, &mut delivered) => r,
         };
-        match delivered {
+        match attempt {
             Ok(()) => break,
             Err(err) => {
                 ctx.failed("sending to the target", &err);
@@ -314,9 +316,7 @@ async fn deliver(
         status.last_copied_ms = Some(now_ms());
         status.state = RouteState::Running;
     }
-    for m in chunk.iter() {
-        ack(ctx, consumer, m).await;
-    }
+    futures::future::join_all(chunk.iter().map(|m| ack(ctx, consumer, m))).await;
     true
 }
 
