@@ -34,19 +34,9 @@ impl LagProbe for StoreLag {
         } else {
             config.queue_shards.clone()
         };
-        let queues = self
-            .store
-            .group_queue_stats(topic, &group, &shards)
+        vela_proto::store_api::group_backlog(self.store.as_ref(), topic, &group, &shards)
             .await
-            .ok()?;
-        Some(
-            queues
-                .iter()
-                .flat_map(|q| q.groups.iter())
-                .filter(|g| g.group == group.name)
-                .map(|g| g.backlog)
-                .sum(),
-        )
+            .ok()
     }
 }
 

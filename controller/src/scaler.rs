@@ -158,17 +158,9 @@ impl Scaler {
         };
         // Queues the group has not read yet count from where it would start: a Deployment
         // scaled to zero still sees the messages waiting for it.
-        let queues = self
-            .store
-            .group_queue_stats(&trigger.topic, &group, &shards)
+        vela_proto::store_api::group_backlog(self.store.as_ref(), &trigger.topic, &group, &shards)
             .await
-            .map_err(store_status)?;
-        Ok(queues
-            .iter()
-            .flat_map(|q| q.groups.iter())
-            .filter(|g| g.group == trigger.group)
-            .map(|g| g.backlog)
-            .sum())
+            .map_err(store_status)
     }
 
     async fn is_active(&self, trigger: &Trigger) -> Result<bool, Status> {

@@ -178,6 +178,25 @@ impl StoreError {
 }
 
 /// The data plane.
+/// A group's backlog on a topic: the messages it has not acknowledged (ready and in flight),
+/// summed over the topic's queues on `shards`, counted from where the group would start on
+/// queues it has not read yet ([`StoreApi::group_queue_stats`]). What KEDA's scaler scales
+/// on and a route's lag reports.
+pub async fn group_backlog(
+    store: &dyn StoreApi,
+    topic: &TopicName,
+    group: &GroupConfig,
+    shards: &[ShardId],
+) -> Result<u64, StoreError> {
+    let queues = store.group_queue_stats(topic, group, shards).await?;
+    Ok(queues
+        .iter()
+        .flat_map(|q| q.groups.iter())
+        .filter(|g| g.group == group.name)
+        .map(|g| g.backlog)
+        .sum())
+}
+
 #[async_trait]
 pub trait StoreApi: Send + Sync + 'static {
     /// Appends `messages` to one queue; resolves once they are durable (per the store's flush

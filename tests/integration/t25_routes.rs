@@ -323,19 +323,24 @@ async fn a_route_copies_what_matches_from_its_start_across_a_kill_and_a_restart(
     );
 }
 
-/// Receives from `node`'s `topic` as a new group until it has `want` distinct messages, then
-/// a few seconds more (anything looping would show then); returns all it received.
-async fn collect(node: &Node, topic: &str, want: usize) -> Vec<MessageView> {
+/// A consumer of `topic` on `node` in a new group that starts at its first message.
+async fn reader(node: &Node, topic: &str) -> SimpleConsumer {
     let group = unique("check");
     node.admin(&["group", "create", &group, "--from", "earliest"])
         .await
         .unwrap();
-    let consumer = SimpleConsumer::builder(node.client_config(), group.as_str())
+    SimpleConsumer::builder(node.client_config(), group.as_str())
         .subscribe(topic, FilterExpression::all())
         .await_duration(Duration::from_secs(1))
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Receives from `node`'s `topic` as a new group until it has `want` distinct messages, then
+/// a few seconds more (anything looping would show then); returns all it received.
+async fn collect(node: &Node, topic: &str, want: usize) -> Vec<MessageView> {
+    let consumer = reader(node, topic).await;
     let got = receive_until(&consumer, Duration::from_secs(60), |got| {
         got.iter()
             .map(|m| m.properties["seq"].clone())
@@ -582,16 +587,7 @@ async fn routes_are_managed_from_the_cli_with_clear_errors() {
 
 /// Receives from `topic` on `node` as a new group until the bodies in `want` all arrived.
 async fn bodies_on(node: &Node, topic: &str, want: &BTreeSet<String>) -> BTreeSet<String> {
-    let group = unique("check");
-    node.admin(&["group", "create", &group, "--from", "earliest"])
-        .await
-        .unwrap();
-    let consumer = SimpleConsumer::builder(node.client_config(), group.as_str())
-        .subscribe(topic, FilterExpression::all())
-        .await_duration(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
+    let consumer = reader(node, topic).await;
     let got = receive_until(&consumer, Duration::from_secs(90), |got| {
         let seen: BTreeSet<String> = got
             .iter()
