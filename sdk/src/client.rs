@@ -24,6 +24,7 @@ use crate::config::{ClientConfig, Endpoint};
 use crate::error::{Error, Result, check_status};
 use crate::identity::{hostname, next_client_id};
 use crate::metadata::{CLIENT_VERSION, RequestSigner};
+use crate::policy::ConsumerSettings;
 use crate::route::TopicRoute;
 
 /// The generated client with our header interceptor.
@@ -47,6 +48,8 @@ pub(crate) struct ServerSettings {
     pub(crate) backoff: ExponentialBackoff,
     /// The collector the client's metrics go to (`host:port`), when the server names one.
     pub(crate) metrics_collector: Option<String>,
+    /// A consumer's group settings (defaults for producers).
+    pub(crate) consumer: ConsumerSettings,
 }
 
 impl Default for ServerSettings {
@@ -57,6 +60,7 @@ impl Default for ServerSettings {
             send_max_attempts: 3,
             backoff: ExponentialBackoff::default(),
             metrics_collector: None,
+            consumer: ConsumerSettings::default(),
         }
     }
 }
@@ -72,6 +76,10 @@ impl ServerSettings {
                 self.max_body_size = size;
             }
             self.validate_message_type = p.validate_message_type;
+        }
+        if let Some(pb::settings::PubSub::Subscription(s)) = &reply.pub_sub {
+            self.consumer.adopt(s, reply.backoff_policy.as_ref());
+            return;
         }
         if let Some(policy) = &reply.backoff_policy {
             if let Ok(attempts) = u32::try_from(policy.max_attempts)
@@ -105,7 +113,7 @@ impl Default for ExponentialBackoff {
 }
 
 impl ExponentialBackoff {
-    fn from_proto(e: &pb::ExponentialBackoff) -> Self {
+    pub(crate) fn from_proto(e: &pb::ExponentialBackoff) -> Self {
         let default = ExponentialBackoff::default();
         let duration =
             |d: Option<prost_types::Duration>| d.and_then(|d| Duration::try_from(d).ok());
@@ -143,6 +151,10 @@ pub(crate) enum Role {
         subscriptions: Vec<pb::SubscriptionEntry>,
         await_duration: Duration,
     },
+    PushConsumer {
+        group: pb::Resource,
+        subscriptions: Vec<pb::SubscriptionEntry>,
+    },
 }
 
 impl Role {
@@ -150,13 +162,16 @@ impl Role {
         match self {
             Role::Producer { .. } => pb::ClientType::Producer,
             Role::SimpleConsumer { .. } => pb::ClientType::SimpleConsumer,
+            Role::PushConsumer { .. } => pb::ClientType::PushConsumer,
         }
     }
 
     fn group(&self) -> Option<pb::Resource> {
         match self {
             Role::Producer { .. } => None,
-            Role::SimpleConsumer { group, .. } => Some(group.clone()),
+            Role::SimpleConsumer { group, .. } | Role::PushConsumer { group, .. } => {
+                Some(group.clone())
+            }
         }
     }
 }
@@ -403,6 +418,15 @@ impl Shared {
                 group: Some(group.clone()),
                 subscriptions: subscriptions.clone(),
                 long_polling_timeout: proto_duration(*await_duration),
+                ..Default::default()
+            }),
+            // As the official push consumers: the server says how long to poll.
+            Role::PushConsumer {
+                group,
+                subscriptions,
+            } => pb::settings::PubSub::Subscription(pb::Subscription {
+                group: Some(group.clone()),
+                subscriptions: subscriptions.clone(),
                 ..Default::default()
             }),
         };

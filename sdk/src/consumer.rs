@@ -8,11 +8,11 @@ use std::time::Duration;
 use vela_proto::pb::rocketmq as pb;
 use vela_proto::{GroupName, MAX_RECEIVE_BATCH, TopicName};
 
-use crate::client::{ClientCore, Role, proto_duration, request_with};
+use crate::client::{ClientCore, Role};
 use crate::config::ClientConfig;
-use crate::error::{Error, Result, check_status};
+use crate::consume::GroupClient;
+use crate::error::{Error, Result};
 use crate::message::{FilterExpression, MessageView};
-use crate::receive::parse_receive_stream;
 
 /// Default long-polling time of a receive (the server clamps it to its own maximum, 20 s on
 /// the RocketMQ proxy).
@@ -25,8 +25,7 @@ pub struct SimpleConsumer {
 }
 
 struct ConsumerInner {
-    core: ClientCore,
-    group: GroupName,
+    calls: GroupClient,
     subscriptions: Vec<(String, FilterExpression)>,
     await_duration: Duration,
     next_topic: AtomicUsize,
@@ -90,8 +89,7 @@ impl SimpleConsumerBuilder {
         let core = ClientCore::start(self.config, role, &topics, None).await?;
         Ok(SimpleConsumer {
             inner: Arc::new(ConsumerInner {
-                core,
-                group,
+                calls: GroupClient { core, group },
                 subscriptions: self.subscriptions,
                 await_duration: self.await_duration,
                 next_topic: AtomicUsize::new(0),
@@ -103,7 +101,7 @@ impl SimpleConsumerBuilder {
 impl std::fmt::Debug for SimpleConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimpleConsumer")
-            .field("client_id", &self.inner.core.shared.client_id)
+            .field("client_id", &self.inner.calls.core.shared.client_id)
             .finish_non_exhaustive()
     }
 }
@@ -119,12 +117,12 @@ impl SimpleConsumer {
     }
 
     pub fn group(&self) -> &str {
-        self.inner.group.as_str()
+        self.inner.calls.group.as_str()
     }
 
     /// This client's `x-mq-client-id`.
     pub fn client_id(&self) -> &str {
-        &self.inner.core.shared.client_id
+        &self.inner.calls.core.shared.client_id
     }
 
     /// Long-polls up to `max_messages` (1..=32) from the next subscribed topic. The messages
@@ -136,7 +134,7 @@ impl SimpleConsumer {
         invisible_duration: Duration,
     ) -> Result<Vec<MessageView>> {
         let inner = &self.inner;
-        let shared = &inner.core.shared;
+        let shared = &inner.calls.core.shared;
         shared.ensure_running()?;
         if !(1..=MAX_RECEIVE_BATCH).contains(&max_messages) {
             return Err(Error::InvalidArgument(format!(
@@ -152,88 +150,21 @@ impl SimpleConsumer {
         let (topic, filter) = &inner.subscriptions[index];
         let route = shared.route(topic).await?;
         let queue = route.pick_readable()?;
-        let request = pb::ReceiveMessageRequest {
-            group: Some(shared.resource(inner.group.as_str())),
-            message_queue: Some(queue.proto.clone()),
-            filter_expression: Some(filter.to_proto()),
-            batch_size: max_messages as i32,
-            invisible_duration: proto_duration(invisible_duration),
-            auto_renew: false,
-            long_polling_timeout: proto_duration(inner.await_duration),
-            attempt_id: None,
-        };
-        let started = std::time::SystemTime::now();
-        // The server may hold the call for the whole long-polling time before answering.
-        let deadline = shared.config.request_timeout + inner.await_duration;
-        let items = shared
-            .call(
-                &queue.endpoint,
-                "ReceiveMessage",
-                deadline,
-                |mut rpc, timeout| async move {
-                    let mut stream = rpc
-                        .receive_message(request_with(request, timeout))
-                        .await?
-                        .into_inner();
-                    let mut items = Vec::new();
-                    while let Some(item) = stream.message().await? {
-                        items.push(item);
-                    }
-                    Ok(items)
-                },
+        inner
+            .calls
+            .receive(
+                queue,
+                filter,
+                max_messages,
+                invisible_duration,
+                inner.await_duration,
             )
-            .await?;
-        let messages = parse_receive_stream(items, &queue.endpoint)?;
-        let now = std::time::SystemTime::now();
-        for m in &messages {
-            // Deliverable from when it was stored, or a delay message's delivery time.
-            let available = m.store_timestamp.max(m.delivery_timestamp);
-            if let Some(latency) = available.and_then(|at| now.duration_since(at).ok()) {
-                shared
-                    .metrics
-                    .delivered(&m.topic, inner.group.as_str(), latency);
-            }
-        }
-        crate::trace::receive_span(
-            topic,
-            inner.group.as_str(),
-            &shared.client_id,
-            started,
-            &messages,
-        );
-        Ok(messages)
+            .await
     }
 
     /// Acknowledges a received message: it will not be delivered to this group again.
     pub async fn ack(&self, message: &MessageView) -> Result<()> {
-        let shared = &self.inner.core.shared;
-        shared.ensure_running()?;
-        let request = pb::AckMessageRequest {
-            group: Some(shared.resource(self.inner.group.as_str())),
-            topic: Some(shared.resource(&message.topic)),
-            entries: vec![pb::AckMessageEntry {
-                message_id: message.message_id.clone(),
-                receipt_handle: message.receipt_handle.clone(),
-                lite_topic: None,
-            }],
-        };
-        let reply =
-            shared
-                .call(
-                    &message.endpoint,
-                    "AckMessage",
-                    shared.config.request_timeout,
-                    |mut rpc, timeout| async move {
-                        rpc.ack_message(request_with(request, timeout)).await
-                    },
-                )
-                .await?
-                .into_inner();
-        check_status("AckMessage", reply.status.as_ref(), &[])?;
-        if let Some(status) = reply.entries.first().and_then(|e| e.status.as_ref()) {
-            check_status("AckMessage", Some(status), &[])?;
-        }
-        Ok(())
+        self.inner.calls.ack(message).await
     }
 
     /// Makes the message invisible for `invisible_duration` from now (zero makes it visible
@@ -244,45 +175,17 @@ impl SimpleConsumer {
         message: &mut MessageView,
         invisible_duration: Duration,
     ) -> Result<()> {
-        let shared = &self.inner.core.shared;
-        shared.ensure_running()?;
-        let request = pb::ChangeInvisibleDurationRequest {
-            group: Some(shared.resource(self.inner.group.as_str())),
-            topic: Some(shared.resource(&message.topic)),
-            receipt_handle: message.receipt_handle.clone(),
-            invisible_duration: proto_duration(invisible_duration),
-            message_id: message.message_id.clone(),
-            lite_topic: None,
-            suspend: None,
-        };
-        let reply = shared
-            .call(
-                &message.endpoint,
-                "ChangeInvisibleDuration",
-                shared.config.request_timeout,
-                |mut rpc, timeout| async move {
-                    rpc.change_invisible_duration(request_with(request, timeout))
-                        .await
-                },
-            )
-            .await?
-            .into_inner();
-        check_status("ChangeInvisibleDuration", reply.status.as_ref(), &[])?;
-        if reply.receipt_handle.is_empty() {
-            return Err(Error::invalid_response(
-                "ChangeInvisibleDuration",
-                format!("no new receipt handle for message {}", message.message_id),
-            ));
-        }
-        message.receipt_handle = reply.receipt_handle;
-        Ok(())
+        self.inner
+            .calls
+            .change_invisible_duration(message, invisible_duration)
+            .await
     }
 
     /// Tells the server this consumer is leaving and stops its background tasks. The server
     /// makes the messages this consumer received and did not ack visible again soon (Vela and
     /// RocketMQ within about a second), instead of when their invisibility ends.
     pub async fn shutdown(&self) -> Result<()> {
-        self.inner.core.shutdown().await
+        self.inner.calls.core.shutdown().await
     }
 }
 

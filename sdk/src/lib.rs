@@ -4,6 +4,9 @@
 //!   one per request or as a same-topic batch; transactional messages through a
 //!   [`Transaction`], with a checker the server asks about transactions left open.
 //! - [`SimpleConsumer`]: long-poll receive, ack, change invisible duration.
+//! - [`PushConsumer`]: a listener called for each message, with bounded concurrency; success
+//!   acknowledges, failure retries after the group's back-off (in place and in order on FIFO
+//!   groups, then to the dead-letter queue).
 //!
 //! On the wire it behaves like the official clients: a Telemetry stream per endpoint carrying
 //! the client's Settings, heartbeats every 10 s, `x-mq-*` headers and optional
@@ -36,13 +39,16 @@
 
 mod client;
 mod config;
+mod consume;
 mod consumer;
 mod error;
 mod identity;
 mod message;
 mod metadata;
 mod metrics;
+mod policy;
 mod producer;
+mod push;
 mod receive;
 mod route;
 mod trace;
@@ -61,6 +67,10 @@ pub use message::{
 };
 pub use metadata::RequestSigner;
 pub use producer::{Producer, ProducerBuilder, SendFuture};
+pub use push::{
+    ConsumeResult, DEFAULT_CONSUMPTION_CONCURRENCY, DEFAULT_MAX_CACHED_MESSAGES,
+    DEFAULT_PUSH_INVISIBLE_DURATION, PushConsumer, PushConsumerBuilder,
+};
 pub use transaction::{Transaction, TransactionResolution};
 /// The protocol's business status codes (`apache.rocketmq.v2.Code`), as [`Error::code`] gives
 /// them.

@@ -16,6 +16,10 @@ use vela_telemetry::{MetricsHub, TelemetryConfig};
 
 /// The official clients' buckets, milliseconds.
 const COST_BUCKETS_MS: [f64; 7] = [1.0, 5.0, 10.0, 20.0, 50.0, 200.0, 500.0];
+/// The official clients' buckets for a push consumer's wait before its listener, milliseconds.
+const AWAIT_BUCKETS_MS: [f64; 7] = [1.0, 5.0, 20.0, 100.0, 1000.0, 5000.0, 10000.0];
+/// The official clients' buckets for a push consumer's listener run, milliseconds.
+const PROCESS_BUCKETS_MS: [f64; 7] = [1.0, 5.0, 10.0, 100.0, 1000.0, 10000.0, 60000.0];
 
 /// One client's instruments and its exporter.
 pub(crate) struct ClientMetrics {
@@ -23,6 +27,8 @@ pub(crate) struct ClientMetrics {
     client_id: String,
     send_cost: Histogram<f64>,
     delivery_latency: Histogram<f64>,
+    await_time: Histogram<f64>,
+    process_time: Histogram<f64>,
     /// The collector exported to now, and its exporter.
     pusher: Mutex<Option<(String, Arc<Pusher>)>>,
 }
@@ -46,6 +52,18 @@ impl ClientMetrics {
                     "From when a message became deliverable to when this client received it, milliseconds",
                 )
                 .with_boundaries(COST_BUCKETS_MS.to_vec())
+                .build(),
+            await_time: meter
+                .f64_histogram("rocketmq_await_time")
+                .with_description(
+                    "From when a push consumer received a message to when its listener started, milliseconds",
+                )
+                .with_boundaries(AWAIT_BUCKETS_MS.to_vec())
+                .build(),
+            process_time: meter
+                .f64_histogram("rocketmq_process_time")
+                .with_description("How long a push consumer's listener ran, milliseconds")
+                .with_boundaries(PROCESS_BUCKETS_MS.to_vec())
                 .build(),
             hub,
             client_id: client_id.to_owned(),
@@ -74,6 +92,28 @@ impl ClientMetrics {
                 KeyValue::new("topic", topic.to_owned()),
                 KeyValue::new("client_id", self.client_id.clone()),
                 KeyValue::new("consumer_group", group.to_owned()),
+            ],
+        );
+    }
+
+    /// A push consumer's listener took a message of `topic` for `group` after it waited
+    /// `awaited` since its receipt, and ran for `took` (`ok`: it answered success).
+    pub fn consumed(&self, topic: &str, group: &str, awaited: Duration, took: Duration, ok: bool) {
+        let labels = [
+            KeyValue::new("topic", topic.to_owned()),
+            KeyValue::new("client_id", self.client_id.clone()),
+            KeyValue::new("consumer_group", group.to_owned()),
+        ];
+        self.await_time
+            .record(awaited.as_secs_f64() * 1000.0, &labels);
+        let [topic, client_id, group] = labels;
+        self.process_time.record(
+            took.as_secs_f64() * 1000.0,
+            &[
+                topic,
+                client_id,
+                group,
+                KeyValue::new("invocation_status", if ok { "success" } else { "failure" }),
             ],
         );
     }

@@ -25,6 +25,40 @@ impl RouteQueue {
         self.proto.id
     }
 
+    /// A queue the server described, with its broker's first endpoint; `None` for a queue of
+    /// a slave broker (only masters are sent to or polled, as by the official clients).
+    fn parse(rpc: &'static str, topic: &str, q: pb::MessageQueue) -> Result<Option<Self>> {
+        let broker = q.broker.as_ref().ok_or_else(|| {
+            Error::invalid_response(rpc, format!("queue {} of {topic} has no broker", q.id))
+        })?;
+        if broker.id != MASTER_BROKER_ID {
+            return Ok(None);
+        }
+        let address = broker
+            .endpoints
+            .as_ref()
+            .and_then(|e| e.addresses.first())
+            .ok_or_else(|| {
+                Error::invalid_response(
+                    rpc,
+                    format!("queue {} of {topic} has no broker endpoints", q.id),
+                )
+            })?;
+        let endpoint = Endpoint::from_address(address)?;
+        Ok(Some(RouteQueue { proto: q, endpoint }))
+    }
+
+    /// A queue a `QueryAssignment` reply assigned.
+    pub(crate) fn from_assignment(topic: &str, q: pb::MessageQueue) -> Result<Self> {
+        let id = q.id;
+        RouteQueue::parse("QueryAssignment", topic, q)?.ok_or_else(|| {
+            Error::invalid_response(
+                "QueryAssignment",
+                format!("queue {id} of {topic} is assigned on a slave broker"),
+            )
+        })
+    }
+
     fn accepts(&self, kind: MessageKind) -> bool {
         // An empty list means the server did not restrict the types.
         self.proto.accept_message_types.is_empty()
@@ -51,28 +85,11 @@ impl TopicRoute {
         let mut writable = Vec::new();
         let mut readable = Vec::new();
         for q in queues {
-            let broker = q.broker.as_ref().ok_or_else(|| {
-                Error::invalid_response(
-                    "QueryRoute",
-                    format!("queue {} of {topic} has no broker", q.id),
-                )
-            })?;
-            if broker.id != MASTER_BROKER_ID {
+            let Some(queue) = RouteQueue::parse("QueryRoute", topic, q)? else {
                 continue;
-            }
-            let address = broker
-                .endpoints
-                .as_ref()
-                .and_then(|e| e.addresses.first())
-                .ok_or_else(|| {
-                    Error::invalid_response(
-                        "QueryRoute",
-                        format!("queue {} of {topic} has no broker endpoints", q.id),
-                    )
-                })?;
-            let endpoint = Endpoint::from_address(address)?;
-            let permission = Permission::try_from(q.permission).unwrap_or(Permission::None);
-            let queue = RouteQueue { proto: q, endpoint };
+            };
+            let permission =
+                Permission::try_from(queue.proto.permission).unwrap_or(Permission::None);
             if matches!(permission, Permission::Write | Permission::ReadWrite) {
                 writable.push(queue.clone());
             }

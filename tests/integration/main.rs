@@ -33,3 +33,4 @@ mod t22_traces;
 mod t23_tier;
 mod t24_scaler;
 mod t25_routes;
+mod t26_push_consumer;

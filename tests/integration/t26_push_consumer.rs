@@ -1,0 +1,251 @@
+//! `vela_sdk::PushConsumer` against a real node:
+//! - success acknowledges (never redelivered), failure retries after the group's back-off,
+//!   and a normal group's message that keeps failing ends in the dead-letter queue;
+//! - on a FIFO group a failed message is retried in place, so each message group is consumed
+//!   in send order, and one that uses up its attempts is forwarded to the dead-letter queue;
+//! - a listener slower than the invisibility keeps its message (the consumer renews it);
+//! - shutdown lets a listener call in progress finish and acknowledge.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vela_sdk::{ConsumeResult, FilterExpression, Message, MessageView, PushConsumer};
+
+use crate::harness::{Node, drain, unique};
+
+/// What a listener saw: (body, delivery attempt) in call order.
+type Seen = Arc<Mutex<Vec<(String, u32)>>>;
+
+fn body(m: &MessageView) -> String {
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+/// Polls `done` every 100 ms for up to `patience`.
+async fn until(what: &str, patience: Duration, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A push consumer of `group` on `topic` whose listener records every call and answers
+/// `answer(body, attempt)`.
+async fn push_consumer(
+    node: &Node,
+    group: &str,
+    topic: &str,
+    seen: &Seen,
+    answer: impl Fn(&str, u32) -> ConsumeResult + Send + Sync + 'static,
+) -> PushConsumer {
+    let seen = seen.clone();
+    let answer = Arc::new(answer);
+    PushConsumer::builder(node.client_config(), group)
+        .subscribe(topic, FilterExpression::all())
+        .listener(move |m: MessageView| {
+            let (seen, answer) = (seen.clone(), answer.clone());
+            async move {
+                let b = body(&m);
+                seen.lock().unwrap().push((b.clone(), m.delivery_attempt));
+                answer(&b, m.delivery_attempt)
+            }
+        })
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The dead letters of `group`, by body.
+async fn dead_letters(node: &Node, group: &str, want: usize) -> Vec<String> {
+    let dlq = node
+        .consumer(
+            &format!("{group}-dlq-reader"),
+            &format!("%DLQ%{group}"),
+            "*",
+        )
+        .await;
+    let mut bodies: Vec<String> = drain(&dlq, want, true, 10)
+        .await
+        .values()
+        .map(body)
+        .collect();
+    dlq.shutdown().await.unwrap();
+    bodies.sort();
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_acks_failure_retries_and_a_poison_message_is_dead_lettered() {
+    let node = Node::start().await;
+    let topic = unique("push");
+    let group = unique("push-g");
+    node.admin(&["group", "create", &group, "--max-attempts", "2"])
+        .await
+        .unwrap();
+    let seen: Seen = Arc::default();
+    // Odd messages fail their first delivery; "poison" fails every time.
+    let consumer = push_consumer(&node, &group, &topic, &seen, |b, attempt| {
+        let odd = b
+            .strip_prefix("m")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n % 2 == 1);
+        if b == "poison" || (odd && attempt == 1) {
+            ConsumeResult::Failure
+        } else {
+            ConsumeResult::Success
+        }
+    })
+    .await;
+    let producer = node.producer(&topic).await;
+    for i in 0..10 {
+        let m = Message::builder(&topic)
+            .body(format!("m{i}"))
+            .build()
+            .unwrap();
+        producer.send(m).await.unwrap();
+    }
+    let poison = Message::builder(&topic).body("poison").build().unwrap();
+    producer.send(poison).await.unwrap();
+
+    // 10 first deliveries, 5 retries and 2 deliveries of the poison message.
+    until("every delivery", Duration::from_secs(30), || {
+        seen.lock().unwrap().len() >= 17
+    })
+    .await;
+    assert_eq!(dead_letters(&node, &group, 1).await, ["poison"]);
+    // Nothing more: what succeeded was acknowledged.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = seen.lock().unwrap().clone();
+    let mut per_body: HashMap<String, Vec<u32>> = HashMap::new();
+    for (b, attempt) in &calls {
+        per_body.entry(b.clone()).or_default().push(*attempt);
+    }
+    for i in 0..10 {
+        let want: &[u32] = if i % 2 == 1 { &[1, 2] } else { &[1] };
+        assert_eq!(per_body[&format!("m{i}")], want, "{calls:?}");
+    }
+    assert_eq!(per_body["poison"], [1, 2], "{calls:?}");
+    consumer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_group_retries_in_place_keeps_order_and_dead_letters_what_runs_out() {
+    let node = Node::start().await;
+    let topic = unique("push-fifo");
+    let group = unique("push-fifo-g");
+    node.admin(&["topic", "create", &topic, "--type", "fifo", "--queues", "2"])
+        .await
+        .unwrap();
+    node.admin(&["group", "create", &group, "--fifo", "--max-attempts", "3"])
+        .await
+        .unwrap();
+    let seen: Seen = Arc::default();
+    // a:1 fails once; b:1 fails every time (3 attempts, then the dead-letter queue).
+    let consumer = push_consumer(&node, &group, &topic, &seen, |b, attempt| match b {
+        "a:1" if attempt == 1 => ConsumeResult::Failure,
+        "b:1" => ConsumeResult::Failure,
+        _ => ConsumeResult::Success,
+    })
+    .await;
+    let producer = node.producer(&topic).await;
+    for seq in 0..4 {
+        for g in ["a", "b"] {
+            let m = Message::builder(&topic)
+                .body(format!("{g}:{seq}"))
+                .message_group(g)
+                .build()
+                .unwrap();
+            producer.send(m).await.unwrap();
+        }
+    }
+    // 8 messages, a:1 twice, b:1 three times. The back-off table starts at 1 s, then 5 s.
+    until("every delivery", Duration::from_secs(40), || {
+        seen.lock().unwrap().len() >= 11
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = seen.lock().unwrap().clone();
+    for g in ["a", "b"] {
+        let lane: Vec<(String, u32)> = calls
+            .iter()
+            .filter(|(b, _)| b.starts_with(g))
+            .cloned()
+            .collect();
+        let retried = if g == "a" { vec![1, 2] } else { vec![1, 2, 3] };
+        let mut want = vec![(format!("{g}:0"), 1)];
+        want.extend(retried.into_iter().map(|n| (format!("{g}:1"), n)));
+        want.extend([(format!("{g}:2"), 1), (format!("{g}:3"), 1)]);
+        assert_eq!(
+            lane, want,
+            "message group {g} in order, retried in place: {calls:?}"
+        );
+    }
+    assert_eq!(dead_letters(&node, &group, 1).await, ["b:1"]);
+    consumer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_listener_keeps_its_message_and_shutdown_waits_for_it() {
+    let node = Node::start().await;
+    let topic = unique("push-slow");
+    let group = unique("push-slow-g");
+    let calls = Arc::new(Mutex::new(0u32));
+    let finished = Arc::new(Mutex::new(false));
+    let (c, f) = (calls.clone(), finished.clone());
+    let consumer = PushConsumer::builder(node.client_config(), &group)
+        .subscribe(&topic, FilterExpression::all())
+        .invisible_duration(Duration::from_secs(10))
+        .listener(move |m: MessageView| {
+            let (c, f) = (c.clone(), f.clone());
+            async move {
+                *c.lock().unwrap() += 1;
+                // "slow" runs longer than the invisibility: only renewals keep it.
+                let secs = if body(&m) == "slow" { 16 } else { 3 };
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                *f.lock().unwrap() = true;
+                ConsumeResult::Success
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let producer = node.producer(&topic).await;
+    let m = Message::builder(&topic).body("slow").build().unwrap();
+    producer.send(m).await.unwrap();
+    until("the listener starts", Duration::from_secs(10), || {
+        *calls.lock().unwrap() == 1
+    })
+    .await;
+    // Another consumer of the group polls while the listener runs: nothing for it.
+    let rival = node.consumer(&group, &topic, "*").await;
+    let mut stolen = 0;
+    while !*finished.lock().unwrap() {
+        stolen += rival
+            .receive(32, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len();
+    }
+    assert_eq!(
+        stolen, 0,
+        "the message was redelivered while its listener ran"
+    );
+    // Second message: shutdown while its listener runs waits for it and its ack.
+    *finished.lock().unwrap() = false;
+    let m = Message::builder(&topic).body("last").build().unwrap();
+    producer.send(m).await.unwrap();
+    until("the second call", Duration::from_secs(10), || {
+        *calls.lock().unwrap() == 2
+    })
+    .await;
+    consumer.shutdown().await.unwrap();
+    assert!(
+        *finished.lock().unwrap(),
+        "shutdown returned before the listener finished"
+    );
+    assert_eq!(*calls.lock().unwrap(), 2, "one call per message");
+    // Both were acknowledged: the group has nothing left.
+    assert!(drain(&rival, 1, true, 2).await.is_empty());
+    rival.shutdown().await.unwrap();
+}
