@@ -178,10 +178,22 @@ elif [ -n "$ROUTE" ]; then
   timeout 30 tail --pid="$B_PID" -f /dev/null || { echo "compat: vela B did not stop within 30 s"; status=1; }
   [ "$status" -eq 0 ] || { echo "--- vela B log"; tail -n 60 "$DATA/b.log"; }
 else
+  # Groups that allow two delivery attempts, for the push consumers' retry and dead-letter checks.
+  RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
+  admin() { "$VELA" admin --server "127.0.0.1:$GRPC" "$@" >/dev/null; }
+  export COMPAT_RETRY_FIFO_TOPIC="compat-retry-fifo-$RUN"
+  if ! { admin group create "compat-retry-py-$RUN" --max-attempts 2 \
+      && admin group create "compat-retry-node-$RUN" --max-attempts 2 \
+      && admin topic create "$COMPAT_RETRY_FIFO_TOPIC" --type fifo --queues 2 \
+      && admin group create "compat-retry-node-fifo-$RUN" --fifo --max-attempts 2; }; then
+    echo "compat: creating the retry groups failed"; status=1
+  fi
   echo "--- python (rocketmq-python-client 5.1.2)"
-  RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 .venv/bin/python clients/python/compat.py || status=1
+  COMPAT_RETRY_GROUP="compat-retry-py-$RUN" RMQ_ENDPOINT="127.0.0.1:$GRPC" \
+    timeout 300 .venv/bin/python clients/python/compat.py || status=1
   echo "--- node (rocketmq-client-nodejs 1.0.8)"
-  (cd clients/node && RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 node compat.js) || status=1
+  (cd clients/node && COMPAT_RETRY_GROUP="compat-retry-node-$RUN" COMPAT_RETRY_FIFO_GROUP="compat-retry-node-fifo-$RUN" \
+    RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 node compat.js) || status=1
 fi
 
 echo "--- stopping vela (SIGTERM)"

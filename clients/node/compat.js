@@ -11,6 +11,13 @@
  *     RMQ_AK, RMQ_SK        credentials (optional)
  *     COMPAT_STEP_TIMEOUT   seconds any single step may take (default 60)
  *     COMPAT_PUSH_COUNT     messages the PushConsumer must receive (default 5)
+ *     COMPAT_RETRY_GROUP    a consumer group allowing 2 delivery attempts; when set, a PushConsumer
+ *                           of it fails messages and checks the retry after the back-off and the
+ *                           dead-letter queue
+ *     COMPAT_RETRY_FIFO_GROUP, COMPAT_RETRY_FIFO_TOPIC
+ *                           the same for a FIFO group (2 attempts) on a FIFO topic: the failed
+ *                           message is retried in place, then forwarded to the dead-letter queue,
+ *                           and its message group goes on
  *
  * Every topic and group name is unique per run (the server auto-creates them). Each step prints
  * `OK <step>`; the first failure prints `FAIL <step>: <reason>` and exits 1. Every step runs under a
@@ -263,6 +270,13 @@ async function main() {
     check(duplicates.length === 0, `redelivered after SUCCESS: ${duplicates}`);
   });
 
+  if (process.env.COMPAT_RETRY_GROUP) {
+    await pushRetries(producer, simple, process.env.COMPAT_RETRY_GROUP, `compat-node-${RUN}-retry`, false);
+  }
+  if (process.env.COMPAT_RETRY_FIFO_GROUP) {
+    await pushRetries(producer, simple, process.env.COMPAT_RETRY_FIFO_GROUP, process.env.COMPAT_RETRY_FIFO_TOPIC, true);
+  }
+
   await step('shutdown', async () => {
     await pushConsumer.shutdown();
     await consumers.normal.shutdown();
@@ -275,6 +289,64 @@ async function main() {
   });
   console.log('OK all');
   process.exit(0);
+}
+
+/**
+ * A push consumer of `group` (2 attempts) on `topic`: "flaky" fails its first delivery and must
+ * come back after the group's back-off (1 s), "poison" fails both and must end in %DLQ%<group>.
+ * On a FIFO group (one message group) "after" follows "poison" and must be consumed after it.
+ */
+async function pushRetries(producer, simple, group, topic, fifo) {
+  const kind = fifo ? 'FIFO push consumer' : 'push consumer';
+  const calls = [];
+  const consumer = new PushConsumer({
+    ...common,
+    consumerGroup: group,
+    subscriptions: new Map([[ topic, '*' ]]),
+    messageListener: {
+      consume(m) {
+        const body = m.body.toString();
+        calls.push([ body, m.deliveryAttempt, Date.now() ]);
+        const failed = body === 'poison' || (body === 'flaky' && m.deliveryAttempt === 1);
+        return failed ? ConsumeResult.FAILURE : ConsumeResult.SUCCESS;
+      },
+    },
+  });
+  await step(`${kind} of a 2-attempt group startup`, () => consumer.startup());
+  const bodies = fifo ? [ 'flaky', 'poison', 'after' ] : [ 'flaky', 'poison' ];
+  await step(`${kind}: failed messages retried after the back-off`, async () => {
+    for (const body of bodies) {
+      await producer.send({ topic, body: Buffer.from(body), ...(fifo ? { messageGroup: 'lane' } : {}) });
+    }
+    const attemptsOf = body => calls.filter(([ b ]) => b === body).map(([ , a ]) => a).join(',');
+    const deadline = Date.now() + STEP_TIMEOUT_MS - 10000;
+    while (!(attemptsOf('flaky') === '1,2' && attemptsOf('poison') === '1,2' && (!fifo || attemptsOf('after') === '1'))) {
+      check(Date.now() < deadline, `listener calls ${JSON.stringify(calls)}`);
+      await sleep(100);
+    }
+    const flaky = calls.filter(([ b ]) => b === 'flaky').map(([ , , t ]) => t);
+    check(flaky[1] - flaky[0] >= 800, `flaky retried ${flaky[1] - flaky[0]} ms later, not after 1 s`);
+    if (fifo) {
+      const order = calls.map(([ b, a ]) => `${b}@${a}`).join(' ');
+      check(order === 'flaky@1 flaky@2 poison@1 poison@2 after@1', `FIFO order: ${order}`);
+    }
+  });
+  await step(`${kind}: a message failing every attempt is dead-lettered`, async () => {
+    const dlq = simple(`${group}-dlq`, `%DLQ%${group}`, '*');
+    await dlq.startup();
+    const got = [];
+    const deadline = Date.now() + STEP_TIMEOUT_MS - 10000;
+    while (!got.includes('poison')) {
+      check(Date.now() < deadline, `dead-letter queue held ${got}`);
+      for (const m of await dlq.receive(16, INVISIBLE_MS)) {
+        got.push(m.body.toString());
+        await dlq.ack(m);
+      }
+    }
+    check(got.join() === 'poison', `dead-letter queue held ${got}`);
+    await dlq.shutdown();
+    await consumer.shutdown();
+  });
 }
 
 main().catch(err => {

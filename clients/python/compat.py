@@ -10,6 +10,9 @@ Environment:
     RMQ_AK, RMQ_SK        credentials (optional; the client always signs, with an empty key if unset)
     COMPAT_STEP_TIMEOUT   seconds any single step may take (default 60)
     COMPAT_PUSH_COUNT     messages the PushConsumer must receive (default 5)
+    COMPAT_RETRY_GROUP    a consumer group allowing 2 delivery attempts (`vela admin group create G
+                          --max-attempts 2`); when set, a PushConsumer of it fails messages and
+                          checks the retry after the back-off and the dead-letter queue
 
 Every topic and group name is unique per run (the server auto-creates them). Each step prints
 `OK <step>`; the first failure prints `FAIL <step>: <reason>` and exits 1. A step that hangs is a
@@ -45,6 +48,7 @@ TOPIC_DELAY = f"compat-py-{RUN}-delay"
 TOPIC_PUSH = f"compat-py-{RUN}-push"
 TOPIC_TX = f"compat-py-{RUN}-tx"
 TOPIC_QUIET = f"compat-py-{RUN}-quiet"
+TOPIC_RETRY = f"compat-py-{RUN}-retry"
 GROUP_NORMAL = f"compat-py-{RUN}-g-normal"
 GROUP_FIFO = f"compat-py-{RUN}-g-fifo"
 GROUP_DELAY = f"compat-py-{RUN}-g-delay"
@@ -363,11 +367,69 @@ def main():
         check(not duplicates, f"redelivered after SUCCESS: {duplicates}")
     step(f"push consumer receives and acks {PUSH_COUNT} messages", push_receive)
 
+    retry_group = os.environ.get("COMPAT_RETRY_GROUP")
+    if retry_group:
+        push_retries(config, state["producer"], retry_group)
+
     def shutdown():
         for name in ("push", "normal", "fifo", "delay", "tx", "sql", "tx_producer", "producer"):
             state[name].shutdown()
     step("shutdown", shutdown)
     print("OK all", flush=True)
+
+
+def push_retries(config, producer, group):
+    """A push consumer of `group` (2 attempts): "flaky" fails its first delivery and must come
+    back after the group's back-off (1 s); "poison" fails both and must end in %DLQ%<group>."""
+    calls = []
+    calls_lock = threading.Lock()
+
+    class Failing(MessageListener):
+        def consume(self, message):
+            body = message.body.decode()
+            with calls_lock:
+                calls.append((body, message.delivery_attempt, time.monotonic()))
+            if body == "poison" or (body == "flaky" and message.delivery_attempt == 1):
+                return ConsumeResult.FAILURE
+            return ConsumeResult.SUCCESS
+
+    consumer = PushConsumer(config, group, Failing(), {TOPIC_RETRY: FilterExpression("*")})
+    step("push consumer of a 2-attempt group startup", consumer.startup)
+
+    def retried():
+        for body in ("flaky", "poison"):
+            msg = Message()
+            msg.topic = TOPIC_RETRY
+            msg.body = body.encode()
+            producer.send(msg)
+        deadline = time.monotonic() + STEP_TIMEOUT - 10
+        while True:
+            with calls_lock:
+                seen = list(calls)
+            attempts = {b: [a for (bb, a, _) in seen if bb == b] for b in ("flaky", "poison")}
+            if attempts == {"flaky": [1, 2], "poison": [1, 2]}:
+                break
+            check(time.monotonic() < deadline, f"listener calls {seen}")
+            time.sleep(0.1)
+        flaky = [t for (b, _, t) in seen if b == "flaky"]
+        check(flaky[1] - flaky[0] >= 0.8, f"flaky retried {flaky[1] - flaky[0]:.2f}s later, not after 1s")
+    step("push consumer: a failed message retried after the back-off", retried)
+
+    def dead_lettered():
+        dlq = SimpleConsumer(config, f"{group}-dlq", {f"%DLQ%{group}": FilterExpression("*")},
+                             await_duration=AWAIT_SECONDS)
+        dlq.startup()
+        deadline = time.monotonic() + STEP_TIMEOUT - 10
+        bodies = []
+        while "poison" not in bodies:
+            check(time.monotonic() < deadline, f"dead-letter queue held {bodies}")
+            for m in dlq.receive(16, INVISIBLE_SECONDS):
+                bodies.append(m.body.decode())
+                dlq.ack(m)
+        check(bodies == ["poison"], f"dead-letter queue held {bodies}")
+        dlq.shutdown()
+        consumer.shutdown()
+    step("push consumer: a message failing every attempt is dead-lettered", dead_lettered)
 
 
 def _push_message(i):

@@ -22,6 +22,9 @@ const PRODUCER_BACKOFF_MULTIPLIER: f32 = 2.0;
 const CONSUMER_RETRY_TABLE_SECS: [u64; 18] = [
     1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
 ];
+/// The Node.js client's last version that reads a consumer back-off only when it is
+/// exponential, and reads its durations' whole seconds as milliseconds.
+const NODE_MS_BACKOFF_UNTIL: (u32, u32, u32) = (1, 0, 8);
 
 /// What the proxy knows about a consumer's group when it answers Settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +114,12 @@ pub(crate) fn effective_settings(
                 Some(i32::try_from(config.receive_batch_size).unwrap_or(i32::MAX));
             subscription.long_polling_timeout = Some(duration_to_pb(config.max_long_polling));
             subscription.fifo = Some(group.fifo);
+            settings.backoff_policy = Some(if reads_backoff_as_ms(&settings) {
+                node_consumer_backoff(group.max_attempts)
+            } else {
+                consumer_backoff(group.max_attempts)
+            });
             settings.pub_sub = Some(PubSub::Subscription(subscription));
-            settings.backoff_policy = Some(consumer_backoff(group.max_attempts));
         }
         Role::Unknown => {}
     }
@@ -150,6 +157,47 @@ fn consumer_backoff(max_attempts: u32) -> RetryPolicy {
                     .iter()
                     .map(|s| duration_to_pb(Duration::from_secs(*s)))
                     .collect(),
+            },
+        )),
+    }
+}
+
+/// Whether the client is a Node.js client up to 1.0.8. Its push consumer ignores a customized
+/// back-off (it then retries at once, and a FIFO consumer allows one attempt only), and reads
+/// an exponential one's `seconds` as milliseconds (its `ExponentialBackoffRetryPolicy`).
+fn reads_backoff_as_ms(settings: &pb::Settings) -> bool {
+    let Some(ua) = &settings.user_agent else {
+        return false;
+    };
+    if ua.language != pb::Language::NodeJs as i32 {
+        return false;
+    }
+    let mut parts = ua.version.trim().split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) => {
+            (major, minor, patch) <= NODE_MS_BACKOFF_UNTIL
+        }
+        _ => false,
+    }
+}
+
+/// What a Node.js client (see [`reads_backoff_as_ms`]) can use of the group's policy: the same
+/// attempts, and an exponential back-off from the table's first to its last step, doubling,
+/// written in the unit it reads (each "second" is one of its milliseconds).
+fn node_consumer_backoff(max_attempts: u32) -> RetryPolicy {
+    let as_node_reads = |d: Duration| prost_types::Duration {
+        seconds: i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        nanos: 0,
+    };
+    let first = Duration::from_secs(CONSUMER_RETRY_TABLE_SECS[0]);
+    let last = Duration::from_secs(CONSUMER_RETRY_TABLE_SECS[CONSUMER_RETRY_TABLE_SECS.len() - 1]);
+    RetryPolicy {
+        max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
+        strategy: Some(retry_policy::Strategy::ExponentialBackoff(
+            ExponentialBackoff {
+                initial: Some(as_node_reads(first)),
+                max: Some(as_node_reads(last)),
+                multiplier: 2.0,
             },
         )),
     }
@@ -276,6 +324,58 @@ mod tests {
         assert_eq!(table.next.len(), 18);
         assert_eq!(table.next[0], secs(1));
         assert_eq!(table.next[17], secs(7200));
+    }
+
+    #[test]
+    fn node_push_consumers_up_to_1_0_8_get_an_exponential_policy_in_milliseconds() {
+        let node = |version: &str| pb::Settings {
+            client_type: Some(ClientType::PushConsumer as i32),
+            user_agent: Some(pb::Ua {
+                language: pb::Language::NodeJs as i32,
+                version: version.into(),
+                platform: "linux".into(),
+                hostname: "h".into(),
+            }),
+            ..Default::default()
+        };
+        let policy = |settings: pb::Settings| {
+            let group = GroupPolicy {
+                fifo: true,
+                max_attempts: 4,
+            };
+            effective_settings(settings, group, &ProxyConfig::default())
+                .backoff_policy
+                .expect("backoff set")
+        };
+        for version in ["1.0.8", "1.0.0", "0.9.12"] {
+            let p = policy(node(version));
+            assert_eq!(p.max_attempts, 4, "{version}");
+            let Some(retry_policy::Strategy::ExponentialBackoff(exp)) = p.strategy else {
+                panic!("{version}: exponential")
+            };
+            // 1 s and 2 h, in the milliseconds Node reads from `seconds`.
+            assert_eq!(exp.initial, Some(secs(1000)));
+            assert_eq!(exp.max, Some(secs(7_200_000)));
+            assert_eq!(exp.multiplier, 2.0);
+        }
+        for version in ["1.0.9", "2.0.0", "next"] {
+            let p = policy(node(version));
+            assert!(
+                matches!(
+                    p.strategy,
+                    Some(retry_policy::Strategy::CustomizedBackoff(_))
+                ),
+                "{version}: the truthful table"
+            );
+        }
+        let mut python = node("1.0.8");
+        if let Some(ua) = python.user_agent.as_mut() {
+            ua.language = pb::Language::Python as i32;
+        }
+        assert!(matches!(
+            policy(python).strategy,
+            Some(retry_policy::Strategy::CustomizedBackoff(_))
+        ));
     }
 
     #[test]
