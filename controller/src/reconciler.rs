@@ -447,6 +447,13 @@ mod tests {
         ) -> Result<ReceiptTicket, StoreError> {
             Err(unused())
         }
+        async fn renew_invisible(
+            &self,
+            _: &ReceiptTicket,
+            _: Duration,
+        ) -> Result<ReceiptTicket, StoreError> {
+            Err(unused())
+        }
         async fn dead_letter(&self, _: &ReceiptTicket) -> Result<(), StoreError> {
             Err(unused())
         }

@@ -235,6 +235,15 @@ pub trait StoreApi: Send + Sync + 'static {
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError>;
 
+    /// Makes a delivered message invisible for `invisible` from now, keeping its ticket: the
+    /// handle its consumer holds stays valid (the returned ticket differs only in
+    /// `visible_at_ms`). What a proxy does for a push consumer that asked for `auto_renew`.
+    async fn renew_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError>;
+
     /// Moves a delivered message to `%DLQ%<group>` now.
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError>;
 

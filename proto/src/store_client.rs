@@ -461,6 +461,25 @@ impl StoreApi for RemoteStore {
         Ok(ticket_from_wire(Some(reply))?)
     }
 
+    async fn renew_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let wire = pb::ChangeInvisibleRequest {
+            ticket: Some(ticket_to_wire(ticket)),
+            invisible_ms: u64::try_from(invisible.as_millis()).unwrap_or(u64::MAX),
+        };
+        let reply = self
+            .routing
+            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move { c.renew_invisible(wire).await }
+            })
+            .await?;
+        Ok(ticket_from_wire(Some(reply))?)
+    }
+
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
         let wire = pb::TicketRequest {
             ticket: Some(ticket_to_wire(ticket)),

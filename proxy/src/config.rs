@@ -45,6 +45,11 @@ pub struct ProxyConfig {
     /// later) instead of waiting out their invisibility.
     #[serde(with = "humantime_serde")]
     pub client_release_grace: Duration,
+    /// How long after a push consumer received a message (with `auto_renew`, as the official
+    /// push consumers do) the proxy keeps renewing its invisibility while the client holds it;
+    /// "0s" turns renewal off (the message then comes back after 60 s unless settled).
+    #[serde(with = "humantime_serde")]
+    pub auto_renew_max: Duration,
     /// An OpenTelemetry collector (`host:port`, OTLP/gRPC) the proxy tells clients to export
     /// their own metrics to (Settings `metric`); unset: clients export none.
     pub client_metrics_endpoint: Option<String>,
@@ -74,6 +79,7 @@ impl Default for ProxyConfig {
             max_properties: 128,
             max_message_group_len: 64,
             client_release_grace: Duration::from_secs(10),
+            auto_renew_max: Duration::from_secs(3 * 3600),
             cluster_mode: "standalone".to_owned(),
             auth: crate::AuthConfig::default(),
         }

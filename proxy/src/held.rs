@@ -7,6 +7,13 @@
 //! restart forgets, or what a client settled through another proxy, is handled by the store as
 //! always (the invisibility runs out; a release of an already settled delivery is refused as
 //! stale).
+//!
+//! It is also what the proxy renews for push consumers that asked for `auto_renew`: a
+//! delivery received that way is kept invisible ([`Held::due`], renewed by the store keeping
+//! its delivery id, so the client's handle stays valid) until it is settled, the client changes
+//! its invisibility itself (a push consumer's negative acknowledgement), the client leaves, or
+//! `proxy.auto_renew_max` passed since it was received. A proxy restart forgets these too: the
+//! message then comes back when its last renewal runs out.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,6 +32,22 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// One delivered message, whatever its current delivery id.
 type Key = (ShardId, GroupName, TopicName, u32, u64);
 
+/// How the proxy keeps a delivery invisible on its client's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Renewal {
+    /// Each renewal makes it invisible for this long.
+    pub invisible: Duration,
+    /// No renewal after this time (Unix ms).
+    pub until_ms: i64,
+}
+
+/// A delivery held by a client.
+#[derive(Debug, Clone)]
+struct Delivered {
+    ticket: ReceiptTicket,
+    renewal: Option<Renewal>,
+}
+
 fn key(t: &ReceiptTicket) -> Key {
     (
         t.shard,
@@ -37,7 +60,7 @@ fn key(t: &ReceiptTicket) -> Key {
 
 #[derive(Default)]
 struct Inner {
-    clients: HashMap<String, HashMap<Key, ReceiptTicket>>,
+    clients: HashMap<String, HashMap<Key, Delivered>>,
     swept: Option<Instant>,
     /// Open Telemetry streams per client, and how many streams each client has opened so far
     /// (so a grace period can tell whether the client came back meanwhile).
@@ -50,30 +73,37 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// `client` received these deliveries.
+    /// `client` received these deliveries; with `renewal`, the proxy keeps them invisible.
     pub fn delivered<'a>(
         &self,
         client: &str,
         tickets: impl IntoIterator<Item = &'a ReceiptTicket>,
         now_ms: i64,
+        renewal: Option<Renewal>,
     ) {
         let mut inner = self.inner.lock();
         if inner.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
             inner.swept = Some(Instant::now());
             for held in inner.clients.values_mut() {
-                held.retain(|_, t| t.visible_at_ms > now_ms);
+                held.retain(|_, d| d.ticket.visible_at_ms > now_ms);
             }
             inner.clients.retain(|_, held| !held.is_empty());
         }
         let held = inner.clients.entry(client.to_owned()).or_default();
         for ticket in tickets {
             if held.len() >= MAX_PER_CLIENT {
-                held.retain(|_, t| t.visible_at_ms > now_ms);
+                held.retain(|_, d| d.ticket.visible_at_ms > now_ms);
                 if held.len() >= MAX_PER_CLIENT {
                     return;
                 }
             }
-            held.insert(key(ticket), ticket.clone());
+            held.insert(
+                key(ticket),
+                Delivered {
+                    ticket: ticket.clone(),
+                    renewal,
+                },
+            );
         }
     }
 
@@ -88,13 +118,49 @@ impl Held {
         }
     }
 
-    /// The delivery's invisibility changed: `renewed` is its new ticket.
+    /// The client changed the delivery's invisibility: `renewed` is its new ticket. From now
+    /// on the client decides when it comes back (a push consumer's negative acknowledgement),
+    /// so the proxy no longer renews it.
     pub fn renewed(&self, client: &str, renewed: &ReceiptTicket) {
-        if let Some(held) = self.inner.lock().clients.get_mut(client) {
-            let k = key(renewed);
-            if held.contains_key(&k) {
-                held.insert(k, renewed.clone());
+        if let Some(held) = self.inner.lock().clients.get_mut(client)
+            && let Some(d) = held.get_mut(&key(renewed))
+        {
+            d.ticket = renewed.clone();
+            d.renewal = None;
+        }
+    }
+
+    /// The deliveries the proxy renews that become visible within `ahead` of `now_ms`, with
+    /// their client and how long to renew them for. Those whose renewals ran out
+    /// (`until_ms`) are no longer renewed: they come back when their invisibility ends.
+    pub fn due(&self, now_ms: i64, ahead: Duration) -> Vec<(String, ReceiptTicket, Duration)> {
+        let ahead_ms = i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX);
+        let mut due = Vec::new();
+        let mut inner = self.inner.lock();
+        for (client, held) in inner.clients.iter_mut() {
+            for d in held.values_mut() {
+                let Some(renewal) = d.renewal else { continue };
+                if now_ms >= renewal.until_ms {
+                    d.renewal = None;
+                } else if d.ticket.visible_at_ms.saturating_sub(now_ms) <= ahead_ms
+                    && d.ticket.visible_at_ms > now_ms
+                {
+                    due.push((client.clone(), d.ticket.clone(), renewal.invisible));
+                }
             }
+        }
+        due
+    }
+
+    /// The proxy renewed a delivery of `client`: `renewed` is the same delivery, visible later.
+    /// Ignored when the delivery meanwhile was settled or changed by the client.
+    pub fn renewed_here(&self, client: &str, renewed: &ReceiptTicket) {
+        if let Some(held) = self.inner.lock().clients.get_mut(client)
+            && let Some(d) = held.get_mut(&key(renewed))
+            && d.ticket.delivery_id == renewed.delivery_id
+            && d.renewal.is_some()
+        {
+            d.ticket.visible_at_ms = d.ticket.visible_at_ms.max(renewed.visible_at_ms);
         }
     }
 
@@ -141,7 +207,11 @@ impl Held {
             .filter(|k| group.is_none_or(|g| &k.1 == g))
             .cloned()
             .collect();
-        let tickets = taken.iter().filter_map(|k| held.remove(k)).collect();
+        let tickets = taken
+            .iter()
+            .filter_map(|k| held.remove(k))
+            .map(|d| d.ticket)
+            .collect();
         if held.is_empty() {
             inner.clients.remove(client);
         }
@@ -173,8 +243,8 @@ mod tests {
             ticket("a", 1, 1, 100),
             ticket("b", 0, 2, 100),
         );
-        held.delivered("c1", [&a0, &a1, &b0], 0);
-        held.delivered("c2", [&ticket("a", 5, 3, 100)], 0);
+        held.delivered("c1", [&a0, &a1, &b0], 0, None);
+        held.delivered("c2", [&ticket("a", 5, 3, 100)], 0, None);
         held.settled("c1", &a1);
         let renewed = ticket("a", 0, 9, 200);
         held.renewed("c1", &renewed);
@@ -194,7 +264,7 @@ mod tests {
     #[test]
     fn a_client_is_gone_when_no_stream_reopened() {
         let held = Held::default();
-        held.delivered("c", [&ticket("a", 0, 1, 100)], 0);
+        held.delivered("c", [&ticket("a", 0, 1, 100)], 0, None);
         held.stream_opened("c");
         held.stream_opened("c");
         assert_eq!(held.stream_closed("c"), None, "one still open");
@@ -211,11 +281,80 @@ mod tests {
     #[test]
     fn expired_deliveries_are_swept() {
         let held = Held::default();
-        held.delivered("gone", [&ticket("a", 0, 1, 100)], 0);
+        held.delivered("gone", [&ticket("a", 0, 1, 100)], 0, None);
         // The next sweep (the first call sweeps at once) forgets what expired.
         held.inner.lock().swept = None;
-        held.delivered("other", [&ticket("a", 1, 2, 10_000)], 5_000);
+        held.delivered("other", [&ticket("a", 1, 2, 10_000)], 5_000, None);
         assert!(held.take("gone", None).is_empty());
         assert_eq!(held.take("other", None).len(), 1);
+    }
+
+    #[test]
+    fn renewed_deliveries_come_due_until_the_client_takes_over_or_time_runs_out() {
+        let held = Held::default();
+        let renewal = Renewal {
+            invisible: Duration::from_secs(60),
+            until_ms: 100_000,
+        };
+        let (a, b, c) = (
+            ticket("g", 0, 1, 60_000),
+            ticket("g", 1, 1, 60_000),
+            ticket("g", 2, 1, 60_000),
+        );
+        held.delivered("push", [&a, &b, &c], 0, Some(renewal));
+        held.delivered("simple", [&ticket("g", 3, 2, 60_000)], 0, None);
+        assert!(
+            held.due(30_000, Duration::from_secs(20)).is_empty(),
+            "not yet"
+        );
+        let due = held.due(45_000, Duration::from_secs(20));
+        assert_eq!(due.len(), 3, "only what asked for renewal: {due:?}");
+        assert!(
+            due.iter()
+                .all(|(client, _, d)| client == "push" && *d == renewal.invisible)
+        );
+
+        // Renewed here: the same delivery id, visible later; not due again soon.
+        held.renewed_here(
+            "push",
+            &ReceiptTicket {
+                visible_at_ms: 105_000,
+                ..a.clone()
+            },
+        );
+        // A stale answer for a delivery the client meanwhile changed is ignored.
+        let nacked = ReceiptTicket {
+            delivery_id: 7,
+            visible_at_ms: 50_000,
+            ..b.clone()
+        };
+        held.renewed("push", &nacked);
+        held.renewed_here(
+            "push",
+            &ReceiptTicket {
+                visible_at_ms: 105_000,
+                ..b.clone()
+            },
+        );
+        held.settled("push", &c);
+        let due = held.due(45_000, Duration::from_secs(20));
+        assert!(
+            due.is_empty(),
+            "renewed, nacked by the client, settled: {due:?}"
+        );
+        let taken = held.take("push", None);
+        assert!(
+            taken.contains(&nacked),
+            "the client's own change is what it holds"
+        );
+
+        // Renewals stop at `until_ms`.
+        held.delivered("push", [&a], 0, Some(renewal));
+        assert_eq!(held.due(45_000, Duration::from_secs(20)).len(), 1);
+        assert!(held.due(100_000, Duration::from_secs(20)).is_empty());
+        assert!(
+            held.due(45_000, Duration::from_secs(20)).is_empty(),
+            "for good"
+        );
     }
 }

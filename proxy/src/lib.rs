@@ -246,6 +246,7 @@ pub async fn serve_with(
     tracing::info!(listen = %shared.ctx.listen_addr, admin = ?admin_addr, tls = tls.is_some(), "proxy serving");
     tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
     tokio::spawn(producers::check_back(shared.clone()));
+    tokio::spawn(messaging::auto_renew(shared.clone(), shutdown.clone()));
     let incoming = |l: tokio::net::TcpListener| {
         tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
     };

@@ -7,6 +7,8 @@ mod offsets;
 mod produce;
 mod telemetry;
 
+pub(crate) use consume::auto_renew;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -100,6 +100,14 @@ pub enum StoreCommand {
     /// Records a sealed segment the leader uploaded to object storage in the shard's tier
     /// manifest (apply version 9; see `state::TierManifest` for what is accepted).
     Tiered { segment: TieredSegment },
+    /// Makes one delivered message invisible for `invisible_ms` from `now_ms` and keeps its
+    /// delivery id (apply version 10), so the receipt handle its consumer holds stays valid:
+    /// the renewal a proxy makes on behalf of a push consumer (`auto_renew`).
+    RenewInvisible {
+        delivery: DeliveryRef,
+        invisible_ms: u64,
+        now_ms: i64,
+    },
 }
 
 /// One queue's offset inside a [`StoreCommand::SetOffsets`].
@@ -168,6 +176,7 @@ impl StoreCommand {
             StoreCommand::PopPicked { .. } => "pop",
             StoreCommand::SetOffsets { .. } => "set_offsets",
             StoreCommand::Tiered { .. } => "tiered",
+            StoreCommand::RenewInvisible { .. } => "renew_invisible",
         }
     }
 
@@ -180,7 +189,8 @@ impl StoreCommand {
             | StoreCommand::Release { now_ms, .. }
             | StoreCommand::EndTransaction { now_ms, .. }
             | StoreCommand::AppendBatch { now_ms, .. }
-            | StoreCommand::ClientAppends { now_ms, .. } => Some(*now_ms),
+            | StoreCommand::ClientAppends { now_ms, .. }
+            | StoreCommand::RenewInvisible { now_ms, .. } => Some(*now_ms),
             StoreCommand::Pop(pop)
             | StoreCommand::PopRanges { pop, .. }
             | StoreCommand::PopPicked { pop, .. } => Some(pop.now_ms),
@@ -304,6 +314,13 @@ impl fmt::Display for StoreCommand {
                 ..
             } => {
                 write!(f, "change_invisible({delivery}, {invisible_ms} ms)")
+            }
+            StoreCommand::RenewInvisible {
+                delivery,
+                invisible_ms,
+                ..
+            } => {
+                write!(f, "renew_invisible({delivery}, {invisible_ms} ms)")
             }
             StoreCommand::DeadLetter { delivery, .. } => write!(f, "dead_letter({delivery})"),
             StoreCommand::Release { due, .. } => write!(f, "release({} due)", due.len()),
@@ -779,6 +796,28 @@ mod tests {
         let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
         assert_eq!(back, command);
         assert_eq!(back.kind(), "tiered");
+    }
+
+    #[test]
+    fn renew_invisible_golden_bytes() {
+        // Persisted from apply version 10: tag 17, the delivery (group, topic, queue, offset,
+        // delivery id), the invisibility (varint) and the time (zigzag varint).
+        let command = StoreCommand::RenewInvisible {
+            delivery: DeliveryRef {
+                group: GroupName::new("g").expect("valid"),
+                topic: TopicName::new("t").expect("valid"),
+                queue_id: 1,
+                offset: 2,
+                delivery_id: 3,
+            },
+            invisible_ms: 60_000,
+            now_ms: 5,
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(hex::encode(&bytes), "1101670174010203e0d4030a");
+        let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, command);
+        assert_eq!(back.kind(), "renew_invisible");
     }
 
     fn record_with_id(id: &str) -> MessageRecord {

@@ -251,6 +251,20 @@ impl StoreRpc for StoreService {
         Ok(Response::new(ticket_to_wire(&changed)))
     }
 
+    async fn renew_invisible(
+        &self,
+        request: Request<pb::ChangeInvisibleRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let req = request.into_inner();
+        let ticket = ticket_from_wire(req.ticket)?;
+        let renewed = self
+            .store
+            .renew_invisible(&ticket, std::time::Duration::from_millis(req.invisible_ms))
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(ticket_to_wire(&renewed)))
+    }
+
     async fn dead_letter(
         &self,
         request: Request<pb::TicketRequest>,

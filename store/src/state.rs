@@ -162,8 +162,10 @@ impl PartialEq for ShardState {
 /// - 8: a group's position on a queue can be set (`SetOffsets`): its start, decided by the
 ///   leader, and resets;
 /// - 9: sealed segments uploaded to object storage are recorded in the shard's tier manifest
-///   (`Tiered`), which retention (`Truncate`) trims.
-pub const APPLY_VERSION: u32 = 9;
+///   (`Tiered`), which retention (`Truncate`) trims;
+/// - 10: a delivery's invisibility can be renewed keeping its delivery id (`RenewInvisible`),
+///   so the consumer's receipt handle stays valid.
+pub const APPLY_VERSION: u32 = 10;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -337,32 +339,20 @@ impl ShardState {
                 delivery,
                 invisible_ms,
                 ..
-            } => {
-                let visible_at_ms = deadline(now, *invisible_ms);
-                let changed = self
-                    .consumers
-                    .get_mut(&(
-                        delivery.group.clone(),
-                        delivery.topic.clone(),
-                        delivery.queue_id,
-                    ))
-                    .is_some_and(|c| {
-                        c.change_visibility(
-                            delivery.offset,
-                            delivery.delivery_id,
-                            log_index,
-                            visible_at_ms,
-                        )
-                    });
-                CommandResponse::InvisibilityChanged(if changed {
-                    Ok(ChangedDelivery {
-                        delivery_id: log_index,
-                        visible_at_ms,
-                    })
-                } else {
-                    Err(ApplyError::StaleReceipt(delivery.to_string()))
-                })
-            }
+            } => CommandResponse::InvisibilityChanged(self.change_visibility(
+                delivery,
+                log_index,
+                deadline(now, *invisible_ms),
+            )),
+            StoreCommand::RenewInvisible {
+                delivery,
+                invisible_ms,
+                ..
+            } => CommandResponse::InvisibilityChanged(if self.apply_version < 10 {
+                Err(ApplyError::StaleReceipt(delivery.to_string()))
+            } else {
+                self.change_visibility(delivery, delivery.delivery_id, deadline(now, *invisible_ms))
+            }),
             StoreCommand::DeadLetter { delivery, .. } => {
                 CommandResponse::DeadLettered(self.finish(delivery, Some(now), fx))
             }
@@ -607,6 +597,30 @@ impl ShardState {
         match choice {
             QueueChoice::One(q) => vec![q],
             QueueChoice::All => self.queue_ids(topic),
+        }
+    }
+
+    /// Makes the current delivery `d` visible again at `visible_at_ms`, under the delivery id
+    /// `new_delivery_id` (the command's log index for a change, `d`'s own for a renewal).
+    fn change_visibility(
+        &mut self,
+        d: &DeliveryRef,
+        new_delivery_id: u64,
+        visible_at_ms: i64,
+    ) -> Result<ChangedDelivery, ApplyError> {
+        let changed = self
+            .consumers
+            .get_mut(&(d.group.clone(), d.topic.clone(), d.queue_id))
+            .is_some_and(|c| {
+                c.change_visibility(d.offset, d.delivery_id, new_delivery_id, visible_at_ms)
+            });
+        if changed {
+            Ok(ChangedDelivery {
+                delivery_id: new_delivery_id,
+                visible_at_ms,
+            })
+        } else {
+            Err(ApplyError::StaleReceipt(d.to_string()))
         }
     }
 

@@ -1,10 +1,11 @@
 //! Every metric Vela emits, by the name `/metrics` shows (a histogram by its family name), and
-//! the two `vela-sdk` clients export.
+//! the `vela-sdk` clients export.
 //! `docs/metrics.md` documents exactly these (a test checks), and the integration tests check
 //! that nothing else is emitted.
 
 /// The names, sorted.
 pub const METRICS: &[&str] = &[
+    "rocketmq_await_time",
     "rocketmq_commit_messages_total",
     "rocketmq_consumer_connections",
     "rocketmq_consumer_group_number",
@@ -18,6 +19,7 @@ pub const METRICS: &[&str] = &[
     "rocketmq_message_size",
     "rocketmq_messages_in_total",
     "rocketmq_messages_out_total",
+    "rocketmq_process_time",
     "rocketmq_producer_connections",
     "rocketmq_proxy_up",
     "rocketmq_rollback_messages_total",

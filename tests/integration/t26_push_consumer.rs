@@ -249,3 +249,103 @@ async fn a_slow_listener_keeps_its_message_and_shutdown_waits_for_it() {
     assert!(drain(&rival, 1, true, 2).await.is_empty());
     rival.shutdown().await.unwrap();
 }
+
+/// What the official push consumers do: receive with `auto_renew` and no invisibility. The
+/// proxy renews what the client holds, keeping its receipt handle valid, so a message held
+/// past the 60 s the server chose is neither redelivered nor refused when finally acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_renews_what_an_auto_renew_receive_holds_and_the_handle_stays_valid() {
+    use vela_proto::pb::rocketmq as pb;
+
+    use crate::harness::{raw_client, raw_req, resource};
+
+    let node = Node::start().await;
+    let topic = unique("auto-renew");
+    let group = unique("auto-renew-g");
+    let producer = node.producer(&topic).await;
+    let rival = node.consumer(&group, &topic, "*").await;
+    assert!(
+        drain(&rival, 1, false, 1).await.is_empty(),
+        "primes the group"
+    );
+    let m = Message::builder(&topic).body("held").build().unwrap();
+    producer.send(m).await.unwrap();
+
+    let mut raw = raw_client(&node).await;
+    let request = pb::ReceiveMessageRequest {
+        group: resource(&group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(&topic),
+            id: -1,
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: None,
+        auto_renew: true,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    };
+    let mut stream = raw
+        .receive_message(raw_req(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut delivered = None;
+    while let Some(item) = stream.message().await.unwrap() {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            delivered = Some(m);
+        }
+    }
+    let delivered = delivered.expect("the message");
+    let handle = delivered
+        .system_properties
+        .as_ref()
+        .unwrap()
+        .receipt_handle
+        .clone()
+        .unwrap();
+
+    // 45 s into its 60 s: due for renewal, which runs every 5 s.
+    node.clock.advance(Duration::from_secs(45));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Past the 60 s the server chose: still invisible to the rest of the group.
+    node.clock.advance(Duration::from_secs(30));
+    assert!(
+        drain(&rival, 1, false, 2).await.is_empty(),
+        "redelivered while its auto_renew client held it"
+    );
+    // The handle from the receive is still the one to ack with.
+    let ack = pb::AckMessageRequest {
+        group: resource(&group),
+        topic: resource(&topic),
+        entries: vec![pb::AckMessageEntry {
+            message_id: delivered
+                .system_properties
+                .as_ref()
+                .unwrap()
+                .message_id
+                .clone(),
+            receipt_handle: handle,
+            lite_topic: None,
+        }],
+    };
+    let reply = raw.ack_message(raw_req(ack)).await.unwrap().into_inner();
+    assert_eq!(
+        reply.status.unwrap().code,
+        pb::Code::Ok as i32,
+        "the original handle acks"
+    );
+    node.clock.advance(Duration::from_secs(120));
+    assert!(
+        drain(&rival, 1, true, 2).await.is_empty(),
+        "acknowledged for good"
+    );
+    rival.shutdown().await.unwrap();
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use vela_proto::pb::rocketmq::{self as pb, ClientType, Code, receive_message_response::Content};
 use vela_proto::receipt::ReceiptTicket;
-use vela_proto::store_api::{PopRequest, QueueSelector};
+use vela_proto::store_api::{PopRequest, QueueSelector, StoreError};
 use vela_proto::{DEFAULT_AUTO_RENEW_INVISIBLE, GroupName, TopicName};
 
 use super::ResponseStream;
@@ -15,6 +15,7 @@ use crate::Shared;
 use crate::auth::Creator;
 use crate::convert;
 use crate::headers::RequestMeta;
+use crate::held::Renewal;
 use crate::route;
 use crate::status::{RpcError, aggregate_code, ok_status};
 
@@ -185,10 +186,17 @@ async fn receive(
         return Ok(Vec::new());
     }
     if let Some(client) = &meta.client_id {
+        let now_ms = shared.ctx.clock.now_ms();
+        let max = config.auto_renew_max;
+        let renewal = (req.auto_renew && !max.is_zero()).then(|| Renewal {
+            invisible: params.invisible,
+            until_ms: now_ms.saturating_add(i64::try_from(max.as_millis()).unwrap_or(i64::MAX)),
+        });
         shared.held.delivered(
             client,
             deliveries.iter().map(|d| &d.ticket),
-            shared.ctx.clock.now_ms(),
+            now_ms,
+            renewal,
         );
     }
     let (mut all, mut retried) = ((0u64, 0u64), (0u64, 0u64));
@@ -260,6 +268,60 @@ pub(super) async fn release(shared: &Shared, tickets: Vec<ReceiptTicket>) -> usi
         .filter(|released| std::future::ready(*released))
         .count()
         .await
+}
+
+/// How often the proxy looks for deliveries to renew for `auto_renew` consumers (RocketMQ's
+/// `renewSchedulePeriodMillis`).
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// Deliveries are renewed once they would become visible within this long.
+const RENEW_AHEAD: Duration = Duration::from_secs(20);
+/// Most renewals in flight at once.
+const RENEWALS_AT_ONCE: usize = 64;
+
+/// Keeps the deliveries of push consumers that asked for `auto_renew` invisible while they
+/// hold them ([`crate::held`]), every [`RENEW_EVERY`] until `shutdown`. A renewal keeps the
+/// delivery id, so the handle the client holds stays valid at any proxy. A delivery the store
+/// says is no longer current (settled or redelivered) is forgotten; one that failed for another
+/// reason is tried again next round.
+pub(crate) async fn auto_renew(shared: Arc<Shared>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(RENEW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = shared.held.due(shared.ctx.clock.now_ms(), RENEW_AHEAD);
+        if due.is_empty() {
+            continue;
+        }
+        let count = due.len();
+        let renewed = futures::stream::iter(due)
+            .map(|(client, ticket, invisible)| {
+                let shared = &shared;
+                async move {
+                    match shared.ctx.store.renew_invisible(&ticket, invisible).await {
+                        Ok(renewed) => {
+                            shared.held.renewed_here(&client, &renewed);
+                            true
+                        }
+                        Err(StoreError::StaleReceipt(_)) => {
+                            shared.held.settled(&client, &ticket);
+                            false
+                        }
+                        Err(err) => {
+                            tracing::debug!(%client, error = %err, "renewing a push consumer's delivery failed; next round tries again");
+                            false
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(RENEWALS_AT_ONCE)
+            .filter(|renewed| std::future::ready(*renewed))
+            .count()
+            .await;
+        tracing::debug!(count, renewed, "renewed push consumers' deliveries");
+    }
 }
 
 /// The group and topic a consumer call names, with the bare topic name for the lenient

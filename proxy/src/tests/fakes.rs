@@ -577,6 +577,20 @@ impl StoreApi for FakeStore {
         })
     }
 
+    async fn renew_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let state = self.state.lock();
+        self.current(&state, ticket)?;
+        Ok(ReceiptTicket {
+            visible_at_ms: ticket.visible_at_ms
+                + i64::try_from(invisible.as_millis()).expect("fits"),
+            ..ticket.clone()
+        })
+    }
+
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
         let mut state = self.state.lock();
         let key = self.current(&state, ticket)?;

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// The apply version from which a renewal keeps the delivery id (`RenewInvisible`).
+const RENEW_APPLY_VERSION: u32 = 10;
+
 #[async_trait]
 impl StoreApi for Store {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
@@ -127,6 +130,36 @@ impl StoreApi for Store {
             }),
             CommandResponse::InvisibilityChanged(Err(err)) => Err(to_store_error(err)),
             other => Err(unexpected("change_invisible", &other)),
+        }
+    }
+
+    async fn renew_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let shard = &self.shard(ticket.shard)?.shard;
+        let version = shard.shared.applied.read().state.apply_version();
+        if version < RENEW_APPLY_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "renewing keeps the receipt handle from apply version {RENEW_APPLY_VERSION}; \
+                 shard {} runs {version} until every replica runs a build that knows it",
+                ticket.shard
+            )));
+        }
+        let _consuming = shard.fairness.consume(1);
+        let command = StoreCommand::RenewInvisible {
+            delivery: delivery_ref(ticket),
+            invisible_ms: duration_ms(invisible),
+            now_ms: self.clock.now_ms(),
+        };
+        match shard.write(command).await? {
+            CommandResponse::InvisibilityChanged(Ok(changed)) => Ok(ReceiptTicket {
+                visible_at_ms: changed.visible_at_ms,
+                ..ticket.clone()
+            }),
+            CommandResponse::InvisibilityChanged(Err(err)) => Err(to_store_error(err)),
+            other => Err(unexpected("renew_invisible", &other)),
         }
     }
 
