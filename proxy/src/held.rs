@@ -16,6 +16,7 @@
 //! message then comes back when its last renewal runs out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -46,6 +47,8 @@ pub(crate) struct Renewal {
 struct Delivered {
     ticket: ReceiptTicket,
     renewal: Option<Renewal>,
+    /// The `attempt_id` of the receive that delivered it.
+    attempt: Option<Arc<str>>,
 }
 
 fn key(t: &ReceiptTicket) -> Key {
@@ -73,14 +76,17 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// `client` received these deliveries; with `renewal`, the proxy keeps them invisible.
+    /// `client` received these deliveries, by a receive with `attempt` as its `attempt_id`;
+    /// with `renewal`, the proxy keeps them invisible.
     pub fn delivered<'a>(
         &self,
         client: &str,
         tickets: impl IntoIterator<Item = &'a ReceiptTicket>,
         now_ms: i64,
         renewal: Option<Renewal>,
+        attempt: Option<&str>,
     ) {
+        let attempt: Option<Arc<str>> = attempt.filter(|a| !a.is_empty()).map(Arc::from);
         let mut inner = self.inner.lock();
         if inner.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
             inner.swept = Some(Instant::now());
@@ -102,6 +108,7 @@ impl Held {
                 Delivered {
                     ticket: ticket.clone(),
                     renewal,
+                    attempt: attempt.clone(),
                 },
             );
         }
@@ -196,6 +203,25 @@ impl Held {
         Some(self.take(client, None))
     }
 
+    /// Forgets and returns what `client` received by a receive with `attempt_id` `attempt`:
+    /// the client asks again with the same id, so that answer never reached it.
+    pub fn take_attempt(&self, client: &str, attempt: &str) -> Vec<ReceiptTicket> {
+        let mut inner = self.inner.lock();
+        let Some(held) = inner.clients.get_mut(client) else {
+            return Vec::new();
+        };
+        let taken: Vec<Key> = held
+            .iter()
+            .filter(|(_, d)| d.attempt.as_deref() == Some(attempt))
+            .map(|(k, _)| k.clone())
+            .collect();
+        taken
+            .iter()
+            .filter_map(|k| held.remove(k))
+            .map(|d| d.ticket)
+            .collect()
+    }
+
     /// Forgets and returns what `client` holds of `group` (of every group when `None`).
     pub fn take(&self, client: &str, group: Option<&GroupName>) -> Vec<ReceiptTicket> {
         let mut inner = self.inner.lock();
@@ -243,8 +269,8 @@ mod tests {
             ticket("a", 1, 1, 100),
             ticket("b", 0, 2, 100),
         );
-        held.delivered("c1", [&a0, &a1, &b0], 0, None);
-        held.delivered("c2", [&ticket("a", 5, 3, 100)], 0, None);
+        held.delivered("c1", [&a0, &a1, &b0], 0, None, None);
+        held.delivered("c2", [&ticket("a", 5, 3, 100)], 0, None, None);
         held.settled("c1", &a1);
         let renewed = ticket("a", 0, 9, 200);
         held.renewed("c1", &renewed);
@@ -264,7 +290,7 @@ mod tests {
     #[test]
     fn a_client_is_gone_when_no_stream_reopened() {
         let held = Held::default();
-        held.delivered("c", [&ticket("a", 0, 1, 100)], 0, None);
+        held.delivered("c", [&ticket("a", 0, 1, 100)], 0, None, None);
         held.stream_opened("c");
         held.stream_opened("c");
         assert_eq!(held.stream_closed("c"), None, "one still open");
@@ -281,10 +307,10 @@ mod tests {
     #[test]
     fn expired_deliveries_are_swept() {
         let held = Held::default();
-        held.delivered("gone", [&ticket("a", 0, 1, 100)], 0, None);
+        held.delivered("gone", [&ticket("a", 0, 1, 100)], 0, None, None);
         // The next sweep (the first call sweeps at once) forgets what expired.
         held.inner.lock().swept = None;
-        held.delivered("other", [&ticket("a", 1, 2, 10_000)], 5_000, None);
+        held.delivered("other", [&ticket("a", 1, 2, 10_000)], 5_000, None, None);
         assert!(held.take("gone", None).is_empty());
         assert_eq!(held.take("other", None).len(), 1);
     }
@@ -301,8 +327,8 @@ mod tests {
             ticket("g", 1, 1, 60_000),
             ticket("g", 2, 1, 60_000),
         );
-        held.delivered("push", [&a, &b, &c], 0, Some(renewal));
-        held.delivered("simple", [&ticket("g", 3, 2, 60_000)], 0, None);
+        held.delivered("push", [&a, &b, &c], 0, Some(renewal), None);
+        held.delivered("simple", [&ticket("g", 3, 2, 60_000)], 0, None, None);
         assert!(
             held.due(30_000, Duration::from_secs(20)).is_empty(),
             "not yet"
@@ -349,12 +375,41 @@ mod tests {
         );
 
         // Renewals stop at `until_ms`.
-        held.delivered("push", [&a], 0, Some(renewal));
+        held.delivered("push", [&a], 0, Some(renewal), None);
         assert_eq!(held.due(45_000, Duration::from_secs(20)).len(), 1);
         assert!(held.due(100_000, Duration::from_secs(20)).is_empty());
         assert!(
             held.due(45_000, Duration::from_secs(20)).is_empty(),
             "for good"
         );
+    }
+
+    #[test]
+    fn a_repeated_attempt_takes_back_what_its_first_answer_delivered() {
+        let held = Held::default();
+        held.delivered(
+            "c",
+            [&ticket("g", 0, 1, 100), &ticket("g", 1, 1, 100)],
+            0,
+            None,
+            Some("a1"),
+        );
+        held.delivered("c", [&ticket("g", 2, 2, 100)], 0, None, Some("a2"));
+        held.delivered("c", [&ticket("g", 3, 3, 100)], 0, None, None);
+        held.delivered("c", [&ticket("g", 4, 4, 100)], 0, None, Some(""));
+        let mut first: Vec<u64> = held
+            .take_attempt("c", "a1")
+            .iter()
+            .map(|t| t.offset)
+            .collect();
+        first.sort();
+        assert_eq!(first, [0, 1]);
+        assert!(held.take_attempt("c", "a1").is_empty(), "once");
+        assert!(
+            held.take_attempt("c", "").is_empty(),
+            "an empty id names no attempt"
+        );
+        assert!(held.take_attempt("other", "a2").is_empty(), "per client");
+        assert_eq!(held.take("c", None).len(), 3);
     }
 }

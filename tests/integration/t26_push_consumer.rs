@@ -250,32 +250,24 @@ async fn a_slow_listener_keeps_its_message_and_shutdown_waits_for_it() {
     rival.shutdown().await.unwrap();
 }
 
-/// What the official push consumers do: receive with `auto_renew` and no invisibility. The
-/// proxy renews what the client holds, keeping its receipt handle valid, so a message held
-/// past the 60 s the server chose is neither redelivered nor refused when finally acked.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_proxy_renews_what_an_auto_renew_receive_holds_and_the_handle_stays_valid() {
+/// A receive as the official push consumers send it: `auto_renew`, no invisibility, and an
+/// `attempt_id`. Returns the delivered messages.
+async fn push_receive(
+    raw: &mut vela_proto::pb::rocketmq::messaging_service_client::MessagingServiceClient<
+        tonic::transport::Channel,
+    >,
+    group: &str,
+    topic: &str,
+    attempt_id: &str,
+) -> Vec<vela_proto::pb::rocketmq::Message> {
     use vela_proto::pb::rocketmq as pb;
 
-    use crate::harness::{raw_client, raw_req, resource};
+    use crate::harness::{raw_req, resource};
 
-    let node = Node::start().await;
-    let topic = unique("auto-renew");
-    let group = unique("auto-renew-g");
-    let producer = node.producer(&topic).await;
-    let rival = node.consumer(&group, &topic, "*").await;
-    assert!(
-        drain(&rival, 1, false, 1).await.is_empty(),
-        "primes the group"
-    );
-    let m = Message::builder(&topic).body("held").build().unwrap();
-    producer.send(m).await.unwrap();
-
-    let mut raw = raw_client(&node).await;
     let request = pb::ReceiveMessageRequest {
-        group: resource(&group),
+        group: resource(group),
         message_queue: Some(pb::MessageQueue {
-            topic: resource(&topic),
+            topic: resource(topic),
             id: -1,
             ..Default::default()
         }),
@@ -290,27 +282,71 @@ async fn the_proxy_renews_what_an_auto_renew_receive_holds_and_the_handle_stays_
             seconds: 5,
             nanos: 0,
         }),
-        attempt_id: None,
+        attempt_id: Some(attempt_id.to_owned()),
     };
     let mut stream = raw
         .receive_message(raw_req(request))
         .await
         .unwrap()
         .into_inner();
-    let mut delivered = None;
+    let mut delivered = Vec::new();
     while let Some(item) = stream.message().await.unwrap() {
         if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
-            delivered = Some(m);
+            delivered.push(m);
         }
     }
-    let delivered = delivered.expect("the message");
-    let handle = delivered
-        .system_properties
-        .as_ref()
-        .unwrap()
-        .receipt_handle
-        .clone()
-        .unwrap();
+    delivered
+}
+
+/// Acknowledges `m` through `raw` with the handle it was delivered with.
+async fn raw_ack(
+    raw: &mut vela_proto::pb::rocketmq::messaging_service_client::MessagingServiceClient<
+        tonic::transport::Channel,
+    >,
+    group: &str,
+    topic: &str,
+    m: &vela_proto::pb::rocketmq::Message,
+) -> i32 {
+    use vela_proto::pb::rocketmq as pb;
+
+    use crate::harness::{raw_req, resource};
+
+    let props = m.system_properties.as_ref().unwrap();
+    let ack = pb::AckMessageRequest {
+        group: resource(group),
+        topic: resource(topic),
+        entries: vec![pb::AckMessageEntry {
+            message_id: props.message_id.clone(),
+            receipt_handle: props.receipt_handle.clone().unwrap(),
+            lite_topic: None,
+        }],
+    };
+    let reply = raw.ack_message(raw_req(ack)).await.unwrap().into_inner();
+    reply.status.unwrap().code
+}
+
+/// What the official push consumers do: receive with `auto_renew` and no invisibility. The
+/// proxy renews what the client holds, keeping its receipt handle valid, so a message held
+/// past the 60 s the server chose is neither redelivered nor refused when finally acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_renews_what_an_auto_renew_receive_holds_and_the_handle_stays_valid() {
+    use vela_proto::pb::rocketmq as pb;
+
+    let node = Node::start().await;
+    let topic = unique("auto-renew");
+    let group = unique("auto-renew-g");
+    let producer = node.producer(&topic).await;
+    let rival = node.consumer(&group, &topic, "*").await;
+    assert!(
+        drain(&rival, 1, false, 1).await.is_empty(),
+        "primes the group"
+    );
+    let m = Message::builder(&topic).body("held").build().unwrap();
+    producer.send(m).await.unwrap();
+
+    let mut raw = crate::harness::raw_client(&node).await;
+    let delivered = push_receive(&mut raw, &group, &topic, "r1").await;
+    assert_eq!(delivered.len(), 1);
 
     // 45 s into its 60 s: due for renewal, which runs every 5 s.
     node.clock.advance(Duration::from_secs(45));
@@ -322,23 +358,8 @@ async fn the_proxy_renews_what_an_auto_renew_receive_holds_and_the_handle_stays_
         "redelivered while its auto_renew client held it"
     );
     // The handle from the receive is still the one to ack with.
-    let ack = pb::AckMessageRequest {
-        group: resource(&group),
-        topic: resource(&topic),
-        entries: vec![pb::AckMessageEntry {
-            message_id: delivered
-                .system_properties
-                .as_ref()
-                .unwrap()
-                .message_id
-                .clone(),
-            receipt_handle: handle,
-            lite_topic: None,
-        }],
-    };
-    let reply = raw.ack_message(raw_req(ack)).await.unwrap().into_inner();
     assert_eq!(
-        reply.status.unwrap().code,
+        raw_ack(&mut raw, &group, &topic, &delivered[0]).await,
         pb::Code::Ok as i32,
         "the original handle acks"
     );
@@ -348,4 +369,50 @@ async fn the_proxy_renews_what_an_auto_renew_receive_holds_and_the_handle_stays_
         "acknowledged for good"
     );
     rival.shutdown().await.unwrap();
+}
+
+/// A push consumer that never got a receive's answer asks again with the same `attempt_id`:
+/// it gets those messages at once instead of after their invisibility.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_retried_with_its_attempt_id_gets_what_the_lost_answer_held() {
+    use vela_proto::pb::rocketmq as pb;
+
+    let node = Node::start().await;
+    let topic = unique("attempt");
+    let group = unique("attempt-g");
+    let producer = node.producer(&topic).await;
+    let mut raw = crate::harness::raw_client(&node).await;
+    assert!(
+        push_receive(&mut raw, &group, &topic, "prime")
+            .await
+            .is_empty()
+    );
+    let m = Message::builder(&topic).body("once").build().unwrap();
+    let id = producer.send(m).await.unwrap().message_id;
+
+    let lost = push_receive(&mut raw, &group, &topic, "a1").await;
+    assert_eq!(lost.len(), 1, "the answer the client never saw");
+    let again = push_receive(&mut raw, &group, &topic, "a1").await;
+    assert_eq!(
+        again.len(),
+        1,
+        "the same attempt gets the message again at once"
+    );
+    assert_eq!(again[0].system_properties.as_ref().unwrap().message_id, id);
+    assert_eq!(
+        raw_ack(&mut raw, &group, &topic, &again[0]).await,
+        pb::Code::Ok as i32
+    );
+    // A new attempt finds nothing: the message was acknowledged.
+    assert!(
+        push_receive(&mut raw, &group, &topic, "a2")
+            .await
+            .is_empty()
+    );
+    node.clock.advance(Duration::from_secs(120));
+    assert!(
+        push_receive(&mut raw, &group, &topic, "a3")
+            .await
+            .is_empty()
+    );
 }

@@ -181,6 +181,24 @@ async fn receive(
         group_start: group.start,
         shards: shared.shards_of(&topic).await,
     };
+    // A push consumer asking again with the `attempt_id` of a receive whose answer it never
+    // got: what that answer delivered is made visible again first, so this receive can return
+    // it instead of it staying invisible for the whole invisibility.
+    let attempt = req.attempt_id.as_deref().filter(|a| !a.is_empty());
+    if let (Some(client), Some(attempt)) = (&meta.client_id, attempt) {
+        let lost = shared.held.take_attempt(client, attempt);
+        if !lost.is_empty() {
+            let count = lost.len();
+            let released = release(shared, lost, Duration::ZERO).await;
+            tracing::debug!(
+                client,
+                attempt,
+                count,
+                released,
+                "a receive was retried: released what its lost answer delivered"
+            );
+        }
+    }
     let deliveries = shared.ctx.store.pop(request).await?;
     if deliveries.is_empty() {
         return Ok(Vec::new());
@@ -197,6 +215,7 @@ async fn receive(
             deliveries.iter().map(|d| &d.ticket),
             now_ms,
             renewal,
+            attempt,
         );
     }
     let (mut all, mut retried) = ((0u64, 0u64), (0u64, 0u64));
@@ -239,7 +258,7 @@ pub(super) async fn notify_client_termination(
     let tickets = shared.held.take(client, group.as_ref());
     if !tickets.is_empty() {
         let count = tickets.len();
-        let released = release(shared, tickets).await;
+        let released = release(shared, tickets, crate::held::RELEASE_AFTER).await;
         tracing::debug!(
             client,
             count,
@@ -252,15 +271,19 @@ pub(super) async fn notify_client_termination(
     })
 }
 
-/// Makes deliveries visible again after [`crate::held::RELEASE_AFTER`]; returns how many were
-/// still current (the rest were settled elsewhere or had expired: nothing to give back).
-pub(super) async fn release(shared: &Shared, tickets: Vec<ReceiptTicket>) -> usize {
+/// Makes deliveries visible again after `after`; returns how many were still current (the rest
+/// were settled elsewhere or had expired: nothing to give back).
+pub(super) async fn release(
+    shared: &Shared,
+    tickets: Vec<ReceiptTicket>,
+    after: Duration,
+) -> usize {
     futures::stream::iter(tickets)
         .map(|ticket| async move {
             shared
                 .ctx
                 .store
-                .change_invisible(&ticket, crate::held::RELEASE_AFTER)
+                .change_invisible(&ticket, after)
                 .await
                 .is_ok()
         })

@@ -121,7 +121,7 @@ async fn release_if_gone(shared: Arc<Shared>, client: String, mark: u64) {
         () = tokio::time::sleep(shared.ctx.config.client_release_grace) => {}
     }
     if let Some(tickets) = shared.held.gone_since(&client, mark) {
-        let released = super::consume::release(&shared, tickets).await;
+        let released = super::consume::release(&shared, tickets, crate::held::RELEASE_AFTER).await;
         if released > 0 {
             tracing::info!(
                 client,
