@@ -366,6 +366,35 @@ impl RemoteStore {
     }
 }
 
+impl RemoteStore {
+    /// `ChangeInvisible`, or with `renew` `RenewInvisible` (the delivery keeps its id).
+    async fn make_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+        renew: bool,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let wire = pb::ChangeInvisibleRequest {
+            ticket: Some(ticket_to_wire(ticket)),
+            invisible_ms: u64::try_from(invisible.as_millis()).unwrap_or(u64::MAX),
+        };
+        let reply = self
+            .routing
+            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move {
+                    if renew {
+                        c.renew_invisible(wire).await
+                    } else {
+                        c.change_invisible(wire).await
+                    }
+                }
+            })
+            .await?;
+        Ok(ticket_from_wire(Some(reply))?)
+    }
+}
+
 #[async_trait]
 impl StoreApi for RemoteStore {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
@@ -447,18 +476,7 @@ impl StoreApi for RemoteStore {
         ticket: &ReceiptTicket,
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
-        let wire = pb::ChangeInvisibleRequest {
-            ticket: Some(ticket_to_wire(ticket)),
-            invisible_ms: u64::try_from(invisible.as_millis()).unwrap_or(u64::MAX),
-        };
-        let reply = self
-            .routing
-            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
-                let wire = wire.clone();
-                async move { c.change_invisible(wire).await }
-            })
-            .await?;
-        Ok(ticket_from_wire(Some(reply))?)
+        self.make_invisible(ticket, invisible, false).await
     }
 
     async fn renew_invisible(
@@ -466,18 +484,7 @@ impl StoreApi for RemoteStore {
         ticket: &ReceiptTicket,
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
-        let wire = pb::ChangeInvisibleRequest {
-            ticket: Some(ticket_to_wire(ticket)),
-            invisible_ms: u64::try_from(invisible.as_millis()).unwrap_or(u64::MAX),
-        };
-        let reply = self
-            .routing
-            .on_shard(ticket.shard, RETRY_FOR, Duration::ZERO, |mut c| {
-                let wire = wire.clone();
-                async move { c.renew_invisible(wire).await }
-            })
-            .await?;
-        Ok(ticket_from_wire(Some(reply))?)
+        self.make_invisible(ticket, invisible, true).await
     }
 
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {

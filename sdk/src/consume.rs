@@ -5,15 +5,60 @@
 
 use std::time::{Duration, SystemTime};
 
-use vela_proto::GroupName;
 use vela_proto::pb::rocketmq as pb;
+use vela_proto::{GroupName, TopicName};
 
 use crate::client::{ClientCore, proto_duration, request_with};
-use crate::config::Endpoint;
+use crate::config::{ClientConfig, Endpoint};
 use crate::error::{Error, Result, check_status};
 use crate::message::{FilterExpression, MessageView};
 use crate::receive::parse_receive_stream;
 use crate::route::RouteQueue;
+
+/// A consumer's subscriptions: topic and filter, one per topic.
+pub(crate) type Subscriptions = Vec<(String, FilterExpression)>;
+
+/// Adds a subscription; one for a topic already subscribed replaces it.
+pub(crate) fn subscribe(
+    subscriptions: &mut Subscriptions,
+    topic: String,
+    filter: FilterExpression,
+) {
+    subscriptions.retain(|(t, _)| *t != topic);
+    subscriptions.push((topic, filter));
+}
+
+/// What a consumer announces, checked before anything is sent: the group, the group as a
+/// resource of the configured namespace, and one entry per subscription.
+pub(crate) fn announced(
+    config: &ClientConfig,
+    group: &str,
+    subscriptions: &Subscriptions,
+) -> Result<(GroupName, pb::Resource, Vec<pb::SubscriptionEntry>)> {
+    let group = GroupName::new(group)
+        .map_err(|e| Error::InvalidArgument(format!("consumer group: {e}")))?;
+    if subscriptions.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "consumer group {group} subscribes to no topic"
+        )));
+    }
+    let resource = |name: &str| pb::Resource {
+        resource_namespace: config.namespace.clone(),
+        name: name.to_owned(),
+    };
+    let mut entries = Vec::with_capacity(subscriptions.len());
+    for (topic, filter) in subscriptions {
+        TopicName::new(topic)
+            .map_err(|e| Error::InvalidArgument(format!("subscribed topic: {e}")))?;
+        filter.validate()?;
+        entries.push(pb::SubscriptionEntry {
+            topic: Some(resource(topic)),
+            expression: Some(filter.to_proto()),
+        });
+    }
+    let group_resource = resource(group.as_str());
+    Ok((group, group_resource, entries))
+}
 
 /// One client of one consumer group.
 pub(crate) struct GroupClient {

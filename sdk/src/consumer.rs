@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use vela_proto::pb::rocketmq as pb;
-use vela_proto::{GroupName, MAX_RECEIVE_BATCH, TopicName};
+use vela_proto::MAX_RECEIVE_BATCH;
 
 use crate::client::{ClientCore, Role};
 use crate::config::ClientConfig;
-use crate::consume::GroupClient;
+use crate::consume::{GroupClient, Subscriptions, announced, subscribe};
 use crate::error::{Error, Result};
 use crate::message::{FilterExpression, MessageView};
 
@@ -26,7 +25,7 @@ pub struct SimpleConsumer {
 
 struct ConsumerInner {
     calls: GroupClient,
-    subscriptions: Vec<(String, FilterExpression)>,
+    subscriptions: Subscriptions,
     await_duration: Duration,
     next_topic: AtomicUsize,
 }
@@ -36,16 +35,14 @@ struct ConsumerInner {
 pub struct SimpleConsumerBuilder {
     config: ClientConfig,
     group: String,
-    subscriptions: Vec<(String, FilterExpression)>,
+    subscriptions: Subscriptions,
     await_duration: Duration,
 }
 
 impl SimpleConsumerBuilder {
     /// Subscribes to `topic` with `filter` (a later call for the same topic replaces it).
     pub fn subscribe(mut self, topic: impl Into<String>, filter: FilterExpression) -> Self {
-        let topic = topic.into();
-        self.subscriptions.retain(|(t, _)| *t != topic);
-        self.subscriptions.push((topic, filter));
+        subscribe(&mut self.subscriptions, topic.into(), filter);
         self
     }
 
@@ -58,30 +55,10 @@ impl SimpleConsumerBuilder {
     /// Validates the group and subscriptions, fetches routes, opens the Telemetry stream
     /// (announcing the subscriptions) and starts heartbeats.
     pub async fn build(self) -> Result<SimpleConsumer> {
-        let group = GroupName::new(&self.group)
-            .map_err(|e| Error::InvalidArgument(format!("consumer group: {e}")))?;
-        if self.subscriptions.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "consumer group {group} subscribes to no topic"
-            )));
-        }
-        let namespace = self.config.namespace.clone();
-        let resource = |name: &str| pb::Resource {
-            resource_namespace: namespace.clone(),
-            name: name.to_owned(),
-        };
-        let mut entries = Vec::with_capacity(self.subscriptions.len());
-        for (topic, filter) in &self.subscriptions {
-            TopicName::new(topic)
-                .map_err(|e| Error::InvalidArgument(format!("subscribed topic: {e}")))?;
-            filter.validate()?;
-            entries.push(pb::SubscriptionEntry {
-                topic: Some(resource(topic)),
-                expression: Some(filter.to_proto()),
-            });
-        }
+        let (group, group_resource, entries) =
+            announced(&self.config, &self.group, &self.subscriptions)?;
         let role = Role::SimpleConsumer {
-            group: resource(group.as_str()),
+            group: group_resource,
             subscriptions: entries,
             await_duration: self.await_duration,
         };
@@ -192,6 +169,8 @@ impl SimpleConsumer {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use vela_proto::pb::rocketmq as pb;
 
     use super::*;
     use crate::fake_server::{Call, FakeServer, Recorded};

@@ -33,12 +33,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
-use vela_proto::pb::rocketmq as pb;
-use vela_proto::{GroupName, TopicName};
 
 use crate::client::{ClientCore, Role};
 use crate::config::ClientConfig;
-use crate::consume::GroupClient;
+use crate::consume::{GroupClient, Subscriptions, announced, subscribe};
 use crate::error::{Error, Result};
 use crate::message::{FilterExpression, MessageView};
 use crate::route::RouteQueue;
@@ -71,7 +69,7 @@ type Listener = Arc<dyn Fn(MessageView) -> ListenerFuture + Send + Sync>;
 pub struct PushConsumerBuilder {
     config: ClientConfig,
     group: String,
-    subscriptions: Vec<(String, FilterExpression)>,
+    subscriptions: Subscriptions,
     listener: Option<Listener>,
     concurrency: usize,
     max_cached: usize,
@@ -94,9 +92,7 @@ impl std::fmt::Debug for PushConsumerBuilder {
 impl PushConsumerBuilder {
     /// Subscribes to `topic` with `filter` (a later call for the same topic replaces it).
     pub fn subscribe(mut self, topic: impl Into<String>, filter: FilterExpression) -> Self {
-        let topic = topic.into();
-        self.subscriptions.retain(|(t, _)| *t != topic);
-        self.subscriptions.push((topic, filter));
+        subscribe(&mut self.subscriptions, topic.into(), filter);
         self
     }
 
@@ -136,13 +132,8 @@ impl PushConsumerBuilder {
     /// push consumer and its subscriptions), waits for the server's settings and starts
     /// consuming.
     pub async fn build(self) -> Result<PushConsumer> {
-        let group = GroupName::new(&self.group)
-            .map_err(|e| Error::InvalidArgument(format!("consumer group: {e}")))?;
-        if self.subscriptions.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "consumer group {group} subscribes to no topic"
-            )));
-        }
+        let (group, group_resource, entries) =
+            announced(&self.config, &self.group, &self.subscriptions)?;
         let listener = self.listener.ok_or_else(|| {
             Error::InvalidArgument(format!("push consumer of {group} has no listener"))
         })?;
@@ -157,23 +148,8 @@ impl PushConsumerBuilder {
                 self.invisible
             )));
         }
-        let namespace = self.config.namespace.clone();
-        let resource = |name: &str| pb::Resource {
-            resource_namespace: namespace.clone(),
-            name: name.to_owned(),
-        };
-        let mut entries = Vec::with_capacity(self.subscriptions.len());
-        for (topic, filter) in &self.subscriptions {
-            TopicName::new(topic)
-                .map_err(|e| Error::InvalidArgument(format!("subscribed topic: {e}")))?;
-            filter.validate()?;
-            entries.push(pb::SubscriptionEntry {
-                topic: Some(resource(topic)),
-                expression: Some(filter.to_proto()),
-            });
-        }
         let role = Role::PushConsumer {
-            group: resource(group.as_str()),
+            group: group_resource,
             subscriptions: entries,
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
@@ -291,7 +267,7 @@ fn queue_key(topic: &str, queue: &RouteQueue) -> QueueKey {
 /// Asks for each topic's assigned queues every 5 s and keeps one receive loop per assigned
 /// queue: new assignments start one, withdrawn ones stop theirs. A failed ask keeps the loops
 /// running as they are.
-async fn assignment_loop(inner: Arc<PushInner>, subscriptions: Vec<(String, FilterExpression)>) {
+async fn assignment_loop(inner: Arc<PushInner>, subscriptions: Subscriptions) {
     let mut loops: HashMap<QueueKey, CancellationToken> = HashMap::new();
     let mut ticker = tokio::time::interval(ASSIGNMENT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -51,6 +51,22 @@ impl StoreService {
             Status::unimplemented("this store node does not open or remove shards at runtime")
         })
     }
+
+    /// `ChangeInvisible`, or with `renew` `RenewInvisible` (the delivery keeps its id).
+    async fn make_invisible(
+        &self,
+        req: pb::ChangeInvisibleRequest,
+        renew: bool,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let ticket = ticket_from_wire(req.ticket)?;
+        let invisible = std::time::Duration::from_millis(req.invisible_ms);
+        let changed = if renew {
+            self.store.renew_invisible(&ticket, invisible).await
+        } else {
+            self.store.change_invisible(&ticket, invisible).await
+        };
+        Ok(Response::new(ticket_to_wire(&changed.map_err(failed)?)))
+    }
 }
 
 fn failed(err: vela_proto::store_api::StoreError) -> Status {
@@ -241,28 +257,14 @@ impl StoreRpc for StoreService {
         &self,
         request: Request<pb::ChangeInvisibleRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        let req = request.into_inner();
-        let ticket = ticket_from_wire(req.ticket)?;
-        let changed = self
-            .store
-            .change_invisible(&ticket, std::time::Duration::from_millis(req.invisible_ms))
-            .await
-            .map_err(failed)?;
-        Ok(Response::new(ticket_to_wire(&changed)))
+        self.make_invisible(request.into_inner(), false).await
     }
 
     async fn renew_invisible(
         &self,
         request: Request<pb::ChangeInvisibleRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        let req = request.into_inner();
-        let ticket = ticket_from_wire(req.ticket)?;
-        let renewed = self
-            .store
-            .renew_invisible(&ticket, std::time::Duration::from_millis(req.invisible_ms))
-            .await
-            .map_err(failed)?;
-        Ok(Response::new(ticket_to_wire(&renewed)))
+        self.make_invisible(request.into_inner(), true).await
     }
 
     async fn dead_letter(

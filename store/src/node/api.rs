@@ -115,22 +115,7 @@ impl StoreApi for Store {
         ticket: &ReceiptTicket,
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
-        let shard = &self.shard(ticket.shard)?.shard;
-        let _consuming = shard.fairness.consume(1);
-        let command = StoreCommand::ChangeInvisible {
-            delivery: delivery_ref(ticket),
-            invisible_ms: duration_ms(invisible),
-            now_ms: self.clock.now_ms(),
-        };
-        match shard.write(command).await? {
-            CommandResponse::InvisibilityChanged(Ok(changed)) => Ok(ReceiptTicket {
-                delivery_id: changed.delivery_id,
-                visible_at_ms: changed.visible_at_ms,
-                ..ticket.clone()
-            }),
-            CommandResponse::InvisibilityChanged(Err(err)) => Err(to_store_error(err)),
-            other => Err(unexpected("change_invisible", &other)),
-        }
+        self.make_invisible(ticket, invisible, false).await
     }
 
     async fn renew_invisible(
@@ -138,29 +123,7 @@ impl StoreApi for Store {
         ticket: &ReceiptTicket,
         invisible: Duration,
     ) -> Result<ReceiptTicket, StoreError> {
-        let shard = &self.shard(ticket.shard)?.shard;
-        let version = shard.shared.applied.read().state.apply_version();
-        if version < RENEW_APPLY_VERSION {
-            return Err(StoreError::Unavailable(format!(
-                "renewing keeps the receipt handle from apply version {RENEW_APPLY_VERSION}; \
-                 shard {} runs {version} until every replica runs a build that knows it",
-                ticket.shard
-            )));
-        }
-        let _consuming = shard.fairness.consume(1);
-        let command = StoreCommand::RenewInvisible {
-            delivery: delivery_ref(ticket),
-            invisible_ms: duration_ms(invisible),
-            now_ms: self.clock.now_ms(),
-        };
-        match shard.write(command).await? {
-            CommandResponse::InvisibilityChanged(Ok(changed)) => Ok(ReceiptTicket {
-                visible_at_ms: changed.visible_at_ms,
-                ..ticket.clone()
-            }),
-            CommandResponse::InvisibilityChanged(Err(err)) => Err(to_store_error(err)),
-            other => Err(unexpected("renew_invisible", &other)),
-        }
+        self.make_invisible(ticket, invisible, true).await
     }
 
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
@@ -371,5 +334,56 @@ impl StoreApi for Store {
 
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
         Store::transfer_leader(self, shard, to).await
+    }
+}
+
+impl Store {
+    /// Makes a delivered message invisible for `invisible` from now: a change, which issues a
+    /// new delivery id, or with `renew` a renewal keeping it (from apply version
+    /// [`RENEW_APPLY_VERSION`]; before, refused as unavailable).
+    async fn make_invisible(
+        &self,
+        ticket: &ReceiptTicket,
+        invisible: Duration,
+        renew: bool,
+    ) -> Result<ReceiptTicket, StoreError> {
+        let shard = &self.shard(ticket.shard)?.shard;
+        let version = shard.shared.applied.read().state.apply_version();
+        if renew && version < RENEW_APPLY_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "renewing keeps the receipt handle from apply version {RENEW_APPLY_VERSION}; \
+                 shard {} runs {version} until every replica runs a build that knows it",
+                ticket.shard
+            )));
+        }
+        let _consuming = shard.fairness.consume(1);
+        let (delivery, invisible_ms, now_ms) = (
+            delivery_ref(ticket),
+            duration_ms(invisible),
+            self.clock.now_ms(),
+        );
+        let command = if renew {
+            StoreCommand::RenewInvisible {
+                delivery,
+                invisible_ms,
+                now_ms,
+            }
+        } else {
+            StoreCommand::ChangeInvisible {
+                delivery,
+                invisible_ms,
+                now_ms,
+            }
+        };
+        let kind = command.kind();
+        match shard.write(command).await? {
+            CommandResponse::InvisibilityChanged(Ok(changed)) => Ok(ReceiptTicket {
+                delivery_id: changed.delivery_id,
+                visible_at_ms: changed.visible_at_ms,
+                ..ticket.clone()
+            }),
+            CommandResponse::InvisibilityChanged(Err(err)) => Err(to_store_error(err)),
+            other => Err(unexpected(kind, &other)),
+        }
     }
 }
