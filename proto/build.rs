@@ -19,17 +19,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let auth = "protos/vela/auth/v1/auth.proto";
     // vela.route.v1 likewise (routes, issue 12).
     let route = "protos/vela/route/v1/route.proto";
+    // vela.group.v1 likewise (a group's retry back-off, issue 7).
+    let group = "protos/vela/group/v1/group.proto";
+    println!("cargo:rerun-if-changed={group}");
     println!("cargo:rerun-if-changed={status}");
     println!("cargo:rerun-if-changed={auth}");
     println!("cargo:rerun-if-changed={route}");
     tonic_prost_build::configure()
-        .compile_fds(protox::compile([status, auth, route], ["protos"])?)?;
+        .compile_fds(protox::compile([status, auth, route, group], ["protos"])?)?;
     let fds = protox::compile(files, ["protos"])?;
     tonic_prost_build::configure()
         .bytes(".")
         .extern_path(".vela.status.v1", "crate::pb::status")
         .extern_path(".vela.auth.v1", "crate::pb::auth")
         .extern_path(".vela.route.v1", "crate::pb::route")
+        .extern_path(".vela.group.v1", "crate::pb::group")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -197,6 +197,8 @@ pub async fn create_group(server: &str, name: &str) {
             fifo: false,
             max_attempts: None,
             from: Some(ResetTarget::Earliest),
+            retry_delays: None,
+            retry_exponential: None,
         }),
     )
     .await

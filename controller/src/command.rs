@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use vela_proto::auth::{
     PolicyEntry, ResourcePattern, Subject, UserInfo, UserName, UserStatus, UserType,
 };
+use vela_proto::retry::RetryBackoff;
 use vela_proto::{
     ControllerError, GroupConfig, GroupName, GroupSpec, GroupStart, RouteName, ShardId,
     TopicConfig, TopicName, TopicSpec,
@@ -123,6 +124,16 @@ pub enum ControllerCommand {
         route: Box<LoggedRoute>,
         http: StoredHttp,
     },
+    /// Creates a group with a retry back-off other than the standard table (`vela admin group
+    /// create --retry-delays | --retry-exponential`). A controller on a build from before it
+    /// cannot read this entry: create such groups once every controller runs a build that has
+    /// it.
+    CreateGroupWithRetry {
+        spec: LoggedGroup,
+        start: GroupStart,
+        retry: RetryBackoff,
+        now_ms: i64,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -144,14 +155,20 @@ impl ControllerCommand {
             max_attempts: spec.max_attempts,
             auto_created: spec.auto_created,
         };
-        match spec.start {
-            GroupStart::Auto => ControllerCommand::CreateGroup {
+        match (spec.start, spec.retry) {
+            (GroupStart::Auto, RetryBackoff::Standard) => ControllerCommand::CreateGroup {
                 spec: logged,
                 now_ms,
             },
-            start => ControllerCommand::CreateGroupStarting {
+            (start, RetryBackoff::Standard) => ControllerCommand::CreateGroupStarting {
                 spec: logged,
                 start,
+                now_ms,
+            },
+            (start, retry) => ControllerCommand::CreateGroupWithRetry {
+                spec: logged,
+                start,
+                retry,
                 now_ms,
             },
         }
@@ -190,6 +207,14 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::CreateGroupStarting { spec, start, .. } => {
                 write!(f, "create-group {} (start {start})", spec.name)
             }
+            ControllerCommand::CreateGroupWithRetry {
+                spec, start, retry, ..
+            } => write!(
+                f,
+                "create-group {} (start {start}, retry {})",
+                spec.name,
+                retry.describe()
+            ),
             ControllerCommand::DeleteGroup { name } => write!(f, "delete-group {name}"),
             ControllerCommand::SetShards { shards } => write!(f, "set-shards {shards:?}"),
             ControllerCommand::CreateTopicReplicated { spec, replicas, .. } => write!(

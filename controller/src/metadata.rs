@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use vela_proto::retry::RetryBackoff;
 use vela_proto::{GroupConfig, GroupName, GroupStart, ShardId, TopicConfig, TopicName};
 
 use crate::command::{Applied, ControllerCommand, ControllerResponse, LoggedGroup, Rejected};
@@ -77,13 +78,19 @@ impl Metadata {
                 None => Err(Rejected::TopicNotFound(name)),
             },
             ControllerCommand::CreateGroup { spec, now_ms } => {
-                self.create_group(spec, GroupStart::Auto, now_ms)
+                self.create_group(spec, GroupStart::Auto, RetryBackoff::Standard, now_ms)
             }
             ControllerCommand::CreateGroupStarting {
                 spec,
                 start,
                 now_ms,
-            } => self.create_group(spec, start, now_ms),
+            } => self.create_group(spec, start, RetryBackoff::Standard, now_ms),
+            ControllerCommand::CreateGroupWithRetry {
+                spec,
+                start,
+                retry,
+                now_ms,
+            } => self.create_group(spec, start, retry, now_ms),
             ControllerCommand::DeleteGroup { name } => match self.groups.remove(&name) {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::GroupNotFound(name)),
@@ -133,6 +140,7 @@ impl Metadata {
         &mut self,
         spec: LoggedGroup,
         start: GroupStart,
+        retry: RetryBackoff,
         now_ms: i64,
     ) -> Result<Applied, Rejected> {
         if self.groups.contains_key(&spec.name) {
@@ -145,6 +153,7 @@ impl Metadata {
             created_at_ms: now_ms,
             auto_created: spec.auto_created,
             start,
+            retry,
         };
         self.groups.insert(spec.name, config.clone());
         Ok(Applied::Group(config))
@@ -602,7 +611,8 @@ mod tests {
                         proptest::prop_assert_eq!(outcome, expected);
                     }
                     ControllerCommand::CreateGroup { spec, .. }
-                    | ControllerCommand::CreateGroupStarting { spec, .. } => {
+                    | ControllerCommand::CreateGroupStarting { spec, .. }
+                    | ControllerCommand::CreateGroupWithRetry { spec, .. } => {
                         if groups.insert(spec.name.clone()) {
                             proptest::prop_assert!(matches!(outcome, Ok(Applied::Group(_))));
                         } else {

@@ -129,6 +129,7 @@ impl Controller {
             max_attempts: 0,
             auto_created: false,
             start: spec.start,
+            retry: vela_proto::retry::RetryBackoff::Standard,
         };
         match self.create_group(group).await {
             Ok(_) | Err(ControllerError::AlreadyExists(_)) => Ok(()),

@@ -53,6 +53,9 @@ pub fn resolve_group_spec(mut spec: GroupSpec) -> Result<GroupSpec, ControllerEr
             spec.name, spec.max_attempts
         )));
     }
+    spec.retry
+        .validate()
+        .map_err(|e| ControllerError::Invalid(format!("group {}: {e}", spec.name)))?;
     Ok(spec)
 }
 
@@ -78,6 +81,7 @@ mod tests {
             max_attempts,
             auto_created: false,
             start: vela_proto::GroupStart::Auto,
+            retry: Default::default(),
         }
     }
 

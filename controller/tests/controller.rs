@@ -80,6 +80,7 @@ fn group(name: &str, max_attempts: u32) -> GroupSpec {
         max_attempts,
         auto_created: false,
         start: vela_proto::GroupStart::Auto,
+        retry: vela_proto::retry::RetryBackoff::Standard,
     }
 }
 

@@ -88,13 +88,15 @@ pub fn topic_from_wire(t: pb::Topic) -> Result<TopicConfig, WireError> {
 }
 
 pub fn group_spec_to_wire(s: &GroupSpec) -> pb::GroupSpec {
+    let (start, start_at_ms) = group_start_to_wire(s.start);
     pb::GroupSpec {
         name: s.name.as_str().to_owned(),
         fifo: s.fifo,
         max_attempts: s.max_attempts,
         auto_created: s.auto_created,
-        start: group_start_to_wire(s.start).0,
-        start_at_ms: group_start_to_wire(s.start).1,
+        start,
+        start_at_ms,
+        retry_backoff: crate::retry::to_wire(&s.retry),
     }
 }
 
@@ -105,18 +107,21 @@ pub fn group_spec_from_wire(s: pb::GroupSpec) -> Result<GroupSpec, WireError> {
         max_attempts: s.max_attempts,
         auto_created: s.auto_created,
         start: group_start_from_wire(s.start, s.start_at_ms)?,
+        retry: retry_from_wire(s.retry_backoff.as_ref())?,
     })
 }
 
 pub fn group_to_wire(g: &GroupConfig) -> pb::Group {
+    let (start, start_at_ms) = group_start_to_wire(g.start);
     pb::Group {
         name: g.name.as_str().to_owned(),
         fifo: g.fifo,
         max_attempts: g.max_attempts,
         created_at_ms: g.created_at_ms,
         auto_created: g.auto_created,
-        start: group_start_to_wire(g.start).0,
-        start_at_ms: group_start_to_wire(g.start).1,
+        start,
+        start_at_ms,
+        retry_backoff: crate::retry::to_wire(&g.retry),
     }
 }
 
@@ -128,7 +133,14 @@ pub fn group_from_wire(g: pb::Group) -> Result<GroupConfig, WireError> {
         created_at_ms: g.created_at_ms,
         auto_created: g.auto_created,
         start: group_start_from_wire(g.start, g.start_at_ms)?,
+        retry: retry_from_wire(g.retry_backoff.as_ref())?,
     })
+}
+
+fn retry_from_wire(
+    wire: Option<&crate::pb::group::RetryBackoff>,
+) -> Result<crate::retry::RetryBackoff, WireError> {
+    crate::retry::from_wire(wire).map_err(|e| WireError(e.to_string()))
 }
 
 impl From<WireError> for ControllerError {
@@ -218,6 +230,7 @@ mod tests {
             created_at_ms: 7,
             auto_created: false,
             start: GroupStart::At(-3),
+            retry: crate::retry::RetryBackoff::parse_exponential("1s,1m,2").unwrap(),
         };
         assert_eq!(group_from_wire(group_to_wire(&group)).unwrap(), group);
         for start in [GroupStart::Auto, GroupStart::Earliest, GroupStart::Latest] {
@@ -227,6 +240,7 @@ mod tests {
                 max_attempts: 2,
                 auto_created: true,
                 start,
+                retry: crate::retry::RetryBackoff::parse_delays("2s,4s").unwrap(),
             };
             assert_eq!(
                 group_spec_from_wire(group_spec_to_wire(&spec)).unwrap(),
@@ -236,6 +250,10 @@ mod tests {
         let mut bad = group_to_wire(&group);
         bad.start = 9;
         assert!(group_from_wire(bad).is_err());
+        let mut bad = group_to_wire(&group);
+        bad.retry_backoff =
+            crate::retry::to_wire(&crate::retry::RetryBackoff::Delays { delays_ms: vec![0] });
+        assert!(group_from_wire(bad).is_err(), "a back-off out of bounds");
         let spec = TopicSpec {
             name: TopicName::new("orders").unwrap(),
             topic_type: TopicType::Mixed,

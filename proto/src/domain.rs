@@ -369,6 +369,10 @@ pub struct GroupConfig {
     /// Where it starts on queues it has not read (absent in metadata written before it).
     #[serde(default)]
     pub start: GroupStart,
+    /// How long a message a push consumer failed waits before its next delivery (absent in
+    /// metadata written before it: the standard table).
+    #[serde(default)]
+    pub retry: crate::retry::RetryBackoff,
 }
 
 /// What a caller asks for when creating a group.
@@ -379,6 +383,7 @@ pub struct GroupSpec {
     pub max_attempts: u32,
     pub auto_created: bool,
     pub start: GroupStart,
+    pub retry: crate::retry::RetryBackoff,
 }
 
 /// A consumer's tag filter: `*` or `A||B||C`.

@@ -25,6 +25,7 @@ pub mod controller_client;
 pub mod controller_wire;
 pub mod domain;
 pub mod receipt;
+pub mod retry;
 pub mod route;
 pub mod route_wire;
 pub mod secret_file;
@@ -59,6 +60,12 @@ pub mod pb {
     #[allow(clippy::all, missing_docs)]
     pub mod route {
         tonic::include_proto!("vela.route.v1");
+    }
+    /// `vela.group.v1`: a consumer group's retry back-off, shared by the admin and controller
+    /// services.
+    #[allow(clippy::all, missing_docs)]
+    pub mod group {
+        tonic::include_proto!("vela.group.v1");
     }
     /// `vela.store.v1`: the store's contract between cluster nodes.
     #[allow(clippy::all, missing_docs)]

@@ -162,14 +162,16 @@ fn topic_to_api(t: TopicConfig) -> api::Topic {
 }
 
 fn group_to_api(g: GroupConfig) -> api::ConsumerGroup {
+    let (start, start_at_ms) = group_start_to_wire(g.start);
     api::ConsumerGroup {
         name: g.name.to_string(),
         fifo: g.fifo,
         max_attempts: g.max_attempts,
         created_at_ms: g.created_at_ms,
         auto_created: g.auto_created,
-        start: group_start_to_wire(g.start).0,
-        start_at_ms: group_start_to_wire(g.start).1,
+        start,
+        start_at_ms,
+        retry_backoff: vela_proto::retry::to_wire(&g.retry),
     }
 }
 
@@ -389,6 +391,8 @@ impl AdminService for AdminServer {
             },
             auto_created: false,
             start: group_start_from_wire(req.start, req.start_at_ms)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            retry: vela_proto::retry::from_wire(req.retry_backoff.as_ref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };
         let group = self

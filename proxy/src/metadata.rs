@@ -399,6 +399,7 @@ impl Metadata {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             auto_created: true,
             start: GroupStart::Auto,
+            retry: vela_proto::retry::RetryBackoff::Standard,
         };
         let config = match self.controller.create_group(spec).await {
             Ok(config) => {
@@ -604,6 +605,7 @@ mod tests {
                 max_attempts: 3,
                 auto_created: false,
                 start: GroupStart::Auto,
+                retry: Default::default(),
             })
             .await
             .expect("created");

@@ -7,6 +7,7 @@ use vela_proto::pb::rocketmq::{
     self as pb, ClientType, CustomizedBackoff, ExponentialBackoff, RetryPolicy, retry_policy,
     settings::PubSub,
 };
+use vela_proto::retry::RetryBackoff;
 use vela_proto::{DEFAULT_MAX_ATTEMPTS, GroupConfig};
 
 use crate::config::ProxyConfig;
@@ -18,19 +19,16 @@ const PRODUCER_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
 const PRODUCER_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const PRODUCER_BACKOFF_MULTIPLIER: f32 = 2.0;
 
-/// RocketMQ's customized consumer retry table: 1s 5s 10s 30s 1m 2m ... 10m 20m 30m 1h 2h.
-const CONSUMER_RETRY_TABLE_SECS: [u64; 18] = [
-    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
-];
 /// The Node.js client's last version that reads a consumer back-off only when it is
 /// exponential, and reads its durations' whole seconds as milliseconds.
 const NODE_MS_BACKOFF_UNTIL: (u32, u32, u32) = (1, 0, 8);
 
 /// What the proxy knows about a consumer's group when it answers Settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GroupPolicy {
     pub fifo: bool,
     pub max_attempts: u32,
+    pub retry: RetryBackoff,
 }
 
 impl Default for GroupPolicy {
@@ -38,6 +36,7 @@ impl Default for GroupPolicy {
         Self {
             fifo: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry: RetryBackoff::Standard,
         }
     }
 }
@@ -47,7 +46,35 @@ impl From<&GroupConfig> for GroupPolicy {
         Self {
             fifo: group.fifo,
             max_attempts: group.max_attempts,
+            retry: group.retry.clone(),
         }
+    }
+}
+
+/// Which form of a consumer back-off a client can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackoffReader {
+    /// Either form (Java, Go, Rust, vela-sdk): the group's own.
+    Any,
+    /// Only a customized table: the Python client's push consumer (an exponential policy
+    /// leaves it on its built-in defaults).
+    TableOnly,
+    /// Only an exponential policy, read in milliseconds: Node.js up to 1.0.8 (see
+    /// [`reads_backoff_as_ms`]).
+    NodeMs,
+}
+
+fn backoff_reader(settings: &pb::Settings) -> BackoffReader {
+    if reads_backoff_as_ms(settings) {
+        BackoffReader::NodeMs
+    } else if settings
+        .user_agent
+        .as_ref()
+        .is_some_and(|ua| ua.language == pb::Language::Python as i32)
+    {
+        BackoffReader::TableOnly
+    } else {
+        BackoffReader::Any
     }
 }
 
@@ -114,11 +141,7 @@ pub(crate) fn effective_settings(
                 Some(i32::try_from(config.receive_batch_size).unwrap_or(i32::MAX));
             subscription.long_polling_timeout = Some(duration_to_pb(config.max_long_polling));
             subscription.fifo = Some(group.fifo);
-            settings.backoff_policy = Some(if reads_backoff_as_ms(&settings) {
-                node_consumer_backoff(group.max_attempts)
-            } else {
-                consumer_backoff(group.max_attempts)
-            });
+            settings.backoff_policy = Some(consumer_backoff(&group, backoff_reader(&settings)));
             settings.pub_sub = Some(PubSub::Subscription(subscription));
         }
         Role::Unknown => {}
@@ -148,17 +171,59 @@ fn producer_backoff() -> RetryPolicy {
     }
 }
 
-fn consumer_backoff(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
-        strategy: Some(retry_policy::Strategy::CustomizedBackoff(
-            CustomizedBackoff {
-                next: CONSUMER_RETRY_TABLE_SECS
-                    .iter()
-                    .map(|s| duration_to_pb(Duration::from_secs(*s)))
-                    .collect(),
+/// The group's retry policy in the form `reader` can use.
+fn consumer_backoff(group: &GroupPolicy, reader: BackoffReader) -> RetryPolicy {
+    let table = |delays: Vec<Duration>| {
+        retry_policy::Strategy::CustomizedBackoff(CustomizedBackoff {
+            next: delays.into_iter().map(duration_to_pb).collect(),
+        })
+    };
+    let strategy = match (&group.retry, reader) {
+        (RetryBackoff::Exponential { .. }, BackoffReader::TableOnly) => {
+            table(expanded(&group.retry))
+        }
+        (
+            RetryBackoff::Exponential {
+                initial_ms,
+                max_ms,
+                multiplier,
             },
-        )),
+            BackoffReader::Any,
+        ) => retry_policy::Strategy::ExponentialBackoff(ExponentialBackoff {
+            initial: Some(duration_to_pb(Duration::from_millis(*initial_ms))),
+            max: Some(duration_to_pb(Duration::from_millis(*max_ms))),
+            multiplier: *multiplier as f32,
+        }),
+        (retry, BackoffReader::NodeMs) => node_backoff(retry),
+        (retry @ (RetryBackoff::Standard | RetryBackoff::Delays { .. }), _) => {
+            table(expanded(retry))
+        }
+    };
+    RetryPolicy {
+        max_attempts: i32::try_from(group.max_attempts).unwrap_or(i32::MAX),
+        strategy: Some(strategy),
+    }
+}
+
+/// The waits after each delivery in turn, until they stop changing (the last one repeats).
+fn expanded(retry: &RetryBackoff) -> Vec<Duration> {
+    match retry {
+        RetryBackoff::Delays { delays_ms } => delays_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect(),
+        _ => {
+            let longest = retry.bounds().1;
+            let mut delays = Vec::new();
+            for attempt in 1..=vela_proto::retry::MAX_DELAYS as u32 {
+                let delay = retry.delay(attempt);
+                delays.push(delay);
+                if delay >= longest {
+                    break;
+                }
+            }
+            delays
+        }
     }
 }
 
@@ -181,26 +246,24 @@ fn reads_backoff_as_ms(settings: &pb::Settings) -> bool {
     }
 }
 
-/// What a Node.js client (see [`reads_backoff_as_ms`]) can use of the group's policy: the same
-/// attempts, and an exponential back-off from the table's first to its last step, doubling,
-/// written in the unit it reads (each "second" is one of its milliseconds).
-fn node_consumer_backoff(max_attempts: u32) -> RetryPolicy {
+/// What a Node.js client (see [`reads_backoff_as_ms`]) can use of the group's back-off: an
+/// exponential one as it is, a table as an exponential one from its shortest to its longest
+/// wait, doubling; written in the unit it reads (each "second" is one of its milliseconds).
+fn node_backoff(retry: &RetryBackoff) -> retry_policy::Strategy {
     let as_node_reads = |d: Duration| prost_types::Duration {
         seconds: i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         nanos: 0,
     };
-    let first = Duration::from_secs(CONSUMER_RETRY_TABLE_SECS[0]);
-    let last = Duration::from_secs(CONSUMER_RETRY_TABLE_SECS[CONSUMER_RETRY_TABLE_SECS.len() - 1]);
-    RetryPolicy {
-        max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
-        strategy: Some(retry_policy::Strategy::ExponentialBackoff(
-            ExponentialBackoff {
-                initial: Some(as_node_reads(first)),
-                max: Some(as_node_reads(last)),
-                multiplier: 2.0,
-            },
-        )),
-    }
+    let (first, last) = retry.bounds();
+    let multiplier = match retry {
+        RetryBackoff::Exponential { multiplier, .. } => *multiplier as f32,
+        _ => 2.0,
+    };
+    retry_policy::Strategy::ExponentialBackoff(ExponentialBackoff {
+        initial: Some(as_node_reads(first)),
+        max: Some(as_node_reads(last)),
+        multiplier,
+    })
 }
 
 #[cfg(test)]
@@ -306,6 +369,7 @@ mod tests {
             GroupPolicy {
                 fifo: true,
                 max_attempts: 5,
+                retry: RetryBackoff::Standard,
             },
             &ProxyConfig::default(),
         );
@@ -342,6 +406,7 @@ mod tests {
             let group = GroupPolicy {
                 fifo: true,
                 max_attempts: 4,
+                retry: RetryBackoff::Standard,
             };
             effective_settings(settings, group, &ProxyConfig::default())
                 .backoff_policy
@@ -376,6 +441,82 @@ mod tests {
             policy(python).strategy,
             Some(retry_policy::Strategy::CustomizedBackoff(_))
         ));
+    }
+
+    #[test]
+    fn each_client_gets_the_group_back_off_in_a_form_it_reads() {
+        let client = |language: pb::Language, version: &str| pb::Settings {
+            client_type: Some(ClientType::PushConsumer as i32),
+            user_agent: Some(pb::Ua {
+                language: language as i32,
+                version: version.into(),
+                platform: "linux".into(),
+                hostname: "h".into(),
+            }),
+            ..Default::default()
+        };
+        let strategy = |settings: pb::Settings, retry: &RetryBackoff| {
+            let group = GroupPolicy {
+                fifo: false,
+                max_attempts: 6,
+                retry: retry.clone(),
+            };
+            let policy = effective_settings(settings, group, &ProxyConfig::default())
+                .backoff_policy
+                .expect("backoff set");
+            assert_eq!(policy.max_attempts, 6);
+            policy.strategy.expect("a strategy")
+        };
+        let ms = |ms: i64| prost_types::Duration {
+            seconds: ms / 1000,
+            nanos: i32::try_from(ms % 1000).expect("fits") * 1_000_000,
+        };
+        let exponential = RetryBackoff::parse_exponential("500ms,5s,3").expect("valid");
+        let delays = RetryBackoff::parse_delays("2s,1m").expect("valid");
+
+        // Java, Go, Rust: the group's own form.
+        let java = || client(pb::Language::Java, "5.0.7");
+        let Some(retry_policy::Strategy::ExponentialBackoff(e)) =
+            Some(strategy(java(), &exponential))
+        else {
+            panic!("exponential as it is")
+        };
+        assert_eq!(
+            (e.initial, e.max, e.multiplier),
+            (Some(ms(500)), Some(secs(5)), 3.0)
+        );
+        let retry_policy::Strategy::CustomizedBackoff(t) = strategy(java(), &delays) else {
+            panic!("a table as it is")
+        };
+        assert_eq!(t.next, vec![secs(2), secs(60)]);
+
+        // Python reads only a table: the exponential one, written out until it stops growing.
+        let python = || client(pb::Language::Python, "5.1.2");
+        let retry_policy::Strategy::CustomizedBackoff(t) = strategy(python(), &exponential) else {
+            panic!("python gets a table")
+        };
+        assert_eq!(t.next, vec![ms(500), ms(1500), ms(4500), secs(5)]);
+        let retry_policy::Strategy::CustomizedBackoff(t) = strategy(python(), &delays) else {
+            panic!("python gets a table")
+        };
+        assert_eq!(t.next, vec![secs(2), secs(60)]);
+
+        // Node 1.0.8 reads only an exponential one, in milliseconds.
+        let node = || client(pb::Language::NodeJs, "1.0.8");
+        let retry_policy::Strategy::ExponentialBackoff(e) = strategy(node(), &exponential) else {
+            panic!("node gets exponential")
+        };
+        assert_eq!(
+            (e.initial, e.max, e.multiplier),
+            (Some(secs(500)), Some(secs(5000)), 3.0)
+        );
+        let retry_policy::Strategy::ExponentialBackoff(e) = strategy(node(), &delays) else {
+            panic!("node gets exponential")
+        };
+        assert_eq!(
+            (e.initial, e.max, e.multiplier),
+            (Some(secs(2000)), Some(secs(60_000)), 2.0)
+        );
     }
 
     #[test]

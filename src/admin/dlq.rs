@@ -115,6 +115,7 @@ async fn ensure_reader(server: &Target, name: &str) -> anyhow::Result<()> {
             max_attempts: 0,
             start: 1,
             start_at_ms: 0,
+            retry_backoff: None,
         })
         .await
     {

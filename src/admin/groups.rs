@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use vela_proto::pb::admin::{self as pb};
+use vela_proto::retry::RetryBackoff;
 
 use super::target::AdminClient;
 use super::{format_ms, status_error};
@@ -24,6 +25,15 @@ pub enum GroupCommand {
         /// Default: a young queue from its first message, any other from the group's creation.
         #[arg(long, value_parser = parse_start)]
         from: Option<ResetTarget>,
+        /// How long a message a push consumer failed waits before its next delivery, after
+        /// each failed delivery in turn (the last one repeats): e.g. 1s,10s,1m. Default:
+        /// RocketMQ's table, 1s 5s 10s 30s 1m 2m ... 20m 30m 1h 2h.
+        #[arg(long, value_parser = parse_retry_delays, conflicts_with = "retry_exponential")]
+        retry_delays: Option<RetryBackoff>,
+        /// An exponential back-off instead: INITIAL,MAX,MULTIPLIER, e.g. 1s,2h,2 (1 s, 2 s,
+        /// 4 s, ... up to 2 h).
+        #[arg(long, value_parser = parse_retry_exponential)]
+        retry_exponential: Option<RetryBackoff>,
     },
     List,
     Describe {
@@ -46,6 +56,14 @@ pub enum GroupCommand {
         #[arg(long)]
         queue: Option<u32>,
     },
+}
+
+fn parse_retry_delays(s: &str) -> Result<RetryBackoff, String> {
+    RetryBackoff::parse_delays(s).map_err(|e| e.to_string())
+}
+
+fn parse_retry_exponential(s: &str) -> Result<RetryBackoff, String> {
+    RetryBackoff::parse_exponential(s).map_err(|e| e.to_string())
 }
 
 /// `group create --from`: a reset target other than an offset.
@@ -122,11 +140,14 @@ pub(super) async fn execute(
             fifo,
             max_attempts,
             from,
+            retry_delays,
+            retry_exponential,
         } => {
             if max_attempts == Some(0) {
                 bail!("--max-attempts must be at least 1");
             }
             let (start, start_at_ms) = start_to_api(from);
+            let retry = retry_delays.or(retry_exponential).unwrap_or_default();
             let g = client
                 .create_group(pb::CreateGroupRequest {
                     name,
@@ -134,6 +155,7 @@ pub(super) async fn execute(
                     max_attempts: max_attempts.unwrap_or(0),
                     start,
                     start_at_ms,
+                    retry_backoff: vela_proto::retry::to_wire(&retry),
                 })
                 .await
                 .map_err(status_error)?
@@ -187,6 +209,9 @@ pub(super) async fn execute(
             )?;
             writeln!(out, "max attempts:  {}", g.max_attempts)?;
             writeln!(out, "starts:        {}", start_text(g.start, g.start_at_ms))?;
+            let retry = vela_proto::retry::from_wire(g.retry_backoff.as_ref())
+                .context("server sent an invalid retry back-off")?;
+            writeln!(out, "retry:         {}", retry.describe())?;
             writeln!(
                 out,
                 "created:       {}{}",

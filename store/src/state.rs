@@ -339,11 +339,17 @@ impl ShardState {
                 delivery,
                 invisible_ms,
                 ..
-            } => CommandResponse::InvisibilityChanged(self.change_visibility(
-                delivery,
-                log_index,
-                deadline(now, *invisible_ms),
-            )),
+            } => {
+                let changed =
+                    self.change_visibility(delivery, log_index, deadline(now, *invisible_ms));
+                if changed.is_ok() {
+                    // Receives waiting on the group may have planned their wake-up for the
+                    // old visibility time (a push consumer's negative acknowledgement brings
+                    // it forward): they plan again.
+                    fx.woken_topics.insert(delivery.topic.clone());
+                }
+                CommandResponse::InvisibilityChanged(changed)
+            }
             StoreCommand::RenewInvisible {
                 delivery,
                 invisible_ms,

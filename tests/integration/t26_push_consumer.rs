@@ -129,6 +129,65 @@ async fn success_acks_failure_retries_and_a_poison_message_is_dead_lettered() {
     consumer.shutdown().await.unwrap();
 }
 
+/// A group's own back-off (`--retry-delays`) reaches push consumers through Settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_retry_back_off_paces_the_retries() {
+    let node = Node::start().await;
+    let topic = unique("push-backoff");
+    let group = unique("push-backoff-g");
+    node.admin(&[
+        "group",
+        "create",
+        &group,
+        "--max-attempts",
+        "2",
+        "--retry-delays",
+        "3s",
+    ])
+    .await
+    .unwrap();
+    let described = node.admin(&["group", "describe", &group]).await.unwrap();
+    assert!(
+        described.contains("retry:         delays 3s"),
+        "{described}"
+    );
+    let refused = node
+        .admin(&["group", "create", "other", "--retry-exponential", "1s,2h,0"])
+        .await
+        .expect_err("a multiplier of 0");
+    assert!(refused.to_string().contains("multiplier 0"), "{refused}");
+
+    let calls: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let seen = calls.clone();
+    let consumer = PushConsumer::builder(node.client_config(), &group)
+        .subscribe(&topic, FilterExpression::all())
+        .listener(move |_m: MessageView| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(tokio::time::Instant::now());
+                ConsumeResult::Failure
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let producer = node.producer(&topic).await;
+    let m = Message::builder(&topic).body("slow-retry").build().unwrap();
+    producer.send(m).await.unwrap();
+    until("two deliveries", Duration::from_secs(30), || {
+        calls.lock().unwrap().len() >= 2
+    })
+    .await;
+    let at = calls.lock().unwrap().clone();
+    // The standard table would retry after 1 s.
+    assert!(
+        at[1] - at[0] >= Duration::from_millis(2800),
+        "retried {:?} later, not after the group's 3 s",
+        at[1] - at[0]
+    );
+    consumer.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_group_retries_in_place_keeps_order_and_dead_letters_what_runs_out() {
     let node = Node::start().await;

@@ -195,6 +195,31 @@ fn new_commands_golden_bytes() {
     })
     .expect("encodes");
     assert_eq!(hex::encode(&bytes), "080167011100030102");
+    // Variant 18: a group with its start and a retry back-off (`RetryBackoff` is logged with
+    // postcard too: its variants are only ever appended).
+    for (retry, golden) in [
+        (
+            vela_proto::retry::RetryBackoff::parse_exponential("1s,2h,2").expect("valid"),
+            "1201670111000001e80780bab7030202",
+        ),
+        (
+            vela_proto::retry::RetryBackoff::parse_delays("1s,1m").expect("valid"),
+            "120167011100000202e807e0d40302",
+        ),
+    ] {
+        let command = ControllerCommand::CreateGroupWithRetry {
+            spec: group.clone(),
+            start: vela_proto::GroupStart::Auto,
+            retry,
+            now_ms: 1,
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(hex::encode(&bytes), golden);
+        assert_eq!(
+            postcard::from_bytes::<ControllerCommand>(&bytes).expect("decodes"),
+            command
+        );
+    }
     for command in [
         create("t", 2, 1, &[1, 2]),
         ControllerCommand::MarkShardCreated { shard: 3 },

@@ -99,9 +99,16 @@ async fn a_replicated_controller_keeps_its_metadata_across_a_leader_change() {
             max_attempts: 5,
             auto_created: false,
             start: vela_proto::GroupStart::Latest,
+            retry: vela_proto::retry::RetryBackoff::parse_exponential("1s,1m,2").unwrap(),
         })
         .await
         .unwrap();
+    let groups = remote.list_groups().await.unwrap();
+    assert_eq!(
+        groups[0].retry,
+        vela_proto::retry::RetryBackoff::parse_exponential("1s,1m,2").unwrap(),
+        "the back-off crosses the controller's wire and log"
+    );
     let dlq = remote
         .ensure_dead_letter_topic(&GroupName::new("billing").unwrap())
         .await

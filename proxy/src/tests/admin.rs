@@ -68,6 +68,9 @@ async fn admin_manages_topics_and_groups() {
             max_attempts: 0,
             start: 2,
             start_at_ms: 0,
+            retry_backoff: vela_proto::retry::to_wire(
+                &vela_proto::retry::RetryBackoff::parse_delays("1s,1m").expect("valid"),
+            ),
         })
         .await
         .expect("group");
@@ -78,9 +81,12 @@ async fn admin_manages_topics_and_groups() {
         .await
         .expect("describe")
         .into_inner();
+    let group = group.group.expect("group");
+    assert_eq!((group.fifo, group.max_attempts, group.start), (true, 17, 2));
     assert_eq!(
-        group.group.map(|g| (g.fifo, g.max_attempts, g.start)),
-        Some((true, 17, 2))
+        vela_proto::retry::from_wire(group.retry_backoff.as_ref()).expect("valid"),
+        vela_proto::retry::RetryBackoff::parse_delays("1s,1m").expect("valid"),
+        "the back-off as created"
     );
 
     let info = admin

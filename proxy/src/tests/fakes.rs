@@ -129,6 +129,7 @@ impl ControllerApi for FakeController {
             created_at_ms: 1,
             auto_created: spec.auto_created,
             start: spec.start,
+            retry: spec.retry,
         };
         groups.insert(spec.name, config.clone());
         Ok(config)

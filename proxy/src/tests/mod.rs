@@ -127,6 +127,7 @@ impl Harness {
             max_attempts: 17,
             auto_created: false,
             start: vela_proto::GroupStart::Auto,
+            retry: Default::default(),
         };
         self.controller
             .create_group(spec)
