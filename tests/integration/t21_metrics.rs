@@ -430,7 +430,7 @@ async fn otlp_over_http_delivers_the_same_counts() {
 
 /// Client metrics: a proxy with `proxy.client_metrics_endpoint` names the collector in its
 /// Settings, and vela-sdk exports `rocketmq_send_cost_time` and `rocketmq_delivery_latency`
-/// there (without one, Settings say `on: false`: `settings.rs` and `sdk/src/metrics.rs` test
+/// (a push consumer also `rocketmq_await_time` and `rocketmq_process_time`) there (without one, Settings say `on: false`: `settings.rs` and `sdk/src/metrics.rs` test
 /// both sides).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_export_their_metrics_where_the_proxy_says() {
@@ -452,7 +452,7 @@ async fn clients_export_their_metrics_where_the_proxy_says() {
         .build()
         .await
         .unwrap();
-    let consumer = SimpleConsumer::builder(config, &group)
+    let consumer = SimpleConsumer::builder(config.clone(), &group)
         .subscribe(&topic, FilterExpression::tag("*"))
         .await_duration(Duration::from_secs(2))
         .build()
@@ -497,6 +497,21 @@ async fn clients_export_their_metrics_where_the_proxy_says() {
             && p.attrs.get("consumer_group") == Some(&group)),
         "{points:?}"
     );
+    // A push consumer also records how long each message waited for its listener and how
+    // long the listener ran, by result.
+    let push = vela_sdk::PushConsumer::builder(config, &unique("client-metrics-push"))
+        .subscribe(&topic, FilterExpression::tag("*"))
+        .listener(|_m| async { vela_sdk::ConsumeResult::Success })
+        .build()
+        .await
+        .unwrap();
+    let success = [("topic", topic.as_str()), ("invocation_status", "success")];
+    until_exported(&received, |p| {
+        total(p, "rocketmq_process_time", &success) == 3.0
+            && total(p, "rocketmq_await_time", &topic_label) == 3.0
+    })
+    .await;
+    push.shutdown().await.unwrap();
     drop((producer, consumer, got));
     node.stop().await;
 }
