@@ -104,6 +104,9 @@ pub enum AdminCommand {
         /// Only this group.
         #[arg(long)]
         group: Option<String>,
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     /// What this node runs; `cluster status`: nodes, shards, leaders, replica lag, health.
     Cluster {
@@ -225,8 +228,12 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         AdminCommand::Topic(command) => out = topics::execute(&mut client, command).await?,
         AdminCommand::Group(command) => out = groups::execute(&mut client, command).await?,
         AdminCommand::Route(command) => out = routes::execute(&mut client, command).await?,
-        AdminCommand::Queues { topic, group } => {
-            out = topics::queues(&mut client, topic, group).await?;
+        AdminCommand::Queues {
+            topic,
+            group,
+            output,
+        } => {
+            out = topics::queues(&mut client, topic, group, output).await?;
         }
         AdminCommand::Cluster {
             command: Some(ClusterCommand::Status { output }),

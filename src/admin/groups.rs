@@ -7,8 +7,10 @@ use clap::Subcommand;
 use vela_proto::pb::admin::{self as pb};
 use vela_proto::retry::RetryBackoff;
 
+use serde_json::json;
+
 use super::target::AdminClient;
-use super::{format_ms, status_error};
+use super::{OutputFormat, format_ms, status_error};
 
 #[derive(Subcommand, Debug)]
 pub enum GroupCommand {
@@ -35,9 +37,16 @@ pub enum GroupCommand {
         #[arg(long, value_parser = parse_retry_exponential)]
         retry_exponential: Option<RetryBackoff>,
     },
-    List,
+    List {
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     Describe {
         name: String,
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     Delete {
         name: String,
@@ -87,6 +96,44 @@ fn start_to_api(from: Option<ResetTarget>) -> (u32, i64) {
 }
 
 /// A group's start as `describe` shows it.
+/// A group in `group list|describe --output json`. `start`: auto, earliest, latest or
+/// `at` (with `start_at_ms`); `retry`: `{"kind": "standard"}`, `{"kind": "exponential",
+/// "initial_ms", "max_ms", "multiplier"}` or `{"kind": "delays", "delays_ms"}`.
+fn group_json(g: &pb::ConsumerGroup) -> anyhow::Result<serde_json::Value> {
+    let retry = vela_proto::retry::from_wire(g.retry_backoff.as_ref())
+        .context("server sent an invalid retry back-off")?;
+    let retry = match retry {
+        RetryBackoff::Standard => json!({ "kind": "standard" }),
+        RetryBackoff::Exponential {
+            initial_ms,
+            max_ms,
+            multiplier,
+        } => json!({
+            "kind": "exponential",
+            "initial_ms": initial_ms,
+            "max_ms": max_ms,
+            "multiplier": multiplier,
+        }),
+        RetryBackoff::Delays { delays_ms } => json!({ "kind": "delays", "delays_ms": delays_ms }),
+    };
+    let (start, start_at_ms) = match g.start {
+        1 => ("earliest", None),
+        2 => ("latest", None),
+        3 => ("at", Some(g.start_at_ms)),
+        _ => ("auto", None),
+    };
+    Ok(json!({
+        "name": g.name,
+        "fifo": g.fifo,
+        "max_attempts": g.max_attempts,
+        "start": start,
+        "start_at_ms": start_at_ms,
+        "retry": retry,
+        "created_at_ms": g.created_at_ms,
+        "auto_created": g.auto_created,
+    }))
+}
+
 fn start_text(start: u32, at_ms: i64) -> String {
     match start {
         1 => "earliest".into(),
@@ -170,13 +217,20 @@ pub(super) async fn execute(
                 g.max_attempts
             )?;
         }
-        GroupCommand::List => {
+        GroupCommand::List { output } => {
             let groups = client
                 .list_groups(pb::ListGroupsRequest {})
                 .await
                 .map_err(status_error)?
                 .into_inner()
                 .groups;
+            if output == OutputFormat::Json {
+                let list = groups
+                    .iter()
+                    .map(group_json)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                return Ok(serde_json::to_string_pretty(&list)? + "\n");
+            }
             writeln!(
                 out,
                 "{:<40} {:<11} {:>12}  CREATED",
@@ -194,13 +248,26 @@ pub(super) async fn execute(
                 )?;
             }
         }
-        GroupCommand::Describe { name } => {
+        GroupCommand::Describe { name, output } => {
             let resp = client
                 .describe_group(pb::DescribeGroupRequest { name })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             let g = resp.group.context("server returned no group")?;
+            if output == OutputFormat::Json {
+                let described = json!({
+                    "group": group_json(&g)?,
+                    "queues": resp.queues.iter().map(|q| json!({
+                        "topic": q.topic,
+                        "queue_id": q.queue_id,
+                        "consumer_offset": q.consumer_offset,
+                        "inflight": q.inflight,
+                        "backlog": q.backlog,
+                    })).collect::<Vec<_>>(),
+                });
+                return Ok(serde_json::to_string_pretty(&described)? + "\n");
+            }
             writeln!(out, "group:         {}", g.name)?;
             writeln!(
                 out,

@@ -7,8 +7,10 @@ use clap::Subcommand;
 use vela_proto::TopicType;
 use vela_proto::pb::admin::{self as pb};
 
+use serde_json::json;
+
 use super::target::AdminClient;
-use super::{format_ms, status_error};
+use super::{OutputFormat, format_ms, status_error};
 
 #[derive(Subcommand, Debug)]
 pub enum TopicCommand {
@@ -25,9 +27,16 @@ pub enum TopicCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=7))]
         replicas: Option<u32>,
     },
-    List,
+    List {
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     Describe {
         name: String,
+        /// table | json
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     Delete {
         name: String,
@@ -66,13 +75,17 @@ pub(super) async fn execute(
                 topic.queue_count
             )?;
         }
-        TopicCommand::List => {
+        TopicCommand::List { output } => {
             let topics = client
                 .list_topics(pb::ListTopicsRequest {})
                 .await
                 .map_err(status_error)?
                 .into_inner()
                 .topics;
+            if output == OutputFormat::Json {
+                let list: Vec<_> = topics.iter().map(topic_json).collect();
+                return Ok(serde_json::to_string_pretty(&list)? + "\n");
+            }
             writeln!(
                 out,
                 "{:<40} {:<12} {:>6}  CREATED",
@@ -90,13 +103,20 @@ pub(super) async fn execute(
                 )?;
             }
         }
-        TopicCommand::Describe { name } => {
+        TopicCommand::Describe { name, output } => {
             let resp = client
                 .describe_topic(pb::DescribeTopicRequest { name })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             let t = resp.topic.context("server returned no topic")?;
+            if output == OutputFormat::Json {
+                let described = json!({
+                    "topic": topic_json(&t),
+                    "queues": resp.queues.iter().map(queue_json).collect::<Vec<_>>(),
+                });
+                return Ok(serde_json::to_string_pretty(&described)? + "\n");
+            }
             writeln!(out, "topic:    {}", t.name)?;
             writeln!(out, "type:     {}", type_name(t.topic_type))?;
             writeln!(out, "queues:   {}", t.queue_count)?;
@@ -139,6 +159,7 @@ pub(super) async fn queues(
     client: &mut AdminClient,
     topic: String,
     group: Option<String>,
+    output: OutputFormat,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
     let queues = client
@@ -150,8 +171,41 @@ pub(super) async fn queues(
         .map_err(status_error)?
         .into_inner()
         .queues;
+    if output == OutputFormat::Json {
+        let list: Vec<_> = queues.iter().map(queue_json).collect();
+        return Ok(serde_json::to_string_pretty(&list)? + "\n");
+    }
     write_queue_table(&mut out, &queues)?;
     Ok(out)
+}
+
+/// A topic in `topic list|describe --output json`.
+fn topic_json(t: &pb::Topic) -> serde_json::Value {
+    let shards: std::collections::BTreeSet<u32> = t.queue_shards.iter().copied().collect();
+    json!({
+        "name": t.name,
+        "type": type_name(t.topic_type),
+        "queues": t.queue_count,
+        "shards": shards,
+        "created_at_ms": t.created_at_ms,
+        "auto_created": t.auto_created,
+    })
+}
+
+/// A queue in `queues --output json` and `topic describe --output json`: its offsets and,
+/// per group that read it, where the group stands.
+fn queue_json(q: &pb::QueueStats) -> serde_json::Value {
+    json!({
+        "queue_id": q.queue_id,
+        "min_offset": q.min_offset,
+        "max_offset": q.max_offset,
+        "groups": q.groups.iter().map(|g| json!({
+            "group": g.group,
+            "consumer_offset": g.consumer_offset,
+            "inflight": g.inflight,
+            "backlog": g.backlog,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn write_queue_table(out: &mut String, queues: &[pb::QueueStats]) -> std::fmt::Result {

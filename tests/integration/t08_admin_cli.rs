@@ -62,6 +62,82 @@ async fn topic_and_group_lifecycle() {
     let describe = node.admin(&["group", "describe", &group]).await.unwrap();
     assert!(describe.contains("max attempts:  5"), "{describe}");
 
+    // The same as JSON, for scripts.
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).unwrap() };
+    let topics = json(
+        node.admin(&["topic", "list", "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    let listed = topics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == topic.as_str())
+        .expect("the topic is listed");
+    assert_eq!(
+        (listed["type"].as_str(), listed["queues"].as_u64()),
+        (Some("fifo"), Some(4))
+    );
+    let described = json(
+        node.admin(&["topic", "describe", &topic, "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(described["topic"]["name"], topic.as_str());
+    // Queues appear once they held a message: the two sent went to one.
+    let stored: u64 = described["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["max_offset"].as_u64().unwrap() - q["min_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stored, 2, "{described}");
+    let queues = json(
+        node.admin(&["queues", &topic, "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    let read: Vec<&serde_json::Value> = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|q| q["groups"].as_array().unwrap())
+        .filter(|g| g["group"] == group.as_str())
+        .collect();
+    // `receive` acknowledged one of the two.
+    let sum = |key: &str| read.iter().map(|g| g[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("consumer_offset"), sum("backlog")), (1, 1), "{queues}");
+    let groups = json(
+        node.admin(&["group", "list", "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert!(
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == group.as_str()
+                && g["fifo"] == true
+                && g["max_attempts"] == 5
+                && g["retry"]["kind"] == "standard"),
+        "{groups}"
+    );
+    let described = json(
+        node.admin(&["group", "describe", &group, "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(described["group"]["start"], "auto");
+    assert!(
+        described["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["topic"] == topic.as_str())
+    );
+
     node.admin(&["group", "delete", &group]).await.unwrap();
     node.admin(&["topic", "delete", &topic]).await.unwrap();
     let gone = node

@@ -499,7 +499,7 @@ async fn clients_export_their_metrics_where_the_proxy_says() {
     );
     // A push consumer also records how long each message waited for its listener and how
     // long the listener ran, by result.
-    let push = vela_sdk::PushConsumer::builder(config, &unique("client-metrics-push"))
+    let push = vela_sdk::PushConsumer::builder(config, unique("client-metrics-push"))
         .subscribe(&topic, FilterExpression::tag("*"))
         .listener(|_m| async { vela_sdk::ConsumeResult::Success })
         .build()
