@@ -134,6 +134,14 @@ pub enum ControllerCommand {
         retry: RetryBackoff,
         now_ms: i64,
     },
+    /// Changes what is `Some` of an existing group (`vela admin group update`). A controller
+    /// on a build from before it cannot read this entry: update groups once every controller
+    /// runs a build that has it.
+    UpdateGroup {
+        name: GroupName,
+        max_attempts: Option<u32>,
+        retry: Option<RetryBackoff>,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -207,6 +215,7 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::CreateGroupStarting { spec, start, .. } => {
                 write!(f, "create-group {} (start {start})", spec.name)
             }
+            ControllerCommand::UpdateGroup { name, .. } => write!(f, "update-group {name}"),
             ControllerCommand::CreateGroupWithRetry {
                 spec, start, retry, ..
             } => write!(

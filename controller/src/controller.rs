@@ -505,6 +505,23 @@ impl ControllerApi for Controller {
         }
     }
 
+    async fn update_group(
+        &self,
+        name: &GroupName,
+        update: vela_proto::GroupUpdate,
+    ) -> Result<GroupConfig, ControllerError> {
+        crate::validation::validate_group_update(name, &update)?;
+        let command = ControllerCommand::UpdateGroup {
+            name: name.clone(),
+            max_attempts: update.max_attempts,
+            retry: update.retry,
+        };
+        match self.group.propose(command).await? {
+            Ok(Applied::Group(config)) => Ok(config),
+            other => Err(unexpected("update-group", &other)),
+        }
+    }
+
     async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError> {
         match self
             .group

@@ -91,6 +91,22 @@ impl Metadata {
                 retry,
                 now_ms,
             } => self.create_group(spec, start, retry, now_ms),
+            ControllerCommand::UpdateGroup {
+                name,
+                max_attempts,
+                retry,
+            } => match self.groups.get_mut(&name) {
+                Some(group) => {
+                    if let Some(attempts) = max_attempts {
+                        group.max_attempts = attempts;
+                    }
+                    if let Some(retry) = retry {
+                        group.retry = retry;
+                    }
+                    Ok(Applied::Group(group.clone()))
+                }
+                None => Err(Rejected::GroupNotFound(name)),
+            },
             ControllerCommand::DeleteGroup { name } => match self.groups.remove(&name) {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::GroupNotFound(name)),
@@ -610,6 +626,8 @@ mod tests {
                         };
                         proptest::prop_assert_eq!(outcome, expected);
                     }
+                    // Not generated here (see `replicated_tests`).
+                    ControllerCommand::UpdateGroup { .. } => {}
                     ControllerCommand::CreateGroup { spec, .. }
                     | ControllerCommand::CreateGroupStarting { spec, .. }
                     | ControllerCommand::CreateGroupWithRetry { spec, .. } => {

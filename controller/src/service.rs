@@ -94,6 +94,20 @@ impl ControllerRpc for ControllerService {
         Ok(Response::new(group_to_wire(&group)))
     }
 
+    async fn update_group(
+        &self,
+        request: Request<pb::GroupUpdate>,
+    ) -> Result<Response<pb::Group>, Status> {
+        let (name, update) =
+            vela_proto::controller_wire::group_update_from_wire(request.into_inner())?;
+        let group = self
+            .controller
+            .update_group(&name, update)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(group_to_wire(&group)))
+    }
+
     async fn delete_group(
         &self,
         request: Request<pb::Name>,

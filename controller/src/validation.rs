@@ -2,7 +2,8 @@
 //! side, not in apply: tightening a rule later must not change how an old log replays.
 
 use vela_proto::{
-    ControllerError, DEFAULT_MAX_ATTEMPTS, DLQ_PREFIX, GroupSpec, TopicName, TopicSpec,
+    ControllerError, DEFAULT_MAX_ATTEMPTS, DLQ_PREFIX, GroupName, GroupSpec, GroupUpdate,
+    TopicName, TopicSpec,
 };
 
 /// Prefix of the per-group retry topics the system creates (`%RETRY%<group>`).
@@ -57,6 +58,32 @@ pub fn resolve_group_spec(mut spec: GroupSpec) -> Result<GroupSpec, ControllerEr
         .validate()
         .map_err(|e| ControllerError::Invalid(format!("group {}: {e}", spec.name)))?;
     Ok(spec)
+}
+
+/// Checks an update of group `name`: attempts within bounds, a valid back-off, something to
+/// change.
+pub fn validate_group_update(
+    name: &GroupName,
+    update: &GroupUpdate,
+) -> Result<(), ControllerError> {
+    if update.max_attempts.is_none() && update.retry.is_none() {
+        return Err(ControllerError::Invalid(format!(
+            "group {name}: the update changes nothing"
+        )));
+    }
+    if let Some(attempts) = update.max_attempts
+        && !(1..=MAX_ATTEMPTS_LIMIT).contains(&attempts)
+    {
+        return Err(ControllerError::Invalid(format!(
+            "group {name} max_attempts {attempts} is outside 1..={MAX_ATTEMPTS_LIMIT}"
+        )));
+    }
+    if let Some(retry) = &update.retry {
+        retry
+            .validate()
+            .map_err(|e| ControllerError::Invalid(format!("group {name}: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -70,6 +70,12 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// Creates a consumer group. `AlreadyExists` if it exists.
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError>;
     async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError>;
+    /// Changes what `update` sets of an existing group (NotFound otherwise).
+    async fn update_group(
+        &self,
+        name: &GroupName,
+        update: crate::domain::GroupUpdate,
+    ) -> Result<GroupConfig, ControllerError>;
     async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError>;
     async fn list_groups(&self) -> Result<Vec<GroupConfig>, ControllerError>;
 

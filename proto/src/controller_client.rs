@@ -247,6 +247,23 @@ impl ControllerApi for RemoteController {
         }
     }
 
+    async fn update_group(
+        &self,
+        group: &GroupName,
+        update: crate::GroupUpdate,
+    ) -> Result<GroupConfig, ControllerError> {
+        // Setting values is idempotent: a retry after an ambiguous failure is safe.
+        let wire = crate::controller_wire::group_update_to_wire(group, &update);
+        let mut ambiguous = false;
+        let updated = self
+            .on_leader(&mut ambiguous, |mut c| {
+                let wire = wire.clone();
+                async move { c.update_group(wire).await }
+            })
+            .await?;
+        Ok(group_from_wire(updated)?)
+    }
+
     async fn delete_group(&self, group: &GroupName) -> Result<(), ControllerError> {
         let wire = name(group.as_str());
         let mut ambiguous = false;

@@ -137,6 +137,37 @@ pub fn group_from_wire(g: pb::Group) -> Result<GroupConfig, WireError> {
     })
 }
 
+pub fn group_update_to_wire(name: &crate::GroupName, u: &crate::GroupUpdate) -> pb::GroupUpdate {
+    pb::GroupUpdate {
+        name: name.as_str().to_owned(),
+        max_attempts: u.max_attempts,
+        retry_backoff: u.retry.as_ref().and_then(crate::retry::to_wire),
+        retry_standard: u.retry == Some(crate::retry::RetryBackoff::Standard),
+    }
+}
+
+pub fn group_update_from_wire(
+    u: pb::GroupUpdate,
+) -> Result<(crate::GroupName, crate::GroupUpdate), WireError> {
+    let retry = match (u.retry_backoff.as_ref(), u.retry_standard) {
+        (Some(_), true) => {
+            return Err(WireError(
+                "a group update sets either a retry back-off or the standard one".into(),
+            ));
+        }
+        (Some(wire), false) => Some(retry_from_wire(Some(wire))?),
+        (None, true) => Some(crate::retry::RetryBackoff::Standard),
+        (None, false) => None,
+    };
+    Ok((
+        group_name(&u.name)?,
+        crate::GroupUpdate {
+            max_attempts: u.max_attempts,
+            retry,
+        },
+    ))
+}
+
 fn retry_from_wire(
     wire: Option<&crate::pb::group::RetryBackoff>,
 ) -> Result<crate::retry::RetryBackoff, WireError> {

@@ -386,6 +386,13 @@ pub struct GroupSpec {
     pub retry: crate::retry::RetryBackoff,
 }
 
+/// What an update of a group changes; `None` keeps the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupUpdate {
+    pub max_attempts: Option<u32>,
+    pub retry: Option<crate::retry::RetryBackoff>,
+}
+
 /// A consumer's tag filter: `*` or `A||B||C`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TagFilter {

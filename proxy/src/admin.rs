@@ -409,6 +409,35 @@ impl AdminService for AdminServer {
         }))
     }
 
+    async fn update_group(
+        &self,
+        request: Request<api::UpdateGroupRequest>,
+    ) -> Result<Response<api::UpdateGroupResponse>, Status> {
+        self.allow(&request).await?;
+        let req = request.into_inner();
+        let (name, update) = vela_proto::controller_wire::group_update_from_wire(
+            vela_proto::pb::controller::GroupUpdate {
+                name: req.name,
+                max_attempts: req.max_attempts,
+                retry_backoff: req.retry_backoff,
+                retry_standard: req.retry_standard,
+            },
+        )
+        .map_err(|e| Status::invalid_argument(e.0))?;
+        let group = self
+            .shared
+            .ctx
+            .controller
+            .update_group(&name, update)
+            .await
+            .map_err(controller_to_grpc)?;
+        // Consumers connecting from now on get the new policy in their Settings.
+        self.shared.metadata.forget_group(&name);
+        Ok(Response::new(api::UpdateGroupResponse {
+            group: Some(group_to_api(group)),
+        }))
+    }
+
     async fn delete_group(
         &self,
         request: Request<api::DeleteGroupRequest>,

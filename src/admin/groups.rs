@@ -37,6 +37,23 @@ pub enum GroupCommand {
         #[arg(long, value_parser = parse_retry_exponential)]
         retry_exponential: Option<RetryBackoff>,
     },
+    /// Changes the group's max attempts or retry back-off (what is given; the rest stays).
+    /// Consumers get the new back-off when they next fetch their settings.
+    Update {
+        name: String,
+        /// Deliveries before a message moves to %DLQ%<group>.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// A delay table, e.g. 1s,10s,1m (the last one repeats).
+        #[arg(long, value_parser = parse_retry_delays, group = "retry")]
+        retry_delays: Option<RetryBackoff>,
+        /// An exponential back-off: INITIAL,MAX,MULTIPLIER, e.g. 1s,2h,2.
+        #[arg(long, value_parser = parse_retry_exponential, group = "retry")]
+        retry_exponential: Option<RetryBackoff>,
+        /// Back to RocketMQ's table (1s 5s 10s 30s 1m 2m ... 1h 2h).
+        #[arg(long, group = "retry")]
+        retry_standard: bool,
+    },
     List {
         /// table | json
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -215,6 +232,44 @@ pub(super) async fn execute(
                 g.name,
                 if g.fifo { "fifo" } else { "concurrent" },
                 g.max_attempts
+            )?;
+        }
+        GroupCommand::Update {
+            name,
+            max_attempts,
+            retry_delays,
+            retry_exponential,
+            retry_standard,
+        } => {
+            if max_attempts == Some(0) {
+                bail!("--max-attempts must be at least 1");
+            }
+            let retry = retry_delays.or(retry_exponential);
+            if max_attempts.is_none() && retry.is_none() && !retry_standard {
+                bail!(
+                    "nothing to change: give --max-attempts, --retry-delays, --retry-exponential or --retry-standard"
+                );
+            }
+            let g = client
+                .update_group(pb::UpdateGroupRequest {
+                    name,
+                    max_attempts,
+                    retry_backoff: retry.as_ref().and_then(vela_proto::retry::to_wire),
+                    retry_standard,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .group
+                .context("server returned no group")?;
+            let retry = vela_proto::retry::from_wire(g.retry_backoff.as_ref())
+                .context("server sent an invalid retry back-off")?;
+            writeln!(
+                out,
+                "updated group {} (max attempts {}, retry {})",
+                g.name,
+                g.max_attempts,
+                retry.describe()
             )?;
         }
         GroupCommand::List { output } => {

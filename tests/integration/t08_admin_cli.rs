@@ -130,6 +130,46 @@ async fn topic_and_group_lifecycle() {
             .unwrap(),
     );
     assert_eq!(described["group"]["start"], "auto");
+    let out = node
+        .admin(&[
+            "group",
+            "update",
+            &group,
+            "--retry-exponential",
+            "2s,1m,3",
+            "--max-attempts",
+            "7",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        out.contains("max attempts 7") && out.contains("times 3"),
+        "{out}"
+    );
+    let updated = json(
+        node.admin(&["group", "describe", &group, "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(updated["group"]["max_attempts"], 7);
+    assert_eq!(updated["group"]["retry"]["kind"], "exponential");
+    assert_eq!(updated["group"]["retry"]["initial_ms"], 2000);
+    assert_eq!(updated["group"]["fifo"], true, "the rest stays");
+    let out = node
+        .admin(&["group", "update", &group, "--retry-standard"])
+        .await
+        .unwrap();
+    assert!(out.contains("max attempts 7, retry standard"), "{out}");
+    let nothing = node.admin(&["group", "update", &group]).await.unwrap_err();
+    assert!(
+        nothing.to_string().contains("nothing to change"),
+        "{nothing}"
+    );
+    let unknown = node
+        .admin(&["group", "update", "no-such-group", "--max-attempts", "2"])
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("no-such-group"), "{unknown}");
     assert!(
         described["queues"]
             .as_array()

@@ -220,6 +220,36 @@ fn new_commands_golden_bytes() {
             command
         );
     }
+    // Variant 19: an update of a group's attempts and back-off.
+    let update = ControllerCommand::UpdateGroup {
+        name: GroupName::new("g").expect("valid"),
+        max_attempts: Some(3),
+        retry: Some(vela_proto::retry::RetryBackoff::Standard),
+    };
+    let bytes = postcard::to_stdvec(&update).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "13016701030100");
+    let mut md = Metadata::default();
+    assert_eq!(
+        md.apply(update.clone()),
+        Err(Rejected::GroupNotFound(GroupName::new("g").expect("valid")))
+    );
+    let Ok(Applied::Group(created)) = md.apply(ControllerCommand::CreateGroupWithRetry {
+        spec: group.clone(),
+        start: vela_proto::GroupStart::Auto,
+        retry: vela_proto::retry::RetryBackoff::parse_delays("1s").expect("valid"),
+        now_ms: 1,
+    }) else {
+        panic!("created")
+    };
+    let Ok(Applied::Group(updated)) = md.apply(update.clone()) else {
+        panic!("updated")
+    };
+    assert_eq!(updated.max_attempts, 3);
+    assert_eq!(updated.retry, vela_proto::retry::RetryBackoff::Standard);
+    assert_eq!(
+        (updated.fifo, updated.created_at_ms),
+        (created.fifo, created.created_at_ms)
+    );
     for command in [
         create("t", 2, 1, &[1, 2]),
         ControllerCommand::MarkShardCreated { shard: 3 },

@@ -109,6 +109,21 @@ async fn a_replicated_controller_keeps_its_metadata_across_a_leader_change() {
         vela_proto::retry::RetryBackoff::parse_exponential("1s,1m,2").unwrap(),
         "the back-off crosses the controller's wire and log"
     );
+    let updated = remote
+        .update_group(
+            &GroupName::new("billing").unwrap(),
+            vela_proto::GroupUpdate {
+                max_attempts: Some(9),
+                retry: Some(vela_proto::retry::RetryBackoff::Standard),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.max_attempts, updated.retry),
+        (9, vela_proto::retry::RetryBackoff::Standard),
+        "an update crosses the wire too"
+    );
     let dlq = remote
         .ensure_dead_letter_topic(&GroupName::new("billing").unwrap())
         .await

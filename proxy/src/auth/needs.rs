@@ -332,6 +332,8 @@ mod admin_impls {
             Some(format!("create group {}", r.name));
         DeleteGroupRequest => |r| vec![Access::new(Resource::group(r.name.trim()), Action::Delete)],
             Some(format!("delete group {}", r.name));
+        UpdateGroupRequest => |r| vec![Access::new(Resource::group(r.name.trim()), Action::Update)],
+            Some(format!("update group {}", r.name));
         ListGroupsRequest => |r| vec![Access::new(every(ResourceType::Group), Action::List)], None;
         DescribeGroupRequest => |r| vec![Access::new(Resource::group(r.name.trim()), Action::Get)], None;
         QueueStatsRequest => |r| {

@@ -114,6 +114,24 @@ impl ControllerApi for FakeController {
         Ok(self.topics.lock().values().cloned().collect())
     }
 
+    async fn update_group(
+        &self,
+        name: &GroupName,
+        update: vela_proto::GroupUpdate,
+    ) -> Result<GroupConfig, ControllerError> {
+        let mut groups = self.groups.lock();
+        let group = groups
+            .get_mut(name)
+            .ok_or_else(|| ControllerError::NotFound(format!("consumer group {name}")))?;
+        if let Some(attempts) = update.max_attempts {
+            group.max_attempts = attempts;
+        }
+        if let Some(retry) = update.retry {
+            group.retry = retry;
+        }
+        Ok(group.clone())
+    }
+
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
         let mut groups = self.groups.lock();
         if groups.contains_key(&spec.name) {
