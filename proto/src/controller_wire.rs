@@ -149,7 +149,23 @@ pub fn group_update_to_wire(name: &crate::GroupName, u: &crate::GroupUpdate) -> 
 pub fn group_update_from_wire(
     u: pb::GroupUpdate,
 ) -> Result<(crate::GroupName, crate::GroupUpdate), WireError> {
-    let retry = match (u.retry_backoff.as_ref(), u.retry_standard) {
+    group_update_from_parts(
+        &u.name,
+        u.max_attempts,
+        u.retry_backoff.as_ref(),
+        u.retry_standard,
+    )
+}
+
+/// A group update from the fields the admin and controller requests share: the back-off
+/// becomes `retry` when set, the standard one with `retry_standard`, else stays.
+pub fn group_update_from_parts(
+    name: &str,
+    max_attempts: Option<u32>,
+    retry: Option<&crate::pb::group::RetryBackoff>,
+    retry_standard: bool,
+) -> Result<(crate::GroupName, crate::GroupUpdate), WireError> {
+    let retry = match (retry, retry_standard) {
         (Some(_), true) => {
             return Err(WireError(
                 "a group update sets either a retry back-off or the standard one".into(),
@@ -160,9 +176,9 @@ pub fn group_update_from_wire(
         (None, false) => None,
     };
     Ok((
-        group_name(&u.name)?,
+        group_name(name)?,
         crate::GroupUpdate {
-            max_attempts: u.max_attempts,
+            max_attempts,
             retry,
         },
     ))

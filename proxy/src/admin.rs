@@ -415,13 +415,11 @@ impl AdminService for AdminServer {
     ) -> Result<Response<api::UpdateGroupResponse>, Status> {
         self.allow(&request).await?;
         let req = request.into_inner();
-        let (name, update) = vela_proto::controller_wire::group_update_from_wire(
-            vela_proto::pb::controller::GroupUpdate {
-                name: req.name,
-                max_attempts: req.max_attempts,
-                retry_backoff: req.retry_backoff,
-                retry_standard: req.retry_standard,
-            },
+        let (name, update) = vela_proto::controller_wire::group_update_from_parts(
+            &req.name,
+            req.max_attempts,
+            req.retry_backoff.as_ref(),
+            req.retry_standard,
         )
         .map_err(|e| Status::invalid_argument(e.0))?;
         let group = self

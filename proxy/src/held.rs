@@ -15,8 +15,7 @@
 //! `proxy.auto_renew_max` passed since it was received. A proxy restart forgets these too: the
 //! message then comes back when its last renewal runs out.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -47,9 +46,10 @@ pub(crate) struct Renewal {
 struct Delivered {
     ticket: ReceiptTicket,
     renewal: Option<Renewal>,
-    /// The `attempt_id` of the receive that delivered it.
-    attempt: Option<Arc<str>>,
 }
+
+/// Receives remembered per client by their `attempt_id`, the most recent ones.
+const RECENT_ATTEMPTS: usize = 64;
 
 fn key(t: &ReceiptTicket) -> Key {
     (
@@ -68,6 +68,9 @@ struct Inner {
     /// Open Telemetry streams per client, and how many streams each client has opened so far
     /// (so a grace period can tell whether the client came back meanwhile).
     streams: HashMap<String, (usize, u64)>,
+    /// Per client, its most recent receives that carried an `attempt_id`, oldest first, with
+    /// what each delivered.
+    attempts: HashMap<String, VecDeque<(String, Vec<Key>)>>,
 }
 
 #[derive(Default)]
@@ -86,7 +89,6 @@ impl Held {
         renewal: Option<Renewal>,
         attempt: Option<&str>,
     ) {
-        let attempt: Option<Arc<str>> = attempt.filter(|a| !a.is_empty()).map(Arc::from);
         let mut inner = self.inner.lock();
         if inner.swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
             inner.swept = Some(Instant::now());
@@ -94,23 +96,41 @@ impl Held {
                 held.retain(|_, d| d.ticket.visible_at_ms > now_ms);
             }
             inner.clients.retain(|_, held| !held.is_empty());
+            let Inner {
+                clients, attempts, ..
+            } = &mut *inner;
+            attempts.retain(|client, _| clients.contains_key(client));
         }
+        let attempt = attempt.filter(|a| !a.is_empty());
+        let mut keys = Vec::new();
         let held = inner.clients.entry(client.to_owned()).or_default();
         for ticket in tickets {
             if held.len() >= MAX_PER_CLIENT {
                 held.retain(|_, d| d.ticket.visible_at_ms > now_ms);
                 if held.len() >= MAX_PER_CLIENT {
-                    return;
+                    break;
                 }
             }
+            let k = key(ticket);
+            if attempt.is_some() {
+                keys.push(k.clone());
+            }
             held.insert(
-                key(ticket),
+                k,
                 Delivered {
                     ticket: ticket.clone(),
                     renewal,
-                    attempt: attempt.clone(),
                 },
             );
+        }
+        if let Some(attempt) = attempt
+            && !keys.is_empty()
+        {
+            let recent = inner.attempts.entry(client.to_owned()).or_default();
+            if recent.len() >= RECENT_ATTEMPTS {
+                recent.pop_front();
+            }
+            recent.push_back((attempt.to_owned(), keys));
         }
     }
 
@@ -205,18 +225,20 @@ impl Held {
 
     /// Forgets and returns what `client` received by a receive with `attempt_id` `attempt`:
     /// the client asks again with the same id, so that answer never reached it.
+    /// Only the client's [`RECENT_ATTEMPTS`] latest receives are remembered this way.
     pub fn take_attempt(&self, client: &str, attempt: &str) -> Vec<ReceiptTicket> {
         let mut inner = self.inner.lock();
+        let Some(recent) = inner.attempts.get_mut(client) else {
+            return Vec::new();
+        };
+        let Some(at) = recent.iter().position(|(a, _)| a == attempt) else {
+            return Vec::new();
+        };
+        let keys = recent.remove(at).map(|(_, keys)| keys).unwrap_or_default();
         let Some(held) = inner.clients.get_mut(client) else {
             return Vec::new();
         };
-        let taken: Vec<Key> = held
-            .iter()
-            .filter(|(_, d)| d.attempt.as_deref() == Some(attempt))
-            .map(|(k, _)| k.clone())
-            .collect();
-        taken
-            .iter()
+        keys.iter()
             .filter_map(|k| held.remove(k))
             .map(|d| d.ticket)
             .collect()
@@ -240,6 +262,7 @@ impl Held {
             .collect();
         if held.is_empty() {
             inner.clients.remove(client);
+            inner.attempts.remove(client);
         }
         tickets
     }
