@@ -28,6 +28,7 @@ pub use auth::{AclCommand, Secret, UserCommand};
 pub use dlq::DlqCommand;
 pub use groups::{GroupCommand, ResetTarget};
 pub use routes::RouteCommand;
+pub use send_receive::MessageCommand;
 pub use send_receive::{ReceiveArgs, SendArgs};
 pub use target::Target;
 use target::{AdminClient, connect};
@@ -123,6 +124,9 @@ pub enum AdminCommand {
     Send(SendArgs),
     /// Receive messages as a SimpleConsumer, print them and ack them.
     Receive(ReceiveArgs),
+    /// One message: `message recall TOPIC HANDLE` withdraws a delay message before its time.
+    #[command(subcommand)]
+    Message(MessageCommand),
     /// A group's dead letters (`%DLQ%<group>`): list, show, redrive.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -217,6 +221,7 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
     match command {
         AdminCommand::Send(args) => return send_receive::send(server, args).await,
         AdminCommand::Receive(args) => return send_receive::receive(server, args).await,
+        AdminCommand::Message(command) => return send_receive::message(server, command).await,
         AdminCommand::Dlq(command) => return dlq::execute(server, command).await,
         AdminCommand::User(command) => return auth::user(server, command).await,
         AdminCommand::Acl(command) => return auth::acl(server, command).await,
@@ -337,6 +342,7 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         }
         AdminCommand::Send(_)
         | AdminCommand::Receive(_)
+        | AdminCommand::Message(_)
         | AdminCommand::Dlq(_)
         | AdminCommand::User(_)
         | AdminCommand::Acl(_) => {}

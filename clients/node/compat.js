@@ -187,6 +187,21 @@ async function main() {
     });
   });
 
+  await step('a recalled delay message is withdrawn; a second recall fails', async () => {
+    const at = new Date(Date.now() + 60000);
+    const receipt = await producer.send({ topic: TOPIC.delay, body: Buffer.from('recalled'), deliveryTimestamp: at });
+    check(receipt.recallHandle, 'no recall handle for a delay message');
+    const recalled = await producer.recallMessage(TOPIC.delay, receipt.recallHandle);
+    check(recalled.messageId === receipt.messageId, `recall answered ${recalled.messageId}`);
+    let again = null;
+    try {
+      await producer.recallMessage(TOPIC.delay, receipt.recallHandle);
+    } catch (e) {
+      again = e;
+    }
+    check(again && /40400/.test(again.message), `a second recall answered ${again}`);
+  });
+
   // The server's check-back asks this checker about transactions left open: it commits what
   // the body says to and rolls back the rest.
   const asked = new Map();

@@ -241,6 +241,22 @@ def main():
         msg.delivery_timestamp = at  # epoch seconds, as this client expects
         message_id = state["producer"].send(msg).message_id
 
+        # A second one is recalled before its time (RecallMessage): it must never arrive,
+        # and receive_until fails on any message it does not want.
+        doomed = Message()
+        doomed.topic = TOPIC_DELAY
+        doomed.body = b"recalled"
+        doomed.delivery_timestamp = at
+        receipt = state["producer"].send(doomed)
+        check(bool(receipt.recall_handle), f"no recall handle for a delay message: {receipt}")
+        recalled = state["producer"].recall_message(TOPIC_DELAY, receipt.recall_handle)
+        check(recalled == receipt.message_id, f"recall answered {recalled!r}")
+        try:
+            state["producer"].recall_message(TOPIC_DELAY, receipt.recall_handle)
+            fail("delay", "a second recall of the same handle succeeded")
+        except Exception as e:  # the client raises its own error type carrying the code
+            check("40400" in str(e), f"a second recall failed with {e!r}, not NOT_FOUND 40400")
+
         def handle(m):
             now = time.time()
             check(now >= at - 1, f"delay message delivered {at - now:.1f}s before its time")
@@ -249,7 +265,7 @@ def main():
                   f"delivery_timestamp {m.delivery_timestamp!r} (ms) should be {at}s")
             state["delay"].ack(m)
         receive_until(state["delay"], [message_id], "delay", handle)
-    step("delay message send + delivery after its time", delay)
+    step("delay message send + delivery after its time; a recalled one never", delay)
 
     def short_long_polling():
         # await_duration 2 s gives a 5 s deadline, less than the 5 s minimum long polling plus

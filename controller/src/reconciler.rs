@@ -457,6 +457,9 @@ mod tests {
         async fn dead_letter(&self, _: &ReceiptTicket) -> Result<(), StoreError> {
             Err(unused())
         }
+        async fn recall(&self, _: &TopicName, _: &str) -> Result<(), StoreError> {
+            Err(unused())
+        }
         async fn end_transaction(
             &self,
             _: &TopicName,

@@ -36,6 +36,9 @@ pub struct AppendOutcome {
     pub offset: Option<u64>,
     /// For transaction half messages: the id to pass to [`StoreApi::end_transaction`].
     pub transaction_id: Option<String>,
+    /// For a delay message parked until its delivery time: the handle to pass to
+    /// [`StoreApi::recall`] (it names the shard first).
+    pub recall_handle: Option<String>,
 }
 
 /// Which queues a receive may take messages from.
@@ -137,6 +140,10 @@ pub enum StoreError {
     StaleReceipt(String),
     #[error("transaction {0} not found (committed, rolled back or unknown)")]
     TransactionNotFound(String),
+    /// A recall found no parked delay message under its handle: it was delivered (its time
+    /// came), recalled already, or never held here.
+    #[error("no delay message waiting under recall handle {0} (delivered, recalled or unknown)")]
+    MessageNotFound(String),
     #[error("queue {topic}/{queue_id} not found on this store")]
     QueueNotFound { topic: TopicName, queue_id: u32 },
     #[error("shard {shard} is not led by this node (leader hint: {leader:?})")]
@@ -254,6 +261,11 @@ pub trait StoreApi: Send + Sync + 'static {
         transaction_id: &str,
         resolution: TransactionResolution,
     ) -> Result<(), StoreError>;
+
+    /// Withdraws a delay message before its delivery time, by the handle its append answered
+    /// ([`AppendOutcome::recall_handle`]): it is never delivered. `MessageNotFound` once it
+    /// was released into its queue, recalled, or when `topic` is not its topic.
+    async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError>;
 
     /// Half messages due to be checked back: each due check is handed out once, to the first
     /// caller that has a producer of its topic (see [`TransactionCheckRequest`]).

@@ -500,6 +500,26 @@ impl StoreApi for RemoteStore {
             .map(|_| ())
     }
 
+    async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError> {
+        // Recall handles start with the shard that parks the message.
+        let shard: ShardId = handle
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| StoreError::MessageNotFound(handle.to_owned()))?;
+        let wire = pb::RecallRequest {
+            topic: topic.as_str().to_owned(),
+            handle: handle.to_owned(),
+        };
+        self.routing
+            .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                let wire = wire.clone();
+                async move { c.recall(wire).await }
+            })
+            .await
+            .map(|_| ())
+    }
+
     async fn end_transaction(
         &self,
         topic: &TopicName,

@@ -144,6 +144,7 @@ pub fn outcome_to_wire(o: &AppendOutcome) -> pb::AppendOutcome {
     pb::AppendOutcome {
         offset: o.offset,
         transaction_id: o.transaction_id.clone(),
+        recall_handle: o.recall_handle.clone(),
     }
 }
 
@@ -151,6 +152,7 @@ pub fn outcome_from_wire(o: pb::AppendOutcome) -> AppendOutcome {
     AppendOutcome {
         offset: o.offset,
         transaction_id: o.transaction_id,
+        recall_handle: o.recall_handle,
     }
 }
 
@@ -392,6 +394,10 @@ pub fn error_to_failure(err: &StoreError) -> (Code, pb::StoreFailure) {
             failure.topic = id.clone();
             (Code::NotFound, Kind::TransactionNotFound)
         }
+        StoreError::MessageNotFound(handle) => {
+            failure.topic = handle.clone();
+            (Code::NotFound, Kind::MessageNotFound)
+        }
         StoreError::QueueNotFound { topic, queue_id } => {
             failure.topic = topic.as_str().to_owned();
             failure.queue_id = *queue_id;
@@ -437,6 +443,7 @@ pub fn failure_to_error(failure: pb::StoreFailure) -> StoreError {
     match Kind::try_from(failure.kind) {
         Ok(Kind::StaleReceipt) => StoreError::StaleReceipt(message()),
         Ok(Kind::TransactionNotFound) => StoreError::TransactionNotFound(failure.topic),
+        Ok(Kind::MessageNotFound) => StoreError::MessageNotFound(failure.topic),
         Ok(Kind::QueueNotFound) => match TopicName::new(&failure.topic) {
             Ok(topic) => StoreError::QueueNotFound {
                 topic,

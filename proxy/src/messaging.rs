@@ -5,6 +5,7 @@
 mod consume;
 mod offsets;
 mod produce;
+mod recall;
 mod telemetry;
 
 pub(crate) use consume::auto_renew;
@@ -414,7 +415,9 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<pb::RecallMessageRequest>,
     ) -> Result<Response<pb::RecallMessageResponse>, Status> {
-        Ok(self.not_implemented("RecallMessage", request).await)
+        let (meta, req) = split(request);
+        let work = recall::recall_message(&self.shared, &meta, &req);
+        Ok(self.unary("RecallMessage", &meta, &req, work).await)
     }
 
     async fn sync_lite_subscription(

@@ -80,6 +80,9 @@ impl From<StoreError> for RpcError {
             StoreError::StaleReceipt(_) => Code::InvalidReceiptHandle,
             StoreError::TransactionNotFound(_) => Code::InvalidTransactionId,
             StoreError::QueueNotFound { .. } => Code::NotFound,
+            // NOT_FOUND, not MESSAGE_NOT_FOUND: the official clients read that one as "nothing
+            // to receive" and report success.
+            StoreError::MessageNotFound(_) => Code::NotFound,
             StoreError::NotLeader { .. } | StoreError::Unavailable(_) => Code::HaNotAvailable,
             StoreError::Invalid(_) => Code::BadRequest,
             // A lost replica answers only the controller's opens; a client never sees it.
@@ -148,7 +151,9 @@ pub(crate) fn controller_to_grpc(err: ControllerError) -> tonic::Status {
 /// Admin service: store failures as gRPC statuses.
 pub(crate) fn store_to_grpc(err: StoreError) -> tonic::Status {
     let code = match &err {
-        StoreError::QueueNotFound { .. } | StoreError::TransactionNotFound(_) => GrpcCode::NotFound,
+        StoreError::QueueNotFound { .. }
+        | StoreError::TransactionNotFound(_)
+        | StoreError::MessageNotFound(_) => GrpcCode::NotFound,
         StoreError::NotLeader { .. } | StoreError::Unavailable(_) => GrpcCode::Unavailable,
         StoreError::Invalid(_) | StoreError::StaleReceipt(_) => GrpcCode::InvalidArgument,
         StoreError::Internal(_) => GrpcCode::Internal,

@@ -267,6 +267,7 @@ fn is_blank(s: &str) -> bool {
 
 /// The server's acknowledgement of one stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SendReceipt {
     /// The client-generated id the server stored the message under.
     pub message_id: String,
@@ -275,6 +276,9 @@ pub struct SendReceipt {
     pub offset: i64,
     /// Set for transactional messages only.
     pub transaction_id: Option<String>,
+    /// Set for a delay message the server holds until its delivery time: pass it to
+    /// [`Producer::recall`](crate::Producer::recall) to withdraw the message before then.
+    pub recall_handle: Option<String>,
 }
 
 /// A received message. Pass it back to `ack` / `change_invisible_duration`.

@@ -19,6 +19,7 @@ use crate::message::{Message, MessageView, SendReceipt};
 use crate::transaction::{Checker, Transaction, TransactionResolution};
 
 const SEND_RPC: &str = "SendMessage";
+const RECALL_RPC: &str = "RecallMessage";
 
 /// Publishes messages. Cheap to clone (clones share one connection and background tasks).
 #[derive(Clone)]
@@ -187,6 +188,36 @@ impl Producer {
             }
         }
         self.inner.send_messages(&messages).await
+    }
+
+    /// Withdraws a delay message of `topic` before its delivery time, by the
+    /// [`SendReceipt::recall_handle`] its send answered; no consumer gets it. Returns the
+    /// recalled message's id. Fails with [`StatusCode::NotFound`](crate::StatusCode::NotFound) once the message was
+    /// delivered (its time came) or recalled already.
+    pub async fn recall(&self, topic: &str, recall_handle: &str) -> Result<String> {
+        let shared = &self.inner.core.shared;
+        shared.ensure_running()?;
+        if recall_handle.trim().is_empty() {
+            return Err(Error::InvalidArgument("the recall handle is empty".into()));
+        }
+        let request = pb::RecallMessageRequest {
+            topic: Some(shared.resource(topic)),
+            recall_handle: recall_handle.to_owned(),
+        };
+        let endpoint = shared.config.endpoint.clone();
+        let reply = shared
+            .call(
+                &endpoint,
+                RECALL_RPC,
+                shared.config.request_timeout,
+                |mut rpc, timeout| async move {
+                    rpc.recall_message(request_with(request, timeout)).await
+                },
+            )
+            .await?
+            .into_inner();
+        check_status(RECALL_RPC, reply.status.as_ref(), &[])?;
+        Ok(reply.message_id)
     }
 
     /// Starts a transaction: its message stays invisible to consumers until
@@ -363,6 +394,7 @@ fn parse_send_reply(reply: pb::SendMessageResponse, ids: &[String]) -> Result<Ve
                 message_id: entry.message_id,
                 offset: entry.offset,
                 transaction_id,
+                recall_handle: Some(entry.recall_handle).filter(|h| !h.is_empty()),
             })
         })
         .collect()

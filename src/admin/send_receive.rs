@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::{OutputFormat, Target, messages};
 
@@ -22,7 +22,8 @@ pub struct SendArgs {
     /// FIFO message group.
     #[arg(long)]
     pub message_group: Option<String>,
-    /// Deliver after this delay (e.g. 10s, 5m).
+    /// Deliver after this delay (e.g. 10s, 5m). Each send prints the handle that
+    /// `vela admin message recall` withdraws the message with before then.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub delay: Option<Duration>,
     #[arg(long, default_value_t = 1)]
@@ -54,6 +55,33 @@ pub struct ReceiveArgs {
     /// `tag`, `properties`, `delivery_attempt`, `body` or `body_base64`).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MessageCommand {
+    /// Withdraw a delay message before its delivery time, by the recall handle its send
+    /// printed (`vela admin send --delay`); fails with NOT_FOUND once it was delivered.
+    Recall { topic: String, handle: String },
+}
+
+/// `message`: one message, by a handle.
+pub(super) async fn message(server: &Target, command: MessageCommand) -> anyhow::Result<String> {
+    use vela_sdk::Producer;
+    match command {
+        MessageCommand::Recall { topic, handle } => {
+            let config = server.client_config()?;
+            let producer = Producer::builder(config)
+                .topics([topic.clone()])
+                .build()
+                .await?;
+            let result = producer.recall(&topic, &handle).await;
+            if let Err(e) = producer.shutdown().await {
+                tracing::debug!(error = %e, "producer shutdown");
+            }
+            let id = result.map_err(|e| anyhow::Error::new(e).context("recall failed"))?;
+            Ok(format!("recalled {id}\n"))
+        }
+    }
 }
 
 /// A `--property KEY=VALUE`.
@@ -99,7 +127,14 @@ pub(super) async fn send(server: &Target, args: SendArgs) -> anyhow::Result<Stri
             b = b.delivery_timestamp(SystemTime::now() + d);
         }
         match producer.send(b.build()?).await {
-            Ok(r) => writeln!(out, "sent {} offset {}", r.message_id, r.offset)?,
+            Ok(r) => match &r.recall_handle {
+                Some(handle) => writeln!(
+                    out,
+                    "sent {} offset {} recall-handle {handle}",
+                    r.message_id, r.offset
+                )?,
+                None => writeln!(out, "sent {} offset {}", r.message_id, r.offset)?,
+            },
             Err(e) => {
                 result = Err(anyhow::Error::new(e).context("send failed"));
                 break;

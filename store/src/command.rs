@@ -108,6 +108,10 @@ pub enum StoreCommand {
         invisible_ms: u64,
         now_ms: i64,
     },
+    /// Withdraws the delay message parked under `timer` before it is released (apply version
+    /// 11; RecallMessage): it is never indexed, so no group ever gets it. Applies only while
+    /// the timer is still parked and belongs to `topic`; a `Release` that came first wins.
+    Recall { topic: TopicName, timer: TimerKey },
 }
 
 /// One queue's offset inside a [`StoreCommand::SetOffsets`].
@@ -177,6 +181,7 @@ impl StoreCommand {
             StoreCommand::SetOffsets { .. } => "set_offsets",
             StoreCommand::Tiered { .. } => "tiered",
             StoreCommand::RenewInvisible { .. } => "renew_invisible",
+            StoreCommand::Recall { .. } => "recall",
         }
     }
 
@@ -200,7 +205,8 @@ impl StoreCommand {
             | StoreCommand::DropGroup { .. }
             | StoreCommand::SetApplyVersion { .. }
             | StoreCommand::SetOffsets { .. }
-            | StoreCommand::Tiered { .. } => None,
+            | StoreCommand::Tiered { .. }
+            | StoreCommand::Recall { .. } => None,
         }
     }
 
@@ -345,6 +351,11 @@ impl fmt::Display for StoreCommand {
                 segment.first_index, segment.last_index, segment.key
             ),
             StoreCommand::DropGroup { group } => write!(f, "drop_group({group})"),
+            StoreCommand::Recall { topic, timer } => write!(
+                f,
+                "recall({topic}, due {} at {}.{})",
+                timer.due_ms, timer.log_index, timer.slot
+            ),
             StoreCommand::AppendBatch { appends, .. } => {
                 let messages: usize = appends.iter().map(|a| a.messages.len()).sum();
                 write!(
@@ -494,6 +505,8 @@ pub enum ApplyError {
     StaleReceipt(String),
     #[error("transaction {0} not found")]
     TransactionNotFound(String),
+    #[error("no delay message parked under {0}")]
+    MessageNotFound(String),
 }
 
 /// What applying a command answers to the proposer.
@@ -530,6 +543,8 @@ pub enum CommandResponse {
     OffsetsSet(Vec<Option<u64>>),
     /// Whether a `Tiered` segment joined the manifest.
     Tiered(Result<(), TierRefusal>),
+    /// Whether a `Recall` withdrew its delay message.
+    Recalled(Result<(), ApplyError>),
 }
 
 /// The delivery that replaces the one whose invisibility changed.
@@ -818,6 +833,25 @@ mod tests {
         let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
         assert_eq!(back, command);
         assert_eq!(back.kind(), "renew_invisible");
+    }
+
+    #[test]
+    fn recall_golden_bytes() {
+        // Persisted from apply version 11: tag 18, the topic, then the timer: due time (zigzag
+        // varint), log index and slot (varints).
+        let command = StoreCommand::Recall {
+            topic: TopicName::new("t").expect("valid"),
+            timer: TimerKey {
+                due_ms: 1_000,
+                log_index: 300,
+                slot: 2,
+            },
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(hex::encode(&bytes), "120174d00fac0202");
+        let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, command);
+        assert_eq!(back.kind(), "recall");
     }
 
     fn record_with_id(id: &str) -> MessageRecord {

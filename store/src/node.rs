@@ -598,6 +598,7 @@ fn to_store_error(err: ApplyError) -> StoreError {
     match err {
         ApplyError::StaleReceipt(what) => StoreError::StaleReceipt(what),
         ApplyError::TransactionNotFound(id) => StoreError::TransactionNotFound(id),
+        ApplyError::MessageNotFound(handle) => StoreError::MessageNotFound(handle),
     }
 }
 

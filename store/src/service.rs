@@ -276,6 +276,19 @@ impl StoreRpc for StoreService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn recall(
+        &self,
+        request: Request<pb::RecallRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let topic = topic_from_wire(&req.topic)?;
+        self.store
+            .recall(&topic, &req.handle)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn end_transaction(
         &self,
         request: Request<pb::EndTransactionRequest>,

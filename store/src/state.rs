@@ -49,6 +49,27 @@ pub fn transaction_id(shard: ShardId, record: RecordRef) -> String {
     format!("{shard}-{}-{}", record.log_index, record.slot)
 }
 
+/// The recall handle of the delay message parked under `timer`: where it waits, shard first
+/// (so any proxy routes a recall, as with transaction ids).
+pub fn recall_handle(shard: ShardId, timer: TimerKey) -> String {
+    format!(
+        "{shard}-{}-{}-{}",
+        timer.due_ms, timer.log_index, timer.slot
+    )
+}
+
+/// The shard and timer a [`recall_handle`] names; `None` for anything else.
+pub fn parse_recall_handle(handle: &str) -> Option<(ShardId, TimerKey)> {
+    let mut parts = handle.split('-');
+    let shard = parts.next()?.parse().ok()?;
+    let timer = TimerKey {
+        due_ms: parts.next()?.parse().ok()?,
+        log_index: parts.next()?.parse().ok()?,
+        slot: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some((shard, timer))
+}
+
 /// A message waiting outside its queue: a delay message before its due time, or a transaction
 /// half message before its commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,8 +185,9 @@ impl PartialEq for ShardState {
 /// - 9: sealed segments uploaded to object storage are recorded in the shard's tier manifest
 ///   (`Tiered`), which retention (`Truncate`) trims;
 /// - 10: a delivery's invisibility can be renewed keeping its delivery id (`RenewInvisible`),
-///   so the consumer's receipt handle stays valid.
-pub const APPLY_VERSION: u32 = 10;
+///   so the consumer's receipt handle stays valid;
+/// - 11: a delay message can be withdrawn before it is due (`Recall`).
+pub const APPLY_VERSION: u32 = 11;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -396,6 +418,21 @@ impl ShardState {
                 }
                 CommandResponse::Truncated
             }
+            StoreCommand::Recall { topic, timer } => {
+                let parked = (self.apply_version >= 11
+                    && self.timers.get(timer).is_some_and(|p| &p.topic == topic))
+                .then(|| self.timers.remove(timer))
+                .flatten();
+                CommandResponse::Recalled(match parked {
+                    Some(_) => {
+                        fx.timers_changed = true;
+                        Ok(())
+                    }
+                    None => Err(ApplyError::MessageNotFound(recall_handle(
+                        self.shard, *timer,
+                    ))),
+                })
+            }
             StoreCommand::Tiered { segment } => {
                 CommandResponse::Tiered(if self.apply_version < 9 {
                     Err(TierRefusal::NotYet)
@@ -466,11 +503,27 @@ impl ShardState {
                     AppendOutcome {
                         offset: None,
                         transaction_id: Some(self.transaction_id(record)),
+                        recall_handle: None,
                     }
                 } else {
+                    let due_ms = parked.deliver_at_ms;
+                    let offset = self.place(record, parked, now_ms, fx);
+                    // Not indexed: parked as a delay message, which a recall can withdraw.
+                    let recall_handle = match (offset, due_ms) {
+                        (None, Some(due_ms)) => Some(recall_handle(
+                            self.shard,
+                            TimerKey {
+                                due_ms,
+                                log_index: record.log_index,
+                                slot: record.slot,
+                            },
+                        )),
+                        _ => None,
+                    };
                     AppendOutcome {
-                        offset: self.place(record, parked, now_ms, fx),
+                        offset,
                         transaction_id: None,
+                        recall_handle,
                     }
                 }
             })

@@ -66,3 +66,76 @@ async fn delay_messages_become_visible_at_their_timestamp() {
     consumer.ack(&m).await.unwrap();
     node.stop().await;
 }
+
+/// RecallMessage: a delay message recalled before its time is never delivered, even after a
+/// restart replays the log; recalling it again, or recalling one already delivered, is
+/// NOT_FOUND (40400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recalled_delay_message_is_never_delivered() {
+    let mut node = Node::start().await;
+    let topic = unique("recall");
+    let producer = node.producer(&topic).await;
+    let group = unique("g");
+    let due = SystemTime::now() + Duration::from_secs(3);
+    let delayed = |body: &str| {
+        Message::builder(&topic)
+            .body(body.to_owned())
+            .delivery_timestamp(due)
+            .build()
+            .unwrap()
+    };
+    let keep = producer.send(delayed("keep")).await.unwrap();
+    let drop = producer.send(delayed("recalled")).await.unwrap();
+    let handle = drop.recall_handle.clone().expect("a recall handle");
+    assert!(keep.recall_handle.is_some());
+    let plain = producer
+        .send(Message::builder(&topic).body("now").build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(plain.recall_handle, None, "nothing to recall");
+
+    assert_eq!(
+        producer.recall(&topic, &handle).await.unwrap(),
+        drop.message_id
+    );
+    let again = producer.recall(&topic, &handle).await.unwrap_err();
+    assert_eq!(
+        again.code(),
+        Some(vela_sdk::StatusCode::NotFound),
+        "{again}"
+    );
+    producer.shutdown().await.unwrap();
+
+    // The recall is in the log: a restart that replays it keeps the message withdrawn.
+    node.restart().await;
+    let consumer = node.consumer(&group, &topic, "*").await;
+    let mut bodies = Vec::new();
+    let give_up = SystemTime::now() + Duration::from_secs(20);
+    // Past the due time by a margin, so a message that was not withdrawn would have come.
+    while SystemTime::now() < give_up
+        && (bodies.len() < 2 || SystemTime::now() < due + Duration::from_secs(2))
+    {
+        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
+            bodies.push(String::from_utf8_lossy(&m.body).into_owned());
+            consumer.ack(&m).await.unwrap();
+        }
+    }
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec!["keep", "now"],
+        "the recalled message never came"
+    );
+
+    let producer = node.producer(&topic).await;
+    let late = producer
+        .recall(&topic, keep.recall_handle.as_deref().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        late.code(),
+        Some(vela_sdk::StatusCode::NotFound),
+        "delivered already: {late}"
+    );
+    node.stop().await;
+}

@@ -259,7 +259,11 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(code(&r.status), pb::Code::NotImplemented as i32);
+    assert_eq!(
+        code(&r.status),
+        pb::Code::BadRequest as i32,
+        "a recall handle no send answered"
+    );
 
     // Still serving.
     let ok = send(&mut c, message(&topic, b"still here".to_vec())).await;

@@ -238,3 +238,39 @@ async fn unreachable_server_is_one_readable_line() {
     assert!(err.starts_with("cannot reach vela at 127.0.0.1:1"), "{err}");
     assert!(!err.contains('\n'), "{err}");
 }
+
+/// `send --delay` prints a recall handle; `message recall` withdraws the message with it
+/// (printing its id), and a second recall is one readable error line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_message_sent_from_the_cli_can_be_recalled() {
+    let node = Node::start().await;
+    let topic = unique("cli-recall");
+    let out = node
+        .admin(&["send", &topic, "later", "--delay", "10m"])
+        .await
+        .unwrap();
+    let (id, handle) = out
+        .lines()
+        .find_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.as_slice() {
+                ["sent", id, "offset", _, "recall-handle", handle] => {
+                    Some((id.to_string(), handle.to_string()))
+                }
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("no recall handle printed: {out}"));
+    let out = node
+        .admin(&["message", "recall", &topic, &handle])
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), format!("recalled {id}"));
+    let err = node
+        .admin(&["message", "recall", &topic, &handle])
+        .await
+        .unwrap_err();
+    let line = format!("{err:#}");
+    assert!(line.contains("NOT_FOUND") && !line.contains('\n'), "{line}");
+    node.stop().await;
+}

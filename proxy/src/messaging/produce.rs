@@ -309,12 +309,15 @@ fn send_entry(
             status: Some(ok_status()),
             // Apache answers the message id for sends that are not transactions.
             transaction_id: outcome.transaction_id.unwrap_or_else(|| message_id.clone()),
-            message_id,
             // Delay and half messages get their offset when released; 0 until then.
             offset: outcome
                 .offset
                 .map_or(0, |o| i64::try_from(o).unwrap_or(i64::MAX)),
-            recall_handle: String::new(),
+            recall_handle: outcome
+                .recall_handle
+                .map(|h| super::recall::encode(&h, &message_id))
+                .unwrap_or_default(),
+            message_id,
         },
         Err(e) => pb::SendResultEntry {
             status: Some(e.to_status(legacy_codes)),

@@ -135,7 +135,7 @@ async fn bad_input_gets_protocol_codes_and_the_server_keeps_serving() {
         .await
         .expect("call")
         .into_inner();
-    assert_eq!(code(&recall.status), Code::NotImplemented as i32);
+    assert_eq!(code(&recall.status), Code::IllegalTopic as i32);
     let mut pull = client
         .pull_message(req(pb::PullMessageRequest::default()))
         .await

@@ -396,6 +396,8 @@ struct StoreState {
     attempts: HashMap<(GroupName, TopicName, u32, u64), u32>,
     /// Transaction id -> (topic, queue, record) of half messages.
     half: HashMap<String, (TopicName, u32, MessageRecord)>,
+    /// Recall handles of delay messages: their topic and message id.
+    recallable: HashMap<String, (TopicName, String)>,
     /// Half messages handed out for a check-back (each is due at once, and handed out once).
     checked: std::collections::HashSet<String>,
     dead_lettered: Vec<(GroupName, u64)>,
@@ -533,9 +535,20 @@ impl StoreApi for FakeStore {
                     outcomes.push(AppendOutcome {
                         offset: None,
                         transaction_id: Some(txn),
+                        recall_handle: None,
                     });
                     continue;
                 }
+                // Delay messages are queued at once here; each can be recalled (taken out)
+                // until it is received.
+                let recall_handle = (record.kind == MessageKind::Delay).then(|| {
+                    let handle = format!("recall-{}", record.message_id);
+                    state.recallable.insert(
+                        handle.clone(),
+                        (req.topic.clone(), record.message_id.clone()),
+                    );
+                    handle
+                });
                 let queue = state
                     .queues
                     .entry((req.topic.clone(), req.queue_id))
@@ -548,6 +561,7 @@ impl StoreApi for FakeStore {
                 outcomes.push(AppendOutcome {
                     offset: Some(queue.len() as u64 - 1),
                     transaction_id: None,
+                    recall_handle,
                 });
             }
         }
@@ -641,6 +655,24 @@ impl StoreApi for FakeStore {
         due.truncate(usize::try_from(req.max).unwrap_or(usize::MAX));
         checked.extend(due.iter().map(|c| c.transaction_id.clone()));
         Ok(due)
+    }
+
+    async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        let not_found = || StoreError::MessageNotFound(handle.to_owned());
+        let (parked_topic, id) = state
+            .recallable
+            .get(handle)
+            .cloned()
+            .ok_or_else(not_found)?;
+        if &parked_topic != topic {
+            return Err(not_found());
+        }
+        state.recallable.remove(handle);
+        for queue in state.queues.values_mut() {
+            queue.retain(|s| s.record.message_id != id);
+        }
+        Ok(())
     }
 
     async fn end_transaction(

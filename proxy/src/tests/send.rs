@@ -131,3 +131,62 @@ async fn transactions_and_dead_letters() {
     assert_eq!(code(&forwarded.status), Code::Ok as i32);
     assert_eq!(h.store.dead_lettered(), 1);
 }
+
+#[tokio::test]
+async fn a_delay_message_answers_a_recall_handle_that_withdraws_it() {
+    let h = Harness::start(test_config()).await;
+    h.topic("later", TopicType::Delay, 1).await;
+    h.topic("other", TopicType::Delay, 1).await;
+    let mut client = h.client().await;
+    let mut delayed = message("later", "D1", b"x");
+    if let Some(p) = delayed.system_properties.as_mut() {
+        p.message_type = MessageType::Delay as i32;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        p.delivery_timestamp = Some(prost_types::Timestamp {
+            seconds: i64::try_from(now.as_secs()).expect("fits") + 60,
+            nanos: 0,
+        });
+    }
+    let sent = send_one(&mut client, delayed).await;
+    assert_eq!(code(&sent.status), Code::Ok as i32);
+    let handle = sent.entries[0].recall_handle.clone();
+    assert!(!handle.is_empty(), "a parked delay message can be recalled");
+    let plain = send_one(&mut client, message("other", "P1", b"x")).await;
+    assert_eq!(plain.entries[0].recall_handle, "", "nothing to recall");
+
+    let recall = |topic: &str, recall_handle: &str| {
+        req(pb::RecallMessageRequest {
+            topic: resource(topic),
+            recall_handle: recall_handle.into(),
+        })
+    };
+    let garbage = client
+        .recall_message(recall("later", "garbage!"))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&garbage.status), Code::BadRequest as i32);
+    let wrong_topic = client
+        .recall_message(recall("other", &handle))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&wrong_topic.status), Code::NotFound as i32);
+    let recalled = client
+        .recall_message(recall("later", &handle))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&recalled.status), Code::Ok as i32);
+    assert_eq!(recalled.message_id, "D1");
+    let again = client
+        .recall_message(recall("later", &handle))
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(code(&again.status), Code::NotFound as i32);
+    let message = again.status.as_ref().map_or("", |s| s.message.as_str());
+    assert!(message.contains("D1"), "names the message: {message}");
+}

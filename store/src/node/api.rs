@@ -6,6 +6,8 @@ use super::*;
 
 /// The apply version from which a renewal keeps the delivery id (`RenewInvisible`).
 const RENEW_APPLY_VERSION: u32 = 10;
+/// The apply version from which a delay message can be recalled (`Recall`).
+const RECALL_APPLY_VERSION: u32 = 11;
 
 #[async_trait]
 impl StoreApi for Store {
@@ -136,6 +138,31 @@ impl StoreApi for Store {
         match shard.write(command).await? {
             CommandResponse::DeadLettered(result) => result.map_err(to_store_error),
             other => Err(unexpected("dead_letter", &other)),
+        }
+    }
+
+    async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError> {
+        let not_found = || StoreError::MessageNotFound(handle.to_owned());
+        let (shard, timer) = crate::state::parse_recall_handle(handle).ok_or_else(not_found)?;
+        let local = match self.shard(shard) {
+            Ok(local) => local,
+            Err(err @ StoreError::NotLeader { .. }) => return Err(err),
+            Err(_) => return Err(not_found()),
+        };
+        let version = local.shard.shared.applied.read().state.apply_version();
+        if version < RECALL_APPLY_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "recall needs apply version {RECALL_APPLY_VERSION}; shard {shard} runs \
+                 {version} until every replica runs a build that knows it"
+            )));
+        }
+        let command = StoreCommand::Recall {
+            topic: topic.clone(),
+            timer,
+        };
+        match local.shard.write(command).await? {
+            CommandResponse::Recalled(result) => result.map_err(to_store_error),
+            other => Err(unexpected("recall", &other)),
         }
     }
 

@@ -178,9 +178,12 @@ impl super::ShardState {
             .map(|(i, m)| {
                 let key = dedup_key(client, &m.message_id);
                 if let Some(earlier) = self.dedup.get(key) {
+                    // The window keeps no timer of a delay message: a resend is answered
+                    // without a recall handle.
                     return AppendOutcome {
                         offset: earlier.offset,
                         transaction_id: earlier.half.map(|r| self.transaction_id(r)),
+                        recall_handle: None,
                     };
                 }
                 let record = RecordRef {
@@ -202,6 +205,7 @@ impl super::ShardState {
                     .unwrap_or(AppendOutcome {
                         offset: None,
                         transaction_id: None,
+                        recall_handle: None,
                     });
                 let half = outcome.transaction_id.is_some().then_some(record);
                 self.dedup.insert(

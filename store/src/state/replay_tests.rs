@@ -47,6 +47,8 @@ enum Intent {
     DeadLetter(usize),
     Release,
     EndTransaction(usize, bool),
+    /// Recalls a delay message an earlier send parked (apply version 11).
+    Recall(usize),
     Truncate(u8),
     DropTopic(u8),
     DropGroup(u8),
@@ -69,6 +71,7 @@ fn intent() -> impl Strategy<Value = Intent> {
         1 => any::<usize>().prop_map(Intent::DeadLetter),
         1 => Just(Intent::Release),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, c)| Intent::EndTransaction(i, c)),
+        1 => any::<usize>().prop_map(Intent::Recall),
         1 => (0u8..100).prop_map(Intent::Truncate),
         1 => (0u8..2).prop_map(Intent::DropTopic),
         1 => (0u8..2).prop_map(Intent::DropGroup),
@@ -115,6 +118,7 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
     let mut now: i64 = 1_000_000;
     let mut deliveries: Vec<DeliveryRef> = Vec::new();
     let mut transactions: Vec<(TopicName, String)> = Vec::new();
+    let mut recalls: Vec<(TopicName, String)> = Vec::new();
     let mut memo = super::ScanMemo::default();
     let mut log = Vec::new();
     for intent in intents {
@@ -242,6 +246,11 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                     now_ms: now,
                 }
             }
+            Intent::Recall(pick) if !recalls.is_empty() => {
+                let (t, handle) = recalls[pick % recalls.len()].clone();
+                let (_, timer) = super::parse_recall_handle(&handle).expect("a handle we made");
+                StoreCommand::Recall { topic: t, timer }
+            }
             Intent::Truncate(per_cent) => StoreCommand::Truncate {
                 below_log_index: (log.len() as u64 * u64::from(*per_cent)) / 100,
             },
@@ -253,7 +262,8 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
             Intent::Ack(_)
             | Intent::Change(..)
             | Intent::DeadLetter(_)
-            | Intent::EndTransaction(..) => continue,
+            | Intent::EndTransaction(..)
+            | Intent::Recall(_) => continue,
         };
         let index = log.len() as u64 + 1;
         let mut fx = ApplyEffects::default();
@@ -292,6 +302,12 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                             .iter()
                             .filter_map(|o| o.transaction_id.clone())
                             .map(|id| (topic.clone(), id)),
+                    );
+                    recalls.extend(
+                        outcomes
+                            .iter()
+                            .filter_map(|o| o.recall_handle.clone())
+                            .map(|handle| (topic.clone(), handle)),
                     );
                 }
             }

@@ -122,15 +122,18 @@ fn delay_and_transaction_sub_appends_park_under_their_batch_slots() {
         CommandResponse::AppendedBatch(vec![
             vec![AppendOutcome {
                 offset: Some(0),
-                transaction_id: None
+                transaction_id: None,
+                recall_handle: None,
             }],
             vec![AppendOutcome {
                 offset: None,
-                transaction_id: None
+                transaction_id: None,
+                recall_handle: Some(format!("0-{due}-1-1")),
             }],
             vec![AppendOutcome {
                 offset: None,
-                transaction_id: Some("0-1-2".into())
+                transaction_id: Some("0-1-2".into()),
+                recall_handle: None,
             }],
         ])
     );

@@ -70,7 +70,8 @@ fn transactions_commit_into_the_queue_or_roll_back() {
         outcomes[0],
         AppendOutcome {
             offset: None,
-            transaction_id: Some("0-1-0".into())
+            transaction_id: Some("0-1-0".into()),
+            recall_handle: None,
         }
     );
     assert!(h.pop().is_empty(), "half messages are invisible");
@@ -136,4 +137,105 @@ fn committed_transaction_with_a_future_delivery_time_waits_for_it() {
         now_ms: h.now_ms,
     });
     assert_eq!(h.state.next_due_ms(), Some(due));
+}
+
+#[test]
+fn a_recalled_delay_message_is_never_indexed() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion { version: 11 });
+    let due_ms = h.now_ms + 500;
+    let delayed = || MessageRecord {
+        delivery_timestamp_ms: Some(due_ms),
+        kind: MessageKind::Delay,
+        ..message(None, None)
+    };
+    let outcomes = h.append(vec![delayed(), delayed(), message(None, None)]);
+    let handles: Vec<_> = outcomes.iter().map(|o| o.recall_handle.clone()).collect();
+    assert_eq!(
+        handles,
+        vec![
+            Some(format!("0-{due_ms}-2-0")),
+            Some(format!("0-{due_ms}-2-1")),
+            None
+        ],
+        "only parked delay messages can be recalled"
+    );
+    let (shard, first) =
+        parse_recall_handle(handles[0].as_deref().expect("handle")).expect("parses");
+    assert_eq!(shard, 0);
+    assert_eq!(parse_recall_handle("0-1-2"), None);
+    assert_eq!(parse_recall_handle("0-1-2-3-4"), None);
+    assert_eq!(parse_recall_handle("x-1-2-3"), None);
+
+    let recall = |h: &mut Harness, topic_name: &str, timer| {
+        h.apply(StoreCommand::Recall {
+            topic: topic(topic_name),
+            timer,
+        })
+    };
+    let not_found = |timer| {
+        CommandResponse::Recalled(Err(ApplyError::MessageNotFound(recall_handle(0, timer))))
+    };
+    assert_eq!(
+        recall(&mut h, "other", first),
+        not_found(first),
+        "wrong topic"
+    );
+    assert_eq!(
+        recall(&mut h, "orders", first),
+        CommandResponse::Recalled(Ok(()))
+    );
+    assert!(h.fx.timers_changed, "the release task re-arms");
+    assert_eq!(
+        recall(&mut h, "orders", first),
+        not_found(first),
+        "recalled already"
+    );
+
+    // The other one is released when due; a recall after that finds nothing.
+    h.advance(600);
+    let due = h.state.due_timers(h.now_ms, 10);
+    assert_eq!(due.len(), 1, "the recalled one is not due any more");
+    let second = due[0];
+    assert_eq!(
+        h.apply(StoreCommand::Release {
+            due,
+            now_ms: h.now_ms
+        }),
+        CommandResponse::Released { indexed: 1 }
+    );
+    assert_eq!(
+        recall(&mut h, "orders", second),
+        not_found(second),
+        "delivered"
+    );
+    let got = h.pop();
+    assert_eq!(
+        got.iter().map(|m| m.record.slot).collect::<Vec<_>>(),
+        vec![2, 1],
+        "the recalled message is never delivered"
+    );
+    assert_eq!(h.state.lowest_parked_log_index(), None);
+}
+
+#[test]
+fn a_recall_before_apply_version_11_changes_nothing() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion { version: 10 });
+    let due_ms = h.now_ms + 500;
+    let outcomes = h.append(vec![MessageRecord {
+        delivery_timestamp_ms: Some(due_ms),
+        kind: MessageKind::Delay,
+        ..message(None, None)
+    }]);
+    let (_, timer) =
+        parse_recall_handle(outcomes[0].recall_handle.as_deref().expect("handle")).expect("parses");
+    assert!(matches!(
+        h.apply(StoreCommand::Recall {
+            topic: topic("orders"),
+            timer,
+        }),
+        CommandResponse::Recalled(Err(_))
+    ));
+    assert_eq!(h.state.next_due_ms(), Some(due_ms), "still parked");
 }
