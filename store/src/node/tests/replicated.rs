@@ -30,6 +30,7 @@ mod faults;
 mod members;
 mod moves;
 mod offsets;
+mod recall;
 mod renew;
 mod rolling;
 mod sends;
