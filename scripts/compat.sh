@@ -182,7 +182,9 @@ else
   RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
   admin() { "$VELA" admin --server "127.0.0.1:$GRPC" "$@" >/dev/null; }
   export COMPAT_RETRY_FIFO_TOPIC="compat-retry-fifo-$RUN"
+  export COMPAT_PRIORITY_TOPIC="compat-priority-$RUN"
   if ! { admin group create "compat-retry-py-$RUN" --max-attempts 2 \
+      && admin topic create "$COMPAT_PRIORITY_TOPIC" --type priority --queues 4 \
       && admin group create "compat-retry-node-$RUN" --max-attempts 2 \
       && admin topic create "$COMPAT_RETRY_FIFO_TOPIC" --type fifo --queues 2 \
       && admin group create "compat-retry-node-fifo-$RUN" --fifo --max-attempts 2; }; then

@@ -13,6 +13,9 @@ Environment:
     COMPAT_RETRY_GROUP    a consumer group allowing 2 delivery attempts (`vela admin group create G
                           --max-attempts 2`); when set, a PushConsumer of it fails messages and
                           checks the retry after the back-off and the dead-letter queue
+    COMPAT_PRIORITY_TOPIC a topic of type priority with 4 queues (`vela admin topic create T --type
+                          priority --queues 4`); when set, priority messages sent low first are
+                          received highest first
 
 Every topic and group name is unique per run (the server auto-creates them). Each step prints
 `OK <step>`; the first failure prints `FAIL <step>: <reason>` and exits 1. A step that hangs is a
@@ -386,12 +389,55 @@ def main():
     retry_group = os.environ.get("COMPAT_RETRY_GROUP")
     if retry_group:
         push_retries(config, state["producer"], retry_group)
+    priority_topic = os.environ.get("COMPAT_PRIORITY_TOPIC")
+    if priority_topic:
+        priorities(config, priority_topic)
 
     def shutdown():
         for name in ("push", "normal", "fifo", "delay", "tx", "sql", "tx_producer", "producer"):
             state[name].shutdown()
     step("shutdown", shutdown)
     print("OK all", flush=True)
+
+
+def priorities(config, topic):
+    """Priority messages (RocketMQ 5.4): four of priority 0 sent first, then two of priority
+    3; receives of two take the priority-3 ones first, then the rest in order."""
+    group = f"compat-py-{RUN}-g-priority"
+    state = {}
+
+    def start():
+        state["producer"] = Producer(config, (topic,))
+        state["producer"].startup()
+        state["consumer"] = SimpleConsumer(config, group, {topic: FilterExpression("*")},
+                                           await_duration=AWAIT_SECONDS)
+        state["consumer"].startup()
+    step("priority producer and consumer startup", start)
+
+    def ordered():
+        for body, priority in [("low-0", 0), ("low-1", 0), ("low-2", 0), ("low-3", 0),
+                               ("high-0", 3), ("high-1", 3)]:
+            msg = Message()
+            msg.topic = topic
+            msg.body = body.encode()
+            msg.priority = priority
+            state["producer"].send(msg)
+        got = []
+        deadline = time.monotonic() + STEP_TIMEOUT - 10
+        while len(got) < 6:
+            check(time.monotonic() < deadline, f"received {got}")
+            for m in state["consumer"].receive(2, INVISIBLE_SECONDS):
+                got.append((m.body.decode(), m.priority))
+                state["consumer"].ack(m)
+        check([b for (b, _) in got] == ["high-0", "high-1", "low-0", "low-1", "low-2", "low-3"],
+              f"received in the order {got}")
+        check(got[0][1] == 3, f"the priority came back as {got[0][1]!r}")
+    step("priority messages: the higher priority is received first", ordered)
+
+    def stop():
+        state["consumer"].shutdown()
+        state["producer"].shutdown()
+    step("priority producer and consumer shutdown", stop)
 
 
 def push_retries(config, producer, group):

@@ -19,6 +19,7 @@ fn type_to_wire(t: TopicType) -> pb::TopicType {
         TopicType::Delay => pb::TopicType::Delay,
         TopicType::Transaction => pb::TopicType::Transaction,
         TopicType::Mixed => pb::TopicType::Mixed,
+        TopicType::Priority => pb::TopicType::Priority,
     }
 }
 
@@ -29,6 +30,7 @@ fn type_from_wire(t: i32) -> Result<TopicType, WireError> {
         Ok(pb::TopicType::Delay) => Ok(TopicType::Delay),
         Ok(pb::TopicType::Transaction) => Ok(TopicType::Transaction),
         Ok(pb::TopicType::Mixed) => Ok(TopicType::Mixed),
+        Ok(pb::TopicType::Priority) => Ok(TopicType::Priority),
         _ => Err(WireError(format!("unknown topic type {t}"))),
     }
 }

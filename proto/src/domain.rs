@@ -203,8 +203,11 @@ pub enum TopicType {
     Fifo,
     Delay,
     Transaction,
-    /// Accepts every kind (RocketMQ's MIXED).
+    /// Accepts every kind (RocketMQ's MIXED) but priority messages.
     Mixed,
+    /// Priority messages (RocketMQ 5.4's PRIORITY): each on the queue its priority names
+    /// (clamped to the last queue), received highest queue first.
+    Priority,
 }
 
 impl TopicType {
@@ -220,6 +223,7 @@ impl TopicType {
             TopicType::Fifo => &[MessageKind::Fifo],
             TopicType::Delay => &[MessageKind::Delay],
             TopicType::Transaction => &[MessageKind::Transaction],
+            TopicType::Priority => &[MessageKind::Priority],
             TopicType::Mixed => &[
                 MessageKind::Normal,
                 MessageKind::Fifo,
@@ -237,6 +241,7 @@ impl TopicType {
             TopicType::Delay => "delay",
             TopicType::Transaction => "transaction",
             TopicType::Mixed => "mixed",
+            TopicType::Priority => "priority",
         }
     }
 }
@@ -250,8 +255,10 @@ impl std::str::FromStr for TopicType {
             "delay" => Ok(TopicType::Delay),
             "transaction" => Ok(TopicType::Transaction),
             "mixed" => Ok(TopicType::Mixed),
+            "priority" => Ok(TopicType::Priority),
             other => Err(format!(
-                "unknown topic type {other:?} (expected normal, fifo, delay, transaction or mixed)"
+                "unknown topic type {other:?} (expected normal, fifo, delay, transaction, \
+                 priority or mixed)"
             )),
         }
     }
@@ -270,7 +277,15 @@ pub enum MessageKind {
     Fifo,
     Delay,
     Transaction,
+    /// RocketMQ 5.4's PRIORITY: placed on the queue its priority names (clamped to the last),
+    /// and a priority topic's receives read the highest queue first. Its priority travels as
+    /// the record property [`PRIORITY_PROPERTY`]. Logged from apply version 12 on.
+    Priority,
 }
+
+/// The record property a priority message keeps its priority in (RocketMQ's
+/// `_SYS_MSG_PRIORITY_`): reserved, never a user property.
+pub const PRIORITY_PROPERTY: &str = "_SYS_MSG_PRIORITY_";
 
 impl MessageKind {
     /// Whether a message of this kind keeps a delivery time: a delay message, and a

@@ -44,8 +44,12 @@ pub struct AppendOutcome {
 /// Which queues a receive may take messages from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueSelector {
-    /// Every queue of the topic held by this store (RocketMQ's queue id -1).
+    /// Every queue of the topic held by this store (RocketMQ's queue id -1), starting where
+    /// the group's last such receive left off, so queues are served fairly.
     All,
+    /// Every queue, the highest queue id first: a priority topic, whose queue ids are its
+    /// priorities (a message's priority names its queue).
+    HighestFirst,
     /// Exactly one queue.
     One(u32),
 }

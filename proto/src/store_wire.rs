@@ -55,6 +55,7 @@ fn kind_to_wire(kind: MessageKind) -> pb::MessageKind {
         MessageKind::Fifo => pb::MessageKind::Fifo,
         MessageKind::Delay => pb::MessageKind::Delay,
         MessageKind::Transaction => pb::MessageKind::Transaction,
+        MessageKind::Priority => pb::MessageKind::Priority,
     }
 }
 
@@ -64,6 +65,7 @@ fn kind_from_wire(kind: i32) -> Result<MessageKind, WireError> {
         Ok(pb::MessageKind::Fifo) => Ok(MessageKind::Fifo),
         Ok(pb::MessageKind::Delay) => Ok(MessageKind::Delay),
         Ok(pb::MessageKind::Transaction) => Ok(MessageKind::Transaction),
+        Ok(pb::MessageKind::Priority) => Ok(MessageKind::Priority),
         _ => Err(WireError(format!("unknown message kind {kind}"))),
     }
 }
@@ -161,9 +163,10 @@ pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
         group: req.group.as_str().to_owned(),
         topic: req.topic.as_str().to_owned(),
         queue_id: match req.queues {
-            QueueSelector::All => None,
+            QueueSelector::All | QueueSelector::HighestFirst => None,
             QueueSelector::One(q) => Some(q),
         },
+        highest_first: req.queues == QueueSelector::HighestFirst,
         max_messages: req.max_messages,
         invisible_ms: millis(req.invisible),
         tags: match &req.filter {
@@ -210,7 +213,11 @@ pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
     Ok(PopRequest {
         group: group(&req.group)?,
         topic: topic(&req.topic)?,
-        queues: req.queue_id.map_or(QueueSelector::All, QueueSelector::One),
+        queues: match (req.queue_id, req.highest_first) {
+            (Some(q), _) => QueueSelector::One(q),
+            (None, true) => QueueSelector::HighestFirst,
+            (None, false) => QueueSelector::All,
+        },
         max_messages: req.max_messages,
         invisible: Duration::from_millis(req.invisible_ms),
         filter,

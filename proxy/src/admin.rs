@@ -134,6 +134,7 @@ fn topic_type_from_api(raw: i32) -> Result<TopicType, Status> {
         Ok(api::TopicType::Delay) => Ok(TopicType::Delay),
         Ok(api::TopicType::Transaction) => Ok(TopicType::Transaction),
         Ok(api::TopicType::Mixed) => Ok(TopicType::Mixed),
+        Ok(api::TopicType::Priority) => Ok(TopicType::Priority),
         Err(_) => Err(Status::invalid_argument(format!(
             "unknown topic type {raw}"
         ))),
@@ -147,6 +148,7 @@ fn topic_type_to_api(t: TopicType) -> api::TopicType {
         TopicType::Delay => api::TopicType::Delay,
         TopicType::Transaction => api::TopicType::Transaction,
         TopicType::Mixed => api::TopicType::Mixed,
+        TopicType::Priority => api::TopicType::Priority,
     }
 }
 

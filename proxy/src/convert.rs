@@ -10,8 +10,8 @@ use vela_proto::pb::rocketmq::{self as pb, Code, DigestType, Encoding, FilterTyp
 use vela_proto::store_api::{Delivery, TransactionCheck};
 use vela_proto::{
     CHECK_AFTER_PROPERTY, DLQ_PREFIX, GroupName, MAX_CHECK_AFTER, MAX_INVISIBLE, MAX_RECEIVE_BATCH,
-    MAX_TAG_LEN, MIN_INVISIBLE, MessageFilter, MessageKind, MessageRecord, SqlFilter, TagFilter,
-    TopicName, TopicType,
+    MAX_TAG_LEN, MIN_INVISIBLE, MessageFilter, MessageKind, MessageRecord, PRIORITY_PROPERTY,
+    SqlFilter, TagFilter, TopicName, TopicType,
 };
 
 use crate::config::ProxyConfig;
@@ -136,6 +136,8 @@ pub(crate) struct ProducedMessage {
     pub record: MessageRecord,
     /// The wire `queue_id` the producer filled in (0 when it did not).
     pub requested_queue: i32,
+    /// A priority message's priority (0 or more).
+    pub priority: Option<i32>,
 }
 
 /// The message id of a wire message, for echoing in results even when it is rejected.
@@ -291,6 +293,20 @@ pub(crate) fn produced_message(
         let secs = after.min(MAX_CHECK_AFTER).as_secs();
         properties.push((CHECK_AFTER_PROPERTY.to_owned(), secs.to_string()));
     }
+    let priority = match (kind, props.priority) {
+        (MessageKind::Priority, Some(p)) if p >= 0 => Some(p),
+        (MessageKind::Priority, _) => {
+            return Err(RpcError::new(
+                Code::MessagePropertyConflictWithType,
+                "a priority message needs a priority of 0 or more",
+            ));
+        }
+        // Another kind ignores a priority, as Apache's broker drops it.
+        _ => None,
+    };
+    if let Some(p) = priority {
+        properties.push((PRIORITY_PROPERTY.to_owned(), p.to_string()));
+    }
 
     let record = MessageRecord {
         message_id: props.message_id.clone(),
@@ -315,11 +331,12 @@ pub(crate) fn produced_message(
     Ok(ProducedMessage {
         record,
         requested_queue: props.queue_id,
+        priority,
     })
 }
 
 /// The kind a producer declared. An unspecified type is inferred the way the clients choose
-/// it (delay > fifo > normal); lite and priority messages are not supported.
+/// it (delay > fifo > normal); lite messages are not supported.
 fn message_kind(
     message_type: i32,
     has_group: bool,
@@ -330,6 +347,7 @@ fn message_kind(
         Ok(MessageType::Fifo) => Ok(MessageKind::Fifo),
         Ok(MessageType::Delay) => Ok(MessageKind::Delay),
         Ok(MessageType::Transaction) => Ok(MessageKind::Transaction),
+        Ok(MessageType::Priority) => Ok(MessageKind::Priority),
         Ok(MessageType::Unspecified) => Ok(if has_delivery {
             MessageKind::Delay
         } else if has_group {
@@ -337,12 +355,9 @@ fn message_kind(
         } else {
             MessageKind::Normal
         }),
-        Ok(other @ (MessageType::Lite | MessageType::Priority)) => Err(RpcError::new(
+        Ok(MessageType::Lite) => Err(RpcError::new(
             Code::Unsupported,
-            format!(
-                "{} messages are not supported",
-                other.as_str_name().to_ascii_lowercase()
-            ),
+            "lite messages are not supported",
         )),
         Err(_) => Err(RpcError::bad_request(format!(
             "unknown message type {message_type}"
@@ -356,6 +371,7 @@ fn kind_name(kind: MessageKind) -> &'static str {
         MessageKind::Fifo => "fifo",
         MessageKind::Delay => "delay",
         MessageKind::Transaction => "transaction",
+        MessageKind::Priority => "priority",
     }
 }
 
@@ -412,10 +428,13 @@ fn user_properties(
     }
     // The two keys deliveries add (`__SHARDINGKEY`, `__transactionId__`) are overwritten
     // there; this one would change when the message is checked back.
-    if props.contains_key(CHECK_AFTER_PROPERTY) {
+    if let Some(key) = [CHECK_AFTER_PROPERTY, PRIORITY_PROPERTY]
+        .into_iter()
+        .find(|k| props.contains_key(*k))
+    {
         return Err(RpcError::new(
             Code::IllegalMessagePropertyKey,
-            format!("user property key {CHECK_AFTER_PROPERTY} is reserved for the system"),
+            format!("user property key {key} is reserved for the system"),
         ));
     }
     let mut out: Vec<(String, String)> =
@@ -580,12 +599,16 @@ fn wire_message(
     store_host: &str,
 ) -> pb::Message {
     let mut check_after = None;
+    let mut priority = None;
     let mut user_properties: HashMap<String, String> = record
         .properties
         .into_iter()
         .filter(|(k, v)| {
             if k == CHECK_AFTER_PROPERTY {
                 check_after = v.parse::<u64>().ok().map(Duration::from_secs);
+                false
+            } else if k == PRIORITY_PROPERTY {
+                priority = v.parse::<i32>().ok();
                 false
             } else {
                 true
@@ -620,7 +643,7 @@ fn wire_message(
         orphaned_transaction_recovery_duration: check_after.map(duration_to_pb),
         dead_letter_queue: None,
         lite_topic: None,
-        priority: None,
+        priority,
     };
     pb::Message {
         topic: Some(topic_resource(topic)),

@@ -91,6 +91,7 @@ pub(crate) fn message_type_of(kind: MessageKind) -> MessageType {
         MessageKind::Fifo => MessageType::Fifo,
         MessageKind::Delay => MessageType::Delay,
         MessageKind::Transaction => MessageType::Transaction,
+        MessageKind::Priority => MessageType::Priority,
     }
 }
 

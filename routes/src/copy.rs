@@ -40,6 +40,8 @@ pub fn copy_of(
         copy = copy.message_group(group);
     } else if let Some(at) = message.delivery_timestamp {
         copy = copy.delivery_timestamp(at);
+    } else if let Some(priority) = message.priority {
+        copy = copy.priority(priority);
     }
     if spec.keep_message_id {
         copy = copy.message_id(&message.message_id);

@@ -11,8 +11,8 @@ use vela_proto::{SqlFilter, TagFilter, TopicName};
 use crate::config::Endpoint;
 use crate::error::{Error, Result};
 
-/// The kind of message, derived from its properties (group → FIFO, delivery time → DELAY), or
-/// TRANSACTION when sent in a [`Transaction`](crate::Transaction).
+/// The kind of message, derived from its properties (group → FIFO, delivery time → DELAY,
+/// priority → PRIORITY), or TRANSACTION when sent in a [`Transaction`](crate::Transaction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MessageKind {
@@ -20,6 +20,9 @@ pub enum MessageKind {
     Fifo,
     Delay,
     Transaction,
+    /// RocketMQ 5.4's priority message: for a topic of type priority, whose queue ids are its
+    /// priorities; consumers get higher priorities first.
+    Priority,
 }
 
 impl MessageKind {
@@ -29,6 +32,7 @@ impl MessageKind {
             MessageKind::Fifo => pb::MessageType::Fifo,
             MessageKind::Delay => pb::MessageType::Delay,
             MessageKind::Transaction => pb::MessageType::Transaction,
+            MessageKind::Priority => pb::MessageType::Priority,
         }
     }
 }
@@ -43,6 +47,7 @@ pub struct Message {
     properties: HashMap<String, String>,
     message_group: Option<String>,
     delivery_timestamp: Option<SystemTime>,
+    priority: Option<u32>,
     /// Sent under this id instead of a new one (a copy of a message from elsewhere).
     message_id: Option<String>,
     /// Sent in a transaction (set by `Transaction::send`).
@@ -85,6 +90,11 @@ impl Message {
         self.delivery_timestamp
     }
 
+    /// The priority of a PRIORITY message.
+    pub fn priority(&self) -> Option<u32> {
+        self.priority
+    }
+
     /// The id the message is sent under, when the builder set one.
     pub fn message_id(&self) -> Option<&str> {
         self.message_id.as_deref()
@@ -97,6 +107,8 @@ impl Message {
             MessageKind::Delay
         } else if self.message_group.is_some() {
             MessageKind::Fifo
+        } else if self.priority.is_some() {
+            MessageKind::Priority
         } else {
             MessageKind::Normal
         }
@@ -135,6 +147,10 @@ impl Message {
                 queue_id,
                 message_group: self.message_group.clone(),
                 trace_context: trace_context.map(str::to_owned),
+                priority: self
+                    .priority
+                    .filter(|_| self.kind() == MessageKind::Priority)
+                    .map(|p| i32::try_from(p).unwrap_or(i32::MAX)),
                 ..Default::default()
             }),
             body: self.body.clone(),
@@ -152,6 +168,7 @@ pub struct MessageBuilder {
     properties: HashMap<String, String>,
     message_group: Option<String>,
     delivery_timestamp: Option<SystemTime>,
+    priority: Option<u32>,
     message_id: Option<String>,
 }
 
@@ -192,6 +209,14 @@ impl MessageBuilder {
     /// Makes this a DELAY message, delivered no earlier than `at`.
     pub fn delivery_timestamp(mut self, at: SystemTime) -> Self {
         self.delivery_timestamp = Some(at);
+        self
+    }
+
+    /// Makes this a PRIORITY message (RocketMQ 5.4) for a topic of type priority: it goes to
+    /// the queue its priority names (the last one for a priority past it), and consumers get
+    /// higher priorities first. Not with a message group or a delivery time.
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.priority = Some(priority);
         self
     }
 
@@ -238,6 +263,13 @@ impl MessageBuilder {
                 ));
             }
         }
+        if self.priority.is_some()
+            && (self.message_group.is_some() || self.delivery_timestamp.is_some())
+        {
+            return invalid(
+                "a priority message has neither a message group nor a delivery timestamp".into(),
+            );
+        }
         if let Some(id) = &self.message_id
             && (id.is_empty()
                 || id.len() > 128
@@ -255,6 +287,7 @@ impl MessageBuilder {
             properties: self.properties,
             message_group: self.message_group,
             delivery_timestamp: self.delivery_timestamp,
+            priority: self.priority,
             message_id: self.message_id,
             transactional: false,
         })
@@ -300,6 +333,8 @@ pub struct MessageView {
     pub store_timestamp: Option<SystemTime>,
     /// When a DELAY message was scheduled for delivery.
     pub delivery_timestamp: Option<SystemTime>,
+    /// The priority of a PRIORITY message.
+    pub priority: Option<u32>,
     /// Received from a dead-letter topic (`%DLQ%<group>`): the topic it was dead-lettered
     /// from, where a redrive sends it back to.
     pub dead_letter_topic: Option<String>,
@@ -330,6 +365,7 @@ impl MessageView {
             born_timestamp: None,
             store_timestamp: None,
             delivery_timestamp: None,
+            priority: None,
             dead_letter_topic: None,
             traceparent: None,
             receipt_handle: String::new(),
@@ -461,6 +497,30 @@ mod tests {
                 matches!(b.build(), Err(Error::InvalidArgument(_))),
                 "accepted {dbg}"
             );
+        }
+    }
+
+    #[test]
+    fn a_priority_message_is_neither_fifo_nor_delay() {
+        let m = base().priority(5).build().unwrap();
+        assert_eq!(m.kind(), MessageKind::Priority);
+        assert_eq!(m.priority(), Some(5));
+        let sp = m
+            .to_proto("", "01AB".into(), 0, "host", None)
+            .system_properties
+            .unwrap();
+        assert_eq!(sp.message_type, pb::MessageType::Priority as i32);
+        assert_eq!(sp.priority, Some(5));
+        let plain = base()
+            .build()
+            .unwrap()
+            .to_proto("", "01AC".into(), 0, "host", None);
+        assert_eq!(plain.system_properties.unwrap().priority, None);
+        for b in [
+            base().priority(1).message_group("g"),
+            base().priority(1).delivery_timestamp(SystemTime::now()),
+        ] {
+            assert!(matches!(b.build(), Err(Error::InvalidArgument(_))));
         }
     }
 

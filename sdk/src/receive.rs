@@ -122,6 +122,7 @@ fn to_view_with(
         born_timestamp: sp.born_timestamp.and_then(to_system_time),
         store_timestamp: sp.store_timestamp.and_then(to_system_time),
         delivery_timestamp: sp.delivery_timestamp.and_then(to_system_time),
+        priority: sp.priority.and_then(|p| u32::try_from(p).ok()),
         dead_letter_topic: sp.dead_letter_queue.map(|d| d.topic),
         traceparent: sp.trace_context.filter(|t| !t.is_empty()),
         receipt_handle,

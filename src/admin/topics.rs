@@ -16,7 +16,8 @@ use super::{OutputFormat, format_ms, status_error};
 pub enum TopicCommand {
     Create {
         name: String,
-        /// normal | fifo | delay | transaction | mixed
+        /// normal | fifo | delay | transaction | priority | mixed (priority: a message goes
+        /// to the queue its priority names, receives read the highest queue first)
         #[arg(long = "type", default_value = "normal")]
         topic_type: TopicType,
         /// Number of queues (1-1024).
@@ -246,6 +247,7 @@ fn topic_type_to_pb(t: TopicType) -> pb::TopicType {
         TopicType::Delay => pb::TopicType::Delay,
         TopicType::Transaction => pb::TopicType::Transaction,
         TopicType::Mixed => pb::TopicType::Mixed,
+        TopicType::Priority => pb::TopicType::Priority,
     }
 }
 
@@ -256,6 +258,7 @@ fn type_name(t: i32) -> &'static str {
         Ok(pb::TopicType::Delay) => "delay",
         Ok(pb::TopicType::Transaction) => "transaction",
         Ok(pb::TopicType::Mixed) => "mixed",
+        Ok(pb::TopicType::Priority) => "priority",
         _ => "unknown",
     }
 }

@@ -854,6 +854,28 @@ mod tests {
         assert_eq!(back.kind(), "recall");
     }
 
+    #[test]
+    fn priority_record_golden_bytes() {
+        // Logged from apply version 12: a record's kind is variant 4 of `MessageKind`; its
+        // priority is the record property `_SYS_MSG_PRIORITY_`.
+        let mut record = record_with_id("m");
+        record.kind = MessageKind::Priority;
+        record.properties = vec![(vela_proto::domain::PRIORITY_PROPERTY.into(), "7".into())];
+        let command = StoreCommand::Append {
+            topic: TopicName::new("t").expect("valid"),
+            queue_id: 3,
+            now_ms: 1,
+            messages: vec![record],
+        };
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(
+            hex::encode(&bytes),
+            "000174030201016d066f726465727304000000000001680001125f5359535f4d53475f5052494f524954595f013700"
+        );
+        let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, command);
+    }
+
     fn record_with_id(id: &str) -> MessageRecord {
         MessageRecord {
             message_id: id.into(),

@@ -640,9 +640,29 @@ impl Store {
                 m.message_id, m.delivery_timestamp_ms, self.config.max_delay
             )));
         }
+        // A build before apply version 12 cannot decode a priority record: none is logged
+        // until every replica runs one that can.
+        if req
+            .messages
+            .iter()
+            .any(|m| m.kind == vela_proto::MessageKind::Priority)
+            && let Ok(local) = self.shard(req.shard)
+        {
+            let version = local.shard.shared.applied.read().state.apply_version();
+            if version < PRIORITY_APPLY_VERSION {
+                return Err(StoreError::Unavailable(format!(
+                    "priority messages need apply version {PRIORITY_APPLY_VERSION}; shard {} \
+                     runs {version} until every replica runs a build that knows it",
+                    req.shard
+                )));
+            }
+        }
         Ok(())
     }
 }
+
+/// The apply version from which the log may hold priority messages.
+const PRIORITY_APPLY_VERSION: u32 = 12;
 
 mod api;
 mod damaged;

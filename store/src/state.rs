@@ -110,6 +110,9 @@ pub struct PopProbe<'a> {
     pub fifo: bool,
     /// An SQL92 receive: what the leader evaluated (`filter` is then `All`).
     pub sql: Option<SqlProbe<'a>>,
+    /// With every queue chosen: read the highest queue id first (a priority topic) instead of
+    /// starting where the group's last receive left off. Only the leader's plan uses it.
+    pub highest_first: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -186,8 +189,10 @@ impl PartialEq for ShardState {
 ///   (`Tiered`), which retention (`Truncate`) trims;
 /// - 10: a delivery's invisibility can be renewed keeping its delivery id (`RenewInvisible`),
 ///   so the consumer's receipt handle stays valid;
-/// - 11: a delay message can be withdrawn before it is due (`Recall`).
-pub const APPLY_VERSION: u32 = 11;
+/// - 11: a delay message can be withdrawn before it is due (`Recall`);
+/// - 12: records may be priority messages (`MessageKind::Priority`), which builds before it
+///   cannot decode; they apply as normal messages.
+pub const APPLY_VERSION: u32 = 12;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once

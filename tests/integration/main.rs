@@ -34,3 +34,4 @@ mod t23_tier;
 mod t24_scaler;
 mod t25_routes;
 mod t26_push_consumer;
+mod t27_priority;

@@ -76,7 +76,11 @@ fn values_survive_the_wire() {
         MessageFilter::Tag(TagFilter::Tags(vec!["A".into(), "B".into()])),
         MessageFilter::Sql(crate::sql::SqlFilter::parse("a > 1 AND TAGS = 'x'").unwrap()),
     ] {
-        for queues in [QueueSelector::All, QueueSelector::One(4)] {
+        for queues in [
+            QueueSelector::All,
+            QueueSelector::HighestFirst,
+            QueueSelector::One(4),
+        ] {
             let p = PopRequest {
                 group: GroupName::new("billing").unwrap(),
                 topic: TopicName::new("orders").unwrap(),

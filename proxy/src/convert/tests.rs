@@ -139,7 +139,15 @@ fn bad_messages_get_their_codes() {
     props(&mut m).delivery_timestamp = Some(ms_to_timestamp(NOW + 25 * 3600 * 1000));
     assert_eq!(code_of(&m), Code::IllegalDeliveryTime);
 
-    assert_eq!(code_of(&wire(MessageType::Priority)), Code::Unsupported);
+    assert_eq!(
+        code_of(&wire(MessageType::Priority)),
+        Code::MessagePropertyConflictWithType,
+        "a priority message without its priority"
+    );
+    let mut m = wire(MessageType::Priority);
+    props(&mut m).priority = Some(-1);
+    assert_eq!(code_of(&m), Code::MessagePropertyConflictWithType);
+    assert_eq!(code_of(&wire(MessageType::Lite)), Code::Unsupported);
     let mut m = wire(MessageType::Normal);
     props(&mut m).message_type = 77;
     assert_eq!(code_of(&m), Code::BadRequest);
@@ -665,4 +673,61 @@ fn deliveries_carry_the_properties_apache_adds() {
     );
     assert!(!m.user_properties.contains_key(SHARDING_KEY_PROPERTY));
     assert_eq!(m.user_properties.get("k").map(String::as_str), Some("v"));
+}
+
+#[test]
+fn a_priority_message_keeps_its_priority_to_delivery() {
+    let mut m = wire(MessageType::Priority);
+    props(&mut m).priority = Some(7);
+    let out = produced_message(&m, "", &limits(), NOW).expect("valid");
+    assert_eq!(out.record.kind, MessageKind::Priority);
+    assert_eq!(out.priority, Some(7));
+    assert!(
+        out.record
+            .properties
+            .contains(&(PRIORITY_PROPERTY.to_owned(), "7".to_owned()))
+    );
+    // Another kind drops a priority, as Apache's broker does.
+    let mut normal = wire(MessageType::Normal);
+    props(&mut normal).priority = Some(7);
+    let plain = produced_message(&normal, "", &limits(), NOW).expect("valid");
+    assert_eq!(plain.priority, None);
+    assert!(
+        plain
+            .record
+            .properties
+            .iter()
+            .all(|(k, _)| k != PRIORITY_PROPERTY)
+    );
+    // Nobody sets the reserved property by hand.
+    let mut forged = wire(MessageType::Normal);
+    forged
+        .user_properties
+        .insert(PRIORITY_PROPERTY.to_owned(), "9".to_owned());
+    assert_eq!(code_of(&forged), Code::IllegalMessagePropertyKey);
+
+    let delivery = Delivery {
+        topic: out.record.topic.clone(),
+        queue_id: 3,
+        offset: 0,
+        store_timestamp_ms: NOW,
+        attempt: 1,
+        invisible: Duration::from_secs(15),
+        ticket: ReceiptTicket {
+            shard: 0,
+            group: GroupName::new("g").expect("valid"),
+            topic: out.record.topic.clone(),
+            queue_id: 3,
+            offset: 0,
+            delivery_id: 1,
+            visible_at_ms: 0,
+        },
+        message: out.record,
+        transaction_id: None,
+    };
+    let delivered = delivered_message(delivery, "h".into(), "host:1");
+    assert!(!delivered.user_properties.contains_key(PRIORITY_PROPERTY));
+    let props = delivered.system_properties.expect("system properties");
+    assert_eq!(props.priority, Some(7));
+    assert_eq!(props.message_type, MessageType::Priority as i32);
 }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use vela_proto::pb::rocketmq::{self as pb, ClientType, Code, receive_message_response::Content};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{PopRequest, QueueSelector, StoreError};
-use vela_proto::{DEFAULT_AUTO_RENEW_INVISIBLE, GroupName, TopicName};
+use vela_proto::{DEFAULT_AUTO_RENEW_INVISIBLE, GroupName, TopicName, TopicType};
 
 use super::ResponseStream;
 use crate::Shared;
@@ -167,10 +167,26 @@ async fn receive(
         config.min_long_polling,
         config.max_long_polling,
     );
+    // A priority topic's queue ids are its priorities: its receives read the highest first,
+    // over its shards in that order too.
+    let highest_first = topic.topic_type == TopicType::Priority;
+    let mut shards = shared.shards_of(&topic).await;
+    if highest_first {
+        shards = Vec::new();
+        for shard in topic.queue_shards.iter().rev() {
+            if !shards.contains(shard) {
+                shards.push(*shard);
+            }
+        }
+    }
     let request = PopRequest {
         group: params.group.clone(),
         topic: params.topic.clone(),
-        queues: QueueSelector::All,
+        queues: if highest_first {
+            QueueSelector::HighestFirst
+        } else {
+            QueueSelector::All
+        },
         max_messages: params.batch,
         invisible: params.invisible,
         filter: params.filter,
@@ -179,7 +195,7 @@ async fn receive(
         wait,
         group_created_ms: Some(group.created_at_ms),
         group_start: group.start,
-        shards: shared.shards_of(&topic).await,
+        shards,
     };
     // A push consumer asking again with the `attempt_id` of a receive whose answer it never
     // got: what that answer delivered is made visible again first, so this receive can return

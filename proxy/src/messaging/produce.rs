@@ -195,8 +195,9 @@ pub(super) async fn send_message(
 }
 
 /// Picks the queue of a validated message after checking the topic accepts its type: FIFO
-/// by a stable hash of the message group, else the queue the producer chose if usable, else
-/// round-robin.
+/// by a stable hash of the message group, a priority message the queue its priority names
+/// (clamped to the last, as RocketMQ 5.4 does), else the queue the producer chose if usable,
+/// else round-robin.
 fn place(
     shared: &Shared,
     topic: &TopicConfig,
@@ -206,11 +207,15 @@ fn place(
     let ProducedMessage {
         record,
         requested_queue,
+        priority,
     } = produced;
     convert::check_topic_accepts(&topic.name, topic.topic_type, record.kind)?;
     let count = topic.queue_count.max(1);
     let queue_id = match (&record.message_group, record.kind) {
         (Some(group), MessageKind::Fifo) => route::fifo_queue(group, count),
+        (_, MessageKind::Priority) => u32::try_from(priority.unwrap_or(0))
+            .unwrap_or(0)
+            .min(count - 1),
         _ => match route::requested_queue(requested_queue, count) {
             Some(q) => q,
             None => *round_robin.entry(topic.name.clone()).or_insert_with(|| {
@@ -233,6 +238,7 @@ fn record_produced(shared: &Shared, topic: &TopicName, kinds: &[(MessageKind, us
         MessageKind::Fifo,
         MessageKind::Delay,
         MessageKind::Transaction,
+        MessageKind::Priority,
     ] {
         if kinds.iter().any(|(k, _)| *k == kind) {
             shared.ctx.metrics.produced(
@@ -295,6 +301,7 @@ fn kind_label(kind: MessageKind) -> &'static str {
         MessageKind::Fifo => "fifo",
         MessageKind::Delay => "delay",
         MessageKind::Transaction => "transaction",
+        MessageKind::Priority => "priority",
     }
 }
 

@@ -62,7 +62,7 @@ impl Store {
             MessageFilter::Sql(sql) => (TagSubscription::All, Some(sql)),
         };
         let queues = match req.queues {
-            QueueSelector::All => QueueChoice::All,
+            QueueSelector::All | QueueSelector::HighestFirst => QueueChoice::All,
             QueueSelector::One(q) => QueueChoice::One(q),
         };
         let probe = PopProbe {
@@ -72,6 +72,7 @@ impl Store {
             filter: &filter,
             fifo: req.fifo,
             sql: None,
+            highest_first: req.queues == QueueSelector::HighestFirst,
         };
         // A group reading a queue for the first time gets its start there first (once: a
         // queue that appears during the wait is young, where the start is its beginning, as

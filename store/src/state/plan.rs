@@ -128,16 +128,17 @@ impl ShardState {
     ) -> PopPlan {
         let matcher = self.matcher(probe.filter);
         let queue_ids = self.selected_queues(probe.topic, probe.queues);
-        let start = if probe.queues == QueueChoice::All && !queue_ids.is_empty() {
-            let turn = self
-                .rotation
-                .get(&(probe.group.clone(), probe.topic.clone()))
-                .copied()
-                .unwrap_or(0);
-            turn as usize % queue_ids.len()
-        } else {
-            0
-        };
+        let start =
+            if probe.queues == QueueChoice::All && !queue_ids.is_empty() && !probe.highest_first {
+                let turn = self
+                    .rotation
+                    .get(&(probe.group.clone(), probe.topic.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                turn as usize % queue_ids.len()
+            } else {
+                0
+            };
         let mut ranges = Vec::new();
         let mut wanted = max as usize;
         let mut earliest: Option<i64> = None;
@@ -147,7 +148,11 @@ impl ShardState {
             if wanted == 0 {
                 break;
             }
-            let queue_id = queue_ids[(start + i) % queue_ids.len()];
+            let queue_id = if probe.highest_first {
+                queue_ids[queue_ids.len() - 1 - i]
+            } else {
+                queue_ids[(start + i) % queue_ids.len()]
+            };
             let Some(index) = self.queues.get(&(probe.topic.clone(), queue_id)) else {
                 continue;
             };

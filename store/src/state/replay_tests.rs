@@ -197,6 +197,7 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                     filter: &filter,
                     fifo: *fifo,
                     sql: None,
+                    highest_first: false,
                 };
                 let mut budget = u64::from(*budget);
                 match state.plan_pop(probe, *max, now, &mut memo, &mut budget) {

@@ -33,7 +33,8 @@ fn fifo_keeps_group_order_and_does_not_block_other_groups() {
                 queues: QueueChoice::All,
                 filter: &TagSubscription::All,
                 fifo: true,
-                sql: None
+                sql: None,
+                highest_first: false,
             },
             h.now_ms
         ),

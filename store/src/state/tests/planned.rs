@@ -13,6 +13,7 @@ fn probe<'a>(g: &'a GroupName, t: &'a TopicName, filter: &'a TagSubscription) ->
         filter,
         fifo: false,
         sql: None,
+        highest_first: false,
     }
 }
 
@@ -334,4 +335,59 @@ fn an_ack_that_brings_a_queue_under_the_in_flight_bound_wakes_receivers() {
     );
     h.ack(held[1].clone()).expect("acks");
     assert!(h.fx.woken_topics.is_empty(), "no wake for an ordinary ack");
+}
+
+/// A priority topic's receive (`highest_first`): the plan reads the highest queue first, so a
+/// backlog of low-priority messages enqueued before a few high-priority ones waits for them;
+/// without it, queues take turns from where the group left off.
+#[test]
+fn a_highest_first_plan_reads_the_highest_queue_first() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion { version: 12 });
+    h.append_to("orders", 0, vec![message(None, None); 6]);
+    h.append_to("orders", 2, vec![message(None, None); 2]);
+    h.append_to("orders", 1, vec![message(None, None); 2]);
+    let (g, t) = (group("billing"), topic("orders"));
+    let mut memo = ScanMemo::default();
+    let mut receive = |h: &mut Harness, max: u32, highest_first: bool| {
+        let mut budget = 10_000;
+        let probe = PopProbe {
+            highest_first,
+            ..probe(&g, &t, &TagSubscription::All)
+        };
+        let ranges = match h
+            .state
+            .plan_pop(probe, max, h.now_ms, &mut memo, &mut budget)
+        {
+            PopPlan::Propose(ranges) => ranges,
+            other => panic!("unexpected plan {other:?}"),
+        };
+        let pop = PopCommand {
+            group: g.clone(),
+            topic: t.clone(),
+            queues: QueueChoice::All,
+            max,
+            invisible_ms: INVISIBLE,
+            filter: TagSubscription::All,
+            fifo: false,
+            max_attempts: 3,
+            now_ms: h.now_ms,
+        };
+        match h.apply(StoreCommand::PopRanges { pop, ranges }) {
+            CommandResponse::Popped { messages, .. } => messages
+                .iter()
+                .map(|m| (m.queue_id, m.offset))
+                .collect::<Vec<_>>(),
+            other => panic!("unexpected response {other:?}"),
+        }
+    };
+    assert_eq!(
+        receive(&mut h, 3, true),
+        vec![(2, 0), (2, 1), (1, 0)],
+        "queue 2 first, then 1"
+    );
+    assert_eq!(receive(&mut h, 2, true), vec![(1, 1), (0, 0)]);
+    // A plain receive of the same group starts from the queue after its last turn.
+    let plain = receive(&mut h, 2, false);
+    assert!(plain.iter().all(|(q, _)| *q == 0), "{plain:?}");
 }

@@ -302,6 +302,7 @@ fn availability_matches_what_a_pop_would_do() {
         filter,
         fifo: false,
         sql: None,
+        highest_first: false,
     };
     assert_eq!(
         h.state.availability(probe(&TagSubscription::All), h.now_ms),

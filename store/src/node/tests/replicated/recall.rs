@@ -45,7 +45,10 @@ async fn a_recall_survives_the_loss_of_the_leader() {
     let mut bodies = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while bodies.is_empty() {
-        assert!(Instant::now() < deadline, "the kept message was not released");
+        assert!(
+            Instant::now() < deadline,
+            "the kept message was not released"
+        );
         match remote.pop(pop(32, Duration::from_millis(200))).await {
             Ok(got) => bodies.extend(
                 got.iter()
