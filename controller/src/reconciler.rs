@@ -460,6 +460,12 @@ mod tests {
         async fn recall(&self, _: &TopicName, _: &str) -> Result<(), StoreError> {
             Err(unused())
         }
+        async fn pull(
+            &self,
+            _: vela_proto::store_api::PullRequest,
+        ) -> Result<vela_proto::store_api::Pulled, StoreError> {
+            Err(unused())
+        }
         async fn end_transaction(
             &self,
             _: &TopicName,

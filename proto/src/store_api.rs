@@ -83,6 +83,43 @@ pub struct PopRequest {
     pub shards: Vec<ShardId>,
 }
 
+/// A pull (PullMessage): the messages of one queue from an offset, read without changing
+/// any consumer state (the client keeps its own offset, and may commit it with UpdateOffset).
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub topic: TopicName,
+    pub queue_id: u32,
+    /// The shard that holds the queue (its metadata's `queue_shards`).
+    pub shard: ShardId,
+    /// Where to read from; below the queue's retained range reads from its first message.
+    pub offset: u64,
+    /// 1..=[`crate::domain::MAX_RECEIVE_BATCH`].
+    pub max_messages: u32,
+    pub filter: MessageFilter,
+    /// Long polling: when nothing is there from `offset`, wait up to this long for a message.
+    pub wait: Duration,
+}
+
+/// What a pull found.
+#[derive(Debug, Clone, Default)]
+pub struct Pulled {
+    pub messages: Vec<PulledMessage>,
+    /// Where the next pull goes on (past everything looked at, matching or not).
+    pub next_offset: u64,
+    /// The queue's retained range when it was read: `[min_offset, max_offset)`.
+    pub min_offset: u64,
+    pub max_offset: u64,
+}
+
+/// One pulled message.
+#[derive(Debug, Clone)]
+pub struct PulledMessage {
+    pub offset: u64,
+    /// When the message entered its queue (Unix ms).
+    pub store_timestamp_ms: i64,
+    pub message: MessageRecord,
+}
+
 /// One delivered message.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -189,6 +226,12 @@ impl StoreError {
 }
 
 /// The data plane.
+/// The shard a transaction id or a recall handle names: both start with it (`<shard>-...`),
+/// so any proxy routes them to the shard's leader.
+pub fn leading_shard(id: &str) -> Option<ShardId> {
+    id.split('-').next().and_then(|s| s.parse().ok())
+}
+
 /// A group's backlog on a topic: the messages it has not acknowledged (ready and in flight),
 /// summed over the topic's queues on `shards`, counted from where the group would start on
 /// queues it has not read yet ([`StoreApi::group_queue_stats`]). What KEDA's scaler scales
@@ -265,6 +308,10 @@ pub trait StoreApi: Send + Sync + 'static {
         transaction_id: &str,
         resolution: TransactionResolution,
     ) -> Result<(), StoreError>;
+
+    /// Reads messages of one queue from an offset (PullMessage) on the shard's leader, long
+    /// polling when there is nothing yet. `Invalid` when `offset` is past the queue's end.
+    async fn pull(&self, req: PullRequest) -> Result<Pulled, StoreError>;
 
     /// Withdraws a delay message before its delivery time, by the handle its append answered
     /// ([`AppendOutcome::recall_handle`]): it is never delivered. `MessageNotFound` once it

@@ -33,8 +33,8 @@ use crate::pb::store as pb;
 use crate::pb::store::store_client::StoreClient;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
-    AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, StoreApi, StoreError,
-    TransactionCheck, TransactionCheckRequest, TransactionResolution,
+    AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, PullRequest, Pulled, StoreApi,
+    StoreError, TransactionCheck, TransactionCheckRequest, TransactionResolution,
 };
 use crate::store_wire::*;
 
@@ -500,12 +500,20 @@ impl StoreApi for RemoteStore {
             .map(|_| ())
     }
 
+    async fn pull(&self, req: PullRequest) -> Result<Pulled, StoreError> {
+        let wire = pull_to_wire(&req);
+        let reply = self
+            .routing
+            .on_shard(req.shard, RETRY_FOR, req.wait, |mut c| {
+                let wire = wire.clone();
+                async move { c.pull(wire).await }
+            })
+            .await?;
+        pulled_from_wire(reply).map_err(StoreError::from)
+    }
+
     async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError> {
-        // Recall handles start with the shard that parks the message.
-        let shard: ShardId = handle
-            .split('-')
-            .next()
-            .and_then(|s| s.parse().ok())
+        let shard = crate::store_api::leading_shard(handle)
             .ok_or_else(|| StoreError::MessageNotFound(handle.to_owned()))?;
         let wire = pb::RecallRequest {
             topic: topic.as_str().to_owned(),
@@ -526,11 +534,7 @@ impl StoreApi for RemoteStore {
         transaction_id: &str,
         resolution: TransactionResolution,
     ) -> Result<(), StoreError> {
-        // Transaction ids start with the shard that holds the half message.
-        let shard: ShardId = transaction_id
-            .split('-')
-            .next()
-            .and_then(|s| s.parse().ok())
+        let shard = crate::store_api::leading_shard(transaction_id)
             .ok_or_else(|| StoreError::TransactionNotFound(transaction_id.to_owned()))?;
         let wire = pb::EndTransactionRequest {
             topic: topic.as_str().to_owned(),

@@ -16,8 +16,8 @@ use crate::domain::{
 use crate::pb::store as pb;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
-    AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, QueueSelector, StoreError,
-    TransactionCheck, TransactionResolution,
+    AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, PullRequest, Pulled,
+    PulledMessage, QueueSelector, StoreError, TransactionCheck, TransactionResolution,
 };
 
 /// Why a wire message is not a valid domain value.
@@ -169,14 +169,8 @@ pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
         highest_first: req.queues == QueueSelector::HighestFirst,
         max_messages: req.max_messages,
         invisible_ms: millis(req.invisible),
-        tags: match &req.filter {
-            MessageFilter::Tag(TagFilter::Tags(tags)) => tags.clone(),
-            MessageFilter::Tag(TagFilter::All) | MessageFilter::Sql(_) => Vec::new(),
-        },
-        sql: match &req.filter {
-            MessageFilter::Sql(sql) => sql.expression().to_owned(),
-            MessageFilter::Tag(_) => String::new(),
-        },
+        tags: filter_to_wire(&req.filter).0,
+        sql: filter_to_wire(&req.filter).1,
         fifo: req.fifo,
         max_attempts: req.max_attempts,
         wait_ms: millis(req.wait),
@@ -187,29 +181,116 @@ pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
     }
 }
 
-pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
-    if req.max_messages == 0 || req.max_messages > crate::domain::MAX_RECEIVE_BATCH {
-        return Err(WireError(format!(
-            "receive of {} messages is outside 1..={}",
-            req.max_messages,
-            crate::domain::MAX_RECEIVE_BATCH
-        )));
+/// A filter as the wire carries it: tags (none: every tag) or an SQL92 expression.
+fn filter_to_wire(filter: &MessageFilter) -> (Vec<String>, String) {
+    match filter {
+        MessageFilter::Tag(TagFilter::Tags(tags)) => (tags.clone(), String::new()),
+        MessageFilter::Tag(TagFilter::All) => (Vec::new(), String::new()),
+        MessageFilter::Sql(sql) => (Vec::new(), sql.expression().to_owned()),
     }
-    if req.tags.iter().any(|t| t.is_empty()) {
+}
+
+fn filter_from_wire(tags: Vec<String>, sql: &str) -> Result<MessageFilter, WireError> {
+    if tags.iter().any(|t| t.is_empty()) {
         return Err(WireError("a tag filter holds an empty tag".into()));
     }
-    let filter = if !req.sql.is_empty() {
-        if !req.tags.is_empty() {
+    if !sql.is_empty() {
+        if !tags.is_empty() {
             return Err(WireError(
                 "a receive has both a tag and an SQL92 filter".into(),
             ));
         }
-        MessageFilter::Sql(SqlFilter::parse(&req.sql).map_err(|e| WireError(e.to_string()))?)
-    } else if req.tags.is_empty() {
+        return Ok(MessageFilter::Sql(
+            SqlFilter::parse(sql).map_err(|e| WireError(e.to_string()))?,
+        ));
+    }
+    Ok(if tags.is_empty() {
         MessageFilter::Tag(TagFilter::All)
     } else {
-        MessageFilter::Tag(TagFilter::Tags(req.tags))
-    };
+        MessageFilter::Tag(TagFilter::Tags(tags))
+    })
+}
+
+fn check_batch(max_messages: u32) -> Result<(), WireError> {
+    if max_messages == 0 || max_messages > crate::domain::MAX_RECEIVE_BATCH {
+        return Err(WireError(format!(
+            "receive of {max_messages} messages is outside 1..={}",
+            crate::domain::MAX_RECEIVE_BATCH
+        )));
+    }
+    Ok(())
+}
+
+pub fn pull_to_wire(req: &PullRequest) -> pb::PullRequest {
+    let (tags, sql) = filter_to_wire(&req.filter);
+    pb::PullRequest {
+        topic: req.topic.as_str().to_owned(),
+        queue_id: req.queue_id,
+        shard: req.shard,
+        offset: req.offset,
+        max_messages: req.max_messages,
+        tags,
+        sql,
+        wait_ms: millis(req.wait),
+    }
+}
+
+pub fn pull_from_wire(req: pb::PullRequest) -> Result<PullRequest, WireError> {
+    check_batch(req.max_messages)?;
+    Ok(PullRequest {
+        topic: topic(&req.topic)?,
+        queue_id: req.queue_id,
+        shard: req.shard,
+        offset: req.offset,
+        max_messages: req.max_messages,
+        filter: filter_from_wire(req.tags, &req.sql)?,
+        wait: Duration::from_millis(req.wait_ms),
+    })
+}
+
+pub fn pulled_to_wire(p: &Pulled) -> pb::PullReply {
+    pb::PullReply {
+        messages: p
+            .messages
+            .iter()
+            .map(|m| pb::PulledMessage {
+                offset: m.offset,
+                store_timestamp_ms: m.store_timestamp_ms,
+                message: Some(message_to_wire(&m.message)),
+            })
+            .collect(),
+        next_offset: p.next_offset,
+        min_offset: p.min_offset,
+        max_offset: p.max_offset,
+    }
+}
+
+pub fn pulled_from_wire(p: pb::PullReply) -> Result<Pulled, WireError> {
+    let messages = p
+        .messages
+        .into_iter()
+        .map(|m| {
+            let message = m
+                .message
+                .ok_or_else(|| WireError("a pulled message without its message".into()))?;
+            Ok(PulledMessage {
+                offset: m.offset,
+                store_timestamp_ms: m.store_timestamp_ms,
+                message: message_from_wire(message)?,
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    Ok(Pulled {
+        messages,
+        next_offset: p.next_offset,
+        min_offset: p.min_offset,
+        max_offset: p.max_offset,
+    })
+}
+
+pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
+    check_batch(req.max_messages)?;
+    let filter = filter_from_wire(req.tags, &req.sql)?;
     Ok(PopRequest {
         group: group(&req.group)?,
         topic: topic(&req.topic)?,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use md5::{Digest as _, Md5};
 use vela_proto::pb::rocketmq::{self as pb, Code, DigestType, Encoding, FilterType, MessageType};
-use vela_proto::store_api::{Delivery, TransactionCheck};
+use vela_proto::store_api::{Delivery, PulledMessage, TransactionCheck};
 use vela_proto::{
     CHECK_AFTER_PROPERTY, DLQ_PREFIX, GroupName, MAX_CHECK_AFTER, MAX_INVISIBLE, MAX_RECEIVE_BATCH,
     MAX_TAG_LEN, MIN_INVISIBLE, MessageFilter, MessageKind, MessageRecord, PRIORITY_PROPERTY,
@@ -468,13 +468,7 @@ pub(crate) fn receive_params(
         .as_ref()
         .ok_or_else(|| RpcError::new(Code::IllegalTopic, "message queue is required"))?;
     let topic = topic_name(queue.topic.as_ref(), header_namespace)?;
-    let filter = match &req.filter_expression {
-        None => MessageFilter::Tag(TagFilter::All),
-        Some(f) if f.r#type == FilterType::Sql as i32 => {
-            MessageFilter::Sql(SqlFilter::parse(&f.expression)?)
-        }
-        Some(f) => MessageFilter::Tag(TagFilter::parse(&f.expression)?),
-    };
+    let filter = message_filter(req.filter_expression.as_ref())?;
     if req.batch_size <= 0 {
         return Err(RpcError::bad_request(format!(
             "batch size {} must be positive",
@@ -547,6 +541,34 @@ pub(crate) fn poll_time(
 ) -> Duration {
     let wanted = requested.unwrap_or(Duration::ZERO).clamp(min, max.max(min));
     remaining.map_or(wanted, |left| wanted.min(left))
+}
+
+/// A receive's or pull's filter: tags (none: every message) or an SQL92 expression.
+pub(crate) fn message_filter(
+    filter: Option<&pb::FilterExpression>,
+) -> Result<MessageFilter, RpcError> {
+    Ok(match filter {
+        None => MessageFilter::Tag(TagFilter::All),
+        Some(f) if f.r#type == FilterType::Sql as i32 => {
+            MessageFilter::Sql(SqlFilter::parse(&f.expression)?)
+        }
+        Some(f) => MessageFilter::Tag(TagFilter::parse(&f.expression)?),
+    })
+}
+
+/// A pulled message as the wire message: its queue and offset, no receipt handle.
+pub(crate) fn pulled_message(
+    topic: &TopicName,
+    queue_id: u32,
+    m: PulledMessage,
+    store_host: &str,
+) -> pb::Message {
+    let mut message = wire_message(m.message, topic, m.store_timestamp_ms, store_host);
+    if let Some(props) = message.system_properties.as_mut() {
+        props.queue_id = i32::try_from(queue_id).unwrap_or(i32::MAX);
+        props.queue_offset = Some(i64::try_from(m.offset).unwrap_or(i64::MAX));
+    }
+    message
 }
 
 /// The MD5 of a body as the clients verify it: upper-case hex.

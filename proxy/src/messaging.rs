@@ -5,6 +5,7 @@
 mod consume;
 mod offsets;
 mod produce;
+mod pull;
 mod recall;
 mod telemetry;
 
@@ -320,19 +321,23 @@ impl MessagingService for MessagingServer {
         request: Request<pb::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
         let meta = RequestMeta::from_request(&request);
-        let err = match meta.require_client_id() {
-            Ok(_) => match self.allowed(&meta, request.get_ref()).await {
-                Ok(()) => RpcError::new(Code::NotImplemented, "PullMessage is not implemented"),
-                Err(denied) => denied,
-            },
-            Err(e) => e,
+        let refused = match meta.require_client_id() {
+            Ok(_) => self.allowed(&meta, request.get_ref()).await.err(),
+            Err(e) => Some(e),
         };
-        let item = pb::PullMessageResponse {
-            content: Some(pb::pull_message_response::Content::Status(
-                err.to_status(meta.legacy_codes),
-            )),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(item)]))))
+        if let Some(err) = refused {
+            let item = pb::PullMessageResponse {
+                content: Some(pb::pull_message_response::Content::Status(
+                    err.to_status(meta.legacy_codes),
+                )),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::iter([Ok(item)]))));
+        }
+        Ok(Response::new(pull::pull_stream(
+            self.shared.clone(),
+            meta,
+            request.into_inner(),
+        )))
     }
 
     async fn update_offset(

@@ -22,8 +22,8 @@ use vela_proto::cluster_status::{NodeReport, StoreNodeReport};
 use vela_proto::domain::{GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
 use vela_proto::receipt::ReceiptTicket;
 use vela_proto::store_api::{
-    AppendOutcome, AppendRequest, Delivery, PopRequest, StoreApi, StoreError, TransactionCheck,
-    TransactionCheckRequest, TransactionResolution,
+    AppendOutcome, AppendRequest, Delivery, PopRequest, PullRequest, Pulled, StoreApi, StoreError,
+    TransactionCheck, TransactionCheckRequest, TransactionResolution,
 };
 use vela_raft::vfs::{StdVfs, Vfs};
 
@@ -670,6 +670,7 @@ mod disk;
 mod members;
 mod observe;
 mod offsets;
+mod pull;
 mod receive;
 mod scoped;
 mod shards;

@@ -276,6 +276,15 @@ impl StoreRpc for StoreService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn pull(
+        &self,
+        request: Request<pb::PullRequest>,
+    ) -> Result<Response<pb::PullReply>, Status> {
+        let req = pull_from_wire(request.into_inner())?;
+        let pulled = self.store.pull_shard(&req).await.map_err(failed)?;
+        Ok(Response::new(pulled_to_wire(&pulled)))
+    }
+
     async fn recall(
         &self,
         request: Request<pb::RecallRequest>,

@@ -91,6 +91,17 @@ pub struct ApplyEffects {
     pub timers_changed: bool,
 }
 
+/// What [`ShardState::pull_window`] found on one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullWindow {
+    /// Matching entries: (offset, record, store time), ascending.
+    pub entries: Vec<(u64, RecordRef, i64)>,
+    /// Where the next pull goes on: everything below was looked at.
+    pub scanned_to: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+}
+
 /// Whether a POP could deliver something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Availability {

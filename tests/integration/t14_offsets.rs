@@ -50,6 +50,54 @@ impl Queue {
         reply.status.map_or(0, |s| s.code)
     }
 
+    /// PullMessage: (status code, (offset, body) of each message, next offset).
+    async fn pull(
+        &mut self,
+        group: &str,
+        offset: i64,
+        batch: i32,
+        tags: &str,
+        wait: Duration,
+    ) -> (i32, Vec<(i64, String)>, Option<i64>) {
+        use pb::pull_message_response::Content;
+        let mut stream = self
+            .client
+            .pull_message(raw_req(pb::PullMessageRequest {
+                group: resource(group),
+                message_queue: self.queue.clone(),
+                offset,
+                batch_size: batch,
+                filter_expression: Some(pb::FilterExpression {
+                    r#type: pb::FilterType::Tag as i32,
+                    expression: tags.into(),
+                }),
+                long_polling_timeout: Some(prost_types::Duration {
+                    seconds: i64::try_from(wait.as_secs()).unwrap(),
+                    nanos: 0,
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut code, mut messages, mut next) = (0, Vec::new(), None);
+        while let Some(item) = stream.message().await.unwrap() {
+            match item.content {
+                Some(Content::Status(s)) => code = s.code,
+                Some(Content::Message(m)) => {
+                    let props = m.system_properties.unwrap();
+                    assert!(props.receipt_handle.is_none(), "nothing to acknowledge");
+                    messages.push((
+                        props.queue_offset.unwrap(),
+                        String::from_utf8_lossy(&m.body).into_owned(),
+                    ));
+                }
+                Some(Content::NextOffset(n)) => next = Some(n),
+                None => {}
+            }
+        }
+        (code, messages, next)
+    }
+
     async fn query(&mut self, policy: pb::QueryOffsetPolicy, at_ms: Option<i64>) -> i64 {
         let reply = self
             .client
@@ -216,5 +264,106 @@ async fn offsets_follow_acks_and_time() {
         .await
         .expect_err("an offset is no start");
     assert!(format!("{bad:#}").contains("RFC 3339 time"), "{bad:#}");
+    node.stop().await;
+}
+
+/// PullMessage: a client reads a queue from offsets it keeps, with a tag filter and long
+/// polling; the group's own state is untouched, so a receive of the group still gets every
+/// message. Past the end is ILLEGAL_OFFSET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_reads_from_an_offset_and_changes_nothing() {
+    let node = Node::start().await;
+    let topic = unique("pull");
+    let group = unique("pull-g");
+    node.admin(&["topic", "create", &topic, "--queues", "1"])
+        .await
+        .unwrap();
+    let producer = node.producer(&topic).await;
+    for (i, tag) in ["A", "B", "A", "B", "A"].iter().enumerate() {
+        producer
+            .send(
+                Message::builder(&topic)
+                    .body(format!("m{i}"))
+                    .tag(*tag)
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut queue = Queue {
+        client: raw_client(&node).await,
+        queue: Some(pb::MessageQueue {
+            topic: resource(&topic),
+            id: 0,
+            ..Default::default()
+        }),
+    };
+    let now = Duration::ZERO;
+    let ok = pb::Code::Ok as i32;
+    let (code, got, next) = queue.pull(&group, 0, 3, "*", now).await;
+    assert_eq!(code, ok);
+    assert_eq!(got, [(0, "m0".into()), (1, "m1".into()), (2, "m2".into())]);
+    assert_eq!(next, Some(3));
+    let (_, got, next) = queue.pull(&group, 3, 32, "*", now).await;
+    assert_eq!(got, [(3, "m3".into()), (4, "m4".into())]);
+    assert_eq!(next, Some(5));
+    let (_, got, next) = queue.pull(&group, 0, 32, "A", now).await;
+    assert_eq!(got, [(0, "m0".into()), (2, "m2".into()), (4, "m4".into())]);
+    assert_eq!(next, Some(5), "past what did not match too");
+
+    // At the end: nothing now; a long poll returns once a message arrives.
+    let (code, got, next) = queue.pull(&group, 5, 32, "*", now).await;
+    assert_eq!(
+        (code, got.len(), next),
+        (pb::Code::MessageNotFound as i32, 0, Some(5))
+    );
+    let mut waiting = Queue {
+        client: raw_client(&node).await,
+        queue: queue.queue.clone(),
+    };
+    let group_for_wait = group.clone();
+    let started = std::time::Instant::now();
+    let poll = tokio::spawn(async move {
+        waiting
+            .pull(&group_for_wait, 5, 32, "*", Duration::from_secs(20))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    producer
+        .send(
+            Message::builder(&topic)
+                .body("late")
+                .tag("A")
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (code, got, next) = poll.await.unwrap();
+    assert_eq!((code, got, next), (ok, vec![(5, "late".into())], Some(6)));
+    println!("long-polled pull answered after {:?}", started.elapsed());
+
+    let (code, _, _) = queue.pull(&group, 99, 32, "*", now).await;
+    assert_eq!(code, pb::Code::IllegalOffset as i32);
+    let (code, _, _) = queue.pull(&group, 0, 0, "*", now).await;
+    assert_eq!(code, pb::Code::BadRequest as i32);
+
+    // Pulls moved nothing: the group has no position, and a receive gets all six.
+    assert_eq!(
+        queue.group_offset(&group).await,
+        Err(pb::Code::OffsetNotFound as i32)
+    );
+    let consumer = node.consumer(&group, &topic, "*").await;
+    let mut bodies = Vec::new();
+    while bodies.len() < 6 {
+        let got = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
+        assert!(!got.is_empty(), "received only {bodies:?}");
+        for m in got {
+            bodies.push(String::from_utf8_lossy(&m.body).into_owned());
+            consumer.ack(&m).await.unwrap();
+        }
+    }
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "late"]);
     node.stop().await;
 }

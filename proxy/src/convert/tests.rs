@@ -37,6 +37,34 @@ fn props(m: &mut pb::Message) -> &mut pb::SystemProperties {
     m.system_properties.get_or_insert_with(Default::default)
 }
 
+/// The first delivery, at offset 0 of `queue_id`, of `record` from `topic` to `group`.
+fn first_delivery(
+    topic: TopicName,
+    queue_id: u32,
+    group: GroupName,
+    record: MessageRecord,
+) -> Delivery {
+    Delivery {
+        topic: topic.clone(),
+        queue_id,
+        offset: 0,
+        store_timestamp_ms: NOW,
+        attempt: 1,
+        invisible: Duration::from_secs(15),
+        ticket: ReceiptTicket {
+            shard: 0,
+            group,
+            topic,
+            queue_id,
+            offset: 0,
+            delivery_id: 1,
+            visible_at_ms: 0,
+        },
+        message: record,
+        transaction_id: None,
+    }
+}
+
 fn code_of(msg: &pb::Message) -> Code {
     produced_message(msg, "", &limits(), NOW)
         .expect_err("rejected")
@@ -411,26 +439,7 @@ fn dead_letters_name_their_origin() {
         .expect("valid")
         .record;
     let group = GroupName::new("billing").expect("valid");
-    let dlq = group.dead_letter_topic();
-    let delivery = Delivery {
-        topic: dlq.clone(),
-        queue_id: 0,
-        offset: 0,
-        store_timestamp_ms: NOW,
-        attempt: 1,
-        invisible: Duration::from_secs(15),
-        ticket: ReceiptTicket {
-            shard: 0,
-            group,
-            topic: dlq,
-            queue_id: 0,
-            offset: 0,
-            delivery_id: 1,
-            visible_at_ms: 0,
-        },
-        message: record,
-        transaction_id: None,
-    };
+    let delivery = first_delivery(group.dead_letter_topic(), 0, group, record);
     let m = delivered_message(delivery, "h".into(), "host:1");
     assert_eq!(m.topic.map(|t| t.name), Some("%DLQ%billing".to_owned()));
     let dlq = m
@@ -706,25 +715,8 @@ fn a_priority_message_keeps_its_priority_to_delivery() {
         .insert(PRIORITY_PROPERTY.to_owned(), "9".to_owned());
     assert_eq!(code_of(&forged), Code::IllegalMessagePropertyKey);
 
-    let delivery = Delivery {
-        topic: out.record.topic.clone(),
-        queue_id: 3,
-        offset: 0,
-        store_timestamp_ms: NOW,
-        attempt: 1,
-        invisible: Duration::from_secs(15),
-        ticket: ReceiptTicket {
-            shard: 0,
-            group: GroupName::new("g").expect("valid"),
-            topic: out.record.topic.clone(),
-            queue_id: 3,
-            offset: 0,
-            delivery_id: 1,
-            visible_at_ms: 0,
-        },
-        message: out.record,
-        transaction_id: None,
-    };
+    let group = GroupName::new("g").expect("valid");
+    let delivery = first_delivery(out.record.topic.clone(), 3, group, out.record);
     let delivered = delivered_message(delivery, "h".into(), "host:1");
     assert!(!delivered.user_properties.contains_key(PRIORITY_PROPERTY));
     let props = delivered.system_properties.expect("system properties");

@@ -5,7 +5,7 @@
 //! A group's offset is its POP position: every message below it is acknowledged (or filtered
 //! out); messages in flight are above it. UpdateOffset moves it: the group goes on from the
 //! offset given (within the queue's retained range), forgetting what it had in flight there.
-//! PullMessage is not served yet.
+//! PullMessage (`pull`) reads a queue from an offset a client keeps.
 
 use vela_proto::pb::rocketmq::{self as pb, Code, QueryOffsetPolicy};
 use vela_proto::{OffsetTarget, QueueStats, ShardId, StoreError, TopicName};
@@ -17,7 +17,7 @@ use crate::headers::RequestMeta;
 use crate::status::{RpcError, ok_status};
 
 /// The topic and queue a request names, and the shard holding that queue.
-async fn queue_of(
+pub(super) async fn queue_of(
     shared: &Shared,
     meta: &RequestMeta,
     queue: Option<&pb::MessageQueue>,

@@ -657,6 +657,42 @@ impl StoreApi for FakeStore {
         Ok(due)
     }
 
+    /// Reads what is stored from the offset at once (no long polling, no filter).
+    async fn pull(
+        &self,
+        req: vela_proto::store_api::PullRequest,
+    ) -> Result<vela_proto::store_api::Pulled, StoreError> {
+        let state = self.state.lock();
+        let queue = state
+            .queues
+            .get(&(req.topic.clone(), req.queue_id))
+            .map_or(&[][..], Vec::as_slice);
+        let end = queue.len() as u64;
+        if req.offset > end {
+            return Err(StoreError::Invalid(format!(
+                "offset {} is past {end}",
+                req.offset
+            )));
+        }
+        let messages: Vec<_> = queue
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(req.offset).unwrap_or(usize::MAX))
+            .take(req.max_messages as usize)
+            .map(|(i, s)| vela_proto::store_api::PulledMessage {
+                offset: i as u64,
+                store_timestamp_ms: s.store_timestamp_ms,
+                message: s.record.clone(),
+            })
+            .collect();
+        Ok(vela_proto::store_api::Pulled {
+            next_offset: req.offset + messages.len() as u64,
+            messages,
+            min_offset: 0,
+            max_offset: end,
+        })
+    }
+
     async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError> {
         let mut state = self.state.lock();
         let not_found = || StoreError::MessageNotFound(handle.to_owned());

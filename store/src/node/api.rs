@@ -141,6 +141,10 @@ impl StoreApi for Store {
         }
     }
 
+    async fn pull(&self, req: PullRequest) -> Result<Pulled, StoreError> {
+        self.pull_shard(&req).await
+    }
+
     async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError> {
         let not_found = || StoreError::MessageNotFound(handle.to_owned());
         let (shard, timer) = crate::state::parse_recall_handle(handle).ok_or_else(not_found)?;
@@ -172,13 +176,8 @@ impl StoreApi for Store {
         transaction_id: &str,
         resolution: TransactionResolution,
     ) -> Result<(), StoreError> {
-        // Transaction ids start with the shard that holds the half message.
         let not_found = || StoreError::TransactionNotFound(transaction_id.to_owned());
-        let shard: ShardId = transaction_id
-            .split('-')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(not_found)?;
+        let shard = vela_proto::store_api::leading_shard(transaction_id).ok_or_else(not_found)?;
         // A replicated node that does not hold the shard says NotLeader: the shard may be
         // placed on other nodes (ADR 0013).
         let local = match self.shard(shard) {

@@ -45,6 +45,44 @@ impl ShardState {
         Some(low)
     }
 
+    /// What a pull (PullMessage) of `topic`'s queue `queue_id` from offset `from` finds: up to
+    /// `max` live entries whose tag matches, looking at no more than `budget` entries. A queue
+    /// the shard never held reads as empty.
+    pub fn pull_window(
+        &self,
+        topic: &TopicName,
+        queue_id: u32,
+        from: u64,
+        filter: &TagSubscription,
+        max: usize,
+        budget: u64,
+    ) -> PullWindow {
+        let Some(queue) = self.queues.get(&(topic.clone(), queue_id)) else {
+            return PullWindow::default();
+        };
+        let (min_offset, max_offset) = (queue.min_offset(), queue.max_offset());
+        let start = from.clamp(min_offset, max_offset);
+        let end = max_offset.min(start.saturating_add(budget));
+        let matcher = self.matcher(filter);
+        let mut entries = Vec::new();
+        let mut scanned_to = end;
+        for (offset, entry) in live_range(&self.entries, self.truncated_below, queue, start, end) {
+            if entries.len() >= max {
+                scanned_to = offset;
+                break;
+            }
+            if matcher.matches(entry.tag) {
+                entries.push((offset, entry.record(), entry.store_ts_ms));
+            }
+        }
+        PullWindow {
+            entries,
+            scanned_to,
+            min_offset,
+            max_offset,
+        }
+    }
+
     /// Transaction half messages waiting for their end, oldest first.
     pub fn half_messages(&self) -> impl Iterator<Item = (RecordRef, &TopicName)> {
         self.half_messages.iter().map(|(r, p)| (*r, &p.topic))

@@ -167,3 +167,68 @@ async fn a_selective_sql_filter_finds_its_match_deep_in_a_backlog_without_empty_
     );
     store.shutdown().await.expect("shuts down");
 }
+
+/// A pull with an SQL92 filter returns the matching messages of the window it looked at and
+/// goes on past the rest; nothing of any group changes.
+#[tokio::test]
+async fn a_pull_with_an_sql_filter_returns_what_matches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_clock, shared) = manual_clock();
+    let store = Store::open(config(dir.path()), shared)
+        .await
+        .expect("opens");
+    let messages: Vec<MessageRecord> = (0..10)
+        .map(|i| with_props(&format!("m{i}"), "T", &[("a", i.to_string())]))
+        .collect();
+    store.append(append(messages)).await.expect("appends");
+    let pull =
+        |offset: u64, max_messages: u32, expression: &str| vela_proto::store_api::PullRequest {
+            topic: topic(),
+            queue_id: 0,
+            shard: 0,
+            offset,
+            max_messages,
+            filter: MessageFilter::Sql(SqlFilter::parse(expression).expect("valid")),
+            wait: Duration::ZERO,
+        };
+    let got = store.pull(pull(0, 32, "a >= 7")).await.expect("pulls");
+    let bodies: Vec<(u64, String)> = got
+        .messages
+        .iter()
+        .map(|m| {
+            (
+                m.offset,
+                String::from_utf8_lossy(&m.message.body).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            (7, "m7".to_owned()),
+            (8, "m8".to_owned()),
+            (9, "m9".to_owned())
+        ]
+    );
+    assert_eq!(
+        (got.next_offset, got.min_offset, got.max_offset),
+        (10, 0, 10)
+    );
+    // A window of two with no match: nothing, but the next pull goes on past it.
+    let none = store.pull(pull(0, 2, "a >= 7")).await.expect("pulls");
+    assert!(none.messages.is_empty());
+    assert_eq!(none.next_offset, 2);
+    assert!(matches!(
+        store.pull(pull(11, 2, "a >= 7")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // The group never received: it still gets everything.
+    assert_eq!(
+        store
+            .pop(pop(32, Duration::ZERO))
+            .await
+            .expect("pops")
+            .len(),
+        10
+    );
+}

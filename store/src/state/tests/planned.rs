@@ -18,6 +18,18 @@ fn probe<'a>(g: &'a GroupName, t: &'a TopicName, filter: &'a TagSubscription) ->
 }
 
 fn apply_plan(h: &mut Harness, ranges: Vec<ScanRange>, filter: TagSubscription) -> Vec<u64> {
+    apply_plan_on_queues(h, ranges, filter)
+        .into_iter()
+        .map(|(_, offset)| offset)
+        .collect()
+}
+
+/// What a plan delivers, as (queue, offset).
+fn apply_plan_on_queues(
+    h: &mut Harness,
+    ranges: Vec<ScanRange>,
+    filter: TagSubscription,
+) -> Vec<(u32, u64)> {
     let pop = PopCommand {
         group: group("billing"),
         topic: topic("orders"),
@@ -30,7 +42,9 @@ fn apply_plan(h: &mut Harness, ranges: Vec<ScanRange>, filter: TagSubscription) 
         now_ms: h.now_ms,
     };
     match h.apply(StoreCommand::PopRanges { pop, ranges }) {
-        CommandResponse::Popped { messages, .. } => messages.iter().map(|m| m.offset).collect(),
+        CommandResponse::Popped { messages, .. } => {
+            messages.iter().map(|m| (m.queue_id, m.offset)).collect()
+        }
         other => panic!("unexpected response {other:?}"),
     }
 }
@@ -362,24 +376,7 @@ fn a_highest_first_plan_reads_the_highest_queue_first() {
             PopPlan::Propose(ranges) => ranges,
             other => panic!("unexpected plan {other:?}"),
         };
-        let pop = PopCommand {
-            group: g.clone(),
-            topic: t.clone(),
-            queues: QueueChoice::All,
-            max,
-            invisible_ms: INVISIBLE,
-            filter: TagSubscription::All,
-            fifo: false,
-            max_attempts: 3,
-            now_ms: h.now_ms,
-        };
-        match h.apply(StoreCommand::PopRanges { pop, ranges }) {
-            CommandResponse::Popped { messages, .. } => messages
-                .iter()
-                .map(|m| (m.queue_id, m.offset))
-                .collect::<Vec<_>>(),
-            other => panic!("unexpected response {other:?}"),
-        }
+        apply_plan_on_queues(h, ranges, TagSubscription::All)
     };
     assert_eq!(
         receive(&mut h, 3, true),
