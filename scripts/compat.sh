@@ -128,13 +128,23 @@ elif [ -n "$AUTH" ]; then
   as_root() { "$VELA" admin --server "127.0.0.1:$GRPC" --access-key root --secret-key "$ROOT_SECRET" "$@"; }
   RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
   export RMQ_ENDPOINT="127.0.0.1:$GRPC" AUTH_TOPIC_OK="auth-$RUN-ok" AUTH_TOPIC_DENIED="auth-$RUN-denied" \
-    AUTH_GROUP_OK="auth-$RUN-g" AUTH_USER=alice AUTH_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+    AUTH_GROUP_OK="auth-$RUN-g" AUTH_USER=alice AUTH_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(12))') \
+    AUTH_TOPIC_PREFIXED="auth-$RUN-pfx-1" AUTH_TOPIC_TIE="auth-$RUN-tie" \
+    AUTH_DISABLED_USER=bob AUTH_DISABLED_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
   if ! { as_root topic create "$AUTH_TOPIC_OK" --queues 2 && as_root topic create "$AUTH_TOPIC_DENIED" --queues 2 \
       && as_root group create "$AUTH_GROUP_OK" --from earliest \
       && as_root user create alice --password "$AUTH_SECRET" \
       && as_root acl create --subject User:alice --resource "Topic:$AUTH_TOPIC_OK" --actions PUB,SUB --decision allow \
       && as_root acl create --subject User:alice --resource "Group:$AUTH_GROUP_OK" --actions SUB --decision allow \
-      && as_root acl create --subject User:alice --resource "Topic:$AUTH_TOPIC_DENIED" --actions SUB --decision allow; }; then
+      && as_root acl create --subject User:alice --resource "Topic:$AUTH_TOPIC_DENIED" --actions SUB --decision allow \
+      && as_root topic create "$AUTH_TOPIC_PREFIXED" --queues 1 && as_root topic create "$AUTH_TOPIC_TIE" --queues 1 \
+      && as_root acl create --subject User:alice --resource "Topic:auth-$RUN-pfx-*" --actions PUB --decision allow \
+      && as_root acl create --subject User:alice --resource "Topic:$AUTH_TOPIC_TIE" --actions PUB,SUB --decision allow \
+      && as_root acl create --subject User:alice --resource "Topic:$AUTH_TOPIC_TIE" --actions PUB --decision deny \
+           --source-ip 127.0.0.0/8 \
+      && as_root user create bob --password "$AUTH_DISABLED_SECRET" \
+      && as_root acl create --subject User:bob --resource "Topic:$AUTH_TOPIC_OK" --actions PUB,SUB --decision allow \
+      && as_root user update bob --status disable; }; then
     echo "compat: setting up users and ACLs failed"; status=1
   fi
   if [ "$status" -eq 0 ]; then
@@ -146,13 +156,15 @@ elif [ -n "$AUTH" ]; then
     (cd clients/node && timeout 300 node auth.js) || status=1
     echo "--- python, every step signed as a SUPER user (TZ=Asia/Shanghai)"
     TZ=Asia/Shanghai RMQ_AK=root RMQ_SK="$ROOT_SECRET" timeout 300 .venv/bin/python clients/python/compat.py || status=1
-    # Nothing a refused request sent was stored: every queue of the denied topic is empty.
-    stored=$(as_root topic describe "$AUTH_TOPIC_DENIED" | awk '$1 ~ /^[0-9]+$/ { n += $3 - $2 } END { print n + 0 }')
-    if [ "$stored" != "0" ]; then
-      echo "compat: the denied topic holds $stored messages"; status=1
-    else
-      echo "OK the denied topic holds nothing"
-    fi
+    # Nothing a refused request sent was stored: every queue of the denied topics is empty.
+    for t in "$AUTH_TOPIC_DENIED" "$AUTH_TOPIC_TIE"; do
+      stored=$(as_root topic describe "$t" | awk '$1 ~ /^[0-9]+$/ { n += $3 - $2 } END { print n + 0 }')
+      if [ "$stored" != "0" ]; then
+        echo "compat: the denied topic $t holds $stored messages"; status=1
+      else
+        echo "OK the denied topic $t holds nothing"
+      fi
+    done
   fi
 elif [ -n "$ROUTE" ]; then
   B_GRPC=$(free_port); B_HTTP=$(free_port)

@@ -8,7 +8,10 @@
  *       AUTH_USER=alice AUTH_SECRET=... node clients/node/auth.js
  *
  * AUTH_USER may publish and subscribe to AUTH_TOPIC_OK with AUTH_GROUP_OK, only subscribe to
- * AUTH_TOPIC_DENIED (so its route is served and the send itself is refused), nothing else.
+ * AUTH_TOPIC_DENIED (so its route is served and the send itself is refused), publish to
+ * AUTH_TOPIC_PREFIXED through a prefix pattern, and publish to AUTH_TOPIC_TIE by an ALLOW entry
+ * that a DENY entry of the same resource for loopback sources overrides (equal specificity:
+ * DENY wins). AUTH_DISABLED_USER has a policy but is disabled.
  * Node signs with an upper-case hex signature and a UTC date (protocol.md §5.2).
  */
 'use strict';
@@ -28,6 +31,10 @@ const TOPIC_DENIED = env('AUTH_TOPIC_DENIED');
 const GROUP_OK = env('AUTH_GROUP_OK');
 const USER = env('AUTH_USER');
 const SECRET = env('AUTH_SECRET');
+const TOPIC_PREFIXED = env('AUTH_TOPIC_PREFIXED');
+const TOPIC_TIE = env('AUTH_TOPIC_TIE');
+const DISABLED_USER = env('AUTH_DISABLED_USER');
+const DISABLED_SECRET = env('AUTH_DISABLED_SECRET');
 const RUN = crypto.randomBytes(4).toString('hex');
 // 40100 and 40300 (apache.rocketmq.v2.Code).
 const UNAUTHORIZED = 40100;
@@ -59,12 +66,18 @@ async function refused(what, fn, code, routeRefusal = false) {
 
 async function main() {
   console.log(`auth.js: endpoint ${endpoints}, run ${RUN}`);
-  const producer = new Producer({ ...as(USER, SECRET), topics: [ TOPIC_OK ] });
+  // Not TOPIC_TIE: the publishing topics in its Settings must all be allowed PUB, or the
+  // start waits for settings that never come; its route is fetched at the send.
+  const producer = new Producer({ ...as(USER, SECRET), topics: [ TOPIC_OK, TOPIC_PREFIXED ] });
   await step('signed producer start', () => producer.startup());
   let sent;
   await step('a permitted send succeeds', async () => {
     sent = (await producer.send({ topic: TOPIC_OK, tag: 'auth', body: Buffer.from(`allowed-${RUN}`) })).messageId;
   });
+  await step('a send allowed by a prefix pattern (Topic:<prefix>-*) succeeds',
+    () => producer.send({ topic: TOPIC_PREFIXED, body: Buffer.from(`prefixed-${RUN}`) }));
+  await step('DENY wins over ALLOW at equal specificity (same resource, loopback denied)', () => refused('send',
+    () => producer.send({ topic: TOPIC_TIE, body: Buffer.from('no') }), FORBIDDEN));
   await step('a send to a topic the user may not publish to is FORBIDDEN', () => refused('send',
     () => producer.send({ topic: TOPIC_DENIED, body: Buffer.from('no') }), FORBIDDEN));
 
@@ -90,6 +103,11 @@ async function main() {
     async () => { await stranger.startup(); await stranger.receive(1, 20000); }, FORBIDDEN));
   const wrong = new Producer({ ...as(USER, `${SECRET}-wrong`), topics: [ TOPIC_OK ] });
   await step('a wrong secret is UNAUTHORIZED', () => refused('wrong secret', () => wrong.startup(), UNAUTHORIZED, true));
+  const unknown = new Producer({ ...as(`nobody-${RUN}`, SECRET), topics: [ TOPIC_OK ] });
+  await step('an unknown access key is UNAUTHORIZED', () => refused('unknown key', () => unknown.startup(), UNAUTHORIZED, true));
+  const disabled = new Producer({ ...as(DISABLED_USER, DISABLED_SECRET), topics: [ TOPIC_OK ] });
+  await step('a disabled user is UNAUTHORIZED although its policy allows the send',
+    () => refused('disabled user', () => disabled.startup(), UNAUTHORIZED, true));
   const anonymous = new Producer({ ...as(undefined), topics: [ TOPIC_OK ] });
   await step('no credentials is UNAUTHORIZED', () => refused('anonymous', () => anonymous.startup(), UNAUTHORIZED, true));
   console.log('auth.js: all steps passed');

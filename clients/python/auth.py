@@ -9,7 +9,10 @@ labelled as UTC), and afterwards checks the refused topic holds nothing. Usage:
         AUTH_USER=alice AUTH_SECRET=... python3 clients/python/auth.py
 
 `AUTH_USER` may publish and subscribe to `AUTH_TOPIC_OK` with `AUTH_GROUP_OK`, only subscribe
-to `AUTH_TOPIC_DENIED` (so its route is served and the send itself is refused), nothing else. Each step prints `OK <step>`; the first failure prints `FAIL <step>: <reason>`, exits 1.
+to `AUTH_TOPIC_DENIED` (so its route is served and the send itself is refused), publish to
+`AUTH_TOPIC_PREFIXED` through a prefix pattern (`Topic:<prefix>-*`), and publish to
+`AUTH_TOPIC_TIE` by an ALLOW entry that a DENY entry of the same resource for loopback sources
+overrides (equal specificity: DENY wins). `AUTH_DISABLED_USER` has a policy but is disabled. Each step prints `OK <step>`; the first failure prints `FAIL <step>: <reason>`, exits 1.
 """
 
 import os
@@ -23,6 +26,10 @@ from compat import check, step
 ENDPOINT = os.environ.get("RMQ_ENDPOINT", "127.0.0.1:8081")
 TOPIC_OK = os.environ["AUTH_TOPIC_OK"]
 TOPIC_DENIED = os.environ["AUTH_TOPIC_DENIED"]
+TOPIC_PREFIXED = os.environ["AUTH_TOPIC_PREFIXED"]
+TOPIC_TIE = os.environ["AUTH_TOPIC_TIE"]
+DISABLED_USER = os.environ["AUTH_DISABLED_USER"]
+DISABLED_SECRET = os.environ["AUTH_DISABLED_SECRET"]
 GROUP_OK = os.environ["AUTH_GROUP_OK"]
 USER = os.environ["AUTH_USER"]
 SECRET = os.environ["AUTH_SECRET"]
@@ -61,7 +68,7 @@ def main():
     state = {}
 
     def start():
-        p = Producer(config(USER, SECRET), (TOPIC_OK,))
+        p = Producer(config(USER, SECRET), (TOPIC_OK, TOPIC_PREFIXED, TOPIC_TIE))
         p.startup()
         state["producer"] = p
         c = SimpleConsumer(config(USER, SECRET), GROUP_OK, {TOPIC_OK: FilterExpression("*")},
@@ -74,6 +81,13 @@ def main():
         receipt = state["producer"].send(message(TOPIC_OK, f"allowed-{RUN}"))
         state["sent"] = receipt.message_id
     step("a permitted send succeeds", send_allowed)
+
+    step("a send allowed by a prefix pattern (Topic:<prefix>-*) succeeds",
+         lambda: state["producer"].send(message(TOPIC_PREFIXED, f"prefixed-{RUN}")))
+
+    step("DENY wins over ALLOW at equal specificity (same resource, loopback denied)",
+         lambda: refused("send", lambda: state["producer"].send(message(TOPIC_TIE, "no")),
+                         "ForbiddenException"))
 
     step("a send to a topic the user may not publish to is FORBIDDEN",
          lambda: refused("send", lambda: state["producer"].send(message(TOPIC_DENIED, "no")),
@@ -105,6 +119,22 @@ def main():
         p.send(message(TOPIC_OK, "wrong-secret"))
     step("a wrong secret is UNAUTHORIZED",
          lambda: refused("wrong secret", wrong_secret, "UnauthorizedException", "route"))
+
+    def unknown_key():
+        p = Producer(config(f"nobody-{RUN}", SECRET), (TOPIC_OK,))
+        state["unknown"] = p
+        p.startup()
+        p.send(message(TOPIC_OK, "unknown-key"))
+    step("an unknown access key is UNAUTHORIZED",
+         lambda: refused("unknown key", unknown_key, "UnauthorizedException", "route"))
+
+    def disabled_user():
+        p = Producer(config(DISABLED_USER, DISABLED_SECRET), (TOPIC_OK,))
+        state["disabled"] = p
+        p.startup()
+        p.send(message(TOPIC_OK, "disabled"))
+    step("a disabled user is UNAUTHORIZED although its policy allows the send",
+         lambda: refused("disabled user", disabled_user, "UnauthorizedException", "route"))
 
     def no_credentials():
         p = Producer(ClientConfiguration(ENDPOINT, Credentials("", "")), (TOPIC_OK,))
