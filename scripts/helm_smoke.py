@@ -267,7 +267,7 @@ def main():
         assert backlog == 20, f"the scaler counts what waits for the group: {backlog}"
         got = 0
         for _ in range(10):
-            out = cluster.admin(p1, "receive", "billing", "orders", "--max", "32", "--wait", "3s")
+            out = cluster.admin(p1, "receive", "billing", "orders", "--max", "32", "--wait", "3s", "--ack")
             got += sum(1 for line in out.splitlines() if "message-" in line)
             if got >= 20:
                 break
@@ -295,7 +295,7 @@ def main():
             sent.update(bodies)
         seen = set()
         for _ in range(20):
-            out = cluster.admin(cluster.proxy(0), "receive", "rolling-g", "rolling", "--max", "32", "--wait", "2s")
+            out = cluster.admin(cluster.proxy(0), "receive", "rolling-g", "rolling", "--max", "32", "--wait", "2s", "--ack")
             seen.update(re.findall(r"(?:roll|after)-\d+-\d+", out))
             if sent <= seen:
                 break

@@ -15,6 +15,7 @@ use vela_sdk::Credentials;
 
 mod auth;
 mod cluster_status;
+mod confirm;
 mod dlq;
 mod groups;
 mod messages;
@@ -70,6 +71,10 @@ pub struct AdminArgs {
     pub client_cert: Option<PathBuf>,
     #[arg(long, global = true, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// Confirm destructive commands (deletes, group resets) without being asked; without a
+    /// terminal they are refused unless given.
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -81,6 +86,7 @@ impl AdminArgs {
             server: self.server.clone(),
             ca_file: self.ca_file.clone(),
             client_identity: self.client_cert.clone().zip(self.client_key.clone()),
+            assume_yes: self.yes,
             credentials: self.access_key.clone().zip(self.secret_key.clone()).map(
                 |(access_key, secret_key)| Credentials {
                     access_key,
@@ -122,7 +128,7 @@ pub enum AdminCommand {
     Tier(TierCommand),
     /// Send messages (one per BODY, or --count generated ones).
     Send(SendArgs),
-    /// Receive messages as a SimpleConsumer, print them and ack them.
+    /// Receive messages as a SimpleConsumer and print them (acknowledged with --ack).
     Receive(ReceiveArgs),
     /// One message: `message recall TOPIC HANDLE` withdraws a delay message before its time.
     #[command(subcommand)]
@@ -216,8 +222,41 @@ pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
     )
 }
 
-/// Executes a command and returns what to print (tests call this directly).
+/// What a destructive command is about to do, for [`confirm::confirm`]; `None` for the rest.
+fn destructive(command: &AdminCommand) -> Option<String> {
+    Some(match command {
+        AdminCommand::Topic(TopicCommand::Delete { name }) => {
+            format!("delete topic {name} and every message in it")
+        }
+        AdminCommand::Group(GroupCommand::Delete { name }) => {
+            format!("delete consumer group {name} and its positions")
+        }
+        AdminCommand::Group(GroupCommand::Reset { name, topic, .. }) => {
+            format!("move group {name} on {topic} (what it has in flight there is forgotten)")
+        }
+        AdminCommand::User(UserCommand::Delete { name }) => {
+            format!("delete user {name} and its ACL")
+        }
+        AdminCommand::Acl(AclCommand::Delete { subject, resource }) if resource.is_empty() => {
+            format!("delete the whole ACL of {subject}")
+        }
+        AdminCommand::Acl(AclCommand::Delete { subject, resource }) => {
+            format!(
+                "delete the entries of {subject} for {}",
+                resource.join(", ")
+            )
+        }
+        AdminCommand::Route(RouteCommand::Delete { name }) => format!("delete route {name}"),
+        _ => return None,
+    })
+}
+
+/// Executes a command and returns what to print (tests call this directly). A destructive
+/// one asks first, or needs `--yes` without a terminal.
 pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<String> {
+    if let Some(what) = destructive(&command) {
+        confirm::confirm(server, &what)?;
+    }
     match command {
         AdminCommand::Send(args) => return send_receive::send(server, args).await,
         AdminCommand::Receive(args) => return send_receive::receive(server, args).await,

@@ -48,8 +48,12 @@ pub struct ReceiveArgs {
     /// "region = 'eu' AND amount > 100".
     #[arg(long, conflicts_with = "tags")]
     pub sql: Option<String>,
-    /// Leave the messages unacknowledged (they come back after --invisible).
+    /// Acknowledge what was received (it is consumed for the group). Without it the messages
+    /// stay unacknowledged and come back after --invisible.
     #[arg(long)]
+    pub ack: bool,
+    /// The default now (kept so older scripts still run).
+    #[arg(long, hide = true, conflicts_with = "ack")]
     pub no_ack: bool,
     /// `json`: an array of objects (`message_id`, `topic`, `queue_id`, `offset`, `keys`,
     /// `tag`, `properties`, `delivery_attempt`, `body` or `body_base64`).
@@ -147,7 +151,7 @@ pub(super) async fn send(server: &Target, args: SendArgs) -> anyhow::Result<Stri
     result.map(|()| out)
 }
 
-/// `receive`: one SimpleConsumer receive, printed, then acknowledged unless `--no-ack`.
+/// `receive`: one SimpleConsumer receive, printed, and acknowledged with `--ack`.
 pub(super) async fn receive(server: &Target, args: ReceiveArgs) -> anyhow::Result<String> {
     use vela_sdk::{FilterExpression, SimpleConsumer};
     let config = server.client_config()?;
@@ -168,7 +172,7 @@ pub(super) async fn receive(server: &Target, args: ReceiveArgs) -> anyhow::Resul
             OutputFormat::Json => messages::to_json(&messages)?,
             OutputFormat::Table => messages::to_lines(&messages)?,
         };
-        if !args.no_ack {
+        if args.ack {
             for m in &messages {
                 consumer.ack(m).await?;
             }

@@ -22,6 +22,8 @@ pub struct Target {
     pub ca_file: Option<PathBuf>,
     /// Certificate and key (PEM files) for mutual TLS.
     pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// `--yes`: destructive commands go ahead without asking.
+    pub assume_yes: bool,
 }
 
 impl Target {
@@ -32,6 +34,7 @@ impl Target {
             credentials: None,
             ca_file: None,
             client_identity: None,
+            assume_yes: false,
         }
     }
 

@@ -47,10 +47,18 @@ async fn topic_and_group_lifecycle() {
         "{out}"
     );
     let out = node
-        .admin(&["receive", &group, &topic, "--max", "1", "--wait", "5s"])
+        .admin(&[
+            "receive", &group, &topic, "--max", "1", "--wait", "5s", "--ack",
+        ])
         .await
         .unwrap();
     assert!(out.contains("body one"), "{out}");
+    // Without --ack a receive leaves what it got in flight.
+    let out = node
+        .admin(&["receive", &group, &topic, "--max", "1", "--wait", "5s"])
+        .await
+        .unwrap();
+    assert!(out.contains("body two"), "{out}");
 
     let queues = node.admin(&["queues", &topic]).await.unwrap();
     assert!(
@@ -105,9 +113,13 @@ async fn topic_and_group_lifecycle() {
         .flat_map(|q| q["groups"].as_array().unwrap())
         .filter(|g| g["group"] == group.as_str())
         .collect();
-    // `receive` acknowledged one of the two.
+    // `receive --ack` acknowledged one of the two; the other is in flight.
     let sum = |key: &str| read.iter().map(|g| g[key].as_u64().unwrap()).sum::<u64>();
-    assert_eq!((sum("consumer_offset"), sum("backlog")), (1, 1), "{queues}");
+    assert_eq!(
+        (sum("consumer_offset"), sum("backlog"), sum("inflight")),
+        (1, 1, 1),
+        "{queues}"
+    );
     let groups = json(
         node.admin(&["group", "list", "--output", "json"])
             .await
@@ -178,8 +190,17 @@ async fn topic_and_group_lifecycle() {
             .any(|q| q["topic"] == topic.as_str())
     );
 
-    node.admin(&["group", "delete", &group]).await.unwrap();
-    node.admin(&["topic", "delete", &topic]).await.unwrap();
+    // Destructive commands need --yes without a terminal; refused, nothing is deleted.
+    let refused = node.admin(&["topic", "delete", &topic]).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("--yes"), "{refused:#}");
+    let listed = node.admin(&["topic", "list"]).await.unwrap();
+    assert!(listed.contains(&topic), "{listed}");
+    node.admin(&["group", "delete", &group, "--yes"])
+        .await
+        .unwrap();
+    node.admin(&["topic", "delete", &topic, "-y"])
+        .await
+        .unwrap();
     let gone = node
         .admin(&["topic", "describe", &topic])
         .await
@@ -187,7 +208,7 @@ async fn topic_and_group_lifecycle() {
         .to_string();
     assert!(gone.contains("not found"), "{gone}");
     let gone = node
-        .admin(&["group", "delete", &group])
+        .admin(&["group", "delete", &group, "--yes"])
         .await
         .unwrap_err()
         .to_string();

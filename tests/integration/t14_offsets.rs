@@ -186,7 +186,7 @@ async fn offsets_follow_acks_and_time() {
     // `vela admin group reset`: by time, then to the end.
     let out = node
         .admin(&[
-            "group", "reset", &group, "--topic", &topic, "--to", "earliest",
+            "--yes", "group", "reset", &group, "--topic", &topic, "--to", "earliest",
         ])
         .await
         .unwrap();
@@ -196,13 +196,15 @@ async fn offsets_follow_acks_and_time() {
         std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(middle).unwrap()),
     )
     .to_string();
-    node.admin(&["group", "reset", &group, "--topic", &topic, "--to", &at])
-        .await
-        .unwrap();
+    node.admin(&[
+        "--yes", "group", "reset", &group, "--topic", &topic, "--to", &at,
+    ])
+    .await
+    .unwrap();
     assert_eq!(queue.group_offset(&group).await, Ok(2));
     let out = node
         .admin(&[
-            "group", "reset", &group, "--topic", &topic, "--to", "latest",
+            "--yes", "group", "reset", &group, "--topic", &topic, "--to", "latest",
         ])
         .await
         .unwrap();
@@ -221,6 +223,7 @@ async fn offsets_follow_acks_and_time() {
         .admin(&[
             "group",
             "reset",
+            "--yes",
             &group,
             "--topic",
             &topic,
@@ -234,6 +237,7 @@ async fn offsets_follow_acks_and_time() {
         .admin(&[
             "group",
             "reset",
+            "--yes",
             "no-such-group",
             "--topic",
             &topic,

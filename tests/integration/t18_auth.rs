@@ -254,7 +254,7 @@ async fn users_and_acls_decide_every_request() {
     let c = eventually(|| producer(&node, Some(carol), &payments)).await;
     assert_eq!(send(&c, &payments, "carol").await, Ok(()));
     // Changed through this proxy: seen by it at once (other proxies within about 2 s).
-    root(&node, &["user", "delete", "carol"]).await;
+    root(&node, &["user", "delete", "carol", "--yes"]).await;
     assert_eq!(
         send(&c, &payments, "gone").await,
         Err(Some(StatusCode::Unauthorized))
@@ -323,7 +323,7 @@ async fn admin_rights_can_be_granted_narrowly_and_only_super_users_manage_users(
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("no policy"), "{refused}");
-    let refused = admin_as(&node, ops, &["topic", "delete", &mine])
+    let refused = admin_as(&node, ops, &["topic", "delete", &mine, "--yes"])
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("DELETE"), "{refused}");
@@ -638,7 +638,7 @@ async fn a_telemetry_stream_stays_authorized_past_the_signature_window() {
         brief_replies.message().await.unwrap().unwrap().command,
         Some(pb::telemetry_command::Command::Settings(_))
     ));
-    root(&node, &["user", "delete", "brief"]).await;
+    root(&node, &["user", "delete", "brief", "--yes"]).await;
     tx2.send(settings()).await.unwrap();
     let refused = brief_replies.message().await.unwrap().unwrap();
     assert_eq!(
@@ -735,12 +735,12 @@ async fn admin_changes_are_audit_logged_without_secrets() {
     let refused = admin_as(
         &node,
         ("ops", "never-logged-7"),
-        &["topic", "delete", &topic],
+        &["topic", "delete", &topic, "--yes"],
     )
     .await
     .unwrap_err();
     assert!(refused.to_string().contains("DELETE"), "{refused}");
-    root(&node, &["topic", "delete", &topic]).await;
+    root(&node, &["topic", "delete", &topic, "--yes"]).await;
     node.stop().await;
 
     let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();

@@ -162,9 +162,11 @@ async fn history_reads_back_from_the_tier(url: Option<String>) {
         std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(between).unwrap()),
     )
     .to_string();
-    node.admin(&["group", "reset", &reset, "--topic", &topic, "--to", &at])
-        .await
-        .unwrap();
+    node.admin(&[
+        "--yes", "group", "reset", &reset, "--topic", &topic, "--to", &at,
+    ])
+    .await
+    .unwrap();
     let got = read(&node, &reset, &topic, RECENT).await;
     assert_eq!(got, (OLD..OLD + RECENT).collect::<Vec<_>>());
     node.stop().await;

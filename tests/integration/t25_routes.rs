@@ -575,7 +575,7 @@ async fn routes_are_managed_from_the_cli_with_clear_errors() {
     assert_eq!(route_status(&a.endpoint(), "r1").await["paused"], true);
     a.admin(&["route", "resume", "r1"]).await.unwrap();
     assert_eq!(route_status(&a.endpoint(), "r1").await["paused"], false);
-    let out = a.admin(&["route", "delete", "r1"]).await.unwrap();
+    let out = a.admin(&["route", "delete", "r1", "--yes"]).await.unwrap();
     assert!(out.contains("deleted"), "{out}");
     let err = a.admin(&["route", "describe", "r1"]).await.unwrap_err();
     assert!(err.to_string().contains("route r1 not found"), "{err}");
