@@ -197,6 +197,7 @@ else
   export COMPAT_PRIORITY_TOPIC="compat-priority-$RUN"
   if ! { admin group create "compat-retry-py-$RUN" --max-attempts 2 \
       && admin topic create "$COMPAT_PRIORITY_TOPIC" --type priority --queues 4 \
+      && admin topic create "compat-priority-node-$RUN" --type priority --queues 4 \
       && admin group create "compat-retry-node-$RUN" --max-attempts 2 \
       && admin topic create "$COMPAT_RETRY_FIFO_TOPIC" --type fifo --queues 2 \
       && admin group create "compat-retry-node-fifo-$RUN" --fifo --max-attempts 2; }; then
@@ -207,6 +208,7 @@ else
     timeout 300 .venv/bin/python clients/python/compat.py || status=1
   echo "--- node (rocketmq-client-nodejs 1.0.8)"
   (cd clients/node && COMPAT_RETRY_GROUP="compat-retry-node-$RUN" COMPAT_RETRY_FIFO_GROUP="compat-retry-node-fifo-$RUN" \
+    COMPAT_PRIORITY_TOPIC="compat-priority-node-$RUN" \
     RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 node compat.js) || status=1
 fi
 

@@ -66,9 +66,10 @@ async function refused(what, fn, code, routeRefusal = false) {
 
 async function main() {
   console.log(`auth.js: endpoint ${endpoints}, run ${RUN}`);
-  // Not TOPIC_TIE: the publishing topics in its Settings must all be allowed PUB, or the
-  // start waits for settings that never come; its route is fetched at the send.
-  const producer = new Producer({ ...as(USER, SECRET), topics: [ TOPIC_OK, TOPIC_PREFIXED ] });
+  // One topic only (as compat.js explains, Node 1.0.8's start can miss a prompt Settings reply
+  // with several; and TOPIC_TIE's Settings would be refused): the others' routes are fetched
+  // at their first send.
+  const producer = new Producer({ ...as(USER, SECRET), topics: [ TOPIC_OK ] });
   await step('signed producer start', () => producer.startup());
   let sent;
   await step('a permitted send succeeds', async () => {

@@ -18,6 +18,8 @@
  *                           the same for a FIFO group (2 attempts) on a FIFO topic: the failed
  *                           message is retried in place, then forwarded to the dead-letter queue,
  *                           and its message group goes on
+ *     COMPAT_PRIORITY_TOPIC a topic of type priority with 4 queues; when set, priority messages
+ *                           sent low first are received highest first
  *
  * Every topic and group name is unique per run (the server auto-creates them). Each step prints
  * `OK <step>`; the first failure prints `FAIL <step>: <reason>` and exits 1. Every step runs under a
@@ -290,6 +292,31 @@ async function main() {
   }
   if (process.env.COMPAT_RETRY_FIFO_GROUP) {
     await pushRetries(producer, simple, process.env.COMPAT_RETRY_FIFO_GROUP, process.env.COMPAT_RETRY_FIFO_TOPIC, true);
+  }
+  if (process.env.COMPAT_PRIORITY_TOPIC) {
+    // A topic of type priority with 4 queues: three of priority 1 sent first, then two of
+    // priority 3; receives of two take the priority-3 ones first, then the rest in order.
+    // (Node 1.0.8 sends a priority of 0 as a NORMAL message: it tests `!this.priority`.)
+    const topic = process.env.COMPAT_PRIORITY_TOPIC;
+    const consumer = simple(`compat-node-${RUN}-g-priority`, topic, '*');
+    await step('priority consumer startup', () => consumer.startup());
+    await step('priority messages: the higher priority is received first', async () => {
+      const sends = [[ 'low-0', 1 ], [ 'low-1', 1 ], [ 'low-2', 1 ], [ 'high-0', 3 ], [ 'high-1', 3 ]];
+      for (const [ body, priority ] of sends) {
+        await producer.send({ topic, body: Buffer.from(body), priority });
+      }
+      const got = [];
+      const deadline = Date.now() + STEP_TIMEOUT_MS - 5000;
+      while (got.length < sends.length) {
+        check(Date.now() < deadline, `received ${got}`);
+        for (const m of await consumer.receive(2, INVISIBLE_MS)) {
+          got.push(m.body.toString());
+          await consumer.ack(m);
+        }
+      }
+      check(got.join() === 'high-0,high-1,low-0,low-1,low-2', `received in the order ${got}`);
+    });
+    await consumer.shutdown();
   }
 
   await step('shutdown', async () => {
