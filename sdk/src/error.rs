@@ -42,6 +42,12 @@ pub enum Error {
     /// The client was shut down.
     #[error("client is shut down")]
     Shutdown,
+    /// A [`Requester::request`](crate::Requester::request) got no reply in time.
+    #[error("no reply to request {correlation_id} within {timeout:?}")]
+    NoReply {
+        correlation_id: String,
+        timeout: Duration,
+    },
 }
 
 /// Shorthand used throughout the SDK.
@@ -164,7 +170,11 @@ impl Error {
                     | tonic::Code::OutOfRange
             ),
             Error::Timeout { .. } => true,
-            Error::InvalidArgument(_) | Error::InvalidResponse { .. } | Error::Shutdown => false,
+            // The request was delivered; sending it again would make a second one.
+            Error::InvalidArgument(_)
+            | Error::InvalidResponse { .. }
+            | Error::Shutdown
+            | Error::NoReply { .. } => false,
         }
     }
 }

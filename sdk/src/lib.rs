@@ -50,6 +50,7 @@ mod policy;
 mod producer;
 mod push;
 mod receive;
+mod request;
 mod route;
 mod trace;
 mod transaction;
@@ -71,6 +72,7 @@ pub use push::{
     ConsumeResult, DEFAULT_CONSUMPTION_CONCURRENCY, DEFAULT_MAX_CACHED_MESSAGES,
     DEFAULT_PUSH_INVISIBLE_DURATION, PushConsumer, PushConsumerBuilder,
 };
+pub use request::{CORRELATION_ID_PROPERTY, REPLY_TO_PROPERTY, Requester, reply_to, send_reply};
 pub use transaction::{Transaction, TransactionResolution};
 /// The protocol's business status codes (`apache.rocketmq.v2.Code`), as [`Error::code`] gives
 /// them.

@@ -114,6 +114,12 @@ impl Message {
         }
     }
 
+    /// This message with one more user property (the request-reply properties).
+    pub(crate) fn with_property(mut self, key: &str, value: &str) -> Self {
+        self.properties.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
     /// This message as the half message of a transaction.
     pub(crate) fn into_transactional(mut self) -> Self {
         self.transactional = true;

@@ -35,3 +35,4 @@ mod t24_scaler;
 mod t25_routes;
 mod t26_push_consumer;
 mod t27_priority;
+mod t28_request_reply;
