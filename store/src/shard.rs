@@ -77,6 +77,20 @@ impl TopicWakeups {
             .clone()
     }
 
+    /// Drops `key`'s entry on `topic` when nobody holds it any more: for keys that are not
+    /// a group's (a pull's own), which would otherwise stay until the topic's next wake.
+    pub fn forget(&self, topic: &TopicName, key: &GroupName) {
+        let mut topics = self.topics.lock();
+        if let Some(groups) = topics.get_mut(topic) {
+            if groups.get(key).is_some_and(|notify| !in_use(notify)) {
+                groups.remove(key);
+            }
+            if groups.is_empty() {
+                topics.remove(topic);
+            }
+        }
+    }
+
     fn wake(&self, topic: &TopicName) {
         let mut topics = self.topics.lock();
         if let Some(groups) = topics.get_mut(topic) {
@@ -107,6 +121,19 @@ impl TopicWakeups {
 #[cfg(test)]
 mod wakeup_tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_key_goes_once_nobody_holds_it() {
+        let wakeups = TopicWakeups::default();
+        let topic = TopicName::new("t").expect("valid");
+        let key = GroupName::new("vela-pull-1").expect("valid");
+        let held = wakeups.subscribe(&topic, &key);
+        wakeups.forget(&topic, &key);
+        assert_eq!(wakeups.topics.lock().len(), 1, "still held: kept");
+        drop(held);
+        wakeups.forget(&topic, &key);
+        assert!(wakeups.topics.lock().is_empty(), "nobody holds it: gone");
+    }
 
     #[tokio::test]
     async fn a_wake_releases_one_waiter_per_group_and_unused_entries_go() {

@@ -43,6 +43,11 @@ impl Store {
             MessageFilter::Sql(_) => TagSubscription::All,
         };
         let deadline = Instant::now() + req.wait.min(Duration::from_secs(3600));
+        let _registered = Forget {
+            shard: &shard,
+            topic: &req.topic,
+            key: &waiter,
+        };
         let mut from = req.offset;
         loop {
             let notify = shard.shared.wakeups.subscribe(&req.topic, &waiter);
@@ -86,6 +91,19 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+/// Removes a pull's wakeup key when the pull ends, however it ends.
+struct Forget<'a> {
+    shard: &'a Shard,
+    topic: &'a vela_proto::domain::TopicName,
+    key: &'a GroupName,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shard.shared.wakeups.forget(self.topic, self.key);
     }
 }
 
