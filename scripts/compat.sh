@@ -4,7 +4,7 @@
 # 2 proxies), then stops it with SIGTERM and checks it exits cleanly.
 # With --auth: a standalone with auth on (ADR 0019); users, topics and ACLs made with
 # `vela admin`, then the clients' auth matrices (clients/*/auth.*; Python under three TZ values,
-# since it signs its local time labelled as UTC) and the whole Python check as a SUPER user.
+# since it signs its local time labelled as UTC) and the whole Python and Node checks as a SUPER user.
 # With --tls: a standalone serving TLS with a CA and certificate openssl makes; the Python
 # client over TLS (clients/python/tls.py), a plaintext one refused.
 # With --route: a second standalone B and a route from A to B made with `vela admin route`
@@ -156,6 +156,8 @@ elif [ -n "$AUTH" ]; then
     (cd clients/node && timeout 300 node auth.js) || status=1
     echo "--- python, every step signed as a SUPER user (TZ=Asia/Shanghai)"
     TZ=Asia/Shanghai RMQ_AK=root RMQ_SK="$ROOT_SECRET" timeout 300 .venv/bin/python clients/python/compat.py || status=1
+    echo "--- node, every step signed as a SUPER user"
+    (cd clients/node && RMQ_AK=root RMQ_SK="$ROOT_SECRET" timeout 300 node compat.js) || status=1
     # Nothing a refused request sent was stored: every queue of the denied topics is empty.
     for t in "$AUTH_TOPIC_DENIED" "$AUTH_TOPIC_TIE"; do
       stored=$(as_root topic describe "$t" | awk '$1 ~ /^[0-9]+$/ { n += $3 - $2 } END { print n + 0 }')

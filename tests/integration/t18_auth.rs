@@ -327,6 +327,49 @@ async fn admin_rights_can_be_granted_narrowly_and_only_super_users_manage_users(
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("DELETE"), "{refused}");
+    // LIST and UPDATE, granted as narrowly: listing topics (LIST on every topic) but not
+    // groups, updating its own groups but no other.
+    for (resource, actions) in [("Topic:*", "LIST"), ("Group:ops-*", "UPDATE")] {
+        root(
+            &node,
+            &[
+                "acl",
+                "create",
+                "--subject",
+                "User:ops",
+                "--resource",
+                resource,
+                "--actions",
+                actions,
+                "--decision",
+                "allow",
+            ],
+        )
+        .await;
+    }
+    let listed = admin_as(&node, ops, &["topic", "list"]).await.unwrap();
+    assert!(listed.contains(&mine), "{listed}");
+    let refused = admin_as(&node, ops, &["group", "list"]).await.unwrap_err();
+    assert!(refused.to_string().contains("LIST"), "{refused}");
+    let (my_group, other_group) = (unique("ops-g"), unique("other-g"));
+    for g in [&my_group, &other_group] {
+        root(&node, &["group", "create", g]).await;
+    }
+    admin_as(
+        &node,
+        ops,
+        &["group", "update", &my_group, "--max-attempts", "3"],
+    )
+    .await
+    .unwrap();
+    let refused = admin_as(
+        &node,
+        ops,
+        &["group", "update", &other_group, "--max-attempts", "3"],
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.to_string().contains("UPDATE"), "{refused}");
     let refused = admin_as(&node, ops, &["user", "list"]).await.unwrap_err();
     assert!(refused.to_string().contains("SUPER"), "{refused}");
     let refused = admin_as(&node, ("ops", "nope"), &["topic", "describe", &mine])
