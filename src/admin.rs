@@ -18,6 +18,7 @@ mod cluster_status;
 mod confirm;
 mod dlq;
 mod groups;
+mod lookup;
 mod messages;
 mod routes;
 mod send_receive;
@@ -130,7 +131,8 @@ pub enum AdminCommand {
     Send(SendArgs),
     /// Receive messages as a SimpleConsumer and print them (acknowledged with --ack).
     Receive(ReceiveArgs),
-    /// One message: `message recall TOPIC HANDLE` withdraws a delay message before its time.
+    /// One message: `message show ID` and `message find --topic T --key K` find it and its
+    /// track; `message recall TOPIC HANDLE` withdraws a delay message before its time.
     #[command(subcommand)]
     Message(MessageCommand),
     /// A group's dead letters (`%DLQ%<group>`): list, show, redrive.

@@ -466,6 +466,12 @@ mod tests {
         ) -> Result<vela_proto::store_api::Pulled, StoreError> {
             Err(unused())
         }
+        async fn lookup(
+            &self,
+            _: &vela_proto::lookup::LookupRequest,
+        ) -> Result<Vec<vela_proto::lookup::FoundMessage>, StoreError> {
+            Err(unused())
+        }
         async fn end_transaction(
             &self,
             _: &TopicName,

@@ -24,6 +24,7 @@ pub mod controller_api;
 pub mod controller_client;
 pub mod controller_wire;
 pub mod domain;
+pub mod lookup;
 pub mod receipt;
 pub mod retry;
 pub mod route;

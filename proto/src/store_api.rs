@@ -13,6 +13,7 @@ use crate::domain::{
     GroupConfig, GroupName, GroupStart, MessageFilter, MessageRecord, OffsetTarget, QueueStats,
     ShardId, TopicName,
 };
+use crate::lookup::{FoundMessage, LookupRequest};
 use crate::receipt::ReceiptTicket;
 
 /// Appends messages to one queue.
@@ -312,6 +313,11 @@ pub trait StoreApi: Send + Sync + 'static {
     /// Reads messages of one queue from an offset (PullMessage) on the shard's leader, long
     /// polling when there is nothing yet. `Invalid` when `offset` is past the queue's end.
     async fn pull(&self, req: PullRequest) -> Result<Pulled, StoreError>;
+
+    /// Messages whose id or key is the one asked for, with where they are and their track
+    /// (ADR 0028), from every shard `req.shards` selects (answered by each shard's leader),
+    /// oldest first, at most `req.limit`.
+    async fn lookup(&self, req: &LookupRequest) -> Result<Vec<FoundMessage>, StoreError>;
 
     /// Withdraws a delay message before its delivery time, by the handle its append answered
     /// ([`AppendOutcome::recall_handle`]): it is never delivered. `MessageNotFound` once it

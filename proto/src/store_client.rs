@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 
 use crate::cluster_status::{ShardMember, StoreNodeReport, ask_each, member_from_wire};
 use crate::domain::{GroupConfig, GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
+use crate::lookup::{FoundMessage, LookupRequest, found_from_wire, lookup_to_wire};
 use crate::pb::store as pb;
 use crate::pb::store::store_client::StoreClient;
 use crate::receipt::ReceiptTicket;
@@ -510,6 +511,24 @@ impl StoreApi for RemoteStore {
             })
             .await?;
         pulled_from_wire(reply).map_err(StoreError::from)
+    }
+
+    async fn lookup(&self, req: &LookupRequest) -> Result<Vec<FoundMessage>, StoreError> {
+        let mut found = Vec::new();
+        for shard in self.routing.scope(&req.shards) {
+            let wire = lookup_to_wire(req, shard);
+            let reply = self
+                .routing
+                .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                    let wire = wire.clone();
+                    async move { c.lookup(wire).await }
+                })
+                .await?;
+            found.extend(found_from_wire(reply).map_err(StoreError::from)?);
+        }
+        found.sort_by_key(|f| f.store_timestamp_ms);
+        found.truncate(req.limit as usize);
+        Ok(found)
     }
 
     async fn recall(&self, topic: &TopicName, handle: &str) -> Result<(), StoreError> {

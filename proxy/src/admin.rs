@@ -18,6 +18,7 @@ use vela_proto::cluster_status::{
 
 use crate::Shared;
 
+mod lookup;
 mod routes;
 mod users;
 use crate::auth::needs::AdminNeeds;
@@ -670,6 +671,14 @@ impl AdminService for AdminServer {
             moving: drain.moving,
             configured: drain.configured,
         }))
+    }
+
+    async fn lookup_messages(
+        &self,
+        request: Request<api::LookupMessagesRequest>,
+    ) -> Result<Response<api::LookupMessagesResponse>, Status> {
+        self.allow(&request).await?;
+        self.lookup(request.into_inner()).await.map(Response::new)
     }
 
     async fn create_route(

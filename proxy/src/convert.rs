@@ -365,7 +365,7 @@ fn message_kind(
     }
 }
 
-fn kind_name(kind: MessageKind) -> &'static str {
+pub(crate) fn kind_name(kind: MessageKind) -> &'static str {
     match kind {
         MessageKind::Normal => "normal",
         MessageKind::Fifo => "fifo",

@@ -30,7 +30,7 @@ struct MessageJson<'a> {
 }
 
 /// The body as text if it is UTF-8 without control characters other than whitespace.
-fn printable(body: &[u8]) -> Option<&str> {
+pub(super) fn printable(body: &[u8]) -> Option<&str> {
     std::str::from_utf8(body)
         .ok()
         .filter(|s| !s.chars().any(|c| c.is_control() && !c.is_whitespace()))

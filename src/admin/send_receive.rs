@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 
+use super::lookup::{Lookup, lookup};
 use super::{OutputFormat, Target, messages};
 
 #[derive(Args, Debug)]
@@ -66,6 +67,28 @@ pub enum MessageCommand {
     /// Withdraw a delay message before its delivery time, by the recall handle its send
     /// printed (`vela admin send --delay`); fails with NOT_FOUND once it was delivered.
     Recall { topic: String, handle: String },
+    /// A message by its id: where it is and its track (stored, delivered to which group and
+    /// attempt, acknowledged, dead-lettered ...).
+    Show {
+        message_id: String,
+        /// Only look in this topic (faster in a cluster: only its shards are asked).
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Messages of a topic by key (RocketMQ's message keys), oldest first, with their track.
+    Find {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        key: String,
+        /// At most this many (1..=64).
+        #[arg(long, default_value_t = 16)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
 }
 
 /// `message`: one message, by a handle.
@@ -85,6 +108,23 @@ pub(super) async fn message(server: &Target, command: MessageCommand) -> anyhow:
             let id = result.map_err(|e| anyhow::Error::new(e).context("recall failed"))?;
             Ok(format!("recalled {id}\n"))
         }
+        MessageCommand::Show {
+            message_id,
+            topic,
+            output,
+        } => {
+            let what = Lookup::Id {
+                id: message_id,
+                topic,
+            };
+            lookup(server, what, 16, output).await
+        }
+        MessageCommand::Find {
+            topic,
+            key,
+            limit,
+            output,
+        } => lookup(server, Lookup::Key { topic, key }, limit, output).await,
     }
 }
 

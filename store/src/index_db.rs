@@ -24,6 +24,12 @@ use vela_raft::vfs::{Vfs, VfsFile};
 
 use crate::state::IndexEntry;
 
+pub mod history;
+use history::{
+    EVENT_KEY_LEN, HistoryRows, LOOKUP_KEY_LEN, LOOKUP_VALUE_LEN, create_history_tables,
+    write_history,
+};
+
 /// The index file of a shard directory.
 pub const INDEX_FILE: &str = "index.redb";
 /// The layout of keys, entries and metadata in the file.
@@ -40,6 +46,15 @@ const ENTRIES: TableDefinition<[u8; KEY_LEN], [u8; ENTRY_LEN]> = TableDefinition
 const TAGS: TableDefinition<[u8; TAG_KEY_LEN], ()> = TableDefinition::new("tags");
 pub const TAG_KEY_LEN: usize = 16;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Message ids and keys by hash ([`history`]).
+const LOOKUPS: TableDefinition<[u8; LOOKUP_KEY_LEN], [u8; LOOKUP_VALUE_LEN]> =
+    TableDefinition::new("lookups");
+/// What happened to a record ([`history`]).
+const RECORD_EVENTS: TableDefinition<[u8; EVENT_KEY_LEN], &[u8]> =
+    TableDefinition::new("record_events");
+/// What consumer groups did with a queue position ([`history`]).
+const QUEUE_EVENTS: TableDefinition<[u8; EVENT_KEY_LEN], &[u8]> =
+    TableDefinition::new("queue_events");
 const META_FORMAT: &str = "format";
 const META_INDEXED_THROUGH: &str = "indexed_through";
 
@@ -235,6 +250,9 @@ impl IndexRows {
 pub struct IndexView {
     table: ReadOnlyTable<[u8; KEY_LEN], [u8; ENTRY_LEN]>,
     tags: ReadOnlyTable<[u8; TAG_KEY_LEN], ()>,
+    lookups: ReadOnlyTable<[u8; LOOKUP_KEY_LEN], [u8; LOOKUP_VALUE_LEN]>,
+    record_events: ReadOnlyTable<[u8; EVENT_KEY_LEN], &'static [u8]>,
+    queue_events: ReadOnlyTable<[u8; EVENT_KEY_LEN], &'static [u8]>,
     db: Arc<IndexDb>,
 }
 
@@ -416,6 +434,15 @@ const TAG_KEYS: KeyLayout<TAG_KEY_LEN> = KeyLayout {
     queue: |group| (group >> 32) as u32,
 };
 
+const QUEUE_EVENT_KEYS: KeyLayout<EVENT_KEY_LEN> = KeyLayout {
+    encode: |group, offset| history::queue_event_start(group as u32, offset),
+    decode: |key| {
+        let (queue, offset) = history::queue_event_position(key);
+        (u64::from(queue), offset)
+    },
+    queue: |group| u32::try_from(group).unwrap_or(u32::MAX),
+};
+
 /// What a garbage collection pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Collected {
@@ -469,6 +496,7 @@ impl IndexDb {
                             .map_err(|e| err("creating", &e))?;
                         tx.open_table(ENTRIES).map_err(|e| err("creating", &e))?;
                         tx.open_table(TAGS).map_err(|e| err("creating", &e))?;
+                        create_history_tables(&tx).map_err(|e| err("creating", &e))?;
                     }
                     tx.commit().map_err(|e| err("creating", &e))?;
                 }
@@ -500,6 +528,7 @@ impl IndexDb {
                 ),
             ));
         }
+        this.add_history_tables()?;
         Ok(this)
     }
 
@@ -561,9 +590,19 @@ impl IndexDb {
         let tx = self.db.begin_read().map_err(|e| self.error("read", e))?;
         let table = tx.open_table(ENTRIES).map_err(|e| self.error("read", e))?;
         let tags = tx.open_table(TAGS).map_err(|e| self.error("read", e))?;
+        let lookups = tx.open_table(LOOKUPS).map_err(|e| self.error("read", e))?;
+        let record_events = tx
+            .open_table(RECORD_EVENTS)
+            .map_err(|e| self.error("read", e))?;
+        let queue_events = tx
+            .open_table(QUEUE_EVENTS)
+            .map_err(|e| self.error("read", e))?;
         Ok(Arc::new(IndexView {
             table,
             tags,
+            lookups,
+            record_events,
+            queue_events,
             db: self.clone(),
         }))
     }
@@ -573,14 +612,16 @@ impl IndexDb {
     pub fn write(
         &self,
         entries: &BTreeMap<(u32, u64), IndexEntry>,
+        history: &HistoryRows,
         through: u64,
     ) -> Result<(), IndexError> {
-        self.guarded_write("write", || self.write_unguarded(entries, through))
+        self.guarded_write("write", || self.write_unguarded(entries, history, through))
     }
 
     fn write_unguarded(
         &self,
         entries: &BTreeMap<(u32, u64), IndexEntry>,
+        history: &HistoryRows,
         through: u64,
     ) -> Result<(), IndexError> {
         let err = |e: &dyn std::fmt::Display| self.error("write", e);
@@ -601,6 +642,7 @@ impl IndexDb {
                         .map_err(|e| err(&e))?;
                 }
             }
+            write_history(&tx, history).map_err(|e| err(&e))?;
             let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
             let before = meta
                 .get(META_INDEXED_THROUGH)
@@ -678,14 +720,17 @@ impl IndexDb {
     /// Deletes entries no kept snapshot generation can read: for each queue key below
     /// `key_limit` (keys from it on belong to queues made after the newest generation), those
     /// below `floors[key]`, or all of them when the key has no floor (a queue neither generation
-    /// has). Runs in bounded transactions so apply's writes are not held up long.
+    /// has); likewise the queue positions' events; and the lookups and record events of records
+    /// below `log_floor` (whole lookup buckets). Runs in bounded transactions so apply's writes
+    /// are not held up long.
     pub fn collect_garbage(
         &self,
         floors: &HashMap<u32, u64>,
         key_limit: u32,
+        log_floor: u64,
     ) -> Result<Collected, IndexError> {
         self.guarded_write("collect garbage", || {
-            self.collect_garbage_unguarded(floors, key_limit)
+            self.collect_garbage_unguarded(floors, key_limit, log_floor)
         })
     }
 
@@ -693,9 +738,12 @@ impl IndexDb {
         &self,
         floors: &HashMap<u32, u64>,
         key_limit: u32,
+        log_floor: u64,
     ) -> Result<Collected, IndexError> {
         let entries = self.collect_table(ENTRIES, &ENTRY_KEYS, floors, key_limit)?;
         self.collect_table(TAGS, &TAG_KEYS, floors, key_limit)?;
+        self.collect_table(QUEUE_EVENTS, &QUEUE_EVENT_KEYS, floors, key_limit)?;
+        self.collect_history_below(log_floor)?;
         Ok(Collected { entries })
     }
 

@@ -667,6 +667,7 @@ const PRIORITY_APPLY_VERSION: u32 = 12;
 mod api;
 mod damaged;
 mod disk;
+mod lookup;
 mod members;
 mod observe;
 mod offsets;

@@ -285,6 +285,17 @@ impl StoreRpc for StoreService {
         Ok(Response::new(pulled_to_wire(&pulled)))
     }
 
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::LookupReply>, Status> {
+        let wire = request.into_inner();
+        let shard = wire.shard;
+        let req = vela_proto::lookup::lookup_from_wire(wire)?;
+        let found = self.store.lookup_shard(shard, &req).await.map_err(failed)?;
+        Ok(Response::new(vela_proto::lookup::found_to_wire(&found)))
+    }
+
     async fn recall(
         &self,
         request: Request<pb::RecallRequest>,

@@ -33,9 +33,10 @@ use crate::command::{
     ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, QueueChoice, RecordRef,
     StoreCommand, TagSubscription, TimerKey, TransactionEnd,
 };
+use crate::index_db::history::{EventKind, LookupKind};
 pub use consumer::{ConsumerQueue, Inflight};
 pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
-pub use index::{Entries, IndexEntry, QueueIndex, TagTable, message_group_hash};
+pub use index::{Entries, Frozen, IndexEntry, QueueIndex, TagTable, message_group_hash};
 pub use legacy::{EntryMap, LegacyState};
 pub use offsets::StartRule;
 pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
@@ -367,12 +368,16 @@ impl ShardState {
                 };
                 self.pop_picked(log_index, &at_now, picks, fx)
             }
-            StoreCommand::Ack { deliveries } => CommandResponse::Acked(
-                deliveries
-                    .iter()
-                    .map(|d| self.finish(d, None, fx))
-                    .collect(),
-            ),
+            StoreCommand::Ack { deliveries } => {
+                // An ack carries no time: its events take the latest time applied.
+                let at = (log_index, self.max_now_ms);
+                CommandResponse::Acked(
+                    deliveries
+                        .iter()
+                        .map(|d| self.finish(d, at, None, fx))
+                        .collect(),
+                )
+            }
             StoreCommand::ChangeInvisible {
                 delivery,
                 invisible_ms,
@@ -380,6 +385,16 @@ impl ShardState {
             } => {
                 let changed =
                     self.change_visibility(delivery, log_index, deadline(now, *invisible_ms));
+                if let Ok(c) = &changed {
+                    self.put_queue_event(
+                        delivery,
+                        log_index,
+                        EventKind::InvisibilityChanged,
+                        now,
+                        0,
+                        u64::try_from(c.visible_at_ms).unwrap_or(0),
+                    );
+                }
                 if changed.is_ok() {
                     // Receives waiting on the group may have planned their wake-up for the
                     // old visibility time (a push consumer's negative acknowledgement brings
@@ -397,9 +412,9 @@ impl ShardState {
             } else {
                 self.change_visibility(delivery, delivery.delivery_id, deadline(now, *invisible_ms))
             }),
-            StoreCommand::DeadLetter { delivery, .. } => {
-                CommandResponse::DeadLettered(self.finish(delivery, Some(now), fx))
-            }
+            StoreCommand::DeadLetter { delivery, .. } => CommandResponse::DeadLettered(
+                self.finish(delivery, (log_index, now), Some(now), fx),
+            ),
             StoreCommand::Release { due, .. } => {
                 let mut indexed = 0;
                 for key in due {
@@ -408,7 +423,15 @@ impl ShardState {
                             log_index: key.log_index,
                             slot: key.slot,
                         };
-                        self.index(record, &parked, now, fx);
+                        let (_, offset) = self.index(record, &parked, now, fx);
+                        self.put_stored(
+                            record,
+                            log_index,
+                            now,
+                            &parked.topic,
+                            parked.queue_id,
+                            offset,
+                        );
                         indexed += 1;
                     }
                 }
@@ -421,6 +444,7 @@ impl ShardState {
                 resolution,
                 ..
             } => CommandResponse::TransactionEnded(self.end_transaction(
+                log_index,
                 topic,
                 transaction_id,
                 *resolution,
@@ -442,6 +466,19 @@ impl ShardState {
                 CommandResponse::Recalled(match parked {
                     Some(_) => {
                         fx.timers_changed = true;
+                        let record = RecordRef {
+                            log_index: timer.log_index,
+                            slot: timer.slot,
+                        };
+                        self.entries.put_record_event(
+                            record,
+                            log_index,
+                            EventKind::Recalled,
+                            now,
+                            0,
+                            0,
+                            "",
+                        );
                         Ok(())
                     }
                     None => Err(ApplyError::MessageNotFound(recall_handle(
@@ -516,6 +553,16 @@ impl ShardState {
                 };
                 if m.kind == MessageKind::Transaction {
                     self.half_messages.insert(record, parked);
+                    self.put_lookups(m, record, None);
+                    self.entries.put_record_event(
+                        record,
+                        record.log_index,
+                        EventKind::Prepared,
+                        now_ms,
+                        0,
+                        0,
+                        "",
+                    );
                     AppendOutcome {
                         offset: None,
                         transaction_id: Some(self.transaction_id(record)),
@@ -523,7 +570,20 @@ impl ShardState {
                     }
                 } else {
                     let due_ms = parked.deliver_at_ms;
-                    let offset = self.place(record, parked, now_ms, fx);
+                    let placed = self.place(record, parked, now_ms, fx);
+                    self.put_lookups(m, record, placed);
+                    if let (None, Some(due_ms)) = (placed, due_ms) {
+                        self.entries.put_record_event(
+                            record,
+                            record.log_index,
+                            EventKind::Delayed,
+                            now_ms,
+                            0,
+                            u64::try_from(due_ms).unwrap_or(0),
+                            "",
+                        );
+                    }
+                    let offset = placed.map(|(_, offset)| offset);
                     // Not indexed: parked as a delay message, which a recall can withdraw.
                     let recall_handle = match (offset, due_ms) {
                         (None, Some(due_ms)) => Some(recall_handle(
@@ -544,6 +604,37 @@ impl ShardState {
                 }
             })
             .collect()
+    }
+
+    /// Makes the message at `record` findable by its id and keys (ADR 0028).
+    fn put_lookups(&mut self, m: &MessageRecord, record: RecordRef, at: Option<(u32, u64)>) {
+        self.entries
+            .put_lookup(LookupKind::MessageId, &m.message_id, record, at);
+        for key in &m.keys {
+            self.entries.put_lookup(LookupKind::Key, key, record, at);
+        }
+    }
+
+    /// Records that the record at `record` went into a queue at `(key, offset)` (released,
+    /// committed, or moved to a dead-letter topic).
+    fn put_stored(
+        &mut self,
+        record: RecordRef,
+        at: u64,
+        now_ms: i64,
+        topic: &TopicName,
+        queue_id: u32,
+        offset: u64,
+    ) {
+        self.entries.put_record_event(
+            record,
+            at,
+            EventKind::Stored,
+            now_ms,
+            u64::from(queue_id),
+            offset,
+            topic.as_str(),
+        );
     }
 
     /// The messages remembered for send deduplication.
@@ -591,14 +682,14 @@ impl ShardState {
     }
 
     /// Puts a released message where it belongs now: its queue, or the timer set when its
-    /// delivery time is still ahead. Returns the offset when indexed.
+    /// delivery time is still ahead. Returns the queue key and offset when indexed.
     fn place(
         &mut self,
         record: RecordRef,
         parked: ParkedMessage,
         now_ms: i64,
         fx: &mut ApplyEffects,
-    ) -> Option<u64> {
+    ) -> Option<(u32, u64)> {
         match parked.deliver_at_ms {
             Some(due_ms) if due_ms > now_ms => {
                 self.timers.insert(
@@ -616,13 +707,14 @@ impl ShardState {
         }
     }
 
+    /// Indexes a message into its queue; returns the queue key and offset.
     fn index(
         &mut self,
         record: RecordRef,
         parked: &ParkedMessage,
         store_ts_ms: i64,
         fx: &mut ApplyEffects,
-    ) -> u64 {
+    ) -> (u32, u64) {
         fx.woken_topics.insert(parked.topic.clone());
         self.push_entry(
             parked.topic.clone(),
@@ -637,8 +729,8 @@ impl ShardState {
         )
     }
 
-    /// Appends `entry` to a queue (created on first use) and returns its offset.
-    fn push_entry(&mut self, topic: TopicName, queue_id: u32, entry: IndexEntry) -> u64 {
+    /// Appends `entry` to a queue (created on first use) and returns its key and offset.
+    fn push_entry(&mut self, topic: TopicName, queue_id: u32, entry: IndexEntry) -> (u32, u64) {
         let next_key = &mut self.next_queue_key;
         let queue = self.queues.entry((topic, queue_id)).or_insert_with(|| {
             let key = *next_key;
@@ -648,7 +740,7 @@ impl ShardState {
         });
         let offset = queue.take_offset();
         self.entries.put(queue.key(), offset, entry);
-        offset
+        (queue.key(), offset)
     }
 
     fn matcher(&self, filter: &TagSubscription) -> TagMatcher {
@@ -677,6 +769,30 @@ impl ShardState {
 
     /// Makes the current delivery `d` visible again at `visible_at_ms`, under the delivery id
     /// `new_delivery_id` (the command's log index for a change, `d`'s own for a renewal).
+    /// Records what `d`'s group did with its message (ADR 0028).
+    fn put_queue_event(
+        &mut self,
+        d: &DeliveryRef,
+        at: u64,
+        kind: EventKind,
+        time_ms: i64,
+        a: u64,
+        b: u64,
+    ) {
+        if let Some(queue) = self.queues.get(&(d.topic.clone(), d.queue_id)) {
+            self.entries.put_queue_event(
+                queue.key(),
+                d.offset,
+                at,
+                kind,
+                time_ms,
+                a,
+                b,
+                d.group.as_str(),
+            );
+        }
+    }
+
     fn change_visibility(
         &mut self,
         d: &DeliveryRef,
@@ -699,10 +815,12 @@ impl ShardState {
         }
     }
 
-    /// Ends a delivery: an ack (`dead_letter_at` = None) or a move to the DLQ.
+    /// Ends a delivery: an ack (`dead_letter_at` = None) or a move to the DLQ. `(at, time)`:
+    /// the command's log index and time, for the message's track.
     fn finish(
         &mut self,
         d: &DeliveryRef,
+        (at, time_ms): (u64, i64),
         dead_letter_at: Option<i64>,
         fx: &mut ApplyEffects,
     ) -> Result<(), ApplyError> {
@@ -722,15 +840,21 @@ impl ShardState {
                 .get(&(d.topic.clone(), d.queue_id))
                 .and_then(|q| live_entry(&self.entries, self.truncated_below, q, d.offset));
             match entry {
-                Some(entry) => self.push_dead_letter(&d.group, entry, now_ms, fx),
+                Some(entry) => {
+                    self.put_queue_event(d, at, EventKind::DeadLettered, time_ms, 0, 0);
+                    self.push_dead_letter(&d.group, entry, at, now_ms, fx);
+                }
                 None => warn!(delivery = %d, "dead letter dropped: retention removed the message"),
             }
+        } else {
+            self.put_queue_event(d, at, EventKind::Acked, time_ms, 0, 0);
         }
         Ok(())
     }
 
     fn end_transaction(
         &mut self,
+        at: u64,
         topic: &TopicName,
         transaction_id: &str,
         resolution: TransactionEnd,
@@ -749,8 +873,27 @@ impl ShardState {
             return Err(not_found());
         }
         let parked = self.half_messages.remove(&record).ok_or_else(not_found)?;
+        let ended = match resolution {
+            TransactionEnd::Commit => EventKind::Committed,
+            TransactionEnd::Rollback => EventKind::RolledBack,
+        };
+        self.entries
+            .put_record_event(record, at, ended, now_ms, 0, 0, "");
         if resolution == TransactionEnd::Commit {
-            self.place(record, parked, now_ms, fx);
+            let (topic, queue_id, due) =
+                (parked.topic.clone(), parked.queue_id, parked.deliver_at_ms);
+            match self.place(record, parked, now_ms, fx) {
+                Some((_, offset)) => self.put_stored(record, at, now_ms, &topic, queue_id, offset),
+                None => self.entries.put_record_event(
+                    record,
+                    at,
+                    EventKind::Delayed,
+                    now_ms,
+                    0,
+                    due.and_then(|d| u64::try_from(d).ok()).unwrap_or(0),
+                    "",
+                ),
+            }
         }
         Ok(())
     }

@@ -347,6 +347,13 @@ mod admin_impls {
             Access::new(Resource::group(r.group.trim()), Action::Update),
             Access::new(Resource::topic(r.topic.trim()), Action::Get),
         ], Some(format!("reset group {} on topic {}", r.group, r.topic));
+        LookupMessagesRequest => |r| vec![Access::new(
+            match r.topic.trim() {
+                "" => every(ResourceType::Topic),
+                name => Resource::topic(name),
+            },
+            Action::Get,
+        )], None;
         ClusterInfoRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         ClusterStatusRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         TierStatusRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;

@@ -658,6 +658,16 @@ impl StoreApi for FakeStore {
     }
 
     /// Reads what is stored from the offset at once (no long polling, no filter).
+    async fn lookup(
+        &self,
+        _: &vela_proto::lookup::LookupRequest,
+    ) -> Result<Vec<vela_proto::lookup::FoundMessage>, StoreError> {
+        // Lookups are the store's (tested there and end to end in t29).
+        Err(StoreError::Unavailable(
+            "the fake store keeps no lookup index".into(),
+        ))
+    }
+
     async fn pull(
         &self,
         req: vela_proto::store_api::PullRequest,

@@ -73,8 +73,10 @@ fn writes_read_back_by_key_and_range() {
     let vfs = vela_raft::vfs::StdVfs::shared();
     let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
     assert_eq!(db.indexed_through().expect("meta"), None);
-    db.write(&batch(1, 0..100), 10).expect("writes");
-    db.write(&batch(2, 0..5), 8).expect("writes");
+    db.write(&batch(1, 0..100), &HistoryRows::default(), 10)
+        .expect("writes");
+    db.write(&batch(2, 0..5), &HistoryRows::default(), 8)
+        .expect("writes");
     assert_eq!(
         db.indexed_through().expect("meta"),
         Some(10),
@@ -100,14 +102,18 @@ fn garbage_collection_keeps_what_a_floor_protects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vfs = vela_raft::vfs::StdVfs::shared();
     let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
-    db.write(&batch(0, 0..50_000), 1).expect("writes");
-    db.write(&batch(1, 0..10), 1).expect("writes");
-    db.write(&batch(2, 0..10), 1).expect("writes");
-    db.write(&batch(3, 0..10), 1).expect("writes");
+    db.write(&batch(0, 0..50_000), &HistoryRows::default(), 1)
+        .expect("writes");
+    db.write(&batch(1, 0..10), &HistoryRows::default(), 1)
+        .expect("writes");
+    db.write(&batch(2, 0..10), &HistoryRows::default(), 1)
+        .expect("writes");
+    db.write(&batch(3, 0..10), &HistoryRows::default(), 1)
+        .expect("writes");
     // Queue 0 keeps 40,000.., queue 1 is gone from both generations, queue 2 keeps all, queue 3
     // was made after the newest generation (its key is past the limit).
     let floors = HashMap::from([(0, 40_000), (2, 0)]);
-    let collected = db.collect_garbage(&floors, 3).expect("collects");
+    let collected = db.collect_garbage(&floors, 3, 0).expect("collects");
     assert_eq!(collected.entries, 40_000 + 10);
     let view = db.view().expect("view");
     assert_eq!(view.get(0, 39_999).expect("reads"), None);
@@ -116,7 +122,10 @@ fn garbage_collection_keeps_what_a_floor_protects() {
     assert_eq!(view.get(2, 0).expect("reads"), Some(entry(1)));
     assert_eq!(view.get(3, 9).expect("reads"), Some(entry(10)));
     assert_eq!(db.count(), 10_000 + 10 + 10);
-    assert_eq!(db.collect_garbage(&floors, 3).expect("collects").entries, 0);
+    assert_eq!(
+        db.collect_garbage(&floors, 3, 0).expect("collects").entries,
+        0
+    );
 }
 
 #[test]
@@ -154,7 +163,8 @@ fn power_cut_case(seed: u64) {
         let n = rng.random_range(1..3_000);
         let part = batch(rng.random_range(0..3), next..next + n);
         next += n;
-        db.write(&part, step).expect("writes");
+        db.write(&part, &HistoryRows::default(), step)
+            .expect("writes");
         written.insert(step, part);
         if rng.random_bool(0.4) {
             db.make_durable().expect("syncs");
@@ -209,7 +219,8 @@ fn creation_is_atomic_across_power_cuts() {
         let crashed = sim.crash(CrashMode::Random { seed: rng.random() });
         let vfs = sim_vfs(&crashed);
         let db = IndexDb::open(&vfs, dir, 1 << 20).expect("opens after a crash in creation");
-        db.write(&batch(0, 0..10), 1).expect("writes");
+        db.write(&batch(0, 0..10), &HistoryRows::default(), 1)
+            .expect("writes");
     });
 }
 
@@ -226,7 +237,8 @@ fn bit_rot_never_serves_a_wrong_entry() {
         let written = batch(0, 0..5_000);
         {
             let db = IndexDb::open(&vfs, dir, 1 << 20).expect("opens");
-            db.write(&written, 1).expect("writes");
+            db.write(&written, &HistoryRows::default(), 1)
+                .expect("writes");
             db.make_durable().expect("syncs");
         }
         let path = dir.join(INDEX_FILE);
@@ -252,8 +264,10 @@ fn tag_keys_find_the_next_tagged_entry_and_are_collected_with_their_entries() {
     let vfs = vela_raft::vfs::StdVfs::shared();
     let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
     // entry(n) has tag n % 3, so offsets o have tag (o + 1) % 3; tag 0 is untagged.
-    db.write(&batch(0, 0..300), 1).expect("writes");
-    db.write(&batch(1, 0..300), 1).expect("writes");
+    db.write(&batch(0, 0..300), &HistoryRows::default(), 1)
+        .expect("writes");
+    db.write(&batch(1, 0..300), &HistoryRows::default(), 1)
+        .expect("writes");
     let view = db.view().expect("view");
     assert_eq!(view.first_tagged(0, &[1], 0, 300).expect("reads"), Some(0));
     assert_eq!(view.first_tagged(0, &[2], 0, 300).expect("reads"), Some(1));
@@ -271,7 +285,7 @@ fn tag_keys_find_the_next_tagged_entry_and_are_collected_with_their_entries() {
     assert_eq!(db.tag_count(), 400, "untagged entries have no tag key");
     drop(view);
     let floors = HashMap::from([(0, 150)]);
-    db.collect_garbage(&floors, 2).expect("collects");
+    db.collect_garbage(&floors, 2, 0).expect("collects");
     assert_eq!(
         db.tag_count(),
         100,
@@ -303,9 +317,12 @@ fn an_export_imported_into_an_empty_file_answers_the_same() {
     let from_dir = tempfile::tempdir().expect("tempdir");
     let from = IndexDb::open(&vfs, from_dir.path(), 1 << 20).expect("opens");
     // Offsets o have tag (o + 1) % 3, so a third are untagged.
-    from.write(&batch(0, 0..40), 7).expect("writes");
-    from.write(&batch(1, 5..25), 9).expect("writes");
-    from.write(&batch(4, 100..103), 12).expect("writes");
+    from.write(&batch(0, 0..40), &HistoryRows::default(), 7)
+        .expect("writes");
+    from.write(&batch(1, 5..25), &HistoryRows::default(), 9)
+        .expect("writes");
+    from.write(&batch(4, 100..103), &HistoryRows::default(), 12)
+        .expect("writes");
     let to_dir = tempfile::tempdir().expect("tempdir");
     let to = IndexDb::open(&vfs, to_dir.path(), 1 << 20).expect("opens");
 
@@ -370,13 +387,16 @@ fn an_export_does_not_see_writes_after_its_view() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vfs = vela_raft::vfs::StdVfs::shared();
     let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
-    db.write(&batch(0, 0..10), 1).expect("writes");
+    db.write(&batch(0, 0..10), &HistoryRows::default(), 1)
+        .expect("writes");
     let before = all_rows(&db);
     let view = db.view().expect("view");
     let mut export = view.export(4);
     let first = export.next().expect("a batch").expect("exports");
-    db.write(&batch(0, 10..20), 2).expect("writes");
-    db.write(&batch(1, 0..10), 3).expect("writes");
+    db.write(&batch(0, 10..20), &HistoryRows::default(), 2)
+        .expect("writes");
+    db.write(&batch(1, 0..10), &HistoryRows::default(), 3)
+        .expect("writes");
     let mut seen = first;
     for rows in export {
         let rows = rows.expect("exports");
@@ -397,8 +417,10 @@ fn an_import_is_durable_once_finished() {
     let from_dir = tempfile::tempdir().expect("tempdir");
     let std_vfs = vela_raft::vfs::StdVfs::shared();
     let from = IndexDb::open(&std_vfs, from_dir.path(), 1 << 20).expect("opens");
-    from.write(&batch(0, 0..2_000), 5).expect("writes");
-    from.write(&batch(2, 0..50), 6).expect("writes");
+    from.write(&batch(0, 0..2_000), &HistoryRows::default(), 5)
+        .expect("writes");
+    from.write(&batch(2, 0..50), &HistoryRows::default(), 6)
+        .expect("writes");
     let exported = all_rows(&from);
 
     let sim = SimVfs::new();

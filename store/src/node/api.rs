@@ -3,6 +3,7 @@
 //! operations shard by shard.
 
 use super::*;
+use vela_proto::lookup::{FoundMessage, LookupRequest};
 
 /// The apply version from which a renewal keeps the delivery id (`RenewInvisible`).
 const RENEW_APPLY_VERSION: u32 = 10;
@@ -11,6 +12,24 @@ const RECALL_APPLY_VERSION: u32 = 11;
 
 #[async_trait]
 impl StoreApi for Store {
+    async fn lookup(&self, req: &LookupRequest) -> Result<Vec<FoundMessage>, StoreError> {
+        let mut found = Vec::new();
+        for id in self.shards().keys() {
+            if !req.shards.is_empty() && !req.shards.contains(id) {
+                continue;
+            }
+            match self.lookup_shard(*id, req).await {
+                Ok(more) => found.extend(more),
+                // Another node leads it; a cluster's proxies ask that one.
+                Err(StoreError::NotLeader { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        found.sort_by_key(|f| f.store_timestamp_ms);
+        found.truncate(req.limit as usize);
+        Ok(found)
+    }
+
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
         let local = self.shard(req.shard)?;
         self.check_append(&req)?;

@@ -16,6 +16,7 @@ use vela_proto::store_api::{
 use super::*;
 
 mod clock;
+mod lookup;
 mod offsets;
 mod replicated;
 mod sql;

@@ -11,7 +11,7 @@
 //! a build holds from taking its copy of the state to writing it, and a build never writes a
 //! generation older than one on disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -29,9 +29,10 @@ use vela_raft::generations::{Generation, SnapshotKeeper};
 use super::catch_up::{Fill, Restoring};
 use super::{CatchUp, ShardShared, ShardTypes};
 use crate::command::{CommandResponse, StoreCommand};
+use crate::index_db::history::HistoryRows;
 use crate::index_db::{IndexDb, IndexError, IndexView};
 use crate::state::{
-    APPLY_VERSION, ApplyEffects, DedupWindow, IndexEntry, LegacyState, ShardState, TierManifest,
+    APPLY_VERSION, ApplyEffects, DedupWindow, Frozen, LegacyState, ShardState, TierManifest,
 };
 
 /// Applied entries kept in memory before a background write to the index file starts.
@@ -253,7 +254,9 @@ impl Applied {
 type SnapshotFileLock = Arc<Mutex<()>>;
 
 /// Each queue's key and first offset in a snapshot generation: what a replay from it may read.
-type Floors = HashMap<u32, u64>;
+/// A generation's floors: per queue key its first retained offset, and the retention floor of
+/// the log (records below it are gone).
+type Floors = (HashMap<u32, u64>, u64);
 
 pub struct ShardStateMachine {
     shared: Arc<ShardShared>,
@@ -371,11 +374,11 @@ impl ShardStateMachine {
     }
 
     /// Starts writing the applied entries to the index file once enough have collected.
-    fn start_flush(&mut self, frozen: Option<Arc<BTreeMap<(u32, u64), IndexEntry>>>, through: u64) {
+    fn start_flush(&mut self, frozen: Option<Arc<Frozen>>, through: u64) {
         let Some(frozen) = frozen else { return };
         let db = self.index().clone();
         self.flushing = Some(tokio::task::spawn_blocking(move || {
-            db.write(&frozen, through)?;
+            db.write(&frozen.entries, &frozen.history, through)?;
             // Durable now, in this small step, rather than all at once when the next snapshot
             // needs it: one large flush of the index file at snapshot time held the disk for
             // ~20 ms, and every send's log fsync waited behind it.
@@ -617,7 +620,7 @@ fn restore_index(
                 entries = entries.len(),
                 "moving queue index entries of a format-2 snapshot into the index file"
             );
-            db.write(&entries, index)?;
+            db.write(&entries, &HistoryRows::default(), index)?;
             db.make_durable()?;
             // Everything the snapshot needs is in the file now, and a later open checks that.
             state.set_last_indexing(index);
@@ -665,7 +668,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
             tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
                 // Written again if a background write has them too: same keys, same entries.
                 for part in &unflushed {
-                    db.write(part, index)?;
+                    db.write(&part.entries, &part.history, index)?;
                 }
                 db.make_durable()?;
                 let bytes = if state.apply_version() < 5 {
@@ -700,7 +703,13 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
                     })
                 }
                 .map_err(invalid_data)?;
-                Ok((bytes, (state.index_floors(), state.next_queue_key())))
+                Ok((
+                    bytes,
+                    (
+                        (state.index_floors(), state.truncated_below()),
+                        state.next_queue_key(),
+                    ),
+                ))
             })
             .await
             .map_err(io::Error::other)??
@@ -731,11 +740,15 @@ impl ShardSnapshotBuilder {
         let Some(older) = self.floors.lock().replace(newest.clone()) else {
             return;
         };
-        let mut floors = newest;
-        floors.extend(older);
+        let (mut floors, newest_log_floor) = newest;
+        let (older_floors, older_log_floor) = older;
+        floors.extend(older_floors);
+        let log_floor = newest_log_floor.min(older_log_floor);
         let db = self.shared.index.clone();
         let shard = self.shared.shard;
-        match tokio::task::spawn_blocking(move || db.collect_garbage(&floors, key_limit)).await {
+        match tokio::task::spawn_blocking(move || db.collect_garbage(&floors, key_limit, log_floor))
+            .await
+        {
             Ok(Ok(collected)) if collected.entries > 0 => {
                 debug!(
                     shard,

@@ -168,7 +168,9 @@ async fn apply(sm: &mut ShardStateMachine, entries: Vec<EntryOf<ShardTypes>>) ->
 /// index would.
 fn ship_index(from: &ShardShared, to: &ShardShared, through: u64) {
     for part in from.applied.read().state.entries().unflushed() {
-        to.index.write(&part, through).expect("index write");
+        to.index
+            .write(&part.entries, &part.history, through)
+            .expect("index write");
     }
     to.index.make_durable().expect("index sync");
 }

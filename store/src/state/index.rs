@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::RecordRef;
 use crate::index_db::IndexView;
+use crate::index_db::history::{
+    self, Event, EventKind, HistoryRows, LookupKind, encode_event, encode_lookup_key,
+    encode_lookup_value, lookup_hash, queue_event_key, record_event_key,
+};
 
 /// One message in a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +104,9 @@ impl QueueIndex {
 #[derive(Clone, Default)]
 pub struct Entries {
     tail: BTreeMap<(u32, u64), IndexEntry>,
-    frozen: Option<Arc<BTreeMap<(u32, u64), IndexEntry>>>,
+    /// Message lookups and events applied with the tail ([`crate::index_db::history`]).
+    history: HistoryRows,
+    frozen: Option<Arc<Frozen>>,
     file: Option<Arc<IndexView>>,
     /// The first read error of the file; apply checks it and stops the shard.
     failure: Arc<Mutex<Option<String>>>,
@@ -112,10 +118,18 @@ impl std::fmt::Debug for Entries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entries")
             .field("tail", &self.tail.len())
-            .field("frozen", &self.frozen.as_ref().map(|f| f.len()))
+            .field("frozen", &self.frozen.as_ref().map(|f| f.entries.len()))
+            .field("history", &self.history.len())
             .field("file", &self.file.is_some())
             .finish()
     }
+}
+
+/// A tail moved aside for writing to the file: its entries and its history rows.
+#[derive(Debug, Default)]
+pub struct Frozen {
+    pub entries: BTreeMap<(u32, u64), IndexEntry>,
+    pub history: HistoryRows,
 }
 
 type Source<'a> = std::iter::Peekable<Box<dyn Iterator<Item = (u64, IndexEntry)> + 'a>>;
@@ -140,7 +154,11 @@ impl Entries {
         if let Some(e) = self.tail.get(&(key, offset)) {
             return Some(*e);
         }
-        if let Some(e) = self.frozen.as_ref().and_then(|f| f.get(&(key, offset))) {
+        if let Some(e) = self
+            .frozen
+            .as_ref()
+            .and_then(|f| f.entries.get(&(key, offset)))
+        {
             return Some(*e);
         }
         let file = self.file.as_ref()?;
@@ -172,7 +190,7 @@ impl Entries {
         }
         let tail = memory(&self.tail, key, from, to);
         let frozen = match &self.frozen {
-            Some(f) => memory(f, key, from, to),
+            Some(f) => memory(&f.entries, key, from, to),
             None => (Box::new(std::iter::empty()) as Box<dyn Iterator<Item = _>>).peekable(),
         };
         let file: Source<'_> = match (&self.file, from < to) {
@@ -214,7 +232,7 @@ impl Entries {
         };
         let mut first = in_memory(&self.tail);
         if let Some(frozen) = &self.frozen {
-            first = earliest(first, in_memory(frozen));
+            first = earliest(first, in_memory(&frozen.entries));
         }
         if let Some(file) = &self.file {
             match file.first_tagged(key, tags, from, first.unwrap_or(to)) {
@@ -225,18 +243,22 @@ impl Entries {
         first
     }
 
-    /// Entries applied since the last [`Entries::freeze`] or [`Entries::flushed`].
+    /// Entries and history rows applied since the last [`Entries::freeze`] or
+    /// [`Entries::flushed`].
     pub fn tail_len(&self) -> usize {
-        self.tail.len()
+        self.tail.len() + self.history.len()
     }
 
     /// Moves the tail aside for writing to the file (it stays readable) and returns it. `None`
     /// when there is nothing to write, no file, or an earlier freeze is not written yet.
-    pub fn freeze(&mut self) -> Option<Arc<BTreeMap<(u32, u64), IndexEntry>>> {
-        if self.file.is_none() || self.frozen.is_some() || self.tail.is_empty() {
+    pub fn freeze(&mut self) -> Option<Arc<Frozen>> {
+        if self.file.is_none() || self.frozen.is_some() || self.tail_len() == 0 {
             return None;
         }
-        let frozen = Arc::new(std::mem::take(&mut self.tail));
+        let frozen = Arc::new(Frozen {
+            entries: std::mem::take(&mut self.tail),
+            history: std::mem::take(&mut self.history),
+        });
         self.frozen = Some(frozen.clone());
         Some(frozen)
     }
@@ -247,13 +269,115 @@ impl Entries {
         self.file = Some(file);
     }
 
-    /// Copies of the entries applied but not yet known to be in the file (frozen and tail).
-    pub fn unflushed(&self) -> Vec<Arc<BTreeMap<(u32, u64), IndexEntry>>> {
+    /// Copies of the entries and rows applied but not yet known to be in the file (frozen and
+    /// tail).
+    pub fn unflushed(&self) -> Vec<Arc<Frozen>> {
         let mut parts: Vec<_> = self.frozen.iter().cloned().collect();
-        if !self.tail.is_empty() {
-            parts.push(Arc::new(self.tail.clone()));
+        if self.tail_len() > 0 {
+            parts.push(Arc::new(Frozen {
+                entries: self.tail.clone(),
+                history: self.history.clone(),
+            }));
         }
         parts
+    }
+
+    /// Records that the message at `record` has `text` as its id or one of its keys, indexed
+    /// at `at` (queue key, offset) when it went into a queue at its append.
+    pub fn put_lookup(
+        &mut self,
+        kind: LookupKind,
+        text: &str,
+        record: RecordRef,
+        at: Option<(u32, u64)>,
+    ) {
+        self.history.lookups.push((
+            encode_lookup_key(kind, lookup_hash(text), record.log_index, record.slot),
+            encode_lookup_value(at),
+        ));
+    }
+
+    /// Records an event of the record itself (see [`EventKind`] for `a`, `b` and `name`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_record_event(
+        &mut self,
+        record: RecordRef,
+        at: u64,
+        kind: EventKind,
+        time_ms: i64,
+        a: u64,
+        b: u64,
+        name: &str,
+    ) {
+        let key = record_event_key(record.log_index, record.slot, at, kind);
+        let value = encode_event(&key, time_ms, a, b, name);
+        self.history.record_events.push((key, value));
+    }
+
+    /// Records what a group did with the message at `(queue key, offset)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_queue_event(
+        &mut self,
+        queue: u32,
+        offset: u64,
+        at: u64,
+        kind: EventKind,
+        time_ms: i64,
+        a: u64,
+        b: u64,
+        name: &str,
+    ) {
+        let key = queue_event_key(queue, offset, at, kind);
+        let value = encode_event(&key, time_ms, a, b, name);
+        self.history.queue_events.push((key, value));
+    }
+
+    /// Records whose id or key hashes like `text` among the rows not yet in the file: `(record,
+    /// where it was indexed at its append)`. Hints: the caller confirms each against the
+    /// record. The file's rows are read through [`IndexView::lookup`].
+    pub fn lookup_in_memory(
+        &self,
+        kind: LookupKind,
+        text: &str,
+    ) -> Vec<(RecordRef, Option<(u32, u64)>)> {
+        let hash = lookup_hash(text).to_be_bytes();
+        let mut found = Vec::new();
+        for rows in self.history_parts() {
+            for (key, value) in &rows.lookups {
+                if key[4] == kind as u8 && key[5..13] == hash {
+                    let (log_index, slot) = history::lookup_record(key);
+                    found.push((
+                        RecordRef { log_index, slot },
+                        history::decode_lookup_value(value),
+                    ));
+                }
+            }
+        }
+        found
+    }
+
+    /// The events, among the rows not yet in the file, of the record at `record` and of the
+    /// message at each `(queue key, offset)` in `positions`.
+    pub fn events_in_memory(&self, record: RecordRef, positions: &[(u32, u64)]) -> Vec<Event> {
+        let start = record_event_key(record.log_index, record.slot, 0, EventKind::Stored);
+        let mut out = Vec::new();
+        for rows in self.history_parts() {
+            for (key, value) in &rows.record_events {
+                if key[..12] == start[..12] {
+                    out.extend(history::decode_event(key, value).ok());
+                }
+            }
+            for (key, value) in &rows.queue_events {
+                if positions.contains(&history::queue_event_position(key)) {
+                    out.extend(history::decode_event(key, value).ok());
+                }
+            }
+        }
+        out
+    }
+
+    fn history_parts(&self) -> impl Iterator<Item = &HistoryRows> {
+        std::iter::once(&self.history).chain(self.frozen.as_ref().map(|f| &f.history))
     }
 
     /// The file behind these entries, if any.
@@ -405,7 +529,10 @@ mod tests {
         entries.put(1, 0, entry(10));
         entries.put(1, 1, entry(11));
         entries.put(2, 0, entry(99));
-        entries.frozen = Some(Arc::new(std::mem::take(&mut entries.tail)));
+        entries.frozen = Some(Arc::new(Frozen {
+            entries: std::mem::take(&mut entries.tail),
+            history: HistoryRows::default(),
+        }));
         entries.put(1, 1, entry(21));
         entries.put(1, 2, entry(22));
         let got: Vec<(u64, u64)> = entries

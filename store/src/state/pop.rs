@@ -13,6 +13,7 @@ use super::{
 use crate::command::{
     CommandResponse, PickedRange, PopCommand, PoppedMessage, QueueChoice, ScanRange,
 };
+use crate::index_db::history::EventKind;
 
 /// Most expired in-flight messages one POP looks at per queue (bounds one apply's work).
 const EXPIRY_SCAN_LIMIT: usize = 1024;
@@ -136,13 +137,14 @@ impl ShardState {
         fx: &mut ApplyEffects,
     ) -> CommandResponse {
         let matcher = self.matcher(&pop.filter);
-        let mut delivered = Vec::new();
+        let mut delivered: Vec<PoppedMessage> = Vec::new();
         let mut dead_letters = Vec::new();
         for (queue_id, bounds) in order {
             if delivered.len() >= pop.max as usize {
                 break;
             }
-            self.pop_queue(
+            let before = delivered.len();
+            let key = self.pop_queue(
                 log_index,
                 pop,
                 *queue_id,
@@ -152,10 +154,34 @@ impl ShardState {
                 &mut dead_letters,
                 fx,
             );
+            if let Some(key) = key {
+                for m in &delivered[before..] {
+                    self.entries.put_queue_event(
+                        key,
+                        m.offset,
+                        log_index,
+                        EventKind::Delivered,
+                        pop.now_ms,
+                        u64::from(m.attempt),
+                        u64::try_from(m.visible_at_ms).unwrap_or(0),
+                        pop.group.as_str(),
+                    );
+                }
+            }
         }
         let dead_lettered = u32::try_from(dead_letters.len()).unwrap_or(u32::MAX);
-        for entry in dead_letters {
-            self.push_dead_letter(&pop.group, entry, pop.now_ms, fx);
+        for (key, offset, entry) in dead_letters {
+            self.entries.put_queue_event(
+                key,
+                offset,
+                log_index,
+                EventKind::DeadLettered,
+                pop.now_ms,
+                0,
+                0,
+                pop.group.as_str(),
+            );
+            self.push_dead_letter(&pop.group, entry, log_index, pop.now_ms, fx);
         }
         CommandResponse::Popped {
             delivery_id: log_index,
@@ -173,14 +199,12 @@ impl ShardState {
         bounds: QueueBounds,
         matcher: &TagMatcher,
         out: &mut Vec<PoppedMessage>,
-        dead_letters: &mut Vec<IndexEntry>,
+        dead_letters: &mut Vec<(u32, u64, IndexEntry)>,
         fx: &mut ApplyEffects,
-    ) {
+    ) -> Option<u32> {
         let apply_version = self.apply_version;
         let truncated_below = self.truncated_below;
-        let Some(index) = self.queues.get(&(pop.topic.clone(), queue_id)).copied() else {
-            return;
-        };
+        let index = self.queues.get(&(pop.topic.clone(), queue_id)).copied()?;
         let entries = &self.entries;
         let consumer = self
             .consumers
@@ -219,7 +243,7 @@ impl ShardState {
             };
             if attempts >= pop.max_attempts {
                 consumer.remove_inflight(offset);
-                dead_letters.push(entry);
+                dead_letters.push((index.key(), offset, entry));
             } else if !matcher.matches(entry.tag) {
                 // The subscription changed since: RocketMQ acks what no longer matches.
                 consumer.remove_inflight(offset);
@@ -289,26 +313,30 @@ impl ShardState {
         if consumer.has_ready() {
             fx.woken_topics.insert(pop.topic.clone());
         }
+        Some(index.key())
     }
 
+    /// Moves a message to `group`'s dead-letter topic (in the command at log index `at`).
     pub(super) fn push_dead_letter(
         &mut self,
         group: &GroupName,
         entry: IndexEntry,
+        at: u64,
         now_ms: i64,
         fx: &mut ApplyEffects,
     ) {
         let dlq = group.dead_letter_topic();
         fx.woken_topics.insert(dlq.clone());
         // Same record, no body copy: the DLQ entry points at the original Append.
-        self.push_entry(
-            dlq,
+        let (_, offset) = self.push_entry(
+            dlq.clone(),
             0,
             IndexEntry {
                 store_ts_ms: now_ms,
                 ..entry
             },
         );
+        self.put_stored(entry.record(), at, now_ms, &dlq, 0, offset);
     }
 
     /// Whether a POP matching `probe` could deliver something at `now_ms` (no state change).
