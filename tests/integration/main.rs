@@ -36,3 +36,4 @@ mod t25_routes;
 mod t26_push_consumer;
 mod t27_priority;
 mod t28_request_reply;
+mod t29_lookup;

@@ -144,6 +144,25 @@ async fn history_reads_back_from_the_tier(url: Option<String>) {
         .unwrap();
     let got = read(&node, &all, &topic, OLD + RECENT).await;
     assert_eq!(got, (0..OLD + RECENT).collect::<Vec<_>>());
+    // The oldest message is found by its key, body and track, from the tier (ADR 0028).
+    let found = node
+        .admin(&[
+            "message", "find", "--topic", &topic, "--key", "order-0", "--output", "json",
+        ])
+        .await
+        .unwrap();
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    assert!(
+        found[0]["body"].as_str().is_some_and(|b| b.starts_with("m0000-")),
+        "{found}"
+    );
+    let kinds: Vec<&str> = found[0]["track"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["stored", "delivered", "acked"], "{found}");
     let metrics = scrape(node.http()).await;
     let gets: f64 = metrics
         .lines()
