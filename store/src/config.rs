@@ -59,6 +59,11 @@ pub struct StoreConfig {
     pub log_cache: ByteSize,
     /// Page cache of each shard's queue index file (`index.redb`).
     pub index_cache: ByteSize,
+    /// Keep, in each shard's index file, a lookup of message ids and keys and each message's
+    /// track (stored, delivered, acknowledged, dead-lettered), for `vela admin message
+    /// show|find` (ADR 0028; RocketMQ's `messageIndexEnable`). Off: nothing is recorded from
+    /// then on and lookups find only what was recorded before.
+    pub message_index: bool,
     /// How often each shard re-reads and verifies its sealed log segments in the background
     /// (0 turns the scheduled scrub off).
     #[serde(with = "humantime_serde")]
@@ -113,6 +118,7 @@ impl Default for StoreConfig {
             max_delay: Duration::from_secs(24 * 3600),
             log_cache: ByteSize::mib(64),
             index_cache: ByteSize::mib(32),
+            message_index: true,
             scrub_interval: Duration::from_secs(24 * 3600),
             scrub_rate: ByteSize::mib(32),
             transaction_check_after: Duration::from_secs(6),

@@ -191,9 +191,15 @@ pub(crate) struct ShardShared {
 }
 
 impl ShardShared {
-    pub fn new(shard: ShardId, index: Arc<IndexDb>) -> Result<Arc<Self>, IndexError> {
+    /// `history`: record message lookups and tracks ([`StoreConfig::message_index`]).
+    pub fn new(
+        shard: ShardId,
+        index: Arc<IndexDb>,
+        history: bool,
+    ) -> Result<Arc<Self>, IndexError> {
         let mut state = ShardState::new(shard);
         state.entries_mut().attach(index.view()?);
+        state.entries_mut().set_history(history);
         Ok(Arc::new(Self {
             shard,
             index,
@@ -373,12 +379,13 @@ async fn open_storage(
     let keeper = SnapshotKeeper::new(generations, Some(log.clone())).map_err(log_error)?;
     let index = {
         let cache = usize::try_from(cfg.index_cache.as_u64()).unwrap_or(usize::MAX);
+        let history = cfg.message_index;
         tokio::task::spawn_blocking(move || {
             vela_raft::vfs::create_dir_all(&*vfs, &dir)
                 .map_err(|e| StoreOpenError::Config(format!("shard {id} directory: {e}")))?;
             let index = IndexDb::open(&vfs, &dir, cache)
                 .map_err(|source| StoreOpenError::Index { shard: id, source })?;
-            ShardShared::new(id, index)
+            ShardShared::new(id, index, history)
                 .map_err(|source| StoreOpenError::Index { shard: id, source })
         })
         .await

@@ -329,13 +329,21 @@ async fn admin_rights_can_be_granted_narrowly_and_only_super_users_manage_users(
     assert!(refused.to_string().contains("DELETE"), "{refused}");
     // Looking messages up is GET on the topic: by key in its own topic, yes; in another
     // topic, or by id across every topic, no.
-    admin_as(&node, ops, &["message", "find", "--topic", &mine, "--key", "k"])
-        .await
-        .unwrap();
+    admin_as(
+        &node,
+        ops,
+        &["message", "find", "--topic", &mine, "--key", "k"],
+    )
+    .await
+    .unwrap();
     root(&node, &["topic", "create", &theirs]).await;
-    let refused = admin_as(&node, ops, &["message", "find", "--topic", &theirs, "--key", "k"])
-        .await
-        .unwrap_err();
+    let refused = admin_as(
+        &node,
+        ops,
+        &["message", "find", "--topic", &theirs, "--key", "k"],
+    )
+    .await
+    .unwrap_err();
     assert!(refused.to_string().contains("no policy"), "{refused}");
     let refused = admin_as(&node, ops, &["message", "show", "some-id"])
         .await

@@ -153,7 +153,9 @@ async fn history_reads_back_from_the_tier(url: Option<String>) {
         .unwrap();
     let found: serde_json::Value = serde_json::from_str(&found).unwrap();
     assert!(
-        found[0]["body"].as_str().is_some_and(|b| b.starts_with("m0000-")),
+        found[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("m0000-")),
         "{found}"
     );
     let kinds: Vec<&str> = found[0]["track"]

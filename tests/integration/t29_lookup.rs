@@ -18,7 +18,11 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
     node.admin(&["group", "create", &group]).await.unwrap();
     let producer = node.producer(&topic).await;
     let mut ids = Vec::new();
-    for (body, key) in [("first", "order-1"), ("second", "order-2"), ("third", "order-1")] {
+    for (body, key) in [
+        ("first", "order-1"),
+        ("second", "order-2"),
+        ("third", "order-1"),
+    ] {
         let m = Message::builder(&topic)
             .body(body)
             .tag("paid")
@@ -31,7 +35,11 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while got.len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "received {}", got.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "received {}",
+            got.len()
+        );
         got.extend(consumer.receive(32, Duration::from_secs(30)).await.unwrap());
     }
     let first = got.iter().find(|m| m.message_id == ids[0]).unwrap();
@@ -40,10 +48,16 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
     for round in ["before", "after"] {
         // The first message: stored, delivered to the group (attempt 1), acked.
         let shown = node.admin(&["message", "show", &ids[0]]).await.unwrap();
-        assert!(shown.contains(&format!("message_id  {}", ids[0])), "{round}: {shown}");
+        assert!(
+            shown.contains(&format!("message_id  {}", ids[0])),
+            "{round}: {shown}"
+        );
         assert!(shown.contains("body        first"), "{shown}");
         assert!(shown.contains("keys        order-1"), "{shown}");
-        assert!(shown.contains(&format!("stored in {topic} queue")), "{shown}");
+        assert!(
+            shown.contains(&format!("stored in {topic} queue")),
+            "{shown}"
+        );
         assert!(
             shown.contains(&format!("delivered to {group} (attempt 1")),
             "{shown}"
@@ -54,7 +68,10 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
             .admin(&["message", "show", &ids[1], "--topic", &topic])
             .await
             .unwrap();
-        assert!(second.contains(&format!("delivered to {group}")), "{second}");
+        assert!(
+            second.contains(&format!("delivered to {group}")),
+            "{second}"
+        );
         assert!(!second.contains("acked by"), "{second}");
 
         // By key, as JSON: both messages with key order-1, oldest first.
@@ -73,7 +90,10 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
         assert_eq!(found[0]["tag"], "paid");
         assert_eq!(found[0]["keys"][0], "order-1");
         assert_eq!(found[0]["topic"], topic.as_str());
-        assert!(found[0]["queue_id"].is_u64() && found[0]["offset"].is_u64(), "{json}");
+        assert!(
+            found[0]["queue_id"].is_u64() && found[0]["offset"].is_u64(),
+            "{json}"
+        );
         let kinds: Vec<&str> = found[0]["track"]
             .as_array()
             .unwrap()
@@ -104,7 +124,9 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
         assert_eq!(none, "no messages\n");
         // Bad input gets one readable line.
         let bad = node
-            .admin(&["message", "find", "--topic", &topic, "--key", "k", "--limit", "65"])
+            .admin(&[
+                "message", "find", "--topic", &topic, "--key", "k", "--limit", "65",
+            ])
             .await
             .unwrap_err();
         assert!(bad.to_string().contains("outside 1..=64"), "{bad}");

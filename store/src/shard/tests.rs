@@ -178,7 +178,7 @@ fn ship_index(from: &ShardShared, to: &ShardShared, through: u64) {
 /// A state machine alone, without a log (snapshot round trips only).
 fn state_machine(dir: &std::path::Path, shard: ShardId) -> (Arc<ShardShared>, ShardStateMachine) {
     let index = IndexDb::open(&vela_raft::vfs::StdVfs::shared(), dir, 1 << 20).expect("index");
-    let shared = ShardShared::new(shard, index).expect("shared");
+    let shared = ShardShared::new(shard, index, true).expect("shared");
     let generations = vela_raft::generations::Generations::open(
         vela_raft::vfs::StdVfs::shared(),
         dir.join("snapshots"),

@@ -112,6 +112,9 @@ pub struct Entries {
     failure: Arc<Mutex<Option<String>>>,
     /// Entries put so far (tells apply whether a command indexed anything).
     puts: u64,
+    /// Message lookups and tracks are not recorded (`store.message_index = false`). Local: the
+    /// rows are derived, so replicas may differ here without diverging.
+    no_history: bool,
 }
 
 impl std::fmt::Debug for Entries {
@@ -138,6 +141,11 @@ impl Entries {
     /// Entries read through `file` from now on.
     pub fn attach(&mut self, file: Arc<IndexView>) {
         self.file = Some(file);
+    }
+
+    /// Whether message lookups and tracks are recorded from now on (they are by default).
+    pub fn set_history(&mut self, enabled: bool) {
+        self.no_history = !enabled;
     }
 
     pub fn put(&mut self, key: u32, offset: u64, entry: IndexEntry) {
@@ -291,6 +299,9 @@ impl Entries {
         record: RecordRef,
         at: Option<(u32, u64)>,
     ) {
+        if self.no_history {
+            return;
+        }
         self.history.lookups.push((
             encode_lookup_key(kind, lookup_hash(text), record.log_index, record.slot),
             encode_lookup_value(at),
@@ -309,6 +320,9 @@ impl Entries {
         b: u64,
         name: &str,
     ) {
+        if self.no_history {
+            return;
+        }
         let key = record_event_key(record.log_index, record.slot, at, kind);
         let value = encode_event(&key, time_ms, a, b, name);
         self.history.record_events.push((key, value));
@@ -327,6 +341,9 @@ impl Entries {
         b: u64,
         name: &str,
     ) {
+        if self.no_history {
+            return;
+        }
         let key = queue_event_key(queue, offset, at, kind);
         let value = encode_event(&key, time_ms, a, b, name);
         self.history.queue_events.push((key, value));
