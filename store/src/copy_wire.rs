@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use vela_proto::pb::store as pb;
 use vela_proto::pb::store::store_client::StoreClient;
 
+use crate::index_db::history::{EVENT_KEY_LEN, LOOKUP_KEY_LEN, LOOKUP_VALUE_LEN};
 use crate::index_db::{ENTRY_LEN, IndexRows, KEY_LEN, TAG_KEY_LEN};
 use crate::shard::ShardTypes;
 use crate::{CopyRequest, ReplicaChunk, ReplicaSource};
@@ -24,6 +25,32 @@ const CHUNK_WAIT: Duration = Duration::from_secs(60);
 const START_WAIT: Duration = Duration::from_secs(10);
 
 const ROW_LEN: usize = KEY_LEN + ENTRY_LEN;
+const LOOKUP_ROW_LEN: usize = LOOKUP_KEY_LEN + LOOKUP_VALUE_LEN;
+
+fn events_to_wire(events: &[([u8; EVENT_KEY_LEN], Box<[u8]>)]) -> Vec<bytes::Bytes> {
+    events
+        .iter()
+        .map(|(key, value)| [key.as_slice(), value].concat().into())
+        .collect()
+}
+
+fn events_from_wire(
+    events: Vec<bytes::Bytes>,
+) -> Result<Vec<([u8; EVENT_KEY_LEN], Box<[u8]>)>, String> {
+    events
+        .into_iter()
+        .map(|row| {
+            if row.len() <= EVENT_KEY_LEN {
+                return Err(format!("a message event row of {} bytes", row.len()));
+            }
+            let (key, value) = row.split_at(EVENT_KEY_LEN);
+            Ok((
+                key.try_into().map_err(|_| "a short event key")?,
+                value.into(),
+            ))
+        })
+        .collect()
+}
 
 pub(crate) fn request_to_wire(r: CopyRequest) -> pb::CopyShardRequest {
     pb::CopyShardRequest {
@@ -52,9 +79,17 @@ pub(crate) fn chunk_to_wire(chunk: &ReplicaChunk) -> Result<pb::CopyShardChunk, 
                 entries.extend_from_slice(key);
                 entries.extend_from_slice(value);
             }
+            let mut lookups = Vec::with_capacity(rows.history.lookups.len() * LOOKUP_ROW_LEN);
+            for (key, value) in &rows.history.lookups {
+                lookups.extend_from_slice(key);
+                lookups.extend_from_slice(value);
+            }
             Chunk::Index(pb::IndexRows {
                 entries: entries.into(),
                 tags: rows.tags.concat().into(),
+                lookups: lookups.into(),
+                record_events: events_to_wire(&rows.history.record_events),
+                queue_events: events_to_wire(&rows.history.queue_events),
             })
         }
         ReplicaChunk::Log(entries) => {
@@ -68,7 +103,10 @@ pub(crate) fn chunk_from_wire(chunk: pb::CopyShardChunk) -> Result<ReplicaChunk,
     use pb::copy_shard_chunk::Chunk;
     match chunk.chunk {
         Some(Chunk::Index(rows)) => {
-            if rows.entries.len() % ROW_LEN != 0 || rows.tags.len() % TAG_KEY_LEN != 0 {
+            if rows.entries.len() % ROW_LEN != 0
+                || rows.tags.len() % TAG_KEY_LEN != 0
+                || rows.lookups.len() % LOOKUP_ROW_LEN != 0
+            {
                 return Err(format!(
                     "index rows of {} and {} bytes are not whole rows",
                     rows.entries.len(),
@@ -87,6 +125,15 @@ pub(crate) fn chunk_from_wire(chunk: pb::CopyShardChunk) -> Result<ReplicaChunk,
                 out.tags
                     .push(tag.try_into().map_err(|_| "a short tag key")?);
             }
+            for row in rows.lookups.chunks_exact(LOOKUP_ROW_LEN) {
+                let (key, value) = row.split_at(LOOKUP_KEY_LEN);
+                out.history.lookups.push((
+                    key.try_into().map_err(|_| "a short lookup key")?,
+                    value.try_into().map_err(|_| "a short lookup value")?,
+                ));
+            }
+            out.history.record_events = events_from_wire(rows.record_events)?;
+            out.history.queue_events = events_from_wire(rows.queue_events)?;
             Ok(ReplicaChunk::Index(out))
         }
         Some(Chunk::Log(bytes)) => Ok(ReplicaChunk::Log(vela_raft::entry::decode_entries::<
@@ -163,6 +210,11 @@ mod tests {
                 ([3; KEY_LEN], [4; ENTRY_LEN]),
             ],
             tags: vec![[5; TAG_KEY_LEN]],
+            history: crate::index_db::history::HistoryRows {
+                lookups: vec![([6; LOOKUP_KEY_LEN], [7; LOOKUP_VALUE_LEN])],
+                record_events: vec![([8; EVENT_KEY_LEN], vec![9, 10].into())],
+                queue_events: vec![([11; EVENT_KEY_LEN], vec![12].into())],
+            },
         };
         let back =
             chunk_from_wire(chunk_to_wire(&ReplicaChunk::Index(rows.clone())).expect("encodes"));

@@ -227,22 +227,33 @@ impl std::fmt::Debug for IndexDb {
     }
 }
 
-/// Raw rows of a shard's index file, as one replica copies them to another (ADR 0014): entries
-/// and tag keys, each in key order within a batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Raw rows of a shard's index file, as one replica copies them to another (ADR 0014): entries,
+/// tag keys and the message lookups and tracks (ADR 0028), each in key order within a batch.
+#[derive(Debug, Clone, Default)]
 pub struct IndexRows {
     pub entries: Vec<([u8; KEY_LEN], [u8; ENTRY_LEN])>,
     pub tags: Vec<[u8; TAG_KEY_LEN]>,
+    pub history: HistoryRows,
+}
+
+impl PartialEq for IndexRows {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+            && self.tags == other.tags
+            && self.history.lookups == other.history.lookups
+            && self.history.record_events == other.history.record_events
+            && self.history.queue_events == other.history.queue_events
+    }
 }
 
 impl IndexRows {
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.tags.is_empty()
+        self.len() == 0
     }
 
-    /// Rows in the batch (entries plus tags).
+    /// Rows in the batch (entries, tags and history rows).
     pub fn len(&self) -> usize {
-        self.entries.len() + self.tags.len()
+        self.entries.len() + self.tags.len() + self.history.len()
     }
 }
 
@@ -343,10 +354,19 @@ impl IndexView {
         }))
     }
 
-    /// Every row of the view (all entries, then all tags), in batches of at most `batch` rows,
-    /// in key order. Reads through the view, so a file written meanwhile does not change it.
-    /// Each entry's checksum is checked, so a damaged file is reported here, not copied.
+    /// Every row of the view (all entries, then all tags, then the history rows), in batches of
+    /// at most `batch` rows, in key order. Reads through the view, so a file written meanwhile
+    /// does not change it. Each entry's and event's checksum is checked, so a damaged file is
+    /// reported here, not copied.
     pub fn export(&self, batch: usize) -> impl Iterator<Item = Result<IndexRows, IndexError>> + '_ {
+        self.export_queue_rows(batch)
+            .chain(self.export_history(batch))
+    }
+
+    fn export_queue_rows(
+        &self,
+        batch: usize,
+    ) -> impl Iterator<Item = Result<IndexRows, IndexError>> + '_ {
         let batch = batch.max(1);
         let path = &self.db.path;
         let mut entries = None;
@@ -680,6 +700,14 @@ impl IndexDb {
             let (queue, offset) = decode_key(key);
             decode_entry(queue, offset, value).map_err(|e| err(&e))?;
         }
+        for (key, value) in rows
+            .history
+            .record_events
+            .iter()
+            .chain(&rows.history.queue_events)
+        {
+            history::decode_event(key, value).map_err(|e| err(&e))?;
+        }
         if rows.is_empty() {
             return Ok(());
         }
@@ -695,6 +723,7 @@ impl IndexDb {
                 tags.insert(key, ()).map_err(|e| err(&e))?;
             }
         }
+        write_history(&tx, &rows.history).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))
     }
 

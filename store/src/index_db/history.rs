@@ -27,7 +27,8 @@ use tracing::warn;
 use vela_proto::message_group_hash;
 
 use super::{
-    COLLECT_BATCH, IndexDb, IndexError, IndexView, LOOKUPS, QUEUE_EVENTS, RECORD_EVENTS, guarded,
+    COLLECT_BATCH, IndexDb, IndexError, IndexRows, IndexView, LOOKUPS, QUEUE_EVENTS, RECORD_EVENTS,
+    guarded,
 };
 
 /// Bytes of a lookup key and its value.
@@ -397,6 +398,92 @@ impl IndexView {
                 }
             }
             Ok(found)
+        })
+    }
+
+    /// Every history row of the view (lookups, record events, queue events), in batches of at
+    /// most `batch` rows, for a replica copy ([`IndexView::export`]). An event whose checksum
+    /// fails stops the export with an error.
+    pub(super) fn export_history(
+        &self,
+        batch: usize,
+    ) -> impl Iterator<Item = Result<IndexRows, IndexError>> + '_ {
+        let batch = batch.max(1);
+        let path = &self.db.path;
+        let mut lookups = None;
+        let mut records = None;
+        let mut queues = None;
+        let mut phase = 0u8;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed || phase > 2 {
+                return None;
+            }
+            let next = guarded(path, "export", || {
+                let err = |e: &dyn std::fmt::Display| self.db.error("export", e);
+                let mut rows = IndexRows::default();
+                while rows.len() < batch && phase <= 2 {
+                    let more = match phase {
+                        0 => {
+                            let range = match &mut lookups {
+                                Some(range) => range,
+                                None => lookups.insert(
+                                    self.lookups
+                                        .range::<[u8; LOOKUP_KEY_LEN]>(..)
+                                        .map_err(|e| err(&e))?,
+                                ),
+                            };
+                            match range.next() {
+                                Some(item) => {
+                                    let (k, v) = item.map_err(|e| err(&e))?;
+                                    rows.history.lookups.push((k.value(), v.value()));
+                                    true
+                                }
+                                None => false,
+                            }
+                        }
+                        _ => {
+                            let (slot, table, out) = if phase == 1 {
+                                (
+                                    &mut records,
+                                    &self.record_events,
+                                    &mut rows.history.record_events,
+                                )
+                            } else {
+                                (
+                                    &mut queues,
+                                    &self.queue_events,
+                                    &mut rows.history.queue_events,
+                                )
+                            };
+                            let range = match slot {
+                                Some(range) => range,
+                                None => slot.insert(
+                                    table
+                                        .range::<[u8; EVENT_KEY_LEN]>(..)
+                                        .map_err(|e| err(&e))?,
+                                ),
+                            };
+                            match range.next() {
+                                Some(item) => {
+                                    let (k, v) = item.map_err(|e| err(&e))?;
+                                    let (key, value) = (k.value(), v.value());
+                                    decode_event(&key, value).map_err(|e| err(&e))?;
+                                    out.push((key, value.into()));
+                                    true
+                                }
+                                None => false,
+                            }
+                        }
+                    };
+                    if !more {
+                        phase += 1;
+                    }
+                }
+                Ok((!rows.is_empty()).then_some(rows))
+            });
+            failed = next.is_err();
+            next.transpose()
         })
     }
 

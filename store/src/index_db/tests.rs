@@ -307,6 +307,9 @@ fn all_rows(db: &Arc<IndexDb>) -> IndexRows {
         let rows = rows.expect("exports");
         all.entries.extend(rows.entries);
         all.tags.extend(rows.tags);
+        all.history.lookups.extend(rows.history.lookups);
+        all.history.record_events.extend(rows.history.record_events);
+        all.history.queue_events.extend(rows.history.queue_events);
     }
     all
 }
@@ -321,7 +324,26 @@ fn an_export_imported_into_an_empty_file_answers_the_same() {
         .expect("writes");
     from.write(&batch(1, 5..25), &HistoryRows::default(), 9)
         .expect("writes");
-    from.write(&batch(4, 100..103), &HistoryRows::default(), 12)
+    // And a message's lookup and track (ADR 0028): four history rows.
+    let mut history = HistoryRows::default();
+    for (kind, text) in [
+        (history::LookupKind::MessageId, "m"),
+        (history::LookupKind::Key, "k"),
+    ] {
+        history.lookups.push((
+            history::encode_lookup_key(kind, history::lookup_hash(text), 11, 0),
+            history::encode_lookup_value(Some((4, 100))),
+        ));
+    }
+    let key = history::record_event_key(11, 0, 11, history::EventKind::Stored);
+    history
+        .record_events
+        .push((key, history::encode_event(&key, 1, 0, 100, "t")));
+    let key = history::queue_event_key(4, 100, 12, history::EventKind::Acked);
+    history
+        .queue_events
+        .push((key, history::encode_event(&key, 2, 0, 0, "g")));
+    from.write(&batch(4, 100..103), &history, 12)
         .expect("writes");
     let to_dir = tempfile::tempdir().expect("tempdir");
     let to = IndexDb::open(&vfs, to_dir.path(), 1 << 20).expect("opens");
@@ -341,11 +363,20 @@ fn an_export_imported_into_an_empty_file_answers_the_same() {
     }
     to.finish_import(12).expect("finishes");
     let rows = (40 + 20 + 3) + from.tag_count() as usize;
-    assert_eq!(batches, rows.div_ceil(3));
+    assert_eq!(batches, rows.div_ceil(3) + 4usize.div_ceil(3));
     assert_eq!(to.indexed_through().expect("meta"), Some(12));
     assert_eq!(to.count(), from.count());
     assert_eq!(to.tag_count(), from.tag_count());
     assert_eq!(all_rows(&to), all_rows(&from));
+    assert_eq!(all_rows(&to).history.len(), 4);
+    assert_eq!(
+        to.view()
+            .expect("view")
+            .queue_events(4, 100)
+            .expect("reads")[0]
+            .name,
+        "g"
+    );
 
     let copy = to.view().expect("view");
     for queue in 0..6 {
@@ -452,14 +483,14 @@ fn an_import_refuses_a_damaged_entry() {
     value[10] ^= 1;
     let rows = IndexRows {
         entries: vec![(encode_key(0, 1), value)],
-        tags: vec![],
+        ..Default::default()
     };
     let err = db.import(&rows).expect_err("refused");
     assert!(err.to_string().contains("damaged"), "{err}");
     assert_eq!(db.count(), 0);
     let moved = IndexRows {
         entries: vec![(encode_key(0, 2), encode_entry(0, 1, &entry(2)))],
-        tags: vec![],
+        ..Default::default()
     };
     db.import(&moved)
         .expect_err("an entry under another key is refused");
