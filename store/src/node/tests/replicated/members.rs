@@ -342,6 +342,19 @@ async fn a_learner_behind_the_retention_floor_copies_what_is_retained() {
     until_voters(&cluster.node(4), &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
+    // The copy carried the message lookups (ADR 0028): the new leader finds the oldest
+    // retained message, whose append it never applied, with where it was stored.
+    let oldest = vela_proto::lookup::LookupRequest {
+        by: vela_proto::lookup::LookupBy::MessageId(format!("id-{}", got[0])),
+        topic: None,
+        shards: Vec::new(),
+        limit: 1,
+    };
+    let found = cluster.node(4).lookup(&oldest).await.expect("looks up");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].positions.len(), 1, "{found:?}");
+    let kinds: Vec<&str> = found[0].track.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["stored", "delivered"], "{found:?}");
     cluster.shutdown().await;
 }
 
