@@ -52,6 +52,8 @@ pub struct TrackEvent {
     pub attempt: Option<u32>,
     /// Invisible to the group until (delivered, invisibility_changed), or due (delayed).
     pub until_ms: Option<i64>,
+    /// The client a delivery went to, where the shard leader that served it recorded one.
+    pub client: Option<String>,
 }
 
 /// A message a lookup found.
@@ -140,6 +142,7 @@ pub fn found_to_wire(found: &[FoundMessage]) -> pb::LookupReply {
                         offset: e.offset,
                         attempt: e.attempt,
                         until_ms: e.until_ms,
+                        client: e.client.clone().unwrap_or_default(),
                     })
                     .collect(),
             })
@@ -184,6 +187,7 @@ pub fn found_from_wire(reply: pb::LookupReply) -> Result<Vec<FoundMessage>, Wire
                         offset: e.offset,
                         attempt: e.attempt,
                         until_ms: e.until_ms,
+                        client: (!e.client.is_empty()).then_some(e.client),
                     })
                     .collect(),
             })

@@ -82,6 +82,8 @@ pub struct PopRequest {
     /// The shards holding the topic's queues (its metadata's `queue_shards`); empty means every
     /// shard the store knows.
     pub shards: Vec<ShardId>,
+    /// The receiving client: the shard leader records it in the messages' track (ADR 0028).
+    pub client_id: Option<ClientId>,
 }
 
 /// A pull (PullMessage): the messages of one queue from an offset, read without changing

@@ -178,6 +178,10 @@ pub fn pop_to_wire(req: &PopRequest) -> pb::PopRequest {
         group_created_ms: req.group_created_ms,
         group_start: group_start_to_wire(req.group_start).0,
         group_start_ms: group_start_to_wire(req.group_start).1,
+        client_id: req
+            .client_id
+            .as_ref()
+            .map_or_else(String::new, |c| c.as_str().to_owned()),
     }
 }
 
@@ -309,6 +313,11 @@ pub fn pop_from_wire(req: pb::PopRequest) -> Result<PopRequest, WireError> {
         group_start: group_start_from_wire(req.group_start, req.group_start_ms)?,
         // A receive on the wire addresses the one shard it names.
         shards: vec![req.shard],
+        client_id: if req.client_id.is_empty() {
+            None
+        } else {
+            Some(ClientId::new(&req.client_id).map_err(|e| WireError(e.to_string()))?)
+        },
     })
 }
 

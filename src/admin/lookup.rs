@@ -5,7 +5,7 @@
 //! `kind`, `queue_id` and `offset` (where it was first stored), `keys`, `tag`, `properties`,
 //! `body` (printable text) or `body_base64`, `born_timestamp`, `store_timestamp`, `born_host`,
 //! `message_group`, `shard`, `positions`, and `track` (each with `kind`, `time`, and `group`,
-//! `topic`, `queue_id`, `offset`, `attempt`, `until` where the kind has them).
+//! `topic`, `queue_id`, `offset`, `attempt`, `client`, `until` where the kind has them).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -112,6 +112,8 @@ struct EventJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<String>,
 }
 
@@ -168,6 +170,7 @@ fn to_json(found: &[pb::FoundMessage]) -> anyhow::Result<String> {
                         queue_id: e.queue_id,
                         offset: e.offset,
                         attempt: e.attempt,
+                        client: non_empty(&e.client),
                         until: e.until_ms.map(time),
                     })
                     .collect(),
@@ -249,8 +252,12 @@ fn describe(e: &pb::TrackEvent) -> String {
         "rolled_back" => "transaction rolled back".into(),
         "recalled" => "recalled".into(),
         "delivered" => format!(
-            "delivered to {} (attempt {}, invisible until {until})",
+            "delivered to {}{} (attempt {}, invisible until {until})",
             e.group,
+            match e.client.as_str() {
+                "" => String::new(),
+                client => format!(", client {client}"),
+            },
             e.attempt.unwrap_or_default()
         ),
         "acked" => format!("acked by {}", e.group),

@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use vela_proto::pb::store as pb;
 use vela_proto::pb::store::store_client::StoreClient;
 
-use crate::index_db::history::{EVENT_KEY_LEN, LOOKUP_KEY_LEN, LOOKUP_VALUE_LEN};
+use crate::index_db::history::{EVENT_KEY_LEN, EventRow, LOOKUP_KEY_LEN, LOOKUP_VALUE_LEN};
 use crate::index_db::{ENTRY_LEN, IndexRows, KEY_LEN, TAG_KEY_LEN};
 use crate::shard::ShardTypes;
 use crate::{CopyRequest, ReplicaChunk, ReplicaSource};
@@ -27,16 +27,14 @@ const START_WAIT: Duration = Duration::from_secs(10);
 const ROW_LEN: usize = KEY_LEN + ENTRY_LEN;
 const LOOKUP_ROW_LEN: usize = LOOKUP_KEY_LEN + LOOKUP_VALUE_LEN;
 
-fn events_to_wire(events: &[([u8; EVENT_KEY_LEN], Box<[u8]>)]) -> Vec<bytes::Bytes> {
+fn events_to_wire(events: &[EventRow]) -> Vec<bytes::Bytes> {
     events
         .iter()
         .map(|(key, value)| [key.as_slice(), value].concat().into())
         .collect()
 }
 
-fn events_from_wire(
-    events: Vec<bytes::Bytes>,
-) -> Result<Vec<([u8; EVENT_KEY_LEN], Box<[u8]>)>, String> {
+fn events_from_wire(events: Vec<bytes::Bytes>) -> Result<Vec<EventRow>, String> {
     events
         .into_iter()
         .map(|row| {

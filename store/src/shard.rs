@@ -624,7 +624,37 @@ impl Shard {
             .map_err(|e| StoreError::Unavailable(format!("snapshot of shard {}: {e}", self.id)))
     }
 
-    /// Stops Raft and closes the log (flushing it).
+    /// Writes what apply indexed since the last write to the index file, once Raft has
+    /// stopped: replay would index the entries again, but not the leader's notes of which
+    /// client a delivery went to (ADR 0028). A file ahead of the snapshot is harmless (ADR
+    /// 0008); a failure only loses those notes.
+    async fn flush_index_tail(&self) {
+        let (parts, through) = {
+            let applied = self.shared.applied.read();
+            (
+                applied.state.entries().unflushed(),
+                applied.last_applied.map_or(0, |l| l.index),
+            )
+        };
+        if parts.is_empty() {
+            return;
+        }
+        let index = self.shared.index.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            for part in &parts {
+                index.write(&part.entries, &part.history, through)?;
+            }
+            index.make_durable()
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(shard = self.id, error = %err, "writing the index tail at close"),
+            Err(err) => warn!(shard = self.id, error = %err, "writing the index tail at close"),
+        }
+    }
+
+    /// Stops Raft, writes the index tail and closes the log (flushing it).
     pub async fn close(&self) -> Result<(), StoreShutdownError> {
         let raft = self
             .raft
@@ -634,6 +664,7 @@ impl Shard {
                 shard: self.id,
                 reason: e.to_string(),
             });
+        self.flush_index_tail().await;
         // The log is closed (and its directory unlocked) whatever the Raft said.
         let log = self
             .log

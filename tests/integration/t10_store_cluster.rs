@@ -118,6 +118,7 @@ fn receive() -> PopRequest {
         group_created_ms: None,
         group_start: Default::default(),
         shards: Vec::new(),
+        client_id: None,
     }
 }
 

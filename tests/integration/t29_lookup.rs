@@ -59,9 +59,10 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
             "{shown}"
         );
         assert!(
-            shown.contains(&format!("delivered to {group} (attempt 1")),
+            shown.contains(&format!("delivered to {group}, client ")),
             "{shown}"
         );
+        assert!(shown.contains("(attempt 1, invisible until"), "{shown}");
         assert!(shown.contains(&format!("acked by {group}")), "{shown}");
         // The second: delivered, not acknowledged.
         let second = node
@@ -103,6 +104,12 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
         assert_eq!(kinds, ["stored", "delivered", "acked"], "{json}");
         assert_eq!(found[0]["track"][1]["group"], group.as_str());
         assert_eq!(found[0]["track"][1]["attempt"], 1);
+        assert!(
+            found[0]["track"][1]["client"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
+            "the receiving client: {json}"
+        );
         let limited = node
             .admin(&[
                 "message", "find", "--topic", &topic, "--key", "order-1", "--limit", "1",

@@ -94,6 +94,7 @@ fn values_survive_the_wire() {
                 group_created_ms: Some(7),
                 group_start: Default::default(),
                 shards: vec![],
+                client_id: None,
             };
             let back = pop_from_wire(pop_to_wire(&p)).unwrap();
             assert_eq!(

@@ -2,7 +2,6 @@
 //! store's lookup index, with where they are and their track.
 
 use tonic::Status;
-use vela_proto::domain::MAX_TOPIC_LEN;
 use vela_proto::lookup::{FoundMessage, LookupBy, LookupRequest, MAX_LOOKUP};
 use vela_proto::pb::admin as api;
 
@@ -52,7 +51,6 @@ impl AdminServer {
                 ));
             }
             "" => (None, Vec::new()),
-            name if name.len() > MAX_TOPIC_LEN + 16 => return Err(topic_name(name).unwrap_err()),
             name => {
                 let topic = topic_name(name)?;
                 let config = self.existing_topic(&topic).await?;
@@ -115,6 +113,7 @@ fn found_to_api(f: FoundMessage) -> api::FoundMessage {
                 offset: e.offset,
                 attempt: e.attempt,
                 until_ms: e.until_ms,
+                client: e.client.unwrap_or_default(),
             })
             .collect(),
     }

@@ -196,6 +196,11 @@ async fn receive(
         group_created_ms: Some(group.created_at_ms),
         group_start: group.start,
         shards,
+        // Already validated as a header; one the store would refuse is just not recorded.
+        client_id: meta
+            .client_id
+            .as_deref()
+            .and_then(|c| vela_proto::ClientId::new(c).ok()),
     };
     // A push consumer asking again with the `attempt_id` of a receive whose answer it never
     // got: what that answer delivered is made visible again first, so this receive can return

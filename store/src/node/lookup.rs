@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use vela_proto::ClientId;
 use vela_proto::domain::{ShardId, TopicName};
 use vela_proto::lookup::{FoundMessage, LookupBy, LookupRequest, QueuePosition, TrackEvent};
 use vela_proto::store_api::StoreError;
 
 use super::Store;
-use crate::command::RecordRef;
+use crate::command::{PoppedMessage, RecordRef};
 use crate::index_db::history::{Event, EventKind, LookupKind, bucket};
 use crate::shard::Shard;
 
@@ -103,6 +104,34 @@ async fn lookup_on(
     Ok(found)
 }
 
+/// Records which client the receive at log index `delivery_id` delivered `messages` to: a
+/// leader-local note beside the `Delivered` events apply wrote (a receive's log command does
+/// not carry the client), shown with them.
+pub(super) fn note_receiver(
+    shard: &Shard,
+    client: &ClientId,
+    delivery_id: u64,
+    now_ms: i64,
+    messages: &[PoppedMessage],
+) {
+    let mut applied = shard.shared.applied.write();
+    let state = &mut applied.state;
+    for m in messages {
+        if let Some(queue) = state.queue_index(&m.topic, m.queue_id) {
+            state.entries_mut().put_queue_event(
+                queue.key(),
+                m.offset,
+                delivery_id,
+                EventKind::DeliveredTo,
+                now_ms,
+                0,
+                0,
+                client.as_str(),
+            );
+        }
+    }
+}
+
 /// Where the record at `record` is in queues and what happened to it.
 fn track_of(
     shard: &Shard,
@@ -192,15 +221,32 @@ fn track_of(
     events.extend(synthetic);
     // In log order; within one command what ended the last step (a commit, a move to the
     // dead letters) before where the message went; the same event read from memory and from
-    // the file counts once.
+    // the file counts once. A delivery's client joins its delivery.
     let mut ordered: BTreeMap<(u64, bool, EventKind, String), Event> = BTreeMap::new();
+    let mut clients: BTreeMap<u64, String> = BTreeMap::new();
     for e in events {
-        ordered.insert(
-            (e.at, e.kind == EventKind::Stored, e.kind, e.name.clone()),
-            e,
-        );
+        if e.kind == EventKind::DeliveredTo {
+            clients.insert(e.at, e.name);
+        } else {
+            ordered.insert(
+                (e.at, e.kind == EventKind::Stored, e.kind, e.name.clone()),
+                e,
+            );
+        }
     }
-    (positions, ordered.into_values().map(to_track).collect())
+    let track = ordered
+        .into_values()
+        .map(|e| {
+            let client = (e.kind == EventKind::Delivered)
+                .then(|| clients.get(&e.at).cloned())
+                .flatten();
+            TrackEvent {
+                client,
+                ..to_track(e)
+            }
+        })
+        .collect();
+    (positions, track)
 }
 
 fn to_track(e: Event) -> TrackEvent {
@@ -239,6 +285,7 @@ fn to_track(e: Event) -> TrackEvent {
         EventKind::Prepared
         | EventKind::Committed
         | EventKind::RolledBack
-        | EventKind::Recalled => base,
+        | EventKind::Recalled
+        | EventKind::DeliveredTo => base,
     }
 }

@@ -77,6 +77,7 @@ fn pop_request(max: u32) -> PopRequest {
         group_created_ms: None,
         group_start: Default::default(),
         shards: Vec::new(),
+        client_id: None,
     }
 }
 

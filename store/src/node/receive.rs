@@ -151,6 +151,15 @@ impl Store {
                         for notify in &notifies {
                             notify.notify_one();
                         }
+                        if let Some(client) = &req.client_id {
+                            super::lookup::note_receiver(
+                                shard,
+                                client,
+                                delivery_id,
+                                now_ms,
+                                &messages,
+                            );
+                        }
                         return match read_deliveries(shard, req, delivery_id, messages).await {
                             Ok(delivered) => Ok(Received::Delivered(delivered)),
                             Err(err) => {

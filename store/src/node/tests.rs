@@ -108,6 +108,7 @@ fn pop(max: u32, wait: Duration) -> PopRequest {
         group_created_ms: None,
         group_start: Default::default(),
         shards: Vec::new(),
+        client_id: None,
     }
 }
 

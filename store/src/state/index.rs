@@ -105,7 +105,7 @@ impl QueueIndex {
 pub struct Entries {
     tail: BTreeMap<(u32, u64), IndexEntry>,
     /// Message lookups and events applied with the tail ([`crate::index_db::history`]).
-    history: HistoryRows,
+    history: Box<HistoryRows>,
     frozen: Option<Arc<Frozen>>,
     file: Option<Arc<IndexView>>,
     /// The first read error of the file; apply checks it and stops the shard.
@@ -265,7 +265,7 @@ impl Entries {
         }
         let frozen = Arc::new(Frozen {
             entries: std::mem::take(&mut self.tail),
-            history: std::mem::take(&mut self.history),
+            history: *std::mem::take(&mut self.history),
         });
         self.frozen = Some(frozen.clone());
         Some(frozen)
@@ -284,7 +284,7 @@ impl Entries {
         if self.tail_len() > 0 {
             parts.push(Arc::new(Frozen {
                 entries: self.tail.clone(),
-                history: self.history.clone(),
+                history: (*self.history).clone(),
             }));
         }
         parts
@@ -394,7 +394,7 @@ impl Entries {
     }
 
     fn history_parts(&self) -> impl Iterator<Item = &HistoryRows> {
-        std::iter::once(&self.history).chain(self.frozen.as_ref().map(|f| &f.history))
+        std::iter::once(&*self.history).chain(self.frozen.as_ref().map(|f| &f.history))
     }
 
     /// The file behind these entries, if any.

@@ -81,7 +81,11 @@ async fn messages_are_found_by_id_and_key_with_their_track_across_a_restart() {
         .expect("appends");
     let transaction = sent[4].transaction_id.clone().expect("half message");
 
-    let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    let first_receive = PopRequest {
+        client_id: Some(vela_proto::ClientId::new("app-1@host").expect("valid")),
+        ..pop(32, Duration::ZERO)
+    };
+    let got = store.pop(first_receive).await.expect("pops");
     assert_eq!(bodies(&got), vec!["acked", "nacked", "dead"]);
     store.ack(&got[0].ticket).await.expect("acks");
     store
@@ -121,6 +125,8 @@ async fn messages_are_found_by_id_and_key_with_their_track_across_a_restart() {
             ])
         );
         assert_eq!(acked.track[1].attempt, Some(1));
+        assert_eq!(acked.track[1].client.as_deref(), Some("app-1@host"));
+        assert_eq!(acked.track[2].client, None, "an ack names no client");
         let nacked = only(&store, by_id("id-nacked")).await;
         assert_eq!(
             track(&nacked),
