@@ -33,7 +33,7 @@ use crate::command::{
     ApplyError, ChangedDelivery, CommandResponse, DeliveryRef, PopCommand, QueueChoice, RecordRef,
     StoreCommand, TagSubscription, TimerKey, TransactionEnd,
 };
-use crate::index_db::history::{EventKind, LookupKind};
+use crate::index_db::history::{EventKind, LookupKind, Placed};
 pub use consumer::{ConsumerQueue, Inflight};
 pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
 pub use index::{Entries, Frozen, IndexEntry, QueueIndex, TagTable, message_group_hash};
@@ -571,7 +571,12 @@ impl ShardState {
                 } else {
                     let due_ms = parked.deliver_at_ms;
                     let placed = self.place(record, parked, now_ms, fx);
-                    self.put_lookups(m, record, placed);
+                    let at = placed.map(|(key, offset)| Placed {
+                        key,
+                        queue_id,
+                        offset,
+                    });
+                    self.put_lookups(m, record, at);
                     if let (None, Some(due_ms)) = (placed, due_ms) {
                         self.entries.put_record_event(
                             record,
@@ -607,7 +612,7 @@ impl ShardState {
     }
 
     /// Makes the message at `record` findable by its id and keys (ADR 0028).
-    fn put_lookups(&mut self, m: &MessageRecord, record: RecordRef, at: Option<(u32, u64)>) {
+    fn put_lookups(&mut self, m: &MessageRecord, record: RecordRef, at: Option<Placed>) {
         self.entries
             .put_lookup(LookupKind::MessageId, &m.message_id, record, at);
         for key in &m.keys {

@@ -131,6 +131,15 @@ impl Node {
     }
 }
 
+/// The `kind` of each track event of one message `vela admin message show|find --output json`
+/// printed.
+pub fn track_kinds(message: &serde_json::Value) -> Vec<&str> {
+    message["track"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// Runs `vela admin <args>` against `server` in-process.
 pub async fn admin(server: &str, args: &[&str]) -> anyhow::Result<String> {
     use clap::Parser;

@@ -158,13 +158,11 @@ async fn history_reads_back_from_the_tier(url: Option<String>) {
             .is_some_and(|b| b.starts_with("m0000-")),
         "{found}"
     );
-    let kinds: Vec<&str> = found[0]["track"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["stored", "delivered", "acked"], "{found}");
+    assert_eq!(
+        crate::harness::track_kinds(&found[0]),
+        ["stored", "delivered", "acked"],
+        "{found}"
+    );
     let metrics = scrape(node.http()).await;
     let gets: f64 = metrics
         .lines()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vela_sdk::Message;
 
-use crate::harness::{Node, unique};
+use crate::harness::{Node, track_kinds, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_found_by_id_and_key_with_their_track() {
@@ -95,13 +95,11 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
             found[0]["queue_id"].is_u64() && found[0]["offset"].is_u64(),
             "{json}"
         );
-        let kinds: Vec<&str> = found[0]["track"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
-        assert_eq!(kinds, ["stored", "delivered", "acked"], "{json}");
+        assert_eq!(
+            track_kinds(&found[0]),
+            ["stored", "delivered", "acked"],
+            "{json}"
+        );
         assert_eq!(found[0]["track"][1]["group"], group.as_str());
         assert_eq!(found[0]["track"][1]["attempt"], 1);
         assert!(

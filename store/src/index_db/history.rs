@@ -6,8 +6,8 @@
 //!
 //! Three tables:
 //! - `lookups`: `bucket u32 ‖ kind u8 ‖ hash u64 ‖ log index u64 ‖ slot u32` (25 bytes) →
-//!   `queue key u32 ‖ offset u64` (12 bytes; all ones when the message was not indexed at its
-//!   append: a delay or transaction message). The bucket is the record's log index
+//!   `queue key u32 ‖ queue id u32 ‖ offset u64` (16 bytes; all ones when the message was not
+//!   indexed at its append: a delay or transaction message). The bucket is the record's log index
 //!   `>> BUCKET_SHIFT`, so garbage collection drops whole buckets below the retention floor;
 //!   the hash is FNV-1a 64 of the id or key. A lookup is a hint: the reader confirms it against
 //!   the record (its id or keys) and the queue entry.
@@ -33,7 +33,7 @@ use super::{
 
 /// Bytes of a lookup key and its value.
 pub const LOOKUP_KEY_LEN: usize = 25;
-pub const LOOKUP_VALUE_LEN: usize = 12;
+pub const LOOKUP_VALUE_LEN: usize = 16;
 /// Bytes of an event key (both event tables).
 pub const EVENT_KEY_LEN: usize = 21;
 /// Log indexes per lookup bucket (`1 << BUCKET_SHIFT`).
@@ -130,7 +130,16 @@ pub struct Event {
 pub type EventRow = ([u8; EVENT_KEY_LEN], Box<[u8]>);
 /// A lookup row found: the record's log index and slot, and where it was indexed at its
 /// append.
-pub type LookupHit = (u64, u32, Option<(u32, u64)>);
+pub type LookupHit = (u64, u32, Option<Placed>);
+
+/// Where a message went into its queue at its append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// The queue's key in the index.
+    pub key: u32,
+    pub queue_id: u32,
+    pub offset: u64,
+}
 
 /// Rows applied but not yet in the file (part of a tail; see [`crate::state::Entries`]).
 #[derive(Debug, Clone, Default)]
@@ -185,17 +194,22 @@ pub fn lookup_record(key: &[u8; LOOKUP_KEY_LEN]) -> (u64, u32) {
 }
 
 /// Where the message was indexed at its append, or `None`.
-pub fn encode_lookup_value(at: Option<(u32, u64)>) -> [u8; LOOKUP_VALUE_LEN] {
+pub fn encode_lookup_value(at: Option<Placed>) -> [u8; LOOKUP_VALUE_LEN] {
     let mut value = [0xffu8; LOOKUP_VALUE_LEN];
-    if let Some((queue, offset)) = at {
-        value[..4].copy_from_slice(&queue.to_be_bytes());
-        value[4..].copy_from_slice(&offset.to_be_bytes());
+    if let Some(p) = at {
+        value[..4].copy_from_slice(&p.key.to_be_bytes());
+        value[4..8].copy_from_slice(&p.queue_id.to_be_bytes());
+        value[8..].copy_from_slice(&p.offset.to_be_bytes());
     }
     value
 }
 
-pub fn decode_lookup_value(value: &[u8; LOOKUP_VALUE_LEN]) -> Option<(u32, u64)> {
-    (value != &[0xffu8; LOOKUP_VALUE_LEN]).then(|| (u32_at(value, 0), u64_at(value, 4)))
+pub fn decode_lookup_value(value: &[u8; LOOKUP_VALUE_LEN]) -> Option<Placed> {
+    (value != &[0xffu8; LOOKUP_VALUE_LEN]).then(|| Placed {
+        key: u32_at(value, 0),
+        queue_id: u32_at(value, 4),
+        offset: u64_at(value, 8),
+    })
 }
 
 /// The key of an event of the record at `(log_index, slot)`.
@@ -569,13 +583,18 @@ mod tests {
             "00000002020102030405060708000000000080000100000005"
         );
         assert_eq!(lookup_record(&key), (0x0080_0001, 5));
+        let placed = Placed {
+            key: 7,
+            queue_id: 2,
+            offset: 9,
+        };
         assert_eq!(
-            hex::encode(encode_lookup_value(Some((7, 9)))),
-            "000000070000000000000009"
+            hex::encode(encode_lookup_value(Some(placed))),
+            "00000007000000020000000000000009"
         );
         assert_eq!(
-            decode_lookup_value(&encode_lookup_value(Some((7, 9)))),
-            Some((7, 9))
+            decode_lookup_value(&encode_lookup_value(Some(placed))),
+            Some(placed)
         );
         assert_eq!(decode_lookup_value(&encode_lookup_value(None)), None);
         let key = queue_event_key(3, 4, 0x10, EventKind::Delivered);
@@ -637,7 +656,11 @@ mod tests {
         let mut rows = HistoryRows::default();
         rows.lookups.push((
             encode_lookup_key(LookupKind::MessageId, lookup_hash("m"), log_index, 0),
-            encode_lookup_value(Some((queue, offset))),
+            encode_lookup_value(Some(Placed {
+                key: queue,
+                queue_id: 0,
+                offset,
+            })),
         ));
         let key = record_event_key(log_index, 0, log_index, EventKind::Stored);
         rows.record_events
@@ -663,7 +686,14 @@ mod tests {
         let found = view
             .lookup(LookupKind::MessageId, lookup_hash("m"), 0, 3, 10)
             .expect("looks up");
-        assert_eq!(found, vec![(5, 0, Some((1, 0))), (late, 0, Some((1, 1)))]);
+        let at = |offset| {
+            Some(Placed {
+                key: 1,
+                queue_id: 0,
+                offset,
+            })
+        };
+        assert_eq!(found, vec![(5, 0, at(0)), (late, 0, at(1))]);
         let limited = view
             .lookup(LookupKind::MessageId, lookup_hash("m"), 0, 3, 1)
             .expect("looks up");
@@ -687,7 +717,7 @@ mod tests {
         let found = view
             .lookup(LookupKind::MessageId, lookup_hash("m"), 0, 3, 10)
             .expect("looks up");
-        assert_eq!(found, vec![(late, 0, Some((1, 1)))]);
+        assert_eq!(found, vec![(late, 0, at(1))]);
         assert!(view.record_events(5, 0).expect("reads").is_empty());
         assert_eq!(view.record_events(late, 0).expect("reads").len(), 1);
         assert!(view.queue_events(1, 0).expect("reads").is_empty());

@@ -332,7 +332,11 @@ fn an_export_imported_into_an_empty_file_answers_the_same() {
     ] {
         history.lookups.push((
             history::encode_lookup_key(kind, history::lookup_hash(text), 11, 0),
-            history::encode_lookup_value(Some((4, 100))),
+            history::encode_lookup_value(Some(history::Placed {
+                key: 4,
+                queue_id: 0,
+                offset: 100,
+            })),
         ));
     }
     let key = history::record_event_key(11, 0, 11, history::EventKind::Stored);

@@ -12,7 +12,7 @@ use vela_proto::store_api::StoreError;
 
 use super::Store;
 use crate::command::{PoppedMessage, RecordRef};
-use crate::index_db::history::{Event, EventKind, LookupKind, bucket};
+use crate::index_db::history::{Event, EventKind, LookupKind, Placed, bucket};
 use crate::shard::Shard;
 
 /// Records one lookup looks at (hash collisions and other topics' messages included) before it
@@ -67,7 +67,7 @@ async fn lookup_on(
         );
     }
     // One per record, oldest first; gone ones (below the retention floor) left out.
-    let candidates: BTreeMap<RecordRef, Option<(u32, u64)>> = candidates
+    let candidates: BTreeMap<RecordRef, Option<Placed>> = candidates
         .into_iter()
         .filter(|(r, _)| r.log_index >= floor)
         .take(CANDIDATES)
@@ -88,7 +88,7 @@ async fn lookup_on(
             if !matches || req.topic.as_ref().is_some_and(|t| t != &message.topic) {
                 continue;
             }
-            let (positions, track) = track_of(shard, *record, *at_append);
+            let (positions, track) = track_of(shard, *record, &message.topic, *at_append);
             found.push(FoundMessage {
                 shard: id,
                 message,
@@ -136,7 +136,8 @@ pub(super) fn note_receiver(
 fn track_of(
     shard: &Shard,
     record: RecordRef,
-    at_append: Option<(u32, u64)>,
+    topic: &TopicName,
+    at_append: Option<Placed>,
 ) -> (Vec<QueuePosition>, Vec<TrackEvent>) {
     // The record's own events say where it went after its append (released, committed,
     // dead-lettered); the lookup row says where it went at its append.
@@ -161,10 +162,8 @@ fn track_of(
     {
         let applied = shard.shared.applied.read();
         let state = &applied.state;
-        if let Some((key, offset)) = at_append
-            && let Some((topic, queue_id)) = state.queue_of_key(key)
-        {
-            places.push((topic, queue_id, offset));
+        if let Some(p) = at_append {
+            places.push((topic.clone(), p.queue_id, p.offset));
         }
         for e in &events {
             if e.kind == EventKind::Stored
@@ -185,7 +184,7 @@ fn track_of(
                 continue;
             };
             keyed.push((queue.key(), offset));
-            if at_append.is_some_and(|(k, o)| (k, o) == (queue.key(), offset)) {
+            if at_append.is_some_and(|p| (p.key, p.offset) == (queue.key(), offset)) {
                 synthetic.push(Event {
                     kind: EventKind::Stored,
                     at: record.log_index,

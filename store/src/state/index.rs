@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::RecordRef;
 use crate::index_db::IndexView;
 use crate::index_db::history::{
-    self, Event, EventKind, HistoryRows, LookupKind, encode_event, encode_lookup_key,
+    self, Event, EventKind, HistoryRows, LookupKind, Placed, encode_event, encode_lookup_key,
     encode_lookup_value, lookup_hash, queue_event_key, record_event_key,
 };
 
@@ -297,7 +297,7 @@ impl Entries {
         kind: LookupKind,
         text: &str,
         record: RecordRef,
-        at: Option<(u32, u64)>,
+        at: Option<Placed>,
     ) {
         if self.no_history {
             return;
@@ -356,7 +356,7 @@ impl Entries {
         &self,
         kind: LookupKind,
         text: &str,
-    ) -> Vec<(RecordRef, Option<(u32, u64)>)> {
+    ) -> Vec<(RecordRef, Option<Placed>)> {
         let hash = lookup_hash(text).to_be_bytes();
         let mut found = Vec::new();
         for rows in self.history_parts() {

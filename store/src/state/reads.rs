@@ -5,14 +5,6 @@
 use super::*;
 
 impl ShardState {
-    /// The topic and queue id of the queue with index key `key` (a scan: for admin reads).
-    pub fn queue_of_key(&self, key: u32) -> Option<(TopicName, u32)> {
-        self.queues
-            .iter()
-            .find(|(_, q)| q.key() == key)
-            .map(|((topic, queue_id), _)| (topic.clone(), *queue_id))
-    }
-
     /// The index of `topic`'s queue `queue_id`, if the shard has it.
     pub fn queue_index(&self, topic: &TopicName, queue_id: u32) -> Option<QueueIndex> {
         self.queues.get(&(topic.clone(), queue_id)).copied()
