@@ -39,12 +39,13 @@ const PROBE_RATE: u64 = 2000;
 
 /// Shard 0's tier status: (pending bytes, tiered bytes, local first index, tiered last index).
 async fn tier_status(server: &str) -> (u64, u64, u64, u64) {
+    let target = Target {
+        output: OutputFormat::Json,
+        ..Target::plain(server)
+    };
     let out = vela::admin::execute(
-        &Target::plain(server),
-        AdminCommand::Tier(TierCommand::Status {
-            topic: None,
-            output: OutputFormat::Json,
-        }),
+        &target,
+        AdminCommand::Tier(TierCommand::Status { topic: None }),
     )
     .await
     .unwrap();

@@ -76,6 +76,10 @@ pub struct AdminArgs {
     /// terminal they are refused unless given.
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+    /// How every command prints its result: `table` (text for people) or `json` (for
+    /// scripts: one JSON value; errors stay one line on stderr with a non-zero exit).
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -88,6 +92,7 @@ impl AdminArgs {
             ca_file: self.ca_file.clone(),
             client_identity: self.client_cert.clone().zip(self.client_key.clone()),
             assume_yes: self.yes,
+            output: self.output,
             credentials: self.access_key.clone().zip(self.secret_key.clone()).map(
                 |(access_key, secret_key)| Credentials {
                     access_key,
@@ -112,9 +117,6 @@ pub enum AdminCommand {
         /// Only this group.
         #[arg(long)]
         group: Option<String>,
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     /// What this node runs; `cluster status`: nodes, shards, leaders, replica lag, health.
     Cluster {
@@ -169,11 +171,7 @@ pub enum StoreCommand {
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Every controller and store node, every shard: leader, term, health, replica lag.
-    Status {
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
-    },
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,9 +182,6 @@ pub enum TierCommand {
         /// Only the shards this topic has queues on.
         #[arg(long)]
         topic: Option<String>,
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
 }
 
@@ -268,21 +263,24 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         AdminCommand::Acl(command) => return auth::acl(server, command).await,
         _ => {}
     }
+    let output = server.output;
     let mut client = connect(server).await?;
     let mut out = String::new();
     match command {
-        AdminCommand::Topic(command) => out = topics::execute(&mut client, command).await?,
-        AdminCommand::Group(command) => out = groups::execute(&mut client, command).await?,
-        AdminCommand::Route(command) => out = routes::execute(&mut client, command).await?,
-        AdminCommand::Queues {
-            topic,
-            group,
-            output,
-        } => {
+        AdminCommand::Topic(command) => {
+            out = topics::execute(&mut client, command, output).await?;
+        }
+        AdminCommand::Group(command) => {
+            out = groups::execute(&mut client, command, output).await?;
+        }
+        AdminCommand::Route(command) => {
+            out = routes::execute(&mut client, command, output).await?;
+        }
+        AdminCommand::Queues { topic, group } => {
             out = topics::queues(&mut client, topic, group, output).await?;
         }
         AdminCommand::Cluster {
-            command: Some(ClusterCommand::Status { output }),
+            command: Some(ClusterCommand::Status),
         } => {
             let status = client
                 .cluster_status(pb::ClusterStatusRequest {})
@@ -294,7 +292,7 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
                 OutputFormat::Table => cluster_status::to_table(status)?,
             };
         }
-        AdminCommand::Tier(TierCommand::Status { topic, output }) => {
+        AdminCommand::Tier(TierCommand::Status { topic }) => {
             let status = client
                 .tier_status(pb::TierStatusRequest {
                     topic: topic.unwrap_or_default(),
@@ -313,6 +311,15 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if output == OutputFormat::Json {
+                return json_line(&serde_json::json!({
+                    "version": info.version,
+                    "mode": info.mode,
+                    "shards": info.shard_count,
+                    "auto_create_topics": info.auto_create_topics,
+                    "auto_create_groups": info.auto_create_groups,
+                }));
+            }
             writeln!(out, "version:             {}", info.version)?;
             writeln!(out, "mode:                {}", info.mode)?;
             writeln!(out, "shards:              {}", info.shard_count)?;
@@ -349,6 +356,17 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
                 .collect();
             moving.sort_unstable();
             moving.dedup();
+            if output == OutputFormat::Json {
+                if wait && !moving.is_empty() {
+                    wait_drained(&mut client, id, &moving, timeout).await?;
+                }
+                return json_line(&serde_json::json!({
+                    "store": id,
+                    "moving": moving,
+                    "configured": drain.configured,
+                    "drained": moving.is_empty() || wait,
+                }));
+            }
             if moving.is_empty() {
                 writeln!(
                     out,
@@ -431,6 +449,17 @@ async fn wait_drained(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// `value` as pretty JSON ending with a newline: what every command prints with `--output
+/// json`.
+pub(crate) fn json_line(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// What a delete prints with `--output json`: `{"deleted": {"<kind>": "<name>"}}`.
+pub(crate) fn deleted_json(kind: &str, name: &str) -> anyhow::Result<String> {
+    json_line(&serde_json::json!({ "deleted": { kind: name } }))
 }
 
 /// A Unix-ms time as RFC 3339 (seconds).

@@ -46,15 +46,12 @@ pub enum UserCommand {
         status: Option<UserStatus>,
     },
     /// Delete a user and its ACL.
-    Delete { name: String },
-    List {
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
+    Delete {
+        name: String,
     },
+    List,
     Show {
         name: String,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
 }
 
@@ -99,14 +96,10 @@ pub enum AclCommand {
         /// Only entries of this resource pattern.
         #[arg(long)]
         resource: Option<String>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     Show {
         #[arg(long)]
         subject: String,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
 }
 
@@ -157,7 +150,10 @@ fn parse_decision(s: &str) -> Result<Decision, String> {
     s.parse().map_err(|e: vela_proto::auth::AuthValueError| e.0)
 }
 
+/// With `--output json`: `list` and `show` an array of users, `create` and `update` the user
+/// (`name`, `type`, `status`; never a password), `delete` `{"deleted": {"user": NAME}}`.
 pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Result<String> {
+    let output = server.output;
     let mut client = connect(server).await?;
     let mut out = String::new();
     match command {
@@ -179,6 +175,9 @@ pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Resul
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if output == OutputFormat::Json {
+                return super::json_line(&user_json(&user));
+            }
             writeln!(out, "created user {} ({})", user.name, user.user_type)?;
         }
         UserCommand::Update {
@@ -199,6 +198,9 @@ pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Resul
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if output == OutputFormat::Json {
+                return super::json_line(&user_json(&user));
+            }
             writeln!(
                 out,
                 "updated user {} ({}, {})",
@@ -210,13 +212,16 @@ pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Resul
                 .delete_user(pb::DeleteUserRequest { name: name.clone() })
                 .await
                 .map_err(status_error)?;
+            if output == OutputFormat::Json {
+                return super::deleted_json("user", &name);
+            }
             writeln!(out, "deleted user {name} and its ACL")?;
         }
-        UserCommand::List { output } => {
+        UserCommand::List => {
             let users = list_users(&mut client, String::new()).await?;
             print_users(&mut out, &users, output)?;
         }
-        UserCommand::Show { name, output } => {
+        UserCommand::Show { name } => {
             let users = list_users(&mut client, name).await?;
             print_users(&mut out, &users, output)?;
         }
@@ -242,10 +247,7 @@ fn print_users(
     output: OutputFormat,
 ) -> anyhow::Result<()> {
     if output == OutputFormat::Json {
-        let rows: Vec<serde_json::Value> = users
-            .iter()
-            .map(|u| serde_json::json!({"name": u.name, "type": u.user_type, "status": u.status}))
-            .collect();
+        let rows: Vec<serde_json::Value> = users.iter().map(user_json).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
@@ -254,6 +256,22 @@ fn print_users(
         writeln!(out, "{:<32} {:<8} {}", u.name, u.user_type, u.status)?;
     }
     Ok(())
+}
+
+fn user_json(u: &auth_pb::User) -> serde_json::Value {
+    serde_json::json!({"name": u.name, "type": u.user_type, "status": u.status})
+}
+
+fn acl_json(a: &auth_pb::Acl) -> serde_json::Value {
+    serde_json::json!({
+        "subject": a.subject,
+        "entries": a.entries.iter().map(|e| serde_json::json!({
+            "resource": e.resource,
+            "actions": e.actions,
+            "source_ips": e.source_ips,
+            "decision": e.decision,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn entries_of(args: AclEntryArgs) -> auth_pb::Acl {
@@ -278,12 +296,19 @@ fn entries_of(args: AclEntryArgs) -> auth_pb::Acl {
     }
 }
 
+/// With `--output json`: `list` and `show` an array of ACLs, `create` and `update` the
+/// subject's whole ACL, `delete` `{"deleted": {"acl": SUBJECT, "resources": [...]}}` (no
+/// resources: the whole ACL).
 pub(super) async fn acl(server: &Target, command: AclCommand) -> anyhow::Result<String> {
+    let output = server.output;
     let mut client = connect(server).await?;
     let mut out = String::new();
     match command {
         AclCommand::Create(args) => {
             let acl = put(&mut client, args, true).await?;
+            if output == OutputFormat::Json {
+                return super::json_line(&acl_json(&acl));
+            }
             writeln!(
                 out,
                 "ACL of {} has {} entries",
@@ -293,6 +318,9 @@ pub(super) async fn acl(server: &Target, command: AclCommand) -> anyhow::Result<
         }
         AclCommand::Update(args) => {
             let acl = put(&mut client, args, false).await?;
+            if output == OutputFormat::Json {
+                return super::json_line(&acl_json(&acl));
+            }
             writeln!(
                 out,
                 "ACL of {} has {} entries",
@@ -305,25 +333,26 @@ pub(super) async fn acl(server: &Target, command: AclCommand) -> anyhow::Result<
             client
                 .delete_acl(auth_pb::DeleteAcl {
                     subject: subject.clone(),
-                    resources: resource,
+                    resources: resource.clone(),
                 })
                 .await
                 .map_err(status_error)?;
+            if output == OutputFormat::Json {
+                return super::json_line(&serde_json::json!({
+                    "deleted": { "acl": subject, "resources": resource },
+                }));
+            }
             if whole {
                 writeln!(out, "deleted the ACL of {subject}")?;
             } else {
                 writeln!(out, "deleted entries of the ACL of {subject}")?;
             }
         }
-        AclCommand::List {
-            subject,
-            resource,
-            output,
-        } => {
+        AclCommand::List { subject, resource } => {
             let acls = list_acls(&mut client, subject.unwrap_or_default(), resource).await?;
             print_acls(&mut out, &acls, output)?;
         }
-        AclCommand::Show { subject, output } => {
+        AclCommand::Show { subject } => {
             let acls = list_acls(&mut client, subject, None).await?;
             print_acls(&mut out, &acls, output)?;
         }
@@ -364,20 +393,7 @@ async fn list_acls(
 
 fn print_acls(out: &mut String, acls: &[auth_pb::Acl], output: OutputFormat) -> anyhow::Result<()> {
     if output == OutputFormat::Json {
-        let rows: Vec<serde_json::Value> = acls
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "subject": a.subject,
-                    "entries": a.entries.iter().map(|e| serde_json::json!({
-                        "resource": e.resource,
-                        "actions": e.actions,
-                        "source_ips": e.source_ips,
-                        "decision": e.decision,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let rows: Vec<serde_json::Value> = acls.iter().map(acl_json).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }

@@ -34,9 +34,6 @@ pub enum DlqCommand {
         /// At most this many.
         #[arg(long, default_value_t = 16)]
         max: u32,
-        /// `json`: as `vela admin receive --output json`, with `dead_letter_topic`.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     /// Sends a group's dead letters back to the topic each came from (or `--to-topic`) and
     /// consumes them from the dead-letter topic.
@@ -58,10 +55,13 @@ fn dead_letter_topic(group: &str) -> String {
     format!("%DLQ%{group}")
 }
 
+/// With `--output json`: `list` an array of `{group, dead_letters}`, `show` as `vela admin
+/// receive --output json` with `dead_letter_topic`, `redrive` `{group, redriven, skipped,
+/// to_topic}`.
 pub(super) async fn execute(server: &Target, command: DlqCommand) -> anyhow::Result<String> {
     match command {
         DlqCommand::List => list(server).await,
-        DlqCommand::Show { group, max, output } => show(server, &group, max, output).await,
+        DlqCommand::Show { group, max } => show(server, &group, max, server.output).await,
         DlqCommand::Redrive {
             group,
             to_topic,
@@ -80,6 +80,7 @@ async fn list(server: &Target) -> anyhow::Result<String> {
         .into_inner()
         .groups;
     let mut out = String::new();
+    let mut rows = Vec::new();
     writeln!(out, "{:<40} {:>14}", "GROUP", "DEAD_LETTERS")?;
     for g in groups {
         let queues = match client
@@ -100,7 +101,11 @@ async fn list(server: &Target) -> anyhow::Result<String> {
             .sum();
         if retained > 0 {
             writeln!(out, "{:<40} {:>14}", g.name, retained)?;
+            rows.push(serde_json::json!({ "group": g.name, "dead_letters": retained }));
         }
+    }
+    if server.output == OutputFormat::Json {
+        return super::json_line(&rows);
     }
     Ok(out)
 }
@@ -267,6 +272,14 @@ async fn redrive(
     consumer.shutdown().await.ok();
     producer.shutdown().await.ok();
     let (sent, skipped) = result?;
+    if server.output == OutputFormat::Json {
+        return super::json_line(&serde_json::json!({
+            "group": group,
+            "redriven": sent,
+            "skipped": skipped,
+            "to_topic": to_topic,
+        }));
+    }
     let mut out = String::new();
     writeln!(
         out,

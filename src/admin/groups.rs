@@ -54,16 +54,9 @@ pub enum GroupCommand {
         #[arg(long, group = "retry")]
         retry_standard: bool,
     },
-    List {
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
-    },
+    List,
     Describe {
         name: String,
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     Delete {
         name: String,
@@ -193,9 +186,13 @@ fn parse_reset_target(s: &str) -> Result<ResetTarget, String> {
         .map_err(|_| format!("{s:?} is too far in the future"))
 }
 
+/// With `--output json`: `list` an array of groups, `describe` the group and its queues,
+/// `create` and `update` the group, `delete` `{"deleted": {"group": NAME}}`, `reset`
+/// `{"group", "topic", "queues": [{"queue_id", "offset"}]}`.
 pub(super) async fn execute(
     client: &mut AdminClient,
     command: GroupCommand,
+    output: OutputFormat,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
     match command {
@@ -226,6 +223,9 @@ pub(super) async fn execute(
                 .into_inner()
                 .group
                 .context("server returned no group")?;
+            if output == OutputFormat::Json {
+                return super::json_line(&group_json(&g)?);
+            }
             writeln!(
                 out,
                 "created group {} ({}, max attempts {})",
@@ -262,6 +262,9 @@ pub(super) async fn execute(
                 .into_inner()
                 .group
                 .context("server returned no group")?;
+            if output == OutputFormat::Json {
+                return super::json_line(&group_json(&g)?);
+            }
             let retry = vela_proto::retry::from_wire(g.retry_backoff.as_ref())
                 .context("server sent an invalid retry back-off")?;
             writeln!(
@@ -272,7 +275,7 @@ pub(super) async fn execute(
                 retry.describe()
             )?;
         }
-        GroupCommand::List { output } => {
+        GroupCommand::List => {
             let groups = client
                 .list_groups(pb::ListGroupsRequest {})
                 .await
@@ -303,7 +306,7 @@ pub(super) async fn execute(
                 )?;
             }
         }
-        GroupCommand::Describe { name, output } => {
+        GroupCommand::Describe { name } => {
             let resp = client
                 .describe_group(pb::DescribeGroupRequest { name })
                 .await
@@ -352,6 +355,9 @@ pub(super) async fn execute(
                 .delete_group(pb::DeleteGroupRequest { name: name.clone() })
                 .await
                 .map_err(status_error)?;
+            if output == OutputFormat::Json {
+                return super::deleted_json("group", &name);
+            }
             writeln!(out, "deleted group {name}")?;
         }
         GroupCommand::Reset {
@@ -377,6 +383,16 @@ pub(super) async fn execute(
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if output == OutputFormat::Json {
+                return super::json_line(&json!({
+                    "group": name,
+                    "topic": topic,
+                    "queues": resp.queues.iter().map(|q| json!({
+                        "queue_id": q.queue_id,
+                        "offset": q.offset,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
             writeln!(out, "reset group {name} on {topic}")?;
             writeln!(out, "{:>5}  {:>12}", "queue", "offset")?;
             for q in resp.queues {

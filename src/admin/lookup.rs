@@ -24,12 +24,8 @@ pub(super) enum Lookup {
     Key { topic: String, key: String },
 }
 
-pub(super) async fn lookup(
-    server: &Target,
-    what: Lookup,
-    limit: u32,
-    output: OutputFormat,
-) -> anyhow::Result<String> {
+pub(super) async fn lookup(server: &Target, what: Lookup, limit: u32) -> anyhow::Result<String> {
+    let output = server.output;
     let request = match what {
         Lookup::Id { id, topic } => pb::LookupMessagesRequest {
             message_id: id,

@@ -20,18 +20,9 @@ pub enum RouteCommand {
     /// the route's consumer group on the source.
     Create(Box<CreateRouteArgs>),
     /// Every route with its state, lag and counters.
-    List {
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
-    },
+    List,
     /// One route: where from, where to, state, lag, rates, errors and the last error.
-    Describe {
-        name: String,
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
-    },
+    Describe { name: String },
     /// Stops copying; the route's group keeps its position.
     Pause { name: String },
     /// Copies again from where the route's group stands.
@@ -156,9 +147,12 @@ fn spec(a: CreateRouteArgs) -> route_pb::RouteSpec {
     }
 }
 
+/// With `--output json`: `list` an array of routes; `describe`, `create`, `pause` and
+/// `resume` the route; `delete` `{"deleted": {"route": NAME}}`.
 pub(super) async fn execute(
     client: &mut AdminClient,
     command: RouteCommand,
+    output: OutputFormat,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
     match command {
@@ -169,10 +163,13 @@ pub(super) async fn execute(
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if output == OutputFormat::Json {
+                return super::json_line(&to_json(&info));
+            }
             writeln!(out, "route {name} created")?;
             out += &describe_table(&info)?;
         }
-        RouteCommand::List { output } => {
+        RouteCommand::List => {
             let routes = client
                 .list_routes(pb::ListRoutesRequest {})
                 .await
@@ -187,7 +184,7 @@ pub(super) async fn execute(
                 OutputFormat::Table => list_table(&routes)?,
             };
         }
-        RouteCommand::Describe { name, output } => {
+        RouteCommand::Describe { name } => {
             let info = client
                 .describe_route(pb::DescribeRouteRequest { name })
                 .await
@@ -199,11 +196,17 @@ pub(super) async fn execute(
             };
         }
         RouteCommand::Pause { name } => {
-            set_paused(client, &name, true).await?;
+            let info = set_paused(client, &name, true).await?;
+            if output == OutputFormat::Json {
+                return super::json_line(&to_json(&info));
+            }
             writeln!(out, "route {name} paused (its group keeps its position)")?;
         }
         RouteCommand::Resume { name } => {
-            set_paused(client, &name, false).await?;
+            let info = set_paused(client, &name, false).await?;
+            if output == OutputFormat::Json {
+                return super::json_line(&to_json(&info));
+            }
             writeln!(out, "route {name} resumed")?;
         }
         RouteCommand::Delete { name } => {
@@ -211,21 +214,28 @@ pub(super) async fn execute(
                 .delete_route(pb::DeleteRouteRequest { name: name.clone() })
                 .await
                 .map_err(status_error)?;
+            if output == OutputFormat::Json {
+                return super::deleted_json("route", &name);
+            }
             writeln!(out, "route {name} deleted (its consumer group stays)")?;
         }
     }
     Ok(out)
 }
 
-async fn set_paused(client: &mut AdminClient, name: &str, paused: bool) -> anyhow::Result<()> {
-    client
+async fn set_paused(
+    client: &mut AdminClient,
+    name: &str,
+    paused: bool,
+) -> anyhow::Result<pb::RouteInfo> {
+    Ok(client
         .set_route_paused(route_pb::SetRoutePaused {
             name: name.to_owned(),
             paused,
         })
         .await
-        .map_err(status_error)?;
-    Ok(())
+        .map_err(status_error)?
+        .into_inner())
 }
 
 fn side(e: Option<&route_pb::Endpoint>) -> serde_json::Value {

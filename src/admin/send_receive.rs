@@ -56,10 +56,6 @@ pub struct ReceiveArgs {
     /// The default now (kept so older scripts still run).
     #[arg(long, hide = true, conflicts_with = "ack")]
     pub no_ack: bool,
-    /// `json`: an array of objects (`message_id`, `topic`, `queue_id`, `offset`, `keys`,
-    /// `tag`, `properties`, `delivery_attempt`, `body` or `body_base64`).
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,8 +70,6 @@ pub enum MessageCommand {
         /// Only look in this topic (faster in a cluster: only its shards are asked).
         #[arg(long)]
         topic: Option<String>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     /// Messages of a topic by key (RocketMQ's message keys), oldest first, with their track.
     Find {
@@ -86,8 +80,6 @@ pub enum MessageCommand {
         /// At most this many (1..=64).
         #[arg(long, default_value_t = 16)]
         limit: u32,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
 }
 
@@ -106,25 +98,21 @@ pub(super) async fn message(server: &Target, command: MessageCommand) -> anyhow:
                 tracing::debug!(error = %e, "producer shutdown");
             }
             let id = result.map_err(|e| anyhow::Error::new(e).context("recall failed"))?;
+            if server.output == OutputFormat::Json {
+                return super::json_line(&serde_json::json!({ "recalled": id }));
+            }
             Ok(format!("recalled {id}\n"))
         }
-        MessageCommand::Show {
-            message_id,
-            topic,
-            output,
-        } => {
+        MessageCommand::Show { message_id, topic } => {
             let what = Lookup::Id {
                 id: message_id,
                 topic,
             };
-            lookup(server, what, 16, output).await
+            lookup(server, what, 16).await
         }
-        MessageCommand::Find {
-            topic,
-            key,
-            limit,
-            output,
-        } => lookup(server, Lookup::Key { topic, key }, limit, output).await,
+        MessageCommand::Find { topic, key, limit } => {
+            lookup(server, Lookup::Key { topic, key }, limit).await
+        }
     }
 }
 
@@ -152,6 +140,9 @@ pub(super) async fn send(server: &Target, args: SendArgs) -> anyhow::Result<Stri
         args.bodies
     };
     let mut out = String::new();
+    // `--output json`: an array of `{message_id, offset, recall_handle}` (the handle only for
+    // a delay message).
+    let mut sent = Vec::new();
     let mut result = Ok(());
     for body in bodies {
         let mut b = Message::builder(&args.topic).body(body.into_bytes());
@@ -171,6 +162,16 @@ pub(super) async fn send(server: &Target, args: SendArgs) -> anyhow::Result<Stri
             b = b.delivery_timestamp(SystemTime::now() + d);
         }
         match producer.send(b.build()?).await {
+            Ok(r) if server.output == OutputFormat::Json => {
+                let mut item = serde_json::json!({
+                    "message_id": r.message_id,
+                    "offset": r.offset,
+                });
+                if let Some(handle) = &r.recall_handle {
+                    item["recall_handle"] = handle.as_str().into();
+                }
+                sent.push(item);
+            }
             Ok(r) => match &r.recall_handle {
                 Some(handle) => writeln!(
                     out,
@@ -188,7 +189,11 @@ pub(super) async fn send(server: &Target, args: SendArgs) -> anyhow::Result<Stri
     if let Err(e) = producer.shutdown().await {
         tracing::debug!(error = %e, "producer shutdown");
     }
-    result.map(|()| out)
+    result?;
+    if server.output == OutputFormat::Json {
+        return super::json_line(&sent);
+    }
+    Ok(out)
 }
 
 /// `receive`: one SimpleConsumer receive, printed, and acknowledged with `--ack`.
@@ -208,7 +213,9 @@ pub(super) async fn receive(server: &Target, args: ReceiveArgs) -> anyhow::Resul
         .await?;
     let result = async {
         let messages = consumer.receive(args.max, args.invisible).await?;
-        let out = match args.output {
+        // `--output json`: an array of objects (`message_id`, `topic`, `queue_id`, `offset`,
+        // `keys`, `tag`, `properties`, `delivery_attempt`, `body` or `body_base64`).
+        let out = match server.output {
             OutputFormat::Json => messages::to_json(&messages)?,
             OutputFormat::Table => messages::to_lines(&messages)?,
         };

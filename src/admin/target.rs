@@ -24,6 +24,8 @@ pub struct Target {
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// `--yes`: destructive commands go ahead without asking.
     pub assume_yes: bool,
+    /// `--output`: how results are printed.
+    pub output: super::OutputFormat,
 }
 
 impl Target {
@@ -35,6 +37,7 @@ impl Target {
             ca_file: None,
             client_identity: None,
             assume_yes: false,
+            output: super::OutputFormat::Table,
         }
     }
 

@@ -28,25 +28,21 @@ pub enum TopicCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=7))]
         replicas: Option<u32>,
     },
-    List {
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
-    },
+    List,
     Describe {
         name: String,
-        /// table | json
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        output: OutputFormat,
     },
     Delete {
         name: String,
     },
 }
 
+/// With `--output json`: `list` an array of topics, `describe` and `create` the topic with its
+/// queues, `delete` `{"deleted": {"topic": NAME}}`.
 pub(super) async fn execute(
     client: &mut AdminClient,
     command: TopicCommand,
+    output: OutputFormat,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
     match command {
@@ -68,6 +64,9 @@ pub(super) async fn execute(
                 .into_inner()
                 .topic
                 .context("server returned no topic")?;
+            if output == OutputFormat::Json {
+                return describe(client, topic.name, output).await;
+            }
             writeln!(
                 out,
                 "created topic {} ({}, {} queues)",
@@ -76,7 +75,7 @@ pub(super) async fn execute(
                 topic.queue_count
             )?;
         }
-        TopicCommand::List { output } => {
+        TopicCommand::List => {
             let topics = client
                 .list_topics(pb::ListTopicsRequest {})
                 .await
@@ -104,7 +103,30 @@ pub(super) async fn execute(
                 )?;
             }
         }
-        TopicCommand::Describe { name, output } => {
+        TopicCommand::Describe { name } => return describe(client, name, output).await,
+        TopicCommand::Delete { name } => {
+            client
+                .delete_topic(pb::DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            if output == OutputFormat::Json {
+                return super::deleted_json("topic", &name);
+            }
+            writeln!(out, "deleted topic {name}")?;
+        }
+    }
+    Ok(out)
+}
+
+/// `topic describe NAME`: the topic and its queues.
+async fn describe(
+    client: &mut AdminClient,
+    name: String,
+    output: OutputFormat,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    {
+        {
             let resp = client
                 .describe_topic(pb::DescribeTopicRequest { name })
                 .await
@@ -143,13 +165,6 @@ pub(super) async fn execute(
             )?;
             out.push('\n');
             write_queue_table(&mut out, &resp.queues)?;
-        }
-        TopicCommand::Delete { name } => {
-            client
-                .delete_topic(pb::DeleteTopicRequest { name: name.clone() })
-                .await
-                .map_err(status_error)?;
-            writeln!(out, "deleted topic {name}")?;
         }
     }
     Ok(out)

@@ -295,3 +295,130 @@ async fn a_delay_message_sent_from_the_cli_can_be_recalled() {
     assert!(line.contains("NOT_FOUND") && !line.contains('\n'), "{line}");
     node.stop().await;
 }
+
+/// `--output json` on every command (a global flag, before or after the subcommand): the
+/// mutating ones print what they made or changed, deletes `{"deleted": {KIND: NAME}}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_prints_json_when_asked() {
+    let node = Node::start().await;
+    let topic = unique("json-t");
+    let group = unique("json-g");
+    let json = |out: String| -> serde_json::Value {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+
+    let created = json(
+        node.admin(&[
+            "--output", "json", "topic", "create", &topic, "--queues", "2",
+        ])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(created["topic"]["name"], topic.as_str(), "{created}");
+    assert_eq!(
+        created["queues"].as_array().map(Vec::len),
+        Some(2),
+        "{created}"
+    );
+    let group_json = json(
+        node.admin(&[
+            "group",
+            "create",
+            &group,
+            "--max-attempts",
+            "4",
+            "--output",
+            "json",
+        ])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(group_json["name"], group.as_str());
+    assert_eq!(group_json["max_attempts"], 4);
+    let updated = json(
+        node.admin(&[
+            "group",
+            "update",
+            &group,
+            "--max-attempts",
+            "6",
+            "--output",
+            "json",
+        ])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(updated["max_attempts"], 6);
+
+    let sent = json(
+        node.admin(&["send", &topic, "a", "b", "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent[0]["message_id"].is_string() && sent[0]["offset"].is_i64(),
+        "{sent:?}"
+    );
+    assert!(sent[0].get("recall_handle").is_none(), "{sent:?}");
+    let delayed = json(
+        node.admin(&[
+            "send", &topic, "later", "--delay", "10m", "--output", "json",
+        ])
+        .await
+        .unwrap(),
+    );
+    let handle = delayed[0]["recall_handle"].as_str().unwrap().to_owned();
+    let recalled = json(
+        node.admin(&["message", "recall", &topic, &handle, "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(recalled["recalled"], delayed[0]["message_id"]);
+
+    let reset = json(
+        node.admin(&[
+            "--yes", "group", "reset", &group, "--topic", &topic, "--to", "earliest", "--output",
+            "json",
+        ])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(reset["group"], group.as_str());
+    assert!(
+        reset["queues"].as_array().is_some_and(|q| !q.is_empty()),
+        "{reset}"
+    );
+    let info = json(node.admin(&["cluster", "--output", "json"]).await.unwrap());
+    assert!(
+        info["version"].is_string() && info["shards"].is_u64(),
+        "{info}"
+    );
+    let dlq = json(
+        node.admin(&["dlq", "list", "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert!(dlq.is_array(), "{dlq}");
+
+    let deleted = json(
+        node.admin(&["--yes", "group", "delete", &group, "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(deleted["deleted"]["group"], group.as_str());
+    let deleted = json(
+        node.admin(&["--yes", "topic", "delete", &topic, "--output", "json"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(deleted["deleted"]["topic"], topic.as_str());
+    // Errors stay one readable line, whatever the format.
+    let err = node
+        .admin(&["--output", "json", "topic", "describe", &topic])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    node.stop().await;
+}

@@ -404,6 +404,73 @@ async fn admin_rights_can_be_granted_narrowly_and_only_super_users_manage_users(
         !users.contains("o-secret") && !users.contains(ROOT.1),
         "{users}"
     );
+    // Users and ACLs with `--output json`: what was made, never a password.
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).unwrap() };
+    let made = root(
+        &node,
+        &[
+            "user",
+            "create",
+            "temp",
+            "--password",
+            "t-secret",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert!(!made.contains("t-secret"), "{made}");
+    let made = json(made);
+    assert_eq!(
+        (made["name"].as_str(), made["type"].as_str()),
+        (Some("temp"), Some("Normal"))
+    );
+    let acl = json(
+        root(
+            &node,
+            &[
+                "acl",
+                "create",
+                "--subject",
+                "User:temp",
+                "--resource",
+                "Topic:t-*",
+                "--actions",
+                "PUB",
+                "--decision",
+                "allow",
+                "--output",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(acl["subject"], "User:temp");
+    assert_eq!(acl["entries"][0]["resource"], "Topic:t-*");
+    let gone = json(
+        root(
+            &node,
+            &[
+                "--yes",
+                "acl",
+                "delete",
+                "--subject",
+                "User:temp",
+                "--output",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(gone["deleted"]["acl"], "User:temp");
+    let gone = json(
+        root(
+            &node,
+            &["--yes", "user", "delete", "temp", "--output", "json"],
+        )
+        .await,
+    );
+    assert_eq!(gone["deleted"]["user"], "temp");
 }
 
 /// Signs like the official clients: HMAC-SHA1 of the date header, hex.
