@@ -216,13 +216,25 @@ async fn users_and_acls_decide_every_request() {
         }
     }
     assert_eq!(got, 2);
-    // Reading with a group alice has no policy for.
+    // Reading with a group alice has no policy for (it exists, and could read both).
+    root(&node, &["group", "create", "h-1", "--from", "earliest"]).await;
     let other = consumer(&node, alice, "h-1", &orders).await.unwrap();
     let refused = other
         .receive(16, Duration::from_secs(30))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(StatusCode::Forbidden), "{refused}");
+    // The refused receive took nothing: the group's first receive gets both messages now,
+    // not after an invisibility.
+    let h1 = consumer(&node, ROOT, "h-1", &orders).await.unwrap();
+    let mut seen = 0;
+    for _ in 0..5 {
+        seen += h1.receive(16, Duration::from_secs(30)).await.unwrap().len();
+        if seen == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, 2, "a refused receive consumed nothing");
 
     // A SUPER user bypasses every policy.
     let r = producer(&node, Some(ROOT), &payments).await.unwrap();
