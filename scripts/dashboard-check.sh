@@ -69,6 +69,7 @@ TOPIC="dash-$RUN"; GROUP="dash-$RUN-g"; DLQ_GROUP="dash-$RUN-dlq"
 # A route copies the traffic's topic to another topic of the same Vela (the Routes panels).
 "$VELA" admin --server "$GRPC" topic create "$TOPIC" >/dev/null
 "$VELA" admin --server "$GRPC" topic create "$TOPIC-copy" >/dev/null
+"$VELA" admin --server "$GRPC" topic create "$TOPIC-dlq" --queues 1 >/dev/null
 "$VELA" admin --server "$GRPC" route create "dash-$RUN" --source-topic "$TOPIC" --group "dash-$RUN-route" \
   --target-endpoint "$GRPC" --target-topic "$TOPIC-copy" --start earliest >/dev/null
 RMQ_ENDPOINT="$GRPC" DASH_TOPIC="$TOPIC" DASH_GROUP="$GROUP" DASH_DLQ_GROUP="$DLQ_GROUP" DASH_HOLD=120 \

@@ -1,10 +1,12 @@
 //! `[telemetry.otlp]`: pushing the hub's metrics to an OpenTelemetry collector, over gRPC
-//! (port 4317 by convention, TLS when the endpoint is `https://`) or HTTP/protobuf (4318,
-//! plain HTTP only). Export runs on the process's tokio runtime every `interval`, once more
+//! (port 4317 by convention) or HTTP/protobuf (4318), with TLS when the endpoint is
+//! `https://` (the system's roots, plus `ca_file`). Export runs on the process's tokio runtime
+//! every `interval`, once more
 //! at shutdown; a failed export is logged and the next one carries the cumulative totals, so a
 //! collector that was down misses points, never counts.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use opentelemetry_otlp::{MetricExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
@@ -44,6 +46,9 @@ pub struct OtlpConfig {
     pub headers: BTreeMap<String, String>,
     /// Export spans too (the proxy's spans of messages whose producer traced them).
     pub traces: bool,
+    /// A CA certificate (PEM) to trust for an `https://` endpoint besides the system's roots:
+    /// a collector with a certificate of an internal CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for OtlpConfig {
@@ -55,6 +60,7 @@ impl Default for OtlpConfig {
             timeout: Duration::from_secs(10),
             headers: BTreeMap::new(),
             traces: true,
+            ca_file: None,
         }
     }
 }
@@ -74,15 +80,8 @@ impl OtlpConfig {
         let uri: tonic::codegen::http::Uri = endpoint
             .parse()
             .map_err(|e| format!("telemetry.otlp.endpoint {endpoint:?} is not a URL: {e}"))?;
-        match (uri.scheme_str(), self.protocol) {
-            (Some("http"), _) | (Some("https"), OtlpProtocol::Grpc) => {}
-            (Some("https"), OtlpProtocol::Http) => {
-                return Err(
-                    "telemetry.otlp.endpoint: OTLP/HTTP over TLS is not supported; use \
-                     protocol = \"grpc\" with an https:// endpoint"
-                        .to_owned(),
-                );
-            }
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
             _ => {
                 return Err(format!(
                     "telemetry.otlp.endpoint {endpoint:?} must start with http:// or https://"
@@ -93,7 +92,49 @@ impl OtlpConfig {
             return Err(format!("telemetry.otlp.endpoint {endpoint:?} has no host"));
         }
         self.metadata()?;
+        self.ca_pem()?;
         Ok(())
+    }
+
+    /// The PEM of `ca_file`, read and checked (it must hold a certificate).
+    fn ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("telemetry.otlp.ca_file {}: {e}", path.display()))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(format!(
+                "telemetry.otlp.ca_file {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+        Ok(Some(pem))
+    }
+
+    /// TLS for an `https://` OTLP/gRPC endpoint: the system's roots plus `ca_file`.
+    pub(crate) fn grpc_tls(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(pem) = self.ca_pem()? {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        Ok(tls)
+    }
+
+    /// The HTTP client of an OTLP/HTTP exporter: reqwest, with rustls on the process's ring
+    /// provider (as everywhere in Vela) for an `https://` endpoint, trusting the system's
+    /// roots plus `ca_file`.
+    pub(crate) fn http_client(&self) -> Result<reqwest::Client, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder().timeout(self.timeout);
+        if let Some(pem) = self.ca_pem()? {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("telemetry.otlp.ca_file: {e}"))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        builder
+            .build()
+            .map_err(|e| format!("telemetry.otlp: cannot build the HTTPS client: {e}"))
     }
 
     /// The URL an HTTP exporter posts metrics to: the endpoint itself when it has a path,
@@ -150,19 +191,20 @@ impl OtlpConfig {
                     .with_metadata(metadata)
                     .with_temporality(Temporality::Cumulative);
                 if endpoint.starts_with("https://") {
-                    builder = builder.with_tls_config(
-                        tonic::transport::ClientTlsConfig::new().with_native_roots(),
-                    );
+                    builder = builder.with_tls_config(self.grpc_tls()?);
                 }
                 builder.build()
             }
-            OtlpProtocol::Http => MetricExporter::builder()
-                .with_http()
-                .with_endpoint(Self::http_url(endpoint))
-                .with_timeout(self.timeout)
-                .with_headers(self.headers.clone().into_iter().collect())
-                .with_temporality(Temporality::Cumulative)
-                .build(),
+            OtlpProtocol::Http => {
+                let builder = MetricExporter::builder()
+                    .with_http()
+                    .with_endpoint(Self::http_url(endpoint))
+                    .with_timeout(self.timeout)
+                    .with_headers(self.headers.clone().into_iter().collect())
+                    .with_temporality(Temporality::Cumulative)
+                    .with_http_client(self.http_client()?);
+                builder.build()
+            }
         };
         built.map_err(|e| format!("telemetry.otlp: cannot build the exporter: {e}"))
     }
@@ -268,7 +310,19 @@ mod tests {
         c.endpoint = Some("https://collector.example:4317".into());
         assert!(c.validate().is_ok());
         c.protocol = OtlpProtocol::Http;
-        assert!(c.validate().expect_err("refused").contains("TLS"));
+        assert!(c.validate().is_ok(), "OTLP/HTTP over TLS");
+        c.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(c.validate().expect_err("refused").contains("ca_file"));
+        let dir = std::env::temp_dir().join(format!("vela-otlp-ca-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate").expect("writes");
+        c.ca_file = Some(dir.clone());
+        assert!(
+            c.validate()
+                .expect_err("refused")
+                .contains("no PEM certificate")
+        );
+        let _ = std::fs::remove_file(&dir);
+        c.ca_file = None;
         c.endpoint = Some("collector:4318".into());
         assert!(c.validate().is_err());
         c.endpoint = Some("http://127.0.0.1:4318".into());

@@ -112,18 +112,19 @@ impl Traces {
                     .with_timeout(config.timeout)
                     .with_metadata(config.metadata()?);
                 if endpoint.starts_with("https://") {
-                    builder = builder.with_tls_config(
-                        tonic::transport::ClientTlsConfig::new().with_native_roots(),
-                    );
+                    builder = builder.with_tls_config(config.grpc_tls()?);
                 }
                 builder.build()
             }
-            OtlpProtocol::Http => SpanExporter::builder()
-                .with_http()
-                .with_endpoint(OtlpConfig::http_url_for(&endpoint, "/v1/traces"))
-                .with_timeout(config.timeout)
-                .with_headers(config.headers.clone().into_iter().collect())
-                .build(),
+            OtlpProtocol::Http => {
+                let builder = SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(OtlpConfig::http_url_for(&endpoint, "/v1/traces"))
+                    .with_timeout(config.timeout)
+                    .with_headers(config.headers.clone().into_iter().collect())
+                    .with_http_client(config.http_client()?);
+                builder.build()
+            }
         };
         let exporter =
             built.map_err(|e| format!("telemetry.otlp: cannot build the span exporter: {e}"))?;

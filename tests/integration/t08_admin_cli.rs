@@ -303,6 +303,8 @@ async fn every_command_prints_json_when_asked() {
     let node = Node::start().await;
     let topic = unique("json-t");
     let group = unique("json-g");
+    // Delay messages go to an auto-created topic (a created one is normal-only).
+    let later = unique("json-later");
     let json = |out: String| -> serde_json::Value {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
     };
@@ -315,11 +317,8 @@ async fn every_command_prints_json_when_asked() {
         .unwrap(),
     );
     assert_eq!(created["topic"]["name"], topic.as_str(), "{created}");
-    assert_eq!(
-        created["queues"].as_array().map(Vec::len),
-        Some(2),
-        "{created}"
-    );
+    assert_eq!(created["topic"]["queues"], 2, "{created}");
+    assert!(created["queues"].is_array(), "as topic describe: {created}");
     let group_json = json(
         node.admin(&[
             "group",
@@ -364,14 +363,14 @@ async fn every_command_prints_json_when_asked() {
     assert!(sent[0].get("recall_handle").is_none(), "{sent:?}");
     let delayed = json(
         node.admin(&[
-            "send", &topic, "later", "--delay", "10m", "--output", "json",
+            "send", &later, "later", "--delay", "10m", "--output", "json",
         ])
         .await
         .unwrap(),
     );
     let handle = delayed[0]["recall_handle"].as_str().unwrap().to_owned();
     let recalled = json(
-        node.admin(&["message", "recall", &topic, &handle, "--output", "json"])
+        node.admin(&["message", "recall", &later, &handle, "--output", "json"])
             .await
             .unwrap(),
     );

@@ -55,11 +55,55 @@ async fn grpc_receiver() -> (Received, std::net::SocketAddr) {
 
 /// An OTLP/HTTP (protobuf) receiver on loopback: `POST /v1/metrics`.
 async fn http_receiver() -> (Received, std::net::SocketAddr) {
+    let (received, app) = receiver_app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (received, addr)
+}
+
+/// The same over HTTPS, with the server certificate of `certs` (signed by its CA).
+async fn https_receiver(certs: &crate::t19_tls::Certs) -> (Received, std::net::SocketAddr) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&certs.server_cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&certs.server_key).unwrap();
+    let mut tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let (received, app) = receiver_app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (received, addr)
+}
+
+/// The router of an OTLP/HTTP receiver and what it received.
+fn receiver_app() -> (Received, axum::Router) {
     use axum::body::Bytes;
     use prost::Message as _;
     let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let sink = received.clone();
     let app = axum::Router::new().route(
         "/v1/metrics",
@@ -87,8 +131,7 @@ async fn http_receiver() -> (Received, std::net::SocketAddr) {
             }
         }),
     );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (received, addr)
+    (received, app)
 }
 
 /// One OTLP number or histogram point, flattened: the metric's translated name, its
@@ -422,6 +465,38 @@ async fn otlp_over_http_delivers_the_same_counts() {
     let topic_label = [("topic", topic.as_str())];
     until_exported(&received, |p| {
         total(p, "rocketmq_messages_in_total", &topic_label) == 3.0
+    })
+    .await;
+    drop(producer);
+    node.stop().await;
+}
+
+/// OTLP/HTTP over TLS to a collector whose certificate an internal CA signed, trusted through
+/// `telemetry.otlp.ca_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_https_trusts_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = crate::t19_tls::make_certs(dir.path(), "vela-otlp-test-ca");
+    let (received, otlp) = https_receiver(&certs).await;
+    let ca = certs.ca.clone();
+    let node = Node::start_with(|c| {
+        c.telemetry.otlp.endpoint = Some(format!("https://{otlp}"));
+        c.telemetry.otlp.protocol = vela_telemetry::otlp::OtlpProtocol::Http;
+        c.telemetry.otlp.interval = Duration::from_secs(1);
+        c.telemetry.otlp.ca_file = Some(ca);
+    })
+    .await;
+    let topic = unique("metrics-https");
+    let producer = node.producer(&topic).await;
+    for _ in 0..2 {
+        producer
+            .send(Message::builder(&topic).body("x").build().unwrap())
+            .await
+            .unwrap();
+    }
+    let topic_label = [("topic", topic.as_str())];
+    until_exported(&received, |p| {
+        total(p, "rocketmq_messages_in_total", &topic_label) == 2.0
     })
     .await;
     drop(producer);
