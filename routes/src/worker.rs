@@ -232,7 +232,7 @@ async fn copy_until_stopped(
         while i < batch.len() {
             if written_by_a_route(&batch[i]) {
                 ctx.status.lock().skipped_routed += 1;
-                ack(ctx, consumer, &batch[i]).await;
+                ack(ctx, consumer, std::slice::from_ref(&batch[i])).await;
                 i += 1;
                 continue;
             }
@@ -316,14 +316,16 @@ async fn deliver(
         status.last_copied_ms = Some(now_ms());
         status.state = RouteState::Running;
     }
-    futures::future::join_all(chunk.iter().map(|m| ack(ctx, consumer, m))).await;
+    ack(ctx, consumer, chunk).await;
     true
 }
 
-/// Acknowledges on the source. A failed ack is counted; the message comes back and is copied
-/// again (a duplicate, counted then).
-async fn ack(ctx: &WorkerCtx, consumer: &SimpleConsumer, message: &MessageView) {
-    if let Err(err) = consumer.ack(message).await {
-        ctx.failed("acknowledging on the source", &err);
+/// Acknowledges on the source, with one request for all of `messages`. A failed ack is
+/// counted; the message comes back and is copied again (a duplicate, counted then).
+async fn ack(ctx: &WorkerCtx, consumer: &SimpleConsumer, messages: &[MessageView]) {
+    for result in consumer.ack_many(messages).await {
+        if let Err(err) = result {
+            ctx.failed("acknowledging on the source", &err);
+        }
     }
 }

@@ -168,6 +168,92 @@ impl GroupClient {
         Ok(())
     }
 
+    /// Acknowledges `messages` with one AckMessage per endpoint and topic (the request takes
+    /// entries); the result of each message, in order.
+    pub(crate) async fn ack_many(&self, messages: &[MessageView]) -> Vec<Result<()>> {
+        let shared = &self.core.shared;
+        if let Err(e) = shared.ensure_running() {
+            return messages.iter().map(|_| Err(e.duplicate())).collect();
+        }
+        // Indexes of the messages, by where their acks go.
+        let mut calls: Vec<((&Endpoint, &str), Vec<usize>)> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let to = (&m.endpoint, m.topic.as_str());
+            match calls.iter_mut().find(|(at, _)| *at == to) {
+                Some((_, indexes)) => indexes.push(i),
+                None => calls.push((to, vec![i])),
+            }
+        }
+        let mut results: Vec<Result<()>> = messages
+            .iter()
+            .map(|_| {
+                Err(Error::invalid_response(
+                    "AckMessage",
+                    "no entry for the message",
+                ))
+            })
+            .collect();
+        let answers =
+            futures::future::join_all(calls.iter().map(|((endpoint, topic), indexes)| {
+                let request = pb::AckMessageRequest {
+                    group: Some(shared.resource(self.group.as_str())),
+                    topic: Some(shared.resource(topic)),
+                    entries: indexes
+                        .iter()
+                        .map(|&i| pb::AckMessageEntry {
+                            message_id: messages[i].message_id.clone(),
+                            receipt_handle: messages[i].receipt_handle.clone(),
+                            lite_topic: None,
+                        })
+                        .collect(),
+                };
+                shared.call(
+                    endpoint,
+                    "AckMessage",
+                    shared.config.request_timeout,
+                    |mut rpc, timeout| async move {
+                        rpc.ack_message(request_with(request, timeout)).await
+                    },
+                )
+            }))
+            .await;
+        for ((_, indexes), answer) in calls.iter().zip(answers) {
+            let reply = match answer.map(tonic::Response::into_inner) {
+                Ok(reply) => reply,
+                Err(e) => {
+                    for &i in indexes {
+                        results[i] = Err(e.duplicate());
+                    }
+                    continue;
+                }
+            };
+            // A failed request fails each of its entries; otherwise each entry has its own
+            // status (an OK request may still refuse some, a stale handle for one).
+            let overall = check_status("AckMessage", reply.status.as_ref(), &[]);
+            for &i in indexes {
+                let m = &messages[i];
+                results[i] = match &overall {
+                    Err(e) if reply.entries.is_empty() => Err(e.duplicate()),
+                    _ => match reply
+                        .entries
+                        .iter()
+                        .find(|e| e.receipt_handle == m.receipt_handle)
+                    {
+                        Some(entry) => check_status("AckMessage", entry.status.as_ref(), &[]),
+                        None => match &overall {
+                            Err(e) => Err(e.duplicate()),
+                            Ok(()) => Err(Error::invalid_response(
+                                "AckMessage",
+                                format!("no entry for message {}", m.message_id),
+                            )),
+                        },
+                    },
+                };
+            }
+        }
+        results
+    }
+
     /// Makes the message invisible for `invisible_duration` from now; on success the view
     /// carries the new receipt handle.
     pub(crate) async fn change_invisible_duration(

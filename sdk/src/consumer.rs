@@ -144,6 +144,14 @@ impl SimpleConsumer {
         self.inner.calls.ack(message).await
     }
 
+    /// Acknowledges several received messages with one request per server and topic (the
+    /// protocol's AckMessage takes many entries), instead of one request each. Returns each
+    /// message's result, in order: one can fail (a stale receipt handle) while the others
+    /// succeed.
+    pub async fn ack_many(&self, messages: &[MessageView]) -> Vec<Result<()>> {
+        self.inner.calls.ack_many(messages).await
+    }
+
     /// Makes the message invisible for `invisible_duration` from now (zero makes it visible
     /// again at once: a negative acknowledgement). On success the view carries the new receipt
     /// handle, which the next ack or change must use.

@@ -54,6 +54,55 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The same error again, for each of several operations one failure ended (the error
+    /// holds a `tonic::Status`, which is not `Clone`).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Status {
+                rpc,
+                code,
+                code_name,
+                message,
+            } => Error::Status {
+                rpc,
+                code: *code,
+                code_name: code_name.clone(),
+                message: message.clone(),
+            },
+            Error::Transport {
+                rpc,
+                endpoint,
+                source,
+            } => Error::Transport {
+                rpc,
+                endpoint: endpoint.clone(),
+                source: Box::new(tonic::Status::new(source.code(), source.message())),
+            },
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::Timeout {
+                rpc,
+                endpoint,
+                timeout,
+            } => Error::Timeout {
+                rpc,
+                endpoint: endpoint.clone(),
+                timeout: *timeout,
+            },
+            Error::InvalidResponse { rpc, reason } => Error::InvalidResponse {
+                rpc,
+                reason: reason.clone(),
+            },
+            Error::Shutdown => Error::Shutdown,
+            Error::NoReply {
+                correlation_id,
+                timeout,
+            } => Error::NoReply {
+                correlation_id: correlation_id.clone(),
+                timeout: *timeout,
+            },
+        }
+    }
+
     /// Builds an [`Error::Status`] from a server status (its name resolved from the `Code` enum).
     pub(crate) fn from_status(rpc: &'static str, status: &Status) -> Self {
         Error::Status {

@@ -92,3 +92,74 @@ async fn single_batch_and_async_sends_are_delivered_once() {
     producer.shutdown().await.unwrap();
     node.stop().await;
 }
+
+/// `SimpleConsumer::ack_many`: one request acknowledges many messages, each with its own
+/// result (a stale handle fails alone), and none of the acknowledged ones comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_are_acknowledged_in_one_request_each_with_its_result() {
+    use std::time::Duration;
+    let node = Node::start().await;
+    let topic = unique("ack-many");
+    let group = unique("g");
+    node.admin(&["topic", "create", &topic, "--queues", "2"])
+        .await
+        .unwrap();
+    node.admin(&["group", "create", &group, "--from", "earliest"])
+        .await
+        .unwrap();
+    let producer = node.producer(&topic).await;
+    for i in 0..6 {
+        producer
+            .send(
+                Message::builder(&topic)
+                    .body(format!("m{i}"))
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let consumer = node.consumer(&group, &topic, "*").await;
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "received {}",
+            got.len()
+        );
+        got.extend(consumer.receive(32, Duration::from_secs(30)).await.unwrap());
+    }
+    // One handle goes stale: its invisibility changed, so the old handle no longer acks.
+    let stale = got[2].clone();
+    consumer
+        .change_invisible_duration(&mut got[2], Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut batch = got.clone();
+    batch[2] = stale;
+    let results = consumer.ack_many(&batch).await;
+    assert_eq!(results.len(), 6);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.is_ok(), i != 2, "message {i}: {r:?}");
+    }
+    // The others are acknowledged: only the renewed one is still in flight.
+    let queues: serde_json::Value = serde_json::from_str(
+        &node
+            .admin(&["queues", &topic, "--group", &group, "--output", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let inflight: u64 = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|q| q["groups"].as_array().cloned().unwrap_or_default())
+        .map(|g| g["inflight"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(inflight, 1, "{queues}");
+    assert!(consumer.ack_many(&[]).await.is_empty());
+    consumer.ack(&got[2]).await.unwrap();
+    node.stop().await;
+}
