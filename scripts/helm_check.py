@@ -71,7 +71,7 @@ def pod_specs(objs):
             yield o, o["spec"]["template"]["spec"]
 
 
-def check_objects(where, objs, existing_secrets, mode):
+def check_objects(where, objs, existing, mode):
     by_kind = {}
     for o in objs:
         by_kind.setdefault(o["kind"], []).append(o)
@@ -83,8 +83,8 @@ def check_objects(where, objs, existing_secrets, mode):
             kubernetes_validate.validate(o, KUBE_VERSION, strict=True)
         except Exception as e:  # SchemaNotFoundError, ValidationError
             fail(f"{where} {o['kind']}/{o['metadata']['name']}", f"{type(e).__name__}: {e}")
-    secrets = {o["metadata"]["name"] for o in by_kind.get("Secret", [])} | existing_secrets
-    configmaps = {o["metadata"]["name"] for o in by_kind.get("ConfigMap", [])}
+    secrets = {o["metadata"]["name"] for o in by_kind.get("Secret", [])} | existing["secrets"]
+    configmaps = {o["metadata"]["name"] for o in by_kind.get("ConfigMap", [])} | existing["configmaps"]
     services = {o["metadata"]["name"]: o for o in by_kind.get("Service", [])}
     for o, spec in pod_specs(objs):
         name = f"{where} {o['kind']}/{o['metadata']['name']}"
@@ -150,17 +150,23 @@ def render(values_files, extra=()):
     return [o for o in yaml.safe_load_all(run(*args)) if o]
 
 
-def existing_secrets(values_files):
-    names = set()
+def existing_objects(values_files):
+    """The Secrets and ConfigMaps the values name as made outside the chart."""
+    found = {"secrets": set(), "configmaps": set()}
+    paths = {
+        "secrets": (("auth", "existingSecret"), ("receiptKeys", "existingSecret"), ("metadataKeySecret",), ("tier", "existingSecret"), ("cluster", "tls", "secretName")),
+        "configmaps": (("telemetry", "otlpCaConfigMap"),),
+    }
     for f in values_files:
         v = yaml.safe_load(Path(f).read_text()) or {}
-        for path in (("auth", "existingSecret"), ("receiptKeys", "existingSecret"), ("metadataKeySecret",), ("tier", "existingSecret"), ("cluster", "tls", "secretName")):
-            node = v
-            for p in path:
-                node = node.get(p) if isinstance(node, dict) else None
-            if node:
-                names.add(node)
-    return names
+        for kind, kind_paths in paths.items():
+            for path in kind_paths:
+                node = v
+                for p in path:
+                    node = node.get(p) if isinstance(node, dict) else None
+                if node:
+                    found[kind].add(node)
+    return found
 
 
 def main():
@@ -173,7 +179,7 @@ def main():
         run(*lint)
         objs = render(files)
         mode = "standalone" if any((yaml.safe_load(Path(f).read_text()) or {}).get("mode") == "standalone" for f in files) else "cluster"
-        by_kind = check_objects(where, objs, existing_secrets(files), mode)
+        by_kind = check_objects(where, objs, existing_objects(files), mode)
         print(f"{where}: {len(objs)} objects ({', '.join(sorted(by_kind))})")
     # An upgrade renders the bootstrap off; a bad value is refused.
     upgraded = render([], ["--is-upgrade"])
@@ -189,7 +195,9 @@ def main():
     for overlay in sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir()):
         objs = [o for o in yaml.safe_load_all(run(KUBECTL, "kustomize", str(overlay))) if o]
         mode = "standalone" if overlay.name == "standalone" else "cluster"
-        by_kind = check_objects(f"k8s/{overlay.name}", objs, user_secrets, mode)
+        by_kind = check_objects(
+            f"k8s/{overlay.name}", objs, {"secrets": user_secrets, "configmaps": set()}, mode
+        )
         if any(o["metadata"].get("namespace", "vela") != "vela" for o in objs):
             fail(f"k8s/{overlay.name}", "objects outside the namespace the addresses name")
         print(f"k8s/{overlay.name}: {len(objs)} objects ({', '.join(sorted(by_kind))})")

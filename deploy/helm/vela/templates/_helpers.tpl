@@ -91,11 +91,7 @@ app.kubernetes.io/component: {{ .component }}
 [log]
 level = {{ include "vela.tomlString" .Values.telemetry.logLevel }}
 format = {{ include "vela.tomlString" .Values.telemetry.logFormat }}
-{{- if .Values.telemetry.otlpEndpoint }}
-
-[telemetry.otlp]
-endpoint = {{ include "vela.tomlString" .Values.telemetry.otlpEndpoint }}
-{{- end }}
+{{- include "vela.otlpToml" . }}
 
 [cluster]
 shards = [{{ join ", " .Values.cluster.shards }}]
@@ -173,6 +169,31 @@ readinessProbe:
   httpGet: {path: /ready, port: http}
   periodSeconds: 5
   failureThreshold: 3
+{{- end -}}
+
+{{/* The [telemetry.otlp] section, when an endpoint is set. */}}
+{{- define "vela.otlpToml" -}}
+{{- if .Values.telemetry.otlpEndpoint }}
+
+[telemetry.otlp]
+endpoint = {{ include "vela.tomlString" .Values.telemetry.otlpEndpoint }}
+protocol = {{ include "vela.tomlString" .Values.telemetry.otlpProtocol }}
+{{- if .Values.telemetry.otlpCaConfigMap }}
+ca_file = "/etc/vela/otlp-ca/ca.pem"
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "vela.otlpCaVolume" -}}
+{{- if .Values.telemetry.otlpCaConfigMap }}
+- name: otlp-ca
+  configMap: {name: {{ .Values.telemetry.otlpCaConfigMap }}}
+{{- end }}
+{{- end -}}
+{{- define "vela.otlpCaMount" -}}
+{{- if .Values.telemetry.otlpCaConfigMap }}
+- {name: otlp-ca, mountPath: /etc/vela/otlp-ca, readOnly: true}
+{{- end }}
 {{- end -}}
 
 {{- define "vela.clusterTlsVolume" -}}
