@@ -11,11 +11,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use serde::Serialize;
 use vela_proto::pb::admin as pb;
 
-use super::messages::printable;
+use super::messages::{body_fields, printable};
 use super::{OutputFormat, Target, connect, status_error};
 
 /// What to look for.
@@ -121,7 +120,7 @@ fn to_json(found: &[pb::FoundMessage]) -> anyhow::Result<String> {
     let items: Vec<FoundJson<'_>> = found
         .iter()
         .map(|m| {
-            let body = printable(&m.body);
+            let (body, body_base64) = body_fields(&m.body);
             let first = m.positions.first();
             FoundJson {
                 message_id: &m.message_id,
@@ -137,9 +136,7 @@ fn to_json(found: &[pb::FoundMessage]) -> anyhow::Result<String> {
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect(),
                 body,
-                body_base64: body
-                    .is_none()
-                    .then(|| base64::engine::general_purpose::STANDARD.encode(&m.body)),
+                body_base64,
                 born_timestamp: time(m.born_timestamp_ms),
                 store_timestamp: time(m.store_timestamp_ms),
                 born_host: &m.born_host,

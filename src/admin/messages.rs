@@ -36,12 +36,22 @@ pub(super) fn printable(body: &[u8]) -> Option<&str> {
         .filter(|s| !s.chars().any(|c| c.is_control() && !c.is_whitespace()))
 }
 
+/// A body as JSON scripts read it: `(body, body_base64)`, the text when it is printable, else
+/// base64.
+pub(super) fn body_fields(body: &[u8]) -> (Option<&str>, Option<String>) {
+    let text = printable(body);
+    let encoded = text
+        .is_none()
+        .then(|| base64::engine::general_purpose::STANDARD.encode(body));
+    (text, encoded)
+}
+
 /// `messages` as a pretty JSON array, ending with a newline.
 pub(super) fn to_json(messages: &[MessageView]) -> anyhow::Result<String> {
     let items: Vec<MessageJson<'_>> = messages
         .iter()
         .map(|m| {
-            let body = printable(&m.body);
+            let (body, body_base64) = body_fields(&m.body);
             MessageJson {
                 message_id: &m.message_id,
                 topic: &m.topic,
@@ -56,9 +66,7 @@ pub(super) fn to_json(messages: &[MessageView]) -> anyhow::Result<String> {
                     .collect(),
                 delivery_attempt: m.delivery_attempt,
                 body,
-                body_base64: body
-                    .is_none()
-                    .then(|| base64::engine::general_purpose::STANDARD.encode(&m.body)),
+                body_base64,
                 dead_letter_topic: m.dead_letter_topic.as_deref(),
             }
         })

@@ -454,21 +454,25 @@ async fn otlp_over_http_delivers_the_same_counts() {
         c.telemetry.otlp.interval = Duration::from_secs(1);
     })
     .await;
-    let topic = unique("metrics-http");
+    sends_are_exported(&node, &received, "metrics-http", 3).await;
+    node.stop().await;
+}
+
+/// Sends `n` messages to a new topic and waits until `received` has them counted.
+async fn sends_are_exported(node: &Node, received: &Received, topic: &str, n: u32) {
+    let topic = unique(topic);
     let producer = node.producer(&topic).await;
-    for _ in 0..3 {
+    for _ in 0..n {
         producer
             .send(Message::builder(&topic).body("x").build().unwrap())
             .await
             .unwrap();
     }
     let topic_label = [("topic", topic.as_str())];
-    until_exported(&received, |p| {
-        total(p, "rocketmq_messages_in_total", &topic_label) == 3.0
+    until_exported(received, |p| {
+        total(p, "rocketmq_messages_in_total", &topic_label) == f64::from(n)
     })
     .await;
-    drop(producer);
-    node.stop().await;
 }
 
 /// OTLP/HTTP over TLS to a collector whose certificate an internal CA signed, trusted through
@@ -486,20 +490,7 @@ async fn otlp_over_https_trusts_the_configured_ca() {
         c.telemetry.otlp.ca_file = Some(ca);
     })
     .await;
-    let topic = unique("metrics-https");
-    let producer = node.producer(&topic).await;
-    for _ in 0..2 {
-        producer
-            .send(Message::builder(&topic).body("x").build().unwrap())
-            .await
-            .unwrap();
-    }
-    let topic_label = [("topic", topic.as_str())];
-    until_exported(&received, |p| {
-        total(p, "rocketmq_messages_in_total", &topic_label) == 2.0
-    })
-    .await;
-    drop(producer);
+    sends_are_exported(&node, &received, "metrics-https", 2).await;
     node.stop().await;
 }
 
