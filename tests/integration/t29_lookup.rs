@@ -144,5 +144,11 @@ async fn messages_are_found_by_id_and_key_with_their_track() {
             node.restart().await;
         }
     }
+    // A deleted topic's messages are gone for lookups too (its log stays until retention).
+    node.admin(&["--yes", "topic", "delete", &topic])
+        .await
+        .unwrap();
+    let gone = node.admin(&["message", "show", &ids[0]]).await.unwrap_err();
+    assert!(gone.to_string().contains("not found"), "{gone}");
     node.stop().await;
 }

@@ -1,13 +1,16 @@
 //! `LookupMessages` (`vela admin message show|find`, ADR 0028): messages by id or key from the
 //! store's lookup index, with where they are and their track.
 
+use std::collections::BTreeMap;
+
 use tonic::Status;
+use vela_proto::TopicName;
 use vela_proto::lookup::{FoundMessage, LookupBy, LookupRequest, MAX_LOOKUP};
 use vela_proto::pb::admin as api;
 
 use super::{AdminServer, topic_name};
 use crate::convert::kind_name;
-use crate::status::store_to_grpc;
+use crate::status::{controller_to_grpc, store_to_grpc};
 
 /// Messages one lookup answers unless asked for fewer or more.
 const DEFAULT_LIMIT: u32 = 16;
@@ -69,8 +72,33 @@ impl AdminServer {
             })
             .await
             .map_err(store_to_grpc)?;
+        // A deleted topic's messages stay in the log until retention removes them, but they
+        // are gone for users: "delete topic" deletes every message in it.
+        let mut kept = Vec::with_capacity(found.len());
+        let mut exists: BTreeMap<TopicName, bool> = BTreeMap::new();
+        for f in found {
+            let topic = f.message.topic.clone();
+            let alive = match exists.get(&topic) {
+                Some(alive) => *alive,
+                None => {
+                    let alive = self
+                        .shared
+                        .ctx
+                        .controller
+                        .get_topic(&topic)
+                        .await
+                        .map_err(controller_to_grpc)?
+                        .is_some();
+                    exists.insert(topic, alive);
+                    alive
+                }
+            };
+            if alive {
+                kept.push(f);
+            }
+        }
         Ok(api::LookupMessagesResponse {
-            messages: found.into_iter().map(found_to_api).collect(),
+            messages: kept.into_iter().map(found_to_api).collect(),
         })
     }
 }
