@@ -73,8 +73,10 @@ pub enum MessageCommand {
     },
     /// Messages of a topic by key (RocketMQ's message keys), oldest first, with their track.
     Find {
+        /// The topic the messages were sent to.
         #[arg(long)]
         topic: String,
+        /// One of the message keys they were sent with (exact match).
         #[arg(long)]
         key: String,
         /// At most this many (1..=64).
