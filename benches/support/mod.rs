@@ -199,6 +199,7 @@ pub async fn create_group(server: &str, name: &str) {
             from: Some(ResetTarget::Earliest),
             retry_delays: None,
             retry_exponential: None,
+            broadcast: false,
         }),
     )
     .await

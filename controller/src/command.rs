@@ -142,6 +142,15 @@ pub enum ControllerCommand {
         max_attempts: Option<u32>,
         retry: Option<RetryBackoff>,
     },
+    /// Creates a broadcast group (ADR 0029: every consumer instance gets every message). A
+    /// controller on a build from before it cannot read this entry: create such groups once
+    /// every controller runs a build that has it.
+    CreateBroadcastGroup {
+        spec: LoggedGroup,
+        start: GroupStart,
+        retry: RetryBackoff,
+        now_ms: i64,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -163,6 +172,14 @@ impl ControllerCommand {
             max_attempts: spec.max_attempts,
             auto_created: spec.auto_created,
         };
+        if spec.broadcast {
+            return ControllerCommand::CreateBroadcastGroup {
+                spec: logged,
+                start: spec.start,
+                retry: spec.retry,
+                now_ms,
+            };
+        }
         match (spec.start, spec.retry) {
             (GroupStart::Auto, RetryBackoff::Standard) => ControllerCommand::CreateGroup {
                 spec: logged,
@@ -221,6 +238,14 @@ impl fmt::Display for ControllerCommand {
             } => write!(
                 f,
                 "create-group {} (start {start}, retry {})",
+                spec.name,
+                retry.describe()
+            ),
+            ControllerCommand::CreateBroadcastGroup {
+                spec, start, retry, ..
+            } => write!(
+                f,
+                "create-group {} (broadcast, start {start}, retry {})",
                 spec.name,
                 retry.describe()
             ),

@@ -77,20 +77,30 @@ impl Metadata {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::TopicNotFound(name)),
             },
-            ControllerCommand::CreateGroup { spec, now_ms } => {
-                self.create_group(spec, GroupStart::Auto, RetryBackoff::Standard, now_ms)
-            }
+            ControllerCommand::CreateGroup { spec, now_ms } => self.create_group(
+                spec,
+                GroupStart::Auto,
+                RetryBackoff::Standard,
+                false,
+                now_ms,
+            ),
             ControllerCommand::CreateGroupStarting {
                 spec,
                 start,
                 now_ms,
-            } => self.create_group(spec, start, RetryBackoff::Standard, now_ms),
+            } => self.create_group(spec, start, RetryBackoff::Standard, false, now_ms),
             ControllerCommand::CreateGroupWithRetry {
                 spec,
                 start,
                 retry,
                 now_ms,
-            } => self.create_group(spec, start, retry, now_ms),
+            } => self.create_group(spec, start, retry, false, now_ms),
+            ControllerCommand::CreateBroadcastGroup {
+                spec,
+                start,
+                retry,
+                now_ms,
+            } => self.create_group(spec, start, retry, true, now_ms),
             ControllerCommand::UpdateGroup {
                 name,
                 max_attempts,
@@ -157,6 +167,7 @@ impl Metadata {
         spec: LoggedGroup,
         start: GroupStart,
         retry: RetryBackoff,
+        broadcast: bool,
         now_ms: i64,
     ) -> Result<Applied, Rejected> {
         if self.groups.contains_key(&spec.name) {
@@ -170,6 +181,7 @@ impl Metadata {
             auto_created: spec.auto_created,
             start,
             retry,
+            broadcast,
         };
         self.groups.insert(spec.name, config.clone());
         Ok(Applied::Group(config))
@@ -630,7 +642,8 @@ mod tests {
                     ControllerCommand::UpdateGroup { .. } => {}
                     ControllerCommand::CreateGroup { spec, .. }
                     | ControllerCommand::CreateGroupStarting { spec, .. }
-                    | ControllerCommand::CreateGroupWithRetry { spec, .. } => {
+                    | ControllerCommand::CreateGroupWithRetry { spec, .. }
+                    | ControllerCommand::CreateBroadcastGroup { spec, .. } => {
                         if groups.insert(spec.name.clone()) {
                             proptest::prop_assert!(matches!(outcome, Ok(Applied::Group(_))));
                         } else {

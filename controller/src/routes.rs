@@ -130,6 +130,7 @@ impl Controller {
             auto_created: false,
             start: spec.start,
             retry: vela_proto::retry::RetryBackoff::Standard,
+            broadcast: false,
         };
         match self.create_group(group).await {
             Ok(_) | Err(ControllerError::AlreadyExists(_)) => Ok(()),

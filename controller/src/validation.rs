@@ -2,8 +2,8 @@
 //! side, not in apply: tightening a rule later must not change how an old log replays.
 
 use vela_proto::{
-    ControllerError, DEFAULT_MAX_ATTEMPTS, DLQ_PREFIX, GroupName, GroupSpec, GroupUpdate,
-    TopicName, TopicSpec,
+    BROADCAST_MARKER, ControllerError, DEFAULT_MAX_ATTEMPTS, DLQ_PREFIX, GroupName, GroupSpec,
+    GroupUpdate, MAX_BROADCAST_GROUP_LEN, TopicName, TopicSpec,
 };
 
 /// Prefix of the per-group retry topics the system creates (`%RETRY%<group>`).
@@ -57,6 +57,18 @@ pub fn resolve_group_spec(mut spec: GroupSpec) -> Result<GroupSpec, ControllerEr
     spec.retry
         .validate()
         .map_err(|e| ControllerError::Invalid(format!("group {}: {e}", spec.name)))?;
+    if spec.name.is_broadcast_instance() {
+        return Err(ControllerError::Invalid(format!(
+            "group name {} holds {BROADCAST_MARKER}, which names broadcast groups' instances",
+            spec.name
+        )));
+    }
+    if spec.broadcast && spec.name.as_str().len() > MAX_BROADCAST_GROUP_LEN {
+        return Err(ControllerError::Invalid(format!(
+            "broadcast group name {} is longer than {MAX_BROADCAST_GROUP_LEN} characters",
+            spec.name
+        )));
+    }
     Ok(spec)
 }
 
@@ -109,6 +121,7 @@ mod tests {
             auto_created: false,
             start: vela_proto::GroupStart::Auto,
             retry: Default::default(),
+            broadcast: false,
         }
     }
 

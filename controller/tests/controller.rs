@@ -81,6 +81,7 @@ fn group(name: &str, max_attempts: u32) -> GroupSpec {
         auto_created: false,
         start: vela_proto::GroupStart::Auto,
         retry: vela_proto::retry::RetryBackoff::Standard,
+        broadcast: false,
     }
 }
 

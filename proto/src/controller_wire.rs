@@ -99,6 +99,7 @@ pub fn group_spec_to_wire(s: &GroupSpec) -> pb::GroupSpec {
         start,
         start_at_ms,
         retry_backoff: crate::retry::to_wire(&s.retry),
+        broadcast: s.broadcast,
     }
 }
 
@@ -110,6 +111,7 @@ pub fn group_spec_from_wire(s: pb::GroupSpec) -> Result<GroupSpec, WireError> {
         auto_created: s.auto_created,
         start: group_start_from_wire(s.start, s.start_at_ms)?,
         retry: retry_from_wire(s.retry_backoff.as_ref())?,
+        broadcast: s.broadcast,
     })
 }
 
@@ -124,6 +126,7 @@ pub fn group_to_wire(g: &GroupConfig) -> pb::Group {
         start,
         start_at_ms,
         retry_backoff: crate::retry::to_wire(&g.retry),
+        broadcast: g.broadcast,
     }
 }
 
@@ -136,6 +139,7 @@ pub fn group_from_wire(g: pb::Group) -> Result<GroupConfig, WireError> {
         auto_created: g.auto_created,
         start: group_start_from_wire(g.start, g.start_at_ms)?,
         retry: retry_from_wire(g.retry_backoff.as_ref())?,
+        broadcast: g.broadcast,
     })
 }
 
@@ -280,6 +284,7 @@ mod tests {
             auto_created: false,
             start: GroupStart::At(-3),
             retry: crate::retry::RetryBackoff::parse_exponential("1s,1m,2").unwrap(),
+            broadcast: true,
         };
         assert_eq!(group_from_wire(group_to_wire(&group)).unwrap(), group);
         for start in [GroupStart::Auto, GroupStart::Earliest, GroupStart::Latest] {
@@ -290,6 +295,7 @@ mod tests {
                 auto_created: true,
                 start,
                 retry: crate::retry::RetryBackoff::parse_delays("2s,4s").unwrap(),
+                broadcast: start == GroupStart::Earliest,
             };
             assert_eq!(
                 group_spec_from_wire(group_spec_to_wire(&spec)).unwrap(),

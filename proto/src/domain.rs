@@ -194,7 +194,73 @@ impl GroupName {
         // A group name is at most 120 valid characters, so the DLQ name is always valid.
         TopicName(Arc::from(format!("{DLQ_PREFIX}{}", self.as_str())))
     }
+
+    /// The store's name for one consumer instance of a broadcast group (ADR 0029):
+    /// `<group>%BCAST%<instance>`, where the instance is the client id with characters
+    /// outside `[a-zA-Z0-9_-]` turned into `_` and, when that changed it or it is longer than
+    /// [`MAX_BROADCAST_INSTANCE_LEN`], cut and followed by a hash of the client id. The same
+    /// client id always names the same instance, on any proxy. `None` when the group's name is
+    /// longer than [`MAX_BROADCAST_GROUP_LEN`] (such a group cannot be created as broadcast).
+    pub fn broadcast_instance(&self, client_id: &str) -> Option<GroupName> {
+        if self.0.len() > MAX_BROADCAST_GROUP_LEN || self.is_broadcast_instance() {
+            return None;
+        }
+        let clean: String = client_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let instance =
+            if clean == client_id && !clean.is_empty() && clean.len() <= MAX_BROADCAST_INSTANCE_LEN
+            {
+                clean
+            } else {
+                // FNV-1a 64: stable across builds and machines (no std hasher seeds).
+                let hash = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+                let keep = MAX_BROADCAST_INSTANCE_LEN - 17;
+                let head: String = clean.chars().take(keep).collect();
+                format!("{head}-{hash:016x}")
+            };
+        GroupName::new(format!("{}{BROADCAST_MARKER}{instance}", self.0)).ok()
+    }
+
+    /// Whether this is the store's name of a broadcast group's consumer instance.
+    pub fn is_broadcast_instance(&self) -> bool {
+        self.0.contains(BROADCAST_MARKER)
+    }
+
+    /// The broadcast group an instance name belongs to; `None` for any other name.
+    pub fn broadcast_parent(&self) -> Option<GroupName> {
+        let at = self.0.find(BROADCAST_MARKER)?;
+        GroupName::new(&self.0[..at]).ok()
+    }
+
+    /// Whether `other` is this group or, for a broadcast group, one of its instances.
+    pub fn owns(&self, other: &GroupName) -> bool {
+        self == other || other.broadcast_parent().as_ref() == Some(self)
+    }
+
+    /// The group whose dead-letter topic this one's dead letters go to: a broadcast instance's
+    /// go to its group's `%DLQ%<group>`, every other group's to its own.
+    pub fn dead_letter_owner(&self) -> GroupName {
+        self.broadcast_parent().unwrap_or_else(|| self.clone())
+    }
 }
+
+/// What separates a broadcast group's name from its instance's in the store's group names; a
+/// name the controller refuses for groups users create.
+pub const BROADCAST_MARKER: &str = "%BCAST%";
+/// Longest name of a broadcast group, so that its instances' names fit [`MAX_GROUP_LEN`].
+pub const MAX_BROADCAST_GROUP_LEN: usize = 64;
+/// Longest instance part of a broadcast instance's name.
+pub const MAX_BROADCAST_INSTANCE_LEN: usize = MAX_GROUP_LEN - MAX_BROADCAST_GROUP_LEN - 7;
 
 /// What kinds of message a topic accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -388,6 +454,10 @@ pub struct GroupConfig {
     /// metadata written before it: the standard table).
     #[serde(default)]
     pub retry: crate::retry::RetryBackoff,
+    /// Every consumer instance gets every message (ADR 0029); absent in metadata written
+    /// before it: clustering, each message to one instance.
+    #[serde(default)]
+    pub broadcast: bool,
 }
 
 /// What a caller asks for when creating a group.
@@ -399,6 +469,8 @@ pub struct GroupSpec {
     pub auto_created: bool,
     pub start: GroupStart,
     pub retry: crate::retry::RetryBackoff,
+    /// Every consumer instance gets every message.
+    pub broadcast: bool,
 }
 
 /// What an update of a group changes; `None` keeps the value.
@@ -626,6 +698,45 @@ pub struct GroupQueueStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broadcast_instance_is_named_after_its_client_the_same_way_everywhere() {
+        let group = GroupName::new("ns%prices").expect("valid");
+        // A client id of allowed characters is kept as it is.
+        let plain = group.broadcast_instance("worker-1").expect("fits");
+        assert_eq!(plain.as_str(), "ns%prices%BCAST%worker-1");
+        assert!(plain.is_broadcast_instance());
+        assert_eq!(plain.broadcast_parent(), Some(group.clone()));
+        assert!(group.owns(&plain) && group.owns(&group));
+        assert_eq!(plain.dead_letter_owner(), group);
+        assert_eq!(
+            plain.dead_letter_owner().dead_letter_topic().as_str(),
+            "%DLQ%ns%prices"
+        );
+        // An official client's id: cleaned, and a hash keeps ids that clean alike apart.
+        let a = group.broadcast_instance("host@12#0@18c").expect("fits");
+        let b = group.broadcast_instance("host.12#0@18c").expect("fits");
+        assert_ne!(a, b);
+        assert!(
+            a.as_str().starts_with("ns%prices%BCAST%host_12_0_18c-"),
+            "{a}"
+        );
+        assert_eq!(group.broadcast_instance("host@12#0@18c"), Some(a));
+        // Long ids are cut to fit; the longest group name still fits.
+        let long = GroupName::new("g".repeat(MAX_BROADCAST_GROUP_LEN)).expect("valid");
+        let named = long.broadcast_instance(&"x".repeat(300)).expect("fits");
+        assert!(named.as_str().len() <= MAX_GROUP_LEN);
+        assert_eq!(named.broadcast_parent(), Some(long));
+        // Too long a group, or an instance's own name, names no instance.
+        let longer = GroupName::new("g".repeat(MAX_BROADCAST_GROUP_LEN + 1)).expect("valid");
+        assert_eq!(longer.broadcast_instance("worker-1"), None);
+        assert_eq!(plain.broadcast_instance("worker-2"), None);
+        // Other groups are their own.
+        let other = GroupName::new("prices-2").expect("valid");
+        assert!(!group.owns(&other));
+        assert_eq!(other.broadcast_parent(), None);
+        assert_eq!(other.dead_letter_owner(), other);
+    }
 
     #[test]
     fn memory_size_counts_every_allocation_of_a_record() {

@@ -175,6 +175,7 @@ fn group_to_api(g: GroupConfig) -> api::ConsumerGroup {
         start,
         start_at_ms,
         retry_backoff: vela_proto::retry::to_wire(&g.retry),
+        broadcast: g.broadcast,
     }
 }
 
@@ -397,6 +398,7 @@ impl AdminService for AdminServer {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
             retry: vela_proto::retry::from_wire(req.retry_backoff.as_ref())
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            broadcast: req.broadcast,
         };
         let group = self
             .shared
@@ -406,7 +408,7 @@ impl AdminService for AdminServer {
             .await
             .map_err(controller_to_grpc)?;
         self.shared.metadata.forget_group(&name);
-        tracing::info!(group = %name, fifo = group.fifo, max_attempts = group.max_attempts, "consumer group created");
+        tracing::info!(group = %name, fifo = group.fifo, broadcast = group.broadcast, max_attempts = group.max_attempts, "consumer group created");
         Ok(Response::new(api::CreateGroupResponse {
             group: Some(group_to_api(group)),
         }))
@@ -506,27 +508,27 @@ impl AdminService for AdminServer {
             .list_topics()
             .await
             .map_err(controller_to_grpc)?;
+        // A broadcast group's positions are its instances' (ADR 0029), each row naming one.
+        let asked = (!group.broadcast).then_some(&name);
         let mut positions = Vec::new();
         for topic in topics {
             let stats = self
                 .shared
                 .ctx
                 .store
-                .queue_stats(
-                    &topic.name,
-                    Some(&name),
-                    &self.shared.shards_of(&topic).await,
-                )
+                .queue_stats(&topic.name, asked, &self.shared.shards_of(&topic).await)
                 .await
                 .map_err(store_to_grpc)?;
             positions.extend(
                 stats
                     .into_iter()
                     .flat_map(|q| q.groups)
-                    .filter(|g| g.group == name),
+                    .filter(|g| name.owns(&g.group)),
             );
         }
-        positions.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+        positions.sort_by(|a, b| {
+            (&a.topic, a.queue_id, &a.group).cmp(&(&b.topic, b.queue_id, &b.group))
+        });
         Ok(Response::new(api::DescribeGroupResponse {
             group: Some(group_to_api(group)),
             queues: positions.into_iter().map(group_stats_to_api).collect(),
@@ -585,8 +587,34 @@ impl AdminService for AdminServer {
                 ));
             }
         };
-        self.existing_group(&group).await?;
+        let group_config = self.existing_group(&group).await?;
         let config = self.existing_topic(&topic).await?;
+        // A broadcast group is reset by resetting each of its instances (ADR 0029).
+        let holders = if group_config.broadcast {
+            let stats = self
+                .shared
+                .ctx
+                .store
+                .queue_stats(&topic, None, &self.shared.shards_of(&config).await)
+                .await
+                .map_err(store_to_grpc)?;
+            let mut instances: Vec<GroupName> = stats
+                .into_iter()
+                .flat_map(|q| q.groups)
+                .map(|g| g.group)
+                .filter(|g| g != &group && group.owns(g))
+                .collect();
+            instances.sort();
+            instances.dedup();
+            if instances.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "broadcast group {group} has no instance reading topic {topic} yet"
+                )));
+            }
+            instances
+        } else {
+            vec![group.clone()]
+        };
         let queue_ids: Vec<u32> = match req.queue_id {
             Some(q) if q < config.queue_count => vec![q],
             Some(q) => {
@@ -602,17 +630,20 @@ impl AdminService for AdminServer {
             let shard = config.shard_of(queue_id).ok_or_else(|| {
                 Status::internal(format!("topic {topic} has no shard for queue {queue_id}"))
             })?;
-            let offset = match self
-                .shared
-                .ctx
-                .store
-                .reset_offset(&group, &topic, queue_id, shard, to)
-                .await
-            {
-                Ok(offset) => Some(offset),
-                Err(StoreError::QueueNotFound { .. }) => None,
-                Err(e) => return Err(store_to_grpc(e)),
-            };
+            let mut offset = None;
+            for holder in &holders {
+                offset = match self
+                    .shared
+                    .ctx
+                    .store
+                    .reset_offset(holder, &topic, queue_id, shard, to)
+                    .await
+                {
+                    Ok(offset) => Some(offset),
+                    Err(StoreError::QueueNotFound { .. }) => None,
+                    Err(e) => return Err(store_to_grpc(e)),
+                };
+            }
             queues.push(api::QueueOffset { queue_id, offset });
         }
         tracing::info!(%group, %topic, ?to, "group reset");

@@ -9,9 +9,9 @@ use md5::{Digest as _, Md5};
 use vela_proto::pb::rocketmq::{self as pb, Code, DigestType, Encoding, FilterType, MessageType};
 use vela_proto::store_api::{Delivery, PulledMessage, TransactionCheck};
 use vela_proto::{
-    CHECK_AFTER_PROPERTY, DLQ_PREFIX, GroupName, MAX_CHECK_AFTER, MAX_INVISIBLE, MAX_RECEIVE_BATCH,
-    MAX_TAG_LEN, MIN_INVISIBLE, MessageFilter, MessageKind, MessageRecord, PRIORITY_PROPERTY,
-    SqlFilter, TagFilter, TopicName, TopicType,
+    CHECK_AFTER_PROPERTY, DLQ_PREFIX, GroupConfig, GroupName, MAX_CHECK_AFTER, MAX_INVISIBLE,
+    MAX_RECEIVE_BATCH, MAX_TAG_LEN, MIN_INVISIBLE, MessageFilter, MessageKind, MessageRecord,
+    PRIORITY_PROPERTY, SqlFilter, TagFilter, TopicName, TopicType,
 };
 
 use crate::config::ProxyConfig;
@@ -94,10 +94,36 @@ pub(crate) fn group_name(
 ) -> Result<GroupName, RpcError> {
     let resource = resource
         .ok_or_else(|| RpcError::new(Code::IllegalConsumerGroup, "consumer group is required"))?;
-    Ok(GroupName::from_resource(
-        namespace_of(resource, header_namespace),
-        &resource.name,
-    )?)
+    let name = GroupName::from_resource(namespace_of(resource, header_namespace), &resource.name)?;
+    if name.is_broadcast_instance() {
+        return Err(RpcError::new(
+            Code::IllegalConsumerGroup,
+            format!(
+                "consumer group {name} holds {}, which names broadcast groups' instances",
+                vela_proto::BROADCAST_MARKER
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// The name the store keeps `group`'s positions under for the calling client: for a broadcast
+/// group the caller's own instance (ADR 0029; the client id names it, so every proxy finds
+/// the same one), for any other group its own name.
+pub(crate) fn positions_of(group: &GroupConfig, client_id: &str) -> Result<GroupName, RpcError> {
+    if !group.broadcast {
+        return Ok(group.name.clone());
+    }
+    group.name.broadcast_instance(client_id).ok_or_else(|| {
+        RpcError::new(
+            Code::IllegalConsumerGroup,
+            format!(
+                "broadcast group {} has a name longer than {} characters",
+                group.name,
+                vela_proto::MAX_BROADCAST_GROUP_LEN
+            ),
+        )
+    })
 }
 
 /// Whether a receipt's topic is the one a request names. Lenient on the namespace: a

@@ -252,7 +252,7 @@ impl Held {
         };
         let taken: Vec<Key> = held
             .keys()
-            .filter(|k| group.is_none_or(|g| &k.1 == g))
+            .filter(|k| group.is_none_or(|g| g.owns(&k.1)))
             .cloned()
             .collect();
         let tickets = taken

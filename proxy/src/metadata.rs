@@ -353,6 +353,18 @@ impl Metadata {
         }
     }
 
+    /// The group's configuration if it exists; never creates one (for pollers such as
+    /// GetOffset, whose wrong names must not add groups).
+    pub async fn existing_group(&self, name: &GroupName) -> Option<Arc<GroupConfig>> {
+        match lookup(&self.groups, name, self.ttl) {
+            Lookup::Fresh(hit) | Lookup::Stale { value: hit, .. } => Some(hit),
+            Lookup::Miss => match self.controller.get_group(name).await {
+                Ok(Some(config)) => Some(remember(&self.groups, name.clone(), config)),
+                Ok(None) | Err(_) => None,
+            },
+        }
+    }
+
     /// The group's configuration; `CONSUMER_GROUP_NOT_FOUND` unless it exists or may be
     /// auto-created (not FIFO, default attempts).
     /// `creator` must be allowed to create it (with auth on).
@@ -400,6 +412,7 @@ impl Metadata {
             auto_created: true,
             start: GroupStart::Auto,
             retry: vela_proto::retry::RetryBackoff::Standard,
+            broadcast: false,
         };
         let config = match self.controller.create_group(spec).await {
             Ok(config) => {
@@ -606,6 +619,7 @@ mod tests {
                 auto_created: false,
                 start: GroupStart::Auto,
                 retry: Default::default(),
+                broadcast: false,
             })
             .await
             .expect("created");

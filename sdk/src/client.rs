@@ -246,8 +246,9 @@ impl ClientCore {
         role: Role,
         topics: &[String],
         checker: Option<Checker>,
+        instance: Option<String>,
     ) -> Result<Self> {
-        let client_id = next_client_id();
+        let client_id = instance.unwrap_or_else(next_client_id);
         let signer = RequestSigner::new(&config, &client_id)?;
         let (server_settings, mut settings_rx) = watch::channel(None);
         let metrics = crate::metrics::ClientMetrics::new(&client_id);

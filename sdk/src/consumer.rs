@@ -37,12 +37,23 @@ pub struct SimpleConsumerBuilder {
     group: String,
     subscriptions: Subscriptions,
     await_duration: Duration,
+    instance: Option<String>,
 }
 
 impl SimpleConsumerBuilder {
     /// Subscribes to `topic` with `filter` (a later call for the same topic replaces it).
     pub fn subscribe(mut self, topic: impl Into<String>, filter: FilterExpression) -> Self {
         subscribe(&mut self.subscriptions, topic.into(), filter);
+        self
+    }
+
+    /// Names this consumer instance: its client id becomes `name` (1 to 49 characters of
+    /// `[a-zA-Z0-9_-]`). In a broadcast group the server keeps each instance's position under
+    /// its name, so a process restarted with the same name goes on where it stopped; without
+    /// one every start is a new instance. Give each running process its own name: two live
+    /// consumers with one name are one instance and share its messages.
+    pub fn instance_name(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
         self
     }
 
@@ -63,7 +74,12 @@ impl SimpleConsumerBuilder {
             await_duration: self.await_duration,
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
-        let core = ClientCore::start(self.config, role, &topics, None).await?;
+        let instance = self
+            .instance
+            .as_deref()
+            .map(crate::identity::instance_client_id)
+            .transpose()?;
+        let core = ClientCore::start(self.config, role, &topics, None, instance).await?;
         Ok(SimpleConsumer {
             inner: Arc::new(ConsumerInner {
                 calls: GroupClient { core, group },
@@ -90,6 +106,7 @@ impl SimpleConsumer {
             group: group.into(),
             subscriptions: Vec::new(),
             await_duration: DEFAULT_AWAIT_DURATION,
+            instance: None,
         }
     }
 

@@ -38,6 +38,23 @@ pub(crate) fn next_client_id() -> String {
     format!("{}@{}#{n}@{started:x}", hostname(), std::process::id())
 }
 
+/// The client id of a consumer given an instance name: the name itself, checked so the server
+/// keeps it as the instance of a broadcast group unchanged (ADR 0029).
+pub(crate) fn instance_client_id(name: &str) -> crate::error::Result<String> {
+    let max = vela_proto::MAX_BROADCAST_INSTANCE_LEN;
+    if name.is_empty()
+        || name.len() > max
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(crate::error::Error::InvalidArgument(format!(
+            "instance name {name:?} must be 1 to {max} characters of [a-zA-Z0-9_-]"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
 /// Generates message ids: `01` + 6 random bytes (in place of the MAC) + pid (2 bytes) +
 /// seconds since 2021-01-01 (4 bytes) + a sequence number (4 bytes), as 34 upper-hex chars.
 #[derive(Debug)]

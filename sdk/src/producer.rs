@@ -105,6 +105,7 @@ impl ProducerBuilder {
             Role::Producer { topics: resources },
             &self.topics,
             self.checker,
+            None,
         )
         .await?;
         Ok(Producer {

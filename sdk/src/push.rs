@@ -74,6 +74,7 @@ pub struct PushConsumerBuilder {
     concurrency: usize,
     max_cached: usize,
     invisible: Duration,
+    instance: Option<String>,
 }
 
 impl std::fmt::Debug for PushConsumerBuilder {
@@ -120,6 +121,16 @@ impl PushConsumerBuilder {
         self
     }
 
+    /// Names this consumer instance: its client id becomes `name` (1 to 49 characters of
+    /// `[a-zA-Z0-9_-]`). In a broadcast group the server keeps each instance's position under
+    /// its name, so a process restarted with the same name goes on where it stopped; without
+    /// one every start is a new instance. Give each running process its own name: two live
+    /// consumers with one name are one instance and share its messages.
+    pub fn instance_name(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+
     /// How long a received message stays invisible to the rest of the group between the
     /// consumer's renewals, at least 10 s (default 60 s). If this client dies, its messages come
     /// back after at most this long.
@@ -153,7 +164,12 @@ impl PushConsumerBuilder {
             subscriptions: entries,
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
-        let core = ClientCore::start(self.config, role, &topics, None).await?;
+        let instance = self
+            .instance
+            .as_deref()
+            .map(crate::identity::instance_client_id)
+            .transpose()?;
+        let core = ClientCore::start(self.config, role, &topics, None, instance).await?;
         let inner = Arc::new(PushInner {
             calls: GroupClient { core, group },
             listener,
@@ -215,6 +231,7 @@ impl PushConsumer {
             concurrency: DEFAULT_CONSUMPTION_CONCURRENCY,
             max_cached: DEFAULT_MAX_CACHED_MESSAGES,
             invisible: DEFAULT_PUSH_INVISIBLE_DURATION,
+            instance: None,
         }
     }
 

@@ -121,6 +121,7 @@ async fn ensure_reader(server: &Target, name: &str) -> anyhow::Result<()> {
             start: 1,
             start_at_ms: 0,
             retry_backoff: None,
+            broadcast: false,
         })
         .await
     {

@@ -36,6 +36,12 @@ pub enum GroupCommand {
         /// 4 s, ... up to 2 h).
         #[arg(long, value_parser = parse_retry_exponential)]
         retry_exponential: Option<RetryBackoff>,
+        /// Every consumer instance (client) gets every message, with its own position kept
+        /// by the server; without it each message goes to one instance. A new instance starts
+        /// where --from says, "auto" and "latest" meaning from its first receive. The name may
+        /// have at most 64 characters.
+        #[arg(long)]
+        broadcast: bool,
     },
     /// Changes the group's max attempts or retry back-off (what is given; the rest stays).
     /// Consumers get the new back-off when they next fetch their settings.
@@ -135,6 +141,7 @@ fn group_json(g: &pb::ConsumerGroup) -> anyhow::Result<serde_json::Value> {
     Ok(json!({
         "name": g.name,
         "fifo": g.fifo,
+        "broadcast": g.broadcast,
         "max_attempts": g.max_attempts,
         "start": start,
         "start_at_ms": start_at_ms,
@@ -144,12 +151,28 @@ fn group_json(g: &pb::ConsumerGroup) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-fn start_text(start: u32, at_ms: i64) -> String {
+fn start_text(start: u32, at_ms: i64, broadcast: bool) -> String {
+    // A broadcast group's instances are born at their first receive.
+    let born = if broadcast {
+        "each instance's first receive"
+    } else {
+        "its creation"
+    };
     match start {
         1 => "earliest".into(),
-        2 => "latest (messages stored since its creation)".into(),
+        2 => format!("latest (messages stored since {born})"),
         3 => format!("messages stored from {}", format_ms(at_ms)),
-        _ => "auto (a young queue from its first message, else from its creation)".into(),
+        _ => format!("auto (a young queue from its first message, else from {born})"),
+    }
+}
+
+/// How a group delivers, as `list` and `describe` show it.
+fn delivery(g: &pb::ConsumerGroup) -> &'static str {
+    match (g.fifo, g.broadcast) {
+        (false, false) => "concurrent",
+        (true, false) => "fifo",
+        (false, true) => "broadcast",
+        (true, true) => "fifo+broadcast",
     }
 }
 
@@ -203,6 +226,7 @@ pub(super) async fn execute(
             from,
             retry_delays,
             retry_exponential,
+            broadcast,
         } => {
             if max_attempts == Some(0) {
                 bail!("--max-attempts must be at least 1");
@@ -217,6 +241,7 @@ pub(super) async fn execute(
                     start,
                     start_at_ms,
                     retry_backoff: vela_proto::retry::to_wire(&retry),
+                    broadcast,
                 })
                 .await
                 .map_err(status_error)?
@@ -230,7 +255,7 @@ pub(super) async fn execute(
                 out,
                 "created group {} ({}, max attempts {})",
                 g.name,
-                if g.fifo { "fifo" } else { "concurrent" },
+                delivery(&g),
                 g.max_attempts
             )?;
         }
@@ -291,15 +316,15 @@ pub(super) async fn execute(
             }
             writeln!(
                 out,
-                "{:<40} {:<11} {:>12}  CREATED",
+                "{:<40} {:<14} {:>12}  CREATED",
                 "GROUP", "DELIVERY", "MAX_ATTEMPTS"
             )?;
             for g in groups {
                 writeln!(
                     out,
-                    "{:<40} {:<11} {:>12}  {}{}",
+                    "{:<40} {:<14} {:>12}  {}{}",
                     g.name,
-                    if g.fifo { "fifo" } else { "concurrent" },
+                    delivery(&g),
                     g.max_attempts,
                     format_ms(g.created_at_ms),
                     if g.auto_created { " (auto)" } else { "" }
@@ -317,6 +342,7 @@ pub(super) async fn execute(
                 let described = json!({
                     "group": group_json(&g)?,
                     "queues": resp.queues.iter().map(|q| json!({
+                        "instance": instance_of(q),
                         "topic": q.topic,
                         "queue_id": q.queue_id,
                         "consumer_offset": q.consumer_offset,
@@ -327,13 +353,13 @@ pub(super) async fn execute(
                 return Ok(serde_json::to_string_pretty(&described)? + "\n");
             }
             writeln!(out, "group:         {}", g.name)?;
+            writeln!(out, "delivery:      {}", delivery(&g))?;
+            writeln!(out, "max attempts:  {}", g.max_attempts)?;
             writeln!(
                 out,
-                "delivery:      {}",
-                if g.fifo { "fifo" } else { "concurrent" }
+                "starts:        {}",
+                start_text(g.start, g.start_at_ms, g.broadcast)
             )?;
-            writeln!(out, "max attempts:  {}", g.max_attempts)?;
-            writeln!(out, "starts:        {}", start_text(g.start, g.start_at_ms))?;
             let retry = vela_proto::retry::from_wire(g.retry_backoff.as_ref())
                 .context("server sent an invalid retry back-off")?;
             writeln!(out, "retry:         {}", retry.describe())?;
@@ -348,7 +374,7 @@ pub(super) async fn execute(
                 }
             )?;
             out.push('\n');
-            write_group_table(&mut out, &resp.queues)?;
+            write_group_table(&mut out, &resp.queues, g.broadcast)?;
         }
         GroupCommand::Delete { name } => {
             client
@@ -404,13 +430,32 @@ pub(super) async fn execute(
     Ok(out)
 }
 
-fn write_group_table(out: &mut String, queues: &[pb::GroupQueueStats]) -> std::fmt::Result {
+/// A broadcast group's positions each belong to one instance (`<group>%BCAST%<instance>` in
+/// the store); the instance part, or `None` for a group's own position.
+fn instance_of(position: &pb::GroupQueueStats) -> Option<&str> {
+    position
+        .group
+        .split_once(vela_proto::BROADCAST_MARKER)
+        .map(|(_, instance)| instance)
+}
+
+fn write_group_table(
+    out: &mut String,
+    queues: &[pb::GroupQueueStats],
+    broadcast: bool,
+) -> std::fmt::Result {
+    if broadcast {
+        write!(out, "{:<48} ", "INSTANCE")?;
+    }
     writeln!(
         out,
         "{:<40} {:>5} {:>12} {:>9} {:>10}",
         "TOPIC", "QUEUE", "CONSUMED_TO", "INFLIGHT", "BACKLOG"
     )?;
     for g in queues {
+        if broadcast {
+            write!(out, "{:<48} ", instance_of(g).unwrap_or("-"))?;
+        }
         writeln!(
             out,
             "{:<40} {:>5} {:>12} {:>9} {:>10}",

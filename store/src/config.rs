@@ -89,6 +89,11 @@ pub struct StoreConfig {
     /// of retention by surprise. Dead-letter topics always start at their first message.
     #[serde(with = "humantime_serde")]
     pub new_group_start_window: Duration,
+    /// A broadcast group's consumer instance that has not received for this long is
+    /// forgotten: its positions and what it had in flight are dropped (ADR 0029). An instance
+    /// that comes back later starts again as a new one.
+    #[serde(deserialize_with = "nonzero_duration")]
+    pub broadcast_instance_expiry: Duration,
 }
 
 fn nonzero_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -125,6 +130,7 @@ impl Default for StoreConfig {
             transaction_check_interval: Duration::from_secs(30),
             transaction_check_max: 15,
             new_group_start_window: Duration::from_secs(600),
+            broadcast_instance_expiry: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -84,6 +84,39 @@ struct GroupProgress {
     oldest_ready_ms: Option<i64>,
 }
 
+/// Shows a broadcast group's instances (ADR 0029) as their group: the slowest instance's lag
+/// and ready messages, the in-flight messages of all, the oldest times of any. Label values
+/// stay bounded by the groups, however many instances come and go.
+fn fold_broadcast_instances(
+    by_group: BTreeMap<(String, String), GroupProgress>,
+) -> Vec<GroupProgress> {
+    let mut folded: BTreeMap<(String, String), GroupProgress> = BTreeMap::new();
+    for ((topic, group), p) in by_group {
+        let parent = vela_proto::GroupName::new(&group)
+            .ok()
+            .and_then(|g| g.broadcast_parent());
+        let Some(parent) = parent else {
+            folded.insert((topic, group), p);
+            continue;
+        };
+        let name = parent.as_str().to_owned();
+        match folded.entry((topic, name.clone())) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(GroupProgress { group: name, ..p });
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
+                e.lag = e.lag.max(p.lag);
+                e.inflight += p.inflight;
+                e.ready = e.ready.max(p.ready);
+                e.oldest_unacked_ms = min_some(e.oldest_unacked_ms, p.oldest_unacked_ms);
+                e.oldest_ready_ms = min_some(e.oldest_ready_ms, p.oldest_ready_ms);
+            }
+        }
+    }
+    folded.into_values().collect()
+}
+
 /// One collection reads the shards once for all five consumer gauges.
 const PROGRESS_REUSE: Duration = Duration::from_millis(500);
 
@@ -169,7 +202,7 @@ impl StoreMetrics {
             entry.oldest_unacked_ms = min_some(entry.oldest_unacked_ms, p.oldest_unacked_ms);
             entry.oldest_ready_ms = min_some(entry.oldest_ready_ms, p.oldest_ready_ms);
         }
-        let progress = Arc::new(by_group.into_values().collect::<Vec<_>>());
+        let progress = Arc::new(fold_broadcast_instances(by_group));
         *cached = Some((Instant::now(), progress.clone()));
         progress
     }

@@ -1,6 +1,7 @@
 //! One shard: an openraft group over a vela-raft segment log, its applied state, and the
 //! signals that connect applies to waiting receivers and to the leader's background tasks.
 
+pub(crate) mod broadcast;
 pub(crate) mod catch_up;
 pub(crate) mod coalesce;
 pub(crate) mod fairness;
@@ -188,6 +189,9 @@ pub(crate) struct ShardShared {
     /// The applied state's apply version, readable without the lock (the append path asks it
     /// for every proposal). Set wherever the state changes.
     pub apply_version: std::sync::atomic::AtomicU32,
+    /// When this node last served a receive of each broadcast instance (ms; leader-local, see
+    /// `broadcast::forget_idle_instances`).
+    pub broadcast_seen: Mutex<HashMap<GroupName, i64>>,
 }
 
 impl ShardShared {
@@ -210,6 +214,7 @@ impl ShardShared {
             wakeups: TopicWakeups::default(),
             timers_changed: Notify::new(),
             scan_memo: Mutex::new(ScanMemo::default()),
+            broadcast_seen: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -204,7 +204,12 @@ impl PartialEq for ShardState {
 /// - 11: a delay message can be withdrawn before it is due (`Recall`);
 /// - 12: records may be priority messages (`MessageKind::Priority`), which builds before it
 ///   cannot decode; they apply as normal messages.
-pub const APPLY_VERSION: u32 = 12;
+/// - 13: broadcast groups (ADR 0029): a broadcast instance's dead letters go to its group's
+///   dead-letter topic, and dropping a group drops its instances' positions too.
+pub const APPLY_VERSION: u32 = 13;
+
+/// The apply version from which broadcast instances' dead letters and drops follow their group.
+pub const BROADCAST_APPLY_VERSION: u32 = 13;
 
 /// Most messages a FIFO group parks per queue behind message groups that have one in flight
 /// (from apply version 3). A queue whose next message would exceed it is served again once
@@ -504,8 +509,14 @@ impl ShardState {
                 CommandResponse::Dropped
             }
             StoreCommand::DropGroup { group } => {
-                self.consumers.retain(|(g, _, _), _| g != group);
-                self.rotation.retain(|(g, _), _| g != group);
+                if self.apply_version >= BROADCAST_APPLY_VERSION {
+                    // A broadcast group's instances go with it.
+                    self.consumers.retain(|(g, _, _), _| !group.owns(g));
+                    self.rotation.retain(|(g, _), _| !group.owns(g));
+                } else {
+                    self.consumers.retain(|(g, _, _), _| g != group);
+                    self.rotation.retain(|(g, _), _| g != group);
+                }
                 CommandResponse::Dropped
             }
             StoreCommand::SetApplyVersion { version } => {

@@ -37,3 +37,4 @@ mod t26_push_consumer;
 mod t27_priority;
 mod t28_request_reply;
 mod t29_lookup;
+mod t30_broadcast;

@@ -100,6 +100,7 @@ async fn a_replicated_controller_keeps_its_metadata_across_a_leader_change() {
             auto_created: false,
             start: vela_proto::GroupStart::Latest,
             retry: vela_proto::retry::RetryBackoff::parse_exponential("1s,1m,2").unwrap(),
+            broadcast: false,
         })
         .await
         .unwrap();

@@ -144,7 +144,7 @@ async fn receive(
     meta: &RequestMeta,
     req: &pb::ReceiveMessageRequest,
 ) -> Result<Vec<pb::Message>, RpcError> {
-    meta.require_client_id()?;
+    let client_id = meta.require_client_id()?;
     if shared.guard.enabled() {
         let needs = crate::auth::needs::Needs::needs(req, &meta.namespace);
         shared.guard.check(meta, &needs).await?;
@@ -179,8 +179,18 @@ async fn receive(
             }
         }
     }
+    // A broadcast group's instance is born at its first receive: "latest" and "auto" count
+    // from then on each queue it has no position on yet.
+    let (positions, born_ms) = if group.broadcast {
+        (
+            convert::positions_of(&group, client_id)?,
+            shared.ctx.clock.now_ms(),
+        )
+    } else {
+        (params.group.clone(), group.created_at_ms)
+    };
     let request = PopRequest {
-        group: params.group.clone(),
+        group: positions,
         topic: params.topic.clone(),
         queues: if highest_first {
             QueueSelector::HighestFirst
@@ -193,7 +203,7 @@ async fn receive(
         fifo: group.fifo,
         max_attempts: group.max_attempts,
         wait,
-        group_created_ms: Some(group.created_at_ms),
+        group_created_ms: Some(born_ms),
         group_start: group.start,
         shards,
         // Already validated as a header; one the store would refuse is just not recorded.
@@ -395,7 +405,8 @@ fn ticket_for(
     handle: &str,
 ) -> Result<ReceiptTicket, RpcError> {
     let ticket = shared.ctx.receipts.decode(handle)?;
-    if ticket.group != target.group
+    // A broadcast group's deliveries belong to one of its instances.
+    if !target.group.owns(&ticket.group)
         || !convert::same_topic(&ticket.topic, &target.topic, &target.bare_topic)
     {
         return Err(RpcError::new(

@@ -65,8 +65,15 @@ pub(super) async fn get_offset(
     req: &pb::GetOffsetRequest,
 ) -> Result<pb::GetOffsetResponse, RpcError> {
     // Looked up as named, never created: a poller with a wrong name must not add groups.
-    let group = convert::group_name(req.group.as_ref(), &meta.namespace)?;
+    let mut group = convert::group_name(req.group.as_ref(), &meta.namespace)?;
     let (topic, queue_id, shard) = queue_of(shared, meta, req.message_queue.as_ref()).await?;
+    // A broadcast group stands where the caller's own instance stands.
+    if let (Some(config), Some(client)) = (
+        shared.metadata.existing_group(&group).await,
+        meta.client_id.as_deref(),
+    ) {
+        group = convert::positions_of(&config, client)?;
+    }
     let position = stats_of(shared, &topic, queue_id, shard, Some(&group))
         .await?
         .and_then(|q| q.groups.into_iter().find(|g| g.group == group));
@@ -134,11 +141,17 @@ pub(super) async fn update_offset(
     let (topic, queue_id, shard) = queue_of(shared, meta, req.message_queue.as_ref()).await?;
     let offset = u64::try_from(req.offset)
         .map_err(|_| RpcError::bad_request(format!("offset {} is negative", req.offset)))?;
-    // The group as a receive would find it (created on first use where that is allowed).
-    shared
+    // The group as a receive would find it (created on first use where that is allowed); a
+    // broadcast group's offset is the caller's instance's.
+    let config = shared
         .metadata
         .group(&group, Creator::new(&shared.guard, meta))
         .await?;
+    let group = if config.broadcast {
+        convert::positions_of(&config, meta.require_client_id()?)?
+    } else {
+        group
+    };
     match shared
         .ctx
         .store

@@ -71,6 +71,7 @@ async fn admin_manages_topics_and_groups() {
             retry_backoff: vela_proto::retry::to_wire(
                 &vela_proto::retry::RetryBackoff::parse_delays("1s,1m").expect("valid"),
             ),
+            broadcast: false,
         })
         .await
         .expect("group");

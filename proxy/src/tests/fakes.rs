@@ -148,6 +148,7 @@ impl ControllerApi for FakeController {
             auto_created: spec.auto_created,
             start: spec.start,
             retry: spec.retry,
+            broadcast: false,
         };
         groups.insert(spec.name, config.clone());
         Ok(config)

@@ -128,6 +128,7 @@ impl Harness {
             auto_created: false,
             start: vela_proto::GroupStart::Auto,
             retry: Default::default(),
+            broadcast: false,
         };
         self.controller
             .create_group(spec)

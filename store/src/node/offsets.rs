@@ -10,7 +10,7 @@ use vela_proto::store_api::{PopRequest, StoreError};
 use super::{Store, duration_ms};
 use crate::command::{CommandResponse, QueueChoice, QueueOffset, StoreCommand};
 use crate::shard::{Shard, unexpected};
-use crate::state::StartRule;
+use crate::state::{BROADCAST_APPLY_VERSION, StartRule};
 
 /// The apply version from which a group's position can be set (`SetOffsets`).
 const OFFSETS_APPLY_VERSION: u32 = 8;
@@ -27,6 +27,17 @@ impl Store {
         req: &PopRequest,
         queues: QueueChoice,
     ) -> Result<(), StoreError> {
+        if req.group.is_broadcast_instance() {
+            let version = shard.shared.current_apply_version();
+            if version < BROADCAST_APPLY_VERSION {
+                return Err(StoreError::Unavailable(format!(
+                    "broadcast groups need every replica of shard {} on a build with apply \
+                     version {BROADCAST_APPLY_VERSION} (it runs {version})",
+                    shard.id
+                )));
+            }
+            crate::shard::broadcast::note_receive(shard, &req.group, self.clock.now_ms());
+        }
         let Some(group_created_ms) = req.group_created_ms else {
             return Ok(());
         };

@@ -134,9 +134,10 @@ impl Store {
                 if let CommandResponse::Popped { dead_lettered, .. } = &response
                     && *dead_lettered > 0
                 {
+                    // A broadcast instance's dead letters count as its group's.
                     self.metrics.dead_lettered(
                         req.topic.as_str(),
-                        req.group.as_str(),
+                        req.group.dead_letter_owner().as_str(),
                         u64::from(*dead_lettered),
                     );
                 }

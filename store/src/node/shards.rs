@@ -53,6 +53,12 @@ impl Store {
             self.metrics.clone(),
             cancel.clone(),
         ));
+        tasks.spawn(crate::shard::broadcast::forget_idle_instances(
+            shard.clone(),
+            self.config.broadcast_instance_expiry,
+            self.clock.clone(),
+            cancel.clone(),
+        ));
         tasks.spawn(tasks::retention_loop(
             shard.clone(),
             self.retention,

@@ -15,6 +15,7 @@ use vela_proto::store_api::{
 
 use super::*;
 
+mod broadcast;
 mod clock;
 mod lookup;
 mod offsets;

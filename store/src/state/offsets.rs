@@ -55,6 +55,17 @@ impl ShardState {
         out
     }
 
+    /// The broadcast groups' instances (ADR 0029) that hold a position on some queue, each once.
+    pub fn broadcast_instances(&self) -> Vec<GroupName> {
+        let mut out: Vec<GroupName> = Vec::new();
+        for (group, _, _) in self.consumers.keys() {
+            if group.is_broadcast_instance() && out.last() != Some(group) {
+                out.push(group.clone());
+            }
+        }
+        out
+    }
+
     /// The offset `target` names on a queue, within its retained range; `None` when the queue
     /// never held a message.
     pub fn resolve_offset(

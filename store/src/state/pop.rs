@@ -325,7 +325,12 @@ impl ShardState {
         now_ms: i64,
         fx: &mut ApplyEffects,
     ) {
-        let dlq = group.dead_letter_topic();
+        let dlq = if self.apply_version >= super::BROADCAST_APPLY_VERSION {
+            // A broadcast instance's dead letters are its group's.
+            group.dead_letter_owner().dead_letter_topic()
+        } else {
+            group.dead_letter_topic()
+        };
         fx.woken_topics.insert(dlq.clone());
         // Same record, no body copy: the DLQ entry points at the original Append.
         let (_, offset) = self.push_entry(

@@ -13,6 +13,7 @@
 //! - `model`: random command sequences checked against a model (proptest).
 
 mod batches;
+mod broadcast;
 mod dedup;
 mod delay_transactions;
 mod fifo;
