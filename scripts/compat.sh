@@ -192,12 +192,14 @@ elif [ -n "$ROUTE" ]; then
   timeout 30 tail --pid="$B_PID" -f /dev/null || { echo "compat: vela B did not stop within 30 s"; status=1; }
   [ "$status" -eq 0 ] || { echo "--- vela B log"; tail -n 60 "$DATA/b.log"; }
 else
-  # Groups that allow two delivery attempts, for the push consumers' retry and dead-letter checks.
+  # Groups that allow two delivery attempts, for the push consumers' retry and dead-letter checks,
+  # and a broadcast group (every consumer of it gets every message).
   RUN=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
   admin() { "$VELA" admin --server "127.0.0.1:$GRPC" "$@" >/dev/null; }
   export COMPAT_RETRY_FIFO_TOPIC="compat-retry-fifo-$RUN"
   export COMPAT_PRIORITY_TOPIC="compat-priority-$RUN"
   if ! { admin group create "compat-retry-py-$RUN" --max-attempts 2 \
+      && admin group create "compat-broadcast-py-$RUN" --broadcast \
       && admin topic create "$COMPAT_PRIORITY_TOPIC" --type priority --queues 4 \
       && admin topic create "compat-priority-node-$RUN" --type priority --queues 4 \
       && admin group create "compat-retry-node-$RUN" --max-attempts 2 \
@@ -206,8 +208,8 @@ else
     echo "compat: creating the retry groups failed"; status=1
   fi
   echo "--- python (rocketmq-python-client 5.1.2)"
-  COMPAT_RETRY_GROUP="compat-retry-py-$RUN" RMQ_ENDPOINT="127.0.0.1:$GRPC" \
-    timeout 300 .venv/bin/python clients/python/compat.py || status=1
+  COMPAT_RETRY_GROUP="compat-retry-py-$RUN" COMPAT_BROADCAST_GROUP="compat-broadcast-py-$RUN" \
+    RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 .venv/bin/python clients/python/compat.py || status=1
   echo "--- node (rocketmq-client-nodejs 1.0.8)"
   (cd clients/node && COMPAT_RETRY_GROUP="compat-retry-node-$RUN" COMPAT_RETRY_FIFO_GROUP="compat-retry-node-fifo-$RUN" \
     COMPAT_PRIORITY_TOPIC="compat-priority-node-$RUN" \

@@ -13,6 +13,8 @@ Environment:
     COMPAT_RETRY_GROUP    a consumer group allowing 2 delivery attempts (`vela admin group create G
                           --max-attempts 2`); when set, a PushConsumer of it fails messages and
                           checks the retry after the back-off and the dead-letter queue
+    COMPAT_BROADCAST_GROUP a broadcast consumer group (`vela admin group create G --broadcast`);
+                          when set, two SimpleConsumers of it each receive every message
     COMPAT_PRIORITY_TOPIC a topic of type priority with 4 queues (`vela admin topic create T --type
                           priority --queues 4`); when set, priority messages sent low first are
                           received highest first
@@ -392,12 +394,47 @@ def main():
     priority_topic = os.environ.get("COMPAT_PRIORITY_TOPIC")
     if priority_topic:
         priorities(config, priority_topic)
+    broadcast_group = os.environ.get("COMPAT_BROADCAST_GROUP")
+    if broadcast_group:
+        broadcast(config, state["producer"], broadcast_group)
 
     def shutdown():
         for name in ("push", "normal", "fifo", "delay", "tx", "sql", "tx_producer", "producer"):
             state[name].shutdown()
     step("shutdown", shutdown)
     print("OK all", flush=True)
+
+
+def broadcast(config, producer, group):
+    """A broadcast group (Vela's, ADR 0029; the official clients have no broadcast mode): two
+    plain SimpleConsumers of it each receive and acknowledge every message."""
+    topic = f"compat-py-{RUN}-broadcast"
+    state = {}
+
+    def start():
+        for name in ("a", "b"):
+            state[name] = SimpleConsumer(config, group, {topic: FilterExpression("*")},
+                                         await_duration=AWAIT_SECONDS)
+            state[name].startup()
+    step("broadcast consumers startup", start)
+
+    def each():
+        ids = set()
+        for i in range(3):
+            msg = Message()
+            msg.topic = topic
+            msg.body = f"broadcast-{i}".encode()
+            msg.tag = "B"
+            ids.add(producer.send(msg).message_id)
+        for name in ("a", "b"):
+            consumer = state[name]
+            receive_until(consumer, ids, f"broadcast consumer {name}", consumer.ack)
+    step("broadcast group: each of two consumers receives every message", each)
+
+    def stop():
+        for name in ("a", "b"):
+            state[name].shutdown()
+    step("broadcast consumers shutdown", stop)
 
 
 def priorities(config, topic):
