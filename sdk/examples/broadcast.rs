@@ -32,7 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         instances.push((name, consumer));
     }
     for i in 0..3 {
-        let message = Message::builder(&topic).body(format!("price list v{i}")).build()?;
+        let message = Message::builder(&topic)
+            .body(format!("price list v{i}"))
+            .build()?;
         producer.send(message).await?;
     }
     for (name, consumer) in &instances {

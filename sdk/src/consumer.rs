@@ -74,11 +74,7 @@ impl SimpleConsumerBuilder {
             await_duration: self.await_duration,
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
-        let instance = self
-            .instance
-            .as_deref()
-            .map(crate::identity::instance_client_id)
-            .transpose()?;
+        let instance = crate::identity::instance_client_id(self.instance.as_deref())?;
         let core = ClientCore::start(self.config, role, &topics, None, instance).await?;
         Ok(SimpleConsumer {
             inner: Arc::new(ConsumerInner {

@@ -39,8 +39,11 @@ pub(crate) fn next_client_id() -> String {
 }
 
 /// The client id of a consumer given an instance name: the name itself, checked so the server
-/// keeps it as the instance of a broadcast group unchanged (ADR 0029).
-pub(crate) fn instance_client_id(name: &str) -> crate::error::Result<String> {
+/// keeps it as the instance of a broadcast group unchanged (ADR 0029); none without a name.
+pub(crate) fn instance_client_id(name: Option<&str>) -> crate::error::Result<Option<String>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
     let max = vela_proto::MAX_BROADCAST_INSTANCE_LEN;
     if name.is_empty()
         || name.len() > max
@@ -52,7 +55,7 @@ pub(crate) fn instance_client_id(name: &str) -> crate::error::Result<String> {
             "instance name {name:?} must be 1 to {max} characters of [a-zA-Z0-9_-]"
         )));
     }
-    Ok(name.to_owned())
+    Ok(Some(name.to_owned()))
 }
 
 /// Generates message ids: `01` + 6 random bytes (in place of the MAC) + pid (2 bytes) +

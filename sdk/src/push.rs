@@ -164,11 +164,7 @@ impl PushConsumerBuilder {
             subscriptions: entries,
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
-        let instance = self
-            .instance
-            .as_deref()
-            .map(crate::identity::instance_client_id)
-            .transpose()?;
+        let instance = crate::identity::instance_client_id(self.instance.as_deref())?;
         let core = ClientCore::start(self.config, role, &topics, None, instance).await?;
         let inner = Arc::new(PushInner {
             calls: GroupClient { core, group },

@@ -187,3 +187,118 @@ async fn bad_broadcast_names_are_refused() {
         .to_string();
     assert!(err.contains("instance name"), "{err}");
 }
+
+/// Receives until every body of `want` arrived (or 90 s passed), acknowledging each; receive
+/// and ack errors during an election are retried. Returns the bodies received (duplicates
+/// included) and those whose ack succeeded.
+async fn gather(
+    consumer: &SimpleConsumer,
+    want: &BTreeSet<String>,
+) -> (Vec<String>, BTreeSet<String>) {
+    let (mut seen, mut acked) = (Vec::new(), BTreeSet::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !want.is_subset(&acked) && std::time::Instant::now() < deadline {
+        let batch = match consumer.receive(16, Duration::from_secs(10)).await {
+            Ok(batch) => batch,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for m in batch {
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            seen.push(body.clone());
+            if consumer.ack(&m).await.is_ok() {
+                acked.insert(body);
+            }
+        }
+    }
+    (seen, acked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_each_instance_keeps_its_place_through_a_store_kill() {
+    // Unprivileged ports below every other cluster test's.
+    let base: u16 = 1_100 + (std::process::id() % 4) as u16 * 200;
+    let cluster = crate::local_cluster::LocalCluster::start(base, &[], &[]).await;
+    let (p0, p1) = (cluster.proxies[0].clone(), cluster.proxies[1].clone());
+    let (topic, group) = (unique("bc-lc"), unique("bc-lc-g"));
+    crate::harness::admin(&p0, &["topic", "create", &topic])
+        .await
+        .unwrap();
+    crate::harness::admin(&p0, &["group", "create", &group, "--broadcast"])
+        .await
+        .unwrap();
+    let client = |proxy: &str| {
+        vela_sdk::ClientConfig::builder()
+            .endpoint(proxy)
+            .build()
+            .unwrap()
+    };
+    let producer = vela_sdk::Producer::builder(client(&p0))
+        .topics([topic.clone()])
+        .build()
+        .await
+        .unwrap();
+    // One instance through each proxy.
+    let mut instances = Vec::new();
+    for (proxy, name) in [(&p0, "alpha"), (&p1, "beta")] {
+        let consumer = SimpleConsumer::builder(client(proxy), &group)
+            .subscribe(&topic, FilterExpression::tag("*"))
+            .instance_name(name)
+            .await_duration(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap();
+        instances.push(consumer);
+    }
+    let send = |range: std::ops::Range<u32>| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            let mut sent = BTreeSet::new();
+            for i in range {
+                let body = format!("bc-{i:03}");
+                for _ in 0..100 {
+                    let m = Message::builder(&topic).body(body.clone()).build().unwrap();
+                    if producer.send(m).await.is_ok() {
+                        sent.insert(body.clone());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            sent
+        }
+    };
+    let first = send(0..20).await;
+    assert_eq!(first.len(), 20);
+    let mut done = Vec::new();
+    for consumer in &instances {
+        let (_, acked) = gather(consumer, &first).await;
+        assert!(
+            first.is_subset(&acked),
+            "missing {:?}",
+            first.difference(&acked)
+        );
+        done.push(acked);
+    }
+
+    // A store process dies; the shards it led elect new leaders.
+    cluster.kill_store(0);
+    let second = send(20..40).await;
+    assert_eq!(second.len(), 20, "some sends never succeeded");
+    for (consumer, acked_before) in instances.iter().zip(&done) {
+        let (seen, acked) = gather(consumer, &second).await;
+        assert!(
+            second.is_subset(&acked),
+            "missing {:?}",
+            second.difference(&acked)
+        );
+        // An acknowledged message never comes back to the instance that acknowledged it.
+        let again: Vec<&String> = seen.iter().filter(|b| acked_before.contains(*b)).collect();
+        assert!(again.is_empty(), "redelivered after their ack: {again:?}");
+    }
+    let restarted = cluster.restart_store(0);
+    crate::t06_crash::wait_ready(base + 111).await;
+    cluster.stop(restarted).await;
+}
