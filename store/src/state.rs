@@ -205,8 +205,13 @@ impl PartialEq for ShardState {
 /// - 12: records may be priority messages (`MessageKind::Priority`), which builds before it
 ///   cannot decode; they apply as normal messages.
 /// - 13: broadcast groups (ADR 0029): a broadcast instance's dead letters go to its group's
-///   dead-letter topic, and dropping a group drops its instances' positions too.
-pub const APPLY_VERSION: u32 = 13;
+///   dead-letter topic, and dropping a group drops its instances' positions too;
+/// - 14: the deduplication window remembers where a parked delay message's record is, so a
+///   resend of it is answered with the same recall handle as its first send.
+pub const APPLY_VERSION: u32 = 14;
+
+/// The apply version from which a resent delay message gets its recall handle again.
+pub const RECALL_RESEND_APPLY_VERSION: u32 = 14;
 
 /// The apply version from which broadcast instances' dead letters and drops follow their group.
 pub const BROADCAST_APPLY_VERSION: u32 = 13;

@@ -139,3 +139,61 @@ async fn a_recalled_delay_message_is_never_delivered() {
     );
     node.stop().await;
 }
+
+/// A send the client retries (the same message id, from the same client id, as after a lost
+/// answer) is stored once and answered as the first was: with the same recall handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_delay_message_gets_the_same_recall_handle() {
+    use vela_proto::pb::rocketmq as pb;
+    let node = Node::start().await;
+    let topic = unique("recall-resend");
+    node.admin(&["topic", "create", &topic, "--type", "delay"])
+        .await
+        .unwrap();
+    let mut client = crate::harness::raw_client(&node).await;
+    let due = SystemTime::now() + Duration::from_secs(600);
+    let due = due.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    let message = pb::Message {
+        topic: crate::harness::resource(&topic),
+        user_properties: Default::default(),
+        system_properties: Some(pb::SystemProperties {
+            message_id: "01000000000000000000000000000000AA".into(),
+            body_encoding: pb::Encoding::Identity as i32,
+            message_type: pb::MessageType::Delay as i32,
+            delivery_timestamp: Some(prost_types::Timestamp {
+                seconds: i64::try_from(due.as_secs()).unwrap(),
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        body: b"later".to_vec().into(),
+    };
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let sent = client
+            .send_message(crate::harness::raw_req(pb::SendMessageRequest {
+                messages: vec![message.clone()],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let entry = &sent.entries[0];
+        assert_eq!(
+            entry.status.as_ref().map(|s| s.code),
+            Some(pb::Code::Ok as i32)
+        );
+        handles.push(entry.recall_handle.clone());
+    }
+    assert!(!handles[0].is_empty(), "the first send has a handle");
+    assert_eq!(handles[0], handles[1], "the resend has the same one");
+    let recalled = client
+        .recall_message(crate::harness::raw_req(pb::RecallMessageRequest {
+            topic: crate::harness::resource(&topic),
+            recall_handle: handles[1].clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recalled.status.map(|s| s.code), Some(pb::Code::Ok as i32));
+    node.stop().await;
+}

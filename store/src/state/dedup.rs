@@ -20,10 +20,11 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use vela_proto::domain::{MessageKind, MessageRecord};
 use vela_proto::store_api::AppendOutcome;
 
 use super::ApplyEffects;
-use crate::command::{QueueAppend, RecordRef};
+use crate::command::{QueueAppend, RecordRef, TimerKey};
 
 /// How long a sent message is remembered, in the window's clock (the time of the entries
 /// applied, never running backwards nor leaping). Retries of the official clients end within seconds; a
@@ -60,7 +61,9 @@ pub fn dedup_key(client: &str, message_id: &str) -> DedupKey {
 pub struct FirstOutcome {
     /// Its queue offset (none for a delay message not yet due or a transaction half message).
     pub offset: Option<u64>,
-    /// For a transaction half message: its record (the transaction id derives from it).
+    /// For a message parked outside its queue, its record: a transaction half message (the
+    /// transaction id derives from it) and, from apply version 14, a delay message not yet due
+    /// (its recall handle does, with its due time).
     pub half: Option<RecordRef>,
 }
 
@@ -178,13 +181,7 @@ impl super::ShardState {
             .map(|(i, m)| {
                 let key = dedup_key(client, &m.message_id);
                 if let Some(earlier) = self.dedup.get(key) {
-                    // The window keeps no timer of a delay message: a resend is answered
-                    // without a recall handle.
-                    return AppendOutcome {
-                        offset: earlier.offset,
-                        transaction_id: earlier.half.map(|r| self.transaction_id(r)),
-                        recall_handle: None,
-                    };
+                    return self.first_outcome_again(m, earlier);
                 }
                 let record = RecordRef {
                     log_index: first.log_index,
@@ -207,7 +204,10 @@ impl super::ShardState {
                         transaction_id: None,
                         recall_handle: None,
                     });
-                let half = outcome.transaction_id.is_some().then_some(record);
+                let parked = outcome.transaction_id.is_some()
+                    || (outcome.recall_handle.is_some()
+                        && self.apply_version >= super::RECALL_RESEND_APPLY_VERSION);
+                let half = parked.then_some(record);
                 self.dedup.insert(
                     key,
                     window_ms,
@@ -219,6 +219,33 @@ impl super::ShardState {
                 outcome
             })
             .collect()
+    }
+
+    /// The answer to a resend of `m`, which first landed as `earlier` said: its offset, the
+    /// same transaction id, or the same recall handle (the resend carries the same due time).
+    fn first_outcome_again(&self, m: &MessageRecord, earlier: FirstOutcome) -> AppendOutcome {
+        let (transaction_id, recall_handle) = match (earlier.half, m.delivery_timestamp_ms) {
+            (Some(record), _) if m.kind == MessageKind::Transaction => {
+                (Some(self.transaction_id(record)), None)
+            }
+            (Some(record), Some(due_ms)) => (
+                None,
+                Some(super::recall_handle(
+                    self.shard,
+                    TimerKey {
+                        due_ms,
+                        log_index: record.log_index,
+                        slot: record.slot,
+                    },
+                )),
+            ),
+            _ => (None, None),
+        };
+        AppendOutcome {
+            offset: earlier.offset,
+            transaction_id,
+            recall_handle,
+        }
     }
 }
 

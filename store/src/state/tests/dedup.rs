@@ -133,6 +133,45 @@ fn a_resent_transaction_message_names_the_same_transaction() {
 }
 
 #[test]
+fn a_resent_delay_message_gets_the_same_recall_handle_from_version_14() {
+    for (version, again_has_handle) in [(13, false), (14, true)] {
+        let mut h = at_version(version);
+        let delayed = |id: &str| MessageRecord {
+            kind: MessageKind::Delay,
+            delivery_timestamp_ms: Some(h.now_ms + 60_000),
+            ..named(id)
+        };
+        let (a, b) = (delayed("d1"), delayed("d2"));
+        let first = h.sends(vec![from(Some("c@1"), 0, vec![a.clone(), b.clone()])]);
+        let again = h.sends(vec![from(Some("c@1"), 0, vec![b, a])]);
+        assert!(first[0].iter().all(|o| o.recall_handle.is_some()));
+        if again_has_handle {
+            // Each resend names its own first record, whatever its place in the batch.
+            assert_eq!(again[0][1], first[0][0], "version {version}");
+            assert_eq!(again[0][0], first[0][1], "version {version}");
+        } else {
+            assert!(again[0].iter().all(|o| o.recall_handle.is_none()));
+        }
+        assert_eq!(h.state.timers.len(), 2, "stored once each");
+        // The handle of the resend recalls the message.
+        let handle = again[0][1]
+            .recall_handle
+            .clone()
+            .or(first[0][0].recall_handle.clone())
+            .expect("a handle");
+        let (_, timer) = crate::state::parse_recall_handle(&handle).expect("parses");
+        let recalled = h.apply(StoreCommand::Recall {
+            topic: topic("orders"),
+            timer,
+        });
+        assert!(
+            matches!(recalled, CommandResponse::Recalled(Ok(_))),
+            "{recalled:?}"
+        );
+    }
+}
+
+#[test]
 fn the_window_forgets_after_its_time() {
     let mut h = harness();
     assert_eq!(h.send(Some("c@1"), &["m"]), vec![Some(0)]);
