@@ -526,8 +526,9 @@ impl AdminService for AdminServer {
                     .filter(|g| name.owns(&g.group)),
             );
         }
+        // A broadcast group's rows instance by instance.
         positions.sort_by(|a, b| {
-            (&a.topic, a.queue_id, &a.group).cmp(&(&b.topic, b.queue_id, &b.group))
+            (&a.group, &a.topic, a.queue_id).cmp(&(&b.group, &b.topic, b.queue_id))
         });
         Ok(Response::new(api::DescribeGroupResponse {
             group: Some(group_to_api(group)),
