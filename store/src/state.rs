@@ -3,6 +3,7 @@
 //! that applies the same log reaches the same state, and the whole of it is what a snapshot
 //! holds. Message bodies stay in the Raft log; the state only points at them.
 
+mod append;
 mod consumer;
 mod dedup;
 #[cfg(test)]
@@ -15,6 +16,7 @@ mod pop;
 mod reads;
 #[cfg(test)]
 mod replay_tests;
+mod settle;
 #[cfg(test)]
 mod tests;
 mod tier;
@@ -538,126 +540,6 @@ impl ShardState {
         }
     }
 
-    /// Appends `messages` to one queue; their records take consecutive slots from `first`.
-    /// Transaction half messages are parked, delay messages not yet due go to the timer set,
-    /// everything else gets the queue's next offsets.
-    fn append(
-        &mut self,
-        first: RecordRef,
-        topic: &TopicName,
-        queue_id: u32,
-        now_ms: i64,
-        messages: &[MessageRecord],
-        fx: &mut ApplyEffects,
-    ) -> Vec<AppendOutcome> {
-        messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let record = RecordRef {
-                    log_index: first.log_index,
-                    slot: first
-                        .slot
-                        .saturating_add(u32::try_from(i).unwrap_or(u32::MAX)),
-                };
-                let parked = ParkedMessage {
-                    topic: topic.clone(),
-                    queue_id,
-                    tag: self.tags.intern(m.tag.as_deref()),
-                    message_group: message_group_hash(m.message_group.as_deref()),
-                    deliver_at_ms: m.delivery_timestamp_ms,
-                };
-                if m.kind == MessageKind::Transaction {
-                    self.half_messages.insert(record, parked);
-                    self.put_lookups(m, record, None);
-                    self.entries.put_record_event(
-                        record,
-                        record.log_index,
-                        EventKind::Prepared,
-                        now_ms,
-                        0,
-                        0,
-                        "",
-                    );
-                    AppendOutcome {
-                        offset: None,
-                        transaction_id: Some(self.transaction_id(record)),
-                        recall_handle: None,
-                    }
-                } else {
-                    let due_ms = parked.deliver_at_ms;
-                    let placed = self.place(record, parked, now_ms, fx);
-                    let at = placed.map(|(key, offset)| Placed {
-                        key,
-                        queue_id,
-                        offset,
-                    });
-                    self.put_lookups(m, record, at);
-                    if let (None, Some(due_ms)) = (placed, due_ms) {
-                        self.entries.put_record_event(
-                            record,
-                            record.log_index,
-                            EventKind::Delayed,
-                            now_ms,
-                            0,
-                            u64::try_from(due_ms).unwrap_or(0),
-                            "",
-                        );
-                    }
-                    let offset = placed.map(|(_, offset)| offset);
-                    // Not indexed: parked as a delay message, which a recall can withdraw.
-                    let recall_handle = match (offset, due_ms) {
-                        (None, Some(due_ms)) => Some(recall_handle(
-                            self.shard,
-                            TimerKey {
-                                due_ms,
-                                log_index: record.log_index,
-                                slot: record.slot,
-                            },
-                        )),
-                        _ => None,
-                    };
-                    AppendOutcome {
-                        offset,
-                        transaction_id: None,
-                        recall_handle,
-                    }
-                }
-            })
-            .collect()
-    }
-
-    /// Makes the message at `record` findable by its id and keys (ADR 0028).
-    fn put_lookups(&mut self, m: &MessageRecord, record: RecordRef, at: Option<Placed>) {
-        self.entries
-            .put_lookup(LookupKind::MessageId, &m.message_id, record, at);
-        for key in &m.keys {
-            self.entries.put_lookup(LookupKind::Key, key, record, at);
-        }
-    }
-
-    /// Records that the record at `record` went into a queue at `(key, offset)` (released,
-    /// committed, or moved to a dead-letter topic).
-    fn put_stored(
-        &mut self,
-        record: RecordRef,
-        at: u64,
-        now_ms: i64,
-        topic: &TopicName,
-        queue_id: u32,
-        offset: u64,
-    ) {
-        self.entries.put_record_event(
-            record,
-            at,
-            EventKind::Stored,
-            now_ms,
-            u64::from(queue_id),
-            offset,
-            topic.as_str(),
-        );
-    }
-
     /// The messages remembered for send deduplication.
     pub fn dedup(&self) -> &DedupWindow {
         &self.dedup
@@ -702,68 +584,6 @@ impl ShardState {
         (shard == self.shard && parts.next().is_none()).then_some(RecordRef { log_index, slot })
     }
 
-    /// Puts a released message where it belongs now: its queue, or the timer set when its
-    /// delivery time is still ahead. Returns the queue key and offset when indexed.
-    fn place(
-        &mut self,
-        record: RecordRef,
-        parked: ParkedMessage,
-        now_ms: i64,
-        fx: &mut ApplyEffects,
-    ) -> Option<(u32, u64)> {
-        match parked.deliver_at_ms {
-            Some(due_ms) if due_ms > now_ms => {
-                self.timers.insert(
-                    TimerKey {
-                        due_ms,
-                        log_index: record.log_index,
-                        slot: record.slot,
-                    },
-                    parked,
-                );
-                fx.timers_changed = true;
-                None
-            }
-            _ => Some(self.index(record, &parked, now_ms, fx)),
-        }
-    }
-
-    /// Indexes a message into its queue; returns the queue key and offset.
-    fn index(
-        &mut self,
-        record: RecordRef,
-        parked: &ParkedMessage,
-        store_ts_ms: i64,
-        fx: &mut ApplyEffects,
-    ) -> (u32, u64) {
-        fx.woken_topics.insert(parked.topic.clone());
-        self.push_entry(
-            parked.topic.clone(),
-            parked.queue_id,
-            IndexEntry {
-                log_index: record.log_index,
-                slot: record.slot,
-                store_ts_ms,
-                tag: parked.tag,
-                message_group: parked.message_group,
-            },
-        )
-    }
-
-    /// Appends `entry` to a queue (created on first use) and returns its key and offset.
-    fn push_entry(&mut self, topic: TopicName, queue_id: u32, entry: IndexEntry) -> (u32, u64) {
-        let next_key = &mut self.next_queue_key;
-        let queue = self.queues.entry((topic, queue_id)).or_insert_with(|| {
-            let key = *next_key;
-            // 4 billion queues on one shard is out of reach; saturating keeps apply total.
-            *next_key = next_key.saturating_add(1);
-            QueueIndex::new(key)
-        });
-        let offset = queue.take_offset();
-        self.entries.put(queue.key(), offset, entry);
-        (queue.key(), offset)
-    }
-
     fn matcher(&self, filter: &TagSubscription) -> TagMatcher {
         match filter {
             TagSubscription::All => TagMatcher::All,
@@ -786,137 +606,6 @@ impl ShardState {
             QueueChoice::One(q) => vec![q],
             QueueChoice::All => self.queue_ids(topic),
         }
-    }
-
-    /// Makes the current delivery `d` visible again at `visible_at_ms`, under the delivery id
-    /// `new_delivery_id` (the command's log index for a change, `d`'s own for a renewal).
-    /// Records what `d`'s group did with its message (ADR 0028).
-    fn put_queue_event(
-        &mut self,
-        d: &DeliveryRef,
-        at: u64,
-        kind: EventKind,
-        time_ms: i64,
-        a: u64,
-        b: u64,
-    ) {
-        if let Some(queue) = self.queues.get(&(d.topic.clone(), d.queue_id)) {
-            self.entries.put_queue_event(
-                queue.key(),
-                d.offset,
-                at,
-                kind,
-                time_ms,
-                a,
-                b,
-                d.group.as_str(),
-            );
-        }
-    }
-
-    fn change_visibility(
-        &mut self,
-        d: &DeliveryRef,
-        new_delivery_id: u64,
-        visible_at_ms: i64,
-    ) -> Result<ChangedDelivery, ApplyError> {
-        let changed = self
-            .consumers
-            .get_mut(&(d.group.clone(), d.topic.clone(), d.queue_id))
-            .is_some_and(|c| {
-                c.change_visibility(d.offset, d.delivery_id, new_delivery_id, visible_at_ms)
-            });
-        if changed {
-            Ok(ChangedDelivery {
-                delivery_id: new_delivery_id,
-                visible_at_ms,
-            })
-        } else {
-            Err(ApplyError::StaleReceipt(d.to_string()))
-        }
-    }
-
-    /// Ends a delivery: an ack (`dead_letter_at` = None) or a move to the DLQ. `(at, time)`:
-    /// the command's log index and time, for the message's track.
-    fn finish(
-        &mut self,
-        d: &DeliveryRef,
-        (at, time_ms): (u64, i64),
-        dead_letter_at: Option<i64>,
-        fx: &mut ApplyEffects,
-    ) -> Result<(), ApplyError> {
-        let stale = || ApplyError::StaleReceipt(d.to_string());
-        let consumer = self
-            .consumers
-            .get_mut(&(d.group.clone(), d.topic.clone(), d.queue_id))
-            .ok_or_else(stale)?;
-        let rec = consumer.finish(d.offset, d.delivery_id).ok_or_else(stale)?;
-        if (rec.lane != 0 && consumer.has_ready()) || consumer.inflight_count() + 1 == MAX_INFLIGHT
-        {
-            fx.woken_topics.insert(d.topic.clone());
-        }
-        if let Some(now_ms) = dead_letter_at {
-            let entry = self
-                .queues
-                .get(&(d.topic.clone(), d.queue_id))
-                .and_then(|q| live_entry(&self.entries, self.truncated_below, q, d.offset));
-            match entry {
-                Some(entry) => {
-                    self.put_queue_event(d, at, EventKind::DeadLettered, time_ms, 0, 0);
-                    self.push_dead_letter(&d.group, entry, at, now_ms, fx);
-                }
-                None => warn!(delivery = %d, "dead letter dropped: retention removed the message"),
-            }
-        } else {
-            self.put_queue_event(d, at, EventKind::Acked, time_ms, 0, 0);
-        }
-        Ok(())
-    }
-
-    fn end_transaction(
-        &mut self,
-        at: u64,
-        topic: &TopicName,
-        transaction_id: &str,
-        resolution: TransactionEnd,
-        now_ms: i64,
-        fx: &mut ApplyEffects,
-    ) -> Result<(), ApplyError> {
-        let not_found = || ApplyError::TransactionNotFound(transaction_id.to_owned());
-        let record = self
-            .parse_transaction_id(transaction_id)
-            .ok_or_else(not_found)?;
-        if self
-            .half_messages
-            .get(&record)
-            .is_none_or(|p| &p.topic != topic)
-        {
-            return Err(not_found());
-        }
-        let parked = self.half_messages.remove(&record).ok_or_else(not_found)?;
-        let ended = match resolution {
-            TransactionEnd::Commit => EventKind::Committed,
-            TransactionEnd::Rollback => EventKind::RolledBack,
-        };
-        self.entries
-            .put_record_event(record, at, ended, now_ms, 0, 0, "");
-        if resolution == TransactionEnd::Commit {
-            let (topic, queue_id, due) =
-                (parked.topic.clone(), parked.queue_id, parked.deliver_at_ms);
-            match self.place(record, parked, now_ms, fx) {
-                Some((_, offset)) => self.put_stored(record, at, now_ms, &topic, queue_id, offset),
-                None => self.entries.put_record_event(
-                    record,
-                    at,
-                    EventKind::Delayed,
-                    now_ms,
-                    0,
-                    due.and_then(|d| u64::try_from(d).ok()).unwrap_or(0),
-                    "",
-                ),
-            }
-        }
-        Ok(())
     }
 
     fn truncate(&mut self, below_log_index: u64, fx: &mut ApplyEffects) {
