@@ -38,7 +38,9 @@ use crate::command::{
 use crate::index_db::history::{EventKind, LookupKind, Placed};
 pub use consumer::{ConsumerQueue, Inflight};
 pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
-pub use index::{Entries, Frozen, IndexEntry, QueueIndex, TagTable, message_group_hash};
+pub use index::{
+    Entries, Frozen, IndexEntry, QueueIndex, TagTable, TrackEvent, message_group_hash,
+};
 pub use legacy::{EntryMap, LegacyState};
 pub use offsets::StartRule;
 pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
@@ -484,12 +486,7 @@ impl ShardState {
                         };
                         self.entries.put_record_event(
                             record,
-                            log_index,
-                            EventKind::Recalled,
-                            now,
-                            0,
-                            0,
-                            "",
+                            TrackEvent::plain(log_index, EventKind::Recalled, now),
                         );
                         Ok(())
                     }

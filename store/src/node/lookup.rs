@@ -121,12 +121,14 @@ pub(super) fn note_receiver(
             state.entries_mut().put_queue_event(
                 queue.key(),
                 m.offset,
-                delivery_id,
-                EventKind::DeliveredTo,
-                now_ms,
-                0,
-                0,
-                client.as_str(),
+                crate::state::TrackEvent {
+                    at: delivery_id,
+                    kind: EventKind::DeliveredTo,
+                    time_ms: now_ms,
+                    a: 0,
+                    b: 0,
+                    name: client.as_str(),
+                },
             );
         }
     }

@@ -39,12 +39,7 @@ impl ShardState {
                     self.put_lookups(m, record, None);
                     self.entries.put_record_event(
                         record,
-                        record.log_index,
-                        EventKind::Prepared,
-                        now_ms,
-                        0,
-                        0,
-                        "",
+                        TrackEvent::plain(record.log_index, EventKind::Prepared, now_ms),
                     );
                     AppendOutcome {
                         offset: None,
@@ -63,12 +58,14 @@ impl ShardState {
                     if let (None, Some(due_ms)) = (placed, due_ms) {
                         self.entries.put_record_event(
                             record,
-                            record.log_index,
-                            EventKind::Delayed,
-                            now_ms,
-                            0,
-                            u64::try_from(due_ms).unwrap_or(0),
-                            "",
+                            TrackEvent {
+                                at: record.log_index,
+                                kind: EventKind::Delayed,
+                                time_ms: now_ms,
+                                a: 0,
+                                b: u64::try_from(due_ms).unwrap_or(0),
+                                name: "",
+                            },
                         );
                     }
                     let offset = placed.map(|(_, offset)| offset);
@@ -116,12 +113,14 @@ impl ShardState {
     ) {
         self.entries.put_record_event(
             record,
-            at,
-            EventKind::Stored,
-            now_ms,
-            u64::from(queue_id),
-            offset,
-            topic.as_str(),
+            TrackEvent {
+                at,
+                kind: EventKind::Stored,
+                time_ms: now_ms,
+                a: u64::from(queue_id),
+                b: offset,
+                name: topic.as_str(),
+            },
         );
     }
 

@@ -308,44 +308,23 @@ impl Entries {
         ));
     }
 
-    /// Records an event of the record itself (see [`EventKind`] for `a`, `b` and `name`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn put_record_event(
-        &mut self,
-        record: RecordRef,
-        at: u64,
-        kind: EventKind,
-        time_ms: i64,
-        a: u64,
-        b: u64,
-        name: &str,
-    ) {
+    /// Records an event of the record itself.
+    pub fn put_record_event(&mut self, record: RecordRef, event: TrackEvent<'_>) {
         if self.no_history {
             return;
         }
-        let key = record_event_key(record.log_index, record.slot, at, kind);
-        let value = encode_event(&key, time_ms, a, b, name);
+        let key = record_event_key(record.log_index, record.slot, event.at, event.kind);
+        let value = encode_event(&key, event.time_ms, event.a, event.b, event.name);
         self.history.record_events.push((key, value));
     }
 
     /// Records what a group did with the message at `(queue key, offset)`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn put_queue_event(
-        &mut self,
-        queue: u32,
-        offset: u64,
-        at: u64,
-        kind: EventKind,
-        time_ms: i64,
-        a: u64,
-        b: u64,
-        name: &str,
-    ) {
+    pub fn put_queue_event(&mut self, queue: u32, offset: u64, event: TrackEvent<'_>) {
         if self.no_history {
             return;
         }
-        let key = queue_event_key(queue, offset, at, kind);
-        let value = encode_event(&key, time_ms, a, b, name);
+        let key = queue_event_key(queue, offset, event.at, event.kind);
+        let value = encode_event(&key, event.time_ms, event.a, event.b, event.name);
         self.history.queue_events.push((key, value));
     }
 
@@ -511,6 +490,32 @@ pub fn message_group_hash(group: Option<&str>) -> u64 {
     match group {
         None => 0,
         Some(g) => vela_proto::message_group_hash(g).max(1),
+    }
+}
+
+/// One event of a message's track (ADR 0028): the log index of the command that did it, what
+/// it was and when, and what the kind says in `a`, `b` and `name` (see [`EventKind`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TrackEvent<'a> {
+    pub at: u64,
+    pub kind: EventKind,
+    pub time_ms: i64,
+    pub a: u64,
+    pub b: u64,
+    pub name: &'a str,
+}
+
+impl TrackEvent<'static> {
+    /// An event that says nothing more than its kind and time.
+    pub fn plain(at: u64, kind: EventKind, time_ms: i64) -> Self {
+        TrackEvent {
+            at,
+            kind,
+            time_ms,
+            a: 0,
+            b: 0,
+            name: "",
+        }
     }
 }
 

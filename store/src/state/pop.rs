@@ -6,6 +6,7 @@
 use vela_proto::domain::GroupName;
 
 use super::ConsumerQueue;
+use super::TrackEvent;
 use super::{
     ApplyEffects, Availability, IndexEntry, MAX_PARKED, PopProbe, ShardState, TagMatcher, deadline,
     live_entry, live_range,
@@ -159,12 +160,14 @@ impl ShardState {
                     self.entries.put_queue_event(
                         key,
                         m.offset,
-                        log_index,
-                        EventKind::Delivered,
-                        pop.now_ms,
-                        u64::from(m.attempt),
-                        u64::try_from(m.visible_at_ms).unwrap_or(0),
-                        pop.group.as_str(),
+                        TrackEvent {
+                            at: log_index,
+                            kind: EventKind::Delivered,
+                            time_ms: pop.now_ms,
+                            a: u64::from(m.attempt),
+                            b: u64::try_from(m.visible_at_ms).unwrap_or(0),
+                            name: pop.group.as_str(),
+                        },
                     );
                 }
             }
@@ -174,12 +177,14 @@ impl ShardState {
             self.entries.put_queue_event(
                 key,
                 offset,
-                log_index,
-                EventKind::DeadLettered,
-                pop.now_ms,
-                0,
-                0,
-                pop.group.as_str(),
+                TrackEvent {
+                    at: log_index,
+                    kind: EventKind::DeadLettered,
+                    time_ms: pop.now_ms,
+                    a: 0,
+                    b: 0,
+                    name: pop.group.as_str(),
+                },
             );
             self.push_dead_letter(&pop.group, entry, log_index, pop.now_ms, fx);
         }

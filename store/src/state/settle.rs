@@ -20,12 +20,14 @@ impl ShardState {
             self.entries.put_queue_event(
                 queue.key(),
                 d.offset,
-                at,
-                kind,
-                time_ms,
-                a,
-                b,
-                d.group.as_str(),
+                TrackEvent {
+                    at,
+                    kind,
+                    time_ms,
+                    a,
+                    b,
+                    name: d.group.as_str(),
+                },
             );
         }
     }
@@ -115,7 +117,7 @@ impl ShardState {
             TransactionEnd::Rollback => EventKind::RolledBack,
         };
         self.entries
-            .put_record_event(record, at, ended, now_ms, 0, 0, "");
+            .put_record_event(record, TrackEvent::plain(at, ended, now_ms));
         if resolution == TransactionEnd::Commit {
             let (topic, queue_id, due) =
                 (parked.topic.clone(), parked.queue_id, parked.deliver_at_ms);
@@ -123,12 +125,14 @@ impl ShardState {
                 Some((_, offset)) => self.put_stored(record, at, now_ms, &topic, queue_id, offset),
                 None => self.entries.put_record_event(
                     record,
-                    at,
-                    EventKind::Delayed,
-                    now_ms,
-                    0,
-                    due.and_then(|d| u64::try_from(d).ok()).unwrap_or(0),
-                    "",
+                    TrackEvent {
+                        at,
+                        kind: EventKind::Delayed,
+                        time_ms: now_ms,
+                        a: 0,
+                        b: due.and_then(|d| u64::try_from(d).ok()).unwrap_or(0),
+                        name: "",
+                    },
                 ),
             }
         }
