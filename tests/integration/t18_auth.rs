@@ -29,6 +29,27 @@ async fn admin_as(node: &Node, who: (&str, &str), args: &[&str]) -> anyhow::Resu
     admin(&node.endpoint(), &all).await
 }
 
+/// Grants `user` the `actions` (comma-separated) on `resource`.
+async fn allow(node: &Node, user: &str, resource: &str, actions: &str) {
+    let subject = format!("User:{user}");
+    root(
+        node,
+        &[
+            "acl",
+            "create",
+            "--subject",
+            &subject,
+            "--resource",
+            resource,
+            "--actions",
+            actions,
+            "--decision",
+            "allow",
+        ],
+    )
+    .await;
+}
+
 async fn root(node: &Node, args: &[&str]) -> String {
     admin_as(node, ROOT, args)
         .await
@@ -247,22 +268,7 @@ async fn users_and_acls_decide_every_request() {
 
     // A disabled user enabled again gets in; a deleted one does not.
     root(&node, &["user", "update", "carol", "--status", "enable"]).await;
-    root(
-        &node,
-        &[
-            "acl",
-            "create",
-            "--subject",
-            "User:carol",
-            "--resource",
-            "*",
-            "--actions",
-            "ALL",
-            "--decision",
-            "allow",
-        ],
-    )
-    .await;
+    allow(&node, "carol", "*", "ALL").await;
     let c = eventually(|| producer(&node, Some(carol), &payments)).await;
     assert_eq!(send(&c, &payments, "carol").await, Ok(()));
     // Changed through this proxy: seen by it at once (other proxies within about 2 s).
@@ -307,22 +313,7 @@ async fn admin_rights_can_be_granted_narrowly_and_only_super_users_manage_users(
     let node = start().await;
     root(&node, &["user", "create", "ops", "--password", "o-secret"]).await;
     let ops = ("ops", "o-secret");
-    root(
-        &node,
-        &[
-            "acl",
-            "create",
-            "--subject",
-            "User:ops",
-            "--resource",
-            "Topic:ops-*",
-            "--actions",
-            "CREATE,GET",
-            "--decision",
-            "allow",
-        ],
-    )
-    .await;
+    allow(&node, "ops", "Topic:ops-*", "CREATE,GET").await;
     let mine = unique("ops-t");
     let theirs = unique("other-t");
     admin_as(&node, ops, &["topic", "create", &mine])
@@ -364,22 +355,7 @@ async fn admin_rights_can_be_granted_narrowly_and_only_super_users_manage_users(
     // LIST and UPDATE, granted as narrowly: listing topics (LIST on every topic) but not
     // groups, updating its own groups but no other.
     for (resource, actions) in [("Topic:*", "LIST"), ("Group:ops-*", "UPDATE")] {
-        root(
-            &node,
-            &[
-                "acl",
-                "create",
-                "--subject",
-                "User:ops",
-                "--resource",
-                resource,
-                "--actions",
-                actions,
-                "--decision",
-                "allow",
-            ],
-        )
-        .await;
+        allow(&node, "ops", resource, actions).await;
     }
     let listed = admin_as(&node, ops, &["topic", "list"]).await.unwrap();
     assert!(listed.contains(&mine), "{listed}");
@@ -611,22 +587,7 @@ async fn auto_creation_needs_create_on_the_topic_or_group() {
         ("Group:*", "SUB"),
         ("Group:made-*", "CREATE"),
     ] {
-        root(
-            &node,
-            &[
-                "acl",
-                "create",
-                "--subject",
-                "User:maker",
-                "--resource",
-                resource,
-                "--actions",
-                actions,
-                "--decision",
-                "allow",
-            ],
-        )
-        .await;
+        allow(&node, "maker", resource, actions).await;
     }
     let created = unique("auto");
     let p = producer(&node, Some(maker), &created).await.unwrap();
@@ -752,22 +713,7 @@ async fn a_telemetry_stream_stays_authorized_past_the_signature_window() {
         &["user", "create", "brief", "--password", "b-secret"],
     )
     .await;
-    root(
-        &node,
-        &[
-            "acl",
-            "create",
-            "--subject",
-            "User:brief",
-            "--resource",
-            "*",
-            "--actions",
-            "ALL",
-            "--decision",
-            "allow",
-        ],
-    )
-    .await;
+    allow(&node, "brief", "*", "ALL").await;
     let (tx2, rx2) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(4);
     let opened = signed(
         tokio_stream::wrappers::ReceiverStream::new(rx2),
