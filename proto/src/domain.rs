@@ -220,10 +220,7 @@ impl GroupName {
             {
                 clean
             } else {
-                // FNV-1a 64: stable across builds and machines (no std hasher seeds).
-                let hash = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-                });
+                let hash = fnv1a_64(client_id);
                 let keep = MAX_BROADCAST_INSTANCE_LEN - 17;
                 let head: String = clean.chars().take(keep).collect();
                 format!("{head}-{hash:016x}")
@@ -592,8 +589,14 @@ impl TagFilter {
 /// The stable hash of a FIFO message group (FNV-1a, 64 bit). The proxy maps groups to queues
 /// with it and the store keys FIFO lanes by it in snapshots, so it must never change.
 pub fn message_group_hash(group: &str) -> u64 {
+    fnv1a_64(group)
+}
+
+/// FNV-1a, 64 bit: a hash that is the same on every node, build and run (no seed), for names
+/// and keys that must hash alike everywhere.
+pub fn fnv1a_64(text: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in group.bytes() {
+    for b in text.bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }

@@ -141,6 +141,22 @@ fn client_config(
     config.build()
 }
 
+/// The client id a route's producer sends with, the same wherever and whenever the route
+/// runs: a copy resent after the route restarts (with `--keep-message-id`, under the same
+/// message id) is then stored once by a Vela target within its deduplication window
+/// (ADR 0012). The route's name when it fits a client id as it is, else a hash of it.
+pub(crate) fn producer_name(route: &vela_proto::RouteName) -> String {
+    let name = route.as_str();
+    let clean = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let prefixed = format!("vela-route-{name}");
+    if clean && prefixed.len() <= vela_proto::MAX_BROADCAST_INSTANCE_LEN {
+        return prefixed;
+    }
+    format!("vela-route-{:016x}", vela_proto::fnv1a_64(name))
+}
+
 async fn connect(ctx: &WorkerCtx, attempt: usize) -> Result<(SimpleConsumer, Sink), String> {
     let spec = &ctx.route.spec;
     let needs_local = spec.source.address.is_none()
@@ -169,6 +185,7 @@ async fn connect(ctx: &WorkerCtx, attempt: usize) -> Result<(SimpleConsumer, Sin
         RouteTarget::Topic { topic, endpoint } => {
             let producer = async {
                 Producer::builder(client_config(endpoint, &ctx.local, &local)?)
+                    .instance_name(producer_name(&spec.name))
                     .topics([topic.as_str()])
                     .build()
                     .await
@@ -327,5 +344,29 @@ async fn ack(ctx: &WorkerCtx, consumer: &SimpleConsumer, messages: &[MessageView
         if let Err(err) = result {
             ctx.failed("acknowledging on the source", &err);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_producer_is_named_after_its_route_wherever_it_runs() {
+        let name = |n: &str| vela_proto::RouteName::new(n).expect("valid");
+        assert_eq!(producer_name(&name("eu-copy")), "vela-route-eu-copy");
+        // Names a client id cannot hold as they are (a namespace's `%`, too long) are hashed.
+        let hashed = producer_name(&name("ns%eu-copy"));
+        assert!(
+            hashed.starts_with("vela-route-") && hashed.len() == 27,
+            "{hashed}"
+        );
+        assert_eq!(hashed, producer_name(&name("ns%eu-copy")));
+        assert_ne!(hashed, producer_name(&name("ns%us-copy")));
+        let long = producer_name(&name(&"r".repeat(64)));
+        assert!(
+            long.len() <= vela_proto::MAX_BROADCAST_INSTANCE_LEN,
+            "{long}"
+        );
     }
 }

@@ -40,6 +40,7 @@ pub struct ProducerBuilder {
     topics: Vec<String>,
     max_attempts: Option<u32>,
     checker: Option<Checker>,
+    instance: Option<String>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -61,6 +62,16 @@ impl ProducerBuilder {
         S: Into<String>,
     {
         self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// Names this producer instance: its client id becomes `name` (1 to 49 characters of
+    /// `[a-zA-Z0-9_-]`). A Vela server deduplicates sends by client id and message id
+    /// (ADR 0012), so a process restarted under the same name that sends a message again
+    /// with the same id ([`MessageBuilder::message_id`](crate::MessageBuilder::message_id))
+    /// within the deduplication window (2 minutes) has it stored once.
+    pub fn instance_name(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
         self
     }
 
@@ -100,12 +111,13 @@ impl ProducerBuilder {
             });
         }
         let transactional = self.checker.is_some();
+        let instance = crate::identity::instance_client_id(self.instance.as_deref())?;
         let core = ClientCore::start(
             self.config,
             Role::Producer { topics: resources },
             &self.topics,
             self.checker,
-            None,
+            instance,
         )
         .await?;
         Ok(Producer {
@@ -133,6 +145,7 @@ impl Producer {
             topics: Vec::new(),
             max_attempts: None,
             checker: None,
+            instance: None,
         }
     }
 

@@ -163,3 +163,60 @@ async fn many_messages_are_acknowledged_in_one_request_each_with_its_result() {
     consumer.ack(&got[2]).await.unwrap();
     node.stop().await;
 }
+
+/// A producer restarted under the same instance name that sends a message again with the same
+/// id (as a route with `--keep-message-id` does after a restart) has it stored once; another
+/// producer's message of that id is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_producer_restarted_resends_once() {
+    let node = Node::start().await;
+    let topic = unique("resend");
+    let named = |name: &str| {
+        vela_sdk::Producer::builder(node.client_config())
+            .topics([topic.clone()])
+            .instance_name(name)
+            .build()
+    };
+    let message = || {
+        Message::builder(&topic)
+            .message_id("01000000000000000000000000000000BB")
+            .body("once")
+            .build()
+            .unwrap()
+    };
+    let first = named("copier-1").await.unwrap();
+    let sent = first.send(message()).await.unwrap();
+    first.shutdown().await.unwrap();
+    let again = named("copier-1").await.unwrap();
+    assert_eq!(again.client_id(), "copier-1");
+    assert_eq!(
+        again.send(message()).await.unwrap(),
+        sent,
+        "answered as the first"
+    );
+    named("copier-2")
+        .await
+        .unwrap()
+        .send(message())
+        .await
+        .unwrap();
+    let consumer = node.consumer(&unique("g"), &topic, "*").await;
+    let mut delivered = 0;
+    for _ in 0..3 {
+        for m in consumer
+            .receive(32, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+        {
+            consumer.ack(&m).await.unwrap();
+            delivered += 1;
+        }
+    }
+    assert_eq!(delivered, 2, "copier-1's message once, copier-2's once");
+    let bad = vela_sdk::Producer::builder(node.client_config())
+        .instance_name("no spaces")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("instance name"), "{bad}");
+}
