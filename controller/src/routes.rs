@@ -113,7 +113,15 @@ impl Controller {
             .get_topic(&spec.source_topic)
             .await?
             .ok_or_else(|| ControllerError::NotFound(format!("topic {}", spec.source_topic)))?;
-        if self.get_group(&spec.group).await?.is_some() {
+        if let Some(group) = self.get_group(&spec.group).await? {
+            // Each start of a route's consumer would be a new instance of a broadcast group,
+            // starting afresh: what arrived in between would never be copied.
+            if group.broadcast {
+                return Err(ControllerError::Invalid(format!(
+                    "consumer group {} is a broadcast group: a route needs a group of its own",
+                    spec.group
+                )));
+            }
             if spec.start != GroupStart::Auto {
                 return Err(ControllerError::Invalid(format!(
                     "consumer group {} exists: the route continues from its position; omit \

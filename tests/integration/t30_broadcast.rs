@@ -177,6 +177,28 @@ async fn bad_broadcast_names_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("%BCAST%"), "{err}");
+    // A route cannot read through a broadcast group (each restart would be a new instance).
+    node.admin(&["group", "create", "bc-route", "--broadcast"])
+        .await
+        .unwrap();
+    let err = node
+        .admin(&[
+            "route",
+            "create",
+            "r1",
+            "--source-topic",
+            &topic,
+            "--group",
+            "bc-route",
+            "--target-endpoint",
+            "127.0.0.1:9",
+            "--target-topic",
+            "copy",
+        ])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("broadcast group"), "{err}");
     // An instance name the SDK cannot send as it is.
     let err = SimpleConsumer::builder(node.client_config(), "g")
         .subscribe(&topic, FilterExpression::tag("*"))
