@@ -358,9 +358,14 @@ impl Metadata {
     pub async fn existing_group(&self, name: &GroupName) -> Option<Arc<GroupConfig>> {
         match lookup(&self.groups, name, self.ttl) {
             Lookup::Fresh(hit) | Lookup::Stale { value: hit, .. } => Some(hit),
+            Lookup::Miss if self.missing_groups.recent(name) => None,
             Lookup::Miss => match self.controller.get_group(name).await {
                 Ok(Some(config)) => Some(remember(&self.groups, name.clone(), config)),
-                Ok(None) | Err(_) => None,
+                Ok(None) => {
+                    self.missing_groups.remember(name);
+                    None
+                }
+                Err(_) => None,
             },
         }
     }
