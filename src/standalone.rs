@@ -110,6 +110,7 @@ impl Standalone {
             Metrics::labels(&config, NodeType::Proxy, &grpc_addr.to_string()),
             "local",
         );
+        store.set_tracer(telemetry.tracer("vela-store"));
         store.register_metrics(
             &telemetry.hub.meter("vela-store"),
             &Metrics::labels(&config, NodeType::Store, &config.store.node_id.to_string()),

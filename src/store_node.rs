@@ -113,6 +113,7 @@ impl StoreNode {
             .add_service(StoreService::server_with(store.clone(), Some(registrar)));
         let grpc_task = serving::serve_grpc(router, bound.grpc, shutdown.clone());
         let metrics = Metrics::start(&config.telemetry, &shutdown)?;
+        store.set_tracer(metrics.tracer("vela-store"));
         store.register_metrics(
             &metrics.hub.meter("vela-store"),
             &Metrics::labels(&config, NodeType::Store, &node_id.to_string()),

@@ -97,6 +97,8 @@ pub struct Store {
     disk: disk::DiskGuard,
     /// Object storage sealed segments go to, once attached (`Store::attach_tier`).
     tier: std::sync::OnceLock<(Arc<vela_tier::Tier>, crate::shard::tiering::TierPolicy)>,
+    /// Makes the store's spans of traced messages, once set (`Store::set_tracer`).
+    tracer: std::sync::OnceLock<vela_telemetry::traces::MessageTracer>,
 }
 
 /// Opens a replica of a shard: its id, its members (node id → Raft address), whether to
@@ -282,6 +284,7 @@ impl Store {
             metrics: Arc::new(StoreMetrics::default()),
             tier: std::sync::OnceLock::new(),
             disk: disk::DiskGuard::default(),
+            tracer: std::sync::OnceLock::new(),
         });
         store.check_disk_now();
         store.tasks.lock().spawn(disk::watch_disk(
@@ -675,6 +678,7 @@ mod pull;
 mod receive;
 mod scoped;
 mod shards;
+mod spans;
 pub(crate) mod tier;
 pub mod upgrade;
 

@@ -1,6 +1,6 @@
-//! Traces across SDK → proxy → consumer (issue 9): a message whose `trace_context` names a
-//! sampled producer span gets a proxy span in the same trace, child of the producer's,
-//! exported over OTLP; a message without a context, or with an unsampled one, gets none. With
+//! Traces across SDK → proxy → store → consumer (issue 9): a message whose `trace_context`
+//! names a sampled producer span gets a proxy span and a store span in the same trace, children
+//! of the producer's, exported over OTLP; a message without a context, or with an unsampled one, gets none. With
 //! a tracer provider installed, vela-sdk's send span starts the trace and its receive span
 //! links to it.
 
@@ -107,15 +107,25 @@ async fn a_traced_message_continues_its_producers_trace() {
         .into_inner();
     assert_eq!(sent.status.map(|s| s.code), Some(pb::Code::Ok as i32));
 
+    // The proxy's span and the store's, both in the producer's trace.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let span = loop {
-        if let Some(span) = spans.0.lock().unwrap().first().cloned() {
-            break span;
+    let exported = loop {
+        let exported = spans.0.lock().unwrap().clone();
+        if exported.len() >= 2 {
+            break exported;
         }
-        assert!(Instant::now() < deadline, "no span exported");
+        assert!(Instant::now() < deadline, "spans exported: {exported:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(span.name, format!("publish {topic}"));
+    let store = by_name(&exported, &format!("store {topic}"));
+    assert_eq!(hex(&store.trace_id), trace_id);
+    assert_eq!(hex(&store.parent_span_id), parent);
+    assert!(
+        store.attributes.iter().any(|kv| kv.key == "vela.shard"),
+        "{store:?}"
+    );
+    assert!(store.end_time_unix_nano >= store.start_time_unix_nano);
+    let span = by_name(&exported, &format!("publish {topic}")).clone();
     assert_eq!(hex(&span.trace_id), trace_id);
     assert_eq!(hex(&span.parent_span_id), parent);
     assert_eq!(
@@ -142,10 +152,10 @@ async fn a_traced_message_continues_its_producers_trace() {
         attr("messaging.destination.name"),
         Some(Value::StringValue(topic.clone()))
     );
-    // Stopping flushes what is batched: still only the sampled message's span.
+    // Stopping flushes what is batched: still only the sampled message's spans.
     node.stop().await;
     let all = spans.0.lock().unwrap().clone();
-    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all.len(), 2, "{all:?}");
 }
 
 /// What the spans of one trace look like, by name.
@@ -226,6 +236,10 @@ async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_
         "the proxy continues the producer's trace"
     );
     assert_eq!(publish.parent_span_id, send.span_id);
+    // SDK → proxy → store: the store's span is in the same trace, under the send.
+    let stored = by_name(&all, &format!("store {topic}"));
+    assert_eq!(stored.trace_id, send.trace_id);
+    assert_eq!(stored.parent_span_id, send.span_id);
     assert!(
         receive
             .links

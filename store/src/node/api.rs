@@ -33,12 +33,15 @@ impl StoreApi for Store {
     async fn append(&self, req: AppendRequest) -> Result<Vec<AppendOutcome>, StoreError> {
         let local = self.shard(req.shard)?;
         self.check_append(&req)?;
+        let spans = self.append_spans(&req);
         let _admitted = local.shard.fairness.produce().await;
         // Concurrent appends to the shard share Raft entries (see `shard::coalesce`).
-        local
+        let result = local
             .appends
             .append(req.client_id, req.topic, req.queue_id, req.messages)
-            .await
+            .await;
+        super::spans::end_append_spans(spans, &result);
+        result
     }
 
     async fn append_many(
@@ -67,12 +70,16 @@ impl StoreApi for Store {
                     }
                 };
                 let _admitted = local.shard.fairness.produce().await;
+                let spans: Vec<_> = appends.iter().map(|(_, r)| self.append_spans(r)).collect();
                 let (places, appends): (Vec<usize>, Vec<_>) = appends
                     .into_iter()
                     .map(|(at, r)| (at, (r.client_id, r.topic, r.queue_id, r.messages)))
                     .unzip();
                 // Queued together, so they go out in the same entries.
                 let answers = local.appends.append_many(appends).await;
+                for (spans, answer) in spans.into_iter().zip(&answers) {
+                    super::spans::end_append_spans(spans, answer);
+                }
                 places.into_iter().zip(answers).collect()
             });
             let mut results: Vec<Result<Vec<AppendOutcome>, StoreError>> = (0..count)
