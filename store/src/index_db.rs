@@ -221,6 +221,13 @@ pub struct IndexDb {
     poisoned: std::sync::atomic::AtomicBool,
 }
 
+impl IndexDb {
+    /// The size of the index file on disk, if it can be read.
+    pub fn file_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.path).ok().map(|m| m.len())
+    }
+}
+
 impl std::fmt::Debug for IndexDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexDb").field("path", &self.path).finish()

@@ -62,8 +62,16 @@ impl std::fmt::Debug for StoreMetrics {
 struct LogInstruments {
     fsync_seconds: vela_telemetry::Histogram<f64>,
     batch_appends: vela_telemetry::Histogram<u64>,
+    write_seconds: vela_telemetry::Histogram<f64>,
+    snapshot_seconds: vela_telemetry::Histogram<f64>,
     labels: NodeLabels,
 }
+
+/// Buckets of a shard write (propose → commit → apply) and of a snapshot build, seconds:
+/// 500 µs to 30 s.
+const WRITE_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
 
 /// RocketMQ-like fsync buckets, seconds: 100 µs to 1 s.
 const FSYNC_BUCKETS: [f64; 10] = [
@@ -179,6 +187,18 @@ impl StoreMetrics {
         }
     }
 
+    /// Makes `shard` record its fsyncs, writes and snapshot builds, if metrics are registered.
+    pub(crate) fn attach_shard(&self, shard: &crate::shard::Shard) {
+        self.attach_log(shard.id, &shard.log);
+        if let Some(i) = self.log_instruments.lock().as_ref() {
+            *shard.shared.timings.write() = Some(crate::shard::ShardTimings {
+                write_seconds: i.write_seconds.clone(),
+                snapshot_seconds: i.snapshot_seconds.clone(),
+                attributes: i.labels.with([shard_label(shard.id)]),
+            });
+        }
+    }
+
     /// The consumer progress of the shards `store` leads, reused within one collection.
     fn progress(&self, store: &Store) -> Arc<Vec<GroupProgress>> {
         let mut cached = self.progress.lock();
@@ -223,10 +243,26 @@ impl StoreMetrics {
                 .with_description("Log appends (each one or more entries) one fsync made durable")
                 .with_boundaries(BATCH_BUCKETS.to_vec())
                 .build(),
+            write_seconds: meter
+                .f64_histogram("vela_raft_write_seconds")
+                .with_unit("s")
+                .with_description(
+                    "Time from proposing a command to a shard's log until it is committed and applied (leader)",
+                )
+                .with_boundaries(WRITE_BUCKETS.to_vec())
+                .build(),
+            snapshot_seconds: meter
+                .f64_histogram("vela_store_snapshot_seconds")
+                .with_unit("s")
+                .with_description(
+                    "Time building a shard snapshot took (state copy, index file made durable, file written)",
+                )
+                .with_boundaries(WRITE_BUCKETS.to_vec())
+                .build(),
             labels: labels.clone(),
         });
-        for (shard, log) in store.shard_logs() {
-            self.attach_log(shard, &log);
+        for shard in store.shard_handles() {
+            self.attach_shard(&shard);
         }
         let store = Arc::downgrade(store);
         let this = Arc::downgrade(self);
@@ -457,6 +493,25 @@ impl StoreMetrics {
                                 segments.len() as u64
                             };
                             o.observe(clamp(value), &labels.with([shard_label(shard)]));
+                        }
+                    })
+                    .build(),
+            ));
+        }
+
+        // Each shard's index file on this node.
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("vela_store_index_bytes")
+                    .with_description("Bytes of the shard's index file (index.redb) on this node")
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        for shard in store.shard_handles() {
+                            if let Some(bytes) = shard.shared.index.file_bytes() {
+                                o.observe(clamp(bytes), &labels.with([shard_label(shard.id)]));
+                            }
                         }
                     })
                     .build(),

@@ -192,6 +192,32 @@ pub(crate) struct ShardShared {
     /// When this node last served a receive of each broadcast instance (ms; leader-local, see
     /// `broadcast::forget_idle_instances`).
     pub broadcast_seen: Mutex<HashMap<GroupName, i64>>,
+    /// Where the shard records how long its writes and snapshots take, once metrics are
+    /// registered (`StoreMetrics::attach_shard`).
+    pub timings: RwLock<Option<ShardTimings>>,
+}
+
+/// The histograms a shard records into, with its labels.
+#[derive(Debug)]
+pub(crate) struct ShardTimings {
+    /// From proposing a command until it is committed and applied (on the leader).
+    pub write_seconds: vela_telemetry::Histogram<f64>,
+    /// Building a snapshot: the state copied, the index file made durable, the file written.
+    pub snapshot_seconds: vela_telemetry::Histogram<f64>,
+    pub attributes: Vec<vela_telemetry::KeyValue>,
+}
+
+impl ShardShared {
+    /// Records one duration with `pick` of the shard's histograms, if metrics are registered.
+    pub fn record_timing(
+        &self,
+        pick: fn(&ShardTimings) -> &vela_telemetry::Histogram<f64>,
+        took: Duration,
+    ) {
+        if let Some(t) = self.timings.read().as_ref() {
+            pick(t).record(took.as_secs_f64(), &t.attributes);
+        }
+    }
 }
 
 impl ShardShared {
@@ -215,6 +241,7 @@ impl ShardShared {
             timers_changed: Notify::new(),
             scan_memo: Mutex::new(ScanMemo::default()),
             broadcast_seen: Mutex::new(HashMap::new()),
+            timings: RwLock::new(None),
         }))
     }
 
@@ -685,7 +712,11 @@ impl Shard {
     /// Proposes `command` and returns what applying it answered, once committed and applied.
     pub async fn write(&self, command: StoreCommand) -> Result<CommandResponse, StoreError> {
         let kind = command.kind();
-        match self.raft.client_write(command).await {
+        let started = std::time::Instant::now();
+        let written = self.raft.client_write(command).await;
+        self.shared
+            .record_timing(|t| &t.write_seconds, started.elapsed());
+        match written {
             Ok(response) => Ok(response.data),
             Err(err) => Err(self.map_write_error(kind, err)),
         }

@@ -437,6 +437,8 @@ async fn otlp_and_metrics_carry_the_same_names_and_the_counts_of_the_traffic() {
         "vela_raft_fsync_batch_appends",
         "vela_store_log_segments",
         "vela_store_log_bytes",
+        "vela_raft_write_seconds",
+        "vela_store_index_bytes",
     ] {
         assert!(otlp_names.contains(name), "{name} not exported over OTLP");
         assert!(scraped_names.contains(name), "{name} not at /metrics");

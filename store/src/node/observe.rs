@@ -31,6 +31,11 @@ impl Store {
             .collect()
     }
 
+    /// Every shard on this node.
+    pub(crate) fn shard_handles(&self) -> Vec<Arc<crate::shard::Shard>> {
+        self.shards().values().map(|l| l.shard.clone()).collect()
+    }
+
     /// The time the store stamps commands with.
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()

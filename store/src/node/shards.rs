@@ -109,7 +109,7 @@ impl Store {
             last_applied = shard.shared.last_applied_index(),
             "store shard ready"
         );
-        self.metrics.attach_log(id, &shard.log);
+        self.metrics.attach_shard(&shard);
         let mut shards = self.shards.write();
         let mut map = BTreeMap::clone(&shards);
         map.insert(

@@ -260,7 +260,12 @@ async fn bytes_applied_trigger_a_snapshot() {
         snapshot_every_bytes: bytesize::ByteSize::kib(4),
         ..config(dir.path())
     };
-    let store = Store::open(cfg, shared).await.expect("opens");
+    let store = Arc::new(Store::open(cfg, shared).await.expect("opens"));
+    let hub = vela_telemetry::MetricsHub::standalone();
+    store.register_metrics(
+        &hub.meter("vela-store"),
+        &vela_telemetry::NodeLabels::unnamed(vela_telemetry::NodeType::Store),
+    );
     let snapshots = || {
         std::fs::read_dir(dir.path().join("shards/0/snapshots"))
             .map(|d| d.count())
@@ -277,7 +282,32 @@ async fn bytes_applied_trigger_a_snapshot() {
         assert!(Instant::now() < deadline, "no snapshot after 8 KiB applied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    store.shutdown().await.expect("shuts down");
+    // The build was timed, as the append's write was; the index file has a size.
+    let counted = |text: &str, family: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}_count")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    loop {
+        let text = hub.prometheus_text().expect("encodes");
+        if counted(&text, "vela_store_snapshot_seconds") >= 1 {
+            assert!(counted(&text, "vela_raft_write_seconds") >= 1, "{text}");
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("vela_store_index_bytes{")),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no timed snapshot: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Arc::into_inner(store)
+        .expect("one owner")
+        .shutdown()
+        .await
+        .expect("shuts down");
 }
 
 #[tokio::test]

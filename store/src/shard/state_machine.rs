@@ -642,6 +642,18 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<ShardTypes, Vec<u8>>, io::Error> {
+        let started = std::time::Instant::now();
+        let built = self.build_snapshot_now().await;
+        if built.is_ok() {
+            self.shared
+                .record_timing(|t| &t.snapshot_seconds, started.elapsed());
+        }
+        built
+    }
+}
+
+impl ShardSnapshotBuilder {
+    async fn build_snapshot_now(&mut self) -> Result<SnapshotOf<ShardTypes, Vec<u8>>, io::Error> {
         // Taken before the copy: an install that overlaps this build then lands entirely before
         // the copy or entirely after the write.
         let on_disk = self.snapshot_file.lock().await;
