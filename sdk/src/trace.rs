@@ -5,7 +5,10 @@
 //!   context travels with each message as its `trace_context` (a W3C `traceparent`), where
 //!   the proxy continues it and consumers find it ([`MessageView::trace_context`]);
 //! - a CONSUMER span `receive <topic>` per receive that returned messages, linked to each
-//!   message's producer span.
+//!   message's producer span;
+//! - a CONSUMER span `process <topic>` per call of a [`PushConsumer`](crate::PushConsumer)'s
+//!   listener, linked to the message's producer span; the listener runs in its context, so
+//!   the spans it makes are its children, and a failure marks it as an error.
 //!
 //! Without a provider installed the global one is a no-op: no spans, no `trace_context`.
 
@@ -85,6 +88,44 @@ pub(crate) fn receive_span(
             KeyValue::new("messaging.batch.message_count", messages.len() as i64),
         ])
         .start(&tracer);
+    span.end();
+}
+
+/// Starts the span of a push listener's call on `message`; the listener runs in the context
+/// returned, and [`end_process`] ends it.
+pub(crate) fn process_span(message: &MessageView, group: &str, client_id: &str) -> Context {
+    let tracer = global::tracer(SCOPE);
+    let links: Vec<Link> = message
+        .trace_context()
+        .map(Link::with_context)
+        .into_iter()
+        .collect();
+    let span = tracer
+        .span_builder(format!("process {}", message.topic))
+        .with_kind(SpanKind::Consumer)
+        .with_links(links)
+        .with_attributes([
+            KeyValue::new("messaging.system", "rocketmq"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.destination.name", message.topic.clone()),
+            KeyValue::new("messaging.consumer.group.name", group.to_owned()),
+            KeyValue::new("messaging.client.id", client_id.to_owned()),
+            KeyValue::new("messaging.message.id", message.message_id.clone()),
+            KeyValue::new(
+                "messaging.rocketmq.message.delivery_attempt",
+                i64::from(message.delivery_attempt),
+            ),
+        ])
+        .start(&tracer);
+    Context::current_with_span(span)
+}
+
+/// Ends the span [`process_span`] started, as an error unless the listener succeeded.
+pub(crate) fn end_process(cx: &Context, succeeded: bool) {
+    let span = cx.span();
+    if !succeeded {
+        span.set_status(Status::error("the listener failed"));
+    }
     span.end();
 }
 

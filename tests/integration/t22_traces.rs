@@ -248,3 +248,108 @@ async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_
         "the receive links to the send: {receive:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_listener_runs_in_a_process_span_linked_to_the_send() {
+    use opentelemetry::trace::Tracer;
+    use opentelemetry_otlp::WithExportConfig;
+    let (spans, otlp) = trace_receiver().await;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{otlp}"))
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        // Exported from the provider's own thread: a simple exporter would block a runtime
+        // worker on each span while the receiver needs one to answer.
+        .with_batch_exporter(exporter)
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let node = Node::start().await;
+    let topic = unique("traced-push");
+    let group = unique("traced-push-g");
+    node.admin(&["group", "create", &group, "--from", "earliest"])
+        .await
+        .unwrap();
+    let producer = node.producer(&topic).await;
+    for body in ["ok", "fail"] {
+        producer
+            .send(
+                vela_sdk::Message::builder(&topic)
+                    .body(body)
+                    .build()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let consumer = vela_sdk::PushConsumer::builder(node.client_config(), &group)
+        .subscribe(&topic, vela_sdk::FilterExpression::all())
+        .listener(move |m: vela_sdk::MessageView| {
+            let tx = tx.clone();
+            async move {
+                let body = String::from_utf8_lossy(&m.body).into_owned();
+                // A span the application makes while processing: a child of `process`.
+                let tracer = opentelemetry::global::tracer("app");
+                let mut work = tracer
+                    .start_with_context(format!("work {body}"), &opentelemetry::Context::current());
+                opentelemetry::trace::Span::end(&mut work);
+                let _ = tx.send(body.clone());
+                if body == "ok" {
+                    vela_sdk::ConsumeResult::Success
+                } else {
+                    vela_sdk::ConsumeResult::Failure
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        let body = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("the listener was called")
+            .unwrap();
+        seen.insert(body);
+    }
+    consumer.shutdown().await.unwrap();
+    producer.shutdown().await.unwrap();
+    node.stop().await;
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let all = spans.0.lock().unwrap().clone();
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let sends: Vec<&Span> = all
+        .iter()
+        .filter(|s| s.name == format!("send {topic}"))
+        .collect();
+    assert_eq!(sends.len(), 2, "{all:?}");
+    for (body, failed) in [("ok", false), ("fail", true)] {
+        let work = by_name(&all, &format!("work {body}"));
+        let process = all
+            .iter()
+            .find(|s| s.span_id == work.parent_span_id)
+            .unwrap_or_else(|| panic!("no parent of work {body}: {all:?}"));
+        assert_eq!(process.name, format!("process {topic}"));
+        assert_eq!(process.kind, SpanKind::Consumer as i32);
+        assert!(
+            sends.iter().any(|s| process
+                .links
+                .iter()
+                .any(|l| l.trace_id == s.trace_id && l.span_id == s.span_id)),
+            "process links to its send: {process:?}"
+        );
+        let status = process.status.as_ref().map_or(0, |s| s.code);
+        assert_eq!(
+            status == StatusCode::Error as i32,
+            failed,
+            "{body}: {process:?}"
+        );
+    }
+}

@@ -169,7 +169,15 @@ async fn consume_lane(
             let current = &lane[0];
             let (view, received_at) = (current.message.clone(), current.received_at);
             let started = Instant::now();
-            let run = tokio::spawn((inner.listener)(view));
+            let cx = crate::trace::process_span(
+                &view,
+                inner.calls.group.as_str(),
+                &inner.calls.core.shared.client_id,
+            );
+            let run = tokio::spawn(opentelemetry::trace::FutureExt::with_context(
+                (inner.listener)(view),
+                cx.clone(),
+            ));
             let result = match keeping(&inner, lane.make_contiguous(), None, run).await {
                 Some(Ok(result)) => result,
                 Some(Err(e)) => {
@@ -178,6 +186,7 @@ async fn consume_lane(
                 }
                 None => ConsumeResult::Failure,
             };
+            crate::trace::end_process(&cx, result == ConsumeResult::Success);
             let message = &mut lane[0].message;
             inner.calls.core.shared.metrics.consumed(
                 &message.topic,
