@@ -168,20 +168,27 @@ fn by_name<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_to_it() {
+/// Installs the application's tracer provider (vela-sdk records on the global one), exporting
+/// to `otlp` from the provider's own thread: a simple exporter would block a runtime worker on
+/// each span while the receiver needs one to answer. `shutdown` flushes it.
+fn app_tracer_provider(otlp: std::net::SocketAddr) -> opentelemetry_sdk::trace::SdkTracerProvider {
     use opentelemetry_otlp::WithExportConfig;
-    let (spans, otlp) = trace_receiver().await;
-    // The application's tracer provider (vela-sdk records on the global one).
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(format!("http://{otlp}"))
         .build()
         .unwrap();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_simple_exporter(exporter)
+        .with_batch_exporter(exporter)
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    provider
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_to_it() {
+    let (spans, otlp) = trace_receiver().await;
+    let provider = app_tracer_provider(otlp);
     let node = Node::start_with(|c| {
         c.telemetry.otlp.endpoint = Some(format!("http://{otlp}"));
         c.telemetry.otlp.interval = Duration::from_secs(1);
@@ -252,19 +259,8 @@ async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_listener_runs_in_a_process_span_linked_to_the_send() {
     use opentelemetry::trace::Tracer;
-    use opentelemetry_otlp::WithExportConfig;
     let (spans, otlp) = trace_receiver().await;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{otlp}"))
-        .build()
-        .unwrap();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        // Exported from the provider's own thread: a simple exporter would block a runtime
-        // worker on each span while the receiver needs one to answer.
-        .with_batch_exporter(exporter)
-        .build();
-    opentelemetry::global::set_tracer_provider(provider.clone());
+    let provider = app_tracer_provider(otlp);
     let node = Node::start().await;
     let topic = unique("traced-push");
     let group = unique("traced-push-g");
