@@ -228,6 +228,23 @@ fn new_commands_golden_bytes() {
     };
     let bytes = postcard::to_stdvec(&update).expect("encodes");
     assert_eq!(hex::encode(&bytes), "13016701030100");
+    // Variant 20: a broadcast group (ADR 0029), with its start and back-off.
+    let broadcast = ControllerCommand::CreateBroadcastGroup {
+        spec: group.clone(),
+        start: vela_proto::GroupStart::Latest,
+        retry: vela_proto::retry::RetryBackoff::Standard,
+        now_ms: 1,
+    };
+    let bytes = postcard::to_stdvec(&broadcast).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "140167011100020002");
+    assert_eq!(
+        postcard::from_bytes::<ControllerCommand>(&bytes).expect("decodes"),
+        broadcast
+    );
+    let Ok(Applied::Group(made)) = Metadata::default().apply(broadcast) else {
+        panic!("created")
+    };
+    assert!(made.broadcast && made.start == vela_proto::GroupStart::Latest);
     let mut md = Metadata::default();
     assert_eq!(
         md.apply(update.clone()),
