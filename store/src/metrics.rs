@@ -100,14 +100,11 @@ fn fold_broadcast_instances(
 ) -> Vec<GroupProgress> {
     let mut folded: BTreeMap<(String, String), GroupProgress> = BTreeMap::new();
     for ((topic, group), p) in by_group {
-        let parent = vela_proto::GroupName::new(&group)
-            .ok()
-            .and_then(|g| g.broadcast_parent());
-        let Some(parent) = parent else {
+        let Some((parent, _)) = group.split_once(vela_proto::BROADCAST_MARKER) else {
             folded.insert((topic, group), p);
             continue;
         };
-        let name = parent.as_str().to_owned();
+        let name = parent.to_owned();
         match folded.entry((topic, name.clone())) {
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(GroupProgress { group: name, ..p });
@@ -176,21 +173,14 @@ impl StoreMetrics {
         }
     }
 
-    /// Makes `log` (shard `shard`'s) record its fsyncs, if metrics are registered.
-    pub fn attach_log(&self, shard: ShardId, log: &vela_raft::SegmentLogStore<crate::ShardTypes>) {
-        if let Some(i) = self.log_instruments.lock().as_ref() {
-            log.set_metrics(vela_raft::log_metrics::LogMetrics {
-                fsync_seconds: i.fsync_seconds.clone(),
-                batch_appends: i.batch_appends.clone(),
-                attributes: i.labels.with([shard_label(shard)]).into(),
-            });
-        }
-    }
-
     /// Makes `shard` record its fsyncs, writes and snapshot builds, if metrics are registered.
     pub(crate) fn attach_shard(&self, shard: &crate::shard::Shard) {
-        self.attach_log(shard.id, &shard.log);
         if let Some(i) = self.log_instruments.lock().as_ref() {
+            shard.log.set_metrics(vela_raft::log_metrics::LogMetrics {
+                fsync_seconds: i.fsync_seconds.clone(),
+                batch_appends: i.batch_appends.clone(),
+                attributes: i.labels.with([shard_label(shard.id)]).into(),
+            });
             *shard.shared.timings.write() = Some(crate::shard::ShardTimings {
                 write_seconds: i.write_seconds.clone(),
                 snapshot_seconds: i.snapshot_seconds.clone(),
@@ -485,14 +475,14 @@ impl StoreMetrics {
                     .with_description(help)
                     .with_callback(move |o| {
                         let Some(store) = store.upgrade() else { return };
-                        for (shard, log) in store.shard_logs() {
-                            let segments = log.segments();
+                        for shard in store.shard_handles() {
+                            let segments = shard.log.segments();
                             let value = if bytes {
                                 segments.iter().map(|s| s.bytes).sum::<u64>()
                             } else {
                                 segments.len() as u64
                             };
-                            o.observe(clamp(value), &labels.with([shard_label(shard)]));
+                            o.observe(clamp(value), &labels.with([shard_label(shard.id)]));
                         }
                     })
                     .build(),

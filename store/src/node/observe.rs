@@ -18,19 +18,6 @@ impl Store {
         self.metrics.register(self, meter, labels);
     }
 
-    /// Every shard's log on this node.
-    pub(crate) fn shard_logs(
-        &self,
-    ) -> Vec<(
-        vela_proto::domain::ShardId,
-        vela_raft::SegmentLogStore<crate::ShardTypes>,
-    )> {
-        self.shards()
-            .iter()
-            .map(|(id, l)| (*id, l.shard.log.clone()))
-            .collect()
-    }
-
     /// Every shard on this node.
     pub(crate) fn shard_handles(&self) -> Vec<Arc<crate::shard::Shard>> {
         self.shards().values().map(|l| l.shard.clone()).collect()
