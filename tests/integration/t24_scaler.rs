@@ -204,6 +204,71 @@ async fn the_scaler_reports_a_groups_backlog() {
     node.stop().await;
 }
 
+/// A group with a tag filter: what the filter skips leaves its backlog once its receives
+/// have searched past it (within seconds), so the scaler does not scale consumers for
+/// messages none of them would get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_groups_backlog_leaves_out_what_its_filter_skips() {
+    let node = Node::start().await;
+    let topic = unique("filtered");
+    let group = unique("filtered-g");
+    node.admin(&["topic", "create", &topic, "--queues", "1"])
+        .await
+        .expect("topic");
+    node.admin(&["group", "create", &group])
+        .await
+        .expect("group");
+    let mut client = scaler(&node.endpoint()).await;
+    let consumer = node.consumer(&group, &topic, "A").await;
+    let producer = node.producer(&topic).await;
+    for (i, tag) in ["A"].iter().chain(&["B"; 20]).enumerate() {
+        let message = Message::builder(&topic)
+            .tag(*tag)
+            .body(format!("m{i}"))
+            .build()
+            .expect("message");
+        producer.send(message).await.expect("send");
+    }
+    assert_eq!(backlog(&mut client, &topic, &group).await, 21);
+    let got = consumer
+        .receive(4, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1, "only the A message matches");
+    consumer.ack(&got[0]).await.expect("ack");
+
+    // Receives that find nothing (each waits 2 s) move the group past the B messages.
+    let mut left = i64::MAX;
+    for _ in 0..30 {
+        let none = consumer
+            .receive(4, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        assert!(none.is_empty(), "nothing else matches: {none:?}");
+        left = backlog(&mut client, &topic, &group).await;
+        if left == 0 {
+            break;
+        }
+    }
+    assert_eq!(left, 0, "the skipped messages still count as backlog");
+    assert_eq!(admin_backlog(&node, &topic, &group).await, 0);
+
+    // A later match is still delivered after the move.
+    let message = Message::builder(&topic)
+        .tag("A")
+        .body("late")
+        .build()
+        .expect("message");
+    producer.send(message).await.expect("send");
+    let got = consumer
+        .receive(4, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body.as_ref(), b"late");
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_on_the_scaler_needs_a_port_of_its_own() {
     let auth = |c: &mut vela::config::VelaConfig| {

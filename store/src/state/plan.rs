@@ -3,7 +3,10 @@
 //! `PopRanges` that tells apply exactly how far to skip and to look. A receive that would find
 //! nothing proposes nothing: an empty receive writes nothing to the log. Where a scan got to
 //! without a match is remembered in a [`ScanMemo`], so the next receive continues from there
-//! instead of searching the same non-matching backlog again.
+//! instead of searching the same non-matching backlog again. Every few seconds at most (or
+//! after a long gap) such a receive does propose, to move the group's cursor over what it
+//! passed: the group's position and lag then leave out what its filter skips, on every replica
+//! and after a leader change.
 
 use std::collections::HashMap;
 
@@ -16,6 +19,13 @@ use crate::command::{QueueChoice, RecordRef, ScanRange, TagSubscription};
 const MAX_EXPIRIES: usize = 1024;
 /// Entries kept in a memo before it starts over (it is only a hint).
 const MEMO_ENTRIES: usize = 100_000;
+/// A search that found nothing past a group's cursor moves the cursor there (a receive that
+/// delivers nothing) once the memo has held the gap this long since the last such move...
+pub(crate) const SCAN_COMMIT_MS: i64 = 5_000;
+/// ...or at once when the gap is this many offsets. So the group's position, and every lag
+/// read from it, passes over what its filter skips, for one small log entry per group and
+/// queue every few seconds at most.
+pub(crate) const SCAN_COMMIT_OFFSETS: u64 = 16_384;
 
 /// What a receive can do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +84,16 @@ struct MemoKey {
 /// replicated; losing it only costs a rescan.
 #[derive(Debug, Default)]
 pub struct ScanMemo {
-    scanned: HashMap<MemoKey, (u64, u64)>,
+    scanned: HashMap<MemoKey, Scanned>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scanned {
+    to: u64,
+    witness: u64,
+    /// When the entry was first made, or its gap last proposed as the group's cursor (state
+    /// time, ms).
+    since_ms: i64,
 }
 
 impl ScanMemo {
@@ -91,11 +110,35 @@ impl ScanMemo {
         }
     }
 
-    fn record(&mut self, key: MemoKey, scanned_to: u64, witness: u64) {
+    fn record(&mut self, key: MemoKey, scanned_to: u64, witness: u64, now_ms: i64) {
         if self.scanned.len() >= MEMO_ENTRIES && !self.scanned.contains_key(&key) {
             self.scanned.clear();
         }
-        self.scanned.insert(key, (scanned_to, witness));
+        let since_ms = self.scanned.get(&key).map_or(now_ms, |s| s.since_ms);
+        self.scanned.insert(
+            key,
+            Scanned {
+                to: scanned_to,
+                witness,
+                since_ms,
+            },
+        );
+    }
+
+    /// Whether a search that found nothing between `cursor` and `scanned_to` should move the
+    /// group's cursor there now (see [`SCAN_COMMIT_MS`]); if so, the clock starts again.
+    fn commit_due(&mut self, key: &MemoKey, cursor: u64, scanned_to: u64, now_ms: i64) -> bool {
+        let Some(entry) = self.scanned.get_mut(key) else {
+            return false;
+        };
+        let due = entry.to == scanned_to
+            && scanned_to > cursor
+            && (scanned_to - cursor >= SCAN_COMMIT_OFFSETS
+                || now_ms.saturating_sub(entry.since_ms) >= SCAN_COMMIT_MS);
+        if due {
+            entry.since_ms = now_ms;
+        }
+        due
     }
 }
 
@@ -264,17 +307,20 @@ impl ShardState {
                 (Some(_), Some(last)) => last + 1,
                 _ => pos,
             };
+            // Everything from the cursor up to `pos` failed the filter when nothing matched.
+            let mut commit = false;
             if first_match.is_none()
                 && pos > cursor
                 && let Some(entry) = live(pos - 1)
             {
-                memo.record(key, pos, entry.log_index);
+                memo.record(key.clone(), pos, entry.log_index, now_ms);
+                commit = memo.commit_due(&key, cursor, pos, now_ms);
             }
-            if first_match.is_some() || expiries > 0 || ready {
+            if first_match.is_some() || expiries > 0 || ready || commit {
                 ranges.push(ScanRange {
                     queue_id,
-                    skip_to: first_match.unwrap_or(from),
-                    scan_to: if first_match.is_some() { scan_to } else { from },
+                    skip_to: first_match.unwrap_or(pos),
+                    scan_to: if first_match.is_some() { scan_to } else { pos },
                     expiries: u32::try_from(expiries).unwrap_or(u32::MAX),
                 });
                 wanted = wanted.saturating_sub(found + expiries);
@@ -307,7 +353,7 @@ impl ShardState {
             .map_or(index.min_offset(), |c| c.cursor())
             .max(index.min_offset());
         let from = match memo.scanned.get(key) {
-            Some(&(to, witness))
+            Some(&Scanned { to, witness, .. })
                 if to > cursor
                     && to <= index.max_offset()
                     && live_entry(&self.entries, self.truncated_below, index, to - 1)

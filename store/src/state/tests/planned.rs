@@ -3,6 +3,7 @@
 //! be delivered, and a re-created queue is not mistaken for the old one.
 
 use super::*;
+use crate::state::plan::{SCAN_COMMIT_MS, SCAN_COMMIT_OFFSETS};
 use crate::state::{PopPlan, ScanMemo};
 
 fn probe<'a>(g: &'a GroupName, t: &'a TopicName, filter: &'a TagSubscription) -> PopProbe<'a> {
@@ -114,6 +115,92 @@ fn a_plan_searches_in_slices_remembers_and_proposes_only_what_delivers() {
         &mut budget,
     );
     assert_eq!(budget, 10, "the memo skips the searched backlog");
+}
+
+/// The group's backlog on queue 0 of "orders", as lag is read.
+fn backlog(h: &Harness, g: &GroupName) -> u64 {
+    h.state.queue_stats(&topic("orders"), Some(g))[0].groups[0].backlog
+}
+
+#[test]
+fn a_search_that_finds_nothing_moves_the_cursor_every_few_seconds() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion { version: 4 });
+    h.append(vec![message(Some("A"), None)]);
+    let (g, t) = (group("billing"), topic("orders"));
+    let only_a = TagSubscription::Tags(vec!["A".into()]);
+    let mut memo = ScanMemo::default();
+    let plan = |h: &Harness, memo: &mut ScanMemo| {
+        let mut budget = 100_000;
+        h.state
+            .plan_pop(probe(&g, &t, &only_a), 32, h.now_ms, memo, &mut budget)
+    };
+    let PopPlan::Propose(ranges) = plan(&h, &mut memo) else {
+        panic!("the match is planned");
+    };
+    let delivery_id = h.last_index + 1;
+    assert_eq!(apply_plan(&mut h, ranges, only_a.clone()), vec![0]);
+    let first = DeliveryRef {
+        group: g.clone(),
+        topic: t.clone(),
+        queue_id: 0,
+        offset: 0,
+        delivery_id,
+    };
+    h.ack(first).expect("acked");
+    h.append(vec![message(Some("B"), None); 100]);
+    assert_eq!(backlog(&h, &g), 100, "nothing searched yet");
+
+    // A search that finds nothing proposes nothing at first: the memo holds the gap.
+    assert_eq!(plan(&h, &mut memo), PopPlan::Nothing);
+    assert_eq!(backlog(&h, &g), 100);
+    h.advance(SCAN_COMMIT_MS - 1);
+    assert_eq!(plan(&h, &mut memo), PopPlan::Nothing);
+
+    // Once the gap has stood long enough, a receive moves the group past it, delivering
+    // nothing: its backlog no longer counts what its filter skips.
+    h.advance(1);
+    let PopPlan::Propose(ranges) = plan(&h, &mut memo) else {
+        panic!("the gap is proposed");
+    };
+    assert_eq!(
+        ranges,
+        vec![ScanRange {
+            queue_id: 0,
+            skip_to: 101,
+            scan_to: 101,
+            expiries: 0
+        }]
+    );
+    assert!(apply_plan(&mut h, ranges, only_a.clone()).is_empty());
+    assert_eq!(backlog(&h, &g), 0);
+    assert_eq!(
+        plan(&h, &mut memo),
+        PopPlan::Nothing,
+        "nothing more to move"
+    );
+
+    // New non-matching messages wait for the interval again; a long gap moves at once.
+    h.append(vec![message(Some("B"), None); 10]);
+    assert_eq!(plan(&h, &mut memo), PopPlan::Nothing);
+    assert_eq!(backlog(&h, &g), 10);
+    h.append(vec![message(Some("B"), None); SCAN_COMMIT_OFFSETS as usize]);
+    let PopPlan::Propose(ranges) = plan(&h, &mut memo) else {
+        panic!("a long gap is proposed at once");
+    };
+    assert_eq!(ranges[0].skip_to, 111 + SCAN_COMMIT_OFFSETS);
+    assert!(apply_plan(&mut h, ranges, only_a.clone()).is_empty());
+    assert_eq!(backlog(&h, &g), 0);
+
+    // A match after the gap is still delivered.
+    h.append(vec![message(Some("A"), None)]);
+    let PopPlan::Propose(ranges) = plan(&h, &mut memo) else {
+        panic!("the match is planned");
+    };
+    assert_eq!(
+        apply_plan(&mut h, ranges, only_a),
+        vec![111 + SCAN_COMMIT_OFFSETS]
+    );
 }
 
 #[test]
