@@ -13,8 +13,11 @@ named as existing in the profile, probes on /health and /ready of a declared por
 TOML parseable. The same for `kubectl kustomize` of deploy/k8s's overlays. Also: the values
 table of the chart README is current and the chart's dashboard is the one in deploy/grafana.
 """
+import base64
+import ssl
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -25,7 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "vela"
 K8S = ROOT / "deploy" / "k8s"
 KUBE_VERSION = "1.30.0"
-CUSTOM = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+TLS_PARAMETERS = {"caCert": "ca.pem", "tlsClientCert": "tls.crt", "tlsClientKey": "tls.key"}
 failures = []
 
 
@@ -57,6 +65,13 @@ def check_custom(where, obj):
         for key in ("minReplicaCount", "maxReplicaCount", "pollingInterval"):
             if not isinstance(spec.get(key), int):
                 fail(where, f"{key} must be an integer")
+    elif kind == "TriggerAuthentication":
+        refs = {r.get("parameter"): r for r in spec.get("secretTargetRef", [])}
+        if set(refs) != set(TLS_PARAMETERS):
+            fail(where, f"parameters {sorted(refs)}, expected {sorted(TLS_PARAMETERS)}")
+        for parameter, key in TLS_PARAMETERS.items():
+            if refs.get(parameter, {}).get("key") != key or not refs.get(parameter, {}).get("name"):
+                fail(where, f"{parameter} must come from key {key} of a Secret")
     elif kind == "ServiceMonitor":
         eps = spec.get("endpoints", [])
         if not eps or any(e.get("path") != "/metrics" or not e.get("port") for e in eps):
@@ -140,7 +155,86 @@ def check_objects(where, objs, existing, mode):
                     tomllib.loads(text)
                 except tomllib.TOMLDecodeError as e:
                     fail(f"{where} ConfigMap/{cm['metadata']['name']}", f"{key}: {e}")
+    auths = {o["metadata"]["name"]: o for o in by_kind.get("TriggerAuthentication", [])}
+    for o in by_kind.get("TriggerAuthentication", []):
+        for ref in o["spec"].get("secretTargetRef", []):
+            if ref.get("name") not in secrets:
+                fail(f"{where} TriggerAuthentication/{o['metadata']['name']}", f"names Secret {ref.get('name')}, which nothing creates")
+    for o in by_kind.get("ScaledObject", []):
+        for t in o["spec"].get("triggers", []):
+            ref = (t.get("authenticationRef") or {}).get("name")
+            if ref is not None and ref not in auths:
+                fail(f"{where} ScaledObject/{o['metadata']['name']}", f"authenticationRef {ref} is not rendered")
+    if mode == "cluster":
+        check_cluster_tls(where, by_kind)
     return by_kind
+
+
+def handshake(ca, cert, key, hostname):
+    """A mutual TLS handshake in memory, server and client presenting `cert`; raises if the
+    certificate does not chain to `ca` or does not name `hostname`."""
+    with tempfile.TemporaryDirectory() as d:
+        paths = {}
+        for name, data in (("ca.pem", ca), ("tls.crt", cert), ("tls.key", key)):
+            paths[name] = Path(d) / name
+            paths[name].write_bytes(data)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(paths["tls.crt"], paths["tls.key"])
+        server.load_verify_locations(paths["ca.pem"])
+        server.verify_mode = ssl.CERT_REQUIRED
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.load_verify_locations(paths["ca.pem"])
+        client.load_cert_chain(paths["tls.crt"], paths["tls.key"])
+        bios = [ssl.MemoryBIO() for _ in range(4)]
+        s = server.wrap_bio(bios[0], bios[1], server_side=True)
+        c = client.wrap_bio(bios[2], bios[3], server_hostname=hostname)
+        done = set()
+        for _ in range(20):
+            for side, tls in (("client", c), ("server", s)):
+                if side in done:
+                    continue
+                try:
+                    tls.do_handshake()
+                    done.add(side)
+                except ssl.SSLWantReadError:
+                    pass
+            bios[0].write(bios[3].read())
+            bios[2].write(bios[1].read())
+            if done == {"client", "server"}:
+                return
+        raise RuntimeError("handshake did not finish")
+
+
+def check_cluster_tls(where, by_kind):
+    """Mutual TLS between the pods: every role's config has it, and a certificate the chart
+    made serves nodes (name vela-cluster) and KEDA (the controllers' Service name)."""
+    tls_secrets = set()
+    for o, spec in pod_specs(sum((by_kind.get(k, []) for k in ("StatefulSet", "Deployment")), [])):
+        for v in spec.get("volumes", []):
+            if v["name"] == "cluster-tls":
+                tls_secrets.add(v["secret"]["secretName"])
+    configs = [text for cm in by_kind.get("ConfigMap", []) for key, text in cm.get("data", {}).items() if key.endswith(".toml")]
+    if not tls_secrets:
+        if any("[cluster.tls]" in text for text in configs):
+            fail(where, "[cluster.tls] in a config without the cluster-tls volume")
+        return
+    if len(tls_secrets) != 1:
+        fail(where, f"several cluster TLS Secrets: {sorted(tls_secrets)}")
+    for text in configs:
+        if "[cluster.tls]" not in text:
+            fail(where, "a role's config lacks [cluster.tls] while the pods mount its Secret")
+    made = [o for o in by_kind.get("Secret", []) if o["metadata"]["name"] in tls_secrets]
+    controller = next((o for o in by_kind.get("Service", []) if o["metadata"]["name"].endswith("-controller")), None)
+    for o in made:
+        data = {k: base64.b64decode(v) for k, v in o["data"].items()}
+        names = ["vela-cluster"]
+        if controller is not None:
+            names.append(f"{controller['metadata']['name']}.mq.svc.cluster.local")
+        for hostname in names:
+            try:
+                handshake(data["ca.pem"], data["tls.crt"], data["tls.key"], hostname)
+            except Exception as e:  # ssl.SSLError, KeyError, RuntimeError
+                fail(f"{where} Secret/{o['metadata']['name']}", f"mutual TLS as {hostname}: {type(e).__name__}: {e}")
 
 
 def render(values_files, extra=()):
@@ -191,7 +285,7 @@ def main():
     if bad.returncode == 0 or "1, 3 or 5" not in bad.stderr:
         fail("controller.replicas=2", "not refused with a clear message")
     # Plain manifests: kustomize's own build of each overlay (Secrets the user creates).
-    user_secrets = {"vela-auth", "vela-receipt-keys", "vela-metadata-key"}
+    user_secrets = {"vela-auth", "vela-receipt-keys", "vela-metadata-key", "vela-cluster-tls"}
     for overlay in sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir()):
         objs = [o for o in yaml.safe_load_all(run(KUBECTL, "kustomize", str(overlay))) if o]
         mode = "standalone" if overlay.name == "standalone" else "cluster"

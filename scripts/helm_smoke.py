@@ -3,13 +3,15 @@
 
     .venv/bin/python scripts/helm_smoke.py HELM VELA_BINARY
 
-Renders the chart with its default values (3 controllers, 3 stores, 2 proxies, auth on), then
+Renders the chart with its default values (3 controllers, 3 stores, 2 proxies, auth on, mutual
+TLS between the pods with the certificate the chart makes; plus a KEDA ScaledObject), then
 starts every pod's container as a local process: the exact args and environment the
 StatefulSets and the Deployment give it (Secrets resolved from the rendered ones), HOSTNAME set
 to the pod's name, mounted files written out, and only addresses rewritten (each pod's DNS name
 and port becomes a loopback port, the proxy Service each proxy itself; /var/lib/vela and /etc/vela a temporary directory). Then,
 as the first user from the chart's Secret, it creates a topic and group through a proxy, sends,
-asks a controller's KEDA external scaler for the group's backlog (it must count what was sent,
+asks a controller's KEDA external scaler for the group's backlog over mutual TLS, as the chart's
+TriggerAuthentication has KEDA do it (it must count what was sent,
 before the group has received anything), receives everything through the other proxy, and asks
 again (0). Then a rolling update of every pod (stores, controllers, proxies: SIGTERM, restart
 from the upgrade's render on the same volume) between sends: every acknowledged message is
@@ -100,8 +102,13 @@ def metric_value(reply):
     return 0
 
 
-def scaler_backlog(addr, topic, group):
-    with grpc.insecure_channel(addr) as channel:
+def scaler_backlog(addr, topic, group, tls):
+    """Asks the scaler at `addr` as KEDA does with the chart's TriggerAuthentication: the
+    cluster's CA, certificate and key, verifying the controllers' Service name."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls["ca.pem"], private_key=tls["tls.key"], certificate_chain=tls["tls.crt"])
+    options = [("grpc.ssl_target_name_override", tls["host"])]
+    with grpc.secure_channel(addr, credentials, options) as channel:
         call = channel.unary_unary("/externalscaler.ExternalScaler/GetMetrics")
         request = field(1, scaled_object_ref(topic, group)) + field(2, b"s0-vela")
         return metric_value(call(request, timeout=10))
@@ -113,7 +120,10 @@ class Cluster:
         self.dir = Path(tempfile.mkdtemp(prefix="vela-helm-smoke-"))
         self.procs = []
         def render(*extra):
-            out = subprocess.run([helm, "template", "vela", str(CHART), "--namespace", NS, *extra],
+            # A ScaledObject, so the chart renders KEDA's TriggerAuthentication too.
+            keda = ["--set", "keda.scaledObjects[0].name=consumer", "--set", "keda.scaledObjects[0].deployment=consumer",
+                    "--set", "keda.scaledObjects[0].topic=orders", "--set", "keda.scaledObjects[0].consumerGroup=billing"]
+            out = subprocess.run([helm, "template", "vela", str(CHART), "--namespace", NS, *keda, *extra],
                                  check=True, capture_output=True, text=True).stdout
             return [o for o in yaml.safe_load_all(out) if o]
         self.objs = render()
@@ -221,6 +231,16 @@ class Cluster:
                     raise RuntimeError(f"{name} not ready after {deadline} s")
                 time.sleep(0.5)
 
+    def scaler_tls(self):
+        """The files KEDA's TriggerAuthentication hands it, and the host its ScaledObject dials."""
+        auth = next(o for o in self.objs if o["kind"] == "TriggerAuthentication")
+        files = {}
+        for ref in auth["spec"]["secretTargetRef"]:
+            files[ref["key"]] = self.secrets[ref["name"]][ref["key"]]
+        scaled = next(o for o in self.objs if o["kind"] == "ScaledObject")
+        files["host"] = scaled["spec"]["triggers"][0]["metadata"]["scalerAddress"].rsplit(":", 1)[0]
+        return files
+
     def proxy(self, i):
         return [p for n, _, p in self.procs if "-proxy-" in n][i]["grpc"]
 
@@ -263,7 +283,8 @@ def main():
         cluster.admin(p0, "topic", "create", "orders", "--queues", "4")
         cluster.admin(p0, "group", "create", "billing")
         cluster.admin(p0, "send", "orders", "--count", "20")
-        backlog = scaler_backlog(f"127.0.0.1:{cluster.controller(2)}", "orders", "billing")
+        tls = cluster.scaler_tls()
+        backlog = scaler_backlog(f"127.0.0.1:{cluster.controller(2)}", "orders", "billing", tls)
         assert backlog == 20, f"the scaler counts what waits for the group: {backlog}"
         got = 0
         for _ in range(10):
@@ -272,7 +293,7 @@ def main():
             if got >= 20:
                 break
         assert got == 20, f"received {got} of 20"
-        backlog = scaler_backlog(f"127.0.0.1:{cluster.controller(0)}", "orders", "billing")
+        backlog = scaler_backlog(f"127.0.0.1:{cluster.controller(0)}", "orders", "billing", tls)
         assert backlog == 0, f"backlog after acking everything: {backlog}"
         # A rolling update of every pod (stores, controllers, then proxies, as the
         # StatefulSets and the Deployment do it) while messages are sent: every message whose

@@ -23,6 +23,7 @@ SECRETS = [
     "--set", "auth.existingSecret=vela-auth",
     "--set", "receiptKeys.existingSecret=vela-receipt-keys",
     "--set", "metadataKeySecret=vela-metadata-key",
+    "--set", "cluster.tls.secretName=vela-cluster-tls",
 ]
 MODES = {
     # The plain cluster bootstraps on its first start; README says when to turn that off.

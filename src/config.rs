@@ -776,6 +776,19 @@ mod tests {
                 .validate_stores()
                 .and_then(|()| c.cluster.validate_controllers())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Mutual TLS between the roles is on, each process with its own certificate.
+            let tls = c
+                .cluster
+                .tls
+                .as_ref()
+                .unwrap_or_else(|| panic!("{}: no [cluster.tls]", path.display()));
+            let stem = name.trim_end_matches(".toml");
+            assert!(
+                tls.cert_file.ends_with(format!("{stem}.pem"))
+                    && tls.key_file.ends_with(format!("{stem}.key")),
+                "{}: {tls:?}",
+                path.display()
+            );
             match profile {
                 Profile::Store => assert!(
                     c.cluster.stores.iter().any(|n| n.id == c.store.node_id),
@@ -799,9 +812,18 @@ mod tests {
             "expected 3 + 3 + 2 examples in {}",
             dir.display()
         );
-        // Every process of one cluster describes the same cluster.
+        // Every process of one cluster describes the same cluster (its own certificate aside).
+        let shared = |c: &VelaConfig| ClusterConfig {
+            tls: None,
+            ..c.cluster.clone()
+        };
         for c in &seen {
-            assert_eq!(c.cluster, seen[0].cluster);
+            assert_eq!(shared(c), shared(&seen[0]));
+            assert_eq!(
+                c.cluster.tls.as_ref().map(|t| &t.ca_file),
+                seen[0].cluster.tls.as_ref().map(|t| &t.ca_file),
+                "one cluster CA"
+            );
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("store.toml");

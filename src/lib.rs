@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod certs;
 pub mod config;
 pub mod controller_node;
 pub mod http;

@@ -143,65 +143,6 @@ metadata_key_file = {:?}
     text
 }
 
-/// A cluster CA and a certificate per process (DNS name `vela-cluster`, the name nodes verify
-/// each other by), made once: files already there are kept.
-fn cluster_certificates(dir: &Path, roles: &[Role]) -> anyhow::Result<()> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_pem = dir.join("ca.pem");
-    let ca_key_pem = dir.join("ca.key");
-    std::fs::create_dir_all(dir)?;
-    // The CA's name and key are all an issuer needs: certificates made on a later start chain
-    // to the CA certificate made on the first.
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "vela local-cluster CA");
-    if !ca_pem.exists() {
-        let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
-        write_private(&ca_key_pem, &key.serialize_pem())?;
-        std::fs::write(&ca_pem, cert.pem())?;
-    }
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&ca_key_pem)?)?;
-    let issuer = Issuer::new(params, ca_key);
-    for role in roles {
-        let name = format!("{}-{}", role.kind, role.id);
-        let (cert_path, key_path) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        if cert_path.exists() && key_path.exists() {
-            continue;
-        }
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![
-            vela_proto::cluster_tls::DEFAULT_SERVER_NAME.to_owned(),
-        ])?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &issuer)?;
-        write_private(&key_path, &key.serialize_pem())?;
-        std::fs::write(&cert_path, cert.pem())?;
-    }
-    Ok(())
-}
-
-/// Writes `text` readable by the owner only.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut options = File::options();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())?;
-    Ok(())
-}
-
 fn spawn(argv: &[String], log: &Path) -> anyhow::Result<Child> {
     let out = File::options()
         .create(true)
@@ -287,7 +228,11 @@ pub async fn run(
     }
 
     if args.cluster_tls {
-        cluster_certificates(&root.join("tls"), &roles)?;
+        let names: Vec<String> = roles
+            .iter()
+            .map(|r| format!("{}-{}", r.kind, r.id))
+            .collect();
+        crate::certs::cluster_certificates(&root.join("tls"), &names, &[])?;
     }
     let mut children: Vec<Running> = Vec::new();
     let mut file = ClusterFile::default();

@@ -60,6 +60,8 @@ enum Command {
     Proxy(RoleArgs),
     /// Run a whole cluster on this machine, each role its own child process.
     LocalCluster(vela::local_cluster::LocalClusterArgs),
+    /// Make a cluster CA and a certificate per process for mutual TLS between roles.
+    ClusterCerts(vela::certs::ClusterCertsArgs),
     /// Manage topics and groups, look at queues, send and receive.
     Admin(vela::admin::AdminArgs),
     /// Load generator: producers and consumers through vela-sdk.
@@ -139,6 +141,7 @@ fn main() -> ExitCode {
                 // Listening before any child starts: a signal during start-up still stops them.
                 vela::local_cluster::run(args, signal_listener()).await
             }
+            Command::ClusterCerts(args) => vela::certs::run(&args),
             Command::Admin(args) => vela::admin::run(args).await,
             Command::Bench(args) => vela::bench::run(args).await,
         }

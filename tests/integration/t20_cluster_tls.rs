@@ -144,5 +144,42 @@ async fn cluster_processes_speak_mutual_tls_and_refuse_strangers() {
         refused,
         "the controller hands nothing to a plaintext caller"
     );
+
+    // `vela cluster-certs` adds a member to the same CA (the shipped cluster configs' way).
+    let certs = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+            .arg("cluster-certs")
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = certs(&["ops-1", "proxy-1"]);
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("wrote") && printed.contains("ops-1.pem"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("kept") && printed.contains("proxy-1.pem"),
+        "{printed}"
+    );
+    let added = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .identity(Identity::from_pem(
+            read(&dir.join("ops-1.pem")),
+            read(&dir.join("ops-1.key")),
+        ));
+    assert!(
+        store_answers(tls(&store, added)).await,
+        "a certificate vela cluster-certs made is a member's"
+    );
+    let bad = certs(&["../ops"]);
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(said.contains("invalid process name"), "{said}");
     cluster.stop_all().await;
 }

@@ -111,7 +111,7 @@ addr = "{{ $full }}-controller-{{ $i }}.{{ $full }}-controller-headless.{{ $ns }
 id = {{ add $i 1 }}
 addr = "{{ $full }}-store-{{ $i }}.{{ $full }}-store-headless.{{ $ns }}.svc.{{ $domain }}:{{ $.Values.store.grpcPort }}"
 {{- end }}
-{{- if .Values.cluster.tls.secretName }}
+{{- if include "vela.clusterTlsSecret" . }}
 
 [cluster.tls]
 ca_file = "/etc/vela/cluster-tls/ca.pem"
@@ -196,14 +196,27 @@ ca_file = "/etc/vela/otlp-ca/ca.pem"
 {{- end }}
 {{- end -}}
 
+{{/* The Secret with the cluster's TLS files (ca.pem, tls.crt, tls.key): the one named in the
+values, or the one the chart makes; empty when mutual TLS between the pods is off. */}}
+{{- define "vela.clusterTlsSecret" -}}
+{{- if and (ne .Values.mode "standalone") .Values.cluster.tls.enabled -}}
+{{- default (printf "%s-cluster-tls" (include "vela.fullname" .)) .Values.cluster.tls.secretName -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The controllers' Service, as KEDA dials it (host part; its certificate must name it). */}}
+{{- define "vela.controllerServiceHost" -}}
+{{- printf "%s-controller.%s.svc.%s" (include "vela.fullname" .) .Release.Namespace .Values.cluster.clusterDomain -}}
+{{- end -}}
+
 {{- define "vela.clusterTlsVolume" -}}
-{{- if .Values.cluster.tls.secretName }}
+{{- with include "vela.clusterTlsSecret" . }}
 - name: cluster-tls
-  secret: {secretName: {{ .Values.cluster.tls.secretName }}}
+  secret: {secretName: {{ . }}}
 {{- end }}
 {{- end -}}
 {{- define "vela.clusterTlsMount" -}}
-{{- if .Values.cluster.tls.secretName }}
+{{- if include "vela.clusterTlsSecret" . }}
 - {name: cluster-tls, mountPath: /etc/vela/cluster-tls, readOnly: true}
 {{- end }}
 {{- end -}}
