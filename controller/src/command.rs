@@ -151,6 +151,14 @@ pub enum ControllerCommand {
         retry: RetryBackoff,
         now_ms: i64,
     },
+    /// Creates a route to an HTTP target whose requests carry headers, their values sealed. A
+    /// controller on a build from before it cannot read this entry: create such routes once
+    /// every controller runs a build that has it.
+    CreateHttpRouteWithHeaders {
+        route: Box<LoggedRoute>,
+        http: StoredHttp,
+        headers: Vec<StoredHeader>,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -200,7 +208,7 @@ impl ControllerCommand {
     }
 }
 
-use crate::metadata::{LoggedRoute, StoredHttp, StoredRoute};
+use crate::metadata::{LoggedRoute, StoredHeader, StoredHttp, StoredRoute};
 use crate::secrets::SealedSecret;
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -272,6 +280,14 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::CreateRoute { route } => write!(f, "create-route {}", route.name),
             ControllerCommand::CreateHttpRoute { route, .. } => {
                 write!(f, "create-route {} (HTTP)", route.name)
+            }
+            ControllerCommand::CreateHttpRouteWithHeaders { route, headers, .. } => {
+                write!(
+                    f,
+                    "create-route {} (HTTP, {} headers)",
+                    route.name,
+                    headers.len()
+                )
             }
             ControllerCommand::DeleteRoute { name } => write!(f, "delete-route {name}"),
             ControllerCommand::SetRoutePaused { name, paused } => {

@@ -13,7 +13,9 @@ use crate::placement::{drain_moves, place_queues, replica_sets};
 mod auth;
 mod routes;
 pub use auth::StoredUser;
-pub use routes::{LoggedRoute, StoredCredentials, StoredEndpoint, StoredHttp, StoredRoute};
+pub use routes::{
+    LoggedRoute, StoredCredentials, StoredEndpoint, StoredHeader, StoredHttp, StoredRoute,
+};
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
 /// `#[serde(default)]`.
@@ -143,11 +145,16 @@ impl Metadata {
                 self.delete_acl(subject, &resources)
             }
             ControllerCommand::CreateRoute { route } => {
-                self.create_route(StoredRoute::new(*route, None))
+                self.create_route(StoredRoute::new(*route, None, Vec::new()))
             }
             ControllerCommand::CreateHttpRoute { route, http } => {
-                self.create_route(StoredRoute::new(*route, Some(http)))
+                self.create_route(StoredRoute::new(*route, Some(http), Vec::new()))
             }
+            ControllerCommand::CreateHttpRouteWithHeaders {
+                route,
+                http,
+                headers,
+            } => self.create_route(StoredRoute::new(*route, Some(http), headers)),
             ControllerCommand::DeleteRoute { name } => self.delete_route(name),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 self.set_route_paused(name, paused)
@@ -674,6 +681,7 @@ mod tests {
                     // Not generated here (see `metadata::routes`).
                     ControllerCommand::CreateRoute { .. }
                     | ControllerCommand::CreateHttpRoute { .. }
+                    | ControllerCommand::CreateHttpRouteWithHeaders { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

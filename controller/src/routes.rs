@@ -6,18 +6,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vela_proto::route::{
-    HttpTarget, RouteConfig, RouteCredentials, RouteEndpoint, RouteRuntime, RouteSpec, RouteStatus,
-    RouteTarget,
+    HttpHeader, HttpTarget, RouteConfig, RouteCredentials, RouteEndpoint, RouteRuntime, RouteSpec,
+    RouteStatus, RouteTarget,
 };
 use vela_proto::{ControllerApi, ControllerError, GroupSpec, GroupStart, RouteName, TopicType};
 
 use crate::command::{Applied, ControllerCommand};
 use crate::controller::{Controller, unexpected};
-use crate::metadata::{LoggedRoute, StoredCredentials, StoredEndpoint, StoredHttp, StoredRoute};
+use crate::metadata::{
+    LoggedRoute, StoredCredentials, StoredEndpoint, StoredHeader, StoredHttp, StoredRoute,
+};
 
 /// What a route's sealed secret key is bound to: it cannot be moved to another route or side.
 fn secret_context(route: &RouteName, side: &str) -> String {
     format!("route-secret:{route}:{side}")
+}
+
+/// What a sealed header value is bound to: its route and header.
+fn header_context(route: &RouteName, header: &str) -> String {
+    format!("route-header:{route}:{}", header.to_ascii_lowercase())
 }
 
 impl Controller {
@@ -79,6 +86,22 @@ impl Controller {
         })
     }
 
+    fn open_headers(&self, r: &StoredRoute) -> Result<Vec<HttpHeader>, ControllerError> {
+        r.http_headers
+            .iter()
+            .map(|h| {
+                let failed = |e: String| {
+                    ControllerError::Internal(format!("header {} of route {}: {e}", h.name, r.name))
+                };
+                let value = self
+                    .sealer
+                    .open(&header_context(&r.name, &h.name), &h.value)
+                    .map_err(|e| failed(e.to_string()))?;
+                HttpHeader::new(&h.name, &value).map_err(|e| failed(e.0))
+            })
+            .collect()
+    }
+
     fn open_route(&self, r: &StoredRoute) -> Result<RouteConfig, ControllerError> {
         Ok(RouteConfig {
             spec: RouteSpec {
@@ -90,6 +113,7 @@ impl Controller {
                     Some(http) => RouteTarget::Http(HttpTarget {
                         url: http.url.clone(),
                         batch: http.batch,
+                        headers: self.open_headers(r)?,
                     }),
                     None => RouteTarget::Topic {
                         topic: r.target_topic.clone(),
@@ -161,11 +185,12 @@ impl Controller {
         if spec.source.address.is_none() {
             self.ensure_route_group(&spec).await?;
         }
-        let (target_topic, target, http) = match &spec.target {
+        let (target_topic, target, http, headers) = match &spec.target {
             RouteTarget::Topic { topic, endpoint } => (
                 topic.clone(),
                 self.seal_endpoint(&spec.name, "target", endpoint),
                 None,
+                Vec::new(),
             ),
             RouteTarget::Http(http) => (
                 spec.source_topic.clone(),
@@ -174,6 +199,15 @@ impl Controller {
                     url: http.url.clone(),
                     batch: http.batch,
                 }),
+                http.headers
+                    .iter()
+                    .map(|h| StoredHeader {
+                        name: h.name().to_owned(),
+                        value: self
+                            .sealer
+                            .seal(&header_context(&spec.name, h.name()), h.expose()),
+                    })
+                    .collect::<Vec<_>>(),
             ),
         };
         let route = Box::new(LoggedRoute {
@@ -191,7 +225,12 @@ impl Controller {
         });
         let command = match http {
             None => ControllerCommand::CreateRoute { route },
-            Some(http) => ControllerCommand::CreateHttpRoute { route, http },
+            Some(http) if headers.is_empty() => ControllerCommand::CreateHttpRoute { route, http },
+            Some(http) => ControllerCommand::CreateHttpRouteWithHeaders {
+                route,
+                http,
+                headers,
+            },
         };
         match self.group.propose(command).await? {
             Ok(Applied::Route(route)) => {

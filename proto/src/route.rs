@@ -150,6 +150,90 @@ pub const MAX_HTTP_BATCH: u32 = 16;
 /// Longest target URL.
 const MAX_URL_LEN: usize = 2048;
 
+/// Most headers an HTTP target takes.
+pub const MAX_HTTP_HEADERS: usize = 16;
+/// Longest header value (a bearer token, a signature).
+const MAX_HEADER_VALUE: usize = 8192;
+/// Headers the route sets itself or HTTP manages: not the user's to give.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "content-type",
+    "expect",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A header every request to an HTTP target carries (`Authorization: Bearer …`, an API key).
+/// Its value is treated as a secret: sealed in the metadata, never shown or logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpHeader {
+    name: String,
+    value: String,
+}
+
+impl fmt::Debug for HttpHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HttpHeader({}: ***)", self.name)
+    }
+}
+
+impl HttpHeader {
+    /// A header named `name` (an HTTP token, not one HTTP or the route manages) with `value`
+    /// (1 to 8192 visible characters and spaces, no line breaks).
+    pub fn new(name: &str, value: &str) -> Result<Self, RouteError> {
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || name.len() > 64 || !name.chars().all(token) {
+            return invalid(format!(
+                "header name {name:?} is not an HTTP token of 1 to 64 characters"
+            ));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return invalid(format!(
+                "header {name} is set by the route or by HTTP itself"
+            ));
+        }
+        let value = value.trim_matches([' ', '\t']);
+        if value.is_empty()
+            || value.len() > MAX_HEADER_VALUE
+            || value
+                .chars()
+                .any(|c| c != '\t' && (c.is_control() || !c.is_ascii()))
+        {
+            return invalid(format!(
+                "the value of header {name} must be 1 to {MAX_HEADER_VALUE} printable ASCII \
+                 characters"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+
+    /// `NAME: VALUE`, as the command line gives it.
+    pub fn parse(text: &str) -> Result<Self, RouteError> {
+        let Some((name, value)) = text.split_once(':') else {
+            return invalid("a header is given as \"NAME: VALUE\"");
+        };
+        Self::new(name.trim(), value)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The secret value, for the request only.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
 /// An HTTP endpoint that takes CloudEvents 1.0 in structured JSON (ADR 0025).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTarget {
@@ -158,6 +242,8 @@ pub struct HttpTarget {
     /// Events per request: 1 sends `application/cloudevents+json`, more a
     /// `application/cloudevents-batch+json` array of up to this many.
     pub batch: u32,
+    /// Sent with every request, in this order (names unique, case aside).
+    pub headers: Vec<HttpHeader>,
 }
 
 impl HttpTarget {
@@ -183,7 +269,28 @@ impl HttpTarget {
         Ok(Self {
             url: url.to_owned(),
             batch,
+            headers: Vec::new(),
         })
+    }
+
+    /// The target with `headers` on every request: at most 16, each name once (case aside).
+    pub fn with_headers(mut self, headers: Vec<HttpHeader>) -> Result<Self, RouteError> {
+        if headers.len() > MAX_HTTP_HEADERS {
+            return invalid(format!(
+                "{} headers: an HTTP target takes at most {MAX_HTTP_HEADERS}",
+                headers.len()
+            ));
+        }
+        for (i, h) in headers.iter().enumerate() {
+            if headers[..i]
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case(&h.name))
+            {
+                return invalid(format!("header {} is given twice", h.name));
+            }
+        }
+        self.headers = headers;
+        Ok(self)
     }
 }
 
@@ -247,7 +354,7 @@ impl RouteSpec {
                 }
             }
             RouteTarget::Http(http) => {
-                HttpTarget::new(&http.url, http.batch)?;
+                HttpTarget::new(&http.url, http.batch)?.with_headers(http.headers.clone())?;
                 if self.keep_message_id {
                     return invalid(
                         "--keep-message-id is for topic targets (an HTTP target gets the \
@@ -429,6 +536,37 @@ mod tests {
         }
         assert!(HttpTarget::new("https://h/", 0).is_err());
         assert!(HttpTarget::new("https://h/", 17).is_err());
+    }
+
+    #[test]
+    fn http_headers_are_tokens_with_secret_printable_values() {
+        let h = HttpHeader::parse("Authorization: Bearer abc.def").expect("ok");
+        assert_eq!((h.name(), h.expose()), ("Authorization", "Bearer abc.def"));
+        assert_eq!(format!("{h:?}"), "HttpHeader(Authorization: ***)");
+        assert!(HttpHeader::parse("X-Api-Key:k").is_ok());
+        for bad in [
+            "no colon",
+            ": value",
+            "Bad Name: v",
+            "X-Empty:   ",
+            "Content-Type: text/plain",
+            "host: h",
+            "X-Line: a\r\nInjected: b",
+            "X-Utf8: é",
+        ] {
+            assert!(HttpHeader::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(HttpHeader::new("X-Long", &"v".repeat(8193)).is_err());
+        let target = HttpTarget::new("https://h/", 1).expect("url");
+        let twice = vec![
+            HttpHeader::parse("X-A: 1").expect("ok"),
+            HttpHeader::parse("x-a: 2").expect("ok"),
+        ];
+        assert!(target.clone().with_headers(twice).is_err());
+        let many = (0..17)
+            .map(|i| HttpHeader::new(&format!("X-{i}"), "v").expect("ok"))
+            .collect();
+        assert!(target.with_headers(many).is_err());
     }
 
     #[test]

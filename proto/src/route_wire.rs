@@ -6,8 +6,8 @@ use crate::pb::route as pb;
 use std::collections::BTreeMap;
 
 use crate::route::{
-    HttpTarget, RouteConfig, RouteCredentials, RouteEndpoint, RouteError, RouteFilter, RouteSpec,
-    RouteState, RouteStatus, RouteTarget,
+    HttpHeader, HttpTarget, RouteConfig, RouteCredentials, RouteEndpoint, RouteError, RouteFilter,
+    RouteSpec, RouteState, RouteStatus, RouteTarget,
 };
 use crate::store_wire::WireError;
 
@@ -88,14 +88,30 @@ pub fn spec_to_wire(s: &RouteSpec, secrets: Secrets) -> pb::RouteSpec {
         RouteFilter::Tag(e) => (e.clone(), String::new()),
         RouteFilter::Sql(e) => (String::new(), e.clone()),
     };
-    let (target_topic, target, target_url, target_batch) = match &s.target {
+    let (target_topic, target, target_url, target_batch, target_headers) = match &s.target {
         RouteTarget::Topic { topic, endpoint } => (
             topic.to_string(),
             Some(endpoint_to_wire(endpoint, secrets)),
             String::new(),
             0,
+            Vec::new(),
         ),
-        RouteTarget::Http(http) => (String::new(), None, http.url.clone(), http.batch),
+        RouteTarget::Http(http) => (
+            String::new(),
+            None,
+            http.url.clone(),
+            http.batch,
+            http.headers
+                .iter()
+                .map(|h| pb::Header {
+                    name: h.name().to_owned(),
+                    value: match secrets {
+                        Secrets::Include => h.expose().to_owned(),
+                        Secrets::Omit => String::new(),
+                    },
+                })
+                .collect(),
+        ),
     };
     pb::RouteSpec {
         name: s.name.to_string(),
@@ -111,6 +127,7 @@ pub fn spec_to_wire(s: &RouteSpec, secrets: Secrets) -> pb::RouteSpec {
         keep_message_id: s.keep_message_id,
         target_url,
         target_batch,
+        target_headers,
     }
 }
 
@@ -127,6 +144,11 @@ pub fn spec_from_wire(s: pb::RouteSpec) -> Result<RouteSpec, WireError> {
         }
     };
     let target = if s.target_url.is_empty() {
+        if !s.target_headers.is_empty() {
+            return Err(WireError(
+                "headers are for an HTTP target (--target-url)".into(),
+            ));
+        }
         RouteTarget::Topic {
             topic: named(TopicName::new(&s.target_topic))?,
             endpoint: endpoint_from_wire(s.target, "target")?,
@@ -141,7 +163,14 @@ pub fn spec_from_wire(s: pb::RouteSpec) -> Result<RouteSpec, WireError> {
                 "a route has a target URL or a target endpoint and topic, not both".into(),
             ));
         }
-        RouteTarget::Http(HttpTarget::new(&s.target_url, s.target_batch.max(1))?)
+        let headers = s
+            .target_headers
+            .iter()
+            .map(|h| HttpHeader::new(&h.name, &h.value))
+            .collect::<Result<Vec<_>, _>>()?;
+        RouteTarget::Http(
+            HttpTarget::new(&s.target_url, s.target_batch.max(1))?.with_headers(headers)?,
+        )
     };
     let spec = RouteSpec {
         name: named(RouteName::new(&s.name))?,
@@ -265,6 +294,7 @@ mod tests {
             keep_message_id: true,
             target_url: String::new(),
             target_batch: 0,
+            target_headers: Vec::new(),
         }
     }
 
@@ -290,15 +320,38 @@ mod tests {
         w.target_url = "https://hooks.example.com/vela".into();
         w.target_batch = 8;
         w.keep_message_id = false;
+        w.target_headers = vec![pb::Header {
+            name: "Authorization".into(),
+            value: "Bearer t0ken".into(),
+        }];
         let spec = spec_from_wire(w.clone()).expect("valid");
         assert_eq!(
             spec.target,
-            RouteTarget::Http(HttpTarget {
-                url: "https://hooks.example.com/vela".into(),
-                batch: 8
-            })
+            RouteTarget::Http(
+                HttpTarget::new("https://hooks.example.com/vela", 8)
+                    .expect("url")
+                    .with_headers(vec![
+                        HttpHeader::new("Authorization", "Bearer t0ken").expect("header")
+                    ])
+                    .expect("headers")
+            )
         );
         assert_eq!(spec_to_wire(&spec, Secrets::Include), w);
+        let shown = spec_to_wire(&spec, Secrets::Omit);
+        assert_eq!(
+            shown.target_headers,
+            vec![pb::Header {
+                name: "Authorization".into(),
+                value: String::new()
+            }],
+            "names only in answers to admin tools"
+        );
+        let mut on_topic = wire();
+        on_topic.target_headers = w.target_headers.clone();
+        assert!(
+            spec_from_wire(on_topic).is_err(),
+            "headers on a topic target"
+        );
         let mut both = w.clone();
         both.target_topic = "t".into();
         let err = spec_from_wire(both).expect_err("both");

@@ -29,6 +29,8 @@ pub(crate) enum Sink {
 pub(crate) struct HttpSink {
     client: reqwest::Client,
     target: HttpTarget,
+    /// The target's headers, values marked sensitive (kept out of reqwest's debug output).
+    headers: reqwest::header::HeaderMap,
 }
 
 impl Sink {
@@ -39,7 +41,21 @@ impl Sink {
             .timeout(HTTP_TIMEOUT)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(Sink::Http(HttpSink { client, target }))
+        let mut headers = reqwest::header::HeaderMap::new();
+        for h in &target.headers {
+            let name = reqwest::header::HeaderName::from_bytes(h.name().as_bytes())
+                .map_err(|e| format!("header {}: {e}", h.name()))?;
+            let mut value = reqwest::header::HeaderValue::from_str(h.expose()).map_err(|_| {
+                format!("header {}: the value is not a valid header value", h.name())
+            })?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        Ok(Sink::Http(HttpSink {
+            client,
+            target,
+            headers,
+        }))
     }
 
     /// How many messages one delivery carries at most.
@@ -152,6 +168,7 @@ impl HttpSink {
         let answer = self
             .client
             .post(url)
+            .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body.to_string())
             .send()

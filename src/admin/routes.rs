@@ -58,6 +58,19 @@ pub struct CreateRouteArgs {
     /// Events per HTTP request (1-16): more than 1 POSTs a CloudEvents batch (a JSON array).
     #[arg(long, requires = "target_url", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     target_batch: u32,
+    /// A header every request to the --target-url carries, "NAME: VALUE" (repeatable, up to
+    /// 16; e.g. "Authorization: Bearer …"). Values are kept sealed and never shown. Also
+    /// VELA_ROUTE_TARGET_HEADERS, one header per line, which keeps them off the command line.
+    #[arg(
+        long = "target-header",
+        value_name = "NAME: VALUE",
+        requires = "target_url",
+        env = "VELA_ROUTE_TARGET_HEADERS",
+        value_delimiter = '\n',
+        hide_env_values = true,
+        value_parser = parse_header
+    )]
+    target_headers: Vec<route_pb::Header>,
     /// HOST:PORT of the source (default: this Vela).
     #[arg(long)]
     source_endpoint: Option<String>,
@@ -103,6 +116,15 @@ pub struct CreateRouteArgs {
     keep_message_id: bool,
 }
 
+/// `--target-header`, checked as the server will check it.
+fn parse_header(text: &str) -> Result<route_pb::Header, String> {
+    let header = vela_proto::route::HttpHeader::parse(text).map_err(|e| e.0)?;
+    Ok(route_pb::Header {
+        name: header.name().to_owned(),
+        value: header.expose().to_owned(),
+    })
+}
+
 fn credentials(key: Option<String>, secret: Option<Secret>) -> Option<route_pb::Credentials> {
     key.zip(secret)
         .map(|(access_key, secret)| route_pb::Credentials {
@@ -134,6 +156,7 @@ fn spec(a: CreateRouteArgs) -> route_pb::RouteSpec {
             credentials: credentials(a.target_access_key, a.target_secret_key),
         }),
         target_url: a.target_url.unwrap_or_default(),
+        target_headers: a.target_headers,
         target_batch: if a.target_batch > 1 {
             a.target_batch
         } else {
@@ -300,6 +323,9 @@ fn to_json(info: &pb::RouteInfo) -> serde_json::Value {
         "target": if spec.target_url.is_empty() { side(spec.target.as_ref()) } else { serde_json::Value::Null },
         "target_url": if spec.target_url.is_empty() { None } else { Some(&spec.target_url) },
         "target_batch": if spec.target_url.is_empty() { None } else { Some(spec.target_batch.max(1)) },
+        "target_headers": if spec.target_url.is_empty() { None } else {
+            Some(spec.target_headers.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
+        },
         "filter_tag": if spec.filter_tag.is_empty() { None } else { Some(&spec.filter_tag) },
         "filter_sql": if spec.filter_sql.is_empty() { None } else { Some(&spec.filter_sql) },
         "start": start_text(&spec),
@@ -409,6 +435,14 @@ fn describe_table(info: &pb::RouteInfo) -> Result<String, std::fmt::Error> {
             spec.target_url,
             spec.target_batch.max(1)
         )?;
+        if !spec.target_headers.is_empty() {
+            let names: Vec<&str> = spec
+                .target_headers
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect();
+            writeln!(out, "headers:         {} (values sealed)", names.join(", "))?;
+        }
     }
     writeln!(out, "filter:          {}", filter_text(&spec))?;
     writeln!(out, "start:           {}", start_text(&spec))?;

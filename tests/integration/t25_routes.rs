@@ -697,6 +697,8 @@ async fn a_cluster_runs_routes_on_its_controller_leader_and_moves_them_when_it_d
 #[derive(Default)]
 struct Hook {
     requests: std::sync::Mutex<Vec<(String, serde_json::Value, bool)>>,
+    /// Requests without the route's headers (answered 401, not recorded).
+    unauthorized: std::sync::atomic::AtomicUsize,
 }
 
 async fn hook_handler(
@@ -709,6 +711,12 @@ async fn hook_handler(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("authorization") != Some("Bearer t0ken.x") || header("x-api-key") != Some("k-1") {
+        hook.unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return axum::http::StatusCode::UNAUTHORIZED;
+    }
     let mut requests = hook.requests.lock().unwrap();
     // The first two requests fail as an overloaded server would; the route must retry them.
     let accept = requests.len() >= 2;
@@ -758,12 +766,39 @@ async fn an_http_route_posts_cloud_events_and_retries_server_errors() {
             &url,
             "--target-batch",
             "4",
+            "--target-header",
+            "Authorization: Bearer t0ken.x",
+            "--target-header",
+            "X-Api-Key:k-1",
             "--start",
             "earliest",
         ])
         .await
         .unwrap();
     assert!(out.contains("CloudEvents, 4 per request"), "{out}");
+    assert!(
+        out.contains("headers:         Authorization, X-Api-Key (values sealed)"),
+        "{out}"
+    );
+    assert!(!out.contains("t0ken") && !out.contains("k-1"), "{out}");
+    // A header the route sets itself is refused, with a readable error.
+    let err = a
+        .admin(&[
+            "route",
+            "create",
+            "hook2",
+            "--source-topic",
+            "hooks",
+            "--group",
+            "route-hook2",
+            "--target-url",
+            &url,
+            "--target-header",
+            "Content-Type: text/plain",
+        ])
+        .await
+        .expect_err("reserved header");
+    assert!(err.to_string().contains("Content-Type"), "{err}");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let delivered: Vec<serde_json::Value> = loop {
@@ -828,6 +863,16 @@ async fn an_http_route_posts_cloud_events_and_retries_server_errors() {
         "{status}"
     );
     assert_eq!(status["target_url"], url.as_str());
+    assert_eq!(
+        status["target_headers"],
+        serde_json::json!(["Authorization", "X-Api-Key"])
+    );
+    assert!(!status.to_string().contains("t0ken"), "{status}");
+    assert_eq!(
+        hook.unauthorized.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "every request carried the route's headers"
+    );
     p.shutdown().await.unwrap();
     a.stop().await;
 }

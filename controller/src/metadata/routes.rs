@@ -32,6 +32,14 @@ pub struct StoredHttp {
     pub batch: u32,
 }
 
+/// A header an HTTP target's requests carry, its value sealed (context
+/// `route-header:<route>:<lowercase name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredHeader {
+    pub name: String,
+    pub value: SealedSecret,
+}
+
 /// A route as the log carries it (`CreateRoute`, `CreateHttpRoute`). Logged with postcard in
 /// this field order: never change it; new fields need a new command variant. Of a route to an
 /// HTTP target, `target_topic` is the source topic and `target` has no address (unused).
@@ -68,10 +76,17 @@ pub struct StoredRoute {
     /// The route goes to this HTTP target instead of `target_topic` at `target`.
     #[serde(default)]
     pub http: Option<StoredHttp>,
+    /// Headers every request to the HTTP target carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<StoredHeader>,
 }
 
 impl StoredRoute {
-    pub fn new(logged: LoggedRoute, http: Option<StoredHttp>) -> Self {
+    pub fn new(
+        logged: LoggedRoute,
+        http: Option<StoredHttp>,
+        http_headers: Vec<StoredHeader>,
+    ) -> Self {
         StoredRoute {
             name: logged.name,
             source_topic: logged.source_topic,
@@ -85,6 +100,7 @@ impl StoredRoute {
             paused: logged.paused,
             created_at_ms: logged.created_at_ms,
             http,
+            http_headers,
         }
     }
 }
@@ -163,7 +179,7 @@ mod tests {
     fn routes_create_pause_delete() {
         let mut md = Metadata::default();
         let logged = route("r");
-        let r = StoredRoute::new(logged.clone(), None);
+        let r = StoredRoute::new(logged.clone(), None, Vec::new());
         assert_eq!(
             md.apply(ControllerCommand::CreateRoute {
                 route: Box::new(logged.clone())
@@ -202,7 +218,7 @@ mod tests {
 
     #[test]
     fn route_commands_golden_bytes() {
-        // Variants 14 to 17 (ADR 0025), fields in order.
+        // Variants 14 to 17 and 21 (ADR 0025), fields in order.
         let name = RouteName::new("r").expect("name");
         let cases = [
             (
@@ -231,6 +247,26 @@ mod tests {
                 "1101720174016700000001750103683a31010102616b0101010101010101020202020202\
                  02020202020201ab010141030a01000e016802",
             ),
+            (
+                ControllerCommand::CreateHttpRouteWithHeaders {
+                    route: Box::new(route("r")),
+                    http: StoredHttp {
+                        url: "h".into(),
+                        batch: 2,
+                    },
+                    headers: vec![StoredHeader {
+                        name: "X".into(),
+                        value: SealedSecret {
+                            key_id: [3; 8],
+                            nonce: [4; 12],
+                            sealed: vec![0xcd],
+                        },
+                    }],
+                },
+                "1501720174016700000001750103683a31010102616b0101010101010101020202020202\
+                 02020202020201ab010141030a01000e01680201015803030303030303030404040404040404\
+                 0404040401cd",
+            ),
         ];
         for (command, golden) in cases {
             let bytes = postcard::to_stdvec(&command).expect("encodes");
@@ -256,6 +292,10 @@ mod snapshot_tests {
             "start":"Auto","keep_message_id":false,"paused":true,"created_at_ms":7}"#;
         let route: StoredRoute = serde_json::from_str(json).expect("reads");
         assert_eq!(route.http, None);
+        assert!(route.http_headers.is_empty());
         assert!(route.paused);
+        // A route without headers writes what it wrote before them.
+        let back = serde_json::to_string(&route).expect("writes");
+        assert!(!back.contains("http_headers"), "{back}");
     }
 }
