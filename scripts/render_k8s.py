@@ -21,7 +21,6 @@ OUT = ROOT / "deploy" / "k8s"
 HEADER = "# Rendered from deploy/helm/vela by scripts/render_k8s.py; do not edit by hand.\n"
 SECRETS = [
     "--set", "auth.existingSecret=vela-auth",
-    "--set", "receiptKeys.existingSecret=vela-receipt-keys",
     "--set", "metadataKeySecret=vela-metadata-key",
     "--set", "cluster.tls.secretName=vela-cluster-tls",
 ]

@@ -20,6 +20,7 @@ mod dlq;
 mod groups;
 mod lookup;
 mod messages;
+mod receipt_keys;
 mod routes;
 mod send_receive;
 mod target;
@@ -29,6 +30,7 @@ mod topics;
 pub use auth::{AclCommand, Secret, UserCommand};
 pub use dlq::DlqCommand;
 pub use groups::{GroupCommand, ResetTarget};
+pub use receipt_keys::ReceiptKeyCommand;
 pub use routes::RouteCommand;
 pub use send_receive::MessageCommand;
 pub use send_receive::{ReceiveArgs, SendArgs};
@@ -150,6 +152,10 @@ pub enum AdminCommand {
     /// resume, delete).
     #[command(subcommand)]
     Route(RouteCommand),
+    /// The keys that sign receipt handles, kept sealed by the controller: list, rotate,
+    /// retire.
+    #[command(subcommand)]
+    ReceiptKey(ReceiptKeyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -244,6 +250,7 @@ fn destructive(command: &AdminCommand) -> Option<String> {
             )
         }
         AdminCommand::Route(RouteCommand::Delete { name }) => format!("delete route {name}"),
+        AdminCommand::ReceiptKey(command) => return receipt_keys::destructive(command),
         _ => return None,
     })
 }
@@ -275,6 +282,9 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         }
         AdminCommand::Route(command) => {
             out = routes::execute(&mut client, command, output).await?;
+        }
+        AdminCommand::ReceiptKey(command) => {
+            out = receipt_keys::execute(&mut client, command, output).await?;
         }
         AdminCommand::Queues { topic, group } => {
             out = topics::queues(&mut client, topic, group, output).await?;

@@ -117,9 +117,10 @@ pub struct ClusterConfig {
     /// The controller nodes: each one's id (`controller.node_id` on that node) and the address
     /// of its gRPC port (Raft between controllers, the controller service).
     pub controllers: Vec<ClusterNode>,
-    /// A file holding the secret (at least 16 bytes) that signs receipt handles; every proxy of
+    /// A file holding a secret (at least 16 bytes) that signs receipt handles; every proxy of
     /// the cluster reads the same one, so any proxy acks what another delivered. It is key 0 of
-    /// the receipt keyring.
+    /// the receipt keyring. Without key files (the default), proxies sign with the keys the
+    /// controllers manage (ADR 0030), which they verify with in any case.
     pub secret_file: Option<PathBuf>,
     /// A directory of further receipt keys, one file per key named by its id (1, 2, …; at least
     /// 16 bytes each): what a Kubernetes Secret mounted as a volume looks like. Names starting
@@ -130,6 +131,9 @@ pub struct ClusterConfig {
     /// add it to every proxy, then make it the signing key, then remove the old one after the
     /// longest invisibility (12 h).
     pub receipt_signing_key: Option<u32>,
+    /// The key files only verify (handles signed before a move to managed keys); new handles
+    /// are signed with the controllers' managed keys.
+    pub receipt_keys_verify_only: bool,
     /// Mutual TLS between the cluster's processes (ADR 0021): Raft, store and controller RPCs.
     pub tls: Option<ClusterTlsConfig>,
 }
@@ -803,7 +807,8 @@ mod tests {
                     "{}: node_id is not in cluster.controllers",
                     path.display()
                 ),
-                _ => assert!(c.cluster.secret_file.is_some(), "{}", path.display()),
+                // Receipt keys come from the controllers (ADR 0030): no key file to share.
+                _ => assert!(c.cluster.secret_file.is_none(), "{}", path.display()),
             }
             seen.push(c);
         }

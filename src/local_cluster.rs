@@ -97,7 +97,7 @@ fn nodes(kind: &str, roles: &[Role]) -> String {
 }
 
 /// The config file of `role`.
-fn config_text(role: &Role, roles: &[Role], args: &LocalClusterArgs, secret: &Path) -> String {
+fn config_text(role: &Role, roles: &[Role], args: &LocalClusterArgs) -> String {
     let shards: Vec<String> = (0..args.shards).map(|s| s.to_string()).collect();
     let mut text = format!(
         "# Written by `vela local-cluster`.\ndata_dir = {:?}\ngrpc_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n",
@@ -114,9 +114,9 @@ fn config_text(role: &Role, roles: &[Role], args: &LocalClusterArgs, secret: &Pa
         ),
     }
     text.push_str(&format!(
-        "[cluster]\nshards = [{}]\nsecret_file = {:?}\n",
+        // No receipt key file: the proxies sign with the keys the controllers manage (ADR 0030).
+        "[cluster]\nshards = [{}]\n",
         shards.join(", "),
-        secret.display().to_string()
     ));
     text.push_str(&nodes("controller", roles));
     text.push_str(&nodes("store", roles));
@@ -206,8 +206,6 @@ pub async fn run(
         data_dir: root.clone(),
         ..args
     };
-    let secret = root.join("cluster.secret");
-    vela_proto::secret_file::load_or_create(&secret)?;
     vela_proto::secret_file::load_or_create(&root.join("metadata.key"))?;
     let exe = std::env::current_exe().context("cannot find the vela binary")?;
     let base = args.base_port;
@@ -240,7 +238,7 @@ pub async fn run(
         let dir = role.dir(&root);
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("vela.toml");
-        std::fs::write(&config, config_text(role, &roles, &args, &secret))
+        std::fs::write(&config, config_text(role, &roles, &args))
             .with_context(|| format!("cannot write {}", config.display()))?;
         let cmd = vec![
             exe.display().to_string(),

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_proto::clock::system_clock;
 use vela_proto::controller_client::RemoteController;
-use vela_proto::receipt::ReceiptCodec;
+use vela_proto::receipt_keys::{ConfiguredKeys, MANAGED_KEY_BASE};
 use vela_proto::store_client::{ClusterMap, RemoteStore};
 use vela_proto::{ControllerApi, StoreApi};
 use vela_telemetry::NodeType;
@@ -47,10 +47,11 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
-/// The receipt keyring every proxy of the cluster shares: `cluster.secret_file` as key 0 and
-/// the files of `cluster.receipt_keys_dir` by id, signing with `cluster.receipt_signing_key`
-/// (default: the highest id).
-pub(crate) fn read_keyring(config: &VelaConfig) -> anyhow::Result<ReceiptCodec> {
+/// The receipt keys a proxy's config names: `cluster.secret_file` as key 0 and the files of
+/// `cluster.receipt_keys_dir` by id, signing with `cluster.receipt_signing_key` (default: the
+/// highest id). None at all is fine: the proxy then signs with the keys the controller
+/// manages (ADR 0030), which it verifies with in any case.
+pub(crate) fn read_keyring(config: &VelaConfig) -> anyhow::Result<ConfiguredKeys> {
     let cluster = &config.cluster;
     let mut keys = BTreeMap::new();
     if let Some(path) = &cluster.secret_file {
@@ -66,26 +67,35 @@ pub(crate) fn read_keyring(config: &VelaConfig) -> anyhow::Result<ReceiptCodec> 
             if name.starts_with('.') {
                 continue;
             }
-            let id: u32 = name.parse().ok().filter(|&id| id > 0).with_context(|| {
-                format!(
-                    "{}: a receipt key file is named by its key id (1 to {}), not {name:?}",
-                    dir.display(),
-                    u32::MAX
-                )
-            })?;
+            let id: u32 = name
+                .parse()
+                .ok()
+                .filter(|&id| id > 0 && id < MANAGED_KEY_BASE)
+                .with_context(|| {
+                    format!(
+                        "{}: a receipt key file is named by its key id (1 to {}), not {name:?}",
+                        dir.display(),
+                        MANAGED_KEY_BASE - 1
+                    )
+                })?;
             keys.insert(id, read_key(&entry.path())?);
         }
     }
-    let Some(&highest) = keys.keys().next_back() else {
+    if let Some(signing) = cluster.receipt_signing_key
+        && signing < MANAGED_KEY_BASE
+        && !keys.contains_key(&signing)
+    {
         anyhow::bail!(
-            "a proxy needs a receipt key: set cluster.secret_file (a file of at least 16 random \
-             bytes every proxy shares) or cluster.receipt_keys_dir"
+            "cluster.receipt_signing_key: the signing key {signing} is not in the keyring (key \
+             ids: {:?}; managed keys have ids from {MANAGED_KEY_BASE})",
+            keys.keys().collect::<Vec<_>>()
         );
-    };
-    let signing = cluster.receipt_signing_key.unwrap_or(highest);
-    ReceiptCodec::with_keys(keys, signing)
-        .map_err(anyhow::Error::msg)
-        .context("cluster.receipt_signing_key")
+    }
+    Ok(ConfiguredKeys {
+        keys,
+        signing: cluster.receipt_signing_key,
+        verify_only: cluster.receipt_keys_verify_only,
+    })
 }
 
 /// A client of the cluster's store nodes (`cluster.stores`, every shard of `cluster.shards` on
@@ -240,12 +250,19 @@ mod tests {
 
         let mut config = VelaConfig::default();
         config.cluster.secret_file = Some(secret.clone());
-        let old = read_keyring(&config).expect("secret file only");
+        let codec = |config: &VelaConfig| {
+            read_keyring(config)
+                .expect("keys")
+                .codec(None)
+                .expect("codec")
+                .expect("keys given")
+        };
+        let old = codec(&config);
         config.cluster.receipt_keys_dir = Some(keys.clone());
         config.cluster.receipt_signing_key = Some(0);
-        let staged = read_keyring(&config).expect("key 1 staged, signing with 0");
+        let staged = codec(&config);
         config.cluster.receipt_signing_key = None;
-        let rotated = read_keyring(&config).expect("signing with the highest id");
+        let rotated = codec(&config);
 
         assert_eq!(old.decode(&staged.encode(&ticket())), Ok(ticket()));
         assert_eq!(rotated.decode(&old.encode(&ticket())), Ok(ticket()));
@@ -266,7 +283,15 @@ mod tests {
         std::fs::write(keys.join("2"), b"short").unwrap();
         let err = format!("{:#}", read_keyring(&config).unwrap_err());
         assert!(err.contains("at least 16"), "{err}");
-        let err = format!("{:#}", read_keyring(&VelaConfig::default()).unwrap_err());
-        assert!(err.contains("needs a receipt key"), "{err}");
+        std::fs::remove_file(keys.join("2")).unwrap();
+        std::fs::write(keys.join("1048576"), b"0123456789abcdefgh").unwrap();
+        let err = format!("{:#}", read_keyring(&config).unwrap_err());
+        assert!(err.contains("named by its key id"), "{err}");
+        // No key files: the managed keys sign (a pinned managed id is accepted).
+        let none = read_keyring(&VelaConfig::default()).expect("no keys is fine");
+        assert!(none.keys.is_empty() && none.codec(None).expect("ok").is_none());
+        let mut pinned = VelaConfig::default();
+        pinned.cluster.receipt_signing_key = Some(MANAGED_KEY_BASE + 1);
+        assert!(read_keyring(&pinned).is_ok());
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_proto::clock::{SharedClock, system_clock};
-use vela_proto::receipt::ReceiptCodec;
+use vela_proto::receipt_keys::ConfiguredKeys;
 use vela_proto::{ControllerApi, StoreApi};
 use vela_telemetry::NodeType;
 
@@ -141,7 +141,12 @@ impl Standalone {
             config: config.proxy.clone(),
             store: store.clone() as Arc<dyn StoreApi>,
             controller: controller.clone() as Arc<dyn ControllerApi>,
-            receipts: ReceiptCodec::new(&secret),
+            // Its own key file signs; the controller's managed keys also verify (ADR 0030).
+            receipts: ConfiguredKeys {
+                keys: std::collections::BTreeMap::from([(0, secret)]),
+                signing: None,
+                verify_only: false,
+            },
             clock,
             metrics,
             tracer: telemetry.tracer("vela-proxy"),

@@ -159,6 +159,20 @@ pub enum ControllerCommand {
         http: StoredHttp,
         headers: Vec<StoredHeader>,
     },
+    /// Adds a receipt key (ADR 0030), sealed, and makes it the signing key; with `first`, only
+    /// into an empty keyring. A controller on a build from before it cannot read this entry:
+    /// it is written once every controller runs a build that has it (the first proxy of that
+    /// build to start writes it).
+    AddReceiptKey {
+        id: u32,
+        key: SealedSecret,
+        created_ms: i64,
+        first: bool,
+    },
+    /// Removes a receipt key that no longer signs.
+    RetireReceiptKey {
+        id: u32,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -290,6 +304,14 @@ impl fmt::Display for ControllerCommand {
                 )
             }
             ControllerCommand::DeleteRoute { name } => write!(f, "delete-route {name}"),
+            ControllerCommand::AddReceiptKey { id, first, .. } => {
+                write!(
+                    f,
+                    "add-receipt-key {id}{}",
+                    if *first { " (first)" } else { "" }
+                )
+            }
+            ControllerCommand::RetireReceiptKey { id } => write!(f, "retire-receipt-key {id}"),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 write!(f, "set-route-paused {name} {paused}")
             }
@@ -315,6 +337,8 @@ pub enum Applied {
     User(UserInfo),
     Acl(vela_proto::auth::Acl),
     Route(Box<StoredRoute>),
+    /// The receipt keyring changed.
+    ReceiptKeys,
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.
@@ -352,6 +376,10 @@ pub enum Rejected {
     RouteExists(RouteName),
     #[error("route {0} not found")]
     RouteNotFound(RouteName),
+    #[error("{0}")]
+    ReceiptKeys(String),
+    #[error("receipt key {0} not found")]
+    ReceiptKeyNotFound(u32),
 }
 
 impl From<Rejected> for ControllerError {
@@ -379,6 +407,10 @@ impl From<Rejected> for ControllerError {
             Rejected::AclInvalid { .. } => ControllerError::Invalid(rejected.to_string()),
             Rejected::RouteExists(name) => ControllerError::AlreadyExists(format!("route {name}")),
             Rejected::RouteNotFound(name) => ControllerError::NotFound(format!("route {name}")),
+            Rejected::ReceiptKeys(reason) => ControllerError::Invalid(reason),
+            Rejected::ReceiptKeyNotFound(id) => {
+                ControllerError::NotFound(format!("receipt key {id}"))
+            }
         }
     }
 }

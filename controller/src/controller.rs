@@ -660,6 +660,20 @@ impl ControllerApi for Controller {
         Ok(self.local_route_statuses())
     }
 
+    async fn receipt_keys(&self) -> Result<vela_proto::receipt_keys::ManagedKeys, ControllerError> {
+        self.read_receipt_keys().await
+    }
+
+    async fn rotate_receipt_key(
+        &self,
+    ) -> Result<vela_proto::receipt_keys::ManagedKeys, ControllerError> {
+        self.rotate_receipt_keys().await
+    }
+
+    async fn retire_receipt_key(&self, id: u32, force: bool) -> Result<(), ControllerError> {
+        self.retire_receipt_keys(id, force).await
+    }
+
     async fn auth_data(&self) -> Result<AuthData, ControllerError> {
         self.read_auth_data().await
     }

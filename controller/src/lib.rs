@@ -22,6 +22,7 @@ pub mod metadata;
 mod metrics;
 pub mod placement;
 mod raft;
+mod receipt_keys;
 pub mod reconciler;
 mod routes;
 pub mod scaler;

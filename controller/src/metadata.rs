@@ -11,8 +11,10 @@ use crate::command::{Applied, ControllerCommand, ControllerResponse, LoggedGroup
 use crate::placement::{drain_moves, place_queues, replica_sets};
 
 mod auth;
+mod receipt_keys;
 mod routes;
 pub use auth::StoredUser;
+pub use receipt_keys::{ReceiptKeyring, StoredReceiptKey};
 pub use routes::{
     LoggedRoute, StoredCredentials, StoredEndpoint, StoredHeader, StoredHttp, StoredRoute,
 };
@@ -35,6 +37,8 @@ pub struct Metadata {
     acls: BTreeMap<vela_proto::auth::UserName, vela_proto::auth::Acl>,
     /// Routes (issue 12), secret keys sealed.
     routes: BTreeMap<vela_proto::RouteName, StoredRoute>,
+    /// The managed receipt keys (ADR 0030), sealed.
+    receipt_keys: ReceiptKeyring,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -155,6 +159,13 @@ impl Metadata {
                 http,
                 headers,
             } => self.create_route(StoredRoute::new(*route, Some(http), headers)),
+            ControllerCommand::AddReceiptKey {
+                id,
+                key,
+                created_ms,
+                first,
+            } => self.add_receipt_key(id, key, created_ms, first),
+            ControllerCommand::RetireReceiptKey { id } => self.retire_receipt_key(id),
             ControllerCommand::DeleteRoute { name } => self.delete_route(name),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 self.set_route_paused(name, paused)
@@ -682,6 +693,8 @@ mod tests {
                     ControllerCommand::CreateRoute { .. }
                     | ControllerCommand::CreateHttpRoute { .. }
                     | ControllerCommand::CreateHttpRouteWithHeaders { .. }
+                    | ControllerCommand::AddReceiptKey { .. }
+                    | ControllerCommand::RetireReceiptKey { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -295,6 +295,34 @@ impl ControllerRpc for ControllerService {
         Ok(Response::new(statuses_to_wire(&statuses)))
     }
 
+    async fn receipt_keys(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::ReceiptKeys>, Status> {
+        let keys = self.controller.receipt_keys().await.map_err(failed)?;
+        Ok(Response::new(vela_proto::receipt_keys::keys_to_wire(&keys)))
+    }
+
+    async fn rotate_receipt_key(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::ReceiptKeys>, Status> {
+        let keys = self.controller.rotate_receipt_key().await.map_err(failed)?;
+        Ok(Response::new(vela_proto::receipt_keys::keys_to_wire(&keys)))
+    }
+
+    async fn retire_receipt_key(
+        &self,
+        request: Request<pb::RetireReceiptKeyRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        self.controller
+            .retire_receipt_key(request.id, request.force)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn drain_store(
         &self,
         request: Request<pb::DrainStoreRequest>,

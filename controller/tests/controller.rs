@@ -508,9 +508,9 @@ fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Issue 8: passwords, routes' secret keys and HTTP header values are sealed before they are
-/// logged, so neither the log nor a snapshot holds them in plaintext; they open again after a
-/// restart.
+/// Issue 8: passwords, routes' secret keys, HTTP header values and receipt keys are sealed
+/// before they are logged, so neither the log nor a snapshot holds them in plaintext; they open
+/// again after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_never_on_disk_in_plaintext() {
     use vela_proto::auth::{Password, User, UserName, UserStatus, UserType};
@@ -577,12 +577,19 @@ async fn secrets_are_never_on_disk_in_plaintext() {
         .create_route(route("to-hook", RouteTarget::Http(hook.clone())))
         .await
         .expect("route");
-    // One snapshot, and an entry after it in the log.
+    let first_keys = controller.receipt_keys().await.expect("receipt keys");
+    // One snapshot, and entries after it in the log.
     controller.compact_log().await.expect("compact");
     controller
         .create_user(user("bob", secrets[1]))
         .await
         .expect("user");
+    let keys = controller.rotate_receipt_key().await.expect("rotated");
+    assert_eq!(keys.keys.len(), 2);
+    assert_eq!(
+        keys.keys[&first_keys.signing],
+        first_keys.keys[&first_keys.signing]
+    );
     controller.shutdown().await.expect("shutdown");
 
     let files = all_files(fx.dir.path());
@@ -599,13 +606,19 @@ async fn secrets_are_never_on_disk_in_plaintext() {
         )),
         "the route is on disk"
     );
+    let mut needles: Vec<Vec<u8>> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+    for key in keys.keys.values() {
+        needles.push(key.secret.clone());
+        needles.push(hex::encode(&key.secret).into_bytes());
+    }
     for file in &files {
         let bytes = std::fs::read(file).expect("read");
-        for secret in secrets {
+        for needle in &needles {
             assert!(
-                !holds(&bytes, secret.as_bytes()),
-                "{} holds {secret:?} in plaintext",
-                file.display()
+                !holds(&bytes, needle),
+                "{} holds {:?} in plaintext",
+                file.display(),
+                String::from_utf8_lossy(needle)
             );
         }
     }
@@ -628,5 +641,10 @@ async fn secrets_are_never_on_disk_in_plaintext() {
         .find(|r| r.spec.name.as_str() == "to-hook")
         .expect("route");
     assert_eq!(hooked.spec.target, RouteTarget::Http(hook));
+    assert_eq!(
+        controller.receipt_keys().await.expect("receipt keys"),
+        keys,
+        "the receipt keys open after a restart"
+    );
     controller.shutdown().await.expect("shutdown");
 }

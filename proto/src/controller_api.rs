@@ -9,6 +9,7 @@ use crate::cluster_status::ControllerNodeReport;
 use crate::domain::{
     GroupConfig, GroupName, GroupSpec, RouteName, TopicConfig, TopicName, TopicSpec,
 };
+use crate::receipt_keys::ManagedKeys;
 use crate::route::{RouteConfig, RouteSpec, RouteStatus};
 use std::collections::BTreeMap;
 
@@ -152,6 +153,17 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// How the routes are doing, as the process running them reports (the controller leader
     /// of a cluster; the standalone process). A route not listed is not running yet.
     async fn route_statuses(&self) -> Result<BTreeMap<RouteName, RouteStatus>, ControllerError>;
+
+    /// The managed receipt keys in clear (ADR 0030): what proxies sign and verify receipt
+    /// handles with. The first call makes the first key. Never shown to admin tools as is.
+    async fn receipt_keys(&self) -> Result<ManagedKeys, ControllerError>;
+    /// Adds a new receipt key and makes it the one new handles are signed with; the others
+    /// still verify the handles they signed.
+    async fn rotate_receipt_key(&self) -> Result<ManagedKeys, ControllerError>;
+    /// Removes a key that no longer signs. `Invalid` for the signing key, and (unless `force`)
+    /// within 12 h of the rotation that replaced it, while handles it signed may be in flight;
+    /// `NotFound` for an unknown id.
+    async fn retire_receipt_key(&self, id: u32, force: bool) -> Result<(), ControllerError>;
 }
 
 /// A proxy not heard from for this long is no longer listed.

@@ -24,6 +24,7 @@ use crate::domain::{
 };
 use crate::pb::controller as pb;
 use crate::pb::controller::controller_client::ControllerClient;
+use crate::receipt_keys::{ManagedKeys, keys_from_wire};
 use crate::route::{RouteConfig, RouteSpec, RouteStatus};
 use crate::route_wire::{Secrets, route_from_wire, spec_to_wire, statuses_from_wire};
 use crate::store_client::lazy_channel;
@@ -551,6 +552,33 @@ impl ControllerApi for RemoteController {
             })
             .await?;
         Ok(statuses_from_wire(reply)?)
+    }
+
+    async fn receipt_keys(&self) -> Result<ManagedKeys, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.receipt_keys(pb::Empty {}).await
+            })
+            .await?;
+        Ok(keys_from_wire(reply)?)
+    }
+
+    async fn rotate_receipt_key(&self) -> Result<ManagedKeys, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.rotate_receipt_key(pb::Empty {}).await
+            })
+            .await?;
+        Ok(keys_from_wire(reply)?)
+    }
+
+    async fn retire_receipt_key(&self, id: u32, force: bool) -> Result<(), ControllerError> {
+        self.on_leader(&mut false, |mut c| async move {
+            c.retire_receipt_key(pb::RetireReceiptKeyRequest { id, force })
+                .await
+        })
+        .await?;
+        Ok(())
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

@@ -26,6 +26,7 @@ pub mod controller_wire;
 pub mod domain;
 pub mod lookup;
 pub mod receipt;
+pub mod receipt_keys;
 pub mod retry;
 pub mod route;
 pub mod route_wire;

@@ -545,6 +545,50 @@ impl AdminService for AdminServer {
             .map(Response::new)
     }
 
+    async fn list_receipt_keys(
+        &self,
+        request: Request<api::ListReceiptKeysRequest>,
+    ) -> Result<Response<api::ReceiptKeysResponse>, Status> {
+        self.allow(&request).await?;
+        let keys = self.shared.ctx.controller.receipt_keys().await;
+        Ok(Response::new(receipt_keys_info(keys)?))
+    }
+
+    async fn rotate_receipt_key(
+        &self,
+        request: Request<api::RotateReceiptKeyRequest>,
+    ) -> Result<Response<api::ReceiptKeysResponse>, Status> {
+        self.allow(&request).await?;
+        let keys = self.shared.ctx.controller.rotate_receipt_key().await;
+        // This proxy signs with the new key at once; the others learn of it when they meet
+        // a handle it signed, or within a minute.
+        if let Err(err) = self
+            .shared
+            .receipts
+            .fetch(self.shared.ctx.controller.as_ref(), false)
+            .await
+        {
+            tracing::warn!(error = %err, "cannot load the rotated receipt keys");
+        }
+        Ok(Response::new(receipt_keys_info(keys)?))
+    }
+
+    async fn retire_receipt_key(
+        &self,
+        request: Request<api::RetireReceiptKeyRequest>,
+    ) -> Result<Response<api::ReceiptKeysResponse>, Status> {
+        self.allow(&request).await?;
+        let req = request.into_inner();
+        let controller = &self.shared.ctx.controller;
+        controller
+            .retire_receipt_key(req.id, req.force)
+            .await
+            .map_err(controller_to_grpc)?;
+        Ok(Response::new(receipt_keys_info(
+            controller.receipt_keys().await,
+        )?))
+    }
+
     async fn list_routes(
         &self,
         request: Request<api::ListRoutesRequest>,
@@ -737,4 +781,22 @@ fn half_deleted(what: &str, data_was: &str, err: vela_proto::StoreError) -> Stat
             status.message()
         ),
     )
+}
+
+/// The managed receipt keys as admin tools see them: never a secret.
+fn receipt_keys_info(
+    keys: Result<vela_proto::receipt_keys::ManagedKeys, vela_proto::ControllerError>,
+) -> Result<api::ReceiptKeysResponse, Status> {
+    let keys = keys.map_err(controller_to_grpc)?;
+    Ok(api::ReceiptKeysResponse {
+        keys: keys
+            .keys
+            .iter()
+            .map(|(id, key)| api::ReceiptKeyInfo {
+                id: *id,
+                created_ms: key.created_ms,
+                signing: *id == keys.signing,
+            })
+            .collect(),
+    })
 }

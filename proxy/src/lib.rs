@@ -20,6 +20,7 @@ mod messaging;
 mod metadata;
 mod metrics;
 mod producers;
+mod receipts;
 mod route;
 mod settings;
 mod status;
@@ -34,7 +35,7 @@ use vela_proto::clock::SharedClock;
 use vela_proto::controller_api::PROXY_HEARTBEAT;
 use vela_proto::pb::admin::admin_service_server::AdminServiceServer;
 use vela_proto::pb::rocketmq::{self as pb, messaging_service_server::MessagingServiceServer};
-use vela_proto::receipt::ReceiptCodec;
+use vela_proto::receipt_keys::ConfiguredKeys;
 use vela_proto::{ControllerApi, StoreApi};
 
 pub use auth::AuthConfig;
@@ -55,8 +56,9 @@ pub struct ProxyContext {
     pub config: ProxyConfig,
     pub store: Arc<dyn StoreApi>,
     pub controller: Arc<dyn ControllerApi>,
-    /// Signs and verifies receipt handles; every proxy of a cluster uses the same secret.
-    pub receipts: ReceiptCodec,
+    /// Receipt keys from the config (key files), if any; the controller's managed keys are
+    /// added to them (ADR 0030). Every proxy of a cluster verifies with the same keys.
+    pub receipts: ConfiguredKeys,
     pub clock: SharedClock,
     pub metrics: Arc<ProxyMetrics>,
     /// Continues producers' traces while messages are stored (off unless traces are exported).
@@ -96,6 +98,8 @@ pub(crate) struct Shared {
     pub held: held::Held,
     /// Authenticates and authorizes requests (when `auth.enabled`).
     pub guard: auth::Guard,
+    /// Signs and verifies receipt handles.
+    pub receipts: Arc<receipts::Receipts>,
 }
 
 impl Shared {
@@ -145,8 +149,10 @@ impl Shared {
             ctx.clock.clone(),
             ctx.metrics.auth_decisions(),
         );
+        let receipts = Arc::new(receipts::Receipts::new(ctx.receipts.clone()));
         Self {
             guard,
+            receipts,
             ctx,
             metadata,
             listen_endpoints,
@@ -245,6 +251,11 @@ pub async fn serve_with(
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     tracing::info!(listen = %shared.ctx.listen_addr, admin = ?admin_addr, tls = tls.is_some(), "proxy serving");
     tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
+    tokio::spawn(receipts::keep_fresh(
+        shared.receipts.clone(),
+        shared.ctx.controller.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(producers::check_back(shared.clone()));
     tokio::spawn(messaging::auto_renew(shared.clone(), shutdown.clone()));
     let incoming = |l: tokio::net::TcpListener| {

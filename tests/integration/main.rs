@@ -38,3 +38,4 @@ mod t27_priority;
 mod t28_request_reply;
 mod t29_lookup;
 mod t30_broadcast;
+mod t31_receipt_keys;

@@ -417,5 +417,13 @@ mod admin_impls {
         ));
         api::ListRoutesRequest => |r| None;
         api::DescribeRouteRequest => |r| None;
+        // Receipt keys (ADR 0030).
+        api::ListReceiptKeysRequest => |r| None;
+        api::RotateReceiptKeyRequest => |r| Some("rotate receipt key".to_owned());
+        api::RetireReceiptKeyRequest => |r| Some(format!(
+            "retire receipt key {}{}",
+            r.id,
+            if r.force { " (forced)" } else { "" },
+        ));
     }
 }

@@ -230,6 +230,11 @@ async fn receive(
             );
         }
     }
+    // Nothing is delivered that could not be handed out with a receipt handle.
+    shared
+        .receipts
+        .ensure_loaded(shared.ctx.controller.as_ref())
+        .await?;
     let deliveries = shared.ctx.store.pop(request).await?;
     if deliveries.is_empty() {
         return Ok(Vec::new());
@@ -261,13 +266,13 @@ async fn receive(
         .ctx
         .metrics
         .delivered(params.topic.as_str(), params.group.as_str(), all, retried);
-    Ok(deliveries
+    deliveries
         .into_iter()
         .map(|d| {
-            let handle = shared.ctx.receipts.encode(&d.ticket);
-            convert::delivered_message(d, handle, &shared.store_host)
+            let handle = shared.receipts.encode(&d.ticket)?;
+            Ok(convert::delivered_message(d, handle, &shared.store_host))
         })
-        .collect())
+        .collect::<Result<_, RpcError>>()
 }
 
 /// Most releases of a departing client's deliveries in flight at once.
@@ -399,12 +404,15 @@ fn consumer_target(
 }
 
 /// Verifies a receipt handle and that it belongs to the group and topic of the request.
-fn ticket_for(
+async fn ticket_for(
     shared: &Shared,
     target: &ConsumerTarget,
     handle: &str,
 ) -> Result<ReceiptTicket, RpcError> {
-    let ticket = shared.ctx.receipts.decode(handle)?;
+    let ticket = shared
+        .receipts
+        .decode(shared.ctx.controller.as_ref(), handle)
+        .await?;
     // A broadcast group's deliveries belong to one of its instances.
     if !target.group.owns(&ticket.group)
         || !convert::same_topic(&ticket.topic, &target.topic, &target.bare_topic)
@@ -439,7 +447,7 @@ pub(super) async fn ack_message(
     let acks = req.entries.iter().map(|entry| {
         let target = &target;
         async move {
-            let ticket = ticket_for(shared, target, &entry.receipt_handle)?;
+            let ticket = ticket_for(shared, target, &entry.receipt_handle).await?;
             shared.ctx.store.ack(&ticket).await?;
             if let Some(client) = &meta.client_id {
                 shared.held.settled(client, &ticket);
@@ -487,7 +495,7 @@ pub(super) async fn change_invisible_duration(
 ) -> Result<pb::ChangeInvisibleDurationResponse, RpcError> {
     let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
     let invisible = convert::changed_invisible(req.invisible_duration.as_ref())?;
-    let ticket = ticket_for(shared, &target, &req.receipt_handle)?;
+    let ticket = ticket_for(shared, &target, &req.receipt_handle).await?;
     let renewed = shared
         .ctx
         .store
@@ -498,7 +506,7 @@ pub(super) async fn change_invisible_duration(
     }
     Ok(pb::ChangeInvisibleDurationResponse {
         status: Some(ok_status()),
-        receipt_handle: shared.ctx.receipts.encode(&renewed),
+        receipt_handle: shared.receipts.encode(&renewed)?,
     })
 }
 
@@ -508,7 +516,7 @@ pub(super) async fn forward_to_dead_letter_queue(
     req: &pb::ForwardMessageToDeadLetterQueueRequest,
 ) -> Result<pb::ForwardMessageToDeadLetterQueueResponse, RpcError> {
     let target = consumer_target(meta, req.group.as_ref(), req.topic.as_ref())?;
-    let ticket = ticket_for(shared, &target, &req.receipt_handle)?;
+    let ticket = ticket_for(shared, &target, &req.receipt_handle).await?;
     shared.ctx.store.dead_letter(&ticket).await?;
     shared
         .ctx

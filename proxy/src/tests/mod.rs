@@ -22,6 +22,7 @@ mod admin;
 mod errors;
 pub(crate) mod fakes;
 mod offsets;
+mod receipts;
 mod receive;
 mod route;
 mod send;
@@ -42,7 +43,7 @@ use vela_proto::pb::rocketmq::{
     self as pb, Code, MessageType, messaging_service_client::MessagingServiceClient,
     receive_message_response::Content,
 };
-use vela_proto::receipt::ReceiptCodec;
+use vela_proto::receipt_keys::ConfiguredKeys;
 use vela_proto::{ControllerApi, GroupName, GroupSpec, TopicName, TopicSpec, TopicType};
 
 use self::fakes::{FakeController, FakeStore};
@@ -77,7 +78,8 @@ impl Harness {
             config,
             store: store.clone(),
             controller: controller.clone(),
-            receipts: ReceiptCodec::new(b"test-secret-0123456789"),
+            // No key files: handles are signed with the controller's managed keys (ADR 0030).
+            receipts: ConfiguredKeys::default(),
             clock: vela_proto::clock::system_clock(),
             metrics: ProxyMetrics::unregistered(),
             tracer: vela_telemetry::traces::MessageTracer::off(),

@@ -50,8 +50,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "vela.authSecret" -}}
 {{- default (printf "%s-auth" (include "vela.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
+{{/* A Secret of receipt key files the proxies mount: the one named in the values, or the one
+charts before managed keys made (kept on upgrade, so handles it signed still verify); empty
+when neither exists: the controllers' managed keys sign (ADR 0030). */}}
 {{- define "vela.receiptSecret" -}}
-{{- default (printf "%s-receipt-keys" (include "vela.fullname" .)) .Values.receiptKeys.existingSecret -}}
+{{- if .Values.receiptKeys.existingSecret -}}
+{{- .Values.receiptKeys.existingSecret -}}
+{{- else -}}
+{{- $legacy := printf "%s-receipt-keys" (include "vela.fullname" .) -}}
+{{- if lookup "v1" "Secret" .Release.Namespace $legacy -}}
+{{- $legacy -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- define "vela.metadataSecret" -}}
 {{- default (printf "%s-metadata-key" (include "vela.fullname" .)) .Values.metadataKeySecret -}}
@@ -95,9 +105,15 @@ format = {{ include "vela.tomlString" .Values.telemetry.logFormat }}
 
 [cluster]
 shards = [{{ join ", " .Values.cluster.shards }}]
+{{- if include "vela.receiptSecret" . }}
 receipt_keys_dir = "/etc/vela/receipt-keys"
+{{- if not .Values.receiptKeys.existingSecret }}
+# Key files of an earlier chart: they verify what they signed; managed keys sign (ADR 0030).
+receipt_keys_verify_only = true
+{{- end }}
 {{- with .Values.receiptKeys.signingKey }}
 receipt_signing_key = {{ . }}
+{{- end }}
 {{- end }}
 {{- range $i, $_ := until (int .Values.controller.replicas) }}
 

@@ -11,6 +11,7 @@ pub struct FakeController {
     groups: Mutex<BTreeMap<GroupName, GroupConfig>>,
     auth: Mutex<vela_proto::auth::AuthData>,
     routes: Mutex<BTreeMap<vela_proto::RouteName, vela_proto::route::RouteConfig>>,
+    receipt_keys: Mutex<Option<vela_proto::receipt_keys::ManagedKeys>>,
 }
 
 impl FakeController {
@@ -331,6 +332,54 @@ impl ControllerApi for FakeController {
     {
         self.check_up()?;
         Ok(BTreeMap::new())
+    }
+
+    async fn receipt_keys(&self) -> Result<vela_proto::receipt_keys::ManagedKeys, ControllerError> {
+        self.check_up()?;
+        let known = self.receipt_keys.lock().clone();
+        match known {
+            Some(keys) => Ok(keys),
+            None => self.rotate_receipt_key().await,
+        }
+    }
+
+    async fn rotate_receipt_key(
+        &self,
+    ) -> Result<vela_proto::receipt_keys::ManagedKeys, ControllerError> {
+        use vela_proto::receipt_keys::{MANAGED_KEY_BASE, ManagedKey, ManagedKeys};
+        self.check_up()?;
+        let mut keys = self.receipt_keys.lock();
+        let ring = keys.get_or_insert_with(|| ManagedKeys {
+            keys: BTreeMap::new(),
+            signing: 0,
+            signing_since_ms: 0,
+        });
+        let id = ring
+            .keys
+            .keys()
+            .next_back()
+            .map_or(MANAGED_KEY_BASE, |id| id + 1);
+        ring.keys.insert(
+            id,
+            ManagedKey {
+                secret: format!("fake-receipt-key-{id}").into_bytes(),
+                created_ms: 1,
+            },
+        );
+        ring.signing = id;
+        Ok(ring.clone())
+    }
+
+    async fn retire_receipt_key(&self, id: u32, _force: bool) -> Result<(), ControllerError> {
+        self.check_up()?;
+        let mut keys = self.receipt_keys.lock();
+        match keys.as_mut() {
+            Some(ring) if ring.signing != id && ring.keys.contains_key(&id) => {
+                ring.keys.remove(&id);
+                Ok(())
+            }
+            _ => Err(ControllerError::NotFound(format!("receipt key {id}"))),
+        }
     }
 
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {
