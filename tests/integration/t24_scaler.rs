@@ -70,18 +70,32 @@ async fn admin_backlog(node: &Node, topic: &str, group: &str) -> i64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scaler_reports_a_groups_backlog() {
+/// A standalone with a new topic of `queues` queues and a group, and a scaler client.
+async fn with_topic_and_group(
+    name: &str,
+    queues: u32,
+) -> (
+    Node,
+    String,
+    String,
+    ExternalScalerClient<tonic::transport::Channel>,
+) {
     let node = Node::start().await;
-    let topic = unique("scaled");
-    let group = unique("scaled-g");
-    node.admin(&["topic", "create", &topic, "--queues", "2"])
+    let topic = unique(name);
+    let group = unique(&format!("{name}-g"));
+    node.admin(&["topic", "create", &topic, "--queues", &queues.to_string()])
         .await
         .expect("topic");
     node.admin(&["group", "create", &group])
         .await
         .expect("group");
-    let mut client = scaler(&node.endpoint()).await;
+    let client = scaler(&node.endpoint()).await;
+    (node, topic, group, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaler_reports_a_groups_backlog() {
+    let (node, topic, group, mut client) = with_topic_and_group("scaled", 2).await;
 
     let spec = client
         .get_metric_spec(scaled(&topic, &group, &[("lagThreshold", "3")]))
@@ -209,16 +223,7 @@ async fn the_scaler_reports_a_groups_backlog() {
 /// messages none of them would get.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filtered_groups_backlog_leaves_out_what_its_filter_skips() {
-    let node = Node::start().await;
-    let topic = unique("filtered");
-    let group = unique("filtered-g");
-    node.admin(&["topic", "create", &topic, "--queues", "1"])
-        .await
-        .expect("topic");
-    node.admin(&["group", "create", &group])
-        .await
-        .expect("group");
-    let mut client = scaler(&node.endpoint()).await;
+    let (node, topic, group, mut client) = with_topic_and_group("filtered", 1).await;
     let consumer = node.consumer(&group, &topic, "A").await;
     let producer = node.producer(&topic).await;
     for (i, tag) in ["A"].iter().chain(&["B"; 20]).enumerate() {
