@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -78,27 +79,33 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
-    /// The server TLS settings, files read now (`None` when TLS is off).
-    pub fn server_config(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    /// The server TLS settings, files read now and again whenever they change (`None` when
+    /// TLS is off).
+    pub fn server_config(&self) -> anyhow::Result<Option<Arc<vela_proxy::tls::ServerTls>>> {
         use anyhow::Context;
         if !self.enabled {
             return Ok(None);
         }
-        let read = |key: &str, path: &Option<PathBuf>| -> anyhow::Result<Vec<u8>> {
+        let path = |key: &str, path: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
             let path = path
-                .as_ref()
+                .clone()
                 .with_context(|| format!("tls.enabled needs tls.{key}"))?;
-            std::fs::read(path).with_context(|| format!("cannot read tls.{key} {}", path.display()))
+            std::fs::metadata(&path)
+                .with_context(|| format!("cannot read tls.{key} {}", path.display()))?;
+            Ok(path)
         };
-        let cert = read("cert_file", &self.cert_file)?;
-        let key = read("key_file", &self.key_file)?;
-        let mut tls = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(cert, key));
-        if self.client_ca_file.is_some() {
-            let ca = read("client_ca_file", &self.client_ca_file)?;
-            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        Ok(Some(tls))
+        let files = vela_proxy::tls::TlsFiles {
+            cert: path("cert_file", &self.cert_file)?,
+            key: path("key_file", &self.key_file)?,
+            client_ca: match &self.client_ca_file {
+                Some(_) => Some(path("client_ca_file", &self.client_ca_file)?),
+                None => None,
+            },
+        };
+        vela_proxy::tls::ServerTls::load(files)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+            .context("tls")
     }
 }
 

@@ -24,6 +24,7 @@ mod receipts;
 mod route;
 mod settings;
 mod status;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,8 +66,9 @@ pub struct ProxyContext {
     pub tracer: vela_telemetry::traces::MessageTracer,
     /// The address the server listens on; advertised when nothing better is known.
     pub listen_addr: SocketAddr,
-    /// Serve TLS (and, with a client CA, require client certificates) instead of plaintext.
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Serve TLS (and, with a client CA, require client certificates) instead of plaintext;
+    /// the files are read again when they change.
+    pub tls: Option<Arc<tls::ServerTls>>,
 }
 
 /// Why the server stopped with an error.
@@ -74,8 +76,6 @@ pub struct ProxyContext {
 pub enum ProxyError {
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("TLS configuration rejected: {0}")]
-    Tls(String),
 }
 
 /// State shared by both services and every call.
@@ -194,21 +194,35 @@ fn admin_routes(shared: Arc<Shared>) -> tonic::service::Routes {
     tonic::service::Routes::new(AdminServiceServer::new(admin::AdminServer::new(shared)))
 }
 
-/// A server builder with the proxy's transport settings (keepalive pings, TLS).
-fn server_builder(
-    tls: Option<tonic::transport::ServerTlsConfig>,
-) -> Result<tonic::transport::Server, ProxyError> {
-    let mut server = tonic::transport::Server::builder()
+/// Serves `routes` on `listener` with the proxy's transport settings (keepalive pings; TLS
+/// when `tls`) until `shutdown`, then drains.
+async fn serve_routes(
+    routes: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<tls::ServerTls>>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let router = tonic::transport::Server::builder()
         // Pings find clients that vanished without closing their connection, which would
         // otherwise keep their Telemetry streams (and tasks) forever.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    if let Some(tls) = tls {
-        server = server
-            .tls_config(tls)
-            .map_err(|e| ProxyError::Tls(e.to_string()))?;
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_routes(routes);
+    match tls {
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            let incoming = tls.incoming(listener, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
     }
-    Ok(server)
 }
 
 /// Serves both services on `listener` until `shutdown` is cancelled, then drains: Telemetry
@@ -247,6 +261,9 @@ pub async fn serve_with(
 ) -> Result<(), ProxyError> {
     let operator = operator.unwrap_or_else(|| Box::new(|routes| routes));
     let tls = ctx.tls.clone();
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(shutdown.clone()));
+    }
     let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     tracing::info!(listen = %shared.ctx.listen_addr, admin = ?admin_addr, tls = tls.is_some(), "proxy serving");
@@ -258,21 +275,14 @@ pub async fn serve_with(
     ));
     tokio::spawn(producers::check_back(shared.clone()));
     tokio::spawn(messaging::auto_renew(shared.clone(), shutdown.clone()));
-    let incoming = |l: tokio::net::TcpListener| {
-        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
-    };
     let (client_routes, operator) = match admin {
         Some(_) => (messaging_routes(shared.clone()), Some(operator)),
         None => (operator(routes(shared.clone())), None),
     };
-    let clients = server_builder(tls.clone())?
-        .add_routes(client_routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown.clone().cancelled_owned());
+    let clients = serve_routes(client_routes, listener, tls.clone(), shutdown.clone());
     match (admin, operator) {
         (Some(admin), Some(operator)) => {
-            let operators = server_builder(tls)?
-                .add_routes(operator(admin_routes(shared)))
-                .serve_with_incoming_shutdown(incoming(admin), shutdown.cancelled_owned());
+            let operators = serve_routes(operator(admin_routes(shared)), admin, tls, shutdown);
             tokio::try_join!(clients, operators)?;
         }
         _ => clients.await?,

@@ -198,3 +198,55 @@ async fn a_missing_certificate_stops_the_start_with_a_readable_error() {
         "{text}"
     );
 }
+
+/// Whether `vela admin cluster` over TLS trusting only `ca` gets an answer.
+async fn admin_trusts(node: &Node, ca: &Path) -> bool {
+    admin(
+        &https(node),
+        &["--ca-file", ca.to_str().unwrap(), "cluster"],
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let first = make_certs(&served, "first CA");
+    let node = tls_node(&first, false).await;
+    let first_ca = dir.path().join("first-ca.pem");
+    std::fs::copy(&first.ca, &first_ca).unwrap();
+    assert!(admin_trusts(&node, &first_ca).await);
+
+    // A half-written renewal (a key that is not PEM) is not taken: the old certificate stays.
+    std::fs::write(&first.server_key, "not a key").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        admin_trusts(&node, &first_ca).await,
+        "a broken renewal took the server down"
+    );
+
+    // The renewal lands (cert-manager rewrites the files): new connections get the new
+    // certificate, which only the new CA trusts.
+    let renewed_dir = dir.path().join("renewed");
+    std::fs::create_dir_all(&renewed_dir).unwrap();
+    let renewed = make_certs(&renewed_dir, "second CA");
+    std::fs::copy(&renewed.server_cert, &first.server_cert).unwrap();
+    std::fs::copy(&renewed.server_key, &first.server_key).unwrap();
+    let mut switched = false;
+    for _ in 0..40 {
+        if admin_trusts(&node, &renewed.ca).await {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(switched, "the renewed certificate was never served");
+    assert!(
+        !admin_trusts(&node, &first_ca).await,
+        "the old certificate is still served"
+    );
+    node.stop().await;
+}
