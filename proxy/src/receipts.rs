@@ -51,7 +51,7 @@ impl Receipts {
         controller: &dyn ControllerApi,
     ) -> Result<(), RpcError> {
         if self.current.current().is_none()
-            && let Err(err) = self.fetch(controller, true).await
+            && let Err(err) = self.fetch(controller, false).await
         {
             tracing::warn!(error = %err, "cannot load receipt keys");
         }
@@ -66,12 +66,14 @@ impl Receipts {
         }
     }
 
-    /// Verifies `handle`; a managed key not known yet is fetched once before giving up.
+    /// Verifies `handle`; a managed key not known yet is fetched once before giving up (as are
+    /// the keys, when an ack arrives before the proxy's first fetch finished).
     pub(crate) async fn decode(
         &self,
         controller: &dyn ControllerApi,
         handle: &str,
     ) -> Result<ReceiptTicket, RpcError> {
+        self.ensure_loaded(controller).await?;
         let codec = self.current.current().ok_or_else(not_loaded)?;
         match codec.decode(handle) {
             Err(ReceiptError::UnknownKey(id)) if id >= MANAGED_KEY_BASE => {
