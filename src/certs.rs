@@ -4,10 +4,10 @@
 //! (`vela-cluster`) and any extra names asked for. Files already there are kept, so the command
 //! can be run again to add a process. Keys are written readable by the owner only.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use vela_proto::secret_file::write_private;
 
 /// `vela cluster-certs` flags.
 #[derive(clap::Args, Debug)]
@@ -86,7 +86,7 @@ pub fn cluster_certificates(
     } else {
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
-        write_private(&ca_key_pem, &key.serialize_pem())?;
+        write_private(&ca_key_pem, key.serialize_pem().as_bytes())?;
         std::fs::write(&ca_pem, cert.pem())
             .with_context(|| format!("cannot write {}", ca_pem.display()))?;
         made.push(Made::Written(ca_pem.clone()));
@@ -123,28 +123,12 @@ pub fn cluster_certificates(
             .distinguished_name
             .push(DnType::CommonName, name.as_str());
         let cert = cert_params.signed_by(&key, issuer)?;
-        write_private(&key_path, &key.serialize_pem())?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, cert.pem())
             .with_context(|| format!("cannot write {}", cert_path.display()))?;
         made.push(Made::Written(cert_path));
     }
     Ok(made)
-}
-
-/// Writes `text` readable by the owner only.
-pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut options = File::options();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,13 +2,10 @@
 //! metadata, handed in clear only to proxies over the cluster's own channel, rotated with `vela
 //! admin receipt-key rotate`. A proxy merges them with any keys its config names (which win
 //! for signing when given, so clusters set up with key files keep working unchanged) and
-//! refreshes them in the background; [`SharedReceipts`] lets every request see the current set.
+//! refreshes them in the background.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
-
-use parking_lot::RwLock;
 
 use crate::receipt::ReceiptCodec;
 
@@ -79,34 +76,6 @@ impl ConfiguredKeys {
             (None, None, None) => return Ok(None),
         };
         ReceiptCodec::with_keys(keys, signing).map(Some)
-    }
-}
-
-/// The receipt codec in use, replaced when the keys change; every clone sees the latest.
-#[derive(Clone, Default)]
-pub struct SharedReceipts(Arc<RwLock<Option<Arc<ReceiptCodec>>>>);
-
-impl fmt::Debug for SharedReceipts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SharedReceipts")
-            .field(&self.0.read().as_deref())
-            .finish()
-    }
-}
-
-impl SharedReceipts {
-    /// Receipts that start with `codec`.
-    pub fn fixed(codec: ReceiptCodec) -> Self {
-        Self(Arc::new(RwLock::new(Some(Arc::new(codec)))))
-    }
-
-    /// The codec in use, `None` until the first keys are known.
-    pub fn current(&self) -> Option<Arc<ReceiptCodec>> {
-        self.0.read().clone()
-    }
-
-    pub fn replace(&self, codec: ReceiptCodec) {
-        *self.0.write() = Some(Arc::new(codec));
     }
 }
 
@@ -251,21 +220,11 @@ mod tests {
     }
 
     #[test]
-    fn shared_receipts_see_replacements() {
-        let shared = SharedReceipts::default();
-        assert!(shared.current().is_none());
-        let clone = shared.clone();
-        shared.replace(ReceiptCodec::new(b"0123456789abcdef"));
-        assert!(clone.current().is_some());
-        assert!(
-            !format!(
-                "{:?}",
-                ManagedKey {
-                    secret: b"topsecret".to_vec(),
-                    created_ms: 1
-                }
-            )
-            .contains("topsecret")
-        );
+    fn debug_never_shows_a_secret() {
+        let key = ManagedKey {
+            secret: b"topsecret".to_vec(),
+            created_ms: 1,
+        };
+        assert!(!format!("{key:?}").contains("topsecret"));
     }
 }

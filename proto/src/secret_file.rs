@@ -19,6 +19,14 @@ pub fn load_or_create(path: &Path) -> io::Result<Vec<u8>> {
     }
     let mut secret = vec![0u8; NEW_SECRET_BYTES];
     rand::fill(&mut secret[..]);
+    write_private(path, &secret)?;
+    Ok(secret)
+}
+
+/// Writes `bytes` to `path` readable by the owner only (mode 0600 from the first byte on),
+/// through a temporary file that is synced and renamed into place: a crash leaves the old file
+/// or the new one, never a torn one.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut options = File::options();
@@ -26,18 +34,17 @@ pub fn load_or_create(path: &Path) -> io::Result<Vec<u8>> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            // Readable by the owner only from the first byte on.
             options.mode(0o600);
         }
         let mut f = options.open(&tmp).map_err(|e| context(&tmp, "create", e))?;
-        f.write_all(&secret)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path).map_err(|e| context(path, "create", e))?;
     if let Some(dir) = path.parent() {
         File::open(dir).and_then(|d| d.sync_all())?;
     }
-    Ok(secret)
+    Ok(())
 }
 
 /// Reads the secret in `path`; `InvalidData` when it is shorter than [`MIN_SECRET_BYTES`].

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use vela_proto::ControllerApi;
+use vela_proto::receipt::ReceiptCodec;
 use vela_proto::receipt::{ReceiptError, ReceiptTicket};
-use vela_proto::receipt_keys::{ConfiguredKeys, MANAGED_KEY_BASE, SharedReceipts};
+use vela_proto::receipt_keys::{ConfiguredKeys, MANAGED_KEY_BASE};
 
 use vela_proto::pb::rocketmq::Code;
 
@@ -24,7 +26,8 @@ const MIN_FETCH_GAP: Duration = Duration::from_secs(1);
 
 pub(crate) struct Receipts {
     configured: ConfiguredKeys,
-    current: SharedReceipts,
+    /// The codec in use (`None` until the first keys are known), replaced when keys change.
+    current: RwLock<Option<Arc<ReceiptCodec>>>,
     /// When the last fetch for an unknown key started (and serializes fetches).
     fetched: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -33,13 +36,10 @@ impl Receipts {
     /// Starts with the configured keys when they are enough to sign (a signing key pinned to
     /// a managed id waits for the first fetch).
     pub(crate) fn new(configured: ConfiguredKeys) -> Self {
-        let current = match configured.codec(None) {
-            Ok(Some(codec)) => SharedReceipts::fixed(codec),
-            _ => SharedReceipts::default(),
-        };
+        let current = configured.codec(None).ok().flatten().map(Arc::new);
         Self {
             configured,
-            current,
+            current: RwLock::new(current),
             fetched: tokio::sync::Mutex::new(None),
         }
     }
@@ -50,17 +50,21 @@ impl Receipts {
         &self,
         controller: &dyn ControllerApi,
     ) -> Result<(), RpcError> {
-        if self.current.current().is_none()
+        if self.current.read().is_none()
             && let Err(err) = self.fetch(controller, false).await
         {
             tracing::warn!(error = %err, "cannot load receipt keys");
         }
-        self.current.current().map(|_| ()).ok_or_else(not_loaded)
+        if self.current.read().is_some() {
+            Ok(())
+        } else {
+            Err(not_loaded())
+        }
     }
 
     /// Signs `ticket`; UNAVAILABLE until the first keys are known.
     pub(crate) fn encode(&self, ticket: &ReceiptTicket) -> Result<String, RpcError> {
-        match self.current.current() {
+        match self.current.read().clone() {
             Some(codec) => Ok(codec.encode(ticket)),
             None => Err(not_loaded()),
         }
@@ -74,13 +78,13 @@ impl Receipts {
         handle: &str,
     ) -> Result<ReceiptTicket, RpcError> {
         self.ensure_loaded(controller).await?;
-        let codec = self.current.current().ok_or_else(not_loaded)?;
+        let codec = self.current.read().clone().ok_or_else(not_loaded)?;
         match codec.decode(handle) {
             Err(ReceiptError::UnknownKey(id)) if id >= MANAGED_KEY_BASE => {
                 if let Err(err) = self.fetch(controller, true).await {
                     tracing::warn!(key = id, error = %err, "cannot fetch receipt keys");
                 }
-                let codec = self.current.current().ok_or_else(not_loaded)?;
+                let codec = self.current.read().clone().ok_or_else(not_loaded)?;
                 Ok(codec.decode(handle)?)
             }
             other => Ok(other?),
@@ -103,7 +107,7 @@ impl Receipts {
         }
         let managed = controller.receipt_keys().await.map_err(|e| e.to_string())?;
         if let Some(codec) = self.configured.codec(Some(&managed))? {
-            self.current.replace(codec);
+            *self.current.write() = Some(Arc::new(codec));
         }
         Ok(())
     }
@@ -111,8 +115,8 @@ impl Receipts {
 
 impl Receipts {
     #[cfg(test)]
-    pub(crate) fn current_codec(&self) -> Arc<vela_proto::receipt::ReceiptCodec> {
-        self.current.current().expect("keys loaded")
+    pub(crate) fn current_codec(&self) -> Arc<ReceiptCodec> {
+        self.current.read().clone().expect("keys loaded")
     }
 }
 

@@ -185,6 +185,19 @@ fn app_tracer_provider(otlp: std::net::SocketAddr) -> opentelemetry_sdk::trace::
     provider
 }
 
+/// Flushes the application's provider (off the runtime: its shutdown blocks) and returns every
+/// span the receiver got.
+async fn flushed(
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+    spans: &Spans,
+) -> Vec<Span> {
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    spans.0.lock().unwrap().clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_to_it() {
     let (spans, otlp) = trace_receiver().await;
@@ -224,12 +237,7 @@ async fn the_sdk_starts_the_trace_the_proxy_continues_it_and_the_consumer_links_
     consumer.ack(&got[0]).await.unwrap();
     drop((producer, consumer));
     node.stop().await;
-    tokio::task::spawn_blocking(move || provider.shutdown())
-        .await
-        .unwrap()
-        .unwrap();
-
-    let all = spans.0.lock().unwrap().clone();
+    let all = flushed(provider, &spans).await;
     let send = by_name(&all, &format!("send {topic}"));
     let publish = by_name(&all, &format!("publish {topic}"));
     let receive = by_name(&all, &format!("receive {topic}"));
@@ -313,12 +321,7 @@ async fn a_push_listener_runs_in_a_process_span_linked_to_the_send() {
     consumer.shutdown().await.unwrap();
     producer.shutdown().await.unwrap();
     node.stop().await;
-    tokio::task::spawn_blocking(move || provider.shutdown())
-        .await
-        .unwrap()
-        .unwrap();
-
-    let all = spans.0.lock().unwrap().clone();
+    let all = flushed(provider, &spans).await;
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
     use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
     let sends: Vec<&Span> = all
