@@ -36,6 +36,7 @@ pub use send_receive::MessageCommand;
 pub use send_receive::{ReceiveArgs, SendArgs};
 pub use target::Target;
 use target::{AdminClient, connect};
+pub use tier::TierCredentialsCommand;
 pub use topics::TopicCommand;
 
 /// `vela admin …`
@@ -189,6 +190,10 @@ pub enum TierCommand {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// The S3 access key pair the controller keeps sealed for every store node (set, show,
+    /// clear); store nodes sign with it instead of their own [tier] settings within 10 s.
+    #[command(subcommand)]
+    Credentials(TierCredentialsCommand),
 }
 
 /// How a status is printed.
@@ -251,6 +256,11 @@ fn destructive(command: &AdminCommand) -> Option<String> {
         }
         AdminCommand::Route(RouteCommand::Delete { name }) => format!("delete route {name}"),
         AdminCommand::ReceiptKey(command) => return receipt_keys::destructive(command),
+        AdminCommand::Tier(TierCommand::Credentials(TierCredentialsCommand::Clear)) => {
+            "clear the tier credentials the controller keeps (store nodes go back to their own \
+             [tier] settings)"
+                .to_owned()
+        }
         _ => return None,
     })
 }
@@ -301,6 +311,9 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
                 OutputFormat::Json => cluster_status::to_json(status)?,
                 OutputFormat::Table => cluster_status::to_table(status)?,
             };
+        }
+        AdminCommand::Tier(TierCommand::Credentials(command)) => {
+            out = tier::credentials(&mut client, command, output).await?;
         }
         AdminCommand::Tier(TierCommand::Status { topic }) => {
             let status = client

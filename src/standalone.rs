@@ -98,12 +98,23 @@ impl Standalone {
             }
         };
 
-        if let Err(err) = crate::tier::attach(&config, &store, true).await {
-            let _ = store.shutdown().await;
-            let _ = controller.shutdown().await;
-            return Err(err);
-        }
+        let tier = match crate::tier::attach(&config, &store, true).await {
+            Ok(tier) => tier,
+            Err(err) => {
+                let _ = store.shutdown().await;
+                let _ = controller.shutdown().await;
+                return Err(err);
+            }
+        };
         let shutdown = CancellationToken::new();
+        // Ends with `shutdown`.
+        let _ = tier.and_then(|tier| {
+            crate::tier::follow_credentials(
+                tier,
+                controller.clone() as Arc<dyn ControllerApi>,
+                shutdown.clone(),
+            )
+        });
         let telemetry = Metrics::start(&config.telemetry, &shutdown)?;
         let metrics = vela_proxy::ProxyMetrics::new(
             &telemetry.hub.meter("vela-proxy"),

@@ -4,13 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::{info, warn};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use vela_proto::ControllerApi;
 use vela_tier::{Tier, TierConfig};
 
 use crate::config::VelaConfig;
 
 /// How long the start-up check of the tier may take before the node starts anyway.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a store node asks the controller for the tier credentials it keeps.
+const CREDENTIALS_EVERY: Duration = Duration::from_secs(10);
 
 /// The tier settings this node uses: `[tier]`, with `url` defaulting to
 /// `file://<data_dir>/tier` in standalone (so tiering works with no S3 at all). `None`: no tier.
@@ -72,4 +78,68 @@ pub async fn attach(
         .await
         .map_err(anyhow::Error::msg)?;
     Ok(Some(tier))
+}
+
+/// Keeps an S3 `tier` signing with the credentials the controller keeps (`vela admin tier
+/// credentials set`), or with its own `[tier]` settings while none are set: asks every 10 s,
+/// logs each change and checks the new credentials with one listing. While the controller
+/// cannot be reached the tier keeps what it has. `None` for a tier that signs nothing.
+pub fn follow_credentials(
+    tier: Arc<Tier>,
+    controller: Arc<dyn ControllerApi>,
+    shutdown: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    if !tier.signs_requests() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut unreachable = false;
+        loop {
+            match controller.tier_credentials().await {
+                Ok(held) => {
+                    unreachable = false;
+                    let pair = held
+                        .as_ref()
+                        .map(|c| (c.credentials.access_key_id(), c.credentials.expose_secret()));
+                    if tier.use_credentials(pair) {
+                        match pair {
+                            Some((id, _)) => info!(
+                                access_key_id = id,
+                                "the tier signs with the credentials the controller keeps"
+                            ),
+                            None => info!("the tier signs with its configured credentials again"),
+                        }
+                        probe(&tier).await;
+                    }
+                }
+                Err(err) if !unreachable => {
+                    unreachable = true;
+                    warn!(error = %err, "cannot ask the controller for the tier credentials; the tier keeps the ones it has");
+                }
+                Err(err) => debug!(error = %err, "tier credentials: controller still unreachable"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(CREDENTIALS_EVERY) => {}
+            }
+        }
+    }))
+}
+
+/// One listing with the credentials just switched to, so a bad pair shows in the log at once
+/// rather than at the next upload.
+async fn probe(tier: &Tier) {
+    match tokio::time::timeout(PROBE_TIMEOUT, tier.list_segments(0)).await {
+        Ok(Ok(_)) => info!(
+            tier = tier.describe(),
+            "the tier accepts the new credentials"
+        ),
+        Ok(Err(err)) => {
+            warn!(tier = tier.describe(), error = %err, "the tier refused a request with the new credentials")
+        }
+        Err(_) => warn!(
+            tier = tier.describe(),
+            "the tier did not answer within 10 s with the new credentials"
+        ),
+    }
 }

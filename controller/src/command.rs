@@ -173,6 +173,12 @@ pub enum ControllerCommand {
     RetireReceiptKey {
         id: u32,
     },
+    /// Sets (or, with `None`, clears) the object-storage credentials store nodes use, the
+    /// secret sealed. A controller on a build from before it cannot read this entry: set them
+    /// once every controller runs a build that has it.
+    SetTierCredentials {
+        credentials: Option<StoredTierCredentials>,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -222,7 +228,7 @@ impl ControllerCommand {
     }
 }
 
-use crate::metadata::{LoggedRoute, StoredHeader, StoredHttp, StoredRoute};
+use crate::metadata::{LoggedRoute, StoredHeader, StoredHttp, StoredRoute, StoredTierCredentials};
 use crate::secrets::SealedSecret;
 
 /// How a controller command is written into a log record (vela-raft's `RecordData`): an encoding
@@ -312,6 +318,10 @@ impl fmt::Display for ControllerCommand {
                 )
             }
             ControllerCommand::RetireReceiptKey { id } => write!(f, "retire-receipt-key {id}"),
+            ControllerCommand::SetTierCredentials { credentials } => match credentials {
+                Some(c) => write!(f, "set-tier-credentials {}", c.access_key_id),
+                None => write!(f, "clear-tier-credentials"),
+            },
             ControllerCommand::SetRoutePaused { name, paused } => {
                 write!(f, "set-route-paused {name} {paused}")
             }
@@ -339,6 +349,8 @@ pub enum Applied {
     Route(Box<StoredRoute>),
     /// The receipt keyring changed.
     ReceiptKeys,
+    /// The tier credentials were set or cleared.
+    TierCredentials,
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.

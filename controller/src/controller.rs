@@ -674,6 +674,19 @@ impl ControllerApi for Controller {
         self.retire_receipt_keys(id, force).await
     }
 
+    async fn tier_credentials(
+        &self,
+    ) -> Result<Option<vela_proto::tier_credentials::ManagedTierCredentials>, ControllerError> {
+        self.read_tier_credentials().await
+    }
+
+    async fn set_tier_credentials(
+        &self,
+        credentials: Option<vela_proto::tier_credentials::TierCredentials>,
+    ) -> Result<Option<vela_proto::tier_credentials::ManagedTierCredentials>, ControllerError> {
+        self.write_tier_credentials(credentials).await
+    }
+
     async fn auth_data(&self) -> Result<AuthData, ControllerError> {
         self.read_auth_data().await
     }

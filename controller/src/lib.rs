@@ -28,6 +28,7 @@ mod routes;
 pub mod scaler;
 pub mod secrets;
 pub mod service;
+mod tier_credentials;
 pub mod validation;
 
 pub use command::{Applied, ControllerCommand, ControllerResponse, Rejected};

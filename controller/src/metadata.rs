@@ -13,11 +13,13 @@ use crate::placement::{drain_moves, place_queues, replica_sets};
 mod auth;
 mod receipt_keys;
 mod routes;
+mod tier_credentials;
 pub use auth::StoredUser;
 pub use receipt_keys::{ReceiptKeyring, StoredReceiptKey};
 pub use routes::{
     LoggedRoute, StoredCredentials, StoredEndpoint, StoredHeader, StoredHttp, StoredRoute,
 };
+pub use tier_credentials::StoredTierCredentials;
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
 /// `#[serde(default)]`.
@@ -39,6 +41,8 @@ pub struct Metadata {
     routes: BTreeMap<vela_proto::RouteName, StoredRoute>,
     /// The managed receipt keys (ADR 0030), sealed.
     receipt_keys: ReceiptKeyring,
+    /// The object-storage credentials store nodes use (issue 8), the secret sealed.
+    tier_credentials: Option<StoredTierCredentials>,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -166,6 +170,9 @@ impl Metadata {
                 first,
             } => self.add_receipt_key(id, key, created_ms, first),
             ControllerCommand::RetireReceiptKey { id } => self.retire_receipt_key(id),
+            ControllerCommand::SetTierCredentials { credentials } => {
+                self.set_tier_credentials(credentials)
+            }
             ControllerCommand::DeleteRoute { name } => self.delete_route(name),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 self.set_route_paused(name, paused)
@@ -695,6 +702,7 @@ mod tests {
                     | ControllerCommand::CreateHttpRouteWithHeaders { .. }
                     | ControllerCommand::AddReceiptKey { .. }
                     | ControllerCommand::RetireReceiptKey { .. }
+                    | ControllerCommand::SetTierCredentials { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

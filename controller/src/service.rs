@@ -17,6 +17,7 @@ use vela_proto::pb::controller::controller_server::{
 use vela_proto::pb::route as route_pb;
 use vela_proto::route_wire::{Secrets, route_to_wire, spec_from_wire, statuses_to_wire};
 use vela_proto::store_wire::WireError;
+use vela_proto::tier_credentials::{self, TierCredentials};
 use vela_proto::{ControllerApi, RouteName};
 
 use crate::Controller;
@@ -321,6 +322,34 @@ impl ControllerRpc for ControllerService {
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn tier_credentials(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::TierCredentialsReply>, Status> {
+        let credentials = self.controller.tier_credentials().await.map_err(failed)?;
+        Ok(Response::new(tier_credentials::to_wire(
+            credentials.as_ref(),
+        )))
+    }
+
+    async fn set_tier_credentials(
+        &self,
+        request: Request<pb::SetTierCredentialsRequest>,
+    ) -> Result<Response<pb::TierCredentialsReply>, Status> {
+        let credentials = request
+            .into_inner()
+            .credentials
+            .map(|c| TierCredentials::new(c.access_key_id, c.secret_access_key))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let now = self
+            .controller
+            .set_tier_credentials(credentials)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(tier_credentials::to_wire(now.as_ref())))
     }
 
     async fn drain_store(

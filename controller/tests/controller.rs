@@ -526,7 +526,12 @@ async fn secrets_are_never_on_disk_in_plaintext() {
         "src-secret-9d2f33",
         "tgt-secret-5e4c71",
         "Bearer hdr-secret-3a8b55",
+        "tier-secret-0f3b7c",
+        "tier-secret-later-88d1e2",
     ];
+    let tier = |id: &str, secret: &str| {
+        Some(vela_proto::tier_credentials::TierCredentials::new(id, secret).expect("pair"))
+    };
     let user = |name: &str, password: &str| User {
         name: UserName::new(name).expect("name"),
         password: Password::new(password).expect("password"),
@@ -578,6 +583,10 @@ async fn secrets_are_never_on_disk_in_plaintext() {
         .await
         .expect("route");
     let first_keys = controller.receipt_keys().await.expect("receipt keys");
+    controller
+        .set_tier_credentials(tier("AKFIRST", secrets[5]))
+        .await
+        .expect("tier credentials");
     // One snapshot, and entries after it in the log.
     controller.compact_log().await.expect("compact");
     controller
@@ -585,6 +594,11 @@ async fn secrets_are_never_on_disk_in_plaintext() {
         .await
         .expect("user");
     let keys = controller.rotate_receipt_key().await.expect("rotated");
+    let set = controller
+        .set_tier_credentials(tier("AKLATER", secrets[6]))
+        .await
+        .expect("tier credentials")
+        .expect("set");
     assert_eq!(keys.keys.len(), 2);
     assert_eq!(
         keys.keys[&first_keys.signing],
@@ -646,5 +660,21 @@ async fn secrets_are_never_on_disk_in_plaintext() {
         keys,
         "the receipt keys open after a restart"
     );
+    assert_eq!(
+        controller
+            .tier_credentials()
+            .await
+            .expect("tier credentials"),
+        Some(set),
+        "the tier credentials open after a restart"
+    );
+    assert_eq!(
+        controller
+            .set_tier_credentials(None)
+            .await
+            .expect("cleared"),
+        None
+    );
+    assert_eq!(controller.tier_credentials().await.expect("read"), None);
     controller.shutdown().await.expect("shutdown");
 }

@@ -11,6 +11,7 @@ use crate::domain::{
 };
 use crate::receipt_keys::ManagedKeys;
 use crate::route::{RouteConfig, RouteSpec, RouteStatus};
+use crate::tier_credentials::{ManagedTierCredentials, TierCredentials};
 use std::collections::BTreeMap;
 
 /// A proxy as the controller leader last heard from it.
@@ -164,6 +165,15 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// within 12 h of the rotation that replaced it, while handles it signed may be in flight;
     /// `NotFound` for an unknown id.
     async fn retire_receipt_key(&self, id: u32, force: bool) -> Result<(), ControllerError>;
+
+    /// The object-storage credentials the controller keeps, in clear: what store nodes sign
+    /// tier requests with while they are set (`None`: they use their own `[tier]` settings).
+    async fn tier_credentials(&self) -> Result<Option<ManagedTierCredentials>, ControllerError>;
+    /// Sets, replaces or (with `None`) clears them; answers what is now set.
+    async fn set_tier_credentials(
+        &self,
+        credentials: Option<TierCredentials>,
+    ) -> Result<Option<ManagedTierCredentials>, ControllerError>;
 }
 
 /// A proxy not heard from for this long is no longer listed.

@@ -28,6 +28,7 @@ use crate::receipt_keys::{ManagedKeys, keys_from_wire};
 use crate::route::{RouteConfig, RouteSpec, RouteStatus};
 use crate::route_wire::{Secrets, route_from_wire, spec_to_wire, statuses_from_wire};
 use crate::store_client::lazy_channel;
+use crate::tier_credentials::{self, ManagedTierCredentials, TierCredentials};
 
 /// How long a call keeps retrying through elections and unreachable nodes.
 const RETRY_FOR: Duration = Duration::from_secs(10);
@@ -579,6 +580,35 @@ impl ControllerApi for RemoteController {
         })
         .await?;
         Ok(())
+    }
+
+    async fn tier_credentials(&self) -> Result<Option<ManagedTierCredentials>, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.tier_credentials(pb::Empty {}).await
+            })
+            .await?;
+        Ok(tier_credentials::from_wire(reply)?)
+    }
+
+    async fn set_tier_credentials(
+        &self,
+        credentials: Option<TierCredentials>,
+    ) -> Result<Option<ManagedTierCredentials>, ControllerError> {
+        let request = pb::SetTierCredentialsRequest {
+            credentials: credentials.map(|c| pb::TierCredentials {
+                access_key_id: c.access_key_id().to_owned(),
+                secret_access_key: c.expose_secret().to_owned(),
+                updated_ms: 0,
+            }),
+        };
+        let reply = self
+            .on_leader(&mut false, |mut c| {
+                let request = request.clone();
+                async move { c.set_tier_credentials(request).await }
+            })
+            .await?;
+        Ok(tier_credentials::from_wire(reply)?)
     }
 
     async fn node_status(&self) -> Vec<ControllerNodeReport> {

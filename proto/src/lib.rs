@@ -35,6 +35,7 @@ pub mod sql;
 pub mod store_api;
 pub mod store_client;
 pub mod store_wire;
+pub mod tier_credentials;
 
 /// Generated protobuf code.
 pub mod pb {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vela_proto::pb::admin::{self as api, admin_service_server::AdminService};
 use vela_proto::store_wire::{group_start_from_wire, group_start_to_wire};
+use vela_proto::tier_credentials::{ManagedTierCredentials, TierCredentials};
 use vela_proto::{
     DEFAULT_MAX_ATTEMPTS, GroupConfig, GroupName, GroupQueueStats, GroupSpec, OffsetTarget,
     QueueStats, ShardId, StoreError, TopicConfig, TopicName, TopicSpec, TopicType,
@@ -589,6 +590,41 @@ impl AdminService for AdminServer {
         )?))
     }
 
+    async fn set_tier_credentials(
+        &self,
+        request: Request<api::SetTierCredentialsRequest>,
+    ) -> Result<Response<api::TierCredentialsInfo>, Status> {
+        self.allow(&request).await?;
+        let req = request.into_inner();
+        let credentials = TierCredentials::new(req.access_key_id, req.secret_access_key)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let now = self
+            .shared
+            .ctx
+            .controller
+            .set_tier_credentials(Some(credentials))
+            .await;
+        Ok(Response::new(tier_credentials_info(now)?))
+    }
+
+    async fn clear_tier_credentials(
+        &self,
+        request: Request<api::ClearTierCredentialsRequest>,
+    ) -> Result<Response<api::TierCredentialsInfo>, Status> {
+        self.allow(&request).await?;
+        let now = self.shared.ctx.controller.set_tier_credentials(None).await;
+        Ok(Response::new(tier_credentials_info(now)?))
+    }
+
+    async fn describe_tier_credentials(
+        &self,
+        request: Request<api::DescribeTierCredentialsRequest>,
+    ) -> Result<Response<api::TierCredentialsInfo>, Status> {
+        self.allow(&request).await?;
+        let now = self.shared.ctx.controller.tier_credentials().await;
+        Ok(Response::new(tier_credentials_info(now)?))
+    }
+
     async fn list_routes(
         &self,
         request: Request<api::ListRoutesRequest>,
@@ -781,6 +817,19 @@ fn half_deleted(what: &str, data_was: &str, err: vela_proto::StoreError) -> Stat
             status.message()
         ),
     )
+}
+
+/// The tier credentials as admin tools see them: the key id, never the secret.
+fn tier_credentials_info(
+    now: Result<Option<ManagedTierCredentials>, vela_proto::ControllerError>,
+) -> Result<api::TierCredentialsInfo, Status> {
+    Ok(match now.map_err(controller_to_grpc)? {
+        Some(c) => api::TierCredentialsInfo {
+            access_key_id: Some(c.credentials.access_key_id().to_owned()),
+            updated_ms: c.updated_ms,
+        },
+        None => api::TierCredentialsInfo::default(),
+    })
 }
 
 /// The managed receipt keys as admin tools see them: never a secret.

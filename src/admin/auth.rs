@@ -120,18 +120,23 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// The password from `--password`, or from the first line of standard input.
-fn password_from(given: Option<Secret>, stdin: bool) -> anyhow::Result<Option<String>> {
+/// The secret `given` on the command line, or (`stdin`) the first line of standard input;
+/// `what` names it in errors.
+pub(super) fn secret_from(
+    given: Option<Secret>,
+    stdin: bool,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
     if !stdin {
         return Ok(given.map(|s| s.0));
     }
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
-        .context("cannot read the password from standard input")?;
-    let password = line.trim_end_matches(['\n', '\r']).to_owned();
-    anyhow::ensure!(!password.is_empty(), "standard input held no password");
-    Ok(Some(password))
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
+    let secret = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!secret.is_empty(), "standard input held no {what}");
+    Ok(Some(secret))
 }
 
 fn parse_user_type(s: &str) -> Result<UserType, String> {
@@ -163,7 +168,7 @@ pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Resul
             password_stdin,
             user_type,
         } => {
-            let password = password_from(password, password_stdin)?
+            let password = secret_from(password, password_stdin, "password")?
                 .context("give --password or --password-stdin")?;
             let user = client
                 .create_user(auth_pb::User {
@@ -187,7 +192,7 @@ pub(super) async fn user(server: &Target, command: UserCommand) -> anyhow::Resul
             user_type,
             status,
         } => {
-            let password = password_from(password, password_stdin)?;
+            let password = secret_from(password, password_stdin, "password")?;
             let user = client
                 .update_user(auth_pb::UserUpdate {
                     name,

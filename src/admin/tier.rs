@@ -144,3 +144,102 @@ pub(super) fn to_table(r: pb::TierStatusResponse) -> Result<String, std::fmt::Er
     }
     Ok(out)
 }
+
+/// `vela admin tier credentials …`
+#[derive(clap::Subcommand, Debug)]
+pub enum TierCredentialsCommand {
+    /// Sets (or replaces) the pair; the secret is sealed in the controller's metadata and
+    /// never shown again. Give it with --secret-access-key, VELA_TIER_SECRET_ACCESS_KEY or
+    /// --secret-access-key-stdin (keeps it out of the shell history and the process list).
+    Set {
+        #[arg(long)]
+        access_key_id: String,
+        #[arg(
+            long,
+            env = "VELA_TIER_SECRET_ACCESS_KEY",
+            hide_env_values = true,
+            required_unless_present = "secret_access_key_stdin"
+        )]
+        secret_access_key: Option<super::Secret>,
+        /// Read the secret from the first line of standard input.
+        #[arg(long, conflicts_with = "secret_access_key")]
+        secret_access_key_stdin: bool,
+    },
+    /// The access key id the controller keeps and when it was set (never the secret).
+    Show,
+    /// Forgets the pair: store nodes sign with their own [tier] settings again.
+    Clear,
+}
+
+pub(super) async fn credentials(
+    client: &mut super::AdminClient,
+    command: TierCredentialsCommand,
+    output: super::OutputFormat,
+) -> anyhow::Result<String> {
+    use super::status_error;
+    let (info, done) = match command {
+        TierCredentialsCommand::Set {
+            access_key_id,
+            secret_access_key,
+            secret_access_key_stdin,
+        } => {
+            let secret = super::auth::secret_from(
+                secret_access_key,
+                secret_access_key_stdin,
+                "secret access key",
+            )?
+            .ok_or_else(|| anyhow::anyhow!("no secret access key given"))?;
+            let info = client
+                .set_tier_credentials(pb::SetTierCredentialsRequest {
+                    access_key_id,
+                    secret_access_key: secret,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            (
+                info,
+                Some("set: store nodes sign tier requests with it within 10 s"),
+            )
+        }
+        TierCredentialsCommand::Show => (
+            client
+                .describe_tier_credentials(pb::DescribeTierCredentialsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner(),
+            None,
+        ),
+        TierCredentialsCommand::Clear => (
+            client
+                .clear_tier_credentials(pb::ClearTierCredentialsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner(),
+            Some("cleared: store nodes sign with their own [tier] settings within 10 s"),
+        ),
+    };
+    let updated = info
+        .access_key_id
+        .as_ref()
+        .map(|_| super::format_ms(info.updated_ms));
+    if output == super::OutputFormat::Json {
+        let shown = serde_json::json!({
+            "access_key_id": info.access_key_id,
+            "updated_at": updated,
+        });
+        return Ok(serde_json::to_string_pretty(&shown)? + "\n");
+    }
+    let mut out = String::new();
+    if let Some(done) = done {
+        writeln!(out, "{done}")?;
+    }
+    match (&info.access_key_id, updated) {
+        (Some(id), Some(at)) => writeln!(out, "access key id: {id} (set {at}; secret sealed)")?,
+        _ => writeln!(
+            out,
+            "none set: store nodes sign with their own [tier] settings"
+        )?,
+    }
+    Ok(out)
+}

@@ -39,3 +39,4 @@ mod t28_request_reply;
 mod t29_lookup;
 mod t30_broadcast;
 mod t31_receipt_keys;
+mod t32_tier_credentials;

@@ -15,8 +15,10 @@
 
 mod cache;
 mod config;
+mod credentials;
 pub mod faults;
 mod read;
+pub mod signed_by;
 mod upload;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -190,6 +192,8 @@ pub struct Tier {
     indexes: moka::future::Cache<Arc<str>, Arc<vela_raft::sealed::SealedIndex>>,
     stats: Arc<TierStats>,
     part_bytes: usize,
+    /// What an S3 tier signs requests with (`None` for other tiers).
+    credentials: Option<Arc<credentials::SwitchCredentials>>,
     /// The directory of a `file://` tier: uploads are fsynced there (object_store's local
     /// store does not), so a power cut cannot lose a copy whose local original is gone.
     fs_root: Option<PathBuf>,
@@ -213,8 +217,13 @@ impl Tier {
             .enabled_url()
             .ok_or_else(|| TierError::Config("tier.url is not set".into()))?;
         let location = Location::parse(url).map_err(TierError::Config)?;
+        let mut credentials = None;
         let (store, prefix, fs_root): (Arc<dyn ObjectStore>, String, _) = match location {
-            Location::S3 { bucket, prefix } => (Arc::new(s3(cfg, &bucket)?), prefix, None),
+            Location::S3 { bucket, prefix } => {
+                let (store, switch) = s3(cfg, &bucket)?;
+                credentials = Some(switch);
+                (Arc::new(store), prefix, None)
+            }
             Location::File(dir) => {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| TierError::io(format!("creating {}", dir.display()), e))?;
@@ -229,7 +238,8 @@ impl Tier {
                 None,
             ),
         };
-        Self::build(store, &prefix, url, cache_dir, ReadLimits::of(cfg), fs_root)
+        let limits = ReadLimits::of(cfg);
+        Self::build(store, &prefix, url, cache_dir, limits, fs_root, credentials)
     }
 
     /// A tier over `store` (tests wrap one in [`faults::FaultyStore`]).
@@ -240,7 +250,7 @@ impl Tier {
         cache_dir: &FsPath,
         limits: ReadLimits,
     ) -> Result<Arc<Tier>, TierError> {
-        Self::build(store, prefix, describe, cache_dir, limits, None)
+        Self::build(store, prefix, describe, cache_dir, limits, None, None)
     }
 
     fn build(
@@ -250,6 +260,7 @@ impl Tier {
         cache_dir: &FsPath,
         limits: ReadLimits,
         fs_root: Option<PathBuf>,
+        credentials: Option<Arc<credentials::SwitchCredentials>>,
     ) -> Result<Arc<Tier>, TierError> {
         let stats = Arc::new(TierStats::default());
         let cache = BlockCache::new(store.clone(), cache_dir, limits, stats.clone())?;
@@ -266,6 +277,7 @@ impl Tier {
                 .build(),
             stats,
             part_bytes: limits.part_bytes.max(5 << 20),
+            credentials,
             fs_root,
         }))
     }
@@ -273,6 +285,23 @@ impl Tier {
     /// The tier's URL (no credentials).
     pub fn describe(&self) -> &str {
         &self.describe
+    }
+
+    /// Signs requests with `pair` (access key id, secret access key) from the next one on, or
+    /// (`None`) with the configured credentials again. Answers whether that changed anything;
+    /// always `false` for a tier that is not S3 (it has no credentials).
+    pub fn use_credentials(&self, pair: Option<(&str, &str)>) -> bool {
+        self.credentials.as_ref().is_some_and(|c| c.set(pair))
+    }
+
+    /// The access key id of the controller's pair, while the tier signs with it.
+    pub fn managed_key_id(&self) -> Option<String> {
+        self.credentials.as_ref().and_then(|c| c.managed_key_id())
+    }
+
+    /// Whether the tier signs requests at all (S3), so credentials matter.
+    pub fn signs_requests(&self) -> bool {
+        self.credentials.is_some()
     }
 
     pub fn stats(&self) -> &Arc<TierStats> {
@@ -361,8 +390,35 @@ pub fn failure_backoff() -> impl Iterator<Item = std::time::Duration> + Send {
 }
 
 /// An S3 (or S3-compatible) store from the config, the usual `AWS_…` variables filling in
-/// what it leaves out.
-fn s3(cfg: &TierConfig, bucket: &str) -> Result<object_store::aws::AmazonS3, TierError> {
+/// what it leaves out, signing with what the returned switch says (the configured
+/// credentials until it is given others).
+fn s3(
+    cfg: &TierConfig,
+    bucket: &str,
+) -> Result<
+    (
+        object_store::aws::AmazonS3,
+        Arc<credentials::SwitchCredentials>,
+    ),
+    TierError,
+> {
+    let builder = s3_builder(cfg, bucket);
+    let configured = builder
+        .clone()
+        .build()
+        .map_err(|e| TierError::Config(format!("S3 tier: {e}")))?
+        .credentials()
+        .clone();
+    let switch = Arc::new(credentials::SwitchCredentials::new(configured));
+    let store = builder
+        .with_credentials(switch.clone())
+        .build()
+        .map_err(|e| TierError::Config(format!("S3 tier: {e}")))?;
+    Ok((store, switch))
+}
+
+/// The builder of the configured S3 store.
+fn s3_builder(cfg: &TierConfig, bucket: &str) -> object_store::aws::AmazonS3Builder {
     // reqwest's rustls runs on the process's default provider: ring, as everywhere in Vela.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = object_store::aws::AmazonS3Builder::from_env()
@@ -386,8 +442,6 @@ fn s3(cfg: &TierConfig, bucket: &str) -> Result<object_store::aws::AmazonS3, Tie
         builder = builder.with_secret_access_key(secret);
     }
     builder
-        .build()
-        .map_err(|e| TierError::Config(format!("S3 tier: {e}")))
 }
 
 #[cfg(test)]

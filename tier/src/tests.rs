@@ -297,3 +297,40 @@ async fn s3_upload_in_parts_list_read_and_delete() {
     tier.delete(&key).await.unwrap();
     assert!(tier.list_segments(0).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_s3_tier_signs_with_the_managed_pair_while_it_is_set() {
+    let endpoint = crate::signed_by::SignedBy::start().await.expect("endpoint");
+    let cache = tempfile::tempdir().expect("tmp");
+    let cfg = TierConfig {
+        url: Some("s3://bkt/vela".into()),
+        endpoint: Some(endpoint.endpoint()),
+        allow_http: true,
+        access_key_id: Some("CONFIGURED".into()),
+        secret_access_key: Some("configured-secret".into()),
+        ..TierConfig::default()
+    };
+    let tier = Tier::open(&cfg, cache.path()).expect("opens");
+    assert!(tier.signs_requests());
+    tier.list_segments(0).await.expect("lists");
+    assert!(tier.use_credentials(Some(("MANAGED", "managed-secret"))));
+    assert!(!tier.use_credentials(Some(("MANAGED", "managed-secret"))));
+    assert_eq!(tier.managed_key_id().as_deref(), Some("MANAGED"));
+    tier.list_segments(0).await.expect("lists");
+    // A new secret for the same id is a change too.
+    assert!(tier.use_credentials(Some(("MANAGED", "rotated-secret"))));
+    assert!(tier.use_credentials(None));
+    assert_eq!(tier.managed_key_id(), None);
+    tier.list_segments(0).await.expect("lists");
+    assert_eq!(endpoint.seen(), ["CONFIGURED", "MANAGED", "CONFIGURED"]);
+
+    // A directory tier has nothing to sign with.
+    let dir = tempfile::tempdir().expect("tmp");
+    let local = TierConfig {
+        url: Some(format!("file://{}", dir.path().display())),
+        ..TierConfig::default()
+    };
+    let tier = Tier::open(&local, cache.path()).expect("opens");
+    assert!(!tier.signs_requests());
+    assert!(!tier.use_credentials(Some(("MANAGED", "managed-secret"))));
+}

@@ -425,5 +425,12 @@ mod admin_impls {
             r.id,
             if r.force { " (forced)" } else { "" },
         ));
+        // Tier credentials (issue 8): the secret is never in the audit line.
+        api::SetTierCredentialsRequest => |r| Some(format!(
+            "set tier credentials (access key id {})",
+            r.access_key_id,
+        ));
+        api::ClearTierCredentialsRequest => |r| Some("clear tier credentials".to_owned());
+        api::DescribeTierCredentialsRequest => |r| None;
     }
 }

@@ -143,3 +143,44 @@ async fn admin_manages_topics_and_groups() {
         .into_inner();
     assert_eq!(code(&route.status), Code::TopicNotFound as i32);
 }
+
+#[tokio::test]
+async fn tier_credentials_are_set_described_by_key_id_and_cleared() {
+    let h = Harness::start(test_config()).await;
+    let mut admin = h.admin().await;
+    let none = admin
+        .describe_tier_credentials(api::DescribeTierCredentialsRequest {})
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(none.access_key_id, None);
+    let set = admin
+        .set_tier_credentials(api::SetTierCredentialsRequest {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "s3cr3t-value".into(),
+        })
+        .await
+        .expect("set")
+        .into_inner();
+    assert_eq!(set.access_key_id.as_deref(), Some("AKIDEXAMPLE"));
+    let held = h.controller.tier_credentials().await.expect("held");
+    assert_eq!(
+        held.map(|c| c.credentials.expose_secret().to_owned()),
+        Some("s3cr3t-value".to_owned())
+    );
+    let bad = admin
+        .set_tier_credentials(api::SetTierCredentialsRequest {
+            access_key_id: "with space".into(),
+            secret_access_key: "x".into(),
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let cleared = admin
+        .clear_tier_credentials(api::ClearTierCredentialsRequest {})
+        .await
+        .expect("clear")
+        .into_inner();
+    assert_eq!(cleared.access_key_id, None);
+    assert_eq!(h.controller.tier_credentials().await.expect("held"), None);
+}

@@ -1,6 +1,7 @@
 //! The fake controller: metadata, users and ACLs, routes in maps.
 
 use super::*;
+use vela_proto::tier_credentials::ManagedTierCredentials;
 
 #[derive(Default)]
 pub struct FakeController {
@@ -12,6 +13,7 @@ pub struct FakeController {
     auth: Mutex<vela_proto::auth::AuthData>,
     routes: Mutex<BTreeMap<vela_proto::RouteName, vela_proto::route::RouteConfig>>,
     receipt_keys: Mutex<Option<vela_proto::receipt_keys::ManagedKeys>>,
+    tier_credentials: Mutex<Option<ManagedTierCredentials>>,
 }
 
 impl FakeController {
@@ -380,6 +382,24 @@ impl ControllerApi for FakeController {
             }
             _ => Err(ControllerError::NotFound(format!("receipt key {id}"))),
         }
+    }
+
+    async fn tier_credentials(&self) -> Result<Option<ManagedTierCredentials>, ControllerError> {
+        self.check_up()?;
+        Ok(self.tier_credentials.lock().clone())
+    }
+
+    async fn set_tier_credentials(
+        &self,
+        credentials: Option<vela_proto::tier_credentials::TierCredentials>,
+    ) -> Result<Option<ManagedTierCredentials>, ControllerError> {
+        self.check_up()?;
+        let mut held = self.tier_credentials.lock();
+        *held = credentials.map(|credentials| ManagedTierCredentials {
+            credentials,
+            updated_ms: 1,
+        });
+        Ok(held.clone())
     }
 
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError> {
