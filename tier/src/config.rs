@@ -23,7 +23,8 @@ pub struct TierConfig {
     /// Virtual-hosted-style requests (`bucket.endpoint/key`; Alibaba OSS accepts only these)
     /// instead of path style (`endpoint/bucket/key`; MinIO and moto default to it).
     pub virtual_hosted_style: bool,
-    /// Credentials (default: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    /// Credentials (default: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`). A pair the
+    /// controllers keep (`vela admin tier credentials set`) wins over these while it is set.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     /// How often each shard's leader looks for sealed segments to upload and each replica for
