@@ -9,6 +9,10 @@
 mod directory;
 pub(crate) mod needs;
 pub(crate) mod signature;
+mod verified;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,6 +115,8 @@ pub(crate) struct Guard {
     python_local_time: bool,
     clock: SharedClock,
     directory: directory::Directory,
+    /// Signatures verified before, so a repeated header costs no HMAC.
+    verified: verified::VerifiedSignatures,
     /// Counts each decision for `vela_auth_decisions_total`.
     decisions: Arc<crate::metrics::AuthDecisions>,
 }
@@ -129,6 +135,7 @@ impl Guard {
             python_local_time: config.python_local_time,
             clock,
             directory: directory::Directory::new(controller),
+            verified: verified::VerifiedSignatures::default(),
         }
     }
 
@@ -162,7 +169,14 @@ impl Guard {
             return Ok(None);
         }
         let decided = match self.verified_signature(meta) {
-            Ok(access_key) => self.decide(&access_key, meta, needs, super_only).await,
+            Ok(signed) => {
+                let claim = SignedClaim {
+                    signed,
+                    header: meta.authorization.as_deref().unwrap_or_default(),
+                    verified: &self.verified,
+                };
+                self.decide(&claim, meta, needs, super_only).await
+            }
             Err(failure) => Err(failure),
         };
         self.decisions.count(&decided);
@@ -261,6 +275,23 @@ impl Guard {
     /// changed users or ACLs, so its own answers never lag its own changes.
     pub fn invalidate(&self) {
         self.directory.invalidate();
+    }
+}
+
+/// A fresh signature and the header it came in, checked through the cache of verified ones.
+struct SignedClaim<'a> {
+    signed: signature::Signed,
+    header: &'a str,
+    verified: &'a verified::VerifiedSignatures,
+}
+
+impl signature::Claim for SignedClaim<'_> {
+    fn access_key(&self) -> &str {
+        &self.signed.access_key
+    }
+
+    fn matches(&self, secret: &str) -> bool {
+        self.verified.matches(self.header, &self.signed, secret)
     }
 }
 
