@@ -14,7 +14,6 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vela_proto::clock::system_clock;
-use vela_proto::controller_client::RemoteController;
 use vela_proto::receipt_keys::{ConfiguredKeys, MANAGED_KEY_BASE};
 use vela_proto::store_client::{ClusterMap, RemoteStore};
 use vela_proto::{ControllerApi, StoreApi};
@@ -152,15 +151,7 @@ impl ProxyNode {
             .map(tokio::net::TcpListener::local_addr)
             .transpose()?;
         let store = store_client(&config)?;
-        let controllers: BTreeMap<u64, String> = config
-            .cluster
-            .controllers
-            .iter()
-            .map(|n| (n.id, n.addr.clone()))
-            .collect();
-        let controller = RemoteController::new(&controllers)
-            .map_err(anyhow::Error::msg)
-            .context("the controller nodes of the cluster")?;
+        let controller = serving::controller_client(&config)?;
 
         let shutdown = CancellationToken::new();
         let telemetry = Metrics::start(&config.telemetry, &shutdown)?;

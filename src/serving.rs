@@ -157,6 +157,22 @@ pub(crate) fn install_cluster_tls(
     Ok(tls)
 }
 
+/// A client of the controller group `cluster.controllers` lists (over the cluster's TLS once
+/// [`install_cluster_tls`] ran).
+pub(crate) fn controller_client(
+    config: &VelaConfig,
+) -> anyhow::Result<vela_proto::controller_client::RemoteController> {
+    let controllers: std::collections::BTreeMap<u64, String> = config
+        .cluster
+        .controllers
+        .iter()
+        .map(|n| (n.id, n.addr.clone()))
+        .collect();
+    vela_proto::controller_client::RemoteController::new(&controllers)
+        .map_err(anyhow::Error::msg)
+        .context("the controller nodes of the cluster")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vela_proto::ControllerApi;
 use vela_proto::clock::{SharedClock, system_clock};
-use vela_proto::controller_client::RemoteController;
 use vela_raft::grpc::{ChannelPool, GrpcNetwork, RaftServer};
 use vela_raft::vfs::StdVfs;
 use vela_store::GrpcPeerBuilds;
@@ -40,23 +38,6 @@ pub struct StoreNode {
     raft: Arc<RaftServer<ShardTypes, ShardStateMachine>>,
     store: Arc<Store>,
     _data_lock: File,
-}
-
-/// A client of the cluster's controllers (`None` when `cluster.controllers` lists none).
-fn controller_client(config: &VelaConfig) -> anyhow::Result<Option<Arc<dyn ControllerApi>>> {
-    if config.cluster.controllers.is_empty() {
-        return Ok(None);
-    }
-    let controllers: BTreeMap<u64, String> = config
-        .cluster
-        .controllers
-        .iter()
-        .map(|n| (n.id, n.addr.clone()))
-        .collect();
-    let client = RemoteController::new(&controllers)
-        .map_err(anyhow::Error::msg)
-        .context("the controller nodes of the cluster")?;
-    Ok(Some(Arc::new(client)))
 }
 
 impl StoreNode {
@@ -123,12 +104,17 @@ impl StoreNode {
         let shutdown = CancellationToken::new();
         // The tier signs with the credentials the controllers keep, while they keep any (ends
         // with `shutdown`).
-        if let Some(tier) = tier {
-            match controller_client(&config) {
-                Ok(Some(controller)) => {
-                    let _ = crate::tier::follow_credentials(tier, controller, shutdown.clone());
+        if let Some(tier) = tier
+            && !config.cluster.controllers.is_empty()
+        {
+            match serving::controller_client(&config) {
+                Ok(controller) => {
+                    let _ = crate::tier::follow_credentials(
+                        tier,
+                        Arc::new(controller),
+                        shutdown.clone(),
+                    );
                 }
-                Ok(None) => {}
                 Err(err) => {
                     let _ = store.shutdown().await;
                     return Err(err);

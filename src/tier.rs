@@ -54,18 +54,14 @@ pub async fn attach(
         .clone()
         .unwrap_or_else(|| config.data_dir.join("tier-cache"));
     let tier = Tier::open(&cfg, &cache).context("tier failed to open")?;
-    match tokio::time::timeout(PROBE_TIMEOUT, tier.list_segments(0)).await {
-        Ok(Ok(_)) => info!(
+    match reachable(&tier).await {
+        Ok(()) => info!(
             tier = tier.describe(),
             "tiering sealed segments to object storage"
         ),
-        Ok(Err(err)) => {
+        Err(err) => {
             warn!(tier = tier.describe(), error = %err, "the tier is not reachable now; segments stay local until it is")
         }
-        Err(_) => warn!(
-            tier = tier.describe(),
-            "the tier did not answer within 10 s; segments stay local until it does"
-        ),
     }
     store
         .attach_tier(
@@ -109,7 +105,14 @@ pub fn follow_credentials(
                             ),
                             None => info!("the tier signs with its configured credentials again"),
                         }
-                        probe(&tier).await;
+                        // One listing, so a bad pair shows in the log now rather than
+                        // at the next upload.
+                        match reachable(&tier).await {
+                            Ok(()) => info!("the tier accepts the new credentials"),
+                            Err(err) => {
+                                warn!(tier = tier.describe(), error = %err, "the tier refused a request with the new credentials")
+                            }
+                        }
                     }
                 }
                 Err(err) if !unreachable => {
@@ -126,20 +129,11 @@ pub fn follow_credentials(
     }))
 }
 
-/// One listing with the credentials just switched to, so a bad pair shows in the log at once
-/// rather than at the next upload.
-async fn probe(tier: &Tier) {
+/// One listing of the tier, answered within 10 s.
+async fn reachable(tier: &Tier) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, tier.list_segments(0)).await {
-        Ok(Ok(_)) => info!(
-            tier = tier.describe(),
-            "the tier accepts the new credentials"
-        ),
-        Ok(Err(err)) => {
-            warn!(tier = tier.describe(), error = %err, "the tier refused a request with the new credentials")
-        }
-        Err(_) => warn!(
-            tier = tier.describe(),
-            "the tier did not answer within 10 s with the new credentials"
-        ),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer within 10 s".to_owned()),
     }
 }
