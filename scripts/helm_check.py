@@ -24,6 +24,8 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
+import helm_render
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "vela"
 K8S = ROOT / "deploy" / "k8s"
@@ -238,10 +240,10 @@ def check_cluster_tls(where, by_kind):
 
 
 def render(values_files, extra=()):
-    args = [HELM, "template", "vela", str(CHART), "--namespace", "mq", *extra]
+    args = list(extra)
     for f in values_files:
         args += ["-f", str(f)]
-    return [o for o in yaml.safe_load_all(run(*args)) if o]
+    return helm_render.template(HELM, "mq", *args)
 
 
 def existing_objects(values_files):

@@ -33,10 +33,9 @@ import urllib.request
 from pathlib import Path
 
 import grpc
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "deploy" / "helm" / "vela"
+import helm_render
+
 NS = "mq"
 
 
@@ -123,9 +122,7 @@ class Cluster:
             # A ScaledObject, so the chart renders KEDA's TriggerAuthentication too.
             keda = ["--set", "keda.scaledObjects[0].name=consumer", "--set", "keda.scaledObjects[0].deployment=consumer",
                     "--set", "keda.scaledObjects[0].topic=orders", "--set", "keda.scaledObjects[0].consumerGroup=billing"]
-            out = subprocess.run([helm, "template", "vela", str(CHART), "--namespace", NS, *keda, *extra],
-                                 check=True, capture_output=True, text=True).stdout
-            return [o for o in yaml.safe_load_all(out) if o]
+            return helm_render.template(helm, NS, *keda, *extra)
         self.objs = render()
         # What `helm upgrade` renders: the same, except that nothing bootstraps.
         self.upgraded = render("--is-upgrade")

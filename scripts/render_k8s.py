@@ -9,14 +9,14 @@ The chart is rendered as release `vela` with Secrets left out (the manifests nam
 user creates: deploy/k8s/README.md) and Helm's bookkeeping labels removed. Objects both modes
 share go to the base; the rest to each overlay.
 """
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+import helm_render
+
 ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "deploy" / "helm" / "vela"
 OUT = ROOT / "deploy" / "k8s"
 HEADER = "# Rendered from deploy/helm/vela by scripts/render_k8s.py; do not edit by hand.\n"
 SECRETS = [
@@ -32,12 +32,9 @@ MODES = {
 
 
 def render(helm, extra):
-    out = subprocess.run(
-        [helm, "template", "vela", str(CHART), "--namespace", "vela", *SECRETS, *extra],
-        check=True, capture_output=True, text=True).stdout
     objs = []
-    for o in yaml.safe_load_all(out):
-        if not o or o["kind"] == "Secret":
+    for o in helm_render.template(helm, "vela", *SECRETS, *extra):
+        if o["kind"] == "Secret":
             continue
         strip(o)
         objs.append(o)
