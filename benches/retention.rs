@@ -214,6 +214,7 @@ async fn main() {
         batch_size: 1,
         duration: Duration::from_secs(10),
         rate: None,
+        max_in_flight: 1024,
         drain: Duration::ZERO,
         json: false,
         access_key: None,

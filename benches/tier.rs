@@ -12,9 +12,10 @@
 //! 3. restarts with `store.local_retention_time = 0s`, waits until the tiered segments left
 //!    local disk, and replays them all again with another group: the cold replay, from the tier
 //!    through the read cache;
-//! 4. sends at a fixed rate for 15 s alone, for 15 s while another group replays from local
-//!    disk (before the restart), and for 15 s while a third group replays from the tier, each
-//!    load in its own `vela bench` process, and compares the send p99 of the three runs.
+//! 4. sends at a fixed rate (half the single-message peak) for 15 s alone, for 15 s while one
+//!    consumer of another group replays from local disk (before the restart), and for 15 s
+//!    while one of a third group replays from the tier, each load in its own `vela bench`
+//!    process, and compares the send p99 of the three runs.
 //!
 //! Broker CPU per message is reported for each replay. Run: `cargo bench --bench tier`.
 
@@ -34,8 +35,9 @@ use vela_sdk::{ClientConfig, Message, Producer};
 const BATCH: u64 = 64;
 const PRODUCERS: u64 = 8;
 const BODY: usize = 1024;
-/// Send rate of the latency comparison (messages a second).
-const PROBE_RATE: u64 = 2000;
+/// Send rate of the latency comparison (messages a second): about half the single-message
+/// peak on the 2-core VM of `docs/benchmarks.md`, as issues 5 and 10 ask.
+const PROBE_RATE: u64 = 10_000;
 
 /// Shard 0's tier status: (pending bytes, tiered bytes, local first index, tiered last index).
 async fn tier_status(server: &str) -> (u64, u64, u64, u64) {
@@ -154,7 +156,8 @@ fn bench_process(server: &str, args: &[&str]) -> tokio::process::Command {
     cmd
 }
 
-/// Sends at [`PROBE_RATE`] for 15 s from a separate `vela bench` process; the send p99 (ms).
+/// Sends at [`PROBE_RATE`] for 15 s from a separate `vela bench` process (32 producers over 4
+/// connections, open loop); the send p99 (ms).
 async fn probe(server: &str, topic: &str) -> f64 {
     let rate = PROBE_RATE.to_string();
     let out = bench_process(
@@ -163,9 +166,9 @@ async fn probe(server: &str, topic: &str) -> f64 {
             "--topic",
             topic,
             "--producers",
-            "4",
+            "32",
             "--producer-clients",
-            "2",
+            "4",
             "--consumers",
             "0",
             "--rate",
@@ -183,8 +186,8 @@ async fn probe(server: &str, topic: &str) -> f64 {
     report["send_latency"]["p99_ms"].as_f64().unwrap()
 }
 
-/// Probes while `group` replays `topic` in another `vela bench` process (started 2 s before,
-/// killed after).
+/// Probes while `group` replays `topic` with one consumer in another `vela bench` process
+/// (started 2 s before, killed after).
 async fn under_replay(server: &str, topic: &str, probe_topic: &str, group: &str) -> f64 {
     let replaying = bench_process(
         server,
@@ -196,7 +199,7 @@ async fn under_replay(server: &str, topic: &str, probe_topic: &str, group: &str)
             "--producers",
             "0",
             "--consumers",
-            "4",
+            "1",
             "--duration",
             "60s",
             "--drain",
@@ -283,6 +286,9 @@ async fn main() {
     );
     // Send latency alone, then while another group replays from local disk.
     let probe_topic = format!("{topic}-probe");
+    // Once unmeasured: the first sends to a topic (routes, clients connecting) and the work a
+    // 1 M-message replay leaves behind are not what a replay does to live sends.
+    probe(&server, &probe_topic).await;
     let alone = probe(&server, &probe_topic).await;
     let during_hot = under_replay(&server, &topic, &probe_topic, "hot-under-load").await;
     println!(

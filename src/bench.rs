@@ -9,14 +9,16 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
+use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
 
 /// `vela bench …`
@@ -49,9 +51,14 @@ pub struct BenchArgs {
     /// How long producers send.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// Fixed total send rate in messages per second (default: as fast as possible).
+    /// Fixed total send rate in messages per second (default: as fast as possible). Each send
+    /// leaves on its schedule without waiting for the answer to the one before (open loop).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// With --rate: sends awaiting their answer at most, over all producers; a send that finds
+    /// the limit reached waits, and that wait counts in its latency.
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight: u32,
     /// After producers stop, how long consumers may drain.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
@@ -170,6 +177,70 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
 }
 
+/// One send request of `batch` messages (a single `SendMessage` entry when `batch` is 1, as
+/// the official clients send); how many messages it stored.
+async fn send_request(
+    producer: &Producer,
+    topic: &str,
+    body: Bytes,
+    batch: u32,
+) -> anyhow::Result<u64> {
+    let build = |_| Message::builder(topic).body(body.clone()).build();
+    if batch == 1 {
+        producer.send(build(0)?).await?;
+        Ok(1)
+    } else {
+        let messages = (0..batch).map(build).collect::<Result<Vec<_>, _>>()?;
+        Ok(producer.send_batch(messages).await?.len() as u64)
+    }
+}
+
+/// Sends until `stop`: as fast as possible one at a time (no `interval`: closed loop), or one
+/// every `interval` from `first` whether or not the earlier ones were answered (open loop, at
+/// most `limit` awaiting an answer). `send` is given each send's scheduled time, and `record` the time and
+/// the result, so a fixed-rate latency counts from when the send was due.
+async fn drive_sends<F, Fut>(
+    stop: &AtomicBool,
+    interval: Option<Duration>,
+    first: Instant,
+    limit: usize,
+    send: F,
+    record: &mut impl FnMut(Instant, anyhow::Result<u64>),
+) where
+    F: Fn(Instant) -> Fut,
+    Fut: Future<Output = (Instant, anyhow::Result<u64>)>,
+{
+    let Some(interval) = interval else {
+        while !stop.load(Ordering::Relaxed) {
+            let (scheduled, result) = send(Instant::now()).await;
+            record(scheduled, result);
+        }
+        return;
+    };
+    let mut pending = FuturesUnordered::new();
+    let mut next = first;
+    while !stop.load(Ordering::Relaxed) {
+        if pending.len() >= limit {
+            if let Some((scheduled, result)) = pending.next().await {
+                record(scheduled, result);
+            }
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {
+                pending.push(send(next));
+                next += interval;
+            }
+            Some((scheduled, result)) = pending.next(), if !pending.is_empty() => {
+                record(scheduled, result);
+            }
+        }
+    }
+    while let Some((scheduled, result)) = pending.next().await {
+        record(scheduled, result);
+    }
+}
+
 fn unique_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -242,6 +313,7 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
     );
     anyhow::ensure!(args.message_size > 0, "--message-size must be at least 1");
     anyhow::ensure!(args.rate != Some(0), "--rate must be positive");
+    anyhow::ensure!(args.max_in_flight > 0, "--max-in-flight must be at least 1");
     let suffix = unique_suffix();
     let topic = args
         .topic
@@ -332,6 +404,9 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let started = Instant::now();
     let per_second = Arc::new(PerSecond::default());
     let per_task_rate = args.rate.map(|r| r as f64 / f64::from(args.producers));
+    let interval =
+        per_task_rate.map(|r| Duration::from_secs_f64(f64::from(args.batch_size) / r.max(1e-9)));
+    let in_flight_per_task = (args.max_in_flight / args.producers.max(1)).max(1) as usize;
     let mut producer_tasks = JoinSet::new();
     for i in 0..args.producers {
         let producer = producers[(i % clients) as usize].clone();
@@ -344,54 +419,40 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
         producer_tasks.spawn(async move {
             let mut lat = new_histogram()?;
             let (mut sent, mut errors) = (0u64, 0u64);
-            // Fixed rate: one request every `interval`, measured from its scheduled time.
-            let interval =
-                per_task_rate.map(|r| Duration::from_secs_f64(f64::from(batch) / r.max(1e-9)));
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                let scheduled = match interval {
-                    Some(iv) => {
-                        tokio::time::sleep_until(next.into()).await;
-                        let s = next;
-                        next += iv;
-                        s
-                    }
-                    None => Instant::now(),
-                };
-                let build = |_| Message::builder(&topic).body(body.clone()).build();
-                let result = if batch == 1 {
-                    match build(0) {
-                        Ok(m) => producer
-                            .send(m)
-                            .await
-                            .map(|_| 1u64)
-                            .map_err(anyhow::Error::new),
-                        Err(e) => Err(anyhow::Error::new(e)),
-                    }
-                } else {
-                    match (0..batch).map(build).collect::<Result<Vec<_>, _>>() {
-                        Ok(ms) => producer
-                            .send_batch(ms)
-                            .await
-                            .map(|r| r.len() as u64)
-                            .map_err(anyhow::Error::new),
-                        Err(e) => Err(anyhow::Error::new(e)),
-                    }
-                };
-                match result {
-                    Ok(n) => {
-                        let micros = scheduled.elapsed().as_micros().max(1) as u64;
-                        lat.saturating_record(micros);
-                        per_second.record(
-                            scheduled.saturating_duration_since(started).as_secs(),
-                            micros,
-                        );
-                        sent += n;
-                        sent_total.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(_) => errors += 1,
+            let mut record = |scheduled: Instant, result: anyhow::Result<u64>| match result {
+                Ok(n) => {
+                    let micros = scheduled.elapsed().as_micros().max(1) as u64;
+                    lat.saturating_record(micros);
+                    per_second.record(
+                        scheduled.saturating_duration_since(started).as_secs(),
+                        micros,
+                    );
+                    sent += n;
+                    sent_total.fetch_add(n, Ordering::Relaxed);
                 }
-            }
+                Err(_) => errors += 1,
+            };
+            let send = |scheduled: Instant| {
+                let (producer, topic, body) = (producer.clone(), topic.clone(), body.clone());
+                async move {
+                    (
+                        scheduled,
+                        send_request(&producer, &topic, body, batch).await,
+                    )
+                }
+            };
+            // The tasks' schedules are spread over one interval, so sends arrive evenly
+            // rather than all tasks' at once.
+            let first = started + interval.unwrap_or_default() * i / args.producers.max(1);
+            drive_sends(
+                &stop,
+                interval,
+                first,
+                in_flight_per_task,
+                send,
+                &mut record,
+            )
+            .await;
             anyhow::Ok((lat, sent, errors))
         });
     }
@@ -457,4 +518,81 @@ pub async fn execute(args: BenchArgs) -> anyhow::Result<BenchReport> {
         receive_rate: received as f64 / receive_elapsed.as_secs_f64().max(1e-9),
         end_to_end_latency: Percentiles::of(&e2e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers every send after `delay`: what `drive_sends` sends in `run`, and
+    /// each send's latency from its scheduled time (ms).
+    async fn against_slow_server(
+        interval: Option<Duration>,
+        limit: usize,
+        delay: Duration,
+        run: Duration,
+    ) -> Vec<u64> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(run).await;
+            stopper.store(true, Ordering::Relaxed);
+        });
+        let send = |scheduled: Instant| async move {
+            tokio::time::sleep(delay).await;
+            (scheduled, Ok(1))
+        };
+        let mut latencies = Vec::new();
+        let mut record = |scheduled: Instant, result: anyhow::Result<u64>| {
+            assert_eq!(result.ok(), Some(1));
+            latencies.push(scheduled.elapsed().as_millis() as u64);
+        };
+        drive_sends(&stop, interval, Instant::now(), limit, send, &mut record).await;
+        latencies
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_rate_does_not_wait_for_answers() {
+        // 100 sends a second against a server taking 50 ms: all 100 leave on time, each waits
+        // 50 ms; a send waiting for the one before could send 20.
+        let l = against_slow_server(
+            Some(Duration::from_millis(10)),
+            64,
+            Duration::from_millis(50),
+            Duration::from_millis(995),
+        )
+        .await;
+        // (The stop is seen at the next wake-up, so one more may leave.)
+        assert!((100..=101).contains(&l.len()), "{}", l.len());
+        assert!(l.iter().all(|&ms| ms == 50), "{l:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_in_flight_limit_delays_sends_and_counts_the_wait() {
+        // At most 2 awaiting an answer: 40 per second get through, and later sends have waited
+        // longer and longer since their schedule.
+        let l = against_slow_server(
+            Some(Duration::from_millis(10)),
+            2,
+            Duration::from_millis(50),
+            Duration::from_millis(995),
+        )
+        .await;
+        assert!((38..=42).contains(&l.len()), "{}", l.len());
+        assert!(l.windows(2).all(|w| w[0] <= w[1]), "{l:?}");
+        assert!(*l.last().unwrap_or(&0) > 500, "{l:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn as_fast_as_possible_sends_one_at_a_time() {
+        let l = against_slow_server(
+            None,
+            64,
+            Duration::from_millis(50),
+            Duration::from_millis(995),
+        )
+        .await;
+        assert_eq!(l.len(), 20);
+        assert!(l.iter().all(|&ms| ms == 50), "{l:?}");
+    }
 }

@@ -148,6 +148,7 @@ pub fn bench_args(server: &str, secs: u64) -> vela::bench::BenchArgs {
         batch_size: 1,
         duration: Duration::from_secs(secs),
         rate: None,
+        max_in_flight: 1024,
         drain: Duration::from_secs(30),
         json: false,
         access_key: None,

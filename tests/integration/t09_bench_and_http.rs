@@ -30,6 +30,7 @@ async fn bench_runs_and_metrics_count_it() {
         batch_size: 4,
         duration: Duration::from_millis(700),
         rate: None,
+        max_in_flight: 1024,
         drain: Duration::from_secs(20),
         json: true,
         access_key: None,

@@ -634,6 +634,7 @@ async fn vela_bench_signs_its_requests() {
         batch_size: 1,
         duration: Duration::from_millis(500),
         rate: None,
+        max_in_flight: 1024,
         drain: Duration::from_secs(20),
         json: true,
         access_key: Some(ROOT.0.into()),

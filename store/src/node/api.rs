@@ -104,7 +104,7 @@ impl StoreApi for Store {
 
     async fn ack(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
         let local = self.shard(ticket.shard)?;
-        let _consuming = local.shard.fairness.consume(1);
+        let _consuming = local.shard.fairness.consume_for(&ticket.group, 1);
         let delivery = delivery_ref(ticket);
         // Cheap rejection of handles that are already dead; apply re-checks anyway. The state
         // may be behind (a new leader that has not applied what earlier leaders committed, or a
@@ -156,7 +156,7 @@ impl StoreApi for Store {
 
     async fn dead_letter(&self, ticket: &ReceiptTicket) -> Result<(), StoreError> {
         let shard = &self.shard(ticket.shard)?.shard;
-        let _consuming = shard.fairness.consume(1);
+        let _consuming = shard.fairness.consume_for(&ticket.group, 1);
         let command = StoreCommand::DeadLetter {
             delivery: delivery_ref(ticket),
             now_ms: self.clock.now_ms(),
@@ -408,7 +408,7 @@ impl Store {
                 ticket.shard
             )));
         }
-        let _consuming = shard.fairness.consume(1);
+        let _consuming = shard.fairness.consume_for(&ticket.group, 1);
         let (delivery, invisible_ms, now_ms) = (
             delivery_ref(ticket),
             duration_ms(invisible),

@@ -129,7 +129,9 @@ impl Store {
                 if probe_only {
                     return Ok(Received::Deliverable);
                 }
-                let _consuming = shard.fairness.consume(req.max_messages as usize);
+                let _consuming = shard
+                    .fairness
+                    .consume_for(&req.group, req.max_messages as usize);
                 let response = shard.write(command).await?;
                 if let CommandResponse::Popped { dead_lettered, .. } = &response
                     && *dead_lettered > 0
@@ -147,6 +149,12 @@ impl Store {
                         messages,
                         ..
                     } if !messages.is_empty() => {
+                        if let Some(oldest) = messages.iter().map(|m| m.store_ts_ms).min() {
+                            let age = u64::try_from(now_ms.saturating_sub(oldest)).unwrap_or(0);
+                            shard
+                                .fairness
+                                .note_delivered(&req.group, Duration::from_millis(age));
+                        }
                         // Pass the wake on: another receiver of the group may find more (see
                         // `TopicWakeups`).
                         for notify in &notifies {

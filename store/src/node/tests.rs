@@ -17,6 +17,7 @@ use super::*;
 
 mod broadcast;
 mod clock;
+mod fairness;
 mod lookup;
 mod offsets;
 mod replicated;

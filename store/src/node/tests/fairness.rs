@@ -1,0 +1,60 @@
+//! Which consumer work caps appends (`shard/fairness.rs`): a group that keeps up with its
+//! producers does, a group replaying history does not, from the receive that tells them apart.
+
+use super::*;
+
+/// Whether `group`'s consumer work on shard 0 would cap appends now.
+fn caps_appends(store: &Store, group: &GroupName) -> bool {
+    let shard = store.shard(0).expect("shard 0");
+    shard.shard.fairness.consume_for(group, 1).is_some()
+}
+
+#[tokio::test]
+async fn a_group_receiving_old_messages_caps_no_appends_until_it_reaches_recent_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clock, shared) = manual_clock();
+    let store = Store::open(config(dir.path()), shared)
+        .await
+        .expect("opens");
+    store
+        .append(append(vec![message("old-1"), message("old-2")]))
+        .await
+        .expect("appends");
+    assert!(
+        caps_appends(&store, &group()),
+        "a group is live until a receive says otherwise"
+    );
+
+    clock.advance(crate::shard::fairness::CATCHING_UP_AFTER + Duration::from_secs(1));
+    let got = store.pop(pop(1, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["old-1"]);
+    assert!(!caps_appends(&store, &group()), "replaying history");
+    store
+        .ack(&got[0].ticket)
+        .await
+        .expect("an ack of a replaying group still works");
+    let other = GroupName::new("other").expect("name");
+    assert!(caps_appends(&store, &other), "only the replaying group");
+
+    // Sent just now: the next receive reaches recent messages (and the old one left first).
+    store
+        .append(append(vec![message("new")]))
+        .await
+        .expect("appends");
+    let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["old-2", "new"]);
+    assert!(
+        !caps_appends(&store, &group()),
+        "judged by the oldest it delivered"
+    );
+    let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert!(got.is_empty());
+    store
+        .append(append(vec![message("newer")]))
+        .await
+        .expect("appends");
+    let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["newer"]);
+    assert!(caps_appends(&store, &group()), "caught up: live again");
+    store.shutdown().await.expect("shuts down");
+}
