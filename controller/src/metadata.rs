@@ -369,6 +369,20 @@ impl Metadata {
 #[cfg(test)]
 mod replicated_tests;
 
+/// Pins log commands to their bytes: each encodes (postcard) to its hex (spaces ignored) and
+/// decodes back to itself. Every replica's log holds these bytes, so they never change.
+#[cfg(test)]
+fn assert_golden(cases: impl IntoIterator<Item = (ControllerCommand, &'static str)>) {
+    for (command, golden) in cases {
+        let bytes = postcard::to_stdvec(&command).expect("encodes");
+        assert_eq!(hex::encode(&bytes), golden.replace(' ', ""), "{command}");
+        assert_eq!(
+            postcard::from_bytes::<ControllerCommand>(&bytes).expect("decodes"),
+            command
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use vela_proto::{TopicSpec, TopicType};

@@ -13,6 +13,12 @@ use crate::receipt::ReceiptCodec;
 /// is 0, `cluster.receipt_keys_dir` names its files below this).
 pub const MANAGED_KEY_BASE: u32 = 1 << 20;
 
+/// The id a new managed key gets, given the highest id the keyring has held: the next one,
+/// never reused.
+pub fn next_managed_key_id(highest: Option<u32>) -> u32 {
+    highest.map_or(MANAGED_KEY_BASE, |id| id.saturating_add(1))
+}
+
 /// How long a key that no longer signs may still be named by handles in flight: the longest
 /// invisibility a receive can ask for. Retiring a key sooner needs `--force`.
 pub const RETIRE_AFTER_MS: i64 = 12 * 3600 * 1000;

@@ -268,14 +268,7 @@ mod tests {
                 "0d02616c01012a",
             ),
         ];
-        for (command, golden) in cases {
-            let bytes = postcard::to_stdvec(&command).expect("encodes");
-            assert_eq!(hex::encode(&bytes), golden, "{command}");
-            assert_eq!(
-                postcard::from_bytes::<ControllerCommand>(&bytes).expect("decodes"),
-                command
-            );
-        }
+        super::super::assert_golden(cases);
     }
 
     #[test]

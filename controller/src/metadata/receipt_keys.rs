@@ -31,10 +31,7 @@ pub struct ReceiptKeyring {
 impl ReceiptKeyring {
     /// The id the next key gets.
     pub fn next_id(&self) -> u32 {
-        self.keys
-            .keys()
-            .next_back()
-            .map_or(MANAGED_KEY_BASE, |id| id.saturating_add(1))
+        vela_proto::receipt_keys::next_managed_key_id(self.keys.keys().next_back().copied())
     }
 }
 
@@ -166,13 +163,6 @@ mod tests {
                 "17818040",
             ),
         ];
-        for (command, golden) in cases {
-            let bytes = postcard::to_stdvec(&command).expect("encodes");
-            assert_eq!(hex::encode(&bytes), golden.replace(' ', ""), "{command}");
-            assert_eq!(
-                postcard::from_bytes::<ControllerCommand>(&bytes).expect("decodes"),
-                command
-            );
-        }
+        super::super::assert_golden(cases);
     }
 }

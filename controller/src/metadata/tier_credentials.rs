@@ -88,13 +88,6 @@ mod tests {
                 "1800",
             ),
         ];
-        for (command, golden) in cases {
-            let bytes = postcard::to_stdvec(&command).expect("encodes");
-            assert_eq!(hex::encode(&bytes), golden.replace(' ', ""), "{command}");
-            assert_eq!(
-                postcard::from_bytes::<ControllerCommand>(&bytes).expect("decodes"),
-                command
-            );
-        }
+        super::super::assert_golden(cases);
     }
 }

@@ -348,7 +348,7 @@ impl ControllerApi for FakeController {
     async fn rotate_receipt_key(
         &self,
     ) -> Result<vela_proto::receipt_keys::ManagedKeys, ControllerError> {
-        use vela_proto::receipt_keys::{MANAGED_KEY_BASE, ManagedKey, ManagedKeys};
+        use vela_proto::receipt_keys::{ManagedKey, ManagedKeys, next_managed_key_id};
         self.check_up()?;
         let mut keys = self.receipt_keys.lock();
         let ring = keys.get_or_insert_with(|| ManagedKeys {
@@ -356,11 +356,7 @@ impl ControllerApi for FakeController {
             signing: 0,
             signing_since_ms: 0,
         });
-        let id = ring
-            .keys
-            .keys()
-            .next_back()
-            .map_or(MANAGED_KEY_BASE, |id| id + 1);
+        let id = next_managed_key_id(ring.keys.keys().next_back().copied());
         ring.keys.insert(
             id,
             ManagedKey {
