@@ -149,8 +149,10 @@ impl Store {
                         messages,
                         ..
                     } if !messages.is_empty() => {
-                        if let Some(oldest) = messages.iter().map(|m| m.store_ts_ms).min() {
-                            let age = u64::try_from(now_ms.saturating_sub(oldest)).unwrap_or(0);
+                        // Judged by the newest message: a retried old one in a batch of new
+                        // ones does not make a group that keeps up look behind.
+                        if let Some(newest) = messages.iter().map(|m| m.store_ts_ms).max() {
+                            let age = u64::try_from(now_ms.saturating_sub(newest)).unwrap_or(0);
                             shard
                                 .fairness
                                 .note_delivered(&req.group, Duration::from_millis(age));

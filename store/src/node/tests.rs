@@ -51,6 +51,17 @@ fn manual_clock() -> (Arc<ManualClock>, SharedClock) {
     (clock.clone(), clock)
 }
 
+/// A store in a fresh directory on a manual clock: the directory (keep it alive), the clock,
+/// the clock as the store sees it (to reopen on it), the store.
+async fn open_on_manual_clock() -> (tempfile::TempDir, Arc<ManualClock>, SharedClock, Arc<Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (clock, shared) = manual_clock();
+    let store = Store::open(config(dir.path()), shared.clone())
+        .await
+        .expect("opens");
+    (dir, clock, shared, store)
+}
+
 fn config(dir: &std::path::Path) -> StoreConfig {
     StoreConfig {
         data_dir: dir.to_path_buf(),
@@ -577,11 +588,7 @@ async fn delay_messages_are_released_on_time() {
 
 #[tokio::test]
 async fn transactions_change_invisible_and_dead_letters_through_the_api() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_clock, shared) = manual_clock();
-    let store = Store::open(config(dir.path()), shared)
-        .await
-        .expect("opens");
+    let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
     let half = MessageRecord {
         kind: MessageKind::Transaction,
         ..message("tx")
@@ -811,11 +818,7 @@ async fn throughput_of_sends_and_acks() {
 /// nothing at all (apply version 4: receives planned by the leader).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selective_filter_finds_its_match_deep_in_a_backlog_without_empty_receives() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_clock, shared) = manual_clock();
-    let store = Store::open(config(dir.path()), shared)
-        .await
-        .expect("opens");
+    let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
     let tagged = |tag: &str, n: usize| -> Vec<MessageRecord> {
         (0..n)
             .map(|i| MessageRecord {

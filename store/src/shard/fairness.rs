@@ -23,8 +23,8 @@
 //! would crowd the run queue again before the acks arrive.
 //!
 //! The cap protects consumers that keep up with producers, not history being replayed. A group
-//! whose last receive from the shard delivered a message stored more than [`CATCHING_UP_AFTER`]
-//! before is *catching up*: its receives and acks do not cap appends (they compete in the run
+//! whose last receive from the shard delivered only messages stored more than
+//! [`CATCHING_UP_AFTER`] before is *catching up*: its receives and acks do not cap appends (they compete in the run
 //! queue like any request), so a replay from the start of a deep backlog leaves live producers
 //! their concurrency. Capped by it, an open-loop producer at half the single-message peak
 //! (10,000 msg/s, 20–35 sends in flight) got 8,100 msg/s through a cap of 16 and its sends
@@ -150,7 +150,7 @@ impl Fairness {
         Some(self.consume(messages))
     }
 
-    /// Classifies `group` by the oldest message a receive just delivered to it: stored `age`
+    /// Classifies `group` by the newest message a receive just delivered to it: stored `age`
     /// ago.
     pub fn note_delivered(&self, group: &GroupName, age: Duration) {
         let mut catching_up = self.catching_up.lock();

@@ -6,11 +6,7 @@ use super::*;
 
 #[tokio::test]
 async fn a_clock_gone_back_still_redelivers_what_the_state_counts_as_expired() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (clock, shared) = manual_clock();
-    let store = Store::open(config(dir.path()), shared)
-        .await
-        .expect("opens");
+    let (_dir, clock, _shared, store) = open_on_manual_clock().await;
     store
         .append(append(vec![message("a")]))
         .await

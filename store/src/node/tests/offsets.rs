@@ -83,11 +83,7 @@ async fn a_new_group_starts_with_what_is_stored_since_it_was_created_unless_the_
 
 #[tokio::test]
 async fn a_dead_letter_topic_is_read_from_its_first_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (clock, shared) = manual_clock();
-    let store = Store::open(config(dir.path()), shared)
-        .await
-        .expect("opens");
+    let (_dir, clock, _shared, store) = open_on_manual_clock().await;
     let dlq = group().dead_letter_topic();
     store
         .append(AppendRequest {
@@ -197,11 +193,7 @@ async fn resets_move_a_group_anywhere_and_forget_what_it_had_in_flight() {
 
 #[tokio::test]
 async fn a_group_that_chose_its_start_starts_there() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (clock, shared) = manual_clock();
-    let store = Store::open(config(dir.path()), shared)
-        .await
-        .expect("opens");
+    let (_dir, clock, _shared, store) = open_on_manual_clock().await;
     store
         .append(append(vec![message("a")]))
         .await

@@ -115,11 +115,7 @@ async fn an_sql_filter_delivers_exactly_the_matching_messages_across_a_restart()
 /// finds the match, and only the receive that delivers writes to the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selective_sql_filter_finds_its_match_deep_in_a_backlog_without_empty_receives() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_clock, shared) = manual_clock();
-    let store = Store::open(config(dir.path()), shared)
-        .await
-        .expect("opens");
+    let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
     for batch in 0..5 {
         let misses = (0..1_000)
             .map(|i| {
@@ -172,11 +168,7 @@ async fn a_selective_sql_filter_finds_its_match_deep_in_a_backlog_without_empty_
 /// goes on past the rest; nothing of any group changes.
 #[tokio::test]
 async fn a_pull_with_an_sql_filter_returns_what_matches() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_clock, shared) = manual_clock();
-    let store = Store::open(config(dir.path()), shared)
-        .await
-        .expect("opens");
+    let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
     let messages: Vec<MessageRecord> = (0..10)
         .map(|i| with_props(&format!("m{i}"), "T", &[("a", i.to_string())]))
         .collect();
