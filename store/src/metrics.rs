@@ -455,6 +455,35 @@ impl StoreMetrics {
                     .build(),
             ));
         }
+        // Whether the node is saturated (`shard/saturation.rs`): when the fairness cap applies.
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .f64_observable_gauge("vela_store_runtime_lag_seconds")
+                    .with_description(
+                        "How late the node's async runtime fires a 5 ms timer, smoothed",
+                    )
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        o.observe(store.saturation_state().0.as_secs_f64(), &labels.with([]));
+                    })
+                    .build(),
+            ));
+        }
+        {
+            let (store, labels) = (store.clone(), labels.clone());
+            kept.push(Box::new(
+                meter
+                    .i64_observable_gauge("vela_store_saturated")
+                    .with_description("1 while the runtime lag says the node is saturated: only then do sends wait for consumer work")
+                    .with_callback(move |o| {
+                        let Some(store) = store.upgrade() else { return };
+                        o.observe(i64::from(store.saturation_state().1), &labels.with([]));
+                    })
+                    .build(),
+            ));
+        }
         // Each shard's log on this node.
         for (name, help, bytes) in [
             (

@@ -95,6 +95,8 @@ pub struct Store {
     metrics: Arc<StoreMetrics>,
     /// Whether the data disk is too full to take sends (`disk`).
     disk: disk::DiskGuard,
+    /// Whether the node is saturated: the shards' fairness caps apply only then.
+    saturation: Arc<crate::shard::saturation::Saturation>,
     /// Object storage sealed segments go to, once attached (`Store::attach_tier`).
     tier: std::sync::OnceLock<(Arc<vela_tier::Tier>, crate::shard::tiering::TierPolicy)>,
     /// Makes the store's spans of traced messages, once set (`Store::set_tracer`).
@@ -284,9 +286,14 @@ impl Store {
             metrics: Arc::new(StoreMetrics::default()),
             tier: std::sync::OnceLock::new(),
             disk: disk::DiskGuard::default(),
+            saturation: Arc::default(),
             tracer: std::sync::OnceLock::new(),
         });
         store.check_disk_now();
+        store
+            .tasks
+            .lock()
+            .spawn(store.saturation.clone().measure(store.cancel.clone()));
         store.tasks.lock().spawn(disk::watch_disk(
             Arc::downgrade(&store),
             store.cancel.clone(),

@@ -6,6 +6,7 @@ pub(crate) mod catch_up;
 pub(crate) mod coalesce;
 pub(crate) mod fairness;
 pub(crate) mod restoring;
+pub(crate) mod saturation;
 pub(crate) mod scrub;
 mod state_machine;
 pub(crate) mod tasks;

@@ -54,6 +54,8 @@ pub const METRICS: &[&str] = &[
     "vela_store_log_bytes",
     "vela_store_log_segments",
     "vela_store_orphans_rolled_back_total",
+    "vela_store_runtime_lag_seconds",
+    "vela_store_saturated",
     "vela_store_scrubs_total",
     "vela_store_snapshot_seconds",
     "vela_tier_deletes_total",

@@ -439,6 +439,8 @@ async fn otlp_and_metrics_carry_the_same_names_and_the_counts_of_the_traffic() {
         "vela_store_log_bytes",
         "vela_raft_write_seconds",
         "vela_store_index_bytes",
+        "vela_store_runtime_lag_seconds",
+        "vela_store_saturated",
     ] {
         assert!(otlp_names.contains(name), "{name} not exported over OTLP");
         assert!(scraped_names.contains(name), "{name} not at /metrics");

@@ -31,6 +31,11 @@ impl Store {
     pub(crate) fn disk_state(&self) -> (Option<f64>, bool) {
         (self.disk.used_ratio(), self.disk.is_full())
     }
+
+    /// How late the runtime fires timers (smoothed), and whether that makes the node saturated.
+    pub(crate) fn saturation_state(&self) -> (std::time::Duration, bool) {
+        (self.saturation.lag(), self.saturation.saturated())
+    }
 }
 
 impl DiskGuard {

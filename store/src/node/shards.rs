@@ -110,6 +110,7 @@ impl Store {
             "store shard ready"
         );
         self.metrics.attach_shard(&shard);
+        shard.fairness.attach(self.saturation.clone());
         let mut shards = self.shards.write();
         let mut map = BTreeMap::clone(&shards);
         map.insert(

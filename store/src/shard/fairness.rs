@@ -18,6 +18,12 @@
 //! is capped, so a producer alone keeps all of its concurrency (and its group commit), and a
 //! consumer that is slow on its own side throttles nobody.
 //!
+//! The cap applies only while the node is saturated (`saturation`: its runtime runs timers
+//! late), because only then do requests crowd each other out. On a node with room a consumer
+//! that keeps up and a producer both get what they ask for: capped regardless, an open-loop
+//! producer at 10,000 msg/s (20–35 sends in flight) beside a consumer receiving 32 at a time got
+//! at most 16 appends in flight and queued the rest.
+//!
 //! The cap outlasts each piece of consumer work by [`LINGER`]: a consumer alternates a receive
 //! and its acks with a short gap between them, and appends admitted in that gap without a cap
 //! would crowd the run queue again before the acks arrive.
@@ -40,6 +46,8 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use vela_proto::domain::GroupName;
+
+use super::saturation::Saturation;
 
 /// Appends admitted at once while consumer work is in progress, however little that work is.
 pub(crate) const MIN_PRODUCE_SHARE: usize = 8;
@@ -67,12 +75,16 @@ struct State {
     /// Appends waiting for admission, oldest first. The sender's `send` hands the waiter an
     /// admission already counted in `producing`.
     waiting: VecDeque<oneshot::Sender<()>>,
+    /// Groups whose last receive delivered history (see the module docs).
+    catching_up: HashSet<GroupName>,
 }
 
 impl State {
-    fn produce_cap(&self) -> usize {
+    /// The appends admitted at once; without consumer work in progress, or on a node that is
+    /// not `saturated`, no limit.
+    fn produce_cap(&self, saturated: bool) -> usize {
         let lingering = self.idle_since.is_some_and(|at| at.elapsed() < LINGER);
-        if self.consuming == 0 && !lingering {
+        if !saturated || (self.consuming == 0 && !lingering) {
             usize::MAX
         } else {
             (self.share / 2).max(MIN_PRODUCE_SHARE)
@@ -80,8 +92,8 @@ impl State {
     }
 
     /// Admits waiting appends while the cap allows.
-    fn admit_waiting(&mut self) {
-        while self.producing < self.produce_cap() {
+    fn admit_waiting(&mut self, saturated: bool) {
+        while self.producing < self.produce_cap(saturated) {
             let Some(next) = self.waiting.pop_front() else {
                 return;
             };
@@ -98,16 +110,28 @@ impl State {
 #[derive(Debug, Default)]
 pub(crate) struct Fairness {
     state: Mutex<State>,
-    /// Groups whose last receive delivered history (see the module docs).
-    catching_up: Mutex<HashSet<GroupName>>,
+    /// The node's saturation signal, once the store attached it; until then the node counts
+    /// as saturated (the cap applies whenever consumer work is in progress).
+    saturation: std::sync::OnceLock<Arc<Saturation>>,
 }
 
 impl Fairness {
+    /// Caps appends only while `saturation` says the node is saturated. The first call wins.
+    pub fn attach(&self, saturation: Arc<Saturation>) {
+        let _ = self.saturation.set(saturation);
+    }
+
+    /// Whether the cap applies now (whenever consumer work is in progress).
+    pub(crate) fn saturated(&self) -> bool {
+        self.saturation.get().is_none_or(|s| s.saturated())
+    }
+
     /// Waits until an append may go on; the admission lasts as long as the guard.
     pub async fn produce(self: &Arc<Self>) -> ProduceGuard {
         let waiter = {
+            let saturated = self.saturated();
             let mut state = self.state.lock();
-            if state.waiting.is_empty() && state.producing < state.produce_cap() {
+            if state.waiting.is_empty() && state.producing < state.produce_cap(saturated) {
                 state.producing += 1;
                 return ProduceGuard(self.clone());
             }
@@ -122,38 +146,44 @@ impl Fairness {
     }
 
     /// Marks consumer work covering `messages` as in progress until the guard is dropped.
+    #[cfg(test)]
     pub fn consume(self: &Arc<Self>, messages: usize) -> ConsumeGuard {
-        let messages = messages.max(1);
         let mut state = self.state.lock();
+        self.consume_locked(&mut state, messages)
+    }
+
+    fn consume_locked(self: &Arc<Self>, state: &mut State, messages: usize) -> ConsumeGuard {
+        let messages = messages.max(1);
         if state.consuming == 0 && state.idle_since.is_none_or(|at| at.elapsed() >= LINGER) {
             state.share = 0;
         }
         state.consuming += messages;
         state.share = state.share.max(state.consuming);
-        drop(state);
         ConsumeGuard {
             fairness: self.clone(),
             messages,
         }
     }
 
-    /// [`consume`](Self::consume) for `group`'s consumer work, unless the group is catching
-    /// up: its work caps nothing.
+    /// Marks `group`'s consumer work covering `messages` as in progress until the guard is
+    /// dropped, unless the group is catching up: its work caps nothing. One lock per call (it
+    /// runs for every ack).
     pub fn consume_for(
         self: &Arc<Self>,
         group: &GroupName,
         messages: usize,
     ) -> Option<ConsumeGuard> {
-        if self.catching_up.lock().contains(group) {
+        let mut state = self.state.lock();
+        if state.catching_up.contains(group) {
             return None;
         }
-        Some(self.consume(messages))
+        Some(self.consume_locked(&mut state, messages))
     }
 
     /// Classifies `group` by the newest message a receive just delivered to it: stored `age`
     /// ago.
     pub fn note_delivered(&self, group: &GroupName, age: Duration) {
-        let mut catching_up = self.catching_up.lock();
+        let catching_up = &mut self.state.lock().catching_up;
         if age > CATCHING_UP_AFTER {
             if catching_up.len() >= MAX_CATCHING_UP {
                 catching_up.clear();
@@ -177,9 +207,10 @@ pub(crate) struct ProduceGuard(Arc<Fairness>);
 
 impl Drop for ProduceGuard {
     fn drop(&mut self) {
+        let saturated = self.0.saturated();
         let mut state = self.0.state.lock();
         state.producing -= 1;
-        state.admit_waiting();
+        state.admit_waiting(saturated);
     }
 }
 
@@ -192,12 +223,13 @@ pub(crate) struct ConsumeGuard {
 
 impl Drop for ConsumeGuard {
     fn drop(&mut self) {
+        let saturated = self.fairness.saturated();
         let mut state = self.fairness.state.lock();
         state.consuming -= self.messages;
         if state.consuming == 0 {
             state.idle_since = Some(Instant::now());
         }
-        state.admit_waiting();
+        state.admit_waiting(saturated);
     }
 }
 
@@ -230,9 +262,10 @@ impl Drop for Waiter {
                 return;
             }
             // Admitted, but nobody will use it.
+            let saturated = self.fairness.saturated();
             let mut state = self.fairness.state.lock();
             state.producing -= 1;
-            state.admit_waiting();
+            state.admit_waiting(saturated);
         }
     }
 }
@@ -280,6 +313,37 @@ mod tests {
         assert_eq!(f.counts(), (1000, 0, 0));
         drop(guards);
         assert_eq!(f.counts(), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_node_with_room_caps_nothing_and_a_saturated_one_does() {
+        let f = Arc::new(Fairness::default());
+        let saturation = Arc::new(Saturation::fixed(false));
+        f.attach(saturation.clone());
+        let consuming = f.consume(32);
+        let guards: Vec<_> = (0..100)
+            .map(|_| f.produce().now_or_never().expect("admitted at once"))
+            .collect();
+        assert_eq!(f.counts(), (100, 32, 0), "room for both sides: no cap");
+        drop(guards);
+
+        let saturated = Arc::new(Fairness::default());
+        saturated.attach(Arc::new(Saturation::fixed(true)));
+        let _consuming = saturated.consume(32);
+        let within: Vec<_> = (0..16)
+            .map(|_| {
+                saturated
+                    .produce()
+                    .now_or_never()
+                    .expect("within the share")
+            })
+            .collect();
+        assert!(
+            saturated.produce().now_or_never().is_none(),
+            "saturated: half the consumer's 32"
+        );
+        drop(within);
+        drop(consuming);
     }
 
     #[tokio::test]
@@ -376,7 +440,7 @@ mod tests {
         for i in 0..MAX_CATCHING_UP + 10 {
             f.note_delivered(&GroupName::new(format!("g{i}")).expect("name"), old);
         }
-        assert!(f.catching_up.lock().len() <= MAX_CATCHING_UP);
+        assert!(f.state.lock().catching_up.len() <= MAX_CATCHING_UP);
     }
 
     #[tokio::test(start_paused = true)]

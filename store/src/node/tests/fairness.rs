@@ -45,3 +45,29 @@ async fn a_group_receiving_old_messages_caps_no_appends_until_it_reaches_recent_
     );
     store.shutdown().await.expect("shuts down");
 }
+
+#[tokio::test]
+async fn on_a_node_with_room_consumer_work_caps_no_appends() {
+    use futures::FutureExt;
+    let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
+    let shard = store.shard(0).expect("shard 0");
+    let fairness = &shard.shard.fairness;
+    // Opening kept the runtime busy; the signal follows within a few ticks.
+    for _ in 0..100 {
+        if !fairness.saturated() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _consuming = fairness.consume_for(&group(), 32).expect("a live group");
+    let admitted: Vec<_> = (0..100)
+        .map(|_| {
+            fairness
+                .produce()
+                .now_or_never()
+                .expect("the store's saturation signal says there is room")
+        })
+        .collect();
+    drop(admitted);
+    store.shutdown().await.expect("shuts down");
+}
