@@ -29,6 +29,8 @@ for arg in "$@"; do
   esac
 done
 [ -x "$VELA" ] || { echo "compat: $VELA is not an executable (build it first)" >&2; exit 1; }
+# The Node checks run from clients/node and call `vela admin` themselves.
+VELA_ABS=$(realpath "$VELA")
 
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import rocketmq' 2>/dev/null; then
   echo "compat: installing rocketmq-python-client into .venv"
@@ -64,7 +66,8 @@ if [ -n "$CLUSTER" ]; then
   echo "--- python (rocketmq-python-client 5.1.2) through proxy 1"
   RMQ_ENDPOINT="$P1" timeout 300 .venv/bin/python clients/python/compat.py || status=1
   echo "--- node (rocketmq-client-nodejs 1.0.8) through proxy 2"
-  (cd clients/node && RMQ_ENDPOINT="$P2" timeout 300 node compat.js) || status=1
+  (cd clients/node && RMQ_ENDPOINT="$P2" COMPAT_VELA="$VELA_ABS" COMPAT_ADMIN_SERVER="$P1" \
+    timeout 300 node compat.js) || status=1
   echo "--- stopping local-cluster (SIGTERM)"
   kill -TERM "$PID"
   if ! timeout 90 tail --pid="$PID" -f /dev/null; then
@@ -212,7 +215,7 @@ else
     RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 .venv/bin/python clients/python/compat.py || status=1
   echo "--- node (rocketmq-client-nodejs 1.0.8)"
   (cd clients/node && COMPAT_RETRY_GROUP="compat-retry-node-$RUN" COMPAT_RETRY_FIFO_GROUP="compat-retry-node-fifo-$RUN" \
-    COMPAT_PRIORITY_TOPIC="compat-priority-node-$RUN" \
+    COMPAT_PRIORITY_TOPIC="compat-priority-node-$RUN" COMPAT_VELA="$VELA_ABS" \
     RMQ_ENDPOINT="127.0.0.1:$GRPC" timeout 300 node compat.js) || status=1
 fi
 

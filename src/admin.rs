@@ -14,6 +14,7 @@ use vela_proto::pb::admin::{self as pb};
 use vela_sdk::Credentials;
 
 mod auth;
+mod clients;
 mod cluster_status;
 mod confirm;
 mod dlq;
@@ -28,6 +29,7 @@ mod tier;
 mod topics;
 
 pub use auth::{AclCommand, Secret, UserCommand};
+pub use clients::ClientCommand;
 pub use dlq::DlqCommand;
 pub use groups::{GroupCommand, ResetTarget};
 pub use receipt_keys::ReceiptKeyCommand;
@@ -137,9 +139,13 @@ pub enum AdminCommand {
     /// Receive messages as a SimpleConsumer and print them (acknowledged with --ack).
     Receive(ReceiveArgs),
     /// One message: `message show ID` and `message find --topic T --key K` find it and its
-    /// track; `message recall TOPIC HANDLE` withdraws a delay message before its time.
+    /// track; `message recall TOPIC HANDLE` withdraws a delay message before its time;
+    /// `message verify ID --topic T --client-id C` runs it through a consumer's listener.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// The clients connected to the proxies: `client list [--group G]`, `client stack ID`.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// A group's dead letters (`%DLQ%<group>`): list, show, redrive.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -276,6 +282,9 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         AdminCommand::Receive(args) => return send_receive::receive(server, args).await,
         AdminCommand::Message(command) => return send_receive::message(server, command).await,
         AdminCommand::Dlq(command) => return dlq::execute(server, command).await,
+        AdminCommand::Client(command) => {
+            return clients::execute(server, command, server.output).await;
+        }
         AdminCommand::User(command) => return auth::user(server, command).await,
         AdminCommand::Acl(command) => return auth::acl(server, command).await,
         _ => {}
@@ -426,6 +435,7 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         | AdminCommand::Receive(_)
         | AdminCommand::Message(_)
         | AdminCommand::Dlq(_)
+        | AdminCommand::Client(_)
         | AdminCommand::User(_)
         | AdminCommand::Acl(_) => {}
     }

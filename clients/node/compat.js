@@ -20,6 +20,10 @@
  *                           and its message group goes on
  *     COMPAT_PRIORITY_TOPIC a topic of type priority with 4 queues; when set, priority messages
  *                           sent low first are received highest first
+ *     COMPAT_VELA           path of the `vela` binary; when set, `vela admin client list` shows the
+ *                           push consumer and `vela admin message verify` to it fails readably
+ *                           (Node answers NOT_IMPLEMENTED), asked through COMPAT_ADMIN_SERVER
+ *                           (default RMQ_ENDPOINT; another proxy of a cluster crosses proxies)
  *
  * Every topic and group name is unique per run (the server auto-creates them). Each step prints
  * `OK <step>`; the first failure prints `FAIL <step>: <reason>` and exits 1. Every step runs under a
@@ -30,6 +34,7 @@
 'use strict';
 
 const crypto = require('crypto');
+const { execFile } = require('child_process');
 const { Producer, SimpleConsumer, PushConsumer, ConsumeResult, FilterExpression } = require('rocketmq-client-nodejs');
 const { FilterType } = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
 // Not re-exported by the package's index.
@@ -286,6 +291,25 @@ async function main() {
     const duplicates = [ ...received ].filter(([ , n ]) => n > 1);
     check(duplicates.length === 0, `redelivered after SUCCESS: ${duplicates}`);
   });
+
+  if (process.env.COMPAT_VELA) {
+    await step('vela admin lists the push consumer; message verify says Node does not verify', async () => {
+      const server = process.env.COMPAT_ADMIN_SERVER || endpoints;
+      const admin = (...args) => new Promise(resolve => execFile(process.env.COMPAT_VELA,
+        [ 'admin', '--server', server, ...args ], { timeout: 30000 },
+        (err, stdout, stderr) => resolve({ failed: Boolean(err), stdout, stderr })));
+      const listed = await admin('client', 'list', '--group', GROUP.push, '--output', 'json');
+      check(!listed.failed, `client list: ${listed.stderr}`);
+      const me = JSON.parse(listed.stdout).clients.find(c => c.client_id === pushConsumer.clientId);
+      check(me && me.language === 'NODE_JS' && me.client_type === 'push_consumer',
+        `${pushConsumer.clientId} not listed as a Node push consumer: ${listed.stdout}`);
+      const receipt = await producer.send({ topic: TOPIC.push, tag: 'TagP', body: Buffer.from('verify-me') });
+      const verified = await admin('message', 'verify', receipt.messageId, '--topic', TOPIC.push,
+        '--client-id', pushConsumer.clientId, '--timeout', '10s');
+      check(verified.failed && verified.stderr.includes('does not support'),
+        `message verify: ${verified.stdout}${verified.stderr}`);
+    });
+  }
 
   if (process.env.COMPAT_RETRY_GROUP) {
     await pushRetries(producer, simple, process.env.COMPAT_RETRY_GROUP, `compat-node-${RUN}-retry`, false);

@@ -13,7 +13,7 @@ use vela_proto::auth::{
 };
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
-use vela_proto::controller_api::{PROXY_EXPIRY, ProxySeen, StoreDrain};
+use vela_proto::controller_api::{PROXY_EXPIRY, ProxyBeat, ProxySeen, StoreDrain};
 use vela_proto::route::{RouteConfig, RouteSpec};
 use vela_proto::{
     ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, RouteName, ShardId,
@@ -59,6 +59,13 @@ pub enum ControllerOpenError {
 pub struct ControllerShutdownError(#[from] RaftStopError);
 
 /// The metadata plane of one node.
+/// A proxy as its last heartbeat described it (observed state, memory only).
+struct HeardProxy {
+    version: String,
+    admin_addr: Option<String>,
+    seen: std::time::Instant,
+}
+
 pub struct Controller {
     /// The applied metadata, written only by the state machine.
     pub(crate) metadata: Arc<RwLock<Metadata>>,
@@ -73,7 +80,7 @@ pub struct Controller {
     placed_changed: tokio::sync::Notify,
     /// Proxies heard from (address → version, when), while this node leads; observed state,
     /// never replicated.
-    proxies: parking_lot::Mutex<BTreeMap<String, (String, std::time::Instant)>>,
+    proxies: parking_lot::Mutex<BTreeMap<String, HeardProxy>>,
     /// Set once shut down, so a second call is a no-op; a tokio mutex because the shutdown itself
     /// awaits while holding it.
     stopped: Mutex<bool>,
@@ -570,17 +577,28 @@ impl ControllerApi for Controller {
         }
     }
 
-    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError> {
+    async fn proxy_heartbeat(&self, beat: &ProxyBeat) -> Result<(), ControllerError> {
         self.require_leading()?;
-        if addr.is_empty() || addr.len() > 256 {
+        let too_long = |a: &str| a.len() > 256;
+        if beat.addr.is_empty()
+            || too_long(&beat.addr)
+            || beat.admin_addr.as_deref().is_some_and(too_long)
+        {
             return Err(ControllerError::Invalid(
                 "a proxy heartbeat needs the proxy's address (at most 256 bytes)".into(),
             ));
         }
         let now = std::time::Instant::now();
         let mut proxies = self.proxies.lock();
-        proxies.retain(|_, (_, seen)| now.duration_since(*seen) < PROXY_EXPIRY);
-        proxies.insert(addr.to_owned(), (version.chars().take(64).collect(), now));
+        proxies.retain(|_, heard| now.duration_since(heard.seen) < PROXY_EXPIRY);
+        proxies.insert(
+            beat.addr.clone(),
+            HeardProxy {
+                version: beat.version.chars().take(64).collect(),
+                admin_addr: beat.admin_addr.clone().filter(|a| !a.is_empty()),
+                seen: now,
+            },
+        );
         Ok(())
     }
 
@@ -588,14 +606,15 @@ impl ControllerApi for Controller {
         self.require_leading()?;
         let now = std::time::Instant::now();
         let mut proxies = self.proxies.lock();
-        proxies.retain(|_, (_, seen)| now.duration_since(*seen) < PROXY_EXPIRY);
+        proxies.retain(|_, heard| now.duration_since(heard.seen) < PROXY_EXPIRY);
         Ok(proxies
             .iter()
-            .map(|(addr, (version, seen))| ProxySeen {
+            .map(|(addr, heard)| ProxySeen {
                 addr: addr.clone(),
-                version: version.clone(),
-                last_seen_ms: u64::try_from(now.duration_since(*seen).as_millis())
+                version: heard.version.clone(),
+                last_seen_ms: u64::try_from(now.duration_since(heard.seen).as_millis())
                     .unwrap_or(u64::MAX),
+                admin_addr: heard.admin_addr.clone(),
             })
             .collect())
     }

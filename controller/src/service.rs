@@ -154,8 +154,13 @@ impl ControllerRpc for ControllerService {
         request: Request<pb::ProxyHeartbeatRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         let req = request.into_inner();
+        let beat = vela_proto::controller_api::ProxyBeat {
+            addr: req.addr,
+            admin_addr: Some(req.admin_addr).filter(|a| !a.is_empty()),
+            version: req.version,
+        };
         self.controller
-            .proxy_heartbeat(&req.addr, &req.version)
+            .proxy_heartbeat(&beat)
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))
@@ -173,6 +178,7 @@ impl ControllerRpc for ControllerService {
                     addr: p.addr,
                     version: p.version,
                     last_seen_ms: p.last_seen_ms,
+                    admin_addr: p.admin_addr.unwrap_or_default(),
                 })
                 .collect(),
         }))

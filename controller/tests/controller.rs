@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use vela_controller::{Controller, ControllerConfig, ControllerOpenError};
 use vela_proto::clock::{Clock, SharedClock};
+use vela_proto::controller_api::ProxyBeat;
 use vela_proto::{
     ControllerApi, ControllerError, DEFAULT_MAX_ATTEMPTS, GroupName, GroupSpec, ShardId, TopicName,
     TopicSpec, TopicType,
@@ -461,23 +462,34 @@ async fn proxies_are_listed_while_they_heartbeat_and_the_member_reports_itself()
     let fx = Fixture::new();
     let controller = fx.open().await;
     assert!(controller.proxies().await.expect("list").is_empty());
+    let beat = |addr: &str, admin: Option<&str>| ProxyBeat {
+        addr: addr.to_owned(),
+        admin_addr: admin.map(str::to_owned),
+        version: "0.1.0".to_owned(),
+    };
     controller
-        .proxy_heartbeat("10.0.0.7:8081", "0.1.0")
+        .proxy_heartbeat(&beat("10.0.0.7:8081", None))
         .await
         .expect("heartbeat");
     controller
-        .proxy_heartbeat("10.0.0.8:8081", "0.1.0")
+        .proxy_heartbeat(&beat("10.0.0.8:8081", Some("10.0.0.8:9091")))
         .await
         .expect("heartbeat");
-    let listed: Vec<String> = controller
+    let listed: Vec<(String, Option<String>)> = controller
         .proxies()
         .await
         .expect("list")
         .into_iter()
-        .map(|p| p.addr)
+        .map(|p| (p.addr, p.admin_addr))
         .collect();
-    assert_eq!(listed, vec!["10.0.0.7:8081", "10.0.0.8:8081"]);
-    let refused = controller.proxy_heartbeat("", "0.1.0").await;
+    assert_eq!(
+        listed,
+        vec![
+            ("10.0.0.7:8081".to_owned(), None),
+            ("10.0.0.8:8081".to_owned(), Some("10.0.0.8:9091".to_owned()))
+        ]
+    );
+    let refused = controller.proxy_heartbeat(&beat("", None)).await;
     assert!(
         matches!(refused, Err(ControllerError::Invalid(_))),
         "{refused:?}"

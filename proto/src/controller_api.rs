@@ -22,6 +22,18 @@ pub struct ProxySeen {
     pub version: String,
     /// How long ago it was last heard from.
     pub last_seen_ms: u64,
+    /// Where its admin service is when not on `addr`.
+    pub admin_addr: Option<String>,
+}
+
+/// What a proxy says about itself every [`PROXY_HEARTBEAT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyBeat {
+    /// The address clients reach it at.
+    pub addr: String,
+    /// Where its admin service is when not on `addr` (`proxy.admin_listen`).
+    pub admin_addr: Option<String>,
+    pub version: String,
 }
 
 /// What draining a store node moves (ADR 0014).
@@ -96,7 +108,7 @@ pub trait ControllerApi: Send + Sync + 'static {
 
     /// A proxy at `addr` says it is alive (every few seconds). Observed state: the controller
     /// leader keeps it in memory, so a new leader knows every live proxy within one heartbeat.
-    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError>;
+    async fn proxy_heartbeat(&self, beat: &ProxyBeat) -> Result<(), ControllerError>;
 
     /// The proxies heard from recently (within [`PROXY_EXPIRY`]).
     async fn proxies(&self) -> Result<Vec<ProxySeen>, ControllerError>;

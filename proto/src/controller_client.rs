@@ -17,7 +17,7 @@ use crate::auth::{
 };
 use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
-use crate::controller_api::{ControllerApi, ControllerError, ProxySeen, StoreDrain};
+use crate::controller_api::{ControllerApi, ControllerError, ProxyBeat, ProxySeen, StoreDrain};
 use crate::controller_wire::*;
 use crate::domain::{
     GroupConfig, GroupName, GroupSpec, RouteName, TopicConfig, TopicName, TopicSpec,
@@ -321,10 +321,11 @@ impl ControllerApi for RemoteController {
         Ok(topic_from_wire(topic)?)
     }
 
-    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError> {
+    async fn proxy_heartbeat(&self, beat: &ProxyBeat) -> Result<(), ControllerError> {
         let wire = pb::ProxyHeartbeatRequest {
-            addr: addr.to_owned(),
-            version: version.to_owned(),
+            addr: beat.addr.clone(),
+            version: beat.version.clone(),
+            admin_addr: beat.admin_addr.clone().unwrap_or_default(),
         };
         self.on_leader(&mut false, |mut c| {
             let wire = wire.clone();
@@ -347,6 +348,7 @@ impl ControllerApi for RemoteController {
                 addr: p.addr,
                 version: p.version,
                 last_seen_ms: p.last_seen_ms,
+                admin_addr: Some(p.admin_addr).filter(|a| !a.is_empty()),
             })
             .collect())
     }

@@ -19,6 +19,7 @@ use vela_proto::cluster_status::{
 
 use crate::Shared;
 
+mod clients;
 mod groups;
 mod lookup;
 mod routes;
@@ -482,6 +483,7 @@ impl AdminService for AdminServer {
                         addr: p.addr,
                         version: p.version,
                         last_seen_ms: p.last_seen_ms,
+                        admin_addr: p.admin_addr.unwrap_or_default(),
                     })
                     .collect();
             }
@@ -515,6 +517,34 @@ impl AdminService for AdminServer {
     ) -> Result<Response<api::LookupMessagesResponse>, Status> {
         self.allow(&request).await?;
         self.lookup(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<api::ListClientsRequest>,
+    ) -> Result<Response<api::ListClientsResponse>, Status> {
+        self.allow(&request).await?;
+        Ok(Response::new(self.list_clients(request.get_ref()).await))
+    }
+
+    async fn verify_message(
+        &self,
+        request: Request<api::VerifyMessageRequest>,
+    ) -> Result<Response<api::VerifyMessageResponse>, Status> {
+        self.allow(&request).await?;
+        self.verify_message(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn client_stack(
+        &self,
+        request: Request<api::ClientStackRequest>,
+    ) -> Result<Response<api::ClientStackResponse>, Status> {
+        self.allow(&request).await?;
+        self.client_stack(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn create_route(

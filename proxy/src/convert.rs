@@ -590,9 +590,33 @@ pub(crate) fn pulled_message(
     store_host: &str,
 ) -> pb::Message {
     let mut message = wire_message(m.message, topic, m.store_timestamp_ms, store_host);
+    place(&mut message, queue_id, m.offset);
+    message
+}
+
+/// Sets where a message stands: its queue and offset.
+fn place(message: &mut pb::Message, queue_id: u32, offset: u64) {
     if let Some(props) = message.system_properties.as_mut() {
         props.queue_id = i32::try_from(queue_id).unwrap_or(i32::MAX);
-        props.queue_offset = Some(i64::try_from(m.offset).unwrap_or(i64::MAX));
+        props.queue_offset = Some(i64::try_from(offset).unwrap_or(i64::MAX));
+    }
+}
+
+/// A stored message as a consumer's listener gets it to verify (VerifyMessageCommand): its
+/// queue and offset in `topic` when known, no receipt handle (it is not a delivery).
+pub(crate) fn verified_message(
+    found: vela_proto::lookup::FoundMessage,
+    topic: &TopicName,
+    store_host: &str,
+) -> pb::Message {
+    let position = found
+        .positions
+        .iter()
+        .find(|p| &p.topic == topic)
+        .map(|p| (p.queue_id, p.offset));
+    let mut message = wire_message(found.message, topic, found.store_timestamp_ms, store_host);
+    if let Some((queue_id, offset)) = position {
+        place(&mut message, queue_id, offset);
     }
     message
 }

@@ -7,11 +7,13 @@
 //! - `status`: every error becomes a protocol code in one place.
 //! - `messaging`: the RocketMQ RPCs (`produce`, `consume`, `telemetry`); `admin`: the admin
 //!   RPCs; `metadata`: topic/group lookups with auto-creation and a short cache.
-//! - `producers`: the producers connected here and the transaction check-backs sent to them;
-//!   `held`: the deliveries handed out here, released when their client leaves.
+//! - `clients`: the clients with a Telemetry stream here, and the server's commands to them
+//!   (`producers`: transaction check-backs); `held`: the deliveries handed out here, released
+//!   when their client leaves.
 
 mod admin;
 mod auth;
+mod clients;
 mod config;
 mod convert;
 mod headers;
@@ -93,7 +95,7 @@ pub(crate) struct Shared {
     /// Ends the long-lived Telemetry streams so a graceful shutdown can drain connections.
     pub shutdown: CancellationToken,
     /// Producers connected here, for transaction check-backs.
-    pub producers: producers::Producers,
+    pub clients: clients::Clients,
     /// Deliveries handed out here, given back when their client leaves.
     pub held: held::Held,
     /// Authenticates and authorizes requests (when `auth.enabled`).
@@ -160,7 +162,7 @@ impl Shared {
             store_host,
             next_queue: AtomicU64::new(0),
             shutdown,
-            producers: producers::Producers::default(),
+            clients: clients::Clients::default(),
             held: held::Held::default(),
         }
     }
@@ -267,7 +269,12 @@ pub async fn serve_with(
     let shared = Arc::new(Shared::new(ctx, shutdown.clone()));
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     tracing::info!(listen = %shared.ctx.listen_addr, admin = ?admin_addr, tls = tls.is_some(), "proxy serving");
-    tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
+    let admin_advertised = admin_addr.map(|a| advertised_admin(&shared.store_host, a));
+    tokio::spawn(heartbeat(
+        shared.clone(),
+        admin_advertised,
+        shutdown.clone(),
+    ));
     tokio::spawn(receipts::keep_fresh(
         shared.receipts.clone(),
         shared.ctx.controller.clone(),
@@ -294,8 +301,12 @@ pub async fn serve_with(
 /// Tells the controller this proxy is alive every [`PROXY_HEARTBEAT`] until `shutdown`, so
 /// `vela admin cluster status` lists it. A failed heartbeat is logged at debug level: the
 /// controller being away never affects client traffic.
-async fn heartbeat(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let version = env!("CARGO_PKG_VERSION");
+async fn heartbeat(shared: Arc<Shared>, admin: Option<String>, shutdown: CancellationToken) {
+    let beat = vela_proto::controller_api::ProxyBeat {
+        addr: shared.store_host.clone(),
+        admin_addr: admin,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
     let mut tick = tokio::time::interval(PROXY_HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -305,11 +316,23 @@ async fn heartbeat(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         let sent = tokio::select! {
             _ = shutdown.cancelled() => return,
-            sent = shared.ctx.controller.proxy_heartbeat(&shared.store_host, version) => sent,
+            sent = shared.ctx.controller.proxy_heartbeat(&beat) => sent,
         };
         if let Err(err) = sent {
             tracing::debug!(error = %err, "proxy heartbeat to the controller failed");
         }
+    }
+}
+
+/// Where operators reach the admin service bound to `admin`: that address, or, bound to every
+/// interface, the host clients reach the proxy at (`advertised`, `host:port`) with its port.
+fn advertised_admin(advertised: &str, admin: SocketAddr) -> String {
+    if !admin.ip().is_unspecified() {
+        return admin.to_string();
+    }
+    match advertised.rsplit_once(':') {
+        Some((host, _)) if !host.is_empty() => format!("{host}:{}", admin.port()),
+        _ => admin.to_string(),
     }
 }
 

@@ -20,6 +20,20 @@ use vela_proto::pb::rocketmq::{self as pb, Code, retry_policy, telemetry_command
 
 use crate::transaction::Checker;
 
+/// A push consumer's listener, as the server's message verification runs it: `true` when it
+/// consumed the message.
+pub(crate) type Verifier =
+    Arc<dyn Fn(crate::MessageView) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// What answers the server's commands to this client, beside Settings.
+#[derive(Clone, Default)]
+pub(crate) struct Answerers {
+    /// A producer's transaction checker: answers the server's check-backs.
+    pub checker: Option<Checker>,
+    /// A push consumer's listener: answers the server's message verifications.
+    pub verifier: Option<Verifier>,
+}
+
 use crate::config::{ClientConfig, Endpoint};
 use crate::error::{Error, Result, check_status};
 use crate::identity::{hostname, next_client_id};
@@ -198,8 +212,7 @@ pub(crate) struct Shared {
     routes: RwLock<HashMap<String, Arc<TopicRoute>>>,
     server_settings: watch::Sender<Option<ServerSettings>>,
     shut_down: AtomicBool,
-    /// A producer's transaction checker: answers the server's check-backs.
-    checker: Option<Checker>,
+    answerers: Answerers,
     /// The client's own metrics (exported where the server's Settings say).
     pub(crate) metrics: Arc<crate::metrics::ClientMetrics>,
 }
@@ -245,7 +258,7 @@ impl ClientCore {
         config: ClientConfig,
         role: Role,
         topics: &[String],
-        checker: Option<Checker>,
+        answerers: Answerers,
         instance: Option<String>,
     ) -> Result<Self> {
         let client_id = instance.unwrap_or_else(next_client_id);
@@ -262,7 +275,7 @@ impl ClientCore {
             routes: RwLock::new(HashMap::new()),
             server_settings,
             shut_down: AtomicBool::new(false),
-            checker,
+            answerers,
         });
         let core = ClientCore {
             shared: shared.clone(),
@@ -394,9 +407,8 @@ impl Shared {
             self.settings_command(endpoint),
             self.server_settings.clone(),
             self.client_id.clone(),
-            self.checker
-                .clone()
-                .map(|c| (c, self.config.request_timeout)),
+            self.answerers.clone(),
+            self.config.request_timeout,
         ));
         let session = Arc::new(Session { rpc, telemetry });
         sessions.insert(endpoint.clone(), session.clone());
@@ -574,15 +586,17 @@ async fn send_heartbeats(shared: &Shared) {
 
 /// Keeps a Telemetry stream to `endpoint` open for the client's lifetime: sends the client's
 /// Settings first (and every 5 min), adopts the server's Settings replies, hands transaction
-/// check-backs to the producer's checker (with the timeout of its answer), and re-opens the
-/// stream a second after the server ends or breaks it. Aborted when the session is dropped.
+/// check-backs to the producer's checker (with `answer_timeout` for its answer) and message
+/// verifications to the push consumer's listener, and re-opens the stream a second after the
+/// server ends or breaks it. Aborted when the session is dropped.
 async fn telemetry_loop(
     rpc: Rpc,
     endpoint: Endpoint,
     settings: pb::TelemetryCommand,
     server_settings: watch::Sender<Option<ServerSettings>>,
     client_id: String,
-    checker: Option<(Checker, Duration)>,
+    answerers: Answerers,
+    answer_timeout: Duration,
 ) {
     let mut reopen_delay = TELEMETRY_REOPEN_DELAY;
     loop {
@@ -607,14 +621,14 @@ async fn telemetry_loop(
                                 ..
                             })) => {
                                 reopen_delay = TELEMETRY_REOPEN_DELAY;
-                                match &checker {
-                                    Some((checker, timeout)) => {
+                                match &answerers.checker {
+                                    Some(checker) => {
                                         tokio::spawn(crate::transaction::answer_check(
                                             rpc.clone(),
                                             endpoint.clone(),
                                             checker.clone(),
                                             check,
-                                            *timeout,
+                                            answer_timeout,
                                         ));
                                     }
                                     None => warn!(
@@ -623,6 +637,28 @@ async fn telemetry_loop(
                                         transaction_id = %check.transaction_id,
                                         "transaction check-back, but this producer has no transaction checker"
                                     ),
+                                }
+                            }
+                            Ok(Some(pb::TelemetryCommand {
+                                command: Some(telemetry_command::Command::VerifyMessageCommand(verify)),
+                                ..
+                            })) => {
+                                reopen_delay = TELEMETRY_REOPEN_DELAY;
+                                tokio::spawn(answer_verification(
+                                    answerers.verifier.clone(),
+                                    verify,
+                                    endpoint.clone(),
+                                    outbound.clone(),
+                                ));
+                            }
+                            Ok(Some(pb::TelemetryCommand {
+                                command: Some(telemetry_command::Command::PrintThreadStackTraceCommand(dump)),
+                                ..
+                            })) => {
+                                reopen_delay = TELEMETRY_REOPEN_DELAY;
+                                let refused = stack_dump_refused(dump.nonce);
+                                if outbound.send(refused).await.is_err() {
+                                    break;
                                 }
                             }
                             Ok(Some(command)) => {
@@ -652,6 +688,71 @@ async fn telemetry_loop(
         }
         tokio::time::sleep(reopen_delay).await;
         reopen_delay = (reopen_delay * 2).min(TELEMETRY_REOPEN_DELAY_MAX);
+    }
+}
+
+/// Runs a message the server sent to verify through the push consumer's listener and answers
+/// with the outcome: OK when the listener consumed it, FAILED_TO_CONSUME_MESSAGE when not (or
+/// when the message is unusable), NOT_IMPLEMENTED for clients without a listener. Nothing is
+/// acknowledged: the message is not a delivery.
+async fn answer_verification(
+    verifier: Option<Verifier>,
+    command: pb::VerifyMessageCommand,
+    endpoint: Endpoint,
+    outbound: mpsc::Sender<pb::TelemetryCommand>,
+) {
+    let (code, message) = match (verifier, command.message) {
+        (None, _) => (
+            Code::NotImplemented,
+            "only push consumers verify messages".to_owned(),
+        ),
+        (Some(_), None) => (
+            Code::FailedToConsumeMessage,
+            "the command carries no message".to_owned(),
+        ),
+        (Some(verifier), Some(message)) => match crate::receive::checked_view(message, &endpoint) {
+            Ok(view) => {
+                let message_id = view.message_id.clone();
+                if verifier(view).await {
+                    (Code::Ok, String::new())
+                } else {
+                    (
+                        Code::FailedToConsumeMessage,
+                        format!("the listener did not consume message {message_id}"),
+                    )
+                }
+            }
+            Err(e) => (Code::FailedToConsumeMessage, e.to_string()),
+        },
+    };
+    let answer = pb::TelemetryCommand {
+        status: Some(pb::Status {
+            code: code as i32,
+            message,
+        }),
+        command: Some(telemetry_command::Command::VerifyMessageResult(
+            pb::VerifyMessageResult {
+                nonce: command.nonce,
+            },
+        )),
+    };
+    // The stream may have closed meanwhile; the server then gets no answer and says so.
+    let _ = outbound.send(answer).await;
+}
+
+/// The answer to a thread dump request: a Rust process cannot dump its threads' stacks.
+fn stack_dump_refused(nonce: String) -> pb::TelemetryCommand {
+    pb::TelemetryCommand {
+        status: Some(pb::Status {
+            code: Code::NotImplemented as i32,
+            message: "the Rust client cannot dump its threads".to_owned(),
+        }),
+        command: Some(telemetry_command::Command::ThreadStackTrace(
+            pb::ThreadStackTrace {
+                nonce,
+                thread_stack_trace: None,
+            },
+        )),
     }
 }
 
@@ -728,5 +829,72 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.max_body_size, 1024);
+    }
+
+    async fn verified(
+        verifier: Option<Verifier>,
+        message: Option<pb::Message>,
+    ) -> (i32, pb::TelemetryCommand) {
+        let (tx, mut rx) = mpsc::channel(1);
+        let command = pb::VerifyMessageCommand {
+            nonce: "n-1".into(),
+            message,
+        };
+        let endpoint = Endpoint::parse("127.0.0.1:8081").expect("endpoint");
+        answer_verification(verifier, command, endpoint, tx).await;
+        let answer = rx.recv().await.expect("an answer");
+        let code = answer.status.as_ref().map_or(-1, |s| s.code);
+        (code, answer)
+    }
+
+    #[tokio::test]
+    async fn a_verification_runs_the_listener_and_answers_with_its_outcome() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let listener = |consume: bool| -> Verifier {
+            let seen = seen.clone();
+            Arc::new(move |m: crate::MessageView| {
+                seen.lock().push((m.message_id.clone(), m.body.clone()));
+                Box::pin(async move { consume })
+            })
+        };
+        let message = || Some(crate::receive::tests::delivered("M1", b"hello"));
+
+        let (code, answer) = verified(Some(listener(true)), message()).await;
+        assert_eq!(code, Code::Ok as i32);
+        assert_eq!(
+            answer.command,
+            Some(telemetry_command::Command::VerifyMessageResult(
+                pb::VerifyMessageResult {
+                    nonce: "n-1".into()
+                }
+            ))
+        );
+        let (code, _) = verified(Some(listener(false)), message()).await;
+        assert_eq!(code, Code::FailedToConsumeMessage as i32);
+        assert_eq!(
+            seen.lock().clone(),
+            vec![
+                ("M1".to_owned(), bytes::Bytes::from_static(b"hello")),
+                ("M1".to_owned(), bytes::Bytes::from_static(b"hello")),
+            ]
+        );
+
+        let (code, _) = verified(None, message()).await;
+        assert_eq!(
+            code,
+            Code::NotImplemented as i32,
+            "no listener, no verification"
+        );
+        let (code, _) = verified(Some(listener(true)), None).await;
+        assert_eq!(code, Code::FailedToConsumeMessage as i32);
+        let mut broken = crate::receive::tests::delivered("M2", b"hello");
+        broken.system_properties = None;
+        let (code, _) = verified(Some(listener(true)), Some(broken)).await;
+        assert_eq!(code, Code::FailedToConsumeMessage as i32);
+        assert_eq!(seen.lock().len(), 2, "unusable messages reach no listener");
+        assert_eq!(
+            stack_dump_refused("n-2".into()).status.map(|s| s.code),
+            Some(Code::NotImplemented as i32)
+        );
     }
 }

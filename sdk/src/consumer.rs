@@ -75,7 +75,8 @@ impl SimpleConsumerBuilder {
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
         let instance = crate::identity::instance_client_id(self.instance.as_deref())?;
-        let core = ClientCore::start(self.config, role, &topics, None, instance).await?;
+        let core =
+            ClientCore::start(self.config, role, &topics, Default::default(), instance).await?;
         Ok(SimpleConsumer {
             inner: Arc::new(ConsumerInner {
                 calls: GroupClient { core, group },

@@ -116,7 +116,10 @@ impl ProducerBuilder {
             self.config,
             Role::Producer { topics: resources },
             &self.topics,
-            self.checker,
+            crate::client::Answerers {
+                checker: self.checker,
+                verifier: None,
+            },
             instance,
         )
         .await?;

@@ -15,6 +15,9 @@
 //!   attempts are used up). On a FIFO group the listener is called again after the back-off,
 //!   in place, so later messages of its message group wait; once the attempts are used up the
 //!   message is forwarded to the dead-letter queue and the group moves on.
+//! - A server may ask the consumer to run one stored message through its listener (RocketMQ's
+//!   consumeMessageDirectly; `vela admin message verify`): the listener is called outside the
+//!   concurrency limit and its answer goes back to the server; nothing is acknowledged.
 //! - [`PushConsumer::shutdown`] stops receiving, lets every listener call in progress finish
 //!   and settle, then tells the server the client is leaving (which makes what it held and
 //!   had not started visible again at once).
@@ -34,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::client::{ClientCore, Role};
+use crate::client::{Answerers, ClientCore, Role, Verifier};
 use crate::config::ClientConfig;
 use crate::consume::{GroupClient, Subscriptions, announced, subscribe};
 use crate::error::{Error, Result};
@@ -165,7 +168,18 @@ impl PushConsumerBuilder {
         };
         let topics: Vec<String> = self.subscriptions.iter().map(|(t, _)| t.clone()).collect();
         let instance = crate::identity::instance_client_id(self.instance.as_deref())?;
-        let core = ClientCore::start(self.config, role, &topics, None, instance).await?;
+        let verifier: Verifier = {
+            let listener = listener.clone();
+            Arc::new(move |message| {
+                let consumed = listener(message);
+                Box::pin(async move { consumed.await == ConsumeResult::Success })
+            })
+        };
+        let answerers = Answerers {
+            checker: None,
+            verifier: Some(verifier),
+        };
+        let core = ClientCore::start(self.config, role, &topics, answerers, instance).await?;
         let inner = Arc::new(PushInner {
             calls: GroupClient { core, group },
             listener,

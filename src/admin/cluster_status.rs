@@ -22,6 +22,9 @@ struct Proxy {
     addr: String,
     version: String,
     last_seen_ms: u64,
+    /// Where its admin service is, when not on `addr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_addr: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -81,6 +84,7 @@ fn from_pb(s: pb::ClusterStatusResponse) -> Status {
                 addr: p.addr,
                 version: p.version,
                 last_seen_ms: p.last_seen_ms,
+                admin_addr: (!p.admin_addr.is_empty()).then_some(p.admin_addr),
             })
             .collect(),
         proxies_error: (!s.proxies_error.is_empty()).then_some(s.proxies_error),
@@ -148,8 +152,14 @@ pub(super) fn to_table(s: pb::ClusterStatusResponse) -> Result<String, std::fmt:
     for p in &s.proxies {
         writeln!(
             out,
-            "      {:<22} up, version {}, heard from {} ms ago",
-            p.addr, p.version, p.last_seen_ms
+            "      {:<22} up, version {}, heard from {} ms ago{}",
+            p.addr,
+            p.version,
+            p.last_seen_ms,
+            p.admin_addr
+                .as_deref()
+                .map(|a| format!(", admin at {a}"))
+                .unwrap_or_default()
         )?;
     }
     writeln!(out, "\nSHARDS")?;

@@ -83,6 +83,21 @@ pub enum MessageCommand {
         #[arg(long, default_value_t = 16)]
         limit: u32,
     },
+    /// Runs a stored message through a push consumer's listener (RocketMQ's
+    /// consumeMessageDirectly), to check that it can consume it; the client answers whether
+    /// its listener consumed it. Nothing is acknowledged: the message stays where it is.
+    Verify {
+        message_id: String,
+        /// The topic the message was sent to.
+        #[arg(long)]
+        topic: String,
+        /// The consumer to ask (its id as `vela admin client list` shows it).
+        #[arg(long)]
+        client_id: String,
+        /// How long to wait for the client's answer (at most 60s).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 /// `message`: one message, by a handle.
@@ -115,6 +130,12 @@ pub(super) async fn message(server: &Target, command: MessageCommand) -> anyhow:
         MessageCommand::Find { topic, key, limit } => {
             lookup(server, Lookup::Key { topic, key }, limit).await
         }
+        MessageCommand::Verify {
+            message_id,
+            topic,
+            client_id,
+            timeout,
+        } => super::clients::verify(server, &message_id, &topic, &client_id, timeout).await,
     }
 }
 

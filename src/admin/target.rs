@@ -61,6 +61,21 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The same target (credentials, TLS, output) at another server's `host:port`, over the
+    /// scheme this one uses.
+    pub(super) fn at(&self, addr: &str) -> Self {
+        let server = match self.server.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://{addr}"),
+            None => addr.to_owned(),
+        };
+        Self {
+            server,
+            ..self.clone()
+        }
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.server)

@@ -40,3 +40,4 @@ mod t29_lookup;
 mod t30_broadcast;
 mod t31_receipt_keys;
 mod t32_tier_credentials;
+mod t33_client_commands;

@@ -261,6 +261,21 @@ mod tests {
             AdminNeeds::needs(&delete),
             vec![Access::new(Resource::topic("secret"), Action::Delete)]
         );
+        let clients_of = vela_proto::pb::admin::ListClientsRequest {
+            group: " g ".into(),
+        };
+        assert_eq!(
+            AdminNeeds::needs(&clients_of),
+            vec![Access::new(Resource::group("g"), Action::Get)]
+        );
+        let every_client = vela_proto::pb::admin::ListClientsRequest::default();
+        assert_eq!(
+            AdminNeeds::needs(&every_client),
+            vec![Access::new(Resource::cluster(), Action::Get)]
+        );
+        // Commands that run in users' processes are for SUPER users only.
+        assert!(vela_proto::pb::admin::VerifyMessageRequest::default().super_only());
+        assert!(vela_proto::pb::admin::ClientStackRequest::default().super_only());
         let change = pb::ChangeInvisibleDurationRequest {
             group: res("", "g"),
             topic: res("", "t"),
@@ -359,6 +374,10 @@ mod admin_impls {
         TierStatusRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         DrainStoreRequest => |r| vec![Access::new(Resource::cluster(), Action::Update)],
             Some(format!("drain store node {}", r.store));
+        ListClientsRequest => |r| vec![match r.group.trim() {
+            "" => Access::new(Resource::cluster(), Action::Get),
+            group => Access::new(Resource::group(group), Action::Get),
+        }], None;
     }
 
     macro_rules! super_only {
@@ -432,5 +451,11 @@ mod admin_impls {
         ));
         api::ClearTierCredentialsRequest => |r| Some("clear tier credentials".to_owned());
         api::DescribeTierCredentialsRequest => |r| None;
+        // Server-to-client commands run in the users' processes.
+        api::VerifyMessageRequest => |r| Some(format!(
+            "verify message {} of topic {} on client {}",
+            r.message_id, r.topic, r.client_id,
+        ));
+        api::ClientStackRequest => |r| None;
     }
 }

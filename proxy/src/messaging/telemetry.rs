@@ -1,8 +1,9 @@
 //! The Telemetry stream (protocol.md §4.2): returned at once (Rust's `start()` waits for the
 //! response headers), answers every client Settings with the merged settings, stays open
-//! until the client closes it or the server shuts down, and ignores everything else. A
-//! producer's stream also carries transaction check-backs (`crate::producers`) for the topics
-//! its Settings publish to.
+//! until the client closes it or the server shuts down. Every stream whose client sent Settings
+//! is registered (`crate::clients`), and carries the server's commands to that client:
+//! transaction check-backs for the topics a producer publishes to (`crate::producers`), and the
+//! verifications and thread dumps `vela admin` asks for, whose answers are handed back here.
 
 use std::sync::Arc;
 
@@ -15,9 +16,9 @@ use vela_proto::pb::rocketmq::{self as pb, telemetry_command::Command};
 use super::ResponseStream;
 use crate::Shared;
 use crate::auth::Creator;
+use crate::clients::ClientStream;
 use crate::convert;
 use crate::headers::RequestMeta;
-use crate::producers;
 use crate::settings::{self, GroupPolicy, Role};
 use crate::status::ok_status;
 
@@ -47,7 +48,7 @@ async fn run(
     replies: mpsc::Sender<Result<pb::TelemetryCommand, Status>>,
 ) {
     tracing::debug!("telemetry stream opened");
-    let stream = shared.producers.stream_id();
+    let stream = shared.clients.stream_id();
     if let Some(client) = &meta.client_id {
         shared.held.stream_opened(client);
     }
@@ -86,12 +87,19 @@ async fn run(
         }
         if let Some(Command::Settings(settings)) = &command.command
             && let Some(client_id) = &meta.client_id
-            && settings::role_of(settings) == Role::Producer
         {
-            let topics = producers::published_topics(settings, &meta.namespace);
-            shared
-                .producers
-                .register(stream, client_id, topics, replies.clone());
+            let client = ClientStream::from_settings(
+                client_id,
+                settings,
+                &meta.namespace,
+                meta.peer,
+                replies.clone(),
+                shared.ctx.clock.now_ms(),
+            );
+            shared.clients.register(stream, client);
+        }
+        if shared.clients.answered(&command) {
+            continue;
         }
         let Some(reply) = answer(&shared, &meta, command).await else {
             continue;
@@ -100,8 +108,8 @@ async fn run(
             break;
         }
     }
-    // Dropping `replies` (and the producer registration's clone) ends the response stream.
-    shared.producers.remove(stream);
+    // Dropping `replies` (and the registration's clone) ends the response stream.
+    shared.clients.remove(stream);
     shared.ctx.metrics.stream_closed(stream);
     drop(replies);
     tracing::debug!("telemetry stream closed");

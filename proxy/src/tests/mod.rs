@@ -284,3 +284,18 @@ fn handle_of(item: &Content) -> String {
         other => panic!("expected a message, got {other:?}"),
     }
 }
+
+#[test]
+fn the_admin_address_heartbeats_name_is_reachable() {
+    let admin: std::net::SocketAddr = "0.0.0.0:9877".parse().expect("addr");
+    assert_eq!(
+        crate::advertised_admin("10.1.2.3:8081", admin),
+        "10.1.2.3:9877"
+    );
+    let bound: std::net::SocketAddr = "127.0.0.2:9877".parse().expect("addr");
+    assert_eq!(
+        crate::advertised_admin("10.1.2.3:8081", bound),
+        "127.0.0.2:9877"
+    );
+    assert_eq!(crate::advertised_admin("[::1]:8081", admin), "[::1]:9877");
+}

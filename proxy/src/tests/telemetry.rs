@@ -268,3 +268,100 @@ async fn a_producer_of_the_topic_is_asked_to_resolve_a_half_message() {
         "the committed message is delivered: {items:?}"
     );
 }
+
+#[tokio::test]
+async fn admin_lists_the_clients_here_and_a_stack_dump_reaches_the_client_and_back() {
+    use vela_proto::pb::admin as api;
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 1).await;
+    let mut client = h.client().await;
+    let (tx, mut replies) = producer_stream(&mut client, "orders").await;
+    let mut admin = h.admin().await;
+
+    let listed = admin
+        .list_clients(api::ListClientsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.clients.len(), 1, "{listed:?}");
+    let me = &listed.clients[0];
+    assert_eq!(me.client_id, "test@1@0@x");
+    assert_eq!(me.client_type, "producer");
+    assert_eq!(me.topics, vec!["orders".to_owned()]);
+    assert_eq!(me.proxy, listed.proxy);
+    let of_group = admin
+        .list_clients(api::ListClientsRequest {
+            group: "billing".into(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(of_group.clients.is_empty(), "a producer is in no group");
+
+    let asking = tokio::spawn({
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .client_stack(api::ClientStackRequest {
+                    client_id: "test@1@0@x".into(),
+                    timeout_ms: 10_000,
+                })
+                .await
+        }
+    });
+    let command = tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .expect("the command within the wait")
+        .expect("stream")
+        .expect("not ended");
+    let Some(Command::PrintThreadStackTraceCommand(asked)) = command.command else {
+        panic!("a stack dump command: {command:?}")
+    };
+    tx.send(pb::TelemetryCommand {
+        status: Some(pb::Status {
+            code: Code::Ok as i32,
+            message: String::new(),
+        }),
+        command: Some(Command::ThreadStackTrace(pb::ThreadStackTrace {
+            nonce: asked.nonce,
+            thread_stack_trace: Some("main: parked".into()),
+        })),
+    })
+    .await
+    .expect("answer");
+    let dumped = asking.await.expect("task").expect("answered").into_inner();
+    assert_eq!(dumped.stack, "main: parked");
+    assert_eq!(dumped.code, Code::Ok as i32);
+
+    // A client connected elsewhere is not found here, before any lookup.
+    for missing in [
+        admin
+            .client_stack(api::ClientStackRequest {
+                client_id: "elsewhere@1".into(),
+                timeout_ms: 0,
+            })
+            .await
+            .expect_err("not here"),
+        admin
+            .verify_message(api::VerifyMessageRequest {
+                client_id: "elsewhere@1".into(),
+                topic: "orders".into(),
+                message_id: "M1".into(),
+                timeout_ms: 0,
+            })
+            .await
+            .expect_err("not here"),
+    ] {
+        assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+        assert!(missing.message().contains("elsewhere@1"), "{missing:?}");
+    }
+    let too_long = admin
+        .client_stack(api::ClientStackRequest {
+            client_id: "test@1@0@x".into(),
+            timeout_ms: 61_000,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+    drop(tx);
+}

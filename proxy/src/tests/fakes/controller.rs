@@ -167,8 +167,13 @@ impl ControllerApi for FakeController {
         Ok(self.topics.lock().entry(name).or_insert(config).clone())
     }
 
-    async fn proxy_heartbeat(&self, addr: &str, version: &str) -> Result<(), ControllerError> {
-        self.proxies.lock().insert(addr.into(), version.into());
+    async fn proxy_heartbeat(
+        &self,
+        beat: &vela_proto::controller_api::ProxyBeat,
+    ) -> Result<(), ControllerError> {
+        self.proxies
+            .lock()
+            .insert(beat.addr.clone(), beat.version.clone());
         Ok(())
     }
 
@@ -407,6 +412,7 @@ impl ControllerApi for FakeController {
                 addr: addr.clone(),
                 version: version.clone(),
                 last_seen_ms: 0,
+                admin_addr: None,
             })
             .collect())
     }
