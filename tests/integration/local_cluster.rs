@@ -8,17 +8,22 @@ use tokio::process::{Child, Command};
 
 /// A running `vela local-cluster` and its `cluster.json`.
 pub(crate) struct LocalCluster {
+    /// The first port of the cluster's range (`--base-port`).
+    pub base: u16,
     pub child: Child,
     pub file: serde_json::Value,
     pub proxies: Vec<String>,
+    _slot: PortSlot,
     _reaper: Reaper,
     _dir: LogsOnPanic,
 }
 
 impl LocalCluster {
-    /// Starts `vela local-cluster` on ports from `base` with `args` added, waits for
+    /// Starts `vela local-cluster` on a free [`PortSlot`] with `args` added, waits for
     /// `cluster.json` and for both proxies to be ready.
-    pub async fn start(base: u16, args: &[&str], envs: &[(&str, &str)]) -> LocalCluster {
+    pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> LocalCluster {
+        let slot = PortSlot::take();
+        let base = slot.base;
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vela"))
             .arg("local-cluster")
@@ -62,9 +67,11 @@ impl LocalCluster {
         crate::t06_crash::wait_ready(base + 121).await;
         crate::t06_crash::wait_ready(base + 122).await;
         LocalCluster {
+            base,
             child,
             file,
             proxies,
+            _slot: slot,
             _reaper: reaper,
             _dir: LogsOnPanic(dir),
         }
@@ -147,6 +154,45 @@ impl LocalCluster {
             .as_str()
             .unwrap()
             .into()
+    }
+}
+
+/// A range of 200 ports a local cluster may listen on (`local-cluster` uses base+1..=base+30
+/// for gRPC and base+101..=base+130 for HTTP), held by a file lock for as long as the test
+/// runs, so two cluster tests running at once never pick the same range.
+///
+/// Ranges lie between 1,100 and 32,700: below the kernel's ephemeral range (32768 and up),
+/// where every other test's port-0 sockets land, and free of any port something else on the
+/// machine already listens on (each is probed before it is taken).
+pub(crate) struct PortSlot {
+    pub base: u16,
+    _lock: std::fs::File,
+}
+
+impl PortSlot {
+    const FIRST: u16 = 1_100;
+    const SLOTS: u16 = 158;
+
+    pub fn take() -> PortSlot {
+        let dir = std::env::temp_dir().join("vela-it-ports");
+        std::fs::create_dir_all(&dir).expect("create the port-slot lock directory");
+        // Start where this process's id points, so concurrent tests rarely contend.
+        let start = (std::process::id() % u32::from(Self::SLOTS)) as u16;
+        for i in 0..Self::SLOTS {
+            let base = Self::FIRST + (start + i) % Self::SLOTS * 200;
+            let lock = std::fs::File::create(dir.join(format!("{base}.lock")))
+                .expect("create a port-slot lock file");
+            if lock.try_lock().is_err() {
+                continue;
+            }
+            let free = (1..=30)
+                .chain(101..=130)
+                .all(|off| std::net::TcpListener::bind(("127.0.0.1", base + off)).is_ok());
+            if free {
+                return PortSlot { base, _lock: lock };
+            }
+        }
+        panic!("no free range of 200 ports between 1,100 and 32,700 for a local cluster");
     }
 }
 

@@ -21,15 +21,9 @@ use crate::local_cluster::{LocalCluster, cluster_status, kill};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
-    // Below the ephemeral range (32768 and up), where other tests' sockets land.
-    let base: u16 = 20_000 + (std::process::id() % 60) as u16 * 200;
     // The children inherit it: the controller leader balances shard leaders every 2 s.
-    let cluster = LocalCluster::start(
-        base,
-        &[],
-        &[("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "2s")],
-    )
-    .await;
+    let cluster =
+        LocalCluster::start(&[], &[("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "2s")]).await;
     let (file, proxies) = (&cluster.file, &cluster.proxies);
     assert_eq!(proxies.len(), 2);
     assert_eq!(file["stores"].as_array().unwrap().len(), 3);
@@ -96,7 +90,7 @@ async fn a_local_cluster_loses_nothing_when_a_store_process_is_killed() {
 
     // Start it again from the recorded command.
     let restarted = cluster.restart_store(0);
-    crate::t06_crash::wait_ready(base + 111).await;
+    crate::t06_crash::wait_ready(cluster.base + 111).await;
 
     // It catches up and the leaders are spread again: one shard led by each store, every
     // replica caught up (what `vela admin cluster status --output json` shows).

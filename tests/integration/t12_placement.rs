@@ -17,9 +17,7 @@ use crate::local_cluster::{LocalCluster, cluster_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
-    // Below the range t11 and the compatibility script use (20000-32000).
-    let base: u16 = 12_000 + (std::process::id() % 40) as u16 * 200;
-    let cluster = LocalCluster::start(base, &["--controllers", "1"], &[]).await;
+    let cluster = LocalCluster::start(&["--controllers", "1"], &[]).await;
     let proxies = &cluster.proxies;
 
     let admin = |args: &[&str]| {

@@ -15,9 +15,7 @@ use crate::t12_placement::placed_shards;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
-    // Below t12's range (12000-20000).
-    let base: u16 = 4_000 + (std::process::id() % 40) as u16 * 200;
-    let cluster = LocalCluster::start(base, &["--controllers", "1", "--stores", "4"], &[]).await;
+    let cluster = LocalCluster::start(&["--controllers", "1", "--stores", "4"], &[]).await;
     let proxies = &cluster.proxies;
     let admin = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_vela"))

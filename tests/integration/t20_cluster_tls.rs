@@ -43,9 +43,7 @@ fn read(path: &Path) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_processes_speak_mutual_tls_and_refuse_strangers() {
-    // Below the ranges of the other local-cluster tests (4,000 and up).
-    let base: u16 = 2_000 + (std::process::id() % 10) as u16 * 200;
-    let cluster = LocalCluster::start(base, &["--cluster-tls", "--shards", "1"], &[]).await;
+    let cluster = LocalCluster::start(&["--cluster-tls", "--shards", "1"], &[]).await;
 
     // Clients are served as before.
     let proxy = &cluster.proxies[0];

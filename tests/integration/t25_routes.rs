@@ -604,9 +604,7 @@ async fn bodies_on(node: &Node, topic: &str, want: &BTreeSet<String>) -> BTreeSe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_runs_routes_on_its_controller_leader_and_moves_them_when_it_dies() {
-    // Above the ephemeral range (32768 to 60999), below every other cluster test's ports.
-    let base: u16 = 61_000 + (std::process::id() % 20) as u16 * 200;
-    let cluster = crate::local_cluster::LocalCluster::start(base, &[], &[]).await;
+    let cluster = crate::local_cluster::LocalCluster::start(&[], &[]).await;
     let (p0, p1) = (cluster.proxies[0].clone(), cluster.proxies[1].clone());
     let b = Node::start().await;
     admin(&p0, &["topic", "create", "orders"]).await.unwrap();

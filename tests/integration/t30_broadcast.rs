@@ -240,9 +240,7 @@ async fn gather(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_each_instance_keeps_its_place_through_a_store_kill() {
-    // Unprivileged ports below every other cluster test's.
-    let base: u16 = 1_100 + (std::process::id() % 4) as u16 * 200;
-    let cluster = crate::local_cluster::LocalCluster::start(base, &[], &[]).await;
+    let cluster = crate::local_cluster::LocalCluster::start(&[], &[]).await;
     let (p0, p1) = (cluster.proxies[0].clone(), cluster.proxies[1].clone());
     let (topic, group) = (unique("bc-lc"), unique("bc-lc-g"));
     crate::harness::admin(&p0, &["topic", "create", &topic])
@@ -321,6 +319,6 @@ async fn on_a_cluster_each_instance_keeps_its_place_through_a_store_kill() {
         assert!(again.is_empty(), "redelivered after their ack: {again:?}");
     }
     let restarted = cluster.restart_store(0);
-    crate::t06_crash::wait_ready(base + 111).await;
+    crate::t06_crash::wait_ready(cluster.base + 111).await;
     cluster.stop(restarted).await;
 }

@@ -52,8 +52,7 @@ async fn keys(proxy: &str) -> Vec<(u64, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handles_signed_by_managed_keys_ack_through_any_proxy_across_a_rotation() {
-    let base: u16 = 33_000 + (std::process::id() % 40) as u16 * 200;
-    let cluster = LocalCluster::start(base, &["--shards", "1"], &[]).await;
+    let cluster = LocalCluster::start(&["--shards", "1"], &[]).await;
     let (p0, p1) = (cluster.proxies[0].clone(), cluster.proxies[1].clone());
     let topic = unique("rk");
     let group = unique("rk-g");

@@ -72,9 +72,7 @@ async fn set_then_clear(proxy: &str, endpoint: &SignedBy, stores: usize) {
 async fn store_nodes_of_a_cluster_follow_the_credentials_the_controllers_keep() {
     let endpoint = SignedBy::start().await.unwrap();
     let url = endpoint.endpoint();
-    let base: u16 = 41_000 + (std::process::id() % 40) as u16 * 200;
     let cluster = LocalCluster::start(
-        base,
         &["--shards", "1"],
         &[
             ("VELA_TIER__URL", "s3://bkt/t32"),

@@ -15,8 +15,7 @@ use crate::local_cluster::LocalCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reaches_a_consumer_through_the_proxy_that_holds_its_stream() {
-    let base: u16 = 49_000 + (std::process::id() % 40) as u16 * 200;
-    let cluster = LocalCluster::start(base, &["--shards", "1"], &[]).await;
+    let cluster = LocalCluster::start(&["--shards", "1"], &[]).await;
     let (p0, p1) = (cluster.proxies[0].clone(), cluster.proxies[1].clone());
     let topic = unique("verify");
     let group = unique("verify-g");
