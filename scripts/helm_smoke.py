@@ -19,6 +19,7 @@ received afterwards. Finally a store pod whose volume is lost must refuse to sta
 process is stopped at the end; logs are printed on failure.
 """
 import base64
+import json
 import os
 import re
 import shutil
@@ -146,10 +147,14 @@ class Cluster:
             if o["kind"] == "StatefulSet":
                 self.addr[name] = ports
 
-    def rewrite(self, text, ports):
+    def rewrite_addrs(self, text):
+        """Each StatefulSet pod's DNS name:port becomes its loopback port."""
         def pod_addr(m):
             return f"127.0.0.1:{self.addr[m.group(1)]['grpc']}"
-        text = re.sub(r'([a-z0-9-]+-\d+)\.[a-z0-9.-]+\.svc\.[a-z.]+:\d+', pod_addr, text)
+        return re.sub(r'([a-z0-9-]+-\d+)\.[a-z0-9.-]+\.svc\.[a-z.]+:\d+', pod_addr, text)
+
+    def rewrite(self, text, ports):
+        text = self.rewrite_addrs(text)
         # The proxy Service's name: here each proxy stands in for the Service.
         text = re.sub(r'advertised_endpoint = ".*"', f'advertised_endpoint = "127.0.0.1:{ports["grpc"]}"', text)
         text = re.sub(r'grpc_listen = "0\.0\.0\.0:\d+"', f'grpc_listen = "127.0.0.1:{ports["grpc"]}"', text)
@@ -190,7 +195,12 @@ class Cluster:
             env["VELA_STORE__DISK_FULL_RATIO"] = "1.0"  # the shared machine's disk is not the test's
         for e in c.get("env") or []:
             if "value" in e:
-                env[e["name"]] = e["value"]
+                # Kubernetes expands $(NAME) of the variables listed before it.
+                value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), e["value"])
+                env[e["name"]] = self.rewrite_addrs(value)
+            elif "fieldRef" in e["valueFrom"]:
+                assert e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", e
+                env[e["name"]] = name
             else:
                 ref = e["valueFrom"]["secretKeyRef"]
                 env[e["name"]] = self.secrets[ref["name"]][ref["key"]].decode()
@@ -199,6 +209,20 @@ class Cluster:
         proc = subprocess.Popen([self.vela, *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=pod_dir)
         print(f"started {name}: vela {args[0]} (gRPC {ports['grpc']}, HTTP {ports['http']}, VELA_BOOTSTRAP={env.get('VELA_BOOTSTRAP', '-')})")
         return proc
+
+    def scale_out(self, name, like):
+        """Starts pod `name` of the StatefulSet pod `like` belongs to, as scaling it up does
+        (from the upgrade's render: nothing bootstraps), and waits until every pod is ready."""
+        o = next(o for n, o, _ in self.pods if n == like)
+        container = o["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: free_port() for p in container["ports"]}
+        self.addr[name] = ports
+        self.pods.append((name, o, ports))
+        self.pod_dir = self.dir / name
+        (self.pod_dir / "etc").mkdir(parents=True)
+        self.write_mounts(o, ports)
+        self.procs.append([name, self.spawn(name, o, ports, self.upgraded), ports])
+        self.wait_ready()
 
     def roll(self, name, upgraded):
         """A rolling update's step for one pod: SIGTERM, wait for it to exit, start it from the
@@ -319,6 +343,31 @@ def main():
                 break
         assert sent <= seen, f"acknowledged but not received after the rolling update: {sorted(sent - seen)}"
         print(f"helm smoke: {len(sent)} messages sent across a rolling update of {len(order)} pods, all received")
+        # `kubectl scale statefulset vela-store --replicas 4`: the new pod (node 4, not in the
+        # ConfigMap's store list) registers with the controller at the address the chart gives
+        # it; a topic of two replicas created afterwards is placed on it too, and serves.
+        cluster.scale_out("vela-store-3", "vela-store-0")
+        cluster.admin(p0, "topic", "create", "spread", "--queues", "8", "--replicas", "2")
+        cluster.admin(p0, "group", "create", "spread-g")
+        for _ in range(60):
+            status = json.loads(cluster.admin(p0, "cluster", "status", "--output", "json"))
+            held = [s["shard"] for s in status["shards"]
+                    if s.get("leader") is not None and any(r["node"] == 4 for r in s["replicas"])]
+            if any(s["id"] == 4 and s["reachable"] for s in status["stores"]) and held:
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"the scaled-out store pod never held a replica: {status}")
+        bodies = [f"spread-{i}" for i in range(16)]
+        cluster.admin(p1, "send", "spread", *bodies)
+        seen = set()
+        for _ in range(20):
+            out = cluster.admin(p0, "receive", "spread-g", "spread", "--max", "32", "--wait", "2s", "--ack")
+            seen.update(re.findall(r"spread-\d+", out))
+            if set(bodies) <= seen:
+                break
+        assert set(bodies) <= seen, f"not received after the scale-out: {sorted(set(bodies) - seen)}"
+        print(f"helm smoke: a store pod added by scaling the StatefulSet joined and holds replicas of shards {held}")
         # After the bootstrap window, a store pod whose volume is lost refuses to start
         # instead of rejoining with an empty log (ADR 0010, ADR 0024).
         entry = next(p for p in cluster.procs if p[0] == "vela-store-2")

@@ -94,25 +94,29 @@ impl ControllerNode {
         if let Some(user) = config.init_user()? {
             controller.ensure_user_when_leading(user);
         }
+        // One client of the store nodes for everything below; it learns the store nodes that
+        // register at runtime from the metadata (issue 11).
+        let stores = if config.cluster.stores.is_empty() {
+            None
+        } else {
+            Some(store_client(&config)?)
+        };
         let balancer = if controller_config_balance.is_zero() {
             None
-        } else if config.cluster.stores.is_empty() {
-            tracing::warn!("cluster.stores is empty: leader balancing is off");
-            None
-        } else {
-            let store = store_client(&config)?;
+        } else if let Some(store) = &stores {
             Some(spawn_leader_balancer(
                 &controller,
-                store,
+                store.clone(),
                 controller_config_balance,
             ))
+        } else {
+            tracing::warn!("cluster.stores is empty: leader balancing is off");
+            None
         };
         // Makes the store nodes hold the shards placed on them (ADR 0013).
-        let reconciler = if config.cluster.stores.is_empty() {
-            None
-        } else {
-            Some(spawn_reconciler(&controller, store_client(&config)?))
-        };
+        let reconciler = stores
+            .as_ref()
+            .map(|store| spawn_reconciler(&controller, store.clone()));
         let raft = controller
             .raft_service()
             .context("a replicated controller has a Raft service")?;
@@ -122,10 +126,15 @@ impl ControllerNode {
             .add_service(ControllerService::server(controller.clone()));
         // KEDA's external scaler (consumer backlog); with cluster TLS KEDA presents a client
         // certificate of the cluster CA.
-        if !config.cluster.stores.is_empty() {
+        if let Some(store) = &stores {
+            crate::proxy_node::follow_store_nodes(
+                controller.clone() as Arc<dyn vela_proto::ControllerApi>,
+                store.clone(),
+                shutdown.clone(),
+            );
             router = router.add_service(vela_controller::scaler::Scaler::server(
                 controller.clone(),
-                store_client(&config)?,
+                store.clone(),
                 shutdown.clone(),
             ));
         }
@@ -136,14 +145,12 @@ impl ControllerNode {
             &Metrics::labels(&config, NodeType::Controller, &node_id.to_string()),
         );
         let http_task = serving::serve_http(bound.http, telemetry.hub.clone(), shutdown.clone());
-        let lag: Option<Arc<dyn vela_routes::LagProbe>> = if config.cluster.stores.is_empty() {
-            None
-        } else {
-            Some(Arc::new(crate::routes::StoreLag {
+        let lag: Option<Arc<dyn vela_routes::LagProbe>> = stores.as_ref().map(|store| {
+            Arc::new(crate::routes::StoreLag {
                 controller: controller.clone() as Arc<dyn vela_proto::ControllerApi>,
-                store: store_client(&config)?,
-            }))
-        };
+                store: store.clone(),
+            }) as Arc<dyn vela_routes::LagProbe>
+        });
         let route_metrics = crate::routes::metrics(
             &telemetry.hub.meter("vela-routes"),
             &Metrics::labels(&config, NodeType::Controller, &node_id.to_string()),

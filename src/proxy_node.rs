@@ -13,10 +13,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use vela_proto::ControllerApi;
 use vela_proto::clock::system_clock;
 use vela_proto::receipt_keys::{ConfiguredKeys, MANAGED_KEY_BASE};
 use vela_proto::store_client::{ClusterMap, RemoteStore};
-use vela_proto::{ControllerApi, StoreApi};
 use vela_telemetry::NodeType;
 
 use crate::config::VelaConfig;
@@ -99,7 +99,7 @@ pub(crate) fn read_keyring(config: &VelaConfig) -> anyhow::Result<ConfiguredKeys
 
 /// A client of the cluster's store nodes (`cluster.stores`, every shard of `cluster.shards` on
 /// each), routing each call to the shard's leader; connections are made on first use.
-pub(crate) fn store_client(config: &VelaConfig) -> anyhow::Result<Arc<dyn StoreApi>> {
+pub(crate) fn store_client(config: &VelaConfig) -> anyhow::Result<Arc<RemoteStore>> {
     let stores: BTreeMap<u64, String> = config
         .cluster
         .stores
@@ -119,6 +119,39 @@ pub(crate) fn store_client(config: &VelaConfig) -> anyhow::Result<Arc<dyn StoreA
     .map_err(anyhow::Error::msg)
     .context("the store nodes of the cluster")?;
     Ok(Arc::new(store))
+}
+
+/// How often a store client asks the controller which store nodes there are.
+const FOLLOW_STORES_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps `store` knowing every store node `controller` lists, those that joined at runtime
+/// included (issue 11), until `shutdown`.
+pub(crate) fn follow_store_nodes(
+    controller: Arc<dyn ControllerApi>,
+    store: Arc<RemoteStore>,
+    shutdown: CancellationToken,
+) {
+    // Detached: it ends with `shutdown`.
+    drop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FOLLOW_STORES_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match controller.store_nodes().await {
+                Ok(nodes) => {
+                    let addrs = nodes.into_iter().map(|n| (n.id, n.addr)).collect();
+                    let learnt = store.learn_stores(&addrs);
+                    if learnt > 0 {
+                        tracing::info!(learnt, "store nodes learnt from the controller");
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "listing the cluster's store nodes"),
+            }
+        }
+    }));
 }
 
 impl ProxyNode {
@@ -162,10 +195,12 @@ impl ProxyNode {
         );
         let mut proxy_config = config.proxy.clone();
         proxy_config.cluster_mode = "cluster".to_owned();
+        let controller = Arc::new(controller) as Arc<dyn ControllerApi>;
+        follow_store_nodes(controller.clone(), store.clone(), shutdown.clone());
         let ctx = vela_proxy::ProxyContext {
             config: proxy_config,
             store,
-            controller: Arc::new(controller) as Arc<dyn ControllerApi>,
+            controller,
             receipts,
             clock: system_clock(),
             metrics,

@@ -62,22 +62,42 @@ impl StoreNode {
             .iter()
             .map(|n| (n.id, n.addr.clone()))
             .collect();
-        anyhow::ensure!(
-            voters.contains_key(&node_id),
-            "store.node_id {node_id} is not one of cluster.stores ({:?})",
-            voters.keys().collect::<Vec<_>>()
-        );
-        serving::check_bootstrap(
-            "store",
-            &config.store.data_dir,
-            &config.store.data_dir.join(vela_store::format::MARKER),
-            bootstrap,
-        )?;
+        // A node of `cluster.stores` holds every configured shard; any other joins at runtime
+        // (issue 11): it registers with the controller and holds only shards placed on it.
+        let joining = match (&config.store.advertise_addr, voters.get(&node_id)) {
+            (_, Some(_)) => None,
+            (Some(addr), None) => {
+                anyhow::ensure!(
+                    !config.cluster.controllers.is_empty(),
+                    "store.node_id {node_id} is not one of cluster.stores and \
+                     cluster.controllers is empty: a store node joins through the controller"
+                );
+                Some(addr.clone())
+            }
+            (None, None) => anyhow::bail!(
+                "store.node_id {node_id} is not one of cluster.stores ({:?}); a store node \
+                 that joins at runtime needs store.advertise_addr (the host:port the other \
+                 processes reach its gRPC port at)",
+                voters.keys().collect::<Vec<_>>()
+            ),
+        };
+        if joining.is_none() {
+            serving::check_bootstrap(
+                "store",
+                &config.store.data_dir,
+                &config.store.data_dir.join(vela_store::format::MARKER),
+                bootstrap,
+            )?;
+        }
         let bound = serving::bind(&config).await?;
         let mut store_config = config.store.clone();
-        store_config.shards = config.cluster.shards.clone();
+        store_config.shards = if joining.is_some() {
+            Vec::new()
+        } else {
+            config.cluster.shards.clone()
+        };
         let pool = ChannelPool::new();
-        let builds = GrpcPeerBuilds::new(voters.clone());
+        let builds = GrpcPeerBuilds::new();
         let store = Store::open_replicated(
             store_config,
             clock,
@@ -141,6 +161,13 @@ impl StoreNode {
             &Metrics::labels(&config, NodeType::Store, &node_id.to_string()),
         );
         let http_task = serving::serve_http(bound.http, metrics.hub.clone(), shutdown.clone());
+        if let Some(addr) = joining
+            && let Err(err) = register(&config, node_id, &addr).await
+        {
+            shutdown.cancel();
+            let _ = store.shutdown().await;
+            return Err(err);
+        }
         Ok(StoreNode {
             grpc_addr: bound.grpc_addr,
             http_addr: bound.http_addr,
@@ -179,4 +206,32 @@ impl StoreNode {
         self.metrics.stopped().await;
         stopped
     }
+}
+
+/// Registers this store node, one not in `cluster.stores`, with the controller at `addr`
+/// (issue 11). Retries while no controller answers (a cluster still starting); a refusal (an
+/// id configured at another address, a bad address) is returned.
+async fn register(config: &VelaConfig, node_id: u64, addr: &str) -> anyhow::Result<()> {
+    use backon::Retryable;
+    use vela_proto::{ControllerApi, ControllerError};
+    let controller = serving::controller_client(config)?;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    (|| controller.register_store(node_id, addr))
+        .retry(backoff)
+        .when(|err| !matches!(err, ControllerError::Invalid(_)))
+        .notify(|err, after| {
+            tracing::warn!(error = %err, ?after, "registering with the controller; retrying")
+        })
+        .await
+        .with_context(|| format!("the controller did not register store node {node_id} at {addr}"))?;
+    tracing::info!(
+        node_id,
+        addr,
+        "registered with the controller: shards are placed here from now on"
+    );
+    Ok(())
 }

@@ -179,6 +179,24 @@ pub enum ControllerCommand {
     SetTierCredentials {
         credentials: Option<StoredTierCredentials>,
     },
+    /// Records store node `id`, one not in `[[cluster.stores]]`, at `addr` (issue 11). A
+    /// controller on a build from before it cannot read this entry: scale store nodes out
+    /// once every controller runs a build that has it.
+    RegisterStore {
+        id: u64,
+        addr: String,
+        now_ms: i64,
+    },
+    /// Moves the replica of placed shard `shard` on store node `from` to `to` (the replica
+    /// balancer, issue 11: a node that joined takes its share). Refused unless `from` is a
+    /// member, `to` is not and `to` is not draining. A controller on a build from before it
+    /// cannot read this entry: scale store nodes out once every controller runs a build that
+    /// has it.
+    MoveReplica {
+        shard: ShardId,
+        from: u64,
+        to: u64,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -325,6 +343,12 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::SetRoutePaused { name, paused } => {
                 write!(f, "set-route-paused {name} {paused}")
             }
+            ControllerCommand::RegisterStore { id, addr, .. } => {
+                write!(f, "register-store {id} at {addr}")
+            }
+            ControllerCommand::MoveReplica { shard, from, to } => {
+                write!(f, "move-replica of shard {shard} from {from} to {to}")
+            }
         }
     }
 }
@@ -351,6 +375,10 @@ pub enum Applied {
     ReceiptKeys,
     /// The tier credentials were set or cleared.
     TierCredentials,
+    /// A store node was registered (or its address updated).
+    StoreRegistered,
+    /// A placed replica moves (the reconciler carries it out).
+    ReplicaMoved,
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.
@@ -392,6 +420,8 @@ pub enum Rejected {
     ReceiptKeys(String),
     #[error("receipt key {0} not found")]
     ReceiptKeyNotFound(u32),
+    #[error("{0}")]
+    StoreInvalid(String),
 }
 
 impl From<Rejected> for ControllerError {
@@ -423,6 +453,7 @@ impl From<Rejected> for ControllerError {
             Rejected::ReceiptKeyNotFound(id) => {
                 ControllerError::NotFound(format!("receipt key {id}"))
             }
+            Rejected::StoreInvalid(reason) => ControllerError::Invalid(reason),
         }
     }
 }

@@ -13,7 +13,7 @@ use vela_proto::auth::{
 };
 use vela_proto::clock::SharedClock;
 use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
-use vela_proto::controller_api::{PROXY_EXPIRY, ProxyBeat, ProxySeen, StoreDrain};
+use vela_proto::controller_api::{PROXY_EXPIRY, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry};
 use vela_proto::route::{RouteConfig, RouteSpec};
 use vela_proto::{
     ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, RouteName, ShardId,
@@ -73,8 +73,9 @@ pub struct Controller {
     pub(crate) clock: SharedClock,
     /// This node's id in a replicated controller group (`None`: the single voter of standalone).
     member: Option<u64>,
-    /// The cluster's store nodes (id → address), from the configuration (ADR 0013).
-    stores: BTreeMap<u64, String>,
+    /// The cluster's configured store nodes (id → address), `[[cluster.stores]]` (ADR 0013);
+    /// those that registered at runtime are in the metadata.
+    configured_stores: BTreeMap<u64, String>,
     /// Woken when a topic placed new shards or a drain moved replicas, so the reconciler acts
     /// at once.
     placed_changed: tokio::sync::Notify,
@@ -116,7 +117,7 @@ impl Controller {
             group,
             clock,
             member: None,
-            stores: cfg.stores.clone(),
+            configured_stores: cfg.stores.clone(),
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
@@ -193,7 +194,7 @@ impl Controller {
             group,
             clock,
             member: Some(cfg.node_id),
-            stores: cfg.stores.clone(),
+            configured_stores: cfg.stores.clone(),
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
@@ -319,9 +320,43 @@ impl Controller {
         Ok(())
     }
 
-    /// The store nodes placed shards go on (id → address).
-    pub fn stores(&self) -> &BTreeMap<u64, String> {
-        &self.stores
+    /// The store nodes placed shards go on (id → address): the configured ones and those
+    /// registered at runtime (a configured node's address is the configured one).
+    pub fn stores(&self) -> BTreeMap<u64, String> {
+        let mut stores: BTreeMap<u64, String> = self
+            .metadata
+            .read()
+            .registered_stores()
+            .iter()
+            .map(|(&id, r)| (id, r.addr.clone()))
+            .collect();
+        stores.extend(self.configured_stores.clone());
+        stores
+    }
+
+    /// Moves one placed replica (the replica balancer, issue 11); the reconciler carries the
+    /// move out as it does a drain's.
+    pub async fn move_replica(
+        &self,
+        m: crate::placement::ReplicaMove,
+    ) -> Result<(), ControllerError> {
+        let command = ControllerCommand::MoveReplica {
+            shard: m.shard,
+            from: m.from,
+            to: m.to,
+        };
+        match self.group.propose(command).await? {
+            Ok(Applied::ReplicaMoved) => {
+                self.placed_changed.notify_one();
+                Ok(())
+            }
+            other => Err(unexpected("move-replica", &other)),
+        }
+    }
+
+    /// The store nodes being drained, as applied here.
+    pub fn draining(&self) -> std::collections::BTreeSet<u64> {
+        self.metadata.read().draining().clone()
     }
 
     /// The shards placed on chosen store nodes, as applied here.
@@ -444,7 +479,7 @@ impl ControllerApi for Controller {
         let command = ControllerCommand::CreateTopicReplicated {
             spec,
             replicas,
-            stores: self.stores.keys().copied().collect(),
+            stores: self.stores().into_keys().collect(),
             now_ms: self.clock.now_ms(),
         };
         let config = match self.group.propose(command).await? {
@@ -459,14 +494,14 @@ impl ControllerApi for Controller {
     }
 
     async fn drain_store(&self, store: u64) -> Result<StoreDrain, ControllerError> {
-        if self.stores.is_empty() {
+        if self.configured_stores.is_empty() {
             return Err(ControllerError::Invalid(
                 "a standalone node has no store nodes to drain".into(),
             ));
         }
         let command = ControllerCommand::DrainStore {
             store,
-            stores: self.stores.keys().copied().collect(),
+            stores: self.stores().into_keys().collect(),
         };
         let moving = match self.group.propose(command).await? {
             Ok(Applied::Drained(moving)) => moving,
@@ -617,6 +652,80 @@ impl ControllerApi for Controller {
                 admin_addr: heard.admin_addr.clone(),
             })
             .collect())
+    }
+
+    async fn register_store(&self, id: u64, addr: &str) -> Result<(), ControllerError> {
+        if self.configured_stores.is_empty() {
+            return Err(ControllerError::Invalid(
+                "a standalone node takes no store nodes".into(),
+            ));
+        }
+        if id == 0 {
+            return Err(ControllerError::Invalid(
+                "store node id 0 is reserved".into(),
+            ));
+        }
+        let port = addr
+            .rsplit_once(':')
+            .map(|(host, p)| (host, p.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(p))) if p > 0 && !host.is_empty()) {
+            return Err(ControllerError::Invalid(format!(
+                "store node {id} has address {addr:?}, not host:port"
+            )));
+        }
+        if let Some(configured) = self.configured_stores.get(&id) {
+            if configured == addr {
+                return Ok(());
+            }
+            return Err(ControllerError::Invalid(format!(
+                "store node {id} is configured at {configured}, not {addr}"
+            )));
+        }
+        let known = self.metadata.read().registered_stores().get(&id).cloned();
+        if known.is_some_and(|r| r.addr == addr) {
+            return Ok(());
+        }
+        let command = ControllerCommand::RegisterStore {
+            id,
+            addr: addr.to_owned(),
+            now_ms: self.clock.now_ms(),
+        };
+        match self.group.propose(command).await? {
+            Ok(Applied::StoreRegistered) => {
+                tracing::info!(store = id, addr, "store node registered");
+                // Placed shards with a member there can now be opened on it.
+                self.placed_changed.notify_one();
+                Ok(())
+            }
+            other => Err(unexpected("register-store", &other)),
+        }
+    }
+
+    async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError> {
+        let md = self.metadata.read();
+        let mut nodes: BTreeMap<u64, StoreNodeEntry> = md
+            .registered_stores()
+            .iter()
+            .map(|(&id, r)| {
+                let entry = StoreNodeEntry {
+                    id,
+                    addr: r.addr.clone(),
+                    configured: false,
+                    registered_ms: r.registered_ms,
+                };
+                (id, entry)
+            })
+            .collect();
+        for (&id, addr) in &self.configured_stores {
+            let entry = StoreNodeEntry {
+                id,
+                addr: addr.clone(),
+                configured: true,
+                registered_ms: 0,
+            };
+            nodes.insert(id, entry);
+        }
+        Ok(nodes.into_values().collect())
     }
 
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {

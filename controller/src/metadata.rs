@@ -13,12 +13,14 @@ use crate::placement::{drain_moves, place_queues, replica_sets};
 mod auth;
 mod receipt_keys;
 mod routes;
+mod stores;
 mod tier_credentials;
 pub use auth::StoredUser;
 pub use receipt_keys::{ReceiptKeyring, StoredReceiptKey};
 pub use routes::{
     LoggedRoute, StoredCredentials, StoredEndpoint, StoredHeader, StoredHttp, StoredRoute,
 };
+pub use stores::RegisteredStore;
 pub use tier_credentials::StoredTierCredentials;
 
 /// Everything the controller knows. Also the snapshot payload, so new fields need
@@ -43,6 +45,8 @@ pub struct Metadata {
     receipt_keys: ReceiptKeyring,
     /// The object-storage credentials store nodes use (issue 8), the secret sealed.
     tier_credentials: Option<StoredTierCredentials>,
+    /// Store nodes that registered at runtime, not in `[[cluster.stores]]` (issue 11).
+    registered_stores: BTreeMap<u64, RegisteredStore>,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -172,6 +176,12 @@ impl Metadata {
             ControllerCommand::RetireReceiptKey { id } => self.retire_receipt_key(id),
             ControllerCommand::SetTierCredentials { credentials } => {
                 self.set_tier_credentials(credentials)
+            }
+            ControllerCommand::RegisterStore { id, addr, now_ms } => {
+                self.register_store(id, addr, now_ms)
+            }
+            ControllerCommand::MoveReplica { shard, from, to } => {
+                self.move_replica(shard, from, to)
             }
             ControllerCommand::DeleteRoute { name } => self.delete_route(name),
             ControllerCommand::SetRoutePaused { name, paused } => {
@@ -717,6 +727,8 @@ mod tests {
                     | ControllerCommand::AddReceiptKey { .. }
                     | ControllerCommand::RetireReceiptKey { .. }
                     | ControllerCommand::SetTierCredentials { .. }
+                    | ControllerCommand::RegisterStore { .. }
+                    | ControllerCommand::MoveReplica { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -140,8 +140,128 @@ pub fn drain_moves(
     Ok(moves)
 }
 
+/// Move the replica of placed shard `shard` on store node `from` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaMove {
+    pub shard: ShardId,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// The one replica move that best evens out how many placed replicas (`placed`: shard →
+/// members) the store nodes of `candidates` hold (a node that just joined holds none), or
+/// `None` when every candidate is within one of every other (or no move is allowed). The
+/// replica leaves the candidate holding the most for the one holding the fewest that is not
+/// yet a member of that shard; ties go to the lowest shard id, then the lowest node ids. A
+/// replica on a node outside `candidates` (draining, down) is left to the drain. Pure and
+/// deterministic.
+pub fn replica_move(
+    placed: &BTreeMap<ShardId, Vec<u64>>,
+    candidates: &[u64],
+) -> Option<ReplicaMove> {
+    let mut load: BTreeMap<u64, usize> = candidates.iter().map(|&c| (c, 0)).collect();
+    for members in placed.values() {
+        for m in members {
+            if let Some(count) = load.get_mut(m) {
+                *count += 1;
+            }
+        }
+    }
+    let mut best: Option<(usize, ReplicaMove)> = None;
+    for (&shard, members) in placed {
+        for &from in members {
+            let Some(&from_load) = load.get(&from) else {
+                continue;
+            };
+            let target = load
+                .iter()
+                .filter(|(c, _)| !members.contains(c))
+                .min_by_key(|(_, count)| **count);
+            let Some((&to, &to_load)) = target else {
+                continue;
+            };
+            if from_load < to_load + 2 {
+                continue;
+            }
+            let gap = from_load - to_load;
+            if best.is_none_or(|(g, _)| gap > g) {
+                best = Some((gap, ReplicaMove { shard, from, to }));
+            }
+        }
+    }
+    best.map(|(_, m)| m)
+}
+
 #[cfg(test)]
 mod tests {
+    /// A store node that joins gets replicas until it holds about as many as the others; every
+    /// move keeps each shard's members distinct and its size, and balancing stops.
+    #[test]
+    fn replica_moves_fill_a_joined_node_and_stop() {
+        for n in 2..=6usize {
+            let stores: Vec<u64> = (1..=n as u64).collect();
+            for factor in 1..=n {
+                let mut placed = replica_sets(&stores, factor, 0).expect("enough stores");
+                assert_eq!(
+                    replica_move(&placed, &stores),
+                    None,
+                    "n {n} factor {factor}"
+                );
+                let mut grown = stores.clone();
+                grown.push(n as u64 + 1);
+                let mut moves = 0;
+                while let Some(m) = replica_move(&placed, &grown) {
+                    let members = placed.get_mut(&m.shard).expect("placed shard");
+                    let at = members.iter().position(|&x| x == m.from).expect("a member");
+                    assert!(!members.contains(&m.to));
+                    members[at] = m.to;
+                    moves += 1;
+                    assert!(
+                        moves <= n * n,
+                        "balancing never stops: n {n} factor {factor}"
+                    );
+                }
+                let mut load: BTreeMap<u64, usize> = grown.iter().map(|&c| (c, 0)).collect();
+                for members in placed.values() {
+                    assert_eq!(members.len(), factor);
+                    let distinct: std::collections::BTreeSet<_> = members.iter().collect();
+                    assert_eq!(distinct.len(), factor);
+                    for m in members {
+                        *load.entry(*m).or_default() += 1;
+                    }
+                }
+                let (min, max) = (load.values().min(), load.values().max());
+                assert!(
+                    max.zip(min).is_some_and(|(a, b)| a - b <= 1),
+                    "n {n} factor {factor}: {load:?}"
+                );
+                // With at least one replica per node to go round, the new node holds some.
+                if n * factor > n {
+                    assert!(load[&(n as u64 + 1)] > 0, "n {n} factor {factor}: {load:?}");
+                }
+            }
+        }
+        // A node outside the candidates (draining, down) neither gives nor takes.
+        let placed: BTreeMap<ShardId, Vec<u64>> = [(7, vec![1, 2]), (8, vec![1, 2])].into();
+        assert_eq!(replica_move(&placed, &[3]), None);
+        assert_eq!(
+            replica_move(&placed, &[2, 3]),
+            Some(ReplicaMove {
+                shard: 7,
+                from: 2,
+                to: 3
+            })
+        );
+        assert_eq!(
+            replica_move(&placed, &[1, 2, 3]),
+            Some(ReplicaMove {
+                shard: 7,
+                from: 1,
+                to: 3
+            })
+        );
+    }
+
     /// Draining moves every replica of the store, to distinct non-members, spreading the load,
     /// and refuses (changing nothing) when a shard has nowhere to go.
     #[test]

@@ -156,7 +156,11 @@ pub async fn reconcile_once(
     if placed.is_empty() {
         return round;
     }
-    let (up, observed) = observe(&store.node_status().await);
+    let reports = store.node_status().await;
+    // Every node the store client knows is in the reports, answering or not; a store node
+    // that registered a moment ago may not be known to it yet (issue 11).
+    let known: BTreeSet<u64> = reports.iter().map(|r| r.node).collect();
+    let (up, observed) = observe(&reports);
     let nothing = Observed::default();
     for (&shard, p) in placed {
         let seen = observed.get(&shard).unwrap_or(&nothing);
@@ -173,6 +177,14 @@ pub async fn reconcile_once(
             continue;
         };
         if !p.created {
+            if let Some(node) = p.replicas.iter().find(|n| !known.contains(n)) {
+                // Created without it, it could only join later by replacement: wait for it.
+                debug!(
+                    shard,
+                    node, "a member of a new placed shard is not known yet"
+                );
+                continue;
+            }
             create(store, shard, p, seen, &up, &replicas, &mut round).await;
             continue;
         }
@@ -327,7 +339,7 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
             // must never be created again).
             if c.group_leads() && c.read_barrier().await.is_ok() {
                 let placed = c.placed_shards();
-                let round = reconcile_once(store.as_ref(), c.stores(), &placed).await;
+                let round = reconcile_once(store.as_ref(), &c.stores(), &placed).await;
                 for shard in &round.created {
                     if let Err(err) = c.mark_shard_created(*shard).await {
                         debug!(shard, error = %err, "recording a placed shard as created");

@@ -374,6 +374,36 @@ impl ControllerRpc for ControllerService {
         }))
     }
 
+    async fn register_store(
+        &self,
+        request: Request<pb::StoreNodeInfo>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let node = request.into_inner();
+        self.controller
+            .register_store(node.id, &node.addr)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_stores(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::StoreNodes>, Status> {
+        let stores = self.controller.store_nodes().await.map_err(failed)?;
+        Ok(Response::new(pb::StoreNodes {
+            stores: stores
+                .into_iter()
+                .map(|s| pb::StoreNodeInfo {
+                    id: s.id,
+                    addr: s.addr,
+                    configured: s.configured,
+                    registered_ms: s.registered_ms,
+                })
+                .collect(),
+        }))
+    }
+
     async fn node_status(
         &self,
         _request: Request<pb::Empty>,

@@ -46,6 +46,17 @@ pub struct StoreDrain {
     pub configured: Vec<crate::ShardId>,
 }
 
+/// A store node of the cluster, as the controller knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreNodeEntry {
+    pub id: u64,
+    /// `host:port` of its gRPC port.
+    pub addr: String,
+    /// Listed in `[[cluster.stores]]`; otherwise registered at runtime, at `registered_ms`.
+    pub configured: bool,
+    pub registered_ms: i64,
+}
+
 /// Failures callers branch on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
@@ -118,6 +129,15 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// the controller's reconciler moves it. `NotFound` for a node that is not a store node of
     /// the cluster, `Invalid` when a shard has nowhere to go.
     async fn drain_store(&self, store: u64) -> Result<StoreDrain, ControllerError>;
+
+    /// Records store node `id` at `addr` (`host:port`), one that is not in the cluster's
+    /// `[[cluster.stores]]`, so shards can be placed on it and every role can reach it.
+    /// Idempotent; a later call with another address moves it there. `Invalid` for id 0 or
+    /// an id configured at another address.
+    async fn register_store(&self, id: u64, addr: &str) -> Result<(), ControllerError>;
+
+    /// Every store node of the cluster, configured and registered, by id.
+    async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError>;
 
     /// Creates a user (ADR 0019). `AlreadyExists` if it exists.
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError>;

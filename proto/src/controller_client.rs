@@ -17,7 +17,9 @@ use crate::auth::{
 };
 use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
-use crate::controller_api::{ControllerApi, ControllerError, ProxyBeat, ProxySeen, StoreDrain};
+use crate::controller_api::{
+    ControllerApi, ControllerError, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry,
+};
 use crate::controller_wire::*;
 use crate::domain::{
     GroupConfig, GroupName, GroupSpec, RouteName, TopicConfig, TopicName, TopicSpec,
@@ -364,6 +366,40 @@ impl ControllerApi for RemoteController {
             moving: reply.moving,
             configured: reply.configured,
         })
+    }
+
+    async fn register_store(&self, id: u64, addr: &str) -> Result<(), ControllerError> {
+        let wire = pb::StoreNodeInfo {
+            id,
+            addr: addr.to_owned(),
+            configured: false,
+            registered_ms: 0,
+        };
+        // Idempotent, so a retry after an ambiguous failure is harmless.
+        self.on_leader(&mut false, |mut c| {
+            let wire = wire.clone();
+            async move { c.register_store(wire).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.list_stores(pb::Empty {}).await
+            })
+            .await?;
+        Ok(reply
+            .stores
+            .into_iter()
+            .map(|s| StoreNodeEntry {
+                id: s.id,
+                addr: s.addr,
+                configured: s.configured,
+                registered_ms: s.registered_ms,
+            })
+            .collect())
     }
 
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {

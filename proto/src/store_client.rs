@@ -87,8 +87,11 @@ pub struct RemoteStore {
 /// What a [`RemoteStore`] knows of the cluster and how it reaches a shard's leader; shared with
 /// the tasks that send batched calls ([`batched`]).
 struct Routing {
+    /// The map it was made with; its store nodes are a starting point of `nodes`.
     map: ClusterMap,
-    clients: BTreeMap<u64, StoreClient<Channel>>,
+    /// Every store node it knows: the map's and those learnt since
+    /// ([`RemoteStore::learn_stores`]). Never shrinks.
+    nodes: parking_lot::RwLock<Arc<Nodes>>,
     /// The node last seen leading each shard.
     leaders: Mutex<HashMap<ShardId, u64>>,
     /// Which shard a receive asks first, so shards are served in turn.
@@ -97,6 +100,27 @@ struct Routing {
     appends: batched::Batcher<sends::Appends>,
     /// Acks waiting for an ack call to their shard (see [`acks`]).
     acks: batched::Batcher<acks::Acks>,
+}
+
+/// The store nodes a [`Routing`] reaches, with a client each.
+#[derive(Default, Clone)]
+struct Nodes {
+    addrs: BTreeMap<u64, String>,
+    clients: BTreeMap<u64, StoreClient<Channel>>,
+}
+
+impl Nodes {
+    /// Adds (or moves) node `node` to `addr`.
+    fn insert(&mut self, node: u64, addr: &str) -> Result<(), String> {
+        let channel =
+            lazy_channel(addr).map_err(|e| format!("store node {node} address {addr:?}: {e}"))?;
+        let client = StoreClient::new(channel)
+            .max_decoding_message_size(MAX_REPLY_BYTES)
+            .max_encoding_message_size(MAX_REPLY_BYTES);
+        self.addrs.insert(node, addr.to_owned());
+        self.clients.insert(node, client);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -114,6 +138,35 @@ impl RemoteStore {
         Ok(RemoteStore {
             routing: Arc::new(Routing::new(map)?),
         })
+    }
+
+    /// Adds the store nodes of `stores` it does not know yet (or at another address): nodes
+    /// that joined the cluster at runtime, as the controller lists them. Returns how many were
+    /// new or moved; an address that is not `host:port` is skipped with an error in the log.
+    pub fn learn_stores(&self, stores: &BTreeMap<u64, String>) -> usize {
+        let current = self.routing.nodes.read().clone();
+        let changed: Vec<(&u64, &String)> = stores
+            .iter()
+            .filter(|(id, addr)| current.addrs.get(id) != Some(addr))
+            .collect();
+        if changed.is_empty() {
+            return 0;
+        }
+        let mut next = (*current).clone();
+        let mut learnt = 0;
+        for (&node, addr) in changed {
+            match next.insert(node, addr) {
+                Ok(()) => learnt += 1,
+                Err(err) => tracing::error!(error = %err, "a store node the controller lists"),
+            }
+        }
+        *self.routing.nodes.write() = Arc::new(next);
+        learnt
+    }
+
+    /// The store nodes it knows (id → address).
+    pub fn store_addrs(&self) -> BTreeMap<u64, String> {
+        self.routing.nodes.read().addrs.clone()
     }
 
     /// The node this client last saw lead `shard` (from a reply or a leader hint), if any.
@@ -149,18 +202,13 @@ impl Routing {
                 ));
             }
         }
-        let mut clients = BTreeMap::new();
+        let mut nodes = Nodes::default();
         for (&node, addr) in &map.stores {
-            let channel = lazy_channel(addr)
-                .map_err(|e| format!("store node {node} address {addr:?}: {e}"))?;
-            let client = StoreClient::new(channel)
-                .max_decoding_message_size(MAX_REPLY_BYTES)
-                .max_encoding_message_size(MAX_REPLY_BYTES);
-            clients.insert(node, client);
+            nodes.insert(node, addr)?;
         }
         Ok(Routing {
             map,
-            clients,
+            nodes: parking_lot::RwLock::new(Arc::new(nodes)),
             leaders: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
             appends: batched::Batcher::default(),
@@ -170,6 +218,16 @@ impl Routing {
 
     fn known_leader(&self, shard: ShardId) -> Option<u64> {
         self.leaders.lock().get(&shard).copied()
+    }
+
+    /// The client of store node `node`, if it is known.
+    fn client(&self, node: u64) -> Option<StoreClient<Channel>> {
+        self.nodes.read().clients.get(&node).cloned()
+    }
+
+    /// The store nodes it knows now.
+    fn nodes(&self) -> Arc<Nodes> {
+        self.nodes.read().clone()
     }
 
     /// `named`, or every shard of the map when it names none.
@@ -206,9 +264,7 @@ impl Routing {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self
-            .clients
-            .get(&node)
-            .cloned()
+            .client(node)
             .ok_or_else(|| StoreError::Invalid(format!("store node {node} has no address")))?;
         match tokio::time::timeout(within, call(client)).await {
             Ok(Ok(_)) => Ok(()),
@@ -239,7 +295,7 @@ impl Routing {
         let replicas = match self.map.shards.get(&shard) {
             Some(replicas) => replicas,
             None => {
-                everyone = self.map.stores.keys().copied().collect();
+                everyone = self.nodes().addrs.keys().copied().collect();
                 &everyone
             }
         };
@@ -255,7 +311,11 @@ impl Routing {
         loop {
             let known = self.leaders.lock().get(&shard).copied();
             let node = known.unwrap_or(replicas[next % replicas.len()]);
-            let client = self.clients[&node].clone();
+            let Some(client) = self.client(node) else {
+                return Err(StoreError::Invalid(format!(
+                    "store node {node} has no address"
+                )));
+            };
             let attempt = ATTEMPT
                 .min(deadline.saturating_duration_since(Instant::now()))
                 .max(FIRST_BACKOFF)
@@ -784,9 +844,10 @@ impl StoreApi for RemoteStore {
     }
 
     async fn node_status(&self) -> Vec<StoreNodeReport> {
+        let nodes = self.routing.nodes();
         ask_each(
-            &self.routing.clients,
-            &self.routing.map.stores,
+            &nodes.clients,
+            &nodes.addrs,
             |mut c| async move { c.node_status(pb::Empty {}).await },
             shard_members_from_wire,
         )
@@ -794,9 +855,10 @@ impl StoreApi for RemoteStore {
     }
 
     async fn tier_status(&self) -> Vec<crate::cluster_status::StoreTierReport> {
+        let nodes = self.routing.nodes();
         ask_each(
-            &self.routing.clients,
-            &self.routing.map.stores,
+            &nodes.clients,
+            &nodes.addrs,
             |mut c| async move { c.tier_status(pb::Empty {}).await },
             |reply: pb::TierStatusReply| {
                 Ok(reply
@@ -843,4 +905,36 @@ fn shard_members_from_wire(reply: pb::NodeStatusReply) -> Result<Vec<ShardMember
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn learnt_store_nodes_are_added_moved_and_never_forgotten() {
+        let store = RemoteStore::new(ClusterMap {
+            stores: [(1, "s1:7000".to_owned())].into(),
+            shards: [(0, vec![1])].into(),
+        })
+        .expect("a valid map");
+        let listed: BTreeMap<u64, String> =
+            [(1, "s1:7000".to_owned()), (4, "s4:7000".to_owned())].into();
+        assert_eq!(store.learn_stores(&listed), 1);
+        assert_eq!(store.learn_stores(&listed), 0);
+        assert_eq!(store.store_addrs(), listed);
+        // A node that moved gets a new address; one not listed any more is kept.
+        let moved: BTreeMap<u64, String> = [(4, "10.0.0.4:7000".to_owned())].into();
+        assert_eq!(store.learn_stores(&moved), 1);
+        assert_eq!(
+            store.store_addrs(),
+            [(1, "s1:7000".to_owned()), (4, "10.0.0.4:7000".to_owned())].into()
+        );
+        // An address that is not host:port is skipped.
+        assert_eq!(store.learn_stores(&[(5, "no port".to_owned())].into()), 0);
+        assert!(!store.store_addrs().contains_key(&5));
+        // The learnt node is asked for its status like the configured ones.
+        let nodes: Vec<u64> = store.node_status().await.iter().map(|r| r.node).collect();
+        assert_eq!(nodes, vec![1, 4]);
+    }
 }

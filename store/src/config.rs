@@ -94,6 +94,11 @@ pub struct StoreConfig {
     /// that comes back later starts again as a new one.
     #[serde(deserialize_with = "nonzero_duration")]
     pub broadcast_instance_expiry: Duration,
+    /// Cluster only, for a store node that joins at runtime (its `node_id` is not in
+    /// `[[cluster.stores]]`, e.g. a StatefulSet scaled out): the `host:port` at which the other
+    /// processes reach its gRPC port. It registers there with the controller, which places
+    /// replicas on it; it holds none of `cluster.shards`.
+    pub advertise_addr: Option<String>,
 }
 
 fn nonzero_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -131,6 +136,7 @@ impl Default for StoreConfig {
             transaction_check_max: 15,
             new_group_start_window: Duration::from_secs(600),
             broadcast_instance_expiry: Duration::from_secs(24 * 3600),
+            advertise_addr: None,
         }
     }
 }

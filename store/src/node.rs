@@ -178,7 +178,8 @@ impl Store {
         N::Network: NetSnapshot<ShardTypes, SnapshotData = Vec<u8>>,
     {
         let configured: std::collections::BTreeSet<ShardId> = cfg.shards.iter().copied().collect();
-        if !voters.contains_key(&cfg.node_id) {
+        // A node that joined at runtime holds no configured shard (only placed ones).
+        if !cfg.shards.is_empty() && !voters.contains_key(&cfg.node_id) {
             return Err(StoreOpenError::Config(format!(
                 "node_id {} is not one of the shard replicas {:?}",
                 cfg.node_id,

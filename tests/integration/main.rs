@@ -41,3 +41,4 @@ mod t30_broadcast;
 mod t31_receipt_keys;
 mod t32_tier_credentials;
 mod t33_client_commands;
+mod t34_store_join;

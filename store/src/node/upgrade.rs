@@ -30,9 +30,10 @@ pub const UNREPORTED_APPLY_VERSION: u32 = 4;
 /// How a shard leader learns which apply semantics its peers' builds know.
 #[async_trait]
 pub trait PeerBuilds: Send + Sync + 'static {
-    /// The newest apply version store node `node`'s build knows; `None` when it cannot be asked
-    /// now (down, unreachable, or a build too old to say).
-    async fn max_apply_version(&self, node: u64) -> Option<u32>;
+    /// The newest apply version store node `node`'s build knows, asked at `addr` (its address
+    /// in the shard's membership); `None` when it cannot be asked now (down, unreachable, or a
+    /// build too old to say).
+    async fn max_apply_version(&self, node: u64, addr: &str) -> Option<u32>;
 
     /// The newest apply version this node's own build (node `me`) knows: the one it was built
     /// with (a test harness that plays an older build on a node says so here).
@@ -42,39 +43,41 @@ pub trait PeerBuilds: Send + Sync + 'static {
 }
 
 /// Asks peers over the store service they serve on their Raft address (`NodeStatus`).
+#[derive(Default)]
 pub struct GrpcPeerBuilds {
-    addrs: BTreeMap<u64, String>,
-    channels: Mutex<BTreeMap<u64, Channel>>,
+    /// A channel per peer and the address it was made for (a member that moved gets a new one).
+    channels: Mutex<BTreeMap<u64, (String, Channel)>>,
 }
 
 impl GrpcPeerBuilds {
-    /// Peers by node id → gRPC address (`host:port`).
-    pub fn new(addrs: BTreeMap<u64, String>) -> Arc<Self> {
-        Arc::new(Self {
-            addrs,
-            channels: Mutex::new(BTreeMap::new()),
-        })
+    /// Peers are asked at the addresses the shards' memberships give them (a store node that
+    /// joined at runtime included).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
     }
 
-    fn channel(&self, node: u64) -> Option<Channel> {
-        if let Some(channel) = self.channels.lock().get(&node) {
+    fn channel(&self, node: u64, addr: &str) -> Option<Channel> {
+        if let Some((known, channel)) = self.channels.lock().get(&node)
+            && known == addr
+        {
             return Some(channel.clone());
         }
-        let addr = self.addrs.get(&node)?;
         let channel = vela_proto::cluster_tls::endpoint(addr)
             .ok()?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(2))
             .connect_lazy();
-        self.channels.lock().insert(node, channel.clone());
+        self.channels
+            .lock()
+            .insert(node, (addr.to_owned(), channel.clone()));
         Some(channel)
     }
 }
 
 #[async_trait]
 impl PeerBuilds for GrpcPeerBuilds {
-    async fn max_apply_version(&self, node: u64) -> Option<u32> {
-        let mut client = StoreClient::new(self.channel(node)?);
+    async fn max_apply_version(&self, node: u64, addr: &str) -> Option<u32> {
+        let mut client = StoreClient::new(self.channel(node, addr)?);
         match client.node_status(pb::Empty {}).await {
             Ok(reply) => Some(match reply.into_inner().max_apply_version {
                 0 => UNREPORTED_APPLY_VERSION,
@@ -95,18 +98,19 @@ pub(crate) async fn agreed_version(
     me: u64,
     builds: &dyn PeerBuilds,
 ) -> Result<u32, u64> {
-    let members: Vec<u64> = {
+    let members: Vec<(u64, String)> = {
         let metrics = shard.raft.metrics().borrow_watched().clone();
         metrics
             .membership_config
             .membership()
             .nodes()
-            .map(|(id, _)| *id)
+            .map(|(id, node)| (*id, node.addr.clone()))
             .collect()
     };
     let mut version = builds.own_apply_version(me).min(APPLY_VERSION);
-    for node in members.into_iter().filter(|&n| n != me) {
-        version = version.min(builds.max_apply_version(node).await.ok_or(node)?);
+    for (node, addr) in members.into_iter().filter(|(n, _)| *n != me) {
+        let theirs = builds.max_apply_version(node, &addr).await.ok_or(node)?;
+        version = version.min(theirs);
     }
     Ok(version)
 }

@@ -186,6 +186,19 @@ impl ControllerApi for FakeController {
         )))
     }
 
+    /// Like a standalone node: no store nodes to join.
+    async fn register_store(&self, _id: u64, _addr: &str) -> Result<(), ControllerError> {
+        Err(ControllerError::Invalid(
+            "a standalone node takes no store nodes".into(),
+        ))
+    }
+
+    async fn store_nodes(
+        &self,
+    ) -> Result<Vec<vela_proto::controller_api::StoreNodeEntry>, ControllerError> {
+        Ok(Vec::new())
+    }
+
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {
         let mut auth = self.auth.lock();
         if auth.users.iter().any(|u| u.name == user.name) {

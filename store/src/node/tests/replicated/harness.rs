@@ -50,7 +50,7 @@ pub(super) struct Builds {
 
 #[async_trait]
 impl PeerBuilds for Builds {
-    async fn max_apply_version(&self, node: u64) -> Option<u32> {
+    async fn max_apply_version(&self, node: u64, _addr: &str) -> Option<u32> {
         if !self.nodes.lock().contains_key(&node) {
             return None;
         }
@@ -256,7 +256,7 @@ impl Cluster {
             Transport::Grpc => {
                 let pool = ChannelPool::new();
                 let faults = self.faults.clone();
-                let builds = crate::GrpcPeerBuilds::new(voters.clone());
+                let builds = crate::GrpcPeerBuilds::new();
                 Store::open_replicated(
                     cfg,
                     clock,

@@ -1,0 +1,205 @@
+//! A store node that is not in `[[cluster.stores]]` joins a running `vela local-cluster`
+//! (issue 11: a store StatefulSet scaled out): it registers with the controller, the proxies
+//! and the controller learn its address, the cluster status lists it, the controller moves
+//! placed replicas onto it until it holds its share (learner, voter, old replica removed), and
+//! every message sent before and after comes back.
+
+use std::collections::{BTreeSet, HashSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+
+use crate::harness::unique;
+use crate::local_cluster::{LocalCluster, cluster_status};
+use crate::t12_placement::placed_shards;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
+    // The controller leader balances every 2 s.
+    let cluster = LocalCluster::start(
+        &["--controllers", "1", "--shards", "1"],
+        &[("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "2s")],
+    )
+    .await;
+    let proxies = &cluster.proxies;
+    let admin = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+            .args(["admin", "--server", &proxies[1]])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // A topic of two replicas on the three configured store nodes: three placed shards, each
+    // node holds two replicas.
+    let topic = unique("joined");
+    let created = admin(&[
+        "topic",
+        "create",
+        &topic,
+        "--replicas",
+        "2",
+        "--queues",
+        "8",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let placed = placed_shards(&proxies[1], &topic);
+    assert_eq!(placed.len(), 3, "one shard per store node: {placed:?}");
+    let producer = Producer::builder(
+        ClientConfig::builder()
+            .endpoint(&proxies[0])
+            .build()
+            .unwrap(),
+    )
+    .topics([topic.clone()])
+    .build()
+    .await
+    .unwrap();
+    let mut sent = HashSet::new();
+    let mut send = async |body: String| {
+        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
+        producer.send(m).await.expect("a send");
+        sent.insert(body);
+    };
+    for i in 0..64 {
+        send(format!("before-{i:02}")).await;
+    }
+
+    // Node 4: store 1's configuration file, with its own id, ports and data directory, and the
+    // address it is reached at. No --bootstrap: a joining node holds no configured shard.
+    let config = cluster.file["stores"][0]["cmd"][3]
+        .as_str()
+        .expect("store 1's config path")
+        .to_owned();
+    let data = tempfile::tempdir().unwrap();
+    let (grpc, http) = (cluster.base + 14, cluster.base + 114);
+    let joiner = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vela"));
+        command
+            .args(["store", "--config", &config])
+            .env("VELA_STORE__NODE_ID", "4")
+            .env("VELA_DATA_DIR", data.path())
+            .env("VELA_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
+            .env("VELA_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+
+    // Without an address to advertise it is refused in one readable line.
+    let refused = joiner().output().await.unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("store.advertise_addr"), "{err}");
+
+    let mut node4 = joiner();
+    let mut node4 = node4
+        .env("VELA_STORE__ADVERTISE_ADDR", format!("127.0.0.1:{grpc}"))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    crate::t06_crash::wait_ready(http).await;
+
+    // The proxies learn it from the controller: the cluster status lists it, reachable.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster_status(&proxies[0]);
+        let listed = status["stores"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["id"] == 4 && s["reachable"] == true);
+        if listed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 never listed: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The replica balancer moves placed replicas onto it, one at a time, while sends go on:
+    // six replicas over four nodes leave it one (and no node more than two).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut i = 0;
+    loop {
+        send(format!("during-{i:03}")).await;
+        i += 1;
+        let status = cluster_status(&proxies[0]);
+        let settled = on_node(&status, 4, &placed);
+        let two_each = status["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| placed.contains(&s["shard"].as_u64().unwrap_or(u64::MAX)))
+            .all(|s| s["replicas"].as_array().map(Vec::len) == Some(2));
+        if settled == 1 && two_each {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 holds {settled} settled placed replicas: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for i in 0..32 {
+        send(format!("after-{i:02}")).await;
+    }
+
+    let consumer = SimpleConsumer::builder(
+        ClientConfig::builder()
+            .endpoint(&proxies[1])
+            .build()
+            .unwrap(),
+        unique("joined-group"),
+    )
+    .subscribe(&topic, FilterExpression::tag("*"))
+    .await_duration(Duration::from_secs(5))
+    .build()
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sent.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "never received {} of them, e.g. {:?}",
+            sent.len(),
+            sent.iter().take(5).collect::<Vec<_>>()
+        );
+        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
+            consumer.ack(&m).await.unwrap();
+            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
+        }
+    }
+
+    crate::local_cluster::kill("-TERM", u64::from(node4.id().unwrap()));
+    let exit = tokio::time::timeout(Duration::from_secs(30), node4.wait())
+        .await
+        .expect("node 4 stops")
+        .unwrap();
+    assert!(exit.success(), "node 4 exited with {exit}");
+    cluster.stop_all().await;
+}
+
+/// The shards of `placed` that have a leader and a replica on `node` in `status`.
+fn on_node(status: &serde_json::Value, node: u64, placed: &BTreeSet<u64>) -> usize {
+    status["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            placed.contains(&s["shard"].as_u64().unwrap_or(u64::MAX))
+                && s["leader"].is_u64()
+                && s["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["node"] == node)
+        })
+        .count()
+}
