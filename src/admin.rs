@@ -24,6 +24,7 @@ mod messages;
 mod receipt_keys;
 mod routes;
 mod send_receive;
+mod stores;
 mod target;
 mod tier;
 mod topics;
@@ -128,7 +129,8 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: Option<ClusterCommand>,
     },
-    /// Store nodes of a cluster: `store drain <id>` moves the replicas placed there elsewhere.
+    /// Store nodes of a cluster: `store list`; `store drain <id>` moves the replicas placed
+    /// there elsewhere; `store remove <id>` forgets a drained node that registered at runtime.
     #[command(subcommand)]
     Store(StoreCommand),
     /// Object storage: `tier status` shows per shard what is tiered and what is local.
@@ -179,6 +181,12 @@ pub enum StoreCommand {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Every store node: id, address, configured ([[cluster.stores]]) or registered at
+    /// runtime, draining.
+    List,
+    /// Forgets a drained store node that registered at runtime, once its process is gone
+    /// (after scaling the StatefulSet down): it is no longer listed or asked.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,6 +269,9 @@ fn destructive(command: &AdminCommand) -> Option<String> {
             )
         }
         AdminCommand::Route(RouteCommand::Delete { name }) => format!("delete route {name}"),
+        AdminCommand::Store(StoreCommand::Remove { id }) => {
+            format!("forget store node {id} (it must be drained and its process gone)")
+        }
         AdminCommand::ReceiptKey(command) => return receipt_keys::destructive(command),
         AdminCommand::Tier(TierCommand::Credentials(TierCredentialsCommand::Clear)) => {
             "clear the tier credentials the controller keeps (store nodes go back to their own \
@@ -430,6 +441,12 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
             } else if !moving.is_empty() {
                 writeln!(out, "follow it with: vela admin cluster status")?;
             }
+        }
+        AdminCommand::Store(StoreCommand::List) => {
+            out = stores::list(&mut client, output).await?;
+        }
+        AdminCommand::Store(StoreCommand::Remove { id }) => {
+            out = stores::remove(&mut client, id, output).await?;
         }
         AdminCommand::Send(_)
         | AdminCommand::Receive(_)

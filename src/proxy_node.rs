@@ -143,9 +143,12 @@ pub(crate) fn follow_store_nodes(
             match controller.store_nodes().await {
                 Ok(nodes) => {
                     let addrs = nodes.into_iter().map(|n| (n.id, n.addr)).collect();
-                    let learnt = store.learn_stores(&addrs);
-                    if learnt > 0 {
-                        tracing::info!(learnt, "store nodes learnt from the controller");
+                    let changes = store.learn_stores(&addrs);
+                    if changes > 0 {
+                        tracing::info!(
+                            changes,
+                            "store nodes changed, as the controller lists them"
+                        );
                     }
                 }
                 Err(err) => tracing::debug!(error = %err, "listing the cluster's store nodes"),

@@ -197,6 +197,13 @@ pub enum ControllerCommand {
         from: u64,
         to: u64,
     },
+    /// Forgets registered store node `id` (`vela admin store remove`): refused unless it is
+    /// draining and no placed shard has it as a member. It leaves the draining set too, so it
+    /// may register again as a new node. A controller on a build from before it cannot read
+    /// this entry.
+    UnregisterStore {
+        id: u64,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -349,6 +356,7 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::MoveReplica { shard, from, to } => {
                 write!(f, "move-replica of shard {shard} from {from} to {to}")
             }
+            ControllerCommand::UnregisterStore { id } => write!(f, "unregister-store {id}"),
         }
     }
 }
@@ -379,6 +387,8 @@ pub enum Applied {
     StoreRegistered,
     /// A placed replica moves (the reconciler carries it out).
     ReplicaMoved,
+    /// A registered store node was forgotten.
+    StoreUnregistered,
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.

@@ -682,8 +682,16 @@ impl ControllerApi for Controller {
             )));
         }
         let known = self.metadata.read().registered_stores().get(&id).cloned();
-        if known.is_some_and(|r| r.addr == addr) {
+        if known.as_ref().is_some_and(|r| r.addr == addr) {
             return Ok(());
+        }
+        // Registering again at another address while its replicas move away would strand
+        // the moves.
+        if self.metadata.read().draining().contains(&id) && known.is_some() {
+            return Err(ControllerError::Invalid(format!(
+                "store node {id} is draining: remove it (vela admin store remove {id}) before it \
+                 registers at another address"
+            )));
         }
         let command = ControllerCommand::RegisterStore {
             id,
@@ -701,6 +709,26 @@ impl ControllerApi for Controller {
         }
     }
 
+    async fn remove_store(&self, id: u64) -> Result<(), ControllerError> {
+        if self.configured_stores.contains_key(&id) {
+            return Err(ControllerError::Invalid(format!(
+                "store node {id} is in [[cluster.stores]]: a configured node is removed from \
+                 every process's configuration, not here"
+            )));
+        }
+        match self
+            .group
+            .propose(ControllerCommand::UnregisterStore { id })
+            .await?
+        {
+            Ok(Applied::StoreUnregistered) => {
+                tracing::info!(store = id, "store node removed");
+                Ok(())
+            }
+            other => Err(unexpected("unregister-store", &other)),
+        }
+    }
+
     async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError> {
         let md = self.metadata.read();
         let mut nodes: BTreeMap<u64, StoreNodeEntry> = md
@@ -712,6 +740,7 @@ impl ControllerApi for Controller {
                     addr: r.addr.clone(),
                     configured: false,
                     registered_ms: r.registered_ms,
+                    draining: md.draining().contains(&id),
                 };
                 (id, entry)
             })
@@ -722,6 +751,7 @@ impl ControllerApi for Controller {
                 addr: addr.clone(),
                 configured: true,
                 registered_ms: 0,
+                draining: md.draining().contains(&id),
             };
             nodes.insert(id, entry);
         }

@@ -183,6 +183,7 @@ impl Metadata {
             ControllerCommand::MoveReplica { shard, from, to } => {
                 self.move_replica(shard, from, to)
             }
+            ControllerCommand::UnregisterStore { id } => self.unregister_store(id),
             ControllerCommand::DeleteRoute { name } => self.delete_route(name),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 self.set_route_paused(name, paused)
@@ -729,6 +730,7 @@ mod tests {
                     | ControllerCommand::SetTierCredentials { .. }
                     | ControllerCommand::RegisterStore { .. }
                     | ControllerCommand::MoveReplica { .. }
+                    | ControllerCommand::UnregisterStore { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -399,9 +399,21 @@ impl ControllerRpc for ControllerService {
                     addr: s.addr,
                     configured: s.configured,
                     registered_ms: s.registered_ms,
+                    draining: s.draining,
                 })
                 .collect(),
         }))
+    }
+
+    async fn remove_store(
+        &self,
+        request: Request<pb::DrainStoreRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.controller
+            .remove_store(request.into_inner().store)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn node_status(

@@ -55,6 +55,8 @@ pub struct StoreNodeEntry {
     /// Listed in `[[cluster.stores]]`; otherwise registered at runtime, at `registered_ms`.
     pub configured: bool,
     pub registered_ms: i64,
+    /// Being drained: no placed replica stays or goes there.
+    pub draining: bool,
 }
 
 /// Failures callers branch on.
@@ -138,6 +140,11 @@ pub trait ControllerApi: Send + Sync + 'static {
 
     /// Every store node of the cluster, configured and registered, by id.
     async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError>;
+
+    /// Forgets registered store node `id` once it is drained (its pod removed), so it is no
+    /// longer listed or asked; it may register again as a new node. `NotFound` for a node
+    /// that is not registered, `Invalid` for a configured node or one not drained.
+    async fn remove_store(&self, id: u64) -> Result<(), ControllerError>;
 
     /// Creates a user (ADR 0019). `AlreadyExists` if it exists.
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError>;

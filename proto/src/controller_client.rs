@@ -374,6 +374,7 @@ impl ControllerApi for RemoteController {
             addr: addr.to_owned(),
             configured: false,
             registered_ms: 0,
+            draining: false,
         };
         // Idempotent, so a retry after an ambiguous failure is harmless.
         self.on_leader(&mut false, |mut c| {
@@ -398,8 +399,17 @@ impl ControllerApi for RemoteController {
                 addr: s.addr,
                 configured: s.configured,
                 registered_ms: s.registered_ms,
+                draining: s.draining,
             })
             .collect())
+    }
+
+    async fn remove_store(&self, id: u64) -> Result<(), ControllerError> {
+        self.on_leader(&mut false, |mut c| async move {
+            c.remove_store(pb::DrainStoreRequest { store: id }).await
+        })
+        .await?;
+        Ok(())
     }
 
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {

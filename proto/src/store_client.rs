@@ -140,28 +140,36 @@ impl RemoteStore {
         })
     }
 
-    /// Adds the store nodes of `stores` it does not know yet (or at another address): nodes
-    /// that joined the cluster at runtime, as the controller lists them. Returns how many were
-    /// new or moved; an address that is not `host:port` is skipped with an error in the log.
+    /// Makes the store nodes it reaches those of its map plus `stores` (as the controller lists
+    /// them: nodes that joined at runtime, a removed one gone; a node of the map keeps the
+    /// map's address). Returns how many were added, moved or dropped; an address that is not
+    /// `host:port` is skipped with an error in the log.
     pub fn learn_stores(&self, stores: &BTreeMap<u64, String>) -> usize {
+        let mut wanted = stores.clone();
+        wanted.extend(self.routing.map.stores.clone());
         let current = self.routing.nodes.read().clone();
-        let changed: Vec<(&u64, &String)> = stores
-            .iter()
-            .filter(|(id, addr)| current.addrs.get(id) != Some(addr))
-            .collect();
-        if changed.is_empty() {
+        if current.addrs == wanted {
             return 0;
         }
-        let mut next = (*current).clone();
-        let mut learnt = 0;
-        for (&node, addr) in changed {
+        let mut next = Nodes::default();
+        let mut changes = current
+            .addrs
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .count();
+        for (&node, addr) in &wanted {
+            if current.addrs.get(&node) == Some(addr) {
+                next.addrs.insert(node, addr.clone());
+                next.clients.insert(node, current.clients[&node].clone());
+                continue;
+            }
             match next.insert(node, addr) {
-                Ok(()) => learnt += 1,
+                Ok(()) => changes += 1,
                 Err(err) => tracing::error!(error = %err, "a store node the controller lists"),
             }
         }
         *self.routing.nodes.write() = Arc::new(next);
-        learnt
+        changes
     }
 
     /// The store nodes it knows (id → address).
@@ -912,7 +920,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn learnt_store_nodes_are_added_moved_and_never_forgotten() {
+    async fn learnt_store_nodes_are_added_moved_and_dropped() {
         let store = RemoteStore::new(ClusterMap {
             stores: [(1, "s1:7000".to_owned())].into(),
             shards: [(0, vec![1])].into(),
@@ -923,18 +931,23 @@ mod tests {
         assert_eq!(store.learn_stores(&listed), 1);
         assert_eq!(store.learn_stores(&listed), 0);
         assert_eq!(store.store_addrs(), listed);
-        // A node that moved gets a new address; one not listed any more is kept.
-        let moved: BTreeMap<u64, String> = [(4, "10.0.0.4:7000".to_owned())].into();
+        // The learnt node is asked for its status like the configured ones.
+        let nodes: Vec<u64> = store.node_status().await.iter().map(|r| r.node).collect();
+        assert_eq!(nodes, vec![1, 4]);
+        // A node that moved gets a new address; a configured node keeps the map's.
+        let moved: BTreeMap<u64, String> = [
+            (1, "elsewhere:7000".to_owned()),
+            (4, "10.0.0.4:7000".to_owned()),
+        ]
+        .into();
         assert_eq!(store.learn_stores(&moved), 1);
         assert_eq!(
             store.store_addrs(),
             [(1, "s1:7000".to_owned()), (4, "10.0.0.4:7000".to_owned())].into()
         );
-        // An address that is not host:port is skipped.
-        assert_eq!(store.learn_stores(&[(5, "no port".to_owned())].into()), 0);
-        assert!(!store.store_addrs().contains_key(&5));
-        // The learnt node is asked for its status like the configured ones.
-        let nodes: Vec<u64> = store.node_status().await.iter().map(|r| r.node).collect();
-        assert_eq!(nodes, vec![1, 4]);
+        // One no longer listed (removed) is dropped, never one of the map; an address that
+        // is not host:port is skipped.
+        assert_eq!(store.learn_stores(&[(5, "no port".to_owned())].into()), 1);
+        assert_eq!(store.store_addrs(), [(1, "s1:7000".to_owned())].into());
     }
 }

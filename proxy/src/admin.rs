@@ -511,6 +511,46 @@ impl AdminService for AdminServer {
         }))
     }
 
+    async fn list_stores(
+        &self,
+        request: Request<api::ListStoresRequest>,
+    ) -> Result<Response<api::ListStoresResponse>, Status> {
+        self.allow(&request).await?;
+        let stores = self
+            .shared
+            .ctx
+            .controller
+            .store_nodes()
+            .await
+            .map_err(controller_to_grpc)?;
+        Ok(Response::new(api::ListStoresResponse {
+            stores: stores
+                .into_iter()
+                .map(|s| api::StoreNode {
+                    id: s.id,
+                    addr: s.addr,
+                    configured: s.configured,
+                    registered_ms: s.registered_ms,
+                    draining: s.draining,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn remove_store(
+        &self,
+        request: Request<api::RemoveStoreRequest>,
+    ) -> Result<Response<api::RemoveStoreResponse>, Status> {
+        self.allow(&request).await?;
+        self.shared
+            .ctx
+            .controller
+            .remove_store(request.into_inner().store)
+            .await
+            .map_err(controller_to_grpc)?;
+        Ok(Response::new(api::RemoveStoreResponse {}))
+    }
+
     async fn lookup_messages(
         &self,
         request: Request<api::LookupMessagesRequest>,

@@ -177,12 +177,73 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
         }
     }
 
+    // `store list` shows it registered; it cannot be removed before it is drained.
+    let listed = admin(&["store", "list", "--output", "json"]);
+    assert!(listed.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let nodes = listed["stores"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4, "{listed}");
+    assert!(
+        nodes[..3].iter().all(|n| n["configured"] == true) && nodes[3]["configured"] == false,
+        "{listed}"
+    );
+    assert_eq!(nodes[3]["addr"], format!("127.0.0.1:{grpc}"));
+    let early = admin(&["--yes", "store", "remove", "4"]);
+    assert!(!early.status.success());
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(
+        err.contains("not drained") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    // Scaling in by hand: drain it, stop it, remove it.
+    let drained = admin(&["store", "drain", "4", "--wait", "--timeout", "2m"]);
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert_eq!(on_node(&cluster_status(&proxies[0]), 4, &placed), 0);
     crate::local_cluster::kill("-TERM", u64::from(node4.id().unwrap()));
     let exit = tokio::time::timeout(Duration::from_secs(30), node4.wait())
         .await
         .expect("node 4 stops")
         .unwrap();
     assert!(exit.success(), "node 4 exited with {exit}");
+    let removed = admin(&["--yes", "store", "remove", "4"]);
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let configured = admin(&["store", "remove", "1", "--yes"]);
+    assert!(!configured.status.success());
+    assert!(String::from_utf8_lossy(&configured.stderr).contains("[[cluster.stores]]"));
+    // The proxies forget it: the cluster status no longer lists it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster_status(&proxies[1]);
+        let ids: Vec<u64> = status["stores"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["id"].as_u64())
+            .collect();
+        if ids == [1, 2, 3] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 still listed: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The topic still serves.
+    let last = Message::builder(&topic).body("last").build().unwrap();
+    producer.send(last).await.expect("a send after the removal");
+    let got = consumer.receive(32, Duration::from_secs(30)).await.unwrap();
+    assert!(
+        got.iter().any(|m| m.body.as_ref() == b"last"),
+        "{:?}",
+        got.iter().map(|m| m.body.clone()).collect::<Vec<_>>()
+    );
     cluster.stop_all().await;
 }
 

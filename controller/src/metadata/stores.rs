@@ -78,6 +78,32 @@ impl Metadata {
         Ok(Applied::ReplicaMoved)
     }
 
+    /// Forgets registered store node `id` once it is drained and holds no placed replica.
+    pub(super) fn unregister_store(&mut self, id: u64) -> Result<Applied, Rejected> {
+        if !self.registered_stores.contains_key(&id) {
+            return Err(Rejected::UnknownStore(id));
+        }
+        if !self.draining.contains(&id) {
+            return Err(Rejected::StoreInvalid(format!(
+                "store node {id} is not drained: drain it first (vela admin store drain {id} --wait)"
+            )));
+        }
+        let held: Vec<ShardId> = self
+            .placed
+            .iter()
+            .filter(|(_, p)| p.replicas.contains(&id))
+            .map(|(&shard, _)| shard)
+            .collect();
+        if !held.is_empty() {
+            return Err(Rejected::StoreInvalid(format!(
+                "store node {id} is still a member of placed shards {held:?}"
+            )));
+        }
+        self.registered_stores.remove(&id);
+        self.draining.remove(&id);
+        Ok(Applied::StoreUnregistered)
+    }
+
     /// The store nodes registered at runtime, by id.
     pub fn registered_stores(&self) -> &std::collections::BTreeMap<u64, RegisteredStore> {
         &self.registered_stores
@@ -147,7 +173,43 @@ mod tests {
                 },
                 "1a ac02 01 04",
             ),
+            // Variant 27: id.
+            (ControllerCommand::UnregisterStore { id: 4 }, "1b 04"),
         ]);
+    }
+
+    #[test]
+    fn only_a_drained_registered_node_without_replicas_is_forgotten() {
+        let mut md = Metadata::default();
+        md.apply(register(4, "s4:9000", 10)).expect("registers");
+        let forget = ControllerCommand::UnregisterStore { id: 4 };
+        assert!(matches!(
+            md.apply(forget.clone()),
+            Err(Rejected::StoreInvalid(reason)) if reason.contains("not drained")
+        ));
+        md.draining.insert(4);
+        md.placed.insert(
+            9,
+            crate::metadata::PlacedShard {
+                replicas: vec![1, 4],
+                created: true,
+            },
+        );
+        assert!(matches!(
+            md.apply(forget.clone()),
+            Err(Rejected::StoreInvalid(reason)) if reason.contains("[9]")
+        ));
+        md.placed.clear();
+        assert_eq!(md.apply(forget.clone()), Ok(Applied::StoreUnregistered));
+        assert!(md.registered_stores().is_empty());
+        assert!(!md.draining().contains(&4));
+        assert_eq!(md.apply(forget), Err(Rejected::UnknownStore(4)));
+        // It may come back as a new node.
+        assert_eq!(
+            md.apply(register(4, "s4:9000", 50)),
+            Ok(Applied::StoreRegistered)
+        );
+        assert_eq!(md.registered_stores()[&4].registered_ms, 50);
     }
 
     #[test]

@@ -374,6 +374,9 @@ mod admin_impls {
         TierStatusRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         DrainStoreRequest => |r| vec![Access::new(Resource::cluster(), Action::Update)],
             Some(format!("drain store node {}", r.store));
+        ListStoresRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
+        RemoveStoreRequest => |r| vec![Access::new(Resource::cluster(), Action::Update)],
+            Some(format!("remove store node {}", r.store));
         ListClientsRequest => |r| vec![match r.group.trim() {
             "" => Access::new(Resource::cluster(), Action::Get),
             group => Access::new(Resource::group(group), Action::Get),

@@ -199,6 +199,12 @@ impl ControllerApi for FakeController {
         Ok(Vec::new())
     }
 
+    async fn remove_store(&self, id: u64) -> Result<(), ControllerError> {
+        Err(ControllerError::NotFound(format!(
+            "store node {id} (the fake controller has no store nodes)"
+        )))
+    }
+
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {
         let mut auth = self.auth.lock();
         if auth.users.iter().any(|u| u.name == user.name) {

@@ -1,0 +1,76 @@
+//! `vela admin store list` and `store remove`: the cluster's store nodes, configured and
+//! registered at runtime (ADR 0031), as a table or as JSON (`--output json`, whose field names
+//! are a contract for scripts); and forgetting a drained registered node.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use vela_proto::pb::admin as pb;
+
+use super::target::AdminClient;
+use super::{OutputFormat, json_line, status_error};
+
+#[derive(Serialize)]
+struct StoreNode {
+    id: u64,
+    addr: String,
+    configured: bool,
+    /// Unix ms; absent for a configured node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registered_ms: Option<i64>,
+    draining: bool,
+}
+
+pub(super) async fn list(client: &mut AdminClient, output: OutputFormat) -> anyhow::Result<String> {
+    let stores: Vec<StoreNode> = client
+        .list_stores(pb::ListStoresRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .stores
+        .into_iter()
+        .map(|s| StoreNode {
+            id: s.id,
+            addr: s.addr,
+            configured: s.configured,
+            registered_ms: (!s.configured).then_some(s.registered_ms),
+            draining: s.draining,
+        })
+        .collect();
+    if output == OutputFormat::Json {
+        return json_line(&serde_json::json!({ "stores": stores }));
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{:<6} {:<40} {:<11} DRAINING",
+        "ID", "ADDRESS", "JOINED"
+    )?;
+    for s in &stores {
+        let joined = if s.configured {
+            "configured"
+        } else {
+            "registered"
+        };
+        let draining = if s.draining { "yes" } else { "no" };
+        writeln!(out, "{:<6} {:<40} {:<11} {draining}", s.id, s.addr, joined)?;
+    }
+    Ok(out)
+}
+
+pub(super) async fn remove(
+    client: &mut AdminClient,
+    id: u64,
+    output: OutputFormat,
+) -> anyhow::Result<String> {
+    client
+        .remove_store(pb::RemoveStoreRequest { store: id })
+        .await
+        .map_err(status_error)?;
+    if output == OutputFormat::Json {
+        return json_line(&serde_json::json!({ "removed": { "store": id } }));
+    }
+    Ok(format!(
+        "store node {id} removed: it is no longer listed; started again it registers as a new node\n"
+    ))
+}
