@@ -145,6 +145,7 @@ def check_objects(where, objs, existing, mode):
             ]
             if not any(t.get("topologyKey") == "kubernetes.io/hostname" for t in terms):
                 fail(where, "stores are not spread over Kubernetes nodes")
+            check_store_scaling(where, by_kind, stores[0])
         proxies = [o for o in by_kind.get("Deployment", []) if o["metadata"]["name"].endswith("-proxy")]
         for hpa in by_kind.get("HorizontalPodAutoscaler", []):
             ref = hpa["spec"]["scaleTargetRef"]
@@ -170,6 +171,34 @@ def check_objects(where, objs, existing, mode):
     if mode == "cluster":
         check_cluster_tls(where, by_kind)
     return by_kind
+
+
+def check_store_scaling(where, by_kind, store):
+    """`vela admin store scale`: the controllers are told the store StatefulSet's name, mount
+    their service account's token, and that account may get and patch exactly that
+    StatefulSet's scale subresource, nothing more."""
+    controllers = [o for o in by_kind.get("StatefulSet", []) if o["metadata"]["name"].endswith("-controller")]
+    if len(controllers) != 1:
+        return fail(where, "one controller StatefulSet expected")
+    spec = controllers[0]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env") or []}
+    if env.get("VELA_CONTROLLER__STORE_STATEFULSET") != store["metadata"]["name"]:
+        fail(where, f"the controllers are not told the store StatefulSet's name: {env}")
+    if spec.get("automountServiceAccountToken") is not True:
+        fail(where, "the controllers do not mount their service account's token")
+    roles = by_kind.get("Role", [])
+    bindings = by_kind.get("RoleBinding", [])
+    rules = [r for role in roles for r in role.get("rules", [])]
+    wanted = {"apiGroups": ["apps"], "resources": ["statefulsets/scale"],
+              "resourceNames": [store["metadata"]["name"]], "verbs": ["get", "patch"]}
+    if rules != [wanted]:
+        fail(where, f"the Role must grant exactly {wanted}, not {rules}")
+    account = spec.get("serviceAccountName")
+    bound = [b for b in bindings
+             if b["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}
+             and any(s["kind"] == "ServiceAccount" and s["name"] == account for s in b.get("subjects", []))]
+    if not bound:
+        fail(where, f"no RoleBinding gives the Role to the controllers' ServiceAccount {account}")
 
 
 def handshake(ca, cert, key, hostname):

@@ -187,6 +187,18 @@ pub enum StoreCommand {
     /// Forgets a drained store node that registered at runtime, once its process is gone
     /// (after scaling the StatefulSet down): it is no longer listed or asked.
     Remove { id: u64 },
+    /// On Kubernetes: scales the store StatefulSet to N pods. Up at once (the new pods join
+    /// and get replicas); down by draining the nodes above N first, then the controller lowers
+    /// the StatefulSet and removes them. Traffic continues throughout.
+    Scale {
+        replicas: u32,
+        /// Wait until the StatefulSet has N pods (asked again every 2 s).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits before it gives up (with a non-zero exit).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -447,6 +459,13 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         }
         AdminCommand::Store(StoreCommand::Remove { id }) => {
             out = stores::remove(&mut client, id, output).await?;
+        }
+        AdminCommand::Store(StoreCommand::Scale {
+            replicas,
+            wait,
+            timeout,
+        }) => {
+            out = stores::scale(&mut client, replicas, wait, timeout, output).await?;
         }
         AdminCommand::Send(_)
         | AdminCommand::Receive(_)

@@ -34,6 +34,7 @@ pub struct ControllerNode {
     controller: Arc<Controller>,
     balancer: Option<JoinHandle<()>>,
     reconciler: Option<JoinHandle<()>>,
+    scaler: Option<JoinHandle<()>>,
     /// Runs the routes while this node leads (ADR 0025); stopped first.
     routes_shutdown: CancellationToken,
     routes_task: JoinHandle<()>,
@@ -117,6 +118,23 @@ impl ControllerNode {
         let reconciler = stores
             .as_ref()
             .map(|store| spawn_reconciler(&controller, store.clone()));
+        // `vela admin store scale` drives the store StatefulSet through Kubernetes (issue 11).
+        let scaler = match (&config.controller.store_statefulset, &stores) {
+            (Some(name), Some(store)) => {
+                let statefulset = vela_controller::kubernetes::StoreStatefulSet::connect(name)
+                    .await
+                    .map(Arc::new);
+                if let Err(err) = &statefulset {
+                    tracing::warn!(error = %err, "store scaling through Kubernetes is unavailable");
+                }
+                controller.attach_statefulset(statefulset);
+                Some(vela_controller::scaling::spawn_store_scaler(
+                    &controller,
+                    store.clone(),
+                ))
+            }
+            _ => None,
+        };
         let raft = controller
             .raft_service()
             .context("a replicated controller has a Raft service")?;
@@ -172,6 +190,7 @@ impl ControllerNode {
             controller,
             balancer,
             reconciler,
+            scaler,
             routes_shutdown,
             routes_task,
             _route_metrics: route_metrics,
@@ -196,6 +215,9 @@ impl ControllerNode {
         self.routes_shutdown.cancel();
         if let Err(e) = self.routes_task.await {
             tracing::warn!(error = %e, "route manager task failed");
+        }
+        if let Some(scaler) = &self.scaler {
+            scaler.abort();
         }
         if let Some(reconciler) = &self.reconciler {
             reconciler.abort();

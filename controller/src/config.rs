@@ -34,6 +34,9 @@ pub struct ControllerConfig {
     /// created on first open. Every controller of a cluster needs the same key.
     #[serde(skip)]
     pub metadata_key_file: Option<PathBuf>,
+    /// Cluster on Kubernetes: the store StatefulSet `vela admin store scale` drives (in the
+    /// controller's own namespace). The Helm chart sets it; unset, stores are scaled by hand.
+    pub store_statefulset: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -45,6 +48,7 @@ impl Default for ControllerConfig {
             stores: std::collections::BTreeMap::new(),
             leader_balance_interval: Duration::from_secs(10),
             metadata_key_file: None,
+            store_statefulset: None,
         }
     }
 }

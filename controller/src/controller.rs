@@ -75,7 +75,15 @@ pub struct Controller {
     member: Option<u64>,
     /// The cluster's configured store nodes (id → address), `[[cluster.stores]]` (ADR 0013);
     /// those that registered at runtime are in the metadata.
-    configured_stores: BTreeMap<u64, String>,
+    pub(crate) configured_stores: BTreeMap<u64, String>,
+    /// The store StatefulSet `store scale` drives (`controller.store_statefulset`), or why
+    /// there is none; `None` when not configured.
+    pub(crate) statefulset:
+        parking_lot::RwLock<Option<Result<Arc<crate::kubernetes::StoreStatefulSet>, String>>>,
+    /// The replicas a scale-in in progress lowers the StatefulSet to, on the leader.
+    pub(crate) scale_in: parking_lot::Mutex<Option<u32>>,
+    /// Wakes the store scaler when a scale-in starts.
+    pub(crate) scale_wake: tokio::sync::Notify,
     /// Woken when a topic placed new shards or a drain moved replicas, so the reconciler acts
     /// at once.
     placed_changed: tokio::sync::Notify,
@@ -118,6 +126,9 @@ impl Controller {
             clock,
             member: None,
             configured_stores: cfg.stores.clone(),
+            statefulset: Default::default(),
+            scale_in: Default::default(),
+            scale_wake: tokio::sync::Notify::new(),
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
@@ -195,6 +206,9 @@ impl Controller {
             clock,
             member: Some(cfg.node_id),
             configured_stores: cfg.stores.clone(),
+            statefulset: Default::default(),
+            scale_in: Default::default(),
+            scale_wake: tokio::sync::Notify::new(),
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
@@ -707,6 +721,13 @@ impl ControllerApi for Controller {
             }
             other => Err(unexpected("register-store", &other)),
         }
+    }
+
+    async fn scale_stores(
+        &self,
+        replicas: u32,
+    ) -> Result<vela_proto::controller_api::StoreScale, ControllerError> {
+        self.scale_stores_now(replicas).await
     }
 
     async fn remove_store(&self, id: u64) -> Result<(), ControllerError> {

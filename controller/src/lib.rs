@@ -8,6 +8,8 @@
 //! - [`placement`]: which shard each new queue goes to.
 //! - [`service`]: the controller node's gRPC service (`vela.controller.v1`), for a cluster.
 //! - [`scaler`]: KEDA's external-scaler service (consumer backlog for autoscaling).
+//! - [`scaling`] / [`kubernetes`]: `store scale N`, the store StatefulSet driven through the
+//!   Kubernetes API.
 //! - [`validation`]: checks and defaults applied before a command is proposed.
 //! - [`command`]: the Raft log's commands and their outcomes.
 //! - `raft` (private): everything that names an openraft type.
@@ -18,6 +20,7 @@ pub mod balancer;
 pub mod command;
 mod config;
 mod controller;
+pub mod kubernetes;
 pub mod metadata;
 mod metrics;
 pub mod placement;
@@ -26,6 +29,7 @@ mod receipt_keys;
 pub mod reconciler;
 mod routes;
 pub mod scaler;
+pub mod scaling;
 pub mod secrets;
 pub mod service;
 mod tier_credentials;

@@ -405,6 +405,24 @@ impl ControllerRpc for ControllerService {
         }))
     }
 
+    async fn scale_stores(
+        &self,
+        request: Request<pb::ScaleStoresRequest>,
+    ) -> Result<Response<pb::StoreScale>, Status> {
+        let scale = self
+            .controller
+            .scale_stores(request.into_inner().replicas)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::StoreScale {
+            from: scale.from,
+            to: scale.to,
+            draining: scale.draining,
+            moving: scale.moving,
+            done: scale.done,
+        }))
+    }
+
     async fn remove_store(
         &self,
         request: Request<pb::DrainStoreRequest>,

@@ -59,6 +59,20 @@ pub struct StoreNodeEntry {
     pub draining: bool,
 }
 
+/// What scaling the store StatefulSet does (issue 11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreScale {
+    /// The StatefulSet's replicas when asked.
+    pub from: u32,
+    pub to: u32,
+    /// Store nodes being drained before the StatefulSet is lowered.
+    pub draining: Vec<u64>,
+    /// Placed shards whose replicas move off them (by this call).
+    pub moving: Vec<crate::ShardId>,
+    /// The StatefulSet has `to` replicas.
+    pub done: bool,
+}
+
 /// Failures callers branch on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
@@ -145,6 +159,13 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// longer listed or asked; it may register again as a new node. `NotFound` for a node
     /// that is not registered, `Invalid` for a configured node or one not drained.
     async fn remove_store(&self, id: u64) -> Result<(), ControllerError>;
+
+    /// Scales the store StatefulSet to `replicas` through Kubernetes: up at once (the new pods
+    /// register as they start); down by draining the store nodes above `replicas`, after which
+    /// the controller leader lowers the StatefulSet and removes them (`done` once it has).
+    /// `Invalid` when the controller does not drive a StatefulSet or `replicas` is below the
+    /// configured store nodes.
+    async fn scale_stores(&self, replicas: u32) -> Result<StoreScale, ControllerError>;
 
     /// Creates a user (ADR 0019). `AlreadyExists` if it exists.
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError>;

@@ -18,7 +18,7 @@ use crate::auth::{
 use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
 use crate::controller_api::{
-    ControllerApi, ControllerError, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry,
+    ControllerApi, ControllerError, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry, StoreScale,
 };
 use crate::controller_wire::*;
 use crate::domain::{
@@ -402,6 +402,22 @@ impl ControllerApi for RemoteController {
                 draining: s.draining,
             })
             .collect())
+    }
+
+    async fn scale_stores(&self, replicas: u32) -> Result<StoreScale, ControllerError> {
+        // Idempotent: asking again continues a scale-in.
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                c.scale_stores(pb::ScaleStoresRequest { replicas }).await
+            })
+            .await?;
+        Ok(StoreScale {
+            from: reply.from,
+            to: reply.to,
+            draining: reply.draining,
+            moving: reply.moving,
+            done: reply.done,
+        })
     }
 
     async fn remove_store(&self, id: u64) -> Result<(), ControllerError> {

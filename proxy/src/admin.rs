@@ -537,6 +537,27 @@ impl AdminService for AdminServer {
         }))
     }
 
+    async fn scale_stores(
+        &self,
+        request: Request<api::ScaleStoresRequest>,
+    ) -> Result<Response<api::ScaleStoresResponse>, Status> {
+        self.allow(&request).await?;
+        let scale = self
+            .shared
+            .ctx
+            .controller
+            .scale_stores(request.into_inner().replicas)
+            .await
+            .map_err(controller_to_grpc)?;
+        Ok(Response::new(api::ScaleStoresResponse {
+            from: scale.from,
+            to: scale.to,
+            draining: scale.draining,
+            moving: scale.moving,
+            done: scale.done,
+        }))
+    }
+
     async fn remove_store(
         &self,
         request: Request<api::RemoveStoreRequest>,

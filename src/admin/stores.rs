@@ -1,8 +1,10 @@
-//! `vela admin store list` and `store remove`: the cluster's store nodes, configured and
-//! registered at runtime (ADR 0031), as a table or as JSON (`--output json`, whose field names
-//! are a contract for scripts); and forgetting a drained registered node.
+//! `vela admin store list`, `store remove` and `store scale`: the cluster's store nodes,
+//! configured and registered at runtime (ADR 0031), as a table or as JSON (`--output json`,
+//! whose field names are a contract for scripts); forgetting a drained registered node; and
+//! scaling the store StatefulSet on Kubernetes.
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use vela_proto::pb::admin as pb;
@@ -73,4 +75,68 @@ pub(super) async fn remove(
     Ok(format!(
         "store node {id} removed: it is no longer listed; started again it registers as a new node\n"
     ))
+}
+
+pub(super) async fn scale(
+    client: &mut AdminClient,
+    replicas: u32,
+    wait: bool,
+    timeout: Duration,
+    output: OutputFormat,
+) -> anyhow::Result<String> {
+    let ask = async |client: &mut AdminClient| {
+        client
+            .scale_stores(pb::ScaleStoresRequest { replicas })
+            .await
+            .map_err(status_error)
+            .map(tonic::Response::into_inner)
+    };
+    let first = ask(client).await?;
+    let mut done = first.done;
+    let deadline = Instant::now() + timeout;
+    while wait && !done {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the store nodes are not scaled to {replicas} after {}: store node(s) {:?} still \
+             hold replicas (vela admin cluster status)",
+            humantime::format_duration(timeout),
+            first.draining
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Asking again continues a scale-in on a new controller leader too.
+        done = ask(client).await?.done;
+    }
+    if output == OutputFormat::Json {
+        return json_line(&serde_json::json!({
+            "from": first.from,
+            "to": first.to,
+            "draining": first.draining,
+            "moving": first.moving,
+            "done": done,
+        }));
+    }
+    let mut out = String::new();
+    if first.to >= first.from {
+        writeln!(
+            out,
+            "store StatefulSet scaled from {} to {} pods: the new store nodes join as they start",
+            first.from, first.to
+        )?;
+        return Ok(out);
+    }
+    writeln!(
+        out,
+        "scaling the store nodes from {} to {}: draining store node(s) {:?} first",
+        first.from, first.to, first.draining
+    )?;
+    if done {
+        writeln!(out, "store StatefulSet scaled to {} pods", first.to)?;
+    } else {
+        writeln!(
+            out,
+            "the controller lowers the StatefulSet once their replicas have moved; follow it \
+             with: vela admin store list"
+        )?;
+    }
+    Ok(out)
 }

@@ -196,6 +196,34 @@ impl PortSlot {
     }
 }
 
+/// `vela store` as node `id` of `cluster` that is not in its `[[cluster.stores]]`: store 1's
+/// configuration file with its own id, ports (base+10+id, base+110+id) and data directory,
+/// and the address it is reached at, as a scaled-out StatefulSet pod would be (ADR 0031).
+pub(crate) fn joining_store(
+    cluster: &LocalCluster,
+    id: u16,
+    data: &std::path::Path,
+) -> tokio::process::Command {
+    let config = cluster.file["stores"][0]["cmd"][3]
+        .as_str()
+        .expect("store 1's config path")
+        .to_owned();
+    let (grpc, http) = (cluster.base + 10 + id, cluster.base + 110 + id);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vela"));
+    command
+        .args(["store", "--config", &config])
+        .env("VELA_STORE__NODE_ID", id.to_string())
+        .env("VELA_DATA_DIR", data)
+        .env("VELA_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
+        .env("VELA_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env("VELA_STORE__ADVERTISE_ADDR", format!("127.0.0.1:{grpc}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
 pub(crate) fn kill(signal: &str, pid: u64) {
     let ok = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])

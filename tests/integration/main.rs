@@ -42,3 +42,4 @@ mod t31_receipt_keys;
 mod t32_tier_credentials;
 mod t33_client_commands;
 mod t34_store_join;
+mod t35_store_scale;

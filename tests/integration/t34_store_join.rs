@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
 
 use crate::harness::unique;
-use crate::local_cluster::{LocalCluster, cluster_status};
+use crate::local_cluster::{LocalCluster, cluster_status, joining_store};
 use crate::t12_placement::placed_shards;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,41 +70,21 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
         send(format!("before-{i:02}")).await;
     }
 
-    // Node 4: store 1's configuration file, with its own id, ports and data directory, and the
-    // address it is reached at. No --bootstrap: a joining node holds no configured shard.
-    let config = cluster.file["stores"][0]["cmd"][3]
-        .as_str()
-        .expect("store 1's config path")
-        .to_owned();
+    // Node 4, not in [[cluster.stores]]. No --bootstrap: a joining node holds no configured
+    // shard. Without an address to advertise it is refused in one readable line.
     let data = tempfile::tempdir().unwrap();
     let (grpc, http) = (cluster.base + 14, cluster.base + 114);
-    let joiner = || {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vela"));
-        command
-            .args(["store", "--config", &config])
-            .env("VELA_STORE__NODE_ID", "4")
-            .env("VELA_DATA_DIR", data.path())
-            .env("VELA_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
-            .env("VELA_HTTP_LISTEN", format!("127.0.0.1:{http}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
-    };
-
-    // Without an address to advertise it is refused in one readable line.
-    let refused = joiner().output().await.unwrap();
+    let refused = joining_store(&cluster, 4, data.path())
+        .env_remove("VELA_STORE__ADVERTISE_ADDR")
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("store.advertise_addr"), "{err}");
 
-    let mut node4 = joiner();
-    let mut node4 = node4
-        .env("VELA_STORE__ADVERTISE_ADDR", format!("127.0.0.1:{grpc}"))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut node4 = joining_store(&cluster, 4, data.path()).spawn().unwrap();
     crate::t06_crash::wait_ready(http).await;
 
     // The proxies learn it from the controller: the cluster status lists it, reachable.
@@ -248,7 +228,7 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
 }
 
 /// The shards of `placed` that have a leader and a replica on `node` in `status`.
-fn on_node(status: &serde_json::Value, node: u64, placed: &BTreeSet<u64>) -> usize {
+pub(crate) fn on_node(status: &serde_json::Value, node: u64, placed: &BTreeSet<u64>) -> usize {
     status["shards"]
         .as_array()
         .into_iter()

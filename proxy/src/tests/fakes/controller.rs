@@ -199,6 +199,15 @@ impl ControllerApi for FakeController {
         Ok(Vec::new())
     }
 
+    async fn scale_stores(
+        &self,
+        _replicas: u32,
+    ) -> Result<vela_proto::controller_api::StoreScale, ControllerError> {
+        Err(ControllerError::Invalid(
+            "a standalone node has no store StatefulSet".into(),
+        ))
+    }
+
     async fn remove_store(&self, id: u64) -> Result<(), ControllerError> {
         Err(ControllerError::NotFound(format!(
             "store node {id} (the fake controller has no store nodes)"

@@ -1,0 +1,175 @@
+//! `vela admin store scale N` (issue 11): the controller drives the store StatefulSet. Up is
+//! one patch of its replicas (the new pods register as they start, ADR 0031). Down drains the
+//! store nodes above N first; the controller leader's store scaler then waits until no placed
+//! shard has a replica on them and every placed shard is settled, lowers the StatefulSet and
+//! removes the nodes. The target lives on the leader only: a new leader knows it when the
+//! command is asked again (`--wait` asks every 2 s), and asking again is harmless.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use vela_proto::cluster_status::shard_views;
+use vela_proto::controller_api::StoreScale;
+use vela_proto::{ControllerApi, ControllerError, ShardId, StoreApi};
+
+use crate::Controller;
+use crate::kubernetes::StoreStatefulSet;
+
+/// How often the store scaler looks at a scale-in in progress.
+const SCALER_EVERY: Duration = Duration::from_secs(2);
+
+impl Controller {
+    /// Gives the controller the store StatefulSet it scales (or why it has none).
+    pub fn attach_statefulset(&self, statefulset: Result<Arc<StoreStatefulSet>, String>) {
+        *self.statefulset.write() = Some(statefulset);
+    }
+
+    fn statefulset(&self) -> Result<Arc<StoreStatefulSet>, ControllerError> {
+        match &*self.statefulset.read() {
+            Some(Ok(s)) => Ok(s.clone()),
+            Some(Err(why)) => Err(ControllerError::Unavailable(why.clone())),
+            None => Err(ControllerError::Invalid(
+                "this controller drives no store StatefulSet: set controller.store_statefulset \
+                 (the Helm chart does) and run it on Kubernetes"
+                    .into(),
+            )),
+        }
+    }
+
+    pub(crate) async fn scale_stores_now(
+        &self,
+        replicas: u32,
+    ) -> Result<StoreScale, ControllerError> {
+        let statefulset = self.statefulset()?;
+        let configured = u32::try_from(self.configured_stores.len()).unwrap_or(u32::MAX);
+        if replicas < configured {
+            return Err(ControllerError::Invalid(format!(
+                "the first {configured} store nodes hold the configured shards (cluster.shards): \
+                 scale to {configured} or more"
+            )));
+        }
+        let current = statefulset.replicas().await?;
+        let mut scale = StoreScale {
+            from: current,
+            to: replicas,
+            draining: Vec::new(),
+            moving: Vec::new(),
+            done: false,
+        };
+        if replicas >= current {
+            if replicas > current {
+                statefulset.set_replicas(replicas).await?;
+                info!(from = current, to = replicas, statefulset = %statefulset.describe(), "scaled the store nodes out");
+            }
+            *self.scale_in.lock() = None;
+            scale.done = true;
+            return Ok(scale);
+        }
+        // Pod ordinal i is store node i + 1: the nodes above `replicas` leave.
+        let known = self.stores();
+        for id in (u64::from(replicas) + 1)..=u64::from(current) {
+            if !known.contains_key(&id) {
+                continue; // never started, or already removed
+            }
+            let drain = self.drain_store(id).await?;
+            scale.draining.push(id);
+            scale.moving.extend(drain.moving);
+        }
+        *self.scale_in.lock() = Some(replicas);
+        self.scale_wake.notify_one();
+        info!(from = current, to = replicas, draining = ?scale.draining, "scaling the store nodes in: draining first");
+        Ok(scale)
+    }
+}
+
+/// One look at a scale-in in progress: once no placed shard has a replica on the leaving nodes
+/// and every placed shard is settled, lowers the StatefulSet and removes them. Returns the
+/// replicas it scaled to, if it did.
+pub async fn finish_scale_in_once(
+    controller: &Controller,
+    store: &dyn StoreApi,
+) -> Result<Option<u32>, String> {
+    let Some(target) = *controller.scale_in.lock() else {
+        return Ok(None);
+    };
+    let statefulset = controller.statefulset().map_err(|e| e.to_string())?;
+    let current = statefulset.replicas().await.map_err(|e| e.to_string())?;
+    if current <= target {
+        *controller.scale_in.lock() = None;
+        return Ok(None);
+    }
+    let leaving: BTreeSet<u64> = ((u64::from(target) + 1)..=u64::from(current)).collect();
+    let expected: BTreeMap<ShardId, Vec<u64>> = controller
+        .placed_shards()
+        .into_iter()
+        .map(|(shard, p)| (shard, p.replicas))
+        .collect();
+    if let Some((shard, _)) = expected
+        .iter()
+        .find(|(_, members)| members.iter().any(|m| leaving.contains(m)))
+    {
+        // A node above the target registered after the drain: ask again to drain it.
+        debug!(
+            shard,
+            "a placed shard is still placed on a leaving store node"
+        );
+        return Ok(None);
+    }
+    let reports = store.node_status().await;
+    for view in shard_views(&expected, &reports) {
+        let Some(wanted) = expected.get(&view.shard) else {
+            continue;
+        };
+        let voters: BTreeSet<u64> = view.replicas.iter().map(|r| r.node).collect();
+        let wanted: BTreeSet<u64> = wanted.iter().copied().collect();
+        if view.leader.is_none() || voters != wanted {
+            debug!(
+                shard = view.shard,
+                "scale-in waits for the shard's replicas to move"
+            );
+            return Ok(None);
+        }
+    }
+    statefulset
+        .set_replicas(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(from = current, to = target, statefulset = %statefulset.describe(), "scaled the store nodes in");
+    for id in leaving {
+        match controller.remove_store(id).await {
+            Ok(()) | Err(ControllerError::NotFound(_)) => {}
+            Err(err) => warn!(store = id, error = %err, "removing a store node after scaling in"),
+        }
+    }
+    *controller.scale_in.lock() = None;
+    Ok(Some(target))
+}
+
+/// Runs [`finish_scale_in_once`] every 2 s (and when a scale-in starts) while `controller`
+/// leads, until it is dropped or stopped.
+pub fn spawn_store_scaler(
+    controller: &Arc<Controller>,
+    store: Arc<dyn StoreApi>,
+) -> JoinHandle<()> {
+    let controller = Arc::downgrade(controller);
+    tokio::spawn(async move {
+        loop {
+            let Some(c) = controller.upgrade() else {
+                return;
+            };
+            if c.is_stopped().await {
+                return;
+            }
+            if c.group_leads()
+                && let Err(err) = finish_scale_in_once(&c, store.as_ref()).await
+            {
+                warn!(error = %err, "scaling the store nodes in; trying again");
+            }
+            // Holds the controller for at most one interval.
+            let _ = tokio::time::timeout(SCALER_EVERY, c.scale_wake.notified()).await;
+        }
+    })
+}
