@@ -147,13 +147,25 @@ pub(super) async fn receive_once(
     clients: &Clients,
     oracle: &parking_lot::Mutex<Oracle>,
 ) -> Option<usize> {
+    receive_from(clients, oracle, Vec::new()).await
+}
+
+/// One receive (and ack) of up to 16 from `shards` (empty: every shard the client covers).
+/// `None` when it failed.
+async fn receive_from(
+    clients: &Clients,
+    oracle: &parking_lot::Mutex<Oracle>,
+    shards: Vec<ShardId>,
+) -> Option<usize> {
     let Some((via, store)) = clients.labelled() else {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return None;
     };
-    let Ok(Ok(deliveries)) =
-        tokio::time::timeout(ATTEMPT, store.pop(pop(16, Duration::from_millis(100)))).await
-    else {
+    let req = PopRequest {
+        shards,
+        ..pop(16, Duration::from_millis(100))
+    };
+    let Ok(Ok(deliveries)) = tokio::time::timeout(ATTEMPT, store.pop(req)).await else {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return None;
     };
@@ -284,11 +296,31 @@ impl Load {
         clock.advance(Duration::from_secs(31));
         let mut empty = 0;
         let mut rounds = 0;
-        // Five empty receives in a row end it; a failed one (an election after the calm
-        // began) proves nothing and is retried, up to a bound.
+        // Five empty rounds in a row end it; a failed one (an election after the calm began)
+        // proves nothing and is retried, up to a bound. Through `RemoteStore` a round asks
+        // each shard on its own: a receive over all of them answers empty when one shard is
+        // empty and another has no leader yet, which proves nothing either.
+        let shards: Vec<Vec<ShardId>> = match &self.clients {
+            Clients::Remote(remote) => remote
+                .shard_replicas()
+                .into_keys()
+                .map(|shard| vec![shard])
+                .collect(),
+            _ => vec![Vec::new()],
+        };
         while empty < 5 && rounds < 400 {
             rounds += 1;
-            match receive_once(&self.clients, &self.oracle).await {
+            let mut round = Some(0);
+            for named in &shards {
+                round = match (
+                    round,
+                    receive_from(&self.clients, &self.oracle, named.clone()).await,
+                ) {
+                    (Some(total), Some(got)) => Some(total + got),
+                    _ => None,
+                };
+            }
+            match round {
                 Some(0) => empty += 1,
                 Some(_) => empty = 0,
                 None => {}
