@@ -84,6 +84,9 @@ pub struct Controller {
     pub(crate) scale_in: parking_lot::Mutex<Option<u32>>,
     /// Wakes the store scaler when a scale-in starts.
     pub(crate) scale_wake: tokio::sync::Notify,
+    /// Registered store nodes the leader's store scaler last saw at or beyond the StatefulSet's
+    /// replicas (scaled down outside `store scale`): being repaired.
+    pub(crate) scaled_away: parking_lot::Mutex<std::collections::BTreeSet<u64>>,
     /// Woken when a topic placed new shards or a drain moved replicas, so the reconciler acts
     /// at once.
     placed_changed: tokio::sync::Notify,
@@ -129,6 +132,7 @@ impl Controller {
             statefulset: Default::default(),
             scale_in: Default::default(),
             scale_wake: tokio::sync::Notify::new(),
+            scaled_away: Default::default(),
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
@@ -209,6 +213,7 @@ impl Controller {
             statefulset: Default::default(),
             scale_in: Default::default(),
             scale_wake: tokio::sync::Notify::new(),
+            scaled_away: Default::default(),
             placed_changed: tokio::sync::Notify::new(),
             proxies: Default::default(),
             stopped: Mutex::new(false),
@@ -751,6 +756,7 @@ impl ControllerApi for Controller {
     }
 
     async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError> {
+        let scaled_away = self.scaled_away.lock().clone();
         let md = self.metadata.read();
         let mut nodes: BTreeMap<u64, StoreNodeEntry> = md
             .registered_stores()
@@ -762,6 +768,7 @@ impl ControllerApi for Controller {
                     configured: false,
                     registered_ms: r.registered_ms,
                     draining: md.draining().contains(&id),
+                    scaled_away: scaled_away.contains(&id),
                 };
                 (id, entry)
             })
@@ -773,6 +780,7 @@ impl ControllerApi for Controller {
                 configured: true,
                 registered_ms: 0,
                 draining: md.draining().contains(&id),
+                scaled_away: scaled_away.contains(&id),
             };
             nodes.insert(id, entry);
         }

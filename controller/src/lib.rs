@@ -9,7 +9,8 @@
 //! - [`service`]: the controller node's gRPC service (`vela.controller.v1`), for a cluster.
 //! - [`scaler`]: KEDA's external-scaler service (consumer backlog for autoscaling).
 //! - [`scaling`] / [`kubernetes`]: `store scale N`, the store StatefulSet driven through the
-//!   Kubernetes API.
+//!   Kubernetes API; [`scaled_away`]: store nodes a plain `kubectl scale` removed, reported and
+//!   their replicas re-created elsewhere.
 //! - [`validation`]: checks and defaults applied before a command is proposed.
 //! - [`command`]: the Raft log's commands and their outcomes.
 //! - `raft` (private): everything that names an openraft type.
@@ -28,6 +29,7 @@ mod raft;
 mod receipt_keys;
 pub mod reconciler;
 mod routes;
+pub mod scaled_away;
 pub mod scaler;
 pub mod scaling;
 pub mod secrets;

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
-use vela_proto::cluster_status::shard_views;
+use tracing::{debug, error, info, warn};
+use vela_proto::cluster_status::{StoreNodeReport, shard_views};
 use vela_proto::controller_api::StoreScale;
 use vela_proto::{ControllerApi, ControllerError, ShardId, StoreApi};
 
 use crate::Controller;
 use crate::kubernetes::StoreStatefulSet;
+use crate::scaled_away::repair_scaled_away_once;
 
 /// How often the store scaler looks at a scale-in in progress.
 const SCALER_EVERY: Duration = Duration::from_secs(2);
@@ -27,7 +28,7 @@ impl Controller {
         *self.statefulset.write() = Some(statefulset);
     }
 
-    fn statefulset(&self) -> Result<Arc<StoreStatefulSet>, ControllerError> {
+    pub(crate) fn statefulset(&self) -> Result<Arc<StoreStatefulSet>, ControllerError> {
         match &*self.statefulset.read() {
             Some(Ok(s)) => Ok(s.clone()),
             Some(Err(why)) => Err(ControllerError::Unavailable(why.clone())),
@@ -119,19 +120,9 @@ pub async fn finish_scale_in_once(
         return Ok(None);
     }
     let reports = store.node_status().await;
-    for view in shard_views(&expected, &reports) {
-        let Some(wanted) = expected.get(&view.shard) else {
-            continue;
-        };
-        let voters: BTreeSet<u64> = view.replicas.iter().map(|r| r.node).collect();
-        let wanted: BTreeSet<u64> = wanted.iter().copied().collect();
-        if view.leader.is_none() || voters != wanted {
-            debug!(
-                shard = view.shard,
-                "scale-in waits for the shard's replicas to move"
-            );
-            return Ok(None);
-        }
+    if let Some(shard) = unsettled(&expected, &reports) {
+        debug!(shard, "scale-in waits for the shard's replicas to move");
+        return Ok(None);
     }
     statefulset
         .set_replicas(target)
@@ -148,14 +139,29 @@ pub async fn finish_scale_in_once(
     Ok(Some(target))
 }
 
-/// Runs [`finish_scale_in_once`] every 2 s (and when a scale-in starts) while `controller`
-/// leads, until it is dropped or stopped.
+/// The first placed shard (of `expected`, shard → placed replicas) without a leader whose
+/// voters are exactly its placed replicas: a move still under way.
+pub(crate) fn unsettled(
+    expected: &BTreeMap<ShardId, Vec<u64>>,
+    reports: &[StoreNodeReport],
+) -> Option<ShardId> {
+    shard_views(expected, reports).into_iter().find_map(|view| {
+        let wanted: BTreeSet<u64> = expected.get(&view.shard)?.iter().copied().collect();
+        let voters: BTreeSet<u64> = view.replicas.iter().map(|r| r.node).collect();
+        (view.leader.is_none() || voters != wanted).then_some(view.shard)
+    })
+}
+
+/// Runs [`finish_scale_in_once`] and [`repair_scaled_away_once`] every 2 s (and when a
+/// scale-in starts) while `controller` leads, until it is dropped or stopped.
 pub fn spawn_store_scaler(
     controller: &Arc<Controller>,
     store: Arc<dyn StoreApi>,
 ) -> JoinHandle<()> {
     let controller = Arc::downgrade(controller);
     tokio::spawn(async move {
+        // Refusals already reported, so a refused repair is logged once, not every round.
+        let mut refused = Vec::new();
         loop {
             let Some(c) = controller.upgrade() else {
                 return;
@@ -163,10 +169,25 @@ pub fn spawn_store_scaler(
             if c.is_stopped().await {
                 return;
             }
-            if c.group_leads()
-                && let Err(err) = finish_scale_in_once(&c, store.as_ref()).await
-            {
-                warn!(error = %err, "scaling the store nodes in; trying again");
+            if c.group_leads() {
+                if let Err(err) = finish_scale_in_once(&c, store.as_ref()).await {
+                    warn!(error = %err, "scaling the store nodes in; trying again");
+                }
+                match repair_scaled_away_once(&c, store.as_ref()).await {
+                    Ok(repair) => {
+                        if repair.refused != refused {
+                            for (id, why) in &repair.refused {
+                                error!(store = id, reason = %why, "cannot re-create the replicas of a scaled-away store node; trying again");
+                            }
+                            refused = repair.refused;
+                        }
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "looking for scaled-away store nodes; trying again")
+                    }
+                }
+            } else {
+                c.scaled_away.lock().clear();
             }
             // Holds the controller for at most one interval.
             let _ = tokio::time::timeout(SCALER_EVERY, c.scale_wake.notified()).await;

@@ -400,6 +400,7 @@ impl ControllerRpc for ControllerService {
                     configured: s.configured,
                     registered_ms: s.registered_ms,
                     draining: s.draining,
+                    scaled_away: s.scaled_away,
                 })
                 .collect(),
         }))

@@ -57,6 +57,9 @@ pub struct StoreNodeEntry {
     pub registered_ms: i64,
     /// Being drained: no placed replica stays or goes there.
     pub draining: bool,
+    /// Its pod ordinal is at or above the store StatefulSet's replicas: scaled down outside
+    /// `vela admin store scale`, its replicas are being re-created on the other nodes.
+    pub scaled_away: bool,
 }
 
 /// What scaling the store StatefulSet does (issue 11).

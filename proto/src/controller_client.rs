@@ -375,6 +375,7 @@ impl ControllerApi for RemoteController {
             configured: false,
             registered_ms: 0,
             draining: false,
+            scaled_away: false,
         };
         // Idempotent, so a retry after an ambiguous failure is harmless.
         self.on_leader(&mut false, |mut c| {
@@ -400,6 +401,7 @@ impl ControllerApi for RemoteController {
                 configured: s.configured,
                 registered_ms: s.registered_ms,
                 draining: s.draining,
+                scaled_away: s.scaled_away,
             })
             .collect())
     }

@@ -16,14 +16,12 @@
 //! every store node, following `NotLeader` hints (a node that does not hold it gives none), and
 //! receives, statistics and drops cover the shards their caller names.
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -31,7 +29,6 @@ use crate::cluster_status::{ShardMember, StoreNodeReport, ask_each, member_from_
 use crate::domain::{GroupConfig, GroupName, OffsetTarget, QueueStats, ShardId, TopicName};
 use crate::lookup::{FoundMessage, LookupRequest, found_from_wire, lookup_to_wire};
 use crate::pb::store as pb;
-use crate::pb::store::store_client::StoreClient;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
     AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, PullRequest, Pulled, StoreApi,
@@ -41,7 +38,10 @@ use crate::store_wire::*;
 
 mod acks;
 mod batched;
+mod routing;
 mod sends;
+
+use routing::{Nodes, Routing};
 
 /// Which store nodes hold which shards.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -82,45 +82,6 @@ pub fn lazy_channel(addr: &str) -> Result<Channel, String> {
 /// `StoreApi` over gRPC, routing each call to the shard's leader.
 pub struct RemoteStore {
     routing: Arc<Routing>,
-}
-
-/// What a [`RemoteStore`] knows of the cluster and how it reaches a shard's leader; shared with
-/// the tasks that send batched calls ([`batched`]).
-struct Routing {
-    /// The map it was made with; its store nodes are a starting point of `nodes`.
-    map: ClusterMap,
-    /// Every store node it knows: the map's and those learnt since
-    /// ([`RemoteStore::learn_stores`]). Never shrinks.
-    nodes: parking_lot::RwLock<Arc<Nodes>>,
-    /// The node last seen leading each shard.
-    leaders: Mutex<HashMap<ShardId, u64>>,
-    /// Which shard a receive asks first, so shards are served in turn.
-    turn: AtomicUsize,
-    /// Appends waiting for an append call to their shard (see [`sends`]).
-    appends: batched::Batcher<sends::Appends>,
-    /// Acks waiting for an ack call to their shard (see [`acks`]).
-    acks: batched::Batcher<acks::Acks>,
-}
-
-/// The store nodes a [`Routing`] reaches, with a client each.
-#[derive(Default, Clone)]
-struct Nodes {
-    addrs: BTreeMap<u64, String>,
-    clients: BTreeMap<u64, StoreClient<Channel>>,
-}
-
-impl Nodes {
-    /// Adds (or moves) node `node` to `addr`.
-    fn insert(&mut self, node: u64, addr: &str) -> Result<(), String> {
-        let channel =
-            lazy_channel(addr).map_err(|e| format!("store node {node} address {addr:?}: {e}"))?;
-        let client = StoreClient::new(channel)
-            .max_decoding_message_size(MAX_REPLY_BYTES)
-            .max_encoding_message_size(MAX_REPLY_BYTES);
-        self.addrs.insert(node, addr.to_owned());
-        self.clients.insert(node, client);
-        Ok(())
-    }
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -192,217 +153,6 @@ impl RemoteStore {
     /// Ack calls (`Ack` or `AckMany`) this client has made, counted as [`Self::append_calls`].
     pub fn ack_calls(&self) -> u64 {
         self.routing.acks.calls.load(Ordering::Relaxed)
-    }
-}
-
-impl Routing {
-    fn new(map: ClusterMap) -> Result<Self, String> {
-        if map.shards.is_empty() {
-            return Err("the cluster map has no shards".into());
-        }
-        for (shard, replicas) in &map.shards {
-            if replicas.is_empty() {
-                return Err(format!("shard {shard} has no replicas"));
-            }
-            if let Some(node) = replicas.iter().find(|n| !map.stores.contains_key(n)) {
-                return Err(format!(
-                    "shard {shard} names store node {node}, which has no address"
-                ));
-            }
-        }
-        let mut nodes = Nodes::default();
-        for (&node, addr) in &map.stores {
-            nodes.insert(node, addr)?;
-        }
-        Ok(Routing {
-            map,
-            nodes: parking_lot::RwLock::new(Arc::new(nodes)),
-            leaders: Mutex::new(HashMap::new()),
-            turn: AtomicUsize::new(0),
-            appends: batched::Batcher::default(),
-            acks: batched::Batcher::default(),
-        })
-    }
-
-    fn known_leader(&self, shard: ShardId) -> Option<u64> {
-        self.leaders.lock().get(&shard).copied()
-    }
-
-    /// The client of store node `node`, if it is known.
-    fn client(&self, node: u64) -> Option<StoreClient<Channel>> {
-        self.nodes.read().clients.get(&node).cloned()
-    }
-
-    /// The store nodes it knows now.
-    fn nodes(&self) -> Arc<Nodes> {
-        self.nodes.read().clone()
-    }
-
-    /// `named`, or every shard of the map when it names none.
-    fn scope(&self, named: &[ShardId]) -> Vec<ShardId> {
-        if named.is_empty() {
-            self.map.shards.keys().copied().collect()
-        } else {
-            let mut shards = named.to_vec();
-            shards.sort_unstable();
-            shards.dedup();
-            shards
-        }
-    }
-
-    /// The shards a receive covers (see [`RemoteStore::scope`]), starting with the one whose
-    /// turn it is.
-    fn shards_in_turn(&self, named: &[ShardId]) -> Vec<ShardId> {
-        let mut shards = self.scope(named);
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
-        shards.rotate_left(turn);
-        shards
-    }
-
-    /// Runs `call` once against store node `node` (`what` names it in errors).
-    async fn on_node<T, F, Fut>(
-        &self,
-        node: u64,
-        what: String,
-        within: Duration,
-        call: F,
-    ) -> Result<(), StoreError>
-    where
-        F: FnOnce(StoreClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        let client = self
-            .client(node)
-            .ok_or_else(|| StoreError::Invalid(format!("store node {node} has no address")))?;
-        match tokio::time::timeout(within, call(client)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status_to_error(&status)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "store node {node} did not {what} within {within:?}"
-            ))),
-        }
-    }
-
-    /// Runs `call` against the leader of `shard`, following leader hints and retrying
-    /// retryable failures for up to `retry_for`. Each attempt may take [`ATTEMPT`] (plus what
-    /// the call itself waits, `extra`): a node that took the call but cannot answer (a leader
-    /// cut off from its majority) is given up on and the next replica tried.
-    async fn on_shard<T, F, Fut>(
-        &self,
-        shard: ShardId,
-        retry_for: Duration,
-        extra: Duration,
-        call: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Fn(StoreClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        // A shard placed at runtime is not in the map: any store node may hold it.
-        let everyone: Vec<u64>;
-        let replicas = match self.map.shards.get(&shard) {
-            Some(replicas) => replicas,
-            None => {
-                everyone = self.nodes().addrs.keys().copied().collect();
-                &everyone
-            }
-        };
-        if replicas.is_empty() {
-            return Err(StoreError::Invalid(
-                "the cluster map has no store nodes".into(),
-            ));
-        }
-        let deadline = Instant::now() + retry_for;
-        let mut backoff = FIRST_BACKOFF;
-        let mut next = 0usize;
-        let mut hops = 0usize;
-        loop {
-            let known = self.leaders.lock().get(&shard).copied();
-            let node = known.unwrap_or(replicas[next % replicas.len()]);
-            let Some(client) = self.client(node) else {
-                return Err(StoreError::Invalid(format!(
-                    "store node {node} has no address"
-                )));
-            };
-            let attempt = ATTEMPT
-                .min(deadline.saturating_duration_since(Instant::now()))
-                .max(FIRST_BACKOFF)
-                + extra;
-            let err = match tokio::time::timeout(attempt, call(client)).await {
-                Ok(Ok(reply)) => {
-                    self.leaders.lock().insert(shard, node);
-                    return Ok(reply.into_inner());
-                }
-                Ok(Err(status)) => status_to_error(&status),
-                Err(_) => StoreError::Unavailable(format!(
-                    "store node {node} did not answer for shard {shard} within {attempt:?}"
-                )),
-            };
-            match &err {
-                StoreError::NotLeader {
-                    leader: Some(leader),
-                    ..
-                } if *leader != node && replicas.contains(leader) && hops < 2 * replicas.len() => {
-                    // Follow the hint at once (a bounded number of times: hints can be stale).
-                    hops += 1;
-                    self.leaders.lock().insert(shard, *leader);
-                    continue;
-                }
-                StoreError::NotLeader { .. } | StoreError::Unavailable(_) => {
-                    self.leaders.lock().remove(&shard);
-                    next += 1;
-                    hops = 0;
-                }
-                _ => return Err(err),
-            }
-            if Instant::now() + backoff > deadline {
-                return Err(err);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    /// One receive from `shard` that does not wait for messages, retried for up to `retry_for`.
-    async fn pop_on(
-        &self,
-        shard: ShardId,
-        req: &PopRequest,
-        retry_for: Duration,
-    ) -> Result<Vec<Delivery>, StoreError> {
-        let mut wire = pop_to_wire(req);
-        wire.shard = shard;
-        wire.wait_ms = 0;
-        let reply = self
-            .on_shard(shard, retry_for, Duration::ZERO, |mut c| {
-                let wire = wire.clone();
-                async move { c.pop(wire).await }
-            })
-            .await?;
-        reply
-            .deliveries
-            .into_iter()
-            .map(|d| delivery_from_wire(d).map_err(StoreError::from))
-            .collect()
-    }
-
-    /// Whether `shard` has something for `req` within `wait`.
-    async fn await_on(
-        &self,
-        shard: ShardId,
-        req: &PopRequest,
-        wait: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut wire = pop_to_wire(req);
-        wire.shard = shard;
-        wire.wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        let reply = self
-            .on_shard(shard, RECEIVE_RETRY_FOR.min(wait), wait, |mut c| {
-                let wire = wire.clone();
-                async move { c.await_deliverable(wire).await }
-            })
-            .await?;
-        Ok(reply.deliverable)
     }
 }
 

@@ -532,6 +532,7 @@ impl AdminService for AdminServer {
                     configured: s.configured,
                     registered_ms: s.registered_ms,
                     draining: s.draining,
+                    scaled_away: s.scaled_away,
                 })
                 .collect(),
         }))

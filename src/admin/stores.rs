@@ -21,6 +21,9 @@ struct StoreNode {
     #[serde(skip_serializing_if = "Option::is_none")]
     registered_ms: Option<i64>,
     draining: bool,
+    /// Beyond the store StatefulSet's replicas (a plain `kubectl scale` down): its replicas
+    /// are being re-created on the other nodes.
+    scaled_away: bool,
 }
 
 pub(super) async fn list(client: &mut AdminClient, output: OutputFormat) -> anyhow::Result<String> {
@@ -37,25 +40,27 @@ pub(super) async fn list(client: &mut AdminClient, output: OutputFormat) -> anyh
             configured: s.configured,
             registered_ms: (!s.configured).then_some(s.registered_ms),
             draining: s.draining,
+            scaled_away: s.scaled_away,
         })
         .collect();
     if output == OutputFormat::Json {
         return json_line(&serde_json::json!({ "stores": stores }));
     }
     let mut out = String::new();
-    writeln!(
-        out,
-        "{:<6} {:<40} {:<11} DRAINING",
-        "ID", "ADDRESS", "JOINED"
-    )?;
+    writeln!(out, "{:<6} {:<40} {:<11} STATE", "ID", "ADDRESS", "JOINED")?;
     for s in &stores {
         let joined = if s.configured {
             "configured"
         } else {
             "registered"
         };
-        let draining = if s.draining { "yes" } else { "no" };
-        writeln!(out, "{:<6} {:<40} {:<11} {draining}", s.id, s.addr, joined)?;
+        let state = match (s.scaled_away, s.draining) {
+            (true, true) => "scaled away: its replicas are moving to the other nodes",
+            (true, false) => "scaled away: cannot be repaired yet (see the controller's log)",
+            (false, true) => "draining",
+            (false, false) => "serving",
+        };
+        writeln!(out, "{:<6} {:<40} {:<11} {state}", s.id, s.addr, joined)?;
     }
     Ok(out)
 }

@@ -292,3 +292,39 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// Receives (and acks) through `proxy` as a new consumer group of `topic` until every body in
+/// `sent` came back, within `within`; returns the consumer.
+pub(crate) async fn receive_all(
+    proxy: &str,
+    topic: &str,
+    sent: &mut std::collections::HashSet<String>,
+    within: Duration,
+) -> vela_sdk::SimpleConsumer {
+    let consumer = vela_sdk::SimpleConsumer::builder(
+        vela_sdk::ClientConfig::builder()
+            .endpoint(proxy)
+            .build()
+            .unwrap(),
+        crate::harness::unique("received-group"),
+    )
+    .subscribe(topic, vela_sdk::FilterExpression::tag("*"))
+    .await_duration(Duration::from_secs(5))
+    .build()
+    .await
+    .unwrap();
+    let deadline = Instant::now() + within;
+    while !sent.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "never received {} of them, e.g. {:?}",
+            sent.len(),
+            sent.iter().take(5).collect::<Vec<_>>()
+        );
+        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
+            consumer.ack(&m).await.unwrap();
+            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
+        }
+    }
+    consumer
+}

@@ -10,10 +10,10 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+use vela_sdk::{ClientConfig, Message, Producer};
 
 use crate::harness::unique;
-use crate::local_cluster::{LocalCluster, cluster_status};
+use crate::local_cluster::{LocalCluster, cluster_status, receive_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
@@ -84,26 +84,7 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
         producer.send(m).await.expect("a send to a placed shard");
         sent.insert(body);
     }
-    let consumer = SimpleConsumer::builder(
-        ClientConfig::builder()
-            .endpoint(&proxies[1])
-            .build()
-            .unwrap(),
-        unique("placed-group"),
-    )
-    .subscribe(&topic, FilterExpression::tag("*"))
-    .await_duration(Duration::from_secs(5))
-    .build()
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !sent.is_empty() {
-        assert!(Instant::now() < deadline, "never received: {sent:?}");
-        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
-            consumer.ack(&m).await.unwrap();
-            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
-        }
-    }
+    let consumer = receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
 
     // A store restarted on its data directory reopens its placed shard by itself.
     cluster.kill_store(1);

@@ -5,12 +5,12 @@
 //! message sent before, during and after comes back.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+use vela_sdk::{ClientConfig, Message, Producer};
 
 use crate::harness::unique;
-use crate::local_cluster::{LocalCluster, cluster_status};
+use crate::local_cluster::{LocalCluster, cluster_status, receive_all};
 use crate::t12_placement::placed_shards;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,31 +154,7 @@ async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
         "{err}"
     );
 
-    let consumer = SimpleConsumer::builder(
-        ClientConfig::builder()
-            .endpoint(&proxies[1])
-            .build()
-            .unwrap(),
-        unique("drained-group"),
-    )
-    .subscribe(&topic, FilterExpression::tag("*"))
-    .await_duration(Duration::from_secs(5))
-    .build()
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !sent.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "never received {} of them, e.g. {:?}",
-            sent.len(),
-            sent.iter().take(5).collect::<Vec<_>>()
-        );
-        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
-            consumer.ack(&m).await.unwrap();
-            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
-        }
-    }
+    receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(90)).await;
     cluster.stop_all().await;
 }
 

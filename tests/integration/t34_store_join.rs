@@ -8,10 +8,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+use vela_sdk::{ClientConfig, Message, Producer};
 
 use crate::harness::unique;
-use crate::local_cluster::{LocalCluster, cluster_status, joining_store};
+use crate::local_cluster::{LocalCluster, cluster_status, joining_store, receive_all};
 use crate::t12_placement::placed_shards;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,31 +131,7 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
         send(format!("after-{i:02}")).await;
     }
 
-    let consumer = SimpleConsumer::builder(
-        ClientConfig::builder()
-            .endpoint(&proxies[1])
-            .build()
-            .unwrap(),
-        unique("joined-group"),
-    )
-    .subscribe(&topic, FilterExpression::tag("*"))
-    .await_duration(Duration::from_secs(5))
-    .build()
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !sent.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "never received {} of them, e.g. {:?}",
-            sent.len(),
-            sent.iter().take(5).collect::<Vec<_>>()
-        );
-        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
-            consumer.ack(&m).await.unwrap();
-            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
-        }
-    }
+    let consumer = receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
 
     // `store list` shows it registered; it cannot be removed before it is drained.
     let listed = admin(&["store", "list", "--output", "json"]);

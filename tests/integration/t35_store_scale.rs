@@ -5,7 +5,7 @@
 //! replicas; scaling in drains it first, then lowers the StatefulSet and removes it; a refusal
 //! by RBAC is one readable line; every message sent comes back.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use vela_sdk::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+use vela_sdk::{ClientConfig, Message, Producer};
 
 use crate::harness::unique;
-use crate::local_cluster::{LocalCluster, cluster_status, joining_store};
+use crate::local_cluster::{LocalCluster, cluster_status, joining_store, receive_all};
 use crate::t12_placement::placed_shards;
 use crate::t34_store_join::on_node;
 
@@ -116,8 +116,9 @@ async fn fake_api_server(fake: Shared, dir: &std::path::Path) -> std::path::Path
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_scale_adds_a_node_then_drains_and_removes_it() {
+/// A `vela local-cluster` (3 store nodes, one controller) whose controller drives the
+/// StatefulSet `vela-store` of a fake API server at 3 replicas.
+async fn cluster_on_a_fake_statefulset() -> (LocalCluster, Shared, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let fake: Shared = Arc::new(Mutex::new(Fake {
         replicas: 3,
@@ -134,14 +135,35 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
         ],
     )
     .await;
+    (cluster, fake, dir)
+}
+
+/// `vela admin ARGS` through the second proxy.
+fn admin(proxies: &[String], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["admin", "--server", &proxies[1]])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `vela admin store list --output json`'s nodes.
+fn store_list(proxies: &[String]) -> Vec<serde_json::Value> {
+    let listed = admin(proxies, &["store", "list", "--output", "json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    listed["stores"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_scale_adds_a_node_then_drains_and_removes_it() {
+    let (cluster, fake, _dir) = cluster_on_a_fake_statefulset().await;
     let proxies = &cluster.proxies;
-    let admin = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
-            .args(["admin", "--server", &proxies[1]])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let admin = |args: &[&str]| admin(proxies, args);
     let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
 
     // RBAC refuses: one readable line that says what to grant.
@@ -253,38 +275,126 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
         "{said}"
     );
     assert_eq!(fake.lock().expect("the fake's lock").patches, vec![4, 3]);
-    let listed = admin(&["store", "list", "--output", "json"]);
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(
-        listed["stores"].as_array().map(Vec::len),
-        Some(3),
-        "{listed}"
-    );
+    let listed = store_list(proxies);
+    assert_eq!(listed.len(), 3, "{listed:?}");
 
-    let consumer = SimpleConsumer::builder(
+    receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
+    cluster.stop_all().await;
+}
+
+/// A plain `kubectl scale` down (the StatefulSet lowered, the pod killed, no drain): the
+/// controller reports node 4 as scaled away, re-creates its replicas on the other three from
+/// each shard's surviving majority, then removes it; it never patches the StatefulSet back;
+/// every message sent comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_kubectl_scale_down_is_detected_and_repaired() {
+    let (cluster, fake, _dir) = cluster_on_a_fake_statefulset().await;
+    let proxies = &cluster.proxies;
+    let topic = unique("kubectl-scaled");
+    let created = admin(
+        proxies,
+        &[
+            "topic",
+            "create",
+            &topic,
+            "--replicas",
+            "3",
+            "--queues",
+            "8",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let placed = placed_shards(&proxies[1], &topic);
+    let producer = Producer::builder(
         ClientConfig::builder()
-            .endpoint(&proxies[1])
+            .endpoint(&proxies[0])
             .build()
             .unwrap(),
-        unique("scaled-group"),
     )
-    .subscribe(&topic, FilterExpression::tag("*"))
-    .await_duration(Duration::from_secs(5))
+    .topics([topic.clone()])
     .build()
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !sent.is_empty() {
+    let mut sent = HashSet::new();
+    let mut send = async |body: String| {
+        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
+        producer.send(m).await.expect("a send");
+        sent.insert(body);
+    };
+    for i in 0..32 {
+        send(format!("before-{i:02}")).await;
+    }
+
+    // kubectl scale --replicas 4: pod 3 (node 4) starts, joins and gets replicas.
+    fake.lock().expect("the fake's lock").replicas = 4;
+    let data = tempfile::tempdir().unwrap();
+    let mut node4 = joining_store(&cluster, 4, data.path()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut i = 0;
+    while on_node(&cluster_status(&proxies[0]), 4, &placed) == 0 {
+        assert!(Instant::now() < deadline, "node 4 never got a replica");
+        send(format!("joining-{i:03}")).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // kubectl scale --replicas 3: the StatefulSet goes down and its pod with it, undrained.
+    fake.lock().expect("the fake's lock").replicas = 3;
+    crate::local_cluster::kill("-KILL", u64::from(node4.id().unwrap()));
+    node4.wait().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (mut reported, mut i) = (false, 0);
+    loop {
+        let listed = store_list(proxies);
+        if let Some(n4) = listed.iter().find(|n| n["id"] == 4) {
+            reported |= n4["scaled_away"] == true;
+        } else {
+            let status = cluster_status(&proxies[0]);
+            let whole = status["shards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| placed.contains(&s["shard"].as_u64().unwrap_or(u64::MAX)))
+                .all(|s| {
+                    s["leader"].is_u64()
+                        && s["replicas"].as_array().map(Vec::len) == Some(3)
+                        && on_node(&status, 4, &placed) == 0
+                });
+            if whole {
+                break;
+            }
+        }
         assert!(
             Instant::now() < deadline,
-            "never received {} of them, e.g. {:?}",
-            sent.len(),
-            sent.iter().take(5).collect::<Vec<_>>()
+            "node 4's replicas were never re-created elsewhere: {listed:?}\n{:#}",
+            cluster_status(&proxies[0])
         );
-        for m in consumer.receive(32, Duration::from_secs(30)).await.unwrap() {
-            consumer.ack(&m).await.unwrap();
-            sent.remove(String::from_utf8_lossy(&m.body).as_ref());
+        send(format!("repairing-{i:03}")).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(reported, "store list never showed node 4 scaled away");
+    assert!(
+        fake.lock().expect("the fake's lock").patches.is_empty(),
+        "the controller patched the StatefulSet the user scaled"
+    );
+    // Every placed shard is back to three replicas, all on the remaining nodes.
+    let status = cluster_status(&proxies[0]);
+    for shard in status["shards"].as_array().unwrap() {
+        if placed.contains(&shard["shard"].as_u64().unwrap()) {
+            let nodes: BTreeSet<u64> = shard["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["node"].as_u64().unwrap())
+                .collect();
+            assert_eq!(nodes, BTreeSet::from([1, 2, 3]), "{shard}");
         }
     }
+    receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
     cluster.stop_all().await;
 }

@@ -1,0 +1,142 @@
+//! Store nodes a plain `kubectl scale` took away (issue 11). A StatefulSet has no hook before
+//! it removes a pod, so the controller leader's store scaler reads the StatefulSet's replicas
+//! every round: a registered store node whose pod ordinal is at or beyond them (node id >
+//! replicas; pod ordinal i is node i + 1) is reported, drained (its placed replicas are
+//! re-created on the other store nodes, the reconciler carrying the moves out as for any
+//! drain) and, once no placed shard has a replica there and every placed shard is settled,
+//! removed. A configured node beyond the replicas is reported and its placed replicas moved,
+//! but the configured shards (`cluster.shards`) cannot move: the StatefulSet must come back.
+//! Nothing is repaired while the StatefulSet is below the configured store nodes (a cluster
+//! being stopped, not shrunk).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::{error, info, warn};
+use vela_proto::{ControllerApi, ControllerError, ShardId, StoreApi};
+
+use crate::Controller;
+use crate::scaling::unsettled;
+
+/// What one look did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Repair {
+    /// The StatefulSet's replicas, when there is one to read.
+    pub replicas: Option<u32>,
+    /// Store nodes beyond them (registered or configured).
+    pub away: BTreeSet<u64>,
+    /// Nodes drained this round, with the shards whose replicas move.
+    pub drained: Vec<(u64, Vec<ShardId>)>,
+    /// Nodes whose drain was refused, and why (too few store nodes left, say).
+    pub refused: Vec<(u64, String)>,
+    /// Nodes removed this round, their replicas re-created elsewhere.
+    pub removed: Vec<u64>,
+}
+
+/// One look, see the module comment. `Err` when the StatefulSet cannot be read.
+pub async fn repair_scaled_away_once(
+    controller: &Controller,
+    store: &dyn StoreApi,
+) -> Result<Repair, String> {
+    let mut repair = Repair::default();
+    let Ok(statefulset) = controller.statefulset() else {
+        controller.scaled_away.lock().clear();
+        return Ok(repair);
+    };
+    let replicas = statefulset.replicas().await.map_err(|e| e.to_string())?;
+    repair.replicas = Some(replicas);
+    let configured = controller.configured_stores.len();
+    let registered: Vec<u64> = controller
+        .metadata
+        .read()
+        .registered_stores()
+        .keys()
+        .copied()
+        .collect();
+    repair.away = controller
+        .configured_stores
+        .keys()
+        .chain(&registered)
+        .copied()
+        .filter(|&id| id > u64::from(replicas))
+        .collect();
+    let before = std::mem::replace(&mut *controller.scaled_away.lock(), repair.away.clone());
+    for &id in repair.away.difference(&before) {
+        let what = if controller.configured_stores.contains_key(&id) {
+            "a configured store node: its configured shards (cluster.shards) cannot move; \
+             scale the StatefulSet back"
+        } else {
+            "re-creating its replicas on the other store nodes, then removing it"
+        };
+        error!(
+            store = id,
+            replicas,
+            statefulset = %statefulset.describe(),
+            "store node {id} is beyond the store StatefulSet's {replicas} replicas (scaled down \
+             outside `vela admin store scale`): {what}"
+        );
+    }
+    if (replicas as usize) < configured {
+        if !repair.away.is_empty() && before.is_empty() {
+            warn!(
+                replicas,
+                configured,
+                "the store StatefulSet is below the configured store nodes: nothing is moved \
+                 until it is back"
+            );
+        }
+        return Ok(repair);
+    }
+    let draining = controller.draining();
+    for &id in &repair.away {
+        if draining.contains(&id) {
+            continue;
+        }
+        match controller.drain_store(id).await {
+            Ok(drain) => {
+                info!(store = id, moving = ?drain.moving, "draining a store node that was scaled away");
+                repair.drained.push((id, drain.moving));
+            }
+            Err(ControllerError::Invalid(why)) => repair.refused.push((id, why)),
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    let removable: BTreeSet<u64> = repair
+        .away
+        .iter()
+        .copied()
+        .filter(|id| draining.contains(id) && !controller.configured_stores.contains_key(id))
+        .collect();
+    if removable.is_empty() {
+        return Ok(repair);
+    }
+    let expected: BTreeMap<ShardId, Vec<u64>> = controller
+        .placed_shards()
+        .into_iter()
+        .map(|(shard, p)| (shard, p.replicas))
+        .collect();
+    let still: BTreeSet<u64> = expected.values().flatten().copied().collect();
+    if removable.iter().all(|id| still.contains(id)) {
+        return Ok(repair);
+    }
+    if unsettled(&expected, &store.node_status().await).is_some() {
+        return Ok(repair);
+    }
+    for id in removable.into_iter().filter(|id| !still.contains(id)) {
+        match controller.remove_store(id).await {
+            Ok(()) => {
+                info!(
+                    store = id,
+                    "removed a scaled-away store node: its replicas live on the other nodes"
+                );
+                repair.removed.push(id);
+            }
+            Err(ControllerError::NotFound(_)) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    controller
+        .scaled_away
+        .lock()
+        .retain(|id| !repair.removed.contains(id));
+    Ok(repair)
+}
