@@ -464,10 +464,11 @@ impl AdminService for AdminServer {
     ) -> Result<Response<api::ClusterStatusResponse>, Status> {
         self.allow(&request).await?;
         let ctx = &self.shared.ctx;
-        let (controllers, stores, proxies) = tokio::join!(
+        let (controllers, stores, proxies, placement) = tokio::join!(
             ctx.controller.node_status(),
             ctx.store.node_status(),
-            ctx.controller.proxies()
+            ctx.controller.proxies(),
+            ctx.controller.store_nodes()
         );
         let mut status = cluster_status_to_api(
             &ctx.config.cluster_mode,
@@ -475,6 +476,19 @@ impl AdminService for AdminServer {
             stores,
             &ctx.store.shard_replicas(),
         );
+        // A standalone node, or a controller that cannot answer: no placement state.
+        if let Ok(nodes) = placement {
+            for node in &mut status.stores {
+                if let Some(n) = nodes.iter().find(|n| n.id == node.id) {
+                    node.placement = match (n.scaled_away, n.draining) {
+                        (true, _) => "scaled-away",
+                        (false, true) => "draining",
+                        (false, false) => "serving",
+                    }
+                    .to_owned();
+                }
+            }
+        }
         match proxies {
             Ok(proxies) => {
                 status.proxies = proxies

@@ -42,6 +42,9 @@ struct Node {
     /// Stores only: shards it leads.
     #[serde(skip_serializing_if = "Option::is_none")]
     leads: Option<u32>,
+    /// Stores only: "serving", "draining" or "scaled-away", as the controller places replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -71,6 +74,7 @@ fn node(n: pb::NodeStatus, controller: bool) -> Node {
         role: (controller && reachable).then_some(n.role),
         term: (controller && reachable).then_some(n.term),
         leads: (!controller && reachable).then_some(n.leads),
+        placement: (!controller && !n.placement.is_empty()).then_some(n.placement),
     }
 }
 
@@ -139,10 +143,26 @@ pub(super) fn to_table(s: pb::ClusterStatusResponse) -> Result<String, std::fmt:
     writeln!(out, "\nSTORES")?;
     writeln!(out, "{:>4}  {:<22} STATE", "ID", "ADDR")?;
     for n in &s.stores {
-        let state = match n.leads {
+        let mut state = match n.leads {
             Some(leads) => format!("up, leads {leads} shard(s)"),
             None => format!("unreachable: {}", n.error.as_deref().unwrap_or("")),
         };
+        let left = s
+            .shards
+            .iter()
+            .filter(|sh| sh.replicas.iter().any(|r| r.node == n.id))
+            .count();
+        match n.placement.as_deref() {
+            Some("draining") => {
+                write!(state, "; draining: {left} replica(s) left to move")?;
+            }
+            Some("scaled-away") => write!(
+                state,
+                "; scaled away (beyond the store StatefulSet): {left} replica(s) left to re-create \
+                 elsewhere"
+            )?,
+            _ => {}
+        }
         writeln!(out, "{:>4}  {:<22} {state}", n.id, n.addr)?;
     }
     writeln!(out, "\nPROXIES")?;
@@ -186,4 +206,77 @@ pub(super) fn to_table(s: pb::ClusterStatusResponse) -> Result<String, std::fmt:
         )?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(id: u64, reachable: bool, placement: &str) -> pb::NodeStatus {
+        pb::NodeStatus {
+            id,
+            addr: format!("127.0.0.1:{id}"),
+            reachable,
+            error: if reachable { "" } else { "refused" }.to_owned(),
+            leads: u32::from(reachable),
+            placement: placement.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn shard(shard: u32, nodes: &[u64]) -> pb::ShardStatus {
+        pb::ShardStatus {
+            shard,
+            leader: Some(nodes[0]),
+            term: 2,
+            health: "ok".into(),
+            replicas: nodes
+                .iter()
+                .map(|&node| pb::ReplicaStatus {
+                    node,
+                    role: "follower".into(),
+                    lag: Some(0),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A draining or scaled-away store node says how many replicas it still holds; a serving
+    /// one says nothing more, and JSON carries the placement as it came.
+    #[test]
+    fn store_nodes_show_how_far_a_drain_or_a_repair_got() {
+        let status = pb::ClusterStatusResponse {
+            mode: "cluster".into(),
+            stores: vec![
+                store(1, true, "serving"),
+                store(2, true, "draining"),
+                store(4, false, "scaled-away"),
+            ],
+            shards: vec![shard(7, &[1, 2, 4]), shard(8, &[1, 4]), shard(9, &[1])],
+            ..Default::default()
+        };
+        let table = to_table(status.clone()).expect("a table");
+        let line = |id: &str| {
+            table
+                .lines()
+                .find(|l| l.trim_start().starts_with(id))
+                .unwrap_or_else(|| panic!("no line for {id} in {table}"))
+                .to_owned()
+        };
+        assert!(line("1 ").ends_with("up, leads 1 shard(s)"), "{table}");
+        assert!(
+            line("2 ").ends_with("draining: 1 replica(s) left to move"),
+            "{table}"
+        );
+        assert!(
+            line("4 ").contains("unreachable: refused; scaled away")
+                && line("4 ").ends_with("2 replica(s) left to re-create elsewhere"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(status).expect("JSON")).expect("valid JSON");
+        assert_eq!(json["stores"][2]["placement"], "scaled-away");
+        assert_eq!(json["stores"][0]["placement"], "serving");
+    }
 }

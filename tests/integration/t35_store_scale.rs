@@ -351,7 +351,13 @@ async fn a_plain_kubectl_scale_down_is_detected_and_repaired() {
     loop {
         let listed = store_list(proxies);
         if let Some(n4) = listed.iter().find(|n| n["id"] == 4) {
-            reported |= n4["scaled_away"] == true;
+            let status = cluster_status(&proxies[0]);
+            let shown = status["stores"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["id"] == 4 && n["placement"] == "scaled-away");
+            reported |= n4["scaled_away"] == true && shown;
         } else {
             let status = cluster_status(&proxies[0]);
             let whole = status["shards"]
@@ -377,7 +383,10 @@ async fn a_plain_kubectl_scale_down_is_detected_and_repaired() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(reported, "store list never showed node 4 scaled away");
+    assert!(
+        reported,
+        "store list and cluster status never showed node 4 scaled away"
+    );
     assert!(
         fake.lock().expect("the fake's lock").patches.is_empty(),
         "the controller patched the StatefulSet the user scaled"
