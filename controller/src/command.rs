@@ -204,6 +204,13 @@ pub enum ControllerCommand {
     UnregisterStore {
         id: u64,
     },
+    /// Sets (or clears, `None`) the replicas a store scale-in in progress lowers the store
+    /// StatefulSet to (`vela admin store scale N` below the current replicas), so a new
+    /// controller leader finishes it. A controller on a build from before it cannot read this
+    /// entry.
+    SetStoreScaleIn {
+        replicas: Option<u32>,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -357,6 +364,10 @@ impl fmt::Display for ControllerCommand {
                 write!(f, "move-replica of shard {shard} from {from} to {to}")
             }
             ControllerCommand::UnregisterStore { id } => write!(f, "unregister-store {id}"),
+            ControllerCommand::SetStoreScaleIn { replicas } => match replicas {
+                Some(n) => write!(f, "set-store-scale-in {n}"),
+                None => write!(f, "set-store-scale-in none"),
+            },
         }
     }
 }
@@ -389,6 +400,8 @@ pub enum Applied {
     ReplicaMoved,
     /// A registered store node was forgotten.
     StoreUnregistered,
+    /// The target of a store scale-in was set or cleared.
+    StoreScaleInSet,
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.

@@ -80,8 +80,6 @@ pub struct Controller {
     /// there is none; `None` when not configured.
     pub(crate) statefulset:
         parking_lot::RwLock<Option<Result<Arc<crate::kubernetes::StoreStatefulSet>, String>>>,
-    /// The replicas a scale-in in progress lowers the StatefulSet to, on the leader.
-    pub(crate) scale_in: parking_lot::Mutex<Option<u32>>,
     /// Wakes the store scaler when a scale-in starts.
     pub(crate) scale_wake: tokio::sync::Notify,
     /// Registered store nodes the leader's store scaler last saw at or beyond the StatefulSet's
@@ -130,7 +128,6 @@ impl Controller {
             member: None,
             configured_stores: cfg.stores.clone(),
             statefulset: Default::default(),
-            scale_in: Default::default(),
             scale_wake: tokio::sync::Notify::new(),
             scaled_away: Default::default(),
             placed_changed: tokio::sync::Notify::new(),
@@ -211,7 +208,6 @@ impl Controller {
             member: Some(cfg.node_id),
             configured_stores: cfg.stores.clone(),
             statefulset: Default::default(),
-            scale_in: Default::default(),
             scale_wake: tokio::sync::Notify::new(),
             scaled_away: Default::default(),
             placed_changed: tokio::sync::Notify::new(),

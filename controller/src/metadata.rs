@@ -47,6 +47,8 @@ pub struct Metadata {
     tier_credentials: Option<StoredTierCredentials>,
     /// Store nodes that registered at runtime, not in `[[cluster.stores]]` (issue 11).
     registered_stores: BTreeMap<u64, RegisteredStore>,
+    /// The replicas a store scale-in in progress lowers the store StatefulSet to.
+    store_scale_in: Option<u32>,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -184,6 +186,10 @@ impl Metadata {
                 self.move_replica(shard, from, to)
             }
             ControllerCommand::UnregisterStore { id } => self.unregister_store(id),
+            ControllerCommand::SetStoreScaleIn { replicas } => {
+                self.store_scale_in = replicas;
+                Ok(Applied::StoreScaleInSet)
+            }
             ControllerCommand::DeleteRoute { name } => self.delete_route(name),
             ControllerCommand::SetRoutePaused { name, paused } => {
                 self.set_route_paused(name, paused)
@@ -731,6 +737,7 @@ mod tests {
                     | ControllerCommand::RegisterStore { .. }
                     | ControllerCommand::MoveReplica { .. }
                     | ControllerCommand::UnregisterStore { .. }
+                    | ControllerCommand::SetStoreScaleIn { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

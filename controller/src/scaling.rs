@@ -2,8 +2,8 @@
 //! one patch of its replicas (the new pods register as they start, ADR 0031). Down drains the
 //! store nodes above N first; the controller leader's store scaler then waits until no placed
 //! shard has a replica on them and every placed shard is settled, lowers the StatefulSet and
-//! removes the nodes. The target lives on the leader only: a new leader knows it when the
-//! command is asked again (`--wait` asks every 2 s), and asking again is harmless.
+//! removes the nodes. The target is in the replicated metadata (`SetStoreScaleIn`), so a new
+//! leader finishes a scale-in its predecessor started; asking again is harmless.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use vela_proto::controller_api::StoreScale;
 use vela_proto::{ControllerApi, ControllerError, ShardId, StoreApi};
 
 use crate::Controller;
+use crate::command::{Applied, ControllerCommand};
+use crate::controller::unexpected;
 use crate::kubernetes::StoreStatefulSet;
 use crate::scaled_away::repair_scaled_away_once;
 
@@ -37,6 +39,22 @@ impl Controller {
                  (the Helm chart does) and run it on Kubernetes"
                     .into(),
             )),
+        }
+    }
+
+    /// Records (or clears) the target of a scale-in in the metadata, so a new leader's store
+    /// scaler finishes it; a no-op when it already is.
+    async fn set_scale_in(&self, replicas: Option<u32>) -> Result<(), ControllerError> {
+        if self.metadata.read().store_scale_in() == replicas {
+            return Ok(());
+        }
+        match self
+            .group
+            .propose(ControllerCommand::SetStoreScaleIn { replicas })
+            .await?
+        {
+            Ok(Applied::StoreScaleInSet) => Ok(()),
+            other => Err(unexpected("set-store-scale-in", &other)),
         }
     }
 
@@ -65,7 +83,7 @@ impl Controller {
                 statefulset.set_replicas(replicas).await?;
                 info!(from = current, to = replicas, statefulset = %statefulset.describe(), "scaled the store nodes out");
             }
-            *self.scale_in.lock() = None;
+            self.set_scale_in(None).await?;
             scale.done = true;
             return Ok(scale);
         }
@@ -79,7 +97,7 @@ impl Controller {
             scale.draining.push(id);
             scale.moving.extend(drain.moving);
         }
-        *self.scale_in.lock() = Some(replicas);
+        self.set_scale_in(Some(replicas)).await?;
         self.scale_wake.notify_one();
         info!(from = current, to = replicas, draining = ?scale.draining, "scaling the store nodes in: draining first");
         Ok(scale)
@@ -93,13 +111,16 @@ pub async fn finish_scale_in_once(
     controller: &Controller,
     store: &dyn StoreApi,
 ) -> Result<Option<u32>, String> {
-    let Some(target) = *controller.scale_in.lock() else {
+    let Some(target) = controller.metadata.read().store_scale_in() else {
         return Ok(None);
     };
     let statefulset = controller.statefulset().map_err(|e| e.to_string())?;
     let current = statefulset.replicas().await.map_err(|e| e.to_string())?;
     if current <= target {
-        *controller.scale_in.lock() = None;
+        controller
+            .set_scale_in(None)
+            .await
+            .map_err(|e| e.to_string())?;
         return Ok(None);
     }
     let leaving: BTreeSet<u64> = ((u64::from(target) + 1)..=u64::from(current)).collect();
@@ -135,7 +156,10 @@ pub async fn finish_scale_in_once(
             Err(err) => warn!(store = id, error = %err, "removing a store node after scaling in"),
         }
     }
-    *controller.scale_in.lock() = None;
+    controller
+        .set_scale_in(None)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Some(target))
 }
 

@@ -108,6 +108,11 @@ impl Metadata {
     pub fn registered_stores(&self) -> &std::collections::BTreeMap<u64, RegisteredStore> {
         &self.registered_stores
     }
+
+    /// The replicas a store scale-in in progress lowers the store StatefulSet to.
+    pub fn store_scale_in(&self) -> Option<u32> {
+        self.store_scale_in
+    }
 }
 
 #[cfg(test)]
@@ -175,7 +180,31 @@ mod tests {
             ),
             // Variant 27: id.
             (ControllerCommand::UnregisterStore { id: 4 }, "1b 04"),
+            // Variant 28: replicas (an option: 00 none, 01 then the value).
+            (
+                ControllerCommand::SetStoreScaleIn { replicas: Some(3) },
+                "1c 01 03",
+            ),
+            (
+                ControllerCommand::SetStoreScaleIn { replicas: None },
+                "1c 00",
+            ),
         ]);
+    }
+
+    #[test]
+    fn a_store_scale_in_target_is_set_cleared_and_survives_snapshots() {
+        let mut md = Metadata::default();
+        assert_eq!(md.store_scale_in(), None);
+        let set = ControllerCommand::SetStoreScaleIn { replicas: Some(3) };
+        assert_eq!(md.apply(set), Ok(Applied::StoreScaleInSet));
+        assert_eq!(md.store_scale_in(), Some(3));
+        let json = serde_json::to_string(&md).expect("encodes");
+        let back: Metadata = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back.store_scale_in(), Some(3));
+        let clear = ControllerCommand::SetStoreScaleIn { replicas: None };
+        assert_eq!(md.apply(clear), Ok(Applied::StoreScaleInSet));
+        assert_eq!(md.store_scale_in(), None);
     }
 
     #[test]
