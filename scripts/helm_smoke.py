@@ -15,7 +15,10 @@ TriggerAuthentication has KEDA do it (it must count what was sent,
 before the group has received anything), receives everything through the other proxy, and asks
 again (0). Then a rolling update of every pod (stores, controllers, proxies: SIGTERM, restart
 from the upgrade's render on the same volume) between sends: every acknowledged message is
-received afterwards. Finally a store pod whose volume is lost must refuse to start. Every
+received afterwards. Then the store StatefulSet is scaled out (a fourth store pod joins and
+gets replicas) and back in with `vela admin store scale 3`, through a fake Kubernetes API
+server that serves only the StatefulSet's scale subresource the chart's Role grants. Finally a
+store pod whose volume is lost must refuse to start. Every
 process is stopped at the end; logs are printed on failure.
 """
 import base64
@@ -34,10 +37,64 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import http.server
+import threading
 
 import helm_render
 
 NS = "mq"
+
+
+class FakeApiServer:
+    """The one thing the controllers ask Kubernetes for: the store StatefulSet's `scale`
+    subresource (get and merge-patch), in the namespace their client defaults to (in a pod,
+    its own: here the kubeconfig context's). Anything else is a 404, so a wrong name or
+    namespace in the chart fails the smoke test."""
+
+    def __init__(self, directory, statefulset, replicas):
+        self.replicas, self.patches = replicas, []
+        fake = self
+        path = f"/apis/apps/v1/namespaces/{NS}/statefulsets/{statefulset}/scale"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def reply(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def scale(self):
+                return {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                        "metadata": {"name": statefulset, "namespace": NS},
+                        "spec": {"replicas": fake.replicas}, "status": {"replicas": fake.replicas}}
+
+            def do_GET(self):
+                if self.path.split("?")[0] != path:
+                    return self.reply(404, {"kind": "Status", "code": 404, "message": f"no {self.path}"})
+                self.reply(200, self.scale())
+
+            def do_PATCH(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path.split("?")[0] != path:
+                    return self.reply(404, {"kind": "Status", "code": 404, "message": f"no {self.path}"})
+                fake.replicas = body["spec"]["replicas"]
+                fake.patches.append(fake.replicas)
+                self.reply(200, self.scale())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kubeconfig = directory / "kubeconfig"
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
+            "users": [{"name": "fake", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": NS}}],
+        }))
 
 
 def free_port():
@@ -146,6 +203,9 @@ class Cluster:
         for name, o, ports in self.pods:
             if o["kind"] == "StatefulSet":
                 self.addr[name] = ports
+        # The Kubernetes API the controllers scale the store StatefulSet through.
+        stores = next(o for o in self.objs if o["kind"] == "StatefulSet" and o["metadata"]["name"].endswith("-store"))
+        self.kube = FakeApiServer(self.dir, stores["metadata"]["name"], stores["spec"]["replicas"])
 
     def rewrite_addrs(self, text):
         """Each StatefulSet pod's DNS name:port becomes its loopback port."""
@@ -191,6 +251,8 @@ class Cluster:
         pod_dir = self.dir / name
         env = {k: v for k, v in os.environ.items() if not k.startswith("VELA_")}
         env["HOSTNAME"] = name
+        if "-controller-" in name:
+            env["KUBECONFIG"] = str(self.kube.kubeconfig)  # in a pod: its service account
         if "-store-" in name:
             env["VELA_STORE__DISK_FULL_RATIO"] = "1.0"  # the shared machine's disk is not the test's
         for e in c.get("env") or []:
@@ -346,6 +408,7 @@ def main():
         # `kubectl scale statefulset vela-store --replicas 4`: the new pod (node 4, not in the
         # ConfigMap's store list) registers with the controller at the address the chart gives
         # it; a topic of two replicas created afterwards is placed on it too, and serves.
+        cluster.kube.replicas = 4
         cluster.scale_out("vela-store-3", "vela-store-0")
         cluster.admin(p0, "topic", "create", "spread", "--queues", "8", "--replicas", "2")
         cluster.admin(p0, "group", "create", "spread-g")
@@ -368,6 +431,37 @@ def main():
                 break
         assert set(bodies) <= seen, f"not received after the scale-out: {sorted(set(bodies) - seen)}"
         print(f"helm smoke: a store pod added by scaling the StatefulSet joined and holds replicas of shards {held}")
+        # `vela admin store scale 3 --wait`: the controller drains node 4, lowers the
+        # StatefulSet through the API the chart lets it use, and removes the node; the test
+        # stops the pod when the replicas go down, as the StatefulSet controller would.
+        user = next(v for k, v in cluster.secrets.items() if k.endswith("-auth"))
+        scale_in = subprocess.Popen(
+            [cluster.vela, "admin", "--server", f"127.0.0.1:{p1}", "--access-key", user["user"].decode(),
+             "--secret-key", user["password"].decode(), "store", "scale", "3", "--wait", "--timeout", "3m"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(180):
+            if cluster.kube.replicas == 3 or scale_in.poll() is not None:
+                break
+            time.sleep(1)
+        assert cluster.kube.patches == [3], f"the StatefulSet was patched {cluster.kube.patches}: {scale_in.communicate()}"
+        entry = next(p for p in cluster.procs if p[0] == "vela-store-3")
+        entry[1].send_signal(signal.SIGTERM)
+        assert entry[1].wait(timeout=60) == 0, "vela-store-3 did not stop cleanly"
+        cluster.procs.remove(entry)
+        out, err = scale_in.communicate(timeout=120)
+        assert scale_in.returncode == 0 and "scaled to 3 pods" in out, f"store scale 3: {out}{err}"
+        stores = json.loads(cluster.admin(p0, "store", "list", "--output", "json"))["stores"]
+        assert [s["id"] for s in stores] == [1, 2, 3], f"after the scale-in: {stores}"
+        bodies = [f"shrunk-{i}" for i in range(16)]
+        cluster.admin(p1, "send", "spread", *bodies)
+        seen = set()
+        for _ in range(20):
+            out = cluster.admin(p0, "receive", "spread-g", "spread", "--max", "32", "--wait", "2s", "--ack")
+            seen.update(re.findall(r"shrunk-\d+", out))
+            if set(bodies) <= seen:
+                break
+        assert set(bodies) <= seen, f"not received after the scale-in: {sorted(set(bodies) - seen)}"
+        print("helm smoke: `vela admin store scale 3` drained the added pod, lowered the StatefulSet and removed it")
         # After the bootstrap window, a store pod whose volume is lost refuses to start
         # instead of rejoining with an empty log (ADR 0010, ADR 0024).
         entry = next(p for p in cluster.procs if p[0] == "vela-store-2")
