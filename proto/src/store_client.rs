@@ -129,6 +129,11 @@ impl RemoteStore {
                 Err(err) => tracing::error!(error = %err, "a store node the controller lists"),
             }
         }
+        // A shard last led from a node no longer listed is asked afresh.
+        self.routing
+            .leaders
+            .lock()
+            .retain(|_, node| next.addrs.contains_key(node));
         *self.routing.nodes.write() = Arc::new(next);
         changes
     }
@@ -697,7 +702,11 @@ mod tests {
         );
         // One no longer listed (removed) is dropped, never one of the map; an address that
         // is not host:port is skipped.
+        store.routing.leaders.lock().extend([(7, 4), (0, 1)]);
         assert_eq!(store.learn_stores(&[(5, "no port".to_owned())].into()), 1);
         assert_eq!(store.store_addrs(), [(1, "s1:7000".to_owned())].into());
+        // A shard last led from the dropped node forgets it; the others keep theirs.
+        assert_eq!(store.known_leader(7), None);
+        assert_eq!(store.known_leader(0), Some(1));
     }
 }

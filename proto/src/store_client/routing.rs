@@ -185,6 +185,11 @@ impl Routing {
             let known = self.leaders.lock().get(&shard).copied();
             let node = known.unwrap_or(replicas[next % replicas.len()]);
             let Some(client) = self.client(node) else {
+                if known.is_some() {
+                    // Led last from a node removed since: ask the replicas.
+                    self.leaders.lock().remove(&shard);
+                    continue;
+                }
                 return Err(StoreError::Invalid(format!(
                     "store node {node} has no address"
                 )));
