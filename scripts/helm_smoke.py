@@ -341,6 +341,16 @@ class Cluster:
             time.sleep(1)  # leaders being elected, the first user being created
         raise RuntimeError(f"vela admin {' '.join(args)}: {done.stderr.strip()}")
 
+    def receive_all(self, proxy_port, group, topic, bodies, when):
+        """Receives (and acks) as `group` until every one of `bodies` came back."""
+        wanted, seen = set(bodies), set()
+        for _ in range(20):
+            out = self.admin(proxy_port, "receive", group, topic, "--max", "32", "--wait", "2s", "--ack")
+            seen.update(wanted.intersection(re.findall(r"[\w-]+", out)))
+            if wanted <= seen:
+                return
+        raise AssertionError(f"acknowledged but not received {when}: {sorted(wanted - seen)}")
+
     def stop(self, show_logs):
         for _, proc, _ in self.procs:
             if proc.poll() is None:
@@ -397,13 +407,7 @@ def main():
             bodies = [f"after-{step}-{i}" for i in range(5)]
             cluster.admin(via, "send", "rolling", *bodies)
             sent.update(bodies)
-        seen = set()
-        for _ in range(20):
-            out = cluster.admin(cluster.proxy(0), "receive", "rolling-g", "rolling", "--max", "32", "--wait", "2s", "--ack")
-            seen.update(re.findall(r"(?:roll|after)-\d+-\d+", out))
-            if sent <= seen:
-                break
-        assert sent <= seen, f"acknowledged but not received after the rolling update: {sorted(sent - seen)}"
+        cluster.receive_all(cluster.proxy(0), "rolling-g", "rolling", sent, "after the rolling update")
         print(f"helm smoke: {len(sent)} messages sent across a rolling update of {len(order)} pods, all received")
         # `kubectl scale statefulset vela-store --replicas 4`: the new pod (node 4, not in the
         # ConfigMap's store list) registers with the controller at the address the chart gives
@@ -423,13 +427,7 @@ def main():
             raise RuntimeError(f"the scaled-out store pod never held a replica: {status}")
         bodies = [f"spread-{i}" for i in range(16)]
         cluster.admin(p1, "send", "spread", *bodies)
-        seen = set()
-        for _ in range(20):
-            out = cluster.admin(p0, "receive", "spread-g", "spread", "--max", "32", "--wait", "2s", "--ack")
-            seen.update(re.findall(r"spread-\d+", out))
-            if set(bodies) <= seen:
-                break
-        assert set(bodies) <= seen, f"not received after the scale-out: {sorted(set(bodies) - seen)}"
+        cluster.receive_all(p0, "spread-g", "spread", bodies, "after the scale-out")
         print(f"helm smoke: a store pod added by scaling the StatefulSet joined and holds replicas of shards {held}")
         # `vela admin store scale 3 --wait`: the controller drains node 4, lowers the
         # StatefulSet through the API the chart lets it use, and removes the node; the test
@@ -454,13 +452,7 @@ def main():
         assert [s["id"] for s in stores] == [1, 2, 3], f"after the scale-in: {stores}"
         bodies = [f"shrunk-{i}" for i in range(16)]
         cluster.admin(p1, "send", "spread", *bodies)
-        seen = set()
-        for _ in range(20):
-            out = cluster.admin(p0, "receive", "spread-g", "spread", "--max", "32", "--wait", "2s", "--ack")
-            seen.update(re.findall(r"shrunk-\d+", out))
-            if set(bodies) <= seen:
-                break
-        assert set(bodies) <= seen, f"not received after the scale-in: {sorted(set(bodies) - seen)}"
+        cluster.receive_all(p0, "spread-g", "spread", bodies, "after the scale-in")
         print("helm smoke: `vela admin store scale 3` drained the added pod, lowered the StatefulSet and removed it")
         # After the bootstrap window, a store pod whose volume is lost refuses to start
         # instead of rejoining with an empty log (ADR 0010, ADR 0024).

@@ -166,6 +166,92 @@ fn store_list(proxies: &[String]) -> Vec<serde_json::Value> {
     listed["stores"].as_array().cloned().unwrap_or_default()
 }
 
+/// A placed topic and the messages sent to it.
+struct Traffic {
+    topic: String,
+    /// Its placed shards.
+    placed: BTreeSet<u64>,
+    producer: Producer,
+    sent: HashSet<String>,
+}
+
+impl Traffic {
+    /// Creates a topic of `replicas` replicas and 8 queues through the second proxy and a
+    /// producer of it on the first, and sends 32 messages.
+    async fn start(proxies: &[String], name: &str, replicas: &str) -> Traffic {
+        let topic = unique(name);
+        let created = admin(
+            proxies,
+            &[
+                "topic",
+                "create",
+                &topic,
+                "--replicas",
+                replicas,
+                "--queues",
+                "8",
+            ],
+        );
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let producer = Producer::builder(
+            ClientConfig::builder()
+                .endpoint(&proxies[0])
+                .build()
+                .unwrap(),
+        )
+        .topics([topic.clone()])
+        .build()
+        .await
+        .unwrap();
+        let mut traffic = Traffic {
+            placed: placed_shards(&proxies[1], &topic),
+            topic,
+            producer,
+            sent: HashSet::new(),
+        };
+        for i in 0..32 {
+            traffic.send(format!("before-{i:02}")).await;
+        }
+        traffic
+    }
+
+    async fn send(&mut self, body: String) {
+        let m = Message::builder(&self.topic)
+            .body(body.clone())
+            .build()
+            .unwrap();
+        self.producer.send(m).await.expect("a send");
+        self.sent.insert(body);
+    }
+
+    /// Sends every 300 ms until store node `node` holds a replica of a placed shard.
+    async fn until_on_node(&mut self, proxies: &[String], node: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut i = 0;
+        while on_node(&cluster_status(&proxies[0]), node, &self.placed) == 0 {
+            assert!(Instant::now() < deadline, "node {node} never got a replica");
+            self.send(format!("until-{node}-{i:03}")).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Receives everything sent through the second proxy.
+    async fn receive_all(mut self, proxies: &[String]) {
+        receive_all(
+            &proxies[1],
+            &self.topic,
+            &mut self.sent,
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_scale_adds_a_node_then_drains_and_removes_it() {
     let (cluster, fake, _dir) = cluster_on_a_fake_statefulset(3).await;
@@ -192,37 +278,7 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
         stderr(&below)
     );
 
-    let topic = unique("scaled");
-    let created = admin(&[
-        "topic",
-        "create",
-        &topic,
-        "--replicas",
-        "2",
-        "--queues",
-        "8",
-    ]);
-    assert!(created.status.success(), "{}", stderr(&created));
-    let placed = placed_shards(&proxies[1], &topic);
-    let producer = Producer::builder(
-        ClientConfig::builder()
-            .endpoint(&proxies[0])
-            .build()
-            .unwrap(),
-    )
-    .topics([topic.clone()])
-    .build()
-    .await
-    .unwrap();
-    let mut sent = HashSet::new();
-    let mut send = async |body: String| {
-        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
-        producer.send(m).await.expect("a send");
-        sent.insert(body);
-    };
-    for i in 0..32 {
-        send(format!("before-{i:02}")).await;
-    }
+    let mut traffic = Traffic::start(proxies, "scaled", "2").await;
 
     // Out: the StatefulSet goes to 4, its new pod (node 4) starts, joins and gets a replica.
     let out = admin(&["store", "scale", "4"]);
@@ -235,14 +291,7 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
     assert_eq!(fake.lock().expect("the fake's lock").patches, vec![4]);
     let data = tempfile::tempdir().unwrap();
     let mut node4 = joining_store(&cluster, 4, data.path()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut i = 0;
-    while on_node(&cluster_status(&proxies[0]), 4, &placed) == 0 {
-        assert!(Instant::now() < deadline, "node 4 never got a replica");
-        send(format!("during-out-{i:03}")).await;
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    traffic.until_on_node(proxies, 4).await;
 
     // In: drained first, then the StatefulSet goes back to 3 and node 4 is removed; the test
     // stops the pod when the replicas go down, as the StatefulSet controller would.
@@ -263,11 +312,11 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
             "scale 3 --wait ended before the StatefulSet went down"
         );
         // Node 4 holds no replica any more by the time the StatefulSet goes down.
-        send(format!("during-in-{i:03}")).await;
+        traffic.send(format!("during-in-{i:03}")).await;
         i += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(on_node(&cluster_status(&proxies[0]), 4, &placed), 0);
+    assert_eq!(on_node(&cluster_status(&proxies[0]), 4, &traffic.placed), 0);
     crate::local_cluster::kill("-TERM", u64::from(node4.id().unwrap()));
     let exit = tokio::time::timeout(Duration::from_secs(30), node4.wait())
         .await
@@ -285,7 +334,7 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
     let listed = store_list(proxies);
     assert_eq!(listed.len(), 3, "{listed:?}");
 
-    receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
+    traffic.receive_all(proxies).await;
     cluster.stop_all().await;
 }
 
@@ -298,57 +347,14 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
 async fn a_plain_kubectl_scale_down_is_detected_and_repaired() {
     let (cluster, fake, _dir) = cluster_on_a_fake_statefulset(4).await;
     let proxies = &cluster.proxies;
-    let topic = unique("kubectl-scaled");
-    let created = admin(
-        proxies,
-        &[
-            "topic",
-            "create",
-            &topic,
-            "--replicas",
-            "3",
-            "--queues",
-            "8",
-        ],
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let placed = placed_shards(&proxies[1], &topic);
-    let producer = Producer::builder(
-        ClientConfig::builder()
-            .endpoint(&proxies[0])
-            .build()
-            .unwrap(),
-    )
-    .topics([topic.clone()])
-    .build()
-    .await
-    .unwrap();
-    let mut sent = HashSet::new();
-    let mut send = async |body: String| {
-        let m = Message::builder(&topic).body(body.clone()).build().unwrap();
-        producer.send(m).await.expect("a send");
-        sent.insert(body);
-    };
-    for i in 0..32 {
-        send(format!("before-{i:02}")).await;
-    }
+    let mut traffic = Traffic::start(proxies, "kubectl-scaled", "3").await;
 
     // kubectl scale --replicas 5: pod 4 (node 5) starts, joins and gets replicas.
     fake.lock().expect("the fake's lock").replicas = 5;
     let data = tempfile::tempdir().unwrap();
     let mut node5 = joining_store(&cluster, 5, data.path()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut i = 0;
-    while on_node(&cluster_status(&proxies[0]), 5, &placed) == 0 {
-        assert!(Instant::now() < deadline, "node 5 never got a replica");
-        send(format!("joining-{i:03}")).await;
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    traffic.until_on_node(proxies, 5).await;
+    let placed = traffic.placed.clone();
 
     // kubectl scale --replicas 4: the StatefulSet goes down and its pod with it, undrained.
     fake.lock().expect("the fake's lock").replicas = 4;
@@ -387,7 +393,7 @@ async fn a_plain_kubectl_scale_down_is_detected_and_repaired() {
             "node 5's replicas were never re-created elsewhere: {listed:?}\n{:#}",
             cluster_status(&proxies[0])
         );
-        send(format!("repairing-{i:03}")).await;
+        traffic.send(format!("repairing-{i:03}")).await;
         i += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -412,6 +418,6 @@ async fn a_plain_kubectl_scale_down_is_detected_and_repaired() {
             assert!(nodes.len() == 3 && !nodes.contains(&5), "{shard}");
         }
     }
-    receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
+    traffic.receive_all(proxies).await;
     cluster.stop_all().await;
 }
