@@ -182,8 +182,11 @@ pub enum StoreCommand {
         timeout: Duration,
     },
     /// Every store node: id, address, configured ([[cluster.stores]]) or registered at
-    /// runtime, draining.
+    /// runtime, and its state (serving, draining, scaled away).
     List,
+    /// Ends the drain of store node ID (back from maintenance): replicas may be placed there
+    /// again, and the replica balancer moves some of the others' onto it.
+    Undrain { id: u64 },
     /// Forgets a drained store node that registered at runtime, once its process is gone
     /// (after scaling the StatefulSet down): it is no longer listed or asked.
     Remove { id: u64 },
@@ -459,6 +462,9 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
         }
         AdminCommand::Store(StoreCommand::Remove { id }) => {
             out = stores::remove(&mut client, id, output).await?;
+        }
+        AdminCommand::Store(StoreCommand::Undrain { id }) => {
+            out = stores::undrain(&mut client, id, output).await?;
         }
         AdminCommand::Store(StoreCommand::Scale {
             replicas,

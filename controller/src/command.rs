@@ -211,6 +211,12 @@ pub enum ControllerCommand {
     SetStoreScaleIn {
         replicas: Option<u32>,
     },
+    /// Ends the drain of store node `store` (`vela admin store undrain`): refused unless it is
+    /// draining. Its placed replicas do not move back; the replica balancer evens them out. A
+    /// controller on a build from before it cannot read this entry.
+    UndrainStore {
+        store: u64,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -364,6 +370,7 @@ impl fmt::Display for ControllerCommand {
                 write!(f, "move-replica of shard {shard} from {from} to {to}")
             }
             ControllerCommand::UnregisterStore { id } => write!(f, "unregister-store {id}"),
+            ControllerCommand::UndrainStore { store } => write!(f, "undrain-store {store}"),
             ControllerCommand::SetStoreScaleIn { replicas } => match replicas {
                 Some(n) => write!(f, "set-store-scale-in {n}"),
                 None => write!(f, "set-store-scale-in none"),
@@ -402,6 +409,8 @@ pub enum Applied {
     StoreUnregistered,
     /// The target of a store scale-in was set or cleared.
     StoreScaleInSet,
+    /// A store node's drain ended.
+    StoreUndrained,
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.

@@ -751,6 +751,42 @@ impl ControllerApi for Controller {
         }
     }
 
+    async fn undrain_store(&self, id: u64) -> Result<(), ControllerError> {
+        let known = self.configured_stores.contains_key(&id)
+            || self.metadata.read().registered_stores().contains_key(&id);
+        if !known {
+            return Err(ControllerError::NotFound(format!("store node {id}")));
+        }
+        if self.scaled_away.lock().contains(&id) {
+            return Err(ControllerError::Invalid(format!(
+                "store node {id} is beyond the store StatefulSet's replicas: scale the \
+                 StatefulSet up to include it first"
+            )));
+        }
+        if let Some(target) = self.metadata.read().store_scale_in()
+            && id > u64::from(target)
+        {
+            return Err(ControllerError::Invalid(format!(
+                "store node {id} leaves in the scale-in to {target} store nodes under way: \
+                 vela admin store scale {id} (or more) first"
+            )));
+        }
+        match self
+            .group
+            .propose(ControllerCommand::UndrainStore { store: id })
+            .await?
+        {
+            Ok(Applied::StoreUndrained) => {
+                tracing::info!(
+                    store = id,
+                    "store node undrained: replicas may go there again"
+                );
+                Ok(())
+            }
+            other => Err(unexpected("undrain-store", &other)),
+        }
+    }
+
     async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError> {
         let scaled_away = self.scaled_away.lock().clone();
         let md = self.metadata.read();

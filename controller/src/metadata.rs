@@ -186,6 +186,7 @@ impl Metadata {
                 self.move_replica(shard, from, to)
             }
             ControllerCommand::UnregisterStore { id } => self.unregister_store(id),
+            ControllerCommand::UndrainStore { store } => self.undrain(store),
             ControllerCommand::SetStoreScaleIn { replicas } => {
                 self.store_scale_in = replicas;
                 Ok(Applied::StoreScaleInSet)
@@ -738,6 +739,7 @@ mod tests {
                     | ControllerCommand::MoveReplica { .. }
                     | ControllerCommand::UnregisterStore { .. }
                     | ControllerCommand::SetStoreScaleIn { .. }
+                    | ControllerCommand::UndrainStore { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -435,6 +435,17 @@ impl ControllerRpc for ControllerService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn undrain_store(
+        &self,
+        request: Request<pb::DrainStoreRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.controller
+            .undrain_store(request.into_inner().store)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn node_status(
         &self,
         _request: Request<pb::Empty>,

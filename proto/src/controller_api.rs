@@ -163,6 +163,11 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// that is not registered, `Invalid` for a configured node or one not drained.
     async fn remove_store(&self, id: u64) -> Result<(), ControllerError>;
 
+    /// Ends the drain of store node `id`: placed replicas may go there again (the replica
+    /// balancer moves some back). `NotFound` for an unknown node, `Invalid` for one that is not
+    /// draining or that is beyond the store StatefulSet's replicas.
+    async fn undrain_store(&self, id: u64) -> Result<(), ControllerError>;
+
     /// Scales the store StatefulSet to `replicas` through Kubernetes: up at once (the new pods
     /// register as they start); down by draining the store nodes above `replicas`, after which
     /// the controller leader lowers the StatefulSet and removes them (`done` once it has).

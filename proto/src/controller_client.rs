@@ -430,6 +430,15 @@ impl ControllerApi for RemoteController {
         Ok(())
     }
 
+    async fn undrain_store(&self, id: u64) -> Result<(), ControllerError> {
+        // Idempotent in effect: a retry after it applied is refused as "not draining".
+        self.on_leader(&mut false, |mut c| async move {
+            c.undrain_store(pb::DrainStoreRequest { store: id }).await
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {
         let wire = user_to_wire(&user);
         let mut ambiguous = false;

@@ -587,6 +587,20 @@ impl AdminService for AdminServer {
         Ok(Response::new(api::RemoveStoreResponse {}))
     }
 
+    async fn undrain_store(
+        &self,
+        request: Request<api::UndrainStoreRequest>,
+    ) -> Result<Response<api::UndrainStoreResponse>, Status> {
+        self.allow(&request).await?;
+        self.shared
+            .ctx
+            .controller
+            .undrain_store(request.into_inner().store)
+            .await
+            .map_err(controller_to_grpc)?;
+        Ok(Response::new(api::UndrainStoreResponse {}))
+    }
+
     async fn lookup_messages(
         &self,
         request: Request<api::LookupMessagesRequest>,

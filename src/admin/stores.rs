@@ -1,7 +1,7 @@
-//! `vela admin store list`, `store remove` and `store scale`: the cluster's store nodes,
-//! configured and registered at runtime (ADR 0031), as a table or as JSON (`--output json`,
-//! whose field names are a contract for scripts); forgetting a drained registered node; and
-//! scaling the store StatefulSet on Kubernetes.
+//! `vela admin store list`, `store undrain`, `store remove` and `store scale`: the cluster's
+//! store nodes, configured and registered at runtime (ADR 0031), as a table or as JSON
+//! (`--output json`, whose field names are a contract for scripts); ending a drain;
+//! forgetting a drained registered node; and scaling the store StatefulSet on Kubernetes.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -79,6 +79,24 @@ pub(super) async fn remove(
     }
     Ok(format!(
         "store node {id} removed: it is no longer listed; started again it registers as a new node\n"
+    ))
+}
+
+pub(super) async fn undrain(
+    client: &mut AdminClient,
+    id: u64,
+    output: OutputFormat,
+) -> anyhow::Result<String> {
+    client
+        .undrain_store(pb::UndrainStoreRequest { store: id })
+        .await
+        .map_err(status_error)?;
+    if output == OutputFormat::Json {
+        return json_line(&serde_json::json!({ "undrained": { "store": id } }));
+    }
+    Ok(format!(
+        "store node {id} is serving again: new replicas may be placed there, and the replica \
+         balancer moves some of the others' onto it\n"
     ))
 }
 

@@ -5,7 +5,7 @@
 //! message sent before, during and after comes back.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vela_sdk::{ClientConfig, Message, Producer};
 
@@ -15,7 +15,11 @@ use crate::t12_placement::placed_shards;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
-    let cluster = LocalCluster::start(&["--controllers", "1", "--stores", "4"], &[]).await;
+    let cluster = LocalCluster::start(
+        &["--controllers", "1", "--stores", "4"],
+        &[("VELA_CONTROLLER__LEADER_BALANCE_INTERVAL", "2s")],
+    )
+    .await;
     let proxies = &cluster.proxies;
     let admin = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
@@ -153,6 +157,33 @@ async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
             && err.trim().lines().count() == 1,
         "{err}"
     );
+
+    // Back from maintenance: undrained, it takes replicas again (the replica balancer moves
+    // some of the others' onto it); undraining it again is refused in one line.
+    let node_id = node.to_string();
+    let undrained = admin(&["store", "undrain", &node_id]);
+    assert!(
+        undrained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&undrained.stderr)
+    );
+    assert!(String::from_utf8_lossy(&undrained.stdout).contains("serving again"));
+    let twice = admin(&["store", "undrain", &node_id]);
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        !twice.status.success() && err.contains("not draining") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while placed_on(&cluster_status(&proxies[0]), node, &placed).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "node {node} never got a replica back"
+        );
+        send(format!("undrained-{i:03}")).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(90)).await;
     cluster.stop_all().await;

@@ -109,6 +109,16 @@ impl Metadata {
         &self.registered_stores
     }
 
+    /// Ends the drain of `store`.
+    pub(super) fn undrain(&mut self, store: u64) -> Result<Applied, Rejected> {
+        if !self.draining.remove(&store) {
+            return Err(Rejected::StoreInvalid(format!(
+                "store node {store} is not draining"
+            )));
+        }
+        Ok(Applied::StoreUndrained)
+    }
+
     /// The replicas a store scale-in in progress lowers the store StatefulSet to.
     pub fn store_scale_in(&self) -> Option<u32> {
         self.store_scale_in
@@ -189,7 +199,23 @@ mod tests {
                 ControllerCommand::SetStoreScaleIn { replicas: None },
                 "1c 00",
             ),
+            // Variant 29: store.
+            (ControllerCommand::UndrainStore { store: 4 }, "1d 04"),
         ]);
+    }
+
+    #[test]
+    fn only_a_draining_node_is_undrained_and_takes_replicas_again() {
+        let mut md = Metadata::default();
+        let undrain = ControllerCommand::UndrainStore { store: 4 };
+        assert!(matches!(
+            md.apply(undrain.clone()),
+            Err(Rejected::StoreInvalid(reason)) if reason.contains("not draining")
+        ));
+        md.draining.insert(4);
+        assert_eq!(md.apply(undrain.clone()), Ok(Applied::StoreUndrained));
+        assert!(md.draining().is_empty());
+        assert!(md.apply(undrain).is_err());
     }
 
     #[test]

@@ -377,6 +377,8 @@ mod admin_impls {
         ListStoresRequest => |r| vec![Access::new(Resource::cluster(), Action::Get)], None;
         RemoveStoreRequest => |r| vec![Access::new(Resource::cluster(), Action::Update)],
             Some(format!("remove store node {}", r.store));
+        UndrainStoreRequest => |r| vec![Access::new(Resource::cluster(), Action::Update)],
+            Some(format!("undrain store node {}", r.store));
         ScaleStoresRequest => |r| vec![Access::new(Resource::cluster(), Action::Update)],
             Some(format!("scale the store nodes to {}", r.replicas));
         ListClientsRequest => |r| vec![match r.group.trim() {

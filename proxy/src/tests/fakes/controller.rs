@@ -214,6 +214,10 @@ impl ControllerApi for FakeController {
         )))
     }
 
+    async fn undrain_store(&self, id: u64) -> Result<(), ControllerError> {
+        self.remove_store(id).await
+    }
+
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {
         let mut auth = self.auth.lock();
         if auth.users.iter().any(|u| u.name == user.name) {
