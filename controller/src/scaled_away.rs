@@ -1,10 +1,11 @@
 //! Store nodes a plain `kubectl scale` took away (issue 11). A StatefulSet has no hook before
 //! it removes a pod, so the controller leader's store scaler reads the StatefulSet's replicas
 //! every round: a registered store node whose pod ordinal is at or beyond them (node id >
-//! replicas; pod ordinal i is node i + 1) is reported, drained (its placed replicas are
-//! re-created on the other store nodes, the reconciler carrying the moves out as for any
-//! drain) and, once no placed shard has a replica there and every placed shard is settled,
-//! removed. A configured node beyond the replicas is reported and its placed replicas moved,
+//! replicas; pod ordinal i is node i + 1) is reported and, once it no longer answers (its pod
+//! is gone: a node that still serves, say one run outside the StatefulSet, is left alone),
+//! drained (its placed replicas are re-created on the other store nodes, the reconciler
+//! carrying the moves out as for any drain) and, once no placed shard has a replica there and
+//! every placed shard is settled, removed. A configured node beyond the replicas is reported and its placed replicas moved,
 //! but the configured shards (`cluster.shards`) cannot move: the StatefulSet must come back.
 //! Nothing is repaired while the StatefulSet is below the configured store nodes (a cluster
 //! being stopped, not shrunk).
@@ -65,7 +66,8 @@ pub async fn repair_scaled_away_once(
             "a configured store node: its configured shards (cluster.shards) cannot move; \
              scale the StatefulSet back"
         } else {
-            "re-creating its replicas on the other store nodes, then removing it"
+            "once it stops answering, its replicas are re-created on the other store nodes \
+             and it is removed"
         };
         error!(
             store = id,
@@ -87,9 +89,25 @@ pub async fn repair_scaled_away_once(
         return Ok(repair);
     }
     let draining = controller.draining();
-    for &id in &repair.away {
-        if draining.contains(&id) {
-            continue;
+    let undrained: Vec<u64> = repair
+        .away
+        .iter()
+        .copied()
+        .filter(|id| !draining.contains(id))
+        .collect();
+    let mut reports = None;
+    if !undrained.is_empty() {
+        reports = Some(store.node_status().await);
+    }
+    let answering: BTreeSet<u64> = reports
+        .iter()
+        .flatten()
+        .filter(|r| r.report.is_ok())
+        .map(|r| r.node)
+        .collect();
+    for id in undrained {
+        if answering.contains(&id) {
+            continue; // its pod still runs (terminating, or not one of the StatefulSet's)
         }
         match controller.drain_store(id).await {
             Ok(drain) => {
@@ -118,7 +136,11 @@ pub async fn repair_scaled_away_once(
     if removable.iter().all(|id| still.contains(id)) {
         return Ok(repair);
     }
-    if unsettled(&expected, &store.node_status().await).is_some() {
+    let reports = match reports {
+        Some(reports) => reports,
+        None => store.node_status().await,
+    };
+    if unsettled(&expected, &reports).is_some() {
         return Ok(repair);
     }
     for id in removable.into_iter().filter(|id| !still.contains(id)) {

@@ -56,7 +56,10 @@ pub(super) async fn list(client: &mut AdminClient, output: OutputFormat) -> anyh
         };
         let state = match (s.scaled_away, s.draining) {
             (true, true) => "scaled away: its replicas are moving to the other nodes",
-            (true, false) => "scaled away: cannot be repaired yet (see the controller's log)",
+            (true, false) => {
+                "scaled away: repaired once it stops answering, if it can be (see the \
+                 controller's log)"
+            }
             (false, true) => "draining",
             (false, false) => "serving",
         };
