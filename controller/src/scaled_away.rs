@@ -95,13 +95,12 @@ pub async fn repair_scaled_away_once(
         .copied()
         .filter(|id| !draining.contains(id))
         .collect();
-    let mut reports = None;
-    if !undrained.is_empty() {
-        reports = Some(store.node_status().await);
+    if repair.away.is_empty() {
+        return Ok(repair);
     }
+    let reports = store.node_status().await;
     let answering: BTreeSet<u64> = reports
         .iter()
-        .flatten()
         .filter(|r| r.report.is_ok())
         .map(|r| r.node)
         .collect();
@@ -122,7 +121,11 @@ pub async fn repair_scaled_away_once(
         .away
         .iter()
         .copied()
-        .filter(|id| draining.contains(id) && !controller.configured_stores.contains_key(id))
+        .filter(|id| {
+            draining.contains(id)
+                && !answering.contains(id)
+                && !controller.configured_stores.contains_key(id)
+        })
         .collect();
     if removable.is_empty() {
         return Ok(repair);
@@ -136,10 +139,6 @@ pub async fn repair_scaled_away_once(
     if removable.iter().all(|id| still.contains(id)) {
         return Ok(repair);
     }
-    let reports = match reports {
-        Some(reports) => reports,
-        None => store.node_status().await,
-    };
     if unsettled(&expected, &reports).is_some() {
         return Ok(repair);
     }
