@@ -14,7 +14,7 @@ pub(crate) struct LocalCluster {
     pub file: serde_json::Value,
     pub proxies: Vec<String>,
     _slot: PortSlot,
-    _reaper: Reaper,
+    reaper: Reaper,
     _dir: LogsOnPanic,
 }
 
@@ -72,7 +72,7 @@ impl LocalCluster {
             file,
             proxies,
             _slot: slot,
-            _reaper: reaper,
+            reaper,
             _dir: LogsOnPanic(dir),
         }
     }
@@ -134,6 +134,7 @@ impl LocalCluster {
             .expect("the restarted store stops")
             .unwrap();
         assert!(exit.success(), "the restarted store exited with {exit}");
+        self.reaper.0.clear();
     }
 }
 
@@ -146,6 +147,7 @@ impl LocalCluster {
             .expect("local-cluster stops within 90 s of SIGTERM")
             .unwrap();
         assert!(exit.success(), "local-cluster exited with {exit}");
+        self.reaper.0.clear();
     }
 
     /// The data directory of store `index` (0-based, as `cluster.json` lists them).
@@ -279,16 +281,17 @@ impl Drop for LogsOnPanic {
 
 /// Kills the cluster's processes if the test ends early (a panic): killing local-cluster
 /// itself would leave its children running.
+/// The cluster's processes, SIGKILLed when the [`LocalCluster`] is dropped without a clean
+/// stop (a panic, or a test that never stops it): killing `vela local-cluster` alone would
+/// leave its children running, holding their ports for whatever runs next.
 struct Reaper(Vec<u64>);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for pid in &self.0 {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
+        for pid in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
         }
     }
 }

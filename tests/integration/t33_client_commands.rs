@@ -195,4 +195,5 @@ async fn admin_reaches_a_consumer_through_the_proxy_that_holds_its_stream() {
 
     consumer.shutdown().await.unwrap();
     producer.shutdown().await.unwrap();
+    cluster.stop_all().await;
 }
