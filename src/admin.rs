@@ -446,7 +446,7 @@ pub async fn execute(server: &Target, command: AdminCommand) -> anyhow::Result<S
             if !drain.configured.is_empty() {
                 writeln!(
                     out,
-                    "configured shard(s) {} stay: every store node holds them (cluster.shards)",
+                    "configured shard(s) {} stay on it: every other store node already holds them (add a store node, then drain again)",
                     list(&drain.configured)
                 )?;
             }

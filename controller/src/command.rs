@@ -217,6 +217,14 @@ pub enum ControllerCommand {
     UndrainStore {
         store: u64,
     },
+    /// Makes each configured shard (`cluster.shards`) not yet placed a placed shard whose
+    /// members are `stores` (the configured store nodes, which hold it since the cluster's
+    /// first start), already created: from then on drains, repairs and the replica balancer
+    /// move its replicas like any placed shard's (ADR 0032). A controller on a build from
+    /// before it cannot read this entry.
+    AdoptConfiguredShards {
+        stores: Vec<u64>,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -371,6 +379,9 @@ impl fmt::Display for ControllerCommand {
             }
             ControllerCommand::UnregisterStore { id } => write!(f, "unregister-store {id}"),
             ControllerCommand::UndrainStore { store } => write!(f, "undrain-store {store}"),
+            ControllerCommand::AdoptConfiguredShards { stores } => {
+                write!(f, "adopt-configured-shards on {stores:?}")
+            }
             ControllerCommand::SetStoreScaleIn { replicas } => match replicas {
                 Some(n) => write!(f, "set-store-scale-in {n}"),
                 None => write!(f, "set-store-scale-in none"),
@@ -411,6 +422,8 @@ pub enum Applied {
     StoreScaleInSet,
     /// A store node's drain ended.
     StoreUndrained,
+    /// The configured shards that became placed shards.
+    ShardsAdopted(Vec<ShardId>),
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.

@@ -276,7 +276,37 @@ impl Controller {
         Ok(())
     }
 
+    /// Records `shards` as the configured shard set if it changed, then adopts the configured
+    /// shards as placed ones (ADR 0032).
     async fn ensure_shards(&self, shards: Vec<ShardId>) -> Result<(), ControllerError> {
+        self.record_shard_set(shards).await?;
+        self.adopt_configured_shards().await
+    }
+
+    /// In a cluster, makes the configured shards placed shards of the configured store nodes
+    /// (once: a no-op when they are), so they move like any placed shard (ADR 0032).
+    async fn adopt_configured_shards(&self) -> Result<(), ControllerError> {
+        if self.configured_stores.is_empty() || self.metadata.read().configured_adopted() {
+            return Ok(());
+        }
+        let stores: Vec<u64> = self.configured_stores.keys().copied().collect();
+        match self
+            .group
+            .propose(ControllerCommand::AdoptConfiguredShards { stores })
+            .await?
+        {
+            Ok(Applied::ShardsAdopted(adopted)) => {
+                if !adopted.is_empty() {
+                    tracing::info!(shards = ?adopted, "configured shards adopted as placed shards");
+                    self.placed_changed.notify_one();
+                }
+                Ok(())
+            }
+            other => Err(unexpected("adopt-configured-shards", &other)),
+        }
+    }
+
+    async fn record_shard_set(&self, shards: Vec<ShardId>) -> Result<(), ControllerError> {
         let orphaned: Vec<String> = {
             let md = self.metadata.read();
             if md.shards() == shards.as_slice() {
@@ -525,10 +555,23 @@ impl ControllerApi for Controller {
         if !moving.is_empty() {
             self.placed_changed.notify_one();
         }
+        // The configured shards whose replica stays on it: not adopted yet, or adopted with no
+        // other node free to take it (ADR 0032).
+        let configured = {
+            let md = self.metadata.read();
+            md.shards()
+                .iter()
+                .copied()
+                .filter(|s| match md.placed().get(s) {
+                    Some(p) => p.replicas.contains(&store),
+                    None => self.configured_stores.contains_key(&store),
+                })
+                .collect()
+        };
         Ok(StoreDrain {
             store,
             moving,
-            configured: self.metadata.read().shards().to_vec(),
+            configured,
         })
     }
 

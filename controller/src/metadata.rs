@@ -11,6 +11,7 @@ use crate::command::{Applied, ControllerCommand, ControllerResponse, LoggedGroup
 use crate::placement::{drain_moves, place_queues, replica_sets};
 
 mod auth;
+mod configured;
 mod receipt_keys;
 mod routes;
 mod stores;
@@ -195,8 +196,13 @@ impl Metadata {
             ControllerCommand::SetRoutePaused { name, paused } => {
                 self.set_route_paused(name, paused)
             }
+            ControllerCommand::AdoptConfiguredShards { stores } => self.adopt_configured(stores),
             ControllerCommand::SetShards { shards } => {
-                if let Some(&taken) = shards.iter().find(|s| self.placed.contains_key(s)) {
+                // An adopted configured shard (ADR 0032) is placed and may stay configured.
+                if let Some(&taken) = shards
+                    .iter()
+                    .find(|s| self.placed.contains_key(s) && !self.shards.contains(s))
+                {
                     return Err(Rejected::ShardIdTaken(taken));
                 }
                 self.shards = shards.clone();
@@ -335,11 +341,14 @@ impl Metadata {
             .iter()
             .map(|(&id, p)| (id, p.replicas.clone()))
             .collect();
-        let moves =
-            drain_moves(&members, store, &candidates).map_err(|e| Rejected::CannotDrain {
+        // An adopted configured shard with nowhere to go keeps its replica (ADR 0032).
+        let may_stay: BTreeSet<ShardId> = self.shards.iter().copied().collect();
+        let moves = drain_moves(&members, store, &candidates, &may_stay).map_err(|e| {
+            Rejected::CannotDrain {
                 store,
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let moved: Vec<ShardId> = moves.keys().copied().collect();
         for (shard, replicas) in moves {
             if let Some(p) = self.placed.get_mut(&shard) {
@@ -740,6 +749,7 @@ mod tests {
                     | ControllerCommand::UnregisterStore { .. }
                     | ControllerCommand::SetStoreScaleIn { .. }
                     | ControllerCommand::UndrainStore { .. }
+                    | ControllerCommand::AdoptConfiguredShards { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -97,12 +97,14 @@ pub enum DrainError {
 /// New members for every shard in `placed` (shard → members) that has `store` among them:
 /// `store` is replaced, in place, by the node of `candidates` (never `store` itself) that is
 /// not yet a member and holds the fewest replicas (counted over `placed`, moves included), the
-/// lowest id on ties. All or nothing: an error when some shard has no such node. A pure
-/// function: every controller replica computes the same moves.
+/// lowest id on ties. All or nothing: an error when some shard has no such node, except a
+/// shard of `may_stay` (an adopted configured shard, ADR 0032), which then keeps `store`. A
+/// pure function: every controller replica computes the same moves.
 pub fn drain_moves(
     placed: &BTreeMap<ShardId, Vec<u64>>,
     store: u64,
     candidates: &[u64],
+    may_stay: &std::collections::BTreeSet<ShardId>,
 ) -> Result<BTreeMap<ShardId, Vec<u64>>, DrainError> {
     let mut pool: Vec<u64> = candidates.iter().copied().filter(|&c| c != store).collect();
     pool.sort_unstable();
@@ -125,6 +127,9 @@ pub fn drain_moves(
             .filter(|(c, _)| !members.contains(c))
             .min_by_key(|(_, count)| **count)
         else {
+            if may_stay.contains(&shard) {
+                continue;
+            }
             return Err(DrainError::NoCandidate {
                 shard,
                 factor: members.len(),
@@ -272,7 +277,8 @@ mod tests {
                 let placed = replica_sets(&stores, factor, 0).expect("enough stores");
                 for &store in &stores {
                     let candidates: Vec<u64> = stores.clone();
-                    let moves = drain_moves(&placed, store, &candidates).expect("room to move");
+                    let moves = drain_moves(&placed, store, &candidates, &Default::default())
+                        .expect("room to move");
                     let holding = placed.values().filter(|m| m.contains(&store)).count();
                     assert_eq!(moves.len(), holding, "n {n} factor {factor} store {store}");
                     let mut load: BTreeMap<u64, usize> = BTreeMap::new();
@@ -296,13 +302,22 @@ mod tests {
             // Every other store is already a member: nowhere to go.
             let full = replica_sets(&stores, n, 0).expect("enough stores");
             assert!(matches!(
-                drain_moves(&full, 1, &stores),
+                drain_moves(&full, 1, &stores, &Default::default()),
                 Err(DrainError::NoCandidate { .. })
             ));
+            // Unless the shard may stay (an adopted configured shard): then the others still move.
+            if n >= 3 {
+                let mut with_movable = full.clone();
+                with_movable.insert(99, vec![1, 2]);
+                let may_stay: std::collections::BTreeSet<ShardId> = full.keys().copied().collect();
+                let moves =
+                    drain_moves(&with_movable, 1, &stores, &may_stay).expect("the rest moves");
+                assert_eq!(moves.keys().copied().collect::<Vec<_>>(), vec![99]);
+            }
         }
         let placed = BTreeMap::from([(3, vec![1, 2])]);
         assert_eq!(
-            drain_moves(&placed, 9, &[1, 2, 3]),
+            drain_moves(&placed, 9, &[1, 2, 3], &Default::default()),
             Ok(BTreeMap::new()),
             "a store holding nothing moves nothing"
         );

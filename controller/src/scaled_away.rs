@@ -5,10 +5,11 @@
 //! is gone: a node that still serves, say one run outside the StatefulSet, is left alone),
 //! drained (its placed replicas are re-created on the other store nodes, the reconciler
 //! carrying the moves out as for any drain) and, once no placed shard has a replica there and
-//! every placed shard is settled, removed. A configured node beyond the replicas is reported and its placed replicas moved,
-//! but the configured shards (`cluster.shards`) cannot move: the StatefulSet must come back.
-//! Nothing is repaired while the StatefulSet is below the configured store nodes (a cluster
-//! being stopped, not shrunk).
+//! every placed shard is settled, removed. Replicas of the configured shards (`cluster.shards`)
+//! are placed replicas too once adopted (ADR 0032) and are re-created the same way. A
+//! configured node can only be beyond the replicas when the StatefulSet is below the configured
+//! store nodes, and then nothing is repaired (a cluster being stopped, not shrunk): it is
+//! reported until the StatefulSet is back.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,8 +64,8 @@ pub async fn repair_scaled_away_once(
     let before = std::mem::replace(&mut *controller.scaled_away.lock(), repair.away.clone());
     for &id in repair.away.difference(&before) {
         let what = if controller.configured_stores.contains_key(&id) {
-            "a configured store node: its configured shards (cluster.shards) cannot move; \
-             scale the StatefulSet back"
+            "a configured store node ([[cluster.stores]]): nothing is moved while the \
+             StatefulSet is below the configured store nodes; scale it back"
         } else {
             "once it stops answering, its replicas are re-created on the other store nodes \
              and it is removed"

@@ -42,7 +42,8 @@ pub struct StoreDrain {
     pub store: u64,
     /// Placed shards whose replica on the node moves to another node.
     pub moving: Vec<crate::ShardId>,
-    /// Configured shards (`cluster.shards`), which every store node holds: they stay.
+    /// Configured shards (`cluster.shards`) whose replica stays on the node: no other store
+    /// node is free to take it (ADR 0032).
     pub configured: Vec<crate::ShardId>,
 }
 

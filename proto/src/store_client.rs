@@ -635,14 +635,8 @@ impl StoreApi for RemoteStore {
     }
 
     async fn transfer_leader(&self, shard: ShardId, to: u64) -> Result<(), StoreError> {
-        // A placed shard's members are not in the map: its leader checks the target.
-        if let Some(replicas) = self.routing.map.shards.get(&shard)
-            && !replicas.contains(&to)
-        {
-            return Err(StoreError::Invalid(format!(
-                "store node {to} holds no replica of shard {shard}"
-            )));
-        }
+        // The shard's leader checks the target: the map's members of a configured shard may be
+        // out of date (the controller moves its replicas, ADR 0032).
         let wire = pb::TransferLeaderRequest { shard, to };
         self.routing
             .on_shard(shard, TRANSFER_FOR, TRANSFER_FOR, |mut c| async move {
@@ -708,5 +702,21 @@ mod tests {
         // A shard last led from the dropped node forgets it; the others keep theirs.
         assert_eq!(store.known_leader(7), None);
         assert_eq!(store.known_leader(0), Some(1));
+    }
+
+    /// A configured shard is looked for on the members the map lists first, then on every other
+    /// node known (the controller may have moved it there, ADR 0032); a placed shard on every
+    /// node known.
+    #[tokio::test]
+    async fn shards_are_looked_for_beyond_the_members_the_map_lists() {
+        let store = RemoteStore::new(ClusterMap {
+            stores: [(1, "s1:7000".to_owned()), (3, "s3:7000".to_owned())].into(),
+            shards: [(0, vec![3, 1])].into(),
+        })
+        .expect("a valid map");
+        assert_eq!(store.routing.candidates(0), vec![3, 1]);
+        store.learn_stores(&[(2, "s2:7000".to_owned()), (4, "s4:7000".to_owned())].into());
+        assert_eq!(store.routing.candidates(0), vec![3, 1, 2, 4]);
+        assert_eq!(store.routing.candidates(9), vec![1, 2, 3, 4]);
     }
 }

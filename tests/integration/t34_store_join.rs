@@ -1,8 +1,9 @@
 //! A store node that is not in `[[cluster.stores]]` joins a running `vela local-cluster`
 //! (issue 11: a store StatefulSet scaled out): it registers with the controller, the proxies
 //! and the controller learn its address, the cluster status lists it, the controller moves
-//! placed replicas onto it until it holds its share (learner, voter, old replica removed), and
-//! every message sent before and after comes back.
+//! replicas onto it until it holds its share (learner, voter, old replica removed), a
+//! configured shard's among them, and leadership, and every message sent before and after
+//! comes back.
 
 use std::collections::{BTreeSet, HashSet};
 use std::process::Stdio;
@@ -50,21 +51,35 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
     );
     let placed = placed_shards(&proxies[1], &topic);
     assert_eq!(placed.len(), 3, "one shard per store node: {placed:?}");
+    // And a topic without --replicas, on the configured shard, which moves too (ADR 0032).
+    let default_topic = unique("joined-default");
+    let created = admin(&["topic", "create", &default_topic, "--queues", "2"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let producer = Producer::builder(
         ClientConfig::builder()
             .endpoint(&proxies[0])
             .build()
             .unwrap(),
     )
-    .topics([topic.clone()])
+    .topics([topic.clone(), default_topic.clone()])
     .build()
     .await
     .unwrap();
-    let mut sent = HashSet::new();
+    let (mut sent, mut sent_default) = (HashSet::new(), HashSet::new());
     let mut send = async |body: String| {
         let m = Message::builder(&topic).body(body.clone()).build().unwrap();
         producer.send(m).await.expect("a send");
-        sent.insert(body);
+        let m = Message::builder(&default_topic)
+            .body(body.clone())
+            .build()
+            .unwrap();
+        producer.send(m).await.expect("a send to the default topic");
+        sent.insert(body.clone());
+        sent_default.insert(body);
     };
     for i in 0..64 {
         send(format!("before-{i:02}")).await;
@@ -103,8 +118,11 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // The replica balancer moves placed replicas onto it, one at a time, while sends go on:
-    // six replicas over four nodes leave it one (and no node more than two).
+    // The replica balancer moves replicas onto it, one at a time, while sends go on: the
+    // configured shard's (adopted as a placed shard, ADR 0032) and the topic's, nine replicas
+    // over four nodes, leave it two: configured shard 0's first (the lowest id on the busiest
+    // node), then one of the topic's. The leader balancer then hands it a leadership.
+    let configured = BTreeSet::from([0u64]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut i = 0;
     loop {
@@ -112,18 +130,31 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
         i += 1;
         let status = cluster_status(&proxies[0]);
         let settled = on_node(&status, 4, &placed);
-        let two_each = status["shards"]
+        let replicas = |shards: &BTreeSet<u64>, n: usize| {
+            status["shards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| shards.contains(&s["shard"].as_u64().unwrap_or(u64::MAX)))
+                .all(|s| s["replicas"].as_array().map(Vec::len) == Some(n))
+        };
+        let leads = status["shards"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| placed.contains(&s["shard"].as_u64().unwrap_or(u64::MAX)))
-            .all(|s| s["replicas"].as_array().map(Vec::len) == Some(2));
-        if settled == 1 && two_each {
+            .filter(|s| s["leader"] == 4)
+            .count();
+        if settled == 1
+            && on_node(&status, 4, &configured) == 1
+            && replicas(&placed, 2)
+            && replicas(&configured, 3)
+            && leads >= 1
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "node 4 holds {settled} settled placed replicas: {status}"
+            "node 4 holds {settled} settled placed replicas and leads {leads}: {status}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -132,6 +163,13 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
     }
 
     let consumer = receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
+    receive_all(
+        &proxies[0],
+        &default_topic,
+        &mut sent_default,
+        Duration::from_secs(60),
+    )
+    .await;
 
     // `store list` shows it registered; it cannot be removed before it is drained.
     let listed = admin(&["store", "list", "--output", "json"]);
@@ -159,7 +197,9 @@ async fn a_store_node_joins_a_running_cluster_and_holds_placed_replicas() {
         "{}",
         String::from_utf8_lossy(&drained.stderr)
     );
-    assert_eq!(on_node(&cluster_status(&proxies[0]), 4, &placed), 0);
+    let status = cluster_status(&proxies[0]);
+    assert_eq!(on_node(&status, 4, &placed), 0, "{status}");
+    assert_eq!(on_node(&status, 4, &configured), 0, "{status}");
     crate::local_cluster::kill("-TERM", u64::from(node4.id().unwrap()));
     let exit = tokio::time::timeout(Duration::from_secs(30), node4.wait())
         .await

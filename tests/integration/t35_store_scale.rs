@@ -341,8 +341,8 @@ async fn store_scale_adds_a_node_then_drains_and_removes_it() {
 /// A plain `kubectl scale` down (the StatefulSet lowered, the pod killed, no drain): the
 /// controller reports node 5 as scaled away, re-creates its replicas on the other four from
 /// each shard's surviving majority, then removes it; it never patches the StatefulSet back;
-/// every message sent comes back. Four configured nodes, so a topic of three replicas is
-/// placed (three would put it on the configured shards, which never move).
+/// every message sent comes back. Four configured nodes, so a topic of three replicas gets
+/// shards of its own (with three it would share the configured shards, ADR 0032).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_kubectl_scale_down_is_detected_and_repaired() {
     let (cluster, fake, _dir) = cluster_on_a_fake_statefulset(4).await;

@@ -124,6 +124,26 @@ impl Routing {
         shards
     }
 
+    /// The store nodes that may lead `shard`, in the order they are tried: a configured shard's
+    /// replicas as the cluster map lists them, then every other node known (the controller may
+    /// have moved its replicas since, ADR 0032); for a shard placed at runtime, which the map
+    /// does not list, every node known.
+    pub(super) fn candidates(&self, shard: ShardId) -> Vec<u64> {
+        let known = self.nodes();
+        let listed = self
+            .map
+            .shards
+            .get(&shard)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        listed
+            .iter()
+            .copied()
+            .filter(|n| known.clients.contains_key(n))
+            .chain(known.addrs.keys().copied().filter(|n| !listed.contains(n)))
+            .collect()
+    }
+
     /// Runs `call` once against store node `node` (`what` names it in errors).
     pub(super) async fn on_node<T, F, Fut>(
         &self,
@@ -163,15 +183,7 @@ impl Routing {
         F: Fn(StoreClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        // A shard placed at runtime is not in the map: any store node may hold it.
-        let everyone: Vec<u64>;
-        let replicas = match self.map.shards.get(&shard) {
-            Some(replicas) => replicas,
-            None => {
-                everyone = self.nodes().addrs.keys().copied().collect();
-                &everyone
-            }
-        };
+        let replicas = self.candidates(shard);
         if replicas.is_empty() {
             return Err(StoreError::Invalid(
                 "the cluster map has no store nodes".into(),

@@ -54,11 +54,6 @@ impl Store {
                 "shard {shard} cannot have no members"
             )));
         }
-        if self.config.shards.contains(&shard) {
-            return Err(StoreError::Invalid(format!(
-                "shard {shard} is configured (cluster.shards): its members are every store node"
-            )));
-        }
         let led = self.led(shard)?;
         let me = self.config.node_id;
         let membership = led
@@ -155,9 +150,9 @@ impl Store {
     }
 
     /// Deletes this node's replica of `shard`, which is no longer one of the shard's members:
-    /// stops it, forgets it (`placed::FILE`), deletes its directory. Idempotent. Refused for a
-    /// shard this node's configuration names (it would come back at the next start) and for a
-    /// shard this node leads (it is a member). The caller (the controller) removes only nodes
+    /// stops it, forgets it (`placed::FILE`; a configured shard is recorded released,
+    /// `placed::RELEASED_FILE`, so it does not come back at the next start), deletes its
+    /// directory. Idempotent. Refused for a shard this node leads (it is a member). The caller (the controller) removes only nodes
     /// that the shard's leader no longer lists as members.
     pub async fn remove_shard(&self, shard: ShardId) -> Result<(), StoreError> {
         self.removable(shard)?;
@@ -231,13 +226,6 @@ impl Store {
                 "a standalone store holds its configured shards only".into(),
             ));
         }
-        if self.config.shards.contains(&shard) {
-            return Err(StoreError::Invalid(format!(
-                "shard {shard} is configured on node {} (cluster.shards): only a shard placed \
-                 by the controller can be removed",
-                self.config.node_id
-            )));
-        }
         if let Some(local) = self.shards().get(&shard)
             && local.shard.raft.is_leader()
         {
@@ -249,12 +237,23 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets `shard` (`placed::FILE`) and deletes its directory.
+    /// Forgets `shard` (`placed::FILE`, and records a configured one released) and deletes its
+    /// directory.
     async fn delete_replica_files(&self, shard: ShardId) -> Result<(), StoreError> {
         let (vfs, dir) = (self.vfs.clone(), self.config.data_dir.clone());
+        let configured = self.config.shards.contains(&shard);
         let removed = tokio::task::spawn_blocking(move || {
             // Forgotten first: a crash before the files go leaves only garbage, never a shard
             // that reopens.
+            if configured {
+                let mut released =
+                    crate::placed::read_released(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
+                if !released.contains(&shard) {
+                    released.push(shard);
+                    crate::placed::write_released(vfs.as_ref(), &dir, &released)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
             let mut held = crate::placed::read(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
             if held.contains(&shard) {
                 held.retain(|s| *s != shard);

@@ -264,7 +264,16 @@ impl Store {
                 let mut held =
                     crate::placed::read(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
                 held.push(shard);
-                crate::placed::write(vfs.as_ref(), &dir, &held).map_err(|e| e.to_string())
+                crate::placed::write(vfs.as_ref(), &dir, &held).map_err(|e| e.to_string())?;
+                // A configured shard placed here again is held, not released (ADR 0032).
+                let mut released =
+                    crate::placed::read_released(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
+                if released.contains(&shard) {
+                    released.retain(|s| *s != shard);
+                    crate::placed::write_released(vfs.as_ref(), &dir, &released)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
             })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?

@@ -25,6 +25,7 @@ type Hub = LocalHub<ShardTypes, ShardStateMachine>;
 mod acks;
 mod agree;
 mod clock;
+mod configured;
 mod damage;
 mod faults;
 mod members;

@@ -1,0 +1,144 @@
+//! A configured shard (`cluster.shards`) moves like a placed one once the controller has
+//! adopted it (ADR 0032): a node removes its replica and records it released, so a restart
+//! does not bring it back as the configured shard it otherwise holds; placed there again, it
+//! is held and reopens with the rest.
+
+use super::*;
+
+const SHARD: ShardId = 1;
+
+/// Retries `change_members` on whichever node leads `SHARD` until it is committed.
+async fn change_members_of(cluster: &Cluster, members: &BTreeMap<u64, String>) {
+    for _ in 0..100 {
+        // A node that joined and waits to be added knows no leader yet: ask the one that leads.
+        let Some(leader) = cluster
+            .running()
+            .into_iter()
+            .find(|&id| cluster.node(id).shard_leader(SHARD) == Some(id))
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        match cluster.node(leader).change_members(SHARD, members).await {
+            Ok(()) => return,
+            Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("changing members to {:?}: {err}", members.keys()),
+        }
+    }
+    panic!("the members never became {:?}", members.keys());
+}
+
+/// Hands `SHARD`'s leadership to `node` (it may still be catching up: retried).
+async fn lead_shard_on(cluster: &Cluster, node: NodeId) {
+    for attempt in 0.. {
+        let leader = placed_leader(cluster, SHARD).await;
+        if leader == node {
+            return;
+        }
+        match cluster.node(leader).transfer_leader(SHARD, node).await {
+            Ok(()) => return,
+            Err(_) if attempt < 60 => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(err) => panic!("node {node} never took shard {SHARD} over: {err}"),
+        }
+    }
+}
+
+fn voters_of(store: &Store) -> BTreeSet<u64> {
+    store
+        .shard_rafts()
+        .into_iter()
+        .find(|(s, _)| *s == SHARD)
+        .map(|(_, raft)| {
+            let metrics = raft.metrics().borrow_watched().clone();
+            metrics.membership_config.membership().voter_ids().collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn until_voters_of(store: &Store, want: &[u64]) {
+    let want: BTreeSet<u64> = want.iter().copied().collect();
+    for _ in 0..800 {
+        if voters_of(store) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("voters {:?}, want {want:?}", voters_of(store));
+}
+
+fn on_shard(bodies: &[String]) -> AppendRequest {
+    AppendRequest {
+        shard: SHARD,
+        ..append(bodies.iter().map(|b| message(b)).collect())
+    }
+}
+
+/// Shard 1 (configured on nodes 1, 2, 3) leaves node 1 and comes back: released, node 1 does
+/// not reopen it after a power cut; placed again, it catches up, reopens after the next power
+/// cut and, leading, delivers every message sent before, during and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_shard_moves_off_a_node_and_back() {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_on(Transport::InProcess, &[1, 2, 3], 47, shared).await;
+    cluster.leader().await;
+    let sent: Vec<String> = (0..9).map(|i| format!("c{i}")).collect();
+    lead_shard_on(&cluster, 2).await;
+    append_serving(&cluster.node(2), on_shard(&sent[..3])).await;
+
+    change_members_of(&cluster, &members_of(&cluster, &[2, 3])).await;
+    until_voters_of(&cluster.node(3), &[2, 3]).await;
+    cluster.hub.unregister(u64::from(SHARD), 1);
+    cluster
+        .node(1)
+        .remove_shard(SHARD)
+        .await
+        .expect("node 1 deletes its replica of a configured shard");
+    let shard_dir = std::path::Path::new("/data/store-1/shards/1");
+    assert!(!cluster.node(1).shard_ids().contains(&SHARD));
+    assert!(!cluster.disks[&1].is_dir(shard_dir));
+    append_serving(&cluster.node(2), on_shard(&sent[3..6])).await;
+
+    cluster.power_cut(1).await;
+    cluster.open(1).await;
+    assert!(
+        !cluster.node(1).shard_ids().contains(&SHARD),
+        "a released configured shard is not reopened"
+    );
+    assert!(cluster.node(1).shard_ids().contains(&0), "the others are");
+    assert!(!cluster.disks[&1].is_dir(shard_dir));
+
+    let all = members_of(&cluster, &[1, 2, 3]);
+    let raft = cluster
+        .node(1)
+        .open_shard(SHARD, all.clone(), OpenMode::Join)
+        .await
+        .expect("joins again");
+    cluster.register(SHARD, 1, raft);
+    change_members_of(&cluster, &all).await;
+    until_voters_of(&cluster.node(1), &[1, 2, 3]).await;
+    append_serving(
+        &cluster.node(placed_leader(&cluster, SHARD).await),
+        on_shard(&sent[6..]),
+    )
+    .await;
+
+    cluster.power_cut(1).await;
+    cluster.open(1).await;
+    assert!(
+        cluster.node(1).shard_ids().contains(&SHARD),
+        "placed again, it is held"
+    );
+    lead_shard_on(&cluster, 1).await;
+    let got = pop_serving(
+        &cluster.node(1),
+        PopRequest {
+            shards: vec![SHARD],
+            ..pop(32, Duration::ZERO)
+        },
+    )
+    .await;
+    assert_eq!(bodies(&got), sent);
+    cluster.shutdown().await;
+}
