@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use vela_proto::ShardId;
 use vela_proto::cluster_status::{ShardHealth, ShardView};
 
-/// Which candidate move goes first: the biggest gap between the leader's and the target's
-/// counts, then the lowest shard id, then the lowest target node id.
-type Priority = (usize, Reverse<(ShardId, u64)>);
+/// Which candidate move goes first: one off a draining node, then the biggest gap between the
+/// leader's and the target's counts, then the lowest shard id, then the lowest target node id.
+type Priority = (bool, usize, Reverse<(ShardId, u64)>);
 
 /// Move the leadership of `shard` from `from` to `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +27,18 @@ pub struct LeaderMove {
 /// node leading at least two more shards than the target: with every shard replicated on
 /// every node and all caught up, that leaves every node within one of every other.
 ///
+/// A node of `draining` (`vela admin store drain`) leads nothing: every shard it leads moves to
+/// the caught-up follower leading the fewest, whatever the counts (a configured shard that has
+/// nowhere to move keeps its replica there, ADR 0032, but not the leadership), and no
+/// leadership moves to it.
+///
 /// Deterministic: ties go to the lowest shard id, then the lowest target node id.
-pub fn leader_moves(views: &[ShardView], nodes: &BTreeSet<u64>, max_lag: u64) -> Vec<LeaderMove> {
+pub fn leader_moves(
+    views: &[ShardView],
+    nodes: &BTreeSet<u64>,
+    max_lag: u64,
+    draining: &BTreeSet<u64>,
+) -> Vec<LeaderMove> {
     let mut count: BTreeMap<u64, usize> = nodes.iter().map(|&n| (n, 0)).collect();
     let mut led: BTreeMap<ShardId, u64> = BTreeMap::new();
     for view in views {
@@ -52,14 +62,23 @@ pub fn leader_moves(views: &[ShardView], nodes: &BTreeSet<u64>, max_lag: u64) ->
                 continue;
             }
             let from_count = count[&from];
+            let leaving = draining.contains(&from);
             for to in view.caught_up_followers(max_lag) {
-                let Some(&to_count) = count.get(&to).filter(|_| nodes.contains(&to)) else {
+                let Some(&to_count) = count
+                    .get(&to)
+                    .filter(|_| nodes.contains(&to) && !draining.contains(&to))
+                else {
                     continue;
                 };
-                if to_count + 1 >= from_count {
+                if !leaving && to_count + 1 >= from_count {
                     continue;
                 }
-                let priority = (from_count - to_count, Reverse((view.shard, to)));
+                let gap = if leaving {
+                    usize::MAX - to_count
+                } else {
+                    from_count - to_count
+                };
+                let priority = (leaving, gap, Reverse((view.shard, to)));
                 if best.as_ref().is_none_or(|(p, _)| priority > *p) {
                     let m = LeaderMove {
                         shard: view.shard,

@@ -23,9 +23,13 @@ use crate::placement::{ReplicaMove, replica_move};
 /// up the rest before it can win the election the transfer starts).
 pub const BALANCE_MAX_LAG: u64 = 64;
 
-/// One balancing round: asks every store node for its replicas' status, computes the moves and
-/// carries them out one at a time. Returns each move with its outcome.
-pub async fn balance_once(store: &dyn StoreApi) -> Vec<(LeaderMove, Result<(), String>)> {
+/// One balancing round: asks every store node for its replicas' status, computes the moves
+/// (leaderships leave the `draining` nodes) and carries them out one at a time. Returns each
+/// move with its outcome.
+pub async fn balance_once(
+    store: &dyn StoreApi,
+    draining: &BTreeSet<u64>,
+) -> Vec<(LeaderMove, Result<(), String>)> {
     let reports = store.node_status().await;
     let views = shard_views(&store.shard_replicas(), &reports);
     let up: BTreeSet<u64> = reports
@@ -33,7 +37,7 @@ pub async fn balance_once(store: &dyn StoreApi) -> Vec<(LeaderMove, Result<(), S
         .filter(|r| r.report.is_ok())
         .map(|r| r.node)
         .collect();
-    let moves = leader_moves(&views, &up, BALANCE_MAX_LAG);
+    let moves = leader_moves(&views, &up, BALANCE_MAX_LAG, draining);
     let mut done = Vec::with_capacity(moves.len());
     for m in moves {
         let outcome = store
@@ -148,8 +152,9 @@ pub fn spawn_leader_balancer(
             if let Err(err) = rebalance_replicas_once(&c, store.as_ref()).await {
                 warn!(error = %err, "replica balancing failed; the next round looks again");
             }
+            let draining = c.draining();
             drop(c);
-            let moves = balance_once(store.as_ref()).await;
+            let moves = balance_once(store.as_ref(), &draining).await;
             debug!(moves = moves.len(), "leader balancing round");
         }
     })

@@ -1,5 +1,6 @@
 //! The `Controller`: opens the metadata Raft group, turns `ControllerApi` calls into validated
-//! commands and serves reads from the applied metadata.
+//! commands and serves reads from the applied metadata. The store nodes are in `stores.rs`, the
+//! configured shard set and the placed shards in `shard_set.rs`, scaling in `scaling.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,13 +88,13 @@ pub struct Controller {
     pub(crate) scaled_away: parking_lot::Mutex<std::collections::BTreeSet<u64>>,
     /// Woken when a topic placed new shards or a drain moved replicas, so the reconciler acts
     /// at once.
-    placed_changed: tokio::sync::Notify,
+    pub(crate) placed_changed: tokio::sync::Notify,
     /// Proxies heard from (address → version, when), while this node leads; observed state,
     /// never replicated.
     proxies: parking_lot::Mutex<BTreeMap<String, HeardProxy>>,
     /// Set once shut down, so a second call is a no-op; a tokio mutex because the shutdown itself
     /// awaits while holding it.
-    stopped: Mutex<bool>,
+    pub(crate) stopped: Mutex<bool>,
     /// Seals user passwords before they are proposed; opens them for proxies (ADR 0019).
     pub(crate) sealer: crate::secrets::Sealer,
     /// Where this process runs routes, while it does (ADR 0025): told when routes change,
@@ -216,7 +217,7 @@ impl Controller {
             sealer,
             route_runtime: Default::default(),
         });
-        tokio::spawn(record_shards_when_leading(
+        tokio::spawn(crate::shard_set::record_shards_when_leading(
             Arc::downgrade(&controller),
             shards,
         ));
@@ -276,67 +277,6 @@ impl Controller {
         Ok(())
     }
 
-    /// Records `shards` as the configured shard set if it changed, then adopts the configured
-    /// shards as placed ones (ADR 0032).
-    async fn ensure_shards(&self, shards: Vec<ShardId>) -> Result<(), ControllerError> {
-        self.record_shard_set(shards).await?;
-        self.adopt_configured_shards().await
-    }
-
-    /// In a cluster, makes the configured shards placed shards of the configured store nodes
-    /// (once: a no-op when they are), so they move like any placed shard (ADR 0032).
-    async fn adopt_configured_shards(&self) -> Result<(), ControllerError> {
-        if self.configured_stores.is_empty() || self.metadata.read().configured_adopted() {
-            return Ok(());
-        }
-        let stores: Vec<u64> = self.configured_stores.keys().copied().collect();
-        match self
-            .group
-            .propose(ControllerCommand::AdoptConfiguredShards { stores })
-            .await?
-        {
-            Ok(Applied::ShardsAdopted(adopted)) => {
-                if !adopted.is_empty() {
-                    tracing::info!(shards = ?adopted, "configured shards adopted as placed shards");
-                    self.placed_changed.notify_one();
-                }
-                Ok(())
-            }
-            other => Err(unexpected("adopt-configured-shards", &other)),
-        }
-    }
-
-    async fn record_shard_set(&self, shards: Vec<ShardId>) -> Result<(), ControllerError> {
-        let orphaned: Vec<String> = {
-            let md = self.metadata.read();
-            if md.shards() == shards.as_slice() {
-                return Ok(());
-            }
-            md.topics()
-                .filter(|t| t.queue_shards.iter().any(|s| !shards.contains(s)))
-                .map(|t| t.name.to_string())
-                .collect()
-        };
-        if !orphaned.is_empty() {
-            tracing::warn!(
-                ?shards,
-                topics = ?orphaned,
-                "new shard set leaves queues of these topics on shards outside it; they stay there"
-            );
-        }
-        match self
-            .group
-            .propose(ControllerCommand::SetShards { shards })
-            .await?
-        {
-            Ok(Applied::Shards(applied)) => {
-                tracing::info!(shards = ?applied, "controller shard set recorded");
-                Ok(())
-            }
-            other => Err(unexpected("set-shards", &other)),
-        }
-    }
-
     /// Creates a system topic (`%DLQ%…` or `%RETRY%…`), which the public API refuses.
     pub async fn create_system_topic(
         &self,
@@ -365,87 +305,6 @@ impl Controller {
         Ok(())
     }
 
-    /// The store nodes placed shards go on (id → address): the configured ones and those
-    /// registered at runtime (a configured node's address is the configured one).
-    pub fn stores(&self) -> BTreeMap<u64, String> {
-        let mut stores: BTreeMap<u64, String> = self
-            .metadata
-            .read()
-            .registered_stores()
-            .iter()
-            .map(|(&id, r)| (id, r.addr.clone()))
-            .collect();
-        stores.extend(self.configured_stores.clone());
-        stores
-    }
-
-    /// Moves one placed replica (the replica balancer, issue 11); the reconciler carries the
-    /// move out as it does a drain's.
-    pub async fn move_replica(
-        &self,
-        m: crate::placement::ReplicaMove,
-    ) -> Result<(), ControllerError> {
-        let command = ControllerCommand::MoveReplica {
-            shard: m.shard,
-            from: m.from,
-            to: m.to,
-        };
-        match self.group.propose(command).await? {
-            Ok(Applied::ReplicaMoved) => {
-                self.placed_changed.notify_one();
-                Ok(())
-            }
-            other => Err(unexpected("move-replica", &other)),
-        }
-    }
-
-    /// The store nodes being drained, as applied here.
-    pub fn draining(&self) -> std::collections::BTreeSet<u64> {
-        self.metadata.read().draining().clone()
-    }
-
-    /// The shards placed on chosen store nodes, as applied here.
-    pub fn placed_shards(&self) -> BTreeMap<ShardId, crate::metadata::PlacedShard> {
-        self.metadata.read().placed().clone()
-    }
-
-    /// Records that a member of placed `shard` holds it (the reconciler calls this).
-    pub async fn mark_shard_created(&self, shard: ShardId) -> Result<(), ControllerError> {
-        match self
-            .group
-            .propose(ControllerCommand::MarkShardCreated { shard })
-            .await?
-        {
-            Ok(Applied::ShardCreated) => Ok(()),
-            other => Err(unexpected("mark-shard-created", &other)),
-        }
-    }
-
-    /// Waits until a topic placed new shards (or `timeout` passes).
-    pub async fn placed_changed(&self, timeout: std::time::Duration) {
-        tokio::time::timeout(timeout, self.placed_changed.notified())
-            .await
-            .ok();
-    }
-
-    /// Waits (up to [`SHARD_SET_WAIT`]) until the group has recorded the configured shard
-    /// set: a member records it once it leads (`record_shards_when_leading`), and a topic
-    /// created before would get its queues from an empty set, or placed shards whose ids the
-    /// configured shards then reuse (the shard set is then refused for good, and a drain takes
-    /// the configured shards for placed ones).
-    async fn shard_set_recorded(&self) -> Result<(), ControllerError> {
-        let deadline = tokio::time::Instant::now() + SHARD_SET_WAIT;
-        while self.metadata.read().shards().is_empty() {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ControllerError::Unavailable(
-                    "the controller has not recorded its shard set yet; try again".into(),
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
     async fn propose_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
         self.shard_set_recorded().await?;
         let command = ControllerCommand::CreateTopic {
@@ -456,31 +315,6 @@ impl Controller {
             Ok(Applied::Topic(config)) => Ok(config),
             other => Err(unexpected("create-topic", &other)),
         }
-    }
-}
-
-/// How long a topic creation waits for the group to record the configured shard set.
-const SHARD_SET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Records the shard set once this member leads the group (retrying while leadership moves);
-/// ends when the controller is dropped or stopped.
-async fn record_shards_when_leading(controller: std::sync::Weak<Controller>, shards: Vec<ShardId>) {
-    const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-    loop {
-        let Some(c) = controller.upgrade() else {
-            return;
-        };
-        if *c.stopped.lock().await {
-            return;
-        }
-        if c.group.wait_leading(WAIT).await {
-            match c.ensure_shards(shards.clone()).await {
-                Ok(()) => return,
-                Err(err) => tracing::debug!(error = %err, "recording the shard set; retrying"),
-            }
-        }
-        drop(c);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -539,40 +373,7 @@ impl ControllerApi for Controller {
     }
 
     async fn drain_store(&self, store: u64) -> Result<StoreDrain, ControllerError> {
-        if self.configured_stores.is_empty() {
-            return Err(ControllerError::Invalid(
-                "a standalone node has no store nodes to drain".into(),
-            ));
-        }
-        let command = ControllerCommand::DrainStore {
-            store,
-            stores: self.stores().into_keys().collect(),
-        };
-        let moving = match self.group.propose(command).await? {
-            Ok(Applied::Drained(moving)) => moving,
-            other => return Err(unexpected("drain-store", &other)),
-        };
-        if !moving.is_empty() {
-            self.placed_changed.notify_one();
-        }
-        // The configured shards whose replica stays on it: not adopted yet, or adopted with no
-        // other node free to take it (ADR 0032).
-        let configured = {
-            let md = self.metadata.read();
-            md.shards()
-                .iter()
-                .copied()
-                .filter(|s| match md.placed().get(s) {
-                    Some(p) => p.replicas.contains(&store),
-                    None => self.configured_stores.contains_key(&store),
-                })
-                .collect()
-        };
-        Ok(StoreDrain {
-            store,
-            moving,
-            configured,
-        })
+        self.drain_store_now(store).await
     }
 
     async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {
@@ -713,58 +514,7 @@ impl ControllerApi for Controller {
     }
 
     async fn register_store(&self, id: u64, addr: &str) -> Result<(), ControllerError> {
-        if self.configured_stores.is_empty() {
-            return Err(ControllerError::Invalid(
-                "a standalone node takes no store nodes".into(),
-            ));
-        }
-        if id == 0 {
-            return Err(ControllerError::Invalid(
-                "store node id 0 is reserved".into(),
-            ));
-        }
-        let port = addr
-            .rsplit_once(':')
-            .map(|(host, p)| (host, p.parse::<u16>()));
-        if !matches!(port, Some((host, Ok(p))) if p > 0 && !host.is_empty()) {
-            return Err(ControllerError::Invalid(format!(
-                "store node {id} has address {addr:?}, not host:port"
-            )));
-        }
-        if let Some(configured) = self.configured_stores.get(&id) {
-            if configured == addr {
-                return Ok(());
-            }
-            return Err(ControllerError::Invalid(format!(
-                "store node {id} is configured at {configured}, not {addr}"
-            )));
-        }
-        let known = self.metadata.read().registered_stores().get(&id).cloned();
-        if known.as_ref().is_some_and(|r| r.addr == addr) {
-            return Ok(());
-        }
-        // Registering again at another address while its replicas move away would strand
-        // the moves.
-        if self.metadata.read().draining().contains(&id) && known.is_some() {
-            return Err(ControllerError::Invalid(format!(
-                "store node {id} is draining: remove it (vela admin store remove {id}) before it \
-                 registers at another address"
-            )));
-        }
-        let command = ControllerCommand::RegisterStore {
-            id,
-            addr: addr.to_owned(),
-            now_ms: self.clock.now_ms(),
-        };
-        match self.group.propose(command).await? {
-            Ok(Applied::StoreRegistered) => {
-                tracing::info!(store = id, addr, "store node registered");
-                // Placed shards with a member there can now be opened on it.
-                self.placed_changed.notify_one();
-                Ok(())
-            }
-            other => Err(unexpected("register-store", &other)),
-        }
+        self.register_store_now(id, addr).await
     }
 
     async fn scale_stores(
@@ -775,91 +525,15 @@ impl ControllerApi for Controller {
     }
 
     async fn remove_store(&self, id: u64) -> Result<(), ControllerError> {
-        if self.configured_stores.contains_key(&id) {
-            return Err(ControllerError::Invalid(format!(
-                "store node {id} is in [[cluster.stores]]: a configured node is removed from \
-                 every process's configuration, not here"
-            )));
-        }
-        match self
-            .group
-            .propose(ControllerCommand::UnregisterStore { id })
-            .await?
-        {
-            Ok(Applied::StoreUnregistered) => {
-                tracing::info!(store = id, "store node removed");
-                Ok(())
-            }
-            other => Err(unexpected("unregister-store", &other)),
-        }
+        self.remove_store_now(id).await
     }
 
     async fn undrain_store(&self, id: u64) -> Result<(), ControllerError> {
-        let known = self.configured_stores.contains_key(&id)
-            || self.metadata.read().registered_stores().contains_key(&id);
-        if !known {
-            return Err(ControllerError::NotFound(format!("store node {id}")));
-        }
-        if self.scaled_away.lock().contains(&id) {
-            return Err(ControllerError::Invalid(format!(
-                "store node {id} is beyond the store StatefulSet's replicas: scale the \
-                 StatefulSet up to include it first"
-            )));
-        }
-        if let Some(target) = self.metadata.read().store_scale_in()
-            && id > u64::from(target)
-        {
-            return Err(ControllerError::Invalid(format!(
-                "store node {id} leaves in the scale-in to {target} store nodes under way: \
-                 vela admin store scale {id} (or more) first"
-            )));
-        }
-        match self
-            .group
-            .propose(ControllerCommand::UndrainStore { store: id })
-            .await?
-        {
-            Ok(Applied::StoreUndrained) => {
-                tracing::info!(
-                    store = id,
-                    "store node undrained: replicas may go there again"
-                );
-                Ok(())
-            }
-            other => Err(unexpected("undrain-store", &other)),
-        }
+        self.undrain_store_now(id).await
     }
 
     async fn store_nodes(&self) -> Result<Vec<StoreNodeEntry>, ControllerError> {
-        let scaled_away = self.scaled_away.lock().clone();
-        let md = self.metadata.read();
-        let mut nodes: BTreeMap<u64, StoreNodeEntry> = md
-            .registered_stores()
-            .iter()
-            .map(|(&id, r)| {
-                let entry = StoreNodeEntry {
-                    id,
-                    addr: r.addr.clone(),
-                    configured: false,
-                    registered_ms: r.registered_ms,
-                    draining: md.draining().contains(&id),
-                    scaled_away: scaled_away.contains(&id),
-                };
-                (id, entry)
-            })
-            .collect();
-        for (&id, addr) in &self.configured_stores {
-            let entry = StoreNodeEntry {
-                id,
-                addr: addr.clone(),
-                configured: true,
-                registered_ms: 0,
-                draining: md.draining().contains(&id),
-                scaled_away: scaled_away.contains(&id),
-            };
-            nodes.insert(id, entry);
-        }
-        Ok(nodes.into_values().collect())
+        self.store_nodes_now().await
     }
 
     async fn create_user(&self, user: User) -> Result<UserInfo, ControllerError> {

@@ -34,6 +34,8 @@ pub mod scaler;
 pub mod scaling;
 pub mod secrets;
 pub mod service;
+mod shard_set;
+mod stores;
 mod tier_credentials;
 pub mod validation;
 

@@ -14,10 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{error, info, warn};
-use vela_proto::{ControllerApi, ControllerError, ShardId, StoreApi};
+use vela_proto::{ControllerApi, ControllerError, ShardId};
 
 use crate::Controller;
-use crate::scaling::unsettled;
+use crate::kubernetes::StoreStatefulSet;
+use crate::scaling::{Reports, unsettled};
 
 /// What one look did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,18 +35,18 @@ pub struct Repair {
     pub removed: Vec<u64>,
 }
 
-/// One look, see the module comment. `Err` when the StatefulSet cannot be read.
+/// One look, see the module comment, given the StatefulSet and its `replicas` as this round of
+/// the store scaler read them; `reports` asks the store nodes at most once per round.
 pub async fn repair_scaled_away_once(
     controller: &Controller,
-    store: &dyn StoreApi,
+    statefulset: &StoreStatefulSet,
+    replicas: u32,
+    reports: &Reports<'_>,
 ) -> Result<Repair, String> {
-    let mut repair = Repair::default();
-    let Ok(statefulset) = controller.statefulset() else {
-        controller.scaled_away.lock().clear();
-        return Ok(repair);
+    let mut repair = Repair {
+        replicas: Some(replicas),
+        ..Repair::default()
     };
-    let replicas = statefulset.replicas().await.map_err(|e| e.to_string())?;
-    repair.replicas = Some(replicas);
     let configured = controller.configured_stores.len();
     let registered: Vec<u64> = controller
         .metadata
@@ -99,7 +100,7 @@ pub async fn repair_scaled_away_once(
     if repair.away.is_empty() {
         return Ok(repair);
     }
-    let reports = store.node_status().await;
+    let reports = reports.get().await;
     let answering: BTreeSet<u64> = reports
         .iter()
         .filter(|r| r.report.is_ok())
@@ -140,7 +141,7 @@ pub async fn repair_scaled_away_once(
     if removable.iter().all(|id| still.contains(id)) {
         return Ok(repair);
     }
-    if unsettled(&expected, &reports).is_some() {
+    if unsettled(&expected, reports).is_some() {
         return Ok(repair);
     }
     for id in removable.into_iter().filter(|id| !still.contains(id)) {

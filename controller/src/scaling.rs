@@ -104,18 +104,42 @@ impl Controller {
     }
 }
 
-/// One look at a scale-in in progress: once no placed shard has a replica on the leaving nodes
-/// and every placed shard is settled, lowers the StatefulSet and removes them. Returns the
-/// replicas it scaled to, if it did.
+/// The store nodes' reports, asked for at most once per round of the store scaler (which both
+/// the scale-in and the scaled-away repair may need).
+pub struct Reports<'a> {
+    store: &'a dyn StoreApi,
+    asked: tokio::sync::OnceCell<Vec<StoreNodeReport>>,
+}
+
+impl<'a> Reports<'a> {
+    pub fn new(store: &'a dyn StoreApi) -> Self {
+        Reports {
+            store,
+            asked: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Every store node's report, asked the first time.
+    pub async fn get(&self) -> &[StoreNodeReport] {
+        self.asked
+            .get_or_init(|| async { self.store.node_status().await })
+            .await
+    }
+}
+
+/// One look at a scale-in in progress, given the StatefulSet and its `current` replicas as this
+/// round read them: once no placed shard has a replica on the leaving nodes and every placed
+/// shard is settled, lowers the StatefulSet and removes them. Returns the replicas it scaled
+/// to, if it did.
 pub async fn finish_scale_in_once(
     controller: &Controller,
-    store: &dyn StoreApi,
+    statefulset: &StoreStatefulSet,
+    current: u32,
+    reports: &Reports<'_>,
 ) -> Result<Option<u32>, String> {
     let Some(target) = controller.metadata.read().store_scale_in() else {
         return Ok(None);
     };
-    let statefulset = controller.statefulset().map_err(|e| e.to_string())?;
-    let current = statefulset.replicas().await.map_err(|e| e.to_string())?;
     if current <= target {
         controller
             .set_scale_in(None)
@@ -140,8 +164,7 @@ pub async fn finish_scale_in_once(
         );
         return Ok(None);
     }
-    let reports = store.node_status().await;
-    if let Some(shard) = unsettled(&expected, &reports) {
+    if let Some(shard) = unsettled(&expected, reports.get().await) {
         debug!(shard, "scale-in waits for the shard's replicas to move");
         return Ok(None);
     }
@@ -161,6 +184,44 @@ pub async fn finish_scale_in_once(
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some(target))
+}
+
+/// One round of the store scaler: reads the StatefulSet's replicas once, then finishes a
+/// scale-in under way and repairs after a plain `kubectl scale` down; `refused` holds the
+/// repair refusals already logged.
+async fn scaler_round(c: &Controller, store: &dyn StoreApi, refused: &mut Vec<(u64, String)>) {
+    let statefulset = match c.statefulset() {
+        Ok(statefulset) => statefulset,
+        Err(err) => {
+            c.scaled_away.lock().clear();
+            if c.metadata.read().store_scale_in().is_some() {
+                warn!(error = %err, "a store scale-in is under way but this controller cannot scale");
+            }
+            return;
+        }
+    };
+    let current = match statefulset.replicas().await {
+        Ok(current) => current,
+        Err(err) => {
+            warn!(error = %err, statefulset = %statefulset.describe(), "reading the store StatefulSet; trying again");
+            return;
+        }
+    };
+    let reports = Reports::new(store);
+    if let Err(err) = finish_scale_in_once(c, &statefulset, current, &reports).await {
+        warn!(error = %err, "scaling the store nodes in; trying again");
+    }
+    match repair_scaled_away_once(c, &statefulset, current, &reports).await {
+        Ok(repair) => {
+            if repair.refused != *refused {
+                for (id, why) in &repair.refused {
+                    error!(store = id, reason = %why, "cannot re-create the replicas of a scaled-away store node; trying again");
+                }
+                *refused = repair.refused;
+            }
+        }
+        Err(err) => warn!(error = %err, "looking for scaled-away store nodes; trying again"),
+    }
 }
 
 /// The first placed shard (of `expected`, shard → placed replicas) without a leader whose
@@ -194,22 +255,7 @@ pub fn spawn_store_scaler(
                 return;
             }
             if c.group_leads() {
-                if let Err(err) = finish_scale_in_once(&c, store.as_ref()).await {
-                    warn!(error = %err, "scaling the store nodes in; trying again");
-                }
-                match repair_scaled_away_once(&c, store.as_ref()).await {
-                    Ok(repair) => {
-                        if repair.refused != refused {
-                            for (id, why) in &repair.refused {
-                                error!(store = id, reason = %why, "cannot re-create the replicas of a scaled-away store node; trying again");
-                            }
-                            refused = repair.refused;
-                        }
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "looking for scaled-away store nodes; trying again")
-                    }
-                }
+                scaler_round(&c, store.as_ref(), &mut refused).await;
             } else {
                 c.scaled_away.lock().clear();
             }

@@ -401,6 +401,7 @@ impl ControllerRpc for ControllerService {
                     registered_ms: s.registered_ms,
                     draining: s.draining,
                     scaled_away: s.scaled_away,
+                    staying: s.staying,
                 })
                 .collect(),
         }))

@@ -61,6 +61,9 @@ pub struct StoreNodeEntry {
     /// Its pod ordinal is at or above the store StatefulSet's replicas: scaled down outside
     /// `vela admin store scale`, its replicas are being re-created on the other nodes.
     pub scaled_away: bool,
+    /// Draining, it keeps its replica of these configured shards: every other store node
+    /// already holds one (ADR 0032). Not counted as replicas left to move.
+    pub staying: Vec<crate::ShardId>,
 }
 
 /// What scaling the store StatefulSet does (issue 11).

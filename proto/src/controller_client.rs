@@ -376,6 +376,7 @@ impl ControllerApi for RemoteController {
             registered_ms: 0,
             draining: false,
             scaled_away: false,
+            staying: Vec::new(),
         };
         // Idempotent, so a retry after an ambiguous failure is harmless.
         self.on_leader(&mut false, |mut c| {
@@ -402,6 +403,7 @@ impl ControllerApi for RemoteController {
                 registered_ms: s.registered_ms,
                 draining: s.draining,
                 scaled_away: s.scaled_away,
+                staying: s.staying,
             })
             .collect())
     }

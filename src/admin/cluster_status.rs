@@ -45,6 +45,10 @@ struct Node {
     /// Stores only: "serving", "draining" or "scaled-away", as the controller places replicas.
     #[serde(skip_serializing_if = "Option::is_none")]
     placement: Option<String>,
+    /// Stores only, draining: the configured shards whose replica stays there (every other
+    /// store node already holds one).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    staying: Vec<u32>,
 }
 
 #[derive(Serialize)]
@@ -75,6 +79,7 @@ fn node(n: pb::NodeStatus, controller: bool) -> Node {
         term: (controller && reachable).then_some(n.term),
         leads: (!controller && reachable).then_some(n.leads),
         placement: (!controller && !n.placement.is_empty()).then_some(n.placement),
+        staying: n.staying,
     }
 }
 
@@ -150,11 +155,20 @@ pub(super) fn to_table(s: pb::ClusterStatusResponse) -> Result<String, std::fmt:
         let left = s
             .shards
             .iter()
+            .filter(|sh| !n.staying.contains(&sh.shard))
             .filter(|sh| sh.replicas.iter().any(|r| r.node == n.id))
             .count();
         match n.placement.as_deref() {
             Some("draining") => {
                 write!(state, "; draining: {left} replica(s) left to move")?;
+                if !n.staying.is_empty() {
+                    let ids: Vec<String> = n.staying.iter().map(u32::to_string).collect();
+                    write!(
+                        state,
+                        " (configured shard(s) {} stay: every other store node holds them)",
+                        ids.join(", ")
+                    )?;
+                }
             }
             Some("scaled-away") => write!(
                 state,
@@ -252,8 +266,17 @@ mod tests {
                 store(1, true, "serving"),
                 store(2, true, "draining"),
                 store(4, false, "scaled-away"),
+                pb::NodeStatus {
+                    staying: vec![0],
+                    ..store(5, true, "draining")
+                },
             ],
-            shards: vec![shard(7, &[1, 2, 4]), shard(8, &[1, 4]), shard(9, &[1])],
+            shards: vec![
+                shard(0, &[1, 5]),
+                shard(7, &[1, 2, 4]),
+                shard(8, &[1, 4]),
+                shard(9, &[1]),
+            ],
             ..Default::default()
         };
         let table = to_table(status.clone()).expect("a table");
@@ -265,6 +288,13 @@ mod tests {
                 .to_owned()
         };
         assert!(line("1 ").ends_with("up, leads 1 shard(s)"), "{table}");
+        assert!(
+            line("5 ").ends_with(
+                "draining: 0 replica(s) left to move (configured shard(s) 0 stay: every other \
+                 store node holds them)"
+            ),
+            "{table}"
+        );
         assert!(
             line("2 ").ends_with("draining: 1 replica(s) left to move"),
             "{table}"
@@ -278,5 +308,7 @@ mod tests {
             serde_json::from_str(&to_json(status).expect("JSON")).expect("valid JSON");
         assert_eq!(json["stores"][2]["placement"], "scaled-away");
         assert_eq!(json["stores"][0]["placement"], "serving");
+        assert_eq!(json["stores"][3]["staying"], serde_json::json!([0]));
+        assert!(json["stores"][1].get("staying").is_none());
     }
 }

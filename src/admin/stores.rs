@@ -24,6 +24,9 @@ struct StoreNode {
     /// Beyond the store StatefulSet's replicas (a plain `kubectl scale` down): its replicas
     /// are being re-created on the other nodes.
     scaled_away: bool,
+    /// Draining: the configured shards whose replica stays on it (every other store node
+    /// already holds one, ADR 0032).
+    staying: Vec<u32>,
 }
 
 pub(super) async fn list(client: &mut AdminClient, output: OutputFormat) -> anyhow::Result<String> {
@@ -41,6 +44,7 @@ pub(super) async fn list(client: &mut AdminClient, output: OutputFormat) -> anyh
             registered_ms: (!s.configured).then_some(s.registered_ms),
             draining: s.draining,
             scaled_away: s.scaled_away,
+            staying: s.staying,
         })
         .collect();
     if output == OutputFormat::Json {
@@ -60,7 +64,8 @@ pub(super) async fn list(client: &mut AdminClient, output: OutputFormat) -> anyh
                 "scaled away: repaired once it stops answering, if it can be (see the \
                  controller's log)"
             }
-            (false, true) => "draining",
+            (false, true) if s.staying.is_empty() => "draining",
+            (false, true) => "draining (configured shards stay: every other store node holds them)",
             (false, false) => "serving",
         };
         writeln!(out, "{:<6} {:<40} {:<11} {state}", s.id, s.addr, joined)?;

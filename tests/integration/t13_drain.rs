@@ -1,8 +1,9 @@
 //! Draining a store node of a `vela local-cluster` with four store nodes (ADR 0014): a topic of
 //! three replicas lives on shards placed on three of the four nodes each; `vela admin store
 //! drain <id> --wait` moves every replica on that node to the node that had none (learner,
-//! caught up, voter, then the old replica is deleted) while messages keep flowing, and every
-//! message sent before, during and after comes back.
+//! caught up, voter, then the old replica is deleted) while messages keep flowing, hands every
+//! leadership over (the configured shards, which every node holds, stay on it as followers),
+//! and every message sent before, during and after comes back.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -157,6 +158,50 @@ async fn a_drained_store_hands_its_replicas_over_and_nothing_is_lost() {
             && err.trim().lines().count() == 1,
         "{err}"
     );
+
+    // The configured shards (every node holds them: nowhere to move) stay on it as followers:
+    // the drain said so, `store list` names them, and the leader balancer takes every
+    // leadership off it (ADR 0032).
+    let configured: Vec<u64> = status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["shard"].as_u64())
+        .filter(|s| !placed.contains(s))
+        .collect();
+    assert!(!configured.is_empty(), "{status}");
+    assert!(
+        said.contains("configured shard(s)") && said.contains("stay on it"),
+        "{said}"
+    );
+    let listed = admin(&["store", "list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let entry = listed["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == node)
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["staying"], serde_json::json!(configured), "{listed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cluster_status(&proxies[0]);
+        let leads = status["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == node)
+            .and_then(|s| s["leads"].as_u64());
+        if leads == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} still leads: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // Back from maintenance: undrained, it takes replicas again (the replica balancer moves
     // some of the others' onto it); undraining it again is refused in one line.

@@ -74,7 +74,7 @@ fn full_replication_always_ends_within_one() {
                     })
                     .collect();
                 let before = counts(&views, &nodes, &[]);
-                let moves = leader_moves(&views, &nodes, 0);
+                let moves = leader_moves(&views, &nodes, 0, &BTreeSet::new());
                 let after = counts(&views, &nodes, &moves);
                 assert!(
                     spread(&after) <= 1,
@@ -85,7 +85,11 @@ fn full_replication_always_ends_within_one() {
                 }
                 let shards: BTreeSet<ShardId> = moves.iter().map(|m| m.shard).collect();
                 assert_eq!(shards.len(), moves.len(), "a shard moved twice: {moves:?}");
-                assert_eq!(moves, leader_moves(&views, &nodes, 0), "deterministic");
+                assert_eq!(
+                    moves,
+                    leader_moves(&views, &nodes, 0, &BTreeSet::new()),
+                    "deterministic"
+                );
             }
         }
     }
@@ -135,7 +139,7 @@ fn restricted_replicas_only_move_to_caught_up_followers_and_stop_at_a_local_opti
                             shard(id as ShardId, leader, set, &lag)
                         })
                         .collect();
-                    let moves = leader_moves(&views, &up, max_lag);
+                    let moves = leader_moves(&views, &up, max_lag, &BTreeSet::new());
                     for m in &moves {
                         let view = &views[m.shard as usize];
                         assert!(up.contains(&m.to), "moved to a node that is down: {m:?}");
@@ -175,7 +179,7 @@ fn lagging_down_and_leaderless_are_left_alone() {
     let views: Vec<ShardView> = (0..3)
         .map(|id| shard(id, 1, &[1, 2, 3], &[(3, 5000)]))
         .collect();
-    let moves = leader_moves(&views, &nodes, 1000);
+    let moves = leader_moves(&views, &nodes, 1000, &BTreeSet::new());
     assert_eq!(
         moves,
         vec![LeaderMove {
@@ -187,7 +191,7 @@ fn lagging_down_and_leaderless_are_left_alone() {
     // Node 2 is down (not among the nodes that answered): nothing goes there.
     let up: BTreeSet<u64> = [1, 3].into_iter().collect();
     let caught_up: Vec<ShardView> = (0..3).map(|id| shard(id, 1, &[1, 2, 3], &[])).collect();
-    let moves = leader_moves(&caught_up, &up, 0);
+    let moves = leader_moves(&caught_up, &up, 0, &BTreeSet::new());
     assert!(moves.iter().all(|m| m.to == 3), "{moves:?}");
     assert_eq!(moves.len(), 1);
     // A shard without a leader is not counted and not moved.
@@ -195,15 +199,46 @@ fn lagging_down_and_leaderless_are_left_alone() {
     for v in &mut leaderless {
         v.health = ShardHealth::Unavailable;
     }
-    assert!(leader_moves(&leaderless, &nodes, 0).is_empty());
+    assert!(leader_moves(&leaderless, &nodes, 0, &BTreeSet::new()).is_empty());
 }
 
 #[test]
 fn nine_shards_on_three_nodes_end_three_each() {
     let nodes: BTreeSet<u64> = [1, 2, 3].into_iter().collect();
     let views: Vec<ShardView> = (0..9).map(|id| shard(id, 1, &[1, 2, 3], &[])).collect();
-    let moves = leader_moves(&views, &nodes, 0);
+    let moves = leader_moves(&views, &nodes, 0, &BTreeSet::new());
     assert_eq!(moves.len(), 6);
     let after = counts(&views, &nodes, &moves);
     assert_eq!(after, BTreeMap::from([(1, 3), (2, 3), (3, 3)]));
+}
+
+/// A draining node hands every leadership it can over, to the caught-up follower leading the
+/// fewest, even when the counts are even, and is never given one; a shard whose only other
+/// caught-up replica is missing keeps its leader.
+#[test]
+fn a_draining_node_leads_nothing() {
+    let nodes: BTreeSet<u64> = [1, 2, 3].into_iter().collect();
+    let draining: BTreeSet<u64> = [2].into_iter().collect();
+    let mut views: Vec<ShardView> = (0..6)
+        .map(|id| shard(id, [1, 2, 3][id as usize % 3], &[1, 2, 3], &[]))
+        .collect();
+    // Shard 7: node 2 leads, both followers lag.
+    views.push(shard(7, 2, &[1, 2, 3], &[(1, 5000), (3, 5000)]));
+    let moves = leader_moves(&views, &nodes, 1000, &draining);
+    assert!(moves.iter().all(|m| m.from == 2 && m.to != 2), "{moves:?}");
+    let after = counts(&views, &nodes, &moves);
+    assert_eq!(after, BTreeMap::from([(1, 3), (2, 1), (3, 3)]), "{moves:?}");
+    assert_eq!(
+        moves,
+        leader_moves(&views, &nodes, 1000, &draining),
+        "deterministic"
+    );
+    // Even counts otherwise: no move off a node that is not draining, none onto a draining one.
+    let even: Vec<ShardView> = (0..3)
+        .map(|id| shard(id, id as u64 + 1, &[1, 2, 3], &[]))
+        .collect();
+    let moves = leader_moves(&even, &nodes, 0, &[3].into_iter().collect());
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!((moves[0].shard, moves[0].from), (2, 3));
+    assert_ne!(moves[0].to, 3);
 }
