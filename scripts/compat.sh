@@ -47,8 +47,28 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 if [ -n "$CLUSTER" ]; then
   # `vela local-cluster` (3 controllers, 3 stores, 2 proxies): Python through one proxy, Node
   # through the other, then SIGTERM stops the whole cluster cleanly.
-  # Below the ephemeral port range (32768 and up).
-  BASE=$(python3 -c 'import random; print(random.randrange(20000, 32000, 200))')
+  # Below the ephemeral port range (32768 and up), a block whose ports (base+1 to base+130: every
+  # role's gRPC and HTTP port) are all free now: a leftover process must not make it fail.
+  BASE=$(python3 - <<'PY'
+import random, socket
+for _ in range(50):
+    base, held, free = random.randrange(20000, 32000, 200), [], True
+    try:
+        for port in range(base + 1, base + 131):
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", port))
+    except OSError:
+        free = False
+    for s in held:
+        s.close()
+    if free:
+        print(base)
+        break
+else:
+    raise SystemExit("compat: no free block of 130 ports between 20000 and 32000")
+PY
+)
   DATA=$(mktemp -d); LOG="$DATA/local-cluster.log"
   "$VELA" local-cluster --data-dir "$DATA/cluster" --base-port "$BASE" >"$LOG" 2>&1 &
   PID=$!

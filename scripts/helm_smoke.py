@@ -411,23 +411,32 @@ def main():
         print(f"helm smoke: {len(sent)} messages sent across a rolling update of {len(order)} pods, all received")
         # `kubectl scale statefulset vela-store --replicas 4`: the new pod (node 4, not in the
         # ConfigMap's store list) registers with the controller at the address the chart gives
-        # it; a topic of two replicas created afterwards is placed on it too, and serves.
+        # it; a topic of two replicas created afterwards is placed on it too, and serves; the
+        # replica balancer moves a replica of a configured shard (`cluster.shards`, where the
+        # topics created without --replicas live) onto it as well (ADR 0032).
+        # No topic had --replicas so far: every shard is a configured one.
+        before = json.loads(cluster.admin(p0, "cluster", "status", "--output", "json"))
+        configured = {s["shard"] for s in before["shards"]}
+        assert configured, f"no configured shard in the cluster status: {before}"
         cluster.kube.replicas = 4
         cluster.scale_out("vela-store-3", "vela-store-0")
         cluster.admin(p0, "topic", "create", "spread", "--queues", "8", "--replicas", "2")
         cluster.admin(p0, "group", "create", "spread-g")
-        for _ in range(60):
+        for _ in range(120):
             status = json.loads(cluster.admin(p0, "cluster", "status", "--output", "json"))
             held = [s["shard"] for s in status["shards"]
                     if s.get("leader") is not None and any(r["node"] == 4 for r in s["replicas"])]
-            if any(s["id"] == 4 and s["reachable"] for s in status["stores"]) and held:
+            if any(s["id"] == 4 and s["reachable"] for s in status["stores"]) and configured & set(held):
                 break
             time.sleep(1)
         else:
-            raise RuntimeError(f"the scaled-out store pod never held a replica: {status}")
+            raise RuntimeError(f"the scaled-out store pod never held a configured shard's replica: {status}")
         bodies = [f"spread-{i}" for i in range(16)]
         cluster.admin(p1, "send", "spread", *bodies)
         cluster.receive_all(p0, "spread-g", "spread", bodies, "after the scale-out")
+        bodies = [f"grown-{i}" for i in range(16)]
+        cluster.admin(p1, "send", "rolling", *bodies)
+        cluster.receive_all(p0, "rolling-g", "rolling", bodies, "after the scale-out")
         print(f"helm smoke: a store pod added by scaling the StatefulSet joined and holds replicas of shards {held}")
         # `vela admin store scale 3 --wait`: the controller drains node 4, lowers the
         # StatefulSet through the API the chart lets it use, and removes the node; the test
@@ -453,6 +462,8 @@ def main():
         bodies = [f"shrunk-{i}" for i in range(16)]
         cluster.admin(p1, "send", "spread", *bodies)
         cluster.receive_all(p0, "spread-g", "spread", bodies, "after the scale-in")
+        cluster.admin(p1, "send", "rolling", *bodies)
+        cluster.receive_all(p0, "rolling-g", "rolling", bodies, "after the scale-in")
         print("helm smoke: `vela admin store scale 3` drained the added pod, lowered the StatefulSet and removed it")
         # After the bootstrap window, a store pod whose volume is lost refuses to start
         # instead of rejoining with an empty log (ADR 0010, ADR 0024).

@@ -359,10 +359,11 @@ impl Store {
             };
             match opened {
                 Ok(shard) => store.adopt(shard),
-                // A damaged replica of a placed shard is left closed, and the node's other
-                // shards still open. The controller's next open of it decides (it names the
-                // shard's members): set aside and replaced when others can replace it.
-                Err(err) if replicated && err.is_damage() && !store.config.shards.contains(&id) => {
+                // A damaged replica (of a placed or, adopted, a configured shard, ADR 0032) is
+                // left closed, and the node's other shards still open. The controller's next
+                // open of it decides (it names the shard's members): set aside and replaced
+                // when others can replace it.
+                Err(err) if replicated && err.is_damage() => {
                     error!(shard = id, error = %err, "damaged replica not opened; the controller's next open replaces it from the other members");
                 }
                 Err(err) => {

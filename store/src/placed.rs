@@ -48,6 +48,26 @@ pub fn write_released(vfs: &dyn Vfs, data_dir: &Path, shards: &[ShardId]) -> std
     )
 }
 
+/// Adds `shard` to the released configured shards (durably; a no-op when it is there).
+pub fn release(vfs: &dyn Vfs, data_dir: &Path, shard: ShardId) -> Result<(), String> {
+    let mut released = read_released(vfs, data_dir).map_err(|e| e.to_string())?;
+    if !released.contains(&shard) {
+        released.push(shard);
+        write_released(vfs, data_dir, &released).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Takes `shard` out of the released configured shards (durably; a no-op when it is not there).
+pub fn unrelease(vfs: &dyn Vfs, data_dir: &Path, shard: ShardId) -> Result<(), String> {
+    let mut released = read_released(vfs, data_dir).map_err(|e| e.to_string())?;
+    if released.contains(&shard) {
+        released.retain(|s| *s != shard);
+        write_released(vfs, data_dir, &released).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn read_list(
     vfs: &dyn Vfs,
     data_dir: &Path,

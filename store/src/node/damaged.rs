@@ -9,8 +9,9 @@
 //! replica that is not running neither votes nor counts toward a quorum, so until it is
 //! repaired the group runs on its other members.
 //!
-//! Configured shards (the static replicated set of `cluster.stores`) are not placed by the
-//! controller and cannot be replaced this way: their damage stays an error at start.
+//! A configured shard's replica (`cluster.shards`) is replaced the same way, the controller
+//! having adopted those shards as placed ones (ADR 0032); it is first recorded released
+//! (`placed::RELEASED_FILE`), so a restart does not reopen it empty as a configured shard.
 
 use std::io;
 use std::path::{Path, PathBuf};

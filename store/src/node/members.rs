@@ -246,13 +246,7 @@ impl Store {
             // Forgotten first: a crash before the files go leaves only garbage, never a shard
             // that reopens.
             if configured {
-                let mut released =
-                    crate::placed::read_released(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
-                if !released.contains(&shard) {
-                    released.push(shard);
-                    crate::placed::write_released(vfs.as_ref(), &dir, &released)
-                        .map_err(|e| e.to_string())?;
-                }
+                crate::placed::release(vfs.as_ref(), &dir, shard)?;
             }
             let mut held = crate::placed::read(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
             if held.contains(&shard) {

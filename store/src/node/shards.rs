@@ -89,7 +89,7 @@ impl Store {
         // A replica of a placed shard is scrubbed soon after it opens: damage done while its
         // node was down is found, and the replica replaced from its peers, while they still
         // hold a good copy (see `set_aside_running`).
-        let replaceable = self.replicated && !self.config.shards.contains(&id);
+        let replaceable = self.replicated;
         tasks.spawn(scrub::scrub_loop(
             shard.clone(),
             ScrubPolicy {
@@ -266,14 +266,7 @@ impl Store {
                 held.push(shard);
                 crate::placed::write(vfs.as_ref(), &dir, &held).map_err(|e| e.to_string())?;
                 // A configured shard placed here again is held, not released (ADR 0032).
-                let mut released =
-                    crate::placed::read_released(vfs.as_ref(), &dir).map_err(|e| e.to_string())?;
-                if released.contains(&shard) {
-                    released.retain(|s| *s != shard);
-                    crate::placed::write_released(vfs.as_ref(), &dir, &released)
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok::<_, String>(())
+                crate::placed::unrelease(vfs.as_ref(), &dir, shard)
             })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -306,7 +299,16 @@ impl Store {
         );
         let now = u64::try_from(self.clock.now_ms()).unwrap_or(0);
         let why = why.to_string();
+        let configured = self.config.shards.contains(&shard);
         tokio::task::spawn_blocking(move || {
+            // A configured shard is recorded released first (ADR 0032): the next start must not
+            // open an empty replica of it, which could vote without the entries it lost.
+            if configured && let Err(err) = crate::placed::release(vfs.as_ref(), &dir, shard) {
+                return StoreError::Internal(format!(
+                    "shard {shard}'s replica on node {node} is damaged ({why}) and could not be \
+                     recorded released ({err}); it is not opened"
+                ));
+            }
             super::damaged::replace(vfs.as_ref(), &dir, node, shard, now, &why)
         })
         .await
@@ -317,9 +319,8 @@ impl Store {
 impl Store {
     /// Stops serving this node's replica of `shard`, whose scrub or a read found damaged
     /// records, and sets it aside (see `damaged`): the controller's next open is answered
-    /// `ReplicaLost` and the replica is copied again from the other members. A configured
-    /// shard (which the controller cannot replace) and a standalone store's only report the
-    /// damage.
+    /// `ReplicaLost` and the replica is copied again from the other members. A standalone
+    /// store's, and a single replica's, only report the damage.
     pub(super) async fn set_aside_running(&self, damaged: &Arc<Shard>, found: DamageFound) {
         let shard = damaged.id;
         let members = voter_count(&damaged.raft);
@@ -368,16 +369,15 @@ impl Store {
     }
 
     /// Whether this node's damaged replica of `shard`, a group of `members` voters, is set
-    /// aside to be replaced: only a placed shard's (the controller cannot replace a configured
-    /// one), and only when other members hold the shard (a single replica is the only copy:
-    /// it stays where it is, not opened, for an operator to recover).
+    /// aside to be replaced: only when other members hold the shard (a single replica is the
+    /// only copy: it stays where it is, not opened, for an operator to recover). A configured
+    /// shard's is replaced like a placed one's once the controller adopted it (ADR 0032).
     fn replaceable(&self, shard: ShardId, members: usize) -> bool {
-        let replaceable = self.replicated && !self.config.shards.contains(&shard) && members > 1;
+        let replaceable = self.replicated && members > 1;
         if !replaceable {
             error!(
                 shard,
-                members,
-                "damaged replica is not replaced: it is the only copy or a configured shard"
+                members, "damaged replica is not replaced: it is the only copy"
             );
         }
         replaceable

@@ -151,3 +151,119 @@ async fn a_configured_shard_moves_off_a_node_and_back() {
     assert_eq!(got, sent);
     cluster.shutdown().await;
 }
+
+/// Segments of 8 KiB, so a little traffic seals several.
+fn small_segments(id: NodeId) -> StoreConfig {
+    StoreConfig {
+        segment_size: bytesize::ByteSize::kib(8),
+        ..node_config(id)
+    }
+}
+
+/// Node 3's replica of configured shard 1 has a sealed segment cut short while the node was
+/// down. The node still starts (its other shards serve), does not serve the damaged replica,
+/// and the controller's open sets it aside and records it released, so another power cut does
+/// not bring it back empty; replaced from the other members (out of the group, back as an
+/// empty learner, a voter again), it leads with every message (ADR 0032, ADR 0014).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_configured_replica_is_set_aside_and_copied_again() {
+    let (_clock, shared) = manual_clock();
+    let mut cluster = Cluster::start_configured(&[1, 2, 3], 53, shared, small_segments).await;
+    cluster.leader().await;
+    lead_shard_on(&cluster, 1).await;
+    let body = "x".repeat(400);
+    let sent: Vec<String> = (0..60).map(|i| format!("d{i:02}-{body}")).collect();
+    for chunk in sent.chunks(10) {
+        append_serving(&cluster.node(1), on_shard(chunk)).await;
+    }
+    // Node 3 has every entry before it goes down.
+    until_voters_of(&cluster.node(3), &[1, 2, 3]).await;
+    let metrics = |id: NodeId| {
+        let raft = cluster
+            .node(id)
+            .shard_rafts()
+            .into_iter()
+            .find(|(s, _)| *s == SHARD)
+            .map(|(_, raft)| raft)
+            .expect("holds the shard");
+        raft.metrics().borrow_watched().clone()
+    };
+    let committed = metrics(1).last_log_index;
+    for _ in 0..400 {
+        if metrics(3).last_applied.map(|l| l.index) >= committed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    cluster.power_cut(3).await;
+    let log = std::path::PathBuf::from("/data/store-3/shards/1/log");
+    let disk = cluster.disks[&3].clone();
+    let mut sealed: Vec<String> = disk
+        .list_files(&log)
+        .expect("the replica's log")
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    sealed.sort();
+    sealed.pop(); // the active one
+    let first = log.join(sealed.first().expect("a sealed segment"));
+    let len = disk.file_len(&first).expect("length");
+    disk.truncate(&first, len / 2).expect("cuts");
+
+    cluster.open(3).await;
+    assert!(!cluster.node(3).shard_ids().contains(&SHARD), "not served");
+    assert!(cluster.node(3).shard_ids().contains(&0), "the others are");
+    let all = members_of(&cluster, &[1, 2, 3]);
+    match cluster
+        .node(3)
+        .open_shard(SHARD, all.clone(), OpenMode::Resume)
+        .await
+    {
+        Err(StoreError::ReplicaLost(why)) => assert!(why.contains("damaged"), "{why}"),
+        other => panic!("a damaged replica opened: {other:?}"),
+    }
+    let data = std::path::Path::new("/data/store-3");
+    assert_eq!(
+        crate::placed::read_released(&cluster.disks[&3], data).expect("reads"),
+        vec![SHARD]
+    );
+    cluster.power_cut(3).await;
+    cluster.open(3).await;
+    assert!(
+        !cluster.node(3).shard_ids().contains(&SHARD),
+        "a set-aside configured replica is not reopened empty"
+    );
+
+    change_members_of(&cluster, &members_of(&cluster, &[1, 2])).await;
+    let raft = cluster
+        .node(3)
+        .open_shard(SHARD, all.clone(), OpenMode::Join)
+        .await
+        .expect("joins again");
+    cluster.register(SHARD, 3, raft);
+    change_members_of(&cluster, &all).await;
+    until_voters_of(&cluster.node(3), &[1, 2, 3]).await;
+    assert!(
+        crate::placed::read_released(&cluster.disks[&3], data)
+            .expect("reads")
+            .is_empty()
+    );
+    lead_shard_on(&cluster, 3).await;
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let batch = pop_serving(
+            &cluster.node(3),
+            PopRequest {
+                shards: vec![SHARD],
+                ..pop(32, Duration::from_millis(500))
+            },
+        )
+        .await;
+        got.extend(bodies(&batch));
+        if got.len() >= sent.len() {
+            break;
+        }
+    }
+    assert_eq!(got, sent);
+    cluster.shutdown().await;
+}
