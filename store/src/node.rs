@@ -229,44 +229,11 @@ impl Store {
                 "shards is empty: a store holds at least one shard".into(),
             ));
         }
-        let (held, released) = {
+        let ids = {
             let (vfs, dir, shards) = (vfs.clone(), cfg.data_dir.clone(), cfg.shards.clone());
             tokio::task::spawn_blocking(move || {
                 crate::format::check_or_init(vfs.as_ref(), &dir, &shards)?;
-                let placed = crate::placed::read(vfs.as_ref(), &dir)?;
-                // Configured shards moved off this node (ADR 0032); a directory left by a
-                // crash during the removal is deleted, never reopened.
-                let released: Vec<ShardId> = crate::placed::read_released(vfs.as_ref(), &dir)?
-                    .into_iter()
-                    .filter(|id| !placed.contains(id))
-                    .collect();
-                for id in &released {
-                    let shard_dir = dir.join("shards").join(id.to_string());
-                    if vfs.is_dir(&shard_dir)
-                        && let Err(err) = vela_raft::vfs::remove_dir_all(vfs.as_ref(), &shard_dir)
-                    {
-                        warn!(shard = id, error = %err, "deleting a released replica's files");
-                    }
-                }
-                // A placed shard whose log is gone (a partly wiped disk) is not reopened empty:
-                // it stays out until it is replaced (ADR 0013). One whose log was being
-                // replaced when the node stopped is incomplete: deleted, then replaced the same
-                // way (ADR 0014).
-                Ok::<_, crate::format::FormatError>((
-                    placed
-                        .into_iter()
-                        .filter(|id| {
-                            crate::shard::restoring::drop_if_marked(vfs.as_ref(), &dir, *id);
-                            let log = dir.join("shards").join(id.to_string()).join("log");
-                            let kept = vfs.is_dir(&log);
-                            if !kept {
-                                warn!(shard = id, "placed shard has no log here; not reopening it");
-                            }
-                            kept
-                        })
-                        .collect::<Vec<_>>(),
-                    released,
-                ))
+                reopen::shards_to_open(vfs.as_ref(), &dir, &shards)
             })
             .await
             .map_err(|e| StoreOpenError::Config(format!("format check: {e}")))??
@@ -331,16 +298,6 @@ impl Store {
                 }
             });
         }
-        // The configured shards (but those moved off this node), then those placed here at
-        // runtime (reopened from their logs).
-        let mut ids: Vec<ShardId> = store
-            .config
-            .shards
-            .iter()
-            .copied()
-            .filter(|id| !released.contains(id))
-            .collect();
-        ids.extend(held);
         for id in ids {
             if store.shards().contains_key(&id) {
                 continue;
@@ -707,6 +664,7 @@ mod observe;
 mod offsets;
 mod pull;
 mod receive;
+mod reopen;
 mod scoped;
 mod shards;
 mod spans;

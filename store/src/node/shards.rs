@@ -227,14 +227,23 @@ impl Store {
             return Err(StoreError::Unavailable("store is shutting down".into()));
         }
         let (vfs, dir) = (self.vfs.clone(), self.config.data_dir.clone());
+        let configured = self.config.shards.contains(&shard);
         let has_log = {
             let (vfs, dir) = (vfs.clone(), dir.clone());
             tokio::task::spawn_blocking(move || {
+                let shard_dir = dir.join("shards").join(shard.to_string());
+                // An incomplete configured replica is recorded released before it is deleted,
+                // so a restart never opens it empty (ADR 0032).
+                if configured && crate::shard::restoring::is_marked(vfs.as_ref(), &shard_dir)? {
+                    crate::placed::release(vfs.as_ref(), &dir, shard)
+                        .map_err(std::io::Error::other)?;
+                }
                 crate::shard::restoring::drop_if_marked(vfs.as_ref(), &dir, shard);
-                vfs.is_dir(&dir.join("shards").join(shard.to_string()).join("log"))
+                Ok::<_, std::io::Error>(vfs.is_dir(&shard_dir.join("log")))
             })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|e| StoreError::Internal(format!("shard {shard}: {e}")))?
         };
         if mode == OpenMode::Resume && !has_log {
             return Err(StoreError::ReplicaLost(format!(

@@ -5,9 +5,10 @@
 //! snapshot generation is durable, neither the old generation nor the new one matches the log:
 //! a node that stops in between cannot reopen the replica as it is. So the mark is made durable
 //! before the log is touched and removed only once the new generation is durable. A node that
-//! starts and finds the mark does not open the replica: a placed replica is deleted (it is then
-//! a lost replica, which the controller takes out of the group and adds back as an empty
-//! learner: ADR 0014), and a configured one stops the start with an error that says so.
+//! starts and finds the mark does not open the replica: it is deleted (it is then a lost
+//! replica, which the controller takes out of the group and adds back as an empty learner: ADR
+//! 0014), a configured one after it is recorded released (`node::reopen`, ADR 0032), so it
+//! never reopens empty.
 
 use std::io;
 use std::path::Path;
