@@ -70,6 +70,24 @@ async fn until_voters_of(store: &Store, want: &[u64]) {
     panic!("voters {:?}, want {want:?}", voters_of(store));
 }
 
+/// Makes `node` lead `SHARD` and receives there until `count` messages came (or 20 receives
+/// of up to half a second each went by); returns their bodies.
+async fn receive_led(cluster: &Cluster, node: NodeId, count: usize) -> Vec<String> {
+    lead_shard_on(cluster, node).await;
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let req = PopRequest {
+            shards: vec![SHARD],
+            ..pop(32, Duration::from_millis(500))
+        };
+        got.extend(bodies(&pop_serving(&cluster.node(node), req).await));
+        if got.len() >= count {
+            break;
+        }
+    }
+    got
+}
+
 fn on_shard(bodies: &[String]) -> AppendRequest {
     AppendRequest {
         shard: SHARD,
@@ -132,23 +150,7 @@ async fn a_configured_shard_moves_off_a_node_and_back() {
         cluster.node(1).shard_ids().contains(&SHARD),
         "placed again, it is held"
     );
-    lead_shard_on(&cluster, 1).await;
-    let mut got = Vec::new();
-    for _ in 0..20 {
-        let batch = pop_serving(
-            &cluster.node(1),
-            PopRequest {
-                shards: vec![SHARD],
-                ..pop(32, Duration::from_millis(500))
-            },
-        )
-        .await;
-        got.extend(bodies(&batch));
-        if got.len() >= sent.len() {
-            break;
-        }
-    }
-    assert_eq!(got, sent);
+    assert_eq!(receive_led(&cluster, 1, sent.len()).await, sent);
     cluster.shutdown().await;
 }
 
@@ -248,22 +250,6 @@ async fn a_damaged_configured_replica_is_set_aside_and_copied_again() {
             .expect("reads")
             .is_empty()
     );
-    lead_shard_on(&cluster, 3).await;
-    let mut got = Vec::new();
-    for _ in 0..20 {
-        let batch = pop_serving(
-            &cluster.node(3),
-            PopRequest {
-                shards: vec![SHARD],
-                ..pop(32, Duration::from_millis(500))
-            },
-        )
-        .await;
-        got.extend(bodies(&batch));
-        if got.len() >= sent.len() {
-            break;
-        }
-    }
-    assert_eq!(got, sent);
+    assert_eq!(receive_led(&cluster, 3, sent.len()).await, sent);
     cluster.shutdown().await;
 }
