@@ -50,17 +50,10 @@ impl Controller {
         }
         // The configured shards whose replica stays on it: not adopted yet, or adopted with no
         // other node free to take it (ADR 0032).
-        let configured = {
-            let md = self.metadata.read();
-            md.shards()
-                .iter()
-                .copied()
-                .filter(|s| match md.placed().get(s) {
-                    Some(p) => p.replicas.contains(&store),
-                    None => self.configured_stores.contains_key(&store),
-                })
-                .collect()
-        };
+        let configured = self
+            .metadata
+            .read()
+            .configured_on(store, self.configured_stores.contains_key(&store));
         Ok(StoreDrain {
             store,
             moving,
@@ -188,14 +181,11 @@ impl Controller {
         let md = self.metadata.read();
         // A draining node's replicas of configured shards the drain could not move (ADR 0032).
         let staying = |id: u64| -> Vec<ShardId> {
-            if !md.draining().contains(&id) {
-                return Vec::new();
+            if md.draining().contains(&id) {
+                md.configured_on(id, self.configured_stores.contains_key(&id))
+            } else {
+                Vec::new()
             }
-            md.shards()
-                .iter()
-                .copied()
-                .filter(|s| md.placed().get(s).is_some_and(|p| p.replicas.contains(&id)))
-                .collect()
         };
         let mut nodes: BTreeMap<u64, StoreNodeEntry> = md
             .registered_stores()

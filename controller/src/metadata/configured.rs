@@ -3,6 +3,8 @@
 //! names their members like any placed shard's, so a drain, a repair after a scale-down and the
 //! replica balancer move them, and they reach store nodes that joined at runtime.
 
+use vela_proto::ShardId;
+
 use super::{Metadata, PlacedShard};
 use crate::command::{Applied, Rejected};
 
@@ -38,6 +40,19 @@ impl Metadata {
             adopted.push(shard);
         }
         Ok(Applied::ShardsAdopted(adopted))
+    }
+
+    /// The configured shards whose replica is on `store` by the placement (adopted ones that
+    /// list it; before adoption, all of them when `store` is a configured node).
+    pub fn configured_on(&self, store: u64, configured_node: bool) -> Vec<ShardId> {
+        self.shards
+            .iter()
+            .copied()
+            .filter(|s| match self.placed.get(s) {
+                Some(p) => p.replicas.contains(&store),
+                None => configured_node,
+            })
+            .collect()
     }
 
     /// Whether every configured shard is placed (adopted, ADR 0032).

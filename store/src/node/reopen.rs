@@ -15,6 +15,31 @@ use vela_raft::vfs::Vfs;
 use crate::format::FormatError;
 use crate::shard::restoring;
 
+/// Deletes this node's replica of `shard` if its log was being replaced when the node stopped
+/// (`RESTORING`); a configured one (`configured`) is recorded released first, so it never
+/// reopens empty. Returns whether the replica was incomplete and is gone.
+pub(super) fn drop_incomplete(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    shard: ShardId,
+    configured: bool,
+) -> std::io::Result<bool> {
+    let shard_dir = dir.join("shards").join(shard.to_string());
+    if !restoring::is_marked(vfs, &shard_dir)? {
+        return Ok(false);
+    }
+    if configured {
+        crate::placed::release(vfs, dir, shard).map_err(std::io::Error::other)?;
+        warn!(
+            shard,
+            "this configured replica's log was being replaced when the node stopped: recorded \
+             released (the controller replaces it)"
+        );
+    }
+    restoring::drop_if_marked(vfs, dir, shard);
+    Ok(true)
+}
+
 /// The shards to open, in order (see the module comment). Also deletes what a crash left of a
 /// released replica and incomplete replicas.
 pub(super) fn shards_to_open(
@@ -35,18 +60,9 @@ pub(super) fn shards_to_open(
         .filter(|id| !released.contains(id) && !placed.contains(id))
         .collect();
     for id in candidates {
-        if !restoring::is_marked(vfs, &shard_dir(id)).unwrap_or(false) {
-            continue;
-        }
-        match crate::placed::release(vfs, dir, id) {
-            Ok(()) => {
-                warn!(
-                    shard = id,
-                    "this configured replica's log was being replaced when the node stopped: \
-                     deleting the incomplete replica (the controller replaces it)"
-                );
-                released.push(id);
-            }
+        match drop_incomplete(vfs, dir, id, true) {
+            Ok(true) => released.push(id),
+            Ok(false) => {}
             // Not released, it stays marked, and opening it stops the start with the reason.
             Err(err) => warn!(shard = id, error = %err, "recording an incomplete replica released"),
         }

@@ -231,15 +231,9 @@ impl Store {
         let has_log = {
             let (vfs, dir) = (vfs.clone(), dir.clone());
             tokio::task::spawn_blocking(move || {
-                let shard_dir = dir.join("shards").join(shard.to_string());
-                // An incomplete configured replica is recorded released before it is deleted,
-                // so a restart never opens it empty (ADR 0032).
-                if configured && crate::shard::restoring::is_marked(vfs.as_ref(), &shard_dir)? {
-                    crate::placed::release(vfs.as_ref(), &dir, shard)
-                        .map_err(std::io::Error::other)?;
-                }
-                crate::shard::restoring::drop_if_marked(vfs.as_ref(), &dir, shard);
-                Ok::<_, std::io::Error>(vfs.is_dir(&shard_dir.join("log")))
+                super::reopen::drop_incomplete(vfs.as_ref(), &dir, shard, configured)?;
+                let log = dir.join("shards").join(shard.to_string()).join("log");
+                Ok::<_, std::io::Error>(vfs.is_dir(&log))
             })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?
