@@ -392,18 +392,7 @@ impl ControllerRpc for ControllerService {
     ) -> Result<Response<pb::StoreNodes>, Status> {
         let stores = self.controller.store_nodes().await.map_err(failed)?;
         Ok(Response::new(pb::StoreNodes {
-            stores: stores
-                .into_iter()
-                .map(|s| pb::StoreNodeInfo {
-                    id: s.id,
-                    addr: s.addr,
-                    configured: s.configured,
-                    registered_ms: s.registered_ms,
-                    draining: s.draining,
-                    scaled_away: s.scaled_away,
-                    staying: s.staying,
-                })
-                .collect(),
+            stores: stores.into_iter().map(store_node_to_wire).collect(),
         }))
     }
 

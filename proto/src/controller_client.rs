@@ -393,19 +393,7 @@ impl ControllerApi for RemoteController {
                 c.list_stores(pb::Empty {}).await
             })
             .await?;
-        Ok(reply
-            .stores
-            .into_iter()
-            .map(|s| StoreNodeEntry {
-                id: s.id,
-                addr: s.addr,
-                configured: s.configured,
-                registered_ms: s.registered_ms,
-                draining: s.draining,
-                scaled_away: s.scaled_away,
-                staying: s.staying,
-            })
-            .collect())
+        Ok(reply.stores.into_iter().map(store_node_from_wire).collect())
     }
 
     async fn scale_stores(&self, replicas: u32) -> Result<StoreScale, ControllerError> {

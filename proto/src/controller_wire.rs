@@ -196,6 +196,31 @@ fn retry_from_wire(
     crate::retry::from_wire(wire).map_err(|e| WireError(e.to_string()))
 }
 
+/// A store node as `ListStores` carries it.
+pub fn store_node_to_wire(s: crate::controller_api::StoreNodeEntry) -> pb::StoreNodeInfo {
+    pb::StoreNodeInfo {
+        id: s.id,
+        addr: s.addr,
+        configured: s.configured,
+        registered_ms: s.registered_ms,
+        draining: s.draining,
+        scaled_away: s.scaled_away,
+        staying: s.staying,
+    }
+}
+
+pub fn store_node_from_wire(s: pb::StoreNodeInfo) -> crate::controller_api::StoreNodeEntry {
+    crate::controller_api::StoreNodeEntry {
+        id: s.id,
+        addr: s.addr,
+        configured: s.configured,
+        registered_ms: s.registered_ms,
+        draining: s.draining,
+        scaled_away: s.scaled_away,
+        staying: s.staying,
+    }
+}
+
 impl From<WireError> for ControllerError {
     fn from(e: WireError) -> Self {
         ControllerError::Internal(format!("a controller node sent an invalid reply: {}", e.0))

@@ -3,77 +3,15 @@
 //! does not bring it back as the configured shard it otherwise holds; placed there again, it
 //! is held and reopens with the rest.
 
+use super::members::{change_members, lead_on, until_voters};
 use super::*;
 
 const SHARD: ShardId = 1;
 
-/// Retries `change_members` on whichever node leads `SHARD` until it is committed.
-async fn change_members_of(cluster: &Cluster, members: &BTreeMap<u64, String>) {
-    for _ in 0..100 {
-        // A node that joined and waits to be added knows no leader yet: ask the one that leads.
-        let Some(leader) = cluster
-            .running()
-            .into_iter()
-            .find(|&id| cluster.node(id).shard_leader(SHARD) == Some(id))
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        match cluster.node(leader).change_members(SHARD, members).await {
-            Ok(()) => return,
-            Err(StoreError::NotLeader { .. } | StoreError::Unavailable(_)) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("changing members to {:?}: {err}", members.keys()),
-        }
-    }
-    panic!("the members never became {:?}", members.keys());
-}
-
-/// Hands `SHARD`'s leadership to `node` (it may still be catching up: retried) and waits until
-/// `node` leads it (a receive there covers only the shards it leads).
-async fn lead_shard_on(cluster: &Cluster, node: NodeId) {
-    for _ in 0..60 {
-        let leader = placed_leader(cluster, SHARD).await;
-        if leader == node && cluster.node(node).shard_leader(SHARD) == Some(node) {
-            return;
-        }
-        if leader != node {
-            // Refused while `node` catches up: asked again.
-            let _ = cluster.node(leader).transfer_leader(SHARD, node).await;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("node {node} never took shard {SHARD} over");
-}
-
-fn voters_of(store: &Store) -> BTreeSet<u64> {
-    store
-        .shard_rafts()
-        .into_iter()
-        .find(|(s, _)| *s == SHARD)
-        .map(|(_, raft)| {
-            let metrics = raft.metrics().borrow_watched().clone();
-            metrics.membership_config.membership().voter_ids().collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn until_voters_of(store: &Store, want: &[u64]) {
-    let want: BTreeSet<u64> = want.iter().copied().collect();
-    for _ in 0..800 {
-        if voters_of(store) == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("voters {:?}, want {want:?}", voters_of(store));
-}
-
 /// Makes `node` lead `SHARD` and receives there until `count` messages came (or 20 receives
 /// of up to half a second each went by); returns their bodies.
 async fn receive_led(cluster: &Cluster, node: NodeId, count: usize) -> Vec<String> {
-    lead_shard_on(cluster, node).await;
+    lead_on(cluster, SHARD, node).await;
     let mut got = Vec::new();
     for _ in 0..20 {
         let req = PopRequest {
@@ -104,11 +42,11 @@ async fn a_configured_shard_moves_off_a_node_and_back() {
     let mut cluster = Cluster::start_on(Transport::InProcess, &[1, 2, 3], 47, shared).await;
     cluster.leader().await;
     let sent: Vec<String> = (0..9).map(|i| format!("c{i}")).collect();
-    lead_shard_on(&cluster, 2).await;
+    lead_on(&cluster, SHARD, 2).await;
     append_serving(&cluster.node(2), on_shard(&sent[..3])).await;
 
-    change_members_of(&cluster, &members_of(&cluster, &[2, 3])).await;
-    until_voters_of(&cluster.node(3), &[2, 3]).await;
+    change_members(&cluster, SHARD, &members_of(&cluster, &[2, 3])).await;
+    until_voters(&cluster.node(3), SHARD, &[2, 3]).await;
     cluster.hub.unregister(u64::from(SHARD), 1);
     cluster
         .node(1)
@@ -136,8 +74,8 @@ async fn a_configured_shard_moves_off_a_node_and_back() {
         .await
         .expect("joins again");
     cluster.register(SHARD, 1, raft);
-    change_members_of(&cluster, &all).await;
-    until_voters_of(&cluster.node(1), &[1, 2, 3]).await;
+    change_members(&cluster, SHARD, &all).await;
+    until_voters(&cluster.node(1), SHARD, &[1, 2, 3]).await;
     append_serving(
         &cluster.node(placed_leader(&cluster, SHARD).await),
         on_shard(&sent[6..]),
@@ -172,14 +110,14 @@ async fn a_damaged_configured_replica_is_set_aside_and_copied_again() {
     let (_clock, shared) = manual_clock();
     let mut cluster = Cluster::start_configured(&[1, 2, 3], 53, shared, small_segments).await;
     cluster.leader().await;
-    lead_shard_on(&cluster, 1).await;
+    lead_on(&cluster, SHARD, 1).await;
     let body = "x".repeat(400);
     let sent: Vec<String> = (0..60).map(|i| format!("d{i:02}-{body}")).collect();
     for chunk in sent.chunks(10) {
         append_serving(&cluster.node(1), on_shard(chunk)).await;
     }
     // Node 3 has every entry before it goes down.
-    until_voters_of(&cluster.node(3), &[1, 2, 3]).await;
+    until_voters(&cluster.node(3), SHARD, &[1, 2, 3]).await;
     let metrics = |id: NodeId| {
         let raft = cluster
             .node(id)
@@ -236,15 +174,15 @@ async fn a_damaged_configured_replica_is_set_aside_and_copied_again() {
         "a set-aside configured replica is not reopened empty"
     );
 
-    change_members_of(&cluster, &members_of(&cluster, &[1, 2])).await;
+    change_members(&cluster, SHARD, &members_of(&cluster, &[1, 2])).await;
     let raft = cluster
         .node(3)
         .open_shard(SHARD, all.clone(), OpenMode::Join)
         .await
         .expect("joins again");
     cluster.register(SHARD, 3, raft);
-    change_members_of(&cluster, &all).await;
-    until_voters_of(&cluster.node(3), &[1, 2, 3]).await;
+    change_members(&cluster, SHARD, &all).await;
+    until_voters(&cluster.node(3), SHARD, &[1, 2, 3]).await;
     assert!(
         crate::placed::read_released(&cluster.disks[&3], data)
             .expect("reads")

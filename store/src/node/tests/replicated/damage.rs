@@ -291,7 +291,7 @@ fn never_scrubbed(id: NodeId) -> StoreConfig {
 async fn a_flipped_bit_a_read_finds_sets_the_replica_aside() {
     let (mut cluster, sent) = filled(64, never_scrubbed, "r").await;
     flip_an_old_record_while_down(&mut cluster).await;
-    lead_on(&cluster, 3).await;
+    lead_on(&cluster, PLACED, 3).await;
     // Another group than `drain_from`'s reads from the first message on node 3.
     let reads = PopRequest {
         group: GroupName::new("readers").expect("a valid group"),

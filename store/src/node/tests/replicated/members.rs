@@ -30,15 +30,15 @@ pub(super) async fn join(cluster: &Cluster, node: NodeId, members: &BTreeMap<u64
     cluster.register(PLACED, node, raft);
 }
 
-/// A node that leads `PLACED` (members that left or have not joined yet may not know it).
-pub(super) async fn leading(cluster: &Cluster) -> NodeId {
+/// The node that leads `shard` (members that left or have not joined yet may not know it).
+pub(super) async fn leading(cluster: &Cluster, shard: ShardId) -> NodeId {
     for _ in 0..400 {
         let leaders: Vec<NodeId> = cluster
             .running()
             .into_iter()
             .filter(|&id| {
                 cluster.node(id).shard_rafts().iter().any(|(s, raft)| {
-                    *s == PLACED && raft.metrics().borrow_watched().current_leader == Some(id)
+                    *s == shard && raft.metrics().borrow_watched().current_leader == Some(id)
                 })
             })
             .collect();
@@ -47,16 +47,20 @@ pub(super) async fn leading(cluster: &Cluster) -> NodeId {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("no single node leads shard {PLACED}");
+    panic!("no single node leads shard {shard}");
 }
 
-/// Asks `PLACED`'s leader to change the members as the controller does: following a leader
+/// Asks `shard`'s leader to change the members as the controller does: following a leader
 /// that hands over, calling again while new members catch up.
-pub(super) async fn change_members(cluster: &Cluster, members: &BTreeMap<u64, String>) {
-    let mut at = leading(cluster).await;
+pub(super) async fn change_members(
+    cluster: &Cluster,
+    shard: ShardId,
+    members: &BTreeMap<u64, String>,
+) {
+    let mut at = leading(cluster, shard).await;
     let mut last = None;
     for _ in 0..100 {
-        match cluster.node(at).change_members(PLACED, members).await {
+        match cluster.node(at).change_members(shard, members).await {
             Ok(()) => return,
             Err(StoreError::NotLeader {
                 leader: Some(next), ..
@@ -66,7 +70,7 @@ pub(super) async fn change_members(cluster: &Cluster, members: &BTreeMap<u64, St
             ) => {
                 last = Some(err);
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                at = leading(cluster).await;
+                at = leading(cluster, shard).await;
             }
             Err(err) => panic!("changing members to {:?}: {err}", members.keys()),
         }
@@ -82,14 +86,14 @@ pub(super) fn on_placed(bodies: &[String]) -> AppendRequest {
     }
 }
 
-/// Waits until `store`'s replica of the placed shard has applied a membership of `want`: the
+/// Waits until `store`'s replica of `shard` has applied a membership of `want`: the
 /// leader's `change_members` returns once the change is committed, which a member may apply a
 /// little later.
-pub(super) async fn until_voters(store: &Store, want: &[u64]) {
+pub(super) async fn until_voters(store: &Store, shard: ShardId, want: &[u64]) {
     let want: BTreeSet<u64> = want.iter().copied().collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let got = voters(store);
+        let got = voters(store, shard);
         if got == want {
             return;
         }
@@ -101,11 +105,11 @@ pub(super) async fn until_voters(store: &Store, want: &[u64]) {
     }
 }
 
-fn voters(store: &Store) -> BTreeSet<u64> {
+fn voters(store: &Store, shard: ShardId) -> BTreeSet<u64> {
     store
         .shard_rafts()
         .into_iter()
-        .find(|(s, _)| *s == PLACED)
+        .find(|(s, _)| *s == shard)
         .map(|(_, raft)| {
             raft.metrics()
                 .borrow_watched()
@@ -117,28 +121,30 @@ fn voters(store: &Store) -> BTreeSet<u64> {
         .unwrap_or_default()
 }
 
-/// Hands the placed shard's leadership to `node`; it may still be catching up, so the
-/// handover is retried until it takes the shard.
-pub(super) async fn lead_on(cluster: &Cluster, node: NodeId) {
-    for attempt in 0.. {
-        let leader = leading(cluster).await;
+/// Hands `shard`'s leadership to `node` and waits until it leads (a receive there covers only
+/// the shards it leads); it may still be catching up, so the handover is retried.
+pub(super) async fn lead_on(cluster: &Cluster, shard: ShardId, node: NodeId) {
+    for attempt in 0..200 {
+        let leader = leading(cluster, shard).await;
         if leader == node {
             return;
         }
-        match cluster.node(leader).transfer_leader(PLACED, node).await {
-            Ok(()) => return,
+        match cluster.node(leader).transfer_leader(shard, node).await {
+            // Handed over: `node` leads once it has won the election.
+            Ok(()) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(err) if attempt < 60 => {
                 let _ = err;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(err) => panic!("node {node} never took the shard over: {err}"),
+            Err(err) => panic!("node {node} never took shard {shard} over: {err}"),
         }
     }
+    panic!("node {node} never took shard {shard} over");
 }
 
 /// Makes `node` lead `PLACED` and returns everything it delivers.
 pub(super) async fn drain_from(cluster: &Cluster, node: NodeId) -> Vec<String> {
-    lead_on(cluster, node).await;
+    lead_on(cluster, PLACED, node).await;
     let store = cluster.node(node);
     let mut got = Vec::new();
     loop {
@@ -184,20 +190,24 @@ async fn a_placed_shard_moves_to_a_new_node_without_losing_anything() {
 
     let target = members_of(&cluster, &[2, 3, 4]);
     join(&cluster, 4, &target).await;
-    change_members(&cluster, &target).await;
+    change_members(&cluster, PLACED, &target).await;
     for id in [2, 3, 4] {
         let store = cluster.node(id);
         for _ in 0..200 {
-            if voters(&store) == BTreeSet::from([2, 3, 4]) {
+            if voters(&store, PLACED) == BTreeSet::from([2, 3, 4]) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert_eq!(voters(&store), BTreeSet::from([2, 3, 4]), "node {id}");
+        assert_eq!(
+            voters(&store, PLACED),
+            BTreeSet::from([2, 3, 4]),
+            "node {id}"
+        );
     }
 
     // Refused: a replica that is still a member and leads.
-    let now_leads = leading(&cluster).await;
+    let now_leads = leading(&cluster, PLACED).await;
     assert!(matches!(
         cluster.node(now_leads).remove_shard(PLACED).await,
         Err(StoreError::Invalid(_))
@@ -271,9 +281,9 @@ async fn a_member_that_lost_its_disk_is_replaced_by_an_empty_learner() {
         Err(StoreError::ReplicaLost(why)) => assert!(why.contains("has no log"), "{why}"),
         other => panic!("an empty replica resumed: {other:?}"),
     }
-    change_members(&cluster, &members_of(&cluster, &[1, 2])).await;
+    change_members(&cluster, PLACED, &members_of(&cluster, &[1, 2])).await;
     join(&cluster, 3, &all).await;
-    change_members(&cluster, &all).await;
+    change_members(&cluster, PLACED, &all).await;
     assert_eq!(drain_from(&cluster, 3).await, sent);
     cluster.shutdown().await;
 }
@@ -334,8 +344,8 @@ async fn a_learner_behind_the_retention_floor_copies_what_is_retained() {
 
     let target = members_of(&cluster, &[1, 2, 3, 4]);
     join(&cluster, 4, &target).await;
-    change_members(&cluster, &target).await;
-    until_voters(&cluster.node(4), &[1, 2, 3, 4]).await;
+    change_members(&cluster, PLACED, &target).await;
+    until_voters(&cluster.node(4), PLACED, &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
     // The copy carried the message lookups (ADR 0028): the new leader finds the oldest
@@ -386,7 +396,7 @@ async fn voter_down_through_retention(transport: Transport) {
     cluster.power_cut(down).await;
     let mut cuts = Vec::new();
     for pass in ["one", "two"] {
-        let leader = leading(&cluster).await;
+        let leader = leading(&cluster, PLACED).await;
         sent.extend(fill(&cluster, leader, pass).await);
         let cut = cluster
             .node(leader)
@@ -427,7 +437,7 @@ async fn a_node_stopped_in_the_middle_of_a_copy_drops_the_incomplete_replica_and
     let target = members_of(&cluster, &[1, 2, 3, 4]);
     join(&cluster, 4, &target).await;
     // Added as a learner (the call answers "catching up"); it is sent a snapshot and copies.
-    let at = leading(&cluster).await;
+    let at = leading(&cluster, PLACED).await;
     let _ = cluster.node(at).change_members(PLACED, &target).await;
     let mark = std::path::PathBuf::from(format!(
         "/data/store-4/shards/{PLACED}/{}",
@@ -462,10 +472,10 @@ async fn a_node_stopped_in_the_middle_of_a_copy_drops_the_incomplete_replica_and
         "{resumed:?}"
     );
     // Out of the group, then in again as an empty learner that catches up.
-    change_members(&cluster, &members_of(&cluster, &[1, 2, 3])).await;
+    change_members(&cluster, PLACED, &members_of(&cluster, &[1, 2, 3])).await;
     join(&cluster, 4, &target).await;
-    change_members(&cluster, &target).await;
-    until_voters(&cluster.node(4), &[1, 2, 3, 4]).await;
+    change_members(&cluster, PLACED, &target).await;
+    until_voters(&cluster.node(4), PLACED, &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;
@@ -494,7 +504,7 @@ async fn a_copy_that_fails_for_good_stops_the_replica_until_it_is_opened_again()
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let target = members_of(&cluster, &[1, 2, 3, 4]);
     join(&cluster, 4, &target).await;
-    let at = leading(&cluster).await;
+    let at = leading(&cluster, PLACED).await;
     let _ = cluster.node(at).change_members(PLACED, &target).await;
     for attempt in 0.. {
         let stopped = cluster.node(4).member_statuses().iter().any(|m| {
@@ -530,10 +540,10 @@ async fn a_copy_that_fails_for_good_stops_the_replica_until_it_is_opened_again()
             .any(|p| p.starts_with(format!("/data/store-4/shards/{PLACED}"))),
         "the incomplete replica is deleted"
     );
-    change_members(&cluster, &members_of(&cluster, &[1, 2, 3])).await;
+    change_members(&cluster, PLACED, &members_of(&cluster, &[1, 2, 3])).await;
     join(&cluster, 4, &target).await;
-    change_members(&cluster, &target).await;
-    until_voters(&cluster.node(4), &[1, 2, 3, 4]).await;
+    change_members(&cluster, PLACED, &target).await;
+    until_voters(&cluster.node(4), PLACED, &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
     cluster.shutdown().await;

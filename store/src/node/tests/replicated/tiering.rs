@@ -83,7 +83,7 @@ async fn a_new_member_copies_only_the_untiered_log_and_reads_history_from_the_ti
 
     let target = members_of(&cluster, &[2, 3, 4]);
     join(&cluster, 4, &target).await;
-    change_members(&cluster, &target).await;
+    change_members(&cluster, PLACED, &target).await;
     let joined = placed_tier(&cluster.node(4));
     let tiered_last = joined
         .tiered_last
