@@ -346,6 +346,7 @@ fn from_table(profile: Profile, table: toml::Table) -> Result<VelaConfig, Config
             config.proxy.max_body_size
         )));
     }
+    config.proxy.validate().map_err(ConfigError::Invalid)?;
     config.telemetry.validate().map_err(ConfigError::Invalid)?;
     config.tier.validate().map_err(ConfigError::Invalid)?;
     // One knob for the delay limit in standalone: the store follows the proxy's unless told.

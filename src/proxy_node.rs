@@ -118,6 +118,7 @@ pub(crate) fn store_client(config: &VelaConfig) -> anyhow::Result<Arc<RemoteStor
     })
     .map_err(anyhow::Error::msg)
     .context("the store nodes of the cluster")?;
+    store.set_send_linger(config.proxy.send_linger);
     Ok(Arc::new(store))
 }
 

@@ -101,6 +101,13 @@ impl RemoteStore {
         })
     }
 
+    /// Makes a batched append call wait `linger` for more sends to its shard before it goes
+    /// (`proxy.send_linger`; see `store_client/batched.rs`). A send that finds its shard idle still goes at
+    /// once.
+    pub fn set_send_linger(&self, linger: Duration) {
+        self.routing.appends.set_linger(linger);
+    }
+
     /// Makes the store nodes it reaches those of its map plus `stores` (as the controller lists
     /// them: nodes that joined at runtime, a removed one gone; a node of the map keeps the
     /// map's address). Returns how many were added, moved or dropped; an address that is not

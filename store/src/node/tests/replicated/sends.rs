@@ -66,6 +66,53 @@ async fn concurrent_sends_through_a_proxy_share_calls_and_entries() {
     assert_eq!(got.len(), SENDS + 1, "every send readable once");
 }
 
+/// With a send linger, sends that queue behind a busy call wait for company before they go, so
+/// sends spread over 150 ms share two or three calls; a send that finds its shard
+/// idle still goes at once, however long the linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_linger_gathers_queued_sends_and_never_delays_a_lone_one() {
+    let (_clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 6, shared).await;
+    let leader = cluster.leader().await;
+    let remote = cluster.remote_store();
+    let client = ClientId::new("linger-test-client").expect("valid");
+    let send = |body: String| {
+        let remote = remote.clone();
+        let req = AppendRequest {
+            client_id: Some(client.clone()),
+            ..append(vec![message(&body)])
+        };
+        async move { remote.append(req).await }
+    };
+    remote.set_send_linger(Duration::from_secs(60));
+    let lone = tokio::time::timeout(Duration::from_secs(20), send("lone".into())).await;
+    lone.expect("a lone send does not wait out the linger")
+        .expect("it lands");
+
+    remote.set_send_linger(Duration::from_millis(500));
+    let calls_before = remote.append_calls();
+    const SENDS: usize = 20;
+    let mut sends = Vec::new();
+    // Five at once (the first takes the call, four queue behind it), then the rest 10 ms apart:
+    // without a linger those mostly find the shard idle again and go one call each.
+    for i in 0..SENDS {
+        sends.push(tokio::spawn(send(format!("s{i:02}"))));
+        if i >= 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for sent in futures::future::join_all(sends).await {
+        sent.expect("joins").expect("every send lands");
+    }
+    let calls = remote.append_calls() - calls_before;
+    assert!(
+        calls <= 3,
+        "{SENDS} sends 10 ms apart took {calls} calls with a 500 ms linger: they did not gather"
+    );
+    let got = drain(&cluster.node(leader), SENDS + 1).await;
+    assert_eq!(got.len(), SENDS + 1, "every send readable once");
+}
+
 /// A store client straight to node `id`, as a proxy would hold one.
 pub(super) fn direct_client(
     cluster: &Cluster,
