@@ -129,14 +129,30 @@ impl<K: Kind> Default for Queue<K> {
 }
 
 impl<K: Kind> Queue<K> {
+    /// Whether a call that already carries `count` requests of `bytes` has no room for one of
+    /// `next` bytes (a lone request goes whatever its size).
+    fn full(count: usize, bytes: usize, next: usize) -> bool {
+        count >= K::MAX_REQUESTS || (count > 0 && bytes + next > K::MAX_BYTES)
+    }
+
+    /// Whether at least as much waits as one call carries (nothing to gain by waiting for more).
+    fn holds_full_batch(&self) -> bool {
+        let mut bytes = 0;
+        for (count, w) in self.waiting.iter().enumerate() {
+            if Self::full(count, bytes, w.bytes) {
+                return true;
+            }
+            bytes += w.bytes;
+        }
+        self.waiting.len() >= K::MAX_REQUESTS
+    }
+
     /// The oldest waiting requests, as many as fit one call; empty when nothing waits.
     fn take_batch(&mut self) -> Vec<Waiting<K>> {
         let mut batch: Vec<Waiting<K>> = Vec::new();
         let mut bytes = 0;
         while let Some(next) = self.waiting.front() {
-            let full = batch.len() >= K::MAX_REQUESTS
-                || (!batch.is_empty() && bytes + next.bytes > K::MAX_BYTES);
-            if full {
+            if Self::full(batch.len(), bytes, next.bytes) {
                 break;
             }
             bytes += next.bytes;
@@ -287,13 +303,10 @@ async fn drain<K: Kind>(routing: Arc<Routing>, shard: ShardId) {
     }
 }
 
-/// Whether as many requests wait for `shard` as one call carries.
+/// Whether at least as much waits for `shard` as one call carries.
 fn full_batch_waits<K: Kind>(routing: &Routing, shard: ShardId) -> bool {
     let queues = K::batcher(routing).queues.lock();
-    queues.get(&shard).is_some_and(|q| {
-        q.waiting.len() >= K::MAX_REQUESTS
-            || q.waiting.iter().map(|w| w.bytes).sum::<usize>() >= K::MAX_BYTES
-    })
+    queues.get(&shard).is_some_and(Queue::holds_full_batch)
 }
 
 async fn call_one<K: Kind>(routing: &Routing, shard: ShardId, req: &K::Req) -> Outcome<K> {
