@@ -44,3 +44,4 @@ pub use store::{
     DEFAULT_PREALLOCATE_BYTES, FlushMode, LogHandle, LogStoreConfig, MAX_SEGMENT_SIZE, ReadPin,
     ScrubReport, SegmentInfo, SegmentLogStore,
 };
+pub use writer::LogWriter;

@@ -10,8 +10,6 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -23,7 +21,7 @@ use crate::codec::{FooterTrailer, MAX_SEGMENT_BYTES};
 use crate::entry::LogTypes;
 use crate::segment::SegmentFile;
 use crate::vfs::{StdVfs, Vfs, VfsLock};
-use crate::writer::{WriteOp, WriterStatus};
+use crate::writer::{LogWriter, WriteOp, WriterLink, WriterStatus};
 use openraft::alias::{LogIdOf, VoteOf};
 
 mod plan;
@@ -200,7 +198,7 @@ pub(crate) struct LogIndex<C: LogTypes> {
     pub(crate) cache: EntryCache<C::Entry>,
     pub(crate) next_seq: u64,
     /// `None` once shut down.
-    pub(crate) tx: Option<Sender<WriteOp<C>>>,
+    pub(crate) tx: Option<WriterLink<C>>,
 }
 
 impl<C: LogTypes> LogIndex<C> {
@@ -215,7 +213,7 @@ impl<C: LogTypes> LogIndex<C> {
         (Some(first) <= self.last_index()).then_some(first)
     }
 
-    pub(crate) fn sender(&self) -> Result<Sender<WriteOp<C>>, LogError> {
+    pub(crate) fn sender(&self) -> Result<WriterLink<C>, LogError> {
         self.tx.clone().ok_or(LogError::Closed)
     }
 
@@ -257,7 +255,8 @@ pub(crate) struct Inner<C: LogTypes> {
     pub(crate) cfg: LogStoreConfig,
     pub(crate) state: RwLock<LogIndex<C>>,
     pub(crate) status: Arc<WriterStatus>,
-    pub(crate) writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread this log's writes go to (its own, or one shared by the node's logs).
+    pub(crate) writer: Mutex<Option<LogWriter<C>>>,
     /// Holds the directory's advisory lock for as long as this store lives.
     pub(crate) dir_lock: Mutex<Option<VfsLock>>,
     /// Footer offsets of sealed segments read recently.
@@ -271,14 +270,12 @@ pub(crate) struct Inner<C: LogTypes> {
 
 impl<C: LogTypes> Drop for Inner<C> {
     fn drop(&mut self) {
-        // Closing the channel makes the writer flush and exit; wait for it so the directory lock is
-        // released only after the last write.
-        self.state.get_mut().tx = None;
-        if let Some(thread) = self.writer_thread.get_mut().take()
-            && thread.join().is_err()
-        {
-            tracing::error!(dir = %self.cfg.dir.display(), "log writer thread panicked");
+        // The writer flushes and closes this log first, so the directory lock is released only
+        // after the last write; a thread of its own then ends with the last handle to it.
+        if let Some(link) = self.state.get_mut().tx.take() {
+            link.detach_blocking();
         }
+        self.writer.get_mut().take();
     }
 }
 
@@ -354,8 +351,26 @@ impl<C: LogTypes> SegmentLogStore<C> {
         cfg: LogStoreConfig,
         snapshot: Option<LogIdOf<C>>,
     ) -> Result<Self, LogError> {
+        Self::open_with(cfg, snapshot, None).await
+    }
+
+    /// As [`open_for_snapshot`](Self::open_for_snapshot), with the log's writes going to
+    /// `writer`, a thread the node's logs share (ADR 0009), instead of a thread of its own.
+    pub async fn open_on(
+        cfg: LogStoreConfig,
+        snapshot: Option<LogIdOf<C>>,
+        writer: &LogWriter<C>,
+    ) -> Result<Self, LogError> {
+        Self::open_with(cfg, snapshot, Some(writer.clone())).await
+    }
+
+    async fn open_with(
+        cfg: LogStoreConfig,
+        snapshot: Option<LogIdOf<C>>,
+        writer: Option<LogWriter<C>>,
+    ) -> Result<Self, LogError> {
         let dir = cfg.dir.clone();
-        tokio::task::spawn_blocking(move || recovery::open_blocking(cfg, snapshot))
+        tokio::task::spawn_blocking(move || recovery::open_blocking(cfg, snapshot, writer))
             .await
             .map_err(|e| LogError::io("joining the open task for", dir, io::Error::other(e)))?
     }
@@ -397,30 +412,22 @@ impl<C: LogTypes> SegmentLogStore<C> {
             return Ok(());
         };
         let (done, rx) = oneshot::channel();
-        // Whatever the writer answers (or if it is gone), the thread is joined and the
-        // directory unlocked: a failed shutdown must not keep the replica from opening again.
+        // Whatever the writer answers (or if it is gone), the directory is unlocked: a failed
+        // shutdown must not keep the replica from opening again.
         let result = match tx.send(WriteOp::Shutdown { done }) {
             Ok(()) => rx.await.unwrap_or(Err(LogError::Closed)),
             Err(_) => Err(LogError::Closed),
         };
         drop(tx);
-        let thread = self.inner.writer_thread.lock().take();
-        let joined = match thread {
-            Some(thread) => {
-                let failed = |what: &str| {
-                    LogError::io(
-                        "joining the writer of",
-                        &self.inner.cfg.dir,
-                        io::Error::other(what.to_string()),
-                    )
-                };
-                match tokio::task::spawn_blocking(move || thread.join()).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(failed("writer thread panicked")),
-                    Err(e) => Err(failed(&e.to_string())),
-                }
-            }
-            None => Ok(()),
+        // A thread of this log's own ends with its last handle; joining it blocks.
+        let writer = self.inner.writer.lock().take();
+        let joined = match tokio::task::spawn_blocking(move || drop(writer)).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(LogError::io(
+                "joining the writer of",
+                &self.inner.cfg.dir,
+                io::Error::other(e.to_string()),
+            )),
         };
         self.inner.dir_lock.lock().take();
         joined.and(result)

@@ -1,13 +1,18 @@
-//! The writer thread: the only code that changes files. It executes write operations in the order
-//! they were planned and does group commit: it keeps taking queued operations without waiting,
-//! and only when the queue runs dry (or a barrier needs it) issues one fsync per dirty segment and
-//! fires every `IOFlushed` callback gathered meanwhile.
+//! The writer: the only code that changes a log's files. It executes write operations in the
+//! order they were planned and does group commit: it keeps taking queued operations without
+//! waiting, and only when the queue runs dry (or a barrier needs it) issues one fsync per dirty
+//! segment and fires every `IOFlushed` callback gathered meanwhile. [`Writer`] is one log's part;
+//! the thread that runs it, shared by every log of a node (ADR 0009), is [`thread`].
+
+mod thread;
+
+pub use thread::LogWriter;
+pub(crate) use thread::WriterLink;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,9 +29,10 @@ use crate::{FlushMode, LogError};
 /// Where an awaited operation reports back.
 pub(crate) type Reply = oneshot::Sender<Result<(), LogError>>;
 
-/// Past this many written-but-unflushed bytes the writer flushes even if more work is queued, so
-/// callbacks are not held back indefinitely under a constant stream of appends.
-const MAX_UNFLUSHED_BYTES: u64 = 32 * 1024 * 1024;
+/// Past this many written-but-unflushed bytes (over every log of the thread) the writer flushes
+/// even if more work is queued, so callbacks are not held back indefinitely under a constant
+/// stream of appends.
+pub(crate) const MAX_UNFLUSHED_BYTES: u64 = 32 * 1024 * 1024;
 
 pub(crate) enum WriteOp<C: RaftTypeConfig> {
     /// Creates the file with its header; the header is made durable before the name.
@@ -186,49 +192,17 @@ impl<C: RaftTypeConfig> Writer<C> {
         }
     }
 
-    /// Runs until a `Shutdown` op or until every sender is gone.
-    pub(crate) fn run(mut self, rx: Receiver<WriteOp<C>>) {
-        loop {
-            let op = if self.unflushed {
-                match rx.try_recv() {
-                    Ok(op) => op,
-                    Err(TryRecvError::Empty) => {
-                        self.flush();
-                        continue;
-                    }
-                    Err(TryRecvError::Disconnected) => break,
-                }
-            } else if let Some(wait) = self.time_to_background_sync() {
-                match rx.recv_timeout(wait) {
-                    Ok(op) => op,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_dirty();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(op) => op,
-                    Err(_) => break,
-                }
-            };
-            if let WriteOp::Shutdown { done } = op {
-                let result = self.close();
-                let _ = done.send(result);
-                return;
-            }
-            self.handle(op);
-            if self.unflushed_bytes >= MAX_UNFLUSHED_BYTES {
-                self.flush();
-            }
-        }
-        if let Err(err) = self.close() {
-            tracing::error!(error = %err, "log writer failed to flush while stopping");
-        }
+    /// Whether anything was written or queued since the last flush.
+    pub(crate) fn unflushed(&self) -> bool {
+        self.unflushed
     }
 
-    fn handle(&mut self, op: WriteOp<C>) {
+    /// Bytes written since the last flush.
+    pub(crate) fn unflushed_bytes(&self) -> u64 {
+        self.unflushed_bytes
+    }
+
+    pub(crate) fn handle(&mut self, op: WriteOp<C>) {
         if let Some(reason) = &self.failure {
             reject(op, reason);
             return;
@@ -318,7 +292,7 @@ impl<C: RaftTypeConfig> Writer<C> {
                 let result = self.barrier().and_then(|()| self.try_sync_dirty());
                 self.reply(done, result)
             }
-            // Handled in `run`.
+            // Handled by the thread, which closes the log and forgets it.
             WriteOp::Shutdown { done } => {
                 let _ = done.send(Err(LogError::Closed));
                 Ok(())
@@ -365,7 +339,7 @@ impl<C: RaftTypeConfig> Writer<C> {
     }
 
     /// The group commit: publish what was written, fsync (in `Sync` mode), then fire callbacks.
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         self.unflushed = false;
         self.unflushed_bytes = 0;
         self.status
@@ -424,14 +398,14 @@ impl<C: RaftTypeConfig> Writer<C> {
         Ok(())
     }
 
-    fn sync_dirty(&mut self) {
+    pub(crate) fn sync_dirty(&mut self) {
         if let Err(err) = self.try_sync_dirty() {
             self.fail(err);
         }
     }
 
     /// In `Async` mode with unsynced data: how long until the background fsync is due.
-    fn time_to_background_sync(&self) -> Option<std::time::Duration> {
+    pub(crate) fn time_to_background_sync(&self) -> Option<std::time::Duration> {
         match self.mode {
             FlushMode::Async { interval } if !self.dirty.is_empty() && self.failure.is_none() => {
                 Some(interval.saturating_sub(self.last_sync.elapsed()))
@@ -484,7 +458,7 @@ impl<C: RaftTypeConfig> Writer<C> {
     }
 
     /// Final flush on shutdown: everything fsynced, the committed id saved durably.
-    fn close(&mut self) -> Result<(), LogError> {
+    pub(crate) fn close(&mut self) -> Result<(), LogError> {
         self.barrier()?;
         self.try_sync_dirty()?;
         if let Some(state) = self.committed_state.take() {
@@ -510,7 +484,7 @@ impl<C: RaftTypeConfig> Writer<C> {
     }
 }
 
-fn reject<C: RaftTypeConfig>(op: WriteOp<C>, reason: &str) {
+pub(crate) fn reject<C: RaftTypeConfig>(op: WriteOp<C>, reason: &str) {
     let err = || LogError::WriterFailed {
         reason: reason.to_string(),
     };

@@ -25,6 +25,7 @@ use vela_proto::store_api::{
     AppendOutcome, AppendRequest, Delivery, PopRequest, PullRequest, Pulled, StoreApi, StoreError,
     TransactionCheck, TransactionCheckRequest, TransactionResolution,
 };
+use vela_raft::LogWriter;
 use vela_raft::vfs::{StdVfs, Vfs};
 
 use crate::command::{ApplyError, CommandResponse, DeliveryRef, StoreCommand, TransactionEnd};
@@ -130,6 +131,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The one thread every shard log of this node writes through (ADR 0009).
+fn node_log_writer() -> Result<LogWriter<ShardTypes>, StoreOpenError> {
+    LogWriter::spawn("vela-log-writer")
+        .map_err(|e| StoreOpenError::Config(format!("log writer thread: {e}")))
+}
+
 impl Store {
     /// Opens (or creates) every shard of `cfg.shards` under `cfg.data_dir` and starts their
     /// background tasks. Returns once every shard is ready to serve.
@@ -146,9 +153,10 @@ impl Store {
     ) -> Result<Arc<Store>, StoreOpenError> {
         let shard_cfg = cfg.clone();
         let shard_vfs = vfs.clone();
+        let writer = node_log_writer()?;
         Self::open_with(cfg, clock, vfs, None, move |id| {
-            let (cfg, vfs) = (shard_cfg.clone(), shard_vfs.clone());
-            async move { Shard::open(&cfg, id, vfs).await }
+            let (cfg, vfs, writer) = (shard_cfg.clone(), shard_vfs.clone(), writer.clone());
+            async move { Shard::open(&cfg, id, vfs, &writer).await }
         })
         .await
     }
@@ -187,11 +195,13 @@ impl Store {
             )));
         }
         let (shard_cfg, shard_vfs) = (cfg.clone(), vfs.clone());
+        let writer = node_log_writer()?;
         let open: OpenMember = Arc::new(move |id, voters, initialize| {
             let (cfg, vfs, network) = (shard_cfg.clone(), shard_vfs.clone(), network(id));
-            let source = source.clone();
+            let (source, writer) = (source.clone(), writer.clone());
             Box::pin(async move {
-                Shard::open_member(&cfg, id, vfs, &voters, network, source, initialize).await
+                Shard::open_member(&cfg, id, vfs, &writer, &voters, network, source, initialize)
+                    .await
             })
         });
         let replication = Replication {

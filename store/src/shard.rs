@@ -32,7 +32,7 @@ use vela_raft::generations::{self, Generations, SnapshotKeeper};
 use vela_raft::group::start_member;
 use vela_raft::single_node::{StartError, default_config, start_single_voter};
 use vela_raft::vfs::Vfs;
-use vela_raft::{FlushMode, LogError, LogHandle, LogStoreConfig, SegmentLogStore};
+use vela_raft::{FlushMode, LogError, LogHandle, LogStoreConfig, LogWriter, SegmentLogStore};
 
 use crate::command::{CommandResponse, RecordRef, StoreCommand};
 use crate::config::{FlushSetting, StoreConfig};
@@ -376,6 +376,7 @@ async fn open_storage(
     cfg: &StoreConfig,
     id: ShardId,
     vfs: Arc<dyn Vfs>,
+    writer: &LogWriter<ShardTypes>,
     source: Option<Arc<dyn ReplicaSource>>,
 ) -> Result<Storage, StoreOpenError> {
     let dir = cfg.data_dir.join("shards").join(id.to_string());
@@ -403,9 +404,10 @@ async fn open_storage(
     };
     let (generations, newest) = snapshots;
     let snapshot_log_id = newest.as_ref().and_then(|g| g.value.0.last_log_id);
-    let log = SegmentLogStore::<ShardTypes>::open_for_snapshot(
+    let log = SegmentLogStore::<ShardTypes>::open_on(
         log_config(cfg, dir.join("log"), vfs.clone()),
         snapshot_log_id,
+        writer,
     )
     .await
     .map_err(log_error)?;
@@ -518,13 +520,14 @@ impl Shard {
         cfg: &StoreConfig,
         id: ShardId,
         vfs: Arc<dyn Vfs>,
+        writer: &LogWriter<ShardTypes>,
     ) -> Result<Arc<Shard>, StoreOpenError> {
         let Storage {
             log,
             shared,
             keeper,
             sm,
-        } = open_storage(cfg, id, vfs, None).await?;
+        } = open_storage(cfg, id, vfs, writer, None).await?;
         let started = start_single_voter(cfg.node_id, raft_config(cfg, id), log.clone(), sm).await;
         Self::started(id, started, log, shared, keeper).await
     }
@@ -532,10 +535,12 @@ impl Shard {
     /// Opens the shard like [`open`](Self::open) as one member of a group replicated over
     /// `voters` (node id → Raft address; it names this node), reaching the others through `network`. Returns at
     /// once, leader or not: a follower's writes fail with [`StoreError::NotLeader`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn open_member<N>(
         cfg: &StoreConfig,
         id: ShardId,
         vfs: Arc<dyn Vfs>,
+        writer: &LogWriter<ShardTypes>,
         voters: &BTreeMap<u64, String>,
         network: N,
         source: Arc<dyn ReplicaSource>,
@@ -550,7 +555,7 @@ impl Shard {
             shared,
             keeper,
             sm,
-        } = open_storage(cfg, id, vfs, Some(source)).await?;
+        } = open_storage(cfg, id, vfs, writer, Some(source)).await?;
         let voters = voters
             .iter()
             .map(|(&id, addr)| (id, BasicNode::new(addr.clone())))

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
@@ -19,13 +18,14 @@ use crate::segment::{
     Preallocation, SegmentFile, open_segment, parse_segment_file_name, scan_records,
 };
 use crate::vfs::{Vfs, VfsLock};
-use crate::writer::{StateFiles, Writer, WriterStatus};
+use crate::writer::{LogWriter, StateFiles, Writer, WriterStatus};
 use crate::{FlushMode, LogError, snapshot_file};
 use openraft::alias::{LogIdOf, VoteOf};
 
 pub(super) fn open_blocking<C: LogTypes>(
     cfg: LogStoreConfig,
     snapshot: Option<LogIdOf<C>>,
+    writer: Option<LogWriter<C>>,
 ) -> Result<SegmentLogStore<C>, LogError> {
     validate(&cfg)?;
     let dir = cfg.dir.clone();
@@ -142,16 +142,20 @@ pub(super) fn open_blocking<C: LogTypes>(
     }
 
     let status = Arc::new(WriterStatus::default());
-    let (tx, rx) = mpsc::channel();
     let preallocation = Preallocation {
         chunk: cfg.preallocate_bytes,
         segment_bytes: cfg.segment_bytes,
     };
-    let writer = Writer::<C>::new(files.clone(), cfg.flush, preallocation, status.clone());
-    let writer_thread = std::thread::Builder::new()
-        .name("vela-raft-writer".into())
-        .spawn(move || writer.run(rx))
-        .map_err(|e| LogError::io("spawning the writer thread for", &dir, e))?;
+    let writer = match writer {
+        Some(shared) => shared,
+        None => LogWriter::spawn("vela-raft-writer")?,
+    };
+    let tx = writer.attach(Writer::<C>::new(
+        files.clone(),
+        cfg.flush,
+        preallocation,
+        status.clone(),
+    ))?;
 
     tracing::info!(
         dir = %dir.display(),
@@ -182,7 +186,7 @@ pub(super) fn open_blocking<C: LogTypes>(
             cfg,
             state: RwLock::new(state),
             status,
-            writer_thread: Mutex::new(Some(writer_thread)),
+            writer: Mutex::new(Some(writer)),
             dir_lock: Mutex::new(Some(dir_lock)),
             damage_seen: Mutex::new(None),
         }),

@@ -134,6 +134,11 @@ async fn workload(seed: u64, flush: FlushSetting) {
         .then(|| ByteSize::b(rng.random_range(8_000..40_000)));
     // Zeros ahead of the records: none, in chunks smaller than a segment, or up to its end.
     cfg.segment_preallocate = ByteSize::b([0, 1024, 1 << 20][rng.random_range(0..3)]);
+    // One shard, or two whose logs share the node's writer thread and its fsyncs (ADR 0009):
+    // queue q lives on shard q % shards.
+    cfg.shards = (0..rng.random_range(1..3)).collect();
+    let shards = cfg.shards.len() as u32;
+    eprintln!("shards {shards}");
     let mut store = open(&cfg, &clock, &sim).await;
     let mut o = Oracle::default();
 
@@ -162,7 +167,7 @@ async fn workload(seed: u64, flush: FlushSetting) {
                     .append(AppendRequest {
                         topic: topic(),
                         queue_id,
-                        shard: 0,
+                        shard: queue_id % shards,
                         messages: messages.clone(),
                         client_id: None,
                     })
@@ -241,12 +246,13 @@ async fn workload(seed: u64, flush: FlushSetting) {
         let body = Bytes::from(format!("{id}:in-flight"));
         o.issued.insert(id.clone(), body.clone());
         let store = store.clone();
+        let queue_id = rng.random_range(0..QUEUES);
         in_flight.push(tokio::spawn(async move {
             let _ = store
                 .append(AppendRequest {
                     topic: topic(),
-                    queue_id: 0,
-                    shard: 0,
+                    queue_id,
+                    shard: queue_id % shards,
                     messages: vec![record(&id, body)],
                     client_id: None,
                 })

@@ -617,7 +617,8 @@ mod tests {
             data_dir: dir.to_path_buf(),
             ..crate::config::StoreConfig::default()
         };
-        Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared())
+        let writer = vela_raft::LogWriter::spawn("test-writer").expect("writer thread");
+        Shard::open(&cfg, 0, vela_raft::vfs::StdVfs::shared(), &writer)
             .await
             .expect("opens")
     }

@@ -29,9 +29,11 @@ fn storage_error(err: &(impl std::error::Error + 'static)) -> StorageError<Shard
     StorageError::read(ShardTypes::err_from_error(err))
 }
 
-/// A fresh (log, state machine) pair of shard [`SHARD`] per suite case, each in its own tempdir.
+/// A fresh (log, state machine) pair of shard [`SHARD`] per suite case, each in its own tempdir,
+/// every log on one writer thread (as a node's shards are: logs come and go on it).
 struct ShardStorageBuilder {
     flush: FlushSetting,
+    writer: LogWriter<ShardTypes>,
 }
 
 impl StoreBuilder<ShardTypes, SegmentLogStore<ShardTypes>, ShardStateMachine, TempDir>
@@ -47,10 +49,15 @@ impl StoreBuilder<ShardTypes, SegmentLogStore<ShardTypes>, ShardStateMachine, Te
             flush: self.flush,
             ..StoreConfig::default()
         };
-        let Storage { log, sm, .. } =
-            open_storage(&cfg, SHARD, vela_raft::vfs::StdVfs::shared(), None)
-                .await
-                .map_err(|e| storage_error(&e))?;
+        let Storage { log, sm, .. } = open_storage(
+            &cfg,
+            SHARD,
+            vela_raft::vfs::StdVfs::shared(),
+            &self.writer,
+            None,
+        )
+        .await
+        .map_err(|e| storage_error(&e))?;
         Ok((dir, log, sm))
     }
 }
@@ -59,6 +66,7 @@ impl StoreBuilder<ShardTypes, SegmentLogStore<ShardTypes>, ShardStateMachine, Te
 async fn openraft_suite_with_sync_flush() -> Result<(), StorageError<ShardTypes>> {
     Suite::test_all(ShardStorageBuilder {
         flush: FlushSetting::Sync,
+        writer: LogWriter::spawn("suite-writer").expect("writer thread"),
     })
     .await
 }
@@ -69,6 +77,7 @@ async fn openraft_suite_with_async_flush() -> Result<(), StorageError<ShardTypes
         flush: FlushSetting::Async {
             interval: Duration::from_millis(5),
         },
+        writer: LogWriter::spawn("suite-writer").expect("writer thread"),
     })
     .await
 }
