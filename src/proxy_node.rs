@@ -119,6 +119,7 @@ pub(crate) fn store_client(config: &VelaConfig) -> anyhow::Result<Arc<RemoteStor
     .map_err(anyhow::Error::msg)
     .context("the store nodes of the cluster")?;
     store.set_send_linger(config.proxy.send_linger);
+    store.set_ack_linger(config.proxy.ack_linger);
     Ok(Arc::new(store))
 }
 

@@ -108,6 +108,13 @@ impl RemoteStore {
         self.routing.appends.set_linger(linger);
     }
 
+    /// Makes every ack call wait `linger` for more acks to its shard before it goes, the first
+    /// of a burst too (`proxy.ack_linger`; 0 turns it off: a lone ack goes at once).
+    pub fn set_ack_linger(&self, linger: Duration) {
+        self.routing.acks.set_linger(linger);
+        self.routing.acks.set_lone_lingers(!linger.is_zero());
+    }
+
     /// Makes the store nodes it reaches those of its map plus `stores` (as the controller lists
     /// them: nodes that joined at runtime, a removed one gone; a node of the map keeps the
     /// map's address). Returns how many were added, moved or dropped; an address that is not

@@ -56,6 +56,11 @@ pub struct ProxyConfig {
     /// load, where it saves CPU per message on the proxy and every replica; "0s" turns it off.
     #[serde(with = "humantime_serde")]
     pub send_linger: Duration,
+    /// In a cluster: how long an ack call to a shard waits for more acks before it goes, the
+    /// first of a burst too (a consumer acks each message of a receive, all at once), so a
+    /// burst is one call and one Raft entry; "0s" turns it off (a lone ack goes at once).
+    #[serde(with = "humantime_serde")]
+    pub ack_linger: Duration,
     /// An OpenTelemetry collector (`host:port`, OTLP/gRPC) the proxy tells clients to export
     /// their own metrics to (Settings `metric`); unset: clients export none.
     pub client_metrics_endpoint: Option<String>,
@@ -68,8 +73,9 @@ pub struct ProxyConfig {
     pub auth: crate::AuthConfig,
 }
 
-/// Longest `proxy.send_linger`: beyond this a send waits longer than a commit takes.
-const MAX_SEND_LINGER: Duration = Duration::from_secs(1);
+/// Longest `proxy.send_linger` and `proxy.ack_linger`: beyond this a request waits longer than a
+/// commit takes.
+const MAX_LINGER: Duration = Duration::from_secs(1);
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -90,6 +96,7 @@ impl Default for ProxyConfig {
             client_release_grace: Duration::from_secs(10),
             auto_renew_max: Duration::from_secs(3 * 3600),
             send_linger: Duration::from_millis(2),
+            ack_linger: Duration::from_millis(1),
             cluster_mode: "standalone".to_owned(),
             auth: crate::AuthConfig::default(),
         }
@@ -99,11 +106,15 @@ impl Default for ProxyConfig {
 impl ProxyConfig {
     /// Checks what serde cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if self.send_linger > MAX_SEND_LINGER {
-            return Err(format!(
-                "proxy.send_linger: {:?} is more than the {MAX_SEND_LINGER:?} it may be",
-                self.send_linger
-            ));
+        for (key, linger) in [
+            ("proxy.send_linger", self.send_linger),
+            ("proxy.ack_linger", self.ack_linger),
+        ] {
+            if linger > MAX_LINGER {
+                return Err(format!(
+                    "{key}: {linger:?} is more than the {MAX_LINGER:?} it may be"
+                ));
+            }
         }
         for (key, value) in [
             ("proxy.advertised_endpoint", &self.advertised_endpoint),
@@ -161,15 +172,21 @@ mod tests {
     }
 
     #[test]
-    fn send_linger_is_bounded() {
-        let parsed: ProxyConfig = toml::from_str(r#"send_linger = "5ms""#).expect("parses");
-        assert_eq!(parsed.send_linger, Duration::from_millis(5));
-        assert!(parsed.validate().is_ok());
-        let off: ProxyConfig = toml::from_str(r#"send_linger = "0s""#).expect("parses");
-        assert!(off.send_linger.is_zero() && off.validate().is_ok());
-        let long: ProxyConfig = toml::from_str(r#"send_linger = "2s""#).expect("parses");
-        let err = long.validate().expect_err("2s is refused");
-        assert!(err.contains("proxy.send_linger"), "{err}");
+    fn lingers_are_bounded() {
+        for key in ["send_linger", "ack_linger"] {
+            let linger = |c: &ProxyConfig| match key {
+                "send_linger" => c.send_linger,
+                _ => c.ack_linger,
+            };
+            let parsed: ProxyConfig = toml::from_str(&format!(r#"{key} = "5ms""#)).expect("parses");
+            assert_eq!(linger(&parsed), Duration::from_millis(5));
+            assert!(parsed.validate().is_ok());
+            let off: ProxyConfig = toml::from_str(&format!(r#"{key} = "0s""#)).expect("parses");
+            assert!(linger(&off).is_zero() && off.validate().is_ok());
+            let long: ProxyConfig = toml::from_str(&format!(r#"{key} = "2s""#)).expect("parses");
+            let err = long.validate().expect_err("2s is refused");
+            assert!(err.contains(&format!("proxy.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -9,13 +9,15 @@
 //! entries, and the proxy and the store handle fewer calls. The Raft and gRPC work paid per call
 //! and per entry, not per message, is what a single-message request cost in a cluster.
 //!
-//! A batched call may first *linger* (sends only, `proxy.send_linger`): when requests already
-//! waited for a busy call, the call that takes them waits that long before it goes, so more
-//! gather and the shard writes fewer, larger entries. A lone request at an idle shard never
-//! lingers; under load every batch goes up to the linger later, and each costs the proxy, the
-//! leader and every follower the same whatever it carries (docs/benchmarks.md, 2026-12-07:
-//! at 5,000 single sends per second through a three-store cluster, 2 ms took the brokers' CPU
-//! per message from 309–316 to 208 µs with the same latency percentiles).
+//! A batched call may first *linger* (`proxy.send_linger`, `proxy.ack_linger`): when requests
+//! already waited for a busy call, the call that takes them waits that long before it goes, so
+//! more gather and the shard writes fewer, larger entries; each costs the proxy, the leader and
+//! every follower the same whatever it carries (docs/benchmarks.md, 2026-12-07: at 5,000 single
+//! sends per second through a three-store cluster, 2 ms took the brokers' CPU per message from
+//! 309–316 to 208 µs with the same latency percentiles). A lone send at an idle shard never
+//! lingers; a lone ack does (`set_lone_lingers`): acks come in bursts, one per message of a
+//! receive, and its first would otherwise go alone and the rest behind it, two entries where
+//! one does.
 //!
 //! Each request still gets its own answer. A call that fails fails every request in it (after
 //! the usual retries through leader changes); a request the store answered with a retryable
@@ -27,7 +29,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -174,6 +176,9 @@ pub(super) struct Batcher<K: Kind> {
     /// How long a batched call waits for more requests before it goes (microseconds; 0: not
     /// at all).
     linger_us: AtomicU64,
+    /// Whether a request that finds its shard idle lingers too (acks: they come in bursts, one
+    /// per message of a receive) instead of going at once.
+    lone_lingers: AtomicBool,
 }
 
 impl<K: Kind> Default for Batcher<K> {
@@ -183,6 +188,7 @@ impl<K: Kind> Default for Batcher<K> {
             calls: AtomicU64::new(0),
             single_until: Mutex::new(None),
             linger_us: AtomicU64::new(0),
+            lone_lingers: AtomicBool::new(false),
         }
     }
 }
@@ -192,6 +198,11 @@ impl<K: Kind> Batcher<K> {
     pub(super) fn set_linger(&self, linger: Duration) {
         let us = u64::try_from(linger.as_micros()).unwrap_or(u64::MAX);
         self.linger_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Makes a request that finds its shard idle linger as well, instead of going at once.
+    pub(super) fn set_lone_lingers(&self, lingers: bool) {
+        self.lone_lingers.store(lingers, Ordering::Relaxed);
     }
 
     fn linger(&self) -> Duration {
@@ -219,9 +230,11 @@ pub(super) async fn call<K: Kind>(
     req: K::Req,
 ) -> Outcome<K> {
     let answer = {
-        let mut queues = K::batcher(routing).queues.lock();
+        let batcher = K::batcher(routing);
+        let lone_goes = !batcher.lone_lingers.load(Ordering::Relaxed);
+        let mut queues = batcher.queues.lock();
         let queue = queues.entry(shard).or_default();
-        if queue.waiting.is_empty() && queue.calls < CALLS_PER_SHARD {
+        if lone_goes && queue.waiting.is_empty() && queue.calls < CALLS_PER_SHARD {
             queue.calls += 1;
             Err(req)
         } else {
@@ -229,8 +242,9 @@ pub(super) async fn call<K: Kind>(
             let bytes = K::bytes(&req);
             queue.waiting.push_back(Waiting { req, bytes, reply });
             if queue.calls < CALLS_PER_SHARD {
-                // Requests wait although a call is free (a task that should have sent them
-                // could not start): send them now.
+                // The call is free: the request lingers (see `set_lone_lingers`), or requests
+                // wait although a call is free (a task that should have sent them could not
+                // start). A call takes them now, after the linger.
                 queue.calls += 1;
                 tokio::spawn(drain::<K>(routing.clone(), shard));
             }
@@ -314,58 +328,83 @@ async fn call_one<K: Kind>(routing: &Routing, shard: ShardId, req: &K::Req) -> O
     K::call_one(routing, shard, K::to_wire(req)).await
 }
 
+/// How often a batched call goes again, as one, to the leader a node that does not lead the
+/// shard named (see [`send_batch`]).
+const BATCH_REDIRECTS: usize = 2;
+
 /// Sends `batch` as one batched call (or one single call each, where that is all the store
 /// knows) and answers every request in it.
-async fn send_batch<K: Kind>(routing: &Routing, shard: ShardId, batch: Vec<Waiting<K>>) {
+async fn send_batch<K: Kind>(routing: &Routing, shard: ShardId, mut batch: Vec<Waiting<K>>) {
     let batcher = K::batcher(routing);
     if batch.len() == 1 || !batcher.offers_many() {
         one_by_one::<K>(routing, shard, batch).await;
         return;
     }
     batcher.calls.fetch_add(1, Ordering::Relaxed);
-    let wires = batch.iter().map(|w| K::to_wire(&w.req)).collect();
-    let results = match K::call_many(routing, shard, wires).await {
-        Ok(None) => {
-            tracing::info!(
-                shard,
-                call = K::MANY,
-                "a store node does not know a batched call (an older version): sending one \
-                 request per call for {ASK_AGAIN_AFTER:?}"
-            );
-            *batcher.single_until.lock() = Some(Instant::now() + ASK_AGAIN_AFTER);
-            one_by_one::<K>(routing, shard, batch).await;
-            return;
-        }
-        Ok(Some(results)) if results.len() == batch.len() => results,
-        Ok(Some(results)) => {
-            let err = StoreError::Internal(format!(
-                "a store node answered {} results to {} requests of {}",
-                results.len(),
-                batch.len(),
-                K::MANY
-            ));
-            for w in batch {
-                w.reply.send(Err(err.clone())).ok();
+    let mut redirects = 0;
+    loop {
+        let wires = batch.iter().map(|w| K::to_wire(&w.req)).collect();
+        let results = match K::call_many(routing, shard, wires).await {
+            Ok(None) => {
+                tracing::info!(
+                    shard,
+                    call = K::MANY,
+                    "a store node does not know a batched call (an older version): sending one \
+                     request per call for {ASK_AGAIN_AFTER:?}"
+                );
+                *batcher.single_until.lock() = Some(Instant::now() + ASK_AGAIN_AFTER);
+                one_by_one::<K>(routing, shard, batch).await;
+                return;
             }
-            return;
-        }
-        Err(err) => {
-            for w in batch {
-                w.reply.send(Err(err.clone())).ok();
+            Ok(Some(results)) if results.len() == batch.len() => results,
+            Ok(Some(results)) => {
+                let err = StoreError::Internal(format!(
+                    "a store node answered {} results to {} requests of {}",
+                    results.len(),
+                    batch.len(),
+                    K::MANY
+                ));
+                for w in batch {
+                    w.reply.send(Err(err.clone())).ok();
+                }
+                return;
             }
-            return;
-        }
-    };
-    let mut again = Vec::new();
-    for (w, result) in batch.into_iter().zip(results) {
-        match result {
-            Err(err) if err.is_retryable() => again.push(w),
-            outcome => {
-                w.reply.send(outcome).ok();
+            Err(err) => {
+                for w in batch {
+                    w.reply.send(Err(err.clone())).ok();
+                }
+                return;
+            }
+        };
+        let mut again = Vec::new();
+        // Whether every request to go again was refused as "not the leader", and whom the
+        // answering node named.
+        let (mut not_led, mut hint) = (true, None);
+        for (w, result) in batch.into_iter().zip(results) {
+            match result {
+                Err(err) if err.is_retryable() => {
+                    match err {
+                        StoreError::NotLeader { leader, .. } => hint = hint.or(leader),
+                        _ => not_led = false,
+                    }
+                    again.push(w);
+                }
+                outcome => {
+                    w.reply.send(outcome).ok();
+                }
             }
         }
+        if not_led && again.len() > 1 && redirects < BATCH_REDIRECTS {
+            // The node the proxy took for the leader does not lead the shard (leadership
+            // moved): the call goes again, as one, where that node pointed.
+            redirects += 1;
+            routing.follow_hint(shard, hint);
+            batch = again;
+            continue;
+        }
+        one_by_one::<K>(routing, shard, again).await;
+        return;
     }
-    one_by_one::<K>(routing, shard, again).await;
 }
 
 /// Sends each request of `batch` on its own call, all at once, and answers each.

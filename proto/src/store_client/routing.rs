@@ -93,6 +93,15 @@ impl Routing {
         self.leaders.lock().get(&shard).copied()
     }
 
+    /// What a node that does not lead `shard` said of its leader: the next call goes there (if it
+    /// is one of the shard's replicas), or to the replicas in turn.
+    pub(super) fn follow_hint(&self, shard: ShardId, leader: Option<u64>) {
+        match leader.filter(|l| self.candidates(shard).contains(l)) {
+            Some(leader) => self.leaders.lock().insert(shard, leader),
+            None => self.leaders.lock().remove(&shard),
+        };
+    }
+
     /// The client of store node `node`, if it is known.
     pub(super) fn client(&self, node: u64) -> Option<StoreClient<Channel>> {
         self.nodes.read().clients.get(&node).cloned()

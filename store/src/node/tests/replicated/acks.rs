@@ -77,6 +77,72 @@ async fn concurrent_acks_through_a_proxy_share_calls_and_entries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_linger_takes_a_burst_in_one_call_and_a_lone_ack_still_lands() {
+    let (clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 12, shared).await;
+    cluster.current_apply_version().await;
+    let leader = cluster.leader().await;
+    let remote = cluster.remote_store();
+    // Long enough that the burst is all queued before the call goes, on a loaded test machine.
+    remote.set_ack_linger(Duration::from_millis(500));
+    const ACKS: usize = 32;
+    let got = delivered(&cluster, leader, ACKS + 1).await;
+    let entries_before = last_index(&cluster, leader);
+
+    ack_all(&remote, &got[..ACKS]).await;
+    // Without the linger the first ack goes alone and the rest follow: two calls at least.
+    assert_eq!(
+        remote.ack_calls(),
+        1,
+        "a burst of {ACKS} acks takes one call"
+    );
+    assert_eq!(
+        last_index(&cluster, leader) - entries_before,
+        1,
+        "and one entry"
+    );
+    // A lone ack lingers too, then lands.
+    remote
+        .ack(&got[ACKS].ticket)
+        .await
+        .expect("a lone ack lands");
+    assert_eq!(remote.ack_calls(), 2);
+    none_comes_back(&cluster, leader, &clock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_sent_to_a_deposed_leader_goes_again_as_one_call_to_the_new_one() {
+    let (clock, shared) = manual_clock();
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 13, shared).await;
+    cluster.current_apply_version().await;
+    let leader = cluster.leader().await;
+    let remote = cluster.remote_store();
+    remote.set_ack_linger(Duration::from_millis(500));
+    const ACKS: usize = 32;
+    let got = delivered(&cluster, leader, ACKS + 1).await;
+    // The proxy learns the leader with one ack; then leadership moves.
+    remote
+        .ack(&got[ACKS].ticket)
+        .await
+        .expect("a lone ack lands");
+    let calls = remote.ack_calls();
+    let next = [1, 2, 3]
+        .into_iter()
+        .find(|&n| n != leader)
+        .expect("another node");
+    super::members::lead_on(&cluster, 0, next).await;
+
+    // Every ack of the call comes back "not the leader" from the old one, which names the new.
+    ack_all(&remote, &got[..ACKS]).await;
+    assert_eq!(
+        remote.ack_calls() - calls,
+        1,
+        "the burst went again as one call, not one call per ack"
+    );
+    none_comes_back(&cluster, next, &clock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_many_answers_each_ticket_and_fails_only_the_bad_ones() {
     let (_clock, shared) = manual_clock();
     let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 9, shared).await;
