@@ -109,10 +109,10 @@ impl RemoteStore {
     }
 
     /// Makes every ack call wait `linger` for more acks to its shard before it goes, the first
-    /// of a burst too (`proxy.ack_linger`; 0 turns it off: a lone ack goes at once).
+    /// of a burst too (`proxy.ack_linger`; 0: no timer, a lone ack only lets the rest of its
+    /// burst queue first, see `store_client/acks.rs`).
     pub fn set_ack_linger(&self, linger: Duration) {
         self.routing.acks.set_linger(linger);
-        self.routing.acks.set_lone_lingers(!linger.is_zero());
     }
 
     /// Makes the store nodes it reaches those of its map plus `stores` (as the controller lists

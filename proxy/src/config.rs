@@ -57,8 +57,10 @@ pub struct ProxyConfig {
     #[serde(with = "humantime_serde")]
     pub send_linger: Duration,
     /// In a cluster: how long an ack call to a shard waits for more acks before it goes, the
-    /// first of a burst too (a consumer acks each message of a receive, all at once), so a
-    /// burst is one call and one Raft entry; "0s" turns it off (a lone ack goes at once).
+    /// first of a burst too. "0s" (the default): no timer; a lone ack still lets the rest of
+    /// its burst (a consumer acks each message of a receive at once) queue behind it, so the
+    /// burst is one call and one Raft entry. A timer saves CPU per ack on a busy cluster and
+    /// costs its length in ack latency.
     #[serde(with = "humantime_serde")]
     pub ack_linger: Duration,
     /// An OpenTelemetry collector (`host:port`, OTLP/gRPC) the proxy tells clients to export
@@ -96,7 +98,7 @@ impl Default for ProxyConfig {
             client_release_grace: Duration::from_secs(10),
             auto_renew_max: Duration::from_secs(3 * 3600),
             send_linger: Duration::from_millis(2),
-            ack_linger: Duration::from_millis(1),
+            ack_linger: Duration::ZERO,
             cluster_mode: "standalone".to_owned(),
             auth: crate::AuthConfig::default(),
         }

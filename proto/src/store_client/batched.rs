@@ -15,9 +15,10 @@
 //! every follower the same whatever it carries (docs/benchmarks.md, 2026-12-07: at 5,000 single
 //! sends per second through a three-store cluster, 2 ms took the brokers' CPU per message from
 //! 309–316 to 208 µs with the same latency percentiles). A lone send at an idle shard never
-//! lingers; a lone ack does (`set_lone_lingers`): acks come in bursts, one per message of a
-//! receive, and its first would otherwise go alone and the rest behind it, two entries where
-//! one does.
+//! waits. A lone ack waits for the rest of its burst without a timer (`lone_yields`, see
+//! `acks`), or lingers when `proxy.ack_linger` is set: a consumer acks every message of a
+//! receive at once, and the first would otherwise go alone and the rest behind it, two
+//! entries where one does.
 //!
 //! Each request still gets its own answer. A call that fails fails every request in it (after
 //! the usual retries through leader changes); a request the store answered with a retryable
@@ -29,7 +30,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -176,9 +177,11 @@ pub(super) struct Batcher<K: Kind> {
     /// How long a batched call waits for more requests before it goes (microseconds; 0: not
     /// at all).
     linger_us: AtomicU64,
-    /// Whether a request that finds its shard idle lingers too (acks: they come in bursts, one
-    /// per message of a receive) instead of going at once.
-    lone_lingers: AtomicBool,
+    /// How often a request that finds its shard idle lets the runtime run before its call goes
+    /// (0: it goes at once). Acks come in bursts, one per message of a receive, all read from
+    /// the connection together: a few turns of the runtime let the rest of the burst queue, so
+    /// it goes as one call instead of a lone first one and the rest behind it.
+    lone_yields: u32,
 }
 
 impl<K: Kind> Default for Batcher<K> {
@@ -188,7 +191,7 @@ impl<K: Kind> Default for Batcher<K> {
             calls: AtomicU64::new(0),
             single_until: Mutex::new(None),
             linger_us: AtomicU64::new(0),
-            lone_lingers: AtomicBool::new(false),
+            lone_yields: 0,
         }
     }
 }
@@ -200,9 +203,13 @@ impl<K: Kind> Batcher<K> {
         self.linger_us.store(us, Ordering::Relaxed);
     }
 
-    /// Makes a request that finds its shard idle linger as well, instead of going at once.
-    pub(super) fn set_lone_lingers(&self, lingers: bool) {
-        self.lone_lingers.store(lingers, Ordering::Relaxed);
+    /// A batcher whose lone requests let the runtime run `yields` times before their call goes
+    /// (or linger, when a linger is set), so a burst shares the call.
+    pub(super) fn gathering_bursts(yields: u32) -> Self {
+        Self {
+            lone_yields: yields,
+            ..Self::default()
+        }
     }
 
     fn linger(&self) -> Duration {
@@ -231,7 +238,7 @@ pub(super) async fn call<K: Kind>(
 ) -> Outcome<K> {
     let answer = {
         let batcher = K::batcher(routing);
-        let lone_goes = !batcher.lone_lingers.load(Ordering::Relaxed);
+        let lone_goes = batcher.lone_yields == 0;
         let mut queues = batcher.queues.lock();
         let queue = queues.entry(shard).or_default();
         if lone_goes && queue.waiting.is_empty() && queue.calls < CALLS_PER_SHARD {
@@ -242,9 +249,9 @@ pub(super) async fn call<K: Kind>(
             let bytes = K::bytes(&req);
             queue.waiting.push_back(Waiting { req, bytes, reply });
             if queue.calls < CALLS_PER_SHARD {
-                // The call is free: the request lingers (see `set_lone_lingers`), or requests
-                // wait although a call is free (a task that should have sent them could not
-                // start). A call takes them now, after the linger.
+                // The call is free: the request waits for the rest of its burst (see
+                // `lone_yields`), or requests wait although a call is free (a task that should
+                // have sent them could not start). A call takes them now.
                 queue.calls += 1;
                 tokio::spawn(drain::<K>(routing.clone(), shard));
             }
@@ -297,9 +304,16 @@ impl<K: Kind> Drop for CallSlot<'_, K> {
 /// batch already waits), until nothing does; then gives the call slot back.
 async fn drain<K: Kind>(routing: Arc<Routing>, shard: ShardId) {
     let linger = K::batcher(&routing).linger();
+    let yields = K::batcher(&routing).lone_yields;
     loop {
-        if !linger.is_zero() && !full_batch_waits::<K>(&routing, shard) {
-            tokio::time::sleep(linger).await;
+        if !full_batch_waits::<K>(&routing, shard) {
+            if !linger.is_zero() {
+                tokio::time::sleep(linger).await;
+            } else {
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+            }
         }
         let batch = {
             let mut queues = K::batcher(&routing).queues.lock();
@@ -446,6 +460,91 @@ mod tests {
         async fn call_many(_: &Routing, _: ShardId, _: Vec<usize>) -> ManyResults<Self> {
             Ok(None)
         }
+    }
+
+    /// A kind whose calls are counted; `$yields` as its batcher's lone requests yield.
+    macro_rules! counted_kind {
+        ($name:ident, $yields:expr) => {
+            struct $name;
+            impl $name {
+                fn counts() -> &'static (AtomicU64, AtomicU64) {
+                    static COUNTS: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+                    &COUNTS
+                }
+            }
+            impl Kind for $name {
+                type Req = usize;
+                type Wire = usize;
+                type Out = usize;
+                const MANY: &'static str = "CountedMany";
+                const MAX_REQUESTS: usize = 256;
+                const MAX_BYTES: usize = usize::MAX;
+
+                fn bytes(_: &usize) -> usize {
+                    0
+                }
+                fn to_wire(req: &usize) -> usize {
+                    *req
+                }
+                fn batcher(_: &Routing) -> &Batcher<Self> {
+                    static BATCHER: std::sync::LazyLock<Batcher<$name>> =
+                        std::sync::LazyLock::new(|| Batcher::gathering_bursts($yields));
+                    &BATCHER
+                }
+                async fn call_one(_: &Routing, _: ShardId, req: usize) -> Outcome<Self> {
+                    Self::counts().0.fetch_add(1, Ordering::Relaxed);
+                    // A call takes a while: other tasks run meanwhile.
+                    tokio::task::yield_now().await;
+                    Ok(req)
+                }
+                async fn call_many(_: &Routing, _: ShardId, reqs: Vec<usize>) -> ManyResults<Self> {
+                    Self::counts().1.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                    Ok(Some(reqs.into_iter().map(Ok).collect()))
+                }
+            }
+        };
+    }
+    counted_kind!(Gathering, 4);
+    counted_kind!(Immediate, 0);
+
+    fn routing() -> Arc<Routing> {
+        let map = super::super::ClusterMap {
+            stores: [(1, "127.0.0.1:9".to_owned())].into(),
+            shards: [(0, vec![1])].into(),
+        };
+        Arc::new(Routing::new(map).expect("a valid map"))
+    }
+
+    /// 32 requests made at once, as a consumer's acks of one receive arrive: (single calls,
+    /// batched calls) they took, each answered with its own value.
+    async fn burst<K: Kind<Req = usize, Out = usize>>(
+        counts: &(AtomicU64, AtomicU64),
+    ) -> (u64, u64) {
+        let routing = routing();
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let routing = routing.clone();
+                tokio::spawn(async move { call::<K>(&routing, 0, i).await })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            assert_eq!(task.await.expect("joins").expect("answered"), i);
+        }
+        (
+            counts.0.load(Ordering::Relaxed),
+            counts.1.load(Ordering::Relaxed),
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_shares_one_call_when_its_first_request_lets_the_rest_queue() {
+        assert_eq!(burst::<Gathering>(Gathering::counts()).await, (0, 1));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_first_request_that_goes_at_once_leaves_the_rest_a_second_call() {
+        assert_eq!(burst::<Immediate>(Immediate::counts()).await, (1, 1));
     }
 
     #[test]

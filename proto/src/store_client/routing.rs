@@ -85,7 +85,7 @@ impl Routing {
             leaders: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
             appends: batched::Batcher::default(),
-            acks: batched::Batcher::default(),
+            acks: batched::Batcher::gathering_bursts(super::acks::LONE_ACK_YIELDS),
         })
     }
 
