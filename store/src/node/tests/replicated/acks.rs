@@ -76,21 +76,36 @@ async fn concurrent_acks_through_a_proxy_share_calls_and_entries() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ack_linger_takes_a_burst_in_one_call_and_a_lone_ack_still_lands() {
+/// A cluster whose proxy lingers 500 ms on ack calls (so a burst is surely one call, even on a
+/// loaded test machine, where the runtime turns a lone ack waits alone usually suffice), with
+/// `n` messages delivered at its leader.
+async fn lingering(
+    seed: u64,
+    n: usize,
+) -> (
+    Arc<ManualClock>,
+    Cluster,
+    NodeId,
+    Arc<vela_proto::store_client::RemoteStore>,
+    Vec<Delivery>,
+) {
     let (clock, shared) = manual_clock();
-    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 12, shared).await;
+    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], seed, shared).await;
     cluster.current_apply_version().await;
     let leader = cluster.leader().await;
     let remote = cluster.remote_store();
-    // Long enough that the burst is all queued before the call goes, on a loaded test machine.
     remote.set_ack_linger(Duration::from_millis(500));
+    let got = delivered(&cluster, leader, n).await;
+    (clock, cluster, leader, remote, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_linger_takes_a_burst_in_one_call_and_a_lone_ack_still_lands() {
     const ACKS: usize = 32;
-    let got = delivered(&cluster, leader, ACKS + 1).await;
+    let (clock, cluster, leader, remote, got) = lingering(12, ACKS + 1).await;
     let entries_before = last_index(&cluster, leader);
 
     ack_all(&remote, &got[..ACKS]).await;
-    // Without the linger the first ack goes alone and the rest follow: two calls at least.
     assert_eq!(
         remote.ack_calls(),
         1,
@@ -112,14 +127,8 @@ async fn an_ack_linger_takes_a_burst_in_one_call_and_a_lone_ack_still_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_sent_to_a_deposed_leader_goes_again_as_one_call_to_the_new_one() {
-    let (clock, shared) = manual_clock();
-    let cluster = Cluster::start_on(Transport::Grpc, &[1, 2, 3], 13, shared).await;
-    cluster.current_apply_version().await;
-    let leader = cluster.leader().await;
-    let remote = cluster.remote_store();
-    remote.set_ack_linger(Duration::from_millis(500));
     const ACKS: usize = 32;
-    let got = delivered(&cluster, leader, ACKS + 1).await;
+    let (clock, cluster, leader, remote, got) = lingering(13, ACKS + 1).await;
     // The proxy learns the leader with one ack; then leadership moves.
     remote
         .ack(&got[ACKS].ticket)
