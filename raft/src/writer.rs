@@ -278,14 +278,20 @@ impl<C: RaftTypeConfig> Writer<C> {
                 self.reply(done, result)
             }
             WriteOp::SaveVote { vote_state, done } => {
-                let result = self.barrier().and_then(|()| {
-                    snapshot_file::write_atomic(
-                        self.files.vfs.as_ref(),
-                        &self.files.vote,
-                        &vote_state,
-                    )
-                    .map_err(|e| LogError::io("saving vote", &self.files.vote, e))
-                });
+                // The log before a vote is made durable first, in any flush mode: a vote that
+                // outlived the entries it followed (async mode, a power cut) would leave a
+                // single voter that voted for itself with no membership, which never leads.
+                let result = self
+                    .barrier()
+                    .and_then(|()| self.try_sync_dirty())
+                    .and_then(|()| {
+                        snapshot_file::write_atomic(
+                            self.files.vfs.as_ref(),
+                            &self.files.vote,
+                            &vote_state,
+                        )
+                        .map_err(|e| LogError::io("saving vote", &self.files.vote, e))
+                    });
                 self.reply(done, result)
             }
             WriteOp::Sync { done } => {
