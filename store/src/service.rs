@@ -176,6 +176,8 @@ impl StoreRpc for StoreService {
     ) -> Result<Response<pb::AppendManyReply>, Status> {
         let wire = request.into_inner();
         let shard = wire.shard;
+        // Not the leader: the whole call says so, and the proxy follows the hint once.
+        self.store.refuse_unless_leading(shard).map_err(failed)?;
         // An append that does not decode (or names another shard) fails alone.
         let checked = wire
             .appends
@@ -236,6 +238,8 @@ impl StoreRpc for StoreService {
     ) -> Result<Response<pb::AckManyReply>, Status> {
         let wire = request.into_inner();
         let shard = wire.shard;
+        // Not the leader: the whole call says so, and the proxy follows the hint once.
+        self.store.refuse_unless_leading(shard).map_err(failed)?;
         // A ticket that does not decode (or names another shard) fails alone.
         let checked = wire
             .tickets

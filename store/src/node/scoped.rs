@@ -95,6 +95,15 @@ impl Store {
         }
     }
 
+    /// `NotLeader` (with the leader this node knows) if this node holds shard `id` and does
+    /// not lead it; anything else is left to the request (a batched call answers it whole).
+    pub fn refuse_unless_leading(&self, id: ShardId) -> Result<(), StoreError> {
+        match self.shard(id) {
+            Ok(local) => self.check_leader(&local.shard),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// `NotLeader` (with the leader this node knows) unless this node leads `shard` (always
     /// `Ok` in a store of single voters).
     pub(crate) fn check_leader(&self, shard: &Shard) -> Result<(), StoreError> {
