@@ -268,6 +268,13 @@ fn destructive(command: &AdminCommand) -> Option<String> {
         AdminCommand::Group(GroupCommand::Delete { name }) => {
             format!("delete consumer group {name} and its positions")
         }
+        AdminCommand::Topic(TopicCommand::Update { name, retention }) => {
+            format!(
+                "keep topic {name}'s messages for {} (older ones are deleted at the next \
+                 retention pass)",
+                topics::retention_choice_text(*retention)
+            )
+        }
         AdminCommand::Group(GroupCommand::Reset { name, topic, .. }) => {
             format!("move group {name} on {topic} (what it has in flight there is forgotten)")
         }

@@ -225,6 +225,13 @@ pub enum ControllerCommand {
     AdoptConfiguredShards {
         stores: Vec<u64>,
     },
+    /// Sets how long topic `name`'s messages are kept, in ms (`None`: the store's
+    /// `retention_time`); refused for a topic that does not exist. The proposer validated the
+    /// value. A controller on a build from before it cannot read this entry.
+    SetTopicRetention {
+        name: TopicName,
+        retention_ms: Option<u64>,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -382,6 +389,10 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::AdoptConfiguredShards { stores } => {
                 write!(f, "adopt-configured-shards on {stores:?}")
             }
+            ControllerCommand::SetTopicRetention { name, retention_ms } => match retention_ms {
+                Some(ms) => write!(f, "set-topic-retention {name} {ms} ms"),
+                None => write!(f, "set-topic-retention {name} store default"),
+            },
             ControllerCommand::SetStoreScaleIn { replicas } => match replicas {
                 Some(n) => write!(f, "set-store-scale-in {n}"),
                 None => write!(f, "set-store-scale-in none"),

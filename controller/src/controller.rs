@@ -387,6 +387,27 @@ impl ControllerApi for Controller {
         }
     }
 
+    async fn set_topic_retention(
+        &self,
+        name: &TopicName,
+        retention_ms: Option<u64>,
+    ) -> Result<TopicConfig, ControllerError> {
+        if let Some(ms) = retention_ms {
+            vela_proto::domain::check_topic_retention(ms).map_err(ControllerError::Invalid)?;
+        }
+        match self
+            .group
+            .propose(ControllerCommand::SetTopicRetention {
+                name: name.clone(),
+                retention_ms,
+            })
+            .await?
+        {
+            Ok(Applied::Topic(topic)) => Ok(topic),
+            other => Err(unexpected("set-topic-retention", &other)),
+        }
+    }
+
     async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
         self.read_barrier().await?;
         Ok(self.metadata.read().topic(name).cloned())

@@ -197,6 +197,15 @@ impl Metadata {
                 self.set_route_paused(name, paused)
             }
             ControllerCommand::AdoptConfiguredShards { stores } => self.adopt_configured(stores),
+            ControllerCommand::SetTopicRetention { name, retention_ms } => {
+                match self.topics.get_mut(&name) {
+                    Some(topic) => {
+                        topic.retention_ms = retention_ms;
+                        Ok(Applied::Topic(topic.clone()))
+                    }
+                    None => Err(Rejected::TopicNotFound(name)),
+                }
+            }
             ControllerCommand::SetShards { shards } => {
                 // An adopted configured shard (ADR 0032) is placed and may stay configured.
                 if let Some(&taken) = shards
@@ -260,6 +269,7 @@ impl Metadata {
             queue_shards,
             created_at_ms: now_ms,
             auto_created: spec.auto_created,
+            retention_ms: None,
         };
         self.topics.insert(spec.name, config.clone());
         Ok(Applied::Topic(config))
@@ -468,6 +478,57 @@ mod tests {
         assert_eq!(config.topic_type, TopicType::Fifo);
         assert_eq!(md.topic(&topic_name("orders")), Some(&config));
         assert_eq!(md.topics().count(), 1);
+    }
+
+    #[test]
+    fn set_topic_retention_golden_bytes() {
+        // Variant 31: the topic name, then the retention (an option of a varint of ms).
+        super::assert_golden([
+            (
+                ControllerCommand::SetTopicRetention {
+                    name: topic_name("t"),
+                    retention_ms: Some(300),
+                },
+                "1f 0174 01 ac02",
+            ),
+            (
+                ControllerCommand::SetTopicRetention {
+                    name: topic_name("t"),
+                    retention_ms: None,
+                },
+                "1f 0174 00",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_topic_keeps_the_retention_set_until_it_is_cleared_and_the_snapshot_holds_it() {
+        let mut md = with_shards(&[0]);
+        let set = |ms| ControllerCommand::SetTopicRetention {
+            name: topic_name("orders"),
+            retention_ms: ms,
+        };
+        assert_eq!(
+            md.apply(set(Some(1_000))),
+            Err(Rejected::TopicNotFound(topic_name("orders")))
+        );
+        assert!(md.apply(create_topic("orders", 2, 1_000)).is_ok());
+        assert_eq!(
+            md.topic(&topic_name("orders")).and_then(|t| t.retention_ms),
+            None
+        );
+        let Ok(Applied::Topic(config)) = md.apply(set(Some(86_400_000))) else {
+            panic!("set should succeed");
+        };
+        assert_eq!(config.retention_ms, Some(86_400_000));
+        let json = serde_json::to_vec(&md).expect("encodes");
+        let back: Metadata = serde_json::from_slice(&json).expect("decodes");
+        assert_eq!(back, md, "the snapshot keeps the retention");
+        assert!(md.apply(set(None)).is_ok());
+        assert_eq!(
+            md.topic(&topic_name("orders")).and_then(|t| t.retention_ms),
+            None
+        );
     }
 
     #[test]
@@ -750,6 +811,7 @@ mod tests {
                     | ControllerCommand::SetStoreScaleIn { .. }
                     | ControllerCommand::UndrainStore { .. }
                     | ControllerCommand::AdoptConfiguredShards { .. }
+                    | ControllerCommand::SetTopicRetention { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -531,6 +531,14 @@ mod tests {
         async fn drop_group(&self, _: &GroupName, _: &[ShardId]) -> Result<(), StoreError> {
             Err(unused())
         }
+        async fn set_topic_retention(
+            &self,
+            _: &TopicName,
+            _: Option<u64>,
+            _: &[ShardId],
+        ) -> Result<(), StoreError> {
+            Err(unused())
+        }
         async fn open_shard(
             &self,
             node: u64,

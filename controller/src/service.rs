@@ -68,6 +68,20 @@ impl ControllerRpc for ControllerService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn set_topic_retention(
+        &self,
+        request: Request<pb::TopicRetention>,
+    ) -> Result<Response<pb::Topic>, Status> {
+        let req = request.into_inner();
+        let name = topic_name(&req.name)?;
+        let topic = self
+            .controller
+            .set_topic_retention(&name, req.retention_ms)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(topic_to_wire(&topic)))
+    }
+
     async fn get_topic(
         &self,
         request: Request<pb::Name>,

@@ -112,6 +112,14 @@ pub trait ControllerApi: Send + Sync + 'static {
     ) -> Result<TopicConfig, ControllerError>;
     /// Deletes a topic's metadata. `NotFound` if absent.
     async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError>;
+    /// Sets how long a topic's messages are kept, in ms (`None`: the store's retention time);
+    /// answers the topic as it is now. `NotFound` if absent, `Invalid` outside
+    /// [`crate::domain::check_topic_retention`]'s bounds.
+    async fn set_topic_retention(
+        &self,
+        name: &TopicName,
+        retention_ms: Option<u64>,
+    ) -> Result<TopicConfig, ControllerError>;
     async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError>;
     async fn list_topics(&self) -> Result<Vec<TopicConfig>, ControllerError>;
 

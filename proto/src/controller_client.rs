@@ -206,6 +206,24 @@ impl ControllerApi for RemoteController {
         }
     }
 
+    async fn set_topic_retention(
+        &self,
+        topic: &TopicName,
+        retention_ms: Option<u64>,
+    ) -> Result<TopicConfig, ControllerError> {
+        let wire = pb::TopicRetention {
+            name: topic.as_str().to_owned(),
+            retention_ms,
+        };
+        let reply = self
+            .on_leader(&mut false, |mut c| {
+                let wire = wire.clone();
+                async move { c.set_topic_retention(wire).await }
+            })
+            .await?;
+        Ok(topic_from_wire(reply)?)
+    }
+
     async fn get_topic(&self, topic: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
         let wire = name(topic.as_str());
         let reply = self

@@ -67,6 +67,7 @@ pub fn topic_to_wire(t: &TopicConfig) -> pb::Topic {
         queue_shards: t.queue_shards.clone(),
         created_at_ms: t.created_at_ms,
         auto_created: t.auto_created,
+        retention_ms: t.retention_ms,
     }
 }
 
@@ -86,6 +87,7 @@ pub fn topic_from_wire(t: pb::Topic) -> Result<TopicConfig, WireError> {
         queue_shards: t.queue_shards,
         created_at_ms: t.created_at_ms,
         auto_created: t.auto_created,
+        retention_ms: t.retention_ms,
     })
 }
 
@@ -299,6 +301,7 @@ mod tests {
             queue_shards: vec![0, 1],
             created_at_ms: 5,
             auto_created: true,
+            retention_ms: None,
         };
         assert_eq!(topic_from_wire(topic_to_wire(&topic)).unwrap(), topic);
         let group = GroupConfig {

@@ -368,6 +368,28 @@ pub struct TopicConfig {
     pub queue_shards: Vec<ShardId>,
     pub created_at_ms: i64,
     pub auto_created: bool,
+    /// How long its messages are kept, in ms, when not the store's `retention_time` (`vela
+    /// admin topic update --retention`); absent in metadata written before it.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
+}
+
+/// The shortest retention a topic may have of its own (retention passes run every minute, so
+/// shorter ones expire late anyway).
+pub const MIN_TOPIC_RETENTION_MS: u64 = 1_000;
+/// The longest: ten years.
+pub const MAX_TOPIC_RETENTION_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+
+/// Checks a topic's own retention (ms) is within [`MIN_TOPIC_RETENTION_MS`] and
+/// [`MAX_TOPIC_RETENTION_MS`].
+pub fn check_topic_retention(ms: u64) -> Result<u64, String> {
+    if (MIN_TOPIC_RETENTION_MS..=MAX_TOPIC_RETENTION_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "a topic's retention must be between 1s and 3660d, not {ms} ms"
+        ))
+    }
 }
 
 impl TopicConfig {

@@ -382,6 +382,15 @@ pub trait StoreApi: Send + Sync + 'static {
     /// `shards` as for [`StoreApi::queue_stats`].
     async fn drop_topic(&self, topic: &TopicName, shards: &[ShardId]) -> Result<(), StoreError>;
 
+    /// Sets how long `topic`'s messages are kept, in ms (`None`: the store's retention time),
+    /// on every shard holding its queues. `shards` as for [`StoreApi::queue_stats`].
+    async fn set_topic_retention(
+        &self,
+        topic: &TopicName,
+        retention_ms: Option<u64>,
+        shards: &[ShardId],
+    ) -> Result<(), StoreError>;
+
     /// Forgets a deleted group's consumer state.
     /// `shards`: every shard a topic has queues on (beyond those the store knows itself).
     async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError>;

@@ -550,6 +550,28 @@ impl StoreApi for RemoteStore {
         Ok(())
     }
 
+    async fn set_topic_retention(
+        &self,
+        topic: &TopicName,
+        retention_ms: Option<u64>,
+        shards: &[ShardId],
+    ) -> Result<(), StoreError> {
+        for shard in self.routing.scope(shards) {
+            let wire = pb::SetTopicRetentionRequest {
+                topic: topic.as_str().to_owned(),
+                shard,
+                retention_ms,
+            };
+            self.routing
+                .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {
+                    let wire = wire.clone();
+                    async move { c.set_topic_retention(wire).await }
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError> {
         let mut all = self.routing.scope(&[]);
         all.extend_from_slice(shards);

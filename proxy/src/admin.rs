@@ -43,6 +43,43 @@ impl AdminServer {
 
     /// Waits (up to `within`) until a store node reports leading each of `shards`; logs the
     /// ones still without a leader.
+    /// Records `topic`'s retention in the metadata, then on the shards holding its queues (the
+    /// stores keep the shards' logs as long as their longest-kept topic needs and expire a
+    /// shorter-kept one's old messages). A failure after the metadata changed says so: the
+    /// same update again finishes it.
+    async fn set_retention(
+        &self,
+        topic: TopicConfig,
+        retention_ms: Option<u64>,
+    ) -> Result<TopicConfig, Status> {
+        let name = topic.name.clone();
+        let updated = self
+            .shared
+            .ctx
+            .controller
+            .set_topic_retention(&name, retention_ms)
+            .await
+            .map_err(controller_to_grpc)?;
+        let shards = self.shared.shards_of(&updated).await;
+        self.shared
+            .ctx
+            .store
+            .set_topic_retention(&name, retention_ms, &shards)
+            .await
+            .map_err(|err| {
+                let status = store_to_grpc(err);
+                Status::new(
+                    status.code(),
+                    format!(
+                        "the retention of topic {name} is recorded, but not yet on every shard \
+                         holding it (run the same update again): {}",
+                        status.message()
+                    ),
+                )
+            })?;
+        Ok(updated)
+    }
+
     async fn await_leaders(&self, shards: &[ShardId], within: std::time::Duration) {
         let wanted: BTreeSet<ShardId> = shards.iter().copied().collect();
         let deadline = tokio::time::Instant::now() + within;
@@ -165,6 +202,7 @@ fn topic_to_api(t: TopicConfig) -> api::Topic {
         created_at_ms: t.created_at_ms,
         queue_shards: t.queue_shards,
         auto_created: t.auto_created,
+        retention_ms: t.retention_ms,
     }
 }
 
@@ -285,6 +323,11 @@ impl AdminService for AdminServer {
         self.allow(&request).await?;
         let req = request.into_inner();
         let name = topic_name(&req.name)?;
+        let retention_ms = req
+            .retention_ms
+            .map(vela_proto::domain::check_topic_retention)
+            .transpose()
+            .map_err(Status::invalid_argument)?;
         let queue_count = if req.queue_count == 0 {
             self.shared.ctx.config.default_queue_count
         } else {
@@ -308,9 +351,46 @@ impl AdminService for AdminServer {
             self.await_leaders(&topic.queue_shards, SHARD_START_WAIT)
                 .await;
         }
+        let topic = match retention_ms {
+            Some(ms) => self.set_retention(topic, Some(ms)).await.map_err(|e| {
+                Status::new(
+                    e.code(),
+                    format!("topic {name} created, but {}", e.message()),
+                )
+            })?,
+            None => topic,
+        };
         self.shared.metadata.forget_topic(&name);
-        tracing::info!(topic = %name, queues = topic.queue_count, topic_type = %topic.topic_type, "topic created");
+        tracing::info!(topic = %name, queues = topic.queue_count, topic_type = %topic.topic_type, retention_ms = ?topic.retention_ms, "topic created");
         Ok(Response::new(api::CreateTopicResponse {
+            topic: Some(topic_to_api(topic)),
+        }))
+    }
+
+    async fn update_topic(
+        &self,
+        request: Request<api::UpdateTopicRequest>,
+    ) -> Result<Response<api::UpdateTopicResponse>, Status> {
+        use api::update_topic_request::Retention;
+        self.allow(&request).await?;
+        let req = request.into_inner();
+        let name = topic_name(&req.name)?;
+        let retention_ms = match req.retention {
+            Some(Retention::RetentionMs(ms)) => Some(
+                vela_proto::domain::check_topic_retention(ms).map_err(Status::invalid_argument)?,
+            ),
+            Some(Retention::StoreDefaultRetention(true)) => None,
+            Some(Retention::StoreDefaultRetention(false)) | None => {
+                return Err(Status::invalid_argument(
+                    "nothing to update: give a retention, or the store default",
+                ));
+            }
+        };
+        let topic = self.existing_topic(&name).await?;
+        let topic = self.set_retention(topic, retention_ms).await?;
+        self.shared.metadata.forget_topic(&name);
+        tracing::info!(topic = %name, retention_ms = ?topic.retention_ms, "topic updated");
+        Ok(Response::new(api::UpdateTopicResponse {
             topic: Some(topic_to_api(topic)),
         }))
     }

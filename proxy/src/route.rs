@@ -168,6 +168,7 @@ mod tests {
             queue_shards: vec![0; queue_count as usize],
             created_at_ms: 0,
             auto_created: false,
+            retention_ms: None,
         }
     }
 

@@ -27,6 +27,18 @@ pub enum TopicCommand {
         /// cluster's store nodes). Default: the configured shards, held by every store node.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=7))]
         replicas: Option<u32>,
+        /// How long its messages are kept (for example 12h, 7d, 30d; 1s to 3660d), when not
+        /// the store's `retention_time`.
+        #[arg(long, value_parser = retention_ms)]
+        retention: Option<u64>,
+    },
+    /// Changes an existing topic: how long its messages are kept.
+    Update {
+        name: String,
+        /// How long its messages are kept (for example 12h, 7d, 30d; 1s to 3660d), or
+        /// `default` for the store's `retention_time`.
+        #[arg(long, value_parser = retention_choice)]
+        retention: RetentionChoice,
     },
     List,
     Describe {
@@ -37,8 +49,45 @@ pub enum TopicCommand {
     },
 }
 
-/// With `--output json`: `list` an array of topics, `describe` and `create` the topic with its
-/// queues, `delete` `{"deleted": {"topic": NAME}}`.
+/// What `topic update --retention` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionChoice {
+    Ms(u64),
+    StoreDefault,
+}
+
+/// A topic's retention as given on the command line: a duration (`7d`, `12h 30m`).
+fn retention_ms(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    vela_proto::domain::check_topic_retention(ms)
+}
+
+fn retention_choice(s: &str) -> Result<RetentionChoice, String> {
+    if s.trim() == "default" {
+        return Ok(RetentionChoice::StoreDefault);
+    }
+    retention_ms(s).map(RetentionChoice::Ms)
+}
+
+/// What `topic update --retention` asks for, for the confirmation.
+pub(super) fn retention_choice_text(choice: RetentionChoice) -> String {
+    match choice {
+        RetentionChoice::Ms(ms) => retention_text(Some(ms)),
+        RetentionChoice::StoreDefault => "the store's retention_time".to_owned(),
+    }
+}
+
+/// A topic's retention for people: `7d`, `12h`, or the store's.
+fn retention_text(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => humantime::format_duration(std::time::Duration::from_millis(ms)).to_string(),
+        None => "store default (retention_time)".to_owned(),
+    }
+}
+
+/// With `--output json`: `list` an array of topics, `describe`, `create` and `update` the topic
+/// with its queues, `delete` `{"deleted": {"topic": NAME}}`.
 pub(super) async fn execute(
     client: &mut AdminClient,
     command: TopicCommand,
@@ -51,6 +100,7 @@ pub(super) async fn execute(
             topic_type,
             queues,
             replicas,
+            retention,
         } => {
             let topic = client
                 .create_topic(pb::CreateTopicRequest {
@@ -58,6 +108,7 @@ pub(super) async fn execute(
                     topic_type: topic_type_to_pb(topic_type) as i32,
                     queue_count: queues,
                     replicas,
+                    retention_ms: retention,
                 })
                 .await
                 .map_err(status_error)?
@@ -103,6 +154,31 @@ pub(super) async fn execute(
                 )?;
             }
         }
+        TopicCommand::Update { name, retention } => {
+            use pb::update_topic_request::Retention;
+            let topic = client
+                .update_topic(pb::UpdateTopicRequest {
+                    name,
+                    retention: Some(match retention {
+                        RetentionChoice::Ms(ms) => Retention::RetentionMs(ms),
+                        RetentionChoice::StoreDefault => Retention::StoreDefaultRetention(true),
+                    }),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .topic
+                .context("server returned no topic")?;
+            if output == OutputFormat::Json {
+                return describe(client, topic.name, output).await;
+            }
+            writeln!(
+                out,
+                "updated topic {}: retention {}",
+                topic.name,
+                retention_text(topic.retention_ms)
+            )?;
+        }
         TopicCommand::Describe { name } => return describe(client, name, output).await,
         TopicCommand::Delete { name } => {
             client
@@ -143,6 +219,7 @@ async fn describe(
             writeln!(out, "topic:    {}", t.name)?;
             writeln!(out, "type:     {}", type_name(t.topic_type))?;
             writeln!(out, "queues:   {}", t.queue_count)?;
+            writeln!(out, "retention: {}", retention_text(t.retention_ms))?;
             let shards: std::collections::BTreeSet<u32> = t.queue_shards.iter().copied().collect();
             writeln!(
                 out,
@@ -205,6 +282,7 @@ fn topic_json(t: &pb::Topic) -> serde_json::Value {
         "shards": shards,
         "created_at_ms": t.created_at_ms,
         "auto_created": t.auto_created,
+        "retention_ms": t.retention_ms,
     })
 }
 

@@ -112,6 +112,22 @@ pub enum StoreCommand {
     /// 11; RecallMessage): it is never indexed, so no group ever gets it. Applies only while
     /// the timer is still parked and belongs to `topic`; a `Release` that came first wins.
     Recall { topic: TopicName, timer: TimerKey },
+    /// Sets how long `topic`'s messages are kept (apply version 15; `vela admin topic update
+    /// --retention`): `None` goes back to the store's `retention_time`. A topic kept longer than
+    /// the store's time keeps the shard's log (local and tiered) that long; one kept shorter
+    /// than the shard's log loses its old messages through `Expire`.
+    TopicRetention {
+        topic: TopicName,
+        retention_ms: Option<u64>,
+    },
+    /// Raises the first retained offset of queues of `topic` to the offsets given (apply
+    /// version 15): the leader's retention pass for a topic kept shorter than the shard's log
+    /// decides them (the first message stored within the topic's retention). Nothing is
+    /// rewritten: below its floor a queue reads as empty, and the log goes with the segments.
+    Expire {
+        topic: TopicName,
+        floors: Vec<QueueOffset>,
+    },
 }
 
 /// One queue's offset inside a [`StoreCommand::SetOffsets`].
@@ -182,6 +198,8 @@ impl StoreCommand {
             StoreCommand::Tiered { .. } => "tiered",
             StoreCommand::RenewInvisible { .. } => "renew_invisible",
             StoreCommand::Recall { .. } => "recall",
+            StoreCommand::TopicRetention { .. } => "topic_retention",
+            StoreCommand::Expire { .. } => "expire",
         }
     }
 
@@ -206,7 +224,9 @@ impl StoreCommand {
             | StoreCommand::SetApplyVersion { .. }
             | StoreCommand::SetOffsets { .. }
             | StoreCommand::Tiered { .. }
-            | StoreCommand::Recall { .. } => None,
+            | StoreCommand::Recall { .. }
+            | StoreCommand::TopicRetention { .. }
+            | StoreCommand::Expire { .. } => None,
         }
     }
 
@@ -351,6 +371,16 @@ impl fmt::Display for StoreCommand {
                 segment.first_index, segment.last_index, segment.key
             ),
             StoreCommand::DropGroup { group } => write!(f, "drop_group({group})"),
+            StoreCommand::TopicRetention {
+                topic,
+                retention_ms,
+            } => match retention_ms {
+                Some(ms) => write!(f, "topic_retention({topic}, {ms} ms)"),
+                None => write!(f, "topic_retention({topic}, store default)"),
+            },
+            StoreCommand::Expire { topic, floors } => {
+                write!(f, "expire({topic}, {} queues)", floors.len())
+            }
             StoreCommand::Recall { topic, timer } => write!(
                 f,
                 "recall({topic}, due {} at {}.{})",
@@ -545,6 +575,11 @@ pub enum CommandResponse {
     Tiered(Result<(), TierRefusal>),
     /// Whether a `Recall` withdrew its delay message.
     Recalled(Result<(), ApplyError>),
+    /// A `TopicRetention` was applied (`false`: the shard's apply version is below 15 and it
+    /// changed nothing).
+    RetentionSet(bool),
+    /// Queues of an `Expire` whose first retained offset rose.
+    Expired(u32),
 }
 
 /// The delivery that replaces the one whose invisibility changed.

@@ -30,6 +30,11 @@ pub struct StoreConfig {
     /// Messages older than this may be deleted (whole segments at a time).
     #[serde(with = "humantime_serde")]
     pub retention_time: Duration,
+    /// How often each shard's leader runs a retention pass (segments past the retention go,
+    /// topics kept shorter than the log expire their old messages); Kafka's
+    /// `log.retention.check.interval.ms`.
+    #[serde(deserialize_with = "nonzero_duration")]
+    pub retention_check_interval: Duration,
     /// Oldest segments beyond this total size may be deleted. Unlimited when absent. With a
     /// tier (`[tier]`), both limits count the tiered and the local log together.
     pub retention_size: Option<ByteSize>,
@@ -119,6 +124,7 @@ impl Default for StoreConfig {
             segment_size: ByteSize::mib(64),
             segment_preallocate: ByteSize::b(vela_raft::DEFAULT_PREALLOCATE_BYTES),
             retention_time: Duration::from_secs(72 * 3600),
+            retention_check_interval: Duration::from_secs(60),
             retention_size: None,
             local_retention_time: Duration::from_secs(6 * 3600),
             local_retention_size: None,

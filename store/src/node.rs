@@ -49,8 +49,6 @@ const MAX_ACK_BATCH: usize = 1024;
 const ACK_BATCHES_IN_FLIGHT: usize = 4;
 /// How long shutdown waits for background tasks before it stops Raft under them.
 const TASK_GRACE: Duration = Duration::from_secs(2);
-/// How often the leader checks retention.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 struct PendingAck {
     delivery: DeliveryRef,

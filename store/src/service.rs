@@ -418,6 +418,24 @@ impl StoreRpc for StoreService {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn set_topic_retention(
+        &self,
+        request: Request<pb::SetTopicRetentionRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let topic = topic_from_wire(&req.topic)?;
+        if req.retention_ms == Some(0) {
+            return Err(Status::invalid_argument(
+                "a topic's retention must be above zero",
+            ));
+        }
+        self.store
+            .set_topic_retention_shard(req.shard, &topic, req.retention_ms)
+            .await
+            .map_err(failed)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn drop_group(
         &self,
         request: Request<pb::DropGroupRequest>,

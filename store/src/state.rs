@@ -16,6 +16,7 @@ mod pop;
 mod reads;
 #[cfg(test)]
 mod replay_tests;
+mod retention;
 mod settle;
 #[cfg(test)]
 mod tests;
@@ -167,6 +168,10 @@ pub struct ShardState {
     /// window (snapshot format 6).
     #[serde(skip)]
     tier: TierManifest,
+    /// How long topics with a retention of their own keep their messages (apply version 15),
+    /// by topic, in ms. Saved beside the tier manifest (snapshot format 7).
+    #[serde(skip)]
+    topic_retention: BTreeMap<TopicName, u64>,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -179,6 +184,7 @@ impl PartialEq for ShardState {
             && self.dedup == other.dedup
             && self.dedup_clock_ms == other.dedup_clock_ms
             && self.tier == other.tier
+            && self.topic_retention == other.topic_retention
             && self.live_entries() == other.live_entries()
     }
 }
@@ -212,7 +218,12 @@ impl PartialEq for ShardState {
 ///   dead-letter topic, and dropping a group drops its instances' positions too;
 /// - 14: the deduplication window remembers where a parked delay message's record is, so a
 ///   resend of it is answered with the same recall handle as its first send.
-pub const APPLY_VERSION: u32 = 14;
+/// - 15: topics may keep their messages for a time of their own (`TopicRetention`), and the
+///   leader expires a topic kept shorter than the shard's log (`Expire`).
+pub const APPLY_VERSION: u32 = 15;
+
+/// The apply version from which topics have a retention of their own.
+pub const TOPIC_RETENTION_APPLY_VERSION: u32 = 15;
 
 /// The apply version from which a resent delay message gets its recall handle again.
 pub const RECALL_RESEND_APPLY_VERSION: u32 = 14;
@@ -502,7 +513,22 @@ impl ShardState {
                     self.tier.add(segment, self.truncated_below)
                 })
             }
+            StoreCommand::TopicRetention {
+                topic,
+                retention_ms,
+            } => CommandResponse::RetentionSet(
+                self.apply_version >= TOPIC_RETENTION_APPLY_VERSION
+                    && self.set_topic_retention(topic, *retention_ms),
+            ),
+            StoreCommand::Expire { topic, floors } => {
+                CommandResponse::Expired(if self.apply_version >= TOPIC_RETENTION_APPLY_VERSION {
+                    self.expire(topic, floors, fx)
+                } else {
+                    0
+                })
+            }
             StoreCommand::DropTopic { topic } => {
+                self.topic_retention.remove(topic);
                 self.queues.retain(|(t, _), _| t != topic);
                 self.consumers.retain(|(_, t, _), _| t != topic);
                 self.rotation.retain(|(_, t), _| t != topic);
@@ -660,6 +686,7 @@ impl ShardState {
         back.dedup = self.dedup.clone();
         back.dedup_clock_ms = self.dedup_clock_ms;
         back.tier = self.tier.clone();
+        back.topic_retention = self.topic_retention.clone();
         for (key, entry) in index.entries.in_memory() {
             back.entries.put(key.0, key.1, *entry);
         }

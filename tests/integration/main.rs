@@ -43,3 +43,4 @@ mod t32_tier_credentials;
 mod t33_client_commands;
 mod t34_store_join;
 mod t35_store_scale;
+mod t36_topic_retention;

@@ -341,6 +341,8 @@ mod admin_impls {
             Some(format!("create topic {}", r.name));
         DeleteTopicRequest => |r| vec![Access::new(Resource::topic(r.name.trim()), Action::Delete)],
             Some(format!("delete topic {}", r.name));
+        UpdateTopicRequest => |r| vec![Access::new(Resource::topic(r.name.trim()), Action::Update)],
+            Some(format!("update topic {}", r.name));
         ListTopicsRequest => |r| vec![Access::new(every(ResourceType::Topic), Action::List)], None;
         DescribeTopicRequest => |r| vec![Access::new(Resource::topic(r.name.trim()), Action::Get)], None;
         CreateGroupRequest => |r| vec![Access::new(Resource::group(r.name.trim()), Action::Create)],

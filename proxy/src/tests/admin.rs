@@ -15,14 +15,21 @@ async fn admin_manages_topics_and_groups() {
             name: "orders".into(),
             topic_type: api::TopicType::Fifo as i32,
             queue_count: 0,
+            retention_ms: Some(86_400_000),
         })
         .await
         .expect("created")
         .into_inner();
     let topic = created.topic.expect("topic");
     assert_eq!(
-        (topic.queue_count, topic.topic_type),
-        (8, api::TopicType::Fifo as i32)
+        (topic.queue_count, topic.topic_type, topic.retention_ms),
+        (8, api::TopicType::Fifo as i32, Some(86_400_000))
+    );
+    let orders = TopicName::new("orders").expect("valid");
+    assert_eq!(
+        h.store.retention_of(&orders),
+        Some(86_400_000),
+        "the stores keep the topic as long as it asks"
     );
 
     let dup = admin
@@ -31,6 +38,7 @@ async fn admin_manages_topics_and_groups() {
             name: "orders".into(),
             topic_type: 0,
             queue_count: 1,
+            retention_ms: None,
         })
         .await
         .expect_err("duplicate");
@@ -41,6 +49,7 @@ async fn admin_manages_topics_and_groups() {
             name: "bad name".into(),
             topic_type: 0,
             queue_count: 1,
+            retention_ms: None,
         })
         .await
         .expect_err("invalid");
@@ -183,4 +192,79 @@ async fn tier_credentials_are_set_described_by_key_id_and_cleared() {
         .into_inner();
     assert_eq!(cleared.access_key_id, None);
     assert_eq!(h.controller.tier_credentials().await.expect("held"), None);
+}
+
+#[tokio::test]
+async fn a_topic_retention_is_updated_in_the_metadata_and_the_stores_and_bad_ones_refused() {
+    use api::update_topic_request::Retention;
+    let h = Harness::start(test_config()).await;
+    h.topic("orders", TopicType::Normal, 2).await;
+    let orders = TopicName::new("orders").expect("valid");
+    let mut admin = h.admin().await;
+    let update = |name: &str, retention| api::UpdateTopicRequest {
+        name: name.into(),
+        retention,
+    };
+    let updated = admin
+        .update_topic(update(
+            "orders",
+            Some(Retention::RetentionMs(30 * 86_400_000)),
+        ))
+        .await
+        .expect("updated")
+        .into_inner()
+        .topic
+        .expect("topic");
+    assert_eq!(updated.retention_ms, Some(30 * 86_400_000));
+    assert_eq!(h.store.retention_of(&orders), Some(30 * 86_400_000));
+    let described = admin
+        .describe_topic(api::DescribeTopicRequest {
+            name: "orders".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        described.topic.and_then(|t| t.retention_ms),
+        Some(30 * 86_400_000)
+    );
+
+    for (retention, what) in [
+        (Some(Retention::RetentionMs(0)), "zero"),
+        (Some(Retention::RetentionMs(999)), "below a second"),
+        (
+            Some(Retention::StoreDefaultRetention(false)),
+            "false default",
+        ),
+        (None, "nothing"),
+    ] {
+        let err = admin
+            .update_topic(update("orders", retention))
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err}");
+    }
+    assert_eq!(
+        h.store.retention_of(&orders),
+        Some(30 * 86_400_000),
+        "a refused update changes nothing"
+    );
+    let missing = admin
+        .update_topic(update("missing", Some(Retention::RetentionMs(60_000))))
+        .await
+        .expect_err("no such topic");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let back = admin
+        .update_topic(update(
+            "orders",
+            Some(Retention::StoreDefaultRetention(true)),
+        ))
+        .await
+        .expect("back to the default")
+        .into_inner()
+        .topic
+        .expect("topic");
+    assert_eq!(back.retention_ms, None);
+    assert_eq!(h.store.retention_of(&orders), None);
 }

@@ -373,3 +373,43 @@ fn batch_slots_run_on_across_sub_appends() {
     assert_eq!(single.record(1), None);
     assert_eq!(StoreCommand::DropTopic { topic }.record(0), None);
 }
+
+#[test]
+fn topic_retention_golden_bytes() {
+    // Persisted from apply version 15: tag 19, the topic, then the retention (an option of a
+    // varint of milliseconds; none: the store's retention time).
+    let command = StoreCommand::TopicRetention {
+        topic: TopicName::new("t").expect("valid"),
+        retention_ms: Some(86_400_000),
+    };
+    let bytes = postcard::to_stdvec(&command).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "1301740180b89929");
+    let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, command);
+    assert_eq!(back.kind(), "topic_retention");
+    let default = StoreCommand::TopicRetention {
+        topic: TopicName::new("t").expect("valid"),
+        retention_ms: None,
+    };
+    assert_eq!(
+        hex::encode(postcard::to_stdvec(&default).expect("encodes")),
+        "13017400"
+    );
+}
+
+#[test]
+fn expire_golden_bytes() {
+    // Persisted from apply version 15: tag 20, the topic, then per queue (id, offset).
+    let command = StoreCommand::Expire {
+        topic: TopicName::new("t").expect("valid"),
+        floors: vec![QueueOffset {
+            queue_id: 2,
+            offset: 300,
+        }],
+    };
+    let bytes = postcard::to_stdvec(&command).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "1401740102ac02");
+    let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, command);
+    assert_eq!(back.kind(), "expire");
+}

@@ -320,6 +320,20 @@ impl StoreApi for Store {
         .await
     }
 
+    async fn set_topic_retention(
+        &self,
+        topic: &TopicName,
+        retention_ms: Option<u64>,
+        _shards: &[ShardId],
+    ) -> Result<(), StoreError> {
+        let shards: Vec<ShardId> = self.shards().keys().copied().collect();
+        for shard in shards {
+            self.set_topic_retention_shard(shard, topic, retention_ms)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn drop_group(&self, group: &GroupName, _shards: &[ShardId]) -> Result<(), StoreError> {
         self.drop_everywhere(StoreCommand::DropGroup {
             group: group.clone(),

@@ -302,6 +302,35 @@ impl Store {
         .await
     }
 
+    /// Sets how long `topic`'s messages are kept on shard `shard` (`None`: the store's
+    /// retention time).
+    pub async fn set_topic_retention_shard(
+        &self,
+        shard: ShardId,
+        topic: &TopicName,
+        retention_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let led = self.led(shard)?;
+        // Written only once every member applies it: a build before it could not even decode
+        // the entry.
+        let version = led.shared.current_apply_version();
+        if version < crate::state::TOPIC_RETENTION_APPLY_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "shard {shard} does not apply topic retention yet (apply version {version} of \
+                 {}): a store node runs an older build; upgrade it and retry",
+                crate::state::TOPIC_RETENTION_APPLY_VERSION
+            )));
+        }
+        let command = StoreCommand::TopicRetention {
+            topic: topic.clone(),
+            retention_ms,
+        };
+        match led.write(command.clone()).await? {
+            CommandResponse::RetentionSet(true) => Ok(()),
+            other => Err(unexpected(command.kind(), &other)),
+        }
+    }
+
     /// Drops `group`'s state from shard `shard`.
     pub async fn drop_group_shard(
         &self,

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use vela_proto::domain::ShardId;
 use vela_proto::store_api::{OpenMode, StoreError};
 
-use super::{LocalShard, MAX_QUEUED_ACKS, RETENTION_INTERVAL, Store, batch_acks, upgrade};
+use super::{LocalShard, MAX_QUEUED_ACKS, Store, batch_acks, upgrade};
 use crate::shard::coalesce::AppendCoalescer;
 use crate::shard::scrub::{self, ScrubPolicy};
 use crate::shard::{DamageFound, Shard, ShardRaft};
@@ -62,7 +62,7 @@ impl Store {
         tasks.spawn(tasks::retention_loop(
             shard.clone(),
             self.retention,
-            RETENTION_INTERVAL,
+            self.config.retention_check_interval,
             self.clock.clone(),
             cancel.clone(),
         ));

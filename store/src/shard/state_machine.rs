@@ -11,7 +11,7 @@
 //! a build holds from taking its copy of the state to writing it, and a build never writes a
 //! generation older than one on disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use vela_proto::domain::TopicName;
 use vela_raft::generations::{Generation, SnapshotKeeper};
 
 use super::catch_up::{Fill, Restoring};
@@ -32,7 +33,8 @@ use crate::command::{CommandResponse, StoreCommand};
 use crate::index_db::history::HistoryRows;
 use crate::index_db::{IndexDb, IndexError, IndexView};
 use crate::state::{
-    APPLY_VERSION, ApplyEffects, DedupWindow, Frozen, LegacyState, ShardState, TierManifest,
+    APPLY_VERSION, ApplyEffects, DedupWindow, Frozen, LegacyState, ShardState,
+    TOPIC_RETENTION_APPLY_VERSION, TierManifest,
 };
 
 /// Applied entries kept in memory before a background write to the index file starts.
@@ -51,11 +53,36 @@ struct SnapshotFileRef<'a> {
     dedup: &'a DedupWindow,
     dedup_clock_ms: i64,
     tier: &'a TierManifest,
+    topic_retention: &'a BTreeMap<TopicName, u64>,
 }
 
 #[derive(Deserialize)]
 struct CurrentFile {
     /// Checked before the rest is decoded (see [`decode_snapshot`]).
+    _format: u32,
+    meta: SnapshotMetaOf<ShardTypes>,
+    state: ShardState,
+    dedup: DedupWindow,
+    dedup_clock_ms: i64,
+    tier: TierManifest,
+    topic_retention: BTreeMap<TopicName, u64>,
+}
+
+/// Snapshot format 6: as the current one without the topics' retentions. Still written while
+/// a shard's apply version is below 15 (no topic has one), so a node rolled back to a build
+/// that reads format 6 at most still opens what the new build wrote.
+#[derive(Serialize)]
+struct Format6FileRef<'a> {
+    format: u32,
+    meta: &'a SnapshotMetaOf<ShardTypes>,
+    state: &'a ShardState,
+    dedup: &'a DedupWindow,
+    dedup_clock_ms: i64,
+    tier: &'a TierManifest,
+}
+
+#[derive(Deserialize)]
+struct Format6File {
     _format: u32,
     meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
@@ -129,7 +156,9 @@ struct Format2File {
     state: LegacyState,
 }
 
-/// The state a snapshot holds.
+/// The state a snapshot holds. One exists per snapshot decoded, briefly: its size does not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum SnapshotState {
     Current(ShardState),
     /// Format 2, upgraded on install (its entries go to the index file).
@@ -163,9 +192,9 @@ pub(crate) struct SnapshotFile {
 /// reader can refuse a layout it does not know before decoding the rest. Bumped with any change
 /// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
 /// index file); format 4 added the send deduplication window after the state; format 5 the
-/// window's clock after it; format 6 the tier manifest after that. Formats 2 to 5 are still
-/// read.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 6;
+/// window's clock after it; format 6 the tier manifest after that; format 7 the topics' own
+/// retentions after that. Formats 2 to 6 are still read.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 7;
 
 /// Decodes a snapshot generation and checks it is what its name says.
 pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
@@ -173,6 +202,18 @@ pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, 
     let file = match format {
         SNAPSHOT_FORMAT => {
             let mut f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            f.state.set_dedup(f.dedup);
+            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
+            f.state.set_tier(f.tier);
+            f.state.set_topic_retentions(f.topic_retention);
+            SnapshotFile {
+                meta: f.meta,
+                state: SnapshotState::Current(f.state),
+            }
+        }
+        6 => {
+            // Written before apply version 15: no topic had a retention of its own.
+            let mut f: Format6File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
             f.state.set_dedup(f.dedup);
             f.state.set_dedup_clock_ms(f.dedup_clock_ms);
             f.state.set_tier(f.tier);
@@ -704,6 +745,15 @@ impl ShardSnapshotBuilder {
                         dedup: state.dedup(),
                         dedup_clock_ms: state.dedup_clock_ms(),
                     })
+                } else if state.apply_version() < TOPIC_RETENTION_APPLY_VERSION {
+                    postcard::to_stdvec(&Format6FileRef {
+                        format: 6,
+                        meta: &meta,
+                        state: &state,
+                        dedup: state.dedup(),
+                        dedup_clock_ms: state.dedup_clock_ms(),
+                        tier: state.tier(),
+                    })
                 } else {
                     postcard::to_stdvec(&SnapshotFileRef {
                         format: SNAPSHOT_FORMAT,
@@ -712,6 +762,7 @@ impl ShardSnapshotBuilder {
                         dedup: state.dedup(),
                         dedup_clock_ms: state.dedup_clock_ms(),
                         tier: state.tier(),
+                        topic_retention: state.topic_retention(),
                     })
                 }
                 .map_err(invalid_data)?;

@@ -13,6 +13,7 @@ use vela_raft::SegmentInfo;
 
 use super::Shard;
 use crate::command::StoreCommand;
+use crate::state::TOPIC_RETENTION_APPLY_VERSION;
 
 /// Most delay messages one `Release` entry carries.
 const RELEASE_BATCH: usize = 4096;
@@ -170,22 +171,48 @@ pub(crate) async fn enforce_retention(
     Ok((below > before).then_some(below))
 }
 
-/// The leader's part of retention: writes a `Truncate` when the policy cuts further than the
-/// shard is truncated. The cut never passes what the state still needs. It follows the policy,
-/// not the slowest replica: a replica that needs log retention removed catches up through a
-/// snapshot and copies the retained log and index from a member (ADR 0014).
+/// The leader's part of retention: writes an `Expire` per topic kept shorter than the shard's
+/// log whose oldest messages passed its retention, then a `Truncate` when the policy cuts
+/// further than the shard is truncated. The log is kept as long as the longest-kept topic with
+/// queues here needs (`policy.time` is the store's default). The cut never passes what the
+/// state still needs. It follows the policy, not the slowest replica: a replica that needs log
+/// retention removed catches up through a snapshot and copies the retained log and index from a
+/// member (ADR 0014).
 async fn propose_truncation(
     shard: &Shard,
     policy: RetentionPolicy,
     now: SystemTime,
 ) -> Result<(), StoreError> {
-    let (cap, truncated_below) = {
+    let default_ms = u64::try_from(policy.time.as_millis()).unwrap_or(u64::MAX);
+    let now_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let (cap, truncated_below, log_ms, expiries) = {
         let applied = shard.shared.applied.read();
+        let state = &applied.state;
         let applied_next = applied
             .last_applied
             .map_or(0, |l| l.index.saturating_add(1));
-        let parked = applied.state.lowest_parked_log_index().unwrap_or(u64::MAX);
-        (applied_next.min(parked), applied.state.truncated_below())
+        let parked = state.lowest_parked_log_index().unwrap_or(u64::MAX);
+        let expiries = if state.apply_version() >= TOPIC_RETENTION_APPLY_VERSION {
+            state.expiry_floors(default_ms, now_ms)
+        } else {
+            Vec::new()
+        };
+        (
+            applied_next.min(parked),
+            state.truncated_below(),
+            state.log_retention_ms(default_ms),
+            expiries,
+        )
+    };
+    for (topic, floors) in expiries {
+        debug!(shard = shard.id, %topic, queues = floors.len(), "expiring by topic retention");
+        shard.write(StoreCommand::Expire { topic, floors }).await?;
+    }
+    let policy = RetentionPolicy {
+        time: Duration::from_millis(log_ms),
+        ..policy
     };
     let Some(cut) = retention_cut(&super::tiering::retained_segments(shard), now, policy, cap)
     else {

@@ -94,6 +94,7 @@ impl LegacyState {
             // Before apply version 6: raising the version starts the window's clock.
             dedup_clock_ms: 0,
             tier: Default::default(),
+            topic_retention: Default::default(),
             entries: Default::default(),
         };
         (state, entries)

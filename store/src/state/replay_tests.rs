@@ -53,6 +53,11 @@ enum Intent {
     DropTopic(u8),
     DropGroup(u8),
     Upgrade,
+    /// Gives a topic a retention of its own, or takes it back (apply version 15).
+    Retention(u8, Option<u32>),
+    /// Expires a topic's queues up to this per cent of their retained offsets (apply version
+    /// 15), or as the leader's retention pass plans it when that cuts anything.
+    Expire(u8, u8),
     /// Moves the leader clock by this many ms (negative: a new leader whose clock is behind).
     Clock(i32),
 }
@@ -76,6 +81,8 @@ fn intent() -> impl Strategy<Value = Intent> {
         1 => (0u8..2).prop_map(Intent::DropTopic),
         1 => (0u8..2).prop_map(Intent::DropGroup),
         1 => Just(Intent::Upgrade),
+        1 => (0u8..2, prop::option::of(1_000u32..60_000)).prop_map(|(t, ms)| Intent::Retention(t, ms)),
+        1 => (0u8..2, 0u8..100).prop_map(|(t, per_cent)| Intent::Expire(t, per_cent)),
         3 => (-20_000i32..40_000).prop_map(Intent::Clock),
     ]
 }
@@ -260,6 +267,35 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
             Intent::Upgrade => StoreCommand::SetApplyVersion {
                 version: APPLY_VERSION,
             },
+            Intent::Retention(t, ms) => StoreCommand::TopicRetention {
+                topic: topic(*t),
+                retention_ms: ms.map(u64::from),
+            },
+            Intent::Expire(t, per_cent) => {
+                let planned = state
+                    .expiry_floors(120_000, now)
+                    .into_iter()
+                    .find(|(name, _)| *name == topic(*t));
+                let floors = match planned {
+                    Some((_, floors)) => floors,
+                    None => state
+                        .queue_ids(&topic(*t))
+                        .into_iter()
+                        .filter_map(|queue_id| {
+                            let q = state.queue_index(&topic(*t), queue_id)?;
+                            let span = q.max_offset() - q.min_offset();
+                            Some(crate::command::QueueOffset {
+                                queue_id,
+                                offset: q.min_offset() + span * u64::from(*per_cent) / 100,
+                            })
+                        })
+                        .collect(),
+                };
+                StoreCommand::Expire {
+                    topic: topic(*t),
+                    floors,
+                }
+            }
             Intent::Ack(_)
             | Intent::Change(..)
             | Intent::DeadLetter(_)

@@ -54,6 +54,7 @@ impl ControllerApi for FakeController {
             queue_shards: (0..spec.queue_count).map(|q| q % 2).collect(),
             created_at_ms: 1,
             auto_created: spec.auto_created,
+            retention_ms: None,
         };
         topics.insert(spec.name, config.clone());
         Ok(config)
@@ -80,6 +81,19 @@ impl ControllerApi for FakeController {
             .remove(name)
             .map(|_| ())
             .ok_or_else(|| ControllerError::NotFound(format!("topic {name}")))
+    }
+
+    async fn set_topic_retention(
+        &self,
+        name: &TopicName,
+        retention_ms: Option<u64>,
+    ) -> Result<TopicConfig, ControllerError> {
+        let mut topics = self.topics.lock();
+        let topic = topics
+            .get_mut(name)
+            .ok_or_else(|| ControllerError::NotFound(format!("topic {name}")))?;
+        topic.retention_ms = retention_ms;
+        Ok(topic.clone())
     }
 
     async fn get_topic(&self, name: &TopicName) -> Result<Option<TopicConfig>, ControllerError> {
@@ -163,6 +177,7 @@ impl ControllerApi for FakeController {
             queue_shards: vec![0],
             created_at_ms: 1,
             auto_created: true,
+            retention_ms: None,
         };
         Ok(self.topics.lock().entry(name).or_insert(config).clone())
     }

@@ -24,6 +24,8 @@ struct StoreState {
     /// Half messages handed out for a check-back (each is due at once, and handed out once).
     checked: std::collections::HashSet<String>,
     dead_lettered: Vec<(GroupName, u64)>,
+    /// Topics' own retentions (ms), as the admin set them.
+    retention: BTreeMap<TopicName, u64>,
 }
 
 #[derive(Default)]
@@ -46,6 +48,11 @@ pub struct FakeStore {
 }
 
 impl FakeStore {
+    /// The retention `topic` was given, in ms.
+    pub fn retention_of(&self, topic: &TopicName) -> Option<u64> {
+        self.state.lock().retention.get(topic).copied()
+    }
+
     pub fn dead_lettered(&self) -> usize {
         self.state.lock().dead_lettered.len()
     }
@@ -483,6 +490,20 @@ impl StoreApi for FakeStore {
     }
 
     async fn drop_group(&self, _group: &GroupName, _shards: &[ShardId]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn set_topic_retention(
+        &self,
+        topic: &TopicName,
+        retention_ms: Option<u64>,
+        _shards: &[ShardId],
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        match retention_ms {
+            Some(ms) => state.retention.insert(topic.clone(), ms),
+            None => state.retention.remove(topic),
+        };
         Ok(())
     }
 

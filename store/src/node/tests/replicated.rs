@@ -33,6 +33,7 @@ mod moves;
 mod offsets;
 mod recall;
 mod renew;
+mod retention;
 mod rolling;
 mod sends;
 mod sql;

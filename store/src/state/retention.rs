@@ -1,0 +1,125 @@
+//! Retention per topic (apply version 15). The store's `retention_time` is the default; a topic
+//! may keep its messages longer or shorter (`vela admin topic update --retention`). The shard's
+//! log is shared by its topics, so it is kept as long as the longest-kept topic on the shard
+//! needs (whole segments go by `Truncate`, as before); a topic kept shorter than that loses its
+//! old messages by a read-time floor: the leader's retention pass writes an `Expire` with, per
+//! queue, the first offset stored within the topic's retention, and apply raises the queues'
+//! first retained offsets to them. Apply never reads a clock or scans: the floors are in the
+//! command.
+
+use std::collections::BTreeMap;
+
+use vela_proto::domain::TopicName;
+
+use super::{ApplyEffects, ShardState};
+use crate::command::QueueOffset;
+
+impl ShardState {
+    /// Applies a `TopicRetention`: `None` goes back to the store's retention time.
+    pub(super) fn set_topic_retention(
+        &mut self,
+        topic: &TopicName,
+        retention_ms: Option<u64>,
+    ) -> bool {
+        match retention_ms {
+            Some(ms) => self.topic_retention.insert(topic.clone(), ms),
+            None => self.topic_retention.remove(topic),
+        };
+        true
+    }
+
+    /// Applies an `Expire`: raises each named queue's first retained offset (never past its
+    /// end), and every group there forgets what it had in flight or parked below it. Returns
+    /// how many queues' floors rose.
+    pub(super) fn expire(
+        &mut self,
+        topic: &TopicName,
+        floors: &[QueueOffset],
+        fx: &mut ApplyEffects,
+    ) -> u32 {
+        let mut raised = 0;
+        for floor in floors {
+            let Some(index) = self.queues.get_mut(&(topic.clone(), floor.queue_id)) else {
+                continue;
+            };
+            let before = index.min_offset();
+            index.raise_min(floor.offset);
+            let min_offset = index.min_offset();
+            if min_offset == before {
+                continue;
+            }
+            raised += 1;
+            fx.woken_topics.insert(topic.clone());
+            for ((_, t, queue_id), consumer) in &mut self.consumers {
+                if t == topic && *queue_id == floor.queue_id {
+                    consumer.forget_gone(min_offset, |_| true);
+                }
+            }
+        }
+        raised
+    }
+
+    /// The topics with a retention of their own, in ms.
+    pub fn topic_retention(&self) -> &BTreeMap<TopicName, u64> {
+        &self.topic_retention
+    }
+
+    /// Restores the topic retentions a snapshot saved beside this state.
+    pub fn set_topic_retentions(&mut self, retention: BTreeMap<TopicName, u64>) {
+        self.topic_retention = retention;
+    }
+
+    /// How long `topic`'s messages are kept on this shard, in ms: its own retention or
+    /// `default_ms` (the store's retention time).
+    pub fn retention_of(&self, topic: &TopicName, default_ms: u64) -> u64 {
+        self.topic_retention
+            .get(topic)
+            .copied()
+            .unwrap_or(default_ms)
+    }
+
+    /// How long the shard's log must be kept, in ms: the longest retention of a topic with
+    /// queues here, and never less than `default_ms`.
+    pub fn log_retention_ms(&self, default_ms: u64) -> u64 {
+        self.topic_retention
+            .iter()
+            .filter(|(topic, _)| !self.queue_ids(topic).is_empty())
+            .map(|(_, ms)| *ms)
+            .fold(default_ms, u64::max)
+    }
+
+    /// What the leader's retention pass expires at `now_ms`: per topic kept shorter than the
+    /// shard's log, the queues whose first message stored within the topic's retention lies
+    /// above their first retained offset, with that offset. Topics in name order, queues
+    /// ascending.
+    pub fn expiry_floors(
+        &self,
+        default_ms: u64,
+        now_ms: i64,
+    ) -> Vec<(TopicName, Vec<QueueOffset>)> {
+        let log_ms = self.log_retention_ms(default_ms);
+        let mut out: Vec<(TopicName, Vec<QueueOffset>)> = Vec::new();
+        for ((topic, queue_id), index) in &self.queues {
+            let keep_ms = self.retention_of(topic, default_ms);
+            if keep_ms >= log_ms {
+                continue;
+            }
+            let cutoff_ms = now_ms.saturating_sub(i64::try_from(keep_ms).unwrap_or(i64::MAX));
+            let Some(floor) = self.offset_at(topic, *queue_id, cutoff_ms) else {
+                continue;
+            };
+            if floor <= index.min_offset() {
+                continue;
+            }
+            let queue = QueueOffset {
+                queue_id: *queue_id,
+                offset: floor,
+            };
+            match out.last_mut() {
+                Some((last, floors)) if last == topic => floors.push(queue),
+                _ => out.push((topic.clone(), vec![queue])),
+            }
+        }
+        out
+    }
+}
