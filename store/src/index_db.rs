@@ -214,7 +214,8 @@ impl StorageBackend for VfsBackend {
 
 /// A shard's open index file.
 pub struct IndexDb {
-    db: Database,
+    /// Taken only by `Drop`.
+    db: Option<Database>,
     path: PathBuf,
     /// A write panicked inside redb: redb does not promise the database is usable after that, so
     /// every later write fails (and apply stops the shard) instead of going on.
@@ -222,9 +223,31 @@ pub struct IndexDb {
 }
 
 impl IndexDb {
+    fn db(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database is taken only when this is dropped")
+    }
+
     /// The size of the index file on disk, if it can be read.
     pub fn file_bytes(&self) -> Option<u64> {
         std::fs::metadata(&self.path).ok().map(|m| m.len())
+    }
+}
+
+impl Drop for IndexDb {
+    /// redb commits when a database closes; on a damaged file that can panic (as opening and
+    /// reading can, see [`guarded`]). A shard closing on a damaged index must not take the
+    /// process down: the panic is caught and logged, the file is left as it is (derived state,
+    /// checked again when the shard next opens it).
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else { return };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db))).is_err() {
+            tracing::error!(
+                path = %self.path.display(),
+                "closing the queue index file failed: the file is damaged"
+            );
+        }
     }
 }
 
@@ -280,7 +303,9 @@ impl IndexView {
     }
 
     pub fn get(&self, queue: u32, offset: u64) -> Result<Option<IndexEntry>, IndexError> {
-        guarded(&self.db.path, "read", || self.get_unguarded(queue, offset))
+        guarded(&self.db().path, "read", || {
+            self.get_unguarded(queue, offset)
+        })
     }
 
     /// The lowest offset in `from..to` of `queue` whose entry has one of `tags`. A hint: the
@@ -292,7 +317,7 @@ impl IndexView {
         from: u64,
         to: u64,
     ) -> Result<Option<u64>, IndexError> {
-        guarded(&self.db.path, "read", || {
+        guarded(&self.db().path, "read", || {
             let mut first: Option<u64> = None;
             for tag in tags {
                 let upper = first.unwrap_or(to);
@@ -302,10 +327,10 @@ impl IndexView {
                 let found = self
                     .tags
                     .range(encode_tag_key(queue, *tag, from)..encode_tag_key(queue, *tag, upper))
-                    .map_err(|e| self.db.error("read", e))?
+                    .map_err(|e| self.db().error("read", e))?
                     .next()
                     .transpose()
-                    .map_err(|e| self.db.error("read", e))?;
+                    .map_err(|e| self.db().error("read", e))?;
                 if let Some((key, _)) = found {
                     first = Some(decode_tag_key(&key.value()).2);
                 }
@@ -318,9 +343,11 @@ impl IndexView {
         let found = self
             .table
             .get(encode_key(queue, offset))
-            .map_err(|e| self.db.error("read", e))?;
+            .map_err(|e| self.db().error("read", e))?;
         found
-            .map(|v| decode_entry(queue, offset, &v.value()).map_err(|e| self.db.error("read", e)))
+            .map(|v| {
+                decode_entry(queue, offset, &v.value()).map_err(|e| self.db().error("read", e))
+            })
             .transpose()
     }
 
@@ -331,11 +358,11 @@ impl IndexView {
         from: u64,
         to: u64,
     ) -> Result<impl Iterator<Item = Result<(u64, IndexEntry), IndexError>> + '_, IndexError> {
-        let path = &self.db.path;
+        let path = &self.db().path;
         let mut range = guarded(path, "read", || {
             self.table
                 .range(encode_key(queue, from)..encode_key(queue, to))
-                .map_err(|e| self.db.error("read", e))
+                .map_err(|e| self.db().error("read", e))
         })?;
         let mut failed = false;
         let items = std::iter::from_fn(move || {
@@ -348,7 +375,7 @@ impl IndexView {
         });
         Ok(items.map(move |item| {
             let item = item?;
-            let (k, v) = item.map_err(|e| self.db.error("read", e))?;
+            let (k, v) = item.map_err(|e| self.db().error("read", e))?;
             let (key_queue, offset) = decode_key(&k.value());
             if key_queue != queue {
                 return Err(self
@@ -356,7 +383,7 @@ impl IndexView {
                     .error("read", "a range returned another queue's key"));
             }
             let entry =
-                decode_entry(queue, offset, &v.value()).map_err(|e| self.db.error("read", e))?;
+                decode_entry(queue, offset, &v.value()).map_err(|e| self.db().error("read", e))?;
             Ok((offset, entry))
         }))
     }
@@ -375,7 +402,7 @@ impl IndexView {
         batch: usize,
     ) -> impl Iterator<Item = Result<IndexRows, IndexError>> + '_ {
         let batch = batch.max(1);
-        let path = &self.db.path;
+        let path = &self.db().path;
         let mut entries = None;
         let mut tags = None;
         let mut entries_done = false;
@@ -393,7 +420,7 @@ impl IndexView {
                         None => entries.insert(
                             self.table
                                 .range::<[u8; KEY_LEN]>(..)
-                                .map_err(|e| self.db.error("export", e))?,
+                                .map_err(|e| self.db().error("export", e))?,
                         ),
                     };
                     while rows.len() < batch {
@@ -401,11 +428,11 @@ impl IndexView {
                             entries_done = true;
                             break;
                         };
-                        let (k, v) = item.map_err(|e| self.db.error("export", e))?;
+                        let (k, v) = item.map_err(|e| self.db().error("export", e))?;
                         let (key, value) = (k.value(), v.value());
                         let (queue, offset) = decode_key(&key);
                         decode_entry(queue, offset, &value)
-                            .map_err(|e| self.db.error("export", e))?;
+                            .map_err(|e| self.db().error("export", e))?;
                         rows.entries.push((key, value));
                     }
                 }
@@ -415,7 +442,7 @@ impl IndexView {
                         None => tags.insert(
                             self.tags
                                 .range::<[u8; TAG_KEY_LEN]>(..)
-                                .map_err(|e| self.db.error("export", e))?,
+                                .map_err(|e| self.db().error("export", e))?,
                         ),
                     };
                     while rows.len() < batch {
@@ -423,7 +450,7 @@ impl IndexView {
                             tags_done = true;
                             break;
                         };
-                        let (k, _) = item.map_err(|e| self.db.error("export", e))?;
+                        let (k, _) = item.map_err(|e| self.db().error("export", e))?;
                         rows.tags.push(k.value());
                     }
                 }
@@ -542,7 +569,7 @@ impl IndexDb {
                 )
             })?;
         let this = Arc::new(Self {
-            db,
+            db: Some(db),
             path,
             poisoned: Default::default(),
         });
@@ -594,7 +621,7 @@ impl IndexDb {
     }
 
     fn meta_unguarded(&self, name: &str) -> Result<Option<u64>, IndexError> {
-        let tx = self.db.begin_read().map_err(|e| self.error("read", e))?;
+        let tx = self.db().begin_read().map_err(|e| self.error("read", e))?;
         let meta = tx.open_table(META).map_err(|e| self.error("read", e))?;
         Ok(meta
             .get(name)
@@ -614,7 +641,7 @@ impl IndexDb {
     }
 
     fn view_unguarded(self: &Arc<Self>) -> Result<Arc<IndexView>, IndexError> {
-        let tx = self.db.begin_read().map_err(|e| self.error("read", e))?;
+        let tx = self.db().begin_read().map_err(|e| self.error("read", e))?;
         let table = tx.open_table(ENTRIES).map_err(|e| self.error("read", e))?;
         let tags = tx.open_table(TAGS).map_err(|e| self.error("read", e))?;
         let lookups = tx.open_table(LOOKUPS).map_err(|e| self.error("read", e))?;
@@ -652,7 +679,7 @@ impl IndexDb {
         through: u64,
     ) -> Result<(), IndexError> {
         let err = |e: &dyn std::fmt::Display| self.error("write", e);
-        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut tx = self.db().begin_write().map_err(|e| err(&e))?;
         tx.set_durability(Durability::None).map_err(|e| err(&e))?;
         {
             let mut table = tx.open_table(ENTRIES).map_err(|e| err(&e))?;
@@ -688,7 +715,7 @@ impl IndexDb {
 
     fn make_durable_unguarded(&self) -> Result<(), IndexError> {
         let err = |e: &dyn std::fmt::Display| self.error("sync", e);
-        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut tx = self.db().begin_write().map_err(|e| err(&e))?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))
@@ -718,7 +745,7 @@ impl IndexDb {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut tx = self.db().begin_write().map_err(|e| err(&e))?;
         tx.set_durability(Durability::None).map_err(|e| err(&e))?;
         {
             let mut table = tx.open_table(ENTRIES).map_err(|e| err(&e))?;
@@ -742,7 +769,7 @@ impl IndexDb {
 
     fn finish_import_unguarded(&self, through: u64) -> Result<(), IndexError> {
         let err = |e: &dyn std::fmt::Display| self.error("finish import", e);
-        let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+        let mut tx = self.db().begin_write().map_err(|e| err(&e))?;
         tx.set_durability(Durability::Immediate)
             .map_err(|e| err(&e))?;
         {
@@ -796,7 +823,7 @@ impl IndexDb {
         let mut removed_total = 0u64;
         let mut next_group: u64 = 0;
         loop {
-            let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+            let mut tx = self.db().begin_write().map_err(|e| err(&e))?;
             tx.set_durability(Durability::None).map_err(|e| err(&e))?;
             let mut work = 0u64;
             let mut done = false;
@@ -853,7 +880,7 @@ impl IndexDb {
     #[cfg(test)]
     pub fn count(&self) -> u64 {
         use redb::ReadableTableMetadata;
-        let tx = self.db.begin_read().expect("read");
+        let tx = self.db().begin_read().expect("read");
         let table = tx.open_table(ENTRIES).expect("table");
         table.len().expect("len")
     }
@@ -862,7 +889,7 @@ impl IndexDb {
     #[cfg(test)]
     pub fn tag_count(&self) -> u64 {
         use redb::ReadableTableMetadata;
-        let tx = self.db.begin_read().expect("read");
+        let tx = self.db().begin_read().expect("read");
         let table = tx.open_table(TAGS).expect("table");
         table.len().expect("len")
     }

@@ -345,7 +345,10 @@ impl IndexDb {
     /// A file made before the history tables existed gets them (empty), durably, at open.
     pub(super) fn add_history_tables(&self) -> Result<(), IndexError> {
         let missing = {
-            let tx = self.db.begin_read().map_err(|e| self.error("opening", e))?;
+            let tx = self
+                .db()
+                .begin_read()
+                .map_err(|e| self.error("opening", e))?;
             match tx.open_table(LOOKUPS) {
                 Ok(_) => false,
                 Err(redb::TableError::TableDoesNotExist(_)) => true,
@@ -357,7 +360,7 @@ impl IndexDb {
         }
         self.guarded_write("adding the message history tables", || {
             let err = |e: &dyn std::fmt::Display| self.error("adding the history tables", e);
-            let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+            let mut tx = self.db().begin_write().map_err(|e| err(&e))?;
             tx.set_durability(Durability::Immediate)
                 .map_err(|e| err(&e))?;
             create_history_tables(&tx).map_err(|e| err(&e))?;
@@ -374,7 +377,7 @@ impl IndexDb {
         let lookups_end = lookup_prefix(last_bucket, LookupKind::MessageId, 0);
         let events_end = record_event_start(log_floor, 0);
         loop {
-            let mut tx = self.db.begin_write().map_err(|e| err(&e))?;
+            let mut tx = self.db().begin_write().map_err(|e| err(&e))?;
             tx.set_durability(Durability::None).map_err(|e| err(&e))?;
             let mut removed = 0u64;
             {

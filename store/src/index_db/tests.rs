@@ -134,7 +134,7 @@ fn a_file_of_another_format_is_refused() {
     let vfs = vela_raft::vfs::StdVfs::shared();
     {
         let db = IndexDb::open(&vfs, dir.path(), 1 << 20).expect("opens");
-        let tx = db.db.begin_write().expect("tx");
+        let tx = db.db().begin_write().expect("tx");
         tx.open_table(META)
             .expect("meta")
             .insert(META_FORMAT, INDEX_FORMAT + 1)
