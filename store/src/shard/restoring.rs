@@ -20,11 +20,12 @@ pub const FILE: &str = "RESTORING";
 const CONTENT: &[u8] = b"vela: this replica's log is being replaced by a copy from another \
 member; it is incomplete until the copy's snapshot is installed\n";
 
-/// Makes the mark durable in `shard_dir`.
+/// Makes the mark durable in `shard_dir`. The mark is the file's name ([`is_marked`] looks
+/// for nothing else): the text is for people, so only the directory entry is synced (a power
+/// cut may leave the file empty, still a mark).
 pub fn mark(vfs: &dyn Vfs, shard_dir: &Path) -> io::Result<()> {
     let file = vfs.create_truncate(&shard_dir.join(FILE))?;
     file.write_all_at(CONTENT, 0)?;
-    file.sync_data()?;
     vfs.sync_dir(shard_dir)
 }
 

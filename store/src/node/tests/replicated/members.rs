@@ -232,10 +232,13 @@ async fn a_placed_shard_moves_to_a_new_node_without_losing_anything() {
         "node 4 delivers every unacked message, in order"
     );
 
-    // Node 1 restarts after a power cut and does not bring the shard back.
+    // Node 1 restarts after a power cut and does not bring the shard back: not even its
+    // files, whose deletion was durable (a stale copy of a member's log and vote must not be
+    // there for a later placement to find).
     cluster.power_cut(1).await;
     cluster.open(1).await;
     assert!(!cluster.node(1).shard_ids().contains(&PLACED));
+    assert!(!cluster.disks[&1].is_dir(std::path::Path::new("/data/store-1/shards/7")));
     cluster.shutdown().await;
 }
 
@@ -478,6 +481,15 @@ async fn a_node_stopped_in_the_middle_of_a_copy_drops_the_incomplete_replica_and
     until_voters(&cluster.node(4), PLACED, &[1, 2, 3, 4]).await;
     let got = drain_from(&cluster, 4).await;
     assert_retained_suffix(&got, &sent);
+    // Its power cut once the copy is done: the mark's removal was durable, so the complete
+    // replica opens again as a voter instead of being deleted as an incomplete one.
+    cluster.power_cut(4).await;
+    cluster.open(4).await;
+    assert!(
+        cluster.node(4).shard_ids().contains(&PLACED),
+        "the complete replica reopens"
+    );
+    until_voters(&cluster.node(4), PLACED, &[1, 2, 3, 4]).await;
     cluster.shutdown().await;
 }
 
