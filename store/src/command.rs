@@ -126,8 +126,19 @@ pub enum StoreCommand {
     /// rewritten: below its floor a queue reads as empty, and the log goes with the segments.
     Expire {
         topic: TopicName,
-        floors: Vec<QueueOffset>,
+        floors: Vec<ExpiryFloor>,
     },
+}
+
+/// One queue's new first offset inside a [`StoreCommand::Expire`]. `key` is the queue's key in
+/// the index when the leader planned it: keys are never reused, so a floor planned for a
+/// queue that was dropped (its topic deleted) and made again before the entry applied leaves
+/// the new queue alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryFloor {
+    pub queue_id: u32,
+    pub key: u32,
+    pub offset: u64,
 }
 
 /// One queue's offset inside a [`StoreCommand::SetOffsets`].

@@ -399,16 +399,18 @@ fn topic_retention_golden_bytes() {
 
 #[test]
 fn expire_golden_bytes() {
-    // Persisted from apply version 15: tag 20, the topic, then per queue (id, offset).
+    // Persisted from apply version 15: tag 20, the topic, then per queue (id, index key,
+    // offset).
     let command = StoreCommand::Expire {
         topic: TopicName::new("t").expect("valid"),
-        floors: vec![QueueOffset {
+        floors: vec![ExpiryFloor {
             queue_id: 2,
+            key: 5,
             offset: 300,
         }],
     };
     let bytes = postcard::to_stdvec(&command).expect("encodes");
-    assert_eq!(hex::encode(&bytes), "1401740102ac02");
+    assert_eq!(hex::encode(&bytes), "140174010205ac02");
     let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
     assert_eq!(back, command);
     assert_eq!(back.kind(), "expire");

@@ -284,8 +284,9 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                         .filter_map(|queue_id| {
                             let q = state.queue_index(&topic(*t), queue_id)?;
                             let span = q.max_offset() - q.min_offset();
-                            Some(crate::command::QueueOffset {
+                            Some(crate::command::ExpiryFloor {
                                 queue_id,
+                                key: q.key(),
                                 offset: q.min_offset() + span * u64::from(*per_cent) / 100,
                             })
                         })

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use vela_proto::domain::TopicName;
 
 use super::{ApplyEffects, ShardState};
-use crate::command::QueueOffset;
+use crate::command::ExpiryFloor;
 
 impl ShardState {
     /// Applies a `TopicRetention`: `None` goes back to the store's retention time.
@@ -34,12 +34,16 @@ impl ShardState {
     pub(super) fn expire(
         &mut self,
         topic: &TopicName,
-        floors: &[QueueOffset],
+        floors: &[ExpiryFloor],
         fx: &mut ApplyEffects,
     ) -> u32 {
         let mut raised = 0;
         for floor in floors {
-            let Some(index) = self.queues.get_mut(&(topic.clone(), floor.queue_id)) else {
+            let Some(index) = self
+                .queues
+                .get_mut(&(topic.clone(), floor.queue_id))
+                .filter(|index| index.key() == floor.key)
+            else {
                 continue;
             };
             let before = index.min_offset();
@@ -96,9 +100,9 @@ impl ShardState {
         &self,
         default_ms: u64,
         now_ms: i64,
-    ) -> Vec<(TopicName, Vec<QueueOffset>)> {
+    ) -> Vec<(TopicName, Vec<ExpiryFloor>)> {
         let log_ms = self.log_retention_ms(default_ms);
-        let mut out: Vec<(TopicName, Vec<QueueOffset>)> = Vec::new();
+        let mut out: Vec<(TopicName, Vec<ExpiryFloor>)> = Vec::new();
         for ((topic, queue_id), index) in &self.queues {
             let keep_ms = self.retention_of(topic, default_ms);
             if keep_ms >= log_ms {
@@ -111,8 +115,9 @@ impl ShardState {
             if floor <= index.min_offset() {
                 continue;
             }
-            let queue = QueueOffset {
+            let queue = ExpiryFloor {
                 queue_id: *queue_id,
+                key: index.key(),
                 offset: floor,
             };
             match out.last_mut() {

@@ -21,6 +21,7 @@ mod lifecycle;
 mod model;
 mod planned;
 mod pop_ack;
+mod retention;
 
 use bytes::Bytes;
 use vela_proto::domain::{GroupName, MessageKind, MessageRecord, TopicName};
