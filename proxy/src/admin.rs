@@ -41,8 +41,6 @@ impl AdminServer {
         Self { shared }
     }
 
-    /// Waits (up to `within`) until a store node reports leading each of `shards`; logs the
-    /// ones still without a leader.
     /// Records `topic`'s retention in the metadata, then on the shards holding its queues (the
     /// stores keep the shards' logs as long as their longest-kept topic needs and expire a
     /// shorter-kept one's old messages). A failure after the metadata changed says so: the
@@ -80,6 +78,8 @@ impl AdminServer {
         Ok(updated)
     }
 
+    /// Waits (up to `within`) until a store node reports leading each of `shards`; logs the
+    /// ones still without a leader.
     async fn await_leaders(&self, shards: &[ShardId], within: std::time::Duration) {
         let wanted: BTreeSet<ShardId> = shards.iter().copied().collect();
         let deadline = tokio::time::Instant::now() + within;
