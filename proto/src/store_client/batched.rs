@@ -547,6 +547,100 @@ mod tests {
         assert_eq!(burst::<Immediate>(Immediate::counts()).await, (1, 1));
     }
 
+    /// A store node of a version before it refused whole batched calls: asked for a shard it
+    /// does not lead, it answers each request `NotLeader` naming node 2. Counts (single calls,
+    /// batched calls).
+    struct OlderStore;
+
+    impl OlderStore {
+        fn counts() -> &'static (AtomicU64, AtomicU64) {
+            static COUNTS: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+            &COUNTS
+        }
+    }
+
+    impl Kind for OlderStore {
+        type Req = usize;
+        type Wire = usize;
+        type Out = usize;
+        const MANY: &'static str = "OlderMany";
+        const MAX_REQUESTS: usize = 256;
+        const MAX_BYTES: usize = usize::MAX;
+
+        fn bytes(_: &usize) -> usize {
+            0
+        }
+        fn to_wire(req: &usize) -> usize {
+            *req
+        }
+        fn batcher(_: &Routing) -> &Batcher<Self> {
+            static BATCHER: std::sync::LazyLock<Batcher<OlderStore>> =
+                std::sync::LazyLock::new(|| Batcher::gathering_bursts(4));
+            &BATCHER
+        }
+        async fn call_one(_: &Routing, _: ShardId, req: usize) -> Outcome<Self> {
+            Self::counts().0.fetch_add(1, Ordering::Relaxed);
+            Ok(req)
+        }
+        async fn call_many(
+            routing: &Routing,
+            shard: ShardId,
+            reqs: Vec<usize>,
+        ) -> ManyResults<Self> {
+            Self::counts().1.fetch_add(1, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+            // As `on_shard` would: a call that succeeded records the node it went to.
+            let leading = routing.known_leader(shard) == Some(2);
+            Ok(Some(
+                reqs.into_iter()
+                    .map(|r| {
+                        if leading {
+                            Ok(r)
+                        } else {
+                            Err(StoreError::NotLeader {
+                                shard,
+                                leader: Some(2),
+                            })
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_an_older_store_refuses_request_by_request_goes_again_as_one_call() {
+        let map = super::super::ClusterMap {
+            stores: [
+                (1, "127.0.0.1:9".to_owned()),
+                (2, "127.0.0.1:10".to_owned()),
+            ]
+            .into(),
+            shards: [(0, vec![1, 2])].into(),
+        };
+        let routing = Arc::new(Routing::new(map).expect("a valid map"));
+        routing.follow_hint(0, Some(1));
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let routing = routing.clone();
+                tokio::spawn(async move { call::<OlderStore>(&routing, 0, i).await })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            assert_eq!(task.await.expect("joins").expect("answered"), i);
+        }
+        let counts = OlderStore::counts();
+        assert_eq!(
+            (
+                counts.0.load(Ordering::Relaxed),
+                counts.1.load(Ordering::Relaxed)
+            ),
+            (0, 2),
+            "one refused call, then one to the leader it named; no request alone"
+        );
+        assert_eq!(routing.known_leader(0), Some(2));
+    }
+
     #[test]
     fn a_call_takes_the_oldest_waiting_requests_within_its_bounds() {
         let mut queue = Queue::<Small>::default();
