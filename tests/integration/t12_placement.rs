@@ -53,6 +53,22 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
     let placed = placed_shards(&proxies[1], &topic);
     assert_eq!(placed.len(), 3, "one shard per store node: {placed:?}");
 
+    // Its retention, set through one proxy (the controller, then every placed shard's leader,
+    // over gRPC), is what the other describes.
+    let updated = std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+        .args(["admin", "--server", &proxies[0], "topic", "update", &topic])
+        .args(["--retention", "7d", "--yes"])
+        .output()
+        .unwrap();
+    assert!(
+        updated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&updated.stderr)
+    );
+    let described = admin(&["topic", "describe", &topic]);
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(described.contains("retention: 7days"), "{described}");
+
     // Each placed shard: one replica, on its own store node, led.
     let status = cluster_status(&proxies[1]);
     let mut on = BTreeSet::new();
