@@ -46,6 +46,7 @@ pub use legacy::{EntryMap, LegacyState};
 pub use offsets::StartRule;
 pub use plan::{PopPlan, ScanMemo, SqlCandidates, SqlProbe, SqlWindow};
 pub use reads::ConsumerProgress;
+pub use retention::{ExpiryCandidate, group_by_topic};
 pub use tier::{TierManifest, TierRefusal, TieredSegment};
 use time::deadline;
 

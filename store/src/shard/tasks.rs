@@ -187,15 +187,15 @@ async fn propose_truncation(
     let now_ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let (cap, truncated_below, log_ms, expiries) = {
+    let (cap, truncated_below, log_ms, candidates) = {
         let applied = shard.shared.applied.read();
         let state = &applied.state;
         let applied_next = applied
             .last_applied
             .map_or(0, |l| l.index.saturating_add(1));
         let parked = state.lowest_parked_log_index().unwrap_or(u64::MAX);
-        let expiries = if state.apply_version() >= TOPIC_RETENTION_APPLY_VERSION {
-            state.expiry_floors(default_ms, now_ms)
+        let candidates = if state.apply_version() >= TOPIC_RETENTION_APPLY_VERSION {
+            state.expiry_candidates(default_ms, now_ms)
         } else {
             Vec::new()
         };
@@ -203,10 +203,17 @@ async fn propose_truncation(
             applied_next.min(parked),
             state.truncated_below(),
             state.log_retention_ms(default_ms),
-            expiries,
+            candidates,
         )
     };
-    for (topic, floors) in expiries {
+    // Each queue's floor under the lock on its own (it may read the index file), so apply is
+    // never held up by a whole pass; a floor planned on a state that moved on meanwhile is
+    // still right (floors only rise, and name their queue's key).
+    let floors = candidates.iter().filter_map(|c| {
+        let floor = shard.shared.applied.read().state.expiry_floor(c)?;
+        Some((c.topic.clone(), floor))
+    });
+    for (topic, floors) in crate::state::group_by_topic(floors) {
         debug!(shard = shard.id, %topic, queues = floors.len(), "expiring by topic retention");
         shard.write(StoreCommand::Expire { topic, floors }).await?;
     }

@@ -92,39 +92,87 @@ impl ShardState {
             .fold(default_ms, u64::max)
     }
 
-    /// What the leader's retention pass expires at `now_ms`: per topic kept shorter than the
-    /// shard's log, the queues whose first message stored within the topic's retention lies
-    /// above their first retained offset, with that offset. Topics in name order, queues
-    /// ascending.
+    /// The queues the leader's retention pass looks at, at `now_ms`: those of topics kept
+    /// shorter than the shard's log that hold anything, each with its index key and the store
+    /// time below which its messages expire. In memory only (no index read), so the pass takes
+    /// the state's lock only briefly here and again per queue ([`ShardState::expiry_floor`]).
+    /// Topics in name order, queues ascending.
+    pub fn expiry_candidates(&self, default_ms: u64, now_ms: i64) -> Vec<ExpiryCandidate> {
+        let log_ms = self.log_retention_ms(default_ms);
+        self.queues
+            .iter()
+            .filter(|(_, index)| index.min_offset() < index.max_offset())
+            .filter_map(|((topic, queue_id), index)| {
+                let keep_ms = self.retention_of(topic, default_ms);
+                (keep_ms < log_ms).then(|| ExpiryCandidate {
+                    topic: topic.clone(),
+                    floor: ExpiryFloor {
+                        queue_id: *queue_id,
+                        key: index.key(),
+                        offset: index.min_offset(),
+                    },
+                    cutoff_ms: now_ms.saturating_sub(i64::try_from(keep_ms).unwrap_or(i64::MAX)),
+                })
+            })
+            .collect()
+    }
+
+    /// The new first offset of a candidate queue, when messages stored before its cutoff lie
+    /// above its first retained offset: one index read when its first message is still
+    /// within the retention (the usual case), a binary search of store times otherwise. `None`
+    /// too when the queue is gone or is another one now (its key changed).
+    pub fn expiry_floor(&self, candidate: &ExpiryCandidate) -> Option<ExpiryFloor> {
+        let floor = candidate.floor;
+        let index = self
+            .queues
+            .get(&(candidate.topic.clone(), floor.queue_id))
+            .filter(|index| index.key() == floor.key)?;
+        let first = self.retained_entry(index, index.min_offset());
+        if first.is_some_and(|e| e.store_ts_ms >= candidate.cutoff_ms) {
+            return None;
+        }
+        let offset = self.offset_at(&candidate.topic, floor.queue_id, candidate.cutoff_ms)?;
+        (offset > index.min_offset()).then_some(ExpiryFloor { offset, ..floor })
+    }
+
+    /// What the leader's retention pass expires at `now_ms`, all at once (tests; the pass
+    /// itself takes [`ShardState::expiry_candidates`] and their floors one by one): per topic
+    /// kept shorter than the shard's log, the queues whose first message stored within the
+    /// topic's retention lies above their first retained offset, with that offset.
+    #[cfg(test)]
     pub fn expiry_floors(
         &self,
         default_ms: u64,
         now_ms: i64,
     ) -> Vec<(TopicName, Vec<ExpiryFloor>)> {
-        let log_ms = self.log_retention_ms(default_ms);
-        let mut out: Vec<(TopicName, Vec<ExpiryFloor>)> = Vec::new();
-        for ((topic, queue_id), index) in &self.queues {
-            let keep_ms = self.retention_of(topic, default_ms);
-            if keep_ms >= log_ms {
-                continue;
-            }
-            let cutoff_ms = now_ms.saturating_sub(i64::try_from(keep_ms).unwrap_or(i64::MAX));
-            let Some(floor) = self.offset_at(topic, *queue_id, cutoff_ms) else {
-                continue;
-            };
-            if floor <= index.min_offset() {
-                continue;
-            }
-            let queue = ExpiryFloor {
-                queue_id: *queue_id,
-                key: index.key(),
-                offset: floor,
-            };
-            match out.last_mut() {
-                Some((last, floors)) if last == topic => floors.push(queue),
-                _ => out.push((topic.clone(), vec![queue])),
-            }
-        }
-        out
+        group_by_topic(
+            self.expiry_candidates(default_ms, now_ms)
+                .iter()
+                .filter_map(|c| Some((c.topic.clone(), self.expiry_floor(c)?))),
+        )
     }
+}
+
+/// A queue the leader's retention pass looks at ([`ShardState::expiry_candidates`]): `floor`
+/// holds its id, its index key and its first retained offset when listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryCandidate {
+    pub topic: TopicName,
+    pub floor: ExpiryFloor,
+    /// Messages stored before this time (Unix ms) expire.
+    pub cutoff_ms: i64,
+}
+
+/// Floors in topic order grouped per topic, one `Expire` each.
+pub fn group_by_topic(
+    floors: impl IntoIterator<Item = (TopicName, ExpiryFloor)>,
+) -> Vec<(TopicName, Vec<ExpiryFloor>)> {
+    let mut out: Vec<(TopicName, Vec<ExpiryFloor>)> = Vec::new();
+    for (topic, floor) in floors {
+        match out.last_mut() {
+            Some((last, floors)) if *last == topic => floors.push(floor),
+            _ => out.push((topic, vec![floor])),
+        }
+    }
+    out
 }
