@@ -28,6 +28,7 @@ pub mod placement;
 mod raft;
 mod receipt_keys;
 pub mod reconciler;
+pub mod retention_sync;
 mod routes;
 pub mod scaled_away;
 pub mod scaler;

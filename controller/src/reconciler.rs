@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vela_proto::cluster_status::{MemberRole, MemberStatus, StoreNodeReport};
-use vela_proto::{OpenMode, ShardId, StoreApi, StoreError};
+use vela_proto::{ControllerApi, OpenMode, ShardId, StoreApi, StoreError};
 
 use crate::Controller;
 use crate::metadata::PlacedShard;
@@ -152,15 +152,28 @@ pub async fn reconcile_once(
     stores: &BTreeMap<u64, String>,
     placed: &BTreeMap<ShardId, PlacedShard>,
 ) -> Round {
+    if placed.is_empty() {
+        return Round::default();
+    }
+    let reports = store.node_status().await;
+    reconcile(store, &reports, stores, placed).await
+}
+
+/// [`reconcile_once`] on `reports`, the store nodes' reports just taken.
+pub async fn reconcile(
+    store: &dyn StoreApi,
+    reports: &[StoreNodeReport],
+    stores: &BTreeMap<u64, String>,
+    placed: &BTreeMap<ShardId, PlacedShard>,
+) -> Round {
     let mut round = Round::default();
     if placed.is_empty() {
         return round;
     }
-    let reports = store.node_status().await;
     // Every node the store client knows is in the reports, answering or not; a store node
     // that registered a moment ago may not be known to it yet (issue 11).
     let known: BTreeSet<u64> = reports.iter().map(|r| r.node).collect();
-    let (up, observed) = observe(&reports);
+    let (up, observed) = observe(reports);
     let nothing = Observed::default();
     for (&shard, p) in placed {
         let seen = observed.get(&shard).unwrap_or(&nothing);
@@ -324,7 +337,8 @@ async fn open(
 }
 
 /// Runs [`reconcile_once`] every [`RECONCILE_EVERY`] (and at once when a topic placed new
-/// shards) while `controller` leads; records shards as created.
+/// shards) while `controller` leads; records shards as created. Each round then brings the
+/// shards' copies of topic retentions to the metadata's ([`crate::retention_sync`]).
 pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) -> JoinHandle<()> {
     let controller = Arc::downgrade(controller);
     tokio::spawn(async move {
@@ -339,11 +353,20 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
             // must never be created again).
             if c.group_leads() && c.read_barrier().await.is_ok() {
                 let placed = c.placed_shards();
-                let round = reconcile_once(store.as_ref(), &c.stores(), &placed).await;
+                let reports = store.node_status().await;
+                let round = reconcile(store.as_ref(), &reports, &c.stores(), &placed).await;
                 for shard in &round.created {
                     if let Err(err) = c.mark_shard_created(*shard).await {
                         debug!(shard, error = %err, "recording a placed shard as created");
                     }
+                }
+                // The metadata is read after the reports (see the module).
+                match c.list_topics().await {
+                    Ok(topics) => {
+                        crate::retention_sync::sync_retention(store.as_ref(), &reports, &topics)
+                            .await;
+                    }
+                    Err(err) => debug!(error = %err, "listing topics to compare retentions"),
                 }
                 // Something moved: look again soon (to record a shard as created, to continue a
                 // move). Failures wait for the next round.
@@ -433,6 +456,7 @@ mod tests {
                     learners,
                     membership_settled: !self.unsettled,
                 },
+                retention: None,
             }
         }
     }

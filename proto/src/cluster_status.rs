@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::ShardId;
+use crate::domain::{ShardId, TopicName};
 use crate::pb::status as pb;
 
 /// A member's role in its Raft group.
@@ -58,6 +58,10 @@ pub struct MemberStatus {
 pub struct ShardMember {
     pub shard: ShardId,
     pub status: MemberStatus,
+    /// The shard's topics with a retention of their own (ms), as this replica applied them:
+    /// reported by a leader whose shard applies version 15 or later, `None` otherwise (and by
+    /// older builds). The controller's reconciler brings it to what the metadata says.
+    pub retention: Option<BTreeMap<TopicName, u64>>,
 }
 
 /// A node's report, or why it could not be had.

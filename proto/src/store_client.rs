@@ -692,9 +692,24 @@ fn shard_members_from_wire(reply: pb::NodeStatusReply) -> Result<Vec<ShardMember
             let status = m
                 .status
                 .ok_or_else(|| format!("shard {} reported without a status", m.shard))?;
+            let retention = m
+                .retention
+                .map(|r| {
+                    r.topics
+                        .into_iter()
+                        .map(|t| {
+                            let topic = TopicName::new(&t.topic).map_err(|e| {
+                                format!("shard {} reported a topic retention: {e}", m.shard)
+                            })?;
+                            Ok((topic, t.retention_ms))
+                        })
+                        .collect::<Result<BTreeMap<_, _>, String>>()
+                })
+                .transpose()?;
             Ok(ShardMember {
                 shard: m.shard,
                 status: member_from_wire(status)?,
+                retention,
             })
         })
         .collect()

@@ -44,7 +44,7 @@ impl AdminServer {
     /// Records `topic`'s retention in the metadata, then on the shards holding its queues (the
     /// stores keep the shards' logs as long as their longest-kept topic needs and expire a
     /// shorter-kept one's old messages). A failure after the metadata changed says so: the
-    /// same update again finishes it.
+    /// same update again finishes it, and in a cluster the controller's reconciler does too.
     async fn set_retention(
         &self,
         topic: TopicConfig,
@@ -70,7 +70,8 @@ impl AdminServer {
                     status.code(),
                     format!(
                         "the retention of topic {name} is recorded, but not yet on every shard \
-                         holding it (run the same update again): {}",
+                         holding it (run the same update again; in a cluster the controller \
+                         also finishes it by itself): {}",
                         status.message()
                     ),
                 )

@@ -460,6 +460,15 @@ impl StoreRpc for StoreService {
             .map(|m| pb::ShardMember {
                 shard: m.shard,
                 status: Some(member_to_wire(&m.status)),
+                retention: m.retention.as_ref().map(|r| pb::TopicRetentions {
+                    topics: r
+                        .iter()
+                        .map(|(topic, &retention_ms)| pb::TopicRetention {
+                            topic: topic.to_string(),
+                            retention_ms,
+                        })
+                        .collect(),
+                }),
             })
             .collect();
         Ok(Response::new(pb::NodeStatusReply {

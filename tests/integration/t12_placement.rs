@@ -3,13 +3,19 @@
 //!   node, opened by the controller's reconciler; the topic takes sends through one proxy and
 //!   gives them back through the other;
 //! - `cluster status` shows those shards, each on one store node, each led;
+//! - a retention set through one proxy is what the other describes, and one recorded in the
+//!   controller alone reaches every placed shard through the reconciler;
 //! - a factor above the store count is one readable line and a non-zero exit;
 //! - a store restarted on its data directory reopens its placed shard without the controller,
 //!   and the topic serves on every placed shard again.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
+use vela_proto::controller_client::RemoteController;
+use vela_proto::store_api::StoreApi;
+use vela_proto::store_client::{ClusterMap, RemoteStore};
+use vela_proto::{ControllerApi, TopicName};
 use vela_sdk::{ClientConfig, Message, Producer};
 
 use crate::harness::unique;
@@ -68,6 +74,7 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
     let described = admin(&["topic", "describe", &topic]);
     let described = String::from_utf8_lossy(&described.stdout);
     assert!(described.contains("retention: 7days"), "{described}");
+    retention_recorded_only_in_the_metadata_reaches_the_shards(&cluster, &topic, &placed).await;
 
     // Each placed shard: one replica, on its own store node, led.
     let status = cluster_status(&proxies[1]);
@@ -140,6 +147,65 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
     }
 
     cluster.stop(restarted).await;
+}
+
+/// A retention written to the controller alone (as when the store part of an update failed)
+/// reaches every placed shard's leader by the controller's reconciler, over gRPC.
+async fn retention_recorded_only_in_the_metadata_reaches_the_shards(
+    cluster: &LocalCluster,
+    topic: &str,
+    placed: &BTreeSet<u64>,
+) {
+    let addrs = |role: &str| -> BTreeMap<u64, String> {
+        cluster.file[role]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_u64().unwrap(),
+                    p["addr"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let name = TopicName::new(topic).unwrap();
+    let three_days = 3 * 86_400_000;
+    RemoteController::new(&addrs("controllers"))
+        .unwrap()
+        .set_topic_retention(&name, Some(three_days))
+        .await
+        .expect("the controller records the retention");
+    let stores = addrs("stores");
+    let ids: Vec<u64> = stores.keys().copied().collect();
+    let stores = RemoteStore::new(ClusterMap {
+        shards: placed
+            .iter()
+            .map(|&s| (u32::try_from(s).unwrap(), ids.clone()))
+            .collect(),
+        stores,
+    })
+    .unwrap();
+    let want = BTreeMap::from([(name, three_days)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = stores.node_status().await;
+        let reached: BTreeSet<u64> = reports
+            .iter()
+            .filter_map(|r| r.report.as_ref().ok())
+            .flatten()
+            .filter(|m| m.retention.as_ref() == Some(&want))
+            .map(|m| u64::from(m.shard))
+            .collect();
+        if placed.is_subset(&reached) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reconciler did not bring the retention to shards {placed:?}: {reports:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// The shards a topic's queues are on (the `shards:` line of `vela admin topic describe`).

@@ -34,7 +34,11 @@ fn node(node: u64, shards: Vec<(ShardId, MemberStatus)>) -> StoreNodeReport {
         addr: format!("127.0.0.1:{}", 9000 + node),
         report: Ok(shards
             .into_iter()
-            .map(|(shard, status)| ShardMember { shard, status })
+            .map(|(shard, status)| ShardMember {
+                shard,
+                status,
+                retention: None,
+            })
             .collect()),
     }
 }

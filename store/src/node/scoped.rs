@@ -10,13 +10,14 @@ use std::time::Duration;
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use tracing::warn;
-use vela_proto::cluster_status::ShardMember;
+use vela_proto::cluster_status::{MemberRole, ShardMember};
 use vela_proto::domain::{GroupName, GroupStart, QueueStats, ShardId, TopicName};
 use vela_proto::store_api::{Delivery, PopRequest, StoreError, TransactionCheck};
 
 use super::{Received, Store};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::shard::{Shard, unexpected};
+use crate::state::TOPIC_RETENTION_APPLY_VERSION;
 use vela_raft::status::member_status;
 
 /// The first offset of a queue stored at or after `at_ms`, on one shard.
@@ -186,9 +187,17 @@ impl Store {
     pub fn member_statuses(&self) -> Vec<ShardMember> {
         self.shards()
             .iter()
-            .map(|(&shard, local)| ShardMember {
-                shard,
-                status: member_status(&local.shard.raft.metrics().borrow_watched()),
+            .map(|(&shard, local)| {
+                let status = member_status(&local.shard.raft.metrics().borrow_watched());
+                let shared = &local.shard.shared;
+                let retention = (status.role == MemberRole::Leader
+                    && shared.current_apply_version() >= TOPIC_RETENTION_APPLY_VERSION)
+                    .then(|| shared.applied.read().state.topic_retention().clone());
+                ShardMember {
+                    shard,
+                    status,
+                    retention,
+                }
             })
             .collect()
     }

@@ -547,6 +547,7 @@ impl StoreApi for FakeStore {
             report: Ok(vec![ShardMember {
                 shard: 0,
                 status: single_leader(),
+                retention: None,
             }]),
         }]
     }

@@ -1,8 +1,27 @@
 //! Retention per topic on three replicas: set through the store's gRPC client (as a proxy
-//! does) it is in every replica's state, and the leader's expiry holds on a new leader after a
-//! power cut; while a replica runs a build without it, it is refused.
+//! does) it is in every replica's state, the leader reports it (for the controller's
+//! reconciler), and the leader's expiry holds on a new leader after a power cut; while a replica
+//! runs a build without it, it is refused and not reported.
 
 use super::*;
+
+/// What each running node's replica of shard 0 reports of its topic retentions.
+fn reported(cluster: &Cluster) -> BTreeMap<NodeId, Option<BTreeMap<TopicName, u64>>> {
+    cluster
+        .running()
+        .into_iter()
+        .map(|id| {
+            let members = cluster.node(id).member_statuses();
+            (
+                id,
+                members
+                    .into_iter()
+                    .find(|m| m.shard == 0)
+                    .and_then(|m| m.retention),
+            )
+        })
+        .collect()
+}
 
 /// `(own retentions, queue 0's first offset)` of `topic()` on node `id`'s replica of shard 0.
 fn retention_on(cluster: &Cluster, id: NodeId) -> (BTreeMap<TopicName, u64>, Option<u64>) {
@@ -24,6 +43,23 @@ async fn a_topic_retention_and_its_expiry_hold_on_a_new_leader() {
         .set_topic_retention(&topic(), Some(60_000), &[0])
         .await
         .expect("sets the retention on the shard's leader");
+    // The leader reports it, over the store's gRPC as well; followers report nothing.
+    let leader = cluster.leader().await;
+    let mut want: BTreeMap<_, _> = cluster.running().into_iter().map(|id| (id, None)).collect();
+    want.insert(leader, Some([(topic(), 60_000)].into()));
+    assert_eq!(reported(&cluster), want);
+    let over_grpc: Vec<_> = cluster
+        .remote_store()
+        .node_status()
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            let members = r.report.expect("every node answers");
+            let retention = members.into_iter().find(|m| m.shard == 0)?.retention?;
+            Some((r.node, retention))
+        })
+        .collect();
+    assert_eq!(over_grpc, [(leader, [(topic(), 60_000)].into())]);
     cluster
         .append_via_leader(append(vec![message("old0"), message("old1")]))
         .await;
@@ -91,5 +127,10 @@ async fn while_a_replica_runs_an_older_build_topic_retention_is_refused() {
         }
         other => panic!("a topic retention on apply version {old}: {other:?}"),
     }
+    assert!(
+        reported(&cluster).values().all(Option::is_none),
+        "below version 15 no replica reports retentions: {:?}",
+        reported(&cluster)
+    );
     cluster.shutdown().await;
 }
