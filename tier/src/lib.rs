@@ -33,7 +33,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 pub use config::TierConfig;
 pub use object_store;
 pub use read::SegmentRef;
-pub use upload::Uploaded;
+pub use upload::{Pace, Uploaded};
 
 use cache::BlockCache;
 

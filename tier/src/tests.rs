@@ -334,3 +334,69 @@ async fn an_s3_tier_signs_with_the_managed_pair_while_it_is_set() {
     assert!(!tier.signs_requests());
     assert!(!tier.use_credentials(Some(("MANAGED", "managed-secret"))));
 }
+
+#[test]
+fn a_pace_spreads_what_is_pending_over_the_time_given_and_never_below_its_floor() {
+    let second = std::time::Duration::from_secs(1);
+    assert_eq!(
+        Pace::spreading(64 << 20, 5 * second, 8 << 20),
+        Pace::BytesPerSecond((64 << 20) / 5)
+    );
+    assert_eq!(
+        Pace::spreading(1 << 20, 5 * second, 8 << 20),
+        Pace::BytesPerSecond(8 << 20),
+        "a little is sent at the floor's rate"
+    );
+    assert_eq!(
+        Pace::spreading(1 << 30, std::time::Duration::ZERO, 1),
+        Pace::Unpaced
+    );
+    assert_eq!(Pace::BytesPerSecond(1 << 20).due(3 << 20), 3 * second);
+    assert_eq!(Pace::Unpaced.due(u64::MAX), std::time::Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_upload_to_a_file_tier_takes_its_time_and_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 5 MiB: six reads of 1 MiB.
+    let file = write_segment(dir.path(), 10, 600, 10 << 10);
+    let len = file.len();
+    assert!(len > 5 << 20 && len < 6 << 20, "{len}");
+    let cfg = TierConfig {
+        url: Some(format!("file://{}/tier", dir.path().display())),
+        ..TierConfig::default()
+    };
+    let tier = Tier::open(&cfg, &dir.path().join("cache")).unwrap();
+    let key = Tier::segment_key(0, 10, 609, 2);
+    let started = tokio::time::Instant::now();
+    let up = tier
+        .upload_segment_paced(&key, &file.file, len, Pace::BytesPerSecond(1 << 20))
+        .await
+        .unwrap();
+    // The last chunk starts at 5 MiB: not before 5 s at 1 MiB/s.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.crc32c, crc32c::crc32c(&file.bytes()));
+    let stored = dir.path().join("tier").join(&key);
+    assert_eq!(std::fs::read(&stored).unwrap(), file.bytes());
+    let mut staged = stored.into_os_string();
+    staged.push("#0");
+    assert!(
+        !PathBuf::from(staged).exists(),
+        "the staged copy was renamed"
+    );
+    let listed = tier.list_segments(0).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // Read back through the tier like any other object.
+    let segment = SegmentRef {
+        key: &key,
+        bytes: len,
+        first_index: 10,
+        last_index: 609,
+    };
+    let read = tier.read_entries::<T>(segment, 300, 302).await.unwrap();
+    assert_eq!(read.len(), 3);
+}

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use vela_proto::clock::SharedClock;
 use vela_proto::store_api::StoreError;
 use vela_raft::SegmentInfo;
-use vela_tier::Tier;
+use vela_tier::{Pace, Tier};
 
 use super::Shard;
 use super::tasks::{RetentionPolicy, remove_below, retention_cut};
@@ -50,6 +50,10 @@ pub struct TierProgress {
 /// Passes between two orphan collections.
 const GC_EVERY_PASSES: u32 = 30;
 
+/// The slowest a pass uploads (bytes per second), however little it has: a pass spreads what it
+/// has over half the interval, but no single segment needs to take longer than this allows.
+const MIN_UPLOAD_PACE: u64 = 8 << 20;
+
 /// The shard's tiering loop (every replica; uploads and collection on the leader).
 pub(crate) async fn tier_loop(
     shard: Arc<Shard>,
@@ -71,7 +75,7 @@ pub(crate) async fn tier_loop(
             + Duration::from_millis(u64::try_from(clock.now_ms()).unwrap_or(0));
         let mut result = Ok(());
         if shard.raft.is_leader() {
-            result = upload_pending(&shard, &tier, clock.now_ms()).await;
+            result = upload_pending(&shard, &tier, clock.now_ms(), policy.interval / 2).await;
             passes += 1;
             if result.is_ok() && passes >= GC_EVERY_PASSES {
                 passes = 0;
@@ -107,11 +111,16 @@ fn unavailable(shard: &Shard, what: &str, err: impl std::fmt::Display) -> StoreE
     StoreError::Unavailable(format!("tiering shard {}: {what}: {err}", shard.id))
 }
 
-/// Uploads and records, oldest first, every sealed committed segment past the manifest.
+/// Uploads and records, oldest first, every sealed committed segment past the manifest, paced so
+/// that together they take about `spread` (never slower than [`MIN_UPLOAD_PACE`]): a 64 MiB
+/// segment copied in one burst took the core and the disk from the traffic for tens of ms
+/// (docs/benchmarks.md, "Tier uploads in bursts"), while a backlog still goes as fast as the
+/// tier takes it.
 pub(crate) async fn upload_pending(
     shard: &Shard,
     tier: &Tier,
     now_ms: i64,
+    spread: Duration,
 ) -> Result<(), StoreError> {
     let term = shard.raft.metrics().borrow_watched().current_term;
     let (applied, floor, mut through, version) = {
@@ -141,6 +150,11 @@ pub(crate) async fn upload_pending(
     };
     // The files stay until the copy is done (retention may be deleting old segments).
     let _pin = shard.log.pin_from(first.first_index);
+    let pace = Pace::spreading(
+        pending.iter().map(|s| s.bytes).sum(),
+        spread,
+        MIN_UPLOAD_PACE,
+    );
     for segment in pending {
         let Some(last) = segment.last_index else {
             continue;
@@ -160,7 +174,7 @@ pub(crate) async fn upload_pending(
             continue;
         };
         let uploaded = tier
-            .upload_segment(&key, &file, len)
+            .upload_segment_paced(&key, &file, len, pace)
             .await
             .map_err(|e| unavailable(shard, "upload", e))?;
         let millis = |t: SystemTime| {
