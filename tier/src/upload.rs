@@ -28,6 +28,26 @@ const READ_CHUNK: u64 = 1 << 20;
 
 /// Bytes a paced copy into a `file://` tier writes between two syncs of the new file.
 const DIR_SYNC_EVERY: u64 = 4 << 20;
+/// A copy into a `file://` tier left unfinished this long ago (a crash mid-copy) is removed by
+/// the next copy into the same directory.
+const STALE_COPY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the unfinished copies (`*#0`) in `dir` older than [`STALE_COPY`].
+fn remove_stale_copies(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let stale = entry
+            .metadata()?
+            .modified()?
+            .elapsed()
+            .is_ok_and(|age| age > STALE_COPY);
+        if stale && entry.file_name().to_string_lossy().ends_with("#0") {
+            tracing::warn!(path = %entry.path().display(), "removing an unfinished copy into the tier");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
 
 /// Runs `f` (file I/O) off the async workers.
 async fn blocking<T: Send + 'static>(
@@ -42,7 +62,8 @@ async fn blocking<T: Send + 'static>(
 /// `object_store`: the copy is synced every [`DIR_SYNC_EVERY`] as it goes, so its last sync is
 /// small (a 64 MiB segment flushed at once held the disk from the log's syncs for tens of ms),
 /// then renamed into place and its directory synced. The new file is `<key>#0` until then (a
-/// name `object_store`'s listing skips, as it skips its own staged uploads). Returns the CRC-32C.
+/// name `object_store`'s listing skips, as it skips its own staged uploads); one a crash left
+/// behind goes with a later copy into its directory. Returns the CRC-32C.
 async fn write_to_dir(
     root: &std::path::Path,
     key: &str,
@@ -60,6 +81,7 @@ async fn write_to_dir(
         blocking(move || {
             if let Some(dir) = dest.parent() {
                 std::fs::create_dir_all(dir)?;
+                remove_stale_copies(dir)?;
             }
             std::fs::File::create(&staging)
         })

@@ -51,7 +51,7 @@ pub struct TierProgress {
 const GC_EVERY_PASSES: u32 = 30;
 
 /// The slowest a pass uploads (bytes per second), however little it has: a pass spreads what it
-/// has over half the interval, but no single segment needs to take longer than this allows.
+/// has over the interval, but no single segment needs to take longer than this allows.
 const MIN_UPLOAD_PACE: u64 = 8 << 20;
 
 /// The shard's tiering loop (every replica; uploads and collection on the leader).
@@ -70,12 +70,12 @@ pub(crate) async fn tier_loop(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
-        pause = policy.interval;
+        let started = tokio::time::Instant::now();
         let now = SystemTime::UNIX_EPOCH
             + Duration::from_millis(u64::try_from(clock.now_ms()).unwrap_or(0));
         let mut result = Ok(());
         if shard.raft.is_leader() {
-            result = upload_pending(&shard, &tier, clock.now_ms(), policy.interval / 2).await;
+            result = upload_pending(&shard, &tier, clock.now_ms(), policy.interval).await;
             passes += 1;
             if result.is_ok() && passes >= GC_EVERY_PASSES {
                 passes = 0;
@@ -89,6 +89,9 @@ pub(crate) async fn tier_loop(
             Ok(()) => {
                 shard.tier_progress.lock().last_error = None;
                 failures = backoff();
+                // Uploads are paced over an interval: the next pass starts an interval after
+                // this one started, so a steady ingest is uploaded about as evenly as it came.
+                pause = policy.interval.saturating_sub(started.elapsed());
             }
             Err(err) => {
                 warn!(shard = shard.id, error = %err, "tiering pass failed; local data is kept");
