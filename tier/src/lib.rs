@@ -197,6 +197,8 @@ pub struct Tier {
     /// The directory of a `file://` tier: uploads are fsynced there (object_store's local
     /// store does not), so a power cut cannot lose a copy whose local original is gone.
     fs_root: Option<PathBuf>,
+    /// When each directory of a `file://` tier was last looked through for unfinished copies.
+    stale_scans: parking_lot::Mutex<std::collections::HashMap<PathBuf, std::time::Instant>>,
 }
 
 /// Memory for cached footers (4 bytes per record).
@@ -279,6 +281,7 @@ impl Tier {
             part_bytes: limits.part_bytes.max(5 << 20),
             credentials,
             fs_root,
+            stale_scans: Default::default(),
         }))
     }
 

@@ -367,6 +367,24 @@ async fn a_paced_upload_to_a_file_tier_takes_its_time_and_arrives_whole() {
         ..TierConfig::default()
     };
     let tier = Tier::open(&cfg, &dir.path().join("cache")).unwrap();
+    // Unfinished copies a crash left behind: one two hours ago, one just now (that may be
+    // another node's, still running).
+    let shard_dir = dir.path().join("tier").join("shards/00000");
+    std::fs::create_dir_all(&shard_dir).unwrap();
+    let stale = |name: &str| {
+        let path = shard_dir.join(name);
+        std::fs::write(&path, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+            .unwrap();
+        path
+    };
+    let (old, recent) = (stale("a.seg#0"), shard_dir.join("b.seg#0"));
+    std::fs::write(&recent, b"partial").unwrap();
+
     let key = Tier::segment_key(0, 10, 609, 2);
     let started = tokio::time::Instant::now();
     let up = tier
@@ -388,29 +406,18 @@ async fn a_paced_upload_to_a_file_tier_takes_its_time_and_arrives_whole() {
         !PathBuf::from(staged).exists(),
         "the staged copy was renamed"
     );
-    // An unfinished copy a crash left an hour ago goes with the next copy; a recent one stays.
-    let shard_dir = dir.path().join("tier").join("shards/00000");
-    let (old, recent) = (shard_dir.join("a.seg#0"), shard_dir.join("b.seg#0"));
-    std::fs::write(&old, b"partial").unwrap();
-    std::fs::write(&recent, b"partial").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
-        .unwrap();
-    let next = Tier::segment_key(0, 610, 1209, 2);
-    let file2 = write_segment(dir.path(), 610, 600, 10 << 10);
-    tier.upload_segment_paced(
-        &next,
-        &file2.file,
-        file2.len(),
-        Pace::BytesPerSecond(64 << 20),
-    )
-    .await
-    .unwrap();
     assert!(!old.exists(), "the stale copy is gone");
     assert!(recent.exists(), "a copy that may still be running stays");
+
+    // The directory is looked through at most once an hour.
+    let later = stale("c.seg#0");
+    let next = Tier::segment_key(0, 610, 1209, 2);
+    let file2 = write_segment(dir.path(), 610, 600, 10 << 10);
+    let len2 = file2.len();
+    tier.upload_segment_paced(&next, &file2.file, len2, Pace::BytesPerSecond(64 << 20))
+        .await
+        .unwrap();
+    assert!(later.exists(), "not looked for again within the hour");
     // Both uploads are listed; no unfinished copy is.
     let listed = tier.list_segments(0).await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
