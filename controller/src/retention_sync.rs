@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 use vela_proto::cluster_status::{MemberRole, StoreNodeReport};
+use vela_proto::domain::{every_queue_shard, shards_of_topic_among};
 use vela_proto::{ShardId, StoreApi, TopicConfig, TopicName};
 
 /// One shard whose retention of one topic differs from the metadata, and the value to set there
@@ -53,20 +54,8 @@ pub fn plan(reports: &[StoreNodeReport], topics: &[TopicConfig]) -> Vec<Retentio
     if reported.is_empty() {
         return Vec::new();
     }
-    // A dead-letter topic's queues may be on any shard holding a topic's queues.
-    let mut every_shard: Vec<ShardId> = topics
-        .iter()
-        .flat_map(|t| t.queue_shards.iter().copied())
-        .collect();
-    every_shard.sort_unstable();
-    every_shard.dedup();
-    let shards_of = |t: &TopicConfig| -> Vec<ShardId> {
-        if t.name.is_dead_letter() {
-            every_shard.clone()
-        } else {
-            t.queue_shards.clone()
-        }
-    };
+    let every_shard = every_queue_shard(topics);
+    let shards_of = |t: &TopicConfig| shards_of_topic_among(t, &every_shard);
     let mut fixes = Vec::new();
     // Topics with a retention of their own: every shard holding them has it.
     for topic in topics {

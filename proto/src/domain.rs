@@ -179,6 +179,21 @@ pub fn shards_of_topic<'a>(
     if !topic.name.is_dead_letter() {
         return topic.queue_shards.clone();
     }
+    every_queue_shard(all)
+}
+
+/// [`shards_of_topic`] for many topics: `every_shard` is [`every_queue_shard`] of all of them,
+/// taken once.
+pub fn shards_of_topic_among(topic: &TopicConfig, every_shard: &[ShardId]) -> Vec<ShardId> {
+    if topic.name.is_dead_letter() {
+        every_shard.to_vec()
+    } else {
+        topic.queue_shards.clone()
+    }
+}
+
+/// Every shard holding a queue of a topic in `all`, ascending, each once.
+pub fn every_queue_shard<'a>(all: impl IntoIterator<Item = &'a TopicConfig>) -> Vec<ShardId> {
     let mut shards: Vec<ShardId> = all
         .into_iter()
         .flat_map(|t| t.queue_shards.iter().copied())

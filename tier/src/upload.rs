@@ -239,7 +239,8 @@ impl Tier {
         let path = self.path(key);
         let reading = |e| TierError::io(format!("reading the segment for {key}"), e);
         let mut crc = 0u32;
-        if let (Pace::BytesPerSecond(_), Some(root)) = (pace, &self.fs_root) {
+        let direct = matches!(pace, Pace::BytesPerSecond(_)) && self.fs_root.is_some();
+        if let (true, Some(root)) = (direct, &self.fs_root) {
             crc = write_to_dir(self, root, key, file, len, pace).await?;
         } else if len <= self.part_bytes as u64 {
             let buf = read_at(file, 0, len).await.map_err(reading)?;
@@ -283,7 +284,10 @@ impl Tier {
                 .map_err(|e| TierError::store("complete multipart upload of", &path, e))?;
         }
         self.verify(key, file, len).await?;
-        self.sync_local_copy(key).await?;
+        if !direct {
+            // `write_to_dir` synced its copy and directory already.
+            self.sync_local_copy(key).await?;
+        }
         debug!(key, bytes = len, "uploaded a segment to the tier");
         Ok(Uploaded {
             key: key.to_owned(),
