@@ -9,7 +9,7 @@ use vela_proto::auth::{
 use vela_proto::retry::RetryBackoff;
 use vela_proto::{
     ControllerError, GroupConfig, GroupName, GroupSpec, GroupStart, RouteName, ShardId,
-    TopicConfig, TopicName, TopicSpec,
+    TopicConfig, TopicDrop, TopicName, TopicSpec,
 };
 
 /// One change to the metadata: the openraft `AppData` of the controller group.
@@ -232,6 +232,20 @@ pub enum ControllerCommand {
         name: TopicName,
         retention_ms: Option<u64>,
     },
+    /// Deletes topic `name` and records that its queues are to be dropped from the shards
+    /// holding them, under the next drop id (`vela_proto::TopicDrop`); the name cannot be
+    /// created again until `FinishTopicDrop`. For a topic deleted before whose drop is not
+    /// finished, answers that drop. A controller on a build from before it cannot read this
+    /// entry.
+    DeleteTopicDropping {
+        name: TopicName,
+    },
+    /// Drop `id` of topic `name` is done on every shard it names: forgets it (a drop with
+    /// another id, or none: nothing changes).
+    FinishTopicDrop {
+        name: TopicName,
+        id: u64,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -389,6 +403,12 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::AdoptConfiguredShards { stores } => {
                 write!(f, "adopt-configured-shards on {stores:?}")
             }
+            ControllerCommand::DeleteTopicDropping { name } => {
+                write!(f, "delete-topic-dropping {name}")
+            }
+            ControllerCommand::FinishTopicDrop { name, id } => {
+                write!(f, "finish-topic-drop {name} {id}")
+            }
             ControllerCommand::SetTopicRetention { name, retention_ms } => match retention_ms {
                 Some(ms) => write!(f, "set-topic-retention {name} {ms} ms"),
                 None => write!(f, "set-topic-retention {name} store default"),
@@ -435,6 +455,10 @@ pub enum Applied {
     StoreUndrained,
     /// The configured shards that became placed shards.
     ShardsAdopted(Vec<ShardId>),
+    /// A topic was deleted (or had been): where its queues are to be dropped.
+    TopicDropping(TopicDrop),
+    /// Whether a topic's drop was recorded and is now forgotten.
+    TopicDropFinished(bool),
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.
@@ -478,6 +502,12 @@ pub enum Rejected {
     ReceiptKeyNotFound(u32),
     #[error("{0}")]
     StoreInvalid(String),
+    #[error(
+        "topic {0} is still being deleted: its queues are not yet dropped from every shard \
+         (`vela admin topic delete {0}` finishes it; the cluster's controller retries on its \
+         own); create it again afterwards"
+    )]
+    TopicDropping(TopicName),
 }
 
 impl From<Rejected> for ControllerError {
@@ -510,6 +540,7 @@ impl From<Rejected> for ControllerError {
                 ControllerError::NotFound(format!("receipt key {id}"))
             }
             Rejected::StoreInvalid(reason) => ControllerError::Invalid(reason),
+            Rejected::TopicDropping(_) => ControllerError::Invalid(rejected.to_string()),
         }
     }
 }

@@ -18,7 +18,7 @@ use vela_proto::controller_api::{PROXY_EXPIRY, ProxyBeat, ProxySeen, StoreDrain,
 use vela_proto::route::{RouteConfig, RouteSpec};
 use vela_proto::{
     ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, RouteName, ShardId,
-    TopicConfig, TopicName, TopicSpec, TopicType,
+    TopicConfig, TopicDrop, TopicName, TopicSpec, TopicType,
 };
 
 use crate::command::{Applied, ControllerCommand};
@@ -376,14 +376,28 @@ impl ControllerApi for Controller {
         self.drain_store_now(store).await
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {
+    async fn delete_topic(&self, name: &TopicName) -> Result<TopicDrop, ControllerError> {
         match self
             .group
-            .propose(ControllerCommand::DeleteTopic { name: name.clone() })
+            .propose(ControllerCommand::DeleteTopicDropping { name: name.clone() })
             .await?
         {
-            Ok(Applied::Deleted) => Ok(()),
+            Ok(Applied::TopicDropping(drop)) => Ok(drop),
             other => Err(unexpected("delete-topic", &other)),
+        }
+    }
+
+    async fn finish_topic_drop(&self, name: &TopicName, id: u64) -> Result<(), ControllerError> {
+        match self
+            .group
+            .propose(ControllerCommand::FinishTopicDrop {
+                name: name.clone(),
+                id,
+            })
+            .await?
+        {
+            Ok(Applied::TopicDropFinished(_)) => Ok(()),
+            other => Err(unexpected("finish-topic-drop", &other)),
         }
     }
 

@@ -50,6 +50,11 @@ pub struct Metadata {
     registered_stores: BTreeMap<u64, RegisteredStore>,
     /// The replicas a store scale-in in progress lowers the store StatefulSet to.
     store_scale_in: Option<u32>,
+    /// Deleted topics whose queues are not yet dropped from every shard (ADR 0008): the names
+    /// cannot be created again until they are.
+    dropping: BTreeMap<TopicName, vela_proto::TopicDrop>,
+    /// The id of the newest topic drop (ids ascend from 1).
+    last_drop_id: u64,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -76,9 +81,7 @@ impl Metadata {
                 stores,
                 now_ms,
             } => {
-                if self.topics.contains_key(&spec.name) {
-                    return Err(Rejected::TopicExists(spec.name));
-                }
+                self.name_free(&spec.name)?;
                 let shards = self.shards_of_factor(&spec.name, replicas, &stores)?;
                 self.create_topic(spec, &shards, now_ms)
             }
@@ -94,6 +97,13 @@ impl Metadata {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::TopicNotFound(name)),
             },
+            ControllerCommand::DeleteTopicDropping { name } => self.delete_topic_dropping(name),
+            ControllerCommand::FinishTopicDrop { name, id } => {
+                Ok(Applied::TopicDropFinished(match self.dropping.get(&name) {
+                    Some(drop) if drop.id == id => self.dropping.remove(&name).is_some(),
+                    _ => false,
+                }))
+            }
             ControllerCommand::CreateGroup { spec, now_ms } => self.create_group(
                 spec,
                 GroupStart::Auto,
@@ -220,6 +230,63 @@ impl Metadata {
         }
     }
 
+    /// Refuses a topic name that exists or whose deletion is still dropping its queues.
+    fn name_free(&self, name: &TopicName) -> Result<(), Rejected> {
+        if self.topics.contains_key(name) {
+            return Err(Rejected::TopicExists(name.clone()));
+        }
+        if self.dropping.contains_key(name) {
+            return Err(Rejected::TopicDropping(name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic and records where its queues are to be dropped, under a new drop id;
+    /// a topic deleted before whose drop is not finished answers that drop.
+    fn delete_topic_dropping(&mut self, name: TopicName) -> ControllerResponse {
+        if let Some(drop) = self.dropping.get(&name) {
+            return Ok(Applied::TopicDropping(drop.clone()));
+        }
+        let Some(topic) = self.topics.get(&name) else {
+            return Err(Rejected::TopicNotFound(name));
+        };
+        let mut shards = vela_proto::shards_of_topic(topic, self.topics.values());
+        shards.sort_unstable();
+        shards.dedup();
+        self.topics.remove(&name);
+        self.last_drop_id += 1;
+        let drop = vela_proto::TopicDrop {
+            id: self.last_drop_id,
+            shards,
+        };
+        self.dropping.insert(name, drop.clone());
+        Ok(Applied::TopicDropping(drop))
+    }
+
+    /// Deleted topics whose queues are not yet dropped from every shard, each with those of
+    /// its shards that exist (a shard neither configured nor placed holds nothing): empty when
+    /// none does any more, and there is nothing left to drop.
+    pub fn pending_drops(&self) -> Vec<(TopicName, vela_proto::TopicDrop)> {
+        self.dropping
+            .iter()
+            .map(|(name, drop)| {
+                let shards = drop
+                    .shards
+                    .iter()
+                    .copied()
+                    .filter(|s| self.shards.contains(s) || self.placed.contains_key(s))
+                    .collect();
+                (
+                    name.clone(),
+                    vela_proto::TopicDrop {
+                        id: drop.id,
+                        shards,
+                    },
+                )
+            })
+            .collect()
+    }
+
     fn create_group(
         &mut self,
         spec: LoggedGroup,
@@ -251,9 +318,7 @@ impl Metadata {
         shards: &[ShardId],
         now_ms: i64,
     ) -> ControllerResponse {
-        if self.topics.contains_key(&spec.name) {
-            return Err(Rejected::TopicExists(spec.name));
-        }
+        self.name_free(&spec.name)?;
         let existing = self
             .topics
             .values()
@@ -502,6 +567,58 @@ mod tests {
     }
 
     #[test]
+    fn topic_drop_golden_bytes() {
+        // Variant 32: the topic name; variant 33: the name, then the drop id (a varint).
+        super::assert_golden([
+            (
+                ControllerCommand::DeleteTopicDropping {
+                    name: topic_name("t"),
+                },
+                "20 0174",
+            ),
+            (
+                ControllerCommand::FinishTopicDrop {
+                    name: topic_name("t"),
+                    id: 300,
+                },
+                "21 0174 ac02",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_dead_letter_topic_drop_covers_every_shard_holding_queues() {
+        let mut md = with_shards(&[0, 1, 2]);
+        md.apply(create_topic("orders", 1, 1)).expect("created");
+        md.apply(create_topic("audit", 2, 1)).expect("created");
+        md.apply(create_topic("%DLQ%billing", 1, 1))
+            .expect("created");
+        let mut every: Vec<ShardId> = md
+            .topics()
+            .flat_map(|t| t.queue_shards.iter().copied())
+            .collect();
+        every.sort_unstable();
+        every.dedup();
+        let Ok(Applied::TopicDropping(drop)) = md.apply(ControllerCommand::DeleteTopicDropping {
+            name: topic_name("%DLQ%billing"),
+        }) else {
+            panic!("deleted");
+        };
+        assert_eq!(drop.shards, every, "dead letters sit beside the originals");
+        let Ok(Applied::TopicDropping(orders)) = md.apply(ControllerCommand::DeleteTopicDropping {
+            name: topic_name("orders"),
+        }) else {
+            panic!("deleted");
+        };
+        assert_eq!(orders.id, drop.id + 1);
+        assert_eq!(orders.shards.len(), 1, "each shard once");
+        // A shard neither configured nor placed any more holds nothing to drop.
+        md.apply(ControllerCommand::SetShards { shards: vec![7] })
+            .expect("set");
+        assert!(md.pending_drops().iter().all(|(_, d)| d.shards.is_empty()));
+    }
+
+    #[test]
     fn a_topic_keeps_the_retention_set_until_it_is_cleared_and_the_snapshot_holds_it() {
         let mut md = with_shards(&[0]);
         let set = |ms| ControllerCommand::SetTopicRetention {
@@ -712,6 +829,14 @@ mod tests {
             name.clone().prop_map(|n| ControllerCommand::DeleteTopic {
                 name: topic_name(n)
             }),
+            name.clone()
+                .prop_map(|n| ControllerCommand::DeleteTopicDropping {
+                    name: topic_name(n)
+                }),
+            (name.clone(), 1u64..6).prop_map(|(n, id)| ControllerCommand::FinishTopicDrop {
+                name: topic_name(n),
+                id,
+            }),
             (name.clone(), 0i64..1000).prop_map(|(n, t)| create_group(n, t)),
             (name.clone(), 0i64..1000).prop_map(|(n, t)| {
                 let ControllerCommand::CreateGroup { spec, now_ms } = create_group(n, t) else {
@@ -742,9 +867,14 @@ mod tests {
             use std::collections::BTreeSet;
             let mut md = with_shards(&[0, 1]);
             let (mut topics, mut groups) = (BTreeSet::new(), BTreeSet::new());
+            // Deleted topics still dropping, by their drop ids; the newest id.
+            let (mut dropping, mut last_drop) = (BTreeMap::new(), 0u64);
             for command in commands {
                 let outcome = md.apply(command.clone());
                 match command {
+                    ControllerCommand::CreateTopic { spec, .. } if dropping.contains_key(&spec.name) && !topics.contains(&spec.name) => {
+                        proptest::prop_assert_eq!(outcome, Err(Rejected::TopicDropping(spec.name)));
+                    }
                     ControllerCommand::CreateTopic { spec, now_ms } => {
                         if topics.insert(spec.name.clone()) {
                             let Ok(Applied::Topic(t)) = outcome else {
@@ -764,6 +894,30 @@ mod tests {
                             Err(Rejected::TopicNotFound(name))
                         };
                         proptest::prop_assert_eq!(outcome, expected);
+                    }
+                    ControllerCommand::DeleteTopicDropping { name } => {
+                        let id = if let Some(&id) = dropping.get(&name) {
+                            id
+                        } else if topics.remove(&name) {
+                            last_drop += 1;
+                            dropping.insert(name.clone(), last_drop);
+                            last_drop
+                        } else {
+                            proptest::prop_assert_eq!(outcome, Err(Rejected::TopicNotFound(name)));
+                            continue;
+                        };
+                        let Ok(Applied::TopicDropping(drop)) = outcome else {
+                            return Err(proptest::test_runner::TestCaseError::fail(format!("{outcome:?}")));
+                        };
+                        proptest::prop_assert_eq!(drop.id, id);
+                        proptest::prop_assert!(!drop.shards.is_empty());
+                    }
+                    ControllerCommand::FinishTopicDrop { name, id } => {
+                        let finished = dropping.get(&name) == Some(&id);
+                        if finished {
+                            dropping.remove(&name);
+                        }
+                        proptest::prop_assert_eq!(outcome, Ok(Applied::TopicDropFinished(finished)));
                     }
                     // Not generated here (see `replicated_tests`).
                     ControllerCommand::UpdateGroup { .. } => {}
@@ -818,6 +972,8 @@ mod tests {
             }
             let names: BTreeSet<_> = md.topics().map(|t| t.name.clone()).collect();
             proptest::prop_assert_eq!(names, topics);
+            let pending: BTreeMap<_, _> = md.pending_drops().into_iter().map(|(n, d)| (n, d.id)).collect();
+            proptest::prop_assert_eq!(pending, dropping);
             let names: BTreeSet<_> = md.groups().map(|g| g.name.clone()).collect();
             proptest::prop_assert_eq!(names, groups);
             let json = serde_json::to_vec(&md).expect("encode");

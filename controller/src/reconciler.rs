@@ -336,9 +336,33 @@ async fn open(
     outcome
 }
 
+/// Finishes deletions whose drop did not reach every shard (a shard without a leader, a store
+/// node down when the topic was deleted): drops each such topic from its shards again, fenced
+/// by its drop id (a shard applies each drop at most once, so repeating one is harmless, and a
+/// copy delivered late cannot drop the topic created again), then records the drop finished,
+/// after which the name may be created again. Failures wait for the next round.
+pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi) {
+    for (name, drop) in c.pending_drops() {
+        // Empty: none of its shards exists any more.
+        if !drop.shards.is_empty()
+            && let Err(err) = store.drop_topic(&name, drop.id, &drop.shards).await
+        {
+            debug!(topic = %name, drop = drop.id, error = %err, "dropping a deleted topic's queues");
+            continue;
+        }
+        match c.finish_topic_drop(&name, drop.id).await {
+            Ok(()) => {
+                info!(topic = %name, drop = drop.id, "a deleted topic's queues are dropped from every shard")
+            }
+            Err(err) => debug!(topic = %name, error = %err, "recording a topic's drop as finished"),
+        }
+    }
+}
+
 /// Runs [`reconcile_once`] every [`RECONCILE_EVERY`] (and at once when a topic placed new
 /// shards) while `controller` leads; records shards as created. Each round then brings the
-/// shards' copies of topic retentions to the metadata's ([`crate::retention_sync`]).
+/// shards' copies of topic retentions to the metadata's ([`crate::retention_sync`]) and
+/// finishes deleted topics' drops ([`finish_topic_drops`]).
 pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) -> JoinHandle<()> {
     let controller = Arc::downgrade(controller);
     tokio::spawn(async move {
@@ -368,6 +392,7 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
                     }
                     Err(err) => debug!(error = %err, "listing topics to compare retentions"),
                 }
+                finish_topic_drops(&c, store.as_ref()).await;
                 // Something moved: look again soon (to record a shard as created, to continue a
                 // move). Failures wait for the next round.
                 if round.progressed() {
@@ -549,7 +574,7 @@ mod tests {
         ) -> Result<Vec<QueueStats>, StoreError> {
             Err(unused())
         }
-        async fn drop_topic(&self, _: &TopicName, _: &[ShardId]) -> Result<(), StoreError> {
+        async fn drop_topic(&self, _: &TopicName, _: u64, _: &[ShardId]) -> Result<(), StoreError> {
             Err(unused())
         }
         async fn drop_group(&self, _: &GroupName, _: &[ShardId]) -> Result<(), StoreError> {

@@ -62,9 +62,25 @@ impl ControllerRpc for ControllerService {
     async fn delete_topic(
         &self,
         request: Request<pb::Name>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<pb::TopicDrop>, Status> {
         let name = topic_name(&request.into_inner().name)?;
-        self.controller.delete_topic(&name).await.map_err(failed)?;
+        let drop = self.controller.delete_topic(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::TopicDrop {
+            drop_id: drop.id,
+            shards: drop.shards,
+        }))
+    }
+
+    async fn finish_topic_drop(
+        &self,
+        request: Request<pb::TopicDropDone>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let name = topic_name(&req.name)?;
+        self.controller
+            .finish_topic_drop(&name, req.drop_id)
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -118,6 +118,12 @@ impl Controller {
         self.metadata.read().placed().clone()
     }
 
+    /// Deleted topics whose queues are still to be dropped (`Metadata::pending_drops`), as
+    /// this member applied them.
+    pub fn pending_drops(&self) -> Vec<(vela_proto::TopicName, vela_proto::TopicDrop)> {
+        self.metadata.read().pending_drops()
+    }
+
     /// Records that a member of placed `shard` holds it (the reconciler calls this).
     pub async fn mark_shard_created(&self, shard: ShardId) -> Result<(), ControllerError> {
         match self

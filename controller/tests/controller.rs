@@ -178,6 +178,9 @@ async fn snapshot_and_later_log_restore_after_restart() {
     let expected_topics = controller.list_topics().await.expect("list");
     let expected_groups = controller.list_groups().await.expect("list");
     assert_eq!(expected_topics.len(), 20);
+    // The deleted topic's drop is recorded until the stores finish it (never here).
+    let pending = controller.pending_drops();
+    assert_eq!(pending.len(), 1);
     controller.shutdown().await.expect("shutdown");
 
     let controller = fx.open().await;
@@ -185,6 +188,7 @@ async fn snapshot_and_later_log_restore_after_restart() {
         controller.list_topics().await.expect("list"),
         expected_topics
     );
+    assert_eq!(controller.pending_drops(), pending);
     assert_eq!(
         controller.list_groups().await.expect("list"),
         expected_groups
@@ -211,6 +215,11 @@ async fn snapshot_and_later_log_restore_after_restart() {
         controller.list_topics().await.expect("list"),
         expected_topics
     );
+    assert_eq!(
+        controller.pending_drops(),
+        pending,
+        "the snapshot holds the drops"
+    );
     controller.shutdown().await.expect("shutdown");
 }
 
@@ -228,10 +237,12 @@ async fn delete_then_recreate() {
         .await
         .expect("create");
 
-    controller
+    let drop = controller
         .delete_topic(&topic_name("orders"))
         .await
         .expect("delete topic");
+    assert_eq!(drop.id, 1, "the first deletion");
+    assert_eq!(drop.shards.len(), 1, "its queues' shards");
     controller
         .delete_group(&group_name("billing"))
         .await
@@ -243,6 +254,31 @@ async fn delete_then_recreate() {
             .expect("get"),
         None
     );
+    // Until the stores dropped its queues, deleting again answers the same drop, and the name
+    // cannot be created again (it would serve the old messages).
+    assert_eq!(
+        controller.delete_topic(&topic_name("orders")).await,
+        Ok(drop.clone())
+    );
+    let refused = controller
+        .create_topic(topic("orders", 2))
+        .await
+        .expect_err("still being deleted");
+    assert!(
+        matches!(&refused, ControllerError::Invalid(m) if m.contains("still being deleted")),
+        "{refused}"
+    );
+    // A finish for another drop changes nothing; this one's frees the name.
+    controller
+        .finish_topic_drop(&topic_name("orders"), drop.id + 1)
+        .await
+        .expect("answered");
+    assert_eq!(controller.pending_drops().len(), 1);
+    controller
+        .finish_topic_drop(&topic_name("orders"), drop.id)
+        .await
+        .expect("finished");
+    assert!(controller.pending_drops().is_empty());
     assert!(matches!(
         controller.delete_topic(&topic_name("orders")).await,
         Err(ControllerError::NotFound(_))

@@ -36,6 +36,18 @@ pub struct ProxyBeat {
     pub version: String,
 }
 
+/// A deleted topic whose queues are being dropped from the shards that held them. The
+/// controller records it when it deletes the topic's metadata and forgets it once every shard
+/// dropped them ([`ControllerApi::finish_topic_drop`]); until then the name cannot be created
+/// again (its old messages would be served as the new topic's).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopicDrop {
+    /// This deletion's id, ascending over all deletions: a shard applies each at most once.
+    pub id: u64,
+    /// The shards to drop the topic from (empty: the store's configured ones).
+    pub shards: Vec<crate::ShardId>,
+}
+
 /// What draining a store node moves (ADR 0014).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDrain {
@@ -110,8 +122,13 @@ pub trait ControllerApi: Send + Sync + 'static {
         spec: TopicSpec,
         replicas: u32,
     ) -> Result<TopicConfig, ControllerError>;
-    /// Deletes a topic's metadata. `NotFound` if absent.
-    async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError>;
+    /// Deletes a topic's metadata and answers where its queues are to be dropped (recorded
+    /// until [`ControllerApi::finish_topic_drop`]). A topic deleted before whose drop is not
+    /// finished answers that drop again, so deleting again finishes it. `NotFound` if neither.
+    async fn delete_topic(&self, name: &TopicName) -> Result<TopicDrop, ControllerError>;
+    /// Records that drop `id` of topic `name` is done on every shard it names: the name may
+    /// be created again. A drop not recorded (finished before, or another id) is left alone.
+    async fn finish_topic_drop(&self, name: &TopicName, id: u64) -> Result<(), ControllerError>;
     /// Sets how long a topic's messages are kept, in ms (`None`: the store's retention time);
     /// answers the topic as it is now. `NotFound` if absent, `Invalid` outside
     /// [`crate::domain::check_topic_retention`]'s bounds.

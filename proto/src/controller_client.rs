@@ -19,6 +19,7 @@ use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
 use crate::controller_api::{
     ControllerApi, ControllerError, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry, StoreScale,
+    TopicDrop,
 };
 use crate::controller_wire::*;
 use crate::domain::{
@@ -189,7 +190,7 @@ impl ControllerApi for RemoteController {
         self.create(spec, Some(replicas)).await
     }
 
-    async fn delete_topic(&self, topic: &TopicName) -> Result<(), ControllerError> {
+    async fn delete_topic(&self, topic: &TopicName) -> Result<TopicDrop, ControllerError> {
         let wire = name(topic.as_str());
         let mut ambiguous = false;
         let deleted = self
@@ -199,11 +200,31 @@ impl ControllerApi for RemoteController {
             })
             .await;
         match deleted {
-            Ok(_) => Ok(()),
-            // An earlier attempt may have deleted it.
-            Err(ControllerError::NotFound(_)) if ambiguous => Ok(()),
+            Ok(drop) => Ok(TopicDrop {
+                id: drop.drop_id,
+                shards: drop.shards,
+            }),
+            // An earlier attempt deleted it and its drop finished since (a retry of a deletion
+            // still dropping answers its drop): nothing to fence.
+            Err(ControllerError::NotFound(_)) if ambiguous => Ok(TopicDrop {
+                id: 0,
+                shards: Vec::new(),
+            }),
             Err(err) => Err(err),
         }
+    }
+
+    async fn finish_topic_drop(&self, topic: &TopicName, id: u64) -> Result<(), ControllerError> {
+        let wire = pb::TopicDropDone {
+            name: topic.as_str().to_owned(),
+            drop_id: id,
+        };
+        self.on_leader(&mut false, |mut c| {
+            let wire = wire.clone();
+            async move { c.finish_topic_drop(wire).await }
+        })
+        .await?;
+        Ok(())
     }
 
     async fn set_topic_retention(

@@ -378,9 +378,16 @@ pub trait StoreApi: Send + Sync + 'static {
         self.queue_stats(topic, Some(&group.name), shards).await
     }
 
-    /// Forgets a deleted topic's queues and consumer state.
-    /// `shards` as for [`StoreApi::queue_stats`].
-    async fn drop_topic(&self, topic: &TopicName, shards: &[ShardId]) -> Result<(), StoreError>;
+    /// Forgets a deleted topic's queues and consumer state: deletion `drop_id` of it (the
+    /// controller's id, [`crate::TopicDrop`]). A shard applies each deletion at most once, so
+    /// a drop delivered late cannot drop the messages of the topic created again under the
+    /// name; 0 is no id (not fenced). `shards` as for [`StoreApi::queue_stats`].
+    async fn drop_topic(
+        &self,
+        topic: &TopicName,
+        drop_id: u64,
+        shards: &[ShardId],
+    ) -> Result<(), StoreError>;
 
     /// Sets how long `topic`'s messages are kept, in ms (`None`: the store's retention time),
     /// on every shard holding its queues. `shards` as for [`StoreApi::queue_stats`].

@@ -534,11 +534,17 @@ impl StoreApi for RemoteStore {
         self.queue_stats_wire(wire, shards).await
     }
 
-    async fn drop_topic(&self, topic: &TopicName, shards: &[ShardId]) -> Result<(), StoreError> {
+    async fn drop_topic(
+        &self,
+        topic: &TopicName,
+        drop_id: u64,
+        shards: &[ShardId],
+    ) -> Result<(), StoreError> {
         for shard in self.routing.scope(shards) {
             let wire = pb::DropTopicRequest {
                 topic: topic.as_str().to_owned(),
                 shard,
+                drop_id,
             };
             self.routing
                 .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {

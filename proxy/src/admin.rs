@@ -402,25 +402,47 @@ impl AdminService for AdminServer {
     ) -> Result<Response<api::DeleteTopicResponse>, Status> {
         self.allow(&request).await?;
         let name = topic_name(&request.into_inner().name)?;
-        // Where its queues are, before the metadata forgets.
-        let shards = self
+        // Where its queues are, before the metadata forgets (a topic deleted before whose drop
+        // is not finished has none: the controller's record says where they are).
+        let shards = match self.shared.ctx.controller.get_topic(&name).await {
+            Ok(Some(topic)) => Some(self.shared.shards_of(&topic).await),
+            Ok(None) => None,
+            Err(err) => return Err(controller_to_grpc(err)),
+        };
+        let drop = self
             .shared
-            .shards_of(&self.existing_topic(&name).await?)
-            .await;
-        self.shared
             .ctx
             .controller
             .delete_topic(&name)
             .await
             .map_err(controller_to_grpc)?;
         self.shared.metadata.forget_topic(&name);
-        self.shared
-            .ctx
-            .store
-            .drop_topic(&name, &shards)
+        // A controller without drop ids (a build before them, or a retry that found the drop
+        // finished) answers no shards: the ones the topic had, as before.
+        let shards = if drop.id == 0 {
+            let mut shards = shards.unwrap_or_default();
+            shards.sort_unstable();
+            shards.dedup();
+            shards
+        } else {
+            drop.shards
+        };
+        let store = &self.shared.ctx.store;
+        store
+            .drop_topic(&name, drop.id, &shards)
             .await
-            .map_err(|e| half_deleted(&format!("topic {name}"), "its queues were", e))?;
-        tracing::info!(topic = %name, "topic deleted");
+            .map_err(|e| topic_half_deleted(&name, e))?;
+        if drop.id != 0
+            && let Err(err) = self
+                .shared
+                .ctx
+                .controller
+                .finish_topic_drop(&name, drop.id)
+                .await
+        {
+            return Err(half_deleted_controller(&name, err));
+        }
+        tracing::info!(topic = %name, drop = drop.id, "topic deleted");
         Ok(Response::new(api::DeleteTopicResponse {}))
     }
 
@@ -759,6 +781,35 @@ impl AdminService for AdminServer {
 }
 
 /// The metadata is gone but the store did not drop the data: say both, keep the store's code.
+/// A topic dropped from every shard whose drop the controller did not record as finished: the
+/// name stays reserved until it does.
+fn half_deleted_controller(name: &TopicName, err: vela_proto::ControllerError) -> Status {
+    let status = controller_to_grpc(err);
+    Status::new(
+        status.code(),
+        format!(
+            "topic {name} deleted and its queues dropped, but the controller did not record \
+             it ({}): run the delete again before creating the name again",
+            status.message()
+        ),
+    )
+}
+
+/// A topic deleted from the metadata whose queues a shard did not drop: the name stays
+/// reserved until they are.
+fn topic_half_deleted(name: &TopicName, err: vela_proto::StoreError) -> Status {
+    let status = store_to_grpc(err);
+    Status::new(
+        status.code(),
+        format!(
+            "topic {name} deleted, but its queues were not dropped from every shard ({}): run \
+             the delete again to finish it (a cluster's controller also retries on its own); \
+             the name cannot be created again until then",
+            status.message()
+        ),
+    )
+}
+
 fn half_deleted(what: &str, data_was: &str, err: vela_proto::StoreError) -> Status {
     let status = store_to_grpc(err);
     Status::new(

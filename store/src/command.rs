@@ -128,6 +128,11 @@ pub enum StoreCommand {
         topic: TopicName,
         floors: Vec<ExpiryFloor>,
     },
+    /// A topic was deleted (apply version 16): as `DropTopic`, fenced by `drop_id`, the
+    /// controller's number for that deletion (ascending over all deletions). The shard
+    /// remembers the highest it applied per topic and ignores a drop not above it, so a drop
+    /// delivered late (after the name was created again) leaves the new topic's messages alone.
+    DropTopicOnce { topic: TopicName, drop_id: u64 },
 }
 
 /// One queue's new first offset inside a [`StoreCommand::Expire`]. `key` is the queue's key in
@@ -198,7 +203,7 @@ impl StoreCommand {
             StoreCommand::Release { .. } => "release",
             StoreCommand::EndTransaction { .. } => "end_transaction",
             StoreCommand::Truncate { .. } => "truncate",
-            StoreCommand::DropTopic { .. } => "drop_topic",
+            StoreCommand::DropTopic { .. } | StoreCommand::DropTopicOnce { .. } => "drop_topic",
             StoreCommand::DropGroup { .. } => "drop_group",
             StoreCommand::AppendBatch { .. } => "append_batch",
             StoreCommand::SetApplyVersion { .. } => "set_apply_version",
@@ -231,6 +236,7 @@ impl StoreCommand {
             StoreCommand::Ack { .. }
             | StoreCommand::Truncate { .. }
             | StoreCommand::DropTopic { .. }
+            | StoreCommand::DropTopicOnce { .. }
             | StoreCommand::DropGroup { .. }
             | StoreCommand::SetApplyVersion { .. }
             | StoreCommand::SetOffsets { .. }
@@ -376,6 +382,9 @@ impl fmt::Display for StoreCommand {
                 write!(f, "truncate(below {below_log_index})")
             }
             StoreCommand::DropTopic { topic } => write!(f, "drop_topic({topic})"),
+            StoreCommand::DropTopicOnce { topic, drop_id } => {
+                write!(f, "drop_topic({topic}, drop {drop_id})")
+            }
             StoreCommand::Tiered { segment } => write!(
                 f,
                 "tiered({}..={} as {})",

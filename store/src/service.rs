@@ -412,7 +412,7 @@ impl StoreRpc for StoreService {
         let req = request.into_inner();
         let topic = topic_from_wire(&req.topic)?;
         self.store
-            .drop_topic_shard(req.shard, &topic)
+            .drop_topic_shard(req.shard, &topic, req.drop_id)
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))

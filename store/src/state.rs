@@ -173,6 +173,11 @@ pub struct ShardState {
     /// by topic, in ms. Saved beside the tier manifest (snapshot format 7).
     #[serde(skip)]
     topic_retention: BTreeMap<TopicName, u64>,
+    /// The highest drop id applied per deleted topic (apply version 16, `DropTopicOnce`): a
+    /// drop not above it is one applied already. Saved after the retentions (snapshot format
+    /// 8). One entry per topic name ever deleted with a fence.
+    #[serde(skip)]
+    dropped: BTreeMap<TopicName, u64>,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -186,6 +191,7 @@ impl PartialEq for ShardState {
             && self.dedup_clock_ms == other.dedup_clock_ms
             && self.tier == other.tier
             && self.topic_retention == other.topic_retention
+            && self.dropped == other.dropped
             && self.live_entries() == other.live_entries()
     }
 }
@@ -221,7 +227,12 @@ impl PartialEq for ShardState {
 ///   resend of it is answered with the same recall handle as its first send.
 /// - 15: topics may keep their messages for a time of their own (`TopicRetention`), and the
 ///   leader expires a topic kept shorter than the shard's log (`Expire`).
-pub const APPLY_VERSION: u32 = 15;
+/// - 16: a topic's drop carries the controller's id for the deletion (`DropTopicOnce`), and a
+///   shard applies each deletion of a topic at most once.
+pub const APPLY_VERSION: u32 = 16;
+
+/// The apply version from which drops of a topic are fenced by the deletion's id.
+pub const DROP_FENCE_APPLY_VERSION: u32 = 16;
 
 /// The apply version from which topics have a retention of their own.
 pub const TOPIC_RETENTION_APPLY_VERSION: u32 = 15;
@@ -528,15 +539,18 @@ impl ShardState {
                     0
                 })
             }
+            StoreCommand::DropTopicOnce { topic, drop_id } => {
+                if self.apply_version >= DROP_FENCE_APPLY_VERSION {
+                    if self.dropped.get(topic).is_some_and(|done| done >= drop_id) {
+                        return CommandResponse::Dropped;
+                    }
+                    self.dropped.insert(topic.clone(), *drop_id);
+                }
+                self.drop_topic(topic, fx);
+                CommandResponse::Dropped
+            }
             StoreCommand::DropTopic { topic } => {
-                self.topic_retention.remove(topic);
-                self.queues.retain(|(t, _), _| t != topic);
-                self.consumers.retain(|(_, t, _), _| t != topic);
-                self.rotation.retain(|(_, t), _| t != topic);
-                self.timers.retain(|_, p| &p.topic != topic);
-                self.half_messages.retain(|_, p| &p.topic != topic);
-                fx.timers_changed = true;
-                fx.woken_topics.insert(topic.clone());
+                self.drop_topic(topic, fx);
                 CommandResponse::Dropped
             }
             StoreCommand::DropGroup { group } => {
@@ -675,6 +689,19 @@ impl ShardState {
         }
     }
 
+    /// Forgets a deleted topic: its queues, the groups' state on them, its parked and half
+    /// messages, its retention.
+    fn drop_topic(&mut self, topic: &TopicName, fx: &mut ApplyEffects) {
+        self.topic_retention.remove(topic);
+        self.queues.retain(|(t, _), _| t != topic);
+        self.consumers.retain(|(_, t, _), _| t != topic);
+        self.rotation.retain(|(_, t), _| t != topic);
+        self.timers.retain(|_, p| &p.topic != topic);
+        self.half_messages.retain(|_, p| &p.topic != topic);
+        fx.timers_changed = true;
+        fx.woken_topics.insert(topic.clone());
+    }
+
     // ---- reads used outside apply ----
 
     /// This state as a snapshot restores it, with the entries an index file would hold taken
@@ -688,6 +715,7 @@ impl ShardState {
         back.dedup_clock_ms = self.dedup_clock_ms;
         back.tier = self.tier.clone();
         back.topic_retention = self.topic_retention.clone();
+        back.dropped = self.dropped.clone();
         for (key, entry) in index.entries.in_memory() {
             back.entries.put(key.0, key.1, *entry);
         }

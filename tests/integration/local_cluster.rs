@@ -120,20 +120,28 @@ impl LocalCluster {
     }
 
     /// SIGTERMs `restarted` and the cluster; both must exit cleanly.
-    pub async fn stop(mut self, mut restarted: Child) {
-        for pid in [restarted.id().unwrap(), self.child.id().unwrap()] {
-            kill("-TERM", u64::from(pid));
+    pub async fn stop(self, restarted: Child) {
+        self.stop_restarted(vec![restarted]).await;
+    }
+
+    /// SIGTERMs every process in `restarted` and the cluster; all must exit cleanly.
+    pub async fn stop_restarted(mut self, restarted: Vec<Child>) {
+        for child in &restarted {
+            kill("-TERM", u64::from(child.id().unwrap()));
         }
+        kill("-TERM", u64::from(self.child.id().unwrap()));
         let exit = tokio::time::timeout(Duration::from_secs(90), self.child.wait())
             .await
             .expect("local-cluster stops within 90 s of SIGTERM")
             .unwrap();
         assert!(exit.success(), "local-cluster exited with {exit}");
-        let exit = tokio::time::timeout(Duration::from_secs(30), restarted.wait())
-            .await
-            .expect("the restarted store stops")
-            .unwrap();
-        assert!(exit.success(), "the restarted store exited with {exit}");
+        for mut child in restarted {
+            let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .expect("the restarted store stops")
+                .unwrap();
+            assert!(exit.success(), "the restarted store exited with {exit}");
+        }
         self.reaper.0.clear();
     }
 }

@@ -7,7 +7,10 @@
 //!   controller alone reaches every placed shard through the reconciler;
 //! - a factor above the store count is one readable line and a non-zero exit;
 //! - a store restarted on its data directory reopens its placed shard without the controller,
-//!   and the topic serves on every placed shard again.
+//!   and the topic serves on every placed shard again;
+//! - a deletion while a store is down deletes the metadata but cannot drop the queues on that
+//!   store's shard: the name is refused until the controller finishes the drop after the
+//!   store returns, and the topic created again holds none of the old messages.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -145,8 +148,73 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
             again.remove(String::from_utf8_lossy(&m.body).as_ref());
         }
     }
+    drop(consumer);
+    drop(producer);
 
-    cluster.stop(restarted).await;
+    let second =
+        a_deletion_a_store_missed_is_finished_before_the_name_returns(&cluster, &topic).await;
+    cluster.stop_restarted(vec![restarted, second]).await;
+}
+
+/// Deletes `topic` (whose queues hold messages on every store's placed shard) while store 2 is
+/// down: the metadata goes, the queues on its shard stay, and the name is refused until the
+/// controller's reconciler drops them after the store returns (restarted: the child answered).
+/// The topic created again is empty.
+async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
+    cluster: &LocalCluster,
+    topic: &str,
+) -> tokio::process::Child {
+    let admin = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+            .args(["admin", "--server", &cluster.proxies[0], "--yes"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let create = || admin(&["topic", "create", topic, "--replicas", "1", "--queues", "6"]);
+    cluster.kill_store(2);
+    let half = admin(&["topic", "delete", topic]);
+    let err = String::from_utf8_lossy(&half.stderr);
+    assert!(
+        !half.status.success(),
+        "a shard without a leader cannot drop"
+    );
+    assert!(
+        err.contains("not dropped from every shard") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let refused = create();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("still being deleted"), "{err}");
+
+    let restarted = cluster.restart_store(2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = create();
+        if created.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&created.stderr);
+        assert!(err.contains("still being deleted"), "{err}");
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not finish the drop: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let described = admin(&["topic", "describe", topic, "--output", "json"]);
+    assert!(described.status.success());
+    let described: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    // A queue is listed once it held a message: none of the new topic's has.
+    for q in described["queues"].as_array().unwrap() {
+        assert_eq!(
+            q["max_offset"].as_u64(),
+            Some(0),
+            "the name came back with old messages: {described:#}"
+        );
+    }
+    restarted
 }
 
 /// A retention written to the controller alone (as when the store part of an update failed)

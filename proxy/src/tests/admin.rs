@@ -268,3 +268,54 @@ async fn a_topic_retention_is_updated_in_the_metadata_and_the_stores_and_bad_one
     assert_eq!(back.retention_ms, None);
     assert_eq!(h.store.retention_of(&orders), None);
 }
+
+#[tokio::test]
+async fn a_topic_whose_drop_failed_stays_reserved_until_a_second_delete_finishes_it() {
+    let h = Harness::start(test_config()).await;
+    let mut admin = h.admin().await;
+    let create = || api::CreateTopicRequest {
+        replicas: None,
+        name: "orders".into(),
+        topic_type: 0,
+        queue_count: 2,
+        retention_ms: None,
+    };
+    let delete = || api::DeleteTopicRequest {
+        name: "orders".into(),
+    };
+    admin.create_topic(create()).await.expect("created");
+
+    h.store.refuse_drops(true);
+    let half = admin.delete_topic(delete()).await.expect_err("half done");
+    assert_eq!(half.code(), tonic::Code::Unavailable);
+    assert!(
+        half.message().contains("not dropped") && half.message().contains("delete again"),
+        "{}",
+        half.message()
+    );
+    let refused = admin.create_topic(create()).await.expect_err("reserved");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("still being deleted"),
+        "{}",
+        refused.message()
+    );
+    let gone = admin
+        .describe_topic(api::DescribeTopicRequest {
+            name: "orders".into(),
+        })
+        .await
+        .expect_err("deleted from the metadata");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    // Deleting again finishes the same deletion (the same drop id), then the name is free.
+    h.store.refuse_drops(false);
+    admin.delete_topic(delete()).await.expect("finished");
+    let orders = TopicName::new("orders").expect("valid");
+    assert_eq!(h.store.drops(), [(orders.clone(), 1)]);
+    admin.create_topic(create()).await.expect("created again");
+    admin.delete_topic(delete()).await.expect("deleted");
+    assert_eq!(h.store.drops(), [(orders.clone(), 1), (orders, 2)]);
+    let absent = admin.delete_topic(delete()).await.expect_err("absent");
+    assert_eq!(absent.code(), tonic::Code::NotFound);
+}

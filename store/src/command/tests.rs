@@ -415,3 +415,18 @@ fn expire_golden_bytes() {
     assert_eq!(back, command);
     assert_eq!(back.kind(), "expire");
 }
+
+#[test]
+fn drop_topic_once_golden_bytes() {
+    // Persisted from apply version 16: tag 21, the topic, then the drop id (a varint).
+    let command = StoreCommand::DropTopicOnce {
+        topic: TopicName::new("t").expect("valid"),
+        drop_id: 300,
+    };
+    let bytes = postcard::to_stdvec(&command).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "150174ac02");
+    let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, command);
+    assert_eq!(back.kind(), "drop_topic");
+    assert_eq!(back.to_string(), "drop_topic(t, drop 300)");
+}

@@ -313,11 +313,20 @@ impl StoreApi for Store {
         Ok(stats)
     }
 
-    async fn drop_topic(&self, topic: &TopicName, _shards: &[ShardId]) -> Result<(), StoreError> {
-        self.drop_everywhere(StoreCommand::DropTopic {
-            topic: topic.clone(),
-        })
-        .await
+    async fn drop_topic(
+        &self,
+        topic: &TopicName,
+        drop_id: u64,
+        _shards: &[ShardId],
+    ) -> Result<(), StoreError> {
+        for local in self.shards().values() {
+            let command = super::scoped::drop_command(&local.shard, topic, drop_id);
+            match local.shard.write(command.clone()).await? {
+                CommandResponse::Dropped => {}
+                other => return Err(unexpected(command.kind(), &other)),
+            }
+        }
+        Ok(())
     }
 
     async fn set_topic_retention(

@@ -17,7 +17,7 @@ use vela_proto::store_api::{Delivery, PopRequest, StoreError, TransactionCheck};
 use super::{Received, Store};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::shard::{Shard, unexpected};
-use crate::state::TOPIC_RETENTION_APPLY_VERSION;
+use crate::state::{DROP_FENCE_APPLY_VERSION, TOPIC_RETENTION_APPLY_VERSION};
 use vela_raft::status::member_status;
 
 /// The first offset of a queue stored at or after `at_ms`, on one shard.
@@ -296,19 +296,16 @@ impl Store {
         Ok(stats)
     }
 
-    /// Drops `topic` from shard `shard`.
+    /// Drops `topic` from shard `shard`: deletion `drop_id` of it (0: a caller that has no
+    /// id, whose drop is not fenced).
     pub async fn drop_topic_shard(
         &self,
         shard: ShardId,
         topic: &TopicName,
+        drop_id: u64,
     ) -> Result<(), StoreError> {
-        self.drop_on(
-            shard,
-            StoreCommand::DropTopic {
-                topic: topic.clone(),
-            },
-        )
-        .await
+        let command = drop_command(&*self.led(shard)?, topic, drop_id);
+        self.drop_on(shard, command).await
     }
 
     /// Sets how long `topic`'s messages are kept on shard `shard` (`None`: the store's
@@ -360,6 +357,22 @@ impl Store {
         match shard.write(command.clone()).await? {
             CommandResponse::Dropped => Ok(()),
             other => Err(unexpected(command.kind(), &other)),
+        }
+    }
+}
+
+/// The entry that drops `topic` from `shard` for deletion `drop_id`: fenced by the id once every
+/// member applies fenced drops (a build before them could not decode the entry), else as
+/// before them (an id of 0 is never fenced).
+pub(super) fn drop_command(shard: &Shard, topic: &TopicName, drop_id: u64) -> StoreCommand {
+    if drop_id > 0 && shard.shared.current_apply_version() >= DROP_FENCE_APPLY_VERSION {
+        StoreCommand::DropTopicOnce {
+            topic: topic.clone(),
+            drop_id,
+        }
+    } else {
+        StoreCommand::DropTopic {
+            topic: topic.clone(),
         }
     }
 }

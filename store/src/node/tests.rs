@@ -23,6 +23,7 @@ mod offsets;
 mod replicated;
 mod sql;
 mod tiering;
+mod topic_drop;
 mod topic_retention;
 mod transactions;
 mod upkeep;

@@ -33,8 +33,8 @@ use crate::command::{CommandResponse, StoreCommand};
 use crate::index_db::history::HistoryRows;
 use crate::index_db::{IndexDb, IndexError, IndexView};
 use crate::state::{
-    APPLY_VERSION, ApplyEffects, DedupWindow, Frozen, LegacyState, ShardState,
-    TOPIC_RETENTION_APPLY_VERSION, TierManifest,
+    APPLY_VERSION, ApplyEffects, DROP_FENCE_APPLY_VERSION, DedupWindow, Frozen, LegacyState,
+    ShardState, TOPIC_RETENTION_APPLY_VERSION, TierManifest,
 };
 
 /// Applied entries kept in memory before a background write to the index file starts.
@@ -54,11 +54,38 @@ struct SnapshotFileRef<'a> {
     dedup_clock_ms: i64,
     tier: &'a TierManifest,
     topic_retention: &'a BTreeMap<TopicName, u64>,
+    dropped: &'a BTreeMap<TopicName, u64>,
 }
 
 #[derive(Deserialize)]
 struct CurrentFile {
     /// Checked before the rest is decoded (see [`decode_snapshot`]).
+    _format: u32,
+    meta: SnapshotMetaOf<ShardTypes>,
+    state: ShardState,
+    dedup: DedupWindow,
+    dedup_clock_ms: i64,
+    tier: TierManifest,
+    topic_retention: BTreeMap<TopicName, u64>,
+    dropped: BTreeMap<TopicName, u64>,
+}
+
+/// Snapshot format 7: as the current one without the topics' drop ids. Still written while a
+/// shard's apply version is below 16 (no drop is fenced), so a node rolled back to a build
+/// that reads format 7 at most still opens what the new build wrote.
+#[derive(Serialize)]
+struct Format7FileRef<'a> {
+    format: u32,
+    meta: &'a SnapshotMetaOf<ShardTypes>,
+    state: &'a ShardState,
+    dedup: &'a DedupWindow,
+    dedup_clock_ms: i64,
+    tier: &'a TierManifest,
+    topic_retention: &'a BTreeMap<TopicName, u64>,
+}
+
+#[derive(Deserialize)]
+struct Format7File {
     _format: u32,
     meta: SnapshotMetaOf<ShardTypes>,
     state: ShardState,
@@ -193,8 +220,9 @@ pub(crate) struct SnapshotFile {
 /// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
 /// index file); format 4 added the send deduplication window after the state; format 5 the
 /// window's clock after it; format 6 the tier manifest after that; format 7 the topics' own
-/// retentions after that. Formats 2 to 6 are still read.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 7;
+/// retentions after that; format 8 the deleted topics' drop ids after those. Formats 2 to 7
+/// are still read.
+pub(crate) const SNAPSHOT_FORMAT: u32 = 8;
 
 /// Decodes a snapshot generation and checks it is what its name says.
 pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
@@ -202,6 +230,19 @@ pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, 
     let file = match format {
         SNAPSHOT_FORMAT => {
             let mut f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+            f.state.set_dedup(f.dedup);
+            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
+            f.state.set_tier(f.tier);
+            f.state.set_topic_retentions(f.topic_retention);
+            f.state.set_dropped_topics(f.dropped);
+            SnapshotFile {
+                meta: f.meta,
+                state: SnapshotState::Current(f.state),
+            }
+        }
+        7 => {
+            // Written before apply version 16: no drop was fenced.
+            let mut f: Format7File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
             f.state.set_dedup(f.dedup);
             f.state.set_dedup_clock_ms(f.dedup_clock_ms);
             f.state.set_tier(f.tier);
@@ -754,6 +795,16 @@ impl ShardSnapshotBuilder {
                         dedup_clock_ms: state.dedup_clock_ms(),
                         tier: state.tier(),
                     })
+                } else if state.apply_version() < DROP_FENCE_APPLY_VERSION {
+                    postcard::to_stdvec(&Format7FileRef {
+                        format: 7,
+                        meta: &meta,
+                        state: &state,
+                        dedup: state.dedup(),
+                        dedup_clock_ms: state.dedup_clock_ms(),
+                        tier: state.tier(),
+                        topic_retention: state.topic_retention(),
+                    })
                 } else {
                     postcard::to_stdvec(&SnapshotFileRef {
                         format: SNAPSHOT_FORMAT,
@@ -763,6 +814,7 @@ impl ShardSnapshotBuilder {
                         dedup_clock_ms: state.dedup_clock_ms(),
                         tier: state.tier(),
                         topic_retention: state.topic_retention(),
+                        dropped: state.dropped_topics(),
                     })
                 }
                 .map_err(invalid_data)?;

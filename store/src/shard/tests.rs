@@ -446,7 +446,7 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
         .build_snapshot()
         .await
         .expect("build snapshot");
-    let current = decode_snapshot(5, &built.snapshot).expect("format 7 decodes");
+    let current = decode_snapshot(5, &built.snapshot).expect("format 8 decodes");
     let SnapshotState::Current(state) = current.state else {
         panic!("the current format decodes as the current state");
     };
@@ -490,9 +490,21 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
         "no topic had a retention of its own before version 15"
     );
     // Format 7 is format 6 with the topics' own retentions after the manifest.
-    let mut layout = format6.clone();
-    layout[0] = 7;
-    layout.extend(postcard::to_stdvec(state.topic_retention()).expect("encodes"));
+    let mut format7 = format6.clone();
+    format7[0] = 7;
+    format7.extend(postcard::to_stdvec(state.topic_retention()).expect("encodes"));
+    let SnapshotState::Current(from7) = decode_snapshot(5, &format7).expect("decodes").state else {
+        panic!("format 7 decodes as the current state");
+    };
+    assert_eq!(from7.topic_retention(), state.topic_retention());
+    assert!(
+        from7.dropped_topics().is_empty(),
+        "no drop was fenced before version 16"
+    );
+    // Format 8 is format 7 with the deleted topics' drop ids after the retentions.
+    let mut layout = format7.clone();
+    layout[0] = 8;
+    layout.extend(postcard::to_stdvec(state.dropped_topics()).expect("encodes"));
     assert_eq!(built.snapshot, layout);
 
     // As format 3 wrote it: no window after the state.
@@ -508,15 +520,16 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
         postcard::to_stdvec(&old_state).expect("encodes"),
         postcard::to_stdvec(&expected).expect("encodes")
     );
-    let unknown = postcard::to_stdvec(&(8u32, &built.meta, &state)).expect("encodes");
+    let unknown = postcard::to_stdvec(&(9u32, &built.meta, &state)).expect("encodes");
     let err = decode_snapshot(5, &unknown)
         .err()
         .expect("a newer format is refused");
-    assert!(err.contains("snapshot format 8 is not supported"), "{err}");
+    assert!(err.contains("snapshot format 9 is not supported"), "{err}");
 }
 
 /// Until a shard applies version 5 its snapshots keep format 3, until version 6 format 4,
-/// until version 9 format 5 and until version 15 format 6, so a node rolled back to a build that reads no newer format still opens what was written
+/// until version 9 format 5, until version 15 format 6 and until version 16 format 7, so a node
+/// rolled back to a build that reads no newer format still opens what was written
 /// during the upgrade.
 #[tokio::test]
 async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised() {
@@ -546,6 +559,14 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
     let raise = EntryOf::<ShardTypes>::new_normal(
         log_id(2, last.log_id.index + 1),
         StoreCommand::SetApplyVersion {
+            version: crate::state::DROP_FENCE_APPLY_VERSION - 1,
+        },
+    );
+    apply(&mut sm, vec![raise]).await.expect("apply");
+    built.push(format_byte(&mut sm).await);
+    let raise = EntryOf::<ShardTypes>::new_normal(
+        log_id(2, last.log_id.index + 2),
+        StoreCommand::SetApplyVersion {
             version: crate::state::APPLY_VERSION,
         },
     );
@@ -553,8 +574,8 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
     built.push(format_byte(&mut sm).await);
     assert_eq!(
         built,
-        [3, 4, 6, 7],
-        "format 3 below version 5, 4 below 6, 6 below 15 (5 below 9), then 7"
+        [3, 4, 6, 7, 8],
+        "format 3 below version 5, 4 below 6, 6 below 15 (5 below 9), 7 below 16, then 8"
     );
 }
 

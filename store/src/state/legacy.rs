@@ -95,6 +95,7 @@ impl LegacyState {
             dedup_clock_ms: 0,
             tier: Default::default(),
             topic_retention: Default::default(),
+            dropped: Default::default(),
             entries: Default::default(),
         };
         (state, entries)

@@ -51,6 +51,8 @@ enum Intent {
     Recall(usize),
     Truncate(u8),
     DropTopic(u8),
+    /// Drops a topic under a drop id (apply version 16); ids repeat, so some are fenced off.
+    DropTopicOnce(u8, u8),
     DropGroup(u8),
     Upgrade,
     /// Gives a topic a retention of its own, or takes it back (apply version 15).
@@ -79,6 +81,7 @@ fn intent() -> impl Strategy<Value = Intent> {
         1 => any::<usize>().prop_map(Intent::Recall),
         1 => (0u8..100).prop_map(Intent::Truncate),
         1 => (0u8..2).prop_map(Intent::DropTopic),
+        1 => (0u8..2, 1u8..4).prop_map(|(t, id)| Intent::DropTopicOnce(t, id)),
         1 => (0u8..2).prop_map(Intent::DropGroup),
         1 => Just(Intent::Upgrade),
         1 => (0u8..2, prop::option::of(1_000u32..60_000)).prop_map(|(t, ms)| Intent::Retention(t, ms)),
@@ -263,6 +266,10 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                 below_log_index: (log.len() as u64 * u64::from(*per_cent)) / 100,
             },
             Intent::DropTopic(t) => StoreCommand::DropTopic { topic: topic(*t) },
+            Intent::DropTopicOnce(t, id) => StoreCommand::DropTopicOnce {
+                topic: topic(*t),
+                drop_id: u64::from(*id),
+            },
             Intent::DropGroup(g) => StoreCommand::DropGroup { group: group(*g) },
             Intent::Upgrade => StoreCommand::SetApplyVersion {
                 version: APPLY_VERSION,

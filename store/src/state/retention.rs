@@ -73,6 +73,16 @@ impl ShardState {
         self.topic_retention = retention;
     }
 
+    /// The highest drop id applied per deleted topic (saved in a snapshot, format 8).
+    pub fn dropped_topics(&self) -> &BTreeMap<TopicName, u64> {
+        &self.dropped
+    }
+
+    /// Restores what [`ShardState::dropped_topics`] saved.
+    pub fn set_dropped_topics(&mut self, dropped: BTreeMap<TopicName, u64>) {
+        self.dropped = dropped;
+    }
+
     /// How long `topic`'s messages are kept on this shard, in ms: its own retention or
     /// `default_ms` (the store's retention time).
     pub fn retention_of(&self, topic: &TopicName, default_ms: u64) -> u64 {

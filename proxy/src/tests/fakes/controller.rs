@@ -14,6 +14,8 @@ pub struct FakeController {
     routes: Mutex<BTreeMap<vela_proto::RouteName, vela_proto::route::RouteConfig>>,
     receipt_keys: Mutex<Option<vela_proto::receipt_keys::ManagedKeys>>,
     tier_credentials: Mutex<Option<ManagedTierCredentials>>,
+    /// Deleted topics whose drop is not finished, and the newest drop id.
+    dropping: Mutex<(BTreeMap<TopicName, vela_proto::TopicDrop>, u64)>,
 }
 
 impl FakeController {
@@ -35,6 +37,12 @@ impl FakeController {
 #[async_trait]
 impl ControllerApi for FakeController {
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        if self.dropping.lock().0.contains_key(&spec.name) {
+            return Err(ControllerError::Invalid(format!(
+                "topic {} is still being deleted",
+                spec.name
+            )));
+        }
         let mut topics = self.topics.lock();
         if topics.contains_key(&spec.name) {
             return Err(ControllerError::AlreadyExists(format!(
@@ -75,12 +83,34 @@ impl ControllerApi for FakeController {
         self.create_topic(spec).await
     }
 
-    async fn delete_topic(&self, name: &TopicName) -> Result<(), ControllerError> {
-        self.topics
+    async fn delete_topic(
+        &self,
+        name: &TopicName,
+    ) -> Result<vela_proto::TopicDrop, ControllerError> {
+        let mut dropping = self.dropping.lock();
+        if let Some(drop) = dropping.0.get(name) {
+            return Ok(drop.clone());
+        }
+        let topic = self
+            .topics
             .lock()
             .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| ControllerError::NotFound(format!("topic {name}")))
+            .ok_or_else(|| ControllerError::NotFound(format!("topic {name}")))?;
+        dropping.1 += 1;
+        let drop = vela_proto::TopicDrop {
+            id: dropping.1,
+            shards: topic.queue_shards,
+        };
+        dropping.0.insert(name.clone(), drop.clone());
+        Ok(drop)
+    }
+
+    async fn finish_topic_drop(&self, name: &TopicName, id: u64) -> Result<(), ControllerError> {
+        let mut dropping = self.dropping.lock();
+        if dropping.0.get(name).is_some_and(|d| d.id == id) {
+            dropping.0.remove(name);
+        }
+        Ok(())
     }
 
     async fn set_topic_retention(

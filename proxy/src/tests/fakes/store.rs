@@ -26,6 +26,10 @@ struct StoreState {
     dead_lettered: Vec<(GroupName, u64)>,
     /// Topics' own retentions (ms), as the admin set them.
     retention: BTreeMap<TopicName, u64>,
+    /// While set, drops fail as they do when a shard has no leader.
+    refuse_drops: bool,
+    /// Every drop that took effect: (topic, drop id).
+    drops: Vec<(TopicName, u64)>,
 }
 
 #[derive(Default)]
@@ -48,6 +52,16 @@ pub struct FakeStore {
 }
 
 impl FakeStore {
+    /// Makes topic drops fail (`Unavailable`) or succeed again.
+    pub fn refuse_drops(&self, refuse: bool) {
+        self.state.lock().refuse_drops = refuse;
+    }
+
+    /// Every drop that took effect: (topic, drop id).
+    pub fn drops(&self) -> Vec<(TopicName, u64)> {
+        self.state.lock().drops.clone()
+    }
+
     /// The retention `topic` was given, in ms.
     pub fn retention_of(&self, topic: &TopicName) -> Option<u64> {
         self.state.lock().retention.get(topic).copied()
@@ -484,8 +498,18 @@ impl StoreApi for FakeStore {
             .unwrap_or(queue.len()) as u64)
     }
 
-    async fn drop_topic(&self, topic: &TopicName, _shards: &[ShardId]) -> Result<(), StoreError> {
-        self.state.lock().queues.retain(|(t, _), _| t != topic);
+    async fn drop_topic(
+        &self,
+        topic: &TopicName,
+        drop_id: u64,
+        _shards: &[ShardId],
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        if state.refuse_drops {
+            return Err(StoreError::Unavailable("shard 1 has no leader".into()));
+        }
+        state.drops.push((topic.clone(), drop_id));
+        state.queues.retain(|(t, _), _| t != topic);
         Ok(())
     }
 

@@ -53,6 +53,52 @@ fn drop_topic_and_drop_group_forget_state() {
 }
 
 #[test]
+fn a_topic_drop_applies_once_per_drop_id() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion {
+        version: DROP_FENCE_APPLY_VERSION,
+    });
+    let drop = |id| StoreCommand::DropTopicOnce {
+        topic: topic("orders"),
+        drop_id: id,
+    };
+    h.append(vec![message(None, None)]);
+    h.apply(drop(4));
+    assert!(!h.state.has_topic(&topic("orders")));
+    // Created again, then a copy of the same drop (or an older one) arrives late.
+    h.append(vec![message(None, None)]);
+    h.apply(drop(4));
+    h.apply(drop(3));
+    assert!(
+        h.state.has_topic(&topic("orders")),
+        "a drop applied before leaves the topic created again alone"
+    );
+    assert_eq!(h.pop_offsets(), vec![0]);
+    assert_eq!(h.state.dropped_topics()[&topic("orders")], 4);
+    // The next deletion has a higher id.
+    h.apply(drop(5));
+    assert!(!h.state.has_topic(&topic("orders")));
+    assert_eq!(h.state.restored(&h.state), h.state);
+}
+
+#[test]
+fn before_the_fence_a_topic_drop_always_applies() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion {
+        version: DROP_FENCE_APPLY_VERSION - 1,
+    });
+    for _ in 0..2 {
+        h.append(vec![message(None, None)]);
+        h.apply(StoreCommand::DropTopicOnce {
+            topic: topic("orders"),
+            drop_id: 1,
+        });
+        assert!(!h.state.has_topic(&topic("orders")));
+    }
+    assert!(h.state.dropped_topics().is_empty());
+}
+
+#[test]
 fn snapshots_round_trip_exactly() {
     let mut h = Harness::new();
     h.append(vec![
