@@ -53,8 +53,10 @@ pub struct Metadata {
     /// Deleted topics whose queues are not yet dropped from every shard (ADR 0008): the names
     /// cannot be created again until they are.
     dropping: BTreeMap<TopicName, vela_proto::TopicDrop>,
-    /// The id of the newest topic drop (ids ascend from 1).
-    last_drop_id: u64,
+    /// The newest topic revision handed out (they ascend from 1, across all topics): the id
+    /// of each topic drop. A shard applies a topic's command only above the highest revision
+    /// it applied for that topic.
+    last_topic_revision: u64,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -254,9 +256,9 @@ impl Metadata {
         shards.sort_unstable();
         shards.dedup();
         self.topics.remove(&name);
-        self.last_drop_id += 1;
+        self.last_topic_revision += 1;
         let drop = vela_proto::TopicDrop {
-            id: self.last_drop_id,
+            id: self.last_topic_revision,
             shards,
         };
         self.dropping.insert(name, drop.clone());

@@ -173,11 +173,13 @@ pub struct ShardState {
     /// by topic, in ms. Saved beside the tier manifest (snapshot format 7).
     #[serde(skip)]
     topic_retention: BTreeMap<TopicName, u64>,
-    /// The highest drop id applied per deleted topic (apply version 16, `DropTopicOnce`): a
-    /// drop not above it is one applied already. Saved after the retentions (snapshot format
-    /// 8). One entry per topic name ever deleted with a fence.
+    /// The highest controller revision applied per topic (apply version 16): a topic's
+    /// deletions carry one (`DropTopicOnce`), from a counter the controller keeps across all
+    /// topics, and a command of a topic not above it was applied already or is older than one
+    /// that was. Kept when the topic is dropped (that is what fences a late copy of the drop):
+    /// one entry per topic name that had one. Saved after the retentions (snapshot format 8).
     #[serde(skip)]
-    dropped: BTreeMap<TopicName, u64>,
+    topic_revisions: BTreeMap<TopicName, u64>,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -191,7 +193,7 @@ impl PartialEq for ShardState {
             && self.dedup_clock_ms == other.dedup_clock_ms
             && self.tier == other.tier
             && self.topic_retention == other.topic_retention
-            && self.dropped == other.dropped
+            && self.topic_revisions == other.topic_revisions
             && self.live_entries() == other.live_entries()
     }
 }
@@ -541,10 +543,14 @@ impl ShardState {
             }
             StoreCommand::DropTopicOnce { topic, drop_id } => {
                 if self.apply_version >= DROP_FENCE_APPLY_VERSION {
-                    if self.dropped.get(topic).is_some_and(|done| done >= drop_id) {
+                    if self
+                        .topic_revisions
+                        .get(topic)
+                        .is_some_and(|done| done >= drop_id)
+                    {
                         return CommandResponse::Dropped;
                     }
-                    self.dropped.insert(topic.clone(), *drop_id);
+                    self.topic_revisions.insert(topic.clone(), *drop_id);
                 }
                 self.drop_topic(topic, fx);
                 CommandResponse::Dropped
@@ -715,7 +721,7 @@ impl ShardState {
         back.dedup_clock_ms = self.dedup_clock_ms;
         back.tier = self.tier.clone();
         back.topic_retention = self.topic_retention.clone();
-        back.dropped = self.dropped.clone();
+        back.topic_revisions = self.topic_revisions.clone();
         for (key, entry) in index.entries.in_memory() {
             back.entries.put(key.0, key.1, *entry);
         }

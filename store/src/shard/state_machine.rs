@@ -54,7 +54,7 @@ struct SnapshotFileRef<'a> {
     dedup_clock_ms: i64,
     tier: &'a TierManifest,
     topic_retention: &'a BTreeMap<TopicName, u64>,
-    dropped: &'a BTreeMap<TopicName, u64>,
+    topic_revisions: &'a BTreeMap<TopicName, u64>,
 }
 
 #[derive(Deserialize)]
@@ -67,10 +67,10 @@ struct CurrentFile {
     dedup_clock_ms: i64,
     tier: TierManifest,
     topic_retention: BTreeMap<TopicName, u64>,
-    dropped: BTreeMap<TopicName, u64>,
+    topic_revisions: BTreeMap<TopicName, u64>,
 }
 
-/// Snapshot format 7: as the current one without the topics' drop ids. Still written while a
+/// Snapshot format 7: as the current one without the topics' controller revisions. Still written while a
 /// shard's apply version is below 16 (no drop is fenced), so a node rolled back to a build
 /// that reads format 7 at most still opens what the new build wrote.
 #[derive(Serialize)]
@@ -220,7 +220,7 @@ pub(crate) struct SnapshotFile {
 /// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
 /// index file); format 4 added the send deduplication window after the state; format 5 the
 /// window's clock after it; format 6 the tier manifest after that; format 7 the topics' own
-/// retentions after that; format 8 the deleted topics' drop ids after those. Formats 2 to 7
+/// retentions after that; format 8 the topics' controller revisions after those. Formats 2 to 7
 /// are still read.
 pub(crate) const SNAPSHOT_FORMAT: u32 = 8;
 
@@ -234,7 +234,7 @@ pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, 
             f.state.set_dedup_clock_ms(f.dedup_clock_ms);
             f.state.set_tier(f.tier);
             f.state.set_topic_retentions(f.topic_retention);
-            f.state.set_dropped_topics(f.dropped);
+            f.state.set_topic_revisions(f.topic_revisions);
             SnapshotFile {
                 meta: f.meta,
                 state: SnapshotState::Current(f.state),
@@ -814,7 +814,7 @@ impl ShardSnapshotBuilder {
                         dedup_clock_ms: state.dedup_clock_ms(),
                         tier: state.tier(),
                         topic_retention: state.topic_retention(),
-                        dropped: state.dropped_topics(),
+                        topic_revisions: state.topic_revisions(),
                     })
                 }
                 .map_err(invalid_data)?;

@@ -498,13 +498,13 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     };
     assert_eq!(from7.topic_retention(), state.topic_retention());
     assert!(
-        from7.dropped_topics().is_empty(),
+        from7.topic_revisions().is_empty(),
         "no drop was fenced before version 16"
     );
     // Format 8 is format 7 with the deleted topics' drop ids after the retentions.
     let mut layout = format7.clone();
     layout[0] = 8;
-    layout.extend(postcard::to_stdvec(state.dropped_topics()).expect("encodes"));
+    layout.extend(postcard::to_stdvec(state.topic_revisions()).expect("encodes"));
     assert_eq!(built.snapshot, layout);
 
     // As format 3 wrote it: no window after the state.

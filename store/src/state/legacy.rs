@@ -95,7 +95,7 @@ impl LegacyState {
             dedup_clock_ms: 0,
             tier: Default::default(),
             topic_retention: Default::default(),
-            dropped: Default::default(),
+            topic_revisions: Default::default(),
             entries: Default::default(),
         };
         (state, entries)

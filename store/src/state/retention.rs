@@ -73,14 +73,14 @@ impl ShardState {
         self.topic_retention = retention;
     }
 
-    /// The highest drop id applied per deleted topic (saved in a snapshot, format 8).
-    pub fn dropped_topics(&self) -> &BTreeMap<TopicName, u64> {
-        &self.dropped
+    /// The highest controller revision applied per topic (saved in a snapshot, format 8).
+    pub fn topic_revisions(&self) -> &BTreeMap<TopicName, u64> {
+        &self.topic_revisions
     }
 
-    /// Restores what [`ShardState::dropped_topics`] saved.
-    pub fn set_dropped_topics(&mut self, dropped: BTreeMap<TopicName, u64>) {
-        self.dropped = dropped;
+    /// Restores what [`ShardState::topic_revisions`] saved.
+    pub fn set_topic_revisions(&mut self, revisions: BTreeMap<TopicName, u64>) {
+        self.topic_revisions = revisions;
     }
 
     /// How long `topic`'s messages are kept on this shard, in ms: its own retention or

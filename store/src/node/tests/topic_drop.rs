@@ -48,7 +48,7 @@ async fn a_late_copy_of_a_drop_leaves_the_topic_created_again_alone() {
         .await
         .expect("reopens");
     assert_eq!(
-        read_state(&store, 0, |s| s.dropped_topics().clone()),
+        read_state(&store, 0, |s| s.topic_revisions().clone()),
         [(orders.clone(), 7)].into()
     );
 

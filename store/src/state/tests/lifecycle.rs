@@ -74,7 +74,7 @@ fn a_topic_drop_applies_once_per_drop_id() {
         "a drop applied before leaves the topic created again alone"
     );
     assert_eq!(h.pop_offsets(), vec![0]);
-    assert_eq!(h.state.dropped_topics()[&topic("orders")], 4);
+    assert_eq!(h.state.topic_revisions()[&topic("orders")], 4);
     // The next deletion has a higher id.
     h.apply(drop(5));
     assert!(!h.state.has_topic(&topic("orders")));
@@ -95,7 +95,7 @@ fn before_the_fence_a_topic_drop_always_applies() {
         });
         assert!(!h.state.has_topic(&topic("orders")));
     }
-    assert!(h.state.dropped_topics().is_empty());
+    assert!(h.state.topic_revisions().is_empty());
 }
 
 #[test]
