@@ -239,12 +239,25 @@ pub enum ControllerCommand {
     /// entry.
     DeleteTopicDropping {
         name: TopicName,
+        /// The proposer's clock: a revision is never below it (in thousandths of a ms), see
+        /// `Metadata::next_revision`.
+        now_ms: i64,
     },
     /// Drop `id` of topic `name` is done on every shard it names: forgets it (a drop with
     /// another id, or none: nothing changes).
     FinishTopicDrop {
         name: TopicName,
         id: u64,
+    },
+    /// As `SetTopicRetention`, under the next topic revision, which the topic records as its
+    /// `retention_revision` (shards apply a topic's retention only above the newest revision
+    /// of the topic they applied). A controller on a build from before it cannot read this
+    /// entry.
+    SetTopicRetentionRevised {
+        name: TopicName,
+        retention_ms: Option<u64>,
+        /// As in `DeleteTopicDropping`.
+        now_ms: i64,
     },
 }
 
@@ -403,12 +416,18 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::AdoptConfiguredShards { stores } => {
                 write!(f, "adopt-configured-shards on {stores:?}")
             }
-            ControllerCommand::DeleteTopicDropping { name } => {
+            ControllerCommand::DeleteTopicDropping { name, .. } => {
                 write!(f, "delete-topic-dropping {name}")
             }
             ControllerCommand::FinishTopicDrop { name, id } => {
                 write!(f, "finish-topic-drop {name} {id}")
             }
+            ControllerCommand::SetTopicRetentionRevised {
+                name, retention_ms, ..
+            } => match retention_ms {
+                Some(ms) => write!(f, "set-topic-retention-revised {name} {ms} ms"),
+                None => write!(f, "set-topic-retention-revised {name} store default"),
+            },
             ControllerCommand::SetTopicRetention { name, retention_ms } => match retention_ms {
                 Some(ms) => write!(f, "set-topic-retention {name} {ms} ms"),
                 None => write!(f, "set-topic-retention {name} store default"),

@@ -379,7 +379,10 @@ impl ControllerApi for Controller {
     async fn delete_topic(&self, name: &TopicName) -> Result<TopicDrop, ControllerError> {
         match self
             .group
-            .propose(ControllerCommand::DeleteTopicDropping { name: name.clone() })
+            .propose(ControllerCommand::DeleteTopicDropping {
+                name: name.clone(),
+                now_ms: self.clock.now_ms(),
+            })
             .await?
         {
             Ok(Applied::TopicDropping(drop)) => Ok(drop),
@@ -411,9 +414,10 @@ impl ControllerApi for Controller {
         }
         match self
             .group
-            .propose(ControllerCommand::SetTopicRetention {
+            .propose(ControllerCommand::SetTopicRetentionRevised {
                 name: name.clone(),
                 retention_ms,
+                now_ms: self.clock.now_ms(),
             })
             .await?
         {

@@ -52,11 +52,20 @@ pub struct Metadata {
     store_scale_in: Option<u32>,
     /// Deleted topics whose queues are not yet dropped from every shard (ADR 0008): the names
     /// cannot be created again until they are.
-    dropping: BTreeMap<TopicName, vela_proto::TopicDrop>,
+    dropping: BTreeMap<TopicName, PendingDrop>,
     /// The newest topic revision handed out (they ascend from 1, across all topics): the id
-    /// of each topic drop. A shard applies a topic's command only above the highest revision
-    /// it applied for that topic.
+    /// of each topic drop and the revision of each retention set. A shard applies a topic's
+    /// drop or retention only above the highest revision it applied for that topic.
     last_topic_revision: u64,
+}
+
+/// A deleted topic whose queues are not yet dropped from every shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDrop {
+    /// The deletion's topic revision.
+    pub id: u64,
+    /// The shards that held its queues when it was deleted, ascending, each once.
+    pub shards: Vec<ShardId>,
 }
 
 /// A shard the controller placed on chosen store nodes.
@@ -99,7 +108,9 @@ impl Metadata {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::TopicNotFound(name)),
             },
-            ControllerCommand::DeleteTopicDropping { name } => self.delete_topic_dropping(name),
+            ControllerCommand::DeleteTopicDropping { name, now_ms } => {
+                self.delete_topic_dropping(name, now_ms)
+            }
             ControllerCommand::FinishTopicDrop { name, id } => {
                 Ok(Applied::TopicDropFinished(match self.dropping.get(&name) {
                     Some(drop) if drop.id == id => self.dropping.remove(&name).is_some(),
@@ -213,10 +224,26 @@ impl Metadata {
                 match self.topics.get_mut(&name) {
                     Some(topic) => {
                         topic.retention_ms = retention_ms;
+                        // Written without a revision: shards take it unfenced.
+                        topic.retention_revision = 0;
                         Ok(Applied::Topic(topic.clone()))
                     }
                     None => Err(Rejected::TopicNotFound(name)),
                 }
+            }
+            ControllerCommand::SetTopicRetentionRevised {
+                name,
+                retention_ms,
+                now_ms,
+            } => {
+                if !self.topics.contains_key(&name) {
+                    return Err(Rejected::TopicNotFound(name));
+                }
+                let revision = self.next_revision(now_ms);
+                let topic = self.topics.get_mut(&name).expect("checked above");
+                topic.retention_ms = retention_ms;
+                topic.retention_revision = revision;
+                Ok(Applied::Topic(topic.clone()))
             }
             ControllerCommand::SetShards { shards } => {
                 // An adopted configured shard (ADR 0032) is placed and may stay configured.
@@ -243,49 +270,67 @@ impl Metadata {
         Ok(())
     }
 
-    /// Deletes a topic and records where its queues are to be dropped, under a new drop id;
-    /// a topic deleted before whose drop is not finished answers that drop.
-    fn delete_topic_dropping(&mut self, name: TopicName) -> ControllerResponse {
-        if let Some(drop) = self.dropping.get(&name) {
-            return Ok(Applied::TopicDropping(drop.clone()));
-        }
-        let Some(topic) = self.topics.get(&name) else {
-            return Err(Rejected::TopicNotFound(name));
-        };
-        let mut shards = vela_proto::shards_of_topic(topic, self.topics.values());
-        shards.sort_unstable();
-        shards.dedup();
-        self.topics.remove(&name);
-        self.last_topic_revision += 1;
-        let drop = vela_proto::TopicDrop {
-            id: self.last_topic_revision,
-            shards,
-        };
-        self.dropping.insert(name, drop.clone());
-        Ok(Applied::TopicDropping(drop))
+    /// The next topic revision: one above the newest, and never below the proposer's clock
+    /// (`now_ms`, in thousandths of a ms), so revisions keep ascending even where the counter
+    /// was lost (a snapshot written by an older build after a rollback, a controller restored
+    /// from a backup) as long as the clock moved on since.
+    fn next_revision(&mut self, now_ms: i64) -> u64 {
+        let floor = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1_000);
+        self.last_topic_revision = self.last_topic_revision.saturating_add(1).max(floor);
+        self.last_topic_revision
     }
 
-    /// Deleted topics whose queues are not yet dropped from every shard, each with those of
-    /// its shards that exist (a shard neither configured nor placed holds nothing): empty when
-    /// none does any more, and there is nothing left to drop.
+    /// Deletes a topic and records where its queues are to be dropped, under a new revision;
+    /// a topic deleted before whose drop is not finished answers that drop.
+    fn delete_topic_dropping(&mut self, name: TopicName, now_ms: i64) -> ControllerResponse {
+        if let Some(drop) = self.dropping.get(&name) {
+            return Ok(Applied::TopicDropping(self.existing(drop)));
+        }
+        let Some(topic) = self.topics.remove(&name) else {
+            return Err(Rejected::TopicNotFound(name));
+        };
+        // A dead-letter topic's messages sit beside the originals, on any shard (a deleted
+        // topic's included): every shard there is.
+        let mut shards: Vec<ShardId> = if name.is_dead_letter() {
+            self.shards
+                .iter()
+                .chain(self.placed.keys())
+                .copied()
+                .collect()
+        } else {
+            topic.queue_shards
+        };
+        shards.sort_unstable();
+        shards.dedup();
+        let drop = PendingDrop {
+            id: self.next_revision(now_ms),
+            shards,
+        };
+        let answer = self.existing(&drop);
+        self.dropping.insert(name, drop);
+        Ok(Applied::TopicDropping(answer))
+    }
+
+    /// A pending drop with those of its shards that exist (a shard neither configured nor
+    /// placed holds nothing): none when none does any more, and nothing is left to drop.
+    fn existing(&self, drop: &PendingDrop) -> vela_proto::TopicDrop {
+        vela_proto::TopicDrop {
+            id: drop.id,
+            shards: drop
+                .shards
+                .iter()
+                .copied()
+                .filter(|s| self.shards.contains(s) || self.placed.contains_key(s))
+                .collect(),
+            finished: false,
+        }
+    }
+
+    /// Deleted topics whose queues are not yet dropped from every shard ([`Self::existing`]).
     pub fn pending_drops(&self) -> Vec<(TopicName, vela_proto::TopicDrop)> {
         self.dropping
             .iter()
-            .map(|(name, drop)| {
-                let shards = drop
-                    .shards
-                    .iter()
-                    .copied()
-                    .filter(|s| self.shards.contains(s) || self.placed.contains_key(s))
-                    .collect();
-                (
-                    name.clone(),
-                    vela_proto::TopicDrop {
-                        id: drop.id,
-                        shards,
-                    },
-                )
-            })
+            .map(|(name, drop)| (name.clone(), self.existing(drop)))
             .collect()
     }
 
@@ -337,6 +382,7 @@ impl Metadata {
             created_at_ms: now_ms,
             auto_created: spec.auto_created,
             retention_ms: None,
+            retention_revision: 0,
         };
         self.topics.insert(spec.name, config.clone());
         Ok(Applied::Topic(config))
@@ -570,13 +616,16 @@ mod tests {
 
     #[test]
     fn topic_drop_golden_bytes() {
-        // Variant 32: the topic name; variant 33: the name, then the drop id (a varint).
+        // Variant 32: the topic name, then the proposer's clock (a zigzag varint of ms);
+        // variant 33: the name, then the drop id (a varint); variant 34: the name, the
+        // retention (an option of a varint of ms), then the clock.
         super::assert_golden([
             (
                 ControllerCommand::DeleteTopicDropping {
                     name: topic_name("t"),
+                    now_ms: 300,
                 },
-                "20 0174",
+                "20 0174 d804",
             ),
             (
                 ControllerCommand::FinishTopicDrop {
@@ -585,39 +634,96 @@ mod tests {
                 },
                 "21 0174 ac02",
             ),
+            (
+                ControllerCommand::SetTopicRetentionRevised {
+                    name: topic_name("t"),
+                    retention_ms: Some(300),
+                    now_ms: 300,
+                },
+                "22 0174 01 ac02 d804",
+            ),
         ]);
     }
 
+    fn drop_topic(name: &str, now_ms: i64) -> ControllerCommand {
+        ControllerCommand::DeleteTopicDropping {
+            name: topic_name(name),
+            now_ms,
+        }
+    }
+
     #[test]
-    fn a_dead_letter_topic_drop_covers_every_shard_holding_queues() {
+    fn topic_revisions_ascend_across_drops_and_retentions() {
+        let mut md = with_shards(&[0]);
+        md.apply(create_topic("orders", 1, 1)).expect("created");
+        md.apply(create_topic("audit", 1, 1)).expect("created");
+        let set = |name: &str, ms, now_ms| ControllerCommand::SetTopicRetentionRevised {
+            name: topic_name(name),
+            retention_ms: ms,
+            now_ms,
+        };
+        let revision = |md: &mut Metadata, command| match md.apply(command) {
+            Ok(Applied::Topic(t)) => t.retention_revision,
+            Ok(Applied::TopicDropping(d)) => d.id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(revision(&mut md, set("orders", Some(60_000), 0)), 1);
+        assert_eq!(revision(&mut md, set("audit", None, 0)), 2);
+        assert_eq!(revision(&mut md, drop_topic("orders", 0)), 3);
+        assert_eq!(
+            md.apply(set("orders", Some(1_000), 0)),
+            Err(Rejected::TopicNotFound(topic_name("orders")))
+        );
+        // Never below the proposer's clock, in thousandths of a ms; then on from there, even
+        // when a leader's clock is behind.
+        assert_eq!(revision(&mut md, set("audit", Some(5_000), 7)), 7_000);
+        assert_eq!(revision(&mut md, set("audit", Some(5_000), 2)), 7_001);
+        // A retention written without a revision (an older controller's entry) is unfenced.
+        let unrevised = ControllerCommand::SetTopicRetention {
+            name: topic_name("audit"),
+            retention_ms: Some(6_000),
+        };
+        assert_eq!(revision(&mut md, unrevised), 0);
+        let json = serde_json::to_vec(&md).expect("encode");
+        let back: Metadata = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, md, "the snapshot holds the revisions");
+        // A counter lost with a snapshot of an older build starts again above the clock.
+        let mut old = serde_json::to_value(&md).expect("encode");
+        old.as_object_mut()
+            .expect("an object")
+            .remove("last_topic_revision");
+        let mut rolled_back: Metadata = serde_json::from_value(old).expect("decode");
+        assert_eq!(revision(&mut rolled_back, set("audit", None, 9)), 9_000);
+    }
+
+    #[test]
+    fn a_dead_letter_topic_drop_covers_every_shard() {
         let mut md = with_shards(&[0, 1, 2]);
         md.apply(create_topic("orders", 1, 1)).expect("created");
-        md.apply(create_topic("audit", 2, 1)).expect("created");
         md.apply(create_topic("%DLQ%billing", 1, 1))
             .expect("created");
-        let mut every: Vec<ShardId> = md
-            .topics()
-            .flat_map(|t| t.queue_shards.iter().copied())
-            .collect();
-        every.sort_unstable();
-        every.dedup();
-        let Ok(Applied::TopicDropping(drop)) = md.apply(ControllerCommand::DeleteTopicDropping {
-            name: topic_name("%DLQ%billing"),
-        }) else {
+        let Ok(Applied::TopicDropping(drop)) = md.apply(drop_topic("%DLQ%billing", 0)) else {
             panic!("deleted");
         };
-        assert_eq!(drop.shards, every, "dead letters sit beside the originals");
-        let Ok(Applied::TopicDropping(orders)) = md.apply(ControllerCommand::DeleteTopicDropping {
-            name: topic_name("orders"),
-        }) else {
+        assert_eq!(
+            drop.shards,
+            [0, 1, 2],
+            "dead letters sit beside the originals, deleted topics' included"
+        );
+        let Ok(Applied::TopicDropping(orders)) = md.apply(drop_topic("orders", 0)) else {
             panic!("deleted");
         };
         assert_eq!(orders.id, drop.id + 1);
         assert_eq!(orders.shards.len(), 1, "each shard once");
-        // A shard neither configured nor placed any more holds nothing to drop.
+        // A shard neither configured nor placed any more holds nothing to drop, and a second
+        // delete answers the drop as it stands.
         md.apply(ControllerCommand::SetShards { shards: vec![7] })
             .expect("set");
         assert!(md.pending_drops().iter().all(|(_, d)| d.shards.is_empty()));
+        let Ok(Applied::TopicDropping(again)) = md.apply(drop_topic("orders", 0)) else {
+            panic!("answered");
+        };
+        assert_eq!((again.id, again.shards.len()), (orders.id, 0));
     }
 
     #[test]
@@ -833,7 +939,8 @@ mod tests {
             }),
             name.clone()
                 .prop_map(|n| ControllerCommand::DeleteTopicDropping {
-                    name: topic_name(n)
+                    name: topic_name(n),
+                    now_ms: 0,
                 }),
             (name.clone(), 1u64..6).prop_map(|(n, id)| ControllerCommand::FinishTopicDrop {
                 name: topic_name(n),
@@ -897,7 +1004,7 @@ mod tests {
                         };
                         proptest::prop_assert_eq!(outcome, expected);
                     }
-                    ControllerCommand::DeleteTopicDropping { name } => {
+                    ControllerCommand::DeleteTopicDropping { name, .. } => {
                         let id = if let Some(&id) = dropping.get(&name) {
                             id
                         } else if topics.remove(&name) {
@@ -912,7 +1019,8 @@ mod tests {
                             return Err(proptest::test_runner::TestCaseError::fail(format!("{outcome:?}")));
                         };
                         proptest::prop_assert_eq!(drop.id, id);
-                        proptest::prop_assert!(!drop.shards.is_empty());
+                        // Only shards that exist (here: configured) are named.
+                        proptest::prop_assert!(drop.shards.iter().all(|s| md.shards().contains(s)));
                     }
                     ControllerCommand::FinishTopicDrop { name, id } => {
                         let finished = dropping.get(&name) == Some(&id);
@@ -968,6 +1076,7 @@ mod tests {
                     | ControllerCommand::UndrainStore { .. }
                     | ControllerCommand::AdoptConfiguredShards { .. }
                     | ControllerCommand::SetTopicRetention { .. }
+                    | ControllerCommand::SetTopicRetentionRevised { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -340,9 +340,22 @@ async fn open(
 /// node down when the topic was deleted): drops each such topic from its shards again, fenced
 /// by its drop id (a shard applies each drop at most once, so repeating one is harmless, and a
 /// copy delivered late cannot drop the topic created again), then records the drop finished,
-/// after which the name may be created again. Failures wait for the next round.
-pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi) {
+/// after which the name may be created again. A drop waits while one of its shards has no
+/// leader in `reports` (asking it would hold the round up for the store client's retries);
+/// failures wait for the next round.
+pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi, reports: &[StoreNodeReport]) {
+    let led: BTreeSet<ShardId> = reports
+        .iter()
+        .filter_map(|r| r.report.as_ref().ok())
+        .flatten()
+        .filter(|m| m.status.role == MemberRole::Leader)
+        .map(|m| m.shard)
+        .collect();
     for (name, drop) in c.pending_drops() {
+        if let Some(shard) = drop.shards.iter().find(|s| !led.contains(s)) {
+            debug!(topic = %name, shard, "a deleted topic's drop waits for the shard to have a leader");
+            continue;
+        }
         // Empty: none of its shards exists any more.
         if !drop.shards.is_empty()
             && let Err(err) = store.drop_topic(&name, drop.id, &drop.shards).await
@@ -392,7 +405,7 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
                     }
                     Err(err) => debug!(error = %err, "listing topics to compare retentions"),
                 }
-                finish_topic_drops(&c, store.as_ref()).await;
+                finish_topic_drops(&c, store.as_ref(), &reports).await;
                 // Something moved: look again soon (to record a shard as created, to continue a
                 // move). Failures wait for the next round.
                 if round.progressed() {
@@ -584,6 +597,7 @@ mod tests {
             &self,
             _: &TopicName,
             _: Option<u64>,
+            _: u64,
             _: &[ShardId],
         ) -> Result<(), StoreError> {
             Err(unused())

@@ -9,8 +9,12 @@
 //! The stores' reports are taken before the metadata is read (through a read barrier), so a
 //! value a shard reports from an update in flight is never overwritten with the metadata from
 //! before that update: an update writes the metadata before the shards. What is sent is always
-//! the metadata's value, read after the report. A topic the metadata does not have (deleted: its
-//! shards drop it with its retention) or has no queues on the shard is left alone.
+//! the metadata's value, read after the report, with its revision
+//! (`TopicConfig::retention_revision`): a shard that applied a newer revision of the topic (an
+//! update since, or its deletion) ignores it, so a fix delivered late (from a deposed leader
+//! across a partition, or held up in the network) never brings an older value back. A topic the
+//! metadata does not have (deleted: its shards drop it with its retention) or has no queues on
+//! the shard is left alone.
 
 use std::collections::BTreeMap;
 
@@ -20,12 +24,13 @@ use vela_proto::domain::{every_queue_shard, shards_of_topic_among};
 use vela_proto::{ShardId, StoreApi, TopicConfig, TopicName};
 
 /// One shard whose retention of one topic differs from the metadata, and the value to set there
-/// (`None`: back to the store's retention time).
+/// (`None`: back to the store's retention time) at the metadata's revision of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionFix {
     pub shard: ShardId,
     pub topic: TopicName,
     pub retention_ms: Option<u64>,
+    pub revision: u64,
 }
 
 /// What `reports` (store nodes' reports) and `topics` (the metadata) disagree on, per shard
@@ -70,6 +75,7 @@ pub fn plan(reports: &[StoreNodeReport], topics: &[TopicConfig]) -> Vec<Retentio
                     shard,
                     topic: topic.name.clone(),
                     retention_ms: Some(ms),
+                    revision: topic.retention_revision,
                 });
             }
         }
@@ -86,6 +92,7 @@ pub fn plan(reports: &[StoreNodeReport], topics: &[TopicConfig]) -> Vec<Retentio
                     shard,
                     topic: topic.clone(),
                     retention_ms: None,
+                    revision: config.retention_revision,
                 });
             }
         }
@@ -104,7 +111,7 @@ pub async fn sync_retention(
     let mut done = Vec::new();
     for fix in plan(reports, topics) {
         let outcome = store
-            .set_topic_retention(&fix.topic, fix.retention_ms, &[fix.shard])
+            .set_topic_retention(&fix.topic, fix.retention_ms, fix.revision, &[fix.shard])
             .await
             .map_err(|e| e.to_string());
         match &outcome {

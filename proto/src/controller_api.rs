@@ -42,10 +42,14 @@ pub struct ProxyBeat {
 /// again (its old messages would be served as the new topic's).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicDrop {
-    /// This deletion's id, ascending over all deletions: a shard applies each at most once.
+    /// This deletion's id: the controller's revision of the topic (ascending across all topics)
+    /// the deletion took. A shard applies a topic's drop only above the newest revision of it
+    /// it applied. 0: a controller without revisions (not fenced).
     pub id: u64,
-    /// The shards to drop the topic from (empty: the store's configured ones).
+    /// The shards to drop the topic from (empty with an id of 0: the ones the topic had).
     pub shards: Vec<crate::ShardId>,
+    /// Nothing is left to drop: a retried call found the deletion done and its drop finished.
+    pub finished: bool,
 }
 
 /// What draining a store node moves (ADR 0014).

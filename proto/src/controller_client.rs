@@ -203,12 +203,14 @@ impl ControllerApi for RemoteController {
             Ok(drop) => Ok(TopicDrop {
                 id: drop.drop_id,
                 shards: drop.shards,
+                finished: false,
             }),
             // An earlier attempt deleted it and its drop finished since (a retry of a deletion
-            // still dropping answers its drop): nothing to fence.
+            // still dropping answers its drop): nothing is left to drop.
             Err(ControllerError::NotFound(_)) if ambiguous => Ok(TopicDrop {
                 id: 0,
                 shards: Vec::new(),
+                finished: true,
             }),
             Err(err) => Err(err),
         }

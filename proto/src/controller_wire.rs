@@ -68,6 +68,7 @@ pub fn topic_to_wire(t: &TopicConfig) -> pb::Topic {
         created_at_ms: t.created_at_ms,
         auto_created: t.auto_created,
         retention_ms: t.retention_ms,
+        retention_revision: t.retention_revision,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn topic_from_wire(t: pb::Topic) -> Result<TopicConfig, WireError> {
         created_at_ms: t.created_at_ms,
         auto_created: t.auto_created,
         retention_ms: t.retention_ms,
+        retention_revision: t.retention_revision,
     })
 }
 
@@ -302,6 +304,7 @@ mod tests {
             created_at_ms: 5,
             auto_created: true,
             retention_ms: None,
+            retention_revision: 0,
         };
         assert_eq!(topic_from_wire(topic_to_wire(&topic)).unwrap(), topic);
         let group = GroupConfig {

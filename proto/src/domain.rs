@@ -387,6 +387,12 @@ pub struct TopicConfig {
     /// admin topic update --retention`); absent in metadata written before it.
     #[serde(default)]
     pub retention_ms: Option<u64>,
+    /// The controller's revision of `retention_ms` (revisions ascend across all topics; drops
+    /// take them too): shards apply a topic's retention only above the newest revision of the
+    /// topic they applied, so an older value delivered late changes nothing. 0: set by a build
+    /// without revisions, or never set (not fenced).
+    #[serde(default)]
+    pub retention_revision: u64,
 }
 
 /// The shortest retention a topic may have of its own (retention passes run every minute, so

@@ -390,11 +390,15 @@ pub trait StoreApi: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Sets how long `topic`'s messages are kept, in ms (`None`: the store's retention time),
-    /// on every shard holding its queues. `shards` as for [`StoreApi::queue_stats`].
+    /// on every shard holding its queues, at the controller's `revision` of it
+    /// ([`crate::TopicConfig::retention_revision`]; 0: none, not fenced): a shard that applied
+    /// a newer revision of the topic (a later update, its deletion) keeps what it has, and the
+    /// call still succeeds. `shards` as for [`StoreApi::queue_stats`].
     async fn set_topic_retention(
         &self,
         topic: &TopicName,
         retention_ms: Option<u64>,
+        revision: u64,
         shards: &[ShardId],
     ) -> Result<(), StoreError>;
 

@@ -560,6 +560,7 @@ impl StoreApi for RemoteStore {
         &self,
         topic: &TopicName,
         retention_ms: Option<u64>,
+        revision: u64,
         shards: &[ShardId],
     ) -> Result<(), StoreError> {
         for shard in self.routing.scope(shards) {
@@ -567,6 +568,7 @@ impl StoreApi for RemoteStore {
                 topic: topic.as_str().to_owned(),
                 shard,
                 retention_ms,
+                revision,
             };
             self.routing
                 .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {

@@ -62,7 +62,7 @@ impl AdminServer {
         self.shared
             .ctx
             .store
-            .set_topic_retention(&name, retention_ms, &shards)
+            .set_topic_retention(&name, retention_ms, updated.retention_revision, &shards)
             .await
             .map_err(|err| {
                 let status = store_to_grpc(err);
@@ -402,8 +402,9 @@ impl AdminService for AdminServer {
     ) -> Result<Response<api::DeleteTopicResponse>, Status> {
         self.allow(&request).await?;
         let name = topic_name(&request.into_inner().name)?;
-        // Where its queues are, before the metadata forgets (a topic deleted before whose drop
-        // is not finished has none: the controller's record says where they are).
+        // Where its queues are, before the metadata forgets, for a controller without drop
+        // records (a build before them); a topic deleted before whose drop is not finished has
+        // none: the controller's record says where they are.
         let shards = match self.shared.ctx.controller.get_topic(&name).await {
             Ok(Some(topic)) => Some(self.shared.shards_of(&topic).await),
             Ok(None) => None,
@@ -417,22 +418,26 @@ impl AdminService for AdminServer {
             .await
             .map_err(controller_to_grpc)?;
         self.shared.metadata.forget_topic(&name);
-        // A controller without drop ids (a build before them, or a retry that found the drop
-        // finished) answers no shards: the ones the topic had, as before.
-        let shards = if drop.id == 0 {
+        if drop.finished {
+            // A retried call found it deleted and dropped meanwhile.
+            tracing::info!(topic = %name, "topic deleted");
+            return Ok(Response::new(api::DeleteTopicResponse {}));
+        }
+        let fenced = drop.id != 0;
+        let shards = if fenced {
+            drop.shards
+        } else {
             let mut shards = shards.unwrap_or_default();
             shards.sort_unstable();
             shards.dedup();
             shards
-        } else {
-            drop.shards
         };
         let store = &self.shared.ctx.store;
         store
             .drop_topic(&name, drop.id, &shards)
             .await
-            .map_err(|e| topic_half_deleted(&name, e))?;
-        if drop.id != 0
+            .map_err(|e| topic_half_deleted(&name, fenced, e))?;
+        if fenced
             && let Err(err) = self
                 .shared
                 .ctx
@@ -780,7 +785,6 @@ impl AdminService for AdminServer {
     }
 }
 
-/// The metadata is gone but the store did not drop the data: say both, keep the store's code.
 /// A topic dropped from every shard whose drop the controller did not record as finished: the
 /// name stays reserved until it does.
 fn half_deleted_controller(name: &TopicName, err: vela_proto::ControllerError) -> Status {
@@ -795,21 +799,26 @@ fn half_deleted_controller(name: &TopicName, err: vela_proto::ControllerError) -
     )
 }
 
-/// A topic deleted from the metadata whose queues a shard did not drop: the name stays
-/// reserved until they are.
-fn topic_half_deleted(name: &TopicName, err: vela_proto::StoreError) -> Status {
+/// A topic deleted from the metadata whose queues a shard did not drop: with a controller that
+/// records drops (`fenced`), the name stays reserved until they are.
+fn topic_half_deleted(name: &TopicName, fenced: bool, err: vela_proto::StoreError) -> Status {
     let status = store_to_grpc(err);
+    let then = if fenced {
+        "run the delete again to finish it (a cluster's controller also retries on its own); \
+         the name cannot be created again until then"
+    } else {
+        "the controller's build records no drops, so nothing retries this one"
+    };
     Status::new(
         status.code(),
         format!(
-            "topic {name} deleted, but its queues were not dropped from every shard ({}): run \
-             the delete again to finish it (a cluster's controller also retries on its own); \
-             the name cannot be created again until then",
+            "topic {name} deleted, but its queues were not dropped from every shard ({}): {then}",
             status.message()
         ),
     )
 }
 
+/// The metadata is gone but the store did not drop the data: say both, keep the store's code.
 fn half_deleted(what: &str, data_was: &str, err: vela_proto::StoreError) -> Status {
     let status = store_to_grpc(err);
     Status::new(

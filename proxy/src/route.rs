@@ -169,6 +169,7 @@ mod tests {
             created_at_ms: 0,
             auto_created: false,
             retention_ms: None,
+            retention_revision: 0,
         }
     }
 

@@ -133,6 +133,15 @@ pub enum StoreCommand {
     /// remembers the highest it applied per topic and ignores a drop not above it, so a drop
     /// delivered late (after the name was created again) leaves the new topic's messages alone.
     DropTopicOnce { topic: TopicName, drop_id: u64 },
+    /// As `TopicRetention`, at the controller's `revision` of the topic (apply version 17):
+    /// applied only above the highest revision the shard applied for the topic (drops
+    /// included), so a value delivered late (after a newer update, or after the topic was
+    /// deleted) changes nothing.
+    TopicRetentionAt {
+        topic: TopicName,
+        retention_ms: Option<u64>,
+        revision: u64,
+    },
 }
 
 /// One queue's new first offset inside a [`StoreCommand::Expire`]. `key` is the queue's key in
@@ -214,7 +223,9 @@ impl StoreCommand {
             StoreCommand::Tiered { .. } => "tiered",
             StoreCommand::RenewInvisible { .. } => "renew_invisible",
             StoreCommand::Recall { .. } => "recall",
-            StoreCommand::TopicRetention { .. } => "topic_retention",
+            StoreCommand::TopicRetention { .. } | StoreCommand::TopicRetentionAt { .. } => {
+                "topic_retention"
+            }
             StoreCommand::Expire { .. } => "expire",
         }
     }
@@ -243,6 +254,7 @@ impl StoreCommand {
             | StoreCommand::Tiered { .. }
             | StoreCommand::Recall { .. }
             | StoreCommand::TopicRetention { .. }
+            | StoreCommand::TopicRetentionAt { .. }
             | StoreCommand::Expire { .. } => None,
         }
     }
@@ -397,6 +409,17 @@ impl fmt::Display for StoreCommand {
             } => match retention_ms {
                 Some(ms) => write!(f, "topic_retention({topic}, {ms} ms)"),
                 None => write!(f, "topic_retention({topic}, store default)"),
+            },
+            StoreCommand::TopicRetentionAt {
+                topic,
+                retention_ms,
+                revision,
+            } => match retention_ms {
+                Some(ms) => write!(f, "topic_retention({topic}, {ms} ms, revision {revision})"),
+                None => write!(
+                    f,
+                    "topic_retention({topic}, store default, revision {revision})"
+                ),
             },
             StoreCommand::Expire { topic, floors } => {
                 write!(f, "expire({topic}, {} queues)", floors.len())
@@ -598,6 +621,9 @@ pub enum CommandResponse {
     /// A `TopicRetention` was applied (`false`: the shard's apply version is below 15 and it
     /// changed nothing).
     RetentionSet(bool),
+    /// A topic command at a revision the shard had passed (`TopicRetentionAt`): a newer one
+    /// was applied, this one changed nothing.
+    Superseded,
     /// Queues of an `Expire` whose first retained offset rose.
     Expired(u32),
 }

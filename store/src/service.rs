@@ -430,7 +430,7 @@ impl StoreRpc for StoreService {
             ));
         }
         self.store
-            .set_topic_retention_shard(req.shard, &topic, req.retention_ms)
+            .set_topic_retention_shard(req.shard, &topic, req.retention_ms, req.revision)
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))

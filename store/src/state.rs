@@ -231,7 +231,12 @@ impl PartialEq for ShardState {
 ///   leader expires a topic kept shorter than the shard's log (`Expire`).
 /// - 16: a topic's drop carries the controller's id for the deletion (`DropTopicOnce`), and a
 ///   shard applies each deletion of a topic at most once.
-pub const APPLY_VERSION: u32 = 16;
+/// - 17: a topic's retention carries the controller's revision (`TopicRetentionAt`), and a
+///   shard applies it only above the highest revision it applied for the topic.
+pub const APPLY_VERSION: u32 = 17;
+
+/// The apply version from which a topic's retention is fenced by the controller's revision.
+pub const RETENTION_FENCE_APPLY_VERSION: u32 = 17;
 
 /// The apply version from which drops of a topic are fenced by the deletion's id.
 pub const DROP_FENCE_APPLY_VERSION: u32 = 16;
@@ -534,6 +539,20 @@ impl ShardState {
                 self.apply_version >= TOPIC_RETENTION_APPLY_VERSION
                     && self.set_topic_retention(topic, *retention_ms),
             ),
+            StoreCommand::TopicRetentionAt {
+                topic,
+                retention_ms,
+                revision,
+            } => {
+                if self.apply_version >= RETENTION_FENCE_APPLY_VERSION {
+                    if !self.pass_revision(topic, *revision) {
+                        return CommandResponse::Superseded;
+                    }
+                } else if self.apply_version < TOPIC_RETENTION_APPLY_VERSION {
+                    return CommandResponse::RetentionSet(false);
+                }
+                CommandResponse::RetentionSet(self.set_topic_retention(topic, *retention_ms))
+            }
             StoreCommand::Expire { topic, floors } => {
                 CommandResponse::Expired(if self.apply_version >= TOPIC_RETENTION_APPLY_VERSION {
                     self.expire(topic, floors, fx)
@@ -542,15 +561,10 @@ impl ShardState {
                 })
             }
             StoreCommand::DropTopicOnce { topic, drop_id } => {
-                if self.apply_version >= DROP_FENCE_APPLY_VERSION {
-                    if self
-                        .topic_revisions
-                        .get(topic)
-                        .is_some_and(|done| done >= drop_id)
-                    {
-                        return CommandResponse::Dropped;
-                    }
-                    self.topic_revisions.insert(topic.clone(), *drop_id);
+                if self.apply_version >= DROP_FENCE_APPLY_VERSION
+                    && !self.pass_revision(topic, *drop_id)
+                {
+                    return CommandResponse::Dropped;
                 }
                 self.drop_topic(topic, fx);
                 CommandResponse::Dropped
@@ -693,6 +707,20 @@ impl ShardState {
             );
             fx.timers_changed = true;
         }
+    }
+
+    /// Moves `topic` to controller revision `revision` when it is above the highest applied
+    /// (`false`: it is not, and the command carrying it changes nothing).
+    fn pass_revision(&mut self, topic: &TopicName, revision: u64) -> bool {
+        if self
+            .topic_revisions
+            .get(topic)
+            .is_some_and(|&applied| applied >= revision)
+        {
+            return false;
+        }
+        self.topic_revisions.insert(topic.clone(), revision);
+        true
     }
 
     /// Forgets a deleted topic: its queues, the groups' state on them, its parked and half

@@ -14,8 +14,13 @@ fn topic(name: &str, shards: &[ShardId], retention_ms: Option<u64>) -> TopicConf
         created_at_ms: 0,
         auto_created: false,
         retention_ms,
+        // Fixes carry it (see `fix`).
+        retention_revision: REVISION,
     }
 }
+
+/// The revision every topic's retention has here.
+const REVISION: u64 = 3;
 
 fn member(
     shard: ShardId,
@@ -57,6 +62,7 @@ fn fix(shard: ShardId, topic: &str, retention_ms: Option<u64>) -> RetentionFix {
         shard,
         topic: TopicName::new(topic).expect("valid"),
         retention_ms,
+        revision: REVISION,
     }
 }
 

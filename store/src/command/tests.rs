@@ -417,6 +417,26 @@ fn expire_golden_bytes() {
 }
 
 #[test]
+fn topic_retention_at_golden_bytes() {
+    // Persisted from apply version 17: tag 22, the topic, the retention (an option of a varint
+    // of milliseconds), then the revision (a varint).
+    let command = StoreCommand::TopicRetentionAt {
+        topic: TopicName::new("t").expect("valid"),
+        retention_ms: Some(86_400_000),
+        revision: 300,
+    };
+    let bytes = postcard::to_stdvec(&command).expect("encodes");
+    assert_eq!(hex::encode(&bytes), "1601740180b89929ac02");
+    let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, command);
+    assert_eq!(back.kind(), "topic_retention");
+    assert_eq!(
+        back.to_string(),
+        "topic_retention(t, 86400000 ms, revision 300)"
+    );
+}
+
+#[test]
 fn drop_topic_once_golden_bytes() {
     // Persisted from apply version 16: tag 21, the topic, then the drop id (a varint).
     let command = StoreCommand::DropTopicOnce {

@@ -333,11 +333,12 @@ impl StoreApi for Store {
         &self,
         topic: &TopicName,
         retention_ms: Option<u64>,
+        revision: u64,
         _shards: &[ShardId],
     ) -> Result<(), StoreError> {
         let shards: Vec<ShardId> = self.shards().keys().copied().collect();
         for shard in shards {
-            self.set_topic_retention_shard(shard, topic, retention_ms)
+            self.set_topic_retention_shard(shard, topic, retention_ms, revision)
                 .await?;
         }
         Ok(())

@@ -17,7 +17,9 @@ use vela_proto::store_api::{Delivery, PopRequest, StoreError, TransactionCheck};
 use super::{Received, Store};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::shard::{Shard, unexpected};
-use crate::state::{DROP_FENCE_APPLY_VERSION, TOPIC_RETENTION_APPLY_VERSION};
+use crate::state::{
+    DROP_FENCE_APPLY_VERSION, RETENTION_FENCE_APPLY_VERSION, TOPIC_RETENTION_APPLY_VERSION,
+};
 use vela_raft::status::member_status;
 
 /// The first offset of a queue stored at or after `at_ms`, on one shard.
@@ -309,12 +311,15 @@ impl Store {
     }
 
     /// Sets how long `topic`'s messages are kept on shard `shard` (`None`: the store's
-    /// retention time).
+    /// retention time), at the controller's `revision` of the topic (0: none, not fenced). A
+    /// value the shard had passed (it applied a newer revision of the topic) is answered `Ok`
+    /// and changes nothing.
     pub async fn set_topic_retention_shard(
         &self,
         shard: ShardId,
         topic: &TopicName,
         retention_ms: Option<u64>,
+        revision: u64,
     ) -> Result<(), StoreError> {
         let led = self.led(shard)?;
         // Written only once every member applies it: a build before it could not even decode
@@ -327,12 +332,20 @@ impl Store {
                 crate::state::TOPIC_RETENTION_APPLY_VERSION
             )));
         }
-        let command = StoreCommand::TopicRetention {
-            topic: topic.clone(),
-            retention_ms,
+        let command = if revision > 0 && version >= RETENTION_FENCE_APPLY_VERSION {
+            StoreCommand::TopicRetentionAt {
+                topic: topic.clone(),
+                retention_ms,
+                revision,
+            }
+        } else {
+            StoreCommand::TopicRetention {
+                topic: topic.clone(),
+                retention_ms,
+            }
         };
         match led.write(command.clone()).await? {
-            CommandResponse::RetentionSet(true) => Ok(()),
+            CommandResponse::RetentionSet(true) | CommandResponse::Superseded => Ok(()),
             other => Err(unexpected(command.kind(), &other)),
         }
     }

@@ -53,6 +53,9 @@ enum Intent {
     DropTopic(u8),
     /// Drops a topic under a drop id (apply version 16); ids repeat, so some are fenced off.
     DropTopicOnce(u8, u8),
+    /// Sets a topic's retention at a revision (apply version 17); revisions repeat and fall
+    /// behind drops', so some are fenced off.
+    RetentionAt(u8, Option<u32>, u8),
     DropGroup(u8),
     Upgrade,
     /// Gives a topic a retention of its own, or takes it back (apply version 15).
@@ -82,6 +85,8 @@ fn intent() -> impl Strategy<Value = Intent> {
         1 => (0u8..100).prop_map(Intent::Truncate),
         1 => (0u8..2).prop_map(Intent::DropTopic),
         1 => (0u8..2, 1u8..4).prop_map(|(t, id)| Intent::DropTopicOnce(t, id)),
+        1 => (0u8..2, prop::option::of(1_000u32..60_000), 1u8..6)
+            .prop_map(|(t, ms, rev)| Intent::RetentionAt(t, ms, rev)),
         1 => (0u8..2).prop_map(Intent::DropGroup),
         1 => Just(Intent::Upgrade),
         1 => (0u8..2, prop::option::of(1_000u32..60_000)).prop_map(|(t, ms)| Intent::Retention(t, ms)),
@@ -269,6 +274,11 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
             Intent::DropTopicOnce(t, id) => StoreCommand::DropTopicOnce {
                 topic: topic(*t),
                 drop_id: u64::from(*id),
+            },
+            Intent::RetentionAt(t, ms, rev) => StoreCommand::TopicRetentionAt {
+                topic: topic(*t),
+                retention_ms: ms.map(u64::from),
+                revision: u64::from(*rev),
             },
             Intent::DropGroup(g) => StoreCommand::DropGroup { group: group(*g) },
             Intent::Upgrade => StoreCommand::SetApplyVersion {

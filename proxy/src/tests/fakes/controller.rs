@@ -63,6 +63,7 @@ impl ControllerApi for FakeController {
             created_at_ms: 1,
             auto_created: spec.auto_created,
             retention_ms: None,
+            retention_revision: 0,
         };
         topics.insert(spec.name, config.clone());
         Ok(config)
@@ -100,6 +101,7 @@ impl ControllerApi for FakeController {
         let drop = vela_proto::TopicDrop {
             id: dropping.1,
             shards: topic.queue_shards,
+            finished: false,
         };
         dropping.0.insert(name.clone(), drop.clone());
         Ok(drop)
@@ -208,6 +210,7 @@ impl ControllerApi for FakeController {
             created_at_ms: 1,
             auto_created: true,
             retention_ms: None,
+            retention_revision: 0,
         };
         Ok(self.topics.lock().entry(name).or_insert(config).clone())
     }

@@ -521,6 +521,7 @@ impl StoreApi for FakeStore {
         &self,
         topic: &TopicName,
         retention_ms: Option<u64>,
+        _revision: u64,
         _shards: &[ShardId],
     ) -> Result<(), StoreError> {
         let mut state = self.state.lock();

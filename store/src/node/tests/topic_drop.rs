@@ -1,6 +1,7 @@
-//! Topic drops fenced by the controller's drop id on real files: a drop applies once per id,
-//! the ids a shard applied survive a snapshot and a restart, and a copy of a drop delivered
-//! after the name was created again leaves the new topic's messages alone.
+//! Topic commands fenced by the controller's revision of the topic, on real files: a drop
+//! applies once per id, the revisions a shard applied survive a snapshot and a restart, a copy
+//! of a drop delivered after the name was created again leaves the new topic's messages alone,
+//! and a retention delivered after a newer one (or after the drop) changes nothing.
 
 use super::*;
 
@@ -77,5 +78,50 @@ async fn a_late_copy_of_a_drop_leaves_the_topic_created_again_alone() {
             .expect("pops")
             .is_empty()
     );
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
+async fn a_retention_delivered_after_a_newer_one_or_after_the_drop_changes_nothing() {
+    let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
+    let orders = TopicName::new("orders").expect("valid");
+    let retention = |store: &Store| read_state(store, 0, |s| s.topic_retention().clone());
+    store.append(on(&orders, "a")).await.expect("appends");
+    store
+        .set_topic_retention(&orders, Some(7_200_000), 5, &[])
+        .await
+        .expect("sets");
+    // An update older than the one applied arrives late: answered, and nothing changes.
+    store
+        .set_topic_retention(&orders, Some(60_000), 4, &[])
+        .await
+        .expect("answered");
+    assert_eq!(retention(&store), [(orders.clone(), 7_200_000)].into());
+
+    // Deleted (a newer revision), then the same update delivered once more.
+    store.drop_topic(&orders, 6, &[]).await.expect("drops");
+    store
+        .set_topic_retention(&orders, Some(7_200_000), 5, &[])
+        .await
+        .expect("answered");
+    assert!(
+        retention(&store).is_empty(),
+        "a deleted topic's late retention does not come back"
+    );
+
+    // Created again: its own updates have newer revisions.
+    store.append(on(&orders, "b")).await.expect("appends");
+    store
+        .set_topic_retention(&orders, Some(60_000), 7, &[])
+        .await
+        .expect("sets");
+    assert_eq!(retention(&store), [(orders.clone(), 60_000)].into());
+    assert_eq!(read_state(&store, 0, |s| s.topic_revisions()[&orders]), 7);
+    // A controller without revisions (0) is not fenced.
+    store
+        .set_topic_retention(&orders, None, 0, &[])
+        .await
+        .expect("clears");
+    assert!(retention(&store).is_empty());
     store.shutdown().await.expect("shuts down");
 }

@@ -46,7 +46,7 @@ async fn a_topic_kept_longer_holds_the_log_and_one_kept_for_the_store_time_expir
         TopicName::new("clicks").expect("valid"),
     );
     store
-        .set_topic_retention(&long, Some(3_600_000), &[])
+        .set_topic_retention(&long, Some(3_600_000), 0, &[])
         .await
         .expect("sets the retention");
     let body = "x".repeat(1000);
@@ -113,7 +113,7 @@ async fn a_topic_kept_longer_holds_the_log_and_one_kept_for_the_store_time_expir
 
     // Back to the store's time: the log goes.
     store
-        .set_topic_retention(&long, None, &[])
+        .set_topic_retention(&long, None, 0, &[])
         .await
         .expect("clears the retention");
     let cuts = store.enforce_retention().await.expect("retention runs");
@@ -129,7 +129,7 @@ async fn a_topic_kept_shorter_than_the_store_expires_only_what_passed_its_time()
     let (_dir, clock, _shared, store) = open_on_manual_clock().await;
     let short = TopicName::new("clicks").expect("valid");
     store
-        .set_topic_retention(&short, Some(60_000), &[])
+        .set_topic_retention(&short, Some(60_000), 0, &[])
         .await
         .expect("sets the retention");
     for body in ["a", "b"] {

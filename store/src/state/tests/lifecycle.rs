@@ -82,6 +82,32 @@ fn a_topic_drop_applies_once_per_drop_id() {
 }
 
 #[test]
+fn a_topic_retention_applies_only_above_the_topics_revision() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion {
+        version: RETENTION_FENCE_APPLY_VERSION,
+    });
+    let set = |ms, revision| StoreCommand::TopicRetentionAt {
+        topic: topic("orders"),
+        retention_ms: Some(ms),
+        revision,
+    };
+    assert_eq!(h.apply(set(60_000, 3)), CommandResponse::RetentionSet(true));
+    assert_eq!(h.apply(set(1_000, 3)), CommandResponse::Superseded);
+    assert_eq!(h.apply(set(1_000, 2)), CommandResponse::Superseded);
+    assert_eq!(h.state.topic_retention()[&topic("orders")], 60_000);
+    // A drop is a revision too: a retention from before it does not come back.
+    h.apply(StoreCommand::DropTopicOnce {
+        topic: topic("orders"),
+        drop_id: 4,
+    });
+    assert_eq!(h.apply(set(60_000, 3)), CommandResponse::Superseded);
+    assert!(h.state.topic_retention().is_empty());
+    assert_eq!(h.apply(set(5_000, 5)), CommandResponse::RetentionSet(true));
+    assert_eq!(h.state.topic_retention()[&topic("orders")], 5_000);
+}
+
+#[test]
 fn before_the_fence_a_topic_drop_always_applies() {
     let mut h = Harness::new();
     h.apply(StoreCommand::SetApplyVersion {

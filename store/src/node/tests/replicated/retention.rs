@@ -40,7 +40,7 @@ async fn a_topic_retention_and_its_expiry_hold_on_a_new_leader() {
     cluster.current_apply_version().await;
     cluster
         .remote_store()
-        .set_topic_retention(&topic(), Some(60_000), &[0])
+        .set_topic_retention(&topic(), Some(60_000), 0, &[0])
         .await
         .expect("sets the retention on the shard's leader");
     // The leader reports it, over the store's gRPC as well; followers report nothing.
@@ -114,7 +114,7 @@ async fn while_a_replica_runs_an_older_build_topic_retention_is_refused() {
     for _ in 0..50 {
         let leader = cluster.node(cluster.leader().await);
         result = leader
-            .set_topic_retention_shard(0, &topic(), Some(60_000))
+            .set_topic_retention_shard(0, &topic(), Some(60_000), 0)
             .await;
         if !matches!(result, Err(StoreError::NotLeader { .. })) {
             break;
