@@ -275,7 +275,12 @@ impl Metadata {
     /// was lost (a snapshot written by an older build after a rollback, a controller restored
     /// from a backup) as long as the clock moved on since.
     fn next_revision(&mut self, now_ms: i64) -> u64 {
-        let floor = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1_000);
+        // A clock past any sane date does not pin the counter at its end.
+        let floor = u64::try_from(now_ms)
+            .ok()
+            .and_then(|ms| ms.checked_mul(1_000))
+            .filter(|f| *f < u64::MAX / 2)
+            .unwrap_or(0);
         self.last_topic_revision = self.last_topic_revision.saturating_add(1).max(floor);
         self.last_topic_revision
     }
@@ -929,6 +934,13 @@ mod tests {
     }
 
     /// A command over a small name space, so creates and deletes collide often.
+    /// A proposer's clock: mostly the start of time (revisions count from 1), sometimes a
+    /// few ms later (revisions jump to it), never ahead of order.
+    fn clock() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![3 => Just(0i64), 1 => 1i64..3]
+    }
+
     fn arb_command() -> impl proptest::strategy::Strategy<Value = ControllerCommand> {
         use proptest::prelude::*;
         let name = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")];
@@ -937,15 +949,27 @@ mod tests {
             name.clone().prop_map(|n| ControllerCommand::DeleteTopic {
                 name: topic_name(n)
             }),
-            name.clone()
-                .prop_map(|n| ControllerCommand::DeleteTopicDropping {
+            (name.clone(), clock()).prop_map(|(n, now_ms)| {
+                ControllerCommand::DeleteTopicDropping {
                     name: topic_name(n),
-                    now_ms: 0,
-                }),
-            (name.clone(), 1u64..6).prop_map(|(n, id)| ControllerCommand::FinishTopicDrop {
-                name: topic_name(n),
-                id,
+                    now_ms,
+                }
             }),
+            (
+                name.clone(),
+                prop_oneof![1u64..8, 1_000u64..1_004, 2_000u64..2_004]
+            )
+                .prop_map(|(n, id)| ControllerCommand::FinishTopicDrop {
+                    name: topic_name(n),
+                    id,
+                }),
+            (name.clone(), proptest::option::of(1_000u64..9_000), clock()).prop_map(
+                |(n, retention_ms, now_ms)| ControllerCommand::SetTopicRetentionRevised {
+                    name: topic_name(n),
+                    retention_ms,
+                    now_ms,
+                }
+            ),
             (name.clone(), 0i64..1000).prop_map(|(n, t)| create_group(n, t)),
             (name.clone(), 0i64..1000).prop_map(|(n, t)| {
                 let ControllerCommand::CreateGroup { spec, now_ms } = create_group(n, t) else {
@@ -976,8 +1000,12 @@ mod tests {
             use std::collections::BTreeSet;
             let mut md = with_shards(&[0, 1]);
             let (mut topics, mut groups) = (BTreeSet::new(), BTreeSet::new());
-            // Deleted topics still dropping, by their drop ids; the newest id.
-            let (mut dropping, mut last_drop) = (BTreeMap::new(), 0u64);
+            // Deleted topics still dropping, by their drop ids; the newest topic revision.
+            let (mut dropping, mut last_revision) = (BTreeMap::new(), 0u64);
+            let mut next_revision = |now_ms: i64| {
+                last_revision = (last_revision + 1).max(now_ms as u64 * 1_000);
+                last_revision
+            };
             for command in commands {
                 let outcome = md.apply(command.clone());
                 match command {
@@ -1004,13 +1032,13 @@ mod tests {
                         };
                         proptest::prop_assert_eq!(outcome, expected);
                     }
-                    ControllerCommand::DeleteTopicDropping { name, .. } => {
+                    ControllerCommand::DeleteTopicDropping { name, now_ms } => {
                         let id = if let Some(&id) = dropping.get(&name) {
                             id
                         } else if topics.remove(&name) {
-                            last_drop += 1;
-                            dropping.insert(name.clone(), last_drop);
-                            last_drop
+                            let id = next_revision(now_ms);
+                            dropping.insert(name.clone(), id);
+                            id
                         } else {
                             proptest::prop_assert_eq!(outcome, Err(Rejected::TopicNotFound(name)));
                             continue;
@@ -1028,6 +1056,17 @@ mod tests {
                             dropping.remove(&name);
                         }
                         proptest::prop_assert_eq!(outcome, Ok(Applied::TopicDropFinished(finished)));
+                    }
+                    ControllerCommand::SetTopicRetentionRevised { name, retention_ms, now_ms } => {
+                        if topics.contains(&name) {
+                            let Ok(Applied::Topic(t)) = outcome else {
+                                return Err(proptest::test_runner::TestCaseError::fail(format!("{outcome:?}")));
+                            };
+                            proptest::prop_assert_eq!(t.retention_ms, retention_ms);
+                            proptest::prop_assert_eq!(t.retention_revision, next_revision(now_ms));
+                        } else {
+                            proptest::prop_assert_eq!(outcome, Err(Rejected::TopicNotFound(name)));
+                        }
                     }
                     // Not generated here (see `replicated_tests`).
                     ControllerCommand::UpdateGroup { .. } => {}
@@ -1076,7 +1115,6 @@ mod tests {
                     | ControllerCommand::UndrainStore { .. }
                     | ControllerCommand::AdoptConfiguredShards { .. }
                     | ControllerCommand::SetTopicRetention { .. }
-                    | ControllerCommand::SetTopicRetentionRevised { .. }
                     | ControllerCommand::DeleteRoute { .. }
                     | ControllerCommand::SetRoutePaused { .. } => {}
                 }

@@ -344,13 +344,7 @@ async fn open(
 /// leader in `reports` (asking it would hold the round up for the store client's retries);
 /// failures wait for the next round.
 pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi, reports: &[StoreNodeReport]) {
-    let led: BTreeSet<ShardId> = reports
-        .iter()
-        .filter_map(|r| r.report.as_ref().ok())
-        .flatten()
-        .filter(|m| m.status.role == MemberRole::Leader)
-        .map(|m| m.shard)
-        .collect();
+    let led = vela_proto::cluster_status::led_shards(reports);
     for (name, drop) in c.pending_drops() {
         if let Some(shard) = drop.shards.iter().find(|s| !led.contains(s)) {
             debug!(topic = %name, shard, "a deleted topic's drop waits for the shard to have a leader");

@@ -310,6 +310,17 @@ pub fn shard_views(
         .collect()
 }
 
+/// The shards some node that answered reports leading.
+pub fn led_shards(reports: &[StoreNodeReport]) -> BTreeSet<ShardId> {
+    reports
+        .iter()
+        .filter_map(|r| r.report.as_ref().ok())
+        .flatten()
+        .filter(|m| m.status.role == MemberRole::Leader)
+        .map(|m| m.shard)
+        .collect()
+}
+
 /// How many shards each node leads, for every node that answered (nodes leading nothing
 /// included).
 pub fn leader_counts(reports: &[StoreNodeReport], views: &[ShardView]) -> BTreeMap<u64, u32> {

@@ -142,6 +142,28 @@ fn name(n: &str) -> pb::Name {
 }
 
 impl RemoteController {
+    /// Whether the controller records topic drops (`FinishTopicDrop` is known: a build before
+    /// it answers UNIMPLEMENTED). Asked with id 0, which no drop has, so it changes nothing.
+    async fn records_drops(&self, topic: &TopicName) -> Result<bool, ControllerError> {
+        let wire = pb::TopicDropDone {
+            name: topic.as_str().to_owned(),
+            drop_id: 0,
+        };
+        self.on_leader(&mut false, |mut c| {
+            let wire = wire.clone();
+            async move {
+                match c.finish_topic_drop(wire).await {
+                    Ok(_) => Ok(tonic::Response::new(true)),
+                    Err(s) if s.code() == tonic::Code::Unimplemented => {
+                        Ok(tonic::Response::new(false))
+                    }
+                    Err(s) => Err(s),
+                }
+            }
+        })
+        .await
+    }
+
     /// Creates a topic (on the configured shards, or on shards of `replicas` members), taking an
     /// earlier attempt's topic when a retry finds it created.
     async fn create(
@@ -205,12 +227,13 @@ impl ControllerApi for RemoteController {
                 shards: drop.shards,
                 finished: false,
             }),
-            // An earlier attempt deleted it and its drop finished since (a retry of a deletion
-            // still dropping answers its drop): nothing is left to drop.
+            // An earlier attempt deleted it. A controller that records drops answers a retry
+            // with the drop while it is pending, so its drop finished since: nothing is left to
+            // drop. One of an older build keeps no record: the caller drops, unfenced, as before.
             Err(ControllerError::NotFound(_)) if ambiguous => Ok(TopicDrop {
                 id: 0,
                 shards: Vec::new(),
-                finished: true,
+                finished: self.records_drops(topic).await?,
             }),
             Err(err) => Err(err),
         }

@@ -14,7 +14,7 @@ use vela_proto::{
 };
 
 use vela_proto::cluster_status::{
-    ControllerNodeReport, MemberRole, StoreNodeReport, leader_counts, shard_views,
+    ControllerNodeReport, StoreNodeReport, leader_counts, led_shards, shard_views,
 };
 
 use crate::Shared;
@@ -86,13 +86,7 @@ impl AdminServer {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let reports = self.shared.ctx.store.node_status().await;
-            let led: BTreeSet<ShardId> = reports
-                .iter()
-                .filter_map(|r| r.report.as_ref().ok())
-                .flatten()
-                .filter(|m| m.status.role == MemberRole::Leader)
-                .map(|m| m.shard)
-                .collect();
+            let led = led_shards(&reports);
             let missing: Vec<ShardId> = wanted.difference(&led).copied().collect();
             if missing.is_empty() {
                 return;
@@ -432,11 +426,15 @@ impl AdminService for AdminServer {
             shards.dedup();
             shards
         };
-        let store = &self.shared.ctx.store;
-        store
-            .drop_topic(&name, drop.id, &shards)
-            .await
-            .map_err(|e| topic_half_deleted(&name, fenced, e))?;
+        // A recorded drop without shards: none of them exists any more.
+        if !(fenced && shards.is_empty()) {
+            self.shared
+                .ctx
+                .store
+                .drop_topic(&name, drop.id, &shards)
+                .await
+                .map_err(|e| topic_half_deleted(&name, fenced, e))?;
+        }
         if fenced
             && let Err(err) = self
                 .shared

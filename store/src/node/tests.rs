@@ -109,6 +109,27 @@ fn append(messages: Vec<MessageRecord>) -> AppendRequest {
     }
 }
 
+/// One message with `body` for `topic`'s queue 0.
+fn on(topic: &TopicName, body: &str) -> AppendRequest {
+    AppendRequest {
+        topic: topic.clone(),
+        messages: vec![MessageRecord {
+            topic: topic.clone(),
+            ..message(body)
+        }],
+        ..append(vec![])
+    }
+}
+
+/// A receive of up to 32 by `group` from `topic`, not waiting.
+fn pop_from(topic: &TopicName, group: &str) -> PopRequest {
+    PopRequest {
+        topic: topic.clone(),
+        group: GroupName::new(group).expect("valid"),
+        ..pop(32, Duration::ZERO)
+    }
+}
+
 fn pop(max: u32, wait: Duration) -> PopRequest {
     PopRequest {
         group: group(),

@@ -58,6 +58,9 @@ enum Intent {
     RetentionAt(u8, Option<u32>, u8),
     DropGroup(u8),
     Upgrade,
+    /// Raises the apply version part of the way (a rolling upgrade's stops between the topic
+    /// fences).
+    UpgradeTo(u32),
     /// Gives a topic a retention of its own, or takes it back (apply version 15).
     Retention(u8, Option<u32>),
     /// Expires a topic's queues up to this per cent of their retained offsets (apply version
@@ -89,6 +92,7 @@ fn intent() -> impl Strategy<Value = Intent> {
             .prop_map(|(t, ms, rev)| Intent::RetentionAt(t, ms, rev)),
         1 => (0u8..2).prop_map(Intent::DropGroup),
         1 => Just(Intent::Upgrade),
+        1 => prop_oneof![Just(15u32), Just(16u32)].prop_map(Intent::UpgradeTo),
         1 => (0u8..2, prop::option::of(1_000u32..60_000)).prop_map(|(t, ms)| Intent::Retention(t, ms)),
         1 => (0u8..2, 0u8..100).prop_map(|(t, per_cent)| Intent::Expire(t, per_cent)),
         3 => (-20_000i32..40_000).prop_map(Intent::Clock),
@@ -284,6 +288,7 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
             Intent::Upgrade => StoreCommand::SetApplyVersion {
                 version: APPLY_VERSION,
             },
+            Intent::UpgradeTo(version) => StoreCommand::SetApplyVersion { version: *version },
             Intent::Retention(t, ms) => StoreCommand::TopicRetention {
                 topic: topic(*t),
                 retention_ms: ms.map(u64::from),

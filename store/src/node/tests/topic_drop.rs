@@ -5,25 +5,6 @@
 
 use super::*;
 
-fn on(topic: &TopicName, body: &str) -> AppendRequest {
-    AppendRequest {
-        topic: topic.clone(),
-        messages: vec![MessageRecord {
-            topic: topic.clone(),
-            ..message(body)
-        }],
-        ..append(vec![])
-    }
-}
-
-fn pop_from(topic: &TopicName, group: &str) -> PopRequest {
-    PopRequest {
-        topic: topic.clone(),
-        group: GroupName::new(group).expect("valid"),
-        ..pop(32, Duration::ZERO)
-    }
-}
-
 #[tokio::test]
 async fn a_late_copy_of_a_drop_leaves_the_topic_created_again_alone() {
     let dir = tempfile::tempdir().expect("tempdir");

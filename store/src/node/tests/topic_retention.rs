@@ -5,25 +5,6 @@
 
 use super::*;
 
-fn on(topic: &TopicName, body: &str) -> AppendRequest {
-    AppendRequest {
-        topic: topic.clone(),
-        messages: vec![MessageRecord {
-            topic: topic.clone(),
-            ..message(body)
-        }],
-        ..append(vec![])
-    }
-}
-
-fn pop_from(topic: &TopicName, group: &str) -> PopRequest {
-    PopRequest {
-        topic: topic.clone(),
-        group: GroupName::new(group).expect("valid"),
-        ..pop(32, Duration::ZERO)
-    }
-}
-
 async fn min_offset(store: &Store, topic: &TopicName) -> u64 {
     store.queue_stats(topic, None, &[]).await.expect("stats")[0].min_offset
 }
