@@ -8,7 +8,7 @@ use vela_proto::auth::{
 };
 use vela_proto::retry::RetryBackoff;
 use vela_proto::{
-    ControllerError, GroupConfig, GroupName, GroupSpec, GroupStart, RouteName, ShardId,
+    ControllerError, GroupConfig, GroupDrop, GroupName, GroupSpec, GroupStart, RouteName, ShardId,
     TopicConfig, TopicDrop, TopicName, TopicSpec,
 };
 
@@ -259,6 +259,22 @@ pub enum ControllerCommand {
         /// As in `DeleteTopicDropping`.
         now_ms: i64,
     },
+    /// Deletes consumer group `name` and records that its state is to be dropped from every
+    /// shard (configured or placed), under the next revision (the counter topics' drops and
+    /// retentions take theirs from); the name cannot be created again until
+    /// `FinishGroupDrop`. For a group deleted before whose drop is not finished, answers that
+    /// drop. A controller on a build from before it cannot read this entry.
+    DeleteGroupDropping {
+        name: GroupName,
+        /// As in `DeleteTopicDropping`.
+        now_ms: i64,
+    },
+    /// Drop `id` of group `name` is done on every shard it names: forgets it (a drop with
+    /// another id, or none: nothing changes).
+    FinishGroupDrop {
+        name: GroupName,
+        id: u64,
+    },
 }
 
 /// The fields of a group a create entry carries, frozen as first written (postcard encodes
@@ -422,6 +438,12 @@ impl fmt::Display for ControllerCommand {
             ControllerCommand::FinishTopicDrop { name, id } => {
                 write!(f, "finish-topic-drop {name} {id}")
             }
+            ControllerCommand::DeleteGroupDropping { name, .. } => {
+                write!(f, "delete-group-dropping {name}")
+            }
+            ControllerCommand::FinishGroupDrop { name, id } => {
+                write!(f, "finish-group-drop {name} {id}")
+            }
             ControllerCommand::SetTopicRetentionRevised {
                 name, retention_ms, ..
             } => match retention_ms {
@@ -478,6 +500,10 @@ pub enum Applied {
     TopicDropping(TopicDrop),
     /// Whether a topic's drop was recorded and is now forgotten.
     TopicDropFinished(bool),
+    /// A group was deleted (or had been): where its state is to be dropped.
+    GroupDropping(GroupDrop),
+    /// Whether a group's drop was recorded and is now forgotten.
+    GroupDropFinished(bool),
 }
 
 /// A command apply refused; the decision is part of the replicated outcome.
@@ -527,6 +553,12 @@ pub enum Rejected {
          own); create it again afterwards"
     )]
     TopicDropping(TopicName),
+    #[error(
+        "consumer group {0} is still being deleted: its state is not yet dropped from every \
+         shard (`vela admin group delete {0}` finishes it; the cluster's controller retries on \
+         its own); create it again afterwards"
+    )]
+    GroupDropping(GroupName),
 }
 
 impl From<Rejected> for ControllerError {
@@ -559,7 +591,9 @@ impl From<Rejected> for ControllerError {
                 ControllerError::NotFound(format!("receipt key {id}"))
             }
             Rejected::StoreInvalid(reason) => ControllerError::Invalid(reason),
-            Rejected::TopicDropping(_) => ControllerError::Invalid(rejected.to_string()),
+            Rejected::TopicDropping(_) | Rejected::GroupDropping(_) => {
+                ControllerError::Invalid(rejected.to_string())
+            }
         }
     }
 }

@@ -17,8 +17,8 @@ use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
 use vela_proto::controller_api::{PROXY_EXPIRY, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry};
 use vela_proto::route::{RouteConfig, RouteSpec};
 use vela_proto::{
-    ControllerApi, ControllerError, GroupConfig, GroupName, GroupSpec, RouteName, ShardId,
-    TopicConfig, TopicDrop, TopicName, TopicSpec, TopicType,
+    ControllerApi, ControllerError, GroupConfig, GroupDrop, GroupName, GroupSpec, RouteName,
+    ShardId, TopicConfig, TopicDrop, TopicName, TopicSpec, TopicType,
 };
 
 use crate::command::{Applied, ControllerCommand};
@@ -462,14 +462,31 @@ impl ControllerApi for Controller {
         }
     }
 
-    async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError> {
+    async fn delete_group(&self, name: &GroupName) -> Result<GroupDrop, ControllerError> {
         match self
             .group
-            .propose(ControllerCommand::DeleteGroup { name: name.clone() })
+            .propose(ControllerCommand::DeleteGroupDropping {
+                name: name.clone(),
+                now_ms: self.clock.now_ms(),
+            })
             .await?
         {
-            Ok(Applied::Deleted) => Ok(()),
+            Ok(Applied::GroupDropping(drop)) => Ok(drop),
             other => Err(unexpected("delete-group", &other)),
+        }
+    }
+
+    async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError> {
+        match self
+            .group
+            .propose(ControllerCommand::FinishGroupDrop {
+                name: name.clone(),
+                id,
+            })
+            .await?
+        {
+            Ok(Applied::GroupDropFinished(_)) => Ok(()),
+            other => Err(unexpected("finish-group-drop", &other)),
         }
     }
 

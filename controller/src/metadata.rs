@@ -55,8 +55,12 @@ pub struct Metadata {
     dropping: BTreeMap<TopicName, PendingDrop>,
     /// The newest topic revision handed out (they ascend from 1, across all topics): the id
     /// of each topic drop and the revision of each retention set. A shard applies a topic's
-    /// drop or retention only above the highest revision it applied for that topic.
+    /// drop or retention only above the highest revision it applied for that topic. Groups'
+    /// drop ids come from the same counter (a shard fences them per group name).
     last_topic_revision: u64,
+    /// Deleted consumer groups whose state is not yet dropped from every shard: the names
+    /// cannot be created again until it is.
+    group_drops: BTreeMap<GroupName, PendingDrop>,
 }
 
 /// A deleted topic whose queues are not yet dropped from every shard.
@@ -161,6 +165,15 @@ impl Metadata {
                 Some(_) => Ok(Applied::Deleted),
                 None => Err(Rejected::GroupNotFound(name)),
             },
+            ControllerCommand::DeleteGroupDropping { name, now_ms } => {
+                self.delete_group_dropping(name, now_ms)
+            }
+            ControllerCommand::FinishGroupDrop { name, id } => Ok(Applied::GroupDropFinished(
+                match self.group_drops.get(&name) {
+                    Some(drop) if drop.id == id => self.group_drops.remove(&name).is_some(),
+                    _ => false,
+                },
+            )),
             ControllerCommand::CreateUser {
                 name,
                 password,
@@ -339,6 +352,41 @@ impl Metadata {
             .collect()
     }
 
+    /// Deletes a group and records that its state is to be dropped from every shard there is,
+    /// under a new revision; a group deleted before whose drop is not finished answers that
+    /// drop.
+    fn delete_group_dropping(&mut self, name: GroupName, now_ms: i64) -> ControllerResponse {
+        if let Some(drop) = self.group_drops.get(&name) {
+            return Ok(Applied::GroupDropping(self.existing(drop)));
+        }
+        if self.groups.remove(&name).is_none() {
+            return Err(Rejected::GroupNotFound(name));
+        }
+        let mut shards: Vec<ShardId> = self
+            .shards
+            .iter()
+            .chain(self.placed.keys())
+            .copied()
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let drop = PendingDrop {
+            id: self.next_revision(now_ms),
+            shards,
+        };
+        let answer = self.existing(&drop);
+        self.group_drops.insert(name, drop);
+        Ok(Applied::GroupDropping(answer))
+    }
+
+    /// Deleted groups whose state is not yet dropped from every shard ([`Self::existing`]).
+    pub fn pending_group_drops(&self) -> Vec<(GroupName, vela_proto::GroupDrop)> {
+        self.group_drops
+            .iter()
+            .map(|(name, drop)| (name.clone(), self.existing(drop)))
+            .collect()
+    }
+
     fn create_group(
         &mut self,
         spec: LoggedGroup,
@@ -349,6 +397,9 @@ impl Metadata {
     ) -> Result<Applied, Rejected> {
         if self.groups.contains_key(&spec.name) {
             return Err(Rejected::GroupExists(spec.name));
+        }
+        if self.group_drops.contains_key(&spec.name) {
+            return Err(Rejected::GroupDropping(spec.name));
         }
         let config = GroupConfig {
             name: spec.name.clone(),

@@ -29,7 +29,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vela_proto::cluster_status::{MemberRole, MemberStatus, StoreNodeReport};
-use vela_proto::{ControllerApi, OpenMode, ShardId, StoreApi, StoreError};
+use vela_proto::{
+    ControllerApi, ControllerError, OpenMode, ShardId, StoreApi, StoreError, TopicDrop,
+};
 
 use crate::Controller;
 use crate::metadata::PlacedShard;
@@ -344,32 +346,71 @@ async fn open(
 /// leader in `reports` (asking it would hold the round up for the store client's retries);
 /// failures wait for the next round.
 pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi, reports: &[StoreNodeReport]) {
-    let led = vela_proto::cluster_status::led_shards(reports);
-    for (name, drop) in c.pending_drops() {
-        if let Some(shard) = drop.shards.iter().find(|s| !led.contains(s)) {
-            debug!(topic = %name, shard, "a deleted topic's drop waits for the shard to have a leader");
-            continue;
-        }
+    for (name, drop) in ready_drops("topic", c.pending_drops(), reports) {
         // Empty: none of its shards exists any more.
         if !drop.shards.is_empty()
             && let Err(err) = store.drop_topic(&name, drop.id, &drop.shards).await
         {
-            debug!(topic = %name, drop = drop.id, error = %err, "dropping a deleted topic's queues");
+            debug!(%name, drop = drop.id, error = %err, "dropping a deleted topic's queues");
             continue;
         }
-        match c.finish_topic_drop(&name, drop.id).await {
-            Ok(()) => {
-                info!(topic = %name, drop = drop.id, "a deleted topic's queues are dropped from every shard")
-            }
-            Err(err) => debug!(topic = %name, error = %err, "recording a topic's drop as finished"),
+        let outcome = c.finish_topic_drop(&name, drop.id).await;
+        log_finished("topic", &name, drop.id, outcome);
+    }
+}
+
+/// As [`finish_topic_drops`], for deleted consumer groups: a group's state is dropped from
+/// every shard there was when it was deleted, so its drop waits until each has a leader.
+pub async fn finish_group_drops(c: &Controller, store: &dyn StoreApi, reports: &[StoreNodeReport]) {
+    for (name, drop) in ready_drops("consumer group", c.pending_group_drops(), reports) {
+        if !drop.shards.is_empty()
+            && let Err(err) = store.drop_group(&name, drop.id, &drop.shards).await
+        {
+            debug!(%name, drop = drop.id, error = %err, "dropping a deleted consumer group's state");
+            continue;
         }
+        let outcome = c.finish_group_drop(&name, drop.id).await;
+        log_finished("consumer group", &name, drop.id, outcome);
+    }
+}
+
+/// Those of `pending` (deleted topics' or groups' drops) each of whose shards has a leader in
+/// `reports`; the others wait for a later round.
+fn ready_drops<N: std::fmt::Display>(
+    what: &str,
+    pending: Vec<(N, TopicDrop)>,
+    reports: &[StoreNodeReport],
+) -> Vec<(N, TopicDrop)> {
+    let led = vela_proto::cluster_status::led_shards(reports);
+    pending
+        .into_iter()
+        .filter(|(name, drop)| match drop.shards.iter().find(|s| !led.contains(s)) {
+            Some(shard) => {
+                debug!(%name, shard, "a deleted {what}'s drop waits for the shard to have a leader");
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
+fn log_finished(
+    what: &str,
+    name: &dyn std::fmt::Display,
+    id: u64,
+    outcome: Result<(), ControllerError>,
+) {
+    match outcome {
+        Ok(()) => info!(%name, drop = id, "a deleted {what} is dropped from every shard"),
+        Err(err) => debug!(%name, error = %err, "recording a {what}'s drop as finished"),
     }
 }
 
 /// Runs [`reconcile_once`] every [`RECONCILE_EVERY`] (and at once when a topic placed new
 /// shards) while `controller` leads; records shards as created. Each round then brings the
 /// shards' copies of topic retentions to the metadata's ([`crate::retention_sync`]) and
-/// finishes deleted topics' drops ([`finish_topic_drops`]).
+/// finishes deleted topics' and groups' drops ([`finish_topic_drops`],
+/// [`finish_group_drops`]).
 pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) -> JoinHandle<()> {
     let controller = Arc::downgrade(controller);
     tokio::spawn(async move {
@@ -400,6 +441,7 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
                     Err(err) => debug!(error = %err, "listing topics to compare retentions"),
                 }
                 finish_topic_drops(&c, store.as_ref(), &reports).await;
+                finish_group_drops(&c, store.as_ref(), &reports).await;
                 // Something moved: look again soon (to record a shard as created, to continue a
                 // move). Failures wait for the next round.
                 if round.progressed() {

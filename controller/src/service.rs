@@ -142,9 +142,25 @@ impl ControllerRpc for ControllerService {
     async fn delete_group(
         &self,
         request: Request<pb::Name>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<pb::GroupDrop>, Status> {
         let name = group_name(&request.into_inner().name)?;
-        self.controller.delete_group(&name).await.map_err(failed)?;
+        let drop = self.controller.delete_group(&name).await.map_err(failed)?;
+        Ok(Response::new(pb::GroupDrop {
+            drop_id: drop.id,
+            shards: drop.shards,
+        }))
+    }
+
+    async fn finish_group_drop(
+        &self,
+        request: Request<pb::GroupDropDone>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        let name = group_name(&req.name)?;
+        self.controller
+            .finish_group_drop(&name, req.drop_id)
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))
     }
 

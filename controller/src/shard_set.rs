@@ -124,6 +124,12 @@ impl Controller {
         self.metadata.read().pending_drops()
     }
 
+    /// Deleted groups whose state is still to be dropped (`Metadata::pending_group_drops`), as
+    /// this member applied them.
+    pub fn pending_group_drops(&self) -> Vec<(vela_proto::GroupName, vela_proto::GroupDrop)> {
+        self.metadata.read().pending_group_drops()
+    }
+
     /// Records that a member of placed `shard` holds it (the reconciler calls this).
     pub async fn mark_shard_created(&self, shard: ShardId) -> Result<(), ControllerError> {
         match self

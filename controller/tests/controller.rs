@@ -246,10 +246,15 @@ async fn delete_then_recreate() {
         "never below the clock (10 ms), in thousandths of a ms"
     );
     assert_eq!(drop.shards.len(), 1, "its queues' shards");
-    controller
+    let group_drop = controller
         .delete_group(&group_name("billing"))
         .await
         .expect("delete group");
+    assert_eq!(
+        group_drop.id, 10_001,
+        "from the same counter as the topic's drop"
+    );
+    assert_eq!(group_drop.shards, vec![0], "every shard there is");
     assert_eq!(
         controller
             .get_topic(&topic_name("orders"))
@@ -286,6 +291,23 @@ async fn delete_then_recreate() {
         controller.delete_topic(&topic_name("orders")).await,
         Err(ControllerError::NotFound(_))
     ));
+    // A group's deletion is recorded the same way, until its state is dropped everywhere.
+    assert_eq!(
+        controller.delete_group(&group_name("billing")).await,
+        Ok(group_drop.clone())
+    );
+    let refused = controller
+        .create_group(group("billing", 0))
+        .await
+        .expect_err("still being deleted");
+    assert!(
+        matches!(&refused, ControllerError::Invalid(m) if m.contains("still being deleted")),
+        "{refused}"
+    );
+    controller
+        .finish_group_drop(&group_name("billing"), group_drop.id)
+        .await
+        .expect("finished");
     assert!(matches!(
         controller.delete_group(&group_name("billing")).await,
         Err(ControllerError::NotFound(_))

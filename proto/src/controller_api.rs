@@ -52,6 +52,13 @@ pub struct TopicDrop {
     pub finished: bool,
 }
 
+/// A deleted consumer group whose state is being dropped from the shards, as [`TopicDrop`] is
+/// for a topic: the id comes from the same counter (a shard fences groups' drops by it per
+/// group name), the shards are every shard there was when it was deleted (a group holds state
+/// on any shard a topic has queues on; empty with an id of 0: those the caller finds), and the
+/// name cannot be created again until [`ControllerApi::finish_group_drop`].
+pub type GroupDrop = TopicDrop;
+
 /// What draining a store node moves (ADR 0014).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDrain {
@@ -146,7 +153,13 @@ pub trait ControllerApi: Send + Sync + 'static {
 
     /// Creates a consumer group. `AlreadyExists` if it exists.
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError>;
-    async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError>;
+    /// Deletes a group's metadata and answers where its state is to be dropped (recorded until
+    /// [`ControllerApi::finish_group_drop`]). A group deleted before whose drop is not
+    /// finished answers that drop again, so deleting again finishes it. `NotFound` if neither.
+    async fn delete_group(&self, name: &GroupName) -> Result<GroupDrop, ControllerError>;
+    /// Records that drop `id` of group `name` is done on every shard it names: the name may be
+    /// created again. A drop not recorded (finished before, or another id) is left alone.
+    async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError>;
     /// Changes what `update` sets of an existing group (NotFound otherwise).
     async fn update_group(
         &self,

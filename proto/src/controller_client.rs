@@ -18,8 +18,8 @@ use crate::auth::{
 use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
 use crate::controller_api::{
-    ControllerApi, ControllerError, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry, StoreScale,
-    TopicDrop,
+    ControllerApi, ControllerError, GroupDrop, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry,
+    StoreScale, TopicDrop,
 };
 use crate::controller_wire::*;
 use crate::domain::{
@@ -153,6 +153,28 @@ impl RemoteController {
             let wire = wire.clone();
             async move {
                 match c.finish_topic_drop(wire).await {
+                    Ok(_) => Ok(tonic::Response::new(true)),
+                    Err(s) if s.code() == tonic::Code::Unimplemented => {
+                        Ok(tonic::Response::new(false))
+                    }
+                    Err(s) => Err(s),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Whether the controller leader records groups' drops (`FinishGroupDrop` of id 0, which
+    /// finishes nothing; one of an older build answers UNIMPLEMENTED), as `records_drops`.
+    async fn records_group_drops(&self, group: &GroupName) -> Result<bool, ControllerError> {
+        let wire = pb::GroupDropDone {
+            name: group.as_str().to_owned(),
+            drop_id: 0,
+        };
+        self.on_leader(&mut false, |mut c| {
+            let wire = wire.clone();
+            async move {
+                match c.finish_group_drop(wire).await {
                     Ok(_) => Ok(tonic::Response::new(true)),
                     Err(s) if s.code() == tonic::Code::Unimplemented => {
                         Ok(tonic::Response::new(false))
@@ -332,7 +354,7 @@ impl ControllerApi for RemoteController {
         Ok(group_from_wire(updated)?)
     }
 
-    async fn delete_group(&self, group: &GroupName) -> Result<(), ControllerError> {
+    async fn delete_group(&self, group: &GroupName) -> Result<GroupDrop, ControllerError> {
         let wire = name(group.as_str());
         let mut ambiguous = false;
         let deleted = self
@@ -342,11 +364,32 @@ impl ControllerApi for RemoteController {
             })
             .await;
         match deleted {
-            Ok(_) => Ok(()),
-            // An earlier attempt may have deleted it.
-            Err(ControllerError::NotFound(_)) if ambiguous => Ok(()),
+            Ok(drop) => Ok(GroupDrop {
+                id: drop.drop_id,
+                shards: drop.shards,
+                finished: false,
+            }),
+            // An earlier attempt deleted it: as for a topic (see `delete_topic`).
+            Err(ControllerError::NotFound(_)) if ambiguous => Ok(GroupDrop {
+                id: 0,
+                shards: Vec::new(),
+                finished: self.records_group_drops(group).await?,
+            }),
             Err(err) => Err(err),
         }
+    }
+
+    async fn finish_group_drop(&self, group: &GroupName, id: u64) -> Result<(), ControllerError> {
+        let wire = pb::GroupDropDone {
+            name: group.as_str().to_owned(),
+            drop_id: id,
+        };
+        self.on_leader(&mut false, |mut c| {
+            let wire = wire.clone();
+            async move { c.finish_group_drop(wire).await }
+        })
+        .await?;
+        Ok(())
     }
 
     async fn get_group(&self, group: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {

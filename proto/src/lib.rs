@@ -90,6 +90,6 @@ pub mod pb {
 
 pub use client_id::ClientId;
 pub use clock::{Clock, SystemClock};
-pub use controller_api::{ControllerApi, ControllerError, TopicDrop};
+pub use controller_api::{ControllerApi, ControllerError, GroupDrop, TopicDrop};
 pub use domain::*;
 pub use store_api::{OpenMode, StoreApi, StoreError};

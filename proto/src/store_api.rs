@@ -402,9 +402,16 @@ pub trait StoreApi: Send + Sync + 'static {
         shards: &[ShardId],
     ) -> Result<(), StoreError>;
 
-    /// Forgets a deleted group's consumer state.
+    /// Forgets a deleted group's consumer state, for the controller's deletion `drop_id`: a
+    /// shard applies each deletion of a group at most once, so a copy delivered late leaves
+    /// the group created again alone (0: an older controller's deletion, not fenced).
     /// `shards`: every shard a topic has queues on (beyond those the store knows itself).
-    async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError>;
+    async fn drop_group(
+        &self,
+        group: &GroupName,
+        drop_id: u64,
+        shards: &[ShardId],
+    ) -> Result<(), StoreError>;
 
     /// Opens store node `node`'s replica of `shard`, whose members are `replicas` (node id →
     /// address), as `mode` says (ADR 0013, 0014).

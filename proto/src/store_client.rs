@@ -580,13 +580,19 @@ impl StoreApi for RemoteStore {
         Ok(())
     }
 
-    async fn drop_group(&self, group: &GroupName, shards: &[ShardId]) -> Result<(), StoreError> {
+    async fn drop_group(
+        &self,
+        group: &GroupName,
+        drop_id: u64,
+        shards: &[ShardId],
+    ) -> Result<(), StoreError> {
         let mut all = self.routing.scope(&[]);
         all.extend_from_slice(shards);
         for shard in self.routing.scope(&all) {
             let wire = pb::DropGroupRequest {
                 group: group.as_str().to_owned(),
                 shard,
+                drop_id,
             };
             self.routing
                 .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {

@@ -433,7 +433,9 @@ impl AdminService for AdminServer {
                 .store
                 .drop_topic(&name, drop.id, &shards)
                 .await
-                .map_err(|e| topic_half_deleted(&name, fenced, e))?;
+                .map_err(|e| {
+                    half_deleted(&format!("topic {name}"), "its queues were", fenced, e)
+                })?;
         }
         if fenced
             && let Err(err) = self
@@ -443,7 +445,11 @@ impl AdminService for AdminServer {
                 .finish_topic_drop(&name, drop.id)
                 .await
         {
-            return Err(half_deleted_controller(&name, err));
+            return Err(half_deleted_controller(
+                &format!("topic {name}"),
+                "its queues",
+                err,
+            ));
         }
         tracing::info!(topic = %name, drop = drop.id, "topic deleted");
         Ok(Response::new(api::DeleteTopicResponse {}))
@@ -783,23 +789,24 @@ impl AdminService for AdminServer {
     }
 }
 
-/// A topic dropped from every shard whose drop the controller did not record as finished: the
-/// name stays reserved until it does.
-fn half_deleted_controller(name: &TopicName, err: vela_proto::ControllerError) -> Status {
+/// `what` (a topic or a consumer group) dropped from every shard whose drop the controller
+/// did not record as finished: the name stays reserved until it does.
+fn half_deleted_controller(what: &str, data: &str, err: vela_proto::ControllerError) -> Status {
     let status = controller_to_grpc(err);
     Status::new(
         status.code(),
         format!(
-            "topic {name} deleted and its queues dropped, but the controller did not record \
-             it ({}): run the delete again before creating the name again",
+            "{what} deleted and {data} dropped, but the controller did not record it ({}): run \
+             the delete again before creating the name again",
             status.message()
         ),
     )
 }
 
-/// A topic deleted from the metadata whose queues a shard did not drop: with a controller that
-/// records drops (`fenced`), the name stays reserved until they are.
-fn topic_half_deleted(name: &TopicName, fenced: bool, err: vela_proto::StoreError) -> Status {
+/// `what` (a topic or a consumer group) deleted from the metadata whose data a shard did not
+/// drop: with a controller that records drops (`fenced`), the name stays reserved until it is.
+/// Keeps the store's code.
+fn half_deleted(what: &str, data_were: &str, fenced: bool, err: vela_proto::StoreError) -> Status {
     let status = store_to_grpc(err);
     let then = if fenced {
         "run the delete again to finish it (a cluster's controller also retries on its own); \
@@ -810,19 +817,7 @@ fn topic_half_deleted(name: &TopicName, fenced: bool, err: vela_proto::StoreErro
     Status::new(
         status.code(),
         format!(
-            "topic {name} deleted, but its queues were not dropped from every shard ({}): {then}",
-            status.message()
-        ),
-    )
-}
-
-/// The metadata is gone but the store did not drop the data: say both, keep the store's code.
-fn half_deleted(what: &str, data_was: &str, err: vela_proto::StoreError) -> Status {
-    let status = store_to_grpc(err);
-    Status::new(
-        status.code(),
-        format!(
-            "{what} deleted, but {data_was} not dropped: {}",
+            "{what} deleted, but {data_were} not dropped from every shard ({}): {then}",
             status.message()
         ),
     )

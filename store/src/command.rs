@@ -142,6 +142,12 @@ pub enum StoreCommand {
         retention_ms: Option<u64>,
         revision: u64,
     },
+    /// A consumer group was deleted (apply version 18): as `DropGroup`, fenced by `drop_id`,
+    /// the controller's number for that deletion (from the counter topics' revisions come
+    /// from). The shard remembers the highest it applied per group and ignores a drop not
+    /// above it, so a drop delivered late (after the name was created again) leaves the new
+    /// group's positions alone.
+    DropGroupOnce { group: GroupName, drop_id: u64 },
 }
 
 /// One queue's new first offset inside a [`StoreCommand::Expire`]. `key` is the queue's key in
@@ -213,7 +219,7 @@ impl StoreCommand {
             StoreCommand::EndTransaction { .. } => "end_transaction",
             StoreCommand::Truncate { .. } => "truncate",
             StoreCommand::DropTopic { .. } | StoreCommand::DropTopicOnce { .. } => "drop_topic",
-            StoreCommand::DropGroup { .. } => "drop_group",
+            StoreCommand::DropGroup { .. } | StoreCommand::DropGroupOnce { .. } => "drop_group",
             StoreCommand::AppendBatch { .. } => "append_batch",
             StoreCommand::SetApplyVersion { .. } => "set_apply_version",
             StoreCommand::PopRanges { .. } => "pop",
@@ -249,6 +255,7 @@ impl StoreCommand {
             | StoreCommand::DropTopic { .. }
             | StoreCommand::DropTopicOnce { .. }
             | StoreCommand::DropGroup { .. }
+            | StoreCommand::DropGroupOnce { .. }
             | StoreCommand::SetApplyVersion { .. }
             | StoreCommand::SetOffsets { .. }
             | StoreCommand::Tiered { .. }
@@ -403,6 +410,9 @@ impl fmt::Display for StoreCommand {
                 segment.first_index, segment.last_index, segment.key
             ),
             StoreCommand::DropGroup { group } => write!(f, "drop_group({group})"),
+            StoreCommand::DropGroupOnce { group, drop_id } => {
+                write!(f, "drop_group({group}, drop {drop_id})")
+            }
             StoreCommand::TopicRetention {
                 topic,
                 retention_ms,

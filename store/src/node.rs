@@ -465,9 +465,14 @@ impl Store {
         Ok(cuts)
     }
 
-    /// Writes a drop command (of a topic or a group) to every shard.
-    async fn drop_everywhere(&self, command: StoreCommand) -> Result<(), StoreError> {
+    /// Drops `group` (deletion `drop_id`) from every shard.
+    async fn drop_group_everywhere(
+        &self,
+        group: &GroupName,
+        drop_id: u64,
+    ) -> Result<(), StoreError> {
         for local in self.shards().values() {
+            let command = scoped::group_drop_command(&local.shard, group, drop_id);
             match local.shard.write(command.clone()).await? {
                 CommandResponse::Dropped => {}
                 other => return Err(unexpected(command.kind(), &other)),

@@ -8,6 +8,7 @@ pub(crate) mod fairness;
 pub(crate) mod restoring;
 pub(crate) mod saturation;
 pub(crate) mod scrub;
+mod snapshot_format;
 mod state_machine;
 pub(crate) mod tasks;
 pub(crate) mod tiered;
@@ -40,9 +41,9 @@ use crate::error::{StoreOpenError, StoreShutdownError};
 use crate::index_db::{IndexDb, IndexError};
 use crate::state::{ApplyEffects, ScanMemo, ShardState};
 use catch_up::ReplicaSource;
+use snapshot_format::decode_snapshot;
 pub(crate) use state_machine::Applied;
 pub use state_machine::ShardStateMachine;
-use state_machine::decode_snapshot;
 
 openraft::declare_raft_types!(
     /// openraft types of a store shard: the log carries [`StoreCommand`]s.

@@ -180,6 +180,12 @@ pub struct ShardState {
     /// one entry per topic name that had one. Saved after the retentions (snapshot format 8).
     #[serde(skip)]
     topic_revisions: BTreeMap<TopicName, u64>,
+    /// The highest controller drop id applied per consumer group (apply version 18,
+    /// `DropGroupOnce`): as `topic_revisions`, kept when the group is dropped, so a late copy
+    /// of a drop leaves the group created again alone. Saved after the topics' revisions
+    /// (snapshot format 9).
+    #[serde(skip)]
+    group_revisions: BTreeMap<GroupName, u64>,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -194,6 +200,7 @@ impl PartialEq for ShardState {
             && self.tier == other.tier
             && self.topic_retention == other.topic_retention
             && self.topic_revisions == other.topic_revisions
+            && self.group_revisions == other.group_revisions
             && self.live_entries() == other.live_entries()
     }
 }
@@ -233,7 +240,12 @@ impl PartialEq for ShardState {
 ///   shard applies each deletion of a topic at most once.
 /// - 17: a topic's retention carries the controller's revision (`TopicRetentionAt`), and a
 ///   shard applies it only above the highest revision it applied for the topic.
-pub const APPLY_VERSION: u32 = 17;
+/// - 18: a consumer group's drop carries the controller's id for the deletion
+///   (`DropGroupOnce`), and a shard applies each deletion of a group at most once.
+pub const APPLY_VERSION: u32 = 18;
+
+/// The apply version from which drops of a consumer group are fenced by the deletion's id.
+pub const GROUP_DROP_FENCE_APPLY_VERSION: u32 = 18;
 
 /// The apply version from which a topic's retention is fenced by the controller's revision.
 pub const RETENTION_FENCE_APPLY_VERSION: u32 = 17;
@@ -573,15 +585,22 @@ impl ShardState {
                 self.drop_topic(topic, fx);
                 CommandResponse::Dropped
             }
-            StoreCommand::DropGroup { group } => {
-                if self.apply_version >= BROADCAST_APPLY_VERSION {
-                    // A broadcast group's instances go with it.
-                    self.consumers.retain(|(g, _, _), _| !group.owns(g));
-                    self.rotation.retain(|(g, _), _| !group.owns(g));
-                } else {
-                    self.consumers.retain(|(g, _, _), _| g != group);
-                    self.rotation.retain(|(g, _), _| g != group);
+            StoreCommand::DropGroupOnce { group, drop_id } => {
+                if self.apply_version >= GROUP_DROP_FENCE_APPLY_VERSION {
+                    if self
+                        .group_revisions
+                        .get(group)
+                        .is_some_and(|&applied| applied >= *drop_id)
+                    {
+                        return CommandResponse::Dropped;
+                    }
+                    self.group_revisions.insert(group.clone(), *drop_id);
                 }
+                self.drop_group(group);
+                CommandResponse::Dropped
+            }
+            StoreCommand::DropGroup { group } => {
+                self.drop_group(group);
                 CommandResponse::Dropped
             }
             StoreCommand::SetApplyVersion { version } => {
@@ -723,6 +742,18 @@ impl ShardState {
         true
     }
 
+    /// Forgets a deleted consumer group's state on every queue.
+    fn drop_group(&mut self, group: &GroupName) {
+        if self.apply_version >= BROADCAST_APPLY_VERSION {
+            // A broadcast group's instances go with it.
+            self.consumers.retain(|(g, _, _), _| !group.owns(g));
+            self.rotation.retain(|(g, _), _| !group.owns(g));
+        } else {
+            self.consumers.retain(|(g, _, _), _| g != group);
+            self.rotation.retain(|(g, _), _| g != group);
+        }
+    }
+
     /// Forgets a deleted topic: its queues, the groups' state on them, its parked and half
     /// messages, its retention.
     fn drop_topic(&mut self, topic: &TopicName, fx: &mut ApplyEffects) {
@@ -750,6 +781,7 @@ impl ShardState {
         back.tier = self.tier.clone();
         back.topic_retention = self.topic_retention.clone();
         back.topic_revisions = self.topic_revisions.clone();
+        back.group_revisions = self.group_revisions.clone();
         for (key, entry) in index.entries.in_memory() {
             back.entries.put(key.0, key.1, *entry);
         }

@@ -148,21 +148,25 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
             again.remove(String::from_utf8_lossy(&m.body).as_ref());
         }
     }
+    let group = consumer.group().to_owned();
     drop(consumer);
     drop(producer);
 
     let second =
-        a_deletion_a_store_missed_is_finished_before_the_name_returns(&cluster, &topic).await;
+        a_deletion_a_store_missed_is_finished_before_the_name_returns(&cluster, &topic, &group)
+            .await;
     cluster.stop_restarted(vec![restarted, second]).await;
 }
 
-/// Deletes `topic` (whose queues hold messages on every store's placed shard) while store 2 is
-/// down: the metadata goes, the queues on its shard stay, and the name is refused until the
-/// controller's reconciler drops them after the store returns (restarted: the child answered).
-/// The topic created again is empty.
+/// Deletes `topic` (whose queues hold messages on every store's placed shard) and `group`
+/// (which consumed them all) while store 2 is down: the metadata goes, the queues and the
+/// group's positions on its shard stay, and the names are refused until the controller's
+/// reconciler drops them after the store returns (restarted: the child answered). The topic
+/// created again is empty.
 async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
     cluster: &LocalCluster,
     topic: &str,
+    group: &str,
 ) -> tokio::process::Child {
     let admin = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
@@ -172,7 +176,23 @@ async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
             .unwrap()
     };
     let create = || admin(&["topic", "create", topic, "--replicas", "1", "--queues", "6"]);
+    let create_group = || admin(&["group", "create", group]);
     cluster.kill_store(2);
+    let half = admin(&["group", "delete", group]);
+    let err = String::from_utf8_lossy(&half.stderr);
+    assert!(
+        !half.status.success(),
+        "a shard without a leader cannot drop"
+    );
+    assert!(
+        err.contains("its state was not dropped from every shard")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let refused = create_group();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("still being deleted"), "{err}");
     let half = admin(&["topic", "delete", topic]);
     let err = String::from_utf8_lossy(&half.stderr);
     assert!(
@@ -190,6 +210,19 @@ async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
 
     let restarted = cluster.restart_store(2);
     let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = create_group();
+        if created.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&created.stderr);
+        assert!(err.contains("still being deleted"), "{err}");
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not finish the group's drop: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     loop {
         let created = create();
         if created.status.success() {

@@ -108,6 +108,67 @@ fn topic_drop_golden_bytes() {
     ]);
 }
 
+#[test]
+fn group_drop_golden_bytes() {
+    // Variant 35: the group name, then the proposer's clock (a zigzag varint of ms); variant
+    // 36: the name, then the drop id (a varint).
+    super::assert_golden([
+        (
+            ControllerCommand::DeleteGroupDropping {
+                name: group_name("g"),
+                now_ms: 300,
+            },
+            "23 0167 d804",
+        ),
+        (
+            ControllerCommand::FinishGroupDrop {
+                name: group_name("g"),
+                id: 300,
+            },
+            "24 0167 ac02",
+        ),
+    ]);
+}
+
+#[test]
+fn a_group_drop_covers_every_shard_and_holds_the_name() {
+    let mut md = with_shards(&[0, 1]);
+    md.apply(create_group("billing", 1)).expect("created");
+    let Ok(Applied::GroupDropping(drop)) = md.apply(ControllerCommand::DeleteGroupDropping {
+        name: group_name("billing"),
+        now_ms: 0,
+    }) else {
+        panic!("deleted");
+    };
+    assert_eq!((drop.id, drop.shards.clone()), (1, vec![0, 1]));
+    assert_eq!(
+        md.apply(create_group("billing", 2)),
+        Err(Rejected::GroupDropping(group_name("billing")))
+    );
+    // A topic's revision comes after it.
+    md.apply(create_topic("orders", 1, 1)).expect("created");
+    assert!(matches!(
+        md.apply(drop_topic("orders", 0)),
+        Ok(Applied::TopicDropping(d)) if d.id == 2
+    ));
+    // The snapshot keeps it.
+    let json = serde_json::to_vec(&md).expect("encode");
+    let back: Metadata = serde_json::from_slice(&json).expect("decode");
+    assert_eq!(back.pending_group_drops(), md.pending_group_drops());
+    assert_eq!(
+        md.apply(ControllerCommand::FinishGroupDrop {
+            name: group_name("billing"),
+            id: 1,
+        }),
+        Ok(Applied::GroupDropFinished(true))
+    );
+    assert!(md.pending_group_drops().is_empty());
+    assert!(matches!(
+        md.apply(create_group("billing", 3)),
+        Ok(Applied::Group(_))
+    ));
+}
+
 fn drop_topic(name: &str, now_ms: i64) -> ControllerCommand {
     ControllerCommand::DeleteTopicDropping {
         name: topic_name(name),
@@ -439,8 +500,20 @@ fn arb_command() -> impl proptest::strategy::Strategy<Value = ControllerCommand>
                 now_ms,
             }
         }),
-        name.prop_map(|n| ControllerCommand::DeleteGroup {
+        name.clone().prop_map(|n| ControllerCommand::DeleteGroup {
             name: group_name(n)
+        }),
+        (name.clone(), clock()).prop_map(|(n, now_ms)| {
+            ControllerCommand::DeleteGroupDropping {
+                name: group_name(n),
+                now_ms,
+            }
+        }),
+        (name, prop_oneof![1u64..8, 1_000u64..1_004, 2_000u64..2_004]).prop_map(|(n, id)| {
+            ControllerCommand::FinishGroupDrop {
+                name: group_name(n),
+                id,
+            }
         }),
         proptest::collection::btree_set(0u32..4, 1..4).prop_map(|s| {
             ControllerCommand::SetShards {
@@ -458,8 +531,9 @@ proptest::proptest! {
         use std::collections::BTreeSet;
         let mut md = with_shards(&[0, 1]);
         let (mut topics, mut groups) = (BTreeSet::new(), BTreeSet::new());
-        // Deleted topics still dropping, by their drop ids; the newest topic revision.
-        let (mut dropping, mut last_revision) = (BTreeMap::new(), 0u64);
+        // Deleted topics and groups still dropping, by their drop ids; the newest revision
+        // (topics' and groups' drops count from one counter).
+        let (mut dropping, mut group_drops, mut last_revision) = (BTreeMap::new(), BTreeMap::new(), 0u64);
         let mut next_revision = |now_ms: i64| {
             last_revision = (last_revision + 1).max(now_ms as u64 * 1_000);
             last_revision
@@ -531,6 +605,12 @@ proptest::proptest! {
                 ControllerCommand::CreateGroup { spec, .. }
                 | ControllerCommand::CreateGroupStarting { spec, .. }
                 | ControllerCommand::CreateGroupWithRetry { spec, .. }
+                | ControllerCommand::CreateBroadcastGroup { spec, .. } if group_drops.contains_key(&spec.name) && !groups.contains(&spec.name) => {
+                    proptest::prop_assert_eq!(outcome, Err(Rejected::GroupDropping(spec.name)));
+                }
+                ControllerCommand::CreateGroup { spec, .. }
+                | ControllerCommand::CreateGroupStarting { spec, .. }
+                | ControllerCommand::CreateGroupWithRetry { spec, .. }
                 | ControllerCommand::CreateBroadcastGroup { spec, .. } => {
                     if groups.insert(spec.name.clone()) {
                         proptest::prop_assert!(matches!(outcome, Ok(Applied::Group(_))));
@@ -545,6 +625,34 @@ proptest::proptest! {
                         Err(Rejected::GroupNotFound(name))
                     };
                     proptest::prop_assert_eq!(outcome, expected);
+                }
+                ControllerCommand::DeleteGroupDropping { name, now_ms } => {
+                    let (id, fresh) = if let Some(&id) = group_drops.get(&name) {
+                        (id, false)
+                    } else if groups.remove(&name) {
+                        let id = next_revision(now_ms);
+                        group_drops.insert(name.clone(), id);
+                        (id, true)
+                    } else {
+                        proptest::prop_assert_eq!(outcome, Err(Rejected::GroupNotFound(name)));
+                        continue;
+                    };
+                    let Ok(Applied::GroupDropping(drop)) = outcome else {
+                        return Err(proptest::test_runner::TestCaseError::fail(format!("{outcome:?}")));
+                    };
+                    proptest::prop_assert_eq!(drop.id, id);
+                    // Every shard there was (here: configured) that still is.
+                    proptest::prop_assert!(drop.shards.iter().all(|s| md.shards().contains(s)));
+                    if fresh {
+                        proptest::prop_assert_eq!(&drop.shards, md.shards(), "a new deletion names every shard");
+                    }
+                }
+                ControllerCommand::FinishGroupDrop { name, id } => {
+                    let finished = group_drops.get(&name) == Some(&id);
+                    if finished {
+                        group_drops.remove(&name);
+                    }
+                    proptest::prop_assert_eq!(outcome, Ok(Applied::GroupDropFinished(finished)));
                 }
                 ControllerCommand::SetShards { shards } => {
                     proptest::prop_assert_eq!(outcome, Ok(Applied::Shards(shards)));
@@ -583,6 +691,8 @@ proptest::proptest! {
         proptest::prop_assert_eq!(pending, dropping);
         let names: BTreeSet<_> = md.groups().map(|g| g.name.clone()).collect();
         proptest::prop_assert_eq!(names, groups);
+        let pending: BTreeMap<_, _> = md.pending_group_drops().into_iter().map(|(n, d)| (n, d.id)).collect();
+        proptest::prop_assert_eq!(pending, group_drops);
         let json = serde_json::to_vec(&md).expect("encode");
         proptest::prop_assert_eq!(serde_json::from_slice::<Metadata>(&json).expect("decode"), md);
     }

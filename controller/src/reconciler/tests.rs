@@ -167,7 +167,7 @@ impl StoreApi for Nodes {
     async fn drop_topic(&self, _: &TopicName, _: u64, _: &[ShardId]) -> Result<(), StoreError> {
         Err(unused())
     }
-    async fn drop_group(&self, _: &GroupName, _: &[ShardId]) -> Result<(), StoreError> {
+    async fn drop_group(&self, _: &GroupName, _: u64, _: &[ShardId]) -> Result<(), StoreError> {
         Err(unused())
     }
     async fn set_topic_retention(

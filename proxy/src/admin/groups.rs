@@ -72,33 +72,46 @@ pub(super) async fn delete(
 ) -> Result<Response<api::DeleteGroupResponse>, Status> {
     server.allow(&request).await?;
     let name = group_name(&request.into_inner().name)?;
-    server
-        .shared
-        .ctx
-        .controller
+    let controller = &server.shared.ctx.controller;
+    let drop = controller
         .delete_group(&name)
         .await
         .map_err(controller_to_grpc)?;
     server.shared.metadata.forget_group(&name);
-    // Every shard a topic has queues on: the group may hold state on any.
-    let shards: Vec<ShardId> = server
-        .shared
-        .ctx
-        .controller
-        .list_topics()
-        .await
-        .map_err(controller_to_grpc)?
-        .into_iter()
-        .flat_map(|t| t.queue_shards)
-        .collect();
-    server
-        .shared
-        .ctx
-        .store
-        .drop_group(&name, &shards)
-        .await
-        .map_err(|e| half_deleted(&format!("consumer group {name}"), "its state was", e))?;
-    tracing::info!(group = %name, "consumer group deleted");
+    if drop.finished {
+        // A retried call found it deleted and dropped meanwhile.
+        tracing::info!(group = %name, "consumer group deleted");
+        return Ok(Response::new(api::DeleteGroupResponse {}));
+    }
+    let what = format!("consumer group {name}");
+    let fenced = drop.id != 0;
+    let shards: Vec<ShardId> = if fenced {
+        drop.shards
+    } else {
+        // A controller without drop records (a build before them): every shard a topic has
+        // queues on, as the group may hold state on any.
+        controller
+            .list_topics()
+            .await
+            .map_err(controller_to_grpc)?
+            .into_iter()
+            .flat_map(|t| t.queue_shards)
+            .collect()
+    };
+    // A recorded drop without shards: none of them exists any more.
+    if !(fenced && shards.is_empty()) {
+        server
+            .shared
+            .ctx
+            .store
+            .drop_group(&name, drop.id, &shards)
+            .await
+            .map_err(|e| half_deleted(&what, "its state was", fenced, e))?;
+    }
+    if fenced && let Err(err) = controller.finish_group_drop(&name, drop.id).await {
+        return Err(half_deleted_controller(&what, "its state", err));
+    }
+    tracing::info!(group = %name, drop = drop.id, "consumer group deleted");
     Ok(Response::new(api::DeleteGroupResponse {}))
 }
 

@@ -270,6 +270,54 @@ async fn a_topic_retention_is_updated_in_the_metadata_and_the_stores_and_bad_one
 }
 
 #[tokio::test]
+async fn a_group_whose_drop_failed_stays_reserved_until_a_second_delete_finishes_it() {
+    let h = Harness::start(test_config()).await;
+    let mut admin = h.admin().await;
+    let create = || api::CreateGroupRequest {
+        name: "billing".into(),
+        fifo: false,
+        max_attempts: 0,
+        start: 0,
+        start_at_ms: 0,
+        retry_backoff: None,
+        broadcast: false,
+    };
+    let delete = || api::DeleteGroupRequest {
+        name: "billing".into(),
+    };
+    admin.create_group(create()).await.expect("created");
+
+    h.store.refuse_drops(true);
+    let half = admin.delete_group(delete()).await.expect_err("half done");
+    assert_eq!(half.code(), tonic::Code::Unavailable);
+    assert!(
+        half.message()
+            .contains("consumer group billing deleted, but its state was not dropped")
+            && half.message().contains("delete again"),
+        "{}",
+        half.message()
+    );
+    let refused = admin.create_group(create()).await.expect_err("reserved");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("still being deleted"),
+        "{}",
+        refused.message()
+    );
+
+    // Deleting again finishes the same deletion (the same drop id), then the name is free.
+    h.store.refuse_drops(false);
+    admin.delete_group(delete()).await.expect("finished");
+    let billing = GroupName::new("billing").expect("valid");
+    assert_eq!(h.store.group_drops(), [(billing.clone(), 1)]);
+    admin.create_group(create()).await.expect("created again");
+    admin.delete_group(delete()).await.expect("deleted");
+    assert_eq!(h.store.group_drops(), [(billing.clone(), 1), (billing, 2)]);
+    let absent = admin.delete_group(delete()).await.expect_err("absent");
+    assert_eq!(absent.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
 async fn a_topic_whose_drop_failed_stays_reserved_until_a_second_delete_finishes_it() {
     let h = Harness::start(test_config()).await;
     let mut admin = h.admin().await;

@@ -344,11 +344,13 @@ impl StoreApi for Store {
         Ok(())
     }
 
-    async fn drop_group(&self, group: &GroupName, _shards: &[ShardId]) -> Result<(), StoreError> {
-        self.drop_everywhere(StoreCommand::DropGroup {
-            group: group.clone(),
-        })
-        .await
+    async fn drop_group(
+        &self,
+        group: &GroupName,
+        drop_id: u64,
+        _shards: &[ShardId],
+    ) -> Result<(), StoreError> {
+        self.drop_group_everywhere(group, drop_id).await
     }
 
     /// In process only this node itself can be asked; the node's Raft transport must learn of

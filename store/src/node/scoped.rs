@@ -18,7 +18,8 @@ use super::{Received, Store};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::shard::{Shard, unexpected};
 use crate::state::{
-    DROP_FENCE_APPLY_VERSION, RETENTION_FENCE_APPLY_VERSION, TOPIC_RETENTION_APPLY_VERSION,
+    DROP_FENCE_APPLY_VERSION, GROUP_DROP_FENCE_APPLY_VERSION, RETENTION_FENCE_APPLY_VERSION,
+    TOPIC_RETENTION_APPLY_VERSION,
 };
 use vela_raft::status::member_status;
 
@@ -350,19 +351,16 @@ impl Store {
         }
     }
 
-    /// Drops `group`'s state from shard `shard`.
+    /// Drops `group`'s state from shard `shard` (deletion `drop_id`, 0: unfenced).
     pub async fn drop_group_shard(
         &self,
         shard: ShardId,
         group: &GroupName,
+        drop_id: u64,
     ) -> Result<(), StoreError> {
-        self.drop_on(
-            shard,
-            StoreCommand::DropGroup {
-                group: group.clone(),
-            },
-        )
-        .await
+        let led = self.led(shard)?;
+        let command = group_drop_command(&led, group, drop_id);
+        self.drop_on(shard, command).await
     }
 
     async fn drop_on(&self, shard: ShardId, command: StoreCommand) -> Result<(), StoreError> {
@@ -386,6 +384,21 @@ pub(super) fn drop_command(shard: &Shard, topic: &TopicName, drop_id: u64) -> St
     } else {
         StoreCommand::DropTopic {
             topic: topic.clone(),
+        }
+    }
+}
+
+/// The entry that drops `group` from `shard` for deletion `drop_id`, as [`drop_command`] does
+/// for a topic (from apply version 18).
+pub(super) fn group_drop_command(shard: &Shard, group: &GroupName, drop_id: u64) -> StoreCommand {
+    if drop_id > 0 && shard.shared.current_apply_version() >= GROUP_DROP_FENCE_APPLY_VERSION {
+        StoreCommand::DropGroupOnce {
+            group: group.clone(),
+            drop_id,
+        }
+    } else {
+        StoreCommand::DropGroup {
+            group: group.clone(),
         }
     }
 }

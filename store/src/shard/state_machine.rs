@@ -11,7 +11,7 @@
 //! a build holds from taking its copy of the state to writing it, and a build never writes a
 //! generation older than one on disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -20,299 +20,25 @@ use futures::{Stream, TryStreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use vela_proto::domain::TopicName;
 use vela_raft::generations::{Generation, SnapshotKeeper};
 
 use super::catch_up::{Fill, Restoring};
+pub(crate) use super::snapshot_format::SnapshotState;
+use super::snapshot_format::{SnapshotFile, decode_snapshot, encode_snapshot};
 use super::{CatchUp, ShardShared, ShardTypes};
 use crate::command::{CommandResponse, StoreCommand};
 use crate::index_db::history::HistoryRows;
 use crate::index_db::{IndexDb, IndexError, IndexView};
-use crate::state::{
-    APPLY_VERSION, ApplyEffects, DROP_FENCE_APPLY_VERSION, DedupWindow, Frozen, LegacyState,
-    ShardState, TOPIC_RETENTION_APPLY_VERSION, TierManifest,
-};
+use crate::state::{APPLY_VERSION, ApplyEffects, Frozen, ShardState};
 
 /// Applied entries kept in memory before a background write to the index file starts.
 const FLUSH_ENTRIES: usize = 16_384;
 /// Applied entries in memory past which apply waits for the write in progress (the writer
 /// fell behind).
 const MAX_UNFLUSHED: usize = 8 * FLUSH_ENTRIES;
-
-/// The snapshot file's payload (inside `vela_raft::snapshot_file` framing). Also what a
-/// snapshot transfer carries.
-#[derive(Serialize)]
-struct SnapshotFileRef<'a> {
-    format: u32,
-    meta: &'a SnapshotMetaOf<ShardTypes>,
-    state: &'a ShardState,
-    dedup: &'a DedupWindow,
-    dedup_clock_ms: i64,
-    tier: &'a TierManifest,
-    topic_retention: &'a BTreeMap<TopicName, u64>,
-    topic_revisions: &'a BTreeMap<TopicName, u64>,
-}
-
-#[derive(Deserialize)]
-struct CurrentFile {
-    /// Checked before the rest is decoded (see [`decode_snapshot`]).
-    _format: u32,
-    meta: SnapshotMetaOf<ShardTypes>,
-    state: ShardState,
-    dedup: DedupWindow,
-    dedup_clock_ms: i64,
-    tier: TierManifest,
-    topic_retention: BTreeMap<TopicName, u64>,
-    topic_revisions: BTreeMap<TopicName, u64>,
-}
-
-/// Snapshot format 7: as the current one without the topics' controller revisions. Still written while a
-/// shard's apply version is below 16 (no drop is fenced), so a node rolled back to a build
-/// that reads format 7 at most still opens what the new build wrote.
-#[derive(Serialize)]
-struct Format7FileRef<'a> {
-    format: u32,
-    meta: &'a SnapshotMetaOf<ShardTypes>,
-    state: &'a ShardState,
-    dedup: &'a DedupWindow,
-    dedup_clock_ms: i64,
-    tier: &'a TierManifest,
-    topic_retention: &'a BTreeMap<TopicName, u64>,
-}
-
-#[derive(Deserialize)]
-struct Format7File {
-    _format: u32,
-    meta: SnapshotMetaOf<ShardTypes>,
-    state: ShardState,
-    dedup: DedupWindow,
-    dedup_clock_ms: i64,
-    tier: TierManifest,
-    topic_retention: BTreeMap<TopicName, u64>,
-}
-
-/// Snapshot format 6: as the current one without the topics' retentions. Still written while
-/// a shard's apply version is below 15 (no topic has one), so a node rolled back to a build
-/// that reads format 6 at most still opens what the new build wrote.
-#[derive(Serialize)]
-struct Format6FileRef<'a> {
-    format: u32,
-    meta: &'a SnapshotMetaOf<ShardTypes>,
-    state: &'a ShardState,
-    dedup: &'a DedupWindow,
-    dedup_clock_ms: i64,
-    tier: &'a TierManifest,
-}
-
-#[derive(Deserialize)]
-struct Format6File {
-    _format: u32,
-    meta: SnapshotMetaOf<ShardTypes>,
-    state: ShardState,
-    dedup: DedupWindow,
-    dedup_clock_ms: i64,
-    tier: TierManifest,
-}
-
-/// Snapshot format 5: as the current one without the tier manifest. Still written while a
-/// shard's apply version is below 9 (its manifest is empty), so a node rolled back to a build
-/// that reads format 5 at most still opens what the new build wrote.
-#[derive(Serialize)]
-struct Format5FileRef<'a> {
-    format: u32,
-    meta: &'a SnapshotMetaOf<ShardTypes>,
-    state: &'a ShardState,
-    dedup: &'a DedupWindow,
-    dedup_clock_ms: i64,
-}
-
-#[derive(Deserialize)]
-struct Format5File {
-    _format: u32,
-    meta: SnapshotMetaOf<ShardTypes>,
-    state: ShardState,
-    dedup: DedupWindow,
-    dedup_clock_ms: i64,
-}
-
-/// Snapshot format 4: as the current one without the window's clock. Still written while a
-/// shard's apply version is below 6 (the window runs on the entries' times), so a node rolled
-/// back to a build that reads format 4 at most still opens what the new build wrote.
-#[derive(Serialize)]
-struct Format4FileRef<'a> {
-    format: u32,
-    meta: &'a SnapshotMetaOf<ShardTypes>,
-    state: &'a ShardState,
-    dedup: &'a DedupWindow,
-}
-
-#[derive(Deserialize)]
-struct Format4File {
-    _format: u32,
-    meta: SnapshotMetaOf<ShardTypes>,
-    state: ShardState,
-    dedup: DedupWindow,
-}
-
-/// Snapshot format 3: as the current one without the deduplication window. Still written while
-/// a shard's apply version is below 5 (its window is empty), so a node rolled back to a build
-/// that reads format 3 only can still open what the new build wrote during a rolling upgrade.
-#[derive(Serialize)]
-struct Format3FileRef<'a> {
-    format: u32,
-    meta: &'a SnapshotMetaOf<ShardTypes>,
-    state: &'a ShardState,
-}
-
-#[derive(Deserialize)]
-struct Format3File {
-    _format: u32,
-    meta: SnapshotMetaOf<ShardTypes>,
-    state: ShardState,
-}
-
-/// Snapshot format 2: the state held every queue's entries.
-#[derive(Deserialize)]
-struct Format2File {
-    _format: u32,
-    meta: SnapshotMetaOf<ShardTypes>,
-    state: LegacyState,
-}
-
-/// The state a snapshot holds. One exists per snapshot decoded, briefly: its size does not
-/// matter.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum SnapshotState {
-    Current(ShardState),
-    /// Format 2, upgraded on install (its entries go to the index file).
-    Format2(LegacyState),
-}
-
-impl SnapshotState {
-    fn shard(&self) -> vela_proto::domain::ShardId {
-        match self {
-            SnapshotState::Current(s) => s.shard(),
-            SnapshotState::Format2(s) => s.shard(),
-        }
-    }
-
-    /// Where the log the state reads message bodies from must be held locally (below it they
-    /// are gone, or in the tier).
-    fn local_floor(&self) -> u64 {
-        match self {
-            SnapshotState::Current(s) => s.local_floor(),
-            SnapshotState::Format2(s) => s.truncated_below(),
-        }
-    }
-}
-
-pub(crate) struct SnapshotFile {
-    pub meta: SnapshotMetaOf<ShardTypes>,
-    pub state: SnapshotState,
-}
-
-/// The layout of a shard snapshot's payload: `format` (this number, a varint) first, so a
-/// reader can refuse a layout it does not know before decoding the rest. Bumped with any change
-/// of [`ShardState`]'s persisted shape. Format 3 left the queues' entries out (they are in the
-/// index file); format 4 added the send deduplication window after the state; format 5 the
-/// window's clock after it; format 6 the tier manifest after that; format 7 the topics' own
-/// retentions after that; format 8 the topics' controller revisions after those. Formats 2 to 7
-/// are still read.
-pub(crate) const SNAPSHOT_FORMAT: u32 = 8;
-
-/// Decodes a snapshot generation and checks it is what its name says.
-pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, String> {
-    let (format, _) = postcard::take_from_bytes::<u32>(bytes).map_err(|e| e.to_string())?;
-    let file = match format {
-        SNAPSHOT_FORMAT => {
-            let mut f: CurrentFile = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-            f.state.set_dedup(f.dedup);
-            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
-            f.state.set_tier(f.tier);
-            f.state.set_topic_retentions(f.topic_retention);
-            f.state.set_topic_revisions(f.topic_revisions);
-            SnapshotFile {
-                meta: f.meta,
-                state: SnapshotState::Current(f.state),
-            }
-        }
-        7 => {
-            // Written before apply version 16: no drop was fenced.
-            let mut f: Format7File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-            f.state.set_dedup(f.dedup);
-            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
-            f.state.set_tier(f.tier);
-            f.state.set_topic_retentions(f.topic_retention);
-            SnapshotFile {
-                meta: f.meta,
-                state: SnapshotState::Current(f.state),
-            }
-        }
-        6 => {
-            // Written before apply version 15: no topic had a retention of its own.
-            let mut f: Format6File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-            f.state.set_dedup(f.dedup);
-            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
-            f.state.set_tier(f.tier);
-            SnapshotFile {
-                meta: f.meta,
-                state: SnapshotState::Current(f.state),
-            }
-        }
-        5 => {
-            // Written before apply version 9: nothing was tiered yet.
-            let mut f: Format5File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-            f.state.set_dedup(f.dedup);
-            f.state.set_dedup_clock_ms(f.dedup_clock_ms);
-            SnapshotFile {
-                meta: f.meta,
-                state: SnapshotState::Current(f.state),
-            }
-        }
-        4 => {
-            // Written before apply version 6: the window ran on the entries' times, and
-            // raising the version starts its clock.
-            let mut f: Format4File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-            f.state.set_dedup(f.dedup);
-            SnapshotFile {
-                meta: f.meta,
-                state: SnapshotState::Current(f.state),
-            }
-        }
-        3 => {
-            // Written before apply version 5: nothing was deduplicated yet.
-            let f: Format3File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-            SnapshotFile {
-                meta: f.meta,
-                state: SnapshotState::Current(f.state),
-            }
-        }
-        2 => {
-            let f: Format2File = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-            SnapshotFile {
-                meta: f.meta,
-                state: SnapshotState::Format2(f.state),
-            }
-        }
-        _ => {
-            return Err(format!(
-                "snapshot format {format} is not supported (this build reads 2 to \
-                 {SNAPSHOT_FORMAT})"
-            ));
-        }
-    };
-    let covers = file.meta.last_log_id.map_or(0, |l| l.index);
-    if covers != index {
-        return Err(format!(
-            "snapshot named for index {index} covers index {covers}"
-        ));
-    }
-    Ok(file)
-}
 
 /// What has been applied so far.
 #[derive(Debug)]
@@ -765,59 +491,7 @@ impl ShardSnapshotBuilder {
                     db.write(&part.entries, &part.history, index)?;
                 }
                 db.make_durable()?;
-                let bytes = if state.apply_version() < 5 {
-                    postcard::to_stdvec(&Format3FileRef {
-                        format: 3,
-                        meta: &meta,
-                        state: &state,
-                    })
-                } else if state.apply_version() < 6 {
-                    postcard::to_stdvec(&Format4FileRef {
-                        format: 4,
-                        meta: &meta,
-                        state: &state,
-                        dedup: state.dedup(),
-                    })
-                } else if state.apply_version() < 9 {
-                    postcard::to_stdvec(&Format5FileRef {
-                        format: 5,
-                        meta: &meta,
-                        state: &state,
-                        dedup: state.dedup(),
-                        dedup_clock_ms: state.dedup_clock_ms(),
-                    })
-                } else if state.apply_version() < TOPIC_RETENTION_APPLY_VERSION {
-                    postcard::to_stdvec(&Format6FileRef {
-                        format: 6,
-                        meta: &meta,
-                        state: &state,
-                        dedup: state.dedup(),
-                        dedup_clock_ms: state.dedup_clock_ms(),
-                        tier: state.tier(),
-                    })
-                } else if state.apply_version() < DROP_FENCE_APPLY_VERSION {
-                    postcard::to_stdvec(&Format7FileRef {
-                        format: 7,
-                        meta: &meta,
-                        state: &state,
-                        dedup: state.dedup(),
-                        dedup_clock_ms: state.dedup_clock_ms(),
-                        tier: state.tier(),
-                        topic_retention: state.topic_retention(),
-                    })
-                } else {
-                    postcard::to_stdvec(&SnapshotFileRef {
-                        format: SNAPSHOT_FORMAT,
-                        meta: &meta,
-                        state: &state,
-                        dedup: state.dedup(),
-                        dedup_clock_ms: state.dedup_clock_ms(),
-                        tier: state.tier(),
-                        topic_retention: state.topic_retention(),
-                        topic_revisions: state.topic_revisions(),
-                    })
-                }
-                .map_err(invalid_data)?;
+                let bytes = encode_snapshot(&meta, &state).map_err(invalid_data)?;
                 Ok((
                     bytes,
                     (

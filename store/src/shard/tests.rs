@@ -440,13 +440,31 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (shared, mut sm) = state_machine(dir.path(), SHARD);
     apply(&mut sm, workload()).await.expect("apply");
+    // A deleted topic and a deleted group: their drop ids are saved after the state too.
+    let drops = vec![
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(2, 6),
+            StoreCommand::DropTopicOnce {
+                topic: TopicName::new("gone").expect("valid"),
+                drop_id: 7,
+            },
+        ),
+        EntryOf::<ShardTypes>::new_normal(
+            log_id(2, 7),
+            StoreCommand::DropGroupOnce {
+                group: GroupName::new("gone").expect("valid"),
+                drop_id: 9,
+            },
+        ),
+    ];
+    apply(&mut sm, drops).await.expect("apply");
     let built = sm
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .expect("build snapshot");
-    let current = decode_snapshot(5, &built.snapshot).expect("format 8 decodes");
+    let current = decode_snapshot(7, &built.snapshot).expect("format 9 decodes");
     let SnapshotState::Current(state) = current.state else {
         panic!("the current format decodes as the current state");
     };
@@ -461,7 +479,7 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     // The same state as format 4 wrote it: the window but not its clock after the state.
     let format4 =
         postcard::to_stdvec(&(4u32, &built.meta, &state, state.dedup())).expect("encodes");
-    let SnapshotState::Current(from4) = decode_snapshot(5, &format4).expect("decodes").state else {
+    let SnapshotState::Current(from4) = decode_snapshot(7, &format4).expect("decodes").state else {
         panic!("format 4 decodes as the current state");
     };
     assert_eq!(from4.dedup(), state.dedup());
@@ -470,7 +488,7 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     let mut format5 = format4.clone();
     format5[0] = 5;
     format5.extend(postcard::to_stdvec(&state.dedup_clock_ms()).expect("encodes"));
-    let SnapshotState::Current(from5) = decode_snapshot(5, &format5).expect("decodes").state else {
+    let SnapshotState::Current(from5) = decode_snapshot(7, &format5).expect("decodes").state else {
         panic!("format 5 decodes as the current state");
     };
     assert_eq!(from5.dedup_clock_ms(), state.dedup_clock_ms());
@@ -482,7 +500,7 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     let mut format6 = format5.clone();
     format6[0] = 6;
     format6.extend(postcard::to_stdvec(state.tier()).expect("encodes"));
-    let SnapshotState::Current(from6) = decode_snapshot(5, &format6).expect("decodes").state else {
+    let SnapshotState::Current(from6) = decode_snapshot(7, &format6).expect("decodes").state else {
         panic!("format 6 decodes as the current state");
     };
     assert!(
@@ -493,7 +511,7 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     let mut format7 = format6.clone();
     format7[0] = 7;
     format7.extend(postcard::to_stdvec(state.topic_retention()).expect("encodes"));
-    let SnapshotState::Current(from7) = decode_snapshot(5, &format7).expect("decodes").state else {
+    let SnapshotState::Current(from7) = decode_snapshot(7, &format7).expect("decodes").state else {
         panic!("format 7 decodes as the current state");
     };
     assert_eq!(from7.topic_retention(), state.topic_retention());
@@ -502,14 +520,32 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
         "no drop was fenced before version 16"
     );
     // Format 8 is format 7 with the deleted topics' drop ids after the retentions.
-    let mut layout = format7.clone();
-    layout[0] = 8;
-    layout.extend(postcard::to_stdvec(state.topic_revisions()).expect("encodes"));
+    let mut format8 = format7.clone();
+    format8[0] = 8;
+    format8.extend(postcard::to_stdvec(state.topic_revisions()).expect("encodes"));
+    let SnapshotState::Current(from8) = decode_snapshot(7, &format8).expect("decodes").state else {
+        panic!("format 8 decodes as the current state");
+    };
+    assert_eq!(from8.topic_revisions().len(), 1);
+    assert_eq!(from8.topic_revisions(), state.topic_revisions());
+    assert!(
+        from8.group_revisions().is_empty(),
+        "no group's drop was fenced before version 18"
+    );
+    // Format 9 is format 8 with the deleted groups' drop ids after the topics'.
+    let mut layout = format8.clone();
+    layout[0] = 9;
+    layout.extend(postcard::to_stdvec(state.group_revisions()).expect("encodes"));
     assert_eq!(built.snapshot, layout);
+    let SnapshotState::Current(from9) = decode_snapshot(7, &layout).expect("decodes").state else {
+        panic!("format 9 decodes as the current state");
+    };
+    assert_eq!(from9.group_revisions().len(), 1);
+    assert_eq!(from9.group_revisions(), state.group_revisions());
 
     // As format 3 wrote it: no window after the state.
     let format3 = postcard::to_stdvec(&(3u32, &built.meta, &state)).expect("encodes");
-    let old = decode_snapshot(5, &format3).expect("format 3 decodes");
+    let old = decode_snapshot(7, &format3).expect("format 3 decodes");
     let SnapshotState::Current(old_state) = old.state else {
         panic!("format 3 decodes as the current state");
     };
@@ -520,15 +556,16 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
         postcard::to_stdvec(&old_state).expect("encodes"),
         postcard::to_stdvec(&expected).expect("encodes")
     );
-    let unknown = postcard::to_stdvec(&(9u32, &built.meta, &state)).expect("encodes");
-    let err = decode_snapshot(5, &unknown)
+    let unknown = postcard::to_stdvec(&(10u32, &built.meta, &state)).expect("encodes");
+    let err = decode_snapshot(7, &unknown)
         .err()
         .expect("a newer format is refused");
-    assert!(err.contains("snapshot format 9 is not supported"), "{err}");
+    assert!(err.contains("snapshot format 10 is not supported"), "{err}");
 }
 
 /// Until a shard applies version 5 its snapshots keep format 3, until version 6 format 4,
-/// until version 9 format 5, until version 15 format 6 and until version 16 format 7, so a node
+/// until version 9 format 5, until version 15 format 6, until version 16 format 7 and until
+/// version 18 format 8, so a node
 /// rolled back to a build that reads no newer format still opens what was written
 /// during the upgrade.
 #[tokio::test]
@@ -567,6 +604,14 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
     let raise = EntryOf::<ShardTypes>::new_normal(
         log_id(2, last.log_id.index + 2),
         StoreCommand::SetApplyVersion {
+            version: crate::state::GROUP_DROP_FENCE_APPLY_VERSION - 1,
+        },
+    );
+    apply(&mut sm, vec![raise]).await.expect("apply");
+    built.push(format_byte(&mut sm).await);
+    let raise = EntryOf::<ShardTypes>::new_normal(
+        log_id(2, last.log_id.index + 3),
+        StoreCommand::SetApplyVersion {
             version: crate::state::APPLY_VERSION,
         },
     );
@@ -574,8 +619,9 @@ async fn snapshots_keep_the_format_older_builds_read_until_the_version_is_raised
     built.push(format_byte(&mut sm).await);
     assert_eq!(
         built,
-        [3, 4, 6, 7, 8],
-        "format 3 below version 5, 4 below 6, 6 below 15 (5 below 9), 7 below 16, then 8"
+        [3, 4, 6, 7, 8, 9],
+        "format 3 below version 5, 4 below 6, 6 below 15 (5 below 9), 7 below 16, 8 below 18, \
+         then 9"
     );
 }
 

@@ -57,6 +57,8 @@ enum Intent {
     /// behind drops', so some are fenced off.
     RetentionAt(u8, Option<u32>, u8),
     DropGroup(u8),
+    /// Drops a group under a drop id (apply version 18); ids repeat, so some are fenced off.
+    DropGroupOnce(u8, u8),
     Upgrade,
     /// Raises the apply version part of the way (a rolling upgrade's stops between the topic
     /// fences).
@@ -91,8 +93,9 @@ fn intent() -> impl Strategy<Value = Intent> {
         1 => (0u8..2, prop::option::of(1_000u32..60_000), 1u8..6)
             .prop_map(|(t, ms, rev)| Intent::RetentionAt(t, ms, rev)),
         1 => (0u8..2).prop_map(Intent::DropGroup),
+        1 => (0u8..2, 1u8..4).prop_map(|(g, id)| Intent::DropGroupOnce(g, id)),
         1 => Just(Intent::Upgrade),
-        1 => prop_oneof![Just(15u32), Just(16u32)].prop_map(Intent::UpgradeTo),
+        1 => prop_oneof![Just(15u32), Just(16u32), Just(17u32)].prop_map(Intent::UpgradeTo),
         1 => (0u8..2, prop::option::of(1_000u32..60_000)).prop_map(|(t, ms)| Intent::Retention(t, ms)),
         1 => (0u8..2, 0u8..100).prop_map(|(t, per_cent)| Intent::Expire(t, per_cent)),
         3 => (-20_000i32..40_000).prop_map(Intent::Clock),
@@ -285,6 +288,10 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                 revision: u64::from(*rev),
             },
             Intent::DropGroup(g) => StoreCommand::DropGroup { group: group(*g) },
+            Intent::DropGroupOnce(g, id) => StoreCommand::DropGroupOnce {
+                group: group(*g),
+                drop_id: u64::from(*id),
+            },
             Intent::Upgrade => StoreCommand::SetApplyVersion {
                 version: APPLY_VERSION,
             },

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use vela_proto::domain::TopicName;
+use vela_proto::domain::{GroupName, TopicName};
 
 use super::{ApplyEffects, ShardState};
 use crate::command::ExpiryFloor;
@@ -81,6 +81,17 @@ impl ShardState {
     /// Restores what [`ShardState::topic_revisions`] saved.
     pub fn set_topic_revisions(&mut self, revisions: BTreeMap<TopicName, u64>) {
         self.topic_revisions = revisions;
+    }
+
+    /// The highest controller drop id applied per consumer group (saved in a snapshot,
+    /// format 9).
+    pub fn group_revisions(&self) -> &BTreeMap<GroupName, u64> {
+        &self.group_revisions
+    }
+
+    /// Restores what [`ShardState::group_revisions`] saved.
+    pub fn set_group_revisions(&mut self, revisions: BTreeMap<GroupName, u64>) {
+        self.group_revisions = revisions;
     }
 
     /// How long `topic`'s messages are kept on this shard, in ms: its own retention or

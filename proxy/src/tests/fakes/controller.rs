@@ -14,8 +14,10 @@ pub struct FakeController {
     routes: Mutex<BTreeMap<vela_proto::RouteName, vela_proto::route::RouteConfig>>,
     receipt_keys: Mutex<Option<vela_proto::receipt_keys::ManagedKeys>>,
     tier_credentials: Mutex<Option<ManagedTierCredentials>>,
-    /// Deleted topics whose drop is not finished, and the newest drop id.
+    /// Deleted topics whose drop is not finished, and the newest drop id (groups' too).
     dropping: Mutex<(BTreeMap<TopicName, vela_proto::TopicDrop>, u64)>,
+    /// Deleted groups whose drop is not finished.
+    group_drops: Mutex<BTreeMap<GroupName, vela_proto::GroupDrop>>,
 }
 
 impl FakeController {
@@ -156,6 +158,12 @@ impl ControllerApi for FakeController {
     }
 
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
+        if self.group_drops.lock().contains_key(&spec.name) {
+            return Err(ControllerError::Invalid(format!(
+                "consumer group {} is still being deleted",
+                spec.name
+            )));
+        }
         let mut groups = self.groups.lock();
         if groups.contains_key(&spec.name) {
             return Err(ControllerError::AlreadyExists(format!(
@@ -177,12 +185,35 @@ impl ControllerApi for FakeController {
         Ok(config)
     }
 
-    async fn delete_group(&self, name: &GroupName) -> Result<(), ControllerError> {
+    async fn delete_group(
+        &self,
+        name: &GroupName,
+    ) -> Result<vela_proto::GroupDrop, ControllerError> {
+        let mut dropping = self.dropping.lock();
+        let mut group_drops = self.group_drops.lock();
+        if let Some(drop) = group_drops.get(name) {
+            return Ok(drop.clone());
+        }
         self.groups
             .lock()
             .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| ControllerError::NotFound(format!("consumer group {name}")))
+            .ok_or_else(|| ControllerError::NotFound(format!("consumer group {name}")))?;
+        dropping.1 += 1;
+        let drop = vela_proto::GroupDrop {
+            id: dropping.1,
+            shards: vec![1],
+            finished: false,
+        };
+        group_drops.insert(name.clone(), drop.clone());
+        Ok(drop)
+    }
+
+    async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError> {
+        let mut group_drops = self.group_drops.lock();
+        if group_drops.get(name).is_some_and(|d| d.id == id) {
+            group_drops.remove(name);
+        }
+        Ok(())
     }
 
     async fn get_group(&self, name: &GroupName) -> Result<Option<GroupConfig>, ControllerError> {

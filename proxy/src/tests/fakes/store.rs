@@ -30,6 +30,8 @@ struct StoreState {
     refuse_drops: bool,
     /// Every drop that took effect: (topic, drop id).
     drops: Vec<(TopicName, u64)>,
+    /// Every group drop that took effect: (group, drop id).
+    group_drops: Vec<(GroupName, u64)>,
 }
 
 #[derive(Default)]
@@ -60,6 +62,11 @@ impl FakeStore {
     /// Every drop that took effect: (topic, drop id).
     pub fn drops(&self) -> Vec<(TopicName, u64)> {
         self.state.lock().drops.clone()
+    }
+
+    /// Every group drop that took effect: (group, drop id).
+    pub fn group_drops(&self) -> Vec<(GroupName, u64)> {
+        self.state.lock().group_drops.clone()
     }
 
     /// The retention `topic` was given, in ms.
@@ -513,7 +520,17 @@ impl StoreApi for FakeStore {
         Ok(())
     }
 
-    async fn drop_group(&self, _group: &GroupName, _shards: &[ShardId]) -> Result<(), StoreError> {
+    async fn drop_group(
+        &self,
+        group: &GroupName,
+        drop_id: u64,
+        _shards: &[ShardId],
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        if state.refuse_drops {
+            return Err(StoreError::Unavailable("shard 1 has no leader".into()));
+        }
+        state.group_drops.push((group.clone(), drop_id));
         Ok(())
     }
 

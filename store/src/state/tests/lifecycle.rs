@@ -82,6 +82,55 @@ fn a_topic_drop_applies_once_per_drop_id() {
 }
 
 #[test]
+fn a_group_drop_applies_once_per_drop_id() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion {
+        version: GROUP_DROP_FENCE_APPLY_VERSION,
+    });
+    let drop = |id| StoreCommand::DropGroupOnce {
+        group: group("billing"),
+        drop_id: id,
+    };
+    h.append(vec![message(None, None), message(None, None)]);
+    assert_eq!(h.pop_offsets(), vec![0, 1]);
+    h.apply(drop(4));
+    // Created again, it starts over; then a copy of the same drop (or an older one) arrives
+    // late, and a topic's drop id of the same number does not count for the group.
+    let (id, got) = popped_with_id(&mut h);
+    assert_eq!(got.len(), 2, "the dropped group's deliveries are forgotten");
+    h.apply(drop(4));
+    h.apply(drop(3));
+    assert_eq!(
+        h.ack(delivery(&got[0], id)),
+        Ok(()),
+        "a drop applied before leaves the group created again alone"
+    );
+    assert_eq!(h.state.group_revisions()[&group("billing")], 4);
+    assert!(h.state.topic_revisions().is_empty());
+    // The next deletion has a higher id.
+    h.apply(drop(5));
+    assert!(h.ack(delivery(&got[1], id)).is_err());
+    assert_eq!(h.state.restored(&h.state), h.state);
+}
+
+#[test]
+fn before_the_fence_a_group_drop_always_applies() {
+    let mut h = Harness::new();
+    h.apply(StoreCommand::SetApplyVersion {
+        version: GROUP_DROP_FENCE_APPLY_VERSION - 1,
+    });
+    h.append(vec![message(None, None)]);
+    for _ in 0..2 {
+        assert_eq!(h.pop_offsets(), vec![0]);
+        h.apply(StoreCommand::DropGroupOnce {
+            group: group("billing"),
+            drop_id: 1,
+        });
+    }
+    assert!(h.state.group_revisions().is_empty());
+}
+
+#[test]
 fn a_topic_retention_applies_only_above_the_topics_revision() {
     let mut h = Harness::new();
     h.apply(StoreCommand::SetApplyVersion {
