@@ -391,6 +391,10 @@ impl ControllerApi for Controller {
     }
 
     async fn finish_topic_drop(&self, name: &TopicName, id: u64) -> Result<(), ControllerError> {
+        if id == 0 {
+            // No drop has it (a proxy asking whether drops are recorded): nothing to write.
+            return Ok(());
+        }
         match self
             .group
             .propose(ControllerCommand::FinishTopicDrop {
@@ -477,6 +481,10 @@ impl ControllerApi for Controller {
     }
 
     async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError> {
+        if id == 0 {
+            // No drop has it (a proxy asking whether drops are recorded): nothing to write.
+            return Ok(());
+        }
         match self
             .group
             .propose(ControllerCommand::FinishGroupDrop {

@@ -357,15 +357,19 @@ impl Metadata {
     /// drop.
     fn delete_group_dropping(&mut self, name: GroupName, now_ms: i64) -> ControllerResponse {
         if let Some(drop) = self.group_drops.get(&name) {
-            return Ok(Applied::GroupDropping(self.existing(drop)));
+            return Ok(Applied::GroupDropping(self.existing_group_drop(drop)));
         }
         if self.groups.remove(&name).is_none() {
             return Err(Rejected::GroupNotFound(name));
         }
+        // Where the group can hold state: on the queues of topics, and of deleted topics whose
+        // own drop (which takes every group's state on them) is not done yet. Not every shard:
+        // one without a leader would hold the name up though it holds nothing of the group.
         let mut shards: Vec<ShardId> = self
-            .shards
-            .iter()
-            .chain(self.placed.keys())
+            .topics
+            .values()
+            .flat_map(|t| t.queue_shards.iter())
+            .chain(self.dropping.values().flat_map(|d| d.shards.iter()))
             .copied()
             .collect();
         shards.sort_unstable();
@@ -374,16 +378,37 @@ impl Metadata {
             id: self.next_revision(now_ms),
             shards,
         };
-        let answer = self.existing(&drop);
-        self.group_drops.insert(name, drop);
-        Ok(Applied::GroupDropping(answer))
+        self.group_drops.insert(name, drop.clone());
+        Ok(Applied::GroupDropping(self.existing_group_drop(&drop)))
     }
 
-    /// Deleted groups whose state is not yet dropped from every shard ([`Self::existing`]).
+    /// A pending group drop as [`Self::existing`] answers a topic's, with the floor at or below
+    /// which every group drop is finished: one below the oldest pending (`drop` included once
+    /// recorded), or the newest revision when none is.
+    fn existing_group_drop(&self, drop: &PendingDrop) -> vela_proto::GroupDrop {
+        let floor = self
+            .group_drops
+            .values()
+            .map(|d| d.id)
+            .min()
+            .map_or(self.last_topic_revision, |oldest| oldest.saturating_sub(1));
+        let existing = self.existing(drop);
+        vela_proto::GroupDrop {
+            drop: vela_proto::GroupDropId {
+                id: existing.id,
+                floor,
+            },
+            shards: existing.shards,
+            finished: false,
+        }
+    }
+
+    /// Deleted groups whose state is not yet dropped from every shard
+    /// ([`Self::existing_group_drop`]).
     pub fn pending_group_drops(&self) -> Vec<(GroupName, vela_proto::GroupDrop)> {
         self.group_drops
             .iter()
-            .map(|(name, drop)| (name.clone(), self.existing(drop)))
+            .map(|(name, drop)| (name.clone(), self.existing_group_drop(drop)))
             .collect()
     }
 

@@ -29,9 +29,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vela_proto::cluster_status::{MemberRole, MemberStatus, StoreNodeReport};
-use vela_proto::{
-    ControllerApi, ControllerError, OpenMode, ShardId, StoreApi, StoreError, TopicDrop,
-};
+use vela_proto::{ControllerApi, ControllerError, OpenMode, ShardId, StoreApi, StoreError};
 
 use crate::Controller;
 use crate::metadata::PlacedShard;
@@ -346,7 +344,8 @@ async fn open(
 /// leader in `reports` (asking it would hold the round up for the store client's retries);
 /// failures wait for the next round.
 pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi, reports: &[StoreNodeReport]) {
-    for (name, drop) in ready_drops("topic", c.pending_drops(), reports) {
+    let pending = c.pending_drops();
+    for (name, drop) in ready_drops("topic", pending, |d| &d.shards, reports) {
         // Empty: none of its shards exists any more.
         if !drop.shards.is_empty()
             && let Err(err) = store.drop_topic(&name, drop.id, &drop.shards).await
@@ -362,29 +361,32 @@ pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi, reports: &
 /// As [`finish_topic_drops`], for deleted consumer groups: a group's state is dropped from
 /// every shard there was when it was deleted, so its drop waits until each has a leader.
 pub async fn finish_group_drops(c: &Controller, store: &dyn StoreApi, reports: &[StoreNodeReport]) {
-    for (name, drop) in ready_drops("consumer group", c.pending_group_drops(), reports) {
+    let pending = c.pending_group_drops();
+    for (name, drop) in ready_drops("consumer group", pending, |d| &d.shards, reports) {
+        let id = drop.drop.id;
         if !drop.shards.is_empty()
-            && let Err(err) = store.drop_group(&name, drop.id, &drop.shards).await
+            && let Err(err) = store.drop_group(&name, drop.drop, &drop.shards).await
         {
-            debug!(%name, drop = drop.id, error = %err, "dropping a deleted consumer group's state");
+            debug!(%name, drop = id, error = %err, "dropping a deleted consumer group's state");
             continue;
         }
-        let outcome = c.finish_group_drop(&name, drop.id).await;
-        log_finished("consumer group", &name, drop.id, outcome);
+        let outcome = c.finish_group_drop(&name, id).await;
+        log_finished("consumer group", &name, id, outcome);
     }
 }
 
-/// Those of `pending` (deleted topics' or groups' drops) each of whose shards has a leader in
-/// `reports`; the others wait for a later round.
-fn ready_drops<N: std::fmt::Display>(
+/// Those of `pending` (deleted topics' or groups' drops) each of whose shards (`shards_of`) has
+/// a leader in `reports`; the others wait for a later round.
+fn ready_drops<N: std::fmt::Display, D>(
     what: &str,
-    pending: Vec<(N, TopicDrop)>,
+    pending: Vec<(N, D)>,
+    shards_of: impl Fn(&D) -> &[ShardId],
     reports: &[StoreNodeReport],
-) -> Vec<(N, TopicDrop)> {
+) -> Vec<(N, D)> {
     let led = vela_proto::cluster_status::led_shards(reports);
     pending
         .into_iter()
-        .filter(|(name, drop)| match drop.shards.iter().find(|s| !led.contains(s)) {
+        .filter(|(name, drop)| match shards_of(drop).iter().find(|s| !led.contains(s)) {
             Some(shard) => {
                 debug!(%name, shard, "a deleted {what}'s drop waits for the shard to have a leader");
                 false

@@ -146,8 +146,9 @@ impl ControllerRpc for ControllerService {
         let name = group_name(&request.into_inner().name)?;
         let drop = self.controller.delete_group(&name).await.map_err(failed)?;
         Ok(Response::new(pb::GroupDrop {
-            drop_id: drop.id,
+            drop_id: drop.drop.id,
             shards: drop.shards,
+            drop_floor: drop.drop.floor,
         }))
     }
 

@@ -251,10 +251,18 @@ async fn delete_then_recreate() {
         .await
         .expect("delete group");
     assert_eq!(
-        group_drop.id, 10_001,
+        group_drop.drop.id, 10_001,
         "from the same counter as the topic's drop"
     );
-    assert_eq!(group_drop.shards, vec![0], "every shard there is");
+    assert_eq!(
+        group_drop.drop.floor, 10_000,
+        "every group drop before it is finished"
+    );
+    assert_eq!(
+        group_drop.shards,
+        vec![0],
+        "the shards of topics, the deleted one's included"
+    );
     assert_eq!(
         controller
             .get_topic(&topic_name("orders"))
@@ -305,7 +313,7 @@ async fn delete_then_recreate() {
         "{refused}"
     );
     controller
-        .finish_group_drop(&group_name("billing"), group_drop.id)
+        .finish_group_drop(&group_name("billing"), group_drop.drop.id)
         .await
         .expect("finished");
     assert!(matches!(

@@ -53,11 +53,20 @@ pub struct TopicDrop {
 }
 
 /// A deleted consumer group whose state is being dropped from the shards, as [`TopicDrop`] is
-/// for a topic: the id comes from the same counter (a shard fences groups' drops by it per
-/// group name), the shards are every shard there was when it was deleted (a group holds state
-/// on any shard a topic has queues on; empty with an id of 0: those the caller finds), and the
-/// name cannot be created again until [`ControllerApi::finish_group_drop`].
-pub type GroupDrop = TopicDrop;
+/// for a topic; the name cannot be created again until [`ControllerApi::finish_group_drop`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupDrop {
+    /// This deletion's id and the floor below which every group drop is finished (a shard
+    /// fences groups' drops by both, see `StoreApi::drop_group`). The id comes from the
+    /// counter topics' revisions come from; 0: a controller without it (not fenced).
+    pub drop: crate::store_api::GroupDropId,
+    /// The shards where the group may hold state: every shard a topic has queues on, or a
+    /// deleted topic still had when the group was deleted, that still exists (empty with an id
+    /// of 0: those the caller finds).
+    pub shards: Vec<crate::ShardId>,
+    /// Nothing is left to drop: a retried call found the deletion done and its drop finished.
+    pub finished: bool,
+}
 
 /// What draining a store node moves (ADR 0014).
 #[derive(Debug, Clone, PartialEq, Eq)]

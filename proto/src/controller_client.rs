@@ -30,6 +30,7 @@ use crate::pb::controller::controller_client::ControllerClient;
 use crate::receipt_keys::{ManagedKeys, keys_from_wire};
 use crate::route::{RouteConfig, RouteSpec, RouteStatus};
 use crate::route_wire::{Secrets, route_from_wire, spec_to_wire, statuses_from_wire};
+use crate::store_api::GroupDropId;
 use crate::store_client::lazy_channel;
 use crate::tier_credentials::{self, ManagedTierCredentials, TierCredentials};
 
@@ -365,13 +366,16 @@ impl ControllerApi for RemoteController {
             .await;
         match deleted {
             Ok(drop) => Ok(GroupDrop {
-                id: drop.drop_id,
+                drop: GroupDropId {
+                    id: drop.drop_id,
+                    floor: drop.drop_floor,
+                },
                 shards: drop.shards,
                 finished: false,
             }),
             // An earlier attempt deleted it: as for a topic (see `delete_topic`).
             Err(ControllerError::NotFound(_)) if ambiguous => Ok(GroupDrop {
-                id: 0,
+                drop: GroupDropId::default(),
                 shards: Vec::new(),
                 finished: self.records_group_drops(group).await?,
             }),

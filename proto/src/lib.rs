@@ -92,4 +92,4 @@ pub use client_id::ClientId;
 pub use clock::{Clock, SystemClock};
 pub use controller_api::{ControllerApi, ControllerError, GroupDrop, TopicDrop};
 pub use domain::*;
-pub use store_api::{OpenMode, StoreApi, StoreError};
+pub use store_api::{GroupDropId, OpenMode, StoreApi, StoreError};

@@ -16,6 +16,15 @@ use crate::domain::{
 use crate::lookup::{FoundMessage, LookupRequest};
 use crate::receipt::ReceiptTicket;
 
+/// Which deletion of a consumer group a drop is (`ControllerApi::delete_group`): its id (0: an
+/// older controller's, not fenced) and the floor at or below which every group drop was
+/// finished when the controller answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDropId {
+    pub id: u64,
+    pub floor: u64,
+}
+
 /// Appends messages to one queue.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
@@ -402,14 +411,14 @@ pub trait StoreApi: Send + Sync + 'static {
         shards: &[ShardId],
     ) -> Result<(), StoreError>;
 
-    /// Forgets a deleted group's consumer state, for the controller's deletion `drop_id`: a
-    /// shard applies each deletion of a group at most once, so a copy delivered late leaves
-    /// the group created again alone (0: an older controller's deletion, not fenced).
+    /// Forgets a deleted group's consumer state, for the controller's deletion `drop`: a shard
+    /// applies each deletion of a group at most once, so a copy delivered late leaves the
+    /// group created again alone (an id of 0: an older controller's deletion, not fenced).
     /// `shards`: every shard a topic has queues on (beyond those the store knows itself).
     async fn drop_group(
         &self,
         group: &GroupName,
-        drop_id: u64,
+        drop: GroupDropId,
         shards: &[ShardId],
     ) -> Result<(), StoreError>;
 

@@ -31,8 +31,8 @@ use crate::lookup::{FoundMessage, LookupRequest, found_from_wire, lookup_to_wire
 use crate::pb::store as pb;
 use crate::receipt::ReceiptTicket;
 use crate::store_api::{
-    AppendOutcome, AppendRequest, Delivery, OpenMode, PopRequest, PullRequest, Pulled, StoreApi,
-    StoreError, TransactionCheck, TransactionCheckRequest, TransactionResolution,
+    AppendOutcome, AppendRequest, Delivery, GroupDropId, OpenMode, PopRequest, PullRequest, Pulled,
+    StoreApi, StoreError, TransactionCheck, TransactionCheckRequest, TransactionResolution,
 };
 use crate::store_wire::*;
 
@@ -583,7 +583,7 @@ impl StoreApi for RemoteStore {
     async fn drop_group(
         &self,
         group: &GroupName,
-        drop_id: u64,
+        drop: GroupDropId,
         shards: &[ShardId],
     ) -> Result<(), StoreError> {
         let mut all = self.routing.scope(&[]);
@@ -592,7 +592,8 @@ impl StoreApi for RemoteStore {
             let wire = pb::DropGroupRequest {
                 group: group.as_str().to_owned(),
                 shard,
-                drop_id,
+                drop_id: drop.id,
+                drop_floor: drop.floor,
             };
             self.routing
                 .on_shard(shard, RETRY_FOR, Duration::ZERO, |mut c| {

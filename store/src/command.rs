@@ -146,8 +146,14 @@ pub enum StoreCommand {
     /// the controller's number for that deletion (from the counter topics' revisions come
     /// from). The shard remembers the highest it applied per group and ignores a drop not
     /// above it, so a drop delivered late (after the name was created again) leaves the new
-    /// group's positions alone.
-    DropGroupOnce { group: GroupName, drop_id: u64 },
+    /// group's positions alone. `floor`: every group drop at or below it was finished on every
+    /// shard when the controller answered this one (a drop there is a late copy; the ids kept
+    /// at or below it are forgotten). See `state::GroupFence`.
+    DropGroupOnce {
+        group: GroupName,
+        drop_id: u64,
+        floor: u64,
+    },
 }
 
 /// One queue's new first offset inside a [`StoreCommand::Expire`]. `key` is the queue's key in
@@ -410,9 +416,11 @@ impl fmt::Display for StoreCommand {
                 segment.first_index, segment.last_index, segment.key
             ),
             StoreCommand::DropGroup { group } => write!(f, "drop_group({group})"),
-            StoreCommand::DropGroupOnce { group, drop_id } => {
-                write!(f, "drop_group({group}, drop {drop_id})")
-            }
+            StoreCommand::DropGroupOnce {
+                group,
+                drop_id,
+                floor,
+            } => write!(f, "drop_group({group}, drop {drop_id} above {floor})"),
             StoreCommand::TopicRetention {
                 topic,
                 retention_ms,

@@ -465,14 +465,16 @@ impl Store {
         Ok(cuts)
     }
 
-    /// Drops `group` (deletion `drop_id`) from every shard.
+    /// Drops `group` (deletion `drop_id`, every group drop up to `floor` finished) from every
+    /// shard.
     async fn drop_group_everywhere(
         &self,
         group: &GroupName,
         drop_id: u64,
+        floor: u64,
     ) -> Result<(), StoreError> {
         for local in self.shards().values() {
-            let command = scoped::group_drop_command(&local.shard, group, drop_id);
+            let command = scoped::group_drop_command(&local.shard, group, drop_id, floor);
             match local.shard.write(command.clone()).await? {
                 CommandResponse::Dropped => {}
                 other => return Err(unexpected(command.kind(), &other)),

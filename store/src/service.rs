@@ -443,7 +443,7 @@ impl StoreRpc for StoreService {
         let req = request.into_inner();
         let group = group_from_wire(&req.group)?;
         self.store
-            .drop_group_shard(req.shard, &group, req.drop_id)
+            .drop_group_shard(req.shard, &group, req.drop_id, req.drop_floor)
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::Empty {}))

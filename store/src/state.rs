@@ -8,6 +8,7 @@ mod consumer;
 mod dedup;
 #[cfg(test)]
 mod golden_tests;
+mod group_fence;
 mod index;
 mod legacy;
 mod offsets;
@@ -39,6 +40,7 @@ use crate::command::{
 use crate::index_db::history::{EventKind, LookupKind, Placed};
 pub use consumer::{ConsumerQueue, Inflight};
 pub use dedup::{DedupWindow, FirstOutcome, dedup_key};
+pub use group_fence::GroupFence;
 pub use index::{
     Entries, Frozen, IndexEntry, QueueIndex, TagTable, TrackEvent, message_group_hash,
 };
@@ -180,12 +182,11 @@ pub struct ShardState {
     /// one entry per topic name that had one. Saved after the retentions (snapshot format 8).
     #[serde(skip)]
     topic_revisions: BTreeMap<TopicName, u64>,
-    /// The highest controller drop id applied per consumer group (apply version 18,
-    /// `DropGroupOnce`): as `topic_revisions`, kept when the group is dropped, so a late copy
-    /// of a drop leaves the group created again alone. Saved after the topics' revisions
-    /// (snapshot format 9).
+    /// What the shard remembers of consumer groups' deletions (apply version 18,
+    /// `DropGroupOnce`), so a late copy of a drop leaves the group created again alone. Saved
+    /// after the topics' revisions (snapshot format 9).
     #[serde(skip)]
-    group_revisions: BTreeMap<GroupName, u64>,
+    group_fence: GroupFence,
     /// The queues' entries: not part of a snapshot, they live in the index file (ADR 0008).
     #[serde(skip)]
     entries: Entries,
@@ -200,7 +201,7 @@ impl PartialEq for ShardState {
             && self.tier == other.tier
             && self.topic_retention == other.topic_retention
             && self.topic_revisions == other.topic_revisions
-            && self.group_revisions == other.group_revisions
+            && self.group_fence == other.group_fence
             && self.live_entries() == other.live_entries()
     }
 }
@@ -585,16 +586,15 @@ impl ShardState {
                 self.drop_topic(topic, fx);
                 CommandResponse::Dropped
             }
-            StoreCommand::DropGroupOnce { group, drop_id } => {
-                if self.apply_version >= GROUP_DROP_FENCE_APPLY_VERSION {
-                    if self
-                        .group_revisions
-                        .get(group)
-                        .is_some_and(|&applied| applied >= *drop_id)
-                    {
-                        return CommandResponse::Dropped;
-                    }
-                    self.group_revisions.insert(group.clone(), *drop_id);
+            StoreCommand::DropGroupOnce {
+                group,
+                drop_id,
+                floor,
+            } => {
+                if self.apply_version >= GROUP_DROP_FENCE_APPLY_VERSION
+                    && !self.group_fence.pass(group, *drop_id, *floor)
+                {
+                    return CommandResponse::Dropped;
                 }
                 self.drop_group(group);
                 CommandResponse::Dropped
@@ -781,7 +781,7 @@ impl ShardState {
         back.tier = self.tier.clone();
         back.topic_retention = self.topic_retention.clone();
         back.topic_revisions = self.topic_revisions.clone();
-        back.group_revisions = self.group_revisions.clone();
+        back.group_fence = self.group_fence.clone();
         for (key, entry) in index.entries.in_memory() {
             back.entries.put(key.0, key.1, *entry);
         }

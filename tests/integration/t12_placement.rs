@@ -13,6 +13,7 @@
 //!   store returns, and the topic created again holds none of the old messages.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use vela_proto::controller_client::RemoteController;
@@ -112,8 +113,11 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
     }
     let consumer = receive_all(&proxies[1], &topic, &mut sent, Duration::from_secs(60)).await;
 
-    // A store restarted on its data directory reopens its placed shard by itself.
+    // A store restarted on its data directory reopens its placed shard by itself. Meanwhile
+    // the consumer's group is deleted: its positions on that shard cannot be dropped yet.
     cluster.kill_store(1);
+    let group = consumer.group().to_owned();
+    group_deletion_waits_for_the_store(&admin, &group);
     let restarted = cluster.restart_store(1);
     let node = cluster.file["stores"][1]["id"].as_u64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,7 +136,10 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // And serves: sends spread over every queue, so over every placed shard, all come back.
+    group_comes_back_fresh(&admin, &group).await;
+
+    // And serves: sends spread over every queue, so over every placed shard, all come back
+    // (to the group created again, which starts at the young queues' first messages).
     let mut again = HashSet::new();
     for i in 0..12 {
         let body = format!("after-{i:02}");
@@ -148,37 +155,18 @@ async fn a_topic_with_one_replica_lives_on_shards_placed_one_per_store() {
             again.remove(String::from_utf8_lossy(&m.body).as_ref());
         }
     }
-    let group = consumer.group().to_owned();
     drop(consumer);
     drop(producer);
 
     let second =
-        a_deletion_a_store_missed_is_finished_before_the_name_returns(&cluster, &topic, &group)
-            .await;
+        a_deletion_a_store_missed_is_finished_before_the_name_returns(&cluster, &topic).await;
     cluster.stop_restarted(vec![restarted, second]).await;
 }
 
-/// Deletes `topic` (whose queues hold messages on every store's placed shard) and `group`
-/// (which consumed them all) while store 2 is down: the metadata goes, the queues and the
-/// group's positions on its shard stay, and the names are refused until the controller's
-/// reconciler drops them after the store returns (restarted: the child answered). The topic
-/// created again is empty.
-async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
-    cluster: &LocalCluster,
-    topic: &str,
-    group: &str,
-) -> tokio::process::Child {
-    let admin = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
-            .args(["admin", "--server", &cluster.proxies[0], "--yes"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let create = || admin(&["topic", "create", topic, "--replicas", "1", "--queues", "6"]);
-    let create_group = || admin(&["group", "create", group]);
-    cluster.kill_store(2);
-    let half = admin(&["group", "delete", group]);
+/// Deletes `group`, which consumed from every placed shard, while a store node is down: the
+/// delete says its state was not dropped, and the name is refused until it is.
+fn group_deletion_waits_for_the_store(admin: &dyn Fn(&[&str]) -> Output, group: &str) {
+    let half = admin(&["group", "delete", group, "--yes"]);
     let err = String::from_utf8_lossy(&half.stderr);
     assert!(
         !half.status.success(),
@@ -189,10 +177,60 @@ async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
             && err.trim().lines().count() == 1,
         "{err}"
     );
-    let refused = create_group();
+    let refused = admin(&["group", "create", group]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(err.contains("still being deleted"), "{err}");
+}
+
+/// Once the store is back, the controller's reconciler finishes `group`'s drop and the name can
+/// be created again (by this, or by its consumer, which auto-creates it); the group created
+/// again has no position from before on any queue (every one it lists starts at 0: the queues
+/// are young), nor anything in flight.
+async fn group_comes_back_fresh(admin: &dyn Fn(&[&str]) -> Output, group: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let created = admin(&["group", "create", group]);
+        let err = String::from_utf8_lossy(&created.stderr);
+        if created.status.success() || err.contains("already exists") {
+            break;
+        }
+        assert!(err.contains("still being deleted"), "{err}");
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not finish the group's drop: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let described = admin(&["group", "describe", group, "--output", "json"]);
+    assert!(described.status.success());
+    let described: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    for q in described["queues"].as_array().unwrap() {
+        assert_eq!(
+            (q["consumer_offset"].as_u64(), q["inflight"].as_u64()),
+            (Some(0), Some(0)),
+            "the group came back with old positions: {described:#}"
+        );
+    }
+}
+
+/// Deletes `topic` (whose queues hold messages on every store's placed shard) while store 2 is
+/// down: the metadata goes, the queues on its shard stay, and the name is refused until the
+/// controller's reconciler drops them after the store returns (restarted: the child answered).
+/// The topic created again is empty.
+async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
+    cluster: &LocalCluster,
+    topic: &str,
+) -> tokio::process::Child {
+    let admin = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vela"))
+            .args(["admin", "--server", &cluster.proxies[0], "--yes"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let create = || admin(&["topic", "create", topic, "--replicas", "1", "--queues", "6"]);
+    cluster.kill_store(2);
     let half = admin(&["topic", "delete", topic]);
     let err = String::from_utf8_lossy(&half.stderr);
     assert!(
@@ -210,19 +248,6 @@ async fn a_deletion_a_store_missed_is_finished_before_the_name_returns(
 
     let restarted = cluster.restart_store(2);
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let created = create_group();
-        if created.status.success() {
-            break;
-        }
-        let err = String::from_utf8_lossy(&created.stderr);
-        assert!(err.contains("still being deleted"), "{err}");
-        assert!(
-            Instant::now() < deadline,
-            "the controller did not finish the group's drop: {err}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
     loop {
         let created = create();
         if created.status.success() {

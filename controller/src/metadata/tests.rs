@@ -131,25 +131,49 @@ fn group_drop_golden_bytes() {
 }
 
 #[test]
-fn a_group_drop_covers_every_shard_and_holds_the_name() {
-    let mut md = with_shards(&[0, 1]);
-    md.apply(create_group("billing", 1)).expect("created");
-    let Ok(Applied::GroupDropping(drop)) = md.apply(ControllerCommand::DeleteGroupDropping {
-        name: group_name("billing"),
+fn a_group_drop_covers_the_shards_of_topics_and_holds_the_name() {
+    let mut md = with_shards(&[0, 1, 2]);
+    let delete = |name: &str| ControllerCommand::DeleteGroupDropping {
+        name: group_name(name),
         now_ms: 0,
-    }) else {
+    };
+    md.apply(create_topic("orders", 1, 1)).expect("created");
+    md.apply(create_topic("audit", 1, 1)).expect("created");
+    let Ok(Applied::Topic(orders)) = md.apply(create_topic("clicks", 1, 1)) else {
+        panic!("created");
+    };
+    // A deleted topic whose drop is not done still counts: its queues hold the group's state.
+    let Ok(Applied::TopicDropping(_)) = md.apply(drop_topic("clicks", 0)) else {
         panic!("deleted");
     };
-    assert_eq!((drop.id, drop.shards.clone()), (1, vec![0, 1]));
+    md.apply(create_group("billing", 1)).expect("created");
+    md.apply(create_group("audit", 1)).expect("created");
+    let Ok(Applied::GroupDropping(drop)) = md.apply(delete("billing")) else {
+        panic!("deleted");
+    };
+    let mut expected: Vec<ShardId> = md
+        .topics()
+        .flat_map(|t| t.queue_shards.clone())
+        .chain(orders.queue_shards)
+        .collect();
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(drop.shards, expected);
+    assert_eq!(drop.drop, vela_proto::GroupDropId { id: 2, floor: 1 });
     assert_eq!(
         md.apply(create_group("billing", 2)),
         Err(Rejected::GroupDropping(group_name("billing")))
     );
-    // A topic's revision comes after it.
-    md.apply(create_topic("orders", 1, 1)).expect("created");
+    // The floor stays below the oldest pending group drop.
+    let Ok(Applied::GroupDropping(second)) = md.apply(delete("audit")) else {
+        panic!("deleted");
+    };
+    assert_eq!(second.drop, vela_proto::GroupDropId { id: 3, floor: 1 });
+    // A topic's revision comes after them.
+    md.apply(create_topic("orders-2", 1, 1)).expect("created");
     assert!(matches!(
-        md.apply(drop_topic("orders", 0)),
-        Ok(Applied::TopicDropping(d)) if d.id == 2
+        md.apply(drop_topic("orders-2", 0)),
+        Ok(Applied::TopicDropping(d)) if d.id == 4
     ));
     // The snapshot keeps it.
     let json = serde_json::to_vec(&md).expect("encode");
@@ -158,11 +182,16 @@ fn a_group_drop_covers_every_shard_and_holds_the_name() {
     assert_eq!(
         md.apply(ControllerCommand::FinishGroupDrop {
             name: group_name("billing"),
-            id: 1,
+            id: 2,
         }),
         Ok(Applied::GroupDropFinished(true))
     );
-    assert!(md.pending_group_drops().is_empty());
+    let pending = md.pending_group_drops();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].1.drop,
+        vela_proto::GroupDropId { id: 3, floor: 2 }
+    );
     assert!(matches!(
         md.apply(create_group("billing", 3)),
         Ok(Applied::Group(_))
@@ -640,11 +669,15 @@ proptest::proptest! {
                     let Ok(Applied::GroupDropping(drop)) = outcome else {
                         return Err(proptest::test_runner::TestCaseError::fail(format!("{outcome:?}")));
                     };
-                    proptest::prop_assert_eq!(drop.id, id);
-                    // Every shard there was (here: configured) that still is.
+                    proptest::prop_assert_eq!(drop.drop.id, id);
+                    // Every group drop below the oldest pending one is finished.
+                    proptest::prop_assert_eq!(drop.drop.floor, group_drops.values().min().copied().unwrap_or(id) - 1);
+                    // Shards of topics (here: configured) that still exist.
                     proptest::prop_assert!(drop.shards.iter().all(|s| md.shards().contains(s)));
                     if fresh {
-                        proptest::prop_assert_eq!(&drop.shards, md.shards(), "a new deletion names every shard");
+                        let mut of_topics: Vec<ShardId> = md.topics().flat_map(|t| t.queue_shards.clone()).collect();
+                        of_topics.retain(|s| md.shards().contains(s));
+                        proptest::prop_assert!(of_topics.iter().all(|s| drop.shards.contains(s)), "a new deletion names the topics' shards");
                     }
                 }
                 ControllerCommand::FinishGroupDrop { name, id } => {
@@ -691,7 +724,7 @@ proptest::proptest! {
         proptest::prop_assert_eq!(pending, dropping);
         let names: BTreeSet<_> = md.groups().map(|g| g.name.clone()).collect();
         proptest::prop_assert_eq!(names, groups);
-        let pending: BTreeMap<_, _> = md.pending_group_drops().into_iter().map(|(n, d)| (n, d.id)).collect();
+        let pending: BTreeMap<_, _> = md.pending_group_drops().into_iter().map(|(n, d)| (n, d.drop.id)).collect();
         proptest::prop_assert_eq!(pending, group_drops);
         let json = serde_json::to_vec(&md).expect("encode");
         proptest::prop_assert_eq!(serde_json::from_slice::<Metadata>(&json).expect("decode"), md);

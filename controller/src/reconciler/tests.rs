@@ -167,7 +167,12 @@ impl StoreApi for Nodes {
     async fn drop_topic(&self, _: &TopicName, _: u64, _: &[ShardId]) -> Result<(), StoreError> {
         Err(unused())
     }
-    async fn drop_group(&self, _: &GroupName, _: u64, _: &[ShardId]) -> Result<(), StoreError> {
+    async fn drop_group(
+        &self,
+        _: &GroupName,
+        _: vela_proto::GroupDropId,
+        _: &[ShardId],
+    ) -> Result<(), StoreError> {
         Err(unused())
     }
     async fn set_topic_retention(
@@ -483,4 +488,22 @@ async fn a_stale_leader_changes_and_removes_nothing() {
     let round = reconcile_once(&store, &addrs(), &target).await;
     assert!(store.changes.lock().is_empty(), "{round:?}");
     assert!(store.removes.lock().is_empty(), "{round:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_names_drop_waits_until_each_of_its_shards_has_a_leader() {
+    // Node 1 leads shards 3 and 4; node 2 (down) would hold shard 5.
+    let nodes = Nodes {
+        held: BTreeMap::from([(1, Some(vec![3, 4])), (2, None)]),
+        group: Some((1, vec![1], Vec::new())),
+        ..Nodes::default()
+    };
+    let reports = nodes.node_status().await;
+    let pending = vec![("a", vec![3, 4]), ("b", vec![4, 5]), ("c", Vec::new())];
+    let ready = ready_drops("consumer group", pending, |shards| shards, &reports);
+    assert_eq!(
+        ready.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        ["a", "c"],
+        "b waits for shard 5; a drop without shards has nothing to wait for"
+    );
 }

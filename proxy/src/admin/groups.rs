@@ -84,7 +84,7 @@ pub(super) async fn delete(
         return Ok(Response::new(api::DeleteGroupResponse {}));
     }
     let what = format!("consumer group {name}");
-    let fenced = drop.id != 0;
+    let fenced = drop.drop.id != 0;
     let shards: Vec<ShardId> = if fenced {
         drop.shards
     } else {
@@ -104,14 +104,14 @@ pub(super) async fn delete(
             .shared
             .ctx
             .store
-            .drop_group(&name, drop.id, &shards)
+            .drop_group(&name, drop.drop, &shards)
             .await
             .map_err(|e| half_deleted(&what, "its state was", fenced, e))?;
     }
-    if fenced && let Err(err) = controller.finish_group_drop(&name, drop.id).await {
+    if fenced && let Err(err) = controller.finish_group_drop(&name, drop.drop.id).await {
         return Err(half_deleted_controller(&what, "its state", err));
     }
-    tracing::info!(group = %name, drop = drop.id, "consumer group deleted");
+    tracing::info!(group = %name, drop = drop.drop.id, "consumer group deleted");
     Ok(Response::new(api::DeleteGroupResponse {}))
 }
 

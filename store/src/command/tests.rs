@@ -438,17 +438,19 @@ fn topic_retention_at_golden_bytes() {
 
 #[test]
 fn drop_group_once_golden_bytes() {
-    // Persisted from apply version 18: tag 23, the group, then the drop id (a varint).
+    // Persisted from apply version 18: tag 23, the group, the drop id, then the floor
+    // (varints).
     let command = StoreCommand::DropGroupOnce {
         group: GroupName::new("g").expect("valid"),
         drop_id: 300,
+        floor: 2,
     };
     let bytes = postcard::to_stdvec(&command).expect("encodes");
-    assert_eq!(hex::encode(&bytes), "170167ac02");
+    assert_eq!(hex::encode(&bytes), "170167ac0202");
     let back: StoreCommand = postcard::from_bytes(&bytes).expect("decodes");
     assert_eq!(back, command);
     assert_eq!(back.kind(), "drop_group");
-    assert_eq!(back.to_string(), "drop_group(g, drop 300)");
+    assert_eq!(back.to_string(), "drop_group(g, drop 300 above 2)");
 }
 
 #[test]

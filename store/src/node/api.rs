@@ -3,6 +3,7 @@
 //! operations shard by shard.
 
 use super::*;
+use vela_proto::GroupDropId;
 use vela_proto::lookup::{FoundMessage, LookupRequest};
 
 /// The apply version from which a renewal keeps the delivery id (`RenewInvisible`).
@@ -347,10 +348,10 @@ impl StoreApi for Store {
     async fn drop_group(
         &self,
         group: &GroupName,
-        drop_id: u64,
+        drop: GroupDropId,
         _shards: &[ShardId],
     ) -> Result<(), StoreError> {
-        self.drop_group_everywhere(group, drop_id).await
+        self.drop_group_everywhere(group, drop.id, drop.floor).await
     }
 
     /// In process only this node itself can be asked; the node's Raft transport must learn of

@@ -351,15 +351,17 @@ impl Store {
         }
     }
 
-    /// Drops `group`'s state from shard `shard` (deletion `drop_id`, 0: unfenced).
+    /// Drops `group`'s state from shard `shard` (deletion `drop_id`, 0: unfenced; every group
+    /// drop up to `floor` is finished).
     pub async fn drop_group_shard(
         &self,
         shard: ShardId,
         group: &GroupName,
         drop_id: u64,
+        floor: u64,
     ) -> Result<(), StoreError> {
         let led = self.led(shard)?;
-        let command = group_drop_command(&led, group, drop_id);
+        let command = group_drop_command(&led, group, drop_id, floor);
         self.drop_on(shard, command).await
     }
 
@@ -389,12 +391,18 @@ pub(super) fn drop_command(shard: &Shard, topic: &TopicName, drop_id: u64) -> St
 }
 
 /// The entry that drops `group` from `shard` for deletion `drop_id`, as [`drop_command`] does
-/// for a topic (from apply version 18).
-pub(super) fn group_drop_command(shard: &Shard, group: &GroupName, drop_id: u64) -> StoreCommand {
+/// for a topic (from apply version 18); `floor` as `StoreCommand::DropGroupOnce` says.
+pub(super) fn group_drop_command(
+    shard: &Shard,
+    group: &GroupName,
+    drop_id: u64,
+    floor: u64,
+) -> StoreCommand {
     if drop_id > 0 && shard.shared.current_apply_version() >= GROUP_DROP_FENCE_APPLY_VERSION {
         StoreCommand::DropGroupOnce {
             group: group.clone(),
             drop_id,
+            floor,
         }
     } else {
         StoreCommand::DropGroup {

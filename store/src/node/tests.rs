@@ -554,7 +554,7 @@ async fn a_node_with_several_shards_serves_each() {
     );
     assert!(dir.path().join("shards/1/log").is_dir());
     store
-        .drop_group(&group(), 3, &[])
+        .drop_group(&group(), vela_proto::GroupDropId { id: 3, floor: 0 }, &[])
         .await
         .expect("drops the group on every shard");
     assert!(

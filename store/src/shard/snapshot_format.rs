@@ -13,7 +13,7 @@
 //! | 6 | the tier manifest | 9 |
 //! | 7 | the topics' own retentions | 15 |
 //! | 8 | the topics' controller revisions | 16 |
-//! | 9 | the consumer groups' drop ids | 18 |
+//! | 9 | the consumer groups' drop fence (floor, ids) | 18 |
 //!
 //! A shard keeps writing the format its apply version calls for, so a node rolled back to a
 //! build that reads no newer format still opens what was written during an upgrade.
@@ -104,7 +104,7 @@ pub(crate) fn encode_snapshot(
         out = postcard::to_extend(state.topic_revisions(), out)?;
     }
     if format >= 9 {
-        out = postcard::to_extend(state.group_revisions(), out)?;
+        out = postcard::to_extend(state.group_fence(), out)?;
     }
     Ok(out)
 }
@@ -168,8 +168,8 @@ pub(crate) fn decode_snapshot(index: u64, bytes: &[u8]) -> Result<SnapshotFile, 
             rest = r;
         }
         if format >= 9 {
-            let (revisions, _) = take(rest)?;
-            state.set_group_revisions(revisions);
+            let (fence, _) = take(rest)?;
+            state.set_group_fence(fence);
         }
         SnapshotFile {
             meta,

@@ -454,6 +454,7 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
             StoreCommand::DropGroupOnce {
                 group: GroupName::new("gone").expect("valid"),
                 drop_id: 9,
+                floor: 3,
             },
         ),
     ];
@@ -529,19 +530,20 @@ async fn older_snapshot_formats_still_restore_their_dedup_window_or_none() {
     assert_eq!(from8.topic_revisions().len(), 1);
     assert_eq!(from8.topic_revisions(), state.topic_revisions());
     assert!(
-        from8.group_revisions().is_empty(),
+        from8.group_fence().is_empty(),
         "no group's drop was fenced before version 18"
     );
     // Format 9 is format 8 with the deleted groups' drop ids after the topics'.
     let mut layout = format8.clone();
     layout[0] = 9;
-    layout.extend(postcard::to_stdvec(state.group_revisions()).expect("encodes"));
+    layout.extend(postcard::to_stdvec(state.group_fence()).expect("encodes"));
     assert_eq!(built.snapshot, layout);
     let SnapshotState::Current(from9) = decode_snapshot(7, &layout).expect("decodes").state else {
         panic!("format 9 decodes as the current state");
     };
-    assert_eq!(from9.group_revisions().len(), 1);
-    assert_eq!(from9.group_revisions(), state.group_revisions());
+    assert_eq!(from9.group_fence().ids().len(), 1);
+    assert_eq!(from9.group_fence().floor(), 3);
+    assert_eq!(from9.group_fence(), state.group_fence());
 
     // As format 3 wrote it: no window after the state.
     let format3 = postcard::to_stdvec(&(3u32, &built.meta, &state)).expect("encodes");

@@ -96,7 +96,7 @@ impl LegacyState {
             tier: Default::default(),
             topic_retention: Default::default(),
             topic_revisions: Default::default(),
-            group_revisions: Default::default(),
+            group_fence: Default::default(),
             entries: Default::default(),
         };
         (state, entries)

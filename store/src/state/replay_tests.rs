@@ -57,8 +57,9 @@ enum Intent {
     /// behind drops', so some are fenced off.
     RetentionAt(u8, Option<u32>, u8),
     DropGroup(u8),
-    /// Drops a group under a drop id (apply version 18); ids repeat, so some are fenced off.
-    DropGroupOnce(u8, u8),
+    /// Drops a group under a drop id and a floor (apply version 18); ids repeat and floors
+    /// pass them, so some are fenced off.
+    DropGroupOnce(u8, u8, u8),
     Upgrade,
     /// Raises the apply version part of the way (a rolling upgrade's stops between the topic
     /// fences).
@@ -93,7 +94,7 @@ fn intent() -> impl Strategy<Value = Intent> {
         1 => (0u8..2, prop::option::of(1_000u32..60_000), 1u8..6)
             .prop_map(|(t, ms, rev)| Intent::RetentionAt(t, ms, rev)),
         1 => (0u8..2).prop_map(Intent::DropGroup),
-        1 => (0u8..2, 1u8..4).prop_map(|(g, id)| Intent::DropGroupOnce(g, id)),
+        1 => (0u8..2, 1u8..6, 0u8..4).prop_map(|(g, id, floor)| Intent::DropGroupOnce(g, id, floor)),
         1 => Just(Intent::Upgrade),
         1 => prop_oneof![Just(15u32), Just(16u32), Just(17u32)].prop_map(Intent::UpgradeTo),
         1 => (0u8..2, prop::option::of(1_000u32..60_000)).prop_map(|(t, ms)| Intent::Retention(t, ms)),
@@ -288,9 +289,10 @@ fn build_log(intents: &[Intent]) -> Vec<StoreCommand> {
                 revision: u64::from(*rev),
             },
             Intent::DropGroup(g) => StoreCommand::DropGroup { group: group(*g) },
-            Intent::DropGroupOnce(g, id) => StoreCommand::DropGroupOnce {
+            Intent::DropGroupOnce(g, id, floor) => StoreCommand::DropGroupOnce {
                 group: group(*g),
                 drop_id: u64::from(*id),
+                floor: u64::from(*floor),
             },
             Intent::Upgrade => StoreCommand::SetApplyVersion {
                 version: APPLY_VERSION,

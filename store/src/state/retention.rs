@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use vela_proto::domain::{GroupName, TopicName};
+use vela_proto::domain::TopicName;
 
 use super::{ApplyEffects, ShardState};
 use crate::command::ExpiryFloor;
@@ -83,15 +83,14 @@ impl ShardState {
         self.topic_revisions = revisions;
     }
 
-    /// The highest controller drop id applied per consumer group (saved in a snapshot,
-    /// format 9).
-    pub fn group_revisions(&self) -> &BTreeMap<GroupName, u64> {
-        &self.group_revisions
+    /// What the shard remembers of consumer groups' deletions (saved in a snapshot, format 9).
+    pub fn group_fence(&self) -> &super::GroupFence {
+        &self.group_fence
     }
 
-    /// Restores what [`ShardState::group_revisions`] saved.
-    pub fn set_group_revisions(&mut self, revisions: BTreeMap<GroupName, u64>) {
-        self.group_revisions = revisions;
+    /// Restores what [`ShardState::group_fence`] saved.
+    pub fn set_group_fence(&mut self, fence: super::GroupFence) {
+        self.group_fence = fence;
     }
 
     /// How long `topic`'s messages are kept on this shard, in ms: its own retention or

@@ -200,7 +200,10 @@ impl ControllerApi for FakeController {
             .ok_or_else(|| ControllerError::NotFound(format!("consumer group {name}")))?;
         dropping.1 += 1;
         let drop = vela_proto::GroupDrop {
-            id: dropping.1,
+            drop: vela_proto::GroupDropId {
+                id: dropping.1,
+                floor: 0,
+            },
             shards: vec![1],
             finished: false,
         };
@@ -210,7 +213,7 @@ impl ControllerApi for FakeController {
 
     async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError> {
         let mut group_drops = self.group_drops.lock();
-        if group_drops.get(name).is_some_and(|d| d.id == id) {
+        if group_drops.get(name).is_some_and(|d| d.drop.id == id) {
             group_drops.remove(name);
         }
         Ok(())

@@ -523,14 +523,14 @@ impl StoreApi for FakeStore {
     async fn drop_group(
         &self,
         group: &GroupName,
-        drop_id: u64,
+        drop: vela_proto::GroupDropId,
         _shards: &[ShardId],
     ) -> Result<(), StoreError> {
         let mut state = self.state.lock();
         if state.refuse_drops {
             return Err(StoreError::Unavailable("shard 1 has no leader".into()));
         }
-        state.group_drops.push((group.clone(), drop_id));
+        state.group_drops.push((group.clone(), drop.id));
         Ok(())
     }
 

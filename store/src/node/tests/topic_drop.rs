@@ -121,7 +121,7 @@ async fn a_late_copy_of_a_group_drop_leaves_the_group_created_again_alone() {
     store.append(on(&orders, "a")).await.expect("appends");
     let got = store.pop(pop_from(&orders, "billing")).await.expect("pops");
     assert_eq!(bodies(&got), ["a"]);
-    store.drop_group(&billing, 7, &[]).await.expect("drops");
+    store.drop_group(&billing, at(7), &[]).await.expect("drops");
     // What the shard applied is in its snapshot (format 9), and the log after it replays.
     store.snapshot().await.expect("snapshots");
     store.shutdown().await.expect("shuts down");
@@ -129,7 +129,7 @@ async fn a_late_copy_of_a_group_drop_leaves_the_group_created_again_alone() {
         .await
         .expect("reopens");
     assert_eq!(
-        read_state(&store, 0, |s| s.group_revisions().clone()),
+        read_state(&store, 0, |s| s.group_fence().ids().clone()),
         [(billing.clone(), 7)].into()
     );
 
@@ -142,8 +142,14 @@ async fn a_late_copy_of_a_group_drop_leaves_the_group_created_again_alone() {
         ["a"],
         "the dropped group's delivery is forgotten"
     );
-    store.drop_group(&billing, 7, &[]).await.expect("answered");
-    store.drop_group(&billing, 6, &[]).await.expect("answered");
+    store
+        .drop_group(&billing, at(7), &[])
+        .await
+        .expect("answered");
+    store
+        .drop_group(&billing, at(6), &[])
+        .await
+        .expect("answered");
     assert!(
         store
             .pop(pop_from(&orders, "billing"))
@@ -154,11 +160,16 @@ async fn a_late_copy_of_a_group_drop_leaves_the_group_created_again_alone() {
     );
 
     // The next deletion of the name has a higher id; a drop without an id is not fenced.
-    store.drop_group(&billing, 8, &[]).await.expect("drops");
+    store.drop_group(&billing, at(8), &[]).await.expect("drops");
     let got = store.pop(pop_from(&orders, "billing")).await.expect("pops");
     assert_eq!(bodies(&got), ["a"]);
-    store.drop_group(&billing, 0, &[]).await.expect("drops");
+    store.drop_group(&billing, at(0), &[]).await.expect("drops");
     let got = store.pop(pop_from(&orders, "billing")).await.expect("pops");
     assert_eq!(bodies(&got), ["a"]);
     store.shutdown().await.expect("shuts down");
+}
+
+/// Group drop `id` with no floor.
+fn at(id: u64) -> vela_proto::GroupDropId {
+    vela_proto::GroupDropId { id, floor: 0 }
 }

@@ -87,29 +87,50 @@ fn a_group_drop_applies_once_per_drop_id() {
     h.apply(StoreCommand::SetApplyVersion {
         version: GROUP_DROP_FENCE_APPLY_VERSION,
     });
-    let drop = |id| StoreCommand::DropGroupOnce {
+    let drop = |id, floor| StoreCommand::DropGroupOnce {
         group: group("billing"),
         drop_id: id,
+        floor,
     };
     h.append(vec![message(None, None), message(None, None)]);
     assert_eq!(h.pop_offsets(), vec![0, 1]);
-    h.apply(drop(4));
+    // A topic of the same name dropped under a higher id: revisions are per kind of name.
+    h.apply(StoreCommand::DropTopicOnce {
+        topic: topic("billing"),
+        drop_id: 9,
+    });
+    h.apply(drop(4, 0));
     // Created again, it starts over; then a copy of the same drop (or an older one) arrives
-    // late, and a topic's drop id of the same number does not count for the group.
+    // late.
     let (id, got) = popped_with_id(&mut h);
     assert_eq!(got.len(), 2, "the dropped group's deliveries are forgotten");
-    h.apply(drop(4));
-    h.apply(drop(3));
+    h.apply(drop(4, 0));
+    h.apply(drop(3, 0));
     assert_eq!(
         h.ack(delivery(&got[0], id)),
         Ok(()),
         "a drop applied before leaves the group created again alone"
     );
-    assert_eq!(h.state.group_revisions()[&group("billing")], 4);
-    assert!(h.state.topic_revisions().is_empty());
-    // The next deletion has a higher id.
-    h.apply(drop(5));
+    assert_eq!(h.state.group_fence().ids()[&group("billing")], 4);
+    // The next deletion has a higher id; the floor it carries forgets the finished one.
+    h.apply(drop(5, 4));
     assert!(h.ack(delivery(&got[1], id)).is_err());
+    assert_eq!(h.state.group_fence().ids()[&group("billing")], 5);
+    h.apply(StoreCommand::DropGroupOnce {
+        group: group("other"),
+        drop_id: 7,
+        floor: 6,
+    });
+    assert_eq!(
+        h.state.group_fence().ids().keys().collect::<Vec<_>>(),
+        [&group("other")],
+        "only drops above the floor are kept"
+    );
+    // Created again, then a late copy of drop 5 (at or below the floor): fenced all the same.
+    let (id, got) = popped_with_id(&mut h);
+    assert_eq!(got.len(), 2);
+    h.apply(drop(5, 0));
+    assert_eq!(h.ack(delivery(&got[0], id)), Ok(()));
     assert_eq!(h.state.restored(&h.state), h.state);
 }
 
@@ -125,9 +146,10 @@ fn before_the_fence_a_group_drop_always_applies() {
         h.apply(StoreCommand::DropGroupOnce {
             group: group("billing"),
             drop_id: 1,
+            floor: 0,
         });
     }
-    assert!(h.state.group_revisions().is_empty());
+    assert!(h.state.group_fence().is_empty());
 }
 
 #[test]
