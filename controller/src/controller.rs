@@ -17,8 +17,8 @@ use vela_proto::cluster_status::{ControllerNodeReport, NodeReport};
 use vela_proto::controller_api::{PROXY_EXPIRY, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry};
 use vela_proto::route::{RouteConfig, RouteSpec};
 use vela_proto::{
-    ControllerApi, ControllerError, GroupConfig, GroupDrop, GroupName, GroupSpec, RouteName,
-    ShardId, TopicConfig, TopicDrop, TopicName, TopicSpec, TopicType,
+    ControllerApi, ControllerError, DeletionKind, GroupConfig, GroupDrop, GroupName, GroupSpec,
+    PendingDeletion, RouteName, ShardId, TopicConfig, TopicDrop, TopicName, TopicSpec, TopicType,
 };
 
 use crate::command::{Applied, ControllerCommand};
@@ -478,6 +478,30 @@ impl ControllerApi for Controller {
             Ok(Applied::GroupDropping(drop)) => Ok(drop),
             other => Err(unexpected("delete-group", &other)),
         }
+    }
+
+    async fn pending_deletions(&self) -> Result<Vec<PendingDeletion>, ControllerError> {
+        self.read_barrier().await?;
+        let metadata = self.metadata.read();
+        let topics = metadata
+            .pending_drops()
+            .into_iter()
+            .map(|(name, drop)| PendingDeletion {
+                kind: DeletionKind::Topic,
+                name: name.to_string(),
+                id: drop.id,
+                shards: drop.shards,
+            });
+        let groups = metadata
+            .pending_group_drops()
+            .into_iter()
+            .map(|(name, drop)| PendingDeletion {
+                kind: DeletionKind::Group,
+                name: name.to_string(),
+                id: drop.drop.id,
+                shards: drop.shards,
+            });
+        Ok(topics.chain(groups).collect())
     }
 
     async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError> {

@@ -152,6 +152,24 @@ impl ControllerRpc for ControllerService {
         }))
     }
 
+    async fn pending_deletions(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::PendingDeletionList>, Status> {
+        let pending = self.controller.pending_deletions().await.map_err(failed)?;
+        Ok(Response::new(pb::PendingDeletionList {
+            deletions: pending
+                .into_iter()
+                .map(|d| pb::PendingDeletion {
+                    kind: d.kind.as_str().to_owned(),
+                    name: d.name,
+                    drop_id: d.id,
+                    shards: d.shards,
+                })
+                .collect(),
+        }))
+    }
+
     async fn finish_group_drop(
         &self,
         request: Request<pb::GroupDropDone>,

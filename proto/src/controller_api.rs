@@ -68,6 +68,35 @@ pub struct GroupDrop {
     pub finished: bool,
 }
 
+/// A deleted topic or consumer group whose drop from the shards is not finished: its name is
+/// reserved until it is ([`ControllerApi::pending_deletions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDeletion {
+    pub kind: DeletionKind,
+    pub name: String,
+    /// The deletion's id (its revision).
+    pub id: u64,
+    /// The shards it is dropped from (those that still exist).
+    pub shards: Vec<crate::ShardId>,
+}
+
+/// What a [`PendingDeletion`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionKind {
+    Topic,
+    Group,
+}
+
+impl DeletionKind {
+    /// `topic` or `group`, as the wire and `cluster status` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionKind::Topic => "topic",
+            DeletionKind::Group => "group",
+        }
+    }
+}
+
 /// What draining a store node moves (ADR 0014).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreDrain {
@@ -169,6 +198,9 @@ pub trait ControllerApi: Send + Sync + 'static {
     /// Records that drop `id` of group `name` is done on every shard it names: the name may be
     /// created again. A drop not recorded (finished before, or another id) is left alone.
     async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError>;
+    /// Deleted topics and groups whose drop is not finished, by kind, then name. `Unavailable`
+    /// from a controller of a build before it.
+    async fn pending_deletions(&self) -> Result<Vec<PendingDeletion>, ControllerError>;
     /// Changes what `update` sets of an existing group (NotFound otherwise).
     async fn update_group(
         &self,

@@ -18,8 +18,8 @@ use crate::auth::{
 use crate::auth_wire::*;
 use crate::cluster_status::{ControllerNodeReport, ask_each, member_from_wire};
 use crate::controller_api::{
-    ControllerApi, ControllerError, GroupDrop, ProxyBeat, ProxySeen, StoreDrain, StoreNodeEntry,
-    StoreScale, TopicDrop,
+    ControllerApi, ControllerError, DeletionKind, GroupDrop, PendingDeletion, ProxyBeat, ProxySeen,
+    StoreDrain, StoreNodeEntry, StoreScale, TopicDrop,
 };
 use crate::controller_wire::*;
 use crate::domain::{
@@ -163,6 +163,48 @@ impl RemoteController {
             }
         })
         .await
+    }
+
+    /// Deleted topics and groups whose drop is not finished, as the leader knows them.
+    async fn pending(&self) -> Result<Vec<PendingDeletion>, ControllerError> {
+        let reply = self
+            .on_leader(&mut false, |mut c| async move {
+                match c.pending_deletions(pb::Empty {}).await {
+                    Ok(r) => Ok(tonic::Response::new(Some(r.into_inner()))),
+                    // An older build: not worth retrying.
+                    Err(s) if s.code() == tonic::Code::Unimplemented => {
+                        Ok(tonic::Response::new(None))
+                    }
+                    Err(s) => Err(s),
+                }
+            })
+            .await?
+            .ok_or_else(|| {
+                ControllerError::Unavailable(
+                    "the controller's build does not report deletions in progress".into(),
+                )
+            })?;
+        reply
+            .deletions
+            .into_iter()
+            .map(|d| {
+                let kind = match d.kind.as_str() {
+                    "topic" => DeletionKind::Topic,
+                    "group" => DeletionKind::Group,
+                    other => {
+                        return Err(ControllerError::Unavailable(format!(
+                            "the controller reported a deletion of a {other:?}"
+                        )));
+                    }
+                };
+                Ok(PendingDeletion {
+                    kind,
+                    name: d.name,
+                    id: d.drop_id,
+                    shards: d.shards,
+                })
+            })
+            .collect()
     }
 
     /// Whether the controller leader records groups' drops (`FinishGroupDrop` of id 0, which
@@ -381,6 +423,10 @@ impl ControllerApi for RemoteController {
             }),
             Err(err) => Err(err),
         }
+    }
+
+    async fn pending_deletions(&self) -> Result<Vec<PendingDeletion>, ControllerError> {
+        self.pending().await
     }
 
     async fn finish_group_drop(&self, group: &GroupName, id: u64) -> Result<(), ControllerError> {

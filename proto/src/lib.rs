@@ -90,6 +90,8 @@ pub mod pb {
 
 pub use client_id::ClientId;
 pub use clock::{Clock, SystemClock};
-pub use controller_api::{ControllerApi, ControllerError, GroupDrop, TopicDrop};
+pub use controller_api::{
+    ControllerApi, ControllerError, DeletionKind, GroupDrop, PendingDeletion, TopicDrop,
+};
 pub use domain::*;
 pub use store_api::{GroupDropId, OpenMode, StoreApi, StoreError};

@@ -15,6 +15,21 @@ struct Status {
     proxies: Vec<Proxy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxies_error: Option<String>,
+    /// Deleted topics and groups whose drop from the shards is not finished.
+    deletions: Vec<Deletion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletions_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Deletion {
+    /// "topic" or "group".
+    kind: String,
+    name: String,
+    drop_id: u64,
+    shards: Vec<u32>,
+    /// Those of `shards` without a leader: the drop waits for them.
+    waiting_for: Vec<u32>,
 }
 
 #[derive(Serialize)]
@@ -97,6 +112,18 @@ fn from_pb(s: pb::ClusterStatusResponse) -> Status {
             })
             .collect(),
         proxies_error: (!s.proxies_error.is_empty()).then_some(s.proxies_error),
+        deletions: s
+            .deletions
+            .into_iter()
+            .map(|d| Deletion {
+                kind: d.kind,
+                name: d.name,
+                drop_id: d.drop_id,
+                shards: d.shards,
+                waiting_for: d.waiting_for,
+            })
+            .collect(),
+        deletions_error: (!s.deletions_error.is_empty()).then_some(s.deletions_error),
         controllers: s.controllers.into_iter().map(|n| node(n, true)).collect(),
         stores: s.stores.into_iter().map(|n| node(n, false)).collect(),
         shards: s
@@ -219,6 +246,40 @@ pub(super) fn to_table(s: pb::ClusterStatusResponse) -> Result<String, std::fmt:
             replicas.join(" ")
         )?;
     }
+    if !s.deletions.is_empty() || s.deletions_error.is_some() {
+        writeln!(
+            out,
+            "\nDELETIONS IN PROGRESS (the names are reserved until they finish)"
+        )?;
+        if let Some(err) = &s.deletions_error {
+            writeln!(out, "  not known: {err}")?;
+        }
+        for d in &s.deletions {
+            let ids = |shards: &[u32]| {
+                shards
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let state = if d.waiting_for.is_empty() {
+                "dropping (the controller retries every few seconds)".to_owned()
+            } else {
+                format!(
+                    "waiting for shard(s) {} to have a leader",
+                    ids(&d.waiting_for)
+                )
+            };
+            writeln!(
+                out,
+                "  {} {} (drop {}, shards {}): {state}",
+                d.kind,
+                d.name,
+                d.drop_id,
+                ids(&d.shards)
+            )?;
+        }
+    }
     Ok(out)
 }
 
@@ -310,5 +371,62 @@ mod tests {
         assert_eq!(json["stores"][0]["placement"], "serving");
         assert_eq!(json["stores"][3]["staying"], serde_json::json!([0]));
         assert!(json["stores"][1].get("staying").is_none());
+        assert_eq!(json["deletions"], serde_json::json!([]));
+        assert!(!table.contains("DELETIONS"), "{table}");
+    }
+
+    /// Deletions in progress say what they wait for.
+    #[test]
+    fn deletions_in_progress_say_what_they_wait_for() {
+        let status = pb::ClusterStatusResponse {
+            mode: "cluster".into(),
+            deletions: vec![
+                pb::PendingDeletion {
+                    kind: "group".into(),
+                    name: "billing".into(),
+                    drop_id: 17,
+                    shards: vec![1, 2, 3],
+                    waiting_for: vec![2, 3],
+                },
+                pb::PendingDeletion {
+                    kind: "topic".into(),
+                    name: "orders".into(),
+                    drop_id: 18,
+                    shards: vec![1],
+                    waiting_for: Vec::new(),
+                },
+            ],
+            ..Default::default()
+        };
+        let table = to_table(status.clone()).expect("a table");
+        assert!(
+            table.contains(
+                "  group billing (drop 17, shards 1, 2, 3): waiting for shard(s) 2, 3 to have a \
+                 leader"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("  topic orders (drop 18, shards 1): dropping"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(status).expect("JSON")).expect("valid JSON");
+        assert_eq!(
+            json["deletions"][0],
+            serde_json::json!({
+                "kind": "group", "name": "billing", "drop_id": 17,
+                "shards": [1, 2, 3], "waiting_for": [2, 3],
+            })
+        );
+        let unknown = pb::ClusterStatusResponse {
+            deletions_error: "no controller leader".into(),
+            ..Default::default()
+        };
+        assert!(
+            to_table(unknown)
+                .expect("a table")
+                .contains("  not known: no controller leader")
+        );
     }
 }

@@ -181,6 +181,26 @@ fn group_deletion_waits_for_the_store(admin: &dyn Fn(&[&str]) -> Output, group: 
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(err.contains("still being deleted"), "{err}");
+    // `cluster status` shows it, and the shard it waits for.
+    let status = deletions(admin);
+    let pending = status
+        .iter()
+        .find(|d| d["name"] == group)
+        .unwrap_or_else(|| panic!("no deletion of {group} in {status:?}"));
+    assert_eq!(pending["kind"], "group");
+    assert_eq!(
+        pending["waiting_for"].as_array().map(Vec::len),
+        Some(1),
+        "{pending}"
+    );
+}
+
+/// The deletions in progress `cluster status` lists.
+fn deletions(admin: &dyn Fn(&[&str]) -> Output) -> Vec<serde_json::Value> {
+    let status = admin(&["cluster", "status", "--output", "json"]);
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    status["deletions"].as_array().unwrap().clone()
 }
 
 /// Once the store is back, the controller's reconciler finishes `group`'s drop and the name can
@@ -202,6 +222,10 @@ async fn group_comes_back_fresh(admin: &dyn Fn(&[&str]) -> Output, group: &str) 
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert!(
+        deletions(admin).iter().all(|d| d["name"] != group),
+        "finished deletions are not listed"
+    );
     let described = admin(&["group", "describe", group, "--output", "json"]);
     assert!(described.status.success());
     let described: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();

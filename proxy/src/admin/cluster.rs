@@ -11,11 +11,12 @@ pub(super) async fn cluster_status(
 ) -> Result<Response<api::ClusterStatusResponse>, Status> {
     server.allow(&request).await?;
     let ctx = &server.shared.ctx;
-    let (controllers, stores, proxies, placement) = tokio::join!(
+    let (controllers, stores, proxies, placement, deletions) = tokio::join!(
         ctx.controller.node_status(),
         ctx.store.node_status(),
         ctx.controller.proxies(),
-        ctx.controller.store_nodes()
+        ctx.controller.store_nodes(),
+        ctx.controller.pending_deletions()
     );
     let mut status = cluster_status_to_api(
         &ctx.config.cluster_mode,
@@ -36,6 +37,32 @@ pub(super) async fn cluster_status(
                 node.staying = n.staying.clone();
             }
         }
+    }
+    match deletions {
+        Ok(deletions) => {
+            let led: std::collections::BTreeSet<u32> = status
+                .shards
+                .iter()
+                .filter(|s| s.leader.is_some())
+                .map(|s| s.shard)
+                .collect();
+            status.deletions = deletions
+                .into_iter()
+                .map(|d| api::PendingDeletion {
+                    kind: d.kind.as_str().to_owned(),
+                    waiting_for: d
+                        .shards
+                        .iter()
+                        .copied()
+                        .filter(|s| !led.contains(s))
+                        .collect(),
+                    name: d.name,
+                    drop_id: d.id,
+                    shards: d.shards,
+                })
+                .collect();
+        }
+        Err(err) => status.deletions_error = err.to_string(),
     }
     match proxies {
         Ok(proxies) => {
@@ -262,6 +289,8 @@ fn cluster_status_to_api(
         mode: mode.to_owned(),
         proxies: Vec::new(),
         proxies_error: String::new(),
+        deletions: Vec::new(),
+        deletions_error: String::new(),
         controllers: controllers
             .into_iter()
             .map(|r| match r.report {

@@ -211,6 +211,30 @@ impl ControllerApi for FakeController {
         Ok(drop)
     }
 
+    async fn pending_deletions(&self) -> Result<Vec<vela_proto::PendingDeletion>, ControllerError> {
+        self.check_up()?;
+        let topics = self.dropping.lock().0.clone().into_iter().map(|(name, d)| {
+            vela_proto::PendingDeletion {
+                kind: vela_proto::DeletionKind::Topic,
+                name: name.to_string(),
+                id: d.id,
+                shards: d.shards,
+            }
+        });
+        let groups = self
+            .group_drops
+            .lock()
+            .clone()
+            .into_iter()
+            .map(|(name, d)| vela_proto::PendingDeletion {
+                kind: vela_proto::DeletionKind::Group,
+                name: name.to_string(),
+                id: d.drop.id,
+                shards: d.shards,
+            });
+        Ok(topics.chain(groups).collect())
+    }
+
     async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError> {
         let mut group_drops = self.group_drops.lock();
         if group_drops.get(name).is_some_and(|d| d.drop.id == id) {
