@@ -392,8 +392,9 @@ impl ControllerApi for Controller {
 
     async fn finish_topic_drop(&self, name: &TopicName, id: u64) -> Result<(), ControllerError> {
         if id == 0 {
-            // No drop has it (a proxy asking whether drops are recorded): nothing to write.
-            return Ok(());
+            // No drop has it (a proxy asking whether the leader records drops): nothing to
+            // write, but answered by the leader only.
+            return self.read_barrier().await;
         }
         match self
             .group
@@ -506,8 +507,9 @@ impl ControllerApi for Controller {
 
     async fn finish_group_drop(&self, name: &GroupName, id: u64) -> Result<(), ControllerError> {
         if id == 0 {
-            // No drop has it (a proxy asking whether drops are recorded): nothing to write.
-            return Ok(());
+            // No drop has it (a proxy asking whether the leader records drops): nothing to
+            // write, but answered by the leader only.
+            return self.read_barrier().await;
         }
         match self
             .group

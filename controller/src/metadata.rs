@@ -352,9 +352,9 @@ impl Metadata {
             .collect()
     }
 
-    /// Deletes a group and records that its state is to be dropped from every shard there is,
-    /// under a new revision; a group deleted before whose drop is not finished answers that
-    /// drop.
+    /// Deletes a group and records that its state is to be dropped from the shards where it
+    /// can hold some, under a new revision; a group deleted before whose drop is not finished
+    /// answers that drop.
     fn delete_group_dropping(&mut self, name: GroupName, now_ms: i64) -> ControllerResponse {
         if let Some(drop) = self.group_drops.get(&name) {
             return Ok(Applied::GroupDropping(self.existing_group_drop(drop)));
@@ -363,15 +363,25 @@ impl Metadata {
             return Err(Rejected::GroupNotFound(name));
         }
         // Where the group can hold state: on the queues of topics, and of deleted topics whose
-        // own drop (which takes every group's state on them) is not done yet. Not every shard:
-        // one without a leader would hold the name up though it holds nothing of the group.
-        let mut shards: Vec<ShardId> = self
+        // own drop (which takes every group's state on them) is not done yet; and, while a
+        // dead-letter topic exists (the group may read it), on every shard, as dead letters
+        // sit beside their originals wherever those were (deleted topics' included). Not every
+        // shard otherwise: one without a leader would hold the name up though it holds
+        // nothing of the group.
+        let of_topics = self
             .topics
             .values()
             .flat_map(|t| t.queue_shards.iter())
-            .chain(self.dropping.values().flat_map(|d| d.shards.iter()))
-            .copied()
-            .collect();
+            .chain(self.dropping.values().flat_map(|d| d.shards.iter()));
+        let mut shards: Vec<ShardId> = if self.topics.keys().any(TopicName::is_dead_letter) {
+            of_topics
+                .chain(self.shards.iter())
+                .chain(self.placed.keys())
+                .copied()
+                .collect()
+        } else {
+            of_topics.copied().collect()
+        };
         shards.sort_unstable();
         shards.dedup();
         let drop = PendingDrop {

@@ -358,8 +358,9 @@ pub async fn finish_topic_drops(c: &Controller, store: &dyn StoreApi, reports: &
     }
 }
 
-/// As [`finish_topic_drops`], for deleted consumer groups: a group's state is dropped from
-/// every shard there was when it was deleted, so its drop waits until each has a leader.
+/// As [`finish_topic_drops`], for deleted consumer groups: a group's state is dropped from the
+/// shards where it could hold some when it was deleted, so its drop waits until each has a
+/// leader.
 pub async fn finish_group_drops(c: &Controller, store: &dyn StoreApi, reports: &[StoreNodeReport]) {
     let pending = c.pending_group_drops();
     for (name, drop) in ready_drops("consumer group", pending, |d| &d.shards, reports) {

@@ -60,9 +60,10 @@ pub struct GroupDrop {
     /// fences groups' drops by both, see `StoreApi::drop_group`). The id comes from the
     /// counter topics' revisions come from; 0: a controller without it (not fenced).
     pub drop: crate::store_api::GroupDropId,
-    /// The shards where the group may hold state: every shard a topic has queues on, or a
-    /// deleted topic still had when the group was deleted, that still exists (empty with an id
-    /// of 0: those the caller finds).
+    /// The shards where the group may hold state when it was deleted: every shard a topic has
+    /// queues on, or a deleted topic whose drop is pending had, and every shard while a
+    /// dead-letter topic exists (dead letters sit on any shard); those that still exist (empty
+    /// with an id of 0: those the caller finds).
     pub shards: Vec<crate::ShardId>,
     /// Nothing is left to drop: a retried call found the deletion done and its drop finished.
     pub finished: bool,

@@ -586,9 +586,19 @@ impl StoreApi for RemoteStore {
         drop: GroupDropId,
         shards: &[ShardId],
     ) -> Result<(), StoreError> {
-        let mut all = self.routing.scope(&[]);
-        all.extend_from_slice(shards);
-        for shard in self.routing.scope(&all) {
+        let targets = if drop.id == 0 {
+            // An older controller's deletion names no shards: every one a topic has queues on
+            // (the caller's) and every configured one.
+            let mut all = self.routing.scope(&[]);
+            all.extend_from_slice(shards);
+            self.routing.scope(&all)
+        } else if shards.is_empty() {
+            // A recorded drop without shards: none of them exists any more.
+            Vec::new()
+        } else {
+            self.routing.scope(shards)
+        };
+        for shard in targets {
             let wire = pb::DropGroupRequest {
                 group: group.as_str().to_owned(),
                 shard,

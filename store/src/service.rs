@@ -442,6 +442,13 @@ impl StoreRpc for StoreService {
     ) -> Result<Response<pb::Empty>, Status> {
         let req = request.into_inner();
         let group = group_from_wire(&req.group)?;
+        if req.drop_id > 0 && req.drop_floor >= req.drop_id {
+            // The floor says which drops are finished: never this one.
+            return Err(Status::invalid_argument(format!(
+                "group drop {} cannot be at or below its floor {}",
+                req.drop_id, req.drop_floor
+            )));
+        }
         self.store
             .drop_group_shard(req.shard, &group, req.drop_id, req.drop_floor)
             .await

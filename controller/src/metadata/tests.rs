@@ -132,7 +132,7 @@ fn group_drop_golden_bytes() {
 
 #[test]
 fn a_group_drop_covers_the_shards_of_topics_and_holds_the_name() {
-    let mut md = with_shards(&[0, 1, 2]);
+    let mut md = with_shards(&[0, 1, 2, 3, 4, 5]);
     let delete = |name: &str| ControllerCommand::DeleteGroupDropping {
         name: group_name(name),
         now_ms: 0,
@@ -159,6 +159,10 @@ fn a_group_drop_covers_the_shards_of_topics_and_holds_the_name() {
     expected.sort_unstable();
     expected.dedup();
     assert_eq!(drop.shards, expected);
+    assert!(
+        expected.len() < md.shards().len(),
+        "a shard without topics is left out: {expected:?}"
+    );
     assert_eq!(drop.drop, vela_proto::GroupDropId { id: 2, floor: 1 });
     assert_eq!(
         md.apply(create_group("billing", 2)),
@@ -175,6 +179,13 @@ fn a_group_drop_covers_the_shards_of_topics_and_holds_the_name() {
         md.apply(drop_topic("orders-2", 0)),
         Ok(Applied::TopicDropping(d)) if d.id == 4
     ));
+    // While a dead-letter topic exists, a group may hold state on any shard.
+    md.apply(create_topic("%DLQ%audit", 1, 1)).expect("created");
+    md.apply(create_group("reader", 1)).expect("created");
+    let Ok(Applied::GroupDropping(reader)) = md.apply(delete("reader")) else {
+        panic!("deleted");
+    };
+    assert_eq!(reader.shards, md.shards());
     // The snapshot keeps it.
     let json = serde_json::to_vec(&md).expect("encode");
     let back: Metadata = serde_json::from_slice(&json).expect("decode");
@@ -187,10 +198,13 @@ fn a_group_drop_covers_the_shards_of_topics_and_holds_the_name() {
         Ok(Applied::GroupDropFinished(true))
     );
     let pending = md.pending_group_drops();
-    assert_eq!(pending.len(), 1);
+    assert_eq!(pending.len(), 2);
     assert_eq!(
-        pending[0].1.drop,
-        vela_proto::GroupDropId { id: 3, floor: 2 }
+        (pending[0].1.drop, pending[1].1.drop),
+        (
+            vela_proto::GroupDropId { id: 3, floor: 2 },
+            vela_proto::GroupDropId { id: 5, floor: 2 }
+        )
     );
     assert!(matches!(
         md.apply(create_group("billing", 3)),
