@@ -36,6 +36,8 @@ pub struct Standalone {
     /// Stops the routes before the proxy they copy through.
     routes_shutdown: CancellationToken,
     routes_task: JoinHandle<()>,
+    /// Finishes deletions left half done (no reconciler runs here).
+    drop_finisher: JoinHandle<()>,
     _route_metrics: vela_routes::RouteMetrics,
     _data_lock: File,
 }
@@ -186,6 +188,10 @@ impl Standalone {
         let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
         let routes_shutdown = CancellationToken::new();
         let routes_task = routes.spawn(routes_shutdown.clone());
+        let drop_finisher = vela_controller::reconciler::spawn_drop_finisher(
+            &controller,
+            store.clone() as Arc<dyn StoreApi>,
+        );
         ready.store(true, Ordering::Release);
 
         Ok(Self {
@@ -201,6 +207,7 @@ impl Standalone {
             _controller_metrics: controller_metrics,
             routes_shutdown,
             routes_task,
+            drop_finisher,
             _route_metrics: route_metrics,
             _data_lock: data_lock,
         })
@@ -240,6 +247,7 @@ impl Standalone {
             Err(e) => tracing::warn!(error = %e, "http task failed"),
         }
         self.telemetry.stopped().await;
+        self.drop_finisher.abort();
         // Stop the controller even when the store fails to stop cleanly.
         let store = self.store.shutdown().await.context("store shutdown");
         let controller = self

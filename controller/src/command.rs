@@ -259,10 +259,10 @@ pub enum ControllerCommand {
         /// As in `DeleteTopicDropping`.
         now_ms: i64,
     },
-    /// Deletes consumer group `name` and records that its state is to be dropped from every
-    /// shard (configured or placed), under the next revision (the counter topics' drops and
-    /// retentions take theirs from); the name cannot be created again until
-    /// `FinishGroupDrop`. For a group deleted before whose drop is not finished, answers that
+    /// Deletes consumer group `name` and records that its state is to be dropped from the
+    /// shards where it can hold some (`Metadata::delete_group_dropping`), under the next
+    /// revision (the counter topics' drops and retentions take theirs from); the name cannot be
+    /// created again until `FinishGroupDrop`. For a group deleted before whose drop is not finished, answers that
     /// drop. A controller on a build from before it cannot read this entry.
     DeleteGroupDropping {
         name: GroupName,
@@ -549,14 +549,14 @@ pub enum Rejected {
     StoreInvalid(String),
     #[error(
         "topic {0} is still being deleted: its queues are not yet dropped from every shard \
-         (`vela admin topic delete {0}` finishes it; the cluster's controller retries on its \
-         own); create it again afterwards"
+         (`vela admin topic delete {0}` finishes it; the controller also retries on its own); \
+         create it again afterwards"
     )]
     TopicDropping(TopicName),
     #[error(
         "consumer group {0} is still being deleted: its state is not yet dropped from every \
-         shard (`vela admin group delete {0}` finishes it; the cluster's controller retries on \
-         its own); create it again afterwards"
+         shard (`vela admin group delete {0}` finishes it; the controller also retries on its \
+         own); create it again afterwards"
     )]
     GroupDropping(GroupName),
 }
@@ -592,7 +592,7 @@ impl From<Rejected> for ControllerError {
             }
             Rejected::StoreInvalid(reason) => ControllerError::Invalid(reason),
             Rejected::TopicDropping(_) | Rejected::GroupDropping(_) => {
-                ControllerError::Invalid(rejected.to_string())
+                ControllerError::BeingDeleted(rejected.to_string())
             }
         }
     }

@@ -443,6 +443,11 @@ impl ControllerApi for Controller {
 
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
         let spec = resolve_group_spec(spec)?;
+        // Refused at apply too; answered here first so consumers of a group whose deletion is
+        // not finished (auto-creating it at each call) write nothing to the log.
+        if self.metadata.read().group_being_deleted(&spec.name) {
+            return Err(crate::command::Rejected::GroupDropping(spec.name).into());
+        }
         let command = ControllerCommand::create_group(spec, self.clock.now_ms());
         match self.group.propose(command).await? {
             Ok(Applied::Group(config)) => Ok(config),

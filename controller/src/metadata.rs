@@ -63,12 +63,13 @@ pub struct Metadata {
     group_drops: BTreeMap<GroupName, PendingDrop>,
 }
 
-/// A deleted topic whose queues are not yet dropped from every shard.
+/// A deleted topic whose queues, or a deleted group whose state, are not yet dropped from every
+/// shard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingDrop {
-    /// The deletion's topic revision.
+    /// The deletion's revision.
     pub id: u64,
-    /// The shards that held its queues when it was deleted, ascending, each once.
+    /// The shards to drop it from, as of its deletion, ascending, each once.
     pub shards: Vec<ShardId>,
 }
 
@@ -411,6 +412,11 @@ impl Metadata {
             shards: existing.shards,
             finished: false,
         }
+    }
+
+    /// Whether `name`'s deletion is not finished (it cannot be created again yet).
+    pub fn group_being_deleted(&self, name: &GroupName) -> bool {
+        self.group_drops.contains_key(name)
     }
 
     /// Deleted groups whose state is not yet dropped from every shard

@@ -458,5 +458,33 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
     })
 }
 
+/// Where no reconciler runs (standalone, whose in-process store holds every shard): finishes
+/// deleted topics' and groups' drops left pending (a delete whose caller went away between its
+/// halves, a shard write that failed) every [`RECONCILE_EVERY`], as the reconciler does.
+pub fn spawn_drop_finisher(
+    controller: &Arc<Controller>,
+    store: Arc<dyn StoreApi>,
+) -> JoinHandle<()> {
+    let controller = Arc::downgrade(controller);
+    tokio::spawn(async move {
+        loop {
+            let Some(c) = controller.upgrade() else {
+                return;
+            };
+            if c.is_stopped().await {
+                return;
+            }
+            let pending = !c.pending_drops().is_empty() || !c.pending_group_drops().is_empty();
+            if pending && c.group_leads() && c.read_barrier().await.is_ok() {
+                let reports = store.node_status().await;
+                finish_topic_drops(&c, store.as_ref(), &reports).await;
+                finish_group_drops(&c, store.as_ref(), &reports).await;
+            }
+            drop(c);
+            tokio::time::sleep(RECONCILE_EVERY).await;
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests;

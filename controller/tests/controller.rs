@@ -281,7 +281,7 @@ async fn delete_then_recreate() {
         .await
         .expect_err("still being deleted");
     assert!(
-        matches!(&refused, ControllerError::Invalid(m) if m.contains("still being deleted")),
+        matches!(&refused, ControllerError::BeingDeleted(m) if m.contains("still being deleted")),
         "{refused}"
     );
     // A finish for another drop changes nothing; this one's frees the name.
@@ -309,7 +309,7 @@ async fn delete_then_recreate() {
         .await
         .expect_err("still being deleted");
     assert!(
-        matches!(&refused, ControllerError::Invalid(m) if m.contains("still being deleted")),
+        matches!(&refused, ControllerError::BeingDeleted(m) if m.contains("still being deleted")),
         "{refused}"
     );
     controller

@@ -158,6 +158,10 @@ pub enum ControllerError {
     NotLeader { leader: Option<u64> },
     #[error("controller internal error: {0}")]
     Internal(String),
+    /// The name's deletion is not finished (its data is still being dropped from the shards):
+    /// it cannot be created again yet.
+    #[error("{0}")]
+    BeingDeleted(String),
 }
 
 /// The metadata plane.

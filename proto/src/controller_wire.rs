@@ -240,6 +240,7 @@ pub fn error_to_status(err: &ControllerError) -> Status {
         ControllerError::Invalid(d) => (Code::InvalidArgument, Kind::Invalid, d, None),
         ControllerError::Unavailable(d) => (Code::Unavailable, Kind::Unavailable, d, None),
         ControllerError::Internal(d) => (Code::Internal, Kind::Internal, d, None),
+        ControllerError::BeingDeleted(d) => (Code::FailedPrecondition, Kind::BeingDeleted, d, None),
         ControllerError::NotLeader { leader } => {
             return Status::with_details(
                 Code::Unavailable,
@@ -273,6 +274,7 @@ pub fn status_to_error(status: &Status) -> ControllerError {
         Ok(Kind::Invalid) => ControllerError::Invalid(failure.detail),
         Ok(Kind::Unavailable) => ControllerError::Unavailable(failure.detail),
         Ok(Kind::Internal) => ControllerError::Internal(failure.detail),
+        Ok(Kind::BeingDeleted) => ControllerError::BeingDeleted(failure.detail),
         Ok(Kind::NotLeader) => ControllerError::NotLeader {
             leader: failure.leader,
         },

@@ -414,7 +414,9 @@ pub trait StoreApi: Send + Sync + 'static {
     /// Forgets a deleted group's consumer state, for the controller's deletion `drop`: a shard
     /// applies each deletion of a group at most once, so a copy delivered late leaves the
     /// group created again alone (an id of 0: an older controller's deletion, not fenced).
-    /// `shards`: every shard a topic has queues on (beyond those the store knows itself).
+    /// `shards`: for a recorded drop, exactly the shards to drop it from (none: nothing to
+    /// do); for an id of 0, every shard a topic has queues on (beyond those the store knows
+    /// itself).
     async fn drop_group(
         &self,
         group: &GroupName,

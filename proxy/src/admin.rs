@@ -809,7 +809,7 @@ fn half_deleted_controller(what: &str, data: &str, err: vela_proto::ControllerEr
 fn half_deleted(what: &str, data_were: &str, fenced: bool, err: vela_proto::StoreError) -> Status {
     let status = store_to_grpc(err);
     let then = if fenced {
-        "run the delete again to finish it (a cluster's controller also retries on its own); \
+        "run the delete again to finish it (the controller also retries on its own); \
          the name cannot be created again until then"
     } else {
         "the controller's build records no drops, so nothing retries this one"

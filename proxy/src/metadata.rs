@@ -97,6 +97,9 @@ pub(crate) struct Metadata {
     groups: Cache<GroupName, GroupConfig>,
     missing_topics: Misses<TopicName>,
     missing_groups: Misses<GroupName>,
+    /// Groups whose deletion is not finished: auto-creating them is refused, so it is not
+    /// asked again within [`MISS_TTL`].
+    reserved_groups: Misses<GroupName>,
     creations: governor::DefaultDirectRateLimiter,
 }
 
@@ -215,6 +218,7 @@ impl Metadata {
             groups: Cache::default(),
             missing_topics: Misses::new(),
             missing_groups: Misses::new(),
+            reserved_groups: Misses::new(),
             creations: governor::RateLimiter::direct(creation_quota()),
         }
     }
@@ -357,7 +361,13 @@ impl Metadata {
     /// GetOffset, whose wrong names must not add groups).
     pub async fn existing_group(&self, name: &GroupName) -> Option<Arc<GroupConfig>> {
         match lookup(&self.groups, name, self.ttl) {
-            Lookup::Fresh(hit) | Lookup::Stale { value: hit, .. } => Some(hit),
+            Lookup::Fresh(hit) => Some(hit),
+            Lookup::Stale { value, refresh } => {
+                if refresh {
+                    self.refresh_group(name);
+                }
+                Some(value)
+            }
             Lookup::Miss if self.missing_groups.recent(name) => None,
             Lookup::Miss => match self.controller.get_group(name).await {
                 Ok(Some(config)) => Some(remember(&self.groups, name.clone(), config)),
@@ -382,10 +392,7 @@ impl Metadata {
             Lookup::Fresh(hit) => return Ok(hit),
             Lookup::Stale { value, refresh } => {
                 if refresh {
-                    let (controller, key) = (self.controller.clone(), name.clone());
-                    refresh_in_background(self.groups.clone(), name.clone(), move || async move {
-                        controller.get_group(&key).await
-                    });
+                    self.refresh_group(name);
                 }
                 return Ok(value);
             }
@@ -397,6 +404,12 @@ impl Metadata {
                 format!("consumer group {name} not found"),
             )
         };
+        let being_deleted = |reason: String| RpcError::new(Code::ConsumerGroupNotFound, reason);
+        if self.reserved_groups.recent(name) {
+            return Err(being_deleted(format!(
+                "consumer group {name} is still being deleted"
+            )));
+        }
         if !self.auto_create_groups && self.missing_groups.recent(name) {
             return Err(not_found());
         }
@@ -429,9 +442,21 @@ impl Metadata {
                 .get_group(name)
                 .await?
                 .ok_or_else(not_found)?,
+            Err(ControllerError::BeingDeleted(reason)) => {
+                self.reserved_groups.remember(name);
+                return Err(being_deleted(reason));
+            }
             Err(e) => return Err(e.into()),
         };
         Ok(remember(&self.groups, name.clone(), config))
+    }
+
+    /// Looks the group up again in the background (its cached entry went stale).
+    fn refresh_group(&self, name: &GroupName) {
+        let (controller, key) = (self.controller.clone(), name.clone());
+        refresh_in_background(self.groups.clone(), name.clone(), move || async move {
+            controller.get_group(&key).await
+        });
     }
 
     pub fn forget_topic(&self, name: &TopicName) {
@@ -442,6 +467,7 @@ impl Metadata {
     pub fn forget_group(&self, name: &GroupName) {
         self.groups.write().remove(name);
         self.missing_groups.forget(name);
+        self.reserved_groups.forget(name);
     }
 }
 
@@ -529,6 +555,64 @@ mod tests {
             md.existing_topic(&orders).await;
         }
         assert!(gone, "existing_topic kept serving a deleted topic");
+    }
+
+    #[tokio::test]
+    async fn existing_group_refreshes_what_it_serves() {
+        let controller = Arc::new(FakeController::default());
+        let ttl = Duration::from_millis(20);
+        let md = Metadata::new(controller.clone(), true, true, 4).with_ttl(ttl);
+        let billing = GroupName::new("billing").expect("valid");
+        md.group(&billing, Creator::internal())
+            .await
+            .expect("auto-created");
+        assert!(md.existing_group(&billing).await.is_some());
+        controller.delete_group(&billing).await.expect("deleted");
+        let mut gone = false;
+        for _ in 0..50 {
+            tokio::time::sleep(ttl).await;
+            if md.groups.read().get(&billing).is_none() {
+                gone = true;
+                break;
+            }
+            md.existing_group(&billing).await;
+        }
+        assert!(gone, "existing_group kept serving a deleted group");
+    }
+
+    /// A group whose deletion is not finished is not auto-created again: its consumers get
+    /// CONSUMER_GROUP_NOT_FOUND with the reason, and their calls do not each ask the
+    /// controller (nor spend the proxy's creation budget).
+    #[tokio::test]
+    async fn a_group_still_being_deleted_is_not_found_and_not_asked_for_again() {
+        let controller = Arc::new(FakeController::default());
+        let md = Metadata::new(controller.clone(), true, true, 4);
+        let billing = GroupName::new("billing").expect("valid");
+        md.group(&billing, Creator::internal())
+            .await
+            .expect("auto-created");
+        // Deleted, its drop not finished.
+        controller.delete_group(&billing).await.expect("deleted");
+        md.forget_group(&billing);
+        for _ in 0..CREATION_BURST + 5 {
+            let err = md
+                .group(&billing, Creator::internal())
+                .await
+                .expect_err("reserved");
+            assert_eq!(err.code, Code::ConsumerGroupNotFound);
+            assert!(
+                err.message.contains("still being deleted"),
+                "{}",
+                err.message
+            );
+        }
+        // The creation budget is untouched.
+        md.group(
+            &GroupName::new("other").expect("valid"),
+            Creator::internal(),
+        )
+        .await
+        .expect("auto-created");
     }
 
     #[tokio::test]

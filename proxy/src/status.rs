@@ -101,6 +101,7 @@ impl From<ControllerError> for RpcError {
                 Code::HaNotAvailable
             }
             ControllerError::Internal(_) => Code::InternalServerError,
+            ControllerError::BeingDeleted(_) => Code::NotFound,
         };
         Self::new(code, err.to_string())
     }
@@ -144,6 +145,7 @@ pub(crate) fn controller_to_grpc(err: ControllerError) -> tonic::Status {
             GrpcCode::Unavailable
         }
         ControllerError::Internal(_) => GrpcCode::Internal,
+        ControllerError::BeingDeleted(_) => GrpcCode::FailedPrecondition,
     };
     tonic::Status::new(code, err.to_string())
 }

@@ -29,6 +29,8 @@ struct Nodes {
     /// Nodes whose replica's Raft stopped on an error.
     stopped: BTreeSet<u64>,
     refuse: bool,
+    /// Drops asked for: (name, drop id).
+    drops: Mutex<Vec<(String, u64)>>,
     opens: Mutex<Vec<(ShardId, u64, OpenMode)>>,
     changes: Mutex<Vec<(ShardId, Vec<u64>)>>,
     removes: Mutex<Vec<(ShardId, u64)>>,
@@ -164,16 +166,18 @@ impl StoreApi for Nodes {
     ) -> Result<Vec<QueueStats>, StoreError> {
         Err(unused())
     }
-    async fn drop_topic(&self, _: &TopicName, _: u64, _: &[ShardId]) -> Result<(), StoreError> {
-        Err(unused())
+    async fn drop_topic(&self, name: &TopicName, id: u64, _: &[ShardId]) -> Result<(), StoreError> {
+        self.drops.lock().push((name.to_string(), id));
+        Ok(())
     }
     async fn drop_group(
         &self,
-        _: &GroupName,
-        _: vela_proto::GroupDropId,
+        name: &GroupName,
+        drop: vela_proto::GroupDropId,
         _: &[ShardId],
     ) -> Result<(), StoreError> {
-        Err(unused())
+        self.drops.lock().push((name.to_string(), drop.id));
+        Ok(())
     }
     async fn set_topic_retention(
         &self,
@@ -506,4 +510,65 @@ async fn a_deleted_names_drop_waits_until_each_of_its_shards_has_a_leader() {
         ["a", "c"],
         "b waits for shard 5; a drop without shards has nothing to wait for"
     );
+}
+
+/// Where no reconciler runs (standalone), a deletion left half done (its caller went away
+/// between the halves) is finished by the drop finisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drop_finisher_finishes_deletions_left_half_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::config::ControllerConfig {
+        data_dir: dir.path().join("controller"),
+        node_id: 1,
+        shards: vec![3],
+        ..crate::config::ControllerConfig::default()
+    };
+    let c = Controller::open(config, Arc::new(vela_proto::clock::SystemClock))
+        .await
+        .expect("opens");
+    let orders = TopicName::new("orders").expect("valid");
+    let billing = GroupName::new("billing").expect("valid");
+    c.create_topic(vela_proto::TopicSpec {
+        name: orders.clone(),
+        topic_type: vela_proto::TopicType::Normal,
+        queue_count: 1,
+        auto_created: false,
+    })
+    .await
+    .expect("created");
+    c.create_group(vela_proto::GroupSpec {
+        name: billing.clone(),
+        fifo: false,
+        max_attempts: 16,
+        auto_created: false,
+        start: vela_proto::GroupStart::Auto,
+        retry: vela_proto::retry::RetryBackoff::Standard,
+        broadcast: false,
+    })
+    .await
+    .expect("created");
+    let group_drop = c.delete_group(&billing).await.expect("deleted");
+    let topic_drop = c.delete_topic(&orders).await.expect("deleted");
+    let nodes = Arc::new(Nodes {
+        held: BTreeMap::from([(1, Some(vec![3]))]),
+        group: Some((1, vec![1], Vec::new())),
+        ..Nodes::default()
+    });
+    let finisher = spawn_drop_finisher(&c, nodes.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(c.pending_drops().is_empty() && c.pending_group_drops().is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut drops = nodes.drops.lock().clone();
+    drops.sort();
+    assert_eq!(
+        drops,
+        [
+            ("billing".to_owned(), group_drop.drop.id),
+            ("orders".to_owned(), topic_drop.id)
+        ]
+    );
+    finisher.abort();
+    c.shutdown().await.expect("shuts down");
 }

@@ -298,7 +298,7 @@ async fn a_group_whose_drop_failed_stays_reserved_until_a_second_delete_finishes
         half.message()
     );
     let refused = admin.create_group(create()).await.expect_err("reserved");
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
         refused.message().contains("still being deleted"),
         "{}",
@@ -342,7 +342,7 @@ async fn a_topic_whose_drop_failed_stays_reserved_until_a_second_delete_finishes
         half.message()
     );
     let refused = admin.create_topic(create()).await.expect_err("reserved");
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
         refused.message().contains("still being deleted"),
         "{}",

@@ -307,8 +307,8 @@ impl Store {
         topic: &TopicName,
         drop_id: u64,
     ) -> Result<(), StoreError> {
-        let command = drop_command(&*self.led(shard)?, topic, drop_id);
-        self.drop_on(shard, command).await
+        let led = self.led(shard)?;
+        drop_on(&led, drop_command(&led, topic, drop_id)).await
     }
 
     /// Sets how long `topic`'s messages are kept on shard `shard` (`None`: the store's
@@ -361,16 +361,15 @@ impl Store {
         floor: u64,
     ) -> Result<(), StoreError> {
         let led = self.led(shard)?;
-        let command = group_drop_command(&led, group, drop_id, floor);
-        self.drop_on(shard, command).await
+        drop_on(&led, group_drop_command(&led, group, drop_id, floor)).await
     }
+}
 
-    async fn drop_on(&self, shard: ShardId, command: StoreCommand) -> Result<(), StoreError> {
-        let shard = self.led(shard)?;
-        match shard.write(command.clone()).await? {
-            CommandResponse::Dropped => Ok(()),
-            other => Err(unexpected(command.kind(), &other)),
-        }
+/// Writes a drop (of a topic or a group) to `shard`, which this node leads.
+async fn drop_on(shard: &Shard, command: StoreCommand) -> Result<(), StoreError> {
+    match shard.write(command.clone()).await? {
+        CommandResponse::Dropped => Ok(()),
+        other => Err(unexpected(command.kind(), &other)),
     }
 }
 

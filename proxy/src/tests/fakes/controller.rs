@@ -40,7 +40,7 @@ impl FakeController {
 impl ControllerApi for FakeController {
     async fn create_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
         if self.dropping.lock().0.contains_key(&spec.name) {
-            return Err(ControllerError::Invalid(format!(
+            return Err(ControllerError::BeingDeleted(format!(
                 "topic {} is still being deleted",
                 spec.name
             )));
@@ -159,7 +159,7 @@ impl ControllerApi for FakeController {
 
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
         if self.group_drops.lock().contains_key(&spec.name) {
-            return Err(ControllerError::Invalid(format!(
+            return Err(ControllerError::BeingDeleted(format!(
                 "consumer group {} is still being deleted",
                 spec.name
             )));
