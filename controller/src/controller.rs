@@ -306,6 +306,7 @@ impl Controller {
     }
 
     async fn propose_topic(&self, spec: TopicSpec) -> Result<TopicConfig, ControllerError> {
+        self.refuse_topic_being_deleted(&spec.name)?;
         self.shard_set_recorded().await?;
         let command = ControllerCommand::CreateTopic {
             spec,
@@ -315,6 +316,17 @@ impl Controller {
             Ok(Applied::Topic(config)) => Ok(config),
             other => Err(unexpected("create-topic", &other)),
         }
+    }
+}
+
+impl Controller {
+    /// Refused at apply too; answered here first so producers to a topic whose deletion is
+    /// not finished (auto-creating it at each send) write nothing to the log.
+    fn refuse_topic_being_deleted(&self, name: &TopicName) -> Result<(), ControllerError> {
+        if self.metadata.read().topic_being_deleted(name) {
+            return Err(crate::command::Rejected::TopicDropping(name.clone()).into());
+        }
+        Ok(())
     }
 }
 
@@ -353,6 +365,7 @@ impl ControllerApi for Controller {
         replicas: u32,
     ) -> Result<TopicConfig, ControllerError> {
         validate_topic_spec(&spec, false)?;
+        self.refuse_topic_being_deleted(&spec.name)?;
         self.shard_set_recorded().await?;
         let placed_before = self.metadata.read().placed().len();
         let command = ControllerCommand::CreateTopicReplicated {

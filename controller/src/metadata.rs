@@ -415,6 +415,11 @@ impl Metadata {
     }
 
     /// Whether `name`'s deletion is not finished (it cannot be created again yet).
+    pub fn topic_being_deleted(&self, name: &TopicName) -> bool {
+        self.dropping.contains_key(name)
+    }
+
+    /// Whether a consumer group named `name` was deleted and its drop is not finished.
     pub fn group_being_deleted(&self, name: &GroupName) -> bool {
         self.group_drops.contains_key(name)
     }

@@ -276,6 +276,7 @@ async fn delete_then_recreate() {
         controller.delete_topic(&topic_name("orders")).await,
         Ok(drop.clone())
     );
+    let log_before = controller.member_status().last_log_index;
     let refused = controller
         .create_topic(topic("orders", 2))
         .await
@@ -283,6 +284,11 @@ async fn delete_then_recreate() {
     assert!(
         matches!(&refused, ControllerError::BeingDeleted(m) if m.contains("still being deleted")),
         "{refused}"
+    );
+    assert_eq!(
+        controller.member_status().last_log_index,
+        log_before,
+        "refused before the log (producers declaring it at every send write nothing)"
     );
     // A finish for another drop changes nothing; this one's frees the name.
     controller
@@ -304,6 +310,7 @@ async fn delete_then_recreate() {
         controller.delete_group(&group_name("billing")).await,
         Ok(group_drop.clone())
     );
+    let log_before = controller.member_status().last_log_index;
     let refused = controller
         .create_group(group("billing", 0))
         .await
@@ -311,6 +318,11 @@ async fn delete_then_recreate() {
     assert!(
         matches!(&refused, ControllerError::BeingDeleted(m) if m.contains("still being deleted")),
         "{refused}"
+    );
+    assert_eq!(
+        controller.member_status().last_log_index,
+        log_before,
+        "refused before the log"
     );
     controller
         .finish_group_drop(&group_name("billing"), group_drop.drop.id)

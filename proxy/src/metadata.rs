@@ -100,6 +100,9 @@ pub(crate) struct Metadata {
     /// Groups whose deletion is not finished: auto-creating them is refused, so it is not
     /// asked again within [`MISS_TTL`].
     reserved_groups: Misses<GroupName>,
+    /// Topics the controller refused to create because their deletion is not finished (the
+    /// same, for producers declaring them).
+    reserved_topics: Misses<TopicName>,
     creations: governor::DefaultDirectRateLimiter,
 }
 
@@ -219,6 +222,7 @@ impl Metadata {
             missing_topics: Misses::new(),
             missing_groups: Misses::new(),
             reserved_groups: Misses::new(),
+            reserved_topics: Misses::new(),
             creations: governor::RateLimiter::direct(creation_quota()),
         }
     }
@@ -305,6 +309,12 @@ impl Metadata {
             self.missing_topics.remember(name);
             return Err(not_found());
         };
+        let being_deleted = |reason: String| RpcError::new(Code::TopicNotFound, reason);
+        if self.reserved_topics.recent(name) {
+            return Err(being_deleted(format!(
+                "topic {name} is still being deleted"
+            )));
+        }
         creator.may_create(Resource::topic(name.as_str())).await?;
         self.may_create("topic", name.as_str())?;
         let spec = TopicSpec {
@@ -324,6 +334,10 @@ impl Metadata {
                 .get_topic(name)
                 .await?
                 .ok_or_else(not_found)?,
+            Err(ControllerError::BeingDeleted(reason)) => {
+                self.reserved_topics.remember(name);
+                return Err(being_deleted(reason));
+            }
             Err(e) => return Err(e.into()),
         };
         Ok(remember(&self.topics, name.clone(), config))
@@ -462,6 +476,7 @@ impl Metadata {
     pub fn forget_topic(&self, name: &TopicName) {
         self.topics.write().remove(name);
         self.missing_topics.forget(name);
+        self.reserved_topics.forget(name);
     }
 
     pub fn forget_group(&self, name: &GroupName) {
@@ -613,6 +628,38 @@ mod tests {
         )
         .await
         .expect("auto-created");
+    }
+
+    /// The same for a topic: producers declaring it get TOPIC_NOT_FOUND with the reason, once
+    /// asked for, without spending the creation budget.
+    #[tokio::test]
+    async fn a_topic_still_being_deleted_is_not_found_and_not_asked_for_again() {
+        let controller = Arc::new(FakeController::default());
+        let md = Metadata::new(controller.clone(), true, true, 4);
+        let orders = TopicName::new("orders").expect("valid");
+        md.declare_topic(&orders, Creator::internal())
+            .await
+            .expect("auto-created");
+        controller.delete_topic(&orders).await.expect("deleted");
+        md.forget_topic(&orders);
+        for _ in 0..CREATION_BURST + 5 {
+            let err = md
+                .declare_topic(&orders, Creator::internal())
+                .await
+                .expect_err("reserved");
+            assert_eq!(err.code, Code::TopicNotFound);
+            assert!(
+                err.message.contains("still being deleted"),
+                "{}",
+                err.message
+            );
+        }
+        md.declare_topic(
+            &TopicName::new("other").expect("valid"),
+            Creator::internal(),
+        )
+        .await
+        .expect("the creation budget is untouched");
     }
 
     #[tokio::test]

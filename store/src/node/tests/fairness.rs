@@ -47,6 +47,34 @@ async fn a_group_receiving_old_messages_caps_no_appends_until_it_reaches_recent_
 }
 
 #[tokio::test]
+async fn a_live_group_receiving_messages_stored_a_while_ago_is_behind_until_it_catches_up() {
+    let (_dir, clock, _shared, store) = open_on_manual_clock().await;
+    let fairness = &store.shard(0).expect("shard 0").shard.fairness;
+    store
+        .append(append(vec![message("a"), message("b")]))
+        .await
+        .expect("appends");
+    let got = store.pop(pop(1, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["a"]);
+    assert!(!fairness.behind(), "delivered as soon as it was stored");
+
+    clock.advance(crate::shard::fairness::BEHIND_AFTER * 5);
+    let got = store.pop(pop(1, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["b"]);
+    assert!(fairness.behind(), "delivered 100 ms after it was stored");
+    assert!(caps_appends(&store, &group()), "behind is not catching up");
+
+    store
+        .append(append(vec![message("c")]))
+        .await
+        .expect("appends");
+    let got = store.pop(pop(32, Duration::ZERO)).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["c"]);
+    assert!(!fairness.behind(), "caught up");
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
 async fn on_a_node_with_room_consumer_work_caps_no_appends() {
     use futures::FutureExt;
     let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
