@@ -322,7 +322,9 @@ impl Controller {
 impl Controller {
     /// Refused at apply too; answered here first so producers to a topic whose deletion is
     /// not finished (auto-creating it at each send) write nothing to the log.
+    /// A member that does not lead answers `NotLeader` instead (its state may be behind).
     fn refuse_topic_being_deleted(&self, name: &TopicName) -> Result<(), ControllerError> {
+        self.require_leading()?;
         if self.metadata.read().topic_being_deleted(name) {
             return Err(crate::command::Rejected::TopicDropping(name.clone()).into());
         }
@@ -457,7 +459,9 @@ impl ControllerApi for Controller {
     async fn create_group(&self, spec: GroupSpec) -> Result<GroupConfig, ControllerError> {
         let spec = resolve_group_spec(spec)?;
         // Refused at apply too; answered here first so consumers of a group whose deletion is
-        // not finished (auto-creating it at each call) write nothing to the log.
+        // not finished (auto-creating it at each call) write nothing to the log. A member that
+        // does not lead answers `NotLeader` instead (its state may be behind).
+        self.require_leading()?;
         if self.metadata.read().group_being_deleted(&spec.name) {
             return Err(crate::command::Rejected::GroupDropping(spec.name).into());
         }

@@ -451,6 +451,8 @@ impl AdminService for AdminServer {
                 err,
             ));
         }
+        // A declaration refused while the drop was pending is not remembered past it.
+        self.shared.metadata.forget_topic(&name);
         tracing::info!(topic = %name, drop = drop.id, "topic deleted");
         Ok(Response::new(api::DeleteTopicResponse {}))
     }

@@ -111,6 +111,8 @@ pub(super) async fn delete(
     if fenced && let Err(err) = controller.finish_group_drop(&name, drop.drop.id).await {
         return Err(half_deleted_controller(&what, "its state", err));
     }
+    // A consumer's creation refused while the drop was pending is not remembered past it.
+    server.shared.metadata.forget_group(&name);
     tracing::info!(group = %name, drop = drop.drop.id, "consumer group deleted");
     Ok(Response::new(api::DeleteGroupResponse {}))
 }

@@ -151,11 +151,23 @@ impl Store {
                     } if !messages.is_empty() => {
                         // Judged by the newest message: a retried old one in a batch of new
                         // ones does not make a group that keeps up look behind.
+                        let age = |newest: i64| {
+                            Duration::from_millis(
+                                u64::try_from(now_ms.saturating_sub(newest)).unwrap_or(0),
+                            )
+                        };
                         if let Some(newest) = messages.iter().map(|m| m.store_ts_ms).max() {
-                            let age = u64::try_from(now_ms.saturating_sub(newest)).unwrap_or(0);
-                            shard
-                                .fairness
-                                .note_delivered(&req.group, Duration::from_millis(age));
+                            let full = messages.len() >= req.max_messages as usize;
+                            let newest_first = messages
+                                .iter()
+                                .filter(|m| m.attempt <= 1)
+                                .map(|m| m.store_ts_ms)
+                                .max();
+                            shard.fairness.note_delivered(
+                                &req.group,
+                                age(newest),
+                                newest_first.filter(|_| full).map(age),
+                            );
                         }
                         // Pass the wake on: another receiver of the group may find more (see
                         // `TopicWakeups`).

@@ -39,18 +39,24 @@
 //! soon as a receive delivers recent messages.
 //!
 //! Half the share keeps a live consumer from starving, not from falling behind: next to a
-//! producer at full speed on one saturated core it got 63 % of the produce rate, so its backlog
-//! and its messages' end-to-end latency grew for as long as the producer ran (p50 2.3 s after
-//! 15 s). A live group whose receive delivered a message stored more than [`BEHIND_AFTER`]
-//! before is *behind*: while any group is (judged again by each of its receives, forgotten
-//! [`BEHIND_FOR`] after the last one that said so), the cap is [`BEHIND_CAP`] appends at a time,
-//! so the producers wait while the consumer catches up, and get their share back as soon as its
-//! receives deliver recent messages again, so the backlog stops growing. Measured with `benches/peers.sh` (mixed phase, one producer
+//! producer at full speed on one saturated core it got 60 % of the produce rate, so its backlog
+//! and its messages' end-to-end latency grew for as long as the producer ran (p50 2.6–2.8 s
+//! after 15 s). A live group whose receive came back full and delivered for the first time a
+//! message stored more than [`BEHIND_AFTER`] before is *behind* (a receive that got fewer than
+//! it asked for has caught up with what there is; a redelivered message keeps its store time):
+//! while any group is (judged again by each of its receives, forgotten [`BEHIND_FOR`] after the
+//! last one that said so), the cap is [`BEHIND_CAP`] appends at a time, so the producers wait
+//! while the consumer catches up, and get their share back as soon as its receives deliver
+//! recent messages again. Measured with `benches/peers.sh` (mixed phase, one producer
 //! with 256 in flight, one consumer of 32, broker on one core; `docs/benchmarks.md`): the
 //! consumer got 93 % of the produce rate (60 % before) and 15–37 % more messages a second,
 //! end-to-end p50 0.1–0.3 s (2.6–2.8 s), the producer 12–24 % fewer. A cap of 4 kept 90 %, a
-//! threshold of 50 ms the same as 20. Like the share, this applies only while the node is
-//! saturated: a consumer slow on its own side leaves the node room, and room lifts every cap.
+//! threshold of 50 ms the same as 20. The backlog still grows, more slowly (end-to-end p99
+//! 2.4–2.8 s over 15 s, 5.7 s over 40 s): two appends at a time still outpace this consumer
+//! a little. Like the share, this applies only while the node is saturated: a consumer slow on
+//! its own side leaves the node room, and room lifts every cap; but on a node saturated by
+//! something else, a group behind narrows every producer on the shard, those of other topics
+//! too (the cap is the shard's, not a topic's).
 //! (Keeping the narrow cap for 500 ms after the node stops being saturated did worse: the
 //! producers' sends queued for seconds at 5,000 msg/s.)
 
@@ -211,30 +217,39 @@ impl Fairness {
         Some(self.consume_locked(&mut state, messages))
     }
 
-    /// Classifies `group` by the newest message a receive just delivered to it: stored `age`
-    /// ago (catching up, behind, or keeping up).
-    pub fn note_delivered(&self, group: &GroupName, age: Duration) {
+    /// Classifies `group` by what a receive just delivered to it: its newest message stored
+    /// `age` ago (catching up or live) and, when the receive came back full, its newest
+    /// message delivered for the first time stored `full_age` ago (behind, or keeping up).
+    /// A receive that got fewer messages than it asked for has caught up with what there is,
+    /// and a redelivered message keeps its store time, so neither says a group is behind.
+    pub fn note_delivered(&self, group: &GroupName, age: Duration, full_age: Option<Duration>) {
         let saturated = self.saturated();
         let mut state = self.state.lock();
-        if age > CATCHING_UP_AFTER {
+        let was_behind = if age > CATCHING_UP_AFTER {
             if state.catching_up.len() >= MAX_CATCHING_UP {
                 state.catching_up.clear();
             }
             state.catching_up.insert(group.clone());
-            state.behind.remove(group);
+            state.behind.remove(group).is_some()
         } else {
             if !state.catching_up.is_empty() {
                 state.catching_up.remove(group);
             }
-            if age > BEHIND_AFTER {
+            if full_age.is_some_and(|age| age > BEHIND_AFTER) {
+                // Lapsed marks go first, so the map holds only groups behind now.
+                state.behind.retain(|_, at| at.elapsed() < BEHIND_FOR);
                 if state.behind.len() >= MAX_CATCHING_UP {
                     state.behind.clear();
                 }
                 state.behind.insert(group.clone(), Instant::now());
-            } else if state.behind.remove(group).is_some() {
-                // Caught up: the producers waiting get the share back now.
-                state.admit_waiting(saturated);
+                false
+            } else {
+                state.behind.remove(group).is_some()
             }
+        };
+        if was_behind {
+            // No longer behind: the producers waiting get the share back now.
+            state.admit_waiting(saturated);
         }
     }
 
@@ -464,14 +479,14 @@ mod tests {
             GroupName::new("live").expect("name"),
         );
         let old = CATCHING_UP_AFTER + Duration::from_secs(1);
-        f.note_delivered(&replay, old);
+        f.note_delivered(&replay, old, None);
         let replaying = f.consume_for(&replay, 32);
         assert!(replaying.is_none(), "history does not cap appends");
         let admitted: Vec<_> = (0..100)
             .map(|_| f.produce().now_or_never().expect("not capped"))
             .collect();
         // Another group's live work on the same shard still caps them.
-        f.note_delivered(&live, Duration::from_millis(5));
+        f.note_delivered(&live, Duration::from_millis(5), None);
         let live_work = f.consume_for(&live, 32);
         assert!(live_work.is_some());
         assert!(
@@ -480,7 +495,7 @@ mod tests {
         );
         drop((admitted, live_work));
         // Caught up: the replaying group's work caps appends again.
-        f.note_delivered(&replay, Duration::from_secs(2));
+        f.note_delivered(&replay, Duration::from_secs(2), None);
         assert!(f.consume_for(&replay, 32).is_some());
     }
 
@@ -489,9 +504,14 @@ mod tests {
         let f = Fairness::default();
         let old = CATCHING_UP_AFTER * 2;
         for i in 0..MAX_CATCHING_UP + 10 {
-            f.note_delivered(&GroupName::new(format!("g{i}")).expect("name"), old);
+            f.note_delivered(&GroupName::new(format!("g{i}")).expect("name"), old, None);
         }
         assert!(f.state.lock().catching_up.len() <= MAX_CATCHING_UP);
+    }
+
+    /// A full receive of messages delivered for the first time, stored `age` ago.
+    fn full(f: &Fairness, group: &GroupName, age: Duration) {
+        f.note_delivered(group, age, Some(age));
     }
 
     #[tokio::test(start_paused = true)]
@@ -499,7 +519,7 @@ mod tests {
         let f = Arc::new(Fairness::default());
         let live = GroupName::new("live").expect("name");
         let _consuming = f.consume_for(&live, 32).expect("a live group");
-        f.note_delivered(&live, BEHIND_AFTER + Duration::from_millis(1));
+        full(&f, &live, BEHIND_AFTER + Duration::from_millis(1));
         let admitted: Vec<_> = (0..BEHIND_CAP)
             .map(|_| f.produce().now_or_never().expect("within the narrow cap"))
             .collect();
@@ -508,7 +528,7 @@ mod tests {
         assert_eq!(f.counts(), (BEHIND_CAP, 32, 1));
 
         // A receive that delivers recent messages lifts it and admits the waiter at once.
-        f.note_delivered(&live, BEHIND_AFTER);
+        full(&f, &live, BEHIND_AFTER);
         let third = waiting.now_or_never().expect("caught up: admitted");
         let more: Vec<_> = (0..13)
             .map(|_| f.produce().now_or_never().expect("half the share again"))
@@ -516,25 +536,69 @@ mod tests {
         assert!(f.produce().now_or_never().is_none(), "16 of the 32");
         drop((admitted, third, more));
 
-        // Behind again, then silent: the mark lapses.
-        f.note_delivered(&live, Duration::from_secs(5));
+        // Behind again, then silent: the mark lapses, and the append waiting gets in when the
+        // next admitted one finishes.
+        full(&f, &live, Duration::from_secs(5));
+        assert!(f.behind());
         let narrow: Vec<_> = (0..BEHIND_CAP)
             .map(|_| f.produce().now_or_never().expect("within the narrow cap"))
             .collect();
-        assert!(f.produce().now_or_never().is_none(), "behind: capped");
+        let mut waiting = Box::pin(f.produce());
+        assert!(waiting.as_mut().now_or_never().is_none(), "behind: capped");
         tokio::time::advance(BEHIND_FOR).await;
         assert!(!f.behind(), "lapsed");
-        // The next append to finish lets the waiting ones in by the wide cap.
         drop(narrow);
-        let wide: Vec<_> = (0..16)
+        let admitted = waiting.now_or_never().expect("admitted by the wide cap");
+        let wide: Vec<_> = (0..15)
             .map(|_| f.produce().now_or_never().expect("the mark lapsed"))
             .collect();
-        drop(wide);
+        drop((admitted, wide));
 
         // History is not behind: a group catching up caps nothing at all.
-        f.note_delivered(&live, Duration::from_secs(1));
-        f.note_delivered(&live, CATCHING_UP_AFTER * 2);
+        full(&f, &live, Duration::from_secs(1));
+        full(&f, &live, CATCHING_UP_AFTER * 2);
         assert!(f.state.lock().behind.is_empty());
+    }
+
+    #[test]
+    fn only_a_full_receive_of_first_deliveries_says_a_group_is_behind() {
+        let f = Fairness::default();
+        let live = GroupName::new("live").expect("name");
+        let old = Duration::from_secs(5);
+        f.note_delivered(&live, old, None);
+        assert!(
+            !f.behind(),
+            "fewer than asked for (or only redeliveries): caught up"
+        );
+        f.note_delivered(&live, old, Some(BEHIND_AFTER));
+        assert!(!f.behind(), "its newest first delivery is recent");
+        f.note_delivered(&live, old, Some(old));
+        assert!(f.behind());
+        f.note_delivered(&live, old, None);
+        assert!(!f.behind(), "the next receive came back short");
+    }
+
+    #[test]
+    fn lapsed_marks_are_pruned_as_new_ones_come() {
+        let f = Fairness::default();
+        for i in 0..10 {
+            full(
+                &f,
+                &GroupName::new(format!("g{i}")).expect("name"),
+                Duration::from_secs(1),
+            );
+        }
+        for at in f.state.lock().behind.values_mut() {
+            *at = at
+                .checked_sub(BEHIND_FOR)
+                .expect("an instant long after boot");
+        }
+        full(
+            &f,
+            &GroupName::new("now").expect("name"),
+            Duration::from_secs(1),
+        );
+        assert_eq!(f.state.lock().behind.len(), 1);
     }
 
     #[tokio::test]
@@ -543,7 +607,7 @@ mod tests {
         f.attach(Arc::new(Saturation::fixed(false)));
         let live = GroupName::new("live").expect("name");
         let _consuming = f.consume_for(&live, 32).expect("a live group");
-        f.note_delivered(&live, Duration::from_secs(5));
+        full(&f, &live, Duration::from_secs(5));
         let admitted: Vec<_> = (0..100)
             .map(|_| f.produce().now_or_never().expect("room: no cap"))
             .collect();
