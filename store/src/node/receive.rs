@@ -157,17 +157,18 @@ impl Store {
                             )
                         };
                         if let Some(newest) = messages.iter().map(|m| m.store_ts_ms).max() {
-                            let full = messages.len() >= req.max_messages as usize;
                             let newest_first = messages
                                 .iter()
                                 .filter(|m| m.attempt <= 1)
                                 .map(|m| m.store_ts_ms)
                                 .max();
-                            shard.fairness.note_delivered(
-                                &req.group,
-                                age(newest),
-                                newest_first.filter(|_| full).map(age),
+                            let pace = crate::shard::fairness::Pace::of(
+                                req.max_messages as usize,
+                                messages.len(),
+                                newest_first.map(age),
+                                req.fifo,
                             );
+                            shard.fairness.note_delivered(&req.group, age(newest), pace);
                         }
                         // Pass the wake on: another receiver of the group may find more (see
                         // `TopicWakeups`).

@@ -42,8 +42,9 @@
 //! producer at full speed on one saturated core it got 60 % of the produce rate, so its backlog
 //! and its messages' end-to-end latency grew for as long as the producer ran (p50 2.6–2.8 s
 //! after 15 s). A live group whose receive came back full and delivered for the first time a
-//! message stored more than [`BEHIND_AFTER`] before is *behind* (a receive that got fewer than
-//! it asked for has caught up with what there is; a redelivered message keeps its store time):
+//! message stored more than [`BEHIND_AFTER`] before is *behind* ([`Pace`]: a receive that got
+//! fewer than it asked for has caught up with what there is, unless the group is FIFO; a
+//! redelivered message keeps its store time):
 //! while any group is (judged again by each of its receives, forgotten [`BEHIND_FOR`] after the
 //! last one that said so), the cap is [`BEHIND_CAP`] appends at a time, so the producers wait
 //! while the consumer catches up, and get their share back as soon as its receives deliver
@@ -79,8 +80,8 @@ pub(crate) const LINGER: Duration = Duration::from_millis(10);
 /// work does not cap appends. Well above how far a consumer that keeps up falls behind in a
 /// burst, well below the age of the history a replay reads.
 pub(crate) const CATCHING_UP_AFTER: Duration = Duration::from_secs(30);
-/// A live group whose receive delivered a message stored longer ago than this is behind its
-/// producers (see the module docs): about what the issue allows a consumer that keeps up in
+/// A live group whose full receive delivered for the first time a message stored longer ago
+/// than this is behind its producers (see the module docs, [`Pace`]): about what the issue allows a consumer that keeps up in
 /// end-to-end latency (p99 50 ms), less one receive-and-ack cycle.
 pub(crate) const BEHIND_AFTER: Duration = Duration::from_millis(20);
 /// How long a group stays behind after the last receive that said so, unless a receive says
@@ -218,11 +219,8 @@ impl Fairness {
     }
 
     /// Classifies `group` by what a receive just delivered to it: its newest message stored
-    /// `age` ago (catching up or live) and, when the receive came back full, its newest
-    /// message delivered for the first time stored `full_age` ago (behind, or keeping up).
-    /// A receive that got fewer messages than it asked for has caught up with what there is,
-    /// and a redelivered message keeps its store time, so neither says a group is behind.
-    pub fn note_delivered(&self, group: &GroupName, age: Duration, full_age: Option<Duration>) {
+    /// `age` ago (catching up or live), and how it keeps pace ([`Pace`]: behind, or not).
+    pub fn note_delivered(&self, group: &GroupName, age: Duration, pace: Pace) {
         let saturated = self.saturated();
         let mut state = self.state.lock();
         let was_behind = if age > CATCHING_UP_AFTER {
@@ -235,16 +233,18 @@ impl Fairness {
             if !state.catching_up.is_empty() {
                 state.catching_up.remove(group);
             }
-            if full_age.is_some_and(|age| age > BEHIND_AFTER) {
-                // Lapsed marks go first, so the map holds only groups behind now.
-                state.behind.retain(|_, at| at.elapsed() < BEHIND_FOR);
-                if state.behind.len() >= MAX_CATCHING_UP {
-                    state.behind.clear();
+            match pace {
+                Pace::Full(age) if age > BEHIND_AFTER => {
+                    // Lapsed marks go first, so the map holds only groups behind now.
+                    state.behind.retain(|_, at| at.elapsed() < BEHIND_FOR);
+                    if state.behind.len() >= MAX_CATCHING_UP {
+                        state.behind.clear();
+                    }
+                    state.behind.insert(group.clone(), Instant::now());
+                    false
                 }
-                state.behind.insert(group.clone(), Instant::now());
-                false
-            } else {
-                state.behind.remove(group).is_some()
+                Pace::Full(_) | Pace::Short => state.behind.remove(group).is_some(),
+                Pace::Unknown => false,
             }
         };
         if was_behind {
@@ -264,6 +264,31 @@ impl Fairness {
     fn counts(&self) -> (usize, usize, usize) {
         let s = self.state.lock();
         (s.producing, s.consuming, s.waiting.len())
+    }
+}
+
+/// How a live group's receive says it keeps pace with its producers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// It came back full, and the newest message it delivered for the first time was stored
+    /// this long ago: behind past [`BEHIND_AFTER`], keeping up otherwise.
+    Full(Duration),
+    /// It got fewer messages than it asked for: it caught up with what there is.
+    Short,
+    /// It says nothing either way: full of redeliveries only (they keep their store times),
+    /// or short for a FIFO group (blocked message groups cap a receive, however far behind).
+    Unknown,
+}
+
+impl Pace {
+    /// How a receive that asked for `max` messages and got `got`, the newest first delivery
+    /// among them stored `newest_first` ago, keeps pace; `fifo` for a FIFO group's.
+    pub fn of(max: usize, got: usize, newest_first: Option<Duration>, fifo: bool) -> Pace {
+        match newest_first {
+            _ if got < max && !fifo => Pace::Short,
+            Some(age) if got >= max => Pace::Full(age),
+            _ => Pace::Unknown,
+        }
     }
 }
 
@@ -479,14 +504,14 @@ mod tests {
             GroupName::new("live").expect("name"),
         );
         let old = CATCHING_UP_AFTER + Duration::from_secs(1);
-        f.note_delivered(&replay, old, None);
+        f.note_delivered(&replay, old, Pace::Short);
         let replaying = f.consume_for(&replay, 32);
         assert!(replaying.is_none(), "history does not cap appends");
         let admitted: Vec<_> = (0..100)
             .map(|_| f.produce().now_or_never().expect("not capped"))
             .collect();
         // Another group's live work on the same shard still caps them.
-        f.note_delivered(&live, Duration::from_millis(5), None);
+        f.note_delivered(&live, Duration::from_millis(5), Pace::Short);
         let live_work = f.consume_for(&live, 32);
         assert!(live_work.is_some());
         assert!(
@@ -495,7 +520,7 @@ mod tests {
         );
         drop((admitted, live_work));
         // Caught up: the replaying group's work caps appends again.
-        f.note_delivered(&replay, Duration::from_secs(2), None);
+        f.note_delivered(&replay, Duration::from_secs(2), Pace::Short);
         assert!(f.consume_for(&replay, 32).is_some());
     }
 
@@ -504,14 +529,18 @@ mod tests {
         let f = Fairness::default();
         let old = CATCHING_UP_AFTER * 2;
         for i in 0..MAX_CATCHING_UP + 10 {
-            f.note_delivered(&GroupName::new(format!("g{i}")).expect("name"), old, None);
+            f.note_delivered(
+                &GroupName::new(format!("g{i}")).expect("name"),
+                old,
+                Pace::Short,
+            );
         }
         assert!(f.state.lock().catching_up.len() <= MAX_CATCHING_UP);
     }
 
     /// A full receive of messages delivered for the first time, stored `age` ago.
     fn full(f: &Fairness, group: &GroupName, age: Duration) {
-        f.note_delivered(group, age, Some(age));
+        f.note_delivered(group, age, Pace::Full(age));
     }
 
     #[tokio::test(start_paused = true)]
@@ -554,10 +583,18 @@ mod tests {
             .collect();
         drop((admitted, wide));
 
-        // History is not behind: a group catching up caps nothing at all.
+        // History is not behind: a group catching up caps nothing at all, and the appends
+        // waiting behind its mark get in at once.
         full(&f, &live, Duration::from_secs(1));
+        let narrow: Vec<_> = (0..BEHIND_CAP)
+            .map(|_| f.produce().now_or_never().expect("within the narrow cap"))
+            .collect();
+        let mut waiting = Box::pin(f.produce());
+        assert!(waiting.as_mut().now_or_never().is_none(), "behind: capped");
         full(&f, &live, CATCHING_UP_AFTER * 2);
         assert!(f.state.lock().behind.is_empty());
+        let admitted = waiting.now_or_never().expect("catching up: admitted");
+        drop((narrow, admitted));
     }
 
     #[test]
@@ -565,16 +602,23 @@ mod tests {
         let f = Fairness::default();
         let live = GroupName::new("live").expect("name");
         let old = Duration::from_secs(5);
-        f.note_delivered(&live, old, None);
-        assert!(
-            !f.behind(),
-            "fewer than asked for (or only redeliveries): caught up"
-        );
-        f.note_delivered(&live, old, Some(BEHIND_AFTER));
+        let pace = |got, newest_first, fifo| Pace::of(32, got, newest_first, fifo);
+        f.note_delivered(&live, old, pace(31, Some(old), false));
+        assert!(!f.behind(), "fewer than asked for: caught up");
+        f.note_delivered(&live, old, pace(32, None, false));
+        assert!(!f.behind(), "only redeliveries: says nothing");
+        f.note_delivered(&live, old, pace(32, Some(BEHIND_AFTER), false));
         assert!(!f.behind(), "its newest first delivery is recent");
-        f.note_delivered(&live, old, Some(old));
+        f.note_delivered(&live, old, pace(32, Some(old), false));
         assert!(f.behind());
-        f.note_delivered(&live, old, None);
+        f.note_delivered(&live, old, pace(32, None, false));
+        assert!(f.behind(), "only redeliveries leave the mark");
+        f.note_delivered(&live, old, pace(3, Some(old), true));
+        assert!(
+            f.behind(),
+            "a FIFO receive is short while groups are blocked"
+        );
+        f.note_delivered(&live, old, pace(3, Some(old), false));
         assert!(!f.behind(), "the next receive came back short");
     }
 

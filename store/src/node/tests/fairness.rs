@@ -88,6 +88,29 @@ async fn a_live_group_whose_full_receives_deliver_messages_stored_a_while_ago_is
 }
 
 #[tokio::test]
+async fn a_full_receive_of_redeliveries_only_says_nothing_about_pace() {
+    let (_dir, clock, _shared, store) = open_on_manual_clock().await;
+    let fairness = &store.shard(0).expect("shard 0").shard.fairness;
+    store
+        .append(append(vec![message("a")]))
+        .await
+        .expect("appends");
+    let briefly = PopRequest {
+        invisible: Duration::from_millis(10),
+        ..pop(1, Duration::ZERO)
+    };
+    let got = store.pop(briefly.clone()).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["a"]);
+    // Visible again 10 ms later, delivered again (attempt 2) 100 ms after its store: full, but
+    // only a redelivery.
+    clock.advance(crate::shard::fairness::BEHIND_AFTER * 5);
+    let got = store.pop(briefly).await.expect("pops");
+    assert_eq!(bodies(&got), vec!["a"]);
+    assert!(!fairness.behind(), "a redelivery keeps its store time");
+    store.shutdown().await.expect("shuts down");
+}
+
+#[tokio::test]
 async fn on_a_node_with_room_consumer_work_caps_no_appends() {
     use futures::FutureExt;
     let (_dir, _clock, _shared, store) = open_on_manual_clock().await;
