@@ -417,13 +417,7 @@ fn log_finished(
 pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) -> JoinHandle<()> {
     let controller = Arc::downgrade(controller);
     tokio::spawn(async move {
-        loop {
-            let Some(c) = controller.upgrade() else {
-                return;
-            };
-            if c.is_stopped().await {
-                return;
-            }
+        while let Some(c) = running(&controller).await {
             // A new leader first applies everything committed (a shard recorded as created
             // must never be created again).
             if c.group_leads() && c.read_barrier().await.is_ok() {
@@ -458,6 +452,12 @@ pub fn spawn_reconciler(controller: &Arc<Controller>, store: Arc<dyn StoreApi>) 
     })
 }
 
+/// The controller a background loop works for, while it exists and is not stopped.
+async fn running(controller: &std::sync::Weak<Controller>) -> Option<Arc<Controller>> {
+    let c = controller.upgrade()?;
+    (!c.is_stopped().await).then_some(c)
+}
+
 /// Where no reconciler runs (standalone, whose in-process store holds every shard): finishes
 /// deleted topics' and groups' drops left pending (a delete whose caller went away between its
 /// halves, a shard write that failed) every [`RECONCILE_EVERY`], as the reconciler does.
@@ -467,13 +467,7 @@ pub fn spawn_drop_finisher(
 ) -> JoinHandle<()> {
     let controller = Arc::downgrade(controller);
     tokio::spawn(async move {
-        loop {
-            let Some(c) = controller.upgrade() else {
-                return;
-            };
-            if c.is_stopped().await {
-                return;
-            }
+        while let Some(c) = running(&controller).await {
             let pending = !c.pending_drops().is_empty() || !c.pending_group_drops().is_empty();
             if pending && c.group_leads() && c.read_barrier().await.is_ok() {
                 let reports = store.node_status().await;
